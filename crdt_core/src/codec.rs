@@ -1,0 +1,630 @@
+//! The canonical binary encoding (schema: `proto/drsdtp/core/v1/state.proto`) and everything that reads or
+//! writes it: local-event deltas, full state, catch-up deltas, versions, digests, and `merge`.
+//!
+//! Decoding is two-phase: the whole message is validated (sizes, indices, column lengths, finite floats,
+//! the clock gate) before anything is applied, so a bad message changes nothing and never panics.
+use std::collections::{BTreeMap, BTreeSet};
+
+use hashbrown::HashMap;
+use prost::Message;
+
+use crate::clock::Stamp;
+use crate::context::{Context, Dot, ReplicaId};
+use crate::counter::{CounterEntry, PnCounter};
+use crate::error::{corrupt, Error, Kind, Result};
+use crate::intern::check_name;
+use crate::orset::OrSet;
+use crate::pb;
+use crate::store::{Cell, Slot, Store, Twin};
+use crate::value::MAX_VALUE_BYTES;
+
+/// The format version this build writes and reads.
+pub const FORMAT: pb::Format = pb::Format::V1;
+
+/// Replica ids used by a message, sorted, with their indices.
+#[derive(Default)]
+struct WriterTable {
+    ids: BTreeSet<ReplicaId>,
+    index: HashMap<ReplicaId, u32>,
+}
+
+impl WriterTable {
+    fn add(&mut self, r: ReplicaId) {
+        self.ids.insert(r);
+    }
+    fn add_context(&mut self, cc: &Context) {
+        cc.replicas().for_each(|r| self.add(r));
+    }
+    fn freeze(&mut self) -> Vec<u64> {
+        self.index = self.ids.iter().enumerate().map(|(i, &r)| (r, i as u32)).collect();
+        self.ids.iter().copied().collect()
+    }
+    fn ix(&self, r: ReplicaId) -> u32 {
+        self.index.get(&r).copied().unwrap_or(0)
+    }
+    fn context(&self, cc: &Context) -> pb::Context {
+        let (writers, max) = cc.ranges().iter().map(|&(r, m)| (self.ix(r), m)).unzip();
+        let (cloud_writers, cloud_counters) = cc.cloud().iter().map(|d| (self.ix(d.replica), d.counter)).unzip();
+        pb::Context { writers, max, cloud_writers, cloud_counters }
+    }
+}
+
+/// A register as it is encoded: writer, event counter, name, stamp, value.
+type RegisterRow<'a> = (ReplicaId, u64, &'a str, Stamp, &'a Cell);
+
+fn write_groups(rows: &mut [RegisterRow<'_>], table: &WriterTable) -> Vec<pb::WriteGroup> {
+    rows.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    let mut groups = Vec::new();
+    for chunk in rows.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+        let base = chunk.iter().map(|r| r.3).min().unwrap_or(0);
+        let mut g = pb::WriteGroup { writer: table.ix(chunk[0].0), counter: chunk[0].1, stamp: base, ..Default::default() };
+        let all_f64 = chunk.iter().all(|r| matches!(r.4, Cell::F64(_)));
+        if chunk.iter().any(|r| r.3 != base) {
+            g.stamp_offsets = chunk.iter().map(|r| r.3 - base).collect();
+        }
+        for &(_, _, name, _, cell) in chunk.iter() {
+            g.fields.push(name.to_owned());
+            let kind = match cell {
+                Cell::F64(x) => {
+                    g.f64s.push(*x);
+                    pb::ValueKind::F64
+                }
+                Cell::I64(x) => {
+                    g.i64s.push(*x);
+                    pb::ValueKind::I64
+                }
+                Cell::Bool(x) => {
+                    g.bools.push(*x);
+                    pb::ValueKind::Bool
+                }
+                Cell::Str(s) => {
+                    g.strs.push(s.as_ref().clone());
+                    pb::ValueKind::Str
+                }
+                Cell::Bytes(b) => {
+                    g.blobs.push(b.as_ref().clone());
+                    pb::ValueKind::Bytes
+                }
+                Cell::Counter(_) | Cell::Set(_) => continue,
+            };
+            if !all_f64 {
+                g.kinds.push(kind as i32);
+            }
+        }
+        groups.push(g);
+    }
+    groups
+}
+
+fn counter_state(name: &str, c: &PnCounter, table: &WriterTable, since: Option<&Context>) -> Option<pb::CounterState> {
+    let mut s = pb::CounterState { field: name.to_owned(), ..Default::default() };
+    for e in c.entries().iter().filter(|e| since.is_none_or(|v| !v.contains(e.dot()))) {
+        s.writers.push(table.ix(e.replica));
+        s.counters.push(e.counter);
+        s.increments.push(e.increments);
+        s.decrements.push(e.decrements);
+    }
+    (!s.writers.is_empty()).then_some(s)
+}
+
+fn set_state(name: &str, set: &OrSet, table: &WriterTable) -> pb::SetState {
+    let elements = set
+        .entries()
+        .map(|(e, dots)| pb::SetElement {
+            element: e.to_owned(),
+            writers: dots.iter().map(|d| table.ix(d.replica)).collect(),
+            counters: dots.iter().map(|d| d.counter).collect(),
+        })
+        .collect();
+    pb::SetState { field: name.to_owned(), elements }
+}
+
+fn encode(msg: &impl Message) -> Vec<u8> {
+    msg.encode_to_vec()
+}
+
+impl Store {
+    fn writer_id(&self, ix: u32) -> ReplicaId {
+        self.writers.get(ix as usize).copied().unwrap_or(0)
+    }
+
+    // ----- local-event deltas ----------------------------------------------------------------------------
+
+    /// Delta of register events: for each (twin, dot, fields written), the context `{dot}` and the fields
+    /// whose current value is still this event's (a late reading that lost carries nothing).
+    pub(crate) fn encode_register_events(&self, events: &[(u32, Dot, Vec<u32>)]) -> Vec<u8> {
+        let mut table = WriterTable::default();
+        table.add(self.replica);
+        let replicas = table.freeze();
+        let mut twins = Vec::with_capacity(events.len());
+        for (tid, dot, fields) in events {
+            let Some(t) = self.twin(*tid) else { continue };
+            let mut seen: Vec<u32> = fields.clone();
+            seen.sort_unstable();
+            seen.dedup();
+            let mut rows: Vec<RegisterRow<'_>> = seen
+                .iter()
+                .filter_map(|&f| t.find(f, Kind::Register).ok().map(|i| &t.slots[i]))
+                .filter(|s| s.counter == dot.counter && self.writer_id(s.writer) == dot.replica)
+                .map(|s| (dot.replica, dot.counter, self.field_names.name(s.field), s.stamp, &s.cell))
+                .collect();
+            let cc = Context::from_parts([], [*dot]);
+            twins.push(pb::TwinState {
+                twin: self.twin_names.name(*tid).to_owned(),
+                context: Some(table.context(&cc)),
+                writes: write_groups(&mut rows, &table),
+                ..Default::default()
+            });
+        }
+        twins.sort_unstable_by(|a, b| a.twin.cmp(&b.twin));
+        encode(&pb::StateDelta { format: FORMAT as i32, replicas, twins })
+    }
+
+    pub(crate) fn encode_counter_event(&self, tid: u32, fid: u32, dot: Dot) -> Vec<u8> {
+        let mut table = WriterTable::default();
+        table.add(self.replica);
+        let replicas = table.freeze();
+        let mut ts = pb::TwinState { twin: self.twin_names.name(tid).to_owned(), ..Default::default() };
+        ts.context = Some(table.context(&Context::from_parts([], [dot])));
+        if let Some(Cell::Counter(c)) = self.twin(tid).and_then(|t| t.find(fid, Kind::Counter).ok().map(|i| &t.slots[i].cell)) {
+            let mut one = PnCounter::new();
+            if let Some(e) = c.entry(dot.replica) {
+                one.join_entry(e);
+            }
+            ts.counters.extend(counter_state(self.field_names.name(fid), &one, &table, None));
+        }
+        encode(&pb::StateDelta { format: FORMAT as i32, replicas, twins: vec![ts] })
+    }
+
+    pub(crate) fn encode_set_event(&self, tid: u32, fid: u32, dot: Dot, touched: &[Dot]) -> Vec<u8> {
+        let cc = Context::from_parts([], touched.iter().copied().chain([dot]));
+        let mut table = WriterTable::default();
+        table.add_context(&cc);
+        let replicas = table.freeze();
+        let mut part = OrSet::new();
+        if let Some(Cell::Set(s)) = self.twin(tid).and_then(|t| t.find(fid, Kind::Set).ok().map(|i| &t.slots[i].cell)) {
+            // Only the elements this event touched: an add's element, nothing for a remove.
+            for (e, dots) in s.entries() {
+                if dots.contains(&dot) {
+                    part.insert_dots(e.to_owned(), dots.to_vec());
+                }
+            }
+        }
+        let ts = pb::TwinState {
+            twin: self.twin_names.name(tid).to_owned(),
+            context: Some(table.context(&cc)),
+            sets: vec![set_state(self.field_names.name(fid), &part, &table)],
+            ..Default::default()
+        };
+        encode(&pb::StateDelta { format: FORMAT as i32, replicas, twins: vec![ts] })
+    }
+
+    // ----- full state and catch-up -----------------------------------------------------------------------
+
+    fn twin_ids_sorted(&self, names: Option<&[String]>) -> Vec<u32> {
+        let mut ids: Vec<u32> = match names {
+            Some(list) => list.iter().filter_map(|n| self.twin_names.get(n)).filter(|&t| self.twin(t).is_some()).collect(),
+            None => (0..self.twins.len() as u32).filter(|&t| self.twin(t).is_some()).collect(),
+        };
+        ids.sort_unstable_by(|&a, &b| self.twin_names.name(a).cmp(self.twin_names.name(b)));
+        ids.dedup();
+        ids
+    }
+
+    /// Encodes the given twins (filtered against `since` per twin when given) into messages of at most
+    /// about `max_bytes` each (a single twin larger than that travels alone). Every message carries the
+    /// writer table of the whole transfer.
+    fn encode_twins(&self, tids: &[u32], since: Option<&HashMap<String, Context>>, max_bytes: usize) -> Vec<Vec<u8>> {
+        let empty = Context::new();
+        let selected: Vec<(u32, &Twin, Option<&Context>)> = tids
+            .iter()
+            .filter_map(|&tid| {
+                let t = self.twin(tid)?;
+                let v = since.map(|m| m.get(self.twin_names.name(tid)).unwrap_or(&empty));
+                match v {
+                    Some(v) if v.includes(&t.cc) => None,
+                    _ => Some((tid, t, v)),
+                }
+            })
+            .collect();
+        let mut table = WriterTable::default();
+        for (_, t, v) in &selected {
+            table.add_context(&t.cc);
+            let mut seen_writers: BTreeSet<u32> = BTreeSet::new();
+            for s in &t.slots {
+                match &s.cell {
+                    Cell::Counter(c) => c.entries().iter().for_each(|e| table.add(e.replica)),
+                    Cell::Set(set) => set.entries().flat_map(|(_, d)| d.iter()).for_each(|d| table.add(d.replica)),
+                    _ if v.is_none_or(|v| !v.contains(Dot::new(self.writer_id(s.writer), s.counter))) => {
+                        seen_writers.insert(s.writer);
+                    }
+                    _ => {}
+                }
+            }
+            seen_writers.into_iter().for_each(|w| table.add(self.writer_id(w)));
+        }
+        let replicas = table.freeze();
+        let mut out = Vec::new();
+        let mut chunk: Vec<pb::TwinState> = Vec::new();
+        let mut chunk_bytes = 0usize;
+        for (tid, t, v) in selected {
+            let ts = self.twin_state(tid, t, v, &table);
+            let len = ts.encoded_len();
+            if !chunk.is_empty() && chunk_bytes + len > max_bytes {
+                out.push(encode(&pb::StateDelta { format: FORMAT as i32, replicas: replicas.clone(), twins: std::mem::take(&mut chunk) }));
+                chunk_bytes = 0;
+            }
+            chunk_bytes += len;
+            chunk.push(ts);
+        }
+        if !chunk.is_empty() || out.is_empty() {
+            out.push(encode(&pb::StateDelta { format: FORMAT as i32, replicas, twins: chunk }));
+        }
+        out
+    }
+
+    fn twin_state(&self, tid: u32, t: &Twin, since: Option<&Context>, table: &WriterTable) -> pb::TwinState {
+        let mut rows: Vec<RegisterRow<'_>> = Vec::new();
+        let mut counters = Vec::new();
+        let mut sets = Vec::new();
+        for s in &t.slots {
+            let name = self.field_names.name(s.field);
+            match &s.cell {
+                Cell::Counter(c) => counters.extend(counter_state(name, c, table, since)),
+                // Sets travel whole: the receiver needs every surviving dot to tell removes from unseen adds.
+                Cell::Set(set) => sets.push(set_state(name, set, table)),
+                cell => {
+                    let writer = self.writer_id(s.writer);
+                    if since.is_none_or(|v| !v.contains(Dot::new(writer, s.counter))) {
+                        rows.push((writer, s.counter, name, s.stamp, cell));
+                    }
+                }
+            }
+        }
+        counters.sort_unstable_by(|a: &pb::CounterState, b| a.field.cmp(&b.field));
+        sets.sort_unstable_by(|a: &pb::SetState, b| a.field.cmp(&b.field));
+        pb::TwinState {
+            twin: self.twin_names.name(tid).to_owned(),
+            context: Some(table.context(&t.cc)),
+            writes: write_groups(&mut rows, table),
+            counters,
+            sets,
+        }
+    }
+
+    /// The full state (of the named twins, or of all), canonical: converged replicas encode identical bytes.
+    pub fn encode_state(&self, twins: Option<&[String]>) -> Vec<u8> {
+        let tids = self.twin_ids_sorted(twins);
+        self.encode_twins(&tids, None, usize::MAX).pop().unwrap_or_default()
+    }
+
+    /// The full state split into messages of about `max_bytes` (whole twins per message).
+    pub fn encode_state_chunks(&self, max_bytes: usize) -> Vec<Vec<u8>> {
+        let tids = self.twin_ids_sorted(None);
+        self.encode_twins(&tids, None, max_bytes)
+    }
+
+    /// What this replica has seen, per twin (of the named twins, or of all). Named twins this replica lacks
+    /// are listed with an empty context, so a peer's catch-up sends them whole.
+    pub fn version(&self, twins: Option<&[String]>) -> Vec<u8> {
+        let mut entries: Vec<(String, Context)> = match twins {
+            Some(list) => list
+                .iter()
+                .map(|n| (n.clone(), self.context(n).cloned().unwrap_or_default()))
+                .collect(),
+            None => self.twin_ids_sorted(None).into_iter().filter_map(|t| Some((self.twin_names.name(t).to_owned(), self.twin(t)?.cc.clone()))).collect(),
+        };
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        entries.dedup_by(|a, b| a.0 == b.0);
+        let mut table = WriterTable::default();
+        entries.iter().for_each(|(_, cc)| table.add_context(cc));
+        let replicas = table.freeze();
+        let twins = entries.iter().map(|(n, cc)| pb::TwinVersion { twin: n.clone(), context: Some(table.context(cc)) }).collect();
+        encode(&pb::StoreVersion { format: FORMAT as i32, replicas, twins })
+    }
+
+    /// Everything a peer at `version` lacks, in messages of about `max_bytes`. With `only_listed`, just the
+    /// twins the version names (digest-driven catch-up); otherwise every twin, those the version does not
+    /// name being sent whole. The result is for that peer only: it is not a delta to forward to others.
+    pub fn catch_up(&self, version: &[u8], only_listed: bool, max_bytes: usize) -> Result<Vec<Vec<u8>>> {
+        let v = self.decode_version(version)?;
+        let names: Vec<String> = v.keys().cloned().collect();
+        let tids = self.twin_ids_sorted(only_listed.then_some(names.as_slice()));
+        Ok(self.encode_twins(&tids, Some(&v), max_bytes))
+    }
+
+    /// Per-twin digests of the causal contexts (equal digest: equal state).
+    pub fn digest(&self) -> Vec<u8> {
+        let tids = self.twin_ids_sorted(None);
+        let twins = tids.iter().map(|&t| self.twin_names.name(t).to_owned()).collect();
+        let digests = tids.iter().filter_map(|&t| self.twin(t)).map(|t| t.cc.digest()).collect();
+        encode(&pb::StoreDigest { format: FORMAT as i32, twins, digests })
+    }
+
+    /// Twins whose state differs from a peer's digest: different digests, or present on one side only.
+    pub fn differing_twins(&self, peer_digest: &[u8]) -> Result<Vec<String>> {
+        self.check_size(peer_digest)?;
+        let d = pb::StoreDigest::decode(peer_digest).map_err(|e| corrupt(e.to_string()))?;
+        check_format(d.format)?;
+        if d.twins.len() != d.digests.len() {
+            return Err(corrupt("digest: twins and digests differ in length"));
+        }
+        let theirs: HashMap<&str, u64> = d.twins.iter().map(String::as_str).zip(d.digests.iter().copied()).collect();
+        let mut out: BTreeSet<String> = BTreeSet::new();
+        for tid in self.twin_ids_sorted(None) {
+            let name = self.twin_names.name(tid);
+            let mine = self.twin(tid).map(|t| t.cc.digest());
+            if theirs.get(name).copied() != mine {
+                out.insert(name.to_owned());
+            }
+        }
+        for name in &d.twins {
+            check_name(name, self.limits.max_name_bytes)?;
+            if !self.contains_twin(name) {
+                out.insert(name.clone());
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    fn check_size(&self, bytes: &[u8]) -> Result<()> {
+        if bytes.len() > self.limits.max_message_bytes {
+            return Err(Error::TooLarge { size: bytes.len(), limit: self.limits.max_message_bytes });
+        }
+        Ok(())
+    }
+
+    fn decode_version(&self, bytes: &[u8]) -> Result<HashMap<String, Context>> {
+        self.check_size(bytes)?;
+        let v = pb::StoreVersion::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
+        check_format(v.format)?;
+        let mut out = HashMap::new();
+        for tv in v.twins {
+            check_name(&tv.twin, self.limits.max_name_bytes)?;
+            let cc = decode_context(tv.context.as_ref(), &v.replicas)?;
+            out.insert(tv.twin, cc);
+        }
+        Ok(out)
+    }
+
+    // ----- merge -----------------------------------------------------------------------------------------
+
+    /// Joins a delta, catch-up delta or full state. All or nothing: a message that fails validation or the
+    /// clock gate changes nothing. Returns the twins whose state changed.
+    pub fn merge(&mut self, bytes: &[u8]) -> Result<Vec<String>> {
+        self.check_size(bytes)?;
+        let msg = pb::StateDelta::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
+        check_format(msg.format)?;
+        let checked = validate(&msg, self.limits)?;
+        if self.gate && checked.max_stamp > 0 {
+            let phys = self.physical_now();
+            self.hlc.update(checked.max_stamp, phys)?;
+        }
+        let mut changed = Vec::new();
+        for (ts, cc) in msg.twins.iter().zip(checked.contexts) {
+            if self.merge_twin(ts, cc, &msg.replicas)? {
+                changed.push(ts.twin.clone());
+            }
+        }
+        self.merges += 1;
+        changed.sort_unstable();
+        changed.dedup();
+        Ok(changed)
+    }
+
+    fn merge_twin(&mut self, ts: &pb::TwinState, cc: Context, replicas: &[u64]) -> Result<bool> {
+        let tid = self.intern_twin(&ts.twin)?;
+        let mut fids: Vec<Vec<u32>> = Vec::with_capacity(ts.writes.len());
+        for g in &ts.writes {
+            fids.push(g.fields.iter().map(|f| self.intern_field(f)).collect::<Result<_>>()?);
+        }
+        let counter_fids: Vec<u32> = ts.counters.iter().map(|c| self.intern_field(&c.field)).collect::<Result<_>>()?;
+        let set_fids: Vec<u32> = ts.sets.iter().map(|s| self.intern_field(&s.field)).collect::<Result<_>>()?;
+        let wix: Vec<u32> = replicas.iter().map(|&r| self.writer_ix(r)).collect();
+        let writers = std::mem::take(&mut self.writers);
+        let t = self.twin_mut(tid);
+        let mut changed = !t.cc.includes(&cc);
+        for (g, fields) in ts.writes.iter().zip(&fids) {
+            let w = wix[g.writer as usize];
+            let mut cols = Columns::default();
+            for (i, &fid) in fields.iter().enumerate() {
+                let stamp = g.stamp + g.stamp_offsets.get(i).copied().unwrap_or(0);
+                let cell = cols.next(g, i);
+                changed |= Store::upsert_register(t, &writers, fid, w, stamp, g.counter, cell, false);
+            }
+        }
+        for (c, &fid) in ts.counters.iter().zip(&counter_fids) {
+            let i = slot_of(t, fid, Kind::Counter);
+            if let Cell::Counter(counter) = &mut t.slots[i].cell {
+                for k in 0..c.writers.len() {
+                    changed |= counter.join_entry(CounterEntry {
+                        replica: replicas[c.writers[k] as usize],
+                        counter: c.counters[k],
+                        increments: c.increments[k],
+                        decrements: c.decrements[k],
+                    });
+                }
+            }
+        }
+        for (s, &fid) in ts.sets.iter().zip(&set_fids) {
+            let mut theirs = OrSet::new();
+            for e in &s.elements {
+                let dots = e.writers.iter().zip(&e.counters).map(|(&w, &c)| Dot::new(replicas[w as usize], c)).collect();
+                theirs.insert_dots(e.element.clone(), dots);
+            }
+            let i = slot_of(t, fid, Kind::Set);
+            let own_cc = t.cc.clone();
+            if let Cell::Set(set) = &mut t.slots[i].cell {
+                changed |= set.merge(&own_cc, &theirs, &cc);
+            }
+        }
+        t.cc.union(&cc);
+        self.writers = writers;
+        Ok(changed)
+    }
+}
+
+/// The slot of a counter or set field, created empty if missing.
+fn slot_of(t: &mut Twin, fid: u32, kind: Kind) -> usize {
+    match t.find(fid, kind) {
+        Ok(i) => i,
+        Err(i) => {
+            let cell = if kind == Kind::Set { Cell::Set(Box::default()) } else { Cell::Counter(Box::default()) };
+            t.slots.insert(i, Slot { field: fid, writer: 0, stamp: 0, counter: 0, cell });
+            i
+        }
+    }
+}
+
+/// Reads a write group's values in field order from its columns.
+#[derive(Default)]
+struct Columns {
+    f: usize,
+    i: usize,
+    b: usize,
+    s: usize,
+    x: usize,
+}
+
+impl Columns {
+    fn next(&mut self, g: &pb::WriteGroup, i: usize) -> Cell {
+        let kind = g.kinds.get(i).copied().unwrap_or(pb::ValueKind::F64 as i32);
+        let take = |col: &mut usize| {
+            *col += 1;
+            *col - 1
+        };
+        match pb::ValueKind::try_from(kind).unwrap_or(pb::ValueKind::F64) {
+            pb::ValueKind::F64 => Cell::F64(g.f64s.get(take(&mut self.f)).copied().unwrap_or(0.0)),
+            pb::ValueKind::I64 => Cell::I64(g.i64s.get(take(&mut self.i)).copied().unwrap_or(0)),
+            pb::ValueKind::Bool => Cell::Bool(g.bools.get(take(&mut self.b)).copied().unwrap_or(false)),
+            pb::ValueKind::Str => Cell::Str(Box::new(g.strs.get(take(&mut self.s)).cloned().unwrap_or_default())),
+            pb::ValueKind::Bytes => Cell::Bytes(Box::new(g.blobs.get(take(&mut self.x)).cloned().unwrap_or_default())),
+        }
+    }
+}
+
+fn check_format(format: i32) -> Result<()> {
+    if format == FORMAT as i32 {
+        Ok(())
+    } else {
+        Err(Error::UnknownFormat(format))
+    }
+}
+
+fn replica_at(replicas: &[u64], ix: u32, what: &str) -> Result<ReplicaId> {
+    replicas.get(ix as usize).copied().ok_or_else(|| corrupt(format!("{what}: writer index {ix} outside the table of {}", replicas.len())))
+}
+
+fn check_counter(c: u64, what: &str) -> Result<()> {
+    if c == 0 {
+        return Err(corrupt(format!("{what}: event counter 0 (counters start at 1)")));
+    }
+    Ok(())
+}
+
+fn decode_context(ctx: Option<&pb::Context>, replicas: &[u64]) -> Result<Context> {
+    let Some(c) = ctx else { return Ok(Context::new()) };
+    if c.writers.len() != c.max.len() || c.cloud_writers.len() != c.cloud_counters.len() {
+        return Err(corrupt("context: column lengths differ"));
+    }
+    let mut ranges = Vec::with_capacity(c.writers.len());
+    for (&w, &m) in c.writers.iter().zip(&c.max) {
+        ranges.push((replica_at(replicas, w, "context")?, m));
+    }
+    let mut cloud = Vec::with_capacity(c.cloud_writers.len());
+    for (&w, &n) in c.cloud_writers.iter().zip(&c.cloud_counters) {
+        check_counter(n, "context")?;
+        cloud.push(Dot::new(replica_at(replicas, w, "context")?, n));
+    }
+    Ok(Context::from_parts(ranges, cloud))
+}
+
+/// What validation learns on the way: each twin's context and the newest stamp (for the clock gate).
+struct Checked {
+    contexts: Vec<Context>,
+    max_stamp: Stamp,
+}
+
+fn validate(msg: &pb::StateDelta, limits: crate::store::Limits) -> Result<Checked> {
+    let names = |n: &str| check_name(n, limits.max_name_bytes);
+    let mut contexts = Vec::with_capacity(msg.twins.len());
+    let mut max_stamp = 0;
+    for ts in &msg.twins {
+        names(&ts.twin)?;
+        contexts.push(decode_context(ts.context.as_ref(), &msg.replicas)?);
+        for g in &ts.writes {
+            replica_at(&msg.replicas, g.writer, "write")?;
+            check_counter(g.counter, "write")?;
+            let n = g.fields.len();
+            if (!g.kinds.is_empty() && g.kinds.len() != n) || (!g.stamp_offsets.is_empty() && g.stamp_offsets.len() != n) {
+                return Err(corrupt("write: kinds or stamp offsets do not match the fields"));
+            }
+            let mut want = [0usize; 5];
+            for i in 0..n {
+                let k = g.kinds.get(i).copied().unwrap_or(0);
+                let k = pb::ValueKind::try_from(k).map_err(|_| corrupt(format!("write: unknown value kind {k}")))?;
+                want[k as usize] += 1;
+            }
+            if want != [g.f64s.len(), g.i64s.len(), g.bools.len(), g.strs.len(), g.blobs.len()] {
+                return Err(corrupt("write: value columns do not match the kinds"));
+            }
+            if let Some(x) = g.f64s.iter().find(|x| !x.is_finite()) {
+                return Err(corrupt(format!("write: non-finite float {x}")));
+            }
+            if g.strs.iter().any(|s| s.len() > MAX_VALUE_BYTES) || g.blobs.iter().any(|b| b.len() > MAX_VALUE_BYTES) {
+                return Err(Error::Limit("write: value larger than 1 MiB".into()));
+            }
+            for f in &g.fields {
+                names(f)?;
+            }
+            let top = g.stamp_offsets.iter().max().copied().unwrap_or(0);
+            max_stamp = max_stamp.max(g.stamp.checked_add(top).ok_or_else(|| corrupt("write: stamp overflow"))?);
+        }
+        for c in &ts.counters {
+            names(&c.field)?;
+            let n = c.writers.len();
+            if c.counters.len() != n || c.increments.len() != n || c.decrements.len() != n {
+                return Err(corrupt("counter: column lengths differ"));
+            }
+            for k in 0..n {
+                replica_at(&msg.replicas, c.writers[k], "counter")?;
+                check_counter(c.counters[k], "counter")?;
+                if c.increments[k] > i64::MAX as u64 || c.decrements[k] > i64::MAX as u64 {
+                    return Err(corrupt("counter: a sum beyond the 64-bit range"));
+                }
+            }
+        }
+        for s in &ts.sets {
+            names(&s.field)?;
+            for e in &s.elements {
+                names(&e.element)?;
+                if e.writers.len() != e.counters.len() {
+                    return Err(corrupt("set: column lengths differ"));
+                }
+                for (&w, &c) in e.writers.iter().zip(&e.counters) {
+                    replica_at(&msg.replicas, w, "set")?;
+                    check_counter(c, "set")?;
+                }
+            }
+        }
+    }
+    Ok(Checked { contexts, max_stamp })
+}
+
+/// Joins deltas (or states) into one: the join of a delta buffer, for gossip. The inputs must be deltas
+/// that may travel anywhere (local events and joins of them, or full states), not peer-specific catch-ups.
+pub fn join(deltas: &[&[u8]], limits: crate::store::Limits) -> Result<Vec<u8>> {
+    let mut scratch = Store::scratch();
+    scratch.set_limits(limits);
+    for d in deltas {
+        scratch.merge(d)?;
+    }
+    Ok(scratch.encode_state(None))
+}
+
+/// Parses a full state into a map of twin -> fields, for tests and tools.
+pub fn decode_fields(bytes: &[u8]) -> Result<BTreeMap<String, Vec<(String, crate::value::FieldValue)>>> {
+    let mut scratch = Store::scratch();
+    scratch.merge(bytes)?;
+    Ok(scratch.twins().into_iter().filter_map(|t| Some((t.clone(), scratch.fields(&t)?))).collect())
+}

@@ -1,0 +1,209 @@
+//! Causal contexts: which events (dots) a replica has seen. A compact version vector of contiguous dots per
+//! writer plus a small cloud of dots beyond them. Removes and overwrites leave no tombstones: a dot that is
+//! in the context but no longer in the data was overwritten or removed.
+
+/// Replica (writer) id.
+pub type ReplicaId = u64;
+
+/// One event: the `counter`-th event of `replica` on a twin. Counters start at 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Dot {
+    /// Writer of the event.
+    pub replica: ReplicaId,
+    /// Its sequence number on that writer, from 1.
+    pub counter: u64,
+}
+
+impl Dot {
+    /// A dot.
+    pub const fn new(replica: ReplicaId, counter: u64) -> Self {
+        Self { replica, counter }
+    }
+}
+
+/// A causal context. Canonical: `vv` sorted by replica with no zero entries; `cloud` sorted, every dot
+/// beyond its replica's contiguous range and not adjacent to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Context {
+    vv: Vec<(ReplicaId, u64)>,
+    cloud: Vec<Dot>,
+}
+
+impl Context {
+    /// The empty context.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// True when no event has been seen.
+    pub fn is_empty(&self) -> bool {
+        self.vv.is_empty() && self.cloud.is_empty()
+    }
+
+    /// Contiguous range `1..=max` seen of `replica`.
+    pub fn contiguous(&self, replica: ReplicaId) -> u64 {
+        match self.vv.binary_search_by_key(&replica, |e| e.0) {
+            Ok(i) => self.vv[i].1,
+            Err(_) => 0,
+        }
+    }
+
+    /// Whether the event `dot` has been seen.
+    pub fn contains(&self, dot: Dot) -> bool {
+        dot.counter <= self.contiguous(dot.replica) || self.cloud.binary_search(&dot).is_ok()
+    }
+
+    /// Highest counter seen of `replica`, contiguous or not.
+    pub fn max_counter(&self, replica: ReplicaId) -> u64 {
+        let cloud_max = self.cloud.iter().filter(|d| d.replica == replica).map(|d| d.counter).max();
+        cloud_max.unwrap_or(0).max(self.contiguous(replica))
+    }
+
+    /// The dot of the next local event of `replica`.
+    pub fn next_dot(&self, replica: ReplicaId) -> Dot {
+        Dot::new(replica, self.max_counter(replica) + 1)
+    }
+
+    /// Records `dot` as seen.
+    pub fn insert(&mut self, dot: Dot) {
+        if dot.counter == 0 || self.contains(dot) {
+            return;
+        }
+        let pos = self.cloud.binary_search(&dot).unwrap_or_else(|p| p);
+        self.cloud.insert(pos, dot);
+        self.compact();
+    }
+
+    /// Joins `other` into this context.
+    pub fn union(&mut self, other: &Context) {
+        for &(replica, max) in &other.vv {
+            match self.vv.binary_search_by_key(&replica, |e| e.0) {
+                Ok(i) => self.vv[i].1 = self.vv[i].1.max(max),
+                Err(i) => self.vv.insert(i, (replica, max)),
+            }
+        }
+        if !other.cloud.is_empty() {
+            self.cloud.extend(other.cloud.iter().copied());
+            self.cloud.sort_unstable();
+            self.cloud.dedup();
+        }
+        self.compact();
+    }
+
+    /// Whether every event of `other` is in this context.
+    pub fn includes(&self, other: &Context) -> bool {
+        other.vv.iter().all(|&(r, max)| {
+            let have = self.contiguous(r);
+            have >= max || (have + 1..=max).all(|c| self.cloud.binary_search(&Dot::new(r, c)).is_ok())
+        }) && other.cloud.iter().all(|&d| self.contains(d))
+    }
+
+    /// Contiguous ranges, sorted by replica.
+    pub fn ranges(&self) -> &[(ReplicaId, u64)] {
+        &self.vv
+    }
+
+    /// Dots beyond the contiguous ranges, sorted.
+    pub fn cloud(&self) -> &[Dot] {
+        &self.cloud
+    }
+
+    /// Every replica that appears in the context, ascending.
+    pub fn replicas(&self) -> impl Iterator<Item = ReplicaId> + '_ {
+        let mut all: Vec<ReplicaId> = self.vv.iter().map(|e| e.0).chain(self.cloud.iter().map(|d| d.replica)).collect();
+        all.sort_unstable();
+        all.dedup();
+        all.into_iter()
+    }
+
+    /// Builds a context from ranges and cloud dots in any order (decoding); returns it in canonical form.
+    pub fn from_parts(ranges: impl IntoIterator<Item = (ReplicaId, u64)>, cloud: impl IntoIterator<Item = Dot>) -> Self {
+        let mut ctx = Context::new();
+        for (replica, max) in ranges {
+            if max > 0 {
+                ctx.union(&Context { vv: vec![(replica, max)], cloud: Vec::new() });
+            }
+        }
+        for dot in cloud {
+            ctx.insert(dot);
+        }
+        ctx
+    }
+
+    /// A stable 64-bit digest (FNV-1a over the canonical form): equal contexts, equal digests, on every
+    /// platform and build.
+    pub fn digest(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut feed = |x: u64| {
+            for b in x.to_le_bytes() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        feed(self.vv.len() as u64);
+        for &(r, m) in &self.vv {
+            feed(r);
+            feed(m);
+        }
+        feed(self.cloud.len() as u64);
+        for d in &self.cloud {
+            feed(d.replica);
+            feed(d.counter);
+        }
+        h
+    }
+
+    /// Moves cloud dots that became contiguous into the version vector.
+    fn compact(&mut self) {
+        let mut kept = Vec::with_capacity(self.cloud.len());
+        for dot in std::mem::take(&mut self.cloud) {
+            let i = match self.vv.binary_search_by_key(&dot.replica, |e| e.0) {
+                Ok(i) => i,
+                Err(i) => {
+                    self.vv.insert(i, (dot.replica, 0));
+                    i
+                }
+            };
+            let max = &mut self.vv[i].1;
+            if dot.counter == *max + 1 {
+                *max += 1;
+            } else if dot.counter > *max {
+                kept.push(dot);
+            }
+        }
+        self.vv.retain(|e| e.1 > 0);
+        self.cloud = kept;
+        // The cloud is sorted by (replica, counter), so one pass absorbs runs; a second catches nothing new
+        // unless a run was split across replicas, which sorting prevents.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_order_dots_compact_into_the_vector() {
+        let mut c = Context::new();
+        c.insert(Dot::new(7, 3));
+        c.insert(Dot::new(7, 1));
+        assert_eq!(c.contiguous(7), 1);
+        assert!(c.contains(Dot::new(7, 3)) && !c.contains(Dot::new(7, 2)));
+        c.insert(Dot::new(7, 2));
+        assert_eq!(c.contiguous(7), 3);
+        assert!(c.cloud().is_empty());
+        assert_eq!(c.next_dot(7), Dot::new(7, 4));
+    }
+
+    #[test]
+    fn includes_sees_gaps() {
+        let a = Context::from_parts([(1, 2)], [Dot::new(1, 5)]);
+        let b = Context::from_parts([(1, 5)], []);
+        assert!(b.includes(&a));
+        assert!(!a.includes(&b));
+        let mut u = a.clone();
+        u.union(&b);
+        assert_eq!(u, b);
+        assert_ne!(a.digest(), b.digest());
+    }
+}

@@ -1,0 +1,630 @@
+//! The twin store: many twins, each a document of named fields (LWW registers, PN-counters, OR-sets) with
+//! one causal context. Every local mutation returns its delta as canonical bytes; `merge` joins any delta,
+//! catch-up delta or full state (see `codec`).
+//!
+//! Layout, for memory: twins and names are interned to dense u32 ids; a twin's fields are one `Vec<Slot>`
+//! sorted by (field id, kind), 40 bytes a register, replaced in place on overwrite. No per-twin hash index:
+//! binary search over the sorted slots, and new names get the highest ids so their slots append.
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hashbrown::HashMap;
+
+use crate::clock::{physical_ms, stamp_at, Hlc, Stamp};
+use crate::context::{Context, Dot, ReplicaId};
+use crate::counter::PnCounter;
+use crate::error::{Error, Kind, Result};
+use crate::intern::{Interner, MAX_NAME_BYTES};
+use crate::lww::{order_key, LwwReg};
+use crate::orset::OrSet;
+use crate::value::{FieldValue, Value};
+
+/// Bounds that protect a node from oversized input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest encoded message `merge` accepts.
+    pub max_message_bytes: usize,
+    /// Largest twin id, field name or set element.
+    pub max_name_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_message_bytes: 64 << 20, max_name_bytes: MAX_NAME_BYTES }
+    }
+}
+
+/// Storage of one field. Registers inline their value; counters and sets (rare, larger) are boxed, which keeps
+/// a register slot at 40 bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Cell {
+    F64(f64),
+    I64(i64),
+    Bool(bool),
+    Str(Box<String>),
+    Bytes(Box<Vec<u8>>),
+    Counter(Box<PnCounter>),
+    Set(Box<OrSet>),
+}
+
+impl Cell {
+    pub(crate) fn kind(&self) -> Kind {
+        match self {
+            Cell::Counter(_) => Kind::Counter,
+            Cell::Set(_) => Kind::Set,
+            _ => Kind::Register,
+        }
+    }
+
+    pub(crate) fn from_value(v: Value) -> Cell {
+        match v {
+            Value::F64(x) => Cell::F64(x),
+            Value::I64(x) => Cell::I64(x),
+            Value::Bool(x) => Cell::Bool(x),
+            Value::Str(s) => Cell::Str(Box::new(s)),
+            Value::Bytes(b) => Cell::Bytes(Box::new(b)),
+        }
+    }
+
+    pub(crate) fn to_value(&self) -> Option<Value> {
+        Some(match self {
+            Cell::F64(x) => Value::F64(*x),
+            Cell::I64(x) => Value::I64(*x),
+            Cell::Bool(x) => Value::Bool(*x),
+            Cell::Str(s) => Value::Str(s.as_ref().clone()),
+            Cell::Bytes(b) => Value::Bytes(b.as_ref().clone()),
+            Cell::Counter(_) | Cell::Set(_) => return None,
+        })
+    }
+}
+
+/// One field of a twin. For registers `writer` (an index into the store's writer table), `counter` and
+/// `stamp` identify the winning write; counters and sets keep their metadata inside the cell.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Slot {
+    pub(crate) field: u32,
+    pub(crate) writer: u32,
+    pub(crate) stamp: Stamp,
+    pub(crate) counter: u64,
+    pub(crate) cell: Cell,
+}
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 40);
+
+fn kind_rank(kind: Kind) -> u8 {
+    match kind {
+        Kind::Register => 0,
+        Kind::Counter => 1,
+        Kind::Set => 2,
+    }
+}
+
+/// One twin: its causal context and its fields.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Twin {
+    pub(crate) cc: Context,
+    pub(crate) slots: Vec<Slot>,
+}
+
+impl Twin {
+    pub(crate) fn find(&self, field: u32, kind: Kind) -> std::result::Result<usize, usize> {
+        let key = (field, kind_rank(kind));
+        self.slots.binary_search_by_key(&key, |s| (s.field, kind_rank(s.cell.kind())))
+    }
+
+    /// The kind a field holds, preferring register, then counter, then set (concurrent writes of different
+    /// kinds to one name can meet in a merge; all are kept, reads prefer in this order).
+    fn kind_of(&self, field: u32) -> Option<Kind> {
+        let start = self.slots.partition_point(|s| s.field < field);
+        self.slots.get(start).filter(|s| s.field == field).map(|s| s.cell.kind())
+    }
+}
+
+/// Where physical time comes from: the system clock (with an offset, the test hook for skewed clocks) or a
+/// value set by the host (deterministic tests and simulations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeSource {
+    System { offset_ms: i64 },
+    Manual(u64),
+}
+
+/// Counters a host exports as metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Twins with at least one event.
+    pub twins: usize,
+    /// Field slots across all twins.
+    pub fields: usize,
+    /// Writers ever seen.
+    pub writers: usize,
+    /// Local register writes that lost to a newer value already present (late readings).
+    pub superseded_writes: u64,
+    /// Deltas merged.
+    pub merges: u64,
+}
+
+/// The twin store of one replica.
+pub struct Store {
+    pub(crate) replica: ReplicaId,
+    pub(crate) hlc: Hlc,
+    time: TimeSource,
+    /// Gate remote stamps on merge; off for scratch stores that only join deltas.
+    pub(crate) gate: bool,
+    pub(crate) writers: Vec<ReplicaId>,
+    writer_index: HashMap<ReplicaId, u32>,
+    pub(crate) twin_names: Interner,
+    pub(crate) field_names: Interner,
+    pub(crate) twins: Vec<Option<Twin>>,
+    pub(crate) limits: Limits,
+    pub(crate) superseded: u64,
+    pub(crate) merges: u64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("replica", &self.replica).field("stats", &self.stats()).finish()
+    }
+}
+
+/// A local register write before it is applied: interned field, value.
+type PendingWrite = (u32, Cell);
+
+impl Store {
+    /// A store for replica `replica` that refuses remote stamps more than `max_offset_ms` ahead.
+    pub fn new(replica: ReplicaId, max_offset_ms: u64) -> Self {
+        Self {
+            replica,
+            hlc: Hlc::new(max_offset_ms),
+            time: TimeSource::System { offset_ms: 0 },
+            gate: true,
+            writers: Vec::new(),
+            writer_index: HashMap::new(),
+            twin_names: Interner::new(),
+            field_names: Interner::new(),
+            twins: Vec::new(),
+            limits: Limits::default(),
+            superseded: 0,
+            merges: 0,
+        }
+    }
+
+    /// A store used only to join deltas: no clock gate, never writes.
+    pub fn scratch() -> Self {
+        let mut s = Self::new(0, u64::MAX / 2);
+        s.gate = false;
+        s
+    }
+
+    /// This replica's id.
+    pub fn replica(&self) -> ReplicaId {
+        self.replica
+    }
+
+    /// Current limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Replaces the limits.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// Uses the system clock shifted by `offset_ms` (a skewed clock, for tests and simulations).
+    pub fn set_clock_offset_ms(&mut self, offset_ms: i64) {
+        self.time = TimeSource::System { offset_ms };
+    }
+
+    /// Freezes physical time at `ms` (deterministic tests); `None` returns to the system clock.
+    pub fn set_manual_time(&mut self, ms: Option<u64>) {
+        self.time = match ms {
+            Some(ms) => TimeSource::Manual(ms),
+            None => TimeSource::System { offset_ms: 0 },
+        };
+    }
+
+    /// Physical milliseconds now, as this store sees them.
+    pub fn physical_now(&self) -> u64 {
+        match self.time {
+            TimeSource::Manual(ms) => ms,
+            TimeSource::System { offset_ms } => {
+                let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+                wall.saturating_add_signed(offset_ms)
+            }
+        }
+    }
+
+    /// A fresh HLC stamp.
+    pub fn now(&mut self) -> Stamp {
+        let phys = self.physical_now();
+        self.hlc.now(phys)
+    }
+
+    /// The clock's high-water mark, for the host to persist.
+    pub fn clock_high_water(&self) -> Stamp {
+        self.hlc.high_water()
+    }
+
+    /// Restores a persisted high-water mark.
+    pub fn restore_clock(&mut self, high_water: Stamp) {
+        self.hlc.restore(high_water);
+    }
+
+    /// The clock gate in milliseconds.
+    pub fn max_offset_ms(&self) -> u64 {
+        self.hlc.max_offset_ms()
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> StoreStats {
+        let live = self.twins.iter().flatten();
+        StoreStats {
+            twins: live.clone().count(),
+            fields: live.map(|t| t.slots.len()).sum(),
+            writers: self.writers.len(),
+            superseded_writes: self.superseded,
+            merges: self.merges,
+        }
+    }
+
+    // ----- interning -------------------------------------------------------------------------------------
+
+    /// The dense id of a twin (interned on first use; the twin exists once something is written to it).
+    pub fn intern_twin(&mut self, name: &str) -> Result<u32> {
+        self.twin_names.intern(name, self.limits.max_name_bytes)
+    }
+
+    /// The dense id of a field name (shared by all twins).
+    pub fn intern_field(&mut self, name: &str) -> Result<u32> {
+        self.field_names.intern(name, self.limits.max_name_bytes)
+    }
+
+    /// The name of an interned twin id.
+    pub fn twin_name(&self, id: u32) -> Option<&str> {
+        ((id as usize) < self.twin_names.len()).then(|| self.twin_names.name(id))
+    }
+
+    /// The name of an interned field id.
+    pub fn field_name(&self, id: u32) -> Option<&str> {
+        ((id as usize) < self.field_names.len()).then(|| self.field_names.name(id))
+    }
+
+    pub(crate) fn writer_ix(&mut self, replica: ReplicaId) -> u32 {
+        if let Some(&ix) = self.writer_index.get(&replica) {
+            return ix;
+        }
+        let ix = self.writers.len() as u32;
+        self.writers.push(replica);
+        self.writer_index.insert(replica, ix);
+        ix
+    }
+
+    pub(crate) fn twin_mut(&mut self, tid: u32) -> &mut Twin {
+        let i = tid as usize;
+        if self.twins.len() <= i {
+            self.twins.resize_with(i + 1, || None);
+        }
+        self.twins[i].get_or_insert_with(Twin::default)
+    }
+
+    pub(crate) fn twin(&self, tid: u32) -> Option<&Twin> {
+        self.twins.get(tid as usize).and_then(Option::as_ref)
+    }
+
+    fn twin_by_name(&self, name: &str) -> Option<&Twin> {
+        self.twin_names.get(name).and_then(|t| self.twin(t))
+    }
+
+    /// Joins a register write into a twin: it replaces the current value only if it wins the LWW order
+    /// (`or_equal` lets a later item of the same local batch replace an earlier one). Returns whether it did.
+    pub(crate) fn upsert_register(
+        twin: &mut Twin,
+        writers: &[ReplicaId],
+        field: u32,
+        writer: u32,
+        stamp: Stamp,
+        counter: u64,
+        cell: Cell,
+        or_equal: bool,
+    ) -> bool {
+        match twin.find(field, Kind::Register) {
+            Ok(i) => {
+                let cur = &mut twin.slots[i];
+                let w = |ix: u32| writers.get(ix as usize).copied().unwrap_or(0);
+                let new_key = order_key(stamp, Dot::new(w(writer), counter));
+                let cur_key = order_key(cur.stamp, Dot::new(w(cur.writer), cur.counter));
+                let wins = new_key > cur_key || (or_equal && new_key == cur_key);
+                if wins {
+                    *cur = Slot { field, writer, stamp, counter, cell };
+                }
+                wins
+            }
+            Err(i) => {
+                twin.slots.insert(i, Slot { field, writer, stamp, counter, cell });
+                true
+            }
+        }
+    }
+
+    fn check_kind(&self, tid: u32, fid: u32, requested: Kind) -> Result<()> {
+        match self.twin(tid).and_then(|t| t.kind_of(fid)) {
+            Some(existing) if existing != requested => Err(Error::TypeConflict {
+                twin: self.twin_names.name(tid).to_owned(),
+                field: self.field_names.name(fid).to_owned(),
+                existing,
+                requested,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    // ----- local mutations (each returns its delta) ------------------------------------------------------
+
+    /// Writes one register.
+    pub fn set(&mut self, twin: &str, field: &str, value: Value) -> Result<Vec<u8>> {
+        self.set_many(twin, vec![(field.to_owned(), value)])
+    }
+
+    /// Writes several registers of one twin as one event (one dot, one stamp). A name given twice keeps
+    /// its last value.
+    pub fn set_many(&mut self, twin: &str, values: Vec<(String, Value)>) -> Result<Vec<u8>> {
+        for (_, v) in &values {
+            v.validate()?;
+        }
+        let tid = self.intern_twin(twin)?;
+        let mut pending: Vec<PendingWrite> = Vec::with_capacity(values.len());
+        for (name, v) in values {
+            let fid = self.intern_field(&name)?;
+            self.check_kind(tid, fid, Kind::Register)?;
+            pending.push((fid, Cell::from_value(v)));
+        }
+        let stamp = self.now();
+        let wix = self.writer_ix(self.replica);
+        let replica = self.replica;
+        let writers = std::mem::take(&mut self.writers);
+        let t = self.twin_mut(tid);
+        let dot = t.cc.next_dot(replica);
+        let fields: Vec<u32> = pending.iter().map(|p| p.0).collect();
+        for (fid, cell) in pending {
+            Store::upsert_register(t, &writers, fid, wix, stamp, dot.counter, cell, true);
+        }
+        t.cc.insert(dot);
+        self.writers = writers;
+        Ok(self.encode_register_events(&[(tid, dot, fields)]))
+    }
+
+    /// The batch write of the ingest hot path: parallel arrays of interned twin ids, interned field ids,
+    /// finite f64 values and source times in ms (`<= 0`: stamp with the clock). One event (dot) per twin;
+    /// a reading stamped with its source time loses to a newer reading already present (a late arrival),
+    /// so the register holds the newest measurement. The whole batch is validated before anything applies.
+    pub fn write_batch(&mut self, twin_ids: &[u32], field_ids: &[u32], values: &[f64], source_ms: &[i64]) -> Result<Vec<u8>> {
+        let n = twin_ids.len();
+        if field_ids.len() != n || values.len() != n || source_ms.len() != n {
+            return Err(Error::InvalidValue(format!(
+                "batch arrays differ in length: twins {n}, fields {}, values {}, source times {}",
+                field_ids.len(),
+                values.len(),
+                source_ms.len()
+            )));
+        }
+        let phys = self.physical_now();
+        let mut max_source: Stamp = 0;
+        for i in 0..n {
+            let (t, f, v, s) = (twin_ids[i], field_ids[i], values[i], source_ms[i]);
+            if t as usize >= self.twin_names.len() {
+                return Err(Error::Unknown(format!("twin id {t} at index {i} was never interned")));
+            }
+            if f as usize >= self.field_names.len() {
+                return Err(Error::Unknown(format!("field id {f} at index {i} was never interned")));
+            }
+            if !v.is_finite() {
+                return Err(Error::InvalidValue(format!("non-finite float {v} at index {i}")));
+            }
+            if s > 0 {
+                let stamp = stamp_at(s as u64);
+                self.hlc.check(stamp, phys)?;
+                max_source = max_source.max(stamp);
+            }
+            self.check_kind(t, f, Kind::Register)?;
+        }
+        let now = self.hlc.now(phys);
+        if max_source > 0 {
+            self.hlc.update(max_source, phys)?;
+        }
+        let wix = self.writer_ix(self.replica);
+        let replica = self.replica;
+        let writers = std::mem::take(&mut self.writers);
+        // One dot per twin, and the fields each twin's event touched (for its delta).
+        let mut events: HashMap<u32, (u64, Vec<u32>)> = HashMap::new();
+        let mut order: Vec<u32> = Vec::new();
+        for i in 0..n {
+            let tid = twin_ids[i];
+            let t = self.twin_mut(tid);
+            let counter = match events.get_mut(&tid) {
+                Some((c, fields)) => {
+                    fields.push(field_ids[i]);
+                    *c
+                }
+                None => {
+                    let c = t.cc.next_dot(replica).counter;
+                    events.insert(tid, (c, vec![field_ids[i]]));
+                    order.push(tid);
+                    c
+                }
+            };
+            let stamp = if source_ms[i] > 0 { stamp_at(source_ms[i] as u64) } else { now };
+            if !Store::upsert_register(t, &writers, field_ids[i], wix, stamp, counter, Cell::F64(values[i]), true) {
+                self.superseded += 1;
+            }
+        }
+        self.writers = writers;
+        let mut twins = Vec::with_capacity(order.len());
+        for tid in order {
+            let (counter, fields) = events.remove(&tid).unwrap_or_default();
+            let dot = Dot::new(replica, counter);
+            self.twin_mut(tid).cc.insert(dot);
+            twins.push((tid, dot, fields));
+        }
+        Ok(self.encode_register_events(&twins))
+    }
+
+    /// Adds `amount` (negative to subtract) to a PN-counter.
+    pub fn increment(&mut self, twin: &str, field: &str, amount: i64) -> Result<Vec<u8>> {
+        let tid = self.intern_twin(twin)?;
+        let fid = self.intern_field(field)?;
+        self.check_kind(tid, fid, Kind::Counter)?;
+        self.now();
+        let replica = self.replica;
+        let t = self.twin_mut(tid);
+        let dot = t.cc.next_dot(replica);
+        let i = match t.find(fid, Kind::Counter) {
+            Ok(i) => i,
+            Err(i) => {
+                let cell = Cell::Counter(Box::default());
+                t.slots.insert(i, Slot { field: fid, writer: 0, stamp: 0, counter: 0, cell });
+                i
+            }
+        };
+        let Cell::Counter(c) = &mut t.slots[i].cell else { unreachable_kind() };
+        if c.apply(dot, amount).is_none() {
+            if c.entries().is_empty() {
+                t.slots.remove(i);
+            }
+            return Err(Error::CounterOverflow { twin: twin.to_owned(), field: field.to_owned() });
+        }
+        t.cc.insert(dot);
+        Ok(self.encode_counter_event(tid, fid, dot))
+    }
+
+    /// Adds `element` to an add-wins OR-set.
+    pub fn add(&mut self, twin: &str, field: &str, element: &str) -> Result<Vec<u8>> {
+        self.set_op(twin, field, element, true)
+    }
+
+    /// Removes `element` from an OR-set (the adds this replica has seen; a concurrent add survives).
+    pub fn remove(&mut self, twin: &str, field: &str, element: &str) -> Result<Vec<u8>> {
+        self.set_op(twin, field, element, false)
+    }
+
+    fn set_op(&mut self, twin: &str, field: &str, element: &str, add: bool) -> Result<Vec<u8>> {
+        crate::intern::check_name(element, self.limits.max_name_bytes)?;
+        let tid = self.intern_twin(twin)?;
+        let fid = self.intern_field(field)?;
+        self.check_kind(tid, fid, Kind::Set)?;
+        self.now();
+        let replica = self.replica;
+        let t = self.twin_mut(tid);
+        let dot = t.cc.next_dot(replica);
+        let i = match t.find(fid, Kind::Set) {
+            Ok(i) => i,
+            Err(i) => {
+                let cell = Cell::Set(Box::default());
+                t.slots.insert(i, Slot { field: fid, writer: 0, stamp: 0, counter: 0, cell });
+                i
+            }
+        };
+        let Cell::Set(s) = &mut t.slots[i].cell else { unreachable_kind() };
+        let touched = if add { s.add(element, dot) } else { s.remove(element) };
+        t.cc.insert(dot);
+        // The delta's context: this event plus the dots it superseded or removed.
+        Ok(self.encode_set_event(tid, fid, dot, &touched))
+    }
+
+    // ----- reads -----------------------------------------------------------------------------------------
+
+    /// Ids of the twins that exist, sorted.
+    pub fn twins(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .twins
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.is_some())
+            .map(|(i, _)| self.twin_names.name(i as u32).to_owned())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Whether a twin exists.
+    pub fn contains_twin(&self, twin: &str) -> bool {
+        self.twin_by_name(twin).is_some()
+    }
+
+    fn read_slot(&self, slot: &Slot) -> FieldValue {
+        match &slot.cell {
+            Cell::Counter(c) => FieldValue::Counter(c.value().unwrap_or(if c.entries().is_empty() { 0 } else { i64::MAX })),
+            Cell::Set(s) => FieldValue::Set(s.elements().map(str::to_owned).collect()),
+            cell => FieldValue::Register(cell.to_value().unwrap_or(Value::Bool(false))),
+        }
+    }
+
+    /// A field's current value (a register before a counter before a set, should a merge have met several
+    /// kinds under one name).
+    pub fn get(&self, twin: &str, field: &str) -> Option<FieldValue> {
+        let t = self.twin_by_name(twin)?;
+        let fid = self.field_names.get(field)?;
+        let start = t.slots.partition_point(|s| s.field < fid);
+        t.slots.get(start).filter(|s| s.field == fid).map(|s| self.read_slot(s))
+    }
+
+    /// A register with the write that set it.
+    pub fn entry(&self, twin: &str, field: &str) -> Option<LwwReg> {
+        let t = self.twin_by_name(twin)?;
+        let fid = self.field_names.get(field)?;
+        let s = &t.slots[t.find(fid, Kind::Register).ok()?];
+        let writer = self.writers.get(s.writer as usize).copied().unwrap_or(0);
+        Some(LwwReg::new(s.cell.to_value()?, s.stamp, Dot::new(writer, s.counter)))
+    }
+
+    /// All fields of a twin, sorted by name (one value per name, as `get`).
+    pub fn fields(&self, twin: &str) -> Option<Vec<(String, FieldValue)>> {
+        let t = self.twin_by_name(twin)?;
+        let mut out: Vec<(String, FieldValue)> = Vec::with_capacity(t.slots.len());
+        let mut last: Option<u32> = None;
+        for s in &t.slots {
+            if last == Some(s.field) {
+                continue;
+            }
+            last = Some(s.field);
+            out.push((self.field_names.name(s.field).to_owned(), self.read_slot(s)));
+        }
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Some(out)
+    }
+
+    /// Numeric register values and stamps for parallel arrays of interned ids (the analytics hot path).
+    /// Missing or non-numeric fields read as NaN with stamp 0; integers and flags read as floats.
+    pub fn read_numeric(&self, twin_ids: &[u32], field_ids: &[u32], values: &mut [f64], stamps: &mut [u64]) -> Result<()> {
+        let n = twin_ids.len();
+        if field_ids.len() != n || values.len() != n || stamps.len() != n {
+            return Err(Error::InvalidValue("read arrays differ in length".into()));
+        }
+        for i in 0..n {
+            let slot = self
+                .twin(twin_ids[i])
+                .and_then(|t| t.find(field_ids[i], Kind::Register).ok().map(|j| &t.slots[j]));
+            (values[i], stamps[i]) = match slot.map(|s| (&s.cell, s.stamp)) {
+                Some((Cell::F64(x), st)) => (*x, st),
+                Some((Cell::I64(x), st)) => (*x as f64, st),
+                Some((Cell::Bool(x), st)) => (f64::from(u8::from(*x)), st),
+                _ => (f64::NAN, 0),
+            };
+        }
+        Ok(())
+    }
+
+    /// A twin's causal context (what it has seen).
+    pub fn context(&self, twin: &str) -> Option<&Context> {
+        self.twin_by_name(twin).map(|t| &t.cc)
+    }
+
+    /// Physical time of the newest stamp in the store's clock (for staleness reports).
+    pub fn clock_ms(&self) -> u64 {
+        physical_ms(self.hlc.high_water())
+    }
+}
+
+#[cold]
+fn unreachable_kind() -> ! {
+    // `find` located a slot of the requested kind, so the match above always succeeds.
+    unreachable!("slot kind changed under a find")
+}

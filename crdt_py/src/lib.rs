@@ -1,0 +1,282 @@
+//! `drsdtp._core`: the thin PyO3 face of `crdt_core`. It converts arguments, maps errors onto the Python
+//! exception tree, and releases the GIL around real work (merge, encode, catch-up, batch writes). No CRDT
+//! logic lives here.
+use std::sync::{Mutex, MutexGuard};
+
+use numpy::{PyArray1, PyReadonlyArray1};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+mod convert;
+mod errors;
+
+use convert::{field_to_py, value_from_py, value_to_py};
+use errors::IntoPy;
+
+/// Bytes out: one copy into a Python bytes object.
+fn bytes<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyBytes> {
+    PyBytes::new(py, b)
+}
+
+/// The twin store of one replica (see `crdt_core::Store`). Thread-safe: calls from several Python threads
+/// serialise on an internal lock, which heavy calls take with the GIL released.
+#[pyclass(frozen, module = "drsdtp._core")]
+struct Store {
+    inner: Mutex<crdt_core::Store>,
+}
+
+impl Store {
+    fn lock(&self) -> MutexGuard<'_, crdt_core::Store> {
+        // A panic cannot leave the engine half-updated (all mutations validate first), so a poisoned lock is
+        // still safe to use.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[pymethods]
+impl Store {
+    #[new]
+    #[pyo3(signature = (replica_id, *, max_offset_ms = 500, max_message_bytes = 64 << 20, max_name_bytes = 1024))]
+    fn new(replica_id: u64, max_offset_ms: u64, max_message_bytes: usize, max_name_bytes: usize) -> Self {
+        let mut s = crdt_core::Store::new(replica_id, max_offset_ms);
+        s.set_limits(crdt_core::Limits { max_message_bytes, max_name_bytes });
+        Self { inner: Mutex::new(s) }
+    }
+
+    #[getter]
+    fn replica_id(&self) -> u64 {
+        self.lock().replica()
+    }
+
+    #[getter]
+    fn max_offset_ms(&self) -> u64 {
+        self.lock().max_offset_ms()
+    }
+
+    fn __repr__(&self) -> String {
+        let s = self.lock();
+        let st = s.stats();
+        format!("Store(replica_id={}, twins={}, fields={})", s.replica(), st.twins, st.fields)
+    }
+
+    fn __contains__(&self, twin: &str) -> bool {
+        self.lock().contains_twin(twin)
+    }
+
+    // ----- local mutations -------------------------------------------------------------------------------
+
+    fn set<'py>(&self, py: Python<'py>, twin: &str, field: &str, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+        let v = value_from_py(value)?;
+        let d = self.lock().set(twin, field, v).py_err()?;
+        Ok(bytes(py, &d))
+    }
+
+    fn set_many<'py>(&self, py: Python<'py>, twin: &str, values: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyBytes>> {
+        let mut vals = Vec::with_capacity(values.len());
+        for (k, v) in values.iter() {
+            vals.push((k.extract::<String>()?, value_from_py(&v)?));
+        }
+        let d = self.lock().set_many(twin, vals).py_err()?;
+        Ok(bytes(py, &d))
+    }
+
+    #[pyo3(signature = (twin, field, amount = 1))]
+    fn increment<'py>(&self, py: Python<'py>, twin: &str, field: &str, amount: i64) -> PyResult<Bound<'py, PyBytes>> {
+        let d = self.lock().increment(twin, field, amount).py_err()?;
+        Ok(bytes(py, &d))
+    }
+
+    fn add<'py>(&self, py: Python<'py>, twin: &str, field: &str, element: &str) -> PyResult<Bound<'py, PyBytes>> {
+        let d = self.lock().add(twin, field, element).py_err()?;
+        Ok(bytes(py, &d))
+    }
+
+    fn remove<'py>(&self, py: Python<'py>, twin: &str, field: &str, element: &str) -> PyResult<Bound<'py, PyBytes>> {
+        let d = self.lock().remove(twin, field, element).py_err()?;
+        Ok(bytes(py, &d))
+    }
+
+    fn intern_twin(&self, name: &str) -> PyResult<u32> {
+        self.lock().intern_twin(name).py_err()
+    }
+
+    fn intern_field(&self, name: &str) -> PyResult<u32> {
+        self.lock().intern_field(name).py_err()
+    }
+
+    fn twin_name(&self, twin_id: u32) -> Option<String> {
+        self.lock().twin_name(twin_id).map(str::to_owned)
+    }
+
+    fn field_name(&self, field_id: u32) -> Option<String> {
+        self.lock().field_name(field_id).map(str::to_owned)
+    }
+
+    fn write_batch<'py>(
+        &self,
+        py: Python<'py>,
+        twin_ids: PyReadonlyArray1<'py, u32>,
+        field_ids: PyReadonlyArray1<'py, u32>,
+        values: PyReadonlyArray1<'py, f64>,
+        source_ms: PyReadonlyArray1<'py, i64>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let (t, f, v, s) = (twin_ids.as_slice()?, field_ids.as_slice()?, values.as_slice()?, source_ms.as_slice()?);
+        let d = py.detach(|| self.lock().write_batch(t, f, v, s)).py_err()?;
+        Ok(bytes(py, &d))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn read_numeric<'py>(
+        &self,
+        py: Python<'py>,
+        twin_ids: PyReadonlyArray1<'py, u32>,
+        field_ids: PyReadonlyArray1<'py, u32>,
+    ) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<u64>>)> {
+        let (t, f) = (twin_ids.as_slice()?, field_ids.as_slice()?);
+        let mut values = vec![0.0; t.len()];
+        let mut stamps = vec![0u64; t.len()];
+        py.detach(|| self.lock().read_numeric(t, f, &mut values, &mut stamps)).py_err()?;
+        Ok((PyArray1::from_vec(py, values), PyArray1::from_vec(py, stamps)))
+    }
+
+    // ----- reads -----------------------------------------------------------------------------------------
+
+    fn get<'py>(&self, py: Python<'py>, twin: &str, field: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let v = self.lock().get(twin, field);
+        v.map(|v| field_to_py(py, v)).transpose()
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn entry<'py>(&self, py: Python<'py>, twin: &str, field: &str) -> PyResult<Option<(Bound<'py, PyAny>, u64, u64, u64)>> {
+        let e = self.lock().entry(twin, field);
+        e.map(|e| Ok((value_to_py(py, e.value)?, e.stamp, e.dot.replica, e.dot.counter))).transpose()
+    }
+
+    fn fields<'py>(&self, py: Python<'py>, twin: &str) -> PyResult<Bound<'py, PyDict>> {
+        let fields = self.lock().fields(twin);
+        let d = PyDict::new(py);
+        for (k, v) in fields.unwrap_or_default() {
+            d.set_item(k, field_to_py(py, v)?)?;
+        }
+        Ok(d)
+    }
+
+    fn twins(&self) -> Vec<String> {
+        self.lock().twins()
+    }
+
+    fn context_digest(&self, twin: &str) -> Option<u64> {
+        self.lock().context(twin).map(crdt_core::Context::digest)
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let st = self.lock().stats();
+        let d = PyDict::new(py);
+        d.set_item("twins", st.twins)?;
+        d.set_item("fields", st.fields)?;
+        d.set_item("writers", st.writers)?;
+        d.set_item("superseded_writes", st.superseded_writes)?;
+        d.set_item("merges", st.merges)?;
+        Ok(d)
+    }
+
+    // ----- replication -----------------------------------------------------------------------------------
+
+    fn merge(&self, py: Python<'_>, delta: &[u8]) -> PyResult<Vec<String>> {
+        py.detach(|| self.lock().merge(delta)).py_err()
+    }
+
+    #[pyo3(signature = (twins = None))]
+    fn encode_state<'py>(&self, py: Python<'py>, twins: Option<Vec<String>>) -> Bound<'py, PyBytes> {
+        let b = py.detach(|| self.lock().encode_state(twins.as_deref()));
+        bytes(py, &b)
+    }
+
+    fn encode_state_chunks<'py>(&self, py: Python<'py>, max_bytes: usize) -> PyResult<Bound<'py, PyList>> {
+        let chunks = py.detach(|| self.lock().encode_state_chunks(max_bytes));
+        PyList::new(py, chunks.iter().map(|c| bytes(py, c)))
+    }
+
+    #[pyo3(signature = (twins = None))]
+    fn version<'py>(&self, py: Python<'py>, twins: Option<Vec<String>>) -> Bound<'py, PyBytes> {
+        let b = py.detach(|| self.lock().version(twins.as_deref()));
+        bytes(py, &b)
+    }
+
+    #[pyo3(signature = (version, *, only_listed = false, max_bytes = 4 << 20))]
+    fn catch_up<'py>(&self, py: Python<'py>, version: &[u8], only_listed: bool, max_bytes: usize) -> PyResult<Bound<'py, PyList>> {
+        let chunks = py.detach(|| self.lock().catch_up(version, only_listed, max_bytes)).py_err()?;
+        PyList::new(py, chunks.iter().map(|c| bytes(py, c)))
+    }
+
+    fn digest<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let b = py.detach(|| self.lock().digest());
+        bytes(py, &b)
+    }
+
+    fn differing_twins(&self, py: Python<'_>, peer_digest: &[u8]) -> PyResult<Vec<String>> {
+        py.detach(|| self.lock().differing_twins(peer_digest)).py_err()
+    }
+
+    // ----- clock -----------------------------------------------------------------------------------------
+
+    fn now(&self) -> u64 {
+        self.lock().now()
+    }
+
+    fn clock_high_water(&self) -> u64 {
+        self.lock().clock_high_water()
+    }
+
+    fn restore_clock(&self, high_water: u64) {
+        self.lock().restore_clock(high_water);
+    }
+
+    fn physical_now(&self) -> u64 {
+        self.lock().physical_now()
+    }
+
+    fn set_clock_offset_ms(&self, offset_ms: i64) {
+        self.lock().set_clock_offset_ms(offset_ms);
+    }
+
+    #[pyo3(signature = (ms))]
+    fn set_manual_time(&self, ms: Option<u64>) {
+        self.lock().set_manual_time(ms);
+    }
+}
+
+/// Joins deltas (or states) into one delta.
+#[pyfunction]
+#[pyo3(signature = (deltas, *, max_message_bytes = 64 << 20))]
+fn join<'py>(py: Python<'py>, deltas: Vec<Vec<u8>>, max_message_bytes: usize) -> PyResult<Bound<'py, PyBytes>> {
+    let limits = crdt_core::Limits { max_message_bytes, ..Default::default() };
+    let refs: Vec<&[u8]> = deltas.iter().map(Vec::as_slice).collect();
+    let b = py.detach(|| crdt_core::join(&refs, limits)).py_err()?;
+    Ok(bytes(py, &b))
+}
+
+/// Decodes a delta or state into `{twin: {field: value}}` (for tools and tests).
+#[pyfunction]
+fn decode_state<'py>(py: Python<'py>, state: &[u8]) -> PyResult<Bound<'py, PyDict>> {
+    let twins = py.detach(|| crdt_core::codec::decode_fields(state)).py_err()?;
+    let out = PyDict::new(py);
+    for (twin, fields) in twins {
+        let d = PyDict::new(py);
+        for (k, v) in fields {
+            d.set_item(k, field_to_py(py, v)?)?;
+        }
+        out.set_item(twin, d)?;
+    }
+    Ok(out)
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Store>()?;
+    m.add_function(wrap_pyfunction!(join, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_state, m)?)?;
+    m.add("FORMAT_VERSION", crdt_core::codec::FORMAT as i32)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
