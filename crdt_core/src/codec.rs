@@ -1,4 +1,4 @@
-//! The canonical binary encoding (schema: `proto/drsdtp/core/v1/state.proto`) and everything that reads or
+//! The canonical binary encoding (schema: `proto/drsdtp/wire/v1/state.proto`) and everything that reads or
 //! writes it: local-event deltas, full state, catch-up deltas, versions, digests, and `merge`.
 //!
 //! Decoding is two-phase: the whole message is validated (sizes, indices, column lengths, finite floats,
@@ -12,7 +12,7 @@ use crate::clock::Stamp;
 use crate::context::{Context, Dot, ReplicaId};
 use crate::counter::{CounterEntry, PnCounter};
 use crate::error::{corrupt, Error, Kind, Result};
-use crate::intern::check_name;
+use crate::intern;
 use crate::orset::OrSet;
 use crate::pb;
 use crate::store::{Cell, Slot, Store, Twin};
@@ -130,24 +130,17 @@ impl Store {
 
     // ----- local-event deltas ----------------------------------------------------------------------------
 
-    /// Delta of register events: for each (twin, dot, fields written), the context `{dot}` and the fields
-    /// whose current value is still this event's (a late reading that lost carries nothing).
-    pub(crate) fn encode_register_events(&self, events: &[(u32, Dot, Vec<u32>)]) -> Vec<u8> {
+    /// Delta of register events: for each (twin, dot, writes), the context `{dot}` and what the event wrote,
+    /// one value per field. A write that lost locally to a newer value still travels: the context claims the
+    /// event, so the delta must carry its effect (receivers keep `dot seen => effect joined`).
+    pub(crate) fn encode_register_events(&self, events: &[(u32, Dot, Vec<(u32, Stamp, Cell)>)]) -> Vec<u8> {
         let mut table = WriterTable::default();
         table.add(self.replica);
         let replicas = table.freeze();
         let mut twins = Vec::with_capacity(events.len());
-        for (tid, dot, fields) in events {
-            let Some(t) = self.twin(*tid) else { continue };
-            let mut seen: Vec<u32> = fields.clone();
-            seen.sort_unstable();
-            seen.dedup();
-            let mut rows: Vec<RegisterRow<'_>> = seen
-                .iter()
-                .filter_map(|&f| t.find(f, Kind::Register).ok().map(|i| &t.slots[i]))
-                .filter(|s| s.counter == dot.counter && self.writer_id(s.writer) == dot.replica)
-                .map(|s| (dot.replica, dot.counter, self.field_names.name(s.field), s.stamp, &s.cell))
-                .collect();
+        for (tid, dot, writes) in events {
+            let mut rows: Vec<RegisterRow<'_>> =
+                writes.iter().map(|(f, stamp, cell)| (dot.replica, dot.counter, self.field_names.name(*f), *stamp, cell)).collect();
             let cc = Context::from_parts([], [*dot]);
             twins.push(pb::TwinState {
                 twin: self.twin_names.name(*tid).to_owned(),
@@ -501,6 +494,14 @@ impl Columns {
             pb::ValueKind::Bytes => Cell::Bytes(Box::new(g.blobs.get(take(&mut self.x)).cloned().unwrap_or_default())),
         }
     }
+}
+
+/// A name inside a message: empty is corruption, too long is a limit.
+fn check_name(name: &str, max_bytes: usize) -> Result<()> {
+    intern::check_name(name, max_bytes).map_err(|e| match e {
+        Error::InvalidValue(m) => corrupt(m),
+        other => other,
+    })
 }
 
 fn check_format(format: i32) -> Result<()> {

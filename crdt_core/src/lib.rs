@@ -3,7 +3,7 @@
 //! A [`Store`] holds many twins; a twin is a document of named fields, each an LWW register
 //! ([`LwwReg`], HLC-stamped), a PN-counter ([`PnCounter`]) or an add-wins OR-set ([`OrSet`]), under one
 //! causal [`Context`]. Every local mutation returns its delta as bytes in the canonical encoding of
-//! `proto/drsdtp/core/v1/state.proto`; [`Store::merge`] joins deltas, catch-up deltas and full states, and is
+//! `proto/drsdtp/wire/v1/state.proto`; [`Store::merge`] joins deltas, catch-up deltas and full states, and is
 //! idempotent, commutative and associative. [`Store::catch_up`] computes everything a peer at a given
 //! version lacks; [`Store::digest`] gives per-twin digests for anti-entropy.
 //!

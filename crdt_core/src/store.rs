@@ -383,13 +383,19 @@ impl Store {
         let writers = std::mem::take(&mut self.writers);
         let t = self.twin_mut(tid);
         let dot = t.cc.next_dot(replica);
-        let fields: Vec<u32> = pending.iter().map(|p| p.0).collect();
-        for (fid, cell) in pending {
-            Store::upsert_register(t, &writers, fid, wix, stamp, dot.counter, cell, true);
+        // A name given twice keeps its last value.
+        let mut writes: Vec<(u32, Stamp, Cell)> = Vec::with_capacity(pending.len());
+        for (fid, cell) in pending.into_iter().rev() {
+            if !writes.iter().any(|w| w.0 == fid) {
+                writes.push((fid, stamp, cell));
+            }
+        }
+        for (fid, _, cell) in &writes {
+            Store::upsert_register(t, &writers, *fid, wix, stamp, dot.counter, cell.clone(), true);
         }
         t.cc.insert(dot);
         self.writers = writers;
-        Ok(self.encode_register_events(&[(tid, dot, fields)]))
+        Ok(self.encode_register_events(&[(tid, dot, writes)]))
     }
 
     /// The batch write of the ingest hot path: parallel arrays of interned twin ids, interned field ids,
@@ -433,36 +439,45 @@ impl Store {
         let wix = self.writer_ix(self.replica);
         let replica = self.replica;
         let writers = std::mem::take(&mut self.writers);
-        // One dot per twin, and the fields each twin's event touched (for its delta).
-        let mut events: HashMap<u32, (u64, Vec<u32>)> = HashMap::new();
+        // One dot per twin, and per field the reading that wins inside the batch (newest source time, the
+        // later item on a tie): that is what the twin's event wrote and what its delta carries.
+        let mut events: HashMap<u32, (u64, Vec<(u32, Stamp, Cell)>)> = HashMap::new();
+        let mut position: HashMap<(u32, u32), usize> = HashMap::with_capacity(n);
         let mut order: Vec<u32> = Vec::new();
         for i in 0..n {
-            let tid = twin_ids[i];
+            let (tid, fid, value) = (twin_ids[i], field_ids[i], values[i]);
+            let stamp = if source_ms[i] > 0 { stamp_at(source_ms[i] as u64) } else { now };
             let t = self.twin_mut(tid);
-            let counter = match events.get_mut(&tid) {
-                Some((c, fields)) => {
-                    fields.push(field_ids[i]);
-                    *c
-                }
-                None => {
-                    let c = t.cc.next_dot(replica).counter;
-                    events.insert(tid, (c, vec![field_ids[i]]));
+            let (counter, writes) = match events.entry(tid) {
+                hashbrown::hash_map::Entry::Occupied(e) => e.into_mut(),
+                hashbrown::hash_map::Entry::Vacant(e) => {
                     order.push(tid);
-                    c
+                    e.insert((t.cc.next_dot(replica).counter, Vec::new()))
                 }
             };
-            let stamp = if source_ms[i] > 0 { stamp_at(source_ms[i] as u64) } else { now };
-            if !Store::upsert_register(t, &writers, field_ids[i], wix, stamp, counter, Cell::F64(values[i]), true) {
+            match position.entry((tid, fid)) {
+                hashbrown::hash_map::Entry::Occupied(p) => {
+                    let w = &mut writes[*p.get()];
+                    if stamp >= w.1 {
+                        *w = (fid, stamp, Cell::F64(value));
+                    }
+                }
+                hashbrown::hash_map::Entry::Vacant(p) => {
+                    p.insert(writes.len());
+                    writes.push((fid, stamp, Cell::F64(value)));
+                }
+            }
+            if !Store::upsert_register(t, &writers, fid, wix, stamp, *counter, Cell::F64(value), true) {
                 self.superseded += 1;
             }
         }
         self.writers = writers;
         let mut twins = Vec::with_capacity(order.len());
         for tid in order {
-            let (counter, fields) = events.remove(&tid).unwrap_or_default();
+            let (counter, writes) = events.remove(&tid).unwrap_or_default();
             let dot = Dot::new(replica, counter);
             self.twin_mut(tid).cc.insert(dot);
-            twins.push((tid, dot, fields));
+            twins.push((tid, dot, writes));
         }
         Ok(self.encode_register_events(&twins))
     }

@@ -36,7 +36,7 @@ impl Store {
 #[pymethods]
 impl Store {
     #[new]
-    #[pyo3(signature = (replica_id, *, max_offset_ms = 500, max_message_bytes = 64 << 20, max_name_bytes = 1024))]
+    #[pyo3(signature = (replica_id, *, max_offset_ms = 500, max_message_bytes = 67108864, max_name_bytes = 1024))]
     fn new(replica_id: u64, max_offset_ms: u64, max_message_bytes: usize, max_name_bytes: usize) -> Self {
         let mut s = crdt_core::Store::new(replica_id, max_offset_ms);
         s.set_limits(crdt_core::Limits { max_message_bytes, max_name_bytes });
@@ -203,7 +203,7 @@ impl Store {
         bytes(py, &b)
     }
 
-    #[pyo3(signature = (version, *, only_listed = false, max_bytes = 4 << 20))]
+    #[pyo3(signature = (version, *, only_listed = false, max_bytes = 4194304))]
     fn catch_up<'py>(&self, py: Python<'py>, version: &[u8], only_listed: bool, max_bytes: usize) -> PyResult<Bound<'py, PyList>> {
         let chunks = py.detach(|| self.lock().catch_up(version, only_listed, max_bytes)).py_err()?;
         PyList::new(py, chunks.iter().map(|c| bytes(py, c)))
@@ -248,7 +248,7 @@ impl Store {
 
 /// Joins deltas (or states) into one delta.
 #[pyfunction]
-#[pyo3(signature = (deltas, *, max_message_bytes = 64 << 20))]
+#[pyo3(signature = (deltas, *, max_message_bytes = 67108864))]
 fn join<'py>(py: Python<'py>, deltas: Vec<Vec<u8>>, max_message_bytes: usize) -> PyResult<Bound<'py, PyBytes>> {
     let limits = crdt_core::Limits { max_message_bytes, ..Default::default() };
     let refs: Vec<&[u8]> = deltas.iter().map(Vec::as_slice).collect();

@@ -1,0 +1,82 @@
+# drsdtp: one command sets up and runs the demo, one sets up and runs everything CI runs.
+#   make demo    set up (apt packages, venv, Rust build) and run the demo
+#   make test    set up and run every check and test: what CI runs (`make check` is the same)
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMPS  := .stamps
+export PYO3_PYTHON := $(abspath $(PY))
+export CARGO_TERM_COLOR := never
+# pytest workers: the suite shares two cores with brokers and node processes it starts.
+PYTEST_ARGS ?=
+
+PY_SRC := drsdtp tests benches
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMPS)/apt:
+	@mkdir -p $(STAMPS)
+	@need=""; \
+	for pkg in mosquitto:mosquitto systemd-analyze:systemd; do \
+	  command -v "$${pkg%%:*}" >/dev/null || [ -x "/usr/sbin/$${pkg%%:*}" ] || need="$$need $${pkg#*:}"; \
+	done; \
+	if [ -n "$$need" ]; then \
+	  echo "apt-get install$$need"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$need >/dev/null; \
+	fi
+	@touch $@
+
+$(STAMPS)/venv: requirements.lock | $(STAMPS)/apt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
+	@touch $@
+
+$(STAMPS)/build: $(STAMPS)/venv Cargo.toml Cargo.lock pyproject.toml $(shell find crdt_core/src crdt_py/src -name '*.rs') 
+	$(VENV)/bin/maturin develop --release -q --skip-install 2>&1 | grep -v '^Requirement\|^Ignoring' || true
+	@$(PY) -c "import drsdtp._core" || { echo "native module did not build"; exit 1; }
+	@touch $@
+
+setup: $(STAMPS)/build ## install apt packages, the venv and build the native module
+
+demo: setup ## run the demo: replicas converging through a lossy, reordering network
+	$(PY) -m drsdtp demo
+
+proto: setup ## regenerate crdt_core/src/pb.rs and drsdtp/wire/ from proto/
+	tools/gen_proto.sh
+
+lint: setup ## ruff, mypy --strict, stubtest, rustfmt, clippy, proto drift
+	$(VENV)/bin/ruff check $(PY_SRC)
+	$(VENV)/bin/ruff format --check $(PY_SRC)
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest drsdtp._core --allowlist tests/typing/stubtest-allowlist.txt
+	cargo fmt --all --check
+	cargo clippy -q -p crdt_core -p crdt_py --all-targets -- -D warnings
+	tools/gen_proto.sh --check
+
+test-rust: ## Rust unit, property, golden-vector and bounded fuzz tests
+	cargo test -q -p crdt_core
+	crdt_core/fuzz/run.sh 30
+
+test-python: setup ## the Python suite (real brokers, servers and node processes)
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+test: lint test-rust test-python ## everything CI runs
+check: test ## same as test
+
+bench: setup ## benchmarks against the peers (not tests): Rust crates, pycrdt, ingest, intelligence
+	cd crdt_core/benches/peers && cargo run -q --release
+	$(PY) benches/bench_core.py
+
+fmt: setup ## format Rust and Python
+	cargo fmt --all
+	$(VENV)/bin/ruff format $(PY_SRC)
+	$(VENV)/bin/ruff check --fix $(PY_SRC)
+
+clean: ## remove build outputs and the venv
+	rm -rf target $(VENV) $(STAMPS) drsdtp/_core*.so
+
+.PHONY: help setup demo proto lint test-rust test-python test check bench fmt clean

@@ -1,0 +1,192 @@
+//! Shared generators and helpers of the integration tests: random operations on a few replicas, and the
+//! bookkeeping the sequential specification needs (which event each operation was, what it observed).
+#![allow(dead_code)]
+use crdt_core::pb;
+use crdt_core::{Dot, Store, Value};
+use prost::Message;
+use proptest::prelude::*;
+
+pub const TWINS: [&str; 2] = ["pump-1", "room-2"];
+pub const FIELDS: [&str; 3] = ["temp", "mode", "rpm"];
+pub const COUNTERS: [&str; 2] = ["starts", "faults"];
+pub const SETS: [&str; 2] = ["tags", "alarms"];
+pub const ELEMS: [&str; 3] = ["a", "b", "c"];
+
+#[derive(Debug, Clone)]
+pub enum Op {
+    Set { r: usize, t: usize, f: usize, v: Value },
+    Batch { r: usize, items: Vec<(usize, usize, f64, i64)> },
+    Inc { r: usize, t: usize, f: usize, n: i64 },
+    Add { r: usize, t: usize, f: usize, e: usize },
+    Remove { r: usize, t: usize, f: usize, e: usize },
+    /// Deliver the full state of `from` to `to`.
+    Sync { from: usize, to: usize },
+    /// Deliver one earlier delta (by index into the log of deltas, modulo its length) to `to`.
+    Deliver { delta: usize, to: usize },
+}
+
+pub fn value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        (-1000i32..1000).prop_map(|x| Value::F64(f64::from(x) / 8.0)),
+        (-5i64..5).prop_map(Value::I64),
+        any::<bool>().prop_map(Value::Bool),
+        "[a-z]{0,3}".prop_map(Value::Str),
+        proptest::collection::vec(any::<u8>(), 0..3).prop_map(Value::Bytes),
+    ]
+}
+
+pub fn op(replicas: usize) -> impl Strategy<Value = Op> {
+    let r = 0..replicas;
+    prop_oneof![
+        4 => (r.clone(), 0..2usize, 0..3usize, value()).prop_map(|(r, t, f, v)| Op::Set { r, t, f, v }),
+        2 => (r.clone(), proptest::collection::vec((0..2usize, 0..3usize, -50i32..50, 0i64..3), 1..5))
+            .prop_map(|(r, items)| Op::Batch { r, items: items.into_iter().map(|(t, f, v, s)| (t, f, f64::from(v), s)).collect() }),
+        2 => (r.clone(), 0..2usize, 0..2usize, -3i64..4).prop_map(|(r, t, f, n)| Op::Inc { r, t, f, n }),
+        3 => (r.clone(), 0..2usize, 0..2usize, 0..3usize).prop_map(|(r, t, f, e)| Op::Add { r, t, f, e }),
+        2 => (r.clone(), 0..2usize, 0..2usize, 0..3usize).prop_map(|(r, t, f, e)| Op::Remove { r, t, f, e }),
+        2 => (r.clone(), r.clone()).prop_map(|(from, to)| Op::Sync { from, to }),
+        3 => (any::<usize>(), r).prop_map(|(delta, to)| Op::Deliver { delta, to }),
+    ]
+}
+
+/// A fresh replica with a frozen clock, so runs are deterministic.
+pub fn replica(id: u64) -> Store {
+    let mut s = Store::new(id, 500);
+    s.set_manual_time(Some(1_700_000_000_000));
+    s
+}
+
+/// The replicas' ids: not in index order, so writer tie-breaks are exercised.
+pub const IDS: [u64; 5] = [30, 10, 20, 50, 40];
+
+/// What one mutation was, for the sequential specification.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Register { twin: usize, field: String, value: Value, stamp: u64, dot: Dot },
+    Counter { twin: usize, field: usize, amount: i64, dot: Dot },
+    Add { twin: usize, field: usize, elem: usize, dot: Dot, superseded: Vec<Dot> },
+    Remove { twin: usize, field: usize, elem: usize, dot: Dot, removed: Vec<Dot> },
+}
+
+/// The dots named by a delta's context for `twin`.
+pub fn delta_dots(delta: &[u8], twin: &str) -> Vec<Dot> {
+    let msg = pb::StateDelta::decode(delta).expect("a delta the engine produced decodes");
+    let mut out = Vec::new();
+    for t in msg.twins.iter().filter(|t| t.twin == twin) {
+        let c = t.context.clone().unwrap_or_default();
+        for (&w, &m) in c.writers.iter().zip(&c.max) {
+            out.extend((1..=m).map(|k| Dot::new(msg.replicas[w as usize], k)));
+        }
+        for (&w, &k) in c.cloud_writers.iter().zip(&c.cloud_counters) {
+            out.push(Dot::new(msg.replicas[w as usize], k));
+        }
+    }
+    out
+}
+
+/// Runs `ops` on fresh replicas. Returns the replicas, every delta produced, and the event log.
+pub fn run(ops: &[Op], n: usize) -> (Vec<Store>, Vec<Vec<u8>>, Vec<Event>) {
+    let mut stores: Vec<Store> = IDS[..n].iter().map(|&id| replica(id)).collect();
+    let mut deltas: Vec<Vec<u8>> = Vec::new();
+    let mut events = Vec::new();
+    for op in ops {
+        match op {
+            Op::Set { r, t, f, v } => {
+                let d = stores[*r].set(TWINS[*t], FIELDS[*f], v.clone()).unwrap();
+                let e = stores[*r].entry(TWINS[*t], FIELDS[*f]).unwrap();
+                let dot = *delta_dots(&d, TWINS[*t]).last().unwrap();
+                assert_eq!(e.dot, dot, "a local write always wins locally");
+                events.push(Event::Register { twin: *t, field: FIELDS[*f].into(), value: v.clone(), stamp: e.stamp, dot });
+                deltas.push(d);
+            }
+            Op::Batch { r, items } => {
+                let s = &mut stores[*r];
+                let tids: Vec<u32> = items.iter().map(|i| s.intern_twin(TWINS[i.0]).unwrap()).collect();
+                let fids: Vec<u32> = items.iter().map(|i| s.intern_field(FIELDS[i.1]).unwrap()).collect();
+                let vals: Vec<f64> = items.iter().map(|i| i.2).collect();
+                // Source times slightly in the past (0 means "stamp with the clock").
+                let src: Vec<i64> = items.iter().map(|i| if i.3 == 0 { 0 } else { 1_699_999_999_000 + i.3 * 100 }).collect();
+                let d = s.write_batch(&tids, &fids, &vals, &src).unwrap();
+                // One event per twin; per field the item that wins inside the batch (newest source time,
+                // the later item on a tie) is what the event wrote.
+                let mut winners: Vec<(usize, usize, f64, u64)> = Vec::new();
+                for (k, item) in items.iter().enumerate() {
+                    // Clock stamps are newer than every source time used here (those lie in the past).
+                    let stamp = if src[k] > 0 { (src[k] as u64) << 16 } else { u64::MAX };
+                    match winners.iter_mut().find(|w| w.0 == item.0 && w.1 == item.1) {
+                        Some(w) if stamp >= w.3 => *w = (item.0, item.1, item.2, stamp),
+                        Some(_) => {}
+                        None => winners.push((item.0, item.1, item.2, stamp)),
+                    }
+                }
+                for (t, f, v, stamp) in winners {
+                    let next = s.context(TWINS[t]).unwrap().next_dot(IDS[*r]);
+                    let dot = Dot::new(next.replica, next.counter - 1);
+                    let stamp = if stamp < u64::MAX {
+                        stamp
+                    } else {
+                        let e = s.entry(TWINS[t], FIELDS[f]).unwrap();
+                        assert_eq!(e.dot, dot, "a clock-stamped reading always wins locally");
+                        e.stamp
+                    };
+                    events.push(Event::Register { twin: t, field: FIELDS[f].into(), value: Value::F64(v), stamp, dot });
+                }
+                deltas.push(d);
+            }
+            Op::Inc { r, t, f, n } => {
+                let d = stores[*r].increment(TWINS[*t], COUNTERS[*f], *n).unwrap();
+                let dot = *delta_dots(&d, TWINS[*t]).last().unwrap();
+                events.push(Event::Counter { twin: *t, field: *f, amount: *n, dot });
+                deltas.push(d);
+            }
+            Op::Add { r, t, f, e } => {
+                let d = stores[*r].add(TWINS[*t], SETS[*f], ELEMS[*e]).unwrap();
+                let mut dots = delta_dots(&d, TWINS[*t]);
+                dots.sort();
+                let dot = new_dot(&dots, IDS[*r]);
+                let superseded = dots.into_iter().filter(|d| *d != dot).collect();
+                events.push(Event::Add { twin: *t, field: *f, elem: *e, dot, superseded });
+                deltas.push(d);
+            }
+            Op::Remove { r, t, f, e } => {
+                let before = stores[*r].context(TWINS[*t]).cloned().unwrap_or_default();
+                let d = stores[*r].remove(TWINS[*t], SETS[*f], ELEMS[*e]).unwrap();
+                let dots = delta_dots(&d, TWINS[*t]);
+                let dot = *dots.iter().find(|d| !before.contains(**d)).unwrap();
+                let removed = dots.into_iter().filter(|d| *d != dot).collect();
+                events.push(Event::Remove { twin: *t, field: *f, elem: *e, dot, removed });
+                deltas.push(d);
+            }
+            Op::Sync { from, to } => {
+                let state = stores[*from].encode_state(None);
+                stores[*to].merge(&state).unwrap();
+            }
+            Op::Deliver { delta, to } => {
+                if !deltas.is_empty() {
+                    let d = deltas[delta % deltas.len()].clone();
+                    stores[*to].merge(&d).unwrap();
+                }
+            }
+        }
+    }
+    (stores, deltas, events)
+}
+
+/// The one dot of an add's delta context that is the add itself: the writer's highest.
+fn new_dot(dots: &[Dot], writer: u64) -> Dot {
+    *dots.iter().filter(|d| d.replica == writer).max().unwrap()
+}
+
+/// A copy of a store, made by joining its full state into an empty replica with the same id.
+pub fn copy(s: &Store) -> Store {
+    let mut c = replica(s.replica());
+    c.merge(&s.encode_state(None)).unwrap();
+    c
+}
+
+/// `a ⊔ b` as a new store.
+pub fn joined(a: &Store, b: &Store) -> Store {
+    let mut c = copy(a);
+    c.merge(&b.encode_state(None)).unwrap();
+    c
+}

@@ -1,0 +1,209 @@
+//! The algebra is the spec: merge is idempotent, commutative and associative for every CRDT and for the
+//! store; delta merge equals full-state merge; and every replica's value equals the sequential
+//! specification of the operations it has seen (AntidoteDB style), not only the other replicas' values.
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use crdt_core::{Dot, FieldValue, Store, Value};
+use proptest::prelude::*;
+
+fn cfg() -> ProptestConfig {
+    ProptestConfig { cases: 160, ..ProptestConfig::default() }
+}
+
+fn ops(n: usize) -> impl Strategy<Value = Vec<Op>> {
+    proptest::collection::vec(op(n), 1..40)
+}
+
+fn state(s: &Store) -> Vec<u8> {
+    s.encode_state(None)
+}
+
+proptest! {
+    #![proptest_config(cfg())]
+
+    #[test]
+    fn merge_is_idempotent(ops in ops(3)) {
+        let (stores, _, _) = run(&ops, 3);
+        for s in &stores {
+            prop_assert_eq!(state(&joined(s, s)), state(s));
+        }
+    }
+
+    #[test]
+    fn merge_is_commutative(ops in ops(3)) {
+        let (s, _, _) = run(&ops, 3);
+        prop_assert_eq!(state(&joined(&s[0], &s[1])), state(&joined(&s[1], &s[0])));
+        prop_assert_eq!(state(&joined(&s[1], &s[2])), state(&joined(&s[2], &s[1])));
+    }
+
+    #[test]
+    fn merge_is_associative(ops in ops(3)) {
+        let (s, _, _) = run(&ops, 3);
+        let left = joined(&joined(&s[0], &s[1]), &s[2]);
+        let right = joined(&s[0], &joined(&s[1], &s[2]));
+        prop_assert_eq!(state(&left), state(&right));
+    }
+
+    /// Every delta, delivered in any order with duplicates, gives the state that full-state merges give.
+    #[test]
+    fn delta_merge_equals_full_state_merge(ops in ops(3), order in proptest::collection::vec(any::<usize>(), 0..80)) {
+        let (stores, deltas, _) = run(&ops, 3);
+        let mut by_state = replica(99);
+        for s in &stores {
+            by_state.merge(&s.encode_state(None)).unwrap();
+        }
+        let mut by_delta = replica(99);
+        for &k in &order {
+            if !deltas.is_empty() {
+                by_delta.merge(&deltas[k % deltas.len()]).unwrap();
+            }
+        }
+        for d in &deltas {
+            by_delta.merge(d).unwrap();
+        }
+        // Deltas carry only local events, so also join what the Sync ops moved: it was all in the deltas.
+        prop_assert_eq!(state(&by_delta), state(&by_state));
+        // And the join of all deltas, as one message, is the same state again.
+        let refs: Vec<&[u8]> = deltas.iter().map(Vec::as_slice).collect();
+        let mut by_join = replica(99);
+        by_join.merge(&crdt_core::join(&refs, Default::default()).unwrap()).unwrap();
+        prop_assert_eq!(state(&by_join), state(&by_state));
+    }
+
+    /// Catch-up from a peer's version brings it to the sender's state joined with its own.
+    #[test]
+    fn catch_up_gives_what_the_peer_lacks(ops in ops(3), chunk in 64usize..4096) {
+        let (s, _, _) = run(&ops, 3);
+        let mut b = copy(&s[1]);
+        let expected = state(&joined(&s[1], &s[0]));
+        for msg in s[0].catch_up(&b.version(None), false, chunk).unwrap() {
+            b.merge(&msg).unwrap();
+        }
+        prop_assert_eq!(state(&b), expected.clone());
+        // Digest-driven: only the twins whose digests differ, in both directions.
+        let mut c = copy(&s[1]);
+        let differ = c.differing_twins(&s[0].digest()).unwrap();
+        for msg in s[0].catch_up(&c.version(Some(&differ)), true, chunk).unwrap() {
+            c.merge(&msg).unwrap();
+        }
+        prop_assert_eq!(state(&c), expected);
+        prop_assert!(c.differing_twins(&joined(&s[1], &s[0]).digest()).unwrap().is_empty());
+    }
+
+    /// Each replica's value equals the sequential specification of the events it has seen.
+    #[test]
+    fn every_replica_matches_the_sequential_spec(ops in ops(4)) {
+        let (stores, _, events) = run(&ops, 4);
+        for s in &stores {
+            check_spec(s, &events)?;
+        }
+        // And after full exchange all replicas agree (and still match the spec).
+        let mut all = replica(99);
+        for s in &stores {
+            all.merge(&s.encode_state(None)).unwrap();
+        }
+        check_spec(&all, &events)?;
+    }
+}
+
+/// The specification: registers hold the visible write with the greatest (stamp, writer, counter);
+/// counters the sum of each writer's updates up to its newest visible one; an element is in a set iff some visible add of it was neither
+/// removed nor superseded by a visible event that observed it.
+fn check_spec(s: &Store, events: &[Event]) -> Result<(), TestCaseError> {
+    let visible = |twin: usize, dot: Dot| s.context(TWINS[twin]).is_some_and(|c| c.contains(dot));
+    for (t, twin) in TWINS.iter().enumerate() {
+        for field in FIELDS {
+            let best = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Register { twin, field: f, value, stamp, dot } if *twin == t && f == field && visible(t, *dot) => {
+                        Some(((*stamp, dot.replica, dot.counter), value.clone()))
+                    }
+                    _ => None,
+                })
+                .max_by(|a, b| a.0.cmp(&b.0))
+                .map(|(_, v)| FieldValue::Register(v));
+            prop_assert_eq!(s.get(twin, field), best, "register {}/{}", twin, field);
+        }
+        for (f, field) in COUNTERS.iter().enumerate() {
+            // A counter delta ships its writer's running total, so seeing a writer's k-th update of a counter
+            // means seeing all its earlier ones: visible = every update up to the writer's newest visible one.
+            let ours = |e: &&Event| matches!(e, Event::Counter { twin, field, .. } if *twin == t && *field == f);
+            let newest = |w: u64| {
+                events.iter().filter(ours).filter_map(|e| match e {
+                    Event::Counter { dot, .. } if dot.replica == w && visible(t, *dot) => Some(dot.counter),
+                    _ => None,
+                }).max()
+            };
+            let seen: Vec<i64> = events
+                .iter()
+                .filter(ours)
+                .filter_map(|e| match e {
+                    Event::Counter { amount, dot, .. } if newest(dot.replica).is_some_and(|m| dot.counter <= m) => Some(*amount),
+                    _ => None,
+                })
+                .collect();
+            let expected = (!seen.is_empty()).then(|| FieldValue::Counter(seen.iter().sum()));
+            prop_assert_eq!(s.get(twin, field), expected, "counter {}/{}", twin, field);
+        }
+        for (f, field) in SETS.iter().enumerate() {
+            let mut killed: BTreeSet<Dot> = BTreeSet::new();
+            let mut touched = false;
+            for e in events {
+                match e {
+                    Event::Add { twin, field, superseded, dot, .. } if *twin == t && *field == f && visible(t, *dot) => {
+                        killed.extend(superseded.iter().copied());
+                        touched = true;
+                    }
+                    Event::Remove { twin, field, removed, dot, .. } if *twin == t && *field == f && visible(t, *dot) => {
+                        killed.extend(removed.iter().copied());
+                        touched = true;
+                    }
+                    _ => {}
+                }
+            }
+            let present: BTreeSet<String> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Add { twin, field, elem, dot, .. } if *twin == t && *field == f && visible(t, *dot) && !killed.contains(dot) => {
+                        Some(ELEMS[*elem].to_owned())
+                    }
+                    _ => None,
+                })
+                .collect();
+            let expected = touched.then(|| FieldValue::Set(present.into_iter().collect()));
+            prop_assert_eq!(s.get(twin, field), expected, "set {}/{}", twin, field);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn overwrites_cost_no_memory_and_leave_no_tombstones() {
+    let mut s = replica(1);
+    s.set("t", "x", Value::F64(1.0)).unwrap();
+    let first = s.encode_state(None).len();
+    for i in 0..10_000 {
+        s.set("t", "x", Value::F64(f64::from(i))).unwrap();
+    }
+    let after = s.encode_state(None).len();
+    assert_eq!(s.stats().fields, 1);
+    // Only the varint widths of the counter and stamp may grow, never per overwrite.
+    assert!(after <= first + 8, "state grew from {first} to {after} bytes over 10k overwrites");
+}
+
+#[test]
+fn remove_then_concurrent_add_keeps_the_add() {
+    let (mut a, mut b) = (replica(1), replica(2));
+    let add = a.add("t", "tags", "x").unwrap();
+    b.merge(&add).unwrap();
+    let rm = b.remove("t", "tags", "x").unwrap();
+    let re_add = a.add("t", "tags", "x").unwrap();
+    a.merge(&rm).unwrap();
+    b.merge(&re_add).unwrap();
+    assert_eq!(a.get("t", "tags"), Some(FieldValue::Set(vec!["x".into()])));
+    assert_eq!(a.encode_state(None), b.encode_state(None));
+}
