@@ -52,8 +52,12 @@ impl WriterTable {
 /// A register as it is encoded: writer, event counter, name, stamp, value.
 type RegisterRow<'a> = (ReplicaId, u64, &'a str, Stamp, &'a Cell);
 
-fn write_groups(rows: &mut [RegisterRow<'_>], table: &WriterTable) -> Vec<pb::WriteGroup> {
-    rows.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+/// Groups register rows by event. With `canonical`, rows are first sorted by (writer, counter, name), the
+/// order of full states; a local event's delta keeps the batch order (all its rows share one event).
+fn write_groups(rows: &mut [RegisterRow<'_>], table: &WriterTable, canonical: bool) -> Vec<pb::WriteGroup> {
+    if canonical {
+        rows.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    }
     let mut groups = Vec::new();
     for chunk in rows.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
         let base = chunk.iter().map(|r| r.3).min().unwrap_or(0);
@@ -145,7 +149,7 @@ impl Store {
             twins.push(pb::TwinState {
                 twin: self.twin_names.name(*tid).to_owned(),
                 context: Some(table.context(&cc)),
-                writes: write_groups(&mut rows, &table),
+                writes: write_groups(&mut rows, &table, false),
                 ..Default::default()
             });
         }
@@ -279,7 +283,7 @@ impl Store {
         pb::TwinState {
             twin: self.twin_names.name(tid).to_owned(),
             context: Some(table.context(&t.cc)),
-            writes: write_groups(&mut rows, table),
+            writes: write_groups(&mut rows, table, true),
             counters,
             sets,
         }

@@ -390,6 +390,7 @@ impl Store {
                 writes.push((fid, stamp, cell));
             }
         }
+        writes.reverse();
         for (fid, _, cell) in &writes {
             Store::upsert_register(t, &writers, *fid, wix, stamp, dot.counter, cell.clone(), true);
         }

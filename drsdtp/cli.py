@@ -1,0 +1,461 @@
+"""The ``drsdtp`` command (also ``python -m drsdtp``).
+
+This module is the edge of the program: the only place that configures logging and installs signal handlers.
+Node-backed subcommands are parsed here and carried out by a :class:`~drsdtp.node_commands.Commands`
+implementation; ``check-config`` is complete here.
+
+Exit status: 0 success, 1 failure at run time, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+from drsdtp import __version__
+from drsdtp.config import (
+    Address,
+    NodeConfig,
+    check_files,
+    load_config,
+    load_config_with_overrides,
+    parse_address,
+)
+from drsdtp.console import Console
+from drsdtp.errors import ConfigError, DrsdtpError
+from drsdtp.lifecycle import capture_signals
+from drsdtp.node_commands import (
+    DEFAULT_API,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    ApiTarget,
+    Commands,
+    DemoOptions,
+    ExportRequest,
+    GetQuery,
+    HistoryQuery,
+    NotWired,
+    TwinsQuery,
+    load_commands,
+)
+
+__all__ = ["build_parser", "main", "parse_time", "setup_logging"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG: Final = Path("/etc/drsdtp/drsdtp.toml")
+_LEVELS: Final = ("debug", "info", "warning", "error")
+_HANDLER_NAME: Final = "drsdtp-cli"
+# Defaults come from instances: on a slots dataclass the class attribute is a descriptor, not the default.
+_DEMO: Final = DemoOptions()
+_TWINS: Final = TwinsQuery()
+_HISTORY_LIMIT: Final = HistoryQuery(twin_id="", field="").limit
+_DURATION_RE: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)")
+_UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+_SYSLOG_PRIORITY: Final = {
+    logging.DEBUG: 7,
+    logging.INFO: 6,
+    logging.WARNING: 4,
+    logging.ERROR: 3,
+    logging.CRITICAL: 2,
+}
+
+
+# --- logging ----------------------------------------------------------------------------------------------
+
+
+class _JournalFormatter(logging.Formatter):
+    """``<priority>logger: message``: journald parses the prefix as the level and adds its own timestamp."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = _SYSLOG_PRIORITY.get(record.levelno, 6)
+        return f"<{priority}>{super().format(record)}"
+
+
+def _stderr_is_journal() -> bool:
+    # systemd sets JOURNAL_STREAM=<dev>:<inode> when stderr is connected to the journal.
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return expected == f"{st.st_dev}:{st.st_ino}"
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if _stderr_is_journal():
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.set_name(_HANDLER_NAME)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)  # calling twice (tests, main() reused) must not duplicate lines
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+# --- argument types ---------------------------------------------------------------------------------------
+
+
+def parse_time(text: str, *, now: float | None = None) -> float:
+    """``now``, a duration ago (``90s``, ``15m``, ``2h``, ``7d``), or ISO 8601 (local time unless zoned)."""
+    now = time.time() if now is None else now
+    text = text.strip()
+    if text == "now":
+        return now
+    match = _DURATION_RE.fullmatch(text.removeprefix("-"))
+    if match:
+        return now - float(match[1]) * _UNIT_SECONDS[match[2]]
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: use 'now', a duration ago like 15m/2h/7d, or ISO 8601"
+        ) from None
+    return moment.timestamp()  # a naive datetime is taken as local time
+
+
+def _address(text: str) -> Address:
+    try:
+        return parse_address(text, "address")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+# --- the parser -------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="drsdtp",
+        description="Edge-native digital-twin node: CRDT twins, field ingestion, peer replication.",
+    )
+    parser.add_argument("--version", action="version", version=f"drsdtp {__version__}")
+    parser.add_argument(
+        "--log-level", choices=_LEVELS, help="default: the config's log_level (run) or warning"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def config_option(p: argparse.ArgumentParser, help_text: str) -> None:
+        p.add_argument(
+            "--config",
+            "-c",
+            type=Path,
+            metavar="PATH",
+            help=f"{help_text} (default: $DRSDTP_CONFIG or {DEFAULT_CONFIG})",
+        )
+
+    p = sub.add_parser("run", help="run the node daemon")
+    config_option(p, "config file")
+
+    p = sub.add_parser("demo", help="run a local demo node fed by simulated sensors")
+    p.add_argument(
+        "--twins",
+        type=_positive_int,
+        default=_DEMO.twins,
+        help="simulated twins (default: %(default)s)",
+    )
+    p.add_argument("--rate", type=_positive_float, default=_DEMO.rate_hz, help="readings/s per twin")
+    p.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="stop after this long")
+    p.add_argument("--nodes", type=_positive_int, default=_DEMO.nodes, help="replicating nodes in the demo")
+    p.add_argument("--seed", type=int, default=_DEMO.seed, help="simulation seed")
+    p.add_argument("--data-dir", type=Path, help="keep the demo's data here (default: a temporary directory)")
+    p.add_argument("--api", type=_address, default=_DEMO.api, metavar="HOST:PORT", help="application API")
+    p.add_argument("--metrics", type=_address, default=_DEMO.metrics, metavar="HOST:PORT", help="metrics")
+
+    def client(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument(
+            "--api",
+            type=_address,
+            metavar="HOST:PORT",
+            help=f"node API (default: from --config, or {DEFAULT_API})",
+        )
+        config_option(p, "take the API address and TLS settings from this config")
+        p.add_argument("--timeout", type=_positive_float, default=5.0, metavar="SECONDS", help="per request")
+        p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+        return p
+
+    client("status", "show a running node's health, peers and clock")
+    p = client("twins", "list twins")
+    p.add_argument("--model", help="only twins of this model")
+    p.add_argument("--scope", help="only twins in this scope")
+    p.add_argument("--prefix", help="only twin ids starting with this")
+    p.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=_TWINS.limit,
+        help="at most this many (default: %(default)s)",
+    )
+    p = client("get", "show a twin's fields")
+    p.add_argument("twin_id", metavar="TWIN")
+    p.add_argument("fields", nargs="*", metavar="FIELD", help="only these fields (default: all)")
+    p = client("history", "show a field's history")
+    p.add_argument("twin_id", metavar="TWIN")
+    p.add_argument("field", metavar="FIELD")
+    p.add_argument("--since", type=parse_time, metavar="TIME", help="now, 15m, 2h, 7d or ISO 8601")
+    p.add_argument("--until", type=parse_time, metavar="TIME", help="as --since (default: now)")
+    p.add_argument("--limit", type=_positive_int, default=_HISTORY_LIMIT, help="at most this many points")
+    p = client("export", "export twins (latest state, optionally history)")
+    p.add_argument("--output", "-o", default="-", metavar="PATH", help="file to write (default: stdout)")
+    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    p.add_argument("--prefix", help="only twin ids starting with this")
+    p.add_argument("--history", action="store_true", help="include raw history")
+
+    p = sub.add_parser("check-config", help="validate a config file and print a summary")
+    p.add_argument(
+        "path", nargs="?", type=Path, metavar="PATH", help=f"default: $DRSDTP_CONFIG or {DEFAULT_CONFIG}"
+    )
+    p.add_argument("--no-env", action="store_true", help="ignore DRSDTP_* environment overrides")
+    p.add_argument("--skip-files", action="store_true", help="do not check that TLS files are readable")
+    return parser
+
+
+# --- entry point ------------------------------------------------------------------------------------------
+
+
+def main(
+    argv: Sequence[str] | None = None, *, commands: Commands | None = None, console: Console | None = None
+) -> int:
+    args = build_parser().parse_args(argv)
+    console = console or Console(json_mode=getattr(args, "json", False))
+    commands = commands or load_commands()
+    handler = _HANDLERS[args.command]
+    try:
+        return handler(args, commands, console)
+    except ConfigError as exc:
+        console.error(str(exc))
+        return EXIT_USAGE
+    except DrsdtpError as exc:
+        console.error(str(exc))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        console.message("interrupted")
+        return 130
+
+
+def _config_path(explicit: Path | None) -> Path:
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("DRSDTP_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG
+
+
+def _client_level(args: argparse.Namespace) -> str:
+    level: str = args.log_level or os.environ.get("DRSDTP_LOG_LEVEL", "").lower() or "warning"
+    return level if level in _LEVELS else "warning"
+
+
+def _cmd_run(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    config = load_config(_config_path(args.config))
+    setup_logging(args.log_level or config.log_level)
+    problems = check_files(config)
+    for problem in problems:
+        console.error(str(problem))
+    if problems:
+        return EXIT_USAGE
+    return _serve(lambda stop: commands.run(config, stop, console), console)
+
+
+def _cmd_demo(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    setup_logging(args.log_level or os.environ.get("DRSDTP_LOG_LEVEL", "").lower() or "info")
+    options = DemoOptions(
+        twins=args.twins,
+        rate_hz=args.rate,
+        duration_s=args.duration,
+        nodes=args.nodes,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        api=args.api,
+        metrics=args.metrics,
+    )
+    return _serve(lambda stop: commands.demo(options, stop, console), console)
+
+
+def _serve(start: Callable[[asyncio.Event], Coroutine[Any, Any, int]], console: Console) -> int:
+    """Run a long-lived command with SIGTERM/SIGINT turned into its stop event."""
+
+    async def serve() -> int:
+        stop = asyncio.Event()
+        with capture_signals(stop):
+            return await start(stop)
+
+    try:
+        return asyncio.run(serve())
+    except asyncio.CancelledError:
+        console.error("shutdown forced by a second signal")
+        return EXIT_FAILURE
+    except ExceptionGroup as group:
+        for exc in _leaves(group):
+            log.error("%s: %s", type(exc).__name__, exc, exc_info=exc)
+        console.error("; ".join(str(exc) for exc in _leaves(group)))
+        return EXIT_FAILURE
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        leaves.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return leaves
+
+
+def _target(args: argparse.Namespace) -> ApiTarget:
+    if args.api is not None:
+        return ApiTarget(args.api, timeout_s=args.timeout)
+    if args.config is None and not os.environ.get("DRSDTP_CONFIG"):
+        return ApiTarget(DEFAULT_API, timeout_s=args.timeout)
+    config = load_config(_config_path(args.config))
+    address = config.listen.api
+    # A wildcard listen address is reachable locally through loopback.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address.host, address.host)
+    return ApiTarget(Address(host, address.port), tls=config.tls, timeout_s=args.timeout)
+
+
+def _run_client(args: argparse.Namespace, request: Callable[[ApiTarget], Coroutine[Any, Any, int]]) -> int:
+    setup_logging(_client_level(args))
+    return asyncio.run(request(_target(args)))
+
+
+def _cmd_status(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    return _run_client(args, lambda target: commands.status(target, console))
+
+
+def _cmd_twins(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    query = TwinsQuery(model=args.model, scope=args.scope, prefix=args.prefix, limit=args.limit)
+    return _run_client(args, lambda target: commands.twins(target, query, console))
+
+
+def _cmd_get(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    query = GetQuery(twin_id=args.twin_id, fields=tuple(args.fields))
+    return _run_client(args, lambda target: commands.get(target, query, console))
+
+
+def _cmd_history(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    if args.since is not None and args.until is not None and args.since > args.until:
+        console.error("--since is after --until")
+        return EXIT_USAGE
+    query = HistoryQuery(
+        twin_id=args.twin_id, field=args.field, since=args.since, until=args.until, limit=args.limit
+    )
+    return _run_client(args, lambda target: commands.history(target, query, console))
+
+
+def _cmd_export(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    output = None if args.output == "-" else Path(args.output)
+    request = ExportRequest(output=output, format=args.format, prefix=args.prefix, history=args.history)
+    return _run_client(args, lambda target: commands.export(target, request, console))
+
+
+def _cmd_check_config(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    setup_logging(_client_level(args))
+    path = _config_path(args.path)
+    config, overrides = load_config_with_overrides(path, {} if args.no_env else None)
+    problems = [] if args.skip_files else check_files(config)
+    problems.extend(commands.check_plugins(config))
+    for problem in problems:
+        console.error(str(problem))
+    if problems:
+        return EXIT_USAGE
+    console.line(f"{path}: valid")
+    console.line()
+    console.fields(_summary(config))
+    if overrides:
+        console.line()
+        console.table(("key", "set by"), sorted(overrides.items()), title="Environment overrides")
+    if config.peers:
+        console.line()
+        console.table(("peer", "address"), [(p.name, str(p.address)) for p in config.peers], title="Peers")
+    for title, tables in (("Adapters", config.adapters), ("Kernels", config.kernels)):
+        if tables:
+            console.line()
+            plugins = [(f"{title.lower()}[{i}]", t["type"], len(t) - 1) for i, t in enumerate(tables)]
+            console.table(("key", "type", "other keys"), plugins, title=title)
+    if config.twins:
+        console.line()
+        rules = [(r.match, r.model, r.scope or config.scopes[0]) for r in config.twins]
+        console.table(("match", "model", "scope"), rules, title="Twin rules")
+    if (config.adapters or config.kernels) and isinstance(commands, NotWired):
+        console.line()
+        console.line(
+            "note: adapter and kernel tables were checked for their `type` only (plugins not wired yet)"
+        )
+    return EXIT_OK
+
+
+def _summary(config: NodeConfig) -> list[tuple[str, object]]:
+    rows: list[tuple[str, object]] = [
+        ("node_id", config.node_id),
+        ("data_dir", str(config.data_dir)),
+        ("scopes", ", ".join(config.scopes)),
+        ("log_level", config.log_level),
+        ("shutdown_timeout_s", config.shutdown_timeout_s),
+        ("listen.peer", str(config.listen.peer)),
+        ("listen.api", str(config.listen.api)),
+        ("listen.metrics", str(config.listen.metrics)),
+        ("clock.max_offset_ms", config.clock.max_offset_ms),
+        ("clock.ntp_server", config.clock.ntp_server or "off (offset reported unknown)"),
+        (
+            "tls",
+            "off"
+            if config.tls is None
+            else f"on (client auth {'required' if config.tls.require_client_auth else 'optional'})",
+        ),
+        ("peers", len(config.peers)),
+    ]
+    for section in ("limits", "wal", "history"):
+        for f in dataclasses.fields(getattr(config, section)):
+            value = getattr(getattr(config, section), f.name)
+            if isinstance(value, tuple):
+                value = ", ".join(f"{t.interval_s}s for {t.retention_s}s" for t in value) or "none"
+            rows.append((f"{section}.{f.name}", value))
+    rows += [
+        ("adapters", len(config.adapters)),
+        ("kernels", len(config.kernels)),
+        ("twin rules", len(config.twins)),
+    ]
+    return rows
+
+
+_HANDLERS: Final[dict[str, Callable[[argparse.Namespace, Commands, Console], int]]] = {
+    "run": _cmd_run,
+    "demo": _cmd_demo,
+    "status": _cmd_status,
+    "twins": _cmd_twins,
+    "get": _cmd_get,
+    "history": _cmd_history,
+    "export": _cmd_export,
+    "check-config": _cmd_check_config,
+}

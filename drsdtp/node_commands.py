@@ -1,0 +1,160 @@
+"""The seam between the CLI and the node: what each node-backed subcommand receives and the Protocol it calls.
+
+The CLI parses arguments into the option objects below and calls a :class:`Commands` implementation; it never
+touches the daemon or the gRPC client itself. :func:`load_commands` chooses the implementation. Until the node
+daemon is wired it returns :class:`NotWired`, whose commands say so and exit with status 2.
+
+Conventions for implementations: return a process exit status (:data:`EXIT_OK`, :data:`EXIT_FAILURE`,
+:data:`EXIT_USAGE`); print through the :class:`~drsdtp.console.Console` (tables, or :meth:`Console.json` when
+``console.json_mode``; ``console.progress`` for long work); raise ``DrsdtpError`` subclasses for failures the
+CLI should report as ``error: ...`` with status 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal, Protocol
+
+from drsdtp.config import Address, NodeConfig, TlsConfig
+from drsdtp.console import Console
+from drsdtp.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_API",
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "ApiTarget",
+    "Commands",
+    "DemoOptions",
+    "ExportRequest",
+    "GetQuery",
+    "HistoryQuery",
+    "NotWired",
+    "TwinsQuery",
+    "load_commands",
+]
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2  # also bad configuration, like argparse's own usage errors
+
+#: Where client commands look for the node's application API when not told otherwise (the default listen.api).
+DEFAULT_API: Final = Address("127.0.0.1", 7401)
+DEFAULT_DEMO_METRICS: Final = Address("127.0.0.1", 9464)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiTarget:
+    """Where a client command finds the node's application API."""
+
+    address: Address
+    tls: TlsConfig | None = None
+    timeout_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """``drsdtp demo``: a local node (or a few, replicating) fed by simulated sensors."""
+
+    twins: int = 20
+    rate_hz: float = 1.0  # readings per second per twin
+    duration_s: float | None = None  # None: until interrupted
+    nodes: int = 1
+    seed: int = 0
+    data_dir: Path | None = None  # None: a temporary directory removed on exit
+    api: Address = DEFAULT_API  # so `drsdtp status` works against the demo
+    metrics: Address = DEFAULT_DEMO_METRICS
+
+
+@dataclass(frozen=True, slots=True)
+class TwinsQuery:
+    model: str | None = None
+    scope: str | None = None
+    prefix: str | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class GetQuery:
+    twin_id: str
+    fields: tuple[str, ...] = ()  # empty: all fields
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    twin_id: str
+    field: str
+    since: float | None = None  # unix seconds
+    until: float | None = None
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRequest:
+    output: Path | None = None  # None: stdout
+    format: Literal["jsonl", "csv"] = "jsonl"
+    prefix: str | None = None  # only twins whose id starts with it
+    history: bool = False  # include raw history, not only the latest state
+
+
+class Commands(Protocol):
+    """What the node provides to the CLI. ``stop`` is set by SIGTERM/SIGINT (the CLI installs handlers)."""
+
+    async def run(self, config: NodeConfig, stop: asyncio.Event, console: Console) -> int: ...
+
+    async def demo(self, options: DemoOptions, stop: asyncio.Event, console: Console) -> int: ...
+
+    async def status(self, target: ApiTarget, console: Console) -> int: ...
+
+    async def twins(self, target: ApiTarget, query: TwinsQuery, console: Console) -> int: ...
+
+    async def get(self, target: ApiTarget, query: GetQuery, console: Console) -> int: ...
+
+    async def history(self, target: ApiTarget, query: HistoryQuery, console: Console) -> int: ...
+
+    async def export(self, target: ApiTarget, request: ExportRequest, console: Console) -> int: ...
+
+    def check_plugins(self, config: NodeConfig) -> Sequence[ConfigError]:
+        """Deeper validation of the adapter and kernel tables (by their plugins), for ``check-config``."""
+        ...
+
+
+class NotWired:
+    """Stands in for the node until the daemon is wired: every node-backed command explains and exits 2."""
+
+    def _refuse(self, console: Console, command: str) -> int:
+        console.error(f"`drsdtp {command}` needs the node daemon, which is not wired yet")
+        return EXIT_USAGE
+
+    async def run(self, config: NodeConfig, stop: asyncio.Event, console: Console) -> int:
+        return self._refuse(console, "run")
+
+    async def demo(self, options: DemoOptions, stop: asyncio.Event, console: Console) -> int:
+        return self._refuse(console, "demo")
+
+    async def status(self, target: ApiTarget, console: Console) -> int:
+        return self._refuse(console, "status")
+
+    async def twins(self, target: ApiTarget, query: TwinsQuery, console: Console) -> int:
+        return self._refuse(console, "twins")
+
+    async def get(self, target: ApiTarget, query: GetQuery, console: Console) -> int:
+        return self._refuse(console, "get")
+
+    async def history(self, target: ApiTarget, query: HistoryQuery, console: Console) -> int:
+        return self._refuse(console, "history")
+
+    async def export(self, target: ApiTarget, request: ExportRequest, console: Console) -> int:
+        return self._refuse(console, "export")
+
+    def check_plugins(self, config: NodeConfig) -> Sequence[ConfigError]:
+        return ()
+
+
+def load_commands() -> Commands:
+    """The implementation the CLI uses. The lead replaces this body once the node daemon exists."""
+    return NotWired()
