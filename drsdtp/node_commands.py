@@ -156,5 +156,7 @@ class NotWired:
 
 
 def load_commands() -> Commands:
-    """The implementation the CLI uses. The lead replaces this body once the node daemon exists."""
-    return NotWired()
+    """The implementation the CLI uses: the node's (imported lazily, so ``--help`` stays fast)."""
+    from drsdtp.node.commands import NodeCommands
+
+    return NodeCommands()

@@ -389,13 +389,26 @@ impl Store {
     /// Joins a delta, catch-up delta or full state. All or nothing: a message that fails validation or the
     /// clock gate changes nothing. Returns the twins whose state changed.
     pub fn merge(&mut self, bytes: &[u8]) -> Result<Vec<String>> {
+        self.merge_with(bytes, self.gate)
+    }
+
+    /// Joins this replica's own durable state (log replay, snapshots): no clock gate, since the records were
+    /// accepted before (the wall clock may have gone back since a reboot), but the clock still moves past
+    /// every stamp, so it never stamps below what it issued before the crash.
+    pub fn merge_trusted(&mut self, bytes: &[u8]) -> Result<Vec<String>> {
+        self.merge_with(bytes, false)
+    }
+
+    fn merge_with(&mut self, bytes: &[u8], gate: bool) -> Result<Vec<String>> {
         self.check_size(bytes)?;
         let msg = pb::StateDelta::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
         check_format(msg.format)?;
         let checked = validate(&msg, self.limits)?;
-        if self.gate && checked.max_stamp > 0 {
+        if gate && checked.max_stamp > 0 {
             let phys = self.physical_now();
             self.hlc.update(checked.max_stamp, phys)?;
+        } else {
+            self.hlc.restore(checked.max_stamp);
         }
         let mut changed = Vec::new();
         for (ts, cc) in msg.twins.iter().zip(checked.contexts) {

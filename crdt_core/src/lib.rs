@@ -31,6 +31,7 @@ pub mod orset;
 pub mod pb;
 pub mod store;
 pub mod value;
+pub mod wal;
 
 pub use clock::{Hlc, Stamp};
 pub use codec::join;
@@ -41,3 +42,4 @@ pub use lww::LwwReg;
 pub use orset::OrSet;
 pub use store::{Limits, Store, StoreStats};
 pub use value::{FieldValue, Value};
+pub use wal::{Recovery, Wal, WalStats};

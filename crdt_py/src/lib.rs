@@ -246,6 +246,102 @@ impl Store {
     }
 }
 
+/// The write-ahead log of a store (see `crdt_core::Wal`): `append` buffers, `commit` writes and fsyncs the
+/// group with the GIL released, `snapshot` writes the store's full state and truncates the log.
+#[pyclass(frozen, module = "drsdtp._core")]
+struct Wal {
+    // Two locks: appends (on the event loop) only touch the buffer, so they never wait behind an fsync.
+    buffer: Mutex<(Vec<u8>, usize)>,
+    inner: Mutex<crdt_core::Wal>,
+}
+
+impl Wal {
+    fn lock(&self) -> MutexGuard<'_, crdt_core::Wal> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn buffer(&self) -> MutexGuard<'_, (Vec<u8>, usize)> {
+        self.buffer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn recovery_dict<'py>(py: Python<'py>, r: &crdt_core::Recovery) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("snapshot_seq", r.snapshot_seq)?;
+    d.set_item("snapshot_bytes", r.snapshot_bytes)?;
+    d.set_item("records", r.records)?;
+    d.set_item("record_bytes", r.record_bytes)?;
+    d.set_item("truncated_bytes", r.truncated_bytes)?;
+    d.set_item("corrupt_records", r.corrupt_records)?;
+    d.set_item("refused_records", r.refused_records)?;
+    d.set_item("corrupt_snapshots", r.corrupt_snapshots)?;
+    Ok(d)
+}
+
+#[pymethods]
+impl Wal {
+    /// Opens the log in `path`, recovering `store` from it; returns the log and a recovery report.
+    #[staticmethod]
+    fn open<'py>(py: Python<'py>, path: std::path::PathBuf, store: &Bound<'py, Store>) -> PyResult<(Wal, Bound<'py, PyDict>)> {
+        let st = store.get();
+        let (wal, rec) = py.detach(|| crdt_core::Wal::open(&path, &mut st.lock())).py_err()?;
+        let wal = Wal { buffer: Mutex::new((Vec::new(), 0)), inner: Mutex::new(wal) };
+        Ok((wal, recovery_dict(py, &rec)?))
+    }
+
+    /// Buffers one delta (durable after the next commit).
+    fn append(&self, delta: &[u8]) -> PyResult<()> {
+        let mut buf = self.buffer();
+        crdt_core::Wal::frame(delta, &mut buf.0).py_err()?;
+        buf.1 += 1;
+        Ok(())
+    }
+
+    /// Writes what is buffered and fsyncs once; returns how many records became durable.
+    fn commit(&self, py: Python<'_>) -> PyResult<usize> {
+        py.detach(|| {
+            let mut wal = self.lock();
+            let (framed, n) = std::mem::take(&mut *self.buffer());
+            wal.write_framed(&framed, n).map(|()| n)
+        })
+        .py_err()
+    }
+
+    /// Commits, then writes the store's full state as a snapshot and truncates the log.
+    fn snapshot(&self, py: Python<'_>, store: &Bound<'_, Store>) -> PyResult<()> {
+        let st = store.get();
+        py.detach(|| {
+            let mut wal = self.lock();
+            let (framed, n) = std::mem::take(&mut *self.buffer());
+            wal.write_framed(&framed, n)?;
+            let state = st.lock().encode_state(None);
+            wal.snapshot(&state)
+        })
+        .py_err()
+    }
+
+    #[getter]
+    fn pending_bytes(&self) -> usize {
+        self.buffer().0.len()
+    }
+
+    #[getter]
+    fn pending_records(&self) -> usize {
+        self.buffer().1
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.lock().stats();
+        let d = PyDict::new(py);
+        d.set_item("records", s.records)?;
+        d.set_item("bytes", s.bytes)?;
+        d.set_item("commits", s.commits)?;
+        d.set_item("last_commit_ns", s.last_commit_ns)?;
+        d.set_item("snapshots", s.snapshots)?;
+        d.set_item("segment_bytes", s.segment_bytes)?;
+        Ok(d)
+    }
+}
+
 /// Joins deltas (or states) into one delta.
 #[pyfunction]
 #[pyo3(signature = (deltas, *, max_message_bytes = 67108864))]
@@ -274,6 +370,7 @@ fn decode_state<'py>(py: Python<'py>, state: &[u8]) -> PyResult<Bound<'py, PyDic
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Store>()?;
+    m.add_class::<Wal>()?;
     m.add_function(wrap_pyfunction!(join, m)?)?;
     m.add_function(wrap_pyfunction!(decode_state, m)?)?;
     m.add("FORMAT_VERSION", crdt_core::codec::FORMAT as i32)?;

@@ -1,0 +1,183 @@
+"""The CLI's node-backed commands: ``run`` serves a node; the client commands read one over its API."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import grpc
+
+from drsdtp.config import NodeConfig
+from drsdtp.console import Console
+from drsdtp.errors import ConfigError
+from drsdtp.lifecycle import run_services
+from drsdtp.node.api import connect, field_to_python
+from drsdtp.node_commands import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    ApiTarget,
+    DemoOptions,
+    ExportRequest,
+    GetQuery,
+    HistoryQuery,
+    TwinsQuery,
+)
+from drsdtp.sdnotify import SystemdNotifier
+from drsdtp.wire.v1 import api_pb2
+
+
+def _ms(seconds: float | None, default: int) -> int:
+    return default if seconds is None else int(seconds * 1000)
+
+
+class NodeCommands:
+    """Implements :class:`drsdtp.node_commands.Commands`."""
+
+    async def run(self, config: NodeConfig, stop: asyncio.Event, console: Console) -> int:
+        from drsdtp.node.node import Node  # the daemon's imports stay out of client commands
+
+        node = Node(config)
+        await run_services(
+            node.services(), stop=stop, shutdown_timeout=config.shutdown_timeout_s,
+            notifier=SystemdNotifier.from_env(),
+        )
+        return EXIT_OK
+
+    async def demo(self, options: DemoOptions, stop: asyncio.Event, console: Console) -> int:
+        from drsdtp.demo import run as run_demo
+
+        return EXIT_OK if await asyncio.to_thread(run_demo, options.seed, say=console.line) else EXIT_FAILURE
+
+    async def _call(self, target: ApiTarget, console: Console, method: str, request: Any) -> Any:
+        channel, stub = connect(target.address)
+        try:
+            return await getattr(stub, method)(request, timeout=target.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            where = f"{target.address.host}:{target.address.port}"
+            console.error(f"{method} on {where}: {exc.code().name}: {exc.details()}")
+            return None
+        finally:
+            await channel.close()
+
+    async def status(self, target: ApiTarget, console: Console) -> int:
+        s = await self._call(target, console, "Status", api_pb2.StatusRequest())
+        if s is None:
+            return EXIT_FAILURE
+        offset = f"{s.clock_offset_s * 1000:+.1f} ms" if s.HasField("clock_offset_s") else "unknown"
+        info = {
+            "node": s.node_id, "version": s.version, "uptime": f"{s.uptime_s:.0f} s", "twins": s.twins,
+            "fields": s.fields, "scopes": ",".join(s.scopes), "clock offset": offset,
+            "wal records": s.wal_records, "received": s.received, "invalid": s.invalid, "dropped": s.dropped,
+            "late": s.late, "state digest": f"{s.state_digest:016x}",
+        }
+        if console.json_mode:
+            console.json({**info, "peers": [{"name": p.name, "up": p.up, "lag_s": p.lag_s} for p in s.peers]})
+            return EXIT_OK
+        console.fields(info.items())
+        if s.peers:
+            console.table(["peer", "address", "up", "lag s"],
+                          [(p.name, p.address, "yes" if p.up else "no", round(p.lag_s, 3)) for p in s.peers])
+        return EXIT_OK
+
+    async def twins(self, target: ApiTarget, query: TwinsQuery, console: Console) -> int:
+        req = api_pb2.ListTwinsRequest(model=query.model or "", scope=query.scope or "",
+                                       prefix=query.prefix or "", limit=query.limit)
+        r = await self._call(target, console, "ListTwins", req)
+        if r is None:
+            return EXIT_FAILURE
+        rows = [(t.twin_id, t.model, t.scope, t.fields, _age(t.updated_ms)) for t in r.twins]
+        if console.json_mode:
+            console.json([dict(zip(("twin", "model", "scope", "fields", "age"), row, strict=True)) for row in rows])
+        else:
+            console.table(["twin", "model", "scope", "fields", "updated"], rows,
+                          title=f"{len(rows)} of {r.total} twins")
+        return EXIT_OK
+
+    async def get(self, target: ApiTarget, query: GetQuery, console: Console) -> int:
+        t = await self._call(target, console, "GetTwin",
+                             api_pb2.GetTwinRequest(twin_id=query.twin_id, fields=list(query.fields)))
+        if t is None:
+            return EXIT_FAILURE
+        rows = [(f.name, field_to_python(f), _age(f.stamp >> 16) if f.stamp else "") for f in t.fields]
+        if console.json_mode:
+            console.json({name: value for name, value, _ in rows})
+        else:
+            console.table(["field", "value", "updated"], rows, title=t.twin_id)
+        return EXIT_OK
+
+    async def history(self, target: ApiTarget, query: HistoryQuery, console: Console) -> int:
+        now = int(time.time() * 1000)
+        req = api_pb2.HistoryRequest(twin_id=query.twin_id, field=query.field,
+                                     start_ms=_ms(query.since, now - 3_600_000), end_ms=_ms(query.until, now),
+                                     limit=query.limit)
+        h = await self._call(target, console, "ReadHistory", req)
+        if h is None:
+            return EXIT_FAILURE
+        rows = list(zip(h.ts_ms, h.values, strict=True))
+        if console.json_mode:
+            console.json({"resolution": h.resolution, "points": [{"ts_ms": t, "value": v} for t, v in rows]})
+        else:
+            console.table(["time", "value"], [(_iso(t), v) for t, v in rows],
+                          title=f"{query.twin_id}.{query.field} ({h.resolution}, {len(rows)} points)")
+        return EXIT_OK
+
+    async def export(self, target: ApiTarget, request: ExportRequest, console: Console) -> int:
+        listing = await self._call(target, console, "ListTwins",
+                                   api_pb2.ListTwinsRequest(prefix=request.prefix or ""))
+        if listing is None:
+            return EXIT_FAILURE
+        out: TextIO = sys.stdout if request.output is None else request.output.open("w", newline="")
+        try:
+            writer = csv.writer(out) if request.format == "csv" else None
+            if writer is not None:
+                writer.writerow(["twin", "field", "value", "stamp_ms"])
+            with console.progress("exporting", total=len(listing.twins)) as progress:
+                for summary in listing.twins:
+                    t = await self._call(target, console, "GetTwin",
+                                         api_pb2.GetTwinRequest(twin_id=summary.twin_id))
+                    if t is None:
+                        return EXIT_FAILURE
+                    _write_twin(out, writer, t)
+                    progress.advance()
+        finally:
+            if out is not sys.stdout:
+                out.close()
+        return EXIT_OK
+
+    def check_plugins(self, config: NodeConfig) -> Sequence[ConfigError]:
+        problems: list[ConfigError] = []
+        try:
+            from drsdtp.adapters import build_adapter
+        except ImportError:  # pragma: no cover - the adapters package ships with drsdtp
+            return problems
+        for i, raw in enumerate(config.adapters):
+            try:
+                build_adapter(raw, f"adapters[{i}]")
+            except ConfigError as exc:
+                problems.append(exc)
+        return problems
+
+
+def _write_twin(out: TextIO, writer: Any, t: api_pb2.Twin) -> None:
+    if writer is None:
+        doc = {"twin": t.twin_id, "fields": {f.name: field_to_python(f) for f in t.fields}}
+        out.write(json.dumps(doc, default=str) + "\n")
+        return
+    for f in t.fields:
+        writer.writerow([t.twin_id, f.name, field_to_python(f), f.stamp >> 16 if f.stamp else ""])
+
+
+def _age(ms: int) -> str:
+    if not ms:
+        return ""
+    age = time.time() - ms / 1000
+    return f"{age:.1f} s ago" if age < 120 else _iso(ms)
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000)) + f".{ms % 1000:03d}"

@@ -1,0 +1,149 @@
+"""The store made durable: every delta that changes the node's state is appended to the write-ahead log, a
+group committer fsyncs by time and size, and callers acknowledge an update (MQTT PUBACK, an API reply, a
+gossip ack) only once :meth:`DurableStore.record` has returned, i.e. once it is on disk.
+
+Recovery happens on open (in Rust): the newest valid snapshot, then the log; a torn or corrupt tail is cut
+and reported. Snapshots are taken every ``snapshot_every`` records, which truncates the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from drsdtp._core import Store, Wal
+from drsdtp.config import WalConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DurabilityStats:
+    """Counters and the recovery report, for metrics and `drsdtp status`."""
+
+    recovery: dict[str, int] = field(default_factory=dict)
+    recovery_s: float = 0.0
+    commits: int = 0
+    records: int = 0
+    snapshots: int = 0
+    fsync_s: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=4096))
+
+
+class DurableStore:
+    """Owns a :class:`Store` and its :class:`Wal`; an async context manager running the group committer."""
+
+    def __init__(self, store: Store, wal: Wal | None, config: WalConfig, stats: DurabilityStats) -> None:
+        self.store = store
+        self._wal = wal
+        self._config = config
+        self.stats = stats
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._wake = asyncio.Event()
+        self._since_snapshot = 0
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @classmethod
+    def open(cls, data_dir: Path, store: Store, config: WalConfig) -> DurableStore:
+        """Recovers ``store`` from ``data_dir/wal`` (when the log is enabled) and returns it made durable."""
+        stats = DurabilityStats()
+        if not config.enabled:
+            return cls(store, None, config, stats)
+        started = time.perf_counter()
+        wal, report = Wal.open(data_dir / "wal", store)
+        stats.recovery, stats.recovery_s = dict(report), time.perf_counter() - started
+        if report["truncated_bytes"] or report["corrupt_records"] or report["corrupt_snapshots"]:
+            log.warning("write-ahead log recovery cut a damaged tail: %s", report)
+        log.info("recovered %d records after snapshot %d in %.3f s", report["records"], report["snapshot_seq"],
+                 stats.recovery_s)
+        return cls(store, wal, config, stats)
+
+    async def __aenter__(self) -> Self:
+        if self._wal is not None:
+            self._task = asyncio.create_task(self._committer(), name="wal-committer")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._wake.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._wal is not None:
+            # Whatever is still buffered becomes durable before the node exits.
+            n = await asyncio.to_thread(self._wal.commit)
+            self._resolve(n)
+
+    async def record(self, delta: bytes) -> None:
+        """Appends ``delta`` to the log and returns once it is durable (at once when the log is off)."""
+        if self._wal is None:
+            return
+        if self._closed:
+            raise RuntimeError("the durable store is closed")
+        self._wal.append(delta)
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._wake.set()
+        await waiter
+
+    @property
+    def pending(self) -> int:
+        """Records appended and not yet durable."""
+        return len(self._waiters)
+
+    def _resolve(self, n: int) -> None:
+        for _ in range(min(n, len(self._waiters))):
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _committer(self) -> None:
+        assert self._wal is not None
+        wal, interval = self._wal, self._config.fsync_interval_ms / 1000
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._waiters:
+                if self._closed:
+                    return
+                continue
+            # Group commit: gather for up to the interval, unless the byte threshold is reached first.
+            deadline = time.monotonic() + interval
+            while not self._closed and wal.pending_bytes < self._config.fsync_bytes:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), left)
+                self._wake.clear()
+            started = time.perf_counter()
+            try:
+                n = await asyncio.to_thread(wal.commit)
+            except Exception as exc:
+                # The disk failed: nothing buffered can be acknowledged; fail the waiters, keep running.
+                log.error("write-ahead log commit failed: %s", exc)
+                while self._waiters:
+                    w = self._waiters.popleft()
+                    if not w.done():
+                        w.set_exception(exc)
+                continue
+            self.stats.fsync_s.append(time.perf_counter() - started)
+            self.stats.commits += 1
+            self.stats.records += n
+            self._resolve(n)
+            self._since_snapshot += n
+            if self._since_snapshot >= self._config.snapshot_every:
+                self._since_snapshot = 0
+                await asyncio.to_thread(wal.snapshot, self.store)
+                self.stats.snapshots += 1
+            if self._closed and not self._waiters:
+                return

@@ -1,0 +1,160 @@
+"""The drsdtp node: one store made durable, fed by ingestion, replicated to peers, read through the API.
+
+:class:`Node` builds every part from a :class:`NodeConfig` and hands them, in dependency order, to
+:func:`drsdtp.lifecycle.run_services`, which starts them in order and stops them in reverse within the
+shutdown deadline: intake stops first, then the API, peers, and the durable store flushes last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Self
+
+from drsdtp import __version__
+from drsdtp._core import Store
+from drsdtp.clock import ClockMonitor, HighWaterKeeper, restore_high_water
+from drsdtp.config import NodeConfig
+from drsdtp.core import replica_id
+from drsdtp.errors import DrsdtpError
+from drsdtp.metrics import MetricsServer, NodeMetrics
+from drsdtp.node.api import MODEL_FIELD, SCOPE_FIELD, ApiServer
+from drsdtp.node.durable import DurableStore
+from drsdtp.node.feed import ChangeFeed
+from drsdtp.stats import StoreSize
+from drsdtp.wire.v1 import api_pb2
+
+log = logging.getLogger(__name__)
+
+HLC_FILE = "hlc.mark"
+Service = AbstractAsyncContextManager[Any]
+
+
+class Node:
+    """Everything one node runs. Use :meth:`services` with ``run_services`` (the daemon), or ``async with``
+    (tests and embedding), which enters the same services in the same order."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.started = time.monotonic()
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        limits = config.limits
+        self._store = Store(
+            replica_id(config.node_id),
+            max_offset_ms=config.clock.max_offset_ms,
+            max_message_bytes=max(limits.max_message_bytes, 64 << 20),
+            max_name_bytes=limits.max_name_bytes,
+        )
+        mark = restore_high_water(config.data_dir / HLC_FILE)
+        if mark is not None:
+            self._store.restore_clock(mark)
+        self.durable = DurableStore.open(config.data_dir, self._store, config.wal)
+        self._feed = ChangeFeed()
+        self.metrics = NodeMetrics(config.node_id)
+        self.metrics.watch_store(self._store_size)
+        self.clock = ClockMonitor(
+            config.clock.ntp_server,
+            interval_s=config.clock.ntp_interval_s,
+            timeout_s=config.clock.ntp_timeout_s,
+            max_offset_s=config.clock.max_offset_ms / 1000,
+        )
+        self.metrics.watch_clock(lambda: self.clock.latest)
+        self.high_water = HighWaterKeeper(
+            config.data_dir / HLC_FILE, self._store.clock_high_water, interval_s=config.clock.persist_interval_s
+        )
+        self.api = ApiServer(self, config.listen.api, max_message_bytes=limits.max_message_bytes)
+        self.metrics_server = MetricsServer(self.metrics, config.listen.metrics, ready=lambda: True)
+        self._known_twins: set[str] = set(self._store.twins())
+        self._stack: contextlib.AsyncExitStack | None = None
+        self.extra_services: list[Service] = []
+
+    # ----- the NodeView of the API ------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @property
+    def feed(self) -> ChangeFeed:
+        return self._feed
+
+    def status(self) -> api_pb2.StatusReply:
+        st = self._store.stats()
+        offset = self.clock.latest.offset_s
+        reply = api_pb2.StatusReply(
+            node_id=self.config.node_id,
+            replica_id=self._store.replica_id,
+            version=__version__,
+            twins=st["twins"],
+            fields=st["fields"],
+            hlc=self._store.clock_high_water(),
+            wal_records=self.durable.stats.records,
+            uptime_s=time.monotonic() - self.started,
+            scopes=list(self.config.scopes),
+            state_digest=self.state_digest(),
+        )
+        if offset is not None:
+            reply.clock_offset_s = offset
+        return reply
+
+    def history(self, request: api_pb2.HistoryRequest) -> api_pb2.HistoryReply:
+        raise DrsdtpError("history is not enabled on this node")
+
+    def insight(self, twin_id: str, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+        raise DrsdtpError("twin intelligence is not enabled on this node")
+
+    def state_digest(self) -> int:
+        """A 64-bit digest of the whole state (equal on converged nodes)."""
+        import hashlib
+
+        return int.from_bytes(hashlib.blake2b(self._store.digest(), digest_size=8).digest(), "big")
+
+    def _store_size(self) -> StoreSize:
+        st = self._store.stats()
+        return StoreSize(twins=st["twins"], fields=st["fields"])
+
+    # ----- writes -----------------------------------------------------------------------------------------
+
+    async def commit(self, delta: bytes, twins: Sequence[str], origin: str) -> None:
+        """Makes a delta already applied to the store durable, then announces it. Returns once durable:
+        only then may the caller acknowledge the update."""
+        await self.durable.record(delta)
+        self._feed.publish(twins, origin)
+
+    async def ensure_twins(self, twins: Sequence[str]) -> None:
+        """Gives twins seen for the first time their model and scope from the config's twin rules."""
+        fresh = [t for t in twins if t not in self._known_twins]
+        for twin in fresh:
+            self._known_twins.add(twin)
+            if twin in self._store and self._store.get(twin, SCOPE_FIELD) is not None:
+                continue
+            meta = self.twin_meta(twin)
+            await self.commit(self._store.set_many(twin, meta), [twin], "local")
+
+    def twin_meta(self, twin: str) -> dict[str, str | bytes | float | int | bool]:
+        for rule in self.config.twins:
+            if fnmatch.fnmatchcase(twin, rule.match):
+                return {MODEL_FIELD: rule.model, SCOPE_FIELD: rule.scope or self.config.scopes[0]}
+        return {SCOPE_FIELD: self.config.scopes[0]}
+
+    # ----- lifecycle --------------------------------------------------------------------------------------
+
+    def services(self) -> list[Service]:
+        """In start order; stopped in reverse."""
+        return [self.durable, self.high_water, self.clock, *self.extra_services, self.api, self.metrics_server]
+
+    async def __aenter__(self) -> Self:
+        async with contextlib.AsyncExitStack() as stack:
+            for service in self.services():
+                await stack.enter_async_context(service)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+            self._stack = None
