@@ -289,13 +289,18 @@ fn crdts_catch_up() -> (usize, f64) {
 
 // ----- memory (child processes) ---------------------------------------------------------------------------
 
+/// RSS growth while building the data structure; the input key names are built before the first reading
+/// and kept alive, so every library is charged only for its own copy.
 fn memory_child(what: &str) -> f64 {
+    let big_names = names(if what.ends_with("-big") { BIG } else { PER_TWIN });
+    let twin_names: Vec<String> = (0..TWINS).map(|t| format!("twin-{t}")).collect();
     let before = rss_bytes();
     let per = match what {
         "ours-big" => {
             // Ingested as the node does: batches of 10,000 readings.
             let mut s = ours_store(1);
-            let (t, f) = ours_setup(&mut s, BIG);
+            let t = s.intern_twin("twin").unwrap();
+            let f: Vec<u32> = big_names.iter().map(|n| s.intern_field(n).unwrap()).collect();
             for chunk in f.chunks(10_000) {
                 ours_tick(&mut s, t, chunk, 0);
             }
@@ -305,9 +310,9 @@ fn memory_child(what: &str) -> f64 {
         }
         "ours-twins" => {
             let mut s = ours_store(1);
-            let fids: Vec<u32> = names(PER_TWIN).iter().map(|f| s.intern_field(f).unwrap()).collect();
-            for t in 0..TWINS {
-                let tid = s.intern_twin(&format!("twin-{t}")).unwrap();
+            let fids: Vec<u32> = big_names.iter().map(|f| s.intern_field(f).unwrap()).collect();
+            for (t, name) in twin_names.iter().enumerate() {
+                let tid = s.intern_twin(name).unwrap();
                 ours_tick(&mut s, tid, &fids, t);
             }
             let r = (rss_bytes() - before) as f64 / TWINS as f64;
@@ -330,8 +335,8 @@ fn memory_child(what: &str) -> f64 {
         }
         "yrs-big" | "yrs-twins" => {
             let mut docs = Vec::new();
-            let (twins, per) = if what == "yrs-big" { (1, BIG) } else { (TWINS, PER_TWIN) };
-            let keys = names(per);
+            let twins = if what == "yrs-big" { 1 } else { TWINS };
+            let keys = &big_names;
             for _ in 0..twins {
                 let d = Doc::new();
                 let m = d.get_or_insert_map("twin");
@@ -344,8 +349,8 @@ fn memory_child(what: &str) -> f64 {
         }
         "automerge-big" | "automerge-twins" => {
             let mut docs = Vec::new();
-            let (twins, per) = if what == "automerge-big" { (1, BIG) } else { (TWINS, PER_TWIN) };
-            let keys = names(per);
+            let twins = if what == "automerge-big" { 1 } else { TWINS };
+            let keys = &big_names;
             for _ in 0..twins {
                 let (mut d, o) = am_doc();
                 for chunk in keys.chunks(10_000) {
@@ -357,11 +362,11 @@ fn memory_child(what: &str) -> f64 {
         }
         "crdts-big" | "crdts-twins" => {
             let mut docs = Vec::new();
-            let (twins, per) = if what == "crdts-big" { (1, BIG) } else { (TWINS, PER_TWIN) };
-            let keys = names(per);
+            let twins = if what == "crdts-big" { 1 } else { TWINS };
+            let keys = &big_names;
             for _ in 0..twins {
                 let mut t = CrdtsTwin::new();
-                crdts_tick(&mut t, &keys, 0, 1);
+                crdts_tick(&mut t, keys, 0, 1);
                 docs.push(t);
             }
             (rss_bytes() - before) as f64 / if twins == 1 { BIG } else { TWINS } as f64
