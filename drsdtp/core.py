@@ -49,7 +49,9 @@ class BatchWriter:
     ) -> bytes:
         """One batch of numeric readings; ``source_ms`` 0 (or omitted) stamps with the node's clock."""
         vals = np.ascontiguousarray(values, dtype=np.float64)
-        src = np.zeros(len(vals), np.int64) if source_ms is None else np.ascontiguousarray(source_ms, np.int64)
+        src = (
+            np.zeros(len(vals), np.int64) if source_ms is None else np.ascontiguousarray(source_ms, np.int64)
+        )
         return self._store.write_batch(self.twin_ids(twins), self.field_ids(fields), vals, src)
 
 

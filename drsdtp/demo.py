@@ -38,8 +38,9 @@ def _format_twin(store: Store, twin: str) -> str:
     return " ".join(parts)
 
 
-def run(seed: int = 7, rounds: int = 6, drop: float = 0.2, dup: float = 0.1,
-        say: Callable[[str], None] = print) -> bool:
+def run(
+    seed: int = 7, rounds: int = 6, drop: float = 0.2, dup: float = 0.1, say: Callable[[str], None] = print
+) -> bool:
     """Runs the demo; `say` receives each line. Returns True when all replicas converged."""
     rng = random.Random(seed)
     stores = {n: Store(replica_id(n)) for n in NODES}
@@ -83,8 +84,10 @@ def run(seed: int = 7, rounds: int = 6, drop: float = 0.2, dup: float = 0.1,
         in_flight.clear()
         digests = {n: s.digest() for n, s in stores.items()}
         agree = len(set(digests.values())) == 1
-        say(f"round {r}: {delivered_now} deltas delivered, {net.dropped} dropped so far; "
-            f"replicas {'agree' if agree else 'differ'}")
+        say(
+            f"round {r}: {delivered_now} deltas delivered, {net.dropped} dropped so far; "
+            f"replicas {'agree' if agree else 'differ'}"
+        )
 
     say("partition heals: anti-entropy through digests and catch-up deltas")
     for a in NODES:
@@ -103,8 +106,10 @@ def run(seed: int = 7, rounds: int = 6, drop: float = 0.2, dup: float = 0.1,
 
     states = {s.encode_state() for s in stores.values()}
     converged = len(states) == 1
-    say(f"network: {net.sent} sent, {net.delivered} delivered, {net.duplicated} duplicated, "
-        f"{net.dropped} dropped; catch-up {net.catch_up_bytes} bytes")
+    say(
+        f"network: {net.sent} sent, {net.delivered} delivered, {net.duplicated} duplicated, "
+        f"{net.dropped} dropped; catch-up {net.catch_up_bytes} bytes"
+    )
     for room in ROOMS:
         say(f"  {room}: {_format_twin(stores[NODES[0]], room)}")
     say("converged: every replica holds identical state" if converged else "NOT converged")

@@ -100,6 +100,48 @@ fn write_groups(rows: &mut [RegisterRow<'_>], table: &WriterTable, canonical: bo
     groups
 }
 
+fn cell_kind(cell: &Cell) -> pb::ValueKind {
+    match cell {
+        Cell::I64(_) => pb::ValueKind::I64,
+        Cell::Bool(_) => pb::ValueKind::Bool,
+        Cell::Str(_) => pb::ValueKind::Str,
+        Cell::Bytes(_) => pb::ValueKind::Bytes,
+        _ => pb::ValueKind::F64,
+    }
+}
+
+/// Direct protobuf writers for the hot path (wire format: varint keys, length-delimited messages).
+mod fast {
+    pub(super) fn varint(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    pub(super) fn key(field: u32, wire: u32, out: &mut Vec<u8>) {
+        varint(u64::from(field << 3 | wire), out);
+    }
+    pub(super) fn bytes(field: u32, b: &[u8], out: &mut Vec<u8>) {
+        key(field, 2, out);
+        varint(b.len() as u64, out);
+        out.extend_from_slice(b);
+    }
+    pub(super) fn string(field: u32, s: &str, out: &mut Vec<u8>) {
+        bytes(field, s.as_bytes(), out);
+    }
+    pub(super) fn message(field: u32, body: &[u8], out: &mut Vec<u8>) {
+        bytes(field, body, out);
+    }
+    pub(super) fn packed_varints(field: u32, values: &[u64], out: &mut Vec<u8>) {
+        let mut body = Vec::with_capacity(values.len() * 2);
+        for &v in values {
+            varint(v, &mut body);
+        }
+        bytes(field, &body, out);
+    }
+}
+
 fn counter_state(name: &str, c: &PnCounter, table: &WriterTable, since: Option<&Context>) -> Option<pb::CounterState> {
     let mut s = pb::CounterState { field: name.to_owned(), ..Default::default() };
     for e in c.entries().iter().filter(|e| since.is_none_or(|v| !v.contains(e.dot()))) {
@@ -137,24 +179,92 @@ impl Store {
     /// Delta of register events: for each (twin, dot, writes), the context `{dot}` and what the event wrote,
     /// one value per field. A write that lost locally to a newer value still travels: the context claims the
     /// event, so the delta must carry its effect (receivers keep `dot seen => effect joined`).
+    ///
+    /// This is the ingest hot path, so it writes the protobuf bytes directly (no message structs, no owned
+    /// strings); `tests::fast_event_encoding_equals_prost` proves the bytes equal prost's.
     pub(crate) fn encode_register_events(&self, events: &[(u32, Dot, Vec<(u32, Stamp, Cell)>)]) -> Vec<u8> {
-        let mut table = WriterTable::default();
-        table.add(self.replica);
-        let replicas = table.freeze();
-        let mut twins = Vec::with_capacity(events.len());
-        for (tid, dot, writes) in events {
-            let mut rows: Vec<RegisterRow<'_>> =
-                writes.iter().map(|(f, stamp, cell)| (dot.replica, dot.counter, self.field_names.name(*f), *stamp, cell)).collect();
-            let cc = Context::from_parts([], [*dot]);
-            twins.push(pb::TwinState {
-                twin: self.twin_names.name(*tid).to_owned(),
-                context: Some(table.context(&cc)),
-                writes: write_groups(&mut rows, &table, false),
-                ..Default::default()
-            });
+        let mut order: Vec<usize> = (0..events.len()).collect();
+        order.sort_unstable_by(|&a, &b| self.twin_names.name(events[a].0).cmp(self.twin_names.name(events[b].0)));
+        let mut out = Vec::with_capacity(16 + events.iter().map(|e| 24 + e.2.len() * 16).sum::<usize>());
+        fast::key(1, 0, &mut out);
+        fast::varint(FORMAT as u64, &mut out);
+        fast::packed_varints(2, &[self.replica], &mut out);
+        let mut twin = Vec::new();
+        let mut group = Vec::new();
+        for i in order {
+            let (tid, dot, writes) = &events[i];
+            twin.clear();
+            group.clear();
+            fast::string(1, self.twin_names.name(*tid), &mut twin);
+            // Context {writers: [0], max: [counter]} for counter 1; a cloud dot otherwise.
+            let mut ctx = Vec::with_capacity(16);
+            if dot.counter == 1 {
+                fast::packed_varints(1, &[0], &mut ctx);
+                fast::packed_varints(2, &[1], &mut ctx);
+            } else {
+                fast::packed_varints(3, &[0], &mut ctx);
+                fast::packed_varints(4, &[dot.counter], &mut ctx);
+            }
+            fast::message(2, &ctx, &mut twin);
+            if !writes.is_empty() {
+                self.encode_group(dot.counter, writes, &mut group);
+                fast::message(3, &group, &mut twin);
+            }
+            fast::message(3, &twin, &mut out);
         }
-        twins.sort_unstable_by(|a, b| a.twin.cmp(&b.twin));
-        encode(&pb::StateDelta { format: FORMAT as i32, replicas, twins })
+        out
+    }
+
+    /// One WriteGroup (writer index 0: the only writer of a local event's delta).
+    fn encode_group(&self, counter: u64, writes: &[(u32, Stamp, Cell)], out: &mut Vec<u8>) {
+        let base = writes.iter().map(|w| w.1).min().unwrap_or(0);
+        fast::key(2, 0, out);
+        fast::varint(counter, out);
+        if base != 0 {
+            fast::key(3, 0, out);
+            fast::varint(base, out);
+        }
+        for (f, _, _) in writes {
+            fast::string(4, self.field_names.name(*f), out);
+        }
+        let all_f64 = writes.iter().all(|w| matches!(w.2, Cell::F64(_)));
+        if !all_f64 {
+            let kinds: Vec<u64> = writes.iter().map(|w| cell_kind(&w.2) as u64).collect();
+            fast::packed_varints(5, &kinds, out);
+        }
+        let f64s: Vec<f64> = writes.iter().filter_map(|w| if let Cell::F64(x) = w.2 { Some(x) } else { None }).collect();
+        if !f64s.is_empty() {
+            fast::key(6, 2, out);
+            fast::varint((f64s.len() * 8) as u64, out);
+            for x in f64s {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        let i64s: Vec<u64> = writes
+            .iter()
+            .filter_map(|w| if let Cell::I64(x) = w.2 { Some(((x << 1) ^ (x >> 63)) as u64) } else { None })
+            .collect();
+        if !i64s.is_empty() {
+            fast::packed_varints(7, &i64s, out);
+        }
+        let bools: Vec<u64> = writes.iter().filter_map(|w| if let Cell::Bool(x) = w.2 { Some(u64::from(x)) } else { None }).collect();
+        if !bools.is_empty() {
+            fast::packed_varints(8, &bools, out);
+        }
+        for w in writes {
+            if let Cell::Str(x) = &w.2 {
+                fast::string(9, x, out);
+            }
+        }
+        for w in writes {
+            if let Cell::Bytes(x) = &w.2 {
+                fast::bytes(10, x, out);
+            }
+        }
+        if writes.iter().any(|w| w.1 != base) {
+            let offsets: Vec<u64> = writes.iter().map(|w| w.1 - base).collect();
+            fast::packed_varints(11, &offsets, out);
+        }
     }
 
     pub(crate) fn encode_counter_event(&self, tid: u32, fid: u32, dot: Dot) -> Vec<u8> {
@@ -638,6 +748,39 @@ pub fn join(deltas: &[&[u8]], limits: crate::store::Limits) -> Result<Vec<u8>> {
         scratch.merge(d)?;
     }
     Ok(scratch.encode_state(None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Value;
+
+    /// The hand-written hot-path encoder and prost agree byte for byte (prost is the schema's reference).
+    #[test]
+    fn fast_event_encoding_equals_prost() {
+        let mut s = Store::new(42, 500);
+        s.set_manual_time(Some(1_700_000_000_000));
+        let cases: Vec<Vec<(String, Value)>> = vec![
+            vec![("a".into(), Value::F64(1.5)), ("b".into(), Value::F64(-0.0))],
+            vec![("x".into(), Value::I64(-3)), ("y".into(), Value::Bool(true)), ("z".into(), Value::Str("é".into())),
+                 ("w".into(), Value::Bytes(vec![0, 1])), ("v".into(), Value::I64(i64::MIN)), ("u".into(), Value::F64(2.0))],
+        ];
+        for (k, case) in cases.into_iter().enumerate() {
+            for twin in ["t1", "t0"] {
+                let fast = s.set_many(twin, case.clone()).unwrap();
+                let msg = pb::StateDelta::decode(fast.as_slice()).unwrap();
+                assert_eq!(msg.encode_to_vec(), fast, "case {k}");
+            }
+        }
+        let (t1, t2) = (s.intern_twin("b").unwrap(), s.intern_twin("a").unwrap());
+        let f = s.intern_field("f").unwrap();
+        let g = s.intern_field("g").unwrap();
+        let fast = s.write_batch(&[t1, t2, t1], &[f, g, g], &[1.0, 2.0, 3.0], &[1_699_999_999_000, 0, 1_699_999_999_500]).unwrap();
+        let msg = pb::StateDelta::decode(fast.as_slice()).unwrap();
+        assert_eq!(msg.encode_to_vec(), fast);
+        assert_eq!(msg.twins.iter().map(|t| t.twin.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(msg.twins[1].writes[0].stamp_offsets.len(), 2);
+    }
 }
 
 /// Parses a full state into a map of twin -> fields, for tests and tools.

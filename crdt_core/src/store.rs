@@ -107,6 +107,12 @@ pub(crate) struct Twin {
 
 impl Twin {
     pub(crate) fn find(&self, field: u32, kind: Kind) -> std::result::Result<usize, usize> {
+        // New names get the highest ids, so a new field usually belongs at the end: skip the search.
+        match self.slots.last() {
+            None => return Err(0),
+            Some(last) if last.field < field => return Err(self.slots.len()),
+            _ => {}
+        }
         let key = (field, kind_rank(kind));
         self.slots.binary_search_by_key(&key, |s| (s.field, kind_rank(s.cell.kind())))
     }
@@ -114,6 +120,9 @@ impl Twin {
     /// The kind a field holds, preferring register, then counter, then set (concurrent writes of different
     /// kinds to one name can meet in a merge; all are kept, reads prefer in this order).
     fn kind_of(&self, field: u32) -> Option<Kind> {
+        if self.slots.last().is_none_or(|last| last.field < field) {
+            return None;
+        }
         let start = self.slots.partition_point(|s| s.field < field);
         self.slots.get(start).filter(|s| s.field == field).map(|s| s.cell.kind())
     }

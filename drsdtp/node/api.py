@@ -80,10 +80,12 @@ class TwinApiService(api_pb2_grpc.TwinApiServicer):
     def __init__(self, node: NodeView) -> None:
         self.node = node
 
-    async def Status(self, request: api_pb2.StatusRequest, context: grpc.aio.ServicerContext) -> api_pb2.StatusReply:  # noqa: N802
+    async def Status(
+        self, request: api_pb2.StatusRequest, context: grpc.aio.ServicerContext
+    ) -> api_pb2.StatusReply:
         return self.node.status()
 
-    async def ListTwins(  # noqa: N802
+    async def ListTwins(
         self, request: api_pb2.ListTwinsRequest, context: grpc.aio.ServicerContext
     ) -> api_pb2.ListTwinsReply:
         store = self.node.store
@@ -100,18 +102,25 @@ class TwinApiService(api_pb2_grpc.TwinApiServicer):
                 continue
             fields = store.fields(twin)
             stamps = [e[1] for n in fields if (e := store.entry(twin, n)) is not None]
-            out.twins.append(api_pb2.TwinSummary(
-                twin_id=twin, model=model, scope=scope, fields=len(fields),
-                updated_ms=(max(stamps) >> 16) if stamps else 0,
-            ))
+            out.twins.append(
+                api_pb2.TwinSummary(
+                    twin_id=twin,
+                    model=model,
+                    scope=scope,
+                    fields=len(fields),
+                    updated_ms=(max(stamps) >> 16) if stamps else 0,
+                )
+            )
         return out
 
-    async def GetTwin(self, request: api_pb2.GetTwinRequest, context: grpc.aio.ServicerContext) -> api_pb2.Twin:  # noqa: N802
+    async def GetTwin(
+        self, request: api_pb2.GetTwinRequest, context: grpc.aio.ServicerContext
+    ) -> api_pb2.Twin:
         if request.twin_id not in self.node.store:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no twin {request.twin_id!r} on this node")
         return twin_message(self.node.store, request.twin_id, list(request.fields))
 
-    async def ReadHistory(  # noqa: N802
+    async def ReadHistory(
         self, request: api_pb2.HistoryRequest, context: grpc.aio.ServicerContext
     ) -> api_pb2.HistoryReply:
         try:
@@ -120,7 +129,7 @@ class TwinApiService(api_pb2_grpc.TwinApiServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             raise  # unreachable: abort raises
 
-    async def Watch(  # noqa: N802
+    async def Watch(
         self, request: api_pb2.WatchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[api_pb2.TwinChange]:
         wanted = set(request.twin_ids)
@@ -141,7 +150,7 @@ class TwinApiService(api_pb2_grpc.TwinApiServicer):
         finally:
             sub.close()
 
-    async def Insight(  # noqa: N802
+    async def Insight(
         self, request: api_pb2.InsightRequest, context: grpc.aio.ServicerContext
     ) -> api_pb2.InsightReply:
         try:
@@ -164,10 +173,12 @@ class ApiServer:
         self.node = node
         self.address = address
         self.port = 0
-        self._server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", 64 * 1024),
-            ("grpc.max_send_message_length", max_message_bytes),
-        ])
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", 64 * 1024),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ]
+        )
         api_pb2_grpc.add_TwinApiServicer_to_server(TwinApiService(node), self._server)
 
     async def __aenter__(self) -> ApiServer:

@@ -43,7 +43,9 @@ class NodeCommands:
 
         node = Node(config)
         await run_services(
-            node.services(), stop=stop, shutdown_timeout=config.shutdown_timeout_s,
+            node.services(),
+            stop=stop,
+            shutdown_timeout=config.shutdown_timeout_s,
             notifier=SystemdNotifier.from_env(),
         )
         return EXIT_OK
@@ -70,37 +72,56 @@ class NodeCommands:
             return EXIT_FAILURE
         offset = f"{s.clock_offset_s * 1000:+.1f} ms" if s.HasField("clock_offset_s") else "unknown"
         info = {
-            "node": s.node_id, "version": s.version, "uptime": f"{s.uptime_s:.0f} s", "twins": s.twins,
-            "fields": s.fields, "scopes": ",".join(s.scopes), "clock offset": offset,
-            "wal records": s.wal_records, "received": s.received, "invalid": s.invalid, "dropped": s.dropped,
-            "late": s.late, "state digest": f"{s.state_digest:016x}",
+            "node": s.node_id,
+            "version": s.version,
+            "uptime": f"{s.uptime_s:.0f} s",
+            "twins": s.twins,
+            "fields": s.fields,
+            "scopes": ",".join(s.scopes),
+            "clock offset": offset,
+            "wal records": s.wal_records,
+            "received": s.received,
+            "invalid": s.invalid,
+            "dropped": s.dropped,
+            "late": s.late,
+            "state digest": f"{s.state_digest:016x}",
         }
         if console.json_mode:
             console.json({**info, "peers": [{"name": p.name, "up": p.up, "lag_s": p.lag_s} for p in s.peers]})
             return EXIT_OK
         console.fields(info.items())
         if s.peers:
-            console.table(["peer", "address", "up", "lag s"],
-                          [(p.name, p.address, "yes" if p.up else "no", round(p.lag_s, 3)) for p in s.peers])
+            console.table(
+                ["peer", "address", "up", "lag s"],
+                [(p.name, p.address, "yes" if p.up else "no", round(p.lag_s, 3)) for p in s.peers],
+            )
         return EXIT_OK
 
     async def twins(self, target: ApiTarget, query: TwinsQuery, console: Console) -> int:
-        req = api_pb2.ListTwinsRequest(model=query.model or "", scope=query.scope or "",
-                                       prefix=query.prefix or "", limit=query.limit)
+        req = api_pb2.ListTwinsRequest(
+            model=query.model or "", scope=query.scope or "", prefix=query.prefix or "", limit=query.limit
+        )
         r = await self._call(target, console, "ListTwins", req)
         if r is None:
             return EXIT_FAILURE
         rows = [(t.twin_id, t.model, t.scope, t.fields, _age(t.updated_ms)) for t in r.twins]
         if console.json_mode:
-            console.json([dict(zip(("twin", "model", "scope", "fields", "age"), row, strict=True)) for row in rows])
+            console.json(
+                [dict(zip(("twin", "model", "scope", "fields", "age"), row, strict=True)) for row in rows]
+            )
         else:
-            console.table(["twin", "model", "scope", "fields", "updated"], rows,
-                          title=f"{len(rows)} of {r.total} twins")
+            console.table(
+                ["twin", "model", "scope", "fields", "updated"], rows, title=f"{len(rows)} of {r.total} twins"
+            )
         return EXIT_OK
 
     async def get(self, target: ApiTarget, query: GetQuery, console: Console) -> int:
-        t = await self._call(target, console, "GetTwin",
-                             api_pb2.GetTwinRequest(twin_id=query.twin_id, fields=list(query.fields)))
+        t = await self._call(
+            target,
+            console,
+            "GetTwin",
+            api_pb2.GetTwinRequest(twin_id=query.twin_id, fields=list(query.fields)),
+        )
         if t is None:
             return EXIT_FAILURE
         rows = [(f.name, field_to_python(f), _age(f.stamp >> 16) if f.stamp else "") for f in t.fields]
@@ -112,9 +133,13 @@ class NodeCommands:
 
     async def history(self, target: ApiTarget, query: HistoryQuery, console: Console) -> int:
         now = int(time.time() * 1000)
-        req = api_pb2.HistoryRequest(twin_id=query.twin_id, field=query.field,
-                                     start_ms=_ms(query.since, now - 3_600_000), end_ms=_ms(query.until, now),
-                                     limit=query.limit)
+        req = api_pb2.HistoryRequest(
+            twin_id=query.twin_id,
+            field=query.field,
+            start_ms=_ms(query.since, now - 3_600_000),
+            end_ms=_ms(query.until, now),
+            limit=query.limit,
+        )
         h = await self._call(target, console, "ReadHistory", req)
         if h is None:
             return EXIT_FAILURE
@@ -122,13 +147,17 @@ class NodeCommands:
         if console.json_mode:
             console.json({"resolution": h.resolution, "points": [{"ts_ms": t, "value": v} for t, v in rows]})
         else:
-            console.table(["time", "value"], [(_iso(t), v) for t, v in rows],
-                          title=f"{query.twin_id}.{query.field} ({h.resolution}, {len(rows)} points)")
+            console.table(
+                ["time", "value"],
+                [(_iso(t), v) for t, v in rows],
+                title=f"{query.twin_id}.{query.field} ({h.resolution}, {len(rows)} points)",
+            )
         return EXIT_OK
 
     async def export(self, target: ApiTarget, request: ExportRequest, console: Console) -> int:
-        listing = await self._call(target, console, "ListTwins",
-                                   api_pb2.ListTwinsRequest(prefix=request.prefix or ""))
+        listing = await self._call(
+            target, console, "ListTwins", api_pb2.ListTwinsRequest(prefix=request.prefix or "")
+        )
         if listing is None:
             return EXIT_FAILURE
         out: TextIO = sys.stdout if request.output is None else request.output.open("w", newline="")
@@ -138,8 +167,9 @@ class NodeCommands:
                 writer.writerow(["twin", "field", "value", "stamp_ms"])
             with console.progress("exporting", total=len(listing.twins)) as progress:
                 for summary in listing.twins:
-                    t = await self._call(target, console, "GetTwin",
-                                         api_pb2.GetTwinRequest(twin_id=summary.twin_id))
+                    t = await self._call(
+                        target, console, "GetTwin", api_pb2.GetTwinRequest(twin_id=summary.twin_id)
+                    )
                     if t is None:
                         return EXIT_FAILURE
                     _write_twin(out, writer, t)

@@ -61,8 +61,12 @@ class DurableStore:
         stats.recovery, stats.recovery_s = dict(report), time.perf_counter() - started
         if report["truncated_bytes"] or report["corrupt_records"] or report["corrupt_snapshots"]:
             log.warning("write-ahead log recovery cut a damaged tail: %s", report)
-        log.info("recovered %d records after snapshot %d in %.3f s", report["records"], report["snapshot_seq"],
-                 stats.recovery_s)
+        log.info(
+            "recovered %d records after snapshot %d in %.3f s",
+            report["records"],
+            report["snapshot_seq"],
+            stats.recovery_s,
+        )
         return cls(store, wal, config, stats)
 
     async def __aenter__(self) -> Self:

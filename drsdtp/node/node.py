@@ -64,7 +64,9 @@ class Node:
         )
         self.metrics.watch_clock(lambda: self.clock.latest)
         self.high_water = HighWaterKeeper(
-            config.data_dir / HLC_FILE, self._store.clock_high_water, interval_s=config.clock.persist_interval_s
+            config.data_dir / HLC_FILE,
+            self._store.clock_high_water,
+            interval_s=config.clock.persist_interval_s,
         )
         self.api = ApiServer(self, config.listen.api, max_message_bytes=limits.max_message_bytes)
         self.metrics_server = MetricsServer(self.metrics, config.listen.metrics, ready=lambda: True)
@@ -145,7 +147,14 @@ class Node:
 
     def services(self) -> list[Service]:
         """In start order; stopped in reverse."""
-        return [self.durable, self.high_water, self.clock, *self.extra_services, self.api, self.metrics_server]
+        return [
+            self.durable,
+            self.high_water,
+            self.clock,
+            *self.extra_services,
+            self.api,
+            self.metrics_server,
+        ]
 
     async def __aenter__(self) -> Self:
         async with contextlib.AsyncExitStack() as stack:

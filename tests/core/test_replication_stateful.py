@@ -66,8 +66,14 @@ class Replication(RuleBasedStateMachine):
 
     replica = st.integers(min_value=0, max_value=4)
 
-    @rule(r=replica, twin=st.sampled_from(TWINS), reg=st.sampled_from(REGS),
-          value=st.one_of(st.floats(-1e6, 1e6, allow_nan=False), st.integers(-9, 9), st.text(max_size=3), st.booleans()))
+    @rule(
+        r=replica,
+        twin=st.sampled_from(TWINS),
+        reg=st.sampled_from(REGS),
+        value=st.one_of(
+            st.floats(-1e6, 1e6, allow_nan=False), st.integers(-9, 9), st.text(max_size=3), st.booleans()
+        ),
+    )
     def set_register(self, r: int, twin: str, reg: str, value: object) -> None:
         r %= len(self.stores)
         s = self.stores[r]
@@ -78,8 +84,12 @@ class Replication(RuleBasedStateMachine):
         self.model.registers.setdefault((twin, reg), []).append(((stamp, writer, counter), value))
         self._broadcast(r, delta, {self._new_op()})
 
-    @rule(r=replica, twin=st.sampled_from(TWINS), values=st.lists(st.floats(-100, 100), min_size=1, max_size=4),
-          late=st.booleans())
+    @rule(
+        r=replica,
+        twin=st.sampled_from(TWINS),
+        values=st.lists(st.floats(-100, 100), min_size=1, max_size=4),
+        late=st.booleans(),
+    )
     def batch(self, r: int, twin: str, values: list[float], late: bool) -> None:
         r %= len(self.stores)
         regs = [REGS[i % 2] for i in range(len(values))]
@@ -94,7 +104,8 @@ class Replication(RuleBasedStateMachine):
             key = (group.stamp + off, msg.replicas[group.writer], group.counter)
             self.model.registers.setdefault((twin, reg), []).append((key, value))
         assert {reg: values[max(i for i, g in enumerate(regs) if g == reg)] for reg in set(regs)} == dict(
-            zip(group.fields, group.f64s, strict=True))
+            zip(group.fields, group.f64s, strict=True)
+        )
         self._broadcast(r, delta, {self._new_op()})
 
     @rule(r=replica, twin=st.sampled_from(TWINS), ctr=st.sampled_from(COUNTERS), n=st.integers(-5, 5))
@@ -104,8 +115,13 @@ class Replication(RuleBasedStateMachine):
         self.model.counters[(twin, ctr)] = self.model.counters.get((twin, ctr), 0) + n
         self._broadcast(r, delta, {self._new_op()})
 
-    @rule(r=replica, twin=st.sampled_from(TWINS), s=st.sampled_from(SETS), e=st.sampled_from(ELEMS),
-          add=st.booleans())
+    @rule(
+        r=replica,
+        twin=st.sampled_from(TWINS),
+        s=st.sampled_from(SETS),
+        e=st.sampled_from(ELEMS),
+        add=st.booleans(),
+    )
     def set_op(self, r: int, twin: str, s: str, e: str, add: bool) -> None:
         r %= len(self.stores)
         store = self.stores[r]
@@ -121,7 +137,9 @@ class Replication(RuleBasedStateMachine):
         self._broadcast(r, delta, {op})
 
     @precondition(lambda self: bool(self.network))
-    @rule(pick=st.integers(min_value=0), mode=st.sampled_from(["deliver", "deliver", "deliver", "drop", "dup"]))
+    @rule(
+        pick=st.integers(min_value=0), mode=st.sampled_from(["deliver", "deliver", "deliver", "drop", "dup"])
+    )
     def network_step(self, pick: int, mode: str) -> None:
         i = pick % len(self.network)
         dest, delta, ops = self.network[i]

@@ -25,7 +25,11 @@ def store(rid: int, now: int = T0) -> Store:
 def test_values_round_trip_with_their_python_types() -> None:
     a, b = store(1), store(2)
     values: dict[str, float | int | bool | str | bytes] = {
-        "f": 1.5, "i": -7, "b": True, "s": "auto", "x": b"\x00\xff",
+        "f": 1.5,
+        "i": -7,
+        "b": True,
+        "s": "auto",
+        "x": b"\x00\xff",
     }
     b.merge(a.set_many("t", values))
     assert b.fields("t") == values
@@ -48,13 +52,18 @@ def test_values_round_trip_with_their_python_types() -> None:
         (lambda s: s.set("", "f", 1.0), errors.InvalidValueError, ValueError),
         (lambda s: s.set("t" * 2000, "f", 1.0), errors.LimitError, ValueError),
         (lambda s: s.add("t", "f", "x"), errors.TypeConflictError, TypeError),
-        (lambda s: s.increment("t", "c", 2**63 - 1) and s.increment("t", "c", 1),
-         errors.CounterOverflowError, OverflowError),
+        (
+            lambda s: s.increment("t", "c", 2**63 - 1) and s.increment("t", "c", 1),
+            errors.CounterOverflowError,
+            OverflowError,
+        ),
         (lambda s: s.merge(b"\xff\xff\xff"), errors.DecodeError, ValueError),
         (lambda s: s.merge(b"\x08\x07"), errors.DecodeError, ValueError),
     ],
 )
-def test_errors_belong_to_one_tree_and_to_the_stdlib(call: object, exc: type[Exception], stdlib: type) -> None:
+def test_errors_belong_to_one_tree_and_to_the_stdlib(
+    call: object, exc: type[Exception], stdlib: type
+) -> None:
     s = store(1)
     s.set("t", "f", 1.0)
     with pytest.raises(exc) as info:

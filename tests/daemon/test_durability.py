@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -19,16 +20,22 @@ ROOT = pathlib.Path(__file__).parents[2]
 
 
 def config(data_dir: pathlib.Path) -> object:
-    return parse_config({
-        "node_id": "crash-1", "data_dir": str(data_dir),
-        "listen": {"api": "127.0.0.1:0", "metrics": "127.0.0.1:0", "peer": "127.0.0.1:0"},
-    })
+    return parse_config(
+        {
+            "node_id": "crash-1",
+            "data_dir": str(data_dir),
+            "listen": {"api": "127.0.0.1:0", "metrics": "127.0.0.1:0", "peer": "127.0.0.1:0"},
+        }
+    )
 
 
 def run_until_acks(data_dir: pathlib.Path, acks: int) -> list[tuple[str, str, float]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.daemon.writer_proc", str(data_dir)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "READY"
@@ -50,7 +57,7 @@ def run_until_acks(data_dir: pathlib.Path, acks: int) -> list[tuple[str, str, fl
     return acked
 
 
-async def recovered(data_dir: pathlib.Path) -> tuple[dict[tuple[str, str], object], dict[str, int]]:
+async def recovered(data_dir: pathlib.Path) -> tuple[dict[tuple[str, str], Any], dict[str, int]]:
     async with Node(config(data_dir)) as node:  # type: ignore[arg-type]
         store = node.store
         state = {(t, f): v for t in store.twins() for f, v in store.fields(t).items()}

@@ -20,11 +20,14 @@ WORKERS = 8
 
 
 async def main(data_dir: str) -> None:
-    config = parse_config({
-        "node_id": "crash-1", "data_dir": data_dir,
-        "listen": {"api": "127.0.0.1:0", "metrics": "127.0.0.1:0", "peer": "127.0.0.1:0"},
-        "wal": {"fsync_interval_ms": 2, "snapshot_every": 100},
-    })
+    config = parse_config(
+        {
+            "node_id": "crash-1",
+            "data_dir": data_dir,
+            "listen": {"api": "127.0.0.1:0", "metrics": "127.0.0.1:0", "peer": "127.0.0.1:0"},
+            "wal": {"fsync_interval_ms": 2, "snapshot_every": 100},
+        }
+    )
     async with Node(config) as node:
         writer = BatchWriter(node.store)
         out = sys.stdout
@@ -36,7 +39,11 @@ async def main(data_dir: str) -> None:
                 values = np.arange(BATCH, dtype=np.float64) + batch
                 delta = writer.write(twins, fields, values)
                 await node.commit(delta, sorted(set(twins)), "ingest")
-                out.write("".join(f"ACK {batch} {t} {f} {v}\n" for t, f, v in zip(twins, fields, values, strict=True)))
+                out.write(
+                    "".join(
+                        f"ACK {batch} {t} {f} {v}\n" for t, f, v in zip(twins, fields, values, strict=True)
+                    )
+                )
                 out.flush()
 
         print("READY", flush=True)

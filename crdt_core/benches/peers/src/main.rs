@@ -387,6 +387,10 @@ fn mem(what: &str) -> f64 {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("profile-new") {
+        println!("{}", ours_new_fields());
+        return;
+    }
     if std::env::args().nth(1).as_deref() == Some("profile-overwrites") {
         println!("{}", ours_overwrites());
         return;
