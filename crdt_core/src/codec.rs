@@ -162,7 +162,7 @@ fn set_state(name: &str, set: &OrSet, table: &WriterTable) -> pb::SetState {
             counters: dots.iter().map(|d| d.counter).collect(),
         })
         .collect();
-    pb::SetState { field: name.to_owned(), elements }
+    pb::SetState { field: name.to_owned(), elements, context: Some(table.context(set.context())) }
 }
 
 fn encode(msg: &impl Message) -> Vec<u8> {
@@ -283,24 +283,20 @@ impl Store {
         encode(&pb::StateDelta { format: FORMAT as i32, replicas, twins: vec![ts] })
     }
 
-    pub(crate) fn encode_set_event(&self, tid: u32, fid: u32, dot: Dot, touched: &[Dot]) -> Vec<u8> {
-        let cc = Context::from_parts([], touched.iter().copied().chain([dot]));
+    /// Delta of a set event: the whole set with its context (see `orset`), which is also the twin context
+    /// the delta claims.
+    pub(crate) fn encode_set_event(&self, tid: u32, fid: u32) -> Vec<u8> {
+        let set = match self.twin(tid).and_then(|t| t.find(fid, Kind::Set).ok().map(|i| &t.slots[i].cell)) {
+            Some(Cell::Set(s)) => s.as_ref().clone(),
+            _ => OrSet::new(),
+        };
         let mut table = WriterTable::default();
-        table.add_context(&cc);
+        table.add_context(set.context());
         let replicas = table.freeze();
-        let mut part = OrSet::new();
-        if let Some(Cell::Set(s)) = self.twin(tid).and_then(|t| t.find(fid, Kind::Set).ok().map(|i| &t.slots[i].cell)) {
-            // Only the elements this event touched: an add's element, nothing for a remove.
-            for (e, dots) in s.entries() {
-                if dots.contains(&dot) {
-                    part.insert_dots(e.to_owned(), dots.to_vec());
-                }
-            }
-        }
         let ts = pb::TwinState {
             twin: self.twin_names.name(tid).to_owned(),
-            context: Some(table.context(&cc)),
-            sets: vec![set_state(self.field_names.name(fid), &part, &table)],
+            context: Some(table.context(set.context())),
+            sets: vec![set_state(self.field_names.name(fid), &set, &table)],
             ..Default::default()
         };
         encode(&pb::StateDelta { format: FORMAT as i32, replicas, twins: vec![ts] })
@@ -341,7 +337,7 @@ impl Store {
             for s in &t.slots {
                 match &s.cell {
                     Cell::Counter(c) => c.entries().iter().for_each(|e| table.add(e.replica)),
-                    Cell::Set(set) => set.entries().flat_map(|(_, d)| d.iter()).for_each(|d| table.add(d.replica)),
+                    Cell::Set(set) => table.add_context(set.context()),
                     _ if v.is_none_or(|v| !v.contains(Dot::new(self.writer_id(s.writer), s.counter))) => {
                         seen_writers.insert(s.writer);
                     }
@@ -567,15 +563,14 @@ impl Store {
             }
         }
         for (s, &fid) in ts.sets.iter().zip(&set_fids) {
-            let mut theirs = OrSet::new();
-            for e in &s.elements {
+            let elements = s.elements.iter().map(|e| {
                 let dots = e.writers.iter().zip(&e.counters).map(|(&w, &c)| Dot::new(replicas[w as usize], c)).collect();
-                theirs.insert_dots(e.element.clone(), dots);
-            }
+                (e.element.clone(), dots)
+            });
+            let theirs = OrSet::from_parts(elements, decode_context(s.context.as_ref(), replicas)?);
             let i = slot_of(t, fid, Kind::Set);
-            let own_cc = t.cc.clone();
             if let Cell::Set(set) = &mut t.slots[i].cell {
-                changed |= set.merge(&own_cc, &theirs, &cc);
+                changed |= set.merge(&theirs);
             }
         }
         t.cc.union(&cc);
@@ -724,6 +719,14 @@ fn validate(msg: &pb::StateDelta, limits: crate::store::Limits) -> Result<Checke
         }
         for s in &ts.sets {
             names(&s.field)?;
+            let set_cc = decode_context(s.context.as_ref(), &msg.replicas)?;
+            for e in &s.elements {
+                for (&w, &c) in e.writers.iter().zip(&e.counters) {
+                    if !set_cc.contains(Dot::new(replica_at(&msg.replicas, w, "set")?, c)) {
+                        return Err(corrupt("set: an element's dot is missing from the set's context"));
+                    }
+                }
+            }
             for e in &s.elements {
                 names(&e.element)?;
                 if e.writers.len() != e.counters.len() {

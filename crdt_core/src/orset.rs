@@ -1,21 +1,40 @@
-//! Add-wins observed-remove set over a shared causal context (the dot kernel of delta-state CRDTs).
-//! Each present element keeps the dots of the adds that put it there; a remove drops those dots, and the
+//! Add-wins observed-remove set (the dot kernel of delta-state CRDTs) with its own causal context.
+//! Each present element keeps the dots of the adds that put it there; a remove drops those dots and the
 //! context remembers them, so removes leave no tombstones. A concurrent add carries a dot the remover never
 //! saw, so it survives: add wins.
+//!
+//! The set travels whole, with its context, in every delta and catch-up. The classic one-dot delta (new
+//! dot, context = new + superseded dots) is only correct under causal delivery: received out of order it
+//! lets a replica record a killing event as seen without learning what it killed, after which equal
+//! contexts no longer imply equal state. `tla/DotKernelSet.tla` checks the whole-set protocol.
 use std::collections::BTreeMap;
 
 use crate::context::{Context, Dot};
 
-/// An OR-set's data; its causal context lives with the twin that owns it.
+/// An OR-set: elements with their add dots, and every set event seen.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrSet {
     elems: BTreeMap<String, Vec<Dot>>,
+    cc: Context,
 }
 
 impl OrSet {
     /// The empty set.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A set from decoded parts.
+    pub fn from_parts(elems: impl IntoIterator<Item = (String, Vec<Dot>)>, cc: Context) -> Self {
+        let mut s = OrSet { elems: BTreeMap::new(), cc };
+        for (e, mut dots) in elems {
+            dots.sort_unstable();
+            dots.dedup();
+            if !dots.is_empty() {
+                s.elems.insert(e, dots);
+            }
+        }
+        s
     }
 
     /// Whether `element` is present.
@@ -33,6 +52,11 @@ impl OrSet {
         self.elems.iter().map(|(e, d)| (e.as_str(), d.as_slice()))
     }
 
+    /// Every set event seen (adds and removes).
+    pub fn context(&self) -> &Context {
+        &self.cc
+    }
+
     /// Number of present elements.
     pub fn len(&self) -> usize {
         self.elems.len()
@@ -43,32 +67,23 @@ impl OrSet {
         self.elems.is_empty()
     }
 
-    /// Adds `element` with the new event `dot`. Returns the dots it supersedes: the delta of this add is
-    /// `{element: [dot]}` with context `superseded + dot`.
-    pub fn add(&mut self, element: &str, dot: Dot) -> Vec<Dot> {
-        let old = self.elems.insert(element.to_owned(), vec![dot]);
-        old.unwrap_or_default()
+    /// Adds `element` as the new event `dot`, superseding the element's dots seen so far.
+    pub fn add(&mut self, element: &str, dot: Dot) {
+        self.elems.insert(element.to_owned(), vec![dot]);
+        self.cc.insert(dot);
     }
 
-    /// Removes `element`. Returns the dots removed: the delta of this remove is the empty set with context
-    /// `removed` (plus the remove's own event).
-    pub fn remove(&mut self, element: &str) -> Vec<Dot> {
-        self.elems.remove(element).unwrap_or_default()
+    /// Removes `element` as the event `dot` (the adds this replica has seen; concurrent ones survive).
+    pub fn remove(&mut self, element: &str, dot: Dot) {
+        self.elems.remove(element);
+        self.cc.insert(dot);
     }
 
-    /// Inserts one element's dots as decoded (no context logic; used to build delta sets).
-    pub fn insert_dots(&mut self, element: String, mut dots: Vec<Dot>) {
-        dots.sort_unstable();
-        dots.dedup();
-        if !dots.is_empty() {
-            self.elems.insert(element, dots);
-        }
-    }
-
-    /// Join of `(self, ctx)` with `(other, other_ctx)`; the caller joins the contexts afterwards.
-    /// A dot survives if both sides have it, or if the side lacking it has never seen it.
-    pub fn merge(&mut self, ctx: &Context, other: &OrSet, other_ctx: &Context) -> bool {
+    /// Join. A dot survives if both sides have it, or if the side lacking it has never seen it.
+    /// Idempotent, commutative, associative. Returns whether anything changed.
+    pub fn merge(&mut self, other: &OrSet) -> bool {
         let mut changed = false;
+        let (ctx, other_ctx) = (&self.cc, &other.cc);
         self.elems.retain(|element, dots| {
             let theirs = other.elems.get(element).map(Vec::as_slice).unwrap_or(&[]);
             let before = dots.len();
@@ -88,6 +103,34 @@ impl OrSet {
             dots.dedup();
             changed |= dots.len() != before;
         }
+        if !self.cc.includes(&other.cc) {
+            self.cc.union(&other.cc);
+            changed = true;
+        }
         changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The counterexample TLC found against one-dot deltas: add, add, add at one replica; the peer sees the
+    /// first and the third only. With whole-set deltas it still ends equal to the origin.
+    #[test]
+    fn out_of_order_adds_cannot_leave_a_stale_dot() {
+        let mut a = OrSet::new();
+        let mut states = Vec::new();
+        for k in 1..=3 {
+            a.add("x", Dot::new(1, k));
+            states.push(a.clone());
+        }
+        let mut b = OrSet::new();
+        b.merge(&states[0]);
+        b.merge(&states[2]);
+        assert_eq!(b, a);
+        a.remove("x", Dot::new(1, 4));
+        b.merge(&a);
+        assert!(!b.contains("x"));
     }
 }

@@ -22,7 +22,7 @@ pub struct TwinState {
     pub writes: ::prost::alloc::vec::Vec<WriteGroup>,
     #[prost(message, repeated, tag = "4")]
     pub counters: ::prost::alloc::vec::Vec<CounterState>,
-    /// Set fields are always carried whole: their context above tells removed dots from unseen ones.
+    /// Set fields are always carried whole, each with its own context.
     #[prost(message, repeated, tag = "5")]
     pub sets: ::prost::alloc::vec::Vec<SetState>,
 }
@@ -82,13 +82,17 @@ pub struct CounterState {
     #[prost(uint64, repeated, tag = "5")]
     pub decrements: ::prost::alloc::vec::Vec<u64>,
 }
-/// An add-wins OR-set: each present element with the dots of the adds that put it there.
+/// An add-wins OR-set: each present element with the dots of the adds that put it there, and the set's own
+/// causal context (every add and remove it has seen). Sets always travel whole with their context: the
+/// classic one-dot delta needs causal delivery, which gossip does not promise (see tla/DotKernelSet.tla).
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct SetState {
     #[prost(string, tag = "1")]
     pub field: ::prost::alloc::string::String,
     #[prost(message, repeated, tag = "2")]
     pub elements: ::prost::alloc::vec::Vec<SetElement>,
+    #[prost(message, optional, tag = "3")]
+    pub context: ::core::option::Option<Context>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct SetElement {

@@ -548,10 +548,13 @@ impl Store {
             }
         };
         let Cell::Set(s) = &mut t.slots[i].cell else { unreachable_kind() };
-        let touched = if add { s.add(element, dot) } else { s.remove(element) };
+        if add {
+            s.add(element, dot);
+        } else {
+            s.remove(element, dot);
+        }
         t.cc.insert(dot);
-        // The delta's context: this event plus the dots it superseded or removed.
-        Ok(self.encode_set_event(tid, fid, dot, &touched))
+        Ok(self.encode_set_event(tid, fid))
     }
 
     // ----- reads -----------------------------------------------------------------------------------------

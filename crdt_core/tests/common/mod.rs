@@ -140,20 +140,17 @@ pub fn run(ops: &[Op], n: usize) -> (Vec<Store>, Vec<Vec<u8>>, Vec<Event>) {
                 deltas.push(d);
             }
             Op::Add { r, t, f, e } => {
+                let superseded = set_dots(&stores[*r], TWINS[*t], SETS[*f], ELEMS[*e]);
+                let dot = stores[*r].context(TWINS[*t]).map_or(Dot::new(IDS[*r], 1), |c| c.next_dot(IDS[*r]));
                 let d = stores[*r].add(TWINS[*t], SETS[*f], ELEMS[*e]).unwrap();
-                let mut dots = delta_dots(&d, TWINS[*t]);
-                dots.sort();
-                let dot = new_dot(&dots, IDS[*r]);
-                let superseded = dots.into_iter().filter(|d| *d != dot).collect();
+                assert_eq!(set_dots(&stores[*r], TWINS[*t], SETS[*f], ELEMS[*e]), vec![dot]);
                 events.push(Event::Add { twin: *t, field: *f, elem: *e, dot, superseded });
                 deltas.push(d);
             }
             Op::Remove { r, t, f, e } => {
-                let before = stores[*r].context(TWINS[*t]).cloned().unwrap_or_default();
+                let removed = set_dots(&stores[*r], TWINS[*t], SETS[*f], ELEMS[*e]);
+                let dot = stores[*r].context(TWINS[*t]).map_or(Dot::new(IDS[*r], 1), |c| c.next_dot(IDS[*r]));
                 let d = stores[*r].remove(TWINS[*t], SETS[*f], ELEMS[*e]).unwrap();
-                let dots = delta_dots(&d, TWINS[*t]);
-                let dot = *dots.iter().find(|d| !before.contains(**d)).unwrap();
-                let removed = dots.into_iter().filter(|d| *d != dot).collect();
                 events.push(Event::Remove { twin: *t, field: *f, elem: *e, dot, removed });
                 deltas.push(d);
             }
@@ -172,9 +169,18 @@ pub fn run(ops: &[Op], n: usize) -> (Vec<Store>, Vec<Vec<u8>>, Vec<Event>) {
     (stores, deltas, events)
 }
 
-/// The one dot of an add's delta context that is the add itself: the writer's highest.
-fn new_dot(dots: &[Dot], writer: u64) -> Dot {
-    *dots.iter().filter(|d| d.replica == writer).max().unwrap()
+/// The dots keeping `elem` in a set, read from the canonical encoding of the twin.
+pub fn set_dots(s: &Store, twin: &str, field: &str, elem: &str) -> Vec<Dot> {
+    let msg = pb::StateDelta::decode(s.encode_state(Some(&[twin.to_owned()])).as_slice()).unwrap();
+    let mut out: Vec<Dot> = msg
+        .twins
+        .iter()
+        .flat_map(|t| t.sets.iter().filter(|x| x.field == field))
+        .flat_map(|x| x.elements.iter().filter(|e| e.element == elem))
+        .flat_map(|e| e.writers.iter().zip(&e.counters).map(|(&w, &c)| Dot::new(msg.replicas[w as usize], c)))
+        .collect();
+    out.sort();
+    out
 }
 
 /// A copy of a store, made by joining its full state into an empty replica with the same id.

@@ -112,7 +112,7 @@ class TwinState(_message.Message):
     def counters(self) -> _containers.RepeatedCompositeFieldContainer[Global___CounterState]: ...
     @_builtins.property
     def sets(self) -> _containers.RepeatedCompositeFieldContainer[Global___SetState]:
-        """Set fields are always carried whole: their context above tells removed dots from unseen ones."""
+        """Set fields are always carried whole, each with its own context."""
 
     def __init__(
         self,
@@ -270,24 +270,31 @@ Global___CounterState: _TypeAlias = CounterState  # noqa: Y015
 
 @_typing.final
 class SetState(_message.Message):
-    """An add-wins OR-set: each present element with the dots of the adds that put it there."""
+    """An add-wins OR-set: each present element with the dots of the adds that put it there, and the set's own
+    causal context (every add and remove it has seen). Sets always travel whole with their context: the
+    classic one-dot delta needs causal delivery, which gossip does not promise (see tla/DotKernelSet.tla).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     FIELD_FIELD_NUMBER: _builtins.int
     ELEMENTS_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
     field: _builtins.str
     @_builtins.property
     def elements(self) -> _containers.RepeatedCompositeFieldContainer[Global___SetElement]: ...
+    @_builtins.property
+    def context(self) -> Global___Context: ...
     def __init__(
         self,
         *,
         field: _builtins.str = ...,
         elements: _abc.Iterable[Global___SetElement] | None = ...,
+        context: Global___Context | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["elements", b"elements", "field", b"field"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "elements", b"elements", "field", b"field"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
