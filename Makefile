@@ -21,7 +21,7 @@ help: ## list the targets
 $(STAMPS)/apt:
 	@mkdir -p $(STAMPS)
 	@need=""; \
-	for pkg in mosquitto:mosquitto systemd-analyze:systemd; do \
+	for pkg in mosquitto:mosquitto systemd-analyze:systemd java:openjdk-17-jre-headless; do \
 	  command -v "$${pkg%%:*}" >/dev/null || [ -x "/usr/sbin/$${pkg%%:*}" ] || need="$$need $${pkg#*:}"; \
 	done; \
 	if [ -n "$$need" ]; then \
@@ -61,10 +61,13 @@ test-rust: ## Rust unit, property, golden-vector and bounded fuzz tests
 	cargo test -q -p crdt_core
 	crdt_core/fuzz/run.sh 30
 
+tla: setup ## model-check tla/ with TLC
+	DRSDTP_PYTHON=$(abspath $(PY)) tla/check.sh
+
 test-python: setup ## the Python suite (real brokers, servers and node processes)
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
-test: lint test-rust test-python ## everything CI runs
+test: lint test-rust tla test-python ## everything CI runs
 check: test ## same as test
 
 bench: setup ## benchmarks against the peers (not tests): Rust crates, pycrdt, ingest, intelligence
@@ -79,4 +82,4 @@ fmt: setup ## format Rust and Python
 clean: ## remove build outputs and the venv
 	rm -rf target $(VENV) $(STAMPS) drsdtp/_core*.so
 
-.PHONY: help setup demo proto lint test-rust test-python test check bench fmt clean
+.PHONY: help setup demo proto lint test-rust tla test-python test check bench fmt clean

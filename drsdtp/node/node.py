@@ -71,6 +71,9 @@ class Node:
         self.api = ApiServer(self, config.listen.api, max_message_bytes=limits.max_message_bytes)
         self.metrics_server = MetricsServer(self.metrics, config.listen.metrics, ready=lambda: True)
         self._known_twins: set[str] = set(self._store.twins())
+        from drsdtp.node.intake import Intake  # intake imports adapters and their optional dependencies
+
+        self.intake = Intake(self)
         self._stack: contextlib.AsyncExitStack | None = None
         self.extra_services: list[Service] = []
 
@@ -101,6 +104,8 @@ class Node:
         )
         if offset is not None:
             reply.clock_offset_s = offset
+        for key, value in self.intake.totals().items():
+            setattr(reply, key, value)
         return reply
 
     def history(self, request: api_pb2.HistoryRequest) -> api_pb2.HistoryReply:
@@ -154,6 +159,7 @@ class Node:
             *self.extra_services,
             self.api,
             self.metrics_server,
+            self.intake,
         ]
 
     async def __aenter__(self) -> Self:
