@@ -32,7 +32,7 @@ class NodeView(Protocol):
     @property
     def feed(self) -> ChangeFeed: ...
     def status(self) -> api_pb2.StatusReply: ...
-    def history(self, request: api_pb2.HistoryRequest) -> api_pb2.HistoryReply: ...
+    async def read_history(self, request: api_pb2.HistoryRequest) -> api_pb2.HistoryReply: ...
     def insight(self, twin_id: str, kind: str, params: dict[str, Any]) -> dict[str, Any]: ...
 
 
@@ -124,7 +124,7 @@ class TwinApiService(api_pb2_grpc.TwinApiServicer):
         self, request: api_pb2.HistoryRequest, context: grpc.aio.ServicerContext
     ) -> api_pb2.HistoryReply:
         try:
-            return self.node.history(request)
+            return await self.node.read_history(request)
         except DrsdtpError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             raise  # unreachable: abort raises

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from drsdtp import __version__
 from drsdtp._core import Store
@@ -27,6 +27,9 @@ from drsdtp.node.durable import DurableStore
 from drsdtp.node.feed import ChangeFeed
 from drsdtp.stats import StoreSize
 from drsdtp.wire.v1 import api_pb2
+
+if TYPE_CHECKING:
+    from drsdtp.node.history import HistoryService
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,12 @@ class Node:
         from drsdtp.node.intake import Intake  # intake imports adapters and their optional dependencies
 
         self.intake = Intake(self)
+        self.history: HistoryService | None = None
+        if config.history.enabled:
+            from drsdtp.node.history import HistoryService
+
+            self.history = HistoryService(config.data_dir, config.history, self._store)
+            self.intake.sink.observers.append(self.history.observe)
         self._stack: contextlib.AsyncExitStack | None = None
         self.extra_services: list[Service] = []
 
@@ -108,8 +117,26 @@ class Node:
             setattr(reply, key, value)
         return reply
 
-    def history(self, request: api_pb2.HistoryRequest) -> api_pb2.HistoryReply:
-        raise DrsdtpError("history is not enabled on this node")
+    async def read_history(self, request: api_pb2.HistoryRequest) -> api_pb2.HistoryReply:
+        if self.history is None:
+            raise DrsdtpError("history is not enabled on this node")
+        now = int(time.time() * 1000)
+        data = await self.history.query(
+            request.twin_id,
+            request.field,
+            request.start_ms or now - 3_600_000,
+            request.end_ms or now,
+            request.resolution,
+            request.limit or 10_000,
+        )
+        reply = api_pb2.HistoryReply(resolution=data.resolution)
+        reply.ts_ms.extend(data.ts.tolist())
+        reply.values.extend(data.value.tolist())
+        if data.resolution != "raw":
+            reply.min.extend(data.min.tolist())
+            reply.max.extend(data.max.tolist())
+            reply.count.extend(data.count.tolist())
+        return reply
 
     def insight(self, twin_id: str, kind: str, params: dict[str, Any]) -> dict[str, Any]:
         raise DrsdtpError("twin intelligence is not enabled on this node")
@@ -156,6 +183,7 @@ class Node:
             self.durable,
             self.high_water,
             self.clock,
+            *([self.history] if self.history is not None else []),
             *self.extra_services,
             self.api,
             self.metrics_server,

@@ -1,0 +1,32 @@
+"""Local history of a node: per-field time series, twin snapshots with rollback, and the audit trail.
+
+* :class:`HistoryStore` (``store.py``): durable, bounded per-field time series (raw, then downsampled),
+  queried by time range and exported as CSV/JSON.
+* :class:`SnapshotStore` (``snapshots.py``): checksummed twin snapshots and CRDT-correct rollback.
+* :class:`AuditLog` (``audit.py``): the hash-chained record of who changed what, when, why and how.
+"""
+
+from drsdtp.history.audit import AuditLog, AuditRecord, Change, Verification, changes_between
+from drsdtp.history.export import ExportFormat
+from drsdtp.history.options import HistoryOptions, Tier
+from drsdtp.history.series import SeriesData
+from drsdtp.history.snapshots import RollbackResult, SnapshotInfo, SnapshotStore
+from drsdtp.history.store import CompactionReport, HistoryStats, HistoryStore
+
+__all__ = [
+    "AuditLog",
+    "AuditRecord",
+    "Change",
+    "CompactionReport",
+    "ExportFormat",
+    "HistoryOptions",
+    "HistoryStats",
+    "HistoryStore",
+    "RollbackResult",
+    "SeriesData",
+    "SnapshotInfo",
+    "SnapshotStore",
+    "Tier",
+    "Verification",
+    "changes_between",
+]

@@ -1,0 +1,293 @@
+"""The audit trail: who changed what, when, why and through which path; append-only and hash-chained.
+
+File ``audit.log``: one JSON object per line (keys sorted, compact separators)::
+
+    {"action", "actor", "changes": {field: {"old", "new"}}, "hash", "prev", "reason", "ref", "seq",
+     "ts_ms", "twin", "via"}
+
+``hash`` is the SHA-256 of the line's canonical JSON without ``hash``; ``prev`` is the previous line's hash
+(64 zeros for the first) and ``seq`` counts from 0. Editing a line breaks its hash; deleting or reordering
+lines breaks ``prev`` and ``seq``. Cutting lines off the end leaves a valid chain, so :meth:`AuditLog.flush`
+also writes ``audit.head`` (the last seq and hash) atomically, and :meth:`AuditLog.verify` checks the log
+still reaches it. This detects corruption and casual tampering; someone able to rewrite both files can
+rewrite history, so a deployment that needs more ships the head hash off the device (e.g. to its peers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from drsdtp.history.files import atomic_write, fsync_dir, storage_error
+from drsdtp.history.values import FieldValue, from_json, to_json
+
+__all__ = ["GENESIS", "AuditLog", "AuditRecord", "Change", "Verification", "changes_between"]
+
+_log = logging.getLogger(__name__)
+
+GENESIS = "0" * 64
+Via = Literal["api", "cli", "rollback", "rule", "snapshot", "system"]
+Action = Literal["write", "snapshot", "rollback"]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One field's change; ``old_known`` False when the writer did not know the previous value."""
+
+    new: FieldValue
+    old: FieldValue | None = None
+    old_known: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"new": to_json(self.new)}
+        if self.old_known and self.old is not None:
+            out["old"] = to_json(self.old)
+        return out
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Change:
+        known = "old" in raw
+        return cls(from_json(raw["new"]), from_json(raw["old"]) if known else None, known)
+
+
+def changes_between(old: Mapping[str, FieldValue], new: Mapping[str, FieldValue]) -> dict[str, Change]:
+    """The changes of a write: ``new`` values with their ``old`` values where ``old`` holds the field."""
+    return {name: Change(value, old.get(name), name in old) for name, value in new.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    seq: int
+    ts_ms: int
+    actor: str
+    action: str
+    twin: str
+    changes: dict[str, Change]
+    reason: str
+    via: str
+    ref: str | None  # the snapshot a snapshot/rollback record is about
+    prev: str
+    hash: str
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> AuditRecord:
+        return cls(
+            int(raw["seq"]), int(raw["ts_ms"]), str(raw["actor"]), str(raw["action"]), str(raw["twin"]),
+            {str(k): Change.from_json(v) for k, v in raw["changes"].items()}, str(raw["reason"]),
+            str(raw["via"]), None if raw["ref"] is None else str(raw["ref"]),
+            str(raw["prev"]), str(raw["hash"]),
+        )  # fmt: skip
+
+
+@dataclass(slots=True)
+class Verification:
+    ok: bool
+    records: int
+    problems: list[str] = field(default_factory=list)
+
+
+def _canonical(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _hash(body: Mapping[str, Any]) -> str:
+    return hashlib.sha256(_canonical({k: v for k, v in body.items() if k != "hash"})).hexdigest()
+
+
+class AuditLog:
+    """Append-only audit trail in ``directory``. ``record`` appends; ``flush`` makes it durable."""
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / "audit.log"
+        self.head_path = self.directory / "audit.head"
+        self.cut_bytes = 0
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise storage_error(f"cannot create the audit directory {self.directory}", exc) from exc
+        self._seq, self._last_hash = self._load_tail()
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as exc:
+            raise storage_error(f"cannot open the audit log {self.path}", exc) from exc
+        self._dirty = True
+        self._closed = False
+
+    def _load_tail(self) -> tuple[int, str]:
+        """Next seq and last hash; cuts a torn last line (a crash mid-append, never flushed)."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return 0, GENESIS
+        except OSError as exc:
+            raise storage_error(f"cannot read the audit log {self.path}", exc) from exc
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            self.cut_bytes = len(data) - keep
+            _log.warning("audit log %s: torn last line cut (%d bytes)", self.path, self.cut_bytes)
+            try:
+                os.truncate(self.path, keep)
+            except OSError as exc:
+                raise storage_error(f"cannot cut the torn tail of {self.path}", exc) from exc
+            data = data[:keep]
+        for line in reversed(data.splitlines()):
+            try:
+                raw = json.loads(line)
+                return int(raw["seq"]) + 1, str(raw["hash"])
+            except (ValueError, KeyError, TypeError):
+                # Keep appending (an audit trail must not stop the node); verify() reports the damage.
+                _log.error("audit log %s: unreadable line; the chain continues after it", self.path)
+        return 0, GENESIS
+
+    def record(
+        self,
+        *,
+        actor: str,
+        twin: str,
+        changes: Mapping[str, Change],
+        reason: str,
+        via: Via,
+        action: Action = "write",
+        ref: str | None = None,
+        ts_ms: int | None = None,
+    ) -> AuditRecord:
+        """Append one record (not yet fsynced: call :meth:`flush`)."""
+        if self._closed:
+            raise storage_error(f"audit log {self.path} is closed")
+        body: dict[str, Any] = {
+            "seq": self._seq,
+            "ts_ms": _now() if ts_ms is None else ts_ms,
+            "actor": actor,
+            "action": action,
+            "twin": twin,
+            "changes": {name: change.to_json() for name, change in sorted(changes.items())},
+            "reason": reason,
+            "via": via,
+            "ref": ref,
+            "prev": self._last_hash,
+        }
+        body["hash"] = _hash(body)
+        line = _canonical(body) + b"\n"
+        try:
+            written = os.write(self._fd, line)  # O_APPEND: one write, so a crash tears at most this line
+            if written != len(line):
+                raise OSError(f"short write ({written} of {len(line)} bytes)")
+        except OSError as exc:
+            raise storage_error(f"cannot append to the audit log {self.path}", exc) from exc
+        self._seq += 1
+        self._last_hash = body["hash"]
+        self._dirty = True
+        return AuditRecord.from_json(body)
+
+    def flush(self) -> None:
+        """fsync the log, then record its head (the truncation anchor)."""
+        if not self._dirty or self._closed:
+            return
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise storage_error(f"cannot fsync the audit log {self.path}", exc) from exc
+        fsync_dir(self.directory)
+        atomic_write(self.head_path, _canonical({"seq": self._seq - 1, "hash": self._last_hash}) + b"\n")
+        self._dirty = False
+
+    def close(self) -> None:
+        if not self._closed:
+            self.flush()
+            os.close(self._fd)
+            self._closed = True
+
+    def _lines(self) -> Iterator[bytes]:
+        try:
+            with open(self.path, "rb") as f:
+                yield from f
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise storage_error(f"cannot read the audit log {self.path}", exc) from exc
+
+    def records(
+        self,
+        twin: str | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        *,
+        actor: str | None = None,
+    ) -> list[AuditRecord]:
+        """Records (oldest first) of ``twin`` and/or ``actor`` with ``start_ms <= ts_ms < end_ms``."""
+        out: list[AuditRecord] = []
+        for line in self._lines():
+            try:
+                rec = AuditRecord.from_json(json.loads(line))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # damaged: verify() reports it
+            if twin is not None and rec.twin != twin:
+                continue
+            if actor is not None and rec.actor != actor:
+                continue
+            if (start_ms is not None and rec.ts_ms < start_ms) or (
+                end_ms is not None and rec.ts_ms >= end_ms
+            ):
+                continue
+            out.append(rec)
+        return out
+
+    def verify(self) -> Verification:
+        """Walk the chain: every hash, every link, consecutive seqs, and the flushed head still present."""
+        result = Verification(ok=True, records=0)
+        prev, expected_seq = GENESIS, 0
+        hashes: dict[int, str] = {}
+        for number, line in enumerate(self._lines(), start=1):
+            result.records += 1
+            try:
+                body = json.loads(line)
+                seq, stored, link = int(body["seq"]), str(body["hash"]), str(body["prev"])
+            except (ValueError, KeyError, TypeError):
+                result.problems.append(f"line {number}: not an audit record")
+                prev, expected_seq = "", expected_seq + 1
+                continue
+            if _hash(body) != stored:
+                result.problems.append(f"line {number} (seq {seq}): content does not match its hash (edited)")
+            if link != prev:
+                result.problems.append(f"line {number} (seq {seq}): does not follow the previous record")
+            if seq != expected_seq:
+                result.problems.append(f"line {number}: seq {seq}, expected {expected_seq} (records missing)")
+            hashes[seq] = stored
+            prev, expected_seq = stored, seq + 1
+        self._check_head(hashes, result)
+        result.ok = not result.problems
+        return result
+
+    def _check_head(self, hashes: dict[int, str], result: Verification) -> None:
+        try:
+            head = json.loads(self.head_path.read_bytes())
+            seq, digest = int(head["seq"]), str(head["hash"])
+        except FileNotFoundError:
+            return  # never flushed: nothing to anchor to
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            result.problems.append(f"audit.head is unreadable: {exc}")
+            return
+        if seq >= 0 and seq not in hashes:
+            result.problems.append(
+                f"the log ends before seq {seq}, which was flushed (records cut off the end)"
+            )
+        elif seq >= 0 and hashes[seq] != digest:
+            result.problems.append(f"seq {seq} differs from the flushed head (rewritten)")
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _now() -> int:
+    return time.time_ns() // 1_000_000

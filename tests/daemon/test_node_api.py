@@ -1,0 +1,98 @@
+"""A real node fed by the simulated plant, read over its real gRPC API and by the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pathlib
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+
+from drsdtp.config import Address, NodeConfig, parse_config
+from drsdtp.node.api import connect, field_to_python
+from drsdtp.node.node import Node
+from drsdtp.wire.v1 import api_pb2
+
+ROOT = pathlib.Path(__file__).parents[2]
+
+
+def node_config(tmp: pathlib.Path, **extra: object) -> NodeConfig:
+    raw: dict[str, object] = {
+        "node_id": "api-1",
+        "data_dir": str(tmp),
+        "listen": {"api": "127.0.0.1:0", "metrics": "127.0.0.1:0", "peer": "127.0.0.1:0"},
+        "adapters": [{"type": "simulated", "name": "plant", "rooms": 2, "dt_s": 1.0, "speedup": 50.0}],
+        "twins": [{"match": "room-*", "model": "room"}],
+        **extra,
+    }
+    return parse_config(raw)
+
+
+async def wait_for(predicate: object, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.integration
+async def test_api_lists_gets_watches_and_reads_history(tmp_path: pathlib.Path) -> None:
+    async with Node(node_config(tmp_path)) as node:
+        await wait_for(lambda: node.store.get("room-2", "temp_1") is not None)
+        channel, stub = connect(Address("127.0.0.1", node.api.port))
+        async with channel:
+            listing = await stub.ListTwins(api_pb2.ListTwinsRequest(model="room"))
+            assert [t.twin_id for t in listing.twins] == ["room-1", "room-2"]
+            assert listing.twins[0].model == "room" and listing.twins[0].scope == "default"
+            twin = await stub.GetTwin(api_pb2.GetTwinRequest(twin_id="room-1", fields=["temp_1", "fan"]))
+            got = {f.name: field_to_python(f) for f in twin.fields}
+            assert set(got) == {"temp_1", "fan"} and isinstance(got["temp_1"], float)
+            assert twin.fields[1].writer == node.store.replica_id
+            with pytest.raises(grpc.aio.AioRpcError) as missing:
+                await stub.GetTwin(api_pb2.GetTwinRequest(twin_id="nope"))
+            assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+            # Watch: the snapshot first, then live changes from ingestion.
+            stream = stub.Watch(api_pb2.WatchRequest(twin_ids=["room-2"]))
+            first = await stream.read()
+            assert first.origin == "snapshot" and first.twin.twin_id == "room-2"
+            live = await asyncio.wait_for(stream.read(), 10)
+            assert live.origin == "ingest" and live.twin.twin_id == "room-2"
+            stream.cancel()
+            history = await stub.ReadHistory(api_pb2.HistoryRequest(twin_id="room-1", field="temp_1"))
+            assert history.resolution == "raw" and len(history.values) >= 2
+            assert list(history.ts_ms) == sorted(history.ts_ms)
+            status = await stub.Status(api_pb2.StatusRequest())
+            assert status.node_id == "api-1" and status.received > 0 and status.twins == 2
+
+
+@pytest.mark.integration
+async def test_cli_reads_a_running_node(tmp_path: pathlib.Path) -> None:
+    async with Node(node_config(tmp_path)) as node:
+        await wait_for(lambda: node.store.get("room-1", "humidity") is not None)
+        api = f"127.0.0.1:{node.api.port}"
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "drsdtp", *args, "--api", api],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        status, twins, get = await asyncio.gather(
+            asyncio.to_thread(cli, "status", "--json"),
+            asyncio.to_thread(cli, "twins"),
+            asyncio.to_thread(cli, "get", "room-1", "--json"),
+        )
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["node"] == "api-1"
+        assert "room-1" in twins.stdout and "room-2" in twins.stdout
+        assert "humidity" in json.loads(get.stdout)
+        missing = await asyncio.to_thread(cli, "get", "nope")
+        assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
