@@ -8,6 +8,7 @@ import pathlib
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -32,9 +33,9 @@ def node_config(tmp: pathlib.Path, **extra: object) -> NodeConfig:
     return parse_config(raw)
 
 
-async def wait_for(predicate: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
+async def wait_for(predicate: Callable[[], bool], limit_s: float = 20.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.05)
 
