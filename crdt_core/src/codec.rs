@@ -495,17 +495,21 @@ impl Store {
     /// Joins a delta, catch-up delta or full state. All or nothing: a message that fails validation or the
     /// clock gate changes nothing. Returns the twins whose state changed.
     pub fn merge(&mut self, bytes: &[u8]) -> Result<Vec<String>> {
-        self.merge_with(bytes, self.gate)
+        let mut changed = Vec::new();
+        self.merge_with(bytes, self.gate, Some(&mut changed))?;
+        changed.sort_unstable();
+        changed.dedup();
+        Ok(changed)
     }
 
     /// Joins this replica's own durable state (log replay, snapshots): no clock gate, since the records were
     /// accepted before (the wall clock may have gone back since a reboot), but the clock still moves past
     /// every stamp, so it never stamps below what it issued before the crash.
-    pub fn merge_trusted(&mut self, bytes: &[u8]) -> Result<Vec<String>> {
-        self.merge_with(bytes, false)
+    pub fn merge_trusted(&mut self, bytes: &[u8]) -> Result<()> {
+        self.merge_with(bytes, false, None)
     }
 
-    fn merge_with(&mut self, bytes: &[u8], gate: bool) -> Result<Vec<String>> {
+    fn merge_with(&mut self, bytes: &[u8], gate: bool, mut changed: Option<&mut Vec<String>>) -> Result<()> {
         self.check_size(bytes)?;
         let msg = pb::StateDelta::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
         check_format(msg.format)?;
@@ -516,16 +520,15 @@ impl Store {
         } else {
             self.hlc.restore(checked.max_stamp);
         }
-        let mut changed = Vec::new();
         for (ts, cc) in msg.twins.iter().zip(checked.contexts) {
             if self.merge_twin(ts, cc, &msg.replicas)? {
-                changed.push(ts.twin.clone());
+                if let Some(out) = changed.as_deref_mut() {
+                    out.push(ts.twin.clone());
+                }
             }
         }
         self.merges += 1;
-        changed.sort_unstable();
-        changed.dedup();
-        Ok(changed)
+        Ok(())
     }
 
     fn merge_twin(&mut self, ts: &pb::TwinState, cc: Context, replicas: &[u64]) -> Result<bool> {

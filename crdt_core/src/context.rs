@@ -118,15 +118,17 @@ impl Context {
 
     /// Builds a context from ranges and cloud dots in any order (decoding); returns it in canonical form.
     pub fn from_parts(ranges: impl IntoIterator<Item = (ReplicaId, u64)>, cloud: impl IntoIterator<Item = Dot>) -> Self {
-        let mut ctx = Context::new();
-        for (replica, max) in ranges {
-            if max > 0 {
-                ctx.union(&Context { vv: vec![(replica, max)], cloud: Vec::new() });
-            }
-        }
-        for dot in cloud {
-            ctx.insert(dot);
-        }
+        let mut vv: Vec<(ReplicaId, u64)> = ranges.into_iter().filter(|r| r.1 > 0).collect();
+        vv.sort_unstable();
+        // Keep the largest range per replica (sorted ascending, so the last of each run).
+        vv.reverse();
+        vv.dedup_by_key(|r| r.0);
+        vv.reverse();
+        let mut cloud: Vec<Dot> = cloud.into_iter().filter(|d| d.counter > 0).collect();
+        cloud.sort_unstable();
+        cloud.dedup();
+        let mut ctx = Context { vv, cloud };
+        ctx.compact();
         ctx
     }
 

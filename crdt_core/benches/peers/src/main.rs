@@ -387,6 +387,21 @@ fn mem(what: &str) -> f64 {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("profile-merge") {
+        // Recovery-shaped: many deltas of 1,000 twins x 1 field each, merged into a fresh store.
+        let mut a = ours_store(1);
+        let tids: Vec<u32> = (0..1000).map(|t| a.intern_twin(&format!("twin-{t}")).unwrap()).collect();
+        let f = a.intern_field("s0").unwrap();
+        let fids = vec![f; 1000];
+        let src = vec![0i64; 1000];
+        let deltas: Vec<Vec<u8>> = (0..2000)
+            .map(|r| a.write_batch(&tids, &fids, &(0..1000).map(|i| val(r * 1000 + i)).collect::<Vec<_>>(), &src).unwrap())
+            .collect();
+        let mut b = ours_store(2);
+        let (secs, _) = timed(|| for d in &deltas { b.merge_trusted(d).unwrap(); });
+        println!("{} entries/s, {} B per delta", 2e6 / secs, deltas[0].len());
+        return;
+    }
     if std::env::args().nth(1).as_deref() == Some("profile-new") {
         println!("{}", ours_new_fields());
         return;
