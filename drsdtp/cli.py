@@ -45,6 +45,7 @@ from drsdtp.node_commands import (
     ExportRequest,
     GetQuery,
     HistoryQuery,
+    InsightQuery,
     NotWired,
     TwinsQuery,
     load_commands,
@@ -235,6 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", help="only twin ids starting with this")
     p.add_argument("--history", action="store_true", help="include raw history")
 
+    p = client("insight", "twin intelligence: health, forecast, what-if, recommendations (JSON)")
+    p.add_argument("twin_id", metavar="TWIN")
+    p.add_argument(
+        "kind", choices=("health", "forecast", "whatif", "recommendations"), nargs="?", default="health"
+    )
+    p.add_argument("--scenario", help='what-if scenario: "fan off", "setpoint 18", "heater fails"')
+    p.add_argument("--horizon-min", type=_positive_float, default=60.0, help="what-if horizon in minutes")
+
     p = sub.add_parser("check-config", help="validate a config file and print a summary")
     p.add_argument(
         "path", nargs="?", type=Path, metavar="PATH", help=f"default: $DRSDTP_CONFIG or {DEFAULT_CONFIG}"
@@ -373,6 +382,14 @@ def _cmd_history(args: argparse.Namespace, commands: Commands, console: Console)
     return _run_client(args, lambda target: commands.history(target, query, console))
 
 
+def _cmd_insight(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    if args.kind == "whatif" and not args.scenario:
+        console.error("whatif needs --scenario")
+        return EXIT_USAGE
+    query = InsightQuery(args.twin_id, args.kind, args.scenario, args.horizon_min)
+    return _run_client(args, lambda target: commands.insight(target, query, console))
+
+
 def _cmd_export(args: argparse.Namespace, commands: Commands, console: Console) -> int:
     output = None if args.output == "-" else Path(args.output)
     request = ExportRequest(output=output, format=args.format, prefix=args.prefix, history=args.history)
@@ -453,6 +470,7 @@ _HANDLERS: Final[dict[str, Callable[[argparse.Namespace, Commands, Console], int
     "run": _cmd_run,
     "demo": _cmd_demo,
     "status": _cmd_status,
+    "insight": _cmd_insight,
     "twins": _cmd_twins,
     "get": _cmd_get,
     "history": _cmd_history,

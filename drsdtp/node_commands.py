@@ -33,6 +33,7 @@ __all__ = [
     "ExportRequest",
     "GetQuery",
     "HistoryQuery",
+    "InsightQuery",
     "NotWired",
     "TwinsQuery",
     "load_commands",
@@ -101,6 +102,16 @@ class ExportRequest:
     history: bool = False  # include raw history, not only the latest state
 
 
+@dataclass(frozen=True, slots=True)
+class InsightQuery:
+    """``drsdtp insight``: twin intelligence as JSON (health, forecast, what-if, recommendations)."""
+
+    twin_id: str
+    kind: Literal["health", "forecast", "whatif", "recommendations"] = "health"
+    scenario: str | None = None  # what-if: "fan off", "setpoint 18", "heater fails"
+    horizon_min: float = 60.0
+
+
 class Commands(Protocol):
     """What the node provides to the CLI. ``stop`` is set by SIGTERM/SIGINT (the CLI installs handlers)."""
 
@@ -117,6 +128,8 @@ class Commands(Protocol):
     async def history(self, target: ApiTarget, query: HistoryQuery, console: Console) -> int: ...
 
     async def export(self, target: ApiTarget, request: ExportRequest, console: Console) -> int: ...
+
+    async def insight(self, target: ApiTarget, query: InsightQuery, console: Console) -> int: ...
 
     def check_plugins(self, config: NodeConfig) -> Sequence[ConfigError]:
         """Deeper validation of the adapter and kernel tables (by their plugins), for ``check-config``."""
@@ -150,6 +163,9 @@ class NotWired:
 
     async def export(self, target: ApiTarget, request: ExportRequest, console: Console) -> int:
         return self._refuse(console, "export")
+
+    async def insight(self, target: ApiTarget, query: InsightQuery, console: Console) -> int:
+        return self._refuse(console, "insight")
 
     def check_plugins(self, config: NodeConfig) -> Sequence[ConfigError]:
         return ()

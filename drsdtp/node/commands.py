@@ -25,6 +25,7 @@ from drsdtp.node_commands import (
     ExportRequest,
     GetQuery,
     HistoryQuery,
+    InsightQuery,
     TwinsQuery,
 )
 from drsdtp.sdnotify import SystemdNotifier
@@ -177,6 +178,26 @@ class NodeCommands:
         finally:
             if out is not sys.stdout:
                 out.close()
+        return EXIT_OK
+
+    async def insight(self, target: ApiTarget, query: InsightQuery, console: Console) -> int:
+        params: dict[str, Any] = {"horizon_min": query.horizon_min}
+        if query.scenario:
+            params["scenario"] = query.scenario
+        req = api_pb2.InsightRequest(twin_id=query.twin_id, kind=query.kind, params_json=json.dumps(params))
+        reply = await self._call(target, console, "Insight", req)
+        if reply is None:
+            return EXIT_FAILURE
+        doc = json.loads(reply.json)
+        if query.kind == "health" and not console.json_mode:
+            console.line(f"{doc.get('twin')}: {doc.get('status')} (quality {doc.get('quality')})")
+            rows = [
+                (f.get("field"), f.get("status"), f.get("quality"), ", ".join(f.get("reasons", [])))
+                for f in doc.get("fields", [])
+            ]
+            console.table(["field", "status", "quality", "reasons"], rows)
+        else:
+            console.json(doc)
         return EXIT_OK
 
     def check_plugins(self, config: NodeConfig) -> Sequence[ConfigError]:

@@ -83,6 +83,10 @@ class Node:
 
             self.history = HistoryService(config.data_dir, config.history, self._store)
             self.intake.sink.observers.append(self.history.observe)
+        from drsdtp.node.insight import InsightService
+
+        self.intelligence = InsightService(self)
+        self.intake.sink.observers.append(self.intelligence.observe)
         self._stack: contextlib.AsyncExitStack | None = None
         self.extra_services: list[Service] = []
 
@@ -139,7 +143,7 @@ class Node:
         return reply
 
     def insight(self, twin_id: str, kind: str, params: dict[str, Any]) -> dict[str, Any]:
-        raise DrsdtpError("twin intelligence is not enabled on this node")
+        return self.intelligence.insight(twin_id, kind, params)
 
     def state_digest(self) -> int:
         """A 64-bit digest of the whole state (equal on converged nodes)."""
@@ -184,6 +188,7 @@ class Node:
             self.high_water,
             self.clock,
             *([self.history] if self.history is not None else []),
+            self.intelligence,
             *self.extra_services,
             self.api,
             self.metrics_server,

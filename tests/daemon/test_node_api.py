@@ -97,3 +97,50 @@ async def test_cli_reads_a_running_node(tmp_path: pathlib.Path) -> None:
         assert "humidity" in json.loads(get.stdout)
         missing = await asyncio.to_thread(cli, "get", "nope")
         assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+
+
+@pytest.mark.integration
+async def test_insight_serves_health_forecast_and_what_if_and_writes_quality(tmp_path: pathlib.Path) -> None:
+    cfg = node_config(tmp_path, kernels=[{"type": "room", "expected_period_s": 0.02}])
+    async with Node(cfg) as node:
+        await wait_for(
+            lambda: node.intelligence.passes > 0 and node.store.get("room-1", "temp_1.q") is not None
+        )
+        channel, stub = connect(Address("127.0.0.1", node.api.port))
+        async with channel:
+            health = json.loads(
+                (await stub.Insight(api_pb2.InsightRequest(twin_id="room-1", kind="health"))).json
+            )
+            assert health["twin"] == "room-1" and {f["field"] for f in health["fields"]} >= {
+                "temp_1",
+                "humidity",
+            }
+            forecast = json.loads(
+                (
+                    await stub.Insight(
+                        api_pb2.InsightRequest(
+                            twin_id="room-1", kind="forecast", params_json='{"fields": ["temp_1"]}'
+                        )
+                    )
+                ).json
+            )
+            assert forecast["forecasts"][0]["field"] == "temp_1"
+            whatif = json.loads(
+                (
+                    await stub.Insight(
+                        api_pb2.InsightRequest(
+                            twin_id="room-1",
+                            kind="whatif",
+                            params_json='{"scenario": "heater fails", "horizon_min": 30}',
+                        )
+                    )
+                ).json
+            )
+            assert whatif["refused"] is None and whatif["crossings"]
+            assert len(whatif["trajectories"]["temp"]) == len(whatif["offsets_min"]) > 1
+            with pytest.raises(grpc.aio.AioRpcError) as bad:
+                await stub.Insight(api_pb2.InsightRequest(twin_id="room-1", kind="horoscope"))
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # The quality score is a replicated register next to the value.
+        q = node.store.get("room-1", "temp_1.q")
+        assert isinstance(q, float) and 0.0 <= q <= 1.0

@@ -1,0 +1,456 @@
+"""MQTT adapter (aiomqtt 2.5, MQTT 5 or 3.1.1).
+
+Settings::
+
+    [[adapters]]
+    type = "mqtt"
+    name = "site-broker"
+    host = "broker.local"
+    port = 8883                  # default 1883, or 8883 with [adapters.tls]
+    protocol = "5"               # or "3.1.1"
+    client_id = "drsdtp-node-1"  # stable id: required for the persistent session
+    persistent_session = true    # the broker keeps our subscriptions and queues QoS 1 while we are away
+    session_expiry_s = 86400     # MQTT 5: how long the broker keeps that session
+    receive_maximum = 1000       # MQTT 5: unacknowledged QoS 1 messages the broker may send us
+    username = "node1"
+    password_file = "/etc/drsdtp/mqtt.pass"
+    keepalive_s = 30
+    max_batch_messages = 5000    # messages drained into one batch
+    max_queued_qos0 = 100000     # QoS 0 messages queued in the client before new ones are dropped (counted)
+    max_unacked = 100000         # QoS 1 messages held unacknowledged before the session is reset (see _Inbox)
+    [adapters.tls]
+    ca_file = "/etc/drsdtp/ca.pem"
+    cert_file = "/etc/drsdtp/node.pem"   # client certificate (optional)
+    key_file = "/etc/drsdtp/node.key"
+    insecure = false                     # true skips host-name verification (lab only)
+    [[adapters.topics]]
+    template = "site/{twin}/{field}"     # subscribed as site/+/+
+    qos = 1
+    payload = "number"                   # or json / json_batch, see drsdtp.adapters.payloads
+
+Acknowledgement: QoS 1 messages are acknowledged (PUBACK) only after the pipeline's sink has applied their
+readings. aiomqtt 2.5.1 has no manual-ack option, so the adapter switches its paho client
+(``aiomqtt.Client._client``, paho-mqtt 2.x) to ``manual_ack_set(True)`` and calls ``ack(mid, 1)`` from the
+pipeline, in arrival order (MQTT requires PUBACKs in PUBLISH order). Until the ack, the broker holds the
+message and redelivers it on reconnect (persistent session); ``receive_maximum`` bounds how many it sends
+ahead, which is also the end-to-end backpressure. If a future aiomqtt hides the paho client, the adapter
+logs a warning and falls back to paho's automatic ack; the loss window is then the readings in flight
+between receive and apply: at most the pipeline buffer (``ingest.buffer_readings``) plus one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import ssl
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from typing import TYPE_CHECKING, Any
+
+from drsdtp.adapters.base import AdapterStats, SourceBatch
+from drsdtp.adapters.common import CommonSettings, parse_common, require_module
+from drsdtp.adapters.payloads import PayloadDecoder, PayloadError, parse_payload
+from drsdtp.adapters.settings import Table
+from drsdtp.adapters.topics import TopicTemplate
+from drsdtp.errors import AdapterError
+from drsdtp.ingest.options import IngestOptions
+from drsdtp.ingest.pipeline import wall_ms
+from drsdtp.ingest.ratelog import RateLimitedLog
+from drsdtp.supervisor import Backoff
+
+if TYPE_CHECKING:
+    import aiomqtt
+
+__all__ = ["MqttAdapter", "MqttSettings", "TlsSettings", "TopicRule", "build"]
+
+_log = logging.getLogger(__name__)
+_ROUTE_CACHE_MAX = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRule:
+    template: TopicTemplate
+    qos: int
+    decoder: PayloadDecoder
+    twin: str | None  # fixed names, used when the template does not capture them
+    field: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    ca_file: str | None
+    cert_file: str | None
+    key_file: str | None
+    insecure: bool
+
+    def context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file:
+            ctx.load_cert_chain(self.cert_file, self.key_file)
+        if self.insecure:
+            ctx.check_hostname = False
+        return ctx
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    common: CommonSettings
+    host: str
+    port: int
+    protocol: str  # "5" | "3.1.1"
+    client_id: str | None
+    persistent_session: bool
+    session_expiry_s: int
+    receive_maximum: int
+    keepalive_s: int
+    connect_timeout_s: float
+    username: str | None
+    password: str | None = dc_field(default=None, repr=False)
+    tls: TlsSettings | None = None
+    max_batch_messages: int = 5000
+    max_queued_qos0: int = 100_000
+    max_unacked: int = 100_000
+    topics: tuple[TopicRule, ...] = ()
+
+
+def _parse_topic(t: Table) -> TopicRule:
+    template = TopicTemplate.parse(t.get_str("template"), t.path("template"))
+    qos = t.get_int("qos", 1, lo=0, hi=2)
+    if qos == 2:
+        raise t.error("qos", "QoS 2 is not supported: use 1 (readings are idempotent, duplicates harmless)")
+    twin = t.opt_str("twin")
+    field = t.opt_str("field")
+    if twin is not None and template.twin_at is not None:
+        raise t.error("twin", "the template already captures {twin}")
+    if field is not None and template.field_at is not None:
+        raise t.error("field", "the template already captures {field}")
+    decoder = parse_payload(t)
+    t.done()
+    return TopicRule(template, qos, decoder, twin, field)
+
+
+def parse_settings(raw: Mapping[str, Any], key: str) -> MqttSettings:
+    t = Table(raw, key)
+    require_module(t, "aiomqtt", "mqtt")
+    common = parse_common(t)
+    host = t.get_str("host")
+    tls_t = t.table("tls")
+    tls = None
+    if tls_t is not None:
+        tls = TlsSettings(
+            tls_t.readable_file("ca_file", None),
+            tls_t.readable_file("cert_file", None),
+            tls_t.readable_file("key_file", None),
+            tls_t.get_bool("insecure", False),
+        )
+        if tls.key_file and not tls.cert_file:
+            raise tls_t.error("key_file", "needs cert_file")
+        tls_t.done()
+    port = t.get_int("port", 8883 if tls else 1883, lo=1, hi=65535)
+    protocol = t.choice("protocol", ("5", "3.1.1"), "5")
+    persistent = t.get_bool("persistent_session", True)
+    client_id = t.opt_str("client_id")
+    if persistent and client_id is None:
+        raise t.error(
+            "client_id",
+            "is required with persistent_session = true (the broker finds the session by client id)",
+        )
+    username = t.opt_str("username")
+    password = t.secret("password")
+    if password is not None and username is None:
+        raise t.error("username", "is required when a password is set")
+    topics = tuple(_parse_topic(tt) for tt in t.tables("topics", required=True))
+    settings = MqttSettings(
+        common=common,
+        host=host,
+        port=port,
+        protocol=protocol,
+        client_id=client_id,
+        persistent_session=persistent,
+        session_expiry_s=t.get_int("session_expiry_s", 86400, lo=0, hi=0xFFFFFFFF),
+        receive_maximum=t.get_int("receive_maximum", 1000, lo=1, hi=65535),
+        keepalive_s=t.get_int("keepalive_s", 30, lo=5, hi=65535),
+        connect_timeout_s=t.get_float("connect_timeout_s", 10.0, lo=0.1),
+        username=username,
+        password=password,
+        tls=tls,
+        max_batch_messages=t.get_int("max_batch_messages", 5000, lo=1),
+        max_queued_qos0=t.get_int("max_queued_qos0", 100_000, lo=1),
+        max_unacked=t.get_int("max_unacked", 100_000, lo=1),
+        topics=topics,
+    )
+    t.done()
+    return settings
+
+
+def build(raw: Mapping[str, Any], key: str) -> MqttAdapter:
+    return MqttAdapter(parse_settings(raw, key))
+
+
+Route = tuple[TopicRule, str | None, str | None]
+
+
+class MqttAdapter:
+    kind = "mqtt"
+
+    def __init__(self, settings: MqttSettings) -> None:
+        self.settings = settings
+        self._stats = AdapterStats()
+        self._routes: dict[str, Route | None] = {}
+        self._unknown_log = RateLimitedLog(_log, f"{settings.common.name}: unroutable messages")
+        self._malformed_log = RateLimitedLog(_log, f"{settings.common.name}: malformed payloads")
+        self._drop_log = RateLimitedLog(_log, f"{settings.common.name}: client queue full")
+
+    @property
+    def name(self) -> str:
+        return self.settings.common.name
+
+    @property
+    def stats(self) -> AdapterStats:
+        return self._stats
+
+    @property
+    def ingest(self) -> IngestOptions:
+        return self.settings.common.ingest
+
+    @property
+    def backoff(self) -> Backoff:
+        return self.settings.common.backoff
+
+    # ---- decoding (pure; unit-tested without a broker) --------------------------------------------------
+
+    def route(self, topic: str) -> Route | None:
+        try:
+            return self._routes[topic]
+        except KeyError:
+            pass
+        found: Route | None = None
+        for rule in self.settings.topics:
+            m = rule.template.match(topic)
+            if m is not None:
+                twin = m[0] if m[0] is not None else rule.twin
+                found = (rule, twin, m[1] if m[1] is not None else rule.field)
+                break
+        if len(self._routes) >= _ROUTE_CACHE_MAX:
+            self._routes.clear()  # topics are unbounded input; the cache must not be
+        self._routes[topic] = found
+        return found
+
+    def decode(self, messages: list[tuple[str, bytes]], received_ms: int) -> SourceBatch:
+        out = SourceBatch(received_ms)
+        st = self._stats
+        st.messages += len(messages)
+        route = self.route
+        for topic, payload in messages:
+            r = route(topic)
+            if r is None:
+                st.unknown += 1
+                self._unknown_log.warn("topic", "no topic rule matches %r", topic)
+                continue
+            rule, twin, field = r
+            try:
+                bad = rule.decoder.decode(payload, twin, field, received_ms, out)
+            except PayloadError as exc:
+                st.malformed += 1
+                self._malformed_log.warn(exc.reason, "topic %r: %s", topic, exc)
+                continue
+            if bad:
+                st.malformed += bad
+                self._malformed_log.warn("items", "topic %r: %d unusable items in a payload", topic, bad)
+        return out
+
+    # ---- connection ---------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncIterator[SourceBatch]]:
+        import aiomqtt
+
+        client = self._client(aiomqtt)
+        # Two aiomqtt 2.5 internals: the queue it built from our queue_type (drained without an await per
+        # message) and the paho client (manual acks). Both are checked, not assumed.
+        inbox = getattr(client, "_queue", None)
+        if not isinstance(inbox, _Inbox):
+            raise TypeError(f"aiomqtt {aiomqtt.__version__} no longer keeps its queue in Client._queue")
+        paho: Any = getattr(client, "_client", None)
+        manual_ack = hasattr(paho, "manual_ack_set") and hasattr(paho, "ack")
+        if manual_ack:
+            paho.manual_ack_set(True)
+        else:
+            _log.warning(
+                "%s: this aiomqtt does not expose its paho client; QoS 1 is acknowledged on receipt",
+                self.name,
+            )
+        s = self.settings
+        try:
+            await client.__aenter__()
+        except aiomqtt.MqttError as exc:
+            raise AdapterError(f"{self.name}: cannot connect to {s.host}:{s.port}: {exc}") from exc
+        try:
+            await self._subscribe(aiomqtt, client)
+            _log.info(
+                "%s: connected to %s:%d (MQTT %s), %d topic rules",
+                self.name,
+                s.host,
+                s.port,
+                s.protocol,
+                len(s.topics),
+            )
+            yield self._batches(aiomqtt, client, inbox, paho if manual_ack else None)
+        finally:
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                # A broken connection cannot be closed politely; the exception that got us here matters.
+                async with asyncio.timeout(2.0):
+                    await client.__aexit__(None, None, None)
+
+    def _client(self, aiomqtt: Any) -> aiomqtt.Client:
+        from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        s = self.settings
+        v5 = s.protocol == "5"
+        props = None
+        if v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = s.session_expiry_s if s.persistent_session else 0
+            props.ReceiveMaximum = s.receive_maximum
+        return aiomqtt.Client(  # type: ignore[no-any-return]
+            s.host,
+            s.port,
+            username=s.username,
+            password=s.password,
+            identifier=s.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            clean_session=None if v5 else not s.persistent_session,
+            # paho refuses clean_start on 3.1.1 unless it is left at its default.
+            clean_start=not s.persistent_session if v5 else MQTT_CLEAN_START_FIRST_ONLY,
+            properties=props,
+            keepalive=s.keepalive_s,
+            timeout=s.connect_timeout_s,
+            tls_context=s.tls.context() if s.tls else None,
+            tls_insecure=s.tls.insecure if s.tls else None,
+            queue_type=functools.partial(
+                _Inbox, self._stats, s.max_queued_qos0, s.max_unacked, self._drop_log
+            ),
+        )
+
+    async def _subscribe(self, aiomqtt: Any, client: aiomqtt.Client) -> None:
+        from paho.mqtt.subscribeoptions import SubscribeOptions
+
+        s = self.settings
+        if s.protocol == "5":
+            # Resubscribing to a kept session must not replay every retained message each time.
+            new_only = SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
+            topics: list[tuple[str, Any]] = [
+                (r.template.filter, SubscribeOptions(qos=r.qos, retainHandling=new_only)) for r in s.topics
+            ]
+        else:
+            topics = [(r.template.filter, r.qos) for r in s.topics]
+        try:
+            granted = await client.subscribe(topics)
+        except aiomqtt.MqttError as exc:
+            raise AdapterError(f"{self.name}: subscribe failed: {exc}") from exc
+        for (flt, _), code in zip(topics, granted, strict=False):
+            value = code if isinstance(code, int) else int(getattr(code, "value", 0))
+            if value >= 0x80:
+                _log.error("%s: broker refused subscription %r (reason %s)", self.name, flt, code)
+
+    async def _batches(
+        self, aiomqtt: Any, client: aiomqtt.Client, inbox: _Inbox, paho: Any
+    ) -> AsyncIterator[SourceBatch]:
+        messages = client.messages
+        limit = self.settings.max_batch_messages
+        pending = _PendingAcks()
+        while True:
+            if inbox.overflowed and inbox.empty():
+                # Some QoS 1 messages were refused by the full inbox. Acknowledge everything we did take (so
+                # each session makes progress), then reset: the broker redelivers only what is still unacked.
+                await pending.settled()
+                raise AdapterError(
+                    f"{self.name}: more than {self.settings.max_unacked} unacknowledged QoS 1 messages; "
+                    "resetting the session so the broker redelivers the ones refused"
+                )
+            try:
+                first = await anext(messages)
+            except aiomqtt.MqttError as exc:
+                raise AdapterError(f"{self.name}: connection lost: {exc}") from exc
+            # Drain what is already queued without an await per message: one batch, one core call.
+            msgs = [first]
+            while len(msgs) < limit:
+                try:
+                    msgs.append(inbox.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            batch = self.decode([(m.topic.value, m.payload) for m in msgs], wall_ms())
+            if paho is not None:
+                mids = [m.mid for m in msgs if m.qos == 1]
+                if mids:
+                    batch.ack = pending.acker(paho, mids, self._stats)
+            yield batch
+
+
+class _PendingAcks:
+    """Counts batches handed to the pipeline whose PUBACKs are not sent yet."""
+
+    def __init__(self) -> None:
+        self._open = 0
+        self._none_open = asyncio.Event()
+        self._none_open.set()
+
+    def acker(self, paho: Any, mids: list[int], stats: AdapterStats) -> Callable[[], None]:
+        self._open += 1
+        self._none_open.clear()
+
+        def ack() -> None:
+            # On a dropped connection this queues into a dead client: harmless, the broker redelivers.
+            for mid in mids:
+                paho.ack(mid, 1)
+            stats.acked += len(mids)
+            self._open -= 1
+            if not self._open:
+                self._none_open.set()
+
+        return ack
+
+    async def settled(self) -> None:
+        await self._none_open.wait()
+
+
+class _Inbox(asyncio.Queue[Any]):
+    """The client's incoming queue (aiomqtt's ``queue_type``).
+
+    QoS 0 is bounded: beyond ``qos0_limit`` new messages are dropped and counted. QoS 1 is never dropped
+    silently: an unacknowledged message the broker believes delivered only comes back after a reconnect. The
+    broker bounds it (MQTT 5 receive maximum; for 3.1.1 its ``max_inflight_messages``, mosquitto's default
+    20); should a broker exceed ``qos1_limit`` anyway, the inbox marks itself overflowed and the session is
+    reset, so the broker redelivers everything still unacknowledged.
+    """
+
+    def __init__(
+        self,
+        stats: AdapterStats,
+        qos0_limit: int,
+        qos1_limit: int,
+        drop_log: RateLimitedLog,
+        maxsize: int = 0,
+    ) -> None:
+        super().__init__(0)
+        self.overflowed = False
+        self._stats = stats
+        self._qos0_limit = qos0_limit
+        self._qos1_limit = qos1_limit
+        self._drop_log = drop_log
+
+    def put_nowait(self, item: Any) -> None:
+        size = self.qsize()
+        if item.qos == 0 and size >= self._qos0_limit:
+            self._stats.dropped += 1
+            self._drop_log.warn("qos0", "dropping QoS 0 messages: %d queued", size)
+            return
+        if item.qos > 0 and size >= self._qos1_limit:
+            self.overflowed = True
+            return
+        super().put_nowait(item)

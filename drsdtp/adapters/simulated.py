@@ -1,0 +1,215 @@
+"""Simulated source: the :mod:`drsdtp.sim` plant as an adapter (the demo default; intelligence validation).
+
+Settings::
+
+    [[adapters]]
+    type = "simulated"
+    name = "demo"
+    rooms = 3
+    seed = 0
+    dt_s = 10.0            # plant seconds per step
+    setpoint_c = 21.0      # optional thermostat setpoint for every room
+    speedup = 1.0          # plant seconds per wall second; 0 = as fast as possible (needs steps)
+    steps = 8640           # optional: stop after this many steps (a finite replay)
+    [[adapters.faults]]    # optional, see drsdtp.sim.faults
+    kind = "drift"
+    twin = "room-2"
+    field = "temp_1"
+    onset_step = 360
+    magnitude = 0.5
+
+Timestamps: plant time maps linearly onto wall-clock milliseconds. Paced (``speedup > 0``): the session
+start is "now" and one plant second lasts ``1 / speedup`` wall seconds, so readings are fresh as they arrive.
+As fast as possible: the whole run of ``steps`` is laid out at real plant spacing so that it *ends* at the
+session start (a replay of recent history; raise ``ingest.stale_after_s`` and ``ingest.max_age_s`` to cover
+it).
+
+Like a real sensor network, a dropped reading is simply not sent (the per-sensor ``seq`` shows the gap,
+counted in ``stats.lost``) and a re-sent stale sample with an old ``seq`` is dropped as a duplicate. The node
+may drive the plant through :attr:`SimulatedAdapter.plant` (``set_input``, ``inject``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from drsdtp.adapters.base import AdapterStats, Quality, SourceBatch
+from drsdtp.adapters.common import CommonSettings, parse_common
+from drsdtp.adapters.settings import Table
+from drsdtp.errors import ConfigError, InvalidValueError, UnknownTwinError
+from drsdtp.ingest.options import IngestOptions
+from drsdtp.ingest.pipeline import wall_ms
+from drsdtp.sim import FAULT_KINDS, FIELDS, Fault, Plant
+from drsdtp.supervisor import Backoff
+
+__all__ = ["SimulatedAdapter", "SimulatedSettings", "SimulatedStats", "build"]
+
+_log = logging.getLogger(__name__)
+_READINGS_PER_BATCH = 4096  # as-fast-as-possible mode packs several plant steps into one batch
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedSettings:
+    common: CommonSettings
+    rooms: int
+    seed: int
+    dt_s: float
+    setpoint_c: float | None
+    speedup: float
+    steps: int | None
+    faults: tuple[Fault, ...]
+
+
+@dataclass(slots=True)
+class SimulatedStats(AdapterStats):
+    duplicates: int = 0
+    steps: int = 0
+
+
+def _parse_fault(t: Table) -> Fault:
+    kind = t.choice("kind", FAULT_KINDS)
+    try:
+        fault = Fault(
+            kind=kind,
+            twin=t.get_str("twin"),
+            field=t.choice("field", FIELDS),
+            onset_step=t.get_int("onset_step", lo=0),
+            magnitude=t.get_float("magnitude", 0.0),
+            duration_steps=t.get_int("duration_steps") if t.has("duration_steps") else None,
+            rate=t.get_float("rate", 1.0, lo=0.0, hi=1.0),
+            stuck_at_magnitude=t.get_bool("stuck_at_magnitude", False),
+        )
+    except InvalidValueError as exc:
+        raise ConfigError(t.key, str(exc)) from None
+    t.done()
+    return fault
+
+
+def parse_settings(raw: Mapping[str, Any], key: str) -> SimulatedSettings:
+    t = Table(raw, key)
+    common = parse_common(t)
+    settings = SimulatedSettings(
+        common=common,
+        rooms=t.get_int("rooms", 3, lo=1, hi=100_000),
+        seed=t.get_int("seed", 0),
+        dt_s=t.get_float("dt_s", 10.0, lo=0.0, lo_exclusive=True),
+        setpoint_c=t.opt_float("setpoint_c", lo=-50.0, hi=100.0),
+        speedup=t.get_float("speedup", 1.0, lo=0.0),
+        steps=t.get_int("steps", lo=1) if t.has("steps") else None,
+        faults=tuple(_parse_fault(f) for f in t.tables("faults")),
+    )
+    if settings.speedup == 0 and settings.steps is None:
+        raise t.error("steps", "is required with speedup = 0 (an endless run cannot end at 'now')")
+    t.done()
+    return settings
+
+
+def build(raw: Mapping[str, Any], key: str) -> SimulatedAdapter:
+    adapter = SimulatedAdapter(parse_settings(raw, key))
+    for i, fault in enumerate(adapter.settings.faults):
+        try:
+            adapter.plant.inject(fault)
+        except UnknownTwinError as exc:
+            raise ConfigError(
+                f"{key}.faults[{i}].twin", f"no such twin {exc} (twins are room-1..room-N)"
+            ) from None
+    return adapter
+
+
+class SimulatedAdapter:
+    kind = "simulated"
+
+    def __init__(self, settings: SimulatedSettings, plant: Plant | None = None) -> None:
+        self.settings = settings
+        self.plant = plant or Plant(
+            rooms=settings.rooms, seed=settings.seed, dt_s=settings.dt_s, setpoint_c=settings.setpoint_c
+        )
+        self._stats = SimulatedStats()
+        shape = (self.plant.rooms, len(FIELDS))
+        self._last_seq: npt.NDArray[np.int64] = np.full(shape, -1, np.int64)
+        self._twins = np.repeat(np.array(self.plant.twins, dtype=object), len(FIELDS))
+        self._fields = np.tile(np.array(FIELDS, dtype=object), self.plant.rooms)
+
+    @property
+    def name(self) -> str:
+        return self.settings.common.name
+
+    @property
+    def stats(self) -> SimulatedStats:
+        return self._stats
+
+    @property
+    def ingest(self) -> IngestOptions:
+        return self.settings.common.ingest
+
+    @property
+    def backoff(self) -> Backoff:
+        return self.settings.common.backoff
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncIterator[SourceBatch]]:
+        yield self._run()
+
+    def _step_into(self, out: SourceBatch, anchor_ms: float, anchor_t: float, ms_per_s: float) -> None:
+        frame = self.plant.step_frame()
+        st = self._stats
+        st.steps += 1
+        values = frame.values.ravel()
+        seq = frame.seq
+        sent = ~np.isnan(frame.values)
+        last = self._last_seq
+        fresh = sent & (seq > last)
+        st.messages += int(np.count_nonzero(sent))
+        st.duplicates += int(np.count_nonzero(sent & ~fresh))
+        # Readings lost since the last one each sensor delivered (dropouts), counted when it speaks again.
+        st.lost += int(np.sum(np.where(fresh & (last >= 0), seq - last - 1, 0)))
+        self._last_seq = np.where(fresh, seq, last)
+        keep = fresh.ravel()
+        ts = anchor_ms + (frame.sensor_t_s.ravel()[keep] - anchor_t) * ms_per_s
+        n = int(np.count_nonzero(keep))
+        out.twins.extend(self._twins[keep].tolist())
+        out.fields.extend(self._fields[keep].tolist())
+        out.values.extend(values[keep].tolist())
+        out.source_ms.extend(ts.astype(np.int64).tolist())
+        out.quality.extend([Quality.GOOD] * n)
+
+    async def _run(self) -> AsyncIterator[SourceBatch]:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        remaining = s.steps - self._stats.steps if s.steps is not None else None
+        start_wall = wall_ms()
+        if s.speedup > 0:
+            anchor_t, ms_per_s = self.plant.t_s, 1000.0 / s.speedup
+            start_loop = loop.time()
+            k = 0
+            while remaining is None or remaining > 0:
+                k += 1
+                delay = start_loop + k * s.dt_s / s.speedup - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                batch = SourceBatch(wall_ms())
+                self._step_into(batch, start_wall, anchor_t, ms_per_s)
+                if remaining is not None:
+                    remaining -= 1
+                yield batch
+            return
+        assert remaining is not None
+        # Replay: the last step lands on the session start, earlier ones at real plant spacing before it.
+        anchor_t = self.plant.t_s + remaining * s.dt_s
+        per_step = self.plant.rooms * len(FIELDS)
+        steps_per_batch = max(1, _READINGS_PER_BATCH // per_step)
+        while remaining > 0:
+            batch = SourceBatch(wall_ms())
+            for _ in range(min(steps_per_batch, remaining)):
+                self._step_into(batch, start_wall, anchor_t, 1000.0)
+                remaining -= 1
+            yield batch
+        _log.info("%s: replay of %d steps finished", self.name, self._stats.steps)

@@ -1,0 +1,263 @@
+"""The ingest pipeline of one adapter: validate, map, deadband, buffer, one core call per batch, ack.
+
+Two coroutines share a bounded :class:`ReadingBuffer`:
+
+* :meth:`Pipeline.feed` (the supervisor's session body) turns each :class:`SourceBatch` into a
+  :class:`ReadingBatch` (pure CPU, vectorised) and waits for room in the buffer: backpressure.
+* :meth:`Pipeline.run_apply` takes everything queued (up to ``max_batch`` readings), makes ONE
+  ``sink.apply`` call, then runs the batches' ``ack`` callbacks in arrival order and records latency.
+
+The two overlap: while the core applies batch N (GIL released), the adapter decodes batch N+1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from drsdtp.adapters.base import BatchSink, Interner, Quality, ReadingBatch, SourceBatch
+from drsdtp.errors import ClockSkewError, InvalidValueError
+from drsdtp.ingest.buffer import ReadingBuffer
+from drsdtp.ingest.keys import BAD_KEY, KeyTable
+from drsdtp.ingest.latency import LatencyWindow
+from drsdtp.ingest.options import IngestOptions
+from drsdtp.ingest.ratelog import RateLimitedLog
+
+__all__ = ["Pipeline", "PipelineStats", "wall_ms"]
+
+_log = logging.getLogger(__name__)
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    """Reading-level counters (plain attributes; the metrics module exports them)."""
+
+    received: int = 0  # readings handed over by the adapter
+    invalid: int = 0  # refused by validation (see invalid_by_reason)
+    dropped: int = 0  # valid but lost: refused by the sink
+    late: int = 0  # older than stale_after_s at ingest (kept, flagged stale)
+    suppressed: int = 0  # withheld by deadband / report-by-exception
+    no_value: int = 0  # BAD-quality readings without a value (forwarded for field health)
+    gaps: int = 0  # a field with an expected period was silent for more than two periods
+    applied: int = 0  # rows applied by the sink
+    batches: int = 0  # sink calls
+    invalid_by_reason: dict[str, int] = field(default_factory=dict)
+    latency: LatencyWindow = field(default_factory=LatencyWindow)  # ms, source timestamp -> applied
+
+
+@dataclass(slots=True)
+class _Pending:
+    batch: ReadingBatch
+    ack: Callable[[], None] | None
+
+
+class Pipeline:
+    def __init__(
+        self,
+        name: str,
+        options: IngestOptions,
+        sink: BatchSink,
+        interner: Interner,
+        *,
+        clock_ms: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.name = name
+        self.options = options
+        self.stats = PipelineStats()
+        self.keys = KeyTable(options, interner)
+        self._sink = sink
+        self._clock_ms = clock_ms
+        self._buffer: ReadingBuffer[_Pending] = ReadingBuffer(options.buffer_readings)
+        self._invalid_log = RateLimitedLog(_log, f"{name}: invalid readings")
+        self._idle = asyncio.Event()  # set while nothing is queued or being applied
+        self._idle.set()
+
+    # ---- producer side -------------------------------------------------------------------------------
+
+    async def feed(self, batches: AsyncIterator[SourceBatch]) -> None:
+        """Consume an adapter session; returns when the source ends, raises when it fails."""
+        async for source in batches:
+            await self.submit(source)
+
+    async def submit(self, source: SourceBatch) -> None:
+        """Validate and queue one source batch (waits while the buffer is full)."""
+        batch = self.prepare(source)
+        if len(batch) or source.ack is not None:
+            # Empty batches with an ack still queue: acks must go out in arrival order.
+            self._idle.clear()
+            await self._buffer.put(_Pending(batch, source.ack), len(batch))
+
+    def prepare(self, source: SourceBatch) -> ReadingBatch:
+        n = len(source)
+        st = self.stats
+        st.received += n
+        if n == 0:
+            return ReadingBatch.empty()
+        now = self._clock_ms()
+        keys = self.keys
+        rows = keys.rows(source.twins, source.fields)
+        values = np.array(source.values, dtype=np.float64)
+        src_ms = np.array(source.source_ms, dtype=np.int64)
+        quality = np.array(source.quality, dtype=np.uint8)
+
+        no_value = quality >= Quality.BAD
+        values[no_value] = np.nan  # a BAD reading never carries a usable number
+        bad_key = rows == BAD_KEY
+        safe_rows = np.where(bad_key, 0, rows)
+        finite = np.isfinite(values)
+        not_finite = ~finite & ~no_value
+        opts = self.options
+        future = src_ms > now + opts.max_future_s * 1000.0
+        ancient = src_ms < now - opts.max_age_s * 1000.0
+        out_of_range = np.zeros(n, dtype=np.bool_)
+        if keys.has_range:
+            with np.errstate(invalid="ignore"):
+                out_of_range = finite & ((values < keys.lo[safe_rows]) | (values > keys.hi[safe_rows]))
+        reasons = (
+            ("bad name or too many keys", bad_key),
+            ("not a finite number", not_finite),
+            ("out of range", out_of_range & ~bad_key),
+            ("timestamp in the future", future),
+            ("timestamp too old", ancient),
+        )
+        invalid = bad_key | not_finite | out_of_range | future | ancient
+        if invalid.any():
+            self._count_invalid(source, reasons, invalid)
+            if opts.invalid == "bad":
+                # Keep a value-less BAD reading where we still know which field it was and when.
+                salvage = invalid & ~bad_key & ~future & ~ancient
+                values[salvage] = np.nan
+                quality[salvage] = Quality.BAD
+                no_value |= salvage
+                invalid &= ~salvage
+        keep = ~invalid
+        stale = src_ms < now - opts.stale_after_s * 1000.0
+        st.late += int(np.count_nonzero(stale & keep))
+
+        if keys.has_expected:
+            self._track_period(rows[keep], src_ms[keep])
+        if keys.has_deadband:
+            keep &= self._report_by_exception(rows, values, quality, src_ms, keep)
+        st.no_value += int(np.count_nonzero(no_value & keep))
+        if keep.all():
+            return ReadingBatch(keys.twin_id[rows], keys.field_id[rows], values, src_ms, quality, stale)
+        r = rows[keep]
+        return ReadingBatch(
+            keys.twin_id[r], keys.field_id[r], values[keep], src_ms[keep], quality[keep], stale[keep]
+        )
+
+    def _count_invalid(
+        self,
+        source: SourceBatch,
+        reasons: tuple[tuple[str, npt.NDArray[np.bool_]], ...],
+        invalid: npt.NDArray[np.bool_],
+    ) -> None:
+        self.stats.invalid += int(np.count_nonzero(invalid))
+        by_reason = self.stats.invalid_by_reason
+        for reason, mask in reasons:
+            count = int(np.count_nonzero(mask))
+            if count:
+                by_reason[reason] = by_reason.get(reason, 0) + count
+                i = int(np.argmax(mask))
+                self._invalid_log.warn(
+                    reason,
+                    "%s (%d in batch), e.g. twin=%r field=%r value=%r ts_ms=%r",
+                    reason,
+                    count,
+                    source.twins[i],
+                    source.fields[i],
+                    source.values[i],
+                    source.source_ms[i],
+                )
+
+    def _track_period(self, rows: npt.NDArray[np.int64], src_ms: npt.NDArray[np.int64]) -> None:
+        keys = self.keys
+        prev = keys.last_seen_ms[rows]
+        with np.errstate(invalid="ignore"):
+            self.stats.gaps += int(np.count_nonzero((src_ms - prev) > 2.0 * keys.expected_ms[rows]))
+        np.fmax.at(keys.last_seen_ms, rows, src_ms.astype(np.float64))
+
+    def _report_by_exception(
+        self,
+        rows: npt.NDArray[np.int64],
+        values: npt.NDArray[np.float64],
+        quality: npt.NDArray[np.uint8],
+        src_ms: npt.NDArray[np.int64],
+        keep: npt.NDArray[np.bool_],
+    ) -> npt.NDArray[np.bool_]:
+        """Forward a reading if it moved by >= deadband, changed quality, or the heartbeat is due.
+
+        Compares against the last value forwarded before this batch: two readings of one field inside a
+        batch may both pass (over-reporting is safe; under-reporting is not).
+        """
+        keys = self.keys
+        r = np.where(keep, rows, 0)
+        with np.errstate(invalid="ignore"):
+            moved = ~(np.abs(values - keys.last_value[r]) < keys.deadband[r])
+        due = (src_ms - keys.last_sent_ms[r]) >= keys.heartbeat_ms[r]
+        changed_quality = quality.astype(np.int16) != keys.last_quality[r]
+        forward = keep & (moved | due | changed_quality)
+        suppressed = keep & ~forward
+        self.stats.suppressed += int(np.count_nonzero(suppressed))
+        fr = rows[forward]
+        keys.last_value[fr] = values[forward]
+        keys.last_quality[fr] = quality[forward]
+        keys.last_sent_ms[fr] = src_ms[forward]
+        result: npt.NDArray[np.bool_] = forward | ~keep
+        return result
+
+    # ---- consumer side -------------------------------------------------------------------------------
+
+    async def run_apply(self) -> None:
+        """Apply queued batches forever (cancel to stop); raises if the sink fails unexpectedly."""
+        while True:
+            pending = await self._buffer.take(self.options.max_batch)
+            await self._apply(pending)
+            if not len(self._buffer):
+                self._idle.set()
+
+    async def drain(self) -> None:
+        """Wait until everything submitted so far is applied (needs ``run_apply`` running)."""
+        await self._idle.wait()
+
+    async def _apply(self, pending: list[_Pending]) -> None:
+        batch = ReadingBatch.concat([p.batch for p in pending if len(p.batch)])
+        n = len(batch)
+        if n:
+            try:
+                await self._sink.apply(batch)
+            except (InvalidValueError, ClockSkewError) as exc:
+                # Refused by the core: acknowledge anyway, or the source would redeliver it forever.
+                self.stats.dropped += n
+                _log.warning("%s: sink refused a batch of %d readings: %s", self.name, n, exc)
+            else:
+                self.stats.applied += n
+                self.stats.batches += 1
+                fresh = ~batch.stale
+                self.stats.latency.add(self._clock_ms() - batch.source_ms[fresh])
+        for p in pending:
+            if p.ack is not None:
+                try:
+                    p.ack()
+                except Exception:
+                    # The state is applied; a failed ack only means the source redelivers (idempotent).
+                    _log.exception("%s: acknowledgement failed", self.name)
+
+    async def apply_direct(self, source: SourceBatch) -> None:
+        """prepare + one sink call without the buffer (tests and synchronous replays)."""
+        batch = self.prepare(source)
+        await self._apply([_Pending(batch, source.ack)])
+
+    @property
+    def queued_readings(self) -> int:
+        return self._buffer.weight

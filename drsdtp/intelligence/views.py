@@ -1,0 +1,400 @@
+"""Build the frozen result objects of one field or twin from the arrays of the last pass."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from drsdtp.intelligence.divergence import (
+    KIND_MODEL_DRIFT,
+    KIND_SENSOR_FAULT,
+    KIND_UNRESOLVED,
+    Classification,
+)
+from drsdtp.intelligence.drift import AGAINST_PEERS
+from drsdtp.intelligence.forecast import time_to_threshold
+from drsdtp.intelligence.health import STATUS_CODES, HealthStatus, Reason
+from drsdtp.intelligence.mathutil import normal_coverage
+from drsdtp.intelligence.results import (
+    AnomalyEvent,
+    DivergenceAlert,
+    DivergenceKind,
+    FieldForecast,
+    FieldHealth,
+    FieldTraits,
+    HorizonForecast,
+    MaintenanceEstimate,
+    RiskFactor,
+    Severity,
+    ThresholdCrossing,
+    TwinHealth,
+)
+from drsdtp.intelligence.traits import ANOMALY_KINDS, FRESHNESS_CODES, TREND_CODES, _detail
+from drsdtp.intelligence.whatif import first_crossing
+from drsdtp.kernels import SimulationKernel, TwinState
+
+if TYPE_CHECKING:
+    from drsdtp.intelligence.engine import PassResult, TwinIntelligence
+
+__all__ = [
+    "build_alert",
+    "build_field_forecast",
+    "build_field_health",
+    "build_kernel_forecast",
+    "build_maintenance",
+    "build_traits",
+    "build_twin_health",
+]
+
+
+def _opt(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def build_field_health(engine: TwinIntelligence, last: PassResult, row: int) -> FieldHealth:
+    h, sc, spec = last.health, last.health.screen, engine.table.specs[row]
+    twin, field = engine.table.keys[row]
+    reasons = Reason(int(h.reasons[row]))
+    value = float(engine.windows.last_v[row])
+    unit = spec.unit
+    details: list[str] = []
+    if Reason.NO_DATA in reasons:
+        details.append("no reading yet")
+    if Reason.STALE in reasons:
+        how = " (the sensor keeps re-sending its last reading)" if sc.replaying[row] else ""
+        details.append(
+            f"no new reading for {sc.age_s[row]:.0f} s, expected every {spec.expected_period_s:g} s{how}"
+        )
+    if Reason.STUCK in reasons:
+        details.append(
+            f"flat line at {value:g}{unit} over the last {engine.config.health.stuck_run} readings"
+        )
+    if Reason.DRIFT in reasons:
+        d = h.drift
+        peers = d.against[row] == AGAINST_PEERS
+        offset = d.peer_offset[row] if peers else d.model_offset[row]
+        details.append(
+            f"drift: {offset:+.3g}{unit} against {'its redundant sensors' if peers else 'the model'}"
+        )
+    if Reason.SPIKE in reasons:
+        details.append(f"spike: a recent reading is {sc.spike_z[row]:.0f} noise widths off")
+    if Reason.DROPOUT in reasons:
+        details.append(f"{sc.missing[row]:.0f} readings missing recently")
+    if Reason.LOSS in reasons:
+        details.append(f"{sc.loss[row]:.1%} of readings lost over the window")
+    if Reason.OUT_OF_RANGE in reasons:
+        details.append(f"value {value:g}{unit} outside [{spec.valid_min:g}, {spec.valid_max:g}]")
+    return FieldHealth(
+        twin=twin,
+        field=field,
+        status=STATUS_CODES[int(h.status[row])],
+        quality=round(float(h.quality[row]), 4),
+        reasons=tuple(r.name for r in Reason if r in reasons and r.name is not None),
+        details=tuple(details),
+        value=_opt(value),
+        age_s=_opt(float(sc.age_s[row])),
+        noise=_opt(float(sc.noise[row])),
+    )
+
+
+def build_twin_health(twin: str, model: str, t_s: float, fields: tuple[FieldHealth, ...]) -> TwinHealth:
+    order = {HealthStatus.HEALTHY: 0, HealthStatus.DEGRADED: 1, HealthStatus.FAILED: 2}
+    worst = max((f.status for f in fields), key=order.__getitem__, default=HealthStatus.HEALTHY)
+    quality = min((f.quality for f in fields), default=0.0)
+    return TwinHealth(twin=twin, model=model, t_s=t_s, status=worst, quality=quality, fields=fields)
+
+
+def build_traits(engine: TwinIntelligence, last: PassResult, row: int) -> FieldTraits:
+    tr, sc = last.traits, last.health.screen
+    twin, field = engine.table.keys[row]
+    value = float(engine.windows.last_v[row])
+    anomalies = tuple(
+        AnomalyEvent(
+            twin=twin,
+            field=field,
+            kind=kind,
+            severity=Severity(int(tr.severity[kind][row])),
+            t_s=last.t_s,
+            value=_opt(value),
+            detail=_detail(kind, float(sc.spike_z[row]), float(tr.trend_rate_per_s[row])),
+        )
+        for kind in ANOMALY_KINDS
+        if tr.anomaly[kind][row]
+    )
+    return FieldTraits(
+        twin=twin,
+        field=field,
+        unit=engine.table.specs[row].unit,
+        value=_opt(value),
+        stability=_opt(float(tr.stability[row])),
+        drift_rate_per_min=_opt(float(tr.drift_rate_per_s[row]) * 60.0),
+        trend=TREND_CODES[int(tr.trend[row])],
+        trend_rate_per_min=_opt(float(tr.trend_rate_per_s[row]) * 60.0),
+        freshness=FRESHNESS_CODES[int(tr.freshness[row])],
+        age_s=_opt(float(sc.age_s[row])),
+        anomalies=anomalies,
+    )
+
+
+def build_maintenance(engine: TwinIntelligence, last: PassResult, row: int) -> MaintenanceEstimate | None:
+    d = last.health.drift
+    table = engine.table
+    peers = table.group_size[row] >= 2
+    current = float(d.peer_offset[row] if peers else d.model_offset[row])
+    limit = float(table.calibration_tolerance[row])
+    n = len(table)
+    offsets = np.where(table.group_size >= 2, d.peer_offset, d.model_offset)[:n]
+    remaining, growth = engine.degradation.remaining_s(offsets, table.calibration_tolerance[:n])
+    rem, rate = float(remaining[row]), float(growth[row])
+    if not math.isfinite(rate):
+        return None
+    twin, field = table.keys[row]
+    unit = table.specs[row].unit
+    against = "its redundant sensors" if peers else "the model"
+    if math.isfinite(rem):
+        detail = (
+            f"{field} offset {current:+.3g}{unit} against {against}, growing {rate * 3600:.3g}{unit}/h: "
+            f"calibration tolerance {limit:g}{unit} reached in {rem / 3600:.1f} h"
+        )
+    else:
+        detail = f"{field} offset {current:+.3g}{unit} against {against}: no significant degradation"
+    return MaintenanceEstimate(
+        twin=twin,
+        target=field,
+        indicator=f"offset vs {'peers' if peers else 'model'}",
+        current=current,
+        limit=limit,
+        rate_per_h=rate * 3600.0,
+        remaining_h=rem / 3600.0 if math.isfinite(rem) else None,
+        detail=detail,
+    )
+
+
+def _risks(
+    engine: TwinIntelligence, last: PassResult, row: int, crossings: Sequence[ThresholdCrossing]
+) -> tuple[RiskFactor, ...]:
+    hc = engine.config.health
+    quality = float(last.health.quality[row])
+    out: list[RiskFactor] = []
+    for c in crossings:
+        if c.eta_min is not None:
+            out.append(RiskFactor("limit_approach", round(max(0.0, 1.0 - c.eta_min / 240.0), 3), c.message))
+    if quality < hc.degraded_below:
+        out.append(RiskFactor("data_quality", round(1.0 - quality, 3), f"quality {quality:.2f}"))
+    stability = float(last.traits.stability[row])
+    if math.isfinite(stability) and stability < 0.5:
+        out.append(RiskFactor("instability", round(1.0 - stability, 3), f"stability {stability:.2f}"))
+    loss = float(last.health.screen.loss[row])
+    if loss > 0.01:
+        out.append(RiskFactor("data_loss", round(min(1.0, loss * 5), 3), f"{loss:.1%} of readings lost"))
+    twin, field = engine.table.keys[row]
+    for alert in engine.divergence(twin):
+        if field in alert.fields:
+            out.append(RiskFactor("model_divergence", round(min(1.0, alert.score / 4.0), 3), alert.message))
+    return tuple(sorted(out, key=lambda r: -r.score))
+
+
+def _crossings_linear(
+    engine: TwinIntelligence, last: PassResult, row: int, level: float, slope: float, slope_sigma: float
+) -> tuple[ThresholdCrossing, ...]:
+    spec = engine.table.specs[row]
+    out: list[ThresholdCrossing] = []
+    low = np.array([spec.low_limit if spec.low_limit is not None else np.nan])
+    high = np.array([spec.high_limit if spec.high_limit is not None else np.nan])
+    eta_high, eta_low = time_to_threshold(
+        np.array([level]),
+        np.array([slope]),
+        np.array([slope_sigma]),
+        low,
+        high,
+        engine.config.max_time_to_threshold_s,
+    )
+    for limit, eta, above in ((spec.high_limit, eta_high[0], True), (spec.low_limit, eta_low[0], False)):
+        if limit is None:
+            continue
+        out.append(
+            _crossing(spec.name, limit, above, float(eta), spec.unit, engine.config.max_time_to_threshold_s)
+        )
+    return tuple(out)
+
+
+def _crossing(
+    name: str, limit: float, above: bool, eta_s: float, unit: str, lookahead_s: float
+) -> ThresholdCrossing:
+    if not math.isfinite(eta_s):
+        message = f"{name} not expected to cross {limit:g}{unit} within {lookahead_s / 60:.0f} min"
+    elif eta_s == 0.0:
+        message = f"{name} is already {'above' if above else 'below'} {limit:g}{unit}"
+    else:
+        message = f"{name} will reach {limit:g}{unit} in {eta_s / 60:.0f} min"
+    return ThresholdCrossing(
+        field=name,
+        threshold=limit,
+        direction="above" if above else "below",
+        eta_min=eta_s / 60.0 if math.isfinite(eta_s) else None,
+        message=message,
+    )
+
+
+def _refused(engine: TwinIntelligence, last: PassResult, row: int, method: str) -> FieldForecast | None:
+    thr = engine.config.health.quality_threshold
+    quality = float(last.health.quality[row])
+    if quality >= thr:
+        return None
+    twin, field = engine.table.keys[row]
+    reasons = Reason(int(last.health.reasons[row]))
+    why = ", ".join(r.name for r in Reason if r in reasons and r.name is not None) or "low quality"
+    return FieldForecast(
+        twin=twin,
+        field=field,
+        t_s=last.t_s,
+        method=method,
+        value_now=None,
+        quality=round(quality, 4),
+        refused=f"quality {quality:.2f} below {thr} ({why})",
+        horizons=(),
+        crossings=(),
+        risks=(),
+        maintenance=None,
+    )
+
+
+def build_field_forecast(
+    engine: TwinIntelligence, last: PassResult, row: int, horizons_min: Sequence[float]
+) -> FieldForecast:
+    refused = _refused(engine, last, row, "linear")
+    if refused is not None:
+        return refused
+    fit = last.fit_short
+    twin, field = engine.table.keys[row]
+    quality = float(last.health.quality[row])
+    tol = float(engine.table.forecast_tolerance[row])
+    z = engine.config.interval_z
+    level = float(fit.at(last.t_s)[row])
+    slope = float(fit.slope[row])
+    slope_sigma = float(fit.slope_sigma()[row])
+    horizons: list[HorizonForecast] = []
+    for h in horizons_min:
+        t = last.t_s + 60.0 * h
+        mean = level + slope * 60.0 * h
+        sd = float(fit.predictive_sigma(t)[row])
+        conf = quality * float(normal_coverage(np.array([tol]), np.array([sd]))[0])
+        horizons.append(
+            HorizonForecast(
+                float(h),
+                _opt(mean),
+                _opt(mean - z * sd),
+                _opt(mean + z * sd),
+                round(conf if math.isfinite(mean) else 0.0, 4),
+            )
+        )
+    crossings = _crossings_linear(engine, last, row, level, slope, slope_sigma)
+    return FieldForecast(
+        twin=twin,
+        field=field,
+        t_s=last.t_s,
+        method="linear.trend",
+        value_now=_opt(level),
+        quality=round(quality, 4),
+        refused=None,
+        horizons=tuple(horizons),
+        crossings=crossings,
+        risks=_risks(engine, last, row, crossings),
+        maintenance=build_maintenance(engine, last, row),
+    )
+
+
+def build_kernel_forecast(
+    engine: TwinIntelligence,
+    last: PassResult,
+    row: int,
+    kernel: SimulationKernel,
+    state: TwinState,
+    variable: str,
+    horizons_min: Sequence[float],
+) -> FieldForecast:
+    refused = _refused(engine, last, row, kernel.name)
+    if refused is not None:
+        return refused
+    from drsdtp.kernels import Scenario
+
+    twin, field = engine.table.keys[row]
+    spec = engine.table.specs[row]
+    quality = float(last.health.quality[row])
+    horizon_s = max(60.0 * max(horizons_min), engine.config.max_time_to_threshold_s)
+    pred = kernel.simulate(state, Scenario(step_s=60.0), horizon_s)
+    offsets, mean = pred.offsets_s, pred.mean[variable]
+    lower, upper = pred.lower[variable], pred.upper[variable]
+    # The kernel predicts the true value; the field reads it plus its own noise.
+    noise = float(last.health.screen.noise[row])
+    z = engine.config.interval_z
+    horizons: list[HorizonForecast] = []
+    for h in horizons_min:
+        m = float(np.interp(60.0 * h, offsets, mean))
+        half = float(np.interp(60.0 * h, offsets, upper - lower)) / 2.0
+        sd = math.hypot(half / z, noise)
+        conf = quality * float(normal_coverage(np.array([spec.forecast_tolerance]), np.array([sd]))[0])
+        horizons.append(
+            HorizonForecast(float(h), _opt(m), _opt(m - z * sd), _opt(m + z * sd), round(conf, 4))
+        )
+    crossings: list[ThresholdCrossing] = []
+    for limit, above in ((spec.high_limit, True), (spec.low_limit, False)):
+        if limit is None:
+            continue
+        eta = first_crossing(offsets, mean, limit, above)
+        crossings.append(
+            _crossing(field, limit, above, math.nan if eta is None else eta, spec.unit, horizon_s)
+        )
+    return FieldForecast(
+        twin=twin,
+        field=field,
+        t_s=last.t_s,
+        method=kernel.name,
+        value_now=_opt(float(mean[0])),
+        quality=round(quality, 4),
+        refused=None,
+        horizons=tuple(horizons),
+        crossings=tuple(crossings),
+        risks=_risks(engine, last, row, crossings),
+        maintenance=build_maintenance(engine, last, row),
+    )
+
+
+def build_alert(
+    twin: str,
+    kernel: str,
+    variable: str,
+    fields: tuple[str, ...],
+    verdict: Classification,
+    slot: int,
+    t_s: float,
+) -> DivergenceAlert:
+    kind_code = int(verdict.kind[slot])
+    suspects = tuple(f for f, s in zip(fields, verdict.suspects[slot], strict=False) if s)
+    kind = {
+        KIND_MODEL_DRIFT: DivergenceKind.MODEL_DRIFT,
+        KIND_SENSOR_FAULT: DivergenceKind.SENSOR_FAULT,
+        KIND_UNRESOLVED: DivergenceKind.UNRESOLVED,
+    }[kind_code]
+    if kind is DivergenceKind.MODEL_DRIFT:
+        message = f"model drift: every sensor of {variable} ({', '.join(fields)}) disagrees with {kernel}"
+    elif kind is DivergenceKind.SENSOR_FAULT:
+        message = f"sensor fault: {', '.join(suspects) or 'a sensor'} disagrees with its peers and the model"
+    else:
+        message = f"{fields[0]} disagrees with {kernel}; without a redundant sensor, sensor or model drift"
+    return DivergenceAlert(
+        twin=twin,
+        kernel=kernel,
+        variable=variable,
+        fields=fields,
+        kind=kind,
+        severity=Severity(int(verdict.severity[slot])),
+        score=round(float(verdict.score[slot]), 3),
+        recalibrate=kind is not DivergenceKind.SENSOR_FAULT,
+        suspects=suspects,
+        message=message,
+        t_s=t_s,
+    )

@@ -1,0 +1,49 @@
+"""Simulation kernels: the protocol, the registry (entry-point group ``drsdtp.kernels``) and the built-ins.
+
+Built-ins: ``linear.trend`` (straight-line extrapolation), ``kalman.local_trend`` (level and slope from a
+Kalman filter), ``thermal.first_order`` (Newton cooling with heater and fan, humidity, thermostat; its tracker
+fuses redundant sensors with a Kalman filter and estimates parameters online by recursive least squares), and
+:class:`MonteCarloKernel`, which wraps any of them to turn parameter and state uncertainty into intervals.
+"""
+
+from drsdtp.kernels.kalman import LocalTrendFilter, LocalTrendKernel, scalar_update
+from drsdtp.kernels.linear import LinearTrendKernel
+from drsdtp.kernels.montecarlo import EnsembleKernel, MonteCarloKernel
+from drsdtp.kernels.protocol import (
+    Observation,
+    ParamChange,
+    Prediction,
+    Scenario,
+    SimulationKernel,
+    StateTracker,
+    TrackerStep,
+    TrackingKernel,
+    TwinState,
+)
+from drsdtp.kernels.registry import ENTRY_POINT_GROUP, KernelRegistry, default_registry
+from drsdtp.kernels.thermal import DEFAULT_PARAMS as THERMAL_DEFAULT_PARAMS
+from drsdtp.kernels.thermal import FirstOrderThermalKernel, ThermalTracker
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "THERMAL_DEFAULT_PARAMS",
+    "EnsembleKernel",
+    "FirstOrderThermalKernel",
+    "KernelRegistry",
+    "LinearTrendKernel",
+    "LocalTrendFilter",
+    "LocalTrendKernel",
+    "MonteCarloKernel",
+    "Observation",
+    "ParamChange",
+    "Prediction",
+    "Scenario",
+    "SimulationKernel",
+    "StateTracker",
+    "ThermalTracker",
+    "TrackerStep",
+    "TrackingKernel",
+    "TwinState",
+    "default_registry",
+    "scalar_update",
+]

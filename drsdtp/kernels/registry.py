@@ -1,0 +1,100 @@
+"""Kernel registry: built-ins plus plug-ins from the ``drsdtp.kernels`` entry-point group.
+
+A plug-in package declares, in its ``pyproject.toml``::
+
+    [project.entry-points."drsdtp.kernels"]
+    "hvac.two_zone" = "my_pkg.kernels:TwoZoneKernel"
+
+The entry point must load to a zero-argument callable (usually the class) returning an object that satisfies
+:class:`~drsdtp.kernels.protocol.SimulationKernel`. The registry creates each kernel once and hands the same
+instance to every twin of every model type that names it. A plug-in that fails to load is skipped and its
+error kept in :attr:`KernelRegistry.load_errors`, so one broken package cannot stop the node.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from importlib.metadata import entry_points
+
+from drsdtp.errors import ConfigError
+from drsdtp.kernels.kalman import LocalTrendKernel
+from drsdtp.kernels.linear import LinearTrendKernel
+from drsdtp.kernels.protocol import SimulationKernel
+from drsdtp.kernels.thermal import FirstOrderThermalKernel
+
+__all__ = ["ENTRY_POINT_GROUP", "KernelRegistry", "default_registry"]
+
+ENTRY_POINT_GROUP = "drsdtp.kernels"
+_log = logging.getLogger(__name__)
+
+KernelFactory = Callable[[], SimulationKernel]
+
+BUILTINS: dict[str, KernelFactory] = {
+    LinearTrendKernel.name: LinearTrendKernel,
+    FirstOrderThermalKernel.name: FirstOrderThermalKernel,
+    LocalTrendKernel.name: LocalTrendKernel,
+}
+
+
+class KernelRegistry:
+    """Name -> factory, and name -> the one shared instance (created on first use)."""
+
+    def __init__(self) -> None:
+        self._factories: dict[str, KernelFactory] = {}
+        self._instances: dict[str, SimulationKernel] = {}
+        self.load_errors: dict[str, str] = {}
+
+    def register(self, name: str, factory: KernelFactory, *, replace: bool = False) -> None:
+        if not name:
+            raise ConfigError("kernel.name", "must not be empty")
+        if name in self._factories and not replace:
+            raise ConfigError(f"kernel.{name}", "already registered")
+        self._factories[name] = factory
+        self._instances.pop(name, None)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(sorted(self._factories))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._factories
+
+    def get(self, name: str) -> SimulationKernel:
+        """The shared instance of kernel ``name``."""
+        if name not in self._instances:
+            factory = self._factories.get(name)
+            if factory is None:
+                raise ConfigError(
+                    f"kernel.{name}", f"not registered; known kernels: {', '.join(self.names())}"
+                )
+            kernel = factory()
+            if not isinstance(kernel, SimulationKernel):
+                raise ConfigError(f"kernel.{name}", "factory did not return a SimulationKernel")
+            self._instances[name] = kernel
+        return self._instances[name]
+
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> tuple[str, ...]:
+        """Register every kernel advertised in ``group``; returns the names added."""
+        added: list[str] = []
+        for ep in entry_points(group=group):
+            try:
+                factory = ep.load()
+                if not callable(factory):
+                    raise TypeError(f"{ep.value} is not callable")
+                self.register(ep.name, factory)
+            except Exception as exc:  # a broken plug-in must not stop the node
+                self.load_errors[ep.name] = f"{type(exc).__name__}: {exc}"
+                _log.warning("kernel plug-in %r (%s) not loaded: %s", ep.name, ep.value, exc)
+                continue
+            added.append(ep.name)
+        return tuple(added)
+
+
+def default_registry(*, plugins: bool = True) -> KernelRegistry:
+    """Built-in kernels, plus the ``drsdtp.kernels`` entry points when ``plugins`` is true."""
+    registry = KernelRegistry()
+    for name, factory in BUILTINS.items():
+        registry.register(name, factory)
+    if plugins:
+        registry.load_entry_points()
+    return registry
