@@ -41,7 +41,7 @@ class InsightService(BackgroundService):
         self.engine = TwinIntelligence()
         tables = node.config.kernels or ({"type": "room"},)
         for i, table in enumerate(tables):
-            self.engine.add_model(_model_from_table(table, f"kernels[{i}]"))
+            self.engine.add_model(model_from_table(table, f"kernels[{i}]"))
         self._twins: dict[int, str | None] = {}  # engine-known twin ids -> model (None: not modelled)
         self._rows: dict[int, int] = {}  # (twin id << 32 | field id) -> engine row, -1: not a model field
         self._written: dict[tuple[str, str], float] = {}
@@ -136,7 +136,7 @@ class InsightService(BackgroundService):
         return model
 
 
-def _model_from_table(table: Any, key: str) -> Any:
+def model_from_table(table: Any, key: str) -> Any:
     kind = table.get("type")
     if kind != "room":
         raise ConfigError(f"{key}.type", f"unknown model type {kind!r} (built in: room)")

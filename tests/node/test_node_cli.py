@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import asyncio
 import io
 import logging
@@ -103,11 +105,14 @@ def test_check_config_checks_tls_files(tmp_path: Path) -> None:
     assert drsdtp("check-config", "--skip-files", str(config)).returncode == 0
 
 
-def test_node_commands_say_they_are_not_wired_yet(tmp_path: Path) -> None:
-    for args in (["status"], ["twins"], ["get", "pump-1"], ["run", "--config", str(EXAMPLE)]):
-        result = drsdtp(*args)
-        assert result.returncode == 2, args
-        assert "the node daemon, which is not wired yet" in result.stderr
+def test_client_commands_report_an_unreachable_node_clearly(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, never listening: connections are refused
+        for args in (["status"], ["twins"], ["get", "pump-1"]):
+            result = drsdtp(*args, "--api", f"127.0.0.1:{port}", "--timeout", "2")
+            assert result.returncode == 1, args
+            assert f"on 127.0.0.1:{port}: UNAVAILABLE" in result.stderr
 
 
 def test_usage_errors_exit_2() -> None:

@@ -50,8 +50,8 @@ def test_example_config_loads_with_its_documented_values() -> None:
     assert config.tls is None
     assert [t.interval_s for t in config.history.downsample] == [60, 3600]
     assert config.adapters[0]["type"] == "mqtt"
-    assert config.adapters[0]["topic"] == "plant-a/+/telemetry"
-    assert config.kernels[0]["type"] == "thermal"
+    assert config.adapters[0]["topics"][0]["template"] == "plant-a/{twin}/{field}"
+    assert config.kernels[0]["type"] == "room"
     assert config.twins[0].scope == "line-3"
 
 
