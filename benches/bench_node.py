@@ -33,20 +33,30 @@ def rss_mb(pid: int | str = "self") -> float:
 
 
 def config(data_dir: str, wal: bool = True) -> object:
-    return parse_config({
-        "node_id": "bench", "data_dir": data_dir,
-        "listen": {"api": "127.0.0.1:0", "metrics": "127.0.0.1:0", "peer": "127.0.0.1:0"},
-        "wal": {"enabled": wal, "snapshot_every": 10**9}, "history": {"enabled": False},
-    })
+    return parse_config(
+        {
+            "node_id": "bench",
+            "data_dir": data_dir,
+            "listen": {"api": "127.0.0.1:0", "metrics": "127.0.0.1:0", "peer": "127.0.0.1:0"},
+            "wal": {"enabled": wal, "snapshot_every": 10**9},
+            "history": {"enabled": False},
+        }
+    )
 
 
 def idle_rss() -> float:
     with tempfile.TemporaryDirectory() as d:
         cfg = pathlib.Path(d, "n.toml")
-        cfg.write_text(f'node_id = "idle"\ndata_dir = "{d}/data"\n[listen]\napi = "127.0.0.1:0"\n'
-                       'metrics = "127.0.0.1:0"\npeer = "127.0.0.1:0"\n')
-        proc = subprocess.Popen([sys.executable, "-m", "drsdtp", "run", "--config", str(cfg)], cwd=ROOT,
-                                stderr=subprocess.PIPE, text=True)
+        cfg.write_text(
+            f'node_id = "idle"\ndata_dir = "{d}/data"\n[listen]\napi = "127.0.0.1:0"\n'
+            'metrics = "127.0.0.1:0"\npeer = "127.0.0.1:0"\n'
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "drsdtp", "run", "--config", str(cfg)],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stderr is not None
         for line in proc.stderr:
             if "node ready" in line:
@@ -60,6 +70,7 @@ def idle_rss() -> float:
 
 def twins_rss_child() -> None:
     """In a fresh process: RSS growth of a node store holding 100k twins x 10 fields."""
+
     async def main() -> None:
         with tempfile.TemporaryDirectory() as d:
             async with Node(config(d)) as node:  # type: ignore[arg-type]
@@ -69,8 +80,10 @@ def twins_rss_child() -> None:
                 for start in range(0, 100_000, 1_000):
                     twins = [f"twin-{t}" for t in range(start, start + 1_000) for _ in fields]
                     names = fields * 1_000
-                    await node.commit(w.write(twins, names, np.random.default_rng(start).random(10_000)), [], "x")
+                    values = np.random.default_rng(start).random(10_000)
+                    await node.commit(w.write(twins, names, values), [], "x")
                 print(f"{rss_mb() - before:.1f} {node.store.stats()['fields']}")
+
     asyncio.run(main())
 
 
@@ -131,15 +144,23 @@ def main() -> None:
     ap.add_argument("--log-gb", type=float, default=1.0)
     args = ap.parse_args()
     idle = idle_rss()
-    print(f"idle node RSS: {idle:.1f} MB (goal <= 60 MB; ThingsBoard Edge plans 256-512 MB: {256 / idle:.1f}x less)")
-    out = subprocess.run([sys.executable, __file__, "twins-rss-child"], capture_output=True, text=True,
-                         check=True, cwd=ROOT).stdout.split()
-    print(f"100k twins x 10 fields: +{float(out[0]):.1f} MB RSS for {out[1]} fields "
-          f"({float(out[0]) * 1e6 / 100_000:.0f} B per twin)")
+    print(
+        f"idle node RSS: {idle:.1f} MB (goal <= 60 MB; ThingsBoard Edge plans 256-512 MB: "
+        f"{256 / idle:.1f}x less)"
+    )
+    out = subprocess.run(
+        [sys.executable, __file__, "twins-rss-child"], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.split()
+    print(
+        f"100k twins x 10 fields: +{float(out[0]):.1f} MB RSS for {out[1]} fields "
+        f"({float(out[0]) * 1e6 / 100_000:.0f} B per twin)"
+    )
     on = asyncio.run(ingest_rate(True))
     off = asyncio.run(ingest_rate(False))
-    print(f"ingest through the node, 8 writers x 1,000-reading batches: WAL on {on:,.0f} readings/s, "
-          f"off {off:,.0f} readings/s (durability costs {100 * (1 - on / off):.0f}%)")
+    print(
+        f"ingest through the node, 8 writers x 1,000-reading batches: WAL on {on:,.0f} readings/s, "
+        f"off {off:,.0f} readings/s (durability costs {100 * (1 - on / off):.0f}%)"
+    )
     gb, secs, records = recovery(args.log_gb)
     print(f"recovery of a {gb:.2f} GB log ({records:,} records): {secs:.1f} s ({gb / secs:.2f} GB/s)")
 

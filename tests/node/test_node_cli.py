@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-
 import asyncio
 import io
 import logging
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -21,7 +20,15 @@ from drsdtp.cli import main, parse_time, setup_logging
 from drsdtp.config import Address, NodeConfig
 from drsdtp.console import Console, Progress, render_table
 from drsdtp.errors import ConfigError, StorageError
-from drsdtp.node_commands import ApiTarget, DemoOptions, ExportRequest, GetQuery, HistoryQuery, TwinsQuery
+from drsdtp.node_commands import (
+    ApiTarget,
+    DemoOptions,
+    ExportRequest,
+    GetQuery,
+    HistoryQuery,
+    InsightQuery,
+    TwinsQuery,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "deploy" / "drsdtp.example.toml"
@@ -160,6 +167,9 @@ class Recording:
 
     async def export(self, target: ApiTarget, request: ExportRequest, console: Console) -> int:
         return await self._record("export", target, request)
+
+    async def insight(self, target: ApiTarget, query: InsightQuery, console: Console) -> int:
+        return await self._record("insight", target, query)
 
     def check_plugins(self, config: NodeConfig) -> Sequence[ConfigError]:
         return [ConfigError("adapters[0].topic", "required key is missing")] if self.fail else []
