@@ -24,11 +24,23 @@ from typing import Generic, TypeVar
 
 from drsdtp.errors import AdapterError, ConfigError
 
-__all__ = ["Backoff", "Supervisor", "SupervisorStats"]
+__all__ = ["Backoff", "Supervisor", "SupervisorStats", "raise_if_cancelling"]
 
 _log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def raise_if_cancelling() -> None:
+    """Re-raise a cancellation that a library swallowed.
+
+    On Python 3.11 ``asyncio.wait_for`` loses a cancel that arrives just as its inner future completes (fixed
+    in 3.12, gh-86296); pymodbus, asyncua and aiomqtt all call it. The task then keeps running and the
+    TaskGroup waiting for it never exits, so loops that call into those libraries check here once per turn.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +116,7 @@ class Supervisor(Generic[T]):
     async def run(self) -> None:
         attempt = 0
         while True:
+            raise_if_cancelling()
             connected_at: float | None = None
             try:
                 async with self._factory() as resource:

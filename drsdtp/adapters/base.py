@@ -87,6 +87,22 @@ class SourceBatch:
         self.source_ms.append(source_ms)
         self.quality.append(quality)
 
+    def extend(
+        self,
+        twins: list[str],
+        fields: list[str],
+        values: list[float],
+        source_ms: int,
+        quality: int = Quality.GOOD,
+    ) -> None:
+        """Append many readings sharing one timestamp and quality."""
+        n = len(values)
+        self.twins.extend(twins)
+        self.fields.extend(fields)
+        self.values.extend(values)
+        self.source_ms.extend([source_ms] * n)
+        self.quality.extend([quality] * n)
+
     def __len__(self) -> int:
         return len(self.values)
 

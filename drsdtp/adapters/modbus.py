@@ -9,7 +9,7 @@ Settings::
     port = 502
     timeout_s = 1.0          # per request
     retries = 0              # per request, before the block counts as failed
-    poll_interval_s = 1.0    # default for every register
+    poll_interval_s = 1.0    # default for every register; 0 polls back to back
     request_gap_ms = 0       # pause between requests: pacing for slow devices and serial gateways
     max_block = 100          # registers per read (the protocol allows 125, or 2000 bits)
     max_gap = 8              # unused registers a merged read may span
@@ -48,8 +48,8 @@ from drsdtp.adapters.modbus_codec import (
     TABLES,
     TYPES,
     Block,
+    BlockDecoder,
     RegisterSpec,
-    decode,
     plan_blocks,
 )
 from drsdtp.adapters.settings import Table
@@ -57,7 +57,7 @@ from drsdtp.errors import AdapterError
 from drsdtp.ingest.options import IngestOptions
 from drsdtp.ingest.pipeline import wall_ms
 from drsdtp.ingest.ratelog import RateLimitedLog
-from drsdtp.supervisor import Backoff
+from drsdtp.supervisor import Backoff, raise_if_cancelling
 
 __all__ = ["ModbusAdapter", "ModbusSettings", "build"]
 
@@ -92,7 +92,7 @@ def _parse_register(t: Table, d: dict[str, Any]) -> RegisterSpec:
         order=t.choice("order", ORDERS, d["order"]),
         scale=t.get_float("scale", 1.0),
         offset=t.get_float("offset", 0.0),
-        poll_interval_s=t.get_float("poll_interval_s", d["poll_interval_s"], lo=0.001),
+        poll_interval_s=t.get_float("poll_interval_s", d["poll_interval_s"], lo=0.0),
     )
     if not spec.twin:
         raise t.error("twin", "is required (or set twin on the adapter)")
@@ -112,7 +112,7 @@ def parse_settings(raw: Mapping[str, Any], key: str) -> ModbusSettings:
         "table": t.choice("table", TABLES, "holding"),
         "data_type": t.choice("data_type", tuple(TYPES), "uint16"),
         "order": t.choice("order", ORDERS, "ABCD"),
-        "poll_interval_s": t.get_float("poll_interval_s", 1.0, lo=0.001),
+        "poll_interval_s": t.get_float("poll_interval_s", 1.0, lo=0.0),
     }
     registers = tuple(_parse_register(r, defaults) for r in t.tables("registers", required=True))
     seen: dict[tuple[str, str], int] = {}
@@ -138,6 +138,13 @@ def parse_settings(raw: Mapping[str, Any], key: str) -> ModbusSettings:
 
 def build(raw: Mapping[str, Any], key: str) -> ModbusAdapter:
     return ModbusAdapter(parse_settings(raw, key))
+
+
+def _next_due(due: float, now: float, interval: float) -> float:
+    """Keep the schedule on its grid; after a stall, skip missed polls instead of bursting to catch up."""
+    if interval <= 0:
+        return now  # poll back to back (benchmarks, fast local devices)
+    return due + interval * max(1, math.ceil((now - due) / interval))
 
 
 class _Refused(Exception):
@@ -192,8 +199,10 @@ class ModbusAdapter:
     async def _polls(self, client: Any) -> AsyncIterator[SourceBatch]:
         loop = asyncio.get_running_loop()
         blocks = self.blocks()
+        decoders = [BlockDecoder(b) for b in blocks]
         due = [loop.time()] * len(blocks)
         while True:
+            raise_if_cancelling()
             now = loop.time()
             wait = min(due) - now
             if wait > 0:
@@ -205,11 +214,11 @@ class ModbusAdapter:
             for i, block in enumerate(blocks):
                 if due[i] > now:
                     continue
-                # Keep the schedule on its grid; after a stall, skip missed polls instead of bursting.
-                due[i] += block.poll_interval_s * max(1, math.ceil((now - due[i]) / block.poll_interval_s))
+                due[i] = _next_due(due[i], now, block.poll_interval_s)
                 attempted += 1
+                raise_if_cancelling()
                 try:
-                    await self._read(client, block, batch)
+                    await self._read(client, decoders[i], batch)
                 except AdapterError:
                     raise
                 except _Refused as exc:
@@ -221,7 +230,7 @@ class ModbusAdapter:
                         ]
                         split.append((i, singles))
                         for single in singles:
-                            await self._read_or_mark_bad(client, single, batch)
+                            await self._read_or_mark_bad(client, BlockDecoder(single), batch)
                     else:
                         self._mark_bad(block, batch, str(exc))
                 except (TimeoutError, OSError) as exc:
@@ -231,6 +240,7 @@ class ModbusAdapter:
                     raise AdapterError(f"{self.name}: connection lost")
             for i, singles in reversed(split):
                 blocks[i : i + 1] = singles
+                decoders[i : i + 1] = [BlockDecoder(b) for b in singles]
                 due[i : i + 1] = [due[i]] * len(singles)
             self._stats.messages += attempted
             if len(batch):
@@ -239,17 +249,18 @@ class ModbusAdapter:
                 # Nothing answered at all: a half-open connection or a hung gateway; a new one is cheap.
                 raise AdapterError(f"{self.name}: no response to any read of the poll")
 
-    async def _read_or_mark_bad(self, client: Any, block: Block, batch: SourceBatch) -> None:
+    async def _read_or_mark_bad(self, client: Any, decoder: BlockDecoder, batch: SourceBatch) -> None:
         try:
-            await self._read(client, block, batch)
+            await self._read(client, decoder, batch)
         except AdapterError:
             raise
         except (_Refused, TimeoutError, OSError) as exc:
-            self._mark_bad(block, batch, str(exc))
+            self._mark_bad(decoder.block, batch, str(exc))
 
-    async def _read(self, client: Any, block: Block, batch: SourceBatch) -> None:
+    async def _read(self, client: Any, decoder: BlockDecoder, batch: SourceBatch) -> None:
         from pymodbus.exceptions import ConnectionException, ModbusException
 
+        block = decoder.block
         gap = self.settings.request_gap_s
         if gap:
             await asyncio.sleep(gap)
@@ -270,17 +281,8 @@ class ModbusAdapter:
                 f"unit {block.unit} {block.table} {block.start}+{block.count}: exception code "
                 f"{getattr(rr, 'exception_code', '?')}"
             )
-        ts = wall_ms()
-        if block.table in BIT_TABLES:
-            bits = rr.bits
-            for spec in block.specs:
-                batch.add(spec.twin, spec.field, float(bool(bits[spec.address - block.start])), ts)
-            return
-        words = rr.registers
-        for spec in block.specs:
-            at = spec.address - block.start
-            raw = decode(words[at : at + spec.count], spec.type, spec.order)
-            batch.add(spec.twin, spec.field, raw * spec.scale + spec.offset, ts)
+        values = decoder.values(rr.bits if decoder.bits else rr.registers)
+        batch.extend(decoder.twins, decoder.fields, values, wall_ms())
 
     def _mark_bad(self, block: Block, batch: SourceBatch, reason: str) -> None:
         self._fail_log.warn(

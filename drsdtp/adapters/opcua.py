@@ -51,7 +51,7 @@ from drsdtp.errors import AdapterError
 from drsdtp.ingest.options import IngestOptions
 from drsdtp.ingest.pipeline import wall_ms
 from drsdtp.ingest.ratelog import RateLimitedLog
-from drsdtp.supervisor import Backoff
+from drsdtp.supervisor import Backoff, raise_if_cancelling
 
 __all__ = ["NodeSpec", "OpcUaAdapter", "OpcUaSettings", "build"]
 
@@ -437,6 +437,7 @@ class OpcUaAdapter:
         loop = asyncio.get_running_loop()
         retry_at = loop.time() + self.settings.retry_failed_s
         while True:
+            raise_if_cancelling()
             if len(self._pending):
                 yield self._take()
                 continue

@@ -10,6 +10,7 @@ Settings::
     dt_s = 10.0            # plant seconds per step
     setpoint_c = 21.0      # optional thermostat setpoint for every room
     speedup = 1.0          # plant seconds per wall second; 0 = as fast as possible (needs steps)
+    twin_prefix = "site-a/"  # prepended to the room ids (several plants in one fleet)
     steps = 8640           # optional: stop after this many steps (a finite replay)
     [[adapters.faults]]    # optional, see drsdtp.sim.faults
     kind = "drift"
@@ -66,6 +67,7 @@ class SimulatedSettings:
     speedup: float
     steps: int | None
     faults: tuple[Fault, ...]
+    twin_prefix: str = ""  # prepended to the plant's room ids (several plants in one fleet)
 
 
 @dataclass(slots=True)
@@ -105,6 +107,7 @@ def parse_settings(raw: Mapping[str, Any], key: str) -> SimulatedSettings:
         speedup=t.get_float("speedup", 1.0, lo=0.0),
         steps=t.get_int("steps", lo=1) if t.has("steps") else None,
         faults=tuple(_parse_fault(f) for f in t.tables("faults")),
+        twin_prefix=t.get_str("twin_prefix", "", allow_empty=True),
     )
     if settings.speedup == 0 and settings.steps is None:
         raise t.error("steps", "is required with speedup = 0 (an endless run cannot end at 'now')")
@@ -135,7 +138,8 @@ class SimulatedAdapter:
         self._stats = SimulatedStats()
         shape = (self.plant.rooms, len(FIELDS))
         self._last_seq: npt.NDArray[np.int64] = np.full(shape, -1, np.int64)
-        self._twins = np.repeat(np.array(self.plant.twins, dtype=object), len(FIELDS))
+        names = [settings.twin_prefix + t for t in self.plant.twins]
+        self._twins = np.repeat(np.array(names, dtype=object), len(FIELDS))
         self._fields = np.tile(np.array(FIELDS, dtype=object), self.plant.rooms)
 
     @property

@@ -28,6 +28,7 @@ from drsdtp.ingest.keys import BAD_KEY, KeyTable
 from drsdtp.ingest.latency import LatencyWindow
 from drsdtp.ingest.options import IngestOptions
 from drsdtp.ingest.ratelog import RateLimitedLog
+from drsdtp.supervisor import raise_if_cancelling
 
 __all__ = ["Pipeline", "PipelineStats", "wall_ms"]
 
@@ -87,6 +88,7 @@ class Pipeline:
     async def feed(self, batches: AsyncIterator[SourceBatch]) -> None:
         """Consume an adapter session; returns when the source ends, raises when it fails."""
         async for source in batches:
+            raise_if_cancelling()
             await self.submit(source)
 
     async def submit(self, source: SourceBatch) -> None:

@@ -2,13 +2,14 @@
 
 The node does::
 
-    service = IngestService([build_adapter(t, f"adapters[{i}]") for i, t in enumerate(tables)], sink, store)
+    adapters = [build_adapter(t, f"adapters[{i}]") for i, t in enumerate(config_tables)]
+    service = IngestService(adapters, sink, store)  # store: the Interner; sink: the store-backed BatchSink
+    for name, runner in service.runners.items():
+        metrics.add_ingest(name, runner)  # live counters: satisfies drsdtp.stats.IngestCounters
     async with asyncio.TaskGroup() as tg:
         tg.create_task(service.run())
         ...
-    for name, runner in service.runners.items():
-        metrics.add_ingest(name, runner)   # live: satisfies drsdtp.stats.IngestCounters
-    service.snapshot()  # {adapter name: IngestSnapshot}
+    service.snapshot()  # {adapter name: IngestSnapshot} for status pages and tests
 """
 
 from __future__ import annotations
