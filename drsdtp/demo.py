@@ -1,4 +1,5 @@
-"""The in-process replication demo: three replicas of the real engine take concurrent writes of every CRDT
+"""The in-process replication demo (``python -m drsdtp.demo``; ``drsdtp demo`` runs whole node processes):
+three replicas of the real engine take concurrent writes of every CRDT
 type, exchange their deltas through a network that shuffles, duplicates and drops them, then catch up
 through digests and converge. It narrates each step, and returns whether the replicas converged.
 """
@@ -114,3 +115,7 @@ def run(
         say(f"  {room}: {_format_twin(stores[NODES[0]], room)}")
     say("converged: every replica holds identical state" if converged else "NOT converged")
     return converged
+
+
+if __name__ == "__main__":
+    raise SystemExit(0 if run() else 1)

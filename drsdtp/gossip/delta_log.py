@@ -37,7 +37,7 @@ class DeltaLog:
         return len(self._entries)
 
     @property
-    def bytes(self) -> int:
+    def size_bytes(self) -> int:
         return self._appended_bytes - self._floor_bytes
 
     def append(self, delta: bytes, source: str | None, now: float) -> int:
@@ -47,7 +47,7 @@ class DeltaLog:
         return self.head
 
     def over_limit(self) -> bool:
-        return len(self._entries) > self.max_entries or self.bytes > self.max_bytes
+        return len(self._entries) > self.max_entries or self.size_bytes > self.max_bytes
 
     def get(self, seq: int) -> Entry:
         """The entry ``seq`` (``floor < seq <= head``)."""

@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from drsdtp.errors import DrsdtpError
 
-__all__ = ["HandshakeRefused", "PeerError", "Refusal"]
+__all__ = ["HandshakeRefused", "PeerError", "ProtocolViolation", "Refusal"]
 
 
 class PeerError(DrsdtpError, ConnectionError):
@@ -29,5 +29,14 @@ class Refusal(StrEnum):
 class HandshakeRefused(PeerError):
     def __init__(self, reason: Refusal, detail: str) -> None:
         super().__init__(f"handshake refused ({reason}): {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class ProtocolViolation(PeerError):
+    """A message that ends the stream (not a PeerMessage, or beyond the size limit)."""
+
+    def __init__(self, reason: Refusal, detail: str) -> None:
+        super().__init__(detail)
         self.reason = reason
         self.detail = detail

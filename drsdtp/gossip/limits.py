@@ -28,6 +28,7 @@ class GossipLimits:
     # a reconnect is always joined). Smaller batches go as a list: a join decodes every delta once more.
     join_min_entries: int = 64
     relay: bool = True  # forward deltas received from one peer to the others (never back to the sender)
+    max_peers: int = 256  # distinct peers this node keeps replication state for (bounds memory)
     repair_interval_s: float = 30.0  # periodic digest exchange, the safety net for anything lost
     retransmit_after_s: float = 10.0  # no ack progress for this long: resend everything unacknowledged
     handshake_timeout_s: float = 10.0
@@ -58,6 +59,12 @@ class GossipLimits:
         return self.max_message_bytes - 4096
 
     @property
-    def grpc_message_bytes(self) -> int:
-        """The transport's hard cap: a little above ours, so our own checks answer first, with a reason."""
+    def envelope_bytes(self) -> int:
+        """Largest PeerMessage accepted: payload limit plus room for the envelope."""
         return self.max_message_bytes + 64 * 1024
+
+    @property
+    def grpc_message_bytes(self) -> int:
+        """The transport's hard cap, well above ours: up to it our own check refuses with a reason and a
+        count; beyond it gRPC refuses by itself (RESOURCE_EXHAUSTED, not counted here)."""
+        return 4 * self.envelope_bytes

@@ -16,7 +16,10 @@ The design, briefly:
   an idempotent merge, so loss, duplication and reordering only delay convergence.
 * Received deltas that changed something are appended to the log for the other peers (transitive gossip),
   tagged with their sender, and never sent back to it (no back-propagation, Enes et al. 2019). A delta that
-  changed nothing is redundant and goes no further.
+  changed nothing is redundant and goes no further. Nodes tell each other which peers they have a live
+  stream with (Links); a delta is not relayed to a peer its sender is connected to, because the sender's own
+  log delivers it there (or its repair does, should that stream drop): in a full mesh each delta then
+  crosses each link once, and relaying still carries it around a cut link.
 * Backpressure: at most ``window_bytes`` unacknowledged per peer. The log is bounded; when it sheds deltas a
   peer still needed, that peer is repaired by a digest-driven catch-up instead.
 * Catch-up: Digest -> Version of the differing twins -> StateChunks of what the asker lacks, plus a
@@ -30,15 +33,17 @@ The design, briefly:
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from drsdtp.core import FORMAT_VERSION, Store, join
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+
+from drsdtp.core import Store, join
 from drsdtp.errors import ClockSkewError, DecodeError, DrsdtpError
+from drsdtp.gossip import handshake
 from drsdtp.gossip.delta_log import DeltaLog
-from drsdtp.gossip.errors import HandshakeRefused, Refusal
+from drsdtp.gossip.handshake import PROTOCOL_VERSION
 from drsdtp.gossip.limits import GossipLimits
 from drsdtp.gossip.scopes import ScopeFilter, version_twins
 from drsdtp.gossip.stats import GossipPeerStats, ReplicatorStats
@@ -47,6 +52,7 @@ from drsdtp.wire.v1.peer_pb2 import (
     DeltaBatch,
     Digest,
     Hello,
+    Links,
     PeerMessage,
     Reject,
     StateChunk,
@@ -57,14 +63,12 @@ __all__ = ["EMPTY_STATE", "PROTOCOL_VERSION", "AntiEntropy", "Inbound", "PeerLin
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION: Final = 1
 EMPTY_STATE: Final = join([])  # what catch_up returns for "nothing to send"
-_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_MAX_SCOPES: Final = 256
 _MAX_PARTS: Final = 65_536
 _MAX_PENDING_INTERVALS: Final = 4096
 _MAX_REJECTS_PER_MESSAGE: Final = 8
 _MAX_REASSEMBLIES: Final = 4
+_MAX_LINKS: Final = 4096
 
 
 @dataclass(slots=True)
@@ -136,6 +140,8 @@ class PeerLink:
         self.receiver = _Receiver()
         self.filter: ScopeFilter | None = None
         self.max_message_bytes = 0
+        self.peer_links: frozenset[str] = frozenset()  # the peer's live streams, as it last told us
+        self.links_sent = -1  # the version of our own live-stream set the peer was last told
         self.reassembly: dict[tuple[str, int, bool], _Parts] = {}
 
 
@@ -159,59 +165,24 @@ class AntiEntropy:
         self.log = DeltaLog(limits.buffer_entries, limits.buffer_bytes)
         self.links: dict[str, PeerLink] = {}
         self.stats = ReplicatorStats()
+        self._connected_version = 0  # bumped whenever the set of live streams changes
 
     # --- handshake and sessions ---------------------------------------------------------------------------
 
     def hello(self, *, advertise: str = "", clock_offset_s: float | None = None) -> PeerMessage:
-        return PeerMessage(
-            hello=Hello(
-                protocol_version=PROTOCOL_VERSION,
-                state_format=FORMAT_VERSION,
-                node_id=self.node_id,
-                incarnation=self.incarnation,
-                hlc=self.store.now(),
-                scopes=self.scopes,
-                max_message_bytes=self.limits.max_message_bytes,
-                clock_offset_known=clock_offset_s is not None,
-                clock_offset_s=clock_offset_s or 0.0,
-                advertise=advertise,
-            )
+        return handshake.make_hello(
+            self.store,
+            self.node_id,
+            self.incarnation,
+            self.scopes,
+            self.limits.max_message_bytes,
+            advertise=advertise,
+            clock_offset_s=clock_offset_s,
         )
 
     def check_hello(self, message: PeerMessage, expected: str | None = None) -> Hello:
         """The peer's Hello if it is acceptable; raises :class:`HandshakeRefused` with the reason."""
-        kind = message.WhichOneof("kind")
-        if kind != "hello":
-            raise HandshakeRefused(Refusal.MALFORMED, f"expected a Hello first, got {kind or 'nothing'}")
-        h = message.hello
-        if h.protocol_version != PROTOCOL_VERSION:
-            raise HandshakeRefused(
-                Refusal.VERSION,
-                f"protocol version {h.protocol_version} is not supported (this node speaks {PROTOCOL_VERSION})",
-            )
-        if h.state_format != FORMAT_VERSION:
-            raise HandshakeRefused(
-                Refusal.VERSION,
-                f"state format {h.state_format} is not supported (this node reads {FORMAT_VERSION})",
-            )
-        if not _NAME_RE.fullmatch(h.node_id):
-            raise HandshakeRefused(Refusal.IDENTITY, f"invalid node id {h.node_id[:80]!r}")
-        if h.node_id == self.node_id:
-            raise HandshakeRefused(Refusal.SELF, f"the peer is this node ({self.node_id})")
-        if expected is not None and h.node_id != expected:
-            raise HandshakeRefused(Refusal.IDENTITY, f"expected node {expected!r}, the peer is {h.node_id!r}")
-        if len(h.scopes) > _MAX_SCOPES or not all(_NAME_RE.fullmatch(s) for s in h.scopes):
-            raise HandshakeRefused(Refusal.LIMIT, "too many scopes or an invalid scope name")
-        if h.max_message_bytes < 64 * 1024:
-            raise HandshakeRefused(Refusal.LIMIT, f"max_message_bytes {h.max_message_bytes} is below 64 KiB")
-        ahead_ms = (h.hlc >> 16) - self.store.physical_now()
-        if ahead_ms > self.store.max_offset_ms:
-            raise HandshakeRefused(
-                Refusal.CLOCK_SKEW,
-                f"node {h.node_id!r} has a clock {ahead_ms} ms ahead of ours "
-                f"(max offset {self.store.max_offset_ms} ms)",
-            )
-        return h
+        return handshake.check_hello(self.store, self.node_id, message, expected)
 
     def open(self, hello: Hello, now: float, stats: GossipPeerStats | None = None) -> PeerLink:
         """Start a session with the peer of an accepted Hello."""
@@ -228,6 +199,8 @@ class AntiEntropy:
         if hello.incarnation != link.receiver.incarnation:
             link.receiver = _Receiver(incarnation=hello.incarnation)
         link.connected = True
+        link.links_sent = -1
+        self._connected_version += 1
         # Whatever was in flight on the old stream may be lost: resend everything unacknowledged, joined.
         if link.sent > link.acked:
             link.stats.retransmits += 1
@@ -247,10 +220,13 @@ class AntiEntropy:
         link.connected = False
         link.stats.up = False
         link.reassembly.clear()
+        link.peer_links = frozenset()
+        self._connected_version += 1
 
     def forget(self, peer: str) -> None:
         """Drop all state about a peer (it left the cluster)."""
         if self.links.pop(peer, None) is not None:
+            self._connected_version += 1
             self._collect()
 
     def request_repair(self, peer: str | None = None) -> None:
@@ -272,7 +248,6 @@ class AntiEntropy:
 
     def receive(self, link: PeerLink, message: PeerMessage, now: float) -> Inbound:
         result = Inbound()
-        link.stats.received += 1
         kind = message.WhichOneof("kind")
         try:
             if kind == "deltas":
@@ -287,6 +262,10 @@ class AntiEntropy:
                 self._on_chunk(link, message.chunk, result)
             elif kind == "reject":
                 self._on_reject(link, message.reject)
+            elif kind == "links":
+                if len(message.links.peers) > _MAX_LINKS:
+                    raise _Violation(Reject.REASON_LIMIT, "too many peers in Links")
+                link.peer_links = frozenset(message.links.peers)
             else:
                 raise _Violation(Reject.REASON_PROTOCOL, f"unexpected {kind or 'empty'} message")
         except _Violation as v:
@@ -329,10 +308,10 @@ class AntiEntropy:
             except ClockSkewError as exc:
                 st.refused_clock_skew += 1
                 count, reason = st.refused_clock_skew, Reject.REASON_CLOCK_SKEW
-                detail = (
-                    f"a stamp {exc.remote_ms - exc.local_ms} ms ahead of the receiver's clock "
-                    f"(max offset {exc.max_offset_ms} ms)"
-                )
+                # The engine sets remote_ms, local_ms and max_offset_ms on the exception.
+                ahead = getattr(exc, "remote_ms", 0) - getattr(exc, "local_ms", 0)
+                limit = getattr(exc, "max_offset_ms", self.store.max_offset_ms)
+                detail = f"a stamp {ahead} ms ahead of the receiver's clock (max offset {limit} ms)"
             except DecodeError as exc:
                 st.refused_malformed += 1
                 count, reason, detail = st.refused_malformed, Reject.REASON_MALFORMED, str(exc)
@@ -360,14 +339,16 @@ class AntiEntropy:
         assert link.filter is not None
         try:
             differing = self.store.differing_twins(data)
-        except DecodeError as exc:
+            wanted = link.filter.wanted(differing, data)
+        except (DecodeError, ProtobufDecodeError) as exc:
             raise _Violation(Reject.REASON_MALFORMED, f"digest: {exc}") from None
-        wanted = link.filter.wanted(differing)
         if wanted:
             result.replies += self._version_messages(wanted, part.round, reciprocate=True)
 
     def _on_version(self, link: PeerLink, part: Version, result: Inbound) -> None:
-        data = self._reassemble(link, "version", part.round, part.reciprocate, part.part, part.parts, part.data)
+        data = self._reassemble(
+            link, "version", part.round, part.reciprocate, part.part, part.parts, part.data
+        )
         if data is None:
             return
         assert link.filter is not None
@@ -376,7 +357,7 @@ class AntiEntropy:
             chunks = self.store.catch_up(
                 link.filter.version(data), only_listed=True, max_bytes=self._payload_cap(link)
             )
-        except DecodeError as exc:
+        except (DecodeError, ProtobufDecodeError) as exc:
             raise _Violation(Reject.REASON_MALFORMED, f"version: {exc}") from None
         chunks = [c for c in chunks if c != EMPTY_STATE]
         for i, chunk in enumerate(chunks):
@@ -385,10 +366,11 @@ class AntiEntropy:
             link.stats.catchup_bytes_sent += len(chunk)
         if chunks:
             link.stats.catchups += 1
-        if part.reciprocate:
-            wanted = link.filter.wanted(twins)
-            if wanted:
-                result.replies += self._version_messages(wanted, part.round, reciprocate=False)
+        if part.reciprocate and twins:
+            # Ask back about every twin the peer asked about: it listed only twins it holds as shared and
+            # filters what it sends by its own account. A twin we hold without a known scope (its _scope
+            # write not received yet) is asked about too; that is how it gets its _scope.
+            result.replies += self._version_messages(twins, part.round, reciprocate=False)
 
     def _on_chunk(self, link: PeerLink, chunk: StateChunk, result: Inbound) -> None:
         link.stats.catchup_bytes_received += len(chunk.state)
@@ -402,7 +384,11 @@ class AntiEntropy:
         link.stats.rejected_by_peer += 1
         reason = Reject.Reason.Name(reject.reason) if reject.reason in Reject.Reason.values() else "?"
         _throttled(
-            link.stats.rejected_by_peer, "peer %s refused our message (%s): %s", link.peer, reason, reject.detail
+            link.stats.rejected_by_peer,
+            "peer %s refused our message (%s): %s",
+            link.peer,
+            reason,
+            reject.detail,
         )
 
     def _reassemble(
@@ -422,7 +408,9 @@ class AntiEntropy:
         parts.received[part] = data
         if parts.size > self.limits.max_reassembly_bytes:
             del link.reassembly[key]
-            raise _Violation(Reject.REASON_LIMIT, f"{kind} larger than {self.limits.max_reassembly_bytes} bytes")
+            raise _Violation(
+                Reject.REASON_LIMIT, f"{kind} larger than {self.limits.max_reassembly_bytes} bytes"
+            )
         if len(parts.received) < count:
             return None
         del link.reassembly[key]
@@ -435,6 +423,10 @@ class AntiEntropy:
         if not link.connected:
             return []
         out: list[PeerMessage] = []
+        if link.links_sent != self._connected_version:
+            link.links_sent = self._connected_version
+            live = sorted(p for p, other in self.links.items() if other.connected and p != link.peer)
+            out.append(PeerMessage(links=Links(peers=live)))
         if link.repair_wanted or (link.repair_owner and now >= link.next_repair_at):
             out += self._start_repair(link, now)
         if link.sent > link.acked and now - link.last_progress >= self.limits.retransmit_after_s:
@@ -459,7 +451,7 @@ class AntiEntropy:
         size = 0
         while seq < self.log.head and len(payload) < self.limits.batch_entries:
             entry = self.log.get(seq + 1)
-            if entry.source != link.peer:  # never back to where it came from
+            if self._needed_by(link, entry.source):
                 delta = link.filter.delta(entry.delta)
                 if delta is not None and len(delta) > cap:
                     link.repair_wanted = True  # too big for one message: the twin travels by catch-up
@@ -481,9 +473,18 @@ class AntiEntropy:
                 payload = [join(payload, max_message_bytes=self.limits.max_message_bytes)]
             except DrsdtpError:
                 pass  # keep the list (the join would not fit one message)
-        link.stats.sent += 1
         link.stats.deltas_sent += len(payload)
         return PeerMessage(deltas=DeltaBatch(base=link.acked, from_seq=start, to_seq=seq, deltas=payload))
+
+    def _needed_by(self, link: PeerLink, source: str | None) -> bool:
+        """Whether an entry received from ``source`` (None: local) must go to ``link``'s peer."""
+        if source is None:
+            return True
+        if source == link.peer:
+            return False  # never back to where it came from
+        sender = self.links.get(source)
+        # The sender has a live stream to the peer: its own log delivers this entry there.
+        return sender is None or not sender.connected or link.peer not in sender.peer_links
 
     def _start_repair(self, link: PeerLink, now: float) -> list[PeerMessage]:
         assert link.filter is not None
@@ -505,7 +506,9 @@ class AntiEntropy:
         ]
 
     def _payload_cap(self, link: PeerLink) -> int:
-        return min(link.max_message_bytes or self.limits.max_message_bytes, self.limits.max_message_bytes) - 4096
+        return (
+            min(link.max_message_bytes or self.limits.max_message_bytes, self.limits.max_message_bytes) - 4096
+        )
 
     # --- buffer bounds and garbage collection --------------------------------------------------------------
 
@@ -539,7 +542,7 @@ class AntiEntropy:
             else:
                 link.stats.lag_s = 0.0
         self.stats.buffer_entries = len(self.log)
-        self.stats.buffer_bytes = self.log.bytes
+        self.stats.buffer_bytes = self.log.size_bytes
 
     def idle(self, link: PeerLink) -> bool:
         """Nothing unacknowledged and no repair pending (the simulation's quiescence test)."""

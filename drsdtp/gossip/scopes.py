@@ -5,8 +5,14 @@ Convention: a twin's scope is its LWW string field ``_scope`` (absent: ``"defaul
 starts with ``_`` (``_members``) are system twins that every peer replicates.
 
 When a node's scopes are all replicated by the peer (the common case), nothing is filtered: deltas go out
-as the very bytes the engine produced. Otherwise the per-twin filtering parses the generated protobuf
-(``state_pb2``), once per delta per peer; that is the slow path of a deliberately partial topology.
+as the very bytes the engine produced, and the absent-means-default rule applies as is. Otherwise the
+per-twin filtering parses the generated protobuf (``state_pb2``), once per delta per peer: the slow path of
+a deliberately partial topology. On such a filtered link a twin travels only once its ``_scope`` is known
+here: deltas are merged in any order, so a node may hold updates of a twin whose ``_scope`` write has not
+arrived yet, and treating that twin as "default" would leak it to nodes outside its scope for good (there
+is no delete). Hence nodes write ``_scope`` explicitly in a twin's creation event, "default" included.
+
+Invariant (checked by the simulation): a node only ever holds twins of its own scopes.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ SYSTEM_PREFIX: Final = "_"
 
 
 def scope_of(store: Store, twin: str) -> str:
+    """The scope of a twin by the convention (absent: default)."""
     value = store.get(twin, SCOPE_FIELD)
     return value if isinstance(value, str) and value else DEFAULT_SCOPE
 
@@ -41,7 +48,11 @@ class ScopeFilter:
         self.full = mine_set <= theirs_set
 
     def keeps(self, twin: str) -> bool:
-        return twin.startswith(SYSTEM_PREFIX) or scope_of(self.store, twin) in self.shared
+        """Whether ``twin`` may travel to the peer (its scope known here and shared)."""
+        if self.full or twin.startswith(SYSTEM_PREFIX):
+            return True
+        value = self.store.get(twin, SCOPE_FIELD)
+        return isinstance(value, str) and value in self.shared
 
     def delta(self, delta: bytes) -> bytes | None:
         """``delta`` restricted to the shared twins (None when nothing is left). Whole twins are kept or
@@ -70,10 +81,13 @@ class ScopeFilter:
         message.digests.extend(d for _, d in pairs)
         return message.SerializeToString()
 
-    def wanted(self, twins: Sequence[str]) -> list[str]:
-        """Of the twins that differ, those to repair: ours in shared scopes, and the ones we lack entirely
-        (the peer filtered its digest, so those are in a shared scope by its account)."""
-        return [t for t in twins if t not in self.store or self.keeps(t)]
+    def wanted(self, differing: Sequence[str], peer_digest: bytes) -> list[str]:
+        """Of the twins that differ, those to repair: the ones the peer listed (it filtered its digest by
+        the same rule, so they are shared) and ours that may travel to it."""
+        if self.full:
+            return list(differing)
+        listed = set(state_pb2.StoreDigest.FromString(peer_digest).twins)
+        return [t for t in differing if t in listed or self.keeps(t)]
 
     def version(self, version: bytes) -> bytes:
         """The peer's version restricted to the twins we may send it."""

@@ -34,6 +34,7 @@ class GossipPeerStats(PeerStats):
     refused_protocol: int = 0
     rejected_by_peer: int = 0  # our payloads the peer refused (see the node log for its reasons)
     sessions: int = 0  # streams opened
+    dial_failures: int = 0  # outbound connection attempts or streams that failed (we retry)
     incarnation: int = 0  # the peer's process incarnation seen last
     clock_offset_s: float | None = None  # the peer's own NTP offset, as it reported it
     last_error: str = ""
@@ -45,6 +46,7 @@ class ReplicatorStats:
 
     refused_handshakes: Counter[str] = field(default_factory=Counter)  # by drsdtp.gossip.errors.Refusal
     malformed_messages: int = 0  # stream messages that were not a PeerMessage (stream closed)
+    oversized_messages: int = 0  # stream messages beyond the size limit (stream closed)
     local_deltas: int = 0
     relayed_deltas: int = 0  # received deltas appended to the buffer for the other peers
     buffer_entries: int = 0

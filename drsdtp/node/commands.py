@@ -52,9 +52,9 @@ class NodeCommands:
         return EXIT_OK
 
     async def demo(self, options: DemoOptions, stop: asyncio.Event, console: Console) -> int:
-        from drsdtp.demo import run as run_demo
+        from drsdtp.node.cluster_demo import run_demo
 
-        return EXIT_OK if await asyncio.to_thread(run_demo, options.seed, say=console.line) else EXIT_FAILURE
+        return await run_demo(options, stop, console)
 
     async def _call(self, target: ApiTarget, console: Console, method: str, request: Any) -> Any:
         channel, stub = connect(target.address)

@@ -99,6 +99,12 @@ class DurableStore:
         self._wake.set()
         await waiter
 
+    async def sync(self) -> None:
+        """Returns once everything recorded before the call is durable (a barrier: gossip sends catch-up
+        state only after it, so a crash cannot make the node reissue an event its peers already hold)."""
+        if self._waiters:
+            await asyncio.shield(self._waiters[-1])
+
     @property
     def pending(self) -> int:
         """Records appended and not yet durable."""

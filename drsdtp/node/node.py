@@ -83,7 +83,23 @@ class Node:
 
             self.history = HistoryService(config.data_dir, config.history, self._store)
             self.intake.sink.observers.append(self.history.observe)
+        from drsdtp.gossip.replicator import Replicator
         from drsdtp.node.insight import InsightService
+
+        self.replicator = Replicator(
+            self._store,
+            config.node_id,
+            config.listen.peer,
+            config.peers,
+            config.scopes,
+            config.tls,
+            config.limits,
+            persist=self.durable.record,
+            stats=self.metrics,
+            sync=self.durable.sync,
+            clock_offset=lambda: self.clock.latest,
+            on_change=lambda twins: self._feed.publish(twins, "peer"),
+        )
 
         self.intelligence = InsightService(self)
         self.intake.sink.observers.append(self.intelligence.observe)
@@ -119,6 +135,16 @@ class Node:
             reply.clock_offset_s = offset
         for key, value in self.intake.totals().items():
             setattr(reply, key, value)
+        addresses = {p.name: f"{p.address.host}:{p.address.port}" for p in self.config.peers}
+        for name, peer in sorted(self.replicator.peer_stats().items()):
+            reply.peers.append(
+                api_pb2.PeerStatus(
+                    name=name,
+                    address=addresses.get(name, ""),
+                    up=peer.up,
+                    lag_s=peer.lag_s or 0.0,
+                )
+            )
         return reply
 
     async def read_history(self, request: api_pb2.HistoryRequest) -> api_pb2.HistoryReply:
@@ -161,6 +187,7 @@ class Node:
         """Makes a delta already applied to the store durable, then announces it. Returns once durable:
         only then may the caller acknowledge the update."""
         await self.durable.record(delta)
+        self.replicator.on_local_delta(delta)
         self._feed.publish(twins, origin)
 
     async def ensure_twins(self, twins: Sequence[str]) -> None:
@@ -189,6 +216,7 @@ class Node:
             self.clock,
             *([self.history] if self.history is not None else []),
             self.intelligence,
+            self.replicator,
             *self.extra_services,
             self.api,
             self.metrics_server,

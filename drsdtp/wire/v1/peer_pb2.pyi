@@ -13,6 +13,9 @@ Hello first; after that either side may send any message, in any order:
   Version     "what I have of these twins": the receiver answers with StateChunks of what the sender lacks
               (and, if asked to reciprocate, with its own Version, so one round repairs both directions)
   StateChunk  catch-up state computed for this receiver only: applied, never forwarded
+  Links       the peers the sender has a live stream with: a receiver need not relay the sender's deltas
+              to them (the sender delivers those itself), which keeps a full mesh from carrying each
+              delta once per relay
   Reject      a message (or part of one) was refused; the detail says why
 """
 
@@ -43,6 +46,7 @@ class PeerMessage(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
     REJECT_FIELD_NUMBER: _builtins.int
+    LINKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
@@ -57,6 +61,8 @@ class PeerMessage(_message.Message):
     def chunk(self) -> Global___StateChunk: ...
     @_builtins.property
     def reject(self) -> Global___Reject: ...
+    @_builtins.property
+    def links(self) -> Global___Links: ...
     def __init__(
         self,
         *,
@@ -67,12 +73,13 @@ class PeerMessage(_message.Message):
         version: Global___Version | None = ...,
         chunk: Global___StateChunk | None = ...,
         reject: Global___Reject | None = ...,
+        links: Global___Links | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "chunk", b"chunk", "deltas", b"deltas", "digest", b"digest", "hello", b"hello", "kind", b"kind", "reject", b"reject", "version", b"version"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "chunk", b"chunk", "deltas", b"deltas", "digest", b"digest", "hello", b"hello", "kind", b"kind", "links", b"links", "reject", b"reject", "version", b"version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "chunk", b"chunk", "deltas", b"deltas", "digest", b"digest", "hello", b"hello", "kind", b"kind", "reject", b"reject", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "chunk", b"chunk", "deltas", b"deltas", "digest", b"digest", "hello", b"hello", "kind", b"kind", "links", b"links", "reject", b"reject", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "deltas", "ack", "digest", "version", "chunk", "reject"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "deltas", "ack", "digest", "version", "chunk", "reject", "links"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -286,6 +293,26 @@ class StateChunk(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StateChunk: _TypeAlias = StateChunk  # noqa: Y015
+
+@_typing.final
+class Links(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PEERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def peers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        peers: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["peers", b"peers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Links: _TypeAlias = Links  # noqa: Y015
 
 @_typing.final
 class Reject(_message.Message):

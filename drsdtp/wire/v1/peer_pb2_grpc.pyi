@@ -13,6 +13,9 @@ Hello first; after that either side may send any message, in any order:
   Version     "what I have of these twins": the receiver answers with StateChunks of what the sender lacks
               (and, if asked to reciprocate, with its own Version, so one round repairs both directions)
   StateChunk  catch-up state computed for this receiver only: applied, never forwarded
+  Links       the peers the sender has a live stream with: a receiver need not relay the sender's deltas
+              to them (the sender delivers those itself), which keeps a full mesh from carrying each
+              delta once per relay
   Reject      a message (or part of one) was refused; the detail says why
 """
 
