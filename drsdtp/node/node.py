@@ -123,7 +123,7 @@ class Node:
             node_id=self.config.node_id,
             replica_id=self._store.replica_id,
             version=__version__,
-            twins=st["twins"],
+            twins=sum(not t.startswith("_") for t in self._store.twins()),
             fields=st["fields"],
             hlc=self._store.clock_high_water(),
             wal_records=self.durable.stats.records,
