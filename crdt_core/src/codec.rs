@@ -15,7 +15,7 @@ use crate::error::{corrupt, Error, Kind, Result};
 use crate::intern;
 use crate::orset::OrSet;
 use crate::pb;
-use crate::store::{Cell, Slot, Store, Twin};
+use crate::store::{Cell, RegisterEvent, Slot, Store, Twin};
 use crate::value::MAX_VALUE_BYTES;
 
 /// The format version this build writes and reads.
@@ -61,7 +61,8 @@ fn write_groups(rows: &mut [RegisterRow<'_>], table: &WriterTable, canonical: bo
     let mut groups = Vec::new();
     for chunk in rows.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
         let base = chunk.iter().map(|r| r.3).min().unwrap_or(0);
-        let mut g = pb::WriteGroup { writer: table.ix(chunk[0].0), counter: chunk[0].1, stamp: base, ..Default::default() };
+        let mut g =
+            pb::WriteGroup { writer: table.ix(chunk[0].0), counter: chunk[0].1, stamp: base, ..Default::default() };
         let all_f64 = chunk.iter().all(|r| matches!(r.4, Cell::F64(_)));
         if chunk.iter().any(|r| r.3 != base) {
             g.stamp_offsets = chunk.iter().map(|r| r.3 - base).collect();
@@ -182,7 +183,7 @@ impl Store {
     ///
     /// This is the ingest hot path, so it writes the protobuf bytes directly (no message structs, no owned
     /// strings); `tests::fast_event_encoding_equals_prost` proves the bytes equal prost's.
-    pub(crate) fn encode_register_events(&self, events: &[(u32, Dot, Vec<(u32, Stamp, Cell)>)]) -> Vec<u8> {
+    pub(crate) fn encode_register_events(&self, events: &[RegisterEvent]) -> Vec<u8> {
         let mut order: Vec<usize> = (0..events.len()).collect();
         order.sort_unstable_by(|&a, &b| self.twin_names.name(events[a].0).cmp(self.twin_names.name(events[b].0)));
         let mut out = Vec::with_capacity(16 + events.iter().map(|e| 24 + e.2.len() * 16).sum::<usize>());
@@ -232,7 +233,8 @@ impl Store {
             let kinds: Vec<u64> = writes.iter().map(|w| cell_kind(&w.2) as u64).collect();
             fast::packed_varints(5, &kinds, out);
         }
-        let f64s: Vec<f64> = writes.iter().filter_map(|w| if let Cell::F64(x) = w.2 { Some(x) } else { None }).collect();
+        let f64s: Vec<f64> =
+            writes.iter().filter_map(|w| if let Cell::F64(x) = w.2 { Some(x) } else { None }).collect();
         if !f64s.is_empty() {
             fast::key(6, 2, out);
             fast::varint((f64s.len() * 8) as u64, out);
@@ -247,7 +249,8 @@ impl Store {
         if !i64s.is_empty() {
             fast::packed_varints(7, &i64s, out);
         }
-        let bools: Vec<u64> = writes.iter().filter_map(|w| if let Cell::Bool(x) = w.2 { Some(u64::from(x)) } else { None }).collect();
+        let bools: Vec<u64> =
+            writes.iter().filter_map(|w| if let Cell::Bool(x) = w.2 { Some(u64::from(x)) } else { None }).collect();
         if !bools.is_empty() {
             fast::packed_varints(8, &bools, out);
         }
@@ -273,7 +276,9 @@ impl Store {
         let replicas = table.freeze();
         let mut ts = pb::TwinState { twin: self.twin_names.name(tid).to_owned(), ..Default::default() };
         ts.context = Some(table.context(&Context::from_parts([], [dot])));
-        if let Some(Cell::Counter(c)) = self.twin(tid).and_then(|t| t.find(fid, Kind::Counter).ok().map(|i| &t.slots[i].cell)) {
+        if let Some(Cell::Counter(c)) =
+            self.twin(tid).and_then(|t| t.find(fid, Kind::Counter).ok().map(|i| &t.slots[i].cell))
+        {
             let mut one = PnCounter::new();
             if let Some(e) = c.entry(dot.replica) {
                 one.join_entry(e);
@@ -306,7 +311,9 @@ impl Store {
 
     fn twin_ids_sorted(&self, names: Option<&[String]>) -> Vec<u32> {
         let mut ids: Vec<u32> = match names {
-            Some(list) => list.iter().filter_map(|n| self.twin_names.get(n)).filter(|&t| self.twin(t).is_some()).collect(),
+            Some(list) => {
+                list.iter().filter_map(|n| self.twin_names.get(n)).filter(|&t| self.twin(t).is_some()).collect()
+            }
             None => (0..self.twins.len() as u32).filter(|&t| self.twin(t).is_some()).collect(),
         };
         ids.sort_unstable_by(|&a, &b| self.twin_names.name(a).cmp(self.twin_names.name(b)));
@@ -354,7 +361,11 @@ impl Store {
             let ts = self.twin_state(tid, t, v, &table);
             let len = ts.encoded_len();
             if !chunk.is_empty() && chunk_bytes + len > max_bytes {
-                out.push(encode(&pb::StateDelta { format: FORMAT as i32, replicas: replicas.clone(), twins: std::mem::take(&mut chunk) }));
+                out.push(encode(&pb::StateDelta {
+                    format: FORMAT as i32,
+                    replicas: replicas.clone(),
+                    twins: std::mem::take(&mut chunk),
+                }));
                 chunk_bytes = 0;
             }
             chunk_bytes += len;
@@ -411,18 +422,22 @@ impl Store {
     /// are listed with an empty context, so a peer's catch-up sends them whole.
     pub fn version(&self, twins: Option<&[String]>) -> Vec<u8> {
         let mut entries: Vec<(String, Context)> = match twins {
-            Some(list) => list
-                .iter()
-                .map(|n| (n.clone(), self.context(n).cloned().unwrap_or_default()))
+            Some(list) => list.iter().map(|n| (n.clone(), self.context(n).cloned().unwrap_or_default())).collect(),
+            None => self
+                .twin_ids_sorted(None)
+                .into_iter()
+                .filter_map(|t| Some((self.twin_names.name(t).to_owned(), self.twin(t)?.cc.clone())))
                 .collect(),
-            None => self.twin_ids_sorted(None).into_iter().filter_map(|t| Some((self.twin_names.name(t).to_owned(), self.twin(t)?.cc.clone()))).collect(),
         };
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         entries.dedup_by(|a, b| a.0 == b.0);
         let mut table = WriterTable::default();
         entries.iter().for_each(|(_, cc)| table.add_context(cc));
         let replicas = table.freeze();
-        let twins = entries.iter().map(|(n, cc)| pb::TwinVersion { twin: n.clone(), context: Some(table.context(cc)) }).collect();
+        let twins = entries
+            .iter()
+            .map(|(n, cc)| pb::TwinVersion { twin: n.clone(), context: Some(table.context(cc)) })
+            .collect();
         encode(&pb::StoreVersion { format: FORMAT as i32, replicas, twins })
     }
 
@@ -549,7 +564,12 @@ impl Store {
             for (i, &fid) in fields.iter().enumerate() {
                 let stamp = g.stamp + g.stamp_offsets.get(i).copied().unwrap_or(0);
                 let cell = cols.next(g, i);
-                changed |= Store::upsert_register(t, &writers, fid, w, stamp, g.counter, cell, false);
+                changed |= Store::upsert_register(
+                    t,
+                    &writers,
+                    Slot { field: fid, writer: w, stamp, counter: g.counter, cell },
+                    false,
+                );
             }
         }
         for (c, &fid) in ts.counters.iter().zip(&counter_fids) {
@@ -567,7 +587,8 @@ impl Store {
         }
         for (s, &fid) in ts.sets.iter().zip(&set_fids) {
             let elements = s.elements.iter().map(|e| {
-                let dots = e.writers.iter().zip(&e.counters).map(|(&w, &c)| Dot::new(replicas[w as usize], c)).collect();
+                let dots =
+                    e.writers.iter().zip(&e.counters).map(|(&w, &c)| Dot::new(replicas[w as usize], c)).collect();
                 (e.element.clone(), dots)
             });
             let theirs = OrSet::from_parts(elements, decode_context(s.context.as_ref(), replicas)?);
@@ -638,7 +659,10 @@ fn check_format(format: i32) -> Result<()> {
 }
 
 fn replica_at(replicas: &[u64], ix: u32, what: &str) -> Result<ReplicaId> {
-    replicas.get(ix as usize).copied().ok_or_else(|| corrupt(format!("{what}: writer index {ix} outside the table of {}", replicas.len())))
+    replicas
+        .get(ix as usize)
+        .copied()
+        .ok_or_else(|| corrupt(format!("{what}: writer index {ix} outside the table of {}", replicas.len())))
 }
 
 fn check_counter(c: u64, what: &str) -> Result<()> {
@@ -682,7 +706,9 @@ fn validate(msg: &pb::StateDelta, limits: crate::store::Limits) -> Result<Checke
             replica_at(&msg.replicas, g.writer, "write")?;
             check_counter(g.counter, "write")?;
             let n = g.fields.len();
-            if (!g.kinds.is_empty() && g.kinds.len() != n) || (!g.stamp_offsets.is_empty() && g.stamp_offsets.len() != n) {
+            if (!g.kinds.is_empty() && g.kinds.len() != n)
+                || (!g.stamp_offsets.is_empty() && g.stamp_offsets.len() != n)
+            {
                 return Err(corrupt("write: kinds or stamp offsets do not match the fields"));
             }
             let mut want = [0usize; 5];
@@ -756,6 +782,13 @@ pub fn join(deltas: &[&[u8]], limits: crate::store::Limits) -> Result<Vec<u8>> {
     Ok(scratch.encode_state(None))
 }
 
+/// Parses a full state into a map of twin -> fields, for tests and tools.
+pub fn decode_fields(bytes: &[u8]) -> Result<BTreeMap<String, Vec<(String, crate::value::FieldValue)>>> {
+    let mut scratch = Store::scratch();
+    scratch.merge(bytes)?;
+    Ok(scratch.twins().into_iter().filter_map(|t| Some((t.clone(), scratch.fields(&t)?))).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -768,8 +801,14 @@ mod tests {
         s.set_manual_time(Some(1_700_000_000_000));
         let cases: Vec<Vec<(String, Value)>> = vec![
             vec![("a".into(), Value::F64(1.5)), ("b".into(), Value::F64(-0.0))],
-            vec![("x".into(), Value::I64(-3)), ("y".into(), Value::Bool(true)), ("z".into(), Value::Str("é".into())),
-                 ("w".into(), Value::Bytes(vec![0, 1])), ("v".into(), Value::I64(i64::MIN)), ("u".into(), Value::F64(2.0))],
+            vec![
+                ("x".into(), Value::I64(-3)),
+                ("y".into(), Value::Bool(true)),
+                ("z".into(), Value::Str("é".into())),
+                ("w".into(), Value::Bytes(vec![0, 1])),
+                ("v".into(), Value::I64(i64::MIN)),
+                ("u".into(), Value::F64(2.0)),
+            ],
         ];
         for (k, case) in cases.into_iter().enumerate() {
             for twin in ["t1", "t0"] {
@@ -781,17 +820,12 @@ mod tests {
         let (t1, t2) = (s.intern_twin("b").unwrap(), s.intern_twin("a").unwrap());
         let f = s.intern_field("f").unwrap();
         let g = s.intern_field("g").unwrap();
-        let fast = s.write_batch(&[t1, t2, t1], &[f, g, g], &[1.0, 2.0, 3.0], &[1_699_999_999_000, 0, 1_699_999_999_500]).unwrap();
+        let fast = s
+            .write_batch(&[t1, t2, t1], &[f, g, g], &[1.0, 2.0, 3.0], &[1_699_999_999_000, 0, 1_699_999_999_500])
+            .unwrap();
         let msg = pb::StateDelta::decode(fast.as_slice()).unwrap();
         assert_eq!(msg.encode_to_vec(), fast);
         assert_eq!(msg.twins.iter().map(|t| t.twin.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(msg.twins[1].writes[0].stamp_offsets.len(), 2);
     }
-}
-
-/// Parses a full state into a map of twin -> fields, for tests and tools.
-pub fn decode_fields(bytes: &[u8]) -> Result<BTreeMap<String, Vec<(String, crate::value::FieldValue)>>> {
-    let mut scratch = Store::scratch();
-    scratch.merge(bytes)?;
-    Ok(scratch.twins().into_iter().filter_map(|t| Some((t.clone(), scratch.fields(&t)?))).collect())
 }

@@ -117,7 +117,10 @@ impl Context {
     }
 
     /// Builds a context from ranges and cloud dots in any order (decoding); returns it in canonical form.
-    pub fn from_parts(ranges: impl IntoIterator<Item = (ReplicaId, u64)>, cloud: impl IntoIterator<Item = Dot>) -> Self {
+    pub fn from_parts(
+        ranges: impl IntoIterator<Item = (ReplicaId, u64)>,
+        cloud: impl IntoIterator<Item = Dot>,
+    ) -> Self {
         let mut vv: Vec<(ReplicaId, u64)> = ranges.into_iter().filter(|r| r.1 > 0).collect();
         vv.sort_unstable();
         // Keep the largest range per replica (sorted ascending, so the last of each run).

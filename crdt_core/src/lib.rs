@@ -28,6 +28,7 @@ pub mod intern;
 pub mod lww;
 pub mod orset;
 #[allow(missing_docs, clippy::all)]
+#[rustfmt::skip]
 pub mod pb;
 pub mod store;
 pub mod value;

@@ -35,6 +35,9 @@ impl Default for Limits {
 
 /// Storage of one field. Registers inline their value; counters and sets (rare, larger) are boxed, which keeps
 /// a register slot at 40 bytes.
+// `Box<String>` / `Box<Vec<u8>>` on purpose: a thin pointer keeps `Cell` at 16 bytes and a register slot at
+// 40; text and blobs are rare in sensor twins, so their extra allocation is the cheaper side.
+#[allow(clippy::box_collection)]
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Cell {
     F64(f64),
@@ -176,6 +179,12 @@ impl std::fmt::Debug for Store {
 
 /// A local register write before it is applied: interned field, value.
 type PendingWrite = (u32, Cell);
+
+/// What one local event wrote, per field: interned field, stamp, value.
+pub(crate) type EventWrites = Vec<(u32, Stamp, Cell)>;
+
+/// One twin's register event: twin id, its dot, what it wrote.
+pub(crate) type RegisterEvent = (u32, Dot, EventWrites);
 
 impl Store {
     /// A store for replica `replica` that refuses remote stamps more than `max_offset_ms` ahead.
@@ -325,30 +334,21 @@ impl Store {
 
     /// Joins a register write into a twin: it replaces the current value only if it wins the LWW order
     /// (`or_equal` lets a later item of the same local batch replace an earlier one). Returns whether it did.
-    pub(crate) fn upsert_register(
-        twin: &mut Twin,
-        writers: &[ReplicaId],
-        field: u32,
-        writer: u32,
-        stamp: Stamp,
-        counter: u64,
-        cell: Cell,
-        or_equal: bool,
-    ) -> bool {
-        match twin.find(field, Kind::Register) {
+    pub(crate) fn upsert_register(twin: &mut Twin, writers: &[ReplicaId], write: Slot, or_equal: bool) -> bool {
+        match twin.find(write.field, Kind::Register) {
             Ok(i) => {
                 let cur = &mut twin.slots[i];
                 let w = |ix: u32| writers.get(ix as usize).copied().unwrap_or(0);
-                let new_key = order_key(stamp, Dot::new(w(writer), counter));
+                let new_key = order_key(write.stamp, Dot::new(w(write.writer), write.counter));
                 let cur_key = order_key(cur.stamp, Dot::new(w(cur.writer), cur.counter));
                 let wins = new_key > cur_key || (or_equal && new_key == cur_key);
                 if wins {
-                    *cur = Slot { field, writer, stamp, counter, cell };
+                    *cur = write;
                 }
                 wins
             }
             Err(i) => {
-                twin.slots.insert(i, Slot { field, writer, stamp, counter, cell });
+                twin.slots.insert(i, write);
                 true
             }
         }
@@ -393,7 +393,7 @@ impl Store {
         let t = self.twin_mut(tid);
         let dot = t.cc.next_dot(replica);
         // A name given twice keeps its last value.
-        let mut writes: Vec<(u32, Stamp, Cell)> = Vec::with_capacity(pending.len());
+        let mut writes: EventWrites = Vec::with_capacity(pending.len());
         for (fid, cell) in pending.into_iter().rev() {
             if !writes.iter().any(|w| w.0 == fid) {
                 writes.push((fid, stamp, cell));
@@ -401,7 +401,12 @@ impl Store {
         }
         writes.reverse();
         for (fid, _, cell) in &writes {
-            Store::upsert_register(t, &writers, *fid, wix, stamp, dot.counter, cell.clone(), true);
+            Store::upsert_register(
+                t,
+                &writers,
+                Slot { field: *fid, writer: wix, stamp, counter: dot.counter, cell: cell.clone() },
+                true,
+            );
         }
         t.cc.insert(dot);
         self.writers = writers;
@@ -412,7 +417,13 @@ impl Store {
     /// finite f64 values and source times in ms (`<= 0`: stamp with the clock). One event (dot) per twin;
     /// a reading stamped with its source time loses to a newer reading already present (a late arrival),
     /// so the register holds the newest measurement. The whole batch is validated before anything applies.
-    pub fn write_batch(&mut self, twin_ids: &[u32], field_ids: &[u32], values: &[f64], source_ms: &[i64]) -> Result<Vec<u8>> {
+    pub fn write_batch(
+        &mut self,
+        twin_ids: &[u32],
+        field_ids: &[u32],
+        values: &[f64],
+        source_ms: &[i64],
+    ) -> Result<Vec<u8>> {
         let n = twin_ids.len();
         if field_ids.len() != n || values.len() != n || source_ms.len() != n {
             return Err(Error::InvalidValue(format!(
@@ -451,7 +462,7 @@ impl Store {
         let writers = std::mem::take(&mut self.writers);
         // One dot per twin, and per field the reading that wins inside the batch (newest source time, the
         // later item on a tie): that is what the twin's event wrote and what its delta carries.
-        let mut events: HashMap<u32, (u64, Vec<(u32, Stamp, Cell)>)> = HashMap::new();
+        let mut events: HashMap<u32, (u64, EventWrites)> = HashMap::new();
         let mut position: HashMap<(u32, u32), usize> = HashMap::with_capacity(n);
         let mut order: Vec<u32> = Vec::new();
         for i in 0..n {
@@ -477,7 +488,8 @@ impl Store {
                     writes.push((fid, stamp, Cell::F64(value)));
                 }
             }
-            if !Store::upsert_register(t, &writers, fid, wix, stamp, *counter, Cell::F64(value), true) {
+            let write = Slot { field: fid, writer: wix, stamp, counter: *counter, cell: Cell::F64(value) };
+            if !Store::upsert_register(t, &writers, write, true) {
                 self.superseded += 1;
             }
         }
@@ -579,7 +591,9 @@ impl Store {
 
     fn read_slot(&self, slot: &Slot) -> FieldValue {
         match &slot.cell {
-            Cell::Counter(c) => FieldValue::Counter(c.value().unwrap_or(if c.entries().is_empty() { 0 } else { i64::MAX })),
+            Cell::Counter(c) => {
+                FieldValue::Counter(c.value().unwrap_or(if c.entries().is_empty() { 0 } else { i64::MAX }))
+            }
             Cell::Set(s) => FieldValue::Set(s.elements().map(str::to_owned).collect()),
             cell => FieldValue::Register(cell.to_value().unwrap_or(Value::Bool(false))),
         }
@@ -621,15 +635,20 @@ impl Store {
 
     /// Numeric register values and stamps for parallel arrays of interned ids (the analytics hot path).
     /// Missing or non-numeric fields read as NaN with stamp 0; integers and flags read as floats.
-    pub fn read_numeric(&self, twin_ids: &[u32], field_ids: &[u32], values: &mut [f64], stamps: &mut [u64]) -> Result<()> {
+    pub fn read_numeric(
+        &self,
+        twin_ids: &[u32],
+        field_ids: &[u32],
+        values: &mut [f64],
+        stamps: &mut [u64],
+    ) -> Result<()> {
         let n = twin_ids.len();
         if field_ids.len() != n || values.len() != n || stamps.len() != n {
             return Err(Error::InvalidValue("read arrays differ in length".into()));
         }
         for i in 0..n {
-            let slot = self
-                .twin(twin_ids[i])
-                .and_then(|t| t.find(field_ids[i], Kind::Register).ok().map(|j| &t.slots[j]));
+            let slot =
+                self.twin(twin_ids[i]).and_then(|t| t.find(field_ids[i], Kind::Register).ok().map(|j| &t.slots[j]));
             (values[i], stamps[i]) = match slot.map(|s| (&s.cell, s.stamp)) {
                 Some((Cell::F64(x), st)) => (*x, st),
                 Some((Cell::I64(x), st)) => (*x as f64, st),

@@ -24,8 +24,12 @@ impl Value {
     pub fn validate(&self) -> Result<()> {
         match self {
             Value::F64(x) if !x.is_finite() => Err(Error::InvalidValue(format!("non-finite float {x}"))),
-            Value::Str(s) if s.len() > MAX_VALUE_BYTES => Err(Error::Limit(format!("string value of {} bytes", s.len()))),
-            Value::Bytes(b) if b.len() > MAX_VALUE_BYTES => Err(Error::Limit(format!("bytes value of {} bytes", b.len()))),
+            Value::Str(s) if s.len() > MAX_VALUE_BYTES => {
+                Err(Error::Limit(format!("string value of {} bytes", s.len())))
+            }
+            Value::Bytes(b) if b.len() > MAX_VALUE_BYTES => {
+                Err(Error::Limit(format!("bytes value of {} bytes", b.len())))
+            }
             _ => Ok(()),
         }
     }

@@ -137,7 +137,9 @@ fn check_spec(s: &Store, events: &[Event]) -> Result<(), TestCaseError> {
             let best = events
                 .iter()
                 .filter_map(|e| match e {
-                    Event::Register { twin, field: f, value, stamp, dot } if *twin == t && f == field && visible(t, *dot) => {
+                    Event::Register { twin, field: f, value, stamp, dot }
+                        if *twin == t && f == field && visible(t, *dot) =>
+                    {
                         Some(((*stamp, dot.replica, dot.counter), value.clone()))
                     }
                     _ => None,
@@ -151,16 +153,22 @@ fn check_spec(s: &Store, events: &[Event]) -> Result<(), TestCaseError> {
             // means seeing all its earlier ones: visible = every update up to the writer's newest visible one.
             let ours = |e: &&Event| matches!(e, Event::Counter { twin, field, .. } if *twin == t && *field == f);
             let newest = |w: u64| {
-                events.iter().filter(ours).filter_map(|e| match e {
-                    Event::Counter { dot, .. } if dot.replica == w && visible(t, *dot) => Some(dot.counter),
-                    _ => None,
-                }).max()
+                events
+                    .iter()
+                    .filter(ours)
+                    .filter_map(|e| match e {
+                        Event::Counter { dot, .. } if dot.replica == w && visible(t, *dot) => Some(dot.counter),
+                        _ => None,
+                    })
+                    .max()
             };
             let seen: Vec<i64> = events
                 .iter()
                 .filter(ours)
                 .filter_map(|e| match e {
-                    Event::Counter { amount, dot, .. } if newest(dot.replica).is_some_and(|m| dot.counter <= m) => Some(*amount),
+                    Event::Counter { amount, dot, .. } if newest(dot.replica).is_some_and(|m| dot.counter <= m) => {
+                        Some(*amount)
+                    }
                     _ => None,
                 })
                 .collect();
@@ -172,11 +180,15 @@ fn check_spec(s: &Store, events: &[Event]) -> Result<(), TestCaseError> {
             let mut touched = false;
             for e in events {
                 match e {
-                    Event::Add { twin, field, superseded, dot, .. } if *twin == t && *field == f && visible(t, *dot) => {
+                    Event::Add { twin, field, superseded, dot, .. }
+                        if *twin == t && *field == f && visible(t, *dot) =>
+                    {
                         killed.extend(superseded.iter().copied());
                         touched = true;
                     }
-                    Event::Remove { twin, field, removed, dot, .. } if *twin == t && *field == f && visible(t, *dot) => {
+                    Event::Remove { twin, field, removed, dot, .. }
+                        if *twin == t && *field == f && visible(t, *dot) =>
+                    {
                         killed.extend(removed.iter().copied());
                         touched = true;
                     }
@@ -186,7 +198,9 @@ fn check_spec(s: &Store, events: &[Event]) -> Result<(), TestCaseError> {
             let present: BTreeSet<String> = events
                 .iter()
                 .filter_map(|e| match e {
-                    Event::Add { twin, field, elem, dot, .. } if *twin == t && *field == f && visible(t, *dot) && !killed.contains(dot) => {
+                    Event::Add { twin, field, elem, dot, .. }
+                        if *twin == t && *field == f && visible(t, *dot) && !killed.contains(dot) =>
+                    {
                         Some(ELEMS[*elem].to_owned())
                     }
                     _ => None,

@@ -44,7 +44,8 @@ fn dir() -> PathBuf {
 }
 
 fn hex(b: &[u8]) -> String {
-    let mut s: String = b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().chunks(32).map(|c| c.concat() + "\n").collect();
+    let mut s: String =
+        b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().chunks(32).map(|c| c.concat() + "\n").collect();
     if s.is_empty() {
         s.push('\n');
     }
@@ -69,7 +70,8 @@ fn encodings_match_the_golden_vectors() {
 fn golden_full_state_decodes_to_the_expected_twins() {
     let text = std::fs::read_to_string(dir().join("full_state_a.hex")).unwrap();
     let clean: String = text.split_whitespace().collect();
-    let bytes: Vec<u8> = (0..clean.len()).step_by(2).map(|i| u8::from_str_radix(&clean[i..i + 2], 16).unwrap()).collect();
+    let bytes: Vec<u8> =
+        (0..clean.len()).step_by(2).map(|i| u8::from_str_radix(&clean[i..i + 2], 16).unwrap()).collect();
     let mut s = Store::new(99, 500);
     s.set_manual_time(Some(1_700_000_000_000));
     s.merge(&bytes).unwrap();

@@ -65,7 +65,13 @@ impl Store {
 
     // ----- local mutations -------------------------------------------------------------------------------
 
-    fn set<'py>(&self, py: Python<'py>, twin: &str, field: &str, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    fn set<'py>(
+        &self,
+        py: Python<'py>,
+        twin: &str,
+        field: &str,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let v = value_from_py(value)?;
         let d = self.lock().set(twin, field, v).py_err()?;
         Ok(bytes(py, &d))
@@ -147,7 +153,12 @@ impl Store {
     }
 
     #[allow(clippy::type_complexity)]
-    fn entry<'py>(&self, py: Python<'py>, twin: &str, field: &str) -> PyResult<Option<(Bound<'py, PyAny>, u64, u64, u64)>> {
+    fn entry<'py>(
+        &self,
+        py: Python<'py>,
+        twin: &str,
+        field: &str,
+    ) -> PyResult<Option<(Bound<'py, PyAny>, u64, u64, u64)>> {
         let e = self.lock().entry(twin, field);
         e.map(|e| Ok((value_to_py(py, e.value)?, e.stamp, e.dot.replica, e.dot.counter))).transpose()
     }
@@ -204,7 +215,13 @@ impl Store {
     }
 
     #[pyo3(signature = (version, *, only_listed = false, max_bytes = 4194304))]
-    fn catch_up<'py>(&self, py: Python<'py>, version: &[u8], only_listed: bool, max_bytes: usize) -> PyResult<Bound<'py, PyList>> {
+    fn catch_up<'py>(
+        &self,
+        py: Python<'py>,
+        version: &[u8],
+        only_listed: bool,
+        max_bytes: usize,
+    ) -> PyResult<Bound<'py, PyList>> {
         let chunks = py.detach(|| self.lock().catch_up(version, only_listed, max_bytes)).py_err()?;
         PyList::new(py, chunks.iter().map(|c| bytes(py, c)))
     }
@@ -281,7 +298,11 @@ fn recovery_dict<'py>(py: Python<'py>, r: &crdt_core::Recovery) -> PyResult<Boun
 impl Wal {
     /// Opens the log in `path`, recovering `store` from it; returns the log and a recovery report.
     #[staticmethod]
-    fn open<'py>(py: Python<'py>, path: std::path::PathBuf, store: &Bound<'py, Store>) -> PyResult<(Wal, Bound<'py, PyDict>)> {
+    fn open<'py>(
+        py: Python<'py>,
+        path: std::path::PathBuf,
+        store: &Bound<'py, Store>,
+    ) -> PyResult<(Wal, Bound<'py, PyDict>)> {
         let st = store.get();
         let (wal, rec) = py.detach(|| crdt_core::Wal::open(&path, &mut st.lock())).py_err()?;
         let wal = Wal { buffer: Mutex::new((Vec::new(), 0)), inner: Mutex::new(wal) };

@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 use crdt_core::pb;
 use crdt_core::{Dot, Store, Value};
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 
 pub const TWINS: [&str; 2] = ["pump-1", "room-2"];
 pub const FIELDS: [&str; 3] = ["temp", "mode", "rpm"];
@@ -14,15 +14,44 @@ pub const ELEMS: [&str; 3] = ["a", "b", "c"];
 
 #[derive(Debug, Clone)]
 pub enum Op {
-    Set { r: usize, t: usize, f: usize, v: Value },
-    Batch { r: usize, items: Vec<(usize, usize, f64, i64)> },
-    Inc { r: usize, t: usize, f: usize, n: i64 },
-    Add { r: usize, t: usize, f: usize, e: usize },
-    Remove { r: usize, t: usize, f: usize, e: usize },
+    Set {
+        r: usize,
+        t: usize,
+        f: usize,
+        v: Value,
+    },
+    Batch {
+        r: usize,
+        items: Vec<(usize, usize, f64, i64)>,
+    },
+    Inc {
+        r: usize,
+        t: usize,
+        f: usize,
+        n: i64,
+    },
+    Add {
+        r: usize,
+        t: usize,
+        f: usize,
+        e: usize,
+    },
+    Remove {
+        r: usize,
+        t: usize,
+        f: usize,
+        e: usize,
+    },
     /// Deliver the full state of `from` to `to`.
-    Sync { from: usize, to: usize },
+    Sync {
+        from: usize,
+        to: usize,
+    },
     /// Deliver one earlier delta (by index into the log of deltas, modulo its length) to `to`.
-    Deliver { delta: usize, to: usize },
+    Deliver {
+        delta: usize,
+        to: usize,
+    },
 }
 
 pub fn value() -> impl Strategy<Value = Value> {
@@ -96,7 +125,13 @@ pub fn run(ops: &[Op], n: usize) -> (Vec<Store>, Vec<Vec<u8>>, Vec<Event>) {
                 let e = stores[*r].entry(TWINS[*t], FIELDS[*f]).unwrap();
                 let dot = *delta_dots(&d, TWINS[*t]).last().unwrap();
                 assert_eq!(e.dot, dot, "a local write always wins locally");
-                events.push(Event::Register { twin: *t, field: FIELDS[*f].into(), value: v.clone(), stamp: e.stamp, dot });
+                events.push(Event::Register {
+                    twin: *t,
+                    field: FIELDS[*f].into(),
+                    value: v.clone(),
+                    stamp: e.stamp,
+                    dot,
+                });
                 deltas.push(d);
             }
             Op::Batch { r, items } => {
@@ -105,7 +140,8 @@ pub fn run(ops: &[Op], n: usize) -> (Vec<Store>, Vec<Vec<u8>>, Vec<Event>) {
                 let fids: Vec<u32> = items.iter().map(|i| s.intern_field(FIELDS[i.1]).unwrap()).collect();
                 let vals: Vec<f64> = items.iter().map(|i| i.2).collect();
                 // Source times slightly in the past (0 means "stamp with the clock").
-                let src: Vec<i64> = items.iter().map(|i| if i.3 == 0 { 0 } else { 1_699_999_999_000 + i.3 * 100 }).collect();
+                let src: Vec<i64> =
+                    items.iter().map(|i| if i.3 == 0 { 0 } else { 1_699_999_999_000 + i.3 * 100 }).collect();
                 let d = s.write_batch(&tids, &fids, &vals, &src).unwrap();
                 // One event per twin; per field the item that wins inside the batch (newest source time,
                 // the later item on a tie) is what the event wrote.

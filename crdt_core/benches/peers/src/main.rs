@@ -71,21 +71,33 @@ fn ours_setup(s: &mut Store, n: usize) -> (u32, Vec<u32>) {
 }
 
 fn ours_new_fields() -> f64 {
-    median((0..REPS).map(|_| {
-        let mut s = ours_store(1);
-        let (t, f) = ours_setup(&mut s, N_NEW);
-        N_NEW as f64 / timed(|| black_box(ours_tick(&mut s, t, &f, 0))).0
-    }).collect())
+    median(
+        (0..REPS)
+            .map(|_| {
+                let mut s = ours_store(1);
+                let (t, f) = ours_setup(&mut s, N_NEW);
+                N_NEW as f64 / timed(|| black_box(ours_tick(&mut s, t, &f, 0))).0
+            })
+            .collect(),
+    )
 }
 
 fn ours_overwrites() -> f64 {
-    median((0..3).map(|_| {
-        let mut s = ours_store(1);
-        let (t, f) = ours_setup(&mut s, SENSORS);
-        ours_tick(&mut s, t, &f, 0);
-        let (secs, _) = timed(|| for r in 0..OVERWRITES { black_box(ours_tick(&mut s, t, &f, r * SENSORS)); });
-        (SENSORS * OVERWRITES) as f64 / secs
-    }).collect())
+    median(
+        (0..3)
+            .map(|_| {
+                let mut s = ours_store(1);
+                let (t, f) = ours_setup(&mut s, SENSORS);
+                ours_tick(&mut s, t, &f, 0);
+                let (secs, _) = timed(|| {
+                    for r in 0..OVERWRITES {
+                        black_box(ours_tick(&mut s, t, &f, r * SENSORS));
+                    }
+                });
+                (SENSORS * OVERWRITES) as f64 / secs
+            })
+            .collect(),
+    )
 }
 
 fn ours_catch_up() -> (usize, f64) {
@@ -97,15 +109,20 @@ fn ours_catch_up() -> (usize, f64) {
     for r in 1..=MISSED {
         ours_tick(&mut a, t, &f, r * SENSORS);
     }
-    let secs = median((0..REPS).map(|_| {
-        let mut peer = ours_store(2);
-        peer.merge(&b.encode_state(None)).unwrap();
-        timed(|| {
-            for m in a.catch_up(&peer.version(None), false, usize::MAX).unwrap() {
-                peer.merge(&m).unwrap();
-            }
-        }).0
-    }).collect());
+    let secs = median(
+        (0..REPS)
+            .map(|_| {
+                let mut peer = ours_store(2);
+                peer.merge(&b.encode_state(None)).unwrap();
+                timed(|| {
+                    for m in a.catch_up(&peer.version(None), false, usize::MAX).unwrap() {
+                        peer.merge(&m).unwrap();
+                    }
+                })
+                .0
+            })
+            .collect(),
+    );
     let bytes: usize = a.catch_up(&b.version(None), false, usize::MAX).unwrap().iter().map(Vec::len).sum();
     (bytes, secs)
 }
@@ -121,11 +138,15 @@ fn yrs_tick(doc: &Doc, map: &yrs::MapRef, keys: &[String], base: usize) {
 
 fn yrs_new_fields() -> f64 {
     let keys = names(N_NEW);
-    median((0..REPS).map(|_| {
-        let doc = Doc::new();
-        let map = doc.get_or_insert_map("twin");
-        N_NEW as f64 / timed(|| yrs_tick(&doc, &map, &keys, 0)).0
-    }).collect())
+    median(
+        (0..REPS)
+            .map(|_| {
+                let doc = Doc::new();
+                let map = doc.get_or_insert_map("twin");
+                N_NEW as f64 / timed(|| yrs_tick(&doc, &map, &keys, 0)).0
+            })
+            .collect(),
+    )
 }
 
 fn yrs_overwrites() -> f64 {
@@ -133,7 +154,11 @@ fn yrs_overwrites() -> f64 {
     let doc = Doc::new();
     let map = doc.get_or_insert_map("twin");
     yrs_tick(&doc, &map, &keys, 0);
-    let (secs, _) = timed(|| for r in 0..OVERWRITES { yrs_tick(&doc, &map, &keys, r * SENSORS) });
+    let (secs, _) = timed(|| {
+        for r in 0..OVERWRITES {
+            yrs_tick(&doc, &map, &keys, r * SENSORS)
+        }
+    });
     (SENSORS * OVERWRITES) as f64 / secs
 }
 
@@ -147,17 +172,22 @@ fn yrs_catch_up() -> (usize, f64) {
         yrs_tick(&a, &map, &keys, r * SENSORS);
     }
     let mut bytes = 0;
-    let secs = median((0..REPS).map(|_| {
-        let b = Doc::with_client_id(2);
-        b.get_or_insert_map("twin");
-        b.transact_mut().apply_update(Update::decode_v1(&snapshot).unwrap()).unwrap();
-        timed(|| {
-            let sv = b.transact().state_vector();
-            let delta = a.transact().encode_state_as_update_v1(&sv);
-            bytes = delta.len();
-            b.transact_mut().apply_update(Update::decode_v1(&delta).unwrap()).unwrap();
-        }).0
-    }).collect());
+    let secs = median(
+        (0..REPS)
+            .map(|_| {
+                let b = Doc::with_client_id(2);
+                b.get_or_insert_map("twin");
+                b.transact_mut().apply_update(Update::decode_v1(&snapshot).unwrap()).unwrap();
+                timed(|| {
+                    let sv = b.transact().state_vector();
+                    let delta = a.transact().encode_state_as_update_v1(&sv);
+                    bytes = delta.len();
+                    b.transact_mut().apply_update(Update::decode_v1(&delta).unwrap()).unwrap();
+                })
+                .0
+            })
+            .collect(),
+    );
     (bytes, secs)
 }
 
@@ -179,10 +209,14 @@ fn am_doc() -> (automerge::AutoCommit, automerge::ObjId) {
 
 fn am_new_fields() -> f64 {
     let keys = names(N_NEW);
-    median((0..3).map(|_| {
-        let (mut doc, obj) = am_doc();
-        N_NEW as f64 / timed(|| am_tick(&mut doc, &obj, &keys, 0)).0
-    }).collect())
+    median(
+        (0..3)
+            .map(|_| {
+                let (mut doc, obj) = am_doc();
+                N_NEW as f64 / timed(|| am_tick(&mut doc, &obj, &keys, 0)).0
+            })
+            .collect(),
+    )
 }
 
 fn am_overwrites() -> f64 {
@@ -191,7 +225,11 @@ fn am_overwrites() -> f64 {
     let keys = names(SENSORS);
     let (mut doc, obj) = am_doc();
     am_tick(&mut doc, &obj, &keys, 0);
-    let (secs, _) = timed(|| for r in 0..rounds { am_tick(&mut doc, &obj, &keys, r * SENSORS) });
+    let (secs, _) = timed(|| {
+        for r in 0..rounds {
+            am_tick(&mut doc, &obj, &keys, r * SENSORS)
+        }
+    });
     (SENSORS * rounds) as f64 / secs
 }
 
@@ -206,14 +244,19 @@ fn am_catch_up() -> (usize, f64) {
         am_tick(&mut a, &obj, &keys, r * SENSORS);
     }
     let mut bytes = 0;
-    let secs = median((0..3).map(|_| {
-        let mut b = base.fork();
-        timed(|| {
-            let delta = a.save_after(&heads);
-            bytes = delta.len();
-            b.load_incremental(&delta).unwrap();
-        }).0
-    }).collect());
+    let secs = median(
+        (0..3)
+            .map(|_| {
+                let mut b = base.fork();
+                timed(|| {
+                    let delta = a.save_after(&heads);
+                    bytes = delta.len();
+                    b.load_incremental(&delta).unwrap();
+                })
+                .0
+            })
+            .collect(),
+    );
     (bytes, secs)
 }
 
@@ -229,17 +272,25 @@ fn crdts_tick(twin: &mut CrdtsTwin, keys: &[String], base: usize, stamp: u64) {
 
 fn crdts_new_fields() -> f64 {
     let keys = names(N_NEW);
-    median((0..REPS).map(|_| {
-        let mut t = CrdtsTwin::new();
-        N_NEW as f64 / timed(|| crdts_tick(&mut t, &keys, 0, 1)).0
-    }).collect())
+    median(
+        (0..REPS)
+            .map(|_| {
+                let mut t = CrdtsTwin::new();
+                N_NEW as f64 / timed(|| crdts_tick(&mut t, &keys, 0, 1)).0
+            })
+            .collect(),
+    )
 }
 
 fn crdts_overwrites() -> f64 {
     let keys = names(SENSORS);
     let mut t = CrdtsTwin::new();
     crdts_tick(&mut t, &keys, 0, 1);
-    let (secs, _) = timed(|| for r in 0..OVERWRITES { crdts_tick(&mut t, &keys, r * SENSORS, r as u64 + 2) });
+    let (secs, _) = timed(|| {
+        for r in 0..OVERWRITES {
+            crdts_tick(&mut t, &keys, r * SENSORS, r as u64 + 2)
+        }
+    });
     (SENSORS * OVERWRITES) as f64 / secs
 }
 
@@ -273,17 +324,22 @@ fn crdts_catch_up() -> (usize, f64) {
         crdts_tick(&mut a, &keys, r * SENSORS, r as u64 + 1);
     }
     let mut bytes = 0;
-    let secs = median((0..REPS).map(|_| {
-        let mut b = b0.clone();
-        timed(|| {
-            let full = bincode::serialize(&a).unwrap();
-            bytes = full.len();
-            let got: CrdtsTwin = bincode::deserialize(&full).unwrap();
-            for (k, v) in got {
-                b.entry(k).or_default().merge(v);
-            }
-        }).0
-    }).collect());
+    let secs = median(
+        (0..REPS)
+            .map(|_| {
+                let mut b = b0.clone();
+                timed(|| {
+                    let full = bincode::serialize(&a).unwrap();
+                    bytes = full.len();
+                    let got: CrdtsTwin = bincode::deserialize(&full).unwrap();
+                    for (k, v) in got {
+                        b.entry(k).or_default().merge(v);
+                    }
+                })
+                .0
+            })
+            .collect(),
+    );
     (bytes, secs)
 }
 
@@ -395,10 +451,16 @@ fn main() {
         let fids = vec![f; 1000];
         let src = vec![0i64; 1000];
         let deltas: Vec<Vec<u8>> = (0..2000)
-            .map(|r| a.write_batch(&tids, &fids, &(0..1000).map(|i| val(r * 1000 + i)).collect::<Vec<_>>(), &src).unwrap())
+            .map(|r| {
+                a.write_batch(&tids, &fids, &(0..1000).map(|i| val(r * 1000 + i)).collect::<Vec<_>>(), &src).unwrap()
+            })
             .collect();
         let mut b = ours_store(2);
-        let (secs, _) = timed(|| for d in &deltas { b.merge_trusted(d).unwrap(); });
+        let (secs, _) = timed(|| {
+            for d in &deltas {
+                b.merge_trusted(d).unwrap();
+            }
+        });
         println!("{} entries/s, {} B per delta", 2e6 / secs, deltas[0].len());
         return;
     }
@@ -415,9 +477,16 @@ fn main() {
         return;
     }
     println!("crdt_core vs yrs 0.28.1, automerge 0.12.0, crdts 7.3.2 (medians; higher rate / lower bytes is better)\n");
-    let a = [("crdt_core", ours_new_fields()), ("yrs", yrs_new_fields()), ("automerge", am_new_fields()), ("crdts", crdts_new_fields())];
+    let a = [
+        ("crdt_core", ours_new_fields()),
+        ("yrs", yrs_new_fields()),
+        ("automerge", am_new_fields()),
+        ("crdts", crdts_new_fields()),
+    ];
     println!("(a) 100k new numeric fields, one batch (writes/s)");
-    for (n, r) in a { println!("    {n:<10} {r:>14.0}   ours/this = {:>6.1}x", a[0].1 / r); }
+    for (n, r) in a {
+        println!("    {n:<10} {r:>14.0}   ours/this = {:>6.1}x", a[0].1 / r);
+    }
     let b = [
         ("crdt_core", ours_overwrites()),
         ("yrs", yrs_overwrites()),
@@ -427,24 +496,58 @@ fn main() {
     ];
     println!("(b) 1,000 sensors x 1,000 overwrites, one batch/txn per tick (writes/s; ours, yrs and automerge");
     println!("    also produce the delta to replicate; bare crdts does not, crdts+ops serializes its updates)");
-    for (n, r) in b { println!("    {n:<10} {r:>14.0}   ours/this = {:>6.1}x", b[0].1 / r); }
+    for (n, r) in b {
+        println!("    {n:<10} {r:>14.0}   ours/this = {:>6.1}x", b[0].1 / r);
+    }
     let best_peer_b = b[1..].iter().map(|x| x.1).fold(0.0, f64::max);
     let best_with_delta = [b[1].1, b[2].1, b[4].1].into_iter().fold(0.0, f64::max);
-    println!("    vs best peer crate: {:.1}x; vs best peer that also yields replication data: {:.1}x (target 10x)",
-        b[0].1 / best_peer_b, b[0].1 / best_with_delta);
-    let c = [("crdt_core", ours_catch_up()), ("yrs", yrs_catch_up()), ("automerge", am_catch_up()), ("crdts", crdts_catch_up())];
+    println!(
+        "    vs best peer crate: {:.1}x; vs best peer that also yields replication data: {:.1}x (target 10x)",
+        b[0].1 / best_peer_b,
+        b[0].1 / best_with_delta
+    );
+    let c = [
+        ("crdt_core", ours_catch_up()),
+        ("yrs", yrs_catch_up()),
+        ("automerge", am_catch_up()),
+        ("crdts", crdts_catch_up()),
+    ];
     println!("(c) catch-up after missing 50 ticks of 1,000 sensors: bytes, time to compute and apply");
-    for (n, (bytes, secs)) in c { println!("    {n:<10} {bytes:>10} B {:>10.2} ms   bytes this/ours = {:>6.1}x", secs * 1e3, bytes as f64 / c[0].1 .0 as f64); }
+    for (n, (bytes, secs)) in c {
+        println!(
+            "    {n:<10} {bytes:>10} B {:>10.2} ms   bytes this/ours = {:>6.1}x",
+            secs * 1e3,
+            bytes as f64 / c[0].1 .0 as f64
+        );
+    }
     println!("(d) memory (RSS growth, fresh process each)");
-    let big = [("crdt_core", mem("ours-big")), ("yrs", mem("yrs-big")), ("automerge", mem("automerge-big")), ("crdts", mem("crdts-big"))];
+    let big = [
+        ("crdt_core", mem("ours-big")),
+        ("yrs", mem("yrs-big")),
+        ("automerge", mem("automerge-big")),
+        ("crdts", mem("crdts-big")),
+    ];
     println!("    1M numeric fields, bytes per field (target <= 64):");
-    for (n, r) in big { println!("      {n:<10} {r:>8.1}   this/ours = {:>5.1}x", r / big[0].1); }
-    let tw = [("crdt_core", mem("ours-twins")), ("yrs", mem("yrs-twins")), ("automerge", mem("automerge-twins")), ("crdts", mem("crdts-twins"))];
+    for (n, r) in big {
+        println!("      {n:<10} {r:>8.1}   this/ours = {:>5.1}x", r / big[0].1);
+    }
+    let tw = [
+        ("crdt_core", mem("ours-twins")),
+        ("yrs", mem("yrs-twins")),
+        ("automerge", mem("automerge-twins")),
+        ("crdts", mem("crdts-twins")),
+    ];
     println!("    10k twins x 20 fields, bytes per twin (target <= 2048):");
-    for (n, r) in tw { println!("      {n:<10} {r:>8.0}   this/ours = {:>5.1}x", r / tw[0].1); }
+    for (n, r) in tw {
+        println!("      {n:<10} {r:>8.0}   this/ours = {:>5.1}x", r / tw[0].1);
+    }
     let ow = memory("ours-overwrite");
     let mut parts = ow.split_whitespace().map(|x| x.parse::<f64>().unwrap_or(f64::NAN));
-    println!("    crdt_core growth per overwrite (1M overwrites): state {:.4} B, RSS {:.4} B (target 0)", parts.next().unwrap_or(f64::NAN), parts.next().unwrap_or(f64::NAN));
+    println!(
+        "    crdt_core growth per overwrite (1M overwrites): state {:.4} B, RSS {:.4} B (target 0)",
+        parts.next().unwrap_or(f64::NAN),
+        parts.next().unwrap_or(f64::NAN)
+    );
 }
 
 #[allow(dead_code)]
