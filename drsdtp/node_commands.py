@@ -64,7 +64,7 @@ class DemoOptions:
     twins: int = 20
     rate_hz: float = 1.0  # readings per second per twin
     duration_s: float | None = None  # None: until interrupted
-    nodes: int = 1
+    nodes: int = 3  # replicating node processes
     seed: int = 0
     data_dir: Path | None = None  # None: a temporary directory removed on exit
     api: Address = DEFAULT_API  # so `drsdtp status` works against the demo
