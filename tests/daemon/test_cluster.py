@@ -154,3 +154,36 @@ async def test_frozen_and_killed_daemons_converge(fleet: dict[str, Daemon]) -> N
     assert views[0] == views[1] == views[2]
     assert {t.split("/")[0] for t in views[0]} == set(NAMES)
     assert all(len(fields) >= 7 for fields in views[0].values())  # 6 sensors + scope, on every room
+
+
+@pytest.mark.integration
+def test_the_demo_runs_three_nodes_to_convergence_and_stops_cleanly(tmp_path: pathlib.Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "drsdtp",
+            "demo",
+            "--duration",
+            "15",
+            "--data-dir",
+            str(tmp_path),
+            "--api",
+            f"127.0.0.1:{free_port()}",
+            "--metrics",
+            f"127.0.0.1:{free_port()}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "converged after" in result.stdout
+    assert "edge-a" in result.stdout and "edge-c" in result.stdout
+    # Each node stopped through its staged shutdown (SIGTERM), leaving a recoverable log behind.
+    for name in ("edge-a", "edge-b", "edge-c"):
+        assert "Traceback" not in (tmp_path / name / "node.log").read_text()
+        assert list((tmp_path / name / "wal").glob("wal-*.log"))
