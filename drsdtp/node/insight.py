@@ -38,20 +38,29 @@ class InsightService(BackgroundService):
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.engine = TwinIntelligence()
         tables = node.config.kernels or ({"type": "room"},)
-        for i, table in enumerate(tables):
-            self.engine.add_model(model_from_table(table, f"kernels[{i}]"))
+        self._specs = [model_from_table(table, f"kernels[{i}]") for i, table in enumerate(tables)]
+        self.models = {spec.name for spec in self._specs}
+        self._engine: TwinIntelligence | None = None
         self._twins: dict[int, str | None] = {}  # engine-known twin ids -> model (None: not modelled)
         self._rows: dict[int, int] = {}  # (twin id << 32 | field id) -> engine row, -1: not a model field
         self._written: dict[tuple[str, str], float] = {}
         self.passes = 0
 
+    @property
+    def engine(self) -> TwinIntelligence:
+        """Built on first use: its windows cost a few MB that a node without modelled twins should not pay."""
+        if self._engine is None:
+            self._engine = TwinIntelligence()
+            for spec in self._specs:
+                self._engine.add_model(spec)
+        return self._engine
+
     def _model_of(self, twin_id: int) -> str | None:
         if twin_id not in self._twins:
             name = self.node.store.twin_name(twin_id) or ""
             model = self.node.store.get(name, MODEL_FIELD)
-            model = model if isinstance(model, str) and model in self.engine.models else None
+            model = model if isinstance(model, str) and model in self.models else None
             if model is not None:
                 self.engine.add_twin(name, model)
             self._twins[twin_id] = model
@@ -131,7 +140,7 @@ class InsightService(BackgroundService):
 
     def _twin_model(self, twin: str) -> str:
         model = self.node.store.get(twin, MODEL_FIELD)
-        if not isinstance(model, str) or model not in self.engine.models:
+        if not isinstance(model, str) or model not in self.models:
             raise DrsdtpError(f"twin {twin!r} has no model with twin intelligence")
         return model
 
