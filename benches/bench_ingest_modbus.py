@@ -9,9 +9,7 @@ usage: python benches/bench_ingest_modbus.py [--seconds 5] [--reps 3]
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_ingest_support import StoreSink, fmt_rate, free_port, loadavg, median, wait_port
+from bench_ingest_support import StoreSink, fmt_rate, median, run_with_server
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
@@ -85,25 +83,5 @@ async def measure(port: int, seconds: float, reps: int) -> None:
     print(f"   = {fmt_rate(p * 50)} float32 readings into the store; ratio pipeline/pymodbus {p / b:.0%}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--reps", type=int, default=3)
-    args = ap.parse_args()
-    print(f"drsdtp Modbus ingest benchmark; load average {loadavg()}")
-    port = free_port()
-    server = subprocess.Popen([sys.executable, __file__, "serve", str(port)])
-    try:
-        wait_port(port, 30)
-        asyncio.run(measure(port, args.seconds, args.reps))
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-    print(f"load average after: {loadavg()}")
-
-
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "serve":
-        asyncio.run(serve(int(sys.argv[2])))
-    else:
-        main()
+    run_with_server(__file__, "Modbus", serve, measure, seconds=5.0)

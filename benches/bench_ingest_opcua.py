@@ -9,10 +9,8 @@ usage: python benches/bench_ingest_opcua.py [--seconds 8] [--reps 3]
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.server.server import Server
-from bench_ingest_support import StoreSink, fmt_rate, free_port, loadavg, median, wait_port
+from bench_ingest_support import StoreSink, fmt_rate, median, run_with_server
 
 from drsdtp._core import Store
 from drsdtp.adapters import build_adapter
@@ -112,25 +110,5 @@ async def measure(port: int, seconds: float, reps: int) -> None:
     print(f"   ratio pipeline/asyncua {p / b:.0%}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=8.0)
-    ap.add_argument("--reps", type=int, default=3)
-    args = ap.parse_args()
-    print(f"drsdtp OPC UA ingest benchmark; load average {loadavg()}")
-    port = free_port()
-    server = subprocess.Popen([sys.executable, __file__, "serve", str(port)])
-    try:
-        wait_port(port, 30)
-        asyncio.run(measure(port, args.seconds, args.reps))
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-    print(f"load average after: {loadavg()}")
-
-
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "serve":
-        asyncio.run(serve(int(sys.argv[2])))
-    else:
-        main()
+    run_with_server(__file__, "OPC UA", serve, measure, seconds=8.0)

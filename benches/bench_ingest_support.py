@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -10,10 +11,12 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 from drsdtp._core import Store
 from drsdtp.adapters.base import ReadingBatch
@@ -93,3 +96,32 @@ def median(xs: list[float]) -> float:
 
 def loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run_with_server(
+    script: str,
+    title: str,
+    serve: Callable[[int], Coroutine[Any, Any, None]],
+    measure: Callable[[int, float, int], Coroutine[Any, Any, None]],
+    *,
+    seconds: float,
+) -> None:
+    """The benchmark's command line: ``script serve PORT`` runs the server; otherwise start that server in a
+    subprocess (it must not share the measuring process) and run ``measure(port, seconds, reps)``."""
+    if len(sys.argv) > 2 and sys.argv[1] == "serve":
+        asyncio.run(serve(int(sys.argv[2])))
+        return
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=seconds)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    print(f"drsdtp {title} ingest benchmark; load average {loadavg()}")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, script, "serve", str(port)])
+    try:
+        wait_port(port, 30)
+        asyncio.run(measure(port, args.seconds, args.reps))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    print(f"load average after: {loadavg()}")

@@ -11,7 +11,7 @@ from drsdtp.errors import ConfigError
 from drsdtp.ingest.options import IngestOptions, parse_ingest_options
 from drsdtp.supervisor import Backoff
 
-__all__ = ["CommonSettings", "parse_common", "require_module"]
+__all__ = ["CommonSettings", "SharedSettings", "parse_common", "require_module"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -21,6 +21,27 @@ class CommonSettings:
     name: str
     ingest: IngestOptions = field(default_factory=IngestOptions)
     backoff: Backoff = field(default_factory=Backoff)
+
+
+class SharedSettings:
+    """The Adapter Protocol's ``name``, ``ingest`` and ``backoff``, read from the adapter's shared settings.
+
+    Adapters set ``self.common`` in ``__init__``; their own ``stats`` stay theirs (their types differ).
+    """
+
+    common: CommonSettings
+
+    @property
+    def name(self) -> str:
+        return self.common.name
+
+    @property
+    def ingest(self) -> IngestOptions:
+        return self.common.ingest
+
+    @property
+    def backoff(self) -> Backoff:
+        return self.common.backoff
 
 
 def parse_common(t: Table) -> CommonSettings:

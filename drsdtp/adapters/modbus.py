@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drsdtp.adapters.base import AdapterStats, Quality, SourceBatch
-from drsdtp.adapters.common import CommonSettings, parse_common, require_module
+from drsdtp.adapters.common import CommonSettings, SharedSettings, parse_common, require_module
 from drsdtp.adapters.modbus_codec import (
     BIT_TABLES,
     ORDERS,
@@ -54,10 +54,9 @@ from drsdtp.adapters.modbus_codec import (
 )
 from drsdtp.adapters.settings import Table
 from drsdtp.errors import AdapterError
-from drsdtp.ingest.options import IngestOptions
 from drsdtp.ingest.pipeline import wall_ms
 from drsdtp.ingest.ratelog import RateLimitedLog
-from drsdtp.supervisor import Backoff, raise_if_cancelling
+from drsdtp.supervisor import raise_if_cancelling
 
 __all__ = ["ModbusAdapter", "ModbusSettings", "build"]
 
@@ -151,29 +150,18 @@ class _Refused(Exception):
     """The device answered with a Modbus exception code (the request reached it)."""
 
 
-class ModbusAdapter:
+class ModbusAdapter(SharedSettings):
     kind = "modbus"
 
     def __init__(self, settings: ModbusSettings) -> None:
         self.settings = settings
+        self.common = settings.common
         self._stats = AdapterStats()
         self._fail_log = RateLimitedLog(_log, f"{settings.common.name}: failed reads")
 
     @property
-    def name(self) -> str:
-        return self.settings.common.name
-
-    @property
     def stats(self) -> AdapterStats:
         return self._stats
-
-    @property
-    def ingest(self) -> IngestOptions:
-        return self.settings.common.ingest
-
-    @property
-    def backoff(self) -> Backoff:
-        return self.settings.common.backoff
 
     def blocks(self) -> list[Block]:
         s = self.settings

@@ -51,15 +51,13 @@ from dataclasses import field as dc_field
 from typing import TYPE_CHECKING, Any
 
 from drsdtp.adapters.base import AdapterStats, SourceBatch
-from drsdtp.adapters.common import CommonSettings, parse_common, require_module
+from drsdtp.adapters.common import CommonSettings, SharedSettings, parse_common, require_module
 from drsdtp.adapters.payloads import PayloadDecoder, PayloadError, parse_payload
 from drsdtp.adapters.settings import Table
 from drsdtp.adapters.topics import TopicTemplate
 from drsdtp.errors import AdapterError
-from drsdtp.ingest.options import IngestOptions
 from drsdtp.ingest.pipeline import wall_ms
 from drsdtp.ingest.ratelog import RateLimitedLog
-from drsdtp.supervisor import Backoff
 
 if TYPE_CHECKING:
     import aiomqtt
@@ -193,11 +191,12 @@ def build(raw: Mapping[str, Any], key: str) -> MqttAdapter:
 Route = tuple[TopicRule, str | None, str | None]
 
 
-class MqttAdapter:
+class MqttAdapter(SharedSettings):
     kind = "mqtt"
 
     def __init__(self, settings: MqttSettings) -> None:
         self.settings = settings
+        self.common = settings.common
         self._stats = AdapterStats()
         self._routes: dict[str, Route | None] = {}
         self._unknown_log = RateLimitedLog(_log, f"{settings.common.name}: unroutable messages")
@@ -205,20 +204,8 @@ class MqttAdapter:
         self._drop_log = RateLimitedLog(_log, f"{settings.common.name}: client queue full")
 
     @property
-    def name(self) -> str:
-        return self.settings.common.name
-
-    @property
     def stats(self) -> AdapterStats:
         return self._stats
-
-    @property
-    def ingest(self) -> IngestOptions:
-        return self.settings.common.ingest
-
-    @property
-    def backoff(self) -> Backoff:
-        return self.settings.common.backoff
 
     # ---- decoding (pure; unit-tested without a broker) --------------------------------------------------
 

@@ -45,13 +45,12 @@ from dataclasses import field as dc_field
 from typing import Any
 
 from drsdtp.adapters.base import AdapterStats, Quality, SourceBatch
-from drsdtp.adapters.common import CommonSettings, parse_common, require_module
+from drsdtp.adapters.common import CommonSettings, SharedSettings, parse_common, require_module
 from drsdtp.adapters.settings import Table
 from drsdtp.errors import AdapterError
-from drsdtp.ingest.options import IngestOptions
 from drsdtp.ingest.pipeline import wall_ms
 from drsdtp.ingest.ratelog import RateLimitedLog
-from drsdtp.supervisor import Backoff, raise_if_cancelling
+from drsdtp.supervisor import raise_if_cancelling
 
 __all__ = ["NodeSpec", "OpcUaAdapter", "OpcUaSettings", "build"]
 
@@ -199,31 +198,20 @@ def quality_of(status: int) -> int:
     return Quality.GOOD if severity == 0 else Quality.UNCERTAIN if severity == 1 else Quality.BAD
 
 
-class OpcUaAdapter:
+class OpcUaAdapter(SharedSettings):
     kind = "opcua"
 
     def __init__(self, settings: OpcUaSettings) -> None:
         self.settings = settings
+        self.common = settings.common
         self._stats = AdapterStats()
         self._pending = SourceBatch(0)
         self._wake = asyncio.Event()
         self._malformed_log = RateLimitedLog(_log, f"{settings.common.name}: unusable values")
 
     @property
-    def name(self) -> str:
-        return self.settings.common.name
-
-    @property
     def stats(self) -> AdapterStats:
         return self._stats
-
-    @property
-    def ingest(self) -> IngestOptions:
-        return self.settings.common.ingest
-
-    @property
-    def backoff(self) -> Backoff:
-        return self.settings.common.backoff
 
     # ---- notifications (called by asyncua's publish loop; must never block or raise) ---------------------
 

@@ -35,14 +35,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drsdtp.adapters.base import AdapterStats, SourceBatch
-from drsdtp.adapters.common import CommonSettings, parse_common, require_module
+from drsdtp.adapters.common import CommonSettings, SharedSettings, parse_common, require_module
 from drsdtp.adapters.payloads import PayloadError, value_of
 from drsdtp.adapters.settings import Table
 from drsdtp.errors import AdapterError
-from drsdtp.ingest.options import IngestOptions
 from drsdtp.ingest.pipeline import wall_ms
 from drsdtp.ingest.ratelog import RateLimitedLog
-from drsdtp.supervisor import Backoff
 
 __all__ = ["LineDecoder", "SerialAdapter", "SerialSettings", "SerialStats", "build"]
 
@@ -184,28 +182,17 @@ class LineDecoder:
             out.add(twin, name, value, ts, quality)  # null arrives as NaN with quality BAD
 
 
-class SerialAdapter:
+class SerialAdapter(SharedSettings):
     kind = "serial"
 
     def __init__(self, settings: SerialSettings) -> None:
         self.settings = settings
+        self.common = settings.common
         self._stats = SerialStats()
-
-    @property
-    def name(self) -> str:
-        return self.settings.common.name
 
     @property
     def stats(self) -> SerialStats:
         return self._stats
-
-    @property
-    def ingest(self) -> IngestOptions:
-        return self.settings.common.ingest
-
-    @property
-    def backoff(self) -> Backoff:
-        return self.settings.common.backoff
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncIterator[SourceBatch]]:

@@ -43,13 +43,11 @@ import numpy as np
 import numpy.typing as npt
 
 from drsdtp.adapters.base import AdapterStats, Quality, SourceBatch
-from drsdtp.adapters.common import CommonSettings, parse_common
+from drsdtp.adapters.common import CommonSettings, SharedSettings, parse_common
 from drsdtp.adapters.settings import Table
 from drsdtp.errors import ConfigError, InvalidValueError, UnknownTwinError
-from drsdtp.ingest.options import IngestOptions
 from drsdtp.ingest.pipeline import wall_ms
 from drsdtp.sim import FAULT_KINDS, FIELDS, Fault, Plant
-from drsdtp.supervisor import Backoff
 
 __all__ = ["SimulatedAdapter", "SimulatedSettings", "SimulatedStats", "build"]
 
@@ -127,11 +125,12 @@ def build(raw: Mapping[str, Any], key: str) -> SimulatedAdapter:
     return adapter
 
 
-class SimulatedAdapter:
+class SimulatedAdapter(SharedSettings):
     kind = "simulated"
 
     def __init__(self, settings: SimulatedSettings, plant: Plant | None = None) -> None:
         self.settings = settings
+        self.common = settings.common
         self.plant = plant or Plant(
             rooms=settings.rooms, seed=settings.seed, dt_s=settings.dt_s, setpoint_c=settings.setpoint_c
         )
@@ -143,20 +142,8 @@ class SimulatedAdapter:
         self._fields = np.tile(np.array(FIELDS, dtype=object), self.plant.rooms)
 
     @property
-    def name(self) -> str:
-        return self.settings.common.name
-
-    @property
     def stats(self) -> SimulatedStats:
         return self._stats
-
-    @property
-    def ingest(self) -> IngestOptions:
-        return self.settings.common.ingest
-
-    @property
-    def backoff(self) -> Backoff:
-        return self.settings.common.backoff
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncIterator[SourceBatch]]:
