@@ -174,11 +174,39 @@ class NodeCommands:
                     if t is None:
                         return EXIT_FAILURE
                     _write_twin(out, writer, t)
+                    if request.history and not await self._export_history(target, console, out, writer, t):
+                        return EXIT_FAILURE
                     progress.advance()
         finally:
             if out is not sys.stdout:
                 out.close()
         return EXIT_OK
+
+    async def _export_history(
+        self, target: ApiTarget, console: Console, out: TextIO, writer: Any, t: api_pb2.Twin
+    ) -> bool:
+        """Every raw reading the node still holds of the twin's numeric fields (one history row each)."""
+        numeric = [
+            f.name for f in t.fields if f.WhichOneof("value") in ("f64", "i64") and not f.name.startswith("_")
+        ]
+        for field in numeric:
+            req = api_pb2.HistoryRequest(
+                twin_id=t.twin_id,
+                field=field,
+                start_ms=1,
+                end_ms=int(time.time() * 1000) + 1,
+                resolution="raw",
+                limit=10_000_000,
+            )
+            h = await self._call(target, console, "ReadHistory", req)
+            if h is None:
+                return False
+            if writer is None:
+                points = [[ts, v] for ts, v in zip(h.ts_ms, h.values, strict=True)]
+                out.write(json.dumps({"twin": t.twin_id, "field": field, "history": points}) + "\n")
+            else:
+                writer.writerows([t.twin_id, field, v, ts] for ts, v in zip(h.ts_ms, h.values, strict=True))
+        return True
 
     async def insight(self, target: ApiTarget, query: InsightQuery, console: Console) -> int:
         params: dict[str, Any] = {"horizon_min": query.horizon_min}

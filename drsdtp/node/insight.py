@@ -11,6 +11,7 @@ with a 10 s period.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -91,8 +92,6 @@ class InsightService(BackgroundService):
             self.engine.ingest(rows[keep], batch.source_ms[keep] / 1000.0, batch.values[keep])
 
     async def run(self) -> None:
-        import asyncio
-
         while True:
             await asyncio.sleep(PASS_INTERVAL_S)
             if not self._rows:
@@ -103,6 +102,7 @@ class InsightService(BackgroundService):
 
     async def _write_quality(self) -> None:
         store = self.node.store
+        writes: list[tuple[bytes, list[str]]] = []
         for twin_id, model in list(self._twins.items()):
             if model is None:
                 continue
@@ -114,7 +114,8 @@ class InsightService(BackgroundService):
             }
             if changed:
                 self._written.update({(twin, k): v for k, v in changed.items()})
-                await self.node.commit(store.set_many(twin, dict(changed)), [twin], "local")
+                writes.append((store.set_many(twin, dict(changed)), [twin]))
+        await self.node.commit_all(writes, "local")
 
     def insight(self, twin: str, kind: str, params: dict[str, Any]) -> dict[str, Any]:
         """health | forecast | whatif | recommendations, as JSON-ready documents."""

@@ -7,6 +7,7 @@ shutdown deadline: intake stops first, then the API, peers, and the durable stor
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fnmatch
 import logging
@@ -190,15 +191,16 @@ class Node:
         self.replicator.on_local_delta(delta)
         self._feed.publish(twins, origin)
 
+    async def commit_all(self, deltas: Sequence[tuple[bytes, Sequence[str]]], origin: str) -> None:
+        """Several deltas in one group commit: every one is appended before the first waits for the disk."""
+        await asyncio.gather(*(self.commit(delta, twins, origin) for delta, twins in deltas))
+
     async def ensure_twins(self, twins: Sequence[str]) -> None:
         """Gives twins seen for the first time their model and scope from the config's twin rules."""
         fresh = [t for t in twins if t not in self._known_twins]
-        for twin in fresh:
-            self._known_twins.add(twin)
-            if twin in self._store and self._store.get(twin, SCOPE_FIELD) is not None:
-                continue
-            meta = self.twin_meta(twin)
-            await self.commit(self._store.set_many(twin, meta), [twin], "local")
+        self._known_twins.update(fresh)
+        unnamed = [t for t in fresh if t not in self._store or self._store.get(t, SCOPE_FIELD) is None]
+        await self.commit_all([(self._store.set_many(t, self.twin_meta(t)), [t]) for t in unnamed], "local")
 
     def twin_meta(self, twin: str) -> dict[str, str | bytes | float | int | bool]:
         for rule in self.config.twins:

@@ -97,6 +97,15 @@ async def test_cli_reads_a_running_node(tmp_path: pathlib.Path) -> None:
         assert "humidity" in json.loads(get.stdout)
         missing = await asyncio.to_thread(cli, "get", "nope")
         assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+        # Export with history: the latest state plus every raw reading, as CSV.
+        await wait_for(lambda: node.history is not None and node.history.store.stats.appended > 0)
+        exported = await asyncio.to_thread(cli, "export", "--format", "csv", "--history")
+        assert exported.returncode == 0, exported.stderr
+        rows = [line.split(",") for line in exported.stdout.splitlines()[1:]]
+        temp_rows = [r for r in rows if r[0] == "room-1" and r[1] == "temp_1"]
+        assert len(temp_rows) >= 3  # the latest value and at least two history readings
+        history_ts = [int(r[3]) for r in temp_rows[1:]]
+        assert history_ts == sorted(set(history_ts))  # readings in time order, each once
 
 
 @pytest.mark.integration
