@@ -30,7 +30,7 @@ from drsdtp.config import Address
 from drsdtp.console import Console
 from drsdtp.node.api import connect, field_to_python
 from drsdtp.node_commands import EXIT_FAILURE, EXIT_OK, DemoOptions
-from drsdtp.wire.v1 import api_pb2
+from drsdtp.wire.v1 import api_pb2, api_pb2_grpc
 
 NAMES = "abcdefghijklmnopqrstuvwxyz"
 
@@ -99,17 +99,17 @@ speedup = {speedup}
 """
 
 
-async def _status(stub: object, limit_s: float) -> api_pb2.StatusReply | None:
+async def _status(stub: api_pb2_grpc.TwinApiStub, limit_s: float) -> api_pb2.StatusReply | None:
     try:
-        reply: api_pb2.StatusReply = await stub.Status(api_pb2.StatusRequest(), timeout=limit_s)  # type: ignore[attr-defined]
+        reply: api_pb2.StatusReply = await stub.Status(api_pb2.StatusRequest(), timeout=limit_s)
         return reply
     except grpc.aio.AioRpcError:
         return None
 
 
-async def _twin(stub: object, twin: str, limit_s: float) -> dict[str, object]:
+async def _twin(stub: api_pb2_grpc.TwinApiStub, twin: str, limit_s: float) -> dict[str, object]:
     try:
-        t = await stub.GetTwin(api_pb2.GetTwinRequest(twin_id=twin), timeout=limit_s)  # type: ignore[attr-defined]
+        t = await stub.GetTwin(api_pb2.GetTwinRequest(twin_id=twin), timeout=limit_s)
     except grpc.aio.AioRpcError:
         return {}
     return {f.name: field_to_python(f) for f in t.fields}
@@ -236,9 +236,9 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event, console: Console) 
             shutil.rmtree(root, ignore_errors=True)
 
 
-async def _insight(stub: object, twin: str) -> str:
+async def _insight(stub: api_pb2_grpc.TwinApiStub, twin: str) -> str:
     try:
-        reply = await stub.Insight(api_pb2.InsightRequest(twin_id=twin, kind="health"), timeout=3)  # type: ignore[attr-defined]
+        reply = await stub.Insight(api_pb2.InsightRequest(twin_id=twin, kind="health"), timeout=3)
     except grpc.aio.AioRpcError:
         return ""
     doc = json.loads(reply.json)

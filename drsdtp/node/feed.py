@@ -57,6 +57,3 @@ class ChangeFeed:
         if names:
             for sub in self._subs:
                 sub.push(names, origin)
-
-    def __len__(self) -> int:
-        return len(self._subs)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from drsdtp import __version__
 from drsdtp._core import Store
@@ -22,15 +23,16 @@ from drsdtp.clock import ClockMonitor, HighWaterKeeper, restore_high_water
 from drsdtp.config import NodeConfig
 from drsdtp.core import replica_id
 from drsdtp.errors import DrsdtpError
+from drsdtp.gossip.replicator import Replicator
 from drsdtp.metrics import MetricsServer, NodeMetrics
 from drsdtp.node.api import MODEL_FIELD, SCOPE_FIELD, ApiServer
 from drsdtp.node.durable import DurableStore
 from drsdtp.node.feed import ChangeFeed
+from drsdtp.node.history import HistoryService
+from drsdtp.node.insight import InsightService
+from drsdtp.node.intake import Intake
 from drsdtp.stats import StoreSize
 from drsdtp.wire.v1 import api_pb2
-
-if TYPE_CHECKING:
-    from drsdtp.node.history import HistoryService
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +77,11 @@ class Node:
         self.api = ApiServer(self, config.listen.api, max_message_bytes=limits.max_message_bytes)
         self.metrics_server = MetricsServer(self.metrics, config.listen.metrics, ready=lambda: True)
         self._known_twins: set[str] = set(self._store.twins())
-        from drsdtp.node.intake import Intake  # intake imports adapters and their optional dependencies
-
         self.intake = Intake(self)
         self.history: HistoryService | None = None
         if config.history.enabled:
-            from drsdtp.node.history import HistoryService
-
             self.history = HistoryService(config.data_dir, config.history, self._store)
             self.intake.sink.observers.append(self.history.observe)
-        from drsdtp.gossip.replicator import Replicator
-        from drsdtp.node.insight import InsightService
-
         self.replicator = Replicator(
             self._store,
             config.node_id,
@@ -105,7 +100,6 @@ class Node:
         self.intelligence = InsightService(self)
         self.intake.sink.observers.append(self.intelligence.observe)
         self._stack: contextlib.AsyncExitStack | None = None
-        self.extra_services: list[Service] = []
 
     # ----- the NodeView of the API ------------------------------------------------------------------------
 
@@ -174,8 +168,6 @@ class Node:
 
     def state_digest(self) -> int:
         """A 64-bit digest of the whole state (equal on converged nodes)."""
-        import hashlib
-
         return int.from_bytes(hashlib.blake2b(self._store.digest(), digest_size=8).digest(), "big")
 
     def _store_size(self) -> StoreSize:
@@ -219,7 +211,6 @@ class Node:
             *([self.history] if self.history is not None else []),
             self.intelligence,
             self.replicator,
-            *self.extra_services,
             self.api,
             self.metrics_server,
             self.intake,
