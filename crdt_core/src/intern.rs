@@ -68,11 +68,6 @@ impl Interner {
         self.table.insert_unique(hash, id, |&other| hasher.hash_one(name_of(bytes, ends, other)));
         Ok(id)
     }
-
-    /// Heap bytes held (for memory accounting).
-    pub fn heap_bytes(&self) -> usize {
-        self.bytes.capacity() + self.ends.capacity() * 4 + self.table.capacity() * 5
-    }
 }
 
 /// Refuses empty and oversized names.

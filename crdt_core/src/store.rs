@@ -663,11 +663,6 @@ impl Store {
     pub fn context(&self, twin: &str) -> Option<&Context> {
         self.twin_by_name(twin).map(|t| &t.cc)
     }
-
-    /// Physical time of the newest stamp in the store's clock (for staleness reports).
-    pub fn clock_ms(&self) -> u64 {
-        physical_ms(self.hlc.high_water())
-    }
 }
 
 #[cold]
