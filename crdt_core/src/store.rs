@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hashbrown::HashMap;
 
-use crate::clock::{physical_ms, stamp_at, Hlc, Stamp};
+use crate::clock::{stamp_at, Hlc, Stamp};
 use crate::context::{Context, Dot, ReplicaId};
 use crate::counter::PnCounter;
 use crate::error::{Error, Kind, Result};
