@@ -38,6 +38,7 @@ class Model:
     counters: dict[tuple[str, str], int] = field(default_factory=dict)
     adds: dict[tuple[str, str, str], set[int]] = field(default_factory=dict)
     killed: set[int] = field(default_factory=set)
+    set_ops: dict[int, tuple[str, str]] = field(default_factory=dict)  # op -> (twin, set field)
     ops: int = 0
 
 
@@ -134,7 +135,10 @@ class Replication(RuleBasedStateMachine):
             self.model.adds.setdefault((twin, s, e), set()).add(op)
         else:
             delta = store.remove(twin, s, e)
-        self._broadcast(r, delta, {op})
+        self.model.set_ops[op] = (twin, s)
+        # A set delta carries the whole set: every op on it that this replica had seen travels with it.
+        carried = {o for o in self.model.seen[r] if self.model.set_ops.get(o) == (twin, s)}
+        self._broadcast(r, delta, {op} | carried)
 
     @precondition(lambda self: bool(self.network))
     @rule(
