@@ -233,8 +233,9 @@ class WalConfig:
     # Group commit: fsync when this much time or this many bytes accumulated, whichever comes first.
     fsync_interval_ms: Annotated[int, Range(0, 60_000)] = 5
     fsync_bytes: Annotated[int, Range(0, 1 << 30)] = _MIB
+    # A snapshot truncates the log: taken every snapshot_every entries or once the log reaches segment_bytes.
     segment_bytes: Annotated[int, Range(_MIB, 1 << 32)] = 64 * _MIB
-    snapshot_every: Annotated[int, Range(1, 1 << 40)] = 100_000  # log entries between snapshots
+    snapshot_every: Annotated[int, Range(1, 1 << 40)] = 100_000
 
 
 @dataclass(frozen=True, slots=True)

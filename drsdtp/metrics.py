@@ -10,8 +10,9 @@ Exported (``source`` is an ingestion source, ``peer`` a peer name):
 * ``drsdtp_node_info{node_id,version}`` gauge, always 1
 * ``drsdtp_ingest_{received,invalid,dropped,late}_total{source}``
 * ``drsdtp_adapter_reconnects_total{source}``, ``drsdtp_adapter_connected{source}`` 0/1
-* ``drsdtp_apply_latency_seconds`` histogram (reading arrival to store apply)
+* ``drsdtp_apply_latency_seconds`` histogram (source timestamp to durable apply, fresh readings)
 * ``drsdtp_wal_fsync_latency_seconds`` histogram (one group-commit fsync)
+* ``drsdtp_wal_{records,snapshots,failed_commits}_total`` (registered by the node)
 * ``drsdtp_peer_up{peer}`` 0/1, ``drsdtp_peers_up`` (how many are up)
 * ``drsdtp_replication_lag_seconds{peer}`` (only while known)
 * ``drsdtp_peer_messages_{sent,received}_total{peer}``, ``drsdtp_peer_catchups_total{peer}``
@@ -178,7 +179,7 @@ class _NodeCollector:
 
     def _latency(self) -> Iterator[Metric]:
         for name, doc, source in (
-            ("drsdtp_apply_latency_seconds", "Reading arrival to store apply.", self.m.apply_latency),
+            ("drsdtp_apply_latency_seconds", "Source timestamp to durable apply.", self.m.apply_latency),
             (
                 "drsdtp_wal_fsync_latency_seconds",
                 "Duration of one write-ahead-log fsync.",

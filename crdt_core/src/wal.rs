@@ -91,6 +91,10 @@ pub struct Wal {
     pending: Vec<u8>,
     pending_records: usize,
     stats: WalStats,
+    // Set by a failed write or fsync: the segment may now end in a torn record, and after a failed fsync the
+    // kernel may have dropped the dirty pages while reporting later fsyncs as clean. Appending behind either
+    // would be unrecoverable, so the log refuses every later commit; reopening cuts the torn tail.
+    failed: bool,
 }
 
 impl Wal {
@@ -134,7 +138,7 @@ impl Wal {
         let segment_bytes = file.metadata().map_err(io("stat", &path))?.len();
         sync_dir(dir)?;
         let stats = WalStats { segment_bytes, ..WalStats::default() };
-        Ok((Wal { dir: dir.to_owned(), file, seq, pending: Vec::new(), pending_records: 0, stats }, rec))
+        Ok((Wal { dir: dir.to_owned(), file, seq, pending: Vec::new(), pending_records: 0, stats, failed: false }, rec))
     }
 
     /// Frames one delta as a log record into `out` (for hosts that buffer outside the log, so appends never
@@ -177,13 +181,16 @@ impl Wal {
 
     /// Writes `records` already framed by [`frame`](Self::frame) and fsyncs once.
     pub fn write_framed(&mut self, framed: &[u8], records: usize) -> Result<()> {
+        self.check_usable()?;
         if framed.is_empty() {
             return Ok(());
         }
         let start = Instant::now();
         let path = segment_path(&self.dir, self.seq);
-        self.file.write_all(framed).map_err(io("write", &path))?;
-        self.file.sync_data().map_err(io("fsync", &path))?;
+        let written = self.file.write_all(framed).map_err(io("write", &path));
+        let synced = written.and_then(|()| self.file.sync_data().map_err(io("fsync", &path)));
+        self.failed = synced.is_err();
+        synced?;
         self.stats.records += records as u64;
         self.stats.bytes += framed.len() as u64;
         self.stats.segment_bytes += framed.len() as u64;
@@ -197,6 +204,23 @@ impl Wal {
     /// kept as a fallback should the newest be damaged later).
     pub fn snapshot(&mut self, state: &[u8]) -> Result<()> {
         self.commit()?;
+        // A snapshot that fails halfway may leave the log pointing at a segment recovery would skip.
+        let result = self.write_snapshot(state);
+        self.failed = result.is_err();
+        result
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        if self.failed {
+            return Err(Error::Storage(format!(
+                "the write-ahead log in {} failed earlier and accepts no more writes; restart the node to recover",
+                self.dir.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn write_snapshot(&mut self, state: &[u8]) -> Result<()> {
         let next = self.seq + 1;
         let path = snapshot_path(&self.dir, next);
         let tmp = path.with_extension("tmp");
@@ -316,6 +340,32 @@ mod tests {
         let mut s = Store::new(1, 500);
         s.set_manual_time(Some(1_700_000_000_000));
         s
+    }
+
+    #[test]
+    fn a_failed_write_refuses_every_later_commit_until_reopened() {
+        let dir = tmp("failed");
+        let mut s = store();
+        let (mut wal, _) = Wal::open(&dir, &mut s).unwrap();
+        wal.append(&s.set("t", "a", Value::I64(1)).unwrap()).unwrap();
+        assert_eq!(wal.commit().unwrap(), 1);
+        // The disk goes away under the log: a handle that cannot be written.
+        let seg = segment_path(&dir, 1);
+        wal.file = File::open(&seg).unwrap();
+        wal.append(&s.set("t", "b", Value::I64(2)).unwrap()).unwrap();
+        assert!(matches!(wal.commit(), Err(Error::Storage(_))));
+        // Even with a good handle back, the log stays shut: it cannot know what the failed write left behind.
+        wal.file = OpenOptions::new().append(true).open(&seg).unwrap();
+        wal.append(&s.set("t", "c", Value::I64(3)).unwrap()).unwrap();
+        let err = wal.commit().unwrap_err().to_string();
+        assert!(err.contains("failed earlier"), "{err}");
+        assert!(wal.snapshot(&s.encode_state(None)).is_err());
+        drop(wal);
+        let mut r = store();
+        let (mut wal, rec) = Wal::open(&dir, &mut r).unwrap();
+        assert_eq!(rec.records, 1);
+        wal.append(&r.set("t", "d", Value::I64(4)).unwrap()).unwrap();
+        assert_eq!(wal.commit().unwrap(), 1);
     }
 
     #[test]

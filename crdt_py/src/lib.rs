@@ -268,15 +268,31 @@ impl Store {
 #[pyclass(frozen, module = "drsdtp._core")]
 struct Wal {
     // Two locks: appends (on the event loop) only touch the buffer, so they never wait behind an fsync.
-    buffer: Mutex<(Vec<u8>, usize)>,
+    buffer: Mutex<Pending>,
     inner: Mutex<crdt_core::Wal>,
+}
+
+/// Records framed and not yet written. Every record gets a sequence number; a commit reports the highest one
+/// it made durable, so the host can release exactly the writers whose records are on disk, whichever call
+/// (commit or snapshot) wrote them and whatever was appended meanwhile.
+#[derive(Default)]
+struct Pending {
+    framed: Vec<u8>,
+    records: usize,
+    last_seq: u64,
+}
+
+impl Pending {
+    fn take(&mut self) -> (Vec<u8>, usize, u64) {
+        (std::mem::take(&mut self.framed), std::mem::take(&mut self.records), self.last_seq)
+    }
 }
 
 impl Wal {
     fn lock(&self) -> MutexGuard<'_, crdt_core::Wal> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
-    fn buffer(&self) -> MutexGuard<'_, (Vec<u8>, usize)> {
+    fn buffer(&self) -> MutexGuard<'_, Pending> {
         self.buffer.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -305,49 +321,51 @@ impl Wal {
     ) -> PyResult<(Wal, Bound<'py, PyDict>)> {
         let st = store.get();
         let (wal, rec) = py.detach(|| crdt_core::Wal::open(&path, &mut st.lock())).py_err()?;
-        let wal = Wal { buffer: Mutex::new((Vec::new(), 0)), inner: Mutex::new(wal) };
+        let wal = Wal { buffer: Mutex::new(Pending::default()), inner: Mutex::new(wal) };
         Ok((wal, recovery_dict(py, &rec)?))
     }
 
-    /// Buffers one delta (durable after the next commit).
-    fn append(&self, delta: &[u8]) -> PyResult<()> {
+    /// Buffers one delta (durable after the next commit); returns its sequence number (1, 2, ...).
+    fn append(&self, delta: &[u8]) -> PyResult<u64> {
         let mut buf = self.buffer();
-        crdt_core::Wal::frame(delta, &mut buf.0).py_err()?;
-        buf.1 += 1;
-        Ok(())
+        crdt_core::Wal::frame(delta, &mut buf.framed).py_err()?;
+        buf.records += 1;
+        buf.last_seq += 1;
+        Ok(buf.last_seq)
     }
 
-    /// Writes what is buffered and fsyncs once; returns how many records became durable.
-    fn commit(&self, py: Python<'_>) -> PyResult<usize> {
+    /// Writes what is buffered and fsyncs once; returns the sequence number up to which records are durable.
+    fn commit(&self, py: Python<'_>) -> PyResult<u64> {
         py.detach(|| {
             let mut wal = self.lock();
-            let (framed, n) = std::mem::take(&mut *self.buffer());
-            wal.write_framed(&framed, n).map(|()| n)
+            let (framed, n, seq) = self.buffer().take();
+            wal.write_framed(&framed, n).map(|()| seq)
         })
         .py_err()
     }
 
-    /// Commits, then writes the store's full state as a snapshot and truncates the log.
-    fn snapshot(&self, py: Python<'_>, store: &Bound<'_, Store>) -> PyResult<()> {
+    /// Commits, then writes the store's full state as a snapshot and truncates the log. Returns the sequence
+    /// number up to which records are durable, as `commit` does.
+    fn snapshot(&self, py: Python<'_>, store: &Bound<'_, Store>) -> PyResult<u64> {
         let st = store.get();
         py.detach(|| {
             let mut wal = self.lock();
-            let (framed, n) = std::mem::take(&mut *self.buffer());
+            let (framed, n, seq) = self.buffer().take();
             wal.write_framed(&framed, n)?;
             let state = st.lock().encode_state(None);
-            wal.snapshot(&state)
+            wal.snapshot(&state).map(|()| seq)
         })
         .py_err()
     }
 
     #[getter]
     fn pending_bytes(&self) -> usize {
-        self.buffer().0.len()
+        self.buffer().framed.len()
     }
 
     #[getter]
     fn pending_records(&self) -> usize {
-        self.buffer().1
+        self.buffer().records
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

@@ -3,7 +3,11 @@ group committer fsyncs by time and size, and callers acknowledge an update (MQTT
 gossip ack) only once :meth:`DurableStore.record` has returned, i.e. once it is on disk.
 
 Recovery happens on open (in Rust): the newest valid snapshot, then the log; a torn or corrupt tail is cut
-and reported. Snapshots are taken every ``snapshot_every`` records, which truncates the log.
+and reported. Snapshots are taken every ``snapshot_every`` records or once the log segment reaches
+``segment_bytes``, whichever comes first; each truncates the log.
+
+A failed write or fsync shuts the log (see :class:`drsdtp._core.Wal`): the waiting writers get the
+``StorageError``, nothing later is acknowledged, and a restart recovers up to the last good record.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import Self
 
 from drsdtp._core import Store, Wal
 from drsdtp.config import WalConfig
+from drsdtp.errors import StorageError
+from drsdtp.stats import LatencyHistogram
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +39,8 @@ class DurabilityStats:
     commits: int = 0
     records: int = 0
     snapshots: int = 0
-    fsync_s: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=4096))
+    failed_commits: int = 0
+    fsync_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
 
 
 class DurableStore:
@@ -44,7 +51,8 @@ class DurableStore:
         self._wal = wal
         self._config = config
         self.stats = stats
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # (sequence number of the record, its writer): released once the log reports that number durable.
+        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
         self._wake = asyncio.Event()
         self._since_snapshot = 0
         self._task: asyncio.Task[None] | None = None
@@ -84,8 +92,10 @@ class DurableStore:
                 await self._task
         if self._wal is not None:
             # Whatever is still buffered becomes durable before the node exits.
-            n = await asyncio.to_thread(self._wal.commit)
-            self._resolve(n)
+            try:
+                self._made_durable(await asyncio.to_thread(self._wal.commit))
+            except StorageError as exc:
+                self._fail_waiters(exc)
 
     async def record(self, delta: bytes) -> None:
         """Appends ``delta`` to the log and returns once it is durable (at once when the log is off)."""
@@ -93,9 +103,9 @@ class DurableStore:
             return
         if self._closed:
             raise RuntimeError("the durable store is closed")
-        self._wal.append(delta)
+        seq = self._wal.append(delta)
         waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        self._waiters.append((seq, waiter))
         self._wake.set()
         await waiter
 
@@ -103,18 +113,12 @@ class DurableStore:
         """Returns once everything recorded before the call is durable (a barrier: gossip sends catch-up
         state only after it, so a crash cannot make the node reissue an event its peers already hold)."""
         if self._waiters:
-            await asyncio.shield(self._waiters[-1])
+            await asyncio.shield(self._waiters[-1][1])
 
     @property
     def pending(self) -> int:
         """Records appended and not yet durable."""
         return len(self._waiters)
-
-    def _resolve(self, n: int) -> None:
-        for _ in range(min(n, len(self._waiters))):
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
 
     async def _committer(self) -> None:
         assert self._wal is not None
@@ -137,23 +141,50 @@ class DurableStore:
                 self._wake.clear()
             started = time.perf_counter()
             try:
-                n = await asyncio.to_thread(wal.commit)
-            except Exception as exc:
-                # The disk failed: nothing buffered can be acknowledged; fail the waiters, keep running.
-                log.error("write-ahead log commit failed: %s", exc)
-                while self._waiters:
-                    w = self._waiters.popleft()
-                    if not w.done():
-                        w.set_exception(exc)
+                durable_seq = await asyncio.to_thread(wal.commit)
+            except StorageError as exc:
+                self._fail_waiters(exc)
                 continue
-            self.stats.fsync_s.append(time.perf_counter() - started)
+            self.stats.fsync_latency.observe(time.perf_counter() - started)
             self.stats.commits += 1
-            self.stats.records += n
-            self._resolve(n)
-            self._since_snapshot += n
-            if self._since_snapshot >= self._config.snapshot_every:
+            self._made_durable(durable_seq)
+            if self._snapshot_due():
                 self._since_snapshot = 0
-                await asyncio.to_thread(wal.snapshot, self.store)
+                try:
+                    # The snapshot first commits whatever was appended while the loop awaited.
+                    self._made_durable(await asyncio.to_thread(wal.snapshot, self.store))
+                except StorageError as exc:
+                    self._fail_waiters(exc)
+                    continue
                 self.stats.snapshots += 1
             if self._closed and not self._waiters:
                 return
+
+    def _snapshot_due(self) -> bool:
+        """Every ``snapshot_every`` records, or once the segment reaches ``segment_bytes`` (a snapshot is what
+        truncates the log, so it bounds both the disk used and the time recovery takes)."""
+        assert self._wal is not None
+        return (
+            self._since_snapshot >= self._config.snapshot_every
+            or self._wal.stats()["segment_bytes"] >= self._config.segment_bytes
+        )
+
+    def _made_durable(self, durable_seq: int) -> None:
+        """Releases every writer whose record is at or below ``durable_seq``."""
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= durable_seq:
+            _, waiter = waiters.popleft()
+            self.stats.records += 1
+            self._since_snapshot += 1
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _fail_waiters(self, exc: StorageError) -> None:
+        """The disk failed: nothing buffered can be acknowledged. The writers get the error; the log refuses
+        later commits too (see :class:`Wal`), so the node stops acknowledging until it is restarted."""
+        log.error("write-ahead log commit failed: %s", exc)
+        self.stats.failed_commits += 1
+        while self._waiters:
+            _, waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(exc)

@@ -5,6 +5,7 @@ batch is durable (so an MQTT QoS 1 PUBACK, for one, is sent only after the WAL c
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ from drsdtp.adapters import build_adapter
 from drsdtp.adapters.base import ReadingBatch
 from drsdtp.ingest.runner import IngestService
 from drsdtp.lifecycle import BackgroundService
+from drsdtp.stats import LatencyHistogram
 
 if TYPE_CHECKING:
     from drsdtp.node.node import Node
@@ -30,6 +32,8 @@ class NodeSink:
         self.node = node
         # Called with every applied batch (history, twin intelligence) before it is acknowledged.
         self.observers: list[BatchObserver] = []
+        # Source timestamp to durable, per fresh reading (stale ones would only measure how stale they were).
+        self.apply_latency = LatencyHistogram()
 
     async def apply(self, batch: ReadingBatch) -> None:
         keep = batch.has_value()
@@ -44,6 +48,7 @@ class NodeSink:
         for observe in self.observers:
             observe(batch, twins)
         await self.node.commit(delta, twins, "ingest")
+        self.apply_latency.observe_many((time.time() * 1000.0 - batch.source_ms[~batch.stale]) / 1000.0)
 
 
 class Intake(BackgroundService):

@@ -78,6 +78,16 @@ class Node:
         self.metrics_server = MetricsServer(self.metrics, config.listen.metrics, ready=lambda: True)
         self._known_twins: set[str] = set(self._store.twins())
         self.intake = Intake(self)
+        self.metrics.apply_latency = self.intake.sink.apply_latency
+        self.metrics.wal_fsync_latency = self.durable.stats.fsync_latency
+        wal = self.durable.stats
+        self.metrics.add_counter("drsdtp_wal_records", "Records made durable.", lambda: wal.records)
+        self.metrics.add_counter("drsdtp_wal_snapshots", "Log snapshots taken.", lambda: wal.snapshots)
+        self.metrics.add_counter(
+            "drsdtp_wal_failed_commits",
+            "Failed log writes; after one the node acknowledges nothing until restarted.",
+            lambda: wal.failed_commits,
+        )
         self.history: HistoryService | None = None
         if config.history.enabled:
             self.history = HistoryService(config.data_dir, config.history, self._store)

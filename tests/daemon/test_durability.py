@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import pathlib
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -29,7 +31,15 @@ def config(data_dir: pathlib.Path) -> object:
     )
 
 
+def _parse_ack(line: str) -> tuple[str, str, float] | None:
+    if not line.startswith("ACK"):
+        return None
+    _, _, twin, field, value = line.split()
+    return twin, field, float(value)
+
+
 def run_until_acks(data_dir: pathlib.Path, acks: int) -> list[tuple[str, str, float]]:
+    """Runs the writer until ``acks`` readings were acknowledged (at most 60 s), then SIGKILLs it."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.daemon.writer_proc", str(data_dir)],
         cwd=ROOT,
@@ -38,22 +48,39 @@ def run_until_acks(data_dir: pathlib.Path, acks: int) -> list[tuple[str, str, fl
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "READY"
+    # A thread reads the pipe so the deadline holds even when the writer stops printing.
+    lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def pump() -> None:
+        for line in proc.stdout or ():
+            lines.put(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     acked: list[tuple[str, str, float]] = []
+    ready = False
     deadline = time.monotonic() + 60
-    while len(acked) < acks and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith("ACK"):
-            _, _, twin, field, value = line.split()
-            acked.append((twin, field, float(value)))
+    while len(acked) < acks and (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        ready = ready or line.strip() == "READY"
+        if (ack := _parse_ack(line)) is not None:
+            acked.append(ack)
     # Kill while writes are in flight: no shutdown, no flush.
     proc.send_signal(signal.SIGKILL)
-    rest, _ = proc.communicate(timeout=30)
-    for line in rest.splitlines():
-        if line.startswith("ACK"):
-            _, _, twin, field, value = line.split()
-            acked.append((twin, field, float(value)))
-    assert len(acked) >= acks, "the writer did not reach the ack target"
+    proc.wait(timeout=30)
+    reader.join(timeout=30)
+    while True:
+        try:
+            line = lines.get_nowait()
+        except queue.Empty:
+            break
+        if (ack := _parse_ack(line)) is not None:
+            acked.append(ack)
+    assert ready, "the writer never became ready"
+    assert len(acked) >= acks, f"the writer stalled: {len(acked)} of {acks} acknowledgements in 60 s"
     return acked
 
 

@@ -1,0 +1,101 @@
+"""The durable store's group committer: every writer is released exactly when its record is on disk, whichever
+call wrote it (a commit, or the commit inside a snapshot), and a failed disk fails the writers instead of
+acknowledging them."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from drsdtp._core import Store, Wal
+from drsdtp.config import WalConfig
+from drsdtp.errors import StorageError
+from drsdtp.node.durable import DurabilityStats, DurableStore
+
+
+def _store() -> Store:
+    return Store(7)
+
+
+def test_a_snapshot_reports_the_records_it_committed(tmp_path: Path) -> None:
+    store = _store()
+    wal, _ = Wal.open(tmp_path, store)
+    seqs = [wal.append(store.set("t", f"f{i}", float(i))) for i in range(3)]
+    assert seqs == [1, 2, 3]
+    # The snapshot commits what was buffered: those writers wait for exactly this answer.
+    assert wal.snapshot(store) == 3
+    assert wal.pending_records == 0
+    assert wal.append(store.set("t", "g", 1.0)) == 4
+    assert wal.commit() == 4
+    # A commit with nothing buffered still reports everything appended so far as durable.
+    assert wal.commit() == 4
+
+
+async def test_concurrent_writers_through_constant_snapshots_are_all_released(tmp_path: Path) -> None:
+    # A snapshot after every commit: records appended while one is on the way in are written by it, and
+    # their writers must be released by it (counting only commits left them waiting forever).
+    store = _store()
+    config = WalConfig(fsync_interval_ms=0, snapshot_every=1)
+    async with DurableStore.open(tmp_path, store, config) as durable:
+
+        async def writer(w: int) -> None:
+            for i in range(150):
+                await durable.record(store.set(f"t{w}", f"f{i}", float(i)))
+
+        await asyncio.wait_for(asyncio.gather(*(writer(w) for w in range(8))), 60)
+        assert durable.pending == 0
+        assert durable.stats.records == 8 * 150
+        assert durable.stats.snapshots > 0
+    recovered = _store()
+    Wal.open(tmp_path / "wal", recovered)
+    assert all(recovered.get(f"t{w}", "f149") == 149.0 for w in range(8))
+
+
+async def test_a_full_segment_triggers_a_snapshot(tmp_path: Path) -> None:
+    store = _store()
+    config = WalConfig(fsync_interval_ms=0, segment_bytes=1 << 20, snapshot_every=1 << 40)
+    async with DurableStore.open(tmp_path, store, config) as durable:
+        big = b"x" * 100_000
+        for i in range(12):  # 1.2 MB of log: past the segment limit once
+            await durable.record(store.set("t", f"blob{i}", big))
+        assert durable.stats.snapshots == 1
+    segments = sorted((tmp_path / "wal").glob("wal-*.log"))
+    assert segments[-1].stat().st_size < 1 << 20
+
+
+class _FailingDisk:
+    """A Wal whose disk fails on the next commit (a real disk cannot be made to fail on cue in a test)."""
+
+    def __init__(self, wal: Wal) -> None:
+        self.wal = wal
+        self.fail = False
+
+    def append(self, delta: bytes) -> int:
+        return self.wal.append(delta)
+
+    def commit(self) -> int:
+        if self.fail:
+            raise StorageError("fsync wal-00000000000000000001.log: Input/output error (os error 5)")
+        return self.wal.commit()
+
+    @property
+    def pending_bytes(self) -> int:
+        return self.wal.pending_bytes
+
+    def stats(self) -> dict[str, int]:
+        return self.wal.stats()
+
+
+async def test_a_failed_commit_fails_its_writers_and_is_counted(tmp_path: Path) -> None:
+    store = _store()
+    disk = _FailingDisk(Wal.open(tmp_path, store)[0])
+    config = WalConfig(fsync_interval_ms=0)
+    async with DurableStore(store, disk, config, DurabilityStats()) as durable:  # type: ignore[arg-type]
+        await durable.record(store.set("t", "ok", 1.0))
+        disk.fail = True
+        writes = (durable.record(store.set("t", f"f{i}", 1.0)) for i in range(5))
+        results = await asyncio.gather(*writes, return_exceptions=True)
+        assert all(isinstance(r, StorageError) for r in results), results
+        assert durable.stats.failed_commits >= 1
+        assert (durable.pending, durable.stats.records) == (0, 1)
+        disk.fail = False
