@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import getpass
 import logging
 import os
 import re
+import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -40,13 +42,15 @@ from drsdtp.node_commands import (
     EXIT_OK,
     EXIT_USAGE,
     ApiTarget,
+    AuditQuery,
     Commands,
     DemoOptions,
     ExportRequest,
     GetQuery,
     HistoryQuery,
     InsightQuery,
-    NotWired,
+    RollbackRequest,
+    SnapshotRequest,
     TwinsQuery,
     load_commands,
 )
@@ -244,6 +248,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", help='what-if scenario: "fan off", "setpoint 18", "heater fails"')
     p.add_argument("--horizon-min", type=_positive_float, default=60.0, help="what-if horizon in minutes")
 
+    def actor(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--actor", default=_default_actor(), help="who asks, for the audit trail (default: %(default)s)"
+        )
+
+    p = client("snapshot", "take a checksummed snapshot of a twin, for rollback")
+    p.add_argument("twin_id", metavar="TWIN")
+    p.add_argument("--reason", "-m", required=True, help="why (recorded in the audit trail)")
+    actor(p)
+    p = client("snapshots", "list a twin's snapshots")
+    p.add_argument("twin_id", metavar="TWIN")
+    p = client("rollback", "bring a twin back to a snapshot (a safety snapshot is taken first)")
+    p.add_argument("twin_id", metavar="TWIN")
+    p.add_argument("snapshot_id", metavar="SNAPSHOT")
+    p.add_argument("--reason", "-m", required=True, help="why (recorded in the audit trail)")
+    actor(p)
+    p = client("audit", "show the audit trail of snapshots and rollbacks, and verify its hash chain")
+    p.add_argument("twin_id", nargs="?", metavar="TWIN", help="only this twin")
+    p.add_argument("--since", type=parse_time, metavar="TIME", help="now, 15m, 2h, 7d or ISO 8601")
+    p.add_argument("--until", type=parse_time, metavar="TIME", help="as --since")
+    p.add_argument("--actor", help="only records by this actor")
+    p.add_argument("--limit", type=_positive_int, default=100, help="the newest this many records")
+
     p = sub.add_parser("check-config", help="validate a config file and print a summary")
     p.add_argument(
         "path", nargs="?", type=Path, metavar="PATH", help=f"default: $DRSDTP_CONFIG or {DEFAULT_CONFIG}"
@@ -396,6 +423,36 @@ def _cmd_export(args: argparse.Namespace, commands: Commands, console: Console) 
     return _run_client(args, lambda target: commands.export(target, request, console))
 
 
+def _default_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def _cmd_snapshot(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    request = SnapshotRequest(args.twin_id, args.reason, args.actor)
+    return _run_client(args, lambda target: commands.snapshot(target, request, console))
+
+
+def _cmd_snapshots(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    return _run_client(args, lambda target: commands.snapshots(target, args.twin_id, console))
+
+
+def _cmd_rollback(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    request = RollbackRequest(args.twin_id, args.snapshot_id, args.reason, args.actor)
+    return _run_client(args, lambda target: commands.rollback(target, request, console))
+
+
+def _cmd_audit(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    if args.since is not None and args.until is not None and args.since > args.until:
+        console.error("--since is after --until")
+        return EXIT_USAGE
+    query = AuditQuery(args.twin_id, args.since, args.until, args.actor, args.limit)
+    return _run_client(args, lambda target: commands.audit(target, query, console))
+
+
 def _cmd_check_config(args: argparse.Namespace, commands: Commands, console: Console) -> int:
     setup_logging(_client_level(args))
     path = _config_path(args.path)
@@ -424,11 +481,6 @@ def _cmd_check_config(args: argparse.Namespace, commands: Commands, console: Con
         console.line()
         rules = [(r.match, r.model, r.scope or config.scopes[0]) for r in config.twins]
         console.table(("match", "model", "scope"), rules, title="Twin rules")
-    if (config.adapters or config.kernels) and isinstance(commands, NotWired):
-        console.line()
-        console.line(
-            "note: adapter and kernel tables were checked for their `type` only (plugins not wired yet)"
-        )
     return EXIT_OK
 
 
@@ -475,5 +527,9 @@ _HANDLERS: Final[dict[str, Callable[[argparse.Namespace, Commands, Console], int
     "get": _cmd_get,
     "history": _cmd_history,
     "export": _cmd_export,
+    "snapshot": _cmd_snapshot,
+    "snapshots": _cmd_snapshots,
+    "rollback": _cmd_rollback,
+    "audit": _cmd_audit,
     "check-config": _cmd_check_config,
 }

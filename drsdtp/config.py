@@ -249,6 +249,7 @@ class HistoryConfig:
     enabled: bool = True
     raw_retention_s: Annotated[int, Range(1, 3_153_600_000)] = 86_400
     raw_max_points: Annotated[int, Range(1, 1 << 40)] = 100_000  # per field
+    snapshots_per_twin: Annotated[int, Range(1, 1_000_000)] = 100  # twin snapshots kept (the oldest go first)
     downsample: tuple[DownsampleTier, ...] = (
         DownsampleTier(interval_s=60, retention_s=30 * 86_400),
         DownsampleTier(interval_s=3600, retention_s=365 * 86_400),

@@ -17,6 +17,7 @@ __all__ = [
     "DrsdtpError",
     "InvalidValueError",
     "LimitError",
+    "MissingSnapshotError",
     "StorageError",
     "TypeConflictError",
     "UnknownTwinError",
@@ -57,6 +58,10 @@ class UnknownTwinError(DrsdtpError, KeyError):
 
 class StorageError(DrsdtpError, OSError):
     """The durable log or a snapshot could not be read or written."""
+
+
+class MissingSnapshotError(StorageError, LookupError):
+    """The twin has no snapshot with that id (on this node)."""
 
 
 class ConfigError(DrsdtpError, ValueError):

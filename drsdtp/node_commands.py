@@ -1,8 +1,8 @@
 """The seam between the CLI and the node: what each node-backed subcommand receives and the Protocol it calls.
 
 The CLI parses arguments into the option objects below and calls a :class:`Commands` implementation; it never
-touches the daemon or the gRPC client itself. :func:`load_commands` chooses the implementation. Until the node
-daemon is wired it returns :class:`NotWired`, whose commands say so and exit with status 2.
+touches the daemon or the gRPC client itself. :func:`load_commands` returns the node's implementation; tests
+pass their own.
 
 Conventions for implementations: return a process exit status (:data:`EXIT_OK`, :data:`EXIT_FAILURE`,
 :data:`EXIT_USAGE`); print through the :class:`~drsdtp.console.Console` (tables, or :meth:`Console.json` when
@@ -28,13 +28,15 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "ApiTarget",
+    "AuditQuery",
     "Commands",
     "DemoOptions",
     "ExportRequest",
     "GetQuery",
     "HistoryQuery",
     "InsightQuery",
-    "NotWired",
+    "RollbackRequest",
+    "SnapshotRequest",
     "TwinsQuery",
     "load_commands",
 ]
@@ -112,6 +114,36 @@ class InsightQuery:
     horizon_min: float = 60.0
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    """``drsdtp snapshot``: take a snapshot of a twin (``reason`` required: it goes to the audit trail)."""
+
+    twin_id: str
+    reason: str
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackRequest:
+    """``drsdtp rollback``: bring a twin back to one of its snapshots."""
+
+    twin_id: str
+    snapshot_id: str
+    reason: str
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """``drsdtp audit``: the audit trail (snapshots and rollbacks), newest ``limit`` records."""
+
+    twin_id: str | None = None
+    since: float | None = None  # unix seconds
+    until: float | None = None
+    actor: str | None = None
+    limit: int = 100
+
+
 class Commands(Protocol):
     """What the node provides to the CLI. ``stop`` is set by SIGTERM/SIGINT (the CLI installs handlers)."""
 
@@ -131,44 +163,17 @@ class Commands(Protocol):
 
     async def insight(self, target: ApiTarget, query: InsightQuery, console: Console) -> int: ...
 
+    async def snapshot(self, target: ApiTarget, request: SnapshotRequest, console: Console) -> int: ...
+
+    async def snapshots(self, target: ApiTarget, twin_id: str, console: Console) -> int: ...
+
+    async def rollback(self, target: ApiTarget, request: RollbackRequest, console: Console) -> int: ...
+
+    async def audit(self, target: ApiTarget, query: AuditQuery, console: Console) -> int: ...
+
     def check_plugins(self, config: NodeConfig) -> Sequence[ConfigError]:
         """Deeper validation of the adapter and kernel tables (by their plugins), for ``check-config``."""
         ...
-
-
-class NotWired:
-    """Stands in for the node until the daemon is wired: every node-backed command explains and exits 2."""
-
-    def _refuse(self, console: Console, command: str) -> int:
-        console.error(f"`drsdtp {command}` needs the node daemon, which is not wired yet")
-        return EXIT_USAGE
-
-    async def run(self, config: NodeConfig, stop: asyncio.Event, console: Console) -> int:
-        return self._refuse(console, "run")
-
-    async def demo(self, options: DemoOptions, stop: asyncio.Event, console: Console) -> int:
-        return self._refuse(console, "demo")
-
-    async def status(self, target: ApiTarget, console: Console) -> int:
-        return self._refuse(console, "status")
-
-    async def twins(self, target: ApiTarget, query: TwinsQuery, console: Console) -> int:
-        return self._refuse(console, "twins")
-
-    async def get(self, target: ApiTarget, query: GetQuery, console: Console) -> int:
-        return self._refuse(console, "get")
-
-    async def history(self, target: ApiTarget, query: HistoryQuery, console: Console) -> int:
-        return self._refuse(console, "history")
-
-    async def export(self, target: ApiTarget, request: ExportRequest, console: Console) -> int:
-        return self._refuse(console, "export")
-
-    async def insight(self, target: ApiTarget, query: InsightQuery, console: Console) -> int:
-        return self._refuse(console, "insight")
-
-    def check_plugins(self, config: NodeConfig) -> Sequence[ConfigError]:
-        return ()
 
 
 def load_commands() -> Commands:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 import zlib
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from drsdtp.core import Store, decode_state
-from drsdtp.errors import DecodeError, StorageError, UnknownTwinError
+from drsdtp.errors import DecodeError, MissingSnapshotError, StorageError, UnknownTwinError
 from drsdtp.history.audit import AuditLog, Change, Via
 from drsdtp.history.files import atomic_write, storage_error
 from drsdtp.history.rollback import apply_plan, plan_rollback
@@ -36,6 +37,7 @@ __all__ = ["RollbackResult", "SnapshotInfo", "SnapshotStore"]
 _log = logging.getLogger(__name__)
 
 _MAGIC = b"DRSDTP-SNAPSHOT 1\n"
+_ID = re.compile(r"[0-9]{13}-[0-9a-f]{8}(-[0-9]+)?")  # created_ms-sha256[:8], -n on a collision
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +133,13 @@ class SnapshotStore:
 
     def load(self, twin: str, snapshot_id: str) -> tuple[SnapshotInfo, bytes]:
         """A snapshot's metadata and verified state bytes; StorageError if it is missing or damaged."""
+        if not _ID.fullmatch(snapshot_id):  # ids come from API callers: never a path outside the twin's dir
+            raise MissingSnapshotError(f"twin {twin!r} has no snapshot {snapshot_id!r} (not a snapshot id)")
         path = self._twin_dir(twin) / f"{snapshot_id}.snap"
         try:
             data = path.read_bytes()
         except FileNotFoundError as exc:
-            raise StorageError(f"twin {twin!r} has no snapshot {snapshot_id!r}") from exc
+            raise MissingSnapshotError(f"twin {twin!r} has no snapshot {snapshot_id!r}") from exc
         except OSError as exc:
             raise storage_error(f"cannot read snapshot {snapshot_id} of twin {twin!r}", exc) from exc
         info, state = _parse(data, path)

@@ -14,8 +14,11 @@ import grpc.aio
 
 from drsdtp._core import Store
 from drsdtp.config import Address
-from drsdtp.errors import DrsdtpError
+from drsdtp.errors import DrsdtpError, MissingSnapshotError, StorageError, UnknownTwinError
+from drsdtp.history.snapshots import SnapshotInfo
+from drsdtp.history.values import FieldValue
 from drsdtp.node.feed import ChangeFeed
+from drsdtp.node.snapshots import SnapshotService
 from drsdtp.wire.v1 import api_pb2, api_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -34,30 +37,60 @@ class NodeView(Protocol):
     def status(self) -> api_pb2.StatusReply: ...
     async def read_history(self, request: api_pb2.HistoryRequest) -> api_pb2.HistoryReply: ...
     def insight(self, twin_id: str, kind: str, params: dict[str, Any]) -> dict[str, Any]: ...
+    @property
+    def snapshots(self) -> SnapshotService: ...
+
+
+def value_message(name: str, value: FieldValue) -> api_pb2.FieldValue:
+    """A value without a register stamp (snapshot and audit contents: a counter there is an ``i64``)."""
+    msg = api_pb2.FieldValue(name=name)
+    if isinstance(value, frozenset):
+        msg.set.elements.extend(sorted(value))
+    elif isinstance(value, bool):
+        msg.flag = value
+    elif isinstance(value, int):
+        msg.i64 = value
+    elif isinstance(value, float):
+        msg.f64 = value
+    elif isinstance(value, str):
+        msg.text = value
+    else:
+        msg.blob = value
+    return msg
 
 
 def field_message(store: Store, twin: str, name: str, value: object) -> api_pb2.FieldValue:
     """One field as the API sends it (registers carry their stamp and writer)."""
-    msg = api_pb2.FieldValue(name=name)
     entry = store.entry(twin, name)
     if entry is not None:
+        msg = value_message(name, entry[0])
         msg.stamp, msg.writer = entry[1], entry[2]
-        v = entry[0]
-        if isinstance(v, bool):
-            msg.flag = v
-        elif isinstance(v, int):
-            msg.i64 = v
-        elif isinstance(v, float):
-            msg.f64 = v
-        elif isinstance(v, str):
-            msg.text = v
-        else:
-            msg.blob = v
-    elif isinstance(value, frozenset):
+        return msg
+    msg = api_pb2.FieldValue(name=name)
+    if isinstance(value, frozenset):
         msg.set.elements.extend(sorted(value))
     elif isinstance(value, int):
         msg.counter = value
     return msg
+
+
+def change_message(name: str, before: FieldValue | None, after: FieldValue) -> api_pb2.FieldChange:
+    msg = api_pb2.FieldChange(name=name, after=value_message(name, after))
+    if before is not None:
+        msg.before.CopyFrom(value_message(name, before))
+    return msg
+
+
+def snapshot_message(info: SnapshotInfo) -> api_pb2.SnapshotInfo:
+    return api_pb2.SnapshotInfo(
+        id=info.id,
+        twin_id=info.twin,
+        created_ms=info.created_ms,
+        reason=info.reason,
+        actor=info.actor,
+        sha256=info.checksum,
+        size=info.size,
+    )
 
 
 def twin_message(store: Store, twin: str, only: Sequence[str] = ()) -> api_pb2.Twin:
@@ -162,6 +195,92 @@ class TwinApiService(api_pb2_grpc.TwinApiServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise
         return api_pb2.InsightReply(json=json.dumps(doc))
+
+    async def TakeSnapshot(
+        self, request: api_pb2.TakeSnapshotRequest, context: grpc.aio.ServicerContext
+    ) -> api_pb2.SnapshotInfo:
+        if not request.reason.strip():  # the audit trail records why
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a snapshot needs a reason")
+        try:
+            info = await self.node.snapshots.take(request.twin_id, request.reason, _actor(request.actor))
+        except DrsdtpError as exc:
+            await _abort_for(context, exc)
+            raise
+        return snapshot_message(info)
+
+    async def ListSnapshots(
+        self, request: api_pb2.ListSnapshotsRequest, context: grpc.aio.ServicerContext
+    ) -> api_pb2.ListSnapshotsReply:
+        infos = await self.node.snapshots.listing(request.twin_id)
+        return api_pb2.ListSnapshotsReply(snapshots=[snapshot_message(i) for i in infos])
+
+    async def Rollback(
+        self, request: api_pb2.RollbackRequest, context: grpc.aio.ServicerContext
+    ) -> api_pb2.RollbackReply:
+        if not request.reason.strip():  # the audit trail records why
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a rollback needs a reason")
+        try:
+            result = await self.node.snapshots.rollback(
+                request.twin_id, request.snapshot_id, _actor(request.actor), request.reason
+            )
+        except DrsdtpError as exc:
+            await _abort_for(context, exc)
+            raise
+        reply = api_pb2.RollbackReply(
+            snapshot=snapshot_message(result.snapshot),
+            changed=[change_message(n, old, new) for n, (old, new) in sorted(result.changed.items())],
+            extra_fields=list(result.extra_fields),
+            skipped=result.skipped,
+        )
+        if result.safety_snapshot is not None:
+            reply.safety_snapshot.CopyFrom(snapshot_message(result.safety_snapshot))
+        return reply
+
+    async def ReadAudit(
+        self, request: api_pb2.AuditRequest, context: grpc.aio.ServicerContext
+    ) -> api_pb2.AuditReply:
+        records, verification = await self.node.snapshots.read_audit(
+            request.twin_id or None, request.start_ms or None, request.end_ms or None, request.actor or None
+        )
+        limit = request.limit or 100
+        reply = api_pb2.AuditReply(
+            total=len(records), chain_ok=verification.ok, chain_problems=verification.problems
+        )
+        for rec in records[-limit:]:
+            reply.records.append(
+                api_pb2.AuditRecord(
+                    seq=rec.seq,
+                    ts_ms=rec.ts_ms,
+                    actor=rec.actor,
+                    action=rec.action,
+                    twin_id=rec.twin,
+                    changes=[
+                        change_message(n, c.old if c.old_known else None, c.new)
+                        for n, c in sorted(rec.changes.items())
+                    ],
+                    reason=rec.reason,
+                    via=rec.via,
+                    ref=rec.ref or "",
+                    hash=rec.hash,
+                )
+            )
+        return reply
+
+
+def _actor(stated: str) -> str:
+    return stated or "anonymous"
+
+
+async def _abort_for(context: grpc.aio.ServicerContext, exc: DrsdtpError) -> None:
+    """The status a caller can act on: NOT_FOUND for a missing twin or snapshot, FAILED_PRECONDITION for a
+    damaged snapshot or a failed disk, INVALID_ARGUMENT for the rest."""
+    if isinstance(exc, UnknownTwinError | MissingSnapshotError):
+        code = grpc.StatusCode.NOT_FOUND
+    elif isinstance(exc, StorageError):
+        code = grpc.StatusCode.FAILED_PRECONDITION
+    else:
+        code = grpc.StatusCode.INVALID_ARGUMENT
+    await context.abort(code, str(exc))
 
 
 class ApiServer:

@@ -21,11 +21,14 @@ from drsdtp.node_commands import (
     EXIT_FAILURE,
     EXIT_OK,
     ApiTarget,
+    AuditQuery,
     DemoOptions,
     ExportRequest,
     GetQuery,
     HistoryQuery,
     InsightQuery,
+    RollbackRequest,
+    SnapshotRequest,
     TwinsQuery,
 )
 from drsdtp.sdnotify import SystemdNotifier
@@ -228,6 +231,115 @@ class NodeCommands:
             console.json(doc)
         return EXIT_OK
 
+    async def snapshot(self, target: ApiTarget, request: SnapshotRequest, console: Console) -> int:
+        req = api_pb2.TakeSnapshotRequest(twin_id=request.twin_id, reason=request.reason, actor=request.actor)
+        info = await self._call(target, console, "TakeSnapshot", req)
+        if info is None:
+            return EXIT_FAILURE
+        if console.json_mode:
+            console.json(_snapshot_doc(info))
+        else:
+            console.line(
+                f"snapshot {info.id} of {info.twin_id} taken (sha256 {info.sha256[:16]}..., {info.size} B)"
+            )
+        return EXIT_OK
+
+    async def snapshots(self, target: ApiTarget, twin_id: str, console: Console) -> int:
+        reply = await self._call(
+            target, console, "ListSnapshots", api_pb2.ListSnapshotsRequest(twin_id=twin_id)
+        )
+        if reply is None:
+            return EXIT_FAILURE
+        if console.json_mode:
+            console.json([_snapshot_doc(i) for i in reply.snapshots])
+        else:
+            rows = [(i.id, _iso(i.created_ms), i.actor, i.reason, i.size) for i in reply.snapshots]
+            console.table(
+                ["snapshot", "taken", "by", "reason", "bytes"],
+                rows,
+                title=f"{twin_id}: {len(rows)} snapshots",
+            )
+        return EXIT_OK
+
+    async def rollback(self, target: ApiTarget, request: RollbackRequest, console: Console) -> int:
+        req = api_pb2.RollbackRequest(
+            twin_id=request.twin_id,
+            snapshot_id=request.snapshot_id,
+            reason=request.reason,
+            actor=request.actor,
+        )
+        r = await self._call(target, console, "Rollback", req)
+        if r is None:
+            return EXIT_FAILURE
+        changes = [
+            (c.name, _value(c.before) if c.HasField("before") else None, _value(c.after)) for c in r.changed
+        ]
+        safety = r.safety_snapshot.id if r.HasField("safety_snapshot") else None
+        if console.json_mode:
+            console.json(
+                {
+                    "twin": request.twin_id,
+                    "snapshot": r.snapshot.id,
+                    "safety_snapshot": safety,
+                    "changed": {name: {"before": old, "after": new} for name, old, new in changes},
+                    "extra_fields": list(r.extra_fields),
+                    "skipped": dict(r.skipped),
+                }
+            )
+            return EXIT_OK
+        console.line(f"{request.twin_id} rolled back to {r.snapshot.id}: {len(changes)} fields changed")
+        if changes:
+            console.table(["field", "before", "after"], changes)
+        for name, why in sorted(r.skipped.items()):
+            console.line(f"not restored: {name}: {why}")
+        if r.extra_fields:
+            console.line(f"left as they are (not in the snapshot): {', '.join(r.extra_fields)}")
+        if safety:
+            console.line(f"undo with: drsdtp rollback {request.twin_id} {safety} --reason ...")
+        return EXIT_OK
+
+    async def audit(self, target: ApiTarget, query: AuditQuery, console: Console) -> int:
+        req = api_pb2.AuditRequest(
+            twin_id=query.twin_id or "",
+            start_ms=_ms(query.since, 0),
+            end_ms=_ms(query.until, 0),
+            actor=query.actor or "",
+            limit=query.limit,
+        )
+        r = await self._call(target, console, "ReadAudit", req)
+        if r is None:
+            return EXIT_FAILURE
+        if console.json_mode:
+            records = [
+                {
+                    "seq": a.seq,
+                    "ts_ms": a.ts_ms,
+                    "actor": a.actor,
+                    "action": a.action,
+                    "twin": a.twin_id,
+                    "reason": a.reason,
+                    "via": a.via,
+                    "ref": a.ref,
+                    "changes": {c.name: _value(c.after) for c in a.changes},
+                    "hash": a.hash,
+                }
+                for a in r.records
+            ]
+            console.json({"chain_ok": r.chain_ok, "problems": list(r.chain_problems), "records": records})
+        else:
+            rows = [
+                (a.seq, _iso(a.ts_ms), a.actor, a.action, a.twin_id, a.ref, len(a.changes), a.reason)
+                for a in r.records
+            ]
+            title = f"{len(rows)} of {r.total} records"
+            console.table(
+                ["seq", "time", "actor", "action", "twin", "snapshot", "fields", "reason"], rows, title=title
+            )
+            console.line("hash chain: intact" if r.chain_ok else "hash chain: BROKEN")
+            for problem in r.chain_problems:
+                console.line(f"  {problem}")
+        return EXIT_OK if r.chain_ok else EXIT_FAILURE
+
     def check_plugins(self, config: NodeConfig) -> Sequence[ConfigError]:
         problems: list[ConfigError] = []
         try:
@@ -256,6 +368,23 @@ def _write_twin(out: TextIO, writer: Any, t: api_pb2.Twin) -> None:
         return
     for f in t.fields:
         writer.writerow([t.twin_id, f.name, field_to_python(f), f.stamp >> 16 if f.stamp else ""])
+
+
+def _snapshot_doc(info: api_pb2.SnapshotInfo) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "twin": info.twin_id,
+        "created_ms": info.created_ms,
+        "reason": info.reason,
+        "actor": info.actor,
+        "sha256": info.sha256,
+        "size": info.size,
+    }
+
+
+def _value(f: api_pb2.FieldValue) -> Any:
+    v = field_to_python(f)
+    return v.hex() if isinstance(v, bytes) else v
 
 
 def _age(ms: int) -> str:

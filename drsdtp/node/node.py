@@ -31,6 +31,7 @@ from drsdtp.node.feed import ChangeFeed
 from drsdtp.node.history import HistoryService
 from drsdtp.node.insight import InsightService
 from drsdtp.node.intake import Intake
+from drsdtp.node.snapshots import SnapshotService
 from drsdtp.stats import StoreSize
 from drsdtp.wire.v1 import api_pb2
 
@@ -107,6 +108,9 @@ class Node:
             on_change=lambda twins: self._feed.publish(twins, "peer"),
         )
 
+        self.snapshots = SnapshotService(
+            config.data_dir, self._store, self.commit, per_twin=config.history.snapshots_per_twin
+        )
         self.intelligence = InsightService(self)
         self.intake.sink.observers.append(self.intelligence.observe)
         self._stack: contextlib.AsyncExitStack | None = None
@@ -216,6 +220,7 @@ class Node:
         """In start order; stopped in reverse."""
         return [
             self.durable,
+            self.snapshots,
             self.high_water,
             self.clock,
             *([self.history] if self.history is not None else []),

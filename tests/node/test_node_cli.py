@@ -22,11 +22,14 @@ from drsdtp.console import Console, Progress, render_table
 from drsdtp.errors import ConfigError, StorageError
 from drsdtp.node_commands import (
     ApiTarget,
+    AuditQuery,
     DemoOptions,
     ExportRequest,
     GetQuery,
     HistoryQuery,
     InsightQuery,
+    RollbackRequest,
+    SnapshotRequest,
     TwinsQuery,
 )
 
@@ -52,7 +55,8 @@ def drsdtp(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 def test_help_lists_every_subcommand() -> None:
     result = drsdtp("--help")
     assert result.returncode == 0
-    for command in ("run", "demo", "status", "twins", "get", "history", "export", "check-config"):
+    commands = ("run", "demo", "status", "twins", "get", "history", "export", "check-config")
+    for command in (*commands, "snapshot", "snapshots", "rollback", "audit", "insight"):
         assert command in result.stdout
 
 
@@ -171,6 +175,18 @@ class Recording:
     async def insight(self, target: ApiTarget, query: InsightQuery, console: Console) -> int:
         return await self._record("insight", target, query)
 
+    async def snapshot(self, target: ApiTarget, request: SnapshotRequest, console: Console) -> int:
+        return await self._record("snapshot", target, request)
+
+    async def snapshots(self, target: ApiTarget, twin_id: str, console: Console) -> int:
+        return await self._record("snapshots", target, twin_id)
+
+    async def rollback(self, target: ApiTarget, request: RollbackRequest, console: Console) -> int:
+        return await self._record("rollback", target, request)
+
+    async def audit(self, target: ApiTarget, query: AuditQuery, console: Console) -> int:
+        return await self._record("audit", target, query)
+
     def check_plugins(self, config: NodeConfig) -> Sequence[ConfigError]:
         return [ConfigError("adapters[0].topic", "required key is missing")] if self.fail else []
 
@@ -258,6 +274,35 @@ def test_client_commands_map_their_arguments() -> None:
     assert query.until > query.since
     assert export[2] == ExportRequest(Path("twins.csv"), "csv", "pump-", True)
     assert status[1] == ApiTarget(Address("127.0.0.1", 7401))
+
+
+def test_snapshot_rollback_and_audit_map_their_arguments() -> None:
+    commands = Recording()
+    call(["snapshot", "pump-1", "-m", "before firmware 2.1", "--actor", "alice"], commands)
+    call(["snapshots", "pump-1"], commands)
+    call(
+        ["rollback", "pump-1", "1700000000000-0a1b2c3d", "--reason", "bad firmware", "--actor", "bob"],
+        commands,
+    )
+    call(["audit", "pump-1", "--since", "2025-01-01T00:00:00Z", "--actor", "bob", "--limit", "7"], commands)
+    call(["snapshot", "pump-2", "-m", "x"], commands)
+    snap, listing, rollback, audit, default_actor = commands.calls
+    assert snap[2] == SnapshotRequest("pump-1", "before firmware 2.1", "alice")
+    assert listing[2] == "pump-1"
+    assert rollback[2] == RollbackRequest("pump-1", "1700000000000-0a1b2c3d", "bad firmware", "bob")
+    assert audit[2] == AuditQuery("pump-1", datetime(2025, 1, 1, tzinfo=UTC).timestamp(), None, "bob", 7)
+    # Without --actor: the local user at this host.
+    assert isinstance(default_actor[2], SnapshotRequest)
+    assert default_actor[2].actor.endswith(f"@{socket.gethostname()}")
+
+
+def test_snapshot_and_rollback_require_a_reason() -> None:
+    commands = Recording()
+    for argv in (["snapshot", "pump-1"], ["rollback", "pump-1", "1700000000000-0a1b2c3d"]):
+        with pytest.raises(SystemExit) as exit_:
+            call(argv, commands)
+        assert exit_.value.code == 2
+    assert commands.calls == []
 
 
 def test_client_target_comes_from_the_config(tmp_path: Path) -> None:

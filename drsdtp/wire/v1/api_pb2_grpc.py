@@ -64,6 +64,26 @@ class TwinApiStub:
                 request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.InsightRequest.SerializeToString,
                 response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.InsightReply.FromString,
                 _registered_method=True)
+        self.TakeSnapshot = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/TakeSnapshot',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.TakeSnapshotRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.SnapshotInfo.FromString,
+                _registered_method=True)
+        self.ListSnapshots = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/ListSnapshots',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListSnapshotsRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListSnapshotsReply.FromString,
+                _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/Rollback',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.RollbackReply.FromString,
+                _registered_method=True)
+        self.ReadAudit = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/ReadAudit',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.AuditRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.AuditReply.FromString,
+                _registered_method=True)
 
 
 class TwinApiServicer:
@@ -112,6 +132,35 @@ class TwinApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TakeSnapshot(self, request, context):
+        """A checksummed snapshot of a twin's state, kept on this node with who took it and why.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSnapshots(self, request, context):
+        """A twin's snapshots on this node, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rollback(self, request, context):
+        """Brings a twin back to a snapshot's values as new writes, durable and replicated like any other, after
+        a safety snapshot of the current state (so a rollback can be rolled back).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadAudit(self, request, context):
+        """The hash-chained audit trail of snapshots and rollbacks, with a verification of the whole chain.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TwinApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +193,26 @@ def add_TwinApiServicer_to_server(servicer, server):
                     servicer.Insight,
                     request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.InsightRequest.FromString,
                     response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.InsightReply.SerializeToString,
+            ),
+            'TakeSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.TakeSnapshot,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.TakeSnapshotRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.SnapshotInfo.SerializeToString,
+            ),
+            'ListSnapshots': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSnapshots,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListSnapshotsRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListSnapshotsReply.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.RollbackRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.RollbackReply.SerializeToString,
+            ),
+            'ReadAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadAudit,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.AuditRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.AuditReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -308,6 +377,114 @@ class TwinApi:
             '/drsdtp.wire.v1.TwinApi/Insight',
             drsdtp_dot_wire_dot_v1_dot_api__pb2.InsightRequest.SerializeToString,
             drsdtp_dot_wire_dot_v1_dot_api__pb2.InsightReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TakeSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/TakeSnapshot',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.TakeSnapshotRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.SnapshotInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSnapshots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/ListSnapshots',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.ListSnapshotsRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.ListSnapshotsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/Rollback',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.RollbackRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.RollbackReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/ReadAudit',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.AuditRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.AuditReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,16 @@ class TwinApiStub:
     """
     Insight: _grpc.UnaryUnaryMultiCallable[_api_pb2.InsightRequest, _api_pb2.InsightReply]
     """Twin intelligence as JSON documents any dashboard can show: health, forecast, what-if."""
+    TakeSnapshot: _grpc.UnaryUnaryMultiCallable[_api_pb2.TakeSnapshotRequest, _api_pb2.SnapshotInfo]
+    """A checksummed snapshot of a twin's state, kept on this node with who took it and why."""
+    ListSnapshots: _grpc.UnaryUnaryMultiCallable[_api_pb2.ListSnapshotsRequest, _api_pb2.ListSnapshotsReply]
+    """A twin's snapshots on this node, oldest first."""
+    Rollback: _grpc.UnaryUnaryMultiCallable[_api_pb2.RollbackRequest, _api_pb2.RollbackReply]
+    """Brings a twin back to a snapshot's values as new writes, durable and replicated like any other, after
+    a safety snapshot of the current state (so a rollback can be rolled back).
+    """
+    ReadAudit: _grpc.UnaryUnaryMultiCallable[_api_pb2.AuditRequest, _api_pb2.AuditReply]
+    """The hash-chained audit trail of snapshots and rollbacks, with a verification of the whole chain."""
 
 @_typing.type_check_only
 class TwinApiAsyncStub(TwinApiStub):
@@ -65,6 +75,16 @@ class TwinApiAsyncStub(TwinApiStub):
     """
     Insight: _aio.UnaryUnaryMultiCallable[_api_pb2.InsightRequest, _api_pb2.InsightReply]  # type: ignore[assignment]
     """Twin intelligence as JSON documents any dashboard can show: health, forecast, what-if."""
+    TakeSnapshot: _aio.UnaryUnaryMultiCallable[_api_pb2.TakeSnapshotRequest, _api_pb2.SnapshotInfo]  # type: ignore[assignment]
+    """A checksummed snapshot of a twin's state, kept on this node with who took it and why."""
+    ListSnapshots: _aio.UnaryUnaryMultiCallable[_api_pb2.ListSnapshotsRequest, _api_pb2.ListSnapshotsReply]  # type: ignore[assignment]
+    """A twin's snapshots on this node, oldest first."""
+    Rollback: _aio.UnaryUnaryMultiCallable[_api_pb2.RollbackRequest, _api_pb2.RollbackReply]  # type: ignore[assignment]
+    """Brings a twin back to a snapshot's values as new writes, durable and replicated like any other, after
+    a safety snapshot of the current state (so a rollback can be rolled back).
+    """
+    ReadAudit: _aio.UnaryUnaryMultiCallable[_api_pb2.AuditRequest, _api_pb2.AuditReply]  # type: ignore[assignment]
+    """The hash-chained audit trail of snapshots and rollbacks, with a verification of the whole chain."""
 
 class TwinApiServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -116,5 +136,39 @@ class TwinApiServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_api_pb2.InsightReply, _abc.Awaitable[_api_pb2.InsightReply]]:
         """Twin intelligence as JSON documents any dashboard can show: health, forecast, what-if."""
+
+    @_abc_1.abstractmethod
+    def TakeSnapshot(
+        self,
+        request: _api_pb2.TakeSnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.SnapshotInfo, _abc.Awaitable[_api_pb2.SnapshotInfo]]:
+        """A checksummed snapshot of a twin's state, kept on this node with who took it and why."""
+
+    @_abc_1.abstractmethod
+    def ListSnapshots(
+        self,
+        request: _api_pb2.ListSnapshotsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.ListSnapshotsReply, _abc.Awaitable[_api_pb2.ListSnapshotsReply]]:
+        """A twin's snapshots on this node, oldest first."""
+
+    @_abc_1.abstractmethod
+    def Rollback(
+        self,
+        request: _api_pb2.RollbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.RollbackReply, _abc.Awaitable[_api_pb2.RollbackReply]]:
+        """Brings a twin back to a snapshot's values as new writes, durable and replicated like any other, after
+        a safety snapshot of the current state (so a rollback can be rolled back).
+        """
+
+    @_abc_1.abstractmethod
+    def ReadAudit(
+        self,
+        request: _api_pb2.AuditRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.AuditReply, _abc.Awaitable[_api_pb2.AuditReply]]:
+        """The hash-chained audit trail of snapshots and rollbacks, with a verification of the whole chain."""
 
 def add_TwinApiServicer_to_server(servicer: TwinApiServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,71 @@
+"""Snapshots, rollback and the audit trail of a running node (seed 003).
+
+The history package's :class:`SnapshotStore` and :class:`AuditLog` under the data dir, with their file I/O
+off the event loop and one operation at a time (the audit chain is appended in order). A rollback's writes
+are committed like any other local write: durable before the call returns, then replicated, so peers roll
+back too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from drsdtp._core import Store
+from drsdtp.history.audit import AuditLog, AuditRecord, Verification
+from drsdtp.history.snapshots import RollbackResult, SnapshotInfo, SnapshotStore
+
+log = logging.getLogger(__name__)
+
+Commit = Callable[[bytes, Sequence[str], str], Awaitable[None]]
+
+
+class SnapshotService:
+    """An async context manager; the audit log is flushed and closed on exit."""
+
+    name = "snapshots"
+
+    def __init__(self, data_dir: Path, store: Store, commit: Commit, *, per_twin: int) -> None:
+        self.audit = AuditLog(data_dir / "audit")
+        self.store = SnapshotStore(data_dir / "snapshots", store, self.audit, max_per_twin=per_twin)
+        self._commit = commit
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        async with self._lock:
+            await asyncio.to_thread(self.audit.close)
+
+    async def take(self, twin: str, reason: str, actor: str) -> SnapshotInfo:
+        async with self._lock:
+            return await asyncio.to_thread(self.store.snapshot, twin, reason, actor)
+
+    async def listing(self, twin: str) -> list[SnapshotInfo]:
+        return await asyncio.to_thread(self.store.list_snapshots, twin)
+
+    async def rollback(self, twin: str, snapshot_id: str, actor: str, reason: str) -> RollbackResult:
+        """Returns once the restored values are durable (and on their way to the peers)."""
+        async with self._lock:
+            result = await asyncio.to_thread(self.store.rollback, twin, snapshot_id, actor, reason)
+            if result.delta:
+                await self._commit(result.delta, [twin], "local")
+        return result
+
+    async def read_audit(
+        self, twin: str | None, start_ms: int | None, end_ms: int | None, actor: str | None
+    ) -> tuple[list[AuditRecord], Verification]:
+        """Matching records, oldest first, and a verification of the whole chain."""
+
+        def read() -> tuple[list[AuditRecord], Verification]:
+            return self.audit.records(twin, start_ms, end_ms, actor=actor), self.audit.verify()
+
+        async with self._lock:
+            return await asyncio.to_thread(read)
