@@ -218,6 +218,7 @@ class AdapterStats:
     lost: int = 0  # readings the source says we missed (serial sequence gaps)
     bad_reads: int = 0  # register/node reads that failed and were reported as BAD quality
     acked: int = 0  # acknowledgements sent after apply (MQTT QoS 1)
+    filtered: int = 0  # changes inside a deadband the adapter applies itself (OPC UA percent deadband)
 
 
 class Adapter(Protocol):

@@ -24,13 +24,19 @@ Settings::
     node_id = "ns=2;s=Boiler.Temperature"   # or
     browse_path = "0:Objects/2:Boiler/2:Temperature"
     field = "temperature"
-    deadband = 0.5                       # server-side deadband filter ...
-    deadband_type = "absolute"           # ... or "percent" (of the node's EURange)
+    deadband = 0.5                       # deadband filter ...
+    deadband_type = "absolute"           # ... or "percent" (of the node's EURange property)
 
 Status codes map to quality by their severity bits (Good/Uncertain/Bad); a Bad value travels without a value.
 On session loss (asyncua's watchdog fires ``connection_lost_callback``) the session context fails and the
 supervisor builds a new client, session, subscription and monitored items. asyncua's own auto-reconnect is off
 so there is exactly one reconnect loop.
+
+Deadbands are requested from the server (a DataChangeFilter). Percent deadbands are optional in the OPC UA
+spec and many servers (asyncua's among them) pass every change through, so the adapter also applies them
+itself: it reads the node's EURange when it creates the item and drops a change within ``deadband`` percent
+of that range from the last value it reported. A node without an EURange is refused and marked BAD (as the
+spec has the server do), and retried like any refused item.
 """
 
 from __future__ import annotations
@@ -207,6 +213,9 @@ class OpcUaAdapter(SharedSettings):
         self._stats = AdapterStats()
         self._pending = SourceBatch(0)
         self._wake = asyncio.Event()
+        # Percent deadbands applied here: node index -> absolute band, and the last value reported.
+        self._bands: dict[int, float] = {}
+        self._reported: dict[int, float] = {}
         self._malformed_log = RateLimitedLog(_log, f"{settings.common.name}: unusable values")
 
     @property
@@ -243,6 +252,7 @@ class OpcUaAdapter(SharedSettings):
             raw = dv.Value.Value if dv.Value is not None else None
             if quality == Quality.BAD or raw is None:
                 out.add(node.twin, node.field, math.nan, ts, Quality.BAD)
+                self._reported.pop(idx, None)
                 continue
             if isinstance(raw, bool):
                 value = 1.0 if raw else 0.0
@@ -254,6 +264,13 @@ class OpcUaAdapter(SharedSettings):
                     type(raw).__name__, "node %s: %s is not a number", node.label, type(raw).__name__
                 )
                 continue
+            band = self._bands.get(idx)
+            if band is not None:
+                last = self._reported.get(idx)
+                if last is not None and abs(value - last) <= band:
+                    st.filtered += 1
+                    continue
+                self._reported[idx] = value
             out.add(node.twin, node.field, value, ts, quality)
         if len(out):
             self._wake.set()
@@ -299,6 +316,7 @@ class OpcUaAdapter(SharedSettings):
 
         client.connection_lost_callback = on_lost
         self._pending = SourceBatch(0)
+        self._reported.clear()  # a new session reports every node's first value again
         self._wake.clear()
         try:
             if s.security_policy != "None":
@@ -387,6 +405,13 @@ class OpcUaAdapter(SharedSettings):
                 failed.append(i)
                 self._mark_bad([i], f"browse path not found ({exc})")
                 continue
+            if node.deadband > 0 and node.deadband_type == "percent":
+                band = await self._percent_band(client, nodeid, node.deadband)
+                if band is None:
+                    failed.append(i)
+                    self._mark_bad([i], "a percent deadband needs the node's EURange property; it has none")
+                    continue
+                self._bands[i] = band
             requests.append(self._request(ua, nodeid, i))
             wanted.append(i)
         if requests:
@@ -396,6 +421,19 @@ class OpcUaAdapter(SharedSettings):
                     failed.append(i)
                     self._mark_bad([i], f"server refused the monitored item: {result.name}")
         return failed
+
+    async def _percent_band(self, client: Any, nodeid: Any, percent: float) -> float | None:
+        """``percent`` of the node's EURange as an absolute band; None when the node has no usable range."""
+        from asyncua.ua.uaerrors import UaError
+
+        try:
+            eu_range = await (await client.get_node(nodeid).get_child("0:EURange")).read_value()
+            low, high = float(eu_range.Low), float(eu_range.High)
+        except (UaError, AttributeError, TypeError, ValueError):
+            return None
+        if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+            return None
+        return percent / 100.0 * (high - low)
 
     def _request(self, ua: Any, nodeid: Any, index: int) -> Any:
         node = self.settings.nodes[index]

@@ -57,7 +57,8 @@ async def make_certs(directory: Path) -> Certs:
 
 
 class OpcServer:
-    """Variables under Objects/Plant: Temp, Hum (Double), Running (Boolean), Label (String)."""
+    """Variables under Objects/Plant: Temp, Hum (Double), Running (Boolean), Label (String), and Level
+    (Double, with an EURange of 0 to 200)."""
 
     def __init__(
         self,
@@ -94,6 +95,8 @@ class OpcServer:
         await plant.add_variable(self.node("Hum"), f"{self.idx}:Hum", 0.0)
         await plant.add_variable(self.node("Running"), f"{self.idx}:Running", False)
         await plant.add_variable(self.node("Label"), f"{self.idx}:Label", "")
+        level = await plant.add_variable(self.node("Level"), f"{self.idx}:Level", 0.0)
+        await level.add_property(0, "EURange", ua.Range(Low=0.0, High=200.0))
         await srv.start()
         self.server = srv
 

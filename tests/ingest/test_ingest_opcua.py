@@ -126,6 +126,35 @@ async def test_server_side_absolute_deadband(
     assert sink.values("boiler", "temp") == [0.0, 10.0, 12.0]
 
 
+async def test_percent_deadband_of_the_eu_range(
+    server: OpcServer, sink: RecordingSink, interner: DictInterner
+) -> None:
+    # 1 % of Level's EURange (0 to 200) is 2.0. asyncua's server passes every change through for a percent
+    # deadband, so this is the adapter's own filter at work. Temp has no EURange: refused and marked BAD.
+    band = {"deadband": 1.0, "deadband_type": "percent", "sampling_interval_ms": 0}
+    cfg = opc_config(
+        server,
+        nodes=[
+            {"node_id": f"ns={server.idx};s=Level", "field": "level", **band},
+            {"node_id": f"ns={server.idx};s=Temp", "field": "temp", **band},
+        ],
+    )
+    runner = AdapterRunner(build_adapter(cfg, "adapters[0]"), sink, interner, FAST)
+    async with serving(runner):
+        await wait_until(lambda: sink.values("boiler", "level") == [0.0], 10, "initial value")
+        for v in (10.0, 11.0, 11.9, 12.5, 13.0, 10.4):
+            await server.write("Level", v)
+            await asyncio.sleep(0.1)
+        await wait_until(lambda: 10.4 in sink.values("boiler", "level"), 10, "change beyond the band")
+        await asyncio.sleep(0.2)
+    # From the last value reported: 10 passes, 11 and 11.9 are within 2 of it, 12.5 passes, 13 is within 2 of
+    # 12.5, and 10.4 is 2.1 below it.
+    assert sink.values("boiler", "level") == [0.0, 10.0, 12.5, 10.4]
+    assert runner.adapter.stats.filtered == 3
+    temp = [r for r in sink.rows if r.field == "temp"]
+    assert temp and all(math.isnan(r.value) and r.quality == Quality.BAD for r in temp)
+
+
 async def test_server_restart_recreates_session_and_items(
     server: OpcServer, sink: RecordingSink, interner: DictInterner
 ) -> None:
