@@ -377,7 +377,9 @@ def _target(args: argparse.Namespace) -> ApiTarget:
     address = config.listen.api
     # A wildcard listen address is reachable locally through loopback.
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address.host, address.host)
-    return ApiTarget(Address(host, address.port), tls=config.tls, timeout_s=args.timeout)
+    return ApiTarget(
+        Address(host, address.port), tls=config.tls, timeout_s=args.timeout, server_name=config.node_id
+    )
 
 
 def _run_client(args: argparse.Namespace, request: Callable[[ApiTarget], Coroutine[Any, Any, int]]) -> int:
@@ -500,7 +502,8 @@ def _summary(config: NodeConfig) -> list[tuple[str, object]]:
             "tls",
             "off"
             if config.tls is None
-            else f"on (client auth {'required' if config.tls.require_client_auth else 'optional'})",
+            else f"on (client auth {'required' if config.tls.require_client_auth else 'optional'};"
+            f" API: {config.tls.api})",
         ),
         ("peers", len(config.peers)),
     ]

@@ -214,6 +214,9 @@ class TlsConfig:
     allowed_names: tuple[
         Annotated[str, NonEmpty()], ...
     ] = ()  # peer certificate names; empty: any the CA signed
+    # The application API: plaintext ("off": it listens on loopback by default), TLS with this node's
+    # certificate ("server"), or TLS that also requires a client certificate from the CA ("mutual").
+    api: Literal["off", "server", "mutual"] = "off"
 
 
 @dataclass(frozen=True, slots=True)

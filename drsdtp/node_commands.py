@@ -55,8 +55,9 @@ class ApiTarget:
     """Where a client command finds the node's application API."""
 
     address: Address
-    tls: TlsConfig | None = None
+    tls: TlsConfig | None = None  # used when its ``api`` mode is on
     timeout_s: float = 5.0
+    server_name: str | None = None  # the name the node's certificate must carry (its node id)
 
 
 @dataclass(frozen=True, slots=True)

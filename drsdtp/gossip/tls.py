@@ -30,11 +30,10 @@ def _read(tls: TlsConfig) -> tuple[bytes, bytes, bytes]:
         raise ConfigError("tls", f"cannot read a TLS file: {exc}") from None
 
 
-def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
+def server_credentials(tls: TlsConfig, *, require_client_auth: bool | None = None) -> grpc.ServerCredentials:
     ca, cert, key = _read(tls)
-    return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=ca, require_client_auth=tls.require_client_auth
-    )
+    required = tls.require_client_auth if require_client_auth is None else require_client_auth
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=required)
 
 
 def channel_credentials(tls: TlsConfig) -> grpc.ChannelCredentials:

@@ -13,8 +13,9 @@ import grpc
 import grpc.aio
 
 from drsdtp._core import Store
-from drsdtp.config import Address
+from drsdtp.config import Address, TlsConfig
 from drsdtp.errors import DrsdtpError, MissingSnapshotError, StorageError, UnknownTwinError
+from drsdtp.gossip.tls import channel_credentials, server_credentials
 from drsdtp.history.snapshots import SnapshotInfo
 from drsdtp.history.values import FieldValue
 from drsdtp.node.feed import ChangeFeed
@@ -288,9 +289,12 @@ class ApiServer:
 
     name = "api"
 
-    def __init__(self, node: NodeView, address: Address, *, max_message_bytes: int) -> None:
+    def __init__(
+        self, node: NodeView, address: Address, *, max_message_bytes: int, tls: TlsConfig | None = None
+    ) -> None:
         self.node = node
         self.address = address
+        self.tls = tls if tls is not None and tls.api != "off" else None
         self.port = 0
         self._server = grpc.aio.server(
             options=[
@@ -301,18 +305,32 @@ class ApiServer:
         api_pb2_grpc.add_TwinApiServicer_to_server(TwinApiService(node), self._server)
 
     async def __aenter__(self) -> ApiServer:
-        self.port = self._server.add_insecure_port(f"{self.address.host}:{self.address.port}")
+        target = f"{self.address.host}:{self.address.port}"
+        if self.tls is None:
+            self.port = self._server.add_insecure_port(target)
+        else:
+            creds = server_credentials(self.tls, require_client_auth=self.tls.api == "mutual")
+            self.port = self._server.add_secure_port(target, creds)
         if self.port == 0:
             raise DrsdtpError(f"cannot listen on {self.address.host}:{self.address.port} for the API")
         await self._server.start()
-        log.info("application API on %s:%d", self.address.host, self.port)
+        mode = "plaintext" if self.tls is None else f"TLS ({self.tls.api})"
+        log.info("application API on %s:%d, %s", self.address.host, self.port, mode)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._server.stop(grace=1.0)
 
 
-def connect(address: Address) -> tuple[grpc.aio.Channel, api_pb2_grpc.TwinApiStub]:
-    """A client channel and stub for a node's API."""
-    channel = grpc.aio.insecure_channel(f"{address.host}:{address.port}")
+def connect(
+    address: Address, tls: TlsConfig | None = None, server_name: str | None = None
+) -> tuple[grpc.aio.Channel, api_pb2_grpc.TwinApiStub]:
+    """A client channel and stub for a node's API: TLS when ``tls.api`` is on, verifying the node's
+    certificate against the CA under ``server_name`` (its node id) and presenting ``tls``'s certificate."""
+    target = f"{address.host}:{address.port}"
+    if tls is None or tls.api == "off":
+        channel = grpc.aio.insecure_channel(target)
+    else:
+        options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+        channel = grpc.aio.secure_channel(target, channel_credentials(tls), options=options)
     return channel, api_pb2_grpc.TwinApiStub(channel)

@@ -60,7 +60,7 @@ class NodeCommands:
         return await run_demo(options, stop, console)
 
     async def _call(self, target: ApiTarget, console: Console, method: str, request: Any) -> Any:
-        channel, stub = connect(target.address)
+        channel, stub = connect(target.address, target.tls, target.server_name)
         try:
             return await getattr(stub, method)(request, timeout=target.timeout_s)
         except grpc.aio.AioRpcError as exc:

@@ -75,7 +75,9 @@ class Node:
             self._store.clock_high_water,
             interval_s=config.clock.persist_interval_s,
         )
-        self.api = ApiServer(self, config.listen.api, max_message_bytes=limits.max_message_bytes)
+        self.api = ApiServer(
+            self, config.listen.api, max_message_bytes=limits.max_message_bytes, tls=config.tls
+        )
         self.metrics_server = MetricsServer(self.metrics, config.listen.metrics, ready=lambda: True)
         self._known_twins: set[str] = set(self._store.twins())
         self.intake = Intake(self)

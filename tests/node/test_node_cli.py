@@ -310,7 +310,8 @@ def test_client_target_comes_from_the_config(tmp_path: Path) -> None:
     path.write_text('node_id = "a"\ndata_dir = "d"\n[listen]\napi = "0.0.0.0:7555"\n')
     commands = Recording()
     call(["status", "--config", str(path)], commands)
-    assert commands.calls[0][1] == ApiTarget(Address("127.0.0.1", 7555))  # wildcard -> loopback
+    # A wildcard listen address is reached through loopback; a TLS API must present the node id.
+    assert commands.calls[0][1] == ApiTarget(Address("127.0.0.1", 7555), server_name="a")
 
 
 def test_history_rejects_since_after_until() -> None:
