@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Self
 
 from drsdtp._core import Store
+from drsdtp.errors import InvalidValueError
 from drsdtp.history.audit import AuditLog, AuditRecord, Verification
 from drsdtp.history.snapshots import RollbackResult, SnapshotInfo, SnapshotStore
 
@@ -45,6 +46,7 @@ class SnapshotService:
             await asyncio.to_thread(self.audit.close)
 
     async def take(self, twin: str, reason: str, actor: str) -> SnapshotInfo:
+        _application_twin(twin)
         async with self._lock:
             return await asyncio.to_thread(self.store.snapshot, twin, reason, actor)
 
@@ -53,6 +55,7 @@ class SnapshotService:
 
     async def rollback(self, twin: str, snapshot_id: str, actor: str, reason: str) -> RollbackResult:
         """Returns once the restored values are durable (and on their way to the peers)."""
+        _application_twin(twin)
         async with self._lock:
             result = await asyncio.to_thread(self.store.rollback, twin, snapshot_id, actor, reason)
             if result.delta:
@@ -69,3 +72,10 @@ class SnapshotService:
 
         async with self._lock:
             return await asyncio.to_thread(read)
+
+
+def _application_twin(twin: str) -> None:
+    """The node's own twins (``_``-prefixed: membership and the like) are replicated bookkeeping: rolling one
+    back would rewrite cluster state, so they are neither snapshotted nor rolled back."""
+    if twin.startswith("_"):
+        raise InvalidValueError(f"twin {twin!r} is internal to the node; it has no snapshots")

@@ -108,6 +108,10 @@ async def test_bad_requests_get_clear_status_codes_and_change_nothing(tmp_path: 
 
             take = api_pb2.TakeSnapshotRequest(twin_id="nope", reason="r")
             assert await code_of(stub.TakeSnapshot(take)) == grpc.StatusCode.NOT_FOUND
+            # The node's own bookkeeping twins (membership) are not the caller's to roll back.
+            internal = next(t for t in node.store.twins() if t.startswith("_"))
+            take = api_pb2.TakeSnapshotRequest(twin_id=internal, reason="r")
+            assert await code_of(stub.TakeSnapshot(take)) == grpc.StatusCode.INVALID_ARGUMENT
             no_reason = api_pb2.TakeSnapshotRequest(twin_id="pump-1", reason=" ")
             assert await code_of(stub.TakeSnapshot(no_reason)) == grpc.StatusCode.INVALID_ARGUMENT
             assert await code_of(rollback(taken.id, reason="")) == grpc.StatusCode.INVALID_ARGUMENT
