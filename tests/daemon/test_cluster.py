@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -92,6 +93,11 @@ steps = 400
             except grpc.aio.AioRpcError:
                 return None
 
+    async def call(self, method: str, request: object) -> Any:
+        channel, stub = connect(Address("127.0.0.1", self.api_port))
+        async with channel:
+            return await getattr(stub, method)(request, timeout=10)
+
     async def twins(self) -> dict[str, dict[str, object]]:
         channel, stub = connect(Address("127.0.0.1", self.api_port))
         async with channel:
@@ -133,6 +139,9 @@ async def test_frozen_and_killed_daemons_converge(fleet: dict[str, Daemon]) -> N
         return s is not None and s.received >= at_least
 
     await eventually(lambda: ingesting("c", 200), 60, "c ingests")
+    snapshot = await fleet["a"].call(
+        "TakeSnapshot", api_pb2.TakeSnapshotRequest(twin_id="a/room-1", reason="mid-run", actor="test")
+    )
     fleet["b"].signal(signal.SIGSTOP)  # frozen: its peers' keepalive notices, deltas queue for it
     await asyncio.sleep(3)
     fleet["c"].signal(signal.SIGKILL)  # mid-ingest: no shutdown, no flush
@@ -154,6 +163,22 @@ async def test_frozen_and_killed_daemons_converge(fleet: dict[str, Daemon]) -> N
     assert views[0] == views[1] == views[2]
     assert {t.split("/")[0] for t in views[0]} == set(NAMES)
     assert all(len(fields) >= 7 for fields in views[0].values())  # 6 sensors + scope, on every room
+
+    # A rollback on one node is a write like any other: every node ends up with the restored values.
+    rolled = await fleet["a"].call(
+        "Rollback",
+        api_pb2.RollbackRequest(twin_id="a/room-1", snapshot_id=snapshot.id, reason="test", actor="test"),
+    )
+    restored = {
+        c.name: field_to_python(c.after) for c in rolled.changed if not c.name.endswith(".q")
+    }  # quality scores are the intelligence's to rewrite
+    assert restored, "the plant moved on after the snapshot, so the rollback changes sensor values"
+
+    async def rolled_back_everywhere() -> bool:
+        views = [(await d.twins())["a/room-1"] for d in fleet.values()]
+        return all(all(v.get(k) == want for k, want in restored.items()) for v in views)
+
+    await eventually(rolled_back_everywhere, 30, "every node holds the restored values")
 
 
 @pytest.mark.integration
