@@ -112,7 +112,7 @@ class Replicator:
         self._server: grpc.aio.Server | None = None
         self._group: asyncio.TaskGroup | None = None
         self._background: list[asyncio.Task[None]] = []
-        self._client_credentials = tls.channel_credentials(tls_config) if tls_config else None
+        self._certificates = tls.NodeCertificates(tls_config) if tls_config else None
 
     # --- the node's interface -------------------------------------------------------------------------
 
@@ -170,8 +170,11 @@ class Replicator:
         handler = grpc.stream_stream_rpc_method_handler(self._serve)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Gossip": handler}),))
         target = str(self.listen)
-        if self.tls is not None:
-            self.port = server.add_secure_port(target, tls.server_credentials(self.tls))
+        if self._certificates is not None:
+            creds = self._certificates.server_credentials(
+                require_client_auth=self._certificates.config.require_client_auth
+            )
+            self.port = server.add_secure_port(target, creds)
         else:
             self.port = server.add_insecure_port(target)
         if not self.port:
@@ -293,7 +296,8 @@ class Replicator:
         address = self._addresses.get(peer)
         if address is None:
             raise PeerError(f"no address known for {peer}")
-        channel = open_channel(address, self._client_credentials, peer, self.limits)
+        credentials = self._certificates.channel_credentials() if self._certificates is not None else None
+        channel = open_channel(address, credentials, peer, self.limits)
         try:
             call = channel.stream_stream(METHOD)()
             stream = ClientStream(call, peer)

@@ -5,6 +5,9 @@ subject-alternative name is its node id. A dialer verifies the server against th
 dialled (gRPC's target-name override); a server takes the node id from the client's Hello and refuses it
 unless the client's certificate names it. ``tls.allowed_names`` narrows who may connect at all.
 
+Rotation: :class:`NodeCertificates` re-reads the files when they change, so renewed certificates (and a new
+CA bundle) take effect for the next connection in either direction, without a restart.
+
 Trust model: an authenticated member may forward deltas of other members (gossip is transitive), so a
 certificate proves who sent a message, not who wrote every event in it. Per-origin signatures would be the
 upgrade path.
@@ -12,6 +15,8 @@ upgrade path.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 
 import grpc
@@ -20,7 +25,9 @@ from drsdtp.config import TlsConfig
 from drsdtp.errors import ConfigError
 from drsdtp.gossip.errors import HandshakeRefused, Refusal
 
-__all__ = ["channel_credentials", "check_identity", "peer_names", "server_credentials"]
+__all__ = ["NodeCertificates", "channel_credentials", "check_identity", "peer_names"]
+
+log = logging.getLogger(__name__)
 
 
 def _read(tls: TlsConfig) -> tuple[bytes, bytes, bytes]:
@@ -30,15 +37,80 @@ def _read(tls: TlsConfig) -> tuple[bytes, bytes, bytes]:
         raise ConfigError("tls", f"cannot read a TLS file: {exc}") from None
 
 
-def server_credentials(tls: TlsConfig, *, require_client_auth: bool | None = None) -> grpc.ServerCredentials:
-    ca, cert, key = _read(tls)
-    required = tls.require_client_auth if require_client_auth is None else require_client_auth
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=required)
-
-
 def channel_credentials(tls: TlsConfig) -> grpc.ChannelCredentials:
+    """One-off client credentials from the files as they are now (the CLI)."""
     ca, cert, key = _read(tls)
     return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
+class NodeCertificates:
+    """The node's CA, certificate and key, re-read when their files change.
+
+    Certificate managers rotate these files in place (a Kubernetes Secret swaps a symlink; cert-manager
+    renews before expiry). Every new connection, accepted or dialled, then uses the new files without a
+    restart; established connections keep theirs until they reconnect. Files that cannot be read during a
+    rotation (half-written, briefly missing) are logged and the previous material stays in use.
+    """
+
+    def __init__(self, config: TlsConfig) -> None:
+        self.config = config
+        self._lock = threading.Lock()  # gRPC calls the server fetcher from its own threads
+        self._stamp = self._file_stamp()
+        self._material = _read(config)  # unreadable at start: a ConfigError, the node does not start
+        self.version = 0  # bumped on every reload
+        self._channel: tuple[int, grpc.ChannelCredentials] | None = None
+
+    def _file_stamp(self) -> tuple[tuple[int, int, int], ...] | None:
+        try:
+            stats = [path.stat() for path in (self.config.ca, self.config.cert, self.config.key)]
+        except OSError:
+            return None
+        return tuple((st.st_mtime_ns, st.st_size, st.st_ino) for st in stats)
+
+    def current(self) -> tuple[int, tuple[bytes, bytes, bytes]]:
+        """(version, (ca, cert, key)), reloading first if a file changed since the last look."""
+        with self._lock:
+            stamp = self._file_stamp()
+            if stamp is not None and stamp != self._stamp:
+                try:
+                    self._material = _read(self.config)
+                except ConfigError as exc:
+                    log.warning("TLS files changed but cannot be read (keeping the previous ones): %s", exc)
+                else:
+                    self._stamp = stamp
+                    self.version += 1
+                    log.info("TLS certificate files reloaded (%s)", self.config.cert)
+            return self.version, self._material
+
+    def server_credentials(self, *, require_client_auth: bool) -> grpc.ServerCredentials:
+        """Credentials whose certificate gRPC fetches again at each new handshake."""
+
+        def configuration(ca: bytes, cert: bytes, key: bytes) -> grpc.ServerCertificateConfiguration:
+            return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+        version, material = self.current()
+        served = [version]
+
+        def fetch() -> grpc.ServerCertificateConfiguration | None:
+            latest, now = self.current()
+            if latest == served[0]:
+                return None  # unchanged: gRPC keeps what it has
+            served[0] = latest
+            return configuration(*now)
+
+        return grpc.dynamic_ssl_server_credentials(
+            configuration(*material), fetch, require_client_authentication=require_client_auth
+        )
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        """Client credentials for a new dial, rebuilt after a reload."""
+        version, (ca, cert, key) = self.current()
+        if self._channel is None or self._channel[0] != version:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=ca, private_key=key, certificate_chain=cert
+            )
+            self._channel = (version, creds)
+        return self._channel[1]
 
 
 def peer_names(auth_context: Mapping[str, Iterable[bytes]]) -> set[str]:

@@ -15,7 +15,7 @@ import grpc.aio
 from drsdtp._core import Store
 from drsdtp.config import Address, TlsConfig
 from drsdtp.errors import DrsdtpError, MissingSnapshotError, StorageError, UnknownTwinError
-from drsdtp.gossip.tls import channel_credentials, server_credentials
+from drsdtp.gossip.tls import NodeCertificates, channel_credentials
 from drsdtp.history.snapshots import SnapshotInfo
 from drsdtp.history.values import FieldValue
 from drsdtp.node.feed import ChangeFeed
@@ -309,7 +309,8 @@ class ApiServer:
         if self.tls is None:
             self.port = self._server.add_insecure_port(target)
         else:
-            creds = server_credentials(self.tls, require_client_auth=self.tls.api == "mutual")
+            certificates = NodeCertificates(self.tls)
+            creds = certificates.server_credentials(require_client_auth=self.tls.api == "mutual")
             self.port = self._server.add_secure_port(target, creds)
         if self.port == 0:
             raise DrsdtpError(f"cannot listen on {self.address.host}:{self.address.port} for the API")

@@ -60,9 +60,18 @@ def make_ca(directory: Path, name: str) -> Ca:
     return Ca(name, cert, key, path)
 
 
-def issue(ca: Ca, directory: Path, name: str, *, trust: Ca | None = None) -> TlsConfig:
+def issue(
+    ca: Ca,
+    directory: Path,
+    name: str,
+    *,
+    trust: Ca | None = None,
+    expired: bool = False,
+    stem: str | None = None,
+) -> TlsConfig:
     """A key and certificate for node ``name`` (DNS name = node id, plus 127.0.0.1), signed by ``ca``;
-    the node trusts ``trust`` (default: the same CA)."""
+    the node trusts ``trust`` (default: the same CA). ``expired``: valid only until yesterday. The files
+    are ``<stem>.crt`` and ``<stem>.key`` (default ``<name>-<ca>``), overwritten if they exist."""
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
@@ -70,8 +79,8 @@ def issue(ca: Ca, directory: Path, name: str, *, trust: Ca | None = None) -> Tls
         .issuer_name(ca.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(_now() - datetime.timedelta(minutes=5))
-        .not_valid_after(_now() + datetime.timedelta(days=1))
+        .not_valid_before(_now() - datetime.timedelta(days=3 if expired else 0, minutes=5))
+        .not_valid_after(_now() + datetime.timedelta(days=-1 if expired else 1))
         .add_extension(
             x509.SubjectAlternativeName(
                 [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
@@ -84,8 +93,8 @@ def issue(ca: Ca, directory: Path, name: str, *, trust: Ca | None = None) -> Tls
         )
         .sign(ca.key, hashes.SHA256())
     )
-    stem = directory / f"{name}-{ca.name}"
-    cert_path, key_path = stem.with_suffix(".crt"), stem.with_suffix(".key")
+    base = directory / (stem or f"{name}-{ca.name}")
+    cert_path, key_path = base.with_suffix(".crt"), base.with_suffix(".key")
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(

@@ -124,3 +124,24 @@ async def test_allowed_names_narrow_who_may_connect(pki: tuple[Path, Ca, Ca]) ->
     ):
         error = await refused_for_a_while(victim, intruder)
         assert "node 'b' is not in tls.allowed_names" in error
+
+
+@pytest.mark.parametrize("side", ["server", "client"])
+async def test_rotated_certificate_files_are_used_without_a_restart(
+    pki: tuple[Path, Ca, Ca], side: str
+) -> None:
+    # One side starts with an expired certificate, so every handshake fails; its files are then replaced in
+    # place (as cert-manager renews a Secret) and the next dial succeeds, with neither replicator restarted.
+    directory, ca, _ = pki
+    stems = {"server": f"rotate-victim-{side}", "client": f"rotate-b-{side}"}
+    victim_tls = issue(ca, directory, "victim", expired=side == "server", stem=stems["server"])
+    b_tls = issue(ca, directory, "b", expired=side == "client", stem=stems["client"])
+    async with (
+        running("victim", tls=victim_tls) as victim,
+        running("b", peers=[("victim", victim.port)], tls=b_tls) as b,
+    ):
+        await refused_for_a_while(victim, b)
+        issue(ca, directory, "victim" if side == "server" else "b", stem=stems[side])  # renewed in place
+        await b.wait_for_peers(["victim"], 30)
+        b.on_local_delta(b.store.set("pump", "rpm", 900))
+        await eventually(lambda: victim.store.get("pump", "rpm") == 900, what="replication after rotation")
