@@ -18,6 +18,7 @@ Exported (``source`` is an ingestion source, ``peer`` a peer name):
 * ``drsdtp_peer_messages_{sent,received}_total{peer}``, ``drsdtp_peer_catchups_total{peer}``
 * ``drsdtp_clock_offset_seconds`` (absent while unknown), ``drsdtp_clock_offset_known`` 0/1
 * ``drsdtp_twins``, ``drsdtp_fields`` (store size)
+* ``drsdtp_api_requests_total{method,code}`` (application API; ``code`` is the gRPC status, e.g. NOT_FOUND)
 * ``drsdtp_process_resident_memory_bytes`` (VmRSS)
 * ``drsdtp_metrics_collect_errors_total`` (callbacks that raised during a scrape)
 """
@@ -28,7 +29,7 @@ import asyncio
 import logging
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -75,6 +76,7 @@ class NodeMetrics:
         self._connections: dict[str, ConnectionState] = {}
         self._peers: dict[str, PeerState] = {}
         self._store: Callable[[], StoreSize] | None = None
+        self._api: Callable[[], Mapping[tuple[str, str], int]] | None = None
         self._clock: Callable[[], ClockOffset] | None = None
         self._extra: dict[str, tuple[str, str, Callable[[], float]]] = {}
         self.registry.register(_NodeCollector(self))
@@ -96,6 +98,10 @@ class NodeMetrics:
 
     def remove_peer(self, peer: str) -> None:
         self._peers.pop(peer, None)
+
+    def watch_api(self, read: Callable[[], Mapping[tuple[str, str], int]]) -> None:
+        """``read`` returns request counts by (method, gRPC status code name)."""
+        self._api = read
 
     def watch_store(self, read: Callable[[], StoreSize]) -> None:
         self._store = read
@@ -133,7 +139,7 @@ class _NodeCollector:
     def collect(self) -> Iterator[Metric]:
         parts: tuple[Callable[[], Iterator[Metric]], ...] = (
             self._info, self._ingest, self._latency, self._peers, self._clock, self._store, self._process,
-            self._extra,
+            self._api, self._extra,
         )  # fmt: skip
         for part in parts:
             try:
@@ -233,6 +239,16 @@ class _NodeCollector:
         size = self.m._store()
         yield GaugeMetricFamily("drsdtp_twins", "Twins in the store.", value=size.twins)
         yield GaugeMetricFamily("drsdtp_fields", "Fields across all twins.", value=size.fields)
+
+    def _api(self) -> Iterator[Metric]:
+        if self.m._api is None:
+            return
+        family = CounterMetricFamily(
+            "drsdtp_api_requests", "Application API requests by method and status.", labels=["method", "code"]
+        )
+        for (method, code), count in sorted(self.m._api().items()):
+            family.add_metric([method, code], count)
+        yield family
 
     def _process(self) -> Iterator[Metric]:
         rss = read_rss_bytes()

@@ -4,9 +4,10 @@ client for the CLI and applications.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -284,6 +285,48 @@ async def _abort_for(context: grpc.aio.ServicerContext, exc: DrsdtpError) -> Non
     await context.abort(code, str(exc))
 
 
+class RequestCounter(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio ships no stubs for it
+    """Counts every unary API request by method and the status it ended with (a bad request shows up as
+    INVALID_ARGUMENT or NOT_FOUND; a request body that does not parse as INVALID_ARGUMENT too)."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler  # Watch (a stream) is not counted per request
+        method = details.method.rsplit("/", 1)[-1]
+        inner, parse = handler.unary_unary, handler.request_deserializer
+        counts = self.counts
+
+        def deserialize(data: bytes) -> Any:
+            try:
+                return parse(data) if parse is not None else data
+            except Exception:
+                # grpc answers INTERNAL for a body its parser refuses; the caller sent garbage.
+                counts[(method, grpc.StatusCode.INVALID_ARGUMENT.name)] += 1
+                raise
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                reply = await inner(request, context)
+            except BaseException:
+                code = context.code()
+                counts[(method, (code or grpc.StatusCode.UNKNOWN).name)] += 1
+                raise
+            counts[(method, "OK")] += 1
+            return reply
+
+        return grpc.unary_unary_rpc_method_handler(
+            behavior, request_deserializer=deserialize, response_serializer=handler.response_serializer
+        )
+
+
 class ApiServer:
     """The gRPC server of the application API; an async context manager."""
 
@@ -296,11 +339,13 @@ class ApiServer:
         self.address = address
         self.tls = tls if tls is not None and tls.api != "off" else None
         self.port = 0
+        self.requests = RequestCounter()
         self._server = grpc.aio.server(
+            interceptors=[self.requests],
             options=[
                 ("grpc.max_receive_message_length", 64 * 1024),
                 ("grpc.max_send_message_length", max_message_bytes),
-            ]
+            ],
         )
         api_pb2_grpc.add_TwinApiServicer_to_server(TwinApiService(node), self._server)
 

@@ -78,6 +78,7 @@ class Node:
         self.api = ApiServer(
             self, config.listen.api, max_message_bytes=limits.max_message_bytes, tls=config.tls
         )
+        self.metrics.watch_api(lambda: self.api.requests.counts)
         self.metrics_server = MetricsServer(self.metrics, config.listen.metrics, ready=lambda: True)
         self._known_twins: set[str] = set(self._store.twins())
         self.intake = Intake(self)

@@ -76,6 +76,15 @@ async def test_api_lists_gets_watches_and_reads_history(tmp_path: pathlib.Path) 
 async def test_metrics_endpoint_reports_durability_and_latency(tmp_path: pathlib.Path) -> None:
     async with Node(node_config(tmp_path)) as node:
         await wait_for(lambda: node.durable.stats.records > 20)
+        channel, stub = connect(Address("127.0.0.1", node.api.port))
+        async with channel:
+            await stub.Status(api_pb2.StatusRequest())
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.GetTwin(api_pb2.GetTwinRequest(twin_id="nope"))
+            garbage = channel.unary_unary("/drsdtp.wire.v1.TwinApi/GetTwin")
+            with pytest.raises(grpc.aio.AioRpcError):
+                await garbage(b"\xff\xff\xff")  # not a protobuf message
+            await stub.Status(api_pb2.StatusRequest())  # the node serves on
         url = f"http://127.0.0.1:{node.metrics_server.port}/metrics"
         body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read().decode())
     got = {
@@ -90,6 +99,13 @@ async def test_metrics_endpoint_reports_durability_and_latency(tmp_path: pathlib
     assert got["drsdtp_wal_fsync_latency_seconds_count"] >= 1
     assert got["drsdtp_apply_latency_seconds_count"] > 20
     assert got["drsdtp_apply_latency_seconds_sum"] > 0
+    requests = {
+        (s.labels["method"], s.labels["code"]): s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+        if s.name == "drsdtp_api_requests_total"
+    }
+    assert requests == {("Status", "OK"): 2, ("GetTwin", "NOT_FOUND"): 1, ("GetTwin", "INVALID_ARGUMENT"): 1}
 
 
 @pytest.mark.integration
