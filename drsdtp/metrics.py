@@ -18,7 +18,9 @@ Exported (``source`` is an ingestion source, ``peer`` a peer name):
 * ``drsdtp_peer_messages_{sent,received}_total{peer}``, ``drsdtp_peer_catchups_total{peer}``
 * ``drsdtp_clock_offset_seconds`` (absent while unknown), ``drsdtp_clock_offset_known`` 0/1
 * ``drsdtp_twins``, ``drsdtp_fields`` (store size)
-* ``drsdtp_api_requests_total{method,code}`` (application API; ``code`` is the gRPC status, e.g. NOT_FOUND)
+* ``drsdtp_peer_refused_total{peer,reason}`` (clock_skew, malformed, oversized, protocol)
+* labelled counters the node registers: ``drsdtp_api_requests_total{method,code}`` (``code`` is the gRPC
+  status, e.g. NOT_FOUND), ``drsdtp_peer_handshakes_refused_total{reason}``
 * ``drsdtp_process_resident_memory_bytes`` (VmRSS)
 * ``drsdtp_metrics_collect_errors_total`` (callbacks that raised during a scrape)
 """
@@ -76,7 +78,9 @@ class NodeMetrics:
         self._connections: dict[str, ConnectionState] = {}
         self._peers: dict[str, PeerState] = {}
         self._store: Callable[[], StoreSize] | None = None
-        self._api: Callable[[], Mapping[tuple[str, str], int]] | None = None
+        self._labelled: dict[
+            str, tuple[str, tuple[str, ...], Callable[[], Mapping[tuple[str, ...], float]]]
+        ] = {}
         self._clock: Callable[[], ClockOffset] | None = None
         self._extra: dict[str, tuple[str, str, Callable[[], float]]] = {}
         self.registry.register(_NodeCollector(self))
@@ -99,9 +103,17 @@ class NodeMetrics:
     def remove_peer(self, peer: str) -> None:
         self._peers.pop(peer, None)
 
-    def watch_api(self, read: Callable[[], Mapping[tuple[str, str], int]]) -> None:
-        """``read`` returns request counts by (method, gRPC status code name)."""
-        self._api = read
+    def add_labelled_counter(
+        self,
+        name: str,
+        documentation: str,
+        labels: tuple[str, ...],
+        read: Callable[[], Mapping[tuple[str, ...], float]],
+    ) -> None:
+        """A counter family: ``read`` returns running totals by label values (in ``labels`` order)."""
+        if not _NAME_RE.fullmatch(name) or name.endswith("_total") or name in self._labelled:
+            raise ValueError(f"metric {name!r} is already registered or not a drsdtp_ name without _total")
+        self._labelled[name] = (documentation, labels, read)
 
     def watch_store(self, read: Callable[[], StoreSize]) -> None:
         self._store = read
@@ -139,7 +151,7 @@ class _NodeCollector:
     def collect(self) -> Iterator[Metric]:
         parts: tuple[Callable[[], Iterator[Metric]], ...] = (
             self._info, self._ingest, self._latency, self._peers, self._clock, self._store, self._process,
-            self._api, self._extra,
+            self._labelled, self._extra,
         )  # fmt: skip
         for part in parts:
             try:
@@ -210,6 +222,12 @@ class _NodeCollector:
         catchups = CounterMetricFamily(
             "drsdtp_peer_catchups", "Full-state catch-ups with the peer.", labels=["peer"]
         )
+        refused = CounterMetricFamily(
+            "drsdtp_peer_refused",
+            "What the peer sent and this node refused: far-future stamps, malformed or oversized messages, "
+            "protocol violations.",
+            labels=["peer", "reason"],
+        )
         count = 0
         for peer, stats in sorted(self.m._peers.items()):
             up.add_metric([peer], 1 if stats.up else 0)
@@ -219,8 +237,12 @@ class _NodeCollector:
             sent.add_metric([peer], stats.sent)
             received.add_metric([peer], stats.received)
             catchups.add_metric([peer], stats.catchups)
+            for reason in ("clock_skew", "malformed", "oversized", "protocol"):
+                times = getattr(stats, f"refused_{reason}", None)  # kept by the gossip layer's stats
+                if times is not None:
+                    refused.add_metric([peer, reason], times)
         total = GaugeMetricFamily("drsdtp_peers_up", "Number of peers up.", value=count)
-        yield from (up, total, lag, sent, received, catchups)
+        yield from (up, total, lag, sent, received, catchups, refused)
 
     def _clock(self) -> Iterator[Metric]:
         offset = self.m._clock() if self.m._clock is not None else None
@@ -240,15 +262,12 @@ class _NodeCollector:
         yield GaugeMetricFamily("drsdtp_twins", "Twins in the store.", value=size.twins)
         yield GaugeMetricFamily("drsdtp_fields", "Fields across all twins.", value=size.fields)
 
-    def _api(self) -> Iterator[Metric]:
-        if self.m._api is None:
-            return
-        family = CounterMetricFamily(
-            "drsdtp_api_requests", "Application API requests by method and status.", labels=["method", "code"]
-        )
-        for (method, code), count in sorted(self.m._api().items()):
-            family.add_metric([method, code], count)
-        yield family
+    def _labelled(self) -> Iterator[Metric]:
+        for name, (doc, labels, read) in sorted(self.m._labelled.items()):
+            family = CounterMetricFamily(name, doc, labels=list(labels))
+            for values, count in sorted(read().items()):
+                family.add_metric(list(values), count)
+            yield family
 
     def _process(self) -> Iterator[Metric]:
         rss = read_rss_bytes()

@@ -290,7 +290,7 @@ class RequestCounter(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.
     INVALID_ARGUMENT or NOT_FOUND; a request body that does not parse as INVALID_ARGUMENT too)."""
 
     def __init__(self) -> None:
-        self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.counts: collections.Counter[tuple[str, ...]] = collections.Counter()
 
     async def intercept_service(
         self,

@@ -78,7 +78,12 @@ class Node:
         self.api = ApiServer(
             self, config.listen.api, max_message_bytes=limits.max_message_bytes, tls=config.tls
         )
-        self.metrics.watch_api(lambda: self.api.requests.counts)
+        self.metrics.add_labelled_counter(
+            "drsdtp_api_requests",
+            "Application API requests by method and status.",
+            ("method", "code"),
+            lambda: self.api.requests.counts,
+        )
         self.metrics_server = MetricsServer(self.metrics, config.listen.metrics, ready=lambda: True)
         self._known_twins: set[str] = set(self._store.twins())
         self.intake = Intake(self)
@@ -113,6 +118,13 @@ class Node:
 
         self.snapshots = SnapshotService(
             config.data_dir, self._store, self.commit, per_twin=config.history.snapshots_per_twin
+        )
+        refusals = self.replicator.stats.refused_handshakes
+        self.metrics.add_labelled_counter(
+            "drsdtp_peer_handshakes_refused",
+            "Peer connections refused at the handshake (identity, version, scope ...).",
+            ("reason",),
+            lambda: {(str(reason),): n for reason, n in refusals.items()},
         )
         self.intelligence = InsightService(self)
         self.intake.sink.observers.append(self.intelligence.observe)

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from drsdtp.clock import ClockOffset
 from drsdtp.config import Address
+from drsdtp.gossip.stats import GossipPeerStats
 from drsdtp.metrics import MetricsServer, NodeMetrics, read_rss_bytes
 from drsdtp.stats import IngestStats, LatencyHistogram, PeerStats, StoreSize
 
@@ -181,6 +182,22 @@ def test_extra_gauges_and_counters() -> None:
     for bad in ("queue_depth", "drsdtp_Bad", "drsdtp_x_total"):
         with pytest.raises(ValueError, match="must match"):
             metrics.add_counter(bad, "doc", lambda: 0)
+
+
+def test_labelled_counters_and_peer_refusals() -> None:
+    metrics = NodeMetrics("edge-01")
+    counts: dict[tuple[str, ...], float] = {("Status", "OK"): 3, ("GetTwin", "NOT_FOUND"): 1}
+    metrics.add_labelled_counter("drsdtp_api_requests", "Requests.", ("method", "code"), lambda: counts)
+    peer = GossipPeerStats(up=True, refused_clock_skew=4, refused_malformed=1)
+    metrics.add_peer("edge-02", peer)
+    counts[("GetTwin", "OK")] = 2  # read at scrape time
+    assert value(metrics, "drsdtp_api_requests_total", method="GetTwin", code="NOT_FOUND") == 1
+    assert value(metrics, "drsdtp_api_requests_total", method="GetTwin", code="OK") == 2
+    assert value(metrics, "drsdtp_peer_refused_total", peer="edge-02", reason="clock_skew") == 4
+    assert value(metrics, "drsdtp_peer_refused_total", peer="edge-02", reason="malformed") == 1
+    assert value(metrics, "drsdtp_peer_refused_total", peer="edge-02", reason="oversized") == 0
+    with pytest.raises(ValueError, match="already registered"):
+        metrics.add_labelled_counter("drsdtp_api_requests", "again", ("method",), dict)
 
 
 def test_nodes_have_separate_registries_and_leave_the_global_one_alone() -> None:
