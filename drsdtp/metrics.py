@@ -20,7 +20,8 @@ Exported (``source`` is an ingestion source, ``peer`` a peer name):
 * ``drsdtp_twins``, ``drsdtp_fields`` (store size)
 * ``drsdtp_peer_refused_total{peer,reason}`` (clock_skew, malformed, oversized, protocol)
 * labelled counters the node registers: ``drsdtp_api_requests_total{method,code}`` (``code`` is the gRPC
-  status, e.g. NOT_FOUND), ``drsdtp_peer_handshakes_refused_total{reason}``
+  status, e.g. NOT_FOUND), ``drsdtp_peer_handshakes_refused_total{reason}``,
+  ``drsdtp_adapter_events_total{source,event}`` (malformed, unknown, lost, bad_reads ...)
 * ``drsdtp_process_resident_memory_bytes`` (VmRSS)
 * ``drsdtp_metrics_collect_errors_total`` (callbacks that raised during a scrape)
 """

@@ -4,6 +4,7 @@ batch is durable (so an MQTT QoS 1 PUBACK, for one, is sent only after the WAL c
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -63,6 +64,21 @@ class Intake(BackgroundService):
         self.service = IngestService(adapters, self.sink, node.store)
         for name, runner in self.service.runners.items():
             node.metrics.add_ingest(name, runner.pipeline.stats, runner.supervisor.stats)
+        if self.service.runners:
+            node.metrics.add_labelled_counter(
+                "drsdtp_adapter_events",
+                "What adapters saw at the protocol level: messages, malformed and unknown ones (bad "
+                "payloads, unmapped topics), dropped, lost (sequence gaps), bad reads, acks, filtered.",
+                ("source", "event"),
+                self._adapter_events,
+            )
+
+    def _adapter_events(self) -> dict[tuple[str, ...], float]:
+        return {
+            (name, event.name): getattr(runner.adapter.stats, event.name)
+            for name, runner in self.service.runners.items()
+            for event in dataclasses.fields(runner.adapter.stats)
+        }
 
     async def run(self) -> None:
         if self.service.runners:

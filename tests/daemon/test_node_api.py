@@ -106,6 +106,13 @@ async def test_metrics_endpoint_reports_durability_and_latency(tmp_path: pathlib
         if s.name == "drsdtp_api_requests_total"
     }
     assert requests == {("Status", "OK"): 2, ("GetTwin", "NOT_FOUND"): 1, ("GetTwin", "INVALID_ARGUMENT"): 1}
+    events = {
+        s.labels["event"]: s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+        if s.name == "drsdtp_adapter_events_total" and s.labels["source"] == "plant"
+    }
+    assert events["messages"] > 0 and events["malformed"] == 0
 
 
 @pytest.mark.integration
