@@ -228,6 +228,8 @@ class LimitsConfig:
         10_000  # readings buffered between adapters and store
     )
     peer_buffer: Annotated[int, Range(1, 100_000_000)] = 100_000  # deltas kept per peer before full catch-up
+    # Bytes per second read from one peer; 0: unlimited. A flooding peer is slowed, not served first.
+    peer_receive_bytes_per_s: Annotated[int, Range(0, 1 << 40)] = 0
 
 
 @dataclass(frozen=True, slots=True)

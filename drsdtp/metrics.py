@@ -18,7 +18,8 @@ Exported (``source`` is an ingestion source, ``peer`` a peer name):
 * ``drsdtp_peer_messages_{sent,received}_total{peer}``, ``drsdtp_peer_catchups_total{peer}``
 * ``drsdtp_clock_offset_seconds`` (absent while unknown), ``drsdtp_clock_offset_known`` 0/1
 * ``drsdtp_twins``, ``drsdtp_fields`` (store size)
-* ``drsdtp_peer_refused_total{peer,reason}`` (clock_skew, malformed, oversized, protocol)
+* ``drsdtp_peer_refused_total{peer,reason}`` (clock_skew, malformed, oversized, protocol),
+  ``drsdtp_peer_throttled_seconds_total{peer}`` (reading paused by ``limits.peer_receive_bytes_per_s``)
 * labelled counters the node registers: ``drsdtp_api_requests_total{method,code}`` (``code`` is the gRPC
   status, e.g. NOT_FOUND), ``drsdtp_peer_handshakes_refused_total{reason}``,
   ``drsdtp_adapter_events_total{source,event}`` (malformed, unknown, lost, bad_reads ...)
@@ -223,6 +224,11 @@ class _NodeCollector:
         catchups = CounterMetricFamily(
             "drsdtp_peer_catchups", "Full-state catch-ups with the peer.", labels=["peer"]
         )
+        throttled = CounterMetricFamily(
+            "drsdtp_peer_throttled_seconds",
+            "Time reading from the peer paused (receive limit).",
+            labels=["peer"],
+        )
         refused = CounterMetricFamily(
             "drsdtp_peer_refused",
             "What the peer sent and this node refused: far-future stamps, malformed or oversized messages, "
@@ -238,12 +244,15 @@ class _NodeCollector:
             sent.add_metric([peer], stats.sent)
             received.add_metric([peer], stats.received)
             catchups.add_metric([peer], stats.catchups)
+            paused = getattr(stats, "throttled_s", None)
+            if paused is not None:
+                throttled.add_metric([peer], paused)
             for reason in ("clock_skew", "malformed", "oversized", "protocol"):
                 times = getattr(stats, f"refused_{reason}", None)  # kept by the gossip layer's stats
                 if times is not None:
                     refused.add_metric([peer, reason], times)
         total = GaugeMetricFamily("drsdtp_peers_up", "Number of peers up.", value=count)
-        yield from (up, total, lag, sent, received, catchups, refused)
+        yield from (up, total, lag, sent, received, catchups, refused, throttled)
 
     def _clock(self) -> Iterator[Metric]:
         offset = self.m._clock() if self.m._clock is not None else None

@@ -27,6 +27,7 @@ from drsdtp.gossip.errors import PeerError, ProtocolViolation, Refusal
 from drsdtp.gossip.limits import GossipLimits
 from drsdtp.gossip.protocol import AntiEntropy, Inbound, PeerLink
 from drsdtp.gossip.stats import ReplicatorStats
+from drsdtp.gossip.throttle import ReceiveThrottle
 from drsdtp.wire.v1 import peer_pb2
 from drsdtp.wire.v1.peer_pb2 import PeerMessage
 
@@ -190,6 +191,14 @@ class Session:
         self._acks: asyncio.Queue[tuple[list[asyncio.Task[None]], PeerMessage | None]] = asyncio.Queue(
             _ACK_QUEUE
         )
+        limits = host.core.limits
+        self._throttle = (
+            ReceiveThrottle(
+                limits.receive_bytes_per_s, max(limits.receive_bytes_per_s, limits.envelope_bytes)
+            )
+            if limits.receive_bytes_per_s > 0
+            else None
+        )
 
     @property
     def peer(self) -> str:
@@ -232,6 +241,10 @@ class Session:
                 raise PeerError(f"{self.peer} closed the stream")
             st.received += 1
             st.bytes_received += len(data)
+            if self._throttle is not None:
+                before = self._throttle.paused_s
+                await self._throttle.take(len(data))
+                st.throttled_s += self._throttle.paused_s - before
             if len(data) > core.limits.envelope_bytes:
                 self.host.stats.oversized_messages += 1
                 st.refused_oversized += 1

@@ -39,6 +39,9 @@ class GossipLimits:
     tick_s: float = 1.0  # housekeeping: lag figures, timers
     # A digest or version split into parts is reassembled up to this size.
     max_reassembly_bytes: int = 64 * _MIB
+    # Bytes per second read from one peer (0: unlimited); beyond it reading pauses and flow control slows
+    # the sender. A burst of one second's worth (at least one message) passes unthrottled.
+    receive_bytes_per_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_message_bytes < 64 * 1024:
@@ -50,7 +53,11 @@ class GossipLimits:
 
     @classmethod
     def from_config(cls, limits: LimitsConfig, **overrides: Any) -> GossipLimits:
-        base = cls(max_message_bytes=limits.max_message_bytes, buffer_entries=limits.peer_buffer)
+        base = cls(
+            max_message_bytes=limits.max_message_bytes,
+            buffer_entries=limits.peer_buffer,
+            receive_bytes_per_s=limits.peer_receive_bytes_per_s,
+        )
         return dataclasses.replace(base, **overrides)
 
     @property

@@ -35,6 +35,7 @@ class GossipPeerStats(PeerStats):
     rejected_by_peer: int = 0  # our payloads the peer refused (see the node log for its reasons)
     sessions: int = 0  # streams opened
     dial_failures: int = 0  # outbound connection attempts or streams that failed (we retry)
+    throttled_s: float = 0.0  # time reading from the peer paused for limits.receive_bytes_per_s
     incarnation: int = 0  # the peer's process incarnation seen last
     clock_offset_s: float | None = None  # the peer's own NTP offset, as it reported it
     last_error: str = ""

@@ -5,6 +5,7 @@ honour scopes, and report to the metrics."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 
@@ -15,7 +16,7 @@ from drsdtp.core import Store, replica_id
 from drsdtp.gossip import membership
 from drsdtp.metrics import NodeMetrics
 
-from .support import eventually, running, same_state
+from .support import FAST, eventually, running, same_state
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -112,6 +113,24 @@ async def test_a_restarted_node_catches_up_from_its_peer() -> None:
         async with running("b", peers=[("a", a.port)], store=b_store) as b:
             b.on_local_delta(b_store.set("pump-0", "owner", "b"))
             await eventually(lambda: same_state(a.store, b_store), what="catch-up after restart")
+
+
+async def test_a_receive_limit_slows_a_flooding_peer_and_still_converges() -> None:
+    # 64 KiB/s into "slow"; the flood is about 3x its one-message burst, so reading has to pause.
+    limited = dataclasses.replace(
+        FAST, max_message_bytes=64 * 1024, window_bytes=64 * 1024, receive_bytes_per_s=65_536
+    )
+    async with (
+        running("slow", limits=limited) as slow,
+        running("flood", peers=[("slow", slow.port)], limits=limited) as flood,
+    ):
+        await flood.wait_for_peers(["slow"], 30)
+        blob = bytes(range(256)) * 40  # 10 KiB
+        for i in range(40):
+            flood.on_local_delta(flood.store.set(f"camera-{i}", "frame", blob))
+        await eventually(lambda: same_state(slow.store, flood.store), 60, "convergence under the limit")
+        assert slow.peer_stats()["flood"].throttled_s > 0
+        assert flood.peer_stats()["slow"].throttled_s == 0  # acks are small: the sender was never held
 
 
 async def test_scopes_limit_what_a_node_receives() -> None:
