@@ -358,18 +358,19 @@ impl Store {
         let mut chunk: Vec<pb::TwinState> = Vec::new();
         let mut chunk_bytes = 0usize;
         for (tid, t, v) in selected {
-            let ts = self.twin_state(tid, t, v, &table);
-            let len = ts.encoded_len();
-            if !chunk.is_empty() && chunk_bytes + len > max_bytes {
-                out.push(encode(&pb::StateDelta {
-                    format: FORMAT as i32,
-                    replicas: replicas.clone(),
-                    twins: std::mem::take(&mut chunk),
-                }));
-                chunk_bytes = 0;
+            for ts in split_twin(self.twin_state(tid, t, v, &table), max_bytes) {
+                let len = ts.encoded_len();
+                if !chunk.is_empty() && chunk_bytes + len > max_bytes {
+                    out.push(encode(&pb::StateDelta {
+                        format: FORMAT as i32,
+                        replicas: replicas.clone(),
+                        twins: std::mem::take(&mut chunk),
+                    }));
+                    chunk_bytes = 0;
+                }
+                chunk_bytes += len;
+                chunk.push(ts);
             }
-            chunk_bytes += len;
-            chunk.push(ts);
         }
         if !chunk.is_empty() || out.is_empty() {
             out.push(encode(&pb::StateDelta { format: FORMAT as i32, replicas, twins: chunk }));
@@ -687,6 +688,64 @@ fn decode_context(ctx: Option<&pb::Context>, replicas: &[u64]) -> Result<Context
         cloud.push(Dot::new(replica_at(replicas, w, "context")?, n));
     }
     Ok(Context::from_parts(ranges, cloud))
+}
+
+/// A twin state larger than `max_bytes` split into parts that fit: each write group, counter and set is one
+/// unit (a unit larger than `max_bytes` travels alone). Only the last part carries the twin's context, so a
+/// receiver whose stream breaks mid-twin holds the values it got but no claim to the rest: its digest still
+/// differs and anti-entropy sends the remainder. Parts of one twin travel in order on one stream.
+fn split_twin(ts: pb::TwinState, max_bytes: usize) -> Vec<pb::TwinState> {
+    if ts.encoded_len() <= max_bytes {
+        return vec![ts];
+    }
+    let pb::TwinState { twin, context, writes, counters, sets } = ts;
+    let mut packer = Packer::new(twin, max_bytes);
+    for g in writes {
+        packer.room(g.encoded_len());
+        packer.part.writes.push(g);
+    }
+    for c in counters {
+        packer.room(c.encoded_len());
+        packer.part.counters.push(c);
+    }
+    for set in sets {
+        packer.room(set.encoded_len());
+        packer.part.sets.push(set);
+    }
+    if let Some(cc) = context {
+        packer.room(cc.encoded_len());
+        packer.part.context = Some(cc);
+    }
+    packer.parts.push(packer.part);
+    packer.parts
+}
+
+/// Fills parts of one twin's state up to a byte budget.
+struct Packer {
+    parts: Vec<pb::TwinState>,
+    part: pb::TwinState,
+    base: usize,
+    size: usize,
+    max_bytes: usize,
+}
+
+impl Packer {
+    fn new(twin: String, max_bytes: usize) -> Self {
+        let part = pb::TwinState { twin, ..Default::default() };
+        let base = part.encoded_len();
+        Packer { parts: Vec::new(), part, base, size: base, max_bytes }
+    }
+
+    /// Makes room for a unit of `len` bytes (as a length-delimited field), starting a new part if needed.
+    fn room(&mut self, len: usize) {
+        let field = 1 + prost::encoding::encoded_len_varint(len as u64) + len;
+        if self.size > self.base && self.size + field > self.max_bytes {
+            let next = pb::TwinState { twin: self.part.twin.clone(), ..Default::default() };
+            self.parts.push(std::mem::replace(&mut self.part, next));
+            self.size = self.base;
+        }
+        self.size += field;
+    }
 }
 
 /// What validation learns on the way: each twin's context and the newest stamp (for the clock gate).

@@ -133,6 +133,19 @@ async def test_a_receive_limit_slows_a_flooding_peer_and_still_converges() -> No
         assert flood.peer_stats()["slow"].throttled_s == 0  # acks are small: the sender was never held
 
 
+async def test_a_twin_larger_than_one_message_catches_up_in_parts() -> None:
+    # 400 KiB in one twin, 64 KiB messages: the catch-up splits the twin, its context in the last part.
+    small = dataclasses.replace(FAST, max_message_bytes=64 * 1024, window_bytes=64 * 1024)
+    async with running("big", limits=small) as big:
+        blob = bytes(range(256)) * 40  # 10 KiB
+        for i in range(40):
+            big.on_local_delta(big.store.set("camera", f"frame-{i}", blob))
+        async with running("late", peers=[("big", big.port)], limits=small) as late:
+            await eventually(lambda: same_state(big.store, late.store), 60, "the big twin replicated")
+            assert late.peer_stats()["big"].catchup_bytes_received > 400 * 1024
+            assert late.peer_stats()["big"].refused_oversized == 0
+
+
 async def test_scopes_limit_what_a_node_receives() -> None:
     async with (
         running("hub", scopes=("line-1", "line-2")) as hub,
