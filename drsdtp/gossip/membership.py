@@ -15,7 +15,7 @@ from typing import Final
 
 from drsdtp.core import Store
 
-__all__ = ["ADDRESS_PREFIX", "MEMBERS_TWIN", "NODES_FIELD", "announce", "leave", "members"]
+__all__ = ["ADDRESS_PREFIX", "MEMBERS_TWIN", "NODES_FIELD", "announce", "departed", "leave", "members"]
 
 MEMBERS_TWIN: Final = "_members"
 NODES_FIELD: Final = "nodes"
@@ -47,11 +47,25 @@ def announce(store: Store, node_id: str, address: str | None) -> list[bytes]:
 
 
 def leave(store: Store, node_id: str) -> list[bytes]:
-    """Remove ``node_id`` for good: drop it from the set and clear its address."""
+    """Remove ``node_id`` for good: drop it from the set and clear its address. The cleared address also
+    marks the node as departed (see :func:`departed`)."""
     deltas: list[bytes] = []
-    current = members(store)
-    if node_id in current:
+    if node_id in members(store):
         deltas.append(store.remove(MEMBERS_TWIN, NODES_FIELD, node_id))
-    if current.get(node_id) is not None:
+    if store.get(MEMBERS_TWIN, ADDRESS_PREFIX + node_id) != "":
         deltas.append(store.set(MEMBERS_TWIN, ADDRESS_PREFIX + node_id, ""))
     return deltas
+
+
+def departed(store: Store) -> set[str]:
+    """Nodes removed for good: a cleared address and no membership. Only :func:`leave` writes an empty
+    address, so this tells a removed node from one this node has simply not heard of yet."""
+    if MEMBERS_TWIN not in store:
+        return set()
+    current = members(store)
+    fields = store.fields(MEMBERS_TWIN)
+    return {
+        name[len(ADDRESS_PREFIX) :]
+        for name, value in fields.items()
+        if name.startswith(ADDRESS_PREFIX) and value == "" and name[len(ADDRESS_PREFIX) :] not in current
+    }

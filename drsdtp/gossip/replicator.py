@@ -234,7 +234,12 @@ class Replicator:
 
     def _reconcile(self) -> None:
         current = membership.members(self.store)
-        removed = self._members - current.keys() - self._seeds.keys()
+        # Departed nodes count even if this node never saw them as members: one may have streamed to us
+        # straight after joining, and its removal arrived before (or together with) its membership.
+        known = self._members | self._peer_stats.keys()
+        removed = (
+            (self._members | (membership.departed(self.store) & known)) - current.keys() - self._seeds.keys()
+        )
         self._members = set(current)
         addresses = dict(self._seeds)  # configured addresses win over advertised ones
         for node, address in current.items():
@@ -404,6 +409,7 @@ class Replicator:
             return  # already replaced
         del self._sessions[peer]
         self._sessions_changed.set()
+        self._members_changed.set()  # reconcile: the peer may have departed while its stream was up
         self.core.close(session.link)
         self._idle[peer].set()
         self._wake_all()

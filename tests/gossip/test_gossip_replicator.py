@@ -103,6 +103,17 @@ async def test_a_removed_member_is_pruned_everywhere() -> None:
         assert a.store.get(membership.MEMBERS_TWIN, membership.ADDRESS_PREFIX + "c") == ""
 
 
+async def test_a_node_removed_before_this_node_saw_it_join_is_still_pruned() -> None:
+    # b holds state about c from c's own stream, but c's membership reaches b only together with its
+    # removal: the cleared address marks c as departed, so b drops it anyway.
+    async with running("a") as a, running("b", peers=[("a", a.port)]) as b:
+        await b.wait_for_peers(["a"], 30)
+        b._ensure_peer("c")  # what an inbound stream from c leaves behind
+        await a.remove_member("c")
+        await eventually(lambda: "c" in membership.departed(b.store), what="departure replicated")
+        await eventually(lambda: "c" not in b.peer_stats(), what="pruned without ever being a member")
+
+
 async def test_a_restarted_node_catches_up_from_its_peer() -> None:
     b_store = Store(replica_id("b"))
     async with running("a") as a:
