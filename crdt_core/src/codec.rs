@@ -322,7 +322,8 @@ impl Store {
     }
 
     /// Encodes the given twins (filtered against `since` per twin when given) into messages of at most
-    /// about `max_bytes` each (a single twin larger than that travels alone). Every message carries the
+    /// `max_bytes` each, writer table included; a twin too big for one message is split (see `split_twin`),
+    /// and only a single unit larger than the budget makes a message exceed it. Every message carries the
     /// writer table of the whole transfer.
     fn encode_twins(&self, tids: &[u32], since: Option<&HashMap<String, Context>>, max_bytes: usize) -> Vec<Vec<u8>> {
         let empty = Context::new();
@@ -354,13 +355,20 @@ impl Store {
             seen_writers.into_iter().for_each(|w| table.add(self.writer_id(w)));
         }
         let replicas = table.freeze();
+        // What every message spends before its first twin: the format and the writer table.
+        let overhead =
+            pb::StateDelta { format: FORMAT as i32, replicas: replicas.clone(), twins: Vec::new() }.encoded_len();
+        let budget = max_bytes.saturating_sub(overhead);
         let mut out = Vec::new();
         let mut chunk: Vec<pb::TwinState> = Vec::new();
         let mut chunk_bytes = 0usize;
         for (tid, t, v) in selected {
-            for ts in split_twin(self.twin_state(tid, t, v, &table), max_bytes) {
-                let len = ts.encoded_len();
-                if !chunk.is_empty() && chunk_bytes + len > max_bytes {
+            let ts = self.twin_state(tid, t, v, &table);
+            let parts = if max_bytes == usize::MAX { vec![ts] } else { split_twin(ts, budget) };
+            for ts in parts {
+                // Counted as the message will hold it: tag and length prefix included.
+                let len = prost::encoding::message::encoded_len(3, &ts);
+                if !chunk.is_empty() && chunk_bytes + len > budget {
                     out.push(encode(&pb::StateDelta {
                         format: FORMAT as i32,
                         replicas: replicas.clone(),
@@ -411,12 +419,6 @@ impl Store {
     pub fn encode_state(&self, twins: Option<&[String]>) -> Vec<u8> {
         let tids = self.twin_ids_sorted(twins);
         self.encode_twins(&tids, None, usize::MAX).pop().unwrap_or_default()
-    }
-
-    /// The full state split into messages of about `max_bytes` (whole twins per message).
-    pub fn encode_state_chunks(&self, max_bytes: usize) -> Vec<Vec<u8>> {
-        let tids = self.twin_ids_sorted(None);
-        self.encode_twins(&tids, None, max_bytes)
     }
 
     /// What this replica has seen, per twin (of the named twins, or of all). Named twins this replica lacks
@@ -690,30 +692,33 @@ fn decode_context(ctx: Option<&pb::Context>, replicas: &[u64]) -> Result<Context
     Ok(Context::from_parts(ranges, cloud))
 }
 
-/// A twin state larger than `max_bytes` split into parts that fit: each write group, counter and set is one
-/// unit (a unit larger than `max_bytes` travels alone). Only the last part carries the twin's context, so a
-/// receiver whose stream breaks mid-twin holds the values it got but no claim to the rest: its digest still
-/// differs and anti-entropy sends the remainder. Parts of one twin travel in order on one stream.
+/// A twin state whose message field would exceed `max_bytes`, split into parts that fit: each write group,
+/// counter and set is one unit (a unit larger than `max_bytes` travels alone). Only the last part carries the
+/// twin's context, so a receiver whose stream breaks mid-twin holds the values it got but claims none of
+/// them: its digest still differs from the sender's, and anti-entropy with the sender sends the remainder.
+/// Limit: the values it got are not claimed either, so against a third replica with the same context its
+/// digest matches while its state holds more; they reconcile when the twin next changes or the sender
+/// finishes. Parts of one twin travel in order on one stream.
 fn split_twin(ts: pb::TwinState, max_bytes: usize) -> Vec<pb::TwinState> {
-    if ts.encoded_len() <= max_bytes {
+    if prost::encoding::message::encoded_len(3, &ts) <= max_bytes {
         return vec![ts];
     }
     let pb::TwinState { twin, context, writes, counters, sets } = ts;
     let mut packer = Packer::new(twin, max_bytes);
     for g in writes {
-        packer.room(g.encoded_len());
+        packer.room(prost::encoding::message::encoded_len(3, &g));
         packer.part.writes.push(g);
     }
     for c in counters {
-        packer.room(c.encoded_len());
+        packer.room(prost::encoding::message::encoded_len(4, &c));
         packer.part.counters.push(c);
     }
     for set in sets {
-        packer.room(set.encoded_len());
+        packer.room(prost::encoding::message::encoded_len(5, &set));
         packer.part.sets.push(set);
     }
     if let Some(cc) = context {
-        packer.room(cc.encoded_len());
+        packer.room(prost::encoding::message::encoded_len(2, &cc));
         packer.part.context = Some(cc);
     }
     packer.parts.push(packer.part);
@@ -730,15 +735,15 @@ struct Packer {
 }
 
 impl Packer {
+    /// `max_bytes` bounds a part as a message field: 5 bytes are kept for its tag and length prefix.
     fn new(twin: String, max_bytes: usize) -> Self {
         let part = pb::TwinState { twin, ..Default::default() };
         let base = part.encoded_len();
-        Packer { parts: Vec::new(), part, base, size: base, max_bytes }
+        Packer { parts: Vec::new(), part, base, size: base, max_bytes: max_bytes.saturating_sub(5) }
     }
 
-    /// Makes room for a unit of `len` bytes (as a length-delimited field), starting a new part if needed.
-    fn room(&mut self, len: usize) {
-        let field = 1 + prost::encoding::encoded_len_varint(len as u64) + len;
+    /// Makes room for a unit of `field` bytes (tag and length included), starting a new part if needed.
+    fn room(&mut self, field: usize) {
         if self.size > self.base && self.size + field > self.max_bytes {
             let next = pb::TwinState { twin: self.part.twin.clone(), ..Default::default() };
             self.parts.push(std::mem::replace(&mut self.part, next));

@@ -91,9 +91,11 @@ pub struct Wal {
     pending: Vec<u8>,
     pending_records: usize,
     stats: WalStats,
-    // Set by a failed write or fsync: the segment may now end in a torn record, and after a failed fsync the
-    // kernel may have dropped the dirty pages while reporting later fsyncs as clean. Appending behind either
-    // would be unrecoverable, so the log refuses every later commit; reopening cuts the torn tail.
+    // Set by a failed write or fsync (the segment may now end in a torn record, and after a failed fsync the
+    // kernel may have dropped the dirty pages while reporting later fsyncs as clean) and by any failed
+    // snapshot (conservatively: only a failure between the rename and the switch to the new segment would
+    // leave appends going where recovery skips them). Appending behind either would be unrecoverable, so the
+    // log refuses every later commit; reopening cuts the torn tail.
     failed: bool,
 }
 

@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 use common::*;
 use crdt_core::{Dot, FieldValue, Store, Value};
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use prost::Message;
 
 fn cfg() -> ProptestConfig {
     ProptestConfig { cases: 160, ..ProptestConfig::default() }
@@ -102,12 +104,20 @@ proptest! {
         let mut b = copy(&s[1]);
         let expected = joined(&s[1], &s[0]);
         for msg in s[0].catch_up(&b.version(None), false, chunk).unwrap() {
+            if msg.len() > chunk {
+                let decoded = crdt_core::pb::StateDelta::decode(msg.as_slice()).unwrap();
+                let [part] = decoded.twins.as_slice() else {
+                    return Err(TestCaseError::fail(format!("{} B over {chunk} with several twins", msg.len())));
+                };
+                let units = part.writes.len() + part.counters.len() + part.sets.len() + usize::from(part.context.is_some());
+                prop_assert_eq!(units, 1, "a message of {} B over {} holds more than one unit", msg.len(), chunk);
+            }
             b.merge(&msg).unwrap();
             for twin in TWINS {
                 if b.context(twin).is_some() && b.context(twin) == expected.context(twin) {
                     let names = [twin.to_owned()];
                     prop_assert_eq!(
-                        joined(&b, &b).encode_state(Some(&names)),
+                        b.encode_state(Some(&names)),
                         expected.encode_state(Some(&names)),
                         "twin {} claims a context it has not received", twin
                     );

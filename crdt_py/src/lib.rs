@@ -203,11 +203,6 @@ impl Store {
         bytes(py, &b)
     }
 
-    fn encode_state_chunks<'py>(&self, py: Python<'py>, max_bytes: usize) -> PyResult<Bound<'py, PyList>> {
-        let chunks = py.detach(|| self.lock().encode_state_chunks(max_bytes));
-        PyList::new(py, chunks.iter().map(|c| bytes(py, c)))
-    }
-
     #[pyo3(signature = (twins = None))]
     fn version<'py>(&self, py: Python<'py>, twins: Option<Vec<String>>) -> Bound<'py, PyBytes> {
         let b = py.detach(|| self.lock().version(twins.as_deref()));
