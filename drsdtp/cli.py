@@ -150,6 +150,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _demo_nodes(text: str) -> int:
+    value = _positive_int(text)
+    if value > 26:  # nodes are named edge-a .. edge-z
+        raise argparse.ArgumentTypeError(f"at most 26 demo nodes, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -186,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the node daemon")
     config_option(p, "config file")
 
-    p = sub.add_parser("demo", help="run a local demo node fed by simulated sensors")
+    p = sub.add_parser("demo", help="run local replicating nodes fed by simulated plants")
     p.add_argument(
         "--twins",
         type=_positive_int,
@@ -195,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rate", type=_positive_float, default=_DEMO.rate_hz, help="readings/s per twin")
     p.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="stop after this long")
-    p.add_argument("--nodes", type=_positive_int, default=_DEMO.nodes, help="replicating nodes in the demo")
+    p.add_argument("--nodes", type=_demo_nodes, default=_DEMO.nodes, help="replicating nodes (1-26)")
     p.add_argument("--seed", type=int, default=_DEMO.seed, help="simulation seed")
     p.add_argument("--data-dir", type=Path, help="keep the demo's data here (default: a temporary directory)")
     p.add_argument("--api", type=_address, default=_DEMO.api, metavar="HOST:PORT", help="application API")
@@ -369,16 +376,18 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 
 def _target(args: argparse.Namespace) -> ApiTarget:
-    if args.api is not None:
-        return ApiTarget(args.api, timeout_s=args.timeout)
+    """The address from --api, else the config's listen.api; TLS and the node id from the config if any."""
     if args.config is None and not os.environ.get("DRSDTP_CONFIG"):
-        return ApiTarget(DEFAULT_API, timeout_s=args.timeout)
+        return ApiTarget(args.api or DEFAULT_API, timeout_s=args.timeout)
     config = load_config(_config_path(args.config))
     address = config.listen.api
     # A wildcard listen address is reachable locally through loopback.
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address.host, address.host)
     return ApiTarget(
-        Address(host, address.port), tls=config.tls, timeout_s=args.timeout, server_name=config.node_id
+        args.api or Address(host, address.port),
+        tls=config.tls,
+        timeout_s=args.timeout,
+        server_name=config.node_id,
     )
 
 

@@ -25,7 +25,7 @@ from drsdtp.config import TlsConfig
 from drsdtp.errors import ConfigError
 from drsdtp.gossip.errors import HandshakeRefused, Refusal
 
-__all__ = ["NodeCertificates", "channel_credentials", "check_identity", "peer_names"]
+__all__ = ["NodeCertificates", "ca_credentials", "channel_credentials", "check_identity", "peer_names"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,15 @@ def channel_credentials(tls: TlsConfig) -> grpc.ChannelCredentials:
     """One-off client credentials from the files as they are now (the CLI)."""
     ca, cert, key = _read(tls)
     return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
+def ca_credentials(tls: TlsConfig) -> grpc.ChannelCredentials:
+    """Client credentials that verify the server against the CA and present no certificate."""
+    try:
+        ca = tls.ca.read_bytes()
+    except OSError as exc:
+        raise ConfigError("tls.ca", f"cannot read a TLS file: {exc}") from None
+    return grpc.ssl_channel_credentials(root_certificates=ca)
 
 
 class NodeCertificates:

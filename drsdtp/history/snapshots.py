@@ -32,7 +32,7 @@ from drsdtp.history.files import atomic_write, storage_error
 from drsdtp.history.rollback import apply_plan, plan_rollback
 from drsdtp.history.values import FieldValue
 
-__all__ = ["RollbackResult", "SnapshotInfo", "SnapshotStore"]
+__all__ = ["PreparedRollback", "RollbackResult", "SnapshotInfo", "SnapshotStore"]
 
 _log = logging.getLogger(__name__)
 
@@ -59,6 +59,13 @@ class RollbackResult:
     extra_fields: tuple[str, ...]  # fields the snapshot did not have: left unchanged
     skipped: dict[str, str]  # field: why it could not be restored
     safety_snapshot: SnapshotInfo | None  # taken just before, so the rollback itself can be undone
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRollback:
+    snapshot: SnapshotInfo
+    state: bytes  # verified
+    safety_snapshot: SnapshotInfo | None
 
 
 class SnapshotStore:
@@ -161,27 +168,46 @@ class SnapshotStore:
 
         With ``safety_snapshot`` the current state is snapshotted first (reason "before rollback to ..."),
         so a rollback can itself be rolled back. The audit record (via "rollback") lists every field
-        changed with its value before and after.
+        changed with its value before and after. A host that must make the writes durable before anything
+        else reads them runs the three steps itself: :meth:`prepare_rollback` (file I/O),
+        :meth:`apply_rollback` (in memory), :meth:`audit_rollback` (file I/O).
         """
-        info, state = self.load(twin, snapshot_id)  # verified before anything is written
+        prepared = self.prepare_rollback(twin, snapshot_id, actor, safety_snapshot=safety_snapshot)
+        result = self.apply_rollback(prepared)
+        self.audit_rollback(result, actor, reason)
+        return result
+
+    def prepare_rollback(
+        self, twin: str, snapshot_id: str, actor: str, *, safety_snapshot: bool = True
+    ) -> PreparedRollback:
+        """Loads and verifies the snapshot (before anything is written), then takes the safety snapshot."""
+        info, state = self.load(twin, snapshot_id)
         safety = None
         if safety_snapshot and twin in self._store:
             safety = self.snapshot(twin, f"before rollback to {snapshot_id}", actor, via="rollback")
-        current = self._store.encode_state([twin])
-        plan = plan_rollback(current, state, twin)
+        return PreparedRollback(info, state, safety)
+
+    def apply_rollback(self, prepared: PreparedRollback) -> RollbackResult:
+        """Writes the snapshot's values into the store (no I/O); the result holds the delta."""
+        twin = prepared.snapshot.twin
+        plan = plan_rollback(self._store.encode_state([twin]), prepared.state, twin)
         delta = apply_plan(self._store, twin, plan)
         _log.info(
-            "twin %s rolled back to %s by %s (%d fields changed, %d skipped)",
-            twin, snapshot_id, actor, len(plan.changes), len(plan.skipped),
+            "twin %s rolled back to %s (%d fields changed, %d skipped)",
+            twin, prepared.snapshot.id, len(plan.changes), len(plan.skipped),
         )  # fmt: skip
-        if self._audit is not None:
-            changes = {name: Change(then, now, now is not None) for name, (now, then) in plan.changes.items()}
-            self._audit.record(actor=actor, twin=twin, changes=changes, reason=reason, via="rollback",
-                               action="rollback", ref=snapshot_id)  # fmt: skip
-            self._audit.flush()
         return RollbackResult(
-            info, delta, dict(plan.changes), tuple(plan.extra_fields), dict(plan.skipped), safety
-        )
+            prepared.snapshot, delta, dict(plan.changes), tuple(plan.extra_fields), dict(plan.skipped),
+            prepared.safety_snapshot,
+        )  # fmt: skip
+
+    def audit_rollback(self, result: RollbackResult, actor: str, reason: str) -> None:
+        if self._audit is None:
+            return
+        changes = {name: Change(then, now, now is not None) for name, (now, then) in result.changed.items()}
+        self._audit.record(actor=actor, twin=result.snapshot.twin, changes=changes, reason=reason,
+                           via="rollback", action="rollback", ref=result.snapshot.id)  # fmt: skip
+        self._audit.flush()
 
 
 def _parse(data: bytes, path: Path) -> tuple[SnapshotInfo, bytes]:

@@ -16,7 +16,7 @@ import grpc.aio
 from drsdtp._core import Store
 from drsdtp.config import Address, TlsConfig
 from drsdtp.errors import DrsdtpError, MissingSnapshotError, StorageError, UnknownTwinError
-from drsdtp.gossip.tls import NodeCertificates, channel_credentials
+from drsdtp.gossip.tls import NodeCertificates, ca_credentials, channel_credentials
 from drsdtp.history.snapshots import SnapshotInfo
 from drsdtp.history.values import FieldValue
 from drsdtp.node.feed import ChangeFeed
@@ -241,9 +241,16 @@ class TwinApiService(api_pb2_grpc.TwinApiServicer):
     async def ReadAudit(
         self, request: api_pb2.AuditRequest, context: grpc.aio.ServicerContext
     ) -> api_pb2.AuditReply:
-        records, verification = await self.node.snapshots.read_audit(
-            request.twin_id or None, request.start_ms or None, request.end_ms or None, request.actor or None
-        )
+        try:
+            records, verification = await self.node.snapshots.read_audit(
+                request.twin_id or None,
+                request.start_ms or None,
+                request.end_ms or None,
+                request.actor or None,
+            )
+        except DrsdtpError as exc:
+            await _abort_for(context, exc)
+            raise
         limit = request.limit or 100
         reply = api_pb2.AuditReply(
             total=len(records), chain_ok=verification.ok, chain_problems=verification.problems
@@ -372,11 +379,13 @@ def connect(
     address: Address, tls: TlsConfig | None = None, server_name: str | None = None
 ) -> tuple[grpc.aio.Channel, api_pb2_grpc.TwinApiStub]:
     """A client channel and stub for a node's API: TLS when ``tls.api`` is on, verifying the node's
-    certificate against the CA under ``server_name`` (its node id) and presenting ``tls``'s certificate."""
+    certificate against the CA under ``server_name`` (its node id); with "mutual", presenting ``tls``'s
+    certificate (with "server" only the CA is read, so a client needs no access to the node's key)."""
     target = f"{address.host}:{address.port}"
     if tls is None or tls.api == "off":
         channel = grpc.aio.insecure_channel(target)
     else:
         options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
-        channel = grpc.aio.secure_channel(target, channel_credentials(tls), options=options)
+        creds = channel_credentials(tls) if tls.api == "mutual" else ca_credentials(tls)
+        channel = grpc.aio.secure_channel(target, creds, options=options)
     return channel, api_pb2_grpc.TwinApiStub(channel)

@@ -15,6 +15,7 @@ import grpc
 from drsdtp.config import NodeConfig
 from drsdtp.console import Console
 from drsdtp.errors import ConfigError
+from drsdtp.history.values import to_json
 from drsdtp.lifecycle import run_services
 from drsdtp.node.api import connect, field_to_python
 from drsdtp.node_commands import (
@@ -320,7 +321,13 @@ class NodeCommands:
                     "reason": a.reason,
                     "via": a.via,
                     "ref": a.ref,
-                    "changes": {c.name: _value(c.after) for c in a.changes},
+                    "changes": {
+                        c.name: {
+                            "before": _value(c.before) if c.HasField("before") else None,
+                            "after": _value(c.after),
+                        }
+                        for c in a.changes
+                    },
                     "hash": a.hash,
                 }
                 for a in r.records
@@ -363,8 +370,8 @@ class NodeCommands:
 
 def _write_twin(out: TextIO, writer: Any, t: api_pb2.Twin) -> None:
     if writer is None:
-        doc = {"twin": t.twin_id, "fields": {f.name: field_to_python(f) for f in t.fields}}
-        out.write(json.dumps(doc, default=str) + "\n")
+        doc = {"twin": t.twin_id, "fields": {f.name: _value(f) for f in t.fields}}
+        out.write(json.dumps(doc) + "\n")
         return
     for f in t.fields:
         writer.writerow([t.twin_id, f.name, field_to_python(f), f.stamp >> 16 if f.stamp else ""])
@@ -383,8 +390,9 @@ def _snapshot_doc(info: api_pb2.SnapshotInfo) -> dict[str, Any]:
 
 
 def _value(f: api_pb2.FieldValue) -> Any:
+    """A field as JSON, the way the audit trail and snapshots write values (bytes and sets tagged)."""
     v = field_to_python(f)
-    return v.hex() if isinstance(v, bytes) else v
+    return to_json(frozenset(v) if isinstance(v, list) else v)  # type: ignore[arg-type]
 
 
 def _age(ms: int) -> str:

@@ -97,17 +97,23 @@ class DurableStore:
             except StorageError as exc:
                 self._fail_waiters(exc)
 
-    async def record(self, delta: bytes) -> None:
-        """Appends ``delta`` to the log and returns once it is durable (at once when the log is off)."""
+    def append(self, delta: bytes) -> asyncio.Future[None]:
+        """Appends ``delta`` to the log now (so a :meth:`sync` from here on covers it) and returns a future
+        that resolves once it is durable (already done when the log is off). Await it shielded, as
+        :meth:`record` does: a waiter must never be cancelled, :meth:`sync` may be waiting on it too."""
+        waiter = asyncio.get_running_loop().create_future()
         if self._wal is None:
-            return
+            waiter.set_result(None)
+            return waiter
         if self._closed:
             raise RuntimeError("the durable store is closed")
-        seq = self._wal.append(delta)
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append((seq, waiter))
+        self._waiters.append((self._wal.append(delta), waiter))
         self._wake.set()
-        await waiter
+        return waiter
+
+    async def record(self, delta: bytes) -> None:
+        """Appends ``delta`` to the log and returns once it is durable (at once when the log is off)."""
+        await asyncio.shield(self.append(delta))
 
     async def sync(self) -> None:
         """Returns once everything recorded before the call is durable (a barrier: gossip sends catch-up

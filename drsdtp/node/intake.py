@@ -49,7 +49,9 @@ class NodeSink:
         for observe in self.observers:
             observe(batch, twins)
         await self.node.commit(delta, twins, "ingest")
-        self.apply_latency.observe_many((time.time() * 1000.0 - batch.source_ms[~batch.stale]) / 1000.0)
+        # A source clock running ahead would give negative ages: count those as immediate.
+        ages_ms = np.maximum(time.time() * 1000.0 - batch.source_ms[~batch.stale], 0.0)
+        self.apply_latency.observe_many(ages_ms / 1000.0)
 
 
 class Intake(BackgroundService):
@@ -74,11 +76,15 @@ class Intake(BackgroundService):
             )
 
     def _adapter_events(self) -> dict[tuple[str, ...], float]:
-        return {
-            (name, event.name): getattr(runner.adapter.stats, event.name)
-            for name, runner in self.service.runners.items()
-            for event in dataclasses.fields(runner.adapter.stats)
-        }
+        events: dict[tuple[str, ...], float] = {}
+        for name, runner in self.service.runners.items():
+            stats = runner.adapter.stats
+            for event in dataclasses.fields(stats):
+                value = getattr(stats, event.name)
+                # Counters only: an adapter's stats may hold other state too (serial: last_seq).
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    events[(name, event.name)] = value
+        return events
 
     async def run(self) -> None:
         if self.service.runners:

@@ -213,8 +213,13 @@ class Node:
         self._feed.publish(twins, origin)
 
     async def commit_all(self, deltas: Sequence[tuple[bytes, Sequence[str]]], origin: str) -> None:
-        """Several deltas in one group commit: every one is appended before the first waits for the disk."""
-        await asyncio.gather(*(self.commit(delta, twins, origin) for delta, twins in deltas))
+        """Several deltas in one group commit: all appended at once (before anything else runs), then
+        awaited together, then announced."""
+        durable = [self.durable.append(delta) for delta, _ in deltas]
+        await asyncio.shield(asyncio.gather(*durable))
+        for delta, twins in deltas:
+            self.replicator.on_local_delta(delta)
+            self._feed.publish(twins, origin)
 
     async def ensure_twins(self, twins: Sequence[str]) -> None:
         """Gives twins seen for the first time their model and scope from the config's twin rules."""

@@ -54,12 +54,20 @@ class SnapshotService:
         return await asyncio.to_thread(self.store.list_snapshots, twin)
 
     async def rollback(self, twin: str, snapshot_id: str, actor: str, reason: str) -> RollbackResult:
-        """Returns once the restored values are durable (and on their way to the peers)."""
+        """Returns once the restored values are durable (and on their way to the peers). Shielded: a
+        caller that gives up does not leave a rollback applied but not logged, or logged but not audited."""
         _application_twin(twin)
+        return await asyncio.shield(self._rollback(twin, snapshot_id, actor, reason))
+
+    async def _rollback(self, twin: str, snapshot_id: str, actor: str, reason: str) -> RollbackResult:
         async with self._lock:
-            result = await asyncio.to_thread(self.store.rollback, twin, snapshot_id, actor, reason)
+            prepared = await asyncio.to_thread(self.store.prepare_rollback, twin, snapshot_id, actor)
+            # Applied and appended to the log in one step of the loop: nothing (a gossip catch-up) can read
+            # the restored values before the log holds them.
+            result = self.store.apply_rollback(prepared)
             if result.delta:
                 await self._commit(result.delta, [twin], "local")
+            await asyncio.to_thread(self.store.audit_rollback, result, actor, reason)
         return result
 
     async def read_audit(

@@ -94,6 +94,11 @@ async def test_server_tls_admits_any_client_that_trusts_the_ca(
         target = f"127.0.0.1:{node.api.port}"
         async with grpc.aio.secure_channel(target, ca_only(node_tls), options=NAME) as channel:
             assert await status(channel) == "api-tls"
+        # The client side of "server" mode reads only the CA: an operator needs no access to the node's key.
+        keyless = dataclasses.replace(node_tls, key=tmp_path / "no-such.key")
+        channel, _ = connect(Address("127.0.0.1", node.api.port), keyless, server_name="api-tls")
+        async with channel:
+            assert await status(channel) == "api-tls"
         assert await refused(grpc.aio.insecure_channel(target)) == grpc.StatusCode.UNAVAILABLE
 
 

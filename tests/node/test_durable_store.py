@@ -99,3 +99,18 @@ async def test_a_failed_commit_fails_its_writers_and_is_counted(tmp_path: Path) 
         assert durable.stats.failed_commits >= 1
         assert (durable.pending, durable.stats.records) == (0, 1)
         disk.fail = False
+
+
+async def test_a_cancelled_writer_neither_breaks_sync_nor_loses_its_record(tmp_path: Path) -> None:
+    # An API client whose deadline passes cancels its own wait, not the record: sync() still waits for the
+    # record to be durable instead of failing with the writer's CancelledError.
+    store = _store()
+    config = WalConfig(fsync_interval_ms=200)  # the record stays pending long enough to cancel its writer
+    async with DurableStore.open(tmp_path, store, config) as durable:
+        writer = asyncio.create_task(durable.record(store.set("t", "x", 1.0)))
+        await asyncio.sleep(0.01)
+        writer.cancel()
+        await asyncio.sleep(0)
+        assert writer.cancelled() and durable.pending == 1
+        await asyncio.wait_for(durable.sync(), 10)
+        assert durable.pending == 0 and durable.stats.records == 1

@@ -312,6 +312,15 @@ def test_client_target_comes_from_the_config(tmp_path: Path) -> None:
     call(["status", "--config", str(path)], commands)
     # A wildcard listen address is reached through loopback; a TLS API must present the node id.
     assert commands.calls[0][1] == ApiTarget(Address("127.0.0.1", 7555), server_name="a")
+    # --api moves the address only: TLS settings and the node id still come from the config.
+    path.write_text(
+        path.read_text() + '[tls]\nca = "ca.crt"\ncert = "n.crt"\nkey = "n.key"\napi = "mutual"\n'
+    )
+    call(["status", "--config", str(path), "--api", "10.0.0.5:7401"], commands)
+    target = commands.calls[1][1]
+    assert isinstance(target, ApiTarget)
+    assert target.address == Address("10.0.0.5", 7401) and target.server_name == "a"
+    assert target.tls is not None and target.tls.api == "mutual"
 
 
 def test_history_rejects_since_after_until() -> None:
@@ -330,6 +339,9 @@ def test_demo_options() -> None:
     )
     options = commands.calls[0][1]
     assert options == DemoOptions(twins=3, rate_hz=0.5, duration_s=9.0, nodes=2, api=Address("127.0.0.1", 0))
+    with pytest.raises(SystemExit) as refused:  # nodes are named edge-a .. edge-z
+        call(["demo", "--nodes", "27"], commands)
+    assert refused.value.code == 2 and len(commands.calls) == 1
 
 
 def test_check_config_includes_plugin_errors_from_the_commands() -> None:

@@ -310,3 +310,21 @@ async def test_garbage_requests_get_400_and_oversized_heads_are_dropped() -> Non
 async def test_port_property_before_start() -> None:
     with pytest.raises(RuntimeError, match="not listening"):
         _ = MetricsServer(NodeMetrics("n"), Address("127.0.0.1", 0)).port
+
+
+async def test_a_node_with_a_serial_adapter_exports_its_counters(tmp_path: Path) -> None:
+    # SerialStats carries a dict (last sequence per device) beside its counters: only counters are exported.
+    from drsdtp.config import parse_config
+    from drsdtp.node.node import Node
+
+    config = parse_config(
+        {
+            "node_id": "n1",
+            "data_dir": str(tmp_path),
+            "adapters": [{"type": "serial", "name": "fw", "port": "/dev/null"}],
+        }
+    )
+    node = Node(config)
+    got = samples(node.metrics)
+    assert got[("drsdtp_adapter_events_total", (("event", "lost"), ("source", "fw")))] == 0
+    assert ("drsdtp_adapter_events_total", (("event", "last_seq"), ("source", "fw"))) not in got
