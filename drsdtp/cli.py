@@ -509,10 +509,7 @@ def _summary(config: NodeConfig) -> list[tuple[str, object]]:
         ("clock.ntp_server", config.clock.ntp_server or "off (offset reported unknown)"),
         (
             "tls",
-            "off"
-            if config.tls is None
-            else f"on (client auth {'required' if config.tls.require_client_auth else 'optional'};"
-            f" API: {config.tls.api})",
+            "off" if config.tls is None else f"on (peers: mutual; API: {config.tls.api})",
         ),
         ("peers", len(config.peers)),
     ]

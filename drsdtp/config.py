@@ -210,6 +210,8 @@ class TlsConfig:
     ca: Path
     cert: Path
     key: Path
+    # Peers are identified by their certificate's name, so a peer without one could never be admitted:
+    # turning this off is refused rather than silently ineffective.
     require_client_auth: bool = True
     allowed_names: tuple[
         Annotated[str, NonEmpty()], ...
@@ -217,6 +219,14 @@ class TlsConfig:
     # The application API: plaintext ("off": it listens on loopback by default), TLS with this node's
     # certificate ("server"), or TLS that also requires a client certificate from the CA ("mutual").
     api: Literal["off", "server", "mutual"] = "off"
+
+    def __post_init__(self) -> None:
+        if not self.require_client_auth:
+            raise ConfigError(
+                "tls.require_client_auth",
+                "peers are identified by their client certificate, so it cannot be turned off "
+                "(tls.api chooses whether API clients need one)",
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -241,10 +241,6 @@ class Session:
                 raise PeerError(f"{self.peer} closed the stream")
             st.received += 1
             st.bytes_received += len(data)
-            if self._throttle is not None:
-                before = self._throttle.paused_s
-                await self._throttle.take(len(data))
-                st.throttled_s += self._throttle.paused_s - before
             if len(data) > core.limits.envelope_bytes:
                 self.host.stats.oversized_messages += 1
                 st.refused_oversized += 1
@@ -252,6 +248,8 @@ class Session:
                     Refusal.LIMIT,
                     f"message of {len(data)} bytes exceeds the limit of {core.limits.envelope_bytes} bytes",
                 )
+            if self._throttle is not None:
+                st.throttled_s += await self._throttle.take(len(data))
             try:
                 message = PeerMessage.FromString(data)
             except ProtobufDecodeError:

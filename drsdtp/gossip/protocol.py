@@ -265,7 +265,12 @@ class AntiEntropy:
             elif kind == "links":
                 if len(message.links.peers) > _MAX_LINKS:
                     raise _Violation(Reject.REASON_LIMIT, "too many peers in Links")
-                link.peer_links = frozenset(message.links.peers)
+                links = frozenset(message.links.peers)
+                for lost in link.peer_links - links:
+                    # Deltas held back from `lost` because this peer's own stream would deliver them may
+                    # not have got there: let a repair with `lost` settle it now, not at the next tick.
+                    self.request_repair(lost)
+                link.peer_links = links
             else:
                 raise _Violation(Reject.REASON_PROTOCOL, f"unexpected {kind or 'empty'} message")
         except _Violation as v:

@@ -171,9 +171,7 @@ class Replicator:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Gossip": handler}),))
         target = str(self.listen)
         if self._certificates is not None:
-            creds = self._certificates.server_credentials(
-                require_client_auth=self._certificates.config.require_client_auth
-            )
+            creds = self._certificates.server_credentials(require_client_auth=True)  # identity = certificate
             self.port = server.add_secure_port(target, creds)
         else:
             self.port = server.add_insecure_port(target)
@@ -264,6 +262,7 @@ class Replicator:
             session.close("removed from the cluster")
         self.core.forget(peer)
         self._peer_stats.pop(peer, None)
+        self._idle.pop(peer, None)
         if self._registry is not None:
             self._registry.remove_peer(peer)
 
@@ -411,7 +410,9 @@ class Replicator:
         self._sessions_changed.set()
         self._members_changed.set()  # reconcile: the peer may have departed while its stream was up
         self.core.close(session.link)
-        self._idle[peer].set()
+        idle = self._idle.get(peer)  # gone when the peer was forgotten meanwhile
+        if idle is not None:
+            idle.set()
         self._wake_all()
         log.info("peer %s disconnected", peer)
 

@@ -25,7 +25,6 @@ class ReceiveThrottle:
         self._clock = clock
         self._tokens = burst_bytes
         self._at = clock()
-        self.paused_s = 0.0  # total time reading waited
 
     def charge(self, n: int) -> float:
         """Takes ``n`` bytes from the bucket; returns how long to wait before reading again."""
@@ -34,8 +33,9 @@ class ReceiveThrottle:
         self._at = now
         return max(0.0, -self._tokens / self.rate)
 
-    async def take(self, n: int) -> None:
+    async def take(self, n: int) -> float:
+        """Charges ``n`` bytes and waits as long as needed; returns the time waited."""
         wait = self.charge(n)
         if wait > 0:
-            self.paused_s += wait
             await asyncio.sleep(wait)
+        return wait

@@ -16,6 +16,7 @@ import grpc.aio
 from drsdtp._core import Store
 from drsdtp.config import Address, TlsConfig
 from drsdtp.errors import DrsdtpError, MissingSnapshotError, StorageError, UnknownTwinError
+from drsdtp.gossip.scopes import scope_of
 from drsdtp.gossip.tls import NodeCertificates, ca_credentials, channel_credentials
 from drsdtp.history.snapshots import SnapshotInfo
 from drsdtp.history.values import FieldValue
@@ -26,7 +27,6 @@ from drsdtp.wire.v1 import api_pb2, api_pb2_grpc
 log = logging.getLogger(__name__)
 
 MODEL_FIELD = "_model"
-SCOPE_FIELD = "_scope"
 
 
 class NodeView(Protocol):
@@ -129,7 +129,7 @@ class TwinApiService(api_pb2_grpc.TwinApiServicer):
             if twin.startswith("_") or (request.prefix and not twin.startswith(request.prefix)):
                 continue
             model = str(store.get(twin, MODEL_FIELD) or "")
-            scope = str(store.get(twin, SCOPE_FIELD) or "default")
+            scope = scope_of(store, twin)
             if (request.model and model != request.model) or (request.scope and scope != request.scope):
                 continue
             out.total += 1

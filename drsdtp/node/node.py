@@ -24,8 +24,9 @@ from drsdtp.config import NodeConfig
 from drsdtp.core import replica_id
 from drsdtp.errors import DrsdtpError
 from drsdtp.gossip.replicator import Replicator
+from drsdtp.gossip.scopes import SCOPE_FIELD
 from drsdtp.metrics import MetricsServer, NodeMetrics
-from drsdtp.node.api import MODEL_FIELD, SCOPE_FIELD, ApiServer
+from drsdtp.node.api import MODEL_FIELD, ApiServer
 from drsdtp.node.durable import DurableStore
 from drsdtp.node.feed import ChangeFeed
 from drsdtp.node.history import HistoryService

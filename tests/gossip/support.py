@@ -51,9 +51,12 @@ async def running(
 
 async def eventually(check: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:
     """Poll ``check`` until it holds; a generous liveness cap, not a timing assertion."""
-    async with asyncio.timeout(timeout_s):
-        while not check():  # noqa: ASYNC110 - polls state owned by other tasks or processes
-            await asyncio.sleep(0.02)
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not check():  # noqa: ASYNC110 - polls state owned by other tasks or processes
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout_s} s waiting for: {what}") from None
 
 
 def same_state(*stores: Store) -> bool:

@@ -173,6 +173,20 @@ def test_in_a_full_mesh_each_delta_crosses_each_link_once() -> None:
     assert c.store.get("pump", "rpm") == 7.0
 
 
+def test_a_delta_held_back_for_a_link_that_then_drops_is_repaired_at_once() -> None:
+    a, b, c = Node("a"), Node("b"), Node("c")
+    pairs = mesh(a, b, c)
+    a.write("pump", "rpm", 7.0)
+    deliver(b, link_of(pairs, b, a), a.core.outgoing(link_of(pairs, a, b), 0.0))  # b holds it back from c
+    a.core.close(link_of(pairs, a, c))  # a's stream to c drops before the delta got there
+    c.core.close(link_of(pairs, c, a))
+    deliver(b, link_of(pairs, b, a), a.core.outgoing(link_of(pairs, a, b), 0.0))  # a's Links tell b
+    bc, cb = link_of(pairs, b, c), link_of(pairs, c, b)
+    assert bc.repair_wanted  # not left to the periodic repair
+    settle([(b, bc, c, cb), (c, cb, b, bc)])
+    assert c.store.get("pump", "rpm") == 7.0
+
+
 def test_a_redundant_delta_is_neither_persisted_nor_relayed() -> None:
     a, b, c = Node("a"), Node("b"), Node("c")
     pairs = mesh(a, b, c)

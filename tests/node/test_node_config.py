@@ -195,6 +195,12 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
         "required key is missing",
     ),
     (
+        "peer client auth off",
+        MINIMAL + '[tls]\nca = "ca.crt"\ncert = "tls.crt"\nkey = "k"\nrequire_client_auth = false\n',
+        "tls.require_client_auth",
+        "cannot be turned off",
+    ),
+    (
         "downsample not increasing",
         MINIMAL + "[[history.downsample]]\ninterval_s = 60\nretention_s = 999999\n"
         "[[history.downsample]]\ninterval_s = 30\nretention_s = 9999999\n",
