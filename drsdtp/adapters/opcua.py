@@ -215,7 +215,7 @@ class OpcUaAdapter(SharedSettings):
         self._wake = asyncio.Event()
         # Percent deadbands applied here: node index -> absolute band, and the last value reported.
         self._bands: dict[int, float] = {}
-        self._reported: dict[int, float] = {}
+        self._reported: dict[int, tuple[float, int]] = {}  # node index -> (value, quality) last reported
         self._malformed_log = RateLimitedLog(_log, f"{settings.common.name}: unusable values")
 
     @property
@@ -267,10 +267,11 @@ class OpcUaAdapter(SharedSettings):
             band = self._bands.get(idx)
             if band is not None:
                 last = self._reported.get(idx)
-                if last is not None and abs(value - last) <= band:
+                # As the server's StatusValue trigger: a change of quality passes whatever the value did.
+                if last is not None and last[1] == quality and abs(value - last[0]) <= band:
                     st.filtered += 1
                     continue
-                self._reported[idx] = value
+                self._reported[idx] = (value, quality)
             out.add(node.twin, node.field, value, ts, quality)
         if len(out):
             self._wake.set()

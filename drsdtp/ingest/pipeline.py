@@ -124,7 +124,7 @@ class Pipeline:
         ):
             # The common case, checked with a few reductions instead of a dozen per-reading masks (they
             # dominate for the small batches of a Modbus poll or an OPC UA publish).
-            return self._finish(rows, values, src_ms, quality, None, now, oldest)
+            return self._finish(rows, values, src_ms, quality, None, now)
         no_value = quality >= Quality.BAD
         values[no_value] = np.nan  # a BAD reading never carries a usable number
         bad_key = rows == BAD_KEY
@@ -154,7 +154,7 @@ class Pipeline:
                 quality[salvage] = Quality.BAD
                 no_value |= salvage
                 invalid &= ~salvage
-        return self._finish(rows, values, src_ms, quality, (~invalid, no_value), now, oldest)
+        return self._finish(rows, values, src_ms, quality, (~invalid, no_value), now)
 
     def _finish(
         self,
@@ -164,15 +164,13 @@ class Pipeline:
         quality: npt.NDArray[np.uint8],
         checked: tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]] | None,
         now: int,
-        oldest: int,
     ) -> ReadingBatch:
         """Staleness, expected periods and deadbands; ``checked`` is (keep, no_value), None when every
         reading is valid and carries a value."""
         keys, st, n = self.keys, self.stats, len(rows)
-        stale_before = now - self.options.stale_after_s * 1000.0
-        stale = src_ms < stale_before if oldest < stale_before else np.zeros(n, dtype=np.bool_)
+        stale = src_ms < now - self.options.stale_after_s * 1000.0
         keep = np.ones(n, dtype=np.bool_) if checked is None else checked[0]
-        st.late += int(np.count_nonzero(stale & keep)) if oldest < stale_before else 0
+        st.late += int(np.count_nonzero(stale & keep))
         if keys.has_expected:
             self._track_period(rows[keep], src_ms[keep])
         if keys.has_deadband:

@@ -5,7 +5,7 @@ The node does::
     adapters = [build_adapter(t, f"adapters[{i}]") for i, t in enumerate(config_tables)]
     service = IngestService(adapters, sink, store)  # store: the Interner; sink: the store-backed BatchSink
     for name, runner in service.runners.items():
-        metrics.add_ingest(name, runner)  # live counters: satisfies drsdtp.stats.IngestCounters
+        metrics.add_ingest(name, runner.pipeline.stats, runner.supervisor.stats)  # live counters
     async with asyncio.TaskGroup() as tg:
         tg.create_task(service.run())
         ...

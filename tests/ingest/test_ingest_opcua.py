@@ -155,6 +155,22 @@ async def test_percent_deadband_of_the_eu_range(
     assert temp and all(math.isnan(r.value) and r.quality == Quality.BAD for r in temp)
 
 
+async def test_percent_deadband_passes_a_change_of_quality(
+    server: OpcServer, sink: RecordingSink, interner: DictInterner
+) -> None:
+    band = {"deadband": 1.0, "deadband_type": "percent", "sampling_interval_ms": 0}
+    cfg = opc_config(server, nodes=[{"node_id": f"ns={server.idx};s=Level", "field": "level", **band}])
+    runner = AdapterRunner(build_adapter(cfg, "adapters[0]"), sink, interner, FAST)
+    async with serving(runner):
+        await wait_until(lambda: sink.values("boiler", "level") == [0.0], 10, "initial value")
+        # Inside the band (2.0), but no longer trustworthy: the twin must learn of it.
+        await server.write("Level", 0.5, status=StatusCodes.UncertainLastUsableValue)
+        await wait_until(lambda: len(sink.values("boiler", "level")) == 2, 10, "the quality change")
+    last = [r for r in sink.rows if r.field == "level"][-1]
+    assert (last.value, last.quality) == (0.5, Quality.UNCERTAIN)
+    assert runner.adapter.stats.filtered == 0
+
+
 async def test_server_restart_recreates_session_and_items(
     server: OpcServer, sink: RecordingSink, interner: DictInterner
 ) -> None:

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drsdtp.adapters.base import Quality, Reading, ReadingBatch, SourceBatch
 from drsdtp.errors import ClockSkewError, LimitError, StorageError
@@ -275,3 +277,35 @@ async def test_a_cancel_swallowed_inside_the_source_still_stops_the_feed(
     assert swallowed == 1
     assert task in done, "the feed kept running after its cancel was swallowed"
     assert task.cancelled()
+
+
+_TIMES = st.sampled_from([NOW, NOW - 1000, NOW - 120_000, NOW + 10_000, NOW - 30 * 86_400_000])
+_READING = st.tuples(
+    st.sampled_from(["p1", "p2"]),
+    st.sampled_from(["flow", "temp", "rpm"]),
+    st.one_of(st.floats(-5, 5), st.sampled_from([math.nan, math.inf])),
+    _TIMES,
+    st.sampled_from(list(Quality)),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    batches=st.lists(st.lists(_READING, min_size=1, max_size=8), min_size=1, max_size=6), bad=st.booleans()
+)
+def test_the_clean_batch_fast_path_matches_the_full_validation(
+    batches: list[list[tuple[str, str, float, int, Quality]]], bad: bool
+) -> None:
+    # A range rule (even an unbounded one) sends every batch through the full validation: the two pipelines
+    # must agree on every batch and every counter.
+    rules = (FieldRule("*/flow", deadband=0.5, heartbeat_s=5.0), FieldRule("*/temp", expected_period_s=1.0))
+    opts = {"fields": rules, "invalid": "bad" if bad else "drop"}
+    fast = pipeline(RecordingSink(DictInterner()), DictInterner(), **opts)
+    full = pipeline(RecordingSink(DictInterner()), DictInterner(), **opts)
+    full.keys.has_range = True
+    for readings in batches:
+        a, b = (p.prepare(batch(*(Reading(*r) for r in readings))) for p in (fast, full))
+        for column in ("twin_ids", "field_ids", "values", "source_ms", "quality", "stale"):
+            np.testing.assert_array_equal(getattr(a, column), getattr(b, column), err_msg=column)
+    for counter in ("received", "invalid", "late", "suppressed", "no_value", "gaps", "invalid_by_reason"):
+        assert getattr(fast.stats, counter) == getattr(full.stats, counter), counter
