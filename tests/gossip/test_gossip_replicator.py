@@ -67,6 +67,26 @@ async def test_three_nodes_replicate_every_type_and_persist_before_acking() -> N
             assert syncs[name] >= 1
 
 
+async def test_a_received_delta_is_acknowledged_only_after_persist_returns() -> None:
+    gate = asyncio.Event()
+    gate.set()
+
+    async def persist(delta: bytes) -> None:
+        await gate.wait()  # a slow disk
+
+    async with running("a") as a, running("slow", peers=[("a", a.port)], persist=persist) as slow:
+        await slow.wait_for_peers(["a"], 30)
+        await eventually(lambda: a.peer_stats()["slow"].acked_seq == a.core.log.head, what="settled")
+        base, received = a.core.log.head, slow.peer_stats()["a"].deltas_received
+        gate.clear()
+        a.on_local_delta(a.store.set("press-1", "rpm", 900))
+        await eventually(lambda: slow.peer_stats()["a"].deltas_received > received, what="delivery")
+        await asyncio.sleep(0.3)  # time for an ack to arrive, were one sent
+        assert a.peer_stats()["slow"].acked_seq == base
+        gate.set()
+        await eventually(lambda: a.peer_stats()["slow"].acked_seq > base, what="the ack after persist")
+
+
 async def test_members_discovered_through_replicated_membership_connect_directly() -> None:
     async with (
         running("a") as a,
