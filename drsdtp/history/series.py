@@ -66,17 +66,28 @@ class Rows:
         return Rows(self.series[index], self.ts[index], self.value[index])
 
     def sorted_unique(self) -> Rows:
-        """Sorted by (series, ts); of readings with equal (series, ts) only the last one given is kept.
+        """Sorted by (series, ts), readings with equal keys in arrival order; a reading given again (same
+        series, timestamp and value, bit for bit) is kept once.
 
-        A redelivered reading (MQTT QoS 1, an adapter replaying its buffer) must not count twice.
+        A redelivered reading (MQTT QoS 1, an adapter replaying its buffer, the node's log replayed into
+        history after a crash) must not count twice; but two different values with one timestamp are two
+        readings (a batch drained in one millisecond, a source with a coarse clock) and both are kept.
         """
         if len(self) == 0:
             return self
-        order = np.lexsort((self.ts, self.series))  # stable: equal keys stay in arrival order
-        rows = self.select(order)
-        keep = np.ones(len(rows), np.bool_)
-        keep[:-1] = (rows.series[1:] != rows.series[:-1]) | (rows.ts[1:] != rows.ts[:-1])
-        return rows if bool(keep.all()) else rows.select(keep)
+        arrival = np.arange(len(self))
+        bits = self.value.view(np.int64)
+        # Identical readings next to each other (first arrival first), to find the repeats ...
+        order = np.lexsort((arrival, bits, self.ts, self.series))
+        s, t, b = self.series[order], self.ts[order], bits[order]
+        repeat = np.zeros(len(order), np.bool_)
+        repeat[1:] = (s[1:] == s[:-1]) & (t[1:] == t[:-1]) & (b[1:] == b[:-1])
+        if not repeat.any():
+            # ... then, without them, back to arrival order within each (series, ts).
+            return self.select(np.lexsort((arrival, self.ts, self.series)))
+        kept = np.sort(order[~repeat])  # arrival order of the first copies
+        rows = self.select(kept)
+        return rows.select(np.lexsort((rows.ts, rows.series)))
 
 
 @dataclass(frozen=True, slots=True)

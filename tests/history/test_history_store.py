@@ -11,10 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from drsdtp.core import BatchWriter, Store
 from drsdtp.errors import InvalidValueError, StorageError
 from drsdtp.history import HistoryStore
+from drsdtp.history.series import Rows
 
 from .support import MINUTE, T0, batch, block_files, flip_byte, segment_files, small_options
 
@@ -161,10 +164,14 @@ def test_nonfinite_values_are_skipped_and_redelivered_readings_count_once(tmp_pa
         values = np.array([1.0, np.nan, 3.0, np.inf])
         assert store.append_batch(["t"] * 4, ["v"] * 4, values, np.array([T0, T0 + 1, T0 + 2, T0 + 3])) == 2
         assert store.stats.dropped_nonfinite == 2
-        store.append_batch(["t"], ["v"], np.array([3.5]), np.array([T0 + 2]))  # same stamp again
+        store.append_batch(["t"], ["v"], np.array([3.0]), np.array([T0 + 2]))  # redelivered: counts once
+        store.append_batch(["t"], ["v"], np.array([3.5]), np.array([T0 + 2]))  # another reading, same stamp
         data = store.query("t", "v", resolution="raw")
-        assert data.ts.tolist() == [T0, T0 + 2]
-        assert data.value.tolist() == [1.0, 3.5]  # the later delivery wins
+        assert data.ts.tolist() == [T0, T0 + 2, T0 + 2]
+        assert data.value.tolist() == [1.0, 3.0, 3.5]  # arrival order within one stamp
+        store.rotate()
+        store.compact(T0)  # folded into a block: the same readings, still once each
+        assert store.query("t", "v", resolution="raw").value.tolist() == [1.0, 3.0, 3.5]
         with pytest.raises(InvalidValueError, match="differ in length"):
             store.append_batch(["t"], ["v", "w"], np.array([1.0]), np.array([T0]))
 
@@ -273,3 +280,30 @@ def test_failed_append_leaves_no_partial_record(tmp_path: Path, monkeypatch: pyt
         assert reopened.stats.torn_tails == 0
         ts = reopened.query("pump-0", "f0", resolution="raw").ts
         assert len(ts) == 20 and int(ts.max()) >= T0 + 200_000  # the batch after the failure survived
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 3), st.sampled_from([0.0, -0.0, 1.0, 2.5, 1e300])),
+        max_size=40,
+    )
+)
+def test_sorted_unique_drops_only_exact_repeats_and_keeps_arrival_order(
+    readings: list[tuple[int, int, float]],
+) -> None:
+    rows = Rows(
+        np.array([r[0] for r in readings], np.uint32),
+        np.array([r[1] for r in readings], np.int64),
+        np.array([r[2] for r in readings], np.float64),
+    )
+    seen: set[tuple[int, int, bytes]] = set()
+    firsts = []
+    for s, t, v in readings:  # the reference: first copies, then a stable sort by (series, ts)
+        key = (s, t, np.float64(v).tobytes())
+        if key not in seen:
+            seen.add(key)
+            firsts.append((s, t, v))
+    expected = sorted(firsts, key=lambda r: (r[0], r[1]))
+    got = rows.sorted_unique()
+    assert list(zip(got.series.tolist(), got.ts.tolist(), got.value.tolist(), strict=True)) == expected
+    assert np.signbit(got.value).tolist() == [bool(np.signbit(r[2])) for r in expected]
