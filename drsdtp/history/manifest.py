@@ -27,6 +27,7 @@ class Manifest:
     blocks: tuple[int, ...] = ()
     next_block_id: int = 1
     segment_floor: int = 0  # segments with a lower sequence are already in blocks
+    journal_mark: int = 0  # every journalled batch up to this number is in blocks (drsdtp.history.journal)
 
 
 def write_manifest(path: Path, manifest: Manifest) -> None:
@@ -36,6 +37,7 @@ def write_manifest(path: Path, manifest: Manifest) -> None:
             "blocks": list(manifest.blocks),
             "next_block_id": manifest.next_block_id,
             "segment_floor": manifest.segment_floor,
+            "journal_mark": manifest.journal_mark,
         },
         separators=(",", ":"),
     ).encode()
@@ -58,7 +60,10 @@ def read_manifest(path: Path) -> Manifest | None:
         if raw["version"] != VERSION:
             raise ValueError(f"unknown version {raw['version']}")
         return Manifest(
-            tuple(int(b) for b in raw["blocks"]), int(raw["next_block_id"]), int(raw["segment_floor"])
+            tuple(int(b) for b in raw["blocks"]),
+            int(raw["next_block_id"]),
+            int(raw["segment_floor"]),
+            int(raw.get("journal_mark", 0)),  # absent in manifests written before the journal
         )
     except (ValueError, KeyError, TypeError) as exc:
         _log.error("history manifest %s is damaged (%s)", path, exc)

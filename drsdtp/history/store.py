@@ -103,6 +103,7 @@ class CompactionReport:
 class _Segment:
     writer: SegmentWriter
     parts: list[Rows] = field(default_factory=list)
+    journal: int = 0  # the highest journal number appended to it
     sealed: bool = False
     first_seen_ms: int | None = None  # when compact() first saw it hold data (its age clock)
 
@@ -141,6 +142,7 @@ class HistoryStore:
         self._closed = False
         self._staged = False
         self._obsolete: list[Path] = []
+        self._folded_journal = 0  # every journalled batch up to this number is in blocks
         self._recover(_now(now_ms))
 
     # --- open and recovery --------------------------------------------------------------------------------
@@ -158,6 +160,7 @@ class HistoryStore:
             manifest = Manifest(tuple(ids), (max(ids) + 1) if ids else 1, 0)
             dirty = True
         self._next_block_id = manifest.next_block_id
+        self._folded_journal = manifest.journal_mark
         listed = set(manifest.blocks)
         for path in self._block_dir.iterdir():
             if path.suffix == ".tmp" or (path.suffix == ".dat" and _block_id(path) not in listed):
@@ -190,6 +193,8 @@ class HistoryStore:
             known = replay.rows.series < len(self._catalog.names)
             self.stats.dropped_unknown += int((~known).sum())
             replayed.append(replay.rows.select(known))
+            if known.all():  # else leave those batches to the journal (a repeat only counts once)
+                self._folded_journal = max(self._folded_journal, replay.journal)  # folded below
         had_segments = self._next_segment > floor
         self._next_segment = max(self._next_segment, floor)
         rows = Rows.concat(replayed)
@@ -224,12 +229,15 @@ class HistoryStore:
         fields: Sequence[str] | NDArray[Any],
         values: NDArray[np.float64] | Sequence[float],
         ts_ms: NDArray[np.int64] | Sequence[int],
+        journal: int = 0,
     ) -> int:
         """Append one batch of readings (names, or engine intern ids when the store has ``names``).
 
         Vectorised: readings are grouped per series with one stable argsort; Python work is per distinct
         series in the batch, not per reading. NaN/inf values are skipped (counted). Not durable until
-        :meth:`flush`. Returns the number of readings appended.
+        :meth:`flush`. ``journal``: the batch's number in the node's journal (increasing; 0: none), so
+        :attr:`journal_mark` can tell recovery which journalled batches are already here. Returns the
+        number of readings appended.
         """
         self._check_open()
         value = np.asarray(values, np.float64)
@@ -254,8 +262,9 @@ class HistoryStore:
         rows = Rows(series[order], ts[order], value[order])
         group_series, group_counts = np.unique(rows.series, return_counts=True)
         segment = self._active_segment()
-        segment.writer.append(encode_record(rows, group_series, group_counts), kept)
+        segment.writer.append(encode_record(rows, group_series, group_counts, journal), kept)
         segment.parts.append(rows)
+        segment.journal = max(segment.journal, journal)
         self.stats.appended += kept
         if segment.writer.size >= self.options.segment_bytes:
             segment.sealed = True
@@ -319,6 +328,12 @@ class HistoryStore:
             fsync_dir(self._segment_dir)
             self._dir_dirty = False
 
+    @property
+    def journal_mark(self) -> int:
+        """The highest journal number appended: after :meth:`flush` (or on open), every journalled batch
+        up to it is durable here, since batches are appended in journal order."""
+        return max(self._folded_journal, *(s.journal for s in self._segments), 0)
+
     def rotate(self) -> None:
         """Seal the active segment now (the next ``compact`` folds it into a block)."""
         if self._segments and self._segments[-1].parts:
@@ -378,6 +393,7 @@ class HistoryStore:
             segment.writer.close()
             self._obsolete.append(segment.writer.path)
         self._segments = [s for s in self._segments if not s.sealed]
+        self._folded_journal = max(self._folded_journal, *(s.journal for s in sealed))
         return len(sealed)
 
     def _move_down(self, level: int, blocks: list[BlockInfo], now_ms: int) -> None:
@@ -492,7 +508,7 @@ class HistoryStore:
             return
         fsync_dir(self._block_dir)  # the block renames must be durable before the manifest names them
         floor = self._segments[0].writer.sequence if self._segments else self._next_segment
-        manifest = Manifest(tuple(sorted(self._blocks)), self._next_block_id, floor)
+        manifest = Manifest(tuple(sorted(self._blocks)), self._next_block_id, floor, self._folded_journal)
         write_manifest(self.directory / "MANIFEST", manifest)
         self._staged = False
         for path in self._obsolete:

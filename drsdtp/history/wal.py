@@ -4,11 +4,15 @@ Segment file::
 
     header  16 B   magic "DTHW" | version u16 | reserved u16 | sequence u64
     record  *      length u32 | crc32 u32 (over the length bytes and the payload) | payload
-    payload        rows u32 | groups u32 | ts i64[rows] | value f64[rows] | series u32[groups] | n u32[groups]
+    payload        rows u32 | groups u32 | journal u64 | ts i64[rows] | value f64[rows] | series u32[groups]
+                   | n u32[groups]
 
-Rows are grouped by series (``n`` rows each, in ``series`` order). Replay stops at the first record that
-is short (a torn write) or fails its checksum (corruption): the file is truncated there, since framing after
-a bad record cannot be trusted, and everything before it is kept.
+Rows are grouped by series (``n`` rows each, in ``series`` order). ``journal`` is the batch's number in the
+node's journal (see ``drsdtp.history.journal``; 0: none), so recovery knows which journalled batches history
+already holds. Version 1 segments (no journal field) are still read, as journal 0.
+
+Replay stops at the first record that is short (a torn write) or fails its checksum (corruption): the file
+is truncated there, since framing after a bad record cannot be trusted, and everything before it is kept.
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ __all__ = ["SegmentReplay", "SegmentWriter", "encode_record", "replay_segment", 
 _log = logging.getLogger(__name__)
 
 MAGIC = b"DTHW"
-VERSION = 1
+VERSION = 2
 _HEADER = struct.Struct("<4sHHQ")
 _RECORD = struct.Struct("<II")
-_COUNTS = struct.Struct("<II")
+_COUNTS_V1 = struct.Struct("<II")
+_COUNTS = struct.Struct("<IIQ")
 # A record larger than this is framing garbage, not data (a batch is at most a few MiB).
 _MAX_PAYLOAD = 1 << 30
 
@@ -42,11 +47,11 @@ def segment_path(directory: Path, sequence: int) -> Path:
     return directory / f"wal-{sequence:012d}.log"
 
 
-def encode_record(rows: Rows, group_series: np.ndarray, group_counts: np.ndarray) -> bytes:
+def encode_record(rows: Rows, group_series: np.ndarray, group_counts: np.ndarray, journal: int = 0) -> bytes:
     """One framed record; ``rows`` must already be grouped as ``group_series``/``group_counts`` describe."""
     payload = b"".join(
         (
-            _COUNTS.pack(len(rows), len(group_series)),
+            _COUNTS.pack(len(rows), len(group_series), journal),
             rows.ts.astype("<i8", copy=False).tobytes(),
             rows.value.astype("<f8", copy=False).tobytes(),
             group_series.astype("<u4", copy=False).tobytes(),
@@ -57,20 +62,23 @@ def encode_record(rows: Rows, group_series: np.ndarray, group_counts: np.ndarray
     return length + struct.pack("<I", zlib.crc32(payload, zlib.crc32(length))) + payload
 
 
-def _decode_payload(payload: bytes) -> Rows | None:
-    if len(payload) < _COUNTS.size:
+def _decode_payload(payload: bytes, version: int) -> tuple[Rows, int] | None:
+    """(rows, journal number) of one record's payload; None if its sizes do not add up."""
+    counts = _COUNTS if version >= 2 else _COUNTS_V1
+    if len(payload) < counts.size:
         return None
-    n, g = _COUNTS.unpack_from(payload)
-    if len(payload) != _COUNTS.size + 16 * n + 8 * g:
+    n, g, *rest = counts.unpack_from(payload)
+    journal = rest[0] if rest else 0
+    if len(payload) != counts.size + 16 * n + 8 * g:
         return None
-    at = _COUNTS.size
+    at = counts.size
     ts = np.frombuffer(payload, "<i8", n, at).astype(np.int64)
     value = np.frombuffer(payload, "<f8", n, at + 8 * n).astype(np.float64)
     series = np.frombuffer(payload, "<u4", g, at + 16 * n)
-    counts = np.frombuffer(payload, "<u4", g, at + 16 * n + 4 * g)
-    if int(counts.sum(dtype=np.int64)) != n:
+    n_per = np.frombuffer(payload, "<u4", g, at + 16 * n + 4 * g)
+    if int(n_per.sum(dtype=np.int64)) != n:
         return None
-    return Rows(np.repeat(series, counts).astype(np.uint32), ts, value)
+    return Rows(np.repeat(series, n_per).astype(np.uint32), ts, value), journal
 
 
 @dataclass(slots=True)
@@ -79,6 +87,7 @@ class SegmentReplay:
     rows: Rows
     records: int
     cut_bytes: int  # bytes removed from the tail (0: the segment was whole)
+    journal: int  # the highest journal number among its records (0: none)
 
 
 def replay_segment(path: Path) -> SegmentReplay | None:
@@ -92,18 +101,20 @@ def replay_segment(path: Path) -> SegmentReplay | None:
         path.unlink(missing_ok=True)
         return None
     magic, version, _, sequence = _HEADER.unpack_from(data)
-    if magic != MAGIC or version != VERSION:
+    if magic != MAGIC or not 1 <= version <= VERSION:
         _log.error("history segment %s has an unknown header (%r v%d): removed", path, magic, version)
         path.unlink(missing_ok=True)
         return None
     parts: list[Rows] = []
+    journal = 0
     offset = _HEADER.size
     while offset < len(data):
-        rows = _record_at(data, offset)
-        if rows is None:
+        record = _record_at(data, offset, version)
+        if record is None:
             break
-        parts.append(rows[0])
-        offset = rows[1]
+        rows, record_journal, offset = record
+        parts.append(rows)
+        journal = max(journal, record_journal)
     cut = len(data) - offset
     if cut:
         _log.warning(
@@ -114,10 +125,11 @@ def replay_segment(path: Path) -> SegmentReplay | None:
             os.truncate(path, offset)
         except OSError as exc:
             raise storage_error(f"cannot cut the torn tail of {path}", exc) from exc
-    return SegmentReplay(sequence, Rows.concat(parts), len(parts), cut)
+    return SegmentReplay(sequence, Rows.concat(parts), len(parts), cut, journal)
 
 
-def _record_at(data: bytes, offset: int) -> tuple[Rows, int] | None:
+def _record_at(data: bytes, offset: int, version: int) -> tuple[Rows, int, int] | None:
+    """(rows, journal number, offset of the next record) of the record at ``offset``; None if torn/bad."""
     if offset + _RECORD.size > len(data):
         return None
     length, crc = _RECORD.unpack_from(data, offset)
@@ -128,8 +140,8 @@ def _record_at(data: bytes, offset: int) -> tuple[Rows, int] | None:
     payload = data[start:end]
     if zlib.crc32(payload, zlib.crc32(data[offset : offset + 4])) != crc:
         return None
-    rows = _decode_payload(payload)
-    return None if rows is None else (rows, end)
+    decoded = _decode_payload(payload, version)
+    return None if decoded is None else (*decoded, end)
 
 
 class SegmentWriter:

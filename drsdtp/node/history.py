@@ -2,8 +2,11 @@
 
 The ingest path only queues numpy arrays (no I/O on the event loop); one worker thread owns the
 :class:`HistoryStore` and runs appends, periodic flushes (group fsync) and compactions in order, so the store
-needs no lock. Queries go through the same worker. History trails the twin state by at most one flush
-interval after a crash; the twin state itself is covered by the write-ahead log.
+needs no lock. Queries go through the same worker.
+
+With the node's write-ahead log on, each batch is also journalled there (``drsdtp.history.journal``) in the
+same group commit as its twin delta, so a reading acknowledged to its source is never missing from history
+after a crash: :meth:`HistoryService.recover` re-appends the journalled batches the history store lacks.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,6 +24,8 @@ import numpy as np
 from drsdtp._core import Store
 from drsdtp.adapters.base import ReadingBatch
 from drsdtp.config import HistoryConfig
+from drsdtp.errors import DecodeError
+from drsdtp.history import journal
 from drsdtp.history.options import HistoryOptions
 from drsdtp.history.series import SeriesData
 from drsdtp.history.store import HistoryStore
@@ -33,30 +38,87 @@ FLUSH_INTERVAL_S = 1.0
 COMPACT_INTERVAL_S = 60.0
 MAX_QUEUED_BATCHES = 10_000
 
+# twin ids, field ids, values, timestamps, journal number
+Queued = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]
+Journal = Callable[[bytes], object]  # appends one record to the node's write-ahead log
+
 
 class HistoryService(BackgroundService):
     name = "history"
 
-    def __init__(self, data_dir: Path, config: HistoryConfig, store: Store) -> None:
+    def __init__(
+        self, data_dir: Path, config: HistoryConfig, store: Store, journal_to: Journal | None = None
+    ) -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="history")
+        self._names = store
         self.store = HistoryStore(data_dir / "history", HistoryOptions.from_config(config), names=store)
-        self._queue: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._queue: list[Queued] = []
+        self._journal_to = journal_to
+        self._next_journal = self.store.journal_mark + 1
         self.dropped_batches = 0
+        self.restored_readings = 0  # re-appended from the journal after a crash
+        self.bad_journal_records = 0
+
+    def recover(self, records: Iterable[bytes]) -> int:
+        """Re-appends the journalled batches this history lacks (the node's log hands them back after a
+        restart, oldest first) and makes them durable. Call once, before the service starts. Returns the
+        readings restored."""
+        mark = self.store.journal_mark
+        restored = 0
+        for record in records:
+            try:
+                batch = journal.decode(record)
+            except DecodeError as exc:
+                self.bad_journal_records += 1
+                log.error("history: skipping a journal record: %s", exc)
+                continue
+            self._next_journal = max(self._next_journal, batch.journal + 1)
+            if batch.journal > mark:
+                restored += self.store.append_batch(
+                    batch.twins, batch.fields, batch.value, batch.ts, batch.journal
+                )
+                mark = batch.journal  # a record given twice is restored once
+        if restored:
+            self.store.flush()
+            log.info("history: restored %d readings from the node's log", restored)
+        self.restored_readings += restored
+        return restored
 
     def observe(self, batch: ReadingBatch, twins: list[str]) -> None:
-        """The intake observer: queue a copy-free reference to the batch's arrays."""
+        """The intake observer: journal the batch (when the node's log is on) and queue a copy-free
+        reference to its arrays. Called before the batch's delta is appended to the log, so the delta's
+        commit, which the source's acknowledgement waits for, covers the journal record too."""
         if len(self._queue) >= MAX_QUEUED_BATCHES:
             # The disk cannot keep up: history loses readings before the node loses its event loop.
             self.dropped_batches += 1
             return
-        self._queue.append((batch.twin_ids, batch.field_ids, batch.values, batch.source_ms))
+        number = 0
+        if self._journal_to is not None:
+            number = self._next_journal
+            self._next_journal += 1
+            self._journal_to(self._journal_record(number, batch))
+        self._queue.append((batch.twin_ids, batch.field_ids, batch.values, batch.source_ms, number))
+
+    def _journal_record(self, number: int, batch: ReadingBatch) -> bytes:
+        twin_ids, twin_index = np.unique(batch.twin_ids, return_inverse=True)
+        field_ids, field_index = np.unique(batch.field_ids, return_inverse=True)
+        names = self._names
+        return journal.encode(
+            number,
+            [names.twin_name(int(t)) or "" for t in twin_ids.tolist()],
+            [names.field_name(int(f)) or "" for f in field_ids.tolist()],
+            twin_index,
+            field_index,
+            batch.source_ms,
+            batch.values,
+        )
 
     async def _in_worker(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
-    def _drain(self, pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> None:
-        for twins, fields, values, ts in pending:
-            self.store.append_batch(twins, fields, values, ts)
+    def _drain(self, pending: list[Queued]) -> None:
+        for twins, fields, values, ts, number in pending:
+            self.store.append_batch(twins, fields, values, ts, number)
         self.store.flush()
 
     async def run(self) -> None:
