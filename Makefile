@@ -36,8 +36,11 @@ $(STAMPS)/venv: requirements.lock | $(STAMPS)/apt
 	@touch $@
 
 $(STAMPS)/build: $(STAMPS)/venv Cargo.toml Cargo.lock pyproject.toml $(shell find crdt_core/src crdt_py/src -name '*.rs') 
-	$(VENV)/bin/maturin develop --release -q --skip-install 2>&1 | grep -v '^Requirement\|^Ignoring' || true
-	@$(PY) -c "import drsdtp._core" || { echo "native module did not build"; exit 1; }
+	@# Installed into the venv (editable: a .pth names this checkout), so `drsdtp` is on the venv's PATH and
+	@# `import drsdtp` works from any directory, as the README's commands need.
+	$(VENV)/bin/maturin develop --release -q -E all 2>&1 | grep -v '^Requirement\|^Ignoring' || true
+	@cd / && $(abspath $(PY)) -c "import drsdtp._core" || { echo "native module did not build"; exit 1; }
+	@test -x $(VENV)/bin/drsdtp || { echo "the drsdtp command was not installed"; exit 1; }
 	@touch $@
 
 setup: $(STAMPS)/build ## install apt packages, the venv and build the native module
