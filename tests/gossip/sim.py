@@ -4,10 +4,15 @@ Replicas of the real engine run the real protocol class (:class:`drsdtp.gossip.p
 one the gRPC transport drives) and exchange real, serialized PeerMessages through a simulated network that
 drops, duplicates and reorders messages, partitions and heals pairs of nodes, and crash-restarts replicas.
 
-A crash loses volatile state: the protocol's buffers and the writes not yet in the node's durable log. The
-durable log is a list of deltas: a local write lands there at a later "flush" step (group commit), a
-received delta when the protocol asks to persist it. Only flushed writes are acknowledged, and only they
-may leave the node.
+Each replica's durable log is the real write-ahead log (:class:`drsdtp._core.Wal`) in its own temp dir
+(on tmpfs when there is one: the log's code is under test here, not the disk). A local write waits in the
+replica's group until a "flush" step appends the group and commits it (group commit); a received delta
+the protocol asks to persist is appended and committed at once, before its ack. Only committed writes are
+acknowledged, and only they may leave the node. Some flushes also take a log snapshot.
+
+A crash drops the store, the log and the protocol's buffers, and reopens the log, which recovers the
+store. Half of the crashes with a group pending happen mid-commit: the group's first record reaches the
+file only in part (a torn tail recovery must cut).
 
 At the end the network heals and the protocol alone runs to quiescence (retransmission timers and periodic
 digest repairs included). Then every replica must hold the same state, equal to an oracle fed every
@@ -23,15 +28,20 @@ import argparse
 import dataclasses
 import logging
 import math
+import os
 import random
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from drsdtp._core import Wal
 from drsdtp.core import BatchWriter, Store
 from drsdtp.gossip.limits import GossipLimits
 from drsdtp.gossip.protocol import AntiEntropy, PeerLink
@@ -42,6 +52,8 @@ if TYPE_CHECKING:
     from drsdtp._core import Value  # a typing-only alias of the stubs
 
 T0_MS = 1_700_000_000_000
+# The logs live on tmpfs when there is one: thousands of seeds commit hundreds of times each.
+_TMPFS = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 TWINS = ("t0", "t1", "t2")
 REGISTERS = ("r0", "r1", "r2")
 COUNTERS = ("c0", "c1")
@@ -66,6 +78,8 @@ class SimSettings:
     # their session), and after the heal no periodic repair runs. The delta path (acks, gaps,
     # retransmission, truncation) must then converge on its own.
     strict: bool = False
+    # A broken disk: a crash also loses the last group the log committed (acknowledged, maybe shipped).
+    lose_last_commit: bool = False
 
 
 # --- the sequential specification ------------------------------------------------------------------------
@@ -120,8 +134,9 @@ class Replica:
         self.name = name
         self.rid = rid
         self.scopes = scopes
-        self.durable: list[bytes] = []  # the simulated write-ahead log
+        self.dir = sim.dir / name  # its write-ahead log
         self.pending: list[tuple[bytes, Op]] = []  # applied to the store, not yet durable
+        self.last_commit: tuple[Path, int] | None = None  # (file, size before), with lose_last_commit only
         self.skew_ms = sim.rng.randint(-100, 100)
         self.store = Store(self.rid)
         self.boot()
@@ -131,8 +146,8 @@ class Replica:
         high_water = self.store.clock_high_water()
         self.store = Store(self.rid)
         self.store.set_manual_time(self.sim.now_ms + T0_MS + self.skew_ms)
-        for delta in self.durable:
-            self.store.merge(delta)
+        self.wal, report = Wal.open(self.dir, self.store)
+        self.sim.counts["torn_bytes_cut"] += report["truncated_bytes"]
         if high_water:
             self.store.restore_clock(high_water)
         self.writer = BatchWriter(self.store)
@@ -143,23 +158,61 @@ class Replica:
     def set_time(self) -> None:
         self.store.set_manual_time(self.sim.now_ms + T0_MS + self.skew_ms)
 
-    def crash(self) -> None:
+    def crash(self, torn: bool) -> None:
+        if self.sim.settings.lose_last_commit and self.last_commit is not None:
+            os.truncate(*self.last_commit)
+            self.last_commit = None
+        elif torn and self.pending:
+            self._tear(self.pending[0][0])
         for _, op in self.pending:
             self.sim.spec.ops.remove(op)  # never acknowledged, never shipped: as if it never happened
         self.pending.clear()
         self.boot()
 
-    def flush(self) -> None:
+    def _tear(self, delta: bytes) -> None:
+        """The crash hits while the group commit writes: only part of the first record reaches the file.
+        The file that grew and by how much tell where the record is (no knowledge of the framing)."""
+        before = _sizes(self.dir)
+        self.wal.append(delta)
+        self.wal.commit()
+        grown = [(path, size) for path, size in _sizes(self.dir).items() if size > before.get(path, 0)]
+        assert len(grown) == 1, f"one commit grew {len(grown)} files"
+        path, after = grown[0]
+        start = before.get(path, 0)
+        if after - start > 1:
+            os.truncate(path, start + self.sim.rng.randint(1, after - start - 1))
+            self.sim.counts["torn_commits"] += 1
+
+    def _commit_log(self) -> None:
+        if not self.sim.settings.lose_last_commit:
+            self.wal.commit()
+            return
+        before = _sizes(self.dir)
+        self.wal.commit()
+        grown = [path for path, size in _sizes(self.dir).items() if size > before.get(path, 0)]
+        if grown:
+            self.last_commit = (grown[0], before.get(grown[0], 0))
+
+    def flush(self, snapshot: bool = False) -> None:
         """Group commit: the pending writes become durable, then (and only then) replicate."""
+        for delta, _ in self.pending:
+            self.wal.append(delta)
+        self._commit_log()
+        if snapshot and not self.sim.settings.lose_last_commit:
+            self.wal.snapshot(self.store)  # the store holds nothing that is not durable now
+            self.sim.counts["snapshots"] += 1
         for delta, op in self.pending:
-            self.durable.append(delta)
             op.durable = True
             self.sim.acknowledged.append(delta)
             self.core.local_delta(delta, self.sim.now_s)
         self.pending.clear()
 
-    def persist(self, delta: bytes) -> None:
-        self.durable.append(delta)
+    def persist(self, deltas: list[bytes]) -> None:
+        """Received deltas, durable before their ack (a commit of their own: the local group stays
+        pending)."""
+        for delta in deltas:
+            self.wal.append(delta)
+        self._commit_log()
 
     # random writes of every CRDT type
     def random_write(self, rng: random.Random) -> None:
@@ -249,6 +302,10 @@ class Replica:
         return out
 
 
+def _sizes(directory: Path) -> dict[Path, int]:
+    return {path: path.stat().st_size for path in directory.iterdir() if path.is_file()}
+
+
 # --- the network -----------------------------------------------------------------------------------------
 
 
@@ -286,6 +343,12 @@ class Simulation:
         )
         self.spec = Spec()
         self.acknowledged: list[bytes] = []
+        self.counts = dict.fromkeys(
+            ("delivered", "dropped", "duplicated", "crashes", "partitions", "snapshots", "torn_commits",
+             "torn_bytes_cut"),
+            0,
+        )  # fmt: skip
+        self.dir = Path(tempfile.mkdtemp(prefix=f"drsdtp-sim-{seed}-", dir=_TMPFS))
         names = [f"n{i}" for i in range(settings.replicas)]
         self.replicas = {
             name: Replica(self, name, 1000 + 7 * i, settings.scopes[i] if settings.scopes else ("default",))
@@ -296,7 +359,6 @@ class Simulation:
         self.blocked: set[frozenset[str]] = set()
         self.in_flight: list[Packet] = []
         self.changed_at_ms = 0
-        self.counts = {"delivered": 0, "dropped": 0, "duplicated": 0, "crashes": 0, "partitions": 0}
 
     @property
     def now_s(self) -> float:
@@ -337,7 +399,7 @@ class Simulation:
     def crash(self, name: str) -> None:
         for pair in [p for p in self.sessions if name in p]:
             self.disconnect(pair)
-        self.replicas[name].crash()
+        self.replicas[name].crash(torn=self.rng.random() < 0.5)
         self.counts["crashes"] += 1
 
     def send(self, session: Session, src: str, messages: list[PeerMessage]) -> None:
@@ -358,8 +420,8 @@ class Simulation:
         self.counts["delivered"] += 1
         dst = self.replicas[packet.dst]
         result = dst.core.receive(session.links[packet.dst], PeerMessage.FromString(packet.data), self.now_s)
-        for delta in result.persist:
-            dst.persist(delta)
+        if result.persist:
+            dst.persist(result.persist)
         if result.changed:
             self.changed_at_ms = self.now_ms
         self.send(session, packet.dst, result.replies)
@@ -402,7 +464,7 @@ class Simulation:
                     self.counts["duplicated"] += 1
                 self.deliver(i)
         elif roll < 0.85:
-            self.replicas[rng.choice(alive)].flush()
+            self.replicas[rng.choice(alive)].flush(snapshot=rng.random() < 0.2)
         elif roll < 0.85 + s.partition:
             if self.blocked and rng.random() < 0.5:
                 self.blocked.clear()
@@ -420,12 +482,15 @@ class Simulation:
         self.poll()
 
     def run(self) -> None:
-        self.connect_all()
-        self.poll()
-        for _ in range(self.settings.steps):
-            self.step()
-        self.quiesce()
-        self.check()
+        try:
+            self.connect_all()
+            self.poll()
+            for _ in range(self.settings.steps):
+                self.step()
+            self.quiesce()
+            self.check()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)  # the stores stay in memory for the caller
 
     def quiesce(self, max_rounds: int = 5000) -> None:
         """Heal, flush, and let the protocol alone run until nothing changes for two repair periods."""
