@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from drsdtp import clock_offset_hook
 from drsdtp.adapters.base import BatchSink, Interner, Quality, ReadingBatch, SourceBatch
 from drsdtp.errors import ClockSkewError, InvalidValueError
 from drsdtp.ingest.buffer import ReadingBuffer
@@ -36,7 +37,9 @@ _log = logging.getLogger(__name__)
 
 
 def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
+    # The offset is a test hook's (0 unless DRSDTP_TEST_CLOCK_OFFSET_FILE is set): a clock step moves this
+    # clock and the store's together.
+    return time.time_ns() // 1_000_000 + clock_offset_hook.offset_ms()
 
 
 @dataclass(slots=True)

@@ -20,6 +20,7 @@ from typing import Any, Self
 from drsdtp import __version__
 from drsdtp._core import Store
 from drsdtp.clock import ClockMonitor, HighWaterKeeper, restore_high_water
+from drsdtp.clock_offset_hook import ClockOffsetHook
 from drsdtp.config import NodeConfig
 from drsdtp.core import replica_id
 from drsdtp.errors import DrsdtpError
@@ -57,6 +58,8 @@ class Node:
             max_message_bytes=max(limits.max_message_bytes, 64 << 20),
             max_name_bytes=limits.max_name_bytes,
         )
+        # Test-only (None unless DRSDTP_TEST_CLOCK_OFFSET_FILE is set): applied before anything is stamped.
+        self.clock_hook = ClockOffsetHook.from_environment(self._store)
         mark = restore_high_water(config.data_dir / HLC_FILE)
         if mark is not None:
             self._store.restore_clock(mark)
@@ -244,6 +247,7 @@ class Node:
             self.snapshots,
             self.high_water,
             self.clock,
+            *([self.clock_hook] if self.clock_hook is not None else []),
             *([self.history] if self.history is not None else []),
             self.intelligence,
             self.replicator,
