@@ -25,6 +25,7 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from drsdtp.config import Address
 from drsdtp.gossip.errors import PeerError, ProtocolViolation, Refusal
 from drsdtp.gossip.limits import GossipLimits
+from drsdtp.gossip.link_hook import ShapedStream
 from drsdtp.gossip.protocol import AntiEntropy, Inbound, PeerLink
 from drsdtp.gossip.stats import ReplicatorStats
 from drsdtp.gossip.throttle import ReceiveThrottle
@@ -220,6 +221,8 @@ class Session:
                 tg.create_task(self._write_loop(), name=f"gossip write {self.peer}")
                 tg.create_task(self._ack_loop(), name=f"gossip ack {self.peer}")
                 tg.create_task(self._close_when_asked(), name=f"gossip close {self.peer}")
+                if isinstance(self.stream, ShapedStream) and self.stream.delayed:
+                    tg.create_task(self.stream.pump(), name=f"gossip test link {self.peer}")  # test hook
         except BaseExceptionGroup as group:
             # The first failure ends the session; surface it as itself.
             raise group.exceptions[0] from None

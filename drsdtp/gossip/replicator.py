@@ -42,6 +42,7 @@ from drsdtp.gossip.grpc_transport import (
     status_for,
 )
 from drsdtp.gossip.limits import GossipLimits
+from drsdtp.gossip.link_hook import LinkFaults
 from drsdtp.gossip.protocol import AntiEntropy, Inbound, PeerLink
 from drsdtp.gossip.stats import GossipPeerStats, PeerRegistry, ReplicatorStats
 from drsdtp.supervisor import Backoff, Supervisor
@@ -113,6 +114,9 @@ class Replicator:
         self._group: asyncio.TaskGroup | None = None
         self._background: list[asyncio.Task[None]] = []
         self._certificates = tls.NodeCertificates(tls_config) if tls_config else None
+        # Test-only (None unless DRSDTP_TEST_LINK is set): every peer stream becomes a slow, lossy link.
+        self._link_faults = LinkFaults.from_environment()
+        self._link_rng = random.Random(self._link_faults.seed if self._link_faults else None)
 
     # --- the node's interface -------------------------------------------------------------------------
 
@@ -394,7 +398,8 @@ class Replicator:
             self._close_session(current)
             current.close("replaced by a new stream")
         link = self.core.open(hello, self.now(), stats)
-        session = Session(self, link, stream, dialer)
+        shaped = self._link_faults.wrap(stream, self._link_rng) if self._link_faults else stream
+        session = Session(self, link, shaped, dialer)
         self._sessions[peer] = session
         self._sessions_changed.set()
         self._idle[peer].clear()

@@ -1,8 +1,10 @@
-"""The test-only fault hooks the chaos check drives: a clock offset file the HLC and ingest follow. Inert
-unless its environment variable is set."""
+"""The test-only fault hooks the chaos check drives: a clock offset file the HLC and ingest follow, and slow,
+lossy peer links in the gossip transport. Both are inert unless their environment variable is set."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,11 @@ from drsdtp import clock_offset_hook
 from drsdtp.clock_offset_hook import ClockOffsetHook
 from drsdtp.core import Store, replica_id
 from drsdtp.errors import ClockSkewError
+from drsdtp.gossip.errors import PeerError
+from drsdtp.gossip.link_hook import ENV as LINK_ENV
+from drsdtp.gossip.link_hook import LinkFaults, ShapedStream
 from drsdtp.ingest.pipeline import wall_ms
+from tests.gossip.support import eventually, running, same_state
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,6 +36,7 @@ def offset_file(tmp_path: Path) -> Iterator[Path]:
 
 def test_the_hooks_are_inert_without_their_variables() -> None:
     assert ClockOffsetHook.from_environment(Store(1), env={}) is None
+    assert LinkFaults.from_environment(env={}) is None
     assert clock_offset_hook.offset_ms() == 0
 
 
@@ -70,3 +77,70 @@ def test_a_bad_offset_file_is_reported_and_changes_nothing(offset_file: Path) ->
         offset_file.write_text(bad)
         hook.poll()
     assert hook.bad_reads == 3 and hook.applied == 700
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("delay_ms=50,jitter_ms=80", "jitter_ms <= delay_ms"),
+        ("loss=1", "loss must be in [0, 1)"),
+        ("latency=5", "'latency=5'"),
+        ("delay_ms=fast", "'fast' is not a number"),
+    ],
+)
+def test_a_bad_link_spec_names_what_is_wrong(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=LINK_ENV) as error:
+        LinkFaults.parse(text)
+    assert problem in str(error.value)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, bytes]] = []
+
+    async def read(self) -> bytes | None:
+        return None
+
+    async def write(self, data: bytes) -> None:
+        self.sent.append((asyncio.get_running_loop().time(), data))
+
+
+async def test_a_slow_link_delays_every_message_and_keeps_their_order() -> None:
+    inner = Recorder()
+    stream = ShapedStream(inner, LinkFaults.parse("delay_ms=40,jitter_ms=30"), random.Random(3))
+    pump = asyncio.create_task(stream.pump())
+    loop = asyncio.get_running_loop()
+    written = []
+    for i in range(20):
+        written.append(loop.time())
+        await stream.write(bytes([i]))  # returns at once: latency, not a throughput cap
+    await eventually(lambda: len(inner.sent) == 20, what="every message sent")
+    pump.cancel()
+    assert [data for _, data in inner.sent] == [bytes([i]) for i in range(20)]
+    assert all(sent >= at + 0.010 for (sent, _), at in zip(inner.sent, written, strict=True))
+
+
+async def test_a_lossy_link_resets_the_stream_instead_of_dropping_inside_it() -> None:
+    inner = Recorder()
+    stream = ShapedStream(inner, LinkFaults.parse("loss=0.2"), random.Random(5))
+    resets = 0
+    for i in range(200):
+        try:
+            await stream.write(i.to_bytes(2, "big"))
+        except PeerError:
+            resets += 1
+    assert 10 < resets < 80
+    assert len(inner.sent) == 200 - resets
+
+
+async def test_replication_converges_through_slow_lossy_links(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(LINK_ENV, "delay_ms=20,jitter_ms=10,loss=0.05,seed=11")
+    async with running("a") as a, running("b", peers=[("a", a.port)]) as b:
+        for i in range(300):
+            a.on_local_delta(a.store.set("press", f"a{i}", i))
+            b.on_local_delta(b.store.set("press", f"b{i}", i))
+            if i % 20 == 0:
+                await asyncio.sleep(0.05)
+        await eventually(lambda: same_state(a.store, b.store), timeout_s=60, what="convergence")
+    assert a.store.get("press", "b299") == 299 and b.store.get("press", "a299") == 299
+    assert a.peer_stats()["b"].sessions > 1, "the lossy link reset streams"
