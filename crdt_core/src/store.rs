@@ -5,6 +5,7 @@
 //! Layout, for memory: twins and names are interned to dense u32 ids; a twin's fields are one `Vec<Slot>`
 //! sorted by (field id, kind), 40 bytes a register, replaced in place on overwrite. No per-twin hash index:
 //! binary search over the sorted slots, and new names get the highest ids so their slots append.
+use std::collections::BinaryHeap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hashbrown::HashMap;
@@ -582,6 +583,26 @@ impl Store {
             .collect();
         names.sort_unstable();
         names
+    }
+
+    /// At most `limit` ids of existing twins that start with `prefix` and sort after `after`, sorted: a
+    /// listing in pages, so a reader of a large store (a watcher's initial snapshot) holds one page of names
+    /// rather than all of them. One pass over the twins per page, keeping only the `limit` smallest.
+    pub fn twins_page(&self, after: Option<&str>, prefix: &str, limit: usize) -> Vec<String> {
+        let mut smallest: BinaryHeap<&str> = BinaryHeap::with_capacity(limit.saturating_add(1).min(1 << 16));
+        let names = self.twins.iter().enumerate().filter(|(_, t)| t.is_some());
+        for name in names.map(|(i, _)| self.twin_names.name(i as u32)) {
+            if !name.starts_with(prefix) || after.is_some_and(|a| name <= a) {
+                continue;
+            }
+            if smallest.len() < limit {
+                smallest.push(name);
+            } else if smallest.peek().is_some_and(|&largest| name < largest) {
+                smallest.pop();
+                smallest.push(name);
+            }
+        }
+        smallest.into_sorted_vec().into_iter().map(str::to_owned).collect()
     }
 
     /// Whether a twin exists.

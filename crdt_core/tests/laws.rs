@@ -273,3 +273,34 @@ fn remove_then_concurrent_add_keeps_the_add() {
     assert_eq!(a.get("t", "tags"), Some(FieldValue::Set(vec!["x".into()])));
     assert_eq!(a.encode_state(None), b.encode_state(None));
 }
+
+proptest! {
+    #![proptest_config(cfg())]
+
+    /// Reading the twins page by page, each page starting after the last name of the previous one, gives
+    /// exactly the sorted listing (filtered by prefix): nothing skipped, nothing twice.
+    #[test]
+    fn twins_pages_concatenate_to_the_listing(
+        names in proptest::collection::btree_set("[ab]{1,4}", 0..40),
+        prefix in "[ab]{0,2}",
+        limit in 1usize..6,
+    ) {
+        let mut s = replica(1);
+        for name in &names {
+            s.set(name, "x", Value::I64(1)).unwrap();
+        }
+        let mut paged: Vec<String> = Vec::new();
+        loop {
+            let page = s.twins_page(paged.last().map(String::as_str), &prefix, limit);
+            prop_assert!(page.len() <= limit);
+            let done = page.len() < limit;
+            paged.extend(page);
+            if done {
+                break;
+            }
+        }
+        let expected: Vec<String> = s.twins().into_iter().filter(|t| t.starts_with(prefix.as_str())).collect();
+        prop_assert_eq!(paged, expected);
+        prop_assert!(s.twins_page(None, "", 0).is_empty());
+    }
+}

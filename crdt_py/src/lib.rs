@@ -176,6 +176,11 @@ impl Store {
         self.lock().twins()
     }
 
+    #[pyo3(signature = (after, prefix, limit))]
+    fn twins_page(&self, py: Python<'_>, after: Option<&str>, prefix: &str, limit: usize) -> Vec<String> {
+        py.detach(|| self.lock().twins_page(after, prefix, limit))
+    }
+
     fn context_digest(&self, twin: &str) -> Option<u64> {
         self.lock().context(twin).map(crdt_core::Context::digest)
     }
