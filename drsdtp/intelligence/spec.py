@@ -6,10 +6,19 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Final, Literal, get_args
 
 from drsdtp.errors import ConfigError
 
-__all__ = ["FieldSpec", "HealthConfig", "IntelligenceConfig", "ModelSpec"]
+__all__ = ["FIELD_KINDS", "FieldKind", "FieldSpec", "HealthConfig", "IntelligenceConfig", "ModelSpec"]
+
+#: What a field measures, which decides the checks that make sense for it:
+#: ``analog`` a noisy measurement (temperature, flow): every detector applies;
+#: ``counter`` a monotonic total (energy, operating hours): it only grows, except for resets and rollovers;
+#: ``state`` a mode or discrete status (running, alarm code); ``setpoint`` a commanded target;
+#: ``actuator`` feedback of what an actuator does (valve position, heater duty): these three move in steps.
+FieldKind = Literal["analog", "counter", "state", "setpoint", "actuator"]
+FIELD_KINDS: Final[tuple[FieldKind, ...]] = get_args(FieldKind)
 
 _EMPTY: Mapping[str, float] = MappingProxyType({})
 
@@ -24,8 +33,12 @@ class FieldSpec:
     """One numeric field of a model type.
 
     ``expected_period_s`` is how often a reading should arrive (staleness and loss are measured against it);
-    ``analog`` fields are noisy measurements; others (actuator feedback, modes, setpoints) move in steps, so
-    stuck, spike and drift checks do not apply to them;
+    ``kind`` is one of :data:`FIELD_KINDS`; ``analog`` is true exactly for ``kind == "analog"`` (noisy
+    measurements); others (counters, actuator feedback, modes, setpoints) move in steps or only grow, so
+    stuck, spike and drift checks do not apply to them. Give either: ``kind`` wins; ``analog=False`` alone
+    means ``kind="state"``;
+    ``depends_on`` names fields of the same model this one follows physically (``flow`` depends on
+    ``speed``): a change of those explains a change of this one;
     ``resolution`` is the sensor's quantum (a flat line is a run of readings within half of it);
     ``redundancy_group`` names fields that measure the same quantity (``temp_1`` and ``temp_2``), so drift is
     checked against the peers; ``valid_min``/``valid_max`` bound what is physically possible, while
@@ -48,10 +61,22 @@ class FieldSpec:
     forecast_tolerance: float = 1.0
     stability_scale: float = 1.0
     calibration_tolerance: float = 1.0
+    kind: FieldKind | None = None
+    depends_on: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name or "." in self.name:
             raise ConfigError("field.name", f"must be non-empty and contain no '.', got {self.name!r}")
+        if self.kind is None:
+            object.__setattr__(self, "kind", "analog" if self.analog else "state")
+        elif self.kind not in FIELD_KINDS:
+            raise ConfigError(
+                f"{self.name}.kind", f"expected one of {', '.join(FIELD_KINDS)}, got {self.kind!r}"
+            )
+        else:
+            object.__setattr__(self, "analog", self.kind == "analog")
+        if self.name in self.depends_on:
+            raise ConfigError(f"{self.name}.depends_on", "a field cannot depend on itself")
         _positive(f"{self.name}.expected_period_s", self.expected_period_s)
         _positive(f"{self.name}.noise_floor", self.noise_floor)
         _positive(f"{self.name}.forecast_tolerance", self.forecast_tolerance)
@@ -71,7 +96,9 @@ class ModelSpec:
 
     ``bindings`` maps each kernel variable to the twin fields that measure it, e.g.
     ``{"temp": ("temp_1", "temp_2"), "heater": ("heater",)}``; ``params`` are the kernel's nominal
-    parameters (the prior that online estimation refines per twin).
+    parameters (the prior that online estimation refines per twin). ``version`` is the declared version of
+    the asset model (``drsdtp.models``), empty for models built in code. Relationships between fields are
+    their ``depends_on`` lists (checked here: known fields, no cycles); :meth:`dependents` reads them back.
     """
 
     name: str
@@ -79,6 +106,7 @@ class ModelSpec:
     kernel: str | None = None
     bindings: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
     params: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
+    version: str = ""
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.fields]
@@ -92,12 +120,46 @@ class ModelSpec:
                 raise ConfigError(f"model.{self.name}.bindings.{var}", f"unknown or no fields: {unknown}")
         if self.bindings and self.kernel is None:
             raise ConfigError(f"model.{self.name}.bindings", "bindings need a kernel")
+        for f in self.fields:
+            unknown = [d for d in f.depends_on if d not in names]
+            if unknown:
+                raise ConfigError(f"model.{self.name}.fields.{f.name}.depends_on", f"no field {unknown[0]!r}")
+        cycle = _dependency_cycle({f.name: f.depends_on for f in self.fields})
+        if cycle:
+            raise ConfigError(f"model.{self.name}.fields", f"dependency cycle: {' -> '.join(cycle)}")
 
     def field(self, name: str) -> FieldSpec:
         for f in self.fields:
             if f.name == name:
                 return f
         raise ConfigError(f"model.{self.name}.fields", f"no field {name!r}")
+
+    def dependents(self, name: str) -> tuple[str, ...]:
+        """Fields that declare ``depends_on`` ``name`` (``speed`` -> ``flow``, ``head``, ``power``)."""
+        return tuple(f.name for f in self.fields if name in f.depends_on)
+
+
+def _dependency_cycle(graph: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """A cycle in ``field -> depends_on`` as a path that ends where it starts, or ``[]``."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for nxt in graph.get(node, ()):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return []
+
+    for node in graph:
+        if node not in state and (found := visit(node)):
+            return found
+    return []
 
 
 @dataclass(frozen=True, slots=True)
