@@ -173,17 +173,17 @@ class TwinApiService(api_pb2_grpc.TwinApiServicer):
             return (not wanted or twin in wanted) and twin.startswith(request.prefix)
 
         store = self.node.store
-        sub = self.node.feed.subscribe()
-        try:
-            for twin in store.twins():
-                if match(twin):
+        sub = self.node.feed.subscribe()  # before the snapshot: a change made meanwhile is sent again
+        after: str | None = None
+        while page := store.twins_page(after, request.prefix, 512):  # a page of names at a time
+            for twin in page:
+                if match(twin) and twin in store:
                     yield api_pb2.TwinChange(twin=twin_message(store, twin), origin="snapshot")
-            async for batch in sub.changes():
-                for twin, origin in sorted(batch.items()):
-                    if match(twin) and twin in store:
-                        yield api_pb2.TwinChange(twin=twin_message(store, twin), origin=origin)
-        finally:
-            sub.close()
+            after = page[-1]
+        while True:
+            for twin, origin in await sub.next_batch(512):
+                if match(twin) and twin in store:
+                    yield api_pb2.TwinChange(twin=twin_message(store, twin), origin=origin)
 
     async def Insight(
         self, request: api_pb2.InsightRequest, context: grpc.aio.ServicerContext
