@@ -12,7 +12,7 @@ from typing import final
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["FORMAT_VERSION", "Store", "Wal", "__version__", "decode_state", "join"]
+__all__ = ["FORMAT_VERSION", "Store", "Wal", "__version__", "decode_state", "join", "numeric_entries"]
 
 FORMAT_VERSION: int
 __version__: str
@@ -102,3 +102,6 @@ class Wal:
 
 def join(deltas: Sequence[bytes], *, max_message_bytes: int = 67108864) -> bytes: ...
 def decode_state(state: bytes) -> dict[str, dict[str, FieldValue]]: ...
+def numeric_entries(
+    delta: bytes, *, max_message_bytes: int = 67108864
+) -> list[tuple[str, str, float, int]]: ...

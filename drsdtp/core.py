@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from drsdtp._core import FORMAT_VERSION, Store, decode_state, join
+from drsdtp._core import FORMAT_VERSION, Store, decode_state, join, numeric_entries
 
-__all__ = ["FORMAT_VERSION", "BatchWriter", "Store", "decode_state", "join", "replica_id"]
+__all__ = ["FORMAT_VERSION", "BatchWriter", "Store", "decode_state", "join", "numeric_entries", "replica_id"]
 
 
 def replica_id(node_id: str) -> int:

@@ -846,6 +846,17 @@ pub fn join(deltas: &[&[u8]], limits: crate::store::Limits) -> Result<Vec<u8>> {
     Ok(scratch.encode_state(None))
 }
 
+/// Decodes and fully validates a delta or state (sizes, indices, columns, names) without applying it.
+pub(crate) fn decode_checked(bytes: &[u8], limits: crate::store::Limits) -> Result<pb::StateDelta> {
+    if bytes.len() > limits.max_message_bytes {
+        return Err(Error::TooLarge { size: bytes.len(), limit: limits.max_message_bytes });
+    }
+    let msg = pb::StateDelta::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
+    check_format(msg.format)?;
+    validate(&msg, limits)?;
+    Ok(msg)
+}
+
 /// Parses a full state into a map of twin -> fields, for tests and tools.
 pub fn decode_fields(bytes: &[u8]) -> Result<BTreeMap<String, Vec<(String, crate::value::FieldValue)>>> {
     let mut scratch = Store::scratch();

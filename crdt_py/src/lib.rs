@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 mod convert;
+mod entries;
 mod errors;
 
 use convert::{field_to_py, value_from_py, value_to_py};
@@ -412,6 +413,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Wal>()?;
     m.add_function(wrap_pyfunction!(join, m)?)?;
     m.add_function(wrap_pyfunction!(decode_state, m)?)?;
+    m.add_function(wrap_pyfunction!(entries::numeric_entries, m)?)?;
     m.add("FORMAT_VERSION", crdt_core::codec::FORMAT as i32)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from drsdtp import errors
-from drsdtp.core import BatchWriter, Store, decode_state, join, replica_id
+from drsdtp.core import BatchWriter, Store, decode_state, join, numeric_entries, replica_id
 from drsdtp.wire.v1 import state_pb2
 
 VECTORS = pathlib.Path(__file__).parents[2] / "crdt_core" / "tests" / "vectors"
@@ -120,6 +120,27 @@ def test_batch_write_refuses_the_whole_batch_on_bad_input() -> None:
     with pytest.raises(errors.UnknownTwinError):
         s.write_batch(np.array([9], np.uint32), w.field_ids(["x"]), np.zeros(1), np.zeros(1, np.int64))
     assert s.twins() == []
+
+
+def test_numeric_entries_list_what_a_delta_writes_with_source_times() -> None:
+    s = store(1)
+    w = BatchWriter(s)
+    delta = w.write(
+        ["pump-1", "pump-1"], ["flow", "head"], np.array([12.5, 31.0]), np.array([T0 - 7, T0 - 3])
+    )
+    entries = numeric_entries(delta)
+    assert [(t, f, v, stamp >> 16) for t, f, v, stamp in entries] == [
+        ("pump-1", "flow", 12.5, T0 - 7),
+        ("pump-1", "head", 31.0, T0 - 3),
+    ]
+    # Strings (and sets, counters) are left out; an integer register is widened to a float.
+    (entry,) = numeric_entries(s.set_many("pump-1", {"mode": "auto", "starts": 4}))
+    stored = s.entry("pump-1", "starts")
+    assert stored is not None and entry == ("pump-1", "starts", 4.0, stored[1])
+    with pytest.raises(errors.DecodeError):
+        numeric_entries(delta[:-1])
+    with pytest.raises(errors.DecodeError):
+        numeric_entries(delta, max_message_bytes=8)
 
 
 def test_catch_up_and_digests_between_diverged_replicas() -> None:
