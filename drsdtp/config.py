@@ -240,6 +240,12 @@ class LimitsConfig:
     peer_buffer: Annotated[int, Range(1, 100_000_000)] = 100_000  # deltas kept per peer before full catch-up
     # Bytes per second read from one peer; 0: unlimited. A flooding peer is slowed, not served first.
     peer_receive_bytes_per_s: Annotated[int, Range(0, 1 << 40)] = 0
+    # Application API. Watch streams open at once, on the node and per caller (its TLS identity, else its
+    # address); more are refused with RESOURCE_EXHAUSTED. A stream holds one message in flight at a time.
+    api_max_watchers: Annotated[int, Range(1, 100_000)] = 64
+    api_max_watchers_per_caller: Annotated[int, Range(1, 100_000)] = 8
+    # A Watch write not taken by the client within this time ends the stream (RESOURCE_EXHAUSTED).
+    api_watch_stall_s: Annotated[float, Range(0.1, 3600)] = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -470,6 +476,11 @@ def _check_node(config: NodeConfig) -> NodeConfig:
             )
     _check_listen(config.listen)
     _check_history(config.history)
+    if config.limits.api_max_watchers_per_caller > config.limits.api_max_watchers:
+        raise ConfigError(
+            "limits.api_max_watchers_per_caller",
+            f"is more than limits.api_max_watchers ({config.limits.api_max_watchers})",
+        )
     return dataclasses.replace(config, peers=tuple(peers))
 
 

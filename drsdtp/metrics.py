@@ -20,6 +20,8 @@ Exported (``source`` is an ingestion source, ``peer`` a peer name):
 * ``drsdtp_twins``, ``drsdtp_fields`` (store size)
 * ``drsdtp_peer_refused_total{peer,reason}`` (clock_skew, malformed, oversized, protocol),
   ``drsdtp_peer_throttled_seconds_total{peer}`` (reading paused by ``limits.peer_receive_bytes_per_s``)
+* ``drsdtp_api_watchers`` (Watch streams open), ``drsdtp_api_watchers_refused_total{reason}`` (node, caller),
+  ``drsdtp_api_watchers_cut_off_total`` (a client that did not read; registered by the node)
 * labelled counters the node registers: ``drsdtp_api_requests_total{method,code}`` (``code`` is the gRPC
   status, e.g. NOT_FOUND), ``drsdtp_peer_handshakes_refused_total{reason}``,
   ``drsdtp_adapter_events_total{source,event}`` (malformed, unknown, lost, bad_reads ...)

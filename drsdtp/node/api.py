@@ -7,14 +7,14 @@ from __future__ import annotations
 import collections
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import grpc
 import grpc.aio
 
 from drsdtp._core import Store
-from drsdtp.config import Address, TlsConfig
+from drsdtp.config import Address, LimitsConfig, TlsConfig
 from drsdtp.errors import DrsdtpError, MissingSnapshotError, StorageError, UnknownTwinError
 from drsdtp.gossip.scopes import scope_of
 from drsdtp.gossip.tls import NodeCertificates, ca_credentials, channel_credentials
@@ -22,11 +22,15 @@ from drsdtp.history.snapshots import SnapshotInfo
 from drsdtp.history.values import FieldValue
 from drsdtp.node.feed import ChangeFeed
 from drsdtp.node.snapshots import SnapshotService
+from drsdtp.node.watch import WatchService
+from drsdtp.node.watch_limits import WatchGate, WatchLimits
 from drsdtp.wire.v1 import api_pb2, api_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 MODEL_FIELD = "_model"
+KEEPALIVE_MS = 30_000
+KEEPALIVE_TIMEOUT_MS = 10_000
 
 
 class NodeView(Protocol):
@@ -112,8 +116,9 @@ def field_to_python(f: api_pb2.FieldValue) -> object:
 
 
 class TwinApiService(api_pb2_grpc.TwinApiServicer):
-    def __init__(self, node: NodeView) -> None:
+    def __init__(self, node: NodeView, watches: WatchService) -> None:
         self.node = node
+        self.watches = watches
 
     async def Status(
         self, request: api_pb2.StatusRequest, context: grpc.aio.ServicerContext
@@ -164,26 +169,10 @@ class TwinApiService(api_pb2_grpc.TwinApiServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             raise  # unreachable: abort raises
 
-    async def Watch(
+    async def Watch(  # type: ignore[override]  # gRPC also serves a coroutine that writes itself
         self, request: api_pb2.WatchRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[api_pb2.TwinChange]:
-        wanted = set(request.twin_ids)
-
-        def match(twin: str) -> bool:
-            return (not wanted or twin in wanted) and twin.startswith(request.prefix)
-
-        store = self.node.store
-        sub = self.node.feed.subscribe()  # before the snapshot: a change made meanwhile is sent again
-        after: str | None = None
-        while page := store.twins_page(after, request.prefix, 512):  # a page of names at a time
-            for twin in page:
-                if match(twin) and twin in store:
-                    yield api_pb2.TwinChange(twin=twin_message(store, twin), origin="snapshot")
-            after = page[-1]
-        while True:
-            for twin, origin in await sub.next_batch(512):
-                if match(twin) and twin in store:
-                    yield api_pb2.TwinChange(twin=twin_message(store, twin), origin=origin)
+    ) -> None:
+        await self.watches.serve(request, context)  # each write with a deadline: see drsdtp.node.watch
 
     async def Insight(
         self, request: api_pb2.InsightRequest, context: grpc.aio.ServicerContext
@@ -340,21 +329,27 @@ class ApiServer:
     name = "api"
 
     def __init__(
-        self, node: NodeView, address: Address, *, max_message_bytes: int, tls: TlsConfig | None = None
+        self, node: NodeView, address: Address, limits: LimitsConfig, tls: TlsConfig | None = None
     ) -> None:
         self.node = node
         self.address = address
         self.tls = tls if tls is not None and tls.api != "off" else None
         self.port = 0
         self.requests = RequestCounter()
+        self.watchers = WatchGate(WatchLimits.from_config(limits))
         self._server = grpc.aio.server(
             interceptors=[self.requests],
             options=[
                 ("grpc.max_receive_message_length", 64 * 1024),
-                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", limits.max_message_bytes),
+                # A client that stops answering pings (a frozen process) loses its connection, and with it
+                # any stream still waiting for it to read.
+                ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+                ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
             ],
         )
-        api_pb2_grpc.add_TwinApiServicer_to_server(TwinApiService(node), self._server)
+        watches = WatchService(node.store, node.feed, self.watchers, twin_message)
+        api_pb2_grpc.add_TwinApiServicer_to_server(TwinApiService(node, watches), self._server)
 
     async def __aenter__(self) -> ApiServer:
         target = f"{self.address.host}:{self.address.port}"

@@ -13,11 +13,18 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections.abc import Iterable
+from typing import NamedTuple
 
-__all__ = ["ChangeFeed", "Subscription"]
+__all__ = ["Change", "ChangeFeed", "Subscription"]
 
 # Superseded entries tolerated beyond the live ones before the log is compacted (amortises compaction).
 _SLACK = 1024
+
+
+class Change(NamedTuple):
+    seq: int  # its number in the feed: every change up to it was read once this one is
+    twin: str
+    origin: str  # "local", "ingest", "peer"
 
 
 class ChangeFeed:
@@ -56,17 +63,17 @@ class ChangeFeed:
         self._wake.set()  # wakes every waiting subscription at once; later waiters wait on a fresh event
         self._wake = asyncio.Event()
 
-    def read(self, cursor: int, limit: int) -> tuple[list[tuple[str, str]], int]:
-        """Up to ``limit`` (twin, origin) pairs changed after change ``cursor``, oldest first, each twin once,
+    def read(self, cursor: int, limit: int) -> tuple[list[Change], int]:
+        """Up to ``limit`` changes after change ``cursor``, oldest first, each twin once (its latest change),
         and the cursor to read on from."""
         log, latest = self._log, self._latest
-        out: list[tuple[str, str]] = []
+        out: list[Change] = []
         i = bisect.bisect_right(log, cursor, key=lambda entry: entry[0])
         while i < len(log) and len(out) < limit:
             seq, twin = log[i]
             current, origin = latest[twin]
             if current == seq:  # not superseded by a later change of the same twin
-                out.append((twin, origin))
+                out.append(Change(seq, twin, origin))
             cursor = seq
             i += 1
         return out, cursor
@@ -84,8 +91,8 @@ class Subscription:
         self._feed = feed
         self.cursor = cursor  # the last change read
 
-    async def next_batch(self, limit: int) -> list[tuple[str, str]]:
-        """The next (twin, origin) pairs, oldest first, at most ``limit``; waits while there are none."""
+    async def next_batch(self, limit: int) -> list[Change]:
+        """The next changes, oldest first, at most ``limit``; waits while there are none."""
         while True:
             await self._feed.changed_after(self.cursor)
             batch, self.cursor = self._feed.read(self.cursor, limit)

@@ -79,8 +79,19 @@ class Node:
             self._store.clock_high_water,
             interval_s=config.clock.persist_interval_s,
         )
-        self.api = ApiServer(
-            self, config.listen.api, max_message_bytes=limits.max_message_bytes, tls=config.tls
+        self.api = ApiServer(self, config.listen.api, limits, tls=config.tls)
+        watchers = self.api.watchers
+        self.metrics.add_gauge("drsdtp_api_watchers", "Watch streams open.", lambda: watchers.open)
+        self.metrics.add_labelled_counter(
+            "drsdtp_api_watchers_refused",
+            "Watch streams refused over limits.api_max_watchers (node) or _per_caller (caller).",
+            ("reason",),
+            lambda: {(reason,): n for reason, n in watchers.refused.items()},
+        )
+        self.metrics.add_counter(
+            "drsdtp_api_watchers_cut_off",
+            "Watch streams ended because a write was not taken within limits.api_watch_stall_s.",
+            lambda: watchers.cut_off,
         )
         self.metrics.add_labelled_counter(
             "drsdtp_api_requests",

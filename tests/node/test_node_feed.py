@@ -14,7 +14,9 @@ async def test_a_subscription_sees_later_changes_oldest_first_each_twin_once() -
     feed.publish(["a", "b"], "ingest")
     feed.publish(["a"], "peer")  # supersedes the first change of a: a moves behind b
     feed.publish(["c"], "local")
-    assert await sub.next_batch(10) == [("b", "ingest"), ("a", "peer"), ("c", "local")]
+    batch = await sub.next_batch(10)
+    assert [(c.twin, c.origin) for c in batch] == [("b", "ingest"), ("a", "peer"), ("c", "local")]
+    assert [c.seq for c in batch] == [3, 4, 5]  # each change's number; the first change of a was superseded
 
 
 async def test_batches_are_bounded_and_continue_where_they_stopped() -> None:
@@ -24,7 +26,7 @@ async def test_batches_are_bounded_and_continue_where_they_stopped() -> None:
     first = await sub.next_batch(3)
     second = await sub.next_batch(3)
     third = await sub.next_batch(3)
-    assert [t for t, _ in first + second + third] == [f"t{i}" for i in range(7)]
+    assert [c.twin for c in first + second + third] == [f"t{i}" for i in range(7)]
     assert [len(first), len(second), len(third)] == [3, 3, 1]
 
 
@@ -38,10 +40,10 @@ async def test_a_waiting_subscription_wakes_on_publish_and_others_are_independen
     await asyncio.sleep(0)
     assert not waiting.done()
     feed.publish(["x"], "ingest")
-    assert await asyncio.wait_for(waiting, 5) == [("x", "ingest")]
+    assert [(c.twin, c.origin) for c in await asyncio.wait_for(waiting, 5)] == [("x", "ingest")]
     # The idle subscription was not consumed by the reader.
     feed.publish(["y"], "peer")
-    assert await idle.next_batch(10) == [("x", "ingest"), ("y", "peer")]
+    assert [(c.twin, c.origin) for c in await idle.next_batch(10)] == [("x", "ingest"), ("y", "peer")]
 
 
 async def test_the_log_stays_bounded_by_the_twins_however_far_a_watcher_falls_behind() -> None:
@@ -52,5 +54,5 @@ async def test_the_log_stays_bounded_by_the_twins_however_far_a_watcher_falls_be
         assert len(feed) <= 2 * 50 + 1024 + 50, f"log grew to {len(feed)} in round {round_}"
     # A subscription that never read still gets every twin once, in the order of their latest change.
     batch = await never_read[0].next_batch(1000)
-    assert batch == [(f"t{i}", "ingest") for i in range(50)]
+    assert [(c.twin, c.origin) for c in batch] == [(f"t{i}", "ingest") for i in range(50)]
     assert never_read[0].cursor == feed.seq == 200 * 50

@@ -1,0 +1,121 @@
+"""One Watch stream: the matching twins' current state (the snapshot), then their changes as they apply.
+
+What a stream costs the node is bounded whatever its client does. gRPC takes one write at a time and
+completes it only once HTTP/2 flow control let it through (measured: a client that stops reading stalls the
+stream once its flow-control window is full), so a stream holds one message in flight, plus one page of
+twin ids during the snapshot; changes wait in the shared feed (:mod:`drsdtp.node.feed`), where a watcher is
+only a cursor. A write the client does not take within ``limits.api_watch_stall_s`` ends the stream with
+RESOURCE_EXHAUSTED, saying why and what was sent last (also as trailing metadata ``drsdtp-watch-position``:
+``snapshot:<twin id>``, every matching twin up to it sent, or ``change:<n>``, every change up to the
+feed's n-th sent), so that a later resumable Watch has a position to start from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+
+import grpc
+import grpc.aio
+
+from drsdtp._core import Store
+from drsdtp.ingest.ratelog import RateLimitedLog
+from drsdtp.node.feed import ChangeFeed
+from drsdtp.node.watch_limits import WatchGate, WatchRefused, caller_of
+from drsdtp.wire.v1 import api_pb2
+
+__all__ = ["POSITION_KEY", "WatchService"]
+
+log = logging.getLogger(__name__)
+
+POSITION_KEY = "drsdtp-watch-position"
+SNAPSHOT_PAGE = 512  # twin ids held at a time while the snapshot is sent
+CHANGE_BATCH = 512  # changes read from the feed at a time
+
+TwinMessage = Callable[[Store, str], api_pb2.Twin]
+
+
+class _Stalled(Exception):
+    """The client did not take a write in time."""
+
+
+class WatchService:
+    """Serves the Watch calls of one node, admitted by a :class:`WatchGate`."""
+
+    def __init__(self, store: Store, feed: ChangeFeed, gate: WatchGate, twin_message: TwinMessage) -> None:
+        self.store = store
+        self.feed = feed
+        self.gate = gate
+        self.twin_message = twin_message
+        self._warn = RateLimitedLog(log, "API Watch")
+
+    async def serve(self, request: api_pb2.WatchRequest, context: grpc.aio.ServicerContext) -> None:
+        caller = caller_of(context.peer(), context.auth_context())
+        try:
+            release = self.gate.admit(caller)
+        except WatchRefused as exc:
+            self._warn.warn(f"refused-{exc.reason}", "refused a stream: %s", exc.detail)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.detail)
+            return  # abort raises
+        context.add_done_callback(lambda _: release())  # when gRPC is done with the call, not before
+        stream = _Stream(self, request, context)
+        try:
+            await stream.run()
+        except _Stalled:
+            self.gate.cut_off += 1
+            detail = (
+                f"Watch cut off: a write was not taken within limits.api_watch_stall_s "
+                f"({self.gate.limits.stall_s:g} s): the client is not reading; "
+                f"last sent: {stream.position or 'nothing'}"
+            )
+            self._warn.warn("stalled", "%s: %s", caller, detail)
+            context.set_trailing_metadata(((POSITION_KEY, stream.position),))
+            context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
+            context.set_details(detail)
+            # Returning rather than aborting: abort waits until the status is sent, which is behind the
+            # unread data. gRPC sends the status when the client reads on, or drops it with the connection.
+
+
+class _Stream:
+    def __init__(
+        self, service: WatchService, request: api_pb2.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        self.service = service
+        self.context = context
+        self.prefix = request.prefix
+        self.wanted = frozenset(request.twin_ids)  # bounded by the request size limit
+        self.position = ""
+
+    def match(self, twin: str) -> bool:
+        return (not self.wanted or twin in self.wanted) and twin.startswith(self.prefix)
+
+    async def run(self) -> None:
+        store = self.service.store
+        sub = self.service.feed.subscribe()  # before the snapshot: a change made meanwhile is sent again
+        for twin in self.snapshot():
+            await self.send(twin, "snapshot", f"snapshot:{twin}")
+        while True:
+            for change in await sub.next_batch(CHANGE_BATCH):
+                if self.match(change.twin) and change.twin in store:
+                    await self.send(change.twin, change.origin, f"change:{change.seq}")
+
+    def snapshot(self) -> Iterator[str]:
+        """The matching twins in id order, read from the store a page of ids at a time."""
+        store = self.service.store
+        if self.wanted:
+            yield from (t for t in sorted(self.wanted) if t.startswith(self.prefix) and t in store)
+            return
+        after: str | None = None
+        while page := store.twins_page(after, self.prefix, SNAPSHOT_PAGE):
+            yield from page
+            after = page[-1]
+
+    async def send(self, twin: str, origin: str, position: str) -> None:
+        message = api_pb2.TwinChange(twin=self.service.twin_message(self.service.store, twin), origin=origin)
+        try:
+            async with asyncio.timeout(self.service.gate.limits.stall_s):
+                await self.context.write(message)
+        except TimeoutError:
+            raise _Stalled from None
+        self.position = position
