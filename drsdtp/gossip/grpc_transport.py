@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
 
@@ -215,8 +216,9 @@ class Session:
         self._closed.set()
 
     async def run(self) -> None:
+        tg = asyncio.TaskGroup()
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with tg:
                 tg.create_task(self._read_loop(), name=f"gossip read {self.peer}")
                 tg.create_task(self._write_loop(), name=f"gossip write {self.peer}")
                 tg.create_task(self._ack_loop(), name=f"gossip ack {self.peer}")
@@ -224,6 +226,7 @@ class Session:
                 if isinstance(self.stream, ShapedStream) and self.stream.delayed:
                     tg.create_task(self.stream.pump(), name=f"gossip test link {self.peer}")  # test hook
         except BaseExceptionGroup as group:
+            _take_back_group_cancel(tg)
             # The first failure ends the session; surface it as itself.
             raise group.exceptions[0] from None
 
@@ -326,6 +329,17 @@ class Session:
         await self.stream.write(data)
         self.link.stats.sent += 1
         self.link.stats.bytes_sent += len(data)
+
+
+def _take_back_group_cancel(group: asyncio.TaskGroup) -> None:
+    """Python 3.11's TaskGroup cancels its parent task when a child fails while the parent already waits in
+    ``__aexit__``, and never takes that request back (3.12 does, after the wait). The session's tasks only
+    fail that way (its body just starts them), so the dialler's task would look cancelled for good and its
+    supervisor (``raise_if_cancelling``) would stop reconnecting after the first failed session. Take back
+    the group's own request only: a real cancel makes the group abort first and request nothing."""
+    task = asyncio.current_task()
+    if sys.version_info < (3, 12) and task is not None and getattr(group, "_parent_cancel_requested", False):
+        task.uncancel()
 
 
 # Persistence outlives the session that asked for it (a write handed to the WAL completes either way), so

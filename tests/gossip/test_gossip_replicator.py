@@ -16,6 +16,7 @@ from drsdtp.core import Store, replica_id
 from drsdtp.gossip import membership
 from drsdtp.metrics import NodeMetrics
 
+from .procs import Proxy
 from .support import FAST, eventually, running, same_state
 
 pytestmark = pytest.mark.timeout(120)
@@ -212,3 +213,24 @@ async def test_shutdown_is_bounded_while_a_peer_is_unreachable() -> None:
         async with running("a", peers=[("ghost", 1)]) as a:
             a.on_local_delta(a.store.set("pump", "rpm", 1.0))
             await eventually(lambda: a.peer_stats()["ghost"].dial_failures >= 2, what="dial failures")
+
+
+async def test_a_dialler_reconnects_after_its_stream_failed_again_and_again() -> None:
+    """Only b can dial (a cannot reach b's advertised address); b's stream to a is reset three times and
+    b must come back each time. (On Python 3.11 a failed session used to leave the dialler's task marked
+    as cancelled, so its supervisor stopped for good after the first failure.)"""
+    a_store = Store(replica_id("a"))
+    async with running("a", store=a_store) as a:
+        proxy = Proxy(a.port)
+        await proxy.start()
+        try:
+            async with running("b", peers=[("a", proxy.port)], advertise="127.0.0.1:1") as b:
+                for i in range(3):
+                    await b.wait_for_peers(["a"], 30)
+                    proxy.block()  # resets the stream: the session fails with an error
+                    await eventually(lambda: not b.connected_peers(), what=f"b sees the reset {i}")
+                    proxy.unblock()
+                b.on_local_delta(b.store.set("t", "after", 1))
+                await eventually(lambda: a_store.get("t", "after") == 1, what="b reconnected and replicated")
+        finally:
+            await proxy.close()
