@@ -16,7 +16,7 @@ Environment overrides (for containers), applied before validation:
   An empty value for an optional key (``DRSDTP_CLOCK__NTP_SERVER=``) restores its default (off).
 * Arrays of tables other than peers (adapters, kernels, twins, history.downsample) come only from the file.
 * Any other ``DRSDTP_*`` variable is an error naming it (a typo must not be ignored silently), except the
-  CLI's own variables listed in :data:`NON_CONFIG_ENV`.
+  CLI's own variables and the test hooks' listed in :data:`NON_CONFIG_ENV`.
 
 Relative paths in the file are resolved against the directory of the file.
 """
@@ -63,8 +63,9 @@ __all__ = [
 
 ENV_PREFIX: Final = "DRSDTP_"
 _ENV_SEPARATOR: Final = "__"
-#: ``DRSDTP_*`` variables read by the CLI itself, not config overrides.
-NON_CONFIG_ENV: Final = frozenset({"DRSDTP_CONFIG"})
+#: ``DRSDTP_*`` variables that are not config overrides: the CLI's own, and the test-only fault hooks'
+#: (``drsdtp.clock_offset_hook``, ``drsdtp.gossip.link_hook``), which no config may set.
+NON_CONFIG_ENV: Final = frozenset({"DRSDTP_CONFIG", "DRSDTP_TEST_CLOCK_OFFSET_FILE", "DRSDTP_TEST_LINK"})
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HOST_RE: Final = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})")

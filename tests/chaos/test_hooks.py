@@ -13,8 +13,9 @@ import pytest
 
 from drsdtp import clock_offset_hook
 from drsdtp.clock_offset_hook import ClockOffsetHook
+from drsdtp.config import load_config_with_overrides
 from drsdtp.core import Store, replica_id
-from drsdtp.errors import ClockSkewError
+from drsdtp.errors import ClockSkewError, ConfigError
 from drsdtp.gossip.errors import PeerError
 from drsdtp.gossip.link_hook import ENV as LINK_ENV
 from drsdtp.gossip.link_hook import LinkFaults, ShapedStream
@@ -38,6 +39,15 @@ def test_the_hooks_are_inert_without_their_variables() -> None:
     assert ClockOffsetHook.from_environment(Store(1), env={}) is None
     assert LinkFaults.from_environment(env={}) is None
     assert clock_offset_hook.offset_ms() == 0
+
+
+def test_the_hook_variables_are_not_config_overrides(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text(f'node_id = "n1"\ndata_dir = "{tmp_path}"\n')
+    env = {clock_offset_hook.ENV: str(tmp_path / "offset"), LINK_ENV: "delay_ms=5"}
+    assert load_config_with_overrides(config, env)[1] == {}
+    with pytest.raises(ConfigError, match="DRSDTP_TEST_OTHER"):
+        load_config_with_overrides(config, {"DRSDTP_TEST_OTHER": "1"})  # still no silent typos
 
 
 def test_clock_jumps_move_the_hlc_and_ingest_clock_but_never_back(offset_file: Path) -> None:
