@@ -1,0 +1,303 @@
+"""Model-free online anomaly detection for any numeric stream, vectorised over fields.
+
+With no declaration at all, each field learns from its own readings: its sampling period (a running median
+of the gaps), its resolution (the smallest non-zero step), a noise unit (the slow mean absolute step,
+winsorised at 5 units so legitimate steps do not inflate it, and never below half the resolution: quantised
+and integer streams do not get a 1e-6 floor) and, for every test, the tail of the test's own statistic
+(:class:`~.tail.TailModel`). The tests, each a non-negative statistic in noise units from the 48 newest
+readings:
+
+``spike``       the reading against both the previous one and the median of the 32 before it (immediate);
+``spike_back``  the previous reading against both neighbours, same sign (confirmed one reading later: a step,
+                unlike a spike, does not come back);
+``shift``       the mean of the 4 newest readings against the median of the 32 before them (level shift);
+``trend``       the mean of the 16 newest against the median of the 32 before them (trend change);
+``drift``       a fast (8 readings) against a slow (128 readings) moving average: slow drifts;
+``variance``    the median absolute step over the 16 newest against the noise unit;
+``flat``        how many readings in a row repeat the value (within half the resolution): anomalous only
+                relative to the runs this field has shown;
+``gap``         the time since the previous reading, in learned periods (dropout; staleness at a pass).
+
+Each statistic becomes a p-value from its field's tail model; the score is ``1 - min(1, m * min p)``
+(Bonferroni over the ``m`` tests), so on clean data a score above ``s`` happens at most about a fraction
+``1 - s`` of the readings, on any stream the tail models fit. A sample a mature tail calls anomalous does
+not stretch that tail (it would hide the next anomaly). Statistics start once 48 readings are in; the
+first ``warmup`` readings of a field are learned, never scored (score 0).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from drsdtp.errors import InvalidValueError
+from drsdtp.intelligence.detect.tail import TailModel
+
+__all__ = ["TESTS", "DetectorConfig", "ScoreBatch", "StreamDetector"]
+
+FloatArray = npt.NDArray[np.float64]
+IndexArray = npt.NDArray[np.intp]
+BoolArray = npt.NDArray[np.bool_]
+
+TESTS: Final[tuple[str, ...]] = ("spike", "spike_back", "shift", "trend", "drift", "variance", "flat", "gap")
+_PRIOR_SCALE: Final[dict[str, float]] = {
+    "spike": 1.0,
+    "spike_back": 1.0,
+    "shift": 0.5,
+    "trend": 0.5,
+    "drift": 0.5,
+    "variance": 0.5,
+    "flat": 3.0,
+    "gap": 1.0,
+}
+_W: Final[int] = 48  # readings kept per field
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorConfig:
+    """``threshold``: the default alarm level of the score (1 - 1e-4: about one clean reading in 10k,
+    at most); an alarm lasts while the score stays above ``release`` (hysteresis: a statistic wavering
+    around the threshold is one event, not many); ``learn_below``: a p-value under this does not stretch
+    its test's tail; ``memory``: readings the tails and the noise unit remember (about)."""
+
+    threshold: float = 1.0 - 1e-4
+    release: float = 1.0 - 1e-2
+    learn_below: float = 1e-3
+    warmup: int = 200
+    memory: float = 5000.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.release <= self.threshold < 1.0:
+            raise InvalidValueError(f"detector thresholds need 0 < release <= threshold < 1, got {self}")
+        if self.warmup < 2 * _W:
+            raise InvalidValueError(f"detector warmup must be >= {2 * _W}, got {self.warmup}")
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreBatch:
+    """Scores of the readings of one update, aligned with its input (NaN-free; 0 while learning).
+
+    ``test`` indexes :data:`TESTS` (the most significant test), ``magnitude`` is that test's statistic in the
+    field's own units (noise units; readings for ``flat``; periods for ``gap``), ``at_s`` the time of the
+    reading it is about (the previous one for ``spike_back``)."""
+
+    rows: IndexArray
+    t_s: FloatArray
+    score: FloatArray
+    alarm: BoolArray
+    test: npt.NDArray[np.int8]
+    magnitude: FloatArray
+    at_s: FloatArray
+
+
+class StreamDetector:
+    """Per-field online state; :meth:`update` scores a batch of readings (rows may repeat, in time order)."""
+
+    def __init__(self, config: DetectorConfig | None = None, fields: int = 0) -> None:
+        self.config = config if config is not None else DetectorConfig()
+        self.fields = 0
+        self.ring = np.zeros((0, _W))
+        self.ring_t = np.zeros((0, 2))  # times of the two newest readings (for spike_back)
+        self.count = np.zeros(0, np.int64)
+        self.last_t = np.zeros(0)
+        self.period = np.zeros(0)
+        self.abs_step = np.zeros(0)
+        self.quantum = np.zeros(0)
+        self.run = np.zeros(0)
+        self.fast = np.zeros(0)  # moving averages of the value (drift test)
+        self.slow = np.zeros(0)
+        self.tails = {
+            name: TailModel(prior_scale=_PRIOR_SCALE[name], memory=self.config.memory) for name in TESTS
+        }
+        # latest outcome per field
+        self.score = np.zeros(0)
+        self.test = np.zeros(0, np.int8)
+        self.magnitude = np.zeros(0)
+        self.alarm = np.zeros(0, bool)
+        self.resize(fields)
+
+    # -- shape ----------------------------------------------------------------------------------------------
+
+    def resize(self, fields: int) -> None:
+        extra = fields - self.fields
+        if extra <= 0:
+            return
+        self.ring = np.r_[self.ring, np.full((extra, _W), np.nan)]
+        self.ring_t = np.r_[self.ring_t, np.full((extra, 2), np.nan)]
+        self.count = np.r_[self.count, np.zeros(extra, np.int64)]
+        for name in ("last_t", "period", "abs_step", "run", "score", "magnitude", "fast", "slow"):
+            setattr(self, name, np.r_[getattr(self, name), np.full(extra, 0.0)])
+        self.last_t[-extra:] = np.nan
+        self.period[-extra:] = np.nan
+        self.quantum = np.r_[self.quantum, np.full(extra, np.inf)]
+        self.test = np.r_[self.test, np.zeros(extra, np.int8)]
+        self.alarm = np.r_[self.alarm, np.zeros(extra, bool)]
+        for tail in self.tails.values():
+            tail.resize(fields)
+        self.fields = fields
+
+    @property
+    def noise(self) -> FloatArray:
+        """The noise unit of every field (NaN before two readings)."""
+        return self._unit(np.arange(self.fields))
+
+    def _unit(self, r: IndexArray) -> FloatArray:
+        q = np.where(np.isfinite(self.quantum[r]), self.quantum[r], 0.0)
+        level = np.abs(self.ring[r, -1])
+        floor = np.maximum(0.5 * q, 1e-9 * (1.0 + np.nan_to_num(level)))
+        unit: FloatArray = np.where(self.count[r] >= 2, np.maximum(0.886 * self.abs_step[r], floor), np.nan)
+        return unit
+
+    # -- hot path -------------------------------------------------------------------------------------------
+
+    def update(self, rows: npt.ArrayLike, t_s: npt.ArrayLike, values: npt.ArrayLike) -> ScoreBatch:
+        """Score and learn one reading per entry; non-finite readings must be filtered out by the caller."""
+        r = np.asarray(rows, dtype=np.intp).ravel()
+        t = np.asarray(t_s, dtype=np.float64).ravel()
+        v = np.asarray(values, dtype=np.float64).ravel()
+        if not (r.shape == t.shape == v.shape):
+            raise InvalidValueError("rows, t_s and values must have the same length")
+        out_score = np.zeros(r.size)
+        out_test = np.zeros(r.size, np.int8)
+        out_mag = np.zeros(r.size)
+        out_at = t.copy()
+        if r.size == 0:
+            return ScoreBatch(r, t, out_score, out_score > 1.0, out_test, out_mag, out_at)
+        if r.min() < 0 or r.max() >= self.fields:
+            raise InvalidValueError(f"row out of range [0, {self.fields})")
+        if np.unique(r).size == r.size:
+            rounds = [np.arange(r.size)]
+        else:  # the k-th reading of every row in round k, keeping each row's order
+            order = np.argsort(r, kind="stable")
+            sr = r[order]
+            starts = np.r_[0, np.flatnonzero(np.diff(sr)) + 1]
+            rank = np.arange(r.size) - np.repeat(starts, np.diff(np.r_[starts, r.size]))
+            occurrence = np.empty(r.size, np.int64)
+            occurrence[order] = rank
+            rounds = [np.flatnonzero(occurrence == k) for k in range(int(occurrence.max()) + 1)]
+        for idx in rounds:
+            s, m, te, at = self._step(r[idx], t[idx], v[idx])
+            out_score[idx], out_mag[idx], out_test[idx], out_at[idx] = s, m, te, at
+        out_alarm = np.zeros(r.size, bool)
+        for idx in rounds:  # hysteresis, in each row's order
+            rows = r[idx]
+            on = (out_score[idx] >= self.config.threshold) | (
+                self.alarm[rows] & (out_score[idx] >= self.config.release)
+            )
+            self.alarm[rows] = on
+            out_alarm[idx] = on
+        return ScoreBatch(r, t, out_score, out_alarm, out_test, out_mag, out_at)
+
+    def _step(
+        self, r: IndexArray, t: FloatArray, v: FloatArray
+    ) -> tuple[FloatArray, FloatArray, npt.NDArray[np.int8], FloatArray]:
+        cfg = self.config
+        new = t > np.nan_to_num(self.last_t[r], nan=-np.inf)  # out-of-order or repeated times: skipped
+        r, t, v = r[new], t[new], v[new]
+        full = np.zeros(new.shape[0])
+        full_mag = np.zeros(new.shape[0])
+        full_test = np.zeros(new.shape[0], np.int8)
+        full_at = np.zeros(new.shape[0])
+        if r.size == 0:
+            return full, full_mag, full_test, full_at
+        score = np.zeros(r.size)
+        mag = np.zeros(r.size)
+        test = np.zeros(r.size, np.int8)
+        count = self.count[r]
+        prev = self.ring[r, -1]
+        has_prev = count >= 1
+        dt = t - self.last_t[r]
+        d = v - prev
+        absd = np.abs(d)
+        tol = 1e-9 * (1.0 + np.abs(v))
+        q = self.quantum[r]
+        flat_tol = np.maximum(tol, np.where(np.isfinite(q), 0.5 * q, 0.0))
+        same = has_prev & (absd <= flat_tol)
+        run = np.where(same, self.run[r] + 1.0, 0.0)
+
+        # shift the ring (values oldest first) and compute the statistics on it
+        window = np.empty((r.size, _W))
+        window[:, :-1] = self.ring[r, 1:]
+        window[:, -1] = v
+        unit = self._unit_for(r, absd, has_prev)
+        # statistics (and their tails) from a full ring on; scores only once the tails have seen enough
+        ready = (count + 1 >= _W) & np.isfinite(unit) & (unit > 0)
+        scored = count + 1 >= cfg.warmup
+        fast = np.where(count == 0, v, self.fast[r] + (v - self.fast[r]) / 8.0)
+        slow = np.where(count == 0, v, self.slow[r] + (v - self.slow[r]) / np.minimum(count + 1.0, 128.0))
+        stats = np.zeros((len(TESTS), r.size))
+        if ready.any():
+            w = window[ready]
+            u = unit[ready]
+            refs = np.partition(np.stack((w[:, 15:47], w[:, 12:44], w[:, 0:32]), axis=1), (15, 16), axis=2)
+            med = 0.5 * (refs[:, :, 15] + refs[:, :, 16])
+            x, x1, x2 = w[:, -1], w[:, -2], w[:, -3]
+            stats[0, ready] = np.minimum(np.abs(x - x1), np.abs(x - med[:, 0])) / u
+            back = np.where((x1 - x2) * (x1 - x) > 0, np.minimum(np.abs(x1 - x2), np.abs(x1 - x)), 0.0)
+            stats[1, ready] = back / u
+            stats[2, ready] = np.abs(w[:, 44:].mean(axis=1) - med[:, 1]) / u
+            stats[3, ready] = np.abs(w[:, 32:].mean(axis=1) - med[:, 2]) / u
+            steps = np.abs(np.diff(w[:, 31:], axis=1))
+            stats[4, ready] = np.abs(fast[ready] - self.slow[r[ready]]) / u
+            stats[5, ready] = np.partition(steps, 8, axis=1)[:, 8] / u
+            stats[6, ready] = run[ready]
+            stats[7, ready] = dt[ready] / self.period[r[ready]]
+            rr = r[ready]
+            pvals = np.stack([self.tails[name].pvalue(rr, stats[i, ready]) for i, name in enumerate(TESTS)])
+            best = np.argmin(pvals, axis=0)
+            p_min = pvals[best, np.arange(best.size)]
+            sc = 1.0 - np.minimum(1.0, len(TESTS) * p_min)
+            keep = scored[ready]
+            score[ready] = np.where(keep, sc, 0.0)
+            test[ready] = best.astype(np.int8)
+            mag[ready] = np.where(keep, stats[best, np.flatnonzero(ready)], 0.0)
+            for i, name in enumerate(TESTS):
+                tail = self.tails[name]
+                suspect = (pvals[i] < cfg.learn_below) & tail.mature(rr) & scored[ready]
+                tail.update(rr, stats[i, ready], suspect)
+        at = np.where(test == 1, self.ring_t[r, 1], t)
+        at = np.where(np.isfinite(at), at, t)
+
+        # learn the stream's own scales (the noise unit always, slowly, so a lasting change is adopted)
+        n = count.astype(np.float64)
+        lr = np.maximum(1.0 / np.maximum(n, 1.0), 1.0 / cfg.memory * 10.0)
+        # winsorised at 5 units: legitimate steps and spikes do not inflate the yardstick
+        step = np.minimum(absd, 5.0 * np.nan_to_num(unit, nan=np.inf))
+        self.abs_step[r] = np.where(
+            count == 1, absd, np.where(has_prev, self.abs_step[r] + lr * (step - self.abs_step[r]), 0.0)
+        )
+        self.fast[r], self.slow[r] = fast, slow
+        nonzero = has_prev & (absd > tol)
+        self.quantum[r] = np.where(nonzero, np.minimum(q, absd), q)
+        gap_ok = has_prev & (dt > 0)
+        per = self.period[r]
+        per = np.where(gap_ok & ~np.isfinite(per), dt, per)
+        per = np.where(gap_ok & np.isfinite(per), per * np.exp(0.05 * np.sign(dt - per)), per)
+        self.period[r] = per
+        self.run[r] = run
+        self.ring[r] = window
+        self.ring_t[r, 0] = self.ring_t[r, 1]
+        self.ring_t[r, 1] = t
+        self.last_t[r] = t
+        self.count[r] = count + 1
+        self.score[r], self.test[r], self.magnitude[r] = score, test, mag
+        full[new], full_mag[new], full_test[new], full_at[new] = score, mag, test, at
+        return full, full_mag, full_test, full_at
+
+    def _unit_for(self, r: IndexArray, absd: FloatArray, has_prev: BoolArray) -> FloatArray:
+        """The noise unit before this reading teaches it (a spike must not widen its own yardstick)."""
+        return self._unit(r)
+
+    # -- pass-time checks -----------------------------------------------------------------------------------
+
+    def staleness(self, rows: IndexArray, now_s: float) -> tuple[FloatArray, FloatArray]:
+        """``(score, periods)``: how unusual the silence since each field's last reading is."""
+        periods = (now_s - self.last_t[rows]) / self.period[rows]
+        ok = np.isfinite(periods) & (self.count[rows] >= self.config.warmup)
+        p = self.tails["gap"].pvalue(rows, np.where(ok, periods, 0.0))
+        score: FloatArray = np.where(ok, 1.0 - np.minimum(1.0, len(TESTS) * p), 0.0)
+        return score, np.where(ok, periods, math.nan)

@@ -1,0 +1,218 @@
+"""The model-free detector: calibrated on clean streams of many characters, and each anomaly kind is named."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from drsdtp.errors import InvalidValueError
+from drsdtp.intelligence.detect import TESTS, DetectorConfig, ScoreBatch, StreamDetector
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def feed(t: FloatArray, v: FloatArray) -> tuple[StreamDetector, list[ScoreBatch]]:
+    """Rows of ``t``/``v`` are fields, columns readings in time order; one update per column."""
+    det = StreamDetector(fields=v.shape[0])
+    rows = np.arange(v.shape[0])
+    out = [det.update(rows, t[:, k], v[:, k]) for k in range(v.shape[1])]
+    return det, out
+
+
+def stacked(out: list[ScoreBatch]) -> tuple[FloatArray, npt.NDArray[np.bool_], npt.NDArray[np.int8]]:
+    score = np.stack([b.score for b in out], axis=1)
+    alarm = np.stack([b.alarm for b in out], axis=1)
+    test = np.stack([b.test for b in out], axis=1)
+    return score, alarm, test
+
+
+def onsets(alarm: npt.NDArray[np.bool_]) -> int:
+    return int(np.count_nonzero(alarm[:, 1:] & ~alarm[:, :-1]) + np.count_nonzero(alarm[:, 0]))
+
+
+def grid(fields: int, n: int, period: float = 10.0) -> FloatArray:
+    return np.tile(np.arange(n) * period, (fields, 1))
+
+
+def random_walk(rng: np.random.Generator, fields: int, n: int, innov: float, noise: float) -> FloatArray:
+    walk = np.cumsum(rng.normal(0, innov, (fields, n)), axis=1)
+    out: FloatArray = 20.0 + walk + rng.normal(0, noise, (fields, n))
+    return out
+
+
+CHARACTERS = ("wander", "heavy_tails", "sparse_counts", "counts", "noiseless_periodic", "quantised")
+PER = 12
+
+
+@pytest.fixture(scope="module")
+def clean_run() -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+    rng = np.random.default_rng(5)
+    n = 2500
+    t = grid(PER, n)
+    day = 2 * np.pi * t / 86_400.0 * 30  # about 3.5 cycles over the series
+    blocks = [
+        random_walk(rng, PER, n, 0.02, 0.1),
+        50 + rng.standard_t(3, (PER, n)),
+        rng.poisson(0.3, (PER, n)).astype(float),  # long flat stretches of zeros
+        rng.poisson(30, (PER, n)).astype(float),
+        40 + 10 * np.sin(day),
+        np.round(random_walk(rng, PER, n, 0.01, 0.05) / 0.1) * 0.1,
+    ]
+    _, out = feed(np.concatenate([t] * len(blocks)), np.concatenate(blocks))
+    score, alarm, _ = stacked(out)
+    return score[:, DetectorConfig().warmup :], alarm[:, DetectorConfig().warmup :]
+
+
+def test_clean_streams_of_many_characters_are_calibrated(
+    clean_run: tuple[FloatArray, npt.NDArray[np.bool_]],
+) -> None:
+    score, alarm = clean_run
+    # a score above s happens at most about a fraction 1 - s of clean readings (Bonferroni: often less)
+    for s in (0.9, 0.99, 0.999):
+        assert np.mean(score > s) <= 1.5 * (1 - s), s
+    assert onsets(alarm) <= 2e-4 * score.size  # ~ the 1-per-10k goal, with room for chance
+
+
+@pytest.mark.parametrize("character", CHARACTERS)
+def test_false_alarms_per_character(
+    clean_run: tuple[FloatArray, npt.NDArray[np.bool_]], character: str
+) -> None:
+    i = CHARACTERS.index(character)
+    block = clean_run[1][PER * i : PER * (i + 1)]
+    # Student-t with 3 degrees of freedom is the heaviest tail here: a known weak spot (~5 per 10k)
+    limit = 1e-3 if character == "heavy_tails" else 2e-4
+    assert onsets(block) <= max(2, limit * block.size)
+
+
+def test_nothing_is_scored_while_learning() -> None:
+    rng = np.random.default_rng(0)
+    v = random_walk(rng, 3, 300, 0.02, 0.1)
+    v[:, 100] += 50.0
+    _, out = feed(grid(3, 300), v)
+    score, alarm, _ = stacked(out)
+    assert not alarm[:, : DetectorConfig().warmup - 1].any()
+    assert np.all(score[:, : DetectorConfig().warmup - 1] == 0.0)
+
+
+KINDS = {  # kind: tests that may name it, readings allowed after the onset
+    "spike": ({"spike", "spike_back"}, 2),
+    "shift": ({"spike", "shift", "trend", "drift"}, 10),
+    "variance": ({"variance", "spike", "spike_back", "shift"}, 40),
+    "flat": ({"flat"}, 30),
+    "drift": ({"drift", "trend", "shift"}, 200),
+    "gap": ({"gap"}, 1),
+}
+AT = 1500
+
+
+def inject(kind: str, v: FloatArray, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+    v, t, at = v.copy(), t.copy(), AT
+    if kind == "spike":
+        v[at] += 12 * 0.1
+    elif kind == "shift":
+        v[at:] += 6 * 0.1
+    elif kind == "variance":
+        v[at : at + 150] += np.random.default_rng(9).normal(0, 0.6, 150)
+    elif kind == "flat":
+        v[at : at + 100] = v[at - 1]
+    elif kind == "drift":
+        v[at:] += np.minimum(np.arange(v.size - at) / 200.0, 1.0) * 20 * 0.1
+    elif kind == "gap":
+        t[at:] += 60 * 10.0
+    return v, t
+
+
+@pytest.fixture(scope="module")
+def kinds_run() -> tuple[list[ScoreBatch], FloatArray, npt.NDArray[np.bool_], npt.NDArray[np.int8]]:
+    rng = np.random.default_rng(3)
+    n = 2000
+    base = 20.0 + np.cumsum(rng.normal(0, 0.005, n)) + rng.normal(0, 0.1, n)
+    pairs = [inject(kind, base, np.arange(n, dtype=np.float64) * 10.0) for kind in KINDS]
+    _, out = feed(np.stack([p[1] for p in pairs]), np.stack([p[0] for p in pairs]))
+    return (out, *stacked(out))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_anomaly_kind_is_detected_and_named(
+    kinds_run: tuple[list[ScoreBatch], FloatArray, npt.NDArray[np.bool_], npt.NDArray[np.int8]], kind: str
+) -> None:
+    out, score, alarm, test = kinds_run
+    i = list(KINDS).index(kind)
+    expected, within = KINDS[kind]
+    assert not alarm[i, 200:AT].any()  # clean before
+    hits = np.flatnonzero(alarm[i, AT : AT + within + 1])
+    assert hits.size, f"{kind}: best score {score[i, AT : AT + within + 1].max()}"
+    first = AT + int(hits[0])
+    assert TESTS[int(test[i, first])] in expected
+    assert out[first].magnitude[i] > 3.0  # in the field's own units: noise widths, readings or periods
+
+
+def test_sparse_count_series_flags_a_burst_but_not_its_zeros() -> None:
+    rng = np.random.default_rng(2)
+    n = 4000
+    v = rng.poisson(0.2, (5, n)).astype(float)
+    v[:, 3000] = 15.0
+    _, out = feed(grid(5, n, 300.0), v)
+    _, alarm, _ = stacked(out)
+    assert alarm[:, 3000].all()
+    others = alarm.copy()
+    others[:, 3000:3050] = False  # the burst and its alarm's release
+    assert onsets(others) <= 2
+
+
+def test_a_field_that_used_to_be_noisy_going_flat_is_stuck_but_a_flat_habit_is_not() -> None:
+    rng = np.random.default_rng(4)
+    n = 3000
+    noisy = 20 + rng.normal(0, 0.1, n)
+    noisy[2000:2100] = noisy[1999]
+    habit = np.repeat(np.round(rng.uniform(0, 10, n // 100)), 100)  # a setpoint held for 100 readings
+    _, out = feed(grid(2, n), np.stack([noisy, habit]))
+    _, alarm, test = stacked(out)
+    first = 2000 + int(np.flatnonzero(alarm[0, 2000:2100])[0])
+    assert TESTS[int(test[0, first])] == "flat"
+    assert not (alarm[1, 200:] & (test[1, 200:] == TESTS.index("flat"))).any()
+
+
+def test_irregular_sampling_learns_its_period_and_flags_a_long_silence() -> None:
+    rng = np.random.default_rng(6)
+    n = 3000
+    gaps = rng.exponential(20.0, (4, n))
+    gaps[:, 2500] = 2000.0  # 100 mean gaps of silence
+    t = np.cumsum(gaps, axis=1)
+    v = random_walk(rng, 4, n, 0.01, 0.05)
+    det, out = feed(t, v)
+    _, alarm, test = stacked(out)
+    assert alarm[:, 2500].all()
+    assert np.all(test[:, 2500] == TESTS.index("gap"))
+    assert onsets(alarm[:, 200:2500]) <= 1
+    assert np.all((det.period > 8) & (det.period < 20))  # the median gap of Exp(20) is 13.9 s
+    stale, periods = det.staleness(np.arange(4), float(t[:, -1].max()) + 3000.0)
+    assert np.all(stale >= DetectorConfig().threshold)
+    assert np.all(periods > 100)
+
+
+def test_repeated_rows_in_one_batch_equal_reading_by_reading() -> None:
+    rng = np.random.default_rng(8)
+    n = 400
+    v = random_walk(rng, 2, n, 0.02, 0.1)
+    t = grid(2, n)
+    _, one = feed(t, v)
+    det = StreamDetector(fields=2)
+    rows = np.repeat([0, 1], n)  # every reading of field 0, then every reading of field 1
+    batch = det.update(rows, t.ravel(), v.ravel())
+    assert np.allclose(batch.score[:n], np.array([b.score[0] for b in one]))
+    assert np.allclose(batch.score[n:], np.array([b.score[1] for b in one]))
+
+
+def test_bad_input_is_refused_with_a_clear_error() -> None:
+    det = StreamDetector(fields=2)
+    with pytest.raises(InvalidValueError, match="row out of range"):
+        det.update([5], [0.0], [1.0])
+    with pytest.raises(InvalidValueError, match="same length"):
+        det.update([0, 1], [0.0], [1.0, 2.0])
+    with pytest.raises(InvalidValueError, match="thresholds"):
+        DetectorConfig(threshold=0.5, release=0.9)
+    det.update([0], [10.0], [1.0])
+    assert det.update([0], [5.0], [2.0]).score[0] == 0.0  # out of order: skipped
+    assert det.count[0] == 1
