@@ -1,0 +1,264 @@
+"""Scoring online detectors on the labelled corpus (:mod:`drsdtp.sim.corpus`), and the two baselines.
+
+An alarm sequence has one boolean per reading of a series, produced online (a reading's alarm may only use
+that reading and earlier ones). Per series and per character:
+
+* recall: share of anomaly windows with an alarm inside the window; delay: readings from the window start
+  to the first alarm in it;
+* false alarms per 10k clean readings: alarm *onsets* (a run of alarms counts once, as an operator sees it)
+  on clean readings, and the point-wise rate (every alarmed clean reading);
+* a windowed score after Numenta's NAB (standard profile): a detected window earns ``2 / (1 + e^(5y)) - 1``
+  with ``y`` the first alarm's position in the window (-1 at its start, 0 at its end), a missed one costs 1,
+  each false alarm onset 0.11; normalised to 100 = every window at its start, 0 = nothing detected.
+
+Baselines: a trailing z-score (mean and standard deviation of the previous 100 readings, alarm at |z| > 4),
+and the engine's health detectors as they were before the model-free detector (one generic field per series,
+project defaults, the series' real sampling period, one pass per reading; alarm = any reason).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from drsdtp.intelligence import FieldSpec, IntelligenceConfig, ModelSpec, TwinIntelligence
+from drsdtp.intelligence.detect import DetectorConfig, StreamDetector
+from drsdtp.sim.corpus import Series
+
+__all__ = [
+    "CharacterScore",
+    "SeriesScore",
+    "aggregate",
+    "detector_scores",
+    "engine_alarms",
+    "nab_weight",
+    "score_series",
+    "stack",
+    "trailing_zscore",
+]
+
+BoolArray = npt.NDArray[np.bool_]
+FloatArray = npt.NDArray[np.float64]
+A_FP = 0.11
+
+
+def nab_weight(position: float) -> float:
+    """NAB's scaled sigmoid: ~0.987 at the window start (-1), 0 at its end (0)."""
+    return 2.0 / (1.0 + math.exp(5.0 * position)) - 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesScore:
+    name: str
+    character: str
+    windows: int
+    detected: int
+    delays: tuple[int, ...]
+    kinds_missed: tuple[str, ...]
+    clean: int
+    false_onsets: int
+    false_points: int
+    nab_raw: float
+    nab_perfect: float
+
+    @property
+    def nab_null(self) -> float:
+        return -float(self.windows)
+
+
+def score_series(series: Series, alarms: BoolArray) -> SeriesScore:
+    if alarms.shape != series.values.shape:
+        raise ValueError(f"{series.name}: {alarms.shape[0]} alarms for {series.values.shape[0]} readings")
+    _, clean = series.labels
+    onset = alarms & ~np.r_[False, alarms[:-1]]
+    false_onsets = int(np.count_nonzero(onset & clean))
+    false_points = int(np.count_nonzero(alarms & clean))
+    delays: list[int] = []
+    missed: list[str] = []
+    raw = -A_FP * false_onsets
+    perfect = 0.0
+    for a in series.anomalies:
+        hits = np.flatnonzero(alarms[a.start : a.end + 1])
+        length = max(a.end - a.start + 1, 1)
+        perfect += nab_weight(-1.0)
+        if hits.size:
+            first = int(hits[0])
+            delays.append(first)
+            raw += nab_weight(-1.0 + first / length)
+        else:
+            missed.append(a.kind)
+            raw -= 1.0
+    return SeriesScore(
+        name=series.name,
+        character=series.character,
+        windows=len(series.anomalies),
+        detected=len(delays),
+        delays=tuple(delays),
+        kinds_missed=tuple(missed),
+        clean=int(np.count_nonzero(clean)),
+        false_onsets=false_onsets,
+        false_points=false_points,
+        nab_raw=raw,
+        nab_perfect=perfect,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CharacterScore:
+    character: str
+    series: int
+    windows: int
+    detected: int
+    clean: int
+    false_onsets: int
+    false_points: int
+    median_delay: float
+    nab: float
+    missed: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def recall(self) -> float:
+        return self.detected / self.windows if self.windows else math.nan
+
+    @property
+    def fa_per_10k(self) -> float:
+        return 1e4 * self.false_onsets / max(self.clean, 1)
+
+    @property
+    def fa_points_per_10k(self) -> float:
+        return 1e4 * self.false_points / max(self.clean, 1)
+
+
+def aggregate(scores: Iterable[SeriesScore], character: str = "all") -> CharacterScore:
+    chosen = [s for s in scores if character in ("all", s.character)]
+    windows = sum(s.windows for s in chosen)
+    raw = sum(s.nab_raw for s in chosen)
+    perfect = sum(s.nab_perfect for s in chosen)
+    null = -float(windows)
+    delays = [d for s in chosen for d in s.delays]
+    missed: dict[str, int] = {}
+    for s in chosen:
+        for k in s.kinds_missed:
+            missed[k] = missed.get(k, 0) + 1
+    return CharacterScore(
+        character=character,
+        series=len(chosen),
+        windows=windows,
+        detected=sum(s.detected for s in chosen),
+        clean=sum(s.clean for s in chosen),
+        false_onsets=sum(s.false_onsets for s in chosen),
+        false_points=sum(s.false_points for s in chosen),
+        median_delay=float(np.median(delays)) if delays else math.nan,
+        nab=100.0 * (raw - null) / (perfect - null) if perfect > null else math.nan,
+        missed=missed,
+    )
+
+
+def trailing_zscore(values: FloatArray, window: int = 100, z: float = 4.0) -> BoolArray:
+    """Alarm where a reading is over ``z`` standard deviations from the mean of the previous ``window``."""
+    n = values.shape[0]
+    csum = np.r_[0.0, np.cumsum(values)]
+    csq = np.r_[0.0, np.cumsum(values * values)]
+    idx = np.arange(n)
+    lo = np.maximum(idx - window, 0)
+    count = idx - lo
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (csum[idx] - csum[lo]) / count
+        var = (csq[idx] - csq[lo]) / count - mean**2
+        score = np.abs(values - mean) / np.sqrt(np.maximum(var, 0.0))
+    out: BoolArray = (count >= 20) & np.isfinite(score) & (score > z)
+    # a flat history has zero spread: any change is infinitely many deviations away
+    out |= (count >= 20) & (var <= 0.0) & (values != mean)
+    return out
+
+
+def stack(series: Sequence[Series]) -> tuple[FloatArray, FloatArray, BoolArray]:
+    """Series as rows of NaN-padded ``(t, values, present)`` arrays, for detectors batched over fields."""
+    n = max(s.values.shape[0] for s in series)
+    t = np.full((len(series), n), np.nan)
+    v = np.full((len(series), n), np.nan)
+    for i, s in enumerate(series):
+        t[i, : s.t_s.shape[0]] = s.t_s
+        v[i, : s.values.shape[0]] = s.values
+    return t, v, np.isfinite(v)
+
+
+def engine_alarms(series: Sequence[Series], config: IntelligenceConfig | None = None) -> list[BoolArray]:
+    """The engine's health on one generic field per series (project defaults, the series' period), with a
+    pass after every reading; alarm = any health reason after the pass that follows the reading.
+
+    Series on a regular grid share one engine: their time axes are rescaled to a common 10 s period (the
+    health detectors only compare times with the expected period, so this changes nothing for them) and one
+    pass runs per grid step. Irregular series run alone, a pass at each of their readings.
+    """
+    regular = [i for i, s in enumerate(series) if _on_grid(s)]
+    out: list[BoolArray] = [np.zeros(s.values.shape[0], bool) for s in series]
+    if regular:
+        grids = [
+            np.rint((series[i].t_s - series[i].t_s[0]) / series[i].period_s).astype(np.int64) for i in regular
+        ]
+        engine = _generic_engine(len(regular), 10.0, config)
+        steps = max(int(g[-1]) for g in grids) + 1
+        cursor = np.zeros(len(regular), np.int64)
+        lengths = np.array([g.shape[0] for g in grids])
+        nxt = np.array([g[0] for g in grids])
+        for step in range(steps):
+            rows = np.flatnonzero((cursor < lengths) & (nxt == step))
+            if rows.size:
+                vals = np.array([series[regular[r]].values[cursor[r]] for r in rows])
+                engine.ingest(rows, np.full(rows.size, step * 10.0), vals)
+            reasons = engine.evaluate(step * 10.0).health.reasons
+            for r in rows:
+                out[regular[r]][cursor[r]] = bool(reasons[r])
+                cursor[r] += 1
+                if cursor[r] < lengths[r]:
+                    nxt[r] = grids[r][cursor[r]]
+    for i, s in enumerate(series):
+        if i in regular:
+            continue
+        engine = _generic_engine(1, s.period_s, config)
+        row = np.zeros(1, np.intp)
+        for k, (t, v) in enumerate(zip(s.t_s.tolist(), s.values.tolist(), strict=True)):
+            engine.ingest(row, (t,), (v,))
+            out[i][k] = bool(engine.evaluate(t).health.reasons[0])
+    return out
+
+
+def _grid_index(s: Series) -> npt.NDArray[np.int64]:
+    out: npt.NDArray[np.int64] = np.rint((s.t_s - s.t_s[0]) / s.period_s).astype(np.int64)
+    return out
+
+
+def _on_grid(s: Series) -> bool:
+    steps = np.diff(s.t_s) / s.period_s
+    return bool(np.all(np.abs(steps - np.rint(steps)) < 1e-6))
+
+
+def _generic_engine(fields: int, period_s: float, config: IntelligenceConfig | None) -> TwinIntelligence:
+    engine = TwinIntelligence(config)
+    engine.add_model(ModelSpec("generic", (FieldSpec("x", expected_period_s=period_s),)))
+    for i in range(fields):
+        engine.add_twin(f"s{i}", "generic")
+    return engine
+
+
+def detector_scores(
+    series: Sequence[Series], config: DetectorConfig | None = None
+) -> tuple[list[FloatArray], list[BoolArray]]:
+    """Scores and alarms of the model-free detector, every series a field of one detector, fed reading by
+    reading."""
+    t, v, present = stack(series)
+    det = StreamDetector(config, fields=len(series))
+    scores = np.zeros(v.shape)
+    alarms = np.zeros(v.shape, bool)
+    for k in range(v.shape[1]):
+        rows = np.flatnonzero(present[:, k])
+        batch = det.update(rows, t[rows, k], v[rows, k])
+        scores[rows, k] = batch.score
+        alarms[rows, k] = batch.alarm
+    n = [s.values.shape[0] for s in series]
+    return [scores[i, : n[i]] for i in range(len(n))], [alarms[i, : n[i]] for i in range(len(n))]

@@ -1,0 +1,109 @@
+"""The labelled corpus is deterministic and well formed; the windowed scoring counts what it says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from drsdtp.sim.corpus import CHARACTERS, KINDS, SPLITS, generate, generate_corpus
+from drsdtp.sim.corpus_eval import aggregate, engine_alarms, score_series, trailing_zscore
+
+
+def test_corpus_is_deterministic_and_splits_differ() -> None:
+    a, b = generate("periodic", "tune", 3), generate("periodic", "tune", 3)
+    assert np.array_equal(a.values, b.values)
+    assert np.array_equal(a.t_s, b.t_s)
+    assert a.anomalies == b.anomalies
+    held = generate("periodic", "heldout", 3)
+    assert held.seed != a.seed
+    assert not np.array_equal(held.values[:100], a.values[:100])
+    seeds = {s.seed for split in SPLITS for s in generate_corpus(split, 2)}
+    assert len(seeds) == 2 * 2 * len(CHARACTERS)
+
+
+@pytest.mark.parametrize("character", CHARACTERS)
+def test_every_character_is_well_formed(character: str) -> None:
+    for i in range(3):
+        s = generate(character, "tune", i)
+        n = s.values.shape[0]
+        assert n >= 2500
+        assert np.all(np.isfinite(s.values))
+        assert np.all(np.diff(s.t_s) > 0)
+        assert s.unit > 0
+        assert 1 <= len(s.anomalies) <= 4
+        for a in s.anomalies:
+            assert a.kind in KINDS
+            assert 900 <= a.start <= a.end < n
+        anomalous, clean = s.labels
+        assert not np.any(anomalous & clean)
+        assert clean.sum() > 0.5 * n
+
+
+def test_integer_and_quantised_characters_are_on_their_lattice() -> None:
+    counts = generate("counts", "tune", 0).values
+    assert np.array_equal(counts, np.round(counts))
+    assert counts.min() >= 0
+    steps = np.abs(np.diff(generate("flat", "tune", 0).values))
+    assert np.mean(steps == 0) > 0.5  # long legitimate flat stretches
+
+
+def test_dropout_removes_readings_and_its_window_starts_after_the_gap() -> None:
+    for i in range(20):
+        s = generate("irregular", "tune", i)
+        drops = [a for a in s.anomalies if a.kind == "dropout"]
+        if drops:
+            break
+    else:
+        pytest.fail("no dropout among 20 irregular series")
+    a = drops[0]
+    gaps = np.diff(s.t_s)
+    assert gaps[a.start - 1] > 5 * np.median(gaps)
+
+
+def test_scoring_rewards_early_detection_and_charges_false_alarms() -> None:
+    s = generate("smooth", "tune", 1)
+    n = s.values.shape[0]
+    perfect = np.zeros(n, bool)
+    for a in s.anomalies:
+        perfect[a.start] = True
+    best = score_series(s, perfect)
+    assert best.detected == best.windows
+    assert best.false_onsets == 0
+    assert aggregate([best]).nab == pytest.approx(100.0)
+    late = np.zeros(n, bool)
+    for a in s.anomalies:
+        late[a.end] = True
+    # caught at the last reading of its window: worth about nothing, so halfway between perfect and missed
+    assert 45.0 < aggregate([score_series(s, late)]).nab < 55.0
+    assert aggregate([score_series(s, np.zeros(n, bool))]).nab == pytest.approx(0.0)
+    _, clean = s.labels
+    noisy = perfect.copy()
+    first_clean = np.flatnonzero(clean)[:40]
+    noisy[first_clean[::4]] = True  # ten separate false alarms
+    noisy[first_clean[1]] = True  # extends the first one: still one onset
+    worse = score_series(s, noisy)
+    assert worse.false_onsets == 10
+    assert worse.false_points == 11
+    assert aggregate([worse]).nab < 100.0
+    assert aggregate([worse]).fa_per_10k == pytest.approx(1e4 * 10 / worse.clean)
+
+
+def test_trailing_zscore_flags_a_big_spike_only() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, 500)
+    x[300] += 12
+    alarms = trailing_zscore(x)
+    assert alarms[300]
+    assert alarms.sum() <= 3
+
+
+def test_engine_baseline_batches_regular_series_like_single_runs() -> None:
+    series = [generate("noisy", "tune", 0), generate("counts", "tune", 0)]
+    short = [
+        type(s)(s.name, s.character, s.split, s.seed, s.t_s[:400], s.values[:400], s.period_s, s.unit, ())
+        for s in series
+    ]
+    together = engine_alarms(short)
+    alone = [engine_alarms([s])[0] for s in short]
+    for a, b in zip(together, alone, strict=True):
+        assert np.array_equal(a, b)
