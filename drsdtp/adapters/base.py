@@ -40,6 +40,7 @@ __all__ = [
     "Quality",
     "Reading",
     "ReadingBatch",
+    "Rejected",
     "SourceBatch",
 ]
 
@@ -64,12 +65,30 @@ class Reading(NamedTuple):
     quality: Quality = Quality.GOOD
 
 
+class Rejected(NamedTuple):
+    """A whole protocol unit (message, line, response) the adapter could not decode: a dead letter.
+
+    ``reason`` is one of :data:`drsdtp.adapters.payloads.REASONS`; ``detail`` says what exactly.
+    ``redelivery`` is set when the protocol says the unit may have been delivered before (the MQTT DUP
+    flag): only such a unit is checked against the letters already held, so a redelivered message is
+    counted and stored once while a sensor that keeps sending the same garbage is counted every time.
+    """
+
+    source: str  # MQTT topic, serial port, OPC UA node, Modbus block
+    received_ms: int
+    reason: str
+    detail: str
+    payload: bytes
+    redelivery: bool = False
+
+
 @dataclass(slots=True, eq=False)
 class SourceBatch:
-    """Readings from one read of a source, as parallel lists.
+    """Readings from one read of a source, as parallel lists, and the units that could not be decoded.
 
-    ``ack`` (if set) is called once the batch's readings are applied by the sink, in the order batches were
-    yielded; MQTT uses it to send the QoS 1 PUBACK only after the state change.
+    ``ack`` (if set) is called once the batch's readings are applied by the sink and its ``rejects`` are
+    stored as dead letters, in the order batches were yielded; MQTT uses it to send the QoS 1 PUBACK only
+    after the state change.
     """
 
     received_ms: int
@@ -79,6 +98,7 @@ class SourceBatch:
     source_ms: list[int] = field(default_factory=list)
     quality: list[int] = field(default_factory=list)
     ack: Callable[[], None] | None = None
+    rejects: list[Rejected] = field(default_factory=list)
 
     def add(self, twin: str, field_: str, value: float, source_ms: int, quality: int = Quality.GOOD) -> None:
         self.twins.append(twin)
@@ -102,6 +122,14 @@ class SourceBatch:
         self.values.extend(values)
         self.source_ms.extend([source_ms] * n)
         self.quality.extend([quality] * n)
+
+    def reject(self, rejected: Rejected) -> None:
+        self.rejects.append(rejected)
+
+    def truncate(self, n: int) -> None:
+        """Drop the readings from index ``n`` on (what a message that failed half-way had appended)."""
+        for column in (self.twins, self.fields, self.values, self.source_ms, self.quality):
+            del column[n:]
 
     def __len__(self) -> int:
         return len(self.values)

@@ -13,33 +13,56 @@ Settings (in a ``[[adapters.topics]]`` table)::
     ts_path = "ts"            # optional; without it the receive time is the source time
     ts_unit = "auto"          # s | ms | us | ns | iso | auto (by magnitude; strings are ISO 8601)
 
+Limits (adapter settings, checked before anything is parsed; each error names the setting it hit)::
+
+    max_payload_bytes = 1048576   # a bigger message is refused unread ("too large")
+    max_depth = 32                # JSON nesting ([ and {) deeper than this is refused ("too deep")
+    max_number_digits = 64        # a number with a longer run of digits is refused ("number too long")
+
+They exist because the JSON parser is not safe on its own: its C scanner recurses once per nesting level
+(``b"[" * 2000`` raises RecursionError), a 400-digit integer overflows ``float()``, and Python's integer
+parsing is quadratic in the digit count. The checks run on the raw bytes without recursion: a translate
+to the brackets and a running sum for the depth, one regular expression for digit runs; strings are
+stripped (a bracket or digits inside a string do not count) only when the quick bound fails.
+``max_number_digits`` is at most 300, so ``float()`` of any integer that passes is finite.
+
 Decoders append straight into a :class:`SourceBatch`. A message that cannot be decoded at all raises
-:class:`PayloadError`; items inside a batch that are unusable are skipped and returned as a count, so one bad
-item does not cost the other 999.
+:class:`PayloadError` with one of the fixed :data:`REASONS`; items inside a batch that are unusable are
+skipped and returned as a count, so one bad item does not cost the other 999. Callers treat any other
+exception from a decoder as the message's error too (reason "decoder error"): no payload may end a session.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
+
+import numpy as np
 
 from drsdtp.adapters.base import Quality, SourceBatch
 from drsdtp.adapters.settings import Table
 from drsdtp.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_LIMITS",
+    "REASONS",
     "JsonBatchPayload",
     "JsonPayload",
     "NumberPayload",
     "PayloadDecoder",
     "PayloadError",
+    "PayloadLimits",
     "compile_path",
+    "load_json",
     "parse_payload",
+    "parse_payload_limits",
+    "reason_of",
     "timestamp_ms",
     "value_of",
 ]
@@ -50,12 +73,136 @@ _UNIT_MS = {"s": 1e3, "ms": 1.0, "us": 1e-3, "ns": 1e-6}
 _MAX_MS = 2.0**62  # keeps every timestamp inside int64 whatever a sender claims
 
 
+#: Why a whole message was refused: a fixed set, so metrics labelled by reason stay bounded.
+REASONS: Final = (
+    "too large",
+    "too deep",
+    "number too long",
+    "number out of range",
+    "not JSON",
+    "not a number",
+    "not an object",
+    "not a list",
+    "wrong value type",
+    "bad timestamp",
+    "bad frame",
+    "no value",
+    "no twin or field",
+    "no topic rule",
+    "bad response",
+    "decoder error",
+)
+
+
 class PayloadError(ValueError):
-    """The message cannot be decoded. ``reason`` is a fixed category (log rate limiting keys on it)."""
+    """The message cannot be decoded. ``reason`` is one of :data:`REASONS` (log rate limits and metrics key
+    on it); ``detail`` says what exactly, naming the limit that was hit."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+        self.detail = detail
+
+
+def reason_of(exc: BaseException) -> tuple[str, str]:
+    """``(reason, detail)`` for any exception a decoder raised: its own category for a PayloadError, else
+    "decoder error" with the exception named (a bug or a case nobody foresaw, but still one message's)."""
+    if isinstance(exc, PayloadError) and exc.reason in REASONS:
+        return exc.reason, exc.detail
+    return "decoder error", f"{type(exc).__name__}: {exc}"[:300]
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadLimits:
+    """What one message may be before it is parsed; see the module docstring."""
+
+    max_payload_bytes: int = 1 << 20
+    max_depth: int = 32
+    max_number_digits: int = 64
+
+    def check_size(self, n: int) -> None:
+        if n > self.max_payload_bytes:
+            raise PayloadError(
+                "too large", f"{n} bytes, more than max_payload_bytes = {self.max_payload_bytes}"
+            )
+
+    def check_json(self, data: bytes) -> None:
+        """Size, digit runs and nesting of a JSON text, without parsing (and without recursion)."""
+        self.check_size(len(data))
+        digits = _digit_run(self.max_number_digits)
+        if digits.search(data) is not None and digits.search(_strip_strings(data)) is not None:
+            raise PayloadError(
+                "number too long",
+                f"a number with more than max_number_digits = {self.max_number_digits} digits",
+            )
+        depth = _bracket_depth(data, self.max_depth)
+        if depth > self.max_depth:
+            depth = _bracket_depth(_strip_strings(data), self.max_depth)
+            if depth > self.max_depth:
+                raise PayloadError("too deep", f"nesting {depth} deeper than max_depth = {self.max_depth}")
+
+
+DEFAULT_LIMITS: Final = PayloadLimits()
+MAX_DEPTH_LIMIT: Final = 256  # far below the interpreter's recursion limit, which the JSON scanner uses
+MAX_DIGITS_LIMIT: Final = 300  # float() of an integer with at most 300 digits is finite (10**308 > it)
+
+
+def parse_payload_limits(
+    t: Table,
+    size_key: str = "max_payload_bytes",
+    default_bytes: int = 1 << 20,
+    lo_bytes: int = 16,
+    hi_bytes: int = 256 << 20,  # MQTT's own maximum packet size
+) -> PayloadLimits:
+    """``max_payload_bytes`` (or the adapter's own name for it), ``max_depth``, ``max_number_digits``."""
+    d = PayloadLimits()
+    return PayloadLimits(
+        max_payload_bytes=t.get_int(size_key, default_bytes, lo=lo_bytes, hi=hi_bytes),
+        max_depth=t.get_int("max_depth", d.max_depth, lo=1, hi=MAX_DEPTH_LIMIT),
+        max_number_digits=t.get_int("max_number_digits", d.max_number_digits, lo=20, hi=MAX_DIGITS_LIMIT),
+    )
+
+
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_OPENERS = np.zeros(256, dtype=np.int8)
+_OPENERS[list(b"[{")] = 1
+_OPENERS[list(b"]}")] = -1
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+@functools.lru_cache(maxsize=16)
+def _digit_run(limit: int) -> re.Pattern[bytes]:
+    return re.compile(rb"[0-9]{%d}" % (limit + 1))
+
+
+def _strip_strings(data: bytes) -> bytes:
+    return _STRING.sub(b'""', data)
+
+
+def _bracket_depth(data: bytes, limit: int) -> int:
+    """Deepest nesting of ``[``/``{`` in ``data`` (strings not excluded: an upper bound)."""
+    brackets = data.translate(None, _NOT_BRACKET)
+    if len(brackets) <= limit:
+        return len(brackets)  # cannot nest deeper than it has brackets: the common, small case
+    steps = _OPENERS[np.frombuffer(brackets, dtype=np.uint8)]
+    return int(np.cumsum(steps, dtype=np.int64).max())
+
+
+def load_json(payload: bytes, limits: PayloadLimits) -> Any:
+    """Parse one JSON message (UTF-8, RFC 8259) within ``limits``; every failure is a PayloadError."""
+    limits.check_json(payload)
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError("not JSON", f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except RecursionError:  # only if the stack was already deep: the depth check keeps nesting small
+        raise PayloadError(
+            "too deep", f"deeper than the parser can go (max_depth = {limits.max_depth})"
+        ) from None
+    except ValueError as exc:
+        raise PayloadError("not JSON", str(exc)[:200]) from None
 
 
 Getter = Callable[[Any], Any]
@@ -100,8 +247,13 @@ def compile_path(path: str, key: str) -> Getter:
 def value_of(raw: Any) -> tuple[float, int]:
     """JSON value -> ``(value, quality)``; ``null`` is a dropout (BAD, no value); other types are errors."""
     t = type(raw)
-    if t is float or t is int:
-        return float(raw), Quality.GOOD
+    if t is float:
+        return raw, Quality.GOOD
+    if t is int:
+        try:
+            return float(raw), Quality.GOOD
+        except OverflowError:
+            raise PayloadError("number out of range", f"{len(str(abs(raw)))}-digit integer") from None
     if t is bool:
         return (1.0 if raw else 0.0), Quality.GOOD
     if raw is None:
@@ -112,23 +264,27 @@ def value_of(raw: Any) -> tuple[float, int]:
 def timestamp_ms(raw: Any, unit: str) -> int:
     t = type(raw)
     if t is int or t is float:
-        if unit == "auto":
-            mag = abs(raw)
-            unit = "s" if mag < 1e11 else "ms" if mag < 1e14 else "us" if mag < 1e17 else "ns"
-        elif unit == "iso":
+        if unit == "iso":
             raise PayloadError("bad timestamp", "expected an ISO 8601 string")
-        ms = raw * _UNIT_MS[unit]
+        try:
+            number = float(raw)  # an integer too big for a float is no time either
+        except OverflowError:
+            raise PayloadError("bad timestamp", "out of range") from None
+        if unit == "auto":
+            mag = abs(number)
+            unit = "s" if mag < 1e11 else "ms" if mag < 1e14 else "us" if mag < 1e17 else "ns"
+        ms = number * _UNIT_MS[unit]
         if not -_MAX_MS < ms < _MAX_MS:  # also catches NaN and inf
-            raise PayloadError("bad timestamp", f"{raw!r} is out of range")
+            raise PayloadError("bad timestamp", f"{number!r} is out of range")
         return int(ms)
     if t is str and unit in ("auto", "iso"):
         try:
             dt = datetime.fromisoformat(raw)
-        except ValueError:
-            raise PayloadError("bad timestamp", f"{raw!r} is not ISO 8601") from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)  # no offset given: take it as UTC, never the node's local zone
-        return int(dt.timestamp() * 1000.0)
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=UTC)  # no offset given: take it as UTC, never the node's local zone
+            return int(dt.timestamp() * 1000.0)
+        except (ValueError, OverflowError, OSError):
+            raise PayloadError("bad timestamp", f"{raw[:40]!r} is not an ISO 8601 time") from None
     expected = "a number or ISO 8601 string" if unit == "auto" else "a number"
     raise PayloadError("bad timestamp", f"expected {expected}, got {t.__name__}")
 
@@ -141,22 +297,18 @@ class PayloadDecoder(Protocol):
     ) -> int: ...
 
 
-def _loads(payload: bytes) -> Any:
-    try:
-        return json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PayloadError("not JSON", str(exc)) from None
-
-
 @dataclass(frozen=True, slots=True)
 class NumberPayload:
+    limits: PayloadLimits = DEFAULT_LIMITS
+
     def decode(
         self, payload: bytes, twin: str | None, field: str | None, received_ms: int, out: SourceBatch
     ) -> int:
         if twin is None or field is None:
             raise PayloadError("no twin or field", "a number needs {twin} and {field} from topic or settings")
+        self.limits.check_size(len(payload))
         try:
-            value = float(payload)
+            value = float(payload)  # never raises OverflowError: a huge literal is inf (refused later)
         except ValueError:
             raise PayloadError("not a number", repr(payload[:40])) from None
         out.add(twin, field, value, received_ms, Quality.GOOD)
@@ -212,11 +364,12 @@ class _Fields:
 class JsonPayload:
     fields: _Fields
     twin_path: Getter | None
+    limits: PayloadLimits = DEFAULT_LIMITS
 
     def decode(
         self, payload: bytes, twin: str | None, field: str | None, received_ms: int, out: SourceBatch
     ) -> int:
-        obj = _loads(payload)
+        obj = load_json(payload, self.limits)
         if self.twin_path is not None:
             t = self.twin_path(obj)
             twin = t if type(t) is str else twin
@@ -238,11 +391,12 @@ class JsonBatchPayload:
     # (twin key, field key, value key, ts key or None, ts unit) when every path is one plain key and each item
     # is one reading: the common shape, decoded by a loop with no per-item function calls.
     flat: tuple[str, str, str, str | None, str] | None = None
+    limits: PayloadLimits = DEFAULT_LIMITS
 
     def decode(
         self, payload: bytes, twin: str | None, field: str | None, received_ms: int, out: SourceBatch
     ) -> int:
-        items = self.items(_loads(payload))
+        items = self.items(load_json(payload, self.limits))
         if type(items) is not list:
             raise PayloadError("not a list", "json_batch payload: expected a list of readings")
         if self.flat is not None:
@@ -304,8 +458,14 @@ class JsonBatchPayload:
                 bad += 1
                 continue
             tv = type(v)
-            if tv is float or tv is int:
-                value, quality = float(v), good
+            if tv is float:
+                value, quality = v, good
+            elif tv is int:
+                try:
+                    value, quality = float(v), good
+                except OverflowError:  # only with a limit above MAX_DIGITS_LIMIT; kept for safety
+                    bad += 1
+                    continue
             elif tv is bool:
                 value, quality = (1.0 if v else 0.0), good
             elif v is None:
@@ -361,14 +521,16 @@ def _parse_fields(t: Table, default_value_path: str) -> _Fields:
     return _Fields(((None, compile_path(value_path, t.path("value_path"))),), False, ts, ts_key, ts_unit)
 
 
-def parse_payload(t: Table) -> PayloadDecoder:
+def parse_payload(t: Table, limits: PayloadLimits = DEFAULT_LIMITS) -> PayloadDecoder:
     kind = t.choice("payload", ("number", "json", "json_batch"), "number")
     if kind == "number":
-        return NumberPayload()
+        return NumberPayload(limits)
     if kind == "json":
         twin_key = t.opt_str("twin_path")
         return JsonPayload(
-            _parse_fields(t, "value"), compile_path(twin_key, t.path("twin_path")) if twin_key else None
+            _parse_fields(t, "value"),
+            compile_path(twin_key, t.path("twin_path")) if twin_key else None,
+            limits,
         )
     items = compile_path(t.get_str("items_path", "", allow_empty=True), t.path("items_path"))
     twin_key = t.get_str("twin_path", "twin")
@@ -386,4 +548,5 @@ def parse_payload(t: Table) -> PayloadDecoder:
         compile_path(field_key, t.path("field_path")),
         per_item,
         flat,
+        limits,
     )
