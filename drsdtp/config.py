@@ -45,6 +45,7 @@ __all__ = [
     "NON_CONFIG_ENV",
     "Address",
     "ClockConfig",
+    "DeadLetterConfig",
     "DownsampleTier",
     "HistoryConfig",
     "LimitsConfig",
@@ -250,6 +251,15 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadLetterConfig:
+    """Messages adapters could not decode, kept under ``data_dir/deadletters`` (``drsdtp deadletters``)."""
+
+    max_letters: Annotated[int, Range(1, 10_000_000)] = 10_000
+    max_bytes: Annotated[int, Range(65_536, 1 << 40)] = 64 * _MIB
+    max_payload_bytes: Annotated[int, Range(256, 256 * _MIB)] = _MIB  # kept of one payload (more: truncated)
+
+
+@dataclass(frozen=True, slots=True)
 class WalConfig:
     enabled: bool = True
     # Group commit: fsync when this much time or this many bytes accumulated, whichever comes first.
@@ -304,6 +314,7 @@ class NodeConfig:
     limits: LimitsConfig = LimitsConfig()
     wal: WalConfig = WalConfig()
     history: HistoryConfig = HistoryConfig()
+    deadletters: DeadLetterConfig = DeadLetterConfig()
     # Raw plugin tables: drsdtp.adapters.build_adapter(raw, key_prefix=f"adapters[{i}]") validates the rest.
     adapters: tuple[PluginTable, ...] = ()
     kernels: tuple[PluginTable, ...] = ()

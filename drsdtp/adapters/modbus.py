@@ -40,7 +40,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from drsdtp.adapters.base import AdapterStats, Quality, SourceBatch
+from drsdtp.adapters.base import AdapterStats, Quality, Rejected, SourceBatch
 from drsdtp.adapters.common import CommonSettings, SharedSettings, parse_common, require_module
 from drsdtp.adapters.modbus_codec import (
     BIT_TABLES,
@@ -58,7 +58,7 @@ from drsdtp.ingest.pipeline import wall_ms
 from drsdtp.ingest.ratelog import RateLimitedLog
 from drsdtp.supervisor import raise_if_cancelling
 
-__all__ = ["ModbusAdapter", "ModbusSettings", "build"]
+__all__ = ["ModbusAdapter", "ModbusSettings", "build", "decode_response"]
 
 _log = logging.getLogger(__name__)
 
@@ -137,6 +137,27 @@ def parse_settings(raw: Mapping[str, Any], key: str) -> ModbusSettings:
 
 def build(raw: Mapping[str, Any], key: str) -> ModbusAdapter:
     return ModbusAdapter(parse_settings(raw, key))
+
+
+def decode_response(decoder: BlockDecoder, raw: Any, batch: SourceBatch, now_ms: int) -> str | None:
+    """Append one read's readings to ``batch``. A response that cannot be decoded (fewer registers than
+    asked for, values that are no registers) becomes a dead letter instead; returns what was wrong."""
+    block = decoder.block
+    try:
+        values = decoder.values(raw)
+        if len(values) != len(decoder.fields):
+            raise ValueError(f"{len(values)} values for {len(decoder.fields)} registers")
+    except Exception as exc:  # this response's fault, never the session's
+        detail = f"{type(exc).__name__}: {exc}"[:300]
+        try:
+            words = b"".join(int(w).to_bytes(2, "big", signed=False) for w in list(raw)[:4096])
+        except (TypeError, ValueError, OverflowError):
+            words = repr(raw)[:4096].encode()
+        label = f"unit {block.unit} {block.table} {block.start}+{block.count}"
+        batch.reject(Rejected(label, now_ms, "bad response", detail, words))
+        return detail
+    batch.extend(decoder.twins, decoder.fields, values, now_ms)
+    return None
 
 
 def _next_due(due: float, now: float, interval: float) -> float:
@@ -231,7 +252,7 @@ class ModbusAdapter(SharedSettings):
                 decoders[i : i + 1] = [BlockDecoder(b) for b in singles]
                 due[i : i + 1] = [due[i]] * len(singles)
             self._stats.messages += attempted
-            if len(batch):
+            if len(batch) or batch.rejects:
                 yield batch
             if attempted and silent == attempted:
                 # Nothing answered at all: a half-open connection or a hung gateway; a new one is cheap.
@@ -269,8 +290,21 @@ class ModbusAdapter(SharedSettings):
                 f"unit {block.unit} {block.table} {block.start}+{block.count}: exception code "
                 f"{getattr(rr, 'exception_code', '?')}"
             )
-        values = decoder.values(rr.bits if decoder.bits else rr.registers)
+        raw = rr.bits if decoder.bits else rr.registers
+        try:
+            values = decoder.values(raw)
+        except (
+            Exception
+        ) as exc:  # e.g. fewer registers than asked for: this response's fault, not the session's
+            detail = f"{type(exc).__name__}: {exc}"[:300]
+            words = b"".join(int(w & 0xFFFF).to_bytes(2, "big") for w in list(raw)[: 1 << 12])
+            batch.reject(Rejected(self._label(block), wall_ms(), "bad response", detail, words))
+            raise _Refused(f"unusable response: {detail}") from None
         batch.extend(decoder.twins, decoder.fields, values, wall_ms())
+
+    @staticmethod
+    def _label(block: Block) -> str:
+        return f"unit {block.unit} {block.table} {block.start}+{block.count}"
 
     def _mark_bad(self, block: Block, batch: SourceBatch, reason: str) -> None:
         self._fail_log.warn(

@@ -18,6 +18,9 @@ Settings::
     max_batch_messages = 5000    # messages drained into one batch
     max_queued_qos0 = 100000     # QoS 0 messages queued in the client before new ones are dropped (counted)
     max_unacked = 100000         # QoS 1 messages held unacknowledged before the session is reset (see _Inbox)
+    max_payload_bytes = 1048576  # limits checked before a payload is parsed (drsdtp.adapters.payloads)
+    max_depth = 32
+    max_number_digits = 64
     [adapters.tls]
     ca_file = "/etc/drsdtp/ca.pem"
     cert_file = "/etc/drsdtp/node.pem"   # client certificate (optional)
@@ -36,6 +39,13 @@ message and redelivers it on reconnect (persistent session); ``receive_maximum``
 ahead, which is also the end-to-end backpressure. If a future aiomqtt hides the paho client, the adapter
 logs a warning and falls back to paho's automatic ack; the loss window is then the readings in flight
 between receive and apply: at most the pipeline buffer (``ingest.buffer_readings``) plus one batch.
+
+A message that cannot be decoded (whatever the decoder raised) or routed is that message's problem only: it
+travels in its batch as a :class:`~drsdtp.adapters.base.Rejected` (a dead letter, stored by the pipeline)
+and is acknowledged with the batch, in PUBLISH order, once stored; it is never redelivered in a loop and the
+session goes on. Every message carries its own receive time, stamped when it enters the client's inbox;
+it is the reading's time when the payload has none. QoS 0 messages still queued when a session ends are
+lost (the broker does not resend them): they are counted in ``qos0_lost``.
 """
 
 from __future__ import annotations
@@ -45,14 +55,22 @@ import contextlib
 import functools
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
-from drsdtp.adapters.base import AdapterStats, SourceBatch
+from drsdtp.adapters.base import AdapterStats, Rejected, SourceBatch
 from drsdtp.adapters.common import CommonSettings, SharedSettings, parse_common, require_module
-from drsdtp.adapters.payloads import PayloadDecoder, PayloadError, parse_payload
+from drsdtp.adapters.payloads import (
+    DEFAULT_LIMITS,
+    PayloadDecoder,
+    PayloadError,
+    PayloadLimits,
+    parse_payload,
+    parse_payload_limits,
+    reason_of,
+)
 from drsdtp.adapters.settings import Table
 from drsdtp.adapters.topics import TopicTemplate
 from drsdtp.errors import AdapterError
@@ -62,7 +80,7 @@ from drsdtp.ingest.ratelog import RateLimitedLog
 if TYPE_CHECKING:
     import aiomqtt
 
-__all__ = ["MqttAdapter", "MqttSettings", "TlsSettings", "TopicRule", "build"]
+__all__ = ["Arrival", "MqttAdapter", "MqttSettings", "MqttStats", "TlsSettings", "TopicRule", "build"]
 
 _log = logging.getLogger(__name__)
 _ROUTE_CACHE_MAX = 65536
@@ -75,6 +93,22 @@ class TopicRule:
     decoder: PayloadDecoder
     twin: str | None  # fixed names, used when the template does not capture them
     field: str | None
+
+
+class Arrival(NamedTuple):
+    """One message as the client's inbox took it, stamped with its own receive time (wall-clock ms)."""
+
+    topic: str
+    payload: bytes
+    received_ms: int
+    qos: int = 0
+    mid: int = 0
+    dup: bool = False  # the broker says it may have sent this message before (a redelivery)
+
+
+@dataclass(slots=True)
+class MqttStats(AdapterStats):
+    qos0_lost: int = 0  # QoS 0 messages still queued in the client when a session ended
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +146,10 @@ class MqttSettings:
     max_queued_qos0: int = 100_000
     max_unacked: int = 100_000
     topics: tuple[TopicRule, ...] = ()
+    limits: PayloadLimits = DEFAULT_LIMITS
 
 
-def _parse_topic(t: Table) -> TopicRule:
+def _parse_topic(t: Table, limits: PayloadLimits) -> TopicRule:
     template = TopicTemplate.parse(t.get_str("template"), t.path("template"))
     qos = t.get_int("qos", 1, lo=0, hi=2)
     if qos == 2:
@@ -125,7 +160,7 @@ def _parse_topic(t: Table) -> TopicRule:
         raise t.error("twin", "the template already captures {twin}")
     if field is not None and template.field_at is not None:
         raise t.error("field", "the template already captures {field}")
-    decoder = parse_payload(t)
+    decoder = parse_payload(t, limits)
     t.done()
     return TopicRule(template, qos, decoder, twin, field)
 
@@ -160,7 +195,8 @@ def parse_settings(raw: Mapping[str, Any], key: str) -> MqttSettings:
     password = t.secret("password")
     if password is not None and username is None:
         raise t.error("username", "is required when a password is set")
-    topics = tuple(_parse_topic(tt) for tt in t.tables("topics", required=True))
+    limits = parse_payload_limits(t)
+    topics = tuple(_parse_topic(tt, limits) for tt in t.tables("topics", required=True))
     settings = MqttSettings(
         common=common,
         host=host,
@@ -179,6 +215,7 @@ def parse_settings(raw: Mapping[str, Any], key: str) -> MqttSettings:
         max_queued_qos0=t.get_int("max_queued_qos0", 100_000, lo=1),
         max_unacked=t.get_int("max_unacked", 100_000, lo=1),
         topics=topics,
+        limits=limits,
     )
     t.done()
     return settings
@@ -197,15 +234,21 @@ class MqttAdapter(SharedSettings):
     def __init__(self, settings: MqttSettings) -> None:
         self.settings = settings
         self.common = settings.common
-        self._stats = AdapterStats()
+        self._stats = MqttStats()
+        self._inbox: _Inbox | None = None  # the session's, while one is open
         self._routes: dict[str, Route | None] = {}
         self._unknown_log = RateLimitedLog(_log, f"{settings.common.name}: unroutable messages")
         self._malformed_log = RateLimitedLog(_log, f"{settings.common.name}: malformed payloads")
         self._drop_log = RateLimitedLog(_log, f"{settings.common.name}: client queue full")
 
     @property
-    def stats(self) -> AdapterStats:
+    def stats(self) -> MqttStats:
         return self._stats
+
+    @property
+    def queued_messages(self) -> int:
+        """Messages received and not yet decoded (in the client's inbox)."""
+        return self._inbox.qsize() if self._inbox is not None else 0
 
     # ---- decoding (pure; unit-tested without a broker) --------------------------------------------------
 
@@ -226,28 +269,42 @@ class MqttAdapter(SharedSettings):
         self._routes[topic] = found
         return found
 
-    def decode(self, messages: list[tuple[str, bytes]], received_ms: int) -> SourceBatch:
-        out = SourceBatch(received_ms)
+    def decode(self, messages: Sequence[Arrival]) -> SourceBatch:
+        """Readings of the messages that decode; the others as rejects. Never raises for a payload."""
+        out = SourceBatch(messages[0].received_ms if messages else wall_ms())
         st = self._stats
         st.messages += len(messages)
         route = self.route
-        for topic, payload in messages:
-            r = route(topic)
+        for m in messages:
+            r = route(m.topic)
             if r is None:
-                st.unknown += 1
-                self._unknown_log.warn("topic", "no topic rule matches %r", topic)
+                self._unknown_log.warn("topic", "no topic rule matches %r", m.topic)
+                out.reject(Rejected(m.topic, m.received_ms, "no topic rule", "", m.payload, m.dup))
                 continue
             rule, twin, field = r
+            before = len(out)
             try:
-                bad = rule.decoder.decode(payload, twin, field, received_ms, out)
-            except PayloadError as exc:
-                st.malformed += 1
-                self._malformed_log.warn(exc.reason, "topic %r: %s", topic, exc)
+                bad = rule.decoder.decode(m.payload, twin, field, m.received_ms, out)
+            except Exception as exc:  # any exception is this payload's: it must not end the session
+                out.truncate(before)  # a message is taken whole or not at all
+                reason, detail = reason_of(exc)
+                self._malformed_log.warn(reason, "topic %r: %s: %s", m.topic, reason, detail)
+                out.reject(Rejected(m.topic, m.received_ms, reason, detail, m.payload, m.dup))
                 continue
             if bad:
                 st.malformed += bad
-                self._malformed_log.warn("items", "topic %r: %d unusable items in a payload", topic, bad)
+                self._malformed_log.warn("items", "topic %r: %d unusable items in a payload", m.topic, bad)
         return out
+
+    def redecode(self, source: str, payload: bytes, received_ms: int) -> SourceBatch:
+        """A dead letter decoded again with the current settings (replay); raises its error if it still
+        fails."""
+        batch = self.decode([Arrival(source, payload, received_ms)])
+        self._stats.messages -= 1  # a replay is no new message from the broker
+        if batch.rejects:
+            bad = batch.rejects[0]
+            raise PayloadError(bad.reason, bad.detail)
+        return batch
 
     # ---- connection ---------------------------------------------------------------------------------
 
@@ -270,11 +327,14 @@ class MqttAdapter(SharedSettings):
                 "%s: this aiomqtt does not expose its paho client; QoS 1 is acknowledged on receipt",
                 self.name,
             )
+        if paho is not None and callable(getattr(paho, "on_message", None)):
+            inbox.watch_dup_flags(paho)  # without it every message counts as a first delivery
         s = self.settings
         try:
             await client.__aenter__()
         except aiomqtt.MqttError as exc:
             raise AdapterError(f"{self.name}: cannot connect to {s.host}:{s.port}: {exc}") from exc
+        self._inbox = inbox
         try:
             await self._subscribe(aiomqtt, client)
             _log.info(
@@ -287,6 +347,11 @@ class MqttAdapter(SharedSettings):
             )
             yield self._batches(aiomqtt, client, inbox, paho if manual_ack else None)
         finally:
+            self._inbox = None
+            lost = inbox.discard()
+            if lost:
+                self._stats.qos0_lost += lost
+                _log.warning("%s: session ended with %d QoS 0 messages unread: lost", self.name, lost)
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                 # A broken connection cannot be closed politely; the exception that got us here matters.
                 async with asyncio.timeout(2.0):
@@ -361,17 +426,17 @@ class MqttAdapter(SharedSettings):
                     "resetting the session so the broker redelivers the ones refused"
                 )
             try:
-                first = await anext(messages)
+                first = cast(Arrival, await anext(messages))  # our inbox holds Arrivals, not Messages
             except aiomqtt.MqttError as exc:
                 raise AdapterError(f"{self.name}: connection lost: {exc}") from exc
             # Drain what is already queued without an await per message: one batch, one core call.
-            msgs = [first]
+            msgs: list[Arrival] = [first]
             while len(msgs) < limit:
                 try:
                     msgs.append(inbox.get_nowait())
                 except asyncio.QueueEmpty:
                     break
-            batch = self.decode([(m.topic.value, m.payload) for m in msgs], wall_ms())
+            batch = self.decode(msgs)
             if paho is not None:
                 mids = [m.mid for m in msgs if m.qos == 1]
                 if mids:
@@ -407,7 +472,8 @@ class _PendingAcks:
 
 
 class _Inbox(asyncio.Queue[Any]):
-    """The client's incoming queue (aiomqtt's ``queue_type``).
+    """The client's incoming queue (aiomqtt's ``queue_type``): holds each message as an :class:`Arrival`
+    stamped with its receive time.
 
     QoS 0 is bounded: beyond ``qos0_limit`` new messages are dropped and counted. QoS 1 is never dropped
     silently: an unacknowledged message the broker believes delivered only comes back after a reconnect. The
@@ -430,6 +496,17 @@ class _Inbox(asyncio.Queue[Any]):
         self._qos0_limit = qos0_limit
         self._qos1_limit = qos1_limit
         self._drop_log = drop_log
+        self._dup = False  # the DUP flag of the message being put (aiomqtt's Message drops it)
+
+    def watch_dup_flags(self, paho: Any) -> None:
+        """Note each message's DUP flag from paho's callback, which calls aiomqtt's (and so put_nowait)."""
+        inner = paho.on_message
+
+        def on_message(client: Any, userdata: Any, message: Any) -> None:
+            self._dup = bool(getattr(message, "dup", False))
+            inner(client, userdata, message)
+
+        paho.on_message = on_message
 
     def put_nowait(self, item: Any) -> None:
         size = self.qsize()
@@ -440,4 +517,13 @@ class _Inbox(asyncio.Queue[Any]):
         if item.qos > 0 and size >= self._qos1_limit:
             self.overflowed = True
             return
-        super().put_nowait(item)
+        payload = item.payload if isinstance(item.payload, bytes) else str(item.payload).encode()
+        super().put_nowait(Arrival(item.topic.value, payload, wall_ms(), item.qos, item.mid, self._dup))
+
+    def discard(self) -> int:
+        """Empty the queue (its session ended); returns how many QoS 0 messages were in it (lost: QoS 1
+        ones come back from the broker)."""
+        lost = 0
+        while not self.empty():
+            lost += self.get_nowait().qos == 0
+        return lost

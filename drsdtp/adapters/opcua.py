@@ -28,6 +28,9 @@ Settings::
     deadband_type = "absolute"           # ... or "percent" (of the node's EURange property)
 
 Status codes map to quality by their severity bits (Good/Uncertain/Bad); a Bad value travels without a value.
+A value of a type that is no number is counted in ``malformed``; a notification whose conversion raises
+anything (a timestamp out of range, an odd structure) is a dead letter holding its ``repr``, and the publish
+loop goes on.
 On session loss (asyncua's watchdog fires ``connection_lost_callback``) the session context fails and the
 supervisor builds a new client, session, subscription and monitored items. asyncua's own auto-reconnect is off
 so there is exactly one reconnect loop.
@@ -50,8 +53,9 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any
 
-from drsdtp.adapters.base import AdapterStats, Quality, SourceBatch
+from drsdtp.adapters.base import AdapterStats, Quality, Rejected, SourceBatch
 from drsdtp.adapters.common import CommonSettings, SharedSettings, parse_common, require_module
+from drsdtp.adapters.payloads import reason_of
 from drsdtp.adapters.settings import Table
 from drsdtp.errors import AdapterError
 from drsdtp.ingest.pipeline import wall_ms
@@ -227,54 +231,64 @@ class OpcUaAdapter(SharedSettings):
     def on_data_change(self, items: list[Any]) -> None:
         now = wall_ms()
         out = self._pending
-        if not len(out):
+        if not len(out) and not out.rejects:
             out.received_ms = now
-        nodes = self.settings.nodes
-        use_source = self.settings.timestamps == "source"
         st = self._stats
         st.messages += len(items)
         for item in items:
-            idx = int(item.ClientHandle) - _HANDLE_BASE
-            if not 0 <= idx < len(nodes):
-                st.unknown += 1
-                continue
-            node = nodes[idx]
-            dv = item.Value
-            status = int(dv.StatusCode.value) if dv.StatusCode is not None else 0
-            quality = quality_of(status)
-            first, second = (
-                (dv.SourceTimestamp, dv.ServerTimestamp)
-                if use_source
-                else (dv.ServerTimestamp, dv.SourceTimestamp)
-            )
-            stamp = first or second
-            ts = int(stamp.timestamp() * 1000.0) if stamp is not None else now
-            raw = dv.Value.Value if dv.Value is not None else None
-            if quality == Quality.BAD or raw is None:
-                out.add(node.twin, node.field, math.nan, ts, Quality.BAD)
-                self._reported.pop(idx, None)
-                continue
-            if isinstance(raw, bool):
-                value = 1.0 if raw else 0.0
-            elif isinstance(raw, int | float):
-                value = float(raw)
-            else:
-                st.malformed += 1
-                self._malformed_log.warn(
-                    type(raw).__name__, "node %s: %s is not a number", node.label, type(raw).__name__
-                )
-                continue
-            band = self._bands.get(idx)
-            if band is not None:
-                last = self._reported.get(idx)
-                # As the server's StatusValue trigger: a change of quality passes whatever the value did.
-                if last is not None and last[1] == quality and abs(value - last[0]) <= band:
-                    st.filtered += 1
-                    continue
-                self._reported[idx] = (value, quality)
-            out.add(node.twin, node.field, value, ts, quality)
-        if len(out):
+            try:
+                self._convert(item, now, out)
+            except Exception as exc:  # one strange value must not end the publish loop or the session
+                reason, detail = reason_of(exc)
+                label = str(getattr(item, "ClientHandle", "?"))
+                self._malformed_log.warn(reason, "item %s: %s: %s", label, reason, detail)
+                out.reject(Rejected(f"handle {label}", now, reason, detail, repr(item)[:4096].encode()))
+        if len(out) or out.rejects:
             self._wake.set()
+
+    def _convert(self, item: Any, now: int, out: SourceBatch) -> None:
+        """One monitored-item notification -> a reading (or a count)."""
+        nodes, st = self.settings.nodes, self._stats
+        idx = int(item.ClientHandle) - _HANDLE_BASE
+        if not 0 <= idx < len(nodes):
+            st.unknown += 1
+            return
+        node = nodes[idx]
+        dv = item.Value
+        status = int(dv.StatusCode.value) if dv.StatusCode is not None else 0
+        quality = quality_of(status)
+        use_source = self.settings.timestamps == "source"
+        first, second = (
+            (dv.SourceTimestamp, dv.ServerTimestamp)
+            if use_source
+            else (dv.ServerTimestamp, dv.SourceTimestamp)
+        )
+        stamp = first or second
+        ts = int(stamp.timestamp() * 1000.0) if stamp is not None else now
+        raw = dv.Value.Value if dv.Value is not None else None
+        if quality == Quality.BAD or raw is None:
+            out.add(node.twin, node.field, math.nan, ts, Quality.BAD)
+            self._reported.pop(idx, None)
+            return
+        if isinstance(raw, bool):
+            value = 1.0 if raw else 0.0
+        elif isinstance(raw, int | float):
+            value = float(raw)
+        else:
+            st.malformed += 1
+            self._malformed_log.warn(
+                type(raw).__name__, "node %s: %s is not a number", node.label, type(raw).__name__
+            )
+            return
+        band = self._bands.get(idx)
+        if band is not None:
+            last = self._reported.get(idx)
+            # As the server's StatusValue trigger: a change of quality passes whatever the value did.
+            if last is not None and last[1] == quality and abs(value - last[0]) <= band:
+                st.filtered += 1
+                return
+            self._reported[idx] = (value, quality)
+        out.add(node.twin, node.field, value, ts, quality)
 
     def _take(self) -> SourceBatch:
         batch, self._pending = self._pending, SourceBatch(0)
@@ -465,7 +479,7 @@ class OpcUaAdapter(SharedSettings):
         retry_at = loop.time() + self.settings.retry_failed_s
         while True:
             raise_if_cancelling()
-            if len(self._pending):
+            if len(self._pending) or self._pending.rejects:
                 yield self._take()
                 continue
             if lost.is_set():

@@ -48,11 +48,13 @@ from drsdtp.adapters.settings import Table
 from drsdtp.errors import ConfigError, InvalidValueError, UnknownTwinError
 from drsdtp.ingest.pipeline import wall_ms
 from drsdtp.sim import FAULT_KINDS, FIELDS, Fault, Plant
+from drsdtp.sim.plant import StepFrame
 
 __all__ = ["SimulatedAdapter", "SimulatedSettings", "SimulatedStats", "build"]
 
 _log = logging.getLogger(__name__)
 _READINGS_PER_BATCH = 4096  # as-fast-as-possible mode packs several plant steps into one batch
+_MAX_MS = float(1 << 62)  # timestamps stay well inside int64
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +152,13 @@ class SimulatedAdapter(SharedSettings):
         yield self._run()
 
     def _step_into(self, out: SourceBatch, anchor_ms: float, anchor_t: float, ms_per_s: float) -> None:
-        frame = self.plant.step_frame()
+        self.frame_into(self.plant.step_frame(), out, anchor_ms, anchor_t, ms_per_s)
+
+    def frame_into(
+        self, frame: StepFrame, out: SourceBatch, anchor_ms: float, anchor_t: float, ms_per_s: float
+    ) -> None:
+        """One plant step's readings into ``out``. A sensor time that maps to no int64 millisecond (a
+        broken kernel's inf or NaN) makes that reading malformed rather than a garbage timestamp."""
         st = self._stats
         st.steps += 1
         values = frame.values.ravel()
@@ -164,7 +172,13 @@ class SimulatedAdapter(SharedSettings):
         st.lost += int(np.sum(np.where(fresh & (last >= 0), seq - last - 1, 0)))
         self._last_seq = np.where(fresh, seq, last)
         keep = fresh.ravel()
-        ts = anchor_ms + (frame.sensor_t_s.ravel()[keep] - anchor_t) * ms_per_s
+        with np.errstate(all="ignore"):
+            ts_all = anchor_ms + (frame.sensor_t_s.ravel() - anchor_t) * ms_per_s
+        unusable = keep & ~(np.abs(ts_all) < _MAX_MS)  # also NaN
+        if unusable.any():
+            st.malformed += int(np.count_nonzero(unusable))
+            keep = keep & ~unusable
+        ts = ts_all[keep]
         n = int(np.count_nonzero(keep))
         out.twins.extend(self._twins[keep].tolist())
         out.fields.extend(self._fields[keep].tolist())

@@ -7,6 +7,11 @@ Two coroutines share a bounded :class:`ReadingBuffer`:
 * :meth:`Pipeline.run_apply` takes everything queued (up to ``max_batch`` readings), makes ONE
   ``sink.apply`` call, then runs the batches' ``ack`` callbacks in arrival order and records latency.
 
+What an adapter could not decode arrives as the batch's ``rejects``: each is handed to the dead-letter store
+and counted once (``rejected``, by reason; a redelivery of a letter already held is not counted again), and
+the batch's ack waits until its letters are durable, so a QoS 1 message is acknowledged, in order with the
+others, only once it is either applied or stored as a dead letter.
+
 The two overlap: while the core applies batch N (GIL released), the adapter decodes batch N+1.
 """
 
@@ -15,23 +20,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from drsdtp import clock_offset_hook
-from drsdtp.adapters.base import BatchSink, Interner, Quality, ReadingBatch, SourceBatch
+from drsdtp.adapters.base import BatchSink, Interner, Quality, ReadingBatch, Rejected, SourceBatch
 from drsdtp.errors import ClockSkewError, InvalidValueError
 from drsdtp.ingest.buffer import ReadingBuffer
+from drsdtp.ingest.deadletters import DeadLetterStore
 from drsdtp.ingest.keys import BAD_KEY, KeyTable
 from drsdtp.ingest.latency import LatencyWindow
 from drsdtp.ingest.options import IngestOptions
 from drsdtp.ingest.ratelog import RateLimitedLog
 from drsdtp.supervisor import raise_if_cancelling
 
-__all__ = ["Pipeline", "PipelineStats", "wall_ms"]
+__all__ = ["DeadLetterSink", "Pipeline", "PipelineStats", "wall_ms"]
 
 _log = logging.getLogger(__name__)
 
@@ -55,14 +62,26 @@ class PipelineStats:
     gaps: int = 0  # a field with an expected period was silent for more than two periods
     applied: int = 0  # rows applied by the sink
     batches: int = 0  # sink calls
+    rejected: int = 0  # whole messages the adapter could not decode (dead letters), each counted once
     invalid_by_reason: dict[str, int] = field(default_factory=dict)
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
     latency: LatencyWindow = field(default_factory=LatencyWindow)  # ms, source timestamp -> applied
+
+
+class DeadLetterSink(Protocol):
+    """Where rejects go (:class:`drsdtp.ingest.deadletters.DeadLetterStore`): returns the ones that were
+    new (not redeliveries of a letter held) and an awaitable resolving once they are durable."""
+
+    async def put(
+        self, adapter: str, rejects: Sequence[Rejected]
+    ) -> tuple[list[Rejected], Awaitable[None] | None]: ...
 
 
 @dataclass(slots=True)
 class _Pending:
     batch: ReadingBatch
     ack: Callable[[], None] | None
+    durable: Awaitable[None] | None = None  # dead letters of the batch, awaited before the ack
 
 
 class Pipeline:
@@ -73,6 +92,7 @@ class Pipeline:
         sink: BatchSink,
         interner: Interner,
         *,
+        dead_letters: DeadLetterSink | None = None,
         clock_ms: Callable[[], int] = wall_ms,
     ) -> None:
         self.name = name
@@ -80,6 +100,8 @@ class Pipeline:
         self.stats = PipelineStats()
         self.keys = KeyTable(options, interner)
         self._sink = sink
+        # Without a store: one in memory, bounded (tests, embedding).
+        self.dead_letters = dead_letters if dead_letters is not None else DeadLetterStore(None)
         self._clock_ms = clock_ms
         self._buffer: ReadingBuffer[_Pending] = ReadingBuffer(options.buffer_readings)
         self._invalid_log = RateLimitedLog(_log, f"{name}: invalid readings")
@@ -96,11 +118,34 @@ class Pipeline:
 
     async def submit(self, source: SourceBatch) -> None:
         """Validate and queue one source batch (waits while the buffer is full)."""
-        batch = self.prepare(source)
+        durable = await self._dead_letter(source.rejects) if source.rejects else None
+        batch = self._prepare_or_refuse(source)
         if len(batch) or source.ack is not None:
             # Empty batches with an ack still queue: acks must go out in arrival order.
             self._idle.clear()
-            await self._buffer.put(_Pending(batch, source.ack), len(batch))
+            await self._buffer.put(_Pending(batch, source.ack, durable), len(batch))
+
+    async def _dead_letter(self, rejects: Sequence[Rejected]) -> Awaitable[None] | None:
+        fresh, durable = await self.dead_letters.put(self.name, rejects)
+        st = self.stats
+        st.rejected += len(fresh)
+        for r in fresh:
+            st.rejected_by_reason[r.reason] = st.rejected_by_reason.get(r.reason, 0) + 1
+        return durable
+
+    def _prepare_or_refuse(self, source: SourceBatch) -> ReadingBatch:
+        """:meth:`prepare`, and should it ever raise, the batch's readings refused (counted, logged with
+        the traceback) instead of the session: a bug here must not turn into a redelivery loop."""
+        try:
+            return self.prepare(source)
+        except Exception:
+            n = len(source)
+            self.stats.invalid += n
+            self.stats.invalid_by_reason["unusable batch"] = (
+                self.stats.invalid_by_reason.get("unusable batch", 0) + n
+            )
+            _log.exception("%s: a batch of %d readings could not be prepared; refused", self.name, n)
+            return ReadingBatch.empty()
 
     def prepare(self, source: SourceBatch) -> ReadingBatch:
         n = len(source)
@@ -277,6 +322,12 @@ class Pipeline:
                 fresh = ~batch.stale
                 self.stats.latency.add(self._clock_ms() - batch.source_ms[fresh])
         for p in pending:
+            if p.durable is not None:
+                try:
+                    await p.durable
+                except Exception as exc:
+                    # Counted as dropped by the store; acknowledged anyway, or it comes back forever.
+                    _log.error("%s: dead letters not stored: %s", self.name, exc)
             if p.ack is not None:
                 try:
                     p.ack()
@@ -286,8 +337,9 @@ class Pipeline:
 
     async def apply_direct(self, source: SourceBatch) -> None:
         """prepare + one sink call without the buffer (tests and synchronous replays)."""
-        batch = self.prepare(source)
-        await self._apply([_Pending(batch, source.ack)])
+        durable = await self._dead_letter(source.rejects) if source.rejects else None
+        batch = self._prepare_or_refuse(source)
+        await self._apply([_Pending(batch, source.ack, durable)])
 
     @property
     def queued_readings(self) -> int:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from drsdtp.adapters.base import Adapter, BatchSink, Interner, SourceBatch
 from drsdtp.errors import ConfigError
-from drsdtp.ingest.pipeline import Pipeline, wall_ms
+from drsdtp.ingest.pipeline import DeadLetterSink, Pipeline, wall_ms
 from drsdtp.supervisor import Backoff, Supervisor
 
 __all__ = ["AdapterRunner", "IngestService", "IngestSnapshot"]
@@ -32,6 +32,7 @@ class IngestSnapshot:
 
     received: int
     invalid: int  # readings refused by validation + messages that could not be decoded or routed
+    rejected: int  # of which whole messages (dead letters)
     dropped: int  # lost on our side: client queue overflow, refused by the core
     late: int
     reconnects: int
@@ -51,10 +52,13 @@ class AdapterRunner:
         interner: Interner,
         backoff: Backoff | None = None,
         *,
+        dead_letters: DeadLetterSink | None = None,
         clock_ms: Callable[[], int] = wall_ms,
     ) -> None:
         self.adapter = adapter
-        self.pipeline = Pipeline(adapter.name, adapter.ingest, sink, interner, clock_ms=clock_ms)
+        self.pipeline = Pipeline(
+            adapter.name, adapter.ingest, sink, interner, dead_letters=dead_letters, clock_ms=clock_ms
+        )
         self.supervisor: Supervisor[AsyncIterator[SourceBatch]] = Supervisor(
             f"adapter {adapter.name!r}", adapter.session, self.pipeline.feed, backoff or adapter.backoff
         )
@@ -74,7 +78,8 @@ class AdapterRunner:
 
     @property
     def invalid(self) -> int:
-        return self.pipeline.stats.invalid + self.adapter.stats.malformed + self.adapter.stats.unknown
+        p, a = self.pipeline.stats, self.adapter.stats
+        return p.invalid + p.rejected + a.malformed + a.unknown
 
     @property
     def dropped(self) -> int:
@@ -94,6 +99,7 @@ class AdapterRunner:
         return IngestSnapshot(
             received=self.received,
             invalid=self.invalid,
+            rejected=p.rejected,
             dropped=self.dropped,
             late=self.late,
             reconnects=self.reconnects,
@@ -108,7 +114,13 @@ class AdapterRunner:
 
 class IngestService:
     def __init__(
-        self, adapters: Sequence[Adapter], sink: BatchSink, interner: Interner, backoff: Backoff | None = None
+        self,
+        adapters: Sequence[Adapter],
+        sink: BatchSink,
+        interner: Interner,
+        backoff: Backoff | None = None,
+        *,
+        dead_letters: DeadLetterSink | None = None,
     ) -> None:
         """``backoff`` overrides every adapter's own ``[adapters.reconnect]`` settings (tests use it)."""
         seen: set[str] = set()
@@ -116,7 +128,9 @@ class IngestService:
             if a.name in seen:
                 raise ConfigError(f"adapters[{i}].name", f"duplicate adapter name {a.name!r}")
             seen.add(a.name)
-        self.runners = {a.name: AdapterRunner(a, sink, interner, backoff) for a in adapters}
+        self.runners = {
+            a.name: AdapterRunner(a, sink, interner, backoff, dead_letters=dead_letters) for a in adapters
+        }
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:

@@ -63,17 +63,57 @@ class Intake(BackgroundService):
         self.node = node
         self.sink = NodeSink(node)
         adapters = [build_adapter(raw, f"adapters[{i}]") for i, raw in enumerate(node.config.adapters)]
-        self.service = IngestService(adapters, self.sink, node.store)
+        self.service = IngestService(adapters, self.sink, node.store, dead_letters=node.dead_letters)
         for name, runner in self.service.runners.items():
             node.metrics.add_ingest(name, runner.pipeline.stats, runner.supervisor.stats)
-        if self.service.runners:
-            node.metrics.add_labelled_counter(
-                "drsdtp_adapter_events",
-                "What adapters saw at the protocol level: messages, malformed and unknown ones (bad "
-                "payloads, unmapped topics), dropped, lost (sequence gaps), bad reads, acks, filtered.",
-                ("source", "event"),
-                self._adapter_events,
-            )
+        self._register_metrics(node)
+
+    def _register_metrics(self, node: Node) -> None:
+        m = node.metrics
+        letters = node.dead_letters
+        m.add_labelled_counter(
+            "drsdtp_deadletters",
+            "Dead letters by source, reason and outcome: stored, duplicate (a redelivery of one held), "
+            "dropped (the oldest, past the bound; or not writable), replayed, purged.",
+            ("source", "reason", "outcome"),
+            letters.counts,
+        )
+        m.add_gauge("drsdtp_deadletters_held", "Dead letters held now.", lambda: float(len(letters)))
+        m.add_gauge("drsdtp_deadletters_bytes", "Bytes of dead letters held now.", lambda: letters.size_bytes)
+        if not self.service.runners:
+            return
+        m.add_labelled_counter(
+            "drsdtp_adapter_events",
+            "What adapters saw at the protocol level: messages, malformed items, unknown ones, dropped, "
+            "lost (sequence gaps, QoS 0 messages queued when a session ended), bad reads, acks, filtered.",
+            ("source", "event"),
+            self._adapter_events,
+        )
+        m.add_labelled_counter(
+            "drsdtp_ingest_rejected",
+            "Whole messages an adapter could not decode (dead letters), each counted once, by reason.",
+            ("source", "reason"),
+            lambda: self._by_reason("rejected_by_reason"),
+        )
+        m.add_labelled_counter(
+            "drsdtp_ingest_invalid_by_reason",
+            "Readings refused by validation, by reason (bad name, caps, range, timestamps ...).",
+            ("source", "reason"),
+            lambda: self._by_reason("invalid_by_reason"),
+        )
+        m.add_labelled_counter(
+            "drsdtp_adapter_session_failures",
+            "Adapter sessions that ended in an error (connect failures included).",
+            ("source",),
+            lambda: {(n,): float(r.supervisor.stats.failures) for n, r in self.service.runners.items()},
+        )
+
+    def _by_reason(self, attr: str) -> dict[tuple[str, ...], float]:
+        out: dict[tuple[str, ...], float] = {}
+        for name, runner in self.service.runners.items():
+            for reason, n in getattr(runner.pipeline.stats, attr).items():
+                out[(name, reason)] = n
+        return out
 
     def _adapter_events(self) -> dict[tuple[str, ...], float]:
         events: dict[tuple[str, ...], float] = {}

@@ -26,6 +26,7 @@ from drsdtp.core import replica_id
 from drsdtp.errors import DrsdtpError
 from drsdtp.gossip.replicator import Replicator
 from drsdtp.gossip.scopes import SCOPE_FIELD
+from drsdtp.ingest.deadletters import DeadLetterOptions, DeadLetterStore
 from drsdtp.metrics import MetricsServer, NodeMetrics
 from drsdtp.node.api import MODEL_FIELD, ApiServer
 from drsdtp.node.durable import DurableStore
@@ -101,6 +102,11 @@ class Node:
         )
         self.metrics_server = MetricsServer(self.metrics, config.listen.metrics, ready=lambda: True)
         self._known_twins: set[str] = set(self._store.twins())
+        dl = config.deadletters
+        self.dead_letters: DeadLetterStore = DeadLetterStore(
+            config.data_dir / "deadletters",
+            DeadLetterOptions(dl.max_letters, dl.max_bytes, dl.max_payload_bytes),
+        )
         self.intake = Intake(self)
         self.metrics.apply_latency = self.intake.sink.apply_latency
         self.metrics.wal_fsync_latency = self.durable.stats.fsync_latency
@@ -264,6 +270,7 @@ class Node:
             self.replicator,
             self.api,
             self.metrics_server,
+            self.dead_letters,
             self.intake,
         ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import time
@@ -14,7 +15,8 @@ import pytest
 
 from drsdtp.adapters import build_adapter
 from drsdtp.adapters.base import Quality, ReadingBatch
-from drsdtp.adapters.mqtt import MqttAdapter
+from drsdtp.adapters.mqtt import Arrival, MqttAdapter
+from drsdtp.ingest.deadletters import DeadLetterStore
 from drsdtp.ingest.runner import AdapterRunner
 
 from .support import FAST, DictInterner, Mosquitto, RecordingSink, password_file, running, serving, wait_until
@@ -137,7 +139,24 @@ async def test_malformed_input_is_counted_and_the_rest_flows(
     assert sink.values("a", "t") == [7.25]
     stats = runner.pipeline.stats
     assert stats.invalid_by_reason == {"not a finite number": 2, "timestamp too old": 1}
-    assert runner.adapter.stats.malformed == 5  # text, broken JSON, wrong type, 1e300 ts, no field name
+    # Refused whole, each a dead letter with its reason: text, broken JSON, wrong type, 1e300 ts, no field.
+    assert stats.rejected_by_reason == {
+        "not a number": 1,
+        "not JSON": 1,
+        "no value": 1,
+        "bad timestamp": 1,
+        "no twin or field": 1,
+    }
+    letters = runner.pipeline.dead_letters
+    assert isinstance(letters, DeadLetterStore)
+    assert sorted(letter.source for letter in letters.letters()) == [
+        "json/a/t",
+        "json/a/t",
+        "json/a/t",
+        "site/a/t",
+        "unrouted/z",
+    ]
+    assert runner.adapter.stats.malformed == 0  # no message was half usable
     assert runner.invalid == 8
     assert runner.adapter.stats.acked == 9  # every QoS 1 message is acknowledged, even the bad ones
     assert "not a finite number" in caplog.text
@@ -148,8 +167,9 @@ def test_unknown_topic_is_counted(broker: Mosquitto) -> None:
     # Subscriptions come from the templates, so a broker normally sends only matching topics; an unknown one
     # arrives through a bridge or a session that kept an old subscription. Decoding is where it is counted.
     a = adapter(mqtt_config(broker))
-    out = a.decode([("other/x/y", b"1"), ("site/r/f", b"2")], int(time.time() * 1000))
-    assert a.stats.unknown == 1
+    now = int(time.time() * 1000)
+    out = a.decode([Arrival("other/x/y", b"1", now), Arrival("site/r/f", b"2", now)])
+    assert [(r.source, r.reason, r.payload) for r in out.rejects] == [("other/x/y", "no topic rule", b"1")]
     assert next(iter(out.readings())).value == 2.0
 
 
@@ -305,3 +325,62 @@ async def test_unbounded_broker_inflight_resets_the_session_instead_of_growing(
                 "all 50 applied after the reset",
             )
         assert runner.reconnects >= 1
+
+
+class GatedSink(RecordingSink):
+    """A core that applies nothing until the gate opens: the adapter backs up behind a full buffer."""
+
+    def __init__(self, interner: DictInterner) -> None:
+        super().__init__(interner)
+        self.gate = asyncio.Event()
+
+    async def apply(self, batch: ReadingBatch) -> None:
+        await self.gate.wait()
+        await super().apply(batch)
+
+
+async def backed_up(runner: AdapterRunner, port: int) -> None:
+    """Three messages, one batch each, fill the sink, the buffer (one reading) and the adapter's put."""
+    taken = runner.adapter.stats
+    for i in range(1, 4):
+        await publish(port, [("site/block/b", str(i))])
+        await wait_until(
+            functools.partial(lambda n: taken.messages == n, i), 10, f"blocking message {i} taken"
+        )
+
+
+async def test_each_message_keeps_its_own_receive_time(broker: Mosquitto, interner: DictInterner) -> None:
+    sink = GatedSink(interner)
+    runner = AdapterRunner(adapter(mqtt_config(broker, ingest={"buffer_readings": 1})), sink, interner, FAST)
+    a = runner.adapter
+    assert isinstance(a, MqttAdapter)
+    async with serving(runner):
+        await backed_up(runner, broker.port)
+        await publish(broker.port, [("site/early/t", "1")])
+        await wait_until(lambda: a.queued_messages == 1, 10, "the first message waiting in the inbox")
+        between = int(time.time() * 1000)
+        await asyncio.sleep(0.05)
+        await publish(broker.port, [("site/late/t", "2")])
+        await wait_until(lambda: a.queued_messages == 2, 10, "both waiting, to be drained as one batch")
+        sink.gate.set()
+        await wait_until(lambda: len(sink.rows) == 5, 10, "everything applied")
+    [early] = [r for r in sink.rows if r.twin == "early"]
+    [late] = [r for r in sink.rows if r.twin == "late"]
+    # Drained together, yet each reading has the time its message arrived (the payloads carry none).
+    assert early.source_ms <= between < late.source_ms
+
+
+async def test_qos0_messages_unread_when_a_session_ends_are_counted_lost(
+    broker: Mosquitto, interner: DictInterner
+) -> None:
+    sink = GatedSink(interner)
+    runner = AdapterRunner(adapter(mqtt_config(broker, ingest={"buffer_readings": 1})), sink, interner, FAST)
+    a = runner.adapter
+    assert isinstance(a, MqttAdapter)
+    async with serving(runner):
+        await backed_up(runner, broker.port)
+        await publish(broker.port, [("site/q0/v", str(i)) for i in range(50)], qos=0)
+        await publish(broker.port, [("site/q1/v", str(i)) for i in range(10)], qos=1)
+        await wait_until(lambda: a.queued_messages == 60, 10, "all sixty waiting in the inbox")
+    # The session ended with them unread: the QoS 1 ones come back from the broker, the QoS 0 ones cannot.
+    assert a.stats.qos0_lost == 50

@@ -15,6 +15,7 @@ import pytest
 from drsdtp.adapters import build_adapter
 from drsdtp.adapters.base import Quality, SourceBatch
 from drsdtp.adapters.serial import LineDecoder, SerialAdapter, SerialStats, parse_settings
+from drsdtp.ingest.deadletters import DeadLetterStore
 from drsdtp.ingest.runner import AdapterRunner
 
 from .support import FAST, DictInterner, RecordingSink, serving, wait_until
@@ -96,7 +97,11 @@ async def test_gaps_duplicates_restarts_and_garbage_are_counted(
     assert sink.values("room-1", "t") == [1.0, 2.0, 5.0, 100.0, 101.0]
     assert sink.values("room-1", "u") == [6.0]
     assert (stats.lost, stats.duplicates, stats.restarts) == (2, 1, 1)
-    assert stats.malformed == 5  # garbage, not JSON, bad seq, too long, wrong-typed field
+    assert stats.malformed == 1  # the wrong-typed field; the other lines are refused whole, dead letters:
+    assert runner.pipeline.stats.rejected_by_reason == {"not JSON": 2, "bad frame": 1, "too large": 1}
+    letters = runner.pipeline.dead_letters
+    assert isinstance(letters, DeadLetterStore)
+    assert {letter.source for letter in letters.letters()} == {pty.path}
     assert runner.invalid == 5
 
 

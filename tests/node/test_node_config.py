@@ -59,7 +59,7 @@ def test_example_config_documents_the_defaults_it_claims() -> None:
     # Keys the example shows without "# example" must equal the schema defaults, so the comments stay true.
     example = load_config(EXAMPLE, {})
     defaults = parse_config({"node_id": "x", "data_dir": "/d"})
-    for section in ("listen", "limits", "wal", "history"):
+    for section in ("listen", "limits", "wal", "history", "deadletters"):
         assert getattr(example, section) == getattr(defaults, section), section
     assert example.clock.max_offset_ms == defaults.clock.max_offset_ms == 500
     assert example.shutdown_timeout_s == defaults.shutdown_timeout_s
