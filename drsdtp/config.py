@@ -248,6 +248,8 @@ class LimitsConfig:
     api_max_watchers_per_caller: Annotated[int, Range(1, 100_000)] = 8
     # A Watch write not taken by the client within this time ends the stream (RESOURCE_EXHAUSTED).
     api_watch_stall_s: Annotated[float, Range(0.1, 3600)] = 10.0
+    # Other (unary) API requests served at once; more are refused with RESOURCE_EXHAUSTED.
+    api_max_requests: Annotated[int, Range(1, 100_000)] = 32
 
 
 @dataclass(frozen=True, slots=True)

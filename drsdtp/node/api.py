@@ -4,10 +4,9 @@ client for the CLI and applications.
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -15,11 +14,12 @@ import grpc.aio
 
 from drsdtp._core import Store
 from drsdtp.config import Address, LimitsConfig, TlsConfig
-from drsdtp.errors import DrsdtpError, MissingSnapshotError, StorageError, UnknownTwinError
+from drsdtp.errors import DrsdtpError
 from drsdtp.gossip.scopes import scope_of
 from drsdtp.gossip.tls import NodeCertificates, ca_credentials, channel_credentials
 from drsdtp.history.snapshots import SnapshotInfo
 from drsdtp.history.values import FieldValue
+from drsdtp.node.api_guard import ApiGuard, status_for
 from drsdtp.node.feed import ChangeFeed
 from drsdtp.node.snapshots import SnapshotService
 from drsdtp.node.watch import WatchService
@@ -270,57 +270,7 @@ def _actor(stated: str) -> str:
 
 
 async def _abort_for(context: grpc.aio.ServicerContext, exc: DrsdtpError) -> None:
-    """The status a caller can act on: NOT_FOUND for a missing twin or snapshot, FAILED_PRECONDITION for a
-    damaged snapshot or a failed disk, INVALID_ARGUMENT for the rest."""
-    if isinstance(exc, UnknownTwinError | MissingSnapshotError):
-        code = grpc.StatusCode.NOT_FOUND
-    elif isinstance(exc, StorageError):
-        code = grpc.StatusCode.FAILED_PRECONDITION
-    else:
-        code = grpc.StatusCode.INVALID_ARGUMENT
-    await context.abort(code, str(exc))
-
-
-class RequestCounter(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio ships no stubs for it
-    """Counts every unary API request by method and the status it ended with (a bad request shows up as
-    INVALID_ARGUMENT or NOT_FOUND; a request body that does not parse as INVALID_ARGUMENT too)."""
-
-    def __init__(self) -> None:
-        self.counts: collections.Counter[tuple[str, ...]] = collections.Counter()
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler  # Watch (a stream) is not counted per request
-        method = details.method.rsplit("/", 1)[-1]
-        inner, parse = handler.unary_unary, handler.request_deserializer
-        counts = self.counts
-
-        def deserialize(data: bytes) -> Any:
-            try:
-                return parse(data) if parse is not None else data
-            except Exception:
-                # grpc answers INTERNAL for a body its parser refuses; the caller sent garbage.
-                counts[(method, grpc.StatusCode.INVALID_ARGUMENT.name)] += 1
-                raise
-
-        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                reply = await inner(request, context)
-            except BaseException:
-                code = context.code()
-                counts[(method, (code or grpc.StatusCode.UNKNOWN).name)] += 1
-                raise
-            counts[(method, "OK")] += 1
-            return reply
-
-        return grpc.unary_unary_rpc_method_handler(
-            behavior, request_deserializer=deserialize, response_serializer=handler.response_serializer
-        )
+    await context.abort(status_for(exc), str(exc))
 
 
 class ApiServer:
@@ -335,10 +285,17 @@ class ApiServer:
         self.address = address
         self.tls = tls if tls is not None and tls.api != "off" else None
         self.port = 0
-        self.requests = RequestCounter()
+        mutual = self.tls is not None and self.tls.api == "mutual"
+        self.requests = ApiGuard(
+            max_requests=limits.api_max_requests,
+            allowed_names=self.tls.allowed_names if self.tls is not None and mutual else (),
+        )
         self.watchers = WatchGate(WatchLimits.from_config(limits))
         self._server = grpc.aio.server(
             interceptors=[self.requests],
+            # A backstop below the guard's own caps (whose refusals say which limit): gRPC refuses calls
+            # beyond this before any Python runs.
+            maximum_concurrent_rpcs=limits.api_max_watchers + limits.api_max_requests + 32,
             options=[
                 ("grpc.max_receive_message_length", 64 * 1024),
                 ("grpc.max_send_message_length", limits.max_message_bytes),

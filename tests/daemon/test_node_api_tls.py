@@ -13,7 +13,7 @@ import sys
 import grpc
 import pytest
 
-from drsdtp.config import Address, NodeConfig, TlsConfig, parse_config
+from drsdtp.config import Address, LimitsConfig, NodeConfig, TlsConfig, parse_config
 from drsdtp.node.api import connect
 from drsdtp.node.node import Node
 from drsdtp.wire.v1 import api_pb2, api_pb2_grpc
@@ -121,3 +121,64 @@ async def test_the_cli_reaches_a_tls_api_through_the_node_config(
         )
         assert done.returncode == 0, done.stderr
         assert '"node": "api-tls"' in done.stdout
+
+
+@pytest.mark.integration
+async def test_mutual_tls_applies_allowed_names_to_api_callers(
+    tmp_path: pathlib.Path, pki: tuple[pathlib.Path, Ca, Ca]
+) -> None:
+    directory, ca, _ = pki
+    node_tls = dataclasses.replace(
+        issue(ca, directory, "api-tls"), api="mutual", allowed_names=("operator", "peer-2")
+    )
+    async with Node(config(tmp_path, node_tls)) as node:
+        address = Address("127.0.0.1", node.api.port)
+        operator = dataclasses.replace(issue(ca, directory, "operator"), api="mutual")
+        channel, _ = connect(address, operator, server_name="api-tls")
+        async with channel:
+            assert await status(channel) == "api-tls"
+        # Signed by the cluster CA, but not a name the node admits: refused on every method, Watch too.
+        intruder = dataclasses.replace(issue(ca, directory, "intruder"), api="mutual")
+        channel, stub = connect(address, intruder, server_name="api-tls")
+        async with channel:
+            for attempt in (stub.Status(api_pb2.StatusRequest()), stub.Watch(api_pb2.WatchRequest()).read()):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await attempt
+                assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                details = str(info.value.details())
+                assert "intruder" in details and "is not in tls.allowed_names" in details
+    counts = node.api.requests.counts
+    assert counts[("Status", "PERMISSION_DENIED")] == counts[("Watch", "PERMISSION_DENIED")] == 1
+    assert counts[("Status", "OK")] == 1
+
+
+@pytest.mark.integration
+async def test_the_watch_cap_per_caller_follows_the_certificate(
+    tmp_path: pathlib.Path, pki: tuple[pathlib.Path, Ca, Ca]
+) -> None:
+    directory, ca, _ = pki
+    node_tls = dataclasses.replace(issue(ca, directory, "api-tls"), api="mutual")
+    cfg = dataclasses.replace(
+        config(tmp_path, node_tls),
+        limits=dataclasses.replace(LimitsConfig(), api_max_watchers=4, api_max_watchers_per_caller=1),
+    )
+    async with Node(cfg) as node:
+        await node.commit(node.store.set("pump-1", "rpm", 1.0), ["pump-1"], "local")
+        address = Address("127.0.0.1", node.api.port)
+        clients = {
+            name: connect(address, dataclasses.replace(issue(ca, directory, name), api="mutual"), "api-tls")
+            for name in ("operator-a", "operator-b")
+        }
+        try:
+            a, b = (stub for _, stub in clients.values())
+            assert (await a.Watch(api_pb2.WatchRequest()).read()).origin == "snapshot"
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await a.Watch(api_pb2.WatchRequest()).read()
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            details = str(refused.value.details())  # a caller is named by its certificate's names
+            assert "from tls:" in details and "operator-a (1 open" in details
+            # Same address, other certificate: another caller.
+            assert (await b.Watch(api_pb2.WatchRequest()).read()).origin == "snapshot"
+        finally:
+            for channel, _ in clients.values():
+                await channel.close()

@@ -1,0 +1,171 @@
+"""What every API method goes through, the Watch stream included: who may call (mutual TLS names), how many
+requests run at once, request bodies that do not parse, exceptions a method did not expect, and the count of
+requests by method and final status (``drsdtp_api_requests_total{method,code}``).
+
+Whatever a caller sends, it gets a status it can act on, never a bare UNKNOWN: INVALID_ARGUMENT naming the
+method for a body that does not parse, PERMISSION_DENIED for a certificate outside ``tls.allowed_names``,
+RESOURCE_EXHAUSTED over ``limits.api_max_requests``, the mapped status for a :class:`DrsdtpError`, INTERNAL
+for anything else. The node logs these at WARNING at most, rate-limited (the traceback of an unexpected
+exception at DEBUG), so a client sending garbage in a loop cannot flood the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from drsdtp.errors import DrsdtpError, MissingSnapshotError, StorageError, UnknownTwinError
+from drsdtp.gossip.tls import peer_names
+from drsdtp.ingest.ratelog import RateLimitedLog
+
+__all__ = ["ApiGuard", "status_for"]
+
+log = logging.getLogger(__name__)
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+def status_for(exc: DrsdtpError) -> grpc.StatusCode:
+    """The status a caller can act on: NOT_FOUND for a missing twin or snapshot, FAILED_PRECONDITION for a
+    damaged snapshot or a failed disk, INVALID_ARGUMENT for the rest."""
+    if isinstance(exc, UnknownTwinError | MissingSnapshotError):
+        return grpc.StatusCode.NOT_FOUND
+    if isinstance(exc, StorageError):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    return grpc.StatusCode.INVALID_ARGUMENT
+
+
+class _Unparsed:
+    """Stands in for a request body that did not parse, so the method can refuse it with a status (a
+    deserializer that raises makes gRPC answer with a bare error and log it)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class ApiGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio ships no stubs for it
+    def __init__(self, *, max_requests: int, allowed_names: Sequence[str] = ()) -> None:
+        self.max_requests = max_requests
+        self.allowed_names = frozenset(allowed_names)  # empty: any certificate the CA signed
+        self.counts: collections.Counter[tuple[str, ...]] = collections.Counter()  # (method, code)
+        self.active = 0  # unary requests running
+        self._warn = RateLimitedLog(log, "API")
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler  # an unknown method: gRPC answers UNIMPLEMENTED
+        method = details.method.rsplit("/", 1)[-1]
+        parse = handler.request_deserializer
+
+        def deserialize(data: bytes) -> Any:
+            try:
+                return parse(data) if parse is not None else data
+            except Exception as exc:  # any parser failure means the caller sent a bad body
+                return _Unparsed(exc)
+
+        if handler.unary_unary is not None:
+            inner: Behavior = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                return await self._guard(method, inner, request, context, unary=True)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, request_deserializer=deserialize, response_serializer=handler.response_serializer
+            )
+        if handler.unary_stream is not None:
+            stream_inner: Behavior = handler.unary_stream
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> None:
+                # A coroutine (not a generator), so the method writes itself: see drsdtp.node.watch.
+                await self._guard(method, stream_inner, request, context, unary=False)
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream, request_deserializer=deserialize, response_serializer=handler.response_serializer
+            )
+        return handler  # the API has no client-streaming methods
+
+    async def _guard(
+        self, method: str, inner: Behavior, request: Any, context: grpc.aio.ServicerContext, *, unary: bool
+    ) -> Any:
+        counted = False
+        try:
+            await self._admit(method, request, context)
+            if not unary:
+                return await inner(request, context)
+            if self.active >= self.max_requests:
+                await self._refuse(
+                    context,
+                    method,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{method}: too many API requests at once (limits.api_max_requests = "
+                    f"{self.max_requests}); try again shortly",
+                    "busy",
+                )
+            self.active += 1
+            try:
+                return await inner(request, context)
+            finally:
+                self.active -= 1
+        except grpc.aio.AbortError:
+            raise  # the method (or this guard) chose the status
+        except asyncio.CancelledError:
+            self.counts[(method, grpc.StatusCode.CANCELLED.name)] += 1
+            counted = True
+            raise
+        except DrsdtpError as exc:
+            await context.abort(status_for(exc), f"{method}: {exc}")
+        except Exception as exc:
+            if context.cancelled() or type(exc).__name__ == "ExecuteBatchError":
+                # The client went away mid-call (gRPC failed a send): nothing to answer, nothing to log.
+                log.debug("%s: call ended by the client: %r", method, exc)
+                self.counts[(method, grpc.StatusCode.CANCELLED.name)] += 1
+                counted = True
+                raise asyncio.CancelledError from exc
+            self._warn.warn(f"failed-{method}", "%s failed: %s: %s", method, type(exc).__name__, exc)
+            log.debug("%s failed", method, exc_info=True)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"{method} failed on the node: {type(exc).__name__}: {exc}"
+            )
+        finally:
+            if not counted:
+                code = context.code()
+                self.counts[(method, (code or grpc.StatusCode.OK).name)] += 1
+        raise AssertionError("unreachable: abort raises")
+
+    async def _admit(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> None:
+        if isinstance(request, _Unparsed):
+            await self._refuse(
+                context,
+                method,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{method}: the request body does not parse as its message ({request.error})",
+                "unparsed",
+            )
+        if self.allowed_names:
+            names = peer_names(context.auth_context())
+            if not names & self.allowed_names:
+                shown = ", ".join(sorted(names)) or "none"
+                await self._refuse(
+                    context,
+                    method,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"{method}: the client certificate (names: {shown}) is not in tls.allowed_names",
+                    "not-allowed",
+                )
+
+    async def _refuse(
+        self, context: grpc.aio.ServicerContext, method: str, code: grpc.StatusCode, detail: str, kind: str
+    ) -> None:
+        self._warn.warn(f"{kind}-{method}", "refused a request from %s: %s", context.peer(), detail)
+        await context.abort(code, detail)
