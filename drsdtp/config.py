@@ -242,6 +242,11 @@ class LimitsConfig:
     peer_buffer: Annotated[int, Range(1, 100_000_000)] = 100_000  # deltas kept per peer before full catch-up
     # Bytes per second read from one peer; 0: unlimited. A flooding peer is slowed, not served first.
     peer_receive_bytes_per_s: Annotated[int, Range(0, 1 << 40)] = 0
+    # Twins and fields (every field slot, _scope and _model included) the store may hold before ingestion
+    # stops creating new ones; counted from the store, so they hold across restarts. Peers' state is merged
+    # regardless (refusing it would break convergence).
+    max_twins: Annotated[int, Range(1, 1 << 32)] = 200_000
+    max_fields: Annotated[int, Range(1, 1 << 40)] = 2_000_000
     # Application API. Watch streams open at once, on the node and per caller (its TLS identity, else its
     # address); more are refused with RESOURCE_EXHAUSTED. A stream holds one message in flight at a time.
     api_max_watchers: Annotated[int, Range(1, 100_000)] = 64

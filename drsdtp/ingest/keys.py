@@ -1,8 +1,15 @@
 """(twin, field) names -> a dense row with interned ids, the field's rule and its report-by-exception state.
 
 Resolving a name costs two dict lookups per reading; everything after that (range checks, deadband, expected
-period) is a numpy gather over rows. A new name is validated and interned once. The number of rows is
-bounded (``max_keys``): a client publishing to endless random topics must not grow memory without limit.
+period) is a numpy gather over rows. A new name is validated, checked against the node's caps on what the
+store may hold (:class:`drsdtp.ingest.caps.KeyCaps`: ``limits.max_twins`` / ``limits.max_fields``, counted
+from the store, so they hold across restarts) and interned once.
+
+``ingest.max_keys`` bounds this table only, i.e. one adapter's memory for deadband and period state: when
+a new key finds it full, the table is cleared before the next batch and rebuilt from the readings that
+follow (counted in ``resets`` and logged). It refuses nothing: a key the store holds is never refused, and
+the caps decide what may be created. A fleet larger than ``max_keys`` still works, with deadbands that
+forget their last value at each reset (over-reporting, never under-reporting).
 """
 
 from __future__ import annotations
@@ -15,13 +22,18 @@ import numpy.typing as npt
 
 from drsdtp.adapters.base import Interner
 from drsdtp.errors import DrsdtpError
+from drsdtp.ingest.caps import TWIN_CAP, KeyCaps
 from drsdtp.ingest.options import IngestOptions
+from drsdtp.ingest.ratelog import RateLimitedLog
 
-__all__ = ["BAD_KEY", "KeyTable", "valid_name"]
+__all__ = ["BAD_KEY", "FIELD_CAPPED", "TWIN_CAPPED", "KeyTable", "valid_name"]
 
 _log = logging.getLogger(__name__)
 
-BAD_KEY = -1  # row index for names that were refused (invalid, or over max_keys)
+# Row "indices" of refused keys (all negative).
+BAD_KEY = -1  # not a valid name (remembered: it will never become one)
+TWIN_CAPPED = -2  # would create a twin past limits.max_twins (not remembered: asked again next time)
+FIELD_CAPPED = -3  # would create a field past limits.max_fields
 MAX_NAME_LEN = 200
 
 
@@ -61,11 +73,18 @@ class KeyTable:
     last_sent_ms: npt.NDArray[np.float64]
     last_seen_ms: npt.NDArray[np.float64]
 
-    def __init__(self, options: IngestOptions, interner: Interner, capacity: int = 256) -> None:
+    def __init__(
+        self, options: IngestOptions, interner: Interner, caps: KeyCaps | None = None, capacity: int = 256
+    ) -> None:
         self._options = options
         self._interner = interner
+        self._caps = caps
+        self._capacity0 = capacity
         self._index: dict[str, dict[str, int]] = {}
-        self._refused = 0
+        self._entries = 0  # keys in _index, refused names included
+        self._full = False  # a key was added past max_keys: clear before the next batch
+        self.resets = 0
+        self._reset_log = RateLimitedLog(_log, "key table")
         self.names: list[tuple[str, str]] = []
         self.has_deadband = False  # any row with a deadband or heartbeat: the deadband pass can be skipped
         self.has_expected = False
@@ -90,6 +109,9 @@ class KeyTable:
         return len(self.names)
 
     def rows(self, twins: Sequence[str], fields: Sequence[str]) -> npt.NDArray[np.int64]:
+        """Row per reading (negative: refused, see BAD_KEY). Rows are valid until the next call."""
+        if self._full:
+            self._reset()
         index = self._index
         out: list[int] = []
         append = out.append
@@ -100,22 +122,45 @@ class KeyTable:
                 append(self._add(t, f))
         return np.array(out, dtype=np.int64)
 
+    def _reset(self) -> None:
+        self.resets += 1
+        self._reset_log.warn(
+            "full",
+            "%d keys passed ingest.max_keys = %d: cleared (deadband state restarts; raise max_keys)",
+            self._entries,
+            self._options.max_keys,
+        )
+        self._index.clear()
+        self._twin_ids.clear()
+        self._field_ids.clear()
+        self.names = []
+        self._entries = 0
+        self._full = False
+        self.has_deadband = self.has_expected = self.has_range = False
+        for name, _, _ in _COLUMNS:
+            delattr(self, name)
+        self._alloc(self._capacity0)
+
     def _add(self, twin: str, field: str) -> int:
         by_field = self._index.get(twin)
         if by_field is not None and field in by_field:
             return by_field[field]
-        if len(self.names) + self._refused >= self._options.max_keys:
-            # Not remembered: the refused set must stay bounded too.
-            return BAD_KEY
         row = self._new_row(twin, field)
-        if row == BAD_KEY:
-            self._refused += 1
+        if row in (TWIN_CAPPED, FIELD_CAPPED):
+            return row  # not remembered: the cap may allow it later (a bigger cap after a restart)
         self._index.setdefault(twin, {})[field] = row
+        self._entries += 1
+        if self._entries > self._options.max_keys:
+            self._full = True  # grow for the rest of this batch (its rows must stay valid), clear after
         return row
 
     def _new_row(self, twin: str, field: str) -> int:
         if not (isinstance(twin, str) and isinstance(field, str) and valid_name(twin) and valid_name(field)):
             return BAD_KEY
+        if self._caps is not None:
+            refused = self._caps.admit(twin, field)
+            if refused is not None:
+                return TWIN_CAPPED if refused == TWIN_CAP else FIELD_CAPPED
         try:
             tid = self._twin_ids.get(twin)
             if tid is None:
@@ -125,6 +170,8 @@ class KeyTable:
                 fid = self._field_ids[field] = int(self._interner.intern_field(field))
         except (DrsdtpError, ValueError) as exc:
             _log.warning("refusing twin %r field %r: %s", twin, field, exc)
+            if self._caps is not None:
+                self._caps.release(twin, field)
             return BAD_KEY
         row = len(self.names)
         if row >= self.capacity:

@@ -9,7 +9,9 @@ TOML (all optional)::
     stale_after_s = 60.0      # older than this at ingest: counted late, flagged stale
     buffer_readings = 100000  # readings queued between adapter and core before the adapter is paused
     max_batch = 20000         # readings per core call (several source batches are merged up to this)
-    max_keys = 100000         # distinct (twin, field) pairs this adapter may create
+    max_keys = 100000         # (twin, field) pairs whose deadband/period state this adapter keeps in memory;
+                              # past it the table is cleared and rebuilt (the store's own caps are
+                              # limits.max_twins and limits.max_fields)
 
     [[adapters.ingest.fields]]  # first match wins; pattern is fnmatch on "twin/field"
     match = "*/temperature"

@@ -31,8 +31,9 @@ from drsdtp import clock_offset_hook
 from drsdtp.adapters.base import BatchSink, Interner, Quality, ReadingBatch, Rejected, SourceBatch
 from drsdtp.errors import ClockSkewError, InvalidValueError
 from drsdtp.ingest.buffer import ReadingBuffer
+from drsdtp.ingest.caps import FIELD_CAP, TWIN_CAP, KeyCaps
 from drsdtp.ingest.deadletters import DeadLetterStore
-from drsdtp.ingest.keys import BAD_KEY, KeyTable
+from drsdtp.ingest.keys import BAD_KEY, FIELD_CAPPED, TWIN_CAPPED, KeyTable
 from drsdtp.ingest.latency import LatencyWindow
 from drsdtp.ingest.options import IngestOptions
 from drsdtp.ingest.ratelog import RateLimitedLog
@@ -93,12 +94,13 @@ class Pipeline:
         interner: Interner,
         *,
         dead_letters: DeadLetterSink | None = None,
+        caps: KeyCaps | None = None,
         clock_ms: Callable[[], int] = wall_ms,
     ) -> None:
         self.name = name
         self.options = options
         self.stats = PipelineStats()
-        self.keys = KeyTable(options, interner)
+        self.keys = KeyTable(options, interner, caps)
         self._sink = sink
         # Without a store: one in memory, bounded (tests, embedding).
         self.dead_letters = dead_letters if dead_letters is not None else DeadLetterStore(None)
@@ -163,7 +165,7 @@ class Pipeline:
         opts = self.options
         oldest, newest = int(src_ms.min()), int(src_ms.max())
         if (
-            int(rows.min()) != BAD_KEY
+            int(rows.min()) >= 0
             and int(quality.max()) < Quality.BAD
             and not keys.has_range
             and newest <= now + opts.max_future_s * 1000.0
@@ -175,7 +177,7 @@ class Pipeline:
             return self._finish(rows, values, src_ms, quality, None, now)
         no_value = quality >= Quality.BAD
         values[no_value] = np.nan  # a BAD reading never carries a usable number
-        bad_key = rows == BAD_KEY
+        bad_key = rows < 0
         safe_rows = np.where(bad_key, 0, rows)
         finite = np.isfinite(values)
         not_finite = ~finite & ~no_value
@@ -186,7 +188,9 @@ class Pipeline:
             with np.errstate(invalid="ignore"):
                 out_of_range = finite & ((values < keys.lo[safe_rows]) | (values > keys.hi[safe_rows]))
         reasons = (
-            ("bad name or too many keys", bad_key),
+            ("bad name", rows == BAD_KEY),
+            (TWIN_CAP, rows == TWIN_CAPPED),
+            (FIELD_CAP, rows == FIELD_CAPPED),
             ("not a finite number", not_finite),
             ("out of range", out_of_range & ~bad_key),
             ("timestamp in the future", future),

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from drsdtp.adapters.base import Adapter, BatchSink, Interner, SourceBatch
 from drsdtp.errors import ConfigError
+from drsdtp.ingest.caps import KeyCaps
 from drsdtp.ingest.pipeline import DeadLetterSink, Pipeline, wall_ms
 from drsdtp.supervisor import Backoff, Supervisor
 
@@ -53,11 +54,18 @@ class AdapterRunner:
         backoff: Backoff | None = None,
         *,
         dead_letters: DeadLetterSink | None = None,
+        caps: KeyCaps | None = None,
         clock_ms: Callable[[], int] = wall_ms,
     ) -> None:
         self.adapter = adapter
         self.pipeline = Pipeline(
-            adapter.name, adapter.ingest, sink, interner, dead_letters=dead_letters, clock_ms=clock_ms
+            adapter.name,
+            adapter.ingest,
+            sink,
+            interner,
+            dead_letters=dead_letters,
+            caps=caps,
+            clock_ms=clock_ms,
         )
         self.supervisor: Supervisor[AsyncIterator[SourceBatch]] = Supervisor(
             f"adapter {adapter.name!r}", adapter.session, self.pipeline.feed, backoff or adapter.backoff
@@ -121,15 +129,18 @@ class IngestService:
         backoff: Backoff | None = None,
         *,
         dead_letters: DeadLetterSink | None = None,
+        caps: KeyCaps | None = None,
     ) -> None:
-        """``backoff`` overrides every adapter's own ``[adapters.reconnect]`` settings (tests use it)."""
+        """``backoff`` overrides every adapter's own ``[adapters.reconnect]`` settings (tests use it);
+        ``caps`` (shared by every adapter) bound the twins and fields ingestion may create."""
         seen: set[str] = set()
         for i, a in enumerate(adapters):
             if a.name in seen:
                 raise ConfigError(f"adapters[{i}].name", f"duplicate adapter name {a.name!r}")
             seen.add(a.name)
         self.runners = {
-            a.name: AdapterRunner(a, sink, interner, backoff, dead_letters=dead_letters) for a in adapters
+            a.name: AdapterRunner(a, sink, interner, backoff, dead_letters=dead_letters, caps=caps)
+            for a in adapters
         }
 
     async def run(self) -> None:

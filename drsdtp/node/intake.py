@@ -14,6 +14,7 @@ import numpy as np
 
 from drsdtp.adapters import build_adapter
 from drsdtp.adapters.base import ReadingBatch
+from drsdtp.ingest.caps import KeyCaps
 from drsdtp.ingest.runner import IngestService
 from drsdtp.lifecycle import BackgroundService
 from drsdtp.stats import LatencyHistogram
@@ -63,7 +64,13 @@ class Intake(BackgroundService):
         self.node = node
         self.sink = NodeSink(node)
         adapters = [build_adapter(raw, f"adapters[{i}]") for i, raw in enumerate(node.config.adapters)]
-        self.service = IngestService(adapters, self.sink, node.store, dead_letters=node.dead_letters)
+        limits = node.config.limits
+        self.caps = KeyCaps(
+            node.store, limits.max_twins, limits.max_fields, meta_fields=lambda t: len(node.twin_meta(t))
+        )
+        self.service = IngestService(
+            adapters, self.sink, node.store, dead_letters=node.dead_letters, caps=self.caps
+        )
         for name, runner in self.service.runners.items():
             node.metrics.add_ingest(name, runner.pipeline.stats, runner.supervisor.stats)
         self._register_metrics(node)

@@ -59,7 +59,7 @@ async def test_invalid_readings_are_counted_by_reason_and_dropped(
         "out of range": 1,
         "timestamp in the future": 1,
         "timestamp too old": 1,
-        "bad name or too many keys": 2,
+        "bad name": 2,
     }
     assert p.stats.invalid == 7
     assert p.stats.received == 9
@@ -122,7 +122,7 @@ async def test_expected_period_gaps_and_overdue_fields(sink: RecordingSink, inte
     assert p.keys.overdue(NOW - 20_000) == []
 
 
-async def test_key_limit_and_interner_refusals() -> None:
+async def test_key_table_bound_and_interner_refusals() -> None:
     class Picky(DictInterner):
         def intern_field(self, name: str) -> int:
             if len(name) > 10:
@@ -130,15 +130,20 @@ async def test_key_limit_and_interner_refusals() -> None:
             return super().intern_field(name)
 
     picky = Picky()
-    p = Pipeline("t", IngestOptions(max_keys=3), RecordingSink(picky), picky, clock_ms=lambda: NOW)
+    sink = RecordingSink(picky)
+    p = Pipeline("t", IngestOptions(max_keys=3), sink, picky, clock_ms=lambda: NOW)
     await p.apply_direct(
         batch(
             ("a", "f", 1.0), ("b", "f", 1.0), ("c", "very-long-name", 1.0), ("d", "f", 1.0), ("e", "f", 1.0)
         )
     )
-    assert p.stats.applied == 2  # a, b; c refused by the interner; the table is then full
-    assert p.stats.invalid_by_reason == {"bad name or too many keys": 3}
-    assert len(p.keys) == 2
+    # max_keys bounds the table's memory, it refuses nothing: only the name the interner refused is lost.
+    assert p.stats.applied == 4
+    assert p.stats.invalid_by_reason == {"bad name": 1}
+    assert len(p.keys) == 4  # over the bound for the rest of the batch ...
+    await p.apply_direct(batch(("a", "f", 2.0)))
+    assert (len(p.keys), p.keys.resets) == (1, 1)  # ... and cleared before the next one
+    assert sink.values("a", "f") == [1.0, 2.0]
 
 
 async def test_ids_come_from_the_interner_once_per_name(interner: DictInterner) -> None:
