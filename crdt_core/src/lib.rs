@@ -1,10 +1,11 @@
 //! `crdt_core`: the CRDT engine of drsdtp, in pure Rust (no Python, no async runtime, no I/O framework).
 //!
 //! A [`Store`] holds many twins; a twin is a document of named fields, each an LWW register
-//! ([`LwwReg`], HLC-stamped), a PN-counter ([`PnCounter`]) or an add-wins OR-set ([`OrSet`]), under one
-//! causal [`Context`]. Every local mutation returns its delta as bytes in the canonical encoding of
-//! `proto/drsdtp/wire/v1/state.proto`; [`Store::merge`] joins deltas, catch-up deltas and full states, and is
-//! idempotent, commutative and associative. [`Store::catch_up`] computes everything a peer at a given
+//! ([`LwwReg`], HLC-stamped), a PN-counter ([`PnCounter`]), an add-wins OR-set ([`OrSet`]) or a
+//! multi-value register ([`MvReg`], desired state that keeps concurrent writes), under one causal
+//! [`Context`]. Every local mutation returns its delta as bytes in the canonical encoding of
+//! `proto/drsdtp/wire/v1/state.proto`; [`Store::merge`] joins deltas, catch-up deltas and full states, and
+//! is idempotent, commutative and associative. [`Store::catch_up`] computes everything a peer at a given
 //! version lacks; [`Store::digest`] gives per-twin digests for anti-entropy.
 //!
 //! ```
@@ -27,6 +28,7 @@ pub mod entries;
 pub mod error;
 pub mod intern;
 pub mod lww;
+pub mod mvreg;
 pub mod orset;
 #[allow(missing_docs, clippy::all)]
 #[rustfmt::skip]
@@ -42,6 +44,7 @@ pub use counter::PnCounter;
 pub use entries::{numeric_entries, NumericEntry};
 pub use error::{Error, Kind, Result};
 pub use lww::LwwReg;
+pub use mvreg::{MvReg, Sibling};
 pub use orset::OrSet;
 pub use store::{Limits, Store, StoreStats};
 pub use value::{FieldValue, Value};

@@ -1,6 +1,6 @@
 //! The lattice laws of each CRDT type on its own (the store-level laws in `laws.rs` cover them embedded):
-//! merge is idempotent, commutative and associative for `LwwReg`, `PnCounter` and `OrSet`.
-use crdt_core::{Dot, LwwReg, OrSet, PnCounter, Value};
+//! merge is idempotent, commutative and associative for `LwwReg`, `PnCounter`, `OrSet` and `MvReg`.
+use crdt_core::{Dot, LwwReg, MvReg, OrSet, PnCounter, Value};
 use proptest::prelude::*;
 
 /// A register write; one event (dot) writes one value, so the value is a function of the dot.
@@ -52,6 +52,37 @@ fn orset() -> impl Strategy<Value = (OrSet, OrSet, OrSet)> {
     })
 }
 
+/// Three replicas' multi-value registers after random writes, clears and merges (whole-register deltas
+/// delivered in any order, some twice, some never).
+fn mvreg() -> impl Strategy<Value = [MvReg; 3]> {
+    proptest::collection::vec((0usize..3, 0u8..5, 0usize..3), 0..16).prop_map(|ops| {
+        let mut regs = [MvReg::new(), MvReg::new(), MvReg::new()];
+        let mut sent: Vec<MvReg> = Vec::new();
+        for (stamp, (r, op, k)) in ops.into_iter().enumerate() {
+            match op {
+                0 | 1 => {
+                    regs[r].write(r as u64 + 1, Value::I64(stamp as i64), stamp as u64);
+                    sent.push(regs[r].clone());
+                }
+                2 => {
+                    regs[r].clear(r as u64 + 1);
+                    sent.push(regs[r].clone());
+                }
+                3 => {
+                    let other = regs[k].clone();
+                    regs[r].merge(&other);
+                }
+                _ if !sent.is_empty() => {
+                    let delta = sent[(k * 7 + stamp) % sent.len()].clone();
+                    regs[r].merge(&delta);
+                }
+                _ => {}
+            }
+        }
+        regs
+    })
+}
+
 fn joined<T: Clone>(a: &T, b: &T, merge: impl Fn(&mut T, &T)) -> T {
     let mut x = a.clone();
     merge(&mut x, b);
@@ -83,5 +114,32 @@ proptest! {
         prop_assert_eq!(joined(&a, &a, m), a.clone());
         prop_assert_eq!(joined(&a, &b, m), joined(&b, &a, m));
         prop_assert_eq!(joined(&joined(&a, &b, m), &c, m), joined(&a, &joined(&b, &c, m), m));
+    }
+
+    #[test]
+    fn mv_register_laws([a, b, c] in mvreg()) {
+        let m = |x: &mut MvReg, y: &MvReg| { x.merge(y); };
+        prop_assert_eq!(joined(&a, &a, m), a.clone());
+        prop_assert_eq!(joined(&a, &b, m), joined(&b, &a, m));
+        prop_assert_eq!(joined(&joined(&a, &b, m), &c, m), joined(&a, &joined(&b, &c, m), m));
+    }
+
+    /// The register's bounds: its context is a version vector (no dot cloud, however deltas arrived), it
+    /// holds at most one sibling per writer, each its writer's newest event; and equal contexts imply equal
+    /// registers.
+    #[test]
+    fn mv_register_stays_bounded_and_its_context_decides_it([a, b, c] in mvreg()) {
+        let all = joined(&joined(&a, &b, |x: &mut MvReg, y| { x.merge(y); }), &c, |x, y| { x.merge(y); });
+        for r in [&a, &b, &c, &all] {
+            prop_assert!(r.context().cloud().is_empty(), "{:?}", r);
+            for s in r.siblings() {
+                prop_assert_eq!(s.dot.counter, r.context().contiguous(s.dot.replica), "{:?}", r);
+            }
+        }
+        for (x, y) in [(&a, &b), (&b, &c), (&a, &c), (&a, &all)] {
+            if x.context() == y.context() {
+                prop_assert_eq!(x, y);
+            }
+        }
     }
 }
