@@ -25,14 +25,14 @@ its ``seq`` is the step index, so lost readings show up as sequence gaps. Faults
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
 from drsdtp.errors import InvalidValueError, UnknownTwinError
-from drsdtp.sim.faults import FAULT_KINDS, Fault
+from drsdtp.sim.faults import Fault, FaultTable
 
 __all__ = [
     "FIELDS",
@@ -54,8 +54,6 @@ INPUTS: Final[tuple[str, ...]] = ("heater", "fan", "setpoint")
 PARAMS: Final[tuple[str, ...]] = ("loss", "fan_loss", "heater_gain")
 
 _COL: Final[dict[str, int]] = {name: i for i, name in enumerate(FIELDS)}
-_KIND_CODE: Final[dict[str, int]] = {kind: i for i, kind in enumerate(FAULT_KINDS)}
-_NEVER: Final[int] = np.iinfo(np.int64).max
 _DAY_S: Final[float] = 86_400.0
 _HOUR_S: Final[float] = 3_600.0
 
@@ -118,40 +116,6 @@ class PlantRecording:
     truth: FloatArray
 
 
-@dataclass(slots=True)
-class _FaultTable:
-    """Injected faults as parallel arrays, so applying them is vectorised over faults too."""
-
-    faults: list[Fault] = field(default_factory=list)
-    kind: IntArray = field(default_factory=lambda: np.empty(0, np.int64))
-    row: IntArray = field(default_factory=lambda: np.empty(0, np.int64))
-    col: IntArray = field(default_factory=lambda: np.empty(0, np.int64))
-    onset: IntArray = field(default_factory=lambda: np.empty(0, np.int64))
-    end: IntArray = field(default_factory=lambda: np.empty(0, np.int64))
-    magnitude: FloatArray = field(default_factory=lambda: np.empty(0, np.float64))
-    rate: FloatArray = field(default_factory=lambda: np.empty(0, np.float64))
-    held_value: FloatArray = field(default_factory=lambda: np.empty(0, np.float64))
-    held_t_s: FloatArray = field(default_factory=lambda: np.empty(0, np.float64))
-    held_seq: IntArray = field(default_factory=lambda: np.empty(0, np.int64))
-    captured: npt.NDArray[np.bool_] = field(default_factory=lambda: np.empty(0, np.bool_))
-
-    def add(self, fault: Fault, row: int, col: int) -> None:
-        self.faults.append(fault)
-        end = fault.end_step
-        self.kind = np.append(self.kind, _KIND_CODE[fault.kind])
-        self.row = np.append(self.row, row)
-        self.col = np.append(self.col, col)
-        self.onset = np.append(self.onset, fault.onset_step)
-        self.end = np.append(self.end, _NEVER if end is None else end)
-        self.magnitude = np.append(self.magnitude, fault.magnitude)
-        self.rate = np.append(self.rate, fault.rate)
-        held = fault.magnitude if fault.stuck_at_magnitude else math.nan
-        self.held_value = np.append(self.held_value, held)
-        self.held_t_s = np.append(self.held_t_s, math.nan)
-        self.held_seq = np.append(self.held_seq, -1)
-        self.captured = np.append(self.captured, fault.stuck_at_magnitude)
-
-
 class Plant:
     """N rooms of first-order thermal and humidity dynamics with injectable sensor faults."""
 
@@ -200,7 +164,7 @@ class Plant:
         self._last_values: FloatArray = np.full((rooms, len(FIELDS)), math.nan)
         self._last_t_s: FloatArray = np.full((rooms, len(FIELDS)), math.nan)
         self._last_seq: IntArray = np.full((rooms, len(FIELDS)), -1, np.int64)
-        self._faults = _FaultTable()
+        self._faults = FaultTable(_COL)
         self._noise_std = np.array(
             [p.temp_noise_c, p.temp_noise_c, p.humidity_noise_pct, p.outdoor_noise_c, 0.0, 0.0]
         )
@@ -264,7 +228,7 @@ class Plant:
         row = self.row(fault.twin)
         if fault.field not in _COL:
             raise UnknownTwinError(f"{fault.twin}/{fault.field}")
-        self._faults.add(fault, row, _COL[fault.field])
+        self._faults.add(fault, row)
 
     # -- ground truth ---------------------------------------------------------------------------------------
 
@@ -325,40 +289,17 @@ class Plant:
         return measured
 
     def _apply_faults(self, k: int, values: FloatArray, sensor_t: FloatArray, seq: IntArray) -> None:
-        ft = self._faults
-        n = len(ft.faults)
-        # Draw for every fault every step, active or not, so the stream does not depend on activity.
-        draws = self._fault_rng.random(n)
-        signs = np.where(self._fault_rng.random(n) < 0.5, -1.0, 1.0)
-        if n == 0:
-            return
-        active = (k >= ft.onset) & (k < ft.end)
-        newly = active & ~ft.captured
-        if newly.any():  # freeze what the sensor last sent, for stuck and stale
-            ft.held_value[newly] = self._last_values[ft.row[newly], ft.col[newly]]
-            ft.held_t_s[newly] = self._last_t_s[ft.row[newly], ft.col[newly]]
-            ft.held_seq[newly] = self._last_seq[ft.row[newly], ft.col[newly]]
-            ft.captured[newly] = True
-
-        def sel(kind: str) -> npt.NDArray[np.bool_]:
-            mask: npt.NDArray[np.bool_] = active & (ft.kind == _KIND_CODE[kind])
-            return mask
-
-        m = sel("drift")
-        elapsed_h = (k - ft.onset[m]) * self.dt_s / _HOUR_S
-        np.add.at(values, (ft.row[m], ft.col[m]), ft.magnitude[m] * elapsed_h)
-        m = sel("spike") & ((k == ft.onset) | (draws < ft.rate))
-        np.add.at(values, (ft.row[m], ft.col[m]), signs[m] * ft.magnitude[m])
-        m = sel("stuck")
-        values[ft.row[m], ft.col[m]] = ft.held_value[m]
-        m = sel("dropout") & (draws < ft.rate)
-        values[ft.row[m], ft.col[m]] = math.nan
-        m = sel("stale") & (ft.held_seq >= 0)
-        values[ft.row[m], ft.col[m]] = ft.held_value[m]
-        sensor_t[ft.row[m], ft.col[m]] = ft.held_t_s[m]
-        seq[ft.row[m], ft.col[m]] = ft.held_seq[m]
-        m = sel("stale") & (ft.held_seq < 0)  # stale from the very first step: the sensor never reported
-        values[ft.row[m], ft.col[m]] = math.nan
+        self._faults.apply(
+            self._fault_rng,
+            k,
+            self.dt_s,
+            values,
+            sensor_t,
+            seq,
+            self._last_values,
+            self._last_t_s,
+            self._last_seq,
+        )
 
     def step_frame(self) -> StepFrame:
         """Advance one ``dt_s`` for all rooms and return that step's readings as arrays (vectorised path)."""
