@@ -106,6 +106,14 @@ class ResidualCusum:
         self.offset[idx] += self.offset_alpha * ((r - self.baseline[idx]) - self.offset[idx])
         self.updates[idx] = seen + 1
 
+    def reset(self, rows: npt.ArrayLike) -> None:
+        """Forget ``rows`` (their reference changed: a model committed new parameters), so an offset learnt
+        against the old model is not taken for drift against the new one."""
+        idx = np.asarray(rows, dtype=np.intp)
+        idx = idx[(idx >= 0) & (idx < self.pos.shape[0])]
+        self.pos[idx], self.neg[idx], self.baseline[idx], self.offset[idx] = 0.0, 0.0, 0.0, 0.0
+        self.updates[idx] = 0
+
 
 class DriftDetector:
     """Peer and model CUSUMs for every field, and the attribution rules of the module docstring."""

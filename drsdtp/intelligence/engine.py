@@ -385,7 +385,11 @@ class TwinIntelligence:
             rows = group.matrix(var)
             matrices[var] = rows
             observations[var] = Observation(
-                values=last_v[rows], ok=usable[rows], sigma=noise[rows], learn=learnable[rows]
+                values=last_v[rows],
+                ok=usable[rows],
+                sigma=noise[rows],
+                learn=learnable[rows],
+                t_s=self.windows.last_t[rows],
             )
         step = group.tracker.step(slots, dt, observations)
         group.last_t[:] = now_s
@@ -484,6 +488,7 @@ class TwinIntelligence:
         )
         rows = [r for var in group.spec.bindings for r in group.rows[var][slot]]
         self.divergence_monitor.reset(rows)
+        self.drift.model.reset(rows)  # the model's offsets were learnt against the old parameters
 
     # -- read API -------------------------------------------------------------------------------------------
 

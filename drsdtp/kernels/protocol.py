@@ -136,7 +136,9 @@ class Scenario:
 
     @staticmethod
     def parse(text: str) -> Scenario:
-        """Parse the CLI spelling: ``fan off|on``, ``heater off``, ``heater fails``, ``setpoint 18``."""
+        """Parse the CLI spelling: ``fan off|on``, ``heater off``, ``heater fails``, ``setpoint 18``, and for
+        any kernel ``<input> <value>`` (``speed 2400``: hold that input) or ``<parameter> x<factor>``
+        (``system_flow_m3h x0.5``: scale a parameter). Whether the kernel knows the name is its business."""
         words = text.strip().lower().replace("=", " ").split()
         simple = {
             ("baseline",): Scenario.baseline,
@@ -152,7 +154,19 @@ class Scenario:
                 return Scenario.setpoint(float(words[1].rstrip("c")))
             except ValueError:
                 pass
-        raise InvalidValueError(f"unknown scenario {text!r}; try 'fan off', 'heater fails' or 'setpoint 18'")
+        if len(words) == 2 and words[0].replace("_", "a").isalnum():
+            name, value = words
+            try:
+                if value.startswith("x"):
+                    factor = float(value[1:])
+                    return Scenario(f"{name} x{factor:g}", param_scale=frozen_map({name: factor}))
+                return Scenario(f"{name} {float(value):g}", inputs=frozen_map({name: float(value)}))
+            except ValueError:
+                pass
+        raise InvalidValueError(
+            f"unknown scenario {text!r}; try 'fan off', 'heater fails', 'setpoint 18', '<input> <value>' "
+            "(speed 2400) or '<parameter> x<factor>' (system_flow_m3h x0.5)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,12 +207,29 @@ class Observation:
 
     ``ok``: the reading may update the state estimate (new, and of good enough quality). ``learn``: it may
     also teach the parameters (``None``: same as ``ok``); a sensor suspected of drift is kept out of learning.
+    ``t_s``: when each latest reading was taken (``None``: not known), so a tracker can tell a new reading
+    from one it has already seen and integrate over the real interval between readings (energy counters).
     """
 
     values: FloatArray
     ok: BoolArray
     sigma: FloatArray
     learn: BoolArray | None = None
+    t_s: FloatArray | None = None
+
+    def fused(self) -> tuple[FloatArray, BoolArray, FloatArray, FloatArray]:
+        """Per slot: mean of the usable members, whether any is usable, the sigma of that mean, and the
+        latest reading time among them (NaN where none is usable or times are unknown)."""
+        ok = self.ok
+        n = ok.sum(axis=1)
+        any_ok = n > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(ok, self.values, 0.0).sum(axis=1) / n
+            var = np.where(ok, np.nan_to_num(self.sigma, nan=0.0) ** 2, 0.0).sum(axis=1) / n**2
+        t = np.full(ok.shape[0], np.nan)
+        if self.t_s is not None:
+            t = np.where(any_ok, np.where(ok, self.t_s, -np.inf).max(axis=1), np.nan)
+        return np.where(any_ok, mean, np.nan), any_ok, np.sqrt(np.where(any_ok, var, np.nan)), t
 
 
 @dataclass(frozen=True, slots=True)
