@@ -2,13 +2,18 @@
 
 Built-ins: ``linear.trend`` (straight-line extrapolation), ``kalman.local_trend`` (level and slope from a
 Kalman filter), ``thermal.first_order`` (Newton cooling with heater and fan, humidity, thermostat; its tracker
-fuses redundant sensors with a Kalman filter and estimates parameters online by recursive least squares), and
-:class:`MonteCarloKernel`, which wraps any of them to turn parameter and state uncertainty into intervals.
+fuses redundant sensors with a Kalman filter and estimates parameters online by recursive least squares),
+``pump.affinity`` (centrifugal pump: affinity laws with a fitted curve), ``motor.thermal`` (winding
+temperature from current and ambient, vibration against a baseline), ``meter.energy`` (counter
+monotonicity, resets and rollovers, power = d(energy)/dt), and :class:`MonteCarloKernel`, which wraps any of
+them to turn parameter and state uncertainty into intervals.
 """
 
 from drsdtp.kernels.kalman import LocalTrendFilter, LocalTrendKernel, scalar_update
 from drsdtp.kernels.linear import LinearTrendKernel
+from drsdtp.kernels.meter import EnergyMeterKernel
 from drsdtp.kernels.montecarlo import EnsembleKernel, MonteCarloKernel
+from drsdtp.kernels.motor import MotorThermalKernel
 from drsdtp.kernels.protocol import (
     Observation,
     ParamChange,
@@ -20,6 +25,7 @@ from drsdtp.kernels.protocol import (
     TrackingKernel,
     TwinState,
 )
+from drsdtp.kernels.pump import AffinityPumpKernel
 from drsdtp.kernels.registry import ENTRY_POINT_GROUP, KernelRegistry, default_registry
 from drsdtp.kernels.thermal import DEFAULT_PARAMS as THERMAL_DEFAULT_PARAMS
 from drsdtp.kernels.thermal import FirstOrderThermalKernel, ThermalTracker
@@ -27,6 +33,8 @@ from drsdtp.kernels.thermal import FirstOrderThermalKernel, ThermalTracker
 __all__ = [
     "ENTRY_POINT_GROUP",
     "THERMAL_DEFAULT_PARAMS",
+    "AffinityPumpKernel",
+    "EnergyMeterKernel",
     "EnsembleKernel",
     "FirstOrderThermalKernel",
     "KernelRegistry",
@@ -34,6 +42,7 @@ __all__ = [
     "LocalTrendFilter",
     "LocalTrendKernel",
     "MonteCarloKernel",
+    "MotorThermalKernel",
     "Observation",
     "ParamChange",
     "Prediction",

@@ -20,7 +20,10 @@ from importlib.metadata import entry_points
 from drsdtp.errors import ConfigError
 from drsdtp.kernels.kalman import LocalTrendKernel
 from drsdtp.kernels.linear import LinearTrendKernel
+from drsdtp.kernels.meter import EnergyMeterKernel
+from drsdtp.kernels.motor import MotorThermalKernel
 from drsdtp.kernels.protocol import SimulationKernel
+from drsdtp.kernels.pump import AffinityPumpKernel
 from drsdtp.kernels.thermal import FirstOrderThermalKernel
 
 __all__ = ["ENTRY_POINT_GROUP", "KernelRegistry", "default_registry"]
@@ -34,6 +37,9 @@ BUILTINS: dict[str, KernelFactory] = {
     LinearTrendKernel.name: LinearTrendKernel,
     FirstOrderThermalKernel.name: FirstOrderThermalKernel,
     LocalTrendKernel.name: LocalTrendKernel,
+    AffinityPumpKernel.name: AffinityPumpKernel,
+    MotorThermalKernel.name: MotorThermalKernel,
+    EnergyMeterKernel.name: EnergyMeterKernel,
 }
 
 

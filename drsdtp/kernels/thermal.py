@@ -142,6 +142,11 @@ class FirstOrderThermalKernel:
         return _TEMP_PARAMS + _HUM_PARAMS
 
     @property
+    def default_params(self) -> Mapping[str, float]:
+        """Every parameter a model may declare, with its default."""
+        return DEFAULT_PARAMS
+
+    @property
     def actuators(self) -> Mapping[str, tuple[float, float]]:
         """Inputs an operator can move, with their range (used to check actuator suggestions)."""
         return MappingProxyType({"heater": (0.0, 1.0), "fan": (0.0, 1.0)})
