@@ -421,6 +421,13 @@ impl Store {
         self.encode_twins(&tids, None, usize::MAX).pop().unwrap_or_default()
     }
 
+    /// The full state of every twin in parts of about `max_bytes` each (a snapshot's chunks): merging every
+    /// part gives the state [`encode_state`](Self::encode_state) encodes, and each part merges on its own.
+    pub fn encode_state_chunks(&self, max_bytes: usize) -> Vec<Vec<u8>> {
+        let tids = self.twin_ids_sorted(None);
+        self.encode_twins(&tids, None, max_bytes)
+    }
+
     /// What this replica has seen, per twin (of the named twins, or of all). Named twins this replica lacks
     /// are listed with an empty context, so a peer's catch-up sends them whole.
     pub fn version(&self, twins: Option<&[String]>) -> Vec<u8> {
@@ -523,12 +530,15 @@ impl Store {
     /// Joins this replica's own durable state (log replay, snapshots): no clock gate, since the records were
     /// accepted before (the wall clock may have gone back since a reboot), but the clock still moves past
     /// every stamp, so it never stamps below what it issued before the crash.
+    /// No size limit either: a snapshot part or log record is bounded by the log's own framing.
     pub fn merge_trusted(&mut self, bytes: &[u8]) -> Result<()> {
         self.merge_with(bytes, false, None)
     }
 
     fn merge_with(&mut self, bytes: &[u8], gate: bool, mut changed: Option<&mut Vec<String>>) -> Result<()> {
-        self.check_size(bytes)?;
+        if gate || changed.is_some() {
+            self.check_size(bytes)?;
+        }
         let msg = pb::StateDelta::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
         check_format(msg.format)?;
         let checked = validate(&msg, self.limits)?;
@@ -855,6 +865,12 @@ pub(crate) fn decode_checked(bytes: &[u8], limits: crate::store::Limits) -> Resu
     check_format(msg.format)?;
     validate(&msg, limits)?;
     Ok(msg)
+}
+
+/// Checks that `bytes` decode as a delta or state this build can merge (without merging them): how a
+/// snapshot is verified after it is written. No size limit: a snapshot chunk is bounded by the log's framing.
+pub fn check_state(bytes: &[u8], limits: crate::store::Limits) -> Result<()> {
+    decode_checked(bytes, crate::store::Limits { max_message_bytes: usize::MAX, ..limits }).map(|_| ())
 }
 
 /// Parses a full state into a map of twin -> fields, for tests and tools.

@@ -48,4 +48,4 @@ pub use mvreg::{MvReg, Sibling};
 pub use orset::OrSet;
 pub use store::{Limits, Store, StoreStats};
 pub use value::{FieldValue, Value};
-pub use wal::{Recovery, Wal, WalStats};
+pub use wal::{Batch, OnCorruption, Options as WalOptions, RecordKind, Recovery, Storage, Wal, WalStats};

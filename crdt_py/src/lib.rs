@@ -271,21 +271,27 @@ struct Wal {
     // Two locks: appends (on the event loop) only touch the buffer, so they never wait behind an fsync.
     buffer: Mutex<Pending>,
     inner: Mutex<crdt_core::Wal>,
+    quarantine_entry: Option<String>,
 }
 
-/// Records framed and not yet written. Every record gets a sequence number; a commit reports the highest one
-/// it made durable, so the host can release exactly the writers whose records are on disk, whichever call
-/// (commit or snapshot) wrote them and whatever was appended meanwhile.
+/// Records buffered and not yet written. Every record gets its sequence number in the log; a commit reports
+/// the highest one it made durable, so the host can release exactly the writers whose records are on disk,
+/// whichever call (commit, snapshot, close) wrote them and whatever was appended meanwhile.
 #[derive(Default)]
 struct Pending {
-    framed: Vec<u8>,
-    records: usize,
+    batch: crdt_core::Batch,
     last_seq: u64,
 }
 
 impl Pending {
-    fn take(&mut self) -> (Vec<u8>, usize, u64) {
-        (std::mem::take(&mut self.framed), std::mem::take(&mut self.records), self.last_seq)
+    fn take(&mut self) -> (crdt_core::Batch, u64) {
+        (std::mem::take(&mut self.batch), self.last_seq)
+    }
+
+    fn push(&mut self, kind: crdt_core::RecordKind, payload: &[u8]) -> PyResult<u64> {
+        self.batch.push(kind, payload).py_err()?;
+        self.last_seq += 1;
+        Ok(self.last_seq)
     }
 }
 
@@ -295,6 +301,15 @@ impl Wal {
     }
     fn buffer(&self) -> MutexGuard<'_, Pending> {
         self.buffer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes what is buffered as one group (under the log's lock, so groups keep their order), then runs `then`.
+    fn flush_then<T>(&self, then: impl FnOnce(&mut crdt_core::Wal) -> crdt_core::Result<T>) -> crdt_core::Result<u64> {
+        let mut wal = self.lock();
+        let (batch, seq) = self.buffer().take();
+        wal.write_batch(&batch)?;
+        then(&mut wal)?;
+        Ok(seq)
     }
 }
 
@@ -308,6 +323,14 @@ fn recovery_dict<'py>(py: Python<'py>, r: &crdt_core::Recovery) -> PyResult<Boun
     d.set_item("corrupt_records", r.corrupt_records)?;
     d.set_item("refused_records", r.refused_records)?;
     d.set_item("corrupt_snapshots", r.corrupt_snapshots)?;
+    d.set_item("records_skipped", r.records_skipped)?;
+    d.set_item("records_after_damage", r.records_after_damage)?;
+    d.set_item("bytes_quarantined", r.bytes_quarantined)?;
+    d.set_item("loss_suspected", u64::from(r.loss_suspected))?;
+    d.set_item("aux_records", r.aux_records)?;
+    d.set_item("unacked_dropped", r.unacked_dropped)?;
+    d.set_item("quarantine_dropped", r.quarantine_dropped)?;
+    d.set_item("fresh_snapshot", u64::from(r.fresh_snapshot))?;
     Ok(d)
 }
 
@@ -315,58 +338,121 @@ fn recovery_dict<'py>(py: Python<'py>, r: &crdt_core::Recovery) -> PyResult<Boun
 impl Wal {
     /// Opens the log in `path`, recovering `store` from it; returns the log and a recovery report.
     #[staticmethod]
+    #[pyo3(signature = (path, store, *, on_corruption = "quarantine", keep_snapshots = 2,
+        quarantine_max_entries = 16, quarantine_max_bytes = 268435456))]
     fn open<'py>(
         py: Python<'py>,
         path: std::path::PathBuf,
         store: &Bound<'py, Store>,
+        on_corruption: &str,
+        keep_snapshots: usize,
+        quarantine_max_entries: usize,
+        quarantine_max_bytes: u64,
     ) -> PyResult<(Wal, Bound<'py, PyDict>)> {
+        let on_corruption = match on_corruption {
+            "quarantine" => crdt_core::OnCorruption::Quarantine,
+            "refuse" => crdt_core::OnCorruption::Refuse,
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "on_corruption must be \"quarantine\" or \"refuse\", got {other:?}"
+                )))
+            }
+        };
+        if keep_snapshots == 0 {
+            return Err(pyo3::exceptions::PyValueError::new_err("keep_snapshots must be at least 1"));
+        }
+        let options = crdt_core::WalOptions {
+            on_corruption,
+            keep_snapshots,
+            quarantine: crdt_core::wal::Bounds { max_entries: quarantine_max_entries, max_bytes: quarantine_max_bytes },
+        };
         let st = store.get();
-        let (wal, rec) = py.detach(|| crdt_core::Wal::open(&path, &mut st.lock())).py_err()?;
-        let wal = Wal { buffer: Mutex::new(Pending::default()), inner: Mutex::new(wal) };
+        let (wal, rec) = py
+            .detach(|| {
+                let storage = crdt_core::Wal::fs(&path)?;
+                crdt_core::Wal::open_with(Box::new(storage), &mut st.lock(), options)
+            })
+            .py_err()?;
+        let pending = Pending { batch: crdt_core::Batch::default(), last_seq: wal.next_seq() - 1 };
+        let quarantine_entry = rec.quarantine.as_ref().map(|q| path.join(q).display().to_string());
+        let wal = Wal { buffer: Mutex::new(pending), inner: Mutex::new(wal), quarantine_entry };
         Ok((wal, recovery_dict(py, &rec)?))
     }
 
-    /// Buffers one delta (durable after the next commit); returns its sequence number (1, 2, ...).
+    /// Buffers one delta (durable after the next commit); returns its sequence number.
     fn append(&self, delta: &[u8]) -> PyResult<u64> {
-        let mut buf = self.buffer();
-        crdt_core::Wal::frame(delta, &mut buf.framed).py_err()?;
-        buf.records += 1;
-        buf.last_seq += 1;
-        Ok(buf.last_seq)
+        self.buffer().push(crdt_core::RecordKind::Delta, delta)
+    }
+
+    /// Buffers one host payload, made durable by the same group commit as deltas; the next open hands it
+    /// back in log order (`take_recovered_aux`) instead of merging it. Returns its sequence number.
+    fn append_aux(&self, payload: &[u8]) -> PyResult<u64> {
+        self.buffer().push(crdt_core::RecordKind::Aux, payload)
+    }
+
+    /// The aux records recovery found, in log order (once).
+    fn take_recovered_aux<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let aux = self.lock().take_recovered_aux();
+        PyList::new(py, aux.iter().map(|a| bytes(py, a)))
     }
 
     /// Writes what is buffered and fsyncs once; returns the sequence number up to which records are durable.
     fn commit(&self, py: Python<'_>) -> PyResult<u64> {
+        py.detach(|| self.flush_then(|_| Ok(()))).py_err()
+    }
+
+    /// Commits, then starts a new segment: records appended from here on survive the next `snapshot`. A host
+    /// with a side log makes it durable before calling `snapshot`. Returns what `commit` returns.
+    fn begin_snapshot(&self, py: Python<'_>) -> PyResult<u64> {
+        py.detach(|| self.flush_then(crdt_core::Wal::begin_snapshot)).py_err()
+    }
+
+    /// Commits, then writes the store's full state as a snapshot (after `begin_snapshot` if none was begun),
+    /// verifies it and truncates the log. Returns the sequence number up to which records are durable, as
+    /// `commit` does. A snapshot that fails to write or verify is counted (`stats()["failed_snapshots"]`,
+    /// `last_snapshot_error`) and leaves the older ones in place; `StorageError` only when the log failed.
+    fn snapshot(&self, py: Python<'_>, store: &Bound<'_, Store>) -> PyResult<u64> {
+        let st = store.get();
         py.detach(|| {
-            let mut wal = self.lock();
-            let (framed, n, seq) = self.buffer().take();
-            wal.write_framed(&framed, n).map(|()| seq)
+            self.flush_then(|wal| {
+                wal.snapshot_with(|| st.lock().encode_state_chunks(crdt_core::wal::SNAPSHOT_CHUNK_BYTES)).map(|_| ())
+            })
         })
         .py_err()
     }
 
-    /// Commits, then writes the store's full state as a snapshot and truncates the log. Returns the sequence
-    /// number up to which records are durable, as `commit` does.
-    fn snapshot(&self, py: Python<'_>, store: &Bound<'_, Store>) -> PyResult<u64> {
-        let st = store.get();
-        py.detach(|| {
-            let mut wal = self.lock();
-            let (framed, n, seq) = self.buffer().take();
-            wal.write_framed(&framed, n)?;
-            let state = st.lock().encode_state(None);
-            wal.snapshot(&state).map(|()| seq)
-        })
-        .py_err()
+    /// Commits and marks the log closed cleanly (the next open then checks even the last group); accepts
+    /// nothing after. Returns what `commit` returns.
+    fn close(&self, py: Python<'_>) -> PyResult<u64> {
+        py.detach(|| self.flush_then(crdt_core::Wal::close)).py_err()
     }
 
     #[getter]
     fn pending_bytes(&self) -> usize {
-        self.buffer().framed.len()
+        self.buffer().batch.bytes()
     }
 
     #[getter]
     fn pending_records(&self) -> usize {
-        self.buffer().records
+        self.buffer().batch.len()
+    }
+
+    /// Sequence number of the last record appended.
+    #[getter]
+    fn last_seq(&self) -> u64 {
+        self.buffer().last_seq
+    }
+
+    /// The quarantine entry the recovery at open wrote, if it found damage.
+    #[getter]
+    fn quarantine_entry(&self) -> Option<String> {
+        self.quarantine_entry.clone()
+    }
+
+    /// Why the last snapshot failed (None once one succeeds).
+    #[getter]
+    fn last_snapshot_error(&self) -> Option<String> {
+        self.lock().last_snapshot_error().map(str::to_owned)
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -377,6 +463,7 @@ impl Wal {
         d.set_item("commits", s.commits)?;
         d.set_item("last_commit_ns", s.last_commit_ns)?;
         d.set_item("snapshots", s.snapshots)?;
+        d.set_item("failed_snapshots", s.failed_snapshots)?;
         d.set_item("segment_bytes", s.segment_bytes)?;
         Ok(d)
     }
