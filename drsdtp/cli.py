@@ -44,6 +44,8 @@ from drsdtp.node_commands import (
     ApiTarget,
     AuditQuery,
     Commands,
+    DeadLetterSelection,
+    DeadLettersQuery,
     DemoOptions,
     ExportRequest,
     GetQuery,
@@ -154,6 +156,16 @@ def _demo_nodes(text: str) -> int:
     value = _positive_int(text)
     if value > 26:  # nodes are named edge-a .. edge-z
         raise argparse.ArgumentTypeError(f"at most 26 demo nodes, got {value}")
+    return value
+
+
+def _letter_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a letter id (a number from the listing)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a letter id (a number from the listing)")
     return value
 
 
@@ -277,6 +289,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", type=parse_time, metavar="TIME", help="as --since")
     p.add_argument("--actor", help="only records by this actor")
     p.add_argument("--limit", type=_positive_int, default=100, help="the newest this many records")
+
+    p = client("deadletters", "list the messages adapters could not decode; replay or purge them")
+    p.add_argument("--adapter", help="only this adapter's letters")
+    p.add_argument("--limit", type=_positive_int, default=100, help="the newest this many letters")
+    actions = p.add_subparsers(dest="letters_action", metavar="ACTION")
+    for name, help_text in (
+        (
+            "replay",
+            "decode letters again with the node's current config and apply them (removed once applied)",
+        ),
+        ("purge", "delete letters"),
+    ):
+        a = actions.add_parser(name, help=help_text)
+        a.add_argument("ids", nargs="*", type=_letter_id, metavar="ID", help="letter ids (see the listing)")
+        a.add_argument("--all", action="store_true", help="every letter (of --adapter, when given)")
+        # The listing's options are accepted here too; SUPPRESS keeps ones given before ACTION.
+        a.add_argument("--adapter", default=argparse.SUPPRESS, help="only this adapter's letters")
+        a.add_argument("--api", type=_address, default=argparse.SUPPRESS, metavar="HOST:PORT")
+        a.add_argument("--config", "-c", type=Path, default=argparse.SUPPRESS, metavar="PATH")
+        a.add_argument("--timeout", type=_positive_float, default=argparse.SUPPRESS, metavar="SECONDS")
+        a.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
 
     p = sub.add_parser("check-config", help="validate a config file and print a summary")
     p.add_argument(
@@ -464,6 +497,20 @@ def _cmd_audit(args: argparse.Namespace, commands: Commands, console: Console) -
     return _run_client(args, lambda target: commands.audit(target, query, console))
 
 
+def _cmd_deadletters(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    action = args.letters_action
+    if action is None:
+        query = DeadLettersQuery(args.adapter, args.limit)
+        return _run_client(args, lambda target: commands.deadletters(target, query, console))
+    if bool(args.ids) == args.all:
+        console.error(f"deadletters {action}: name letter ids or --all, not both")
+        return EXIT_USAGE
+    selection = DeadLetterSelection(tuple(args.ids), args.all, args.adapter)
+    if action == "replay":
+        return _run_client(args, lambda target: commands.replay_deadletters(target, selection, console))
+    return _run_client(args, lambda target: commands.purge_deadletters(target, selection, console))
+
+
 def _cmd_check_config(args: argparse.Namespace, commands: Commands, console: Console) -> int:
     setup_logging(_client_level(args))
     path = _config_path(args.path)
@@ -540,5 +587,6 @@ _HANDLERS: Final[dict[str, Callable[[argparse.Namespace, Commands, Console], int
     "snapshots": _cmd_snapshots,
     "rollback": _cmd_rollback,
     "audit": _cmd_audit,
+    "deadletters": _cmd_deadletters,
     "check-config": _cmd_check_config,
 }

@@ -30,6 +30,8 @@ __all__ = [
     "ApiTarget",
     "AuditQuery",
     "Commands",
+    "DeadLetterSelection",
+    "DeadLettersQuery",
     "DemoOptions",
     "ExportRequest",
     "GetQuery",
@@ -145,6 +147,23 @@ class AuditQuery:
     limit: int = 100
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLettersQuery:
+    """``drsdtp deadletters``: the newest ``limit`` letters (of ``adapter`` when set)."""
+
+    adapter: str | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterSelection:
+    """``drsdtp deadletters replay|purge``: the letters ``ids``, or every letter (of ``adapter`` when set)."""
+
+    ids: tuple[int, ...] = ()
+    all: bool = False
+    adapter: str | None = None
+
+
 class Commands(Protocol):
     """What the node provides to the CLI. ``stop`` is set by SIGTERM/SIGINT (the CLI installs handlers)."""
 
@@ -171,6 +190,16 @@ class Commands(Protocol):
     async def rollback(self, target: ApiTarget, request: RollbackRequest, console: Console) -> int: ...
 
     async def audit(self, target: ApiTarget, query: AuditQuery, console: Console) -> int: ...
+
+    async def deadletters(self, target: ApiTarget, query: DeadLettersQuery, console: Console) -> int: ...
+
+    async def replay_deadletters(
+        self, target: ApiTarget, selection: DeadLetterSelection, console: Console
+    ) -> int: ...
+
+    async def purge_deadletters(
+        self, target: ApiTarget, selection: DeadLetterSelection, console: Console
+    ) -> int: ...
 
     def check_plugins(self, config: NodeConfig) -> Sequence[ConfigError]:
         """Deeper validation of the adapter and kernel tables (by their plugins), for ``check-config``."""

@@ -45,6 +45,8 @@ __all__ = ["OUTCOMES", "DeadLetterOptions", "DeadLetterStats", "DeadLetterStore"
 
 log = logging.getLogger(__name__)
 
+PREVIEW_BYTES = 64
+
 #: What happens to letters, counted by adapter and reason.
 OUTCOMES = ("stored", "duplicate", "dropped", "replayed", "purged")
 
@@ -80,6 +82,7 @@ class Letter:
     size: int  # of the payload as received
     kept: int  # bytes of it kept
     digest: str  # of adapter, source and the whole payload (recognises a redelivery)
+    preview: bytes = b""  # its first bytes, for listings (kept in memory)
 
     @property
     def truncated(self) -> bool:
@@ -98,7 +101,7 @@ class Letter:
         }
 
     @classmethod
-    def from_meta(cls, meta: dict[str, Any], kept: int) -> Letter | None:
+    def from_meta(cls, meta: dict[str, Any], payload: bytes) -> Letter | None:
         try:
             letter = cls(
                 int(meta["id"]),
@@ -108,8 +111,9 @@ class Letter:
                 str(meta["reason"]),
                 str(meta["detail"]),
                 int(meta["size"]),
-                kept,
+                len(payload),
                 str(meta["digest"]),
+                payload[:PREVIEW_BYTES],
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -227,7 +231,7 @@ class DeadLetterStore(BackgroundService):
             kept = r.payload[: self.options.payload_cap]
             letter = Letter(
                 self._next_id(), adapter, r.source, r.received_ms, reason, r.detail[:500], len(r.payload),
-                len(kept), digest,
+                len(kept), digest, kept[:PREVIEW_BYTES],
             )  # fmt: skip
             self._hold(letter, kept)
             if self.directory is None:
@@ -431,7 +435,7 @@ class DeadLetterStore(BackgroundService):
                 letterlog.truncate(path, found.good_bytes)
             ids = self._segments.setdefault(number, set())
             for record in found.records:
-                letter = Letter.from_meta(record.meta, len(record.payload))
+                letter = Letter.from_meta(record.meta, record.payload)
                 if letter is None or letter.id in self._letters:
                     continue
                 self._letters[letter.id] = letter

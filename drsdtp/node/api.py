@@ -20,6 +20,7 @@ from drsdtp.gossip.tls import NodeCertificates, ca_credentials, channel_credenti
 from drsdtp.history.snapshots import SnapshotInfo
 from drsdtp.history.values import FieldValue
 from drsdtp.node.api_guard import ApiGuard, status_for
+from drsdtp.node.deadletters import DeadLetterService
 from drsdtp.node.feed import ChangeFeed
 from drsdtp.node.snapshots import SnapshotService
 from drsdtp.node.watch import WatchService
@@ -45,6 +46,8 @@ class NodeView(Protocol):
     def insight(self, twin_id: str, kind: str, params: dict[str, Any]) -> dict[str, Any]: ...
     @property
     def snapshots(self) -> SnapshotService: ...
+    @property
+    def dead_letter_service(self) -> DeadLetterService: ...
 
 
 def value_message(name: str, value: FieldValue) -> api_pb2.FieldValue:
@@ -263,6 +266,22 @@ class TwinApiService(api_pb2_grpc.TwinApiServicer):
                 )
             )
         return reply
+
+    # Dead letters: the logic is in drsdtp.node.deadletters.
+    async def ListDeadLetters(
+        self, request: api_pb2.ListDeadLettersRequest, context: grpc.aio.ServicerContext
+    ) -> api_pb2.ListDeadLettersReply:
+        return self.node.dead_letter_service.listing(request)
+
+    async def ReplayDeadLetters(
+        self, request: api_pb2.ReplayDeadLettersRequest, context: grpc.aio.ServicerContext
+    ) -> api_pb2.ReplayDeadLettersReply:
+        return await self.node.dead_letter_service.replay(request)
+
+    async def PurgeDeadLetters(
+        self, request: api_pb2.PurgeDeadLettersRequest, context: grpc.aio.ServicerContext
+    ) -> api_pb2.PurgeDeadLettersReply:
+        return await self.node.dead_letter_service.purge(request)
 
 
 def _actor(stated: str) -> str:

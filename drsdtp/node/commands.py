@@ -23,6 +23,8 @@ from drsdtp.node_commands import (
     EXIT_OK,
     ApiTarget,
     AuditQuery,
+    DeadLetterSelection,
+    DeadLettersQuery,
     DemoOptions,
     ExportRequest,
     GetQuery,
@@ -60,10 +62,18 @@ class NodeCommands:
 
         return await run_demo(options, stop, console)
 
-    async def _call(self, target: ApiTarget, console: Console, method: str, request: Any) -> Any:
+    async def _call(
+        self,
+        target: ApiTarget,
+        console: Console,
+        method: str,
+        request: Any,
+        *,
+        timeout_s: float | None = None,
+    ) -> Any:
         channel, stub = connect(target.address, target.tls, target.server_name)
         try:
-            return await getattr(stub, method)(request, timeout=target.timeout_s)
+            return await getattr(stub, method)(request, timeout=timeout_s or target.timeout_s)
         except grpc.aio.AioRpcError as exc:
             where = f"{target.address.host}:{target.address.port}"
             console.error(f"{method} on {where}: {exc.code().name}: {exc.details()}")
@@ -347,6 +357,72 @@ class NodeCommands:
                 console.line(f"  {problem}")
         return EXIT_OK if r.chain_ok else EXIT_FAILURE
 
+    async def deadletters(self, target: ApiTarget, query: DeadLettersQuery, console: Console) -> int:
+        req = api_pb2.ListDeadLettersRequest(adapter=query.adapter or "", limit=query.limit)
+        r = await self._call(target, console, "ListDeadLetters", req)
+        if r is None:
+            return EXIT_FAILURE
+        if console.json_mode:
+            console.json([_letter_doc(lt) for lt in r.letters])
+            return EXIT_OK
+        rows = [
+            (
+                lt.id,
+                _iso(lt.received_ms),
+                lt.adapter,
+                lt.source,
+                lt.reason,
+                f"{lt.size} B" + (" (truncated)" if lt.truncated else ""),
+                _preview(lt.preview),
+            )
+            for lt in r.letters
+        ]
+        title = f"{len(rows)} of {r.total} dead letters ({r.held} held, {r.held_bytes} B)"
+        console.table(["id", "received", "adapter", "source", "reason", "size", "payload"], rows, title=title)
+        for lt in r.letters:
+            if lt.detail:
+                console.line(f"  {lt.id}: {lt.reason}: {lt.detail}")
+        return EXIT_OK
+
+    async def replay_deadletters(
+        self, target: ApiTarget, selection: DeadLetterSelection, console: Console
+    ) -> int:
+        req = api_pb2.ReplayDeadLettersRequest(select=_selection(selection))
+        # The node waits up to a minute for the replayed readings to be applied.
+        r = await self._call(target, console, "ReplayDeadLetters", req, timeout_s=max(target.timeout_s, 90.0))
+        if r is None:
+            return EXIT_FAILURE
+        failed = [o for o in r.outcomes if not o.applied]
+        if console.json_mode:
+            console.json(
+                [
+                    {"id": o.id, "applied": o.applied, "readings": o.readings, "error": o.error}
+                    for o in r.outcomes
+                ]
+            )
+        else:
+            rows = [
+                (o.id, f"applied ({o.readings} readings)" if o.applied else f"kept: {o.error}")
+                for o in r.outcomes
+            ]
+            console.table(
+                ["id", "result"], rows, title=f"{len(r.outcomes) - len(failed)} of {len(r.outcomes)} replayed"
+            )
+        return EXIT_OK if not failed else EXIT_FAILURE
+
+    async def purge_deadletters(
+        self, target: ApiTarget, selection: DeadLetterSelection, console: Console
+    ) -> int:
+        req = api_pb2.PurgeDeadLettersRequest(select=_selection(selection))
+        r = await self._call(target, console, "PurgeDeadLetters", req)
+        if r is None:
+            return EXIT_FAILURE
+        if console.json_mode:
+            console.json({"purged": r.purged})
+        else:
+            console.line(f"{r.purged} dead letters purged")
+        return EXIT_OK
+
     def check_plugins(self, config: NodeConfig) -> Sequence[ConfigError]:
         problems: list[ConfigError] = []
         try:
@@ -375,6 +451,33 @@ def _write_twin(out: TextIO, writer: Any, t: api_pb2.Twin) -> None:
         return
     for f in t.fields:
         writer.writerow([t.twin_id, f.name, field_to_python(f), f.stamp >> 16 if f.stamp else ""])
+
+
+def _selection(selection: DeadLetterSelection) -> api_pb2.DeadLetterSelection:
+    return api_pb2.DeadLetterSelection(
+        ids=list(selection.ids), all=selection.all, adapter=selection.adapter or ""
+    )
+
+
+def _preview(data: bytes, width: int = 40) -> str:
+    """A payload's first bytes, printable: text as text, anything else escaped."""
+    text = data[:width].decode("utf-8", "backslashreplace")
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text + ("..." if len(data) > width else "")
+
+
+def _letter_doc(lt: api_pb2.DeadLetter) -> dict[str, Any]:
+    return {
+        "id": lt.id,
+        "adapter": lt.adapter,
+        "source": lt.source,
+        "received_ms": lt.received_ms,
+        "reason": lt.reason,
+        "detail": lt.detail,
+        "size": lt.size,
+        "truncated": lt.truncated,
+        "preview": lt.preview.decode("utf-8", "backslashreplace"),
+    }
 
 
 def _snapshot_doc(info: api_pb2.SnapshotInfo) -> dict[str, Any]:

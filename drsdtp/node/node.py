@@ -29,6 +29,7 @@ from drsdtp.gossip.scopes import SCOPE_FIELD
 from drsdtp.ingest.deadletters import DeadLetterOptions, DeadLetterStore
 from drsdtp.metrics import MetricsServer, NodeMetrics
 from drsdtp.node.api import MODEL_FIELD, ApiServer
+from drsdtp.node.deadletters import DeadLetterService
 from drsdtp.node.durable import DurableStore
 from drsdtp.node.feed import ChangeFeed
 from drsdtp.node.history import HistoryService
@@ -108,6 +109,7 @@ class Node:
             DeadLetterOptions(dl.max_letters, dl.max_bytes, dl.max_payload_bytes),
         )
         self.intake = Intake(self)
+        self.dead_letter_service = DeadLetterService(self.dead_letters, lambda: self.intake.service.runners)
         self.metrics.apply_latency = self.intake.sink.apply_latency
         self.metrics.wal_fsync_latency = self.durable.stats.fsync_latency
         wal = self.durable.stats

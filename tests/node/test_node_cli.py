@@ -23,6 +23,8 @@ from drsdtp.errors import ConfigError, StorageError
 from drsdtp.node_commands import (
     ApiTarget,
     AuditQuery,
+    DeadLetterSelection,
+    DeadLettersQuery,
     DemoOptions,
     ExportRequest,
     GetQuery,
@@ -186,6 +188,19 @@ class Recording:
 
     async def audit(self, target: ApiTarget, query: AuditQuery, console: Console) -> int:
         return await self._record("audit", target, query)
+
+    async def deadletters(self, target: ApiTarget, query: DeadLettersQuery, console: Console) -> int:
+        return await self._record("deadletters", target, query)
+
+    async def replay_deadletters(
+        self, target: ApiTarget, selection: DeadLetterSelection, console: Console
+    ) -> int:
+        return await self._record("replay_deadletters", target, selection)
+
+    async def purge_deadletters(
+        self, target: ApiTarget, selection: DeadLetterSelection, console: Console
+    ) -> int:
+        return await self._record("purge_deadletters", target, selection)
 
     def check_plugins(self, config: NodeConfig) -> Sequence[ConfigError]:
         return [ConfigError("adapters[0].topic", "required key is missing")] if self.fail else []
@@ -400,3 +415,19 @@ def test_progress_reports_interruption() -> None:
     except KeyboardInterrupt:
         pass
     assert stream.getvalue().startswith("export: 7, interrupted in ")
+
+
+def test_deadletters_parses_listing_replay_and_purge() -> None:
+    commands = Recording()
+    assert call(["deadletters", "--adapter", "site", "--limit", "5"], commands)[0] == 0
+    assert call(["deadletters", "replay", "7", "9", "--json"], commands)[0] == 0
+    assert call(["deadletters", "--adapter", "site", "purge", "--all"], commands)[0] == 0
+    (_, _, listing), (_, _, replay), (_, _, purge) = commands.calls
+    assert listing == DeadLettersQuery("site", 5)
+    assert replay == DeadLetterSelection((7, 9), False, None)
+    assert purge == DeadLetterSelection((), True, "site")
+    code, _, err = call(["deadletters", "replay"], commands)
+    assert code == 2 and "ids or --all" in err
+    code, _, err = call(["deadletters", "purge", "3", "--all"], commands)
+    assert code == 2 and "not both" in err
+    assert len(commands.calls) == 3

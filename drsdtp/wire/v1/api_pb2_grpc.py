@@ -84,6 +84,21 @@ class TwinApiStub:
                 request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.AuditRequest.SerializeToString,
                 response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.AuditReply.FromString,
                 _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/ListDeadLetters',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListDeadLettersReply.FromString,
+                _registered_method=True)
+        self.ReplayDeadLetters = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/ReplayDeadLetters',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ReplayDeadLettersRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ReplayDeadLettersReply.FromString,
+                _registered_method=True)
+        self.PurgeDeadLetters = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/PurgeDeadLetters',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.PurgeDeadLettersRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.PurgeDeadLettersReply.FromString,
+                _registered_method=True)
 
 
 class TwinApiServicer:
@@ -161,6 +176,29 @@ class TwinApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeadLetters(self, request, context):
+        """Messages the adapters could not decode (dead letters), oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDeadLetters(self, request, context):
+        """Decodes dead letters again with the node's current config (after a limit was raised or a topic rule
+        fixed) and feeds their readings through the normal pipeline; a letter is removed once its readings are
+        applied, and kept, with the reason, when it still cannot be decoded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeDeadLetters(self, request, context):
+        """Deletes dead letters.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TwinApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -213,6 +251,21 @@ def add_TwinApiServicer_to_server(servicer, server):
                     servicer.ReadAudit,
                     request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.AuditRequest.FromString,
                     response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.AuditReply.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListDeadLettersReply.SerializeToString,
+            ),
+            'ReplayDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDeadLetters,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ReplayDeadLettersRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ReplayDeadLettersReply.SerializeToString,
+            ),
+            'PurgeDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeDeadLetters,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.PurgeDeadLettersRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.PurgeDeadLettersReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -485,6 +538,87 @@ class TwinApi:
             '/drsdtp.wire.v1.TwinApi/ReadAudit',
             drsdtp_dot_wire_dot_v1_dot_api__pb2.AuditRequest.SerializeToString,
             drsdtp_dot_wire_dot_v1_dot_api__pb2.AuditReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/ListDeadLetters',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.ListDeadLettersRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.ListDeadLettersReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/ReplayDeadLetters',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.ReplayDeadLettersRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.ReplayDeadLettersReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/PurgeDeadLetters',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.PurgeDeadLettersRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.PurgeDeadLettersReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,15 @@ class TwinApiStub:
     """
     ReadAudit: _grpc.UnaryUnaryMultiCallable[_api_pb2.AuditRequest, _api_pb2.AuditReply]
     """The hash-chained audit trail of snapshots and rollbacks, with a verification of the whole chain."""
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_api_pb2.ListDeadLettersRequest, _api_pb2.ListDeadLettersReply]
+    """Messages the adapters could not decode (dead letters), oldest first."""
+    ReplayDeadLetters: _grpc.UnaryUnaryMultiCallable[_api_pb2.ReplayDeadLettersRequest, _api_pb2.ReplayDeadLettersReply]
+    """Decodes dead letters again with the node's current config (after a limit was raised or a topic rule
+    fixed) and feeds their readings through the normal pipeline; a letter is removed once its readings are
+    applied, and kept, with the reason, when it still cannot be decoded.
+    """
+    PurgeDeadLetters: _grpc.UnaryUnaryMultiCallable[_api_pb2.PurgeDeadLettersRequest, _api_pb2.PurgeDeadLettersReply]
+    """Deletes dead letters."""
 
 @_typing.type_check_only
 class TwinApiAsyncStub(TwinApiStub):
@@ -85,6 +94,15 @@ class TwinApiAsyncStub(TwinApiStub):
     """
     ReadAudit: _aio.UnaryUnaryMultiCallable[_api_pb2.AuditRequest, _api_pb2.AuditReply]  # type: ignore[assignment]
     """The hash-chained audit trail of snapshots and rollbacks, with a verification of the whole chain."""
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_api_pb2.ListDeadLettersRequest, _api_pb2.ListDeadLettersReply]  # type: ignore[assignment]
+    """Messages the adapters could not decode (dead letters), oldest first."""
+    ReplayDeadLetters: _aio.UnaryUnaryMultiCallable[_api_pb2.ReplayDeadLettersRequest, _api_pb2.ReplayDeadLettersReply]  # type: ignore[assignment]
+    """Decodes dead letters again with the node's current config (after a limit was raised or a topic rule
+    fixed) and feeds their readings through the normal pipeline; a letter is removed once its readings are
+    applied, and kept, with the reason, when it still cannot be decoded.
+    """
+    PurgeDeadLetters: _aio.UnaryUnaryMultiCallable[_api_pb2.PurgeDeadLettersRequest, _api_pb2.PurgeDeadLettersReply]  # type: ignore[assignment]
+    """Deletes dead letters."""
 
 class TwinApiServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -170,5 +188,32 @@ class TwinApiServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_api_pb2.AuditReply, _abc.Awaitable[_api_pb2.AuditReply]]:
         """The hash-chained audit trail of snapshots and rollbacks, with a verification of the whole chain."""
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _api_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.ListDeadLettersReply, _abc.Awaitable[_api_pb2.ListDeadLettersReply]]:
+        """Messages the adapters could not decode (dead letters), oldest first."""
+
+    @_abc_1.abstractmethod
+    def ReplayDeadLetters(
+        self,
+        request: _api_pb2.ReplayDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.ReplayDeadLettersReply, _abc.Awaitable[_api_pb2.ReplayDeadLettersReply]]:
+        """Decodes dead letters again with the node's current config (after a limit was raised or a topic rule
+        fixed) and feeds their readings through the normal pipeline; a letter is removed once its readings are
+        applied, and kept, with the reason, when it still cannot be decoded.
+        """
+
+    @_abc_1.abstractmethod
+    def PurgeDeadLetters(
+        self,
+        request: _api_pb2.PurgeDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.PurgeDeadLettersReply, _abc.Awaitable[_api_pb2.PurgeDeadLettersReply]]:
+        """Deletes dead letters."""
 
 def add_TwinApiServicer_to_server(servicer: TwinApiServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
