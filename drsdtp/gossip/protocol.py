@@ -24,8 +24,9 @@ The design, briefly:
   peer still needed, that peer is repaired by a digest-driven catch-up instead.
 * Catch-up: Digest -> Version of the differing twins -> StateChunks of what the asker lacks, plus a
   reciprocal Version so one round repairs both directions. It runs on a link's first session since this
-  node started, after a truncation, and periodically (the safety net). Catch-up chunks are computed for one
-  peer's version: applied, never forwarded. They are sent only after a durability barrier
+  node started, after a truncation, once a payload refused for clock skew would pass the gate (the refused
+  interval is acknowledged all the same), and periodically (the safety net). Catch-up chunks are computed
+  for one peer's version: applied, never forwarded. They are sent only after a durability barrier
   (:attr:`Inbound.after_sync`), because they are read from the store, which may hold local writes not yet
   in the write-ahead log: a crash would otherwise let peers keep an event the node then reissues.
 """
@@ -33,6 +34,7 @@ The design, briefly:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -69,6 +71,7 @@ _MAX_PENDING_INTERVALS: Final = 4096
 _MAX_REJECTS_PER_MESSAGE: Final = 8
 _MAX_REASSEMBLIES: Final = 4
 _MAX_LINKS: Final = 4096
+_MIN_SKEW_RETRY_S: Final = 1.0
 
 
 @dataclass(slots=True)
@@ -136,6 +139,9 @@ class PeerLink:
         self.repair_wanted = True  # first session since this node started: we do not know what it has
         self.repair_owner = owner  # the periodic repair is started by one side only
         self.next_repair_at = now
+        # A payload refused for clock skew was acknowledged all the same; it can pass once our clock has
+        # caught up with its stamp, and a repair then brings it (see AntiEntropy._retry_after_skew).
+        self.skew_repair_at = math.inf
         self.round = 0
         self.receiver = _Receiver()
         self.filter: ScopeFilter | None = None
@@ -259,7 +265,7 @@ class AntiEntropy:
             elif kind == "version":
                 self._on_version(link, message.version, result)
             elif kind == "chunk":
-                self._on_chunk(link, message.chunk, result)
+                self._on_chunk(link, message.chunk, result, now)
             elif kind == "reject":
                 self._on_reject(link, message.reject)
             elif kind == "links":
@@ -285,7 +291,7 @@ class AntiEntropy:
         relay = self.limits.relay and any(p != link.peer for p in self.links)
         for delta in batch.deltas:
             link.stats.deltas_received += 1
-            changed = self._merge(link, delta, result, batch.to_seq)
+            changed = self._merge(link, delta, result, batch.to_seq, now)
             if not changed:
                 continue  # refused, or redundant: nothing to persist or pass on
             result.persist.append(delta)
@@ -299,7 +305,9 @@ class AntiEntropy:
         link.receiver.advance(batch.base, batch.from_seq, batch.to_seq)
         result.ack = PeerMessage(ack=Ack(seq=link.receiver.frontier))
 
-    def _merge(self, link: PeerLink, payload: bytes, result: Inbound, seq: int) -> list[str] | None:
+    def _merge(
+        self, link: PeerLink, payload: bytes, result: Inbound, seq: int, now: float
+    ) -> list[str] | None:
         """Merge one payload; a refusal is counted, logged with the peer's id and answered with a Reject."""
         st = link.stats
         reason: Reject.Reason.ValueType
@@ -317,6 +325,7 @@ class AntiEntropy:
                 ahead = getattr(exc, "remote_ms", 0) - getattr(exc, "local_ms", 0)
                 limit = getattr(exc, "max_offset_ms", self.store.max_offset_ms)
                 detail = f"a stamp {ahead} ms ahead of the receiver's clock (max offset {limit} ms)"
+                self._retry_after_skew(link, ahead - limit, now)
             except DecodeError as exc:
                 st.refused_malformed += 1
                 count, reason, detail = st.refused_malformed, Reject.REASON_MALFORMED, str(exc)
@@ -327,6 +336,14 @@ class AntiEntropy:
         if sum(1 for r in result.replies if r.HasField("reject")) < _MAX_REJECTS_PER_MESSAGE:
             result.replies.append(_reject(reason, detail, seq))
         return None
+
+    def _retry_after_skew(self, link: PeerLink, excess_ms: int, now: float) -> None:
+        """A refused stamp passes the gate once our clock has moved ``excess_ms`` on (or, if ours had jumped
+        back, once it is right again). The refused payload's interval is acknowledged all the same, so only
+        a repair brings it: ask for one then, not at the next periodic repair (with a floor, so a peer whose
+        clock stays wrong is not asked every few milliseconds)."""
+        wait_s = min(max(excess_ms / 1000 + 0.1, _MIN_SKEW_RETRY_S), self.limits.repair_interval_s)
+        link.skew_repair_at = min(link.skew_repair_at, now + wait_s)
 
     def _on_ack(self, link: PeerLink, seq: int, now: float) -> None:
         seq = min(seq, self.log.head)  # an ack beyond what we ever appended is nonsense: clamp it
@@ -377,9 +394,9 @@ class AntiEntropy:
             # write not received yet) is asked about too; that is how it gets its _scope.
             result.replies += self._version_messages(twins, part.round, reciprocate=False)
 
-    def _on_chunk(self, link: PeerLink, chunk: StateChunk, result: Inbound) -> None:
+    def _on_chunk(self, link: PeerLink, chunk: StateChunk, result: Inbound, now: float) -> None:
         link.stats.catchup_bytes_received += len(chunk.state)
-        changed = self._merge(link, chunk.state, result, 0)
+        changed = self._merge(link, chunk.state, result, 0, now)
         if changed:
             # Persisted but never appended to the log: a catch-up chunk is valid for this node only.
             result.persist.append(chunk.state)
@@ -432,6 +449,9 @@ class AntiEntropy:
             link.links_sent = self._connected_version
             live = sorted(p for p, other in self.links.items() if other.connected and p != link.peer)
             out.append(PeerMessage(links=Links(peers=live)))
+        if now >= link.skew_repair_at:
+            link.skew_repair_at = math.inf
+            link.repair_wanted = True
         if link.repair_wanted or (link.repair_owner and now >= link.next_repair_at):
             out += self._start_repair(link, now)
         if link.sent > link.acked and now - link.last_progress >= self.limits.retransmit_after_s:

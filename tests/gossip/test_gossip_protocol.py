@@ -351,3 +351,28 @@ def test_a_hello_within_the_clock_offset_is_accepted() -> None:
     assert a.core.check_hello(hello("b", hlc=(now_ms + 400) << 16)).node_id == "b"
     with pytest.raises(HandshakeRefused, match=r"clock (999|1000) ms ahead"):
         a.core.check_hello(hello("b", hlc=(now_ms + 1000) << 16))
+
+
+def test_a_delta_refused_for_clock_skew_is_repaired_once_the_clock_caught_up() -> None:
+    """b's clock runs 2 s ahead: a refuses its delta (counted, acknowledged all the same) and, about
+    2 s - max offset later, starts a repair that brings it; not only at the next periodic repair."""
+    t0 = 1_700_000_000_000
+    a, b = Node("a"), Node("b")
+    a.store.set_manual_time(t0)
+    b.store.set_manual_time(t0)
+    la, lb = connect(a, b)
+    settle([(a, la, b, lb), (b, lb, a, la)])
+    b.store.set_manual_time(t0 + 2000)
+    b.write("press", "temp", 90.0)
+    acks = deliver(a, la, b.core.outgoing(lb, 0.0))
+    assert la.stats.refused_clock_skew == 1 and a.store.get("press", "temp") is None
+    assert kinds(acks) == ["reject", "ack"]
+    deliver(b, lb, acks)
+    assert lb.acked == b.core.log.head  # b will not send it again
+    assert not kinds(a.core.outgoing(la, 1.0))  # a's clock has not caught up yet: no repair
+    a.store.set_manual_time(t0 + 1600)  # now within the 500 ms gate
+    out = a.core.outgoing(la, 1.6)
+    assert "digest" in kinds(out)  # a repair (LIMITS has no periodic one at all)
+    while out:
+        out = deliver(a, la, deliver(b, lb, out, 1.6), 1.6)
+    assert a.store.get("press", "temp") == 90.0
