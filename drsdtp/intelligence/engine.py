@@ -23,6 +23,8 @@ import numpy as np
 import numpy.typing as npt
 
 from drsdtp.errors import ConfigError, InvalidValueError, UnknownTwinError
+from drsdtp.intelligence.detect import DetectorConfig, ScoreBatch, StreamDetector
+from drsdtp.intelligence.detect.events import detector_events
 from drsdtp.intelligence.divergence import (
     KIND_MODEL_DRIFT,
     KIND_NONE,
@@ -157,6 +159,7 @@ class TwinIntelligence:
         registry: KernelRegistry | None = None,
         divergence: DivergenceConfig | None = None,
         max_log: int = 10_000,
+        detector: DetectorConfig | None = None,
     ) -> None:
         self.config = config if config is not None else IntelligenceConfig()
         self.registry = registry if registry is not None else default_registry()
@@ -164,6 +167,9 @@ class TwinIntelligence:
         self.table = FieldTable()
         self.windows = FieldWindows(self.config.capacity, self.config.short_window, hc.recent)
         self.monitor = HealthMonitor(hc)
+        # Model-free detection for every field; health uses it for the fields without a declared model.
+        self.detector = StreamDetector(detector)
+        self.model_free = np.zeros(0, bool)
         self.drift = DriftDetector(hc)
         self.divergence_monitor = DivergenceMonitor(
             divergence if divergence is not None else DivergenceConfig()
@@ -205,6 +211,11 @@ class TwinIntelligence:
         spec = self.models[model]
         rows = self.table.add_twin(twin, spec.fields)
         self.windows.resize(len(self.table))
+        self.detector.resize(len(self.table))
+        bound = {name for fields in spec.bindings.values() for name in fields}
+        self.model_free = np.r_[
+            self.model_free, [f.name not in bound and f.redundancy_group is None for f in spec.fields]
+        ]
         group = self._groups[model]
         slot = group.add(twin, {f.name: r for f, r in zip(spec.fields, rows, strict=True)})
         if group.tracker is not None:
@@ -230,8 +241,23 @@ class TwinIntelligence:
     def ingest(
         self, rows: npt.ArrayLike, t_s: npt.ArrayLike, values: npt.ArrayLike, seq: npt.ArrayLike | None = None
     ) -> int:
-        """Append readings as arrays of row, time, value (and sequence number); returns how many were kept."""
-        return self.windows.append(rows, t_s, values, seq)
+        """Append readings as arrays of row, time, value (and sequence number); returns how many were kept.
+
+        Each reading is also scored by the model-free detector; the onsets of its alarms on fields without a
+        declared model go to the anomaly log with the reading's time, test, magnitude and score."""
+        kept = self.windows.append(rows, t_s, values, seq)
+        r = np.asarray(rows, dtype=np.intp).ravel()
+        t = np.asarray(t_s, dtype=np.float64).ravel()
+        v = np.asarray(values, dtype=np.float64).ravel()
+        ok = np.isfinite(t) & np.isfinite(v)
+        if ok.any():
+            self._log(self.detector.update(r[ok], t[ok], v[ok]), v[ok])
+        return kept
+
+    def _log(self, batch: ScoreBatch, values: FloatArray) -> None:
+        onset = batch.onset & self.model_free[batch.rows]
+        if onset.any():
+            self.anomaly_log.events.extend(detector_events(batch, onset, values, self.table))
 
     def ingest_readings(self, readings: Iterable[Reading]) -> int:
         """Convenience for object streams; dropouts (``value is None``) and unknown fields are skipped."""
@@ -258,7 +284,10 @@ class TwinIntelligence:
         n = len(self.table)
         table = self.table
         fit_short, fit_long = self.windows.fit_short(), self.windows.fit_long()
-        screen = self.monitor.screen(self.windows, table, now_s)
+        found = self.detector.findings(now_s, n)
+        screen = self.monitor.screen(
+            self.windows, table, now_s, found, self.model_free[:n], self.detector.config.hold_s
+        )
         last_v = self.windows.last_v[:n]
         prev_drift = np.zeros(n, bool)
         prev_drift[: min(n, self._prev_drift.shape[0])] = self._prev_drift[:n]
@@ -317,7 +346,7 @@ class TwinIntelligence:
         self.degradation.update(has_indicator, now_s, indicator)
 
         traits = compute_traits(health, fit_short, fit_long, table, hc.stale_factor)
-        self.anomaly_log.record(traits, table, now_s, last_v, screen.spike_z)
+        self.anomaly_log.record(traits, table, now_s, last_v, screen.spike_z, skip=screen.model_free)
         horizons = np.asarray(cfg.horizons_min, dtype=np.float64) * 60.0
         forecast = linear_forecast(
             fit_short,

@@ -16,6 +16,15 @@ Detectors (all vectorised over fields; ``k`` = ``HealthConfig.recent`` newest sa
   ``loss_max``.
 * ``DRIFT``: a CUSUM on the residual against redundant peers or against the model (:mod:`.drift`).
 * ``OUT_OF_RANGE``: the latest value is physically impossible.
+* ``ANOMALY``: a level shift, trend change, slow drift or variance change found by the model-free detector.
+
+Fields without a declared model (not bound to a kernel variable, no redundant peers) take SPIKE, STUCK,
+ANOMALY, DROPOUT and, once warm, STALE from the model-free detector (:mod:`.detect`): it learns the field's
+own period, resolution, noise and habits, so counts, quantised, step-like, periodic and irregular streams do
+not raise the false alarms the fixed tests above do. A declared ``kind`` other than ``analog`` keeps only
+its silence checks (DROPOUT, STALE). Modelled fields keep the tests above.
+Every finding of SPIKE or ANOMALY stays visible for the hold time (``DetectorConfig.hold_s``, at least
+``hold_periods`` periods) after its last alarmed reading, so a spike seen by a pass is still reported later.
 
 Quality multiplies one factor per finding (see :func:`_quality`); below ``HealthConfig.quality_threshold``
 data must not be used to decide (forecast, what-if, actuation, estimation).
@@ -30,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from drsdtp.intelligence.detect import TESTS, Findings
 from drsdtp.intelligence.drift import DriftVerdict
 from drsdtp.intelligence.linefit import FloatArray
 from drsdtp.intelligence.spec import HealthConfig
@@ -52,6 +62,7 @@ class Reason(enum.IntFlag):
     LOSS = 32
     OUT_OF_RANGE = 64
     NO_DATA = 128
+    ANOMALY = 256
 
 
 class HealthStatus(enum.Enum):
@@ -93,6 +104,10 @@ class Screen:
     out_of_range: BoolArray
     no_data: BoolArray
     prequality: FloatArray
+    anomaly: BoolArray
+    model_free: BoolArray
+    found: Findings | None
+    stale_after: FloatArray
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +128,25 @@ class HealthMonitor:
         self.config = config
         self.noise = np.zeros(0)
         self._seen = np.zeros(0, np.int64)
+        self._last_spike = np.zeros(0)
 
     def resize(self, rows: int) -> None:
         if rows > self.noise.shape[0]:
             self.noise = np.r_[self.noise, np.full(rows - self.noise.shape[0], np.nan)]
             self._seen = np.r_[self._seen, np.zeros(rows - self._seen.shape[0], np.int64)]
+            self._last_spike = np.r_[self._last_spike, np.full(rows - self._last_spike.shape[0], np.nan)]
 
-    def screen(self, windows: FieldWindows, table: FieldTable, now_s: float) -> Screen:
-        """Run every window-only detector over all fields."""
+    def screen(
+        self,
+        windows: FieldWindows,
+        table: FieldTable,
+        now_s: float,
+        found: Findings | None = None,
+        model_free: BoolArray | None = None,
+        hold_s: float = 0.0,
+    ) -> Screen:
+        """Run every window-only detector over all fields; ``found`` (the model-free detector's findings)
+        replaces the fixed tests on ``model_free`` rows; ``hold_s`` keeps a fixed test's spike visible."""
         cfg = self.config
         n = windows.fields
         self.resize(n)
@@ -178,15 +204,42 @@ class HealthMonitor:
         )
 
         age = np.where(no_data, np.inf, now_s - last_t)
-        stale_after = cfg.stale_factor * table.period
+        free = np.zeros(n, bool) if model_free is None or found is None else model_free[:n]
+        period = table.period
+        seq_missing = windows.recent_missing()
+        regular = free.copy()
+        if found is not None and free.any():
+            # model-free rows: the learned period; a regular stream counts missing readings by time too
+            learned = free & found.warm & np.isfinite(found.period_s)
+            period = np.where(learned, found.period_s, period)
+            regular = learned & found.regular
+            gaps = np.diff(block.t_s, axis=1) / period[:, None]
+            by_time = np.nansum(np.maximum(np.rint(gaps) - 1.0, 0.0), axis=1)
+            seq_missing = np.where(regular, np.maximum(seq_missing, by_time), seq_missing)
+        stale_after = cfg.stale_factor * period
         stale = ~no_data & (age > stale_after)
         replaying = windows.dups_since_new[:n] > 0
-        silent = np.where(replaying | no_data, 0.0, np.maximum(np.floor(age / table.period - 0.5), 0.0))
-        missing = windows.recent_missing() + silent
+        silent = np.where(replaying | no_data, 0.0, np.maximum(np.floor(age / period - 0.5), 0.0))
+        missing = seq_missing + silent
         dropout = ~no_data & (missing >= cfg.dropout_min_missing)
         loss = windows.loss_ratio()
         out_of_range = ~no_data & ((last_v < table.valid_min) | (last_v > table.valid_max))
 
+        # a spike of the fixed test stays visible for the hold time
+        self._last_spike[:n] = np.where(spike_recent, now_s, self._last_spike[:n])
+        with np.errstate(invalid="ignore"):
+            held = (now_s - self._last_spike[:n]) <= np.maximum(hold_s, 10.0 * table.period)
+        spike_recent = spike_recent | (held & (hold_s > 0))
+        anomaly = np.zeros(n, bool)
+        if found is not None and free.any():
+            spike_recent, latest_spike, stuck, anomaly, dropout, stale, spike_z = _model_free(
+                found,
+                free,
+                regular,
+                windows.recent_missing() >= cfg.dropout_min_missing,  # sequence gaps: exact evidence
+                table,
+                (spike_recent, latest_spike, stuck, dropout, stale, spike_z),
+            )
         screen = Screen(
             fresh=fresh,
             age_s=age,
@@ -204,13 +257,17 @@ class HealthMonitor:
             out_of_range=out_of_range,
             no_data=no_data,
             prequality=np.zeros(n),
+            anomaly=anomaly,
+            model_free=free,
+            found=found,
+            stale_after=stale_after,
         )
-        return dataclasses.replace(screen, prequality=_quality(screen, None, stale_after, cfg))
+        return dataclasses.replace(screen, prequality=_quality(screen, None, screen.stale_after, cfg))
 
     def finish(self, screen: Screen, drift: DriftVerdict, table: FieldTable) -> HealthArrays:
         """Combine the screen with the drift verdict into quality, status and reasons."""
         cfg = self.config
-        quality = _quality(screen, drift, cfg.stale_factor * table.period, cfg)
+        quality = _quality(screen, drift, screen.stale_after, cfg)
         reasons = np.zeros(quality.shape, np.uint16)
         for flag, mask in (
             (Reason.STALE, screen.stale),
@@ -221,6 +278,7 @@ class HealthMonitor:
             (Reason.LOSS, screen.loss > cfg.loss_max),
             (Reason.OUT_OF_RANGE, screen.out_of_range),
             (Reason.NO_DATA, screen.no_data),
+            (Reason.ANOMALY, screen.anomaly),
         ):
             reasons |= np.where(mask, np.uint16(flag.value), np.uint16(0))
         status = np.where(
@@ -271,6 +329,7 @@ def _quality(
         overdue = np.maximum(screen.age_s - stale_after, 0.0) / (2.0 * stale_after)
         q *= np.where(screen.stale, 0.7 * np.exp(-overdue), 1.0)  # FAILED about 2 stale periods later
     q *= np.where(screen.stuck, 0.2, 1.0)
+    q *= np.where(screen.anomaly, 0.6, 1.0)  # DEGRADED, still usable: the process may have changed
     q *= np.where(screen.latest_spike, 0.1, np.where(screen.spike_recent, 0.6, 1.0))
     recent = float(cfg.recent)
     q *= np.where(screen.dropout, np.clip(np.minimum(0.7, 1.0 - screen.missing / recent), 0.0, 1.0), 1.0)
@@ -280,3 +339,36 @@ def _quality(
         q *= np.where(drift.flagged, np.where(drift.severe, 0.2, 0.45), 1.0)
     out: FloatArray = np.clip(q, 0.0, 1.0)
     return out
+
+
+_SPIKES = np.array([TESTS.index("spike"), TESTS.index("spike_back")])
+_FLAT, _GAP = TESTS.index("flat"), TESTS.index("gap")
+_Fixed = tuple[BoolArray, BoolArray, BoolArray, BoolArray, BoolArray, FloatArray]
+
+
+def _model_free(
+    found: Findings, free: BoolArray, regular: BoolArray, seq_gap: BoolArray, table: FieldTable, fixed: _Fixed
+) -> tuple[BoolArray, BoolArray, BoolArray, BoolArray, BoolArray, BoolArray, FloatArray]:
+    """The detector's findings in the shape of the fixed tests' flags, on the model-free rows.
+
+    Silence: a regular stream keeps the fixed rules (stale after ``stale_factor`` periods, dropout at
+    ``dropout_min_missing`` missing readings), on its learned period; an irregular one is judged by the tail
+    of its own gaps (the gap test), since a fixed multiple of its period would fire on normal gaps."""
+    spike_recent, latest_spike, stuck, dropout, stale, spike_z = fixed
+    analog = free & table.analog  # a declared step-like kind keeps only the silence checks
+    is_spike = np.isin(found.test, _SPIKES)
+    d_spike = analog & found.active & is_spike
+    d_latest = analog & found.latest_spike
+    d_stuck = analog & found.alarm & (found.test == _FLAT)
+    d_anomaly = analog & found.active & ~is_spike & (found.test != _FLAT) & (found.test != _GAP)
+    d_gap = free & found.active & (found.test == _GAP)
+    d_stale = free & found.warm & (found.stale >= found.threshold)
+    return (
+        np.where(free, d_spike, spike_recent),
+        np.where(free, d_latest, latest_spike),
+        np.where(free, d_stuck, stuck),
+        d_anomaly,
+        np.where(regular, dropout | d_gap, np.where(free, d_gap | seq_gap | dropout & ~found.warm, dropout)),
+        np.where(regular | (free & ~found.warm), stale, np.where(free, d_stale, stale)),
+        np.where(free, np.where(d_spike, found.magnitude, 0.0), spike_z),
+    )

@@ -104,6 +104,12 @@ class TwinHealth(Serializable):
 
 @dataclass(frozen=True, slots=True)
 class AnomalyEvent(Serializable):
+    """One anomaly onset. From the model-free detector, ``test`` names the test that fired (``spike``,
+    ``spike_back``, ``shift``, ``trend``, ``drift``, ``variance``, ``flat``, ``gap``), ``magnitude`` is its
+    statistic in the field's own units (noise widths; readings for ``flat``; periods for ``gap``) and
+    ``score`` the calibrated anomaly score in [0, 1] (clean data exceeds ``s`` about ``1 - s`` of the time);
+    ``t_s`` is then the time of the reading it is about. From the pass-based checks these stay empty."""
+
     twin: str
     field: str
     kind: str
@@ -111,6 +117,9 @@ class AnomalyEvent(Serializable):
     t_s: float
     value: float | None
     detail: str
+    test: str = ""
+    magnitude: float | None = None
+    score: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,7 +67,7 @@ def compute_traits(
         np.where(age <= 1.5 * table.period, 0, np.where(age <= stale_factor * table.period, 1, 2)),
     ).astype(np.int8)
 
-    rapid = (sc.level_shift | (np.abs(np.nan_to_num(slope)) > table.max_rate_per_s)) & ~sc.stuck
+    rapid = (sc.level_shift | sc.anomaly | (np.abs(np.nan_to_num(slope)) > table.max_rate_per_s)) & ~sc.stuck
     anomaly = {
         "spike": sc.spike_recent,
         "stuck": sc.stuck,
@@ -104,11 +104,21 @@ class AnomalyLog:
         self._previous: dict[str, BoolArray] = {}
 
     def record(
-        self, traits: TraitArrays, table: FieldTable, t_s: float, values: FloatArray, spike_z: FloatArray
+        self,
+        traits: TraitArrays,
+        table: FieldTable,
+        t_s: float,
+        values: FloatArray,
+        spike_z: FloatArray,
+        skip: BoolArray | None = None,
     ) -> list[AnomalyEvent]:
+        """Log the onsets of the pass's anomaly flags; ``skip`` rows (whose spikes, flat lines and shifts
+        the model-free detector logs itself, reading by reading) log only range and drift findings."""
         new: list[AnomalyEvent] = []
         for kind in ANOMALY_KINDS:
             flag = traits.anomaly[kind]
+            if skip is not None and kind in ("spike", "stuck", "rapid_change"):
+                flag = flag & ~skip[: flag.shape[0]]
             prev = self._previous.get(kind)
             if prev is None or prev.shape != flag.shape:
                 grown = np.zeros(flag.shape, bool)

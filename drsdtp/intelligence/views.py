@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from drsdtp.intelligence.detect import TESTS, Findings
+from drsdtp.intelligence.detect.events import KIND_OF_TEST, describe
 from drsdtp.intelligence.divergence import (
     KIND_MODEL_DRIFT,
     KIND_SENSOR_FAULT,
@@ -63,15 +65,20 @@ def build_field_health(engine: TwinIntelligence, last: PassResult, row: int) -> 
     details: list[str] = []
     if Reason.NO_DATA in reasons:
         details.append("no reading yet")
+    found = sc.found if sc.model_free[row] else None
     if Reason.STALE in reasons:
         how = " (the sensor keeps re-sending its last reading)" if sc.replaying[row] else ""
-        details.append(
-            f"no new reading for {sc.age_s[row]:.0f} s, expected every {spec.expected_period_s:g} s{how}"
-        )
+        expected = spec.expected_period_s
+        if found is not None and found.warm[row]:
+            expected = float(found.period_s[row])
+        details.append(f"no new reading for {sc.age_s[row]:.0f} s, expected every {expected:.3g} s{how}")
     if Reason.STUCK in reasons:
-        details.append(
-            f"flat line at {value:g}{unit} over the last {engine.config.health.stuck_run} readings"
-        )
+        if found is not None:
+            details.append(f"flat line at {value:g}{unit}: {_found(found, row)}")
+        else:
+            details.append(
+                f"flat line at {value:g}{unit} over the last {engine.config.health.stuck_run} readings"
+            )
     if Reason.DRIFT in reasons:
         d = h.drift
         peers = d.against[row] == AGAINST_PEERS
@@ -80,7 +87,14 @@ def build_field_health(engine: TwinIntelligence, last: PassResult, row: int) -> 
             f"drift: {offset:+.3g}{unit} against {'its redundant sensors' if peers else 'the model'}"
         )
     if Reason.SPIKE in reasons:
-        details.append(f"spike: a recent reading is {sc.spike_z[row]:.0f} noise widths off")
+        if found is not None:
+            details.append(f"spike: {_found(found, row)}, {last.t_s - float(found.at_s[row]):.0f} s ago")
+        else:
+            details.append(f"spike: a recent reading is {sc.spike_z[row]:.0f} noise widths off")
+    if Reason.ANOMALY in reasons and found is not None:
+        kind = KIND_OF_TEST[TESTS[int(found.test[row])]].replace("_", " ")
+        since = last.t_s - float(found.start_s[row])
+        details.append(f"{kind}: {_found(found, row)}, since {since:.0f} s")
     if Reason.DROPOUT in reasons:
         details.append(f"{sc.missing[row]:.0f} readings missing recently")
     if Reason.LOSS in reasons:
@@ -98,6 +112,12 @@ def build_field_health(engine: TwinIntelligence, last: PassResult, row: int) -> 
         age_s=_opt(float(sc.age_s[row])),
         noise=_opt(float(sc.noise[row])),
     )
+
+
+def _found(found: Findings, row: int) -> str:
+    """The detector's explanation: which test, how far in the field's own units, and the score."""
+    test = TESTS[int(found.test[row])]
+    return f"{describe(test, float(found.magnitude[row]))} (score {float(found.score[row]):.6f})"
 
 
 def build_twin_health(twin: str, model: str, t_s: float, fields: tuple[FieldHealth, ...]) -> TwinHealth:

@@ -10,12 +10,12 @@ readings:
 ``spike``       the reading against both the previous one and the median of the 32 before it (immediate);
 ``spike_back``  the previous reading against both neighbours, same sign (confirmed one reading later: a step,
                 unlike a spike, does not come back);
-``shift``       the mean of the 4 newest readings against the median of the 32 before them (level shift);
-``trend``       the mean of the 16 newest against the median of the 32 before them (trend change);
-``drift``       a fast (8 readings) against a slow (128 readings) moving average: slow drifts;
+``shift``       the median of the 4 newest readings against the median of the 32 before them (level shift);
+``trend``       the median of the 16 newest against the median of the 32 before them (trend change);
+``drift``       a fast (8 readings, winsorised) against a slow (128 readings) moving average: slow drifts;
 ``variance``    the median absolute step over the 16 newest against the noise unit;
 ``flat``        how many readings in a row repeat the value (within half the resolution): anomalous only
-                relative to the runs this field has shown;
+                relative to the completed runs this field has shown;
 ``gap``         the time since the previous reading, in learned periods (dropout; staleness at a pass).
 
 Each statistic becomes a p-value from its field's tail model; the score is ``1 - min(1, m * min p)``
@@ -37,7 +37,7 @@ import numpy.typing as npt
 from drsdtp.errors import InvalidValueError
 from drsdtp.intelligence.detect.tail import TailModel
 
-__all__ = ["TESTS", "DetectorConfig", "ScoreBatch", "StreamDetector"]
+__all__ = ["TESTS", "DetectorConfig", "Findings", "ScoreBatch", "StreamDetector"]
 
 FloatArray = npt.NDArray[np.float64]
 IndexArray = npt.NDArray[np.intp]
@@ -55,6 +55,7 @@ _PRIOR_SCALE: Final[dict[str, float]] = {
     "gap": 1.0,
 }
 _W: Final[int] = 48  # readings kept per field
+_FLAT: Final[int] = TESTS.index("flat")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +63,17 @@ class DetectorConfig:
     """``threshold``: the default alarm level of the score (1 - 1e-4: about one clean reading in 10k,
     at most); an alarm lasts while the score stays above ``release`` (hysteresis: a statistic wavering
     around the threshold is one event, not many); ``learn_below``: a p-value under this does not stretch
-    its test's tail; ``memory``: readings the tails and the noise unit remember (about)."""
+    its test's tail; ``memory``: readings the tails and the noise unit remember (about); an alarm stays
+    visible in health for ``max(hold_s, hold_periods x the learned period)`` after its last alarmed
+    reading (a spike must not vanish from health before anyone could look)."""
 
     threshold: float = 1.0 - 1e-4
     release: float = 1.0 - 1e-2
     learn_below: float = 1e-3
     warmup: int = 200
     memory: float = 5000.0
+    hold_s: float = 300.0
+    hold_periods: float = 10.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.release <= self.threshold < 1.0:
@@ -89,9 +94,36 @@ class ScoreBatch:
     t_s: FloatArray
     score: FloatArray
     alarm: BoolArray
+    onset: BoolArray  # the reading starts an alarm episode, or turns a spike's episode into another kind
     test: npt.NDArray[np.int8]
     magnitude: FloatArray
     at_s: FloatArray
+
+
+@dataclass(frozen=True, slots=True)
+class Findings:
+    """What health shows per field at a pass: the latest alarm episode while it is held (``active``).
+
+    ``alarm`` is whether the field's newest reading is in alarm; ``test``/``magnitude``/``score``/``at_s``
+    describe the episode's most significant reading, ``start_s`` its first and ``last_s`` its last alarmed
+    reading; ``stale`` is the silence score since the last reading (from the learned gaps) and ``periods``
+    that silence in learned periods; ``warm`` whether the field is past its warm-up."""
+
+    active: BoolArray
+    alarm: BoolArray
+    test: npt.NDArray[np.int8]
+    magnitude: FloatArray
+    score: FloatArray
+    at_s: FloatArray
+    start_s: FloatArray
+    last_s: FloatArray
+    stale: FloatArray
+    periods: FloatArray
+    period_s: FloatArray
+    warm: BoolArray
+    latest_spike: BoolArray  # the newest reading itself is a spike
+    regular: BoolArray  # readings come on a regular grid (gaps within 5 % of a multiple of the period)
+    threshold: float
 
 
 class StreamDetector:
@@ -108,6 +140,8 @@ class StreamDetector:
         self.abs_step = np.zeros(0)
         self.quantum = np.zeros(0)
         self.run = np.zeros(0)
+        self.jitter = np.zeros(0)  # mean |gap / period - 1|
+        self.repeat = np.zeros(0)  # share of readings that repeat the previous value
         self.fast = np.zeros(0)  # moving averages of the value (drift test)
         self.slow = np.zeros(0)
         self.tails = {
@@ -118,6 +152,13 @@ class StreamDetector:
         self.test = np.zeros(0, np.int8)
         self.magnitude = np.zeros(0)
         self.alarm = np.zeros(0, bool)
+        # the latest alarm episode per field: its most significant reading, when it started and last alarmed
+        self.episode_score = np.zeros(0)
+        self.episode_test = np.zeros(0, np.int8)
+        self.episode_magnitude = np.zeros(0)
+        self.episode_at = np.zeros(0)
+        self.episode_start = np.zeros(0)
+        self.last_alarm_t = np.zeros(0)
         self.resize(fields)
 
     # -- shape ----------------------------------------------------------------------------------------------
@@ -129,13 +170,29 @@ class StreamDetector:
         self.ring = np.r_[self.ring, np.full((extra, _W), np.nan)]
         self.ring_t = np.r_[self.ring_t, np.full((extra, 2), np.nan)]
         self.count = np.r_[self.count, np.zeros(extra, np.int64)]
-        for name in ("last_t", "period", "abs_step", "run", "score", "magnitude", "fast", "slow"):
+        for name in (
+            "last_t",
+            "period",
+            "abs_step",
+            "run",
+            "score",
+            "magnitude",
+            "fast",
+            "slow",
+            "jitter",
+            "repeat",
+        ):
             setattr(self, name, np.r_[getattr(self, name), np.full(extra, 0.0)])
         self.last_t[-extra:] = np.nan
         self.period[-extra:] = np.nan
         self.quantum = np.r_[self.quantum, np.full(extra, np.inf)]
         self.test = np.r_[self.test, np.zeros(extra, np.int8)]
         self.alarm = np.r_[self.alarm, np.zeros(extra, bool)]
+        for name in ("episode_score", "episode_magnitude"):
+            setattr(self, name, np.r_[getattr(self, name), np.zeros(extra)])
+        for name in ("episode_at", "episode_start", "last_alarm_t"):
+            setattr(self, name, np.r_[getattr(self, name), np.full(extra, np.nan)])
+        self.episode_test = np.r_[self.episode_test, np.zeros(extra, np.int8)]
         for tail in self.tails.values():
             tail.resize(fields)
         self.fields = fields
@@ -166,7 +223,8 @@ class StreamDetector:
         out_mag = np.zeros(r.size)
         out_at = t.copy()
         if r.size == 0:
-            return ScoreBatch(r, t, out_score, out_score > 1.0, out_test, out_mag, out_at)
+            none = np.zeros(0, bool)
+            return ScoreBatch(r, t, out_score, none, none, out_test, out_mag, out_at)
         if r.min() < 0 or r.max() >= self.fields:
             raise InvalidValueError(f"row out of range [0, {self.fields})")
         if np.unique(r).size == r.size:
@@ -183,14 +241,29 @@ class StreamDetector:
             s, m, te, at = self._step(r[idx], t[idx], v[idx])
             out_score[idx], out_mag[idx], out_test[idx], out_at[idx] = s, m, te, at
         out_alarm = np.zeros(r.size, bool)
-        for idx in rounds:  # hysteresis, in each row's order
+        out_onset = np.zeros(r.size, bool)
+        for idx in rounds:  # hysteresis and episodes, in each row's order
             rows = r[idx]
-            on = (out_score[idx] >= self.config.threshold) | (
-                self.alarm[rows] & (out_score[idx] >= self.config.release)
-            )
+            was = self.alarm[rows]
+            sc = out_score[idx]
+            on = (sc >= self.config.threshold) | (was & (sc >= self.config.release))
+            onset = on & ~was
+            # a spike comes back: an alarm that goes on through another test is that test's episode
+            spiky = self.episode_test[rows] <= 1
+            relabel = on & ~onset & spiky & (out_test[idx] > 1) & (sc >= self.config.threshold)
+            flat_now = (out_test[idx] == _FLAT) & (self.episode_test[rows] != _FLAT)
+            relabel |= on & ~onset & flat_now & (sc >= self.config.threshold)
+            peak = on & (onset | relabel | (sc > self.episode_score[rows]))
+            hit = rows[peak]
+            self.episode_score[hit] = sc[peak]
+            self.episode_test[hit] = out_test[idx][peak]
+            self.episode_magnitude[hit] = out_mag[idx][peak]
+            self.episode_at[hit] = out_at[idx][peak]
+            self.episode_start[rows[onset]] = t[idx][onset]
+            self.last_alarm_t[rows[on]] = t[idx][on]
             self.alarm[rows] = on
-            out_alarm[idx] = on
-        return ScoreBatch(r, t, out_score, out_alarm, out_test, out_mag, out_at)
+            out_alarm[idx], out_onset[idx] = on, onset | relabel
+        return ScoreBatch(r, t, out_score, out_alarm, out_onset, out_test, out_mag, out_at)
 
     def _step(
         self, r: IndexArray, t: FloatArray, v: FloatArray
@@ -227,7 +300,9 @@ class StreamDetector:
         # statistics (and their tails) from a full ring on; scores only once the tails have seen enough
         ready = (count + 1 >= _W) & np.isfinite(unit) & (unit > 0)
         scored = count + 1 >= cfg.warmup
-        fast = np.where(count == 0, v, self.fast[r] + (v - self.fast[r]) / 8.0)
+        # winsorised at 5 units: one spike moves the fast average by well under a unit
+        lim = 5.0 * np.nan_to_num(unit, nan=np.inf)
+        fast = np.where(count == 0, v, self.fast[r] + np.clip(v - self.fast[r], -lim, lim) / 8.0)
         slow = np.where(count == 0, v, self.slow[r] + (v - self.slow[r]) / np.minimum(count + 1.0, 128.0))
         stats = np.zeros((len(TESTS), r.size))
         if ready.any():
@@ -239,8 +314,11 @@ class StreamDetector:
             stats[0, ready] = np.minimum(np.abs(x - x1), np.abs(x - med[:, 0])) / u
             back = np.where((x1 - x2) * (x1 - x) > 0, np.minimum(np.abs(x1 - x2), np.abs(x1 - x)), 0.0)
             stats[1, ready] = back / u
-            stats[2, ready] = np.abs(w[:, 44:].mean(axis=1) - med[:, 1]) / u
-            stats[3, ready] = np.abs(w[:, 32:].mean(axis=1) - med[:, 2]) / u
+            # medians of the newest 4 and 16: a single spike does not look like a shift
+            new4 = np.sort(w[:, 44:], axis=1)
+            new16 = np.partition(w[:, 32:], (7, 8), axis=1)
+            stats[2, ready] = np.abs(0.5 * (new4[:, 1] + new4[:, 2]) - med[:, 1]) / u
+            stats[3, ready] = np.abs(0.5 * (new16[:, 7] + new16[:, 8]) - med[:, 2]) / u
             steps = np.abs(np.diff(w[:, 31:], axis=1))
             stats[4, ready] = np.abs(fast[ready] - self.slow[r[ready]]) / u
             stats[5, ready] = np.partition(steps, 8, axis=1)[:, 8] / u
@@ -248,7 +326,17 @@ class StreamDetector:
             stats[7, ready] = dt[ready] / self.period[r[ready]]
             rr = r[ready]
             pvals = np.stack([self.tails[name].pvalue(rr, stats[i, ready]) for i, name in enumerate(TESTS)])
+            p_shift = pvals[2]
+            # runs cluster (a slow quantised signal repeats in streaks), so a run is never rarer than the
+            # memoryless law of the field's own repeat rate says: P(run >= R) >= repeat ** R
+            pvals[_FLAT] = np.maximum(pvals[_FLAT], np.power(self.repeat[rr], run[ready]))
             best = np.argmin(pvals, axis=0)
+            # when several tests alarm, name the most specific: a confirmed spike, then a spike
+            alarming = pvals * len(TESTS) <= 1.0 - cfg.threshold
+            best = np.where(alarming[0], 0, best)
+            best = np.where(alarming[1], 1, best)
+            # a flat line is reported as such even while the frozen value also drifts off the trend
+            best = np.where(pvals[_FLAT] * len(TESTS) <= 1.0 - cfg.threshold, _FLAT, best)
             p_min = pvals[best, np.arange(best.size)]
             sc = 1.0 - np.minimum(1.0, len(TESTS) * p_min)
             keep = scored[ready]
@@ -257,8 +345,18 @@ class StreamDetector:
             mag[ready] = np.where(keep, stats[best, np.flatnonzero(ready)], 0.0)
             for i, name in enumerate(TESTS):
                 tail = self.tails[name]
-                suspect = (pvals[i] < cfg.learn_below) & tail.mature(rr) & scored[ready]
-                tail.update(rr, stats[i, ready], suspect)
+                suspect = (pvals[i] < cfg.learn_below) & scored[ready]
+                if i == _FLAT:
+                    # flat runs teach their tail once, when they end (a run in progress would teach it
+                    # every reading that it is getting longer)
+                    ended = ~same[ready]
+                    prev = self.run[rr]
+                    done = (
+                        np.maximum(tail.pvalue(rr, prev), np.power(self.repeat[rr], prev)) < cfg.learn_below
+                    )
+                    tail.update(rr[ended], prev[ended], (done & scored[ready])[ended])
+                else:
+                    tail.update(rr, stats[i, ready], suspect)
         at = np.where(test == 1, self.ring_t[r, 1], t)
         at = np.where(np.isfinite(at), at, t)
 
@@ -270,6 +368,12 @@ class StreamDetector:
         self.abs_step[r] = np.where(
             count == 1, absd, np.where(has_prev, self.abs_step[r] + lr * (step - self.abs_step[r]), 0.0)
         )
+        # after a step the short shift test sees more than the drift test: the step is not a slow drift, so
+        # the slow average catches up instead of keeping the drift test high for hundreds of readings
+        jump = np.zeros(r.size, bool)
+        if ready.any():
+            jump[ready] = (stats[2, ready] > stats[4, ready]) & (p_shift < 0.01)
+        slow = np.where(jump, slow + 0.25 * (fast - slow), slow)
         self.fast[r], self.slow[r] = fast, slow
         nonzero = has_prev & (absd > tol)
         self.quantum[r] = np.where(nonzero, np.minimum(q, absd), q)
@@ -277,8 +381,12 @@ class StreamDetector:
         per = self.period[r]
         per = np.where(gap_ok & ~np.isfinite(per), dt, per)
         per = np.where(gap_ok & np.isfinite(per), per * np.exp(0.05 * np.sign(dt - per)), per)
+        ratio = dt / np.where(np.isfinite(per), per, 1.0)
+        jit = np.where(gap_ok & np.isfinite(per), np.abs(ratio - np.maximum(np.rint(ratio), 1.0)), 0.0)
+        self.jitter[r] = np.where(gap_ok, self.jitter[r] + 0.05 * (jit - self.jitter[r]), self.jitter[r])
         self.period[r] = per
         self.run[r] = run
+        self.repeat[r] = np.where(has_prev, self.repeat[r] + lr * (same - self.repeat[r]), self.repeat[r])
         self.ring[r] = window
         self.ring_t[r, 0] = self.ring_t[r, 1]
         self.ring_t[r, 1] = t
@@ -293,6 +401,33 @@ class StreamDetector:
         return self._unit(r)
 
     # -- pass-time checks -----------------------------------------------------------------------------------
+
+    def findings(self, now_s: float, fields: int | None = None) -> Findings:
+        """The held alarm episodes and the silence of the first ``fields`` fields (all by default)."""
+        n = self.fields if fields is None else fields
+        rows = np.arange(n)
+        cfg = self.config
+        hold = np.maximum(cfg.hold_s, cfg.hold_periods * np.nan_to_num(self.period[:n], nan=0.0))
+        with np.errstate(invalid="ignore"):
+            active = (now_s - self.last_alarm_t[:n]) <= hold
+        stale, periods = self.staleness(rows, now_s)
+        return Findings(
+            active=active,
+            alarm=self.alarm[:n].copy(),
+            test=self.episode_test[:n].copy(),
+            magnitude=self.episode_magnitude[:n].copy(),
+            score=self.episode_score[:n].copy(),
+            at_s=self.episode_at[:n].copy(),
+            start_s=self.episode_start[:n].copy(),
+            last_s=self.last_alarm_t[:n].copy(),
+            stale=stale,
+            periods=periods,
+            period_s=self.period[:n].copy(),
+            warm=self.count[:n] >= cfg.warmup,
+            latest_spike=(self.score[:n] >= cfg.threshold) & (self.test[:n] == 0),
+            regular=self.jitter[:n] < 0.05,
+            threshold=cfg.threshold,
+        )
 
     def staleness(self, rows: IndexArray, now_s: float) -> tuple[FloatArray, FloatArray]:
         """``(score, periods)``: how unusual the silence since each field's last reading is."""

@@ -13,7 +13,7 @@ from the statistic's own recent history (about ``memory`` readings):
 Mixtures (a step series: tiny noise and, now and then, a legitimate jump a thousand noise widths high) do
 not fit one tail, so the model also keeps a book of the ``book`` largest recent *episodes* (runs above ``u``,
 each entered once with its peak): a value this field has reached in two episodes or more within ``memory``
-readings gets ``p >= (episodes - 1) / readings`` -- anomalous only relative to the field's own history.
+readings gets ``p >= 0.1`` (a habit, never an alarm): anomalous only relative to the field's own history.
 
 ``p(S) = phi * (1 + xi (S - u) / beta) ** (-1 / xi)`` above ``u`` (Pickands-Balkema-de Haan, as in SPOT,
 Siffer et al. KDD 2017, here with decayed moments instead of a stored peak set); below ``u`` the survival
@@ -92,7 +92,7 @@ class TailModel:
         n = self.n[r]
         live = (n[:, None] - self.book_at[r]) <= self.memory
         seen = np.count_nonzero(live & (self.book[r] >= s[:, None]), axis=1)
-        habit = np.maximum(seen - 1, 0) / np.maximum(np.minimum(n, self.memory), 1.0)
+        habit = np.where(seen >= 2, 0.1, 0.0)  # a habit of the field is never an alarm
         p: FloatArray = np.clip(np.nan_to_num(np.maximum(out, habit), nan=1.0), 0.0, 1.0)
         return p
 
