@@ -535,11 +535,28 @@ def _cmd_check_config(args: argparse.Namespace, commands: Commands, console: Con
             console.line()
             plugins = [(f"{title.lower()}[{i}]", t["type"], len(t) - 1) for i, t in enumerate(tables)]
             console.table(("key", "type", "other keys"), plugins, title=title)
+    _print_models(config, console)
     if config.twins:
         console.line()
         rules = [(r.match, r.model, r.scope or config.scopes[0]) for r in config.twins]
         console.table(("match", "model", "scope"), rules, title="Twin rules")
     return EXIT_OK
+
+
+def _print_models(config: NodeConfig, console: Console) -> None:
+    from drsdtp.kernels import default_registry  # numpy and the kernels: only when checking a config
+    from drsdtp.models import ModelCatalog
+
+    catalog = ModelCatalog.from_config(config, default_registry())
+    rows = [
+        (m.name, m.version, m.fingerprint, m.spec.kernel or "-", len(m.spec.fields), m.source)
+        for m in catalog
+    ]
+    console.line()
+    header = ("model", "version", "fingerprint", "kernel", "fields", "declared in")
+    console.table(header, rows, title="Models")
+    for note in catalog.notes:
+        console.line(f"note: {note}")
 
 
 def _summary(config: NodeConfig) -> list[tuple[str, object]]:
@@ -568,7 +585,10 @@ def _summary(config: NodeConfig) -> list[tuple[str, object]]:
             rows.append((f"{section}.{f.name}", value))
     rows += [
         ("adapters", len(config.adapters)),
+        ("models", len(config.models)),
+        ("models_dir", str(config.models_dir) if config.models_dir else "none"),
         ("kernels", len(config.kernels)),
+        ("intelligence.time_scale", config.intelligence.time_scale),
         ("twin rules", len(config.twins)),
     ]
     return rows

@@ -14,7 +14,8 @@ Environment overrides (for containers), applied before validation:
   ``true/false/1/0/yes/no/on/off``, lists of strings comma-separated (``DRSDTP_SCOPES=plant-a,line-3``),
   peers as ``name=host:port`` pairs, comma-separated (``DRSDTP_PEERS=edge-02=10.0.0.12:7400``).
   An empty value for an optional key (``DRSDTP_CLOCK__NTP_SERVER=``) restores its default (off).
-* Arrays of tables other than peers (adapters, kernels, twins, history.downsample) come only from the file.
+* Arrays of tables other than peers (adapters, models, kernels, twins, history.downsample) come only from the
+  file.
 * Any other ``DRSDTP_*`` variable is an error naming it (a typo must not be ignored silently), except the
   CLI's own variables and the test hooks' listed in :data:`NON_CONFIG_ENV`.
 
@@ -48,6 +49,7 @@ __all__ = [
     "DeadLetterConfig",
     "DownsampleTier",
     "HistoryConfig",
+    "IntelligenceSettings",
     "LimitsConfig",
     "ListenConfig",
     "NodeConfig",
@@ -305,6 +307,15 @@ class TwinRule:
 
 
 PluginTable = Annotated[Mapping[str, Any], HasType()]
+# A raw [[models]] table: drsdtp.models validates it (with the kernels it needs) into an asset model.
+ModelTable = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class IntelligenceSettings:
+    # Plant seconds per wall-clock second: 10 when a simulated plant runs ten times faster than real time.
+    # Health, forecasts, kernels and the divergence monitor all run in plant time, so the physics holds.
+    time_scale: Annotated[float, Range(0.001, 100_000)] = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,8 +335,13 @@ class NodeConfig:
     deadletters: DeadLetterConfig = DeadLetterConfig()
     # Raw plugin tables: drsdtp.adapters.build_adapter(raw, key_prefix=f"adapters[{i}]") validates the rest.
     adapters: tuple[PluginTable, ...] = ()
+    # Asset models (drsdtp.models): the library's, files in models_dir, then these tables.
+    models: tuple[ModelTable, ...] = ()
+    models_dir: Path | None = None
+    # Kernels the node requires (plug-ins); type = "room" is the legacy form of a room model.
     kernels: tuple[PluginTable, ...] = ()
     twins: tuple[TwinRule, ...] = ()
+    intelligence: IntelligenceSettings = IntelligenceSettings()
 
 
 # --- loading ----------------------------------------------------------------------------------------------

@@ -429,18 +429,18 @@ class NodeCommands:
             from drsdtp.adapters import build_adapter
         except ImportError:  # pragma: no cover - the adapters package ships with drsdtp
             return problems
-        from drsdtp.node.insight import model_from_table
+        from drsdtp.kernels import default_registry
+        from drsdtp.models import ModelCatalog
 
         for i, raw in enumerate(config.adapters):
             try:
                 build_adapter(raw, f"adapters[{i}]")
             except ConfigError as exc:
                 problems.append(exc)
-        for i, raw in enumerate(config.kernels):
-            try:
-                model_from_table(raw, f"kernels[{i}]")
-            except ConfigError as exc:
-                problems.append(exc)
+        try:
+            ModelCatalog.from_config(config, default_registry())
+        except ConfigError as exc:
+            problems.append(exc)
         return problems
 
 

@@ -1,4 +1,8 @@
-"""The intelligence model spec that matches the simulated rooms (fields, limits and the thermal kernel)."""
+"""The intelligence model spec that matches the simulated rooms (fields, limits and the thermal kernel).
+
+The node declares the same model as data (``drsdtp/models/library/room.toml``); this builds it in code for a
+plant with other parameters or period, and a test keeps the two equal for the nominal plant.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ def room_model_spec(dt_s: float = 10.0, params: PlantParams | None = None, name:
             forecast_tolerance=0.5,
             stability_scale=0.5,
             calibration_tolerance=0.5,
+            depends_on=("heater", "fan", "outdoor_temp"),
         )
 
     fields = (
@@ -48,6 +53,7 @@ def room_model_spec(dt_s: float = 10.0, params: PlantParams | None = None, name:
             forecast_tolerance=3.0,
             stability_scale=3.0,
             calibration_tolerance=5.0,
+            depends_on=("fan",),
         ),
         FieldSpec(
             "outdoor_temp",
@@ -59,8 +65,8 @@ def room_model_spec(dt_s: float = 10.0, params: PlantParams | None = None, name:
             forecast_tolerance=1.0,
             stability_scale=1.0,
         ),
-        FieldSpec("heater", expected_period_s=dt_s, analog=False, valid_min=0.0, valid_max=1.0),
-        FieldSpec("fan", expected_period_s=dt_s, analog=False, valid_min=0.0, valid_max=1.0),
+        FieldSpec("heater", expected_period_s=dt_s, kind="actuator", valid_min=0.0, valid_max=1.0),
+        FieldSpec("fan", expected_period_s=dt_s, kind="actuator", valid_min=0.0, valid_max=1.0),
     )
     bindings = {
         "temp": ("temp_1", "temp_2"),

@@ -51,15 +51,15 @@ def test_example_config_loads_with_its_documented_values() -> None:
     assert [t.interval_s for t in config.history.downsample] == [60, 3600]
     assert config.adapters[0]["type"] == "mqtt"
     assert config.adapters[0]["topics"][0]["template"] == "plant-a/{twin}/{field}"
-    assert config.kernels[0]["type"] == "room"
-    assert config.twins[0].scope == "line-3"
+    assert config.models[0]["name"] == "pump" and config.models[0]["extends"] == "centrifugal_pump"
+    assert config.twins[0].model == "pump" and config.twins[0].scope == "line-3"
 
 
 def test_example_config_documents_the_defaults_it_claims() -> None:
     # Keys the example shows without "# example" must equal the schema defaults, so the comments stay true.
     example = load_config(EXAMPLE, {})
     defaults = parse_config({"node_id": "x", "data_dir": "/d"})
-    for section in ("listen", "limits", "wal", "history", "deadletters"):
+    for section in ("listen", "limits", "wal", "history", "deadletters", "intelligence"):
         assert getattr(example, section) == getattr(defaults, section), section
     assert example.clock.max_offset_ms == defaults.clock.max_offset_ms == 500
     assert example.shutdown_timeout_s == defaults.shutdown_timeout_s
