@@ -20,10 +20,11 @@ Limits (adapter settings, checked before anything is parsed; each error names th
     max_number_digits = 64        # a number with a longer run of digits is refused ("number too long")
 
 They exist because the JSON parser is not safe on its own: its C scanner recurses once per nesting level
-(``b"[" * 2000`` raises RecursionError), a 400-digit integer overflows ``float()``, and Python's integer
-parsing is quadratic in the digit count. The checks run on the raw bytes without recursion: a translate
-to the brackets and a running sum for the depth, one regular expression for digit runs; strings are
-stripped (a bracket or digits inside a string do not count) only when the quick bound fails.
+(``b"[" * 2000`` raises RecursionError; with a raised recursion limit it could overflow the C stack), a
+400-digit integer overflows ``float()``, and Python's integer parsing is quadratic in the digit count.
+The checks run on the raw bytes without recursion. Small messages pass on counts alone (no more ``[``/``{``
+than ``max_depth`` and no digit run over the limit: strings can only add to either); others get an exact
+scan that finds the strings with a few numpy passes (a bracket or digits inside a string do not count).
 ``max_number_digits`` is at most 300, so ``float()`` of any integer that passes is finite.
 
 Decoders append straight into a :class:`SourceBatch`. A message that cannot be decoded at all raises
@@ -129,17 +130,19 @@ class PayloadLimits:
     def check_json(self, data: bytes) -> None:
         """Size, digit runs and nesting of a JSON text, without parsing (and without recursion)."""
         self.check_size(len(data))
-        digits = _digit_run(self.max_number_digits)
-        if digits.search(data) is not None and digits.search(_strip_strings(data)) is not None:
+        long_digits = _has_digit_run(data, self.max_number_digits)
+        # Strings only add brackets and digits: with few enough of either in the raw bytes nothing more
+        # is needed (small messages); otherwise the exact scan, which skips strings, decides.
+        if not long_digits and data.count(b"[") + data.count(b"{") <= self.max_depth:
+            return
+        shape = _Shape(data)
+        if shape.depth > self.max_depth:
+            raise PayloadError("too deep", f"nesting {shape.depth} deeper than max_depth = {self.max_depth}")
+        if long_digits and shape.number_longer_than(self.max_number_digits):
             raise PayloadError(
                 "number too long",
                 f"a number with more than max_number_digits = {self.max_number_digits} digits",
             )
-        depth = _bracket_depth(data, self.max_depth)
-        if depth > self.max_depth:
-            depth = _bracket_depth(_strip_strings(data), self.max_depth)
-            if depth > self.max_depth:
-                raise PayloadError("too deep", f"nesting {depth} deeper than max_depth = {self.max_depth}")
 
 
 DEFAULT_LIMITS: Final = PayloadLimits()
@@ -163,29 +166,60 @@ def parse_payload_limits(
     )
 
 
-_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
-_OPENERS = np.zeros(256, dtype=np.int8)
-_OPENERS[list(b"[{")] = 1
-_OPENERS[list(b"]}")] = -1
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_DIGITS_AS_ONES = bytes(0x31 if 0x30 <= b <= 0x39 else 0x30 for b in range(256))
 
 
 @functools.lru_cache(maxsize=16)
-def _digit_run(limit: int) -> re.Pattern[bytes]:
-    return re.compile(rb"[0-9]{%d}" % (limit + 1))
+def _run_of(limit: int) -> bytes:
+    return b"1" * (limit + 1)
 
 
-def _strip_strings(data: bytes) -> bytes:
-    return _STRING.sub(b'""', data)
+def _has_digit_run(data: bytes, limit: int) -> bool:
+    """A run of more than ``limit`` digits anywhere (a translate and a substring search: ~10x faster than a
+    regular expression, which tries every digit as a start)."""
+    return len(data) > limit and data.translate(_DIGITS_AS_ONES).find(_run_of(limit)) >= 0
 
 
-def _bracket_depth(data: bytes, limit: int) -> int:
-    """Deepest nesting of ``[``/``{`` in ``data`` (strings not excluded: an upper bound)."""
-    brackets = data.translate(None, _NOT_BRACKET)
-    if len(brackets) <= limit:
-        return len(brackets)  # cannot nest deeper than it has brackets: the common, small case
-    steps = _OPENERS[np.frombuffer(brackets, dtype=np.uint8)]
-    return int(np.cumsum(steps, dtype=np.int64).max())
+class _Shape:
+    """Where the strings of a JSON text are, found with a few numpy passes (no recursion, no per-byte
+    Python): a quote opens or closes a string unless an odd run of backslashes precedes it. Exact up to
+    the first syntax error, which is as far as the parser gets, so the parser can never nest deeper or
+    read a longer number than this scan saw."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        a = np.frombuffer(data, dtype=np.uint8)
+        folded = a | 0x20  # "[" -> "{", "]" -> "}"
+        pos = np.flatnonzero((folded == 0x7B) | (folded == 0x7D) | (a == 0x22) | (a == 0x5C))
+        c = a[pos]
+        m = pos.size
+        k = np.arange(m)
+        # chain[i]: a backslash right before the next significant byte; run: such backslashes before i.
+        chain = np.zeros(m, dtype=np.bool_)
+        chain[:-1] = (c[:-1] == 0x5C) & (pos[1:] == pos[:-1] + 1)
+        last_break = np.maximum.accumulate(np.where(chain, -1, k)) if m else k
+        run = np.zeros(m, dtype=np.int64)
+        run[1:] = k[:-1] - last_break[:-1]
+        real = (c == 0x22) & ((run & 1) == 0)
+        inside = ((np.cumsum(real) - real) & 1).astype(np.bool_)
+        cf = c | 0x20
+        step = (cf == 0x7B).astype(np.int64) - (cf == 0x7D)
+        step[inside] = 0
+        self.depth = int(np.cumsum(step).max(initial=0))
+        self._quotes = pos[real]
+
+    def number_longer_than(self, limit: int) -> bool:
+        """A run of more than ``limit`` digits outside every string."""
+        ones, run = self.data.translate(_DIGITS_AS_ONES), _run_of(limit)
+        at = ones.find(run)
+        while at >= 0:
+            if not int(np.searchsorted(self._quotes, at)) & 1:  # an even count of quotes before: outside
+                return True
+            end = ones.find(b"0", at)
+            if end < 0:
+                return False
+            at = ones.find(run, end)
+        return False
 
 
 def load_json(payload: bytes, limits: PayloadLimits) -> Any:

@@ -305,7 +305,8 @@ def test_simulated_frames_never_raise(data: st.DataObject) -> None:
         (b"{" * 100_000, "too deep"),
         (b'{"a":' * 50_000, "too deep"),
         (b"9" * 5000, "number too long"),
-        (b'"' + b"[" * 5000, "too deep"),  # an unterminated string: brackets counted, refused all the same
+        (b'"' + b"[" * 5000, "not JSON"),  # brackets in an unterminated string: the parser never nests
+        (b'["' + b"1" * 400 + b'", ' + b"2" * 400 + b"]", "number too long"),  # the number, not the string
     ],
 )
 def test_load_json_is_safe_at_any_depth_and_length(payload: bytes, reason: str) -> None:
@@ -314,3 +315,62 @@ def test_load_json_is_safe_at_any_depth_and_length(payload: bytes, reason: str) 
         load_json(payload, limits)
     assert load_json(b"[" * 256 + b"]" * 256, limits) == load_json(b"[" * 256 + b"]" * 256, limits)
     assert math.isinf(load_json(b"1e999", limits))
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    return 0
+
+
+_tricky_text = st.text(alphabet='[]{}"\\0123456789ab\u00e9', max_size=90)
+_tricky = st.recursive(
+    st.one_of(_tricky_text, st.integers(-(10**18), 10**18), st.floats(allow_nan=False), st.none()),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_tricky_text, inner, max_size=3)),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_tricky, st.integers(1, 8))
+def test_the_guard_measures_what_the_parser_sees(value: Any, max_depth: int) -> None:
+    """Brackets, quotes, backslashes and digits inside strings never count: the guard accepts exactly the
+    documents as deep as allowed (their numbers are all short)."""
+    payload = json.dumps(value, ensure_ascii=False).encode()
+    limits = PayloadLimits(max_payload_bytes=1 << 20, max_depth=max_depth, max_number_digits=64)
+    if _depth(value) <= max_depth:
+        assert load_json(payload, limits) == value
+    else:
+        with pytest.raises(PayloadError, match="too deep"):
+            load_json(payload, limits)
+
+
+def _longest_int(value: Any) -> int:
+    if isinstance(value, bool) or value is None or isinstance(value, str | float):
+        return 0
+    if isinstance(value, int):
+        return len(str(abs(value)))
+    children = value.values() if isinstance(value, dict) else value
+    return max(map(_longest_int, children), default=0)
+
+
+_digits_text = st.text(alphabet='"\\0123456789[', max_size=120)
+_numbers = st.recursive(
+    st.one_of(_digits_text, st.integers(-(10**90), 10**90), st.booleans()),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_digits_text, inner, max_size=3)),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_numbers, st.integers(20, 80))
+def test_only_numbers_count_against_max_number_digits(value: Any, max_digits: int) -> None:
+    payload = json.dumps(value).encode()
+    limits = PayloadLimits(max_payload_bytes=1 << 20, max_depth=256, max_number_digits=max_digits)
+    if _longest_int(value) <= max_digits:
+        assert load_json(payload, limits) == value
+    else:
+        with pytest.raises(PayloadError, match="number too long"):
+            load_json(payload, limits)
