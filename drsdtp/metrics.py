@@ -24,7 +24,11 @@ Exported (``source`` is an ingestion source, ``peer`` a peer name):
   ``drsdtp_api_watchers_cut_off_total`` (a client that did not read; registered by the node)
 * labelled counters the node registers: ``drsdtp_api_requests_total{method,code}`` (``code`` is the gRPC
   status, e.g. NOT_FOUND), ``drsdtp_peer_handshakes_refused_total{reason}``,
-  ``drsdtp_adapter_events_total{source,event}`` (malformed, unknown, lost, bad_reads ...)
+  ``drsdtp_adapter_events_total{source,event}`` (malformed, unknown, lost, bad_reads, qos0_lost ...),
+  ``drsdtp_ingest_rejected_total{source,reason}`` (whole messages, dead letters),
+  ``drsdtp_ingest_invalid_by_reason_total{source,reason}`` (key caps included),
+  ``drsdtp_adapter_session_failures_total{source}``, ``drsdtp_deadletters_total{source,reason,outcome}``,
+  ``drsdtp_deadletters_held``, ``drsdtp_deadletters_bytes``
 * ``drsdtp_process_resident_memory_bytes`` (VmRSS)
 * ``drsdtp_metrics_collect_errors_total`` (callbacks that raised during a scrape)
 """
