@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from drsdtp.adapters.base import Quality, SourceBatch
 from drsdtp.adapters.settings import Table
@@ -135,10 +136,10 @@ class PayloadLimits:
         # is needed (small messages); otherwise the exact scan, which skips strings, decides.
         if not long_digits and data.count(b"[") + data.count(b"{") <= self.max_depth:
             return
-        shape = _Shape(data)
-        if shape.depth > self.max_depth:
-            raise PayloadError("too deep", f"nesting {shape.depth} deeper than max_depth = {self.max_depth}")
-        if long_digits and shape.number_longer_than(self.max_number_digits):
+        depth = _depth(data)
+        if depth > self.max_depth:
+            raise PayloadError("too deep", f"nesting {depth} deeper than max_depth = {self.max_depth}")
+        if long_digits and _Shape(data).number_longer_than(self.max_number_digits):
             raise PayloadError(
                 "number too long",
                 f"a number with more than max_number_digits = {self.max_number_digits} digits",
@@ -180,6 +181,26 @@ def _has_digit_run(data: bytes, limit: int) -> bool:
     return len(data) > limit and data.translate(_DIGITS_AS_ONES).find(_run_of(limit)) >= 0
 
 
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+
+
+def _depth(data: bytes) -> int:
+    """Deepest nesting of a JSON text, strings skipped. The common case first: without a backslash every
+    quote delimits a string, and when each string's quotes stand next to each other among the quotes and
+    brackets (no string holds a bracket), the brackets left are exactly the structure."""
+    if b"\\" not in data:
+        skeleton = data.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+        if b'"' not in skeleton:
+            return _running_max(np.frombuffer(skeleton, dtype=np.uint8))
+    return _Shape(data).depth
+
+
+def _running_max(brackets: npt.NDArray[np.uint8]) -> int:
+    folded = brackets | 0x20  # "[" -> "{", "]" -> "}"
+    step = (folded == 0x7B).astype(np.int32) - (folded == 0x7D)
+    return int(np.cumsum(step).max(initial=0))
+
+
 class _Shape:
     """Where the strings of a JSON text are, found with a few numpy passes (no recursion, no per-byte
     Python): a quote opens or closes a string unless an odd run of backslashes precedes it. Exact up to
@@ -192,20 +213,20 @@ class _Shape:
         folded = a | 0x20  # "[" -> "{", "]" -> "}"
         pos = np.flatnonzero((folded == 0x7B) | (folded == 0x7D) | (a == 0x22) | (a == 0x5C))
         c = a[pos]
-        m = pos.size
-        k = np.arange(m)
-        # chain[i]: a backslash right before the next significant byte; run: such backslashes before i.
-        chain = np.zeros(m, dtype=np.bool_)
-        chain[:-1] = (c[:-1] == 0x5C) & (pos[1:] == pos[:-1] + 1)
-        last_break = np.maximum.accumulate(np.where(chain, -1, k)) if m else k
-        run = np.zeros(m, dtype=np.int64)
-        run[1:] = k[:-1] - last_break[:-1]
-        real = (c == 0x22) & ((run & 1) == 0)
-        inside = ((np.cumsum(real) - real) & 1).astype(np.bool_)
-        cf = c | 0x20
-        step = (cf == 0x7B).astype(np.int64) - (cf == 0x7D)
-        step[inside] = 0
-        self.depth = int(np.cumsum(step).max(initial=0))
+        real = c == 0x22
+        if b"\\" in data:
+            m = pos.size
+            k = np.arange(m)
+            # chain[i]: a backslash right before the next significant byte; run: such backslashes before i.
+            chain = np.zeros(m, dtype=np.bool_)
+            chain[:-1] = (c[:-1] == 0x5C) & (pos[1:] == pos[:-1] + 1)
+            last_break = np.maximum.accumulate(np.where(chain, -1, k)) if m else k
+            run = np.zeros(m, dtype=np.int64)
+            run[1:] = k[:-1] - last_break[:-1]
+            real &= (run & 1) == 0
+        inside = np.logical_xor.accumulate(real)  # at a bracket (no quote) the parity of the quotes before
+        brackets = c[~real & (c != 0x5C) & ~inside]
+        self.depth = _running_max(brackets)
         self._quotes = pos[real]
 
     def number_longer_than(self, limit: int) -> bool:
