@@ -160,6 +160,12 @@ class Pipeline:
         rows = keys.rows(source.twins, source.fields)
         values = np.array(source.values, dtype=np.float64)
         src_ms = np.array(source.source_ms, dtype=np.int64)
+        if source.received_ms > now:
+            # Our clock stepped back since the batch arrived (an NTP step). A reading stamped no later than
+            # its arrival was not from the future then: restamp it with now, or the validation below and the
+            # core's clock gate would refuse readings the source is about to get acknowledged.
+            stepped = (src_ms > now) & (src_ms <= source.received_ms)
+            src_ms[stepped] = now
         quality = np.array(source.quality, dtype=np.uint8)
 
         opts = self.options
