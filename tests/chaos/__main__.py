@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     print(f"{len(reports)} rounds; work dir {root}" + ("" if args.keep or failure else " (removed)"))
     if failure:
-        print(f"CHAOS CHECK FAILED\n{failure}", file=sys.stderr)
+        (root / "failure.txt").write_text(failure)
+        print(f"CHAOS CHECK FAILED (also in {root / 'failure.txt'})\n{failure}", file=sys.stderr)
         return 1
     if not args.keep:
         import shutil
