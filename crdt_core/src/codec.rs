@@ -13,10 +13,11 @@ use crate::context::{Context, Dot, ReplicaId};
 use crate::counter::{CounterEntry, PnCounter};
 use crate::error::{corrupt, Error, Kind, Result};
 use crate::intern;
+use crate::mvreg::{MvReg, Sibling};
 use crate::orset::OrSet;
 use crate::pb;
 use crate::store::{Cell, RegisterEvent, Slot, Store, Twin};
-use crate::value::MAX_VALUE_BYTES;
+use crate::value::{Value, MAX_VALUE_BYTES};
 
 /// The format version this build writes and reads.
 pub const FORMAT: pb::Format = pb::Format::V1;
@@ -90,7 +91,7 @@ fn write_groups(rows: &mut [RegisterRow<'_>], table: &WriterTable, canonical: bo
                     g.blobs.push(b.as_ref().clone());
                     pb::ValueKind::Bytes
                 }
-                Cell::Counter(_) | Cell::Set(_) => continue,
+                Cell::Counter(_) | Cell::Set(_) | Cell::Multi(_) => continue,
             };
             if !all_f64 {
                 g.kinds.push(kind as i32);
@@ -164,6 +165,41 @@ fn set_state(name: &str, set: &OrSet, table: &WriterTable) -> pb::SetState {
         })
         .collect();
     pb::SetState { field: name.to_owned(), elements, context: Some(table.context(set.context())) }
+}
+
+fn multi_value_state(name: &str, reg: &MvReg, table: &WriterTable) -> pb::MultiValueState {
+    let siblings = reg
+        .siblings()
+        .iter()
+        .map(|s| pb::Sibling {
+            writer: table.ix(s.dot.replica),
+            counter: s.dot.counter,
+            stamp: s.stamp,
+            value: Some(match &s.value {
+                Value::F64(x) => pb::sibling::Value::F64(*x),
+                Value::I64(x) => pb::sibling::Value::I64(*x),
+                Value::Bool(x) => pb::sibling::Value::Flag(*x),
+                Value::Str(x) => pb::sibling::Value::Text(x.clone()),
+                Value::Bytes(x) => pb::sibling::Value::Blob(x.clone()),
+            }),
+        })
+        .collect();
+    pb::MultiValueState { field: name.to_owned(), context: Some(table.context(reg.context())), siblings }
+}
+
+/// A validated message's register (see `validate`: writers in the table, every sibling has a value).
+fn decode_multi_value(m: &pb::MultiValueState, replicas: &[u64]) -> Result<MvReg> {
+    let siblings = m.siblings.iter().filter_map(|s| {
+        let value = match s.value.as_ref()? {
+            pb::sibling::Value::F64(x) => Value::F64(*x),
+            pb::sibling::Value::I64(x) => Value::I64(*x),
+            pb::sibling::Value::Flag(x) => Value::Bool(*x),
+            pb::sibling::Value::Text(x) => Value::Str(x.clone()),
+            pb::sibling::Value::Blob(x) => Value::Bytes(x.clone()),
+        };
+        Some(Sibling { value, stamp: s.stamp, dot: Dot::new(*replicas.get(s.writer as usize)?, s.counter) })
+    });
+    Ok(MvReg::from_parts(siblings, decode_context(m.context.as_ref(), replicas)?))
 }
 
 fn encode(msg: &impl Message) -> Vec<u8> {
@@ -307,6 +343,25 @@ impl Store {
         encode(&pb::StateDelta { format: FORMAT as i32, replicas, twins: vec![ts] })
     }
 
+    /// Delta of a multi-value event: the twin dot of the event, and the whole register (see `desired`).
+    pub(crate) fn encode_multi_value_event(&self, tid: u32, fid: u32, dot: Dot) -> Vec<u8> {
+        let reg = match self.twin(tid).and_then(|t| t.find(fid, Kind::MultiValue).ok().map(|i| &t.slots[i].cell)) {
+            Some(Cell::Multi(r)) => r.as_ref().clone(),
+            _ => MvReg::new(),
+        };
+        let mut table = WriterTable::default();
+        table.add(dot.replica);
+        table.add_context(reg.context());
+        let replicas = table.freeze();
+        let ts = pb::TwinState {
+            twin: self.twin_names.name(tid).to_owned(),
+            context: Some(table.context(&Context::from_parts([], [dot]))),
+            multi_values: vec![multi_value_state(self.field_names.name(fid), &reg, &table)],
+            ..Default::default()
+        };
+        encode(&pb::StateDelta { format: FORMAT as i32, replicas, twins: vec![ts] })
+    }
+
     // ----- full state and catch-up -----------------------------------------------------------------------
 
     fn twin_ids_sorted(&self, names: Option<&[String]>) -> Vec<u32> {
@@ -346,6 +401,7 @@ impl Store {
                 match &s.cell {
                     Cell::Counter(c) => c.entries().iter().for_each(|e| table.add(e.replica)),
                     Cell::Set(set) => table.add_context(set.context()),
+                    Cell::Multi(reg) => table.add_context(reg.context()),
                     _ if v.is_none_or(|v| !v.contains(Dot::new(self.writer_id(s.writer), s.counter))) => {
                         seen_writers.insert(s.writer);
                     }
@@ -390,12 +446,15 @@ impl Store {
         let mut rows: Vec<RegisterRow<'_>> = Vec::new();
         let mut counters = Vec::new();
         let mut sets = Vec::new();
+        let mut multi_values = Vec::new();
         for s in &t.slots {
             let name = self.field_names.name(s.field);
             match &s.cell {
                 Cell::Counter(c) => counters.extend(counter_state(name, c, table, since)),
                 // Sets travel whole: the receiver needs every surviving dot to tell removes from unseen adds.
                 Cell::Set(set) => sets.push(set_state(name, set, table)),
+                // So do multi-value registers: their state is a function of the twin context (see `desired`).
+                Cell::Multi(reg) => multi_values.push(multi_value_state(name, reg, table)),
                 cell => {
                     let writer = self.writer_id(s.writer);
                     if since.is_none_or(|v| !v.contains(Dot::new(writer, s.counter))) {
@@ -406,12 +465,14 @@ impl Store {
         }
         counters.sort_unstable_by(|a: &pb::CounterState, b| a.field.cmp(&b.field));
         sets.sort_unstable_by(|a: &pb::SetState, b| a.field.cmp(&b.field));
+        multi_values.sort_unstable_by(|a: &pb::MultiValueState, b| a.field.cmp(&b.field));
         pb::TwinState {
             twin: self.twin_names.name(tid).to_owned(),
             context: Some(table.context(&t.cc)),
             writes: write_groups(&mut rows, table, true),
             counters,
             sets,
+            multi_values,
         }
     }
 
@@ -567,6 +628,7 @@ impl Store {
         }
         let counter_fids: Vec<u32> = ts.counters.iter().map(|c| self.intern_field(&c.field)).collect::<Result<_>>()?;
         let set_fids: Vec<u32> = ts.sets.iter().map(|s| self.intern_field(&s.field)).collect::<Result<_>>()?;
+        let mv_fids: Vec<u32> = ts.multi_values.iter().map(|m| self.intern_field(&m.field)).collect::<Result<_>>()?;
         let wix: Vec<u32> = replicas.iter().map(|&r| self.writer_ix(r)).collect();
         let writers = std::mem::take(&mut self.writers);
         let t = self.twin_mut(tid);
@@ -586,7 +648,7 @@ impl Store {
             }
         }
         for (c, &fid) in ts.counters.iter().zip(&counter_fids) {
-            let i = slot_of(t, fid, Kind::Counter);
+            let i = t.slot_of(fid, Kind::Counter);
             if let Cell::Counter(counter) = &mut t.slots[i].cell {
                 for k in 0..c.writers.len() {
                     changed |= counter.join_entry(CounterEntry {
@@ -605,26 +667,21 @@ impl Store {
                 (e.element.clone(), dots)
             });
             let theirs = OrSet::from_parts(elements, decode_context(s.context.as_ref(), replicas)?);
-            let i = slot_of(t, fid, Kind::Set);
+            let i = t.slot_of(fid, Kind::Set);
             if let Cell::Set(set) = &mut t.slots[i].cell {
                 changed |= set.merge(&theirs);
+            }
+        }
+        for (m, &fid) in ts.multi_values.iter().zip(&mv_fids) {
+            let theirs = decode_multi_value(m, replicas)?;
+            let i = t.slot_of(fid, Kind::MultiValue);
+            if let Cell::Multi(reg) = &mut t.slots[i].cell {
+                changed |= reg.merge(&theirs);
             }
         }
         t.cc.union(&cc);
         self.writers = writers;
         Ok(changed)
-    }
-}
-
-/// The slot of a counter or set field, created empty if missing.
-fn slot_of(t: &mut Twin, fid: u32, kind: Kind) -> usize {
-    match t.find(fid, kind) {
-        Ok(i) => i,
-        Err(i) => {
-            let cell = if kind == Kind::Set { Cell::Set(Box::default()) } else { Cell::Counter(Box::default()) };
-            t.slots.insert(i, Slot { field: fid, writer: 0, stamp: 0, counter: 0, cell });
-            i
-        }
     }
 }
 
@@ -703,7 +760,7 @@ fn decode_context(ctx: Option<&pb::Context>, replicas: &[u64]) -> Result<Context
 }
 
 /// A twin state whose message field would exceed `max_bytes`, split into parts that fit: each write group,
-/// counter and set is one unit (a unit larger than `max_bytes` travels alone). Only the last part carries the
+/// counter, set and multi-value register is one unit (a unit larger than `max_bytes` travels alone). Only the last part carries the
 /// twin's context, so a receiver whose stream breaks mid-twin holds the values it got but claims none of
 /// them: its digest still differs from the sender's, and anti-entropy with the sender sends the remainder.
 /// Limit: the values it got are not claimed either, so against a third replica with the same context its
@@ -713,7 +770,7 @@ fn split_twin(ts: pb::TwinState, max_bytes: usize) -> Vec<pb::TwinState> {
     if prost::encoding::message::encoded_len(3, &ts) <= max_bytes {
         return vec![ts];
     }
-    let pb::TwinState { twin, context, writes, counters, sets } = ts;
+    let pb::TwinState { twin, context, writes, counters, sets, multi_values } = ts;
     let mut packer = Packer::new(twin, max_bytes);
     for g in writes {
         packer.room(prost::encoding::message::encoded_len(3, &g));
@@ -726,6 +783,10 @@ fn split_twin(ts: pb::TwinState, max_bytes: usize) -> Vec<pb::TwinState> {
     for set in sets {
         packer.room(prost::encoding::message::encoded_len(5, &set));
         packer.part.sets.push(set);
+    }
+    for m in multi_values {
+        packer.room(prost::encoding::message::encoded_len(6, &m));
+        packer.part.multi_values.push(m);
     }
     if let Some(cc) = context {
         packer.room(prost::encoding::message::encoded_len(2, &cc));
@@ -841,8 +902,50 @@ fn validate(msg: &pb::StateDelta, limits: crate::store::Limits) -> Result<Checke
                 }
             }
         }
+        for m in &ts.multi_values {
+            names(&m.field)?;
+            max_stamp = max_stamp.max(validate_multi_value(m, &msg.replicas)?);
+        }
     }
     Ok(Checked { contexts, max_stamp })
+}
+
+/// Checks a multi-value register against what every honest replica holds (see `mvreg`): its context is a
+/// version vector, each sibling is its writer's newest event in it (so at most one per writer, and the
+/// register stays bounded by its writers), with a valid value. Returns the newest stamp, for the clock gate.
+fn validate_multi_value(m: &pb::MultiValueState, replicas: &[u64]) -> Result<Stamp> {
+    let cc = decode_context(m.context.as_ref(), replicas)?;
+    if !cc.cloud().is_empty() {
+        return Err(corrupt("multi-value: the register's context is not a version vector"));
+    }
+    let mut writers: Vec<u32> = m.siblings.iter().map(|s| s.writer).collect();
+    writers.sort_unstable();
+    if writers.windows(2).any(|w| w[0] == w[1]) {
+        return Err(corrupt("multi-value: two siblings of one writer"));
+    }
+    let mut max_stamp = 0;
+    for s in &m.siblings {
+        let w = replica_at(replicas, s.writer, "multi-value")?;
+        check_counter(s.counter, "multi-value")?;
+        if cc.contiguous(w) != s.counter {
+            return Err(corrupt("multi-value: a sibling is not its writer's newest event in the register"));
+        }
+        match &s.value {
+            None => return Err(corrupt("multi-value: a sibling without a value")),
+            Some(pb::sibling::Value::F64(x)) if !x.is_finite() => {
+                return Err(corrupt(format!("multi-value: non-finite float {x}")))
+            }
+            Some(pb::sibling::Value::Text(x)) if x.len() > MAX_VALUE_BYTES => {
+                return Err(Error::Limit("multi-value: value larger than 1 MiB".into()))
+            }
+            Some(pb::sibling::Value::Blob(x)) if x.len() > MAX_VALUE_BYTES => {
+                return Err(Error::Limit("multi-value: value larger than 1 MiB".into()))
+            }
+            Some(_) => {}
+        }
+        max_stamp = max_stamp.max(s.stamp);
+    }
+    Ok(max_stamp)
 }
 
 /// Joins deltas (or states) into one: the join of a delta buffer, for gossip. The inputs must be deltas

@@ -24,7 +24,7 @@ pub struct NumericEntry {
 
 /// Lists the `f64` and `i64` registers of a delta, catch-up delta or state, in message order (twin by twin).
 /// The message is validated as `merge` validates it, so bad bytes give the same typed error and no entries.
-/// Counters, sets and non-numeric registers are left out.
+/// Counters, sets, non-numeric registers and multi-value registers (desired state, not readings) are left out.
 pub fn numeric_entries(bytes: &[u8], limits: Limits) -> Result<Vec<NumericEntry>> {
     let msg = crate::codec::decode_checked(bytes, limits)?;
     let mut out = Vec::new();
@@ -90,6 +90,10 @@ mod tests {
         let entries = numeric_entries(&mixed, Limits::default()).unwrap();
         let got: Vec<_> = entries.iter().map(|e| (e.twin.as_str(), e.field.as_str(), e.value)).collect();
         assert_eq!(got, [("meter-1", "pulses", -3.0), ("meter-1", "kw", 4.5)]);
+        // A desired value is an intent, not a reading.
+        let desired = a.desire("meter-1", "kw_limit", Value::F64(9.0)).unwrap();
+        assert!(numeric_entries(&desired, Limits::default()).unwrap().is_empty());
+        assert_eq!(numeric_entries(&a.encode_state(None), Limits::default()).unwrap().len(), 4);
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub enum Kind {
     Counter,
     /// An add-wins OR-set.
     Set,
+    /// A multi-value register (desired state).
+    MultiValue,
 }
 
 impl std::fmt::Display for Kind {
@@ -18,6 +20,7 @@ impl std::fmt::Display for Kind {
             Kind::Register => "register",
             Kind::Counter => "counter",
             Kind::Set => "set",
+            Kind::MultiValue => "multi-value register",
         })
     }
 }

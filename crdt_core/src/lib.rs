@@ -24,6 +24,7 @@ pub mod clock;
 pub mod codec;
 pub mod context;
 pub mod counter;
+mod desired;
 pub mod entries;
 pub mod error;
 pub mod intern;

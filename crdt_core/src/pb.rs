@@ -25,6 +25,9 @@ pub struct TwinState {
     /// Set fields are always carried whole, each with its own context.
     #[prost(message, repeated, tag = "5")]
     pub sets: ::prost::alloc::vec::Vec<SetState>,
+    /// Multi-value registers (desired state) are always carried whole, each with its own context.
+    #[prost(message, repeated, tag = "6")]
+    pub multi_values: ::prost::alloc::vec::Vec<MultiValueState>,
 }
 /// A causal context: for each writer the contiguous dots 1..=max, plus a cloud of dots beyond them.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -102,6 +105,48 @@ pub struct SetElement {
     pub writers: ::prost::alloc::vec::Vec<u32>,
     #[prost(uint64, repeated, tag = "3")]
     pub counters: ::prost::alloc::vec::Vec<u64>,
+}
+/// A multi-value register: the values of the writes that no write seen after them replaced (several while
+/// concurrent writes conflict, none after a clear), and the register's own causal context. The register
+/// numbers its events per writer (1, 2, ...) and travels whole, so its context is a version vector (no
+/// cloud) and each sibling is its writer's newest event in it; decoders refuse anything else. Whole, because
+/// the classic one-dot delta needs causal delivery (see tla/MVRegister.tla). Siblings by (writer, counter).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct MultiValueState {
+    #[prost(string, tag = "1")]
+    pub field: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "2")]
+    pub context: ::core::option::Option<Context>,
+    #[prost(message, repeated, tag = "3")]
+    pub siblings: ::prost::alloc::vec::Vec<Sibling>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Sibling {
+    #[prost(uint32, tag = "1")]
+    pub writer: u32,
+    #[prost(uint64, tag = "2")]
+    pub counter: u64,
+    /// HLC stamp of the write.
+    #[prost(uint64, tag = "3")]
+    pub stamp: u64,
+    #[prost(oneof = "sibling::Value", tags = "4, 5, 6, 7, 8")]
+    pub value: ::core::option::Option<sibling::Value>,
+}
+/// Nested message and enum types in `Sibling`.
+pub mod sibling {
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Value {
+        #[prost(double, tag = "4")]
+        F64(f64),
+        #[prost(sint64, tag = "5")]
+        I64(i64),
+        #[prost(bool, tag = "6")]
+        Flag(bool),
+        #[prost(string, tag = "7")]
+        Text(::prost::alloc::string::String),
+        #[prost(bytes, tag = "8")]
+        Blob(::prost::alloc::vec::Vec<u8>),
+    }
 }
 /// What a replica has seen, per twin: "everything a peer at this version lacks" is computed against it.
 #[derive(Clone, PartialEq, ::prost::Message)]

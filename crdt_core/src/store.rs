@@ -1,5 +1,5 @@
-//! The twin store: many twins, each a document of named fields (LWW registers, PN-counters, OR-sets) with
-//! one causal context. Every local mutation returns its delta as canonical bytes; `merge` joins any delta,
+//! The twin store: many twins, each a document of named fields (LWW registers, PN-counters, OR-sets,
+//! multi-value registers) with one causal context. Every local mutation returns its delta as canonical bytes; `merge` joins any delta,
 //! catch-up delta or full state (see `codec`).
 //!
 //! Layout, for memory: twins and names are interned to dense u32 ids; a twin's fields are one `Vec<Slot>`
@@ -16,6 +16,7 @@ use crate::counter::PnCounter;
 use crate::error::{Error, Kind, Result};
 use crate::intern::{Interner, MAX_NAME_BYTES};
 use crate::lww::{order_key, LwwReg};
+use crate::mvreg::MvReg;
 use crate::orset::OrSet;
 use crate::value::{FieldValue, Value};
 
@@ -34,8 +35,8 @@ impl Default for Limits {
     }
 }
 
-/// Storage of one field. Registers inline their value; counters and sets (rare, larger) are boxed, which keeps
-/// a register slot at 40 bytes.
+/// Storage of one field. Registers inline their value; counters, sets and multi-value registers (rare, larger)
+/// are boxed, which keeps a register slot at 40 bytes.
 // `Box<String>` / `Box<Vec<u8>>` on purpose: a thin pointer keeps `Cell` at 16 bytes and a register slot at
 // 40; text and blobs are rare in sensor twins, so their extra allocation is the cheaper side.
 #[allow(clippy::box_collection)]
@@ -48,6 +49,7 @@ pub(crate) enum Cell {
     Bytes(Box<Vec<u8>>),
     Counter(Box<PnCounter>),
     Set(Box<OrSet>),
+    Multi(Box<MvReg>),
 }
 
 impl Cell {
@@ -55,6 +57,7 @@ impl Cell {
         match self {
             Cell::Counter(_) => Kind::Counter,
             Cell::Set(_) => Kind::Set,
+            Cell::Multi(_) => Kind::MultiValue,
             _ => Kind::Register,
         }
     }
@@ -76,7 +79,7 @@ impl Cell {
             Cell::Bool(x) => Value::Bool(*x),
             Cell::Str(s) => Value::Str(s.as_ref().clone()),
             Cell::Bytes(b) => Value::Bytes(b.as_ref().clone()),
-            Cell::Counter(_) | Cell::Set(_) => return None,
+            Cell::Counter(_) | Cell::Set(_) | Cell::Multi(_) => return None,
         })
     }
 }
@@ -99,6 +102,7 @@ fn kind_rank(kind: Kind) -> u8 {
         Kind::Register => 0,
         Kind::Counter => 1,
         Kind::Set => 2,
+        Kind::MultiValue => 3,
     }
 }
 
@@ -121,8 +125,25 @@ impl Twin {
         self.slots.binary_search_by_key(&key, |s| (s.field, kind_rank(s.cell.kind())))
     }
 
-    /// The kind a field holds, preferring register, then counter, then set (concurrent writes of different
-    /// kinds to one name can meet in a merge; all are kept, reads prefer in this order).
+    /// The slot of a counter, set or multi-value field, created empty if missing.
+    pub(crate) fn slot_of(&mut self, field: u32, kind: Kind) -> usize {
+        match self.find(field, kind) {
+            Ok(i) => i,
+            Err(i) => {
+                let cell = match kind {
+                    Kind::Set => Cell::Set(Box::default()),
+                    Kind::MultiValue => Cell::Multi(Box::default()),
+                    Kind::Counter | Kind::Register => Cell::Counter(Box::default()),
+                };
+                self.slots.insert(i, Slot { field, writer: 0, stamp: 0, counter: 0, cell });
+                i
+            }
+        }
+    }
+
+    /// The kind a field holds, preferring register, then counter, then set, then multi-value register
+    /// (concurrent writes of different kinds to one name can meet in a merge; all are kept, reads prefer in
+    /// this order).
     fn kind_of(&self, field: u32) -> Option<Kind> {
         if self.slots.last().is_none_or(|last| last.field < field) {
             return None;
@@ -329,7 +350,7 @@ impl Store {
         self.twins.get(tid as usize).and_then(Option::as_ref)
     }
 
-    fn twin_by_name(&self, name: &str) -> Option<&Twin> {
+    pub(crate) fn twin_by_name(&self, name: &str) -> Option<&Twin> {
         self.twin_names.get(name).and_then(|t| self.twin(t))
     }
 
@@ -355,7 +376,7 @@ impl Store {
         }
     }
 
-    fn check_kind(&self, tid: u32, fid: u32, requested: Kind) -> Result<()> {
+    pub(crate) fn check_kind(&self, tid: u32, fid: u32, requested: Kind) -> Result<()> {
         match self.twin(tid).and_then(|t| t.kind_of(fid)) {
             Some(existing) if existing != requested => Err(Error::TypeConflict {
                 twin: self.twin_names.name(tid).to_owned(),
@@ -616,12 +637,13 @@ impl Store {
                 FieldValue::Counter(c.value().unwrap_or(if c.entries().is_empty() { 0 } else { i64::MAX }))
             }
             Cell::Set(s) => FieldValue::Set(s.elements().map(str::to_owned).collect()),
+            Cell::Multi(r) => FieldValue::MultiValue(r.read().into_iter().map(|s| s.value.clone()).collect()),
             cell => FieldValue::Register(cell.to_value().unwrap_or(Value::Bool(false))),
         }
     }
 
-    /// A field's current value (a register before a counter before a set, should a merge have met several
-    /// kinds under one name).
+    /// A field's current value (a register before a counter before a set before a multi-value register,
+    /// should a merge have met several kinds under one name).
     pub fn get(&self, twin: &str, field: &str) -> Option<FieldValue> {
         let t = self.twin_by_name(twin)?;
         let fid = self.field_names.get(field)?;
@@ -687,7 +709,7 @@ impl Store {
 }
 
 #[cold]
-fn unreachable_kind() -> ! {
+pub(crate) fn unreachable_kind() -> ! {
     // `find` located a slot of the requested kind, so the match above always succeeds.
     unreachable!("slot kind changed under a find")
 }

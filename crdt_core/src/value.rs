@@ -1,7 +1,7 @@
 //! Register values.
 use crate::error::{Error, Result};
 
-/// What an LWW register holds.
+/// What an LWW register (or a sibling of a multi-value register) holds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// A finite float (NaN and infinities are refused: they break equality and every statistic downstream).
@@ -44,4 +44,7 @@ pub enum FieldValue {
     Counter(i64),
     /// An OR-set's elements, sorted.
     Set(Vec<String>),
+    /// A multi-value register's values in write order (stamp, writer, counter): one normally, several while
+    /// concurrent writes conflict, none after a clear.
+    MultiValue(Vec<Value>),
 }

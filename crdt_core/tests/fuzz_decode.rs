@@ -74,6 +74,8 @@ fn mutated_messages_never_panic_and_refused_ones_change_nothing() {
     let mut rng = Rng(seed);
     let mut store = Store::new(7, 500);
     store.set_manual_time(Some(1_700_000_000_500));
+    // A local desired field the seeds' registers merge into (or conflict with, by kind).
+    store.desire("boiler-1", "setpoint", crdt_core::Value::F64(60.0)).unwrap();
     let (mut accepted, mut refused) = (0u32, 0u32);
     for i in 0..iterations {
         let base = &seeds[rng.below(seeds.len())];
@@ -124,4 +126,47 @@ fn far_future_stamps_are_refused_by_the_clock_gate() {
     assert!(matches!(b.merge(&delta), Err(Error::ClockSkew { .. })));
     assert_eq!(b.clock_high_water(), before);
     assert!(b.twins().is_empty());
+}
+
+/// Multi-value registers that no honest replica holds are refused whole (they would break the register's
+/// bound of one sibling per writer, or its version-vector context), and change nothing.
+#[test]
+fn malformed_multi_value_registers_are_refused() {
+    use crdt_core::pb;
+    use prost::Message;
+    let sibling =
+        |writer: u32, counter: u64, value: Option<pb::sibling::Value>| pb::Sibling { writer, counter, stamp: 1, value };
+    let f64v = |x: f64| Some(pb::sibling::Value::F64(x));
+    let vv = |max: Vec<u64>| pb::Context { writers: (0..max.len() as u32).collect(), max, ..Default::default() };
+    let cases: Vec<(&str, pb::Context, Vec<pb::Sibling>)> = vec![
+        (
+            "cloud",
+            pb::Context { cloud_writers: vec![0], cloud_counters: vec![3], ..vv(vec![1]) },
+            vec![sibling(0, 1, f64v(1.0))],
+        ),
+        ("not newest", vv(vec![2]), vec![sibling(0, 1, f64v(1.0))]),
+        ("not seen", vv(vec![1]), vec![sibling(0, 2, f64v(1.0))]),
+        ("one writer twice", vv(vec![2]), vec![sibling(0, 2, f64v(1.0)), sibling(0, 2, f64v(2.0))]),
+        ("no value", vv(vec![1]), vec![sibling(0, 1, None)]),
+        ("nan", vv(vec![1]), vec![sibling(0, 1, f64v(f64::NAN))]),
+        ("writer outside the table", vv(vec![1]), vec![sibling(5, 1, f64v(1.0))]),
+        ("counter 0", vv(vec![1]), vec![sibling(0, 0, f64v(1.0))]),
+    ];
+    let mut s = Store::new(7, 500);
+    s.desire("t", "sp", crdt_core::Value::F64(0.5)).unwrap();
+    let before = s.encode_state(None);
+    for (what, context, siblings) in cases {
+        let msg = pb::StateDelta {
+            format: 1,
+            replicas: vec![1, 2],
+            twins: vec![pb::TwinState {
+                twin: "t".into(),
+                multi_values: vec![pb::MultiValueState { field: "sp".into(), context: Some(context), siblings }],
+                ..Default::default()
+            }],
+        };
+        let err = s.merge(&msg.encode_to_vec()).unwrap_err();
+        assert!(matches!(err, Error::Decode(_)), "{what}: {err:?}");
+        assert_eq!(s.encode_state(None), before, "{what}: a refused message changed the state");
+    }
 }

@@ -109,7 +109,8 @@ proptest! {
                 let [part] = decoded.twins.as_slice() else {
                     return Err(TestCaseError::fail(format!("{} B over {chunk} with several twins", msg.len())));
                 };
-                let units = part.writes.len() + part.counters.len() + part.sets.len() + usize::from(part.context.is_some());
+                let units = part.writes.len() + part.counters.len() + part.sets.len() + part.multi_values.len()
+                    + usize::from(part.context.is_some());
                 prop_assert_eq!(units, 1, "a message of {} B over {} holds more than one unit", msg.len(), chunk);
             }
             b.merge(&msg).unwrap();
@@ -145,6 +146,21 @@ proptest! {
         }
     }
 
+    /// Desired writes alone, delivered out of order: every replica matches the specification, and equal
+    /// contexts imply equal state.
+    #[test]
+    fn desired_writes_match_the_spec_under_any_delivery(ops in proptest::collection::vec(desired_op(3), 1..30)) {
+        let (stores, _, events) = run(&ops, 3);
+        for a in &stores {
+            check_spec(a, &events)?;
+            for b in &stores {
+                if a.context(TWINS[0]).is_some() && a.context(TWINS[0]) == b.context(TWINS[0]) {
+                    prop_assert_eq!(state(a), state(b));
+                }
+            }
+        }
+    }
+
     /// Each replica's value equals the sequential specification of the events it has seen.
     #[test]
     fn every_replica_matches_the_sequential_spec(ops in ops(4)) {
@@ -162,8 +178,9 @@ proptest! {
 }
 
 /// The specification: registers hold the visible write with the greatest (stamp, writer, counter);
-/// counters the sum of each writer's updates up to its newest visible one; an element is in a set iff some visible add of it was neither
-/// removed nor superseded by a visible event that observed it.
+/// counters the sum of each writer's updates up to its newest visible one; an element is in a set iff some
+/// visible add of it was neither removed nor superseded by a visible event that observed it; a multi-value
+/// register holds the value of every visible write that no visible write or clear had seen, in write order.
 fn check_spec(s: &Store, events: &[Event]) -> Result<(), TestCaseError> {
     let visible = |twin: usize, dot: Dot| s.context(TWINS[twin]).is_some_and(|c| c.contains(dot));
     for (t, twin) in TWINS.iter().enumerate() {
@@ -243,6 +260,35 @@ fn check_spec(s: &Store, events: &[Event]) -> Result<(), TestCaseError> {
             let expected = touched.then(|| FieldValue::Set(present.into_iter().collect()));
             prop_assert_eq!(s.get(twin, field), expected, "set {}/{}", twin, field);
         }
+        for (f, field) in DESIRED.iter().enumerate() {
+            let seen_here: Vec<&Event> = events
+                .iter()
+                .filter(|e| matches!(e, Event::Desire { twin, field, dot, .. } if *twin == t && *field == f && visible(t, *dot)))
+                .collect();
+            let killed: BTreeSet<Dot> = seen_here
+                .iter()
+                .flat_map(|e| match e {
+                    Event::Desire { seen, .. } => seen.clone(),
+                    _ => vec![],
+                })
+                .collect();
+            let mut present: Vec<(u64, Dot, Value)> = seen_here
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Desire { value: Some(v), stamp, rdot, .. } if !killed.contains(rdot) => {
+                        Some((*stamp, *rdot, v.clone()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            present.sort_by_key(|p| (p.0, p.1));
+            let expected =
+                (!seen_here.is_empty()).then(|| FieldValue::MultiValue(present.iter().map(|p| p.2.clone()).collect()));
+            prop_assert_eq!(s.get(twin, field), expected, "multi-value {}/{}", twin, field);
+            let read: Vec<(u64, Dot, Value)> =
+                s.desired(twin, field).unwrap_or_default().into_iter().map(|x| (x.stamp, x.dot, x.value)).collect();
+            prop_assert_eq!(read, present, "multi-value siblings {}/{}", twin, field);
+        }
     }
     Ok(())
 }
@@ -259,6 +305,69 @@ fn overwrites_cost_no_memory_and_leave_no_tombstones() {
     assert_eq!(s.stats().fields, 1);
     // Only the varint widths of the counter and stamp may grow, never per overwrite.
     assert!(after <= first + 8, "state grew from {first} to {after} bytes over 10k overwrites");
+}
+
+/// A desired field's size is bounded by its writers, not its history, even with its writes scattered among
+/// the twin's other events (numbered with twin dots, they would pile up in its context's cloud).
+#[test]
+fn desired_rewrites_cost_no_memory_and_leave_no_tombstones() {
+    let (mut a, mut b) = (replica(1), replica(2));
+    b.merge(&a.desire("t", "sp", Value::F64(20.0)).unwrap()).unwrap();
+    b.desire("t", "sp", Value::F64(21.0)).unwrap();
+    a.merge(&b.encode_state(None)).unwrap();
+    a.set("t", "x", Value::F64(-1.0)).unwrap();
+    let first = a.encode_state(None).len();
+    for i in 0..5_000 {
+        a.set("t", "x", Value::F64(f64::from(i))).unwrap();
+        let d = if i % 7 == 0 { a.clear_desired("t", "sp") } else { a.desire("t", "sp", Value::F64(f64::from(i))) };
+        b.merge(&d.unwrap()).unwrap();
+    }
+    let after = a.encode_state(None).len();
+    assert_eq!(a.stats().fields, 2);
+    // Only the varint widths of counters may grow, never per write.
+    assert!(after <= first + 8, "state grew from {first} to {after} bytes over 5k desired writes");
+    assert_eq!(a.desired("t", "sp").unwrap().len(), 1);
+    assert_eq!(b.get("t", "sp"), Some(FieldValue::MultiValue(vec![Value::F64(4999.0)])));
+}
+
+/// The story: two partitioned nodes write the same desired field; after the heal both intents are
+/// visible everywhere (with writer and stamp) until a later write resolves them.
+#[test]
+fn partitioned_desired_writes_conflict_until_a_later_write() {
+    let (mut a, mut b) = (replica(0xA), replica(0xB));
+    a.set_manual_time(Some(1_000_000));
+    b.set_manual_time(Some(1_000_200));
+    let da = a.desire("hvac", "setpoint", Value::F64(21.0)).unwrap();
+    let db = b.desire("hvac", "setpoint", Value::F64(23.5)).unwrap();
+    a.merge(&db).unwrap();
+    b.merge(&da).unwrap();
+    let both = FieldValue::MultiValue(vec![Value::F64(21.0), Value::F64(23.5)]);
+    assert_eq!(a.get("hvac", "setpoint"), Some(both.clone()));
+    assert_eq!(b.get("hvac", "setpoint"), Some(both));
+    let seen: Vec<(u64, u64)> =
+        a.desired("hvac", "setpoint").unwrap().iter().map(|s| (s.dot.replica, s.stamp >> 16)).collect();
+    assert_eq!(seen, [(0xA, 1_000_000), (0xB, 1_000_200)]);
+    let resolve = a.desire("hvac", "setpoint", Value::F64(22.0)).unwrap();
+    b.merge(&resolve).unwrap();
+    assert_eq!(b.get("hvac", "setpoint"), Some(FieldValue::MultiValue(vec![Value::F64(22.0)])));
+    assert_eq!(a.encode_state(None), b.encode_state(None));
+}
+
+#[test]
+fn a_desired_field_keeps_its_kind() {
+    let mut a = replica(1);
+    a.set("t", "reported", Value::F64(1.0)).unwrap();
+    a.desire("t", "wanted", Value::F64(1.0)).unwrap();
+    let conflict = |e: crdt_core::Error| matches!(e, crdt_core::Error::TypeConflict { .. });
+    assert!(conflict(a.desire("t", "reported", Value::F64(2.0)).unwrap_err()));
+    assert!(conflict(a.clear_desired("t", "reported").unwrap_err()));
+    assert!(conflict(a.set("t", "wanted", Value::F64(2.0)).unwrap_err()));
+    assert!(conflict(a.add("t", "wanted", "x").unwrap_err()));
+    let msg = a.increment("t", "wanted", 1).unwrap_err().to_string();
+    assert!(msg.contains("is a multi-value register, not a counter"), "{msg}");
+    assert!(matches!(a.desire("t", "w2", Value::F64(f64::NAN)), Err(crdt_core::Error::InvalidValue(_))));
+    assert_eq!(a.desired("t", "reported"), None);
+    assert_eq!(a.entry("t", "wanted"), None);
 }
 
 #[test]

@@ -36,7 +36,37 @@ fn scenario() -> Vec<(&'static str, Vec<u8>)> {
     out.push(("catch_up_a_to_b", a.catch_up(&b.version(None), false, usize::MAX).unwrap().concat()));
     out.push(("full_state_a", a.encode_state(None)));
     out.push(("digest_a", a.digest()));
+    out.extend(multi_value_scenario());
     out
+}
+
+/// The multi-value register on its own (added with format V1's `multi_values`; the vectors above, from
+/// before it, must not change): one write, a conflict after a partition, the write that resolves it, a clear.
+fn multi_value_scenario() -> Vec<(&'static str, Vec<u8>)> {
+    let mut a = Store::new(0x0A, 500);
+    let mut b = Store::new(0x0B, 500);
+    a.set_manual_time(Some(1_700_000_000_000));
+    b.set_manual_time(Some(1_700_000_000_250));
+    let single = a.desire("boiler-1", "setpoint", Value::F64(65.0)).unwrap();
+    let other = b.desire("boiler-1", "setpoint", Value::Str("eco".into())).unwrap();
+    a.merge(&other).unwrap();
+    let conflict = a.encode_state(None);
+    let resolved = a.desire("boiler-1", "setpoint", Value::I64(67)).unwrap();
+    b.merge(&single).unwrap();
+    b.merge(&resolved).unwrap();
+    let clear = b.clear_desired("boiler-1", "setpoint").unwrap();
+    vec![
+        ("multi_value_single", single),
+        ("multi_value_conflict", conflict),
+        ("multi_value_resolved", resolved),
+        ("multi_value_clear", clear),
+    ]
+}
+
+fn golden(name: &str) -> Vec<u8> {
+    let text = std::fs::read_to_string(dir().join(format!("{name}.hex"))).unwrap();
+    let clean: String = text.split_whitespace().collect();
+    (0..clean.len()).step_by(2).map(|i| u8::from_str_radix(&clean[i..i + 2], 16).unwrap()).collect()
 }
 
 fn dir() -> PathBuf {
@@ -68,10 +98,7 @@ fn encodings_match_the_golden_vectors() {
 
 #[test]
 fn golden_full_state_decodes_to_the_expected_twins() {
-    let text = std::fs::read_to_string(dir().join("full_state_a.hex")).unwrap();
-    let clean: String = text.split_whitespace().collect();
-    let bytes: Vec<u8> =
-        (0..clean.len()).step_by(2).map(|i| u8::from_str_radix(&clean[i..i + 2], 16).unwrap()).collect();
+    let bytes = golden("full_state_a");
     let mut s = Store::new(99, 500);
     s.set_manual_time(Some(1_700_000_000_000));
     s.merge(&bytes).unwrap();
@@ -84,4 +111,19 @@ fn golden_full_state_decodes_to_the_expected_twins() {
     assert_eq!(s.get("boiler-1", "tags"), Some(FieldValue::Set(vec![])));
     assert_eq!(s.get("room-1", "humidity"), Some(FieldValue::Register(Value::F64(40.0))));
     assert_eq!(s.entry("room-1", "temp_1").unwrap().stamp >> 16, 1_699_999_999_000);
+}
+
+#[test]
+fn golden_multi_value_vectors_decode_to_the_conflict_and_its_resolution() {
+    let mut s = Store::new(99, 500);
+    s.set_manual_time(Some(1_700_000_000_000));
+    s.merge(&golden("multi_value_conflict")).unwrap();
+    let conflict = FieldValue::MultiValue(vec![Value::F64(65.0), Value::Str("eco".into())]);
+    assert_eq!(s.get("boiler-1", "setpoint"), Some(conflict));
+    let writers: Vec<u64> = s.desired("boiler-1", "setpoint").unwrap().iter().map(|x| x.dot.replica).collect();
+    assert_eq!(writers, [0x0A, 0x0B]);
+    s.merge(&golden("multi_value_resolved")).unwrap();
+    assert_eq!(s.get("boiler-1", "setpoint"), Some(FieldValue::MultiValue(vec![Value::I64(67)])));
+    s.merge(&golden("multi_value_clear")).unwrap();
+    assert_eq!(s.get("boiler-1", "setpoint"), Some(FieldValue::MultiValue(vec![])));
 }

@@ -2,7 +2,7 @@
 use crdt_core::{FieldValue, Value};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyFloat, PyFrozenSet, PyInt, PyString};
+use pyo3::types::{PyBool, PyBytes, PyFloat, PyFrozenSet, PyInt, PyString, PyTuple};
 
 /// A Python value to a register value: float, int, bool, str or bytes.
 pub fn value_from_py(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
@@ -39,11 +39,16 @@ pub fn value_to_py<'py>(py: Python<'py>, v: Value) -> PyResult<Bound<'py, PyAny>
     })
 }
 
-/// Any field to Python: a register's value, a counter's int, a set's frozenset of str.
+/// Any field to Python: a register's value, a counter's int, a set's frozenset of str, a multi-value
+/// register's tuple of values (in write order; several while writes conflict, empty after a clear).
 pub fn field_to_py<'py>(py: Python<'py>, v: FieldValue) -> PyResult<Bound<'py, PyAny>> {
     match v {
         FieldValue::Register(v) => value_to_py(py, v),
         FieldValue::Counter(n) => Ok(n.into_pyobject(py)?.into_any()),
         FieldValue::Set(elems) => Ok(PyFrozenSet::new(py, &elems)?.into_any()),
+        FieldValue::MultiValue(values) => {
+            let items = values.into_iter().map(|v| value_to_py(py, v)).collect::<PyResult<Vec<_>>>()?;
+            Ok(PyTuple::new(py, items)?.into_any())
+        }
     }
 }

@@ -7,6 +7,7 @@ fuzz_target!(|data: &[u8]| {
     let mut store = crdt_core::Store::new(7, 500);
     store.set_manual_time(Some(1_700_000_000_500));
     store.set("seed", "x", crdt_core::Value::F64(1.0)).unwrap();
+    store.desire("boiler-1", "setpoint", crdt_core::Value::F64(60.0)).unwrap();
     let before = store.encode_state(None);
     if store.merge(data).is_err() {
         assert_eq!(store.encode_state(None), before);

@@ -24,35 +24,39 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64rsdtp/wire/v1/state.proto\x12\x0e\x64rsdtp.wire.v1\"p\n\nStateDelta\x12&\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x16.drsdtp.wire.v1.Format\x12\x10\n\x08replicas\x18\x02 \x03(\x04\x12(\n\x05twins\x18\x03 \x03(\x0b\x32\x19.drsdtp.wire.v1.TwinState\"\xc7\x01\n\tTwinState\x12\x0c\n\x04twin\x18\x01 \x01(\t\x12(\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x17.drsdtp.wire.v1.Context\x12*\n\x06writes\x18\x03 \x03(\x0b\x32\x1a.drsdtp.wire.v1.WriteGroup\x12.\n\x08\x63ounters\x18\x04 \x03(\x0b\x32\x1c.drsdtp.wire.v1.CounterState\x12&\n\x04sets\x18\x05 \x03(\x0b\x32\x18.drsdtp.wire.v1.SetState\"V\n\x07\x43ontext\x12\x0f\n\x07writers\x18\x01 \x03(\r\x12\x0b\n\x03max\x18\x02 \x03(\x04\x12\x15\n\rcloud_writers\x18\x03 \x03(\r\x12\x16\n\x0e\x63loud_counters\x18\x04 \x03(\x04\"\xd5\x01\n\nWriteGroup\x12\x0e\n\x06writer\x18\x01 \x01(\r\x12\x0f\n\x07\x63ounter\x18\x02 \x01(\x04\x12\r\n\x05stamp\x18\x03 \x01(\x04\x12\x0e\n\x06\x66ields\x18\x04 \x03(\t\x12(\n\x05kinds\x18\x05 \x03(\x0e\x32\x19.drsdtp.wire.v1.ValueKind\x12\x0c\n\x04\x66\x36\x34s\x18\x06 \x03(\x01\x12\x0c\n\x04i64s\x18\x07 \x03(\x12\x12\r\n\x05\x62ools\x18\x08 \x03(\x08\x12\x0c\n\x04strs\x18\t \x03(\t\x12\r\n\x05\x62lobs\x18\n \x03(\x0c\x12\x15\n\rstamp_offsets\x18\x0b \x03(\x04\"h\n\x0c\x43ounterState\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0f\n\x07writers\x18\x02 \x03(\r\x12\x10\n\x08\x63ounters\x18\x03 \x03(\x04\x12\x12\n\nincrements\x18\x04 \x03(\x04\x12\x12\n\ndecrements\x18\x05 \x03(\x04\"q\n\x08SetState\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12,\n\x08\x65lements\x18\x02 \x03(\x0b\x32\x1a.drsdtp.wire.v1.SetElement\x12(\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x17.drsdtp.wire.v1.Context\"@\n\nSetElement\x12\x0f\n\x07\x65lement\x18\x01 \x01(\t\x12\x0f\n\x07writers\x18\x02 \x03(\r\x12\x10\n\x08\x63ounters\x18\x03 \x03(\x04\"t\n\x0cStoreVersion\x12&\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x16.drsdtp.wire.v1.Format\x12\x10\n\x08replicas\x18\x02 \x03(\x04\x12*\n\x05twins\x18\x03 \x03(\x0b\x32\x1b.drsdtp.wire.v1.TwinVersion\"E\n\x0bTwinVersion\x12\x0c\n\x04twin\x18\x01 \x01(\t\x12(\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x17.drsdtp.wire.v1.Context\"U\n\x0bStoreDigest\x12&\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x16.drsdtp.wire.v1.Format\x12\r\n\x05twins\x18\x02 \x03(\t\x12\x0f\n\x07\x64igests\x18\x03 \x03(\x06*/\n\x06\x46ormat\x12\x16\n\x12\x46ORMAT_UNSPECIFIED\x10\x00\x12\r\n\tFORMAT_V1\x10\x01*r\n\tValueKind\x12\x12\n\x0eVALUE_KIND_F64\x10\x00\x12\x12\n\x0eVALUE_KIND_I64\x10\x01\x12\x13\n\x0fVALUE_KIND_BOOL\x10\x02\x12\x12\n\x0eVALUE_KIND_STR\x10\x03\x12\x14\n\x10VALUE_KIND_BYTES\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64rsdtp/wire/v1/state.proto\x12\x0e\x64rsdtp.wire.v1\"p\n\nStateDelta\x12&\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x16.drsdtp.wire.v1.Format\x12\x10\n\x08replicas\x18\x02 \x03(\x04\x12(\n\x05twins\x18\x03 \x03(\x0b\x32\x19.drsdtp.wire.v1.TwinState\"\xfe\x01\n\tTwinState\x12\x0c\n\x04twin\x18\x01 \x01(\t\x12(\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x17.drsdtp.wire.v1.Context\x12*\n\x06writes\x18\x03 \x03(\x0b\x32\x1a.drsdtp.wire.v1.WriteGroup\x12.\n\x08\x63ounters\x18\x04 \x03(\x0b\x32\x1c.drsdtp.wire.v1.CounterState\x12&\n\x04sets\x18\x05 \x03(\x0b\x32\x18.drsdtp.wire.v1.SetState\x12\x35\n\x0cmulti_values\x18\x06 \x03(\x0b\x32\x1f.drsdtp.wire.v1.MultiValueState\"V\n\x07\x43ontext\x12\x0f\n\x07writers\x18\x01 \x03(\r\x12\x0b\n\x03max\x18\x02 \x03(\x04\x12\x15\n\rcloud_writers\x18\x03 \x03(\r\x12\x16\n\x0e\x63loud_counters\x18\x04 \x03(\x04\"\xd5\x01\n\nWriteGroup\x12\x0e\n\x06writer\x18\x01 \x01(\r\x12\x0f\n\x07\x63ounter\x18\x02 \x01(\x04\x12\r\n\x05stamp\x18\x03 \x01(\x04\x12\x0e\n\x06\x66ields\x18\x04 \x03(\t\x12(\n\x05kinds\x18\x05 \x03(\x0e\x32\x19.drsdtp.wire.v1.ValueKind\x12\x0c\n\x04\x66\x36\x34s\x18\x06 \x03(\x01\x12\x0c\n\x04i64s\x18\x07 \x03(\x12\x12\r\n\x05\x62ools\x18\x08 \x03(\x08\x12\x0c\n\x04strs\x18\t \x03(\t\x12\r\n\x05\x62lobs\x18\n \x03(\x0c\x12\x15\n\rstamp_offsets\x18\x0b \x03(\x04\"h\n\x0c\x43ounterState\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0f\n\x07writers\x18\x02 \x03(\r\x12\x10\n\x08\x63ounters\x18\x03 \x03(\x04\x12\x12\n\nincrements\x18\x04 \x03(\x04\x12\x12\n\ndecrements\x18\x05 \x03(\x04\"q\n\x08SetState\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12,\n\x08\x65lements\x18\x02 \x03(\x0b\x32\x1a.drsdtp.wire.v1.SetElement\x12(\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x17.drsdtp.wire.v1.Context\"@\n\nSetElement\x12\x0f\n\x07\x65lement\x18\x01 \x01(\t\x12\x0f\n\x07writers\x18\x02 \x03(\r\x12\x10\n\x08\x63ounters\x18\x03 \x03(\x04\"u\n\x0fMultiValueState\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12(\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x17.drsdtp.wire.v1.Context\x12)\n\x08siblings\x18\x03 \x03(\x0b\x32\x17.drsdtp.wire.v1.Sibling\"\x90\x01\n\x07Sibling\x12\x0e\n\x06writer\x18\x01 \x01(\r\x12\x0f\n\x07\x63ounter\x18\x02 \x01(\x04\x12\r\n\x05stamp\x18\x03 \x01(\x04\x12\r\n\x03\x66\x36\x34\x18\x04 \x01(\x01H\x00\x12\r\n\x03i64\x18\x05 \x01(\x12H\x00\x12\x0e\n\x04\x66lag\x18\x06 \x01(\x08H\x00\x12\x0e\n\x04text\x18\x07 \x01(\tH\x00\x12\x0e\n\x04\x62lob\x18\x08 \x01(\x0cH\x00\x42\x07\n\x05value\"t\n\x0cStoreVersion\x12&\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x16.drsdtp.wire.v1.Format\x12\x10\n\x08replicas\x18\x02 \x03(\x04\x12*\n\x05twins\x18\x03 \x03(\x0b\x32\x1b.drsdtp.wire.v1.TwinVersion\"E\n\x0bTwinVersion\x12\x0c\n\x04twin\x18\x01 \x01(\t\x12(\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x17.drsdtp.wire.v1.Context\"U\n\x0bStoreDigest\x12&\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x16.drsdtp.wire.v1.Format\x12\r\n\x05twins\x18\x02 \x03(\t\x12\x0f\n\x07\x64igests\x18\x03 \x03(\x06*/\n\x06\x46ormat\x12\x16\n\x12\x46ORMAT_UNSPECIFIED\x10\x00\x12\r\n\tFORMAT_V1\x10\x01*r\n\tValueKind\x12\x12\n\x0eVALUE_KIND_F64\x10\x00\x12\x12\n\x0eVALUE_KIND_I64\x10\x01\x12\x13\n\x0fVALUE_KIND_BOOL\x10\x02\x12\x12\n\x0eVALUE_KIND_STR\x10\x03\x12\x14\n\x10VALUE_KIND_BYTES\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'drsdtp.wire.v1.state_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FORMAT']._serialized_start=1229
-  _globals['_FORMAT']._serialized_end=1276
-  _globals['_VALUEKIND']._serialized_start=1278
-  _globals['_VALUEKIND']._serialized_end=1392
+  _globals['_FORMAT']._serialized_start=1550
+  _globals['_FORMAT']._serialized_end=1597
+  _globals['_VALUEKIND']._serialized_start=1599
+  _globals['_VALUEKIND']._serialized_end=1713
   _globals['_STATEDELTA']._serialized_start=46
   _globals['_STATEDELTA']._serialized_end=158
   _globals['_TWINSTATE']._serialized_start=161
-  _globals['_TWINSTATE']._serialized_end=360
-  _globals['_CONTEXT']._serialized_start=362
-  _globals['_CONTEXT']._serialized_end=448
-  _globals['_WRITEGROUP']._serialized_start=451
-  _globals['_WRITEGROUP']._serialized_end=664
-  _globals['_COUNTERSTATE']._serialized_start=666
-  _globals['_COUNTERSTATE']._serialized_end=770
-  _globals['_SETSTATE']._serialized_start=772
-  _globals['_SETSTATE']._serialized_end=885
-  _globals['_SETELEMENT']._serialized_start=887
-  _globals['_SETELEMENT']._serialized_end=951
-  _globals['_STOREVERSION']._serialized_start=953
-  _globals['_STOREVERSION']._serialized_end=1069
-  _globals['_TWINVERSION']._serialized_start=1071
-  _globals['_TWINVERSION']._serialized_end=1140
-  _globals['_STOREDIGEST']._serialized_start=1142
-  _globals['_STOREDIGEST']._serialized_end=1227
+  _globals['_TWINSTATE']._serialized_end=415
+  _globals['_CONTEXT']._serialized_start=417
+  _globals['_CONTEXT']._serialized_end=503
+  _globals['_WRITEGROUP']._serialized_start=506
+  _globals['_WRITEGROUP']._serialized_end=719
+  _globals['_COUNTERSTATE']._serialized_start=721
+  _globals['_COUNTERSTATE']._serialized_end=825
+  _globals['_SETSTATE']._serialized_start=827
+  _globals['_SETSTATE']._serialized_end=940
+  _globals['_SETELEMENT']._serialized_start=942
+  _globals['_SETELEMENT']._serialized_end=1006
+  _globals['_MULTIVALUESTATE']._serialized_start=1008
+  _globals['_MULTIVALUESTATE']._serialized_end=1125
+  _globals['_SIBLING']._serialized_start=1128
+  _globals['_SIBLING']._serialized_end=1272
+  _globals['_STOREVERSION']._serialized_start=1274
+  _globals['_STOREVERSION']._serialized_end=1390
+  _globals['_TWINVERSION']._serialized_start=1392
+  _globals['_TWINVERSION']._serialized_end=1461
+  _globals['_STOREDIGEST']._serialized_start=1463
+  _globals['_STOREDIGEST']._serialized_end=1548
 # @@protoc_insertion_point(module_scope)

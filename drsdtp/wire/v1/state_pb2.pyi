@@ -6,7 +6,7 @@ are all states of the same lattice and share one message. Encoded and decoded in
 these bytes opaquely and may parse them with the generated module for inspection and tests.
 
 Canonical form (what crdt_core writes): replicas ascending; twins by id; write groups by (writer, counter,
-stamp); fields, counter fields, set fields and elements by name; dots ascending. Two converged replicas
+stamp); fields, counter fields, set fields, multi-value fields and elements by name; dots ascending. Two converged replicas
 therefore encode their full state to identical bytes.
 """
 
@@ -101,6 +101,7 @@ class TwinState(_message.Message):
     WRITES_FIELD_NUMBER: _builtins.int
     COUNTERS_FIELD_NUMBER: _builtins.int
     SETS_FIELD_NUMBER: _builtins.int
+    MULTI_VALUES_FIELD_NUMBER: _builtins.int
     twin: _builtins.str
     @_builtins.property
     def context(self) -> Global___Context:
@@ -114,6 +115,10 @@ class TwinState(_message.Message):
     def sets(self) -> _containers.RepeatedCompositeFieldContainer[Global___SetState]:
         """Set fields are always carried whole, each with its own context."""
 
+    @_builtins.property
+    def multi_values(self) -> _containers.RepeatedCompositeFieldContainer[Global___MultiValueState]:
+        """Multi-value registers (desired state) are always carried whole, each with its own context."""
+
     def __init__(
         self,
         *,
@@ -122,10 +127,11 @@ class TwinState(_message.Message):
         writes: _abc.Iterable[Global___WriteGroup] | None = ...,
         counters: _abc.Iterable[Global___CounterState] | None = ...,
         sets: _abc.Iterable[Global___SetState] | None = ...,
+        multi_values: _abc.Iterable[Global___MultiValueState] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "counters", b"counters", "sets", b"sets", "twin", b"twin", "writes", b"writes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "counters", b"counters", "multi_values", b"multi_values", "sets", b"sets", "twin", b"twin", "writes", b"writes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -326,6 +332,83 @@ class SetElement(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetElement: _TypeAlias = SetElement  # noqa: Y015
+
+@_typing.final
+class MultiValueState(_message.Message):
+    """A multi-value register: the values of the writes that no write seen after them replaced (several while
+    concurrent writes conflict, none after a clear), and the register's own causal context. The register
+    numbers its events per writer (1, 2, ...) and travels whole, so its context is a version vector (no
+    cloud) and each sibling is its writer's newest event in it; decoders refuse anything else. Whole, because
+    the classic one-dot delta needs causal delivery (see tla/MVRegister.tla). Siblings by (writer, counter).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
+    SIBLINGS_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    @_builtins.property
+    def context(self) -> Global___Context: ...
+    @_builtins.property
+    def siblings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Sibling]: ...
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        context: Global___Context | None = ...,
+        siblings: _abc.Iterable[Global___Sibling] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "field", b"field", "siblings", b"siblings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MultiValueState: _TypeAlias = MultiValueState  # noqa: Y015
+
+@_typing.final
+class Sibling(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WRITER_FIELD_NUMBER: _builtins.int
+    COUNTER_FIELD_NUMBER: _builtins.int
+    STAMP_FIELD_NUMBER: _builtins.int
+    F64_FIELD_NUMBER: _builtins.int
+    I64_FIELD_NUMBER: _builtins.int
+    FLAG_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    BLOB_FIELD_NUMBER: _builtins.int
+    writer: _builtins.int
+    counter: _builtins.int
+    stamp: _builtins.int
+    """HLC stamp of the write."""
+    f64: _builtins.float
+    i64: _builtins.int
+    flag: _builtins.bool
+    text: _builtins.str
+    blob: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        writer: _builtins.int = ...,
+        counter: _builtins.int = ...,
+        stamp: _builtins.int = ...,
+        f64: _builtins.float = ...,
+        i64: _builtins.int = ...,
+        flag: _builtins.bool = ...,
+        text: _builtins.str = ...,
+        blob: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["blob", b"blob", "f64", b"f64", "flag", b"flag", "i64", b"i64", "text", b"text", "value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob", b"blob", "counter", b"counter", "f64", b"f64", "flag", b"flag", "i64", b"i64", "stamp", b"stamp", "text", b"text", "value", b"value", "writer", b"writer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_value: _TypeAlias = _typing.Literal["f64", "i64", "flag", "text", "blob"]  # noqa: Y015
+    _WhichOneofArgType_value: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_value) -> _WhichOneofReturnType_value | None: ...
+
+Global___Sibling: _TypeAlias = Sibling  # noqa: Y015
 
 @_typing.final
 class StoreVersion(_message.Message):
