@@ -103,6 +103,23 @@ impl Store {
         Ok(bytes(py, &d))
     }
 
+    fn desire<'py>(
+        &self,
+        py: Python<'py>,
+        twin: &str,
+        field: &str,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let v = value_from_py(value)?;
+        let d = self.lock().desire(twin, field, v).py_err()?;
+        Ok(bytes(py, &d))
+    }
+
+    fn clear_desired<'py>(&self, py: Python<'py>, twin: &str, field: &str) -> PyResult<Bound<'py, PyBytes>> {
+        let d = self.lock().clear_desired(twin, field).py_err()?;
+        Ok(bytes(py, &d))
+    }
+
     fn intern_twin(&self, name: &str) -> PyResult<u32> {
         self.lock().intern_twin(name).py_err()
     }
@@ -162,6 +179,24 @@ impl Store {
     ) -> PyResult<Option<(Bound<'py, PyAny>, u64, u64, u64)>> {
         let e = self.lock().entry(twin, field);
         e.map(|e| Ok((value_to_py(py, e.value)?, e.stamp, e.dot.replica, e.dot.counter))).transpose()
+    }
+
+    /// A desired field's values as `entry` gives a register's: (value, stamp, writer, counter), in write order.
+    #[allow(clippy::type_complexity)]
+    fn desired<'py>(
+        &self,
+        py: Python<'py>,
+        twin: &str,
+        field: &str,
+    ) -> PyResult<Option<Vec<(Bound<'py, PyAny>, u64, u64, u64)>>> {
+        let siblings = self.lock().desired(twin, field);
+        siblings
+            .map(|list| {
+                list.into_iter()
+                    .map(|s| Ok((value_to_py(py, s.value)?, s.stamp, s.dot.replica, s.dot.counter)))
+                    .collect::<PyResult<Vec<_>>>()
+            })
+            .transpose()
     }
 
     fn fields<'py>(&self, py: Python<'py>, twin: &str) -> PyResult<Bound<'py, PyDict>> {

@@ -2,7 +2,10 @@
 
 * registers: the snapshot's value is written again (a fresh HLC stamp, so it wins over what is there now);
 * add-wins sets: elements added since are removed, elements removed since are added again;
-* PN-counters: incremented by (snapshot value - current value).
+* PN-counters: incremented by (snapshot value - current value);
+* desired (multi-value) fields: the snapshot's one value is desired again (which also resolves a conflict
+  there is now), or the field is cleared if the snapshot held none. A snapshot taken during a conflict holds
+  several intents and no rule picks one: that field is listed in ``skipped``.
 
 Fields the snapshot does not have are left as they are and listed in ``extra_fields``: the engine has no
 delete, and writing some default would invent a value nobody ever reported. A field whose CRDT kind differs
@@ -22,7 +25,7 @@ from drsdtp.wire.v1 import state_pb2
 
 __all__ = ["Kind", "RollbackPlan", "apply_plan", "field_kinds", "plan_rollback"]
 
-Kind = Literal["register", "set", "counter"]
+Kind = Literal["register", "set", "counter", "desired"]
 _I64_MAX = (1 << 63) - 1
 
 
@@ -42,6 +45,8 @@ def field_kinds(state: bytes, twin: str) -> dict[str, Kind | None]:
                 seen.setdefault(name, set()).add("register")
         for crdt_set in twin_state.sets:
             seen.setdefault(crdt_set.field, set()).add("set")
+        for desired in twin_state.multi_values:
+            seen.setdefault(desired.field, set()).add("desired")
     return {name: next(iter(kinds)) if len(kinds) == 1 else None for name, kinds in seen.items()}
 
 
@@ -51,6 +56,8 @@ class RollbackPlan:
     set_adds: dict[str, list[str]] = field(default_factory=dict)
     set_removes: dict[str, list[str]] = field(default_factory=dict)
     counter_deltas: dict[str, int] = field(default_factory=dict)
+    desired: dict[str, Value] = field(default_factory=dict)
+    desired_clears: list[str] = field(default_factory=list)
     changes: dict[str, tuple[FieldValue | None, FieldValue]] = field(
         default_factory=dict
     )  # field: (now, then)
@@ -81,6 +88,14 @@ def plan_rollback(current: bytes, snapshot: bytes, twin: str) -> RollbackPlan:
                 plan.set_adds[name] = sorted(then - held)
             if held - then:
                 plan.set_removes[name] = sorted(held - then)
+        elif isinstance(then, tuple):
+            if len(then) > 1:
+                plan.skipped[name] = f"the snapshot holds {len(then)} conflicting desired values"
+                continue
+            if then:
+                plan.desired[name] = then[0]
+            else:
+                plan.desired_clears.append(name)
         elif kind == "counter" and isinstance(then, int):
             delta = then - (now if isinstance(now, int) else 0)
             if abs(delta) > _I64_MAX:
@@ -106,6 +121,9 @@ def apply_plan(store: Store, twin: str, plan: RollbackPlan) -> bytes:
         deltas.extend(store.add(twin, name, element) for element in elements)
     for name, elements in plan.set_removes.items():
         deltas.extend(store.remove(twin, name, element) for element in elements)
+    for name, value in plan.desired.items():
+        deltas.append(store.desire(twin, name, value))
+    deltas.extend(store.clear_desired(twin, name) for name in plan.desired_clears)
     for name, delta in plan.counter_deltas.items():
         try:
             deltas.append(store.increment(twin, name, delta))

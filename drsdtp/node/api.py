@@ -55,6 +55,9 @@ def value_message(name: str, value: FieldValue) -> api_pb2.FieldValue:
     msg = api_pb2.FieldValue(name=name)
     if isinstance(value, frozenset):
         msg.set.elements.extend(sorted(value))
+    elif isinstance(value, tuple):
+        msg.desired.SetInParent()  # no value (after a clear) is still a desired field
+        msg.desired.values.extend(value_message(name, v) for v in value)
     elif isinstance(value, bool):
         msg.flag = value
     elif isinstance(value, int):
@@ -69,13 +72,21 @@ def value_message(name: str, value: FieldValue) -> api_pb2.FieldValue:
 
 
 def field_message(store: Store, twin: str, name: str, value: object) -> api_pb2.FieldValue:
-    """One field as the API sends it (registers carry their stamp and writer)."""
+    """One field as the API sends it (registers and each desired value carry their stamp and writer)."""
     entry = store.entry(twin, name)
     if entry is not None:
         msg = value_message(name, entry[0])
         msg.stamp, msg.writer = entry[1], entry[2]
         return msg
     msg = api_pb2.FieldValue(name=name)
+    intents = store.desired(twin, name) if isinstance(value, tuple) else None
+    if intents is not None:
+        msg.desired.SetInParent()
+        for value_now, stamp, writer, _ in intents:
+            one = msg.desired.values.add()
+            one.CopyFrom(value_message(name, value_now))
+            one.stamp, one.writer = stamp, writer
+        return msg
     if isinstance(value, frozenset):
         msg.set.elements.extend(sorted(value))
     elif isinstance(value, int):
@@ -115,6 +126,8 @@ def field_to_python(f: api_pb2.FieldValue) -> object:
         return None
     if kind == "set":
         return sorted(f.set.elements)
+    if kind == "desired":
+        return tuple(field_to_python(v) for v in f.desired.values)
     return getattr(f, kind)
 
 

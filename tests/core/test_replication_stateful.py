@@ -3,9 +3,11 @@ delivered in random order with drops and duplicates; at the end anti-entropy hea
 must hold the same state, and that state must equal the sequential specification of all operations.
 
 The specification is computed from the operations alone (riak_dt / AntidoteDB style): a register holds
-the write with the greatest (stamp, writer, event), a counter the sum of all increments, and a set element
+the write with the greatest (stamp, writer, event), a counter the sum of all increments, a set element
 is present iff some add of it was not observed by a remove or a later add of it at the replica that made
-it (add wins over a concurrent remove).
+it (add wins over a concurrent remove), and a desired (multi-value) field holds the value of every write
+that no later write or clear observed at the replica that made it, in write order: concurrent intents are
+all kept, never silently dropped.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ TWINS = ["press-1", "press-2"]
 REGS = ["temp", "mode"]
 COUNTERS = ["cycles"]
 SETS = ["alarms"]
+DESIRED = ["setpoint", "valve"]
 ELEMS = ["a", "b", "c"]
 IDS = [50, 10, 40, 20, 30]
 
@@ -39,6 +42,9 @@ class Model:
     adds: dict[tuple[str, str, str], set[int]] = field(default_factory=dict)
     killed: set[int] = field(default_factory=set)
     set_ops: dict[int, tuple[str, str]] = field(default_factory=dict)  # op -> (twin, set field)
+    # op -> (twin, desired field); and each desired write's (stamp, writer, event) and value
+    desire_ops: dict[int, tuple[str, str]] = field(default_factory=dict)
+    desires: dict[int, tuple[tuple[int, int, int], object]] = field(default_factory=dict)
     ops: int = 0
 
 
@@ -140,6 +146,38 @@ class Replication(RuleBasedStateMachine):
         carried = {o for o in self.model.seen[r] if self.model.set_ops.get(o) == (twin, s)}
         self._broadcast(r, delta, {op} | carried)
 
+    @rule(
+        r=replica,
+        twin=st.sampled_from(TWINS),
+        name=st.sampled_from(DESIRED),
+        value=st.one_of(
+            st.none(),
+            st.floats(-1e6, 1e6, allow_nan=False),
+            st.integers(-9, 9),
+            st.text(max_size=3),
+            st.booleans(),
+            st.binary(max_size=3),
+        ),
+    )
+    def desire(self, r: int, twin: str, name: str, value: object) -> None:
+        r %= len(self.stores)
+        store = self.stores[r]
+        op = self._new_op()
+        # A write or clear replaces every desired value of the field this replica has seen.
+        observed = {o for o in self.model.seen[r] if self.model.desire_ops.get(o) == (twin, name)}
+        self.model.killed |= observed
+        if value is None:
+            delta = store.clear_desired(twin, name)
+            assert store.get(twin, name) == ()
+        else:
+            delta = store.desire(twin, name, value)  # type: ignore[arg-type]
+            (intent,) = store.desired(twin, name) or []
+            assert intent[0] == value and type(intent[0]) is type(value)
+            self.model.desires[op] = ((intent[1], intent[2], intent[3]), value)
+        self.model.desire_ops[op] = (twin, name)
+        # The delta carries the whole register, so every write to it this replica had seen travels with it.
+        self._broadcast(r, delta, {op} | observed)
+
     @precondition(lambda self: bool(self.network))
     @rule(
         pick=st.integers(min_value=0), mode=st.sampled_from(["deliver", "deliver", "deliver", "drop", "dup"])
@@ -192,6 +230,18 @@ class Replication(RuleBasedStateMachine):
                 got = s.get(twin, name)
                 if touched:
                     assert got == expected, (twin, name, got, expected)
+            for name in DESIRED:
+                ops = [o for o, key in self.model.desire_ops.items() if key == (twin, name)]
+                alive = [d for o, d in self.model.desires.items() if o in ops and o not in self.model.killed]
+                alive.sort(key=lambda d: d[0])
+                intents = s.desired(twin, name)
+                if not ops:
+                    assert intents is None
+                    continue
+                assert intents is not None
+                assert [((stamp, writer, n), v) for v, stamp, writer, n in intents] == alive, (twin, name)
+                assert all(type(v) is type(d[1]) for (v, *_), d in zip(intents, alive, strict=True))
+                assert s.get(twin, name) == tuple(d[1] for d in alive)
 
 
 Replication.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)

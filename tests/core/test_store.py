@@ -78,6 +78,49 @@ def test_unsupported_python_types_are_a_type_error() -> None:
         store(1).set("t", "f", [1, 2])  # type: ignore[arg-type]
 
 
+def test_desired_writes_from_a_partition_stay_visible_until_a_later_write() -> None:
+    a, b = store(replica_id("edge-a")), store(replica_id("edge-b"), T0 + 200)
+    da, db = a.desire("hvac", "setpoint", 21.0), b.desire("hvac", "setpoint", 23.5)
+    a.merge(db)
+    b.merge(da)
+    assert a.get("hvac", "setpoint") == b.get("hvac", "setpoint") == (21.0, 23.5)
+    # Each intent with its stamp, writer and event, in write order: what an API shows as the conflict.
+    intents = a.desired("hvac", "setpoint")
+    assert intents is not None
+    assert [(v, stamp >> 16, writer, n) for v, stamp, writer, n in intents] == [
+        (21.0, T0, replica_id("edge-a"), 1),
+        (23.5, T0 + 200, replica_id("edge-b"), 1),
+    ]
+    assert a.fields("hvac") == {"setpoint": (21.0, 23.5)}
+    assert decode_state(a.encode_state()) == {"hvac": {"setpoint": (21.0, 23.5)}}
+    b.merge(a.desire("hvac", "setpoint", 22))
+    assert b.get("hvac", "setpoint") == (22,) and type(b.desired("hvac", "setpoint")[0][0]) is int  # type: ignore[index]
+    a.merge(b.clear_desired("hvac", "setpoint"))
+    assert a.get("hvac", "setpoint") == () and a.desired("hvac", "setpoint") == []
+    assert a.encode_state() == b.encode_state()
+    assert a.desired("hvac", "other") is None and a.entry("hvac", "setpoint") is None
+
+
+@pytest.mark.parametrize(
+    ("call", "exc"),
+    [
+        (lambda s: s.desire("t", "f", 2.0), errors.TypeConflictError),
+        (lambda s: s.clear_desired("t", "f"), errors.TypeConflictError),
+        (lambda s: s.set("t", "want", 2.0), errors.TypeConflictError),
+        (lambda s: s.desire("t", "want", float("nan")), errors.InvalidValueError),
+        (lambda s: s.desire("t", "want", [1]), TypeError),
+    ],
+)
+def test_desired_fields_keep_their_kind_and_refuse_bad_values(call: object, exc: type[Exception]) -> None:
+    s = store(1)
+    s.set("t", "f", 1.0)
+    s.desire("t", "want", 1.0)
+    before = s.encode_state()
+    with pytest.raises(exc):
+        call(s)  # type: ignore[operator]
+    assert s.encode_state() == before
+
+
 def test_far_future_deltas_are_refused_with_the_offsets() -> None:
     ahead = store(1, T0 + 3_600_000)
     local = store(2, T0)
@@ -197,6 +240,19 @@ def test_golden_vectors_parse_with_the_python_schema() -> None:
     assert [c.field for c in boiler.counters] == ["starts"] and list(boiler.counters[0].increments) == [3]
     # The Python encoding of the parsed message is the same canonical bytes the engine wrote.
     assert msg.SerializeToString(deterministic=True) == raw
+
+
+def test_golden_multi_value_vector_parses_with_the_python_schema() -> None:
+    raw = bytes.fromhex("".join((VECTORS / "multi_value_conflict.hex").read_text().split()))
+    msg = state_pb2.StateDelta.FromString(raw)
+    (register,) = msg.twins[0].multi_values
+    assert register.field == "setpoint"
+    assert [(msg.replicas[s.writer], s.WhichOneof("value")) for s in register.siblings] == [
+        (0x0A, "f64"),
+        (0x0B, "text"),
+    ]
+    assert msg.SerializeToString(deterministic=True) == raw
+    assert decode_state(raw) == {"boiler-1": {"setpoint": (65.0, "eco")}}
 
 
 def test_replica_ids_are_stable_and_distinct() -> None:

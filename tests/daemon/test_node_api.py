@@ -16,7 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from drsdtp.config import Address, NodeConfig, parse_config
-from drsdtp.node.api import connect, field_to_python
+from drsdtp.core import Store
+from drsdtp.node.api import connect, field_to_python, twin_message, value_message
 from drsdtp.node.node import Node
 from drsdtp.wire.v1 import api_pb2
 
@@ -70,6 +71,24 @@ async def test_api_lists_gets_watches_and_reads_history(tmp_path: pathlib.Path) 
             assert list(history.ts_ms) == sorted(history.ts_ms)
             status = await stub.Status(api_pb2.StatusRequest())
             assert status.node_id == "api-1" and status.received > 0 and status.twins == 2
+
+
+def test_a_desired_conflict_reads_as_every_intent_with_its_writer() -> None:
+    a, b = Store(11), Store(22)
+    a.set_manual_time(1_700_000_000_100)
+    b.set_manual_time(1_700_000_000_000)
+    a.merge(b.desire("hvac", "setpoint", 23.5))
+    a.merge(b.desire("hvac", "mode", "eco"))
+    a.desire("hvac", "setpoint", 21.0)  # saw b's 23.5: replaces it
+    b.desire("hvac", "setpoint", 24.0)
+    a.merge(b.encode_state())  # b's 24.0 did not see a's 21.0: a conflict
+    a.clear_desired("hvac", "mode")
+    fields = {f.name: f for f in twin_message(a, "hvac").fields}
+    assert field_to_python(fields["setpoint"]) == (24.0, 21.0)  # in write order
+    assert [v.writer for v in fields["setpoint"].desired.values] == [22, 11]
+    assert all(v.stamp > 0 for v in fields["setpoint"].desired.values)
+    assert fields["mode"].WhichOneof("value") == "desired" and field_to_python(fields["mode"]) == ()
+    assert field_to_python(value_message("setpoint", (1, "x"))) == (1, "x")
 
 
 @pytest.mark.integration

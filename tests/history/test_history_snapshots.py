@@ -1,4 +1,5 @@
-"""Snapshots and rollback against the real engine: checksums, damaged files, registers, sets, counters."""
+"""Snapshots and rollback against the real engine: checksums, damaged files, registers, sets, counters,
+desired fields."""
 
 from __future__ import annotations
 
@@ -151,6 +152,36 @@ def test_field_whose_kind_changed_is_skipped_not_converted(tmp_path: Path) -> No
     result = snapshots.rollback("pump", info.id, "bob", "try", safety_snapshot=False)
     assert "level" in result.skipped
     assert result.delta == b""
+
+
+def test_rollback_desires_the_snapshot_value_and_skips_a_snapshot_conflict(tmp_path: Path) -> None:
+    engine, other = Store(1), Store(2)
+    engine.set_manual_time(T0)
+    other.set_manual_time(T0 + 1)
+    engine.desire("hvac", "setpoint", 21.0)
+    engine.desire("hvac", "mode", "eco")
+    engine.clear_desired("hvac", "mode")
+    snapshots = _snapshots(tmp_path, engine)
+    calm = snapshots.snapshot("hvac", "calm", "alice")
+    assert field_kinds(engine.encode_state(["hvac"]), "hvac") == {"setpoint": "desired", "mode": "desired"}
+    other.merge(engine.encode_state())
+    concurrent = other.desire("hvac", "setpoint", 23.5)
+    engine.desire("hvac", "setpoint", 19.0)
+    engine.merge(concurrent)  # neither write saw the other: a conflict
+    engine.desire("hvac", "mode", "boost")
+    conflict = snapshots.snapshot("hvac", "conflict", "alice")
+    assert engine.get("hvac", "setpoint") == (19.0, 23.5)
+
+    result = snapshots.rollback("hvac", calm.id, "bob", "too warm", safety_snapshot=False)
+    assert engine.get("hvac", "setpoint") == (21.0,)  # one write that saw both resolves the conflict
+    assert engine.get("hvac", "mode") == ()
+    assert result.changed == {"setpoint": ((19.0, 23.5), (21.0,)), "mode": (("boost",), ())}
+    other.merge(result.delta)
+    assert other.fields("hvac") == engine.fields("hvac")
+
+    again = snapshots.rollback("hvac", conflict.id, "bob", "back", safety_snapshot=False)
+    assert again.skipped == {"setpoint": "the snapshot holds 2 conflicting desired values"}
+    assert engine.get("hvac", "setpoint") == (21.0,) and engine.get("hvac", "mode") == ("boost",)
 
 
 def test_snapshots_are_pruned_to_the_newest_per_twin(tmp_path: Path, engine: Store) -> None:

@@ -263,6 +263,30 @@ class SetValue(_message.Message):
 Global___SetValue: _TypeAlias = SetValue  # noqa: Y015
 
 @_typing.final
+class DesiredValues(_message.Message):
+    """A desired field's values (a multi-value register) in write order, each with the stamp and writer of its
+    write: several while concurrent writes conflict (none is dropped), none after a clear.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldValue]: ...
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[Global___FieldValue] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DesiredValues: _TypeAlias = DesiredValues  # noqa: Y015
+
+@_typing.final
 class FieldValue(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -274,6 +298,7 @@ class FieldValue(_message.Message):
     BLOB_FIELD_NUMBER: _builtins.int
     COUNTER_FIELD_NUMBER: _builtins.int
     SET_FIELD_NUMBER: _builtins.int
+    DESIRED_FIELD_NUMBER: _builtins.int
     STAMP_FIELD_NUMBER: _builtins.int
     WRITER_FIELD_NUMBER: _builtins.int
     name: _builtins.str
@@ -288,6 +313,8 @@ class FieldValue(_message.Message):
     writer: _builtins.int
     @_builtins.property
     def set(self) -> Global___SetValue: ...
+    @_builtins.property
+    def desired(self) -> Global___DesiredValues: ...
     def __init__(
         self,
         *,
@@ -299,14 +326,15 @@ class FieldValue(_message.Message):
         blob: _builtins.bytes = ...,
         counter: _builtins.int = ...,
         set: Global___SetValue | None = ...,
+        desired: Global___DesiredValues | None = ...,
         stamp: _builtins.int = ...,
         writer: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["blob", b"blob", "counter", b"counter", "f64", b"f64", "flag", b"flag", "i64", b"i64", "set", b"set", "text", b"text", "value", b"value"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["blob", b"blob", "counter", b"counter", "desired", b"desired", "f64", b"f64", "flag", b"flag", "i64", b"i64", "set", b"set", "text", b"text", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob", b"blob", "counter", b"counter", "f64", b"f64", "flag", b"flag", "i64", b"i64", "name", b"name", "set", b"set", "stamp", b"stamp", "text", b"text", "value", b"value", "writer", b"writer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob", b"blob", "counter", b"counter", "desired", b"desired", "f64", b"f64", "flag", b"flag", "i64", b"i64", "name", b"name", "set", b"set", "stamp", b"stamp", "text", b"text", "value", b"value", "writer", b"writer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_value: _TypeAlias = _typing.Literal["f64", "i64", "flag", "text", "blob", "counter", "set"]  # noqa: Y015
+    _WhichOneofReturnType_value: _TypeAlias = _typing.Literal["f64", "i64", "flag", "text", "blob", "counter", "set", "desired"]  # noqa: Y015
     _WhichOneofArgType_value: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_value) -> _WhichOneofReturnType_value | None: ...
 
