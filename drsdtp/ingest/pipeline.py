@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from drsdtp import clock_offset_hook
 from drsdtp.adapters.base import BatchSink, Interner, Quality, ReadingBatch, Rejected, SourceBatch
+from drsdtp.adapters.payloads import REASONS
 from drsdtp.errors import ClockSkewError, InvalidValueError
 from drsdtp.ingest.buffer import ReadingBuffer
 from drsdtp.ingest.caps import FIELD_CAP, TWIN_CAP, KeyCaps
@@ -132,7 +133,9 @@ class Pipeline:
         st = self.stats
         st.rejected += len(fresh)
         for r in fresh:
-            st.rejected_by_reason[r.reason] = st.rejected_by_reason.get(r.reason, 0) + 1
+            # A plugin's own words count as a decoder error: metric labels stay a fixed set.
+            reason = r.reason if r.reason in REASONS else "decoder error"
+            st.rejected_by_reason[reason] = st.rejected_by_reason.get(reason, 0) + 1
         return durable
 
     def _prepare_or_refuse(self, source: SourceBatch) -> ReadingBatch:

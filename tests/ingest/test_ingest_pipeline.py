@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drsdtp.adapters.base import Quality, Reading, ReadingBatch, SourceBatch
+from drsdtp.adapters.base import Quality, Reading, ReadingBatch, Rejected, SourceBatch
 from drsdtp.errors import ClockSkewError, LimitError, StorageError
 from drsdtp.ingest.latency import LatencyWindow
 from drsdtp.ingest.options import FieldRule, IngestOptions
@@ -314,3 +314,15 @@ def test_the_clean_batch_fast_path_matches_the_full_validation(
             np.testing.assert_array_equal(getattr(a, column), getattr(b, column), err_msg=column)
     for counter in ("received", "invalid", "late", "suppressed", "no_value", "gaps", "invalid_by_reason"):
         assert getattr(fast.stats, counter) == getattr(full.stats, counter), counter
+
+
+async def test_rejects_are_counted_once_by_a_bounded_reason(
+    sink: RecordingSink, interner: DictInterner
+) -> None:
+    p = pipeline(sink, interner)
+    source = batch(("r", "t", 1.0))
+    source.reject(Rejected("topic/a", NOW, "not JSON", "x", b"{"))
+    source.reject(Rejected("topic/b", NOW, "a plugin's own words", "y", b"?"))
+    await p.apply_direct(source)
+    assert p.stats.rejected_by_reason == {"not JSON": 1, "decoder error": 1}
+    assert [r.value for r in sink.rows] == [1.0]  # the batch's good reading is not held back by them
