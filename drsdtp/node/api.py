@@ -320,6 +320,7 @@ class ApiServer:
         mutual = self.tls is not None and self.tls.api == "mutual"
         self.requests = ApiGuard(
             max_requests=limits.api_max_requests,
+            max_reply_bytes=limits.max_message_bytes,
             allowed_names=self.tls.allowed_names if self.tls is not None and mutual else (),
         )
         self.watchers = WatchGate(WatchLimits.from_config(limits))

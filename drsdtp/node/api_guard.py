@@ -4,9 +4,10 @@ requests by method and final status (``drsdtp_api_requests_total{method,code}``)
 
 Whatever a caller sends, it gets a status it can act on, never a bare UNKNOWN: INVALID_ARGUMENT naming the
 method for a body that does not parse, PERMISSION_DENIED for a certificate outside ``tls.allowed_names``,
-RESOURCE_EXHAUSTED over ``limits.api_max_requests``, the mapped status for a :class:`DrsdtpError`, INTERNAL
-for anything else. The node logs these at WARNING at most, rate-limited (the traceback of an unexpected
-exception at DEBUG), so a client sending garbage in a loop cannot flood the log.
+RESOURCE_EXHAUSTED over ``limits.api_max_requests`` or for a reply larger than ``limits.max_message_bytes``,
+the mapped status for a :class:`DrsdtpError`, INTERNAL for anything else. The node logs these at WARNING at
+most, rate-limited (the traceback of an unexpected exception at DEBUG), so a client sending garbage in a
+loop cannot flood the log.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ class _Unparsed:
 
 
 class ApiGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio ships no stubs for it
-    def __init__(self, *, max_requests: int, allowed_names: Sequence[str] = ()) -> None:
+    def __init__(self, *, max_requests: int, max_reply_bytes: int, allowed_names: Sequence[str] = ()) -> None:
         self.max_requests = max_requests
+        self.max_reply_bytes = max_reply_bytes
         self.allowed_names = frozenset(allowed_names)  # empty: any certificate the CA signed
         self.counts: collections.Counter[tuple[str, ...]] = collections.Counter()  # (method, code)
         self.active = 0  # unary requests running
@@ -114,9 +116,20 @@ class ApiGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio sh
                 )
             self.active += 1
             try:
-                return await inner(request, context)
+                reply = await inner(request, context)
             finally:
                 self.active -= 1
+            size = reply.ByteSize()
+            if size > self.max_reply_bytes:  # gRPC would fail the send, logging it at ERROR
+                await self._refuse(
+                    context,
+                    method,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{method}: the reply ({size} bytes) is larger than limits.max_message_bytes "
+                    f"({self.max_reply_bytes}); ask for less (a prefix, a limit, a shorter range)",
+                    "too-large",
+                )
+            return reply
         except grpc.aio.AbortError:
             raise  # the method (or this guard) chose the status
         except asyncio.CancelledError:

@@ -194,3 +194,22 @@ async def test_requests_beyond_api_max_requests_are_refused(
             assert [r.resolution for r in await asyncio.gather(*held)] == ["raw", "raw"]
             assert (await stub.Status(api_pb2.StatusRequest())).node_id == "watch-1"
     assert node.api.requests.counts[("Status", "RESOURCE_EXHAUSTED")] == 1
+
+
+async def test_a_reply_larger_than_the_message_limit_is_refused_with_a_reason(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with Node(watch_config(tmp_path, max_message_bytes=65536)) as node:
+        await fill(node, 3000, 1, 1)
+        channel, stub = connect(Address("127.0.0.1", node.api.port))
+        async with channel:
+            with pytest.raises(grpc.aio.AioRpcError) as big:
+                await stub.ListTwins(api_pb2.ListTwinsRequest())
+            assert big.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "ListTwins: the reply (" in str(big.value.details())
+            assert "larger than limits.max_message_bytes (65536); ask for less" in str(big.value.details())
+            small = await stub.ListTwins(api_pb2.ListTwinsRequest(limit=10))
+            assert len(small.twins) == 10 and small.total == 3000
+    assert node.api.requests.counts[("ListTwins", "RESOURCE_EXHAUSTED")] == 1
+    no_errors_logged(caplog)
