@@ -2,8 +2,9 @@
 (SIGSTOP), so not even its gRPC library reads the socket. Once continued (SIGCONT), it reads every stream to
 its end and prints one JSON line per stream: the status code, details and trailing metadata.
 
-usage: python -m tests.daemon.watch_client PORT STREAMS [--channels N] [--no-freeze]
-Prints {"opened": n, "refused": [...]} once the streams are open (refused ones with their status).
+usage: python -m tests.daemon.watch_client PORT STREAMS [--channels N] [--no-freeze] [--freeze-at-once]
+Prints {"opened": n, "refused": [...]} once the streams are open (refused ones with their status), then
+freezes; with --freeze-at-once it prints {"sent": n} and freezes as soon as the calls are sent.
 """
 
 from __future__ import annotations
@@ -38,17 +39,21 @@ async def drain(call: grpc.aio.UnaryStreamCall) -> dict[str, object]:
     }
 
 
-async def main(port: int, streams: int, channels: int, freeze: bool) -> None:
+async def main(port: int, streams: int, channels: int, freeze: bool, at_once: bool) -> None:
     target = f"127.0.0.1:{port}"
     pool = [grpc.aio.insecure_channel(target) for _ in range(channels)]
     calls = [
         api_pb2_grpc.TwinApiStub(pool[i % channels]).Watch(api_pb2.WatchRequest()) for i in range(streams)
     ]
+    if at_once:  # freeze with the calls just sent: every admitted stream stalls from its start
+        print(json.dumps({"sent": streams}), flush=True)
+        await asyncio.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGSTOP)
     # Wait until each stream is answered (its first message) or refused (its status).
     first = await asyncio.gather(*(call.read() for call in calls), return_exceptions=True)
     refused = [str(r.code().name) for r in first if isinstance(r, grpc.aio.AioRpcError)]
     print(json.dumps({"opened": streams - len(refused), "refused": refused}), flush=True)
-    if freeze:
+    if freeze and not at_once:
         os.kill(os.getpid(), signal.SIGSTOP)
     open_calls = [c for c, r in zip(calls, first, strict=True) if not isinstance(r, BaseException)]
     for result in await asyncio.gather(*(drain(c) for c in open_calls)):
@@ -63,5 +68,6 @@ if __name__ == "__main__":
     parser.add_argument("streams", type=int)
     parser.add_argument("--channels", type=int, default=1)
     parser.add_argument("--no-freeze", dest="freeze", action="store_false")
+    parser.add_argument("--freeze-at-once", dest="at_once", action="store_true")
     args = parser.parse_args()
-    asyncio.run(main(args.port, args.streams, args.channels, args.freeze))
+    asyncio.run(main(args.port, args.streams, args.channels, args.freeze, args.at_once))

@@ -1,0 +1,132 @@
+"""Memory figures behind the node's budget (``drsdtp/node/budget.py``, README "Memory budget"), measured on
+real ``drsdtp run`` processes fed through a real mosquitto:
+
+1. idle RSS of a node with an MQTT adapter and history on;
+2. RSS per ingested key (one twin per key, the worst case), after ingesting KEYS keys and settling;
+3. RSS per Watch stream whose client froze, on a node holding thousands of twins;
+4. peak RSS with every flood at once (as ``tests/daemon/test_node_memory_budget.py``), against the budget.
+
+Run: ``.venv/bin/python benches/bench_memory.py [--keys 20000] [--streams 100]``. Prints figures; not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import pathlib
+import sys
+import tempfile
+import threading
+
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+
+from drsdtp.config import load_config
+from drsdtp.node.budget import memory_budget
+from tests.daemon.floods import (
+    Daemon,
+    RssSampler,
+    api_abuse,
+    frozen_watchers,
+    mqtt_flood,
+    peer_flood,
+    rss_bytes,
+)
+from tests.daemon.test_node_memory_budget import node_body
+from tests.ingest.support import Mosquitto, running
+
+MIB = 2**20
+
+
+async def settle(node: Daemon, seconds: float = 5.0) -> int:
+    await asyncio.sleep(seconds)
+    return rss_bytes(node.pid)
+
+
+async def fill(node: Daemon, broker_port: int, keys: int) -> int:
+    """Ingests ``keys`` new keys through the broker; returns the twins the node then holds."""
+    stop = threading.Event()
+    flood = asyncio.create_task(
+        asyncio.to_thread(mqtt_flood, broker_port, stop, keys=keys, oversized_bytes=0)
+    )
+    twins = 0
+    for _ in range(1200):
+        twins = (await node.status()).twins
+        if twins >= keys:
+            break
+        await asyncio.sleep(0.1)
+    stop.set()
+    await flood
+    return twins
+
+
+async def main(keys: int, streams: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = pathlib.Path(tmp)
+        (root / "broker").mkdir()
+        with running(Mosquitto(root / "broker")) as broker:
+            # 1 and 2: idle, then per key.
+            node = Daemon(
+                root / "a", node_body(broker.port).replace("api_max_watchers = 32", "api_max_watchers = 1000")
+            )
+            node.workdir.mkdir()
+            try:
+                await node.start()
+                idle = await settle(node)
+                print(f"idle node:               {idle / MIB:7.1f} MiB")
+                twins = await fill(node, broker.port, keys)
+                filled = await settle(node)
+                per_key = (filled - idle) / max(twins, 1)
+                print(f"after {twins} keys:      {filled / MIB:7.1f} MiB  ({per_key:.0f} B per key)")
+                # 3: frozen Watch streams on that node.
+                before = await settle(node, 2)
+                with RssSampler(node.pid) as rss:
+                    async with frozen_watchers(node.api_port, streams):
+                        await asyncio.sleep(10)
+                per_stream = (rss.peak - before) / streams
+                print(f"{streams} frozen Watch streams: peak +{(rss.peak - before) / MIB:.1f} MiB "
+                      f"({per_stream / 1024:.0f} KiB per stream)")  # fmt: skip
+            finally:
+                node.stop()
+            # 4: everything at once, against the budget.
+            node = Daemon(root / "b", node_body(broker.port))
+            node.workdir.mkdir()
+            node.write_config()
+            budget = memory_budget(load_config(node.config_path, {}), peer_twins=200, peer_fields=4000)
+            try:
+                await node.start()
+                stop_threads, stop = threading.Event(), asyncio.Event()
+                with RssSampler(node.pid) as rss:
+                    tasks = [
+                        asyncio.create_task(
+                            asyncio.to_thread(
+                                mqtt_flood, broker.port, stop_threads, keys=keys, oversized_bytes=16384
+                            )
+                        ),
+                        asyncio.create_task(peer_flood(node.peer_port, stop, twins=200, fields=20, batch=32)),
+                        asyncio.create_task(api_abuse(node.api_port, stop)),
+                    ]
+                    await asyncio.sleep(5)
+                    async with contextlib.AsyncExitStack() as clients:
+                        await asyncio.gather(
+                            *(
+                                clients.enter_async_context(frozen_watchers(node.api_port, 100))
+                                for _ in range(3)
+                            )
+                        )
+                        await asyncio.sleep(20)
+                        stop.set()
+                        stop_threads.set()
+                        await asyncio.gather(*tasks)
+            finally:
+                node.stop()
+            print(f"every flood at once: peak {rss.peak / MIB:7.1f} MiB, budget {budget.total / MIB:.1f} MiB")
+            print(budget.describe())
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--keys", type=int, default=20_000)
+    parser.add_argument("--streams", type=int, default=100)
+    args = parser.parse_args()
+    asyncio.run(main(args.keys, args.streams))

@@ -1,0 +1,102 @@
+"""The memory budget of a node: what its resident set can reach, item by item, from its config.
+
+Every input a node takes from outside is bounded by a config key; this module adds the bounds up. The
+per-item costs are measured (``benches/bench_memory.py``, a 2-core x86-64 box, Python 3.11) with headroom;
+the README's "Memory budget" section explains each line. The integration test
+``tests/daemon/test_node_memory_budget.py`` pushes every input to its limit at once and holds a real node
+process to this total.
+
+What it does not bound: state that peers replicate to this node (twins written elsewhere), which depends on
+the other nodes' caps; pass it as ``peer_twins`` and ``peer_fields``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from drsdtp.config import NodeConfig
+
+__all__ = ["MemoryBudget", "memory_budget"]
+
+_KIB, _MIB = 1 << 10, 1 << 20
+
+# Measured by benches/bench_memory.py (figures in the README), rounded up.
+# An idle node with an MQTT adapter and history (64 MiB), plus work in flight: batches being decoded and
+# written, history flushes and compactions, gRPC buffers of a few connections.
+BASE_BYTES = 96 * _MIB
+# Per ingested (twin, field), one twin per key (the worst case): store slots for the value and the twin's
+# _scope, names, history series, feed entry, ingest key table (2.5 KiB measured). A twin model whose health
+# writes a quality field (<field>.q) per field doubles its keys.
+KEY_BYTES = 3 * _KIB
+PEER_FIELD_BYTES = 512  # per replicated field (store slot, names, feed entry)
+PEER_TWIN_BYTES = 1 * _KIB
+QUEUED_MESSAGE_BYTES = 1 * _KIB  # an MQTT message held in the client queue, besides its payload
+READING_BYTES = 256  # a reading buffered between an adapter and the store
+DELTA_READING_BYTES = 64  # encoded bytes per reading in a local delta (one delta per ingest batch)
+CALL_BYTES = 32 * _KIB  # gRPC's own state for one call, stream or unary
+SNAPSHOT_PAGE_IDS = 512  # twin ids a Watch holds while sending its snapshot (drsdtp.node.watch)
+LISTING_ENTRY_BYTES = 400  # per twin while a ListTwins reply is built (one at a time: it never awaits)
+DELTA_LOG_MAX_BYTES = 256 * _MIB  # GossipLimits.buffer_bytes: the delta log's own byte cap
+REQUEST_BYTES = 64 * _KIB  # the API's receive limit
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MemoryBudget:
+    items: Mapping[str, int]  # what -> bytes
+
+    @property
+    def total(self) -> int:
+        return sum(self.items.values())
+
+    def describe(self) -> str:
+        rows = [f"  {name:<28} {size / _MIB:9.1f} MiB" for name, size in self.items.items()]
+        return "\n".join([*rows, f"  {'total':<28} {self.total / _MIB:9.1f} MiB"])
+
+
+def memory_budget(config: NodeConfig, *, peer_twins: int = 0, peer_fields: int = 0) -> MemoryBudget:
+    """The bound on a node's RSS under ``config`` (plus what peers replicate to it)."""
+    from drsdtp.adapters import build_adapter  # adapters validate their own tables
+
+    limits = config.limits
+    adapters = [build_adapter(raw, f"adapters[{i}]") for i, raw in enumerate(config.adapters)]
+    keys = sum(a.ingest.max_keys for a in adapters)
+    readings = sum(a.ingest.buffer_readings for a in adapters)
+    queued = sum(_client_queue_bytes(getattr(a, "settings", None)) for a in adapters)
+    largest_delta = max(
+        [limits.max_message_bytes, *(a.ingest.max_batch * DELTA_READING_BYTES for a in adapters)]
+    )
+    twins = keys + peer_twins
+    message = limits.max_message_bytes  # the largest message the API or a peer link sends or takes
+    items = {
+        "base": BASE_BYTES,
+        "ingested keys": keys * KEY_BYTES,
+        "replicated state": peer_twins * PEER_TWIN_BYTES + peer_fields * PEER_FIELD_BYTES,
+        "adapter client queues": queued,
+        "ingest buffers": readings * READING_BYTES,
+        "delta log": min(limits.peer_buffer * largest_delta, DELTA_LOG_MAX_BYTES),
+        # Per peer stream: the message being read and the one being written (links are few: seeds and
+        # members; max_peers bounds the state kept, two streams per linked peer at most).
+        "peer links": 2 * max(1, len(config.peers)) * (CALL_BYTES + 2 * message),
+        # One message in flight (the TwinChange object, its bytes, gRPC's copy) and a page of ids.
+        "watch streams": limits.api_max_watchers
+        * (CALL_BYTES + 3 * message + SNAPSHOT_PAGE_IDS * (limits.max_name_bytes + 64)),
+        # The request, its reply (and its bytes) in flight; plus the one reply being built, which for
+        # ListTwins grows with the twins (replies beyond max_message_bytes are refused when sent).
+        "api requests": limits.api_max_requests * (CALL_BYTES + REQUEST_BYTES + 2 * message)
+        + twins * LISTING_ENTRY_BYTES,
+    }
+    return MemoryBudget(items)
+
+
+def _client_queue_bytes(settings: Any) -> int:
+    """What an adapter's own client may queue before the pipeline takes it: the MQTT inbox holds up to
+    ``max_queued_qos0`` messages (QoS 1 beyond ``max_unacked`` resets the session), each up to
+    ``max_payload_bytes`` (a bigger one is refused when decoded)."""
+    qos0 = getattr(settings, "max_queued_qos0", None)
+    if qos0 is None:
+        return 0  # polling adapters (OPC UA, Modbus, serial, simulated) hold one poll at a time
+    held = max(qos0, getattr(settings, "max_unacked", 0))
+    payload = settings.limits.max_payload_bytes
+    return int(held * (payload + QUEUED_MESSAGE_BYTES))
