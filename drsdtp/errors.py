@@ -18,6 +18,7 @@ __all__ = [
     "InvalidValueError",
     "LimitError",
     "MissingSnapshotError",
+    "PreconditionError",
     "StorageError",
     "TypeConflictError",
     "UnknownTwinError",
@@ -54,6 +55,10 @@ class CounterOverflowError(DrsdtpError, OverflowError):
 
 class UnknownTwinError(DrsdtpError, KeyError):
     """The twin (or field) is not in the store."""
+
+
+class PreconditionError(DrsdtpError):
+    """The node is not in the state a request needs (a feature off, a condition on the twin's version)."""
 
 
 class StorageError(DrsdtpError, OSError):

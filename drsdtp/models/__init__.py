@@ -7,7 +7,7 @@ schema and :mod:`.catalog` for how the declarations combine.
 """
 
 from drsdtp.models.catalog import ModelCatalog, library_models
-from drsdtp.models.model import AssetModel, fingerprint
+from drsdtp.models.model import MODEL_FIELD, AssetModel, fingerprint
 from drsdtp.models.parse import parse_model
 
-__all__ = ["AssetModel", "ModelCatalog", "fingerprint", "library_models", "parse_model"]
+__all__ = ["MODEL_FIELD", "AssetModel", "ModelCatalog", "fingerprint", "library_models", "parse_model"]

@@ -11,7 +11,10 @@ from typing import Any
 
 from drsdtp.intelligence.spec import FieldSpec, ModelSpec
 
-__all__ = ["AssetModel", "field_values", "fingerprint"]
+__all__ = ["MODEL_FIELD", "AssetModel", "field_values", "fingerprint"]
+
+# The twin field naming its model (set from the config's [[twins]] rules or by a create).
+MODEL_FIELD = "_model"
 
 # FieldSpec attributes a declaration may set (``analog`` follows from ``kind``).
 DECLARED = (

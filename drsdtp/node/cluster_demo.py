@@ -26,9 +26,9 @@ from typing import IO
 
 import grpc
 
+from drsdtp.client import connect, field_to_python
 from drsdtp.config import Address
 from drsdtp.console import Console
-from drsdtp.node.api import connect, field_to_python
 from drsdtp.node_commands import EXIT_FAILURE, EXIT_OK, DemoOptions
 from drsdtp.wire.v1 import api_pb2, api_pb2_grpc
 

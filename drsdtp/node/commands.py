@@ -12,12 +12,12 @@ from typing import Any, TextIO
 
 import grpc
 
+from drsdtp.client import connect, field_to_python
 from drsdtp.config import NodeConfig
 from drsdtp.console import Console
 from drsdtp.errors import ConfigError
 from drsdtp.history.values import to_json
 from drsdtp.lifecycle import run_services
-from drsdtp.node.api import connect, field_to_python
 from drsdtp.node_commands import (
     EXIT_FAILURE,
     EXIT_OK,

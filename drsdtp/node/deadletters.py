@@ -15,9 +15,9 @@ from typing import Protocol
 
 from drsdtp.adapters.base import SourceBatch
 from drsdtp.adapters.payloads import reason_of
+from drsdtp.api.node import LetterListing, ReplayOutcome, Selection
 from drsdtp.ingest.deadletters import DeadLetterStore, Letter
 from drsdtp.ingest.runner import AdapterRunner
-from drsdtp.wire.v1 import api_pb2
 
 __all__ = ["DeadLetterService", "Redecoder"]
 
@@ -32,51 +32,31 @@ class Redecoder(Protocol):
     def redecode(self, source: str, payload: bytes, received_ms: int) -> SourceBatch: ...
 
 
-def letter_message(letter: Letter) -> api_pb2.DeadLetter:
-    return api_pb2.DeadLetter(
-        id=letter.id,
-        adapter=letter.adapter,
-        source=letter.source,
-        received_ms=letter.received_ms,
-        reason=letter.reason,
-        detail=letter.detail,
-        size=letter.size,
-        truncated=letter.truncated,
-        preview=letter.preview,
-    )
-
-
 class DeadLetterService:
     def __init__(self, store: DeadLetterStore, runners: Callable[[], dict[str, AdapterRunner]]) -> None:
         self.store = store
         self._runners = runners
 
-    def listing(self, request: api_pb2.ListDeadLettersRequest) -> api_pb2.ListDeadLettersReply:
-        letters = self.store.letters(adapter=request.adapter or None)
-        limit = request.limit or 100
-        return api_pb2.ListDeadLettersReply(
-            letters=[letter_message(lt) for lt in letters[-limit:]],
-            total=len(letters),
-            held=len(self.store),
-            held_bytes=self.store.size_bytes,
-        )
+    def listing(self, adapter: str, limit: int) -> LetterListing:
+        letters = self.store.letters(adapter=adapter or None)
+        return LetterListing(letters[-limit:], len(letters), len(self.store), self.store.size_bytes)
 
-    def _selected(self, select: api_pb2.DeadLetterSelection) -> list[Letter]:
+    def _selected(self, select: Selection) -> list[Letter]:
         ids = None if select.all else list(select.ids)
         return self.store.letters(adapter=select.adapter or None, ids=ids)
 
-    async def purge(self, request: api_pb2.PurgeDeadLettersRequest) -> api_pb2.PurgeDeadLettersReply:
-        chosen = self._selected(request.select)
+    async def purge(self, select: Selection) -> int:
+        chosen = self._selected(select)
         purged = await self.store.remove([lt.id for lt in chosen], "purged")
         log.info("dead letters: %d purged", purged)
-        return api_pb2.PurgeDeadLettersReply(purged=purged)
+        return purged
 
-    async def replay(self, request: api_pb2.ReplayDeadLettersRequest) -> api_pb2.ReplayDeadLettersReply:
-        outcomes: dict[int, api_pb2.ReplayOutcome] = {}
+    async def replay(self, select: Selection) -> list[ReplayOutcome]:
+        outcomes: dict[int, ReplayOutcome] = {}
         waiting: list[tuple[Letter, asyncio.Future[None]]] = []
         runners = self._runners()
-        for letter in self._selected(request.select):
-            outcome = outcomes[letter.id] = api_pb2.ReplayOutcome(id=letter.id)
+        for letter in self._selected(select):
+            outcome = outcomes[letter.id] = ReplayOutcome(id=letter.id)
             runner = runners.get(letter.adapter)
             decoder = getattr(runner.adapter, "redecode", None) if runner is not None else None
             if runner is None:
@@ -110,7 +90,7 @@ class DeadLetterService:
             done = [letter.id for letter, future in waiting if not future.cancelled()]
             await self.store.remove(done, "replayed")
             log.info("dead letters: %d replayed, %d kept", len(done), len(outcomes) - len(done))
-        return api_pb2.ReplayDeadLettersReply(outcomes=list(outcomes.values()))
+        return list(outcomes.values())
 
 
 def _resolver(future: asyncio.Future[None]) -> Callable[[], None]:

@@ -22,7 +22,7 @@ from drsdtp.adapters.base import ReadingBatch
 from drsdtp.errors import ConfigError, DrsdtpError, InvalidValueError
 from drsdtp.intelligence.engine import TwinIntelligence
 from drsdtp.lifecycle import BackgroundService
-from drsdtp.node.api import MODEL_FIELD
+from drsdtp.models import MODEL_FIELD
 from drsdtp.sim.room_spec import room_model_spec
 
 if TYPE_CHECKING:

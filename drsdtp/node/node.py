@@ -19,25 +19,27 @@ from typing import Any, Self
 
 from drsdtp import __version__
 from drsdtp._core import Store
+from drsdtp.api.feed import ChangeFeed
+from drsdtp.api.node import NodeStatus, PeerState
+from drsdtp.api.server import ApiServer
 from drsdtp.clock import ClockMonitor, HighWaterKeeper, restore_high_water
 from drsdtp.clock_offset_hook import ClockOffsetHook
 from drsdtp.config import NodeConfig
 from drsdtp.core import replica_id
-from drsdtp.errors import DrsdtpError
+from drsdtp.errors import PreconditionError
 from drsdtp.gossip.replicator import Replicator
 from drsdtp.gossip.scopes import SCOPE_FIELD
+from drsdtp.history.series import SeriesData
 from drsdtp.ingest.deadletters import DeadLetterOptions, DeadLetterStore
 from drsdtp.metrics import MetricsServer, NodeMetrics
-from drsdtp.node.api import MODEL_FIELD, ApiServer
+from drsdtp.models import MODEL_FIELD
 from drsdtp.node.deadletters import DeadLetterService
 from drsdtp.node.durable import DurableStore
-from drsdtp.node.feed import ChangeFeed
 from drsdtp.node.history import HistoryService
 from drsdtp.node.insight import InsightService
 from drsdtp.node.intake import Intake
 from drsdtp.node.snapshots import SnapshotService
 from drsdtp.stats import StoreSize
-from drsdtp.wire.v1 import api_pb2
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +155,7 @@ class Node:
         self.intake.sink.observers.append(self.intelligence.observe)
         self._stack: contextlib.AsyncExitStack | None = None
 
-    # ----- the NodeView of the API ------------------------------------------------------------------------
+    # ----- the NodeApi of the API (drsdtp.api.node) -------------------------------------------------
 
     @property
     def store(self) -> Store:
@@ -163,57 +165,33 @@ class Node:
     def feed(self) -> ChangeFeed:
         return self._feed
 
-    def status(self) -> api_pb2.StatusReply:
-        st = self._store.stats()
-        offset = self.clock.latest.offset_s
-        reply = api_pb2.StatusReply(
+    def status(self) -> NodeStatus:
+        addresses = {p.name: f"{p.address.host}:{p.address.port}" for p in self.config.peers}
+        return NodeStatus(
             node_id=self.config.node_id,
             replica_id=self._store.replica_id,
             version=__version__,
             twins=sum(not t.startswith("_") for t in self._store.twins()),
-            fields=st["fields"],
+            fields=self._store.stats()["fields"],
             hlc=self._store.clock_high_water(),
+            clock_offset_s=self.clock.latest.offset_s,
             wal_records=self.durable.stats.records,
             uptime_s=time.monotonic() - self.started,
-            scopes=list(self.config.scopes),
+            scopes=tuple(self.config.scopes),
             state_digest=self.state_digest(),
+            ingest=dict(self.intake.totals()),
+            peers=tuple(
+                PeerState(name, addresses.get(name, ""), peer.up, peer.lag_s or 0.0)
+                for name, peer in sorted(self.replicator.peer_stats().items())
+            ),
         )
-        if offset is not None:
-            reply.clock_offset_s = offset
-        for key, value in self.intake.totals().items():
-            setattr(reply, key, value)
-        addresses = {p.name: f"{p.address.host}:{p.address.port}" for p in self.config.peers}
-        for name, peer in sorted(self.replicator.peer_stats().items()):
-            reply.peers.append(
-                api_pb2.PeerStatus(
-                    name=name,
-                    address=addresses.get(name, ""),
-                    up=peer.up,
-                    lag_s=peer.lag_s or 0.0,
-                )
-            )
-        return reply
 
-    async def read_history(self, request: api_pb2.HistoryRequest) -> api_pb2.HistoryReply:
+    async def read_history(
+        self, twin: str, field: str, start_ms: int, end_ms: int, resolution: str, limit: int
+    ) -> SeriesData:
         if self.history is None:
-            raise DrsdtpError("history is not enabled on this node")
-        now = int(time.time() * 1000)
-        data = await self.history.query(
-            request.twin_id,
-            request.field,
-            request.start_ms or now - 3_600_000,
-            request.end_ms or now,
-            request.resolution,
-            request.limit or 10_000,
-        )
-        reply = api_pb2.HistoryReply(resolution=data.resolution)
-        reply.ts_ms.extend(data.ts.tolist())
-        reply.values.extend(data.value.tolist())
-        if data.resolution != "raw":
-            reply.min.extend(data.min.tolist())
-            reply.max.extend(data.max.tolist())
-            reply.count.extend(data.count.tolist())
-        return reply
+            raise PreconditionError("history is not enabled on this node")
+        return await self.history.query(twin, field, start_ms, end_ms, resolution, limit)
 
     def insight(self, twin_id: str, kind: str, params: dict[str, Any]) -> dict[str, Any]:
         return self.intelligence.insight(twin_id, kind, params)

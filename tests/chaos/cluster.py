@@ -22,10 +22,10 @@ from typing import Self
 
 import grpc
 
+from drsdtp.client import connect, field_to_python
 from drsdtp.clock_offset_hook import ENV as CLOCK_ENV
 from drsdtp.config import parse_address
 from drsdtp.gossip.link_hook import ENV as LINK_ENV
-from drsdtp.node.api import connect, field_to_python
 from drsdtp.wire.v1 import api_pb2
 from tests.ingest.support import Mosquitto
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import grpc
 import paho.mqtt.client as paho
 
+from drsdtp.client import connect
 from drsdtp.config import Address
 from drsdtp.core import Store, replica_id
-from drsdtp.node.api import connect
 from drsdtp.wire.v1 import api_pb2
 from drsdtp.wire.v1.peer_pb2 import DeltaBatch, PeerMessage
 from tests.gossip.support import hello, raw_peer

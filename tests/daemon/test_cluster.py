@@ -17,8 +17,8 @@ from typing import Any
 import grpc
 import pytest
 
+from drsdtp.client import connect, field_to_python
 from drsdtp.config import Address
-from drsdtp.node.api import connect, field_to_python
 from drsdtp.wire.v1 import api_pb2
 from tests.ingest.support import free_port
 

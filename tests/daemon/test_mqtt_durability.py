@@ -16,8 +16,8 @@ import grpc
 import paho.mqtt.client as paho
 import pytest
 
+from drsdtp.client import connect
 from drsdtp.config import Address, parse_config
-from drsdtp.node.api import connect
 from drsdtp.node.node import Node
 from drsdtp.wire.v1 import api_pb2
 from tests.ingest.support import Mosquitto, free_port, running

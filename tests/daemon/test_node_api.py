@@ -15,9 +15,10 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from drsdtp.api.convert import twin_message, value_message
+from drsdtp.client import connect, field_to_python
 from drsdtp.config import Address, NodeConfig, parse_config
 from drsdtp.core import Store
-from drsdtp.node.api import connect, field_to_python, twin_message, value_message
 from drsdtp.node.node import Node
 from drsdtp.wire.v1 import api_pb2
 

@@ -14,9 +14,10 @@ import grpc
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
+from drsdtp.client import connect
 from drsdtp.config import Address
 from drsdtp.errors import StorageError
-from drsdtp.node.api import connect
+from drsdtp.history.series import Rows, SeriesData
 from drsdtp.node.node import Node
 from drsdtp.wire.v1 import api_pb2
 from tests.daemon.test_node_watch import fill, watch_config
@@ -171,11 +172,11 @@ async def test_requests_beyond_api_max_requests_are_refused(
         release = asyncio.Event()
         entered = 0
 
-        async def slow_history(request: api_pb2.HistoryRequest) -> api_pb2.HistoryReply:
+        async def slow_history(*args: object) -> SeriesData:
             nonlocal entered
             entered += 1
             await release.wait()
-            return api_pb2.HistoryReply(resolution="raw")
+            return SeriesData.from_rows("t", "f", Rows.empty())
 
         monkeypatch.setattr(node, "read_history", slow_history)
         channel, stub = connect(Address("127.0.0.1", node.api.port))

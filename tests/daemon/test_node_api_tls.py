@@ -13,8 +13,8 @@ import sys
 import grpc
 import pytest
 
+from drsdtp.client import connect
 from drsdtp.config import Address, LimitsConfig, NodeConfig, TlsConfig, parse_config
-from drsdtp.node.api import connect
 from drsdtp.node.node import Node
 from drsdtp.wire.v1 import api_pb2, api_pb2_grpc
 from tests.gossip.pki import Ca, issue, make_ca

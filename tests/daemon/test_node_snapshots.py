@@ -12,8 +12,8 @@ import sys
 import grpc
 import pytest
 
+from drsdtp.client import connect, field_to_python
 from drsdtp.config import Address, NodeConfig, parse_config
-from drsdtp.node.api import connect, field_to_python
 from drsdtp.node.node import Node
 from drsdtp.wire.v1 import api_pb2
 

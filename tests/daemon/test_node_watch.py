@@ -16,11 +16,11 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from drsdtp.api.services.watch import POSITION_KEY
+from drsdtp.client import connect
 from drsdtp.config import Address, NodeConfig, parse_config
 from drsdtp.metrics import read_rss_bytes
-from drsdtp.node.api import connect
 from drsdtp.node.node import Node
-from drsdtp.node.watch import POSITION_KEY
 from drsdtp.wire.v1 import api_pb2
 from tests.gossip.support import eventually
 

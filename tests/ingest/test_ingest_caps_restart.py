@@ -16,8 +16,8 @@ import aiomqtt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from drsdtp.client import connect, field_to_python
 from drsdtp.config import Address
-from drsdtp.node.api import connect, field_to_python
 from drsdtp.wire.v1 import api_pb2
 
 from .support import Mosquitto, free_port, wait_until

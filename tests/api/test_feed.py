@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from drsdtp.node.feed import ChangeFeed
+from drsdtp.api.feed import ChangeFeed
 
 
 async def test_a_subscription_sees_later_changes_oldest_first_each_twin_once() -> None:

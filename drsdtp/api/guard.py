@@ -5,9 +5,9 @@ requests by method and final status (``drsdtp_api_requests_total{method,code}``)
 Whatever a caller sends, it gets a status it can act on, never a bare UNKNOWN: INVALID_ARGUMENT naming the
 method for a body that does not parse, PERMISSION_DENIED for a certificate outside ``tls.allowed_names``,
 RESOURCE_EXHAUSTED over ``limits.api_max_requests`` or for a reply larger than ``limits.max_message_bytes``,
-the mapped status for a :class:`DrsdtpError`, INTERNAL for anything else. The node logs these at WARNING at
-most, rate-limited (the traceback of an unexpected exception at DEBUG), so a client sending garbage in a
-loop cannot flood the log.
+the status :mod:`drsdtp.api.errors` maps a :class:`DrsdtpError` to, INTERNAL for anything else. The node
+logs these at WARNING at most, rate-limited (the traceback of an unexpected exception at DEBUG), so a
+client sending garbage in a loop cannot flood the log.
 """
 
 from __future__ import annotations
@@ -21,25 +21,16 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from drsdtp.errors import DrsdtpError, MissingSnapshotError, StorageError, UnknownTwinError
+from drsdtp.api.errors import abort_with
+from drsdtp.errors import DrsdtpError
 from drsdtp.gossip.tls import peer_names
 from drsdtp.ingest.ratelog import RateLimitedLog
 
-__all__ = ["ApiGuard", "status_for"]
+__all__ = ["ApiGuard"]
 
 log = logging.getLogger(__name__)
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-
-
-def status_for(exc: DrsdtpError) -> grpc.StatusCode:
-    """The status a caller can act on: NOT_FOUND for a missing twin or snapshot, FAILED_PRECONDITION for a
-    damaged snapshot or a failed disk, INVALID_ARGUMENT for the rest."""
-    if isinstance(exc, UnknownTwinError | MissingSnapshotError):
-        return grpc.StatusCode.NOT_FOUND
-    if isinstance(exc, StorageError):
-        return grpc.StatusCode.FAILED_PRECONDITION
-    return grpc.StatusCode.INVALID_ARGUMENT
 
 
 class _Unparsed:
@@ -89,7 +80,7 @@ class ApiGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio sh
             stream_inner: Behavior = handler.unary_stream
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> None:
-                # A coroutine (not a generator), so the method writes itself: see drsdtp.node.watch.
+                # A coroutine (not a generator), so the method writes itself: see drsdtp.api.services.watch.
                 await self._guard(method, stream_inner, request, context, unary=False)
 
             return grpc.unary_stream_rpc_method_handler(
@@ -137,7 +128,7 @@ class ApiGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio sh
             counted = True
             raise
         except DrsdtpError as exc:
-            await context.abort(status_for(exc), f"{method}: {exc}")
+            await abort_with(context, method, exc)
         except Exception as exc:
             if context.cancelled() or type(exc).__name__ == "ExecuteBatchError":
                 # The client went away mid-call (gRPC failed a send): nothing to answer, nothing to log.

@@ -3,7 +3,7 @@
 What a stream costs the node is bounded whatever its client does. gRPC takes one write at a time and
 completes it only once HTTP/2 flow control let it through (measured: a client that stops reading stalls the
 stream once its flow-control window is full), so a stream holds one message in flight, plus one page of
-twin ids during the snapshot; changes wait in the shared feed (:mod:`drsdtp.node.feed`), where a watcher is
+twin ids during the snapshot; changes wait in the shared feed (:mod:`drsdtp.api.feed`), where a watcher is
 only a cursor. A write the client does not take within ``limits.api_watch_stall_s`` ends the stream with
 RESOURCE_EXHAUSTED, saying why and what was sent last (also as trailing metadata ``drsdtp-watch-position``:
 ``snapshot:<twin id>``, every matching twin up to it sent, or ``change:<n>``, every change up to the
@@ -20,9 +20,9 @@ import grpc
 import grpc.aio
 
 from drsdtp._core import Store
+from drsdtp.api.feed import ChangeFeed
+from drsdtp.api.watch_limits import WatchGate, WatchRefused, caller_of
 from drsdtp.ingest.ratelog import RateLimitedLog
-from drsdtp.node.feed import ChangeFeed
-from drsdtp.node.watch_limits import WatchGate, WatchRefused, caller_of
 from drsdtp.wire.v1 import api_pb2
 
 __all__ = ["POSITION_KEY", "WatchService"]

@@ -1,0 +1,118 @@
+"""What the API services need from the node: a narrow, wire-free Protocol (no protobuf types, domain values
+only) that :class:`drsdtp.node.node.Node` implements. The services get this, never the ``Node``, so a method
+can only reach what is listed here, and a test (or another face) can serve the API from anything that
+provides it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from drsdtp._core import Store
+from drsdtp.api.feed import ChangeFeed
+from drsdtp.history.audit import AuditRecord, Verification
+from drsdtp.history.series import SeriesData
+from drsdtp.history.snapshots import RollbackResult, SnapshotInfo
+from drsdtp.ingest.deadletters import Letter
+
+__all__ = [
+    "DeadLetterOps",
+    "LetterListing",
+    "NodeApi",
+    "NodeStatus",
+    "PeerState",
+    "ReplayOutcome",
+    "Selection",
+    "SnapshotOps",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerState:
+    name: str
+    address: str
+    up: bool
+    lag_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    node_id: str
+    replica_id: int
+    version: str
+    twins: int
+    fields: int
+    hlc: int
+    clock_offset_s: float | None
+    wal_records: int
+    uptime_s: float
+    scopes: tuple[str, ...]
+    state_digest: int
+    ingest: dict[str, int]  # received, invalid, dropped, late (summed over adapters)
+    peers: tuple[PeerState, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LetterListing:
+    letters: list[Letter]  # the newest ``limit`` matching, oldest first
+    total: int  # matching, before the limit
+    held: int
+    held_bytes: int
+
+
+@dataclass(slots=True)
+class ReplayOutcome:
+    id: int
+    applied: bool = False
+    readings: int = 0
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which dead letters: ``ids``, or every one (``all``), of ``adapter`` when set."""
+
+    ids: Sequence[int] = ()
+    all: bool = False
+    adapter: str = ""
+
+
+class SnapshotOps(Protocol):
+    async def take(self, twin: str, reason: str, actor: str) -> SnapshotInfo: ...
+    async def listing(self, twin: str) -> list[SnapshotInfo]: ...
+    async def rollback(self, twin: str, snapshot_id: str, actor: str, reason: str) -> RollbackResult: ...
+    async def read_audit(
+        self, twin: str | None, start_ms: int | None, end_ms: int | None, actor: str | None
+    ) -> tuple[list[AuditRecord], Verification]: ...
+
+
+class DeadLetterOps(Protocol):
+    def listing(self, adapter: str, limit: int) -> LetterListing: ...
+    async def replay(self, select: Selection) -> list[ReplayOutcome]: ...
+    async def purge(self, select: Selection) -> int: ...
+
+
+class NodeApi(Protocol):
+    """The node as the API services see it."""
+
+    @property
+    def store(self) -> Store:
+        """The twin store, for reads (writes go through :meth:`commit`)."""
+        ...
+
+    @property
+    def feed(self) -> ChangeFeed: ...
+    @property
+    def snapshots(self) -> SnapshotOps: ...
+    @property
+    def dead_letter_service(self) -> DeadLetterOps: ...
+    def status(self) -> NodeStatus: ...
+    async def read_history(
+        self, twin: str, field: str, start_ms: int, end_ms: int, resolution: str, limit: int
+    ) -> SeriesData:
+        """Raises :class:`drsdtp.errors.DrsdtpError` when the node keeps no history."""
+        ...
+
+    def insight(self, twin_id: str, kind: str, params: dict[str, Any]) -> dict[str, Any]: ...

@@ -1,0 +1,124 @@
+"""The gRPC server of the application API (``drsdtp.wire.v1.TwinApi`` on ``listen.api``).
+
+Every method is served from its one implementation in :mod:`drsdtp.api.services` (the unary ones take and
+return protobuf messages, so an HTTP/JSON face can call the same functions); every call passes the
+:class:`~drsdtp.api.guard.ApiGuard` first (admission, caps, bad bodies, the one error mapping).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from drsdtp.api.convert import twin_message
+from drsdtp.api.guard import ApiGuard
+from drsdtp.api.node import NodeApi
+from drsdtp.api.services import Unary, unary_methods
+from drsdtp.api.services.watch import WatchService
+from drsdtp.api.watch_limits import WatchGate, WatchLimits
+from drsdtp.config import Address, LimitsConfig, TlsConfig
+from drsdtp.errors import DrsdtpError
+from drsdtp.gossip.tls import NodeCertificates
+from drsdtp.wire.v1 import api_pb2
+
+__all__ = ["SERVICE", "ApiServer"]
+
+log = logging.getLogger(__name__)
+
+SERVICE = api_pb2.DESCRIPTOR.services_by_name["TwinApi"]
+KEEPALIVE_MS = 30_000
+KEEPALIVE_TIMEOUT_MS = 10_000
+MAX_REQUEST_BYTES = 64 * 1024
+
+
+def _message(name: str) -> Any:
+    return getattr(api_pb2, name)
+
+
+def _unary(call: Unary) -> Callable[[Any, grpc.aio.ServicerContext], Any]:
+    async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await call(request)
+
+    return behavior
+
+
+def service_handler(node: NodeApi, watches: WatchService) -> grpc.GenericRpcHandler:
+    """Every method of the service, from the proto's own list (a method without an implementation is a
+    bug caught at start, not a call that fails later)."""
+    unary = unary_methods(node)
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in SERVICE.methods:
+        request, reply = _message(method.input_type.name), _message(method.output_type.name)
+        if method.server_streaming:
+            assert method.name == "Watch", f"no implementation of the stream {method.name}"
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                watches.serve,
+                request_deserializer=request.FromString,
+                response_serializer=reply.SerializeToString,
+            )
+            continue
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _unary(unary[method.name]),
+            request_deserializer=request.FromString,
+            response_serializer=reply.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(SERVICE.full_name, handlers)
+
+
+class ApiServer:
+    """The gRPC server of the application API; an async context manager."""
+
+    name = "api"
+
+    def __init__(
+        self, node: NodeApi, address: Address, limits: LimitsConfig, tls: TlsConfig | None = None
+    ) -> None:
+        self.node = node
+        self.address = address
+        self.tls = tls if tls is not None and tls.api != "off" else None
+        self.port = 0
+        mutual = self.tls is not None and self.tls.api == "mutual"
+        self.requests = ApiGuard(
+            max_requests=limits.api_max_requests,
+            max_reply_bytes=limits.max_message_bytes,
+            allowed_names=self.tls.allowed_names if self.tls is not None and mutual else (),
+        )
+        self.watchers = WatchGate(WatchLimits.from_config(limits))
+        self._server = grpc.aio.server(
+            interceptors=[self.requests],
+            # A backstop below the guard's own caps (whose refusals say which limit): gRPC refuses calls
+            # beyond this before any Python runs.
+            maximum_concurrent_rpcs=limits.api_max_watchers + limits.api_max_requests + 32,
+            options=[
+                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+                ("grpc.max_send_message_length", limits.max_message_bytes),
+                # A client that stops answering pings (a frozen process) loses its connection, and with it
+                # any stream still waiting for it to read.
+                ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+                ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+            ],
+        )
+        watches = WatchService(node.store, node.feed, self.watchers, twin_message)
+        self._server.add_generic_rpc_handlers((service_handler(node, watches),))
+
+    async def __aenter__(self) -> ApiServer:
+        target = f"{self.address.host}:{self.address.port}"
+        if self.tls is None:
+            self.port = self._server.add_insecure_port(target)
+        else:
+            certificates = NodeCertificates(self.tls)
+            creds = certificates.server_credentials(require_client_auth=self.tls.api == "mutual")
+            self.port = self._server.add_secure_port(target, creds)
+        if self.port == 0:
+            raise DrsdtpError(f"cannot listen on {self.address.host}:{self.address.port} for the API")
+        await self._server.start()
+        mode = "plaintext" if self.tls is None else f"TLS ({self.tls.api})"
+        log.info("application API on %s:%d, %s", self.address.host, self.port, mode)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._server.stop(grace=1.0)

@@ -1,0 +1,36 @@
+"""One implementation per API method. Each unary method takes its protobuf request and returns its protobuf
+reply (the contract), raising the project's errors (:mod:`drsdtp.errors`) for :mod:`drsdtp.api.errors` to
+map, so the gRPC server and an HTTP/JSON face (after protobuf's canonical JSON mapping) call the same
+function. Watch is a stream and writes to its gRPC call itself (:mod:`.watch`)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from drsdtp.api.node import NodeApi
+from drsdtp.api.services.admin import AdminService
+from drsdtp.api.services.read import ReadService
+
+__all__ = ["Unary", "unary_methods"]
+
+Unary = Callable[[Any], Awaitable[Any]]
+
+
+def unary_methods(node: NodeApi) -> dict[str, Unary]:
+    """Every unary method of ``drsdtp.wire.v1.TwinApi`` by its name in the proto."""
+    read, admin = ReadService(node), AdminService(node)
+    return {
+        "Status": read.status,
+        "ListTwins": read.list_twins,
+        "GetTwin": read.get_twin,
+        "ReadHistory": read.read_history,
+        "Insight": read.insight,
+        "TakeSnapshot": admin.take_snapshot,
+        "ListSnapshots": admin.list_snapshots,
+        "Rollback": admin.rollback,
+        "ReadAudit": admin.read_audit,
+        "ListDeadLetters": admin.list_dead_letters,
+        "ReplayDeadLetters": admin.replay_dead_letters,
+        "PurgeDeadLetters": admin.purge_dead_letters,
+    }
