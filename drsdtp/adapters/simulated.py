@@ -5,7 +5,8 @@ Settings::
     [[adapters]]
     type = "simulated"
     name = "demo"
-    rooms = 3
+    asset = "room"         # room | pump | motor | meter (drsdtp.sim.machines): what the plant is made of
+    rooms = 3              # how many units (the key is "rooms" for every asset)
     seed = 0
     dt_s = 10.0            # plant seconds per step
     setpoint_c = 21.0      # optional thermostat setpoint for every room
@@ -48,9 +49,13 @@ from drsdtp.adapters.settings import Table
 from drsdtp.errors import ConfigError, InvalidValueError, UnknownTwinError
 from drsdtp.ingest.pipeline import wall_ms
 from drsdtp.sim import FAULT_KINDS, FIELDS, Fault, Plant
+from drsdtp.sim.assets import AssetPlant
+from drsdtp.sim.machines import ASSET_PLANTS
 from drsdtp.sim.plant import StepFrame
 
-__all__ = ["SimulatedAdapter", "SimulatedSettings", "SimulatedStats", "build"]
+__all__ = ["ASSETS", "SimulatedAdapter", "SimulatedSettings", "SimulatedStats", "build"]
+
+ASSETS = ("room", *ASSET_PLANTS)
 
 _log = logging.getLogger(__name__)
 _READINGS_PER_BATCH = 4096  # as-fast-as-possible mode packs several plant steps into one batch
@@ -68,6 +73,7 @@ class SimulatedSettings:
     steps: int | None
     faults: tuple[Fault, ...]
     twin_prefix: str = ""  # prepended to the plant's room ids (several plants in one fleet)
+    asset: str = "room"
 
 
 @dataclass(slots=True)
@@ -76,13 +82,17 @@ class SimulatedStats(AdapterStats):
     steps: int = 0
 
 
-def _parse_fault(t: Table) -> Fault:
+def _fields_of(asset: str) -> tuple[str, ...]:
+    return FIELDS if asset == "room" else ASSET_PLANTS[asset].FIELDS
+
+
+def _parse_fault(t: Table, asset: str) -> Fault:
     kind = t.choice("kind", FAULT_KINDS)
     try:
         fault = Fault(
             kind=kind,
             twin=t.get_str("twin"),
-            field=t.choice("field", FIELDS),
+            field=t.choice("field", _fields_of(asset)),
             onset_step=t.get_int("onset_step", lo=0),
             magnitude=t.get_float("magnitude", 0.0),
             duration_steps=t.get_int("duration_steps") if t.has("duration_steps") else None,
@@ -98,6 +108,7 @@ def _parse_fault(t: Table) -> Fault:
 def parse_settings(raw: Mapping[str, Any], key: str) -> SimulatedSettings:
     t = Table(raw, key)
     common = parse_common(t)
+    asset = t.choice("asset", ASSETS, "room")
     settings = SimulatedSettings(
         common=common,
         rooms=t.get_int("rooms", 3, lo=1, hi=100_000),
@@ -106,9 +117,12 @@ def parse_settings(raw: Mapping[str, Any], key: str) -> SimulatedSettings:
         setpoint_c=t.opt_float("setpoint_c", lo=-50.0, hi=100.0),
         speedup=t.get_float("speedup", 1.0, lo=0.0),
         steps=t.get_int("steps", lo=1) if t.has("steps") else None,
-        faults=tuple(_parse_fault(f) for f in t.tables("faults")),
+        faults=tuple(_parse_fault(f, asset) for f in t.tables("faults")),
         twin_prefix=t.get_str("twin_prefix", "", allow_empty=True),
+        asset=asset,
     )
+    if asset != "room" and settings.setpoint_c is not None:
+        raise t.error("setpoint_c", f"a thermostat set-point is for rooms, not {asset}s")
     if settings.speedup == 0 and settings.steps is None:
         raise t.error("steps", "is required with speedup = 0 (an endless run cannot end at 'now')")
     t.done()
@@ -121,8 +135,9 @@ def build(raw: Mapping[str, Any], key: str) -> SimulatedAdapter:
         try:
             adapter.plant.inject(fault)
         except UnknownTwinError as exc:
+            kind = adapter.settings.asset
             raise ConfigError(
-                f"{key}.faults[{i}].twin", f"no such twin {exc} (twins are room-1..room-N)"
+                f"{key}.faults[{i}].twin", f"no such twin {exc} (twins are {kind}-1..{kind}-N)"
             ) from None
     return adapter
 
@@ -130,18 +145,28 @@ def build(raw: Mapping[str, Any], key: str) -> SimulatedAdapter:
 class SimulatedAdapter(SharedSettings):
     kind = "simulated"
 
-    def __init__(self, settings: SimulatedSettings, plant: Plant | None = None) -> None:
+    def __init__(self, settings: SimulatedSettings, plant: Plant | AssetPlant | None = None) -> None:
         self.settings = settings
         self.common = settings.common
-        self.plant = plant or Plant(
-            rooms=settings.rooms, seed=settings.seed, dt_s=settings.dt_s, setpoint_c=settings.setpoint_c
-        )
+        self.plant: Plant | AssetPlant
+        if plant is not None:
+            self.plant = plant
+        elif settings.asset == "room":
+            self.plant = Plant(
+                rooms=settings.rooms, seed=settings.seed, dt_s=settings.dt_s, setpoint_c=settings.setpoint_c
+            )
+        else:
+            self.plant = ASSET_PLANTS[settings.asset](
+                units=settings.rooms, seed=settings.seed, dt_s=settings.dt_s
+            )
         self._stats = SimulatedStats()
-        shape = (self.plant.rooms, len(FIELDS))
+        fields = self.plant.fields
+        self._units = len(self.plant.twins)
+        shape = (self._units, len(fields))
         self._last_seq: npt.NDArray[np.int64] = np.full(shape, -1, np.int64)
         names = [settings.twin_prefix + t for t in self.plant.twins]
-        self._twins = np.repeat(np.array(names, dtype=object), len(FIELDS))
-        self._fields = np.tile(np.array(FIELDS, dtype=object), self.plant.rooms)
+        self._twins = np.repeat(np.array(names, dtype=object), len(fields))
+        self._fields = np.tile(np.array(fields, dtype=object), self._units)
 
     @property
     def stats(self) -> SimulatedStats:
@@ -209,7 +234,7 @@ class SimulatedAdapter(SharedSettings):
         assert remaining is not None
         # Replay: the last step lands on the session start, earlier ones at real plant spacing before it.
         anchor_t = self.plant.t_s + remaining * s.dt_s
-        per_step = self.plant.rooms * len(FIELDS)
+        per_step = self._units * len(self.plant.fields)
         steps_per_batch = max(1, _READINGS_PER_BATCH // per_step)
         while remaining > 0:
             batch = SourceBatch(wall_ms())

@@ -177,6 +177,11 @@ class Plant:
         return len(self.twins)
 
     @property
+    def fields(self) -> tuple[str, ...]:
+        """The fields every room reports (:data:`FIELDS`), as every simulated asset names its own."""
+        return FIELDS
+
+    @property
     def faults(self) -> tuple[Fault, ...]:
         return tuple(self._faults.faults)
 
