@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import getpass
 import logging
 import os
 import re
+import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -41,6 +43,7 @@ from drsdtp.node_commands import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
+    PID_FILE,
     ApiTarget,
     AuditQuery,
     Commands,
@@ -51,6 +54,7 @@ from drsdtp.node_commands import (
     GetQuery,
     HistoryQuery,
     InsightQuery,
+    Reloads,
     RollbackRequest,
     SnapshotRequest,
     TwinsQuery,
@@ -311,6 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--timeout", type=_positive_float, default=argparse.SUPPRESS, metavar="SECONDS")
         a.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
 
+    p = sub.add_parser(
+        "reload", help="re-read the models of a running node (validated first; SIGHUP does the same)"
+    )
+    config_option(p, "the running node's config file (its data_dir holds the pid)")
+
     p = sub.add_parser("check-config", help="validate a config file and print a summary")
     p.add_argument(
         "path", nargs="?", type=Path, metavar="PATH", help=f"default: $DRSDTP_CONFIG or {DEFAULT_CONFIG}"
@@ -363,7 +372,9 @@ def _cmd_run(args: argparse.Namespace, commands: Commands, console: Console) -> 
         console.error(str(problem))
     if problems:
         return EXIT_USAGE
-    return _serve(lambda stop: commands.run(config, stop, console), console)
+    path = _config_path(args.config)
+    reloads = Reloads(load=lambda: load_config(path))
+    return _serve(lambda stop: commands.run(config, stop, console, reloads), console, reloads.requested)
 
 
 def _cmd_demo(args: argparse.Namespace, commands: Commands, console: Console) -> int:
@@ -381,12 +392,16 @@ def _cmd_demo(args: argparse.Namespace, commands: Commands, console: Console) ->
     return _serve(lambda stop: commands.demo(options, stop, console), console)
 
 
-def _serve(start: Callable[[asyncio.Event], Coroutine[Any, Any, int]], console: Console) -> int:
-    """Run a long-lived command with SIGTERM/SIGINT turned into its stop event."""
+def _serve(
+    start: Callable[[asyncio.Event], Coroutine[Any, Any, int]],
+    console: Console,
+    hangup: asyncio.Event | None = None,
+) -> int:
+    """Run a long-lived command: SIGTERM/SIGINT set its stop event, SIGHUP sets ``hangup`` (reload)."""
 
     async def serve() -> int:
         stop = asyncio.Event()
-        with capture_signals(stop):
+        with capture_signals(stop), _on_hangup(hangup):
             return await start(stop)
 
     try:
@@ -399,6 +414,20 @@ def _serve(start: Callable[[asyncio.Event], Coroutine[Any, Any, int]], console: 
             log.error("%s: %s", type(exc).__name__, exc, exc_info=exc)
         console.error("; ".join(str(exc) for exc in _leaves(group)))
         return EXIT_FAILURE
+
+
+@contextlib.contextmanager
+def _on_hangup(event: asyncio.Event | None) -> Iterator[None]:
+    """SIGHUP sets ``event`` (a reload request) while the block runs."""
+    if event is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, event.set)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
@@ -559,6 +588,30 @@ def _print_models(config: NodeConfig, console: Console) -> None:
         console.line(f"note: {note}")
 
 
+def _cmd_reload(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    """Validate the config as the daemon will, then SIGHUP the daemon whose pid its data_dir holds."""
+    setup_logging(_client_level(args))
+    path = _config_path(args.config)
+    config = load_config(path)
+    problems = list(commands.check_plugins(config))
+    for problem in problems:
+        console.error(f"{problem} (not sent: the running node keeps its models)")
+    if problems:
+        return EXIT_USAGE
+    pid_file = config.data_dir / PID_FILE
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        console.error(f"no running node found through {pid_file}: {exc}")
+        return EXIT_FAILURE
+    console.line(
+        f"reload requested from node {config.node_id} (pid {pid}); it logs the outcome, and "
+        "`drsdtp insight TWIN model` shows the model version in use"
+    )
+    return EXIT_OK
+
+
 def _summary(config: NodeConfig) -> list[tuple[str, object]]:
     rows: list[tuple[str, object]] = [
         ("node_id", config.node_id),
@@ -609,4 +662,5 @@ _HANDLERS: Final[dict[str, Callable[[argparse.Namespace, Commands, Console], int
     "audit": _cmd_audit,
     "deadletters": _cmd_deadletters,
     "check-config": _cmd_check_config,
+    "reload": _cmd_reload,
 }

@@ -13,8 +13,8 @@ CLI should report as ``error: ...`` with status 1.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal, Protocol
 
@@ -27,6 +27,7 @@ __all__ = [
     "EXIT_FAILURE",
     "EXIT_OK",
     "EXIT_USAGE",
+    "PID_FILE",
     "ApiTarget",
     "AuditQuery",
     "Commands",
@@ -37,6 +38,7 @@ __all__ = [
     "GetQuery",
     "HistoryQuery",
     "InsightQuery",
+    "Reloads",
     "RollbackRequest",
     "SnapshotRequest",
     "TwinsQuery",
@@ -164,10 +166,25 @@ class DeadLetterSelection:
     adapter: str | None = None
 
 
+@dataclass(slots=True)
+class Reloads:
+    """``drsdtp run`` and SIGHUP: ``requested`` is set by the CLI's handler; the daemon then calls ``load``
+    (the config file read and validated again) and applies what a reload covers (the models)."""
+
+    load: Callable[[], NodeConfig]
+    requested: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+#: The daemon's process id, in its data directory while it runs (``drsdtp reload`` signals it).
+PID_FILE: Final = "drsdtp.pid"
+
+
 class Commands(Protocol):
     """What the node provides to the CLI. ``stop`` is set by SIGTERM/SIGINT (the CLI installs handlers)."""
 
-    async def run(self, config: NodeConfig, stop: asyncio.Event, console: Console) -> int: ...
+    async def run(
+        self, config: NodeConfig, stop: asyncio.Event, console: Console, reloads: Reloads | None = None
+    ) -> int: ...
 
     async def demo(self, options: DemoOptions, stop: asyncio.Event, console: Console) -> int: ...
 

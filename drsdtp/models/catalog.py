@@ -4,11 +4,11 @@ Resolution order (a later declaration of the same name replaces an earlier one, 
 
 1. the library (``drsdtp/models/library/*.toml``): ``room``, ``centrifugal_pump``, ``motor``,
    ``energy_meter``, each a ``[[models]]`` table like any other;
-2. ``models_dir``: every ``*.toml`` file in it, in name order, each holding ``[[models]]`` tables;
-3. the node config's ``[[models]]`` tables, in order (one name declared twice there is an error);
-4. legacy ``[[kernels]]`` tables: ``type = "room"`` (with ``name`` and ``expected_period_s``) is the library
-   room under that name with that period; ``type = "<kernel>"`` requires a kernel to be installed (a plug-in
-   the node must not run without).
+2. ``[[kernels]]`` tables: ``type = "<kernel>"`` requires a kernel to be installed (a plug-in the node must
+   not run without); the legacy ``type = "room"`` (with ``name`` and ``expected_period_s``) is the library
+   room under that name with that period;
+3. ``models_dir``: every ``*.toml`` file in it, in name order, each holding ``[[models]]`` tables;
+4. the node config's ``[[models]]`` tables, in order (one name declared twice there is an error).
 
 ``[[twins]] model = ...`` must name one of them (an unknown name is refused with a did-you-mean).
 """
@@ -73,6 +73,19 @@ class ModelCatalog:
 
         for model in library_models(registry):
             add(model)
+        # Required kernels first: a missing plug-in is named as such, not as a model's unknown kernel.
+        required: list[str] = []
+        for i, table in enumerate(config.kernels):
+            legacy = _legacy_kernel(table, f"kernels[{i}]", models, registry)
+            if isinstance(legacy, AssetModel):
+                add(legacy)
+                notes.append(
+                    f"kernels[{i}]: the legacy room form; the same as [[models]] name = {legacy.name!r}, "
+                    f'extends = "room", version = "1" with [models.defaults] expected_period_s = '
+                    f"{legacy.spec.fields[0].expected_period_s:g}"
+                )
+            else:
+                required.append(legacy)
         if config.models_dir is not None:
             for path, raw in _model_files(config.models_dir):
                 for j, table in enumerate(raw):
@@ -88,18 +101,6 @@ class ModelCatalog:
                 )
             seen[model.name] = i
             add(model)
-        required: list[str] = []
-        for i, table in enumerate(config.kernels):
-            legacy = _legacy_kernel(table, f"kernels[{i}]", models, registry)
-            if isinstance(legacy, AssetModel):
-                add(legacy)
-                notes.append(
-                    f"kernels[{i}]: the legacy room form; the same as [[models]] name = {legacy.name!r}, "
-                    f'extends = "room", version = "1" with [models.defaults] expected_period_s = '
-                    f"{legacy.spec.fields[0].expected_period_s:g}"
-                )
-            else:
-                required.append(legacy)
         catalog = cls(models, tuple(notes), tuple(required))
         for i, rule in enumerate(config.twins):
             if rule.model not in catalog:

@@ -21,6 +21,7 @@ from drsdtp.lifecycle import run_services
 from drsdtp.node_commands import (
     EXIT_FAILURE,
     EXIT_OK,
+    PID_FILE,
     ApiTarget,
     AuditQuery,
     DeadLetterSelection,
@@ -30,6 +31,7 @@ from drsdtp.node_commands import (
     GetQuery,
     HistoryQuery,
     InsightQuery,
+    Reloads,
     RollbackRequest,
     SnapshotRequest,
     TwinsQuery,
@@ -45,16 +47,23 @@ def _ms(seconds: float | None, default: int) -> int:
 class NodeCommands:
     """Implements :class:`drsdtp.node_commands.Commands`."""
 
-    async def run(self, config: NodeConfig, stop: asyncio.Event, console: Console) -> int:
+    async def run(
+        self, config: NodeConfig, stop: asyncio.Event, console: Console, reloads: Reloads | None = None
+    ) -> int:
         from drsdtp.node.node import Node  # the daemon's imports stay out of client commands
+        from drsdtp.node.reload import PidFile, ReloadService
 
         node = Node(config)
-        await run_services(
-            node.services(),
-            stop=stop,
-            shutdown_timeout=config.shutdown_timeout_s,
-            notifier=SystemdNotifier.from_env(),
-        )
+        services = node.services()
+        if reloads is not None:
+            services.append(ReloadService(node, reloads))
+        with PidFile(config.data_dir / PID_FILE):
+            await run_services(
+                services,
+                stop=stop,
+                shutdown_timeout=config.shutdown_timeout_s,
+                notifier=SystemdNotifier.from_env(),
+            )
         return EXIT_OK
 
     async def demo(self, options: DemoOptions, stop: asyncio.Event, console: Console) -> int:

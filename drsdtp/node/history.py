@@ -99,6 +99,15 @@ class HistoryService(BackgroundService):
             self._journal_to(self._journal_record(number, batch))
         self._queue.append((batch.twin_ids, batch.field_ids, batch.values, batch.source_ms, number))
 
+    def observe_replicated(self, batch: ReadingBatch) -> None:
+        """Readings learnt from a peer's delta: queued like local ones (same bound), but not journalled: the
+        delta itself is in the node's log, and a crash before the next flush loses only these history points
+        (the twin state keeps them)."""
+        if len(self._queue) >= MAX_QUEUED_BATCHES:
+            self.dropped_batches += 1
+            return
+        self._queue.append((batch.twin_ids, batch.field_ids, batch.values, batch.source_ms, 0))
+
     def _journal_record(self, number: int, batch: ReadingBatch) -> bytes:
         twin_ids, twin_index = np.unique(batch.twin_ids, return_inverse=True)
         field_ids, field_index = np.unique(batch.field_ids, return_inverse=True)

@@ -1,12 +1,25 @@
 """Twin intelligence in the node: readings of modelled twins feed the rolling windows; a periodic pass
-computes health, traits, forecasts and divergence; each field's quality score is written back to the twin
-as the LWW field ``<field>.q`` (so it replicates with the value); the API serves health, forecasts and
-what-if runs as JSON documents.
+computes health, traits, forecasts and divergence; the API serves health, forecasts, what-if runs,
+recommendations and the model itself as JSON documents.
 
-Models come from the config's ``[[kernels]]`` tables; ``type = "room"`` is the built-in thermal room (the
-simulated plant's, ``drsdtp.sim.room_spec``; ``expected_period_s`` sets its sensors' reporting period). A
-twin gets a model from the ``[[twins]]`` rules (its ``_model`` field). With no tables, ``room`` is defined
-with a 10 s period.
+Models are data (:mod:`drsdtp.models`): the library's, ``models_dir`` and the config's ``[[models]]``. A twin
+gets its model from the ``[[twins]]`` rules when it is created (its ``_model`` field) and, on the node that
+assigns it, the model's ``<version>#<fingerprint>`` as ``_model_version``, so replicas can tell when they
+hold a different version.
+
+Every node that holds a twin understands it: readings come from local ingestion and from peers' deltas
+(:mod:`drsdtp.node.peer_readings`, coalesced values). Only the node that ingests a twin writes its quality
+scores back (``<field>.q``, replicated with the values) and its model version; a replica's health prefers
+those scores (:mod:`drsdtp.node.replica_health`).
+
+Time: the engine runs in plant seconds, ``wall seconds * intelligence.time_scale``. A simulated plant running
+10x faster than real time (the demo) is declared with ``time_scale = 10``: expected periods, kernels,
+forecast horizons and the divergence monitor then keep their physical meaning, and passes run every
+``PASS_INTERVAL_S`` plant seconds (at most every ``MIN_PASS_WALL_S`` of wall time).
+
+Reload (SIGHUP, ``drsdtp reload``): :meth:`InsightService.reload` re-validates the models of a freshly read
+config and swaps them in; a bad config is refused and the running models stay. A changed model restarts the
+node's intelligence (its windows fill again from new readings); nothing else of the config is reloaded.
 """
 
 from __future__ import annotations
@@ -14,24 +27,44 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from drsdtp.adapters.base import ReadingBatch
-from drsdtp.errors import ConfigError, DrsdtpError, InvalidValueError
+from drsdtp.config import NodeConfig
+from drsdtp.errors import ConfigError, DrsdtpError, InvalidValueError, UnknownTwinError
 from drsdtp.intelligence.engine import TwinIntelligence
+from drsdtp.intelligence.serialize import to_jsonable
+from drsdtp.kernels import KernelRegistry, Scenario, TrackingKernel, default_registry
 from drsdtp.lifecycle import BackgroundService
-from drsdtp.models import MODEL_FIELD
-from drsdtp.sim.room_spec import room_model_spec
+from drsdtp.models import MODEL_FIELD, AssetModel, ModelCatalog
+from drsdtp.node.replica_health import overlay_origin_quality
 
 if TYPE_CHECKING:
     from drsdtp.node.node import Node
 
+__all__ = ["MODEL_VERSION_FIELD", "InsightService", "ReloadResult", "pass_interval_s"]
+
 log = logging.getLogger(__name__)
 
-PASS_INTERVAL_S = 2.0
+PASS_INTERVAL_S = 2.0  # plant seconds between passes ...
+MIN_PASS_WALL_S = 0.25  # ... but not more often than this in wall time (a plant simulated 100x faster)
 QUALITY_STEP = 0.05  # write a quality back only when it moved this much (spares the log and the peers)
+MODEL_VERSION_FIELD = "_model_version"
+
+
+def pass_interval_s(time_scale: float) -> float:
+    """Wall seconds between intelligence passes at ``time_scale`` plant seconds per wall second."""
+    return max(MIN_PASS_WALL_S, PASS_INTERVAL_S / time_scale)
+
+
+class ReloadResult:
+    """What a reload did: the models that changed (added, removed, new content) and what needs a restart."""
+
+    def __init__(self, changed: tuple[str, ...], restart_needed: tuple[str, ...]) -> None:
+        self.changed, self.restart_needed = changed, restart_needed
 
 
 class InsightService(BackgroundService):
@@ -39,29 +72,40 @@ class InsightService(BackgroundService):
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        tables = node.config.kernels or ({"type": "room"},)
-        self._specs = [model_from_table(table, f"kernels[{i}]") for i, table in enumerate(tables)]
-        self.models = {spec.name for spec in self._specs}
+        self.registry: KernelRegistry = default_registry()
+        self.catalog = ModelCatalog.from_config(node.config, self.registry)
+        self.time_scale = node.config.intelligence.time_scale
         self._engine: TwinIntelligence | None = None
-        self._twins: dict[int, str | None] = {}  # engine-known twin ids -> model (None: not modelled)
+        self._twins: dict[int, str | None] = {}  # twin id -> model (None: not modelled)
         self._rows: dict[int, int] = {}  # (twin id << 32 | field id) -> engine row, -1: not a model field
+        self._local: set[int] = set()  # twins this node ingests: it writes their quality and model version
         self._written: dict[tuple[str, str], float] = {}
+        self._tags: dict[str, str] = {}  # model versions written, per twin
         self.passes = 0
+        self.reloads = 0
+        self.refused_reloads = 0
+        self.replicated_readings = 0
+
+    @property
+    def models(self) -> set[str]:
+        return set(self.catalog.models)
 
     @property
     def engine(self) -> TwinIntelligence:
         """Built on first use: its windows cost a few MB that a node without modelled twins should not pay."""
         if self._engine is None:
-            self._engine = TwinIntelligence()
-            for spec in self._specs:
-                self._engine.add_model(spec)
+            self._engine = TwinIntelligence(registry=self.registry)
+            for model in self.catalog:
+                self._engine.add_model(model.spec)
         return self._engine
+
+    # -- twins and rows -------------------------------------------------------------------------------------
 
     def _model_of(self, twin_id: int) -> str | None:
         if twin_id not in self._twins:
             name = self.node.store.twin_name(twin_id) or ""
             model = self.node.store.get(name, MODEL_FIELD)
-            model = model if isinstance(model, str) and model in self.models else None
+            model = model if isinstance(model, str) and model in self.catalog else None
             if model is not None:
                 self.engine.add_twin(name, model)
             self._twins[twin_id] = model
@@ -82,81 +126,227 @@ class InsightService(BackgroundService):
             self._rows[key] = row
         return row
 
-    def observe(self, batch: ReadingBatch, twins: list[str]) -> None:
-        """Intake observer: map (twin, field) ids to engine rows once per distinct pair, then one ingest."""
+    def _rows_of(self, batch: ReadingBatch) -> np.ndarray:
         keys = (batch.twin_ids.astype(np.int64) << 32) | batch.field_ids.astype(np.int64)
         distinct, inverse = np.unique(keys, return_inverse=True)
-        rows = np.fromiter((self._row(int(k)) for k in distinct), np.intp, len(distinct))[inverse]
+        return np.fromiter((self._row(int(k)) for k in distinct), np.intp, len(distinct))[inverse]
+
+    def observe(self, batch: ReadingBatch, twins: list[str]) -> None:
+        """Intake observer (readings ingested here): map ids to engine rows once per pair, one ingest."""
+        self._local.update(int(t) for t in np.unique(batch.twin_ids))
+        rows = self._rows_of(batch)
         keep = rows >= 0
         if keep.any():
-            self.engine.ingest(rows[keep], batch.source_ms[keep] / 1000.0, batch.values[keep])
+            self.engine.ingest(
+                rows[keep], batch.source_ms[keep] / 1000.0 * self.time_scale, batch.values[keep]
+            )
+
+    def observe_replicated(self, batch: ReadingBatch) -> None:
+        """Readings from a peer's delta: only values newer than what the windows hold (a catch-up resends
+        registers already seen; those are no new readings)."""
+        rows = self._rows_of(batch)
+        keep = rows >= 0
+        if not keep.any():
+            return
+        rows, t = rows[keep], batch.source_ms[keep] / 1000.0 * self.time_scale
+        last = self.engine.windows.last_t[rows]
+        newer = np.isnan(last) | (t > last)
+        if newer.any():
+            self.replicated_readings += int(
+                self.engine.ingest(rows[newer], t[newer], batch.values[keep][newer])
+            )
+
+    # -- the periodic pass ----------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """Plant time now."""
+        return time.time() * self.time_scale
+
+    @property
+    def pass_interval_s(self) -> float:
+        """Wall seconds between passes: the same plant-time cadence at any speed, so a simulation run
+        faster than real time is judged as the real plant would be (trackers step once per pass)."""
+        return pass_interval_s(self.time_scale)
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(PASS_INTERVAL_S)
+            await asyncio.sleep(self.pass_interval_s)
             if not self._rows:
                 continue
-            self.engine.evaluate(time.time())
+            self.engine.evaluate(self.now())
             self.passes += 1
-            await self._write_quality()
+            await self._write_back()
 
-    async def _write_quality(self) -> None:
+    async def _write_back(self) -> None:
+        """Quality scores, and model versions that changed, of the twins this node ingests."""
         store = self.node.store
         writes: list[tuple[bytes, list[str]]] = []
-        for twin_id, model in list(self._twins.items()):
+        for twin_id in sorted(self._local):
+            model = self._twins.get(twin_id)
             if model is None:
                 continue
             twin = store.twin_name(twin_id) or ""
-            changed = {
+            changed: dict[str, str | bytes | float | int | bool] = {
                 name: q
                 for name, q in self.engine.quality_fields(twin).items()
                 if abs(self._written.get((twin, name), -1.0) - q) >= QUALITY_STEP
             }
+            self._written.update({(twin, k): float(v) for k, v in changed.items()})
+            tag = self.catalog.get(model).tag
+            if self._tags.get(twin) != tag:
+                if store.get(twin, MODEL_VERSION_FIELD) != tag and self._assigns(twin, model):
+                    changed[MODEL_VERSION_FIELD] = tag
+                self._tags[twin] = tag
             if changed:
-                self._written.update({(twin, k): v for k, v in changed.items()})
-                writes.append((store.set_many(twin, dict(changed)), [twin]))
-        await self.node.commit_all(writes, "local")
+                writes.append((store.set_many(twin, changed), [twin]))
+        if writes:
+            await self.node.commit_all(writes, "local")
 
-    def insight(self, twin: str, kind: str, params: dict[str, Any]) -> dict[str, Any]:
-        """health | forecast | whatif | recommendations, as JSON-ready documents."""
+    def _assigns(self, twin: str, model: str) -> bool:
+        """Whether this node's twin rules give ``twin`` this model (it is the one to say which version)."""
+        return self.node.twin_meta(twin).get(MODEL_FIELD) == model
+
+    # -- the API --------------------------------------------------------------------------------------------
+
+    def insight(self, twin: str, kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """health | forecast | whatif | recommendations | model, as JSON-ready documents."""
+        model = self._ensure(twin)
+        if kind == "model":
+            return self._model_doc(twin, model)
         if self.passes == 0:
             raise DrsdtpError("no intelligence pass has run yet; try again in a few seconds")
         eng = self.engine
         if kind == "health":
-            return eng.health(twin).to_dict()
+            doc = eng.health(twin).to_dict()
+            twin_id = self.node.store.intern_twin(twin)
+            if twin_id not in self._local:
+                doc = overlay_origin_quality(doc, lambda f: self._origin_quality(twin, f), eng.config.health)
+            return doc
         if kind == "forecast":
-            fields = params.get("fields") or [f.name for f in eng.models[self._twin_model(twin)].fields]
+            fields = params.get("fields") or [f.name for f in model.spec.fields]
             return {"twin": twin, "forecasts": [eng.forecast(twin, f).to_dict() for f in fields]}
         if kind == "whatif":
-            scenario = params.get("scenario")
-            if not isinstance(scenario, str):
+            text = params.get("scenario")
+            if not isinstance(text, str):
                 raise InvalidValueError(
-                    'what-if needs {"scenario": "fan off" | "setpoint 18" | "heater fails"}'
+                    'what-if needs {"scenario": "fan off" | "setpoint 18" | "<input> <value>" | '
+                    '"<parameter> x<factor>"}'
                 )
+            scenario = self._scenario(text, model)
             horizon = float(params.get("horizon_min", 60)) * 60
             return eng.what_if(twin, scenario, horizon_s=horizon).to_dict()
         if kind == "recommendations":
             return {"twin": twin, "recommendations": [r.to_dict() for r in eng.recommendations(twin)]}
-        raise InvalidValueError(f"unknown insight kind {kind!r} (health, forecast, whatif, recommendations)")
+        raise InvalidValueError(
+            f"unknown insight kind {kind!r} (health, forecast, whatif, recommendations, model)"
+        )
 
-    def _twin_model(self, twin: str) -> str:
-        model = self.node.store.get(twin, MODEL_FIELD)
-        if not isinstance(model, str) or model not in self.models:
-            raise DrsdtpError(f"twin {twin!r} has no model with twin intelligence")
-        return model
+    def _ensure(self, twin: str) -> AssetModel:
+        """The twin's model; registers the twin with the engine if no reading has yet."""
+        if twin not in self.node.store:
+            raise UnknownTwinError(f"no twin {twin!r} on this node")
+        name = self.node.store.get(twin, MODEL_FIELD)
+        if not isinstance(name, str) or name not in self.catalog:
+            known = "" if not isinstance(name, str) else f" ({name!r} is not declared on this node)"
+            raise DrsdtpError(f"twin {twin!r} has no model with twin intelligence{known}")
+        self._model_of(self.node.store.intern_twin(twin))
+        return self.catalog.get(name)
 
+    def _origin_quality(self, twin: str, field: str) -> float | None:
+        q = self.node.store.get(twin, f"{field}.q")
+        return float(q) if isinstance(q, float | int) and not isinstance(q, bool) else None
 
-def model_from_table(table: Any, key: str) -> Any:
-    kind = table.get("type")
-    if kind != "room":
-        raise ConfigError(f"{key}.type", f"unknown model type {kind!r} (built in: room)")
-    unknown = set(table) - {"type", "name", "expected_period_s"}
-    if unknown:
-        raise ConfigError(f"{key}.{sorted(unknown)[0]}", "unknown key (type, name, expected_period_s)")
-    period = table.get("expected_period_s", 10.0)
-    if isinstance(period, bool) or not isinstance(period, int | float) or not 0 < period <= 86_400:
-        raise ConfigError(f"{key}.expected_period_s", f"expected seconds in (0, 86400], got {period!r}")
-    name = table.get("name", "room")
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"{key}.name", "expected a non-empty string")
-    return room_model_spec(dt_s=float(period), name=name)
+    def _scenario(self, text: str, model: AssetModel) -> Scenario:
+        scenario = Scenario.parse(text)
+        kernel = self.registry.get(model.spec.kernel) if model.spec.kernel else None
+        if kernel is None:
+            return scenario
+        inputs = set(kernel.variables) | {"setpoint"}
+        if isinstance(kernel, TrackingKernel):
+            inputs |= set(kernel.inputs)
+        params = set(getattr(kernel, "default_params", {}) or {})
+        for name in scenario.inputs:
+            if name not in inputs:
+                raise InvalidValueError(
+                    f"what-if: {model.name} has no input {name!r} ({', '.join(sorted(inputs))})"
+                )
+        for name in scenario.param_scale:
+            if params and name not in params:
+                raise InvalidValueError(
+                    f"what-if: {model.name} has no parameter {name!r} ({', '.join(sorted(params))})"
+                )
+        return scenario
+
+    def _model_doc(self, twin: str, model: AssetModel) -> dict[str, Any]:
+        replicated = self.node.store.get(twin, MODEL_VERSION_FIELD)
+        doc: dict[str, Any] = {
+            "twin": twin,
+            "model": model.to_dict(),
+            "tag": model.tag,
+            "replicated_tag": replicated,
+            "same_as_origin": None if replicated is None else replicated == model.tag,
+            "time_scale": self.time_scale,
+            "local": self.node.store.intern_twin(twin) in self._local,
+        }
+        if self.passes and self._twins.get(self.node.store.intern_twin(twin)) is not None:
+            state = self.engine.twin_state(twin)
+            doc["state"] = {"values": dict(state.values), "params": dict(state.params)}
+            doc["divergence"] = [a.to_dict() for a in self.engine.divergence(twin)]
+            doc["corrections"] = [c.to_dict() for c in self.engine.corrections(twin)]
+        out = to_jsonable(doc)
+        assert isinstance(out, dict)
+        return out
+
+    # -- reload ---------------------------------------------------------------------------------------------
+
+    def reload(self, config: NodeConfig) -> ReloadResult:
+        """Swap in the models of ``config`` (already read and validated as a config). A model that does not
+        validate, or a twin rule of the running or the new config naming a model that would no longer
+        exist, refuses the whole reload (ConfigError) and the running models stay."""
+        try:
+            registry = default_registry()  # plug-ins installed since the start are picked up
+            catalog = ModelCatalog.from_config(config, registry)
+            for i, rule in enumerate(self.node.config.twins):
+                if rule.model not in catalog:
+                    raise ConfigError(
+                        f"twins[{i}].model", f"the running rule needs it: {catalog.unknown(rule.model)}"
+                    )
+        except ConfigError:
+            self.refused_reloads += 1
+            raise
+        old = {m.name: m.fingerprint for m in self.catalog}
+        new = {m.name: m.fingerprint for m in catalog}
+        changed = tuple(sorted(n for n in old.keys() | new.keys() if old.get(n) != new.get(n)))
+        restart = tuple(
+            k
+            for k in (
+                "listen",
+                "peers",
+                "scopes",
+                "tls",
+                "limits",
+                "wal",
+                "history",
+                "adapters",
+                "twins",
+                "clock",
+            )
+            if getattr(config, k) != getattr(self.node.config, k)
+        )
+        self.reloads += 1
+        if config.intelligence.time_scale != self.time_scale:
+            restart += ("intelligence.time_scale",)
+        if changed:
+            self.registry, self.catalog = registry, catalog
+            self._engine = None
+            self._twins.clear()
+            self._rows.clear()
+            self._written.clear()
+            self._tags.clear()
+            self.passes = 0
+        log.info(
+            "models reloaded: %s%s",
+            ", ".join(f"{n} ({new.get(n, 'removed')})" for n in changed) or "no model changed",
+            f"; not reloaded (restart to apply): {', '.join(restart)}" if restart else "",
+        )
+        return ReloadResult(changed, restart)

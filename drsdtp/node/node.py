@@ -36,8 +36,9 @@ from drsdtp.models import MODEL_FIELD
 from drsdtp.node.deadletters import DeadLetterService
 from drsdtp.node.durable import DurableStore
 from drsdtp.node.history import HistoryService
-from drsdtp.node.insight import InsightService
+from drsdtp.node.insight import MODEL_VERSION_FIELD, InsightService
 from drsdtp.node.intake import Intake
+from drsdtp.node.peer_readings import PeerReadings
 from drsdtp.node.snapshots import SnapshotService
 from drsdtp.stats import StoreSize
 
@@ -67,6 +68,8 @@ class Node:
         mark = restore_high_water(config.data_dir / HLC_FILE)
         if mark is not None:
             self._store.restore_clock(mark)
+        # Models are validated before anything is opened: a bad model stops the node at once.
+        self.intelligence = InsightService(self)
         self.durable = DurableStore.open(config.data_dir, self._store, config.wal)
         self._feed = ChangeFeed()
         self.metrics = NodeMetrics(config.node_id)
@@ -122,10 +125,13 @@ class Node:
             "Failed log writes; after one the node acknowledges nothing until restarted.",
             lambda: wal.failed_commits,
         )
+        # Readings in peers' deltas reach history and intelligence too: every replica understands its twins.
+        self.peer_readings = PeerReadings(self._store, max(limits.max_message_bytes, 64 << 20))
         self.history: HistoryService | None = None
         if config.history.enabled:
             self.history = HistoryService(config.data_dir, config.history, self._store)
             self.intake.sink.observers.append(self.history.observe)
+            self.peer_readings.observers.append(self.history.observe_replicated)
         self.replicator = Replicator(
             self._store,
             config.node_id,
@@ -134,7 +140,7 @@ class Node:
             config.scopes,
             config.tls,
             config.limits,
-            persist=self.durable.record,
+            persist=self._persist_peer_delta,
             stats=self.metrics,
             sync=self.durable.sync,
             clock_offset=lambda: self.clock.latest,
@@ -151,8 +157,22 @@ class Node:
             ("reason",),
             lambda: {(str(reason),): n for reason, n in refusals.items()},
         )
-        self.intelligence = InsightService(self)
         self.intake.sink.observers.append(self.intelligence.observe)
+        self.peer_readings.observers.append(self.intelligence.observe_replicated)
+        readings, intel = self.peer_readings, self.intelligence
+        self.metrics.add_counter(
+            "drsdtp_peer_readings",
+            "Numeric readings learnt from peers' deltas (fed to history and intelligence).",
+            lambda: readings.readings,
+        )
+        self.metrics.add_counter(
+            "drsdtp_model_reloads", "Model reloads applied (SIGHUP, drsdtp reload).", lambda: intel.reloads
+        )
+        self.metrics.add_counter(
+            "drsdtp_model_reloads_refused",
+            "Model reloads refused (the config did not validate; the running models stayed).",
+            lambda: intel.refused_reloads,
+        )
         self._stack: contextlib.AsyncExitStack | None = None
 
     # ----- the NodeApi of the API (drsdtp.api.node) -------------------------------------------------
@@ -230,10 +250,23 @@ class Node:
         await self.commit_all([(self._store.set_many(t, self.twin_meta(t)), [t]) for t in unnamed], "local")
 
     def twin_meta(self, twin: str) -> dict[str, str | bytes | float | int | bool]:
+        """Model, model version and scope for a twin this node creates, by the first matching twin rule."""
         for rule in self.config.twins:
             if fnmatch.fnmatchcase(twin, rule.match):
-                return {MODEL_FIELD: rule.model, SCOPE_FIELD: rule.scope or self.config.scopes[0]}
+                version = self.intelligence.catalog.get(rule.model).tag
+                scope = rule.scope or self.config.scopes[0]
+                return {MODEL_FIELD: rule.model, MODEL_VERSION_FIELD: version, SCOPE_FIELD: scope}
         return {SCOPE_FIELD: self.config.scopes[0]}
+
+    async def _persist_peer_delta(self, delta: bytes) -> None:
+        """A peer's delta that changed the store: durable first, then its readings to history and
+        intelligence (so nothing is learnt from a delta a crash could still lose)."""
+        await self.durable.record(delta)
+        self.peer_readings.observe(delta)
+
+    def reload(self, config: NodeConfig) -> None:
+        """SIGHUP: apply the models of a freshly read config (see :meth:`InsightService.reload`)."""
+        self.intelligence.reload(config)
 
     # ----- lifecycle --------------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from drsdtp.node_commands import (
     GetQuery,
     HistoryQuery,
     InsightQuery,
+    Reloads,
     RollbackRequest,
     SnapshotRequest,
     TwinsQuery,
@@ -152,8 +153,11 @@ class Recording:
             raise self.fail
         return self.result
 
-    async def run(self, config: NodeConfig, stop: asyncio.Event, console: Console) -> int:
+    async def run(
+        self, config: NodeConfig, stop: asyncio.Event, console: Console, reloads: Reloads | None = None
+    ) -> int:
         assert not stop.is_set()
+        assert reloads is not None and reloads.load() == config  # SIGHUP re-reads the same file
         return await self._record("run", config)
 
     async def demo(self, options: DemoOptions, stop: asyncio.Event, console: Console) -> int:
