@@ -7,9 +7,9 @@ and integer streams do not get a 1e-6 floor) and, for every test, the tail of th
 (:class:`~.tail.TailModel`). The tests, each a non-negative statistic in noise units from the 48 newest
 readings:
 
-``spike``       the reading against both the previous one and the median of the 32 before it (immediate);
-``spike_back``  the previous reading against both neighbours, same sign (confirmed one reading later: a step,
-                unlike a spike, does not come back);
+``spike``       the reading against both the previous one and the median of the 32 before the 4 newest;
+``spike_back``  the previous one or two readings against both neighbours, same side (confirmed a reading
+                later: a step, unlike a spike or a two-reading glitch, does not come back);
 ``shift``       the median of the 4 newest readings against the median of the 32 before them (level shift);
 ``trend``       the median of the 16 newest against the median of the 32 before them (trend change);
 ``drift``       a fast (8 readings, winsorised) against a slow (128 readings) moving average: slow drifts;
@@ -308,20 +308,25 @@ class StreamDetector:
         if ready.any():
             w = window[ready]
             u = unit[ready]
-            refs = np.partition(np.stack((w[:, 15:47], w[:, 12:44], w[:, 0:32]), axis=1), (15, 16), axis=2)
+            # reference medians: the 32 readings before the 4 newest, and the 32 before the 16 newest
+            refs = np.sort(np.stack((w[:, 12:44], w[:, 0:32]), axis=1), axis=2)
             med = 0.5 * (refs[:, :, 15] + refs[:, :, 16])
             x, x1, x2 = w[:, -1], w[:, -2], w[:, -3]
             stats[0, ready] = np.minimum(np.abs(x - x1), np.abs(x - med[:, 0])) / u
-            back = np.where((x1 - x2) * (x1 - x) > 0, np.minimum(np.abs(x1 - x2), np.abs(x1 - x)), 0.0)
-            stats[1, ready] = back / u
+            # a glitch of one or two readings standing off both neighbours on the same side
+            x3 = w[:, -4]
+            one = np.maximum(x1 - np.maximum(x2, x), np.minimum(x2, x) - x1)
+            lo, hi = np.minimum(x1, x2), np.maximum(x1, x2)
+            two = np.maximum(lo - np.maximum(x3, x), np.minimum(x3, x) - hi)
+            stats[1, ready] = np.maximum(np.maximum(one, two), 0.0) / u
             # medians of the newest 4 and 16: a single spike does not look like a shift
             new4 = np.sort(w[:, 44:], axis=1)
-            new16 = np.partition(w[:, 32:], (7, 8), axis=1)
-            stats[2, ready] = np.abs(0.5 * (new4[:, 1] + new4[:, 2]) - med[:, 1]) / u
-            stats[3, ready] = np.abs(0.5 * (new16[:, 7] + new16[:, 8]) - med[:, 2]) / u
+            new16 = np.sort(w[:, 32:], axis=1)
+            stats[2, ready] = np.abs(0.5 * (new4[:, 1] + new4[:, 2]) - med[:, 0]) / u
+            stats[3, ready] = np.abs(0.5 * (new16[:, 7] + new16[:, 8]) - med[:, 1]) / u
             steps = np.abs(np.diff(w[:, 31:], axis=1))
             stats[4, ready] = np.abs(fast[ready] - self.slow[r[ready]]) / u
-            stats[5, ready] = np.partition(steps, 8, axis=1)[:, 8] / u
+            stats[5, ready] = np.sort(steps, axis=1)[:, 8] / u
             stats[6, ready] = run[ready]
             stats[7, ready] = dt[ready] / self.period[r[ready]]
             rr = r[ready]

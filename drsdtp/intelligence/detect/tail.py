@@ -76,24 +76,29 @@ class TailModel:
         med, u = self.med[r], self.threshold(r)
         # prior: phi starts at 0.1 (conservative) and follows the observed share of excesses
         phi = (self.above[r] + 0.1 * self.prior_count) / (self.total[r] + self.prior_count)
-        m1, xi = self._shape(r)
-        beta = np.maximum(m1 * (1.0 - xi), 1e-300)  # GPD mean = beta / (1 - xi)
-        y = np.maximum(s - u, 0.0)
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-            gpd = np.where(
-                xi > 1e-6, np.power(1.0 + xi * y / beta, -1.0 / np.maximum(xi, 1e-6)), np.exp(-y / beta)
-            )
-            tail = phi * gpd
             # body: log-linear survival through (0, 1), (med, 0.5), (u, phi)
             low = np.exp(np.log(0.5) * s / np.maximum(med, 1e-300))
             mid = 0.5 * np.exp(np.log(2.0 * phi) * (s - med) / np.maximum(u - med, 1e-300))
         body = np.where(s <= med, low, mid)
-        out: FloatArray = np.where(s > u, tail, np.where(med > 0, np.maximum(body, phi), 1.0))
-        n = self.n[r]
-        live = (n[:, None] - self.book_at[r]) <= self.memory
-        seen = np.count_nonzero(live & (self.book[r] >= s[:, None]), axis=1)
-        habit = np.where(seen >= 2, 0.1, 0.0)  # a habit of the field is never an alarm
-        p: FloatArray = np.clip(np.nan_to_num(np.maximum(out, habit), nan=1.0), 0.0, 1.0)
+        out: FloatArray = np.where(med > 0, np.maximum(body, phi), 1.0)
+        hi = np.flatnonzero(s > u)  # the tail, only where it applies (usually a few rows)
+        if hi.size:
+            m1, xi = self._shape(r[hi])
+            beta = np.maximum(m1 * (1.0 - xi), 1e-300)  # GPD mean = beta / (1 - xi)
+            y = s[hi] - u[hi]
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                gpd = np.where(
+                    xi > 1e-6, np.power(1.0 + xi * y / beta, -1.0 / np.maximum(xi, 1e-6)), np.exp(-y / beta)
+                )
+            out[hi] = phi[hi] * gpd
+        rare = np.flatnonzero(out < 0.1)  # a habit of the field (booked twice) is never an alarm
+        if rare.size:
+            rr = r[rare]
+            live = (self.n[rr][:, None] - self.book_at[rr]) <= self.memory
+            seen = np.count_nonzero(live & (self.book[rr] >= s[rare, None]), axis=1)
+            out[rare] = np.where(seen >= 2, 0.1, out[rare])
+        p: FloatArray = np.clip(np.nan_to_num(out, nan=1.0), 0.0, 1.0)
         return p
 
     def mature(self, r: IndexArray) -> BoolArray:
