@@ -13,7 +13,19 @@ import argparse
 import math
 import time
 
-from drsdtp.sim.campaign import CampaignConfig, run_campaign
+from drsdtp.sim.campaign import CampaignConfig, KindResult, drift_bound, run_campaign
+
+
+def drift_bounds(cfg: CampaignConfig, kinds: tuple[KindResult, ...]) -> None:
+    print("  drifts against the CUSUM bound (goal: caught within 2x):")
+    for k in kinds:
+        bound = drift_bound(cfg, k.label)
+        if bound is None or not k.delays:
+            continue
+        print(
+            f"    {k.label:<16} bound {bound:5.1f} samples; median {k.median_delay / bound:.2f}x, "
+            f"worst {max(k.delays) / bound:.2f}x"
+        )
 
 
 def main() -> None:
@@ -56,6 +68,7 @@ def main() -> None:
         "  (delay = samples from onset to the first pass that names the fault; 0 = the onset sample itself."
         " Drift magnitudes: 'drift' 12 C/h, 'drift_slow' 2 C/h, 'drift_humidity' 30 %RH/h, model only.)"
     )
+    drift_bounds(cfg, res.kinds)
     print()
     print(
         f"false alarms on clean data: {res.false_alarm_rate:.3%} of {res.clean_evaluations} evaluations; "

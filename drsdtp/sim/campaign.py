@@ -17,10 +17,10 @@ import numpy as np
 
 from drsdtp.intelligence import DivergenceKind, IntelligenceConfig, Reason, TwinIntelligence
 from drsdtp.sim.faults import Fault, FaultKind
-from drsdtp.sim.plant import FIELDS, Plant
+from drsdtp.sim.plant import FIELDS, Plant, PlantParams
 from drsdtp.sim.room_spec import room_model_spec
 
-__all__ = ["CampaignConfig", "CampaignResult", "KindResult", "run_campaign"]
+__all__ = ["CampaignConfig", "CampaignResult", "KindResult", "cusum_bound", "drift_bound", "run_campaign"]
 
 EXPECTED_REASON: dict[str, str] = {
     "stuck": "STUCK",
@@ -107,6 +107,29 @@ class CampaignResult:
     def mae_ratio(self) -> dict[str, float]:
         naive = self.mae.get("naive", math.nan)
         return {k: v / naive for k, v in self.mae.items() if k != "naive"}
+
+
+def cusum_bound(rate_per_h: float, sigma: float, dt_s: float, k: float, h: float) -> float:
+    """Samples a CUSUM (reference ``k``, threshold ``h``, in noise units) needs on a noise-free ramp growing
+    ``rate_per_h`` per hour, sampled every ``dt_s``, with residual noise ``sigma``: the smallest ``n`` with
+    ``sum_{i<=n} (delta i - k) >= h`` (``delta`` the growth per sample in noise units). Noise only spreads
+    the delay around it: it is what the noise allows this CUSUM."""
+    delta = rate_per_h / 3600.0 * dt_s / sigma
+    a, b = delta / 2.0, delta / 2.0 - k
+    return (-b + math.sqrt(b * b + 4.0 * a * h)) / (2.0 * a)
+
+
+def drift_bound(cfg: CampaignConfig, label: str) -> float | None:
+    """:func:`cusum_bound` for a drift plan of the campaign (None for other plans). Temperature drifts are
+    seen against the redundant peer (two sensors' noise); humidity against the model, whose CUSUM threshold
+    is 1.5 h, with the sensor noise alone (a lower bound on that residual's noise, so a tighter bound)."""
+    plan = next((p for p in cfg.plans if p.label == label), None)
+    if plan is None or plan.kind != "drift":
+        return None
+    p, hc = PlantParams(), cfg.intelligence.health
+    if plan.fields[0] == "humidity":
+        return cusum_bound(plan.magnitude, p.humidity_noise_pct, cfg.dt_s, hc.cusum_k, 1.5 * hc.cusum_h)
+    return cusum_bound(plan.magnitude, math.sqrt(2.0) * p.temp_noise_c, cfg.dt_s, hc.cusum_k, hc.cusum_h)
 
 
 def _schedule(rng: np.random.Generator, rooms: int, steps: int, dt_s: float) -> tuple[np.ndarray, np.ndarray]:

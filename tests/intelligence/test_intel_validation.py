@@ -8,26 +8,27 @@ from __future__ import annotations
 
 import pytest
 
-from drsdtp.sim.campaign import DEFAULT_PLANS, CampaignConfig, CampaignResult, run_campaign
+from drsdtp.sim.campaign import DEFAULT_PLANS, CampaignConfig, CampaignResult, drift_bound, run_campaign
 
 pytestmark = pytest.mark.slow
 
 FAST_KINDS = ("stuck", "drift", "spike", "dropout", "stale")
 
 
+CONFIG = CampaignConfig(
+    rooms_per_plan=5,
+    clean_rooms=4,
+    model_drift_rooms=3,
+    warmup_steps=1200,
+    observe_steps=240,
+    forecast_every=20,
+    seed=11,
+)
+
+
 @pytest.fixture(scope="module")
 def campaign() -> CampaignResult:
-    return run_campaign(
-        CampaignConfig(
-            rooms_per_plan=5,
-            clean_rooms=4,
-            model_drift_rooms=3,
-            warmup_steps=1200,
-            observe_steps=240,
-            forecast_every=20,
-            seed=11,
-        )
-    )
+    return run_campaign(CONFIG)
 
 
 def test_every_fault_kind_was_injected(campaign: CampaignResult) -> None:
@@ -46,6 +47,17 @@ def test_slow_drifts_are_found_within_the_observation(campaign: CampaignResult) 
         kind = next(k for k in campaign.kinds if k.label == label)
         assert kind.rate >= 0.8, kind
         assert kind.median_delay < 120, kind
+
+
+def test_drifts_are_caught_within_twice_the_cusum_bound(campaign: CampaignResult) -> None:
+    for label in ("drift", "drift_slow", "drift_humidity"):
+        kind = next(k for k in campaign.kinds if k.label == label)
+        bound = drift_bound(CONFIG, label)
+        assert bound is not None
+        assert kind.delays
+        assert kind.median_delay <= 2.0 * bound, (label, kind.delays, bound)
+        if label != "drift_humidity":  # against the peer: the bound uses the true residual noise
+            assert max(kind.delays) <= 2.0 * bound, (label, kind.delays, bound)
 
 
 def test_clean_data_raises_few_false_alarms(campaign: CampaignResult) -> None:
