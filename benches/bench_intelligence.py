@@ -3,8 +3,10 @@
 Run: ``python benches/bench_intelligence.py [--fields N] [--window W] [--reps R]``. Prints the median time of
 ``TwinIntelligence.evaluate`` (health, drift, traits, forecasts for every field) against a per-sensor Python
 loop computing the same statistics from each field's window, in the same run, and the ratio. Also: the cost
-of ingesting one reading per field, of recomputing every running sum from the raw windows (cold start), and
-of a pass with the thermal kernel tracking every room. Goal (issue 6): the pass in <= 50 ms on this box.
+of ingesting one reading per field (windows and the model-free detector), of recomputing every running sum
+from the raw windows (cold start), of the model-free detector's online scoring alone (per reading, batched
+over fields, and for a lone field), and of a pass with the thermal kernel tracking every room.
+Goals (issues 6 and 10): the pass in <= 50 ms on this box; <= 20 us per reading batched.
 """
 
 from __future__ import annotations
@@ -96,6 +98,39 @@ def python_loop_pass(engine: TwinIntelligence, now_s: float) -> list[tuple[float
     return out
 
 
+def detector_lines(engine: TwinIntelligence, n: int, reps: int) -> None:
+    """The model-free detector alone: a reading for every field per batch, ten per field per batch, and a
+    lone field fed one reading per call (the unbatched worst case)."""
+    det = engine.detector
+    rows = np.arange(n)
+    rng = np.random.default_rng(2)
+    k = [int(det.count[:n].max()) + 10]
+
+    def one() -> None:
+        det.update(rows, np.full(n, k[0] * PERIOD_S), 20 + rng.normal(0, 0.05, n))
+        k[0] += 1
+
+    def ten() -> None:
+        r = np.repeat(rows, 10)
+        t = (k[0] + np.tile(np.arange(10), n)) * PERIOD_S
+        det.update(r, t, 20 + rng.normal(0, 0.05, 10 * n))
+        k[0] += 10
+
+    one_ms = timed(one, reps)
+    ten_ms = timed(ten, max(3, reps // 2))
+    lone = type(det)(det.config, fields=1)
+    zero = np.zeros(1, np.intp)
+    t0 = time.perf_counter()
+    for i in range(500):
+        lone.update(zero, np.array([i * PERIOD_S]), np.array([rng.normal()]))
+    lone_us = (time.perf_counter() - t0) / 500 * 1e6
+    print(
+        f"model-free detector, batched      : {one_ms * 1e3 / n:8.2f} us per reading (one per field per"
+        f" batch; goal <= 20), {ten_ms * 1e3 / (10 * n):.2f} us with ten per field"
+    )
+    print(f"model-free detector, lone field   : {lone_us:8.0f} us per reading (numpy call overhead)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fields", type=int, default=10_000)
@@ -134,6 +169,7 @@ def main() -> None:
     print(f"speed-up                          : {loop_ms / vector_ms:8.1f} x")
     print(f"ingest one reading per field      : {ingest_ms:8.1f} ms per batch of {n}")
     print(f"recompute sums from raw windows   : {recompute_ms:8.1f} ms (cold start / rebase only)")
+    detector_lines(engine, n, args.reps)
 
     rooms = args.fields // len(FIELDS)
     plant = Plant(rooms=rooms, seed=0)
