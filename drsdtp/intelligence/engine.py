@@ -160,6 +160,7 @@ class TwinIntelligence:
         divergence: DivergenceConfig | None = None,
         max_log: int = 10_000,
         detector: DetectorConfig | None = None,
+        legacy_health: bool = False,
     ) -> None:
         self.config = config if config is not None else IntelligenceConfig()
         self.registry = registry if registry is not None else default_registry()
@@ -170,6 +171,9 @@ class TwinIntelligence:
         # Model-free detection for every field; health uses it for the fields without a declared model.
         self.detector = StreamDetector(detector)
         self.model_free = np.zeros(0, bool)
+        # legacy_health: the fixed tests on every field, no hold, no detector (the baseline the model-free
+        # detector is measured against in benches/validate_anomaly.py)
+        self.legacy_health = legacy_health
         self.drift = DriftDetector(hc)
         self.divergence_monitor = DivergenceMonitor(
             divergence if divergence is not None else DivergenceConfig()
@@ -250,7 +254,7 @@ class TwinIntelligence:
         t = np.asarray(t_s, dtype=np.float64).ravel()
         v = np.asarray(values, dtype=np.float64).ravel()
         ok = np.isfinite(t) & np.isfinite(v)
-        if ok.any():
+        if ok.any() and not self.legacy_health:
             self._log(self.detector.update(r[ok], t[ok], v[ok]), v[ok])
         return kept
 
@@ -284,10 +288,13 @@ class TwinIntelligence:
         n = len(self.table)
         table = self.table
         fit_short, fit_long = self.windows.fit_short(), self.windows.fit_long()
-        found = self.detector.findings(now_s, n)
-        screen = self.monitor.screen(
-            self.windows, table, now_s, found, self.model_free[:n], self.detector.config.hold_s
-        )
+        if self.legacy_health:
+            screen = self.monitor.screen(self.windows, table, now_s)
+        else:
+            found = self.detector.findings(now_s, n)
+            screen = self.monitor.screen(
+                self.windows, table, now_s, found, self.model_free[:n], self.detector.config.hold_s
+            )
         last_v = self.windows.last_v[:n]
         prev_drift = np.zeros(n, bool)
         prev_drift[: min(n, self._prev_drift.shape[0])] = self._prev_drift[:n]

@@ -12,8 +12,9 @@ that reading and earlier ones). Per series and per character:
   each false alarm onset 0.11; normalised to 100 = every window at its start, 0 = nothing detected.
 
 Baselines: a trailing z-score (mean and standard deviation of the previous 100 readings, alarm at |z| > 4),
-and the engine's health detectors as they were before the model-free detector (one generic field per series,
-project defaults, the series' real sampling period, one pass per reading; alarm = any reason).
+and the engine's health detectors as they were before the model-free detector (``legacy_health``: one generic
+field per series, project defaults, the series' real sampling period, one pass per reading; alarm = any
+reason).
 """
 
 from __future__ import annotations
@@ -239,7 +240,7 @@ def _on_grid(s: Series) -> bool:
 
 
 def _generic_engine(fields: int, period_s: float, config: IntelligenceConfig | None) -> TwinIntelligence:
-    engine = TwinIntelligence(config)
+    engine = TwinIntelligence(config, legacy_health=True)
     engine.add_model(ModelSpec("generic", (FieldSpec("x", expected_period_s=period_s),)))
     for i in range(fields):
         engine.add_twin(f"s{i}", "generic")

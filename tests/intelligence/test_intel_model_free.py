@@ -112,3 +112,17 @@ def test_a_declared_step_kind_keeps_only_the_silence_checks() -> None:
 def test_modelled_room_fields_keep_their_tests() -> None:
     run_ = make_plant_run(rooms=1)
     assert not run_.engine.model_free.any()  # every room field is bound to the kernel
+
+
+def test_the_legacy_fixed_tests_did_alarm_on_those_streams() -> None:
+    """The baseline switch reproduces the problem the detector fixes (so the test above could fail)."""
+    rng = np.random.default_rng(1)
+    n = 600
+    t = np.arange(n, dtype=np.float64)[None, :] * 300.0
+    v = rng.poisson(0.5, n).astype(float)[None, :]
+    legacy = TwinIntelligence(legacy_health=True)
+    legacy.add_model(ModelSpec("m", (FieldSpec("x", expected_period_s=300.0),)))
+    legacy.add_twin("t0", "m")
+    assert np.count_nonzero(run(legacy, t, v)[0, 250:]) > 0  # a flat count series: STUCK now and then
+    engine = engine_of([300.0])
+    assert np.count_nonzero(run(engine, t, v)[0, 250:]) == 0
