@@ -53,11 +53,12 @@ QuiescentConvergence  once every pair is connected, nothing is in flight or wait
     tests/gossip/test_gossip_sim.py::test_delta_path_alone_converges_once_healed
     tests/gossip/test_gossip_protocol.py::test_a_full_buffer_sheds_and_the_peer_catches_up_from_a_digest
     tests/gossip/test_gossip_replicator.py::test_a_restarted_node_catches_up_from_its_peer
-
-Mutants (one flag each; check.sh runs each and requires TLC to report the named invariant violated):
-  AckBeforePersist      a receiver acks before its merge is durable          -> AckedIsDurable
-  ClientAckBeforeFlush  a write is acknowledged to its client before commit  -> NoAckedWriteLost
-  CatchUpWithoutSync    catch-up chunks skip the durable barrier (sync())    -> OnlyDurableLeaves
+*)
+(* Mutants (check.sh runs each with DeltaProtocol.cfg and only its invariant; TLC must find it violated): *)
+(*   AckBeforePersist      a receiver acks before its merge is durable              -> AckedIsDurable *)
+(*   ClientAckBeforeFlush  a write is acknowledged to its client before the commit  -> NoAckedWriteLost *)
+(*   CatchUpWithoutSync    catch-up chunks skip the durable barrier (sync())        -> OnlyDurableLeaves *)
+(*
 What TLC showed besides: an Ack does not mean the whole acked batch is durable at the receiver. A batch
 that changes nothing (its events came first by catch-up or on another stream and still wait for the
 commit) is acknowledged at once; should the receiver crash before that commit, the sender has dropped
