@@ -60,9 +60,10 @@ QuiescentConvergence  once every pair is connected, nothing is in flight or wait
 (*   CatchUpWithoutSync    catch-up chunks skip the durable barrier (sync())        -> OnlyDurableLeaves *)
 (*
 What TLC showed besides: an Ack does not mean the whole acked batch is durable at the receiver. A batch
-that changes nothing (its events came first by catch-up or on another stream and still wait for the
-commit) is acknowledged at once; should the receiver crash before that commit, the sender has dropped
-the entry and the receiver has lost the events. Nothing is lost for good (the writer holds its write
+that changes nothing, because its events were merged before (from another peer, or on an earlier
+stream with this one that dropped) and still wait for the commit, is acknowledged at once: an ack waits
+only for the persists queued on its own stream. Should the receiver crash before that commit, the sender
+has dropped the entry and the receiver has lost the events. Nothing is lost for good (the writer holds its write
 durably, and a restarted node repairs with every peer), which QuiescentConvergence checks over such
 runs; AckedIsDurable holds for what a batch changed, as Session._ack_loop promises.
 *)
@@ -80,7 +81,8 @@ CONSTANTS N,                    \* nodes 1..N (the lower id owns the periodic re
 
 Node == 1..N
 Local == 0                                    \* the source of a local entry in the log (None in Python)
-NoAck == -1
+Idle == -1                                    \* a stream's ack queue is empty
+Persisting == -2                              \* it holds a catch-up chunk's persist, no ack yet
 
 VARIABLES
   store,      \* store[n]: events in n's in-memory Store (what it merges against and reads catch-up from)
@@ -95,7 +97,8 @@ VARIABLES
   repair,     \* repair[n][p]: repair_wanted while the link is down (a live link starts the round at once)
   front,      \* front[n][p]: every entry of p's current log up to here is merged at n (_Receiver)
   pend,       \* pend[n][p]: intervals <<from, to>> of p's log merged ahead of a gap
-  pack,       \* pack[n][p]: the seq of the cumulative ack n owes p, waiting for the commit (or NoAck)
+  pack,       \* pack[n][p]: the ack queue of n's stream with p: the seq of the cumulative ack waiting
+              \* for the commit, or Persisting, or Idle (Session._acks)
   conn,       \* conn: pairs {a, b} with a live session
   msgs,       \* msgs: messages in flight (a set: a resend of a message still in flight is that message)
   held,       \* held[n]: catch-up chunks n computed, waiting for its durable barrier (sync)
@@ -143,7 +146,7 @@ Init == /\ store = [n \in Node |-> {}]
         /\ repair = [n \in Node |-> [p \in Node |-> FALSE]]
         /\ front = [n \in Node |-> [p \in Node |-> 0]]
         /\ pend = [n \in Node |-> [p \in Node |-> {}]]
-        /\ pack = [n \in Node |-> [p \in Node |-> NoAck]]
+        /\ pack = [n \in Node |-> [p \in Node |-> Idle]]
         /\ conn = {}
         /\ msgs = {}
         /\ held = [n \in Node |-> {}]
@@ -223,7 +226,7 @@ Flush(n) ==
            ELSE NoAppend(n)
       \* What a queued ack covers was received since its stream's last ack: in wremote[n], durable now.
       acks == {AckMsg(n, p, pack[n][p], wremote[n] \ durable'[n]) :
-               p \in {q \in Node : pack[n][q] # NoAck}}
+               p \in {q \in Node : pack[n][q] >= 0}}
   IN /\ wlocal[n] \cup wremote[n] # {}
      /\ durable' = [durable EXCEPT ![n] = @ \cup wlocal[n] \cup wremote[n]]
      /\ wlocal' = [wlocal EXCEPT ![n] = {}]
@@ -231,7 +234,7 @@ Flush(n) ==
      /\ clientAcked' = clientAcked \cup wlocal[n]
      /\ Appended(n, A)
      /\ msgs' = msgs \cup held[n] \cup acks \cup A.out
-     /\ pack' = [pack EXCEPT ![n] = [p \in Node |-> NoAck]]
+     /\ pack' = [pack EXCEPT ![n] = [p \in Node |-> Idle]]
      /\ held' = [held EXCEPT ![n] = {}]
      /\ UNCHANGED <<store, inc, link, front, pend, conn, writes, crashes, cuts>>
 
@@ -268,7 +271,7 @@ Disconnect(a, b) ==
   /\ conn' = conn \ {{a, b}}
   /\ msgs' = {m \in msgs : ~Between(m, a, b)}
   /\ held' = [held EXCEPT ![a] = {m \in @ : m.dst # b}, ![b] = {m \in @ : m.dst # a}]
-  /\ pack' = [pack EXCEPT ![a][b] = NoAck, ![b][a] = NoAck]
+  /\ pack' = [pack EXCEPT ![a][b] = Idle, ![b][a] = Idle]
   /\ UNCHANGED <<nodeVars, logVars, link, front, pend, writes, crashes, clientAcked>>
 
 \* kill -9 and restart (tests/gossip/sim.py Replica.crash): the store is recovered from the WAL and all
@@ -291,7 +294,7 @@ Crash(n) ==
   /\ repair' = [repair EXCEPT ![n] = [p \in Node |-> FALSE]]
   /\ front' = [x \in Node |-> IF x = n THEN [p \in Node |-> 0] ELSE [front[x] EXCEPT ![n] = 0]]
   /\ pend' = [x \in Node |-> IF x = n THEN [p \in Node |-> {}] ELSE [pend[x] EXCEPT ![n] = {}]]
-  /\ pack' = [x \in Node |-> IF x = n THEN [p \in Node |-> NoAck] ELSE [pack[x] EXCEPT ![n] = NoAck]]
+  /\ pack' = [x \in Node |-> IF x = n THEN [p \in Node |-> Idle] ELSE [pack[x] EXCEPT ![n] = Idle]]
   /\ UNCHANGED <<durable, writes, cuts, clientAcked>>
 
 (* --- the delta path (AntiEntropy.outgoing / _on_deltas / _on_ack) -------------------------------------- *)
@@ -314,14 +317,14 @@ Advance(f, pd, base, lo, hi) ==
   LET f0 == Max2(f, base) IN IF lo > f0 THEN <<f0, pd \cup {<<lo, hi>>}>> ELSE Absorb(Max2(f0, hi), pd)
 
 \* _on_deltas: merge; what changed goes to persist and, relayed, into the log for the other peers. The
-\* cumulative ack of the new frontier queues behind the persists (Session._ack_loop): it leaves with the
-\* next commit, or at once if nothing is queued before it.
+\* cumulative ack of the new frontier queues behind this stream's persists (Session._ack_loop): it leaves
+\* with the next commit, or at once if nothing is queued before it.
 RecvDeltas(m) ==
   LET r == m.dst
       s == m.src
       ch == New(store[r], m.ev)
       adv == Advance(front[r][s], pend[r][s], m.base, m.lo, m.hi)
-      now == AckBeforePersist \/ (ch = {} /\ pack[r][s] = NoAck)
+      now == AckBeforePersist \/ (ch = {} /\ pack[r][s] = Idle)
       A == IF Relay /\ ch # {} /\ Links(r) \ {s} # {}
            THEN AppendLog(r, <<[ev |-> m.ev, src |-> s]>>, store[r] \cup ch) ELSE NoAppend(r)
   IN /\ m.t = "deltas"
@@ -384,14 +387,16 @@ RecvVersion(m) ==
      /\ UNCHANGED <<nodeVars, logVars, link, rcvVars, conn, counts>>
 
 \* _on_chunk: merged and persisted, never acknowledged, never appended to the log (valid for us only).
+\* Its persist still joins the stream's ack queue, so a later ack on this stream waits for it.
 RecvChunk(m) ==
   LET r == m.dst
       ch == New(store[r], m.ev)
   IN /\ m.t = "chunk"
      /\ store' = [store EXCEPT ![r] = @ \cup ch]
      /\ wremote' = [wremote EXCEPT ![r] = @ \cup ch]
+     /\ pack' = IF ch # {} /\ pack[r][m.src] = Idle THEN [pack EXCEPT ![r][m.src] = Persisting] ELSE pack
      /\ msgs' = msgs \ {m}
-     /\ UNCHANGED <<durable, wlocal, inc, logVars, link, rcvVars, conn, held, counts>>
+     /\ UNCHANGED <<durable, wlocal, inc, logVars, link, front, pend, conn, held, counts>>
 
 Next ==
   \/ \E n \in Node : Write(n) \/ Flush(n) \/ Crash(n)
@@ -432,7 +437,7 @@ NoDotReissued == \A e1, e2 \in AllEvents : Dot(e1) = Dot(e2) => e1 = e2
 Quiescent == /\ msgs = {}
              /\ \A a, b \in Node : a < b => Up(a, b)
              /\ \A n \in Node : wlocal[n] = {} /\ wremote[n] = {} /\ held[n] = {}
-             /\ \A n, p \in Node : n # p => (pack[n][p] = NoAck /\ acked[n][p] = head[n] /\ ~repair[n][p])
+             /\ \A n, p \in Node : n # p => (pack[n][p] = Idle /\ acked[n][p] = head[n] /\ ~repair[n][p])
 
 QuiescentConvergence == Quiescent => \A n \in Node : store[n] = clientAcked
 
