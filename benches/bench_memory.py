@@ -2,7 +2,7 @@
 real ``drsdtp run`` processes fed through a real mosquitto:
 
 1. idle RSS of a node with an MQTT adapter and history on;
-2. RSS per ingested key (one twin per key, the worst case), after ingesting KEYS keys and settling;
+2. RSS per twin (one value field and its _scope each), after ingesting --keys twins and settling;
 3. RSS per Watch stream whose client froze, on a node holding thousands of twins;
 4. peak RSS with every flood at once (as ``tests/daemon/test_node_memory_budget.py``), against the budget.
 
@@ -76,8 +76,12 @@ async def main(keys: int, streams: int) -> None:
                 print(f"idle node:               {idle / MIB:7.1f} MiB")
                 twins = await fill(node, broker.port, keys)
                 filled = await settle(node)
+                status = await node.status()
                 per_key = (filled - idle) / max(twins, 1)
-                print(f"after {twins} keys:      {filled / MIB:7.1f} MiB  ({per_key:.0f} B per key)")
+                print(
+                    f"after {twins} twins, {status.fields} fields: {filled / MIB:7.1f} MiB "
+                    f"({per_key:.0f} B per twin of {status.fields / max(twins, 1):.1f} fields)"
+                )
                 # 3: frozen Watch streams on that node.
                 before = await settle(node, 2)
                 with RssSampler(node.pid) as rss:

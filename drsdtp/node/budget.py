@@ -6,8 +6,9 @@ the README's "Memory budget" section explains each line. The integration test
 ``tests/daemon/test_node_memory_budget.py`` pushes every input to its limit at once and holds a real node
 process to this total.
 
-What it does not bound: state that peers replicate to this node (twins written elsewhere), which depends on
-the other nodes' caps; pass it as ``peer_twins`` and ``peer_fields``.
+What it does not bound: state that peers replicate to this node beyond ``limits.max_twins`` and
+``max_fields`` (merged whatever the caps), which depends on the other nodes' caps; pass it as
+``peer_twins`` and ``peer_fields``.
 """
 
 from __future__ import annotations
@@ -26,12 +27,11 @@ _KIB, _MIB = 1 << 10, 1 << 20
 # An idle node with an MQTT adapter and history (64 MiB), plus work in flight: batches being decoded and
 # written, history flushes and compactions, gRPC buffers of a few connections.
 BASE_BYTES = 96 * _MIB
-# Per ingested (twin, field), one twin per key (the worst case): store slots for the value and the twin's
-# _scope, names, history series, feed entry, ingest key table (2.5 KiB measured). A twin model whose health
-# writes a quality field (<field>.q) per field doubles its keys.
-KEY_BYTES = 3 * _KIB
-PEER_FIELD_BYTES = 512  # per replicated field (store slot, names, feed entry)
-PEER_TWIN_BYTES = 1 * _KIB
+# Per twin and per field slot the store holds (limits.max_twins, max_fields): names, slots, the twin's
+# record, history series, feed and ingest entries (measured: 2.2 to 4.1 KiB per twin of 2 fields).
+TWIN_BYTES = 2560
+FIELD_BYTES = 1024
+KEY_TABLE_BYTES = 256  # per ingest.max_keys entry: an adapter's deadband and period state
 QUEUED_MESSAGE_BYTES = 1 * _KIB  # an MQTT message held in the client queue, besides its payload
 READING_BYTES = 256  # a reading buffered between an adapter and the store
 DELTA_READING_BYTES = 64  # encoded bytes per reading in a local delta (one delta per ingest batch)
@@ -62,17 +62,22 @@ def memory_budget(config: NodeConfig, *, peer_twins: int = 0, peer_fields: int =
     limits = config.limits
     adapters = [build_adapter(raw, f"adapters[{i}]") for i, raw in enumerate(config.adapters)]
     keys = sum(a.ingest.max_keys for a in adapters)
+    twins, fields = limits.max_twins, limits.max_fields
     readings = sum(a.ingest.buffer_readings for a in adapters)
     queued = sum(_client_queue_bytes(getattr(a, "settings", None)) for a in adapters)
     largest_delta = max(
         [limits.max_message_bytes, *(a.ingest.max_batch * DELTA_READING_BYTES for a in adapters)]
     )
-    twins = keys + peer_twins
     message = limits.max_message_bytes  # the largest message the API or a peer link sends or takes
     items = {
         "base": BASE_BYTES,
-        "ingested keys": keys * KEY_BYTES,
-        "replicated state": peer_twins * PEER_TWIN_BYTES + peer_fields * PEER_FIELD_BYTES,
+        # What ingestion may create; the health quality (<field>.q) is not capped, at most one per value
+        # field (every twin holds at least its _scope besides its values).
+        "twins and fields": twins * TWIN_BYTES + fields * FIELD_BYTES,
+        "quality fields": max(0, fields - twins) * FIELD_BYTES,
+        "ingest key tables": keys * KEY_TABLE_BYTES,
+        # Merged from peers whatever the caps (refusing it would break convergence).
+        "replicated state": peer_twins * TWIN_BYTES + peer_fields * FIELD_BYTES,
         "adapter client queues": queued,
         "ingest buffers": readings * READING_BYTES,
         "delta log": min(limits.peer_buffer * largest_delta, DELTA_LOG_MAX_BYTES),
@@ -85,7 +90,7 @@ def memory_budget(config: NodeConfig, *, peer_twins: int = 0, peer_fields: int =
         # The request, its reply (and its bytes) in flight; plus the one reply being built, which for
         # ListTwins grows with the twins (replies beyond max_message_bytes are refused when sent).
         "api requests": limits.api_max_requests * (CALL_BYTES + REQUEST_BYTES + 2 * message)
-        + twins * LISTING_ENTRY_BYTES,
+        + (twins + peer_twins) * LISTING_ENTRY_BYTES,
     }
     return MemoryBudget(items)
 
