@@ -1,7 +1,7 @@
 """Memory figures behind the node's budget (``drsdtp/node/budget.py``, README "Memory budget"), measured on
 real ``drsdtp run`` processes fed through a real mosquitto:
 
-1. idle RSS of a node with an MQTT adapter and history on;
+1. idle RSS of a node with an MQTT adapter (history off, as in the test: it is outside the budget);
 2. RSS per twin (one value field and its _scope each), after ingesting --keys twins and settling;
 3. RSS per Watch stream whose client froze, on a node holding thousands of twins;
 4. peak RSS with every flood at once (as ``tests/daemon/test_node_memory_budget.py``), against the budget.

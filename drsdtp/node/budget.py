@@ -6,9 +6,9 @@ the README's "Memory budget" section explains each line. The integration test
 ``tests/daemon/test_node_memory_budget.py`` pushes every input to its limit at once and holds a real node
 process to this total.
 
-What it does not bound: state that peers replicate to this node beyond ``limits.max_twins`` and
-``max_fields`` (merged whatever the caps), which depends on the other nodes' caps; pass it as
-``peer_twins`` and ``peer_fields``.
+What it does not bound: history (see BASE_BYTES), and state that peers replicate to this node beyond
+``limits.max_twins`` and ``max_fields`` (merged whatever the caps), which depends on the other nodes'
+caps; pass it as ``peer_twins`` and ``peer_fields``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ __all__ = ["MemoryBudget", "memory_budget"]
 _KIB, _MIB = 1 << 10, 1 << 20
 
 # Measured by benches/bench_memory.py (figures in the README), rounded up.
-# An idle node with an MQTT adapter and history (64 MiB), plus work in flight: batches being decoded and
-# written, history flushes and compactions, gRPC buffers of a few connections.
+# An idle node with an MQTT adapter (64 MiB), plus work in flight: batches being decoded and written, gRPC
+# buffers of a few connections. History is not in the budget yet: it holds readings in memory until its
+# compaction (every 60 s), so what it holds follows the ingest rate, not a config key.
 BASE_BYTES = 96 * _MIB
 # Per twin and per field slot the store holds (limits.max_twins, max_fields): names, slots, the twin's
 # record, history series, feed and ingest entries (measured: 2.2 to 4.1 KiB per twin of 2 fields).
