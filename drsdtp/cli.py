@@ -263,12 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", help="only twin ids starting with this")
     p.add_argument("--history", action="store_true", help="include raw history")
 
-    p = client("insight", "twin intelligence: health, forecast, what-if, recommendations (JSON)")
+    p = client("insight", "twin intelligence: health, forecast, what-if, recommendations, model (JSON)")
     p.add_argument("twin_id", metavar="TWIN")
     p.add_argument(
-        "kind", choices=("health", "forecast", "whatif", "recommendations"), nargs="?", default="health"
+        "kind",
+        choices=("health", "forecast", "whatif", "recommendations", "model"),
+        nargs="?",
+        default="health",
     )
-    p.add_argument("--scenario", help='what-if scenario: "fan off", "setpoint 18", "heater fails"')
+    p.add_argument(
+        "--scenario",
+        help='what-if: "fan off", "setpoint 18", "speed 2400" (an input), "tau_s x0.5" (a parameter)',
+    )
     p.add_argument("--horizon-min", type=_positive_float, default=60.0, help="what-if horizon in minutes")
 
     def actor(p: argparse.ArgumentParser) -> None:
