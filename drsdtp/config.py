@@ -257,6 +257,10 @@ class LimitsConfig:
     api_watch_stall_s: Annotated[float, Range(0.1, 3600)] = 10.0
     # Other (unary) API requests served at once; more are refused with RESOURCE_EXHAUSTED.
     api_max_requests: Annotated[int, Range(1, 100_000)] = 32
+    # Write idempotency keys remembered (on disk, across restarts): the newest this many, none older than
+    # api_idempotency_s. A retry within both gets the original reply and applies nothing.
+    api_idempotency_keys: Annotated[int, Range(1, 10_000_000)] = 10_000
+    api_idempotency_s: Annotated[float, Range(1, 30 * 86_400)] = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)

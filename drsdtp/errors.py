@@ -19,6 +19,7 @@ __all__ = [
     "LimitError",
     "MissingSnapshotError",
     "PreconditionError",
+    "ReplicationTimeoutError",
     "StorageError",
     "TypeConflictError",
     "UnknownTwinError",
@@ -59,6 +60,10 @@ class UnknownTwinError(DrsdtpError, KeyError):
 
 class PreconditionError(DrsdtpError):
     """The node is not in the state a request needs (a feature off, a condition on the twin's version)."""
+
+
+class ReplicationTimeoutError(DrsdtpError, TimeoutError):
+    """Peers did not acknowledge a write within its deadline (the write stays applied and replicates on)."""
 
 
 class StorageError(DrsdtpError, OSError):

@@ -76,7 +76,11 @@ def field_message(store: Store, twin: str, name: str, value: object) -> api_pb2.
 def twin_message(store: Store, twin: str, only: Sequence[str] = ()) -> api_pb2.Twin:
     fields = store.fields(twin)
     names = [n for n in only if n in fields] if only else sorted(fields)
-    return api_pb2.Twin(twin_id=twin, fields=[field_message(store, twin, n, fields[n]) for n in names])
+    return api_pb2.Twin(
+        twin_id=twin,
+        fields=[field_message(store, twin, n, fields[n]) for n in names],
+        version=store.context_digest(twin) or 0,
+    )
 
 
 def change_message(name: str, before: FieldValue | None, after: FieldValue) -> api_pb2.FieldChange:

@@ -6,18 +6,21 @@ provides it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from drsdtp._core import Store
 from drsdtp.api.feed import ChangeFeed
-from drsdtp.history.audit import AuditRecord, Verification
+from drsdtp.config import LimitsConfig
+from drsdtp.history.audit import AuditRecord, Change, Verification
 from drsdtp.history.series import SeriesData
 from drsdtp.history.snapshots import RollbackResult, SnapshotInfo
 from drsdtp.ingest.deadletters import Letter
+from drsdtp.models import AssetModel
 
 __all__ = [
+    "AuditEntry",
     "DeadLetterOps",
     "LetterListing",
     "NodeApi",
@@ -26,7 +29,11 @@ __all__ = [
     "ReplayOutcome",
     "Selection",
     "SnapshotOps",
+    "Value",
 ]
+
+
+Value = float | int | bool | str | bytes  # what one register holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +86,17 @@ class Selection:
     adapter: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One twin's part of an application write, for the audit trail."""
+
+    twin: str
+    action: Literal["write", "create", "delete"]
+    changes: Mapping[str, Change]
+    actor: str
+    reason: str
+
+
 class SnapshotOps(Protocol):
     async def take(self, twin: str, reason: str, actor: str) -> SnapshotInfo: ...
     async def listing(self, twin: str) -> list[SnapshotInfo]: ...
@@ -116,3 +134,32 @@ class NodeApi(Protocol):
         ...
 
     def insight(self, twin_id: str, kind: str, params: dict[str, Any]) -> dict[str, Any]: ...
+
+    # ----- writes -----------------------------------------------------------------------------------------
+    @property
+    def limits(self) -> LimitsConfig: ...
+    def model(self, name: str) -> AssetModel | None:
+        """The asset model of that name, None when the node knows none."""
+        ...
+
+    def twin_defaults(self, twin: str) -> Mapping[str, Value]:
+        """Model and scope a new twin gets from the node's twin rules."""
+        ...
+
+    async def commit(self, delta: bytes, twins: Sequence[str], origin: str) -> None:
+        """Makes a delta already applied to the store durable, then replicates and announces it. Its first
+        step appends to the log: call it in the same loop step that applied the delta."""
+        ...
+
+    async def audit(self, entries: Sequence[AuditEntry]) -> None:
+        """Appends the entries to the audit trail (fsynced shortly after, not waited for)."""
+        ...
+
+    def peer_count(self) -> int:
+        """Peers this node replicates to (configured or learnt)."""
+        ...
+
+    async def wait_replicated(self, peers: int, timeout_s: float) -> int:
+        """Waits until ``peers`` peers have acknowledged (made durable) everything this node committed up
+        to the call, or the timeout; returns how many had."""
+        ...

@@ -14,8 +14,10 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from drsdtp.api.caller import CallerResolver, caller_from_context, set_caller
 from drsdtp.api.convert import twin_message
 from drsdtp.api.guard import ApiGuard
+from drsdtp.api.idempotency import IdempotencyStore
 from drsdtp.api.node import NodeApi
 from drsdtp.api.services import Unary, unary_methods
 from drsdtp.api.services.watch import WatchService
@@ -39,17 +41,20 @@ def _message(name: str) -> Any:
     return getattr(api_pb2, name)
 
 
-def _unary(call: Unary) -> Callable[[Any, grpc.aio.ServicerContext], Any]:
+def _unary(call: Unary, resolve: CallerResolver) -> Callable[[Any, grpc.aio.ServicerContext], Any]:
     async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        set_caller(resolve(context))  # this call's task only: each call runs in its own task
         return await call(request)
 
     return behavior
 
 
-def service_handler(node: NodeApi, watches: WatchService) -> grpc.GenericRpcHandler:
+def service_handler(
+    node: NodeApi, watches: WatchService, keys: IdempotencyStore, resolve: CallerResolver
+) -> grpc.GenericRpcHandler:
     """Every method of the service, from the proto's own list (a method without an implementation is a
     bug caught at start, not a call that fails later)."""
-    unary = unary_methods(node)
+    unary = unary_methods(node, keys)
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in SERVICE.methods:
         request, reply = _message(method.input_type.name), _message(method.output_type.name)
@@ -62,7 +67,7 @@ def service_handler(node: NodeApi, watches: WatchService) -> grpc.GenericRpcHand
             )
             continue
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _unary(unary[method.name]),
+            _unary(unary[method.name], resolve),
             request_deserializer=request.FromString,
             response_serializer=reply.SerializeToString,
         )
@@ -75,9 +80,17 @@ class ApiServer:
     name = "api"
 
     def __init__(
-        self, node: NodeApi, address: Address, limits: LimitsConfig, tls: TlsConfig | None = None
+        self,
+        node: NodeApi,
+        address: Address,
+        limits: LimitsConfig,
+        tls: TlsConfig | None = None,
+        *,
+        keys: IdempotencyStore,
+        resolve_caller: CallerResolver = caller_from_context,
     ) -> None:
         self.node = node
+        self.keys = keys
         self.address = address
         self.tls = tls if tls is not None and tls.api != "off" else None
         self.port = 0
@@ -103,9 +116,10 @@ class ApiServer:
             ],
         )
         watches = WatchService(node.store, node.feed, self.watchers, twin_message)
-        self._server.add_generic_rpc_handlers((service_handler(node, watches),))
+        self._server.add_generic_rpc_handlers((service_handler(node, watches, keys, resolve_caller),))
 
     async def __aenter__(self) -> ApiServer:
+        await self._open_keys()
         target = f"{self.address.host}:{self.address.port}"
         if self.tls is None:
             self.port = self._server.add_insecure_port(target)
@@ -121,4 +135,25 @@ class ApiServer:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._server.stop(grace=1.0)
+        try:
+            await self._server.stop(grace=1.0)
+        finally:
+            self.keys.close()
+
+    async def _open_keys(self) -> None:
+        """Loads the idempotency keys; a remembered write the log lost (a crash between the two) is merged
+        again and committed, so no key stands for a write that is not applied."""
+        store, lost = self.node.store, []
+
+        def merge(delta: bytes) -> None:
+            changed = store.merge(delta)
+            if changed:
+                lost.append((delta, changed))
+
+        self.keys.open(merge)
+        for delta, twins in lost:
+            await self.node.commit(delta, twins, "local")
+        if lost:
+            log.warning(
+                "API writes: %d remembered writes were missing from the log and applied again", len(lost)
+            )

@@ -109,6 +109,7 @@ class Replicator:
         self._members: set[str] = set()
         self._inbound: set[asyncio.Task[Any]] = set()
         self._members_changed = asyncio.Event()
+        self._progress = asyncio.Event()  # set (and replaced) whenever a peer message was taken in
         self._sessions_changed = asyncio.Event()
         self._server: grpc.aio.Server | None = None
         self._group: asyncio.TaskGroup | None = None
@@ -124,6 +125,28 @@ class Replicator:
         """A local event's delta, after its WAL commit (only durable events may leave the node)."""
         self.core.local_delta(delta, self.now())
         self._wake_all()
+
+    @property
+    def log_head(self) -> int:
+        """The sequence number of the newest delta in the replication log (local and relayed)."""
+        return self.core.log.head
+
+    def acked_by(self, seq: int) -> int:
+        """Peers that acknowledged every delta up to ``seq`` (a peer acknowledges once it made them
+        durable; one outside a delta's scope counts as acknowledging it, as does one switched to a full
+        catch-up because the log shed what it lacked)."""
+        return sum(1 for link in self.core.links.values() if link.acked >= seq)
+
+    async def wait_acked(self, seq: int, peers: int, timeout_s: float) -> int:
+        """Waits until ``peers`` peers acknowledged ``seq`` or ``timeout_s`` passed; returns how many had."""
+        deadline = self.now() + timeout_s
+        while (count := self.acked_by(seq)) < peers:
+            left = deadline - self.now()
+            if left <= 0:
+                return count
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), left)
+        return count
 
     def _wake_all(self) -> None:
         for session in self._sessions.values():
@@ -424,6 +447,8 @@ class Replicator:
     # --- what sessions report ---------------------------------------------------------------------------
 
     def received(self, link: PeerLink, result: Inbound) -> None:
+        self._progress.set()  # acks may have moved: wakes every wait_acked at once
+        self._progress = asyncio.Event()
         if result.relayed:
             for peer, session in self._sessions.items():
                 if peer != link.peer:

@@ -34,7 +34,7 @@ _log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 Via = Literal["api", "cli", "rollback", "rule", "snapshot", "system"]
-Action = Literal["write", "snapshot", "rollback"]
+Action = Literal["write", "create", "delete", "snapshot", "rollback"]
 
 
 @dataclass(frozen=True, slots=True)

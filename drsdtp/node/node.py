@@ -20,11 +20,12 @@ from typing import Any, Self
 from drsdtp import __version__
 from drsdtp._core import Store
 from drsdtp.api.feed import ChangeFeed
-from drsdtp.api.node import NodeStatus, PeerState
+from drsdtp.api.idempotency import IdempotencyStore
+from drsdtp.api.node import AuditEntry, NodeStatus, PeerState
 from drsdtp.api.server import ApiServer
 from drsdtp.clock import ClockMonitor, HighWaterKeeper, restore_high_water
 from drsdtp.clock_offset_hook import ClockOffsetHook
-from drsdtp.config import NodeConfig
+from drsdtp.config import LimitsConfig, NodeConfig
 from drsdtp.core import replica_id
 from drsdtp.errors import PreconditionError
 from drsdtp.gossip.replicator import Replicator
@@ -32,7 +33,7 @@ from drsdtp.gossip.scopes import SCOPE_FIELD
 from drsdtp.history.series import SeriesData
 from drsdtp.ingest.deadletters import DeadLetterOptions, DeadLetterStore
 from drsdtp.metrics import MetricsServer, NodeMetrics
-from drsdtp.models import MODEL_FIELD
+from drsdtp.models import MODEL_FIELD, AssetModel, ModelCatalog
 from drsdtp.node.deadletters import DeadLetterService
 from drsdtp.node.durable import DurableStore
 from drsdtp.node.history import HistoryService
@@ -86,7 +87,13 @@ class Node:
             self._store.clock_high_water,
             interval_s=config.clock.persist_interval_s,
         )
-        self.api = ApiServer(self, config.listen.api, limits, tls=config.tls)
+        self.idempotency = IdempotencyStore(
+            config.data_dir / "api" / "idempotency",
+            max_keys=limits.api_idempotency_keys,
+            max_age_s=limits.api_idempotency_s,
+        )
+        self._models: ModelCatalog | None = None
+        self.api = ApiServer(self, config.listen.api, limits, tls=config.tls, keys=self.idempotency)
         watchers = self.api.watchers
         self.metrics.add_gauge("drsdtp_api_watchers", "Watch streams open.", lambda: watchers.open)
         self.metrics.add_labelled_counter(
@@ -215,6 +222,29 @@ class Node:
 
     def insight(self, twin_id: str, kind: str, params: dict[str, Any]) -> dict[str, Any]:
         return self.intelligence.insight(twin_id, kind, params)
+
+    @property
+    def limits(self) -> LimitsConfig:
+        return self.config.limits
+
+    def model(self, name: str) -> AssetModel | None:
+        if self._models is None:  # built on first use: the library is parsed once, not at every start
+            from drsdtp.kernels import default_registry
+
+            self._models = ModelCatalog.from_config(self.config, default_registry())
+        return self._models.models.get(name)
+
+    def twin_defaults(self, twin: str) -> dict[str, str | bytes | float | int | bool]:
+        return self.twin_meta(twin)
+
+    async def audit(self, entries: Sequence[AuditEntry]) -> None:
+        await self.snapshots.audit_writes(entries)
+
+    def peer_count(self) -> int:
+        return len(self.replicator.peer_stats())
+
+    async def wait_replicated(self, peers: int, timeout_s: float) -> int:
+        return await self.replicator.wait_acked(self.replicator.log_head, peers, timeout_s)
 
     def state_digest(self) -> int:
         """A 64-bit digest of the whole state (equal on converged nodes)."""

@@ -16,11 +16,14 @@ from types import TracebackType
 from typing import Self
 
 from drsdtp._core import Store
-from drsdtp.errors import InvalidValueError
+from drsdtp.api.node import AuditEntry
+from drsdtp.errors import InvalidValueError, StorageError
 from drsdtp.history.audit import AuditLog, AuditRecord, Verification
 from drsdtp.history.snapshots import RollbackResult, SnapshotInfo, SnapshotStore
 
 log = logging.getLogger(__name__)
+
+AUDIT_FLUSH_S = 0.5  # application writes' audit lines are fsynced this long after the first unflushed one
 
 Commit = Callable[[bytes, Sequence[str], str], Awaitable[None]]
 
@@ -35,6 +38,7 @@ class SnapshotService:
         self.store = SnapshotStore(data_dir / "snapshots", store, self.audit, max_per_twin=per_twin)
         self._commit = commit
         self._lock = asyncio.Lock()
+        self._flush_task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -42,8 +46,31 @@ class SnapshotService:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._flush_task is not None:
+            await asyncio.gather(self._flush_task, return_exceptions=True)
         async with self._lock:
             await asyncio.to_thread(self.audit.close)
+
+    async def audit_writes(self, entries: Sequence[AuditEntry]) -> None:
+        """Appends application writes to the audit trail now (one ``write`` each: a process crash keeps
+        them); one fsync follows within :data:`AUDIT_FLUSH_S` for every write in that time."""
+        async with self._lock:
+            for e in entries:
+                self.audit.record(
+                    actor=e.actor, twin=e.twin, changes=e.changes, reason=e.reason, via="api", action=e.action
+                )
+        if self._flush_task is None:
+            self._flush_task = asyncio.create_task(self._flush_soon(), name="audit-flush")
+
+    async def _flush_soon(self) -> None:
+        try:
+            await asyncio.sleep(AUDIT_FLUSH_S)
+            async with self._lock:
+                await asyncio.to_thread(self.audit.flush)
+        except StorageError as exc:
+            log.error("audit: cannot flush application writes: %s", exc)
+        finally:
+            self._flush_task = None
 
     async def take(self, twin: str, reason: str, actor: str) -> SnapshotInfo:
         _application_twin(twin)

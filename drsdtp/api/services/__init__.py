@@ -8,18 +8,20 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from drsdtp.api.idempotency import IdempotencyStore
 from drsdtp.api.node import NodeApi
 from drsdtp.api.services.admin import AdminService
 from drsdtp.api.services.read import ReadService
+from drsdtp.api.services.write import WriteService
 
 __all__ = ["Unary", "unary_methods"]
 
 Unary = Callable[[Any], Awaitable[Any]]
 
 
-def unary_methods(node: NodeApi) -> dict[str, Unary]:
+def unary_methods(node: NodeApi, keys: IdempotencyStore) -> dict[str, Unary]:
     """Every unary method of ``drsdtp.wire.v1.TwinApi`` by its name in the proto."""
-    read, admin = ReadService(node), AdminService(node)
+    read, admin, write = ReadService(node), AdminService(node), WriteService(node, keys)
     return {
         "Status": read.status,
         "ListTwins": read.list_twins,
@@ -33,4 +35,5 @@ def unary_methods(node: NodeApi) -> dict[str, Unary]:
         "ListDeadLetters": admin.list_dead_letters,
         "ReplayDeadLetters": admin.replay_dead_letters,
         "PurgeDeadLetters": admin.purge_dead_letters,
+        "Write": write.write,
     }

@@ -7,6 +7,7 @@ import time
 
 from drsdtp.api import convert
 from drsdtp.api.node import NodeApi
+from drsdtp.api.write_plan import DELETED_FIELD, twin_version, visible
 from drsdtp.errors import InvalidValueError, UnknownTwinError
 from drsdtp.gossip.scopes import scope_of
 from drsdtp.models import MODEL_FIELD
@@ -31,6 +32,8 @@ class ReadService:
         for twin in store.twins():
             if twin.startswith("_") or (request.prefix and not twin.startswith(request.prefix)):
                 continue
+            if store.get(twin, DELETED_FIELD) is True:
+                continue
             model = str(store.get(twin, MODEL_FIELD) or "")
             scope = scope_of(store, twin)
             if (request.model and model != request.model) or (request.scope and scope != request.scope):
@@ -47,12 +50,13 @@ class ReadService:
                     scope=scope,
                     fields=len(fields),
                     updated_ms=(max(stamps) >> 16) if stamps else 0,
+                    version=twin_version(store, twin),
                 )
             )
         return out
 
     async def get_twin(self, request: api_pb2.GetTwinRequest) -> api_pb2.Twin:
-        if request.twin_id not in self.node.store:
+        if not visible(self.node.store, request.twin_id):
             raise UnknownTwinError(f"no twin {request.twin_id!r} on this node")
         return convert.twin_message(self.node.store, request.twin_id, list(request.fields))
 

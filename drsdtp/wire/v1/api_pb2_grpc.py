@@ -99,6 +99,11 @@ class TwinApiStub:
                 request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.PurgeDeadLettersRequest.SerializeToString,
                 response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.PurgeDeadLettersReply.FromString,
                 _registered_method=True)
+        self.Write = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/Write',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.WriteRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.WriteReply.FromString,
+                _registered_method=True)
 
 
 class TwinApiServicer:
@@ -199,6 +204,15 @@ class TwinApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Write(self, request, context):
+        """(v2) Writes to twins: create and delete, reported values, desired values, set elements, counters, for
+        one twin or a batch. The request is validated whole before anything is applied (a bad value changes
+        nothing), applied in one durable commit, audited with the caller, and answered once `ack` is reached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TwinApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -266,6 +280,11 @@ def add_TwinApiServicer_to_server(servicer, server):
                     servicer.PurgeDeadLetters,
                     request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.PurgeDeadLettersRequest.FromString,
                     response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.PurgeDeadLettersReply.SerializeToString,
+            ),
+            'Write': grpc.unary_unary_rpc_method_handler(
+                    servicer.Write,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.WriteRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.WriteReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -619,6 +638,33 @@ class TwinApi:
             '/drsdtp.wire.v1.TwinApi/PurgeDeadLetters',
             drsdtp_dot_wire_dot_v1_dot_api__pb2.PurgeDeadLettersRequest.SerializeToString,
             drsdtp_dot_wire_dot_v1_dot_api__pb2.PurgeDeadLettersReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Write(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/Write',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.WriteRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.WriteReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,189 @@
+"""The Write method: decode, check whole, apply, commit once, remember the key, audit, acknowledge.
+
+Order within one step of the event loop (nothing else runs in between): apply to the store, append the
+joined delta to the write-ahead log, append the idempotency record. So no peer catch-up can read the write
+before the log holds it, and no key is remembered for a write that was not applied. Then the reply waits
+for the log's group commit and the key's fsync (together), is audited, and, for ``ACK_REPLICATED``, waits
+for the peers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+
+from drsdtp._core import join
+from drsdtp.api.caller import current_caller
+from drsdtp.api.errors import naming
+from drsdtp.api.idempotency import MAX_KEY_BYTES, IdempotencyStore
+from drsdtp.api.node import AuditEntry, NodeApi, Value
+from drsdtp.api.write_plan import Applied, Create, Op, OpKind, TwinOps, apply, check
+from drsdtp.errors import InvalidValueError, PreconditionError, ReplicationTimeoutError
+from drsdtp.wire.v1 import api_pb2
+
+__all__ = ["WriteService"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REPLICATE_MS = 5_000
+MAX_REPLICATE_MS = 600_000
+MAX_OPS = 10_000  # per request (the request's size, 64 KiB, bounds it first)
+VALUE_KINDS = ("f64", "i64", "flag", "text", "blob")
+
+
+def _value(msg: api_pb2.FieldValue, path: str) -> Value:
+    kind = msg.WhichOneof("value")
+    if kind not in VALUE_KINDS:
+        shown = kind or "no value"
+        raise naming(
+            InvalidValueError(f"{path}: expected one of {', '.join(VALUE_KINDS)}, got {shown}"), path
+        )
+    value: Value = getattr(msg, kind)
+    return value
+
+
+def _op(msg: api_pb2.FieldOp, path: str) -> Op:
+    kind = msg.WhichOneof("op")
+    if kind is None:
+        raise naming(InvalidValueError(f"{path}: no operation (report, desire, add ...)"), path)
+    if kind in ("report", "desire"):
+        return Op(msg.field, kind, _value(getattr(msg, kind), f"{path}.{kind}"), path)
+    if kind == "clear_desired":
+        if not msg.clear_desired:
+            raise naming(InvalidValueError(f"{path}.clear_desired: false clears nothing"), path)
+        return Op(msg.field, "clear_desired", None, path)
+    if kind in ("add", "remove"):
+        element = getattr(msg, kind)
+        if not element:
+            raise naming(InvalidValueError(f"{path}.{kind}: an empty element"), f"{path}.{kind}")
+        op_kind: OpKind = "add" if kind == "add" else "remove"
+        return Op(msg.field, op_kind, element, path)
+    return Op(msg.field, "increment", int(msg.increment), path)
+
+
+def decode(request: api_pb2.WriteRequest) -> list[TwinOps]:
+    """The request as domain operations (each with its path in the request, for errors)."""
+    if not request.twins:
+        raise naming(InvalidValueError("twins: a write needs at least one twin"), "twins")
+    if sum(len(t.ops) for t in request.twins) > MAX_OPS:
+        raise naming(InvalidValueError(f"twins: more than {MAX_OPS} operations in one request"), "twins")
+    out = []
+    for i, tw in enumerate(request.twins):
+        path = f"twins[{i}]"
+        create = None
+        if tw.HasField("create"):
+            c = tw.create
+            create = Create(c.model, c.scope, dict(c.metadata))
+        out.append(
+            TwinOps(
+                twin=tw.twin_id,
+                ops=[_op(op, f"{path}.ops[{j}]") for j, op in enumerate(tw.ops)],
+                if_version=tw.if_version if tw.HasField("if_version") else None,
+                create=create,
+                delete=tw.delete,
+                path=path,
+            )
+        )
+    return out
+
+
+class WriteService:
+    def __init__(self, node: NodeApi, keys: IdempotencyStore) -> None:
+        self.node = node
+        self.keys = keys
+
+    async def write(self, request: api_pb2.WriteRequest) -> api_pb2.WriteReply:
+        key = request.idempotency_key
+        digest = b""
+        if key:
+            if len(key.encode()) > MAX_KEY_BYTES:
+                raise naming(
+                    InvalidValueError(f"idempotency_key: longer than {MAX_KEY_BYTES} bytes"),
+                    "idempotency_key",
+                )
+            digest = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+            seen = self.keys.get(key)
+            if seen is not None:
+                if seen.digest != digest:
+                    raise naming(
+                        InvalidValueError(
+                            "idempotency_key: already used for a different request (a key names one write)"
+                        ),
+                        "idempotency_key",
+                    )
+                reply = api_pb2.WriteReply.FromString(seen.reply)
+                reply.repeated = True
+                return await self._acknowledged(request, reply)
+        writes = decode(request)
+        # Shielded: a caller that goes away does not stop a write half way (applied but not announced,
+        # or not audited).
+        reply = await asyncio.shield(self._apply(request, writes, key, digest))
+        return await self._acknowledged(request, reply)
+
+    async def _apply(
+        self, request: api_pb2.WriteRequest, writes: list[TwinOps], key: str, digest: bytes
+    ) -> api_pb2.WriteReply:
+        node = self.node
+        check(node.store, writes, node.model, node.limits.max_name_bytes)
+        applied = Applied()
+        failure: Exception | None = None
+        try:
+            apply(node.store, writes, node.twin_defaults, applied)
+        except Exception as exc:  # the store refused what the check passed: commit what it took, then say so
+            failure = exc
+        if applied.deltas:
+            # From the apply to the log append (inside commit's first step) nothing else runs, so no peer
+            # catch-up can read the write before the log holds it.
+            delta = applied.deltas[0][0] if len(applied.deltas) == 1 else join([d for d, _ in applied.deltas])
+            twins = list(dict.fromkeys(t for _, t in applied.deltas))
+            flushed = None
+            if key and failure is None:
+                self.keys.remember(key, digest, _reply(applied).SerializeToString(), delta)
+                flushed = asyncio.ensure_future(self.keys.flush())
+            await node.commit(delta, twins, "local")
+            if flushed is not None:
+                await flushed
+            await node.audit([self._audit_entry(request, twin, applied) for twin in applied.versions])
+        if failure is not None:
+            raise failure
+        return _reply(applied)
+
+    def _audit_entry(self, request: api_pb2.WriteRequest, twin: str, applied: Applied) -> AuditEntry:
+        return AuditEntry(
+            twin=twin,
+            action=applied.actions.get(twin, "write"),
+            changes=applied.changes.get(twin, {}),
+            actor=current_caller().actor(request.actor),
+            reason=request.reason,
+        )
+
+    async def _acknowledged(
+        self, request: api_pb2.WriteRequest, reply: api_pb2.WriteReply
+    ) -> api_pb2.WriteReply:
+        if request.ack != api_pb2.ACK_REPLICATED:
+            return reply
+        wanted = request.replicas or 1
+        known = self.node.peer_count()
+        if wanted > known:
+            raise naming(
+                PreconditionError(
+                    f"replicas: {wanted} peers asked for, this node knows {known}; the write is durable here"
+                ),
+                "replicas",
+            )
+        timeout_ms = min(request.replicate_timeout_ms or DEFAULT_REPLICATE_MS, MAX_REPLICATE_MS)
+        got = await self.node.wait_replicated(wanted, timeout_ms / 1000)
+        reply.replicated = got
+        if got < wanted:
+            raise ReplicationTimeoutError(
+                f"durable here, replicated to {got} of {wanted} peers within {timeout_ms} ms "
+                "(the write stays applied and replicates on)"
+            )
+        return reply
+
+
+def _reply(applied: Applied) -> api_pb2.WriteReply:
+    return api_pb2.WriteReply(
+        twins=[api_pb2.WrittenTwin(twin_id=t, version=v) for t, v in applied.versions.items()]
+    )

@@ -1,0 +1,379 @@
+"""Application writes as domain operations: checked whole against the store and the twins' models, then
+applied to the store, so a bad value anywhere in a request changes nothing.
+
+Conventions (kept in the twin's own replicated fields, so peers see them as every other write):
+
+* a twin's model is ``_model``, its scope ``_scope``, its metadata the text fields ``meta.<key>``;
+* a deleted twin holds ``_deleted = True`` (a replicated tombstone: it neither lists nor reads, writes to
+  it are NOT_FOUND until it is created again; the engine keeps its fields, it has no removal yet);
+* the intent for field ``f`` lives in ``f.desired``, a multi-value register: writes that did not see each
+  other are all kept (a conflict) until a later write or clear that saw them replaces them.
+
+The twin's *version* is the digest of its causal context (:func:`twin_version`): every write of any kind
+adds an event to it, and replicas holding the same events agree on it. ``if_version`` compares it for
+equality on the node taking the write, before anything is applied.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from drsdtp._core import Store
+from drsdtp.api.errors import naming
+from drsdtp.api.node import Value
+from drsdtp.errors import (
+    InvalidValueError,
+    PreconditionError,
+    TypeConflictError,
+    UnknownTwinError,
+)
+from drsdtp.gossip.scopes import SCOPE_FIELD
+from drsdtp.history.audit import Change
+from drsdtp.history.values import FieldValue
+from drsdtp.intelligence.spec import FieldSpec
+from drsdtp.models import MODEL_FIELD, AssetModel
+
+__all__ = [
+    "DELETED_FIELD",
+    "DESIRED_SUFFIX",
+    "META_PREFIX",
+    "Applied",
+    "Create",
+    "Op",
+    "TwinOps",
+    "apply",
+    "check",
+    "twin_version",
+    "visible",
+]
+
+DELETED_FIELD = "_deleted"
+DESIRED_SUFFIX = ".desired"
+META_PREFIX = "meta."
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+# Kinds of model field an application may state an intent for (a measurement has no desired value).
+DESIRABLE_KINDS = ("setpoint", "actuator", "state")
+
+OpKind = Literal["report", "desire", "clear_desired", "add", "remove", "increment"]
+Shape = Literal["register", "set", "counter", "desired"]
+WriteAction = Literal["write", "create", "delete"]
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    field: str
+    kind: OpKind
+    value: Value | None = None  # report, desire: the value; add, remove: the element; increment: the amount
+    path: str = ""  # where in the request, for errors: "twins[0].ops[2]"
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    model: str = ""
+    scope: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TwinOps:
+    twin: str
+    ops: Sequence[Op] = ()
+    if_version: int | None = None
+    create: Create | None = None
+    delete: bool = False
+    path: str = ""
+
+
+@dataclass(slots=True)
+class Applied:
+    """What a write did: its deltas (one per twin, in request order), each twin's version after, and the
+    field changes for the audit trail."""
+
+    deltas: list[tuple[bytes, str]] = field(default_factory=list)
+    versions: dict[str, int] = field(default_factory=dict)
+    changes: dict[str, dict[str, Change]] = field(default_factory=dict)
+    actions: dict[str, WriteAction] = field(default_factory=dict)
+
+
+def twin_version(store: Store, twin: str) -> int:
+    """The twin's version (0 for a twin the store does not hold)."""
+    return store.context_digest(twin) or 0
+
+
+def visible(store: Store, twin: str) -> bool:
+    """Held and not deleted."""
+    return twin in store and store.get(twin, DELETED_FIELD) is not True
+
+
+def _shape(store: Store, twin: str, name: str, value: FieldValue) -> Shape:
+    if isinstance(value, frozenset):
+        return "set"
+    if isinstance(value, tuple):
+        return "desired"
+    return "register" if store.entry(twin, name) is not None else "counter"
+
+
+def _family(value: Value) -> str:
+    if isinstance(value, bool):
+        return "flag"
+    if isinstance(value, int | float):
+        return "number"
+    return "text" if isinstance(value, str) else "bytes"
+
+
+def _check_value(value: Value, path: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise naming(InvalidValueError(f"{path}: {value} is not a finite number"), path)
+
+
+def _check_name(name: str, what: str, path: str, max_bytes: int) -> None:
+    if not name:
+        raise naming(InvalidValueError(f"{path}: the {what} is empty"), path)
+    if len(name.encode()) > max_bytes:
+        raise naming(
+            InvalidValueError(f"{path}: the {what} is longer than limits.max_name_bytes ({max_bytes})"), path
+        )
+
+
+class _Checker:
+    """Validates one request against the store as it is, tracking the shapes the request itself gives
+    fields (two ops in one batch must agree too)."""
+
+    def __init__(self, store: Store, models: Callable[[str], AssetModel | None], max_name_bytes: int) -> None:
+        self.store = store
+        self.models = models
+        self.max_name_bytes = max_name_bytes
+        self.planned: dict[tuple[str, str], tuple[Shape, str | None]] = {}
+
+    def twin(self, tw: TwinOps) -> None:
+        store, path = self.store, tw.path
+        _check_name(tw.twin, "twin id", f"{path}.twin_id", self.max_name_bytes)
+        if tw.twin.startswith("_"):
+            raise naming(
+                InvalidValueError(f"{path}.twin_id: twin {tw.twin!r} is internal to the node ('_' prefix)"),
+                f"{path}.twin_id",
+            )
+        exists = visible(store, tw.twin)
+        version = twin_version(store, tw.twin)
+        if tw.if_version is not None and tw.if_version != version:
+            raise naming(
+                PreconditionError(
+                    f"{path}.if_version: twin {tw.twin!r} is at version {version}, not {tw.if_version}"
+                ),
+                f"{path}.if_version",
+                version=str(version),
+            )
+        if tw.create is not None and tw.delete:
+            raise naming(InvalidValueError(f"{path}: create and delete in one write"), f"{path}.delete")
+        if tw.create is not None:
+            if exists:
+                raise naming(
+                    PreconditionError(f"{path}.create: twin {tw.twin!r} exists (version {version})"),
+                    f"{path}.create",
+                    version=str(version),
+                )
+            self._create(tw.create, f"{path}.create")
+        elif not exists:
+            raise naming(
+                UnknownTwinError(f"{path}.twin_id: no twin {tw.twin!r} on this node"), f"{path}.twin_id"
+            )
+        if tw.delete and tw.ops:
+            raise naming(InvalidValueError(f"{path}: a delete carries no field writes"), f"{path}.ops")
+        model = self._model_of(tw)
+        for op in tw.ops:
+            self.op(tw.twin, op, model)
+
+    def _create(self, create: Create, path: str) -> None:
+        if create.model and self.models(create.model) is None:
+            raise naming(InvalidValueError(f"{path}.model: unknown model {create.model!r}"), f"{path}.model")
+        for key, value in create.metadata.items():
+            _check_name(META_PREFIX + key, "metadata key", f"{path}.metadata[{key!r}]", self.max_name_bytes)
+            if not key:
+                raise naming(InvalidValueError(f"{path}.metadata: an empty key"), f"{path}.metadata")
+            del value
+
+    def _model_of(self, tw: TwinOps) -> AssetModel | None:
+        name = tw.create.model if tw.create is not None else self.store.get(tw.twin, MODEL_FIELD)
+        return self.models(name) if isinstance(name, str) and name else None
+
+    def op(self, twin: str, op: Op, model: AssetModel | None) -> None:
+        path = op.path
+        _check_name(op.field, "field name", f"{path}.field", self.max_name_bytes)
+        if op.field.startswith("_") or op.field.endswith(DESIRED_SUFFIX):
+            raise naming(
+                InvalidValueError(
+                    f"{path}.field: {op.field!r} is reserved ('_' prefix, '{DESIRED_SUFFIX}' suffix: "
+                    "write desired values with a desire op on the field itself)"
+                ),
+                f"{path}.field",
+            )
+        spec = _spec(model, op.field)
+        if op.kind in ("report", "desire"):
+            assert op.value is not None
+            _check_value(op.value, f"{path}.{op.kind}")
+            if spec is not None:
+                assert model is not None
+                _check_model(spec, model, op, f"{path}.{op.kind}")
+        elif spec is not None and op.kind != "clear_desired":
+            raise naming(
+                TypeConflictError(
+                    f"{path}: field {op.field!r} of model {model.name if model else ''!r} is a numeric "
+                    f"{spec.kind} value, not a set or a counter"
+                ),
+                f"{path}.field",
+            )
+        if op.kind == "report":
+            assert op.value is not None
+            self._shape(twin, op.field, "register", _family(op.value), path)
+        elif op.kind in ("desire", "clear_desired"):
+            family = _family(op.value) if op.value is not None else None
+            self._shape(twin, op.field + DESIRED_SUFFIX, "desired", family, path)
+        elif op.kind in ("add", "remove"):
+            assert isinstance(op.value, str)
+            self._shape(twin, op.field, "set", None, path)
+        else:
+            assert isinstance(op.value, int)
+            self._shape(twin, op.field, "counter", None, path)
+            now = self.store.get(twin, op.field)
+            now = now if isinstance(now, int) and not isinstance(now, bool) else 0
+            if not I64_MIN <= now + op.value <= I64_MAX:
+                raise naming(
+                    InvalidValueError(f"{path}.increment: counter {op.field!r} ({now}) would overflow"),
+                    f"{path}.increment",
+                )
+
+    def _shape(self, twin: str, name: str, shape: Shape, family: str | None, path: str) -> None:
+        store, key = self.store, (twin, name)
+        if key in self.planned:
+            held, held_family = self.planned[key]
+        elif twin in store and (value := store.fields(twin).get(name)) is not None:
+            held = _shape(store, twin, name, value)
+            held_family = (
+                _family(value) if held == "register" and not isinstance(value, frozenset | tuple) else None
+            )
+            if held == "desired" and isinstance(value, tuple) and value:
+                held_family = _family(value[0])
+        else:
+            self.planned[key] = (shape, family)
+            return
+        if held != shape:
+            raise naming(
+                TypeConflictError(f"{path}.field: field {name!r} of {twin!r} is a {held}, not a {shape}"),
+                f"{path}.field",
+            )
+        if family is not None and held_family is not None and family != held_family:
+            raise naming(
+                TypeConflictError(
+                    f"{path}: field {name!r} of {twin!r} holds a {held_family} value, not a {family}"
+                ),
+                f"{path}.field",
+            )
+        self.planned[key] = (shape, family or held_family)
+
+
+def _spec(model: AssetModel | None, name: str) -> FieldSpec | None:
+    if model is None:
+        return None
+    return next((f for f in model.spec.fields if f.name == name), None)
+
+
+def _check_model(spec: FieldSpec, model: AssetModel, op: Op, path: str) -> None:
+    value = op.value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise naming(
+            TypeConflictError(
+                f"{path}: field {spec.name!r} of model {model.name!r} is a number ({spec.kind}), "
+                f"got {_family(value) if value is not None else 'nothing'}"
+            ),
+            path,
+        )
+    if not spec.valid_min <= value <= spec.valid_max:
+        raise naming(
+            InvalidValueError(
+                f"{path}: {value} is outside the valid range of {spec.name!r} in model {model.name!r} "
+                f"[{spec.valid_min:g}, {spec.valid_max:g}]"
+            ),
+            path,
+        )
+    if op.kind == "desire" and spec.kind not in DESIRABLE_KINDS:
+        raise naming(
+            InvalidValueError(
+                f"{path}: field {spec.name!r} of model {model.name!r} is a measurement ({spec.kind}): "
+                f"it has no desired value (desirable kinds: {', '.join(DESIRABLE_KINDS)})"
+            ),
+            path,
+        )
+
+
+def check(
+    store: Store,
+    writes: Sequence[TwinOps],
+    models: Callable[[str], AssetModel | None],
+    max_name_bytes: int,
+) -> None:
+    """Raises the first problem of the request (an error naming the field); changes nothing."""
+    checker = _Checker(store, models, max_name_bytes)
+    for tw in writes:
+        checker.twin(tw)
+
+
+def apply(
+    store: Store, writes: Sequence[TwinOps], defaults: Callable[[str], Mapping[str, Value]], out: Applied
+) -> None:
+    """Applies a :func:`check`-ed request to the store, into ``out``. ``defaults(twin)`` gives a created
+    twin's model and scope from the node's twin rules (the request's own win). Should the store refuse
+    something all the same, ``out.deltas`` still holds what was applied: the caller must commit it."""
+    for tw in writes:
+        twin = tw.twin
+        before = store.fields(twin) if twin in store else {}
+        parts = out.deltas
+        if tw.create is not None:
+            meta: dict[str, Value] = {
+                k: v for k, v in defaults(twin).items() if k in (MODEL_FIELD, SCOPE_FIELD)
+            }
+            if tw.create.model:
+                meta[MODEL_FIELD] = tw.create.model
+            if tw.create.scope:
+                meta[SCOPE_FIELD] = tw.create.scope
+            meta.update({META_PREFIX + k: v for k, v in tw.create.metadata.items()})
+            if store.get(twin, DELETED_FIELD) is not None:
+                meta[DELETED_FIELD] = False
+            if not meta:
+                meta[DELETED_FIELD] = False  # a twin needs one field to exist
+            parts.append((store.set_many(twin, meta), twin))
+            out.actions[twin] = "create"
+        if tw.delete:
+            parts.append((store.set(twin, DELETED_FIELD, True), twin))
+            out.actions[twin] = "delete"
+        out.actions.setdefault(twin, "write")
+        for op in tw.ops:
+            parts.append((_apply_op(store, twin, op), twin))
+        after = store.fields(twin)
+        out.changes[twin] = {
+            name: Change(new=value, old=before.get(name), old_known=True)
+            for name, value in after.items()
+            if name not in before or before[name] != value or type(before[name]) is not type(value)
+        }
+        out.versions[twin] = twin_version(store, twin)
+
+
+def _apply_op(store: Store, twin: str, op: Op) -> bytes:
+    if op.kind == "report":
+        assert op.value is not None
+        return store.set(twin, op.field, op.value)
+    if op.kind == "desire":
+        assert op.value is not None
+        return store.desire(twin, op.field + DESIRED_SUFFIX, op.value)
+    if op.kind == "clear_desired":
+        return store.clear_desired(twin, op.field + DESIRED_SUFFIX)
+    if op.kind == "add":
+        assert isinstance(op.value, str)
+        return store.add(twin, op.field, op.value)
+    if op.kind == "remove":
+        assert isinstance(op.value, str)
+        return store.remove(twin, op.field, op.value)
+    assert isinstance(op.value, int)
+    return store.increment(twin, op.field, op.value)

@@ -1,0 +1,300 @@
+"""The Write method on a real node over its real gRPC API: every kind of op, validation against the store
+and the twin's model (a bad request changes nothing), conditional writes, idempotency keys (also across a
+restart), deleted twins, audit with the caller."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from drsdtp.api.errors import FIELD_KEY
+from drsdtp.client import connect, field_to_python
+from drsdtp.config import Address, NodeConfig, parse_config
+from drsdtp.node.node import Node
+from drsdtp.wire.v1 import api_pb2, api_pb2_grpc
+
+Stub = api_pb2_grpc.TwinApiStub
+
+
+def config(tmp: pathlib.Path, **limits: object) -> NodeConfig:
+    return parse_config(
+        {
+            "node_id": "write-1",
+            "data_dir": str(tmp),
+            "listen": {"api": "127.0.0.1:0", "metrics": "127.0.0.1:0", "peer": "127.0.0.1:0"},
+            "twins": [{"match": "room-*", "model": "room"}],
+            "limits": limits,
+        }
+    )
+
+
+@pytest.fixture
+async def api(tmp_path: pathlib.Path) -> AsyncIterator[tuple[Node, Stub]]:
+    async with Node(config(tmp_path)) as node:
+        channel, stub = connect(Address("127.0.0.1", node.api.port))
+        async with channel:
+            yield node, stub
+
+
+def report(field: str, **value: object) -> api_pb2.FieldOp:
+    return api_pb2.FieldOp(field=field, report=api_pb2.FieldValue(**value))  # type: ignore[arg-type]
+
+
+def desire(field: str, **value: object) -> api_pb2.FieldOp:
+    return api_pb2.FieldOp(field=field, desire=api_pb2.FieldValue(**value))  # type: ignore[arg-type]
+
+
+def create(
+    twin: str, model: str = "", ops: list[api_pb2.FieldOp] | None = None, **meta: str
+) -> api_pb2.TwinWrite:
+    return api_pb2.TwinWrite(
+        twin_id=twin, create=api_pb2.CreateTwin(model=model, metadata=meta), ops=ops or []
+    )
+
+
+async def fields(stub: Stub, twin: str) -> dict[str, object]:
+    got = await stub.GetTwin(api_pb2.GetTwinRequest(twin_id=twin))
+    return {f.name: field_to_python(f) for f in got.fields}
+
+
+async def refused(stub: Stub, request: api_pb2.WriteRequest) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Write(request)
+    return info.value
+
+
+def trailer(error: grpc.aio.AioRpcError, key: str) -> str:
+    return str(dict(error.trailing_metadata() or ()).get(key, ""))
+
+
+async def test_every_kind_of_write_applies_and_reads_back(api: tuple[Node, Stub]) -> None:
+    node, stub = api
+    reply = await stub.Write(
+        api_pb2.WriteRequest(
+            twins=[
+                create("line-1", site="plant-7", owner="mes"),
+                create(
+                    "room-1",
+                    model="room",
+                    ops=[report("temp_1", f64=21.5), desire("fan", f64=1.0), report("note", text="manual")],
+                ),
+            ],
+            actor="operator-anna",
+            reason="commissioning",
+        )
+    )
+    assert [t.twin_id for t in reply.twins] == ["line-1", "room-1"]
+    assert all(t.version != 0 for t in reply.twins) and not reply.repeated
+    ops = [
+        api_pb2.FieldOp(field="tags", add="inspected"),
+        api_pb2.FieldOp(field="tags", add="calibrated"),
+        api_pb2.FieldOp(field="batches", increment=5),
+        api_pb2.FieldOp(field="batches", increment=-2),
+        report("order", i64=4711),
+    ]
+    await stub.Write(api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="line-1", ops=ops)]))
+    await stub.Write(
+        api_pb2.WriteRequest(
+            twins=[
+                api_pb2.TwinWrite(twin_id="line-1", ops=[api_pb2.FieldOp(field="tags", remove="inspected")])
+            ]
+        )
+    )
+    line = await fields(stub, "line-1")
+    assert line["meta.site"] == "plant-7" and line["meta.owner"] == "mes"
+    assert line["tags"] == ["calibrated"] and line["batches"] == 3 and line["order"] == 4711
+    room = await fields(stub, "room-1")
+    assert room["temp_1"] == 21.5 and room["fan.desired"] == (1.0,) and room["_model"] == "room"
+    got = await stub.GetTwin(api_pb2.GetTwinRequest(twin_id="room-1"))
+    assert got.version == node.store.context_digest("room-1")
+    # Durable before the reply: the node's log holds every write.
+    assert node.durable.pending == 0
+    audit = await stub.ReadAudit(api_pb2.AuditRequest(twin_id="room-1"))
+    assert [(r.action, r.actor, r.reason, r.via) for r in audit.records] == [
+        ("create", "operator-anna", "commissioning", "api")
+    ]
+    assert {c.name for c in audit.records[0].changes} >= {"temp_1", "fan.desired", "_model"}
+    assert audit.chain_ok
+
+
+@pytest.mark.parametrize(
+    ("op", "status", "field", "words"),
+    [
+        (report("temp_1", f64=float("nan")), "INVALID_ARGUMENT", "twins[0].ops[1].report", "not a finite"),
+        (
+            report("temp_1", f64=120.0),
+            "INVALID_ARGUMENT",
+            "twins[0].ops[1].report",
+            "outside the valid range",
+        ),
+        (report("temp_1", text="warm"), "INVALID_ARGUMENT", "twins[0].ops[1].report", "is a number"),
+        (desire("temp_1", f64=20.0), "INVALID_ARGUMENT", "twins[0].ops[1].desire", "measurement"),
+        (desire("fan", f64=2.0), "INVALID_ARGUMENT", "twins[0].ops[1].desire", "outside the valid range"),
+        (
+            api_pb2.FieldOp(field="note", add="x"),
+            "INVALID_ARGUMENT",
+            "twins[0].ops[1].field",
+            "is a register",
+        ),
+        (
+            api_pb2.FieldOp(field="temp_1", increment=1),
+            "INVALID_ARGUMENT",
+            "twins[0].ops[1].field",
+            "numeric",
+        ),
+        (report("note", f64=1.0), "INVALID_ARGUMENT", "twins[0].ops[1].field", "holds a text value"),
+        (report("_scope", text="x"), "INVALID_ARGUMENT", "twins[0].ops[1].field", "reserved"),
+        (api_pb2.FieldOp(field="x"), "INVALID_ARGUMENT", "twins[0].ops[1]", "no operation"),
+        (report("x", counter=1), "INVALID_ARGUMENT", "twins[0].ops[1].report", "got counter"),
+    ],
+)
+async def test_a_bad_op_anywhere_is_refused_naming_it_and_changes_nothing(
+    api: tuple[Node, Stub], op: api_pb2.FieldOp, status: str, field: str, words: str
+) -> None:
+    node, stub = api
+    await stub.Write(api_pb2.WriteRequest(twins=[create("room-1", "room", [report("note", text="a")])]))
+    before = node.store.encode_state()
+    records = node.durable.stats.records
+    # The bad op comes second, after a good one on another twin: neither is applied.
+    error = await refused(
+        stub,
+        api_pb2.WriteRequest(
+            twins=[
+                api_pb2.TwinWrite(twin_id="room-1", ops=[report("humidity", f64=40.0), op]),
+                create("fresh"),
+            ]
+        ),
+    )
+    assert error.code().name == status, error.details()
+    assert trailer(error, FIELD_KEY) == field and words in str(error.details()), error.details()
+    assert str(error.details()).startswith("Write: ")
+    assert node.store.encode_state() == before and "fresh" not in node.store
+    assert node.durable.stats.records == records
+
+
+async def test_unknown_twins_and_models_are_refused(api: tuple[Node, Stub]) -> None:
+    _, stub = api
+    missing = await refused(
+        stub, api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="nope", ops=[report("x", f64=1)])])
+    )
+    assert missing.code() == grpc.StatusCode.NOT_FOUND and trailer(missing, FIELD_KEY) == "twins[0].twin_id"
+    model = await refused(stub, api_pb2.WriteRequest(twins=[create("t", model="boiler")]))
+    assert model.code() == grpc.StatusCode.INVALID_ARGUMENT and "unknown model 'boiler'" in str(
+        model.details()
+    )
+    empty = await refused(stub, api_pb2.WriteRequest())
+    assert empty.code() == grpc.StatusCode.INVALID_ARGUMENT and trailer(empty, FIELD_KEY) == "twins"
+
+
+async def test_a_conditional_write_on_a_stale_version_is_refused_with_the_current_one(
+    api: tuple[Node, Stub],
+) -> None:
+    node, stub = api
+    first = await stub.Write(api_pb2.WriteRequest(twins=[create("t", ops=[report("v", i64=1)])]))
+    seen = first.twins[0].version
+    ok = await stub.Write(
+        api_pb2.WriteRequest(
+            twins=[api_pb2.TwinWrite(twin_id="t", if_version=seen, ops=[report("v", i64=2)])]
+        )
+    )
+    now = ok.twins[0].version
+    assert now != seen
+    stale = await refused(
+        stub,
+        api_pb2.WriteRequest(
+            twins=[api_pb2.TwinWrite(twin_id="t", if_version=seen, ops=[report("v", i64=3)])]
+        ),
+    )
+    assert stale.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert trailer(stale, "drsdtp-version") == str(now) and f"at version {now}" in str(stale.details())
+    assert node.store.get("t", "v") == 2
+    exists = await refused(stub, api_pb2.WriteRequest(twins=[create("t")]))
+    assert exists.code() == grpc.StatusCode.FAILED_PRECONDITION and "exists" in str(exists.details())
+
+
+async def test_a_deleted_twin_neither_lists_nor_reads_until_created_again(api: tuple[Node, Stub]) -> None:
+    _, stub = api
+    await stub.Write(api_pb2.WriteRequest(twins=[create("t", ops=[report("v", i64=1)])]))
+    await stub.Write(api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="t", delete=True)]))
+    assert "t" not in [s.twin_id for s in (await stub.ListTwins(api_pb2.ListTwinsRequest())).twins]
+    with pytest.raises(grpc.aio.AioRpcError) as gone:
+        await stub.GetTwin(api_pb2.GetTwinRequest(twin_id="t"))
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+    write = await refused(
+        stub, api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="t", ops=[report("v", i64=2)])])
+    )
+    assert write.code() == grpc.StatusCode.NOT_FOUND
+    await stub.Write(api_pb2.WriteRequest(twins=[create("t", ops=[report("v", i64=3)])]))
+    assert (await fields(stub, "t"))["v"] == 3
+
+
+async def test_an_idempotent_retry_is_applied_once_even_after_a_restart(tmp_path: pathlib.Path) -> None:
+    request = api_pb2.WriteRequest(
+        twins=[create("t", ops=[api_pb2.FieldOp(field="n", increment=1)])], idempotency_key="order-17"
+    )
+    again = api_pb2.WriteRequest(
+        twins=[api_pb2.TwinWrite(twin_id="t", ops=[api_pb2.FieldOp(field="n", increment=1)])],
+        idempotency_key="order-18",
+    )
+    async with Node(config(tmp_path)) as node:
+        channel, stub = connect(Address("127.0.0.1", node.api.port))
+        async with channel:
+            first = await stub.Write(request)
+            retry = await stub.Write(request)
+            assert retry.repeated and not first.repeated
+            assert list(retry.twins) == list(first.twins)
+            await stub.Write(again)
+            await stub.Write(again)
+            assert node.store.get("t", "n") == 2
+            other = api_pb2.WriteRequest(twins=[create("u")], idempotency_key="order-17")
+            reused = await refused(stub, other)
+            assert reused.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert trailer(reused, FIELD_KEY) == "idempotency_key"
+    async with Node(config(tmp_path)) as node:
+        channel, stub = connect(Address("127.0.0.1", node.api.port))
+        async with channel:
+            after = await stub.Write(request)
+            assert after.repeated and node.store.get("t", "n") == 2
+            assert (await stub.Write(again)).repeated
+
+
+async def test_idempotency_keys_are_bounded_in_count(tmp_path: pathlib.Path) -> None:
+    async with Node(config(tmp_path, api_idempotency_keys=3)) as node:
+        channel, stub = connect(Address("127.0.0.1", node.api.port))
+        async with channel:
+            await stub.Write(api_pb2.WriteRequest(twins=[create("t")]))
+            for i in range(40):
+                op = api_pb2.TwinWrite(twin_id="t", ops=[api_pb2.FieldOp(field="n", increment=1)])
+                await stub.Write(api_pb2.WriteRequest(twins=[op], idempotency_key=f"k{i}"))
+            assert len(node.idempotency) == 3
+            # Compacted on disk too: at most 2 x keys + 64 records, whatever was written.
+            assert node.idempotency._on_file <= 2 * 3 + 64
+            old = api_pb2.TwinWrite(twin_id="t", ops=[api_pb2.FieldOp(field="n", increment=1)])
+            assert not (await stub.Write(api_pb2.WriteRequest(twins=[old], idempotency_key="k0"))).repeated
+            assert (await stub.Write(api_pb2.WriteRequest(twins=[old], idempotency_key="k39"))).repeated
+            assert node.store.get("t", "n") == 41
+
+
+async def test_desired_writes_keep_one_intent_and_a_clear_removes_it(api: tuple[Node, Stub]) -> None:
+    _, stub = api
+    await stub.Write(api_pb2.WriteRequest(twins=[create("room-2", "room", [desire("heater", f64=0.5)])]))
+    await stub.Write(
+        api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="room-2", ops=[desire("heater", f64=0.8)])])
+    )
+    assert (await fields(stub, "room-2"))["heater.desired"] == (0.8,)  # saw the first: replaces it
+    clear = api_pb2.FieldOp(field="heater", clear_desired=True)
+    await stub.Write(api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="room-2", ops=[clear])]))
+    assert (await fields(stub, "room-2"))["heater.desired"] == ()
+
+
+async def test_replicated_ack_without_enough_peers_says_so(api: tuple[Node, Stub]) -> None:
+    node, stub = api
+    error = await refused(
+        stub,
+        api_pb2.WriteRequest(twins=[create("t")], ack=api_pb2.ACK_REPLICATED, replicas=2),
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and trailer(error, FIELD_KEY) == "replicas"
+    assert "durable here" in str(error.details()) and "t" in node.store  # applied all the same
