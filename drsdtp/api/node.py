@@ -142,8 +142,9 @@ class NodeApi(Protocol):
         """The asset model of that name, None when the node knows none."""
         ...
 
-    def twin_defaults(self, twin: str) -> Mapping[str, Value]:
-        """Model and scope a new twin gets from the node's twin rules."""
+    def twin_defaults(self, twin: str, model: str) -> Mapping[str, Value]:
+        """What a new twin gets: ``model`` (with its version) when given, else the model of the node's
+        twin rules, and the rules' scope."""
         ...
 
     async def commit(self, delta: bytes, twins: Sequence[str], origin: str) -> None:

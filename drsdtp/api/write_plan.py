@@ -321,21 +321,18 @@ def check(
 
 
 def apply(
-    store: Store, writes: Sequence[TwinOps], defaults: Callable[[str], Mapping[str, Value]], out: Applied
+    store: Store, writes: Sequence[TwinOps], defaults: Callable[[str, str], Mapping[str, Value]], out: Applied
 ) -> None:
-    """Applies a :func:`check`-ed request to the store, into ``out``. ``defaults(twin)`` gives a created
-    twin's model and scope from the node's twin rules (the request's own win). Should the store refuse
-    something all the same, ``out.deltas`` still holds what was applied: the caller must commit it."""
+    """Applies a :func:`check`-ed request to the store, into ``out``. ``defaults(twin, model)`` gives a
+    created twin's model, model version and scope (the request's model and scope win over the node's
+    rules). Should the store refuse something all the same, ``out.deltas`` still holds what was applied:
+    the caller must commit it."""
     for tw in writes:
         twin = tw.twin
         before = store.fields(twin) if twin in store else {}
         parts = out.deltas
         if tw.create is not None:
-            meta: dict[str, Value] = {
-                k: v for k, v in defaults(twin).items() if k in (MODEL_FIELD, SCOPE_FIELD)
-            }
-            if tw.create.model:
-                meta[MODEL_FIELD] = tw.create.model
+            meta: dict[str, Value] = dict(defaults(twin, tw.create.model))
             if tw.create.scope:
                 meta[SCOPE_FIELD] = tw.create.scope
             meta.update({META_PREFIX + k: v for k, v in tw.create.metadata.items()})

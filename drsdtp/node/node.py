@@ -19,7 +19,7 @@ from typing import Any, Self
 
 from drsdtp import __version__
 from drsdtp._core import Store
-from drsdtp.api.feed import ChangeFeed
+from drsdtp.api.feed import ChangeFeed, FeedKeeper
 from drsdtp.api.idempotency import IdempotencyStore
 from drsdtp.api.node import AuditEntry, NodeStatus, PeerState
 from drsdtp.api.server import ApiServer
@@ -33,7 +33,7 @@ from drsdtp.gossip.scopes import SCOPE_FIELD
 from drsdtp.history.series import SeriesData
 from drsdtp.ingest.deadletters import DeadLetterOptions, DeadLetterStore
 from drsdtp.metrics import MetricsServer, NodeMetrics
-from drsdtp.models import MODEL_FIELD, AssetModel, ModelCatalog
+from drsdtp.models import MODEL_FIELD, AssetModel
 from drsdtp.node.deadletters import DeadLetterService
 from drsdtp.node.durable import DurableStore
 from drsdtp.node.history import HistoryService
@@ -72,7 +72,9 @@ class Node:
         # Models are validated before anything is opened: a bad model stops the node at once.
         self.intelligence = InsightService(self)
         self.durable = DurableStore.open(config.data_dir, self._store, config.wal)
-        self._feed = ChangeFeed()
+        # Numbered by the HLC and seeded with every twin, so a Watch cursor survives a restart.
+        self._feed = ChangeFeed(clock=self._store.now)
+        self.feed_keeper = FeedKeeper(self._feed, config.data_dir / "api" / "feed", self._store.twins())
         self.metrics = NodeMetrics(config.node_id)
         self.metrics.watch_store(self._store_size)
         self.clock = ClockMonitor(
@@ -92,7 +94,6 @@ class Node:
             max_keys=limits.api_idempotency_keys,
             max_age_s=limits.api_idempotency_s,
         )
-        self._models: ModelCatalog | None = None
         self.api = ApiServer(self, config.listen.api, limits, tls=config.tls, keys=self.idempotency)
         watchers = self.api.watchers
         self.metrics.add_gauge("drsdtp_api_watchers", "Watch streams open.", lambda: watchers.open)
@@ -228,14 +229,14 @@ class Node:
         return self.config.limits
 
     def model(self, name: str) -> AssetModel | None:
-        if self._models is None:  # built on first use: the library is parsed once, not at every start
-            from drsdtp.kernels import default_registry
+        return self.intelligence.catalog.models.get(name)  # the running models (SIGHUP reloads them)
 
-            self._models = ModelCatalog.from_config(self.config, default_registry())
-        return self._models.models.get(name)
-
-    def twin_defaults(self, twin: str) -> dict[str, str | bytes | float | int | bool]:
-        return self.twin_meta(twin)
+    def twin_defaults(self, twin: str, model: str) -> dict[str, str | bytes | float | int | bool]:
+        meta = self.twin_meta(twin)
+        if model:
+            meta[MODEL_FIELD] = model
+            meta[MODEL_VERSION_FIELD] = self.intelligence.catalog.get(model).tag
+        return meta
 
     async def audit(self, entries: Sequence[AuditEntry]) -> None:
         await self.snapshots.audit_writes(entries)
@@ -304,6 +305,7 @@ class Node:
         """In start order; stopped in reverse."""
         return [
             self.durable,
+            self.feed_keeper,
             self.snapshots,
             self.high_water,
             self.clock,

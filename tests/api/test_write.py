@@ -4,7 +4,11 @@ restart), deleted twins, audit with the caller."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import pathlib
+import sys
 from collections.abc import AsyncIterator
 
 import grpc
@@ -298,3 +302,30 @@ async def test_replicated_ack_without_enough_peers_says_so(api: tuple[Node, Stub
     )
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and trailer(error, FIELD_KEY) == "replicas"
     assert "durable here" in str(error.details()) and "t" in node.store  # applied all the same
+
+
+async def test_a_v1_client_reads_what_v2_writes(api: tuple[Node, Stub]) -> None:
+    """The generated stubs of the API before v2, in a process that cannot import the project's own."""
+    node, stub = api
+    await stub.Write(
+        api_pb2.WriteRequest(
+            twins=[create("room-9", "room", [report("temp_1", f64=19.5), desire("heater", f64=0.25)])]
+        )
+    )
+    stub_dir = pathlib.Path(__file__).parent / "v1_stub"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(stub_dir / "v1_client.py"),
+        f"127.0.0.1:{node.api.port}",
+        "room-9",
+        cwd=stub_dir,
+        env={**os.environ, "PYTHONPATH": str(stub_dir)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    seen = json.loads(out)
+    assert seen["node_id"] == "write-1" and seen["twins"] == ["room-9"]
+    assert seen["fields"]["temp_1"] == 19.5 and seen["fields"]["heater.desired"] == [0.25]
+    assert seen["watch"][:2] == ["snapshot", "room-9"] and seen["watch"][2]["temp_1"] == 19.5

@@ -8,20 +8,28 @@ only a cursor. A write the client does not take within ``limits.api_watch_stall_
 RESOURCE_EXHAUSTED, saying why and what was sent last (also as trailing metadata ``drsdtp-watch-position``:
 ``snapshot:<twin id>``, every matching twin up to it sent, or ``change:<n>``, every change up to the
 feed's n-th sent), so that a later resumable Watch has a position to start from.
+
+(v2) Every change carries its ``cursor`` (its number in the feed: an HLC stamp, see
+:mod:`drsdtp.api.feed`); the last snapshot message carries the feed position the snapshot started from.
+``resume_after`` replaces the snapshot with every matching twin changed after that cursor, also across a
+node restart. Filters: twin ids, prefix, fields (only those are sent; a twin with none of them is skipped),
+origins (kinds of change: local, ingest, peer; a resume may also send "restart", a change from before the
+node restarted). Deleted twins are left out of a snapshot; their deletion is sent as a change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import grpc
 import grpc.aio
 
 from drsdtp._core import Store
-from drsdtp.api.feed import ChangeFeed
+from drsdtp.api.feed import RESTART, ChangeFeed
 from drsdtp.api.watch_limits import WatchGate, WatchRefused, caller_of
+from drsdtp.api.write_plan import visible
 from drsdtp.ingest.ratelog import RateLimitedLog
 from drsdtp.wire.v1 import api_pb2
 
@@ -33,7 +41,8 @@ POSITION_KEY = "drsdtp-watch-position"
 SNAPSHOT_PAGE = 512  # twin ids held at a time while the snapshot is sent
 CHANGE_BATCH = 512  # changes read from the feed at a time
 
-TwinMessage = Callable[[Store, str], api_pb2.Twin]
+TwinMessage = Callable[[Store, str, Sequence[str]], api_pb2.Twin]
+ORIGINS = ("local", "ingest", "peer")
 
 
 class _Stalled(Exception):
@@ -51,6 +60,12 @@ class WatchService:
         self._warn = RateLimitedLog(log, "API Watch")
 
     async def serve(self, request: api_pb2.WatchRequest, context: grpc.aio.ServicerContext) -> None:
+        bad = [o for o in request.origins if o not in ORIGINS]
+        if bad:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"Watch: origins: unknown {', '.join(map(repr, bad))} (known: {', '.join(ORIGINS)})",
+            )
         caller = caller_of(context.peer(), context.auth_context())
         try:
             release = self.gate.admit(caller)
@@ -85,6 +100,10 @@ class _Stream:
         self.context = context
         self.prefix = request.prefix
         self.wanted = frozenset(request.twin_ids)  # bounded by the request size limit
+        self.fields = list(request.fields)
+        # A filter on origins still lets a resume's "restart" changes through: they may be any of them.
+        self.origins = frozenset(request.origins) | {RESTART} if request.origins else None
+        self.resume = request.resume_after if request.HasField("resume_after") else None
         self.position = ""
 
     def match(self, twin: str) -> bool:
@@ -92,27 +111,39 @@ class _Stream:
 
     async def run(self) -> None:
         store = self.service.store
-        sub = self.service.feed.subscribe()  # before the snapshot: a change made meanwhile is sent again
-        for twin in self.snapshot():
-            await self.send(twin, "snapshot", f"snapshot:{twin}")
+        # Subscribed before the snapshot: a change made meanwhile is sent again.
+        sub = self.service.feed.subscribe(self.resume)
+        if self.resume is None:
+            start, last = sub.cursor, None
+            for twin in self.snapshot():
+                if last is not None:
+                    await self.send(last, "snapshot", f"snapshot:{last}", 0)
+                last = twin
+            if last is not None:  # the last one says where the snapshot started: resume from there
+                await self.send(last, "snapshot", f"snapshot:{last}", start)
         while True:
             for change in await sub.next_batch(CHANGE_BATCH):
+                if self.origins is not None and change.origin not in self.origins:
+                    continue
                 if self.match(change.twin) and change.twin in store:
-                    await self.send(change.twin, change.origin, f"change:{change.seq}")
+                    await self.send(change.twin, change.origin, f"change:{change.seq}", change.seq)
 
     def snapshot(self) -> Iterator[str]:
         """The matching twins in id order, read from the store a page of ids at a time."""
         store = self.service.store
         if self.wanted:
-            yield from (t for t in sorted(self.wanted) if t.startswith(self.prefix) and t in store)
+            yield from (t for t in sorted(self.wanted) if t.startswith(self.prefix) and visible(store, t))
             return
         after: str | None = None
         while page := store.twins_page(after, self.prefix, SNAPSHOT_PAGE):
-            yield from page
+            yield from (t for t in page if visible(store, t))
             after = page[-1]
 
-    async def send(self, twin: str, origin: str, position: str) -> None:
-        message = api_pb2.TwinChange(twin=self.service.twin_message(self.service.store, twin), origin=origin)
+    async def send(self, twin: str, origin: str, position: str, cursor: int) -> None:
+        twin_msg = self.service.twin_message(self.service.store, twin, self.fields)
+        if self.fields and not twin_msg.fields:
+            return  # none of the fields asked for
+        message = api_pb2.TwinChange(twin=twin_msg, origin=origin, cursor=cursor)
         try:
             async with asyncio.timeout(self.service.gate.limits.stall_s):
                 await self.context.write(message)

@@ -534,10 +534,13 @@ class TwinChange(_message.Message):
     ORIGIN_FIELD_NUMBER: _builtins.int
     CURSOR_FIELD_NUMBER: _builtins.int
     origin: _builtins.str
-    """"snapshot" for the initial state, then "local", "ingest" or "peer"."""
+    """"snapshot" for the initial state, then "local", "ingest" or "peer"; (v2) after resume_after also
+    "restart": a change from before the node restarted (its origin no longer known).
+    """
     cursor: _builtins.int
-    """(v2) Where this change is in the node's change feed (0 while an initial snapshot is sent): pass the
-    last one received as WatchRequest.resume_after to miss nothing on a new stream.
+    """(v2) Where this change is in the node's change feed (an HLC stamp of this node): pass the last
+    non-zero one received as WatchRequest.resume_after to miss nothing on a new stream. Snapshot messages
+    carry 0, except the last, which carries the position the snapshot started from.
     """
     @_builtins.property
     def twin(self) -> Global___Twin: ...
