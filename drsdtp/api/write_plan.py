@@ -147,6 +147,13 @@ class _Checker:
         self.models = models
         self.max_name_bytes = max_name_bytes
         self.planned: dict[tuple[str, str], tuple[Shape, str | None]] = {}
+        self._fields: dict[str, dict[str, FieldValue]] = {}  # read once per twin
+
+    def fields_of(self, twin: str) -> dict[str, FieldValue]:
+        got = self._fields.get(twin)
+        if got is None:
+            got = self._fields[twin] = self.store.fields(twin) if twin in self.store else {}
+        return got
 
     def twin(self, tw: TwinOps) -> None:
         store, path = self.store, tw.path
@@ -237,7 +244,7 @@ class _Checker:
         else:
             assert isinstance(op.value, int)
             self._shape(twin, op.field, "counter", None, path)
-            now = self.store.get(twin, op.field)
+            now = self.fields_of(twin).get(op.field)
             now = now if isinstance(now, int) and not isinstance(now, bool) else 0
             if not I64_MIN <= now + op.value <= I64_MAX:
                 raise naming(
@@ -249,7 +256,7 @@ class _Checker:
         store, key = self.store, (twin, name)
         if key in self.planned:
             held, held_family = self.planned[key]
-        elif twin in store and (value := store.fields(twin).get(name)) is not None:
+        elif (value := self.fields_of(twin).get(name)) is not None:
             held = _shape(store, twin, name, value)
             held_family = (
                 _family(value) if held == "register" and not isinstance(value, frozenset | tuple) else None
@@ -346,8 +353,13 @@ def apply(
             parts.append((store.set(twin, DELETED_FIELD, True), twin))
             out.actions[twin] = "delete"
         out.actions.setdefault(twin, "write")
+        # Reported values go in one delta per twin (check() refused any other op on those fields).
+        reports = {op.field: op.value for op in tw.ops if op.kind == "report" and op.value is not None}
+        if reports:
+            parts.append((store.set_many(twin, reports), twin))
         for op in tw.ops:
-            parts.append((_apply_op(store, twin, op), twin))
+            if op.kind != "report":
+                parts.append((_apply_op(store, twin, op), twin))
         after = store.fields(twin)
         out.changes[twin] = {
             name: Change(new=value, old=before.get(name), old_known=True)
