@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from drsdtp import errors
-from drsdtp.core import BatchWriter, Store, decode_state, join, numeric_entries, replica_id
+from drsdtp.core import BatchWriter, Intent, Store, decode_state, intents, join, numeric_entries, replica_id
 from drsdtp.wire.v1 import state_pb2
 
 VECTORS = pathlib.Path(__file__).parents[2] / "crdt_core" / "tests" / "vectors"
@@ -85,13 +85,16 @@ def test_desired_writes_from_a_partition_stay_visible_until_a_later_write() -> N
     b.merge(da)
     assert a.get("hvac", "setpoint") == b.get("hvac", "setpoint") == (21.0, 23.5)
     # Each intent with its stamp, writer and event, in write order: what an API shows as the conflict.
-    intents = a.desired("hvac", "setpoint")
-    assert intents is not None
-    assert [(v, stamp >> 16, writer, n) for v, stamp, writer, n in intents] == [
+    listed = a.desired("hvac", "setpoint")
+    assert listed is not None
+    assert [(v, stamp >> 16, writer, n) for v, stamp, writer, n in listed] == [
         (21.0, T0, replica_id("edge-a"), 1),
         (23.5, T0 + 200, replica_id("edge-b"), 1),
     ]
     assert a.fields("hvac") == {"setpoint": (21.0, 23.5)}
+    assert intents(a, "hvac", "setpoint") == [Intent(*i) for i in listed]
+    assert [(i.value, i.ms) for i in intents(a, "hvac", "setpoint")] == [(21.0, T0), (23.5, T0 + 200)]
+    assert intents(a, "hvac", "nothing") == []
     assert decode_state(a.encode_state()) == {"hvac": {"setpoint": (21.0, 23.5)}}
     b.merge(a.desire("hvac", "setpoint", 22))
     assert b.get("hvac", "setpoint") == (22,) and type(b.desired("hvac", "setpoint")[0][0]) is int  # type: ignore[index]
