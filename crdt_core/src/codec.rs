@@ -345,9 +345,10 @@ impl Store {
 
     /// Delta of a multi-value event: the twin dot of the event, and the whole register (see `desired`).
     pub(crate) fn encode_multi_value_event(&self, tid: u32, fid: u32, dot: Dot) -> Vec<u8> {
+        let empty = MvReg::new();
         let reg = match self.twin(tid).and_then(|t| t.find(fid, Kind::MultiValue).ok().map(|i| &t.slots[i].cell)) {
-            Some(Cell::Multi(r)) => r.as_ref().clone(),
-            _ => MvReg::new(),
+            Some(Cell::Multi(r)) => r.as_ref(),
+            _ => &empty,
         };
         let mut table = WriterTable::default();
         table.add(dot.replica);
@@ -356,7 +357,7 @@ impl Store {
         let ts = pb::TwinState {
             twin: self.twin_names.name(tid).to_owned(),
             context: Some(table.context(&Context::from_parts([], [dot]))),
-            multi_values: vec![multi_value_state(self.field_names.name(fid), &reg, &table)],
+            multi_values: vec![multi_value_state(self.field_names.name(fid), reg, &table)],
             ..Default::default()
         };
         encode(&pb::StateDelta { format: FORMAT as i32, replicas, twins: vec![ts] })

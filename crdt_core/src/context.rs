@@ -69,6 +69,22 @@ impl Context {
         if dot.counter == 0 || self.contains(dot) {
             return;
         }
+        // The common case, a writer's next event with no cloud to absorb: extend its range in place (the
+        // general path allocates while compacting).
+        if self.cloud.is_empty() {
+            match self.vv.binary_search_by_key(&dot.replica, |e| e.0) {
+                Ok(i) if self.vv[i].1 + 1 == dot.counter => {
+                    self.vv[i].1 = dot.counter;
+                    return;
+                }
+                Err(i) if dot.counter == 1 => {
+                    self.vv.reserve_exact(1);
+                    self.vv.insert(i, (dot.replica, 1));
+                    return;
+                }
+                _ => {}
+            }
+        }
         let pos = self.cloud.binary_search(&dot).unwrap_or_else(|p| p);
         self.cloud.insert(pos, dot);
         self.compact();
@@ -96,6 +112,12 @@ impl Context {
             let have = self.contiguous(r);
             have >= max || (have + 1..=max).all(|c| self.cloud.binary_search(&Dot::new(r, c)).is_ok())
         }) && other.cloud.iter().all(|&d| self.contains(d))
+    }
+
+    /// Releases spare capacity (contexts kept per field stay small).
+    pub fn shrink_to_fit(&mut self) {
+        self.vv.shrink_to_fit();
+        self.cloud.shrink_to_fit();
     }
 
     /// Contiguous ranges, sorted by replica.

@@ -78,8 +78,10 @@ impl MvReg {
     pub fn write(&mut self, replica: ReplicaId, value: Value, stamp: Stamp) -> Dot {
         let dot = self.cc.next_dot(replica);
         self.siblings.clear();
+        self.siblings.reserve_exact(1);
         self.siblings.push(Sibling { value, stamp, dot });
         self.cc.insert(dot);
+        self.shrink();
         dot
     }
 
@@ -88,7 +90,15 @@ impl MvReg {
         let dot = self.cc.next_dot(replica);
         self.siblings.clear();
         self.cc.insert(dot);
+        self.shrink();
         dot
+    }
+
+    /// Keeps no spare capacity: a store holds many registers, mostly with one value and one writer, and
+    /// growth from zero would reserve room for four of each. Reallocates only after the register grew.
+    fn shrink(&mut self) {
+        self.siblings.shrink_to_fit();
+        self.cc.shrink_to_fit();
     }
 
     fn has(&self, dot: Dot) -> bool {
@@ -111,6 +121,9 @@ impl MvReg {
         if !self.cc.includes(&other.cc) {
             self.cc.union(&other.cc);
             changed = true;
+        }
+        if changed {
+            self.shrink();
         }
         changed
     }
