@@ -1,7 +1,10 @@
 //! crdt_core against the `yrs`, `automerge` and `crdts` crates, same run, same machine:
 //!   (a) 100k new numeric fields; (b) 1,000 sensors overwritten 1,000 times; (c) the catch-up after a peer
-//!   missed 50 ticks of 1,000 sensors (bytes and time); (d) memory for 1M fields and for 10k twins x 20.
-//! Memory runs each measurement in a fresh child process (RSS before and after). Prints a table with ratios.
+//!   missed 50 ticks of 1,000 sensors (bytes and time); (d) memory for 1M fields and for 10k twins x 20;
+//!   (e) desired state: our multi-value register against our LWW register (and crdts' MVReg), one write per
+//!   call (the API path, not ingest batches): writes/s, merges/s of the deltas at a peer, delta bytes, and
+//!   memory per field. Memory runs each measurement in a fresh child process (RSS before and after). Prints a
+//!   table with ratios.
 //!
 //! Workload notes: yrs = one Y.Map per twin, one transaction per batch/tick; automerge = one map object per
 //! twin, one commit per batch/tick; crdts = the crate's `LWWReg` per field in a HashMap (the crate has no
@@ -23,6 +26,9 @@ const BIG: usize = 1_000_000;
 const TWINS: usize = 10_000;
 const PER_TWIN: usize = 20;
 const REPS: usize = 5;
+const DESIRED: usize = 1_000;
+const DESIRED_REWRITES: usize = 100;
+const DESIRED_MEM: usize = 100_000;
 
 fn val(i: usize) -> f64 {
     20.0 + i as f64 * 0.013
@@ -343,6 +349,70 @@ fn crdts_catch_up() -> (usize, f64) {
     (bytes, secs)
 }
 
+// ----- desired state: multi-value vs LWW register -------------------------------------------------------
+
+/// One write per call to `DESIRED` fields of one twin, `DESIRED_REWRITES` times: writes/s, then the merge of
+/// every delta at a peer (merges/s), and the mean delta size.
+fn ours_desired(multi: bool) -> (f64, f64, f64) {
+    let names = names(DESIRED);
+    let mut runs = Vec::new();
+    for _ in 0..REPS {
+        let mut a = ours_store(1);
+        let mut deltas = Vec::with_capacity(DESIRED * DESIRED_REWRITES);
+        let (w, _) = timed(|| {
+            for r in 0..DESIRED_REWRITES {
+                for (i, f) in names.iter().enumerate() {
+                    let v = Value::F64(val(r * DESIRED + i));
+                    deltas.push(if multi { a.desire("hvac", f, v) } else { a.set("hvac", f, v) }.unwrap());
+                }
+            }
+        });
+        let mut b = ours_store(2);
+        let (m, _) = timed(|| {
+            for d in &deltas {
+                b.merge(d).unwrap();
+            }
+        });
+        assert_eq!(a.encode_state(None), b.encode_state(None));
+        let bytes = deltas.iter().map(Vec::len).sum::<usize>() as f64 / deltas.len() as f64;
+        runs.push((deltas.len() as f64 / w, deltas.len() as f64 / m, bytes));
+    }
+    (median(runs.iter().map(|r| r.0).collect()), median(runs.iter().map(|r| r.1).collect()), runs[0].2)
+}
+
+/// The same with crdts' MVReg per field: write (read context, op, apply), the op serialized with bincode as
+/// what a user would ship; then each op deserialized and applied at a peer.
+fn crdts_desired() -> (f64, f64, f64) {
+    use crdts::CmRDT;
+    type Reg = crdts::MVReg<f64, u64>;
+    let names = names(DESIRED);
+    let mut runs = Vec::new();
+    for _ in 0..REPS {
+        let mut a: HashMap<String, Reg> = HashMap::new();
+        let mut ops: Vec<(usize, Vec<u8>)> = Vec::with_capacity(DESIRED * DESIRED_REWRITES);
+        let (w, _) = timed(|| {
+            for r in 0..DESIRED_REWRITES {
+                for (i, f) in names.iter().enumerate() {
+                    let reg = a.entry(f.clone()).or_default();
+                    let op = reg.write(val(r * DESIRED + i), reg.read().derive_add_ctx(1));
+                    reg.apply(op.clone());
+                    ops.push((i, bincode::serialize(&op).unwrap()));
+                }
+            }
+        });
+        let mut b: HashMap<String, Reg> = HashMap::new();
+        let (m, _) = timed(|| {
+            for (i, op) in &ops {
+                let op: crdts::mvreg::Op<f64, u64> = bincode::deserialize(op).unwrap();
+                b.entry(names[*i].clone()).or_default().apply(op);
+            }
+        });
+        let bytes = ops.iter().map(|o| o.1.len()).sum::<usize>() as f64 / ops.len() as f64;
+        runs.push((ops.len() as f64 / w, ops.len() as f64 / m, bytes));
+    }
+    (median(runs.iter().map(|r| r.0).collect()), median(runs.iter().map(|r| r.1).collect()), runs[0].2)
+}
+
 // ----- memory (child processes) ---------------------------------------------------------------------------
 
 /// RSS growth while building the data structure; the input key names are built before the first reading
@@ -388,6 +458,29 @@ fn memory_child(what: &str) -> f64 {
             let rss = (rss_bytes() as f64 - mid as f64) / (SENSORS * OVERWRITES) as f64;
             println!("{grown} {rss}");
             return 0.0;
+        }
+        "ours-desired" | "ours-set" | "ours-conflict" => {
+            // DESIRED_MEM fields of one twin written one call each (a conflict: a second writer's concurrent
+            // value in each, merged).
+            let fields = names(DESIRED_MEM);
+            let mut s = ours_store(1);
+            let before = rss_bytes();
+            for f in &fields {
+                if what == "ours-set" {
+                    s.set("hvac", f, Value::F64(21.0)).unwrap();
+                } else {
+                    s.desire("hvac", f, Value::F64(21.0)).unwrap();
+                }
+                if what == "ours-conflict" {
+                    // A fresh writer per field, dropped at once: only `s` keeps memory.
+                    let mut other = ours_store(2);
+                    s.merge(&other.desire("hvac", f, Value::F64(23.5)).unwrap()).unwrap();
+                }
+            }
+            let r = (rss_bytes() - before) as f64 / DESIRED_MEM as f64;
+            black_box(&s);
+            drop(fields);
+            r
         }
         "yrs-big" | "yrs-twins" => {
             let mut docs = Vec::new();
@@ -472,6 +565,10 @@ fn main() {
         println!("{}", ours_overwrites());
         return;
     }
+    if std::env::args().nth(1).as_deref() == Some("desired") {
+        desired_section();
+        return;
+    }
     if let Some(what) = std::env::args().nth(1) {
         memory_child(&what);
         return;
@@ -547,6 +644,26 @@ fn main() {
         "    crdt_core growth per overwrite (1M overwrites): state {:.4} B, RSS {:.4} B (target 0)",
         parts.next().unwrap_or(f64::NAN),
         parts.next().unwrap_or(f64::NAN)
+    );
+    desired_section();
+}
+
+/// (e), also on its own: `cargo run --release -- desired`.
+fn desired_section() {
+    let e = [("LWW set", ours_desired(false)), ("MV desire", ours_desired(true)), ("crdts MVReg", crdts_desired())];
+    println!("(e) desired state: 1,000 fields x 100 rewrites, one write per call (LWW = ours, for reference)");
+    for (n, (w, m, bytes)) in e {
+        println!(
+            "    {n:<12} {w:>10.0} writes/s {m:>10.0} merges/s {bytes:>6.1} B/delta   LWW/this: write {:>4.1}x, merge {:>4.1}x",
+            e[0].1 .0 / w,
+            e[0].1 .1 / m
+        );
+    }
+    println!(
+        "    memory per field (100k fields, one writer): LWW {:.0} B, MV {:.0} B, MV in a 2-writer conflict {:.0} B",
+        mem("ours-set"),
+        mem("ours-desired"),
+        mem("ours-conflict")
     );
 }
 
