@@ -174,6 +174,11 @@ class Node:
             lambda: readings.readings,
         )
         self.metrics.add_counter(
+            "drsdtp_peer_readings_failed",
+            "Peer deltas whose readings could not be passed on (the deltas themselves were applied).",
+            lambda: readings.failures,
+        )
+        self.metrics.add_counter(
             "drsdtp_model_reloads", "Model reloads applied (SIGHUP, drsdtp reload).", lambda: intel.reloads
         )
         self.metrics.add_counter(
