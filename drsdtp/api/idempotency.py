@@ -119,6 +119,7 @@ class IdempotencyStore:
         self._flushing: asyncio.Future[None] | None = None
         self._dirty = False
         self.cut_bytes = 0  # a torn or corrupt tail cut on open
+        self.repeats = 0  # requests answered from a key (counted by the write service)
 
     def __len__(self) -> int:
         return len(self._keys)

@@ -49,6 +49,10 @@ def _unary(call: Unary, resolve: CallerResolver) -> Callable[[Any, grpc.aio.Serv
     return behavior
 
 
+def _bytes_or_message(message: Any) -> bytes:
+    return message if isinstance(message, bytes) else bytes(message.SerializeToString())
+
+
 def service_handler(
     node: NodeApi, watches: WatchService, keys: IdempotencyStore, resolve: CallerResolver
 ) -> grpc.GenericRpcHandler:
@@ -63,7 +67,8 @@ def service_handler(
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
                 watches.serve,
                 request_deserializer=request.FromString,
-                response_serializer=reply.SerializeToString,
+                # The stream writes changes it encoded once for every watcher (see WatchService.encoded).
+                response_serializer=_bytes_or_message,
             )
             continue
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(

@@ -97,6 +97,15 @@ class Node:
         self.api = ApiServer(self, config.listen.api, limits, tls=config.tls, keys=self.idempotency)
         watchers = self.api.watchers
         self.metrics.add_gauge("drsdtp_api_watchers", "Watch streams open.", lambda: watchers.open)
+        keys = self.idempotency
+        self.metrics.add_gauge(
+            "drsdtp_api_idempotency_keys", "Write idempotency keys remembered (bounded).", lambda: len(keys)
+        )
+        self.metrics.add_counter(
+            "drsdtp_api_write_repeats",
+            "Writes answered from an idempotency key (a retry: nothing applied).",
+            lambda: keys.repeats,
+        )
         self.metrics.add_labelled_counter(
             "drsdtp_api_watchers_refused",
             "Watch streams refused over limits.api_max_watchers (node) or _per_caller (caller).",

@@ -253,6 +253,7 @@ async def test_an_idempotent_retry_is_applied_once_even_after_a_restart(tmp_path
             await stub.Write(again)
             await stub.Write(again)
             assert node.store.get("t", "n") == 2
+            assert node.idempotency.repeats == 2 and len(node.idempotency) == 2
             other = api_pb2.WriteRequest(twins=[create("u")], idempotency_key="order-17")
             reused = await refused(stub, other)
             assert reused.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -329,3 +330,29 @@ async def test_a_v1_client_reads_what_v2_writes(api: tuple[Node, Stub]) -> None:
     assert seen["node_id"] == "write-1" and seen["twins"] == ["room-9"]
     assert seen["fields"]["temp_1"] == 19.5 and seen["fields"]["heater.desired"] == [0.25]
     assert seen["watch"][:2] == ["snapshot", "room-9"] and seen["watch"][2]["temp_1"] == 19.5
+
+
+async def test_a_remembered_write_the_log_lost_is_applied_again_on_start(tmp_path: pathlib.Path) -> None:
+    """The key file holds each write's delta: should the log lose a write whose key was kept (a power cut
+    between the two fsyncs), the start merges it again, so a key never stands for a write not applied."""
+    request = api_pb2.WriteRequest(
+        twins=[create("t", ops=[api_pb2.FieldOp(field="n", increment=7)])], idempotency_key="k"
+    )
+    async with Node(config(tmp_path)) as node:
+        channel, stub = connect(Address("127.0.0.1", node.api.port))
+        async with channel:
+            await stub.Write(request)
+    for path in (tmp_path / "wal").iterdir():  # the log, as if its last commit never reached the disk
+        path.unlink()
+    keys = tmp_path / "api" / "idempotency"
+    with keys.open("ab") as f:
+        f.write(b"\x01\x02torn")  # and a torn record after the good one
+    async with Node(config(tmp_path)) as node:
+        assert node.idempotency.cut_bytes == 6
+        assert node.store.get("t", "n") == 7
+        channel, stub = connect(Address("127.0.0.1", node.api.port))
+        async with channel:
+            assert (await stub.Write(request)).repeated
+        assert node.store.get("t", "n") == 7
+    async with Node(config(tmp_path)) as node:  # and the log now holds it
+        assert node.store.get("t", "n") == 7

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 POSITION_KEY = "drsdtp-watch-position"
 SNAPSHOT_PAGE = 512  # twin ids held at a time while the snapshot is sent
 CHANGE_BATCH = 512  # changes read from the feed at a time
+ENCODED_CACHE_BYTES = 4 << 20  # encoded changes shared between streams, at most this many bytes
 
 TwinMessage = Callable[[Store, str, Sequence[str]], api_pb2.Twin]
 ORIGINS = ("local", "ingest", "peer")
@@ -58,6 +59,29 @@ class WatchService:
         self.gate = gate
         self.twin_message = twin_message
         self._warn = RateLimitedLog(log, "API Watch")
+        # One change encoded once for every stream that sends it (bounded; oldest dropped first). A twin
+        # that changes again gets a new feed number, so an entry never hides a newer state.
+        self._encoded: dict[tuple[str, int, tuple[str, ...]], bytes | None] = {}
+        self._encoded_bytes = 0
+
+    def encoded(self, twin: str, origin: str, cursor: int, fields: Sequence[str]) -> bytes | None:
+        """The change as bytes (None: the twin has none of ``fields``)."""
+        key = (twin, cursor, tuple(fields))
+        if cursor and key in self._encoded:
+            return self._encoded[key]
+        twin_msg = self.twin_message(self.store, twin, fields)
+        data = (
+            None
+            if fields and not twin_msg.fields
+            else api_pb2.TwinChange(twin=twin_msg, origin=origin, cursor=cursor).SerializeToString()
+        )
+        size = len(data or b"")
+        if cursor and size <= ENCODED_CACHE_BYTES // 4:  # snapshot messages (cursor 0) are per stream
+            while self._encoded and self._encoded_bytes + size > ENCODED_CACHE_BYTES:
+                self._encoded_bytes -= len(self._encoded.pop(next(iter(self._encoded))) or b"")
+            self._encoded[key] = data
+            self._encoded_bytes += size
+        return data
 
     async def serve(self, request: api_pb2.WatchRequest, context: grpc.aio.ServicerContext) -> None:
         bad = [o for o in request.origins if o not in ORIGINS]
@@ -140,10 +164,9 @@ class _Stream:
             after = page[-1]
 
     async def send(self, twin: str, origin: str, position: str, cursor: int) -> None:
-        twin_msg = self.service.twin_message(self.service.store, twin, self.fields)
-        if self.fields and not twin_msg.fields:
+        message = self.service.encoded(twin, origin, cursor, self.fields)
+        if message is None:
             return  # none of the fields asked for
-        message = api_pb2.TwinChange(twin=twin_msg, origin=origin, cursor=cursor)
         try:
             async with asyncio.timeout(self.service.gate.limits.stall_s):
                 await self.context.write(message)

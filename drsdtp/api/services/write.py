@@ -114,6 +114,7 @@ class WriteService:
                     )
                 reply = api_pb2.WriteReply.FromString(seen.reply)
                 reply.repeated = True
+                self.keys.repeats += 1
                 return await self._acknowledged(request, reply)
         writes = decode(request)
         # Shielded: a caller that goes away does not stop a write half way (applied but not announced,
