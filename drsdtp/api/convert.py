@@ -3,7 +3,7 @@ place so every method and both faces (gRPC, HTTP/JSON) say a value the same way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from drsdtp._core import Store
 from drsdtp.api.node import LetterListing, NodeStatus, ReplayOutcome
@@ -50,12 +50,22 @@ def value_message(name: str, value: FieldValue) -> api_pb2.FieldValue:
     return msg
 
 
-def field_message(store: Store, twin: str, name: str, value: object) -> api_pb2.FieldValue:
-    """One field as the API sends it (registers and each desired value carry their stamp and writer)."""
+WriterName = Callable[[int], str]
+
+
+def _no_name(writer: int) -> str:
+    return ""
+
+
+def field_message(
+    store: Store, twin: str, name: str, value: object, writer_name: WriterName = _no_name
+) -> api_pb2.FieldValue:
+    """One field as the API sends it (registers and each desired value carry their stamp and writer, and
+    the writer's node id when known)."""
     entry = store.entry(twin, name)
     if entry is not None:
         msg = value_message(name, entry[0])
-        msg.stamp, msg.writer = entry[1], entry[2]
+        msg.stamp, msg.writer, msg.writer_node = entry[1], entry[2], writer_name(entry[2])
         return msg
     msg = api_pb2.FieldValue(name=name)
     intents = store.desired(twin, name) if isinstance(value, tuple) else None
@@ -64,7 +74,7 @@ def field_message(store: Store, twin: str, name: str, value: object) -> api_pb2.
         for value_now, stamp, writer, _ in intents:
             one = msg.desired.values.add()
             one.CopyFrom(value_message(name, value_now))
-            one.stamp, one.writer = stamp, writer
+            one.stamp, one.writer, one.writer_node = stamp, writer, writer_name(writer)
         return msg
     if isinstance(value, frozenset):
         msg.set.elements.extend(sorted(value))
@@ -73,12 +83,14 @@ def field_message(store: Store, twin: str, name: str, value: object) -> api_pb2.
     return msg
 
 
-def twin_message(store: Store, twin: str, only: Sequence[str] = ()) -> api_pb2.Twin:
+def twin_message(
+    store: Store, twin: str, only: Sequence[str] = (), writer_name: WriterName = _no_name
+) -> api_pb2.Twin:
     fields = store.fields(twin)
     names = [n for n in only if n in fields] if only else sorted(fields)
     return api_pb2.Twin(
         twin_id=twin,
-        fields=[field_message(store, twin, n, fields[n]) for n in names],
+        fields=[field_message(store, twin, n, fields[n], writer_name) for n in names],
         version=store.context_digest(twin) or 0,
     )
 

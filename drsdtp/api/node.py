@@ -134,6 +134,9 @@ class NodeApi(Protocol):
         ...
 
     def insight(self, twin_id: str, kind: str, params: dict[str, Any]) -> dict[str, Any]: ...
+    def writer_name(self, replica: int) -> str:
+        """The node id of a writer (replica id), "" when this node does not know it."""
+        ...
 
     # ----- writes -----------------------------------------------------------------------------------------
     @property

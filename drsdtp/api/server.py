@@ -120,7 +120,12 @@ class ApiServer:
                 ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
             ],
         )
-        watches = WatchService(node.store, node.feed, self.watchers, twin_message)
+        watches = WatchService(
+            node.store,
+            node.feed,
+            self.watchers,
+            lambda store, twin, fields: twin_message(store, twin, fields, node.writer_name),
+        )
         self._server.add_generic_rpc_handlers((service_handler(node, watches, keys, resolve_caller),))
 
     async def __aenter__(self) -> ApiServer:

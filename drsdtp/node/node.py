@@ -28,6 +28,7 @@ from drsdtp.clock_offset_hook import ClockOffsetHook
 from drsdtp.config import LimitsConfig, NodeConfig
 from drsdtp.core import replica_id
 from drsdtp.errors import PreconditionError
+from drsdtp.gossip.membership import members
 from drsdtp.gossip.replicator import Replicator
 from drsdtp.gossip.scopes import SCOPE_FIELD
 from drsdtp.history.series import SeriesData
@@ -94,6 +95,8 @@ class Node:
             max_keys=limits.api_idempotency_keys,
             max_age_s=limits.api_idempotency_s,
         )
+        self._writer_names: dict[int, str] = {}
+        self._names_read = 0.0
         self.api = ApiServer(self, config.listen.api, limits, tls=config.tls, keys=self.idempotency)
         watchers = self.api.watchers
         self.metrics.add_gauge("drsdtp_api_watchers", "Watch streams open.", lambda: watchers.open)
@@ -254,6 +257,15 @@ class Node:
 
     async def audit(self, entries: Sequence[AuditEntry]) -> None:
         await self.snapshots.audit_writes(entries)
+
+    def writer_name(self, replica: int) -> str:
+        name = self._writer_names.get(replica)
+        if name is None and time.monotonic() - self._names_read > 1.0:  # the members may have grown
+            self._names_read = time.monotonic()
+            known = [self.config.node_id, *(p.name for p in self.config.peers), *members(self._store)]
+            self._writer_names = {replica_id(n): n for n in known}
+            name = self._writer_names.get(replica)
+        return name or ""
 
     def peer_count(self) -> int:
         return len(self.replicator.peer_stats())

@@ -121,6 +121,7 @@ async def test_a_desired_conflict_from_a_partition_shows_after_the_heal_until_a_
     status = {n: await node.call("Status", api_pb2.StatusRequest()) for n, node in trio.nodes.items()}
     writers = {v.writer for v in field.desired.values}
     assert writers == {status["a"].replica_id, status["b"].replica_id}
+    assert {v.writer_node for v in field.desired.values} == {"node-a", "node-b"}
     assert all(v.stamp > 0 for v in field.desired.values)  # each sibling's time
     # A later write that saw both resolves the conflict everywhere.
     await b.call("Write", write("room-2", desire("heater", 0.5)))

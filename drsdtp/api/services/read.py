@@ -58,7 +58,9 @@ class ReadService:
     async def get_twin(self, request: api_pb2.GetTwinRequest) -> api_pb2.Twin:
         if not visible(self.node.store, request.twin_id):
             raise UnknownTwinError(f"no twin {request.twin_id!r} on this node")
-        return convert.twin_message(self.node.store, request.twin_id, list(request.fields))
+        return convert.twin_message(
+            self.node.store, request.twin_id, list(request.fields), self.node.writer_name
+        )
 
     async def read_history(self, request: api_pb2.HistoryRequest) -> api_pb2.HistoryReply:
         now = int(time.time() * 1000)

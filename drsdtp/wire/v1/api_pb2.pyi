@@ -334,6 +334,7 @@ class FieldValue(_message.Message):
     DESIRED_FIELD_NUMBER: _builtins.int
     STAMP_FIELD_NUMBER: _builtins.int
     WRITER_FIELD_NUMBER: _builtins.int
+    WRITER_NODE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     f64: _builtins.float
     i64: _builtins.int
@@ -344,6 +345,8 @@ class FieldValue(_message.Message):
     stamp: _builtins.int
     """For registers: HLC stamp of the write and its writer."""
     writer: _builtins.int
+    writer_node: _builtins.str
+    """(v2) The writer's node id, when this node knows it (itself, its configured peers, the members)."""
     @_builtins.property
     def set(self) -> Global___SetValue: ...
     @_builtins.property
@@ -362,10 +365,11 @@ class FieldValue(_message.Message):
         desired: Global___DesiredValues | None = ...,
         stamp: _builtins.int = ...,
         writer: _builtins.int = ...,
+        writer_node: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["blob", b"blob", "counter", b"counter", "desired", b"desired", "f64", b"f64", "flag", b"flag", "i64", b"i64", "set", b"set", "text", b"text", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob", b"blob", "counter", b"counter", "desired", b"desired", "f64", b"f64", "flag", b"flag", "i64", b"i64", "name", b"name", "set", b"set", "stamp", b"stamp", "text", b"text", "value", b"value", "writer", b"writer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob", b"blob", "counter", b"counter", "desired", b"desired", "f64", b"f64", "flag", b"flag", "i64", b"i64", "name", b"name", "set", b"set", "stamp", b"stamp", "text", b"text", "value", b"value", "writer", b"writer", "writer_node", b"writer_node"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_value: _TypeAlias = _typing.Literal["f64", "i64", "flag", "text", "blob", "counter", "set", "desired"]  # noqa: Y015
     _WhichOneofArgType_value: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
