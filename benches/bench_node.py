@@ -122,7 +122,7 @@ def recovery(log_gb: float) -> tuple[float, float, int]:
         while written < log_gb * 1e9:
             delta = w.write(twins, fields, rng.random(1000))
             wal.append(delta)
-            written += len(delta) + 9
+            written += len(delta) + 28  # the record header
             if wal.pending_bytes > 64 << 20:
                 wal.commit()
         wal.commit()

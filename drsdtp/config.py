@@ -281,6 +281,15 @@ class WalConfig:
     # A snapshot truncates the log: taken every snapshot_every entries or once the log reaches segment_bytes.
     segment_bytes: Annotated[int, Range(_MIB, 1 << 32)] = 64 * _MIB
     snapshot_every: Annotated[int, Range(1, 1 << 40)] = 100_000
+    # Snapshot generations kept, each with the log after it (the fallback should the newest be damaged).
+    keep_snapshots: Annotated[int, Range(1, 100)] = 2
+    # Damage found on start that is not a torn tail: "quarantine" keeps the records after it, copies the
+    # damaged bytes to wal/quarantine/ and reports; the node is not ready until `drsdtp recover --accept`.
+    # "refuse" does not start; the error names the file, offset and damage.
+    on_corruption: Literal["quarantine", "refuse"] = "quarantine"
+    # Bounds of wal/quarantine/ (the oldest copies go first; reports not yet accepted are kept).
+    quarantine_max_entries: Annotated[int, Range(1, 10_000)] = 16
+    quarantine_max_bytes: Annotated[int, Range(_MIB, 1 << 40)] = 256 * _MIB
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,19 @@
 group committer fsyncs by time and size, and callers acknowledge an update (MQTT PUBACK, an API reply, a
 gossip ack) only once :meth:`DurableStore.record` has returned, i.e. once it is on disk.
 
-Recovery happens on open (in Rust): the newest valid snapshot, then the log; a torn or corrupt tail is cut
-and reported. Snapshots are taken every ``snapshot_every`` records or once the log segment reaches
-``segment_bytes``, whichever comes first; each truncates the log.
+Recovery happens on open (in Rust): the newest snapshot that verifies, then the log. A torn tail is cut;
+damage in the middle is skipped, its bytes quarantined and reported (or, with ``wal.on_corruption =
+"refuse"``, the node does not start); see :mod:`drsdtp.node.recovery` for what happens next. Snapshots are
+taken every ``snapshot_every`` records or once the log segment reaches ``segment_bytes``, whichever comes
+first; each truncates the log. A clean exit marks the log closed, so the next start checks even its last
+group of records.
+
+Aux records (:meth:`DurableStore.append_aux`) are host payloads made durable by the same group commits as
+deltas and handed back, in log order, by the next open (:meth:`DurableStore.take_recovered_aux`). The
+guarantee: an aux record whose append was made durable is either returned by the next open or was appended
+before a snapshot barrier (:meth:`DurableStore.add_snapshot_barrier`) that completed. Every snapshot first
+starts a new log segment, then awaits the barriers (a host makes its side log durable there), then truncates
+only the segments before that new one: records appended while the barriers or the snapshot run survive.
 
 A failed write or fsync shuts the log (see :class:`drsdtp._core.Wal`): the waiting writers get the
 ``StorageError``, nothing later is acknowledged, and a restart recovers up to the last good record.
@@ -17,6 +27,7 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +40,9 @@ from drsdtp.stats import LatencyHistogram
 
 log = logging.getLogger(__name__)
 
+WAL_DIR = "wal"
+Barrier = Callable[[], Awaitable[None]]
+
 
 @dataclass
 class DurabilityStats:
@@ -39,6 +53,8 @@ class DurabilityStats:
     commits: int = 0
     records: int = 0
     snapshots: int = 0
+    failed_snapshots: int = 0  # could not be written or did not verify (the older ones were kept)
+    failed_barriers: int = 0  # a barrier raised: that snapshot was skipped
     failed_commits: int = 0
     fsync_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
 
@@ -56,19 +72,38 @@ class DurableStore:
         self._wake = asyncio.Event()
         self._since_snapshot = 0
         self._task: asyncio.Task[None] | None = None
+        self._snapshotting: asyncio.Task[None] | None = None
+        self._barriers: list[Barrier] = []
         self._closed = False
 
     @classmethod
     def open(cls, data_dir: Path, store: Store, config: WalConfig) -> DurableStore:
-        """Recovers ``store`` from ``data_dir/wal`` (when the log is enabled) and returns it made durable."""
+        """Recovers ``store`` from ``data_dir/wal`` (when the log is enabled) and returns it made durable.
+        ``StorageError`` when the log cannot be read, or is damaged and ``on_corruption`` is "refuse"."""
         stats = DurabilityStats()
         if not config.enabled:
             return cls(store, None, config, stats)
         started = time.perf_counter()
-        wal, report = Wal.open(data_dir / "wal", store)
+        wal, report = Wal.open(
+            data_dir / WAL_DIR,
+            store,
+            on_corruption=config.on_corruption,
+            keep_snapshots=config.keep_snapshots,
+            quarantine_max_entries=config.quarantine_max_entries,
+            quarantine_max_bytes=config.quarantine_max_bytes,
+        )
         stats.recovery, stats.recovery_s = dict(report), time.perf_counter() - started
-        if report["truncated_bytes"] or report["corrupt_records"] or report["corrupt_snapshots"]:
-            log.warning("write-ahead log recovery cut a damaged tail: %s", report)
+        if wal.quarantine_entry is not None:
+            log.error(
+                "write-ahead log recovery went past damage (%s): %d records skipped, %d recovered after it; "
+                "damaged bytes and a report in %s; not ready until `drsdtp recover --accept`",
+                "acknowledged data may be lost" if report["loss_suspected"] else "no record lost",
+                report["records_skipped"],
+                report["records_after_damage"],
+                wal.quarantine_entry,
+            )
+        elif report["truncated_bytes"]:
+            log.warning("write-ahead log recovery cut a torn tail of %d bytes", report["truncated_bytes"])
         log.info(
             "recovered %d records after snapshot %d in %.3f s",
             report["records"],
@@ -90,10 +125,13 @@ class DurableStore:
             self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._snapshotting is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._snapshotting
         if self._wal is not None:
-            # Whatever is still buffered becomes durable before the node exits.
+            # Whatever is still buffered becomes durable, then the log is marked closed cleanly.
             try:
-                self._made_durable(await asyncio.to_thread(self._wal.commit))
+                self._made_durable(await asyncio.to_thread(self._wal.close))
             except StorageError as exc:
                 self._fail_waiters(exc)
 
@@ -101,15 +139,33 @@ class DurableStore:
         """Appends ``delta`` to the log now (so a :meth:`sync` from here on covers it) and returns a future
         that resolves once it is durable (already done when the log is off). Await it shielded, as
         :meth:`record` does: a waiter must never be cancelled, :meth:`sync` may be waiting on it too."""
+        return self._append(delta, aux=False)
+
+    def append_aux(self, payload: bytes) -> asyncio.Future[None]:
+        """Appends a host payload to the log, like :meth:`append` (same group commits, same future); the next
+        open hands it back in log order instead of merging it (see the module documentation)."""
+        return self._append(payload, aux=True)
+
+    def _append(self, payload: bytes, *, aux: bool) -> asyncio.Future[None]:
         waiter = asyncio.get_running_loop().create_future()
         if self._wal is None:
             waiter.set_result(None)
             return waiter
         if self._closed:
             raise RuntimeError("the durable store is closed")
-        self._waiters.append((self._wal.append(delta), waiter))
+        seq = self._wal.append_aux(payload) if aux else self._wal.append(payload)
+        self._waiters.append((seq, waiter))
         self._wake.set()
         return waiter
+
+    def take_recovered_aux(self) -> list[bytes]:
+        """The aux records recovery found, in log order (once)."""
+        return [] if self._wal is None else self._wal.take_recovered_aux()
+
+    def add_snapshot_barrier(self, barrier: Barrier) -> None:
+        """``barrier()`` is awaited before every snapshot truncates the log (after the new segment started):
+        a host makes its side log durable there. If it raises, that snapshot is skipped."""
+        self._barriers.append(barrier)
 
     async def record(self, delta: bytes) -> None:
         """Appends ``delta`` to the log and returns once it is durable (at once when the log is off)."""
@@ -125,6 +181,12 @@ class DurableStore:
     def pending(self) -> int:
         """Records appended and not yet durable."""
         return len(self._waiters)
+
+    async def snapshot(self) -> None:
+        """Takes a snapshot now (barriers included) and returns once it is done or failed."""
+        if self._snapshotting is None:
+            self._snapshotting = asyncio.create_task(self._snapshot(), name="wal-snapshot")
+        await asyncio.shield(self._snapshotting)
 
     async def _committer(self) -> None:
         assert self._wal is not None
@@ -154,17 +216,38 @@ class DurableStore:
             self.stats.fsync_latency.observe(time.perf_counter() - started)
             self.stats.commits += 1
             self._made_durable(durable_seq)
-            if self._snapshot_due():
+            if self._snapshotting is None and not self._closed and self._snapshot_due():
                 self._since_snapshot = 0
-                try:
-                    # The snapshot first commits whatever was appended while the loop awaited.
-                    self._made_durable(await asyncio.to_thread(wal.snapshot, self.store))
-                except StorageError as exc:
-                    self._fail_waiters(exc)
-                    continue
-                self.stats.snapshots += 1
+                # In its own task: commits go on while barriers and the snapshot run.
+                self._snapshotting = asyncio.create_task(self._snapshot(), name="wal-snapshot")
             if self._closed and not self._waiters:
                 return
+
+    async def _snapshot(self) -> None:
+        """A new segment, the barriers, then the snapshot (which truncates the segments before that one)."""
+        wal = self._wal
+        assert wal is not None
+        try:
+            self._made_durable(await asyncio.to_thread(wal.begin_snapshot))
+            for barrier in self._barriers:
+                try:
+                    await barrier()
+                except Exception:
+                    self.stats.failed_barriers += 1
+                    log.exception("a snapshot barrier failed; the log is not truncated this time")
+                    return
+            failed = wal.stats()["failed_snapshots"]
+            # The snapshot first commits whatever was appended meanwhile.
+            self._made_durable(await asyncio.to_thread(wal.snapshot, self.store))
+            if wal.stats()["failed_snapshots"] > failed:
+                self.stats.failed_snapshots += 1
+                log.error("snapshot failed, the older ones are kept: %s", wal.last_snapshot_error)
+            else:
+                self.stats.snapshots += 1
+        except StorageError as exc:
+            self._fail_waiters(exc)
+        finally:
+            self._snapshotting = None
 
     def _snapshot_due(self) -> bool:
         """Every ``snapshot_every`` records, or once the segment reaches ``segment_bytes`` (a snapshot is what

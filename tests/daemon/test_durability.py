@@ -17,6 +17,7 @@ import pytest
 
 from drsdtp.config import parse_config
 from drsdtp.node.node import Node
+from tests.daemon.walfiles import DELTA, RECORD_HEADER, flip, records
 
 ROOT = pathlib.Path(__file__).parents[2]
 
@@ -129,20 +130,21 @@ async def test_start_on_a_log_with_a_torn_tail(tmp_path: pathlib.Path) -> None:
     assert all(state[("t", f"f{i}")] == float(i) for i in range(30))
 
 
-async def test_start_on_a_log_with_a_corrupt_last_record(tmp_path: pathlib.Path) -> None:
+async def test_start_on_a_log_whose_last_record_was_damaged_after_a_clean_stop(
+    tmp_path: pathlib.Path,
+) -> None:
     await _write(tmp_path, 30)
     seg = _segments(tmp_path)[-1]
-    data = bytearray(seg.read_bytes())
-    data[-5] ^= 0xFF  # inside the payload of the last record: its CRC no longer matches
-    seg.write_bytes(bytes(data))
+    last = [r for r in records(seg) if r.kind == DELTA][-1]
+    flip(seg, last.offset + RECORD_HEADER + 2)  # its payload CRC no longer matches
     state, report = await recovered(tmp_path)
-    # Damage in the last group cannot be told from a write torn by a crash (nothing after it says it was
-    # synced): cut like a torn tail, not reported as corruption.
-    assert report["truncated_bytes"] > 0
-    assert report["corrupt_records"] == 0 and report["loss_suspected"] == 0
+    # The node stopped cleanly (the log ends with a Close record): this is damage to acknowledged data, not a
+    # torn write. Reported, and the records before it kept.
+    assert (report["loss_suspected"], report["records_skipped"], report["truncated_bytes"]) == (1, 1, 0)
     assert all(state[("t", f"f{i}")] == float(i) for i in range(29))
     assert ("t", "f29") not in state
-    # The node keeps working on top of the cut log, and the next start is clean.
+    assert len(list((tmp_path / "wal" / "quarantine").iterdir())) == 1
+    # The node keeps working, and the fresh snapshot recovery took makes the next start clean.
     await _write(tmp_path, 31)
     state, report = await recovered(tmp_path)
-    assert report["truncated_bytes"] == 0 and state[("t", "f30")] == 30.0
+    assert report["corrupt_records"] == 0 and state[("t", "f30")] == 30.0

@@ -7,10 +7,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from drsdtp._core import Store, Wal
 from drsdtp.config import WalConfig
 from drsdtp.errors import StorageError
 from drsdtp.node.durable import DurabilityStats, DurableStore
+from tests.daemon.walfiles import DELTA, RECORD_HEADER, flip, records
+from tests.gossip.support import eventually
 
 
 def _store() -> Store:
@@ -58,7 +62,8 @@ async def test_a_full_segment_triggers_a_snapshot(tmp_path: Path) -> None:
         big = b"x" * 100_000
         for i in range(12):  # 1.2 MB of log: past the segment limit once
             await durable.record(store.set("t", f"blob{i}", big))
-        assert durable.stats.snapshots == 1
+        # The snapshot runs in its own task, beside the commits.
+        await eventually(lambda: durable.stats.snapshots == 1, what="the snapshot a full segment triggers")
     segments = sorted((tmp_path / "wal").glob("wal-*.log"))
     assert segments[-1].stat().st_size < 1 << 20
 
@@ -84,6 +89,9 @@ class _FailingDisk:
 
     def stats(self) -> dict[str, int]:
         return self.wal.stats()
+
+    def close(self) -> int:
+        return self.wal.close()
 
 
 async def test_a_failed_commit_fails_its_writers_and_is_counted(tmp_path: Path) -> None:
@@ -114,3 +122,73 @@ async def test_a_cancelled_writer_neither_breaks_sync_nor_loses_its_record(tmp_p
         assert writer.cancelled() and durable.pending == 1
         await asyncio.wait_for(durable.sync(), 10)
         assert durable.pending == 0 and durable.stats.records == 1
+
+
+async def test_aux_records_appended_while_a_barrier_runs_survive_the_snapshot(tmp_path: Path) -> None:
+    store = _store()
+    config = WalConfig(fsync_interval_ms=0, snapshot_every=1 << 40)
+    side_log: list[bytes] = []  # the host's own log, made durable by its barrier
+    async with DurableStore.open(tmp_path, store, config) as durable:
+        await asyncio.shield(durable.append_aux(b"before"))
+
+        async def barrier() -> None:
+            side_log.append(b"before")
+            # Commits go on while a barrier runs (this would never become durable otherwise), and what is
+            # appended now lands in the segment the snapshot keeps.
+            await asyncio.wait_for(asyncio.shield(durable.append_aux(b"during")), 30)
+
+        durable.add_snapshot_barrier(barrier)
+        await durable.record(store.set("t", "x", 1.0))
+        await durable.snapshot()
+        assert (durable.stats.snapshots, durable.stats.failed_barriers) == (1, 0)
+        await asyncio.shield(durable.append_aux(b"after"))
+    assert side_log == [b"before"]
+    recovered = _store()
+    wal, report = Wal.open(tmp_path / "wal", recovered)
+    # "before" is the host's (its barrier completed); the rest comes back, in log order.
+    assert wal.take_recovered_aux() == [b"during", b"after"]
+    assert report["aux_records"] == 2 and recovered.get("t", "x") == 1.0
+
+
+async def test_a_failing_barrier_skips_the_snapshot_and_loses_nothing(tmp_path: Path) -> None:
+    store = _store()
+    async with DurableStore.open(tmp_path, store, WalConfig(fsync_interval_ms=0)) as durable:
+
+        async def barrier() -> None:
+            raise OSError("the side log's disk is full")
+
+        durable.add_snapshot_barrier(barrier)
+        await asyncio.shield(durable.append_aux(b"a"))
+        await durable.snapshot()
+        assert (durable.stats.snapshots, durable.stats.failed_barriers) == (0, 1)
+        await durable.record(store.set("t", "x", 1.0))  # the log still works
+    wal, _ = Wal.open(tmp_path / "wal", _store())
+    assert wal.take_recovered_aux() == [b"a"]
+
+
+async def _damage_last_record(tmp_path: Path) -> None:
+    store = _store()
+    async with DurableStore.open(tmp_path, store, WalConfig(fsync_interval_ms=0)) as durable:
+        for i in range(5):
+            await durable.record(store.set("t", f"f{i}", float(i)))
+    seg = sorted((tmp_path / "wal").glob("wal-*.log"))[-1]
+    last = [r for r in records(seg) if r.kind == DELTA][-1]
+    flip(seg, last.offset + RECORD_HEADER + 3)
+
+
+async def test_after_a_clean_exit_even_the_last_record_is_checked(tmp_path: Path) -> None:
+    # A clean exit closes the log: damage to the last data record is a loss to report, not a torn write.
+    await _damage_last_record(tmp_path)
+    recovered = _store()
+    durable = DurableStore.open(tmp_path, recovered, WalConfig())
+    report = durable.stats.recovery
+    assert (report["loss_suspected"], report["records_skipped"], report["truncated_bytes"]) == (1, 1, 0)
+    assert recovered.get("t", "f3") == 3.0 and recovered.get("t", "f4") is None
+    assert len(list((tmp_path / "wal" / "quarantine").iterdir())) == 1
+
+
+async def test_refuse_does_not_open_a_damaged_log_and_names_the_damage(tmp_path: Path) -> None:
+    await _damage_last_record(tmp_path)
+    with pytest.raises(StorageError, match=r"wal-0+1\.log at byte \d+ .*1 records lost"):
+        DurableStore.open(tmp_path, _store(), WalConfig(on_corruption="refuse"))
+    assert not (tmp_path / "wal" / "quarantine").exists()

@@ -226,6 +226,19 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
         "must increase",
     ),
     ("bad ntp server", MINIMAL + '[clock]\nntp_server = "ntp:abc"\n', "clock.ntp_server", "not a number"),
+    (
+        "unknown corruption policy",
+        MINIMAL + '[wal]\non_corruption = "ignore"\n',
+        "wal.on_corruption",
+        "'quarantine'",
+    ),
+    ("no snapshot kept", MINIMAL + "[wal]\nkeep_snapshots = 0\n", "wal.keep_snapshots", "between 1 and 100"),
+    (
+        "quarantine too small",
+        MINIMAL + "[wal]\nquarantine_max_bytes = 10\n",
+        "wal.quarantine_max_bytes",
+        "between",
+    ),
 ]
 
 
@@ -407,3 +420,10 @@ def test_schema_defaults_are_what_the_dataclasses_say() -> None:
     # The example's raw TOML is also a valid NodeConfig input without the file loader.
     raw = tomllib.loads(EXAMPLE.read_text())
     assert isinstance(parse_config(raw), NodeConfig)
+
+
+def test_the_corruption_policy_comes_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + '[wal]\non_corruption = "refuse"\nkeep_snapshots = 3\n')
+    config = load_config(path, {})
+    assert (config.wal.on_corruption, config.wal.keep_snapshots) == ("refuse", 3)
+    assert load_config(path, {"DRSDTP_WAL__ON_CORRUPTION": "quarantine"}).wal.on_corruption == "quarantine"
