@@ -91,7 +91,32 @@ async def count_applied(api_port: int) -> int:
             twins = await stub.ListTwins(api_pb2.ListTwinsRequest(), timeout=2)
         except grpc.aio.AioRpcError:
             return 0
-        return sum(t.fields - 1 for t in twins.twins)  # every twin also holds its _scope
+        # Every twin also holds its _scope; the probe twin is not part of the stream.
+        return sum(t.fields - 1 for t in twins.twins if t.twin_id != "probe")
+
+
+async def subscribed(broker: Mosquitto, api_port: int) -> None:
+    """Returns once the node applied a probe: its subscription (and persistent session) is live, so the
+    broker keeps everything published from now on for it. A fixed sleep is not enough on a loaded machine:
+    messages published before the node subscribed never reach it."""
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="probe")  # type: ignore[attr-defined]
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            client.publish("site/probe/up", "1", qos=1)
+            channel, stub = connect(Address("127.0.0.1", api_port))
+            async with channel:
+                try:
+                    await stub.GetTwin(api_pb2.GetTwinRequest(twin_id="probe"), timeout=2)
+                    return
+                except grpc.aio.AioRpcError:
+                    await asyncio.sleep(0.2)
+        raise AssertionError("the node never applied the probe: is it subscribed?")
+    finally:
+        client.loop_stop()
+        client.disconnect()
 
 
 async def applied(data: pathlib.Path) -> dict[str, object]:
@@ -118,7 +143,7 @@ async def test_sigkill_mid_stream_loses_no_qos1_reading(tmp_path: pathlib.Path) 
         cfg.write_text(node_toml(tmp_path / "data", broker, api_port))
         node = start_node(cfg)
         try:
-            await asyncio.sleep(2.0)  # the node subscribes (persistent session) before anything is published
+            await subscribed(broker, api_port)
             publisher = asyncio.create_task(asyncio.to_thread(publish, broker, 0, N))
             # Kill while the stream flows: readings received, some applied, some waiting for their commit.
             while True:
