@@ -54,6 +54,7 @@ from drsdtp.node_commands import (
     GetQuery,
     HistoryQuery,
     InsightQuery,
+    RecoverRequest,
     Reloads,
     RollbackRequest,
     SnapshotRequest,
@@ -325,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
         "reload", help="re-read the models of a running node (validated first; SIGHUP does the same)"
     )
     config_option(p, "the running node's config file (its data_dir holds the pid)")
+    p = client("recover", "show what the write-ahead log's recovery found; --accept acknowledges it")
+    p.add_argument("--accept", action="store_true", help="acknowledge it: the node becomes ready")
+    p.add_argument("--reason", "-m", default="", help="why the loss is acceptable (required with --accept)")
+    actor(p)
 
     p = sub.add_parser("check-config", help="validate a config file and print a summary")
     p.add_argument(
@@ -546,6 +551,14 @@ def _cmd_deadletters(args: argparse.Namespace, commands: Commands, console: Cons
     return _run_client(args, lambda target: commands.purge_deadletters(target, selection, console))
 
 
+def _cmd_recover(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    if args.accept and not args.reason.strip():
+        console.error("recover --accept needs --reason (it goes to the audit trail)")
+        return EXIT_USAGE
+    request = RecoverRequest(args.accept, args.reason, args.actor)
+    return _run_client(args, lambda target: commands.recover(target, request, console))
+
+
 def _cmd_check_config(args: argparse.Namespace, commands: Commands, console: Console) -> int:
     setup_logging(_client_level(args))
     path = _config_path(args.path)
@@ -667,6 +680,7 @@ _HANDLERS: Final[dict[str, Callable[[argparse.Namespace, Commands, Console], int
     "rollback": _cmd_rollback,
     "audit": _cmd_audit,
     "deadletters": _cmd_deadletters,
+    "recover": _cmd_recover,
     "check-config": _cmd_check_config,
     "reload": _cmd_reload,
 }

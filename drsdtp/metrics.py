@@ -12,7 +12,11 @@ Exported (``source`` is an ingestion source, ``peer`` a peer name):
 * ``drsdtp_adapter_reconnects_total{source}``, ``drsdtp_adapter_connected{source}`` 0/1
 * ``drsdtp_apply_latency_seconds`` histogram (source timestamp to durable apply, fresh readings)
 * ``drsdtp_wal_fsync_latency_seconds`` histogram (one group-commit fsync)
-* ``drsdtp_wal_{records,snapshots,failed_commits}_total`` (registered by the node)
+* ``drsdtp_wal_{records,snapshots,failed_snapshots,failed_commits}_total`` (registered by the node)
+* ``drsdtp_recovery_*`` (registered by the node, :mod:`drsdtp.node.recovery`): this start's recovery
+  (``records``, ``records_skipped``, ``records_after_damage``, ``bytes_quarantined``, ``truncated_bytes``,
+  ``snapshots_rejected``, ``seconds``), ``unaccepted`` and ``loss_suspected`` (what keeps ``/readyz`` at
+  503), ``quarantine_dropped_total``
 * ``drsdtp_peer_up{peer}`` 0/1, ``drsdtp_peers_up`` (how many are up)
 * ``drsdtp_replication_lag_seconds{peer}`` (only while known)
 * ``drsdtp_peer_messages_{sent,received}_total{peer}``, ``drsdtp_peer_catchups_total{peer}``
@@ -331,11 +335,18 @@ class MetricsServer:
     _READ_TIMEOUT_S: Final = 10.0
 
     def __init__(
-        self, metrics: NodeMetrics, address: Address, *, ready: Callable[[], bool] = lambda: True
+        self,
+        metrics: NodeMetrics,
+        address: Address,
+        *,
+        ready: Callable[[], bool] = lambda: True,
+        not_ready: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.metrics = metrics
         self.address = address
         self.ready = ready
+        # A reason to answer 503 with (None: ready as far as it knows), checked after ``ready``.
+        self.not_ready = not_ready
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
 
@@ -419,7 +430,10 @@ class MetricsServer:
         if path == "/healthz":
             return "200 OK", "text/plain", b"ok\n", head_only
         if path == "/readyz":
-            if self.ready():
+            reason = None if self.ready() else ""
+            reason = self.not_ready() if reason is None else reason
+            if reason is None:
                 return "200 OK", "text/plain", b"ready\n", head_only
-            return "503 Service Unavailable", "text/plain", b"not ready\n", head_only
+            text = f"not ready: {reason}\n" if reason else "not ready\n"
+            return "503 Service Unavailable", "text/plain; charset=utf-8", text.encode(), head_only
         return "404 Not Found", "text/plain", b"not found\n", head_only

@@ -38,6 +38,7 @@ __all__ = [
     "GetQuery",
     "HistoryQuery",
     "InsightQuery",
+    "RecoverRequest",
     "Reloads",
     "RollbackRequest",
     "SnapshotRequest",
@@ -139,6 +140,16 @@ class RollbackRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class RecoverRequest:
+    """``drsdtp recover``: show what the write-ahead log's recovery found; with ``accept``, acknowledge it
+    (``reason`` required: it goes to the audit trail) so the node becomes ready."""
+
+    accept: bool = False
+    reason: str = ""
+    actor: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class AuditQuery:
     """``drsdtp audit``: the audit trail (snapshots and rollbacks), newest ``limit`` records."""
 
@@ -217,6 +228,7 @@ class Commands(Protocol):
     async def purge_deadletters(
         self, target: ApiTarget, selection: DeadLetterSelection, console: Console
     ) -> int: ...
+    async def recover(self, target: ApiTarget, request: RecoverRequest, console: Console) -> int: ...
 
     def check_plugins(self, config: NodeConfig) -> Sequence[ConfigError]:
         """Deeper validation of the adapter and kernel tables (by their plugins), for ``check-config``."""

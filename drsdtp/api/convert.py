@@ -151,6 +151,8 @@ def status_message(status: NodeStatus) -> api_pb2.StatusReply:
         reply.clock_offset_s = status.clock_offset_s
     for key, value in status.ingest.items():
         setattr(reply, key, value)
+    reply.recovery_unaccepted = status.recovery_unaccepted
+    reply.not_ready_reason = status.not_ready_reason
     return reply
 
 

@@ -18,6 +18,7 @@ from drsdtp.history.series import SeriesData
 from drsdtp.history.snapshots import RollbackResult, SnapshotInfo
 from drsdtp.ingest.deadletters import Letter
 from drsdtp.models import AssetModel
+from drsdtp.recovery import QuarantineEntry, RecoveryLedger
 
 __all__ = [
     "AuditEntry",
@@ -59,6 +60,8 @@ class NodeStatus:
     state_digest: int
     ingest: dict[str, int]  # received, invalid, dropped, late (summed over adapters)
     peers: tuple[PeerState, ...]
+    recovery_unaccepted: int = 0  # write-ahead log recoveries that went past damage, not yet acknowledged
+    not_ready_reason: str = ""  # why /readyz answers 503 (empty: ready)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,4 +169,13 @@ class NodeApi(Protocol):
     async def wait_replicated(self, peers: int, timeout_s: float) -> int:
         """Waits until ``peers`` peers have acknowledged (made durable) everything this node committed up
         to the call, or the timeout; returns how many had."""
+        ...
+
+    @property
+    def recovery(self) -> RecoveryLedger:
+        """What the write-ahead log's recovery found (quarantine entries, this start's report)."""
+        ...
+
+    async def accept_recovery(self, actor: str, reason: str) -> list[QuarantineEntry]:
+        """Acknowledges every pending recovery (audited); returns the entries acknowledged."""
         ...

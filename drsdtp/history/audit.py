@@ -34,7 +34,8 @@ _log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 Via = Literal["api", "cli", "rollback", "rule", "snapshot", "system"]
-Action = Literal["write", "create", "delete", "snapshot", "rollback"]
+# "recovery": an operator acknowledged what the write-ahead log's recovery found (``ref``: the entries).
+Action = Literal["write", "create", "delete", "snapshot", "rollback", "recovery"]
 
 
 @dataclass(frozen=True, slots=True)

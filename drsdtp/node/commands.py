@@ -31,6 +31,7 @@ from drsdtp.node_commands import (
     GetQuery,
     HistoryQuery,
     InsightQuery,
+    RecoverRequest,
     Reloads,
     RollbackRequest,
     SnapshotRequest,
@@ -109,6 +110,7 @@ class NodeCommands:
             "dropped": s.dropped,
             "late": s.late,
             "state digest": f"{s.state_digest:016x}",
+            "ready": "yes" if not s.not_ready_reason else f"no: {s.not_ready_reason}",
         }
         if console.json_mode:
             console.json({**info, "peers": [{"name": p.name, "up": p.up, "lag_s": p.lag_s} for p in s.peers]})
@@ -432,6 +434,44 @@ class NodeCommands:
             console.line(f"{r.purged} dead letters purged")
         return EXIT_OK
 
+    async def recover(self, target: ApiTarget, request: RecoverRequest, console: Console) -> int:
+        if request.accept:
+            req = api_pb2.AcceptRecoveryRequest(actor=request.actor, reason=request.reason)
+            r = await self._call(target, console, "AcceptRecovery", req)
+        else:
+            r = await self._call(target, console, "GetRecovery", api_pb2.GetRecoveryRequest())
+        if r is None:
+            return EXIT_FAILURE
+        if console.json_mode:
+            console.json(_recovery_doc(r))
+            return EXIT_OK
+        console.fields(
+            [
+                ("ready", "yes" if r.ready else f"no: {r.not_ready_reason}"),
+                ("this start", f"{r.records} records replayed after snapshot {r.snapshot_seq} "
+                 f"in {r.recovery_s:.3f} s, torn tail cut: {r.truncated_bytes} B"),
+            ]
+        )  # fmt: skip
+        for e in r.events:
+            state = f"accepted by {e.accepted_by}: {e.accept_reason}" if e.accepted else "NOT ACKNOWLEDGED"
+            console.line()
+            console.line(
+                f"{e.id} ({state}): {'loss suspected' if e.loss_suspected else 'no loss'}, "
+                f"{e.records_skipped} records skipped, {e.records_after_damage} recovered after the damage, "
+                f"{e.bytes_quarantined} B quarantined in {e.quarantine_dir}"
+            )
+            if e.problem:
+                console.line(f"  report unreadable: {e.problem}")
+            for d in e.damage:
+                lost = f", {d.records_missing} records lost" if d.records_missing else ""
+                console.line(f"  {d.file} at byte {d.offset} ({d.length} B): {d.what}{lost}")
+            for snap in e.snapshots_rejected:
+                console.line(f"  snapshot {snap.file}: {snap.what} ({snap.chunks_damaged} chunks damaged)")
+        if request.accept:
+            console.line()
+            console.line(f"acknowledged: {', '.join(r.accepted) or 'nothing was pending'}")
+        return EXIT_OK
+
     def check_plugins(self, config: NodeConfig) -> Sequence[ConfigError]:
         problems: list[ConfigError] = []
         try:
@@ -487,6 +527,48 @@ def _letter_doc(lt: api_pb2.DeadLetter) -> dict[str, Any]:
         "truncated": lt.truncated,
         "preview": lt.preview.decode("utf-8", "backslashreplace"),
     }
+
+
+def _recovery_doc(r: api_pb2.RecoveryReply) -> dict[str, Any]:
+    return {
+        "ready": r.ready,
+        "not_ready_reason": r.not_ready_reason,
+        "this_start": {
+            "records": r.records,
+            "truncated_bytes": r.truncated_bytes,
+            "recovery_s": r.recovery_s,
+            "snapshot_seq": r.snapshot_seq,
+        },
+        "events": [
+            {
+                "id": e.id,
+                "when_ms": e.when_ms,
+                "quarantine_dir": e.quarantine_dir,
+                "loss_suspected": e.loss_suspected,
+                "records_recovered": e.records_recovered,
+                "records_skipped": e.records_skipped,
+                "records_after_damage": e.records_after_damage,
+                "bytes_quarantined": e.bytes_quarantined,
+                "damage": [
+                    {"file": d.file, "offset": d.offset, "length": d.length, "what": d.what,
+                     "records_missing": d.records_missing, "loss": d.loss, "copy": d.copy}
+                    for d in e.damage
+                ],
+                "snapshots_rejected": [
+                    {"file": s.file, "bytes": s.bytes, "what": s.what, "chunks_damaged": s.chunks_damaged,
+                     "copy": s.copy}
+                    for s in e.snapshots_rejected
+                ],
+                "accepted": e.accepted,
+                "accepted_by": e.accepted_by,
+                "accepted_ms": e.accepted_ms,
+                "accept_reason": e.accept_reason,
+                "problem": e.problem,
+            }
+            for e in r.events
+        ],
+        "accepted": list(r.accepted),
+    }  # fmt: skip
 
 
 def _snapshot_doc(info: api_pb2.SnapshotInfo) -> dict[str, Any]:

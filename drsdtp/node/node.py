@@ -36,12 +36,14 @@ from drsdtp.ingest.deadletters import DeadLetterOptions, DeadLetterStore
 from drsdtp.metrics import MetricsServer, NodeMetrics
 from drsdtp.models import MODEL_FIELD, AssetModel
 from drsdtp.node.deadletters import DeadLetterService
-from drsdtp.node.durable import DurableStore
+from drsdtp.node.durable import WAL_DIR, DurableStore
 from drsdtp.node.history import HistoryService
 from drsdtp.node.insight import MODEL_VERSION_FIELD, InsightService
 from drsdtp.node.intake import Intake
 from drsdtp.node.peer_readings import PeerReadings
+from drsdtp.node.recovery import accept, register_metrics
 from drsdtp.node.snapshots import SnapshotService
+from drsdtp.recovery import QuarantineEntry, RecoveryLedger
 from drsdtp.stats import StoreSize
 
 log = logging.getLogger(__name__)
@@ -126,7 +128,13 @@ class Node:
             ("method", "code"),
             lambda: self.api.requests.counts,
         )
-        self.metrics_server = MetricsServer(self.metrics, config.listen.metrics, ready=lambda: True)
+        self.recovery = RecoveryLedger(
+            config.data_dir / WAL_DIR, self.durable.stats.recovery, self.durable.stats.recovery_s
+        )
+        register_metrics(self.metrics, self.recovery)
+        self.metrics_server = MetricsServer(
+            self.metrics, config.listen.metrics, not_ready=self.recovery.not_ready_reason
+        )
         self._known_twins: set[str] = set(self._store.twins())
         dl = config.deadletters
         self.dead_letters: DeadLetterStore = DeadLetterStore(
@@ -140,6 +148,11 @@ class Node:
         wal = self.durable.stats
         self.metrics.add_counter("drsdtp_wal_records", "Records made durable.", lambda: wal.records)
         self.metrics.add_counter("drsdtp_wal_snapshots", "Log snapshots taken.", lambda: wal.snapshots)
+        self.metrics.add_counter(
+            "drsdtp_wal_failed_snapshots",
+            "Snapshots that could not be written or did not verify (the older ones were kept).",
+            lambda: wal.failed_snapshots,
+        )
         self.metrics.add_counter(
             "drsdtp_wal_failed_commits",
             "Failed log writes; after one the node acknowledges nothing until restarted.",
@@ -229,7 +242,13 @@ class Node:
                 PeerState(name, addresses.get(name, ""), peer.up, peer.lag_s or 0.0)
                 for name, peer in sorted(self.replicator.peer_stats().items())
             ),
+            recovery_unaccepted=len(self.recovery.unaccepted),
+            not_ready_reason=self.recovery.not_ready_reason() or "",
         )
+
+    async def accept_recovery(self, actor: str, reason: str) -> list[QuarantineEntry]:
+        """Acknowledges what the log's recovery found (audited); the node becomes ready."""
+        return await accept(self.recovery, actor, reason, self.snapshots.audit_recovery)
 
     async def read_history(
         self, twin: str, field: str, start_ms: int, end_ms: int, resolution: str, limit: int

@@ -97,6 +97,17 @@ class SnapshotService:
             await asyncio.to_thread(self.store.audit_rollback, result, actor, reason)
         return result
 
+    async def audit_recovery(self, actor: str, reason: str, entries: list[str]) -> None:
+        """Records in the audit trail that ``actor`` acknowledged these write-ahead log recoveries."""
+
+        def record() -> None:
+            self.audit.record(actor=actor, twin="", changes={}, reason=reason, via="api", action="recovery",
+                              ref=",".join(entries))  # fmt: skip
+            self.audit.flush()
+
+        async with self._lock:
+            await asyncio.to_thread(record)
+
     async def read_audit(
         self, twin: str | None, start_ms: int | None, end_ms: int | None, actor: str | None
     ) -> tuple[list[AuditRecord], Verification]:

@@ -30,6 +30,7 @@ from drsdtp.node_commands import (
     GetQuery,
     HistoryQuery,
     InsightQuery,
+    RecoverRequest,
     Reloads,
     RollbackRequest,
     SnapshotRequest,
@@ -206,6 +207,9 @@ class Recording:
     ) -> int:
         return await self._record("purge_deadletters", target, selection)
 
+    async def recover(self, target: ApiTarget, request: RecoverRequest, console: Console) -> int:
+        return await self._record("recover", target, request)
+
     def check_plugins(self, config: NodeConfig) -> Sequence[ConfigError]:
         return [ConfigError("adapters[0].topic", "required key is missing")] if self.fail else []
 
@@ -322,6 +326,19 @@ def test_snapshot_and_rollback_require_a_reason() -> None:
             call(argv, commands)
         assert exit_.value.code == 2
     assert commands.calls == []
+
+
+def test_recover_shows_and_accepts_with_a_reason() -> None:
+    commands = Recording()
+    call(["recover", "--json"], commands)
+    call(["recover", "--accept", "-m", "restored from peers", "--actor", "ops"], commands)
+    shown, accepted = commands.calls
+    assert isinstance(shown[2], RecoverRequest) and not shown[2].accept and not shown[2].reason
+    assert accepted[2] == RecoverRequest(True, "restored from peers", "ops")
+    # An acknowledgement goes to the audit trail: it needs a reason.
+    code, _, err = call(["recover", "--accept"], commands)
+    assert code == 2 and "--reason" in err
+    assert len(commands.calls) == 2
 
 
 def test_client_target_comes_from_the_config(tmp_path: Path) -> None:

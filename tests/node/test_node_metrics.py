@@ -328,3 +328,13 @@ async def test_a_node_with_a_serial_adapter_exports_its_counters(tmp_path: Path)
     got = samples(node.metrics)
     assert got[("drsdtp_adapter_events_total", (("event", "lost"), ("source", "fw")))] == 0
     assert ("drsdtp_adapter_events_total", (("event", "last_seq"), ("source", "fw"))) not in got
+
+
+async def test_readyz_says_why_it_is_not_ready() -> None:
+    reason: str | None = "write-ahead log recovery needs an operator: see `drsdtp recover`"
+    async with MetricsServer(NodeMetrics("n"), Address("127.0.0.1", 0), not_ready=lambda: reason) as server:
+        status, content_type, body = await get(f"http://127.0.0.1:{server.port}/readyz")
+        assert (status, body.decode()) == (503, f"not ready: {reason}\n")
+        assert content_type.startswith("text/plain")
+        reason = None
+        assert (await get(f"http://127.0.0.1:{server.port}/readyz"))[:3:2] == (200, b"ready\n")

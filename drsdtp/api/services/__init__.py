@@ -36,4 +36,6 @@ def unary_methods(node: NodeApi, keys: IdempotencyStore) -> dict[str, Unary]:
         "ReplayDeadLetters": admin.replay_dead_letters,
         "PurgeDeadLetters": admin.purge_dead_letters,
         "Write": write.write,
+        "GetRecovery": admin.get_recovery,
+        "AcceptRecovery": admin.accept_recovery,
     }

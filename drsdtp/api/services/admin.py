@@ -1,9 +1,12 @@
-"""The operator's methods: snapshots, rollback, the audit trail, dead letters."""
+"""The operator's methods: snapshots, rollback, the audit trail, dead letters, write-ahead log recovery."""
 
 from __future__ import annotations
 
+import asyncio
+
 from drsdtp.api import convert
 from drsdtp.api.node import NodeApi, Selection
+from drsdtp.api.recovery import recovery_reply
 from drsdtp.errors import InvalidValueError
 from drsdtp.wire.v1 import api_pb2
 
@@ -85,3 +88,13 @@ class AdminService:
     ) -> api_pb2.PurgeDeadLettersReply:
         purged = await self.node.dead_letter_service.purge(_selection(request.select))
         return api_pb2.PurgeDeadLettersReply(purged=purged)
+
+    async def get_recovery(self, request: api_pb2.GetRecoveryRequest) -> api_pb2.RecoveryReply:
+        ledger = self.node.recovery
+        await asyncio.to_thread(ledger.refresh)
+        return recovery_reply(ledger)
+
+    async def accept_recovery(self, request: api_pb2.AcceptRecoveryRequest) -> api_pb2.RecoveryReply:
+        _reason(request.reason, "accepting a recovery")
+        done = await self.node.accept_recovery(_actor(request.actor), request.reason)
+        return recovery_reply(self.node.recovery, done)

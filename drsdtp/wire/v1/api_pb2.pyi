@@ -84,6 +84,8 @@ class StatusReply(_message.Message):
     UPTIME_S_FIELD_NUMBER: _builtins.int
     SCOPES_FIELD_NUMBER: _builtins.int
     STATE_DIGEST_FIELD_NUMBER: _builtins.int
+    RECOVERY_UNACCEPTED_FIELD_NUMBER: _builtins.int
+    NOT_READY_REASON_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     replica_id: _builtins.int
     version: _builtins.str
@@ -101,6 +103,10 @@ class StatusReply(_message.Message):
     uptime_s: _builtins.float
     state_digest: _builtins.int
     """Digest of the node's whole state: equal on converged nodes (same scopes)."""
+    recovery_unaccepted: _builtins.int
+    """Write-ahead log recoveries that went past damage and no operator acknowledged yet (see GetRecovery)."""
+    not_ready_reason: _builtins.str
+    """Why /readyz answers 503 (empty: ready)."""
     @_builtins.property
     def peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___PeerStatus]: ...
     @_builtins.property
@@ -124,10 +130,12 @@ class StatusReply(_message.Message):
         uptime_s: _builtins.float = ...,
         scopes: _abc.Iterable[_builtins.str] | None = ...,
         state_digest: _builtins.int = ...,
+        recovery_unaccepted: _builtins.int = ...,
+        not_ready_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_s", b"_clock_offset_s", "clock_offset_s", b"clock_offset_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_s", b"_clock_offset_s", "clock_offset_s", b"clock_offset_s", "dropped", b"dropped", "fields", b"fields", "hlc", b"hlc", "invalid", b"invalid", "late", b"late", "node_id", b"node_id", "peers", b"peers", "received", b"received", "replica_id", b"replica_id", "scopes", b"scopes", "state_digest", b"state_digest", "twins", b"twins", "uptime_s", b"uptime_s", "version", b"version", "wal_records", b"wal_records"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_s", b"_clock_offset_s", "clock_offset_s", b"clock_offset_s", "dropped", b"dropped", "fields", b"fields", "hlc", b"hlc", "invalid", b"invalid", "late", b"late", "node_id", b"node_id", "not_ready_reason", b"not_ready_reason", "peers", b"peers", "received", b"received", "recovery_unaccepted", b"recovery_unaccepted", "replica_id", b"replica_id", "scopes", b"scopes", "state_digest", b"state_digest", "twins", b"twins", "uptime_s", b"uptime_s", "version", b"version", "wal_records", b"wal_records"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__clock_offset_s: _TypeAlias = _typing.Literal["clock_offset_s"]  # noqa: Y015
     _WhichOneofArgType__clock_offset_s: _TypeAlias = _typing.Literal["_clock_offset_s", b"_clock_offset_s"]  # noqa: Y015
@@ -1430,3 +1438,230 @@ class WrittenTwin(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WrittenTwin: _TypeAlias = WrittenTwin  # noqa: Y015
+
+@_typing.final
+class GetRecoveryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRecoveryRequest: _TypeAlias = GetRecoveryRequest  # noqa: Y015
+
+@_typing.final
+class AcceptRecoveryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    actor: _builtins.str
+    reason: _builtins.str
+    """Why the loss is acceptable (e.g. "peers restored the twins"); recorded in the audit trail."""
+    def __init__(
+        self,
+        *,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcceptRecoveryRequest: _TypeAlias = AcceptRecoveryRequest  # noqa: Y015
+
+@_typing.final
+class RecoveryDamage(_message.Message):
+    """A region of a log segment recovery went past."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
+    WHAT_FIELD_NUMBER: _builtins.int
+    RECORDS_MISSING_FIELD_NUMBER: _builtins.int
+    LOSS_FIELD_NUMBER: _builtins.int
+    COPY_FIELD_NUMBER: _builtins.int
+    file: _builtins.str
+    offset: _builtins.int
+    length: _builtins.int
+    what: _builtins.str
+    records_missing: _builtins.int
+    """Records known lost there (from the sequence numbers on either side)."""
+    loss: _builtins.bool
+    """Acknowledged data may have been lost there (junk between intact records is not a loss)."""
+    copy: _builtins.str
+    """The copy in the quarantine entry."""
+    def __init__(
+        self,
+        *,
+        file: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        length: _builtins.int = ...,
+        what: _builtins.str = ...,
+        records_missing: _builtins.int = ...,
+        loss: _builtins.bool = ...,
+        copy: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["copy", b"copy", "file", b"file", "length", b"length", "loss", b"loss", "offset", b"offset", "records_missing", b"records_missing", "what", b"what"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecoveryDamage: _TypeAlias = RecoveryDamage  # noqa: Y015
+
+@_typing.final
+class RejectedSnapshot(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    WHAT_FIELD_NUMBER: _builtins.int
+    CHUNKS_DAMAGED_FIELD_NUMBER: _builtins.int
+    COPY_FIELD_NUMBER: _builtins.int
+    file: _builtins.str
+    bytes: _builtins.int
+    what: _builtins.str
+    chunks_damaged: _builtins.int
+    """Chunks damaged or missing (the others were used)."""
+    copy: _builtins.str
+    def __init__(
+        self,
+        *,
+        file: _builtins.str = ...,
+        bytes: _builtins.int = ...,
+        what: _builtins.str = ...,
+        chunks_damaged: _builtins.int = ...,
+        copy: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "chunks_damaged", b"chunks_damaged", "copy", b"copy", "file", b"file", "what", b"what"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectedSnapshot: _TypeAlias = RejectedSnapshot  # noqa: Y015
+
+@_typing.final
+class RecoveryEvent(_message.Message):
+    """One recovery that went past damage: a quarantine entry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    WHEN_MS_FIELD_NUMBER: _builtins.int
+    QUARANTINE_DIR_FIELD_NUMBER: _builtins.int
+    LOSS_SUSPECTED_FIELD_NUMBER: _builtins.int
+    RECORDS_RECOVERED_FIELD_NUMBER: _builtins.int
+    RECORDS_SKIPPED_FIELD_NUMBER: _builtins.int
+    RECORDS_AFTER_DAMAGE_FIELD_NUMBER: _builtins.int
+    BYTES_QUARANTINED_FIELD_NUMBER: _builtins.int
+    DAMAGE_FIELD_NUMBER: _builtins.int
+    SNAPSHOTS_REJECTED_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    ACCEPTED_BY_FIELD_NUMBER: _builtins.int
+    ACCEPTED_MS_FIELD_NUMBER: _builtins.int
+    ACCEPT_REASON_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    when_ms: _builtins.int
+    quarantine_dir: _builtins.str
+    """The entry's directory: the damaged bytes and report.json."""
+    loss_suspected: _builtins.bool
+    records_recovered: _builtins.int
+    records_skipped: _builtins.int
+    records_after_damage: _builtins.int
+    bytes_quarantined: _builtins.int
+    accepted: _builtins.bool
+    accepted_by: _builtins.str
+    accepted_ms: _builtins.int
+    accept_reason: _builtins.str
+    problem: _builtins.str
+    """Set when report.json could not be read (the entry counts as loss suspected)."""
+    @_builtins.property
+    def damage(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecoveryDamage]: ...
+    @_builtins.property
+    def snapshots_rejected(self) -> _containers.RepeatedCompositeFieldContainer[Global___RejectedSnapshot]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        when_ms: _builtins.int = ...,
+        quarantine_dir: _builtins.str = ...,
+        loss_suspected: _builtins.bool = ...,
+        records_recovered: _builtins.int = ...,
+        records_skipped: _builtins.int = ...,
+        records_after_damage: _builtins.int = ...,
+        bytes_quarantined: _builtins.int = ...,
+        damage: _abc.Iterable[Global___RecoveryDamage] | None = ...,
+        snapshots_rejected: _abc.Iterable[Global___RejectedSnapshot] | None = ...,
+        accepted: _builtins.bool = ...,
+        accepted_by: _builtins.str = ...,
+        accepted_ms: _builtins.int = ...,
+        accept_reason: _builtins.str = ...,
+        problem: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_reason", b"accept_reason", "accepted", b"accepted", "accepted_by", b"accepted_by", "accepted_ms", b"accepted_ms", "bytes_quarantined", b"bytes_quarantined", "damage", b"damage", "id", b"id", "loss_suspected", b"loss_suspected", "problem", b"problem", "quarantine_dir", b"quarantine_dir", "records_after_damage", b"records_after_damage", "records_recovered", b"records_recovered", "records_skipped", b"records_skipped", "snapshots_rejected", b"snapshots_rejected", "when_ms", b"when_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecoveryEvent: _TypeAlias = RecoveryEvent  # noqa: Y015
+
+@_typing.final
+class RecoveryReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    READY_FIELD_NUMBER: _builtins.int
+    NOT_READY_REASON_FIELD_NUMBER: _builtins.int
+    RECORDS_FIELD_NUMBER: _builtins.int
+    TRUNCATED_BYTES_FIELD_NUMBER: _builtins.int
+    RECOVERY_S_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_SEQ_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    ready: _builtins.bool
+    not_ready_reason: _builtins.str
+    """Why the node is not ready (empty: it is)."""
+    records: _builtins.int
+    """This start's recovery."""
+    truncated_bytes: _builtins.int
+    recovery_s: _builtins.float
+    snapshot_seq: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecoveryEvent]:
+        """Quarantine entries, oldest first."""
+
+    @_builtins.property
+    def accepted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """AcceptRecovery: the entries this call acknowledged."""
+
+    def __init__(
+        self,
+        *,
+        ready: _builtins.bool = ...,
+        not_ready_reason: _builtins.str = ...,
+        records: _builtins.int = ...,
+        truncated_bytes: _builtins.int = ...,
+        recovery_s: _builtins.float = ...,
+        snapshot_seq: _builtins.int = ...,
+        events: _abc.Iterable[Global___RecoveryEvent] | None = ...,
+        accepted: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "events", b"events", "not_ready_reason", b"not_ready_reason", "ready", b"ready", "records", b"records", "recovery_s", b"recovery_s", "snapshot_seq", b"snapshot_seq", "truncated_bytes", b"truncated_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecoveryReply: _TypeAlias = RecoveryReply  # noqa: Y015

@@ -104,6 +104,16 @@ class TwinApiStub:
                 request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.WriteRequest.SerializeToString,
                 response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.WriteReply.FromString,
                 _registered_method=True)
+        self.GetRecovery = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/GetRecovery',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.GetRecoveryRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.RecoveryReply.FromString,
+                _registered_method=True)
+        self.AcceptRecovery = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/AcceptRecovery',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.AcceptRecoveryRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.RecoveryReply.FromString,
+                _registered_method=True)
 
 
 class TwinApiServicer:
@@ -213,6 +223,23 @@ class TwinApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRecovery(self, request, context):
+        """What the write-ahead log's recovery found: this start's report, and every recovery that went past
+        damage (skipped records, quarantined bytes, rejected snapshots) with who acknowledged it. The node is
+        not ready while one is unacknowledged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcceptRecovery(self, request, context):
+        """Acknowledges every unacknowledged recovery (recorded in the audit trail with the actor): the node
+        becomes ready. The reply lists what was acknowledged in `accepted`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TwinApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -285,6 +312,16 @@ def add_TwinApiServicer_to_server(servicer, server):
                     servicer.Write,
                     request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.WriteRequest.FromString,
                     response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.WriteReply.SerializeToString,
+            ),
+            'GetRecovery': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRecovery,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.GetRecoveryRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.RecoveryReply.SerializeToString,
+            ),
+            'AcceptRecovery': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcceptRecovery,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.AcceptRecoveryRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.RecoveryReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -665,6 +702,60 @@ class TwinApi:
             '/drsdtp.wire.v1.TwinApi/Write',
             drsdtp_dot_wire_dot_v1_dot_api__pb2.WriteRequest.SerializeToString,
             drsdtp_dot_wire_dot_v1_dot_api__pb2.WriteReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRecovery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/GetRecovery',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.GetRecoveryRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.RecoveryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcceptRecovery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/AcceptRecovery',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.AcceptRecoveryRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.RecoveryReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -75,6 +75,15 @@ class TwinApiStub:
     one twin or a batch. The request is validated whole before anything is applied (a bad value changes
     nothing), applied in one durable commit, audited with the caller, and answered once `ack` is reached.
     """
+    GetRecovery: _grpc.UnaryUnaryMultiCallable[_api_pb2.GetRecoveryRequest, _api_pb2.RecoveryReply]
+    """What the write-ahead log's recovery found: this start's report, and every recovery that went past
+    damage (skipped records, quarantined bytes, rejected snapshots) with who acknowledged it. The node is
+    not ready while one is unacknowledged.
+    """
+    AcceptRecovery: _grpc.UnaryUnaryMultiCallable[_api_pb2.AcceptRecoveryRequest, _api_pb2.RecoveryReply]
+    """Acknowledges every unacknowledged recovery (recorded in the audit trail with the actor): the node
+    becomes ready. The reply lists what was acknowledged in `accepted`.
+    """
 
 @_typing.type_check_only
 class TwinApiAsyncStub(TwinApiStub):
@@ -116,6 +125,15 @@ class TwinApiAsyncStub(TwinApiStub):
     """(v2) Writes to twins: create and delete, reported values, desired values, set elements, counters, for
     one twin or a batch. The request is validated whole before anything is applied (a bad value changes
     nothing), applied in one durable commit, audited with the caller, and answered once `ack` is reached.
+    """
+    GetRecovery: _aio.UnaryUnaryMultiCallable[_api_pb2.GetRecoveryRequest, _api_pb2.RecoveryReply]  # type: ignore[assignment]
+    """What the write-ahead log's recovery found: this start's report, and every recovery that went past
+    damage (skipped records, quarantined bytes, rejected snapshots) with who acknowledged it. The node is
+    not ready while one is unacknowledged.
+    """
+    AcceptRecovery: _aio.UnaryUnaryMultiCallable[_api_pb2.AcceptRecoveryRequest, _api_pb2.RecoveryReply]  # type: ignore[assignment]
+    """Acknowledges every unacknowledged recovery (recorded in the audit trail with the actor): the node
+    becomes ready. The reply lists what was acknowledged in `accepted`.
     """
 
 class TwinApiServicer(metaclass=_abc_1.ABCMeta):
@@ -239,6 +257,27 @@ class TwinApiServicer(metaclass=_abc_1.ABCMeta):
         """(v2) Writes to twins: create and delete, reported values, desired values, set elements, counters, for
         one twin or a batch. The request is validated whole before anything is applied (a bad value changes
         nothing), applied in one durable commit, audited with the caller, and answered once `ack` is reached.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRecovery(
+        self,
+        request: _api_pb2.GetRecoveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.RecoveryReply, _abc.Awaitable[_api_pb2.RecoveryReply]]:
+        """What the write-ahead log's recovery found: this start's report, and every recovery that went past
+        damage (skipped records, quarantined bytes, rejected snapshots) with who acknowledged it. The node is
+        not ready while one is unacknowledged.
+        """
+
+    @_abc_1.abstractmethod
+    def AcceptRecovery(
+        self,
+        request: _api_pb2.AcceptRecoveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.RecoveryReply, _abc.Awaitable[_api_pb2.RecoveryReply]]:
+        """Acknowledges every unacknowledged recovery (recorded in the audit trail with the actor): the node
+        becomes ready. The reply lists what was acknowledged in `accepted`.
         """
 
 def add_TwinApiServicer_to_server(servicer: TwinApiServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
