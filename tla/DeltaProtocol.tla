@@ -51,6 +51,7 @@ QuiescentConvergence  once every pair is connected, nothing is in flight or wait
                       settles ends up). That fair runs do settle is liveness, which TLC cannot check over
                       this state space within CI.
     tests/gossip/test_gossip_sim.py::test_delta_path_alone_converges_once_healed
+    tests/gossip/test_gossip_protocol.py::test_receiver_acks_only_its_contiguous_frontier
     tests/gossip/test_gossip_protocol.py::test_a_full_buffer_sheds_and_the_peer_catches_up_from_a_digest
     tests/gossip/test_gossip_replicator.py::test_a_restarted_node_catches_up_from_its_peer
 *)
@@ -58,14 +59,15 @@ QuiescentConvergence  once every pair is connected, nothing is in flight or wait
 (*   AckBeforePersist      a receiver acks before its merge is durable              -> AckedIsDurable *)
 (*   ClientAckBeforeFlush  a write is acknowledged to its client before the commit  -> NoAckedWriteLost *)
 (*   CatchUpWithoutSync    catch-up chunks skip the durable barrier (sync())        -> OnlyDurableLeaves *)
+(*   IgnoreGaps            a receiver acks a batch that arrived ahead of a gap      -> QuiescentConvergence *)
 (*
 What TLC showed besides: an Ack does not mean the whole acked batch is durable at the receiver. A batch
-that changes nothing, because its events were merged before (from another peer, or on an earlier
-stream with this one that dropped) and still wait for the commit, is acknowledged at once: an ack waits
-only for the persists queued on its own stream. Should the receiver crash before that commit, the sender
-has dropped the entry and the receiver has lost the events. Nothing is lost for good (the writer holds its write
-durably, and a restarted node repairs with every peer), which QuiescentConvergence checks over such
-runs; AckedIsDurable holds for what a batch changed, as Session._ack_loop promises.
+that changes nothing, because its events were merged before (from another peer, or on an earlier stream
+with this one that dropped) and still wait for the commit, is acknowledged at once: an ack waits only
+for the persists queued on its own stream. Should the receiver crash before that commit, the sender has
+dropped the entry and the receiver has lost the events. Nothing is lost for good (the writer holds its
+write durably, and a restarted node repairs with every peer), which QuiescentConvergence checks over
+such runs; AckedIsDurable holds for what a batch changed, as Session._ack_loop promises.
 *)
 EXTENDS Integers, FiniteSets, Sequences
 
@@ -77,7 +79,8 @@ CONSTANTS N,                    \* nodes 1..N (the lower id owns the periodic re
           MaxMsgs,              \* messages in flight (a state constraint, see Bounded)
           Relay,                \* limits.relay: received deltas are appended to the log for the other peers
           PeriodicRepair,       \* the repair owner may start a digest exchange at any time
-          AckBeforePersist, ClientAckBeforeFlush, CatchUpWithoutSync     \* mutants, FALSE in the real code
+          AckBeforePersist, ClientAckBeforeFlush,     \* mutants, FALSE in the real code (see the header)
+          CatchUpWithoutSync, IgnoreGaps
 
 Node == 1..N
 Local == 0                                    \* the source of a local entry in the log (None in Python)
@@ -314,7 +317,8 @@ Absorb(f, pd) == LET ready == {iv \in pd : iv[1] <= f}
                  IN IF ready = {} THEN <<f, pd>>
                     ELSE Absorb(Max({f} \cup {iv[2] : iv \in ready}), pd \ ready)
 Advance(f, pd, base, lo, hi) ==
-  LET f0 == Max2(f, base) IN IF lo > f0 THEN <<f0, pd \cup {<<lo, hi>>}>> ELSE Absorb(Max2(f0, hi), pd)
+  LET f0 == Max2(f, base)
+  IN IF lo > f0 /\ ~IgnoreGaps THEN <<f0, pd \cup {<<lo, hi>>}>> ELSE Absorb(Max2(f0, hi), pd)
 
 \* _on_deltas: merge; what changed goes to persist and, relayed, into the log for the other peers. The
 \* cumulative ack of the new frontier queues behind this stream's persists (Session._ack_loop): it leaves
