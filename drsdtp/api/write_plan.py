@@ -96,6 +96,7 @@ class Applied:
     versions: dict[str, int] = field(default_factory=dict)
     changes: dict[str, dict[str, Change]] = field(default_factory=dict)
     actions: dict[str, WriteAction] = field(default_factory=dict)
+    extra_twins: list[str] = field(default_factory=list)  # twins a delta touched besides the one it names
 
 
 def twin_version(store: Store, twin: str) -> int:
@@ -202,6 +203,10 @@ class _Checker:
                 raise naming(InvalidValueError(f"{path}.metadata: an empty key"), f"{path}.metadata")
             del value
 
+    def model_of_twin(self, twin: str) -> AssetModel | None:
+        name = self.store.get(twin, MODEL_FIELD)
+        return self.models(name) if isinstance(name, str) and name else None
+
     def _model_of(self, tw: TwinOps) -> AssetModel | None:
         name = tw.create.model if tw.create is not None else self.store.get(tw.twin, MODEL_FIELD)
         return self.models(name) if isinstance(name, str) and name else None
@@ -234,16 +239,16 @@ class _Checker:
             )
         if op.kind == "report":
             assert op.value is not None
-            self._shape(twin, op.field, "register", _family(op.value), path)
+            self.shape(twin, op.field, "register", _family(op.value), path)
         elif op.kind in ("desire", "clear_desired"):
             family = _family(op.value) if op.value is not None else None
-            self._shape(twin, op.field + DESIRED_SUFFIX, "desired", family, path)
+            self.shape(twin, op.field + DESIRED_SUFFIX, "desired", family, path)
         elif op.kind in ("add", "remove"):
             assert isinstance(op.value, str)
-            self._shape(twin, op.field, "set", None, path)
+            self.shape(twin, op.field, "set", None, path)
         else:
             assert isinstance(op.value, int)
-            self._shape(twin, op.field, "counter", None, path)
+            self.shape(twin, op.field, "counter", None, path)
             now = self.fields_of(twin).get(op.field)
             now = now if isinstance(now, int) and not isinstance(now, bool) else 0
             if not I64_MIN <= now + op.value <= I64_MAX:
@@ -252,7 +257,7 @@ class _Checker:
                     f"{path}.increment",
                 )
 
-    def _shape(self, twin: str, name: str, shape: Shape, family: str | None, path: str) -> None:
+    def shape(self, twin: str, name: str, shape: Shape, family: str | None, path: str) -> None:
         store, key = self.store, (twin, name)
         if key in self.planned:
             held, held_family = self.planned[key]
@@ -320,11 +325,13 @@ def check(
     writes: Sequence[TwinOps],
     models: Callable[[str], AssetModel | None],
     max_name_bytes: int,
-) -> None:
-    """Raises the first problem of the request (an error naming the field); changes nothing."""
+) -> _Checker:
+    """Raises the first problem of the request (an error naming the field); changes nothing. Returns the
+    checker, which knows the shapes the request gives fields (for the columns checked after)."""
     checker = _Checker(store, models, max_name_bytes)
     for tw in writes:
         checker.twin(tw)
+    return checker
 
 
 def apply(

@@ -161,6 +161,32 @@ class AuditLog:
         ts_ms: int | None = None,
     ) -> AuditRecord:
         """Append one record (not yet fsynced: call :meth:`flush`)."""
+        return AuditRecord.from_json(self._append(actor, twin, changes, reason, via, action, ref, ts_ms))
+
+    def append(
+        self,
+        *,
+        actor: str,
+        twin: str,
+        changes: Mapping[str, Change],
+        reason: str,
+        via: Via,
+        action: Action = "write",
+    ) -> None:
+        """:meth:`record` for a writer that needs nothing back (the API's writes: spares parsing it)."""
+        self._append(actor, twin, changes, reason, via, action, None, None)
+
+    def _append(
+        self,
+        actor: str,
+        twin: str,
+        changes: Mapping[str, Change],
+        reason: str,
+        via: Via,
+        action: Action,
+        ref: str | None,
+        ts_ms: int | None,
+    ) -> dict[str, Any]:
         if self._closed:
             raise storage_error(f"audit log {self.path} is closed")
         body: dict[str, Any] = {
@@ -186,7 +212,7 @@ class AuditLog:
         self._seq += 1
         self._last_hash = body["hash"]
         self._dirty = True
-        return AuditRecord.from_json(body)
+        return body
 
     def flush(self) -> None:
         """fsync the log, then record its head (the truncation anchor)."""

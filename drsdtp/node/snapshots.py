@@ -56,7 +56,7 @@ class SnapshotService:
         them); one fsync follows within :data:`AUDIT_FLUSH_S` for every write in that time."""
         async with self._lock:
             for e in entries:
-                self.audit.record(
+                self.audit.append(
                     actor=e.actor, twin=e.twin, changes=e.changes, reason=e.reason, via="api", action=e.action
                 )
         if self._flush_task is None:

@@ -356,3 +356,56 @@ async def test_a_remembered_write_the_log_lost_is_applied_again_on_start(tmp_pat
         assert node.store.get("t", "n") == 7
     async with Node(config(tmp_path)) as node:  # and the log now holds it
         assert node.store.get("t", "n") == 7
+
+
+def columns(twins: list[str], fields: list[str], rows: list[tuple[int, int, float]]) -> api_pb2.WriteRequest:
+    return api_pb2.WriteRequest(
+        columns=api_pb2.NumericColumns(
+            twin_ids=twins,
+            fields=fields,
+            twin=[r[0] for r in rows],
+            field=[r[1] for r in rows],
+            values=[r[2] for r in rows],
+        )
+    )
+
+
+async def test_numeric_columns_write_in_bulk_and_refuse_a_bad_row_by_its_index(
+    api: tuple[Node, Stub],
+) -> None:
+    node, stub = api
+    await stub.Write(
+        api_pb2.WriteRequest(twins=[create("room-1", "room", [report("note", text="a")]), create("line")])
+    )
+    rows = [(t, f, float(10 * t + f)) for t in range(2) for f in range(2)] + [(0, 0, 33.0)]
+    reply = await stub.Write(columns(["room-1", "line"], ["temp_1", "speed"], rows))
+    assert {t.twin_id for t in reply.twins} == {"room-1", "line"}
+    assert (await fields(stub, "room-1"))["temp_1"] == 33.0  # the last row of a field wins
+    assert (await fields(stub, "line"))["speed"] == 11.0
+    audit = await stub.ReadAudit(api_pb2.AuditRequest(twin_id="line"))
+    assert {c.name for c in audit.records[-1].changes} == {"temp_1", "speed"}
+    before = node.store.encode_state()
+    cases = [
+        (
+            columns(["line"], ["x"], [(0, 0, 1.0), (0, 0, float("inf"))]),
+            "INVALID_ARGUMENT",
+            "columns.values[1]",
+        ),
+        (
+            columns(["room-1"], ["temp_1"], [(0, 0, 20.0), (0, 0, 99.0)]),
+            "INVALID_ARGUMENT",
+            "columns.values[1]",
+        ),
+        (columns(["line", "ghost"], ["x"], [(1, 0, 1.0)]), "NOT_FOUND", "columns.twin_ids[1]"),
+        (columns(["line"], ["x"], [(0, 3, 1.0)]), "INVALID_ARGUMENT", "columns.field[0]"),
+        (
+            columns(["room-1"], ["humidity", "note"], [(0, 0, 5.0), (0, 1, 1.0)]),
+            "INVALID_ARGUMENT",
+            "columns[1].field",
+        ),
+        (columns(["line"], ["_scope"], [(0, 0, 1.0)]), "INVALID_ARGUMENT", "columns.fields[0]"),
+    ]
+    for request, code, field in cases:
+        error = await refused(stub, request)
+        assert (error.code().name, trailer(error, FIELD_KEY)) == (code, field), error.details()
+    assert node.store.encode_state() == before

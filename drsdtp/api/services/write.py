@@ -13,11 +13,14 @@ import asyncio
 import hashlib
 import logging
 
+import numpy as np
+
 from drsdtp._core import join
 from drsdtp.api.caller import current_caller
 from drsdtp.api.errors import naming
 from drsdtp.api.idempotency import MAX_KEY_BYTES, IdempotencyStore
 from drsdtp.api.node import AuditEntry, NodeApi, Value
+from drsdtp.api.write_columns import Columns, apply_columns, check_columns
 from drsdtp.api.write_plan import Applied, Create, Op, OpKind, TwinOps, apply, check
 from drsdtp.errors import InvalidValueError, PreconditionError, ReplicationTimeoutError
 from drsdtp.wire.v1 import api_pb2
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 DEFAULT_REPLICATE_MS = 5_000
 MAX_REPLICATE_MS = 600_000
 MAX_OPS = 10_000  # per request (the request's size, 64 KiB, bounds it first)
+MAX_ROWS = 100_000
 VALUE_KINDS = ("f64", "i64", "flag", "text", "blob")
 
 
@@ -62,9 +66,25 @@ def _op(msg: api_pb2.FieldOp, path: str) -> Op:
     return Op(msg.field, "increment", int(msg.increment), path)
 
 
+def decode_columns(msg: api_pb2.NumericColumns) -> Columns:
+    if len(msg.values) > MAX_ROWS:
+        raise naming(
+            InvalidValueError(f"columns: more than {MAX_ROWS} rows in one request"), "columns.values"
+        )
+    source = np.array(msg.source_ms, np.int64) if msg.source_ms else np.zeros(len(msg.values), np.int64)
+    return Columns(
+        list(msg.twin_ids),
+        list(msg.fields),
+        np.array(msg.twin, np.uint32),
+        np.array(msg.field, np.uint32),
+        np.array(msg.values, np.float64),
+        source,
+    )
+
+
 def decode(request: api_pb2.WriteRequest) -> list[TwinOps]:
     """The request as domain operations (each with its path in the request, for errors)."""
-    if not request.twins:
+    if not request.twins and not request.columns.values:
         raise naming(InvalidValueError("twins: a write needs at least one twin"), "twins")
     if sum(len(t.ops) for t in request.twins) > MAX_OPS:
         raise naming(InvalidValueError(f"twins: more than {MAX_OPS} operations in one request"), "twins")
@@ -117,27 +137,35 @@ class WriteService:
                 self.keys.repeats += 1
                 return await self._acknowledged(request, reply)
         writes = decode(request)
+        columns = decode_columns(request.columns)
         # Shielded: a caller that goes away does not stop a write half way (applied but not announced,
         # or not audited).
-        reply = await asyncio.shield(self._apply(request, writes, key, digest))
+        reply = await asyncio.shield(self._apply(request, writes, columns, key, digest))
         return await self._acknowledged(request, reply)
 
     async def _apply(
-        self, request: api_pb2.WriteRequest, writes: list[TwinOps], key: str, digest: bytes
+        self,
+        request: api_pb2.WriteRequest,
+        writes: list[TwinOps],
+        columns: Columns,
+        key: str,
+        digest: bytes,
     ) -> api_pb2.WriteReply:
         node = self.node
-        check(node.store, writes, node.model, node.limits.max_name_bytes)
+        checker = check(node.store, writes, node.model, node.limits.max_name_bytes)
+        check_columns(checker, columns)
         applied = Applied()
         failure: Exception | None = None
         try:
             apply(node.store, writes, node.twin_defaults, applied)
+            apply_columns(node.store, columns, applied)
         except Exception as exc:  # the store refused what the check passed: commit what it took, then say so
             failure = exc
         if applied.deltas:
             # From the apply to the log append (inside commit's first step) nothing else runs, so no peer
             # catch-up can read the write before the log holds it.
             delta = applied.deltas[0][0] if len(applied.deltas) == 1 else join([d for d, _ in applied.deltas])
-            twins = list(dict.fromkeys(t for _, t in applied.deltas))
+            twins = list(dict.fromkeys([*(t for _, t in applied.deltas), *applied.extra_twins]))
             flushed = None
             if key and failure is None:
                 self.keys.remember(key, digest, _reply(applied).SerializeToString(), delta)

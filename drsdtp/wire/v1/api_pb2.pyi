@@ -1205,6 +1205,7 @@ class WriteRequest(_message.Message):
     REPLICATE_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """A repeat of a request with the same key (within the node's idempotency window) is answered with the
     original reply and applies nothing; the same key with a different request is INVALID_ARGUMENT.
@@ -1223,6 +1224,10 @@ class WriteRequest(_message.Message):
     def twins(self) -> _containers.RepeatedCompositeFieldContainer[Global___TwinWrite]:
         """One or more twins' writes: a batch is validated whole and applied in one commit."""
 
+    @_builtins.property
+    def columns(self) -> Global___NumericColumns:
+        """Many numeric readings in columns: the fast path for bulk writes, applied with the twins' writes."""
+
     def __init__(
         self,
         *,
@@ -1233,14 +1238,61 @@ class WriteRequest(_message.Message):
         replicate_timeout_ms: _builtins.int = ...,
         actor: _builtins.str = ...,
         reason: _builtins.str = ...,
+        columns: Global___NumericColumns | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "actor", b"actor", "idempotency_key", b"idempotency_key", "reason", b"reason", "replicas", b"replicas", "replicate_timeout_ms", b"replicate_timeout_ms", "twins", b"twins"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "actor", b"actor", "columns", b"columns", "idempotency_key", b"idempotency_key", "reason", b"reason", "replicas", b"replicas", "replicate_timeout_ms", b"replicate_timeout_ms", "twins", b"twins"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WriteRequest: _TypeAlias = WriteRequest  # noqa: Y015
+
+@_typing.final
+class NumericColumns(_message.Message):
+    """Row i writes values[i] to the field fields[field[i]] of the twin twin_ids[twin[i]], stamped with
+    source_ms[i] (empty, or 0: the node's clock; as for ingested readings, a stamp older than the field's
+    value loses). The twins must exist; every row is checked as a `report` of an f64 would be (finite, a
+    number field, within the model's valid range), as vectors, and refused by its index.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TWIN_IDS_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    TWIN_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    SOURCE_MS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def twin_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def twin(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def field(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def source_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        twin_ids: _abc.Iterable[_builtins.str] | None = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        twin: _abc.Iterable[_builtins.int] | None = ...,
+        field: _abc.Iterable[_builtins.int] | None = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+        source_ms: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "fields", b"fields", "source_ms", b"source_ms", "twin", b"twin", "twin_ids", b"twin_ids", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NumericColumns: _TypeAlias = NumericColumns  # noqa: Y015
 
 @_typing.final
 class TwinWrite(_message.Message):
