@@ -178,19 +178,23 @@ async def _watch_until(node: ApiNode, request: api_pb2.WatchRequest, want: set[s
 
 @pytest.mark.parametrize("restart", ["clean", "sigkill"])
 async def test_watch_resumes_after_a_node_restart_without_a_gap(solo: ApiNode, restart: str) -> None:
+    # Many twins first, so the cursor is far into the feed: a feed renumbered from 1 after a restart (a
+    # counter, not the HLC) would put a twin changed later below it, and the resume would skip that twin.
+    noise = [api_pb2.TwinWrite(twin_id=f"noise-{i}", create=api_pb2.CreateTwin()) for i in range(300)]
+    await solo.call("Write", api_pb2.WriteRequest(twins=noise))
     await solo.call("Write", create("before"))
-    seen = await _watch_until(solo, api_pb2.WatchRequest(prefix=""), {"before"})
+    seen = await _watch_until(solo, api_pb2.WatchRequest(prefix="before"), {"before"})
     cursor = seen["before"]
     assert cursor > 0  # the snapshot's last message says where to resume
-    await solo.call("Write", create("while-away"))  # nobody watching
+    await solo.call("Write", create("a-while-away"))  # nobody watching
     if restart == "clean":
         solo.stop()
     else:
         solo.kill()
     await solo.start()
     await solo.call("Write", create("after"))
-    resumed = await _watch_until(solo, api_pb2.WatchRequest(resume_after=cursor), {"while-away", "after"})
-    assert {"while-away", "after"} <= resumed.keys()
+    resumed = await _watch_until(solo, api_pb2.WatchRequest(resume_after=cursor), {"a-while-away", "after"})
+    assert {"a-while-away", "after"} <= resumed.keys()
     assert all(c > cursor for c in resumed.values())
     if restart == "clean":
         assert "before" not in resumed  # unchanged since the cursor: not sent again
