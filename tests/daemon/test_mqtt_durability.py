@@ -26,7 +26,9 @@ ROOT = pathlib.Path(__file__).parents[2]
 N = 3000
 
 
-def node_toml(data: pathlib.Path, broker: Mosquitto, api_port: int) -> str:
+def node_toml(
+    data: pathlib.Path, broker: Mosquitto, api_port: int, *, history: bool = False, payload: str = "number"
+) -> str:
     return f"""
 node_id = "mqtt-1"
 data_dir = "{data}"
@@ -35,7 +37,7 @@ api = "127.0.0.1:{api_port}"
 metrics = "127.0.0.1:0"
 peer = "127.0.0.1:0"
 [history]
-enabled = false
+enabled = {str(history).lower()}
 [wal]
 fsync_interval_ms = 50  # a wide group-commit window: acks sent before the commit would be lost by SIGKILL
 [[adapters]]
@@ -51,7 +53,8 @@ max_s = 0.5
 [[adapters.topics]]
 template = "site/{{twin}}/{{field}}"
 qos = 1
-payload = "number"
+payload = "{payload}"
+{'ts_path = "ts"' if payload == "json" else ""}
 """
 
 
