@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from drsdtp._core import Store, Wal
+from drsdtp.adapters.base import ReadingBatch
 from drsdtp.config import parse_config
 from drsdtp.core import BatchWriter
 from drsdtp.node.node import Node
@@ -32,14 +33,14 @@ def rss_mb(pid: int | str = "self") -> float:
     return float("nan")
 
 
-def config(data_dir: str, wal: bool = True) -> object:
+def config(data_dir: str, wal: bool = True, history: bool = False) -> object:
     return parse_config(
         {
             "node_id": "bench",
             "data_dir": data_dir,
             "listen": {"api": "127.0.0.1:0", "metrics": "127.0.0.1:0", "peer": "127.0.0.1:0"},
             "wal": {"enabled": wal, "snapshot_every": 10**9},
-            "history": {"enabled": False},
+            "history": {"enabled": history},
         }
     )
 
@@ -110,6 +111,44 @@ async def ingest_rate(wal: bool, seconds: float = 5.0, workers: int = 8, batch: 
             return done / (time.monotonic() - start)
 
 
+async def sink_rate(journal: bool, seconds: float = 5.0, workers: int = 8, batch: int = 1_000) -> float:
+    """Readings/s through the ingest sink (store write, history, WAL commit) with history on, with its
+    journal in the log (the default) or without it (history as before the journal: not crash-safe)."""
+    with tempfile.TemporaryDirectory() as d:
+        async with Node(config(d, True, True)) as node:  # type: ignore[arg-type]
+            assert node.history is not None
+            if not journal:
+                node.history._journal_to = None  # the comparison point only; no setting turns it off
+            store = node.store
+            twin_ids = np.array([store.intern_twin(f"twin-{i % 100}") for i in range(batch)], np.uint32)
+            field_ids = np.array([store.intern_field(f"s{i // 100}") for i in range(batch)], np.uint32)
+            done = 0
+            end = time.monotonic() + seconds
+
+            async def worker(k: int) -> None:
+                nonlocal done
+                rng = np.random.default_rng(k)
+                while time.monotonic() < end:
+                    now = int(time.time() * 1000)
+                    await node.intake.sink.apply(
+                        ReadingBatch(
+                            twin_ids,
+                            field_ids,
+                            rng.random(batch),
+                            np.full(batch, now, np.int64),
+                            np.zeros(batch, np.uint8),
+                            np.zeros(batch, np.bool_),
+                        )
+                    )
+                    done += batch
+
+            start = time.monotonic()
+            async with asyncio.TaskGroup() as tg:
+                for k in range(workers):
+                    tg.create_task(worker(k))
+            return done / (time.monotonic() - start)
+
+
 def recovery(log_gb: float) -> tuple[float, float, int]:
     with tempfile.TemporaryDirectory() as d:
         s = Store(1)
@@ -160,6 +199,13 @@ def main() -> None:
     print(
         f"ingest through the node, 8 writers x 1,000-reading batches: WAL on {on:,.0f} readings/s, "
         f"off {off:,.0f} readings/s (durability costs {100 * (1 - on / off):.0f}%)"
+    )
+    journal_on = asyncio.run(sink_rate(True))
+    journal_off = asyncio.run(sink_rate(False))
+    print(
+        f"ingest sink with history, 8 writers x 1,000 readings: journal in the log {journal_on:,.0f} "
+        f"readings/s, without {journal_off:,.0f} readings/s (crash-safe history costs "
+        f"{100 * (1 - journal_on / journal_off):.0f}%)"
     )
     gb, secs, records = recovery(args.log_gb)
     print(f"recovery of a {gb:.2f} GB log ({records:,} records): {secs:.1f} s ({gb / secs:.2f} GB/s)")

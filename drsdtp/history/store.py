@@ -334,6 +334,19 @@ class HistoryStore:
         up to it is durable here, since batches are appended in journal order."""
         return max(self._folded_journal, *(s.journal for s in self._segments), 0)
 
+    @property
+    def sealed_segments(self) -> int:
+        """Sealed segments waiting to be folded into a block (their readings are held in memory)."""
+        return sum(s.sealed for s in self._segments)
+
+    def fold(self, now_ms: int | None = None) -> int:
+        """Fold the sealed segments into a raw block now (the first step of :meth:`compact`), so the readings
+        held in memory stay within about one segment. Returns the segments folded."""
+        self._check_open()
+        folded = self._fold_sealed_segments(_now(now_ms))
+        self._publish()
+        return folded
+
     def rotate(self) -> None:
         """Seal the active segment now (the next ``compact`` folds it into a block)."""
         if self._segments and self._segments[-1].parts:

@@ -6,7 +6,7 @@ the README's "Memory budget" section explains each line. The integration test
 ``tests/daemon/test_node_memory_budget.py`` pushes every input to its limit at once and holds a real node
 process to this total.
 
-What it does not bound: history (see BASE_BYTES), and state that peers replicate to this node beyond
+What it does not bound: state that peers replicate to this node beyond
 ``limits.max_twins`` and ``max_fields`` (merged whatever the caps), which depends on the other nodes'
 caps; pass it as ``peer_twins`` and ``peer_fields``.
 """
@@ -25,8 +25,7 @@ _KIB, _MIB = 1 << 10, 1 << 20
 
 # Measured by benches/bench_memory.py (figures in the README), rounded up.
 # An idle node with an MQTT adapter (64 MiB), plus work in flight: batches being decoded and written, gRPC
-# buffers of a few connections. History is not in the budget yet: it holds readings in memory until its
-# compaction (every 60 s), so what it holds follows the ingest rate, not a config key.
+# buffers of a few connections.
 BASE_BYTES = 96 * _MIB
 # Per twin and per field slot the store holds (limits.max_twins, max_fields): names, slots, the twin's
 # record, history series, feed and ingest entries (measured: 2.2 to 4.1 KiB per twin of 2 fields).
@@ -41,6 +40,11 @@ SNAPSHOT_PAGE_IDS = 512  # twin ids a Watch holds while sending its snapshot (dr
 LISTING_ENTRY_BYTES = 400  # per twin while a ListTwins reply is built (one at a time: it never awaits)
 DELTA_LOG_MAX_BYTES = 256 * _MIB  # GossipLimits.buffer_bytes: the delta log's own byte cap
 REQUEST_BYTES = 64 * _KIB  # the API's receive limit
+QUEUED_HISTORY_READING_BYTES = 48  # a reading queued for the history worker (its four array entries)
+# History holds the live segment's readings and folds a sealed one within a flush (drsdtp.node.history);
+# folding sorts and copies them a few times, and compaction reads blocks of up to merge_target_bytes.
+HISTORY_SEGMENT_COPIES = 8
+HISTORY_BLOCK_COPIES = 4
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -70,6 +74,17 @@ def memory_budget(config: NodeConfig, *, peer_twins: int = 0, peer_fields: int =
         [limits.max_message_bytes, *(a.ingest.max_batch * DELTA_READING_BYTES for a in adapters)]
     )
     message = limits.max_message_bytes  # the largest message the API or a peer link sends or takes
+    history = 0
+    if config.history.enabled:
+        from drsdtp.history.options import HistoryOptions
+        from drsdtp.node.history import MAX_QUEUED_READINGS
+
+        options = HistoryOptions.from_config(config.history)
+        history = (
+            MAX_QUEUED_READINGS * QUEUED_HISTORY_READING_BYTES
+            + HISTORY_SEGMENT_COPIES * options.segment_bytes
+            + HISTORY_BLOCK_COPIES * options.merge_target_bytes
+        )
     items = {
         "base": BASE_BYTES,
         # What ingestion may create; the health quality (<field>.q) is not capped, at most one per value
@@ -90,6 +105,7 @@ def memory_budget(config: NodeConfig, *, peer_twins: int = 0, peer_fields: int =
         * (CALL_BYTES + 3 * message + SNAPSHOT_PAGE_IDS * (limits.max_name_bytes + 64)),
         # The request, its reply (and its bytes) in flight; plus the one reply being built, which for
         # ListTwins grows with the twins (replies beyond max_message_bytes are refused when sent).
+        "history": history,
         "api requests": limits.api_max_requests * (CALL_BYTES + REQUEST_BYTES + 2 * message)
         + (twins + peer_twins) * LISTING_ENTRY_BYTES,
     }

@@ -36,7 +36,10 @@ T = TypeVar("T")
 
 FLUSH_INTERVAL_S = 1.0
 COMPACT_INTERVAL_S = 60.0
-MAX_QUEUED_BATCHES = 10_000
+# Readings queued for the history worker (~40 B each): beyond this the disk is not keeping up, and history
+# drops batches (counted) before the node's memory grows. With the sealed segments folded every flush, what
+# history holds in memory is this queue plus about two segments (``segment_bytes`` each, ~16 B a reading).
+MAX_QUEUED_READINGS = 500_000
 
 # twin ids, field ids, values, timestamps, journal number
 Queued = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]
@@ -53,6 +56,7 @@ class HistoryService(BackgroundService):
         self._names = store
         self.store = HistoryStore(data_dir / "history", HistoryOptions.from_config(config), names=store)
         self._queue: list[Queued] = []
+        self._queued_readings = 0
         self._journal_to = journal_to
         self._next_journal = self.store.journal_mark + 1
         self.dropped_batches = 0
@@ -88,7 +92,7 @@ class HistoryService(BackgroundService):
         """The intake observer: journal the batch (when the node's log is on) and queue a copy-free
         reference to its arrays. Called before the batch's delta is appended to the log, so the delta's
         commit, which the source's acknowledgement waits for, covers the journal record too."""
-        if len(self._queue) >= MAX_QUEUED_BATCHES:
+        if self._queued_readings + len(batch) > MAX_QUEUED_READINGS:
             # The disk cannot keep up: history loses readings before the node loses its event loop.
             self.dropped_batches += 1
             return
@@ -98,15 +102,17 @@ class HistoryService(BackgroundService):
             self._next_journal += 1
             self._journal_to(self._journal_record(number, batch))
         self._queue.append((batch.twin_ids, batch.field_ids, batch.values, batch.source_ms, number))
+        self._queued_readings += len(batch)
 
     def observe_replicated(self, batch: ReadingBatch) -> None:
         """Readings learnt from a peer's delta: queued like local ones (same bound), but not journalled: the
         delta itself is in the node's log, and a crash before the next flush loses only these history points
         (the twin state keeps them)."""
-        if len(self._queue) >= MAX_QUEUED_BATCHES:
+        if self._queued_readings + len(batch) > MAX_QUEUED_READINGS:
             self.dropped_batches += 1
             return
         self._queue.append((batch.twin_ids, batch.field_ids, batch.values, batch.source_ms, 0))
+        self._queued_readings += len(batch)
 
     def _journal_record(self, number: int, batch: ReadingBatch) -> bytes:
         twin_ids, twin_index = np.unique(batch.twin_ids, return_inverse=True)
@@ -135,6 +141,8 @@ class HistoryService(BackgroundService):
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
             await self.flush()
+            if self.store.sealed_segments:
+                await self._in_worker(self.store.fold)  # bounds what history holds in memory
             if time.monotonic() >= next_compact:
                 next_compact = time.monotonic() + COMPACT_INTERVAL_S
                 report = await self._in_worker(self.store.compact)
@@ -142,6 +150,7 @@ class HistoryService(BackgroundService):
 
     async def flush(self) -> None:
         pending, self._queue = self._queue, []
+        self._queued_readings = 0
         if pending:
             await self._in_worker(lambda: self._drain(pending))
 

@@ -161,8 +161,18 @@ class Node:
         # Readings in peers' deltas reach history and intelligence too: every replica understands its twins.
         self.peer_readings = PeerReadings(self._store, max(limits.max_message_bytes, 64 << 20))
         self.history: HistoryService | None = None
+        # History's journal: each ingested batch also goes to the log, in the batch's own group commit, so a
+        # reading acknowledged to its source is in history after any crash (drsdtp.history.journal).
+        journalled = self.durable.take_recovered_aux()
         if config.history.enabled:
-            self.history = HistoryService(config.data_dir, config.history, self._store)
+            self.history = HistoryService(
+                config.data_dir,
+                config.history,
+                self._store,
+                journal_to=self._journal if config.wal.enabled else None,
+            )
+            self.history.recover(journalled)
+            self.durable.add_snapshot_barrier(self.history.flush)
             self.intake.sink.observers.append(self.history.observe)
             self.peer_readings.observers.append(self.history.observe_replicated)
         self.replicator = Replicator(
@@ -344,6 +354,11 @@ class Node:
         """SIGHUP: apply the models of a freshly read config (see :meth:`InsightService.reload`)."""
         self.intelligence.reload(config)
 
+    def _journal(self, record: bytes) -> None:
+        """Appends a history journal record to the log. Nothing awaits it: the batch's delta, appended
+        after it, is what the source's acknowledgement waits for, and one commit makes both durable."""
+        self.durable.append_aux(record).add_done_callback(_retrieve)
+
     # ----- lifecycle --------------------------------------------------------------------------------------
 
     def services(self) -> list[Service]:
@@ -375,3 +390,9 @@ class Node:
         if self._stack is not None:
             await self._stack.aclose()
             self._stack = None
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """A failed commit is reported to the writers of the same group; here it only must not go unretrieved."""
+    if not future.cancelled():
+        future.exception()

@@ -1,6 +1,6 @@
-"""History keeps every acknowledged reading: through a real broker and a real node process, killed with SIGKILL
-mid-stream, the per-field history afterwards holds each reading the broker had published (and the node therefore
-eventually acknowledged) exactly once; and readings that reach the node together are not folded into one."""
+"""History keeps every acknowledged reading. Through a real broker and a real node process killed with
+SIGKILL mid-stream, the per-field history afterwards holds each reading the broker had published (and the
+node therefore eventually acknowledged) exactly once; readings that reach the node together stay apart."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import grpc
 import paho.mqtt.client as paho
 import pytest
 
+from drsdtp.client import connect
 from drsdtp.config import Address
-from drsdtp.node.api import connect
 from drsdtp.wire.v1 import api_pb2
 from tests.daemon.test_mqtt_durability import node_toml, start_node
 from tests.ingest.support import Mosquitto, free_port, running
@@ -51,7 +51,7 @@ async def history_values(api_port: int, twins: list[str], field: str) -> list[tu
             for twin in twins:
                 reply = await stub.ReadHistory(
                     api_pb2.HistoryRequest(
-                        twin_id=twin, field=field, start_ms=1, end_ms=1 << 62, resolution="raw", limit=1_000_000
+                        twin_id=twin, field=field, start_ms=1, end_ms=1 << 62, resolution="raw", limit=10**6
                     ),
                     timeout=5,
                 )
@@ -77,7 +77,7 @@ async def received(api_port: int) -> int:
     channel, stub = connect(Address("127.0.0.1", api_port))
     async with channel:
         try:
-            return (await stub.Status(api_pb2.StatusRequest(), timeout=2)).received
+            return int((await stub.Status(api_pb2.StatusRequest(), timeout=2)).received)
         except grpc.aio.AioRpcError:
             return 0
 
@@ -87,11 +87,9 @@ async def test_sigkill_mid_stream_loses_no_acknowledged_reading_from_history(tmp
     broker = Mosquitto(tmp_path)
     twins = [f"h{k}" for k in range(SERIES)]
     t0_ms = int(time.time() * 1000) - N  # recent: inside the raw retention, never in the future
-    # Source timestamps, so a redelivery (a reading applied but not yet acknowledged when the node died) is the
-    # same reading again, and must count once.
-    messages = [
-        (f"site/h{i % SERIES}/v", json.dumps({"value": float(i), "ts": t0_ms + i})) for i in range(N)
-    ]
+    # Source timestamps, so a redelivery (a reading applied but not yet acknowledged when the node died) is
+    # the same reading again, and must count once.
+    messages = [(f"site/h{i % SERIES}/v", json.dumps({"value": float(i), "ts": t0_ms + i})) for i in range(N)]
     with running(broker):
         cfg = tmp_path / "node.toml"
         api_port = free_port()
@@ -100,7 +98,7 @@ async def test_sigkill_mid_stream_loses_no_acknowledged_reading_from_history(tmp
         try:
             await wait_subscribed(broker, api_port, json.dumps({"value": -1.0, "ts": t0_ms}))
             publisher = asyncio.create_task(asyncio.to_thread(publish, broker, messages, "pub-history"))
-            while await received(api_port) < N // 3:  # kill while readings flow
+            while await received(api_port) < N // 3:  # kill while readings flow  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
             node.send_signal(signal.SIGKILL)
             node.wait(10)
@@ -126,8 +124,8 @@ async def test_sigkill_mid_stream_loses_no_acknowledged_reading_from_history(tmp
 
 @pytest.mark.integration
 async def test_readings_that_arrive_together_are_all_kept(tmp_path: pathlib.Path) -> None:
-    """Plain numbers carry no timestamp: the node stamps them on receipt. Ten published while the node was down
-    arrive in one burst, possibly within one millisecond; they are ten readings, not one."""
+    """Plain numbers carry no timestamp: the node stamps them on receipt. Ten published while the node was
+    down arrive in one burst, possibly within one millisecond; they are ten readings, not one."""
     broker = Mosquitto(tmp_path)
     with running(broker):
         cfg = tmp_path / "node.toml"

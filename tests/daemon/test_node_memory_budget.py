@@ -36,10 +36,10 @@ FLOOD_S = 20.0
 
 def node_body(broker_port: int) -> str:
     return f"""
-# History holds readings in memory until its compaction (every 60 s), so what it holds grows with the
-# ingest rate, not with any config key; it is outside the budget until bounded (README, "Memory budget").
+# History on, with the example config's segment size: its queue and live segment are bounded and sealed
+# segments are folded into blocks within a flush.
 [history]
-enabled = false
+enabled = true
 
 [limits]
 max_twins = {KEYS}

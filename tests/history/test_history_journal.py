@@ -3,6 +3,8 @@ the journalled batches history lacks (a batch it already holds is never counted 
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +157,33 @@ def test_version_1_segments_are_still_read(tmp_path: Path) -> None:
     with HistoryStore(tmp_path, small_options(), now_ms=T0) as store:
         assert store.query("t", "v", resolution="raw").value.tolist() == [0.5, 1.0, 2.0]
         assert store.journal_mark == 0
+
+
+def test_fold_bounds_what_history_holds_in_memory(tmp_path: Path) -> None:
+    options = dataclasses.replace(small_options(), segment_bytes=4096)
+    with HistoryStore(tmp_path, options, now_ms=T0) as store:
+        for i in range(50):
+            store.append_batch(["t"] * 20, ["v"] * 20, np.arange(20.0) + i, np.arange(20) + T0 + 20 * i)
+        assert store.sealed_segments > 1
+        assert store.fold(T0) > 1
+        assert store.sealed_segments == 0
+        assert sum(len(p) for s in store._segments for p in s.parts) < 4096 // 16  # one live segment left
+        assert len(store.query("t", "v", resolution="raw")) == 1000
+    with HistoryStore(tmp_path, options, now_ms=T0) as store:
+        assert len(store.query("t", "v", resolution="raw")) == 1000
+
+
+async def test_the_service_folds_sealed_segments_every_flush(tmp_path: Path) -> None:
+    service, store = _service(tmp_path, [])
+    service.store.options = dataclasses.replace(service.store.options, segment_bytes=4096)
+    async with service:
+        for i in range(200):
+            _observe(service, store, float(i), T0 + i)
+        await service.flush()
+        assert service.store.sealed_segments > 0
+        for _ in range(100):  # the service's own loop, once a second: no compaction for a minute
+            await asyncio.sleep(0.05)
+            if service.store.sealed_segments == 0:
+                break
+        assert service.store.sealed_segments == 0
+        assert len(service.store.query("pump", "flow", resolution="raw")) == 400
