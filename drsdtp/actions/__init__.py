@@ -1,0 +1,19 @@
+"""Acting on assets: actuators, commands with a lifecycle bound to the twin, and their execution.
+
+* :mod:`.record`: the command record, replicated state in the store (``_cmd/<id>``), and its state lattice;
+* :mod:`.actuators`: the ``[[actuators]]`` config: what may be acted on, by which node and adapter, within
+  which limits and interlocks;
+* :mod:`.book`: the in-process interface (:class:`CommandBook`: ``issue_command``, ``get``, ``list``,
+  ``cancel``, ``wait``), which the API, the CLI and rules use;
+* :mod:`.executor`: on the node that owns an actuator, carries its commands out through the adapter's write
+  half, checks safety first, and follows each to its outcome.
+"""
+
+from drsdtp.actions.record import CommandId, CommandRecord, Mark, State
+
+__all__ = [
+    "CommandId",
+    "CommandRecord",
+    "Mark",
+    "State",
+]
