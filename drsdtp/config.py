@@ -14,8 +14,8 @@ Environment overrides (for containers), applied before validation:
   ``true/false/1/0/yes/no/on/off``, lists of strings comma-separated (``DRSDTP_SCOPES=plant-a,line-3``),
   peers as ``name=host:port`` pairs, comma-separated (``DRSDTP_PEERS=edge-02=10.0.0.12:7400``).
   An empty value for an optional key (``DRSDTP_CLOCK__NTP_SERVER=``) restores its default (off).
-* Arrays of tables other than peers (adapters, models, kernels, twins, history.downsample) come only from the
-  file.
+* Arrays of tables other than peers (adapters, models, kernels, twins, actuators, history.downsample) come
+  only from the file.
 * Any other ``DRSDTP_*`` variable is an error naming it (a typo must not be ignored silently), except the
   CLI's own variables and the test hooks' listed in :data:`NON_CONFIG_ENV`.
 
@@ -46,6 +46,7 @@ __all__ = [
     "NON_CONFIG_ENV",
     "Address",
     "ClockConfig",
+    "CommandsConfig",
     "DeadLetterConfig",
     "DownsampleTier",
     "HistoryConfig",
@@ -325,6 +326,19 @@ ModelTable = Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
+class CommandsConfig:
+    """Commands to actuators (``drsdtp.actions``); the actuators themselves are ``[[actuators]]``."""
+
+    # Command records (replicated ``_cmd/`` twins) this node holds before it refuses new commands; counted
+    # from the store, so the cap holds across restarts (the engine cannot delete a record yet).
+    max_records: Annotated[int, Range(1, 100_000_000)] = 100_000
+    # Commands this node carries out at once (each waits for its device and its echo); more stay pending.
+    max_active: Annotated[int, Range(1, 1_000_000)] = 1000
+    default_deadline_s: Annotated[float, Range(0.01, 30 * 86_400)] = 60.0
+    max_deadline_s: Annotated[float, Range(0.01, 30 * 86_400)] = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
 class IntelligenceSettings:
     # Plant seconds per wall-clock second: 10 when a simulated plant runs ten times faster than real time.
     # Health, forecasts, kernels and the divergence monitor all run in plant time, so the physics holds.
@@ -355,6 +369,10 @@ class NodeConfig:
     kernels: tuple[PluginTable, ...] = ()
     twins: tuple[TwinRule, ...] = ()
     intelligence: IntelligenceSettings = IntelligenceSettings()
+    # Raw [[actuators]] tables: drsdtp.actions.parse_actuators validates them (their write targets: the
+    # executing node's adapter).
+    actuators: tuple[ModelTable, ...] = ()
+    commands: CommandsConfig = CommandsConfig()
 
 
 # --- loading ----------------------------------------------------------------------------------------------
@@ -522,6 +540,8 @@ def _check_node(config: NodeConfig) -> NodeConfig:
                 f"twins[{i}].scope",
                 f"{rule.scope!r} is not one of this node's scopes ({', '.join(config.scopes)})",
             )
+    if config.commands.default_deadline_s > config.commands.max_deadline_s:
+        raise ConfigError("commands.default_deadline_s", "is above commands.max_deadline_s")
     _check_listen(config.listen)
     _check_history(config.history)
     if config.limits.api_max_watchers_per_caller > config.limits.api_max_watchers:

@@ -9,11 +9,20 @@
   half, checks safety first, and follows each to its outcome.
 """
 
+from drsdtp.actions.actuators import Actuators, ActuatorSpec, Interlock, parse_actuators
+from drsdtp.actions.book import CommandBook, CommandLimits, CommandRequest
 from drsdtp.actions.record import CommandId, CommandRecord, Mark, State
 
 __all__ = [
+    "ActuatorSpec",
+    "Actuators",
+    "CommandBook",
     "CommandId",
+    "CommandLimits",
     "CommandRecord",
+    "CommandRequest",
+    "Interlock",
     "Mark",
     "State",
+    "parse_actuators",
 ]

@@ -1,0 +1,338 @@
+"""The in-process interface to commands: issue one, read its status, list, cancel, wait for its outcome.
+
+Any node takes a command (the API, the CLI, a rule on any node); the record it writes replicates to the
+executor, which carries it out (:mod:`drsdtp.actions.executor`)::
+
+    book = node.commands
+    command = await book.issue_command("pump-1", "valve", 0.4, key="morning-open", actor="rules")
+    record = book.get(command)                        # CommandRecord: state, why, marks, attempts ...
+    record = await book.wait(command, timeout_s=30)   # returns at a terminal state or at the timeout
+
+De-duplication: an idempotency key gives a command id computed from the twin and the key
+(:func:`~drsdtp.actions.record.command_id`), so a retry on any node, before or after a partition heals,
+names the same record, and the executor carries a record out once. The same key with another request is
+refused. Bound: ``commands.max_records`` records (counted from the store, so it holds across restarts);
+beyond it new commands are refused (the engine cannot delete a twin yet, see the README's limitations).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from drsdtp._core import Store
+from drsdtp.actions.actuators import Actuators, ActuatorSpec, Value
+from drsdtp.actions.record import (
+    CANCEL,
+    CMD_PREFIX,
+    CommandId,
+    CommandRecord,
+    Mark,
+    command_id,
+    intent_command_id,
+    read_record,
+    record_twin,
+    request_fields,
+)
+from drsdtp.core import Intent
+from drsdtp.errors import InvalidValueError, LimitError, PreconditionError, UnknownTwinError
+from drsdtp.gossip.scopes import scope_of
+
+__all__ = [
+    "ChangeSource",
+    "CommandAudit",
+    "CommandBook",
+    "CommandLimits",
+    "CommandRequest",
+]
+
+log = logging.getLogger(__name__)
+
+Commit = Callable[[bytes, Sequence[str], str], Awaitable[None]]
+MAX_KEY_BYTES = 128
+MAX_ARGS_BYTES = 4096
+COUNT_REFRESH_S = 5.0
+
+
+class _Named(Protocol):
+    @property
+    def twin(self) -> str: ...
+
+
+class ChangeStream(Protocol):
+    async def next_batch(self, limit: int) -> Sequence[_Named]: ...
+
+
+class ChangeSource(Protocol):
+    """The node's change feed (``drsdtp.api.feed.ChangeFeed`` fits): which twins changed, from anywhere."""
+
+    def subscribe(self, after: int | None = None) -> ChangeStream: ...
+
+
+class CommandAudit(Protocol):
+    """Appends a command event to the node's audit trail (``event``: issued, cancel, or a state)."""
+
+    async def __call__(self, record: CommandRecord, event: str, actor: str, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CommandLimits:
+    max_records: int = 100_000
+    default_deadline_s: float = 60.0
+    max_deadline_s: float = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRequest:
+    twin: str
+    action: str
+    value: Value | None = None
+    args: tuple[Any, ...] = ()
+    key: str = ""
+    deadline_s: float | None = None  # None: the actuator's, else commands.default_deadline_s
+    actor: str = "anonymous"
+    reason: str = ""
+    origin: str = "api"  # api, rule, correction ... (desired values: see CommandBook.desired)
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class CommandBook:
+    def __init__(
+        self,
+        store: Store,
+        commit: Commit,
+        *,
+        node_id: str,
+        actuators: Actuators,
+        changes: ChangeSource,
+        limits: CommandLimits | None = None,
+        audit: CommandAudit | None = None,
+        clock_ms: Callable[[], int] = _wall_ms,
+    ) -> None:
+        self.store = store
+        self.node_id = node_id
+        self.actuators = actuators
+        self.changes = changes
+        self.limits = limits or CommandLimits()
+        self._commit = commit
+        self._audit = audit
+        self._clock_ms = clock_ms
+        self._count = 0
+        self._counted_at = -float("inf")
+        self.refused_over_cap = 0
+        self.issued = 0
+        self.repeats = 0  # requests answered with the command an idempotency key already names
+
+    # ----- reads ------------------------------------------------------------------------------------------
+
+    def get(self, command: CommandId) -> CommandRecord | None:
+        return read_record(self.store, command)
+
+    def ids(self) -> list[CommandId]:
+        """Every command this replica holds (walks the store's ``_cmd/`` twins in pages)."""
+        out: list[CommandId] = []
+        after: str | None = None
+        while True:
+            page = self.store.twins_page(after, CMD_PREFIX, 4096)
+            out.extend(t[len(CMD_PREFIX) :] for t in page)
+            if len(page) < 4096:
+                return out
+            after = page[-1]
+
+    def list(self, twin: str | None = None, *, active: bool = False, limit: int = 100) -> list[CommandRecord]:
+        """Records (of ``twin``; only those not yet terminal with ``active``), newest first."""
+        records = []
+        for command in self.ids():
+            record = self.get(command)
+            if record is None or (twin is not None and record.twin != twin):
+                continue
+            if active and record.terminal:
+                continue
+            records.append(record)
+        records.sort(key=lambda r: (r.issued_ms, r.id), reverse=True)
+        return records[:limit]
+
+    def count(self) -> int:
+        now = time.monotonic()
+        if now - self._counted_at >= COUNT_REFRESH_S:
+            self._count, self._counted_at = len(self.ids()), now
+        return self._count
+
+    async def wait(
+        self,
+        command: CommandId,
+        timeout_s: float,
+        until: Callable[[CommandRecord], bool] = lambda r: r.terminal,
+    ) -> CommandRecord | None:
+        """The record once ``until`` holds for it (by default: a terminal state) or at the timeout,
+        whichever comes first (then as it is)."""
+        stream = self.changes.subscribe()  # before reading: a change in between is not missed
+        twin = record_twin(command)
+        record = self.get(command)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while record is None or not until(record):
+                    batch = await stream.next_batch(4096)
+                    if any(c.twin == twin for c in batch):
+                        record = self.get(command)
+        return record
+
+    # ----- writes -----------------------------------------------------------------------------------------
+
+    async def issue_command(
+        self,
+        twin: str,
+        action: str,
+        value: Value | None = None,
+        *,
+        args: Sequence[Any] = (),
+        key: str = "",
+        deadline_s: float | None = None,
+        actor: str = "anonymous",
+        reason: str = "",
+        origin: str = "api",
+    ) -> CommandId:
+        """Takes a command (checked against the actuator) and returns its id once its record is durable."""
+        return await self.issue(
+            CommandRequest(twin, action, value, tuple(args), key, deadline_s, actor, reason, origin)
+        )
+
+    async def issue(self, request: CommandRequest) -> CommandId:
+        spec = self.actuators.get(request.twin, request.action)
+        value = spec.check_value(request.value)
+        args = self._check_args(request)
+        deadline_s = self._deadline_s(spec, request.deadline_s)
+        command = command_id(request.twin, request.key)
+        existing = self.get(command)
+        if existing is not None:
+            self._same_request(existing, request, value, args)
+            self.repeats += 1
+            return command
+        self._check_cap()
+        now = self._clock_ms()
+        fields = request_fields(
+            twin=request.twin, action=request.action, field_name=spec.field, value=value, args=args,
+            origin=request.origin, key=request.key, issued_ms=now, deadline_ms=now + int(deadline_s * 1000),
+            executor=spec.node, issuer=self.node_id, scope=self._scope(request.twin),
+            actor=request.actor or "anonymous", reason=request.reason,
+        )  # fmt: skip
+        await self._create(command, fields)
+        record = self.get(command)
+        if record is not None and self._audit is not None:
+            await self._audit(record, "issued", record.actor, request.reason)
+        return command
+
+    async def desired(
+        self, spec: ActuatorSpec, intent: Intent, *, actor: str | None = None, reason: str = ""
+    ) -> CommandId | None:
+        """The command carrying out one desired value of ``spec``'s field; created when this replica holds
+        none (``actor``: only the node that took the desired write knows who asked). Returns None for a
+        value the actuator refuses (it stays desired and visible; nothing is actuated)."""
+        command = intent_command_id(spec.twin, spec.field, intent.writer, intent.counter)
+        if self.get(command) is not None:
+            return command
+        try:
+            value = spec.check_value(intent.value)
+        except InvalidValueError as exc:
+            log.warning("desired value of %s/%s not actuated: %s", spec.twin, spec.field, exc)
+            return None
+        self._check_cap()
+        issued = intent.ms
+        fields = request_fields(
+            twin=spec.twin, action=spec.action, field_name=spec.field, value=value, args=(),
+            origin="desired", key="", issued_ms=issued,
+            deadline_ms=issued + int(self._deadline_s(spec, None) * 1000), executor=spec.node,
+            issuer=self.node_id, scope=self._scope(spec.twin), intent=f"{intent.writer:x}:{intent.counter}",
+            actor=actor, reason=reason,
+        )  # fmt: skip
+        await self._create(command, fields)
+        record = self.get(command)
+        if record is not None and actor is not None and self._audit is not None:
+            await self._audit(record, "issued", actor, reason)
+        return command
+
+    async def cancel(self, command: CommandId, actor: str, reason: str) -> CommandRecord:
+        """Asks the executor to cancel (it does unless the command reached a terminal state first)."""
+        record = self.get(command)
+        if record is None:
+            raise UnknownTwinError(f"no command {command!r} on this node")
+        if record.terminal:
+            raise PreconditionError(f"command {command} is already {record.state}: {record.why}")
+        if not reason.strip():
+            raise InvalidValueError("a cancel needs a reason (the audit trail records why)")
+        mark = Mark(self._clock_ms(), actor or "anonymous", reason)
+        twin = record_twin(command)
+        await self._commit(self.store.set(twin, CANCEL, mark.to_text()), [twin], "local")
+        if self._audit is not None:
+            await self._audit(record, "cancel", mark.node, reason)
+        updated = self.get(command)
+        assert updated is not None
+        return updated
+
+    # ----- helpers ----------------------------------------------------------------------------------------
+
+    async def _create(self, command: CommandId, fields: dict[str, Value]) -> None:
+        twin = record_twin(command)
+        # Applied and appended to the log in one step of the loop (commit's first step appends).
+        await self._commit(self.store.set_many(twin, fields), [twin], "local")
+        self._count += 1
+        self.issued += 1
+
+    def _check_cap(self) -> None:
+        if self.count() >= self.limits.max_records:
+            self._counted_at = -float("inf")  # recount before refusing
+            if self.count() >= self.limits.max_records:
+                self.refused_over_cap += 1
+                exc = LimitError(
+                    f"this node holds {self._count} command records, the cap is commands.max_records "
+                    f"({self.limits.max_records}); no new command is taken"
+                )
+                exc.exhausted = True  # type: ignore[attr-defined]
+                raise exc
+
+    def _deadline_s(self, spec: ActuatorSpec, asked: float | None) -> float:
+        deadline = asked if asked is not None else spec.deadline_s or self.limits.default_deadline_s
+        if not 0 < deadline <= self.limits.max_deadline_s:
+            raise InvalidValueError(
+                f"deadline_s: {deadline:g} is outside (0, {self.limits.max_deadline_s:g}] "
+                "(commands.max_deadline_s)"
+            )
+        return deadline
+
+    def _check_args(self, request: CommandRequest) -> tuple[Any, ...]:
+        if len(request.key.encode()) > MAX_KEY_BYTES:
+            raise InvalidValueError(f"idempotency_key: longer than {MAX_KEY_BYTES} bytes")
+        for i, arg in enumerate(request.args):
+            if isinstance(arg, float) and arg != arg:
+                raise InvalidValueError(f"args[{i}]: NaN is no argument")
+            if not isinstance(arg, bool | int | float | str):
+                raise InvalidValueError(f"args[{i}]: expected a number, boolean or text, got {arg!r}")
+        if len(repr(request.args)) > MAX_ARGS_BYTES:
+            raise InvalidValueError(f"args: longer than {MAX_ARGS_BYTES} bytes")
+        return tuple(request.args)
+
+    def _same_request(
+        self, existing: CommandRecord, request: CommandRequest, value: Value | None, args: tuple[Any, ...]
+    ) -> None:
+        same = (
+            existing.action == request.action
+            and type(existing.value) is type(value)
+            and existing.value == value
+            and existing.args == args
+        )
+        if not same:
+            raise InvalidValueError(
+                f"idempotency_key: {request.key!r} already names command {existing.id} "
+                f"({existing.action} {existing.value!r}) on {request.twin!r}: a key names one command"
+            )
+
+    def _scope(self, twin: str) -> str:
+        return scope_of(self.store, twin)

@@ -1,0 +1,136 @@
+"""The in-process command interface: issue, status, de-duplication, limits, cancel and wait."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from drsdtp.actions.actuators import parse_actuators
+from drsdtp.actions.book import CommandLimits
+from drsdtp.actions.record import Mark, State, read_record, record_twin, transition_fields
+from drsdtp.core import intents
+from drsdtp.errors import ConfigError, InvalidValueError, LimitError, PreconditionError, UnknownTwinError
+
+from .support import Replica, actuator, replicas
+
+
+async def test_a_command_is_a_pending_record_with_its_request() -> None:
+    (a,) = replicas("a")
+    command = await a.book.issue_command("pump-1", "valve", 0.4, actor="op", reason="open a bit")
+    record = a.book.get(command)
+    assert record is not None
+    assert (record.twin, record.action, record.field, record.value) == ("pump-1", "valve", "valve", 0.4)
+    assert (record.state, record.actor, record.reason) == (State.PENDING, "op", "open a bit")
+    assert record.executor == "a"
+    assert record.deadline_ms - record.issued_ms == 60_000
+    assert a.store.get(record_twin(command), "_scope") == "default"
+    assert [r.id for r in a.book.list("pump-1")] == [command]
+    assert a.book.list("pump-2") == []
+
+
+async def test_bad_commands_are_refused_naming_what_is_wrong() -> None:
+    reset = actuator(action="reset", field="", value="none", min=None, max=None)
+    (a,) = replicas("a", tables=[actuator(), reset])
+    with pytest.raises(UnknownTwinError, match=r"no actuator 'speed' for twin 'pump-1'.*reset, valve"):
+        await a.book.issue_command("pump-1", "speed", 1.0)
+    with pytest.raises(InvalidValueError, match=r"1\.5 is above its maximum 1"):
+        await a.book.issue_command("pump-1", "valve", 1.5)
+    with pytest.raises(InvalidValueError, match="takes a number"):
+        await a.book.issue_command("pump-1", "valve", "open")
+    with pytest.raises(InvalidValueError, match="without a value"):
+        await a.book.issue_command("pump-1", "reset", 1.0)
+    with pytest.raises(InvalidValueError, match="deadline_s"):
+        await a.book.issue_command("pump-1", "valve", 0.5, deadline_s=-1)
+    assert a.book.list() == []
+    assert await a.book.issue_command("pump-1", "reset", args=[3, "hard"])
+
+
+async def test_an_idempotency_key_names_one_command_on_every_replica() -> None:
+    a, b = replicas("a", "b")
+    first = await a.book.issue_command("pump-1", "valve", 0.4, key="k1")
+    assert await a.book.issue_command("pump-1", "valve", 0.4, key="k1") == first
+    assert a.book.repeats == 1
+    with pytest.raises(InvalidValueError, match="already names command"):
+        await a.book.issue_command("pump-1", "valve", 0.5, key="k1")
+    # The same key taken on the other side of a partition: one record after the heal.
+    assert await b.book.issue_command("pump-1", "valve", 0.4, key="k1") == first
+    a.deliver_to(b)
+    b.deliver_to(a)
+    assert [r.id for r in a.book.list()] == [r.id for r in b.book.list()] == [first]
+    assert a.store.encode_state() == b.store.encode_state()
+
+
+async def test_the_record_cap_refuses_new_commands_and_holds_across_a_reopen() -> None:
+    actuators = parse_actuators([actuator()])
+    a = Replica("a", actuators, CommandLimits(max_records=3))
+    for i in range(3):
+        await a.book.issue_command("pump-1", "valve", 0.1 * i)
+    with pytest.raises(LimitError, match=r"commands.max_records \(3\)"):
+        await a.book.issue_command("pump-1", "valve", 0.5)
+    assert a.book.refused_over_cap == 1
+    again = Replica("a", actuators, CommandLimits(max_records=3))
+    for delta in a.deltas:
+        again.store.merge(delta)
+    with pytest.raises(LimitError):
+        await again.book.issue_command("pump-1", "valve", 0.5)
+
+
+async def test_cancel_and_wait() -> None:
+    a, b = replicas("a", "b")
+    command = await b.book.issue_command("pump-1", "valve", 0.4)
+    waiting = asyncio.create_task(a.book.wait(command, timeout_s=30))
+    b.deliver_to(a)
+    record = await b.book.cancel(command, "op", "wrong pump")
+    assert record.cancel is not None and record.cancel.node == "op" and record.state == State.PENDING
+    with pytest.raises(InvalidValueError, match="needs a reason"):
+        await b.book.cancel(command, "op", " ")
+    # The executor (a) honours it: the waiter on a returns at the terminal state.
+    b.deliver_to(a)
+    fields = transition_fields(State.PENDING, State.CANCELLED, Mark(1, "a", "cancelled by op: wrong pump"))
+    assert fields is not None
+    await a.commit(a.store.set_many(record_twin(command), fields), [record_twin(command)], "local")
+    done = await asyncio.wait_for(waiting, 10)
+    assert done is not None and done.state == State.CANCELLED and done.why == "cancelled by op: wrong pump"
+    with pytest.raises(PreconditionError, match="already cancelled"):
+        await a.book.cancel(command, "op", "again")
+    # A wait that runs out returns the record as it is.
+    other = await a.book.issue_command("pump-1", "valve", 0.2)
+    late = await a.book.wait(other, timeout_s=0.05)
+    assert late is not None and late.state == State.PENDING
+
+
+async def test_a_desired_value_is_one_command_wherever_it_is_noted() -> None:
+    a, b = replicas("a", "b")
+    spec = a.book.actuators.get("pump-1", "valve")
+    b.store.desire("pump-1", "valve.desired", 0.7)
+    (intent,) = intents(b.store, "pump-1", "valve.desired")
+    from_b = await b.book.desired(spec, intent, actor="op", reason="more flow")
+    a.store.merge(b.store.encode_state())
+    assert await a.book.desired(spec, intent) == from_b  # a saw it already: nothing new
+    fresh_a = replicas("a")[0]
+    fresh_a.store.merge(b.store.encode_state(["pump-1"]))
+    assert await fresh_a.book.desired(spec, intent) == from_b  # computed on a alone: the same id
+    b.deliver_to(fresh_a)
+    assert from_b is not None
+    record = read_record(fresh_a.store, from_b)
+    assert record is not None and (record.origin, record.value, record.actor) == ("desired", 0.7, "op")
+    too_far = b.store.desire("pump-1", "valve.desired", 3.0)
+    assert too_far
+    (intent2,) = intents(b.store, "pump-1", "valve.desired")
+    assert await b.book.desired(spec, intent2) is None  # out of the actuator's range: not actuated
+
+
+def test_actuator_config_errors_name_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"actuators\[1\].action: 'pump-1 valve' is already actuators\[0\]"):
+        parse_actuators([actuator(), actuator()])
+    with pytest.raises(ConfigError, match=r"actuators\[0\].write: is required"):
+        parse_actuators([{k: v for k, v in actuator().items() if k != "write"}])
+    with pytest.raises(ConfigError, match=r"actuators\[0\].min: is above max"):
+        parse_actuators([actuator(min=2.0)])
+    with pytest.raises(ConfigError, match=r"actuators\[0\].desired: needs a field"):
+        parse_actuators([actuator(field="", action="reset", value="none", desired=True, min=None, max=None)])
+    with pytest.raises(ConfigError, match=r"interlocks\[0\].policy"):
+        parse_actuators([actuator(interlocks=[{"field": "flow", "policy": "maybe"}])])
+    with pytest.raises(ConfigError, match=r"actuators\[0\].tolerence: unknown key \(did you mean 'toler"):
+        parse_actuators([actuator(tolerence=0.1)])
