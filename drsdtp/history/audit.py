@@ -28,14 +28,15 @@ from typing import Any, Literal
 from drsdtp.history.files import atomic_write, fsync_dir, storage_error
 from drsdtp.history.values import FieldValue, from_json, to_json
 
-__all__ = ["GENESIS", "AuditLog", "AuditRecord", "Change", "Verification", "changes_between"]
+__all__ = ["GENESIS", "Action", "AuditLog", "AuditRecord", "Change", "Verification", "Via", "changes_between"]
 
 _log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 Via = Literal["api", "cli", "rollback", "rule", "snapshot", "system"]
 # "recovery": an operator acknowledged what the write-ahead log's recovery found (``ref``: the entries).
-Action = Literal["write", "create", "delete", "snapshot", "rollback", "recovery"]
+# "command": a command to an actuator was issued, cancelled or reached a state (``ref``: the command id).
+Action = Literal["write", "create", "delete", "snapshot", "rollback", "recovery", "command"]
 
 
 @dataclass(frozen=True, slots=True)

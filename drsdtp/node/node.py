@@ -19,6 +19,7 @@ from typing import Any, Self
 
 from drsdtp import __version__
 from drsdtp._core import Store
+from drsdtp.actions import CommandBook
 from drsdtp.api.feed import ChangeFeed, FeedKeeper
 from drsdtp.api.idempotency import IdempotencyStore
 from drsdtp.api.node import AuditEntry, NodeStatus, PeerState
@@ -35,6 +36,7 @@ from drsdtp.history.series import SeriesData
 from drsdtp.ingest.deadletters import DeadLetterOptions, DeadLetterStore
 from drsdtp.metrics import MetricsServer, NodeMetrics
 from drsdtp.models import MODEL_FIELD, AssetModel
+from drsdtp.node.actuation import Actuation
 from drsdtp.node.deadletters import DeadLetterService
 from drsdtp.node.durable import WAL_DIR, DurableStore
 from drsdtp.node.history import HistoryService
@@ -221,6 +223,8 @@ class Node:
             "Model reloads refused (the config did not validate; the running models stayed).",
             lambda: intel.refused_reloads,
         )
+        # Commands: every node takes them and shows their status; the owner of an actuator executes them.
+        self.actuation = Actuation(self)
         self._stack: contextlib.AsyncExitStack | None = None
 
     # ----- the NodeApi of the API (drsdtp.api.node) -------------------------------------------------
@@ -286,6 +290,12 @@ class Node:
 
     async def audit(self, entries: Sequence[AuditEntry]) -> None:
         await self.snapshots.audit_writes(entries)
+        await self.actuation.on_writes(entries)
+
+    @property
+    def commands(self) -> CommandBook:
+        """The in-process command interface (``issue_command``, ``get``, ``list``, ``cancel``, ``wait``)."""
+        return self.actuation.book
 
     def writer_name(self, replica: int) -> str:
         name = self._writer_names.get(replica)

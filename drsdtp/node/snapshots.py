@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -18,7 +18,7 @@ from typing import Self
 from drsdtp._core import Store
 from drsdtp.api.node import AuditEntry
 from drsdtp.errors import InvalidValueError, StorageError
-from drsdtp.history.audit import AuditLog, AuditRecord, Verification
+from drsdtp.history.audit import AuditLog, AuditRecord, Change, Verification, Via
 from drsdtp.history.snapshots import RollbackResult, SnapshotInfo, SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,17 @@ class SnapshotService:
                 self.audit.append(
                     actor=e.actor, twin=e.twin, changes=e.changes, reason=e.reason, via="api", action=e.action
                 )
+        if self._flush_task is None:
+            self._flush_task = asyncio.create_task(self._flush_soon(), name="audit-flush")
+
+    async def audit_command(
+        self, *, actor: str, twin: str, changes: Mapping[str, Change], reason: str, via: Via, ref: str
+    ) -> None:
+        """A command's event (issued, cancelled, a state reached), flushed as application writes are."""
+        async with self._lock:
+            self.audit.record(
+                actor=actor, twin=twin, changes=changes, reason=reason, via=via, action="command", ref=ref
+            )
         if self._flush_task is None:
             self._flush_task = asyncio.create_task(self._flush_soon(), name="audit-flush")
 
