@@ -2,7 +2,9 @@
 configured for. With a peer, only the intersection of both nodes' scopes is exchanged.
 
 Convention: a twin's scope is its LWW string field ``_scope`` (absent: ``"default"``). Twins whose name
-starts with ``_`` (``_members``) are system twins that every peer replicates.
+starts with ``_`` (``_members``) are system twins that every peer replicates, except those under a prefix
+of :data:`SCOPED_SYSTEM_PREFIXES`: a command record (``_cmd/<id>``) carries its target twin's ``_scope`` in
+its creation event and travels only where that twin does.
 
 When a node's scopes are all replicated by the peer (the common case), nothing is filtered: deltas go out
 as the very bytes the engine produced, and the absent-means-default rule applies as is. Otherwise the
@@ -23,11 +25,20 @@ from typing import Final
 from drsdtp.core import Store
 from drsdtp.wire.v1 import state_pb2
 
-__all__ = ["DEFAULT_SCOPE", "SCOPE_FIELD", "SYSTEM_PREFIX", "ScopeFilter", "scope_of", "version_twins"]
+__all__ = [
+    "DEFAULT_SCOPE",
+    "SCOPED_SYSTEM_PREFIXES",
+    "SCOPE_FIELD",
+    "SYSTEM_PREFIX",
+    "ScopeFilter",
+    "scope_of",
+    "version_twins",
+]
 
 SCOPE_FIELD: Final = "_scope"
 DEFAULT_SCOPE: Final = "default"
 SYSTEM_PREFIX: Final = "_"
+SCOPED_SYSTEM_PREFIXES: Final = ("_cmd/",)
 
 
 def scope_of(store: Store, twin: str) -> str:
@@ -49,7 +60,7 @@ class ScopeFilter:
 
     def keeps(self, twin: str) -> bool:
         """Whether ``twin`` may travel to the peer (its scope known here and shared)."""
-        if self.full or twin.startswith(SYSTEM_PREFIX):
+        if self.full or (twin.startswith(SYSTEM_PREFIX) and not twin.startswith(SCOPED_SYSTEM_PREFIXES)):
             return True
         value = self.store.get(twin, SCOPE_FIELD)
         return isinstance(value, str) and value in self.shared

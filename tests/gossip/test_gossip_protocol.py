@@ -323,6 +323,13 @@ def test_system_twins_travel_on_every_link() -> None:
     assert ScopeFilter(store, ["a", "b"], ["c"]).delta(members) == members
 
 
+def test_command_records_travel_with_their_twins_scope() -> None:
+    store = Store(1)
+    record = store.set_many("_cmd/1", {"twin": "a.1", "_scope": "a"})
+    assert ScopeFilter(store, ["a", "b"], ["a"]).delta(record) == record
+    assert ScopeFilter(store, ["a", "b"], ["b"]).delta(record) is None
+
+
 # --- handshake --------------------------------------------------------------------------------------------
 
 
