@@ -29,6 +29,10 @@ it).
 Like a real sensor network, a dropped reading is simply not sent (the per-sensor ``seq`` shows the gap,
 counted in ``stats.lost``) and a re-sent stale sample with an old ``seq`` is dropped as a duplicate. The node
 may drive the plant through :attr:`SimulatedAdapter.plant` (``set_input``, ``inject``).
+
+Writes (:class:`drsdtp.adapters.write.Writer`): ``[actuators.write] input = "valve"`` sets that plant input of
+the command's twin (its value must be a number); the plant acknowledges at once and reports the new value in
+its next step (the echo). ``fail_writes`` (tests) makes the next writes fail as if the device were away.
 """
 
 from __future__ import annotations
@@ -46,9 +50,10 @@ import numpy.typing as npt
 from drsdtp.adapters.base import AdapterStats, Quality, SourceBatch
 from drsdtp.adapters.common import CommonSettings, SharedSettings, parse_common
 from drsdtp.adapters.settings import Table
-from drsdtp.errors import ConfigError, InvalidValueError, UnknownTwinError
+from drsdtp.adapters.write import WriteOutcome, WriteRequest, WriteStatus, WriteTarget
+from drsdtp.errors import AdapterError, ConfigError, InvalidValueError, UnknownTwinError
 from drsdtp.ingest.pipeline import wall_ms
-from drsdtp.sim import FAULT_KINDS, FIELDS, Fault, Plant
+from drsdtp.sim import FAULT_KINDS, FIELDS, INPUTS, Fault, Plant
 from drsdtp.sim.assets import AssetPlant
 from drsdtp.sim.machines import ASSET_PLANTS
 from drsdtp.sim.plant import StepFrame
@@ -74,6 +79,15 @@ class SimulatedSettings:
     faults: tuple[Fault, ...]
     twin_prefix: str = ""  # prepended to the plant's room ids (several plants in one fleet)
     asset: str = "room"
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedWriteTarget:
+    input: str
+
+    @property
+    def label(self) -> str:
+        return f"plant input {self.input}"
 
 
 @dataclass(slots=True)
@@ -167,6 +181,32 @@ class SimulatedAdapter(SharedSettings):
         names = [settings.twin_prefix + t for t in self.plant.twins]
         self._twins = np.repeat(np.array(names, dtype=object), len(fields))
         self._fields = np.tile(np.array(fields, dtype=object), self._units)
+        self.fail_writes = 0  # tests: this many next writes fail as if the device were unreachable
+        self.writes = 0
+
+    def write_target(self, raw: Mapping[str, Any], key: str) -> SimulatedWriteTarget:
+        t = Table(raw, key)
+        target = SimulatedWriteTarget(
+            t.choice("input", INPUTS if isinstance(self.plant, Plant) else self.plant.INPUTS)
+        )
+        t.done()
+        return target
+
+    async def write(self, target: WriteTarget, request: WriteRequest) -> WriteOutcome:
+        assert isinstance(target, SimulatedWriteTarget)
+        if self.fail_writes > 0:
+            self.fail_writes -= 1
+            raise AdapterError(f"{self.name}: simulated device unreachable")
+        value = request.value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return WriteOutcome(WriteStatus.REJECTED, f"{target.label} takes a number, got {value!r}")
+        twin = request.twin.removeprefix(self.settings.twin_prefix)
+        try:
+            self.plant.set_input(twin, target.input, float(value))
+        except (UnknownTwinError, InvalidValueError, ValueError) as exc:
+            return WriteOutcome(WriteStatus.REJECTED, str(exc))
+        self.writes += 1
+        return WriteOutcome(WriteStatus.ACKNOWLEDGED, f"{target.input} = {float(value):g}")
 
     @property
     def stats(self) -> SimulatedStats:
