@@ -1,33 +1,66 @@
-"""Commands in the node: the command book every node has, the audit of command events, and the hook that
-turns an application's desired value of an actuated field into a command (with the caller's identity).
+"""Commands in the node: the command book every node has, the audit of command events, the hook that
+turns an application's desired value of an actuated field into a command (with the caller's identity), and
+the executor (:mod:`drsdtp.actions.executor`) of the actuators this node owns, as a background service.
 
-The executor of the actuators this node owns is added by :mod:`drsdtp.actions.executor`.
+The executor's health view (:class:`NodeHealth`) is the node's: the twin intelligence's field health when
+the field's twin has a model here, else the replicated ``<field>.q``; a field with neither has no known
+health, and an interlock on it holds (or refuses) rather than act blind.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from drsdtp.actions import CommandBook, CommandLimits, CommandRecord, parse_actuators
+from drsdtp.actions.executor import Executor, FieldQuality
+from drsdtp.adapters.write import Writer, writer_of
 from drsdtp.api.node import AuditEntry
 from drsdtp.api.write_plan import DESIRED_SUFFIX
 from drsdtp.core import intents
 from drsdtp.errors import DrsdtpError
 from drsdtp.history.audit import Change, Via
+from drsdtp.lifecycle import BackgroundService
 
 if TYPE_CHECKING:
     from drsdtp.node.node import Node
 
-__all__ = ["Actuation"]
+__all__ = ["Actuation", "NodeHealth"]
 
 log = logging.getLogger(__name__)
 
 _VIA: dict[str, Via] = {"api": "api", "cli": "cli", "desired": "api", "rule": "rule"}
 
 
-class Actuation:
+class NodeHealth:
+    """A field's quality and age as this node knows them (see the module doc)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def field_quality(self, twin: str, field: str) -> FieldQuality | None:
+        store = self.node.store
+        entry = store.entry(twin, field) if twin in store else None
+        age_s = None if entry is None else max(0.0, time.time() - (entry[1] >> 16) / 1000)
+        engine = self.node.intelligence._engine  # None: no modelled twin yet, nothing to ask
+        if engine is not None:
+            try:
+                health = engine.field_health(twin, field)
+            except (DrsdtpError, KeyError, IndexError):
+                health = None
+            if health is not None:
+                return FieldQuality(health.quality, health.reasons, age_s)
+        q = store.get(twin, f"{field}.q") if entry is not None else None
+        if isinstance(q, float | int) and not isinstance(q, bool):
+            return FieldQuality(float(q), ("replicated quality",), age_s)
+        return None
+
+
+class Actuation(BackgroundService):
+    name = "executor"
+
     def __init__(self, node: Node) -> None:
         self.node = node
         config = node.config
@@ -42,6 +75,26 @@ class Actuation:
             limits=CommandLimits(c.max_records, c.default_deadline_s, c.max_deadline_s),
             audit=self.audit,
         )
+        self.health = NodeHealth(node)
+        self.executor = Executor(
+            node.store,
+            node.commit,
+            node_id=config.node_id,
+            actuators=self.actuators,
+            book=self.book,
+            changes=node.feed,
+            writer=self._writer,
+            health=self.health,
+            audit=self.audit,
+        )
+        self.executor.bind()  # a write target its adapter refuses stops the node at start, naming the key
+
+    def _writer(self, adapter: str) -> Writer | None:
+        runner = self.node.intake.service.runners.get(adapter)
+        return None if runner is None else writer_of(runner.adapter)
+
+    async def run(self) -> None:
+        await self.executor.run()
 
     async def audit(self, record: CommandRecord, event: str, actor: str, reason: str) -> None:
         """One line per command event in the node's audit trail (``ref``: the command id)."""

@@ -387,6 +387,7 @@ class Node:
             self.metrics_server,
             self.dead_letters,
             self.intake,
+            self.actuation,  # after intake: the executor writes through its adapters
         ]
 
     async def __aenter__(self) -> Self:

@@ -1,0 +1,516 @@
+"""The executor: on the node named by an actuator, carries its commands out and follows each to its outcome.
+
+It follows the command records (the store's change feed: records created here, replicated from peers, or
+found in the store at start after a crash) and, one actuator at a time, for each command:
+
+1. **settles what is already decided**: a cancel request -> ``cancelled``; a newer command on the same field
+   -> ``superseded``; the deadline passed -> ``timed_out``; each with the reason;
+2. **checks safety** (again: the issuing node checked the request, the reported value may have moved since):
+   the actuator's limits and ``max_step`` from the reported value -> ``rejected``; its interlocks: a
+   precondition field whose quality (the node's health view: stuck, stale, drifting ...) or age is not good
+   enough refuses the command (``rejected``) or holds it (``held`` says why) until it is, or its deadline;
+3. **rate limits**: writes to one actuator at least ``min_interval_s`` apart (the last write's time comes from
+   the records, so it holds across restarts);
+4. **writes** through the adapter's :class:`~drsdtp.adapters.write.Writer`, with retries and doubling backoff
+   that never pass the deadline: ``sent``/``acknowledged`` as the adapter reports, ``rejected`` when the
+   device refuses, ``failed`` when no attempt reached it;
+5. **follows the twin**: ``applied`` once the reported field is within tolerance of the value (an action
+   without a field: once the device acknowledged), else ``timed_out`` at the deadline.
+
+Idempotence across a crash (SIGKILL mid-flight): the attempt counter is made durable *before* each write. On
+restart a record that has attempts and no outcome is first re-checked against the reported value (waiting
+one ack timeout for an echo in flight): converged means ``applied`` with no new write; only otherwise is it
+written again (the same value: a set-point write is idempotent, and the command id travels with it for
+devices that can drop a repeat). No sync loops: only desired values and command records start work; a
+reported value (the echo) never does, and a desired value maps to one command id on every node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from drsdtp._core import Store
+from drsdtp.actions.actuators import Actuators, ActuatorSpec, Interlock
+from drsdtp.actions.book import ChangeSource, CommandAudit, CommandBook
+from drsdtp.actions.record import (
+    ATTEMPTS,
+    CMD_PREFIX,
+    HELD,
+    RESULT,
+    CommandId,
+    CommandRecord,
+    Mark,
+    State,
+    read_record,
+    record_twin,
+    transition_fields,
+)
+from drsdtp.adapters.write import WriteOutcome, Writer, WriteRequest, WriteStatus, WriteTarget
+from drsdtp.core import intents
+from drsdtp.errors import ConfigError, DrsdtpError, InvalidValueError
+
+__all__ = ["Executor", "ExecutorStats", "FieldQuality", "HealthView"]
+
+log = logging.getLogger(__name__)
+
+DESIRED_SUFFIX = ".desired"
+POLL_S = 0.25  # waits re-check at least this often (health and deadlines move without a store change)
+Commit = Callable[[bytes, Sequence[str], str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldQuality:
+    quality: float  # 0..1, the health view's
+    reasons: tuple[str, ...]  # stuck, stale, drifting ...
+    age_s: float | None  # of the reported value
+
+
+class HealthView(Protocol):
+    """The node's view of a field's health (intelligence's field health, else the replicated ``.q``)."""
+
+    def field_quality(self, twin: str, field: str) -> FieldQuality | None: ...
+
+
+@dataclass(slots=True)
+class ExecutorStats:
+    outcomes: dict[str, int] = field(default_factory=dict)  # terminal state -> commands
+    writes: int = 0  # write attempts sent to adapters
+    write_errors: int = 0  # attempts that did not reach the device
+    resumed: int = 0  # commands found unfinished at start
+    held: int = 0  # commands that waited on an interlock
+    skipped_rewrites: int = 0  # resumed commands already converged: not written again
+
+
+class _Done(Exception):
+    """The command reached a terminal state (written); stop working on it."""
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Executor:
+    def __init__(
+        self,
+        store: Store,
+        commit: Commit,
+        *,
+        node_id: str,
+        actuators: Actuators,
+        book: CommandBook,
+        changes: ChangeSource,
+        writer: Callable[[str], Writer | None],
+        health: HealthView,
+        audit: CommandAudit | None = None,
+        clock_ms: Callable[[], int] = _wall_ms,
+    ) -> None:
+        self.store = store
+        self.node_id = node_id
+        self.book = book
+        self.changes = changes
+        self.stats = ExecutorStats()
+        self._commit = commit
+        self._writer_of = writer
+        self._health = health
+        self._audit = audit
+        self._clock_ms = clock_ms
+        self.specs = actuators.executed_by(node_id)
+        self._by_key = {(s.twin, s.action): s for s in self.specs}
+        self._twins = {s.twin for s in self.specs if s.desired}
+        self._targets: dict[tuple[str, str], tuple[Writer, WriteTarget]] = {}
+        self._active: dict[tuple[str, str], dict[CommandId, tuple[int, str]]] = {}
+        self._wake: dict[tuple[str, str], asyncio.Event] = {}
+        self._last_write_ms: dict[tuple[str, str], int] = {}
+        self._changed = asyncio.Event()
+
+    # ----- setup ------------------------------------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Validates every actuator this node executes against its adapter (a ConfigError names the key)."""
+        for spec in self.specs:
+            writer = self._writer_of(spec.adapter)
+            if writer is None:
+                raise ConfigError(
+                    f"{spec.key}.adapter",
+                    f"this node ({self.node_id}) has no adapter {spec.adapter!r} that can write",
+                )
+            self._targets[spec.twin, spec.action] = (
+                writer,
+                writer.write_target(spec.write, f"{spec.key}.write"),
+            )
+
+    async def run(self) -> None:
+        """Runs until cancelled: one worker per actuator, fed by the change feed."""
+        if not self.specs:
+            return
+        if not self._targets:
+            self.bind()
+        stream = self.changes.subscribe()  # before the scan: nothing created in between is missed
+        for command in self.book.ids():
+            self._track(command, resumed=True)
+        for twin in self._twins:
+            await self._desired(twin)
+        async with asyncio.TaskGroup() as tg:
+            for spec in self.specs:
+                key = (spec.twin, spec.action)
+                self._wake.setdefault(key, asyncio.Event()).set()
+                tg.create_task(self._worker(spec), name=f"executor {spec.label}")
+            while True:
+                batch = await stream.next_batch(4096)
+                twins = {c.twin for c in batch}
+                for twin in twins:
+                    if twin.startswith(CMD_PREFIX):
+                        self._track(twin[len(CMD_PREFIX) :])
+                for twin in twins & self._twins:
+                    await self._desired(twin)
+                changed, self._changed = self._changed, asyncio.Event()
+                changed.set()
+
+    def _track(self, command: CommandId, resumed: bool = False) -> None:
+        record = read_record(self.store, command)
+        if record is None or record.executor != self.node_id:
+            return
+        key = (record.twin, record.action)
+        if key not in self._by_key and not record.terminal:
+            self._by_key_missing(record)
+            return
+        active = self._active.setdefault(key, {})
+        if record.terminal:
+            active.pop(command, None)
+            sent = record.marks.get(State.SENT)
+            if sent is not None:
+                self._last_write_ms[key] = max(self._last_write_ms.get(key, 0), sent.ms)
+            return
+        if command not in active:
+            if resumed:
+                self.stats.resumed += 1
+            active[command] = (record.issued_ms, command)
+        sent = record.marks.get(State.SENT)
+        if sent is not None:
+            self._last_write_ms[key] = max(self._last_write_ms.get(key, 0), sent.ms)
+        self._wake.setdefault(key, asyncio.Event()).set()
+
+    def _by_key_missing(self, record: CommandRecord) -> None:
+        # A record naming this node for an actuator its config lacks: refused once, in the loop.
+        reason = f"node {self.node_id} executes no actuator {record.action!r} of {record.twin!r} (config)"
+        task = asyncio.get_running_loop().create_task(self._finish(record, State.REJECTED, reason))
+        task.add_done_callback(_log_failure)
+
+    async def _desired(self, twin: str) -> None:
+        """A desired value (written here or replicated) on an actuated field becomes its command."""
+        for spec in self.specs:
+            if spec.twin != twin or not spec.desired:
+                continue
+            values = intents(self.store, twin, spec.field + DESIRED_SUFFIX)
+            if not values:
+                continue
+            try:
+                command = await self.book.desired(spec, values[-1])
+            except DrsdtpError as exc:
+                log.warning("desired %s/%s: no command: %s", twin, spec.field, exc)
+                continue
+            if command is not None:
+                self._track(command)
+
+    # ----- one actuator -----------------------------------------------------------------------------------
+
+    async def _worker(self, spec: ActuatorSpec) -> None:
+        key = (spec.twin, spec.action)
+        wake = self._wake[key]
+        while True:
+            await wake.wait()
+            wake.clear()
+            while True:
+                active = self._active.get(key, {})
+                if not active:
+                    break
+                order = sorted(active.values())
+                if spec.field:
+                    # A newer value supersedes every older one still waiting.
+                    newest = order[-1][1]
+                    for _, older in order[:-1]:
+                        await self._supersede(older, newest)
+                    command = newest
+                else:
+                    command = order[0][1]
+                try:
+                    await self._execute(spec, command)
+                except _Done:
+                    pass
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("executor %s: command %s", spec.label, command)
+                    await asyncio.sleep(1.0)  # a bug must not spin; the record is retried
+                    continue
+                active.pop(command, None)
+
+    async def _supersede(self, older: CommandId, newest: CommandId) -> None:
+        record = read_record(self.store, older)
+        if record is None:
+            return
+        self._active.get((record.twin, record.action), {}).pop(older, None)
+        if not record.terminal:
+            with contextlib.suppress(_Done):
+                await self._finish(record, State.SUPERSEDED, f"superseded by the newer command {newest}")
+
+    # ----- one command ------------------------------------------------------------------------------------
+
+    def _read(self, command: CommandId) -> CommandRecord:
+        record = read_record(self.store, command)
+        assert record is not None  # tracked records exist
+        return record
+
+    async def _checkpoint(self, spec: ActuatorSpec, command: CommandId, what: str) -> CommandRecord:
+        """The record as it is now, unless it was cancelled, superseded or ran out of time (then written
+        and ``_Done`` raised)."""
+        record = self._read(command)
+        if record.terminal:
+            raise _Done
+        if record.cancel is not None:
+            by = record.cancel.node or "anonymous"
+            await self._finish(record, State.CANCELLED, f"cancelled by {by}: {record.cancel.reason}")
+        if spec.field:
+            active = self._active.get((spec.twin, spec.action), {})
+            newer = [c for (ms, c) in active.values() if (ms, c) > (record.issued_ms, command)]
+            if newer:
+                await self._finish(record, State.SUPERSEDED, f"superseded by the newer command {max(newer)}")
+        if self._clock_ms() >= record.deadline_ms:
+            await self._finish(record, State.TIMED_OUT, f"deadline passed {what}")
+        return record
+
+    async def _execute(self, spec: ActuatorSpec, command: CommandId) -> None:
+        record = await self._checkpoint(spec, command, "before it was written")
+        resumed = record.attempts > 0
+        if spec.field and self._converged(spec, record):
+            if resumed:
+                self.stats.skipped_rewrites += 1
+            reason = "reported value already within tolerance" + (
+                " after a restart: not written again" if resumed else ": nothing to write"
+            )
+            await self._finish(record, State.APPLIED, reason)
+        if resumed and spec.field:
+            # A write may have reached the device before a crash: give its echo one ack timeout first.
+            record = await self._wait_converged(spec, command, min(spec.ack_timeout_s, self._left_s(record)))
+        await self._check_safety(spec, command)
+        await self._rate_limit(spec, command)
+        outcome = await self._write(spec, command)
+        record = self._read(command)
+        if outcome.status == WriteStatus.REJECTED:
+            await self._finish(record, State.REJECTED, f"the device refused it: {outcome.detail}")
+        if outcome.detail:
+            await self._apply(record, {RESULT: outcome.detail[:1000]})
+        await self._move(command, State.SENT, f"written to {self._target(spec).label}")
+        if outcome.status == WriteStatus.ACKNOWLEDGED:
+            await self._move(command, State.ACKNOWLEDGED, outcome.detail or "acknowledged by the device")
+        if not spec.field:
+            how = "acknowledged" if outcome.status == WriteStatus.ACKNOWLEDGED else "delivered (no ack)"
+            await self._finish(self._read(command), State.APPLIED, f"{how} by {self._target(spec).label}")
+        record = await self._wait_converged(spec, command, None)
+        reported = self._reported(spec)
+        shown = "nothing" if reported is None else f"{reported!r}"
+        await self._finish(
+            record,
+            State.TIMED_OUT,
+            f"deadline passed: reported {spec.field} is {shown}, not within {self._tolerance(spec):g} "
+            f"of {record.value!r}",
+        )
+
+    async def _wait_converged(
+        self, spec: ActuatorSpec, command: CommandId, for_s: float | None
+    ) -> CommandRecord:
+        """Waits for the reported field to converge (-> applied, raises _Done) for ``for_s`` seconds (None:
+        until the deadline, which the checkpoint settles). Returns the record when the time is up."""
+        loop = asyncio.get_running_loop()
+        until = None if for_s is None else loop.time() + for_s
+        while True:
+            record = await self._checkpoint(spec, command, "before the reported value converged")
+            if self._converged(spec, record):
+                reported = self._reported(spec)
+                await self._finish(record, State.APPLIED, f"reported {spec.field} = {reported!r}")
+            if until is not None and loop.time() >= until:
+                return record
+            await self._pause(record, until)
+
+    async def _pause(self, record: CommandRecord, until: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        left = max(0.0, (record.deadline_ms - self._clock_ms()) / 1000)
+        wait = min(POLL_S, left + 0.001)
+        if until is not None:
+            wait = min(wait, max(0.0, until - loop.time()))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await self._changed.wait()
+
+    async def _check_safety(self, spec: ActuatorSpec, command: CommandId) -> None:
+        record = self._read(command)
+        try:
+            spec.check_value(record.value)
+        except InvalidValueError as exc:
+            await self._finish(record, State.REJECTED, str(exc))
+        if spec.max_step is not None and isinstance(record.value, int | float):
+            reported = self._reported(spec)
+            if isinstance(reported, int | float) and abs(record.value - reported) > spec.max_step:
+                await self._finish(
+                    record,
+                    State.REJECTED,
+                    f"a step from the reported {reported:g} to {record.value:g} is larger than max_step "
+                    f"{spec.max_step:g}",
+                )
+        held = ""
+        while True:
+            record = await self._checkpoint(
+                spec, command, f"while held: {held}" if held else "before the write"
+            )
+            blocking = [(lock, why) for lock in spec.interlocks if (why := self._interlock(lock))]
+            refused = [f"interlock {lock.label}: {why}" for lock, why in blocking if lock.policy == "refuse"]
+            if refused:
+                await self._finish(record, State.REJECTED, "; ".join(refused))
+            now_held = "; ".join(f"interlock {lock.label}: {why}" for lock, why in blocking)
+            if now_held != held:
+                if now_held and not held:
+                    self.stats.held += 1
+                    if self._audit is not None:
+                        await self._audit(record, "held", record.actor or "system", now_held)
+                held = now_held
+                await self._apply(record, {HELD: held})
+            if not held:
+                return
+            await self._pause(record, None)
+
+    def _interlock(self, lock: Interlock) -> str:
+        """Why the interlock blocks now ("" when it does not)."""
+        q = self._health.field_quality(lock.twin, lock.field)
+        if q is None:
+            return "no health known for the field yet"
+        why = []
+        if q.quality < lock.min_quality:
+            detail = f" ({', '.join(q.reasons)})" if q.reasons else ""
+            why.append(f"quality {q.quality:.2f} < {lock.min_quality:g}{detail}")
+        if lock.max_age_s is not None and (q.age_s is None or q.age_s > lock.max_age_s):
+            age = "unknown" if q.age_s is None else f"{q.age_s:.1f} s"
+            why.append(f"reported value age {age} > {lock.max_age_s:g} s")
+        return "; ".join(why)
+
+    async def _rate_limit(self, spec: ActuatorSpec, command: CommandId) -> None:
+        key = (spec.twin, spec.action)
+        while True:
+            record = await self._checkpoint(spec, command, "while rate limited")
+            due = self._last_write_ms.get(key, 0) + int(spec.min_interval_s * 1000)
+            if self._clock_ms() >= due:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min((due - self._clock_ms()) / 1000, POLL_S)):
+                    await self._changed.wait()
+            del record
+
+    async def _write(self, spec: ActuatorSpec, command: CommandId) -> WriteOutcome:
+        writer, target = self._targets[spec.twin, spec.action]
+        backoff = spec.retry_backoff_s
+        errors: list[str] = []
+        for attempt in range(1, spec.retries + 2):
+            record = await self._checkpoint(
+                spec,
+                command,
+                f"after {attempt - 1} failed attempts ({errors[-1]})" if errors else "before the write",
+            )
+            # Durable before the write: after a crash the executor knows a write may have reached the device.
+            await self._commit(
+                self.store.increment(record_twin(command), ATTEMPTS), [record_twin(command)], "local"
+            )
+            self._last_write_ms[spec.twin, spec.action] = self._clock_ms()
+            self.stats.writes += 1
+            request = WriteRequest(
+                command=command,
+                twin=record.twin,
+                action=record.action,
+                field=record.field,
+                value=record.value,
+                args=tuple(record.args),
+                attempt=record.attempts + 1,
+                timeout_s=min(spec.ack_timeout_s, max(0.001, self._left_s(record))),
+            )
+            try:
+                async with asyncio.timeout(request.timeout_s + 1.0):
+                    return await writer.write(target, request)
+            except (OSError, TimeoutError) as exc:  # AdapterError is a ConnectionError
+                self.stats.write_errors += 1
+                errors.append(f"{type(exc).__name__}: {exc}"[:300])
+                log.info("executor %s: command %s attempt %d: %s", spec.label, command, attempt, errors[-1])
+            if attempt <= spec.retries:
+                left = self._left_s(self._read(command))
+                await asyncio.sleep(max(0.0, min(backoff, left)))
+                backoff *= 2
+        record = self._read(command)
+        await self._finish(
+            record, State.FAILED, f"no write reached {target.label} in {len(errors)} attempts: {errors[-1]}"
+        )
+        raise AssertionError("unreachable")
+
+    # ----- reading the twin -------------------------------------------------------------------------------
+
+    def _reported(self, spec: ActuatorSpec) -> object:
+        entry = self.store.entry(spec.twin, spec.field) if spec.twin in self.store else None
+        return None if entry is None else entry[0]
+
+    def _tolerance(self, spec: ActuatorSpec) -> float:
+        return spec.tolerance if spec.tolerance is not None else 1e-9
+
+    def _converged(self, spec: ActuatorSpec, record: CommandRecord) -> bool:
+        reported, value = self._reported(spec), record.value
+        if reported is None or value is None:
+            return False
+        if isinstance(value, bool) or isinstance(reported, bool):
+            as_bool = bool(reported) if isinstance(reported, int | float) else reported
+            return as_bool == value
+        if isinstance(value, int | float) and isinstance(reported, int | float):
+            return math.isfinite(reported) and abs(reported - value) <= self._tolerance(spec)
+        return reported == value
+
+    def _left_s(self, record: CommandRecord) -> float:
+        return (record.deadline_ms - self._clock_ms()) / 1000
+
+    def _target(self, spec: ActuatorSpec) -> WriteTarget:
+        return self._targets[spec.twin, spec.action][1]
+
+    # ----- writing the record -----------------------------------------------------------------------------
+
+    async def _apply(self, record: CommandRecord, fields: dict[str, str]) -> None:
+        twin = record_twin(record.id)
+        await self._commit(self.store.set_many(twin, dict(fields)), [twin], "local")
+
+    async def _move(self, command: CommandId, to: State, reason: str) -> None:
+        record = self._read(command)
+        fields = transition_fields(record.state, to, Mark(self._clock_ms(), self.node_id, reason))
+        if fields is not None:
+            twin = record_twin(command)
+            await self._commit(self.store.set_many(twin, fields), [twin], "local")
+            if self._audit is not None:
+                await self._audit(record, str(to), record.actor or "system", reason)
+
+    async def _finish(self, record: CommandRecord, to: State, reason: str) -> None:
+        """Writes a terminal state (with its reason) and raises ``_Done``."""
+        fields = transition_fields(record.state, to, Mark(self._clock_ms(), self.node_id, reason))
+        if fields is not None:
+            if record.held:
+                fields[HELD] = ""
+            twin = record_twin(record.id)
+            await self._commit(self.store.set_many(twin, fields), [twin], "local")
+            self.stats.outcomes[str(to)] = self.stats.outcomes.get(str(to), 0) + 1
+            log.info("command %s (%s %s): %s: %s", record.id, record.twin, record.action, to, reason)
+            if self._audit is not None:
+                await self._audit(record, str(to), record.actor or "system", reason)
+        self._active.get((record.twin, record.action), {}).pop(record.id, None)
+        raise _Done
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and not isinstance(task.exception(), _Done | None):
+        log.error("executor: %s", task.exception())

@@ -1,0 +1,146 @@
+"""The executor in a real node (in process) over the simulated plant's write half: a command is written,
+acknowledged and applied when the reported value converges; retries, deadlines, interlocks, cancel,
+supersede, and a desired value whose echo never starts a second write."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+from typing import Any
+
+import pytest
+
+from drsdtp.actions import CommandRecord, State
+from drsdtp.adapters.simulated import SimulatedAdapter
+from drsdtp.client import connect
+from drsdtp.config import Address, parse_config
+from drsdtp.node.node import Node
+from drsdtp.wire.v1 import api_pb2
+
+from .support import actuator
+
+pytestmark = pytest.mark.integration
+
+SPEED = 20.0  # plant seconds per wall second: a pump reading every 0.5 s
+
+
+def config(tmp: pathlib.Path, *actuators: dict[str, Any], **extra: object) -> dict[str, object]:
+    return {
+        "node_id": "a",
+        "data_dir": str(tmp),
+        "listen": {"api": "127.0.0.1:0", "metrics": "127.0.0.1:0", "peer": "127.0.0.1:0"},
+        "adapters": [{"type": "simulated", "name": "plant", "asset": "pump", "rooms": 1, "speedup": SPEED}],
+        "actuators": list(actuators) or [actuator(tolerance=0.05)],
+        **extra,
+    }
+
+
+def plant(node: Node) -> SimulatedAdapter:
+    adapter = node.intake.service.runners["plant"].adapter
+    assert isinstance(adapter, SimulatedAdapter)
+    return adapter
+
+
+async def outcome(node: Node, command: str, timeout_s: float = 20) -> CommandRecord:
+    record = await node.commands.wait(command, timeout_s)
+    assert record is not None and record.terminal, record
+    return record
+
+
+async def test_a_command_is_written_acknowledged_and_applied_when_the_pump_reports_it(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with Node(parse_config(config(tmp_path))) as node:
+        command = await node.commands.issue_command("pump-1", "valve", 0.35, actor="op-1", reason="trim")
+        record = await outcome(node, command)
+        assert record.state == State.APPLIED, record.why
+        assert {State.SENT, State.ACKNOWLEDGED, State.APPLIED} <= set(record.marks)
+        assert record.why.startswith("reported valve = ") and record.attempts == 1
+        reported = node.store.get("pump-1", "valve")
+        assert isinstance(reported, float) and abs(reported - 0.35) <= 0.05
+        assert plant(node).writes == 1
+        audit, _ = await node.snapshots.read_audit("pump-1", None, None, None)
+        events = [(r.actor, r.reason.split(":")[0]) for r in audit if r.action == "command"]
+        assert events == [("op-1", "issued"), ("op-1", "sent"), ("op-1", "acknowledged"), ("op-1", "applied")]
+
+
+async def test_a_write_that_does_not_reach_the_device_is_retried_then_fails_with_the_reason(
+    tmp_path: pathlib.Path,
+) -> None:
+    table = actuator(tolerance=0.05, retries=2, retry_backoff_s=0.05)
+    async with Node(parse_config(config(tmp_path, table))) as node:
+        plant(node).fail_writes = 1
+        first = await node.commands.issue_command("pump-1", "valve", 0.3, actor="op")
+        record = await outcome(node, first)
+        assert (record.state, record.attempts) == (State.APPLIED, 2)
+        plant(node).fail_writes = 10
+        second = await node.commands.issue_command("pump-1", "valve", 0.4, actor="op")
+        record = await outcome(node, second)
+        assert record.state == State.FAILED and record.attempts == 3
+        assert "in 3 attempts" in record.why and "unreachable" in record.why
+
+
+async def test_an_interlock_without_known_health_holds_until_the_deadline_then_times_out(
+    tmp_path: pathlib.Path,
+) -> None:
+    lock = {"field": "flow", "min_quality": 0.5, "policy": "hold"}
+    table = actuator(tolerance=0.05, interlocks=[lock])
+    async with Node(parse_config(config(tmp_path, table))) as node:
+        command = await node.commands.issue_command("pump-1", "valve", 0.3, actor="op", deadline_s=1.0)
+        held = await node.commands.wait(command, 10, until=lambda r: bool(r.held) or r.terminal)
+        assert held is not None and "interlock pump-1/flow: no health known" in held.held
+        record = await outcome(node, command)
+        assert record.state == State.TIMED_OUT
+        assert record.why.startswith("deadline passed while held: interlock pump-1/flow")
+        assert record.attempts == 0 and plant(node).writes == 0 and record.held == ""
+
+
+async def test_a_refusing_interlock_rejects_and_a_held_command_can_be_cancelled_or_superseded(
+    tmp_path: pathlib.Path,
+) -> None:
+    refuse = actuator(action="speed", field="speed", min=0.0, max=3000.0, write={"input": "speed"},
+                      interlocks=[{"field": "flow", "policy": "refuse"}])  # fmt: skip
+    hold = actuator(tolerance=0.05, interlocks=[{"field": "flow", "policy": "hold"}])
+    async with Node(parse_config(config(tmp_path, hold, refuse))) as node:
+        book = node.commands
+        refused = await outcome(node, await book.issue_command("pump-1", "speed", 1450, actor="op"))
+        assert refused.state == State.REJECTED and "interlock pump-1/flow" in refused.why
+        older = await book.issue_command("pump-1", "valve", 0.3, actor="op")
+        await book.wait(older, 10, until=lambda r: bool(r.held))
+        newer = await book.issue_command("pump-1", "valve", 0.4, actor="op")
+        record = await outcome(node, older)
+        assert record.state == State.SUPERSEDED and newer in record.why
+        await book.wait(newer, 10, until=lambda r: bool(r.held))
+        await book.cancel(newer, "op-2", "not today")
+        record = await outcome(node, newer)
+        assert (record.state, record.why) == (State.CANCELLED, "cancelled by op-2: not today")
+        assert plant(node).writes == 0
+
+
+async def test_a_desired_value_is_actuated_once_and_its_echo_starts_nothing(tmp_path: pathlib.Path) -> None:
+    async with Node(parse_config(config(tmp_path))) as node:
+        channel, stub = connect(Address("127.0.0.1", node.api.port))
+        async with channel:
+            op = api_pb2.FieldOp(field="valve", desire=api_pb2.FieldValue(f64=0.45))
+            await stub.Write(
+                api_pb2.WriteRequest(
+                    twins=[api_pb2.TwinWrite(twin_id="pump-1", ops=[op], create=api_pb2.CreateTwin())],
+                    actor="operator-7",
+                )
+            )
+        (record,) = node.commands.list("pump-1")
+        record = await outcome(node, record.id)
+        assert record.state == State.APPLIED and record.actor == "operator-7"
+        # The echo keeps arriving (a reading every 0.5 s): it never becomes a command or a write.
+        await plant_steps(node, 6)
+        assert len(node.commands.list("pump-1")) == 1 and plant(node).writes == 1
+        assert node.actuation.executor.stats.writes == 1
+
+
+async def plant_steps(node: Node, steps: int) -> None:
+    """Returns after ``steps`` more changes of pump-1 (the plant's readings) reached the store."""
+    stream = node.feed.subscribe()
+    seen = 0
+    async with asyncio.timeout(30):
+        while seen < steps:
+            seen += sum(c.twin == "pump-1" for c in await stream.next_batch(4096))
