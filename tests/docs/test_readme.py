@@ -1,0 +1,268 @@
+"""The README is a contract: every line of its ```` ```sh ```` blocks runs here, as written.
+
+Commands run from the checkout with ``.venv/bin`` first on the PATH (what ``. .venv/bin/activate`` does) and
+no PYTHONPATH, so they use the package ``make setup`` installed. The README's ``drsdtp run --config
+/etc/drsdtp/drsdtp.toml`` starts a real node on this test's config (the one substitution of a path); client
+commands reach it through ``$DRSDTP_CONFIG``, and the placeholders TWIN, FIELD and SNAPSHOT stand for one
+of its twins, a field and that twin's newest snapshot. Benchmarks run with the tiny sizes in ``TINY``;
+``make demo`` runs until its nodes converge, then gets a Ctrl-C; ``make bench`` is checked with ``make -n``
+(its Rust half compiles the peer crates, minutes) and its Python half runs tiny; ``make test`` is CI itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.docs.readme_commands import Command, bench_scripts, sh_commands
+from tests.ingest.support import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+README = REPO / "README.md"
+VENV_BIN = REPO / ".venv" / "bin"
+DOC_CONFIG = "/etc/drsdtp/drsdtp.toml"
+TWIN, FIELD = "room-1", "temp_1"
+TIMEOUT_S = 180
+
+# The smallest sizes each benchmark takes: enough to run every code path once.
+TINY: dict[str, list[str]] = {
+    "bench_core.py": [],  # fixed sizes, a few seconds
+    "bench_node.py": ["--log-gb", "0.002"],
+    "bench_replication.py": ["--quick"],
+    "bench_ingest_mqtt.py": ["--quick"],
+    "bench_ingest_opcua.py": ["--seconds", "1", "--reps", "1"],
+    "bench_ingest_modbus.py": ["--seconds", "1", "--reps", "1"],
+    "bench_intelligence.py": ["--fields", "100", "--window", "100", "--reps", "1"],
+    "validate_intelligence.py": ["--rooms-per-kind", "1", "--clean-rooms", "1", "--model-drift-rooms", "1"],
+    "validate_anomaly.py": ["--per-character", "1", "--no-engine"],
+    "bench_history.py": ["--seconds", "60"],
+    "bench_api_write.py": ["--quick"],
+    "bench_memory.py": ["--keys", "100", "--streams", "2"],
+}
+
+COMMANDS = sh_commands(README)
+
+
+def kind(command: Command) -> str:
+    text = command.command
+    if text.startswith("make "):
+        return f"make {text.split()[1]}"
+    if "benches/" in text:
+        return "bench"
+    if re.match(r"drsdtp run\b", text):
+        return "run"
+    return "cli"
+
+
+def env() -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("DRSDTP_")}
+    return {
+        **base,
+        "PATH": f"{VENV_BIN}{os.pathsep}{base.get('PATH', '')}",
+        "VIRTUAL_ENV": str(VENV_BIN.parent),
+    }
+
+
+def run(command: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", command],
+        cwd=REPO,
+        env={**env(), **(extra_env or {})},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+
+
+def check(result: subprocess.CompletedProcess[str], what: str) -> None:
+    output = f"$ {what}\n--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, output
+    assert "Traceback" not in result.stderr, output
+
+
+def test_the_readme_has_commands_of_every_kind() -> None:
+    kinds = {kind(c) for c in COMMANDS}
+    assert {"make demo", "make test", "make bench", "bench", "run", "cli"} <= kinds, kinds
+    assert any(c.command == "drsdtp check-config deploy/drsdtp.example.toml" for c in COMMANDS)
+    assert len([c for c in COMMANDS if kind(c) == "run"]) == 1, "one README line starts the node"
+
+
+def test_every_referenced_bench_has_a_tiny_size() -> None:
+    named = {name for c in COMMANDS for name in bench_scripts(c)}
+    assert "bench_ingest_opcua.py" in named  # from the comment's bench_ingest_{opcua,modbus}.py
+    assert named <= set(TINY), f"give these a tiny size in TINY: {sorted(named - set(TINY))}"
+    for name in named:
+        assert (REPO / "benches" / name).is_file(), name
+
+
+# --- the node the README's `drsdtp run` line starts ------------------------------------------------------
+
+
+class ReadmeNode:
+    def __init__(self, root: Path) -> None:
+        self.config = root / "drsdtp.toml"
+        self.metrics = free_port()
+        self.config.write_text(
+            f'node_id = "readme"\ndata_dir = "{root / "data"}"\n'
+            f'[listen]\napi = "127.0.0.1:{free_port()}"\nmetrics = "127.0.0.1:{self.metrics}"\n'
+            f'peer = "127.0.0.1:{free_port()}"\n'
+            '[[twins]]\nmatch = "room-*"\nmodel = "room"\n'
+            '[[adapters]]\ntype = "simulated"\nname = "plant"\nrooms = 2\nseed = 1\ndt_s = 10.0\n'
+            "speedup = 50.0\n"
+        )
+        self.log = root / "node.log"
+
+    def substitute(self, text: str) -> str:
+        text = text.replace(DOC_CONFIG, str(self.config))
+        text = re.sub(r"\bTWIN\b", TWIN, text)
+        text = re.sub(r"\bFIELD\b", FIELD, text)
+        if re.search(r"\bSNAPSHOT\b", text):
+            text = re.sub(r"\bSNAPSHOT\b", self.newest_snapshot(), text)
+        return text
+
+    def newest_snapshot(self) -> str:
+        listing = run(f"drsdtp snapshots {TWIN} --json", self.client_env)
+        check(listing, "drsdtp snapshots --json")
+        snapshots = json.loads(listing.stdout)
+        assert snapshots, "the README uses SNAPSHOT before a line takes a snapshot"
+        return str(max(snapshots, key=lambda s: s["created_ms"])["id"])
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        return {"DRSDTP_CONFIG": str(self.config)}
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/readyz", timeout=2) as reply:
+                return bool(reply.status == 200)
+        except OSError:
+            return False
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReadmeNode]:
+    node = ReadmeNode(tmp_path_factory.mktemp("readme-node"))
+    (line,) = [c for c in COMMANDS if kind(c) == "run"]
+    with node.log.open("wb") as log:
+        proc = subprocess.Popen(
+            ["bash", "-c", f"exec {node.substitute(line.command)}"],
+            cwd=REPO,
+            env=env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not node.ready():
+            assert proc.poll() is None, f"{line.id} exited: {node.log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, (
+                f"{line.id}: not ready in 60 s: {node.log.read_text()[-3000:]}"
+            )
+            time.sleep(0.2)
+        # The simulated plant's first readings: the twin the placeholders name exists.
+        while run(f"drsdtp get {TWIN} {FIELD}", node.client_env).returncode != 0:
+            assert time.monotonic() < deadline, f"{TWIN}.{FIELD} never appeared"
+            time.sleep(0.2)
+        yield node
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, f"the node did not stop cleanly: {node.log.read_text()[-3000:]}"
+
+
+# --- one test per README line, in README order (they share the node) --------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("line", [c for c in COMMANDS if kind(c) in ("run", "cli")], ids=lambda c: c.id)
+def test_readme_command(line: Command, node: ReadmeNode) -> None:
+    if kind(line) == "run":
+        assert node.ready()  # the fixture started the node with this very line
+        return
+    command = node.substitute(line.command)
+    check(run(command, node.client_env), command)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.parametrize("line", [c for c in COMMANDS if kind(c) == "bench"], ids=lambda c: c.id)
+def test_readme_bench(line: Command) -> None:
+    written = shlex.split(line.command)
+    assert written[0] == ".venv/bin/python", line.id
+    for name in bench_scripts(line):
+        script = f"benches/{name}"
+        # The line as written for its own script; the same interpreter for ones its comment names.
+        args = written if written[1] == script else [written[0], script]
+        command = shlex.join([*args, *TINY[name]])
+        check(run(command), command)
+
+
+@pytest.mark.integration
+def test_make_bench_recipe_and_its_python_half() -> None:
+    assert any(kind(c) == "make bench" for c in COMMANDS)
+    dry = run("make -n bench")
+    check(dry, "make -n bench")
+    assert "cargo run" in dry.stdout
+    (python_half,) = [ln for ln in dry.stdout.splitlines() if "benches/bench_core.py" in ln]
+    check(run(python_half), python_half)
+    print("make bench: recipe checked with make -n and its Python half run; its Rust half compiles the")
+    print("peer crates (minutes) and is left to `make bench`")
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_make_demo_converges_and_stops_on_ctrl_c() -> None:
+    assert any(kind(c) == "make demo" for c in COMMANDS)
+    proc = subprocess.Popen(
+        ["make", "demo"],
+        cwd=REPO,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: Ctrl-C reaches make and the nodes, as in a terminal
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        for text in proc.stdout:
+            seen.append(text)
+            if "converged: all nodes hold identical state" in text:
+                break
+            assert time.monotonic() < deadline, "".join(seen[-40:])
+        else:
+            pytest.fail("make demo exited before converging:\n" + "".join(seen[-40:]))
+        os.killpg(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    output = "".join(seen) + rest
+    assert "Traceback" not in output, output[-3000:]
+    assert "received SIGINT: shutting down" in output, output[-3000:]
+
+
+def test_make_test_is_this_run() -> None:
+    assert any(kind(c) == "make test" for c in COMMANDS)
+    dry = run("make -n test")
+    check(dry, "make -n test")
+    assert "pytest" in dry.stdout
+    print(
+        "make test: not run from inside itself (this suite is its last step); its recipe checked with make -n"
+    )
