@@ -273,6 +273,10 @@ class Session:
             if result.persist or result.ack is not None:
                 persist = self.host.persist
                 futures = [_persisting(persist(d)) for d in result.persist] if persist else []
+                if result.held and persist is not None:
+                    # A delta we already held may have been merged from another stream and not be durable
+                    # yet: acking it before a sync would promise what a crash could still lose (TLC found it).
+                    futures.append(_persisting(self.host.sync()))
                 await self._acks.put((futures, result.ack))  # a full queue pauses reading: backpressure
             if message.HasField("ack"):
                 self._wake.set()  # the window may have opened

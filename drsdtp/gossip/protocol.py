@@ -85,6 +85,9 @@ class Inbound:
     ack: PeerMessage | None = None
     changed: set[str] = field(default_factory=set)  # twins this message changed
     relayed: bool = False  # deltas were appended to the log for the other peers: wake their senders
+    # Some deltas were already held: merged earlier (from another peer, or an earlier copy of this batch)
+    # and perhaps not durable yet. The ack promises them durable, so it waits for a sync of the log.
+    held: bool = False
 
 
 @dataclass(slots=True)
@@ -292,6 +295,8 @@ class AntiEntropy:
         for delta in batch.deltas:
             link.stats.deltas_received += 1
             changed = self._merge(link, delta, result, batch.to_seq, now)
+            if changed is not None and not changed:
+                result.held = True
             if not changed:
                 continue  # refused, or redundant: nothing to persist or pass on
             result.persist.append(delta)

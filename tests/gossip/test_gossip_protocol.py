@@ -198,6 +198,22 @@ def test_a_redundant_delta_is_neither_persisted_nor_relayed() -> None:
     assert (c.core.log.head, len(c.persisted)) == (head, persisted)
 
 
+def test_a_batch_of_deltas_already_held_asks_for_a_sync_before_its_ack() -> None:
+    """A delta merged from one stream may not be durable yet when a copy arrives on another: the second
+    stream's ack must wait for a sync (the TLA+ model found the ack promised it durable too early)."""
+    a, b, c = Node("a"), Node("b"), Node("c")
+    pairs = mesh(a, b, c)
+    delta = a.write("pump", "rpm", 7.0)
+    first = c.core.receive(
+        link_of(pairs, c, a), PeerMessage(deltas=DeltaBatch(from_seq=0, to_seq=1, deltas=[delta])), 0.0
+    )
+    again = c.core.receive(
+        link_of(pairs, c, b), PeerMessage(deltas=DeltaBatch(from_seq=0, to_seq=1, deltas=[delta])), 0.0
+    )
+    assert (first.held, bool(first.persist)) == (False, True)
+    assert (again.held, again.persist, again.ack is not None) == (True, [], True)
+
+
 def test_catch_up_chunks_are_applied_but_never_forwarded() -> None:
     a, b, c = Node("a"), Node("b"), Node("c")
     a.store.set("pump", "rpm", 1.0)  # written before any link: travels by catch-up only
