@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from drsdtp import __version__
+from drsdtp import __version__, intel_cli
 from drsdtp.config import (
     Address,
     NodeConfig,
@@ -278,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--horizon-min", type=_positive_float, default=60.0, help="what-if horizon in minutes")
 
+    intel_cli.add_parsers(client)
+
     def actor(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--actor", default=_default_actor(), help="who asks, for the audit trail (default: %(default)s)"
@@ -501,6 +503,10 @@ def _cmd_insight(args: argparse.Namespace, commands: Commands, console: Console)
     return _run_client(args, lambda target: commands.insight(target, query, console))
 
 
+def _cmd_anomalies(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    return _run_client(args, lambda target: intel_cli.run_anomalies(target, args, console))
+
+
 def _cmd_export(args: argparse.Namespace, commands: Commands, console: Console) -> int:
     output = None if args.output == "-" else Path(args.output)
     request = ExportRequest(output=output, format=args.format, prefix=args.prefix, history=args.history)
@@ -671,6 +677,7 @@ _HANDLERS: Final[dict[str, Callable[[argparse.Namespace, Commands, Console], int
     "demo": _cmd_demo,
     "status": _cmd_status,
     "insight": _cmd_insight,
+    "anomalies": _cmd_anomalies,
     "twins": _cmd_twins,
     "get": _cmd_get,
     "history": _cmd_history,

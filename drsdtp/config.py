@@ -343,6 +343,9 @@ class IntelligenceSettings:
     # Plant seconds per wall-clock second: 10 when a simulated plant runs ten times faster than real time.
     # Health, forecasts, kernels and the divergence monitor all run in plant time, so the physics holds.
     time_scale: Annotated[float, Range(0.001, 100_000)] = 1.0
+    # The anomaly log under data_dir/anomalies (drsdtp anomalies): newest events kept per twin, and in all.
+    anomalies_per_twin: Annotated[int, Range(1, 1_000_000)] = 1000
+    anomalies_max: Annotated[int, Range(1, 100_000_000)] = 100_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,6 +93,9 @@ class NodeMetrics:
         self._labelled: dict[
             str, tuple[str, tuple[str, ...], Callable[[], Mapping[tuple[str, ...], float]]]
         ] = {}
+        self._labelled_gauges: dict[
+            str, tuple[str, tuple[str, ...], Callable[[], Mapping[tuple[str, ...], float]]]
+        ] = {}
         self._clock: Callable[[], ClockOffset] | None = None
         self._extra: dict[str, tuple[str, str, Callable[[], float]]] = {}
         self.registry.register(_NodeCollector(self))
@@ -126,6 +129,18 @@ class NodeMetrics:
         if not _NAME_RE.fullmatch(name) or name.endswith("_total") or name in self._labelled:
             raise ValueError(f"metric {name!r} is already registered or not a drsdtp_ name without _total")
         self._labelled[name] = (documentation, labels, read)
+
+    def add_labelled_gauge(
+        self,
+        name: str,
+        documentation: str,
+        labels: tuple[str, ...],
+        read: Callable[[], Mapping[tuple[str, ...], float]],
+    ) -> None:
+        """A gauge family: ``read`` returns current values by label values (in ``labels`` order)."""
+        if not _NAME_RE.fullmatch(name) or name in self._labelled_gauges:
+            raise ValueError(f"metric {name!r} is already registered or not a drsdtp_ name")
+        self._labelled_gauges[name] = (documentation, labels, read)
 
     def watch_store(self, read: Callable[[], StoreSize]) -> None:
         self._store = read
@@ -288,6 +303,11 @@ class _NodeCollector:
             for values, count in sorted(read().items()):
                 family.add_metric(list(values), count)
             yield family
+        for name, (doc, labels, read) in sorted(self.m._labelled_gauges.items()):
+            gauge = GaugeMetricFamily(name, doc, labels=list(labels))
+            for values, value in sorted(read().items()):
+                gauge.add_metric(list(values), value)
+            yield gauge
 
     def _process(self) -> Iterator[Metric]:
         rss = read_rss_bytes()

@@ -17,10 +17,13 @@ from drsdtp.history.audit import AuditRecord, Change, Verification
 from drsdtp.history.series import SeriesData
 from drsdtp.history.snapshots import RollbackResult, SnapshotInfo
 from drsdtp.ingest.deadletters import Letter
+from drsdtp.intelligence.anomalies import AnomalyRecord
+from drsdtp.intelligence.results import TwinHealth
 from drsdtp.models import AssetModel
 from drsdtp.recovery import QuarantineEntry, RecoveryLedger
 
 __all__ = [
+    "AnomalyReader",
     "AuditEntry",
     "DeadLetterOps",
     "LetterListing",
@@ -115,6 +118,22 @@ class DeadLetterOps(Protocol):
     async def purge(self, select: Selection) -> int: ...
 
 
+class AnomalyReader(Protocol):
+    """The node's anomaly log, read side (:class:`drsdtp.intelligence.anomalies.AnomalyJournal`)."""
+
+    per_twin: int
+    max_events: int
+
+    def after(
+        self, seq: int, twins: Sequence[str] | None = None, limit: int = 1000
+    ) -> list[AnomalyRecord]: ...
+    def latest(self, twins: Sequence[str] | None = None, limit: int = 100) -> list[AnomalyRecord]: ...
+    def count(self, twins: Sequence[str] | None = None) -> int: ...
+    async def wait_after(self, seq: int) -> None: ...
+    @property
+    def next_seq(self) -> int: ...
+
+
 class NodeApi(Protocol):
     """The node as the API services see it."""
 
@@ -137,6 +156,12 @@ class NodeApi(Protocol):
         ...
 
     def insight(self, twin_id: str, kind: str, params: dict[str, Any]) -> dict[str, Any]: ...
+    @property
+    def anomalies(self) -> AnomalyReader: ...
+    def health_view(self, twins: Sequence[str], model: str) -> list[TwinHealth]:
+        """Health from the last intelligence pass, no forecast (every judged twin when ``twins`` is empty)."""
+        ...
+
     def writer_name(self, replica: int) -> str:
         """The node id of a writer (replica id), "" when this node does not know it."""
         ...

@@ -20,6 +20,7 @@ from drsdtp.api.guard import ApiGuard
 from drsdtp.api.idempotency import IdempotencyStore
 from drsdtp.api.node import NodeApi
 from drsdtp.api.services import Unary, unary_methods
+from drsdtp.api.services.intel import AnomalyStreams
 from drsdtp.api.services.watch import WatchService
 from drsdtp.api.watch_limits import WatchGate, WatchLimits
 from drsdtp.config import Address, LimitsConfig, TlsConfig
@@ -59,11 +60,19 @@ def service_handler(
     """Every method of the service, from the proto's own list (a method without an implementation is a
     bug caught at start, not a call that fails later)."""
     unary = unary_methods(node, keys)
+    streams = {"WatchAnomalies": AnomalyStreams(node, watches.gate).serve}
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in SERVICE.methods:
         request, reply = _message(method.input_type.name), _message(method.output_type.name)
+        if method.server_streaming and method.name != "Watch":
+            assert method.name in streams, f"no implementation of the stream {method.name}"
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                streams[method.name],
+                request_deserializer=request.FromString,
+                response_serializer=reply.SerializeToString,
+            )
+            continue
         if method.server_streaming:
-            assert method.name == "Watch", f"no implementation of the stream {method.name}"
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
                 watches.serve,
                 request_deserializer=request.FromString,

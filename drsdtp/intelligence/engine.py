@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -82,6 +82,7 @@ from drsdtp.kernels.protocol import frozen_map
 __all__ = ["PassResult", "Reading", "TwinIntelligence"]
 
 BoolArray = npt.NDArray[np.bool_]
+T = TypeVar("T")
 IntArray = npt.NDArray[np.int64]
 
 
@@ -100,18 +101,41 @@ class Reading(Protocol):
     def seq(self) -> int: ...
 
 
+class _Lazy(Generic[T]):
+    """A value computed on first use (a pass's forecasts: a health-only caller never pays for them)."""
+
+    __slots__ = ("_make", "_value")
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make: Callable[[], T] | None = make
+        self._value: T | None = None
+
+    def get(self) -> T:
+        if self._make is not None:
+            self._value, self._make = self._make(), None
+        assert self._value is not None
+        return self._value
+
+
 @dataclass(frozen=True, slots=True)
 class PassResult:
-    """Arrays of the last evaluation, one entry per field row (see :attr:`TwinIntelligence.table`)."""
+    """Arrays of the last evaluation, one entry per field row (see :attr:`TwinIntelligence.table`).
+
+    ``forecast`` is computed when first read: a pass whose forecasts nobody asks for (the health-only path)
+    costs no forecasting."""
 
     t_s: float
     health: HealthArrays
     traits: TraitArrays
-    forecast: ForecastArrays
+    lazy_forecast: _Lazy[ForecastArrays]
     fit_short: LineFit
     fit_long: LineFit
     model_prior: FloatArray
     model_prior_std: FloatArray
+
+    @property
+    def forecast(self) -> ForecastArrays:
+        return self.lazy_forecast.get()
 
 
 @dataclass(slots=True)
@@ -234,6 +258,10 @@ class TwinIntelligence:
     def twins(self) -> tuple[str, ...]:
         return tuple(self._twins)
 
+    def model_of(self, twin: str) -> str | None:
+        t = self._twins.get(twin)
+        return None if t is None else t.model
+
     def row(self, twin: str, field: str) -> int:
         return self.table.row(twin, field)
 
@@ -261,7 +289,7 @@ class TwinIntelligence:
     def _log(self, batch: ScoreBatch, values: FloatArray) -> None:
         onset = batch.onset & self.model_free[batch.rows]
         if onset.any():
-            self.anomaly_log.events.extend(detector_events(batch, onset, values, self.table))
+            self.anomaly_log.add(detector_events(batch, onset, values, self.table))
 
     def ingest_readings(self, readings: Iterable[Reading]) -> int:
         """Convenience for object streams; dropouts (``value is None``) and unknown fields are skipped."""
@@ -355,16 +383,23 @@ class TwinIntelligence:
         traits = compute_traits(health, fit_short, fit_long, table, hc.stale_factor)
         self.anomaly_log.record(traits, table, now_s, last_v, screen.spike_z, skip=screen.model_free)
         horizons = np.asarray(cfg.horizons_min, dtype=np.float64) * 60.0
-        forecast = linear_forecast(
-            fit_short,
-            now_s,
-            horizons,
-            z=cfg.interval_z,
-            quality=health.quality,
-            tolerance=table.forecast_tolerance,
-            low_limit=table.low_limit,
-            high_limit=table.high_limit,
-            max_eta_s=cfg.max_time_to_threshold_s,
+        tol, low, high = (
+            table.forecast_tolerance,
+            table.low_limit,
+            table.high_limit,
+        )  # replaced, never mutated
+        forecast = _Lazy(
+            lambda: linear_forecast(
+                fit_short,
+                now_s,
+                horizons,
+                z=cfg.interval_z,
+                quality=health.quality,
+                tolerance=tol,
+                low_limit=low,
+                high_limit=high,
+                max_eta_s=cfg.max_time_to_threshold_s,
+            )
         )
         self.last = PassResult(
             now_s, health, traits, forecast, fit_short, fit_long, model_prior, model_prior_std

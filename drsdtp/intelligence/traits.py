@@ -13,7 +13,7 @@ Anomaly kinds: ``spike``, ``stuck``, ``rapid_change`` (a level shift, or a slope
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,6 +102,14 @@ class AnomalyLog:
     def __init__(self, maxlen: int = 10_000) -> None:
         self.events: deque[AnomalyEvent] = deque(maxlen=maxlen)
         self._previous: dict[str, BoolArray] = {}
+        # called with every batch of new events (the node's durable anomaly log listens here)
+        self.listeners: list[Callable[[Sequence[AnomalyEvent]], None]] = []
+
+    def add(self, events: Sequence[AnomalyEvent]) -> None:
+        if events:
+            self.events.extend(events)
+            for listener in self.listeners:
+                listener(events)
 
     def record(
         self,
@@ -140,7 +148,7 @@ class AnomalyLog:
                     )
                 )
             self._previous[kind] = flag.copy()
-        self.events.extend(new)
+        self.add(new)
         return new
 
     def since(self, t_s: float, twins: Iterable[str] | None = None) -> tuple[AnomalyEvent, ...]:

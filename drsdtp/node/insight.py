@@ -25,17 +25,21 @@ node's intelligence (its windows fill again from new readings); nothing else of 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from drsdtp.adapters.base import ReadingBatch
 from drsdtp.config import NodeConfig
-from drsdtp.errors import ConfigError, DrsdtpError, InvalidValueError, UnknownTwinError
+from drsdtp.errors import ConfigError, DrsdtpError, InvalidValueError, StorageError, UnknownTwinError
+from drsdtp.intelligence.anomalies import AnomalyJournal
 from drsdtp.intelligence.engine import TwinIntelligence
+from drsdtp.intelligence.health import STATUS_CODES
+from drsdtp.intelligence.results import AnomalyEvent, TwinHealth
 from drsdtp.intelligence.serialize import to_jsonable
 from drsdtp.kernels import KernelRegistry, Scenario, TrackingKernel, default_registry
 from drsdtp.lifecycle import BackgroundService
@@ -43,9 +47,16 @@ from drsdtp.models import MODEL_FIELD, AssetModel, ModelCatalog
 from drsdtp.node.replica_health import overlay_origin_quality
 
 if TYPE_CHECKING:
+    from drsdtp.metrics import NodeMetrics
     from drsdtp.node.node import Node
 
-__all__ = ["MODEL_VERSION_FIELD", "InsightService", "ReloadResult", "pass_interval_s"]
+__all__ = [
+    "MODEL_VERSION_FIELD",
+    "InsightService",
+    "ReloadResult",
+    "pass_interval_s",
+    "register_intel_metrics",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +64,7 @@ PASS_INTERVAL_S = 2.0  # plant seconds between passes ...
 MIN_PASS_WALL_S = 0.25  # ... but not more often than this in wall time (a plant simulated 100x faster)
 QUALITY_STEP = 0.05  # write a quality back only when it moved this much (spares the log and the peers)
 MODEL_VERSION_FIELD = "_model_version"
+ANOMALY_DIR = "anomalies"
 
 
 def pass_interval_s(time_scale: float) -> float:
@@ -85,6 +97,17 @@ class InsightService(BackgroundService):
         self.reloads = 0
         self.refused_reloads = 0
         self.replicated_readings = 0
+        settings = node.config.intelligence
+        # The durable anomaly log (node.anomalies): every event of the engine, with model and related twins.
+        self.anomalies = AnomalyJournal(
+            node.config.data_dir / ANOMALY_DIR,
+            per_twin=settings.anomalies_per_twin,
+            max_events=settings.anomalies_max,
+        )
+        self.anomaly_counts: collections.Counter[tuple[str, ...]] = collections.Counter()  # (model, kind)
+        # The twins an anomaly of a twin may affect (the node plugs its relations in here).
+        self.related: Callable[[str], tuple[str, ...]] = lambda twin: ()
+        self.health_counts: dict[tuple[str, ...], float] = {}  # (model, status) -> twins, at the last pass
 
     @property
     def models(self) -> set[str]:
@@ -97,7 +120,21 @@ class InsightService(BackgroundService):
             self._engine = TwinIntelligence(registry=self.registry)
             for model in self.catalog:
                 self._engine.add_model(model.spec)
+            self._engine.anomaly_log.listeners.append(self._log_anomalies)
         return self._engine
+
+    def _log_anomalies(self, events: Sequence[AnomalyEvent]) -> None:
+        engine = self.engine
+        twins = {e.twin for e in events}
+        models = {t: engine.model_of(t) or "" for t in twins}
+        related: dict[str, tuple[str, ...]] = {}
+        for twin in twins:
+            try:
+                related[twin] = self.related(twin)
+            except Exception:  # a relation lookup must never lose the event itself
+                log.exception("anomaly log: the related twins of %s could not be read", twin)
+        for record in self.anomalies.append(events, models, related):
+            self.anomaly_counts[(record.model, record.event.kind)] += 1
 
     # -- twins and rows -------------------------------------------------------------------------------------
 
@@ -175,7 +212,52 @@ class InsightService(BackgroundService):
                 continue
             self.engine.evaluate(self.now())
             self.passes += 1
+            self.health_counts = self._health_counts()
             await self._write_back()
+            await self._flush_anomalies()
+
+    async def stopped(self) -> None:
+        await self._flush_anomalies()
+
+    async def _flush_anomalies(self) -> None:
+        try:
+            await asyncio.to_thread(self.anomalies.flush)
+        except StorageError as exc:  # counted; the events stay in memory and the next pass tries again
+            log.error("%s", exc)
+
+    def _health_counts(self) -> dict[tuple[str, ...], float]:
+        """Twins per (model, status) at the last pass: the worst status of their fields."""
+        last = self.engine.last
+        if last is None:
+            return {}
+        status = last.health.status
+        worst: dict[str, int] = {}
+        for row, (twin, _) in enumerate(self.engine.table.keys):
+            if row < status.shape[0]:
+                worst[twin] = max(worst.get(twin, 0), int(status[row]))
+        out: dict[tuple[str, ...], float] = {(m.name, s.name): 0 for m in self.catalog for s in STATUS_CODES}
+        for twin, code in worst.items():
+            key = (self.engine.model_of(twin) or "", STATUS_CODES[code].name)
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    def health_view(self, twins: Sequence[str], model: str) -> list[TwinHealth]:
+        """Health of ``twins`` (every modelled twin when empty; of ``model`` only when set) from the last
+        pass: no forecast is computed (the fast path for rules and dashboards)."""
+        if self.passes == 0:
+            raise DrsdtpError("no intelligence pass has run yet; try again in a few seconds")
+        if model and model not in self.catalog:
+            raise InvalidValueError(f"health: {self.catalog.unknown(model)}")
+        names = list(twins) if twins else sorted(self.engine.twins)
+        out: list[TwinHealth] = []
+        for twin in names:
+            self._ensure(twin)
+            if self.engine.model_of(twin) is None:
+                continue  # modelled, but no reading yet: nothing to judge
+            if model and self.engine.model_of(twin) != model:
+                continue
+            out.append(self.engine.health(twin))
+        return out
 
     async def _write_back(self) -> None:
         """Quality scores, and model versions that changed, of the twins this node ingests."""
@@ -350,3 +432,38 @@ class InsightService(BackgroundService):
             f"; not reloaded (restart to apply): {', '.join(restart)}" if restart else "",
         )
         return ReloadResult(changed, restart)
+
+
+def register_intel_metrics(metrics: NodeMetrics, intel: InsightService) -> None:
+    """Twin health and anomaly counters, labelled by model (and status or kind): bounded by the declared
+    models and the fixed statuses and kinds, never a label per twin."""
+    metrics.add_labelled_gauge(
+        "drsdtp_twin_health",
+        "Twins judged at the last intelligence pass, by model and status (their worst field).",
+        ("model", "status"),
+        lambda: intel.health_counts,
+    )
+    metrics.add_labelled_counter(
+        "drsdtp_anomalies",
+        "Anomaly events logged, by model and kind.",
+        ("model", "kind"),
+        lambda: {k: float(n) for k, n in intel.anomaly_counts.items()},
+    )
+    log_ = intel.anomalies
+    metrics.add_gauge(
+        "drsdtp_anomaly_log_events", "Anomaly events held in the log (bounded).", lambda: len(log_)
+    )
+    metrics.add_counter(
+        "drsdtp_anomaly_log_evicted", "Anomaly events dropped by the log's bounds.", lambda: log_.evicted
+    )
+    metrics.add_counter(
+        "drsdtp_anomaly_log_failed_flushes",
+        "Writes of the anomaly log that failed (the events stay in memory; the next pass retries).",
+        lambda: log_.failed_flushes,
+    )
+    metrics.add_counter(
+        "drsdtp_anomaly_log_bad_lines",
+        "Unreadable lines of the anomaly log skipped on start (a torn tail after a crash, damage).",
+        lambda: log_.bad_lines,
+    )
+    metrics.add_counter("drsdtp_intelligence_passes", "Intelligence passes run.", lambda: intel.passes)

@@ -34,13 +34,15 @@ from drsdtp.gossip.replicator import Replicator
 from drsdtp.gossip.scopes import SCOPE_FIELD
 from drsdtp.history.series import SeriesData
 from drsdtp.ingest.deadletters import DeadLetterOptions, DeadLetterStore
+from drsdtp.intelligence.anomalies import AnomalyJournal
+from drsdtp.intelligence.results import TwinHealth
 from drsdtp.metrics import MetricsServer, NodeMetrics
 from drsdtp.models import MODEL_FIELD, AssetModel
 from drsdtp.node.actuation import Actuation
 from drsdtp.node.deadletters import DeadLetterService
 from drsdtp.node.durable import WAL_DIR, DurableStore
 from drsdtp.node.history import HistoryService
-from drsdtp.node.insight import MODEL_VERSION_FIELD, InsightService
+from drsdtp.node.insight import MODEL_VERSION_FIELD, InsightService, register_intel_metrics
 from drsdtp.node.intake import Intake
 from drsdtp.node.peer_readings import PeerReadings
 from drsdtp.node.recovery import accept, register_metrics
@@ -223,6 +225,7 @@ class Node:
             "Model reloads refused (the config did not validate; the running models stayed).",
             lambda: intel.refused_reloads,
         )
+        register_intel_metrics(self.metrics, intel)
         # Commands: every node takes them and shows their status; the owner of an actuator executes them.
         self.actuation = Actuation(self)
         self._stack: contextlib.AsyncExitStack | None = None
@@ -273,6 +276,16 @@ class Node:
 
     def insight(self, twin_id: str, kind: str, params: dict[str, Any]) -> dict[str, Any]:
         return self.intelligence.insight(twin_id, kind, params)
+
+    @property
+    def anomalies(self) -> AnomalyJournal:
+        """The anomaly log (read: ``latest``, ``after``, ``count``, ``wait_after``; see its module)."""
+        return self.intelligence.anomalies
+
+    def health_view(self, twins: Sequence[str], model: str = "") -> list[TwinHealth]:
+        """Twin health from the last intelligence pass, no forecast computed (every judged twin when
+        ``twins`` is empty; of ``model`` only when set)."""
+        return self.intelligence.health_view(twins, model)
 
     @property
     def limits(self) -> LimitsConfig:

@@ -138,7 +138,7 @@ class NodeProcess:
         self.name = name
         self.dir = root / name
         self.dir.mkdir()
-        self.api_port, self.peer_port = free_port(), free_port()
+        self.api_port, self.peer_port, self.metrics_port = free_port(), free_port(), free_port()
         self.config = self.dir / "node.toml"
         self.pythonpath = pythonpath
         self.write(body)
@@ -147,7 +147,7 @@ class NodeProcess:
     def write(self, body: str) -> None:
         self.config.write_text(
             f'node_id = "{self.name}"\ndata_dir = "{self.dir / "data"}"\nlog_level = "info"\n'
-            f'[listen]\napi = "127.0.0.1:{self.api_port}"\nmetrics = "127.0.0.1:0"\n'
+            f'[listen]\napi = "127.0.0.1:{self.api_port}"\nmetrics = "127.0.0.1:{self.metrics_port}"\n'
             f'peer = "127.0.0.1:{self.peer_port}"\n{body}'
         )
 

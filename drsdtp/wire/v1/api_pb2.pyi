@@ -1717,3 +1717,287 @@ class RecoveryReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecoveryReply: _TypeAlias = RecoveryReply  # noqa: Y015
+
+@_typing.final
+class AnomalyRecord(_message.Message):
+    """----- (intel: anomaly events) ------------------------------------------------------------------------
+
+    One anomaly event of the node's anomaly log.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    TWIN_ID_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    T_S_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    TEST_FIELD_NUMBER: _builtins.int
+    MAGNITUDE_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    LOGGED_MS_FIELD_NUMBER: _builtins.int
+    RELATED_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """Position in this node's log (increasing, also across restarts): the resume cursor of WatchAnomalies."""
+    twin_id: _builtins.str
+    field: _builtins.str
+    model: _builtins.str
+    """The twin's asset model."""
+    kind: _builtins.str
+    """spike, level_shift, trend_change, slow_drift, variance_change, stuck, dropout, out_of_range ..."""
+    severity: _builtins.str
+    """LOW, MEDIUM, HIGH or CRITICAL."""
+    t_s: _builtins.float
+    """Plant time (seconds since the epoch, times intelligence.time_scale) of the reading it is about."""
+    value: _builtins.float
+    detail: _builtins.str
+    test: _builtins.str
+    """The model-free detector's test that fired, its statistic in the field's units, its calibrated score."""
+    magnitude: _builtins.float
+    score: _builtins.float
+    logged_ms: _builtins.int
+    """Wall time it was logged."""
+    @_builtins.property
+    def related(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Twins it may affect (from the twin's relations)."""
+
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        twin_id: _builtins.str = ...,
+        field: _builtins.str = ...,
+        model: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        severity: _builtins.str = ...,
+        t_s: _builtins.float = ...,
+        value: _builtins.float | None = ...,
+        detail: _builtins.str = ...,
+        test: _builtins.str = ...,
+        magnitude: _builtins.float | None = ...,
+        score: _builtins.float | None = ...,
+        logged_ms: _builtins.int = ...,
+        related: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_magnitude", b"_magnitude", "_score", b"_score", "_value", b"_value", "magnitude", b"magnitude", "score", b"score", "value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_magnitude", b"_magnitude", "_score", b"_score", "_value", b"_value", "detail", b"detail", "field", b"field", "kind", b"kind", "logged_ms", b"logged_ms", "magnitude", b"magnitude", "model", b"model", "related", b"related", "score", b"score", "seq", b"seq", "severity", b"severity", "t_s", b"t_s", "test", b"test", "twin_id", b"twin_id", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__magnitude: _TypeAlias = _typing.Literal["magnitude"]  # noqa: Y015
+    _WhichOneofArgType__magnitude: _TypeAlias = _typing.Literal["_magnitude", b"_magnitude"]  # noqa: Y015
+    _WhichOneofReturnType__score: _TypeAlias = _typing.Literal["score"]  # noqa: Y015
+    _WhichOneofArgType__score: _TypeAlias = _typing.Literal["_score", b"_score"]  # noqa: Y015
+    _WhichOneofReturnType__value: _TypeAlias = _typing.Literal["value"]  # noqa: Y015
+    _WhichOneofArgType__value: _TypeAlias = _typing.Literal["_value", b"_value"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__magnitude) -> _WhichOneofReturnType__magnitude | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__score) -> _WhichOneofReturnType__score | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__value) -> _WhichOneofReturnType__value | None: ...
+
+Global___AnomalyRecord: _TypeAlias = AnomalyRecord  # noqa: Y015
+
+@_typing.final
+class ListAnomaliesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TWIN_ID_FIELD_NUMBER: _builtins.int
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    twin_id: _builtins.str
+    """Only this twin's events (empty: every twin's)."""
+    after_seq: _builtins.int
+    """Events logged after this sequence number (0: the newest `limit`)."""
+    limit: _builtins.int
+    """At most this many (0: 100)."""
+    def __init__(
+        self,
+        *,
+        twin_id: _builtins.str = ...,
+        after_seq: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "limit", b"limit", "twin_id", b"twin_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAnomaliesRequest: _TypeAlias = ListAnomaliesRequest  # noqa: Y015
+
+@_typing.final
+class ListAnomaliesReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANOMALIES_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
+    PER_TWIN_FIELD_NUMBER: _builtins.int
+    MAX_EVENTS_FIELD_NUMBER: _builtins.int
+    held: _builtins.int
+    """Events held for the twin asked (or for all), and the bounds that hold them."""
+    per_twin: _builtins.int
+    max_events: _builtins.int
+    @_builtins.property
+    def anomalies(self) -> _containers.RepeatedCompositeFieldContainer[Global___AnomalyRecord]: ...
+    def __init__(
+        self,
+        *,
+        anomalies: _abc.Iterable[Global___AnomalyRecord] | None = ...,
+        held: _builtins.int = ...,
+        per_twin: _builtins.int = ...,
+        max_events: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomalies", b"anomalies", "held", b"held", "max_events", b"max_events", "per_twin", b"per_twin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAnomaliesReply: _TypeAlias = ListAnomaliesReply  # noqa: Y015
+
+@_typing.final
+class WatchAnomaliesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TWIN_ID_FIELD_NUMBER: _builtins.int
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    twin_id: _builtins.str
+    """Only this twin's events (empty: every twin's)."""
+    after_seq: _builtins.int
+    """Send the events logged after this sequence number first (unset: only events from now on)."""
+    def __init__(
+        self,
+        *,
+        twin_id: _builtins.str = ...,
+        after_seq: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq", "after_seq", b"after_seq"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq", "after_seq", b"after_seq", "twin_id", b"twin_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__after_seq: _TypeAlias = _typing.Literal["after_seq"]  # noqa: Y015
+    _WhichOneofArgType__after_seq: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__after_seq) -> _WhichOneofReturnType__after_seq | None: ...
+
+Global___WatchAnomaliesRequest: _TypeAlias = WatchAnomaliesRequest  # noqa: Y015
+
+@_typing.final
+class HealthRequest(_message.Message):
+    """----- (intel: health fast path) ------------------------------------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TWIN_IDS_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """Only twins of this model."""
+    @_builtins.property
+    def twin_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """These twins (empty: every twin with a model this node judges)."""
+
+    def __init__(
+        self,
+        *,
+        twin_ids: _abc.Iterable[_builtins.str] | None = ...,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "twin_ids", b"twin_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealthRequest: _TypeAlias = HealthRequest  # noqa: Y015
+
+@_typing.final
+class FieldHealthSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    status: _builtins.str
+    """HEALTHY, DEGRADED or FAILED."""
+    quality: _builtins.float
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        status: _builtins.str = ...,
+        quality: _builtins.float = ...,
+        reasons: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "quality", b"quality", "reasons", b"reasons", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldHealthSummary: _TypeAlias = FieldHealthSummary  # noqa: Y015
+
+@_typing.final
+class TwinHealthSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TWIN_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    twin_id: _builtins.str
+    model: _builtins.str
+    status: _builtins.str
+    quality: _builtins.float
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldHealthSummary]:
+        """The fields that are not HEALTHY."""
+
+    def __init__(
+        self,
+        *,
+        twin_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        status: _builtins.str = ...,
+        quality: _builtins.float = ...,
+        fields: _abc.Iterable[Global___FieldHealthSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "model", b"model", "quality", b"quality", "status", b"status", "twin_id", b"twin_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TwinHealthSummary: _TypeAlias = TwinHealthSummary  # noqa: Y015
+
+@_typing.final
+class HealthReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TWINS_FIELD_NUMBER: _builtins.int
+    T_S_FIELD_NUMBER: _builtins.int
+    t_s: _builtins.float
+    """Plant time of the pass the health is from."""
+    @_builtins.property
+    def twins(self) -> _containers.RepeatedCompositeFieldContainer[Global___TwinHealthSummary]: ...
+    def __init__(
+        self,
+        *,
+        twins: _abc.Iterable[Global___TwinHealthSummary] | None = ...,
+        t_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["t_s", b"t_s", "twins", b"twins"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealthReply: _TypeAlias = HealthReply  # noqa: Y015

@@ -114,6 +114,21 @@ class TwinApiStub:
                 request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.AcceptRecoveryRequest.SerializeToString,
                 response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.RecoveryReply.FromString,
                 _registered_method=True)
+        self.ListAnomalies = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/ListAnomalies',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListAnomaliesRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListAnomaliesReply.FromString,
+                _registered_method=True)
+        self.WatchAnomalies = channel.unary_stream(
+                '/drsdtp.wire.v1.TwinApi/WatchAnomalies',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.WatchAnomaliesRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.AnomalyRecord.FromString,
+                _registered_method=True)
+        self.Health = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/Health',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.HealthRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.HealthReply.FromString,
+                _registered_method=True)
 
 
 class TwinApiServicer:
@@ -240,6 +255,28 @@ class TwinApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAnomalies(self, request, context):
+        """(intel: anomaly events) The anomaly log of this node's twins, oldest first: the newest `limit`, or
+        (after_seq) those logged after a sequence number.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchAnomalies(self, request, context):
+        """(intel: anomaly events) Anomaly events as they are logged; after_seq first sends those logged since.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Health(self, request, context):
+        """(intel: health fast path) Twin health from the last intelligence pass; computes no forecast.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TwinApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -322,6 +359,21 @@ def add_TwinApiServicer_to_server(servicer, server):
                     servicer.AcceptRecovery,
                     request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.AcceptRecoveryRequest.FromString,
                     response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.RecoveryReply.SerializeToString,
+            ),
+            'ListAnomalies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAnomalies,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListAnomaliesRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListAnomaliesReply.SerializeToString,
+            ),
+            'WatchAnomalies': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAnomalies,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.WatchAnomaliesRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.AnomalyRecord.SerializeToString,
+            ),
+            'Health': grpc.unary_unary_rpc_method_handler(
+                    servicer.Health,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.HealthRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.HealthReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -756,6 +808,87 @@ class TwinApi:
             '/drsdtp.wire.v1.TwinApi/AcceptRecovery',
             drsdtp_dot_wire_dot_v1_dot_api__pb2.AcceptRecoveryRequest.SerializeToString,
             drsdtp_dot_wire_dot_v1_dot_api__pb2.RecoveryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAnomalies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/ListAnomalies',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.ListAnomaliesRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.ListAnomaliesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAnomalies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/WatchAnomalies',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.WatchAnomaliesRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.AnomalyRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Health(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/Health',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.HealthRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.HealthReply.FromString,
             options,
             channel_credentials,
             insecure,

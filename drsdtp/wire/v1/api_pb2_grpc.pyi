@@ -84,6 +84,14 @@ class TwinApiStub:
     """Acknowledges every unacknowledged recovery (recorded in the audit trail with the actor): the node
     becomes ready. The reply lists what was acknowledged in `accepted`.
     """
+    ListAnomalies: _grpc.UnaryUnaryMultiCallable[_api_pb2.ListAnomaliesRequest, _api_pb2.ListAnomaliesReply]
+    """(intel: anomaly events) The anomaly log of this node's twins, oldest first: the newest `limit`, or
+    (after_seq) those logged after a sequence number.
+    """
+    WatchAnomalies: _grpc.UnaryStreamMultiCallable[_api_pb2.WatchAnomaliesRequest, _api_pb2.AnomalyRecord]
+    """(intel: anomaly events) Anomaly events as they are logged; after_seq first sends those logged since."""
+    Health: _grpc.UnaryUnaryMultiCallable[_api_pb2.HealthRequest, _api_pb2.HealthReply]
+    """(intel: health fast path) Twin health from the last intelligence pass; computes no forecast."""
 
 @_typing.type_check_only
 class TwinApiAsyncStub(TwinApiStub):
@@ -135,6 +143,14 @@ class TwinApiAsyncStub(TwinApiStub):
     """Acknowledges every unacknowledged recovery (recorded in the audit trail with the actor): the node
     becomes ready. The reply lists what was acknowledged in `accepted`.
     """
+    ListAnomalies: _aio.UnaryUnaryMultiCallable[_api_pb2.ListAnomaliesRequest, _api_pb2.ListAnomaliesReply]  # type: ignore[assignment]
+    """(intel: anomaly events) The anomaly log of this node's twins, oldest first: the newest `limit`, or
+    (after_seq) those logged after a sequence number.
+    """
+    WatchAnomalies: _aio.UnaryStreamMultiCallable[_api_pb2.WatchAnomaliesRequest, _api_pb2.AnomalyRecord]  # type: ignore[assignment]
+    """(intel: anomaly events) Anomaly events as they are logged; after_seq first sends those logged since."""
+    Health: _aio.UnaryUnaryMultiCallable[_api_pb2.HealthRequest, _api_pb2.HealthReply]  # type: ignore[assignment]
+    """(intel: health fast path) Twin health from the last intelligence pass; computes no forecast."""
 
 class TwinApiServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -279,5 +295,31 @@ class TwinApiServicer(metaclass=_abc_1.ABCMeta):
         """Acknowledges every unacknowledged recovery (recorded in the audit trail with the actor): the node
         becomes ready. The reply lists what was acknowledged in `accepted`.
         """
+
+    @_abc_1.abstractmethod
+    def ListAnomalies(
+        self,
+        request: _api_pb2.ListAnomaliesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.ListAnomaliesReply, _abc.Awaitable[_api_pb2.ListAnomaliesReply]]:
+        """(intel: anomaly events) The anomaly log of this node's twins, oldest first: the newest `limit`, or
+        (after_seq) those logged after a sequence number.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchAnomalies(
+        self,
+        request: _api_pb2.WatchAnomaliesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_api_pb2.AnomalyRecord], _abc.AsyncIterator[_api_pb2.AnomalyRecord]]:
+        """(intel: anomaly events) Anomaly events as they are logged; after_seq first sends those logged since."""
+
+    @_abc_1.abstractmethod
+    def Health(
+        self,
+        request: _api_pb2.HealthRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.HealthReply, _abc.Awaitable[_api_pb2.HealthReply]]:
+        """(intel: health fast path) Twin health from the last intelligence pass; computes no forecast."""
 
 def add_TwinApiServicer_to_server(servicer: TwinApiServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,134 @@
+"""The intelligence methods beyond Insight: ListAnomalies, WatchAnomalies (a stream) and Health.
+
+WatchAnomalies holds one message in flight and a cursor in the node's anomaly log (nothing is queued per
+stream); it is admitted by the same gate as Watch (``limits.api_max_watchers``) and ends with
+RESOURCE_EXHAUSTED when a write is not taken within ``limits.api_watch_stall_s``, naming the last sequence
+number sent so the client can resume with ``after_seq``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import grpc
+import grpc.aio
+
+from drsdtp.api.node import NodeApi
+from drsdtp.api.watch_limits import WatchGate, WatchRefused, caller_of
+from drsdtp.errors import InvalidValueError
+from drsdtp.intelligence.anomalies import AnomalyRecord
+from drsdtp.wire.v1 import api_pb2
+
+__all__ = ["AnomalyStreams", "IntelService", "anomaly_message"]
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 10_000
+STREAM_BATCH = 256
+
+
+def anomaly_message(record: AnomalyRecord) -> api_pb2.AnomalyRecord:
+    e = record.event
+    msg = api_pb2.AnomalyRecord(
+        seq=record.seq,
+        twin_id=e.twin,
+        field=e.field,
+        model=record.model,
+        kind=e.kind,
+        severity=e.severity.name,
+        t_s=e.t_s,
+        detail=e.detail,
+        test=e.test,
+        logged_ms=record.logged_ms,
+        related=list(record.related),
+    )
+    for name in ("value", "magnitude", "score"):
+        v = getattr(e, name)
+        if v is not None and math.isfinite(v):
+            setattr(msg, name, v)
+    return msg
+
+
+class IntelService:
+    def __init__(self, node: NodeApi) -> None:
+        self.node = node
+
+    async def list_anomalies(self, request: api_pb2.ListAnomaliesRequest) -> api_pb2.ListAnomaliesReply:
+        if request.limit > MAX_LIMIT:
+            raise InvalidValueError(f"ListAnomalies: limit {request.limit} is above {MAX_LIMIT}")
+        log = self.node.anomalies
+        limit = request.limit or DEFAULT_LIMIT
+        twins = [request.twin_id] if request.twin_id else None
+        records = (
+            log.after(request.after_seq, twins, limit) if request.after_seq else log.latest(twins, limit)
+        )
+        return api_pb2.ListAnomaliesReply(
+            anomalies=[anomaly_message(r) for r in records],
+            held=log.count(twins),
+            per_twin=log.per_twin,
+            max_events=log.max_events,
+        )
+
+    async def health(self, request: api_pb2.HealthRequest) -> api_pb2.HealthReply:
+        if len(request.twin_ids) > MAX_LIMIT:
+            raise InvalidValueError(f"Health: at most {MAX_LIMIT} twin ids at once")
+        views = self.node.health_view(list(request.twin_ids), request.model)
+        out = api_pb2.HealthReply(t_s=max((v.t_s for v in views), default=0.0))
+        for v in views:
+            out.twins.append(
+                api_pb2.TwinHealthSummary(
+                    twin_id=v.twin,
+                    model=v.model,
+                    status=v.status.name,
+                    quality=v.quality,
+                    fields=[
+                        api_pb2.FieldHealthSummary(
+                            field=f.field, status=f.status.name, quality=f.quality, reasons=list(f.reasons)
+                        )
+                        for f in v.fields
+                        if f.status.name != "HEALTHY"
+                    ],
+                )
+            )
+        return out
+
+
+class AnomalyStreams:
+    """Serves WatchAnomalies."""
+
+    def __init__(self, node: NodeApi, gate: WatchGate) -> None:
+        self.node, self.gate = node, gate
+
+    async def serve(self, request: api_pb2.WatchAnomaliesRequest, context: grpc.aio.ServicerContext) -> None:
+        caller = caller_of(context.peer(), context.auth_context())
+        try:
+            release = self.gate.admit(caller)
+        except WatchRefused as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.detail)
+            return  # abort raises
+        context.add_done_callback(lambda _: release())
+        log = self.node.anomalies
+        twins = [request.twin_id] if request.twin_id else None
+        cursor = request.after_seq if request.HasField("after_seq") else log.next_seq - 1
+        while True:
+            batch = log.after(cursor, twins, STREAM_BATCH)
+            if not batch:
+                newest = log.next_seq - 1
+                if newest > cursor and twins is not None:
+                    cursor = newest  # newer events, none of this twin's
+                    continue
+                await log.wait_after(cursor)
+                continue
+            for record in batch:
+                try:
+                    async with asyncio.timeout(self.gate.limits.stall_s):
+                        await context.write(anomaly_message(record))
+                except TimeoutError:
+                    self.gate.cut_off += 1
+                    context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
+                    context.set_details(
+                        f"WatchAnomalies cut off: a write was not taken within limits.api_watch_stall_s "
+                        f"({self.gate.limits.stall_s:g} s); resume with after_seq={cursor}"
+                    )
+                    return
+                cursor = record.seq

@@ -1,0 +1,131 @@
+"""Anomaly events with a real ``drsdtp run``: the log over the API (list and stream) and the CLI, kept across
+a restart; twin health and anomaly counters in /metrics; the health-only Health RPC."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pathlib
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from drsdtp.wire.v1 import api_pb2
+from tests.daemon.model_nodes import NodeProcess, drsdtp, eventually
+
+SPEED = 20
+
+ROOMS = f"""
+[intelligence]
+time_scale = {SPEED}
+anomalies_per_twin = 50
+[[twins]]
+match = "a/room-*"
+model = "room"
+[[adapters]]
+type = "simulated"
+name = "plant-a"
+twin_prefix = "a/"
+rooms = 2
+seed = 3
+dt_s = 10.0
+speedup = {SPEED}
+[[adapters.faults]]
+kind = "stuck"
+twin = "room-1"
+field = "temp_2"
+onset_step = 40
+"""
+
+
+@pytest.fixture
+def node(tmp_path: pathlib.Path) -> Iterator[NodeProcess]:
+    proc = NodeProcess(tmp_path, "edge-a", ROOMS)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        body: bytes = reply.read()
+    return body.decode()
+
+
+async def stuck_events(node: NodeProcess) -> list[api_pb2.AnomalyRecord]:
+    try:
+        reply = await node.call("ListAnomalies", api_pb2.ListAnomaliesRequest(twin_id="a/room-1"))
+    except Exception:
+        return []
+    return [r for r in reply.anomalies if r.field == "temp_2" and r.kind == "stuck"]
+
+
+@pytest.mark.integration
+async def test_anomalies_are_listed_streamed_counted_and_kept_across_a_restart(node: NodeProcess) -> None:
+    node.start()
+    found = await eventually(lambda: stuck_events(node), 120, "the stuck sensor is logged as an anomaly")
+    event = found[0]
+    assert event.model == "room" and event.twin_id == "a/room-1" and event.severity in ("HIGH", "CRITICAL")
+    assert event.seq >= 1 and event.logged_ms > 0 and event.detail
+
+    # the stream sends what was logged after a cursor, then goes on with new events
+    channel_events: list[api_pb2.AnomalyRecord] = []
+
+    async def first_streamed() -> None:
+        from drsdtp.client import connect
+        from drsdtp.config import Address
+
+        channel, stub = connect(Address("127.0.0.1", node.api_port))
+        async with channel:
+            request = api_pb2.WatchAnomaliesRequest(twin_id="a/room-1", after_seq=event.seq - 1)
+            async for record in stub.WatchAnomalies(request):
+                channel_events.append(record)
+                return
+
+    await asyncio.wait_for(first_streamed(), 30)
+    assert channel_events[0].seq == event.seq and channel_events[0].kind == "stuck"
+
+    # health only: the stuck room is not healthy, the other is judged too
+    health = await node.call("Health", api_pb2.HealthRequest(model="room"))
+    by_twin = {t.twin_id: t for t in health.twins}
+    assert set(by_twin) == {"a/room-1", "a/room-2"}
+    assert by_twin["a/room-1"].status != "HEALTHY"
+    assert "temp_2" in {f.field for f in by_twin["a/room-1"].fields}
+
+    # /metrics: per model, never per twin
+    body = await asyncio.to_thread(scrape, node.metrics_port)
+    assert 'drsdtp_anomalies_total{kind="stuck",model="room"}' in body
+    assert 'drsdtp_twin_health{model="room",status="HEALTHY"}' in body
+    assert "a/room-1" not in body
+
+    # the CLI
+    cli = await asyncio.to_thread(
+        drsdtp, "anomalies", "a/room-1", "--json", "--api", f"127.0.0.1:{node.api_port}"
+    )
+    assert cli.returncode == 0, cli.stderr
+    listed = json.loads(cli.stdout)
+    assert any(d["seq"] == event.seq and d["kind"] == "stuck" for d in listed)
+    table = await asyncio.to_thread(drsdtp, "anomalies", "--api", f"127.0.0.1:{node.api_port}")
+    assert table.returncode == 0 and "a/room-1" in table.stdout and "anomaly events held" in table.stdout
+
+    # a restart keeps the log: the same event, with the same sequence number
+    node.stop()
+    node.start()
+
+    async def kept() -> list[api_pb2.AnomalyRecord]:
+        return [r for r in await stuck_events(node) if r.seq == event.seq]
+
+    again = await eventually(kept, 60, "the restarted node lists the event it logged before")
+    assert again[0].detail == event.detail and again[0].t_s == event.t_s
+    assert node.alive()
+
+
+@pytest.mark.integration
+def test_the_cli_reports_an_unreachable_node_clearly(tmp_path: pathlib.Path) -> None:
+    from tests.ingest.support import free_port
+
+    result = drsdtp("anomalies", "--api", f"127.0.0.1:{free_port()}", "--timeout", "1")
+    assert result.returncode == 1
+    assert "anomalies on 127.0.0.1" in result.stderr and "UNAVAILABLE" in result.stderr
