@@ -14,8 +14,8 @@ Environment overrides (for containers), applied before validation:
   ``true/false/1/0/yes/no/on/off``, lists of strings comma-separated (``DRSDTP_SCOPES=plant-a,line-3``),
   peers as ``name=host:port`` pairs, comma-separated (``DRSDTP_PEERS=edge-02=10.0.0.12:7400``).
   An empty value for an optional key (``DRSDTP_CLOCK__NTP_SERVER=``) restores its default (off).
-* Arrays of tables other than peers (adapters, models, kernels, twins, actuators, history.downsample) come
-  only from the file.
+* Arrays of tables other than peers (adapters, models, kernels, twins, actuators, rules, notify,
+  history.downsample) come only from the file.
 * Any other ``DRSDTP_*`` variable is an error naming it (a typo must not be ignored silently), except the
   CLI's own variables and the test hooks' listed in :data:`NON_CONFIG_ENV`.
 
@@ -45,6 +45,7 @@ __all__ = [
     "ENV_PREFIX",
     "NON_CONFIG_ENV",
     "Address",
+    "AlertingConfig",
     "ClockConfig",
     "CommandsConfig",
     "DeadLetterConfig",
@@ -339,6 +340,22 @@ class CommandsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertingConfig:
+    """Rules, alarms and notifications (``drsdtp.rules``, ``drsdtp.alarms``, ``drsdtp.notify``); the rules
+    and targets themselves are ``[[rules]]`` and ``[[notify]]``."""
+
+    period_s: Annotated[float, Range(0.01, 3600)] = 1.0  # seconds between rule evaluation passes
+    # Alarm records (replicated ``_alarm/`` twins) this node holds before it refuses to raise new ones.
+    max_alarms: Annotated[int, Range(1, 100_000_000)] = 100_000
+    # The notification outbox on disk: beyond either bound the oldest pending notification is dropped
+    # (counted in drsdtp_notify_dropped).
+    outbox_max_items: Annotated[int, Range(1, 10_000_000)] = 10_000
+    outbox_max_bytes: Annotated[int, Range(4096, 1 << 40)] = 64 * _MIB
+    retry_min_s: Annotated[float, Range(0.01, 3600)] = 0.5  # first wait after a failed delivery (doubles)
+    retry_max_s: Annotated[float, Range(0.01, 86_400)] = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class IntelligenceSettings:
     # Plant seconds per wall-clock second: 10 when a simulated plant runs ten times faster than real time.
     # Health, forecasts, kernels and the divergence monitor all run in plant time, so the physics holds.
@@ -376,6 +393,10 @@ class NodeConfig:
     # executing node's adapter).
     actuators: tuple[ModelTable, ...] = ()
     commands: CommandsConfig = CommandsConfig()
+    # Raw [[rules]] and [[notify]] tables: drsdtp.rules.config.parse_alerting validates them.
+    rules: tuple[ModelTable, ...] = ()
+    notify: tuple[ModelTable, ...] = ()
+    alerting: AlertingConfig = AlertingConfig()
 
 
 # --- loading ----------------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@ configured for. With a peer, only the intersection of both nodes' scopes is exch
 
 Convention: a twin's scope is its LWW string field ``_scope`` (absent: ``"default"``). Twins whose name
 starts with ``_`` (``_members``) are system twins that every peer replicates, except those under a prefix
-of :data:`SCOPED_SYSTEM_PREFIXES`: a command record (``_cmd/<id>``) carries its target twin's ``_scope`` in
-its creation event and travels only where that twin does.
+of :data:`SCOPED_SYSTEM_PREFIXES`: a command record (``_cmd/<id>``) or an alarm (``_alarm/<id>``) carries
+its target twin's ``_scope`` in its creation event and travels only where that twin does.
 
 When a node's scopes are all replicated by the peer (the common case), nothing is filtered: deltas go out
 as the very bytes the engine produced, and the absent-means-default rule applies as is. Otherwise the
@@ -38,7 +38,7 @@ __all__ = [
 SCOPE_FIELD: Final = "_scope"
 DEFAULT_SCOPE: Final = "default"
 SYSTEM_PREFIX: Final = "_"
-SCOPED_SYSTEM_PREFIXES: Final = ("_cmd/",)
+SCOPED_SYSTEM_PREFIXES: Final = ("_cmd/", "_alarm/")
 
 
 def scope_of(store: Store, twin: str) -> str:

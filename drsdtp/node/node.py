@@ -48,6 +48,7 @@ from drsdtp.node.peer_readings import PeerReadings
 from drsdtp.node.recovery import accept, register_metrics
 from drsdtp.node.snapshots import SnapshotService
 from drsdtp.recovery import QuarantineEntry, RecoveryLedger
+from drsdtp.rules.alerting import Alerting
 from drsdtp.stats import StoreSize
 
 log = logging.getLogger(__name__)
@@ -228,6 +229,8 @@ class Node:
         register_intel_metrics(self.metrics, intel)
         # Commands: every node takes them and shows their status; the owner of an actuator executes them.
         self.actuation = Actuation(self)
+        # Rules, alarms and notifications (drsdtp.rules, drsdtp.alarms, drsdtp.notify).
+        self.alerting = Alerting(self)
         self._stack: contextlib.AsyncExitStack | None = None
 
     # ----- the NodeApi of the API (drsdtp.api.node) -------------------------------------------------
@@ -398,6 +401,7 @@ class Node:
             self.replicator,
             self.api,
             self.metrics_server,
+            *self.alerting.services(),
             self.dead_letters,
             self.intake,
             self.actuation,  # after intake: the executor writes through its adapters

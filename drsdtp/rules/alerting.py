@@ -1,0 +1,182 @@
+"""Rules, alarms and notifications in the node: validation of their config (the node's start and
+``check-config`` call :func:`parse_alerting`), and :class:`Alerting`, which builds the alarm book, the
+notification outbox and the rule service from narrow parts of the node and registers their metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from drsdtp.alarms.book import AlarmBook
+from drsdtp.alarms.record import AlarmState
+from drsdtp.config import NodeConfig
+from drsdtp.errors import ConfigError, DrsdtpError
+from drsdtp.notify.service import NotifyService
+from drsdtp.notify.targets import NotifyTarget, parse_targets
+from drsdtp.rules.inputs import StoreSource
+from drsdtp.rules.service import RuleService
+from drsdtp.rules.spec import RuleSpec, parse_rules
+from drsdtp.supervisor import Backoff
+
+if TYPE_CHECKING:
+    from drsdtp.intelligence.engine import TwinIntelligence
+    from drsdtp.node.node import Node
+
+__all__ = ["Alerting", "EngineInsights", "parse_alerting"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertingSpec:
+    rules: tuple[RuleSpec, ...]
+    targets: tuple[NotifyTarget, ...]
+
+
+def parse_alerting(config: NodeConfig) -> AlertingSpec:
+    """The ``[[notify]]`` targets and ``[[rules]]`` (a notify action must name a target); ConfigError."""
+    targets = parse_targets(config.notify)
+    rules = parse_rules(config.rules, [t.name for t in targets])
+    actuators = {(a.get("twin"), a.get("action", a.get("field"))) for a in config.actuators}
+    for rule in rules:
+        for action in rule.actions:
+            if action.type == "command" and not any(act == action.action for _, act in actuators):
+                raise ConfigError(
+                    f"{action.key}.action", f"no [[actuators]] entry has the action {action.action!r}"
+                )
+            if action.type == "sampling" and action.adapter not in {a.get("name") for a in config.adapters}:
+                raise ConfigError(f"{action.key}.adapter", f"no adapter named {action.adapter!r}")
+    return AlertingSpec(rules, targets)
+
+
+class EngineInsights:
+    """:class:`drsdtp.rules.inputs.Insights` from the intelligence engine's last pass."""
+
+    def __init__(self, engine: Callable[[], TwinIntelligence | None]) -> None:
+        self._engine = engine
+
+    @property
+    def engine(self) -> TwinIntelligence | None:
+        return self._engine()  # a reload replaces it
+
+    def rows(self, pairs: Sequence[tuple[str, str]]) -> npt.NDArray[np.intp]:
+        out = np.full(len(pairs), -1, np.intp)
+        if self.engine is None:
+            return out
+        for i, (twin, field) in enumerate(pairs):
+            try:
+                out[i] = self.engine.row(twin, field)
+            except (DrsdtpError, KeyError, IndexError):
+                continue
+        return out
+
+    def _take(self, rows: npt.NDArray[np.intp], column: Any, missing: float) -> FloatArray:
+        out = np.full(len(rows), missing)
+        if column is None:
+            return out
+        values = np.asarray(column, np.float64)
+        ok = (rows >= 0) & (rows < len(values))
+        out[ok] = values[rows[ok]]
+        return out
+
+    def anomaly(self, rows: npt.NDArray[np.intp]) -> FloatArray:
+        engine = self.engine
+        last = engine.last if engine is not None else None
+        return self._take(rows, last.health.screen.anomaly if last is not None else None, np.nan)
+
+    def time_to_threshold(self, rows: npt.NDArray[np.intp]) -> FloatArray:
+        engine = self.engine
+        last = engine.last if engine is not None else None
+        if last is None:
+            return np.full(len(rows), np.inf)
+        eta = np.fmin(last.forecast.eta_high_s, last.forecast.eta_low_s)  # NaN only where both are
+        out = self._take(rows, eta, np.inf)
+        return np.where(np.isnan(out), np.inf, out)
+
+
+class Alerting:
+    """The node's rules, alarms and notifications (built from the config at start)."""
+
+    def __init__(self, node: Node) -> None:
+        config = node.config
+        spec = parse_alerting(config)
+        settings = config.alerting
+        store = node.store
+        self.alarms = AlarmBook(store, node.commit, node_id=config.node_id, max_alarms=settings.max_alarms)
+        self.notify = NotifyService(
+            spec.targets,
+            config.data_dir / "notify" / "outbox",
+            max_items=settings.outbox_max_items,
+            max_bytes=settings.outbox_max_bytes,
+            backoff=Backoff(settings.retry_min_s, max(settings.retry_min_s, settings.retry_max_s)),
+        )
+        intel = node.intelligence
+        insights = EngineInsights(lambda: intel.engine if intel.models else None)
+        self.source = StoreSource(store, insights, config.intelligence.time_scale)
+        self.rules = RuleService(
+            spec.rules,
+            store=store,
+            commit=node.commit,
+            alarms=self.alarms,
+            source=self.source,
+            period_s=settings.period_s,
+            node_id=config.node_id,
+            commands=node.commands,
+            notifier=self.notify,
+            sampling=None,
+            time_scale=config.intelligence.time_scale,
+        )
+        self._register_metrics(node)
+
+    def services(self) -> list[Any]:
+        """In start order: the outbox's workers before the rules that fill it."""
+        return [self.notify, self.rules]
+
+    def _register_metrics(self, node: Node) -> None:
+        m, rules, alarms, notify = node.metrics, self.rules, self.alarms, self.notify
+        m.add_counter("drsdtp_rule_passes", "Rule evaluation passes.", lambda: rules.stats.passes)
+        m.add_gauge(
+            "drsdtp_rule_pass_seconds", "Duration of the last rule pass.", lambda: rules.stats.last_pass_s
+        )
+        m.add_gauge("drsdtp_rule_slots", "Rules times the twins each matches.", lambda: rules.engine.slots)
+        m.add_labelled_counter(
+            "drsdtp_rule_errors",
+            "Rule evaluations or actions that failed (the rule sat out a while; the others went on).",
+            ("rule",),
+            lambda: {(s.spec.name,): s.errors for s in rules.engine.status if s.errors},
+        )
+        m.add_labelled_counter(
+            "drsdtp_rule_fired", "Rule transitions by kind.", ("kind",),
+            lambda: {("raise",): sum(s.fired for s in rules.engine.status),
+                     ("clear",): sum(s.cleared for s in rules.engine.status)},
+        )  # fmt: skip
+        m.add_counter("drsdtp_alarms_raised", "Alarm episodes this node raised.", lambda: alarms.raised)
+        m.add_counter("drsdtp_alarms_acknowledged", "Alarms acknowledged here.", lambda: alarms.acknowledged)
+        m.add_counter(
+            "drsdtp_alarms_refused",
+            "Raises refused over alerting.max_alarms.",
+            lambda: alarms.refused_over_cap,
+        )
+        m.add_gauge(
+            "drsdtp_alarms_active",
+            "Alarms not cleared (of the last listing).",
+            lambda: sum(r.state is not AlarmState.CLEARED for r in alarms.list(limit=1 << 30)),
+        )
+        m.add_gauge("drsdtp_notify_pending", "Notifications in the outbox.", lambda: len(notify.outbox))
+        m.add_labelled_counter(
+            "drsdtp_notify_sent", "Notifications delivered, by target.", ("target",),
+            lambda: {(n,): s.sent for n, s in notify.stats.items()},
+        )  # fmt: skip
+        m.add_labelled_counter(
+            "drsdtp_notify_failures", "Delivery attempts that failed (retried), by target.", ("target",),
+            lambda: {(n,): s.failures for n, s in notify.stats.items()},
+        )  # fmt: skip
+        m.add_counter(
+            "drsdtp_notify_dropped",
+            "Notifications dropped: the outbox was full, or their target left the config.",
+            lambda: notify.outbox.dropped + notify.orphaned + notify.outbox.unreadable,
+        )
