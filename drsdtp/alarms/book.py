@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from drsdtp._core import Store, Value
+from drsdtp._core import Store
 from drsdtp.alarms.record import (
     ALARM_PREFIX,
     AlarmRecord,
@@ -27,6 +27,8 @@ from drsdtp.errors import InvalidValueError, LimitError, PreconditionError, Unkn
 from drsdtp.gossip.scopes import SCOPE_FIELD, scope_of
 
 __all__ = ["AlarmBook", "Transition"]
+
+Value = float | int | bool | str | bytes  # what one register holds
 
 Commit = Callable[[bytes, Sequence[str], str], Awaitable[None]]
 Audit = Callable[[AlarmRecord, str, str, str], Awaitable[None]]  # record, event, actor, reason

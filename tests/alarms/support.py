@@ -1,0 +1,33 @@
+"""Helpers for the alarm tests: writing readings to a real node and reading its alarm records."""
+
+from __future__ import annotations
+
+from drsdtp.alarms.record import AlarmRecord, alarm_id, alarm_twin, record_from_fields
+from drsdtp.client import field_to_python
+from drsdtp.wire.v1 import api_pb2
+from tests.api.nodes import ApiNode
+
+
+def report(twin: str, create: bool = False, **values: float) -> api_pb2.WriteRequest:
+    ops = [api_pb2.FieldOp(field=k, report=api_pb2.FieldValue(f64=v)) for k, v in values.items()]
+    write = api_pb2.TwinWrite(twin_id=twin, ops=ops)
+    if create:
+        write.create.SetInParent()
+    return api_pb2.WriteRequest(twins=[write])
+
+
+async def alarm_of(node: ApiNode, rule: str, twin: str) -> AlarmRecord | None:
+    """The alarm as the node's store holds it (read through GetTwin, independent of the alarm API)."""
+    alarm = alarm_id(rule, twin)
+    got = await node.get(alarm_twin(alarm))
+    if got is None:
+        return None
+    return record_from_fields(alarm, {f.name: field_to_python(f) for f in got.fields})
+
+
+def rule_config(extra: str = "") -> str:
+    return (
+        "[alerting]\nperiod_s = 0.1\n"
+        '[[rules]]\nname = "tank-high"\ntwins = "tank-*"\nwhen = "level > 80"\nfor = "1s"\n'
+        'deadband = 5.0\nseverity = "major"\nmessage = "tank level high"\n' + extra
+    )
