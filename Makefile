@@ -24,6 +24,10 @@ $(STAMPS)/apt:
 	for pkg in mosquitto:mosquitto systemd-analyze:systemd java:openjdk-17-jre-headless; do \
 	  command -v "$${pkg%%:*}" >/dev/null || [ -x "/usr/sbin/$${pkg%%:*}" ] || need="$$need $${pkg#*:}"; \
 	done; \
+	for f in avr-gcc:gcc-avr avr-objcopy:binutils-avr avr-size:binutils-avr pkg-config:pkg-config \
+	  /usr/lib/avr/include/avr/io.h:avr-libc /usr/include/simavr/sim_avr.h:libsimavr-dev /usr/include/libelf.h:libelf-dev; do \
+	  command -v "$${f%%:*}" >/dev/null || [ -e "$${f%%:*}" ] || need="$$need $${f#*:}"; \
+	done; \
 	if [ -n "$$need" ]; then \
 	  echo "apt-get install$$need"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$need >/dev/null; \
@@ -70,7 +74,10 @@ tla: setup ## model-check tla/ with TLC
 test-python: setup ## the Python suite (real brokers, servers and node processes)
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
-test: lint test-rust tla test-python ## everything CI runs
+test-firmware: setup ## build the sensor firmware within its budgets, its host tests and the simavr harness
+	$(MAKE) -C firmware -s all test
+
+test: lint test-rust tla test-firmware test-python ## everything CI runs
 check: test ## same as test
 
 bench: setup ## benchmarks against the peers (not tests): Rust crates, pycrdt, ingest, intelligence
@@ -85,4 +92,4 @@ fmt: setup ## format Rust and Python
 clean: ## remove build outputs and the venv
 	rm -rf target $(VENV) $(STAMPS) drsdtp/_core*.so
 
-.PHONY: help setup demo proto lint test-rust tla test-python test check bench fmt clean
+.PHONY: help setup demo proto lint test-rust tla test-firmware test-python test check bench fmt clean
