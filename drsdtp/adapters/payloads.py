@@ -88,6 +88,8 @@ REASONS: Final = (
     "wrong value type",
     "bad timestamp",
     "bad frame",
+    "bad checksum",
+    "no checksum",
     "no value",
     "no twin or field",
     "no topic rule",

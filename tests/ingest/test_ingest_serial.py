@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
 import tty
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,9 @@ import pytest
 from drsdtp.adapters import build_adapter
 from drsdtp.adapters.base import Quality, SourceBatch
 from drsdtp.adapters.serial import LineDecoder, SerialAdapter, SerialStats, parse_settings
+from drsdtp.adapters.serial_line import checksum, seal, verify
+from drsdtp.adapters.write import WriteOutcome, WriteRequest, WriteStatus
+from drsdtp.errors import AdapterError, ConfigError
 from drsdtp.ingest.deadletters import DeadLetterStore
 from drsdtp.ingest.runner import AdapterRunner
 
@@ -146,3 +150,120 @@ def test_decoder_reassembles_lines_split_across_reads() -> None:
 
 def test_adapter_type_is_registered() -> None:
     assert isinstance(build_adapter(serial_config("/dev/ttyUSB9"), "adapters[0]"), SerialAdapter)
+
+
+# ----- the firmware's protocol: checksums, boot lines, heartbeats, commands (firmware/README.md) -----
+
+
+def sealed(frame_: dict[str, Any]) -> bytes:
+    return seal(json.dumps(frame_, separators=(",", ":")).encode())
+
+
+async def test_corrupt_lines_are_counted_and_dropped_and_a_boot_is_a_restart(
+    pty: Pty, sink: RecordingSink, interner: DictInterner
+) -> None:
+    adapter = build_adapter(serial_config(pty.path, checksum="required"), "adapters[0]")
+    assert isinstance(adapter, SerialAdapter)
+    runner = AdapterRunner(adapter, sink, interner, FAST)
+    good = sealed(frame("node-7", 2, t=2))
+    async with serving(runner):
+        pty.send(
+            sealed(frame("node-7", 1, t=1)),
+            good.replace(b'"t":2', b'"t":9'),  # noise on the line: the checksum no longer matches
+            json.dumps(frame("node-7", 3, t=3)),  # no checksum where one is required
+            sealed(frame("node-7", 4, t=4)),
+            sealed(
+                {"dev": "node-7", "seq": 0, "boot": {"fw": "1.0.0", "reset": "watchdog"}, "r": {"out": 0}}
+            ),
+            sealed(frame("node-7", 1, t=5)),
+            sealed({"dev": "node-7", "seq": 2, "hb": {"up_s": 5, "skipped": 3, "errors": 0}}),
+        )
+        await wait_until(lambda: adapter.stats.heartbeats == 1, 10, "the heartbeat")
+    stats = adapter.stats
+    assert sink.values("room-1", "t") == [1.0, 4.0, 5.0]  # never 9: the corrupt line is not ingested
+    assert sink.values("room-1", "out") == [0.0]
+    assert (stats.corrupt, stats.lost, stats.restarts, stats.boots, stats.skipped) == (2, 2, 1, 1, 3)
+    assert runner.pipeline.stats.rejected_by_reason == {"bad checksum": 1, "no checksum": 1}
+    assert stats.boards["node-7"].reset == "watchdog"
+
+
+class PtyBoard:
+    """A board on the device end of a pty that answers command lines as ``answer`` says."""
+
+    def __init__(self, pty: Pty, answer: Callable[[dict[str, Any]], dict[str, Any] | None]) -> None:
+        self.pty, self.answer = pty, answer
+        self.lines: list[bytes] = []
+        self.seq = 0
+        os.set_blocking(pty.master, False)
+        asyncio.get_running_loop().add_reader(pty.master, self._on_line)
+        self._buf = b""
+
+    def _on_line(self) -> None:
+        self._buf += os.read(self.pty.master, 4096)
+        while b"\n" in self._buf:
+            line, self._buf = self._buf.split(b"\n", 1)
+            self.lines.append(line)
+            body = verify(line, True)
+            reply = self.answer(json.loads(body))
+            if reply is not None:
+                self.seq += 1
+                os.write(self.pty.master, sealed({"dev": "node-7", "seq": self.seq, **reply}) + b"\n")
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.pty.master)
+
+
+def request(command: str, value: Any, timeout_s: float = 5.0) -> WriteRequest:
+    return WriteRequest(command, "room-1", "out", "out", value, (), 1, timeout_s)
+
+
+async def test_commands_are_written_and_answered_by_id(
+    pty: Pty, sink: RecordingSink, interner: DictInterner
+) -> None:
+    def answer(cmd: dict[str, Any]) -> dict[str, Any] | None:
+        if cmd["id"] == "silent":
+            return None  # lost on the way: no answer
+        if cmd.get("on") is False:
+            return {"err": "bad value", "id": cmd["id"]}
+        return {"ack": cmd["id"], "r": {"out": cmd["on"]}}
+
+    adapter = build_adapter(serial_config(pty.path), "adapters[0]")
+    assert isinstance(adapter, SerialAdapter)
+    target = adapter.write_target({"op": "out"}, "actuators[0].write")
+    with pytest.raises(AdapterError, match="not open"):
+        await adapter.write(target, request("c0", True))
+    runner = AdapterRunner(adapter, sink, interner, FAST)
+    async with serving(runner):
+        board = PtyBoard(pty, answer)
+        try:
+            outcomes = await asyncio.gather(
+                adapter.write(target, request("c1", True)), adapter.write(target, request("c2", False))
+            )
+            assert list(outcomes) == [
+                WriteOutcome(WriteStatus.ACKNOWLEDGED, "acknowledged"),
+                WriteOutcome(WriteStatus.REJECTED, "the board says: bad value"),
+            ]
+            with pytest.raises(TimeoutError):
+                await adapter.write(target, request("silent", True, timeout_s=0.3))
+            refused = await adapter.write(target, request("c3", 0.5))
+            assert refused.status == WriteStatus.REJECTED and "true or false" in refused.detail
+            await wait_until(lambda: sink.values("room-1", "out") == [1.0], 10, "the ack's echo")
+        finally:
+            board.close()
+    assert board.lines[:2] == [
+        b'{"id":"c1","op":"out","on":true}*%04X' % checksum(b'{"id":"c1","op":"out","on":true}'),
+        seal(b'{"id":"c2","op":"out","on":false}'),
+    ]
+    assert len(board.lines) == 3  # c3 never left the node
+    stats = adapter.stats
+    assert (stats.acks, stats.device_errors) == (1, 1)
+
+
+def test_write_targets_name_a_board_operation() -> None:
+    adapter = build_adapter(serial_config("/dev/ttyUSB9"), "adapters[0]")
+    assert isinstance(adapter, SerialAdapter)
+    assert adapter.write_target({"op": "period"}, "actuators[1].write").label == "period on /dev/ttyUSB9"
+    with pytest.raises(ConfigError, match=r"actuators\[1\]\.write\.op"):
+        adapter.write_target({"op": "launch"}, "actuators[1].write")
+    with pytest.raises(ConfigError, match=r"actuators\[1\]\.write"):
+        adapter.write_target({"op": "out", "pin": 3}, "actuators[1].write")
