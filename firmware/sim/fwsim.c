@@ -5,10 +5,12 @@
  * --link PATH     a symlink to the pty's device (what the node's serial adapter opens)
  * --scenario FILE lines "T_MS adc CH MV" | "T_MS din 0|1" | "T_MS reset", applied at simulated time T_MS
  * --eeprom FILE   the EEPROM's contents: loaded at start if the file exists, saved at exit
- * --speed X       simulated seconds per wall second (default 1; 0: as fast as the host runs)
+ * --speed X       simulated seconds per wall second (default 1: a board's output is lost while nobody reads
+ *                 the pty, as on a real line; 0: as fast as the host runs, waiting for the reader instead)
  * --trace         also report "adc T_US" at each ADC0 conversion and "eol T_US" at each line's last byte
  *
- * stdin takes the same commands without a time ("adc 0 2500", "din 1", "reset") plus "time" and "quit".
+ * stdin takes the same commands without a time ("adc 0 2500", "din 1", "reset") plus "corrupt" (flips a bit
+ * in the line after the one being sent: line noise), "time" and "quit".
  * stdout reports, one per line: "ready PTY", "pin B0 V T_US" (the output), "led V T_US", "time T_US",
  * "reset T_US" (an external reset), "crashed T_US" (the core stopped), times in simulated microseconds. */
 #define _GNU_SOURCE
@@ -44,6 +46,8 @@ static uint32_t din_value = 1; /* the pull-up: an open input reads high */
 static volatile sig_atomic_t stop;
 static unsigned char rxq[QUEUE], txq[QUEUE]; /* pty -> board, board -> pty */
 static size_t rx_head, rx_len, tx_len;
+static int corrupt_next; /* flip a bit in the next line the board sends (line noise) */
+static unsigned line_pos;
 
 static uint64_t sim_us(void) { return avr_cycles_to_usec(avr, avr->cycle); }
 
@@ -55,6 +59,13 @@ static uint64_t wall_us(void) {
 
 static void on_uart_out(struct avr_irq_t *irq, uint32_t value, void *param) {
     (void)irq, (void)param;
+    if (corrupt_next == 2 && line_pos == 12) {
+        value ^= 0x04; /* inside the device id: still a printable byte, never a newline */
+        corrupt_next = 0;
+    }
+    line_pos = value == '\n' ? 0 : line_pos + 1;
+    if (value == '\n' && corrupt_next == 1)
+        corrupt_next = 2; /* from the start of the next line */
     if (tx_len < QUEUE)
         txq[tx_len++] = (unsigned char)value; /* else the pty reader is gone: bytes drop, seq shows it */
     if (trace && value == '\n')
@@ -115,6 +126,8 @@ static int command(const char *text) {
         avr_raise_irq(din_in, din_value); /* the reset cleared the port; the wire still carries it */
         xon = 1;
         printf("reset %llu\n", (unsigned long long)sim_us());
+    } else if (!strncmp(text, "corrupt", 7)) {
+        corrupt_next = line_pos == 0 ? 2 : 1; /* between lines: the next one, else the one after */
     } else if (!strncmp(text, "time", 4)) {
         printf("time %llu\n", (unsigned long long)sim_us());
     } else if (!strncmp(text, "quit", 4)) {
@@ -266,6 +279,17 @@ int main(int argc, char **argv) {
     int stdin_open = 1;
     uint64_t start = wall_us(), last_io = 0;
     while (!stop) {
+        if (speed <= 0 && tx_len > QUEUE - 256) { /* unpaced: the host reader sets the pace, nothing drops */
+            struct pollfd w = {master, POLLOUT, 0};
+            if (poll(&w, 1, 100) > 0) {
+                ssize_t n = write(master, txq, tx_len);
+                if (n > 0) {
+                    memmove(txq, txq + n, tx_len - (size_t)n);
+                    tx_len -= (size_t)n;
+                }
+            }
+            continue;
+        }
         int state = avr_run(avr);
         if (state == cpu_Done || state == cpu_Crashed) {
             printf("crashed %llu\n", (unsigned long long)sim_us());
