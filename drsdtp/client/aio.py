@@ -1,0 +1,308 @@
+"""The asyncio client: :class:`AsyncClient`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+
+import grpc
+import grpc.aio
+from google.protobuf.message import Message
+
+from drsdtp.client import writes as w
+from drsdtp.client.channel import Tls, metadata_for, open_channel
+from drsdtp.client.errors import from_rpc_error
+from drsdtp.client.retry import NO_RETRY, RETRYABLE, RetryPolicy
+from drsdtp.client.types import History, Insight, Status, Twin, TwinList, TwinSummary, WriteResult
+from drsdtp.client.watch import Watch
+from drsdtp.client.writes import Ack, Columns, Create, Op, Scalar, TwinWrite
+from drsdtp.wire.v1 import api_pb2, api_pb2_grpc
+
+__all__ = ["DEFAULT_TARGET", "AsyncClient"]
+
+#: A node's API where the default config listens.
+DEFAULT_TARGET: Final = "127.0.0.1:7401"
+
+#: Methods that change nothing: retried after a failure to reach the node.
+_READS: Final = frozenset(
+    {
+        "Status",
+        "ListTwins",
+        "GetTwin",
+        "ReadHistory",
+        "Insight",
+        "ListSnapshots",
+        "ReadAudit",
+        "ListDeadLetters",
+        "GetRecovery",
+    }
+)
+
+M = TypeVar("M", bound=Message)
+
+
+class AsyncClient:
+    """A node's application API for asyncio code::
+
+        async with AsyncClient("127.0.0.1:7401") as client:
+            twin = await client.get("room-1")
+            await client.report("room-1", {"temp_c": 21.5}, if_version=twin.version)
+
+    Every call has a deadline (``timeout`` seconds, per call or the client's default) that also bounds its
+    retries; reads, and writes that carry an idempotency key, are retried with jittered backoff while the
+    node cannot be reached (``retry``). Failures raise :class:`~drsdtp.client.errors.ApiError` subclasses.
+    ``token`` (default: ``$DRSDTP_TOKEN``) is sent as ``authorization: Bearer``; ``tls`` turns TLS on.
+    ``actor`` names the caller in the node's audit trail (an authenticated identity wins over it).
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        token: str | None = None,
+        tls: Tls | None = None,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        actor: str = "",
+        channel_options: Sequence[tuple[str, object]] = (),
+    ) -> None:
+        if not timeout > 0:
+            raise ValueError(f"timeout: must be above 0, got {timeout}")
+        self.target = target
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.actor = actor
+        self._metadata = metadata_for(token)
+        self._channel = open_channel(target, tls, channel_options)
+        self._stub = api_pb2_grpc.TwinApiStub(self._channel)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Closes the channel (open watches end)."""
+        await self._channel.close()
+
+    @property
+    def stub(self) -> api_pb2_grpc.TwinApiStub:
+        """The generated stub on this client's channel, for what the SDK does not wrap."""
+        return self._stub
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    # --- the one way every unary call is made --------------------------------------------------------------
+
+    async def call(
+        self,
+        method: str,
+        message: Message,
+        *,
+        timeout: float | None = None,
+        retry: bool | None = None,
+    ) -> Any:
+        """Calls ``method`` with a deadline, retrying when the call is idempotent (``retry``: default, for
+        the read methods), and maps a failure to the SDK's error tree. Returns the reply message."""
+        budget = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        policy = self.retry if (method in _READS if retry is None else retry) else NO_RETRY
+        delays = policy.delays()
+        rpc = getattr(self._stub, method)
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return await rpc(message, timeout=max(remaining, 0.001), metadata=self._metadata)
+            except grpc.aio.AioRpcError as exc:
+                error = from_rpc_error(exc, method, self.target)
+                delay = next(delays, None) if exc.code() in RETRYABLE else None
+                if delay is None or time.monotonic() + delay >= deadline:
+                    raise error from None
+            await asyncio.sleep(delay)
+
+    # --- reads ---------------------------------------------------------------------------------------------
+
+    async def status(self, *, timeout: float | None = None) -> Status:
+        reply = await self.call("Status", api_pb2.StatusRequest(), timeout=timeout)
+        return Status.from_pb(reply)
+
+    async def list_twins(
+        self,
+        *,
+        model: str = "",
+        scope: str = "",
+        prefix: str = "",
+        limit: int = 0,
+        timeout: float | None = None,
+    ) -> TwinList:
+        """Twins on the node (``limit`` 0: the node's default page), filtered by model, scope, id prefix."""
+        req = api_pb2.ListTwinsRequest(model=model, scope=scope, prefix=prefix, limit=limit)
+        reply = await self.call("ListTwins", req, timeout=timeout)
+        twins = tuple(
+            TwinSummary(t.twin_id, t.model, t.scope, t.fields, t.updated_ms, t.version) for t in reply.twins
+        )
+        return TwinList(twins, reply.total)
+
+    async def get(self, twin_id: str, fields: Sequence[str] = (), *, timeout: float | None = None) -> Twin:
+        """A twin's fields (only ``fields`` when given); :class:`NotFoundError` when there is no such twin."""
+        req = api_pb2.GetTwinRequest(twin_id=twin_id, fields=list(fields))
+        return Twin.from_pb(await self.call("GetTwin", req, timeout=timeout))
+
+    async def history(
+        self,
+        twin_id: str,
+        field: str,
+        *,
+        since_ms: int,
+        until_ms: int | None = None,
+        resolution: str = "auto",
+        limit: int = 0,
+        timeout: float | None = None,
+    ) -> History:
+        """A numeric field's history between two Unix-millisecond times (``until_ms`` None: now)."""
+        req = api_pb2.HistoryRequest(
+            twin_id=twin_id,
+            field=field,
+            start_ms=since_ms,
+            end_ms=until_ms if until_ms is not None else int(time.time() * 1000),
+            resolution=resolution,
+            limit=limit,
+        )
+        return History.from_pb(await self.call("ReadHistory", req, timeout=timeout))
+
+    async def insight(
+        self, twin_id: str, kind: str = "health", *, timeout: float | None = None, **params: object
+    ) -> Insight:
+        """Twin intelligence: ``kind`` "health", "forecast", "whatif" (``scenario=...``), "recommendations"
+        or "model"; ``params`` go to the node as JSON."""
+        req = api_pb2.InsightRequest(twin_id=twin_id, kind=kind, params_json=json.dumps(params))
+        reply = await self.call("Insight", req, timeout=timeout)
+        return Insight.from_json(kind, reply.json)
+
+    # --- writes --------------------------------------------------------------------------------------------
+
+    async def write(
+        self,
+        writes: Sequence[TwinWrite],
+        *,
+        columns: Columns | None = None,
+        idempotency_key: str | None = None,
+        ack: Ack = "durable",
+        replicas: int = 0,
+        replicate_timeout: float = 0.0,
+        reason: str = "",
+        timeout: float | None = None,
+    ) -> WriteResult:
+        """One request: every twin's writes (and ``columns``) validated whole, then applied in one durable
+        commit, answered once ``ack`` is reached ("replicated": also made durable by ``replicas`` peers within
+        ``replicate_timeout`` seconds). With an ``idempotency_key`` (see
+        :func:`~drsdtp.client.writes.new_idempotency_key`) the write is retried while the node cannot be
+        reached, and applied once however often it arrives."""
+        req = w.request(
+            writes,
+            columns=columns,
+            idempotency_key=idempotency_key,
+            ack=ack,
+            replicas=replicas,
+            replicate_timeout_s=replicate_timeout,
+            actor=self.actor,
+            reason=reason,
+        )
+        if ack == "replicated" and timeout is None:  # the node waits for its peers within the call
+            timeout = max(self.timeout, replicate_timeout + 2.0)
+        reply = await self.call("Write", req, timeout=timeout, retry=bool(idempotency_key))
+        return WriteResult.from_pb(reply)
+
+    async def _one(
+        self, twin_id: str, ops: Sequence[Op], if_version: int | None, options: Mapping[str, Any]
+    ) -> int:
+        result = await self.write([TwinWrite(twin_id, tuple(ops), if_version=if_version)], **options)
+        return result.versions.get(twin_id, 0)
+
+    async def report(
+        self, twin_id: str, values: Mapping[str, Scalar], *, if_version: int | None = None, **options: Any
+    ) -> int:
+        """Reported values (manual readings, MES/ERP values); returns the twin's new version. ``options``:
+        those of :meth:`write`."""
+        return await self._one(twin_id, [w.report(k, v) for k, v in values.items()], if_version, options)
+
+    async def desire(
+        self, twin_id: str, values: Mapping[str, Scalar], *, if_version: int | None = None, **options: Any
+    ) -> int:
+        """Desired values for reported fields (kept in ``<field>.desired``); returns the new version."""
+        return await self._one(twin_id, [w.desire(k, v) for k, v in values.items()], if_version, options)
+
+    async def clear_desired(
+        self, twin_id: str, *fields: str, if_version: int | None = None, **options: Any
+    ) -> int:
+        """Withdraws every desired value of ``fields`` (resolves a conflict by removing it)."""
+        return await self._one(twin_id, [w.clear_desired(f) for f in fields], if_version, options)
+
+    async def tag(
+        self,
+        twin_id: str,
+        field: str,
+        *,
+        add: Sequence[str] = (),
+        remove: Sequence[str] = (),
+        if_version: int | None = None,
+        **options: Any,
+    ) -> int:
+        """Adds and removes elements of set field ``field``."""
+        ops = [w.add(field, e) for e in add] + [w.remove(field, e) for e in remove]
+        return await self._one(twin_id, ops, if_version, options)
+
+    async def increment(self, twin_id: str, field: str, by: int = 1, **options: Any) -> int:
+        """Adds ``by`` to counter field ``field`` (negative: subtracts)."""
+        return await self._one(twin_id, [w.increment(field, by)], None, options)
+
+    async def create(
+        self,
+        twin_id: str,
+        *,
+        model: str = "",
+        scope: str = "",
+        metadata: Mapping[str, str] | None = None,
+        values: Mapping[str, Scalar] | None = None,
+        **options: Any,
+    ) -> int:
+        """Creates a twin (:class:`ConflictError` if it exists), with reported ``values`` if given."""
+        ops = tuple(w.report(k, v) for k, v in (values or {}).items())
+        tw = TwinWrite(twin_id, ops, create=Create(model, scope, dict(metadata or {})))
+        result = await self.write([tw], **options)
+        return result.versions.get(twin_id, 0)
+
+    async def delete(self, twin_id: str, *, if_version: int | None = None, **options: Any) -> int:
+        """Deletes a twin (a replicated tombstone: it no longer lists or reads)."""
+        result = await self.write([TwinWrite(twin_id, delete=True, if_version=if_version)], **options)
+        return result.versions.get(twin_id, 0)
+
+    # --- watch ---------------------------------------------------------------------------------------------
+
+    def watch(
+        self,
+        twins: Sequence[str] = (),
+        *,
+        prefix: str = "",
+        fields: Sequence[str] = (),
+        origins: Sequence[str] = (),
+        since: int | None = None,
+        reconnect: bool = True,
+    ) -> Watch:
+        """Changes as the node applies them, as an async iterator of :class:`~drsdtp.client.types.Change`:
+        first the matching twins' current state (unless ``since``: a cursor from an earlier watch, then every
+        twin changed after it), then each change. After a disconnect or a node restart it reconnects with
+        backoff and resumes after its last cursor by itself (``reconnect=False``: it raises instead)."""
+        req = api_pb2.WatchRequest(
+            twin_ids=list(twins), prefix=prefix, fields=list(fields), origins=list(origins)
+        )
+        return Watch(self._stub, req, self._metadata, self.retry, self.target, since, reconnect)

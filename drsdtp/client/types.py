@@ -1,0 +1,293 @@
+"""What the SDK returns: frozen dataclasses built from the API's messages (never protobuf objects)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+from drsdtp.wire.v1 import api_pb2
+
+__all__ = [
+    "DESIRED_SUFFIX",
+    "Change",
+    "DeadLetter",
+    "DesiredValue",
+    "Field",
+    "History",
+    "Insight",
+    "PeerStatus",
+    "Status",
+    "Twin",
+    "TwinList",
+    "TwinSummary",
+    "Value",
+    "WriteResult",
+    "field_to_python",
+]
+
+#: A value as Python holds it: a register's float, int, bool, str or bytes; a set's sorted elements; a
+#: counter's int; a desired field's values (one per concurrent intent).
+Value: TypeAlias = float | int | bool | str | bytes | tuple[str, ...] | tuple[Any, ...] | None
+
+#: A desired intent for field F is kept in the field ``F.desired``.
+DESIRED_SUFFIX = ".desired"
+
+Kind = Literal["f64", "i64", "flag", "text", "blob", "counter", "set", "desired", "none"]
+
+
+def field_to_python(f: api_pb2.FieldValue) -> object:
+    """The Python value of an API field (a set: its sorted elements; a desired field: the tuple of its
+    values)."""
+    kind = f.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "set":
+        return sorted(f.set.elements)
+    if kind == "desired":
+        return tuple(field_to_python(v) for v in f.desired.values)
+    return getattr(f, kind)
+
+
+def _value(f: api_pb2.FieldValue) -> Value:
+    kind = f.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "set":
+        return tuple(sorted(f.set.elements))
+    if kind == "desired":
+        return tuple(_value(v) for v in f.desired.values)
+    value: Value = getattr(f, kind)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredValue:
+    """One intent of a desired field: its value and who wrote it when."""
+
+    value: Value
+    stamp: int  # the write's HLC stamp (physical milliseconds in its upper 48 bits)
+    writer: int  # the writing replica's id
+    writer_node: str  # the writer's node id, when the node knows it
+
+    @property
+    def time_ms(self) -> int:
+        return self.stamp >> 16
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One field of a twin. ``value`` is the plain value; for a desired field (``kind == "desired"``)
+    ``desired`` lists every intent (more than one: a conflict the application must resolve)."""
+
+    name: str
+    kind: Kind
+    value: Value
+    stamp: int = 0  # registers: the HLC stamp of the write (0: not a register)
+    writer: int = 0
+    writer_node: str = ""
+    desired: tuple[DesiredValue, ...] = ()
+
+    @property
+    def time_ms(self) -> int:
+        """The write's time in Unix milliseconds (0 when the field has no stamp)."""
+        return self.stamp >> 16
+
+    @property
+    def conflict(self) -> bool:
+        """A desired field holding concurrent intents (none was silently dropped)."""
+        return len(self.desired) > 1
+
+    @classmethod
+    def from_pb(cls, f: api_pb2.FieldValue) -> Field:
+        kind: Kind = f.WhichOneof("value") or "none"
+        desired: tuple[DesiredValue, ...] = ()
+        if kind == "desired":
+            desired = tuple(
+                DesiredValue(_value(v), v.stamp, v.writer, v.writer_node) for v in f.desired.values
+            )
+        return cls(f.name, kind, _value(f), f.stamp, f.writer, f.writer_node, desired)
+
+
+@dataclass(frozen=True, slots=True)
+class Twin:
+    """A twin's fields and its version (pass it as ``if_version`` for a conditional write)."""
+
+    twin_id: str
+    version: int
+    fields: Mapping[str, Field] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Value:
+        return self.fields[name].value
+
+    def get(self, name: str, default: Value = None) -> Value:
+        f = self.fields.get(name)
+        return default if f is None else f.value
+
+    @property
+    def values(self) -> dict[str, Value]:
+        """Every field's plain value by name."""
+        return {name: f.value for name, f in self.fields.items()}
+
+    def desired(self, name: str) -> tuple[Value, ...]:
+        """The desired values of reported field ``name`` (empty: no intent; more than one: a conflict)."""
+        f = self.fields.get(name + DESIRED_SUFFIX)
+        return tuple(d.value for d in f.desired) if f is not None else ()
+
+    @property
+    def conflicts(self) -> dict[str, tuple[Value, ...]]:
+        """Reported field -> its concurrent desired values, for every desired field in conflict."""
+        return {
+            name.removesuffix(DESIRED_SUFFIX): tuple(d.value for d in f.desired)
+            for name, f in self.fields.items()
+            if f.conflict
+        }
+
+    @classmethod
+    def from_pb(cls, t: api_pb2.Twin) -> Twin:
+        return cls(t.twin_id, t.version, {f.name: Field.from_pb(f) for f in t.fields})
+
+
+@dataclass(frozen=True, slots=True)
+class TwinSummary:
+    twin_id: str
+    model: str
+    scope: str
+    fields: int
+    updated_ms: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class TwinList:
+    twins: tuple[TwinSummary, ...]
+    total: int  # matching twins before the limit
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    name: str
+    address: str
+    up: bool
+    lag_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    node_id: str
+    replica_id: int
+    version: str
+    twins: int
+    fields: int
+    uptime_s: float
+    scopes: tuple[str, ...]
+    clock_offset_s: float | None
+    peers: tuple[PeerStatus, ...]
+    received: int
+    invalid: int
+    dropped: int
+    late: int
+    wal_records: int
+    state_digest: int
+    recovery_unaccepted: int
+    not_ready_reason: str
+
+    @property
+    def ready(self) -> bool:
+        return not self.not_ready_reason
+
+    @classmethod
+    def from_pb(cls, s: api_pb2.StatusReply) -> Status:
+        return cls(
+            node_id=s.node_id,
+            replica_id=s.replica_id,
+            version=s.version,
+            twins=s.twins,
+            fields=s.fields,
+            uptime_s=s.uptime_s,
+            scopes=tuple(s.scopes),
+            clock_offset_s=s.clock_offset_s if s.HasField("clock_offset_s") else None,
+            peers=tuple(PeerStatus(p.name, p.address, p.up, p.lag_s) for p in s.peers),
+            received=s.received,
+            invalid=s.invalid,
+            dropped=s.dropped,
+            late=s.late,
+            wal_records=s.wal_records,
+            state_digest=s.state_digest,
+            recovery_unaccepted=s.recovery_unaccepted,
+            not_ready_reason=s.not_ready_reason,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """A field's points: raw, or per bucket (``min``/``max``/``count`` then set) when downsampled."""
+
+    resolution: str
+    ts_ms: tuple[int, ...]
+    values: tuple[float, ...]
+    min: tuple[float, ...] = ()
+    max: tuple[float, ...] = ()
+    count: tuple[int, ...] = ()
+
+    @classmethod
+    def from_pb(cls, h: api_pb2.HistoryReply) -> History:
+        return cls(h.resolution, tuple(h.ts_ms), tuple(h.values), tuple(h.min), tuple(h.max), tuple(h.count))
+
+
+@dataclass(frozen=True, slots=True)
+class Insight:
+    """An intelligence document (health, forecast, what-if ...) as the node computed it."""
+
+    kind: str
+    document: Mapping[str, Any]
+
+    @classmethod
+    def from_json(cls, kind: str, text: str) -> Insight:
+        return cls(kind, json.loads(text))
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: int
+    adapter: str
+    source: str
+    received_ms: int
+    reason: str
+    detail: str
+    size: int
+    truncated: bool
+    preview: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """Each written twin's version after the write; ``replicated``: the peers that acknowledged (with
+    ``ack="replicated"``); ``repeated``: the node had already applied this idempotency key (nothing applied
+    this time, the original reply returned)."""
+
+    versions: Mapping[str, int]
+    replicated: int = 0
+    repeated: bool = False
+
+    @classmethod
+    def from_pb(cls, r: api_pb2.WriteReply) -> WriteResult:
+        return cls({t.twin_id: t.version for t in r.twins}, r.replicated, r.repeated)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One message of a watch: the twin's state (its watched fields) after a change.
+
+    ``origin``: "snapshot" (the initial state), "local" (API writes), "ingest", "peer", or "restart" (a change
+    from before the node restarted). ``cursor``: where it is in the node's change feed (0 for all but the
+    last snapshot message); a watch resumes after the last non-zero one by itself."""
+
+    twin: Twin
+    origin: str
+    cursor: int
+
+    @classmethod
+    def from_pb(cls, c: api_pb2.TwinChange) -> Change:
+        return cls(Twin.from_pb(c.twin), c.origin, c.cursor)

@@ -1,0 +1,216 @@
+"""Writes as plain values: a :class:`TwinWrite` per twin, made of :class:`Op` s, turned into the API's
+``WriteRequest`` in one place (:func:`request`)."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, TypeAlias
+
+from drsdtp.wire.v1 import api_pb2
+
+__all__ = [
+    "Ack",
+    "Columns",
+    "Create",
+    "Op",
+    "Scalar",
+    "TwinWrite",
+    "add",
+    "clear_desired",
+    "desire",
+    "increment",
+    "new_idempotency_key",
+    "remove",
+    "report",
+    "request",
+    "scalar_pb",
+]
+
+#: A register's value: a float, an int, a bool, text or bytes.
+Scalar: TypeAlias = float | int | bool | str | bytes
+Ack: TypeAlias = Literal["durable", "replicated"]
+OpKind: TypeAlias = Literal["report", "desire", "clear_desired", "add", "remove", "increment"]
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One change to one field (build it with :func:`report`, :func:`desire` ...)."""
+
+    kind: OpKind
+    field: str
+    value: Scalar | None = None
+
+
+def report(field: str, value: Scalar) -> Op:
+    """A reported value (a manual reading, a value from MES/ERP)."""
+    return Op("report", field, value)
+
+
+def desire(field: str, value: Scalar) -> Op:
+    """A desired value for reported field ``field`` (kept in ``<field>.desired``)."""
+    return Op("desire", field, value)
+
+
+def clear_desired(field: str) -> Op:
+    """Withdraw every desired value of ``field`` the node has seen (resolves a conflict by removing it)."""
+    return Op("clear_desired", field)
+
+
+def add(field: str, element: str) -> Op:
+    """Add an element to a set field."""
+    return Op("add", field, element)
+
+
+def remove(field: str, element: str) -> Op:
+    """Remove an element from a set field."""
+    return Op("remove", field, element)
+
+
+def increment(field: str, by: int = 1) -> Op:
+    """Add ``by`` (negative: subtract) to a counter field."""
+    return Op("increment", field, by)
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    """Create the twin: of an asset ``model`` the node knows (empty: none), in ``scope`` (empty: the node's
+    first), with ``metadata`` (stored as text fields ``meta.<key>``)."""
+
+    model: str = ""
+    scope: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TwinWrite:
+    """Everything one request does to one twin: ``ops`` in order, after ``create`` (or instead: ``delete``),
+    only if the twin is at ``if_version`` (else :class:`~drsdtp.client.errors.ConflictError`)."""
+
+    twin_id: str
+    ops: tuple[Op, ...] = ()
+    create: Create | None = None
+    delete: bool = False
+    if_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """Many numeric readings in columns, the fast path for bulk writes: row i writes ``values[i]`` to field
+    ``fields[field[i]]`` of twin ``twin_ids[twin[i]]`` (at ``source_ms[i]``; empty: the node's clock)."""
+
+    twin_ids: Sequence[str]
+    fields: Sequence[str]
+    twin: Sequence[int]
+    field: Sequence[int]
+    values: Sequence[float]
+    source_ms: Sequence[int] = ()
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple[str, str, float]]) -> Columns:
+        """Columns from (twin, field, value) rows."""
+        twins: dict[str, int] = {}
+        fields: dict[str, int] = {}
+        ti: list[int] = []
+        fi: list[int] = []
+        values: list[float] = []
+        for twin, name, value in rows:
+            ti.append(twins.setdefault(twin, len(twins)))
+            fi.append(fields.setdefault(name, len(fields)))
+            values.append(value)
+        return cls(list(twins), list(fields), ti, fi, values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def new_idempotency_key() -> str:
+    """A fresh random key: send it with a write, and a retry of that write is applied once."""
+    return uuid.uuid4().hex
+
+
+def scalar_pb(value: Scalar, where: str) -> api_pb2.FieldValue:
+    """A register value as the API sends it (bool before int: a bool is an int in Python)."""
+    if isinstance(value, bool):
+        return api_pb2.FieldValue(flag=value)
+    if isinstance(value, int):
+        return api_pb2.FieldValue(i64=value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: {value} is not a finite number")
+        return api_pb2.FieldValue(f64=value)
+    if isinstance(value, str):
+        return api_pb2.FieldValue(text=value)
+    if isinstance(value, bytes):
+        return api_pb2.FieldValue(blob=value)
+    raise TypeError(f"{where}: a {type(value).__name__} is not a field value (float, int, bool, str, bytes)")
+
+
+def _op_pb(op: Op, where: str) -> api_pb2.FieldOp:
+    pb = api_pb2.FieldOp(field=op.field)
+    if op.kind in ("report", "desire"):
+        assert op.value is not None, f"{where}: {op.kind} needs a value"
+        getattr(pb, op.kind).CopyFrom(scalar_pb(op.value, f"{where}.{op.kind}"))
+    elif op.kind == "clear_desired":
+        pb.clear_desired = True
+    elif op.kind in ("add", "remove"):
+        setattr(pb, op.kind, str(op.value))
+    else:
+        if not isinstance(op.value, int) or isinstance(op.value, bool):
+            raise TypeError(f"{where}.increment: {op.value!r} is not an integer")
+        pb.increment = op.value
+    return pb
+
+
+def _twin_pb(tw: TwinWrite, where: str) -> api_pb2.TwinWrite:
+    pb = api_pb2.TwinWrite(
+        twin_id=tw.twin_id,
+        delete=tw.delete,
+        ops=[_op_pb(op, f"{where}.ops[{i}]") for i, op in enumerate(tw.ops)],
+    )
+    if tw.if_version is not None:
+        pb.if_version = tw.if_version
+    if tw.create is not None:
+        pb.create.CopyFrom(
+            api_pb2.CreateTwin(
+                model=tw.create.model, scope=tw.create.scope, metadata=dict(tw.create.metadata)
+            )
+        )
+    return pb
+
+
+def request(
+    twins: Sequence[TwinWrite],
+    *,
+    columns: Columns | None = None,
+    idempotency_key: str | None = None,
+    ack: Ack = "durable",
+    replicas: int = 0,
+    replicate_timeout_s: float = 0.0,
+    actor: str = "",
+    reason: str = "",
+) -> api_pb2.WriteRequest:
+    """The ``WriteRequest`` for a batch; a value the API cannot carry (NaN, a list) raises ``ValueError`` /
+    ``TypeError`` naming it, before anything is sent."""
+    if ack not in ("durable", "replicated"):
+        raise ValueError(f"ack: {ack!r} is not 'durable' or 'replicated'")
+    pb = api_pb2.WriteRequest(
+        twins=[_twin_pb(tw, f"twins[{i}]") for i, tw in enumerate(twins)],
+        idempotency_key=idempotency_key or "",
+        ack=api_pb2.ACK_REPLICATED if ack == "replicated" else api_pb2.ACK_DURABLE,
+        replicas=replicas,
+        replicate_timeout_ms=round(replicate_timeout_s * 1000),
+        actor=actor,
+        reason=reason,
+    )
+    if columns is not None:
+        c = pb.columns
+        c.twin_ids.extend(columns.twin_ids)
+        c.fields.extend(columns.fields)
+        c.twin.extend(columns.twin)
+        c.field.extend(columns.field)
+        c.values.extend(columns.values)
+        c.source_ms.extend(columns.source_ms)
+    return pb

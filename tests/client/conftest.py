@@ -1,0 +1,51 @@
+"""A real ``drsdtp run`` node process for the SDK, CLI and example tests (tests/api/nodes.py's ApiNode),
+shared by a module's tests; a test that restarts a node takes its own."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from drsdtp.client import ApiError, Client
+from tests.api.nodes import ApiNode
+
+
+def wait_ready(node: ApiNode, limit_s: float = 60) -> None:
+    """Returns once the node's API answers (the SDK's own retries cover a node still starting)."""
+    deadline = time.monotonic() + limit_s
+    with Client(f"127.0.0.1:{node.api_port}", timeout=2) as client:
+        while True:
+            assert node.proc is not None and node.proc.poll() is None, (
+                f"{node.name} exited: {(node.dir / 'node.log').read_text()[-2000:]}"
+            )
+            try:
+                client.status()
+                return
+            except ApiError:
+                assert time.monotonic() < deadline, f"{node.name} did not answer in time"
+                time.sleep(0.2)
+
+
+def started(root: Path, name: str = "sdk") -> ApiNode:
+    node = ApiNode(name, root)
+    node.configure({})
+    node.spawn()
+    wait_ready(node)
+    return node
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiNode]:
+    n = started(tmp_path_factory.mktemp("node"))
+    try:
+        yield n
+    finally:
+        n.stop()
+
+
+@pytest.fixture(scope="module")
+def target(node: ApiNode) -> str:
+    return f"127.0.0.1:{node.api_port}"
