@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from drsdtp import __version__, intel_cli
+from drsdtp.cli_client import args as cli_args
 from drsdtp.config import (
     Address,
     NodeConfig,
@@ -236,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         config_option(p, "take the API address and TLS settings from this config")
         p.add_argument("--timeout", type=_positive_float, default=5.0, metavar="SECONDS", help="per request")
         p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+        p.add_argument("--token", help="bearer token for the node's API (default: $DRSDTP_TOKEN)")
         return p
 
     client("status", "show a running node's health, peers and clock")
@@ -332,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept", action="store_true", help="acknowledge it: the node becomes ready")
     p.add_argument("--reason", "-m", default="", help="why the loss is acceptable (required with --accept)")
     actor(p)
+    cli_args.add_parsers(client)  # set, desire, tag, create, delete, watch
 
     p = sub.add_parser("check-config", help="validate a config file and print a summary")
     p.add_argument(
@@ -348,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(
     argv: Sequence[str] | None = None, *, commands: Commands | None = None, console: Console | None = None
 ) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(cli_args.rewrite_tag_args(sys.argv[1:] if argv is None else argv))
     console = console or Console(json_mode=getattr(args, "json", False))
     commands = commands or load_commands()
     handler = _HANDLERS[args.command]
@@ -363,6 +366,12 @@ def main(
     except KeyboardInterrupt:
         console.message("interrupted")
         return 130
+    except BrokenPipeError:
+        # The reader went away (`drsdtp watch | head`): stop quietly, and keep the interpreter's final
+        # flush of stdout from failing again.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
 
 
 def _config_path(explicit: Path | None) -> Path:
@@ -453,7 +462,7 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 def _target(args: argparse.Namespace) -> ApiTarget:
     """The address from --api, else the config's listen.api; TLS and the node id from the config if any."""
     if args.config is None and not os.environ.get("DRSDTP_CONFIG"):
-        return ApiTarget(args.api or DEFAULT_API, timeout_s=args.timeout)
+        return ApiTarget(args.api or DEFAULT_API, timeout_s=args.timeout, token=args.token)
     config = load_config(_config_path(args.config))
     address = config.listen.api
     # A wildcard listen address is reachable locally through loopback.
@@ -463,6 +472,7 @@ def _target(args: argparse.Namespace) -> ApiTarget:
         tls=config.tls,
         timeout_s=args.timeout,
         server_name=config.node_id,
+        token=args.token,
     )
 
 
@@ -563,6 +573,14 @@ def _cmd_recover(args: argparse.Namespace, commands: Commands, console: Console)
         return EXIT_USAGE
     request = RecoverRequest(args.accept, args.reason, args.actor)
     return _run_client(args, lambda target: commands.recover(target, request, console))
+
+
+def _cmd_app(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    """set, desire, tag, create, delete, watch: on the SDK (imported only for them)."""
+    from drsdtp.cli_client.write_commands import HANDLERS
+
+    handler = HANDLERS[args.command]
+    return _run_client(args, lambda target: handler(args, target, console))
 
 
 def _cmd_check_config(args: argparse.Namespace, commands: Commands, console: Console) -> int:
@@ -689,5 +707,6 @@ _HANDLERS: Final[dict[str, Callable[[argparse.Namespace, Commands, Console], int
     "deadletters": _cmd_deadletters,
     "recover": _cmd_recover,
     "check-config": _cmd_check_config,
+    **dict.fromkeys(("set", "desire", "tag", "create", "delete", "watch"), _cmd_app),
     "reload": _cmd_reload,
 }

@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol, cast
 
 from drsdtp.config import Address, NodeConfig, TlsConfig
 from drsdtp.console import Console
@@ -63,6 +63,7 @@ class ApiTarget:
     tls: TlsConfig | None = None  # used when its ``api`` mode is on
     timeout_s: float = 5.0
     server_name: str | None = None  # the name the node's certificate must carry (its node id)
+    token: str | None = None  # a bearer token (None: $DRSDTP_TOKEN, if set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +237,18 @@ class Commands(Protocol):
 
 
 def load_commands() -> Commands:
-    """The implementation the CLI uses: the node's (imported lazily, so ``--help`` stays fast)."""
-    from drsdtp.node.commands import NodeCommands
+    """The implementation the CLI uses: the client commands from :mod:`drsdtp.cli_client` (on the SDK, no
+    daemon imports), the rest (``run``, ``demo`` ...) from the node's; each imported only when called, so
+    ``--help`` stays fast and ``drsdtp get`` loads no daemon module."""
+    return cast(Commands, _LazyCommands())
 
-    return NodeCommands()
+
+class _LazyCommands:
+    def __getattr__(self, name: str) -> Any:
+        from drsdtp.cli_client.commands import ClientCommands
+
+        if hasattr(ClientCommands, name):
+            return getattr(ClientCommands(), name)
+        from drsdtp.node.commands import NodeCommands
+
+        return getattr(NodeCommands(), name)
