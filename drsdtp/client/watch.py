@@ -82,8 +82,9 @@ class Watch:
         """Ends the stream."""
         self._closed = True
         if self._call is not None:
-            self._call.cancel()
-        await self._gen.aclose()
+            self._call.cancel()  # a read pending in another task ends: its iteration stops
+        if not getattr(self._gen, "ag_running", False):
+            await self._gen.aclose()
 
     def _open(self) -> grpc.aio.UnaryStreamCall[api_pb2.WatchRequest, api_pb2.TwinChange]:
         req = api_pb2.WatchRequest()
@@ -106,6 +107,10 @@ class Watch:
                         self.cursor = message.cursor
                     delays = self._retry.forever()  # a stream that delivered starts the backoff anew
                     yield change
+            except asyncio.CancelledError:
+                if self._closed:  # aclose() cancelled the call under a read
+                    return
+                raise
             except grpc.aio.AioRpcError as exc:
                 if self._closed:
                     return

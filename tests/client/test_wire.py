@@ -1,0 +1,163 @@
+"""What the SDK puts on the wire, seen by a real gRPC server that records each call and answers as told:
+the bearer token, retries of idempotent calls only (reads; writes with an idempotency key), the deadline
+over all attempts, and the status-to-error mapping with its trailers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+import grpc.aio
+import pytest
+
+from drsdtp.client import (
+    AsyncClient,
+    ConflictError,
+    DeadlineExceededError,
+    PermissionDeniedError,
+    RetryPolicy,
+    TwinWrite,
+    UnauthenticatedError,
+    UnavailableError,
+    report,
+)
+from drsdtp.wire.v1 import api_pb2, api_pb2_grpc
+
+FAST = RetryPolicy(attempts=4, initial_s=0.01, max_s=0.05)
+
+
+@dataclass
+class Recorder(api_pb2_grpc.TwinApiServicer):
+    """Fails the first ``failures`` calls with ``code`` (and ``trailers``), then answers."""
+
+    failures: int = 0
+    code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
+    trailers: tuple[tuple[str, str], ...] = ()
+    calls: list[dict[str, str]] = field(default_factory=list)
+
+    async def _answer(self, context: grpc.aio.ServicerContext) -> None:
+        self.calls.append({k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)})
+        if len(self.calls) <= self.failures:
+            if self.trailers:
+                context.set_trailing_metadata(self.trailers)
+            await context.abort(self.code, "told to fail")
+
+    async def Status(
+        self, request: api_pb2.StatusRequest, context: grpc.aio.ServicerContext
+    ) -> api_pb2.StatusReply:
+        await self._answer(context)
+        return api_pb2.StatusReply(node_id="recorder")
+
+    async def Write(
+        self, request: api_pb2.WriteRequest, context: grpc.aio.ServicerContext
+    ) -> api_pb2.WriteReply:
+        await self._answer(context)
+        return api_pb2.WriteReply(
+            twins=[api_pb2.WrittenTwin(twin_id=t.twin_id, version=7) for t in request.twins]
+        )
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[Recorder, str]]:
+    recorder = Recorder()  # type: ignore[abstract]  # only the methods the tests call
+    srv = grpc.aio.server()
+    api_pb2_grpc.add_TwinApiServicer_to_server(recorder, srv)
+    port = srv.add_insecure_port("127.0.0.1:0")
+    await srv.start()
+    try:
+        yield recorder, f"127.0.0.1:{port}"
+    finally:
+        await srv.stop(None)
+
+
+async def test_the_token_is_sent_as_a_bearer(
+    server: tuple[Recorder, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder, target = server
+    async with AsyncClient(target, token="s3cret") as client:
+        await client.status()
+    monkeypatch.setenv("DRSDTP_TOKEN", "from-env")
+    async with AsyncClient(target) as client:
+        await client.status()
+    monkeypatch.delenv("DRSDTP_TOKEN")
+    async with AsyncClient(target) as client:
+        await client.status()
+    auth = [c.get("authorization") for c in recorder.calls]
+    assert auth == ["Bearer s3cret", "Bearer from-env", None]
+    with pytest.raises(ValueError, match="line break"):
+        AsyncClient(target, token="a\nb")
+
+
+async def test_a_read_is_retried_until_it_succeeds(server: tuple[Recorder, str]) -> None:
+    recorder, target = server
+    recorder.failures = 2
+    async with AsyncClient(target, retry=FAST) as client:
+        status = await client.status()
+    assert status.node_id == "recorder" and len(recorder.calls) == 3
+
+
+async def test_a_read_gives_up_after_its_attempts(server: tuple[Recorder, str]) -> None:
+    recorder, target = server
+    recorder.failures = 100
+    async with AsyncClient(target, retry=FAST) as client:
+        with pytest.raises(UnavailableError):
+            await client.status()
+    assert len(recorder.calls) == FAST.attempts
+
+
+async def test_a_write_is_retried_only_with_an_idempotency_key(server: tuple[Recorder, str]) -> None:
+    recorder, target = server
+    recorder.failures = 1
+    write = [TwinWrite("room-1", (report("temp_1", 1.0),))]
+    async with AsyncClient(target, retry=FAST) as client:
+        with pytest.raises(UnavailableError):
+            await client.write(write)  # it may have been applied: not sent again
+        assert len(recorder.calls) == 1
+        recorder.failures = 2
+        result = await client.write(write, idempotency_key="k-1")
+    assert result.versions == {"room-1": 7}
+    assert len(recorder.calls) == 3
+
+
+async def test_statuses_map_to_the_error_tree_with_their_trailers(server: tuple[Recorder, str]) -> None:
+    recorder, target = server
+    cases = [
+        (grpc.StatusCode.FAILED_PRECONDITION, ConflictError),
+        (grpc.StatusCode.UNAUTHENTICATED, UnauthenticatedError),
+        (grpc.StatusCode.PERMISSION_DENIED, PermissionDeniedError),
+    ]
+    async with AsyncClient(target, retry=FAST) as client:
+        for code, cls in cases:
+            recorder.calls.clear()
+            recorder.failures, recorder.code = 1, code
+            recorder.trailers = (("drsdtp-version", "42"), ("drsdtp-field", "twins[0].if_version"))
+            with pytest.raises(cls) as info:
+                await client.status()
+            assert info.value.code == code and info.value.field == "twins[0].if_version"
+            assert len(recorder.calls) == 1  # not retried: the same request would fail the same way
+    assert isinstance(info.value, PermissionError)
+
+
+async def test_the_deadline_bounds_every_attempt() -> None:
+    """A server that never answers (accepts, reads nothing): the call ends at its deadline."""
+    srv = grpc.aio.server()
+
+    class Silent(api_pb2_grpc.TwinApiServicer):
+        async def Status(
+            self, request: api_pb2.StatusRequest, context: grpc.aio.ServicerContext
+        ) -> api_pb2.StatusReply:
+            await asyncio.sleep(3600)
+            return api_pb2.StatusReply()
+
+    api_pb2_grpc.add_TwinApiServicer_to_server(Silent(), srv)  # type: ignore[abstract]
+    port = srv.add_insecure_port("127.0.0.1:0")
+    await srv.start()
+    try:
+        async with AsyncClient(f"127.0.0.1:{port}", timeout=0.5) as client:
+            with pytest.raises(DeadlineExceededError) as info:
+                await client.status()
+        assert isinstance(info.value, TimeoutError) and "DEADLINE_EXCEEDED" in str(info.value)
+    finally:
+        await srv.stop(None)
