@@ -13,7 +13,7 @@ export CARGO_TERM_COLOR := never
 # pytest workers: the suite shares two cores with brokers and node processes it starts.
 PYTEST_ARGS ?=
 
-PY_SRC := drsdtp tests benches
+PY_SRC := drsdtp tests benches examples clients
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
