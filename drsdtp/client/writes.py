@@ -149,26 +149,40 @@ def scalar_pb(value: Scalar, where: str) -> api_pb2.FieldValue:
 
 
 def _op_pb(op: Op, where: str) -> api_pb2.FieldOp:
-    pb = api_pb2.FieldOp(field=op.field)
-    if op.kind in ("report", "desire"):
-        assert op.value is not None, f"{where}: {op.kind} needs a value"
-        getattr(pb, op.kind).CopyFrom(scalar_pb(op.value, f"{where}.{op.kind}"))
-    elif op.kind == "clear_desired":
-        pb.clear_desired = True
-    elif op.kind in ("add", "remove"):
-        setattr(pb, op.kind, str(op.value))
-    else:
-        if not isinstance(op.value, int) or isinstance(op.value, bool):
-            raise TypeError(f"{where}.increment: {op.value!r} is not an integer")
-        pb.increment = op.value
-    return pb
+    if op.kind == "report":
+        assert op.value is not None, f"{where}: report needs a value"
+        return api_pb2.FieldOp(field=op.field, report=scalar_pb(op.value, f"{where}.report"))
+    if op.kind == "desire":
+        assert op.value is not None, f"{where}: desire needs a value"
+        return api_pb2.FieldOp(field=op.field, desire=scalar_pb(op.value, f"{where}.desire"))
+    if op.kind == "clear_desired":
+        return api_pb2.FieldOp(field=op.field, clear_desired=True)
+    if op.kind == "add":
+        return api_pb2.FieldOp(field=op.field, add=str(op.value))
+    if op.kind == "remove":
+        return api_pb2.FieldOp(field=op.field, remove=str(op.value))
+    if not isinstance(op.value, int) or isinstance(op.value, bool):
+        raise TypeError(f"{where}.increment: {op.value!r} is not an integer")
+    return api_pb2.FieldOp(field=op.field, increment=op.value)
 
 
-def _twin_pb(tw: TwinWrite, where: str) -> api_pb2.TwinWrite:
+class _Ops:
+    """Each distinct op converted once per request (a batch often writes the same ops to many twins)."""
+
+    def __init__(self) -> None:
+        self._done: dict[tuple[str, str, type, object], api_pb2.FieldOp] = {}
+
+    def __call__(self, op: Op, twin: int, index: int) -> api_pb2.FieldOp:
+        key = (op.kind, op.field, type(op.value), op.value)  # with the type: 1, 1.0 and True are equal
+        got = self._done.get(key)
+        if got is None:  # a refusal names the first place the op appears
+            got = self._done[key] = _op_pb(op, f"twins[{twin}].ops[{index}]")
+        return got
+
+
+def _twin_pb(tw: TwinWrite, at: int, ops: _Ops) -> api_pb2.TwinWrite:
     pb = api_pb2.TwinWrite(
-        twin_id=tw.twin_id,
-        delete=tw.delete,
-        ops=[_op_pb(op, f"{where}.ops[{i}]") for i, op in enumerate(tw.ops)],
+        twin_id=tw.twin_id, delete=tw.delete, ops=[ops(op, at, i) for i, op in enumerate(tw.ops)]
     )
     if tw.if_version is not None:
         pb.if_version = tw.if_version
@@ -196,8 +210,9 @@ def request(
     ``TypeError`` naming it, before anything is sent."""
     if ack not in ("durable", "replicated"):
         raise ValueError(f"ack: {ack!r} is not 'durable' or 'replicated'")
+    ops = _Ops()
     pb = api_pb2.WriteRequest(
-        twins=[_twin_pb(tw, f"twins[{i}]") for i, tw in enumerate(twins)],
+        twins=[_twin_pb(tw, i, ops) for i, tw in enumerate(twins)],
         idempotency_key=idempotency_key or "",
         ack=api_pb2.ACK_REPLICATED if ack == "replicated" else api_pb2.ACK_DURABLE,
         replicas=replicas,

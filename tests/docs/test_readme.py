@@ -47,6 +47,7 @@ TINY: dict[str, list[str]] = {
     "validate_anomaly.py": ["--per-character", "1", "--no-engine"],
     "bench_history.py": ["--seconds", "60"],
     "bench_api_write.py": ["--quick"],
+    "bench_sdk.py": ["--quick"],
     "bench_memory.py": ["--keys", "100", "--streams", "2"],
 }
 

@@ -1,0 +1,226 @@
+"""The client SDK against the raw generated stub, in the same run, on the same real ``drsdtp run`` process
+(loopback): what the SDK's typed results, error mapping and resuming watch cost over the ceiling.
+
+    .venv/bin/python benches/bench_sdk.py            # about a minute
+    .venv/bin/python benches/bench_sdk.py --quick    # a smoke run
+
+1. write round trip to a durable ack (one reported field a request, sequential, wal.fsync_interval_ms = 0):
+   p50/p99 for the raw stub, AsyncClient and the blocking Client, interleaved. Goal p99 <= 2 ms.
+2. batched writes, 4 in flight: requests of 1,000 field ops (100 twins x 10) and of 4,000 column rows
+   (100 twins x 40 fields): fields/s, raw vs SDK. Goal >= 500k/s.
+3. 100 watchers while a writer changes 10k fields/s (100 twins every 10 ms; the value is the send time):
+   delivery lag p50/p99, raw streams vs SDK watches. Goal p99 <= 20 ms.
+4. memory per idle watcher: the node's RSS per idle SDK watch (goal <= 64 KB), and the client's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benches"))
+
+from bench_api_write import Node, create, op, rss_kb  # noqa: E402
+
+from drsdtp.client import AsyncClient, Client, Columns, TwinWrite, Watch, report  # noqa: E402
+from drsdtp.wire.v1 import api_pb2  # noqa: E402
+
+
+def pct(samples: list[float]) -> tuple[float, float]:
+    ms = np.array(samples) * 1000
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+async def round_trips(
+    node: Node, sdk: AsyncClient, blocking: Client, n: int
+) -> dict[str, tuple[float, float]]:
+    await create(node.stub, ["rt-raw", "rt-sdk", "rt-sync"])
+    took: dict[str, list[float]] = {"raw stub": [], "AsyncClient": [], "Client (blocking)": []}
+
+    async def raw(i: int) -> None:
+        request = api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="rt-raw", ops=[op("v", float(i))])])
+        await node.stub.Write(request)
+
+    async def async_sdk(i: int) -> None:
+        await sdk.report("rt-sdk", {"v": float(i)})
+
+    async def sync_sdk(i: int) -> None:
+        # The blocking client from a thread, as a script would call it (the thread hop is part of its cost).
+        await asyncio.to_thread(blocking.report, "rt-sync", {"v": float(i)})
+
+    kinds: list[tuple[str, Callable[[int], Awaitable[None]]]] = [
+        ("raw stub", raw),
+        ("AsyncClient", async_sdk),
+        ("Client (blocking)", sync_sdk),
+    ]
+    for i in range(n):
+        for name, call in kinds:  # interleaved: the machine's noise falls on each alike
+            started = time.perf_counter()
+            await call(i)
+            took[name].append(time.perf_counter() - started)
+    return {name: pct(samples[n // 10 :]) for name, samples in took.items()}  # after a warm-up
+
+
+async def rate(writers: int, seconds: float, one: Callable[[int, int], Awaitable[int]]) -> float:
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def writer(k: int) -> None:
+        nonlocal done
+        i = 0
+        while time.perf_counter() < deadline:
+            i += 1
+            done += await one(k, i)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(writer(k) for k in range(writers)))
+    return done / (time.perf_counter() - started)
+
+
+async def batched(node: Node, sdk: AsyncClient, seconds: float) -> dict[str, float]:
+    twins = [f"b{i}" for i in range(100)]
+    await create(node.stub, twins)
+
+    async def raw(k: int, i: int) -> int:
+        ops = [op(f"f{j}", float(i * 4 + k)) for j in range(10)]
+        await node.stub.Write(
+            api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id=t, ops=ops) for t in twins])
+        )
+        return 1000
+
+    async def with_sdk(k: int, i: int) -> int:
+        ops = tuple(report(f"f{j}", float(i * 4 + k)) for j in range(10))
+        await sdk.write([TwinWrite(t, ops) for t in twins])
+        return 1000
+
+    fields = [f"g{j}" for j in range(40)]
+    rows = len(twins) * len(fields)
+    twin_col = np.repeat(np.arange(len(twins)), len(fields)).tolist()
+    field_col = np.tile(np.arange(len(fields)), len(twins)).tolist()
+
+    async def raw_columns(k: int, i: int) -> int:
+        cols = api_pb2.NumericColumns(
+            twin_ids=twins, fields=fields, twin=twin_col, field=field_col, values=[float(i * 4 + k)] * rows
+        )
+        await node.stub.Write(api_pb2.WriteRequest(columns=cols))
+        return rows
+
+    async def sdk_columns(k: int, i: int) -> int:
+        await sdk.write([], columns=Columns(twins, fields, twin_col, field_col, [float(i * 4 + k)] * rows))
+        return rows
+
+    return {
+        "ops, raw stub": await rate(4, seconds, raw),
+        "ops, SDK": await rate(4, seconds, with_sdk),
+        "columns, raw stub": await rate(4, seconds, raw_columns),
+        "columns, SDK": await rate(4, seconds, sdk_columns),
+    }
+
+
+async def drive(node: Node, twins: list[str], seconds: float) -> None:
+    """10k field changes/s: every twin's ``sent`` field set to the send time every 10 ms."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        tick = time.monotonic()
+        request = api_pb2.WriteRequest(
+            twins=[api_pb2.TwinWrite(twin_id=t, ops=[op("sent", time.monotonic())]) for t in twins]
+        )
+        await node.stub.Write(request)
+        await asyncio.sleep(max(0.0, 0.01 - (time.monotonic() - tick)))
+    await asyncio.sleep(1)
+
+
+async def watch_raw(node: Node, twins: list[str], count: int, seconds: float) -> tuple[float, float]:
+    lags: list[float] = []
+    stop = asyncio.Event()
+    calls = [node.stub.Watch(api_pb2.WatchRequest(prefix="w", fields=["sent"])) for _ in range(count)]
+
+    async def read(call: object) -> None:
+        async for change in call:  # type: ignore[attr-defined]
+            if change.origin != "snapshot" and not stop.is_set():
+                now = time.monotonic()
+                lags.extend(now - f.f64 for f in change.twin.fields if f.name == "sent")
+
+    readers = [asyncio.create_task(read(c)) for c in calls]
+    await asyncio.sleep(2)
+    await drive(node, twins, seconds)
+    stop.set()
+    for call in calls:
+        call.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+    return pct(lags)
+
+
+async def watch_sdk(
+    node: Node, sdk: AsyncClient, twins: list[str], count: int, seconds: float
+) -> tuple[float, float, float, float]:
+    lags: list[float] = []
+    stop = asyncio.Event()
+    node_before, own_before = rss_kb(node.proc.pid), rss_kb(os.getpid())
+    watches: list[Watch] = [sdk.watch(prefix="w", fields=["sent"]) for _ in range(count)]
+
+    async def read(watch: Watch) -> None:
+        async for change in watch:
+            if change.origin != "snapshot" and not stop.is_set():
+                now = time.monotonic()
+                sent = change.twin.get("sent")
+                if isinstance(sent, float):
+                    lags.append(now - sent)
+
+    readers = [asyncio.create_task(read(w)) for w in watches]
+    await asyncio.sleep(2)  # snapshots done: the watches are idle
+    node_kb = (rss_kb(node.proc.pid) - node_before) / count
+    own_kb = (rss_kb(os.getpid()) - own_before) / count
+    await drive(node, twins, seconds)
+    stop.set()
+    for w in watches:
+        await w.aclose()
+    await asyncio.gather(*readers, return_exceptions=True)
+    p50, p99 = pct(lags)
+    return p50, p99, node_kb, own_kb
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="a smoke run (small counts, short phases)")
+    args = parser.parse_args()
+    n, secs, watchers = (200, 1.5, 20) if args.quick else (3000, 8.0, 100)
+    with tempfile.TemporaryDirectory() as tmp:
+        node = Node(Path(tmp), 0)
+        try:
+            await node.ready()
+            target = f"127.0.0.1:{node.port}"
+            blocking = Client(target, timeout=30)
+            async with AsyncClient(target, timeout=30) as sdk:
+                for name, (p50, p99) in (await round_trips(node, sdk, blocking, n)).items():
+                    print(f"write round trip, durable ack, {name}: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+                for name, fields_s in (await batched(node, sdk, secs)).items():
+                    print(f"batched writes, {name} (4 in flight): {fields_s:,.0f} fields/s")
+                twins = [f"w{i}" for i in range(100)]
+                await create(node.stub, twins)
+                p50, p99 = await watch_raw(node, twins, watchers, secs)
+                print(f"{watchers} watchers, 10k changes/s, raw stub: lag p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+                p50, p99, node_kb, own_kb = await watch_sdk(node, sdk, twins, watchers, secs)
+                print(
+                    f"{watchers} watchers, 10k changes/s, SDK watch: lag p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+                )
+                print(f"per idle SDK watch: node RSS {node_kb:.1f} KB, client RSS {own_kb:.1f} KB")
+            blocking.close()
+        finally:
+            await node.close()
+    print(f"(cores: {os.cpu_count()}; client and node share them; threads: {threading.active_count()})")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
