@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from drsdtp.cli_client.render import age, iso, render_document, show_field
+from drsdtp.cli_client.render import age, iso, render_document, render_forecast, show_field
 from drsdtp.cli_client.session import open_client
 from drsdtp.client import AsyncClient, Twin
 from drsdtp.client.types import field_to_python
@@ -167,6 +167,8 @@ class ClientCommands:
                 for f in doc.get("fields", [])
             ]
             console.table(["field", "status", "quality", "reasons"], rows)
+        elif query.kind == "forecast":
+            render_forecast(doc, console)
         else:
             console.line(f"{query.twin_id}: {query.kind}")
             render_document(doc, console, "  ")

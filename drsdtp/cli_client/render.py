@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from drsdtp.client.types import Field, Value
-from drsdtp.console import Console, format_cell
+from drsdtp.console import Console, format_cell, render_table
 
-__all__ = ["age", "iso", "render_document", "show_value"]
+__all__ = ["age", "iso", "render_document", "render_forecast", "show_field", "show_value"]
 
 _SERIES_SHOWN = 6  # a list of numbers longer than this is summarised
 
@@ -69,7 +69,7 @@ def _table(items: Sequence[Any]) -> tuple[list[str], list[list[object]]] | None:
         row: list[object] = []
         for k in keys:
             v = item.get(k)
-            if isinstance(v, Mapping):
+            if isinstance(v, Mapping) or (isinstance(v, list) and any(isinstance(x, Mapping) for x in v)):
                 return None
             row.append(_series(v) if isinstance(v, list) and _numbers(v) else v)
             if isinstance(row[-1], list):
@@ -93,15 +93,46 @@ def render_document(doc: Any, console: Console, indent: str = "") -> None:
         elif isinstance(value, list) and (table := _table(value)) is not None:
             console.line(f"{indent}{key}:")
             headers, rows = table
-            for line in _lines(console, headers, rows):
+            for line in render_table(headers, rows).splitlines():
                 console.line(f"{indent}  {line}")
+        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            console.line(f"{indent}{key}:")
+            for item in value:
+                console.line(f"{indent}  -")
+                render_document(item, console, indent + "    ")
         elif isinstance(value, list):
             console.line(f"{indent}{key}: {', '.join(format_cell(v) for v in value) or '(none)'}")
         else:
             console.line(f"{indent}{key}: {format_cell(value)}")
 
 
-def _lines(console: Console, headers: list[str], rows: list[list[object]]) -> list[str]:
-    from drsdtp.console import render_table
+def _interval(h: Mapping[str, Any]) -> str:
+    value, lower, upper = h.get("value"), h.get("lower"), h.get("upper")
+    if value is None:
+        return "-"
+    if lower is None or upper is None:
+        return f"{value:.4g}"
+    return f"{value:.4g} [{lower:.4g}, {upper:.4g}]"
 
-    return render_table(headers, rows).splitlines()
+
+def render_forecast(doc: Mapping[str, Any], console: Console) -> None:
+    """A forecast as a table of fields by horizon (value [lower, upper]), then what it warns of."""
+    forecasts = [f for f in doc.get("forecasts", []) if isinstance(f, Mapping)]
+    horizons = sorted({h.get("horizon_min") for f in forecasts for h in f.get("horizons") or []} - {None})
+    rows = []
+    for f in forecasts:
+        by = {h.get("horizon_min"): h for h in f.get("horizons") or []}
+        cells = [_interval(by[m]) if m in by else "-" for m in horizons]
+        refused = f.get("refused")
+        rows.append([f.get("field"), f.get("method"), f.get("value_now"), *cells, refused or ""])
+    headers = ["field", "method", "now", *(f"+{m:g} min" for m in horizons), "refused"]
+    console.table(headers, rows, title=f"{doc.get('twin')}: forecast")
+    for f in forecasts:
+        for c in f.get("crossings") or []:
+            if isinstance(c, Mapping) and c.get("eta_min") is not None:
+                console.line(f"{f.get('field')}: {c.get('message')}")
+        for r in f.get("risks") or []:
+            if isinstance(r, Mapping):
+                console.line(f"{f.get('field')}: risk {r.get('name')} ({r.get('score')}): {r.get('detail')}")
+        if f.get("maintenance"):
+            console.line(f"{f.get('field')}: maintenance: {f.get('maintenance')}")

@@ -29,9 +29,9 @@ def wait_ready(node: ApiNode, limit_s: float = 60) -> None:
                 time.sleep(0.2)
 
 
-def started(root: Path, name: str = "sdk") -> ApiNode:
+def started(root: Path, name: str = "sdk", extra: str = "") -> ApiNode:
     node = ApiNode(name, root)
-    node.configure({})
+    node.configure({}, extra)
     node.spawn()
     wait_ready(node)
     return node

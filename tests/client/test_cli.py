@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from drsdtp.client import Client
+from tests.client.conftest import started
 from tests.ingest.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,3 +174,26 @@ DAEMON = {
     "kernels",
     "models",
 }
+
+
+PLANT = '[[adapters]]\ntype = "simulated"\nname = "plant"\nrooms = 1\nseed = 1\ndt_s = 10.0\nspeedup = 50.0\n'
+
+
+def test_insight_prints_text_unless_asked_for_json(tmp_path: Path) -> None:
+    node = started(tmp_path, "plant", PLANT)
+    target = f"127.0.0.1:{node.api_port}"
+    try:
+        deadline = time.monotonic() + 60
+        while (forecast := drsdtp(target, "insight", "room-1", "forecast")).returncode != 0:
+            assert "no intelligence pass has run yet" in forecast.stderr, forecast.stderr
+            assert time.monotonic() < deadline, "no intelligence pass in time"
+            time.sleep(0.5)
+        text = ok(forecast)
+        assert text.startswith("room-1: forecast\nFIELD") and "+5 MIN" in text and "temp_1" in text
+        assert "{" not in text and len(text.splitlines()) < 30
+        doc = json.loads(ok(drsdtp(target, "insight", "room-1", "forecast", "--json")))
+        assert {f["field"] for f in doc["forecasts"]} >= {"temp_1", "humidity"}
+        whatif = ok(drsdtp(target, "insight", "room-1", "whatif", "--scenario", "fan off"))
+        assert "trajectories:" in whatif and "{" not in whatif and "61 values" in whatif
+    finally:
+        node.stop()
