@@ -10,18 +10,21 @@
    (100 twins x 40 fields): fields/s, raw vs SDK. Goal >= 500k/s.
 3. 100 watchers while a writer changes 10k fields/s (100 twins every 10 ms; the value is the send time):
    delivery lag p50/p99, raw streams vs SDK watches. Goal p99 <= 20 ms.
-4. memory per idle watcher: the node's RSS per idle SDK watch (goal <= 64 KB), and the client's own.
+4. memory per idle watcher: the node's RSS per idle SDK watch (goal <= 64 KB), and the client's own
+   (RSS, and the Python heap by tracemalloc).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -164,10 +167,9 @@ async def watch_raw(node: Node, twins: list[str], count: int, seconds: float) ->
 
 async def watch_sdk(
     node: Node, sdk: AsyncClient, twins: list[str], count: int, seconds: float
-) -> tuple[float, float, float, float]:
+) -> tuple[float, float]:
     lags: list[float] = []
     stop = asyncio.Event()
-    node_before, own_before = rss_kb(node.proc.pid), rss_kb(os.getpid())
     watches: list[Watch] = [sdk.watch(prefix="w", fields=["sent"]) for _ in range(count)]
 
     async def read(watch: Watch) -> None:
@@ -179,16 +181,34 @@ async def watch_sdk(
                     lags.append(now - sent)
 
     readers = [asyncio.create_task(read(w)) for w in watches]
-    await asyncio.sleep(2)  # snapshots done: the watches are idle
-    node_kb = (rss_kb(node.proc.pid) - node_before) / count
-    own_kb = (rss_kb(os.getpid()) - own_before) / count
+    await asyncio.sleep(2)
     await drive(node, twins, seconds)
     stop.set()
     for w in watches:
         await w.aclose()
     await asyncio.gather(*readers, return_exceptions=True)
-    p50, p99 = pct(lags)
-    return p50, p99, node_kb, own_kb
+    return pct(lags)
+
+
+async def idle_memory(node: Node, sdk: AsyncClient, count: int) -> tuple[float, float, float]:
+    """KB per idle SDK watch (each received its one-twin snapshot, then nothing): the node's RSS, this
+    process's RSS, and the Python heap of this process (tracemalloc)."""
+    await create(node.stub, ["idle"])
+    gc.collect()
+    node_before, own_before = rss_kb(node.proc.pid), rss_kb(os.getpid())
+    tracemalloc.start()
+    heap_before = tracemalloc.get_traced_memory()[0]
+    watches = [sdk.watch(["idle"]) for _ in range(count)]
+    await asyncio.gather(*(anext(w) for w in watches))  # every stream open and its snapshot read
+    await asyncio.sleep(1)
+    gc.collect()
+    heap = (tracemalloc.get_traced_memory()[0] - heap_before) / count / 1024
+    tracemalloc.stop()
+    node_kb = (rss_kb(node.proc.pid) - node_before) / count
+    own_kb = (rss_kb(os.getpid()) - own_before) / count
+    for w in watches:
+        await w.aclose()
+    return node_kb, own_kb, heap
 
 
 async def main() -> None:
@@ -211,11 +231,16 @@ async def main() -> None:
                 await create(node.stub, twins)
                 p50, p99 = await watch_raw(node, twins, watchers, secs)
                 print(f"{watchers} watchers, 10k changes/s, raw stub: lag p50 {p50:.1f} ms, p99 {p99:.1f} ms")
-                p50, p99, node_kb, own_kb = await watch_sdk(node, sdk, twins, watchers, secs)
+                p50, p99 = await watch_sdk(node, sdk, twins, watchers, secs)
                 print(
                     f"{watchers} watchers, 10k changes/s, SDK watch: lag p50 {p50:.1f} ms, p99 {p99:.1f} ms"
                 )
-                print(f"per idle SDK watch: node RSS {node_kb:.1f} KB, client RSS {own_kb:.1f} KB")
+                idle = 50 if args.quick else 190  # the node admits 200 streams (bench_api_write's config)
+                node_kb, own_kb, heap_kb = await idle_memory(node, sdk, idle)
+                print(
+                    f"per idle SDK watch ({idle} open): node RSS {node_kb:.1f} KB; "
+                    f"client RSS {own_kb:.1f} KB, of which Python heap {heap_kb:.1f} KB"
+                )
             blocking.close()
         finally:
             await node.close()
