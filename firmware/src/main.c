@@ -275,8 +275,10 @@ int main(void) {
     proto_rx_init(&rx);
     uint8_t overruns_seen = 0;
     for (;;) {
-        if (!halting)
-            wdt_reset(); /* a reset command stops feeding it: the watchdog resets the board */
+        if (halting && tx_head == tx_tail)
+            for (;;)
+                ; /* the reset command, once its ack is out: a hung loop, which the watchdog resets */
+        wdt_reset();
         while (rx_tail != rx_head) {
             char c = (char)rx_buf[rx_tail];
             rx_tail = (uint8_t)((rx_tail + 1) % RX_SIZE);

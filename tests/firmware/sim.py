@@ -12,7 +12,7 @@ import tty
 from pathlib import Path
 from typing import Any
 
-from drsdtp.adapters.payloads import DEFAULT_LIMITS
+from drsdtp.adapters.payloads import DEFAULT_LIMITS, PayloadError
 from drsdtp.adapters.serial_line import Frame, command_line, parse_line
 
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
@@ -114,6 +114,7 @@ class Line:
         self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
         tty.setraw(self.fd, termios.TCSANOW)  # not TCSAFLUSH: what the board sent before is kept
         self._buf = b""
+        self.corrupt = 0
 
     def write(self, data: bytes) -> None:
         os.write(self.fd, data)
@@ -140,7 +141,11 @@ class Line:
         seen: list[Frame] = []
         deadline = time.monotonic() + limit_s
         while True:
-            frame = self.frame(max(0.1, deadline - time.monotonic()))
+            try:
+                frame = self.frame(max(0.1, deadline - time.monotonic()))
+            except PayloadError:  # a line a reset cut short: the node drops it too (counted as corrupt)
+                self.corrupt += 1
+                continue
             fields = {**frame.readings, **frame.info}
             if frame.kind == kind and all(k in fields and fields[k] == v for k, v in info.items()):
                 return frame, seen

@@ -174,4 +174,4 @@ def test_the_watchdog_resets_a_board_that_stops_its_loop(board: tuple[SimBoard, 
     line.until("ack", id="w1")
     boot, before = line.until("boot")
     assert boot.info["reset"] == "watchdog"
-    assert len(before) <= 2  # it hung: at most a reading or two went out before the watchdog fired
+    assert len(before) <= 1  # it hung once the ack was out (a reading due meanwhile may go out too)
