@@ -62,6 +62,7 @@ from drsdtp.node_commands import (
     TwinsQuery,
     load_commands,
 )
+from drsdtp.rules import cli as rules_cli
 
 __all__ = ["build_parser", "main", "parse_time", "setup_logging"]
 
@@ -286,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--actor", default=_default_actor(), help="who asks, for the audit trail (default: %(default)s)"
         )
+
+    rules_cli.add_parsers(client, actor)
 
     p = client("snapshot", "take a checksummed snapshot of a twin, for rollback")
     p.add_argument("twin_id", metavar="TWIN")
@@ -517,6 +520,18 @@ def _cmd_anomalies(args: argparse.Namespace, commands: Commands, console: Consol
     return _run_client(args, lambda target: intel_cli.run_anomalies(target, args, console))
 
 
+def _cmd_alarms(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    return _run_client(args, lambda target: rules_cli.run_alarms(target, args, console))
+
+
+def _cmd_ack(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    return _run_client(args, lambda target: rules_cli.run_ack(target, args, console))
+
+
+def _cmd_rules(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    return _run_client(args, lambda target: rules_cli.run_rules(target, args, console))
+
+
 def _cmd_export(args: argparse.Namespace, commands: Commands, console: Console) -> int:
     output = None if args.output == "-" else Path(args.output)
     request = ExportRequest(output=output, format=args.format, prefix=args.prefix, history=args.history)
@@ -589,6 +604,7 @@ def _cmd_check_config(args: argparse.Namespace, commands: Commands, console: Con
     config, overrides = load_config_with_overrides(path, {} if args.no_env else None)
     problems = [] if args.skip_files else check_files(config)
     problems.extend(commands.check_plugins(config))
+    problems.extend(rules_cli.check_config(config))
     for problem in problems:
         console.error(str(problem))
     if problems:
@@ -612,6 +628,10 @@ def _cmd_check_config(args: argparse.Namespace, commands: Commands, console: Con
         console.line()
         rules = [(r.match, r.model, r.scope or config.scopes[0]) for r in config.twins]
         console.table(("match", "model", "scope"), rules, title="Twin rules")
+    if config.rules:
+        console.line()
+        header = ("rule", "twins", "when", "for", "alarm", "actions")
+        console.table(header, rules_cli.rules_table(config), title="Rules")
     return EXIT_OK
 
 
@@ -696,6 +716,9 @@ _HANDLERS: Final[dict[str, Callable[[argparse.Namespace, Commands, Console], int
     "status": _cmd_status,
     "insight": _cmd_insight,
     "anomalies": _cmd_anomalies,
+    "alarms": _cmd_alarms,
+    "ack": _cmd_ack,
+    "rules": _cmd_rules,
     "twins": _cmd_twins,
     "get": _cmd_get,
     "history": _cmd_history,

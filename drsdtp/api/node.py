@@ -21,6 +21,7 @@ from drsdtp.intelligence.anomalies import AnomalyRecord
 from drsdtp.intelligence.results import TwinHealth
 from drsdtp.models import AssetModel
 from drsdtp.recovery import QuarantineEntry, RecoveryLedger
+from drsdtp.rules.ops import AlertingOps
 
 __all__ = [
     "AnomalyReader",
@@ -158,6 +159,11 @@ class NodeApi(Protocol):
     def insight(self, twin_id: str, kind: str, params: dict[str, Any]) -> dict[str, Any]: ...
     @property
     def anomalies(self) -> AnomalyReader: ...
+    @property
+    def alerting(self) -> AlertingOps:
+        """Rules and alarms (:mod:`drsdtp.rules.ops`)."""
+        ...
+
     def health_view(self, twins: Sequence[str], model: str) -> list[TwinHealth]:
         """Health from the last intelligence pass, no forecast (every judged twin when ``twins`` is empty)."""
         ...

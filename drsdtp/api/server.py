@@ -20,6 +20,7 @@ from drsdtp.api.guard import ApiGuard
 from drsdtp.api.idempotency import IdempotencyStore
 from drsdtp.api.node import NodeApi
 from drsdtp.api.services import Unary, unary_methods
+from drsdtp.api.services.alarms import AlarmStreams
 from drsdtp.api.services.intel import AnomalyStreams
 from drsdtp.api.services.watch import WatchService
 from drsdtp.api.watch_limits import WatchGate, WatchLimits
@@ -60,7 +61,10 @@ def service_handler(
     """Every method of the service, from the proto's own list (a method without an implementation is a
     bug caught at start, not a call that fails later)."""
     unary = unary_methods(node, keys)
-    streams = {"WatchAnomalies": AnomalyStreams(node, watches.gate).serve}
+    streams = {
+        "WatchAnomalies": AnomalyStreams(node, watches.gate).serve,
+        "WatchAlarms": AlarmStreams(node, watches.gate).serve,
+    }
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in SERVICE.methods:
         request, reply = _message(method.input_type.name), _message(method.output_type.name)

@@ -4,6 +4,7 @@ notification outbox and the rule service from narrow parts of the node and regis
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -12,14 +13,15 @@ import numpy as np
 import numpy.typing as npt
 
 from drsdtp.alarms.book import AlarmBook
-from drsdtp.alarms.record import AlarmState
+from drsdtp.alarms.record import ALARM_PREFIX, AlarmRecord, AlarmState
 from drsdtp.config import NodeConfig
 from drsdtp.errors import ConfigError, DrsdtpError
 from drsdtp.notify.service import NotifyService
 from drsdtp.notify.targets import NotifyTarget, parse_targets
 from drsdtp.rules.inputs import StoreSource
+from drsdtp.rules.ops import RulesSummary, RuleView
 from drsdtp.rules.service import RuleService
-from drsdtp.rules.spec import RuleSpec, parse_rules
+from drsdtp.rules.spec import ActionSpec, RuleSpec, parse_rules
 from drsdtp.supervisor import Backoff
 
 if TYPE_CHECKING:
@@ -98,6 +100,20 @@ class EngineInsights:
         return np.where(np.isnan(out), np.inf, out)
 
 
+def _describe(action: ActionSpec) -> str:
+    if action.type == "notify":
+        what = action.target
+    elif action.type == "command":
+        value = action.value_expr.source if action.value_expr is not None else action.value
+        what = f"{action.action} {value if value is not None else ''}".rstrip()
+    elif action.type == "set_desired":
+        value = action.value_expr.source if action.value_expr is not None else action.value
+        what = f"{action.field} = {value}"
+    else:
+        what = f"{action.adapter} every {action.interval_s:g}s"
+    return f"{action.on}: {action.type} {what}"
+
+
 class Alerting:
     """The node's rules, alarms and notifications (built from the config at start)."""
 
@@ -106,7 +122,9 @@ class Alerting:
         spec = parse_alerting(config)
         settings = config.alerting
         store = node.store
-        self.alarms = AlarmBook(store, node.commit, node_id=config.node_id, max_alarms=settings.max_alarms)
+        self.alarm_book = AlarmBook(
+            store, node.commit, node_id=config.node_id, max_alarms=settings.max_alarms
+        )
         self.notify = NotifyService(
             spec.targets,
             config.data_dir / "notify" / "outbox",
@@ -117,11 +135,11 @@ class Alerting:
         intel = node.intelligence
         insights = EngineInsights(lambda: intel.engine if intel.models else None)
         self.source = StoreSource(store, insights, config.intelligence.time_scale)
-        self.rules = RuleService(
+        self.rule_service = RuleService(
             spec.rules,
             store=store,
             commit=node.commit,
-            alarms=self.alarms,
+            alarms=self.alarm_book,
             source=self.source,
             period_s=settings.period_s,
             node_id=config.node_id,
@@ -132,12 +150,46 @@ class Alerting:
         )
         self._register_metrics(node)
 
+    # ----- the AlertingOps of the API (drsdtp.rules.ops) ------------------------------------------------
+
+    def alarms(self, *, active: bool, twin: str, rule: str, limit: int) -> tuple[list[AlarmRecord], int]:
+        found = self.alarm_book.list(active=active, twin=twin, rule=rule, limit=1 << 62)
+        return found[:limit], len(found)
+
+    def alarm(self, alarm: str) -> AlarmRecord | None:
+        return self.alarm_book.get(alarm)
+
+    def is_alarm_twin(self, twin: str) -> str | None:
+        return twin[len(ALARM_PREFIX) :] if twin.startswith(ALARM_PREFIX) else None
+
+    async def acknowledge(self, alarm: str, actor: str, reason: str) -> AlarmRecord:
+        return await self.alarm_book.acknowledge(alarm, actor, reason)
+
+    def rules(self) -> RulesSummary:
+        service = self.rule_service
+        now_mono, now_wall = time.monotonic(), time.time()
+        views = []
+        for st in service.engine.status:
+            r = st.spec
+            held = st.held_until > now_mono
+            views.append(
+                RuleView(
+                    name=r.name, twins=r.twins, when=r.when.source, for_s=r.for_s,
+                    clear_when=r.clear_when.source if r.clear_when is not None else "",
+                    deadband=r.deadband, severity=r.severity, alarm=r.alarm, enabled=r.enabled,
+                    actions=tuple(_describe(a) for a in r.actions), matched=st.twins, active=st.active,
+                    fired=st.fired, cleared=st.cleared, errors=st.errors, last_error=st.last_error,
+                    suspended_until_ms=int((now_wall + st.held_until - now_mono) * 1000) if held else 0,
+                )
+            )  # fmt: skip
+        return RulesSummary(views, service.stats.passes, service.stats.last_pass_s, service.period_s)
+
     def services(self) -> list[Any]:
         """In start order: the outbox's workers before the rules that fill it."""
-        return [self.notify, self.rules]
+        return [self.notify, self.rule_service]
 
     def _register_metrics(self, node: Node) -> None:
-        m, rules, alarms, notify = node.metrics, self.rules, self.alarms, self.notify
+        m, rules, alarms, notify = node.metrics, self.rule_service, self.alarm_book, self.notify
         m.add_counter("drsdtp_rule_passes", "Rule evaluation passes.", lambda: rules.stats.passes)
         m.add_gauge(
             "drsdtp_rule_pass_seconds", "Duration of the last rule pass.", lambda: rules.stats.last_pass_s

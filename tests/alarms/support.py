@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
+
 from drsdtp.alarms.record import AlarmRecord, alarm_id, alarm_twin, record_from_fields
 from drsdtp.client import field_to_python
 from drsdtp.wire.v1 import api_pb2
@@ -31,3 +34,13 @@ def rule_config(extra: str = "") -> str:
         '[[rules]]\nname = "tank-high"\ntwins = "tank-*"\nwhen = "level > 80"\nfor = "1s"\n'
         'deadband = 5.0\nseverity = "major"\nmessage = "tank level high"\n' + extra
     )
+
+
+async def run_cli(*args: str) -> tuple[int, str, str]:
+    """``drsdtp ARGS`` as a real process: (exit status, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "drsdtp", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

@@ -1,16 +1,19 @@
 """Rules and alarms with real node processes: a rule raises its alarm only after `for`, holds it through
 the deadband and clears it past; both nodes of a pair evaluate the rule, and the alarm they both raise is
-one record with one episode on each."""
+one record with one episode on each; an acknowledgement over the CLI replicates and is streamed."""
 
 from __future__ import annotations
 
+import json
 import pathlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
+import grpc
 import pytest
 
-from drsdtp.alarms.record import AlarmState
-from tests.alarms.support import alarm_of, report, rule_config
+from drsdtp.alarms.record import AlarmState, alarm_id
+from drsdtp.wire.v1 import api_pb2
+from tests.alarms.support import alarm_of, report, rule_config, run_cli
 from tests.api.nodes import ApiNode, Cluster, eventually
 
 pytestmark = pytest.mark.integration
@@ -70,3 +73,48 @@ async def test_raise_after_for_hysteresis_and_one_alarm_across_nodes(pair: Clust
         await eventually(cleared, 30, "the alarm cleared")
     final = await alarm_of(a, "tank-high", "tank-1")
     assert final is not None and final.count == 1 and final.cleared is not None
+
+
+async def test_ack_over_the_cli_replicates_and_the_watch_sees_it(pair: Cluster) -> None:
+    a, b = pair.nodes["a"], pair.nodes["b"]
+    async with b.stub() as stub:
+        watch = stub.WatchAlarms(api_pb2.WatchAlarmsRequest(twin_id="tank-9"))
+        await a.call("Write", report("tank-9", create=True, level=99.0))
+
+        async def listed() -> bool:
+            reply = await b.call("ListAlarms", api_pb2.ListAlarmsRequest(active=True, twin_id="tank-9"))
+            return len(reply.alarms) == 1
+
+        await eventually(listed, 30, "b lists the alarm")
+        alarm = alarm_id("tank-high", "tank-9")
+        cli = ["ack", alarm, "--api", f"127.0.0.1:{a.api_port}"]
+        code, out, err = await run_cli(*cli, "-m", "on it", "--actor", "ops-anna")
+        assert code == 0, err
+        assert "acknowledged by ops-anna" in out
+        code, out, err = await run_cli(*cli, "-m", "twice")
+        assert code != 0 and "already acknowledged by ops-anna" in err
+
+        states = []
+        async for change in watch:
+            assert change.id == alarm
+            states.append(change.state)
+            if change.state == "acknowledged":
+                assert (change.acked_by, change.ack_reason) == ("ops-anna", "on it")
+                break
+        assert states[0] == "active"
+        watch.cancel()
+
+    code, out, err = await run_cli("alarms", "--json", "--api", f"127.0.0.1:{b.api_port}")
+    assert code == 0, err
+    (doc,) = [d for d in json.loads(out) if d["twin"] == "tank-9"]
+    assert (doc["state"], doc["acked_by"], doc["count"]) == ("acknowledged", "ops-anna", 1)
+    unknown = await _code(b.call("AcknowledgeAlarm", api_pb2.AcknowledgeAlarmRequest(alarm_id="nope")))
+    assert unknown == grpc.StatusCode.NOT_FOUND
+
+
+async def _code(call: Awaitable[object]) -> grpc.StatusCode | None:
+    try:
+        await call
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    return None

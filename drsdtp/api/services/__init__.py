@@ -11,6 +11,7 @@ from typing import Any
 from drsdtp.api.idempotency import IdempotencyStore
 from drsdtp.api.node import NodeApi
 from drsdtp.api.services.admin import AdminService
+from drsdtp.api.services.alarms import AlarmService
 from drsdtp.api.services.intel import IntelService
 from drsdtp.api.services.read import ReadService
 from drsdtp.api.services.write import WriteService
@@ -24,6 +25,7 @@ def unary_methods(node: NodeApi, keys: IdempotencyStore) -> dict[str, Unary]:
     """Every unary method of ``drsdtp.wire.v1.TwinApi`` by its name in the proto."""
     read, admin, write = ReadService(node), AdminService(node), WriteService(node, keys)
     intel = IntelService(node)
+    alarms = AlarmService(node)
     return {
         "Status": read.status,
         "ListTwins": read.list_twins,
@@ -42,4 +44,7 @@ def unary_methods(node: NodeApi, keys: IdempotencyStore) -> dict[str, Unary]:
         "AcceptRecovery": admin.accept_recovery,
         "ListAnomalies": intel.list_anomalies,
         "Health": intel.health,
+        "ListAlarms": alarms.list_alarms,
+        "AcknowledgeAlarm": alarms.acknowledge_alarm,
+        "ListRules": alarms.list_rules,
     }

@@ -2001,3 +2001,297 @@ class HealthReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HealthReply: _TypeAlias = HealthReply  # noqa: Y015
+
+@_typing.final
+class ListAlarmsRequest(_message.Message):
+    """----- (rules) rules and alarms ---------------------------------------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    TWIN_ID_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    active: _builtins.bool
+    """Only alarms not cleared."""
+    twin_id: _builtins.str
+    rule: _builtins.str
+    limit: _builtins.int
+    """At most this many (0: 100)."""
+    def __init__(
+        self,
+        *,
+        active: _builtins.bool = ...,
+        twin_id: _builtins.str = ...,
+        rule: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "limit", b"limit", "rule", b"rule", "twin_id", b"twin_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAlarmsRequest: _TypeAlias = ListAlarmsRequest  # noqa: Y015
+
+@_typing.final
+class ListAlarmsReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALARMS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    """Matching alarms before the limit."""
+    @_builtins.property
+    def alarms(self) -> _containers.RepeatedCompositeFieldContainer[Global___Alarm]: ...
+    def __init__(
+        self,
+        *,
+        alarms: _abc.Iterable[Global___Alarm] | None = ...,
+        total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarms", b"alarms", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAlarmsReply: _TypeAlias = ListAlarmsReply  # noqa: Y015
+
+@_typing.final
+class WatchAlarmsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    TWIN_ID_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    active: _builtins.bool
+    """Only alarms not cleared in the initial listing (changes are all sent)."""
+    twin_id: _builtins.str
+    rule: _builtins.str
+    def __init__(
+        self,
+        *,
+        active: _builtins.bool = ...,
+        twin_id: _builtins.str = ...,
+        rule: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "rule", b"rule", "twin_id", b"twin_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchAlarmsRequest: _TypeAlias = WatchAlarmsRequest  # noqa: Y015
+
+@_typing.final
+class Alarm(_message.Message):
+    """One alarm: a rule's on one twin. Its id is derived from both, the same on every node."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    TWIN_ID_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_MS_FIELD_NUMBER: _builtins.int
+    RAISED_MS_FIELD_NUMBER: _builtins.int
+    LAST_MS_FIELD_NUMBER: _builtins.int
+    RAISED_BY_FIELD_NUMBER: _builtins.int
+    ACKED_BY_FIELD_NUMBER: _builtins.int
+    ACKED_MS_FIELD_NUMBER: _builtins.int
+    ACK_REASON_FIELD_NUMBER: _builtins.int
+    CLEARED_MS_FIELD_NUMBER: _builtins.int
+    CLEARED_BY_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    rule: _builtins.str
+    twin_id: _builtins.str
+    severity: _builtins.str
+    """critical, major, minor, warning or info."""
+    message: _builtins.str
+    state: _builtins.str
+    """"active" (not acknowledged), "acknowledged" or "cleared": its current episode's state."""
+    count: _builtins.int
+    """Episodes: how many times it was raised."""
+    first_ms: _builtins.int
+    raised_ms: _builtins.int
+    """This episode's raise, and when its condition was last seen (raise or clear)."""
+    last_ms: _builtins.int
+    raised_by: _builtins.str
+    acked_by: _builtins.str
+    acked_ms: _builtins.int
+    ack_reason: _builtins.str
+    cleared_ms: _builtins.int
+    cleared_by: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        rule: _builtins.str = ...,
+        twin_id: _builtins.str = ...,
+        severity: _builtins.str = ...,
+        message: _builtins.str = ...,
+        state: _builtins.str = ...,
+        count: _builtins.int = ...,
+        first_ms: _builtins.int = ...,
+        raised_ms: _builtins.int = ...,
+        last_ms: _builtins.int = ...,
+        raised_by: _builtins.str = ...,
+        acked_by: _builtins.str = ...,
+        acked_ms: _builtins.int = ...,
+        ack_reason: _builtins.str = ...,
+        cleared_ms: _builtins.int = ...,
+        cleared_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_reason", b"ack_reason", "acked_by", b"acked_by", "acked_ms", b"acked_ms", "cleared_by", b"cleared_by", "cleared_ms", b"cleared_ms", "count", b"count", "first_ms", b"first_ms", "id", b"id", "last_ms", b"last_ms", "message", b"message", "raised_by", b"raised_by", "raised_ms", b"raised_ms", "rule", b"rule", "severity", b"severity", "state", b"state", "twin_id", b"twin_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Alarm: _TypeAlias = Alarm  # noqa: Y015
+
+@_typing.final
+class AcknowledgeAlarmRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALARM_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    alarm_id: _builtins.str
+    actor: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        alarm_id: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "alarm_id", b"alarm_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcknowledgeAlarmRequest: _TypeAlias = AcknowledgeAlarmRequest  # noqa: Y015
+
+@_typing.final
+class ListRulesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRulesRequest: _TypeAlias = ListRulesRequest  # noqa: Y015
+
+@_typing.final
+class RuleInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TWINS_FIELD_NUMBER: _builtins.int
+    WHEN_FIELD_NUMBER: _builtins.int
+    FOR_S_FIELD_NUMBER: _builtins.int
+    CLEAR_WHEN_FIELD_NUMBER: _builtins.int
+    DEADBAND_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    ALARM_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    MATCHED_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    FIRED_FIELD_NUMBER: _builtins.int
+    CLEARED_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    SUSPENDED_UNTIL_MS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    when: _builtins.str
+    for_s: _builtins.float
+    clear_when: _builtins.str
+    deadband: _builtins.float
+    severity: _builtins.str
+    alarm: _builtins.bool
+    enabled: _builtins.bool
+    matched: _builtins.int
+    """Twins it matches on this node, and of those where it is active."""
+    active: _builtins.int
+    fired: _builtins.int
+    cleared: _builtins.int
+    errors: _builtins.int
+    last_error: _builtins.str
+    suspended_until_ms: _builtins.int
+    """Set aside after an error until this wall-clock time (0: evaluated)."""
+    @_builtins.property
+    def twins(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def actions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One line per action: "raise: notify ops"."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        twins: _abc.Iterable[_builtins.str] | None = ...,
+        when: _builtins.str = ...,
+        for_s: _builtins.float = ...,
+        clear_when: _builtins.str = ...,
+        deadband: _builtins.float = ...,
+        severity: _builtins.str = ...,
+        alarm: _builtins.bool = ...,
+        enabled: _builtins.bool = ...,
+        actions: _abc.Iterable[_builtins.str] | None = ...,
+        matched: _builtins.int = ...,
+        active: _builtins.int = ...,
+        fired: _builtins.int = ...,
+        cleared: _builtins.int = ...,
+        errors: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+        suspended_until_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "active", b"active", "alarm", b"alarm", "clear_when", b"clear_when", "cleared", b"cleared", "deadband", b"deadband", "enabled", b"enabled", "errors", b"errors", "fired", b"fired", "for_s", b"for_s", "last_error", b"last_error", "matched", b"matched", "name", b"name", "severity", b"severity", "suspended_until_ms", b"suspended_until_ms", "twins", b"twins", "when", b"when"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RuleInfo: _TypeAlias = RuleInfo  # noqa: Y015
+
+@_typing.final
+class ListRulesReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULES_FIELD_NUMBER: _builtins.int
+    PASSES_FIELD_NUMBER: _builtins.int
+    LAST_PASS_S_FIELD_NUMBER: _builtins.int
+    PERIOD_S_FIELD_NUMBER: _builtins.int
+    passes: _builtins.int
+    last_pass_s: _builtins.float
+    period_s: _builtins.float
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RuleInfo]: ...
+    def __init__(
+        self,
+        *,
+        rules: _abc.Iterable[Global___RuleInfo] | None = ...,
+        passes: _builtins.int = ...,
+        last_pass_s: _builtins.float = ...,
+        period_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_pass_s", b"last_pass_s", "passes", b"passes", "period_s", b"period_s", "rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRulesReply: _TypeAlias = ListRulesReply  # noqa: Y015

@@ -129,6 +129,26 @@ class TwinApiStub:
                 request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.HealthRequest.SerializeToString,
                 response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.HealthReply.FromString,
                 _registered_method=True)
+        self.ListAlarms = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/ListAlarms',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListAlarmsRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListAlarmsReply.FromString,
+                _registered_method=True)
+        self.WatchAlarms = channel.unary_stream(
+                '/drsdtp.wire.v1.TwinApi/WatchAlarms',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.WatchAlarmsRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.Alarm.FromString,
+                _registered_method=True)
+        self.AcknowledgeAlarm = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/AcknowledgeAlarm',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.AcknowledgeAlarmRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.Alarm.FromString,
+                _registered_method=True)
+        self.ListRules = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/ListRules',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListRulesRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListRulesReply.FromString,
+                _registered_method=True)
 
 
 class TwinApiServicer:
@@ -277,6 +297,34 @@ class TwinApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAlarms(self, request, context):
+        """(rules) Alarms raised by the node's rules ([[rules]]): replicated, one per rule and twin, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchAlarms(self, request, context):
+        """(rules) The matching alarms, then each change of one (raised, acknowledged, cleared) as it happens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcknowledgeAlarm(self, request, context):
+        """(rules) Acknowledges an alarm's current episode (recorded in the alarm with the actor and reason).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRules(self, request, context):
+        """(rules) The rules of this node with what they matched, fired and the last error of each.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TwinApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -374,6 +422,26 @@ def add_TwinApiServicer_to_server(servicer, server):
                     servicer.Health,
                     request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.HealthRequest.FromString,
                     response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.HealthReply.SerializeToString,
+            ),
+            'ListAlarms': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlarms,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListAlarmsRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListAlarmsReply.SerializeToString,
+            ),
+            'WatchAlarms': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAlarms,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.WatchAlarmsRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.Alarm.SerializeToString,
+            ),
+            'AcknowledgeAlarm': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcknowledgeAlarm,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.AcknowledgeAlarmRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.Alarm.SerializeToString,
+            ),
+            'ListRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRules,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListRulesRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListRulesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -889,6 +957,114 @@ class TwinApi:
             '/drsdtp.wire.v1.TwinApi/Health',
             drsdtp_dot_wire_dot_v1_dot_api__pb2.HealthRequest.SerializeToString,
             drsdtp_dot_wire_dot_v1_dot_api__pb2.HealthReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlarms(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/ListAlarms',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.ListAlarmsRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.ListAlarmsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAlarms(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/WatchAlarms',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.WatchAlarmsRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.Alarm.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcknowledgeAlarm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/AcknowledgeAlarm',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.AcknowledgeAlarmRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.Alarm.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/ListRules',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.ListRulesRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.ListRulesReply.FromString,
             options,
             channel_credentials,
             insecure,

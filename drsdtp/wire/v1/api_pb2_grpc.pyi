@@ -92,6 +92,14 @@ class TwinApiStub:
     """(intel: anomaly events) Anomaly events as they are logged; after_seq first sends those logged since."""
     Health: _grpc.UnaryUnaryMultiCallable[_api_pb2.HealthRequest, _api_pb2.HealthReply]
     """(intel: health fast path) Twin health from the last intelligence pass; computes no forecast."""
+    ListAlarms: _grpc.UnaryUnaryMultiCallable[_api_pb2.ListAlarmsRequest, _api_pb2.ListAlarmsReply]
+    """(rules) Alarms raised by the node's rules ([[rules]]): replicated, one per rule and twin, newest first."""
+    WatchAlarms: _grpc.UnaryStreamMultiCallable[_api_pb2.WatchAlarmsRequest, _api_pb2.Alarm]
+    """(rules) The matching alarms, then each change of one (raised, acknowledged, cleared) as it happens."""
+    AcknowledgeAlarm: _grpc.UnaryUnaryMultiCallable[_api_pb2.AcknowledgeAlarmRequest, _api_pb2.Alarm]
+    """(rules) Acknowledges an alarm's current episode (recorded in the alarm with the actor and reason)."""
+    ListRules: _grpc.UnaryUnaryMultiCallable[_api_pb2.ListRulesRequest, _api_pb2.ListRulesReply]
+    """(rules) The rules of this node with what they matched, fired and the last error of each."""
 
 @_typing.type_check_only
 class TwinApiAsyncStub(TwinApiStub):
@@ -151,6 +159,14 @@ class TwinApiAsyncStub(TwinApiStub):
     """(intel: anomaly events) Anomaly events as they are logged; after_seq first sends those logged since."""
     Health: _aio.UnaryUnaryMultiCallable[_api_pb2.HealthRequest, _api_pb2.HealthReply]  # type: ignore[assignment]
     """(intel: health fast path) Twin health from the last intelligence pass; computes no forecast."""
+    ListAlarms: _aio.UnaryUnaryMultiCallable[_api_pb2.ListAlarmsRequest, _api_pb2.ListAlarmsReply]  # type: ignore[assignment]
+    """(rules) Alarms raised by the node's rules ([[rules]]): replicated, one per rule and twin, newest first."""
+    WatchAlarms: _aio.UnaryStreamMultiCallable[_api_pb2.WatchAlarmsRequest, _api_pb2.Alarm]  # type: ignore[assignment]
+    """(rules) The matching alarms, then each change of one (raised, acknowledged, cleared) as it happens."""
+    AcknowledgeAlarm: _aio.UnaryUnaryMultiCallable[_api_pb2.AcknowledgeAlarmRequest, _api_pb2.Alarm]  # type: ignore[assignment]
+    """(rules) Acknowledges an alarm's current episode (recorded in the alarm with the actor and reason)."""
+    ListRules: _aio.UnaryUnaryMultiCallable[_api_pb2.ListRulesRequest, _api_pb2.ListRulesReply]  # type: ignore[assignment]
+    """(rules) The rules of this node with what they matched, fired and the last error of each."""
 
 class TwinApiServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -321,5 +337,37 @@ class TwinApiServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_api_pb2.HealthReply, _abc.Awaitable[_api_pb2.HealthReply]]:
         """(intel: health fast path) Twin health from the last intelligence pass; computes no forecast."""
+
+    @_abc_1.abstractmethod
+    def ListAlarms(
+        self,
+        request: _api_pb2.ListAlarmsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.ListAlarmsReply, _abc.Awaitable[_api_pb2.ListAlarmsReply]]:
+        """(rules) Alarms raised by the node's rules ([[rules]]): replicated, one per rule and twin, newest first."""
+
+    @_abc_1.abstractmethod
+    def WatchAlarms(
+        self,
+        request: _api_pb2.WatchAlarmsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_api_pb2.Alarm], _abc.AsyncIterator[_api_pb2.Alarm]]:
+        """(rules) The matching alarms, then each change of one (raised, acknowledged, cleared) as it happens."""
+
+    @_abc_1.abstractmethod
+    def AcknowledgeAlarm(
+        self,
+        request: _api_pb2.AcknowledgeAlarmRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.Alarm, _abc.Awaitable[_api_pb2.Alarm]]:
+        """(rules) Acknowledges an alarm's current episode (recorded in the alarm with the actor and reason)."""
+
+    @_abc_1.abstractmethod
+    def ListRules(
+        self,
+        request: _api_pb2.ListRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.ListRulesReply, _abc.Awaitable[_api_pb2.ListRulesReply]]:
+        """(rules) The rules of this node with what they matched, fired and the last error of each."""
 
 def add_TwinApiServicer_to_server(servicer: TwinApiServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
