@@ -168,3 +168,17 @@ def test_a_stopped_node_is_unavailable_saying_what_to_check() -> None:
         client.status()
     assert isinstance(info.value, ConnectionError)
     assert "UNAVAILABLE" in str(info.value) and "is the node running" in str(info.value)
+
+
+def test_a_new_watch_starts_with_a_snapshot_after_another_saw_the_change(client: Client) -> None:
+    """The node encodes a change once for every stream: the snapshot that a later stream gets, at the same
+    position, must still say "snapshot" (it once said "local", the cached origin of the other stream)."""
+    client.create("room-snap", model="room", values={"temp_1": 5.0})
+    with client.watch(["room-snap"]) as first:
+        assert next(first).origin == "snapshot"
+        client.report("room-snap", {"temp_1": 6.0})
+        change = next(first)
+    assert change.origin == "local"
+    with client.watch(["room-snap"]) as second:
+        again = next(second)
+    assert (again.origin, again.cursor, again.twin["temp_1"]) == ("snapshot", change.cursor, 6.0)

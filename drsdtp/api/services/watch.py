@@ -61,12 +61,14 @@ class WatchService:
         self._warn = RateLimitedLog(log, "API Watch")
         # One change encoded once for every stream that sends it (bounded; oldest dropped first). A twin
         # that changes again gets a new feed number, so an entry never hides a newer state.
-        self._encoded: dict[tuple[str, int, tuple[str, ...]], bytes | None] = {}
+        self._encoded: dict[tuple[str, str, int, tuple[str, ...]], bytes | None] = {}
         self._encoded_bytes = 0
 
     def encoded(self, twin: str, origin: str, cursor: int, fields: Sequence[str]) -> bytes | None:
         """The change as bytes (None: the twin has none of ``fields``)."""
-        key = (twin, cursor, tuple(fields))
+        # The origin is part of the message: a snapshot's last message carries the cursor of the twin's
+        # latest change, which another stream may have been sent as a "local" or "peer" change.
+        key = (twin, origin, cursor, tuple(fields))
         if cursor and key in self._encoded:
             return self._encoded[key]
         twin_msg = self.twin_message(self.store, twin, fields)
