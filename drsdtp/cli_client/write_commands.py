@@ -136,6 +136,8 @@ async def _cmd_watch(args: argparse.Namespace, target: ApiTarget, console: Conso
         try:
             async with watch:
                 async for change in watch:
+                    if change.twin.twin_id.startswith("_") and change.twin.twin_id not in args.twin_ids:
+                        continue  # the node's own records (membership ...), unless asked for by name
                     text = (
                         json.dumps(_change_doc(change), default=str)
                         if console.json_mode
