@@ -28,6 +28,7 @@ $(STAMPS)/apt:
 	  /usr/lib/avr/include/avr/io.h:avr-libc /usr/include/simavr/sim_avr.h:libsimavr-dev /usr/include/libelf.h:libelf-dev; do \
 	  command -v "$${f%%:*}" >/dev/null || [ -e "$${f%%:*}" ] || need="$$need $${f#*:}"; \
 	done; \
+	compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need="$$need postgresql"; \
 	if [ -n "$$need" ]; then \
 	  echo "apt-get install$$need"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$need >/dev/null; \

@@ -313,6 +313,22 @@ class HistoryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PostgresConfig:
+    """``[postgres]``: stream every reading this node ingests to PostgreSQL (drsdtp.northbound.postgres)."""
+
+    # libpq-style URL or key=value string; keep the password out of the file (PGPASSWORD or ~/.pgpass).
+    dsn: Annotated[str, NonEmpty()]
+    schema: Annotated[str, Name()] = "public"
+    # The local outbox that holds readings while the database is down; past it, `drop_policy` decides.
+    outbox_max_bytes: Annotated[int, Range(1 << 20, 1 << 44)] = 1 << 30
+    drop_policy: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    batch_bytes: Annotated[int, Range(1024, 1 << 30)] = 4 << 20  # outbox bytes per COPY transaction
+    flush_interval_s: Annotated[float, Range(0.01, 3600)] = 1.0
+    connect_timeout_s: Annotated[float, Range(0.1, 600)] = 10.0
+    max_backoff_s: Annotated[float, Range(0.2, 3600)] = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class TwinRule:
     """Twins whose id matches the glob get this model and scope when the node first creates them."""
 
@@ -379,6 +395,7 @@ class NodeConfig:
     limits: LimitsConfig = LimitsConfig()
     wal: WalConfig = WalConfig()
     history: HistoryConfig = HistoryConfig()
+    postgres: PostgresConfig | None = None
     deadletters: DeadLetterConfig = DeadLetterConfig()
     # Raw plugin tables: drsdtp.adapters.build_adapter(raw, key_prefix=f"adapters[{i}]") validates the rest.
     adapters: tuple[PluginTable, ...] = ()
@@ -568,6 +585,11 @@ def _check_node(config: NodeConfig) -> NodeConfig:
         raise ConfigError("commands.default_deadline_s", "is above commands.max_deadline_s")
     _check_listen(config.listen)
     _check_history(config.history)
+    if config.postgres is not None and not (config.history.enabled and config.wal.enabled):
+        # The sink follows history's journal in the log: without both it could not promise every reading.
+        raise ConfigError(
+            "postgres", "needs history.enabled and wal.enabled (the sink follows history's journal)"
+        )
     if config.limits.api_max_watchers_per_caller > config.limits.api_max_watchers:
         raise ConfigError(
             "limits.api_max_watchers_per_caller",

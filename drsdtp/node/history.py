@@ -62,6 +62,8 @@ class HistoryService(BackgroundService):
         self.dropped_batches = 0
         self.restored_readings = 0  # re-appended from the journal after a crash
         self.bad_journal_records = 0
+        # Called with every journal record as it is made (the PostgreSQL sink's outbox follows them).
+        self.journal_listeners: list[Callable[[bytes], None]] = []
 
     def recover(self, records: Iterable[bytes]) -> int:
         """Re-appends the journalled batches this history lacks (the node's log hands them back after a
@@ -100,7 +102,10 @@ class HistoryService(BackgroundService):
         if self._journal_to is not None:
             number = self._next_journal
             self._next_journal += 1
-            self._journal_to(self._journal_record(number, batch))
+            record = self._journal_record(number, batch)
+            self._journal_to(record)
+            for listener in self.journal_listeners:
+                listener(record)
         self._queue.append((batch.twin_ids, batch.field_ids, batch.values, batch.source_ms, number))
         self._queued_readings += len(batch)
 

@@ -47,6 +47,7 @@ from drsdtp.node.intake import Intake
 from drsdtp.node.peer_readings import PeerReadings
 from drsdtp.node.recovery import accept, register_metrics
 from drsdtp.node.snapshots import SnapshotService
+from drsdtp.northbound.postgres import PostgresSink, add_sink_metrics
 from drsdtp.recovery import QuarantineEntry, RecoveryLedger
 from drsdtp.rules.alerting import Alerting
 from drsdtp.stats import StoreSize
@@ -168,7 +169,7 @@ class Node:
         self.history: HistoryService | None = None
         # History's journal: each ingested batch also goes to the log, in the batch's own group commit, so a
         # reading acknowledged to its source is in history after any crash (drsdtp.history.journal).
-        journalled = self.durable.take_recovered_aux()
+        journalled = list(self.durable.take_recovered_aux())
         if config.history.enabled:
             self.history = HistoryService(
                 config.data_dir,
@@ -180,6 +181,14 @@ class Node:
             self.durable.add_snapshot_barrier(self.history.flush)
             self.intake.sink.observers.append(self.history.observe)
             self.peer_readings.observers.append(self.history.observe_replicated)
+        self.postgres: PostgresSink | None = None
+        if config.postgres is not None and self.history is not None:
+            self.postgres = PostgresSink(config.data_dir / "postgres", config.postgres, config.node_id)
+            self.postgres.recover(journalled)
+            # Before a snapshot truncates the log, the outbox holds every journalled batch.
+            self.durable.add_snapshot_barrier(self.postgres.flush)
+            self.history.journal_listeners.append(self.postgres.observe)
+            add_sink_metrics(self.metrics, self.postgres)
         self.replicator = Replicator(
             self._store,
             config.node_id,
@@ -397,6 +406,7 @@ class Node:
             self.clock,
             *([self.clock_hook] if self.clock_hook is not None else []),
             *([self.history] if self.history is not None else []),
+            *([self.postgres] if self.postgres is not None else []),
             self.intelligence,
             self.replicator,
             self.api,

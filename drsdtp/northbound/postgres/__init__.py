@@ -1,0 +1,42 @@
+"""PostgreSQL history sink: readings streamed through a durable local outbox, each stored exactly once.
+
+Exported metrics (registered by :func:`add_sink_metrics`): ``drsdtp_postgres_rows_total``,
+``drsdtp_postgres_batches_total``, ``drsdtp_postgres_replayed_records_total`` (skipped: already held),
+``drsdtp_postgres_dropped_records_total{where}`` (``queue``: the worker fell behind; ``outbox``: past the disk
+budget or torn by a crash), ``drsdtp_postgres_connected`` 0/1, ``drsdtp_postgres_reconnects_total``,
+``drsdtp_postgres_outbox_bytes`` and ``drsdtp_postgres_backlog_journals`` (journal numbers the outbox holds
+beyond what the database holds).
+"""
+
+from __future__ import annotations
+
+from drsdtp.metrics import NodeMetrics
+from drsdtp.northbound.postgres.sink import PostgresSink, SinkStats
+
+__all__ = ["PostgresSink", "SinkStats", "add_sink_metrics"]
+
+
+def add_sink_metrics(metrics: NodeMetrics, sink: PostgresSink) -> None:
+    st, outbox, sup = sink.stats, sink.outbox, sink.supervisor.stats
+    metrics.add_counter("drsdtp_postgres_rows", "Readings the database committed.", lambda: st.rows)
+    metrics.add_counter("drsdtp_postgres_batches", "COPY transactions committed.", lambda: st.batches)
+    metrics.add_counter(
+        "drsdtp_postgres_replayed_records",
+        "Outbox records skipped because the database already held them (a replay after a crash).",
+        lambda: st.skipped_records,
+    )
+    metrics.add_labelled_counter(
+        "drsdtp_postgres_dropped_records",
+        "Journal records that will never reach the database: queue (the outbox worker fell behind), "
+        "outbox (past outbox_max_bytes, or a crash tore them).",
+        ("where",),
+        lambda: {("queue",): st.queue_dropped, ("outbox",): outbox.stats.dropped_records},
+    )
+    metrics.add_gauge("drsdtp_postgres_connected", "1 while connected.", lambda: float(sup.connected))
+    metrics.add_counter("drsdtp_postgres_reconnects", "Connections after the first.", lambda: sup.reconnects)
+    metrics.add_gauge("drsdtp_postgres_outbox_bytes", "Bytes in the local outbox.", lambda: outbox.size_bytes)
+    metrics.add_gauge(
+        "drsdtp_postgres_backlog_journals",
+        "Journal numbers in the outbox beyond what the database holds (0: caught up).",
+        lambda: max(outbox.mark - st.database_journal, 0),
+    )

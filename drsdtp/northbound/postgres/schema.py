@@ -1,0 +1,70 @@
+"""The sink's tables, created and migrated on first connect.
+
+Migrations are numbered and applied in order, in one transaction under an advisory lock, so nodes that share a
+database and start together migrate it once. ``drsdtp_sink_progress`` holds, per node, the journal number of
+the last batch the database holds: it is updated in the same transaction as the batch's rows, which is what
+makes a replay after a crash insert nothing twice. With the TimescaleDB extension available, readings become a
+hypertable on ``ts``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Protocol
+
+__all__ = ["SCHEMA_VERSION", "migrate"]
+
+# (version, statements); {s} is the quoted schema name
+_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
+    (
+        1,
+        (
+            "CREATE TABLE IF NOT EXISTS {s}.drsdtp_readings ("
+            " node text NOT NULL, twin text NOT NULL, field text NOT NULL,"
+            " ts timestamptz NOT NULL, value double precision NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS drsdtp_readings_series ON {s}.drsdtp_readings (twin, field, ts)",
+            "CREATE TABLE IF NOT EXISTS {s}.drsdtp_sink_progress ("
+            " node text PRIMARY KEY, journal bigint NOT NULL, updated timestamptz NOT NULL DEFAULT now())",
+        ),
+    ),
+)
+SCHEMA_VERSION: Final = _MIGRATIONS[-1][0]
+_LOCK_KEY: Final = 0x64727364_7470  # "drsdtp": one advisory lock for every node's migration
+
+
+class Connection(Protocol):  # the asyncpg.Connection subset used here
+    async def execute(self, query: str, *args: Any) -> str: ...
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
+    def transaction(self) -> Any: ...
+
+
+def quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+async def migrate(conn: Connection, schema: str) -> tuple[int, bool]:
+    """Brings the schema to :data:`SCHEMA_VERSION`. Returns (the version found, whether the readings are a
+    TimescaleDB hypertable)."""
+    s = quote(schema)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+        await conn.execute(f"CREATE TABLE IF NOT EXISTS {s}.drsdtp_schema (version integer NOT NULL)")
+        found = await conn.fetchval(f"SELECT max(version) FROM {s}.drsdtp_schema") or 0
+        if found > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the database's drsdtp schema is version {found}, newer than this node's {SCHEMA_VERSION}"
+            )
+        for version, statements in _MIGRATIONS:
+            if version > found:
+                for statement in statements:
+                    await conn.execute(statement.format(s=s))
+                await conn.execute(f"INSERT INTO {s}.drsdtp_schema (version) VALUES ($1)", version)
+        hyper = False
+        if await conn.fetchval("SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"):
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            await conn.fetchval(
+                "SELECT create_hypertable($1, 'ts', if_not_exists => TRUE, migrate_data => TRUE)",
+                f"{s}.drsdtp_readings",
+            )
+            hyper = True
+    return int(found), hyper
