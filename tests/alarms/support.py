@@ -44,3 +44,10 @@ async def run_cli(*args: str) -> tuple[int, str, str]:
     out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+def expose_metrics(node: ApiNode, port: int) -> None:
+    """Serves the configured node's /metrics on ``port`` (the helper's config picks a free port)."""
+    text = node.config.read_text()
+    assert 'metrics = "127.0.0.1:0"' in text
+    node.config.write_text(text.replace('metrics = "127.0.0.1:0"', f'metrics = "127.0.0.1:{port}"'))

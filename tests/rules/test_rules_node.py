@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from drsdtp.wire.v1 import api_pb2
-from tests.alarms.support import alarm_of, report, run_cli
+from tests.alarms.support import alarm_of, expose_metrics, report, run_cli
 from tests.api.nodes import ApiNode, eventually
 from tests.ingest.support import free_port
 
@@ -41,9 +41,7 @@ async def node(tmp_path: pathlib.Path) -> AsyncIterator[tuple[ApiNode, int]]:
     n = ApiNode("solo", tmp_path)
     n.configure({}, RULES)
     metrics = free_port()
-    n.config.write_text(
-        n.config.read_text().replace('metrics = "127.0.0.1:0"', f'metrics = "127.0.0.1:{metrics}"')
-    )
+    expose_metrics(n, metrics)
     try:
         await n.start()
         yield n, metrics
