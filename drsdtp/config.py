@@ -46,6 +46,11 @@ __all__ = [
     "NON_CONFIG_ENV",
     "Address",
     "AlertingConfig",
+    "ApiCertificateConfig",
+    "ApiConfig",
+    "ApiOidcConfig",
+    "ApiRole",
+    "ApiTokenConfig",
     "ClockConfig",
     "CommandsConfig",
     "DeadLetterConfig",
@@ -59,11 +64,13 @@ __all__ = [
     "TlsConfig",
     "TwinRule",
     "WalConfig",
+    "check_exposure",
     "check_files",
     "load_config",
     "load_config_with_overrides",
     "parse_address",
     "parse_config",
+    "scope_problem",
 ]
 
 ENV_PREFIX: Final = "DRSDTP_"
@@ -235,6 +242,66 @@ class TlsConfig:
             )
 
 
+# --- authorization of the application API (drsdtp.api.auth) ---------------------------------------------
+ApiRole = Literal["viewer", "operator", "engineer", "admin"]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiTokenConfig:
+    """A bearer token, stored as its hash ("sha256:<hex>"; ``drsdtp token new`` prints token and hash)."""
+
+    name: Annotated[str, Name()]
+    role: ApiRole
+    hash: Annotated[str, NonEmpty()]
+    scopes: tuple[Annotated[str, NonEmpty()], ...] = ("*",)  # twin id globs: "line1/*", an id, "*"
+    rate_per_s: Annotated[float, Range(0, 1e9)] | None = None  # None: api.rate_per_s
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCertificateConfig:
+    """The role of a client certificate name (mutual TLS); names not listed get api.certificate_role."""
+
+    name: Annotated[str, NonEmpty()]
+    role: ApiRole
+    scopes: tuple[Annotated[str, NonEmpty()], ...] = ("*",)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiOidcConfig:
+    """JWTs of an OpenID Connect issuer, verified against its key set (JWKS, fetched from jwks_url)."""
+
+    issuer: Annotated[str, NonEmpty()]
+    audience: Annotated[str, NonEmpty()]
+    jwks_url: Annotated[str, NonEmpty()]
+    identity_claim: Annotated[str, NonEmpty()] = "sub"
+    role_claim: Annotated[str, NonEmpty()] = "drsdtp_role"  # a role, or a list (the highest counts)
+    scopes_claim: Annotated[str, NonEmpty()] = "drsdtp_scopes"  # a list or a space-separated string
+    default_role: ApiRole | None = None  # None: a JWT without the role claim is refused
+    algorithms: Annotated[tuple[Literal["RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "EdDSA"], ...],
+                          NonEmpty()] = ("RS256", "ES256")  # fmt: skip
+    leeway_s: Annotated[float, Range(0, 600)] = 30.0  # clock skew allowed on exp/nbf/iat
+    jwks_refresh_s: Annotated[float, Range(1, 86_400)] = 300.0  # key set kept this long before a refetch
+    jwks_timeout_s: Annotated[float, Range(0.1, 60)] = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    # Callers with no credential: "auto" is admin while no tokens and no issuer are configured (the API on
+    # loopback, as before roles), and refused (UNAUTHENTICATED) once they are; "none" always refuses.
+    anonymous_role: Literal["auto", "none", "viewer", "operator", "engineer", "admin"] = "auto"
+    certificate_role: ApiRole = (
+        "admin"  # client certificates (tls.api = "mutual") not in [[api.certificates]]
+    )
+    # A plaintext API without tokens or an issuer on a non-loopback address is refused unless this is set.
+    allow_plaintext_remote: bool = False
+    # Requests per second per caller (token bucket; 0: unlimited) and the burst above it (0: one second's).
+    rate_per_s: Annotated[float, Range(0, 1e9)] = 0.0
+    rate_burst: Annotated[float, Range(0, 1e9)] = 0.0
+    tokens: tuple[ApiTokenConfig, ...] = ()
+    certificates: tuple[ApiCertificateConfig, ...] = ()
+    oidc: ApiOidcConfig | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
     max_message_bytes: Annotated[int, Range(4096, 1 << 30)] = 4 * _MIB
@@ -392,6 +459,7 @@ class NodeConfig:
     clock: ClockConfig = ClockConfig()
     peers: tuple[PeerConfig, ...] = ()  # seeds; an entry named like this node is dropped (shared peer lists)
     tls: TlsConfig | None = None
+    api: ApiConfig = ApiConfig()  # authorization of the application API
     limits: LimitsConfig = LimitsConfig()
     wal: WalConfig = WalConfig()
     history: HistoryConfig = HistoryConfig()
@@ -584,6 +652,7 @@ def _check_node(config: NodeConfig) -> NodeConfig:
     if config.commands.default_deadline_s > config.commands.max_deadline_s:
         raise ConfigError("commands.default_deadline_s", "is above commands.max_deadline_s")
     _check_listen(config.listen)
+    _check_api(config.api)
     _check_history(config.history)
     if config.postgres is not None and not (config.history.enabled and config.wal.enabled):
         # The sink follows history's journal in the log: without both it could not promise every reading.
@@ -608,6 +677,69 @@ def _check_listen(listen: ListenConfig) -> None:
         if clash:
             raise ConfigError(f"listen.{name}", f"{address} is already used by listen.{clash}")
         taken[(address.host, address.port)] = name
+
+
+_TOKEN_HASH_RE: Final = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def scope_problem(glob: str) -> str | None:
+    """Why ``glob`` is not a valid twin scope (an id, or a prefix ending in ``*``), None when it is."""
+    if "*" in glob[:-1] or "?" in glob or "[" in glob:
+        return f"{glob!r} is not a scope: a twin id, or a prefix ending in '*' (e.g. 'line1/*', '*')"
+    return None
+
+
+def _check_api(api: ApiConfig) -> None:
+    named: dict[str, int] = {}
+    hashes: dict[str, int] = {}
+    for i, token in enumerate(api.tokens):
+        key = f"api.tokens[{i}]"
+        if token.name in named:
+            raise ConfigError(
+                f"{key}.name", f"duplicate token name {token.name!r} (also api.tokens[{named[token.name]}])"
+            )
+        named[token.name] = i
+        if not _TOKEN_HASH_RE.fullmatch(token.hash):
+            raise ConfigError(
+                f"{key}.hash",
+                "expected 'sha256:' and 64 lowercase hex digits (`drsdtp token hash` prints it)",
+            )
+        if token.hash in hashes:
+            raise ConfigError(f"{key}.hash", f"the same token as api.tokens[{hashes[token.hash]}]")
+        hashes[token.hash] = i
+    scoped = [(f"api.tokens[{i}]", t.scopes) for i, t in enumerate(api.tokens)]
+    scoped += [(f"api.certificates[{i}]", c.scopes) for i, c in enumerate(api.certificates)]
+    for key, scopes in scoped:
+        for j, glob in enumerate(scopes):
+            problem = scope_problem(glob)
+            if problem:
+                raise ConfigError(f"{key}.scopes[{j}]", problem)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(config: NodeConfig) -> list[ConfigError]:
+    """An application API anyone on the network could call (and write through): plaintext, no tokens and no
+    issuer, on a non-loopback address, unless ``api.allow_plaintext_remote`` says it is meant."""
+    host = config.listen.api.host
+    tls = config.tls is not None and config.tls.api != "off"
+    if tls or _is_loopback(host) or config.api.tokens or config.api.oidc or config.api.allow_plaintext_remote:
+        return []
+    return [
+        ConfigError(
+            "listen.api",
+            f"{host} is not a loopback address, and the API is plaintext with no [[api.tokens]] or "
+            "[api.oidc]: anyone who reaches it could read and write every twin. Set tls.api, configure "
+            "tokens, or set api.allow_plaintext_remote = true if the network itself is trusted",
+        )
+    ]
 
 
 def _check_history(history: HistoryConfig) -> None:

@@ -1,31 +1,30 @@
-"""Who is calling: the identity the services act for and the audit trail records.
+"""Who is calling: the identity the services act for, the audit trail records and authorization checks.
 
-The gRPC face resolves a :class:`Caller` per call (:func:`caller_from_context`) and hands it to the services
-through a context variable, so a method's signature stays (request) -> reply for every face. The
-authorization layer replaces the resolver (``ApiServer(resolve_caller=...)``) and may refuse a call there.
+The guard (:mod:`drsdtp.api.guard`) identifies the caller of each call (:mod:`drsdtp.api.auth`) and hands it
+to the services through a context variable, so a method's signature stays (request) -> reply for every face.
 """
 
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import grpc.aio
+from drsdtp.config import ApiRole
 
-from drsdtp.api.watch_limits import caller_of
-from drsdtp.gossip.tls import peer_names
-
-__all__ = ["ANONYMOUS", "Caller", "CallerResolver", "caller_from_context", "current_caller"]
+__all__ = ["ANONYMOUS", "Caller", "current_caller", "set_caller"]
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """``identity``: certificate names (``tls:a,b``) when authenticated, else the peer address;
-    ``authenticated``: whether ``identity`` was proven (a client certificate the node verified)."""
+    """``identity``: ``token:<name>``, ``jwt:<subject>``, certificate names (``tls:a,b``), else the peer
+    address; ``authenticated``: whether ``identity`` was proven (a token, a JWT, a client certificate);
+    ``role`` and ``scopes`` (twin id globs): what :mod:`drsdtp.api.auth` lets it do."""
 
     identity: str
     authenticated: bool = False
+    role: ApiRole = "admin"
+    scopes: tuple[str, ...] = ("*",)
+    rate_per_s: float | None = None  # its own rate limit (None: the node's api.rate_per_s)
 
     def actor(self, stated: str) -> str:
         """Who the audit trail names: the proven identity, else what the caller states ("anonymous")."""
@@ -35,15 +34,8 @@ class Caller:
 
 
 ANONYMOUS = Caller("anonymous")
-CallerResolver = Callable[[grpc.aio.ServicerContext], Caller]
 
 _current: contextvars.ContextVar[Caller] = contextvars.ContextVar("drsdtp_api_caller", default=ANONYMOUS)
-
-
-def caller_from_context(context: grpc.aio.ServicerContext) -> Caller:
-    """The default resolver: a verified client certificate's names, else the peer address."""
-    auth = context.auth_context()
-    return Caller(caller_of(context.peer(), auth), authenticated=bool(peer_names(auth)))
 
 
 def current_caller() -> Caller:

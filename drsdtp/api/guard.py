@@ -1,13 +1,15 @@
-"""What every API method goes through, the Watch stream included: who may call (mutual TLS names), how many
-requests run at once, request bodies that do not parse, exceptions a method did not expect, and the count of
-requests by method and final status (``drsdtp_api_requests_total{method,code}``).
+"""What every API method goes through, the Watch stream included: who may call (mutual TLS names, then
+:mod:`drsdtp.api.auth`: the caller's identity, role, twin scopes and rate limit), how many requests run at
+once, request bodies that do not parse, exceptions a method did not expect, and the count of requests by
+method and final status (``drsdtp_api_requests_total{method,code}``).
 
 Whatever a caller sends, it gets a status it can act on, never a bare UNKNOWN: INVALID_ARGUMENT naming the
 method for a body that does not parse, PERMISSION_DENIED for a certificate outside ``tls.allowed_names``,
-RESOURCE_EXHAUSTED over ``limits.api_max_requests`` or for a reply larger than ``limits.max_message_bytes``,
-the status :mod:`drsdtp.api.errors` maps a :class:`DrsdtpError` to, INTERNAL for anything else. The node
-logs these at WARNING at most, rate-limited (the traceback of an unexpected exception at DEBUG), so a
-client sending garbage in a loop cannot flood the log.
+UNAUTHENTICATED / PERMISSION_DENIED / RESOURCE_EXHAUSTED as :mod:`drsdtp.api.auth` decides (each refusal
+audited with who was refused), RESOURCE_EXHAUSTED over ``limits.api_max_requests`` or for a reply larger
+than ``limits.max_message_bytes``, the status :mod:`drsdtp.api.errors` maps a :class:`DrsdtpError` to,
+INTERNAL for anything else. The node logs these at WARNING at most, rate-limited (the traceback of an
+unexpected exception at DEBUG), so a client sending garbage in a loop cannot flood the log.
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from drsdtp.api.auth import Access, Authority, Credentials, Decision, access_of
+from drsdtp.api.caller import set_caller
 from drsdtp.api.errors import abort_with
+from drsdtp.api.watch_limits import caller_of
+from drsdtp.config import ApiConfig
 from drsdtp.errors import DrsdtpError
 from drsdtp.gossip.tls import peer_names
 from drsdtp.ingest.ratelog import RateLimitedLog
@@ -31,6 +37,19 @@ __all__ = ["ApiGuard"]
 log = logging.getLogger(__name__)
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+_STATUS = {
+    "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
+    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
+    "resource_exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def _authorization(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else value.decode(errors="replace")
+    return None
 
 
 class _Unparsed:
@@ -42,7 +61,15 @@ class _Unparsed:
 
 
 class ApiGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio ships no stubs for it
-    def __init__(self, *, max_requests: int, max_reply_bytes: int, allowed_names: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        max_requests: int,
+        max_reply_bytes: int,
+        allowed_names: Sequence[str] = (),
+        authority: Authority | None = None,
+    ) -> None:
+        self.authority = authority if authority is not None else Authority(ApiConfig())
         self.max_requests = max_requests
         self.max_reply_bytes = max_reply_bytes
         self.allowed_names = frozenset(allowed_names)  # empty: any certificate the CA signed
@@ -167,6 +194,29 @@ class ApiGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio sh
                     f"{method}: the client certificate (names: {shown}) is not in tls.allowed_names",
                     "not-allowed",
                 )
+        await self._authorize(method, request, context)
+
+    async def _authorize(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> None:
+        """Identifies the caller, checks the call, and hands the caller to the services."""
+        auth = context.auth_context()
+        names = frozenset(peer_names(auth))
+        caller = await self.authority.identify(Credentials(context.peer(), names, _authorization(context)))
+        if isinstance(caller, Decision):
+            await self._deny(context, method, caller, caller_of(context.peer(), auth), Access((method,)))
+            return
+        access = access_of(method, request)
+        decision = self.authority.check(caller, access)
+        if not decision.allowed:
+            await self._deny(context, method, decision, caller.identity, access)
+        set_caller(caller)  # this call's task only: each call runs in its own task
+
+    async def _deny(
+        self, context: grpc.aio.ServicerContext, method: str, decision: Decision, actor: str, access: Access
+    ) -> None:
+        await self.authority.refused(actor, method, decision, access.twins)
+        await self._refuse(
+            context, method, _STATUS[decision.status], f"{method}: {decision.reason}", decision.kind
+        )
 
     async def _refuse(
         self, context: grpc.aio.ServicerContext, method: str, code: grpc.StatusCode, detail: str, kind: str

@@ -98,7 +98,7 @@ class AuditEntry:
     """One twin's part of an application write, for the audit trail."""
 
     twin: str
-    action: Literal["write", "create", "delete"]
+    action: Literal["write", "create", "delete", "refused"]  # refused: an API call authorization refused
     changes: Mapping[str, Change]
     actor: str
     reason: str

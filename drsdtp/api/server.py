@@ -14,17 +14,17 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from drsdtp.api.caller import CallerResolver, caller_from_context, set_caller
+from drsdtp.api.auth import Authority
 from drsdtp.api.convert import twin_message
 from drsdtp.api.guard import ApiGuard
 from drsdtp.api.idempotency import IdempotencyStore
-from drsdtp.api.node import NodeApi
+from drsdtp.api.node import AuditEntry, NodeApi
 from drsdtp.api.services import Unary, unary_methods
 from drsdtp.api.services.alarms import AlarmStreams
 from drsdtp.api.services.intel import AnomalyStreams
 from drsdtp.api.services.watch import WatchService
 from drsdtp.api.watch_limits import WatchGate, WatchLimits
-from drsdtp.config import Address, LimitsConfig, TlsConfig
+from drsdtp.config import Address, ApiConfig, LimitsConfig, TlsConfig
 from drsdtp.errors import DrsdtpError
 from drsdtp.gossip.tls import NodeCertificates
 from drsdtp.wire.v1 import api_pb2
@@ -43,10 +43,9 @@ def _message(name: str) -> Any:
     return getattr(api_pb2, name)
 
 
-def _unary(call: Unary, resolve: CallerResolver) -> Callable[[Any, grpc.aio.ServicerContext], Any]:
+def _unary(call: Unary) -> Callable[[Any, grpc.aio.ServicerContext], Any]:
     async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        set_caller(resolve(context))  # this call's task only: each call runs in its own task
-        return await call(request)
+        return await call(request)  # the guard has set the caller (drsdtp.api.caller)
 
     return behavior
 
@@ -55,9 +54,7 @@ def _bytes_or_message(message: Any) -> bytes:
     return message if isinstance(message, bytes) else bytes(message.SerializeToString())
 
 
-def service_handler(
-    node: NodeApi, watches: WatchService, keys: IdempotencyStore, resolve: CallerResolver
-) -> grpc.GenericRpcHandler:
+def service_handler(node: NodeApi, watches: WatchService, keys: IdempotencyStore) -> grpc.GenericRpcHandler:
     """Every method of the service, from the proto's own list (a method without an implementation is a
     bug caught at start, not a call that fails later)."""
     unary = unary_methods(node, keys)
@@ -85,7 +82,7 @@ def service_handler(
             )
             continue
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _unary(unary[method.name], resolve),
+            _unary(unary[method.name]),
             request_deserializer=request.FromString,
             response_serializer=reply.SerializeToString,
         )
@@ -105,7 +102,7 @@ class ApiServer:
         tls: TlsConfig | None = None,
         *,
         keys: IdempotencyStore,
-        resolve_caller: CallerResolver = caller_from_context,
+        api: ApiConfig | None = None,
     ) -> None:
         self.node = node
         self.keys = keys
@@ -113,10 +110,16 @@ class ApiServer:
         self.tls = tls if tls is not None and tls.api != "off" else None
         self.port = 0
         mutual = self.tls is not None and self.tls.api == "mutual"
+
+        async def audit_refusal(actor: str, method: str, twin: str, reason: str) -> None:
+            await node.audit([AuditEntry(twin, "refused", {}, actor, reason)])
+
+        self.authority = Authority(api if api is not None else ApiConfig(), audit=audit_refusal)
         self.requests = ApiGuard(
             max_requests=limits.api_max_requests,
             max_reply_bytes=limits.max_message_bytes,
             allowed_names=self.tls.allowed_names if self.tls is not None and mutual else (),
+            authority=self.authority,
         )
         self.watchers = WatchGate(WatchLimits.from_config(limits))
         self._server = grpc.aio.server(
@@ -139,7 +142,7 @@ class ApiServer:
             self.watchers,
             lambda store, twin, fields: twin_message(store, twin, fields, node.writer_name),
         )
-        self._server.add_generic_rpc_handlers((service_handler(node, watches, keys, resolve_caller),))
+        self._server.add_generic_rpc_handlers((service_handler(node, watches, keys),))
 
     async def __aenter__(self) -> ApiServer:
         await self._open_keys()

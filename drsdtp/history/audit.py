@@ -36,7 +36,8 @@ GENESIS = "0" * 64
 Via = Literal["api", "cli", "rollback", "rule", "snapshot", "system"]
 # "recovery": an operator acknowledged what the write-ahead log's recovery found (``ref``: the entries).
 # "command": a command to an actuator was issued, cancelled or reached a state (``ref``: the command id).
-Action = Literal["write", "create", "delete", "snapshot", "rollback", "recovery", "command"]
+# "refused": the API refused a call (authorization); ``actor`` is who was refused, ``reason`` says why.
+Action = Literal["write", "create", "delete", "snapshot", "rollback", "recovery", "command", "refused"]
 
 
 @dataclass(frozen=True, slots=True)

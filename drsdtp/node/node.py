@@ -105,7 +105,15 @@ class Node:
         )
         self._writer_names: dict[int, str] = {}
         self._names_read = 0.0
-        self.api = ApiServer(self, config.listen.api, limits, tls=config.tls, keys=self.idempotency)
+        self.api = ApiServer(
+            self, config.listen.api, limits, tls=config.tls, keys=self.idempotency, api=config.api
+        )
+        self.metrics.add_labelled_counter(
+            "drsdtp_api_auth_refusals",
+            "API calls refused by authorization: credentials, method (role), scope, rate (limit per caller).",
+            ("reason",),
+            lambda: self.api.authority.refusals,
+        )
         watchers = self.api.watchers
         self.metrics.add_gauge("drsdtp_api_watchers", "Watch streams open.", lambda: watchers.open)
         keys = self.idempotency

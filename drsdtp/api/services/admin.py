@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from drsdtp.api import convert
+from drsdtp.api.caller import current_caller
 from drsdtp.api.node import NodeApi, Selection
 from drsdtp.api.recovery import recovery_reply
 from drsdtp.errors import InvalidValueError
@@ -16,7 +17,7 @@ DEFAULT_LIMIT = 100
 
 
 def _actor(stated: str) -> str:
-    return stated or "anonymous"
+    return current_caller().actor(stated)  # an authenticated identity wins over what the caller states
 
 
 def _reason(reason: str, what: str) -> None:
