@@ -31,6 +31,7 @@ from drsdtp.cli_client import args as cli_args
 from drsdtp.config import (
     Address,
     NodeConfig,
+    check_exposure,
     check_files,
     load_config,
     load_config_with_overrides,
@@ -345,6 +346,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-env", action="store_true", help="ignore DRSDTP_* environment overrides")
     p.add_argument("--skip-files", action="store_true", help="do not check that TLS files are readable")
+
+    p = sub.add_parser("token", help="make an API bearer token, or hash one, for [[api.tokens]]")
+    token = p.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    q = token.add_parser("new", help="print a new random token and the [[api.tokens]] entry to paste")
+    q.add_argument("name", help="the token's name (the identity the audit trail records: token:NAME)")
+    q.add_argument("--role", choices=("viewer", "operator", "engineer", "admin"), default="viewer")
+    q.add_argument(
+        "--scope", action="append", default=[], metavar="GLOB", help="twin ids or 'prefix*' (repeat)"
+    )
+    token.add_parser("hash", help="read a token on standard input, print its hash")
     return parser
 
 
@@ -392,7 +403,7 @@ def _client_level(args: argparse.Namespace) -> str:
 def _cmd_run(args: argparse.Namespace, commands: Commands, console: Console) -> int:
     config = load_config(_config_path(args.config))
     setup_logging(args.log_level or config.log_level)
-    problems = check_files(config)
+    problems = check_files(config) + check_exposure(config)
     for problem in problems:
         console.error(str(problem))
     if problems:
@@ -603,6 +614,7 @@ def _cmd_check_config(args: argparse.Namespace, commands: Commands, console: Con
     path = _config_path(args.path)
     config, overrides = load_config_with_overrides(path, {} if args.no_env else None)
     problems = [] if args.skip_files else check_files(config)
+    problems.extend(check_exposure(config))
     problems.extend(commands.check_plugins(config))
     problems.extend(rules_cli.check_config(config))
     for problem in problems:
@@ -632,6 +644,35 @@ def _cmd_check_config(args: argparse.Namespace, commands: Commands, console: Con
         console.line()
         header = ("rule", "twins", "when", "for", "alarm", "actions")
         console.table(header, rules_cli.rules_table(config), title="Rules")
+    return EXIT_OK
+
+
+def _cmd_token(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    from drsdtp.api.auth.tokens import hash_token, new_token  # only here: the CLI stays light
+
+    if args.token_command == "hash":
+        text = sys.stdin.readline().strip()
+        if not text:
+            console.error("token hash: no token on standard input")
+            return EXIT_USAGE
+        console.line(hash_token(text))
+        return EXIT_OK
+    from drsdtp.config import scope_problem
+
+    for glob in args.scope:
+        problem = scope_problem(glob)
+        if problem:
+            console.error(f"--scope: {problem}")
+            return EXIT_USAGE
+    secret = new_token()
+    scopes = ", ".join(f'"{g}"' for g in args.scope or ["*"])
+    console.line(f"token (give it to the client; the node keeps only its hash): {secret}")
+    console.line()
+    console.line("[[api.tokens]]")
+    console.line(f'name = "{args.name}"')
+    console.line(f'role = "{args.role}"')
+    console.line(f'hash = "{hash_token(secret)}"')
+    console.line(f"scopes = [{scopes}]")
     return EXIT_OK
 
 
@@ -731,5 +772,6 @@ _HANDLERS: Final[dict[str, Callable[[argparse.Namespace, Commands, Console], int
     "recover": _cmd_recover,
     "check-config": _cmd_check_config,
     **dict.fromkeys(("set", "desire", "tag", "create", "delete", "watch"), _cmd_app),
+    "token": _cmd_token,
     "reload": _cmd_reload,
 }

@@ -68,6 +68,8 @@ shutdown_timeout_s = 5.0
 peer = "{ends.listen_peer}"
 api = "{ends.listen_api}"
 metrics = "{ends.listen_metrics}"
+[api]
+allow_plaintext_remote = true  # the API listens in a test network namespace
 [clock]
 max_offset_ms = {MAX_OFFSET_MS}
 [history]
