@@ -34,8 +34,14 @@ def access_of(method: str, request: Any) -> Access:
         if request.twin_ids:
             return Access((method,), tuple(request.twin_ids))
         return Access((method,), (), (request.prefix,))
-    if method == "ReadAudit":
+    if method in ("ReadAudit", "ListAnomalies", "WatchAnomalies"):  # one twin, or (empty) every twin
         return Access((method,), (request.twin_id,)) if request.twin_id else Access((method,), (), EVERY_TWIN)
+    if method == "Health":
+        return (
+            Access((method,), tuple(request.twin_ids))
+            if request.twin_ids
+            else Access((method,), (), EVERY_TWIN)
+        )
     if method == "Write":
         methods = [method]
         if any(w.HasField("create") for w in request.twins):

@@ -21,6 +21,9 @@ METHOD_ROLES: Final[dict[str, ApiRole]] = {
     "Insight": "viewer",
     "ListSnapshots": "viewer",
     "GetRecovery": "viewer",
+    "ListAnomalies": "viewer",
+    "WatchAnomalies": "viewer",
+    "Health": "viewer",
     # Changing values of twins that exist: reported, desired, set elements, counters.
     "Write": "operator",
     # Changing which twins exist, their past, and what ingestion refused.
