@@ -144,6 +144,7 @@ class RuleEngine:
         self._prepared: dict[LoadKind, Any] = {}
         self._pairs: dict[LoadKind, dict[tuple[str, str], int]] = {}
         self.passes = 0
+        self._held_until = 0.0  # the latest held_until of any rule
 
     # ----- layout ---------------------------------------------------------------------------------------
 
@@ -227,10 +228,12 @@ class RuleEngine:
         """One pass over every slot at plant/wall time ``now_s``; the transitions it found."""
         self.passes += 1
         columns = {kind: self.source.read(kind, prep, now_s) for kind, prep in self._prepared.items()}
-        held = np.array([st.held_until > monotonic_s for st in self.status], bool)
+        held = None
+        if self._held_until > monotonic_s:  # some rule sits out after an error
+            held = np.array([st.held_until > monotonic_s for st in self.status], bool)
         events: list[Event] = []
         for g in self.groups:
-            skip = held[g.rule_of] if held.any() else None
+            skip = held[g.rule_of] if held is not None else None
             try:
                 fire, clear = self._step(g, columns, now_s, skip)
             except Exception as exc:  # a bug or bad data in one rule must not stop the others
@@ -311,8 +314,11 @@ class RuleEngine:
     def _events(
         self, g: _Group, columns: dict[LoadKind, FloatArray], slots: IntArray, kind: Literal["raise", "clear"]
     ) -> list[Event]:
+        if not len(slots):
+            return []
+        gathered = [columns[k][rows[slots]].tolist() for k, rows in g.load_rows]
         out = []
-        for s in slots:
+        for i, s in enumerate(slots.tolist()):
             r = g.rules[s]
             rule = self.rules[r]
             status = self.status[r]
@@ -322,10 +328,7 @@ class RuleEngine:
             else:
                 status.cleared += 1
                 status.active = max(0, status.active - 1)
-            values = {
-                load: float(columns[k][rows[s]])
-                for load, (k, rows) in zip(rule.loads, g.load_rows, strict=True)
-            }
+            values = {load: column[i] for load, column in zip(rule.loads, gathered, strict=True)}
             out.append(Event(rule, g.twins[s], kind, values))
         return out
 
@@ -335,6 +338,7 @@ class RuleEngine:
         st.errors += 1
         st.last_error = error[:MAX_ERROR_TEXT]
         st.held_until = monotonic_s + ERROR_HOLD_S
+        self._held_until = max(self._held_until, st.held_until)
         log.warning("rule %s failed (%s); suspended for %gs", st.spec.name, error, ERROR_HOLD_S)
 
     @property

@@ -79,10 +79,13 @@ class RuleSpec:
     @property
     def loads(self) -> tuple[Load, ...]:
         """The inputs of its conditions: ``when``'s, then those only ``clear_when`` reads."""
-        out = list(self.when.loads)
-        if self.clear_when is not None:
-            out.extend(load for load in self.clear_when.loads if load not in out)
-        return tuple(out)
+        return _loads(self.when, self.clear_when)
+
+
+def _loads(when: Compiled, clear_when: Compiled | None) -> tuple[Load, ...]:
+    if clear_when is None:
+        return when.loads
+    return when.loads + tuple(x for x in clear_when.loads if x not in when.loads)
 
 
 def _expr(t: Table, name: str, *, boolean: bool = True) -> Compiled:

@@ -49,6 +49,7 @@ TINY: dict[str, list[str]] = {
     "bench_api_write.py": ["--quick"],
     "bench_sdk.py": ["--quick"],
     "bench_memory.py": ["--keys", "100", "--streams", "2"],
+    "bench_rules.py": ["--quick"],
 }
 
 COMMANDS = sh_commands(README)
