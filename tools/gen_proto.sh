@@ -25,7 +25,7 @@ fi
 export PATH="$(dirname "$py"):$PATH"  # protoc-gen-mypy lives next to the interpreter
 PROTOC="$root/tools/protoc" DRSDTP_PYTHON="$py" CARGO_TARGET_DIR="$root/target" \
   cargo run --quiet --manifest-path tools/protogen/Cargo.toml
-rm -f drsdtp/wire/v1/*_pb2*.py drsdtp/wire/v1/*_pb2*.pyi
+rm -f drsdtp/wire/v1/*_pb2*.py drsdtp/wire/v1/*_pb2*.pyi drsdtp/wire/sparkplug/*_pb2*.py drsdtp/wire/sparkplug/*_pb2*.pyi
 mapfile -t protos < <(cd proto && find drsdtp -name '*.proto' | sort)
 grpc_services=()
 for p in "${protos[@]}"; do grep -q '^service ' "proto/$p" && grpc_services+=("$p"); done
@@ -33,6 +33,6 @@ for p in "${protos[@]}"; do grep -q '^service ' "proto/$p" && grpc_services+=("$
 if ((${#grpc_services[@]})); then
   (cd proto && "$py" -m grpc_tools.protoc -I . --grpc_python_out=.. --mypy_grpc_out=.. "${grpc_services[@]}")
 fi
-for d in drsdtp/wire drsdtp/wire/v1; do
+for d in drsdtp/wire drsdtp/wire/v1 drsdtp/wire/sparkplug; do
   [ -f "$d/__init__.py" ] || echo '"""Generated from proto/ by tools/gen_proto.sh (`make proto`); never edit by hand."""' > "$d/__init__.py"
 done

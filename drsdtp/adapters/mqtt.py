@@ -67,6 +67,7 @@ from drsdtp.adapters.payloads import (
     PayloadDecoder,
     PayloadError,
     PayloadLimits,
+    TopicDecoder,
     parse_payload,
     parse_payload_limits,
     reason_of,
@@ -284,7 +285,10 @@ class MqttAdapter(SharedSettings):
             rule, twin, field = r
             before = len(out)
             try:
-                bad = rule.decoder.decode(m.payload, twin, field, m.received_ms, out)
+                if isinstance(rule.decoder, TopicDecoder):
+                    bad = rule.decoder.decode_message(m.topic, m.payload, m.received_ms, out)
+                else:
+                    bad = rule.decoder.decode(m.payload, twin, field, m.received_ms, out)
             except Exception as exc:  # any exception is this payload's: it must not end the session
                 out.truncate(before)  # a message is taken whole or not at all
                 reason, detail = reason_of(exc)
@@ -437,11 +441,24 @@ class MqttAdapter(SharedSettings):
                 except asyncio.QueueEmpty:
                     break
             batch = self.decode(msgs)
+            await self._send_requests(aiomqtt, client)
             if paho is not None:
                 mids = [m.mid for m in msgs if m.qos == 1]
                 if mids:
                     batch.ack = pending.acker(paho, mids, self._stats)
             yield batch
+
+    async def _send_requests(self, aiomqtt: Any, client: aiomqtt.Client) -> None:
+        """Messages decoders ask the adapter to publish (Sparkplug B rebirth requests), QoS 0."""
+        for rule in self.settings.topics:
+            take = getattr(rule.decoder, "take_rebirths", None)
+            if take is None:
+                continue
+            for topic, payload in take():
+                try:
+                    await client.publish(topic, payload, qos=0)
+                except aiomqtt.MqttError as exc:
+                    raise AdapterError(f"{self.name}: publishing {topic!r} failed: {exc}") from exc
 
 
 class _PendingAcks:

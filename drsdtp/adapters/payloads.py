@@ -42,7 +42,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -94,6 +94,8 @@ REASONS: Final = (
     "no twin or field",
     "no topic rule",
     "bad response",
+    "bad topic",
+    "not sparkplug b",
     "decoder error",
 )
 
@@ -354,6 +356,13 @@ class PayloadDecoder(Protocol):
     ) -> int: ...
 
 
+@runtime_checkable
+class TopicDecoder(Protocol):
+    """A decoder that needs the whole topic (Sparkplug B: the message type and the edge node are in it)."""
+
+    def decode_message(self, topic: str, payload: bytes, received_ms: int, out: SourceBatch) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class NumberPayload:
     limits: PayloadLimits = DEFAULT_LIMITS
@@ -579,9 +588,13 @@ def _parse_fields(t: Table, default_value_path: str) -> _Fields:
 
 
 def parse_payload(t: Table, limits: PayloadLimits = DEFAULT_LIMITS) -> PayloadDecoder:
-    kind = t.choice("payload", ("number", "json", "json_batch"), "number")
+    kind = t.choice("payload", ("number", "json", "json_batch", "sparkplug_b"), "number")
     if kind == "number":
         return NumberPayload(limits)
+    if kind == "sparkplug_b":
+        from drsdtp.adapters.sparkplug import SparkplugDecoder  # it builds on this module
+
+        return SparkplugDecoder(limits, t.get_int("max_metrics", 100_000, lo=1, hi=100_000_000))
     if kind == "json":
         twin_key = t.opt_str("twin_path")
         return JsonPayload(
