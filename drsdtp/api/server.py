@@ -54,14 +54,13 @@ def _bytes_or_message(message: Any) -> bytes:
     return message if isinstance(message, bytes) else bytes(message.SerializeToString())
 
 
-def service_handler(node: NodeApi, watches: WatchService, keys: IdempotencyStore) -> grpc.GenericRpcHandler:
+def service_handler(
+    unary: dict[str, Unary],
+    streams: dict[str, Callable[[Any, grpc.aio.ServicerContext], Any]],
+    watches: WatchService,
+) -> grpc.GenericRpcHandler:
     """Every method of the service, from the proto's own list (a method without an implementation is a
     bug caught at start, not a call that fails later)."""
-    unary = unary_methods(node, keys)
-    streams = {
-        "WatchAnomalies": AnomalyStreams(node, watches.gate).serve,
-        "WatchAlarms": AlarmStreams(node, watches.gate).serve,
-    }
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in SERVICE.methods:
         request, reply = _message(method.input_type.name), _message(method.output_type.name)
@@ -136,13 +135,19 @@ class ApiServer:
                 ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
             ],
         )
-        watches = WatchService(
+        # The one implementation of every method, which the HTTP/JSON face (drsdtp.api.http) serves too.
+        self.methods = unary_methods(node, keys)
+        self.watches = WatchService(
             node.store,
             node.feed,
             self.watchers,
             lambda store, twin, fields: twin_message(store, twin, fields, node.writer_name),
         )
-        self._server.add_generic_rpc_handlers((service_handler(node, watches, keys),))
+        self.streams: dict[str, Callable[[Any, grpc.aio.ServicerContext], Any]] = {
+            "WatchAnomalies": AnomalyStreams(node, self.watchers).serve,
+            "WatchAlarms": AlarmStreams(node, self.watchers).serve,
+        }
+        self._server.add_generic_rpc_handlers((service_handler(self.methods, self.streams, self.watches),))
 
     async def __aenter__(self) -> ApiServer:
         await self._open_keys()

@@ -15,25 +15,33 @@ feed's n-th sent), so that a later resumable Watch has a position to start from.
 node restart. Filters: twin ids, prefix, fields (only those are sent; a twin with none of them is skipped),
 origins (kinds of change: local, ingest, peer; a resume may also send "restart", a change from before the
 node restarted). Deleted twins are left out of a snapshot; their deletion is sent as a change.
+
+The stream itself (:meth:`WatchService.stream`) is transport-neutral: it writes each message through a
+coroutine the face passes (gRPC's ``context.write``, an HTTP server-sent-events write) in the encoding the
+face asks for (protobuf bytes, or protobuf's canonical JSON), under the same gate and stall bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Literal
 
 import grpc
 import grpc.aio
+from google.protobuf import json_format
 
 from drsdtp._core import Store
+from drsdtp.api.errors import naming
 from drsdtp.api.feed import RESTART, ChangeFeed
 from drsdtp.api.watch_limits import WatchGate, WatchRefused, caller_of
 from drsdtp.api.write_plan import visible
+from drsdtp.errors import DrsdtpError
 from drsdtp.ingest.ratelog import RateLimitedLog
 from drsdtp.wire.v1 import api_pb2
 
-__all__ = ["POSITION_KEY", "WatchService"]
+__all__ = ["POSITION_KEY", "Encoding", "Stalled", "WatchService", "WriteMessage"]
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +51,23 @@ CHANGE_BATCH = 512  # changes read from the feed at a time
 ENCODED_CACHE_BYTES = 4 << 20  # encoded changes shared between streams, at most this many bytes
 
 TwinMessage = Callable[[Store, str, Sequence[str]], api_pb2.Twin]
+WriteMessage = Callable[[bytes, int], Awaitable[object]]  # (message, its cursor)
+Encoding = Literal["proto", "json"]
 ORIGINS = ("local", "ingest", "peer")
 
 
+class Stalled(Exception):
+    """The client did not take a write within ``limits.api_watch_stall_s``; ``detail`` says so and what
+    was sent last, ``position`` is that last position (``snapshot:<twin>`` or ``change:<n>``)."""
+
+    def __init__(self, detail: str, position: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.position = position
+
+
 class _Stalled(Exception):
-    """The client did not take a write in time."""
+    """The client did not take a write in time (raised inside a stream)."""
 
 
 class WatchService:
@@ -61,22 +81,27 @@ class WatchService:
         self._warn = RateLimitedLog(log, "API Watch")
         # One change encoded once for every stream that sends it (bounded; oldest dropped first). A twin
         # that changes again gets a new feed number, so an entry never hides a newer state.
-        self._encoded: dict[tuple[str, str, int, tuple[str, ...]], bytes | None] = {}
+        self._encoded: dict[tuple[str, str, int, tuple[str, ...], Encoding], bytes | None] = {}
         self._encoded_bytes = 0
 
-    def encoded(self, twin: str, origin: str, cursor: int, fields: Sequence[str]) -> bytes | None:
+    def encoded(
+        self, twin: str, origin: str, cursor: int, fields: Sequence[str], encoding: Encoding = "proto"
+    ) -> bytes | None:
         """The change as bytes (None: the twin has none of ``fields``)."""
         # The origin is part of the message: a snapshot's last message carries the cursor of the twin's
         # latest change, which another stream may have been sent as a "local" or "peer" change.
-        key = (twin, origin, cursor, tuple(fields))
+        key = (twin, origin, cursor, tuple(fields), encoding)
         if cursor and key in self._encoded:
             return self._encoded[key]
         twin_msg = self.twin_message(self.store, twin, fields)
-        data = (
-            None
-            if fields and not twin_msg.fields
-            else api_pb2.TwinChange(twin=twin_msg, origin=origin, cursor=cursor).SerializeToString()
-        )
+        data: bytes | None = None
+        if not fields or twin_msg.fields:
+            change = api_pb2.TwinChange(twin=twin_msg, origin=origin, cursor=cursor)
+            data = (
+                change.SerializeToString()
+                if encoding == "proto"
+                else json_format.MessageToJson(change, indent=None).encode()
+            )
         size = len(data or b"")
         if cursor and size <= ENCODED_CACHE_BYTES // 4:  # snapshot messages (cursor 0) are per stream
             while self._encoded and self._encoded_bytes + size > ENCODED_CACHE_BYTES:
@@ -85,22 +110,29 @@ class WatchService:
             self._encoded_bytes += size
         return data
 
-    async def serve(self, request: api_pb2.WatchRequest, context: grpc.aio.ServicerContext) -> None:
+    def check(self, request: api_pb2.WatchRequest) -> None:
+        """Refuses a request no stream can serve (INVALID_ARGUMENT naming the field)."""
         bad = [o for o in request.origins if o not in ORIGINS]
         if bad:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"Watch: origins: unknown {', '.join(map(repr, bad))} (known: {', '.join(ORIGINS)})",
+            raise naming(
+                DrsdtpError(f"origins: unknown {', '.join(map(repr, bad))} (known: {', '.join(ORIGINS)})"),
+                "origins",
             )
-        caller = caller_of(context.peer(), context.auth_context())
+
+    def admit(self, caller: str) -> Callable[[], None]:
+        """A stream slot for ``caller`` (see :meth:`WatchGate.admit`), the refusal logged (rate-limited)."""
         try:
-            release = self.gate.admit(caller)
+            return self.gate.admit(caller)
         except WatchRefused as exc:
             self._warn.warn(f"refused-{exc.reason}", "refused a stream: %s", exc.detail)
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.detail)
-            return  # abort raises
-        context.add_done_callback(lambda _: release())  # when gRPC is done with the call, not before
-        stream = _Stream(self, request, context)
+            raise
+
+    async def stream(
+        self, request: api_pb2.WatchRequest, caller: str, write: WriteMessage, encoding: Encoding
+    ) -> None:
+        """Runs one admitted stream until the client goes away (its write raises or the task is
+        cancelled); raises :class:`Stalled` when a write is not taken in time."""
+        stream = _Stream(self, request, write, encoding)
         try:
             await stream.run()
         except _Stalled:
@@ -111,19 +143,34 @@ class WatchService:
                 f"last sent: {stream.position or 'nothing'}"
             )
             self._warn.warn("stalled", "%s: %s", caller, detail)
-            context.set_trailing_metadata(((POSITION_KEY, stream.position),))
+            raise Stalled(detail, stream.position) from None
+
+    async def serve(self, request: api_pb2.WatchRequest, context: grpc.aio.ServicerContext) -> None:
+        self.check(request)  # the guard maps the error
+        caller = caller_of(context.peer(), context.auth_context())
+        try:
+            release = self.admit(caller)
+        except WatchRefused as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.detail)
+            return  # abort raises
+        context.add_done_callback(lambda _: release())  # when gRPC is done with the call, not before
+        try:
+            await self.stream(request, caller, lambda data, _: context.write(data), "proto")
+        except Stalled as exc:
+            context.set_trailing_metadata(((POSITION_KEY, exc.position),))
             context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
-            context.set_details(detail)
+            context.set_details(exc.detail)
             # Returning rather than aborting: abort waits until the status is sent, which is behind the
             # unread data. gRPC sends the status when the client reads on, or drops it with the connection.
 
 
 class _Stream:
     def __init__(
-        self, service: WatchService, request: api_pb2.WatchRequest, context: grpc.aio.ServicerContext
+        self, service: WatchService, request: api_pb2.WatchRequest, write: WriteMessage, encoding: Encoding
     ) -> None:
         self.service = service
-        self.context = context
+        self.write = write
+        self.encoding: Encoding = encoding
         self.prefix = request.prefix
         self.wanted = frozenset(request.twin_ids)  # bounded by the request size limit
         self.fields = list(request.fields)
@@ -166,12 +213,12 @@ class _Stream:
             after = page[-1]
 
     async def send(self, twin: str, origin: str, position: str, cursor: int) -> None:
-        message = self.service.encoded(twin, origin, cursor, self.fields)
+        message = self.service.encoded(twin, origin, cursor, self.fields, self.encoding)
         if message is None:
             return  # none of the fields asked for
         try:
             async with asyncio.timeout(self.service.gate.limits.stall_s):
-                await self.context.write(message)
+                await self.write(message, cursor)
         except TimeoutError:
             raise _Stalled from None
         self.position = position
