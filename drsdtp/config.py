@@ -202,6 +202,13 @@ class ListenConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiHttpConfig:
+    """The HTTP/JSON face of the application API (``drsdtp.api.http``): off unless ``listen`` is set."""
+
+    listen: Address | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PeerConfig:
     name: Annotated[str, Name()]
     address: Address
@@ -300,6 +307,7 @@ class ApiConfig:
     tokens: tuple[ApiTokenConfig, ...] = ()
     certificates: tuple[ApiCertificateConfig, ...] = ()
     oidc: ApiOidcConfig | None = None
+    http: ApiHttpConfig = ApiHttpConfig()  # the HTTP/JSON face (drsdtp.api.http)
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,7 +467,7 @@ class NodeConfig:
     clock: ClockConfig = ClockConfig()
     peers: tuple[PeerConfig, ...] = ()  # seeds; an entry named like this node is dropped (shared peer lists)
     tls: TlsConfig | None = None
-    api: ApiConfig = ApiConfig()  # authorization of the application API
+    api: ApiConfig = ApiConfig()  # authorization of the application API; its HTTP/JSON face
     limits: LimitsConfig = LimitsConfig()
     wal: WalConfig = WalConfig()
     history: HistoryConfig = HistoryConfig()
@@ -651,7 +659,7 @@ def _check_node(config: NodeConfig) -> NodeConfig:
             )
     if config.commands.default_deadline_s > config.commands.max_deadline_s:
         raise ConfigError("commands.default_deadline_s", "is above commands.max_deadline_s")
-    _check_listen(config.listen)
+    _check_listen(config.listen, config.api.http.listen)
     _check_api(config.api)
     _check_history(config.history)
     if config.postgres is not None and not (config.history.enabled and config.wal.enabled):
@@ -667,16 +675,16 @@ def _check_node(config: NodeConfig) -> NodeConfig:
     return dataclasses.replace(config, peers=tuple(peers))
 
 
-def _check_listen(listen: ListenConfig) -> None:
+def _check_listen(listen: ListenConfig, http: Address | None) -> None:
     taken: dict[tuple[str, int], str] = {}
-    for name in ("peer", "api", "metrics"):
-        address: Address = getattr(listen, name)
+    named = [(f"listen.{name}", getattr(listen, name)) for name in ("peer", "api", "metrics")]
+    for key, address in [*named, *([("api.http.listen", http)] if http is not None else [])]:
         if address.port == 0:
             continue
         clash = taken.get((address.host, address.port))
         if clash:
-            raise ConfigError(f"listen.{name}", f"{address} is already used by listen.{clash}")
-        taken[(address.host, address.port)] = name
+            raise ConfigError(key, f"{address} is already used by {clash}")
+        taken[(address.host, address.port)] = key
 
 
 _TOKEN_HASH_RE: Final = re.compile(r"sha256:[0-9a-f]{64}")

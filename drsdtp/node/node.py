@@ -21,6 +21,7 @@ from drsdtp import __version__
 from drsdtp._core import Store
 from drsdtp.actions import CommandBook
 from drsdtp.api.feed import ChangeFeed, FeedKeeper
+from drsdtp.api.http import HttpApiServer, http_face
 from drsdtp.api.idempotency import IdempotencyStore
 from drsdtp.api.node import AuditEntry, NodeStatus, PeerState
 from drsdtp.api.server import ApiServer
@@ -142,6 +143,16 @@ class Node:
             ("method", "code"),
             lambda: self.api.requests.counts,
         )
+        self.api_http: HttpApiServer | None = None
+        if config.api.http.listen is not None:
+            self.api_http = http_face(self.api, config.api.http, limits)
+            http = self.api_http
+            self.metrics.add_labelled_counter(
+                "drsdtp_api_http_requests",
+                "HTTP/JSON API requests by method and status (the gRPC code of the reply).",
+                ("method", "code"),
+                lambda: http.counts,
+            )
         self.recovery = RecoveryLedger(
             config.data_dir / WAL_DIR, self.durable.stats.recovery, self.durable.stats.recovery_s
         )
@@ -418,6 +429,7 @@ class Node:
             self.intelligence,
             self.replicator,
             self.api,
+            *([self.api_http] if self.api_http is not None else []),
             self.metrics_server,
             *self.alerting.services(),
             self.dead_letters,

@@ -1,0 +1,22 @@
+"""Builds the node's HTTP/JSON face from its gRPC server's method table (one implementation of each
+method) and the ``[api.http]`` config."""
+
+from __future__ import annotations
+
+from drsdtp import __version__
+from drsdtp.api.http.server import HttpApiServer
+from drsdtp.api.server import ApiServer
+from drsdtp.config import ApiHttpConfig, LimitsConfig
+
+__all__ = ["http_face"]
+
+
+def http_face(api: ApiServer, config: ApiHttpConfig, limits: LimitsConfig) -> HttpApiServer:
+    assert config.listen is not None, "the HTTP face is off"
+    return HttpApiServer(
+        api.methods,
+        api.watches,
+        config.listen,
+        limits,
+        version=__version__,
+    )
