@@ -114,6 +114,7 @@ class ReadmeNode:
     def __init__(self, root: Path) -> None:
         self.config = root / "drsdtp.toml"
         self.metrics = free_port()
+        self.http = free_port()  # the HTTP/JSON face the README's curl lines reach as localhost:7402
         self.config.write_text(
             f'node_id = "readme"\ndata_dir = "{root / "data"}"\n'
             f'[listen]\napi = "127.0.0.1:{free_port()}"\nmetrics = "127.0.0.1:{self.metrics}"\n'
@@ -121,11 +122,13 @@ class ReadmeNode:
             '[[twins]]\nmatch = "room-*"\nmodel = "room"\n'
             '[[adapters]]\ntype = "simulated"\nname = "plant"\nrooms = 2\nseed = 1\ndt_s = 10.0\n'
             "speedup = 50.0\n"
+            f'[api.http]\nlisten = "127.0.0.1:{self.http}"\n'
         )
         self.log = root / "node.log"
 
     def substitute(self, text: str) -> str:
         text = text.replace(DOC_CONFIG, str(self.config))
+        text = text.replace("localhost:7402", f"127.0.0.1:{self.http}")
         text = re.sub(r"\bTWIN\b", TWIN, text)
         text = re.sub(r"\bFIELD\b", FIELD, text)
         if re.search(r"\bSNAPSHOT\b", text):
