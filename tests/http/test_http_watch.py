@@ -167,3 +167,17 @@ async def test_a_client_that_stops_reading_is_cut_off(node: HttpNode) -> None:
     assert node.post("Status")["nodeId"] == node.node_id  # the node served on meanwhile
     counts = node.metric_lines("drsdtp_api_http_requests_total")
     assert any('method="Watch"' in line and 'code="RESOURCE_EXHAUSTED"' in line for line in counts), counts
+
+
+async def test_the_other_streams_are_server_sent_events_too(node: HttpNode) -> None:
+    status, body = node.request("GET", "/api/v2/WatchAnomalies", headers={"Last-Event-ID": "soon"})
+    assert status == 400 and body["field"] == "after_seq", body
+    status, body = node.request("GET", "/api/v2/WatchAnomalies?after_seq=-1")
+    assert status == 400 and body["field"] == "after_seq", body
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{node.base}/api/v2/WatchAnomalies?after_seq=0") as response,
+    ):
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        assert await response.content.readline() == b"retry: 2000\n"

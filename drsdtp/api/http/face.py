@@ -16,6 +16,7 @@ def http_face(api: ApiServer, config: ApiHttpConfig, limits: LimitsConfig) -> Ht
     return HttpApiServer(
         api.methods,
         api.watches,
+        api.streams,
         config.listen,
         limits,
         version=__version__,

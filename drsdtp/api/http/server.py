@@ -30,6 +30,7 @@ from drsdtp.api.http.errors import ApiHttpError, error_response, from_drsdtp
 from drsdtp.api.http.openapi import PREFIX, is_read, openapi_document
 from drsdtp.api.http.query import message_from_query
 from drsdtp.api.http.sse import WatchEvents
+from drsdtp.api.http.streams import Stream, serve_stream
 from drsdtp.api.services import Unary
 from drsdtp.api.services.watch import WatchService
 from drsdtp.config import Address, LimitsConfig
@@ -71,6 +72,7 @@ class HttpApiServer:
         self,
         methods: Mapping[str, Unary],
         watches: WatchService,
+        streams: Mapping[str, Stream],
         address: Address,
         limits: LimitsConfig,
         *,
@@ -80,6 +82,7 @@ class HttpApiServer:
     ) -> None:
         """``static``: URL prefix -> directory of files served as they are (the dashboard)."""
         self.methods = methods
+        self.streams = streams
         self.address = address
         self.max_requests = limits.api_max_requests
         self.max_reply_bytes = limits.max_message_bytes
@@ -89,7 +92,11 @@ class HttpApiServer:
         self.counts: collections.Counter[tuple[str, ...]] = collections.Counter()  # (method, code)
         self._warn = RateLimitedLog(log, "HTTP API")
         self.document = json.dumps(openapi_document(SERVICE, version))
-        missing = [m.name for m in SERVICE.methods if not m.server_streaming and m.name not in methods]
+        missing = [
+            m.name
+            for m in SERVICE.methods
+            if m.name not in methods and m.name not in streams and m.name != "Watch"
+        ]
         assert not missing, f"no implementation of {missing}"
         self.events = WatchEvents(watches, self.counts, self._warn)
         self.app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._errors])
@@ -169,7 +176,7 @@ class HttpApiServer:
     async def _openapi(self, request: web.Request) -> web.Response:
         return web.Response(text=self.document, content_type="application/json", charset="utf-8")
 
-    async def _unary(self, request: web.Request) -> web.Response:
+    async def _unary(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["method"]
         method = SERVICE.methods_by_name.get(name)
         if method is None:
@@ -180,6 +187,9 @@ class HttpApiServer:
             )
         code = grpc.StatusCode.OK
         try:
+            if method.server_streaming:
+                response, code = await self._stream(request, name, method)
+                return response
             return await self._call(request, name, method)
         except ApiHttpError as exc:
             code = exc.code
@@ -257,6 +267,23 @@ class HttpApiServer:
                 f"{name}: the request body does not parse as its message ({exc})",
             ) from None
         return message
+
+    async def _stream(
+        self, request: web.Request, name: str, method: Any
+    ) -> tuple[web.StreamResponse, grpc.StatusCode]:
+        message = getattr(api_pb2, method.input_type.name)()
+        if request.method == "GET":
+            message = message_from_query(name, message, request.query.items())
+        elif request.method == "POST":
+            message = await self._body(request, name, message)
+        else:
+            raise ApiHttpError(
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"{name}: use GET or POST, not {request.method}",
+                http_status=405,
+            )
+        set_caller(await self.resolve_caller(request))
+        return await serve_stream(request, name, message, self.streams[name], peer_identity(request))
 
     async def _watch(self, request: web.Request) -> web.StreamResponse:
         if request.method == "GET":
