@@ -28,8 +28,8 @@ class HttpNode(ApiNode):
             text.replace('metrics = "127.0.0.1:0"', f'metrics = "127.0.0.1:{self.metrics_port}"')
         )
 
-    def start_blocking(self) -> None:
-        """Spawns the process and returns once its HTTP face answers."""
+    def start_blocking(self, token: str = "") -> None:
+        """Spawns the process and returns once its HTTP face answers (to ``token``, when given)."""
         self.spawn()
         assert self.proc is not None
         deadline = time.monotonic() + 60
@@ -38,7 +38,8 @@ class HttpNode(ApiNode):
                 f"{self.name} exited: {(self.dir / 'node.log').read_text()[-2000:]}"
             )
             try:
-                status, _ = self.request("GET", "/api/v2/Status", timeout=2)
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                status, _ = self.request("GET", "/api/v2/Status", headers=headers, timeout=2)
                 if status == 200:
                     return
             except OSError:
@@ -83,10 +84,10 @@ class HttpNode(ApiNode):
 
 
 @contextmanager
-def http_node(root: Path, extra: str = "") -> Iterator[HttpNode]:
+def http_node(root: Path, extra: str = "", ready_token: str = "") -> Iterator[HttpNode]:
     node = HttpNode("h", root, extra)
     try:
-        node.start_blocking()
+        node.start_blocking(ready_token)
         yield node
     finally:
         node.stop()

@@ -83,6 +83,11 @@ def error_response(error: ApiHttpError) -> web.Response:
         body["field"] = error.field
     if error.details:
         body["details"] = error.details
+    headers = {"WWW-Authenticate": "Bearer"} if error.code == grpc.StatusCode.UNAUTHENTICATED else None
     return web.Response(
-        status=error.http_status, text=json.dumps(body), content_type="application/json", charset="utf-8"
+        status=error.http_status,
+        text=json.dumps(body),
+        content_type="application/json",
+        charset="utf-8",
+        headers=headers,
     )

@@ -20,4 +20,5 @@ def http_face(api: ApiServer, config: ApiHttpConfig, limits: LimitsConfig) -> Ht
         config.listen,
         limits,
         version=__version__,
+        authority=api.authority,  # the gRPC face's: one set of callers, counts and rate buckets
     )

@@ -25,7 +25,9 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from drsdtp.api.caller import ANONYMOUS, Caller, set_caller
+from drsdtp.api.auth import Authority
+from drsdtp.api.caller import ANONYMOUS
+from drsdtp.api.http.auth import TOKEN_PARAMETER, HttpAuthorizer
 from drsdtp.api.http.errors import ApiHttpError, error_response, from_drsdtp
 from drsdtp.api.http.openapi import PREFIX, is_read, openapi_document
 from drsdtp.api.http.query import message_from_query
@@ -38,13 +40,12 @@ from drsdtp.errors import DrsdtpError
 from drsdtp.ingest.ratelog import RateLimitedLog
 from drsdtp.wire.v1 import api_pb2
 
-__all__ = ["MAX_BODY_BYTES", "HttpApiServer", "HttpCallerResolver", "address_caller"]
+__all__ = ["MAX_BODY_BYTES", "HttpApiServer"]
 
 log = logging.getLogger(__name__)
 
 SERVICE = api_pb2.DESCRIPTOR.services_by_name["TwinApi"]
 MAX_BODY_BYTES = 64 * 1024  # as the gRPC face's request bound
-HttpCallerResolver = Callable[[web.Request], Awaitable[Caller]]
 
 
 def peer_identity(request: web.Request) -> str:
@@ -55,9 +56,9 @@ def peer_identity(request: web.Request) -> str:
     return f"ipv6:[{remote}]" if ":" in remote else f"ipv4:{remote}"
 
 
-async def address_caller(request: web.Request) -> Caller:
-    """Until authorization resolves a proven identity: the caller's address, unauthenticated (as gRPC)."""
-    return Caller(peer_identity(request))
+def _query(request: web.Request) -> list[tuple[str, str]]:
+    """The query parameters that are request fields (the credential is not)."""
+    return [(k, v) for k, v in request.query.items() if k != TOKEN_PARAMETER]
 
 
 def _json_reply(message: Message) -> web.Response:
@@ -77,7 +78,7 @@ class HttpApiServer:
         limits: LimitsConfig,
         *,
         version: str,
-        resolve_caller: HttpCallerResolver = address_caller,
+        authority: Authority,
         static: Mapping[str, Path] | None = None,
     ) -> None:
         """``static``: URL prefix -> directory of files served as they are (the dashboard)."""
@@ -86,7 +87,7 @@ class HttpApiServer:
         self.address = address
         self.max_requests = limits.api_max_requests
         self.max_reply_bytes = limits.max_message_bytes
-        self.resolve_caller = resolve_caller
+        self.auth = HttpAuthorizer(authority)
         self.port = 0
         self.active = 0
         self.counts: collections.Counter[tuple[str, ...]] = collections.Counter()  # (method, code)
@@ -204,9 +205,7 @@ class HttpApiServer:
 
     async def _call(self, request: web.Request, name: str, method: Any) -> web.Response:
         if request.method == "GET" and is_read(method):
-            message = message_from_query(
-                name, getattr(api_pb2, method.input_type.name)(), request.query.items()
-            )
+            message = message_from_query(name, getattr(api_pb2, method.input_type.name)(), _query(request))
         elif request.method == "POST":
             message = await self._body(request, name, getattr(api_pb2, method.input_type.name)())
         else:
@@ -214,7 +213,7 @@ class HttpApiServer:
             raise ApiHttpError(
                 grpc.StatusCode.UNIMPLEMENTED, f"{name}: use {allowed}, not {request.method}", http_status=405
             )
-        set_caller(await self.resolve_caller(request))  # this request's task only
+        await self.auth.authorize(request, name, message)  # sets the caller for this request's task
         if self.active >= self.max_requests:
             raise ApiHttpError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -273,7 +272,7 @@ class HttpApiServer:
     ) -> tuple[web.StreamResponse, grpc.StatusCode]:
         message = getattr(api_pb2, method.input_type.name)()
         if request.method == "GET":
-            message = message_from_query(name, message, request.query.items())
+            message = message_from_query(name, message, _query(request))
         elif request.method == "POST":
             message = await self._body(request, name, message)
         else:
@@ -282,12 +281,12 @@ class HttpApiServer:
                 f"{name}: use GET or POST, not {request.method}",
                 http_status=405,
             )
-        set_caller(await self.resolve_caller(request))
+        await self.auth.authorize(request, name, message)
         return await serve_stream(request, name, message, self.streams[name], peer_identity(request))
 
     async def _watch(self, request: web.Request) -> web.StreamResponse:
         if request.method == "GET":
-            message = message_from_query("Watch", api_pb2.WatchRequest(), request.query.items())
+            message = message_from_query("Watch", api_pb2.WatchRequest(), _query(request))
         elif request.method == "POST":
             message = await self._body(request, "Watch", api_pb2.WatchRequest())
         else:
@@ -297,6 +296,5 @@ class HttpApiServer:
                 http_status=405,
             )
         assert isinstance(message, api_pb2.WatchRequest)
-        caller = await self.resolve_caller(request)
-        set_caller(caller)
-        return await self.events.serve(request, message, caller)
+        await self.auth.authorize(request, "Watch", message)
+        return await self.events.serve(request, message, peer_identity(request))

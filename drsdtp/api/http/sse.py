@@ -17,7 +17,6 @@ import logging
 import grpc
 from aiohttp import web
 
-from drsdtp.api.caller import Caller
 from drsdtp.api.http.errors import ApiHttpError, from_drsdtp
 from drsdtp.api.services.watch import Stalled, WatchService
 from drsdtp.api.watch_limits import WatchRefused
@@ -42,8 +41,9 @@ class WatchEvents:
         self._warn = warn
 
     async def serve(
-        self, request: web.Request, message: api_pb2.WatchRequest, caller: Caller
+        self, request: web.Request, message: api_pb2.WatchRequest, caller: str
     ) -> web.StreamResponse:
+        """``caller``: who the per-caller cap counts (the address, as on gRPC)."""
         last = request.headers.get(LAST_EVENT_ID, "").strip()
         if last:
             try:
@@ -58,7 +58,7 @@ class WatchEvents:
         try:
             try:
                 self.watches.check(message)
-                release = self.watches.admit(caller.identity)
+                release = self.watches.admit(caller)
             except DrsdtpError as exc:
                 raise from_drsdtp("Watch", exc) from None
             except WatchRefused as exc:
@@ -80,7 +80,7 @@ class WatchEvents:
             self.counts[("Watch", code.name)] += 1
 
     async def _stream(
-        self, request: web.Request, message: api_pb2.WatchRequest, caller: Caller
+        self, request: web.Request, message: api_pb2.WatchRequest, caller: str
     ) -> tuple[web.StreamResponse, bool]:
         """The response, and whether the client was cut off for not reading."""
         response = web.StreamResponse(
@@ -98,7 +98,7 @@ class WatchEvents:
             await response.write(head + data + b"\n\n")
 
         try:
-            await self.watches.stream(message, caller.identity, write, "json")
+            await self.watches.stream(message, caller, write, "json")
         except Stalled:
             # The client is not reading: nothing more can reach it. Drop the connection (and what is
             # queued for it) rather than wait on it.
