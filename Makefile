@@ -48,7 +48,14 @@ $(STAMPS)/build: $(STAMPS)/venv Cargo.toml Cargo.lock pyproject.toml $(shell fin
 	@test -x $(VENV)/bin/drsdtp || { echo "the drsdtp command was not installed"; exit 1; }
 	@touch $@
 
-setup: $(STAMPS)/build ## install apt packages, the venv and build the native module
+# The runtime dependencies' wheels: the release tests install wheel and sdist into fresh venvs offline.
+$(STAMPS)/wheelhouse: requirements.lock pyproject.toml | $(STAMPS)/venv
+	PY=$(PY) tools/release.sh wheelhouse $@.tmp && rm -rf $@ && mv $@.tmp $@
+
+setup: $(STAMPS)/build $(STAMPS)/wheelhouse ## install apt packages, the venv and build the native module
+
+dist: setup ## release artifacts in dist/: wheel, sdist, the SDK's wheel, SHA256SUMS (tools/release.sh)
+	PY=$(PY) tools/release.sh dist
 
 demo: setup ## run the demo: replicas converging through a lossy, reordering network
 	$(PY) -m drsdtp demo
@@ -91,6 +98,6 @@ fmt: setup ## format Rust and Python
 	$(VENV)/bin/ruff check --fix $(PY_SRC)
 
 clean: ## remove build outputs and the venv
-	rm -rf target $(VENV) $(STAMPS) drsdtp/_core*.so
+	rm -rf target dist $(VENV) $(STAMPS) drsdtp/_core*.so
 
-.PHONY: help setup demo proto lint test-rust tla test-firmware test-python test check bench fmt clean
+.PHONY: help setup dist demo proto lint test-rust tla test-firmware test-python test check bench fmt clean

@@ -53,6 +53,7 @@ TINY: dict[str, list[str]] = {
 }
 
 COMMANDS = sh_commands(README)
+MAKE_RUN_HERE = {"make demo", "make test", "make bench"}
 
 
 def kind(command: Command) -> str:
@@ -261,6 +262,18 @@ def test_make_demo_converges_and_stops_on_ctrl_c() -> None:
     output = "".join(seen) + rest
     assert "Traceback" not in output, output[-3000:]
     assert "received SIGINT: shutting down" in output, output[-3000:]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [c for c in COMMANDS if kind(c).startswith("make ") and kind(c) not in MAKE_RUN_HERE],
+    ids=lambda c: c.id,
+)
+def test_other_make_targets_exist(line: Command) -> None:
+    # Each has its own test (make dist: tests/deploy/test_release.py); here only that the target exists.
+    dry = run(f"{line.command} -n")
+    check(dry, f"{line.command} -n")
+    print(f"{line.command}: recipe checked with make -n; its own test runs it")
 
 
 def test_make_test_is_this_run() -> None:
