@@ -25,8 +25,9 @@ for line in open("requirements.lock"):
         name, ver = line.split("#")[0].strip().split("==")
         pins[re.sub(r"[-_.]+", "-", name).lower()] = ver
 for spec in names:
-    name = re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9_.-]+", spec)[0]).lower()
-    print(f"{name}=={pins[name]}")
+    match = re.match(r"([A-Za-z0-9_.-]+)(\[[\w,]+\])?", spec)
+    name = re.sub(r"[-_.]+", "-", match[1]).lower()
+    print(f"{name}{match[2] or ''}=={pins[name]}")
 EOF
 }
 

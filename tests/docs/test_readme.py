@@ -4,13 +4,15 @@ Commands run from the checkout with ``.venv/bin`` first on the PATH (what ``. .v
 no PYTHONPATH, so they use the package ``make setup`` installed. The README's ``drsdtp run --config
 /etc/drsdtp/drsdtp.toml`` starts a real node on this test's config (the one substitution of a path); client
 commands reach it through ``$DRSDTP_CONFIG``, and the placeholders TWIN, FIELD and SNAPSHOT stand for one
-of its twins, a field and that twin's newest snapshot. Benchmarks run with the tiny sizes in ``TINY``;
-``make demo`` runs until its nodes converge, then gets a Ctrl-C; ``make bench`` is checked with ``make -n``
-(its Rust half compiles the peer crates, minutes) and its Python half runs tiny; ``make test`` is CI itself.
+of its twins, a field and that twin's newest snapshot, and ``$TOKEN`` a token. Benchmarks run with the
+tiny sizes in ``TINY``; ``make demo`` runs until its nodes converge, then gets a Ctrl-C; ``make bench`` is
+checked with ``make -n`` (its Rust half compiles the peer crates, minutes) and its Python half runs tiny;
+``make test`` is CI itself; other make targets are checked with ``make -n`` (each has its own test).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -108,6 +110,15 @@ def test_every_referenced_bench_has_a_tiny_size() -> None:
         assert (REPO / "benches" / name).is_file(), name
 
 
+@functools.cache
+def readme_token() -> str:
+    made = run("drsdtp token new readme --role viewer")
+    check(made, "drsdtp token new")
+    token = re.search(r"drsdtp_\S+", made.stdout)
+    assert token, made.stdout
+    return token[0]
+
+
 # --- the node the README's `drsdtp run` line starts ------------------------------------------------------
 
 
@@ -145,7 +156,8 @@ class ReadmeNode:
 
     @property
     def client_env(self) -> dict[str, str]:
-        return {"DRSDTP_CONFIG": str(self.config)}
+        # $TOKEN: a shell variable the README's commands use, holding what `drsdtp token new` prints.
+        return {"DRSDTP_CONFIG": str(self.config), "TOKEN": readme_token()}
 
     def ready(self) -> bool:
         try:
