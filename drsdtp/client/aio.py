@@ -201,12 +201,15 @@ class AsyncClient:
         replicate_timeout: float = 0.0,
         reason: str = "",
         timeout: float | None = None,
+        retry: bool = False,
     ) -> WriteResult:
         """One request: every twin's writes (and ``columns``) validated whole, then applied in one durable
         commit, answered once ``ack`` is reached ("replicated": also made durable by ``replicas`` peers within
         ``replicate_timeout`` seconds). With an ``idempotency_key`` (see
         :func:`~drsdtp.client.writes.new_idempotency_key`) the write is retried while the node cannot be
-        reached, and applied once however often it arrives."""
+        reached, and applied once however often it arrives; ``retry=True`` makes a fresh key for it."""
+        if retry and not idempotency_key:
+            idempotency_key = w.new_idempotency_key()
         req = w.request(
             writes,
             columns=columns,

@@ -36,6 +36,7 @@ class Recorder(api_pb2_grpc.TwinApiServicer):
     code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
     trailers: tuple[tuple[str, str], ...] = ()
     calls: list[dict[str, str]] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # each Write's idempotency key
 
     async def _answer(self, context: grpc.aio.ServicerContext) -> None:
         self.calls.append({k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)})
@@ -53,6 +54,7 @@ class Recorder(api_pb2_grpc.TwinApiServicer):
     async def Write(
         self, request: api_pb2.WriteRequest, context: grpc.aio.ServicerContext
     ) -> api_pb2.WriteReply:
+        self.keys.append(request.idempotency_key)
         await self._answer(context)
         return api_pb2.WriteReply(
             twins=[api_pb2.WrittenTwin(twin_id=t.twin_id, version=7) for t in request.twins]
@@ -119,6 +121,12 @@ async def test_a_write_is_retried_only_with_an_idempotency_key(server: tuple[Rec
         result = await client.write(write, idempotency_key="k-1")
     assert result.versions == {"room-1": 7}
     assert len(recorder.calls) == 3
+    recorder.calls.clear()
+    recorder.keys.clear()
+    recorder.failures = 1
+    async with AsyncClient(target, retry=FAST) as client:
+        await client.report("room-1", {"temp_1": 2.0}, retry=True)  # a fresh key, the same on each attempt
+    assert len(recorder.keys) == 2 and recorder.keys[0] == recorder.keys[1] != ""
 
 
 async def test_statuses_map_to_the_error_tree_with_their_trailers(server: tuple[Recorder, str]) -> None:
