@@ -102,12 +102,18 @@ class Field:
     @classmethod
     def from_pb(cls, f: api_pb2.FieldValue) -> Field:
         kind: Kind = f.WhichOneof("value") or "none"
-        desired: tuple[DesiredValue, ...] = ()
         if kind == "desired":
             desired = tuple(
                 DesiredValue(_value(v), v.stamp, v.writer, v.writer_node) for v in f.desired.values
             )
-        return cls(f.name, kind, _value(f), f.stamp, f.writer, f.writer_node, desired)
+            return cls(
+                f.name, kind, tuple(d.value for d in desired), f.stamp, f.writer, f.writer_node, desired
+            )
+        if kind == "set":
+            value: Value = tuple(sorted(f.set.elements))
+        else:
+            value = None if kind == "none" else getattr(f, kind)
+        return cls(f.name, kind, value, f.stamp, f.writer, f.writer_node)
 
 
 @dataclass(frozen=True, slots=True)
