@@ -13,10 +13,10 @@ from drsdtp.client import ApiError, Client
 from tests.api.nodes import ApiNode
 
 
-def wait_ready(node: ApiNode, limit_s: float = 60) -> None:
-    """Returns once the node's API answers (the SDK's own retries cover a node still starting)."""
+def wait_ready(node: ApiNode, limit_s: float = 60, token: str | None = None) -> None:
+    """Returns once the node's API answers (``token``: one it accepts, when it requires one)."""
     deadline = time.monotonic() + limit_s
-    with Client(f"127.0.0.1:{node.api_port}", timeout=2) as client:
+    with Client(f"127.0.0.1:{node.api_port}", timeout=2, token=token) as client:
         while True:
             assert node.proc is not None and node.proc.poll() is None, (
                 f"{node.name} exited: {(node.dir / 'node.log').read_text()[-2000:]}"
@@ -29,11 +29,11 @@ def wait_ready(node: ApiNode, limit_s: float = 60) -> None:
                 time.sleep(0.2)
 
 
-def started(root: Path, name: str = "sdk", extra: str = "") -> ApiNode:
+def started(root: Path, name: str = "sdk", extra: str = "", token: str | None = None) -> ApiNode:
     node = ApiNode(name, root)
     node.configure({}, extra)
     node.spawn()
-    wait_ready(node)
+    wait_ready(node, token=token)
     return node
 
 
