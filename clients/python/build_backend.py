@@ -1,9 +1,9 @@
 """A PEP 517 backend that builds the ``drsdtp-client`` wheel from the repository's own sources.
 
-The wheel holds exactly the client's files: ``drsdtp/__init__.py`` (the version), ``drsdtp/errors.py`` (the
-project's exception tree, which the SDK's errors extend), ``drsdtp/client/`` and ``drsdtp/wire/``. Its
-dependencies are read from the generated stubs, so they always match the code generator's versions. Only the
-standard library is used: building needs no network.
+The wheel holds exactly the client's files: ``drsdtp/__init__.py`` (made here: the version, from
+Cargo.toml), ``drsdtp/errors.py`` (the project's exception tree, which the SDK's errors extend),
+``drsdtp/client/`` and ``drsdtp/wire/``. Its dependencies are read from the generated stubs, so they always
+match the code generator's versions. Only the standard library is used: building needs no network.
 """
 
 from __future__ import annotations
@@ -11,22 +11,32 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import tomllib
 import zipfile
 from pathlib import Path
 from typing import Any
 
 NAME = "drsdtp_client"
 ROOT = Path(__file__).resolve().parents[2]
-_FILES = ("drsdtp/__init__.py", "drsdtp/errors.py", "drsdtp/py.typed")
+_FILES = ("drsdtp/errors.py", "drsdtp/py.typed")
 _TREES = ("drsdtp/client", "drsdtp/wire")
 _TAG = "py3-none-any"
 
 
 def _version() -> str:
-    text = (ROOT / "drsdtp/__init__.py").read_text()
-    match = re.search(r'__version__ = "([^"]+)"', text)
-    assert match, "drsdtp/__init__.py has no __version__"
-    return match[1]
+    """The release version, from its one home: the workspace's Cargo.toml."""
+    with (ROOT / "Cargo.toml").open("rb") as f:
+        version: str = tomllib.load(f)["workspace"]["package"]["version"]
+    return version
+
+
+def _init() -> bytes:
+    """``drsdtp/__init__.py`` of this distribution: the node's reads the version of the ``drsdtp``
+    distribution, which is not installed beside the client alone."""
+    return (
+        '"""drsdtp: the client SDK of drsdtp digital-twin nodes (the drsdtp-client distribution)."""\n\n'
+        f'__version__ = "{_version()}"\n'
+    ).encode()
 
 
 def _requirements() -> list[str]:
@@ -70,7 +80,8 @@ def build_wheel(
     version = _version()
     dist_info = f"{NAME}-{version}.dist-info"
     filename = f"{NAME}-{version}-{_TAG}.whl"
-    entries: list[tuple[str, bytes]] = [(p.relative_to(ROOT).as_posix(), p.read_bytes()) for p in _sources()]
+    entries: list[tuple[str, bytes]] = [("drsdtp/__init__.py", _init())]
+    entries += [(p.relative_to(ROOT).as_posix(), p.read_bytes()) for p in _sources()]
     entries.append((f"{dist_info}/METADATA", _metadata().encode()))
     wheel = f"Wheel-Version: 1.0\nGenerator: drsdtp build_backend\nRoot-Is-Purelib: true\nTag: {_TAG}\n"
     entries.append((f"{dist_info}/WHEEL", wheel.encode()))

@@ -9,6 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import drsdtp  # the node's package: its version is the release's, which the wheel must carry
 from tests.api.nodes import ApiNode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,3 +108,11 @@ def test_the_pure_wheel_installs_alone_and_runs_an_example(tmp_path: Path, node:
     )
     assert example.returncode == 0, example.stderr
     assert "node node-sdk" in example.stdout and "room-example at version" in example.stdout
+    shown = subprocess.run(
+        [str(python), "-c", "import drsdtp; print(drsdtp.__version__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert shown.stdout.strip() == drsdtp.__version__ and f"drsdtp_client-{drsdtp.__version__}-" in wheel.name
