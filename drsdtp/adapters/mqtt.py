@@ -67,7 +67,6 @@ from drsdtp.adapters.payloads import (
     PayloadDecoder,
     PayloadError,
     PayloadLimits,
-    TopicDecoder,
     parse_payload,
     parse_payload_limits,
     reason_of,
@@ -285,8 +284,9 @@ class MqttAdapter(SharedSettings):
             rule, twin, field = r
             before = len(out)
             try:
-                if isinstance(rule.decoder, TopicDecoder):
-                    bad = rule.decoder.decode_message(m.topic, m.payload, m.received_ms, out)
+                by_topic = getattr(rule.decoder, "decode_message", None)  # a TopicDecoder
+                if by_topic is not None:
+                    bad = by_topic(m.topic, m.payload, m.received_ms, out)
                 else:
                     bad = rule.decoder.decode(m.payload, twin, field, m.received_ms, out)
             except Exception as exc:  # any exception is this payload's: it must not end the session

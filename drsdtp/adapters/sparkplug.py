@@ -228,6 +228,8 @@ class SparkplugDecoder:
         self, node: _EdgeNode, twin: str, msg: spb.Payload, stamp: int, out: SourceBatch, *, birth: bool
     ) -> int:
         bad = 0
+        twins, fields, values, stamps = out.twins, out.fields, out.values, out.source_ms
+        qualities = out.quality
         for m in msg.metrics:
             if birth:
                 if m.name == _BD_SEQ and twin.count("/") == 1:
@@ -237,26 +239,38 @@ class SparkplugDecoder:
                     bad += 1
                     continue
             else:
-                metric = node.aliases.get(int(m.alias)) if m.HasField("alias") and not m.name else None
-                if metric is None and m.name:
-                    metric = node.names.get((twin, m.name))
+                name = m.name
+                if name:
+                    metric = node.names.get((twin, name))
+                else:
+                    metric = node.aliases.get(m.alias) if m.HasField("alias") else None
                 if metric is None:
                     self.stats.unknown_aliases += 1
-                    self._want(_key_of(twin), f"metric {m.name or m.alias!r} not in the birth")
+                    self._want(_key_of(twin), f"metric {name or m.alias!r} not in the birth")
                     bad += 1
                     continue
             if metric.datatype not in _NUMERIC:
                 bad += 1
                 continue
-            ts = int(m.timestamp) if m.HasField("timestamp") and m.timestamp else stamp
-            if m.is_null:
-                out.add(metric.twin, metric.field, math.nan, ts, Quality.BAD)
-                continue
-            value = _number(m, metric.datatype)
+            ts = m.timestamp or stamp
+            which = m.WhichOneof("value")
+            value: float | None
+            quality = Quality.GOOD
+            if which == "double_value":  # the common case first: one attribute read, no conversion
+                double = m.double_value
+                value = double if math.isfinite(double) else None
+            elif m.is_null:
+                value, quality = math.nan, Quality.BAD
+            else:
+                value = _number(m, which, metric.datatype)
             if value is None:
                 bad += 1
                 continue
-            out.add(metric.twin, metric.field, value, ts)
+            twins.append(metric.twin)
+            fields.append(metric.field)
+            values.append(value)
+            stamps.append(ts)
+            qualities.append(quality)
         return bad
 
     def _define(self, node: _EdgeNode, twin: str, m: spb.Payload.Metric) -> _Metric | None:
@@ -288,8 +302,7 @@ def _integer(m: spb.Payload.Metric) -> int | None:
     return None
 
 
-def _number(m: spb.Payload.Metric, datatype: int) -> float | None:
-    which = m.WhichOneof("value")
+def _number(m: spb.Payload.Metric, which: str | None, datatype: int) -> float | None:
     if which is None:
         return None
     if datatype == spb.Boolean:
@@ -298,7 +311,7 @@ def _number(m: spb.Payload.Metric, datatype: int) -> float | None:
         return 1.0 if m.boolean_value else 0.0
     if which in ("float_value", "double_value"):
         value = float(getattr(m, which))
-        return value if value == value and abs(value) != float("inf") else None
+        return value if math.isfinite(value) else None
     if which in ("int_value", "long_value"):
         raw = int(getattr(m, which))
         bits = _SIGNED_BITS.get(datatype)
