@@ -34,7 +34,13 @@ def access_of(method: str, request: Any) -> Access:
         if request.twin_ids:
             return Access((method,), tuple(request.twin_ids))
         return Access((method,), (), (request.prefix,))
-    if method in ("ReadAudit", "ListAnomalies", "WatchAnomalies"):  # one twin, or (empty) every twin
+    if method in (
+        "ReadAudit",
+        "ListAnomalies",
+        "WatchAnomalies",
+        "ListAlarms",
+        "WatchAlarms",
+    ):  # one, or every
         return Access((method,), (request.twin_id,)) if request.twin_id else Access((method,), (), EVERY_TWIN)
     if method == "Health":
         return (

@@ -24,8 +24,12 @@ METHOD_ROLES: Final[dict[str, ApiRole]] = {
     "ListAnomalies": "viewer",
     "WatchAnomalies": "viewer",
     "Health": "viewer",
-    # Changing values of twins that exist: reported, desired, set elements, counters.
+    "ListAlarms": "viewer",
+    "WatchAlarms": "viewer",
+    "ListRules": "viewer",
+    # Changing values of twins that exist: reported, desired, set elements, counters; acknowledging alarms.
     "Write": "operator",
+    "AcknowledgeAlarm": "operator",
     # Changing which twins exist, their past, and what ingestion refused.
     "Write.create": "engineer",
     "Write.delete": "engineer",
