@@ -84,7 +84,8 @@ async def rate(writers: int, seconds: float, one: Callable[[int, int], Awaitable
         i = 0
         while time.perf_counter() < deadline:
             i += 1
-            done += await one(k, i)
+            wrote = await one(k, i)  # not `done += await ...`: that reads `done` before the await
+            done += wrote
 
     started = time.perf_counter()
     await asyncio.gather(*(writer(k) for k in range(writers)))
@@ -221,10 +222,12 @@ async def main() -> None:
         try:
             await node.ready()
             target = f"127.0.0.1:{node.port}"
-            blocking = Client(target, timeout=30)
             async with AsyncClient(target, timeout=30) as sdk:
-                for name, (p50, p99) in (await round_trips(node, sdk, blocking, n)).items():
-                    print(f"write round trip, durable ack, {name}: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+                # The blocking client runs its own event loop: closed before the throughput phases, as a
+                # second gRPC event loop in the process slows every call of the first (measured: 3x).
+                with Client(target, timeout=30) as blocking:
+                    for name, (p50, p99) in (await round_trips(node, sdk, blocking, n)).items():
+                        print(f"write round trip, durable ack, {name}: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
                 for name, fields_s in (await batched(node, sdk, secs)).items():
                     print(f"batched writes, {name} (4 in flight): {fields_s:,.0f} fields/s")
                 twins = [f"w{i}" for i in range(100)]
@@ -241,7 +244,6 @@ async def main() -> None:
                     f"per idle SDK watch ({idle} open): node RSS {node_kb:.1f} KB; "
                     f"client RSS {own_kb:.1f} KB, of which Python heap {heap_kb:.1f} KB"
                 )
-            blocking.close()
         finally:
             await node.close()
     print(f"(cores: {os.cpu_count()}; client and node share them; threads: {threading.active_count()})")
