@@ -185,6 +185,10 @@ class CommandBook:
                         record = self.get(command)
         return record
 
+    def takes_value(self, twin: str, action: str) -> bool:
+        """Whether the actuator's commands carry a value (else only args); UnknownTwinError if none."""
+        return self.actuators.get(twin, action).value != "none"
+
     # ----- writes -----------------------------------------------------------------------------------------
 
     async def issue_command(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from drsdtp._core import Store
 from drsdtp.api.feed import ChangeFeed
@@ -22,6 +22,9 @@ from drsdtp.intelligence.results import TwinHealth
 from drsdtp.models import AssetModel
 from drsdtp.recovery import QuarantineEntry, RecoveryLedger
 from drsdtp.rules.ops import AlertingOps
+
+if TYPE_CHECKING:
+    from drsdtp.api.services.commands import CommandOps
 
 __all__ = [
     "AnomalyReader",
@@ -209,4 +212,9 @@ class NodeApi(Protocol):
 
     async def accept_recovery(self, actor: str, reason: str) -> list[QuarantineEntry]:
         """Acknowledges every pending recovery (audited); returns the entries acknowledged."""
+        ...
+
+    @property
+    def commands(self) -> CommandOps:
+        """The command book (issue, get, list, cancel, wait): the Command methods' only way in."""
         ...

@@ -12,6 +12,7 @@ from drsdtp.api.idempotency import IdempotencyStore
 from drsdtp.api.node import NodeApi
 from drsdtp.api.services.admin import AdminService
 from drsdtp.api.services.alarms import AlarmService
+from drsdtp.api.services.commands import CommandService
 from drsdtp.api.services.intel import IntelService
 from drsdtp.api.services.read import ReadService
 from drsdtp.api.services.write import WriteService
@@ -26,6 +27,7 @@ def unary_methods(node: NodeApi, keys: IdempotencyStore) -> dict[str, Unary]:
     read, admin, write = ReadService(node), AdminService(node), WriteService(node, keys)
     intel = IntelService(node)
     alarms = AlarmService(node)
+    commands = CommandService(lambda: node.commands)
     return {
         "Status": read.status,
         "ListTwins": read.list_twins,
@@ -47,4 +49,10 @@ def unary_methods(node: NodeApi, keys: IdempotencyStore) -> dict[str, Unary]:
         "ListAlarms": alarms.list_alarms,
         "AcknowledgeAlarm": alarms.acknowledge_alarm,
         "ListRules": alarms.list_rules,
+        # commands (issue 12)
+        "IssueCommand": commands.issue,
+        "GetCommand": commands.get,
+        "ListCommands": commands.list,
+        "CancelCommand": commands.cancel,
+        "WaitCommand": commands.wait,
     }

@@ -2295,3 +2295,324 @@ class ListRulesReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListRulesReply: _TypeAlias = ListRulesReply  # noqa: Y015
+
+@_typing.final
+class CommandIssueRequest(_message.Message):
+    """----- (commands, issue 12) commands to actuators and their outcome ------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TWIN_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    ARGS_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    DEADLINE_S_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    WAIT_S_FIELD_NUMBER: _builtins.int
+    ARGS_POSITIONAL_FIELD_NUMBER: _builtins.int
+    twin_id: _builtins.str
+    action: _builtins.str
+    """The actuator's action (its field's name unless the config names it otherwise)."""
+    idempotency_key: _builtins.str
+    deadline_s: _builtins.float
+    """0: the actuator's deadline, else commands.default_deadline_s."""
+    actor: _builtins.str
+    reason: _builtins.str
+    wait_s: _builtins.float
+    """> 0: answer once the command reached an outcome, or after this many seconds."""
+    args_positional: _builtins.bool
+    """The CLI's `command TWIN ACTION [ARG...]`: with no `value` and an actuator that takes one, the first
+    of `args` is the value (the rest are refused); for an action, `args` stay its arguments.
+    """
+    @_builtins.property
+    def value(self) -> Global___FieldValue:
+        """The value, for an actuator that takes one (f64, i64, flag or text); unset for an action."""
+
+    @_builtins.property
+    def args(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldValue]:
+        """Arguments of an action (e.g. a method call's), each f64, i64, flag or text."""
+
+    def __init__(
+        self,
+        *,
+        twin_id: _builtins.str = ...,
+        action: _builtins.str = ...,
+        value: Global___FieldValue | None = ...,
+        args: _abc.Iterable[Global___FieldValue] | None = ...,
+        idempotency_key: _builtins.str = ...,
+        deadline_s: _builtins.float = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        wait_s: _builtins.float = ...,
+        args_positional: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "args", b"args", "args_positional", b"args_positional", "deadline_s", b"deadline_s", "idempotency_key", b"idempotency_key", "reason", b"reason", "twin_id", b"twin_id", "value", b"value", "wait_s", b"wait_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommandIssueRequest: _TypeAlias = CommandIssueRequest  # noqa: Y015
+
+@_typing.final
+class CommandMark(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    MS_FIELD_NUMBER: _builtins.int
+    NODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    state: _builtins.str
+    ms: _builtins.int
+    node: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        state: _builtins.str = ...,
+        ms: _builtins.int = ...,
+        node: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ms", b"ms", "node", b"node", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommandMark: _TypeAlias = CommandMark  # noqa: Y015
+
+@_typing.final
+class Command(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
+    TWIN_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    ARGS_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ISSUED_MS_FIELD_NUMBER: _builtins.int
+    DEADLINE_MS_FIELD_NUMBER: _builtins.int
+    EXECUTOR_FIELD_NUMBER: _builtins.int
+    ISSUER_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    WHY_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    MARKS_FIELD_NUMBER: _builtins.int
+    CANCEL_ACTOR_FIELD_NUMBER: _builtins.int
+    CANCEL_REASON_FIELD_NUMBER: _builtins.int
+    TERMINAL_FIELD_NUMBER: _builtins.int
+    command_id: _builtins.str
+    twin_id: _builtins.str
+    action: _builtins.str
+    field: _builtins.str
+    """The reported field it drives ("" for an action)."""
+    origin: _builtins.str
+    """api, desired, rule ..."""
+    idempotency_key: _builtins.str
+    issued_ms: _builtins.int
+    deadline_ms: _builtins.int
+    executor: _builtins.str
+    """The node that executes it, and the node that took it."""
+    issuer: _builtins.str
+    actor: _builtins.str
+    reason: _builtins.str
+    state: _builtins.str
+    """pending, sent, acknowledged, applied, rejected, failed, timed_out, superseded, cancelled."""
+    why: _builtins.str
+    """Why it is in that state (a terminal state always says), or what holds it."""
+    attempts: _builtins.int
+    held: _builtins.str
+    """Why the executor holds it (an interlock), "" when it does not."""
+    result: _builtins.str
+    """What the device answered."""
+    cancel_actor: _builtins.str
+    """A cancel request: who asked and why ("" when none)."""
+    cancel_reason: _builtins.str
+    terminal: _builtins.bool
+    @_builtins.property
+    def value(self) -> Global___FieldValue: ...
+    @_builtins.property
+    def args(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldValue]: ...
+    @_builtins.property
+    def marks(self) -> _containers.RepeatedCompositeFieldContainer[Global___CommandMark]: ...
+    def __init__(
+        self,
+        *,
+        command_id: _builtins.str = ...,
+        twin_id: _builtins.str = ...,
+        action: _builtins.str = ...,
+        field: _builtins.str = ...,
+        value: Global___FieldValue | None = ...,
+        args: _abc.Iterable[Global___FieldValue] | None = ...,
+        origin: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        issued_ms: _builtins.int = ...,
+        deadline_ms: _builtins.int = ...,
+        executor: _builtins.str = ...,
+        issuer: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        state: _builtins.str = ...,
+        why: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        held: _builtins.str = ...,
+        result: _builtins.str = ...,
+        marks: _abc.Iterable[Global___CommandMark] | None = ...,
+        cancel_actor: _builtins.str = ...,
+        cancel_reason: _builtins.str = ...,
+        terminal: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "args", b"args", "attempts", b"attempts", "cancel_actor", b"cancel_actor", "cancel_reason", b"cancel_reason", "command_id", b"command_id", "deadline_ms", b"deadline_ms", "executor", b"executor", "field", b"field", "held", b"held", "idempotency_key", b"idempotency_key", "issued_ms", b"issued_ms", "issuer", b"issuer", "marks", b"marks", "origin", b"origin", "reason", b"reason", "result", b"result", "state", b"state", "terminal", b"terminal", "twin_id", b"twin_id", "value", b"value", "why", b"why"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Command: _TypeAlias = Command  # noqa: Y015
+
+@_typing.final
+class CommandReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMAND_FIELD_NUMBER: _builtins.int
+    REPEATED_FIELD_NUMBER: _builtins.int
+    repeated: _builtins.bool
+    """IssueCommand: the idempotency key already named this command; nothing new was issued."""
+    @_builtins.property
+    def command(self) -> Global___Command: ...
+    def __init__(
+        self,
+        *,
+        command: Global___Command | None = ...,
+        repeated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "repeated", b"repeated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommandReply: _TypeAlias = CommandReply  # noqa: Y015
+
+@_typing.final
+class CommandGetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
+    command_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        command_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommandGetRequest: _TypeAlias = CommandGetRequest  # noqa: Y015
+
+@_typing.final
+class CommandListRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TWIN_ID_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    twin_id: _builtins.str
+    active: _builtins.bool
+    limit: _builtins.int
+    """0: 100."""
+    def __init__(
+        self,
+        *,
+        twin_id: _builtins.str = ...,
+        active: _builtins.bool = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "limit", b"limit", "twin_id", b"twin_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommandListRequest: _TypeAlias = CommandListRequest  # noqa: Y015
+
+@_typing.final
+class CommandListReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMANDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def commands(self) -> _containers.RepeatedCompositeFieldContainer[Global___Command]: ...
+    def __init__(
+        self,
+        *,
+        commands: _abc.Iterable[Global___Command] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commands", b"commands"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommandListReply: _TypeAlias = CommandListReply  # noqa: Y015
+
+@_typing.final
+class CommandCancelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    command_id: _builtins.str
+    actor: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        command_id: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "command_id", b"command_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommandCancelRequest: _TypeAlias = CommandCancelRequest  # noqa: Y015
+
+@_typing.final
+class CommandWaitRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
+    TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    command_id: _builtins.str
+    timeout_s: _builtins.float
+    """0: 30 seconds; at most 3600."""
+    def __init__(
+        self,
+        *,
+        command_id: _builtins.str = ...,
+        timeout_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "timeout_s", b"timeout_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommandWaitRequest: _TypeAlias = CommandWaitRequest  # noqa: Y015

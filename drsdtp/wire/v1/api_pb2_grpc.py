@@ -149,6 +149,31 @@ class TwinApiStub:
                 request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListRulesRequest.SerializeToString,
                 response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListRulesReply.FromString,
                 _registered_method=True)
+        self.IssueCommand = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/IssueCommand',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandIssueRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandReply.FromString,
+                _registered_method=True)
+        self.GetCommand = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/GetCommand',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandGetRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandReply.FromString,
+                _registered_method=True)
+        self.ListCommands = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/ListCommands',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandListRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandListReply.FromString,
+                _registered_method=True)
+        self.CancelCommand = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/CancelCommand',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandCancelRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandReply.FromString,
+                _registered_method=True)
+        self.WaitCommand = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/WaitCommand',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandWaitRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandReply.FromString,
+                _registered_method=True)
 
 
 class TwinApiServicer:
@@ -325,6 +350,44 @@ class TwinApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueCommand(self, request, context):
+        """(commands, issue 12) Issues a command to an actuator of the config's [[actuators]]: any node takes it,
+        the actuator's node executes it. The reply is the command's record once durable here (with `wait_s`,
+        once it reached an outcome or after that long). An idempotency key names one command on every node:
+        a repeat answers the first command (`repeated`), another request with the same key is refused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCommand(self, request, context):
+        """(commands) One command's record as this node holds it: state, why, marks, attempts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCommands(self, request, context):
+        """(commands) Commands this node holds, newest first (of one twin; only unfinished ones with `active`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelCommand(self, request, context):
+        """(commands) Asks the executor to cancel a command (with a reason, audited); refused once it finished.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitCommand(self, request, context):
+        """(commands) Answers once the command reached an outcome, or after `timeout_s` with it as it is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TwinApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -442,6 +505,31 @@ def add_TwinApiServicer_to_server(servicer, server):
                     servicer.ListRules,
                     request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListRulesRequest.FromString,
                     response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.ListRulesReply.SerializeToString,
+            ),
+            'IssueCommand': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueCommand,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandIssueRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandReply.SerializeToString,
+            ),
+            'GetCommand': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCommand,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandGetRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandReply.SerializeToString,
+            ),
+            'ListCommands': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCommands,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandListRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandListReply.SerializeToString,
+            ),
+            'CancelCommand': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelCommand,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandCancelRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandReply.SerializeToString,
+            ),
+            'WaitCommand': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitCommand,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandWaitRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1065,6 +1153,141 @@ class TwinApi:
             '/drsdtp.wire.v1.TwinApi/ListRules',
             drsdtp_dot_wire_dot_v1_dot_api__pb2.ListRulesRequest.SerializeToString,
             drsdtp_dot_wire_dot_v1_dot_api__pb2.ListRulesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueCommand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/IssueCommand',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandIssueRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCommand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/GetCommand',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandGetRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCommands(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/ListCommands',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandListRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandListReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelCommand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/CancelCommand',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandCancelRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitCommand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/WaitCommand',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandWaitRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandReply.FromString,
             options,
             channel_credentials,
             insecure,

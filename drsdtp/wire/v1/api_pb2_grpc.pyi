@@ -100,6 +100,20 @@ class TwinApiStub:
     """(rules) Acknowledges an alarm's current episode (recorded in the alarm with the actor and reason)."""
     ListRules: _grpc.UnaryUnaryMultiCallable[_api_pb2.ListRulesRequest, _api_pb2.ListRulesReply]
     """(rules) The rules of this node with what they matched, fired and the last error of each."""
+    IssueCommand: _grpc.UnaryUnaryMultiCallable[_api_pb2.CommandIssueRequest, _api_pb2.CommandReply]
+    """(commands, issue 12) Issues a command to an actuator of the config's [[actuators]]: any node takes it,
+    the actuator's node executes it. The reply is the command's record once durable here (with `wait_s`,
+    once it reached an outcome or after that long). An idempotency key names one command on every node:
+    a repeat answers the first command (`repeated`), another request with the same key is refused.
+    """
+    GetCommand: _grpc.UnaryUnaryMultiCallable[_api_pb2.CommandGetRequest, _api_pb2.CommandReply]
+    """(commands) One command's record as this node holds it: state, why, marks, attempts."""
+    ListCommands: _grpc.UnaryUnaryMultiCallable[_api_pb2.CommandListRequest, _api_pb2.CommandListReply]
+    """(commands) Commands this node holds, newest first (of one twin; only unfinished ones with `active`)."""
+    CancelCommand: _grpc.UnaryUnaryMultiCallable[_api_pb2.CommandCancelRequest, _api_pb2.CommandReply]
+    """(commands) Asks the executor to cancel a command (with a reason, audited); refused once it finished."""
+    WaitCommand: _grpc.UnaryUnaryMultiCallable[_api_pb2.CommandWaitRequest, _api_pb2.CommandReply]
+    """(commands) Answers once the command reached an outcome, or after `timeout_s` with it as it is."""
 
 @_typing.type_check_only
 class TwinApiAsyncStub(TwinApiStub):
@@ -167,6 +181,20 @@ class TwinApiAsyncStub(TwinApiStub):
     """(rules) Acknowledges an alarm's current episode (recorded in the alarm with the actor and reason)."""
     ListRules: _aio.UnaryUnaryMultiCallable[_api_pb2.ListRulesRequest, _api_pb2.ListRulesReply]  # type: ignore[assignment]
     """(rules) The rules of this node with what they matched, fired and the last error of each."""
+    IssueCommand: _aio.UnaryUnaryMultiCallable[_api_pb2.CommandIssueRequest, _api_pb2.CommandReply]  # type: ignore[assignment]
+    """(commands, issue 12) Issues a command to an actuator of the config's [[actuators]]: any node takes it,
+    the actuator's node executes it. The reply is the command's record once durable here (with `wait_s`,
+    once it reached an outcome or after that long). An idempotency key names one command on every node:
+    a repeat answers the first command (`repeated`), another request with the same key is refused.
+    """
+    GetCommand: _aio.UnaryUnaryMultiCallable[_api_pb2.CommandGetRequest, _api_pb2.CommandReply]  # type: ignore[assignment]
+    """(commands) One command's record as this node holds it: state, why, marks, attempts."""
+    ListCommands: _aio.UnaryUnaryMultiCallable[_api_pb2.CommandListRequest, _api_pb2.CommandListReply]  # type: ignore[assignment]
+    """(commands) Commands this node holds, newest first (of one twin; only unfinished ones with `active`)."""
+    CancelCommand: _aio.UnaryUnaryMultiCallable[_api_pb2.CommandCancelRequest, _api_pb2.CommandReply]  # type: ignore[assignment]
+    """(commands) Asks the executor to cancel a command (with a reason, audited); refused once it finished."""
+    WaitCommand: _aio.UnaryUnaryMultiCallable[_api_pb2.CommandWaitRequest, _api_pb2.CommandReply]  # type: ignore[assignment]
+    """(commands) Answers once the command reached an outcome, or after `timeout_s` with it as it is."""
 
 class TwinApiServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -369,5 +397,49 @@ class TwinApiServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_api_pb2.ListRulesReply, _abc.Awaitable[_api_pb2.ListRulesReply]]:
         """(rules) The rules of this node with what they matched, fired and the last error of each."""
+
+    @_abc_1.abstractmethod
+    def IssueCommand(
+        self,
+        request: _api_pb2.CommandIssueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.CommandReply, _abc.Awaitable[_api_pb2.CommandReply]]:
+        """(commands, issue 12) Issues a command to an actuator of the config's [[actuators]]: any node takes it,
+        the actuator's node executes it. The reply is the command's record once durable here (with `wait_s`,
+        once it reached an outcome or after that long). An idempotency key names one command on every node:
+        a repeat answers the first command (`repeated`), another request with the same key is refused.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCommand(
+        self,
+        request: _api_pb2.CommandGetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.CommandReply, _abc.Awaitable[_api_pb2.CommandReply]]:
+        """(commands) One command's record as this node holds it: state, why, marks, attempts."""
+
+    @_abc_1.abstractmethod
+    def ListCommands(
+        self,
+        request: _api_pb2.CommandListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.CommandListReply, _abc.Awaitable[_api_pb2.CommandListReply]]:
+        """(commands) Commands this node holds, newest first (of one twin; only unfinished ones with `active`)."""
+
+    @_abc_1.abstractmethod
+    def CancelCommand(
+        self,
+        request: _api_pb2.CommandCancelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.CommandReply, _abc.Awaitable[_api_pb2.CommandReply]]:
+        """(commands) Asks the executor to cancel a command (with a reason, audited); refused once it finished."""
+
+    @_abc_1.abstractmethod
+    def WaitCommand(
+        self,
+        request: _api_pb2.CommandWaitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.CommandReply, _abc.Awaitable[_api_pb2.CommandReply]]:
+        """(commands) Answers once the command reached an outcome, or after `timeout_s` with it as it is."""
 
 def add_TwinApiServicer_to_server(servicer: TwinApiServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

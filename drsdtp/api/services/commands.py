@@ -1,0 +1,147 @@
+"""The command methods (issue 12): IssueCommand, GetCommand, ListCommands, CancelCommand, WaitCommand.
+
+They reach the node's command book through :class:`CommandOps` (``drsdtp.actions.CommandBook`` fits), never
+the node. The actor of a command is the caller's authenticated identity when there is one
+(:meth:`drsdtp.api.caller.Caller.actor`): the audit trail records it with every event of the command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from drsdtp.actions.record import CommandId, CommandRecord, command_id
+from drsdtp.api.caller import current_caller
+from drsdtp.api.convert import value_message
+from drsdtp.errors import InvalidValueError, UnknownTwinError
+from drsdtp.wire.v1 import api_pb2
+
+__all__ = ["CommandOps", "CommandService", "command_message", "plain_value"]
+
+Value = float | int | bool | str | bytes
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 10_000
+DEFAULT_WAIT_S = 30.0
+MAX_WAIT_S = 3600.0
+
+
+class CommandOps(Protocol):
+    def takes_value(self, twin: str, action: str) -> bool: ...
+    def get(self, command: CommandId) -> CommandRecord | None: ...
+    def list(
+        self, twin: str | None = None, *, active: bool = False, limit: int = 100
+    ) -> list[CommandRecord]: ...
+    async def issue_command(
+        self,
+        twin: str,
+        action: str,
+        value: Value | None = None,
+        *,
+        args: Sequence[Any] = (),
+        key: str = "",
+        deadline_s: float | None = None,
+        actor: str = "anonymous",
+        reason: str = "",
+        origin: str = "api",
+    ) -> CommandId: ...
+    async def cancel(self, command: CommandId, actor: str, reason: str) -> CommandRecord: ...
+    async def wait(
+        self, command: CommandId, timeout_s: float, until: Callable[[CommandRecord], bool] = ...
+    ) -> CommandRecord | None: ...
+
+
+def plain_value(msg: api_pb2.FieldValue, what: str) -> Value:
+    kind = msg.WhichOneof("value")
+    if kind == "f64":
+        return msg.f64
+    if kind == "i64":
+        return msg.i64
+    if kind == "flag":
+        return msg.flag
+    if kind == "text":
+        return msg.text
+    raise InvalidValueError(f"{what}: expected f64, i64, flag or text, got {kind or 'nothing'}")
+
+
+def command_message(record: CommandRecord) -> api_pb2.Command:
+    msg = api_pb2.Command(
+        command_id=record.id, twin_id=record.twin, action=record.action, field=record.field,
+        args=[value_message("", a) for a in record.args if isinstance(a, bool | int | float | str)],
+        origin=record.origin, idempotency_key=record.key, issued_ms=record.issued_ms,
+        deadline_ms=record.deadline_ms, executor=record.executor, issuer=record.issuer, actor=record.actor,
+        reason=record.reason, state=str(record.state), why=record.why, attempts=max(0, record.attempts),
+        held=record.held, result=record.result, terminal=record.terminal,
+        marks=[api_pb2.CommandMark(state=str(s), ms=m.ms, node=m.node, reason=m.reason)
+               for s, m in sorted(record.marks.items(), key=lambda sm: sm[1].ms)],
+    )  # fmt: skip
+    if record.value is not None:
+        msg.value.CopyFrom(value_message("", record.value))
+    if record.cancel is not None:
+        msg.cancel_actor, msg.cancel_reason = record.cancel.node, record.cancel.reason
+    return msg
+
+
+def _reply(record: CommandRecord | None, command: CommandId, repeated: bool = False) -> api_pb2.CommandReply:
+    if record is None:
+        raise UnknownTwinError(f"no command {command!r} on this node")
+    return api_pb2.CommandReply(command=command_message(record), repeated=repeated)
+
+
+def _wait_s(asked: float, default: float) -> float:
+    wait = asked or default
+    if not 0 <= wait <= MAX_WAIT_S:
+        raise InvalidValueError(f"wait: {wait:g} s is outside [0, {MAX_WAIT_S:g}]")
+    return wait
+
+
+class CommandService:
+    def __init__(self, commands: Callable[[], CommandOps]) -> None:
+        self._commands = commands
+
+    async def issue(self, request: api_pb2.CommandIssueRequest) -> api_pb2.CommandReply:
+        book = self._commands()
+        value = plain_value(request.value, "value") if request.HasField("value") else None
+        args = [plain_value(a, f"args[{i}]") for i, a in enumerate(request.args)]
+        if (
+            request.args_positional
+            and value is None
+            and args
+            and book.takes_value(request.twin_id, request.action)
+        ):
+            value, args = args[0], args[1:]
+            if args:
+                raise InvalidValueError(
+                    f"args: {request.twin_id} {request.action} takes one value, got {len(args) + 1}"
+                )
+        wait = _wait_s(request.wait_s, 0.0)
+        key = request.idempotency_key
+        existed = bool(key) and book.get(command_id(request.twin_id, key)) is not None
+        command = await book.issue_command(
+            request.twin_id, request.action, value, args=args, key=key,
+            deadline_s=request.deadline_s or None, actor=current_caller().actor(request.actor),
+            reason=request.reason, origin="api",
+        )  # fmt: skip
+        record = await book.wait(command, wait) if wait else book.get(command)
+        return _reply(record, command, existed)
+
+    async def get(self, request: api_pb2.CommandGetRequest) -> api_pb2.CommandReply:
+        return _reply(self._commands().get(request.command_id), request.command_id)
+
+    async def list(self, request: api_pb2.CommandListRequest) -> api_pb2.CommandListReply:
+        limit = request.limit or DEFAULT_LIMIT
+        if limit > MAX_LIMIT:
+            raise InvalidValueError(f"limit: {limit} is above {MAX_LIMIT}")
+        records = self._commands().list(request.twin_id or None, active=request.active, limit=limit)
+        return api_pb2.CommandListReply(commands=[command_message(r) for r in records])
+
+    async def cancel(self, request: api_pb2.CommandCancelRequest) -> api_pb2.CommandReply:
+        actor = current_caller().actor(request.actor)
+        record = await self._commands().cancel(request.command_id, actor, request.reason)
+        return _reply(record, request.command_id)
+
+    async def wait(self, request: api_pb2.CommandWaitRequest) -> api_pb2.CommandReply:
+        book = self._commands()
+        if book.get(request.command_id) is None:
+            raise UnknownTwinError(f"no command {request.command_id!r} on this node")
+        record = await book.wait(request.command_id, _wait_s(request.timeout_s, DEFAULT_WAIT_S))
+        return _reply(record, request.command_id)
