@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from drsdtp import __version__, intel_cli
+from drsdtp import __version__, command_cli, intel_cli
 from drsdtp.cli_client import args as cli_args
 from drsdtp.config import (
     Address,
@@ -339,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", "-m", default="", help="why the loss is acceptable (required with --accept)")
     actor(p)
     cli_args.add_parsers(client)  # set, desire, tag, create, delete, watch
+    command_cli.add_parsers(client, actor)  # command, commands (drsdtp.command_cli)
 
     p = sub.add_parser("check-config", help="validate a config file and print a summary")
     p.add_argument(
@@ -609,6 +610,10 @@ def _cmd_app(args: argparse.Namespace, commands: Commands, console: Console) -> 
     return _run_client(args, lambda target: handler(args, target, console))
 
 
+def _cmd_command_cli(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    return command_cli.HANDLERS[args.command](args, _run_client, console)
+
+
 def _cmd_check_config(args: argparse.Namespace, commands: Commands, console: Console) -> int:
     setup_logging(_client_level(args))
     path = _config_path(args.path)
@@ -774,4 +779,6 @@ _HANDLERS: Final[dict[str, Callable[[argparse.Namespace, Commands, Console], int
     **dict.fromkeys(("set", "desire", "tag", "create", "delete", "watch"), _cmd_app),
     "token": _cmd_token,
     "reload": _cmd_reload,
+    "command": _cmd_command_cli,
+    "commands": _cmd_command_cli,
 }
