@@ -19,7 +19,9 @@ class Access:
 
 
 # Methods whose request names one twin in ``twin_id`` (empty: not a twin method's business to allow).
-_ONE_TWIN = frozenset({"GetTwin", "ReadHistory", "Insight", "TakeSnapshot", "ListSnapshots", "Rollback"})
+_ONE_TWIN = frozenset(
+    {"GetTwin", "ReadHistory", "Insight", "TakeSnapshot", "ListSnapshots", "Rollback", "IssueCommand"}
+)
 
 
 def access_of(method: str, request: Any) -> Access:
@@ -40,6 +42,7 @@ def access_of(method: str, request: Any) -> Access:
         "WatchAnomalies",
         "ListAlarms",
         "WatchAlarms",
+        "ListCommands",
     ):  # one, or every
         return Access((method,), (request.twin_id,)) if request.twin_id else Access((method,), (), EVERY_TWIN)
     if method == "Health":

@@ -27,9 +27,15 @@ METHOD_ROLES: Final[dict[str, ApiRole]] = {
     "ListAlarms": "viewer",
     "WatchAlarms": "viewer",
     "ListRules": "viewer",
-    # Changing values of twins that exist: reported, desired, set elements, counters; acknowledging alarms.
+    "GetCommand": "viewer",  # commands (issue 12): reading them
+    "ListCommands": "viewer",
+    "WaitCommand": "viewer",
+    # Changing values of twins that exist: reported, desired, set elements, counters; acknowledging alarms;
+    # commands (acting on a twin, as a desired value does).
     "Write": "operator",
     "AcknowledgeAlarm": "operator",
+    "IssueCommand": "operator",
+    "CancelCommand": "operator",
     # Changing which twins exist, their past, and what ingestion refused.
     "Write.create": "engineer",
     "Write.delete": "engineer",
