@@ -179,6 +179,14 @@ class ModbusAdapter(SharedSettings):
         self.common = settings.common
         self._stats = AdapterStats()
         self._fail_log = RateLimitedLog(_log, f"{settings.common.name}: failed reads")
+        # Adaptive sampling (a rule's `sampling` action): overrides every register's poll interval.
+        self.sampling_interval_s: float | None = None
+        self._resample = asyncio.Event()
+
+    def set_sampling_interval(self, interval_s: float | None) -> None:
+        """Polls every block at this interval from now on (None: back to the configured intervals)."""
+        self.sampling_interval_s = interval_s
+        self._resample.set()  # wakes a poll loop waiting out a long interval
 
     @property
     def stats(self) -> AdapterStats:
@@ -215,15 +223,23 @@ class ModbusAdapter(SharedSettings):
             now = loop.time()
             wait = min(due) - now
             if wait > 0:
-                await asyncio.sleep(wait)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._resample.wait()
                 now = loop.time()
+            if self._resample.is_set():  # a new rate takes effect now, not after the old interval's poll
+                self._resample.clear()
+                if self.sampling_interval_s is not None:
+                    due = [min(d, now + self.sampling_interval_s) for d in due]
+                continue
             batch = SourceBatch(wall_ms())
             attempted = silent = 0
             split: list[tuple[int, list[Block]]] = []
             for i, block in enumerate(blocks):
                 if due[i] > now:
                     continue
-                due[i] = _next_due(due[i], now, block.poll_interval_s)
+                interval = self.sampling_interval_s
+                due[i] = _next_due(due[i], now, block.poll_interval_s if interval is None else interval)
                 attempted += 1
                 raise_if_cancelling()
                 try:

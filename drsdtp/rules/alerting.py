@@ -5,9 +5,9 @@ notification outbox and the rule service from narrow parts of the node and regis
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -15,7 +15,7 @@ import numpy.typing as npt
 from drsdtp.alarms.book import AlarmBook
 from drsdtp.alarms.record import ALARM_PREFIX, AlarmRecord, AlarmState
 from drsdtp.config import NodeConfig
-from drsdtp.errors import ConfigError, DrsdtpError
+from drsdtp.errors import ConfigError, DrsdtpError, PreconditionError, UnknownTwinError
 from drsdtp.notify.service import NotifyService
 from drsdtp.notify.targets import NotifyTarget, parse_targets
 from drsdtp.rules.inputs import StoreSource
@@ -53,6 +53,29 @@ def parse_alerting(config: NodeConfig) -> AlertingSpec:
             if action.type == "sampling" and action.adapter not in {a.get("name") for a in config.adapters}:
                 raise ConfigError(f"{action.key}.adapter", f"no adapter named {action.adapter!r}")
     return AlertingSpec(rules, targets)
+
+
+@runtime_checkable
+class AdjustableSampling(Protocol):
+    """An adapter whose sampling rate a rule may change (the Modbus adapter's poll interval)."""
+
+    def set_sampling_interval(self, interval_s: float | None) -> None: ...
+
+
+class AdapterSampling:
+    """:class:`drsdtp.rules.service.SamplingControl` over the node's adapters (by name)."""
+
+    def __init__(self, adapters: Callable[[], Mapping[str, object]]) -> None:
+        self._adapters = adapters
+
+    def set_sampling_interval(self, adapter: str, interval_s: float) -> None:
+        found = self._adapters().get(adapter)
+        if found is None:
+            raise UnknownTwinError(f"no adapter {adapter!r} runs on this node")
+        if not isinstance(found, AdjustableSampling):
+            kind = getattr(found, "kind", type(found).__name__)
+            raise PreconditionError(f"adapter {adapter!r} ({kind}) cannot change its sampling rate")
+        found.set_sampling_interval(interval_s)
 
 
 class EngineInsights:
@@ -118,6 +141,7 @@ class Alerting:
     """The node's rules, alarms and notifications (built from the config at start)."""
 
     def __init__(self, node: Node) -> None:
+        self._node = node
         config = node.config
         spec = parse_alerting(config)
         settings = config.alerting
@@ -145,10 +169,14 @@ class Alerting:
             node_id=config.node_id,
             commands=node.commands,
             notifier=self.notify,
-            sampling=None,
+            sampling=AdapterSampling(self._adapters),
             time_scale=config.intelligence.time_scale,
         )
         self._register_metrics(node)
+
+    def _adapters(self) -> Mapping[str, object]:
+        intake: Any = self._node.intake  # built before the alerting (the node's __init__ order)
+        return {name: runner.adapter for name, runner in intake.service.runners.items()}
 
     # ----- the AlertingOps of the API (drsdtp.rules.ops) ------------------------------------------------
 

@@ -19,7 +19,8 @@ Settings::
     target = "ops"                    # notify: a [[notify]] target's name
     # command:     action = "heater", value = 1 (or value_expr = "22 - temperature"), deadline_s = 30
     # set_desired: field = "setpoint", value = 21.5 (or value_expr)
-    # sampling:    adapter = "sim", interval_s = 0.1 (an adapter of this node; on clear: interval_s again)
+    # sampling:    adapter = "plc", interval_s = 0.1 (adaptive sampling: the adapter's new poll interval;
+    #              an adapter with the hook, the Modbus one; another action on = "clear" sets it back)
 """
 
 from __future__ import annotations
