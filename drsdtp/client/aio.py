@@ -17,7 +17,18 @@ from drsdtp.client import writes as w
 from drsdtp.client.channel import Tls, metadata_for, open_channel
 from drsdtp.client.errors import from_rpc_error
 from drsdtp.client.retry import NO_RETRY, RETRYABLE, RetryPolicy
-from drsdtp.client.types import History, Insight, Status, Twin, TwinList, TwinSummary, WriteResult
+from drsdtp.client.types import (
+    Audit,
+    History,
+    Insight,
+    RollbackResult,
+    SnapshotInfo,
+    Status,
+    Twin,
+    TwinList,
+    TwinSummary,
+    WriteResult,
+)
 from drsdtp.client.watch import Watch
 from drsdtp.client.writes import Ack, Columns, Create, Op, Scalar, TwinWrite
 from drsdtp.wire.v1 import api_pb2, api_pb2_grpc
@@ -288,6 +299,45 @@ class AsyncClient:
         """Deletes a twin (a replicated tombstone: it no longer lists or reads)."""
         result = await self.write([TwinWrite(twin_id, delete=True, if_version=if_version)], **options)
         return result.versions.get(twin_id, 0)
+
+    # --- snapshots, rollback, audit --------------------------------------------------------------------
+
+    async def snapshot(self, twin_id: str, reason: str, *, timeout: float | None = None) -> SnapshotInfo:
+        """Takes a checksummed snapshot of a twin (``reason`` and this client's ``actor`` are recorded)."""
+        req = api_pb2.TakeSnapshotRequest(twin_id=twin_id, reason=reason, actor=self.actor)
+        return SnapshotInfo.from_pb(await self.call("TakeSnapshot", req, timeout=timeout))
+
+    async def snapshots(self, twin_id: str, *, timeout: float | None = None) -> tuple[SnapshotInfo, ...]:
+        """A twin's snapshots on the node, oldest first."""
+        reply = await self.call(
+            "ListSnapshots", api_pb2.ListSnapshotsRequest(twin_id=twin_id), timeout=timeout
+        )
+        return tuple(SnapshotInfo.from_pb(i) for i in reply.snapshots)
+
+    async def rollback(
+        self, twin_id: str, snapshot_id: str, reason: str, *, timeout: float | None = None
+    ) -> RollbackResult:
+        """Brings a twin back to a snapshot's values as new, replicated writes (a safety snapshot first)."""
+        req = api_pb2.RollbackRequest(
+            twin_id=twin_id, snapshot_id=snapshot_id, reason=reason, actor=self.actor
+        )
+        return RollbackResult.from_pb(await self.call("Rollback", req, timeout=timeout))
+
+    async def audit(
+        self,
+        twin_id: str = "",
+        *,
+        since_ms: int = 0,
+        until_ms: int = 0,
+        actor: str = "",
+        limit: int = 0,
+        timeout: float | None = None,
+    ) -> Audit:
+        """The newest ``limit`` audit records (0: 100) matching, and the whole chain's verification."""
+        req = api_pb2.AuditRequest(
+            twin_id=twin_id, start_ms=since_ms, end_ms=until_ms, actor=actor, limit=limit
+        )
+        return Audit.from_pb(await self.call("ReadAudit", req, timeout=timeout))
 
     # --- watch ---------------------------------------------------------------------------------------------
 

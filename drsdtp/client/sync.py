@@ -12,7 +12,18 @@ from typing import Any, Self, TypeVar
 from drsdtp.client.aio import DEFAULT_TARGET, AsyncClient
 from drsdtp.client.channel import Tls
 from drsdtp.client.retry import RetryPolicy
-from drsdtp.client.types import Change, History, Insight, Status, Twin, TwinList, WriteResult
+from drsdtp.client.types import (
+    Audit,
+    Change,
+    History,
+    Insight,
+    RollbackResult,
+    SnapshotInfo,
+    Status,
+    Twin,
+    TwinList,
+    WriteResult,
+)
 from drsdtp.client.watch import Watch
 from drsdtp.client.writes import Columns, Scalar, TwinWrite
 
@@ -245,6 +256,33 @@ class Client:
 
     def delete(self, twin_id: str, *, if_version: int | None = None, **options: Any) -> int:
         return self._loop.run(self._client.delete(twin_id, if_version=if_version, **options))
+
+    def snapshot(self, twin_id: str, reason: str, *, timeout: float | None = None) -> SnapshotInfo:
+        return self._loop.run(self._client.snapshot(twin_id, reason, timeout=timeout))
+
+    def snapshots(self, twin_id: str, *, timeout: float | None = None) -> tuple[SnapshotInfo, ...]:
+        return self._loop.run(self._client.snapshots(twin_id, timeout=timeout))
+
+    def rollback(
+        self, twin_id: str, snapshot_id: str, reason: str, *, timeout: float | None = None
+    ) -> RollbackResult:
+        return self._loop.run(self._client.rollback(twin_id, snapshot_id, reason, timeout=timeout))
+
+    def audit(
+        self,
+        twin_id: str = "",
+        *,
+        since_ms: int = 0,
+        until_ms: int = 0,
+        actor: str = "",
+        limit: int = 0,
+        timeout: float | None = None,
+    ) -> Audit:
+        return self._loop.run(
+            self._client.audit(
+                twin_id, since_ms=since_ms, until_ms=until_ms, actor=actor, limit=limit, timeout=timeout
+            )
+        )
 
     def watch(
         self,

@@ -11,13 +11,18 @@ from drsdtp.wire.v1 import api_pb2
 
 __all__ = [
     "DESIRED_SUFFIX",
+    "Audit",
+    "AuditRecord",
     "Change",
     "DeadLetter",
     "DesiredValue",
     "Field",
+    "FieldChange",
     "History",
     "Insight",
     "PeerStatus",
+    "RollbackResult",
+    "SnapshotInfo",
     "Status",
     "Twin",
     "TwinList",
@@ -297,3 +302,104 @@ class Change:
     @classmethod
     def from_pb(cls, c: api_pb2.TwinChange) -> Change:
         return cls(Twin.from_pb(c.twin), c.origin, c.cursor)
+
+
+def _maybe(f: api_pb2.FieldValue, present: bool) -> Value:
+    return _value(f) if present else None
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    """A checksummed snapshot of a twin, kept on the node with who took it and why."""
+
+    id: str
+    twin_id: str
+    created_ms: int
+    reason: str
+    actor: str
+    sha256: str
+    size: int
+
+    @classmethod
+    def from_pb(cls, i: api_pb2.SnapshotInfo) -> SnapshotInfo:
+        return cls(i.id, i.twin_id, i.created_ms, i.reason, i.actor, i.sha256, i.size)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    """One field a rollback (or an audited write) changed; ``before`` None: it did not exist."""
+
+    name: str
+    before: Value
+    after: Value
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackResult:
+    """What a rollback did: the fields it changed, the ones it left (not in the snapshot) or could not
+    restore (with why), and the safety snapshot of the state before it (roll back to it to undo)."""
+
+    snapshot: SnapshotInfo
+    changed: tuple[FieldChange, ...]
+    extra_fields: tuple[str, ...]
+    skipped: Mapping[str, str]
+    safety_snapshot: SnapshotInfo | None
+
+    @classmethod
+    def from_pb(cls, r: api_pb2.RollbackReply) -> RollbackResult:
+        return cls(
+            SnapshotInfo.from_pb(r.snapshot),
+            tuple(
+                FieldChange(c.name, _maybe(c.before, c.HasField("before")), _value(c.after))
+                for c in r.changed
+            ),
+            tuple(r.extra_fields),
+            dict(r.skipped),
+            SnapshotInfo.from_pb(r.safety_snapshot) if r.HasField("safety_snapshot") else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    seq: int
+    ts_ms: int
+    actor: str
+    action: str  # "snapshot", "rollback", "write", "create", "delete", "refused" ...
+    twin_id: str
+    changes: tuple[FieldChange, ...]
+    reason: str
+    via: str
+    ref: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """The newest matching records of the hash-chained audit trail, and the verification of the chain."""
+
+    records: tuple[AuditRecord, ...]
+    total: int
+    chain_ok: bool
+    problems: tuple[str, ...]
+
+    @classmethod
+    def from_pb(cls, r: api_pb2.AuditReply) -> Audit:
+        records = tuple(
+            AuditRecord(
+                a.seq,
+                a.ts_ms,
+                a.actor,
+                a.action,
+                a.twin_id,
+                tuple(
+                    FieldChange(c.name, _maybe(c.before, c.HasField("before")), _value(c.after))
+                    for c in a.changes
+                ),
+                a.reason,
+                a.via,
+                a.ref,
+                a.hash,
+            )
+            for a in r.records
+        )
+        return cls(records, r.total, r.chain_ok, tuple(r.chain_problems))

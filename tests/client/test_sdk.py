@@ -16,6 +16,7 @@ from drsdtp.client import (
     Create,
     InvalidArgumentError,
     NotFoundError,
+    SnapshotInfo,
     Status,
     Twin,
     TwinWrite,
@@ -182,3 +183,22 @@ def test_a_new_watch_starts_with_a_snapshot_after_another_saw_the_change(client:
     with client.watch(["room-snap"]) as second:
         again = next(second)
     assert (again.origin, again.cursor, again.twin["temp_1"]) == ("snapshot", change.cursor, 6.0)
+
+
+def test_snapshot_rollback_and_audit_are_typed(client: Client) -> None:
+    client.create("room-snapshot", model="room", values={"temp_1": 20.0})
+    taken = client.snapshot("room-snapshot", "before the test change")
+    assert isinstance(taken, SnapshotInfo) and taken.twin_id == "room-snapshot" and len(taken.sha256) == 64
+    assert taken.actor == "sdk-test" and taken.reason == "before the test change"
+    client.report("room-snapshot", {"temp_1": 25.0, "humidity": 50.0})
+    assert [s.id for s in client.snapshots("room-snapshot")] == [taken.id]
+    undone = client.rollback("room-snapshot", taken.id, "the change was wrong")
+    assert [(c.name, c.before, c.after) for c in undone.changed] == [("temp_1", 25.0, 20.0)]
+    assert undone.extra_fields == ("humidity",) and undone.safety_snapshot is not None
+    assert client.get("room-snapshot")["temp_1"] == 20.0
+    audit = client.audit("room-snapshot")
+    assert audit.chain_ok and audit.problems == ()
+    actions = [r.action for r in audit.records]
+    assert "snapshot" in actions and actions[-1] == "rollback" and audit.records[-1].actor == "sdk-test"
+    with pytest.raises(NotFoundError):
+        client.rollback("room-snapshot", "1700000000000-00000000", "no such snapshot")
