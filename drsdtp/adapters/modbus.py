@@ -24,6 +24,21 @@ Settings::
     scale = 0.1              # value = raw * scale + offset
     offset = 0.0
 
+Writes (:class:`drsdtp.adapters.write.Writer`), on the session's connection (pymodbus serialises requests)::
+
+    [actuators.write]
+    table = "holding"        # holding | coil
+    address = 40
+    unit = 1
+    data_type = "float32"    # as for reads (coils: bool); one or more registers written in one request
+    order = "ABCD"
+    scale = 0.1              # raw = (value - offset) / scale, the inverse of a read; integer types round
+    offset = 0.0
+
+A write response acknowledges; an exception response (illegal address, illegal value ...) rejects with its
+code; a value that does not fit the type rejects before anything is sent. While the session is down a write
+raises AdapterError (the executor retries; the supervisor reconnects).
+
 Isolation: a read refused with a Modbus exception (e.g. IllegalAddress for one missing register) is split
 into per-register reads for the rest of the session, so only the failing registers are reported BAD; a unit
 that times out marks only its own registers BAD. Only when every request of a poll fails, or the TCP
@@ -36,6 +51,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import struct
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,9 +66,11 @@ from drsdtp.adapters.modbus_codec import (
     Block,
     BlockDecoder,
     RegisterSpec,
+    encode,
     plan_blocks,
 )
 from drsdtp.adapters.settings import Table
+from drsdtp.adapters.write import WriteOutcome, WriteRequest, WriteStatus, WriteTarget
 from drsdtp.errors import AdapterError
 from drsdtp.ingest.pipeline import wall_ms
 from drsdtp.ingest.ratelog import RateLimitedLog
@@ -167,6 +185,75 @@ def _next_due(due: float, now: float, interval: float) -> float:
     return due + interval * max(1, math.ceil((now - due) / interval))
 
 
+@dataclass(frozen=True, slots=True)
+class ModbusWriteTarget:
+    unit: int
+    table: str  # holding | coil
+    address: int
+    type: str
+    order: str
+    scale: float
+    offset: float
+
+    @property
+    def label(self) -> str:
+        return f"unit {self.unit} {self.table} {self.address}"
+
+
+_INT_RANGES = {
+    "int16": (-(1 << 15), (1 << 15) - 1),
+    "uint16": (0, (1 << 16) - 1),
+    "int32": (-(1 << 31), (1 << 31) - 1),
+    "uint32": (0, (1 << 32) - 1),
+    "int64": (-(1 << 63), (1 << 63) - 1),
+    "uint64": (0, (1 << 64) - 1),
+}
+
+
+def parse_write_target(raw: Mapping[str, Any], key: str) -> ModbusWriteTarget:
+    t = Table(raw, key)
+    table = t.choice("table", ("holding", "coil"), "holding")
+    type_ = t.choice("data_type", tuple(TYPES), "bool" if table == "coil" else "uint16")
+    if (type_ == "bool") != (table == "coil"):
+        raise t.error("data_type", "coils are 'bool'; holding registers are numeric types")
+    target = ModbusWriteTarget(
+        unit=t.get_int("unit", 1, lo=0, hi=255),
+        table=table,
+        address=t.get_int("address", lo=0, hi=65535),
+        type=type_,
+        order=t.choice("order", ORDERS, "ABCD"),
+        scale=t.get_float("scale", 1.0),
+        offset=t.get_float("offset", 0.0),
+    )
+    if target.scale == 0:
+        raise t.error("scale", "must not be 0 (a write divides by it)")
+    if target.address + TYPES[type_][0] > 65536:
+        raise t.error("address", f"{type_} at {target.address} runs past register 65535")
+    t.done()
+    return target
+
+
+def encode_write(target: ModbusWriteTarget, value: object) -> list[int] | bool:
+    """The registers (or the coil) a value is written as: the inverse of a read. ValueError says why not."""
+    if target.table == "coil":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int | float) and value in (0, 1):
+            return bool(value)
+        raise ValueError(f"a coil takes true/false (or 0/1), got {value!r}")
+    if isinstance(value, bool):
+        value = int(value)
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"a register takes a finite number, got {value!r}")
+    raw = (value - target.offset) / target.scale
+    if target.type in _INT_RANGES:
+        lo, hi = _INT_RANGES[target.type]
+        raw = round(raw)
+        if not lo <= raw <= hi:
+            raise ValueError(f"{value!r} is {raw} raw, outside {target.type} [{lo}, {hi}]")
+    return encode(raw, target.type, target.order)
+
+
 class _Refused(Exception):
     """The device answered with a Modbus exception code (the request reached it)."""
 
@@ -182,11 +269,42 @@ class ModbusAdapter(SharedSettings):
         # Adaptive sampling (a rule's `sampling` action): overrides every register's poll interval.
         self.sampling_interval_s: float | None = None
         self._resample = asyncio.Event()
+        self._client: Any = None  # the session's, while one is open: writes go over it
 
     def set_sampling_interval(self, interval_s: float | None) -> None:
         """Polls every block at this interval from now on (None: back to the configured intervals)."""
         self.sampling_interval_s = interval_s
         self._resample.set()  # wakes a poll loop waiting out a long interval
+
+    def write_target(self, raw: Mapping[str, Any], key: str) -> ModbusWriteTarget:
+        return parse_write_target(raw, key)
+
+    async def write(self, target: WriteTarget, request: WriteRequest) -> WriteOutcome:
+        from pymodbus.exceptions import ConnectionException, ModbusException
+
+        assert isinstance(target, ModbusWriteTarget)
+        try:
+            encoded = encode_write(target, request.value)
+        except (ValueError, OverflowError, struct.error) as exc:
+            return WriteOutcome(WriteStatus.REJECTED, f"{target.label}: {exc}")
+        client = self._client
+        if client is None or not client.connected:
+            raise AdapterError(f"{self.name}: not connected to {self.settings.host}:{self.settings.port}")
+        try:
+            if isinstance(encoded, bool):
+                rr = await client.write_coil(target.address, encoded, device_id=target.unit)
+            elif len(encoded) == 1:
+                rr = await client.write_register(target.address, encoded[0], device_id=target.unit)
+            else:
+                rr = await client.write_registers(target.address, encoded, device_id=target.unit)
+        except ConnectionException as exc:
+            raise AdapterError(f"{self.name}: {exc}") from exc
+        except ModbusException as exc:  # no (valid) response in time
+            raise TimeoutError(f"{self.name}: {target.label}: {exc}") from exc
+        if rr.isError():
+            code = getattr(rr, "exception_code", "?")
+            return WriteOutcome(WriteStatus.REJECTED, f"{target.label}: exception code {code}")
+        return WriteOutcome(WriteStatus.ACKNOWLEDGED, f"{target.label} written")
 
     @property
     def stats(self) -> AdapterStats:
@@ -209,8 +327,10 @@ class ModbusAdapter(SharedSettings):
         try:
             if not await client.connect():
                 raise AdapterError(f"{self.name}: cannot connect to {s.host}:{s.port}")
+            self._client = client
             yield self._polls(client)
         finally:
+            self._client = None
             client.close()
 
     async def _polls(self, client: Any) -> AsyncIterator[SourceBatch]:
