@@ -10,6 +10,7 @@ from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor, ServiceDescriptor
 
+from drsdtp.api.auth import required_role
 from drsdtp.api.http.errors import HTTP_STATUS
 
 __all__ = ["PREFIX", "is_read", "openapi_document"]
@@ -38,8 +39,9 @@ _SCALARS: dict[int, dict[str, Any]] = {
 
 
 def is_read(method: MethodDescriptor) -> bool:
-    """Methods that change nothing, also served as GET with the request's fields in the query string."""
-    return method.name == "Status" or method.name.startswith(_READ_PREFIXES)
+    """Methods that change nothing (named so, or open to viewers), also served as GET with the request's
+    fields in the query string."""
+    return method.name.startswith(_READ_PREFIXES) or required_role(method.name) == "viewer"
 
 
 def _field_schema(field: FieldDescriptor, schemas: dict[str, Any]) -> dict[str, Any]:
