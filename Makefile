@@ -21,7 +21,8 @@ help: ## list the targets
 $(STAMPS)/apt:
 	@mkdir -p $(STAMPS)
 	@need=""; \
-	for pkg in mosquitto:mosquitto systemd-analyze:systemd java:openjdk-17-jre-headless; do \
+	for pkg in mosquitto:mosquitto systemd-analyze:systemd java:openjdk-17-jre-headless chromium:chromium \
+	  chromedriver:chromium-driver; do \
 	  command -v "$${pkg%%:*}" >/dev/null || [ -x "/usr/sbin/$${pkg%%:*}" ] || need="$$need $${pkg#*:}"; \
 	done; \
 	for f in avr-gcc:gcc-avr avr-objcopy:binutils-avr avr-size:binutils-avr pkg-config:pkg-config \

@@ -206,6 +206,7 @@ class ApiHttpConfig:
     """The HTTP/JSON face of the application API (``drsdtp.api.http``): off unless ``listen`` is set."""
 
     listen: Address | None = None
+    dashboard: bool = True  # the operator's dashboard at /dashboard/ on the same port
 
 
 @dataclass(frozen=True, slots=True)

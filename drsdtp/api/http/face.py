@@ -7,8 +7,11 @@ from drsdtp import __version__
 from drsdtp.api.http.server import HttpApiServer
 from drsdtp.api.server import ApiServer
 from drsdtp.config import ApiHttpConfig, LimitsConfig
+from drsdtp.dashboard import STATIC
 
-__all__ = ["http_face"]
+__all__ = ["DASHBOARD_PREFIX", "http_face"]
+
+DASHBOARD_PREFIX = "/dashboard"
 
 
 def http_face(api: ApiServer, config: ApiHttpConfig, limits: LimitsConfig) -> HttpApiServer:
@@ -21,4 +24,5 @@ def http_face(api: ApiServer, config: ApiHttpConfig, limits: LimitsConfig) -> Ht
         limits,
         version=__version__,
         authority=api.authority,  # the gRPC face's: one set of callers, counts and rate buckets
+        static={DASHBOARD_PREFIX: STATIC} if config.dashboard else None,
     )

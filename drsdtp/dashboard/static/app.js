@@ -1,0 +1,269 @@
+// The operator's dashboard: the site (every twin with its health, active alarms) and one twin (live fields
+// with quality, age, health, desired values and a sparkline), over the node's HTTP API and its events.
+import { ApiError, call, events, setToken, stampMs, valueOf } from "./api.js";
+import { draw, sparkline } from "./spark.js";
+
+const $ = (id) => document.getElementById(id);
+const POLL_MS = 2000;
+const HISTORY_MS = 10 * 60 * 1000;
+const MAX_POINTS = 600;
+
+let view = null;
+
+function text(element, value) {
+  if (element.textContent !== value) element.textContent = value;
+}
+
+function show(value) {
+  if (value === null || value === undefined) return "—";
+  if (typeof value === "number") return Number.isInteger(value) ? String(value) : value.toPrecision(4);
+  return String(value);
+}
+
+function age(ms) {
+  if (!ms) return "—";
+  const s = Math.max(0, (Date.now() - ms) / 1000);
+  return s < 60 ? `${s.toFixed(0)} s` : s < 3600 ? `${(s / 60).toFixed(0)} min` : `${(s / 3600).toFixed(1)} h`;
+}
+
+function internal(name) {
+  return name.startsWith("_") || name.endsWith(".q") || name.endsWith(".desired");
+}
+
+function deleted(twin) {
+  return (twin.fields || []).some((f) => f.name === "_deleted" && f.flag === true);
+}
+
+// Calls fn now and every `ms` until stopped; an error other than "not allowed" is shown, not thrown.
+function every(ms, fn) {
+  let stopped = false;
+  const tick = async () => {
+    if (stopped) return;
+    try { await fn(); } catch (error) { failed(error); }
+    if (!stopped) setTimeout(tick, ms);
+  };
+  tick();
+  return () => { stopped = true; };
+}
+
+function failed(error) {
+  if (error instanceof ApiError && error.status === 401) { login(error.message); return; }
+  if (error instanceof ApiError && error.status === 403) return; // this caller may not: leave it out
+  text($("link"), `error: ${error.message}`);
+  $("link").classList.add("down");
+}
+
+function login(why) {
+  for (const id of ["site", "twin"]) $(id).hidden = true;
+  $("login").hidden = false;
+  text($("login-why"), why);
+  $("token").focus();
+}
+
+function linkState(up) {
+  text($("link"), up ? "live" : "reconnecting…");
+  $("link").classList.toggle("down", !up);
+}
+
+// ----- the site ----------------------------------------------------------------------------------------
+
+function siteView() {
+  $("site").hidden = false; $("twin").hidden = true;
+  document.title = "drsdtp: twins";
+  const list = $("twins");
+  list.textContent = "";
+  const items = new Map(); // twin id -> li
+  const health = new Map(); // twin id -> TwinHealthSummary
+  let dirty = new Set(), reorder = false, frame = 0;
+  const filter = $("filter");
+
+  const render = () => {
+    frame = 0;
+    for (const id of dirty) {
+      let li = items.get(id);
+      if (!li) {
+        li = document.createElement("li");
+        li.dataset.twin = id;
+        li.innerHTML = '<a><span class="id"></span><br><span class="health"></span></a>';
+        li.firstChild.href = `#/twin/${encodeURIComponent(id)}`;
+        text(li.querySelector(".id"), id);
+        items.set(id, li);
+        reorder = true;
+      }
+      const h = health.get(id);
+      li.firstChild.dataset.status = h ? h.status : "UNKNOWN";
+      text(li.querySelector(".health"), h ? `${h.status.toLowerCase()} · quality ${show(h.quality)}` : "no health yet");
+      li.hidden = !id.startsWith(filter.value);
+    }
+    dirty = new Set();
+    if (reorder) {
+      reorder = false;
+      list.append(...[...items.keys()].sort().map((id) => items.get(id)));
+    }
+    const counts = { HEALTHY: 0, DEGRADED: 0, FAILED: 0 };
+    for (const h of health.values()) counts[h.status] = (counts[h.status] || 0) + 1;
+    text($("summary"), `${items.size} twins: ${counts.HEALTHY} healthy, ${counts.DEGRADED} degraded, ${counts.FAILED} failed`);
+  };
+  const touch = (id) => { dirty.add(id); if (!frame) frame = requestAnimationFrame(render); };
+
+  const source = events("Watch", {}, (change) => {
+    const id = change.twin.twinId;
+    if (id.startsWith("_")) return;
+    if (deleted(change.twin)) {
+      const li = items.get(id);
+      if (li) { li.remove(); items.delete(id); }
+      return;
+    }
+    touch(id);
+  }, linkState);
+  const onFilter = () => { for (const id of items.keys()) touch(id); };
+  filter.addEventListener("input", onFilter);
+  const stopHealth = every(POLL_MS, async () => {
+    const reply = await call("Health", {});
+    for (const t of reply.twins || []) {
+      const old = health.get(t.twinId);
+      health.set(t.twinId, t);
+      if (!old || old.status !== t.status || old.quality !== t.quality) touch(t.twinId);
+    }
+  });
+  const stopAlarms = every(POLL_MS, async () => renderAlarms(await call("ListAlarms", { active: true }), $("alarm-list"), $("alarms")));
+  return { stop() { source.close(); stopHealth(); stopAlarms(); filter.removeEventListener("input", onFilter); } };
+}
+
+function renderAlarms(reply, list, section) {
+  const alarms = reply.alarms || [];
+  if (section) section.hidden = alarms.length === 0;
+  list.textContent = "";
+  if (!alarms.length) { const li = document.createElement("li"); li.textContent = "none"; list.append(li); }
+  for (const alarm of alarms) {
+    const li = document.createElement("li");
+    li.dataset.alarm = alarm.id;
+    li.innerHTML = '<span></span> <a></a>: <span></span> <em></em>';
+    const [sev, twin, message, state] = li.children;
+    sev.className = `sev-${alarm.severity}`; text(sev, alarm.severity.toUpperCase());
+    twin.href = `#/twin/${encodeURIComponent(alarm.twinId)}`; text(twin, alarm.twinId);
+    text(message, alarm.message || alarm.rule); text(state, `(${alarm.state})`);
+    list.append(li);
+  }
+}
+
+// ----- one twin ----------------------------------------------------------------------------------------
+
+function twinView(id) {
+  $("site").hidden = true; $("twin").hidden = false;
+  document.title = `drsdtp: ${id}`;
+  text($("twin-title"), id);
+  text($("twin-meta"), "");
+  const body = $("fields").tBodies[0];
+  body.textContent = "";
+  const rows = new Map(); // field -> {tr, cells, points, svg, stamp}
+  let fields = new Map();
+
+  const row = (name) => {
+    let r = rows.get(name);
+    if (r) return r;
+    const tr = document.createElement("tr");
+    tr.dataset.field = name;
+    tr.innerHTML = '<th scope="row"></th><td class="value"></td><td class="desired"></td><td class="quality"></td>' +
+      '<td class="age"></td><td class="health"></td><td class="plot"></td>';
+    text(tr.firstChild, name);
+    const svg = sparkline(`${name}, last 10 minutes`);
+    tr.querySelector(".plot").append(svg);
+    r = { tr, points: [], svg, stamp: "", ms: 0 };
+    rows.set(name, r);
+    const names = [...rows.keys()].sort();
+    body.insertBefore(tr, rows.get(names[names.indexOf(name) + 1])?.tr || null);
+    history(name, r);
+    return r;
+  };
+
+  const history = async (name, r) => {
+    const now = Date.now();
+    try {
+      const reply = await call("ReadHistory", { twinId: id, field: name, startMs: now - HISTORY_MS, endMs: now, limit: MAX_POINTS });
+      const old = (reply.tsMs || []).map((t, i) => [Number(t), reply.values[i]]);
+      r.points = [...old.filter(([t]) => !r.points.length || t < r.points[0][0]), ...r.points].slice(-MAX_POINTS);
+      draw(r.svg, r.points);
+    } catch (error) { /* no history for this field (text, or history off): the plot stays empty */ }
+  };
+
+  const update = (twin) => {
+    fields = new Map((twin.fields || []).map((f) => [f.name, f]));
+    const model = fields.get("_model");
+    text($("twin-meta"), `${model ? `model ${valueOf(model)} · ` : ""}version ${twin.version}`);
+    for (const [name, field] of fields) {
+      if (internal(name)) continue;
+      const r = row(name);
+      const value = valueOf(field);
+      text(r.tr.querySelector(".value"), show(value));
+      r.ms = stampMs(field.stamp);
+      const quality = fields.get(`${name}.q`);
+      text(r.tr.querySelector(".quality"), quality ? show(valueOf(quality)) : "—");
+      const desired = fields.get(`${name}.desired`);
+      const cell = r.tr.querySelector(".desired");
+      const wanted = desired ? valueOf(desired) : [];
+      cell.classList.toggle("conflict", wanted.length > 1);
+      text(cell, wanted.length > 1 ? `conflict: ${wanted.map(show).join(" | ")}` : wanted.length ? `${show(wanted[0])}${wanted[0] === value ? "" : " (not yet reported)"}` : "—");
+      if (typeof value === "number" && field.stamp !== r.stamp) {
+        r.stamp = field.stamp;
+        r.points.push([r.ms, value]);
+        if (r.points.length > MAX_POINTS) r.points.shift();
+        draw(r.svg, r.points);
+      }
+    }
+    ages();
+  };
+  const ages = () => { for (const r of rows.values()) text(r.tr.querySelector(".age"), age(r.ms)); };
+
+  const source = events("Watch", { twin_ids: id }, (change) => update(change.twin), linkState);
+  const ticker = setInterval(ages, 1000);
+  const stopHealth = every(POLL_MS, async () => {
+    const reply = await call("Health", { twinIds: [id] });
+    const twin = (reply.twins || [])[0];
+    const bad = new Map((twin ? twin.fields : []).map((f) => [f.field, f]));
+    for (const [name, r] of rows) {
+      const f = bad.get(name);
+      const status = f ? f.status : twin ? "HEALTHY" : "";
+      const reasons = f ? f.reasons : [];
+      r.tr.dataset.health = status;
+      r.tr.classList.toggle("stale", reasons.includes("STALE"));
+      const cell = r.tr.querySelector(".health");
+      const label = status ? `${status.toLowerCase()}${reasons.length ? `: ${reasons.join(", ").toLowerCase()}` : ""}` : "—";
+      if (cell.textContent !== label) {
+        cell.textContent = "";
+        if (status) {
+          const badge = document.createElement("span");
+          badge.className = `badge ${reasons.includes("STALE") ? "stale" : status}`;
+          badge.textContent = label;
+          cell.append(badge);
+        } else cell.textContent = label;
+      }
+    }
+  });
+  const stopAlarms = every(POLL_MS, async () => renderAlarms(await call("ListAlarms", { twinId: id }), $("twin-alarms")));
+  return { stop() { source.close(); clearInterval(ticker); stopHealth(); stopAlarms(); } };
+}
+
+// ----- start -------------------------------------------------------------------------------------------
+
+function route() {
+  if (view) view.stop();
+  $("login").hidden = true;
+  const match = location.hash.match(/^#\/twin\/(.+)$/);
+  view = match ? twinView(decodeURIComponent(match[1])) : siteView();
+}
+
+async function status() {
+  const s = await call("Status");
+  const peers = s.peers || [];
+  text($("node"), `node ${s.nodeId} · ${s.twins} twins · peers ${peers.filter((p) => p.up).length}/${peers.length} up`);
+}
+
+$("login").addEventListener("submit", (event) => {
+  event.preventDefault();
+  setToken($("token").value);
+  location.reload();
+});
+window.addEventListener("hashchange", route);
+every(5000, status);
+route();
