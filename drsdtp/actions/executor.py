@@ -52,7 +52,14 @@ from drsdtp.actions.record import (
     record_twin,
     transition_fields,
 )
-from drsdtp.adapters.write import WriteOutcome, Writer, WriteRequest, WriteStatus, WriteTarget
+from drsdtp.adapters.write import (
+    NotConnectedError,
+    WriteOutcome,
+    Writer,
+    WriteRequest,
+    WriteStatus,
+    WriteTarget,
+)
 from drsdtp.core import intents
 from drsdtp.errors import ConfigError, DrsdtpError, InvalidValueError
 
@@ -86,6 +93,7 @@ class ExecutorStats:
     resumed: int = 0  # commands found unfinished at start
     held: int = 0  # commands that waited on an interlock
     skipped_rewrites: int = 0  # resumed commands already converged: not written again
+    not_connected: int = 0  # writes not sent because the adapter had no session (no retry spent)
 
 
 class _Done(Exception):
@@ -415,18 +423,19 @@ class Executor:
         writer, target = self._targets[spec.twin, spec.action]
         backoff = spec.retry_backoff_s
         errors: list[str] = []
-        for attempt in range(1, spec.retries + 2):
-            record = await self._checkpoint(
-                spec,
-                command,
-                f"after {attempt - 1} failed attempts ({errors[-1]})" if errors else "before the write",
-            )
+        waiting = ""  # the adapter has no session: nothing was sent, no retry is spent
+        attempt = 1
+        while attempt <= spec.retries + 1:
+            if waiting:
+                what = f"waiting for the adapter ({waiting})"
+            elif errors:
+                what = f"after {attempt - 1} failed attempts ({errors[-1]})"
+            else:
+                what = "before the write"
+            record = await self._checkpoint(spec, command, what)
+            twin = record_twin(command)
             # Durable before the write: after a crash the executor knows a write may have reached the device.
-            await self._commit(
-                self.store.increment(record_twin(command), ATTEMPTS), [record_twin(command)], "local"
-            )
-            self._last_write_ms[spec.twin, spec.action] = self._clock_ms()
-            self.stats.writes += 1
+            await self._commit(self.store.increment(twin, ATTEMPTS), [twin], "local")
             request = WriteRequest(
                 command=command,
                 twin=record.twin,
@@ -439,20 +448,35 @@ class Executor:
             )
             try:
                 async with asyncio.timeout(request.timeout_s + 1.0):
-                    return await writer.write(target, request)
+                    outcome = await writer.write(target, request)
+                self._wrote(spec)
+                return outcome
+            except NotConnectedError as exc:
+                await self._commit(self.store.increment(twin, ATTEMPTS, -1), [twin], "local")
+                self.stats.not_connected += 1
+                waiting = str(exc)
+                await self._pause(record, None)
+                continue
             except (OSError, TimeoutError) as exc:  # AdapterError is a ConnectionError
+                self._wrote(spec)
                 self.stats.write_errors += 1
+                waiting = ""
                 errors.append(f"{type(exc).__name__}: {exc}"[:300])
                 log.info("executor %s: command %s attempt %d: %s", spec.label, command, attempt, errors[-1])
             if attempt <= spec.retries:
                 left = self._left_s(self._read(command))
                 await asyncio.sleep(max(0.0, min(backoff, left)))
                 backoff *= 2
+            attempt += 1
         record = self._read(command)
         await self._finish(
             record, State.FAILED, f"no write reached {target.label} in {len(errors)} attempts: {errors[-1]}"
         )
         raise AssertionError("unreachable")
+
+    def _wrote(self, spec: ActuatorSpec) -> None:
+        self._last_write_ms[spec.twin, spec.action] = self._clock_ms()
+        self.stats.writes += 1
 
     # ----- reading the twin -------------------------------------------------------------------------------
 

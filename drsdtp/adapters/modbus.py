@@ -70,7 +70,7 @@ from drsdtp.adapters.modbus_codec import (
     plan_blocks,
 )
 from drsdtp.adapters.settings import Table
-from drsdtp.adapters.write import WriteOutcome, WriteRequest, WriteStatus, WriteTarget
+from drsdtp.adapters.write import NotConnectedError, WriteOutcome, WriteRequest, WriteStatus, WriteTarget
 from drsdtp.errors import AdapterError
 from drsdtp.ingest.pipeline import wall_ms
 from drsdtp.ingest.ratelog import RateLimitedLog
@@ -289,7 +289,9 @@ class ModbusAdapter(SharedSettings):
             return WriteOutcome(WriteStatus.REJECTED, f"{target.label}: {exc}")
         client = self._client
         if client is None or not client.connected:
-            raise AdapterError(f"{self.name}: not connected to {self.settings.host}:{self.settings.port}")
+            raise NotConnectedError(
+                f"{self.name}: not connected to {self.settings.host}:{self.settings.port}"
+            )
         try:
             if isinstance(encoded, bool):
                 rr = await client.write_coil(target.address, encoded, device_id=target.unit)

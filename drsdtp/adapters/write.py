@@ -15,9 +15,11 @@ An adapter that can act on its devices also satisfies :class:`Writer` (a small P
   - ``REJECTED``: the device refused it (an exception code, a Bad status, a negative ack): final, never
     retried, ``detail`` says why.
 
-  A write that did not reach the device (not connected, connection lost, no answer within
-  ``request.timeout_s``) raises :class:`~drsdtp.errors.AdapterError` (or ``TimeoutError``/``OSError``): the
-  executor retries it with backoff within the command's deadline.
+  A write that did not reach the device (connection lost, no answer within ``request.timeout_s``) raises
+  :class:`~drsdtp.errors.AdapterError` (or ``TimeoutError``/``OSError``): the executor retries it with
+  backoff within the command's deadline. A write refused before anything was sent because the adapter has
+  no session (yet) raises :class:`NotConnectedError`: the executor waits for the session (within the
+  deadline) without spending a retry.
 
 Writes go over the adapter's own connection (the one its supervised read session holds) whenever the
 protocol allows, so a write never opens a second session to a device that accepts one; while that session is
@@ -32,9 +34,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["WriteOutcome", "WriteRequest", "WriteStatus", "WriteTarget", "Writer", "writer_of"]
+from drsdtp.errors import AdapterError
+
+__all__ = [
+    "NotConnectedError",
+    "WriteOutcome",
+    "WriteRequest",
+    "WriteStatus",
+    "WriteTarget",
+    "Writer",
+    "writer_of",
+]
 
 Value = float | int | bool | str | bytes
+
+
+class NotConnectedError(AdapterError):
+    """Nothing was sent: the adapter has no session with the device now (the supervisor is reconnecting)."""
 
 
 class WriteStatus(enum.StrEnum):
