@@ -35,6 +35,20 @@ On session loss (asyncua's watchdog fires ``connection_lost_callback``) the sess
 supervisor builds a new client, session, subscription and monitored items. asyncua's own auto-reconnect is off
 so there is exactly one reconnect loop.
 
+Writes (:class:`drsdtp.adapters.write.Writer`), on the session's client::
+
+    [actuators.write]
+    node_id = "ns=2;s=Boiler.Setpoint"   # a variable: its Value is written ...
+    type = "Double"                      # ... as this variant type (Double, Float, Int16 ... UInt64, Boolean,
+                                         # String)
+    # or a method call, with the command's value (if any) and args as its input arguments:
+    object_id = "ns=2;s=Boiler"
+    method_id = "ns=2;s=Boiler.Start"
+    arg_types = ["Double"]               # one variant type per argument
+
+A Good status (or the method's return) acknowledges; a Bad status rejects with its name (BadTypeMismatch,
+BadUserAccessDenied, BadOutOfRange ...); a lost session raises AdapterError (the executor retries).
+
 Deadbands are requested from the server (a DataChangeFilter). Percent deadbands are optional in the OPC UA
 spec and many servers (asyncua's among them) pass every change through, so the adapter also applies them
 itself: it reads the node's EURange when it creates the item and drops a change within ``deadband`` percent
@@ -57,6 +71,7 @@ from drsdtp.adapters.base import AdapterStats, Quality, Rejected, SourceBatch
 from drsdtp.adapters.common import CommonSettings, SharedSettings, parse_common, require_module
 from drsdtp.adapters.payloads import reason_of
 from drsdtp.adapters.settings import Table
+from drsdtp.adapters.write import NotConnectedError, WriteOutcome, WriteRequest, WriteStatus, WriteTarget
 from drsdtp.errors import AdapterError
 from drsdtp.ingest.pipeline import wall_ms
 from drsdtp.ingest.ratelog import RateLimitedLog
@@ -202,6 +217,72 @@ def build(raw: Mapping[str, Any], key: str) -> OpcUaAdapter:
     return OpcUaAdapter(parse_settings(raw, key))
 
 
+VARIANT_TYPES = (
+    "Double",
+    "Float",
+    "Int16",
+    "UInt16",
+    "Int32",
+    "UInt32",
+    "Int64",
+    "UInt64",
+    "Boolean",
+    "String",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OpcUaWriteTarget:
+    node_id: str  # the variable, or the method's object
+    type: str  # the variable's variant type ("" for a method)
+    method_id: str = ""
+    arg_types: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"method {self.method_id}" if self.method_id else f"node {self.node_id}"
+
+
+def parse_write_target(raw: Mapping[str, Any], key: str) -> OpcUaWriteTarget:
+    t = Table(raw, key)
+    if t.has("method_id"):
+        target = OpcUaWriteTarget(
+            node_id=t.get_str("object_id"),
+            type="",
+            method_id=t.get_str("method_id"),
+            arg_types=tuple(t.str_list("arg_types", [])),
+        )
+        for i, name in enumerate(target.arg_types):
+            if name not in VARIANT_TYPES:
+                raise t.error(f"arg_types[{i}]", f"expected one of {', '.join(VARIANT_TYPES)}, got {name!r}")
+    else:
+        target = OpcUaWriteTarget(node_id=t.get_str("node_id"), type=t.choice("type", VARIANT_TYPES))
+    t.done()
+    return target
+
+
+def variant(value: object, type_name: str) -> Any:
+    """``value`` as a variant of ``type_name``; ValueError when it is not one."""
+    from asyncua import ua
+
+    vt = getattr(ua.VariantType, type_name)
+    if type_name == "Boolean":
+        if not isinstance(value, bool):
+            raise ValueError(f"{type_name} takes true or false, got {value!r}")
+    elif type_name == "String":
+        if not isinstance(value, str):
+            raise ValueError(f"{type_name} takes text, got {value!r}")
+    elif type_name in ("Double", "Float"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{type_name} takes a number, got {value!r}")
+        value = float(value)
+    else:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+            raise ValueError(f"{type_name} takes a whole number, got {value!r}")
+        value = int(value)
+    return ua.Variant(value, vt)
+
+
 def quality_of(status: int) -> int:
     """OPC UA StatusCode severity (top two bits) -> Quality; 11 (reserved) counts as Bad."""
     severity = (status >> 30) & 0b11
@@ -221,6 +302,45 @@ class OpcUaAdapter(SharedSettings):
         self._bands: dict[int, float] = {}
         self._reported: dict[int, tuple[float, int]] = {}  # node index -> (value, quality) last reported
         self._malformed_log = RateLimitedLog(_log, f"{settings.common.name}: unusable values")
+        self._client: Any = None  # the session's, while one is open: writes go over it
+
+    def write_target(self, raw: Mapping[str, Any], key: str) -> OpcUaWriteTarget:
+        return parse_write_target(raw, key)
+
+    async def write(self, target: WriteTarget, request: WriteRequest) -> WriteOutcome:
+        from asyncua import ua
+        from asyncua.ua.uaerrors import UaError, UaStatusCodeError
+
+        assert isinstance(target, OpcUaWriteTarget)
+        client = self._client
+        if client is None:
+            raise NotConnectedError(f"{self.name}: no session with {self.settings.url}")
+        try:
+            if target.method_id:
+                values = ([] if request.value is None else [request.value]) + list(request.args)
+                if len(values) != len(target.arg_types):
+                    return WriteOutcome(
+                        WriteStatus.REJECTED,
+                        f"{target.label} takes {len(target.arg_types)} arguments, got {len(values)}",
+                    )
+                inputs = [variant(v, t) for v, t in zip(values, target.arg_types, strict=True)]
+            else:
+                inputs = [variant(request.value, target.type)]
+        except ValueError as exc:
+            return WriteOutcome(WriteStatus.REJECTED, f"{target.label}: {exc}")
+        try:
+            async with asyncio.timeout(request.timeout_s):
+                if target.method_id:
+                    obj = client.get_node(ua.NodeId.from_string(target.node_id))
+                    result = await obj.call_method(ua.NodeId.from_string(target.method_id), *inputs)
+                    return WriteOutcome(WriteStatus.ACKNOWLEDGED, f"{target.label} returned {result!r}"[:500])
+                node = client.get_node(ua.NodeId.from_string(target.node_id))
+                await node.write_value(ua.DataValue(inputs[0]))
+        except UaStatusCodeError as exc:
+            return WriteOutcome(WriteStatus.REJECTED, f"{target.label}: {type(exc).__name__}")
+        except UaError as exc:
+            raise AdapterError(f"{self.name}: {target.label}: {exc!r}") from exc
+        return WriteOutcome(WriteStatus.ACKNOWLEDGED, f"{target.label} written")
 
     @property
     def stats(self) -> AdapterStats:
@@ -349,6 +469,7 @@ class OpcUaAdapter(SharedSettings):
             raise AdapterError(f"{self.name}: cannot open a session with {s.url}: {exc!r}") from exc
         try:
             sub, failed = await self._subscribe(client, lost)
+            self._client = client
             _log.info(
                 "%s: session with %s, %d of %d nodes monitored",
                 self.name,
@@ -360,6 +481,7 @@ class OpcUaAdapter(SharedSettings):
         except (OSError, TimeoutError, UaError) as exc:
             raise AdapterError(f"{self.name}: {exc!r}") from exc
         finally:
+            self._client = None
             await self._close(client, lost.is_set())
 
     async def _close(self, client: Any, lost: bool) -> None:
