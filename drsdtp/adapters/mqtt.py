@@ -31,6 +31,22 @@ Settings::
     qos = 1
     payload = "number"                   # or json / json_batch, see drsdtp.adapters.payloads
 
+Writes (:class:`drsdtp.adapters.write.Writer`), published on the session's client::
+
+    [actuators.write]
+    topic = "site/{twin}/set/{field}"    # {twin} {action} {field} {id} are filled in
+    payload = "json"                     # {"id", "twin", "action", "value", "args"} (default), or a template:
+                                         # "{value}" ({value} {id} {twin} {action} {field} {args} filled in)
+    qos = 1                              # 0 or 1: a QoS 1 publish returns once the broker's PUBACK came
+    retain = false
+    ack_topic = "site/{twin}/ack"        # optional: the device answers {"id": "<command id>", "ok": true,
+                                         # "detail": "..."}; without it the reported echo confirms
+
+The adapter subscribes to every ack topic (``+`` for the placeholders) with its own topics; an ack message
+never becomes a reading or a dead letter. ``ok: false`` rejects with the device's ``detail``; no ack within
+the actuator's ``ack_timeout_s`` is an attempt that failed (retried; the command id lets the device drop a
+repeat).
+
 Acknowledgement: QoS 1 messages are acknowledged (PUBACK) only after the pipeline's sink has applied their
 readings. aiomqtt 2.5.1 has no manual-ack option, so the adapter switches its paho client
 (``aiomqtt.Client._client``, paho-mqtt 2.x) to ``manual_ack_set(True)`` and calls ``ack(mid, 1)`` from the
@@ -53,6 +69,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -73,6 +90,7 @@ from drsdtp.adapters.payloads import (
 )
 from drsdtp.adapters.settings import Table
 from drsdtp.adapters.topics import TopicTemplate
+from drsdtp.adapters.write import NotConnectedError, WriteOutcome, WriteRequest, WriteStatus, WriteTarget
 from drsdtp.errors import AdapterError
 from drsdtp.ingest.pipeline import wall_ms
 from drsdtp.ingest.ratelog import RateLimitedLog
@@ -227,6 +245,62 @@ def build(raw: Mapping[str, Any], key: str) -> MqttAdapter:
 
 Route = tuple[TopicRule, str | None, str | None]
 
+_PLACEHOLDERS = ("{twin}", "{action}", "{field}", "{id}")
+
+
+@dataclass(frozen=True, slots=True)
+class MqttWriteTarget:
+    topic: str  # a template of _PLACEHOLDERS
+    payload: str  # "json" or a template
+    qos: int
+    retain: bool
+    ack_topic: str | None
+
+    @property
+    def label(self) -> str:
+        return f"topic {self.topic}"
+
+    @property
+    def ack_filter(self) -> str | None:
+        if self.ack_topic is None:
+            return None
+        return "/".join("+" if seg in _PLACEHOLDERS else seg for seg in self.ack_topic.split("/"))
+
+
+def parse_write_target(raw: Mapping[str, Any], key: str) -> MqttWriteTarget:
+    t = Table(raw, key)
+    target = MqttWriteTarget(
+        topic=t.get_str("topic"),
+        payload=t.get_str("payload", "json"),
+        qos=t.get_int("qos", 1, lo=0, hi=1),
+        retain=t.get_bool("retain", False),
+        ack_topic=t.opt_str("ack_topic"),
+    )
+    for name, topic in (("topic", target.topic), ("ack_topic", target.ack_topic)):
+        if topic is not None and ("+" in topic or "#" in topic or "\x00" in topic):
+            raise t.error(name, "a topic to publish to has no wildcards (+, #)")
+    t.done()
+    return target
+
+
+def _fill(template: str, request: WriteRequest, value_text: str) -> str:
+    out = template
+    for name, text in (("{twin}", request.twin), ("{action}", request.action), ("{field}", request.field),
+                       ("{id}", request.command), ("{value}", value_text),
+                       ("{args}", json.dumps(list(request.args), separators=(",", ":")))):  # fmt: skip
+        out = out.replace(name, text)
+    return out
+
+
+def write_payload(target: MqttWriteTarget, request: WriteRequest) -> bytes:
+    value = request.value.hex() if isinstance(request.value, bytes) else request.value
+    if target.payload == "json":
+        doc = {"id": request.command, "twin": request.twin, "action": request.action, "value": value,
+               "args": list(request.args)}  # fmt: skip
+        return json.dumps(doc, separators=(",", ":")).encode()
+    text = json.dumps(value) if isinstance(value, bool) or value is None else str(value)
+    return _fill(target.payload, request, text).encode()
+
 
 class MqttAdapter(SharedSettings):
     kind = "mqtt"
@@ -240,6 +314,9 @@ class MqttAdapter(SharedSettings):
         self._unknown_log = RateLimitedLog(_log, f"{settings.common.name}: unroutable messages")
         self._malformed_log = RateLimitedLog(_log, f"{settings.common.name}: malformed payloads")
         self._drop_log = RateLimitedLog(_log, f"{settings.common.name}: client queue full")
+        self._client_now: Any = None  # the session's aiomqtt client, while one is open: writes publish on it
+        self._ack_filters: set[str] = set()  # subscribed with the session's topics
+        self._acks: dict[str, asyncio.Future[tuple[bool, str]]] = {}  # command id -> its ack
 
     @property
     def stats(self) -> MqttStats:
@@ -275,7 +352,10 @@ class MqttAdapter(SharedSettings):
         st = self._stats
         st.messages += len(messages)
         route = self.route
+        acks = bool(self._ack_filters)
         for m in messages:
+            if acks and self._take_ack(m):
+                continue
             r = route(m.topic)
             if r is None:
                 self._unknown_log.warn("topic", "no topic rule matches %r", m.topic)
@@ -310,6 +390,62 @@ class MqttAdapter(SharedSettings):
             raise PayloadError(bad.reason, bad.detail)
         return batch
 
+    # ---- writes ---------------------------------------------------------------------------------------
+
+    def write_target(self, raw: Mapping[str, Any], key: str) -> MqttWriteTarget:
+        target = parse_write_target(raw, key)
+        if target.ack_filter is not None:
+            self._ack_filters.add(target.ack_filter)
+        return target
+
+    async def write(self, target: WriteTarget, request: WriteRequest) -> WriteOutcome:
+        import aiomqtt
+
+        assert isinstance(target, MqttWriteTarget)
+        client = self._client_now
+        if client is None:
+            raise NotConnectedError(f"{self.name}: no session with {self.settings.host}:{self.settings.port}")
+        topic = _fill(target.topic, request, "")
+        payload = write_payload(target, request)
+        ack: asyncio.Future[tuple[bool, str]] | None = None
+        if target.ack_topic is not None:
+            ack = self._acks[request.command] = asyncio.get_running_loop().create_future()
+        try:
+            try:
+                await client.publish(
+                    topic, payload, qos=target.qos, retain=target.retain, timeout=request.timeout_s
+                )
+            except aiomqtt.MqttError as exc:
+                raise AdapterError(f"{self.name}: publish to {topic!r} failed: {exc}") from exc
+            if ack is None:
+                return WriteOutcome(WriteStatus.SENT, f"published to {topic}")
+            async with asyncio.timeout(request.timeout_s):
+                ok, detail = await ack
+        finally:
+            if ack is not None and self._acks.get(request.command) is ack:
+                del self._acks[request.command]
+        if not ok:
+            return WriteOutcome(WriteStatus.REJECTED, f"{target.ack_topic}: {detail or 'not ok'}")
+        return WriteOutcome(WriteStatus.ACKNOWLEDGED, detail or f"acknowledged on {target.ack_topic}")
+
+    def _take_ack(self, message: Arrival) -> bool:
+        """An ack to a command this adapter wrote (consumed, never a reading); False for other topics."""
+        from paho.mqtt.client import topic_matches_sub
+
+        if not any(topic_matches_sub(f, message.topic) for f in self._ack_filters):
+            return False
+        try:
+            doc = json.loads(message.payload)
+            command, ok, detail = str(doc["id"]), doc.get("ok", True), str(doc.get("detail", ""))[:500]
+        except (ValueError, TypeError, KeyError, AttributeError):
+            self._malformed_log.warn("ack", 'ack on %r is not {"id": ..., "ok": ...}', message.topic)
+            self._stats.malformed += 1
+            return True
+        waiter = self._acks.get(command)
+        if waiter is not None and not waiter.done():
+            waiter.set_result((ok is True, detail))
+        return True
+
     # ---- connection ---------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -341,6 +477,7 @@ class MqttAdapter(SharedSettings):
         self._inbox = inbox
         try:
             await self._subscribe(aiomqtt, client)
+            self._client_now = client
             _log.info(
                 "%s: connected to %s:%d (MQTT %s), %d topic rules",
                 self.name,
@@ -352,6 +489,7 @@ class MqttAdapter(SharedSettings):
             yield self._batches(aiomqtt, client, inbox, paho if manual_ack else None)
         finally:
             self._inbox = None
+            self._client_now = None
             lost = inbox.discard()
             if lost:
                 self._stats.qos0_lost += lost
@@ -403,8 +541,12 @@ class MqttAdapter(SharedSettings):
             topics: list[tuple[str, Any]] = [
                 (r.template.filter, SubscribeOptions(qos=r.qos, retainHandling=new_only)) for r in s.topics
             ]
+            topics += [
+                (f, SubscribeOptions(qos=1, retainHandling=new_only)) for f in sorted(self._ack_filters)
+            ]
         else:
             topics = [(r.template.filter, r.qos) for r in s.topics]
+            topics += [(f, 1) for f in sorted(self._ack_filters)]
         try:
             granted = await client.subscribe(topics)
         except aiomqtt.MqttError as exc:
