@@ -11,6 +11,10 @@ On the first node's plant, room-2's temp_1 starts spiking after about 40 s, room
 about 60 s and the pump's flow meter sticks after about 50 s (one plant step per second at the
 default rate): the health lines, the replicated quality scores (the ``q`` columns) and the machines' health
 as every node sees it (each replica judges twins it only replicates) show the detectors at work.
+
+The first node also closes the loop (:func:`control_loop`): a thermostat rule holds its room-1 between 20
+and 22 C through heater commands, until room-1's temp_2 sticks: the heater's interlock then refuses the
+commands and a rule raises an alarm; the terminal shows the rules and the active alarms.
 """
 
 from __future__ import annotations
@@ -70,8 +74,9 @@ def node_toml(node: DemoNode, fleet: list[DemoNode], options: DemoOptions, index
     # Plant time runs `speedup` times faster than the wall clock; readings keep plant-time spacing.
     dt_s = 10.0
     speedup = max(1.0, options.rate_hz * dt_s)
-    faults = pump_faults = ""
+    faults = pump_faults = loop = ""
     if index == 0:
+        loop = control_loop(node)
         faults = (
             '[[adapters.faults]]\nkind = "stuck"\ntwin = "room-1"\nfield = "temp_2"\nonset_step = 60\n'
             '[[adapters.faults]]\nkind = "spike"\ntwin = "room-2"\nfield = "temp_1"\nonset_step = 40\n'
@@ -121,8 +126,81 @@ dt_s = {dt_s}
 speedup = {speedup}
 {faults}
 {machines}
+{loop}
 {peers}
 """
+
+
+def control_loop(node: DemoNode) -> str:
+    """The first node closes the loop on its room-1: a thermostat rule (heater on below 20 C, off above 22 C)
+    issues heater commands that its executor writes to the plant, interlocked on temp_2, the sensor that
+    sticks: once it is judged stuck the commands are refused, and a rule raises an alarm saying why."""
+    room = f"{node.site}/room-1"
+    return f"""[alerting]
+period_s = 0.5
+[[actuators]]
+twin = "{room}"
+field = "heater"
+node = "{node.name}"
+adapter = "plant-{node.site}"
+min = 0.0
+max = 1.0
+tolerance = 0.05
+deadline_s = 120.0
+[[actuators.interlocks]]
+field = "temp_2"
+min_quality = 0.5
+policy = "refuse"
+[actuators.write]
+input = "heater"
+[[rules]]
+name = "thermostat"
+twins = "{room}"
+when = "temp_1 < 20"
+clear_when = "temp_1 > 22"
+alarm = false
+[[rules.actions]]
+on = "raise"
+type = "command"
+action = "heater"
+value = 1.0
+[[rules.actions]]
+on = "clear"
+type = "command"
+action = "heater"
+value = 0.0
+[[rules]]
+name = "sensor-unreliable"
+twins = "{room}"
+when = "quality(temp_2) < 0.5 or quality(temp_1) < 0.5"
+for = "60s"
+clear_when = "quality(temp_2) >= 0.8 and quality(temp_1) >= 0.8"
+severity = "major"
+message = "a temperature sensor is unreliable: the heater's commands are refused (interlock)"
+"""
+
+
+async def _loop_lines(stub: api_pb2_grpc.TwinApiStub, node: DemoNode) -> list[str]:
+    """The first node's rules (fired, cleared, errors), its newest heater command and its active alarms."""
+    try:
+        rules = await stub.ListRules(api_pb2.ListRulesRequest(), timeout=2.0)
+        alarms = await stub.ListAlarms(api_pb2.ListAlarmsRequest(active=True, limit=5), timeout=2.0)
+        room = f"{node.site}/room-1"
+        commands = await stub.ListCommands(api_pb2.CommandListRequest(twin_id=room, limit=1), timeout=2.0)
+    except grpc.aio.AioRpcError:
+        return []
+    out = [
+        f"rule {r.name} on {node.name}: fired {r.fired}, cleared {r.cleared}, active {r.active}/{r.matched}"
+        + (f", errors {r.errors}: {r.last_error}" if r.errors else "")
+        for r in rules.rules
+    ]
+    out += [
+        f"newest command: {c.action} {_fmt(field_to_python(c.value)) if c.HasField('value') else ''} on "
+        f"{c.twin_id} by {c.actor}: {c.state}" + (f" ({c.why or c.held})" if c.why or c.held else "")
+        for c in commands.commands
+    ]
+    out += [f"ALARM [{a.severity}] {a.rule} on {a.twin_id}: {a.message} ({a.state})" for a in alarms.alarms]
+    return out
 
 
 async def _status(stub: api_pb2_grpc.TwinApiStub, limit_s: float) -> api_pb2.StatusReply | None:
@@ -244,6 +322,7 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event, console: Console) 
                 seen = verdicts[i * count : (i + 1) * count]
                 model = next((m for _, m in seen if m), "")
                 lines.append(f"{t:14} " + " ".join(f"{v:>10}" for v, _ in seen) + f"  {model}")
+            lines.extend(await _loop_lines(channels[0][1], fleet[0]))
             out.write("\n".join(lines) + "\n")
             out.flush()
             with contextlib.suppress(TimeoutError):
