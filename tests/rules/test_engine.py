@@ -9,6 +9,7 @@ import pytest
 from drsdtp._core import Store
 from drsdtp.errors import ConfigError
 from drsdtp.rules.engine import RuleEngine
+from drsdtp.rules.expr import Load
 from drsdtp.rules.inputs import StoreSource
 from drsdtp.rules.spec import parse_rules
 
@@ -110,3 +111,20 @@ def test_config_errors_name_the_key(table: dict[str, Any], key: str, message: st
     with pytest.raises(ConfigError) as info:
         parse_rules([table], notify_targets=[])
     assert info.value.key == key and message in info.value.reason
+
+
+def test_age_and_quality_inputs_from_the_store() -> None:
+    store = Store(1)
+    store.set("s-1", "x", 1.0)
+    source = StoreSource(store)
+    written_s = (store.entry("s-1", "x") or (0, 0, 0, 0))[1] / 65536 / 1000  # the HLC stamp's seconds
+    (age,) = source.read("age", source.prepare("age", [("s-1", "x")]), written_s + 42.0)
+    assert abs(age - 42.0) < 0.01
+    quality = source.read("quality", source.prepare("quality", [("s-1", "x"), ("s-1", "nope")]), 0.0)
+    assert quality.tolist() == [1.0, 1.0]  # no score written yet: nothing known against the field
+    store.set("s-1", "x.q", 0.25)
+    assert source.read_one(Load("quality", "x"), "s-1", 0.0) == 0.25
+    (missing,) = source.read("age", source.prepare("age", [("s-1", "never")]), 0.0)
+    assert missing == float("inf")
+    (tte,) = source.read("tte", source.prepare("tte", [("s-1", "x")]), 0.0)
+    assert tte == float("inf")  # no intelligence: never forecast to cross
