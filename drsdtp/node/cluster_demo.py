@@ -13,7 +13,7 @@ default rate): the health lines, the replicated quality scores (the ``q`` column
 as every node sees it (each replica judges twins it only replicates) show the detectors at work.
 
 The first node also closes the loop (:func:`control_loop`): a thermostat rule holds its room-1 between 20
-and 22 C through heater commands, until room-1's temp_2 sticks: the heater's interlock then refuses the
+and 21 C through heater commands, until room-1's temp_2 sticks: the heater's interlock then refuses the
 commands and a rule raises an alarm; the terminal shows the rules and the active alarms.
 """
 
@@ -132,7 +132,7 @@ speedup = {speedup}
 
 
 def control_loop(node: DemoNode) -> str:
-    """The first node closes the loop on its room-1: a thermostat rule (heater on below 20 C, off above 22 C)
+    """The first node closes the loop on its room-1: a thermostat rule (heater on below 20 C, off above 21 C)
     issues heater commands that its executor writes to the plant, interlocked on temp_2, the sensor that
     sticks: once it is judged stuck the commands are refused, and a rule raises an alarm saying why."""
     room = f"{node.site}/room-1"
@@ -157,7 +157,7 @@ input = "heater"
 name = "thermostat"
 twins = "{room}"
 when = "temp_1 < 20"
-clear_when = "temp_1 > 22"
+clear_when = "temp_1 > 21"
 alarm = false
 [[rules.actions]]
 on = "raise"
