@@ -13,6 +13,7 @@ import grpc
 import grpc.aio
 
 from drsdtp.client.types import field_to_python
+from drsdtp.errors import ConfigError
 from drsdtp.wire.v1 import api_pb2_grpc
 
 __all__ = ["TOKEN_ENV", "Tls", "connect", "field_to_python", "metadata_for", "open_channel"]
@@ -37,7 +38,7 @@ def _read(value: bytes | str | Path | None, what: str) -> bytes | None:
     try:
         return Path(value).read_bytes()
     except OSError as exc:
-        raise ValueError(f"tls.{what}: cannot read {value}: {exc.strerror}") from None
+        raise ConfigError(f"tls.{what}", f"cannot read {value}: {exc.strerror}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,7 @@ class Tls:
 
     def credentials(self) -> grpc.ChannelCredentials:
         if (self.cert is None) != (self.key is None):
-            raise ValueError("tls: give both cert and key (a client certificate), or neither")
+            raise ConfigError("tls", "give both cert and key (a client certificate), or neither")
         return grpc.ssl_channel_credentials(
             root_certificates=_read(self.ca, "ca"),
             private_key=_read(self.key, "key"),

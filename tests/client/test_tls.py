@@ -4,11 +4,14 @@ cluster CA gets in (ca/cert/key as paths or bytes); without one, or in plaintext
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from drsdtp.client import AsyncClient, RetryPolicy, Tls, UnavailableError
+from drsdtp.errors import ConfigError
 from tests.api.nodes import ApiNode
 from tests.gossip.pki import issue, make_ca
 
@@ -41,7 +44,7 @@ async def test_mutual_tls_with_a_client_certificate(tmp_path: Path) -> None:
             async with AsyncClient(target, tls=refused, timeout=2) as client:
                 with pytest.raises(UnavailableError):
                     await client.status()
-        with pytest.raises(ValueError, match="both cert and key"):
+        with pytest.raises(ConfigError, match="both cert and key"):
             Tls(ca=operator.ca, cert=operator.cert).credentials()
     finally:
         node.stop()
@@ -51,3 +54,24 @@ async def _until_up(target: str, tls: Tls) -> None:
     patient = RetryPolicy(attempts=10_000, initial_s=0.1, max_s=0.5)
     async with AsyncClient(target, tls=tls, timeout=60, retry=patient) as client:
         await client.status()  # retried with backoff while the node starts, within the deadline
+
+
+def test_unreadable_tls_files_are_a_config_error_naming_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "ca.pem"
+    with pytest.raises(ConfigError, match=f"tls.ca: cannot read {missing}"):
+        AsyncClient("127.0.0.1:1", tls=Tls(ca=missing))
+    config = tmp_path / "node.toml"
+    config.write_text(
+        f'node_id = "n"\ndata_dir = "{tmp_path}"\n[tls]\nca = "{missing}"\ncert = "{tmp_path / "c"}"\n'
+        f'key = "{tmp_path / "k"}"\napi = "server"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "drsdtp", "status", "--config", str(config)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"error: tls.ca: cannot read {missing}" in result.stderr
