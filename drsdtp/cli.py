@@ -544,6 +544,14 @@ def _cmd_rules(args: argparse.Namespace, commands: Commands, console: Console) -
     return _run_client(args, lambda target: rules_cli.run_rules(target, args, console))
 
 
+def _cmd_relate(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    return _run_client(args, lambda target: intel_cli.run_relate(target, args, console))
+
+
+def _cmd_query(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    return _run_client(args, lambda target: intel_cli.run_query(target, args, console))
+
+
 def _cmd_export(args: argparse.Namespace, commands: Commands, console: Console) -> int:
     output = None if args.output == "-" else Path(args.output)
     request = ExportRequest(output=output, format=args.format, prefix=args.prefix, history=args.history)
@@ -765,6 +773,8 @@ _HANDLERS: Final[dict[str, Callable[[argparse.Namespace, Commands, Console], int
     "alarms": _cmd_alarms,
     "ack": _cmd_ack,
     "rules": _cmd_rules,
+    "relate": _cmd_relate,
+    "query": _cmd_query,
     "twins": _cmd_twins,
     "get": _cmd_get,
     "history": _cmd_history,

@@ -61,6 +61,7 @@ __all__ = [
     "ListenConfig",
     "NodeConfig",
     "PeerConfig",
+    "RelationRule",
     "TlsConfig",
     "TwinRule",
     "WalConfig",
@@ -413,6 +414,16 @@ class TwinRule:
     scope: Annotated[str, Name()] | None = None  # None: the node's first scope
 
 
+@dataclass(frozen=True, slots=True)
+class RelationRule:
+    """``twin`` --relation--> ``target``, declared at start (``drsdtp.relations``): replicated like a
+    relation written over the API. ``located_in`` builds the site > area > line > asset > sensor tree."""
+
+    twin: Annotated[str, NonEmpty()]
+    relation: Annotated[str, Name()]
+    target: Annotated[str, NonEmpty()]
+
+
 PluginTable = Annotated[Mapping[str, Any], HasType()]
 # A raw [[models]] table: drsdtp.models validates it (with the kernels it needs) into an asset model.
 ModelTable = Mapping[str, Any]
@@ -482,6 +493,7 @@ class NodeConfig:
     # Kernels the node requires (plug-ins); type = "room" is the legacy form of a room model.
     kernels: tuple[PluginTable, ...] = ()
     twins: tuple[TwinRule, ...] = ()
+    relations: tuple[RelationRule, ...] = ()
     intelligence: IntelligenceSettings = IntelligenceSettings()
     # Raw [[actuators]] tables: drsdtp.actions.parse_actuators validates them (their write targets: the
     # executing node's adapter).

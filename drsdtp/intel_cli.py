@@ -1,4 +1,4 @@
-"""The intelligence commands of the CLI: ``drsdtp anomalies`` (and, with relations, ``drsdtp query``).
+"""The intelligence commands of the CLI: ``drsdtp anomalies``, ``drsdtp relate`` and ``drsdtp query``.
 
 Client side only (the API's messages, no daemon imports; gRPC is imported when a command runs):
 :func:`add_parsers` adds the subcommands to the CLI's parser; each ``run_*`` coroutine carries one out
@@ -18,7 +18,7 @@ from drsdtp.node_commands import EXIT_FAILURE, EXIT_OK, ApiTarget
 if TYPE_CHECKING:  # gRPC and the messages load only when a command runs (``--help`` stays fast)
     from drsdtp.wire.v1 import api_pb2
 
-__all__ = ["add_parsers", "anomaly_doc", "run_anomalies"]
+__all__ = ["add_parsers", "anomaly_doc", "run_anomalies", "run_query", "run_relate"]
 
 ClientParser = Callable[[str, str], argparse.ArgumentParser]
 
@@ -29,6 +29,33 @@ def add_parsers(client: ClientParser) -> None:
     p.add_argument("twin_id", nargs="?", metavar="TWIN", help="only this twin")
     p.add_argument("--limit", type=int, default=50, help="the newest this many (default: %(default)s)")
     p.add_argument("--follow", "-f", action="store_true", help="then print new events as they are logged")
+
+    p = client("relate", "relate two twins (replicated): TWIN RELATION TARGET, e.g. pump-1 feeds tank-3")
+    p.add_argument("twin_id", metavar="TWIN")
+    p.add_argument(
+        "relation", metavar="RELATION", help="located_in (child to parent), feeds, powers, any name"
+    )
+    p.add_argument("target", metavar="TARGET")
+    p.add_argument("--remove", action="store_true", help="remove the relation instead")
+
+    p = client("query", "find twins by position, relation, field values and health (answered locally)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--under", metavar="TWIN", help="everything located in TWIN, at any depth")
+    where.add_argument("--above", metavar="TWIN", help="where TWIN is located, up to the top")
+    where.add_argument("--related", metavar="TWIN", help="TWIN's neighbours (by --relation if given)")
+    p.add_argument("--relation", metavar="NAME", help="follow this relation / keep twins that have one")
+    p.add_argument(
+        "--where", action="append", default=[], metavar="COND", help='e.g. "temp > 40" (repeatable, all hold)'
+    )
+    p.add_argument(
+        "--health",
+        action="append",
+        default=[],
+        type=str.upper,
+        choices=("HEALTHY", "DEGRADED", "FAILED"),
+        help="keep twins with this health (repeatable)",
+    )
+    p.add_argument("--limit", type=int, default=1000, help="at most this many twins (default: %(default)s)")
 
 
 def anomaly_doc(r: api_pb2.AnomalyRecord) -> dict[str, Any]:
@@ -101,3 +128,82 @@ async def run_anomalies(target: ApiTarget, args: argparse.Namespace, console: Co
         return EXIT_FAILURE
     finally:
         await channel.close()
+
+
+async def _unary(target: ApiTarget, console: Console, method: str, request: Any) -> Any:
+    import grpc.aio
+
+    from drsdtp.client import connect
+
+    channel, stub = connect(target.address, target.tls, target.server_name)
+    try:
+        return await getattr(stub, method)(request, timeout=target.timeout_s)
+    except grpc.aio.AioRpcError as exc:
+        where = f"{target.address.host}:{target.address.port}"
+        console.error(f"{method} on {where}: {exc.code().name}: {exc.details()}")
+        return None
+    finally:
+        await channel.close()
+
+
+async def run_relate(target: ApiTarget, args: argparse.Namespace, console: Console) -> int:
+    from drsdtp.wire.v1 import api_pb2
+
+    edge = api_pb2.RelationEdge(twin_id=args.twin_id, relation=args.relation, target=args.target)
+    request = api_pb2.RelateRequest(remove=[edge]) if args.remove else api_pb2.RelateRequest(add=[edge])
+    reply = await _unary(target, console, "Relate", request)
+    if reply is None:
+        return EXIT_FAILURE
+    verb = "removed" if args.remove else "added"
+    if console.json_mode:
+        console.json({"changed": reply.changed})
+    else:
+        state = verb if reply.changed else f"already {'absent' if args.remove else 'there'}"
+        console.line(f"{args.twin_id} --{args.relation}--> {args.target}: {state}")
+    return EXIT_OK
+
+
+async def run_query(target: ApiTarget, args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from drsdtp.wire.v1 import api_pb2
+
+    request = api_pb2.QueryRequest(
+        under=args.under or "",
+        above=args.above or "",
+        related=args.related or "",
+        relation=args.relation or "",
+        where=args.where,
+        health=args.health,
+        limit=args.limit,
+    )
+    reply = await _unary(target, console, "Query", request)
+    if reply is None:
+        return EXIT_FAILURE
+    docs = [
+        {
+            "twin": h.twin_id,
+            "model": h.model,
+            "health": h.health or None,
+            "values": json.loads(h.values_json) if h.values_json else {},
+            "relations": [{"relation": e.relation, "target": e.target} for e in h.edges],
+        }
+        for h in reply.twins
+    ]
+    if console.json_mode:
+        console.json(docs)
+        return EXIT_OK
+    rows = [
+        (
+            d["twin"],
+            d["model"],
+            d["health"] or "",
+            ", ".join(f"{k}={v}" for k, v in d["values"].items()),
+            ", ".join(f"{r['relation']} {r['target']}" for r in d["relations"]),
+        )
+        for d in docs
+    ]
+    console.table(
+        ["twin", "model", "health", "values", "relations"], rows, title=f"{len(rows)} of {reply.total} twins"
+    )
+    return EXIT_OK

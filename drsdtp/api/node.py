@@ -21,6 +21,8 @@ from drsdtp.intelligence.anomalies import AnomalyRecord
 from drsdtp.intelligence.results import TwinHealth
 from drsdtp.models import AssetModel
 from drsdtp.recovery import QuarantineEntry, RecoveryLedger
+from drsdtp.relations.edges import Edge
+from drsdtp.relations.query import QueryHit, QuerySpec
 from drsdtp.rules.ops import AlertingOps
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ __all__ = [
     "NodeApi",
     "NodeStatus",
     "PeerState",
+    "RelationOps",
     "ReplayOutcome",
     "Selection",
     "SnapshotOps",
@@ -138,6 +141,13 @@ class AnomalyReader(Protocol):
     def next_seq(self) -> int: ...
 
 
+class RelationOps(Protocol):
+    """Relations between twins (:class:`drsdtp.relations.service.RelationService`)."""
+
+    async def relate(self, add: Sequence[Edge], remove: Sequence[Edge]) -> int: ...
+    def query(self, spec: QuerySpec) -> tuple[list[QueryHit], int]: ...
+
+
 class NodeApi(Protocol):
     """The node as the API services see it."""
 
@@ -167,6 +177,8 @@ class NodeApi(Protocol):
         """Rules and alarms (:mod:`drsdtp.rules.ops`)."""
         ...
 
+    @property
+    def relations(self) -> RelationOps: ...
     def health_view(self, twins: Sequence[str], model: str) -> list[TwinHealth]:
         """Health from the last intelligence pass, no forecast (every judged twin when ``twins`` is empty)."""
         ...

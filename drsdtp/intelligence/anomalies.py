@@ -52,6 +52,10 @@ class AnomalyRecord:
     model: str
     event: AnomalyEvent
     related: tuple[str, ...] = ()
+    # what related twins measuring the same field say (drsdtp.relations.corroborate): "process" (they saw
+    # it too: ``evidence`` names them), "sensor" (they did not: suspect this sensor), "" (no such twin)
+    cause: str = ""
+    evidence: tuple[str, ...] = ()
 
     @property
     def twin(self) -> str:
@@ -60,7 +64,14 @@ class AnomalyRecord:
     def to_dict(self) -> dict[str, Any]:
         """Flat, JSON-ready: the engine event's keys plus ``seq``, ``logged_ms``, ``model``, ``related``."""
         doc = self.event.to_dict()
-        doc.update(seq=self.seq, logged_ms=self.logged_ms, model=self.model, related=list(self.related))
+        doc.update(
+            seq=self.seq,
+            logged_ms=self.logged_ms,
+            model=self.model,
+            related=list(self.related),
+            cause=self.cause,
+            evidence=list(self.evidence),
+        )
         return doc
 
     @classmethod
@@ -83,10 +94,18 @@ class AnomalyRecord:
             magnitude=number("magnitude"),
             score=number("score"),
         )
-        related = doc.get("related") or []
-        if not isinstance(related, list):
-            raise TypeError("related is not a list")
-        return cls(int(doc["seq"]), int(doc["logged_ms"]), str(doc["model"]), event, tuple(map(str, related)))
+        related, evidence = doc.get("related") or [], doc.get("evidence") or []
+        if not isinstance(related, list) or not isinstance(evidence, list):
+            raise TypeError("related or evidence is not a list")
+        return cls(
+            int(doc["seq"]),
+            int(doc["logged_ms"]),
+            str(doc["model"]),
+            event,
+            tuple(map(str, related)),
+            str(doc.get("cause", "")),
+            tuple(map(str, evidence)),
+        )
 
 
 class AnomalyJournal:
@@ -161,15 +180,27 @@ class AnomalyJournal:
     # -- writing ----------------------------------------------------------------------------------------
 
     def append(
-        self, events: Sequence[AnomalyEvent], model: dict[str, str], related: dict[str, tuple[str, ...]]
+        self,
+        events: Sequence[AnomalyEvent],
+        model: dict[str, str],
+        related: dict[str, tuple[str, ...]],
+        causes: Sequence[tuple[str, tuple[str, ...]]] | None = None,
     ) -> list[AnomalyRecord]:
-        """Log ``events`` (``model`` and ``related`` by twin); returns their records."""
+        """Log ``events`` (``model`` and ``related`` by twin; ``causes``: ``(cause, evidence)`` per event);
+        returns their records."""
         now_ms = int(time.time() * 1000)
         out: list[AnomalyRecord] = []
         lines: list[bytes] = []
-        for event in events:
+        for i, event in enumerate(events):
+            cause, evidence = causes[i] if causes is not None else ("", ())
             record = AnomalyRecord(
-                self.next_seq, now_ms, model.get(event.twin, ""), event, related.get(event.twin, ())
+                self.next_seq,
+                now_ms,
+                model.get(event.twin, ""),
+                event,
+                related.get(event.twin, ()),
+                cause,
+                evidence,
             )
             self.next_seq += 1
             self._keep(record)

@@ -28,7 +28,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,6 +45,7 @@ from drsdtp.kernels import KernelRegistry, Scenario, TrackingKernel, default_reg
 from drsdtp.lifecycle import BackgroundService
 from drsdtp.models import MODEL_FIELD, AssetModel, ModelCatalog
 from drsdtp.node.replica_health import overlay_origin_quality
+from drsdtp.relations.corroborate import corroborate
 
 if TYPE_CHECKING:
     from drsdtp.metrics import NodeMetrics
@@ -65,6 +66,8 @@ MIN_PASS_WALL_S = 0.25  # ... but not more often than this in wall time (a plant
 QUALITY_STEP = 0.05  # write a quality back only when it moved this much (spares the log and the peers)
 MODEL_VERSION_FIELD = "_model_version"
 ANOMALY_DIR = "anomalies"
+MAX_UNLOGGED = 10_000  # events waiting for the next pass; more are logged at once
+CORROBORATION_WINDOW_S = 600.0  # plant seconds within which related sensors count as seeing the same change
 
 
 def pass_interval_s(time_scale: float) -> float:
@@ -105,8 +108,11 @@ class InsightService(BackgroundService):
             max_events=settings.anomalies_max,
         )
         self.anomaly_counts: collections.Counter[tuple[str, ...]] = collections.Counter()  # (model, kind)
-        # The twins an anomaly of a twin may affect (the node plugs its relations in here).
+        # The twins an anomaly of a twin may affect, and the twins whose sensors can confirm it (the node
+        # plugs its relations in here).
         self.related: Callable[[str], tuple[str, ...]] = lambda twin: ()
+        self.peers: Callable[[str], Iterable[str]] = lambda twin: ()
+        self._unlogged: list[AnomalyEvent] = []  # judged and logged at the next pass
         self.health_counts: dict[tuple[str, ...], float] = {}  # (model, status) -> twins, at the last pass
 
     @property
@@ -124,16 +130,38 @@ class InsightService(BackgroundService):
         return self._engine
 
     def _log_anomalies(self, events: Sequence[AnomalyEvent]) -> None:
+        """Events wait for the next pass: judged together, a process change seen by several related
+        sensors at once is told from one sensor going wrong whichever reading arrived first."""
+        self._unlogged.extend(events)
+        if len(self._unlogged) >= MAX_UNLOGGED:
+            self._log_pending()
+
+    def _log_pending(self) -> None:
+        events, self._unlogged = self._unlogged, []
+        if not events:
+            return
         engine = self.engine
         twins = {e.twin for e in events}
         models = {t: engine.model_of(t) or "" for t in twins}
         related: dict[str, tuple[str, ...]] = {}
-        for twin in twins:
-            try:
-                related[twin] = self.related(twin)
-            except Exception:  # a relation lookup must never lose the event itself
-                log.exception("anomaly log: the related twins of %s could not be read", twin)
-        for record in self.anomalies.append(events, models, related):
+        causes: list[tuple[str, tuple[str, ...]]] | None = None
+        try:  # a relation lookup must never lose the events themselves
+            related = {t: self.related(t) for t in twins}
+            peers = {t: list(self.peers(t)) for t in twins}
+            index = engine.table.index
+            verdicts = corroborate(
+                events,
+                peers.__getitem__,
+                lambda twin, field: (twin, field) in index,
+                lambda twin, field: (
+                    r.event.t_s for r in self.anomalies.latest([twin], 64) if r.event.field == field
+                ),
+                CORROBORATION_WINDOW_S,
+            )
+            causes = [(v.cause, v.evidence) for v in verdicts]
+        except Exception:
+            log.exception("anomaly log: the related twins of %s could not be read", sorted(twins))
+        for record in self.anomalies.append(events, models, related, causes):
             self.anomaly_counts[(record.model, record.event.kind)] += 1
 
     # -- twins and rows -------------------------------------------------------------------------------------
@@ -213,11 +241,32 @@ class InsightService(BackgroundService):
             self.engine.evaluate(self.now())
             self.passes += 1
             self.health_counts = self._health_counts()
+            self._log_pending()
             await self._write_back()
             await self._flush_anomalies()
 
     async def stopped(self) -> None:
+        if self._engine is not None:
+            self._log_pending()
         await self._flush_anomalies()
+
+    def judged_health(self, twins: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """``{twin: (model, status)}`` of the twins judged at the last pass (others are left out)."""
+        engine = self._engine
+        if engine is None or engine.last is None:
+            return {}
+        status = engine.last.health.status
+        index = engine.table.index
+        out: dict[str, tuple[str, str]] = {}
+        for twin in twins:
+            model = engine.model_of(twin)
+            if model is None:
+                continue
+            rows = [r for f in engine.models[model].fields if (r := index.get((twin, f.name))) is not None]
+            rows = [r for r in rows if r < status.shape[0]]
+            if rows:
+                out[twin] = (model, STATUS_CODES[int(status[rows].max())].name)
+        return out
 
     async def _flush_anomalies(self) -> None:
         try:
@@ -419,6 +468,8 @@ class InsightService(BackgroundService):
         if config.intelligence.time_scale != self.time_scale:
             restart += ("intelligence.time_scale",)
         if changed:
+            if self._engine is not None:
+                self._log_pending()
             self.registry, self.catalog = registry, catalog
             self._engine = None
             self._twins.clear()

@@ -20,7 +20,7 @@ from typing import Any, Self
 from drsdtp import __version__
 from drsdtp._core import Store
 from drsdtp.actions import CommandBook
-from drsdtp.api.feed import ChangeFeed, FeedKeeper
+from drsdtp.api.feed import Change, ChangeFeed, FeedKeeper
 from drsdtp.api.http import HttpApiServer, http_face
 from drsdtp.api.idempotency import IdempotencyStore
 from drsdtp.api.node import AuditEntry, NodeStatus, PeerState
@@ -50,6 +50,7 @@ from drsdtp.node.recovery import accept, register_metrics
 from drsdtp.node.snapshots import SnapshotService
 from drsdtp.northbound.postgres import PostgresSink, add_sink_metrics
 from drsdtp.recovery import QuarantineEntry, RecoveryLedger
+from drsdtp.relations.service import RelationService
 from drsdtp.rules.alerting import Alerting
 from drsdtp.stats import StoreSize
 
@@ -255,6 +256,9 @@ class Node:
             lambda: intel.refused_reloads,
         )
         register_intel_metrics(self.metrics, intel)
+        # Relations between twins: replicated edges, queried locally; the intelligence reads them.
+        self.relation_service = RelationService(self, config.relations)
+        intel.related, intel.peers = self.relation_service.affected, self.relation_service.peers
         # Commands: every node takes them and shows their status; the owner of an actuator executes them.
         self.actuation = Actuation(self)
         # Rules, alarms and notifications (drsdtp.rules, drsdtp.alarms, drsdtp.notify).
@@ -312,6 +316,17 @@ class Node:
     def anomalies(self) -> AnomalyJournal:
         """The anomaly log (read: ``latest``, ``after``, ``count``, ``wait_after``; see its module)."""
         return self.intelligence.anomalies
+
+    @property
+    def relations(self) -> RelationService:
+        """Relations between twins: ``relate(add, remove)``, ``query(spec)``, ``index`` (see its module)."""
+        return self.relation_service
+
+    def changed_twins(self, cursor: int, limit: int) -> tuple[list[Change], int]:
+        return self._feed.read(cursor, limit)
+
+    def judged_health(self, twins: Sequence[str]) -> dict[str, tuple[str, str]]:
+        return self.intelligence.judged_health(twins)
 
     def health_view(self, twins: Sequence[str], model: str = "") -> list[TwinHealth]:
         """Twin health from the last intelligence pass, no forecast computed (every judged twin when
@@ -428,6 +443,7 @@ class Node:
             *([self.postgres] if self.postgres is not None else []),
             self.intelligence,
             self.replicator,
+            self.relation_service,
             self.api,
             *([self.api_http] if self.api_http is not None else []),
             self.metrics_server,

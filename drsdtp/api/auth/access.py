@@ -45,6 +45,10 @@ def access_of(method: str, request: Any) -> Access:
         "ListCommands",
     ):  # one, or every
         return Access((method,), (request.twin_id,)) if request.twin_id else Access((method,), (), EVERY_TWIN)
+    if method == "Query":  # may answer with any twin
+        return Access((method,), (), EVERY_TWIN)
+    if method == "Relate":  # the twins whose edges change
+        return Access((method,), tuple(dict.fromkeys(e.twin_id for e in (*request.add, *request.remove))))
     if method == "Health":
         return (
             Access((method,), tuple(request.twin_ids))

@@ -30,6 +30,7 @@ METHOD_ROLES: Final[dict[str, ApiRole]] = {
     "GetCommand": "viewer",  # commands (issue 12): reading them
     "ListCommands": "viewer",
     "WaitCommand": "viewer",
+    "Query": "viewer",
     # Changing values of twins that exist: reported, desired, set elements, counters; acknowledging alarms;
     # commands (acting on a twin, as a desired value does).
     "Write": "operator",
@@ -39,6 +40,7 @@ METHOD_ROLES: Final[dict[str, ApiRole]] = {
     # Changing which twins exist, their past, and what ingestion refused.
     "Write.create": "engineer",
     "Write.delete": "engineer",
+    "Relate": "engineer",  # the plant's structure, like which twins exist
     "TakeSnapshot": "engineer",
     "Rollback": "engineer",
     "ReadAudit": "engineer",

@@ -55,4 +55,6 @@ def unary_methods(node: NodeApi, keys: IdempotencyStore) -> dict[str, Unary]:
         "ListCommands": commands.list,
         "CancelCommand": commands.cancel,
         "WaitCommand": commands.wait,
+        "Relate": intel.relate,
+        "Query": intel.query,
     }

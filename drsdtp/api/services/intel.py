@@ -1,4 +1,5 @@
-"""The intelligence methods beyond Insight: ListAnomalies, WatchAnomalies (a stream) and Health.
+"""The intelligence methods beyond Insight: ListAnomalies, WatchAnomalies (a stream), Health, and the
+relations between twins: Relate, Query.
 
 WatchAnomalies holds one message in flight and a cursor in the node's anomaly log (nothing is queued per
 stream); it is admitted by the same gate as Watch (``limits.api_max_watchers``) and ends with
@@ -9,6 +10,7 @@ number sent so the client can resume with ``after_seq``.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 
 import grpc
@@ -18,6 +20,9 @@ from drsdtp.api.node import NodeApi
 from drsdtp.api.watch_limits import WatchGate, WatchRefused, caller_of
 from drsdtp.errors import InvalidValueError
 from drsdtp.intelligence.anomalies import AnomalyRecord
+from drsdtp.intelligence.serialize import to_jsonable
+from drsdtp.relations.edges import Edge
+from drsdtp.relations.query import QuerySpec, parse_condition
 from drsdtp.wire.v1 import api_pb2
 
 __all__ = ["AnomalyStreams", "IntelService", "anomaly_message"]
@@ -41,6 +46,8 @@ def anomaly_message(record: AnomalyRecord) -> api_pb2.AnomalyRecord:
         test=e.test,
         logged_ms=record.logged_ms,
         related=list(record.related),
+        cause=record.cause,
+        evidence=list(record.evidence),
     )
     for name in ("value", "magnitude", "score"):
         v = getattr(e, name)
@@ -91,6 +98,45 @@ class IntelService:
                 )
             )
         return out
+
+    async def relate(self, request: api_pb2.RelateRequest) -> api_pb2.RelateReply:
+        if len(request.add) + len(request.remove) > MAX_LIMIT:
+            raise InvalidValueError(f"Relate: at most {MAX_LIMIT} edges at once")
+        changed = await self.node.relations.relate(
+            [Edge(e.twin_id, e.relation, e.target) for e in request.add],
+            [Edge(e.twin_id, e.relation, e.target) for e in request.remove],
+        )
+        return api_pb2.RelateReply(changed=changed)
+
+    async def query(self, request: api_pb2.QueryRequest) -> api_pb2.QueryReply:
+        if len(request.where) > 64:
+            raise InvalidValueError("Query: at most 64 where conditions")
+        spec = QuerySpec(
+            under=request.under,
+            above=request.above,
+            related=request.related,
+            relation=request.relation,
+            where=tuple(parse_condition(w) for w in request.where),
+            health=tuple(h.upper() for h in request.health),
+            limit=request.limit or 1000,
+        )
+        hits, total = self.node.relations.query(spec)
+        return api_pb2.QueryReply(
+            total=total,
+            twins=[
+                api_pb2.QueryHit(
+                    twin_id=h.twin,
+                    model=h.model,
+                    health=h.health,
+                    values_json=json.dumps(to_jsonable(h.values)) if h.values else "",
+                    edges=[
+                        api_pb2.RelationEdge(twin_id=e.twin, relation=e.relation, target=e.target)
+                        for e in h.edges
+                    ],
+                )
+                for h in hits
+            ],
+        )
 
 
 class AnomalyStreams:

@@ -1741,6 +1741,8 @@ class AnomalyRecord(_message.Message):
     SCORE_FIELD_NUMBER: _builtins.int
     LOGGED_MS_FIELD_NUMBER: _builtins.int
     RELATED_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """Position in this node's log (increasing, also across restarts): the resume cursor of WatchAnomalies."""
     twin_id: _builtins.str
@@ -1761,9 +1763,17 @@ class AnomalyRecord(_message.Message):
     score: _builtins.float
     logged_ms: _builtins.int
     """Wall time it was logged."""
+    cause: _builtins.str
+    """What related twins measuring the same field say: "process" (they saw it too), "sensor" (they did
+    not: suspect this sensor) or "" (none measures it).
+    """
     @_builtins.property
     def related(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Twins it may affect (from the twin's relations)."""
+
+    @_builtins.property
+    def evidence(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The related twins behind `cause`."""
 
     def __init__(
         self,
@@ -1782,10 +1792,12 @@ class AnomalyRecord(_message.Message):
         score: _builtins.float | None = ...,
         logged_ms: _builtins.int = ...,
         related: _abc.Iterable[_builtins.str] | None = ...,
+        cause: _builtins.str = ...,
+        evidence: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_magnitude", b"_magnitude", "_score", b"_score", "_value", b"_value", "magnitude", b"magnitude", "score", b"score", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_magnitude", b"_magnitude", "_score", b"_score", "_value", b"_value", "detail", b"detail", "field", b"field", "kind", b"kind", "logged_ms", b"logged_ms", "magnitude", b"magnitude", "model", b"model", "related", b"related", "score", b"score", "seq", b"seq", "severity", b"severity", "t_s", b"t_s", "test", b"test", "twin_id", b"twin_id", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_magnitude", b"_magnitude", "_score", b"_score", "_value", b"_value", "cause", b"cause", "detail", b"detail", "evidence", b"evidence", "field", b"field", "kind", b"kind", "logged_ms", b"logged_ms", "magnitude", b"magnitude", "model", b"model", "related", b"related", "score", b"score", "seq", b"seq", "severity", b"severity", "t_s", b"t_s", "test", b"test", "twin_id", b"twin_id", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__magnitude: _TypeAlias = _typing.Literal["magnitude"]  # noqa: Y015
     _WhichOneofArgType__magnitude: _TypeAlias = _typing.Literal["_magnitude", b"_magnitude"]  # noqa: Y015
@@ -2616,3 +2628,185 @@ class CommandWaitRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CommandWaitRequest: _TypeAlias = CommandWaitRequest  # noqa: Y015
+
+@_typing.final
+class RelationEdge(_message.Message):
+    """----- (intel: relations) -------------------------------------------------------------------------------
+
+    twin_id --relation--> target (located_in: child to parent; feeds, powers, or any name).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TWIN_ID_FIELD_NUMBER: _builtins.int
+    RELATION_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    twin_id: _builtins.str
+    relation: _builtins.str
+    target: _builtins.str
+    def __init__(
+        self,
+        *,
+        twin_id: _builtins.str = ...,
+        relation: _builtins.str = ...,
+        target: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["relation", b"relation", "target", b"target", "twin_id", b"twin_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RelationEdge: _TypeAlias = RelationEdge  # noqa: Y015
+
+@_typing.final
+class RelateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADD_FIELD_NUMBER: _builtins.int
+    REMOVE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def add(self) -> _containers.RepeatedCompositeFieldContainer[Global___RelationEdge]: ...
+    @_builtins.property
+    def remove(self) -> _containers.RepeatedCompositeFieldContainer[Global___RelationEdge]: ...
+    def __init__(
+        self,
+        *,
+        add: _abc.Iterable[Global___RelationEdge] | None = ...,
+        remove: _abc.Iterable[Global___RelationEdge] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add", b"add", "remove", b"remove"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RelateRequest: _TypeAlias = RelateRequest  # noqa: Y015
+
+@_typing.final
+class RelateReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGED_FIELD_NUMBER: _builtins.int
+    changed: _builtins.int
+    """Edges added or removed (an edge already there, or already gone, changes nothing)."""
+    def __init__(
+        self,
+        *,
+        changed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RelateReply: _TypeAlias = RelateReply  # noqa: Y015
+
+@_typing.final
+class QueryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNDER_FIELD_NUMBER: _builtins.int
+    ABOVE_FIELD_NUMBER: _builtins.int
+    RELATED_FIELD_NUMBER: _builtins.int
+    RELATION_FIELD_NUMBER: _builtins.int
+    WHERE_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    under: _builtins.str
+    """At most one of: the descendants of `under` (located_in), the ancestors of `above`, the neighbours of
+    `related` (by `relation` when set, either direction). None: every twin.
+    """
+    above: _builtins.str
+    related: _builtins.str
+    relation: _builtins.str
+    """With `related`: the relation to follow; without: keep twins with an outgoing edge of it."""
+    limit: _builtins.int
+    """At most this many twins (0: 1000)."""
+    @_builtins.property
+    def where(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Conditions on field values, all must hold: "temp > 40", "mode == auto"."""
+
+    @_builtins.property
+    def health(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Health statuses to keep (HEALTHY, DEGRADED, FAILED): only twins judged by this node's intelligence."""
+
+    def __init__(
+        self,
+        *,
+        under: _builtins.str = ...,
+        above: _builtins.str = ...,
+        related: _builtins.str = ...,
+        relation: _builtins.str = ...,
+        where: _abc.Iterable[_builtins.str] | None = ...,
+        health: _abc.Iterable[_builtins.str] | None = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["above", b"above", "health", b"health", "limit", b"limit", "related", b"related", "relation", b"relation", "under", b"under", "where", b"where"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryRequest: _TypeAlias = QueryRequest  # noqa: Y015
+
+@_typing.final
+class QueryHit(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TWIN_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
+    VALUES_JSON_FIELD_NUMBER: _builtins.int
+    EDGES_FIELD_NUMBER: _builtins.int
+    twin_id: _builtins.str
+    model: _builtins.str
+    health: _builtins.str
+    """Empty when this node's intelligence does not judge the twin."""
+    values_json: _builtins.str
+    """The values of the fields the conditions name, as JSON."""
+    @_builtins.property
+    def edges(self) -> _containers.RepeatedCompositeFieldContainer[Global___RelationEdge]:
+        """The twin's outgoing relations."""
+
+    def __init__(
+        self,
+        *,
+        twin_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        health: _builtins.str = ...,
+        values_json: _builtins.str = ...,
+        edges: _abc.Iterable[Global___RelationEdge] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edges", b"edges", "health", b"health", "model", b"model", "twin_id", b"twin_id", "values_json", b"values_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryHit: _TypeAlias = QueryHit  # noqa: Y015
+
+@_typing.final
+class QueryReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TWINS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    """Matching twins before the limit."""
+    @_builtins.property
+    def twins(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueryHit]: ...
+    def __init__(
+        self,
+        *,
+        twins: _abc.Iterable[Global___QueryHit] | None = ...,
+        total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["total", b"total", "twins", b"twins"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryReply: _TypeAlias = QueryReply  # noqa: Y015

@@ -174,6 +174,16 @@ class TwinApiStub:
                 request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandWaitRequest.SerializeToString,
                 response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandReply.FromString,
                 _registered_method=True)
+        self.Relate = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/Relate',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.RelateRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.RelateReply.FromString,
+                _registered_method=True)
+        self.Query = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/Query',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.QueryRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.QueryReply.FromString,
+                _registered_method=True)
 
 
 class TwinApiServicer:
@@ -388,6 +398,20 @@ class TwinApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Relate(self, request, context):
+        """(intel: relations) Adds and removes relations between twins (all validated first), replicated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Query(self, request, context):
+        """(intel: relations) Twins by position, relation, field values and health, answered from local state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TwinApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -530,6 +554,16 @@ def add_TwinApiServicer_to_server(servicer, server):
                     servicer.WaitCommand,
                     request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandWaitRequest.FromString,
                     response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandReply.SerializeToString,
+            ),
+            'Relate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Relate,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.RelateRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.RelateReply.SerializeToString,
+            ),
+            'Query': grpc.unary_unary_rpc_method_handler(
+                    servicer.Query,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.QueryRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.QueryReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1288,6 +1322,60 @@ class TwinApi:
             '/drsdtp.wire.v1.TwinApi/WaitCommand',
             drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandWaitRequest.SerializeToString,
             drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Relate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/Relate',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.RelateRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.RelateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Query(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/Query',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.QueryRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.QueryReply.FromString,
             options,
             channel_credentials,
             insecure,

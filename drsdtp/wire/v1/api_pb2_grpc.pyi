@@ -114,6 +114,10 @@ class TwinApiStub:
     """(commands) Asks the executor to cancel a command (with a reason, audited); refused once it finished."""
     WaitCommand: _grpc.UnaryUnaryMultiCallable[_api_pb2.CommandWaitRequest, _api_pb2.CommandReply]
     """(commands) Answers once the command reached an outcome, or after `timeout_s` with it as it is."""
+    Relate: _grpc.UnaryUnaryMultiCallable[_api_pb2.RelateRequest, _api_pb2.RelateReply]
+    """(intel: relations) Adds and removes relations between twins (all validated first), replicated."""
+    Query: _grpc.UnaryUnaryMultiCallable[_api_pb2.QueryRequest, _api_pb2.QueryReply]
+    """(intel: relations) Twins by position, relation, field values and health, answered from local state."""
 
 @_typing.type_check_only
 class TwinApiAsyncStub(TwinApiStub):
@@ -195,6 +199,10 @@ class TwinApiAsyncStub(TwinApiStub):
     """(commands) Asks the executor to cancel a command (with a reason, audited); refused once it finished."""
     WaitCommand: _aio.UnaryUnaryMultiCallable[_api_pb2.CommandWaitRequest, _api_pb2.CommandReply]  # type: ignore[assignment]
     """(commands) Answers once the command reached an outcome, or after `timeout_s` with it as it is."""
+    Relate: _aio.UnaryUnaryMultiCallable[_api_pb2.RelateRequest, _api_pb2.RelateReply]  # type: ignore[assignment]
+    """(intel: relations) Adds and removes relations between twins (all validated first), replicated."""
+    Query: _aio.UnaryUnaryMultiCallable[_api_pb2.QueryRequest, _api_pb2.QueryReply]  # type: ignore[assignment]
+    """(intel: relations) Twins by position, relation, field values and health, answered from local state."""
 
 class TwinApiServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -441,5 +449,21 @@ class TwinApiServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_api_pb2.CommandReply, _abc.Awaitable[_api_pb2.CommandReply]]:
         """(commands) Answers once the command reached an outcome, or after `timeout_s` with it as it is."""
+
+    @_abc_1.abstractmethod
+    def Relate(
+        self,
+        request: _api_pb2.RelateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.RelateReply, _abc.Awaitable[_api_pb2.RelateReply]]:
+        """(intel: relations) Adds and removes relations between twins (all validated first), replicated."""
+
+    @_abc_1.abstractmethod
+    def Query(
+        self,
+        request: _api_pb2.QueryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.QueryReply, _abc.Awaitable[_api_pb2.QueryReply]]:
+        """(intel: relations) Twins by position, relation, field values and health, answered from local state."""
 
 def add_TwinApiServicer_to_server(servicer: TwinApiServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
