@@ -55,6 +55,7 @@ class SimBoard:
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         self.events: list[str] = []
+        self.stamps: list[float] = []  # time.monotonic() when each event was read
         self._cond = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -64,6 +65,7 @@ class SimBoard:
         assert self.proc.stdout is not None
         for text in self.proc.stdout:
             with self._cond:
+                self.stamps.append(time.monotonic())
                 self.events.append(text.strip())
                 self._cond.notify_all()
 
@@ -79,6 +81,19 @@ class SimBoard:
                 left = deadline - time.monotonic()
                 assert left > 0, f"no {prefix!r} event from fwsim; saw {self.events[-10:]}"
                 self._cond.wait(min(left, 0.2))
+
+    def sync(self) -> None:
+        """Returns once every event fwsim reported so far is in ``events`` (it answers "time" in order)."""
+        mark = len(self.events)
+        self.send("time")
+        self.wait_event("time", after=mark)
+
+    def new_events(self, after: int, wait_s: float) -> list[str]:
+        """The events from index ``after`` on, waiting up to ``wait_s`` for one if there are none."""
+        with self._cond:
+            if len(self.events) <= after:
+                self._cond.wait(wait_s)
+            return self.events[after:]
 
     def times(self, prefix: str) -> list[int]:
         """The simulated microseconds of every event so named so far."""

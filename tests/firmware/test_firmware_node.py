@@ -173,6 +173,7 @@ async def test_desired_output_and_period_are_acknowledged_and_applied(rig: tuple
     await node.desire("period_ms", api_pb2.FieldValue(f64=200.0))
     await until(lambda: _applied(node, "period_ms"), "the period command applied")
     assert (await node.fields())["period_ms"] == 200.0
+    await asyncio.to_thread(board.sync)  # fwsim's events arrive on their own pipe: catch up first
     start = len(board.times("adc"))
     await until(lambda: len(board.times("adc")) >= start + 6, "samples at the new period")
     adc = board.times("adc")[start + 1 :]
