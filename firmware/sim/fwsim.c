@@ -3,11 +3,12 @@
  *   fwsim FIRMWARE.elf [--link PATH] [--scenario FILE] [--eeprom FILE] [--speed X] [--trace]
  *
  * --link PATH     a symlink to the pty's device (what the node's serial adapter opens)
- * --scenario FILE lines "T_MS adc CH MV" | "T_MS din 0|1" | "T_MS reset", applied at simulated time T_MS
+ * --scenario FILE lines "T_MS adc CH MV" | "T_MS din 0|1" | "T_MS reset" | "T_MS ramp 0 START STEP COUNT"
+ *                 (ADC0 reads START + STEP * (k mod COUNT) mV at its k-th conversion), applied at T_MS
  * --eeprom FILE   the EEPROM's contents: loaded at start if the file exists, saved at exit
  * --speed X       simulated seconds per wall second (default 1: a board's output is lost while nobody reads
  *                 the pty, as on a real line; 0: as fast as the host runs, waiting for the reader instead)
- * --trace         also report "adc T_US" at each ADC0 conversion and "eol T_US" at each line's last byte
+ * --trace         also report "adc MV T_US" at each ADC0 conversion and "eol T_US" at each line's last byte
  *
  * stdin takes the same commands without a time ("adc 0 2500", "din 1", "reset") plus "corrupt" (flips a bit
  * in the line after the one being sent: line noise), "time" and "quit".
@@ -80,12 +81,22 @@ static void on_pin(struct avr_irq_t *irq, uint32_t value, void *param) {
     printf("%s %u %llu\n", (const char *)param, value, (unsigned long long)sim_us());
 }
 
+/* ramp: ADC0 reads START + STEP * (k mod COUNT) at its k-th conversion (each sample its own value) */
+static unsigned ramp_start, ramp_step, ramp_count, ramp_k;
+static uint32_t adc0_mv;
+
 static void on_adc_trigger(struct avr_irq_t *irq, uint32_t value, void *param) {
     (void)irq, (void)param;
     avr_adc_mux_t mux;
     memcpy(&mux, &value, sizeof mux < sizeof value ? sizeof mux : sizeof value);
-    if (trace && mux.kind == ADC_MUX_SINGLE && mux.src == 0)
-        printf("adc %llu\n", (unsigned long long)sim_us());
+    if (mux.kind != ADC_MUX_SINGLE || mux.src != 0)
+        return;
+    if (ramp_count) { /* set at the conversion's start: this conversion reads it */
+        adc0_mv = ramp_start + ramp_step * (ramp_k++ % ramp_count);
+        avr_raise_irq(adc_in[0], adc0_mv);
+    }
+    if (trace)
+        printf("adc %u %llu\n", adc0_mv, (unsigned long long)sim_us());
 }
 
 static void nosleep(avr_t *a, avr_cycle_count_t how_long) { (void)a, (void)how_long; } /* we pace */
@@ -115,7 +126,12 @@ static void eeprom_io(const char *path, int save) {
 /* One command ("adc 0 2500", "din 1", "reset", "time", "quit"); 0 if it is not one. */
 static int command(const char *text) {
     unsigned ch, mv;
-    if (sscanf(text, "adc %u %u", &ch, &mv) == 2 && ch < 8) {
+    unsigned start, step, count;
+    if (sscanf(text, "ramp 0 %u %u %u", &start, &step, &count) == 3) {
+        ramp_start = start, ramp_step = step, ramp_count = count, ramp_k = 0;
+    } else if (sscanf(text, "adc %u %u", &ch, &mv) == 2 && ch < 8) {
+        if (ch == 0)
+            adc0_mv = mv;
         avr_raise_irq(adc_in[ch], mv);
     } else if (sscanf(text, "din %u", &mv) == 1) {
         din_value = mv ? 1 : 0;

@@ -52,6 +52,7 @@ TINY: dict[str, list[str]] = {
     "bench_sdk.py": ["--quick"],
     "bench_memory.py": ["--keys", "100", "--streams", "2"],
     "bench_rules.py": ["--quick"],
+    "bench_firmware.py": ["--quick"],
 }
 
 COMMANDS = sh_commands(README)
