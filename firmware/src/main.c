@@ -267,6 +267,7 @@ int main(void) {
 
     proto_out o;
     proto_state st = state_now();
+    tx_put("\n", 1); /* ends whatever line a reset cut short, so the boot line arrives whole */
     proto_begin(&o, line, sizeof line);
     proto_boot(&o, dev, seq, FW_VERSION, reset_cause(), &st);
     send(&o);

@@ -142,14 +142,16 @@ class Line:
         import select
 
         deadline = time.monotonic() + limit_s
-        while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            assert left > 0, "no line from the board"
-            ready, _, _ = select.select([self.fd], [], [], left)
-            if ready:
-                self._buf += os.read(self.fd, 4096)
-        line, self._buf = self._buf.split(b"\n", 1)
-        return parse_line(line, DEFAULT_LIMITS, checksum_required=True)
+        while True:
+            while b"\n" not in self._buf:
+                left = deadline - time.monotonic()
+                assert left > 0, "no line from the board"
+                ready, _, _ = select.select([self.fd], [], [], left)
+                if ready:
+                    self._buf += os.read(self.fd, 4096)
+            line, self._buf = self._buf.split(b"\n", 1)
+            if line.strip():  # the empty line before a boot line is skipped, as the node does
+                return parse_line(line, DEFAULT_LIMITS, checksum_required=True)
 
     def until(self, kind: str, limit_s: float = 20, **info: Any) -> tuple[Frame, list[Frame]]:
         """Frames up to the first of ``kind`` whose readings or info hold ``info``; (it, those before it)."""

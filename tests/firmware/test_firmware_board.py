@@ -176,3 +176,17 @@ def test_the_watchdog_resets_a_board_that_stops_its_loop(board: tuple[SimBoard, 
     boot, before = line.until("boot")
     assert boot.info["reset"] == "watchdog"
     assert len(before) <= 1  # it hung once the ack was out (a reading due meanwhile may go out too)
+
+
+def test_a_reset_in_the_middle_of_a_line_still_gives_a_whole_boot_line(board: tuple[SimBoard, Line]) -> None:
+    sim, line = board
+    line.until("boot")
+    line.command("fast", "period", 5)  # the line is busy 93 % of the time: a reset nearly always cuts a line
+    line.until("ack", id="fast")
+    for _ in range(3):
+        line.until("reading")
+        sim.send("reset")
+        boot, _ = line.until("boot")  # the empty line before it ends the cut one: never merged into it
+        assert boot.seq == 0 and boot.info["reset"] == "external"
+        line.command("fast", "period", 5)  # (the period persists; a new id would re-apply, this one acks)
+        line.until("ack", id="fast")
