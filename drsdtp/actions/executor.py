@@ -313,11 +313,11 @@ class Executor:
         record = self._read(command)
         if outcome.status == WriteStatus.REJECTED:
             await self._finish(record, State.REJECTED, f"the device refused it: {outcome.detail}")
-        if outcome.detail:
-            await self._apply(record, {RESULT: outcome.detail[:1000]})
-        await self._move(command, State.SENT, f"written to {self._target(spec).label}")
+        steps = [(State.SENT, f"written to {self._target(spec).label}")]
         if outcome.status == WriteStatus.ACKNOWLEDGED:
-            await self._move(command, State.ACKNOWLEDGED, outcome.detail or "acknowledged by the device")
+            steps.append((State.ACKNOWLEDGED, outcome.detail or "acknowledged by the device"))
+        # One commit for what the write did (the states it reached and the device's answer).
+        await self._move(command, steps, {RESULT: outcome.detail[:1000]} if outcome.detail else {})
         if not spec.field:
             how = "acknowledged" if outcome.status == WriteStatus.ACKNOWLEDGED else "delivered (no ack)"
             await self._finish(self._read(command), State.APPLIED, f"{how} by {self._target(spec).label}")
@@ -510,13 +510,22 @@ class Executor:
         twin = record_twin(record.id)
         await self._commit(self.store.set_many(twin, dict(fields)), [twin], "local")
 
-    async def _move(self, command: CommandId, to: State, reason: str) -> None:
+    async def _move(self, command: CommandId, steps: list[tuple[State, str]], extra: dict[str, str]) -> None:
+        """Moves the record through ``steps`` (state, reason) in one commit, with ``extra`` fields."""
         record = self._read(command)
-        fields = transition_fields(record.state, to, Mark(self._clock_ms(), self.node_id, reason))
-        if fields is not None:
+        fields: dict[str, str | float | int | bool | bytes] = dict(extra)
+        current, done = record.state, []
+        for to, reason in steps:
+            moved = transition_fields(current, to, Mark(self._clock_ms(), self.node_id, reason))
+            if moved is not None:
+                fields.update(moved)
+                current = to
+                done.append((to, reason))
+        if fields:
             twin = record_twin(command)
             await self._commit(self.store.set_many(twin, fields), [twin], "local")
-            if self._audit is not None:
+        if self._audit is not None:
+            for to, reason in done:
                 await self._audit(record, str(to), record.actor or "system", reason)
 
     async def _finish(self, record: CommandRecord, to: State, reason: str) -> None:

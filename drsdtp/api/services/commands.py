@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from drsdtp.actions.record import CommandId, CommandRecord, command_id
+from drsdtp.actions.record import CommandId, CommandRecord, command_id, order
 from drsdtp.api.caller import current_caller
 from drsdtp.api.convert import value_message
 from drsdtp.errors import InvalidValueError, UnknownTwinError
@@ -72,7 +72,7 @@ def command_message(record: CommandRecord) -> api_pb2.Command:
         reason=record.reason, state=str(record.state), why=record.why, attempts=max(0, record.attempts),
         held=record.held, result=record.result, terminal=record.terminal,
         marks=[api_pb2.CommandMark(state=str(s), ms=m.ms, node=m.node, reason=m.reason)
-               for s, m in sorted(record.marks.items(), key=lambda sm: sm[1].ms)],
+               for s, m in sorted(record.marks.items(), key=lambda sm: (sm[1].ms, order(sm[0])))],
     )  # fmt: skip
     if record.value is not None:
         msg.value.CopyFrom(value_message("", record.value))
