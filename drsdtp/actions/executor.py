@@ -197,7 +197,7 @@ class Executor:
                 self._last_write_ms[key] = max(self._last_write_ms.get(key, 0), sent.ms)
             return
         if command not in active:
-            if resumed:
+            if resumed and (record.attempts > 0 or record.marks):  # work in flight at a crash
                 self.stats.resumed += 1
             active[command] = (record.issued_ms, command)
         sent = record.marks.get(State.SENT)
@@ -535,8 +535,8 @@ class Executor:
             if record.held:
                 fields[HELD] = ""
             twin = record_twin(record.id)
+            self.stats.outcomes[str(to)] = self.stats.outcomes.get(str(to), 0) + 1  # before a waiter wakes
             await self._commit(self.store.set_many(twin, fields), [twin], "local")
-            self.stats.outcomes[str(to)] = self.stats.outcomes.get(str(to), 0) + 1
             log.info("command %s (%s %s): %s: %s", record.id, record.twin, record.action, to, reason)
             if self._audit is not None:
                 await self._audit(record, str(to), record.actor or "system", reason)

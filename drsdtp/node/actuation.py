@@ -88,6 +88,32 @@ class Actuation(BackgroundService):
             audit=self.audit,
         )
         self.executor.bind()  # a write target its adapter refuses stops the node at start, naming the key
+        self._register_metrics(node)
+
+    def _register_metrics(self, node: Node) -> None:
+        m, book, st = node.metrics, self.book, self.executor.stats
+        m.add_counter("drsdtp_commands_issued", "Commands this node took (API, CLI, rules, desired).",
+                      lambda: book.issued)  # fmt: skip
+        m.add_counter("drsdtp_commands_repeats", "Command requests answered by an idempotency key's command.",
+                      lambda: book.repeats)  # fmt: skip
+        m.add_counter("drsdtp_commands_refused_over_cap", "Commands refused over commands.max_records.",
+                      lambda: book.refused_over_cap)  # fmt: skip
+        m.add_labelled_counter(
+            "drsdtp_commands_outcomes", "Commands this node executed, by terminal state.", ("state",),
+            lambda: {(state,): float(n) for state, n in st.outcomes.items()},
+        )  # fmt: skip
+        m.add_counter("drsdtp_command_writes", "Write attempts sent to adapters.", lambda: st.writes)
+        m.add_counter("drsdtp_command_write_errors", "Write attempts that did not reach the device.",
+                      lambda: st.write_errors)  # fmt: skip
+        m.add_counter("drsdtp_command_writes_not_connected",
+                      "Writes not sent because the adapter had no session (no retry spent).",
+                      lambda: st.not_connected)  # fmt: skip
+        m.add_counter("drsdtp_commands_resumed", "Unfinished commands found at start (after a crash).",
+                      lambda: st.resumed)  # fmt: skip
+        m.add_counter("drsdtp_commands_not_rewritten",
+                      "Resumed commands already converged: applied without a second write.",
+                      lambda: st.skipped_rewrites)  # fmt: skip
+        m.add_counter("drsdtp_commands_held", "Commands an interlock held.", lambda: st.held)
 
     def _writer(self, adapter: str) -> Writer | None:
         runner = self.node.intake.service.runners.get(adapter)

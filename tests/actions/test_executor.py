@@ -78,6 +78,11 @@ async def test_a_write_that_does_not_reach_the_device_is_retried_then_fails_with
         record = await outcome(node, second)
         assert record.state == State.FAILED and record.attempts == 3
         assert "in 3 attempts" in record.why and "unreachable" in record.why
+        text = node.metrics.render()[0].decode()
+        assert 'drsdtp_commands_outcomes_total{state="failed"} 1.0' in text
+        assert 'drsdtp_commands_outcomes_total{state="applied"} 1.0' in text
+        assert "drsdtp_command_write_errors_total 4.0" in text and "drsdtp_command_writes_total 5.0" in text
+        assert "drsdtp_commands_resumed_total 0.0" in text
 
 
 async def test_an_interlock_without_known_health_holds_until_the_deadline_then_times_out(
