@@ -13,9 +13,11 @@ import numpy as np
 import numpy.typing as npt
 
 from drsdtp.alarms.book import AlarmBook
-from drsdtp.alarms.record import ALARM_PREFIX, AlarmRecord, AlarmState
+from drsdtp.alarms.record import ALARM_PREFIX, AlarmRecord, AlarmState, alarm_twin
+from drsdtp.api.node import AuditEntry
 from drsdtp.config import NodeConfig
 from drsdtp.errors import ConfigError, DrsdtpError, PreconditionError, UnknownTwinError
+from drsdtp.history.audit import Change
 from drsdtp.notify.service import NotifyService
 from drsdtp.notify.targets import NotifyTarget, parse_targets
 from drsdtp.rules.inputs import StoreSource
@@ -147,7 +149,7 @@ class Alerting:
         settings = config.alerting
         store = node.store
         self.alarm_book = AlarmBook(
-            store, node.commit, node_id=config.node_id, max_alarms=settings.max_alarms
+            store, node.commit, node_id=config.node_id, max_alarms=settings.max_alarms, audit=self._audit
         )
         self.notify = NotifyService(
             spec.targets,
@@ -173,6 +175,12 @@ class Alerting:
             time_scale=config.intelligence.time_scale,
         )
         self._register_metrics(node)
+
+    async def _audit(self, record: AlarmRecord, event: str, actor: str, reason: str) -> None:
+        """An acknowledgement in the node's audit trail: a write of the alarm's ``acked`` field."""
+        changes = {"acked": Change(new=f"{event} episode {record.count} of {record.rule} on {record.twin}")}
+        entry = AuditEntry(alarm_twin(record.id), "write", changes, actor, reason)
+        await self._node.snapshots.audit_writes([entry])
 
     def _adapters(self) -> Mapping[str, object]:
         intake: Any = self._node.intake  # built before the alerting (the node's __init__ order)

@@ -1,6 +1,7 @@
 """Rules and alarms with real node processes: a rule raises its alarm only after `for`, holds it through
 the deadband and clears it past; both nodes of a pair evaluate the rule, and the alarm they both raise is
-one record with one episode on each; an acknowledgement over the CLI replicates and is streamed."""
+one record with one episode on each; an acknowledgement over the CLI replicates, is streamed and is in the
+audit trail."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable
 import grpc
 import pytest
 
-from drsdtp.alarms.record import AlarmState, alarm_id
+from drsdtp.alarms.record import AlarmState, alarm_id, alarm_twin
 from drsdtp.wire.v1 import api_pb2
 from tests.alarms.support import alarm_of, report, rule_config, run_cli
 from tests.api.nodes import ApiNode, Cluster, eventually
@@ -108,6 +109,9 @@ async def test_ack_over_the_cli_replicates_and_the_watch_sees_it(pair: Cluster) 
     assert code == 0, err
     (doc,) = [d for d in json.loads(out) if d["twin"] == "tank-9"]
     assert (doc["state"], doc["acked_by"], doc["count"]) == ("acknowledged", "ops-anna", 1)
+    audit = await a.call("ReadAudit", api_pb2.AuditRequest(twin_id=alarm_twin(alarm)))
+    (entry,) = audit.records
+    assert (entry.actor, entry.reason, entry.action) == ("ops-anna", "on it", "write") and audit.chain_ok
     unknown = await _code(b.call("AcknowledgeAlarm", api_pb2.AcknowledgeAlarmRequest(alarm_id="nope")))
     assert unknown == grpc.StatusCode.NOT_FOUND
 
