@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import re
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from drsdtp.client import connect
 from drsdtp.config import Address
 from drsdtp.wire.v1 import api_pb2
-from tests.daemon.floods import Daemon
+from tests.daemon.floods import ROOT, Daemon
 
 from .sim import SimBoard
 
@@ -40,6 +44,8 @@ def body(port: Path) -> str:
         'devices = { "avr-1" = "board-1" }\n'
         + actuator.format(field="out", op="out", extra='value = "bool"\n')
         + actuator.format(field="period_ms", op="period", extra="min = 5.0\nmax = 60000.0\n")
+        + '[[actuators]]\ntwin = "board-1"\naction = "identify"\nnode = "fw-1"\nadapter = "board"\n'
+        '[actuators.write]\nop = "identify"\n'
     )
 
 
@@ -186,3 +192,37 @@ async def test_desired_output_and_period_are_acknowledged_and_applied(rig: tuple
 
 async def _applied(node: Node, field: str) -> bool:
     return "applied" in (await command_states(node)).get(field, set())
+
+
+def drsdtp_command(node: Node, *args: str) -> tuple[int, dict[str, Any]]:
+    """``drsdtp command ... --wait --json`` against the node: (exit code, the command as JSON)."""
+    config = str(node.daemon.config_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "drsdtp", "command", *args, "--wait", "--json", "-c", config],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert "{" in done.stdout, f"no JSON from drsdtp command: {done.stdout}\n{done.stderr}"
+    doc, _ = json.JSONDecoder().raw_decode(done.stdout[done.stdout.index("{") :])
+    return done.returncode, doc
+
+
+async def test_drsdtp_command_on_the_board(rig: tuple[SimBoard, Node]) -> None:
+    board, node = rig
+    await until(lambda: close_to(node, "a0", 2500), "the board's readings in the twin")
+    mark = len(board.events)
+    code, command = await asyncio.to_thread(drsdtp_command, node, TWIN, "out", "true", "-m", "pump on")
+    assert (code, command["state"]) == (0, "applied"), command
+    assert {m["state"] for m in command["marks"]} >= {"sent", "acknowledged", "applied"}
+    await asyncio.to_thread(board.wait_event, "pin B0 1", 60, mark)
+
+    code, command = await asyncio.to_thread(drsdtp_command, node, TWIN, "identify")
+    assert (code, command["state"]) == (0, "applied"), command  # an action: applied once the board acked
+    await asyncio.to_thread(board.wait_event, "led 1", 60, mark)
+
+    code, command = await asyncio.to_thread(drsdtp_command, node, TWIN, "period_ms", "100.5")
+    assert (code, command["state"]) == (1, "rejected"), command  # never sent: the board takes whole ms
+    assert "whole milliseconds" in str(command["why"])
+    assert (await node.fields())["period_ms"] == 1000.0
