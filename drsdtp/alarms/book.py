@@ -65,6 +65,8 @@ class AlarmBook:
         self._clock_ms = clock_ms
         self._count = 0
         self._counted_at = -float("inf")
+        self._active = 0
+        self._active_at = -float("inf")
         self.refused_over_cap = 0
         self.raised = 0
         self.cleared = 0
@@ -102,6 +104,13 @@ class AlarmBook:
             out.append(record)
         out.sort(key=lambda r: (r.raised_ms, r.id), reverse=True)
         return out[:limit]
+
+    def active_count(self) -> int:
+        """Alarms not cleared (recounted at most every few seconds: a scrape must stay cheap)."""
+        now = time.monotonic()
+        if now - self._active_at >= COUNT_REFRESH_S:
+            self._active, self._active_at = len(self.list(active=True, limit=1 << 62)), now
+        return self._active
 
     def count(self) -> int:
         now = time.monotonic()

@@ -81,6 +81,7 @@ async def test_a_failing_rule_is_reported_counted_and_isolated(node: tuple[ApiNo
     text = scrape(metrics)
     assert 'drsdtp_rule_errors_total{rule="bad"} 1.0' in text
     assert "drsdtp_rule_passes" in text
+    assert "\ndrsdtp_alarms_active 2.0" in text  # the first scrape counts (then at most every 5 s)
     code, out, err = await run_cli("rules", "--json", "--api", f"127.0.0.1:{n.api_port}")
     assert code == 0, err
     docs = {d["name"]: d for d in json.loads(out)["rules"]}
