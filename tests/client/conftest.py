@@ -1,5 +1,6 @@
 """A real ``drsdtp run`` node process for the SDK, CLI and example tests (tests/api/nodes.py's ApiNode),
-shared by a module's tests; a test that restarts a node takes its own."""
+shared by every test here (each uses twins of its own); a test that restarts a node, or needs another
+config, takes its own."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def started(root: Path, name: str = "sdk", extra: str = "", token: str | None = 
     return node
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiNode]:
     n = started(tmp_path_factory.mktemp("node"))
     try:
@@ -46,6 +47,6 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiNode]:
         n.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def target(node: ApiNode) -> str:
     return f"127.0.0.1:{node.api_port}"
