@@ -321,15 +321,14 @@ class Executor:
         if not spec.field:
             how = "acknowledged" if outcome.status == WriteStatus.ACKNOWLEDGED else "delivered (no ack)"
             await self._finish(self._read(command), State.APPLIED, f"{how} by {self._target(spec).label}")
-        record = await self._wait_converged(spec, command, None)
+        await self._wait_converged(spec, command, None)  # until applied, or the deadline's timed_out
+        raise AssertionError("unreachable")
+
+    def _divergence(self, spec: ActuatorSpec, record: CommandRecord) -> str:
         reported = self._reported(spec)
         shown = "nothing" if reported is None else f"{reported!r}"
-        await self._finish(
-            record,
-            State.TIMED_OUT,
-            f"deadline passed: reported {spec.field} is {shown}, not within {self._tolerance(spec):g} "
-            f"of {record.value!r}",
-        )
+        within = f"not within {self._tolerance(spec):g} of {record.value!r}"
+        return f"with the reported {spec.field} at {shown} ({within})"
 
     async def _wait_converged(
         self, spec: ActuatorSpec, command: CommandId, for_s: float | None
@@ -339,7 +338,7 @@ class Executor:
         loop = asyncio.get_running_loop()
         until = None if for_s is None else loop.time() + for_s
         while True:
-            record = await self._checkpoint(spec, command, "before the reported value converged")
+            record = await self._checkpoint(spec, command, self._divergence(spec, self._read(command)))
             if self._converged(spec, record):
                 reported = self._reported(spec)
                 await self._finish(record, State.APPLIED, f"reported {spec.field} = {reported!r}")

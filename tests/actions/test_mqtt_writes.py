@@ -94,6 +94,8 @@ def config(tmp: pathlib.Path, port: int) -> dict[str, Any]:
              "write": {"topic": "site/{twin}/set/{field}", "ack_topic": "site/{twin}/ack"}},
             {"twin": "ahu-1", "field": "damper", "node": "a", "adapter": "broker", "tolerance": 0.01,
              "write": {"topic": "site/{twin}/set/{field}", "payload": "{value}"}},
+            {"twin": "ahu-1", "field": "fan", "node": "a", "adapter": "broker", "tolerance": 0.01,
+             "deadline_s": 1.5, "write": {"topic": "nobody/{twin}/{field}", "payload": "{value}"}},
         ],
     }  # fmt: skip
 
@@ -136,3 +138,14 @@ async def test_the_echo_confirms_a_bare_value_and_never_starts_another_write(
                 seen += sum(c.twin == "ahu-1" for c in await stream.next_batch(4096))
         assert device.received == [("site/ahu-1/set/damper", b"0.4")]
         assert len(book.list("ahu-1")) == 1 and node.actuation.executor.stats.writes == 1
+
+
+async def test_a_write_the_twin_never_reports_times_out_at_its_deadline_with_the_reason(
+    tmp_path: pathlib.Path, device: Device
+) -> None:
+    async with Node(parse_config(config(tmp_path, device.port))) as node:
+        command = await node.commands.issue_command("ahu-1", "fan", 0.8, actor="op")
+        record = await node.commands.wait(command, 20)
+        assert record is not None and record.state == State.TIMED_OUT, record
+        assert State.SENT in record.marks and record.attempts == 1  # the broker took it; nobody applied it
+        assert record.why == "deadline passed with the reported fan at nothing (not within 0.01 of 0.8)"
