@@ -24,6 +24,12 @@ _ONE_TWIN = frozenset(
 )
 
 
+# ... in ``twin_id``, empty for every twin.
+_ONE_TWIN_OR_EVERY = frozenset(
+    {"ReadAudit", "ListAnomalies", "WatchAnomalies", "ListAlarms", "WatchAlarms", "ListCommands"}
+)
+
+
 def access_of(method: str, request: Any) -> Access:
     """The access ``request`` (a ``drsdtp.wire.v1.api_pb2`` message of ``method``) asks for. A method with no
     twins (Status, dead letters, recovery) is about the node and checked by role only."""
@@ -36,14 +42,7 @@ def access_of(method: str, request: Any) -> Access:
         if request.twin_ids:
             return Access((method,), tuple(request.twin_ids))
         return Access((method,), (), (request.prefix,))
-    if method in (
-        "ReadAudit",
-        "ListAnomalies",
-        "WatchAnomalies",
-        "ListAlarms",
-        "WatchAlarms",
-        "ListCommands",
-    ):  # one, or every
+    if method in _ONE_TWIN_OR_EVERY:
         return Access((method,), (request.twin_id,)) if request.twin_id else Access((method,), (), EVERY_TWIN)
     if method == "Query":  # may answer with any twin
         return Access((method,), (), EVERY_TWIN)

@@ -34,7 +34,7 @@ METHOD_ROLES: Final[dict[str, ApiRole]] = {
     # Changing values of twins that exist: reported, desired, set elements, counters; acknowledging alarms;
     # commands (acting on a twin, as a desired value does).
     "Write": "operator",
-    "AcknowledgeAlarm": "operator",
+    "AcknowledgeAlarm": "operator",  # by alarm id: checked by role only, not by the alarm's twin
     "IssueCommand": "operator",
     "CancelCommand": "operator",
     # Changing which twins exist, their past, and what ingestion refused.

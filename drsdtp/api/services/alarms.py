@@ -14,6 +14,7 @@ import grpc
 import grpc.aio
 
 from drsdtp.alarms.record import AlarmRecord
+from drsdtp.api.caller import current_caller
 from drsdtp.api.node import NodeApi
 from drsdtp.api.watch_limits import WatchGate, WatchRefused, caller_of
 from drsdtp.errors import InvalidValueError
@@ -66,7 +67,7 @@ class AlarmService:
         if not request.alarm_id:
             raise InvalidValueError("AcknowledgeAlarm: alarm_id is empty (drsdtp alarms lists the ids)")
         record = await self.node.alerting.acknowledge(
-            request.alarm_id, request.actor or "anonymous", request.reason
+            request.alarm_id, current_caller().actor(request.actor), request.reason
         )
         return alarm_message(record)
 
