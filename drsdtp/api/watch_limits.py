@@ -1,8 +1,9 @@
 """Admission of Watch streams: at most ``limits.api_max_watchers`` open on the node and
 ``limits.api_max_watchers_per_caller`` per caller, counted for the metrics.
 
-A caller is its TLS identity when it presented a client certificate (so one operator cannot get around the
-cap by opening more connections), else its address without the port (a port is per connection). A slot is
+A caller is the identity authorization proved (a token, a JWT, a client certificate: so one operator cannot
+get around the cap by opening more connections), else its address without the port (a port is per
+connection). A slot is
 held until gRPC has finished the call, not only until the handler returns: a stream cut off for not reading
 keeps its slot until its client reads the status or its connection closes, so a caller cannot pile up
 streams it never reads.
@@ -15,6 +16,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping
 
+from drsdtp.api.caller import current_caller
 from drsdtp.config import LimitsConfig
 from drsdtp.gossip.tls import peer_names
 
@@ -44,8 +46,12 @@ class WatchRefused(Exception):
 
 
 def caller_of(peer: str, auth_context: Mapping[str, Iterable[bytes]]) -> str:
-    """Who is calling: ``tls:<certificate names>`` with a client certificate, else the peer address without
-    its port (``ipv4:10.0.0.7``, ``ipv6:[::1]``, ``unix:/run/x.sock``)."""
+    """Who is calling: the identity authorization proved for this call (``token:mes``, ``jwt:alice``: the
+    caller the guard set, see :mod:`drsdtp.api.caller`), else ``tls:<certificate names>`` with a client
+    certificate, else the peer address without its port (``ipv4:10.0.0.7``, ``ipv6:[::1]``)."""
+    proven = current_caller()
+    if proven.authenticated:
+        return proven.identity
     names = peer_names(auth_context)
     if names:
         return "tls:" + ",".join(sorted(names))

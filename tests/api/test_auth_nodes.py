@@ -43,7 +43,10 @@ def tokens_toml(issuer: Issuer) -> str:
         f'[[api.tokens]]\nname = "{n}"\nrole = "{r}"\nhash = "{hash_token(TOKENS[n])}"\nscopes = {s}\n{x}'
         for n, r, s, x in entries
     )
-    return f'{text}[api.oidc]\nissuer = "{ISSUER}"\naudience = "{AUDIENCE}"\njwks_url = "{issuer.url}"\n'
+    limits = "[limits]\napi_max_watchers_per_caller = 1\n"
+    return (
+        f'{limits}{text}[api.oidc]\nissuer = "{ISSUER}"\naudience = "{AUDIENCE}"\njwks_url = "{issuer.url}"\n'
+    )
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -194,6 +197,23 @@ async def test_the_audit_trail_names_who_wrote_and_who_was_refused(served: Serve
     assert ("token:grafana", "refused") in records
     refusal = next(r for r in reply.records if r.action == "refused")
     assert "refused Write (permission_denied)" in refusal.reason and refusal.twin_id == "room-1"
+
+
+async def test_the_watch_cap_per_caller_follows_the_token(served: Served) -> None:
+    streams = [
+        served.stub.Watch(api_pb2.WatchRequest(twin_ids=["room-1"]), metadata=bearer(TOKENS[name]))
+        for name in ("grafana", "grafana", "ops")
+    ]
+    try:
+        assert (await streams[0].read()).origin == "snapshot"
+        with pytest.raises(grpc.aio.AioRpcError) as info:  # the same token from the same address: over
+            await streams[1].read()
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "from token:grafana (1 open" in str(info.value.details())
+        assert (await streams[2].read()).origin == "snapshot"  # the same address, another token
+    finally:
+        for stream in streams:
+            stream.cancel()
 
 
 # ----- mutual TLS ---------------------------------------------------------------------------------------
