@@ -39,6 +39,7 @@ from drsdtp.config import (
 )
 from drsdtp.console import Console
 from drsdtp.errors import ConfigError, DrsdtpError
+from drsdtp.kubeedge import cli as kubeedge_cli
 from drsdtp.lifecycle import capture_signals
 from drsdtp.node_commands import (
     DEFAULT_API,
@@ -357,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scope", action="append", default=[], metavar="GLOB", help="twin ids or 'prefix*' (repeat)"
     )
     token.add_parser("hash", help="read a token on standard input, print its hash")
+    kubeedge_cli.add_parser(sub, f"config file (default: $DRSDTP_CONFIG or {DEFAULT_CONFIG})")
     return parser
 
 
@@ -764,7 +766,12 @@ def _summary(config: NodeConfig) -> list[tuple[str, object]]:
     return rows
 
 
+def _cmd_kubeedge(args: argparse.Namespace, commands: Commands, console: Console) -> int:
+    return kubeedge_cli.run(args, _config_path(args.config), console)
+
+
 _HANDLERS: Final[dict[str, Callable[[argparse.Namespace, Commands, Console], int]]] = {
+    "kubeedge": _cmd_kubeedge,
     "run": _cmd_run,
     "demo": _cmd_demo,
     "status": _cmd_status,
