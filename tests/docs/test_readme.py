@@ -3,8 +3,9 @@
 Commands run from the checkout with ``.venv/bin`` first on the PATH (what ``. .venv/bin/activate`` does) and
 no PYTHONPATH, so they use the package ``make setup`` installed. The README's ``drsdtp run --config
 /etc/drsdtp/drsdtp.toml`` starts a real node on this test's config (the one substitution of a path); client
-commands reach it through ``$DRSDTP_CONFIG``, and the placeholders TWIN, FIELD and SNAPSHOT stand for one
-of its twins, a field and that twin's newest snapshot, and ``$TOKEN`` a token. Benchmarks run with the
+commands reach it through ``$DRSDTP_CONFIG``, and the placeholders TWIN, FIELD, SNAPSHOT and COMMAND stand
+for one of its twins, a field, that twin's newest snapshot and the newest command, ``$TOKEN`` for a token;
+a ``[bracketed]`` part of a synopsis is optional and left out. Benchmarks run with the
 tiny sizes in ``TINY``; ``make demo`` runs until its nodes converge, then gets a Ctrl-C; ``make bench`` is
 checked with ``make -n`` (its Rust half compiles the peer crates, minutes) and its Python half runs tiny;
 ``make test`` is CI itself; other make targets are checked with ``make -n`` (each has its own test).
@@ -53,9 +54,17 @@ TINY: dict[str, list[str]] = {
     "bench_memory.py": ["--keys", "100", "--streams", "2"],
     "bench_rules.py": ["--quick"],
     "bench_firmware.py": ["--quick"],
+    "bench_postgres.py": ["--outage-readings", "2000", "--steady-readings", "2000"],
+    "bench_sparkplug.py": ["--metrics", "10"],
 }
 
 COMMANDS = sh_commands(README)
+OPTIONAL = re.compile(r" \[(?:--?[a-z]|[A-Z])[^\]]*\]")
+# Lines whose documented outcome, run after the lines above them, is a refusal: exit status 1, this message.
+REFUSALS = {
+    # "honoured unless it already finished": the lines above applied the newest command
+    r"^drsdtp command --cancel COMMAND": "is already applied",
+}
 MAKE_RUN_HERE = {"make demo", "make test", "make bench"}
 
 
@@ -136,14 +145,21 @@ class ReadmeNode:
             '[[adapters]]\ntype = "simulated"\nname = "plant"\nrooms = 2\nseed = 1\ndt_s = 10.0\n'
             "speedup = 50.0\n"
             f'[api.http]\nlisten = "127.0.0.1:{self.http}"\n'
+            # pump-1, whose valve the README's `drsdtp command` lines move
+            '[[adapters]]\ntype = "simulated"\nname = "pumps"\nasset = "pump"\nrooms = 1\nspeedup = 20.0\n'
+            '[[actuators]]\ntwin = "pump-1"\nfield = "valve"\nnode = "readme"\nadapter = "pumps"\n'
+            'min = 0.0\nmax = 1.0\ntolerance = 0.05\n[actuators.write]\ninput = "valve"\n'
         )
         self.log = root / "node.log"
 
     def substitute(self, text: str) -> str:
+        text = OPTIONAL.sub("", text)  # a [bracketed] part of a synopsis is optional: run the line without
         text = text.replace(DOC_CONFIG, str(self.config))
         text = text.replace("localhost:7402", f"127.0.0.1:{self.http}")
         text = re.sub(r"\bTWIN\b", TWIN, text)
         text = re.sub(r"\bFIELD\b", FIELD, text)
+        if re.search(r"\bCOMMAND\b", text):
+            text = re.sub(r"\bCOMMAND\b", self.newest_command(), text)
         if re.search(r"\bSNAPSHOT\b", text):
             text = re.sub(r"\bSNAPSHOT\b", self.newest_snapshot(), text)
         return text
@@ -154,6 +170,13 @@ class ReadmeNode:
         snapshots = json.loads(listing.stdout)
         assert snapshots, "the README uses SNAPSHOT before a line takes a snapshot"
         return str(max(snapshots, key=lambda s: s["created_ms"])["id"])
+
+    def newest_command(self) -> str:
+        listing = run("drsdtp commands --json", self.client_env)
+        check(listing, "drsdtp commands --json")
+        commands = json.loads(listing.stdout)
+        assert commands, "the README uses COMMAND before a line issues a command"
+        return str(commands[-1]["id"] if isinstance(commands, list) else commands["commands"][-1]["id"])
 
     @property
     def client_env(self) -> dict[str, str]:
@@ -213,7 +236,12 @@ def test_readme_command(line: Command, node: ReadmeNode) -> None:
         assert node.ready()  # the fixture started the node with this very line
         return
     command = node.substitute(line.command)
-    check(run(command, node.client_env), command)
+    result = run(command, node.client_env)
+    refusal = next((r for pattern, r in REFUSALS.items() if re.search(pattern, line.command)), None)
+    if refusal is None:
+        check(result, command)
+    else:  # the documented answer
+        assert (result.returncode, refusal in result.stderr) == (1, True), result.stderr
 
 
 @pytest.mark.slow
