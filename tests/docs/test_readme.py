@@ -56,6 +56,7 @@ TINY: dict[str, list[str]] = {
     "bench_firmware.py": ["--quick"],
     "bench_postgres.py": ["--outage-readings", "2000", "--steady-readings", "2000"],
     "bench_sparkplug.py": ["--metrics", "10"],
+    "bench_commands.py": ["--commands", "5"],
 }
 
 COMMANDS = sh_commands(README)
