@@ -134,11 +134,17 @@ class Browser:
     async def wait_for(self, expression: str, what: str, limit_s: float = 60) -> Any:
         """Polls ``expression`` until it is truthy (what it last was in the failure)."""
         deadline = time.monotonic() + limit_s
+        failure = ""
         while True:
-            value = await self.evaluate(expression)
+            try:
+                value = await self.evaluate(expression)
+            except RuntimeError as exc:  # the page is (re)loading: its elements are not there yet
+                value, failure = None, str(exc)
             if value:
                 return value
-            assert time.monotonic() < deadline, f"timed out waiting for {what}; errors: {self.errors}"
+            assert time.monotonic() < deadline, (
+                f"timed out waiting for {what}; last failure: {failure}; errors: {self.errors}"
+            )
             await asyncio.sleep(0.2)
 
     async def screenshot(self, path: Path) -> None:

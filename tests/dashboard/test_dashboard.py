@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from drsdtp.api.auth.tokens import hash_token
 from tests.dashboard.browser import Browser, chromium
 from tests.http.support import HttpNode, http_node
 
@@ -22,7 +23,15 @@ pytestmark = [
 ]
 
 SPEEDUP = 20.0  # plant seconds per wall second; intelligence runs in plant time too
-PLANT = f"""[intelligence]
+VIEWER_TOKEN = "dashboard-viewer-token"
+# Callers without a token act as operators (the page's acting controls); the viewer token shows a viewer's.
+PLANT = f"""[api]
+anonymous_role = "operator"
+[[api.tokens]]
+name = "viewer"
+role = "viewer"
+hash = "{hash_token(VIEWER_TOKEN)}"
+[intelligence]
 time_scale = {SPEEDUP}
 [[adapters]]
 type = "simulated"
@@ -55,6 +64,12 @@ async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
 def shots(tmp_path: Path) -> Path:
     root = os.environ.get("DRSDTP_ARTIFACTS")
     return Path(root) / "dashboard" if root else tmp_path / "screenshots"
+
+
+def wanted(field: str) -> str:
+    return (
+        f"document.querySelector('#fields tr[data-field=\"{field}\"] td.desired .wanted')?.textContent ?? ''"
+    )
 
 
 def cell(field: str, column: str) -> str:
@@ -103,7 +118,7 @@ async def test_a_value_written_through_the_api_appears_live(
         },
     )
     await browser.wait_for(f"{cell('note', 'value')} === {json.dumps(note)}", "the written value")
-    desired = await browser.wait_for(cell("heater", "desired"), "the desired value")
+    desired = await browser.wait_for(wanted("heater"), "the desired value")
     assert desired.startswith("0.75")
     assert await browser.evaluate("performance.timeOrigin") == loaded  # no reload
     # Live readings keep arriving and their sparkline draws.
@@ -126,4 +141,31 @@ async def test_a_stale_sensor_shows_as_such(node: HttpNode, browser: Browser, sh
     await browser.wait_for(cell("temp_2", "health") + " !== ''", "temp_2's health")
     assert "stale" not in await browser.evaluate(cell("temp_2", "health"))
     await browser.screenshot(shots / "stale.png")
+    assert browser.errors == []
+
+
+async def test_a_desired_value_set_in_the_page_reaches_the_twin(node: HttpNode, browser: Browser) -> None:
+    await browser.goto(f"{node.base}/dashboard/#/twin/room-1")
+    form = "document.querySelector('#fields tr[data-field=\"fan\"] form.act')"
+    await browser.wait_for(form, "the fan's desired-value form")
+    await browser.evaluate(f"{form}.elements.desired.value = '0.5'; {form}.requestSubmit(); true")
+    await browser.wait_for(f"{form}.querySelector('.outcome').textContent === 'sent'", "the write's answer")
+    twin = node.post("GetTwin", {"twinId": "room-1", "fields": ["fan.desired"]})
+    (field,) = twin["fields"]
+    assert [v["f64"] for v in field["desired"]["values"]] == [0.5]
+    await browser.wait_for(f"{wanted('fan')}.startsWith('0.5')", "the desired value shown")
+    assert browser.errors == []
+
+
+async def test_a_viewer_sees_no_acting_controls(node: HttpNode, browser: Browser, shots: Path) -> None:
+    await browser.goto(f"{node.base}/dashboard/")
+    await browser.evaluate(f"sessionStorage.setItem('drsdtp-token', '{VIEWER_TOKEN}'); true")
+    await browser.goto(f"{node.base}/dashboard/#/twin/room-1")
+    await browser.send("Page.reload")
+    await browser.wait_for(
+        "document.getElementById('node').textContent.includes('(viewer)')", "a viewer's page"
+    )
+    await browser.wait_for(cell("temp_1", "value") + " !== ''", "room-1's temp_1 shown")
+    assert await browser.evaluate("document.querySelectorAll('form.act, button.ack').length") == 0
+    await browser.screenshot(shots / "viewer.png")
     assert browser.errors == []

@@ -31,6 +31,7 @@ METHOD_ROLES: Final[dict[str, ApiRole]] = {
     "ListCommands": "viewer",
     "WaitCommand": "viewer",
     "Query": "viewer",
+    "WhoAmI": "viewer",  # the caller's own identity and role (the dashboard)
     # Changing values of twins that exist: reported, desired, set elements, counters; acknowledging alarms;
     # commands (acting on a twin, as a desired value does).
     "Write": "operator",

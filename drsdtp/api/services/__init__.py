@@ -15,6 +15,7 @@ from drsdtp.api.services.alarms import AlarmService
 from drsdtp.api.services.commands import CommandService
 from drsdtp.api.services.intel import IntelService
 from drsdtp.api.services.read import ReadService
+from drsdtp.api.services.session import who_am_i
 from drsdtp.api.services.write import WriteService
 
 __all__ = ["Unary", "unary_methods"]
@@ -57,4 +58,5 @@ def unary_methods(node: NodeApi, keys: IdempotencyStore) -> dict[str, Unary]:
         "WaitCommand": commands.wait,
         "Relate": intel.relate,
         "Query": intel.query,
+        "WhoAmI": who_am_i,
     }

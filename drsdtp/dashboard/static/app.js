@@ -8,7 +8,19 @@ const POLL_MS = 2000;
 const HISTORY_MS = 10 * 60 * 1000;
 const MAX_POINTS = 600;
 
+const ROLES = ["viewer", "operator", "engineer", "admin"];
 let view = null;
+let me = { identity: "", role: "viewer" }; // WhoAmI: who the node takes this page for
+
+function canAct() { return ROLES.indexOf(me.role) >= ROLES.indexOf("operator"); }
+
+// A typed value from what was typed: a number, true/false, else text.
+function typed(raw) {
+  const value = raw.trim();
+  if (value !== "" && !Number.isNaN(Number(value))) return { f64: Number(value) };
+  if (value === "true" || value === "false") return { flag: value === "true" };
+  return { text: value };
+}
 
 function text(element, value) {
   if (element.textContent !== value) element.textContent = value;
@@ -133,6 +145,9 @@ function siteView() {
 function renderAlarms(reply, list, section) {
   const alarms = reply.alarms || [];
   if (section) section.hidden = alarms.length === 0;
+  const key = JSON.stringify(alarms.map((a) => [a.id, a.state, a.message])) + canAct();
+  if (list.dataset.key === key) return; // unchanged: keep the buttons (and the focus) where they are
+  list.dataset.key = key;
   list.textContent = "";
   if (!alarms.length) { const li = document.createElement("li"); li.textContent = "none"; list.append(li); }
   for (const alarm of alarms) {
@@ -143,6 +158,22 @@ function renderAlarms(reply, list, section) {
     sev.className = `sev-${alarm.severity}`; text(sev, alarm.severity.toUpperCase());
     twin.href = `#/twin/${encodeURIComponent(alarm.twinId)}`; text(twin, alarm.twinId);
     text(message, alarm.message || alarm.rule); text(state, `(${alarm.state})`);
+    if (canAct() && alarm.state === "active") {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "ack";
+      button.textContent = "Acknowledge";
+      button.setAttribute("aria-label", `Acknowledge ${alarm.severity} alarm ${alarm.rule} on ${alarm.twinId}`);
+      button.addEventListener("click", async () => {
+        button.disabled = true;
+        try {
+          await call("AcknowledgeAlarm", { alarmId: alarm.id, reason: "acknowledged in the dashboard" });
+          text(state, "(acknowledged)");
+          button.remove();
+        } catch (error) { button.disabled = false; failed(error); }
+      });
+      li.append(" ", button);
+    }
     list.append(li);
   }
 }
@@ -167,6 +198,9 @@ function twinView(id) {
     tr.innerHTML = '<th scope="row"></th><td class="value"></td><td class="desired"></td><td class="quality"></td>' +
       '<td class="age"></td><td class="health"></td><td class="plot"></td>';
     text(tr.firstChild, name);
+    const desiredCell = tr.querySelector(".desired");
+    desiredCell.innerHTML = '<span class="wanted"></span>';
+    if (canAct()) desiredCell.append(desireForm(id, name));
     const svg = sparkline(`${name}, last 10 minutes`);
     tr.querySelector(".plot").append(svg);
     r = { tr, points: [], svg, stamp: "", ms: 0 };
@@ -200,7 +234,7 @@ function twinView(id) {
       const quality = fields.get(`${name}.q`);
       text(r.tr.querySelector(".quality"), quality ? show(valueOf(quality)) : "—");
       const desired = fields.get(`${name}.desired`);
-      const cell = r.tr.querySelector(".desired");
+      const cell = r.tr.querySelector(".desired .wanted");
       const wanted = desired ? valueOf(desired) : [];
       cell.classList.toggle("conflict", wanted.length > 1);
       text(cell, wanted.length > 1 ? `conflict: ${wanted.map(show).join(" | ")}` : wanted.length ? `${show(wanted[0])}${wanted[0] === value ? "" : " (not yet reported)"}` : "—");
@@ -244,6 +278,37 @@ function twinView(id) {
   return { stop() { source.close(); clearInterval(ticker); stopHealth(); stopAlarms(); } };
 }
 
+// Sets a desired value of the field (a Write; the node turns it into a command where an actuator acts).
+function desireForm(twin, field) {
+  const form = document.createElement("form");
+  form.className = "act";
+  const input = document.createElement("input");
+  input.name = "desired";
+  input.size = 6;
+  input.setAttribute("aria-label", `New desired value of ${field}`);
+  const button = document.createElement("button");
+  button.type = "submit";
+  button.textContent = "Set";
+  button.setAttribute("aria-label", `Set the desired value of ${field}`);
+  const outcome = document.createElement("span");
+  outcome.className = "outcome";
+  outcome.setAttribute("role", "status");
+  form.append(input, button, outcome);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (input.value.trim() === "") return;
+    button.disabled = true;
+    try {
+      await call("Write", { twins: [{ twinId: twin, ops: [{ field, desire: typed(input.value) }] }], reason: "set in the dashboard" });
+      text(outcome, "sent");
+      input.value = "";
+    } catch (error) {
+      text(outcome, error.message);
+    } finally { button.disabled = false; }
+  });
+  return form;
+}
+
 // ----- start -------------------------------------------------------------------------------------------
 
 function route() {
@@ -256,7 +321,7 @@ function route() {
 async function status() {
   const s = await call("Status");
   const peers = s.peers || [];
-  text($("node"), `node ${s.nodeId} · ${s.twins} twins · peers ${peers.filter((p) => p.up).length}/${peers.length} up`);
+  text($("node"), `node ${s.nodeId} · ${s.twins} twins · peers ${peers.filter((p) => p.up).length}/${peers.length} up · you: ${me.identity} (${me.role})`);
 }
 
 $("login").addEventListener("submit", (event) => {
@@ -265,5 +330,15 @@ $("login").addEventListener("submit", (event) => {
   location.reload();
 });
 window.addEventListener("hashchange", route);
-every(5000, status);
-route();
+async function start() {
+  try {
+    me = await call("WhoAmI");
+  } catch (error) {
+    failed(error);
+    if (error instanceof ApiError && error.status === 401) return;
+  }
+  every(5000, status);
+  route();
+}
+
+start();

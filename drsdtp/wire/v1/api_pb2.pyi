@@ -2810,3 +2810,54 @@ class QueryReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueryReply: _TypeAlias = QueryReply  # noqa: Y015
+
+@_typing.final
+class WhoAmIRequest(_message.Message):
+    """----- (http: dashboard) the caller's own identity -------------------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WhoAmIRequest: _TypeAlias = WhoAmIRequest  # noqa: Y015
+
+@_typing.final
+class WhoAmIReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTITY_FIELD_NUMBER: _builtins.int
+    AUTHENTICATED_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    SCOPES_FIELD_NUMBER: _builtins.int
+    identity: _builtins.str
+    """token:<name>, jwt:<subject>, tls:<names>, else the caller's address."""
+    authenticated: _builtins.bool
+    """Whether the identity was proven (a token, a JWT, a client certificate)."""
+    role: _builtins.str
+    """viewer, operator, engineer or admin."""
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Twin id globs the caller may reach ("*": every twin)."""
+
+    def __init__(
+        self,
+        *,
+        identity: _builtins.str = ...,
+        authenticated: _builtins.bool = ...,
+        role: _builtins.str = ...,
+        scopes: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authenticated", b"authenticated", "identity", b"identity", "role", b"role", "scopes", b"scopes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WhoAmIReply: _TypeAlias = WhoAmIReply  # noqa: Y015

@@ -184,6 +184,11 @@ class TwinApiStub:
                 request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.QueryRequest.SerializeToString,
                 response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.QueryReply.FromString,
                 _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/WhoAmI',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.WhoAmIReply.FromString,
+                _registered_method=True)
 
 
 class TwinApiServicer:
@@ -412,6 +417,14 @@ class TwinApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WhoAmI(self, request, context):
+        """(http: dashboard) Who the node takes the caller for: identity, role and twin scopes, so a client can
+        offer only what it may do (the dashboard hides acting controls from viewers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TwinApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -564,6 +577,11 @@ def add_TwinApiServicer_to_server(servicer, server):
                     servicer.Query,
                     request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.QueryRequest.FromString,
                     response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.QueryReply.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.WhoAmIRequest.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.WhoAmIReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1376,6 +1394,33 @@ class TwinApi:
             '/drsdtp.wire.v1.TwinApi/Query',
             drsdtp_dot_wire_dot_v1_dot_api__pb2.QueryRequest.SerializeToString,
             drsdtp_dot_wire_dot_v1_dot_api__pb2.QueryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/WhoAmI',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.WhoAmIRequest.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.WhoAmIReply.FromString,
             options,
             channel_credentials,
             insecure,

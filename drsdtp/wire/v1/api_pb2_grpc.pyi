@@ -118,6 +118,10 @@ class TwinApiStub:
     """(intel: relations) Adds and removes relations between twins (all validated first), replicated."""
     Query: _grpc.UnaryUnaryMultiCallable[_api_pb2.QueryRequest, _api_pb2.QueryReply]
     """(intel: relations) Twins by position, relation, field values and health, answered from local state."""
+    WhoAmI: _grpc.UnaryUnaryMultiCallable[_api_pb2.WhoAmIRequest, _api_pb2.WhoAmIReply]
+    """(http: dashboard) Who the node takes the caller for: identity, role and twin scopes, so a client can
+    offer only what it may do (the dashboard hides acting controls from viewers).
+    """
 
 @_typing.type_check_only
 class TwinApiAsyncStub(TwinApiStub):
@@ -203,6 +207,10 @@ class TwinApiAsyncStub(TwinApiStub):
     """(intel: relations) Adds and removes relations between twins (all validated first), replicated."""
     Query: _aio.UnaryUnaryMultiCallable[_api_pb2.QueryRequest, _api_pb2.QueryReply]  # type: ignore[assignment]
     """(intel: relations) Twins by position, relation, field values and health, answered from local state."""
+    WhoAmI: _aio.UnaryUnaryMultiCallable[_api_pb2.WhoAmIRequest, _api_pb2.WhoAmIReply]  # type: ignore[assignment]
+    """(http: dashboard) Who the node takes the caller for: identity, role and twin scopes, so a client can
+    offer only what it may do (the dashboard hides acting controls from viewers).
+    """
 
 class TwinApiServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -465,5 +473,15 @@ class TwinApiServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_api_pb2.QueryReply, _abc.Awaitable[_api_pb2.QueryReply]]:
         """(intel: relations) Twins by position, relation, field values and health, answered from local state."""
+
+    @_abc_1.abstractmethod
+    def WhoAmI(
+        self,
+        request: _api_pb2.WhoAmIRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.WhoAmIReply, _abc.Awaitable[_api_pb2.WhoAmIReply]]:
+        """(http: dashboard) Who the node takes the caller for: identity, role and twin scopes, so a client can
+        offer only what it may do (the dashboard hides acting controls from viewers).
+        """
 
 def add_TwinApiServicer_to_server(servicer: TwinApiServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
