@@ -27,7 +27,7 @@ from google.protobuf.message import Message
 
 from drsdtp.api.auth import Authority
 from drsdtp.api.caller import ANONYMOUS
-from drsdtp.api.http.auth import TOKEN_PARAMETER, HttpAuthorizer
+from drsdtp.api.http.auth import TOKEN_PARAMETER, HttpAuthorizer, grpc_peer
 from drsdtp.api.http.errors import ApiHttpError, error_response, from_drsdtp
 from drsdtp.api.http.openapi import PREFIX, is_read, openapi_document
 from drsdtp.api.http.query import message_from_query
@@ -35,6 +35,7 @@ from drsdtp.api.http.sse import WatchEvents
 from drsdtp.api.http.streams import Stream, serve_stream
 from drsdtp.api.services import Unary
 from drsdtp.api.services.watch import WatchService
+from drsdtp.api.watch_limits import caller_of
 from drsdtp.config import Address, LimitsConfig
 from drsdtp.errors import DrsdtpError
 from drsdtp.ingest.ratelog import RateLimitedLog
@@ -297,4 +298,5 @@ class HttpApiServer:
             )
         assert isinstance(message, api_pb2.WatchRequest)
         await self.auth.authorize(request, "Watch", message)
-        return await self.events.serve(request, message, peer_identity(request))
+        # Capped per caller as on gRPC: the proven identity (a token ...), else the address.
+        return await self.events.serve(request, message, caller_of(grpc_peer(request), {}))

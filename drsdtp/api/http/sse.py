@@ -43,7 +43,7 @@ class WatchEvents:
     async def serve(
         self, request: web.Request, message: api_pb2.WatchRequest, caller: str
     ) -> web.StreamResponse:
-        """``caller``: who the per-caller cap counts (the address, as on gRPC)."""
+        """``caller``: who the per-caller cap counts (as on gRPC: a proven identity, else the address)."""
         last = request.headers.get(LAST_EVENT_ID, "").strip()
         if last:
             try:
