@@ -25,7 +25,7 @@
 #define HEARTBEAT_S 5
 #define BLINK_MS 2000u
 #define TX_SIZE 256 /* a power of two up to 256: the indexes are bytes that wrap */
-#define RX_SIZE 64
+#define RX_SIZE 128 /* a whole command line fits while the loop waits to send (a heartbeat on a full line) */
 #define LINE_MAX 192 /* the longest board line (ack with cfg) is 160 bytes */
 #define EE_MAGIC 0xD7
 
