@@ -406,6 +406,23 @@ class PostgresConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SparkplugConfig:
+    """``[sparkplug]``: publish twins as a Sparkplug B edge node (drsdtp.northbound.sparkplug)."""
+
+    host: Annotated[str, NonEmpty()]
+    group_id: Annotated[str, Name()]
+    port: Annotated[int, Range(1, 65535)] = 1883
+    edge_node_id: Annotated[str, Name()] | None = None  # default: node_id
+    twins: Annotated[tuple[Annotated[str, NonEmpty()], ...], NonEmpty()] = ("*",)  # globs
+    interval_s: Annotated[float, Range(0.01, 3600)] = 1.0
+    max_metrics: Annotated[int, Range(1, 10_000_000)] = 100_000
+    keepalive_s: Annotated[int, Range(1, 65535)] = 30
+    username: str | None = None
+    password_file: Path | None = None
+    max_backoff_s: Annotated[float, Range(0.2, 3600)] = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class TwinRule:
     """Twins whose id matches the glob get this model and scope when the node first creates them."""
 
@@ -484,6 +501,7 @@ class NodeConfig:
     wal: WalConfig = WalConfig()
     history: HistoryConfig = HistoryConfig()
     postgres: PostgresConfig | None = None
+    sparkplug: SparkplugConfig | None = None
     deadletters: DeadLetterConfig = DeadLetterConfig()
     # Raw plugin tables: drsdtp.adapters.build_adapter(raw, key_prefix=f"adapters[{i}]") validates the rest.
     adapters: tuple[PluginTable, ...] = ()

@@ -49,6 +49,7 @@ from drsdtp.node.peer_readings import PeerReadings
 from drsdtp.node.recovery import accept, register_metrics
 from drsdtp.node.snapshots import SnapshotService
 from drsdtp.northbound.postgres import PostgresSink, add_sink_metrics
+from drsdtp.northbound.sparkplug import SparkplugPublisher, add_publisher_metrics
 from drsdtp.recovery import QuarantineEntry, RecoveryLedger
 from drsdtp.relations.service import RelationService
 from drsdtp.rules.alerting import Alerting
@@ -209,6 +210,12 @@ class Node:
             self.durable.add_snapshot_barrier(self.postgres.flush)
             self.history.journal_listeners.append(self.postgres.observe)
             add_sink_metrics(self.metrics, self.postgres)
+        self.sparkplug: SparkplugPublisher | None = None
+        if config.sparkplug is not None:
+            self.sparkplug = SparkplugPublisher(
+                config.sparkplug, config.node_id, self._store, self._feed, config.data_dir
+            )
+            add_publisher_metrics(self.metrics, self.sparkplug)
         self.replicator = Replicator(
             self._store,
             config.node_id,
@@ -446,6 +453,7 @@ class Node:
             self.relation_service,
             self.api,
             *([self.api_http] if self.api_http is not None else []),
+            *([self.sparkplug] if self.sparkplug is not None else []),
             self.metrics_server,
             *self.alerting.services(),
             self.dead_letters,
