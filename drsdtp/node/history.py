@@ -90,6 +90,12 @@ class HistoryService(BackgroundService):
         self.restored_readings += restored
         return restored
 
+    def reserve_journal(self, used: int) -> None:
+        """Never number a batch ``used`` or lower again. A follower of the journal (the PostgreSQL sink's
+        outbox) may hold records whose log write a crash lost; reusing their numbers would make it take a
+        new batch for one it already holds."""
+        self._next_journal = max(self._next_journal, used + 1)
+
     def observe(self, batch: ReadingBatch, twins: list[str]) -> None:
         """The intake observer: journal the batch (when the node's log is on) and queue a copy-free
         reference to its arrays. Called before the batch's delta is appended to the log, so the delta's

@@ -206,6 +206,7 @@ class Node:
         if config.postgres is not None and self.history is not None:
             self.postgres = PostgresSink(config.data_dir / "postgres", config.postgres, config.node_id)
             self.postgres.recover(journalled)
+            self.history.reserve_journal(self.postgres.outbox.mark)
             # Before a snapshot truncates the log, the outbox holds every journalled batch.
             self.durable.add_snapshot_barrier(self.postgres.flush)
             self.history.journal_listeners.append(self.postgres.observe)

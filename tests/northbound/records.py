@@ -9,8 +9,8 @@ from drsdtp.history import journal
 T0_MS = 1_700_000_000_000
 
 
-def record(number: int, rows: int = 10, twins: int = 3) -> bytes:
-    first = (number - 1) * rows
+def record(number: int, rows: int = 10, twins: int = 3, offset: int = 0) -> bytes:
+    first = (number - 1) * rows + offset
     idx = np.arange(rows)
     return journal.encode(
         number,

@@ -135,7 +135,23 @@ async def test_nodes_sharing_a_database_keep_their_own_progress(
     a = PostgresSink(tmp_path / "a", config(server, schema), "edge-a")
     b = PostgresSink(tmp_path / "b", config(server, schema), "edge-b")
     a.recover([record(n) for n in range(1, 6)])
-    b.recover([record(n) for n in range(1, 4)])
+    b.recover([record(n, offset=1000) for n in range(1, 4)])
     async with a, b:
         got = await wait_rows(server, schema, 80)
     assert len(got) == 80  # each node's batches once, though their journal numbers overlap
+
+
+async def test_a_reading_delivered_twice_upstream_is_stored_once(
+    server: PostgresServer, schema: str, tmp_path: pathlib.Path
+) -> None:
+    """A broker redelivers what a node applied but had not acknowledged when it died: the same readings come
+    back in a batch of their own, under a new journal number."""
+    sink = PostgresSink(tmp_path, config(server, schema), "edge-1")
+    sink.recover([record(1), record(2), record(3, offset=-10)])  # batch 3 repeats batch 2's readings
+    async with sink:
+        got = await wait_rows(server, schema, 20)
+        while sink.stats.database_journal < 3:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    assert sorted(await values(server, schema)) == [float(i) for i in range(20)]
+    assert (sink.stats.rows, sink.stats.duplicates) == (20, 10)
+    assert len(got) == 20

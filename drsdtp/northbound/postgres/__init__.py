@@ -2,6 +2,7 @@
 
 Exported metrics (registered by :func:`add_sink_metrics`): ``drsdtp_postgres_rows_total``,
 ``drsdtp_postgres_batches_total``, ``drsdtp_postgres_replayed_records_total`` (skipped: already held),
+``drsdtp_postgres_duplicate_readings_total`` (a reading delivered twice upstream, stored once),
 ``drsdtp_postgres_dropped_records_total{where}`` (``queue``: the worker fell behind; ``outbox``: past the disk
 budget or torn by a crash), ``drsdtp_postgres_connected`` 0/1, ``drsdtp_postgres_reconnects_total``,
 ``drsdtp_postgres_outbox_bytes`` and ``drsdtp_postgres_backlog_journals`` (journal numbers the outbox holds
@@ -31,6 +32,11 @@ def add_sink_metrics(metrics: NodeMetrics, sink: PostgresSink) -> None:
         "outbox (past outbox_max_bytes, or a crash tore them).",
         ("where",),
         lambda: {("queue",): st.queue_dropped, ("outbox",): outbox.stats.dropped_records},
+    )
+    metrics.add_counter(
+        "drsdtp_postgres_duplicate_readings",
+        "Readings the database already held (delivered twice upstream), not stored again.",
+        lambda: st.duplicates,
     )
     metrics.add_gauge("drsdtp_postgres_connected", "1 while connected.", lambda: float(sup.connected))
     metrics.add_counter("drsdtp_postgres_reconnects", "Connections after the first.", lambda: sup.reconnects)

@@ -3,8 +3,10 @@
 Migrations are numbered and applied in order, in one transaction under an advisory lock, so nodes that share a
 database and start together migrate it once. ``drsdtp_sink_progress`` holds, per node, the journal number of
 the last batch the database holds: it is updated in the same transaction as the batch's rows, which is what
-makes a replay after a crash insert nothing twice. With the TimescaleDB extension available, readings become a
-hypertable on ``ts``.
+makes a replay after a crash insert nothing twice. A reading that reached the node twice (a broker redelivers
+what was applied but not yet acknowledged when the node died) has two batches; the unique index on
+(twin, field, ts, value), the identity history keeps too, stores it once. With the TimescaleDB extension
+available, readings become a hypertable on ``ts``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             "CREATE TABLE IF NOT EXISTS {s}.drsdtp_readings ("
             " node text NOT NULL, twin text NOT NULL, field text NOT NULL,"
             " ts timestamptz NOT NULL, value double precision NOT NULL)",
-            "CREATE INDEX IF NOT EXISTS drsdtp_readings_series ON {s}.drsdtp_readings (twin, field, ts)",
+            # A reading's identity, as in history: one delivered twice upstream is stored once.
+            "CREATE UNIQUE INDEX IF NOT EXISTS drsdtp_readings_identity"
+            " ON {s}.drsdtp_readings (twin, field, ts, value)",
             "CREATE TABLE IF NOT EXISTS {s}.drsdtp_sink_progress ("
             " node text PRIMARY KEY, journal bigint NOT NULL, updated timestamptz NOT NULL DEFAULT now())",
         ),

@@ -8,11 +8,12 @@ once the outbox holds it. After a crash the node hands back the journalled recor
 those above its mark.
 
 A connection (asyncpg, under the node's one :class:`~drsdtp.supervisor.Supervisor`, with jittered backoff)
-copies outbox records to ``drsdtp_readings`` with COPY, and in the same transaction advances the node's row in
-``drsdtp_sink_progress`` to the batch's journal number; before each copy it reads that row (locked), and skips
-what the database already holds. A crash between the commit and the local release therefore inserts nothing
-twice. Each node sinks the readings it ingested itself (not those it learnt from peers), so a cluster that
-shares one database writes each reading once.
+copies outbox records to ``drsdtp_readings`` with COPY (through a staging table, so a reading delivered twice
+upstream is stored once: see :mod:`~drsdtp.northbound.postgres.schema`), and in the same transaction advances
+the node's row in ``drsdtp_sink_progress`` to the batch's journal number; before each copy it reads that row
+(locked) and skips what the database already holds. A crash between the commit and the local release
+therefore inserts nothing twice. Each node sinks the readings it ingested itself (not those it learnt from
+peers), so a cluster that shares one database writes each reading once.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class SinkStats:
     rows: int = 0  # readings the database committed
     batches: int = 0  # transactions committed
     skipped_records: int = 0  # already in the database (a replay)
+    duplicates: int = 0  # readings the database held already (delivered twice upstream)
     queue_dropped: int = 0  # records dropped before the outbox (the worker fell behind)
     bad_records: int = 0  # outbox records that did not decode (dropped, logged)
     database_journal: int = 0  # the last journal number the database holds
@@ -178,13 +180,22 @@ class PostgresSink(BackgroundService):
             fresh = [r for r in records if journal_of(r) > held]
             self.stats.skipped_records += len(records) - len(fresh)
             rows = self._rows(fresh)
+            inserted = 0
             if rows:
-                await conn.copy_records_to_table(
-                    "drsdtp_readings",
-                    schema_name=self.config.schema,
-                    columns=("node", "twin", "field", "ts", "value"),
-                    records=rows,
+                # COPY cannot skip conflicts: stage the batch (a temporary table emptied at commit), then
+                # insert what the database does not hold yet.
+                await conn.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS drsdtp_incoming (LIKE {schema}.drsdtp_readings) "
+                    "ON COMMIT DELETE ROWS"
                 )
+                await conn.copy_records_to_table(
+                    "drsdtp_incoming", columns=("node", "twin", "field", "ts", "value"), records=rows
+                )
+                status = await conn.execute(
+                    f"INSERT INTO {schema}.drsdtp_readings SELECT * FROM drsdtp_incoming "
+                    "ON CONFLICT DO NOTHING"
+                )
+                inserted = int(status.split()[-1])
             last = max([held, *map(journal_of, records)])
             await conn.execute(
                 f"INSERT INTO {schema}.drsdtp_sink_progress (node, journal) VALUES ($1, $2) "
@@ -192,7 +203,8 @@ class PostgresSink(BackgroundService):
                 self.node_id,
                 last,
             )
-        self.stats.rows += len(rows)
+        self.stats.rows += inserted
+        self.stats.duplicates += len(rows) - inserted
         self.stats.batches += 1
         self.stats.database_journal = last
 
