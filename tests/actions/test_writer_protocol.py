@@ -14,7 +14,14 @@ def request(value: object, twin: str = "pump-1") -> WriteRequest:
 
 
 async def test_the_simulated_plant_writes_an_input_and_reports_it() -> None:
-    adapter = build_adapter({"type": "simulated", "name": "p", "asset": "pump", "rooms": 1}, "adapters[0]")
+    raw = {
+        "type": "simulated",
+        "name": "p",
+        "asset": "pump",
+        "rooms": 1,
+        "speedup": 1000.0,
+    }  # a step per 10 ms
+    adapter = build_adapter(raw, "adapters[0]")
     writer = writer_of(adapter)
     assert writer is not None
     target = writer.write_target({"input": "valve"}, "actuators[0].write")
