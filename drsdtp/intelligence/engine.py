@@ -57,6 +57,7 @@ from drsdtp.intelligence.table import FieldTable
 from drsdtp.intelligence.traits import AnomalyLog, TraitArrays, compute_traits
 from drsdtp.intelligence.views import (
     build_alert,
+    build_calibrated_forecast,
     build_field_forecast,
     build_field_health,
     build_kernel_forecast,
@@ -613,13 +614,17 @@ class TwinIntelligence:
     def forecast(
         self, twin: str, field: str, *, method: str = "auto", horizons_min: Iterable[float] | None = None
     ) -> FieldForecast:
-        """Forecast one field. ``method``: ``linear``, ``kernel`` (the model's simulation) or ``auto``
-        (the kernel when the field is bound to a tracked state variable, else linear)."""
+        """Forecast one field. ``method``: ``linear``, ``kernel`` (the model's simulation), ``calibrated``
+        (any field: the best of last value, level, trend and daily seasonal baseline, with backtest-calibrated
+        intervals, :mod:`drsdtp.intelligence.calibrated`) or ``auto`` (the kernel when the field is bound to
+        a tracked state variable, else linear)."""
         last = self._require_pass()
         row = self.table.row(twin, field)
         horizons = tuple(horizons_min) if horizons_min is not None else self.config.horizons_min
-        if method not in ("auto", "linear", "kernel"):
-            raise InvalidValueError(f"unknown forecast method {method!r}")
+        if method not in ("auto", "linear", "kernel", "calibrated"):
+            raise InvalidValueError(f"unknown forecast method {method!r} (auto, linear, kernel, calibrated)")
+        if method == "calibrated":
+            return build_calibrated_forecast(self, last, row, horizons)
         variable = self._bound_state_variable(twin, field)
         if method == "kernel" and variable is None:
             raise InvalidValueError(f"{twin}/{field} is not bound to a tracked model variable")
@@ -629,6 +634,10 @@ class TwinIntelligence:
             assert group.kernel is not None
             return build_kernel_forecast(self, last, row, group.kernel, state, variable, horizons)
         return build_field_forecast(self, last, row, horizons)
+
+    def bound_variable(self, twin: str, field: str) -> str | None:
+        """The tracked kernel variable ``field`` of ``twin`` is bound to (None: none)."""
+        return self._bound_state_variable(twin, field)
 
     def _bound_state_variable(self, twin: str, field: str) -> str | None:
         group = self._groups[self._twin(twin).model]

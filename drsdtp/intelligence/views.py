@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from drsdtp.intelligence.calibrated import forecast_series
 from drsdtp.intelligence.detect import TESTS, Findings
 from drsdtp.intelligence.detect.events import KIND_OF_TEST, describe
 from drsdtp.intelligence.divergence import (
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "build_alert",
+    "build_calibrated_forecast",
     "build_field_forecast",
     "build_field_health",
     "build_kernel_forecast",
@@ -323,6 +325,70 @@ def build_field_forecast(
         horizons=tuple(horizons),
         crossings=crossings,
         risks=_risks(engine, last, row, crossings),
+        maintenance=build_maintenance(engine, last, row),
+    )
+
+
+def build_calibrated_forecast(
+    engine: TwinIntelligence, last: PassResult, row: int, horizons_min: Sequence[float]
+) -> FieldForecast:
+    """The field's own history through :mod:`drsdtp.intelligence.calibrated`: the best of last value,
+    level, damped trend and daily seasonal baseline per horizon, with a backtest-calibrated 90 % interval
+    and time to the declared limits (``eta_min``: the forecast reaches it; the message also says the
+    earliest the interval does)."""
+    refused = _refused(engine, last, row, "calibrated")
+    if refused is not None:
+        return refused
+    twin, field = engine.table.keys[row]
+    spec = engine.table.specs[row]
+    t, v = engine.windows.history(row)
+    fc = forecast_series(
+        t,
+        v,
+        last.t_s,
+        tuple(60.0 * float(h) for h in horizons_min),
+        low_limit=math.nan if spec.low_limit is None else spec.low_limit,
+        high_limit=math.nan if spec.high_limit is None else spec.high_limit,
+    )
+    if fc is None:
+        return build_field_forecast(engine, last, row, horizons_min)
+    quality = float(last.health.quality[row])
+    tol = float(engine.table.forecast_tolerance[row])
+    horizons = tuple(
+        HorizonForecast(
+            float(h),
+            _opt(fc.mean[k]),
+            _opt(fc.lower[k]),
+            _opt(fc.upper[k]),
+            round(quality * float(np.mean(fc.errors[k] <= tol)) if fc.errors[k].size else 0.0, 4),
+        )
+        for k, h in enumerate(horizons_min)
+    )
+    crossings: list[ThresholdCrossing] = []
+    for c in fc.crossings:
+        eta = math.inf if c.eta_s is None else c.eta_s
+        base = _crossing(spec.name, c.limit, c.direction == "above", eta, spec.unit, fc.horizons_s[-1])
+        if c.earliest_s is not None and c.earliest_s != c.eta_s:
+            base = ThresholdCrossing(
+                base.field,
+                base.threshold,
+                base.direction,
+                base.eta_min,
+                f"{base.message} (possibly in {c.earliest_s / 60:.0f} min, at the interval's edge)",
+            )
+        crossings.append(base)
+    seasonal = " (daily seasonal baseline learned)" if fc.seasonal else ""
+    return FieldForecast(
+        twin=twin,
+        field=field,
+        t_s=last.t_s,
+        method=f"calibrated.{'+'.join(dict.fromkeys(fc.method))}{seasonal}",
+        value_now=_opt(fc.level),
+        quality=round(quality, 4),
+        refused=None,
+        horizons=horizons,
+        crossings=tuple(crossings),
+        risks=_risks(engine, last, row, tuple(crossings)),
         maintenance=build_maintenance(engine, last, row),
     )
 

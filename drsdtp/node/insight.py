@@ -355,7 +355,18 @@ class InsightService(BackgroundService):
             return doc
         if kind == "forecast":
             fields = params.get("fields") or [f.name for f in model.spec.fields]
-            return {"twin": twin, "forecasts": [eng.forecast(twin, f).to_dict() for f in fields]}
+            method = params.get("method", "calibrated")  # kernel-bound fields: their kernel (see below)
+            if not isinstance(method, str):
+                raise InvalidValueError(
+                    'forecast: "method" must be a string (auto, linear, kernel, calibrated)'
+                )
+            return {
+                "twin": twin,
+                "forecasts": [
+                    eng.forecast(twin, f, method=self._forecast_method(twin, f, method)).to_dict()
+                    for f in fields
+                ],
+            }
         if kind == "whatif":
             text = params.get("scenario")
             if not isinstance(text, str):
@@ -371,6 +382,19 @@ class InsightService(BackgroundService):
         raise InvalidValueError(
             f"unknown insight kind {kind!r} (health, forecast, whatif, recommendations, model)"
         )
+
+    def _forecast_method(self, twin: str, field: str, method: str) -> str:
+        """The default "calibrated" gives way to the model's kernel for a field bound to one."""
+        if method == "calibrated":
+            try:
+                if (
+                    self.engine.forecast(twin, field, method="auto", horizons_min=(1.0,)).method
+                    != "linear.trend"
+                ):
+                    return "auto"
+            except DrsdtpError:
+                return method
+        return method
 
     def _ensure(self, twin: str) -> AssetModel:
         """The twin's model; registers the twin with the engine if no reading has yet."""
