@@ -21,7 +21,9 @@ Idempotence across a crash (SIGKILL mid-flight): the attempt counter is made dur
 restart a record that has attempts and no outcome is first re-checked against the reported value (waiting
 one ack timeout for an echo in flight): converged means ``applied`` with no new write; only otherwise is it
 written again (the same value: a set-point write is idempotent, and the command id travels with it for
-devices that can drop a repeat). No sync loops: only desired values and command records start work; a
+devices that can drop a repeat). An action (no reported field: a method call, a pulse) cannot be re-checked,
+so it is never repeated after a restart: it fails, saying so (at most once rather than maybe twice). No sync
+loops: only desired values and command records start work; a
 reported value (the echo) never does, and a desired value maps to one command id on every node.
 """
 
@@ -304,6 +306,14 @@ class Executor:
                 " after a restart: not written again" if resumed else ": nothing to write"
             )
             await self._finish(record, State.APPLIED, reason)
+        if resumed and not spec.field:
+            # An action has no reported field to check: repeating it could do it twice. At most once.
+            await self._finish(
+                record,
+                State.FAILED,
+                f"interrupted by a restart after {record.attempts} attempt(s) that may have reached the "
+                "device; an action is not repeated (nothing on the twin tells whether it ran)",
+            )
         if resumed and spec.field:
             # A write may have reached the device before a crash: give its echo one ack timeout first.
             record = await self._wait_converged(spec, command, min(spec.ack_timeout_s, self._left_s(record)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import re
 from typing import Any
 
 import pytest
@@ -149,3 +150,19 @@ async def plant_steps(node: Node, steps: int) -> None:
     async with asyncio.timeout(30):
         while seen < steps:
             seen += sum(c.twin == "pump-1" for c in await stream.next_batch(4096))
+
+
+async def test_an_action_interrupted_by_a_restart_is_not_repeated(tmp_path: pathlib.Path) -> None:
+    pulse = actuator(action="pulse", field="", value="number", desired=False, retries=50, retry_backoff_s=0.2)
+    cfg = parse_config(config(tmp_path, pulse))
+    async with Node(cfg) as node:
+        plant(node).fail_writes = 1000  # every attempt fails: the command is mid-flight when the node stops
+        command = await node.commands.issue_command("pump-1", "pulse", 0.2, actor="op")
+        record = await node.commands.wait(command, 20, until=lambda r: r.attempts >= 1)
+        assert record is not None and not record.terminal
+    async with Node(cfg) as node:
+        record = await outcome(node, command)
+        assert record.state == State.FAILED and plant(node).writes == 0
+        assert re.match(
+            r"interrupted by a restart after [1-9]\d* attempt\(s\) that may have reached", record.why
+        )
