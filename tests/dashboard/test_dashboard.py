@@ -51,6 +51,8 @@ onset_step = 5
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpNode]:
     with http_node(tmp_path_factory.mktemp("dashboard"), PLANT) as n:
+        # Health answers 400 until the first intelligence pass, which the browser logs as an error.
+        n.wait_health()
         yield n
 
 

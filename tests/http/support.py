@@ -72,6 +72,13 @@ class HttpNode(ApiNode):
         assert status == 200, (method, status, reply)
         return reply
 
+    def wait_health(self, limit_s: float = 60) -> None:
+        """Until the node's intelligence has run a pass (Health answers), as a page polling it expects."""
+        deadline = time.monotonic() + limit_s
+        while self.request("POST", "/api/v2/Health", {})[0] != 200:
+            assert time.monotonic() < deadline, "no intelligence pass ran"
+            time.sleep(0.2)
+
     def metric_lines(self, name: str) -> list[str]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=20) as reply:
             text = reply.read().decode()

@@ -46,13 +46,18 @@ function deleted(twin) {
   return (twin.fields || []).some((f) => f.name === "_deleted" && f.flag === true);
 }
 
-// Calls fn now and every `ms` until stopped; an error other than "not allowed" is shown, not thrown.
+// Calls fn now and every `ms` until stopped; an error other than "not allowed" is shown, not thrown. A
+// refused call (400: e.g. Health before the node's first intelligence pass) is retried less often.
 function every(ms, fn) {
   let stopped = false;
   const tick = async () => {
     if (stopped) return;
-    try { await fn(); } catch (error) { failed(error); }
-    if (!stopped) setTimeout(tick, ms);
+    let wait = ms;
+    try { await fn(); } catch (error) {
+      if (error instanceof ApiError && error.status === 400) wait = Math.max(ms, 15000);
+      else failed(error);
+    }
+    if (!stopped) setTimeout(tick, wait);
   };
   tick();
   return () => { stopped = true; };
@@ -118,7 +123,9 @@ function siteView() {
   };
   const touch = (id) => { dirty.add(id); if (!frame) frame = requestAnimationFrame(render); };
 
-  const source = events("Watch", {}, (change) => {
+  // Only the fields every twin has (its scope, model, deletion): the list needs which twins exist, and
+  // small events keep a site of thousands of twins quick to load.
+  const source = events("Watch", { fields: ["_scope", "_model", "_deleted"] }, (change) => {
     const id = change.twin.twinId;
     if (id.startsWith("_")) return;
     if (deleted(change.twin)) {
