@@ -3,6 +3,7 @@ caller, and an expired, foreign, tampered or unsigned token is refused, naming w
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import jwt
@@ -85,3 +86,14 @@ async def test_a_rotated_key_is_fetched_when_a_token_names_it(issuer: Issuer) ->
         assert isinstance(await identify(auth, issuer.token(kid="k2")), Caller)
     finally:
         del issuer.keys["k2"]
+
+
+async def test_a_verified_jwt_is_remembered_so_its_signature_is_checked_once(issuer: Issuer) -> None:
+    auth = authority(issuer)
+    assert auth.oidc is not None
+    token = issuer.token("dave")
+    assert isinstance(await identify(auth, token), Caller)
+    auth.oidc._keys.clear()  # no keys now, and no refetch for a while
+    auth.oidc._fetched = time.monotonic()
+    assert await identify(auth, token) == Caller("jwt:dave", True, "operator", ("*",))
+    assert isinstance(await identify(auth, issuer.token("erin")), Decision)  # a new token needs the keys

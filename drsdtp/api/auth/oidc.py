@@ -5,11 +5,14 @@ The key set is fetched from ``api.oidc.jwks_url`` in a worker thread (never on t
 its keys), at most once every :data:`MIN_REFETCH_S` so tokens with made-up key ids cannot make the node
 hammer the issuer. Signature, ``iss``, ``aud``, ``exp`` (required) and ``nbf`` are checked, with
 ``leeway_s`` for clock skew; only the configured algorithms are accepted (never ``none`` or HMAC: the
-algorithm is the config's choice, not the token's)."""
+algorithm is the config's choice, not the token's). A verified token is remembered (at most
+:data:`CACHE_TOKENS` of them) until it expires or for :data:`CACHE_S`, whichever is sooner, so a client
+calling with the same token pays the signature check once (~0.3 ms with RS256), not on every call."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import time
 import urllib.request
@@ -23,6 +26,8 @@ from drsdtp.config import ApiOidcConfig, ApiRole, scope_problem
 __all__ = ["MIN_REFETCH_S", "JwtClaims", "JwtRefused", "OidcVerifier", "looks_like_jwt"]
 
 MIN_REFETCH_S = 30.0
+CACHE_TOKENS = 1024
+CACHE_S = 60.0
 MAX_JWKS_BYTES = 1 << 20
 _ROLES: tuple[ApiRole, ...] = ("viewer", "operator", "engineer", "admin")
 
@@ -62,6 +67,8 @@ class OidcVerifier:
         self._loaded = -float("inf")  # ... of the last successful one
         self._lock = asyncio.Lock()
         self.fetch_errors = 0
+        # token -> (claims, monotonic time until which they hold)
+        self._verified: collections.OrderedDict[str, tuple[JwtClaims, float]] = collections.OrderedDict()
 
     async def _key(self, kid: str) -> jwt.PyJWK:
         now = time.monotonic()
@@ -94,6 +101,18 @@ class OidcVerifier:
             self._loaded = time.monotonic()
 
     async def verify(self, token: str) -> JwtClaims:
+        known = self._verified.get(token)
+        if known is not None and time.monotonic() < known[1]:
+            return known[0]
+        claims, expires = await self._verify(token)
+        self._verified.pop(token, None)
+        self._verified[token] = claims, time.monotonic() + min(CACHE_S, max(0.0, expires - time.time()))
+        while len(self._verified) > CACHE_TOKENS:
+            self._verified.popitem(last=False)
+        return claims
+
+    async def _verify(self, token: str) -> tuple[JwtClaims, float]:
+        """The claims and the token's expiry (epoch seconds)."""
         cfg = self.config
         try:
             header = jwt.get_unverified_header(token)
@@ -127,7 +146,7 @@ class OidcVerifier:
             ) from None
         except jwt.PyJWTError as exc:
             raise JwtRefused(f"the JWT is not valid: {exc}") from None
-        return self._claims(claims)
+        return self._claims(claims), float(claims["exp"])
 
     def _claims(self, claims: dict[str, Any]) -> JwtClaims:
         cfg = self.config
