@@ -632,6 +632,7 @@ def _cmd_check_config(args: argparse.Namespace, commands: Commands, console: Con
     problems.extend(check_exposure(config))
     problems.extend(commands.check_plugins(config))
     problems.extend(rules_cli.check_config(config))
+    problems.extend(command_cli.check_config(config))
     for problem in problems:
         console.error(str(problem))
     if problems:

@@ -23,11 +23,13 @@ import grpc
 
 from drsdtp.client import connect, field_to_python
 from drsdtp.client.channel import metadata_for
+from drsdtp.config import NodeConfig
 from drsdtp.console import Console
+from drsdtp.errors import ConfigError
 from drsdtp.node_commands import EXIT_FAILURE, EXIT_OK, ApiTarget
 from drsdtp.wire.v1 import api_pb2
 
-__all__ = ["HANDLERS", "add_parsers", "arg_value"]
+__all__ = ["HANDLERS", "add_parsers", "arg_value", "check_config"]
 
 Client = Callable[[str, str], argparse.ArgumentParser]
 RunClient = Callable[[argparse.Namespace, Callable[[ApiTarget], Coroutine[Any, Any, int]]], int]
@@ -43,6 +45,29 @@ def arg_value(text: str) -> api_pb2.FieldValue:
         return api_pb2.FieldValue(f64=float(text))
     except ValueError:
         return api_pb2.FieldValue(text=text)
+
+
+def check_config(config: NodeConfig) -> list[ConfigError]:
+    """``[[actuators]]`` validated as the node will at start: the tables, and the write targets of the
+    actuators this node executes against its adapters (built, not connected)."""
+    from drsdtp.actions.actuators import parse_actuators
+    from drsdtp.adapters import build_adapter
+    from drsdtp.adapters.write import writer_of
+
+    try:
+        actuators = parse_actuators(config.actuators)
+        adapters = {t.get("name"): (i, t) for i, t in enumerate(config.adapters)}
+        for spec in actuators.executed_by(config.node_id):
+            if spec.adapter not in adapters:
+                raise ConfigError(f"{spec.key}.adapter", f"this node has no adapter {spec.adapter!r}")
+            i, table = adapters[spec.adapter]
+            writer = writer_of(build_adapter(table, f"adapters[{i}]"))
+            if writer is None:
+                raise ConfigError(f"{spec.key}.adapter", f"adapter {spec.adapter!r} cannot write")
+            writer.write_target(spec.write, f"{spec.key}.write")
+    except ConfigError as exc:
+        return [exc]
+    return []
 
 
 def add_parsers(client: Client, actor: Callable[[argparse.ArgumentParser], None]) -> None:

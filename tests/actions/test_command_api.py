@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pathlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -140,3 +141,21 @@ async def test_a_held_command_is_cancelled_over_the_api(node: ApiNode) -> None:
     waited = await node.call("WaitCommand", api_pb2.CommandWaitRequest(command_id=command, timeout_s=20))
     assert (waited.command.state, waited.command.why) == ("cancelled", "cancelled by op-2: wrong pump")
     assert waited.command.attempts == 0
+
+
+def test_check_config_names_a_bad_write_target(tmp_path: pathlib.Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(f'node_id = "node-a"\ndata_dir = "{tmp_path}"\n{PUMP}')
+    bad = tmp_path / "bad.toml"
+    bad.write_text(good.read_text().replace('input = "speed"', 'input = "wings"'))
+
+    def check(path: pathlib.Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "drsdtp", "check-config", str(path), "--no-env"],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    valid = check(good)
+    assert valid.returncode == 0, valid.stderr
+    refused = check(bad)
+    assert refused.returncode == 2 and "actuators[1].write.input" in refused.stderr, refused.stderr
