@@ -304,15 +304,18 @@ def _local_z(values: FloatArray, t_s: FloatArray, last: int, half: int = 6) -> F
     newer = older + half
     mid = half // 2
 
-    def median(a: FloatArray) -> FloatArray:
-        ordered = np.sort(a, axis=2)
+    def median(a: FloatArray, ordered_already: bool = False) -> FloatArray:
+        ordered = a if ordered_already else np.sort(a, axis=2)
         out: FloatArray = (
             0.5 * (ordered[:, :, mid - 1] + ordered[:, :, mid]) if half % 2 == 0 else ordered[:, :, mid]
         )
         return out
 
     v_old, v_new = median(values[:, older]), median(values[:, newer])
-    t_old, t_new = median(t_s[:, older]), median(t_s[:, newer])
+    # Times arrive in order almost always: then their medians need no sort (same result, a third less work).
+    span = t_s[:, k - last - 2 * half :]
+    in_order = bool(np.all(span[:, 1:] >= span[:, :-1]))  # False with any NaN: those rows sort as before
+    t_old, t_new = median(t_s[:, older], in_order), median(t_s[:, newer], in_order)
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = (v_new - v_old) / (t_new - t_old)
     reference = v_new + np.nan_to_num(rate) * (t_s[:, j] - t_new)
