@@ -11,18 +11,17 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 
+from tests.deploy.conftest import VERSION, WHEELHOUSE
 from tests.deploy.installed import check_installed_command, clean_env
 
 REPO = Path(__file__).resolve().parents[2]
-WHEELHOUSE = REPO / ".stamps" / "wheelhouse"
-VERSION = tomllib.loads((REPO / "Cargo.toml").read_text())["workspace"]["package"]["version"]
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+# Building the artifacts (once per session) waits for the shared Rust build cache.
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(1800)]
 
 
 def sh(
@@ -40,17 +39,6 @@ def sh(
         f"$ {' '.join(map(str, args))}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     )
     return result
-
-
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not WHEELHOUSE.is_dir():
-        pytest.skip(
-            f"no wheelhouse at {WHEELHOUSE}: run `make setup` (it downloads the runtime dependencies)"
-        )
-    out = tmp_path_factory.mktemp("dist")
-    sh(REPO / "tools" / "release.sh", out, env={"PY": sys.executable})
-    return out
 
 
 def fresh_venv(root: Path) -> Path:
