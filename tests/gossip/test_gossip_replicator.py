@@ -96,8 +96,11 @@ async def test_members_discovered_through_replicated_membership_connect_directly
     ):
         # b and c were only told about a; they learn each other's address from the _members twin.
         await eventually(lambda: "c" in b.connected_peers() and "b" in c.connected_peers(), what="b-c stream")
+        # The stream may be c's dial, accepted by b before c's membership entry reached b: wait for it.
+        await eventually(
+            lambda: membership.members(b.store).get("c") == f"127.0.0.1:{c.port}", what="b holds c's address"
+        )
         assert set(membership.members(a.store)) == {"a", "b", "c"}
-        assert membership.members(b.store)["c"] == f"127.0.0.1:{c.port}"
 
 
 async def test_two_nodes_dialling_each_other_keep_one_stream() -> None:
