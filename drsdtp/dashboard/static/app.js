@@ -89,34 +89,42 @@ function siteView() {
   document.title = "drsdtp: twins";
   const list = $("twins");
   list.textContent = "";
-  const items = new Map(); // twin id -> li
+  const items = new Map(); // twin id -> {li, link, health}
+  const order = []; // twin ids, sorted: where a new twin goes
   const health = new Map(); // twin id -> TwinHealthSummary
-  let dirty = new Set(), reorder = false, frame = 0;
+  let dirty = new Set(), frame = 0;
   const filter = $("filter");
 
   const render = () => {
     frame = 0;
     for (const id of dirty) {
-      let li = items.get(id);
-      if (!li) {
-        li = document.createElement("li");
+      let item = items.get(id);
+      if (!item) {
+        const li = document.createElement("li");
         li.dataset.twin = id;
-        li.innerHTML = '<a><span class="id"></span><br><span class="health"></span></a>';
-        li.firstChild.href = `#/twin/${encodeURIComponent(id)}`;
-        text(li.querySelector(".id"), id);
-        items.set(id, li);
-        reorder = true;
+        const link = document.createElement("a");
+        link.href = `#/twin/${encodeURIComponent(id)}`;
+        const name = document.createElement("span");
+        name.className = "id";
+        name.textContent = id;
+        const state = document.createElement("span");
+        state.className = "health";
+        link.append(name, document.createElement("br"), state);
+        li.append(link);
+        item = { li, link, health: state };
+        items.set(id, item);
+        let lo = 0, hi = order.length;
+        while (lo < hi) { const mid = (lo + hi) >> 1; if (order[mid] < id) lo = mid + 1; else hi = mid; }
+        order.splice(lo, 0, id);
+        const next = lo + 1 < order.length ? items.get(order[lo + 1]) : null;
+        list.insertBefore(li, next ? next.li : null); // in id order, without moving the others
       }
       const h = health.get(id);
-      li.firstChild.dataset.status = h ? h.status : "UNKNOWN";
-      text(li.querySelector(".health"), h ? `${h.status.toLowerCase()} · quality ${show(h.quality)}` : "no health yet");
-      li.hidden = !id.startsWith(filter.value);
+      item.link.dataset.status = h ? h.status : "UNKNOWN";
+      text(item.health, h ? `${h.status.toLowerCase()} · quality ${show(h.quality)}` : "no health yet");
+      item.li.hidden = !id.startsWith(filter.value);
     }
     dirty = new Set();
-    if (reorder) {
-      reorder = false;
-      list.append(...[...items.keys()].sort().map((id) => items.get(id)));
-    }
     const counts = { HEALTHY: 0, DEGRADED: 0, FAILED: 0 };
     for (const h of health.values()) counts[h.status] = (counts[h.status] || 0) + 1;
     text($("summary"), `${items.size} twins: ${counts.HEALTHY} healthy, ${counts.DEGRADED} degraded, ${counts.FAILED} failed`);
@@ -129,8 +137,8 @@ function siteView() {
     const id = change.twin.twinId;
     if (id.startsWith("_")) return;
     if (deleted(change.twin)) {
-      const li = items.get(id);
-      if (li) { li.remove(); items.delete(id); }
+      const item = items.get(id);
+      if (item) { item.li.remove(); items.delete(id); order.splice(order.indexOf(id), 1); }
       return;
     }
     touch(id);
