@@ -203,15 +203,8 @@ class Outbox:
             return
         good, last = 0, first
         data = path.read_bytes()
-        at = 0
-        while at + _FRAME.size <= len(data):
-            size, crc = _FRAME.unpack_from(data, at)
-            payload = data[at + _FRAME.size : at + _FRAME.size + size]
-            if len(payload) != size or zlib.crc32(payload) != crc:
-                break
-            last = journal_of(payload)
-            at += _FRAME.size + size
-            good = at
+        for payload, end in _frames(data):
+            last, good = journal_of(payload), end
         if good < len(data):
             # A torn or damaged tail: what follows is unreadable. The node's log still holds those records
             # unless a snapshot truncated it, which waits for a sync of this outbox first.
@@ -235,14 +228,8 @@ class Outbox:
             data = path.read_bytes()
         except FileNotFoundError:
             return
-        at = 0
-        while at + _FRAME.size <= len(data):
-            size, crc = _FRAME.unpack_from(data, at)
-            payload = data[at + _FRAME.size : at + _FRAME.size + size]
-            if len(payload) != size or zlib.crc32(payload) != crc:
-                return
+        for payload, _ in _frames(data):
             yield payload
-            at += _FRAME.size + size
 
     def _read_mark(self) -> int:
         try:
@@ -257,6 +244,19 @@ class Outbox:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.dir / _MARK)
+
+
+def _frames(data: bytes) -> Iterator[tuple[bytes, int]]:
+    """The whole, checksummed records of a segment's bytes, each with the offset just past it; stops at the
+    first torn or damaged one."""
+    at = 0
+    while at + _FRAME.size <= len(data):
+        size, crc = _FRAME.unpack_from(data, at)
+        payload = data[at + _FRAME.size : at + _FRAME.size + size]
+        if len(payload) != size or zlib.crc32(payload) != crc:
+            return
+        at += _FRAME.size + size
+        yield payload, at
 
 
 def journal_of(record: bytes) -> int:
