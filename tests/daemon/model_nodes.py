@@ -99,6 +99,33 @@ class RatioTracker:
 '''
 
 
+def stuck_rooms_toml(speed: float, intelligence: str = "", extra: str = "") -> str:
+    """Two simulated rooms (``a/room-1``, ``a/room-2``) under the room model, at plant speed ``speed``, whose
+    ``room-1`` ``temp_2`` sticks at step 40: the node config the daemon tests of the intelligence share.
+    ``intelligence`` adds keys to ``[intelligence]``; ``extra`` is appended (more tables)."""
+    return f"""
+[intelligence]
+time_scale = {speed}
+{intelligence}
+[[twins]]
+match = "a/room-*"
+model = "room"
+[[adapters]]
+type = "simulated"
+name = "plant-a"
+twin_prefix = "a/"
+rooms = 2
+seed = 3
+dt_s = 10.0
+speedup = {speed}
+[[adapters.faults]]
+kind = "stuck"
+twin = "room-1"
+field = "temp_2"
+onset_step = 40
+{extra}"""
+
+
 def install_plugin(root: pathlib.Path) -> pathlib.Path:
     """Generate the plug-in under ``root``; returns the directory to put on ``PYTHONPATH``."""
     site = root / "site"

@@ -11,7 +11,14 @@ import grpc
 import pytest
 
 from drsdtp.wire.v1 import api_pb2
-from tests.daemon.model_nodes import PLUGIN_KERNEL, NodeProcess, drsdtp, eventually, install_plugin
+from tests.daemon.model_nodes import (
+    PLUGIN_KERNEL,
+    NodeProcess,
+    drsdtp,
+    eventually,
+    install_plugin,
+    stuck_rooms_toml,
+)
 
 SPEED = 20  # plant seconds per wall second, for the simulated plants and the nodes' time_scale
 
@@ -96,26 +103,7 @@ async def test_a_node_runs_the_pump_model_and_a_kernel_from_an_installed_entry_p
     assert node.alive()
 
 
-ROOMS = f"""
-[intelligence]
-time_scale = {SPEED}
-[[twins]]
-match = "a/room-*"
-model = "room"
-[[adapters]]
-type = "simulated"
-name = "plant-a"
-twin_prefix = "a/"
-rooms = 2
-seed = 3
-dt_s = 10.0
-speedup = {SPEED}
-[[adapters.faults]]
-kind = "stuck"
-twin = "room-1"
-field = "temp_2"
-onset_step = 40
-"""
+ROOMS = stuck_rooms_toml(SPEED)
 
 
 def peer(node: NodeProcess) -> str:

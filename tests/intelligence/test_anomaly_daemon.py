@@ -12,31 +12,11 @@ from collections.abc import Iterator
 import pytest
 
 from drsdtp.wire.v1 import api_pb2
-from tests.daemon.model_nodes import NodeProcess, drsdtp, eventually
+from tests.daemon.model_nodes import NodeProcess, drsdtp, eventually, stuck_rooms_toml
 
 SPEED = 20
 
-ROOMS = f"""
-[intelligence]
-time_scale = {SPEED}
-anomalies_per_twin = 50
-[[twins]]
-match = "a/room-*"
-model = "room"
-[[adapters]]
-type = "simulated"
-name = "plant-a"
-twin_prefix = "a/"
-rooms = 2
-seed = 3
-dt_s = 10.0
-speedup = {SPEED}
-[[adapters.faults]]
-kind = "stuck"
-twin = "room-1"
-field = "temp_2"
-onset_step = 40
-"""
+ROOMS = stuck_rooms_toml(SPEED, intelligence="anomalies_per_twin = 50")
 
 
 @pytest.fixture

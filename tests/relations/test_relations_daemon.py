@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from drsdtp.wire.v1 import api_pb2
-from tests.daemon.model_nodes import NodeProcess, drsdtp, eventually
+from tests.daemon.model_nodes import NodeProcess, drsdtp, eventually, stuck_rooms_toml
 
 SPEED = 20
 
@@ -36,26 +36,7 @@ relation = "feeds"
 target = "a/room-2"
 """
 
-ROOMS = f"""
-[intelligence]
-time_scale = {SPEED}
-[[twins]]
-match = "a/room-*"
-model = "room"
-[[adapters]]
-type = "simulated"
-name = "plant-a"
-twin_prefix = "a/"
-rooms = 2
-seed = 3
-dt_s = 10.0
-speedup = {SPEED}
-[[adapters.faults]]
-kind = "stuck"
-twin = "room-1"
-field = "temp_2"
-onset_step = 40
-{RELATIONS}"""
+ROOMS = stuck_rooms_toml(SPEED, extra=RELATIONS)
 
 
 def peer(node: NodeProcess) -> str:
