@@ -141,6 +141,15 @@ def test_metrics_past_the_cap_are_unusable() -> None:
         ("spBv1.0/plant/NDATA/press-1/dev", b"", "bad topic"),
         ("spBv1.0/plant/XDATA/press-1", EdgeNode().birth([])[1], "bad topic"),
     ],
+    # ids without the payloads: a birth carries its timestamp, and pytest-xdist's workers must collect the
+    # same test names
+    ids=[
+        "not-sparkplug",
+        "other-namespace",
+        "device-message-without-device",
+        "node-message-with-device",
+        "unknown-message-type",
+    ],
 )
 def test_bad_messages_are_refused_with_the_reason(topic: str, payload: bytes, reason: str) -> None:
     dec = SparkplugDecoder(DEFAULT_LIMITS)
