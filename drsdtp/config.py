@@ -403,6 +403,8 @@ class PostgresConfig:
     flush_interval_s: Annotated[float, Range(0.01, 3600)] = 1.0
     connect_timeout_s: Annotated[float, Range(0.1, 600)] = 10.0
     max_backoff_s: Annotated[float, Range(0.2, 3600)] = 30.0
+    # `drsdtp history` (and the API) read points older than the node's own tiers back from the database.
+    read_back: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -589,6 +589,15 @@ class HistoryStore:
                     )
         return SeriesData.from_buckets(twin, field, labels[level], Buckets.concat(parts).merged())
 
+    def oldest(self, twin: str, field: str) -> int | None:
+        """The timestamp of the oldest point any level still holds for (twin, field); None if none."""
+        self._check_open()
+        series = self._catalog.ids.get((twin, field))
+        if series is None:
+            return None
+        lo, hi = self._extent(series)
+        return lo if lo <= hi else None
+
     def _auto_level(self, series: int, start: int, end: int, max_points: int) -> int:
         top = len(self.options.tiers)
         lo, hi = self._extent(series)

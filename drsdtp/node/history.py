@@ -175,6 +175,11 @@ class HistoryService(BackgroundService):
             )
         )
 
+    async def oldest(self, twin: str, field: str) -> int | None:
+        """The timestamp of the oldest point history still holds for (twin, field), at any level."""
+        await self.flush()
+        return await self._in_worker(lambda: self.store.oldest(twin, field))
+
     async def stopped(self) -> None:
         await self.flush()
         await self._in_worker(self.store.close)

@@ -40,6 +40,7 @@ from drsdtp.intelligence.results import TwinHealth
 from drsdtp.metrics import MetricsServer, NodeMetrics
 from drsdtp.models import MODEL_FIELD, AssetModel
 from drsdtp.node.actuation import Actuation
+from drsdtp.node.archived_history import read_archived
 from drsdtp.node.deadletters import DeadLetterService
 from drsdtp.node.durable import WAL_DIR, DurableStore
 from drsdtp.node.history import HistoryService
@@ -315,6 +316,11 @@ class Node:
     ) -> SeriesData:
         if self.history is None:
             raise PreconditionError("history is not enabled on this node")
+        if self.postgres is not None and self.postgres.archive is not None:
+            return await read_archived(
+                self.history, self.postgres.archive, self.history.store.options,
+                twin, field, start_ms, end_ms, resolution, limit,
+            )  # fmt: skip
         return await self.history.query(twin, field, start_ms, end_ms, resolution, limit)
 
     def insight(self, twin_id: str, kind: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -5,8 +5,9 @@ Exported metrics (registered by :func:`add_sink_metrics`): ``drsdtp_postgres_row
 ``drsdtp_postgres_duplicate_readings_total`` (a reading delivered twice upstream, stored once),
 ``drsdtp_postgres_dropped_records_total{where}`` (``queue``: the worker fell behind; ``outbox``: past the disk
 budget or torn by a crash), ``drsdtp_postgres_connected`` 0/1, ``drsdtp_postgres_reconnects_total``,
-``drsdtp_postgres_outbox_bytes`` and ``drsdtp_postgres_backlog_journals`` (journal numbers the outbox holds
-beyond what the database holds).
+``drsdtp_postgres_outbox_bytes``, ``drsdtp_postgres_backlog_journals`` (journal numbers the outbox holds
+beyond what the database holds), and for reading history back ``drsdtp_postgres_archive_queries_total``,
+``drsdtp_postgres_archive_points_total`` and ``drsdtp_postgres_archive_failures_total``.
 """
 
 from __future__ import annotations
@@ -46,3 +47,17 @@ def add_sink_metrics(metrics: NodeMetrics, sink: PostgresSink) -> None:
         "Journal numbers in the outbox beyond what the database holds (0: caught up).",
         lambda: max(outbox.mark - st.database_journal, 0),
     )
+    if sink.archive is not None:
+        archive = sink.archive.stats
+        metrics.add_counter(
+            "drsdtp_postgres_archive_queries", "History reads sent to the database.", lambda: archive.queries
+        )
+        metrics.add_counter(
+            "drsdtp_postgres_archive_points", "History points read back from the database.",
+            lambda: archive.points,
+        )  # fmt: skip
+        metrics.add_counter(
+            "drsdtp_postgres_archive_failures",
+            "History reads the database could not answer (the node answered from its own history).",
+            lambda: archive.failures,
+        )

@@ -35,6 +35,7 @@ from drsdtp.config import PostgresConfig
 from drsdtp.errors import DecodeError
 from drsdtp.history import journal
 from drsdtp.lifecycle import BackgroundService
+from drsdtp.northbound.postgres.archive import PostgresArchive
 from drsdtp.northbound.postgres.outbox import Outbox, journal_of
 from drsdtp.northbound.postgres.schema import migrate, quote
 from drsdtp.supervisor import Backoff, Supervisor
@@ -79,6 +80,8 @@ class PostgresSink(BackgroundService):
         self._queued_bytes = 0
         self._appended = asyncio.Event()
         self._connect = connect or self._asyncpg_connect
+        # Reading older history back (its own connection, closed with the sink).
+        self.archive = PostgresArchive(config, connect) if config.read_back else None
         self.supervisor: Supervisor[Any] = Supervisor(
             "postgres", self._connection, self._drain, Backoff(initial_s=0.2, max_s=config.max_backoff_s)
         )
@@ -127,6 +130,8 @@ class PostgresSink(BackgroundService):
             group.create_task(self.supervisor.run(), name="postgres connection")
 
     async def stopped(self) -> None:
+        if self.archive is not None:
+            await self.archive.close()
         await self.flush()
         await self._in_worker(self.outbox.close)
         self._executor.shutdown(wait=True)

@@ -1,0 +1,103 @@
+"""A field's history from the node's own tiers, extended back in time from PostgreSQL.
+
+The node keeps bounded history on purpose; the database sink keeps what outgrows it. A query whose range
+starts before the oldest point the node still holds (at any level) takes that older part from the database
+(:class:`~drsdtp.northbound.postgres.archive.PostgresArchive`) at the same resolution and joins the two at the
+boundary, so callers see one series. ``auto`` picks the finest level that fits the point budget over the whole
+range, counting the database's readings too. The two parts never overlap: the database answers strictly before
+the node's oldest point (a bucket cut by that boundary is merged from both sides). When the database cannot
+answer, the node's own part is returned and the failure is logged and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import numpy as np
+
+from drsdtp.history.options import RAW, HistoryOptions
+from drsdtp.history.series import Buckets, Rows, SeriesData
+from drsdtp.northbound.postgres.archive import ArchiveUnavailable, PostgresArchive
+
+__all__ = ["read_archived"]
+
+log = logging.getLogger(__name__)
+
+
+class LocalHistory(Protocol):  # the HistoryService subset used here
+    async def query(
+        self, twin: str, field: str, start_ms: int, end_ms: int, resolution: str, max_points: int
+    ) -> SeriesData: ...
+    async def oldest(self, twin: str, field: str) -> int | None: ...
+
+
+async def read_archived(
+    local: LocalHistory,
+    archive: PostgresArchive,
+    options: HistoryOptions,
+    twin: str,
+    field: str,
+    start_ms: int,
+    end_ms: int,
+    resolution: str,
+    max_points: int,
+) -> SeriesData:
+    resolution = resolution or "auto"
+    oldest = await local.oldest(twin, field)
+    boundary = end_ms if oldest is None else min(end_ms, oldest)
+    known = resolution in ("auto", RAW) or any(t.label == resolution for t in options.tiers)
+    if start_ms >= boundary or not known:  # the node holds the whole range (or refuses the resolution)
+        return await local.query(twin, field, start_ms, end_ms, resolution, max_points)
+    try:
+        if resolution == "auto":
+            older = await archive.count(twin, field, start_ms, boundary)
+            if older == 0:
+                return await local.query(twin, field, start_ms, end_ms, resolution, max_points)
+            resolution = await _auto(local, options, twin, field, start_ms, end_ms, older, max_points)
+        if resolution == RAW:
+            old_rows = await archive.rows(twin, field, start_ms, boundary, max_points)
+            recent = await local.query(twin, field, start_ms, end_ms, RAW, max_points)
+            rows = Rows.concat([old_rows, Rows(np.zeros(len(recent), np.uint32), recent.ts, recent.value)])
+            return SeriesData.from_rows(twin, field, rows)
+        interval = _interval(options, resolution)
+        old_buckets = await archive.buckets(twin, field, start_ms, boundary, interval, max_points)
+    except ArchiveUnavailable as exc:
+        log.warning("history of %s/%s before the node's own: %s", twin, field, exc)
+        return await local.query(twin, field, start_ms, end_ms, resolution, max_points)
+    recent = await local.query(twin, field, start_ms, end_ms, resolution, max_points)
+    local_buckets = Buckets(
+        np.zeros(len(recent), np.uint32), recent.ts, recent.min, recent.max,
+        recent.value * recent.count, recent.count,
+    )  # fmt: skip
+    joined = Buckets.concat([old_buckets, local_buckets]).merged()
+    return SeriesData.from_buckets(twin, field, resolution, joined)
+
+
+async def _auto(
+    local: LocalHistory,
+    options: HistoryOptions,
+    twin: str,
+    field: str,
+    start_ms: int,
+    end_ms: int,
+    older: int,
+    max_points: int,
+) -> str:
+    """The finest level holding the whole range within ``max_points``: raw when the database's readings
+    plus the node's raw ones fit, else the first tier whose bucket count fits (else the coarsest)."""
+    if older < max_points:
+        recent = await local.query(twin, field, start_ms, end_ms, RAW, max_points)
+        if older + len(recent) <= max_points:
+            return RAW
+    for tier in options.tiers:
+        if (end_ms - start_ms) // tier.interval_ms + 1 <= max_points:
+            return tier.label
+    return options.tiers[-1].label if options.tiers else RAW
+
+
+def _interval(options: HistoryOptions, label: str) -> int:
+    for tier in options.tiers:
+        if tier.label == label:
+            return tier.interval_ms
+    raise AssertionError(label)  # read_archived only gets here with a known label
