@@ -89,9 +89,10 @@ test-firmware: setup ## build the sensor firmware within its budgets, its host t
 test: lint test-rust tla test-firmware test-python ## everything CI runs
 check: test ## same as test
 
-bench: setup ## benchmarks against the peers (not tests): Rust crates, pycrdt, ingest, intelligence
-	cd crdt_core/benches/peers && cargo run -q --release
-	$(PY) benches/bench_core.py
+# BENCH_ARGS: e.g. --tiny (smallest sizes, no Rust peers) or --only bench_replication (benches/run_all.py -h).
+BENCH_ARGS ?=
+bench: setup ## benchmarks vs their peers: the issue-13 table, also as JSON in benches/results/latest.json
+	$(PY) benches/run_all.py $(BENCH_ARGS)
 
 fmt: setup ## format Rust and Python
 	cargo fmt --all

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pycrdt
+from bench_report import Goal, Row, emit
 
 from drsdtp.core import Store
 
@@ -153,6 +154,17 @@ def main() -> None:
     print(f"    drsdtp  {ob:>9,} B ({oz:,} B zlib) {ot * 1e3:8.2f} ms")
     print(f"    pycrdt  {pb:>9,} B ({pz:,} B zlib) {pt * 1e3:8.2f} ms")
     print(f"    pycrdt/drsdtp: {pb / ob:.1f}x the bytes, {pt / ot:.1f}x the time (target <= 16 KB)")
+    emit(
+        "bench_core",
+        [
+            Row.of("Python new fields vs pycrdt", ours_a, "writes/s", Goal(">=", 10, "ratio"),
+                   baseline=theirs_a, baseline_name="pycrdt"),
+            Row.of("Python batched writes vs pycrdt", ours_b, "writes/s", Goal(">=", 50, "ratio"),
+                   baseline=theirs_b, baseline_name="pycrdt"),
+            Row.of("Python catch-up bytes after 50 ticks", ob, "B", Goal("<=", 16_384),
+                   baseline=pb, baseline_name="pycrdt"),
+        ],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -31,8 +31,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import bench_report
 import grpc
 import numpy as np
+from bench_report import Goal, Row
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
@@ -537,6 +539,15 @@ def report(
         f"{heal['converge_s']} s (slowest {slowest} s; goal <= 2 s: {verdict(heal['converge_s'] <= 2)}); "
         f"{heal['wire_bytes']:,} bytes on the wire, {heal['catchup_payload_bytes']:,} of them catch-up state"
     )
+    bench_report.emit(
+        "bench_replication",
+        [
+            Row.of("replication throughput node to node", tp["updates_per_s"], "updates/s", Goal(">=", 5e6),
+                   baseline=base["readings_per_s"], baseline_name="protobuf/reading"),
+            Row.of("replication latency p99, 3 replicators, no WAL", lat["b_p99_ms"], "ms", Goal("<=", 2)),
+            Row.of("partition heal, 100k divergent updates", heal["converge_s"], "s", Goal("<=", 2)),
+        ],
+    )  # fmt: skip
 
 
 def main() -> None:
