@@ -5,9 +5,10 @@ A bench builds :class:`Row` objects and calls :func:`emit` once at the end::
     emit("bench_x", [Row.of("replication throughput", 4.1e6, "updates/s", Goal(">=", 5e6),
                             baseline=1.2e6, baseline_name="protobuf per reading")])
 
-:func:`emit` prints the rows and, when ``$DRSDTP_BENCH_JSON`` names a file (``run_all.py`` sets it), appends
-one JSON line ``{"bench": ..., "rows": [{"measure", "value", "unit", "baseline", "ratio", "goal", "met"},
-...]}`` to it. The Rust peers bench writes the same line (``crdt_core/benches/peers``).
+:func:`emit` prints the rows and, when ``$BENCH_JSON_OUT`` names a file (``run_all.py`` sets it; not a
+``DRSDTP_`` name: nodes a bench starts read those as config overrides), appends one JSON line
+``{"bench": ..., "rows": [{"measure", "value", "unit", "baseline", "baseline_name", "ratio", "goal",
+"met"}, ...]}`` to it. The Rust peers bench writes the same line (``crdt_core/benches/peers``).
 
 A goal is on the value itself or on the ratio to a baseline measured in the same run (the machine's load
 moves rates by 30-50 % between runs; ratios much less).
@@ -22,7 +23,7 @@ import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
-ENV = "DRSDTP_BENCH_JSON"
+ENV = "BENCH_JSON_OUT"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +109,7 @@ def table(rows: Sequence[Row]) -> str:
 
 
 def emit(bench: str, rows: Sequence[Row]) -> None:
-    """Print the rows; append them as one JSON line to ``$DRSDTP_BENCH_JSON`` when it is set."""
+    """Print the rows; append them as one JSON line to ``$BENCH_JSON_OUT`` when it is set."""
     print(f"\n{bench}: results\n{table(rows)}", flush=True)
     path = os.environ.get(ENV)
     if path:
@@ -117,7 +118,7 @@ def emit(bench: str, rows: Sequence[Row]) -> None:
 
 
 def load(path: str) -> list[dict[str, Any]]:
-    """The bench records in a ``$DRSDTP_BENCH_JSON`` file, each checked for the shape :func:`emit` writes."""
+    """The bench records in a ``$BENCH_JSON_OUT`` file, each checked for the shape :func:`emit` writes."""
     records: list[dict[str, Any]] = []
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):

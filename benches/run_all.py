@@ -5,7 +5,7 @@
     .venv/bin/python benches/run_all.py --only bench_replication.py --only peers
 
 Each bench runs as its own process exactly as the README states (``.venv/bin/python benches/X.py``, or
-``cargo run --release`` for the Rust peers), with ``$DRSDTP_BENCH_JSON`` naming a file it appends its rows
+``cargo run --release`` for the Rust peers), with ``$BENCH_JSON_OUT`` naming a file it appends its rows
 to (``benches/bench_report.py``). The table lists every goal of issue 13 with the figure the issue started
 from, what this run measured, the baseline measured in the same run and the ratio; a goal no bench
 reported is shown as not measured, never as met. A bench that fails is reported (its output's tail) and
@@ -78,7 +78,7 @@ ISSUE13: list[tuple[str, str, str]] = [
 
 def run_bench(bench: Bench, tiny: bool, sink: Path) -> dict[str, Any]:
     command = bench.command + (bench.tiny or []) if tiny else bench.command
-    env = {**os.environ, "DRSDTP_BENCH_JSON": str(sink)}
+    env = {**os.environ, "BENCH_JSON_OUT": str(sink)}
     env.pop("PYTHONPATH", None)  # the benches import the package `make setup` installed, as a user's would
     print(f"\n=== {bench.name}: {' '.join(command)}", flush=True)
     start = time.monotonic()
