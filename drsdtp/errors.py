@@ -18,6 +18,7 @@ __all__ = [
     "InvalidValueError",
     "LimitError",
     "MissingSnapshotError",
+    "NotReadyError",
     "PreconditionError",
     "ReplicationTimeoutError",
     "StorageError",
@@ -60,6 +61,10 @@ class UnknownTwinError(DrsdtpError, KeyError):
 
 class PreconditionError(DrsdtpError):
     """The node is not in the state a request needs (a feature off, a condition on the twin's version)."""
+
+
+class NotReadyError(DrsdtpError):
+    """The node cannot answer this yet (e.g. before its first intelligence pass): retry shortly."""
 
 
 class ReplicationTimeoutError(DrsdtpError, TimeoutError):

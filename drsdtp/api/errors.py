@@ -18,6 +18,7 @@ from drsdtp.errors import (
     DrsdtpError,
     LimitError,
     MissingSnapshotError,
+    NotReadyError,
     PreconditionError,
     StorageError,
     UnknownTwinError,
@@ -39,13 +40,16 @@ def naming(exc: E, field: str, **details: str) -> E:
 
 def status_for(exc: DrsdtpError) -> grpc.StatusCode:
     """NOT_FOUND for a missing twin or snapshot; FAILED_PRECONDITION for a state the request needs and does
-    not find (a condition, a feature off, a damaged snapshot or a failed disk); DEADLINE_EXCEEDED for a wait
+    not find (a condition, a feature off, a damaged snapshot or a failed disk); UNAVAILABLE (retryable) for
+    what the node cannot answer yet (no intelligence pass so far); DEADLINE_EXCEEDED for a wait
     that ran out (the write stays applied); RESOURCE_EXHAUSTED over a bound; INVALID_ARGUMENT for the rest
     (bad values, types, names)."""
     if isinstance(exc, UnknownTwinError | MissingSnapshotError):
         return grpc.StatusCode.NOT_FOUND
     if isinstance(exc, PreconditionError | StorageError):
         return grpc.StatusCode.FAILED_PRECONDITION
+    if isinstance(exc, NotReadyError):
+        return grpc.StatusCode.UNAVAILABLE
     if isinstance(exc, TimeoutError):
         return grpc.StatusCode.DEADLINE_EXCEEDED
     if isinstance(exc, LimitError) and getattr(exc, "exhausted", False):

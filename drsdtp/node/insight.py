@@ -35,7 +35,14 @@ import numpy as np
 
 from drsdtp.adapters.base import ReadingBatch
 from drsdtp.config import NodeConfig
-from drsdtp.errors import ConfigError, DrsdtpError, InvalidValueError, StorageError, UnknownTwinError
+from drsdtp.errors import (
+    ConfigError,
+    DrsdtpError,
+    InvalidValueError,
+    NotReadyError,
+    StorageError,
+    UnknownTwinError,
+)
 from drsdtp.intelligence.anomalies import AnomalyJournal
 from drsdtp.intelligence.engine import TwinIntelligence
 from drsdtp.intelligence.health import STATUS_CODES
@@ -294,7 +301,7 @@ class InsightService(BackgroundService):
         """Health of ``twins`` (every modelled twin when empty; of ``model`` only when set) from the last
         pass: no forecast is computed (the fast path for rules and dashboards)."""
         if self.passes == 0:
-            raise DrsdtpError("no intelligence pass has run yet; try again in a few seconds")
+            raise NotReadyError("no intelligence pass has run yet; try again in a few seconds")
         if model and model not in self.catalog:
             raise InvalidValueError(f"health: {self.catalog.unknown(model)}")
         names = list(twins) if twins else sorted(self.engine.twins)
@@ -345,7 +352,7 @@ class InsightService(BackgroundService):
         if kind == "model":
             return self._model_doc(twin, model)
         if self.passes == 0:
-            raise DrsdtpError("no intelligence pass has run yet; try again in a few seconds")
+            raise NotReadyError("no intelligence pass has run yet; try again in a few seconds")
         eng = self.engine
         if kind == "health":
             doc = eng.health(twin).to_dict()

@@ -144,3 +144,12 @@ def test_curl_reads_what_the_readme_shows(node: HttpNode) -> None:
         timeout=30,
     ).stdout
     assert [t["twinId"] for t in json.loads(out)["twins"]] == ["room-rw"]
+
+
+async def test_health_before_the_first_intelligence_pass_is_unavailable(node: HttpNode) -> None:
+    # This node ingests nothing, so no intelligence pass runs: a state to retry, not a bad request.
+    status, body = node.request("POST", "/api/v2/Health", {})
+    assert status == 503, body
+    assert body["code"] == "UNAVAILABLE" and "no intelligence pass" in body["message"]
+    error = await grpc_error(node, "Health", api_pb2.HealthRequest())
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
