@@ -285,10 +285,11 @@ class _NodeCollector:
         yield GaugeMetricFamily(
             "drsdtp_clock_offset_known", "1 when the NTP offset is known.", value=int(known)
         )
+        # Declared even while unknown (no sample then), so dashboards querying it find the series.
+        family = GaugeMetricFamily("drsdtp_clock_offset_seconds", "NTP server time minus local time.")
         if offset is not None and offset.offset_s is not None:
-            yield GaugeMetricFamily(
-                "drsdtp_clock_offset_seconds", "NTP server time minus local time.", value=offset.offset_s
-            )
+            family.add_metric([], offset.offset_s)
+        yield family
 
     def _store(self) -> Iterator[Metric]:
         if self.m._store is None:
