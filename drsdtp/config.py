@@ -405,6 +405,8 @@ class PostgresConfig:
     max_backoff_s: Annotated[float, Range(0.2, 3600)] = 30.0
     # `drsdtp history` (and the API) read points older than the node's own tiers back from the database.
     read_back: bool = True
+    # Anomalies, alarm and command transitions to `drsdtp_events` (drsdtp.northbound.postgres.events).
+    events: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,7 @@ from drsdtp.node.intake import Intake
 from drsdtp.node.peer_readings import PeerReadings
 from drsdtp.node.recovery import accept, register_metrics
 from drsdtp.node.snapshots import SnapshotService
-from drsdtp.northbound.postgres import PostgresSink, add_sink_metrics
+from drsdtp.northbound.postgres import EventSink, PostgresSink, add_event_metrics, add_sink_metrics
 from drsdtp.northbound.sparkplug import SparkplugPublisher, add_publisher_metrics
 from drsdtp.recovery import QuarantineEntry, RecoveryLedger
 from drsdtp.relations.service import RelationService
@@ -272,6 +272,16 @@ class Node:
         self.actuation = Actuation(self)
         # Rules, alarms and notifications (drsdtp.rules, drsdtp.alarms, drsdtp.notify).
         self.alerting = Alerting(self)
+        self.postgres_events: EventSink | None = None
+        if self.postgres is not None and self.postgres.config.events:
+            self.postgres_events = EventSink(
+                self.postgres.config,
+                config.node_id,
+                self.intelligence.anomalies,
+                alarms=lambda: self.alerting.alarm_book.list(limit=1 << 62),
+                commands=lambda: self.actuation.book.list(limit=1 << 62),
+            )
+            add_event_metrics(self.metrics, self.postgres_events)
         self._stack: contextlib.AsyncExitStack | None = None
 
     # ----- the NodeApi of the API (drsdtp.api.node) -------------------------------------------------
@@ -455,6 +465,7 @@ class Node:
             *([self.clock_hook] if self.clock_hook is not None else []),
             *([self.history] if self.history is not None else []),
             *([self.postgres] if self.postgres is not None else []),
+            *([self.postgres_events] if self.postgres_events is not None else []),
             self.intelligence,
             self.replicator,
             self.relation_service,

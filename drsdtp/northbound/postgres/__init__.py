@@ -7,15 +7,36 @@ Exported metrics (registered by :func:`add_sink_metrics`): ``drsdtp_postgres_row
 budget or torn by a crash), ``drsdtp_postgres_connected`` 0/1, ``drsdtp_postgres_reconnects_total``,
 ``drsdtp_postgres_outbox_bytes``, ``drsdtp_postgres_backlog_journals`` (journal numbers the outbox holds
 beyond what the database holds), and for reading history back ``drsdtp_postgres_archive_queries_total``,
-``drsdtp_postgres_archive_points_total`` and ``drsdtp_postgres_archive_failures_total``.
+``drsdtp_postgres_archive_points_total`` and ``drsdtp_postgres_archive_failures_total``; for events
+(:mod:`~drsdtp.northbound.postgres.events`) ``drsdtp_postgres_events_total``,
+``drsdtp_postgres_duplicate_events_total`` and ``drsdtp_postgres_events_connected``.
 """
 
 from __future__ import annotations
 
 from drsdtp.metrics import NodeMetrics
+from drsdtp.northbound.postgres.events import EventSink
 from drsdtp.northbound.postgres.sink import PostgresSink, SinkStats
 
-__all__ = ["PostgresSink", "SinkStats", "add_sink_metrics"]
+__all__ = ["EventSink", "PostgresSink", "SinkStats", "add_event_metrics", "add_sink_metrics"]
+
+
+def add_event_metrics(metrics: NodeMetrics, sink: EventSink) -> None:
+    st, sup = sink.stats, sink.supervisor.stats
+    metrics.add_counter(
+        "drsdtp_postgres_events", "Anomalies, alarm and command transitions the database committed.",
+        lambda: st.rows,
+    )  # fmt: skip
+    metrics.add_counter(
+        "drsdtp_postgres_duplicate_events",
+        "Events the database held already (written by another node that holds the record, or a replay).",
+        lambda: st.duplicates,
+    )
+    metrics.add_gauge(
+        "drsdtp_postgres_events_connected",
+        "1 while the events connection is up.",
+        lambda: float(sup.connected),
+    )
 
 
 def add_sink_metrics(metrics: NodeMetrics, sink: PostgresSink) -> None:

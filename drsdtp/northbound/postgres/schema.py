@@ -6,7 +6,8 @@ the last batch the database holds: it is updated in the same transaction as the 
 makes a replay after a crash insert nothing twice. A reading that reached the node twice (a broker redelivers
 what was applied but not yet acknowledged when the node died) has two batches; the unique index on
 (twin, field, ts, value), the identity history keeps too, stores it once. With the TimescaleDB extension
-available, readings become a hypertable on ``ts``.
+available, readings become a hypertable on ``ts``. Version 2 adds the events (anomalies, alarm and command
+transitions: :mod:`~drsdtp.northbound.postgres.events`) and the node's position in its anomaly log.
 """
 
 from __future__ import annotations
@@ -28,6 +29,22 @@ _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             " ON {s}.drsdtp_readings (twin, field, ts, value)",
             "CREATE TABLE IF NOT EXISTS {s}.drsdtp_sink_progress ("
             " node text PRIMARY KEY, journal bigint NOT NULL, updated timestamptz NOT NULL DEFAULT now())",
+        ),
+    ),
+    (
+        2,
+        (
+            # Anomalies, alarm and command transitions (drsdtp.northbound.postgres.events); an event's
+            # identity is (kind, key, version): replicated records written by every node are stored once.
+            "CREATE TABLE IF NOT EXISTS {s}.drsdtp_events ("
+            " node text NOT NULL, kind text NOT NULL, key text NOT NULL, version text NOT NULL,"
+            " ts timestamptz NOT NULL, twin text NOT NULL, body jsonb NOT NULL)",
+            "CREATE UNIQUE INDEX IF NOT EXISTS drsdtp_events_identity"
+            " ON {s}.drsdtp_events (kind, key, version)",
+            "CREATE INDEX IF NOT EXISTS drsdtp_events_twin_ts ON {s}.drsdtp_events (twin, ts)",
+            "CREATE TABLE IF NOT EXISTS {s}.drsdtp_event_progress ("
+            " node text PRIMARY KEY, anomaly_seq bigint NOT NULL,"
+            " updated timestamptz NOT NULL DEFAULT now())",
         ),
     ),
 )
