@@ -12,7 +12,9 @@ Settings::
     max_metrics = 100000              # metrics in a birth (more are left out, counted)
 
 Each numeric field (float, integer, boolean) of a published twin is a metric named ``<twin>/<field>`` with an
-alias; quality fields (``<field>.q``) and internal ones are left out. The session:
+alias; internal fields are left out. A field's health quality (its ``<field>.q``, in [0, 1]) rides on its
+metric as properties, as SCADA hosts read them: ``Quality`` (Int32: 192 good, 0 bad, below
+:data:`GOOD_QUALITY`) and ``drsdtp/quality`` (the score itself); a change of either is data too. The session:
 
 * the MQTT will is the NDEATH with this session's ``bdSeq`` (counted up per connection and kept on disk,
   so a host can tell a late death certificate of an earlier session);
@@ -52,6 +54,11 @@ __all__ = ["PublisherStats", "SparkplugPublisher", "add_publisher_metrics"]
 
 log = logging.getLogger(__name__)
 _REBIRTH = "Node Control/Rebirth"
+GOOD_QUALITY = 0.5  # the executor's default interlock threshold (actuators' min_quality)
+_GOOD, _BAD = 192, 0  # Sparkplug/OPC-style quality codes
+
+Number = float | int | bool
+Sample = tuple[Number, float | None]  # a value and its health quality (None: the field has none)
 _FEED_BATCH = 10_000
 
 
@@ -77,7 +84,7 @@ class SparkplugPublisher(BackgroundService):
         self._bd_seq = self._load_bd_seq()
         self._seq = 0
         self._aliases: dict[tuple[str, str], int] = {}
-        self._last: dict[tuple[str, str], float | int | bool] = {}
+        self._last: dict[tuple[str, str], Sample] = {}
         self._rebirth = False
         self.supervisor: Supervisor[Any] = Supervisor(
             "sparkplug", self._client, self._session, Backoff(initial_s=0.2, max_s=config.max_backoff_s)
@@ -162,12 +169,16 @@ class SparkplugPublisher(BackgroundService):
             return False
         return any(fnmatch.fnmatchcase(twin, g) for g in self.config.twins)
 
-    def _numeric(self, twin: str) -> list[tuple[str, float | int | bool]]:
-        return [
-            (f, v)
-            for f, v in self.store.fields(twin).items()
-            if isinstance(v, float | int) and not f.startswith("_") and not f.endswith(".q")
-        ]
+    def _numeric(self, twin: str) -> list[tuple[str, Number, float | None]]:
+        fields = self.store.fields(twin)
+        out: list[tuple[str, Number, float | None]] = []
+        for f, v in fields.items():
+            if isinstance(v, float | int) and not f.startswith("_") and not f.endswith(".q"):
+                q = fields.get(f + ".q")
+                out.append(
+                    (f, v, float(q) if isinstance(q, float | int) and not isinstance(q, bool) else None)
+                )
+        return out
 
     async def _birth(self, client: aiomqtt.Client) -> None:
         self._rebirth = False
@@ -176,14 +187,14 @@ class SparkplugPublisher(BackgroundService):
         msg = self._message(seq=0)
         msg.metrics.add(name="bdSeq", datatype=spb.Int64, long_value=self._bd_seq)
         for twin in sorted(t for t in self.store.twins() if self._published(t)):
-            for field, value in self._numeric(twin):
+            for field, value, quality in self._numeric(twin):
                 if len(self._aliases) >= self.config.max_metrics:
                     self.stats.metrics_left_out += 1
                     continue
                 alias = len(self._aliases) + 1
                 self._aliases[(twin, field)] = alias
-                self._last[(twin, field)] = value
-                _set_value(msg.metrics.add(name=f"{twin}/{field}", alias=alias), value, birth=True)
+                self._last[(twin, field)] = (value, quality)
+                _set_value(msg.metrics.add(name=f"{twin}/{field}", alias=alias), value, quality, birth=True)
         self._seq = 1
         await client.publish(self.topic("NBIRTH"), msg.SerializeToString(), qos=0)
         self.stats.births += 1
@@ -198,7 +209,7 @@ class SparkplugPublisher(BackgroundService):
     async def _data(self, client: aiomqtt.Client, twins: set[str]) -> None:
         msg = self._message(seq=self._seq)
         for twin in sorted(t for t in twins if self._published(t)):
-            for field, value in self._numeric(twin):
+            for field, value, quality in self._numeric(twin):
                 key = (twin, field)
                 alias = self._aliases.get(key)
                 if alias is None:
@@ -207,13 +218,13 @@ class SparkplugPublisher(BackgroundService):
                         return
                     continue
                 old = self._last.get(key)
-                if type(old) is not type(value):
+                if old is None or type(old[0]) is not type(value):
                     await self._birth(client)  # its datatype changed: only a birth may say so
                     return
-                if old == value:
+                if old == (value, quality):
                     continue
-                self._last[key] = value
-                _set_value(msg.metrics.add(alias=alias), value, birth=False)
+                self._last[key] = (value, quality)
+                _set_value(msg.metrics.add(alias=alias), value, quality, birth=False)
         if not msg.metrics:
             return
         self._seq = (self._seq + 1) % 256
@@ -243,7 +254,7 @@ class SparkplugPublisher(BackgroundService):
             log.warning("sparkplug: cannot keep bdSeq in %s: %s", self._bd_path, exc)
 
 
-def _set_value(metric: spb.Payload.Metric, value: float | int | bool, *, birth: bool) -> None:
+def _set_value(metric: spb.Payload.Metric, value: Number, quality: float | None, *, birth: bool) -> None:
     if isinstance(value, bool):
         datatype, metric.boolean_value = spb.Boolean, value
     elif isinstance(value, int):
@@ -252,6 +263,11 @@ def _set_value(metric: spb.Payload.Metric, value: float | int | bool, *, birth: 
         datatype, metric.double_value = spb.Double, value
     if birth:
         metric.datatype = datatype
+    if quality is not None:
+        props = metric.properties
+        props.keys.extend(["Quality", "drsdtp/quality"])
+        props.values.add(type=spb.Int32, int_value=_GOOD if quality >= GOOD_QUALITY else _BAD)
+        props.values.add(type=spb.Double, double_value=quality)
 
 
 def _read(path: Path | None) -> str | None:

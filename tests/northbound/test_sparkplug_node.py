@@ -33,6 +33,12 @@ def values(birth: spb.Payload) -> dict[str, float]:
     return {m.name: m.double_value for m in birth.metrics if m.name != "bdSeq"}
 
 
+def quality(metric: spb.Payload.Metric) -> tuple[int, float]:
+    """The metric's ``Quality`` code and ``drsdtp/quality`` score properties."""
+    props = dict(zip(metric.properties.keys, metric.properties.values, strict=True))
+    return props["Quality"].int_value, props["drsdtp/quality"].double_value
+
+
 def bd_seq(message: spb.Payload) -> int:
     return next(int(m.long_value) for m in message.metrics if m.name == "bdSeq")
 
@@ -67,11 +73,17 @@ async def test_twins_are_born_updated_reborn_and_die_as_a_sparkplug_edge_node(tm
                 data = await next_message(messages, "NDATA")
                 assert [(m.alias, m.double_value, m.name) for m in data.metrics] == [(metric.alias, 22.5, "")]
                 assert data.seq == 1
+                # A health quality below the interlock threshold rides on the metric as a bad Quality.
+                await asyncio.to_thread(publish, broker, [("site/room-1/temp.q", "0.2")], "pub-sp")
+                flagged = await next_message(messages, "NDATA")
+                assert [(m.alias, m.double_value) for m in flagged.metrics] == [(metric.alias, 22.5)]
+                assert quality(flagged.metrics[0]) == (0, 0.2)
                 request = spb.Payload(timestamp=int(time.time() * 1000))
                 request.metrics.add(name="Node Control/Rebirth", datatype=spb.Boolean, boolean_value=True)
                 await host.publish("spBv1.0/plant/NCMD/edge-7", request.SerializeToString())
                 again = await next_message(messages, "NBIRTH")
                 assert values(again) == {"room-1/temp": 22.5}
+                assert [quality(m) for m in again.metrics if m.name == "room-1/temp"] == [(0, 0.2)]
                 node.send_signal(signal.SIGKILL)
                 node.wait(10)
                 death = await next_message(messages, "NDEATH")
