@@ -26,6 +26,7 @@ export PATH="$(dirname "$py"):$PATH"  # protoc-gen-mypy lives next to the interp
 PROTOC="$root/tools/protoc" DRSDTP_PYTHON="$py" CARGO_TARGET_DIR="$root/target" \
   cargo run --quiet --manifest-path tools/protogen/Cargo.toml
 rm -f drsdtp/wire/v1/*_pb2*.py drsdtp/wire/v1/*_pb2*.pyi drsdtp/wire/sparkplug/*_pb2*.py drsdtp/wire/sparkplug/*_pb2*.pyi
+rm -f drsdtp/wire/kubeedge/dmi/v1beta1/*_pb2*.py drsdtp/wire/kubeedge/dmi/v1beta1/*_pb2*.pyi
 mapfile -t protos < <(cd proto && find drsdtp -name '*.proto' | sort)
 grpc_services=()
 for p in "${protos[@]}"; do grep -q '^service ' "proto/$p" && grpc_services+=("$p"); done
@@ -33,6 +34,12 @@ for p in "${protos[@]}"; do grep -q '^service ' "proto/$p" && grpc_services+=("$
 if ((${#grpc_services[@]})); then
   (cd proto && "$py" -m grpc_tools.protoc -I . --grpc_python_out=.. --mypy_grpc_out=.. "${grpc_services[@]}")
 fi
-for d in drsdtp/wire drsdtp/wire/v1 drsdtp/wire/sparkplug; do
+# KubeEdge's DMI contract (proto/kubeedge/, vendored unmodified, see its ORIGIN.md) keeps its own path on disk;
+# protoc's VIRTUAL=DISK include maps it into our package, so the modules import as drsdtp.wire.kubeedge...
+# while the wire names (package v1beta1: /v1beta1.DeviceManagerService/...) stay KubeEdge's.
+dmi=drsdtp/wire/kubeedge/dmi/v1beta1
+(cd proto && "$py" -m grpc_tools.protoc "-I$dmi=kubeedge/dmi/v1beta1" --python_out=.. --mypy_out=.. \
+  --grpc_python_out=.. --mypy_grpc_out=.. "$dmi/api.proto")
+for d in drsdtp/wire drsdtp/wire/v1 drsdtp/wire/sparkplug drsdtp/wire/kubeedge drsdtp/wire/kubeedge/dmi "$dmi"; do
   [ -f "$d/__init__.py" ] || echo '"""Generated from proto/ by tools/gen_proto.sh (`make proto`); never edit by hand."""' > "$d/__init__.py"
 done
