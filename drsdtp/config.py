@@ -57,6 +57,7 @@ __all__ = [
     "DownsampleTier",
     "HistoryConfig",
     "IntelligenceSettings",
+    "KubeEdgeConfig",
     "LimitsConfig",
     "ListenConfig",
     "NodeConfig",
@@ -427,6 +428,27 @@ class SparkplugConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class KubeEdgeConfig:
+    """``[kubeedge]``: serve KubeEdge's device twins as a DMI device mapper (drsdtp.kubeedge.mapper)."""
+
+    # edgecore's DMI socket (its default); the mapper registers there and reports twins and states.
+    edgecore_socket: Path = Path("/etc/kubeedge/dmi.sock")
+    # Where this mapper serves DeviceMapperService for edgecore (default: data_dir/kubeedge/drsdtp.sock).
+    socket: Path | None = None
+    name: Annotated[str, Name()] = "drsdtp"
+    # The Devices' spec.protocol.protocolName this mapper serves (`drsdtp kubeedge` writes "drsdtp").
+    protocol: Annotated[str, Name()] = "drsdtp"
+    # A device's report cycle when its properties give none (reportCycle 0), and the floor of any: every
+    # report is a write to the cloud's API server, which does not take high rates.
+    report_interval_s: Annotated[float, Range(0.01, 86_400)] = 10.0
+    min_report_interval_s: Annotated[float, Range(0.01, 86_400)] = 1.0
+    # edgecore refuses DMI calls beyond 1/s (burst 100): the mapper paces its reports to this.
+    reports_per_s: Annotated[float, Range(0.01, 100_000)] = 1.0
+    max_devices: Annotated[int, Range(1, 1_000_000)] = 10_000
+    max_backoff_s: Annotated[float, Range(0.2, 3600)] = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class TwinRule:
     """Twins whose id matches the glob get this model and scope when the node first creates them."""
 
@@ -506,6 +528,7 @@ class NodeConfig:
     history: HistoryConfig = HistoryConfig()
     postgres: PostgresConfig | None = None
     sparkplug: SparkplugConfig | None = None
+    kubeedge: KubeEdgeConfig | None = None
     deadletters: DeadLetterConfig = DeadLetterConfig()
     # Raw plugin tables: drsdtp.adapters.build_adapter(raw, key_prefix=f"adapters[{i}]") validates the rest.
     adapters: tuple[PluginTable, ...] = ()

@@ -37,6 +37,7 @@ from drsdtp.history.series import SeriesData
 from drsdtp.ingest.deadletters import DeadLetterOptions, DeadLetterStore
 from drsdtp.intelligence.anomalies import AnomalyJournal
 from drsdtp.intelligence.results import TwinHealth
+from drsdtp.kubeedge.mapper import KubeEdgeMapper, TwinAccess, add_mapper_metrics
 from drsdtp.metrics import MetricsServer, NodeMetrics
 from drsdtp.models import MODEL_FIELD, AssetModel
 from drsdtp.node.actuation import Actuation
@@ -218,6 +219,13 @@ class Node:
                 config.sparkplug, config.node_id, self._store, self._feed, config.data_dir
             )
             add_publisher_metrics(self.metrics, self.sparkplug)
+        self.kubeedge: KubeEdgeMapper | None = None
+        if config.kubeedge is not None:
+            # A KubeEdge mapper (DMI): reads and writes twins through the API's own GetTwin and Write.
+            methods = self.api.methods
+            twins = TwinAccess(methods["GetTwin"], methods["Write"])
+            self.kubeedge = KubeEdgeMapper(config.kubeedge, config.data_dir, twins)
+            add_mapper_metrics(self.metrics, self.kubeedge)
         self.replicator = Replicator(
             self._store,
             config.node_id,
@@ -472,6 +480,7 @@ class Node:
             self.api,
             *([self.api_http] if self.api_http is not None else []),
             *([self.sparkplug] if self.sparkplug is not None else []),
+            *([self.kubeedge] if self.kubeedge is not None else []),
             self.metrics_server,
             *self.alerting.services(),
             self.dead_letters,
