@@ -4,6 +4,10 @@
 #                                      wherever Rust >= the workspace's rust-version is present, e.g. a Raspberry
 #                                      Pi), the SDK's pure-Python wheel when clients/python/ packages it, and
 #                                      SHA256SUMS over all of them.
+#   tools/release.sh manifests OUT [--image NAME] [--digest sha256:HEX | --oci DIR]
+#                                      the KubeEdge manifests with the node's image by NAME (default
+#                                      $DRSDTP_IMAGE, else the placeholder), pinned by digest once the image is
+#                                      built (--oci reads it from the image's OCI layout), else NAME:VERSION.
 #   tools/release.sh wheelhouse DIR    the wheels of the node's runtime dependencies (pins from
 #                                      requirements.lock) and of maturin, so fresh venvs install offline.
 # The version has one home: [workspace.package] version in Cargo.toml.
@@ -30,6 +34,11 @@ for spec in names:
     print(f"{name}{match[2] or ''}=={pins[name]}")
 EOF
 }
+
+if [[ ${1:-} == manifests ]]; then
+  shift
+  exec "$PY" -m drsdtp.kubeedge.manifests "$@"
+fi
 
 if [[ ${1:-} == wheelhouse ]]; then
   dir=${2:?usage: tools/release.sh wheelhouse DIR}
