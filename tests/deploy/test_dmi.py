@@ -24,8 +24,10 @@ import yaml
 from google.protobuf import wrappers_pb2
 
 from drsdtp.client import AsyncClient
-from drsdtp.errors import InvalidValueError
+from drsdtp.config import KubeEdgeConfig
+from drsdtp.errors import ConfigError, InvalidValueError
 from drsdtp.kubeedge.devices import DeviceBook, parse_device, parse_model
+from drsdtp.kubeedge.mapper import KubeEdgeMapper, TwinAccess
 from drsdtp.kubeedge.values import desired_value, property_of
 from drsdtp.wire.kubeedge.dmi.v1beta1 import api_pb2 as dmi
 from drsdtp.wire.v1 import api_pb2
@@ -129,6 +131,17 @@ def test_the_book_is_bounded() -> None:
     key, types = parse_model(model)
     book.put_model(key, types)
     assert book.property_type(parse_device(_device(), "drsdtp"), "heater") == "DOUBLE"
+
+
+def test_a_socket_path_too_long_for_unix_is_named(tmp_path: Path) -> None:
+    config = KubeEdgeConfig(socket=tmp_path / ("s" * 120))
+    with pytest.raises(ConfigError) as info:
+        KubeEdgeMapper(config, tmp_path, TwinAccess(_no_call, _no_call))
+    assert info.value.key == "kubeedge.socket"
+
+
+async def _no_call(request: Any) -> Any:
+    raise AssertionError("not called")
 
 
 # --- a real node and the edgecore stand-in ------------------------------------------------------------------
