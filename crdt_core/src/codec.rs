@@ -381,7 +381,12 @@ impl Store {
     /// `max_bytes` each, writer table included; a twin too big for one message is split (see `split_twin`),
     /// and only a single unit larger than the budget makes a message exceed it. Every message carries the
     /// writer table of the whole transfer.
-    fn encode_twins(&self, tids: &[u32], since: Option<&HashMap<String, Context>>, max_bytes: usize) -> Vec<Vec<u8>> {
+    pub(crate) fn encode_twins(
+        &self,
+        tids: &[u32],
+        since: Option<&HashMap<String, Context>>,
+        max_bytes: usize,
+    ) -> Vec<Vec<u8>> {
         let empty = Context::new();
         let selected: Vec<(u32, &Twin, Option<&Context>)> = tids
             .iter()

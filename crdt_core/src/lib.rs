@@ -34,6 +34,7 @@ pub mod orset;
 #[allow(missing_docs, clippy::all)]
 #[rustfmt::skip]
 pub mod pb;
+pub mod snapshot;
 pub mod store;
 pub mod value;
 pub mod wal;

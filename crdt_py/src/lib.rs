@@ -443,17 +443,15 @@ impl Wal {
     }
 
     /// Commits, then writes the store's full state as a snapshot (after `begin_snapshot` if none was begun),
-    /// verifies it and truncates the log. Returns the sequence number up to which records are durable, as
+    /// streamed to disk a chunk at a time, verifies it (read back a chunk at a time) and truncates the log. Returns the sequence number up to which records are durable, as
     /// `commit` does. A snapshot that fails to write or verify is counted (`stats()["failed_snapshots"]`,
     /// `last_snapshot_error`) and leaves the older ones in place; `StorageError` only when the log failed.
     fn snapshot(&self, py: Python<'_>, store: &Bound<'_, Store>) -> PyResult<u64> {
         let st = store.get();
-        py.detach(|| {
-            self.flush_then(|wal| {
-                wal.snapshot_with(|| st.lock().encode_state_chunks(crdt_core::wal::SNAPSHOT_CHUNK_BYTES)).map(|_| ())
-            })
-        })
-        .py_err()
+        // The store's lock is taken for one chunk at a time: writers go on between chunks (what they add is
+        // also in the log after the snapshot, and joins are idempotent), and memory stays at one chunk.
+        let mut cursor = crdt_core::snapshot::StateChunks::new(crdt_core::wal::SNAPSHOT_CHUNK_BYTES);
+        py.detach(|| self.flush_then(|wal| wal.snapshot_from(&mut || cursor.next(&st.lock())).map(|_| ()))).py_err()
     }
 
     /// Commits and marks the log closed cleanly (the next open then checks even the last group); accepts

@@ -21,6 +21,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::snapshot::StateChunks;
 use crate::store::{Limits, Store};
 
 pub mod frame;
@@ -297,6 +298,14 @@ impl Wal {
         let mut highest_first = 0u64;
         for &n in snapshots.iter().rev() {
             let name = snapshot_name(n);
+            // An intact snapshot is merged a chunk at a time; only a damaged one is read whole, to salvage it.
+            if let Some((end, bytes, refused)) = snapshot::merge_stored(storage.as_mut(), &name, store) {
+                rec.snapshot_bytes += bytes;
+                rec.refused_records += refused;
+                highest_first = highest_first.max(end.first_seq);
+                base = Some((n, Some(end.first_seq)));
+                break;
+            }
             let bytes = read(storage.as_mut(), &name)?;
             let read = snapshot::read(&bytes);
             for c in &read.chunks {
@@ -512,21 +521,29 @@ impl Wal {
         Ok(())
     }
 
-    /// Snapshots `store` (see [`snapshot_with`](Self::snapshot_with)).
+    /// Snapshots `store`, streamed to disk a chunk at a time (see [`snapshot_from`](Self::snapshot_from)).
     pub fn snapshot(&mut self, store: &Store) -> Result<bool> {
-        self.snapshot_with(|| store.encode_state_chunks(SNAPSHOT_CHUNK_BYTES))
+        let mut cursor = StateChunks::new(SNAPSHOT_CHUNK_BYTES);
+        self.snapshot_from(&mut || cursor.next(store))
     }
 
-    /// Begins a snapshot unless one was begun, commits, encodes the state with `encode` (the store's full
-    /// state in chunks: it includes everything appended before) and writes it; then verifies it by reading
-    /// it back, and only then removes the snapshots and segments beyond `keep_snapshots` generations.
-    /// Returns false (counted in `failed_snapshots`, older snapshots kept, the log still usable) when the
-    /// snapshot could not be written or did not verify; an error only when the log itself failed.
+    /// Snapshots the chunks `encode` returns at once (see [`snapshot_from`](Self::snapshot_from)).
     pub fn snapshot_with(&mut self, encode: impl FnOnce() -> Vec<Vec<u8>>) -> Result<bool> {
+        let mut once = Some(encode);
+        self.snapshot_from(&mut || once.take().map(|f| f()))
+    }
+
+    /// Begins a snapshot unless one was begun, commits, then writes the state a step at a time as `next`
+    /// yields it (None once done; every step must include everything appended before the snapshot began,
+    /// which a store that only grows does, however much it changed since: see [`crate::snapshot`]). Memory
+    /// stays at one step. It then verifies the file by reading it back a chunk at a time, and only then
+    /// removes the snapshots and segments beyond `keep_snapshots` generations. Returns false (counted in
+    /// `failed_snapshots`, older snapshots kept, the log still usable) when the snapshot could not be
+    /// written or did not verify; an error only when the log itself failed.
+    pub fn snapshot_from(&mut self, next: &mut dyn FnMut() -> Option<Vec<Vec<u8>>>) -> Result<bool> {
         self.begin_snapshot()?;
         let (n, first) = self.snapshot_base.take().expect("begun above");
-        let bytes = snapshot::encode(&encode(), first);
-        match self.install_snapshot(n, first, &bytes) {
+        match self.install_snapshot(n, first, next) {
             Ok(()) => {
                 self.stats.snapshots += 1;
                 self.last_snapshot_error = None;
@@ -602,19 +619,20 @@ impl Wal {
         Ok(())
     }
 
-    /// Writes, syncs, reads back and verifies snapshot `n`, then renames it into place.
-    fn install_snapshot(&mut self, n: u64, first: u64, bytes: &[u8]) -> std::result::Result<(), String> {
+    /// Writes, syncs, reads back and verifies snapshot `n` (a chunk at a time), then renames it into place.
+    /// A crash before the rename leaves a `.tmp` file that the next open removes.
+    fn install_snapshot(
+        &mut self,
+        n: u64,
+        first: u64,
+        next: &mut dyn FnMut() -> Option<Vec<Vec<u8>>>,
+    ) -> std::result::Result<(), String> {
         let name = snapshot_name(n);
         let tmp = format!("{name}.tmp");
-        let s = &mut self.storage;
-        let written = s
-            .create(&tmp)
-            .and_then(|()| s.append(&tmp, bytes))
-            .and_then(|()| s.sync(&tmp))
-            .map_err(|e| format!("write {}: {e}", s.describe(&tmp)))
-            .and_then(|()| s.read(&tmp).map_err(|e| format!("read back {}: {e}", s.describe(&tmp))))
-            .and_then(|back| {
-                snapshot::verify(&back, first, self.limits)
+        let s = self.storage.as_mut();
+        let written = snapshot::write(s, &tmp, first, next)
+            .and_then(|()| {
+                snapshot::verify_stored(s, &tmp, first, self.limits)
                     .map_err(|why| format!("{} did not verify: {why}", s.describe(&tmp)))
             })
             .and_then(|()| s.rename(&tmp, &name).map_err(|e| format!("rename {}: {e}", s.describe(&tmp))))
