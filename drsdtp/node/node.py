@@ -15,13 +15,12 @@ import logging
 import time
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from drsdtp import __version__
 from drsdtp._core import Store
 from drsdtp.actions import CommandBook
 from drsdtp.api.feed import Change, ChangeFeed, FeedKeeper
-from drsdtp.api.http import HttpApiServer, http_face
 from drsdtp.api.idempotency import IdempotencyStore
 from drsdtp.api.node import AuditEntry, NodeStatus, PeerState
 from drsdtp.api.server import ApiServer
@@ -56,6 +55,9 @@ from drsdtp.recovery import QuarantineEntry, RecoveryLedger
 from drsdtp.relations.service import RelationService
 from drsdtp.rules.alerting import Alerting
 from drsdtp.stats import StoreSize
+
+if TYPE_CHECKING:
+    from drsdtp.api.http import HttpApiServer
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +151,9 @@ class Node:
         )
         self.api_http: HttpApiServer | None = None
         if config.api.http.listen is not None:
+            # Imported here: aiohttp costs a node without the HTTP face ~11 MB.
+            from drsdtp.api.http import http_face
+
             self.api_http = http_face(self.api, config.api.http, limits)
             http = self.api_http
             self.metrics.add_labelled_counter(

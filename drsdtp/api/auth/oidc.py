@@ -17,11 +17,12 @@ import json
 import time
 import urllib.request
 from dataclasses import dataclass
-from typing import Any
-
-import jwt
+from typing import TYPE_CHECKING, Any
 
 from drsdtp.config import ApiOidcConfig, ApiRole, scope_problem
+
+if TYPE_CHECKING:
+    import jwt
 
 __all__ = ["MIN_REFETCH_S", "JwtClaims", "JwtRefused", "OidcVerifier", "looks_like_jwt"]
 
@@ -87,6 +88,8 @@ class OidcVerifier:
             if time.monotonic() - self._fetched < 1.0:
                 return  # another call fetched it while this one waited
             self._fetched = time.monotonic()
+            import jwt  # here, not above: PyJWT and cryptography cost a node without api.oidc ~9 MB
+
             try:
                 data = await asyncio.to_thread(_fetch, self.config.jwks_url, self.config.jwks_timeout_s)
                 keys = jwt.PyJWKSet.from_dict(data).keys
@@ -113,6 +116,8 @@ class OidcVerifier:
 
     async def _verify(self, token: str) -> tuple[JwtClaims, float]:
         """The claims and the token's expiry (epoch seconds)."""
+        import jwt  # see _refresh
+
         cfg = self.config
         try:
             header = jwt.get_unverified_header(token)
