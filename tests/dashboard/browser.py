@@ -148,7 +148,12 @@ class Browser:
             await asyncio.sleep(0.2)
 
     async def screenshot(self, path: Path) -> None:
-        shot = await self.send("Page.captureScreenshot", {"format": "png"})
+        """The whole page, not just the window (what a person scrolling through it would see)."""
+        size = (await self.send("Page.getLayoutMetrics"))["cssContentSize"]
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 6000), "scale": 1}
+        shot = await self.send(
+            "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+        )
         await asyncio.to_thread(_write, path, base64.b64decode(shot["data"]))
 
 

@@ -1,6 +1,9 @@
 // The operator's dashboard: the site (every twin with its health, active alarms) and one twin (live fields
 // with quality, age, health, desired values and a sparkline), over the node's HTTP API and its events.
 import { ApiError, call, events, setToken, stampMs, valueOf } from "./api.js";
+import { actingPanel } from "./act.js";
+import { plotPanel } from "./plot.js";
+import { HeatMap, renderNode, renderPeers, renderSeverities } from "./site.js";
 import { draw, sparkline } from "./spark.js";
 
 const $ = (id) => document.getElementById(id);
@@ -11,6 +14,8 @@ const MAX_POINTS = 600;
 const ROLES = ["viewer", "operator", "engineer", "admin"];
 let view = null;
 let me = { identity: "", role: "viewer" }; // WhoAmI: who the node takes this page for
+let statusNow = null, statusBefore = null; // the last two Status replies (rates from their difference)
+const onStatus = new Set(); // the open view's listeners of each Status reply
 
 function canAct() { return ROLES.indexOf(me.role) >= ROLES.indexOf("operator"); }
 
@@ -47,7 +52,8 @@ function deleted(twin) {
 }
 
 // Calls fn now and every `ms` until stopped; an error other than "not allowed" is shown, not thrown. A
-// refused call (400: e.g. Health before the node's first intelligence pass) is retried less often.
+// call the node cannot answer yet (503: e.g. Health before its first intelligence pass) is simply retried;
+// a refused one (400) less often.
 function every(ms, fn) {
   let stopped = false;
   const tick = async () => {
@@ -55,7 +61,7 @@ function every(ms, fn) {
     let wait = ms;
     try { await fn(); } catch (error) {
       if (error instanceof ApiError && error.status === 400) wait = Math.max(ms, 15000);
-      else failed(error);
+      else if (!(error instanceof ApiError && error.status === 503)) failed(error);
     }
     if (!stopped) setTimeout(tick, wait);
   };
@@ -95,6 +101,7 @@ function siteView() {
   let dirty = new Set(), frame = 0;
   const filter = $("filter");
 
+  const heat = new HeatMap($("heat"), (id) => { location.hash = `#/twin/${encodeURIComponent(id)}`; });
   const render = () => {
     frame = 0;
     for (const id of dirty) {
@@ -128,6 +135,7 @@ function siteView() {
     const counts = { HEALTHY: 0, DEGRADED: 0, FAILED: 0 };
     for (const h of health.values()) counts[h.status] = (counts[h.status] || 0) + 1;
     text($("summary"), `${items.size} twins: ${counts.HEALTHY} healthy, ${counts.DEGRADED} degraded, ${counts.FAILED} failed`);
+    heat.update(order, new Map([...health].map(([id, h]) => [id, h.status])));
   };
   const touch = (id) => { dirty.add(id); if (!frame) frame = requestAnimationFrame(render); };
 
@@ -153,8 +161,25 @@ function siteView() {
       if (!old || old.status !== t.status || old.quality !== t.quality) touch(t.twinId);
     }
   });
-  const stopAlarms = every(POLL_MS, async () => renderAlarms(await call("ListAlarms", { active: true }), $("alarm-list"), $("alarms")));
-  return { stop() { source.close(); stopHealth(); stopAlarms(); filter.removeEventListener("input", onFilter); } };
+  const stopAlarms = every(POLL_MS, async () => {
+    const reply = await call("ListAlarms", { active: true });
+    renderAlarms(reply, $("alarm-list"), $("alarms"));
+    renderSeverities($("severities"), reply.alarms || []);
+  });
+  const overview = () => {
+    renderNode($("node-facts"), statusNow, statusBefore);
+    renderPeers($("peers").tBodies[0], $("convergence"), statusNow);
+  };
+  if (statusNow) overview();
+  onStatus.add(overview);
+  const resized = () => heat.update(order, heat.status);
+  window.addEventListener("resize", resized);
+  return {
+    stop() {
+      source.close(); stopHealth(); stopAlarms(); onStatus.delete(overview);
+      filter.removeEventListener("input", onFilter); window.removeEventListener("resize", resized);
+    },
+  };
 }
 
 function renderAlarms(reply, list, section) {
@@ -204,6 +229,21 @@ function twinView(id) {
   body.textContent = "";
   const rows = new Map(); // field -> {tr, cells, points, svg, stamp}
   let fields = new Map();
+  // From the model insight: plant seconds per wall second, and each field's unit and limits.
+  const meta = { timeScale: 1, fields: {} };
+  const plot = plotPanel($("plot"), id, meta);
+  call("Insight", { twinId: id, kind: "model" }).then((r) => {
+    const doc = JSON.parse(r.json);
+    meta.timeScale = doc.time_scale || 1;
+    meta.fields = doc.model?.fields || {};
+    for (const [name, r2] of rows) unit(name, r2);
+    plot.modelKnown();
+  }).catch(() => { plot.modelKnown(); }); // no model: plain plots
+  const unit = (name, r) => {
+    const u = meta.fields[name]?.unit;
+    text(r.tr.querySelector("th .unit"), u ? `(${u})` : "");
+  };
+  const acting = actingPanel($("acting"), id, (role) => ROLES.indexOf(me.role) >= ROLES.indexOf(role), plot, () => meta.timeScale);
 
   const row = (name) => {
     let r = rows.get(name);
@@ -212,7 +252,8 @@ function twinView(id) {
     tr.dataset.field = name;
     tr.innerHTML = '<th scope="row"></th><td class="value"></td><td class="desired"></td><td class="quality"></td>' +
       '<td class="age"></td><td class="health"></td><td class="plot"></td>';
-    text(tr.firstChild, name);
+    tr.firstChild.innerHTML = '<span class="name"></span><span class="unit"></span>';
+    text(tr.firstChild.firstChild, name);
     const desiredCell = tr.querySelector(".desired");
     desiredCell.innerHTML = '<span class="wanted"></span>';
     if (canAct()) desiredCell.append(desireForm(id, name));
@@ -220,6 +261,7 @@ function twinView(id) {
     tr.querySelector(".plot").append(svg);
     r = { tr, points: [], svg, stamp: "", ms: 0 };
     rows.set(name, r);
+    unit(name, r);
     const names = [...rows.keys()].sort();
     body.insertBefore(tr, rows.get(names[names.indexOf(name) + 1])?.tr || null);
     history(name, r);
@@ -254,6 +296,8 @@ function twinView(id) {
       cell.classList.toggle("conflict", wanted.length > 1);
       text(cell, wanted.length > 1 ? `conflict: ${wanted.map(show).join(" | ")}` : wanted.length ? `${show(wanted[0])}${wanted[0] === value ? "" : " (not yet reported)"}` : "—");
       if (typeof value === "number" && field.stamp !== r.stamp) {
+        plot.offer(name);
+        plot.reading(name, r.ms, value);
         r.stamp = field.stamp;
         r.points.push([r.ms, value]);
         if (r.points.length > MAX_POINTS) r.points.shift();
@@ -289,8 +333,12 @@ function twinView(id) {
       }
     }
   });
-  const stopAlarms = every(POLL_MS, async () => renderAlarms(await call("ListAlarms", { twinId: id }), $("twin-alarms")));
-  return { stop() { source.close(); clearInterval(ticker); stopHealth(); stopAlarms(); } };
+  const stopAlarms = every(POLL_MS, async () => {
+    const reply = await call("ListAlarms", { twinId: id });
+    renderAlarms(reply, $("twin-alarms"));
+    plot.alarms(reply.alarms || []);
+  });
+  return { stop() { source.close(); clearInterval(ticker); stopHealth(); stopAlarms(); plot.stop(); acting.stop(); } };
 }
 
 // Sets a desired value of the field (a Write; the node turns it into a command where an actuator acts).
@@ -335,6 +383,8 @@ function route() {
 
 async function status() {
   const s = await call("Status");
+  statusBefore = statusNow; statusNow = s;
+  for (const listener of onStatus) listener();
   const peers = s.peers || [];
   text($("node"), `node ${s.nodeId} · ${s.twins} twins · peers ${peers.filter((p) => p.up).length}/${peers.length} up · you: ${me.identity} (${me.role})`);
 }

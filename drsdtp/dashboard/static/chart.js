@@ -1,0 +1,247 @@
+// A time-series plot in SVG, no library: one field's history (raw points as a line; a downsampled tier as its
+// min-max band and mean), live points, the forecast with its interval, limit lines, and anomalies and alarms
+// as markers on the same time axis. Zoom and pan with its buttons or by dragging a range; every change of the
+// data is drawn at most once per animation frame, so a fast field costs one redraw per frame, not per update.
+const NS = "http://www.w3.org/2000/svg";
+const W = 800, H = 260;
+const PAD = { left: 56, right: 12, top: 12, bottom: 28 };
+const MAX_LIVE = 4000; // live points kept beyond the loaded history (bounded)
+
+function el(name, attrs = {}, parent = null) {
+  const node = document.createElementNS(NS, name);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  if (parent) parent.append(node);
+  return node;
+}
+
+// Round tick steps (1, 2, 5 x 10^n) for the value axis.
+function niceStep(span, count) {
+  const raw = span / count;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw);
+}
+
+const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400]
+  .map((s) => s * 1000);
+
+function clock(ms, step) {
+  const d = new Date(ms);
+  const hm = `${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
+  return step < 60000 ? `${hm}:${String(d.getSeconds()).padStart(2, "0")}` : hm;
+}
+
+export class Chart {
+  // onRange(t0, t1) is called after the user zooms or pans (load the history for the new range there).
+  constructor(label, onRange) {
+    this.label = label;
+    this.onRange = onRange;
+    this.history = []; // [t, value, lo, hi]: lo/hi only for a downsampled tier
+    this.tier = "raw";
+    this.live = []; // [t, value] that arrived after the history was read
+    this.forecast = []; // [t, value, lower, upper]
+    this.whatif = []; // [t, value, lower, upper]: a what-if run on a fork
+    this.limits = []; // {value, label}
+    this.markers = []; // {t, kind: "anomaly" | "alarm", label, severity}
+    this.t0 = 0; this.t1 = 0;
+    this.follow = true; // the window's end follows now
+    this.frame = 0;
+    this.draws = 0; // frames drawn (the bench reads it)
+
+    this.svg = el("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": label });
+    this.grid = el("g", { class: "grid" }, this.svg);
+    this.bandFc = el("path", { class: "fc-band" }, this.svg);
+    this.band = el("path", { class: "band" }, this.svg);
+    this.line = el("polyline", { class: "line" }, this.svg);
+    this.fcLine = el("polyline", { class: "fc-line" }, this.svg);
+    this.wiBand = el("path", { class: "wi-band" }, this.svg);
+    this.wiLine = el("polyline", { class: "wi-line" }, this.svg);
+    this.limitG = el("g", { class: "limits" }, this.svg);
+    this.nowLine = el("line", { class: "now" }, this.svg);
+    this.markerG = el("g", { class: "markers" }, this.svg);
+    this.brush = el("rect", { class: "brush", y: PAD.top, height: H - PAD.top - PAD.bottom, width: 0 }, this.svg);
+    this.brushing = null;
+    this.svg.addEventListener("pointerdown", (e) => this.startBrush(e));
+    this.svg.addEventListener("pointermove", (e) => this.moveBrush(e));
+    this.svg.addEventListener("pointerup", (e) => this.endBrush(e));
+  }
+
+  // ----- data (each schedules one redraw) ----------------------------------------------------------------
+
+  setWindow(t0, t1, follow) {
+    this.t0 = t0; this.t1 = t1; this.follow = follow;
+    this.schedule();
+  }
+
+  setHistory(points, tier) {
+    this.history = points;
+    this.tier = tier;
+    this.svg.dataset.tier = tier;
+    const last = points.length ? points[points.length - 1][0] : -Infinity;
+    this.live = this.live.filter(([t]) => t > last);
+    this.schedule();
+  }
+
+  push(t, value) {
+    const last = this.live.length ? this.live[this.live.length - 1][0] : -Infinity;
+    if (t <= last) return;
+    this.live.push([t, value]);
+    if (this.live.length > MAX_LIVE) this.live.splice(0, this.live.length - MAX_LIVE);
+    this.schedule();
+  }
+
+  setForecast(points) { this.forecast = points; this.schedule(); }
+  setWhatIf(points) { this.whatif = points; this.schedule(); }
+  setLimits(limits) { this.limits = limits; this.schedule(); }
+  setMarkers(markers) { this.markers = markers; this.schedule(); }
+
+  schedule() {
+    if (!this.frame) this.frame = requestAnimationFrame(() => { this.frame = 0; this.draw(); });
+  }
+
+  // ----- zoom and pan -------------------------------------------------------------------------------------
+
+  zoom(factor) {
+    const end = this.follow ? Date.now() : this.t1;
+    const span = Math.max(10000, (end - this.t0) * factor);
+    const mid = this.follow ? end : (this.t0 + this.t1) / 2;
+    const t0 = this.follow ? end - span : mid - span / 2;
+    const t1 = this.follow ? end : mid + span / 2;
+    this.changeRange(t0, Math.min(t1, Date.now()), this.follow || t1 >= Date.now());
+  }
+
+  pan(fraction) {
+    const end = this.follow ? Date.now() : this.t1;
+    const span = end - this.t0;
+    let t1 = end + span * fraction;
+    const follow = t1 >= Date.now();
+    if (follow) t1 = Date.now();
+    this.changeRange(t1 - span, t1, follow);
+  }
+
+  changeRange(t0, t1, follow) {
+    this.setWindow(t0, t1, follow);
+    if (this.onRange) this.onRange(t0, t1, follow);
+  }
+
+  x(t) { return PAD.left + (t - this.t0) / (this.t1 - this.t0 || 1) * (W - PAD.left - PAD.right); }
+  tOf(x) { return this.t0 + (x - PAD.left) / (W - PAD.left - PAD.right) * (this.t1 - this.t0); }
+
+  svgX(event) {
+    const box = this.svg.getBoundingClientRect();
+    return (event.clientX - box.left) / box.width * W;
+  }
+
+  startBrush(event) {
+    if (event.button !== 0) return;
+    this.brushing = this.svgX(event);
+    this.svg.setPointerCapture(event.pointerId);
+  }
+
+  moveBrush(event) {
+    if (this.brushing === null) return;
+    const x = this.svgX(event);
+    this.brush.setAttribute("x", Math.min(x, this.brushing));
+    this.brush.setAttribute("width", Math.abs(x - this.brushing));
+  }
+
+  endBrush(event) {
+    if (this.brushing === null) return;
+    const a = this.tOf(this.brushing), b = this.tOf(this.svgX(event));
+    this.brushing = null;
+    this.brush.setAttribute("width", 0);
+    if (Math.abs(b - a) < 2000) return; // a click, not a range
+    const t1 = Math.min(Math.max(a, b), Date.now());
+    this.changeRange(Math.min(a, b), t1, false);
+  }
+
+  // ----- drawing ------------------------------------------------------------------------------------------
+
+  draw() {
+    this.draws += 1;
+    if (this.follow) { const span = this.t1 - this.t0; this.t1 = Date.now(); this.t0 = this.t1 - span; }
+    this.svg.dataset.span = String(Math.round(this.t1 - this.t0)); // the window, for tests and tools
+    this.svg.dataset.follow = String(this.follow);
+    const ends = [this.forecast, this.whatif].filter((s) => s.length).map((s) => s[s.length - 1][0]);
+    const fcEnd = Math.max(this.t1, ...ends);
+    const right = this.follow ? Math.max(this.t1, fcEnd) : this.t1; // the forecast is drawn past now
+    const t0 = this.t0, shown = (t) => t >= t0 && t <= right;
+    let lo = Infinity, hi = -Infinity;
+    const see = (v) => { if (typeof v === "number" && Number.isFinite(v)) { if (v < lo) lo = v; if (v > hi) hi = v; } };
+    for (const p of this.history) if (shown(p[0])) { see(p[1]); see(p[2]); see(p[3]); }
+    for (const p of this.live) if (shown(p[0])) see(p[1]);
+    for (const p of this.forecast) { see(p[1]); see(p[2]); see(p[3]); }
+    for (const p of this.whatif) { see(p[1]); see(p[2]); see(p[3]); }
+    for (const l of this.limits) see(l.value);
+    if (lo === Infinity) { lo = 0; hi = 1; }
+    if (hi - lo < 1e-9) { lo -= 0.5; hi += 0.5; }
+    const margin = (hi - lo) * 0.06;
+    lo -= margin; hi += margin;
+    const saved = this.t1;
+    this.t1 = right;
+    const y = (v) => H - PAD.bottom - (v - lo) / (hi - lo) * (H - PAD.top - PAD.bottom);
+    const xy = (t, v) => `${this.x(t).toFixed(1)},${y(v).toFixed(1)}`;
+
+    this.axes(lo, hi, y);
+    const points = [];
+    for (const p of this.history) if (shown(p[0])) points.push(xy(p[0], p[1]));
+    for (const p of this.live) if (shown(p[0])) points.push(xy(p[0], p[1]));
+    this.line.setAttribute("points", points.join(" "));
+    const banded = this.history.filter((p) => p[2] !== undefined && shown(p[0]));
+    this.band.setAttribute("d", banded.length > 1 ? area(banded, xy) : "");
+    this.fcLine.setAttribute("points", this.forecast.map((p) => xy(p[0], p[1])).join(" "));
+    const fcBand = this.forecast.filter((p) => p[2] !== null && p[3] !== null);
+    this.bandFc.setAttribute("d", fcBand.length > 1 ? area(fcBand, xy) : "");
+    this.wiLine.setAttribute("points", this.whatif.map((p) => xy(p[0], p[1])).join(" "));
+    const wiBand = this.whatif.filter((p) => typeof p[2] === "number" && typeof p[3] === "number");
+    this.wiBand.setAttribute("d", wiBand.length > 1 ? area(wiBand, xy) : "");
+
+    this.limitG.textContent = "";
+    for (const limit of this.limits) {
+      const ly = y(limit.value).toFixed(1);
+      el("line", { x1: PAD.left, x2: W - PAD.right, y1: ly, y2: ly }, this.limitG);
+      el("text", { x: W - PAD.right - 4, y: Number(ly) - 4, "text-anchor": "end" }, this.limitG).textContent = limit.label;
+    }
+    const now = this.x(Date.now());
+    const inside = now >= PAD.left && now <= W - PAD.right;
+    this.nowLine.setAttribute("x1", now); this.nowLine.setAttribute("x2", now);
+    this.nowLine.setAttribute("y1", PAD.top); this.nowLine.setAttribute("y2", H - PAD.bottom);
+    this.nowLine.style.display = inside ? "" : "none";
+
+    this.markerG.textContent = "";
+    for (const m of this.markers) {
+      if (m.t < t0 || m.t > right) continue;
+      const mx = this.x(m.t).toFixed(1);
+      const shape = m.kind === "alarm"
+        ? el("path", { d: `M${mx},${PAD.top} l-6,12 h12 z`, class: `alarm sev-${m.severity}` }, this.markerG)
+        : el("circle", { cx: mx, cy: H - PAD.bottom - 7, r: 5, class: `anomaly sev-${m.severity}` }, this.markerG);
+      el("title", {}, shape).textContent = m.label;
+    }
+    this.t1 = saved;
+  }
+
+  axes(lo, hi, y) {
+    this.grid.textContent = "";
+    const step = niceStep(hi - lo, 5);
+    for (let v = Math.ceil(lo / step) * step; v <= hi; v += step) {
+      const gy = y(v).toFixed(1);
+      el("line", { x1: PAD.left, x2: W - PAD.right, y1: gy, y2: gy }, this.grid);
+      el("text", { x: PAD.left - 6, y: Number(gy) + 4, "text-anchor": "end" }, this.grid).textContent =
+        Number(v.toPrecision(6)).toString();
+    }
+    const span = this.t1 - this.t0;
+    const tStep = TIME_STEPS.find((s) => span / s <= 7) || 86400000;
+    const offset = new Date().getTimezoneOffset() * 60000; // ticks on local round times
+    for (let t = Math.ceil((this.t0 - offset) / tStep) * tStep + offset; t <= this.t1; t += tStep) {
+      const gx = this.x(t).toFixed(1);
+      el("line", { x1: gx, x2: gx, y1: PAD.top, y2: H - PAD.bottom, class: "v" }, this.grid);
+      el("text", { x: gx, y: H - 8, "text-anchor": "middle" }, this.grid).textContent = clock(t, tStep);
+    }
+  }
+}
+
+// The closed outline between the lower (index 2) and upper (index 3) values of points.
+function area(points, xy) {
+  const top = points.map((p) => xy(p[0], p[3]));
+  const bottom = points.map((p) => xy(p[0], p[2])).reverse();
+  return `M${top.join("L")}L${bottom.join("L")}Z`;
+}
