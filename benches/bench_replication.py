@@ -3,9 +3,13 @@
     .venv/bin/python benches/bench_replication.py            # all three, about a minute
     .venv/bin/python benches/bench_replication.py --quick    # smaller sizes, a smoke run
 
-1. latency: 3 nodes, node a writes 10k field updates/s (batches of 10 every ms); p50/p99 from the write on
-   a to its visibility on b (and c). Goal: p99 <= 5 ms. Measured from ``on_local_delta`` (no WAL: the
-   node's group commit adds its fsync interval on top).
+1. latency: 3 replicators, node a writes 10k field updates/s (batches of 10 every ms); p50/p99 from the
+   write on a to its visibility on b (and c). Goal: p99 <= 5 ms. Measured from ``on_local_delta`` (no WAL:
+   the node's group commit adds its fsync interval on top).
+1b. the same through 3 real ``drsdtp run`` processes (WAL on, group commit as soon as a write waits): a
+   client writes 10k field updates/s to a's API (100 fields a request) and Watch streams on a, b and c
+   see them. Issue 13's goal: p99 at b <= 2 ms. The lag at a itself (API, WAL, Watch; no replication) is
+   the baseline in the same run: b minus a is what replication adds.
 2. throughput: 2 nodes, a writes numeric readings flat out (``write_batch`` of 1000, 100k distinct fields so
    joins cannot collapse overwrites) until b holds the last one. Goal: >= 1M field updates/s. Baseline in
    the same run: the same two-process gRPC bidi stream carrying one Python protobuf object per reading
@@ -27,7 +31,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,8 @@ from drsdtp.config import Address, PeerConfig  # noqa: E402
 from drsdtp.core import BatchWriter, Store, replica_id  # noqa: E402
 from drsdtp.gossip.limits import GossipLimits  # noqa: E402
 from drsdtp.gossip.replicator import Replicator  # noqa: E402
+from drsdtp.wire.v1 import api_pb2  # noqa: E402
+from tests.api.nodes import ApiNode  # noqa: E402
 from tests.gossip.procs import Proxy  # noqa: E402
 
 LIMITS = GossipLimits(reconnect_max_s=0.5, tick_s=0.1)
@@ -476,6 +482,95 @@ async def bench_heal(updates: int, **limits: Any) -> dict[str, Any]:
     }
 
 
+class LatencyNode(ApiNode):
+    """A real ``drsdtp run`` process with its write-ahead log (group commit as soon as a write waits:
+    ``fsync_interval_ms`` 0), peers reached directly."""
+
+    def configure(self, peers: dict[str, int], extra: str = "") -> None:
+        text = "".join(f'[[peers]]\nname = "{n}"\naddress = "127.0.0.1:{p}"\n' for n, p in peers.items())
+        self.config.write_text(
+            f'node_id = "{self.node_id}"\ndata_dir = "{self.dir / "data"}"\n'
+            f'[listen]\napi = "127.0.0.1:{self.api_port}"\nmetrics = "127.0.0.1:0"\n'
+            f'peer = "127.0.0.1:{self.peer_port}"\n[wal]\nenabled = true\nfsync_interval_ms = 0\n'
+            f"[limits]\napi_max_requests = 256\n{extra}{text}"
+        )
+
+
+async def bench_node_latency(seconds: float, rate: int = 10_000, batch: int = 100) -> dict[str, Any]:
+    """3 real nodes (WAL on). A client writes ``rate`` field updates/s to a through the API (requests of
+    ``batch`` fields: 10 per twin, each value the CLOCK_MONOTONIC send time), and Watch streams on a, b and
+    c see them: the lag at a is the local path (API, WAL commit, Watch), the baseline; at b and c it adds
+    the replication (a's log to the peer's merge)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        nodes = [LatencyNode(n, Path(tmp)) for n in ("a", "b", "c")]
+        for node in nodes:
+            node.configure({o.node_id: o.peer_port for o in nodes if o is not node})
+        try:
+            await asyncio.gather(*(n.start() for n in nodes))
+            return await _node_latency(nodes, seconds, rate, batch)
+        finally:
+            for node in nodes:
+                node.stop()
+
+
+async def _node_latency(nodes: Sequence[ApiNode], seconds: float, rate: int, batch: int) -> dict[str, Any]:
+    twins = [f"lat-{i}" for i in range(100)]
+    fields, per_request = [f"f{j}" for j in range(10)], batch // 10
+    lags: dict[str, list[float]] = {n.name: [] for n in nodes}
+    measuring = asyncio.Event()
+
+    def write(stub: Any, k: int, value: float) -> Any:
+        ops = [api_pb2.FieldOp(field=f, report=api_pb2.FieldValue(f64=value)) for f in fields]
+        chosen = [twins[(k + i) % len(twins)] for i in range(per_request)]
+        request = api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id=t, ops=ops) for t in chosen])
+        return stub.Write(request, timeout=30)
+
+    async def watch(node: ApiNode) -> None:
+        async with node.stub() as stub:
+            async for change in stub.Watch(api_pb2.WatchRequest(prefix="lat-", fields=["f0"])):
+                if change.origin != "snapshot" and measuring.is_set():
+                    now = time.monotonic()
+                    lags[node.name].extend(now - f.f64 for f in change.twin.fields if f.name == "f0")
+
+    async def held(node: ApiNode) -> int:
+        return len((await node.call("ListTwins", api_pb2.ListTwinsRequest(prefix="lat-"))).twins)
+
+    async with nodes[0].stub() as stub:
+        create = [api_pb2.TwinWrite(twin_id=t, create=api_pb2.CreateTwin()) for t in twins]
+        await stub.Write(api_pb2.WriteRequest(twins=create), timeout=30)
+        for node in nodes[1:]:  # every twin replicated everywhere before measuring
+            async with asyncio.timeout(60):
+                while await held(node) < len(twins):  # noqa: ASYNC110 - polls another process
+                    await asyncio.sleep(0.1)
+        watchers = [asyncio.create_task(watch(n)) for n in nodes]
+        await asyncio.sleep(1.0)  # the streams' snapshots are sent
+        measuring.set()
+        interval, in_flight = batch / rate, asyncio.Semaphore(128)
+        start, n, pending = time.monotonic(), 0, set()
+        while (due := start + n * interval) < start + seconds:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            await in_flight.acquire()
+            task = asyncio.ensure_future(write(stub, n * per_request, time.monotonic()))
+            task.add_done_callback(lambda _: in_flight.release())
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            n += 1
+        written_s = time.monotonic() - start
+        await asyncio.gather(*pending)
+        await asyncio.sleep(0.5)
+        measuring.clear()
+        for w in watchers:
+            w.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+    out: dict[str, Any] = {"written": n * batch, "rate_per_s": round(n * batch / written_s)}
+    for name, ms in lags.items():
+        ms = [x * 1e3 for x in ms]
+        out[f"{name}_seen"] = len(ms)
+        out[f"{name}_p50_ms"] = round(pct(ms, 50), 3) if ms else None
+        out[f"{name}_p99_ms"] = round(pct(ms, 99), 3) if ms else None
+    return out
+
+
 def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
     """The run with the median ``key`` (whole runs, so their figures stay consistent)."""
     return sorted(runs, key=lambda r: r[key])[len(runs) // 2]
@@ -487,6 +582,8 @@ async def drive(quick: bool) -> None:
     reps = 1 if quick else 3
     lat = await bench_latency(2.0 if quick else 5.0)
     print(json.dumps({"latency": lat}), flush=True)
+    node_lat = await bench_node_latency(2.0 if quick else 10.0)
+    print(json.dumps({"latency_real_nodes": node_lat}), flush=True)
     # Throughput and its baseline alternate, so both see the same machine load; medians of the runs.
     tps, bases = [], []
     for _ in range(reps):
@@ -505,7 +602,7 @@ async def drive(quick: bool) -> None:
         20_000 if quick else 100_000, reconnect_max_s=GossipLimits().reconnect_max_s
     )
     print(json.dumps({"heal_default_reconnect_cap": default_cap}), flush=True)
-    report(lat, tp, base, heal, max(h["converge_s"] for h in heals), reps)
+    report(lat, node_lat, tp, base, heal, max(h["converge_s"] for h in heals), reps)
     print(
         f"  with the default {GossipLimits().reconnect_max_s} s reconnect cap instead of "
         f"{LIMITS.reconnect_max_s} s: {default_cap['converge_s']} s"
@@ -514,6 +611,7 @@ async def drive(quick: bool) -> None:
 
 def report(
     lat: dict[str, Any],
+    node_lat: dict[str, Any],
     tp: dict[str, Any],
     base: dict[str, Any],
     heal: dict[str, Any],
@@ -530,6 +628,11 @@ def report(
         f" (goal p99 <= 5 ms: {verdict(lat['b_p99_ms'] <= 5)})"
     )
     print(
+        f"latency with 3 real nodes (WAL on), client write on a -> Watch at b, {node_lat['rate_per_s']:,} "
+        f"updates/s: p50 {node_lat['b_p50_ms']} ms, p99 {node_lat['b_p99_ms']} ms; at a itself (no "
+        f"replication): p50 {node_lat['a_p50_ms']} ms, p99 {node_lat['a_p99_ms']} ms"
+    )
+    print(
         f"throughput a->b: {tp['updates_per_s']:,} field updates/s (goal >= 1M: "
         f"{verdict(tp['updates_per_s'] >= 1e6)}), {ratio:.1f}x the protobuf-per-reading stream at "
         f"{base['readings_per_s']:,}/s (building those objects alone: {base['build_only_per_s']:,}/s)"
@@ -544,6 +647,8 @@ def report(
         [
             Row.of("replication throughput node to node", tp["updates_per_s"], "updates/s", Goal(">=", 5e6),
                    baseline=base["readings_per_s"], baseline_name="protobuf/reading"),
+            Row.of("replication latency p99, 3 nodes, WAL on, 10k/s", node_lat["b_p99_ms"], "ms",
+                   Goal("<=", 2), baseline=node_lat["a_p99_ms"], baseline_name="same write at a"),
             Row.of("replication latency p99, 3 replicators, no WAL", lat["b_p99_ms"], "ms", Goal("<=", 2)),
             Row.of("partition heal, 100k divergent updates", heal["converge_s"], "s", Goal("<=", 2)),
         ],
