@@ -646,6 +646,75 @@ fn main() {
         parts.next().unwrap_or(f64::NAN)
     );
     desired_section();
+    // The issue-13 rows for `make bench` (benches/run_all.py); the shape is benches/bench_report.py's.
+    emit_rows(&[
+        Row::ratio("core overwrites, deltas captured, vs crdts+ops", b[0].1, "writes/s", b[4].1, "crdts+ops", 2.0),
+        Row::value("bytes per numeric field", big[0].1, "B", big[3].1, "crdts", 48.0),
+        Row::value("bytes per 20-field twin", tw[0].1, "B", tw[3].1, "crdts", 1200.0),
+    ]);
+}
+
+/// One result row of benches/bench_report.py: a goal on the value (at most `target`) or on the ratio to the
+/// baseline (at least `target`).
+struct Row {
+    measure: &'static str,
+    value: f64,
+    unit: &'static str,
+    baseline: f64,
+    baseline_name: &'static str,
+    goal: String,
+    met: bool,
+}
+
+impl Row {
+    fn ratio(
+        measure: &'static str,
+        value: f64,
+        unit: &'static str,
+        base: f64,
+        name: &'static str,
+        at_least: f64,
+    ) -> Row {
+        let goal = format!(">= {at_least}x {name}");
+        Row { measure, value, unit, baseline: base, baseline_name: name, goal, met: value / base >= at_least }
+    }
+
+    fn value(
+        measure: &'static str,
+        value: f64,
+        unit: &'static str,
+        base: f64,
+        name: &'static str,
+        at_most: f64,
+    ) -> Row {
+        let goal = format!("<= {at_most} {unit}");
+        Row { measure, value, unit, baseline: base, baseline_name: name, goal, met: value <= at_most }
+    }
+}
+
+/// Appends `{"bench": "peers", "rows": [...]}` as one line to `$BENCH_JSON_OUT` when it is set.
+fn emit_rows(rows: &[Row]) {
+    let Ok(path) = std::env::var("BENCH_JSON_OUT") else { return };
+    let num = |x: f64| if x.is_finite() { format!("{x}") } else { "null".to_string() };
+    let rows: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                r#"{{"measure":"{}","value":{},"unit":"{}","baseline":{},"baseline_name":"{}","ratio":{},"goal":"{}","met":{}}}"#,
+                r.measure,
+                num(r.value),
+                r.unit,
+                num(r.baseline),
+                r.baseline_name,
+                num(r.value / r.baseline),
+                r.goal,
+                r.met
+            )
+        })
+        .collect();
+    let line = format!("{{\"bench\":\"peers\",\"rows\":[{}]}}\n", rows.join(","));
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("BENCH_JSON_OUT");
+    std::io::Write::write_all(&mut file, line.as_bytes()).expect("BENCH_JSON_OUT");
 }
 
 /// (e), also on its own: `cargo run --release -- desired`.
