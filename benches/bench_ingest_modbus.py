@@ -1,10 +1,12 @@
-"""Modbus TCP ingest benchmark: polls/s of the adapter + pipeline + store against a bare pymodbus client.
+"""Modbus TCP ingest benchmark: polls/s of a real node (adapter, pipeline, its durable sink) against a bare
+pymodbus client.
 
 A server process serves 100 holding registers. The bare client reads the 100-register block sequentially
-(one request in flight, as the adapter does). The adapter polls a map of 50 float32 values (the same 100
-registers, planned into one block read) as fast as it can and applies every value to the store.
+(one request in flight, as the adapter does). The node's adapter polls a map of 50 float32 values (the same
+100 registers, planned into one block read) as fast as it can; the node makes every value durable (store,
+write-ahead log, history, intelligence).
 
-usage: python benches/bench_ingest_modbus.py [--seconds 5] [--reps 3]
+usage: python benches/bench_ingest_modbus.py [--seconds 5] [--reps 3] [--json PATH]
 """
 
 from __future__ import annotations
@@ -17,15 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_ingest_support import StoreSink, fmt_rate, median, run_with_server
+from bench_ingest_support import Results, fmt_rate, ingesting_node, median, run_with_server
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
-
-from drsdtp._core import Store
-from drsdtp.adapters import build_adapter
-from drsdtp.ingest.runner import AdapterRunner
-from drsdtp.supervisor import Backoff
 
 
 async def serve(port: int) -> None:
@@ -57,30 +54,29 @@ async def pipeline(port: int, seconds: float) -> float:
         "max_block": 100,
         "registers": registers,
     }
-    store = Store(1)
-    adapter = build_adapter(cfg, "adapters[0]")
-    runner = AdapterRunner(adapter, StoreSink(store), store, Backoff(0.1, 1.0))
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(runner.run())
+    async with ingesting_node(cfg) as runner:
+        adapter = runner.adapter
         await runner.supervisor.wait_connected()
         await asyncio.sleep(0.5)
         p0, t0 = adapter.stats.messages, time.monotonic()
         await asyncio.sleep(seconds)
         rate = (adapter.stats.messages - p0) / (time.monotonic() - t0)
-        task.cancel()
-    assert runner.pipeline.stats.applied > 0
-    assert adapter.stats.bad_reads == 0
+        assert runner.pipeline.stats.applied > 0
+        assert adapter.stats.bad_reads == 0
     return rate
 
 
-async def measure(port: int, seconds: float, reps: int) -> None:
-    rates: dict[str, list[float]] = {"pymodbus": [], "pipeline": []}
+async def measure(port: int, seconds: float, reps: int) -> Results:
+    rates: dict[str, list[float]] = {"pymodbus": [], "node": []}
     for _ in range(reps):  # interleaved, so background load hits both alike
         rates["pymodbus"].append(await bare(port, seconds))
-        rates["pipeline"].append(await pipeline(port, seconds))
-    b, p = median(rates["pymodbus"]), median(rates["pipeline"])
-    print(f"   100-register polls/s, median of {reps}: bare pymodbus {fmt_rate(b)}  pipeline {fmt_rate(p)}")
-    print(f"   = {fmt_rate(p * 50)} float32 readings into the store; ratio pipeline/pymodbus {p / b:.0%}")
+        rates["node"].append(await pipeline(port, seconds))
+    b, p = median(rates["pymodbus"]), median(rates["node"])
+    print(f"   100-register polls/s, median of {reps}: bare pymodbus {fmt_rate(b)}  node {fmt_rate(p)}")
+    print(f"   = {fmt_rate(p * 50)} float32 readings made durable; ratio node/pymodbus {p / b:.0%}")
+    results = Results("ingest_modbus")
+    results.add("Modbus 100-register polls, node vs bare pymodbus", p, "polls/s", b, 0.9)
+    return results
 
 
 if __name__ == "__main__":

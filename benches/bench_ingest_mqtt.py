@@ -1,15 +1,18 @@
-"""MQTT ingest benchmark: the adapter + pipeline + store against bare aiomqtt and paho subscribers.
+"""MQTT ingest benchmark: a real node (adapter, pipeline, the node's durable sink) against bare paho and
+aiomqtt subscribers on the same mosquitto broker.
 
 Runs against one mosquitto broker started here (loopback). Figures:
 
 1. One reading per message (MQTT 5 and 3.1.1, QoS 0 and 1): drain rate of a backlog of N messages queued for
-   each subscriber's persistent session, so the subscriber (not the publisher) is the bottleneck. The pipeline
-   applies every reading to a real ``drsdtp._core.Store`` and, for QoS 1, acknowledges only after that; the
-   bare clients just parse the number. Ratio = pipeline / bare client (goal >= 90 %).
-2. Batched JSON payloads: readings/s into the store (goal >= 200k readings/s).
-3. Latency at a paced 2,000 msg/s: publish (timestamp in the payload) -> applied, p50/p99 (ms resolution).
+   each subscriber's persistent session, so the subscriber (not the publisher) is the bottleneck; the rate
+   runs from the first message taken to the N-th. The node (every service of `drsdtp run`, in this process)
+   writes each reading to its store, its write-ahead log, history and intelligence and, for QoS 1,
+   acknowledges only once that is durable; the bare clients just parse the number. Ratio = node / bare paho
+   (goal >= 90 %).
+2. Batched JSON payloads: readings/s made durable by the node (goal >= 200k readings/s).
+3. Latency at a paced 2,000 msg/s: publish (timestamp in the payload) -> durable, p50/p99 (ms resolution).
 
-usage: python benches/bench_ingest_mqtt.py [--messages 50000] [--reps 3] [--quick]
+usage: python benches/bench_ingest_mqtt.py [--messages 50000] [--reps 3] [--quick] [--json PATH]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,16 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiomqtt
 import paho.mqtt.client as paho
-from bench_ingest_support import StoreSink, fmt_rate, loadavg, median, mosquitto
+from bench_ingest_support import Results, fmt_rate, ingesting_node, loadavg, median, mosquitto, wait_applied
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from drsdtp._core import Store
-from drsdtp.adapters import build_adapter
 from drsdtp.ingest.latency import LatencyWindow
-from drsdtp.ingest.runner import AdapterRunner
-from drsdtp.supervisor import Backoff
 
 # ---- publisher (a separate process: python bench_ingest_mqtt.py publish ...) -----------------------------
 
@@ -105,7 +105,8 @@ def session_props(expiry: int = 3600) -> Properties:
 
 
 def paho_session(port: int, cid: str, qos: int, n: int | None, protocol: str) -> float:
-    """Register (n None) or drain n queued messages; returns seconds from connect to the n-th message."""
+    """Register (n None) or drain n queued messages; returns messages/s from the connect call to the n-th
+    message (as the node's rate runs from its connect attempt)."""
     count = 0
     done = threading.Event()
 
@@ -131,7 +132,7 @@ def paho_session(port: int, cid: str, qos: int, n: int | None, protocol: str) ->
         clean_session=None if v5 else False,
     )
     c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
-    t0 = time.perf_counter()
+    t0 = time.monotonic()
     if v5:
         c.connect("127.0.0.1", port, clean_start=False, properties=session_props())
     else:
@@ -139,35 +140,34 @@ def paho_session(port: int, cid: str, qos: int, n: int | None, protocol: str) ->
     c.loop_start()
     if not done.wait(timeout=300):
         raise RuntimeError(f"paho got {count} of {n}")
-    elapsed = time.perf_counter() - t0
+    elapsed = time.monotonic() - t0
     c.disconnect()
     c.loop_stop()
-    return elapsed
+    return count / elapsed
 
 
 async def aiomqtt_session(port: int, cid: str, qos: int, n: int | None, protocol: str) -> float:
-    t0 = time.perf_counter()
     kw: dict[str, Any] = (
         {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": False, "properties": session_props()}
         if protocol == V5
         else {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": False}
     )
+    t0 = time.monotonic()
     async with aiomqtt.Client("127.0.0.1", port, identifier=cid, **kw) as c:
-        await c.subscribe("bench/+/+", qos=qos)
         count = 0
-        if n is not None:
+        if n is None:  # the session keeps it: subscribing again would wait behind the whole queue
+            await c.subscribe("bench/+/+", qos=qos)
+        else:
             async for m in c.messages:
                 float(m.payload)
                 count += 1
                 if count == n:
                     break
-        return time.perf_counter() - t0
+        return count / (time.monotonic() - t0)
 
 
-def pipeline_runner(
-    port: int, cid: str, topics: list[dict[str, Any]], store: Store, protocol: str = V5
-) -> AdapterRunner:
-    cfg = {
+def adapter_config(port: int, cid: str, topics: list[dict[str, Any]], protocol: str = V5) -> dict[str, Any]:
+    return {
         "type": "mqtt",
         "name": "bench",
         "host": "127.0.0.1",
@@ -177,87 +177,75 @@ def pipeline_runner(
         "topics": topics,
         "ingest": {"stale_after_s": 3600.0},
     }
-    return AdapterRunner(build_adapter(cfg, "adapters[0]"), StoreSink(store), store, Backoff(0.05, 1.0))
 
 
-async def pipeline_session(runner: AdapterRunner, target: int | None) -> float:
-    """Run until ``target`` readings are applied (None: until connected); seconds from start."""
-    t0 = time.perf_counter()
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(runner.run())
-        if target is None:
+async def node_drain(port: int, cid: str, topics: list[dict[str, Any]], protocol: str, qos: int, n: int,
+                     kind: str = "one", per_msg: int = 1) -> float:  # fmt: skip
+    """A node registers its session and stops; n messages are queued for it; a node on the same data dir
+    drains them. Returns readings/s from its session's start to the last one durable."""
+    cfg = adapter_config(port, cid, topics, protocol)
+    with tempfile.TemporaryDirectory() as d:
+        async with ingesting_node(cfg, d) as runner:
             await runner.supervisor.wait_connected()
-        else:
-            deadline = t0 + 300
-            while runner.pipeline.stats.applied < target:
-                if time.perf_counter() > deadline:
-                    raise RuntimeError(f"pipeline applied {runner.pipeline.stats.applied} of {target}")
-                await asyncio.sleep(0.002)
-        elapsed = time.perf_counter() - t0
-        task.cancel()
-    return elapsed
+        await asyncio.to_thread(run_publisher, port, qos, n, kind, 0.0, per_msg)
+        async with ingesting_node(cfg, d) as runner:
+            total = n * per_msg
+            elapsed = await wait_applied(runner, total)
+            st = runner.pipeline.stats
+            assert st.invalid == 0 and st.rejected == 0, st.invalid_by_reason
+            return total / elapsed
 
 
 # ---- phases -------------------------------------------------------------------------------------------
 
 
-async def one_per_message(port: int, n: int, reps: int) -> None:
+async def one_per_message(port: int, n: int, reps: int, results: Results) -> None:
     print(f"\n1) one reading per message, drain of {n:,} queued messages (median of {reps})")
     for protocol in (V5, "3.1.1"):
         for qos in (0, 1):
             topics = [{"template": "bench/{twin}/{field}", "payload": "number", "qos": qos}]
-            rates: dict[str, list[float]] = {"paho": [], "aiomqtt": [], "pipeline": []}
+            rates: dict[str, list[float]] = {"paho": [], "aiomqtt": [], "node": []}
             for rep in range(reps):  # interleaved, so background load hits every subscriber alike
                 for name in rates:
                     cid = f"{name}-v{protocol}-q{qos}-r{rep}"
                     if name == "paho":
                         await asyncio.to_thread(paho_session, port, cid, qos, None, protocol)
                         await asyncio.to_thread(run_publisher, port, qos, n, "one")
-                        elapsed = await asyncio.to_thread(paho_session, port, cid, qos, n, protocol)
+                        rate = await asyncio.to_thread(paho_session, port, cid, qos, n, protocol)
                     elif name == "aiomqtt":
                         await aiomqtt_session(port, cid, qos, None, protocol)
                         await asyncio.to_thread(run_publisher, port, qos, n, "one")
-                        elapsed = await aiomqtt_session(port, cid, qos, n, protocol)
+                        rate = await aiomqtt_session(port, cid, qos, n, protocol)
                     else:
-                        store = Store(1)
-                        await pipeline_session(pipeline_runner(port, cid, topics, store, protocol), None)
-                        await asyncio.to_thread(run_publisher, port, qos, n, "one")
-                        runner = pipeline_runner(port, cid, topics, store, protocol)
-                        elapsed = await pipeline_session(runner, n)
-                        assert runner.pipeline.stats.invalid == 0
-                    rates[name].append(n / elapsed)
+                        rate = await node_drain(port, cid, topics, protocol, qos, n)
+                    rates[name].append(rate)
             med = {k: median(v) for k, v in rates.items()}
             print(
                 f"   MQTT {protocol:5} QoS {qos}: paho {fmt_rate(med['paho']):>9}  aiomqtt "
-                f"{fmt_rate(med['aiomqtt']):>9}  pipeline->store {fmt_rate(med['pipeline']):>9}  | "
-                f"pipeline/aiomqtt {med['pipeline'] / med['aiomqtt']:4.0%}  "
-                f"pipeline/paho {med['pipeline'] / med['paho']:4.0%}"
+                f"{fmt_rate(med['aiomqtt']):>9}  node {fmt_rate(med['node']):>9}  | "
+                f"node/aiomqtt {med['node'] / med['aiomqtt']:4.0%}  "
+                f"node/paho {med['node'] / med['paho']:4.0%}"
             )
+            label = f"MQTT {protocol} QoS {qos} one reading per message, node vs bare"
+            results.add(f"{label} paho", med["node"], "msg/s", med["paho"], 0.9)
+            results.add(f"{label} aiomqtt", med["node"], "msg/s", med["aiomqtt"])
 
 
-async def batched(port: int, messages: int, per_msg: int, reps: int) -> None:
+async def batched(port: int, messages: int, per_msg: int, reps: int, results: Results) -> None:
     total = messages * per_msg
     what = f"{messages:,} messages x {per_msg} readings = {total:,} readings"
     print(f"\n2) batched JSON: {what}, QoS 1, median of {reps}")
     topics = [{"template": "gw/+/batch", "qos": 1, "payload": "json_batch", "ts_path": "ts", "ts_unit": "ms"}]
-    rates = []
-    for rep in range(reps):
-        store = Store(1)
-        cid = f"batch-r{rep}"
-        await pipeline_session(pipeline_runner(port, cid, topics, store), None)
-        await asyncio.to_thread(run_publisher, port, 1, messages, "batch", 0.0, per_msg)
-        runner = pipeline_runner(port, cid, topics, store)
-        elapsed = await pipeline_session(runner, total)
-        sink = runner.pipeline
-        assert sink.stats.invalid == 0, sink.stats.invalid_by_reason
-        rates.append(total / elapsed)
+    rates = [await node_drain(port, f"batch-r{rep}", topics, V5, 1, messages, "batch", per_msg)
+             for rep in range(reps)]  # fmt: skip
     rate = median(rates)
-    print(f"   readings into the store: {fmt_rate(rate)}  (goal 200,000/s: {rate / 200_000:.2f}x)")
+    print(f"   readings made durable by the node: {fmt_rate(rate)}  (goal 200,000/s: {rate / 200_000:.2f}x)")
+    results.add("MQTT batched JSON readings durable, vs the 200k/s goal", rate, "readings/s", 200_000.0, 1.0)
 
 
-async def latency(port: int, seconds: float, rate: float) -> None:
+async def latency(port: int, seconds: float, rate: float, results: Results) -> None:
     n = int(seconds * rate)
-    print(f"\n3) latency at {rate:,.0f} msg/s for {seconds:.0f} s ({n:,} messages), publish -> applied")
+    print(f"\n3) latency at {rate:,.0f} msg/s for {seconds:.0f} s ({n:,} messages), publish -> durable")
     for qos in (0, 1):
         topics = [
             {
@@ -268,21 +256,19 @@ async def latency(port: int, seconds: float, rate: float) -> None:
                 "ts_unit": "ms",
             }
         ]
-        runner = pipeline_runner(port, f"lat-q{qos}", topics, Store(1))
-        runner.pipeline.stats.latency = LatencyWindow(n)
-        async with asyncio.TaskGroup() as tg:
-            task = tg.create_task(runner.run())
+        async with ingesting_node(adapter_config(port, f"lat-q{qos}", topics)) as runner:
+            runner.pipeline.stats.latency = LatencyWindow(n)
             await runner.supervisor.wait_connected()
             await asyncio.to_thread(run_publisher, port, qos, n, "latency", rate)
-            while runner.pipeline.stats.applied < n:  # noqa: ASYNC110 (polling a counter, once per 10 ms)
-                await asyncio.sleep(0.01)
-            task.cancel()
-        p = runner.pipeline.stats.latency.percentiles((50.0, 99.0, 100.0))
-        st = runner.pipeline.stats
+            await wait_applied(runner, n)
+            st = runner.pipeline.stats
+            p = st.latency.percentiles((50.0, 99.0, 100.0))
         print(
             f"   QoS {qos}: p50 {p[50.0]:.1f} ms  p99 {p[99.0]:.1f} ms  max {p[100.0]:.1f} ms  "
             f"(applied {st.applied:,} in {st.batches:,} core calls)"
         )
+        results.add(f"MQTT QoS {qos} latency publish -> durable at {rate:,.0f} msg/s, p50", p[50.0], "ms")
+        results.add(f"MQTT QoS {qos} latency publish -> durable at {rate:,.0f} msg/s, p99", p[99.0], "ms")
 
 
 async def main() -> None:
@@ -290,13 +276,16 @@ async def main() -> None:
     ap.add_argument("--messages", type=int, default=50_000)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    ap.add_argument("--json", metavar="PATH", help="also write the result rows here")
     args = ap.parse_args()
     n, reps = (5_000, 1) if args.quick else (args.messages, args.reps)
     print(f"drsdtp MQTT ingest benchmark; load average {loadavg()} on {os.cpu_count()} CPUs")
+    results = Results("ingest_mqtt")
     with mosquitto() as port:
-        await one_per_message(port, n, reps)
-        await batched(port, 100 if args.quick else 1000, 500, reps)
-        await latency(port, 2.0 if args.quick else 10.0, 2000.0)
+        await one_per_message(port, n, reps, results)
+        await batched(port, 100 if args.quick else 1000, 500, reps, results)
+        await latency(port, 2.0 if args.quick else 10.0, 2000.0, results)
+    results.write(args.json)
     print(f"\nload average after: {loadavg()}")
 
 

@@ -1,10 +1,11 @@
-"""OPC UA ingest benchmark: notifications/s of the adapter + pipeline + store against a bare asyncua client.
+"""OPC UA ingest benchmark: notifications/s of a real node (adapter, pipeline, its durable sink) against a
+bare asyncua client.
 
 A server process holds 100 Double variables and rewrites them as fast as it can (about 12k writes/s on the
 reference box: the server is the ceiling). Each client subscribes to all 100 (publishing interval 10 ms,
 sampling interval 0, queue size 1000) and counts what it receives over a fixed window.
 
-usage: python benches/bench_ingest_opcua.py [--seconds 8] [--reps 3]
+usage: python benches/bench_ingest_opcua.py [--seconds 8] [--reps 3] [--json PATH]
 """
 
 from __future__ import annotations
@@ -21,12 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.server.server import Server
-from bench_ingest_support import StoreSink, fmt_rate, median, run_with_server
-
-from drsdtp._core import Store
-from drsdtp.adapters import build_adapter
-from drsdtp.ingest.runner import AdapterRunner
-from drsdtp.supervisor import Backoff
+from bench_ingest_support import Results, fmt_rate, ingesting_node, median, run_with_server
 
 VARS = 100
 NS = "urn:drsdtp:bench"
@@ -85,29 +81,28 @@ async def pipeline(url: str, seconds: float) -> float:
         "twin": "plc",
         "nodes": nodes,
     }
-    store = Store(1)
-    runner = AdapterRunner(build_adapter(cfg, "adapters[0]"), StoreSink(store), store, Backoff(0.1, 1.0))
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(runner.run())
+    async with ingesting_node(cfg) as runner:
         await runner.supervisor.wait_connected()
         await asyncio.sleep(1.0)
         a0, t0 = runner.pipeline.stats.applied, time.monotonic()
         await asyncio.sleep(seconds)
         rate = (runner.pipeline.stats.applied - a0) / (time.monotonic() - t0)
-        task.cancel()
-    assert runner.pipeline.stats.invalid == 0
+        assert runner.pipeline.stats.invalid == 0
     return rate
 
 
-async def measure(port: int, seconds: float, reps: int) -> None:
+async def measure(port: int, seconds: float, reps: int) -> Results:
     url = f"opc.tcp://127.0.0.1:{port}/bench/"
-    rates: dict[str, list[float]] = {"asyncua": [], "pipeline": []}
+    rates: dict[str, list[float]] = {"asyncua": [], "node": []}
     for _ in range(reps):  # interleaved, so background load hits both alike
         rates["asyncua"].append(await bare(url, seconds))
-        rates["pipeline"].append(await pipeline(url, seconds))
-    b, p = median(rates["asyncua"]), median(rates["pipeline"])
-    print(f"   notifications/s (median of {reps}): bare asyncua {fmt_rate(b)}  pipeline->store {fmt_rate(p)}")
-    print(f"   ratio pipeline/asyncua {p / b:.0%}")
+        rates["node"].append(await pipeline(url, seconds))
+    b, p = median(rates["asyncua"]), median(rates["node"])
+    print(f"   notifications/s (median of {reps}): bare asyncua {fmt_rate(b)}  node (durable) {fmt_rate(p)}")
+    print(f"   ratio node/asyncua {p / b:.0%}")
+    results = Results("ingest_opcua")
+    results.add("OPC UA notifications, node vs bare asyncua", p, "readings/s", b, 0.9)
+    return results
 
 
 if __name__ == "__main__":

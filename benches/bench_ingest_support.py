@@ -1,10 +1,12 @@
-"""Shared pieces of the ingest benchmarks: a mosquitto broker, a store-backed sink, timing helpers."""
+"""Shared pieces of the ingest benchmarks: a mosquitto broker, a real node to ingest into, timing helpers and
+the result rows every bench prints and writes as JSON (``--json PATH``)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -14,12 +16,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drsdtp._core import Store
-from drsdtp.adapters.base import ReadingBatch
+from drsdtp.config import parse_config
+from drsdtp.ingest.runner import AdapterRunner
+from drsdtp.node.node import Node
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -53,37 +57,90 @@ def mosquitto() -> Iterator[int]:
             "max_queued_messages 10000000\nmax_queued_bytes 0\nqueue_qos0_messages true\n"
             "log_dest stderr\nlog_type error\n" + ("user root\n" if os.geteuid() == 0 else "")
         )
-        proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)])
+        proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.DEVNULL)
         try:
             wait_port(port)
             yield port
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=10)
+            stop_process(proc)
 
 
-class StoreSink:
-    """What the node's store-backed sink does: rows with a value go to ``Store.write_batch``; big batches in a
-    thread (the call releases the GIL, so decoding the next batch overlaps with it), small ones inline (a
-    thread hop costs 50-200 us, more than writing a few rows)."""
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it does not go in time (mosquitto can take long to free big queues of
+    sessions nobody will drain): a bench that printed its figures must not fail on its helper's exit."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
-    def __init__(self, store: Store, inline_below: int = 2000) -> None:
-        self.store = store
-        self.inline_below = inline_below
-        self.rows = 0
-        self.calls = 0
-        self.delta_bytes = 0
 
-    async def apply(self, batch: ReadingBatch) -> None:
-        b = batch.select(batch.has_value())
-        args = (b.twin_ids, b.field_ids, b.values, b.source_ms)
-        if len(b) < self.inline_below:
-            delta = self.store.write_batch(*args)
-        else:
-            delta = await asyncio.to_thread(self.store.write_batch, *args)
-        self.rows += len(b)
-        self.calls += 1
-        self.delta_bytes += len(delta)
+def node_config(data_dir: str, adapter: dict[str, Any]) -> Any:
+    """A node as `drsdtp run` builds one (write-ahead log, history, intelligence on: the defaults), with one
+    adapter, on loopback ports of its own."""
+    return parse_config(
+        {
+            "node_id": "bench",
+            "data_dir": data_dir,
+            "log_level": "warning",
+            "listen": {"api": "127.0.0.1:0", "metrics": "127.0.0.1:0", "peer": "127.0.0.1:0"},
+            "adapters": [adapter],
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def ingesting_node(
+    adapter: dict[str, Any], data_dir: str | None = None
+) -> AsyncIterator[AdapterRunner]:
+    """A real node (every service of `drsdtp run`) in this process, ingesting from ``adapter``; yields the
+    adapter's runner (its pipeline stats count what the node's sink made durable). ``data_dir`` keeps the
+    node's state across two starts (the MQTT backlog drains register a session, then drain it)."""
+    with contextlib.ExitStack() as stack:
+        d = data_dir or stack.enter_context(tempfile.TemporaryDirectory())
+        async with Node(node_config(d, adapter)) as node:
+            yield node.intake.service.runners[adapter["name"]]
+
+
+async def wait_applied(runner: AdapterRunner, target: int) -> float:
+    """Poll (every ms) until the runner applied ``target`` readings; returns the seconds since its session
+    began connecting (a source's queue may start arriving with the connect acknowledgement)."""
+    stats, sup = runner.pipeline.stats, runner.supervisor.stats
+    deadline = time.monotonic() + 300.0
+    while stats.applied < target:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{runner.adapter.name}: applied {stats.applied} of {target}")
+        await asyncio.sleep(0.001)
+    return time.monotonic() - sup.last_attempt_monotonic
+
+
+@dataclass
+class Results:
+    """The rows a bench prints and writes as JSON: ``{"bench": ..., "rows": [{measure, value, unit,
+    baseline, ratio, goal}]}`` (ratio = value / baseline; goal: the least ratio wanted, or None)."""
+
+    bench: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(
+        self, measure: str, value: float, unit: str, baseline: float | None = None, goal: float | None = None
+    ) -> None:
+        ratio = value / baseline if baseline else None
+        self.rows.append(
+            {
+                "measure": measure,
+                "value": value,
+                "unit": unit,
+                "baseline": baseline,
+                "ratio": ratio,
+                "goal": goal,
+            }
+        )
+
+    def write(self, path: str | None) -> None:
+        if path:
+            Path(path).write_text(json.dumps(asdict(self), indent=1) + "\n")
 
 
 def fmt_rate(x: float) -> str:
@@ -102,7 +159,7 @@ def run_with_server(
     script: str,
     title: str,
     serve: Callable[[int], Coroutine[Any, Any, None]],
-    measure: Callable[[int, float, int], Coroutine[Any, Any, None]],
+    measure: Callable[[int, float, int], Coroutine[Any, Any, Results]],
     *,
     seconds: float,
 ) -> None:
@@ -114,14 +171,15 @@ def run_with_server(
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=seconds)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--json", metavar="PATH", help="also write the result rows here")
     args = ap.parse_args()
     print(f"drsdtp {title} ingest benchmark; load average {loadavg()}")
     port = free_port()
     server = subprocess.Popen([sys.executable, script, "serve", str(port)])
     try:
         wait_port(port, 30)
-        asyncio.run(measure(port, args.seconds, args.reps))
+        results = asyncio.run(measure(port, args.seconds, args.reps))
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        stop_process(server)
+    results.write(args.json)
     print(f"load average after: {loadavg()}")

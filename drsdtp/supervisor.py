@@ -77,6 +77,7 @@ class SupervisorStats:
     last_error: str = ""
     last_delay_s: float = 0.0  # the most recent backoff wait
     last_change_monotonic: float = field(default_factory=time.monotonic)
+    last_attempt_monotonic: float = 0.0  # when the latest connect attempt began (0: none yet)
 
 
 class Supervisor(Generic[T]):
@@ -118,6 +119,7 @@ class Supervisor(Generic[T]):
         while True:
             raise_if_cancelling()
             connected_at: float | None = None
+            self.stats.last_attempt_monotonic = self._clock()
             try:
                 async with self._factory() as resource:
                     connected_at = self._clock()
