@@ -50,11 +50,17 @@ repeat).
 Acknowledgement: QoS 1 messages are acknowledged (PUBACK) only after the pipeline's sink has applied their
 readings. aiomqtt 2.5.1 has no manual-ack option, so the adapter switches its paho client
 (``aiomqtt.Client._client``, paho-mqtt 2.x) to ``manual_ack_set(True)`` and calls ``ack(mid, 1)`` from the
-pipeline, in arrival order (MQTT requires PUBACKs in PUBLISH order). Until the ack, the broker holds the
+pipeline, in arrival order (MQTT requires PUBACKs in PUBLISH order): a batch's PUBACKs go out as one write
+(:func:`drsdtp.adapters.mqtt_wire.send_pubacks`). Until the ack, the broker holds the
 message and redelivers it on reconnect (persistent session); ``receive_maximum`` bounds how many it sends
 ahead, which is also the end-to-end backpressure. If a future aiomqtt hides the paho client, the adapter
 logs a warning and falls back to paho's automatic ack; the loss window is then the readings in flight
 between receive and apply: at most the pipeline buffer (``ingest.buffer_readings``) plus one batch.
+
+Receiving: once connected, the adapter reads the socket itself (:mod:`drsdtp.adapters.mqtt_wire`): PUBLISH
+packets are framed in bulk into the inbox, one event-loop step per read of up to 64 KiB instead of one per
+message, and paho gets every other packet to run the session with. Should paho or aiomqtt no longer expose
+what that needs, the adapter logs a warning and lets aiomqtt read, message by message.
 
 A message that cannot be decoded (whatever the decoder raised) or routed is that message's problem only: it
 travels in its batch as a :class:`~drsdtp.adapters.base.Rejected` (a dead letter, stored by the pipeline)
@@ -67,6 +73,7 @@ lost (the broker does not resend them): they are counted in ``qos0_lost``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import json
@@ -75,10 +82,11 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from drsdtp.adapters.base import AdapterStats, Rejected, SourceBatch
 from drsdtp.adapters.common import CommonSettings, SharedSettings, parse_common, require_module
+from drsdtp.adapters.mqtt_wire import Arrival, PublishReader, send_pubacks, take_partial_packet
 from drsdtp.adapters.payloads import (
     DEFAULT_LIMITS,
     PayloadDecoder,
@@ -111,17 +119,6 @@ class TopicRule:
     decoder: PayloadDecoder
     twin: str | None  # fixed names, used when the template does not capture them
     field: str | None
-
-
-class Arrival(NamedTuple):
-    """One message as the client's inbox took it, stamped with its own receive time (wall-clock ms)."""
-
-    topic: str
-    payload: bytes
-    received_ms: int
-    qos: int = 0
-    mid: int = 0
-    dup: bool = False  # the broker says it may have sent this message before (a redelivery)
 
 
 @dataclass(slots=True)
@@ -317,10 +314,17 @@ class MqttAdapter(SharedSettings):
         self._client_now: Any = None  # the session's aiomqtt client, while one is open: writes publish on it
         self._ack_filters: set[str] = set()  # subscribed with the session's topics
         self._acks: dict[str, asyncio.Future[tuple[bool, str]]] = {}  # command id -> its ack
+        self._reader: PublishReader | None = None  # the session's, when it reads the socket in bulk
+        self._framed_before = 0  # messages earlier sessions' readers framed
 
     @property
     def stats(self) -> MqttStats:
         return self._stats
+
+    @property
+    def framed_messages(self) -> int:
+        """Messages framed in bulk off the socket (:mod:`drsdtp.adapters.mqtt_wire`), not by paho."""
+        return self._framed_before + (self._reader.packets if self._reader is not None else 0)
 
     @property
     def queued_messages(self) -> int:
@@ -476,6 +480,8 @@ class MqttAdapter(SharedSettings):
             raise AdapterError(f"{self.name}: cannot connect to {s.host}:{s.port}: {exc}") from exc
         self._inbox = inbox
         try:
+            if paho is not None:
+                self._read_publishes(client, paho, inbox)
             await self._subscribe(aiomqtt, client)
             self._client_now = client
             _log.info(
@@ -490,6 +496,9 @@ class MqttAdapter(SharedSettings):
         finally:
             self._inbox = None
             self._client_now = None
+            if self._reader is not None:
+                self._framed_before += self._reader.packets
+                self._reader = None
             lost = inbox.discard()
             if lost:
                 self._stats.qos0_lost += lost
@@ -498,6 +507,35 @@ class MqttAdapter(SharedSettings):
                 # A broken connection cannot be closed politely; the exception that got us here matters.
                 async with asyncio.timeout(2.0):
                     await client.__aexit__(None, None, None)
+
+    def _read_publishes(self, client: Any, paho: Any, inbox: _Inbox) -> None:
+        """Take over the connected socket's read side (:mod:`drsdtp.adapters.mqtt_wire`): PUBLISH packets
+        framed in bulk into the inbox, the rest to paho. Without the paho internals it needs (a future
+        paho), aiomqtt keeps reading, message by message."""
+        sock = getattr(paho, "_sock", None)
+        loop = getattr(client, "_loop", None)
+        disconnected = getattr(client, "_disconnected", None)
+        if sock is None or not hasattr(sock, "recv") or loop is None or disconnected is None:
+            _log.warning("%s: this paho/aiomqtt hides its socket; reading message by message", self.name)
+            return
+        prefix = take_partial_packet(paho)
+        if prefix is None:
+            _log.warning(
+                "%s: this paho keeps its read state differently; reading message by message", self.name
+            )
+            return
+
+        def on_error(exc: Exception) -> None:
+            _log.warning("%s: reading from the broker failed: %s", self.name, exc)
+            if not disconnected.done():
+                disconnected.set_exception(exc)
+
+        reader = self._reader = PublishReader(
+            paho, sock, inbox, self.settings.protocol == "5", prefix, on_error
+        )
+        paho._sock = reader.feed  # paho reads control packets from it; sends go to the socket
+        loop.add_reader(sock.fileno(), reader.on_readable)  # replaces aiomqtt's reader of this socket
+        reader.start()
 
     def _client(self, aiomqtt: Any) -> aiomqtt.Client:
         from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
@@ -577,11 +615,7 @@ class MqttAdapter(SharedSettings):
                 raise AdapterError(f"{self.name}: connection lost: {exc}") from exc
             # Drain what is already queued without an await per message: one batch, one core call.
             msgs: list[Arrival] = [first]
-            while len(msgs) < limit:
-                try:
-                    msgs.append(inbox.get_nowait())
-                except asyncio.QueueEmpty:
-                    break
+            inbox.take(msgs, limit)
             batch = self.decode(msgs)
             await self._send_requests(aiomqtt, client)
             if paho is not None:
@@ -617,8 +651,7 @@ class _PendingAcks:
 
         def ack() -> None:
             # On a dropped connection this queues into a dead client: harmless, the broker redelivers.
-            for mid in mids:
-                paho.ack(mid, 1)
+            send_pubacks(paho, mids)
             stats.acked += len(mids)
             self._open -= 1
             if not self._open:
@@ -668,16 +701,54 @@ class _Inbox(asyncio.Queue[Any]):
         paho.on_message = on_message
 
     def put_nowait(self, item: Any) -> None:
-        size = self.qsize()
-        if item.qos == 0 and size >= self._qos0_limit:
-            self._stats.dropped += 1
-            self._drop_log.warn("qos0", "dropping QoS 0 messages: %d queued", size)
-            return
-        if item.qos > 0 and size >= self._qos1_limit:
-            self.overflowed = True
-            return
+        """aiomqtt's path (messages paho read before the adapter took the socket over)."""
         payload = item.payload if isinstance(item.payload, bytes) else str(item.payload).encode()
-        super().put_nowait(Arrival(item.topic.value, payload, wall_ms(), item.qos, item.mid, self._dup))
+        self.offer_many([Arrival(item.topic.value, payload, wall_ms(), item.qos, item.mid, self._dup)])
+
+    def offer_many(self, arrivals: list[Arrival]) -> None:
+        """Queue arrivals in order, within the bounds: all but the last straight into the storage, the last
+        through ``put_nowait``, which wakes the waiting consumer (``task_done``/``join`` are not used)."""
+        size = self.qsize()
+        if size + len(arrivals) > min(self._qos0_limit, self._qos1_limit):
+            arrivals = self._within_bounds(arrivals, size)
+        if not arrivals:
+            return
+        self._items.extend(arrivals[:-1])
+        super().put_nowait(arrivals[-1])
+
+    # asyncio.Queue's storage hooks, over a deque of our own that offer_many and take use in bulk.
+    def _init(self, maxsize: int) -> None:
+        self._items: collections.deque[Arrival] = collections.deque()
+
+    def _put(self, item: Arrival) -> None:
+        self._items.append(item)
+
+    def _get(self) -> Arrival:
+        return self._items.popleft()
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def _within_bounds(self, arrivals: list[Arrival], size: int) -> list[Arrival]:
+        kept: list[Arrival] = []
+        for a in arrivals:
+            if a.qos == 0 and size >= self._qos0_limit:
+                self._stats.dropped += 1
+                self._drop_log.warn("qos0", "dropping QoS 0 messages: %d queued", size)
+            elif a.qos > 0 and size >= self._qos1_limit:
+                self.overflowed = True
+            else:
+                kept.append(a)
+                size += 1
+        return kept
+
+    def take(self, into: list[Arrival], limit: int) -> None:
+        """Move queued arrivals into ``into`` until it holds ``limit`` (no await, no wakeups: unbounded)."""
+        items = self._items
+        into.extend(items.popleft() for _ in range(min(limit - len(into), len(items))))
 
     def discard(self) -> int:
         """Empty the queue (its session ended); returns how many QoS 0 messages were in it (lost: QoS 1
