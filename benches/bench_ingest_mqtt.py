@@ -12,7 +12,7 @@ Runs against one mosquitto broker started here (loopback). Figures:
 2. Batched JSON payloads: readings/s made durable by the node (goal >= 200k readings/s).
 3. Latency at a paced 2,000 msg/s: publish (timestamp in the payload) -> durable, p50/p99 (ms resolution).
 
-usage: python benches/bench_ingest_mqtt.py [--messages 50000] [--reps 3] [--quick] [--json PATH]
+usage: python benches/bench_ingest_mqtt.py [--messages 50000] [--reps 3] [--quick]
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiomqtt
 import paho.mqtt.client as paho
-from bench_ingest_support import Results, fmt_rate, ingesting_node, loadavg, median, mosquitto, wait_applied
+from bench_ingest_support import fmt_rate, ingesting_node, loadavg, median, mosquitto, wait_applied
+from bench_report import Goal, Row, emit
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -199,7 +200,7 @@ async def node_drain(port: int, cid: str, topics: list[dict[str, Any]], protocol
 # ---- phases -------------------------------------------------------------------------------------------
 
 
-async def one_per_message(port: int, n: int, reps: int, results: Results) -> None:
+async def one_per_message(port: int, n: int, reps: int, rows: list[Row]) -> None:
     print(f"\n1) one reading per message, drain of {n:,} queued messages (median of {reps})")
     for protocol in (V5, "3.1.1"):
         for qos in (0, 1):
@@ -226,12 +227,22 @@ async def one_per_message(port: int, n: int, reps: int, results: Results) -> Non
                 f"node/aiomqtt {med['node'] / med['aiomqtt']:4.0%}  "
                 f"node/paho {med['node'] / med['paho']:4.0%}"
             )
-            label = f"MQTT {protocol} QoS {qos} one reading per message, node vs bare"
-            results.add(f"{label} paho", med["node"], "msg/s", med["paho"], 0.9)
-            results.add(f"{label} aiomqtt", med["node"], "msg/s", med["aiomqtt"])
+            version = "" if protocol == V5 else f" {protocol}"  # MQTT 5: the issue's rows
+            rows.append(
+                Row.of(
+                    f"MQTT{version} QoS {qos}, node vs bare paho",
+                    med["node"],
+                    "msg/s",
+                    Goal(">=", 0.9, on="ratio"),
+                    baseline=med["paho"],
+                    baseline_name="paho",
+                )
+            )
+            rows.append(Row.of(f"MQTT{version} QoS {qos}, node vs bare aiomqtt", med["node"], "msg/s",
+                               baseline=med["aiomqtt"], baseline_name="aiomqtt"))  # fmt: skip
 
 
-async def batched(port: int, messages: int, per_msg: int, reps: int, results: Results) -> None:
+async def batched(port: int, messages: int, per_msg: int, reps: int, rows: list[Row]) -> None:
     total = messages * per_msg
     what = f"{messages:,} messages x {per_msg} readings = {total:,} readings"
     print(f"\n2) batched JSON: {what}, QoS 1, median of {reps}")
@@ -240,10 +251,10 @@ async def batched(port: int, messages: int, per_msg: int, reps: int, results: Re
              for rep in range(reps)]  # fmt: skip
     rate = median(rates)
     print(f"   readings made durable by the node: {fmt_rate(rate)}  (goal 200,000/s: {rate / 200_000:.2f}x)")
-    results.add("MQTT batched JSON readings durable, vs the 200k/s goal", rate, "readings/s", 200_000.0, 1.0)
+    rows.append(Row.of("MQTT batched JSON, readings made durable", rate, "readings/s", Goal(">=", 200_000)))
 
 
-async def latency(port: int, seconds: float, rate: float, results: Results) -> None:
+async def latency(port: int, seconds: float, rate: float, rows: list[Row]) -> None:
     n = int(seconds * rate)
     print(f"\n3) latency at {rate:,.0f} msg/s for {seconds:.0f} s ({n:,} messages), publish -> durable")
     for qos in (0, 1):
@@ -267,8 +278,9 @@ async def latency(port: int, seconds: float, rate: float, results: Results) -> N
             f"   QoS {qos}: p50 {p[50.0]:.1f} ms  p99 {p[99.0]:.1f} ms  max {p[100.0]:.1f} ms  "
             f"(applied {st.applied:,} in {st.batches:,} core calls)"
         )
-        results.add(f"MQTT QoS {qos} latency publish -> durable at {rate:,.0f} msg/s, p50", p[50.0], "ms")
-        results.add(f"MQTT QoS {qos} latency publish -> durable at {rate:,.0f} msg/s, p99", p[99.0], "ms")
+        for pct in (50.0, 99.0):
+            what = f"MQTT QoS {qos} publish -> durable at {rate:,.0f} msg/s, p{pct:.0f}"
+            rows.append(Row.of(what, p[pct], "ms"))
 
 
 async def main() -> None:
@@ -276,16 +288,15 @@ async def main() -> None:
     ap.add_argument("--messages", type=int, default=50_000)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    ap.add_argument("--json", metavar="PATH", help="also write the result rows here")
     args = ap.parse_args()
     n, reps = (5_000, 1) if args.quick else (args.messages, args.reps)
     print(f"drsdtp MQTT ingest benchmark; load average {loadavg()} on {os.cpu_count()} CPUs")
-    results = Results("ingest_mqtt")
+    rows: list[Row] = []
     with mosquitto() as port:
-        await one_per_message(port, n, reps, results)
-        await batched(port, 100 if args.quick else 1000, 500, reps, results)
-        await latency(port, 2.0 if args.quick else 10.0, 2000.0, results)
-    results.write(args.json)
+        await one_per_message(port, n, reps, rows)
+        await batched(port, 100 if args.quick else 1000, 500, reps, rows)
+        await latency(port, 2.0 if args.quick else 10.0, 2000.0, rows)
+    emit("bench_ingest_mqtt", rows)
     print(f"\nload average after: {loadavg()}")
 
 

@@ -5,7 +5,7 @@ A server process holds 100 Double variables and rewrites them as fast as it can 
 reference box: the server is the ceiling). Each client subscribes to all 100 (publishing interval 10 ms,
 sampling interval 0, queue size 1000) and counts what it receives over a fixed window.
 
-usage: python benches/bench_ingest_opcua.py [--seconds 8] [--reps 3] [--json PATH]
+usage: python benches/bench_ingest_opcua.py [--seconds 8] [--reps 3]
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.server.server import Server
-from bench_ingest_support import Results, fmt_rate, ingesting_node, median, run_with_server
+from bench_ingest_support import fmt_rate, ingesting_node, median, run_with_server
+from bench_report import Goal, Row, emit
 
 VARS = 100
 NS = "urn:drsdtp:bench"
@@ -91,7 +92,7 @@ async def pipeline(url: str, seconds: float) -> float:
     return rate
 
 
-async def measure(port: int, seconds: float, reps: int) -> Results:
+async def measure(port: int, seconds: float, reps: int) -> None:
     url = f"opc.tcp://127.0.0.1:{port}/bench/"
     rates: dict[str, list[float]] = {"asyncua": [], "node": []}
     for _ in range(reps):  # interleaved, so background load hits both alike
@@ -100,9 +101,9 @@ async def measure(port: int, seconds: float, reps: int) -> Results:
     b, p = median(rates["asyncua"]), median(rates["node"])
     print(f"   notifications/s (median of {reps}): bare asyncua {fmt_rate(b)}  node (durable) {fmt_rate(p)}")
     print(f"   ratio node/asyncua {p / b:.0%}")
-    results = Results("ingest_opcua")
-    results.add("OPC UA notifications, node vs bare asyncua", p, "readings/s", b, 0.9)
-    return results
+    goal = Goal(">=", 0.9, on="ratio")
+    emit("bench_ingest_opcua", [Row.of("OPC UA vs bare asyncua", p, "readings/s", goal, baseline=b,
+                                       baseline_name="asyncua")])  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,12 +1,11 @@
-"""Shared pieces of the ingest benchmarks: a mosquitto broker, a real node to ingest into, timing helpers and
-the result rows every bench prints and writes as JSON (``--json PATH``)."""
+"""Shared pieces of the ingest benchmarks: a mosquitto broker, a real node to ingest into, timing helpers.
+Results go out through ``bench_report.emit`` (printed, and as JSON for ``make bench``)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -17,7 +16,6 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -115,34 +113,6 @@ async def wait_applied(runner: AdapterRunner, target: int) -> float:
     return time.monotonic() - sup.last_attempt_monotonic
 
 
-@dataclass
-class Results:
-    """The rows a bench prints and writes as JSON: ``{"bench": ..., "rows": [{measure, value, unit,
-    baseline, ratio, goal}]}`` (ratio = value / baseline; goal: the least ratio wanted, or None)."""
-
-    bench: str
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-    def add(
-        self, measure: str, value: float, unit: str, baseline: float | None = None, goal: float | None = None
-    ) -> None:
-        ratio = value / baseline if baseline else None
-        self.rows.append(
-            {
-                "measure": measure,
-                "value": value,
-                "unit": unit,
-                "baseline": baseline,
-                "ratio": ratio,
-                "goal": goal,
-            }
-        )
-
-    def write(self, path: str | None) -> None:
-        if path:
-            Path(path).write_text(json.dumps(asdict(self), indent=1) + "\n")
-
-
 def fmt_rate(x: float) -> str:
     return f"{x:,.0f}/s"
 
@@ -159,7 +129,7 @@ def run_with_server(
     script: str,
     title: str,
     serve: Callable[[int], Coroutine[Any, Any, None]],
-    measure: Callable[[int, float, int], Coroutine[Any, Any, Results]],
+    measure: Callable[[int, float, int], Coroutine[Any, Any, None]],
     *,
     seconds: float,
 ) -> None:
@@ -171,15 +141,13 @@ def run_with_server(
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=seconds)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--json", metavar="PATH", help="also write the result rows here")
     args = ap.parse_args()
     print(f"drsdtp {title} ingest benchmark; load average {loadavg()}")
     port = free_port()
     server = subprocess.Popen([sys.executable, script, "serve", str(port)])
     try:
         wait_port(port, 30)
-        results = asyncio.run(measure(port, args.seconds, args.reps))
+        asyncio.run(measure(port, args.seconds, args.reps))
     finally:
         stop_process(server)
-    results.write(args.json)
     print(f"load average after: {loadavg()}")
