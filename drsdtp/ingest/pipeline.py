@@ -2,9 +2,11 @@
 
 Two coroutines share a bounded :class:`ReadingBuffer`:
 
-* :meth:`Pipeline.feed` (the supervisor's session body) turns each :class:`SourceBatch` into a
-  :class:`ReadingBatch` (pure CPU, vectorised) and waits for room in the buffer: backpressure.
-* :meth:`Pipeline.run_apply` takes everything queued (up to ``max_batch`` readings), makes ONE
+* :meth:`Pipeline.feed` (the supervisor's session body) queues each :class:`SourceBatch` and waits for room
+  in the buffer: backpressure. It does nothing else, so an adapter that reads one request at a time (a
+  Modbus poll) sends its next request at once.
+* :meth:`Pipeline.run_apply` takes everything queued (up to ``max_batch`` readings), turns each source batch
+  into a :class:`ReadingBatch` (validate, map, deadband: pure CPU, vectorised) in arrival order, makes ONE
   ``sink.apply`` call, then runs the batches' ``ack`` callbacks in arrival order and records latency.
 
 What an adapter could not decode arrives as the batch's ``rejects``: each is handed to the dead-letter store
@@ -12,7 +14,8 @@ and counted once (``rejected``, by reason; a redelivery of a letter already held
 the batch's ack waits until its letters are durable, so a QoS 1 message is acknowledged, in order with the
 others, only once it is either applied or stored as a dead letter.
 
-The two overlap: while the core applies batch N (GIL released), the adapter decodes batch N+1.
+The two overlap: while the core applies batch N (GIL released) or the adapter waits for its source, the
+other side works.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ class DeadLetterSink(Protocol):
 
 @dataclass(slots=True)
 class _Pending:
-    batch: ReadingBatch
+    source: SourceBatch | ReadingBatch  # a source batch is prepared by the applier, in order
     ack: Callable[[], None] | None
     durable: Awaitable[None] | None = None  # dead letters of the batch, awaited before the ack
 
@@ -120,13 +123,12 @@ class Pipeline:
             await self.submit(source)
 
     async def submit(self, source: SourceBatch) -> None:
-        """Validate and queue one source batch (waits while the buffer is full)."""
+        """Queue one source batch (waits while the buffer is full); the applier validates it."""
         durable = await self._dead_letter(source.rejects) if source.rejects else None
-        batch = self._prepare_or_refuse(source)
-        if len(batch) or source.ack is not None:
+        if len(source) or source.ack is not None:
             # Empty batches with an ack still queue: acks must go out in arrival order.
             self._idle.clear()
-            await self._buffer.put(_Pending(batch, source.ack, durable), len(batch))
+            await self._buffer.put(_Pending(source, source.ack, durable), len(source))
 
     async def _dead_letter(self, rejects: Sequence[Rejected]) -> Awaitable[None] | None:
         fresh, durable = await self.dead_letters.put(self.name, rejects)
@@ -319,8 +321,11 @@ class Pipeline:
         """Wait until everything submitted so far is applied (needs ``run_apply`` running)."""
         await self._idle.wait()
 
+    def _prepared(self, p: _Pending) -> ReadingBatch:
+        return self._prepare_or_refuse(p.source) if isinstance(p.source, SourceBatch) else p.source
+
     async def _apply(self, pending: list[_Pending]) -> None:
-        batch = ReadingBatch.concat([p.batch for p in pending if len(p.batch)])
+        batch = ReadingBatch.concat([b for b in map(self._prepared, pending) if len(b)])
         n = len(batch)
         if n:
             try:
@@ -351,8 +356,7 @@ class Pipeline:
     async def apply_direct(self, source: SourceBatch) -> None:
         """prepare + one sink call without the buffer (tests and synchronous replays)."""
         durable = await self._dead_letter(source.rejects) if source.rejects else None
-        batch = self._prepare_or_refuse(source)
-        await self._apply([_Pending(batch, source.ack, durable)])
+        await self._apply([_Pending(source, source.ack, durable)])
 
     @property
     def queued_readings(self) -> int:
