@@ -50,7 +50,7 @@ BENCHES = [
     # Compiles yrs, automerge and crdts the first time (minutes): not in --tiny.
     Bench("peers", ["cargo", "run", "-q", "--release"], None, cwd="crdt_core/benches/peers"),
     Bench("bench_core", script("bench_core.py"), []),
-    Bench("bench_node", script("bench_node.py"), ["--log-gb", "0.002"]),
+    Bench("bench_node", script("bench_node.py"), ["--log-gb", "0.002", "--twins", "2000"]),
     Bench("bench_ingest_mqtt", script("bench_ingest_mqtt.py"), ["--quick"]),
     Bench("bench_ingest_modbus", script("bench_ingest_modbus.py"), ["--seconds", "1", "--reps", "1"]),
     Bench("bench_ingest_opcua", script("bench_ingest_opcua.py"), ["--seconds", "1", "--reps", "1"]),

@@ -41,7 +41,7 @@ TIMEOUT_S = 180
 # The smallest sizes each benchmark takes: enough to run every code path once.
 TINY: dict[str, list[str]] = {
     "bench_core.py": [],  # fixed sizes, a few seconds
-    "bench_node.py": ["--log-gb", "0.002"],
+    "bench_node.py": ["--log-gb", "0.002", "--twins", "2000"],
     "bench_replication.py": ["--quick"],
     "bench_ingest_mqtt.py": ["--quick"],
     "bench_ingest_opcua.py": ["--seconds", "1", "--reps", "1"],
