@@ -153,6 +153,7 @@ def status_message(status: NodeStatus) -> api_pb2.StatusReply:
         setattr(reply, key, value)
     reply.recovery_unaccepted = status.recovery_unaccepted
     reply.not_ready_reason = status.not_ready_reason
+    reply.adapters.extend(api_pb2.AdapterIngest(name=name, **counts) for name, counts in status.adapters)
     return reply
 
 

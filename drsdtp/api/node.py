@@ -72,6 +72,7 @@ class NodeStatus:
     peers: tuple[PeerState, ...]
     recovery_unaccepted: int = 0  # write-ahead log recoveries that went past damage, not yet acknowledged
     not_ready_reason: str = ""  # why /readyz answers 503 (empty: ready)
+    adapters: tuple[tuple[str, dict[str, int]], ...] = ()  # (adapter, its ingest counters) as in ``ingest``
 
 
 @dataclass(frozen=True, slots=True)

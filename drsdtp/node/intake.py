@@ -137,6 +137,13 @@ class Intake(BackgroundService):
         if self.service.runners:
             await self.service.run()
 
+    def per_adapter(self) -> tuple[tuple[str, dict[str, int]], ...]:
+        """Each adapter's ingest counters, by name (for the status reply: the dashboard's rates)."""
+        return tuple(
+            (name, {k: int(getattr(s, k)) for k in ("received", "invalid", "dropped", "late")})
+            for name, s in sorted(self.service.snapshot().items())
+        )
+
     def totals(self) -> dict[str, int]:
         """Ingest counters summed over adapters (for the status reply)."""
         snaps = self.service.snapshot().values()

@@ -328,6 +328,7 @@ class Node:
             ),
             recovery_unaccepted=len(self.recovery.unaccepted),
             not_ready_reason=self.recovery.not_ready_reason() or "",
+            adapters=self.intake.per_adapter(),
         )
 
     async def accept_recovery(self, actor: str, reason: str) -> list[QuarantineEntry]:

@@ -312,6 +312,12 @@ async def test_the_site_shows_its_peer_and_an_alarm_acked_in_the_page_is_acked_o
         "document.querySelector('#peers tr[data-peer=\"node-p\"] .link')?.textContent === 'up'", "the peer up"
     )
     assert "Converg" in await browser.evaluate("document.getElementById('convergence').textContent")
+    # Ingest per adapter: the plant's rate, from two Status replies.
+    await browser.wait_for(
+        "[...document.querySelectorAll('#node-facts dt')].some((dt) => dt.textContent === 'Ingest: plant'"
+        " && /^[0-9.]+ readings\\/s/.test(dt.nextElementSibling.textContent))",
+        "the plant adapter's ingest rate",
+    )
     await browser.wait_for(
         "document.querySelector('#severities [data-severity=\"minor\"]')?.textContent === 'minor: 1'",
         "room-1's alarm counted by severity",

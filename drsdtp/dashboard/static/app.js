@@ -98,6 +98,7 @@ function siteView() {
   const items = new Map(); // twin id -> {li, link, health}
   const order = []; // twin ids, sorted: where a new twin goes
   const health = new Map(); // twin id -> TwinHealthSummary
+  const healthStatus = new Map(); // twin id -> its status (the heat map's colours)
   let dirty = new Set(), frame = 0;
   const filter = $("filter");
 
@@ -135,7 +136,7 @@ function siteView() {
     const counts = { HEALTHY: 0, DEGRADED: 0, FAILED: 0 };
     for (const h of health.values()) counts[h.status] = (counts[h.status] || 0) + 1;
     text($("summary"), `${items.size} twins: ${counts.HEALTHY} healthy, ${counts.DEGRADED} degraded, ${counts.FAILED} failed`);
-    heat.update(order, new Map([...health].map(([id, h]) => [id, h.status])));
+    heat.update(order, healthStatus);
   };
   const touch = (id) => { dirty.add(id); if (!frame) frame = requestAnimationFrame(render); };
 
@@ -158,6 +159,7 @@ function siteView() {
     for (const t of reply.twins || []) {
       const old = health.get(t.twinId);
       health.set(t.twinId, t);
+      healthStatus.set(t.twinId, t.status);
       if (!old || old.status !== t.status || old.quality !== t.quality) touch(t.twinId);
     }
   });

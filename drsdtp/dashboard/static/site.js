@@ -1,4 +1,4 @@
-// The site overview: this node (clock, ingest rate, log, recovery), its peers with link state and replication
+// The site overview: this node (clock, ingest rate per adapter, log, recovery), its peers with link state and replication
 // lag, alarms by severity, and a health heat map of every twin drawn on one canvas (thousands of twins cost
 // one draw, not thousands of elements; the list below it is the accessible way to each twin).
 const COLORS = { HEALTHY: "#1b6e20", DEGRADED: "#c98a00", FAILED: "#b00020", UNKNOWN: "#9aa0a6" };
@@ -15,16 +15,27 @@ function duration(s) {
 export function renderNode(facts, now, before) {
   const rate = before && now.uptimeS > before.uptimeS
     ? (Number(now.received) - Number(before.received)) / (now.uptimeS - before.uptimeS) : null;
+  const dt = before ? now.uptimeS - before.uptimeS : 0;
+  const earlier = new Map(((before && before.adapters) || []).map((a) => [a.name, a]));
+  const adapters = (now.adapters || []).map((a) => {
+    const old = earlier.get(a.name);
+    const perS = old && dt > 0 ? `${((Number(a.received) - Number(old.received)) / dt).toFixed(1)} readings/s` : "measuring…";
+    const bad = Number(a.invalid || 0) + Number(a.dropped || 0);
+    return [`Ingest: ${a.name}`, `${perS}${bad ? `; ${a.invalid || 0} invalid, ${a.dropped || 0} dropped` : ""}`];
+  });
   const rows = [
     ["Node", `${now.nodeId} (drsdtp ${now.version})`],
     ["Up for", duration(now.uptimeS || 0)],
     ["Twins", `${now.twins} twins, ${now.fields} fields`],
     ["Ingest", rate === null ? "measuring…" : `${rate.toFixed(1)} readings/s (all adapters); ${now.invalid || 0} invalid, ${now.dropped || 0} dropped`],
+    ...adapters,
     ["Clock offset", now.clockOffsetS === undefined ? "unknown (no NTP answer)" : `${(now.clockOffsetS * 1000).toFixed(1)} ms`],
     ["Log", `${now.walRecords || 0} records`],
     ["Ready", now.notReadyReason ? `no: ${now.notReadyReason}` : "yes"],
   ];
-  if (facts.children.length !== rows.length * 2) {
+  const terms = rows.map(([term]) => term).join("|");
+  if (facts.dataset.terms !== terms) { // the adapters changed: lay the list out again
+    facts.dataset.terms = terms;
     facts.textContent = "";
     for (const [term] of rows) {
       const dt = document.createElement("dt"); dt.textContent = term;
@@ -115,9 +126,12 @@ export class HeatMap {
 
   columns() { return Math.max(1, Math.floor((this.canvas.clientWidth + GAP) / (CELL + GAP))); }
 
+  // At most one draw every 250 ms: while thousands of twins arrive, the list comes first.
   update(ids, status) {
     this.ids = ids; this.status = status;
-    if (!this.frame) this.frame = requestAnimationFrame(() => { this.frame = 0; this.draw(); });
+    if (this.frame) return;
+    const wait = Math.max(0, 250 - (performance.now() - (this.drawn || 0)));
+    this.frame = setTimeout(() => requestAnimationFrame(() => { this.frame = 0; this.drawn = performance.now(); this.draw(); }), wait);
   }
 
   draw() {
@@ -125,10 +139,14 @@ export class HeatMap {
     const rows = Math.max(1, Math.ceil(this.ids.length / columns));
     const ratio = window.devicePixelRatio || 1;
     const width = this.canvas.clientWidth, height = rows * (CELL + GAP);
-    this.canvas.style.height = `${height}px`;
-    this.canvas.width = Math.round(width * ratio); this.canvas.height = Math.round(height * ratio);
+    const w = Math.round(width * ratio), h = Math.round(height * ratio);
+    if (this.canvas.width !== w || this.canvas.height !== h) { // a resize reallocates: only when it changed
+      this.canvas.style.height = `${height}px`;
+      this.canvas.width = w; this.canvas.height = h;
+    }
     const g = this.canvas.getContext("2d");
-    g.scale(ratio, ratio);
+    g.setTransform(ratio, 0, 0, ratio, 0, 0);
+    g.clearRect(0, 0, width, height);
     const counts = { HEALTHY: 0, DEGRADED: 0, FAILED: 0, UNKNOWN: 0 };
     for (const status of Object.keys(COLORS)) { // one fill style at a time: few state changes
       g.fillStyle = COLORS[status];

@@ -86,6 +86,7 @@ class StatusReply(_message.Message):
     STATE_DIGEST_FIELD_NUMBER: _builtins.int
     RECOVERY_UNACCEPTED_FIELD_NUMBER: _builtins.int
     NOT_READY_REASON_FIELD_NUMBER: _builtins.int
+    ADAPTERS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     replica_id: _builtins.int
     version: _builtins.str
@@ -111,6 +112,10 @@ class StatusReply(_message.Message):
     def peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___PeerStatus]: ...
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def adapters(self) -> _containers.RepeatedCompositeFieldContainer[Global___AdapterIngest]:
+        """(dashboard) The ingest counters of each adapter, by name."""
+
     def __init__(
         self,
         *,
@@ -132,10 +137,11 @@ class StatusReply(_message.Message):
         state_digest: _builtins.int = ...,
         recovery_unaccepted: _builtins.int = ...,
         not_ready_reason: _builtins.str = ...,
+        adapters: _abc.Iterable[Global___AdapterIngest] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_s", b"_clock_offset_s", "clock_offset_s", b"clock_offset_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_s", b"_clock_offset_s", "clock_offset_s", b"clock_offset_s", "dropped", b"dropped", "fields", b"fields", "hlc", b"hlc", "invalid", b"invalid", "late", b"late", "node_id", b"node_id", "not_ready_reason", b"not_ready_reason", "peers", b"peers", "received", b"received", "recovery_unaccepted", b"recovery_unaccepted", "replica_id", b"replica_id", "scopes", b"scopes", "state_digest", b"state_digest", "twins", b"twins", "uptime_s", b"uptime_s", "version", b"version", "wal_records", b"wal_records"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_s", b"_clock_offset_s", "adapters", b"adapters", "clock_offset_s", b"clock_offset_s", "dropped", b"dropped", "fields", b"fields", "hlc", b"hlc", "invalid", b"invalid", "late", b"late", "node_id", b"node_id", "not_ready_reason", b"not_ready_reason", "peers", b"peers", "received", b"received", "recovery_unaccepted", b"recovery_unaccepted", "replica_id", b"replica_id", "scopes", b"scopes", "state_digest", b"state_digest", "twins", b"twins", "uptime_s", b"uptime_s", "version", b"version", "wal_records", b"wal_records"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__clock_offset_s: _TypeAlias = _typing.Literal["clock_offset_s"]  # noqa: Y015
     _WhichOneofArgType__clock_offset_s: _TypeAlias = _typing.Literal["_clock_offset_s", b"_clock_offset_s"]  # noqa: Y015
@@ -2861,3 +2867,38 @@ class WhoAmIReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WhoAmIReply: _TypeAlias = WhoAmIReply  # noqa: Y015
+
+@_typing.final
+class AdapterIngest(_message.Message):
+    """----- (dashboard) ingest per adapter, in StatusReply -----------------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    RECEIVED_FIELD_NUMBER: _builtins.int
+    INVALID_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    LATE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The adapter's name ([[adapters]] name)."""
+    received: _builtins.int
+    """Readings accepted, rejected by validation, lost to a full buffer, older than the stored value."""
+    invalid: _builtins.int
+    dropped: _builtins.int
+    late: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        received: _builtins.int = ...,
+        invalid: _builtins.int = ...,
+        dropped: _builtins.int = ...,
+        late: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped", b"dropped", "invalid", b"invalid", "late", b"late", "name", b"name", "received", b"received"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdapterIngest: _TypeAlias = AdapterIngest  # noqa: Y015
