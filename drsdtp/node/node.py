@@ -89,7 +89,7 @@ class Node:
         self.intelligence = InsightService(self)
         self.durable = DurableStore.open(config.data_dir, self._store, config.wal)
         # Numbered by the HLC and seeded with every twin, so a Watch cursor survives a restart.
-        self._feed = ChangeFeed(clock=self._store.now)
+        self._feed = ChangeFeed(clock=self._store.now, names=self._store)
         self.feed_keeper = FeedKeeper(self._feed, config.data_dir / "api" / "feed", self._store.twins())
         self.metrics = NodeMetrics(config.node_id)
         self.metrics.watch_store(self._store_size)

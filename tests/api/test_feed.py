@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from drsdtp._core import Store
 from drsdtp.api.feed import ChangeFeed
 
 
@@ -56,3 +57,15 @@ async def test_the_log_stays_bounded_by_the_twins_however_far_a_watcher_falls_be
     batch = await never_read[0].next_batch(1000)
     assert [(c.twin, c.origin) for c in batch] == [(f"t{i}", "ingest") for i in range(50)]
     assert never_read[0].cursor == feed.seq == 200 * 50
+
+
+def test_a_feed_on_the_store_keeps_twins_by_id_and_reads_back_their_names() -> None:
+    store = Store(1)
+    feed = ChangeFeed(names=store)
+    feed.publish(["b", "a"], "local")
+    feed.publish(["b"], "peer")
+    changes, cursor = feed.read(0, 10)
+    assert [(c.twin, c.origin) for c in changes] == [("a", "local"), ("b", "peer")]
+    assert cursor == feed.seq
+    # The names live in the store's interner only; the feed holds numbers.
+    assert store.intern_twin("a") == 1
