@@ -303,10 +303,19 @@ function twinView(id) {
         r.stamp = field.stamp;
         r.points.push([r.ms, value]);
         if (r.points.length > MAX_POINTS) r.points.shift();
-        draw(r.svg, r.points);
+        sparks.add(r);
       }
     }
+    if (sparks.size && !sparkFrame) sparkFrame = requestAnimationFrame(drawSparks);
     ages();
+  };
+  // Sparklines redraw once per frame, however many updates arrived in it.
+  const sparks = new Set();
+  let sparkFrame = 0;
+  const drawSparks = () => {
+    sparkFrame = 0;
+    for (const r of sparks) draw(r.svg, r.points);
+    sparks.clear();
   };
   const ages = () => { for (const r of rows.values()) text(r.tr.querySelector(".age"), age(r.ms)); };
 

@@ -92,7 +92,7 @@ export class Chart {
   setForecast(points) { this.forecast = points; this.schedule(); }
   setWhatIf(points) { this.whatif = points; this.schedule(); }
   setLimits(limits) { this.limits = limits; this.schedule(); }
-  setMarkers(markers) { this.markers = markers; this.schedule(); }
+  setMarkers(markers) { this.markers = markers; this.markerVersion = (this.markerVersion || 0) + 1; this.schedule(); }
 
   schedule() {
     if (!this.frame) this.frame = requestAnimationFrame(() => { this.frame = 0; this.draw(); });
@@ -195,18 +195,34 @@ export class Chart {
     const wiBand = this.whatif.filter((p) => typeof p[2] === "number" && typeof p[3] === "number");
     this.wiBand.setAttribute("d", wiBand.length > 1 ? area(wiBand, xy) : "");
 
+    const limitKey = JSON.stringify([this.limits, lo, hi]);
+    if (this.limitKey !== limitKey) this.drawLimits(limitKey, y);
+    const now = this.x(Date.now());
+
+    const inside = now >= PAD.left && now <= W - PAD.right;
+    this.nowLine.setAttribute("x1", now); this.nowLine.setAttribute("x2", now);
+    this.nowLine.setAttribute("y1", PAD.top); this.nowLine.setAttribute("y2", H - PAD.bottom);
+    this.nowLine.style.display = inside ? "" : "none";
+
+    // Markers move only when the window moves by a pixel or they change.
+    const pixel = (this.t1 - this.t0) / (W - PAD.left - PAD.right);
+    const markerKey = `${this.markerVersion},${Math.round(t0 / pixel)},${Math.round(right / pixel)}`;
+    if (this.markerKey !== markerKey) this.drawMarkers(markerKey, t0, right);
+    this.t1 = saved;
+  }
+
+  drawLimits(key, y) {
+    this.limitKey = key;
     this.limitG.textContent = "";
     for (const limit of this.limits) {
       const ly = y(limit.value).toFixed(1);
       el("line", { x1: PAD.left, x2: W - PAD.right, y1: ly, y2: ly }, this.limitG);
       el("text", { x: W - PAD.right - 4, y: Number(ly) - 4, "text-anchor": "end" }, this.limitG).textContent = limit.label;
     }
-    const now = this.x(Date.now());
-    const inside = now >= PAD.left && now <= W - PAD.right;
-    this.nowLine.setAttribute("x1", now); this.nowLine.setAttribute("x2", now);
-    this.nowLine.setAttribute("y1", PAD.top); this.nowLine.setAttribute("y2", H - PAD.bottom);
-    this.nowLine.style.display = inside ? "" : "none";
+  }
 
+  drawMarkers(key, t0, right) {
+    this.markerKey = key;
     this.markerG.textContent = "";
     for (const m of this.markers) {
       if (m.t < t0 || m.t > right) continue;
@@ -216,20 +232,23 @@ export class Chart {
         : el("circle", { cx: mx, cy: H - PAD.bottom - 7, r: 5, class: `anomaly sev-${m.severity}` }, this.markerG);
       el("title", {}, shape).textContent = m.label;
     }
-    this.t1 = saved;
   }
 
   axes(lo, hi, y) {
-    this.grid.textContent = "";
     const step = niceStep(hi - lo, 5);
+    const span = this.t1 - this.t0;
+    const tStep = TIME_STEPS.find((s) => span / s <= 7) || 86400000;
+    // The same value ticks and a window moved by less than a pixel: the grid stands (no DOM work per frame).
+    const key = `${lo.toPrecision(6)},${hi.toPrecision(6)},${tStep},${Math.round(this.x(Math.ceil(this.t0 / tStep) * tStep))}`;
+    if (this.gridKey === key) return;
+    this.gridKey = key;
+    this.grid.textContent = "";
     for (let v = Math.ceil(lo / step) * step; v <= hi; v += step) {
       const gy = y(v).toFixed(1);
       el("line", { x1: PAD.left, x2: W - PAD.right, y1: gy, y2: gy }, this.grid);
       el("text", { x: PAD.left - 6, y: Number(gy) + 4, "text-anchor": "end" }, this.grid).textContent =
         Number(v.toPrecision(6)).toString();
     }
-    const span = this.t1 - this.t0;
-    const tStep = TIME_STEPS.find((s) => span / s <= 7) || 86400000;
     const offset = new Date().getTimezoneOffset() * 60000; // ticks on local round times
     for (let t = Math.ceil((this.t0 - offset) / tStep) * tStep + offset; t <= this.t1; t += tStep) {
       const gx = this.x(t).toFixed(1);
