@@ -355,7 +355,8 @@ class DeadLetterConfig:
 @dataclass(frozen=True, slots=True)
 class WalConfig:
     enabled: bool = True
-    # Group commit: fsync when this much time or this many bytes accumulated, whichever comes first.
+    # Group commit: at most one fsync per interval (counted from the last one, so a lone write is not
+    # held), or sooner once this many bytes are pending.
     fsync_interval_ms: Annotated[int, Range(0, 60_000)] = 5
     fsync_bytes: Annotated[int, Range(0, 1 << 30)] = _MIB
     # A snapshot truncates the log: taken every snapshot_every entries or once the log reaches segment_bytes.

@@ -113,15 +113,16 @@ async def test_a_cancelled_writer_neither_breaks_sync_nor_loses_its_record(tmp_p
     # An API client whose deadline passes cancels its own wait, not the record: sync() still waits for the
     # record to be durable instead of failing with the writer's CancelledError.
     store = _store()
-    config = WalConfig(fsync_interval_ms=200)  # the record stays pending long enough to cancel its writer
+    config = WalConfig(fsync_interval_ms=500)  # one fsync per 500 ms: the second record waits for its window
     async with DurableStore.open(tmp_path, store, config) as durable:
+        await durable.record(store.set("t", "first", 1.0))  # fsynced at once; the window starts
         writer = asyncio.create_task(durable.record(store.set("t", "x", 1.0)))
         await asyncio.sleep(0.01)
         writer.cancel()
         await asyncio.sleep(0)
         assert writer.cancelled() and durable.pending == 1
         await asyncio.wait_for(durable.sync(), 10)
-        assert durable.pending == 0 and durable.stats.records == 1
+        assert durable.pending == 0 and durable.stats.records == 2
 
 
 async def test_aux_records_appended_while_a_barrier_runs_survive_the_snapshot(tmp_path: Path) -> None:
