@@ -178,6 +178,12 @@ def decode_response(decoder: BlockDecoder, raw: Any, batch: SourceBatch, now_ms:
     return None
 
 
+def _covers(block: Block, written: tuple[int, str, int, int]) -> bool:
+    unit, table, first, end = written
+    same = block.unit == unit and block.table == table
+    return same and first < block.start + block.count and block.start < end
+
+
 def _next_due(due: float, now: float, interval: float) -> float:
     """Keep the schedule on its grid; after a stall, skip missed polls instead of bursting to catch up."""
     if interval <= 0:
@@ -268,12 +274,17 @@ class ModbusAdapter(SharedSettings):
         self._fail_log = RateLimitedLog(_log, f"{settings.common.name}: failed reads")
         # Adaptive sampling (a rule's `sampling` action): overrides every register's poll interval.
         self.sampling_interval_s: float | None = None
-        self._resample = asyncio.Event()
+        self._resampled = False
+        # Points written since the last poll, (unit, table, first, end): polled at once, so a command's echo
+        # (the device's reported value) does not wait out the poll interval.
+        self._written: set[tuple[int, str, int, int]] = set()
+        self._resample = asyncio.Event()  # wakes the poll loop: a new rate, or a point written
         self._client: Any = None  # the session's, while one is open: writes go over it
 
     def set_sampling_interval(self, interval_s: float | None) -> None:
         """Polls every block at this interval from now on (None: back to the configured intervals)."""
         self.sampling_interval_s = interval_s
+        self._resampled = True
         self._resample.set()  # wakes a poll loop waiting out a long interval
 
     def write_target(self, raw: Mapping[str, Any], key: str) -> ModbusWriteTarget:
@@ -306,6 +317,9 @@ class ModbusAdapter(SharedSettings):
         if rr.isError():
             code = getattr(rr, "exception_code", "?")
             return WriteOutcome(WriteStatus.REJECTED, f"{target.label}: exception code {code}")
+        count = 1 if isinstance(encoded, bool) else len(encoded)
+        self._written.add((target.unit, target.table, target.address, target.address + count))
+        self._resample.set()
         return WriteOutcome(WriteStatus.ACKNOWLEDGED, f"{target.label} written")
 
     @property
@@ -349,10 +363,16 @@ class ModbusAdapter(SharedSettings):
                     async with asyncio.timeout(wait):
                         await self._resample.wait()
                 now = loop.time()
-            if self._resample.is_set():  # a new rate takes effect now, not after the old interval's poll
+            if self._resample.is_set():
                 self._resample.clear()
-                if self.sampling_interval_s is not None:
+                # A new rate takes effect now, not after the old interval's poll.
+                if self._resampled and self.sampling_interval_s is not None:
                     due = [min(d, now + self.sampling_interval_s) for d in due]
+                self._resampled = False
+                written, self._written = self._written, set()
+                for i, block in enumerate(blocks):
+                    if any(_covers(block, w) for w in written):
+                        due[i] = now  # read back what was just written (the schedule goes on from there)
                 continue
             batch = SourceBatch(wall_ms())
             attempted = silent = 0

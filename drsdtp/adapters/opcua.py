@@ -289,6 +289,14 @@ def quality_of(status: int) -> int:
     return Quality.GOOD if severity == 0 else Quality.UNCERTAIN if severity == 1 else Quality.BAD
 
 
+@dataclass(frozen=True, slots=True)
+class _ReadBack:
+    """A read of a written variable, shaped as the monitored-item notification it stands for."""
+
+    ClientHandle: int  # asyncua's names
+    Value: Any
+
+
 class OpcUaAdapter(SharedSettings):
     kind = "opcua"
 
@@ -303,6 +311,7 @@ class OpcUaAdapter(SharedSettings):
         self._reported: dict[int, tuple[float, int]] = {}  # node index -> (value, quality) last reported
         self._malformed_log = RateLimitedLog(_log, f"{settings.common.name}: unusable values")
         self._client: Any = None  # the session's, while one is open: writes go over it
+        self._handle_of: dict[Any, int] | None = None
 
     def write_target(self, raw: Mapping[str, Any], key: str) -> OpcUaWriteTarget:
         return parse_write_target(raw, key)
@@ -334,13 +343,43 @@ class OpcUaAdapter(SharedSettings):
                     obj = client.get_node(ua.NodeId.from_string(target.node_id))
                     result = await obj.call_method(ua.NodeId.from_string(target.method_id), *inputs)
                     return WriteOutcome(WriteStatus.ACKNOWLEDGED, f"{target.label} returned {result!r}"[:500])
-                node = client.get_node(ua.NodeId.from_string(target.node_id))
+                node_id = ua.NodeId.from_string(target.node_id)
+                node = client.get_node(node_id)
                 await node.write_value(ua.DataValue(inputs[0]))
         except UaStatusCodeError as exc:
             return WriteOutcome(WriteStatus.REJECTED, f"{target.label}: {type(exc).__name__}")
         except UaError as exc:
             raise AdapterError(f"{self.name}: {target.label}: {exc!r}") from exc
+        await self._read_back(node, node_id)
         return WriteOutcome(WriteStatus.ACKNOWLEDGED, f"{target.label} written")
+
+    async def _read_back(self, node: Any, node_id: Any) -> None:
+        """Reads a written variable that is also subscribed back at once, as a notification: the command's
+        echo (the device's reported value) does not wait for the subscription's next publish. Best effort:
+        the subscription reports it anyway."""
+        from asyncua.ua.uaerrors import UaError
+
+        handle = self._handles().get(node_id)
+        if handle is None:
+            return
+        try:
+            dv = await node.read_data_value()
+        except (UaError, OSError, TimeoutError) as exc:
+            _log.debug("%s: read-back of %s: %s", self.name, node_id, exc)
+            return
+        self.on_data_change([_ReadBack(handle, dv)])
+
+    def _handles(self) -> dict[Any, int]:
+        """Configured node id -> client handle (nodes named by browse path are left out)."""
+        if self._handle_of is None:
+            from asyncua import ua
+
+            self._handle_of = {
+                ua.NodeId.from_string(n.node_id): _HANDLE_BASE + i
+                for i, n in enumerate(self.settings.nodes)
+                if n.node_id is not None
+            }
+        return self._handle_of
 
     @property
     def stats(self) -> AdapterStats:
