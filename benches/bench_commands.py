@@ -4,9 +4,11 @@ library's write and read-back in the same run.
 For each protocol a real server runs in this process (pymodbus, asyncua, mosquitto with a device played by
 an MQTT client that echoes each command as the reported value) and a node (in process, its gRPC API on
 loopback) executes commands issued with ``IssueCommand(wait_s=...)``, one at a time, each a new value (so
-each is written). "bare" is the library alone doing the same round trip by hand: write the value, then read
-it back (Modbus: write_registers + read_holding_registers; OPC UA: write_value + read_value; MQTT: publish
-the command, receive the device's echo).
+each is written); then again with the node's write-ahead log off ("no-log": what the two fsyncs a command
+needs cost, its record before the write and its outcome before the reply). "bare" is the library alone
+doing the same round trip by hand: write the value, then read it back (Modbus: write_registers +
+read_holding_registers; OPC UA: write_value + read_value; MQTT: publish the command, receive the device's
+echo).
 
 usage: python benches/bench_commands.py [--commands 200] [--protocols modbus,opcua,mqtt]
 """
@@ -41,6 +43,7 @@ from tests.ingest.opcua_server import OpcServer
 from tests.ingest.support import Mosquitto, running
 
 Timed = Callable[[int], Awaitable[None]]
+Samples = tuple[list[float], list[float], list[float]]  # bare, ours, ours without the log (no fsync)
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -60,14 +63,16 @@ async def measure(n: int, one: Timed) -> list[float]:
 
 
 @contextlib.asynccontextmanager
-async def node_with(tmp: Path, adapter: dict[str, Any], write: dict[str, Any]) -> AsyncIterator[Timed]:
+async def node_with(
+    tmp: Path, adapter: dict[str, Any], write: dict[str, Any], *, wal: bool = True
+) -> AsyncIterator[Timed]:
     actuator = {"twin": "bench-1", "field": "setpoint", "node": "bench", "adapter": adapter["name"],
                 "tolerance": 1e-6, "ack_timeout_s": 5.0, "write": write}  # fmt: skip
     config = {
         "node_id": "bench",
         "data_dir": str(tmp),
         "listen": {"api": "127.0.0.1:0", "metrics": "127.0.0.1:0", "peer": "127.0.0.1:0"},
-        "wal": {"fsync_interval_ms": 1},
+        "wal": {"fsync_interval_ms": 1, "enabled": wal},
         "adapters": [{**adapter, "reconnect": {"initial_s": 0.05, "max_s": 0.2}}],
         "actuators": [actuator],
     }
@@ -88,7 +93,18 @@ async def node_with(tmp: Path, adapter: dict[str, Any], write: dict[str, Any]) -
             yield one
 
 
-async def bench_modbus(n: int, tmp: Path) -> tuple[list[float], list[float]]:
+async def ours(
+    n: int, tmp: Path, adapter: dict[str, Any], write: dict[str, Any]
+) -> tuple[list[float], list[float]]:
+    """The node's round trips: as configured, then with the write-ahead log off (what fsync costs)."""
+    async with node_with(tmp / "node", adapter, write) as one:
+        ours_ms = await measure(n, one)
+    async with node_with(tmp / "node-nowal", adapter, write, wal=False) as one:
+        nowal_ms = await measure(n, one)
+    return ours_ms, nowal_ms
+
+
+async def bench_modbus(n: int, tmp: Path) -> Samples:
     server = ModbusServer({1: [0] * 32})
     await server.start()
     try:
@@ -104,17 +120,16 @@ async def bench_modbus(n: int, tmp: Path) -> tuple[list[float], list[float]]:
         bare_ms = await measure(n, bare)
         client.close()
         register = {"field": "setpoint", "address": 10, "data_type": "float32"}
+        # A plant-like poll interval: the adapter reads a written point back at once, not at the next poll.
         adapter = {"type": "modbus", "name": "plc", "host": "127.0.0.1", "port": server.port,
-                   "twin": "bench-1", "poll_interval_s": 0.002, "registers": [register]}  # fmt: skip
-        async with node_with(tmp, adapter, {"address": 10, "data_type": "float32"}) as one:
-            ours_ms = await measure(n, one)
-        return bare_ms, ours_ms
+                   "twin": "bench-1", "poll_interval_s": 1.0, "registers": [register]}  # fmt: skip
+        return bare_ms, *await ours(n, tmp, adapter, {"address": 10, "data_type": "float32"})
     finally:
         server.release.set()
         await server.stop()
 
 
-async def bench_opcua(n: int, tmp: Path) -> tuple[list[float], list[float]]:
+async def bench_opcua(n: int, tmp: Path) -> Samples:
     server = OpcServer()
     await server.start()
     assert server.server is not None
@@ -131,12 +146,11 @@ async def bench_opcua(n: int, tmp: Path) -> tuple[list[float], list[float]]:
         bare_ms = await measure(n, bare)
         await client.disconnect()
         node_id = f"ns={server.idx};s=Temp"
+        # A plant-like publishing interval: the adapter reads a written variable back at once.
         adapter = {"type": "opcua", "name": "plc", "url": server.url, "security_policy": "None",
-                   "twin": "bench-1", "publishing_interval_ms": 10, "sampling_interval_ms": 0,
+                   "twin": "bench-1", "publishing_interval_ms": 100, "sampling_interval_ms": 0,
                    "nodes": [{"node_id": node_id, "field": "setpoint"}]}  # fmt: skip
-        async with node_with(tmp, adapter, {"node_id": node_id, "type": "Double"}) as one:
-            ours_ms = await measure(n, one)
-        return bare_ms, ours_ms
+        return bare_ms, *await ours(n, tmp, adapter, {"node_id": node_id, "type": "Double"})
     finally:
         await server.stop()
 
@@ -149,7 +163,7 @@ async def echo_device(port: int) -> None:
             await client.publish(f"site/{twin}/{field}", message.payload, qos=1)
 
 
-async def bench_mqtt(n: int, tmp: Path) -> tuple[list[float], list[float]]:
+async def bench_mqtt(n: int, tmp: Path) -> Samples:
     with running(Mosquitto(tmp)) as broker:
         device = asyncio.create_task(echo_device(broker.port))
         await asyncio.sleep(0.5)
@@ -168,9 +182,7 @@ async def bench_mqtt(n: int, tmp: Path) -> tuple[list[float], list[float]]:
             adapter = {"type": "mqtt", "name": "broker", "host": "127.0.0.1", "port": broker.port,
                        "client_id": "bench-node", "topics": [topic]}  # fmt: skip
             write = {"topic": "site/{twin}/set/{field}", "payload": "{value}"}
-            async with node_with(tmp / "node", adapter, write) as one:
-                ours_ms = await measure(n, one)
-            return bare_ms, ours_ms
+            return bare_ms, *await ours(n, tmp, adapter, write)
         finally:
             device.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
@@ -185,16 +197,14 @@ async def main() -> None:
     parser.add_argument("--commands", type=int, default=200)
     parser.add_argument("--protocols", default="modbus,opcua,mqtt")
     args = parser.parse_args()
-    heads = ("bare p50", "bare p99", "ours p50", "ours p99")
-    print(f"{'protocol':<8} " + " ".join(f"{h:>9}" for h in heads) + f" {'rate vs bare':>13}")
+    heads = ("bare p50", "bare p99", "ours p50", "ours p99", "no-log p50", "no-log p99")
+    print(f"{'protocol':<8} " + " ".join(f"{h:>10}" for h in heads) + f" {'vs bare':>8} {'no-log':>7}")
     for name in args.protocols.split(","):
         with tempfile.TemporaryDirectory() as tmp:
-            bare_ms, ours_ms = await BENCHES[name](args.commands, Path(tmp))
-        ratio = statistics.mean(bare_ms) / statistics.mean(ours_ms)
-        print(
-            f"{name:<8} {pct(bare_ms, 0.5):8.2f}ms {pct(bare_ms, 0.99):8.2f}ms "
-            f"{pct(ours_ms, 0.5):8.2f}ms {pct(ours_ms, 0.99):8.2f}ms {ratio:12.0%}"
-        )
+            bare_ms, ours_ms, nowal_ms = await BENCHES[name](args.commands, Path(tmp))
+        cells = [pct(s, q) for s in (bare_ms, ours_ms, nowal_ms) for q in (0.5, 0.99)]
+        rate = [statistics.mean(bare_ms) / statistics.mean(s) for s in (ours_ms, nowal_ms)]
+        print(f"{name:<8} " + " ".join(f"{c:8.2f}ms" for c in cells) + f" {rate[0]:8.0%} {rate[1]:7.0%}")
 
 
 if __name__ == "__main__":

@@ -75,9 +75,17 @@ class ChangeSource(Protocol):
 
 
 class CommandAudit(Protocol):
-    """Appends a command event to the node's audit trail (``event``: issued, cancel, or a state)."""
+    """Appends a command event to the node's audit trail (``event``: issued, cancel, or a state); with
+    ``after``, once that commit is durable (and not if it fails)."""
 
-    async def __call__(self, record: CommandRecord, event: str, actor: str, reason: str) -> None: ...
+    async def __call__(
+        self,
+        record: CommandRecord,
+        event: str,
+        actor: str,
+        reason: str,
+        after: asyncio.Future[None] | None = None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

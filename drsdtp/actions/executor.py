@@ -71,7 +71,12 @@ log = logging.getLogger(__name__)
 
 DESIRED_SUFFIX = ".desired"
 POLL_S = 0.25  # waits re-check at least this often (health and deadlines move without a store change)
+# A write's marks (sent, acknowledged) wait this long for the outcome, to be committed with it: one fsync
+# instead of two when the echo is quick. Never longer: a command in flight shows it, durably.
+ECHO_GRACE_S = 0.1
 Commit = Callable[[bytes, Sequence[str], str], Awaitable[None]]
+# Appends now, returns what resolves once durable (``Node.start_commit``): for marks nothing waits on.
+Begin = Callable[[bytes, Sequence[str], str], "asyncio.Future[None]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +103,13 @@ class ExecutorStats:
     not_connected: int = 0  # writes not sent because the adapter had no session (no retry spent)
 
 
+@dataclass(frozen=True, slots=True)
+class _Step:
+    state: State
+    reason: str
+    ms: int
+
+
 class _Done(Exception):
     """The command reached a terminal state (written); stop working on it."""
 
@@ -120,6 +132,7 @@ class Executor:
         health: HealthView,
         audit: CommandAudit | None = None,
         clock_ms: Callable[[], int] = _wall_ms,
+        begin: Begin | None = None,
     ) -> None:
         self.store = store
         self.node_id = node_id
@@ -127,6 +140,7 @@ class Executor:
         self.changes = changes
         self.stats = ExecutorStats()
         self._commit = commit
+        self._begin = begin or (lambda d, t, o: asyncio.ensure_future(commit(d, t, o)))
         self._writer_of = writer
         self._health = health
         self._audit = audit
@@ -134,10 +148,14 @@ class Executor:
         self.specs = actuators.executed_by(node_id)
         self._by_key = {(s.twin, s.action): s for s in self.specs}
         self._twins = {s.twin for s in self.specs if s.desired}
+        self._reported_twins = {s.twin for s in self.specs if s.field}
         self._targets: dict[tuple[str, str], tuple[Writer, WriteTarget]] = {}
         self._active: dict[tuple[str, str], dict[CommandId, tuple[int, str]]] = {}
         self._wake: dict[tuple[str, str], asyncio.Event] = {}
         self._last_write_ms: dict[tuple[str, str], int] = {}
+        # Per command: the marks of its write not committed yet (and the device's answer): they go with the
+        # outcome if it comes within ECHO_GRACE_S (see _execute).
+        self._unwritten: dict[CommandId, tuple[list[_Step], dict[str, str]]] = {}
         self._changed = asyncio.Event()
 
     # ----- setup ------------------------------------------------------------------------------------------
@@ -180,16 +198,34 @@ class Executor:
                         self._track(twin[len(CMD_PREFIX) :])
                 for twin in twins & self._twins:
                     await self._desired(twin)
-                changed, self._changed = self._changed, asyncio.Event()
-                changed.set()
+                self._poke()
 
-    def _track(self, command: CommandId, resumed: bool = False) -> None:
+    def on_appended(self, twins: Sequence[str]) -> None:
+        """A local commit is in the store and the log, not yet durable (``Node.appended_hooks``): a command
+        record made here, or an actuated twin's echo, is acted on now rather than one fsync later. Safe:
+        whatever the executor then writes (an attempt, ``applied``) is durable only after what it saw."""
+        poke = False
+        for twin in twins:
+            if twin.startswith(CMD_PREFIX):
+                self._track(twin[len(CMD_PREFIX) :], known_only=True)
+            elif twin in self._reported_twins:
+                poke = True
+        if poke:
+            self._poke()
+
+    def _poke(self) -> None:
+        """Wakes every wait on the twin (convergence, interlocks, rate limits)."""
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def _track(self, command: CommandId, resumed: bool = False, known_only: bool = False) -> None:
         record = read_record(self.store, command)
         if record is None or record.executor != self.node_id:
             return
         key = (record.twin, record.action)
         if key not in self._by_key and not record.terminal:
-            self._by_key_missing(record)
+            if not known_only:  # refused once, from the feed
+                self._by_key_missing(record)
             return
         active = self._active.setdefault(key, {})
         if record.terminal:
@@ -323,14 +359,18 @@ class Executor:
         record = self._read(command)
         if outcome.status == WriteStatus.REJECTED:
             await self._finish(record, State.REJECTED, f"the device refused it: {outcome.detail}")
-        steps = [(State.SENT, f"written to {self._target(spec).label}")]
+        now = self._clock_ms()
+        steps = [_Step(State.SENT, f"written to {self._target(spec).label}", now)]
         if outcome.status == WriteStatus.ACKNOWLEDGED:
-            steps.append((State.ACKNOWLEDGED, outcome.detail or "acknowledged by the device"))
-        # One commit for what the write did (the states it reached and the device's answer).
-        await self._move(command, steps, {RESULT: outcome.detail[:1000]} if outcome.detail else {})
+            steps.append(_Step(State.ACKNOWLEDGED, outcome.detail or "acknowledged by the device", now))
+        self._unwritten[command] = (steps, {RESULT: outcome.detail[:1000]} if outcome.detail else {})
         if not spec.field:
             how = "acknowledged" if outcome.status == WriteStatus.ACKNOWLEDGED else "delivered (no ack)"
             await self._finish(self._read(command), State.APPLIED, f"{how} by {self._target(spec).label}")
+        # The write's marks and its outcome in one commit when the echo is quick; else the marks on their
+        # own (durable before the wait goes on: a state shown is never lost to a crash), then the outcome.
+        await self._wait_converged(spec, command, ECHO_GRACE_S)
+        await self._move(command)
         await self._wait_converged(spec, command, None)  # until applied, or the deadline's timed_out
         raise AssertionError("unreachable")
 
@@ -519,36 +559,51 @@ class Executor:
         twin = record_twin(record.id)
         await self._commit(self.store.set_many(twin, dict(fields)), [twin], "local")
 
-    async def _move(self, command: CommandId, steps: list[tuple[State, str]], extra: dict[str, str]) -> None:
-        """Moves the record through ``steps`` (state, reason) in one commit, with ``extra`` fields."""
-        record = self._read(command)
+    def _fold(
+        self, record: CommandRecord, steps: list[_Step]
+    ) -> tuple[dict[str, str | float | int | bool | bytes], list[_Step]]:
+        """The fields that move ``record`` through ``steps`` (with the write's unwritten marks first), and
+        the steps that moved it."""
+        before, extra = self._unwritten.pop(record.id, ([], {}))
         fields: dict[str, str | float | int | bool | bytes] = dict(extra)
         current, done = record.state, []
-        for to, reason in steps:
-            moved = transition_fields(current, to, Mark(self._clock_ms(), self.node_id, reason))
+        for step in [*before, *steps]:
+            moved = transition_fields(current, step.state, Mark(step.ms, self.node_id, step.reason))
             if moved is not None:
                 fields.update(moved)
-                current = to
-                done.append((to, reason))
+                current = step.state
+                done.append(step)
+        return fields, done
+
+    async def _move(self, command: CommandId) -> None:
+        """Commits the write's marks not committed yet (durable before this returns)."""
+        record = self._read(command)
+        fields, done = self._fold(record, [])
         if fields:
             twin = record_twin(command)
-            await self._commit(self.store.set_many(twin, fields), [twin], "local")
-        if self._audit is not None:
-            for to, reason in done:
-                await self._audit(record, str(to), record.actor or "system", reason)
+            durable = self._begin(self.store.set_many(twin, fields), [twin], "local")
+            if self._audit is not None:
+                for step in done:
+                    await self._audit(record, str(step.state), record.actor or "system", step.reason, durable)
+            await asyncio.shield(durable)
 
     async def _finish(self, record: CommandRecord, to: State, reason: str) -> None:
-        """Writes a terminal state (with its reason) and raises ``_Done``."""
-        fields = transition_fields(record.state, to, Mark(self._clock_ms(), self.node_id, reason))
-        if fields is not None:
-            if record.held:
+        """Writes a terminal state (with its reason, and the write's marks not committed yet) and raises
+        ``_Done``."""
+        fields, done = self._fold(record, [_Step(to, reason, self._clock_ms())])
+        reached = bool(done) and done[-1].state == to
+        if fields:
+            if record.held and reached:
                 fields[HELD] = ""
             twin = record_twin(record.id)
-            self.stats.outcomes[str(to)] = self.stats.outcomes.get(str(to), 0) + 1  # before a waiter wakes
-            await self._commit(self.store.set_many(twin, fields), [twin], "local")
+            if reached:  # counted before a waiter wakes
+                self.stats.outcomes[str(to)] = self.stats.outcomes.get(str(to), 0) + 1
+            durable = self._begin(self.store.set_many(twin, fields), [twin], "local")
+            if self._audit is not None:  # queued now, written once durable: in the trail when waiters wake
+                for step in done:
+                    await self._audit(record, str(step.state), record.actor or "system", step.reason, durable)
+            await asyncio.shield(durable)
             log.info("command %s (%s %s): %s: %s", record.id, record.twin, record.action, to, reason)
-            if self._audit is not None:
-                await self._audit(record, str(to), record.actor or "system", reason)
         self._active.get((record.twin, record.action), {}).pop(record.id, None)
         raise _Done
 

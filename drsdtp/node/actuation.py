@@ -9,6 +9,8 @@ health, and an interlock on it holds (or refuses) rather than act blind.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
 import time
 from collections.abc import Sequence
@@ -31,6 +33,8 @@ __all__ = ["Actuation", "NodeHealth"]
 
 log = logging.getLogger(__name__)
 
+_Audit = tuple[CommandRecord, str, str, str, "asyncio.Future[None] | None"]
+MAX_PENDING_AUDITS = 10_000  # command events queued for the audit trail; beyond, the executor waits
 _VIA: dict[str, Via] = {"api": "api", "cli": "cli", "desired": "api", "rule": "rule"}
 
 
@@ -86,7 +90,15 @@ class Actuation(BackgroundService):
             writer=self._writer,
             health=self.health,
             audit=self.audit,
+            begin=node.start_commit,
         )
+        node.appended_hooks.append(self.executor.on_appended)
+        # Command events reach the audit trail in order but off the command's path: the trail holds its
+        # lock through its periodic fsync, which a command must not wait behind (the lines are flushed
+        # within the trail's flush delay either way).
+        self._audits: collections.deque[_Audit] = collections.deque()
+        self._audit_more = asyncio.Event()
+        self._audit_room = asyncio.Event()  # set as each queued line is written
         self.executor.bind()  # a write target its adapter refuses stops the node at start, naming the key
         self._register_metrics(node)
 
@@ -120,10 +132,54 @@ class Actuation(BackgroundService):
         return None if runner is None else writer_of(runner.adapter)
 
     async def run(self) -> None:
-        await self.executor.run()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._audit_writer(), name="command audit")
+            await self.executor.run()
 
-    async def audit(self, record: CommandRecord, event: str, actor: str, reason: str) -> None:
-        """One line per command event in the node's audit trail (``ref``: the command id)."""
+    async def stopped(self) -> None:
+        await self._drain_audits()  # what the executor queued before it stopped
+
+    async def audit(
+        self,
+        record: CommandRecord,
+        event: str,
+        actor: str,
+        reason: str,
+        after: asyncio.Future[None] | None = None,
+    ) -> None:
+        """Queues one line per command event for the node's audit trail (``ref``: the command id), written
+        once ``after`` (the commit that reached that state) is durable; not if it failed."""
+        while len(self._audits) >= MAX_PENDING_AUDITS:
+            self._audit_room.clear()
+            await self._audit_room.wait()
+        self._audits.append((record, event, actor, reason, after))
+        self._audit_more.set()
+
+    async def audits_written(self) -> None:
+        """Returns once every command event queued so far is in the audit trail (a read shows them all)."""
+        while self._audits and self._group is not None:  # a stopped service drained them already
+            self._audit_room.clear()
+            await self._audit_room.wait()
+
+    async def _audit_writer(self) -> None:
+        while True:
+            await self._audit_more.wait()
+            self._audit_more.clear()
+            await self._drain_audits()
+
+    async def _drain_audits(self) -> None:
+        while self._audits:
+            record, event, actor, reason, after = self._audits[0]
+            try:
+                if after is not None:
+                    await asyncio.shield(after)
+                await self._write_audit(record, event, actor, reason)
+            except DrsdtpError as exc:  # a disk failed: said once per line, the command goes on
+                log.error("audit: command %s %s not recorded: %s", record.id, event, exc)
+            self._audits.popleft()  # after the write: a stop in between drains it again
+            self._audit_room.set()
+
+    async def _write_audit(self, record: CommandRecord, event: str, actor: str, reason: str) -> None:
         name = record.field or record.action
         changes = {name: Change(new=record.value)} if record.value is not None and event == "issued" else {}
         text = f"{event}: {reason}" if reason else event

@@ -13,7 +13,7 @@ import fnmatch
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Self
 
@@ -91,6 +91,10 @@ class Node:
         # Numbered by the HLC and seeded with every twin, so a Watch cursor survives a restart.
         self._feed = ChangeFeed(clock=self._store.now, names=self._store)
         self.feed_keeper = FeedKeeper(self._feed, config.data_dir / "api" / "feed", self._store.twins())
+        # Called with the twins of each local commit once it is in the store and appended to the log, before
+        # it is durable: a follower (the executor watching for an echo) can act at once, and anything it
+        # appends is durable only after what it saw (one log, in order).
+        self.appended_hooks: list[Callable[[Sequence[str]], None]] = []
         self.metrics = NodeMetrics(config.node_id)
         self.metrics.watch_store(self._store_size)
         self.clock = ClockMonitor(
@@ -283,6 +287,7 @@ class Node:
         intel.related, intel.peers = self.relation_service.affected, self.relation_service.peers
         # Commands: every node takes them and shows their status; the owner of an actuator executes them.
         self.actuation = Actuation(self)
+        self.snapshots.before_read.append(self.actuation.audits_written)  # a read shows every event queued
         # Rules, alarms and notifications (drsdtp.rules, drsdtp.alarms, drsdtp.notify).
         self.alerting = Alerting(self)
         self.postgres_events: EventSink | None = None
@@ -422,14 +427,52 @@ class Node:
     async def commit(self, delta: bytes, twins: Sequence[str], origin: str) -> None:
         """Makes a delta already applied to the store durable, then announces it. Returns once durable:
         only then may the caller acknowledge the update."""
-        await self.durable.record(delta)
+        durable = self.durable.append(delta)
+        self._appended(twins)
+        await asyncio.shield(durable)
+        # Announced in this task: its own follow-up (the API's audit, a desired value's command with its
+        # caller) runs before the watchers the feed wakes.
         self.replicator.on_local_delta(delta)
         self._feed.publish(twins, origin)
+
+    def start_commit(self, delta: bytes, twins: Sequence[str], origin: str) -> asyncio.Future[None]:
+        """:meth:`commit` without waiting: appends now (anything appended later is durable only after it)
+        and returns a future that resolves once it is durable and announced (or fails with the log's
+        error). The caller may go on at once and await it later, or never (then nothing is lost: it is
+        announced all the same)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        durable = self.durable.append(delta)
+        self._appended(twins)
+
+        def announce(f: asyncio.Future[None]) -> None:
+            if f.cancelled():
+                done.cancel()
+                return
+            exc = f.exception()
+            if exc is not None:  # the log's error: the caller gets it (if it waits)
+                done.set_exception(exc)
+                done.exception()  # retrieved here too: a caller that did not wait is no error
+                return
+            done.set_result(None)
+            self.replicator.on_local_delta(delta)
+            self._feed.publish(twins, origin)
+
+        durable.add_done_callback(announce)
+        return done
+
+    def _appended(self, twins: Sequence[str]) -> None:
+        for hook in self.appended_hooks:
+            try:
+                hook(twins)
+            except Exception:  # a follower's bug must not fail the commit
+                log.exception("a commit hook failed")
 
     async def commit_all(self, deltas: Sequence[tuple[bytes, Sequence[str]]], origin: str) -> None:
         """Several deltas in one group commit: all appended at once (before anything else runs), then
         awaited together, then announced."""
         durable = [self.durable.append(delta) for delta, _ in deltas]
+        for _, twins in deltas:
+            self._appended(twins)
         await asyncio.shield(asyncio.gather(*durable))
         for delta, twins in deltas:
             self.replicator.on_local_delta(delta)

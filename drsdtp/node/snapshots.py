@@ -39,6 +39,9 @@ class SnapshotService:
         self._commit = commit
         self._lock = asyncio.Lock()
         self._flush_task: asyncio.Task[None] | None = None
+        # Awaited before the trail is read: writers that queue their lines (the executor's command events)
+        # get them in first, so a read shows every event that happened before it.
+        self.before_read: list[Callable[[], Awaitable[None]]] = []
 
     async def __aenter__(self) -> Self:
         return self
@@ -123,6 +126,8 @@ class SnapshotService:
         self, twin: str | None, start_ms: int | None, end_ms: int | None, actor: str | None
     ) -> tuple[list[AuditRecord], Verification]:
         """Matching records, oldest first, and a verification of the whole chain."""
+        for queued in self.before_read:
+            await queued()
 
         def read() -> tuple[list[AuditRecord], Verification]:
             return self.audit.records(twin, start_ms, end_ms, actor=actor), self.audit.verify()
