@@ -174,12 +174,10 @@ function siteView() {
   };
   if (statusNow) overview();
   onStatus.add(overview);
-  const resized = () => heat.update(order, heat.status);
-  window.addEventListener("resize", resized);
   return {
     stop() {
       source.close(); stopHealth(); stopAlarms(); onStatus.delete(overview);
-      filter.removeEventListener("input", onFilter); window.removeEventListener("resize", resized);
+      filter.removeEventListener("input", onFilter);
     },
   };
 }

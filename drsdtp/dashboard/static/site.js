@@ -114,6 +114,13 @@ export class HeatMap {
       if (id) open(id);
     });
     canvas.addEventListener("mousemove", (event) => { canvas.title = this.at(event) || ""; });
+    // Its width from a ResizeObserver: reading clientWidth in draw() would force a layout of the whole
+    // page (thousands of cards) while they are still arriving.
+    this.width = 0;
+    new ResizeObserver(([entry]) => {
+      const width = Math.round(entry.contentRect.width);
+      if (width !== this.width) { this.width = width; this.update(this.ids, this.status); }
+    }).observe(canvas);
   }
 
   at(event) {
@@ -124,7 +131,7 @@ export class HeatMap {
     return col < columns ? this.ids[row * columns + col] : undefined;
   }
 
-  columns() { return Math.max(1, Math.floor((this.canvas.clientWidth + GAP) / (CELL + GAP))); }
+  columns() { return Math.max(1, Math.floor((this.width + GAP) / (CELL + GAP))); }
 
   // At most one draw every 250 ms: while thousands of twins arrive, the list comes first.
   update(ids, status) {
@@ -138,7 +145,7 @@ export class HeatMap {
     const columns = this.columns();
     const rows = Math.max(1, Math.ceil(this.ids.length / columns));
     const ratio = window.devicePixelRatio || 1;
-    const width = this.canvas.clientWidth, height = rows * (CELL + GAP);
+    const width = this.width, height = rows * (CELL + GAP);
     const w = Math.round(width * ratio), h = Math.round(height * ratio);
     if (this.canvas.width !== w || this.canvas.height !== h) { // a resize reallocates: only when it changed
       this.canvas.style.height = `${height}px`;
