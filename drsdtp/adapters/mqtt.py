@@ -526,8 +526,8 @@ class MqttAdapter(SharedSettings):
             return
 
         def on_error(exc: Exception) -> None:
-            _log.warning("%s: reading from the broker failed: %s", self.name, exc)
-            if not disconnected.done():
+            if not disconnected.done():  # once: the socket stays readable until the session is torn down
+                _log.warning("%s: reading from the broker failed: %s", self.name, exc)
                 disconnected.set_exception(exc)
 
         reader = self._reader = PublishReader(
@@ -612,7 +612,7 @@ class MqttAdapter(SharedSettings):
             try:
                 first = cast(Arrival, await anext(messages))  # our inbox holds Arrivals, not Messages
             except aiomqtt.MqttError as exc:
-                raise AdapterError(f"{self.name}: connection lost: {exc}") from exc
+                raise AdapterError(f"{self.name}: connection lost: {exc.__cause__ or exc}") from exc
             # Drain what is already queued without an await per message: one batch, one core call.
             msgs: list[Arrival] = [first]
             inbox.take(msgs, limit)

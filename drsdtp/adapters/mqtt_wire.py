@@ -15,6 +15,7 @@ each PUBACK with ``paho.ack(mid, 1)`` once the readings are durable, as before.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import time
@@ -211,8 +212,9 @@ class PublishReader:
         try:
             self._read()
         except Exception as exc:  # a broken stream ends the session, never the event loop
-            self.feed.end(None)
-            self._on_error(exc)
+            self._on_error(exc)  # first: the session's error names the damage
+            with contextlib.suppress(Exception):  # the session is failing already: nothing more to tell
+                self._end(None)  # paho sees the end, closes the socket (and our reader with it)
 
     def _read(self) -> None:
         sock, buf = self._sock, self._buf
@@ -235,7 +237,11 @@ class PublishReader:
     def _process(self) -> None:
         arrivals: list[Arrival] = []
         control = bytearray()
-        used = split_packets(self._buf, self._v5, wall_ms(), arrivals, control)
+        damage: MalformedPacketError | None = None
+        try:
+            used = split_packets(self._buf, self._v5, wall_ms(), arrivals, control)
+        except MalformedPacketError as exc:  # what was framed before the damage still counts
+            used, damage = len(self._buf), exc
         if used:
             del self._buf[:used]
             self._paho._last_bytes_received = time.monotonic()  # keepalive: the broker is talking
@@ -245,6 +251,8 @@ class PublishReader:
         if arrivals:
             self.packets += len(arrivals)
             self._sink.offer_many(arrivals)
+        if damage is not None:
+            raise damage
 
     def _end(self, error: OSError | None) -> None:
         """The stream ended: paho reads what control bytes are left, then sees the end and disconnects."""

@@ -3,6 +3,7 @@ real broker session read that way (QoS 1 in order, control packets still paho's)
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -150,3 +151,42 @@ async def test_a_burst_is_framed_in_bulk_applied_in_order_and_acknowledged(
     assert [int(r.value) for r in sink.rows] == list(range(n))  # in order
     assert a.framed_messages == n  # none went through paho's message path
     assert runner.pipeline.stats.batches < n  # many messages per core call
+
+
+async def test_a_broker_sending_bytes_that_are_not_mqtt_fails_the_session_not_the_node(
+    sink: RecordingSink, interner: DictInterner
+) -> None:
+    """A stand-in broker answers CONNECT and SUBSCRIBE, sends one good PUBLISH, then garbage: the reading is
+    applied, the session fails naming the damage, and the adapter reconnects (and gets the same again)."""
+    sessions = 0
+
+    async def broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sessions
+        sessions += 1
+        await reader.read(1024)  # CONNECT
+        writer.write(bytes([0x20, 2, 0, 0]))  # CONNACK, MQTT 3.1.1, accepted
+        subscribe = await reader.read(1024)
+        writer.write(bytes([0x90, 3, subscribe[2], subscribe[3], 1]))  # SUBACK, QoS 1 granted
+        writer.write(publish(b"site/a/t", b"1.5") + bytes([0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]))
+        await writer.drain()
+        await reader.read(1024)  # until the client hangs up
+        writer.close()
+
+    server = await asyncio.start_server(broker, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cfg = {
+        "type": "mqtt",
+        "name": "site",
+        "host": "127.0.0.1",
+        "port": port,
+        "protocol": "3.1.1",
+        "client_id": "drsdtp-wire-garbage",
+        "topics": [{"template": "site/{twin}/{field}", "qos": 1, "payload": "number"}],
+    }
+    runner = AdapterRunner(build_adapter(cfg, "adapters[0]"), sink, interner, FAST)
+    async with server, serving(runner):
+        await wait_until(lambda: runner.supervisor.stats.failures >= 2, 20, "two sessions failed, retried")
+        error = runner.supervisor.stats.last_error  # before the block's end stops the runner
+    assert sink.values("a", "t")[0] == 1.5
+    assert "connection lost: remaining length longer than 4 bytes" in error
+    assert sessions >= 2
