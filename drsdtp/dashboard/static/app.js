@@ -240,7 +240,7 @@ function twinView(id) {
     plot.modelKnown();
   }).catch(() => { plot.modelKnown(); }); // no model: plain plots
   const unit = (name, r) => {
-    const u = meta.fields[name]?.unit;
+    const u = (meta.fields[name]?.unit || "").trim(); // the model's units carry a leading space
     text(r.tr.querySelector("th .unit"), u ? `(${u})` : "");
   };
   const acting = actingPanel($("acting"), id, (role) => ROLES.indexOf(me.role) >= ROLES.indexOf(role), plot, () => meta.timeScale);

@@ -138,7 +138,7 @@ export function plotPanel(panel, twin, meta) {
   // The model's limits of the field (the forecast's crossings say when it would reach them).
   const limits = (name) => {
     const f = meta.fields[name] || {};
-    const unit = f.unit ? ` ${f.unit}` : "";
+    const unit = f.unit ? ` ${f.unit.trim()}` : "";
     return [["low", f.low_limit], ["high", f.high_limit]].filter(([, v]) => typeof v === "number")
       .map(([side, v]) => ({ value: v, label: `${side} limit ${v}${unit}` }));
   };
