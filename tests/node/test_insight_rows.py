@@ -38,6 +38,7 @@ async def test_readings_of_twins_without_a_model_cost_one_entry_per_twin(tmp_pat
         await node.intake.sink.apply(batch)
         insight = node.intelligence
         insight.observe_replicated(batch)
-        assert {int(t) for t in twins} <= set(insight._twins)
-        assert all(insight._twins[int(t)] is None for t in twins)
+        # One byte per twin id, no dict entry, no per-field entry.
+        assert all(insight._plain[int(t)] == 1 for t in twins)
+        assert not {int(t) for t in twins} & set(insight._twins)
         assert insight._rows == {}, f"{len(insight._rows)} per-field entries for twins without a model"
