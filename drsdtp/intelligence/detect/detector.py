@@ -16,7 +16,13 @@ readings:
 ``variance``    the median absolute step over the 16 newest against the noise unit;
 ``flat``        how many readings in a row repeat the value (within half the resolution): anomalous only
                 relative to the completed runs this field has shown;
-``gap``         the time since the previous reading, in learned periods (dropout; staleness at a pass).
+``gap``         the time since the previous reading, in learned periods (dropout; staleness at a pass);
+``level``       the mean of the 32 newest readings against a block mean about 250 readings back, less the
+                learned trend, in standard deviations of a local-level model (random walk plus noise, fitted
+                to the increments' variance and lag-1 covariance and to consecutive block means). Its null is
+                parametric, not a learned tail: the statistic is autocorrelated over hundreds of readings, so
+                an empirical tail would learn a slow drift while it grows. Not on streams that mostly repeat
+                their value, where it does not hold (there a jump is also left to ``spike_back``).
 
 Each statistic becomes a p-value from its field's tail model; the score is ``1 - min(1, m * min p)``
 (Bonferroni over the ``m`` tests), so on clean data a score above ``s`` happens at most about a fraction
@@ -43,7 +49,17 @@ FloatArray = npt.NDArray[np.float64]
 IndexArray = npt.NDArray[np.intp]
 BoolArray = npt.NDArray[np.bool_]
 
-TESTS: Final[tuple[str, ...]] = ("spike", "spike_back", "shift", "trend", "drift", "variance", "flat", "gap")
+TESTS: Final[tuple[str, ...]] = (
+    "spike",
+    "spike_back",
+    "shift",
+    "trend",
+    "drift",
+    "variance",
+    "flat",
+    "gap",
+    "level",
+)
 _PRIOR_SCALE: Final[dict[str, float]] = {
     "spike": 1.0,
     "spike_back": 1.0,
@@ -53,9 +69,14 @@ _PRIOR_SCALE: Final[dict[str, float]] = {
     "variance": 0.5,
     "flat": 3.0,
     "gap": 1.0,
+    "level": 1.0,
 }
 _W: Final[int] = 48  # readings kept per field
 _FLAT: Final[int] = TESTS.index("flat")
+_LEVEL: Final[int] = TESTS.index("level")
+_BLOCK: Final[int] = 32  # readings per block mean (the long-horizon tests)
+_BLOCKS: Final[int] = 8  # block means kept: the level test looks 8 blocks (about 250 readings) back
+_Z_MEDIAN: Final[float] = 0.6745  # median of |N(0, 1)|
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +147,39 @@ class Findings:
     threshold: float
 
 
+def _erfc(x: FloatArray) -> FloatArray:
+    """Complementary error function (Numerical Recipes' Chebyshev fit, relative error < 1.2e-7)."""
+    z = np.abs(x)
+    t = 1.0 / (1.0 + 0.5 * z)
+    poly = (
+        -z * z
+        - 1.26551223
+        + t
+        * (
+            1.00002368
+            + t
+            * (
+                0.37409196
+                + t
+                * (
+                    0.09678418
+                    + t
+                    * (
+                        -0.18628806
+                        + t
+                        * (
+                            0.27886807
+                            + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))
+                        )
+                    )
+                )
+            )
+        )
+    )
+    out: FloatArray = np.where(x >= 0, t * np.exp(poly), 2.0 - t * np.exp(poly))
+    return out
+
+
 class StreamDetector:
     """Per-field online state; :meth:`update` scores a batch of readings (rows may repeat, in time order)."""
 
@@ -144,6 +198,20 @@ class StreamDetector:
         self.repeat = np.zeros(0)  # share of readings that repeat the previous value
         self.fast = np.zeros(0)  # moving averages of the value (drift test)
         self.slow = np.zeros(0)
+        self.blocks = np.zeros((0, _BLOCKS))  # ring of block means, oldest at ``block_pos``
+        self.block_pos = np.zeros(0, np.int64)
+        self.block_sum = np.zeros(0)
+        self.block_n = np.zeros(0, np.int64)
+        # the local-level model of the level test: mean, variance and lag-1 covariance of the increments,
+        # and the running median of the test's |z| (inflates z where the model does not fit)
+        self.inc_mean = np.zeros(0)
+        self.inc_var = np.zeros(0)
+        self.inc_cov = np.zeros(0)
+        self.z_med = np.zeros(0)
+        self.z_n = np.zeros(0)
+        self.block_var = np.zeros(0)  # mean square of the detrended difference of consecutive block means
+        self.block_mu = np.zeros(0)  # the trend: mean difference of consecutive block means, per reading
+        self.block_k = np.zeros(0)  # block differences learned
         self.tails = {
             name: TailModel(prior_scale=_PRIOR_SCALE[name], memory=self.config.memory) for name in TESTS
         }
@@ -170,6 +238,11 @@ class StreamDetector:
         self.ring = np.r_[self.ring, np.full((extra, _W), np.nan)]
         self.ring_t = np.r_[self.ring_t, np.full((extra, 2), np.nan)]
         self.count = np.r_[self.count, np.zeros(extra, np.int64)]
+        self.blocks = np.r_[self.blocks, np.full((extra, _BLOCKS), np.nan)]
+        self.block_pos = np.r_[self.block_pos, np.zeros(extra, np.int64)]
+        self.block_sum = np.r_[self.block_sum, np.zeros(extra)]
+        self.block_n = np.r_[self.block_n, np.zeros(extra, np.int64)]
+        self.z_med = np.r_[self.z_med, np.full(extra, _Z_MEDIAN)]
         for name in (
             "last_t",
             "period",
@@ -181,6 +254,13 @@ class StreamDetector:
             "slow",
             "jitter",
             "repeat",
+            "inc_mean",
+            "inc_var",
+            "inc_cov",
+            "z_n",
+            "block_var",
+            "block_mu",
+            "block_k",
         ):
             setattr(self, name, np.r_[getattr(self, name), np.full(extra, 0.0)])
         self.last_t[-extra:] = np.nan
@@ -305,6 +385,7 @@ class StreamDetector:
         fast = np.where(count == 0, v, self.fast[r] + np.clip(v - self.fast[r], -lim, lim) / 8.0)
         slow = np.where(count == 0, v, self.slow[r] + (v - self.slow[r]) / np.minimum(count + 1.0, 128.0))
         stats = np.zeros((len(TESTS), r.size))
+        level_p_ok = np.ones(0, bool)
         if ready.any():
             w = window[ready]
             u = unit[ready]
@@ -330,11 +411,29 @@ class StreamDetector:
             stats[6, ready] = run[ready]
             stats[7, ready] = dt[ready] / self.period[r[ready]]
             rr = r[ready]
+            level_z, level_ok = self._level_z(rr, w, u)
+            stats[_LEVEL, ready] = level_z
             pvals = np.stack([self.tails[name].pvalue(rr, stats[i, ready]) for i, name in enumerate(TESTS)])
             p_shift = pvals[2]
             # runs cluster (a slow quantised signal repeats in streaks), so a run is never rarer than the
             # memoryless law of the field's own repeat rate says: P(run >= R) >= repeat ** R
             pvals[_FLAT] = np.maximum(pvals[_FLAT], np.power(self.repeat[rr], run[ready]))
+            # the level test's null is parametric (its statistic is autocorrelated over hundreds of
+            # readings: an empirical tail would learn a slow drift while it grows)
+            # ... but a change this field makes as a habit (a step series' modes) is not an alarm
+            p_level = np.where(level_ok, _erfc(level_z / math.sqrt(2.0)), 1.0)
+            low = p_level < 0.1
+            if low.any():
+                p_level[low] = np.where(self.tails["level"].habit(rr[low], level_z[low]), 0.1, p_level[low])
+            pvals[_LEVEL] = p_level
+            # a stream that mostly repeats its value (modes, setpoints, coarse quanta, sparse counts) is not
+            # described by the local-level model (Gaussian, continuous); one that holds its value nine
+            # readings in ten moves in jumps: a jump is a mode change until the next reading shows it came
+            # back (spike_back). A field that never moved has no modes: its first move is news.
+            pvals[_LEVEL] = np.where(self.repeat[rr] > 0.5, 1.0, pvals[_LEVEL])
+            moded = (self.repeat[rr] > 0.9) & np.isfinite(self.quantum[rr])
+            pvals[0] = np.where(moded, np.maximum(pvals[0], 0.1), pvals[0])
+            level_p_ok = pvals[_LEVEL] >= cfg.learn_below
             best = np.argmin(pvals, axis=0)
             # when several tests alarm, name the most specific: a confirmed spike, then a spike
             alarming = pvals * len(TESTS) <= 1.0 - cfg.threshold
@@ -360,6 +459,9 @@ class StreamDetector:
                         np.maximum(tail.pvalue(rr, prev), np.power(self.repeat[rr], prev)) < cfg.learn_below
                     )
                     tail.update(rr[ended], prev[ended], (done & scored[ready])[ended])
+                elif i == _LEVEL:
+                    self._learn_level(rr, level_z, level_ok, suspect)
+                    tail.update(rr[level_ok], level_z[level_ok], suspect[level_ok])
                 else:
                     tail.update(rr, stats[i, ready], suspect)
         at = np.where(test == 1, self.ring_t[r, 1], t)
@@ -380,6 +482,13 @@ class StreamDetector:
             jump[ready] = (stats[2, ready] > stats[4, ready]) & (p_shift < 0.01)
         slow = np.where(jump, slow + 0.25 * (fast - slow), slow)
         self.fast[r], self.slow[r] = fast, slow
+        # increments learn while the level test does not call the reading anomalous (a drift is not taught)
+        inc_ok = (count >= 2) & np.isfinite(unit)
+        inc_ok[ready] &= level_p_ok
+        level_p_all = np.ones(r.size, bool)
+        level_p_all[ready] = level_p_ok
+        lr_inc = np.maximum(1.0 / np.maximum(n - 1.0, 1.0), 2.0 / cfg.memory)
+        self._learn_increments(r, d, self.ring[r, -1] - self.ring[r, -2], inc_ok, unit, lr_inc)
         nonzero = has_prev & (absd > tol)
         self.quantum[r] = np.where(nonzero, np.minimum(q, absd), q)
         gap_ok = has_prev & (dt > 0)
@@ -393,6 +502,32 @@ class StreamDetector:
         self.run[r] = run
         self.repeat[r] = np.where(has_prev, self.repeat[r] + lr * (same - self.repeat[r]), self.repeat[r])
         self.ring[r] = window
+        # block means for the long-horizon tests (a full block replaces the oldest)
+        bsum, bn = self.block_sum[r] + v, self.block_n[r] + 1
+        full_block = bn >= _BLOCK
+        if full_block.any():
+            fr = r[full_block]
+            mean = bsum[full_block] / _BLOCK
+            last = self.blocks[fr, (self.block_pos[fr] - 1) % _BLOCKS]
+            diff = mean - last
+            mu = self.block_mu[fr]
+            step = diff - mu * _BLOCK
+            good = np.isfinite(step)
+            if not level_p_all.all():
+                good &= level_p_all[full_block]
+            k = self.block_k[fr]
+            lr_b = np.maximum(1.0 / (k + 1.0), _BLOCK / cfg.memory)
+            self.block_var[fr] = np.where(
+                good,
+                self.block_var[fr] + lr_b * (np.nan_to_num(step) ** 2 - self.block_var[fr]),
+                self.block_var[fr],
+            )
+            self.block_mu[fr] = np.where(good, mu + lr_b * np.nan_to_num(step) / _BLOCK, mu)
+            self.block_k[fr] = k + good
+            self.blocks[fr, self.block_pos[fr] % _BLOCKS] = bsum[full_block] / _BLOCK
+            self.block_pos[fr] += 1
+        self.block_sum[r] = np.where(full_block, 0.0, bsum)
+        self.block_n[r] = np.where(full_block, 0, bn)
         self.ring_t[r, 0] = self.ring_t[r, 1]
         self.ring_t[r, 1] = t
         self.last_t[r] = t
@@ -400,6 +535,60 @@ class StreamDetector:
         self.score[r], self.test[r], self.magnitude[r] = score, test, mag
         full[new], full_mag[new], full_test[new], full_at[new] = score, mag, test, at
         return full, full_mag, full_test, full_at
+
+    def _level_z(self, rr: IndexArray, w: FloatArray, u: FloatArray) -> tuple[FloatArray, BoolArray]:
+        """The level test: the mean of the 32 newest readings against the block mean about 250 readings
+        back, less the learned trend, in standard deviations of a local-level model (random walk plus
+        noise) fitted to the increments: increments have variance ``tau^2 + 2 sigma^2`` and lag-1
+        covariance ``-sigma^2``. Divided by the running median of |z| over 0.6745 where that is above one
+        (a stream the model does not fit: z is only trusted as far as its own history says)."""
+        pos = self.block_pos[rr]
+        old = self.blocks[rr, pos % _BLOCKS]
+        ok = np.isfinite(old)
+        cur = w[:, _W - _BLOCK :].mean(axis=1)
+        lag = (_BLOCKS - 0.5) * _BLOCK + self.block_n[rr] + 0.5  # readings between the two centres
+        sigma2 = np.maximum(-self.inc_cov[rr], 0.0)
+        noise = 2.0 * sigma2 / _BLOCK
+        # the walk's share of the variance, from consecutive block means, grows with the lag
+        bv = self.block_var[rr]
+        walk = np.maximum(bv - noise, 0.0) * lag / _BLOCK
+        # the learned trend is uncertain too: its standard error, carried over the lag
+        k_eff = np.maximum(np.minimum(self.block_k[rr], 2.0 * self.config.memory / _BLOCK), 1.0)
+        trend_var = (lag / _BLOCK) ** 2 * bv / k_eff
+        var = walk + noise + trend_var + (0.05 * u) ** 2
+        ok &= self.block_k[rr] >= 16  # about 500 readings: the walk and the noise are known
+        z = np.abs(cur - old - self.block_mu[rr] * lag) / np.sqrt(var)
+        z = np.where(ok, z / np.maximum(1.0, self.z_med[rr] / _Z_MEDIAN), 0.0)
+        return z, ok
+
+    def _learn_level(self, rr: IndexArray, z: FloatArray, ok: BoolArray, suspect: BoolArray) -> None:
+        """The running median of |z| (raw, before the inflation), not taught by suspect readings."""
+        learn = ok & ~suspect
+        raw = z * np.maximum(1.0, self.z_med[rr] / _Z_MEDIAN)
+        n = self.z_n[rr]
+        rate = np.maximum(np.minimum(0.05, 4.0 / (n + 1.0)), 2.0 / self.config.memory)
+        step = rate * np.maximum(self.z_med[rr], 0.5) * np.sign(raw - self.z_med[rr])
+        self.z_med[rr] = np.where(learn, np.maximum(self.z_med[rr] + step, 0.0), self.z_med[rr])
+        self.z_n[rr] = n + learn
+
+    def _learn_increments(
+        self,
+        r: IndexArray,
+        d: FloatArray,
+        prev_d: FloatArray,
+        ok: BoolArray,
+        unit: FloatArray,
+        lr: FloatArray,
+    ) -> None:
+        """Mean, variance and lag-1 covariance of the increments (winsorised at 5 units around the mean:
+        a spike does not inflate the random walk)."""
+        lim = 5.0 * np.nan_to_num(unit, nan=np.inf)
+        m = self.inc_mean[r]
+        e = np.clip(d - m, -lim, lim)
+        e1 = np.clip(prev_d - m, -lim, lim)
+        self.inc_mean[r] = np.where(ok, m + lr * e, m)
+        self.inc_var[r] = np.where(ok, self.inc_var[r] + lr * (e * e - self.inc_var[r]), self.inc_var[r])
+        self.inc_cov[r] = np.where(ok, self.inc_cov[r] + lr * (e * e1 - self.inc_cov[r]), self.inc_cov[r])
 
     def _unit_for(self, r: IndexArray, absd: FloatArray, has_prev: BoolArray) -> FloatArray:
         """The noise unit before this reading teaches it (a spike must not widen its own yardstick)."""

@@ -23,6 +23,7 @@ KIND_OF_TEST: Final[dict[str, str]] = {
     "variance": "variance_change",
     "flat": "stuck",
     "gap": "dropout",
+    "level": "slow_drift",
 }
 
 
@@ -38,6 +39,7 @@ def describe(test: str, magnitude: float) -> str:
         "variance": f"steps {m:.1f} times the usual noise width",
         "flat": f"{m:.0f} identical readings in a row, unusual for this field",
         "gap": f"no reading for {m:.1f} usual periods",
+        "level": f"slow drift: the newest 32 readings sit {m:.1f} sd off the trend of 250 readings before",
     }[test]
 
 

@@ -94,12 +94,15 @@ class TailModel:
             out[hi] = phi[hi] * gpd
         rare = np.flatnonzero(out < 0.1)  # a habit of the field (booked twice) is never an alarm
         if rare.size:
-            rr = r[rare]
-            live = (self.n[rr][:, None] - self.book_at[rr]) <= self.memory
-            seen = np.count_nonzero(live & (self.book[rr] >= s[rare, None]), axis=1)
-            out[rare] = np.where(seen >= 2, 0.1, out[rare])
+            out[rare] = np.where(self.habit(r[rare], s[rare]), 0.1, out[rare])
         p: FloatArray = np.clip(np.nan_to_num(out, nan=1.0), 0.0, 1.0)
         return p
+
+    def habit(self, r: IndexArray, s: FloatArray) -> BoolArray:
+        """Whether row ``r``'s statistic reached ``s`` in two booked episodes or more within memory."""
+        live = (self.n[r][:, None] - self.book_at[r]) <= self.memory
+        seen: BoolArray = np.count_nonzero(live & (self.book[r] >= s[:, None]), axis=1) >= 2
+        return seen
 
     def mature(self, r: IndexArray) -> BoolArray:
         """Whether the tail rests on enough excesses to be trusted to exclude what it calls anomalous."""
