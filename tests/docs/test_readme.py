@@ -48,7 +48,7 @@ TINY: dict[str, list[str]] = {
     "bench_ingest_modbus.py": ["--seconds", "1", "--reps", "1"],
     "bench_intelligence.py": ["--fields", "100", "--window", "100", "--reps", "1"],
     "validate_intelligence.py": ["--rooms-per-kind", "1", "--clean-rooms", "1", "--model-drift-rooms", "1"],
-    "validate_anomaly.py": ["--per-character", "1", "--no-engine"],
+    "validate_anomaly.py": ["--per-character", "1", "--no-engine", "--no-splits"],
     "validate_forecast.py": ["--per-character", "1", "--origins", "3"],
     "bench_history.py": ["--seconds", "60"],
     "bench_api_write.py": ["--quick"],

@@ -18,7 +18,7 @@ def test_corpus_is_deterministic_and_splits_differ() -> None:
     assert held.seed != a.seed
     assert not np.array_equal(held.values[:100], a.values[:100])
     seeds = {s.seed for split in SPLITS for s in generate_corpus(split, 2)}
-    assert len(seeds) == 2 * 2 * len(CHARACTERS)
+    assert len(seeds) == len(SPLITS) * 2 * len(CHARACTERS)
 
 
 @pytest.mark.parametrize("character", CHARACTERS)
