@@ -10,7 +10,9 @@ PY      := $(VENV)/bin/python
 STAMPS  := .stamps
 export PYO3_PYTHON := $(abspath $(PY))
 export CARGO_TERM_COLOR := never
-# pytest workers: the suite shares two cores with brokers and node processes it starts.
+# The suite runs serially by default: it shares two cores with the brokers and node processes it starts, and
+# many tests wait on real processes. PYTEST_ARGS="-n 2 --dist loadgroup" runs it on pytest-xdist workers
+# (tests/conftest.py keeps each file, and the directories that share a build or a server, on one worker).
 PYTEST_ARGS ?=
 
 PY_SRC := drsdtp tests benches examples clients

@@ -114,10 +114,32 @@ def password_file(path: Path, user: str, password: str) -> Path:
     return path
 
 
+# Under pytest-xdist each worker takes ports from its own block below Linux's ephemeral range (32768+), so
+# two workers never get the same port between free_port() and the server's bind, nor one the kernel gives
+# out for an outgoing connection. A serial run asks the kernel (port 0).
+_PORT_BLOCK = 1500
+_next_port: list[int] = []
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    base = 20000 + int(worker[2:]) % 8 * _PORT_BLOCK
+    if not _next_port:
+        _next_port.append(base)
+    for _ in range(_PORT_BLOCK):
+        port = _next_port[0]
+        _next_port[0] = base + (port + 1 - base) % _PORT_BLOCK
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # still held (or in TIME_WAIT by a server of an earlier test)
+            return port
+    raise RuntimeError(f"no free port in {worker}'s block {base}..{base + _PORT_BLOCK}")
 
 
 def wait_port(

@@ -1,0 +1,30 @@
+"""How the suite is split between pytest-xdist workers (``make test-python`` runs ``--dist loadgroup``).
+
+A test file is the unit of distribution, so its module-scoped fixtures (brokers, servers, node processes)
+start once. A few directories share something bigger than a file and stay whole on one worker: the session's
+release build (deploy), the firmware built in place by make (firmware), named network namespaces (chaos), one
+Chromium (dashboard), one PostgreSQL cluster (northbound), and the README's commands run in the checkout
+(docs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+WHOLE_DIRECTORIES = frozenset({"chaos", "dashboard", "deploy", "docs", "firmware", "northbound"})
+
+
+def distribution_group(path: Path) -> str:
+    relative = path.resolve().relative_to(TESTS)
+    if len(relative.parts) > 1 and relative.parts[0] in WHOLE_DIRECTORIES:
+        return relative.parts[0]
+    return relative.as_posix()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(distribution_group(item.path)))
