@@ -98,11 +98,13 @@ async def test_a_node_under_every_flood_at_once_stays_within_its_memory_budget(
         budget = memory_budget(
             load_config(node.config_path, {}), peer_twins=PEER_TWINS, peer_fields=PEER_TWINS * PEER_FIELDS
         )
+        # Set on the way out too: a flood thread still running would hang the event loop's shutdown
+        # (it waits for its executor's threads) if the test failed before it stopped them.
+        stop_threads, stop = threading.Event(), asyncio.Event()
         try:
             started = time.monotonic()
             await node.start()
             idle = (await node.status()).twins
-            stop_threads, stop = threading.Event(), asyncio.Event()
             with RssSampler(node.pid) as rss:
                 mqtt = asyncio.create_task(
                     asyncio.to_thread(
@@ -141,6 +143,8 @@ async def test_a_node_under_every_flood_at_once_stays_within_its_memory_budget(
                     status = await node.status()  # the node serves on
                     metrics = await asyncio.to_thread(scrape, node.metrics_port)
         finally:
+            stop.set()
+            stop_threads.set()
             node.stop()
     report = f"peak RSS {rss.peak / 2**20:.1f} MiB; budget:\n{budget.describe()}"
     print(report)
