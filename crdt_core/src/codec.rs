@@ -13,6 +13,7 @@ use crate::context::{Context, Dot, ReplicaId};
 use crate::counter::{CounterEntry, PnCounter};
 use crate::error::{corrupt, Error, Kind, Result};
 use crate::intern;
+use crate::lww::order_key;
 use crate::mvreg::{MvReg, Sibling};
 use crate::orset::OrSet;
 use crate::pb;
@@ -615,8 +616,9 @@ impl Store {
         } else {
             self.hlc.restore(checked.max_stamp);
         }
+        let mut names = FieldIds::default();
         for (ts, cc) in msg.twins.iter().zip(checked.contexts) {
-            if self.merge_twin(ts, cc, &msg.replicas)? {
+            if self.merge_twin(ts, cc, &msg.replicas, &mut names)? {
                 if let Some(out) = changed.as_deref_mut() {
                     out.push(ts.twin.clone());
                 }
@@ -626,11 +628,17 @@ impl Store {
         Ok(())
     }
 
-    fn merge_twin(&mut self, ts: &pb::TwinState, cc: Context, replicas: &[u64]) -> Result<bool> {
+    fn merge_twin<'m>(
+        &mut self,
+        ts: &'m pb::TwinState,
+        cc: Context,
+        replicas: &[u64],
+        names: &mut FieldIds<'m>,
+    ) -> Result<bool> {
         let tid = self.intern_twin(&ts.twin)?;
         let mut fids: Vec<Vec<u32>> = Vec::with_capacity(ts.writes.len());
         for g in &ts.writes {
-            fids.push(g.fields.iter().map(|f| self.intern_field(f)).collect::<Result<_>>()?);
+            fids.push(names.ids(self, &g.fields)?);
         }
         let counter_fids: Vec<u32> = ts.counters.iter().map(|c| self.intern_field(&c.field)).collect::<Result<_>>()?;
         let set_fids: Vec<u32> = ts.sets.iter().map(|s| self.intern_field(&s.field)).collect::<Result<_>>()?;
@@ -641,16 +649,28 @@ impl Store {
         let mut changed = !t.cc.includes(&cc);
         for (g, fields) in ts.writes.iter().zip(&fids) {
             let w = wix[g.writer as usize];
+            let writer = Dot::new(replicas[g.writer as usize], g.counter);
+            let all_f64 = g.kinds.is_empty(); // the numeric batch's shape: no kind column
             let mut cols = Columns::default();
+            let mut hint = 0;
             for (i, &fid) in fields.iter().enumerate() {
                 let stamp = g.stamp + g.stamp_offsets.get(i).copied().unwrap_or(0);
-                let cell = cols.next(g, i);
-                changed |= Store::upsert_register(
-                    t,
-                    &writers,
-                    Slot { field: fid, writer: w, stamp, counter: g.counter, cell },
-                    false,
-                );
+                let cell = if all_f64 { Cell::F64(g.f64s.get(i).copied().unwrap_or(0.0)) } else { cols.next(g, i) };
+                let write = Slot { field: fid, writer: w, stamp, counter: g.counter, cell };
+                // A twin's fields usually arrive in the order of its slots: walk them instead of searching.
+                match register_from(&t.slots, fid, hint) {
+                    Some(at) => {
+                        hint = at + 1;
+                        let cur = &t.slots[at];
+                        let cur_writer = writers.get(cur.writer as usize).copied().unwrap_or(0);
+                        let cur_key = order_key(cur.stamp, Dot::new(cur_writer, cur.counter));
+                        if order_key(stamp, writer) > cur_key {
+                            t.slots[at] = write;
+                            changed = true;
+                        }
+                    }
+                    None => changed |= Store::upsert_register(t, &writers, write, false),
+                }
             }
         }
         for (c, &fid) in ts.counters.iter().zip(&counter_fids) {
@@ -688,6 +708,41 @@ impl Store {
         t.cc.union(&cc);
         self.writers = writers;
         Ok(changed)
+    }
+}
+
+/// The register slot of `field` in a twin's sorted slots, looked for from `hint` on (a few steps, then a
+/// search of the rest); `None` when absent or before `hint` (the caller then takes the general path).
+fn register_from(slots: &[Slot], field: u32, hint: usize) -> Option<usize> {
+    let rest = slots.get(hint..)?;
+    let is_it = |s: &Slot| s.field == field && s.cell.kind() == Kind::Register;
+    for (k, s) in rest.iter().take(4).enumerate() {
+        if s.field > field {
+            return None;
+        }
+        if is_it(s) {
+            return Some(hint + k);
+        }
+    }
+    let start = rest.partition_point(|s| s.field < field);
+    rest.get(start).filter(|s| is_it(s)).map(|_| hint + start)
+}
+
+/// Field ids of a message's write groups: twins of one batch usually carry the same field list, so the
+/// previous group's ids are reused when its names are equal (a comparison, not a hash per name).
+#[derive(Default)]
+struct FieldIds<'m> {
+    names: &'m [String],
+    ids: Vec<u32>,
+}
+
+impl<'m> FieldIds<'m> {
+    fn ids(&mut self, store: &mut Store, names: &'m [String]) -> Result<Vec<u32>> {
+        if names != self.names {
+            self.ids = names.iter().map(|f| store.intern_field(f)).collect::<Result<_>>()?;
+            self.names = names;
+        }
+        Ok(self.ids.clone())
     }
 }
 

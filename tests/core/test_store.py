@@ -218,6 +218,31 @@ def test_join_of_deltas_is_one_delta_with_the_same_effect() -> None:
     assert decode_state(joined) == {"t": {"x": 4.0, "s": frozenset({"e"})}}
 
 
+def test_batch_merges_apply_like_single_writes_whatever_the_receivers_slot_order() -> None:
+    # Twins of one batch share a field list, which a merge interns once and matches to the twin's slots
+    # in order; the receiver here holds the fields in another order, some newer values and a counter
+    # under a written name, so every path of that matching is taken.
+    a, b = store(1), store(2, now=T0 + 60_000)
+    for twin in ("t0", "t2"):
+        b.set(twin, "s7", -1.0)  # newer than a's batch below: stays
+        b.set(twin, "s3", -1.0)
+    b.increment("t1", "s5", 2)  # a counter named like a register a writes: both kept
+    fields = [f"s{i}" for i in range(10)]
+    twins = [f"t{k}" for k in range(4)]
+    delta = BatchWriter(a).write(
+        [t for t in twins for _ in fields], fields * len(twins), np.arange(40, dtype=np.float64)
+    )
+    b.merge(delta)
+    for k, twin in enumerate(twins):
+        for i, field in enumerate(fields):
+            newer = twin in ("t0", "t2") and field in ("s7", "s3")
+            assert b.get(twin, field) == (-1.0 if newer else float(k * 10 + i)), (twin, field)
+    merged = store(3, now=T0 + 60_000)
+    for d in (b.encode_state(), a.encode_state()):
+        merged.merge(d)
+    assert merged.digest() == b.digest()  # the batch merge equals the full-state join
+
+
 def test_merges_from_threads_release_the_gil_and_stay_consistent() -> None:
     src = store(1)
     deltas = [src.set(f"t{i % 20}", f"f{i % 7}", float(i)) for i in range(2000)]
