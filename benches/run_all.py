@@ -15,12 +15,15 @@ makes the exit status 1; missed goals do not (they are the result).
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -82,22 +85,29 @@ def run_bench(bench: Bench, tiny: bool, sink: Path) -> dict[str, Any]:
     env.pop("PYTHONPATH", None)  # the benches import the package `make setup` installed, as a user's would
     print(f"\n=== {bench.name}: {' '.join(command)}", flush=True)
     start = time.monotonic()
-    try:
-        proc = subprocess.run(
-            command,
-            cwd=REPO / bench.cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=bench.timeout_s,
-        )
-        code, output = proc.returncode, proc.stdout
-    except subprocess.TimeoutExpired as exc:
-        code, output = -1, f"{exc.output or ''}\ntimed out after {bench.timeout_s:.0f} s"
-    print(output, end="", flush=True)
+    tail: collections.deque[str] = collections.deque(maxlen=40)  # what a failure report shows
+    with subprocess.Popen(
+        command,
+        cwd=REPO / bench.cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: a timeout kills the nodes it started too
+    ) as proc:
+        # Streamed as it comes (a full run takes minutes); a bench past its time is killed.
+        timer = threading.Timer(bench.timeout_s, os.killpg, (proc.pid, signal.SIGKILL))
+        timer.start()
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            tail.append(line)
+        code = proc.wait()
+        timer.cancel()
+    if time.monotonic() - start >= bench.timeout_s:
+        tail.append(f"killed after {bench.timeout_s:.0f} s\n")
     return {"bench": bench.name, "exit": code, "seconds": round(time.monotonic() - start, 1),
-            "tail": output[-2000:] if code else ""}  # fmt: skip
+            "tail": "".join(tail) if code else ""}  # fmt: skip
 
 
 def summary(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
