@@ -114,29 +114,33 @@ fn cell_kind(cell: &Cell) -> pb::ValueKind {
 }
 
 /// Direct protobuf writers for the hot path (wire format: varint keys, length-delimited messages).
-mod fast {
-    pub(super) fn varint(mut v: u64, out: &mut Vec<u8>) {
+pub(crate) mod fast {
+    /// Bytes of `v` as a varint.
+    pub(crate) const fn varint_len(v: u64) -> usize {
+        (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+    }
+    pub(crate) fn varint(mut v: u64, out: &mut Vec<u8>) {
         while v >= 0x80 {
             out.push((v as u8) | 0x80);
             v >>= 7;
         }
         out.push(v as u8);
     }
-    pub(super) fn key(field: u32, wire: u32, out: &mut Vec<u8>) {
+    pub(crate) fn key(field: u32, wire: u32, out: &mut Vec<u8>) {
         varint(u64::from(field << 3 | wire), out);
     }
-    pub(super) fn bytes(field: u32, b: &[u8], out: &mut Vec<u8>) {
+    pub(crate) fn bytes(field: u32, b: &[u8], out: &mut Vec<u8>) {
         key(field, 2, out);
         varint(b.len() as u64, out);
         out.extend_from_slice(b);
     }
-    pub(super) fn string(field: u32, s: &str, out: &mut Vec<u8>) {
+    pub(crate) fn string(field: u32, s: &str, out: &mut Vec<u8>) {
         bytes(field, s.as_bytes(), out);
     }
-    pub(super) fn message(field: u32, body: &[u8], out: &mut Vec<u8>) {
+    pub(crate) fn message(field: u32, body: &[u8], out: &mut Vec<u8>) {
         bytes(field, body, out);
     }
-    pub(super) fn packed_varints(field: u32, values: &[u64], out: &mut Vec<u8>) {
+    pub(crate) fn packed_varints(field: u32, values: &[u64], out: &mut Vec<u8>) {
         let mut body = Vec::with_capacity(values.len() * 2);
         for &v in values {
             varint(v, &mut body);

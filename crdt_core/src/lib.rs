@@ -20,6 +20,7 @@
 //! assert_eq!(b.get("pump-7", "rpm"), Some(FieldValue::Register(Value::F64(1450.0))));
 //! ```
 
+mod batch;
 pub mod clock;
 pub mod codec;
 pub mod context;

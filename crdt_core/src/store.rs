@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hashbrown::HashMap;
 
-use crate::clock::{stamp_at, Hlc, Stamp};
+use crate::clock::{Hlc, Stamp};
 use crate::context::{Context, Dot, ReplicaId};
 use crate::counter::PnCounter;
 use crate::error::{Error, Kind, Result};
@@ -135,7 +135,7 @@ impl Twin {
                     Kind::MultiValue => Cell::Multi(Box::default()),
                     Kind::Counter | Kind::Register => Cell::Counter(Box::default()),
                 };
-                self.slots.insert(i, Slot { field, writer: 0, stamp: 0, counter: 0, cell });
+                self.insert_slot(i, Slot { field, writer: 0, stamp: 0, counter: 0, cell });
                 i
             }
         }
@@ -370,7 +370,7 @@ impl Store {
                 wins
             }
             Err(i) => {
-                twin.slots.insert(i, write);
+                twin.insert_slot(i, write);
                 true
             }
         }
@@ -435,97 +435,6 @@ impl Store {
         Ok(self.encode_register_events(&[(tid, dot, writes)]))
     }
 
-    /// The batch write of the ingest hot path: parallel arrays of interned twin ids, interned field ids,
-    /// finite f64 values and source times in ms (`<= 0`: stamp with the clock). One event (dot) per twin;
-    /// a reading stamped with its source time loses to a newer reading already present (a late arrival),
-    /// so the register holds the newest measurement. The whole batch is validated before anything applies.
-    pub fn write_batch(
-        &mut self,
-        twin_ids: &[u32],
-        field_ids: &[u32],
-        values: &[f64],
-        source_ms: &[i64],
-    ) -> Result<Vec<u8>> {
-        let n = twin_ids.len();
-        if field_ids.len() != n || values.len() != n || source_ms.len() != n {
-            return Err(Error::InvalidValue(format!(
-                "batch arrays differ in length: twins {n}, fields {}, values {}, source times {}",
-                field_ids.len(),
-                values.len(),
-                source_ms.len()
-            )));
-        }
-        let phys = self.physical_now();
-        let mut max_source: Stamp = 0;
-        for i in 0..n {
-            let (t, f, v, s) = (twin_ids[i], field_ids[i], values[i], source_ms[i]);
-            if t as usize >= self.twin_names.len() {
-                return Err(Error::Unknown(format!("twin id {t} at index {i} was never interned")));
-            }
-            if f as usize >= self.field_names.len() {
-                return Err(Error::Unknown(format!("field id {f} at index {i} was never interned")));
-            }
-            if !v.is_finite() {
-                return Err(Error::InvalidValue(format!("non-finite float {v} at index {i}")));
-            }
-            if s > 0 {
-                let stamp = stamp_at(s as u64);
-                self.hlc.check(stamp, phys)?;
-                max_source = max_source.max(stamp);
-            }
-            self.check_kind(t, f, Kind::Register)?;
-        }
-        let now = self.hlc.now(phys);
-        if max_source > 0 {
-            self.hlc.update(max_source, phys)?;
-        }
-        let wix = self.writer_ix(self.replica);
-        let replica = self.replica;
-        let writers = std::mem::take(&mut self.writers);
-        // One dot per twin, and per field the reading that wins inside the batch (newest source time, the
-        // later item on a tie): that is what the twin's event wrote and what its delta carries.
-        let mut events: HashMap<u32, (u64, EventWrites)> = HashMap::new();
-        let mut position: HashMap<(u32, u32), usize> = HashMap::with_capacity(n);
-        let mut order: Vec<u32> = Vec::new();
-        for i in 0..n {
-            let (tid, fid, value) = (twin_ids[i], field_ids[i], values[i]);
-            let stamp = if source_ms[i] > 0 { stamp_at(source_ms[i] as u64) } else { now };
-            let t = self.twin_mut(tid);
-            let (counter, writes) = match events.entry(tid) {
-                hashbrown::hash_map::Entry::Occupied(e) => e.into_mut(),
-                hashbrown::hash_map::Entry::Vacant(e) => {
-                    order.push(tid);
-                    e.insert((t.cc.next_dot(replica).counter, Vec::new()))
-                }
-            };
-            match position.entry((tid, fid)) {
-                hashbrown::hash_map::Entry::Occupied(p) => {
-                    let w = &mut writes[*p.get()];
-                    if stamp >= w.1 {
-                        *w = (fid, stamp, Cell::F64(value));
-                    }
-                }
-                hashbrown::hash_map::Entry::Vacant(p) => {
-                    p.insert(writes.len());
-                    writes.push((fid, stamp, Cell::F64(value)));
-                }
-            }
-            let write = Slot { field: fid, writer: wix, stamp, counter: *counter, cell: Cell::F64(value) };
-            if !Store::upsert_register(t, &writers, write, true) {
-                self.superseded += 1;
-            }
-        }
-        self.writers = writers;
-        let mut twins = Vec::with_capacity(order.len());
-        for tid in order {
-            let (counter, writes) = events.remove(&tid).unwrap_or_default();
-            let dot = Dot::new(replica, counter);
-            self.twin_mut(tid).cc.insert(dot);
-            twins.push((tid, dot, writes));
-        }
-        Ok(self.encode_register_events(&twins))
-    }
-
     /// Adds `amount` (negative to subtract) to a PN-counter.
     pub fn increment(&mut self, twin: &str, field: &str, amount: i64) -> Result<Vec<u8>> {
         let tid = self.intern_twin(twin)?;
@@ -539,7 +448,7 @@ impl Store {
             Ok(i) => i,
             Err(i) => {
                 let cell = Cell::Counter(Box::default());
-                t.slots.insert(i, Slot { field: fid, writer: 0, stamp: 0, counter: 0, cell });
+                t.insert_slot(i, Slot { field: fid, writer: 0, stamp: 0, counter: 0, cell });
                 i
             }
         };
@@ -577,7 +486,7 @@ impl Store {
             Ok(i) => i,
             Err(i) => {
                 let cell = Cell::Set(Box::default());
-                t.slots.insert(i, Slot { field: fid, writer: 0, stamp: 0, counter: 0, cell });
+                t.insert_slot(i, Slot { field: fid, writer: 0, stamp: 0, counter: 0, cell });
                 i
             }
         };
