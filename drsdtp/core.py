@@ -8,7 +8,7 @@ native call per batch with numpy arrays, and named intents for reading desired (
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -60,20 +60,19 @@ def intents(store: Store, twin: str, field: str) -> list[Intent]:
 
 
 class BatchWriter:
-    """Writes readings given by name through ``Store.write_batch``, interning each name once."""
+    """Writes readings given by name: one native call per batch, which interns the names in Rust (a name
+    that is the same string object as at its place in the previous batch is not even looked up)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._twins: dict[str, int] = {}
-        self._fields: dict[str, int] = {}
 
     def twin_ids(self, names: Sequence[str]) -> NDArray[np.uint32]:
         """Interned ids of twin names."""
-        return _ids(names, self._twins, self._store.intern_twin)
+        return self._store.intern_twins(_seq(names))
 
     def field_ids(self, names: Sequence[str]) -> NDArray[np.uint32]:
         """Interned ids of field names."""
-        return _ids(names, self._fields, self._store.intern_field)
+        return self._store.intern_fields(_seq(names))
 
     def write(
         self,
@@ -84,15 +83,10 @@ class BatchWriter:
     ) -> bytes:
         """One batch of numeric readings; ``source_ms`` 0 (or omitted) stamps with the node's clock."""
         vals = np.ascontiguousarray(values, dtype=np.float64)
-        src = (
-            np.zeros(len(vals), np.int64) if source_ms is None else np.ascontiguousarray(source_ms, np.int64)
-        )
-        return self._store.write_batch(self.twin_ids(twins), self.field_ids(fields), vals, src)
+        src = None if source_ms is None else np.ascontiguousarray(source_ms, np.int64)
+        return self._store.write_named(_seq(twins), _seq(fields), vals, src)
 
 
-def _ids(names: Sequence[str], cache: dict[str, int], intern: Callable[[str], int]) -> NDArray[np.uint32]:
-    out = np.empty(len(names), np.uint32)
-    for i, name in enumerate(names):
-        got = cache.get(name)
-        out[i] = got if got is not None else cache.setdefault(name, intern(name))
-    return out
+def _seq(names: Sequence[str]) -> list[str] | tuple[str, ...]:
+    # The native side takes a list or tuple; anything else (a numpy array of str, a generator) is copied.
+    return names if isinstance(names, (list, tuple)) else list(names)

@@ -10,6 +10,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 mod convert;
 mod entries;
 mod errors;
+mod names;
 
 use convert::{field_to_py, value_from_py, value_to_py};
 use errors::IntoPy;
@@ -24,6 +25,9 @@ fn bytes<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyBytes> {
 #[pyclass(frozen, module = "drsdtp._core")]
 struct Store {
     inner: Mutex<crdt_core::Store>,
+    /// The last batch's twin and field names given by name (see `names`). Held only with the GIL and never
+    /// across a release of it, so it cannot deadlock with `inner`.
+    memo: Mutex<(names::Memo, names::Memo)>,
 }
 
 impl Store {
@@ -31,6 +35,39 @@ impl Store {
         // A panic cannot leave the engine half-updated (all mutations validate first), so a poisoned lock is
         // still safe to use.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn memo(&self) -> MutexGuard<'_, (names::Memo, names::Memo)> {
+        self.memo.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ids of twin names (`twins`) or field names, interned where new, in one call with the GIL released.
+    fn ids_of(&self, py: Python<'_>, names: &Bound<'_, PyAny>, twins: bool) -> PyResult<Vec<u32>> {
+        let what = if twins { "twin name" } else { "field name" };
+        let names = names::Names::new(names, if twins { "twins" } else { "fields" })?;
+        let mut resolved = {
+            let memo = self.memo();
+            if twins { &memo.0 } else { &memo.1 }.resolve(&names)
+        };
+        let interned = if resolved.missing.is_empty() {
+            Vec::new()
+        } else {
+            let strings = names::missing_strings(&names, &resolved, what)?;
+            let texts = strings.iter().map(|s| s.to_str()).collect::<PyResult<Vec<&str>>>()?;
+            let at = &resolved.missing;
+            py.detach(|| {
+                let mut store = self.lock();
+                if twins {
+                    names::intern_all(&texts, at, what, |n| store.intern_twin(n))
+                } else {
+                    names::intern_all(&texts, at, what, |n| store.intern_field(n))
+                }
+            })
+            .py_err()?
+        };
+        resolved.finish(&interned);
+        let mut memo = self.memo();
+        if twins { &mut memo.0 } else { &mut memo.1 }.remember(&names, resolved)
     }
 }
 
@@ -41,7 +78,7 @@ impl Store {
     fn new(replica_id: u64, max_offset_ms: u64, max_message_bytes: usize, max_name_bytes: usize) -> Self {
         let mut s = crdt_core::Store::new(replica_id, max_offset_ms);
         s.set_limits(crdt_core::Limits { max_message_bytes, max_name_bytes });
-        Self { inner: Mutex::new(s) }
+        Self { inner: Mutex::new(s), memo: Mutex::default() }
     }
 
     #[getter]
@@ -126,6 +163,41 @@ impl Store {
 
     fn intern_field(&self, name: &str) -> PyResult<u32> {
         self.lock().intern_field(name).py_err()
+    }
+
+    /// Interned ids of twin names (a list or tuple of str), one call per batch.
+    fn intern_twins<'py>(&self, py: Python<'py>, names: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<u32>>> {
+        Ok(PyArray1::from_vec(py, self.ids_of(py, names, true)?))
+    }
+
+    /// Interned ids of field names, one call per batch.
+    fn intern_fields<'py>(&self, py: Python<'py>, names: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<u32>>> {
+        Ok(PyArray1::from_vec(py, self.ids_of(py, names, false)?))
+    }
+
+    /// `write_batch` with twins and fields given by name.
+    #[pyo3(signature = (twins, fields, values, source_ms = None))]
+    fn write_named<'py>(
+        &self,
+        py: Python<'py>,
+        twins: &Bound<'py, PyAny>,
+        fields: &Bound<'py, PyAny>,
+        values: PyReadonlyArray1<'py, f64>,
+        source_ms: Option<PyReadonlyArray1<'py, i64>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let t = self.ids_of(py, twins, true)?;
+        let f = self.ids_of(py, fields, false)?;
+        let v = values.as_slice()?;
+        let zeros;
+        let s = match &source_ms {
+            Some(a) => a.as_slice()?,
+            None => {
+                zeros = vec![0i64; v.len()];
+                &zeros
+            }
+        };
+        let d = py.detach(|| self.lock().write_batch(&t, &f, v, s)).py_err()?;
+        Ok(bytes(py, &d))
     }
 
     fn twin_name(&self, twin_id: u32) -> Option<String> {

@@ -168,6 +168,32 @@ def test_batch_write_refuses_the_whole_batch_on_bad_input() -> None:
     assert s.twins() == []
 
 
+def test_names_are_resolved_by_identity_only_while_the_same_strings_stand_in_place() -> None:
+    s = store(1)
+    w = BatchWriter(s)
+    twins, fields = ["room-1", "room-1", "room-2"], ["t", "h", "t"]
+    w.write(twins, fields, [1.0, 2.0, 3.0])
+    # The same list, its items replaced in place by other names (and the old strings freed): no stale id.
+    twins[1] = "".join(["room-", "3"])
+    fields[0] = "h"
+    w.write(twins, fields, [4.0, 5.0, 6.0])
+    assert s.fields("room-1") == {"t": 1.0, "h": 4.0}
+    assert s.fields("room-3") == {"h": 5.0}
+    assert s.fields("room-2") == {"t": 6.0}
+    named = ("room-2", "room-3", "room-3")
+    assert list(w.twin_ids(named)) == [s.intern_twin(n) for n in named]
+    # Bad names refuse the batch, naming the place; nothing is written.
+    with pytest.raises(errors.InvalidValueError, match="twin name at index 1: empty name"):
+        w.write(["room-9", ""], ["t", "t"], [1.0, 2.0])
+    with pytest.raises(errors.LimitError, match="field name at index 0"):
+        w.write(["room-9"], ["x" * 2000], [1.0])
+    with pytest.raises(TypeError, match="field name at index 1"):
+        s.write_named(["room-9", "room-9"], ["t", 7], np.zeros(2))  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="list or tuple"):
+        s.write_named("room-9", ["t"], np.zeros(1))  # type: ignore[arg-type]
+    assert "room-9" not in s
+
+
 def test_numeric_entries_list_what_a_delta_writes_with_source_times() -> None:
     s = store(1)
     w = BatchWriter(s)
