@@ -119,6 +119,15 @@ class DesiredLedger:
         if self._taken.pop(device, None) is not None:
             self._save()
 
+    def size(self) -> int:
+        return len(self._taken)
+
+    def keep(self, devices: set[str]) -> None:
+        """Forgets every device but ``devices``."""
+        if set(self._taken) - devices:
+            self._taken = {k: v for k, v in self._taken.items() if k in devices}
+            self._save()
+
     def _save(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -280,6 +289,12 @@ class KubeEdgeMapper(BackgroundService):
         self._reported.clear()
         self._states.clear()
         self._due.clear()
+        held = {d.key for d in self.book}
+        self._refused_desired = {k: v for k, v in self._refused_desired.items() if k[0] in held}
+        # Devices edgecore no longer lists are forgotten only past the bound: an edgecore that lists none for
+        # a while must not make the cloud's old values enter again over newer local intents.
+        if self.ledger.size() > self.config.max_devices:
+            self.ledger.keep(held)
         for d in self.book:
             await self.apply_desired(d)
         self._wake.set()
