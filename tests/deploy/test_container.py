@@ -1,9 +1,10 @@
-"""deploy/container/Containerfile, verified statically: this machine has no container runtime or daemon,
-and an image from Debian's packages (mmdebstrap) cannot build the wheel (bookworm's Rust is older than the
+"""deploy/container/Containerfile, verified statically: this machine has no container engine, and an image
+from Debian's packages cannot run the Containerfile's build stage (bookworm's Rust is older than the
 workspace's rust-version). What the image's runtime stage does (the venv at /opt/drsdtp, a numeric non-root
 user, a read-only root, the data volume, the HEALTHCHECK command) is run for real in the install test's
-throwaway root (tests/deploy/test_install.py::test_the_image_runtime_contract).
-"""
+throwaway root (tests/deploy/test_install.py::test_the_image_runtime_contract), and in an image built from
+Debian's packages with the host's wheel (deploy/container/build-debian.sh, tests/deploy/test_image.py, behind
+DRSDTP_TEST_IMAGE=1)."""
 
 from __future__ import annotations
 
