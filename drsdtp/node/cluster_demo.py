@@ -14,7 +14,9 @@ as every node sees it (each replica judges twins it only replicates) show the de
 
 The first node also closes the loop (:func:`control_loop`): a thermostat rule holds its room-1 between 20
 and 21 C through heater commands, until room-1's temp_2 sticks: the heater's interlock then refuses the
-commands and a rule raises an alarm; the terminal shows the rules and the active alarms.
+commands and a rule raises an alarm, which the node POSTs (signed) to a small webhook receiver the demo
+runs (:mod:`drsdtp.node.demo_webhook`): it prints each notification; the terminal shows the rules, the
+active alarms and what the webhook received.
 """
 
 from __future__ import annotations
@@ -38,12 +40,14 @@ import grpc
 from drsdtp.client import connect, field_to_python
 from drsdtp.config import Address
 from drsdtp.console import Console
+from drsdtp.node.demo_webhook import WebhookReceiver
 from drsdtp.node_commands import EXIT_FAILURE, EXIT_OK, DemoOptions
 from drsdtp.wire.v1 import api_pb2, api_pb2_grpc
 
 NAMES = "abcdefghijklmnopqrstuvwxyz"
 # Simulated machine (drsdtp.sim.machines) -> the library model its twins get.
 MACHINES = (("pump", "centrifugal_pump"), ("motor", "motor"), ("meter", "energy_meter"))
+WEBHOOK_SECRET = "demo-secret"  # the first node signs its alarm notifications with it; the receiver checks
 
 
 def free_port() -> int:
@@ -64,7 +68,9 @@ class DemoNode:
     proc: asyncio.subprocess.Process | None = None
 
 
-def node_toml(node: DemoNode, fleet: list[DemoNode], options: DemoOptions, index: int) -> str:
+def node_toml(
+    node: DemoNode, fleet: list[DemoNode], options: DemoOptions, index: int, webhook: int | None = None
+) -> str:
     rooms = max(1, options.twins // len(fleet))
     peers = "\n".join(
         f'[[peers]]\nname = "{p.name}"\naddress = "{p.peer.host}:{p.peer.port}"'
@@ -76,7 +82,7 @@ def node_toml(node: DemoNode, fleet: list[DemoNode], options: DemoOptions, index
     speedup = max(1.0, options.rate_hz * dt_s)
     faults = pump_faults = loop = ""
     if index == 0:
-        loop = control_loop(node)
+        loop = control_loop(node, webhook)
         faults = (
             '[[adapters.faults]]\nkind = "stuck"\ntwin = "room-1"\nfield = "temp_2"\nonset_step = 60\n'
             '[[adapters.faults]]\nkind = "spike"\ntwin = "room-2"\nfield = "temp_1"\nonset_step = 40\n'
@@ -131,12 +137,23 @@ speedup = {speedup}
 """
 
 
-def control_loop(node: DemoNode) -> str:
+def control_loop(node: DemoNode, webhook: int | None = None) -> str:
     """The first node closes the loop on its room-1: a thermostat rule (heater on below 20 C, off above 21 C)
     issues heater commands that its executor writes to the plant, interlocked on temp_2, the sensor that
-    sticks: once it is judged stuck the commands are refused, and a rule raises an alarm saying why."""
+    sticks: once it is judged stuck the commands are refused, and a rule raises an alarm saying why, which
+    (with ``webhook``, the demo receiver's port) is POSTed to that receiver, signed, raised and cleared."""
     room = f"{node.site}/room-1"
-    return f"""[alerting]
+    notify = notify_actions = ""
+    if webhook is not None:
+        notify = (
+            f'[[notify]]\nname = "demo-hook"\ntype = "webhook"\n'
+            f'url = "http://127.0.0.1:{webhook}/alarms"\nsecret = "{WEBHOOK_SECRET}"\n'
+        )
+        notify_actions = "".join(
+            f'[[rules.actions]]\non = "{on}"\ntype = "notify"\ntarget = "demo-hook"\n'
+            for on in ("raise", "clear")
+        )
+    return f"""{notify}[alerting]
 period_s = 0.5
 [[actuators]]
 twin = "{room}"
@@ -177,7 +194,7 @@ for = "60s"
 clear_when = "quality(temp_2) >= 0.8 and quality(temp_1) >= 0.8"
 severity = "major"
 message = "a temperature sensor is unreliable: the heater's commands are refused (interlock)"
-"""
+{notify_actions}"""
 
 
 async def _loop_lines(stub: api_pb2_grpc.TwinApiStub, node: DemoNode) -> list[str]:
@@ -243,11 +260,13 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event, console: Console) 
         )
     logs: list[IO[str]] = []
     out = console.out
+    hook = WebhookReceiver(WEBHOOK_SECRET, console.message)
+    await hook.start()
     try:
         for i, node in enumerate(fleet):
             node.data_dir.mkdir(parents=True, exist_ok=True)
             cfg = node.data_dir / "drsdtp.toml"
-            cfg.write_text(node_toml(node, fleet, options, i))
+            cfg.write_text(node_toml(node, fleet, options, i, hook.port))
             node_log = (node.data_dir / "node.log").open("w")
             logs.append(node_log)
             node.proc = await asyncio.create_subprocess_exec(
@@ -323,6 +342,8 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event, console: Console) 
                 model = next((m for _, m in seen if m), "")
                 lines.append(f"{t:14} " + " ".join(f"{v:>10}" for v, _ in seen) + f"  {model}")
             lines.extend(await _loop_lines(channels[0][1], fleet[0]))
+            lines.append(f"webhook on 127.0.0.1:{hook.port}: {hook.received} alarm notification(s) received")
+            lines.extend(hook.lines)
             out.write("\n".join(lines) + "\n")
             out.flush()
             with contextlib.suppress(TimeoutError):
@@ -334,6 +355,7 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event, console: Console) 
         )
         return EXIT_OK
     finally:
+        await hook.stop()
         for n in fleet:
             if n.proc is not None and n.proc.returncode is None:
                 n.proc.send_signal(signal.SIGTERM)
