@@ -331,16 +331,21 @@ class KubeEdgeMapper(BackgroundService):
                     reportedDevice=dmi.DeviceStatus(twins=twins, reportToCloud=True),
                 )
                 if await self._call(edgecore.ReportDeviceStatus, request, device):
-                    self._reported.setdefault(device.key, {}).update(changed)
                     self.stats.status_reports += 1
                     self.stats.twins_reported += len(twins)
+                    if self._held(device):  # a RemoveDevice during the call leaves nothing behind
+                        self._reported.setdefault(device.key, {}).update(changed)
         if self._states.get(device.key) != state:
             request_state = dmi.ReportDeviceStatesRequest(
                 deviceName=device.name, deviceNamespace=device.namespace, state=state
             )
             if await self._call(edgecore.ReportDeviceStates, request_state, device):
-                self._states[device.key] = state
                 self.stats.state_reports += 1
+                if self._held(device):
+                    self._states[device.key] = state
+
+    def _held(self, device: MappedDevice) -> bool:
+        return self.book.get(device.namespace, device.name) is not None
 
     async def _call(
         self, method: Callable[..., Awaitable[object]], request: object, device: MappedDevice
