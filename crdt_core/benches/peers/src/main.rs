@@ -697,6 +697,7 @@ fn main() {
     // The issue-13 rows for `make bench` (benches/run_all.py); the shape is benches/bench_report.py's.
     let rows = [
         Row::ratio("core overwrites, deltas captured, vs crdts+ops", b[0].1, "writes/s", b[4].1, "crdts+ops", 2.0),
+        Row::ratio("core overwrites vs a plain HashMap LWW loop", b[0].1, "writes/s", b[6].1, "HashMap LWW", 0.67),
         Row::value("bytes per numeric field", big[0].1, "B", big[3].1, "crdts", 48.0),
         Row::value("bytes per 20-field twin", tw[0].1, "B", tw[3].1, "crdts", 1200.0),
     ];
