@@ -24,6 +24,11 @@ def distribution_group(path: Path) -> str:
     return relative.as_posix()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist declares this marker too; declared here so --strict-markers holds without it installed.
+    config.addinivalue_line("markers", "xdist_group(name): run the tests of one group on one xdist worker")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
