@@ -33,6 +33,7 @@ Settings::
     max_age_s = 30.0          # the reported value must be at most this old (optional)
     policy = "hold"           # hold: wait until it is good (or the deadline); refuse: reject at once
     [actuators.write]         # the adapter's write target: see the adapter's module (mqtt, opcua, ...)
+    [actuators.correct]       # auto-correction of reported drifting from desired: see drsdtp.actions.correct
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
+from drsdtp.actions.correct import CorrectSpec, parse_correct
 from drsdtp.adapters.settings import Table
 from drsdtp.errors import ConfigError, InvalidValueError, UnknownTwinError
 
@@ -87,6 +89,7 @@ class ActuatorSpec:
     interlocks: tuple[Interlock, ...]
     write: Mapping[str, Any]  # raw: the executing node's adapter validates it
     key: str  # "actuators[3]", for errors
+    correct: CorrectSpec | None = None  # auto-correction of a divergence from desired (None: never)
 
     @property
     def label(self) -> str:
@@ -177,6 +180,12 @@ def _parse_one(t: Table) -> ActuatorSpec:
         raise t.error("min" if lo is not None else "max", "limits are for numeric actuators")
     write = t.table("write", required=True)
     assert write is not None
+    correct_table = t.table("correct")
+    correct = None
+    if correct_table is not None:
+        if not desired or value != "number":
+            raise t.error("correct", "auto-correction is for a numeric field driven by desired values")
+        correct = parse_correct(correct_table)
     spec = ActuatorSpec(
         twin=twin,
         action=action,
@@ -197,6 +206,7 @@ def _parse_one(t: Table) -> ActuatorSpec:
         interlocks=tuple(_parse_interlock(i, twin) for i in t.tables("interlocks")),
         write=MappingProxyType(dict(write.raw)),
         key=t.key,
+        correct=correct,
     )
     t.done()
     return spec

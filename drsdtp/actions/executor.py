@@ -213,6 +213,10 @@ class Executor:
         if poke:
             self._poke()
 
+    def busy(self, twin: str, action: str) -> bool:
+        """Whether a command of the actuator is under way here (auto-correction waits for it to settle)."""
+        return bool(self._active.get((twin, action)))
+
     def _poke(self) -> None:
         """Wakes every wait on the twin (convergence, interlocks, rate limits)."""
         changed, self._changed = self._changed, asyncio.Event()

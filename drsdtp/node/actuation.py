@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from drsdtp.actions import CommandBook, CommandLimits, CommandRecord, parse_actuators
+from drsdtp.actions.correct import Corrector
 from drsdtp.actions.executor import Executor, FieldQuality
 from drsdtp.adapters.write import Writer, writer_of
 from drsdtp.api.node import AuditEntry
@@ -93,6 +94,17 @@ class Actuation(BackgroundService):
             begin=node.start_commit,
         )
         node.appended_hooks.append(self.executor.on_appended)
+        # Auto-correction of the actuators this node executes (alarms: the node's, made after this service).
+        self.corrector = Corrector(
+            node.store,
+            specs=self.executor.specs,
+            book=self.book,
+            health=self.health,
+            busy=self.executor.busy,
+            alarms=lambda: alerting.alarm_book if (alerting := getattr(node, "alerting", None)) else None,
+        )
+        if self.corrector:
+            node.appended_hooks.append(self.corrector.on_appended)
         # Command events reach the audit trail in order but off the command's path: the trail holds its
         # lock through its periodic fsync, which a command must not wait behind (the lines are flushed
         # within the trail's flush delay either way).
@@ -126,6 +138,19 @@ class Actuation(BackgroundService):
                       "Resumed commands already converged: applied without a second write.",
                       lambda: st.skipped_rewrites)  # fmt: skip
         m.add_counter("drsdtp_commands_held", "Commands an interlock held.", lambda: st.held)
+        cs = self.corrector.stats
+        m.add_counter("drsdtp_corrections", "Auto-corrections issued (minor divergences from desired).",
+                      lambda: cs.corrections)  # fmt: skip
+        m.add_counter("drsdtp_corrections_critical",
+                      "Divergences beyond minor_within: an alarm raised, nothing written.",
+                      lambda: cs.critical)  # fmt: skip
+        m.add_counter("drsdtp_corrections_blocked",
+                      "Divergences not corrected: the reported field's quality was low or unknown.",
+                      lambda: cs.blocked)  # fmt: skip
+        m.add_counter("drsdtp_corrections_over_rate", "Divergences not corrected: max_per_hour reached.",
+                      lambda: cs.over_rate)  # fmt: skip
+        m.add_counter("drsdtp_corrections_refused", "Corrections the command book refused.",
+                      lambda: cs.errors)  # fmt: skip
 
     def _writer(self, adapter: str) -> Writer | None:
         runner = self.node.intake.service.runners.get(adapter)
@@ -134,6 +159,8 @@ class Actuation(BackgroundService):
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._audit_writer(), name="command audit")
+            if self.corrector:
+                tg.create_task(self.corrector.run(), name="autocorrect")
             await self.executor.run()
 
     async def stopped(self) -> None:

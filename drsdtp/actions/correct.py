@@ -1,0 +1,246 @@
+"""Auto-correction: the seed's policy for a twin whose reported state drifts from its desired state.
+
+On the node that executes an actuator, for a numeric field driven by desired values, the reported value is
+compared with the latest desired value; a gap beyond ``tolerance`` is a divergence. Once it has lasted
+``after_s``:
+
+* a **minor** divergence (within ``minor_within``) is corrected: a command re-issuing the desired value,
+  ``origin = "correction"``, actor ``autocorrect``, its reason naming the reported value it replaces. It is an
+  ordinary command: the executor checks limits and interlocks, writes it, follows it to ``applied``, and every
+  event is in the audit trail; rolling it back is an ordinary desired write (or command) of that old value;
+* a **critical** one (beyond ``minor_within``) needs a person: an alarm (rule ``autocorrect:<action>``) is
+  raised and nothing is written. It clears once the field is back within tolerance.
+
+Never acts blind (the same policy as a command's interlock): no correction while the reported field's quality
+(the node's health view) is below ``min_quality`` or unknown, nor while a command of the actuator is under way
+(its own write must settle first: no loop between an echo and a correction), nor beyond ``max_per_hour``.
+
+Settings::
+
+    [actuators.correct]
+    tolerance = 0.5        # |reported - desired| beyond this is a divergence (default: the actuator's)
+    minor_within = 5.0     # a divergence up to this is minor (corrected); beyond it is critical (alarm)
+    relative = false       # true: tolerance and minor_within are fractions of |desired|
+    after_s = 10.0         # how long a divergence must last before anything is done
+    max_per_hour = 6       # corrections of this actuator in any hour; beyond, counted and left alone
+    min_quality = 0.5      # the reported field's health must be at least this
+    severity = "critical"  # of the alarm a critical divergence raises
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from drsdtp.adapters.settings import Table
+from drsdtp.core import intents
+from drsdtp.errors import DrsdtpError
+
+if TYPE_CHECKING:
+    from drsdtp._core import Store
+    from drsdtp.actions.actuators import ActuatorSpec
+    from drsdtp.actions.executor import HealthView
+
+__all__ = ["CorrectSpec", "Corrector", "CorrectorStats", "parse_correct"]
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.25  # divergences are looked at this often (and on every change of an actuated twin)
+HOUR_S = 3600.0
+ACTOR = "autocorrect"
+DESIRED_SUFFIX = ".desired"
+
+
+@dataclass(frozen=True, slots=True)
+class CorrectSpec:
+    tolerance: float | None  # None: the actuator's tolerance
+    minor_within: float
+    relative: bool
+    after_s: float
+    max_per_hour: int
+    min_quality: float
+    severity: str
+
+
+def parse_correct(t: Table) -> CorrectSpec:
+    spec = CorrectSpec(
+        tolerance=t.opt_float("tolerance", lo=0.0),
+        minor_within=t.get_float("minor_within", lo=0.0, lo_exclusive=True),
+        relative=t.get_bool("relative", False),
+        after_s=t.get_float("after_s", 10.0, lo=0.0),
+        max_per_hour=t.get_int("max_per_hour", 6, lo=1, hi=3600),
+        min_quality=t.get_float("min_quality", 0.5, lo=0.0, hi=1.0),
+        severity=t.choice("severity", ("info", "warning", "critical"), "critical"),
+    )
+    if spec.tolerance is not None and spec.tolerance >= spec.minor_within:
+        raise t.error("minor_within", f"must be above tolerance ({spec.tolerance:g}): else nothing is minor")
+    t.done()
+    return spec
+
+
+class Issuer(Protocol):
+    """The command book's ``issue_command`` (narrowed to what a correction passes)."""
+
+    async def issue_command(
+        self,
+        twin: str,
+        action: str,
+        value: float | None = None,
+        *,
+        actor: str = "anonymous",
+        reason: str = "",
+        origin: str = "api",
+    ) -> str: ...
+
+
+class Alarms(Protocol):
+    async def raise_alarm(self, rule: str, twin: str, severity: str, message: str) -> object: ...
+
+    async def clear_alarm(self, rule: str, twin: str, reason: str = "") -> object: ...
+
+
+@dataclass(slots=True)
+class CorrectorStats:
+    corrections: int = 0  # commands issued
+    critical: int = 0  # divergences beyond minor_within (an alarm each, nothing written)
+    blocked: int = 0  # divergences not corrected: the reported field's quality was low or unknown
+    over_rate: int = 0  # divergences not corrected: max_per_hour reached
+    errors: int = 0  # corrections the command book refused
+
+
+@dataclass(slots=True)
+class _Watch:
+    """One actuator's divergence episode (in memory: after a restart a divergence waits ``after_s`` again)."""
+
+    spec: ActuatorSpec
+    correct: CorrectSpec
+    since: float | None = None  # when the current divergence was first seen
+    outcome: str = ""  # what this episode came to (corrected, critical, blocked ...): counted once
+    alarm: bool = False
+    issued: collections.deque[float] = field(default_factory=collections.deque)
+
+
+class Corrector:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        specs: tuple[ActuatorSpec, ...],
+        book: Issuer,
+        health: HealthView,
+        busy: Callable[[str, str], bool],
+        alarms: Callable[[], Alarms | None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.stats = CorrectorStats()
+        self._book = book
+        self._health = health
+        self._busy = busy
+        self._alarms = alarms
+        self._clock = clock
+        self._watches = [_Watch(s, s.correct) for s in specs if s.correct is not None]
+        self._twins = {w.spec.twin for w in self._watches}
+        self._changed = asyncio.Event()
+
+    def __bool__(self) -> bool:
+        return bool(self._watches)
+
+    def on_appended(self, twins: object) -> None:
+        """A commit touched these twins: look again now rather than at the next poll."""
+        if isinstance(twins, list | tuple) and self._twins.intersection(twins):
+            self._changed.set()
+
+    async def run(self) -> None:
+        while self._watches:
+            for watch in self._watches:
+                try:
+                    await self._check(watch)
+                except DrsdtpError as exc:  # the book refused (a cap, a limit): said, counted, next time
+                    self.stats.errors += 1
+                    log.warning("autocorrect %s: %s", watch.spec.label, exc)
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(POLL_S):
+                    await self._changed.wait()
+
+    async def _check(self, w: _Watch) -> None:
+        spec, c = w.spec, w.correct
+        values = intents(self.store, spec.twin, spec.field + DESIRED_SUFFIX)
+        desired = values[-1].value if values else None
+        entry = self.store.entry(spec.twin, spec.field) if spec.twin in self.store else None
+        reported = None if entry is None else entry[0]
+        if not (_number(desired) and _number(reported)) or self._busy(spec.twin, spec.action):
+            w.since, w.outcome = None, ""  # nothing to compare, or a command settles it first
+            return
+        assert isinstance(desired, int | float) and isinstance(reported, int | float)
+        gap = abs(reported - desired)
+        scale = abs(desired) if c.relative else 1.0
+        tolerance = (c.tolerance if c.tolerance is not None else (spec.tolerance or 1e-9)) * scale
+        rule = f"autocorrect:{spec.action}"
+        if gap <= tolerance:
+            if w.alarm and (alarms := self._alarms()) is not None:
+                await alarms.clear_alarm(
+                    rule, spec.twin, f"{spec.field} back within {tolerance:g} of desired"
+                )
+            w.since, w.outcome, w.alarm = None, "", False
+            return
+        now = self._clock()
+        if w.since is None:
+            w.since = now
+        if now - w.since < c.after_s:
+            return
+        what = (
+            f"reported {spec.field} {reported:g} diverged from desired {desired:g} by {gap:g} "
+            f"for {now - w.since:.1f} s"
+        )
+        if gap > c.minor_within * scale:
+            if w.outcome != "critical":
+                w.outcome = "critical"
+                self.stats.critical += 1
+                log.warning("autocorrect %s: critical, needs a person: %s", spec.label, what)
+            alarms = self._alarms()
+            if not w.alarm and alarms is not None:
+                message = f"{what}: beyond minor_within {c.minor_within * scale:g}, not corrected"
+                await alarms.raise_alarm(rule, spec.twin, c.severity, message)
+                w.alarm = True
+            return
+        q = self._health.field_quality(spec.twin, spec.field)
+        if q is None or q.quality < c.min_quality:
+            if w.outcome != "blocked":
+                w.outcome = "blocked"
+                self.stats.blocked += 1
+                why = "no health known" if q is None else f"quality {q.quality:.2f} < {c.min_quality:g}"
+                detail = f" ({', '.join(q.reasons)})" if q is not None and q.reasons else ""
+                log.warning("autocorrect %s: not corrected, %s%s: %s", spec.label, why, detail, what)
+            return
+        while w.issued and now - w.issued[0] >= HOUR_S:
+            w.issued.popleft()
+        if len(w.issued) >= c.max_per_hour:
+            if w.outcome != "over_rate":
+                w.outcome = "over_rate"
+                self.stats.over_rate += 1
+                log.warning("autocorrect %s: max_per_hour %d reached: %s", spec.label, c.max_per_hour, what)
+            return
+        w.issued.append(now)
+        w.since, w.outcome = None, ""
+        self.stats.corrections += 1
+        await self._book.issue_command(
+            spec.twin,
+            spec.action,
+            desired,
+            actor=ACTOR,
+            reason=f"{what} (minor): back to desired; replaces {reported:g}",
+            origin="correction",
+        )
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
