@@ -12,8 +12,10 @@ compared with the latest desired value; a gap beyond ``tolerance`` is a divergen
   raised and nothing is written. It clears once the field is back within tolerance.
 
 Never acts blind (the same policy as a command's interlock): no correction while the reported field's quality
-(the node's health view) is below ``min_quality`` or unknown, nor while a command of the actuator is under way
-(its own write must settle first: no loop between an echo and a correction), nor beyond ``max_per_hour``.
+(the node's health view) is below ``min_quality`` or unknown, or while one of the actuator's interlocks
+blocks (a stuck precondition sensor), nor while a command of the actuator is under way (its own write must
+settle first: no loop between an echo and a correction), nor beyond ``max_per_hour``. What a divergence came
+to (corrected, critical, blocked and why ...) is :meth:`Corrector.status`, and logged once per episode.
 
 Settings::
 
@@ -123,6 +125,7 @@ class _Watch:
     correct: CorrectSpec
     since: float | None = None  # when the current divergence was first seen
     outcome: str = ""  # what this episode came to (corrected, critical, blocked ...): counted once
+    why: str = ""  # and why, for status()
     alarm: bool = False
     issued: collections.deque[float] = field(default_factory=collections.deque)
 
@@ -136,6 +139,7 @@ class Corrector:
         book: Issuer,
         health: HealthView,
         busy: Callable[[str, str], bool],
+        interlocked: Callable[[ActuatorSpec], str],
         alarms: Callable[[], Alarms | None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -144,6 +148,7 @@ class Corrector:
         self._book = book
         self._health = health
         self._busy = busy
+        self._interlocked = interlocked
         self._alarms = alarms
         self._clock = clock
         self._watches = [_Watch(s, s.correct) for s in specs if s.correct is not None]
@@ -152,6 +157,13 @@ class Corrector:
 
     def __bool__(self) -> bool:
         return bool(self._watches)
+
+    def status(self, twin: str, action: str) -> str:
+        """What the actuator's current divergence came to and why ("" when there is none, or not yet)."""
+        for w in self._watches:
+            if (w.spec.twin, w.spec.action) == (twin, action):
+                return f"{w.outcome}: {w.why}" if w.outcome else ""
+        return ""
 
     def on_appended(self, twins: object) -> None:
         """A commit touched these twins: look again now rather than at the next poll."""
@@ -178,7 +190,7 @@ class Corrector:
         entry = self.store.entry(spec.twin, spec.field) if spec.twin in self.store else None
         reported = None if entry is None else entry[0]
         if not (_number(desired) and _number(reported)) or self._busy(spec.twin, spec.action):
-            w.since, w.outcome = None, ""  # nothing to compare, or a command settles it first
+            w.since, w.outcome, w.why = None, "", ""  # nothing to compare, or a command settles it first
             return
         assert isinstance(desired, int | float) and isinstance(reported, int | float)
         gap = abs(reported - desired)
@@ -190,7 +202,7 @@ class Corrector:
                 await alarms.clear_alarm(
                     rule, spec.twin, f"{spec.field} back within {tolerance:g} of desired"
                 )
-            w.since, w.outcome, w.alarm = None, "", False
+            w.since, w.outcome, w.why, w.alarm = None, "", "", False
             return
         now = self._clock()
         if w.since is None:
@@ -203,7 +215,7 @@ class Corrector:
         )
         if gap > c.minor_within * scale:
             if w.outcome != "critical":
-                w.outcome = "critical"
+                w.outcome, w.why = "critical", what
                 self.stats.critical += 1
                 log.warning("autocorrect %s: critical, needs a person: %s", spec.label, what)
             alarms = self._alarms()
@@ -212,25 +224,23 @@ class Corrector:
                 await alarms.raise_alarm(rule, spec.twin, c.severity, message)
                 w.alarm = True
             return
-        q = self._health.field_quality(spec.twin, spec.field)
-        if q is None or q.quality < c.min_quality:
+        blocked = self._blocked(spec, c)
+        if blocked:
             if w.outcome != "blocked":
-                w.outcome = "blocked"
+                w.outcome, w.why = "blocked", f"{blocked}; {what}"
                 self.stats.blocked += 1
-                why = "no health known" if q is None else f"quality {q.quality:.2f} < {c.min_quality:g}"
-                detail = f" ({', '.join(q.reasons)})" if q is not None and q.reasons else ""
-                log.warning("autocorrect %s: not corrected, %s%s: %s", spec.label, why, detail, what)
+                log.warning("autocorrect %s: not corrected, %s: %s", spec.label, blocked, what)
             return
         while w.issued and now - w.issued[0] >= HOUR_S:
             w.issued.popleft()
         if len(w.issued) >= c.max_per_hour:
             if w.outcome != "over_rate":
-                w.outcome = "over_rate"
+                w.outcome, w.why = "over_rate", f"max_per_hour {c.max_per_hour} reached; {what}"
                 self.stats.over_rate += 1
                 log.warning("autocorrect %s: max_per_hour %d reached: %s", spec.label, c.max_per_hour, what)
             return
         w.issued.append(now)
-        w.since, w.outcome = None, ""
+        w.since, w.outcome, w.why = None, "", ""
         self.stats.corrections += 1
         await self._book.issue_command(
             spec.twin,
@@ -240,6 +250,19 @@ class Corrector:
             reason=f"{what} (minor): back to desired; replaces {reported:g}",
             origin="correction",
         )
+
+    def _blocked(self, spec: ActuatorSpec, c: CorrectSpec) -> str:
+        """Why a correction must not act now: the reported field's quality, the actuator's interlocks."""
+        why = []
+        q = self._health.field_quality(spec.twin, spec.field)
+        if q is None:
+            why.append(f"no health known for {spec.field}")
+        elif q.quality < c.min_quality:
+            detail = f" ({', '.join(q.reasons)})" if q.reasons else ""
+            why.append(f"{spec.field} quality {q.quality:.2f} < {c.min_quality:g}{detail}")
+        if interlocked := self._interlocked(spec):
+            why.append(interlocked)
+        return "; ".join(why)
 
 
 def _number(value: object) -> bool:

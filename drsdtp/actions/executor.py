@@ -217,6 +217,13 @@ class Executor:
         """Whether a command of the actuator is under way here (auto-correction waits for it to settle)."""
         return bool(self._active.get((twin, action)))
 
+    def interlocked(self, spec: ActuatorSpec) -> str:
+        """Why the actuator's interlocks block now ("" when none does): auto-correction asks before it
+        issues a command (the same policy as any command's)."""
+        return "; ".join(
+            f"interlock {lock.label}: {why}" for lock in spec.interlocks if (why := self._interlock(lock))
+        )
+
     def _poke(self) -> None:
         """Wakes every wait on the twin (convergence, interlocks, rate limits)."""
         changed, self._changed = self._changed, asyncio.Event()

@@ -101,6 +101,7 @@ class Actuation(BackgroundService):
             book=self.book,
             health=self.health,
             busy=self.executor.busy,
+            interlocked=self.executor.interlocked,
             alarms=lambda: alerting.alarm_book if (alerting := getattr(node, "alerting", None)) else None,
         )
         if self.corrector:

@@ -2,13 +2,16 @@
 node's back by a second Modbus client (an operator at the panel): a minor divergence is corrected once, by an
 audited command of actor ``autocorrect``, and rolled back by an ordinary desired write; a critical one
 raises an alarm and writes nothing; a low-quality reported field blocks the correction until it is good.
-``check-config`` names a bad key of the ``[actuators.correct]`` table."""
+On the simulated pump, a really stuck flow sensor (found by the twin intelligence) under the actuator's
+interlock blocks a minor correction, saying why. ``check-config`` names a bad key of ``[actuators.correct]``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import pathlib
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -162,3 +165,55 @@ def test_check_config_names_the_bad_key(tmp_path: pathlib.Path) -> None:
     assert error.key == "actuators[0].correct.minor_within" and "above tolerance" in error.reason
     (error,) = check_config(parse_config(config(tmp_path, 1502, after_s=-1.0)))
     assert error.key == "actuators[0].correct.after_s"
+
+
+def stuck_config(tmp: pathlib.Path) -> dict[str, Any]:
+    """The simulated pump whose flow sensor sticks about 6 s after start (as in test_interlock_stuck)."""
+    return {
+        "node_id": "a",
+        "data_dir": str(tmp),
+        "listen": {"api": "127.0.0.1:0", "metrics": "127.0.0.1:0", "peer": "127.0.0.1:0"},
+        "intelligence": {"time_scale": 100.0},
+        "models": [{"name": "pump", "version": "1", "extends": "centrifugal_pump"}],
+        "twins": [{"match": "pump-1", "model": "pump"}],
+        "adapters": [{
+            "type": "simulated", "name": "plant", "asset": "pump", "rooms": 1, "speedup": 100.0,
+            "faults": [{"kind": "stuck", "twin": "pump-1", "field": "flow", "onset_step": 60}],
+        }],
+        "actuators": [
+            {"twin": "pump-1", "field": "valve", "node": "a", "adapter": "plant", "min": 0.0, "max": 1.0,
+             "tolerance": 0.05, "write": {"input": "valve"},
+             "interlocks": [{"field": "flow", "min_quality": 0.5, "policy": "refuse"}],
+             "correct": {"minor_within": 0.3, "after_s": 0.2, "min_quality": 0.0}},
+        ],
+    }  # fmt: skip
+
+
+async def test_a_stuck_precondition_sensor_blocks_a_minor_correction(tmp_path: pathlib.Path) -> None:
+    async with Node(parse_config(stuck_config(tmp_path))) as node:
+        health, corrector = node.actuation.health, node.actuation.corrector
+
+        def flow_good() -> bool:  # the model has learnt the flow's noise: the interlock lets a command by
+            q = health.field_quality("pump-1", "flow")
+            return q is not None and q.quality >= 0.5
+
+        await until(node, flow_good, "the flow's quality known and good", 60)
+        channel, stub = connect(Address("127.0.0.1", node.api.port))
+        async with channel:
+            op = api_pb2.FieldOp(field="valve", desire=api_pb2.FieldValue(f64=0.5))
+            await stub.Write(api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="pump-1", ops=[op])]))
+        (desired,) = await until(node, lambda: node.commands.list("pump-1"), "the desired command")
+        done = await node.commands.wait(desired.id, 30)
+        assert done is not None and done.state == State.APPLIED, done
+
+        def flow_stuck() -> bool:
+            q = health.field_quality("pump-1", "flow")
+            return q is not None and "STUCK" in q.reasons
+
+        await until(node, flow_stuck, "the flow sensor found stuck", 60)
+        plant = node.intake.service.runners["plant"].adapter.plant  # type: ignore[attr-defined]
+        plant.set_input("pump-1", "valve", 0.6)  # moved by hand: a minor divergence (0.1 <= 0.3)
+        status = await until(node, lambda: corrector.status("pump-1", "valve"), "the divergence seen")
+        assert re.match(r"blocked: .*interlock pump-1/flow: quality 0\.\d\d < 0\.5 \(.*STUCK.*\)", status)
+        assert "diverged from desired 0.5" in status
+        assert [r for r in node.commands.list("pump-1") if r.origin == "correction"] == []
