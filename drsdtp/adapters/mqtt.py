@@ -42,6 +42,13 @@ Writes (:class:`drsdtp.adapters.write.Writer`), published on the session's clien
     ack_topic = "site/{twin}/ack"        # optional: the device answers {"id": "<command id>", "ok": true,
                                          # "detail": "..."}; without it the reported echo confirms
 
+or, with a ``payload = "sparkplug_b"`` topic rule, a Sparkplug DCMD/NCMD typed as the device's birth declared
+the metric (:mod:`drsdtp.adapters.sparkplug_write`)::
+
+    [actuators.write]
+    payload = "sparkplug_b"
+    metric = "Setpoint"                  # default: the actuator's field
+
 The adapter subscribes to every ack topic (``+`` for the placeholders) with its own topics; an ack message
 never becomes a reading or a dead letter. ``ok: false`` rejects with the device's ``detail``; no ack within
 the actuator's ``ack_timeout_s`` is an attempt that failed (retried; the command id lets the device drop a
@@ -97,9 +104,12 @@ from drsdtp.adapters.payloads import (
     reason_of,
 )
 from drsdtp.adapters.settings import Table
+from drsdtp.adapters.sparkplug import SparkplugDecoder
+from drsdtp.adapters.sparkplug_write import CommandRefused, SparkplugWriteTarget, command_message
+from drsdtp.adapters.sparkplug_write import parse_target as parse_sparkplug_target
 from drsdtp.adapters.topics import TopicTemplate
 from drsdtp.adapters.write import NotConnectedError, WriteOutcome, WriteRequest, WriteStatus, WriteTarget
-from drsdtp.errors import AdapterError
+from drsdtp.errors import AdapterError, ConfigError
 from drsdtp.ingest.pipeline import wall_ms
 from drsdtp.ingest.ratelog import RateLimitedLog
 
@@ -396,7 +406,15 @@ class MqttAdapter(SharedSettings):
 
     # ---- writes ---------------------------------------------------------------------------------------
 
-    def write_target(self, raw: Mapping[str, Any], key: str) -> MqttWriteTarget:
+    def write_target(self, raw: Mapping[str, Any], key: str) -> MqttWriteTarget | SparkplugWriteTarget:
+        if isinstance(raw, Mapping) and raw.get("payload") == "sparkplug_b":
+            if not self._sparkplug_decoders():
+                raise ConfigError(
+                    f"{key}.payload",
+                    f'adapter {self.name!r} has no topic rule with payload = "sparkplug_b" to learn the '
+                    "devices' births from",
+                )
+            return parse_sparkplug_target(raw, key)
         target = parse_write_target(raw, key)
         if target.ack_filter is not None:
             self._ack_filters.add(target.ack_filter)
@@ -405,10 +423,12 @@ class MqttAdapter(SharedSettings):
     async def write(self, target: WriteTarget, request: WriteRequest) -> WriteOutcome:
         import aiomqtt
 
-        assert isinstance(target, MqttWriteTarget)
         client = self._client_now
         if client is None:
             raise NotConnectedError(f"{self.name}: no session with {self.settings.host}:{self.settings.port}")
+        if isinstance(target, SparkplugWriteTarget):
+            return await self._write_sparkplug(aiomqtt, client, target, request)
+        assert isinstance(target, MqttWriteTarget)
         topic = _fill(target.topic, request, "")
         payload = write_payload(target, request)
         ack: asyncio.Future[tuple[bool, str]] | None = None
@@ -431,6 +451,30 @@ class MqttAdapter(SharedSettings):
         if not ok:
             return WriteOutcome(WriteStatus.REJECTED, f"{target.ack_topic}: {detail or 'not ok'}")
         return WriteOutcome(WriteStatus.ACKNOWLEDGED, detail or f"acknowledged on {target.ack_topic}")
+
+    def _sparkplug_decoders(self) -> list[SparkplugDecoder]:
+        return [r.decoder for r in self.settings.topics if isinstance(r.decoder, SparkplugDecoder)]
+
+    async def _write_sparkplug(
+        self, aiomqtt: Any, client: Any, target: SparkplugWriteTarget, request: WriteRequest
+    ) -> WriteOutcome:
+        """A DCMD/NCMD typed as the twin's birth declared the metric (drsdtp.adapters.sparkplug_write)."""
+        decoders = self._sparkplug_decoders()
+        decoder = next((d for d in decoders if d.knows(request.twin)), decoders[0])
+        metric = target.metric or request.field
+        try:
+            if not metric:
+                raise CommandRefused("no metric to write: set write.metric for an action without a field")
+            topic, payload = command_message(
+                request.twin, metric, decoder.declared(request.twin, metric), request.value
+            )
+        except CommandRefused as exc:
+            return WriteOutcome(WriteStatus.REJECTED, str(exc))
+        try:
+            await client.publish(topic, payload, qos=target.qos, timeout=request.timeout_s)
+        except aiomqtt.MqttError as exc:
+            raise AdapterError(f"{self.name}: publish to {topic!r} failed: {exc}") from exc
+        return WriteOutcome(WriteStatus.SENT, f"{metric} published to {topic}")
 
     def _take_ack(self, message: Arrival) -> bool:
         """An ack to a command this adapter wrote (consumed, never a reading); False for other topics."""

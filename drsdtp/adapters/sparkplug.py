@@ -36,6 +36,7 @@ from typing import Final
 
 from drsdtp.adapters.base import Quality, SourceBatch
 from drsdtp.adapters.payloads import PayloadError, PayloadLimits
+from drsdtp.adapters.sparkplug_write import CommandRefused, Declared, split_twin
 from drsdtp.wire.sparkplug import sparkplug_b_pb2 as spb
 
 __all__ = ["REBIRTH_INTERVAL_S", "SparkplugDecoder", "rebirth_request"]
@@ -58,6 +59,7 @@ class _Metric:
     twin: str
     field: str
     datatype: int
+    alias: int | None = None
 
 
 @dataclass(slots=True)
@@ -176,6 +178,30 @@ class SparkplugDecoder:
             self._rebirth_at = {k: t for k, t in self._rebirth_at.items() if t > now}
         return due
 
+    # --- the command side (drsdtp.adapters.sparkplug_write) ------------------------------------------------
+
+    def knows(self, twin: str) -> bool:
+        """Whether this decoder has seen the edge node of ``twin`` (born or dead)."""
+        return tuple(twin.split("/")[:2]) in self._nodes
+
+    def declared(self, twin: str, name: str) -> Declared:
+        """What the birth of a live ``twin`` declared about metric ``name``; raises CommandRefused with the
+        reason when the twin is unknown (not born since this node started), dead, or has no such metric."""
+        group, edge, device = split_twin(twin)
+        node = self._nodes.get((group, edge))
+        if node is None:
+            raise CommandRefused(f"edge node {group}/{edge} is unknown: no NBIRTH since this node started")
+        if not node.born:
+            raise CommandRefused(f"edge node {group}/{edge} is dead (NDEATH)")
+        metric = node.names.get((twin, name))
+        if device is not None and device not in node.devices:
+            if metric is not None:
+                raise CommandRefused(f"device {twin} is dead (DDEATH)")
+            raise CommandRefused(f"device {twin} is unknown: no DBIRTH since its edge node's birth")
+        if metric is None:
+            raise CommandRefused(f"metric {name!r} is not in the birth of {twin}")
+        return Declared(metric.datatype, metric.alias)
+
     # --- internals ----------------------------------------------------------------------------------------
 
     def _want(self, key: tuple[str, str], why: str) -> None:
@@ -285,7 +311,9 @@ class SparkplugDecoder:
             node.names[(twin, m.name)] = existing
             self._metrics += 1
         existing.datatype = datatype
+        existing.alias = None
         if m.HasField("alias"):
+            existing.alias = int(m.alias)
             node.aliases[int(m.alias)] = existing
         return existing
 
