@@ -11,23 +11,20 @@ answers from local history and says so.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 
 from drsdtp.config import PostgresConfig
 from drsdtp.history.series import Buckets, Rows
-from drsdtp.northbound.postgres.schema import quote
+from drsdtp.northbound.postgres.connection import Connect, asyncpg_connect, close
+from drsdtp.northbound.postgres.schema import quote, timestamp
 
 __all__ = ["ArchiveStats", "ArchiveUnavailable", "PostgresArchive"]
 
 log = logging.getLogger(__name__)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 QUERY_TIMEOUT_S = 10.0
 
 
@@ -42,16 +39,12 @@ class ArchiveStats:
     failures: int = 0
 
 
-def _at(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ms)
-
-
 class PostgresArchive:
-    def __init__(self, config: PostgresConfig, connect: Callable[[], Awaitable[Any]] | None = None) -> None:
+    def __init__(self, config: PostgresConfig, connect: Connect | None = None) -> None:
         self.config = config
         self.stats = ArchiveStats()
         self._table = f"{quote(config.schema)}.drsdtp_readings"
-        self._connect = connect or self._asyncpg_connect
+        self._connect = connect or asyncpg_connect(config)
         self._conn: Any = None
         self._lock = asyncio.Lock()  # one query at a time on the one connection
 
@@ -60,7 +53,7 @@ class PostgresArchive:
         value = await self._fetch(
             "fetchval",
             f"SELECT count(*) FROM {self._table} WHERE twin = $1 AND field = $2 AND ts >= $3 AND ts < $4",
-            twin, field, _at(start_ms), _at(end_ms),
+            twin, field, timestamp(start_ms), timestamp(end_ms),
         )  # fmt: skip
         return int(value or 0)
 
@@ -71,7 +64,7 @@ class PostgresArchive:
             "SELECT (extract(epoch FROM ts) * 1000)::bigint AS ms, value FROM ("
             f" SELECT ts, value FROM {self._table} WHERE twin = $1 AND field = $2 AND ts >= $3 AND ts < $4"
             " ORDER BY ts DESC, value DESC LIMIT $5) newest ORDER BY ts, value",
-            twin, field, _at(start_ms), _at(end_ms), limit,
+            twin, field, timestamp(start_ms), timestamp(end_ms), limit,
         )  # fmt: skip
         self.stats.points += len(records)
         return Rows(
@@ -92,7 +85,7 @@ class PostgresArchive:
             " min(value) AS mn, max(value) AS mx, sum(value) AS s, count(*) AS n"
             f" FROM {self._table} WHERE twin = $1 AND field = $2 AND ts >= $3 AND ts < $4"
             " GROUP BY b ORDER BY b DESC LIMIT $6) newest ORDER BY b",
-            twin, field, _at(start_ms), _at(end_ms), interval_ms, limit,
+            twin, field, timestamp(start_ms), timestamp(end_ms), interval_ms, limit,
         )  # fmt: skip
         self.stats.points += len(records)
         n = len(records)
@@ -124,10 +117,4 @@ class PostgresArchive:
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 5.0)
-
-    async def _asyncpg_connect(self) -> Any:
-        import asyncpg  # the driver only when the sink is configured
-
-        return await asyncpg.connect(self.config.dsn, timeout=self.config.connect_timeout_s)
+            await close(conn)

@@ -19,12 +19,12 @@ during an outage (an alarm raised and cleared while the database was down is sto
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
 from drsdtp.actions.record import CommandRecord
@@ -32,13 +32,12 @@ from drsdtp.alarms.record import AlarmRecord
 from drsdtp.config import PostgresConfig
 from drsdtp.intelligence.anomalies import AnomalyRecord
 from drsdtp.lifecycle import BackgroundService
-from drsdtp.northbound.postgres.schema import migrate, quote
-from drsdtp.supervisor import Backoff, Supervisor
+from drsdtp.northbound.postgres.connection import Connect, asyncpg_connect, supervised
+from drsdtp.northbound.postgres.schema import migrate, quote, timestamp
 
-__all__ = ["EventSink", "EventStats", "event_rows"]
+__all__ = ["EventSink", "EventStats"]
 
 log = logging.getLogger(__name__)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ANOMALIES_PER_BATCH = 5000
 
 # (node, kind, key, version, ts, twin, body)
@@ -60,58 +59,28 @@ class EventStats:
     anomaly_seq: int = 0  # the last anomaly of this node the database holds
 
 
-def _at(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ms)
-
-
 def anomaly_row(node: str, record: AnomalyRecord) -> Row:
-    return (
-        node, "anomaly", f"{node}/{record.seq}/{record.logged_ms}", "", _at(record.logged_ms), record.twin,
-        json.dumps(record.to_dict(), default=str),
-    )  # fmt: skip
+    key = f"{node}/{record.seq}/{record.logged_ms}"
+    body = json.dumps(record.to_dict(), default=str)
+    return (node, "anomaly", key, "", timestamp(record.logged_ms), record.twin, body)
+
+
+def alarm_version(record: AlarmRecord) -> str:
+    return f"{record.count}/{record.state}"
 
 
 def alarm_row(node: str, record: AlarmRecord) -> Row:
-    mark = record.cleared or record.acked
+    mark = record.cleared or record.acked  # the transition this version is
     ms = mark.ms if mark is not None else record.raised_ms
-    body = {
-        "id": record.id, "rule": record.rule, "twin": record.twin, "severity": record.severity,
-        "message": record.message, "state": str(record.state), "count": record.count,
-        "first_ms": record.first_ms, "raised_ms": record.raised_ms, "raised_by": record.raised_by,
-        "acked": None if record.acked is None else {"ms": record.acked.ms, "who": record.acked.who,
-                                                     "reason": record.acked.reason},
-        "cleared": None if record.cleared is None else {"ms": record.cleared.ms, "who": record.cleared.who,
-                                                         "reason": record.cleared.reason},
-    }  # fmt: skip
-    return (
-        node,
-        "alarm",
-        record.id,
-        f"{record.count}/{record.state}",
-        _at(ms),
-        record.twin,
-        json.dumps(body),
-    )
+    body = json.dumps(dataclasses.asdict(record))
+    return (node, "alarm", record.id, alarm_version(record), timestamp(ms), record.twin, body)
 
 
 def command_row(node: str, record: CommandRecord) -> Row:
     mark = record.marks.get(record.state)
     ms = mark.ms if mark is not None else record.issued_ms
     body = json.dumps(record.to_dict(), default=str)
-    return (node, "command", str(record.id), str(record.state), _at(ms), record.twin, body)
-
-
-def event_rows(
-    node: str,
-    anomalies: Iterable[AnomalyRecord],
-    alarms: Iterable[AlarmRecord],
-    commands: Iterable[CommandRecord],
-) -> list[Row]:
-    return [
-        *(anomaly_row(node, r) for r in anomalies),
-        *(alarm_row(node, r) for r in alarms),
-        *(command_row(node, r) for r in commands),
-    ]
+    return (node, "command", str(record.id), str(record.state), timestamp(ms), record.twin, body)
 
 
 class EventSink(BackgroundService):
@@ -124,36 +93,18 @@ class EventSink(BackgroundService):
         anomalies: AnomalySource,
         alarms: Callable[[], Iterable[AlarmRecord]],
         commands: Callable[[], Iterable[CommandRecord]],
-        connect: Callable[[], Awaitable[Any]] | None = None,
+        connect: Connect | None = None,
     ) -> None:
         self.config, self.node_id = config, node_id
         self.stats = EventStats()
         self._anomalies, self._alarms, self._commands = anomalies, alarms, commands
         self._sent: dict[tuple[str, str], str] = {}  # (kind, key) -> the version the database holds
-        self._connect = connect or self._asyncpg_connect
-        self.supervisor: Supervisor[Any] = Supervisor(
-            "postgres events",
-            self._connection,
-            self._drain,
-            Backoff(initial_s=0.2, max_s=config.max_backoff_s),
+        self.supervisor = supervised(
+            "postgres events", config, connect or asyncpg_connect(config), self._drain
         )
 
     async def run(self) -> None:
         await self.supervisor.run()
-
-    async def _asyncpg_connect(self) -> Any:
-        import asyncpg  # the driver only when the sink is configured
-
-        return await asyncpg.connect(self.config.dsn, timeout=self.config.connect_timeout_s)
-
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Any]:
-        conn = await self._connect()
-        try:
-            yield conn
-        finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 5.0)
 
     async def _drain(self, conn: Any) -> None:
         schema = quote(self.config.schema)
@@ -171,14 +122,24 @@ class EventSink(BackgroundService):
             await asyncio.sleep(self.config.flush_interval_s)
 
     def _pending(self) -> tuple[list[Row], int]:
+        """This node's new anomalies, and the alarms and commands whose version the database lacks (a row,
+        with its JSON body, is built only for those)."""
         anomalies = self._anomalies.after(self.stats.anomaly_seq, limit=ANOMALIES_PER_BATCH)
         last = anomalies[-1].seq if anomalies else self.stats.anomaly_seq
-        changed = [
-            row
-            for row in event_rows(self.node_id, (), self._alarms(), self._commands())
-            if self._sent.get((row[1], row[2])) != row[3]
-        ]
-        return [anomaly_row(self.node_id, r) for r in anomalies] + changed, last
+        rows = [anomaly_row(self.node_id, r) for r in anomalies]
+        sent: dict[tuple[str, str], str] = {}  # of the records the node holds now: the others are forgotten
+        for alarm in self._alarms():
+            key = ("alarm", alarm.id)
+            sent[key] = self._sent.get(key, "")
+            if sent[key] != alarm_version(alarm):
+                rows.append(alarm_row(self.node_id, alarm))
+        for command in self._commands():
+            key = ("command", str(command.id))
+            sent[key] = self._sent.get(key, "")
+            if sent[key] != str(command.state):
+                rows.append(command_row(self.node_id, command))
+        self._sent = {k: v for k, v in sent.items() if v}
+        return rows, last
 
     async def _write(self, conn: Any, schema: str) -> None:
         rows, last = self._pending()

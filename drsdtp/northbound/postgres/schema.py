@@ -12,9 +12,10 @@ transitions: :mod:`~drsdtp.northbound.postgres.events`) and the node's position 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
-__all__ = ["SCHEMA_VERSION", "migrate"]
+__all__ = ["SCHEMA_VERSION", "migrate", "quote", "timestamp"]
 
 # (version, statements); {s} is the quoted schema name
 _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
@@ -56,6 +57,14 @@ class Connection(Protocol):  # the asyncpg.Connection subset used here
     async def execute(self, query: str, *args: Any) -> str: ...
     async def fetchval(self, query: str, *args: Any) -> Any: ...
     def transaction(self) -> Any: ...
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def timestamp(ms: int) -> datetime:
+    """A ``timestamptz`` value from Unix milliseconds (an aware datetime: asyncpg keeps the milliseconds)."""
+    return _EPOCH + timedelta(milliseconds=ms)
 
 
 def quote(identifier: str) -> str:

@@ -23,9 +23,9 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,9 +36,9 @@ from drsdtp.errors import DecodeError
 from drsdtp.history import journal
 from drsdtp.lifecycle import BackgroundService
 from drsdtp.northbound.postgres.archive import PostgresArchive
+from drsdtp.northbound.postgres.connection import Connect, asyncpg_connect, supervised
 from drsdtp.northbound.postgres.outbox import Outbox, journal_of
-from drsdtp.northbound.postgres.schema import migrate, quote
-from drsdtp.supervisor import Backoff, Supervisor
+from drsdtp.northbound.postgres.schema import migrate, quote, timestamp
 
 __all__ = ["PostgresSink", "SinkStats"]
 
@@ -49,9 +49,6 @@ T = TypeVar("T")
 # the sink drops records (counted) before the node's memory grows. The node's log still holds them until
 # its next snapshot, and a restart before that restores them.
 MAX_QUEUED_BYTES = 64 << 20
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-Connect = Callable[[], Awaitable[Any]]
 
 
 @dataclass(slots=True)
@@ -79,12 +76,10 @@ class PostgresSink(BackgroundService):
         self._queue: list[bytes] = []
         self._queued_bytes = 0
         self._appended = asyncio.Event()
-        self._connect = connect or self._asyncpg_connect
+        connect = connect or asyncpg_connect(config)
         # Reading older history back (its own connection, closed with the sink).
         self.archive = PostgresArchive(config, connect) if config.read_back else None
-        self.supervisor: Supervisor[Any] = Supervisor(
-            "postgres", self._connection, self._drain, Backoff(initial_s=0.2, max_s=config.max_backoff_s)
-        )
+        self.supervisor = supervised("postgres", config, connect, self._drain)
 
     # --- feeding (event loop) -----------------------------------------------------------------------------
 
@@ -140,20 +135,6 @@ class PostgresSink(BackgroundService):
         while True:
             await asyncio.sleep(self.config.flush_interval_s)
             await self.flush()
-
-    async def _asyncpg_connect(self) -> Any:
-        import asyncpg  # the driver only when the sink is configured
-
-        return await asyncpg.connect(self.config.dsn, timeout=self.config.connect_timeout_s)
-
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Any]:
-        conn = await self._connect()
-        try:
-            yield conn
-        finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 5.0)
 
     async def _drain(self, conn: Any) -> None:
         schema = quote(self.config.schema)
@@ -223,8 +204,7 @@ class PostgresSink(BackgroundService):
                 self.stats.bad_records += 1
                 log.error("postgres sink: dropping an outbox record: %s", exc)
                 continue
-            # Aware datetimes: asyncpg encodes timestamptz from them exactly (milliseconds kept).
-            stamps = [_EPOCH + timedelta(milliseconds=int(ms)) for ms in batch.ts.tolist()]
+            stamps = [timestamp(ms) for ms in batch.ts.tolist()]
             values = np.asarray(batch.value, np.float64).tolist()
             rows.extend(zip([node] * len(values), batch.twins, batch.fields, stamps, values, strict=True))
         return rows
