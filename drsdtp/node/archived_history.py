@@ -43,35 +43,37 @@ async def read_archived(
     resolution: str,
     max_points: int,
 ) -> SeriesData:
-    resolution = resolution or "auto"
+    asked = resolution or "auto"
     oldest = await local.oldest(twin, field)
     boundary = end_ms if oldest is None else min(end_ms, oldest)
-    known = resolution in ("auto", RAW) or any(t.label == resolution for t in options.tiers)
+    known = asked in ("auto", RAW) or any(t.label == asked for t in options.tiers)
     if start_ms >= boundary or not known:  # the node holds the whole range (or refuses the resolution)
-        return await local.query(twin, field, start_ms, end_ms, resolution, max_points)
+        return await local.query(twin, field, start_ms, end_ms, asked, max_points)
     try:
-        if resolution == "auto":
+        level, recent = asked, None
+        if asked == "auto":
             older = await archive.count(twin, field, start_ms, boundary)
             if older == 0:
-                return await local.query(twin, field, start_ms, end_ms, resolution, max_points)
-            resolution = await _auto(local, options, twin, field, start_ms, end_ms, older, max_points)
-        if resolution == RAW:
+                return await local.query(twin, field, start_ms, end_ms, asked, max_points)
+            level, recent = await _auto(local, options, twin, field, start_ms, end_ms, older, max_points)
+        if level == RAW:
             old_rows = await archive.rows(twin, field, start_ms, boundary, max_points)
-            recent = await local.query(twin, field, start_ms, end_ms, RAW, max_points)
+            if recent is None:
+                recent = await local.query(twin, field, start_ms, end_ms, RAW, max_points)
             rows = Rows.concat([old_rows, Rows(np.zeros(len(recent), np.uint32), recent.ts, recent.value)])
             return SeriesData.from_rows(twin, field, rows)
-        interval = _interval(options, resolution)
+        interval = next(t.interval_ms for t in options.tiers if t.label == level)
         old_buckets = await archive.buckets(twin, field, start_ms, boundary, interval, max_points)
     except ArchiveUnavailable as exc:
         log.warning("history of %s/%s before the node's own: %s", twin, field, exc)
-        return await local.query(twin, field, start_ms, end_ms, resolution, max_points)
-    recent = await local.query(twin, field, start_ms, end_ms, resolution, max_points)
+        return await local.query(twin, field, start_ms, end_ms, asked, max_points)
+    recent = await local.query(twin, field, start_ms, end_ms, level, max_points)
     local_buckets = Buckets(
         np.zeros(len(recent), np.uint32), recent.ts, recent.min, recent.max,
         recent.value * recent.count, recent.count,
     )  # fmt: skip
     joined = Buckets.concat([old_buckets, local_buckets]).merged()
-    return SeriesData.from_buckets(twin, field, resolution, joined)
+    return SeriesData.from_buckets(twin, field, level, joined)
 
 
 async def _auto(
@@ -83,21 +85,15 @@ async def _auto(
     end_ms: int,
     older: int,
     max_points: int,
-) -> str:
+) -> tuple[str, SeriesData | None]:
     """The finest level holding the whole range within ``max_points``: raw when the database's readings
-    plus the node's raw ones fit, else the first tier whose bucket count fits (else the coarsest)."""
+    plus the node's raw ones fit (returned with the node's raw points, read to count them), else the first
+    tier whose bucket count fits (else the coarsest)."""
     if older < max_points:
         recent = await local.query(twin, field, start_ms, end_ms, RAW, max_points)
         if older + len(recent) <= max_points:
-            return RAW
+            return RAW, recent
     for tier in options.tiers:
         if (end_ms - start_ms) // tier.interval_ms + 1 <= max_points:
-            return tier.label
-    return options.tiers[-1].label if options.tiers else RAW
-
-
-def _interval(options: HistoryOptions, label: str) -> int:
-    for tier in options.tiers:
-        if tier.label == label:
-            return tier.interval_ms
-    raise AssertionError(label)  # read_archived only gets here with a known label
+            return tier.label, None
+    return (options.tiers[-1].label, None) if options.tiers else (RAW, None)

@@ -54,9 +54,7 @@ async def test_history_reads_older_points_back_from_postgres(tmp_path: pathlib.P
         cfg = tmp_path / "node.toml"
         api_port = free_port()
         toml = node_toml(tmp_path / "data", broker, api_port, history=True, payload="json")
-        cfg.write_text(
-            f'{toml}\n[postgres]\ndsn = "{pg.dsn}"\nflush_interval_s = 0.05\nmax_backoff_s = 0.5\n'
-        )
+        cfg.write_text(f"{toml}\n{pg.sink_config}")
         node = start_node(cfg)
         try:
             await wait_subscribed(broker, api_port, json.dumps({"value": -1.0, "ts": recent_t0 - 1}))
@@ -72,6 +70,7 @@ async def test_history_reads_older_points_back_from_postgres(tmp_path: pathlib.P
                 raw = await client.history("p0", "v", since_ms=since, resolution="raw", limit=10_000)
                 hourly = await client.history("p0", "v", since_ms=since, resolution="1h", limit=10_000)
                 auto = await client.history("p0", "v", since_ms=since, limit=50)
+                auto_raw = await client.history("p0", "v", since_ms=since, limit=10_000)
                 recent_only = await client.history("p0", "v", since_ms=recent_t0 - 1000, resolution="raw")
 
                 pg.kill()  # the database goes away: the node answers from its own history
@@ -95,6 +94,10 @@ async def test_history_reads_older_points_back_from_postgres(tmp_path: pathlib.P
 
     assert auto.resolution != "raw", "120 points do not fit a budget of 50: auto goes to a tier"
     assert len(auto.ts_ms) <= 50 and sum(auto.count) == OLD + RECENT
+
+    assert (auto_raw.resolution, list(auto_raw.values)) == ("raw", expected_old + expected_recent), (
+        "120 points fit a budget of 10,000: auto stays raw across the boundary"
+    )
 
     assert list(recent_only.values) == expected_recent, "a range the node holds is not extended"
     assert list(degraded.values) == expected_recent, "with the database down, the node's own points"
