@@ -53,6 +53,11 @@ class PostgresServer:
     def dsn(self) -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
 
+    @property
+    def sink_config(self) -> str:
+        """A node's ``[postgres]`` table for this server, with a fast outbox flush and a short reconnect."""
+        return f'[postgres]\ndsn = "{self.dsn}"\nflush_interval_s = 0.05\nmax_backoff_s = 0.5\n'
+
     def _preexec(self) -> None:
         if self._run_as is not None:
             os.setgid(self._run_as[1])

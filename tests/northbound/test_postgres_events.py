@@ -127,7 +127,7 @@ async def test_a_node_with_a_rule_writes_its_alarm_raise_and_clear(tmp_path: pat
         node = ApiNode("a", tmp_path)
         node.configure(
             {},
-            rule_config() + f'[postgres]\ndsn = "{pg.dsn}"\nflush_interval_s = 0.05\nmax_backoff_s = 0.5\n',
+            rule_config() + pg.sink_config,
         )
         await node.start()
         try:

@@ -45,9 +45,7 @@ async def test_every_acknowledged_reading_is_in_postgres_once_through_kills(tmp_
         cfg = tmp_path / "node.toml"
         api_port = free_port()
         toml = node_toml(tmp_path / "data", broker, api_port, history=True, payload="json")
-        cfg.write_text(
-            f'{toml}\n[postgres]\ndsn = "{pg.dsn}"\nflush_interval_s = 0.05\nmax_backoff_s = 0.5\n'
-        )
+        cfg.write_text(f"{toml}\n{pg.sink_config}")
         node = start_node(cfg)
         try:
             await wait_subscribed(broker, api_port, json.dumps({"value": -1.0, "ts": t0_ms}))
