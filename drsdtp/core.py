@@ -53,6 +53,10 @@ class Intent(NamedTuple):
         return self.stamp >> 16
 
 
+# A field's desired value lives in the multi-value register of the field of this name plus the suffix.
+DESIRED_SUFFIX = ".desired"
+
+
 def intents(store: Store, twin: str, field: str) -> list[Intent]:
     """A desired field's values in write order (the last is the newest): one normally, several while
     concurrent writes conflict, none after a clear or if the field is not a desired one."""

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from drsdtp.adapters.settings import Table
-from drsdtp.core import intents
+from drsdtp.core import DESIRED_SUFFIX, intents
 from drsdtp.errors import DrsdtpError
 
 if TYPE_CHECKING:
@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 POLL_S = 0.25  # divergences are looked at this often (and on every change of an actuated twin)
 HOUR_S = 3600.0
 ACTOR = "autocorrect"
-DESIRED_SUFFIX = ".desired"
 
 
 @dataclass(frozen=True, slots=True)

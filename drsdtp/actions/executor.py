@@ -62,14 +62,13 @@ from drsdtp.adapters.write import (
     WriteStatus,
     WriteTarget,
 )
-from drsdtp.core import intents
+from drsdtp.core import DESIRED_SUFFIX, intents
 from drsdtp.errors import ConfigError, DrsdtpError, InvalidValueError
 
 __all__ = ["Executor", "ExecutorStats", "FieldQuality", "HealthView"]
 
 log = logging.getLogger(__name__)
 
-DESIRED_SUFFIX = ".desired"
 POLL_S = 0.25  # waits re-check at least this often (health and deadlines move without a store change)
 # A write's marks (sent, acknowledged) wait this long for the outcome, to be committed with it: one fsync
 # instead of two when the echo is quick. Never longer: a command in flight shows it, durably.

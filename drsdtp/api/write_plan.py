@@ -24,6 +24,7 @@ from typing import Literal
 from drsdtp._core import Store
 from drsdtp.api.errors import naming
 from drsdtp.api.node import Value
+from drsdtp.core import DESIRED_SUFFIX
 from drsdtp.errors import (
     InvalidValueError,
     PreconditionError,
@@ -51,7 +52,6 @@ __all__ = [
 ]
 
 DELETED_FIELD = "_deleted"
-DESIRED_SUFFIX = ".desired"
 META_PREFIX = "meta."
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 # Kinds of model field an application may state an intent for (a measurement has no desired value).

@@ -40,6 +40,7 @@ import grpc.aio
 from drsdtp import __version__
 from drsdtp.api.caller import Caller, set_caller
 from drsdtp.config import KubeEdgeConfig
+from drsdtp.core import DESIRED_SUFFIX
 from drsdtp.errors import (
     AdapterError,
     ConfigError,
@@ -66,7 +67,6 @@ CALL_TIMEOUT_S: Final = 10.0
 MAX_SOCKET_PATH: Final = 107  # sun_path
 BURST: Final = 100  # edgecore's limiter's burst
 CALLER: Final = Caller("kubeedge", authenticated=True)
-DESIRED: Final = ".desired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,7 +365,7 @@ class KubeEdgeMapper(BackgroundService):
         return True
 
     async def read(self, device: MappedDevice) -> api_pb2.Twin | None:
-        names = [f for p in device.properties for f in (p.field, p.field + DESIRED)]
+        names = [f for p in device.properties for f in (p.field, p.field + DESIRED_SUFFIX)]
         try:
             return await self.twins.get_twin(api_pb2.GetTwinRequest(twin_id=device.twin, fields=names))
         except UnknownTwinError:
@@ -383,7 +383,7 @@ class KubeEdgeMapper(BackgroundService):
             if not p.report_to_cloud:
                 continue
             reported = _property(values.get(p.field), now_ms)
-            desired = _property(values.get(p.field + DESIRED), now_ms)
+            desired = _property(values.get(p.field + DESIRED_SUFFIX), now_ms)
             if reported is None and desired is None:
                 continue
             # Both always set: edgecore reads each of them without checking.

@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from drsdtp.api.errors import abort_with
+from drsdtp.core import DESIRED_SUFFIX
 from drsdtp.errors import DrsdtpError, InvalidValueError, LimitError
 from drsdtp.kubeedge.devices import DEFAULT_NAMESPACE, parse_device, parse_model
 from drsdtp.kubeedge.values import property_of
@@ -114,7 +115,7 @@ class MapperService(dmi_grpc.DeviceMapperServiceServicer):
             now_ms = int(time.time() * 1000)
             for p in device.properties:
                 reported = values.get(p.field)
-                desired = values.get(p.field + ".desired")
+                desired = values.get(p.field + DESIRED_SUFFIX)
                 answer.status.twins.append(
                     dmi.Twin(
                         propertyName=p.name,

@@ -21,8 +21,7 @@ from drsdtp.actions.correct import Corrector
 from drsdtp.actions.executor import Executor, FieldQuality
 from drsdtp.adapters.write import Writer, writer_of
 from drsdtp.api.node import AuditEntry
-from drsdtp.api.write_plan import DESIRED_SUFFIX
-from drsdtp.core import intents
+from drsdtp.core import DESIRED_SUFFIX, intents
 from drsdtp.errors import DrsdtpError
 from drsdtp.history.audit import Change, Via
 from drsdtp.lifecycle import BackgroundService

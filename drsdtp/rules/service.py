@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from drsdtp._core import Store
 from drsdtp.alarms.book import AlarmBook
 from drsdtp.alarms.record import AlarmRecord, alarm_id
-from drsdtp.core import intents
+from drsdtp.core import DESIRED_SUFFIX, intents
 from drsdtp.errors import DrsdtpError
 from drsdtp.lifecycle import BackgroundService
 from drsdtp.rules.engine import Event, ReadingSource, RuleEngine
@@ -35,7 +35,6 @@ __all__ = ["CommandIssuer", "Notifier", "RuleService", "SamplingControl"]
 log = logging.getLogger(__name__)
 
 RELAYOUT_S = 5.0  # how often the twins a rule matches are looked up again (when their number changed)
-DESIRED_SUFFIX = ".desired"
 
 
 class CommandIssuer(Protocol):
