@@ -108,7 +108,7 @@ async def node_fill(twins: int) -> tuple[float, float, float, int, int]:
     from drsdtp.core import replica_id
     from drsdtp.wire.v1.peer_pb2 import DeltaBatch, PeerMessage
     from tests.daemon.floods import Daemon
-    from tests.gossip.support import hello, raw_peer
+    from tests.gossip.support import pushing_peer
 
     with tempfile.TemporaryDirectory() as d:
         body = "[wal]\nsegment_bytes = 16777216\n[history]\nenabled = false\n"
@@ -119,33 +119,19 @@ async def node_fill(twins: int) -> tuple[float, float, float, int, int]:
             source = Store(replica_id("filler"))
             w = BatchWriter(source)
             fields = [f"f{k}" for k in range(FIELDS)]
-            async with raw_peer(node.peer_port) as peer:
-                await peer.send(hello("filler"))
-                await peer.recv_kind("hello")
-
-                async def drain() -> None:
-                    with contextlib.suppress(grpc.aio.AioRpcError):
-                        while await peer.call.read() is not grpc.aio.EOF:
-                            pass
-
-                reader = asyncio.create_task(drain())
-                try:
-                    for k, start in enumerate(range(0, twins, PER_DELTA)):
-                        n = min(PER_DELTA, twins - start)
-                        names = [f"twin-{t}" for t in range(start, start + n) for _ in fields]
-                        delta = w.write(names, fields * n, np.random.default_rng(start).random(n * FIELDS))
-                        await peer.send(
-                            PeerMessage(deltas=DeltaBatch(from_seq=k, to_seq=k + 1, deltas=[delta]))
-                        )
-                    held = 0
-                    for _ in range(6000):  # until the node holds them all (a cap, not a timing)
-                        with contextlib.suppress(grpc.aio.AioRpcError):  # a node busy merging answers late
-                            held = (await node.status(deadline_s=60)).fields
-                        if held >= twins * FIELDS:
-                            break
-                        await asyncio.sleep(0.1)
-                finally:
-                    reader.cancel()
+            async with pushing_peer(node.peer_port, "filler") as peer:
+                for k, start in enumerate(range(0, twins, PER_DELTA)):
+                    n = min(PER_DELTA, twins - start)
+                    names = [f"twin-{t}" for t in range(start, start + n) for _ in fields]
+                    delta = w.write(names, fields * n, np.random.default_rng(start).random(n * FIELDS))
+                    await peer.send(PeerMessage(deltas=DeltaBatch(from_seq=k, to_seq=k + 1, deltas=[delta])))
+                held = 0
+                for _ in range(6000):  # until the node holds them all (a cap, not a timing)
+                    with contextlib.suppress(grpc.aio.AioRpcError):  # a node busy merging answers late
+                        held = (await node.status(deadline_s=60)).fields
+                    if held >= twins * FIELDS:
+                        break
+                    await asyncio.sleep(0.1)
             del source, w
             await asyncio.sleep(3)  # let a snapshot under way finish, then read what stays
             return idle, peak_mb(node.pid), rss_mb(node.pid), snapshots(node.workdir / "data"), held

@@ -24,7 +24,7 @@ from drsdtp.config import Address
 from drsdtp.core import Store, replica_id
 from drsdtp.wire.v1 import api_pb2
 from drsdtp.wire.v1.peer_pb2 import DeltaBatch, PeerMessage
-from tests.gossip.support import hello, raw_peer
+from tests.gossip.support import pushing_peer
 from tests.ingest.support import free_port
 
 ROOT = pathlib.Path(__file__).parents[2]
@@ -165,31 +165,17 @@ async def peer_flood(port: int, stop: asyncio.Event, *, twins: int, fields: int,
     deltas sent."""
     store = Store(replica_id("flooder"))
     sent = 0
-    async with raw_peer(port) as peer:
-        await peer.send(hello("flooder"))
-        await peer.recv_kind("hello")
-
-        async def drain() -> None:
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                while await peer.call.read() is not grpc.aio.EOF:
-                    pass
-
-        reader = asyncio.create_task(drain())
-        try:
-            while not stop.is_set():
-                deltas = [
-                    store.set_many(
-                        f"peer-{(sent + k) % twins:04d}",
-                        {f"f{j}": float(sent + k) for j in range(fields)},
-                    )
-                    for k in range(batch)
-                ]
-                await peer.send(
-                    PeerMessage(deltas=DeltaBatch(from_seq=sent, to_seq=sent + batch, deltas=deltas))
+    async with pushing_peer(port, "flooder") as peer:
+        while not stop.is_set():
+            deltas = [
+                store.set_many(
+                    f"peer-{(sent + k) % twins:04d}",
+                    {f"f{j}": float(sent + k) for j in range(fields)},
                 )
-                sent += batch
-        finally:
-            reader.cancel()
+                for k in range(batch)
+            ]
+            await peer.send(PeerMessage(deltas=DeltaBatch(from_seq=sent, to_seq=sent + batch, deltas=deltas)))
+            sent += batch
     return sent
 
 

@@ -125,3 +125,23 @@ async def raw_peer(port: int, max_message_bytes: int = 64 << 20) -> AsyncIterato
             yield RawPeer(call, channel)
         finally:
             call.cancel()
+
+
+@contextlib.asynccontextmanager
+async def pushing_peer(port: int, node_id: str) -> AsyncIterator[RawPeer]:
+    """A raw peer that has said hello and only sends: what the node sends back is read and dropped (a
+    stream nobody reads would stall the node's sender), never acknowledged."""
+    async with raw_peer(port) as peer:
+        await peer.send(hello(node_id))
+        await peer.recv_kind("hello")
+
+        async def drain() -> None:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                while await peer.call.read() is not grpc.aio.EOF:
+                    pass
+
+        reader = asyncio.create_task(drain())
+        try:
+            yield peer
+        finally:
+            reader.cancel()
