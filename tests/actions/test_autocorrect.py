@@ -34,13 +34,8 @@ LEVEL = 20  # the holding register of the level set-point
 
 @pytest.fixture
 async def server() -> AsyncIterator[RecordingModbusServer]:
-    server = RecordingModbusServer({1: [0] * 20 + [50] + [0] * 11})
-    await server.start()
-    try:
+    async with RecordingModbusServer({1: [0] * 20 + [50] + [0] * 11}) as server:
         yield server
-    finally:
-        server.release.set()
-        await server.stop()
 
 
 def config(tmp: pathlib.Path, port: int, **correct: Any) -> dict[str, Any]:

@@ -67,13 +67,8 @@ data_type = "float32"
 
 @pytest.fixture
 async def device() -> AsyncIterator[RecordingModbusServer]:
-    server = RecordingModbusServer({1: [0] * 32})
-    await server.start()
-    try:
+    async with RecordingModbusServer({1: [0] * 32}) as server:
         yield server
-    finally:
-        server.release.set()
-        await server.stop()
 
 
 async def firmware_applies(device: RecordingModbusServer) -> None:

@@ -24,13 +24,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def server() -> AsyncIterator[RecordingModbusServer]:
-    server = RecordingModbusServer({1: [0] * 32})
-    await server.start()
-    try:
+    async with RecordingModbusServer({1: [0] * 32}) as server:
         yield server
-    finally:
-        server.release.set()
-        await server.stop()
 
 
 def config(tmp: pathlib.Path, port: int) -> dict[str, Any]:

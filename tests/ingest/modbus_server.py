@@ -7,6 +7,7 @@ answering (requests for it hang until the test ends).
 from __future__ import annotations
 
 import asyncio
+from typing import Self
 
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
@@ -79,3 +80,11 @@ class ModbusServer:
         if self.server is not None:
             await self.server.shutdown()  # type: ignore[no-untyped-call]
             self.server = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release.set()
+        await self.stop()

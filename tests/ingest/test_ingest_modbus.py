@@ -54,12 +54,8 @@ async def device() -> AsyncIterator[ModbusServer]:
         discrete=[False, True] + [False] * 14,
         inputs=[500, 600] + [0] * 14,
     )
-    await srv.start()
-    try:
+    async with srv:
         yield srv
-    finally:
-        srv.release.set()
-        await srv.stop()
 
 
 def modbus_config(srv: ModbusServer, **extra: Any) -> dict[str, Any]:
