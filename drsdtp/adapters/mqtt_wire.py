@@ -97,12 +97,16 @@ def split_packets(
         topic = buf[j + 2 : k].decode("utf-8", "replace")
         mid = 0
         if qos:
+            if k + 2 > end:
+                raise MalformedPacketError("PUBLISH at QoS 1 without its packet id")
             mid = (buf[k] << 8) | buf[k + 1]
             k += 2
         if v5:  # properties: a length, then that many bytes (none we need: no topic aliases are granted)
             plen = 0
             shift = 0
-            while True:
+            while True:  # within the packet: past its end are the next packet's bytes, or none yet
+                if k >= end or shift > 21:
+                    raise MalformedPacketError("PUBLISH properties length past the packet")
                 byte = buf[k]
                 k += 1
                 plen |= (byte & 0x7F) << shift

@@ -89,11 +89,16 @@ def test_qos2_publishes_are_left_to_paho() -> None:
         (bytes([0x30, 0x80, 0x80, 0x80, 0x80, 0x01]), "longer than 4 bytes"),
         (bytes([0x30, 4, 0, 9]) + b"ab", "topic longer than the packet"),
         (bytes([0x30, 1, 0]), "without a topic"),
+        # the header's fields past the packet's end, whether other bytes follow it or not
+        (bytes([0x32, 3, 0, 1]) + b"a", "without its packet id"),
+        (bytes([0x32, 3, 0, 1]) + b"a" + bytes([0x30, 3, 0, 1]) + b"b", "without its packet id"),
+        (bytes([0x30, 3, 0, 1]) + b"a", "properties length past the packet"),
+        (bytes([0x30, 4, 0, 1]) + b"a" + bytes([0x80]), "properties length past the packet"),
     ],
 )
 def test_bytes_that_are_not_mqtt_are_refused_with_the_reason(data: bytes, what: str) -> None:
     with pytest.raises(MalformedPacketError, match=what):
-        frame(data)
+        frame(data, v5=True)
 
 
 def test_pubacks_are_one_buffer_of_four_byte_packets_in_order() -> None:
