@@ -1,12 +1,12 @@
-"""How the suite is split between pytest-xdist workers (``make test-python`` runs ``--dist loadgroup``).
+"""How the suite is split between pytest-xdist workers, when it runs on them (opt-in:
+``make test-python PYTEST_ARGS="-n 2 --dist loadgroup"``; serial by default).
 
 A test file is the unit of distribution, so its module-scoped fixtures (brokers, servers, node processes)
 start once. A few directories share something bigger than a file and stay whole on one worker: the session's
-release build (deploy), the firmware built in place by make (firmware), named network namespaces (chaos), one
-Chromium (dashboard), one PostgreSQL cluster (northbound), and the README's commands run in the checkout
-(docs).
+release build (deploy), the firmware built in place by make (firmware), and the README's commands run in the
+checkout (docs); and two whose runs are heavy enough that one at a time is what two cores carry: chaos (three
+node processes under timed faults) and dashboard (Chromium).
 """
-
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parent
-WHOLE_DIRECTORIES = frozenset({"chaos", "dashboard", "deploy", "docs", "firmware", "northbound"})
+WHOLE_DIRECTORIES = frozenset({"chaos", "dashboard", "deploy", "docs", "firmware"})
 
 
 def distribution_group(path: Path) -> str:
