@@ -9,7 +9,6 @@ import contextlib
 import os
 import pathlib
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ from drsdtp.core import Store, replica_id
 from drsdtp.wire.v1 import api_pb2
 from drsdtp.wire.v1.peer_pb2 import DeltaBatch, PeerMessage
 from tests.gossip.support import pushing_peer
-from tests.ingest.support import free_port
+from tests.ingest.support import free_port, terminate
 
 ROOT = pathlib.Path(__file__).parents[2]
 
@@ -94,12 +93,7 @@ class Daemon:
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        terminate(self.proc)
 
 
 class RssSampler:

@@ -4,13 +4,12 @@ it must find its own package (native module, model library, wire code), start, i
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
-from tests.ingest.support import free_port
+from tests.ingest.support import free_port, terminate
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "drsdtp.example.toml"
 
@@ -77,12 +76,7 @@ def check_installed_command(drsdtp: Path, root: Path) -> str:
             time.sleep(0.3)
         assert "temp_1" in got.stdout
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
     assert proc.returncode == 0, log.read_text()[-3000:]
     assert "Traceback" not in log.read_text()
     return version.stdout.strip()

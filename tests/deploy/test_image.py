@@ -12,7 +12,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import pytest
 import yaml
 
 from tests.deploy.test_container import healthcheck_command, runtime
+from tests.ingest.support import terminate
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "deploy" / "container" / "build-debian.sh"
@@ -130,12 +130,7 @@ exec chroot --userspec={user["uid"]}:{user["gid"]} "$r" /usr/bin/env -i {shlex.j
         assert "CapEff:\t0000000000000000" in proc
         assert inside("touch", "/opt/drsdtp/probe").returncode != 0  # the root is read-only
     finally:
-        node.send_signal(signal.SIGTERM)
-        try:
-            node.wait(30)
-        except subprocess.TimeoutExpired:
-            node.kill()
-            node.wait()
+        terminate(node)
     assert node.returncode == 0, log.read_text()[-3000:]
     assert "Traceback" not in log.read_text()
 

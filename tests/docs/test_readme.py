@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.docs.readme_commands import Command, bench_scripts, sh_commands
-from tests.ingest.support import free_port
+from tests.ingest.support import free_port, terminate
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
@@ -221,12 +221,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReadmeNode]:
             time.sleep(0.2)
         yield node
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
     assert proc.returncode == 0, f"the node did not stop cleanly: {node.log.read_text()[-3000:]}"
 
 

@@ -121,6 +121,19 @@ _PORT_BLOCK = 1500
 _next_port: list[int] = []
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int | None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout_s``; waits for it either way. Returns the
+    exit status (negative for a signal)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 def free_port() -> int:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if not worker.startswith("gw"):
@@ -192,12 +205,7 @@ class Mosquitto:
         """SIGTERM: mosquitto writes its persistence file (sessions, queued QoS 1 messages) and exits."""
         if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc, 10)
         self.proc = None
 
     def restart(self, down_s: float = 0.5) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -20,7 +19,7 @@ from drsdtp.client import connect, field_to_python
 from drsdtp.config import Address
 from drsdtp.wire.v1 import api_pb2
 
-from .support import Mosquitto, free_port, wait_until
+from .support import Mosquitto, free_port, terminate, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -70,13 +69,8 @@ payload = "number"
             )
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
         self.proc = None
 
     def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
