@@ -296,8 +296,9 @@ class Node:
                 self.postgres.config,
                 config.node_id,
                 self.intelligence.anomalies,
-                alarms=lambda: self.alerting.alarm_book.list(limit=1 << 62),
-                commands=lambda: self.actuation.book.list(limit=1 << 62),
+                self._feed,
+                alarms=self.alerting.alarm_book,
+                commands=self.actuation.book,
             )
             add_event_metrics(self.metrics, self.postgres_events)
         self._stack: contextlib.AsyncExitStack | None = None

@@ -10,13 +10,15 @@ import contextlib
 import pathlib
 import time
 from collections.abc import AsyncIterator
+from typing import Generic, TypeVar
 
 import asyncpg
 import pytest
 
 from drsdtp.actions.record import CommandRecord, Mark, State
-from drsdtp.alarms.record import AlarmRecord, AlarmState, alarm_id
+from drsdtp.alarms.record import AlarmRecord, AlarmState, alarm_id, alarm_twin
 from drsdtp.alarms.record import Mark as AlarmMark
+from drsdtp.api.feed import ChangeFeed
 from drsdtp.config import PostgresConfig
 from drsdtp.intelligence.anomalies import AnomalyJournal
 from drsdtp.intelligence.results import AnomalyEvent, Severity
@@ -26,6 +28,7 @@ from tests.api.nodes import ApiNode, eventually
 from tests.northbound.postgres_server import PostgresServer, postgres_server
 
 pytestmark = pytest.mark.integration
+R = TypeVar("R")
 
 
 def alarm(state: AlarmState, count: int = 1) -> AlarmRecord:
@@ -83,29 +86,51 @@ async def until(pg: PostgresServer, count: int) -> list[tuple[str, str, str, str
     return got
 
 
+class OneRecord(Generic[R]):
+    """A replicated book holding one record (the AlarmBook / CommandBook subset the sink reads)."""
+
+    def __init__(self, key: str, record: R) -> None:
+        self.key, self.record = key, record
+
+    def ids(self) -> list[str]:
+        return [self.key]
+
+    def get(self, key: str, /) -> R | None:
+        return self.record if key == self.key else None
+
+
 async def test_replicated_transitions_once_and_each_nodes_anomalies_once_through_outages() -> None:
-    alarms: list[AlarmRecord] = [alarm(AlarmState.ACTIVE)]
-    commands: list[CommandRecord] = [command(State.PENDING)]
+    alarms = OneRecord(alarm_id("hot", "tank-1"), alarm(AlarmState.ACTIVE))
+    commands = OneRecord("cmd-1", command(State.PENDING))
     logs = {"node-a": AnomalyJournal(None), "node-b": AnomalyJournal(None)}
+    feeds = {"node-a": ChangeFeed(), "node-b": ChangeFeed()}
+
+    def replicate(twin: str) -> None:  # a record changed: each node's change feed says so
+        for feed in feeds.values():
+            feed.publish([twin], "peer")
+
     with postgres_server() as pg:
         config = PostgresConfig(dsn=pg.dsn, flush_interval_s=0.05, max_backoff_s=0.5)
 
         def sink(node: str) -> EventSink:
-            return EventSink(config, node, logs[node], lambda: list(alarms), lambda: list(commands))
+            return EventSink(config, node, logs[node], feeds[node], alarms, commands)
 
         anomaly(logs["node-a"], 1.0)
         anomaly(logs["node-b"], 2.0)
         async with running(sink("node-a")), running(sink("node-b")):
             first = await until(pg, 4)
             await asyncio.to_thread(pg.kill)  # what happens while the database is down ...
-            alarms[0] = alarm(AlarmState.ACKNOWLEDGED)
-            commands[0] = command(State.APPLIED)
+            alarms.record = alarm(AlarmState.ACKNOWLEDGED)
+            commands.record = command(State.APPLIED)
             anomaly(logs["node-a"], 3.0)
             await asyncio.sleep(0.3)
             await asyncio.to_thread(pg.start)  # ... is written once it is back
             second = await until(pg, 7)
+            # With the database up, a change reaches it through the change feed.
+            alarms.record = alarm(AlarmState.CLEARED)
+            replicate(alarm_twin(alarms.key))
+            live = await until(pg, 8)
         # A restarted sink knows its anomaly position from the database and writes nothing twice.
-        alarms[0] = alarm(AlarmState.CLEARED)
         anomaly(logs["node-b"], 4.0)
         async with running(sink("node-b")):
             third = await until(pg, 9)
@@ -114,6 +139,7 @@ async def test_replicated_transitions_once_and_each_nodes_anomalies_once_through
     kinds = [(kind, key, version) for _, kind, key, version in third]
     assert len(first) == 4 and {k for _, k, _, _ in first} == {"alarm", "command", "anomaly"}
     assert len(second) == 7
+    assert [v for _, k, _, v in live if k == "alarm"] == ["1/acknowledged", "1/active", "1/cleared"]
     assert len(kinds) == len(set(kinds)) == 9, kinds
     assert [v for k, key, v in kinds if k == "alarm"] == ["1/acknowledged", "1/active", "1/cleared"]
     assert [v for k, key, v in kinds if k == "command"] == ["applied", "pending"]

@@ -29,7 +29,7 @@ def add_event_metrics(metrics: NodeMetrics, sink: EventSink) -> None:
     )  # fmt: skip
     metrics.add_counter(
         "drsdtp_postgres_duplicate_events",
-        "Events the database held already (written by another node that holds the record, or a replay).",
+        "Event rows the database held already (another node's, a replay, a record changed in place).",
         lambda: st.duplicates,
     )
     metrics.add_gauge(

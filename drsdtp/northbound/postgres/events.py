@@ -10,10 +10,12 @@ A row is an event's identity (kind, key, version) plus when, which twin, and the
 Alarms and commands are replicated records, so every node that holds one writes the same (kind, key,
 version) and the unique index keeps one row: a transition is stored once for the cluster. The sources are
 durable on the node (the anomaly log on disk, alarms and commands in the replicated store), so nothing needs
-an outbox of its own: while the database is down the sources keep what happens, and on reconnect this
-writes what the database lacks. The node's anomaly position is kept in ``drsdtp_event_progress``, advanced in
-the same transaction as the rows. What a poll cannot see is a transition superseded between two polls or
-during an outage (an alarm raised and cleared while the database was down is stored as cleared).
+an outbox of its own: while the database is down the sources keep what happens, and on (re)connect every
+alarm and command the node holds is written once (what the database holds already is skipped by the
+index), then only those the node's change feed names. The node's anomaly position is kept in
+``drsdtp_event_progress``, advanced in the same transaction as the anomalies. What a poll cannot see is a
+transition superseded between two polls or during an outage (an alarm raised and cleared while the
+database was down is stored as cleared).
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from drsdtp.actions.record import CommandRecord
-from drsdtp.alarms.record import AlarmRecord
+from drsdtp.actions.record import CMD_PREFIX, CommandRecord
+from drsdtp.alarms.record import ALARM_PREFIX, AlarmRecord
+from drsdtp.api.feed import ChangeFeed
 from drsdtp.config import PostgresConfig
 from drsdtp.intelligence.anomalies import AnomalyRecord
 from drsdtp.lifecycle import BackgroundService
@@ -38,7 +41,9 @@ from drsdtp.northbound.postgres.schema import migrate, quote, timestamp
 __all__ = ["EventSink", "EventStats"]
 
 log = logging.getLogger(__name__)
-ANOMALIES_PER_BATCH = 5000
+ROWS_PER_BATCH = 5000  # rows per transaction (the first pass after a connect writes every record)
+_FEED_BATCH = 10_000
+R = TypeVar("R", covariant=True)
 
 # (node, kind, key, version, ts, twin, body)
 Row = tuple[str, str, str, str, datetime, str, str]
@@ -52,10 +57,15 @@ class AnomalySource(Protocol):  # the AnomalyJournal subset used here
     ) -> list[AnomalyRecord]: ...
 
 
+class Book(Protocol[R]):  # the AlarmBook / CommandBook subset used here
+    def ids(self) -> Sequence[str]: ...
+    def get(self, key: str, /) -> R | None: ...
+
+
 @dataclass(slots=True)
 class EventStats:
     rows: int = 0  # events the database committed (new to it)
-    duplicates: int = 0  # events it held already (another node's, or a replay)
+    duplicates: int = 0  # rows it held already (another node's, a replay, a record changed in place)
     anomaly_seq: int = 0  # the last anomaly of this node the database holds
 
 
@@ -65,15 +75,11 @@ def anomaly_row(node: str, record: AnomalyRecord) -> Row:
     return (node, "anomaly", key, "", timestamp(record.logged_ms), record.twin, body)
 
 
-def alarm_version(record: AlarmRecord) -> str:
-    return f"{record.count}/{record.state}"
-
-
 def alarm_row(node: str, record: AlarmRecord) -> Row:
     mark = record.cleared or record.acked  # the transition this version is
     ms = mark.ms if mark is not None else record.raised_ms
     body = json.dumps(dataclasses.asdict(record))
-    return (node, "alarm", record.id, alarm_version(record), timestamp(ms), record.twin, body)
+    return (node, "alarm", record.id, f"{record.count}/{record.state}", timestamp(ms), record.twin, body)
 
 
 def command_row(node: str, record: CommandRecord) -> Row:
@@ -91,14 +97,14 @@ class EventSink(BackgroundService):
         config: PostgresConfig,
         node_id: str,
         anomalies: AnomalySource,
-        alarms: Callable[[], Iterable[AlarmRecord]],
-        commands: Callable[[], Iterable[CommandRecord]],
+        feed: ChangeFeed,
+        alarms: Book[AlarmRecord],
+        commands: Book[CommandRecord],
         connect: Connect | None = None,
     ) -> None:
         self.config, self.node_id = config, node_id
         self.stats = EventStats()
-        self._anomalies, self._alarms, self._commands = anomalies, alarms, commands
-        self._sent: dict[tuple[str, str], str] = {}  # (kind, key) -> the version the database holds
+        self._anomalies, self._feed, self._alarms, self._commands = anomalies, feed, alarms, commands
         self.supervisor = supervised(
             "postgres events", config, connect or asyncpg_connect(config), self._drain
         )
@@ -116,54 +122,60 @@ class EventSink(BackgroundService):
         # A log that starts again below the database's position (a new data directory under the same node
         # id) is written from its start; the event keys carry the log time, so nothing old is overwritten.
         self.stats.anomaly_seq = held if held < self._anomalies.next_seq else 0
-        self._sent.clear()  # what the database holds is known again only by writing
+        changes = self._feed.subscribe()  # before the full pass: a change during it is read after it
+        await self._write(conn, schema, self._rows(self._alarms.ids(), self._commands.ids()))
         while True:
-            await self._write(conn, schema)
+            await self._write_anomalies(conn, schema)
+            alarms: list[str] = []
+            commands: list[str] = []
+            while True:  # every twin changed since the last look
+                batch, changes.cursor = self._feed.read(changes.cursor, _FEED_BATCH)
+                if not batch:
+                    break
+                for change in batch:
+                    if change.twin.startswith(ALARM_PREFIX):
+                        alarms.append(change.twin[len(ALARM_PREFIX) :])
+                    elif change.twin.startswith(CMD_PREFIX):
+                        commands.append(change.twin[len(CMD_PREFIX) :])
+            await self._write(conn, schema, self._rows(alarms, commands))
             await asyncio.sleep(self.config.flush_interval_s)
 
-    def _pending(self) -> tuple[list[Row], int]:
-        """This node's new anomalies, and the alarms and commands whose version the database lacks (a row,
-        with its JSON body, is built only for those)."""
-        anomalies = self._anomalies.after(self.stats.anomaly_seq, limit=ANOMALIES_PER_BATCH)
-        last = anomalies[-1].seq if anomalies else self.stats.anomaly_seq
-        rows = [anomaly_row(self.node_id, r) for r in anomalies]
-        sent: dict[tuple[str, str], str] = {}  # of the records the node holds now: the others are forgotten
-        for alarm in self._alarms():
-            key = ("alarm", alarm.id)
-            sent[key] = self._sent.get(key, "")
-            if sent[key] != alarm_version(alarm):
-                rows.append(alarm_row(self.node_id, alarm))
-        for command in self._commands():
-            key = ("command", str(command.id))
-            sent[key] = self._sent.get(key, "")
-            if sent[key] != str(command.state):
-                rows.append(command_row(self.node_id, command))
-        self._sent = {k: v for k, v in sent.items() if v}
-        return rows, last
+    def _rows(self, alarms: Iterable[str], commands: Iterable[str]) -> list[Row]:
+        held_alarms = (self._alarms.get(a) for a in alarms)
+        held_commands = (self._commands.get(c) for c in commands)
+        return [
+            *(alarm_row(self.node_id, r) for r in held_alarms if r is not None),
+            *(command_row(self.node_id, r) for r in held_commands if r is not None),
+        ]
 
-    async def _write(self, conn: Any, schema: str) -> None:
-        rows, last = self._pending()
-        if not rows:
-            return
+    async def _write_anomalies(self, conn: Any, schema: str) -> None:
+        """This node's anomalies past its position, with the position in the same transaction."""
+        while anomalies := self._anomalies.after(self.stats.anomaly_seq, limit=ROWS_PER_BATCH):
+            last = anomalies[-1].seq
+            async with conn.transaction():
+                await self._insert(conn, schema, [anomaly_row(self.node_id, r) for r in anomalies])
+                await conn.execute(
+                    f"INSERT INTO {schema}.drsdtp_event_progress (node, anomaly_seq) VALUES ($1, $2)"
+                    " ON CONFLICT (node) DO UPDATE SET anomaly_seq = EXCLUDED.anomaly_seq, updated = now()",
+                    self.node_id,
+                    last,
+                )
+            self.stats.anomaly_seq = last
+
+    async def _write(self, conn: Any, schema: str, rows: list[Row]) -> None:
+        for i in range(0, len(rows), ROWS_PER_BATCH):
+            async with conn.transaction():
+                await self._insert(conn, schema, rows[i : i + ROWS_PER_BATCH])
+
+    async def _insert(self, conn: Any, schema: str, rows: list[Row]) -> None:
         columns = [list(column) for column in zip(*rows, strict=True)]
-        async with conn.transaction():
-            status = await conn.execute(
-                f"INSERT INTO {schema}.drsdtp_events (node, kind, key, version, ts, twin, body)"
-                " SELECT n, k, e, v, ts, t, b::jsonb FROM unnest("
-                "$1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[])"
-                " AS u(n, k, e, v, ts, t, b) ON CONFLICT DO NOTHING",
-                *columns,
-            )
-            await conn.execute(
-                f"INSERT INTO {schema}.drsdtp_event_progress (node, anomaly_seq) VALUES ($1, $2)"
-                " ON CONFLICT (node) DO UPDATE SET anomaly_seq = EXCLUDED.anomaly_seq, updated = now()",
-                self.node_id,
-                last,
-            )
+        status = await conn.execute(
+            f"INSERT INTO {schema}.drsdtp_events (node, kind, key, version, ts, twin, body)"
+            " SELECT n, k, e, v, ts, t, b::jsonb FROM unnest("
+            "$1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[])"
+            " AS u(n, k, e, v, ts, t, b) ON CONFLICT DO NOTHING",
+            *columns,
+        )
         inserted = int(status.split()[-1])
         self.stats.rows += inserted
         self.stats.duplicates += len(rows) - inserted
-        self.stats.anomaly_seq = last
-        for row in rows:
-            if row[1] != "anomaly":
-                self._sent[(row[1], row[2])] = row[3]
