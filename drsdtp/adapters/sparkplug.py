@@ -36,14 +36,12 @@ from typing import Final
 
 from drsdtp.adapters.base import Quality, SourceBatch
 from drsdtp.adapters.payloads import PayloadError, PayloadLimits
-from drsdtp.adapters.sparkplug_write import CommandRefused, Declared, split_twin
+from drsdtp.adapters.sparkplug_write import NAMESPACE, REBIRTH_METRIC, CommandRefused, Declared, split_twin
 from drsdtp.wire.sparkplug import sparkplug_b_pb2 as spb
 
 __all__ = ["REBIRTH_INTERVAL_S", "SparkplugDecoder", "rebirth_request"]
 
-NAMESPACE: Final = "spBv1.0"
 REBIRTH_INTERVAL_S: Final = 5.0
-REBIRTH_METRIC: Final = "Node Control/Rebirth"
 _BD_SEQ: Final = "bdSeq"
 _NUMERIC: Final = frozenset(
     {

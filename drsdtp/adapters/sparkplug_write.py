@@ -32,7 +32,8 @@ from drsdtp.wire.sparkplug import sparkplug_b_pb2 as spb
 
 __all__ = ["CommandRefused", "SparkplugWriteTarget", "command_message", "encode_value", "parse_target"]
 
-NAMESPACE: Final = "spBv1.0"
+NAMESPACE: Final = "spBv1.0"  # the topic namespace of Sparkplug B (read and write sides, and ours out)
+REBIRTH_METRIC: Final = "Node Control/Rebirth"  # the NCMD metric that asks an edge node to be born again
 _INT_RANGES: Final[dict[int, tuple[int, int]]] = {
     spb.Int8: (-(2**7), 2**7 - 1),
     spb.Int16: (-(2**15), 2**15 - 1),

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drsdtp._core import Store
+from drsdtp.adapters.sparkplug_write import NAMESPACE, REBIRTH_METRIC
 from drsdtp.api.feed import ChangeFeed
 from drsdtp.config import SparkplugConfig
 from drsdtp.errors import AdapterError
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
 __all__ = ["PublisherStats", "SparkplugPublisher", "add_publisher_metrics"]
 
 log = logging.getLogger(__name__)
-_REBIRTH = "Node Control/Rebirth"
 GOOD_QUALITY = 0.5  # the executor's default interlock threshold (actuators' min_quality)
 _GOOD, _BAD = 192, 0  # Sparkplug/OPC-style quality codes
 
@@ -91,7 +91,7 @@ class SparkplugPublisher(BackgroundService):
         )
 
     def topic(self, kind: str) -> str:
-        return f"spBv1.0/{self.config.group_id}/{kind}/{self.edge}"
+        return f"{NAMESPACE}/{self.config.group_id}/{kind}/{self.edge}"
 
     async def run(self) -> None:
         await self.supervisor.run()
@@ -158,7 +158,7 @@ class SparkplugPublisher(BackgroundService):
             except Exception:  # a malformed command is the sender's problem
                 log.warning("sparkplug: ignoring a malformed NCMD")
                 continue
-            if any(m.name == _REBIRTH and m.boolean_value for m in payload.metrics):
+            if any(m.name == REBIRTH_METRIC and m.boolean_value for m in payload.metrics):
                 self.stats.rebirth_requests += 1
                 self._rebirth = True
 

@@ -12,7 +12,8 @@ import pytest
 
 from drsdtp.adapters.base import Quality, SourceBatch
 from drsdtp.adapters.payloads import DEFAULT_LIMITS, PayloadError
-from drsdtp.adapters.sparkplug import REBIRTH_INTERVAL_S, REBIRTH_METRIC, SparkplugDecoder
+from drsdtp.adapters.sparkplug import REBIRTH_INTERVAL_S, SparkplugDecoder
+from drsdtp.adapters.sparkplug_write import REBIRTH_METRIC
 from drsdtp.ingest.runner import AdapterRunner
 from drsdtp.wire.sparkplug import sparkplug_b_pb2 as spb
 
