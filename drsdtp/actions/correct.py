@@ -37,7 +37,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -164,9 +164,10 @@ class Corrector:
                 return f"{w.outcome}: {w.why}" if w.outcome else ""
         return ""
 
-    def on_appended(self, twins: object) -> None:
-        """A commit touched these twins: look again now rather than at the next poll."""
-        if isinstance(twins, list | tuple) and self._twins.intersection(twins):
+    def on_appended(self, twins: Sequence[str]) -> None:
+        """A commit touched these twins (``Node.appended_hooks``): look again now rather than at the next
+        poll."""
+        if not self._twins.isdisjoint(twins):
             self._changed.set()
 
     async def run(self) -> None:
