@@ -7,6 +7,7 @@ release build (deploy), the firmware built in place by make (firmware), and the 
 checkout (docs); and two whose runs are heavy enough that one at a time is what two cores carry: chaos (three
 node processes under timed faults) and dashboard (Chromium).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
