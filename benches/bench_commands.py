@@ -10,7 +10,12 @@ doing the same round trip by hand: write the value, then read it back (Modbus: w
 read_holding_registers; OPC UA: write_value + read_value; MQTT: publish the command, receive the device's
 echo).
 
-usage: python benches/bench_commands.py [--commands 200] [--protocols modbus,opcua,mqtt]
+Rate: ``--clients`` clients (16) issue commands at once, each to its own actuator (its own register,
+variable or topic), the node's commands sharing fsyncs and the adapter's one connection; "bare" is as many
+tasks doing the bare round trip at once over one connection of the library (as the adapter has one).
+Commands per second over the whole run, ours against bare.
+
+usage: python benches/bench_commands.py [--commands 200] [--clients 16] [--protocols modbus,opcua,mqtt]
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import socket
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +49,17 @@ from tests.ingest.modbus_server import ModbusServer
 from tests.ingest.opcua_server import OpcServer
 from tests.ingest.support import Mosquitto, running
 
-Timed = Callable[[int], Awaitable[None]]
-Samples = tuple[list[float], list[float], list[float]]  # bare, ours, ours without the log (no fsync)
+Timed = Callable[[int, int], Awaitable[None]]  # (actuator, i): one round trip
+CLIENTS = 16
+
+
+@dataclass
+class Samples:
+    bare: list[float]  # serial round trips, ms
+    ours: list[float]
+    nowal: list[float]  # ours without the log (no fsync)
+    bare_rate: float  # round trips per second with CLIENTS at once
+    ours_rate: float
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -53,37 +69,65 @@ def pct(samples: list[float], q: float) -> float:
 
 async def measure(n: int, one: Timed) -> list[float]:
     for i in range(5):  # warm-up
-        await one(10_000 + i)
+        await one(0, 10_000 + i)
     out = []
     for i in range(n):
         t0 = time.perf_counter()
-        await one(i)
+        await one(0, i)
         out.append((time.perf_counter() - t0) * 1000)
     return out
 
 
+async def rate(n: int, one: Timed) -> float:
+    """Round trips per second with CLIENTS clients at once, each on its own actuator, n in all."""
+    each = max(2, n // CLIENTS)
+
+    async def client(k: int) -> None:
+        for i in range(each):
+            await one(k, 20_000 + i)
+
+    await asyncio.gather(*(one(k, 30_000) for k in range(CLIENTS)))  # warm-up
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(k) for k in range(CLIENTS)))
+    return each * CLIENTS / (time.perf_counter() - t0)
+
+
+async def bare_samples(n: int, one: Timed) -> tuple[list[float], float]:
+    return await measure(n, one), await rate(n, one)
+
+
 @contextlib.asynccontextmanager
 async def node_with(
-    tmp: Path, adapter: dict[str, Any], write: dict[str, Any], *, wal: bool = True
+    tmp: Path, adapter: dict[str, Any], write: Callable[[int], dict[str, Any]], *, wal: bool = True
 ) -> AsyncIterator[Timed]:
-    actuator = {"twin": "bench-1", "field": "setpoint", "node": "bench", "adapter": adapter["name"],
-                "tolerance": 1e-6, "ack_timeout_s": 5.0, "write": write}  # fmt: skip
+    actuators = [
+        {
+            "twin": "bench-1",
+            "field": f"sp{k}",
+            "node": "bench",
+            "adapter": adapter["name"],
+            "tolerance": 1e-6,
+            "ack_timeout_s": 5.0,
+            "write": write(k),
+        }
+        for k in range(CLIENTS)
+    ]
     config = {
         "node_id": "bench",
         "data_dir": str(tmp),
         "listen": {"api": "127.0.0.1:0", "metrics": "127.0.0.1:0", "peer": "127.0.0.1:0"},
         "wal": {"fsync_interval_ms": 1, "enabled": wal},
         "adapters": [{**adapter, "reconnect": {"initial_s": 0.05, "max_s": 0.2}}],
-        "actuators": [actuator],
+        "actuators": actuators,
     }
     async with Node(parse_config(config)) as node:
         channel, stub = connect(Address("127.0.0.1", node.api.port))
         async with channel:
 
-            async def one(i: int) -> None:
+            async def one(k: int, i: int) -> None:
                 request = api_pb2.CommandIssueRequest(
                     twin_id="bench-1",
-                    action="setpoint",
+                    action=f"sp{k}",
                     value=api_pb2.FieldValue(f64=float(i + 1)),
                     wait_s=10,
                 )
@@ -94,36 +138,46 @@ async def node_with(
 
 
 async def ours(
-    n: int, tmp: Path, adapter: dict[str, Any], write: dict[str, Any]
-) -> tuple[list[float], list[float]]:
-    """The node's round trips: as configured, then with the write-ahead log off (what fsync costs)."""
+    n: int,
+    tmp: Path,
+    bare: tuple[list[float], float],
+    adapter: dict[str, Any],
+    write: Callable[[int], dict[str, Any]],
+) -> Samples:
+    """The node's round trips (serial, then CLIENTS at once), then serial with the write-ahead log off
+    (what fsync costs)."""
     async with node_with(tmp / "node", adapter, write) as one:
         ours_ms = await measure(n, one)
+        ours_rate = await rate(n, one)
     async with node_with(tmp / "node-nowal", adapter, write, wal=False) as one:
         nowal_ms = await measure(n, one)
-    return ours_ms, nowal_ms
+    return Samples(bare[0], ours_ms, nowal_ms, bare[1], ours_rate)
 
 
 async def bench_modbus(n: int, tmp: Path) -> Samples:
-    server = ModbusServer({1: [0] * 32})
+    server = ModbusServer({1: [0] * (10 + 2 * CLIENTS)})
     await server.start()
     try:
         client = AsyncModbusTcpClient("127.0.0.1", port=server.port)
         await client.connect()
 
-        async def bare(i: int) -> None:
+        async def bare(k: int, i: int) -> None:
             words = encode(float(i + 1), "float32", "ABCD")
-            assert not (await client.write_registers(10, words, device_id=1)).isError()
-            rr = await client.read_holding_registers(10, count=2, device_id=1)
+            assert not (await client.write_registers(10 + 2 * k, words, device_id=1)).isError()
+            rr = await client.read_holding_registers(10 + 2 * k, count=2, device_id=1)
             assert rr.registers == words
 
-        bare_ms = await measure(n, bare)
+        bare_samples_ = await bare_samples(n, bare)
         client.close()
-        register = {"field": "setpoint", "address": 10, "data_type": "float32"}
+        registers = [
+            {"field": f"sp{k}", "address": 10 + 2 * k, "data_type": "float32"} for k in range(CLIENTS)
+        ]
         # A plant-like poll interval: the adapter reads a written point back at once, not at the next poll.
         adapter = {"type": "modbus", "name": "plc", "host": "127.0.0.1", "port": server.port,
-                   "twin": "bench-1", "poll_interval_s": 1.0, "registers": [register]}  # fmt: skip
-        return bare_ms, *await ours(n, tmp, adapter, {"address": 10, "data_type": "float32"})
+                   "twin": "bench-1", "poll_interval_s": 1.0, "registers": registers}  # fmt: skip
+        return await ours(
+            n, tmp, bare_samples_, adapter, lambda k: {"address": 10 + 2 * k, "data_type": "float32"}
+        )
     finally:
         server.release.set()
         await server.stop()
@@ -133,30 +187,45 @@ async def bench_opcua(n: int, tmp: Path) -> Samples:
     server = OpcServer()
     await server.start()
     assert server.server is not None
-    await (server.server.get_node(server.node("Temp"))).set_writable()
+    objects = server.server.nodes.objects
+    for k in range(CLIENTS):
+        name = f"Sp{k}"
+        var = await objects.add_variable(server.node(name), f"{server.idx}:{name}", 0.0)
+        await var.set_writable()
     try:
         client = OpcClient(server.url)
         await client.connect()
-        var = client.get_node(server.node("Temp"))
+        variables = [client.get_node(server.node(f"Sp{k}")) for k in range(CLIENTS)]
 
-        async def bare(i: int) -> None:
-            await var.write_value(ua.DataValue(ua.Variant(float(i + 1), ua.VariantType.Double)))
-            assert await var.read_value() == float(i + 1)
+        async def bare(k: int, i: int) -> None:
+            await variables[k].write_value(ua.DataValue(ua.Variant(float(i + 1), ua.VariantType.Double)))
+            assert await variables[k].read_value() == float(i + 1)
 
-        bare_ms = await measure(n, bare)
+        bare_samples_ = await bare_samples(n, bare)
         await client.disconnect()
-        node_id = f"ns={server.idx};s=Temp"
+        nodes = [{"node_id": f"ns={server.idx};s=Sp{k}", "field": f"sp{k}"} for k in range(CLIENTS)]
         # A plant-like publishing interval: the adapter reads a written variable back at once.
         adapter = {"type": "opcua", "name": "plc", "url": server.url, "security_policy": "None",
                    "twin": "bench-1", "publishing_interval_ms": 100, "sampling_interval_ms": 0,
-                   "nodes": [{"node_id": node_id, "field": "setpoint"}]}  # fmt: skip
-        return bare_ms, *await ours(n, tmp, adapter, {"node_id": node_id, "type": "Double"})
+                   "nodes": nodes}  # fmt: skip
+        return await ours(
+            n, tmp, bare_samples_, adapter, lambda k: {"node_id": nodes[k]["node_id"], "type": "Double"}
+        )
     finally:
         await server.stop()
 
 
+def no_delay(client: aiomqtt.Client) -> None:
+    """TCP_NODELAY on the client's socket (paho leaves Nagle on: a PUBACK then a PUBLISH waits ~40 ms for
+    the peer's delayed ACK), as the node's MQTT adapter does."""
+    sock = client._client.socket()
+    assert isinstance(sock, socket.socket)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 async def echo_device(port: int) -> None:
     async with aiomqtt.Client("127.0.0.1", port, identifier="bench-device") as client:
+        no_delay(client)
         await client.subscribe("site/+/set/+", qos=1)
         async for message in client.messages:
             _, twin, _, field = str(message.topic).split("/")
@@ -164,25 +233,33 @@ async def echo_device(port: int) -> None:
 
 
 async def bench_mqtt(n: int, tmp: Path) -> Samples:
-    with running(Mosquitto(tmp)) as broker:
+    with running(Mosquitto(tmp, extra_conf="set_tcp_nodelay true\n")) as broker:
         device = asyncio.create_task(echo_device(broker.port))
         await asyncio.sleep(0.5)
         try:
             async with aiomqtt.Client("127.0.0.1", broker.port, identifier="bench-bare") as client:
-                await client.subscribe("site/bare-1/setpoint", qos=1)
-                messages = client.messages
+                no_delay(client)
+                client.pending_calls_threshold = 1000  # CLIENTS publishes at once: no warning each
+                await client.subscribe("site/bare-1/+", qos=1)
+                echoes: dict[str, asyncio.Queue[bytes]] = {f"sp{k}": asyncio.Queue() for k in range(CLIENTS)}
 
-                async def bare(i: int) -> None:
-                    await client.publish("site/bare-1/set/setpoint", str(float(i + 1)), qos=1)
-                    echo = await anext(messages)
-                    assert float(bytes(echo.payload)) == float(i + 1)
+                async def route() -> None:
+                    async for message in client.messages:
+                        echoes[str(message.topic).rsplit("/", 1)[1]].put_nowait(bytes(message.payload))
 
-                bare_ms = await measure(n, bare)
+                router = asyncio.create_task(route())
+
+                async def bare(k: int, i: int) -> None:
+                    await client.publish(f"site/bare-1/set/sp{k}", str(float(i + 1)), qos=1)
+                    assert float(await echoes[f"sp{k}"].get()) == float(i + 1)
+
+                bare_samples_ = await bare_samples(n, bare)
+                router.cancel()
             topic = {"template": "site/{twin}/{field}", "qos": 1, "payload": "number"}
             adapter = {"type": "mqtt", "name": "broker", "host": "127.0.0.1", "port": broker.port,
                        "client_id": "bench-node", "topics": [topic]}  # fmt: skip
             write = {"topic": "site/{twin}/set/{field}", "payload": "{value}"}
-            return bare_ms, *await ours(n, tmp, adapter, write)
+            return await ours(n, tmp, bare_samples_, adapter, lambda k: write)
         finally:
             device.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
@@ -195,16 +272,25 @@ BENCHES = {"modbus": bench_modbus, "opcua": bench_opcua, "mqtt": bench_mqtt}
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commands", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=CLIENTS)
     parser.add_argument("--protocols", default="modbus,opcua,mqtt")
     args = parser.parse_args()
+    globals()["CLIENTS"] = args.clients
     heads = ("bare p50", "bare p99", "ours p50", "ours p99", "no-log p50", "no-log p99")
-    print(f"{'protocol':<8} " + " ".join(f"{h:>10}" for h in heads) + f" {'vs bare':>8} {'no-log':>7}")
+    rates = (f"bare/s x{CLIENTS}", f"ours/s x{CLIENTS}")
+    print(
+        f"{'protocol':<8} " + " ".join(f"{h:>10}" for h in heads) + f" {'serial':>7}"
+        + " ".join(f"{h:>13}" for h in rates) + f" {'rate':>6}"
+    )  # fmt: skip
     for name in args.protocols.split(","):
         with tempfile.TemporaryDirectory() as tmp:
-            bare_ms, ours_ms, nowal_ms = await BENCHES[name](args.commands, Path(tmp))
-        cells = [pct(s, q) for s in (bare_ms, ours_ms, nowal_ms) for q in (0.5, 0.99)]
-        rate = [statistics.mean(bare_ms) / statistics.mean(s) for s in (ours_ms, nowal_ms)]
-        print(f"{name:<8} " + " ".join(f"{c:8.2f}ms" for c in cells) + f" {rate[0]:8.0%} {rate[1]:7.0%}")
+            s = await BENCHES[name](args.commands, Path(tmp))
+        cells = [pct(x, q) for x in (s.bare, s.ours, s.nowal) for q in (0.5, 0.99)]
+        serial = statistics.mean(s.bare) / statistics.mean(s.ours)
+        print(
+            f"{name:<8} " + " ".join(f"{c:8.2f}ms" for c in cells) + f" {serial:7.0%}"
+            + f" {s.bare_rate:13.0f} {s.ours_rate:13.0f} {s.ours_rate / s.bare_rate:6.0%}"
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

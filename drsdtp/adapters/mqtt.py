@@ -85,6 +85,7 @@ import contextlib
 import functools
 import json
 import logging
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -120,6 +121,7 @@ __all__ = ["Arrival", "MqttAdapter", "MqttSettings", "MqttStats", "TlsSettings",
 
 _log = logging.getLogger(__name__)
 _ROUTE_CACHE_MAX = 65536
+PENDING_PUBLISHES_QUIET = 1000  # aiomqtt warns past this many publishes awaiting their ack (its default: 10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -525,6 +527,7 @@ class MqttAdapter(SharedSettings):
         self._inbox = inbox
         try:
             if paho is not None:
+                _no_delay(paho)
                 self._read_publishes(client, paho, inbox)
             await self._subscribe(aiomqtt, client)
             self._client_now = client
@@ -593,7 +596,7 @@ class MqttAdapter(SharedSettings):
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = s.session_expiry_s if s.persistent_session else 0
             props.ReceiveMaximum = s.receive_maximum
-        return aiomqtt.Client(  # type: ignore[no-any-return]
+        client = aiomqtt.Client(
             s.host,
             s.port,
             username=s.username,
@@ -612,6 +615,9 @@ class MqttAdapter(SharedSettings):
                 _Inbox, self._stats, s.max_queued_qos0, s.max_unacked, self._drop_log
             ),
         )
+        # Commands to many actuators publish at once (one each, bounded by the actuators): not a warning.
+        client.pending_calls_threshold = PENDING_PUBLISHES_QUIET
+        return client  # type: ignore[no-any-return]
 
     async def _subscribe(self, aiomqtt: Any, client: aiomqtt.Client) -> None:
         from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -679,6 +685,16 @@ class MqttAdapter(SharedSettings):
                     await client.publish(topic, payload, qos=0)
                 except aiomqtt.MqttError as exc:
                     raise AdapterError(f"{self.name}: publishing {topic!r} failed: {exc}") from exc
+
+
+def _no_delay(paho: Any) -> None:
+    """Nagle off on the session's socket: paho leaves it on, so a small packet written after another (a
+    PUBACK then a command's PUBLISH) waits for the broker's delayed ACK, ~40 ms on Linux, per hop."""
+    sock = getattr(paho, "_sock", None)
+    if sock is None or not hasattr(sock, "setsockopt"):
+        return
+    with contextlib.suppress(OSError):  # not TCP (a unix socket): nothing to turn off
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class _PendingAcks:
