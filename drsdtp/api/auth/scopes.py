@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-__all__ = ["covers_prefix", "covers_twin"]
+__all__ = ["EVERY_TWIN", "TwinFilter", "covers_prefix", "covers_twin", "scope_filter"]
+
+EVERY_TWIN = "*"
+
+TwinFilter = Callable[[str], bool]
 
 
 def covers_twin(scopes: Sequence[str], twin: str) -> bool:
@@ -15,3 +19,12 @@ def covers_twin(scopes: Sequence[str], twin: str) -> bool:
 def covers_prefix(scopes: Sequence[str], prefix: str) -> bool:
     """Whether every twin id starting with ``prefix`` is in a scope (only a prefix scope can cover them)."""
     return any(s.endswith("*") and prefix.startswith(s[:-1]) for s in scopes)
+
+
+def scope_filter(scopes: Sequence[str]) -> TwinFilter | None:
+    """Whether a twin id is in ``scopes``; None when they cover every twin (nothing to filter)."""
+    if EVERY_TWIN in scopes:
+        return None
+    exact = frozenset(s for s in scopes if not s.endswith("*"))
+    prefixes = tuple(s[:-1] for s in scopes if s.endswith("*"))
+    return lambda twin: twin in exact or twin.startswith(prefixes)

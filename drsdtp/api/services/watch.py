@@ -35,6 +35,7 @@ from google.protobuf import json_format
 from drsdtp._core import Store
 from drsdtp.api.errors import naming
 from drsdtp.api.feed import RESTART, ChangeFeed
+from drsdtp.api.visibility import in_scope
 from drsdtp.api.watch_limits import WatchGate, WatchRefused, caller_of
 from drsdtp.api.write_plan import visible
 from drsdtp.errors import DrsdtpError
@@ -178,9 +179,14 @@ class _Stream:
         self.origins = frozenset(request.origins) | {RESTART} if request.origins else None
         self.resume = request.resume_after if request.HasField("resume_after") else None
         self.position = ""
+        self.within = in_scope()  # a scoped caller's stream carries its twins only
 
     def match(self, twin: str) -> bool:
-        return (not self.wanted or twin in self.wanted) and twin.startswith(self.prefix)
+        return (
+            (not self.wanted or twin in self.wanted)
+            and twin.startswith(self.prefix)
+            and (self.within is None or self.within(twin))
+        )
 
     async def run(self) -> None:
         store = self.service.store
@@ -209,7 +215,7 @@ class _Stream:
             return
         after: str | None = None
         while page := store.twins_page(after, self.prefix, SNAPSHOT_PAGE):
-            yield from (t for t in page if visible(store, t))
+            yield from (t for t in page if visible(store, t) and (self.within is None or self.within(t)))
             after = page[-1]
 
     async def send(self, twin: str, origin: str, position: str, cursor: int) -> None:
