@@ -155,12 +155,22 @@ class CommandBook:
                 return out
             after = page[-1]
 
-    def list(self, twin: str | None = None, *, active: bool = False, limit: int = 100) -> list[CommandRecord]:
-        """Records (of ``twin``; only those not yet terminal with ``active``), newest first."""
+    def list(
+        self,
+        twin: str | None = None,
+        *,
+        active: bool = False,
+        limit: int = 100,
+        where: Callable[[str], bool] | None = None,
+    ) -> list[CommandRecord]:
+        """Records (of ``twin``; of twins ``where`` holds for; only those not yet terminal with ``active``),
+        newest first."""
         records = []
         for command in self.ids():
             record = self.get(command)
             if record is None or (twin is not None and record.twin != twin):
+                continue
+            if where is not None and not where(record.twin):
                 continue
             if active and record.terminal:
                 continue

@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from drsdtp.api.auth import Access, Authority, Credentials, Decision, access_of
+from drsdtp.api.auth import Access, Authority, Credentials, Decision
 from drsdtp.api.caller import set_caller
 from drsdtp.api.errors import abort_with
 from drsdtp.api.watch_limits import caller_of
@@ -204,7 +204,7 @@ class ApiGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio sh
         if isinstance(caller, Decision):
             await self._deny(context, method, caller, caller_of(context.peer(), auth), Access((method,)))
             return
-        access = access_of(method, request)
+        access = self.authority.access(method, request)
         decision = self.authority.check(caller, access)
         if not decision.allowed:
             await self._deny(context, method, decision, caller.identity, access)

@@ -6,7 +6,7 @@ provides it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -45,6 +45,7 @@ __all__ = [
 
 
 Value = float | int | bool | str | bytes  # what one register holds
+TwinFilter = Callable[[str], bool]  # whether a twin id is visible to the caller
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +133,18 @@ class AnomalyReader(Protocol):
     per_twin: int
     max_events: int
 
+    # ``where``: only records of twins it holds for (the caller's scopes, drsdtp.api.visibility).
     def after(
-        self, seq: int, twins: Sequence[str] | None = None, limit: int = 1000
+        self,
+        seq: int,
+        twins: Sequence[str] | None = None,
+        limit: int = 1000,
+        where: TwinFilter | None = None,
     ) -> list[AnomalyRecord]: ...
-    def latest(self, twins: Sequence[str] | None = None, limit: int = 100) -> list[AnomalyRecord]: ...
-    def count(self, twins: Sequence[str] | None = None) -> int: ...
+    def latest(
+        self, twins: Sequence[str] | None = None, limit: int = 100, where: TwinFilter | None = None
+    ) -> list[AnomalyRecord]: ...
+    def count(self, twins: Sequence[str] | None = None, where: TwinFilter | None = None) -> int: ...
     async def wait_after(self, seq: int) -> None: ...
     @property
     def next_seq(self) -> int: ...

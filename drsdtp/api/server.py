@@ -19,6 +19,7 @@ from drsdtp.api.convert import twin_message
 from drsdtp.api.guard import ApiGuard
 from drsdtp.api.idempotency import IdempotencyStore
 from drsdtp.api.node import AuditEntry, NodeApi
+from drsdtp.api.records import NodeRecords
 from drsdtp.api.services import Unary, unary_methods
 from drsdtp.api.services.alarms import AlarmStreams
 from drsdtp.api.services.intel import AnomalyStreams
@@ -113,7 +114,9 @@ class ApiServer:
         async def audit_refusal(actor: str, method: str, twin: str, reason: str) -> None:
             await node.audit([AuditEntry(twin, "refused", {}, actor, reason)])
 
-        self.authority = Authority(api if api is not None else ApiConfig(), audit=audit_refusal)
+        self.authority = Authority(
+            api if api is not None else ApiConfig(), audit=audit_refusal, records=NodeRecords(node)
+        )
         self.requests = ApiGuard(
             max_requests=limits.api_max_requests,
             max_reply_bytes=limits.max_message_bytes,

@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,23 +138,43 @@ class AnomalyJournal:
     def __len__(self) -> int:
         return len(self._records)
 
-    def after(self, seq: int, twins: Iterable[str] | None = None, limit: int = 1000) -> list[AnomalyRecord]:
+    def after(
+        self,
+        seq: int,
+        twins: Iterable[str] | None = None,
+        limit: int = 1000,
+        where: Callable[[str], bool] | None = None,
+    ) -> list[AnomalyRecord]:
         """Up to ``limit`` records with a sequence number above ``seq``, oldest first (of ``twins`` only,
-        when given)."""
+        when given; of twins ``where`` holds for, when given)."""
         wanted = None if twins is None else frozenset(twins)
         out: list[AnomalyRecord] = []
         i = bisect.bisect_right(self._order, seq)
         while i < len(self._order) and len(out) < limit:
             record = self._records.get(self._order[i])
             i += 1
-            if record is not None and (wanted is None or record.twin in wanted):
+            if (
+                record is not None
+                and (wanted is None or record.twin in wanted)
+                and (where is None or where(record.twin))
+            ):
                 out.append(record)
         return out
 
-    def latest(self, twins: Iterable[str] | None = None, limit: int = 100) -> list[AnomalyRecord]:
-        """The newest ``limit`` records (of ``twins`` only, when given), oldest first."""
+    def latest(
+        self,
+        twins: Iterable[str] | None = None,
+        limit: int = 100,
+        where: Callable[[str], bool] | None = None,
+    ) -> list[AnomalyRecord]:
+        """The newest ``limit`` records (of ``twins`` only, when given; ``where``: as :meth:`after`), oldest
+        first."""
         if limit <= 0:
             return []
+        if twins is None and where is not None:
+            twins = [t for t in self._of_twin if where(t)]
+        elif twins is not None and where is not None:
+            twins = [t for t in twins if where(t)]
         if twins is not None:
             seqs = sorted(s for t in set(twins) for s in self._of_twin.get(t, ()))[-limit:]
             return [self._records[s] for s in seqs]
@@ -167,10 +187,11 @@ class AnomalyJournal:
                     break
         return out[::-1]
 
-    def count(self, twins: Iterable[str] | None = None) -> int:
-        if twins is None:
+    def count(self, twins: Iterable[str] | None = None, where: Callable[[str], bool] | None = None) -> int:
+        if twins is None and where is None:
             return len(self._records)
-        return sum(len(self._of_twin.get(t, ())) for t in set(twins))
+        chosen = set(self._of_twin if twins is None else twins)
+        return sum(len(self._of_twin.get(t, ())) for t in chosen if where is None or where(t))
 
     async def wait_after(self, seq: int) -> None:
         """Returns once a record newer than ``seq`` has been logged."""

@@ -92,6 +92,7 @@ class QuerySpec:
     where: tuple[Condition, ...] = ()
     health: tuple[str, ...] = ()  # HEALTHY, DEGRADED, FAILED (any of them)
     limit: int = 1000
+    within: Callable[[str], bool] | None = None  # only twins it holds for (the API caller's scopes)
 
     def __post_init__(self) -> None:
         if sum(bool(x) for x in (self.under, self.above, self.related)) > 1:
@@ -136,6 +137,8 @@ def run_query(
         candidates = sorted(every_twin())
     if spec.relation and not spec.related:
         candidates = [t for t in candidates if index.outgoing(t, spec.relation)]
+    if spec.within is not None:
+        candidates = [t for t in candidates if spec.within(t)]
     matched: list[tuple[str, dict[str, object]]] = []
     for twin in candidates:
         values = {c.field: read(twin, c.field) for c in spec.where}

@@ -188,8 +188,12 @@ class Alerting:
 
     # ----- the AlertingOps of the API (drsdtp.rules.ops) ------------------------------------------------
 
-    def alarms(self, *, active: bool, twin: str, rule: str, limit: int) -> tuple[list[AlarmRecord], int]:
+    def alarms(
+        self, *, active: bool, twin: str, rule: str, limit: int, where: Callable[[str], bool] | None = None
+    ) -> tuple[list[AlarmRecord], int]:
         found = self.alarm_book.list(active=active, twin=twin, rule=rule, limit=1 << 62)
+        if where is not None:
+            found = [r for r in found if where(r.twin)]
         return found[:limit], len(found)
 
     def alarm(self, alarm: str) -> AlarmRecord | None:

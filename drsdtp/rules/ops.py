@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,8 +42,11 @@ class RulesSummary:
 
 
 class AlertingOps(Protocol):
-    def alarms(self, *, active: bool, twin: str, rule: str, limit: int) -> tuple[list[AlarmRecord], int]:
-        """The matching alarms (newest raise first, at most ``limit``) and how many matched."""
+    def alarms(
+        self, *, active: bool, twin: str, rule: str, limit: int, where: Callable[[str], bool] | None = None
+    ) -> tuple[list[AlarmRecord], int]:
+        """The matching alarms (newest raise first, at most ``limit``) and how many matched; ``where``: only
+        alarms of twins it holds for (the API caller's scopes)."""
         ...
 
     def alarm(self, alarm: str) -> AlarmRecord | None: ...

@@ -128,3 +128,29 @@ async def test_a_viewer_reads_commands_and_may_not_issue_or_cancel_and_scopes_ho
             await call(node, who, method, request)
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, (who, method)
         assert says in (refused.value.details() or ""), refused.value.details()
+
+
+async def test_a_command_outside_the_callers_scopes_is_refused_by_its_id(node: ApiNode) -> None:
+    reply = await call(node, "ops", "IssueCommand", issue("room-1", 0.2))
+    assert isinstance(reply, api_pb2.CommandReply)
+    command = reply.command.command_id
+    by_id = [
+        ("GetCommand", api_pb2.CommandGetRequest(command_id=command)),
+        ("WaitCommand", api_pb2.CommandWaitRequest(command_id=command, timeout_s=1)),
+        ("CancelCommand", api_pb2.CommandCancelRequest(command_id=command, reason="not mine")),
+    ]
+    for method, request in by_id:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call(node, "mes", method, request)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, method
+        assert "the twin 'room-1' is outside the scopes of token:mes (pump-*)" in (
+            refused.value.details() or ""
+        )
+    got = await call(node, "ops", "GetCommand", api_pb2.CommandGetRequest(command_id=command))
+    assert isinstance(got, api_pb2.CommandReply) and got.command.cancel_actor == ""  # not cancelled
+    # Listing every command: the scoped caller gets its own twins' only.
+    mine = await call(node, "mes", "ListCommands", api_pb2.CommandListRequest(limit=1000))
+    every = await call(node, "ops", "ListCommands", api_pb2.CommandListRequest(limit=1000))
+    assert isinstance(mine, api_pb2.CommandListReply) and isinstance(every, api_pb2.CommandListReply)
+    assert {c.twin_id for c in every.commands} >= {"room-1", "pump-1"}
+    assert mine.commands and {c.twin_id for c in mine.commands} == {"pump-1"}

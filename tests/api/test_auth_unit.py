@@ -10,6 +10,7 @@ import pytest
 from drsdtp.api.auth import Access, Authority, Credentials, Decision, access_of, bearer_of
 from drsdtp.api.auth.ratelimit import RateLimiter
 from drsdtp.api.auth.roles import METHOD_ROLES, ROLES, required_role
+from drsdtp.api.auth.scopes import scope_filter
 from drsdtp.api.auth.tokens import hash_token, new_token
 from drsdtp.api.caller import Caller
 from drsdtp.api.server import SERVICE
@@ -63,7 +64,7 @@ async def test_an_operator_writes_values_but_creating_twins_needs_an_engineer() 
     assert not refused.allowed and "a Write that creates twins: it needs the role engineer" in refused.reason
 
 
-async def test_scopes_cover_twins_and_prefixes() -> None:
+async def test_scopes_cover_twins_and_listings_are_left_to_the_methods() -> None:
     auth = authority()
     mes = await who(auth, OPERATOR)
     assert auth.authorize(mes, "GetTwin", ["line1/press"]).allowed
@@ -71,14 +72,53 @@ async def test_scopes_cover_twins_and_prefixes() -> None:
     outside = auth.authorize(mes, "GetTwin", ["oven-70"])
     assert outside.status == "permission_denied" and outside.kind == "scope"
     assert outside.reason == "the twin 'oven-70' is outside the scopes of token:mes (line1/*, oven-7)"
-    assert auth.authorize(mes, "ListTwins", prefixes=["line1/a"]).allowed
-    every = auth.authorize(mes, "ListTwins", prefixes=[""])
-    assert not every.allowed and "every twin (give a prefix)" in every.reason
-    # A Watch of listed twins is checked twin by twin, one without twins as its prefix.
+    assert outside.twin == "oven-70"  # what the audit record names
+    # A listing names no twin: allowed by role, its answer cut to the scopes by the method.
+    assert access_of("ListTwins", api_pb2.ListTwinsRequest()) == Access(("ListTwins",))
+    assert auth.check(mes, access_of("Watch", api_pb2.WatchRequest())).allowed
+    # A Watch of listed twins is checked twin by twin.
     assert access_of("Watch", api_pb2.WatchRequest(twin_ids=["a", "b"], prefix="a")).twins == ("a", "b")
-    assert access_of("Watch", api_pb2.WatchRequest()).prefixes == ("",)
     columns = api_pb2.WriteRequest(columns=api_pb2.NumericColumns(twin_ids=["line1/a", "line2/b"]))
     assert not auth.check(mes, access_of("Write", columns)).allowed
+
+
+def test_scope_filters_match_ids_and_prefixes() -> None:
+    assert scope_filter(("line1/*", "*")) is None  # every twin: nothing to filter
+    within = scope_filter(("line1/*", "oven-7"))
+    assert within is not None
+    assert [t for t in ("line1/a", "line10", "oven-7", "oven-70", "line2/a") if within(t)] == [
+        "line1/a",
+        "oven-7",
+    ]
+
+
+class Records:
+    def alarm_twin(self, alarm_id: str) -> str | None:
+        return {"al-1": "line2/press"}.get(alarm_id)
+
+    def command_twin(self, command_id: str) -> str | None:
+        return {"c-1": "line2/press"}.get(command_id)
+
+
+async def test_every_request_naming_a_twin_or_its_record_is_checked_against_the_scopes() -> None:
+    auth = Authority(ApiConfig(), records=Records())
+    mes = Caller("token:eng", True, "engineer", ("line1/*",))
+    edge = api_pb2.RelationEdge(twin_id="line1/a", relation="feeds", target="line2/b")
+    named = {
+        "AcknowledgeAlarm": (api_pb2.AcknowledgeAlarmRequest(alarm_id="al-1"), "line2/press"),
+        "GetCommand": (api_pb2.CommandGetRequest(command_id="c-1"), "line2/press"),
+        "CancelCommand": (api_pb2.CommandCancelRequest(command_id="c-1"), "line2/press"),
+        "WaitCommand": (api_pb2.CommandWaitRequest(command_id="c-1"), "line2/press"),
+        "Query": (api_pb2.QueryRequest(under="line2"), "line2"),
+        "Relate": (api_pb2.RelateRequest(add=[edge]), "line2/b"),
+        "Health": (api_pb2.HealthRequest(twin_ids=["line1/a", "line3"]), "line3"),
+        "ListAlarms": (api_pb2.ListAlarmsRequest(twin_id="line2/x"), "line2/x"),
+    }
+    for method, (request, twin) in named.items():
+        refused = auth.check(mes, auth.access(method, request))
+        assert refused.kind == "scope" and refused.twin == twin, (method, refused)
+    # A record this node does not hold names no twin: the method answers NOT_FOUND for it.
+    assert auth.access("GetCommand", api_pb2.CommandGetRequest(command_id="nope")).twins == ()
 
 
 async def test_unknown_and_malformed_credentials_are_unauthenticated() -> None:
@@ -183,4 +223,4 @@ def test_a_plaintext_api_off_loopback_needs_tokens_or_an_explicit_allowance() ->
 
 def test_access_of_methods_without_twins_is_the_method_alone() -> None:
     assert access_of("Status", api_pb2.StatusRequest()) == Access(("Status",))
-    assert access_of("ReadAudit", api_pb2.AuditRequest()).prefixes == ("",)
+    assert access_of("ReadAudit", api_pb2.AuditRequest()) == Access(("ReadAudit",))

@@ -8,12 +8,12 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from drsdtp.api.auth.access import Access
+from drsdtp.api.auth.access import Access, RecordTwins, access_of
 from drsdtp.api.auth.decision import Decision
 from drsdtp.api.auth.oidc import JwtRefused, OidcVerifier, looks_like_jwt
 from drsdtp.api.auth.ratelimit import RateLimiter
 from drsdtp.api.auth.roles import at_least, required_role
-from drsdtp.api.auth.scopes import covers_prefix, covers_twin
+from drsdtp.api.auth.scopes import covers_twin
 from drsdtp.api.auth.tokens import TokenBook
 from drsdtp.api.caller import Caller
 from drsdtp.api.watch_limits import caller_of
@@ -62,8 +62,11 @@ def _unauthenticated(reason: str) -> Decision:
 
 
 class Authority:
-    def __init__(self, config: ApiConfig, *, audit: RefusalSink | None = None) -> None:
+    def __init__(
+        self, config: ApiConfig, *, audit: RefusalSink | None = None, records: RecordTwins | None = None
+    ) -> None:
         self.config = config
+        self.records = records  # the twin of an alarm or a command a request names
         self.tokens = TokenBook(config.tokens)
         self.oidc = OidcVerifier(config.oidc) if config.oidc is not None else None
         self.certificates = {c.name: c for c in reversed(config.certificates)}  # the first listed wins
@@ -112,11 +115,13 @@ class Authority:
         return Caller(f"token:{token.name}", True, token.role, token.scopes, token.rate_per_s)
 
     # ----- may it ------------------------------------------------------------------------------------------
-    def authorize(
-        self, caller: Caller, method: str, twins: Iterable[str] = (), prefixes: Iterable[str] = ()
-    ) -> Decision:
-        """Role for ``method``, scopes for ``twins`` and ``prefixes``, then the caller's rate limit."""
-        return self.check(caller, Access((method,), tuple(twins), tuple(prefixes)))
+    def access(self, method: str, request: object) -> Access:
+        """What ``request`` touches (:func:`access_of`), the twins of the records it names included."""
+        return access_of(method, request, self.records)
+
+    def authorize(self, caller: Caller, method: str, twins: Iterable[str] = ()) -> Decision:
+        """Role for ``method``, scopes for ``twins``, then the caller's rate limit."""
+        return self.check(caller, Access((method,), tuple(twins)))
 
     def check(self, caller: Caller, access: Access) -> Decision:
         for method in access.methods:
@@ -131,11 +136,7 @@ class Authority:
         if caller.scopes != ("*",):
             for twin in access.twins:
                 if not covers_twin(caller.scopes, twin):
-                    return self._out_of_scope(caller, f"the twin {twin!r}")
-            for prefix in access.prefixes:
-                if not covers_prefix(caller.scopes, prefix):
-                    what = f"twins starting with {prefix!r}" if prefix else "every twin (give a prefix)"
-                    return self._out_of_scope(caller, what)
+                    return self._out_of_scope(caller, twin)
         wait = self.limiter.take(caller.identity, caller.rate_per_s)
         if wait > 0:
             rate = self.limiter.rate if caller.rate_per_s is None else caller.rate_per_s
@@ -147,11 +148,12 @@ class Authority:
         return Decision.OK
 
     @staticmethod
-    def _out_of_scope(caller: Caller, what: str) -> Decision:
+    def _out_of_scope(caller: Caller, twin: str) -> Decision:
         return Decision(
             "permission_denied",
-            f"{what} is outside the scopes of {caller.identity} ({', '.join(caller.scopes)})",
+            f"the twin {twin!r} is outside the scopes of {caller.identity} ({', '.join(caller.scopes)})",
             "scope",
+            twin,
         )
 
     # ----- tell --------------------------------------------------------------------------------------------
@@ -169,7 +171,7 @@ class Authority:
         skipped = self._unrecorded.pop(actor, 0)
         if skipped:
             reason += f" (and {skipped} earlier refusals of this caller, not recorded one by one)"
-        twin = next(iter(twins), "")
+        twin = decision.twin or next(iter(twins), "")
         try:
             await self._audit(actor, method, twin, reason)
         except Exception as exc:  # the refusal stands; the audit trail's own errors are logged there

@@ -15,11 +15,13 @@ Refusal = Literal["", "credentials", "method", "scope", "rate"]
 @dataclass(frozen=True, slots=True)
 class Decision:
     """``allowed``, else ``status`` (UNAUTHENTICATED / PERMISSION_DENIED / RESOURCE_EXHAUSTED, HTTP 401 /
-    403 / 429) and ``reason``: a sentence naming what was missing, for the caller and the audit trail."""
+    403 / 429) and ``reason``: a sentence naming what was missing, for the caller and the audit trail;
+    ``twin``: the twin outside the caller's scopes (a ``scope`` refusal), which the audit record names."""
 
     status: Status
     reason: str = ""
     kind: Refusal = ""
+    twin: str = ""
 
     OK: ClassVar[Decision]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-__all__ = ["EVERY_TWIN", "TwinFilter", "covers_prefix", "covers_twin", "scope_filter"]
+__all__ = ["EVERY_TWIN", "TwinFilter", "covers_twin", "scope_filter"]
 
 EVERY_TWIN = "*"
 
@@ -14,11 +14,6 @@ TwinFilter = Callable[[str], bool]
 
 def covers_twin(scopes: Sequence[str], twin: str) -> bool:
     return any(twin.startswith(s[:-1]) if s.endswith("*") else twin == s for s in scopes)
-
-
-def covers_prefix(scopes: Sequence[str], prefix: str) -> bool:
-    """Whether every twin id starting with ``prefix`` is in a scope (only a prefix scope can cover them)."""
-    return any(s.endswith("*") and prefix.startswith(s[:-1]) for s in scopes)
 
 
 def scope_filter(scopes: Sequence[str]) -> TwinFilter | None:

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from drsdtp.api.auth import Access, Authority, Credentials, Decision, access_of
+from drsdtp.api.auth import Access, Authority, Credentials, Decision
 from drsdtp.api.caller import Caller, set_caller
 from drsdtp.api.http.errors import ApiHttpError
 from drsdtp.api.watch_limits import caller_of
@@ -51,7 +51,7 @@ class HttpAuthorizer:
         if isinstance(caller, Decision):
             await self._deny(method, caller, caller_of(peer, {}), Access((method,)))
             raise AssertionError("unreachable: _deny raises")
-        access = access_of(method, message)
+        access = self.authority.access(method, message)
         decision = self.authority.check(caller, access)
         if not decision.allowed:
             await self._deny(method, decision, caller.identity, access)

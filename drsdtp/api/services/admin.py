@@ -8,6 +8,7 @@ from drsdtp.api import convert
 from drsdtp.api.caller import current_caller
 from drsdtp.api.node import NodeApi, Selection
 from drsdtp.api.recovery import recovery_reply
+from drsdtp.api.visibility import in_scope
 from drsdtp.errors import InvalidValueError
 from drsdtp.wire.v1 import api_pb2
 
@@ -64,6 +65,9 @@ class AdminService:
             request.end_ms or None,
             request.actor or None,
         )
+        within = in_scope()  # a scoped caller reads its twins' records only (not the node's own)
+        if within is not None:
+            records = [r for r in records if r.twin and within(r.twin)]
         limit = request.limit or DEFAULT_LIMIT
         return api_pb2.AuditReply(
             records=[convert.audit_message(rec) for rec in records[-limit:]],

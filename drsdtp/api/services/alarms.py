@@ -16,6 +16,7 @@ import grpc.aio
 from drsdtp.alarms.record import AlarmRecord
 from drsdtp.api.caller import current_caller
 from drsdtp.api.node import NodeApi
+from drsdtp.api.visibility import in_scope
 from drsdtp.api.watch_limits import WatchGate, WatchRefused, caller_of
 from drsdtp.errors import InvalidValueError
 from drsdtp.wire.v1 import api_pb2
@@ -60,6 +61,7 @@ class AlarmService:
             twin=request.twin_id,
             rule=request.rule,
             limit=request.limit or DEFAULT_LIMIT,
+            where=in_scope(),
         )
         return api_pb2.ListAlarmsReply(alarms=[alarm_message(r) for r in records], total=total)
 
@@ -118,14 +120,17 @@ class AlarmStreams:
         context.add_done_callback(lambda _: release())
         alerting = self.node.alerting
         stream = self.node.feed.subscribe()  # before the listing: a change in between is not missed
+        within = in_scope()  # a scoped caller is sent its twins' alarms only
 
         def wanted(record: AlarmRecord) -> bool:
-            return (not request.twin_id or record.twin == request.twin_id) and (
-                not request.rule or record.rule == request.rule
+            return (
+                (not request.twin_id or record.twin == request.twin_id)
+                and (not request.rule or record.rule == request.rule)
+                and (within is None or within(record.twin))
             )
 
         initial, _ = alerting.alarms(
-            active=request.active, twin=request.twin_id, rule=request.rule, limit=MAX_LIMIT
+            active=request.active, twin=request.twin_id, rule=request.rule, limit=MAX_LIMIT, where=within
         )
         for record in reversed(initial):  # oldest first, as changes come
             if not await self._send(context, record):

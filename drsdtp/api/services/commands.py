@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from drsdtp.actions.record import CommandId, CommandRecord, command_id, order
 from drsdtp.api.caller import current_caller
 from drsdtp.api.convert import value_message
+from drsdtp.api.visibility import in_scope
 from drsdtp.errors import InvalidValueError, UnknownTwinError
 from drsdtp.wire.v1 import api_pb2
 
@@ -29,7 +30,12 @@ class CommandOps(Protocol):
     def takes_value(self, twin: str, action: str) -> bool: ...
     def get(self, command: CommandId) -> CommandRecord | None: ...
     def list(
-        self, twin: str | None = None, *, active: bool = False, limit: int = 100
+        self,
+        twin: str | None = None,
+        *,
+        active: bool = False,
+        limit: int = 100,
+        where: Callable[[str], bool] | None = None,
     ) -> list[CommandRecord]: ...
     async def issue_command(
         self,
@@ -131,7 +137,9 @@ class CommandService:
         limit = request.limit or DEFAULT_LIMIT
         if limit > MAX_LIMIT:
             raise InvalidValueError(f"limit: {limit} is above {MAX_LIMIT}")
-        records = self._commands().list(request.twin_id or None, active=request.active, limit=limit)
+        records = self._commands().list(
+            request.twin_id or None, active=request.active, limit=limit, where=in_scope()
+        )
         return api_pb2.CommandListReply(commands=[command_message(r) for r in records])
 
     async def cancel(self, request: api_pb2.CommandCancelRequest) -> api_pb2.CommandReply:

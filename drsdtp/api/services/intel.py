@@ -17,6 +17,7 @@ import grpc
 import grpc.aio
 
 from drsdtp.api.node import NodeApi
+from drsdtp.api.visibility import in_scope
 from drsdtp.api.watch_limits import WatchGate, WatchRefused, caller_of
 from drsdtp.errors import InvalidValueError
 from drsdtp.intelligence.anomalies import AnomalyRecord
@@ -66,12 +67,15 @@ class IntelService:
         log = self.node.anomalies
         limit = request.limit or DEFAULT_LIMIT
         twins = [request.twin_id] if request.twin_id else None
+        within = in_scope()  # a scoped caller's twins only, in the listing and the count
         records = (
-            log.after(request.after_seq, twins, limit) if request.after_seq else log.latest(twins, limit)
+            log.after(request.after_seq, twins, limit, within)
+            if request.after_seq
+            else log.latest(twins, limit, within)
         )
         return api_pb2.ListAnomaliesReply(
             anomalies=[anomaly_message(r) for r in records],
-            held=log.count(twins),
+            held=log.count(twins, within),
             per_twin=log.per_twin,
             max_events=log.max_events,
         )
@@ -80,6 +84,9 @@ class IntelService:
         if len(request.twin_ids) > MAX_LIMIT:
             raise InvalidValueError(f"Health: at most {MAX_LIMIT} twin ids at once")
         views = self.node.health_view(list(request.twin_ids), request.model)
+        within = in_scope()
+        if within is not None:
+            views = [v for v in views if within(v.twin)]
         out = api_pb2.HealthReply(t_s=max((v.t_s for v in views), default=0.0))
         for v in views:
             out.twins.append(
@@ -119,8 +126,10 @@ class IntelService:
             where=tuple(parse_condition(w) for w in request.where),
             health=tuple(h.upper() for h in request.health),
             limit=request.limit or 1000,
+            within=in_scope(),
         )
         hits, total = self.node.relations.query(spec)
+        shown = spec.within or (lambda _: True)  # an edge to a twin outside the scopes is not shown
         return api_pb2.QueryReply(
             total=total,
             twins=[
@@ -132,6 +141,7 @@ class IntelService:
                     edges=[
                         api_pb2.RelationEdge(twin_id=e.twin, relation=e.relation, target=e.target)
                         for e in h.edges
+                        if shown(e.target)
                     ],
                 )
                 for h in hits
@@ -155,13 +165,14 @@ class AnomalyStreams:
         context.add_done_callback(lambda _: release())
         log = self.node.anomalies
         twins = [request.twin_id] if request.twin_id else None
+        within = in_scope()  # a scoped caller is sent its twins' anomalies only
         cursor = request.after_seq if request.HasField("after_seq") else log.next_seq - 1
         while True:
-            batch = log.after(cursor, twins, STREAM_BATCH)
+            batch = log.after(cursor, twins, STREAM_BATCH, within)
             if not batch:
                 newest = log.next_seq - 1
-                if newest > cursor and twins is not None:
-                    cursor = newest  # newer events, none of this twin's
+                if newest > cursor and (twins is not None or within is not None):
+                    cursor = newest  # newer events, none this stream sends
                     continue
                 await log.wait_after(cursor)
                 continue

@@ -7,6 +7,7 @@ import time
 
 from drsdtp.api import convert
 from drsdtp.api.node import NodeApi
+from drsdtp.api.visibility import in_scope
 from drsdtp.api.write_plan import DELETED_FIELD, twin_version, visible
 from drsdtp.errors import InvalidValueError, UnknownTwinError
 from drsdtp.gossip.scopes import scope_of
@@ -29,8 +30,11 @@ class ReadService:
     async def list_twins(self, request: api_pb2.ListTwinsRequest) -> api_pb2.ListTwinsReply:
         store = self.node.store
         out = api_pb2.ListTwinsReply()
+        within = in_scope()  # a scoped caller lists its twins only, counted in total and limit as such
         for twin in store.twins():
             if twin.startswith("_") or (request.prefix and not twin.startswith(request.prefix)):
+                continue
+            if within is not None and not within(twin):
                 continue
             if store.get(twin, DELETED_FIELD) is True:
                 continue
