@@ -10,10 +10,10 @@ PY      := $(VENV)/bin/python
 STAMPS  := .stamps
 export PYO3_PYTHON := $(abspath $(PY))
 export CARGO_TERM_COLOR := never
-# The suite runs serially by default: it shares two cores with the brokers and node processes it starts, and
-# many tests wait on real processes. PYTEST_ARGS="-n 2 --dist loadgroup" runs it on pytest-xdist workers
+# The suite runs on two pytest-xdist workers: many tests wait on real processes, so two workers fill two cores
 # (tests/conftest.py keeps each file, and the directories that share a build or a server, on one worker).
-PYTEST_ARGS ?=
+# PYTEST_ARGS= runs it serially.
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 
 PY_SRC := drsdtp tests benches examples clients
 

@@ -1,16 +1,23 @@
-"""How the suite is split between pytest-xdist workers, when it runs on them (opt-in:
-``make test-python PYTEST_ARGS="-n 2 --dist loadgroup"``; serial by default).
+"""How the suite is split between pytest-xdist workers (``make test`` runs it with ``-n 2 --dist loadgroup``;
+``PYTEST_ARGS=`` runs it serially).
 
 A test file is the unit of distribution, so its module-scoped fixtures (brokers, servers, node processes)
-start once. A few directories share something bigger than a file and stay whole on one worker: the session's
-release build (deploy), the firmware built in place by make (firmware), and the README's commands run in the
-checkout (docs); and two whose runs are heavy enough that one at a time is what two cores carry: chaos (three
-node processes under timed faults) and dashboard (Chromium).
+start once and its tests run in order. A few directories share something bigger than a file and stay whole on
+one worker: the session's release build and the host paths it installs to (deploy), the firmware built in
+place by make (firmware), and the README's commands run in the checkout (docs); and two whose runs are heavy
+enough that one at a time is what two cores carry: chaos (three node processes under timed faults) and
+dashboard (Chromium).
+
+The grouping is a scheduler of our own, not ``xdist_group`` marks: pytest-xdist 3.8 passes a mark's group to
+its scheduler by rewriting the test's node id, which pytest 9.2's structured node ids ignore, so with marks
+every test silently became its own group (pytest-dev/pytest-xdist#1386) and a module's tests, with its
+module-scoped node, were spread over the workers.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,12 +32,15 @@ def distribution_group(path: Path) -> str:
     return relative.as_posix()
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # pytest-xdist declares this marker too; declared here so --strict-markers holds without it installed.
-    config.addinivalue_line("markers", "xdist_group(name): run the tests of one group on one xdist worker")
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under ``--dist loadgroup``: xdist's scope scheduler with our groups as its scopes."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
 
+    class ByDistributionGroup(LoadScopeScheduling):  # type: ignore[misc]  # xdist ships no types
+        def _split_scope(self, nodeid: str) -> str:
+            return distribution_group(config.rootpath / nodeid.split("::", 1)[0])
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(distribution_group(item.path)))
+    return ByDistributionGroup(config, log)
