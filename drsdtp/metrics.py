@@ -19,6 +19,8 @@ Exported (``source`` is an ingestion source, ``peer`` a peer name):
   503), ``quarantine_dropped_total``
 * ``drsdtp_peer_up{peer}`` 0/1, ``drsdtp_peers_up`` (how many are up)
 * ``drsdtp_replication_lag_seconds{peer}`` (only while known)
+* ``drsdtp_peer_clock_offset_seconds{peer}``, ``drsdtp_peer_digest_equal_age_seconds{peer}`` (replication
+  probes: only once measured)
 * ``drsdtp_peer_messages_{sent,received}_total{peer}``, ``drsdtp_peer_catchups_total{peer}``
 * ``drsdtp_clock_offset_seconds`` (absent while unknown), ``drsdtp_clock_offset_known`` 0/1
 * ``drsdtp_twins``, ``drsdtp_fields`` (store size)
@@ -43,6 +45,7 @@ import asyncio
 import logging
 import math
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Final
@@ -260,8 +263,25 @@ class _NodeCollector:
             "protocol violations.",
             labels=["peer", "reason"],
         )
+        offset = GaugeMetricFamily(
+            "drsdtp_peer_clock_offset_seconds",
+            "The peer's clock minus this node's, measured by replication probes (NTP-style).",
+            labels=["peer"],
+        )
+        digest_age = GaugeMetricFamily(
+            "drsdtp_peer_digest_equal_age_seconds",
+            "Seconds since the peer's state digest last equalled this node's (of the twins both replicate).",
+            labels=["peer"],
+        )
+        now = time.monotonic()
         count = 0
         for peer, stats in sorted(self.m._peers.items()):
+            measured = getattr(stats, "peer_offset_s", None)  # kept by the gossip layer's stats
+            if measured is not None:
+                offset.add_metric([peer], measured)
+            equal_at = getattr(stats, "digest_equal_at", None)
+            if equal_at is not None:
+                digest_age.add_metric([peer], max(0.0, now - equal_at))
             up.add_metric([peer], 1 if stats.up else 0)
             count += bool(stats.up)
             if stats.lag_s is not None:
@@ -277,7 +297,7 @@ class _NodeCollector:
                 if times is not None:
                     refused.add_metric([peer, reason], times)
         total = GaugeMetricFamily("drsdtp_peers_up", "Number of peers up.", value=count)
-        yield from (up, total, lag, sent, received, catchups, refused, throttled)
+        yield from (up, total, lag, sent, received, catchups, refused, throttled, offset, digest_age)
 
     def _clock(self) -> Iterator[Metric]:
         offset = self.m._clock() if self.m._clock is not None else None

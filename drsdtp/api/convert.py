@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from drsdtp._core import Store
-from drsdtp.api.node import LetterListing, NodeStatus, ReplayOutcome
+from drsdtp.api.node import LetterListing, NodeStatus, PeerState, ReplayOutcome
 from drsdtp.history.audit import AuditRecord
 from drsdtp.history.series import SeriesData
 from drsdtp.history.snapshots import SnapshotInfo
@@ -131,6 +131,17 @@ def audit_message(rec: AuditRecord) -> api_pb2.AuditRecord:
     )
 
 
+def peer_message(peer: PeerState) -> api_pb2.PeerStatus:
+    out = api_pb2.PeerStatus(
+        name=peer.name, address=peer.address, up=peer.up, lag_s=peer.lag_s, digest_equal=peer.digest_equal
+    )
+    for name in ("clock_offset_s", "round_trip_s", "digest_equal_age_s", "digest_checked_age_s"):
+        value = getattr(peer, name)
+        if value is not None:
+            setattr(out, name, value)
+    return out
+
+
 def status_message(status: NodeStatus) -> api_pb2.StatusReply:
     reply = api_pb2.StatusReply(
         node_id=status.node_id,
@@ -143,9 +154,7 @@ def status_message(status: NodeStatus) -> api_pb2.StatusReply:
         uptime_s=status.uptime_s,
         scopes=list(status.scopes),
         state_digest=status.state_digest,
-        peers=[
-            api_pb2.PeerStatus(name=p.name, address=p.address, up=p.up, lag_s=p.lag_s) for p in status.peers
-        ],
+        peers=[peer_message(p) for p in status.peers],
     )
     if status.clock_offset_s is not None:
         reply.clock_offset_s = status.clock_offset_s

@@ -54,6 +54,13 @@ class PeerState:
     address: str
     up: bool
     lag_s: float
+    # Measured by replication probes (drsdtp.gossip.probe): the peer's clock minus ours, the round trip,
+    # and convergence by state digest (the last comparison; seconds since digests were last equal, compared).
+    clock_offset_s: float | None = None
+    round_trip_s: float | None = None
+    digest_equal: bool = False
+    digest_equal_age_s: float | None = None
+    digest_checked_age_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ def make_hello(
             clock_offset_known=clock_offset_s is not None,
             clock_offset_s=clock_offset_s or 0.0,
             advertise=advertise,
+            probes=True,
         )
     )
 

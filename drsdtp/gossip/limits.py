@@ -37,6 +37,8 @@ class GossipLimits:
     reconnect_initial_s: float = 0.05
     reconnect_max_s: float = 2.0  # gRPC's own default would wait up to 120 s
     tick_s: float = 1.0  # housekeeping: lag figures, timers
+    # A clock and state probe to each peer that answers them this often (0: none; see gossip.probe).
+    probe_interval_s: float = 0.0
     # A digest or version split into parts is reassembled up to this size.
     max_reassembly_bytes: int = 64 * _MIB
     # Bytes per second read from one peer (0: unlimited); beyond it reading pauses and flow control slows
@@ -57,6 +59,7 @@ class GossipLimits:
             max_message_bytes=limits.max_message_bytes,
             buffer_entries=limits.peer_buffer,
             receive_bytes_per_s=limits.peer_receive_bytes_per_s,
+            probe_interval_s=2.0,
         )
         return dataclasses.replace(base, **overrides)
 

@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -47,6 +48,7 @@ from drsdtp.gossip import handshake
 from drsdtp.gossip.delta_log import DeltaLog
 from drsdtp.gossip.handshake import PROTOCOL_VERSION
 from drsdtp.gossip.limits import GossipLimits
+from drsdtp.gossip.probe import ClockFilter, DigestComparison, answer, digest64, question
 from drsdtp.gossip.scopes import ScopeFilter, version_twins
 from drsdtp.gossip.stats import GossipPeerStats, ReplicatorStats
 from drsdtp.wire.v1.peer_pb2 import (
@@ -56,6 +58,7 @@ from drsdtp.wire.v1.peer_pb2 import (
     Hello,
     Links,
     PeerMessage,
+    Probe,
     Reject,
     StateChunk,
     Version,
@@ -152,6 +155,10 @@ class PeerLink:
         self.peer_links: frozenset[str] = frozenset()  # the peer's live streams, as it last told us
         self.links_sent = -1  # the version of our own live-stream set the peer was last told
         self.reassembly: dict[tuple[str, int, bool], _Parts] = {}
+        self.probes = False  # the peer answers Probe messages (its Hello said so)
+        self.next_probe_at = now
+        self.clock = ClockFilter()
+        self.digests = DigestComparison()
 
 
 class AntiEntropy:
@@ -165,8 +172,11 @@ class AntiEntropy:
         limits: GossipLimits,
         *,
         incarnation: int,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        """``wall``: the wall clock probes measure offsets with (Unix seconds)."""
         self.store = store
+        self.wall = wall
         self.node_id = node_id
         self.scopes = tuple(scopes)
         self.limits = limits
@@ -205,6 +215,8 @@ class AntiEntropy:
             link.repair_wanted = True
         link.filter = ScopeFilter(self.store, self.scopes, hello.scopes)
         link.max_message_bytes = min(self.limits.max_message_bytes, hello.max_message_bytes)
+        link.probes = hello.probes
+        link.clock.outstanding = None  # a question asked on the old stream is never answered
         if hello.incarnation != link.receiver.incarnation:
             link.receiver = _Receiver(incarnation=hello.incarnation)
         link.connected = True
@@ -280,6 +292,8 @@ class AntiEntropy:
                     # not have got there: let a repair with `lost` settle it now, not at the next tick.
                     self.request_repair(lost)
                 link.peer_links = links
+            elif kind == "probe":
+                self._on_probe(link, message.probe, result, now)
             else:
                 raise _Violation(Reject.REASON_PROTOCOL, f"unexpected {kind or 'empty'} message")
         except _Violation as v:
@@ -407,6 +421,23 @@ class AntiEntropy:
             result.persist.append(chunk.state)
             result.changed.update(changed)
 
+    def _on_probe(self, link: PeerLink, probe: Probe, result: Inbound, now: float) -> None:
+        st = link.stats
+        if probe.answer:
+            if link.clock.answered(probe, self.wall()):
+                st.peer_offset_s, st.probe_round_trip_s = link.clock.best() or (None, None)
+            return
+        received = self.wall()
+        link.digests.compare(probe.state_digest, self._state_digest(link), now)
+        st.digest_equal, st.digest_checked_at = link.digests.equal, link.digests.checked_at
+        st.digest_equal_at = link.digests.equal_at
+        result.replies.append(answer(probe, received, self.wall()))
+
+    def _state_digest(self, link: PeerLink) -> int:
+        """Our digest of the twins this peer replicates too (what its probes' digests are compared with)."""
+        assert link.filter is not None
+        return digest64(link.filter.digest(self.store.digest()))
+
     def _on_reject(self, link: PeerLink, reject: Reject) -> None:
         link.stats.rejected_by_peer += 1
         reason = Reject.Reason.Name(reject.reason) if reject.reason in Reject.Reason.values() else "?"
@@ -459,6 +490,11 @@ class AntiEntropy:
             link.repair_wanted = True
         if link.repair_wanted or (link.repair_owner and now >= link.next_repair_at):
             out += self._start_repair(link, now)
+        if link.probes and self.limits.probe_interval_s > 0 and now >= link.next_probe_at:
+            link.next_probe_at = now + self.limits.probe_interval_s
+            origin = self.wall()
+            link.clock.asked(origin)
+            out.insert(0, question(origin, self._state_digest(link)))  # ahead of big batches: less skew
         if link.sent > link.acked and now - link.last_progress >= self.limits.retransmit_after_s:
             link.resend_until = link.sent
             link.sent = link.acked

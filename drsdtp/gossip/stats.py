@@ -38,6 +38,12 @@ class GossipPeerStats(PeerStats):
     throttled_s: float = 0.0  # time reading from the peer paused for limits.receive_bytes_per_s
     incarnation: int = 0  # the peer's process incarnation seen last
     clock_offset_s: float | None = None  # the peer's own NTP offset, as it reported it
+    # Measured by probes (drsdtp.gossip.probe): the peer's clock minus ours, and the exchange's round trip.
+    peer_offset_s: float | None = None
+    probe_round_trip_s: float | None = None
+    digest_equal: bool = False  # the peer's last digest equalled ours when it arrived
+    digest_checked_at: float | None = None  # monotonic time of that comparison
+    digest_equal_at: float | None = None  # monotonic time digests were last equal
     last_error: str = ""
 
 

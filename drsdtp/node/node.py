@@ -32,6 +32,7 @@ from drsdtp.errors import PreconditionError
 from drsdtp.gossip.membership import members
 from drsdtp.gossip.replicator import Replicator
 from drsdtp.gossip.scopes import SCOPE_FIELD
+from drsdtp.gossip.stats import GossipPeerStats
 from drsdtp.history.series import SeriesData
 from drsdtp.ingest.deadletters import DeadLetterOptions, DeadLetterStore
 from drsdtp.intelligence.anomalies import AnomalyJournal
@@ -329,7 +330,7 @@ class Node:
             state_digest=self.state_digest(),
             ingest=dict(self.intake.totals()),
             peers=tuple(
-                PeerState(name, addresses.get(name, ""), peer.up, peer.lag_s or 0.0)
+                peer_state(name, addresses.get(name, ""), peer, time.monotonic())
                 for name, peer in sorted(self.replicator.peer_stats().items())
             ),
             recovery_unaccepted=len(self.recovery.unaccepted),
@@ -555,3 +556,22 @@ def _retrieve(future: asyncio.Future[None]) -> None:
     """A failed commit is reported to the writers of the same group; here it only must not go unretrieved."""
     if not future.cancelled():
         future.exception()
+
+
+def peer_state(name: str, address: str, peer: GossipPeerStats, now: float) -> PeerState:
+    """What Status says of one peer (``now``: the monotonic clock the replicator's times are on)."""
+
+    def age(at: float | None) -> float | None:
+        return None if at is None else max(0.0, now - at)
+
+    return PeerState(
+        name,
+        address,
+        peer.up,
+        peer.lag_s or 0.0,
+        clock_offset_s=peer.peer_offset_s,
+        round_trip_s=peer.probe_round_trip_s,
+        digest_equal=peer.digest_equal,
+        digest_equal_age_s=age(peer.digest_equal_at),
+        digest_checked_age_s=age(peer.digest_checked_at),
+    )

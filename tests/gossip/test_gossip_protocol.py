@@ -4,6 +4,8 @@ chunked repairs, scope filtering and the handshake checks."""
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -12,7 +14,7 @@ from drsdtp.gossip.errors import HandshakeRefused, Refusal
 from drsdtp.gossip.limits import GossipLimits
 from drsdtp.gossip.protocol import AntiEntropy, Inbound, PeerLink, _Receiver
 from drsdtp.gossip.scopes import ScopeFilter
-from drsdtp.wire.v1.peer_pb2 import DeltaBatch, Digest, PeerMessage, Reject
+from drsdtp.wire.v1.peer_pb2 import DeltaBatch, Digest, PeerMessage, Probe, Reject
 
 from .support import hello
 
@@ -21,11 +23,15 @@ LIMITS = GossipLimits(repair_interval_s=1e9, retransmit_after_s=5.0)
 
 class Node:
     def __init__(
-        self, name: str, limits: GossipLimits = LIMITS, scopes: tuple[str, ...] = ("default",)
+        self,
+        name: str,
+        limits: GossipLimits = LIMITS,
+        scopes: tuple[str, ...] = ("default",),
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
         self.store = Store(replica_id(name))
-        self.core = AntiEntropy(self.store, name, scopes, limits, incarnation=replica_id(name))
+        self.core = AntiEntropy(self.store, name, scopes, limits, incarnation=replica_id(name), wall=wall)
         self.persisted: list[bytes] = []
 
     def write(self, twin: str, field: str, value: float | str) -> bytes:
@@ -399,3 +405,61 @@ def test_a_delta_refused_for_clock_skew_is_repaired_once_the_clock_caught_up() -
     while out:
         out = deliver(a, la, deliver(b, lb, out, 1.6), 1.6)
     assert a.store.get("press", "temp") == 90.0
+
+
+# --- probes: clock offset and convergence by state digest --------------------------------------------------
+
+
+def test_probes_measure_the_peer_clock_offset_and_compare_state_digests() -> None:
+    """b's wall clock is 5 s ahead of a's. An exchange with no delay measures +5 s; a later one delayed 10 ms
+    out and 200 ms back is skewed by the asymmetry and loses to it (the shortest round trip wins). Digests are
+    equal once both hold the same twins, and unequal while b holds a write a lacks."""
+    clock = {"a": 1000.0}
+    limits = dataclasses.replace(LIMITS, probe_interval_s=2.0)
+
+    def wall_a() -> float:
+        return clock["a"]
+
+    def wall_b() -> float:
+        return clock["a"] + 5.0
+
+    a, b = Node("a", limits, wall=wall_a), Node("b", limits, wall=wall_b)
+    la, lb = connect(a, b)
+    a.write("pump", "flow", 1.0)
+    settle([(a, la, b, lb), (b, lb, a, la)])  # the first probes went with the repairs, without delay
+    assert (la.stats.peer_offset_s, la.stats.probe_round_trip_s) == (5.0, 0.0)
+
+    def probe(now: float, out_s: float = 0.0, back_s: float = 0.0) -> None:
+        (question,) = [m for m in a.core.outgoing(la, now) if m.WhichOneof("kind") == "probe"]
+        clock["a"] += out_s
+        (reply,) = deliver(b, lb, [question], now)
+        assert reply.probe.answer
+        clock["a"] += back_s
+        assert deliver(a, la, [reply], now) == []
+
+    probe(10.0, out_s=0.01, back_s=0.2)
+    round_trip, offset = la.clock.samples[-1]
+    assert round_trip == pytest.approx(0.21) and offset == pytest.approx(4.905)
+    assert (la.stats.peer_offset_s, la.stats.probe_round_trip_s) == (5.0, 0.0)
+    assert lb.stats.digest_equal and lb.stats.digest_equal_at == 10.0
+    b.write("pump", "speed", 3.0)  # not sent yet: b's state is ahead of a's
+    probe(20.0)
+    assert not lb.stats.digest_equal and lb.stats.digest_checked_at == 20.0
+    assert lb.stats.digest_equal_at == 10.0  # the age a dashboard shows grows from there
+    settle([(a, la, b, lb), (b, lb, a, la)], now=20.0)
+    probe(30.0)
+    assert lb.stats.digest_equal and lb.stats.digest_equal_at == 30.0
+    # An answer to no question of ours (a replay) is not a sample.
+    before = la.stats.peer_offset_s
+    stray = PeerMessage(probe=Probe(answer=True, origin_s=1.0, received_s=100.0, answered_s=100.0))
+    assert deliver(a, la, [stray]) == []
+    assert la.stats.peer_offset_s == before
+
+
+def test_no_probe_to_a_peer_that_does_not_answer_them() -> None:
+    limits = dataclasses.replace(LIMITS, probe_interval_s=1.0)
+    a, b = Node("a", limits), Node("b", limits)
+    old = b.core.hello()
+    old.hello.probes = False  # a node from before probes: it would refuse them
+    la = a.core.open(a.core.check_hello(old, expected="b"), 0.0)
+    assert "probe" not in kinds(a.core.outgoing(la, 5.0))

@@ -157,10 +157,27 @@ class PeerStatus(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     UP_FIELD_NUMBER: _builtins.int
     LAG_S_FIELD_NUMBER: _builtins.int
+    CLOCK_OFFSET_S_FIELD_NUMBER: _builtins.int
+    ROUND_TRIP_S_FIELD_NUMBER: _builtins.int
+    DIGEST_EQUAL_FIELD_NUMBER: _builtins.int
+    DIGEST_EQUAL_AGE_S_FIELD_NUMBER: _builtins.int
+    DIGEST_CHECKED_AGE_S_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     address: _builtins.str
     up: _builtins.bool
     lag_s: _builtins.float
+    clock_offset_s: _builtins.float
+    """(dashboard) The peer's clock minus this node's, in seconds, measured over the replication stream
+    (NTP-style probes; the sample with the shortest round trip of the last few); absent until measured.
+    """
+    round_trip_s: _builtins.float
+    digest_equal: _builtins.bool
+    """(dashboard) Convergence by state digest: the peer's digest of the twins both replicate, compared with
+    this node's when the peer's probe arrived. Whether the last comparison found them equal, and how many
+    seconds ago digests were last equal and last compared (absent: never).
+    """
+    digest_equal_age_s: _builtins.float
+    digest_checked_age_s: _builtins.float
     def __init__(
         self,
         *,
@@ -168,12 +185,32 @@ class PeerStatus(_message.Message):
         address: _builtins.str = ...,
         up: _builtins.bool = ...,
         lag_s: _builtins.float = ...,
+        clock_offset_s: _builtins.float | None = ...,
+        round_trip_s: _builtins.float | None = ...,
+        digest_equal: _builtins.bool = ...,
+        digest_equal_age_s: _builtins.float | None = ...,
+        digest_checked_age_s: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_s", b"_clock_offset_s", "_digest_checked_age_s", b"_digest_checked_age_s", "_digest_equal_age_s", b"_digest_equal_age_s", "_round_trip_s", b"_round_trip_s", "clock_offset_s", b"clock_offset_s", "digest_checked_age_s", b"digest_checked_age_s", "digest_equal_age_s", b"digest_equal_age_s", "round_trip_s", b"round_trip_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "lag_s", b"lag_s", "name", b"name", "up", b"up"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_s", b"_clock_offset_s", "_digest_checked_age_s", b"_digest_checked_age_s", "_digest_equal_age_s", b"_digest_equal_age_s", "_round_trip_s", b"_round_trip_s", "address", b"address", "clock_offset_s", b"clock_offset_s", "digest_checked_age_s", b"digest_checked_age_s", "digest_equal", b"digest_equal", "digest_equal_age_s", b"digest_equal_age_s", "lag_s", b"lag_s", "name", b"name", "round_trip_s", b"round_trip_s", "up", b"up"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__clock_offset_s: _TypeAlias = _typing.Literal["clock_offset_s"]  # noqa: Y015
+    _WhichOneofArgType__clock_offset_s: _TypeAlias = _typing.Literal["_clock_offset_s", b"_clock_offset_s"]  # noqa: Y015
+    _WhichOneofReturnType__digest_checked_age_s: _TypeAlias = _typing.Literal["digest_checked_age_s"]  # noqa: Y015
+    _WhichOneofArgType__digest_checked_age_s: _TypeAlias = _typing.Literal["_digest_checked_age_s", b"_digest_checked_age_s"]  # noqa: Y015
+    _WhichOneofReturnType__digest_equal_age_s: _TypeAlias = _typing.Literal["digest_equal_age_s"]  # noqa: Y015
+    _WhichOneofArgType__digest_equal_age_s: _TypeAlias = _typing.Literal["_digest_equal_age_s", b"_digest_equal_age_s"]  # noqa: Y015
+    _WhichOneofReturnType__round_trip_s: _TypeAlias = _typing.Literal["round_trip_s"]  # noqa: Y015
+    _WhichOneofArgType__round_trip_s: _TypeAlias = _typing.Literal["_round_trip_s", b"_round_trip_s"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__clock_offset_s) -> _WhichOneofReturnType__clock_offset_s | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__digest_checked_age_s) -> _WhichOneofReturnType__digest_checked_age_s | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__digest_equal_age_s) -> _WhichOneofReturnType__digest_equal_age_s | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__round_trip_s) -> _WhichOneofReturnType__round_trip_s | None: ...
 
 Global___PeerStatus: _TypeAlias = PeerStatus  # noqa: Y015
 

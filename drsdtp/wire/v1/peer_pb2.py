@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64rsdtp/wire/v1/peer.proto\x12\x0e\x64rsdtp.wire.v1\"\xe4\x02\n\x0bPeerMessage\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x15.drsdtp.wire.v1.HelloH\x00\x12,\n\x06\x64\x65ltas\x18\x02 \x01(\x0b\x32\x1a.drsdtp.wire.v1.DeltaBatchH\x00\x12\"\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x13.drsdtp.wire.v1.AckH\x00\x12(\n\x06\x64igest\x18\x04 \x01(\x0b\x32\x16.drsdtp.wire.v1.DigestH\x00\x12*\n\x07version\x18\x05 \x01(\x0b\x32\x17.drsdtp.wire.v1.VersionH\x00\x12+\n\x05\x63hunk\x18\x06 \x01(\x0b\x32\x1a.drsdtp.wire.v1.StateChunkH\x00\x12(\n\x06reject\x18\x07 \x01(\x0b\x32\x16.drsdtp.wire.v1.RejectH\x00\x12&\n\x05links\x18\x08 \x01(\x0b\x32\x15.drsdtp.wire.v1.LinksH\x00\x42\x06\n\x04kind\"\xdc\x01\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x14\n\x0cstate_format\x18\x02 \x01(\r\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x13\n\x0bincarnation\x18\x04 \x01(\x06\x12\x0b\n\x03hlc\x18\x05 \x01(\x04\x12\x0e\n\x06scopes\x18\x06 \x03(\t\x12\x19\n\x11max_message_bytes\x18\x07 \x01(\x04\x12\x1a\n\x12\x63lock_offset_known\x18\x08 \x01(\x08\x12\x16\n\x0e\x63lock_offset_s\x18\t \x01(\x01\x12\x11\n\tadvertise\x18\n \x01(\t\"L\n\nDeltaBatch\x12\x0c\n\x04\x62\x61se\x18\x01 \x01(\x04\x12\x10\n\x08\x66rom_seq\x18\x02 \x01(\x04\x12\x0e\n\x06to_seq\x18\x03 \x01(\x04\x12\x0e\n\x06\x64\x65ltas\x18\x04 \x03(\x0c\"\x12\n\x03\x41\x63k\x12\x0b\n\x03seq\x18\x01 \x01(\x04\"B\n\x06\x44igest\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0c\n\x04part\x18\x02 \x01(\r\x12\r\n\x05parts\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"X\n\x07Version\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0c\n\x04part\x18\x02 \x01(\r\x12\r\n\x05parts\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x13\n\x0breciprocate\x18\x05 \x01(\x08\"H\n\nStateChunk\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\r\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\r\n\x05state\x18\x04 \x01(\x0c\"\x16\n\x05Links\x12\r\n\x05peers\x18\x01 \x03(\t\"\xe1\x01\n\x06Reject\x12-\n\x06reason\x18\x01 \x01(\x0e\x32\x1d.drsdtp.wire.v1.Reject.Reason\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x8a\x01\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x14\n\x10REASON_MALFORMED\x10\x01\x12\x14\n\x10REASON_OVERSIZED\x10\x02\x12\x15\n\x11REASON_CLOCK_SKEW\x10\x03\x12\x13\n\x0fREASON_PROTOCOL\x10\x04\x12\x10\n\x0cREASON_LIMIT\x10\x05\x32N\n\x04Peer\x12\x46\n\x06Gossip\x12\x1b.drsdtp.wire.v1.PeerMessage\x1a\x1b.drsdtp.wire.v1.PeerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64rsdtp/wire/v1/peer.proto\x12\x0e\x64rsdtp.wire.v1\"\x8c\x03\n\x0bPeerMessage\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x15.drsdtp.wire.v1.HelloH\x00\x12,\n\x06\x64\x65ltas\x18\x02 \x01(\x0b\x32\x1a.drsdtp.wire.v1.DeltaBatchH\x00\x12\"\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x13.drsdtp.wire.v1.AckH\x00\x12(\n\x06\x64igest\x18\x04 \x01(\x0b\x32\x16.drsdtp.wire.v1.DigestH\x00\x12*\n\x07version\x18\x05 \x01(\x0b\x32\x17.drsdtp.wire.v1.VersionH\x00\x12+\n\x05\x63hunk\x18\x06 \x01(\x0b\x32\x1a.drsdtp.wire.v1.StateChunkH\x00\x12(\n\x06reject\x18\x07 \x01(\x0b\x32\x16.drsdtp.wire.v1.RejectH\x00\x12&\n\x05links\x18\x08 \x01(\x0b\x32\x15.drsdtp.wire.v1.LinksH\x00\x12&\n\x05probe\x18\t \x01(\x0b\x32\x15.drsdtp.wire.v1.ProbeH\x00\x42\x06\n\x04kind\"\xec\x01\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x14\n\x0cstate_format\x18\x02 \x01(\r\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x13\n\x0bincarnation\x18\x04 \x01(\x06\x12\x0b\n\x03hlc\x18\x05 \x01(\x04\x12\x0e\n\x06scopes\x18\x06 \x03(\t\x12\x19\n\x11max_message_bytes\x18\x07 \x01(\x04\x12\x1a\n\x12\x63lock_offset_known\x18\x08 \x01(\x08\x12\x16\n\x0e\x63lock_offset_s\x18\t \x01(\x01\x12\x11\n\tadvertise\x18\n \x01(\t\x12\x0e\n\x06probes\x18\x0b \x01(\x08\"L\n\nDeltaBatch\x12\x0c\n\x04\x62\x61se\x18\x01 \x01(\x04\x12\x10\n\x08\x66rom_seq\x18\x02 \x01(\x04\x12\x0e\n\x06to_seq\x18\x03 \x01(\x04\x12\x0e\n\x06\x64\x65ltas\x18\x04 \x03(\x0c\"\x12\n\x03\x41\x63k\x12\x0b\n\x03seq\x18\x01 \x01(\x04\"B\n\x06\x44igest\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0c\n\x04part\x18\x02 \x01(\r\x12\r\n\x05parts\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"X\n\x07Version\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0c\n\x04part\x18\x02 \x01(\r\x12\r\n\x05parts\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x13\n\x0breciprocate\x18\x05 \x01(\x08\"H\n\nStateChunk\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\r\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\r\n\x05state\x18\x04 \x01(\x0c\"\x16\n\x05Links\x12\r\n\x05peers\x18\x01 \x03(\t\"\xe1\x01\n\x06Reject\x12-\n\x06reason\x18\x01 \x01(\x0e\x32\x1d.drsdtp.wire.v1.Reject.Reason\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x8a\x01\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x14\n\x10REASON_MALFORMED\x10\x01\x12\x14\n\x10REASON_OVERSIZED\x10\x02\x12\x15\n\x11REASON_CLOCK_SKEW\x10\x03\x12\x13\n\x0fREASON_PROTOCOL\x10\x04\x12\x10\n\x0cREASON_LIMIT\x10\x05\"g\n\x05Probe\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\x08\x12\x10\n\x08origin_s\x18\x02 \x01(\x01\x12\x12\n\nreceived_s\x18\x03 \x01(\x01\x12\x12\n\nanswered_s\x18\x04 \x01(\x01\x12\x14\n\x0cstate_digest\x18\x05 \x01(\x06\x32N\n\x04Peer\x12\x46\n\x06Gossip\x12\x1b.drsdtp.wire.v1.PeerMessage\x1a\x1b.drsdtp.wire.v1.PeerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,25 +32,27 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'drsdtp.wire.v1.peer_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PEERMESSAGE']._serialized_start=46
-  _globals['_PEERMESSAGE']._serialized_end=402
-  _globals['_HELLO']._serialized_start=405
-  _globals['_HELLO']._serialized_end=625
-  _globals['_DELTABATCH']._serialized_start=627
-  _globals['_DELTABATCH']._serialized_end=703
-  _globals['_ACK']._serialized_start=705
-  _globals['_ACK']._serialized_end=723
-  _globals['_DIGEST']._serialized_start=725
-  _globals['_DIGEST']._serialized_end=791
-  _globals['_VERSION']._serialized_start=793
-  _globals['_VERSION']._serialized_end=881
-  _globals['_STATECHUNK']._serialized_start=883
-  _globals['_STATECHUNK']._serialized_end=955
-  _globals['_LINKS']._serialized_start=957
-  _globals['_LINKS']._serialized_end=979
-  _globals['_REJECT']._serialized_start=982
-  _globals['_REJECT']._serialized_end=1207
-  _globals['_REJECT_REASON']._serialized_start=1069
-  _globals['_REJECT_REASON']._serialized_end=1207
-  _globals['_PEER']._serialized_start=1209
-  _globals['_PEER']._serialized_end=1287
+  _globals['_PEERMESSAGE']._serialized_end=442
+  _globals['_HELLO']._serialized_start=445
+  _globals['_HELLO']._serialized_end=681
+  _globals['_DELTABATCH']._serialized_start=683
+  _globals['_DELTABATCH']._serialized_end=759
+  _globals['_ACK']._serialized_start=761
+  _globals['_ACK']._serialized_end=779
+  _globals['_DIGEST']._serialized_start=781
+  _globals['_DIGEST']._serialized_end=847
+  _globals['_VERSION']._serialized_start=849
+  _globals['_VERSION']._serialized_end=937
+  _globals['_STATECHUNK']._serialized_start=939
+  _globals['_STATECHUNK']._serialized_end=1011
+  _globals['_LINKS']._serialized_start=1013
+  _globals['_LINKS']._serialized_end=1035
+  _globals['_REJECT']._serialized_start=1038
+  _globals['_REJECT']._serialized_end=1263
+  _globals['_REJECT_REASON']._serialized_start=1125
+  _globals['_REJECT_REASON']._serialized_end=1263
+  _globals['_PROBE']._serialized_start=1265
+  _globals['_PROBE']._serialized_end=1368
+  _globals['_PEER']._serialized_start=1370
+  _globals['_PEER']._serialized_end=1448
 # @@protoc_insertion_point(module_scope)

@@ -17,6 +17,7 @@ Hello first; after that either side may send any message, in any order:
               to them (the sender delivers those itself), which keeps a full mesh from carrying each
               delta once per relay
   Reject      a message (or part of one) was refused; the detail says why
+  Probe       a clock and state probe (only to a peer whose Hello says `probes`), answered at once
 """
 
 from collections import abc as _abc
@@ -47,6 +48,7 @@ class PeerMessage(_message.Message):
     CHUNK_FIELD_NUMBER: _builtins.int
     REJECT_FIELD_NUMBER: _builtins.int
     LINKS_FIELD_NUMBER: _builtins.int
+    PROBE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
@@ -63,6 +65,8 @@ class PeerMessage(_message.Message):
     def reject(self) -> Global___Reject: ...
     @_builtins.property
     def links(self) -> Global___Links: ...
+    @_builtins.property
+    def probe(self) -> Global___Probe: ...
     def __init__(
         self,
         *,
@@ -74,12 +78,13 @@ class PeerMessage(_message.Message):
         chunk: Global___StateChunk | None = ...,
         reject: Global___Reject | None = ...,
         links: Global___Links | None = ...,
+        probe: Global___Probe | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "chunk", b"chunk", "deltas", b"deltas", "digest", b"digest", "hello", b"hello", "kind", b"kind", "links", b"links", "reject", b"reject", "version", b"version"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "chunk", b"chunk", "deltas", b"deltas", "digest", b"digest", "hello", b"hello", "kind", b"kind", "links", b"links", "probe", b"probe", "reject", b"reject", "version", b"version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "chunk", b"chunk", "deltas", b"deltas", "digest", b"digest", "hello", b"hello", "kind", b"kind", "links", b"links", "reject", b"reject", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "chunk", b"chunk", "deltas", b"deltas", "digest", b"digest", "hello", b"hello", "kind", b"kind", "links", b"links", "probe", b"probe", "reject", b"reject", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "deltas", "ack", "digest", "version", "chunk", "reject", "links"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "deltas", "ack", "digest", "version", "chunk", "reject", "links", "probe"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -104,6 +109,7 @@ class Hello(_message.Message):
     CLOCK_OFFSET_KNOWN_FIELD_NUMBER: _builtins.int
     CLOCK_OFFSET_S_FIELD_NUMBER: _builtins.int
     ADVERTISE_FIELD_NUMBER: _builtins.int
+    PROBES_FIELD_NUMBER: _builtins.int
     protocol_version: _builtins.int
     state_format: _builtins.int
     """crdt_core FORMAT_VERSION of the payloads"""
@@ -119,6 +125,8 @@ class Hello(_message.Message):
     """the sender's NTP offset (server minus local), when known"""
     advertise: _builtins.str
     """host:port where the sender accepts peer streams ("" if unknown)"""
+    probes: _builtins.bool
+    """the sender answers Probe messages (older nodes refuse them)"""
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """the scopes the sender replicates; only the intersection is exchanged"""
@@ -136,10 +144,11 @@ class Hello(_message.Message):
         clock_offset_known: _builtins.bool = ...,
         clock_offset_s: _builtins.float = ...,
         advertise: _builtins.str = ...,
+        probes: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["advertise", b"advertise", "clock_offset_known", b"clock_offset_known", "clock_offset_s", b"clock_offset_s", "hlc", b"hlc", "incarnation", b"incarnation", "max_message_bytes", b"max_message_bytes", "node_id", b"node_id", "protocol_version", b"protocol_version", "scopes", b"scopes", "state_format", b"state_format"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["advertise", b"advertise", "clock_offset_known", b"clock_offset_known", "clock_offset_s", b"clock_offset_s", "hlc", b"hlc", "incarnation", b"incarnation", "max_message_bytes", b"max_message_bytes", "node_id", b"node_id", "probes", b"probes", "protocol_version", b"protocol_version", "scopes", b"scopes", "state_format", b"state_format"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -370,3 +379,44 @@ class Reject(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Reject: _TypeAlias = Reject  # noqa: Y015
+
+@_typing.final
+class Probe(_message.Message):
+    """A clock and state probe, NTP-style (RFC 5905's on-wire exchange). The asker sends a question with its wall
+    clock and its state digest; the answerer compares that digest with its own and answers with the question's
+    origin and its own receive and transmit times, from which the asker computes the offset between the two
+    clocks ((received - origin + answered - arrival) / 2) and the round trip. Times are Unix seconds.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANSWER_FIELD_NUMBER: _builtins.int
+    ORIGIN_S_FIELD_NUMBER: _builtins.int
+    RECEIVED_S_FIELD_NUMBER: _builtins.int
+    ANSWERED_S_FIELD_NUMBER: _builtins.int
+    STATE_DIGEST_FIELD_NUMBER: _builtins.int
+    answer: _builtins.bool
+    origin_s: _builtins.float
+    """the asker's clock when it sent the question (echoed in the answer)"""
+    received_s: _builtins.float
+    """answer: the answerer's clock when the question arrived"""
+    answered_s: _builtins.float
+    """answer: the answerer's clock when it answered"""
+    state_digest: _builtins.int
+    """question: blake2b-64 of the asker's digest of the twins both nodes replicate (their scopes' intersection)"""
+    def __init__(
+        self,
+        *,
+        answer: _builtins.bool = ...,
+        origin_s: _builtins.float = ...,
+        received_s: _builtins.float = ...,
+        answered_s: _builtins.float = ...,
+        state_digest: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "answered_s", b"answered_s", "origin_s", b"origin_s", "received_s", b"received_s", "state_digest", b"state_digest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Probe: _TypeAlias = Probe  # noqa: Y015

@@ -17,6 +17,7 @@ Hello first; after that either side may send any message, in any order:
               to them (the sender delivers those itself), which keeps a full mesh from carrying each
               delta once per relay
   Reject      a message (or part of one) was refused; the detail says why
+  Probe       a clock and state probe (only to a peer whose Hello says `probes`), answered at once
 """
 
 from collections import abc as _abc
