@@ -569,6 +569,35 @@ impl Store {
         Some(LwwReg::new(s.cell.to_value()?, s.stamp, Dot::new(writer, s.counter)))
     }
 
+    /// Every field of a twin with the version of its state, sorted by name (the field `get` reads): a
+    /// digest of the events that made the state (a register's write, a counter's last dot per writer, a
+    /// set's or a multi-value register's own causal context). Replicas that hold the same events give the
+    /// same version and every later event of the field gives another, so (twin, field, version) names one
+    /// state of a field across the cluster (what a northbound sink keys a change by).
+    pub fn field_versions(&self, twin: &str) -> Option<Vec<(String, u64)>> {
+        let t = self.twin_by_name(twin)?;
+        let mut out: Vec<(String, u64)> = Vec::with_capacity(t.slots.len());
+        let mut last: Option<u32> = None;
+        for s in &t.slots {
+            if last == Some(s.field) {
+                continue;
+            }
+            last = Some(s.field);
+            let version = match &s.cell {
+                Cell::Counter(c) => fnv(c.entries().iter().flat_map(|e| [e.replica, e.counter])),
+                Cell::Set(set) => set.context().digest(),
+                Cell::Multi(r) => r.context().digest(),
+                _ => {
+                    let writer = self.writers.get(s.writer as usize).copied().unwrap_or(0);
+                    fnv([s.stamp, writer, s.counter])
+                }
+            };
+            out.push((self.field_names.name(s.field).to_owned(), version));
+        }
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Some(out)
+    }
+
     /// All fields of a twin, sorted by name (one value per name, as `get`).
     pub fn fields(&self, twin: &str) -> Option<Vec<(String, FieldValue)>> {
         let t = self.twin_by_name(twin)?;
@@ -621,4 +650,16 @@ impl Store {
 pub(crate) fn unreachable_kind() -> ! {
     // `find` located a slot of the requested kind, so the match above always succeeds.
     unreachable!("slot kind changed under a find")
+}
+
+/// FNV-1a over little-endian words (stable on every platform and build, as `Context::digest`).
+fn fnv(words: impl IntoIterator<Item = u64>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for w in words {
+        for b in w.to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
 }

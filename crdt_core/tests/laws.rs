@@ -413,3 +413,44 @@ proptest! {
         prop_assert!(s.twins_page(None, "", 0).is_empty());
     }
 }
+
+/// A field's version names its state across replicas: equal after an exchange, new after every event of
+/// that field (also one that brings back an earlier value), unchanged by the twin's other fields.
+#[test]
+fn field_versions_name_a_fields_state_on_every_replica() {
+    let (mut a, mut b) = (replica(1), replica(2));
+    let versions = |s: &Store| s.field_versions("t").unwrap().into_iter().collect::<std::collections::BTreeMap<_, _>>();
+    a.set("t", "meta.site", Value::Str("north".into())).unwrap();
+    a.add("t", "tags", "x").unwrap();
+    a.desire("t", "sp", Value::F64(20.0)).unwrap();
+    a.increment("t", "n", 2).unwrap();
+    b.merge(&a.encode_state(None)).unwrap();
+    let first = versions(&a);
+    assert_eq!(first.keys().map(String::as_str).collect::<Vec<_>>(), ["meta.site", "n", "sp", "tags"]);
+    assert_eq!(versions(&b), first);
+    a.set("t", "x", Value::F64(1.0)).unwrap(); // another field: these keep their versions
+    let mut seen: BTreeSet<u64> = first.values().copied().collect();
+    for (field, op) in [("tags", 0), ("tags", 1), ("sp", 2), ("sp", 3), ("sp", 4), ("n", 5), ("meta.site", 6)] {
+        let before = versions(&a);
+        match op {
+            0 => a.remove("t", "tags", "x"),
+            1 => a.add("t", "tags", "x"), // the same elements as at first, a new state all the same
+            2 => a.clear_desired("t", "sp"),
+            3 => a.desire("t", "sp", Value::F64(20.0)),
+            4 => b.desire("t", "sp", Value::F64(21.0)).and_then(|d| a.merge(&d).map(|_| d)), // a conflict
+            5 => a.increment("t", "n", -2),
+            _ => a.set("t", "meta.site", Value::Str("north".into())),
+        }
+        .unwrap();
+        let after = versions(&a);
+        for (name, version) in &after {
+            if name == field {
+                assert!(seen.insert(*version), "{field}: op {op} gave a version seen before");
+            } else if name != "x" {
+                assert_eq!(before.get(name), Some(version), "{name} moved with {field}");
+            }
+        }
+    }
+    b.merge(&a.encode_state(None)).unwrap();
+    assert_eq!(versions(&b), versions(&a));
+}

@@ -280,6 +280,11 @@ impl Store {
         Ok(d)
     }
 
+    /// Every field of a twin with the version of its state (`crdt_core::Store::field_versions`).
+    fn field_versions(&self, twin: &str) -> Option<Vec<(String, u64)>> {
+        self.lock().field_versions(twin)
+    }
+
     fn twins(&self) -> Vec<String> {
         self.lock().twins()
     }
