@@ -409,6 +409,9 @@ class PostgresConfig:
     read_back: bool = True
     # Anomalies, alarm and command transitions to `drsdtp_events` (drsdtp.northbound.postgres.events).
     events: bool = True
+    # Desired values, metadata, tags, relations, twins created and deleted to `drsdtp_twin_changes`
+    # (drsdtp.northbound.postgres.changes).
+    changes: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,14 @@ from drsdtp.node.intake import Intake
 from drsdtp.node.peer_readings import PeerReadings
 from drsdtp.node.recovery import accept, register_metrics
 from drsdtp.node.snapshots import SnapshotService
-from drsdtp.northbound.postgres import EventSink, PostgresSink, add_event_metrics, add_sink_metrics
+from drsdtp.northbound.postgres import (
+    ChangeSink,
+    EventSink,
+    PostgresSink,
+    add_change_metrics,
+    add_event_metrics,
+    add_sink_metrics,
+)
 from drsdtp.northbound.sparkplug import SparkplugPublisher, add_publisher_metrics
 from drsdtp.recovery import QuarantineEntry, RecoveryLedger
 from drsdtp.relations.service import RelationService
@@ -302,6 +309,10 @@ class Node:
                 commands=self.actuation.book,
             )
             add_event_metrics(self.metrics, self.postgres_events)
+        self.postgres_changes: ChangeSink | None = None
+        if self.postgres is not None and self.postgres.config.changes:
+            self.postgres_changes = ChangeSink(self.postgres.config, config.node_id, self._store, self._feed)
+            add_change_metrics(self.metrics, self.postgres_changes)
         self._stack: contextlib.AsyncExitStack | None = None
 
     # ----- the NodeApi of the API (drsdtp.api.node) -------------------------------------------------
@@ -525,6 +536,7 @@ class Node:
             *([self.history] if self.history is not None else []),
             *([self.postgres] if self.postgres is not None else []),
             *([self.postgres_events] if self.postgres_events is not None else []),
+            *([self.postgres_changes] if self.postgres_changes is not None else []),
             self.intelligence,
             self.replicator,
             self.relation_service,

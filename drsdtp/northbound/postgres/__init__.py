@@ -9,16 +9,46 @@ budget or torn by a crash), ``drsdtp_postgres_connected`` 0/1, ``drsdtp_postgres
 beyond what the database holds), and for reading history back ``drsdtp_postgres_archive_queries_total``,
 ``drsdtp_postgres_archive_points_total`` and ``drsdtp_postgres_archive_failures_total``; for events
 (:mod:`~drsdtp.northbound.postgres.events`) ``drsdtp_postgres_events_total``,
-``drsdtp_postgres_duplicate_events_total`` and ``drsdtp_postgres_events_connected``.
+``drsdtp_postgres_duplicate_events_total`` and ``drsdtp_postgres_events_connected``; for twin changes
+(:mod:`~drsdtp.northbound.postgres.changes`) ``drsdtp_postgres_twin_changes_total``,
+``drsdtp_postgres_duplicate_twin_changes_total`` and ``drsdtp_postgres_changes_connected``.
 """
 
 from __future__ import annotations
 
 from drsdtp.metrics import NodeMetrics
+from drsdtp.northbound.postgres.changes import ChangeSink
 from drsdtp.northbound.postgres.events import EventSink
 from drsdtp.northbound.postgres.sink import PostgresSink, SinkStats
 
-__all__ = ["EventSink", "PostgresSink", "SinkStats", "add_event_metrics", "add_sink_metrics"]
+__all__ = [
+    "ChangeSink",
+    "EventSink",
+    "PostgresSink",
+    "SinkStats",
+    "add_change_metrics",
+    "add_event_metrics",
+    "add_sink_metrics",
+]
+
+
+def add_change_metrics(metrics: NodeMetrics, sink: ChangeSink) -> None:
+    st, sup = sink.stats, sink.supervisor.stats
+    metrics.add_counter(
+        "drsdtp_postgres_twin_changes",
+        "Field states other than readings (desired, metadata, sets, deletions) the database committed.",
+        lambda: st.rows,
+    )
+    metrics.add_counter(
+        "drsdtp_postgres_duplicate_twin_changes",
+        "Field states the database held already (another node's, a replay after a crash or reconnect).",
+        lambda: st.duplicates,
+    )
+    metrics.add_gauge(
+        "drsdtp_postgres_changes_connected",
+        "1 while the twin changes connection is up.",
+        lambda: float(sup.connected),
+    )
 
 
 def add_event_metrics(metrics: NodeMetrics, sink: EventSink) -> None:

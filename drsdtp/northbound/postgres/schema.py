@@ -7,7 +7,9 @@ makes a replay after a crash insert nothing twice. A reading that reached the no
 what was applied but not yet acknowledged when the node died) has two batches; the unique index on
 (twin, field, ts, value), the identity history keeps too, stores it once. With the TimescaleDB extension
 available, readings become a hypertable on ``ts``. Version 2 adds the events (anomalies, alarm and command
-transitions: :mod:`~drsdtp.northbound.postgres.events`) and the node's position in its anomaly log.
+transitions: :mod:`~drsdtp.northbound.postgres.events`) and the node's position in its anomaly log; version 3
+the twin changes other than readings (:mod:`~drsdtp.northbound.postgres.changes`) and the node's position in
+its change feed.
 """
 
 from __future__ import annotations
@@ -46,6 +48,21 @@ _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             "CREATE TABLE IF NOT EXISTS {s}.drsdtp_event_progress ("
             " node text PRIMARY KEY, anomaly_seq bigint NOT NULL,"
             " updated timestamptz NOT NULL DEFAULT now())",
+        ),
+    ),
+    (
+        3,
+        (
+            # Twin changes other than readings (drsdtp.northbound.postgres.changes): one row per state of a
+            # field, named by (twin, field, version), the field's version being the same on every replica.
+            "CREATE TABLE IF NOT EXISTS {s}.drsdtp_twin_changes ("
+            " node text NOT NULL, twin text NOT NULL, field text NOT NULL, what text NOT NULL,"
+            " version bigint NOT NULL, ts timestamptz NOT NULL, state jsonb NOT NULL)",
+            "CREATE UNIQUE INDEX IF NOT EXISTS drsdtp_twin_changes_identity"
+            " ON {s}.drsdtp_twin_changes (twin, field, version)",
+            "CREATE INDEX IF NOT EXISTS drsdtp_twin_changes_twin_ts ON {s}.drsdtp_twin_changes (twin, ts)",
+            "CREATE TABLE IF NOT EXISTS {s}.drsdtp_change_progress ("
+            " node text PRIMARY KEY, cursor bigint NOT NULL, updated timestamptz NOT NULL DEFAULT now())",
         ),
     ),
 )
