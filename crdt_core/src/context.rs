@@ -23,10 +23,112 @@ impl Dot {
 
 /// A causal context. Canonical: `vv` sorted by replica with no zero entries; `cloud` sorted, every dot
 /// beyond its replica's contiguous range and not adjacent to it.
+///
+/// Every twin holds one, and most have seen a single writer and no gaps: one range is kept inline and an
+/// empty cloud costs one null pointer, so such a context is 32 bytes with no allocation (it was 48 bytes
+/// plus a 32-byte heap block: 48 MB of a million-twin node).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Context {
-    vv: Vec<(ReplicaId, u64)>,
-    cloud: Vec<Dot>,
+    vv: Ranges,
+    cloud: Cloud,
+}
+
+const _: () = assert!(std::mem::size_of::<Context>() == 32);
+
+/// The version vector: one range inline, more on the heap. Canonical (`Many` never holds exactly one), so
+/// the derived equality and hash are those of the slice.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Ranges {
+    One([(ReplicaId, u64); 1]),
+    Many(Vec<(ReplicaId, u64)>),
+}
+
+impl Default for Ranges {
+    fn default() -> Self {
+        Ranges::Many(Vec::new())
+    }
+}
+
+impl std::ops::Deref for Ranges {
+    type Target = [(ReplicaId, u64)];
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Ranges::One(one) => one,
+            Ranges::Many(v) => v,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Ranges {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            Ranges::One(one) => one,
+            Ranges::Many(v) => v,
+        }
+    }
+}
+
+impl Ranges {
+    fn from_vec(mut v: Vec<(ReplicaId, u64)>) -> Self {
+        match v.len() {
+            1 => Ranges::One([v[0]]),
+            _ => {
+                v.shrink_to_fit();
+                Ranges::Many(v)
+            }
+        }
+    }
+
+    /// Changes the ranges as a vector (growing past one range, or shrinking back to it, changes the form).
+    fn edit<R>(&mut self, f: impl FnOnce(&mut Vec<(ReplicaId, u64)>) -> R) -> R {
+        let mut v = match std::mem::take(self) {
+            Ranges::One(one) => {
+                let mut v = Vec::with_capacity(2);
+                v.push(one[0]);
+                v
+            }
+            Ranges::Many(v) => v,
+        };
+        let out = f(&mut v);
+        *self = Ranges::from_vec(v);
+        out
+    }
+
+    fn insert(&mut self, i: usize, range: (ReplicaId, u64)) {
+        if self.is_empty() {
+            *self = Ranges::One([range]);
+        } else {
+            self.edit(|v| v.insert(i, range));
+        }
+    }
+}
+
+/// Dots beyond the contiguous ranges: rare (out-of-order delivery), so an empty cloud is a null pointer.
+/// Canonical: never an empty vector.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[allow(clippy::box_collection)] // a thin pointer: 8 bytes when empty, where a Vec is 24
+struct Cloud(Option<Box<Vec<Dot>>>);
+
+impl std::ops::Deref for Cloud {
+    type Target = [Dot];
+    fn deref(&self) -> &[Dot] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+}
+
+impl Cloud {
+    fn from_vec(mut v: Vec<Dot>) -> Self {
+        if v.is_empty() {
+            Cloud(None)
+        } else {
+            v.shrink_to_fit();
+            Cloud(Some(Box::new(v)))
+        }
+    }
+
+    fn take(&mut self) -> Vec<Dot> {
+        self.0.take().map(|b| *b).unwrap_or_default()
+    }
 }
 
 impl Context {
@@ -78,30 +180,33 @@ impl Context {
                     return;
                 }
                 Err(i) if dot.counter == 1 => {
-                    self.vv.reserve_exact(1);
                     self.vv.insert(i, (dot.replica, 1));
                     return;
                 }
                 _ => {}
             }
         }
-        let pos = self.cloud.binary_search(&dot).unwrap_or_else(|p| p);
-        self.cloud.insert(pos, dot);
+        let mut cloud = self.cloud.take();
+        let pos = cloud.binary_search(&dot).unwrap_or_else(|p| p);
+        cloud.insert(pos, dot);
+        self.cloud = Cloud(Some(Box::new(cloud)));
         self.compact();
     }
 
     /// Joins `other` into this context.
     pub fn union(&mut self, other: &Context) {
-        for &(replica, max) in &other.vv {
+        for &(replica, max) in other.vv.iter() {
             match self.vv.binary_search_by_key(&replica, |e| e.0) {
                 Ok(i) => self.vv[i].1 = self.vv[i].1.max(max),
                 Err(i) => self.vv.insert(i, (replica, max)),
             }
         }
         if !other.cloud.is_empty() {
-            self.cloud.extend(other.cloud.iter().copied());
-            self.cloud.sort_unstable();
-            self.cloud.dedup();
+            let mut cloud = self.cloud.take();
+            cloud.extend(other.cloud.iter().copied());
+            cloud.sort_unstable();
+            cloud.dedup();
+            self.cloud = Cloud(Some(Box::new(cloud)));
         }
         self.compact();
     }
@@ -114,10 +219,11 @@ impl Context {
         }) && other.cloud.iter().all(|&d| self.contains(d))
     }
 
-    /// Releases spare capacity (contexts kept per field stay small).
+    /// Releases spare capacity (contexts kept per field stay small; both parts are kept exact already).
     pub fn shrink_to_fit(&mut self) {
-        self.vv.shrink_to_fit();
-        self.cloud.shrink_to_fit();
+        if let Ranges::Many(v) = &mut self.vv {
+            v.shrink_to_fit();
+        }
     }
 
     /// Contiguous ranges, sorted by replica.
@@ -152,7 +258,7 @@ impl Context {
         let mut cloud: Vec<Dot> = cloud.into_iter().filter(|d| d.counter > 0).collect();
         cloud.sort_unstable();
         cloud.dedup();
-        let mut ctx = Context { vv, cloud };
+        let mut ctx = Context { vv: Ranges::from_vec(vv), cloud: Cloud::from_vec(cloud) };
         ctx.compact();
         ctx
     }
@@ -168,12 +274,12 @@ impl Context {
             }
         };
         feed(self.vv.len() as u64);
-        for &(r, m) in &self.vv {
+        for &(r, m) in self.vv.iter() {
             feed(r);
             feed(m);
         }
         feed(self.cloud.len() as u64);
-        for d in &self.cloud {
+        for d in self.cloud.iter() {
             feed(d.replica);
             feed(d.counter);
         }
@@ -182,24 +288,30 @@ impl Context {
 
     /// Moves cloud dots that became contiguous into the version vector.
     fn compact(&mut self) {
-        let mut kept = Vec::with_capacity(self.cloud.len());
-        for dot in std::mem::take(&mut self.cloud) {
-            let i = match self.vv.binary_search_by_key(&dot.replica, |e| e.0) {
-                Ok(i) => i,
-                Err(i) => {
-                    self.vv.insert(i, (dot.replica, 0));
-                    i
-                }
-            };
-            let max = &mut self.vv[i].1;
-            if dot.counter == *max + 1 {
-                *max += 1;
-            } else if dot.counter > *max {
-                kept.push(dot);
-            }
+        let cloud = self.cloud.take();
+        if cloud.is_empty() {
+            return;
         }
-        self.vv.retain(|e| e.1 > 0);
-        self.cloud = kept;
+        let mut kept = Vec::with_capacity(cloud.len());
+        self.vv.edit(|vv| {
+            for dot in cloud {
+                let i = match vv.binary_search_by_key(&dot.replica, |e| e.0) {
+                    Ok(i) => i,
+                    Err(i) => {
+                        vv.insert(i, (dot.replica, 0));
+                        i
+                    }
+                };
+                let max = &mut vv[i].1;
+                if dot.counter == *max + 1 {
+                    *max += 1;
+                } else if dot.counter > *max {
+                    kept.push(dot);
+                }
+            }
+            vv.retain(|e| e.1 > 0);
+        });
+        self.cloud = Cloud::from_vec(kept);
         // The cloud is sorted by (replica, counter), so one pass absorbs runs; a second catches nothing new
         // unless a run was split across replicas, which sorting prevents.
     }
