@@ -160,6 +160,19 @@ async def test_site_page_lists_the_twins_with_their_health(
     assert browser.errors == []
 
 
+async def test_the_site_listing_is_one_compact_document(node: HttpNode) -> None:
+    """What the site page fetches: every twin id, sorted, and the change-feed position to watch on from."""
+    status, doc = await asyncio.to_thread(node.request, "GET", "/dashboard/twins.json")
+    assert status == 200, doc
+    assert set(doc) == {"cursor", "twins"} and int(doc["cursor"]) > 0
+    assert doc["twins"] == sorted(doc["twins"]) and {"room-1", "room-2"} <= set(doc["twins"])
+    assert not any(t.startswith("_") for t in doc["twins"])
+    status, refused = await asyncio.to_thread(
+        node.request, "GET", "/dashboard/twins.json", headers={"Authorization": "Bearer nope"}
+    )
+    assert status == 401 and refused["code"] == "UNAUTHENTICATED", refused
+
+
 async def test_a_value_written_through_the_api_appears_live(
     node: HttpNode, browser: Browser, shots: Path
 ) -> None:
@@ -249,7 +262,11 @@ async def test_every_page_passes_axe_on_a_desktop_and_a_tablet(
     node: HttpNode, browser: Browser, shots: Path
 ) -> None:
     pages = {
-        "site": ("#/", "document.querySelectorAll('#twins li a[data-status=\"FAILED\"]').length > 0"),
+        "site": (
+            "#/",  # the list draws the cards in view: scroll to it
+            "(document.getElementById('twins').scrollIntoView(),"
+            " document.querySelectorAll('#twins li a[data-status=\"FAILED\"]').length > 0)",
+        ),
         "twin": ("#/twin/room-2", cell("temp_1", "health") + " !== ''"),
     }
     tablet = {"width": 768, "height": 1024, "deviceScaleFactor": 1, "mobile": True}
@@ -279,6 +296,25 @@ async def test_the_pages_work_by_keyboard(node: HttpNode, browser: Browser) -> N
     assert await browser.evaluate("document.activeElement.className") == "skip"
     await press(browser, "Enter")
     assert await browser.evaluate("document.activeElement.id") == "main"
+    # The heat map is the next stop: the arrow keys walk its twins, each named as it is reached.
+    await press(browser, "Tab")
+    assert await browser.evaluate("document.activeElement.id") == "heat"
+    reached = "document.getElementById('heat-cell').textContent"
+    assert (await browser.evaluate(reached)).startswith("room-1: ")
+    await press(browser, "ArrowRight")
+    assert (await browser.evaluate(reached)).startswith("room-2: ")
+    assert "(2 of 2)" in await browser.evaluate(reached)
+    await press(browser, "End")
+    assert (await browser.evaluate(reached)).startswith("room-2: ")
+    await press(browser, "Home")
+    assert (await browser.evaluate(reached)).startswith("room-1: ")
+    await press(browser, "ArrowRight")
+    await press(browser, "Enter")
+    await browser.wait_for("location.hash === '#/twin/room-2'", "room-2's page, opened from the heat map")
+    await browser.goto("about:blank")
+    await browser.goto(f"{node.base}/dashboard/")
+    await browser.wait_for("document.querySelectorAll('#twins li a').length >= 2", "the twins listed")
+    await browser.evaluate("document.getElementById('main').focus(); true")
     # Tab on to room-1's card and open it.
     for _ in range(20):
         await press(browser, "Tab")
@@ -311,7 +347,20 @@ async def test_the_site_shows_its_peer_and_an_alarm_acked_in_the_page_is_acked_o
     await browser.wait_for(
         "document.querySelector('#peers tr[data-peer=\"node-p\"] .link')?.textContent === 'up'", "the peer up"
     )
-    assert "Converg" in await browser.evaluate("document.getElementById('convergence').textContent")
+    # Its clock offset, measured over the replication stream (both clocks are this machine's), and
+    # convergence by state digest.
+    row = "document.querySelector('#peers tr[data-peer=\"node-p\"]')"
+    offset = await browser.wait_for(
+        f"{row}.querySelector('.offset').textContent.match(/^[+−]([0-9.]+) ms/)", "the peer's clock offset"
+    )
+    assert float(offset[1]) < 50, offset
+    await browser.wait_for(
+        f"{row}.querySelector('.digest').textContent.startsWith('equal')",
+        "the peer's state digest equal to this node's",
+    )
+    await browser.wait_for(
+        "document.getElementById('convergence').textContent.startsWith('Converged: every peer')", "converged"
+    )
     # Ingest per adapter: the plant's rate, from two Status replies.
     await browser.wait_for(
         "[...document.querySelectorAll('#node-facts dt')].some((dt) => dt.textContent === 'Ingest: plant'"

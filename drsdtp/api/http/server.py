@@ -28,6 +28,7 @@ from google.protobuf.message import Message
 from drsdtp.api.auth import Authority
 from drsdtp.api.caller import ANONYMOUS
 from drsdtp.api.http.auth import TOKEN_PARAMETER, HttpAuthorizer, grpc_peer
+from drsdtp.api.http.dashboard import twins_handler
 from drsdtp.api.http.errors import ApiHttpError, error_response, from_drsdtp
 from drsdtp.api.http.openapi import PREFIX, is_read, openapi_document
 from drsdtp.api.http.query import message_from_query
@@ -82,7 +83,8 @@ class HttpApiServer:
         authority: Authority,
         static: Mapping[str, Path] | None = None,
     ) -> None:
-        """``static``: URL prefix -> directory of files served as they are (the dashboard)."""
+        """``static``: URL prefix -> directory of files served as they are (the dashboard), beside its
+        compact twin listing (:mod:`.dashboard`)."""
         self.methods = methods
         self.streams = streams
         self.address = address
@@ -106,6 +108,8 @@ class HttpApiServer:
         self.app.router.add_route("*", f"{PREFIX}/Watch", self._watch)
         self.app.router.add_route("*", PREFIX + "/{method}", self._unary)
         for prefix, directory in (static or {}).items():
+            # The site page's compact listing, ahead of the static files of the same prefix.
+            self.app.router.add_get(prefix + "/twins.json", twins_handler(self.auth, watches, self.counts))
             self.app.router.add_get(prefix, self._redirect(prefix + "/"))
             self.app.router.add_get(prefix + "/", self._file(directory / "index.html"))
             self.app.router.add_static(prefix, directory)

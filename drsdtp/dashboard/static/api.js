@@ -22,6 +22,15 @@ export async function call(method, body = {}) {
   return parsed;
 }
 
+// The site page's listing: {cursor, twins: [id, ...]} (the dashboard's own compact read, one fetch).
+export async function listing() {
+  const headers = token() ? { Authorization: `Bearer ${token()}` } : {};
+  const reply = await fetch("twins.json", { headers });
+  const parsed = await reply.json().catch(() => null);
+  if (!reply.ok) throw new ApiError(reply.status, parsed);
+  return parsed;
+}
+
 // An EventSource on a stream method; it reconnects (and resumes, for Watch) by itself.
 export function events(method, params, onMessage, onState) {
   const query = new URLSearchParams();

@@ -1,10 +1,11 @@
 // The operator's dashboard: the site (every twin with its health, active alarms) and one twin (live fields
 // with quality, age, health, desired values and a sparkline), over the node's HTTP API and its events.
-import { ApiError, call, events, setToken, stampMs, valueOf } from "./api.js";
+import { ApiError, call, events, listing, setToken, stampMs, valueOf } from "./api.js";
 import { actingPanel } from "./act.js";
 import { plotPanel } from "./plot.js";
 import { HeatMap, renderNode, renderPeers, renderSeverities } from "./site.js";
 import { draw, sparkline } from "./spark.js";
+import { TwinList } from "./twinlist.js";
 
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 2000;
@@ -95,73 +96,62 @@ function siteView() {
   document.title = "drsdtp: twins";
   const list = $("twins");
   list.textContent = "";
-  const items = new Map(); // twin id -> {li, link, health}
-  const order = []; // twin ids, sorted: where a new twin goes
+  let all = []; // every twin id, sorted
   const health = new Map(); // twin id -> TwinHealthSummary
   const healthStatus = new Map(); // twin id -> its status (the heat map's colours)
-  let dirty = new Set(), frame = 0;
   const filter = $("filter");
-
-  const heat = new HeatMap($("heat"), (id) => { location.hash = `#/twin/${encodeURIComponent(id)}`; });
-  const render = () => {
+  const href = (id) => `#/twin/${encodeURIComponent(id)}`;
+  const twins = new TwinList(list, href, (id) => {
+    const h = health.get(id);
+    return [h ? h.status : "UNKNOWN", h ? `${h.status.toLowerCase()} · quality ${show(h.quality)}` : "no health yet"];
+  });
+  const heat = new HeatMap($("heat"), (id) => { location.hash = href(id); }, $("heat-cell"));
+  let frame = 0;
+  const render = () => { // once per frame, however many changes arrived in it
     frame = 0;
-    for (const id of dirty) {
-      let item = items.get(id);
-      if (!item) {
-        const li = document.createElement("li");
-        li.dataset.twin = id;
-        const link = document.createElement("a");
-        link.href = `#/twin/${encodeURIComponent(id)}`;
-        const name = document.createElement("span");
-        name.className = "id";
-        name.textContent = id;
-        const state = document.createElement("span");
-        state.className = "health";
-        link.append(name, document.createElement("br"), state);
-        li.append(link);
-        item = { li, link, health: state };
-        items.set(id, item);
-        let lo = 0, hi = order.length;
-        while (lo < hi) { const mid = (lo + hi) >> 1; if (order[mid] < id) lo = mid + 1; else hi = mid; }
-        order.splice(lo, 0, id);
-        const next = lo + 1 < order.length ? items.get(order[lo + 1]) : null;
-        list.insertBefore(li, next ? next.li : null); // in id order, without moving the others
-      }
-      const h = health.get(id);
-      item.link.dataset.status = h ? h.status : "UNKNOWN";
-      text(item.health, h ? `${h.status.toLowerCase()} · quality ${show(h.quality)}` : "no health yet");
-      item.li.hidden = !id.startsWith(filter.value);
-    }
-    dirty = new Set();
+    twins.show(filter.value ? all.filter((id) => id.startsWith(filter.value)) : all);
+    twins.render(); // in this frame (show alone would wait for the next)
     const counts = { HEALTHY: 0, DEGRADED: 0, FAILED: 0 };
     for (const h of health.values()) counts[h.status] = (counts[h.status] || 0) + 1;
-    text($("summary"), `${items.size} twins: ${counts.HEALTHY} healthy, ${counts.DEGRADED} degraded, ${counts.FAILED} failed`);
-    heat.update(order, healthStatus);
+    text($("summary"), `${all.length} twins: ${counts.HEALTHY} healthy, ${counts.DEGRADED} degraded, ${counts.FAILED} failed`);
+    heat.update(all, healthStatus);
   };
-  const touch = (id) => { dirty.add(id); if (!frame) frame = requestAnimationFrame(render); };
+  const schedule = () => { if (!frame) frame = requestAnimationFrame(render); };
+  const where = (id) => { // where id is, or would go, in the sorted list
+    let lo = 0, hi = all.length;
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (all[mid] < id) lo = mid + 1; else hi = mid; }
+    return lo;
+  };
 
-  // Only the fields every twin has (its scope, model, deletion): the list needs which twins exist, and
-  // small events keep a site of thousands of twins quick to load.
-  const source = events("Watch", { fields: ["_scope", "_model", "_deleted"] }, (change) => {
-    const id = change.twin.twinId;
-    if (id.startsWith("_")) return;
-    if (deleted(change.twin)) {
-      const item = items.get(id);
-      if (item) { item.li.remove(); items.delete(id); order.splice(order.indexOf(id), 1); }
-      return;
-    }
-    touch(id);
-  }, linkState);
-  const onFilter = () => { for (const id of items.keys()) touch(id); };
+  // One compact fetch of every twin id, then only what changes after it (Watch resumed at its cursor): a
+  // Watch snapshot would send every twin as an event of its own.
+  let source = null, stopped = false;
+  const fetched = prefetched || listing();
+  prefetched = null;
+  fetched.then(({ cursor, twins: ids }) => {
+    if (stopped) return;
+    all = ids;
+    schedule();
+    source = events("Watch", { fields: ["_scope", "_model", "_deleted"], resume_after: cursor }, (change) => {
+      const id = change.twin.twinId;
+      if (id.startsWith("_")) return;
+      const at = where(id);
+      const known = all[at] === id;
+      if (deleted(change.twin)) { if (known) { all.splice(at, 1); schedule(); } } else if (!known) { all.splice(at, 0, id); schedule(); }
+    }, linkState);
+  }).catch(failed);
+  const onFilter = () => schedule();
   filter.addEventListener("input", onFilter);
   const stopHealth = every(POLL_MS, async () => {
     const reply = await call("Health", {});
+    const changed = [];
     for (const t of reply.twins || []) {
       const old = health.get(t.twinId);
       health.set(t.twinId, t);
       healthStatus.set(t.twinId, t.status);
-      if (!old || old.status !== t.status || old.quality !== t.quality) touch(t.twinId);
+      if (!old || old.status !== t.status || old.quality !== t.quality) changed.push(t.twinId);
     }
+    if (changed.length) { twins.touch(changed); schedule(); }
   });
   const stopAlarms = every(POLL_MS, async () => {
     const reply = await call("ListAlarms", { active: true });
@@ -176,7 +166,10 @@ function siteView() {
   onStatus.add(overview);
   return {
     stop() {
-      source.close(); stopHealth(); stopAlarms(); onStatus.delete(overview);
+      stopped = true;
+      if (source) source.close();
+      stopHealth(); stopAlarms(); onStatus.delete(overview); twins.stop(); heat.stop();
+      cancelAnimationFrame(frame);
       filter.removeEventListener("input", onFilter);
     },
   };
@@ -383,10 +376,15 @@ function desireForm(twin, field) {
 
 // ----- start -------------------------------------------------------------------------------------------
 
+let shown = null; // the route the view shows
 function route() {
+  const match = location.hash.match(/^#\/twin\/(.+)$/);
+  const wanted = match ? `twin:${match[1]}` : "site";
+  // An in-page link (the skip link's #main) is no new route: the view stays as it is, focus and all.
+  if (view && wanted === shown && !location.hash.startsWith("#/")) return;
   if (view) view.stop();
   $("login").hidden = true;
-  const match = location.hash.match(/^#\/twin\/(.+)$/);
+  shown = wanted;
   view = match ? twinView(decodeURIComponent(match[1])) : siteView();
 }
 
@@ -415,4 +413,8 @@ async function start() {
   route();
 }
 
+// The site page's listing is asked for at once, beside WhoAmI, not after it: the largest fetch of the page
+// starts as early as it can. (Refused, it fails as WhoAmI does: the page asks for a token.)
+let prefetched = location.hash.startsWith("#/twin/") ? null : listing();
+if (prefetched) prefetched.catch(() => {}); // handled where it is used
 start();

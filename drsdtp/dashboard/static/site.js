@@ -46,41 +46,70 @@ export function renderNode(facts, now, before) {
   facts.children[rows.length * 2 - 1].classList.toggle("bad", Boolean(now.notReadyReason));
 }
 
-// body: the peers table's <tbody>; summary: where convergence is said in words.
+// Seconds since digests were last equal beyond which a peer counts as not converged: both states move while
+// the nodes ingest, so one unequal comparison (a write in flight) means nothing on its own.
+const DIGEST_STALE_S = 15;
+const PEER_COLUMNS = ["name", "address", "link", "lag", "offset", "digest"];
+
+function ms(s) { return `${s >= 0 ? "+" : "−"}${Math.abs(s * 1000).toFixed(1)} ms`; }
+
+// What the peer's state digest said: equal, or how long since it was.
+function digestText(peer) {
+  if (peer.digestCheckedAgeS === undefined) return "not compared yet";
+  if (peer.digestEqual) return `equal (${duration(peer.digestCheckedAgeS)} ago)`;
+  return peer.digestEqualAgeS === undefined ? "differs (never equal yet)" : `differs (equal ${duration(peer.digestEqualAgeS)} ago)`;
+}
+
+function converged(peer) {
+  return peer.up && peer.digestEqualAgeS !== undefined && peer.digestEqualAgeS < DIGEST_STALE_S;
+}
+
+// body: the peers table's <tbody>; summary: where convergence is said in words. Per peer: link state,
+// replication lag, its clock's offset from ours (measured over the replication stream) and whether its state
+// digest equals ours, with the digest's age.
 export function renderPeers(body, summary, status) {
   const peers = status.peers || [];
-  const key = JSON.stringify(peers.map((p) => [p.name, p.address, p.up, Math.round((p.lagS || 0) * 10)]));
-  if (body.dataset.key !== key) {
+  const key = JSON.stringify(peers.map((p) => p.name));
+  if (body.dataset.key !== key) { // the peers changed: lay the rows out again
     body.dataset.key = key;
     body.textContent = "";
     for (const peer of peers) {
       const tr = document.createElement("tr");
       tr.dataset.peer = peer.name;
-      const lag = peer.lagS || 0;
-      for (const [cls, text] of [["name", peer.name], ["address", peer.address],
-        ["link", peer.up ? "up" : "down"], ["lag", peer.up ? `${lag.toFixed(1)} s` : "—"]]) {
+      for (const cls of PEER_COLUMNS) {
         const td = document.createElement("td");
         td.className = cls;
-        td.textContent = text;
         tr.append(td);
       }
-      tr.classList.toggle("down", !peer.up);
       body.append(tr);
     }
     if (!peers.length) {
       const tr = document.createElement("tr");
       const td = document.createElement("td");
-      td.colSpan = 4; td.textContent = "no peers";
+      td.colSpan = PEER_COLUMNS.length; td.textContent = "no peers";
       tr.append(td); body.append(tr);
     }
   }
+  peers.forEach((peer, i) => {
+    const tr = body.children[i];
+    const offset = peer.clockOffsetS === undefined ? "not measured yet"
+      : `${ms(peer.clockOffsetS)} (round trip ${(peer.roundTripS * 1000).toFixed(1)} ms)`;
+    const texts = [peer.name, peer.address, peer.up ? "up" : "down", peer.up ? `${(peer.lagS || 0).toFixed(1)} s` : "—",
+      offset, digestText(peer)];
+    texts.forEach((value, j) => set(tr.children[j], value));
+    tr.classList.toggle("down", !peer.up);
+    tr.children[5].classList.toggle("bad", peer.up && !converged(peer) && peer.digestCheckedAgeS !== undefined);
+  });
   const down = peers.filter((p) => !p.up).length;
-  const behind = peers.filter((p) => p.up && (p.lagS || 0) >= 1).length;
+  const unknown = peers.filter((p) => p.up && p.digestCheckedAgeS === undefined).length;
+  const apart = peers.filter((p) => p.up && p.digestCheckedAgeS !== undefined && !converged(p));
+  const ages = peers.filter(converged).map((p) => p.digestEqualAgeS);
   set(summary, !peers.length ? "A single node: nothing to converge with."
     : down ? `${down} of ${peers.length} peers unreachable: not converged.`
-      : behind ? `${behind} peers have not acknowledged every change yet (converging).`
-        : "Converged: every peer is up and has acknowledged every change.");
-  summary.classList.toggle("bad", down > 0);
+      : apart.length ? `Not converged: the state digest of ${apart.map((p) => p.name).join(", ")} has not equalled this node's for ${DIGEST_STALE_S} s or more.`
+        : unknown ? `Converging: ${unknown} of ${peers.length} peers have not compared state digests yet.`
+          : `Converged: every peer's state digest equalled this node's within the last ${duration(Math.max(...ages))}.`);
+  summary.classList.toggle("bad", down > 0 || apart.length > 0);
 }
 
 export function renderSeverities(list, alarms) {
@@ -102,50 +131,107 @@ export function renderSeverities(list, alarms) {
   }
 }
 
-// The heat map: one square per twin in id order, coloured by its health; a click opens the twin.
+// The heat map: one square per twin in id order, coloured by its health, on one canvas (thousands of twins
+// cost one draw, not thousands of elements). A click opens a twin; so does the keyboard: the map takes the
+// focus, the arrow keys (Home, End, Page Up, Page Down) move a ring from twin to twin, each named in a live
+// region as it is reached, and Enter opens it.
+const STEP = CELL + GAP;
+const NAMES = { HEALTHY: "healthy", DEGRADED: "degraded", FAILED: "failed", UNKNOWN: "not judged" };
+
 export class HeatMap {
-  constructor(canvas, open) {
+  // live: the element that names the twin the keyboard reached.
+  constructor(canvas, open, live) {
     this.canvas = canvas;
+    this.live = live;
     this.ids = [];
     this.status = new Map();
-    this.frame = 0;
-    canvas.addEventListener("click", (event) => {
-      const id = this.at(event);
-      if (id) open(id);
-    });
-    canvas.addEventListener("mousemove", (event) => { canvas.title = this.at(event) || ""; });
-    // Its width from a ResizeObserver: reading clientWidth in draw() would force a layout of the whole
-    // page (thousands of cards) while they are still arriving.
+    this.timer = 0; this.frame = 0;
+    this.cursor = 0; // the twin the keyboard is on
+    this.focused = false;
+    this.onClick = (event) => { const i = this.at(event); if (i !== undefined) open(this.ids[i]); };
+    this.onMove = (event) => { const i = this.at(event); canvas.title = i === undefined ? "" : this.ids[i]; };
+    this.onKey = (event) => this.key(event, open);
+    this.onFocus = () => { this.focused = true; this.announce(); this.redraw(); };
+    this.onBlur = () => { this.focused = false; this.redraw(); };
+    canvas.addEventListener("click", this.onClick);
+    canvas.addEventListener("mousemove", this.onMove);
+    canvas.addEventListener("keydown", this.onKey);
+    canvas.addEventListener("focus", this.onFocus);
+    canvas.addEventListener("blur", this.onBlur);
+    // Its width from a ResizeObserver: reading clientWidth in draw() would force a layout of the page.
     this.width = 0;
-    new ResizeObserver(([entry]) => {
+    this.resize = new ResizeObserver(([entry]) => {
       const width = Math.round(entry.contentRect.width);
-      if (width !== this.width) { this.width = width; this.update(this.ids, this.status); }
-    }).observe(canvas);
+      if (width !== this.width) { this.width = width; this.redraw(); }
+    });
+    this.resize.observe(canvas);
+  }
+
+  stop() {
+    this.resize.disconnect();
+    clearTimeout(this.timer); cancelAnimationFrame(this.frame);
+    for (const [type, fn] of [["click", this.onClick], ["mousemove", this.onMove], ["keydown", this.onKey],
+      ["focus", this.onFocus], ["blur", this.onBlur]]) this.canvas.removeEventListener(type, fn);
   }
 
   at(event) {
     const box = this.canvas.getBoundingClientRect();
     const columns = this.columns();
-    const col = Math.floor((event.clientX - box.left) / (CELL + GAP));
-    const row = Math.floor((event.clientY - box.top) / (CELL + GAP));
-    return col < columns ? this.ids[row * columns + col] : undefined;
+    const col = Math.floor((event.clientX - box.left) / STEP);
+    const i = Math.floor((event.clientY - box.top) / STEP) * columns + col;
+    return col < columns && i < this.ids.length ? i : undefined;
   }
 
-  columns() { return Math.max(1, Math.floor((this.width + GAP) / (CELL + GAP))); }
+  columns() { return Math.max(1, Math.floor((this.width + GAP) / STEP)); }
 
-  // At most one draw every 250 ms: while thousands of twins arrive, the list comes first.
+  key(event, open) {
+    const n = this.ids.length;
+    if (!n) return;
+    const columns = this.columns();
+    const moves = {
+      ArrowLeft: -1, ArrowRight: 1, ArrowUp: -columns, ArrowDown: columns,
+      PageUp: -10 * columns, PageDown: 10 * columns, Home: -n, End: n,
+    };
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      open(this.ids[this.cursor]);
+      return;
+    }
+    if (!(event.key in moves)) return;
+    event.preventDefault(); // the page does not scroll: the ring moves
+    this.cursor = Math.min(n - 1, Math.max(0, this.cursor + moves[event.key]));
+    this.announce();
+    this.draw();
+    const box = this.canvas.getBoundingClientRect(); // keep the ring in view
+    const y = box.top + Math.floor(this.cursor / columns) * STEP;
+    if (y < 0 || y + STEP > window.innerHeight) window.scrollBy(0, y < 0 ? y - STEP : y + 2 * STEP - window.innerHeight);
+  }
+
+  announce() {
+    const id = this.ids[this.cursor];
+    if (id === undefined) { this.live.textContent = ""; return; }
+    const status = NAMES[this.status.get(id) || "UNKNOWN"];
+    this.live.textContent = `${id}: ${status} (${this.cursor + 1} of ${this.ids.length}); Enter opens it`;
+  }
+
+  // The first draw at the next frame; later ones at most every 250 ms, however often health changes.
   update(ids, status) {
     this.ids = ids; this.status = status;
-    if (this.frame) return;
-    const wait = Math.max(0, 250 - (performance.now() - (this.drawn || 0)));
-    this.frame = setTimeout(() => requestAnimationFrame(() => { this.frame = 0; this.drawn = performance.now(); this.draw(); }), wait);
+    if (this.cursor >= ids.length) this.cursor = Math.max(0, ids.length - 1);
+    if (this.timer || this.frame) return;
+    if (this.drawn === undefined && this.width) { this.draw(); return; } // the first: in this frame
+    const wait = this.drawn === undefined ? 0 : Math.max(0, 250 - (performance.now() - this.drawn));
+    this.timer = setTimeout(() => { this.timer = 0; this.redraw(); }, wait);
   }
 
+  redraw() { if (!this.frame) this.frame = requestAnimationFrame(() => { this.frame = 0; this.draw(); }); }
+
   draw() {
+    this.drawn = performance.now();
     const columns = this.columns();
     const rows = Math.max(1, Math.ceil(this.ids.length / columns));
     const ratio = window.devicePixelRatio || 1;
-    const width = this.width, height = rows * (CELL + GAP);
+    const width = this.width, height = rows * STEP;
     const w = Math.round(width * ratio), h = Math.round(height * ratio);
     if (this.canvas.width !== w || this.canvas.height !== h) { // a resize reallocates: only when it changed
       this.canvas.style.height = `${height}px`;
@@ -155,15 +241,19 @@ export class HeatMap {
     g.setTransform(ratio, 0, 0, ratio, 0, 0);
     g.clearRect(0, 0, width, height);
     const counts = { HEALTHY: 0, DEGRADED: 0, FAILED: 0, UNKNOWN: 0 };
-    for (const status of Object.keys(COLORS)) { // one fill style at a time: few state changes
+    const by = { HEALTHY: [], DEGRADED: [], FAILED: [], UNKNOWN: [] };
+    this.ids.forEach((id, i) => { by[this.status.get(id) || "UNKNOWN"].push(i); });
+    for (const [status, cells] of Object.entries(by)) { // one fill style at a time: few state changes
+      counts[status] = cells.length;
       g.fillStyle = COLORS[status];
-      this.ids.forEach((id, i) => {
-        if ((this.status.get(id) || "UNKNOWN") !== status) return;
-        counts[status] += 1;
-        g.fillRect((i % columns) * (CELL + GAP), Math.floor(i / columns) * (CELL + GAP), CELL, CELL);
-      });
+      for (const i of cells) g.fillRect((i % columns) * STEP, Math.floor(i / columns) * STEP, CELL, CELL);
+    }
+    if (this.focused && this.ids.length) { // the keyboard's ring
+      g.strokeStyle = "#1a1a1a"; g.lineWidth = 2;
+      g.strokeRect((this.cursor % columns) * STEP - 1, Math.floor(this.cursor / columns) * STEP - 1, CELL + 2, CELL + 2);
     }
     this.canvas.setAttribute("aria-label", `Health map of ${this.ids.length} twins: ${counts.HEALTHY} healthy, ` +
-      `${counts.DEGRADED} degraded, ${counts.FAILED} failed, ${counts.UNKNOWN} not judged`);
+      `${counts.DEGRADED} degraded, ${counts.FAILED} failed, ${counts.UNKNOWN} not judged. Arrow keys move ` +
+      "from twin to twin, Enter opens one.");
   }
 }
