@@ -429,6 +429,10 @@ class SparkplugConfig:
     username: str | None = None
     password_file: Path | None = None
     max_backoff_s: Annotated[float, Range(0.2, 3600)] = 30.0
+    # Forecast fields' next value, interval and time to threshold as metrics (northbound.sparkplug_forecast),
+    # published when they move by more than this fraction of the interval's half-width (a time: of itself).
+    forecasts: bool = True
+    forecast_deadband: Annotated[float, Range(0.0, 100.0)] = 0.25
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,7 @@ from drsdtp.kernels import KernelRegistry, Scenario, TrackingKernel, default_reg
 from drsdtp.lifecycle import BackgroundService
 from drsdtp.models import MODEL_FIELD, AssetModel, ModelCatalog
 from drsdtp.node.replica_health import overlay_origin_quality
+from drsdtp.northbound.sparkplug_forecast import Outlook
 from drsdtp.relations.corroborate import corroborate
 
 if TYPE_CHECKING:
@@ -285,6 +287,33 @@ class InsightService(BackgroundService):
             if rows:
                 out[twin] = (model, STATUS_CODES[int(status[rows].max())].name)
         return out
+
+    def outlook(self, twin: str, field: str) -> Outlook | None:
+        """The field's linear-trend forecast at the first horizon of the last pass (the Sparkplug edge
+        node's forecast metrics); None if the engine does not forecast the field or has not run."""
+        engine = self._engine
+        last = engine.last if engine is not None else None
+        if engine is None or last is None:
+            return None
+        row = engine.table.index.get((twin, field))
+        if row is None or row >= last.health.quality.shape[0]:
+            return None
+        fc = last.forecast
+        if fc.horizons_s.size == 0:
+            return None
+        usable = bool(last.health.quality[row] >= engine.config.health.quality_threshold)
+
+        def number(x: float) -> float | None:
+            return float(x) if usable and math.isfinite(x) else None
+
+        return Outlook(
+            float(fc.horizons_s[0]),
+            number(fc.mean[row, 0]),
+            number(fc.lower[row, 0]),
+            number(fc.upper[row, 0]),
+            number(fc.eta_high_s[row]),
+            number(fc.eta_low_s[row]),
+        )
 
     async def _flush_anomalies(self) -> None:
         try:

@@ -233,7 +233,12 @@ class Node:
         self.sparkplug: SparkplugPublisher | None = None
         if config.sparkplug is not None:
             self.sparkplug = SparkplugPublisher(
-                config.sparkplug, config.node_id, self._store, self._feed, config.data_dir
+                config.sparkplug,
+                config.node_id,
+                self._store,
+                self._feed,
+                config.data_dir,
+                forecasts=self.intelligence,
             )
             add_publisher_metrics(self.metrics, self.sparkplug)
         self.kubeedge: KubeEdgeMapper | None = None

@@ -21,8 +21,12 @@ metric as properties, as SCADA hosts read them: ``Quality`` (Int32: 192 good, 0 
 * NBIRTH carries ``bdSeq`` and every metric with its current value and datatype;
 * NDATA carries, by alias, the metrics whose value changed since it was last published (the node's change
   feed says which twins to look at), ``seq`` counting 0..255 across birth and data;
-* a metric that was not in the birth (a new twin or field) makes the next publication a new NBIRTH, as the
-  specification requires; so does an NCMD ``Node Control/Rebirth``.
+* a metric that was not in the birth (a new twin or field, a field the intelligence starts to forecast)
+  makes the next publication a new NBIRTH, as the specification requires; so does an NCMD
+  ``Node Control/Rebirth``.
+
+With ``forecasts = true`` (the default) a forecast field also has its forecast metrics, published by
+exception past a deadband (:mod:`~drsdtp.northbound.sparkplug_forecast`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from drsdtp.errors import AdapterError
 from drsdtp.history.files import atomic_write
 from drsdtp.lifecycle import BackgroundService
 from drsdtp.metrics import NodeMetrics
+from drsdtp.northbound.sparkplug_forecast import FORECAST_METRICS, ForecastSource, Outlook, moved, numbers
 from drsdtp.supervisor import Backoff, Supervisor
 from drsdtp.wire.sparkplug import sparkplug_b_pb2 as spb
 
@@ -69,13 +74,24 @@ class PublisherStats:
     metrics_published: int = 0  # values in births and data
     metrics_left_out: int = 0  # past max_metrics
     rebirth_requests: int = 0  # NCMD Node Control/Rebirth received
+    forecasts_published: int = 0  # forecast metric values in data (births not counted)
+    forecasts_held_back: int = 0  # forecast values inside the deadband, not published
 
 
 class SparkplugPublisher(BackgroundService):
     name = "sparkplug edge node"
 
-    def __init__(self, config: SparkplugConfig, node_id: str, store: Store, feed: ChangeFeed, data_dir: Path):
+    def __init__(
+        self,
+        config: SparkplugConfig,
+        node_id: str,
+        store: Store,
+        feed: ChangeFeed,
+        data_dir: Path,
+        forecasts: ForecastSource | None = None,
+    ):
         self.config = config
+        self.forecasts = forecasts if config.forecasts else None
         self.edge = config.edge_node_id or node_id
         self.store = store
         self.feed = feed
@@ -85,6 +101,9 @@ class SparkplugPublisher(BackgroundService):
         self._seq = 0
         self._aliases: dict[tuple[str, str], int] = {}
         self._last: dict[tuple[str, str], Sample] = {}
+        # Per forecast field: the numbers last published (their metrics' aliases are in _aliases).
+        self._forecast: dict[tuple[str, str], dict[str, float | None]] = {}
+        self._pass = -1  # the intelligence pass whose forecasts were looked at
         self._rebirth = False
         self.supervisor: Supervisor[Any] = Supervisor(
             "sparkplug", self._client, self._session, Backoff(initial_s=0.2, max_s=config.max_backoff_s)
@@ -144,10 +163,11 @@ class SparkplugPublisher(BackgroundService):
                         if not batch:
                             break
                         changed.update(c.twin for c in batch)
+                    new_pass = self.forecasts is not None and self.forecasts.passes != self._pass
                     if self._rebirth:
                         await self._birth(client)
-                    elif changed:
-                        await self._data(client, changed)
+                    elif changed or new_pass:
+                        await self._data(client, changed, new_pass)
         except aiomqtt.MqttError as exc:
             raise AdapterError(f"sparkplug: connection lost: {exc}") from exc
 
@@ -184,6 +204,9 @@ class SparkplugPublisher(BackgroundService):
         self._rebirth = False
         self._aliases.clear()
         self._last.clear()
+        self._forecast.clear()
+        if self.forecasts is not None:
+            self._pass = self.forecasts.passes
         msg = self._message(seq=0)
         msg.metrics.add(name="bdSeq", datatype=spb.Int64, long_value=self._bd_seq)
         for twin in sorted(t for t in self.store.twins() if self._published(t)):
@@ -195,6 +218,12 @@ class SparkplugPublisher(BackgroundService):
                 self._aliases[(twin, field)] = alias
                 self._last[(twin, field)] = (value, quality)
                 _set_value(msg.metrics.add(name=f"{twin}/{field}", alias=alias), value, quality, birth=True)
+                outlook = self._outlook(twin, field)
+                if outlook is not None:
+                    if len(self._aliases) + len(FORECAST_METRICS) > self.config.max_metrics:
+                        self.stats.metrics_left_out += len(FORECAST_METRICS)
+                        continue
+                    self._birth_forecast(msg, twin, field, outlook)
         self._seq = 1
         await client.publish(self.topic("NBIRTH"), msg.SerializeToString(), qos=0)
         self.stats.births += 1
@@ -206,17 +235,22 @@ class SparkplugPublisher(BackgroundService):
             self._bd_seq,
         )
 
-    async def _data(self, client: aiomqtt.Client, twins: set[str]) -> None:
+    async def _data(self, client: aiomqtt.Client, twins: set[str], new_pass: bool = False) -> None:
         msg = self._message(seq=self._seq)
         for twin in sorted(t for t in twins if self._published(t)):
             for field, value, quality in self._numeric(twin):
                 key = (twin, field)
                 alias = self._aliases.get(key)
+                room = len(self._aliases) < self.config.max_metrics
                 if alias is None:
-                    if len(self._aliases) < self.config.max_metrics:
+                    if room:
                         await self._birth(client)  # a metric the birth did not declare: birth again
                         return
                     continue
+                fits = len(self._aliases) + len(FORECAST_METRICS) <= self.config.max_metrics
+                if new_pass and key not in self._forecast and fits and self._outlook(twin, field) is not None:
+                    await self._birth(client)  # a field forecast since the birth: its metrics need one
+                    return
                 old = self._last.get(key)
                 if old is None or type(old[0]) is not type(value):
                     await self._birth(client)  # its datatype changed: only a birth may say so
@@ -225,12 +259,50 @@ class SparkplugPublisher(BackgroundService):
                     continue
                 self._last[key] = (value, quality)
                 _set_value(msg.metrics.add(alias=alias), value, quality, birth=False)
+        if new_pass:
+            self._data_forecasts(msg)
         if not msg.metrics:
             return
         self._seq = (self._seq + 1) % 256
         await client.publish(self.topic("NDATA"), msg.SerializeToString(), qos=0)
         self.stats.data_messages += 1
         self.stats.metrics_published += len(msg.metrics)
+
+    def _outlook(self, twin: str, field: str) -> Outlook | None:
+        return self.forecasts.outlook(twin, field) if self.forecasts is not None else None
+
+    def _birth_forecast(self, msg: spb.Payload, twin: str, field: str, outlook: Outlook) -> None:
+        published = numbers(outlook)
+        self._forecast[(twin, field)] = published
+        for name, number in published.items():
+            alias = len(self._aliases) + 1
+            self._aliases[(twin, f"{field}/forecast/{name}")] = alias
+            metric = msg.metrics.add(name=f"{twin}/{field}/forecast/{name}", alias=alias, datatype=spb.Double)
+            _set_forecast(metric, number)
+            if name == "value":
+                metric.properties.keys.append("horizon_s")
+                metric.properties.values.add(type=spb.Double, double_value=outlook.horizon_s)
+
+    def _data_forecasts(self, msg: spb.Payload) -> None:
+        """The forecast metrics that moved past the deadband since they were last published."""
+        assert self.forecasts is not None
+        self._pass = self.forecasts.passes
+        deadband = self.config.forecast_deadband
+        for (twin, field), published in self._forecast.items():
+            outlook = self.forecasts.outlook(twin, field)
+            if outlook is None:
+                continue
+            fresh = numbers(outlook)
+            before = dict(published)  # the interval last published scales every metric's deadband
+            for name, number in fresh.items():
+                if not moved(name, before[name], number, before, deadband):
+                    self.stats.forecasts_held_back += number != before[name]
+                    continue
+                published[name] = number
+                _set_forecast(
+                    msg.metrics.add(alias=self._aliases[(twin, f"{field}/forecast/{name}")]), number
+                )
+                self.stats.forecasts_published += 1
 
     def _message(self, seq: int) -> spb.Payload:
         return spb.Payload(timestamp=int(time.time() * 1000), seq=seq)
@@ -270,6 +342,13 @@ def _set_value(metric: spb.Payload.Metric, value: Number, quality: float | None,
         props.values.add(type=spb.Double, double_value=quality)
 
 
+def _set_forecast(metric: spb.Payload.Metric, number: float | None) -> None:
+    if number is None:
+        metric.is_null = True
+    else:
+        metric.double_value = number
+
+
 def _read(path: Path | None) -> str | None:
     return path.read_text().strip() if path is not None else None
 
@@ -292,6 +371,16 @@ def add_publisher_metrics(metrics: NodeMetrics, publisher: SparkplugPublisher) -
     )
     metrics.add_counter(
         "drsdtp_sparkplug_rebirth_requests", "NCMD rebirth requests received.", lambda: st.rebirth_requests
+    )
+    metrics.add_counter(
+        "drsdtp_sparkplug_forecasts_published",
+        "Forecast metric values in data (moved past sparkplug.forecast_deadband).",
+        lambda: st.forecasts_published,
+    )
+    metrics.add_counter(
+        "drsdtp_sparkplug_forecasts_held_back",
+        "Forecast values that changed within sparkplug.forecast_deadband, not published.",
+        lambda: st.forecasts_held_back,
     )
     metrics.add_gauge(
         "drsdtp_sparkplug_connected", "1 while connected to the broker.", lambda: float(sup.connected)

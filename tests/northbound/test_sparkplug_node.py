@@ -8,11 +8,14 @@ import asyncio
 import pathlib
 import signal
 import time
+import urllib.request
 
 import aiomqtt
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from drsdtp.wire.sparkplug import sparkplug_b_pb2 as spb
+from tests.daemon.model_nodes import NodeProcess, stuck_rooms_toml
 from tests.daemon.test_history_durability import publish, wait_subscribed
 from tests.daemon.test_mqtt_durability import node_toml, start_node
 from tests.ingest.support import Mosquitto, free_port, running
@@ -92,3 +95,78 @@ async def test_twins_are_born_updated_reborn_and_die_as_a_sparkplug_edge_node(tm
                 if node.poll() is None:
                     node.send_signal(signal.SIGTERM)
                     node.wait(30)
+
+
+def scrape(port: int, name: str) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return sum(s.value for f in text_string_to_metric_families(body) for s in f.samples if s.name == name)
+
+
+async def test_forecasts_are_born_and_published_past_their_deadband(tmp_path: pathlib.Path) -> None:
+    """A simulated room under its model: each forecast field's next value, interval and times to its limits
+    are metrics in the birth, and data carries one only when it moved past the deadband."""
+    broker = Mosquitto(tmp_path)
+    deadband = 0.25
+    with running(broker):
+        node = NodeProcess(
+            tmp_path,
+            "sp-forecast",
+            stuck_rooms_toml(
+                20.0,
+                extra=f'[sparkplug]\nhost = "127.0.0.1"\nport = {broker.port}\ngroup_id = "plant"\n'
+                f'edge_node_id = "edge-f"\ntwins = ["a/room-1"]\ninterval_s = 0.05\n'
+                f"forecast_deadband = {deadband}\n",
+            ),
+        )
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier=f"host-{time.monotonic_ns()}") as host:
+            await host.subscribe("spBv1.0/plant/#", qos=1)
+            node.start()
+            try:
+                # Births until one carries forecasts (the first intelligence pass comes after the first data).
+                while True:
+                    birth = await next_message(host.messages, "NBIRTH")
+                    if any(m.name == "a/room-1/temp_1/forecast/value" for m in birth.metrics):
+                        break
+                names = {m.alias: m.name for m in birth.metrics if m.name != "bdSeq"}
+                latest: dict[str, float | None] = {
+                    m.name: None if m.is_null else m.double_value
+                    for m in birth.metrics
+                    if "/forecast/" in m.name
+                }
+                metric = next(m for m in birth.metrics if m.name == "a/room-1/temp_1/forecast/value")
+                props = dict(zip(metric.properties.keys, metric.properties.values, strict=True))
+                assert metric.datatype == spb.Double and props["horizon_s"].double_value > 0
+                fields = {n.rsplit("/forecast/", 1)[0] for n in latest}
+                assert {f"a/room-1/{f}" for f in ("temp_1", "temp_2", "humidity")} <= fields
+                for field in fields:  # every forecast field has the whole set
+                    assert {n for n in latest if n.startswith(field + "/forecast/")} == {
+                        f"{field}/forecast/{k}"
+                        for k in ("value", "lower", "upper", "eta_high_s", "eta_low_s")
+                    }
+                value = latest["a/room-1/temp_1/forecast/value"]
+                low, high = latest["a/room-1/temp_1/forecast/lower"], latest["a/room-1/temp_1/forecast/upper"]
+                assert value is not None and low is not None and high is not None and low <= value <= high
+                # Data: every forecast value it carries moved past the deadband of what was published before.
+                updates = 0
+                async with asyncio.timeout(60):
+                    while updates < 3:
+                        data = await next_message(host.messages, "NDATA")
+                        for m in data.metrics:
+                            name = names[m.alias]
+                            if "/forecast/" not in name:
+                                continue
+                            new = None if m.is_null else m.double_value
+                            old = latest[name]
+                            field, kind = name.rsplit("/forecast/", 1)
+                            if kind in ("value", "lower", "upper") and old is not None and new is not None:
+                                lo, hi = latest[f"{field}/forecast/lower"], latest[f"{field}/forecast/upper"]
+                                assert lo is not None and hi is not None
+                                assert abs(new - old) > deadband * (hi - lo) / 2, (name, old, new, lo, hi)
+                            updates += kind == "value"
+                            latest[name] = new
+                held_back = await asyncio.to_thread(
+                    scrape, node.metrics_port, "drsdtp_sparkplug_forecasts_held_back_total"
+                )
+                assert held_back > 0  # forecasts moved within the deadband and were not published
+            finally:
+                node.stop()
