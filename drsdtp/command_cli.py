@@ -21,8 +21,6 @@ from typing import Any
 
 import grpc
 
-from drsdtp.client import connect, field_to_python
-from drsdtp.client.channel import metadata_for
 from drsdtp.config import NodeConfig
 from drsdtp.console import Console
 from drsdtp.errors import ConfigError
@@ -89,6 +87,10 @@ def add_parsers(client: Client, actor: Callable[[argparse.ArgumentParser], None]
 
 
 async def _call(target: ApiTarget, console: Console, method: str, request: Any, timeout_s: float) -> Any:
+    # The SDK is imported by the commands that call a node, not by every CLI start (`drsdtp run` too).
+    from drsdtp.client import connect
+    from drsdtp.client.channel import metadata_for
+
     channel, stub = connect(target.address, target.tls, target.server_name)
     try:
         return await getattr(stub, method)(request, timeout=timeout_s, metadata=metadata_for(target.token))
@@ -101,6 +103,8 @@ async def _call(target: ApiTarget, console: Console, method: str, request: Any, 
 
 
 def command_doc(c: api_pb2.Command) -> dict[str, Any]:
+    from drsdtp.client import field_to_python
+
     return {
         "id": c.command_id, "twin": c.twin_id, "action": c.action, "field": c.field,
         "value": field_to_python(c.value) if c.HasField("value") else None,
@@ -117,6 +121,8 @@ def _when(ms: int) -> str:
 
 
 def _value_text(c: api_pb2.Command) -> str:
+    from drsdtp.client import field_to_python
+
     parts = [repr(field_to_python(c.value))] if c.HasField("value") else []
     return " ".join(parts + [repr(field_to_python(a)) for a in c.args])
 

@@ -245,10 +245,13 @@ def load_commands() -> Commands:
 
 class _LazyCommands:
     def __getattr__(self, name: str) -> Any:
+        if name in _NODE_COMMANDS:  # the daemon's commands load no SDK module (an idle node's RSS)
+            from drsdtp.node.commands import NodeCommands
+
+            return getattr(NodeCommands(), name)
         from drsdtp.cli_client.commands import ClientCommands
 
-        if hasattr(ClientCommands, name):
-            return getattr(ClientCommands(), name)
-        from drsdtp.node.commands import NodeCommands
+        return getattr(ClientCommands(), name)
 
-        return getattr(NodeCommands(), name)
+
+_NODE_COMMANDS: Final = frozenset({"run", "demo", "check_plugins"})

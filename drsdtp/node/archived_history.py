@@ -12,13 +12,15 @@ answer, the node's own part is returned and the failure is logged and counted.
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from drsdtp.history.options import RAW, HistoryOptions
 from drsdtp.history.series import Buckets, Rows, SeriesData
-from drsdtp.northbound.postgres.archive import ArchiveUnavailable, PostgresArchive
+
+if TYPE_CHECKING:
+    from drsdtp.northbound.postgres.archive import PostgresArchive
 
 __all__ = ["read_archived"]
 
@@ -43,6 +45,9 @@ async def read_archived(
     resolution: str,
     max_points: int,
 ) -> SeriesData:
+    # Imported when used: a node without [postgres] never loads the northbound modules.
+    from drsdtp.northbound.postgres.archive import ArchiveUnavailable
+
     asked = resolution or "auto"
     oldest = await local.oldest(twin, field)
     boundary = end_ms if oldest is None else min(end_ms, oldest)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from drsdtp.cli_client.commands import ClientCommands
 from drsdtp.config import NodeConfig
 from drsdtp.console import Console
 from drsdtp.errors import ConfigError
@@ -14,9 +13,9 @@ from drsdtp.node_commands import EXIT_OK, PID_FILE, DemoOptions, Reloads
 from drsdtp.sdnotify import SystemdNotifier
 
 
-class NodeCommands(ClientCommands):
-    """Implements :class:`drsdtp.node_commands.Commands`: the client commands are the SDK-based
-    :class:`~drsdtp.cli_client.commands.ClientCommands`."""
+class NodeCommands:
+    """The node-backed part of :class:`drsdtp.node_commands.Commands`; the client commands are the
+    SDK-based :class:`~drsdtp.cli_client.commands.ClientCommands`, which ``drsdtp run`` never imports."""
 
     async def run(
         self, config: NodeConfig, stop: asyncio.Event, console: Console, reloads: Reloads | None = None

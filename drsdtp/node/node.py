@@ -37,7 +37,6 @@ from drsdtp.history.series import SeriesData
 from drsdtp.ingest.deadletters import DeadLetterOptions, DeadLetterStore
 from drsdtp.intelligence.anomalies import AnomalyJournal
 from drsdtp.intelligence.results import TwinHealth
-from drsdtp.kubeedge.mapper import KubeEdgeMapper, TwinAccess, add_mapper_metrics
 from drsdtp.metrics import MetricsServer, NodeMetrics
 from drsdtp.models import MODEL_FIELD, AssetModel
 from drsdtp.node.actuation import Actuation
@@ -50,15 +49,6 @@ from drsdtp.node.intake import Intake
 from drsdtp.node.peer_readings import PeerReadings
 from drsdtp.node.recovery import accept, register_metrics
 from drsdtp.node.snapshots import SnapshotService
-from drsdtp.northbound.postgres import (
-    ChangeSink,
-    EventSink,
-    PostgresSink,
-    add_change_metrics,
-    add_event_metrics,
-    add_sink_metrics,
-)
-from drsdtp.northbound.sparkplug import SparkplugPublisher, add_publisher_metrics
 from drsdtp.recovery import QuarantineEntry, RecoveryLedger
 from drsdtp.relations.service import RelationService
 from drsdtp.rules.alerting import Alerting
@@ -66,6 +56,9 @@ from drsdtp.stats import StoreSize
 
 if TYPE_CHECKING:
     from drsdtp.api.http import HttpApiServer
+    from drsdtp.kubeedge.mapper import KubeEdgeMapper
+    from drsdtp.northbound.postgres import ChangeSink, EventSink, PostgresSink
+    from drsdtp.northbound.sparkplug import SparkplugPublisher
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +216,9 @@ class Node:
             self.peer_readings.observers.append(self.history.observe_replicated)
         self.postgres: PostgresSink | None = None
         if config.postgres is not None and self.history is not None:
+            # Northbound and KubeEdge modules are imported only when configured (an idle node's RSS).
+            from drsdtp.northbound.postgres import PostgresSink, add_sink_metrics
+
             self.postgres = PostgresSink(config.data_dir / "postgres", config.postgres, config.node_id)
             self.postgres.recover(journalled)
             self.history.reserve_journal(self.postgres.outbox.mark)
@@ -232,6 +228,8 @@ class Node:
             add_sink_metrics(self.metrics, self.postgres)
         self.sparkplug: SparkplugPublisher | None = None
         if config.sparkplug is not None:
+            from drsdtp.northbound.sparkplug import SparkplugPublisher, add_publisher_metrics
+
             self.sparkplug = SparkplugPublisher(
                 config.sparkplug,
                 config.node_id,
@@ -244,6 +242,8 @@ class Node:
         self.kubeedge: KubeEdgeMapper | None = None
         if config.kubeedge is not None:
             # A KubeEdge mapper (DMI): reads and writes twins through the API's own GetTwin and Write.
+            from drsdtp.kubeedge.mapper import KubeEdgeMapper, TwinAccess, add_mapper_metrics
+
             methods = self.api.methods
             twins = TwinAccess(methods["GetTwin"], methods["Write"])
             self.kubeedge = KubeEdgeMapper(config.kubeedge, config.data_dir, twins)
@@ -305,6 +305,8 @@ class Node:
         self.alerting = Alerting(self)
         self.postgres_events: EventSink | None = None
         if self.postgres is not None and self.postgres.config.events:
+            from drsdtp.northbound.postgres import EventSink, add_event_metrics
+
             self.postgres_events = EventSink(
                 self.postgres.config,
                 config.node_id,
@@ -316,6 +318,8 @@ class Node:
             add_event_metrics(self.metrics, self.postgres_events)
         self.postgres_changes: ChangeSink | None = None
         if self.postgres is not None and self.postgres.config.changes:
+            from drsdtp.northbound.postgres import ChangeSink, add_change_metrics
+
             self.postgres_changes = ChangeSink(self.postgres.config, config.node_id, self._store, self._feed)
             add_change_metrics(self.metrics, self.postgres_changes)
         self._stack: contextlib.AsyncExitStack | None = None
