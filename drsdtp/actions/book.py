@@ -33,9 +33,9 @@ from drsdtp.actions.record import (
     CommandId,
     CommandRecord,
     Mark,
+    RecordReader,
     command_id,
     intent_command_id,
-    read_record,
     record_twin,
     request_fields,
 )
@@ -126,6 +126,7 @@ class CommandBook:
         clock_ms: Callable[[], int] = _wall_ms,
     ) -> None:
         self.store = store
+        self._record = RecordReader(store)
         self.node_id = node_id
         self.actuators = actuators
         self.changes = changes
@@ -142,7 +143,7 @@ class CommandBook:
     # ----- reads ------------------------------------------------------------------------------------------
 
     def get(self, command: CommandId) -> CommandRecord | None:
-        return read_record(self.store, command)
+        return self._record(command)
 
     def ids(self) -> list[CommandId]:
         """Every command this replica holds (walks the store's ``_cmd/`` twins in pages)."""

@@ -49,8 +49,8 @@ from drsdtp.actions.record import (
     CommandId,
     CommandRecord,
     Mark,
+    RecordReader,
     State,
-    read_record,
     record_twin,
     transition_fields,
 )
@@ -134,6 +134,7 @@ class Executor:
         begin: Begin | None = None,
     ) -> None:
         self.store = store
+        self._record = RecordReader(store)
         self.node_id = node_id
         self.book = book
         self.changes = changes
@@ -229,7 +230,7 @@ class Executor:
         changed.set()
 
     def _track(self, command: CommandId, resumed: bool = False, known_only: bool = False) -> None:
-        record = read_record(self.store, command)
+        record = self._record(command)
         if record is None or record.executor != self.node_id:
             return
         key = (record.twin, record.action)
@@ -309,7 +310,7 @@ class Executor:
                 active.pop(command, None)
 
     async def _supersede(self, older: CommandId, newest: CommandId) -> None:
-        record = read_record(self.store, older)
+        record = self._record(older)
         if record is None:
             return
         self._active.get((record.twin, record.action), {}).pop(older, None)
@@ -320,7 +321,7 @@ class Executor:
     # ----- one command ------------------------------------------------------------------------------------
 
     def _read(self, command: CommandId) -> CommandRecord:
-        record = read_record(self.store, command)
+        record = self._record(command)
         assert record is not None  # tracked records exist
         return record
 

@@ -32,9 +32,11 @@ import enum
 import hashlib
 import json
 import secrets
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
+from types import MappingProxyType
 from typing import Any, Final
 
 from drsdtp._core import Store
@@ -47,6 +49,7 @@ __all__ = [
     "CommandId",
     "CommandRecord",
     "Mark",
+    "RecordReader",
     "State",
     "command_id",
     "intent_command_id",
@@ -247,6 +250,34 @@ def read_record(store: Store, command: CommandId) -> CommandRecord | None:
     return record_from_fields(command, store.fields(twin))
 
 
+class RecordReader:
+    """:func:`read_record` with the parsed records kept by (command, the twin's causal-context digest):
+    the executor and the waiters read a record a dozen times per command, and parsing it costs ~100x the
+    digest. Within one store every write or merge to the record twin adds a dot, so a digest seen before
+    names the same fields (across stores it need not: one per store). Bounded; the oldest entry goes."""
+
+    def __init__(self, store: Store, max_entries: int = 4096) -> None:
+        self.store = store
+        self._max = max_entries
+        self._parsed: OrderedDict[tuple[CommandId, int], CommandRecord | None] = OrderedDict()
+
+    def __call__(self, command: CommandId) -> CommandRecord | None:
+        twin = record_twin(command)
+        digest = self.store.context_digest(twin)
+        if digest is None:
+            return None
+        key = (command, digest)
+        try:
+            return self._parsed[key]
+        except KeyError:
+            pass
+        record = record_from_fields(command, self.store.fields(twin))
+        self._parsed[key] = record
+        if len(self._parsed) > self._max:
+            self._parsed.popitem(last=False)
+        return record
+
+
 def record_from_fields(command: CommandId, fields: Mapping[str, object]) -> CommandRecord | None:
     if "twin" not in fields or "action" not in fields:
         return None
@@ -276,7 +307,7 @@ def record_from_fields(command: CommandId, fields: Mapping[str, object]) -> Comm
         actor=_text(fields, "actor"),
         reason=_text(fields, "reason"),
         state=state_of(fields),
-        marks=marks,
+        marks=MappingProxyType(marks),  # records are shared (read_record's cache): read-only
         attempts=_int(fields, ATTEMPTS),
         held=_text(fields, HELD),
         result=_text(fields, RESULT),
