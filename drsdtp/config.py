@@ -28,12 +28,14 @@ import copy
 import dataclasses
 import difflib
 import ipaddress
+import json
 import math
 import os
 import re
 import tomllib
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +75,7 @@ __all__ = [
     "parse_address",
     "parse_config",
     "scope_problem",
+    "url_problem",
 ]
 
 ENV_PREFIX: Final = "DRSDTP_"
@@ -278,11 +281,15 @@ class ApiCertificateConfig:
 
 @dataclass(frozen=True, slots=True)
 class ApiOidcConfig:
-    """JWTs of an OpenID Connect issuer, verified against its key set (JWKS, fetched from jwks_url)."""
+    """JWTs of an OpenID Connect issuer, verified against its key sets (drsdtp.api.auth.jwks): the one it
+    publishes (from jwks_url, else found through the issuer's discovery document) and a static one."""
 
     issuer: Annotated[str, NonEmpty()]
     audience: Annotated[str, NonEmpty()]
-    jwks_url: Annotated[str, NonEmpty()]
+    jwks_url: str = ""  # empty: the jwks_uri of <issuer>/.well-known/openid-configuration (discovery)
+    discovery: bool = True  # false: no discovery; only jwks_url (when set) and jwks_file are used
+    jwks_file: Path | None = None  # a static key set (a JWKS document), used besides the fetched one
+    ca_file: Path | None = None  # CA certificates for the issuer's https (default: the system's)
     identity_claim: Annotated[str, NonEmpty()] = "sub"
     role_claim: Annotated[str, NonEmpty()] = "drsdtp_role"  # a role, or a list (the highest counts)
     scopes_claim: Annotated[str, NonEmpty()] = "drsdtp_scopes"  # a list or a space-separated string
@@ -781,6 +788,8 @@ def _check_api(api: ApiConfig) -> None:
         if token.hash in hashes:
             raise ConfigError(f"{key}.hash", f"the same token as api.tokens[{hashes[token.hash]}]")
         hashes[token.hash] = i
+    if api.oidc is not None:
+        _check_oidc(api.oidc)
     scoped = [(f"api.tokens[{i}]", t.scopes) for i, t in enumerate(api.tokens)]
     scoped += [(f"api.certificates[{i}]", c.scopes) for i, c in enumerate(api.certificates)]
     for key, scopes in scoped:
@@ -788,6 +797,47 @@ def _check_api(api: ApiConfig) -> None:
             problem = scope_problem(glob)
             if problem:
                 raise ConfigError(f"{key}.scopes[{j}]", problem)
+
+
+def url_problem(url: str) -> str | None:
+    """Why the node will not fetch an issuer's keys from ``url``, None when it will: https, or http on
+    loopback only (a key set over plain HTTP across a network could be replaced by anyone on the way)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return None
+    if parts.scheme == "http" and parts.hostname:
+        if _is_loopback(parts.hostname):
+            return None
+        return f"{url!r} is plain http to {parts.hostname}: use https (http only on loopback)"
+    return f"{url!r} is not an https:// URL"
+
+
+def _check_oidc(oidc: ApiOidcConfig) -> None:
+    if oidc.jwks_url:
+        problem = url_problem(oidc.jwks_url)
+        if problem:
+            raise ConfigError("api.oidc.jwks_url", problem)
+    elif oidc.discovery:
+        problem = url_problem(oidc.issuer)
+        if problem:
+            raise ConfigError(
+                "api.oidc.issuer",
+                f"{problem}; the key set is found through <issuer>/.well-known/openid-configuration "
+                "(or set jwks_url, or jwks_file with discovery = false)",
+            )
+    elif oidc.jwks_file is None:
+        raise ConfigError(
+            "api.oidc", "no key set to verify JWTs with: set jwks_url or jwks_file, or discovery = true"
+        )
+    if oidc.jwks_file is not None:
+        try:
+            keys = json.loads(oidc.jwks_file.read_bytes()).get("keys")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ConfigError("api.oidc.jwks_file", f"cannot read a key set from it: {exc}") from None
+        if not isinstance(keys, list) or not keys:
+            raise ConfigError(
+                "api.oidc.jwks_file", "not a key set: a JSON object with a non-empty 'keys' list"
+            )
 
 
 def _is_loopback(host: str) -> bool:

@@ -122,10 +122,23 @@ class Node:
         )
         self.metrics.add_labelled_counter(
             "drsdtp_api_auth_refusals",
-            "API calls refused by authorization: credentials, method (role), scope, rate (limit per caller).",
+            "API calls refused by authorization: credentials, issuer (its keys could not be fetched), method "
+            "(role), scope, rate (limit per caller).",
             ("reason",),
             lambda: self.api.authority.refusals,
         )
+        oidc = self.api.authority.oidc
+        if oidc is not None:
+            signing = oidc.keys
+            self.metrics.add_labelled_counter(
+                "drsdtp_api_oidc_fetch_errors",
+                "Failed fetches of the OIDC issuer's discovery document or key set, by stage.",
+                ("stage",),
+                lambda: signing.errors,
+            )
+            self.metrics.add_gauge(
+                "drsdtp_api_oidc_keys", "OIDC signing keys held (static and fetched).", lambda: len(signing)
+            )
         watchers = self.api.watchers
         self.metrics.add_gauge("drsdtp_api_watchers", "Watch streams open.", lambda: watchers.open)
         keys = self.idempotency

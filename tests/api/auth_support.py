@@ -1,14 +1,17 @@
-"""A local OpenID Connect issuer for the authorization tests: RSA keys made here, the key set (JWKS) served
-over HTTP on loopback from a thread, and JWTs signed with them. No network beyond 127.0.0.1."""
+"""A local OpenID Connect issuer for the authorization tests: RSA keys made here, its discovery document and
+key set (JWKS) served over HTTP or HTTPS on loopback from a thread, and JWTs signed with them. No network
+beyond 127.0.0.1."""
 
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -18,11 +21,26 @@ ISSUER = "https://id.plant.test/realms/edge"
 AUDIENCE = "drsdtp"
 
 
+DISCOVERY = "/.well-known/openid-configuration"
+
+
 class Issuer:
+    """``url``: its key set; ``base``: where it serves; ``name``: the ``iss`` of its tokens (ISSUER, or
+    ``discovered()``: its own URL, which discovery checks the document against)."""
+
     def __init__(self) -> None:
         self.keys = {"k1": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
         self.fetches = 0
+        self.discoveries = 0
         self.url = ""
+        self.base = ""
+        self.name = ISSUER
+        self.document: dict[str, Any] | None = None  # the discovery document served (None: the true one)
+
+    def discovered(self) -> str:
+        """Makes its tokens name the URL it serves from, as discovery needs; returns that issuer."""
+        self.name = self.base + "/realms/edge"
+        return self.name
 
     def jwks(self) -> dict[str, Any]:
         out = []
@@ -42,7 +60,7 @@ class Issuer:
         **claims: Any,
     ) -> str:
         now = int(time.time())
-        body: dict[str, Any] = {"sub": subject, "iss": ISSUER, "aud": AUDIENCE, "iat": now}
+        body: dict[str, Any] = {"sub": subject, "iss": self.name, "aud": AUDIENCE, "iat": now}
         body["exp"] = now + int(expires_in)
         if role is not None:
             body["drsdtp_role"] = role
@@ -52,14 +70,22 @@ class Issuer:
 
 
 @contextmanager
-def serve_issuer() -> Iterator[Issuer]:
+def serve_issuer(tls: tuple[Path, Path] | None = None) -> Iterator[Issuer]:
+    """``tls``: (certificate, key) to serve HTTPS with."""
     issuer = Issuer()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            issuer.fetches += 1
-            body = json.dumps(issuer.jwks()).encode()
-            self.send_response(200 if self.path == "/jwks.json" else 404)
+            if self.path.endswith(DISCOVERY):
+                issuer.discoveries += 1
+                doc = issuer.document or {"issuer": issuer.name, "jwks_uri": issuer.base + "/jwks.json"}
+                body = json.dumps(doc).encode()
+                found = self.path == issuer.name.removeprefix(issuer.base) + DISCOVERY
+            else:
+                issuer.fetches += 1
+                body = json.dumps(issuer.jwks()).encode()
+                found = self.path == "/jwks.json"
+            self.send_response(200 if found else 404)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -69,7 +95,13 @@ def serve_issuer() -> Iterator[Issuer]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    issuer.url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    scheme = "https" if tls is not None else "http"
+    issuer.base = f"{scheme}://127.0.0.1:{server.server_address[1]}"
+    issuer.url = issuer.base + "/jwks.json"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

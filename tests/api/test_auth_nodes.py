@@ -270,3 +270,41 @@ async def test_mutual_tls_admits_allowed_names_with_their_roles(tmp_path: Path) 
             assert "tls:127.0.0.1,hmi (role viewer) may not call Write" in str(info.value.details())
     finally:
         node.stop()
+
+
+# ----- OIDC discovery ------------------------------------------------------------------------------------
+async def test_oidc_discovery_on_a_node_and_an_unreachable_issuer(tmp_path: Path) -> None:
+    """One node finds the key set through its issuer's discovery document; another, whose issuer is
+    down, starts anyway and refuses JWTs UNAUTHENTICATED with the reason, counted in its metrics."""
+    with serve_issuer() as issuer:
+        up = issuer.discovered()
+        down = f"http://127.0.0.1:{free_port()}/realms/edge"
+        ops = f'[[api.tokens]]\nname = "ops"\nrole = "admin"\nhash = "{hash_token(TOKENS["ops"])}"\n'
+        for name, issuer_url in (("discovers", up), ("down", down)):
+            node = ApiNode(name, tmp_path)
+            node.configure({}, f'{ops}[api.oidc]\nissuer = "{issuer_url}"\naudience = "{AUDIENCE}"\n')
+            metrics_port = free_port()
+            with pytest.MonkeyPatch.context() as env:
+                env.setenv("DRSDTP_LISTEN__METRICS", f"127.0.0.1:{metrics_port}")
+                node.spawn()
+            channel, stub = connect(Address("127.0.0.1", node.api_port))
+            try:
+                async with channel:
+                    await wait_until_up(node, stub, TOKENS["ops"])
+                    served = Served(node, stub, issuer, metrics_port)
+                    issuer.name = issuer_url
+                    if name == "discovers":
+                        reply = await served.call("WhoAmI", api_pb2.WhoAmIRequest(), issuer.token("alice"))
+                        assert (reply.identity, reply.role) == ("jwt:alice", "operator")
+                        assert issuer.discoveries == 1 and issuer.fetches == 1
+                        continue
+                    refused = await served.refused("WhoAmI", api_pb2.WhoAmIRequest(), issuer.token("bob"))
+                    assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
+                    assert "the issuer's key set could not be fetched (cannot fetch " + down in str(
+                        refused.details()
+                    )
+                    metrics = served.metrics().splitlines()
+                    assert 'drsdtp_api_auth_refusals_total{reason="issuer"} 1.0' in metrics, metrics
+                    assert 'drsdtp_api_oidc_fetch_errors_total{stage="discovery"} 1.0' in metrics
+            finally:
+                node.stop()

@@ -9,18 +9,22 @@ HTTP/JSON face call the same three steps, so both faces admit and refuse exactly
        who = await authority.identify(creds)                   # Caller, or a refusing Decision
 
    A bearer is an opaque token from ``[[api.tokens]]`` (stored as its SHA-256) or, with ``[api.oidc]``, a JWT
-   verified against the issuer's key set (JWKS). Else a client certificate's names (mutual TLS) map to a role
+   verified against the issuer's keys (JWKS: found through its discovery document, or static; see
+   :mod:`.jwks`). Else a client certificate's names (mutual TLS) map to a role
    (``[[api.certificates]]``, default ``api.certificate_role``); else the caller is anonymous and gets
    ``api.anonymous_role`` ("auto": admin while the node configures no tokens and no issuer, the API's
    behaviour before roles; refused with UNAUTHENTICATED once it does).
 
-2. **May it** — :meth:`Authority.authorize` ``(caller, method, twins, prefixes=()) -> Decision``.
-   ``method`` is the proto method name; a Write that creates or deletes twins is also checked as
-   ``Write.create`` / ``Write.delete``. ``twins`` are twin ids the call touches, ``prefixes`` the id
-   prefixes a query covers ("" for every twin). :func:`access_of` derives all three from a request
-   message (the HTTP face has the same messages after protobuf's JSON mapping). Roles form a ladder
-   (:data:`ROLES`); each method needs the role named in :data:`METHOD_ROLES` (one table); a caller's
-   scopes are twin id globs (``line1/*``, an exact id, ``*``). The per-caller rate limit (token bucket,
+2. **May it** — :meth:`Authority.authorize` ``(caller, method, twins) -> Decision``, or
+   :meth:`Authority.check` ``(caller, authority.access(method, request))``. ``method`` is the proto method
+   name; a Write that creates or deletes twins is also checked as ``Write.create`` / ``Write.delete``.
+   ``twins`` are every twin id the call names, directly or through a record (an alarm or command id, looked
+   up by the ``records`` the authority was given): :func:`access_of` derives them from a request message
+   (the HTTP face has the same messages after protobuf's JSON mapping). Roles form a ladder (:data:`ROLES`);
+   each method needs the role named in :data:`METHOD_ROLES` (one table); a caller's scopes are twin id
+   globs (``line1/*``, an exact id, ``*``), and a twin outside them is refused naming it. A call naming no
+   twin (a listing, a stream without a twin filter) is checked by role only: the method answers with the
+   caller's twins only (:mod:`drsdtp.api.visibility`). The per-caller rate limit (token bucket,
    ``api.rate_per_s``) is the last check.
 
 3. **Tell** — a refused :class:`Decision` has ``status`` ``"unauthenticated"`` (401, UNAUTHENTICATED),

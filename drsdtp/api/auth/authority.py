@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from drsdtp.api.auth.access import Access, RecordTwins, access_of
-from drsdtp.api.auth.decision import Decision
+from drsdtp.api.auth.decision import Decision, Refusal
+from drsdtp.api.auth.jwks import KeySetError
 from drsdtp.api.auth.oidc import JwtRefused, OidcVerifier, looks_like_jwt
 from drsdtp.api.auth.ratelimit import RateLimiter
 from drsdtp.api.auth.roles import at_least, required_role
@@ -18,6 +19,7 @@ from drsdtp.api.auth.tokens import TokenBook
 from drsdtp.api.caller import Caller
 from drsdtp.api.watch_limits import caller_of
 from drsdtp.config import ApiConfig, ApiRole
+from drsdtp.errors import ConfigError
 
 __all__ = ["AUDIT_BURST", "Authority", "Credentials", "RefusalSink", "bearer_of"]
 
@@ -57,8 +59,8 @@ def bearer_of(authorization: str | None) -> str | None:
 _SPELLED = {"Write.create": "a Write that creates twins", "Write.delete": "a Write that deletes twins"}
 
 
-def _unauthenticated(reason: str) -> Decision:
-    return Decision("unauthenticated", reason, "credentials")
+def _unauthenticated(reason: str, kind: Refusal = "credentials") -> Decision:
+    return Decision("unauthenticated", reason, kind)
 
 
 class Authority:
@@ -68,7 +70,10 @@ class Authority:
         self.config = config
         self.records = records  # the twin of an alarm or a command a request names
         self.tokens = TokenBook(config.tokens)
-        self.oidc = OidcVerifier(config.oidc) if config.oidc is not None else None
+        try:
+            self.oidc = OidcVerifier(config.oidc) if config.oidc is not None else None
+        except KeySetError as exc:
+            raise ConfigError("api.oidc.jwks_file", str(exc)) from None
         self.certificates = {c.name: c for c in reversed(config.certificates)}  # the first listed wins
         anonymous = config.anonymous_role
         if anonymous == "auto":
@@ -107,7 +112,7 @@ class Authority:
             try:
                 claims = await self.oidc.verify(bearer)
             except JwtRefused as exc:
-                return _unauthenticated(str(exc))
+                return _unauthenticated(str(exc), "issuer" if exc.unavailable else "credentials")
             return Caller(f"jwt:{claims.subject}", True, claims.role, claims.scopes)
         token = self.tokens.find(bearer)
         if token is None:

@@ -9,7 +9,7 @@ __all__ = ["Decision", "Refusal", "Status"]
 
 Status = Literal["ok", "unauthenticated", "permission_denied", "resource_exhausted"]
 # Why, as counted in drsdtp_api_auth_refusals{reason}: a bounded set of labels.
-Refusal = Literal["", "credentials", "method", "scope", "rate"]
+Refusal = Literal["", "credentials", "issuer", "method", "scope", "rate"]  # issuer: its keys unreachable
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,40 +1,36 @@
-"""JWTs of an OpenID Connect issuer, verified with PyJWT against the issuer's key set (JWKS).
+"""JWTs of an OpenID Connect issuer, verified with PyJWT against the issuer's keys (:mod:`.jwks`: a static
+key set, and the one the issuer publishes, found through its discovery document or ``jwks_url``).
 
-The key set is fetched from ``api.oidc.jwks_url`` in a worker thread (never on the event loop), kept for
-``jwks_refresh_s``, and fetched again early when a token names a key id the set lacks (the issuer rotated
-its keys), at most once every :data:`MIN_REFETCH_S` so tokens with made-up key ids cannot make the node
-hammer the issuer. Signature, ``iss``, ``aud``, ``exp`` (required) and ``nbf`` are checked, with
-``leeway_s`` for clock skew; only the configured algorithms are accepted (never ``none`` or HMAC: the
-algorithm is the config's choice, not the token's). A verified token is remembered (at most
-:data:`CACHE_TOKENS` of them) until it expires or for :data:`CACHE_S`, whichever is sooner, so a client
-calling with the same token pays the signature check once (~0.3 ms with RS256), not on every call."""
+Signature, ``iss``, ``aud``, ``exp`` (required) and ``nbf`` are checked, with ``leeway_s`` for clock skew;
+only the configured algorithms are accepted (never ``none`` or HMAC: the algorithm is the config's choice,
+not the token's). A verified token is remembered (at most :data:`CACHE_TOKENS` of them) until it expires
+or for :data:`CACHE_S`, whichever is sooner, so a client calling with the same token pays the signature
+check once (~0.3 ms with RS256), not on every call."""
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import json
 import time
-import urllib.request
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from drsdtp.api.auth.jwks import MIN_REFETCH_S, KeySetError, KeySource
 from drsdtp.config import ApiOidcConfig, ApiRole, scope_problem
-
-if TYPE_CHECKING:
-    import jwt
 
 __all__ = ["MIN_REFETCH_S", "JwtClaims", "JwtRefused", "OidcVerifier", "looks_like_jwt"]
 
-MIN_REFETCH_S = 30.0
 CACHE_TOKENS = 1024
 CACHE_S = 60.0
-MAX_JWKS_BYTES = 1 << 20
 _ROLES: tuple[ApiRole, ...] = ("viewer", "operator", "engineer", "admin")
 
 
 class JwtRefused(Exception):
-    """The token is not accepted; the message says why (for the caller, never the token itself)."""
+    """The token is not accepted; the message says why (for the caller, never the token itself).
+    ``unavailable``: refused because the issuer's key set could not be fetched, not for the token."""
+
+    def __init__(self, reason: str, *, unavailable: bool = False) -> None:
+        super().__init__(reason)
+        self.unavailable = unavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,60 +44,13 @@ def looks_like_jwt(token: str) -> bool:
     return token.count(".") == 2 and token.startswith("eyJ")
 
 
-def _fetch(url: str, timeout_s: float) -> dict[str, Any]:
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout_s) as reply:  # the config's URL
-        body = reply.read(MAX_JWKS_BYTES + 1)
-    if len(body) > MAX_JWKS_BYTES:
-        raise ValueError(f"the key set is larger than {MAX_JWKS_BYTES} bytes")
-    data = json.loads(body)
-    if not isinstance(data, dict):
-        raise ValueError("the key set is not a JSON object")
-    return data
-
-
 class OidcVerifier:
     def __init__(self, config: ApiOidcConfig) -> None:
+        """Raises :class:`~drsdtp.api.auth.jwks.KeySetError` for a static key set it cannot use."""
         self.config = config
-        self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched = -float("inf")  # monotonic time of the last fetch attempt
-        self._loaded = -float("inf")  # ... of the last successful one
-        self._lock = asyncio.Lock()
-        self.fetch_errors = 0
+        self.keys = KeySource(config)
         # token -> (claims, monotonic time until which they hold)
         self._verified: collections.OrderedDict[str, tuple[JwtClaims, float]] = collections.OrderedDict()
-
-    async def _key(self, kid: str) -> jwt.PyJWK:
-        now = time.monotonic()
-        due = kid not in self._keys or now - self._loaded > self.config.jwks_refresh_s
-        # Without keys (the first call, an issuer that was down) the fetch is retried sooner.
-        if due and now - self._fetched >= (MIN_REFETCH_S if self._keys else 1.0):
-            await self._refresh()
-        key = self._keys.get(kid)
-        if key is None:
-            known = ", ".join(sorted(self._keys)) or "none: the key set could not be fetched"
-            raise JwtRefused(f"the JWT's key id {kid!r} is not in the issuer's key set (keys: {known})")
-        return key
-
-    async def _refresh(self) -> None:
-        async with self._lock:
-            if time.monotonic() - self._fetched < 1.0:
-                return  # another call fetched it while this one waited
-            self._fetched = time.monotonic()
-            import jwt  # here, not above: PyJWT and cryptography cost a node without api.oidc ~9 MB
-
-            try:
-                data = await asyncio.to_thread(_fetch, self.config.jwks_url, self.config.jwks_timeout_s)
-                keys = jwt.PyJWKSet.from_dict(data).keys
-            except Exception as exc:  # keep the keys we had: an issuer outage must not lock everyone out
-                self.fetch_errors += 1
-                if not self._keys:
-                    raise JwtRefused(
-                        f"cannot fetch the issuer's key set from {self.config.jwks_url}: {exc}"
-                    ) from None
-                return
-            self._keys = {k.key_id: k for k in keys if k.key_id}
-            self._loaded = time.monotonic()
 
     async def verify(self, token: str) -> JwtClaims:
         known = self._verified.get(token)
@@ -116,7 +65,7 @@ class OidcVerifier:
 
     async def _verify(self, token: str) -> tuple[JwtClaims, float]:
         """The claims and the token's expiry (epoch seconds)."""
-        import jwt  # see _refresh
+        import jwt  # here, not above: PyJWT and cryptography cost a node without api.oidc ~9 MB
 
         cfg = self.config
         try:
@@ -130,7 +79,10 @@ class OidcVerifier:
             )
         if not isinstance(kid, str):
             raise JwtRefused("the JWT names no key id (kid)")
-        key = await self._key(kid)
+        try:
+            key = await self.keys.key(kid)
+        except KeySetError as exc:
+            raise JwtRefused(str(exc), unavailable=exc.unavailable) from None
         try:
             claims = jwt.decode(
                 token,
