@@ -252,7 +252,8 @@ function twinView(id) {
     if (canAct()) desiredCell.append(desireForm(id, name));
     const svg = sparkline(`${name}, last 10 minutes`);
     tr.querySelector(".plot").append(svg);
-    r = { tr, points: [], svg, stamp: "", ms: 0 };
+    r = { tr, points: [], svg, stamp: "", ms: 0, value: tr.querySelector(".value"), quality: tr.querySelector(".quality"),
+      wanted: desiredCell.firstChild, age: tr.querySelector(".age") };
     rows.set(name, r);
     unit(name, r);
     const names = [...rows.keys()].sort();
@@ -271,46 +272,57 @@ function twinView(id) {
     } catch (error) { /* no history for this field (text, or history off): the plot stays empty */ }
   };
 
-  const update = (twin) => {
-    fields = new Map((twin.fields || []).map((f) => [f.name, f]));
-    const model = fields.get("_model");
-    text($("twin-meta"), `${model ? `model ${valueOf(model)} · ` : ""}version ${twin.version}`);
-    for (const [name, field] of fields) {
+  // Each change is taken as it arrives (readings into the plot's and sparklines' series: no DOM work), and
+  // the page is written once per animation frame from the latest state, however many changes came in it:
+  // at 50 updates/s a frame writes each cell once, and only the cells whose text changed.
+  let latest = null, frame = 0;
+  const sparks = new Set();
+  const take = (twin) => {
+    latest = twin;
+    for (const field of twin.fields || []) {
+      const name = field.name;
       if (internal(name)) continue;
       const r = row(name);
-      const value = valueOf(field);
-      text(r.tr.querySelector(".value"), show(value));
+      if (field.stamp === r.stamp) continue;
+      r.stamp = field.stamp;
       r.ms = stampMs(field.stamp);
-      const quality = fields.get(`${name}.q`);
-      text(r.tr.querySelector(".quality"), quality ? show(valueOf(quality)) : "—");
-      const desired = fields.get(`${name}.desired`);
-      const cell = r.tr.querySelector(".desired .wanted");
-      const wanted = desired ? valueOf(desired) : [];
-      cell.classList.toggle("conflict", wanted.length > 1);
-      text(cell, wanted.length > 1 ? `conflict: ${wanted.map(show).join(" | ")}` : wanted.length ? `${show(wanted[0])}${wanted[0] === value ? "" : " (not yet reported)"}` : "—");
-      if (typeof value === "number" && field.stamp !== r.stamp) {
+      const value = valueOf(field);
+      if (typeof value === "number") {
         plot.offer(name);
         plot.reading(name, r.ms, value);
-        r.stamp = field.stamp;
         r.points.push([r.ms, value]);
         if (r.points.length > MAX_POINTS) r.points.shift();
         sparks.add(r);
       }
     }
-    if (sparks.size && !sparkFrame) sparkFrame = requestAnimationFrame(drawSparks);
-    ages();
+    if (!frame) frame = requestAnimationFrame(paint);
   };
-  // Sparklines redraw once per frame, however many updates arrived in it.
-  const sparks = new Set();
-  let sparkFrame = 0;
-  const drawSparks = () => {
-    sparkFrame = 0;
+  const paint = () => {
+    frame = 0;
+    const twin = latest;
+    fields = new Map((twin.fields || []).map((f) => [f.name, f]));
+    const model = fields.get("_model");
+    text($("twin-meta"), `${model ? `model ${valueOf(model)} · ` : ""}version ${twin.version}`);
+    for (const [name, field] of fields) {
+      if (internal(name)) continue;
+      const r = rows.get(name);
+      const value = valueOf(field);
+      text(r.value, show(value));
+      const quality = fields.get(`${name}.q`);
+      text(r.quality, quality ? show(valueOf(quality)) : "—");
+      const desired = fields.get(`${name}.desired`);
+      const wanted = desired ? valueOf(desired) : [];
+      const conflict = wanted.length > 1;
+      if (r.wanted.classList.contains("conflict") !== conflict) r.wanted.classList.toggle("conflict", conflict);
+      text(r.wanted, conflict ? `conflict: ${wanted.map(show).join(" | ")}` : wanted.length ? `${show(wanted[0])}${wanted[0] === value ? "" : " (not yet reported)"}` : "—");
+    }
     for (const r of sparks) draw(r.svg, r.points);
     sparks.clear();
+    ages();
   };
-  const ages = () => { for (const r of rows.values()) text(r.tr.querySelector(".age"), age(r.ms)); };
+  const ages = () => { for (const r of rows.values()) text(r.age, age(r.ms)); };
 
-  const source = events("Watch", { twin_ids: id }, (change) => update(change.twin), linkState);
+  const source = events("Watch", { twin_ids: id }, (change) => take(change.twin), linkState);
   const ticker = setInterval(ages, 1000);
   const stopHealth = every(POLL_MS, async () => {
     const reply = await call("Health", { twinIds: [id] });
@@ -340,7 +352,9 @@ function twinView(id) {
     renderAlarms(reply, $("twin-alarms"));
     plot.alarms(reply.alarms || []);
   });
-  return { stop() { source.close(); clearInterval(ticker); stopHealth(); stopAlarms(); plot.stop(); acting.stop(); } };
+  return {
+    stop() { source.close(); cancelAnimationFrame(frame); clearInterval(ticker); stopHealth(); stopAlarms(); plot.stop(); acting.stop(); },
+  };
 }
 
 // Sets a desired value of the field (a Write; the node turns it into a command where an actuator acts).

@@ -1,11 +1,16 @@
 // A time-series plot in SVG, no library: one field's history (raw points as a line; a downsampled tier as its
 // min-max band and mean), live points, the forecast with its interval, limit lines, and anomalies and alarms
 // as markers on the same time axis. Zoom and pan with its buttons or by dragging a range; every change of the
-// data is drawn at most once per animation frame, so a fast field costs one redraw per frame, not per update.
+// data is drawn at most once per animation frame, so a fast field costs one redraw per frame, not per update,
+// and incrementally: the series are drawn once in the coordinates of the window they were laid out in, and
+// while the window only slides (following now) and the value range holds, a frame moves them with one
+// transform and appends the new live points, instead of rewriting every point's coordinates.
 const NS = "http://www.w3.org/2000/svg";
 const W = 800, H = 260;
 const PAD = { left: 56, right: 12, top: 12, bottom: 28 };
 const MAX_LIVE = 4000; // live points kept beyond the loaded history (bounded)
+const MAX_APPENDED = 600; // live points appended since the last full layout before laying out again
+let charts = 0; // for unique clip path ids
 
 function el(name, attrs = {}, parent = null) {
   const node = document.createElementNS(NS, name);
@@ -49,12 +54,20 @@ export class Chart {
 
     this.svg = el("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": label });
     this.grid = el("g", { class: "grid" }, this.svg);
-    this.bandFc = el("path", { class: "fc-band" }, this.svg);
-    this.band = el("path", { class: "band" }, this.svg);
-    this.line = el("polyline", { class: "line" }, this.svg);
-    this.fcLine = el("polyline", { class: "fc-line" }, this.svg);
-    this.wiBand = el("path", { class: "wi-band" }, this.svg);
-    this.wiLine = el("polyline", { class: "wi-line" }, this.svg);
+    const clip = `chart-clip-${++charts}`;
+    el("rect", { x: PAD.left, y: 0, width: W - PAD.left - PAD.right, height: H },
+      el("clipPath", { id: clip }, el("defs", {}, this.svg)));
+    // The series, in the coordinates of their last full layout; `series` maps them to the window.
+    const clipped = el("g", { "clip-path": `url(#${clip})` }, this.svg);
+    this.series = el("g", { class: "series" }, clipped);
+    this.bandFc = el("path", { class: "fc-band" }, this.series);
+    this.band = el("path", { class: "band" }, this.series);
+    this.line = el("polyline", { class: "line" }, this.series);
+    this.fcLine = el("polyline", { class: "fc-line" }, this.series);
+    this.wiBand = el("path", { class: "wi-band" }, this.series);
+    this.wiLine = el("polyline", { class: "wi-line" }, this.series);
+    this.laid = null; // the last full layout: {t0, k, lo, hi, key, live, first, appended}
+    this.version = 0; // bumped by every change other than a live point or the window sliding
     this.limitG = el("g", { class: "limits" }, this.svg);
     this.nowLine = el("line", { class: "now" }, this.svg);
     this.markerG = el("g", { class: "markers" }, this.svg);
@@ -69,6 +82,7 @@ export class Chart {
 
   setWindow(t0, t1, follow) {
     this.t0 = t0; this.t1 = t1; this.follow = follow;
+    this.version += 1;
     this.schedule();
   }
 
@@ -78,6 +92,7 @@ export class Chart {
     this.svg.dataset.tier = tier;
     const last = points.length ? points[points.length - 1][0] : -Infinity;
     this.live = this.live.filter(([t]) => t > last);
+    this.version += 1;
     this.schedule();
   }
 
@@ -89,9 +104,9 @@ export class Chart {
     this.schedule();
   }
 
-  setForecast(points) { this.forecast = points; this.schedule(); }
-  setWhatIf(points) { this.whatif = points; this.schedule(); }
-  setLimits(limits) { this.limits = limits; this.schedule(); }
+  setForecast(points) { this.forecast = points; this.version += 1; this.schedule(); }
+  setWhatIf(points) { this.whatif = points; this.version += 1; this.schedule(); }
+  setLimits(limits) { this.limits = limits; this.version += 1; this.schedule(); }
   setMarkers(markers) { this.markers = markers; this.markerVersion = (this.markerVersion || 0) + 1; this.schedule(); }
 
   schedule() {
@@ -176,24 +191,17 @@ export class Chart {
     if (hi - lo < 1e-9) { lo -= 0.5; hi += 0.5; }
     const margin = (hi - lo) * 0.06;
     lo -= margin; hi += margin;
+    // Out to whole value ticks: the range (and with it the grid and the series' layout) changes only when a
+    // value crosses a tick, not with every new high or low of a moving field.
+    const tick = niceStep(hi - lo, 5);
+    lo = Math.floor(lo / tick) * tick; hi = Math.ceil(hi / tick) * tick;
     const saved = this.t1;
     this.t1 = right;
     const y = (v) => H - PAD.bottom - (v - lo) / (hi - lo) * (H - PAD.top - PAD.bottom);
     const xy = (t, v) => `${this.x(t).toFixed(1)},${y(v).toFixed(1)}`;
 
     this.axes(lo, hi, y);
-    const points = [];
-    for (const p of this.history) if (shown(p[0])) points.push(xy(p[0], p[1]));
-    for (const p of this.live) if (shown(p[0])) points.push(xy(p[0], p[1]));
-    this.line.setAttribute("points", points.join(" "));
-    const banded = this.history.filter((p) => p[2] !== undefined && shown(p[0]));
-    this.band.setAttribute("d", banded.length > 1 ? area(banded, xy) : "");
-    this.fcLine.setAttribute("points", this.forecast.map((p) => xy(p[0], p[1])).join(" "));
-    const fcBand = this.forecast.filter((p) => p[2] !== null && p[3] !== null);
-    this.bandFc.setAttribute("d", fcBand.length > 1 ? area(fcBand, xy) : "");
-    this.wiLine.setAttribute("points", this.whatif.map((p) => xy(p[0], p[1])).join(" "));
-    const wiBand = this.whatif.filter((p) => typeof p[2] === "number" && typeof p[3] === "number");
-    this.wiBand.setAttribute("d", wiBand.length > 1 ? area(wiBand, xy) : "");
+    this.plotSeries(t0, lo, hi, xy, y, shown);
 
     const limitKey = JSON.stringify([this.limits, lo, hi]);
     if (this.limitKey !== limitKey) this.drawLimits(limitKey, y);
@@ -209,6 +217,46 @@ export class Chart {
     const markerKey = `${this.markerVersion},${Math.round(t0 / pixel)},${Math.round(right / pixel)}`;
     if (this.markerKey !== markerKey) this.drawMarkers(markerKey, t0, right);
     this.t1 = saved;
+  }
+
+  // The series: appended to and moved with one transform while only live points arrived and the window only
+  // slid; laid out afresh otherwise (and every MAX_APPENDED points, or once the transform would stretch them
+  // by more than 10 %, so what is drawn stays close to exact).
+  plotSeries(t0, lo, hi, xy, y, shown) {
+    const k = (W - PAD.left - PAD.right) / (this.t1 - this.t0 || 1);
+    const laid = this.laid;
+    const first = this.live.length ? this.live[0][0] : null;
+    if (laid && laid.version === this.version && laid.lo === lo && laid.hi === hi && laid.first === first &&
+        laid.appended + this.live.length - laid.live <= MAX_APPENDED && Math.abs(k / laid.k - 1) < 0.1 &&
+        this.live.length >= laid.live) {
+      const line = this.line.points;
+      for (let i = laid.live; i < this.live.length; i += 1) {
+        const [t, v] = this.live[i];
+        const p = this.svg.createSVGPoint(); // in the laid-out window's coordinates (the transform maps them)
+        p.x = PAD.left + (t - laid.t0) * laid.k; p.y = y(v);
+        line.appendItem(p);
+      }
+      laid.appended += this.live.length - laid.live;
+      laid.live = this.live.length;
+      const scale = k / laid.k;
+      const shift = PAD.left * (1 - scale) + (laid.t0 - t0) * k;
+      this.series.setAttribute("transform", `matrix(${scale.toFixed(6)},0,0,1,${shift.toFixed(2)},0)`);
+      return;
+    }
+    this.laid = { version: this.version, t0, k, lo, hi, first, live: this.live.length, appended: 0 };
+    this.series.removeAttribute("transform");
+    const points = [];
+    for (const p of this.history) if (shown(p[0])) points.push(xy(p[0], p[1]));
+    for (const p of this.live) if (p[0] >= t0) points.push(xy(p[0], p[1])); // and later: they slide into view
+    this.line.setAttribute("points", points.join(" "));
+    const banded = this.history.filter((p) => p[2] !== undefined && shown(p[0]));
+    this.band.setAttribute("d", banded.length > 1 ? area(banded, xy) : "");
+    this.fcLine.setAttribute("points", this.forecast.map((p) => xy(p[0], p[1])).join(" "));
+    const fcBand = this.forecast.filter((p) => p[2] !== null && p[3] !== null);
+    this.bandFc.setAttribute("d", fcBand.length > 1 ? area(fcBand, xy) : "");
+    this.wiLine.setAttribute("points", this.whatif.map((p) => xy(p[0], p[1])).join(" "));
+    const wiBand = this.whatif.filter((p) => typeof p[2] === "number" && typeof p[3] === "number");
+    this.wiBand.setAttribute("d", wiBand.length > 1 ? area(wiBand, xy) : "");
   }
 
   drawLimits(key, y) {
