@@ -5,6 +5,7 @@ only its own twins, counted as such in totals and limits, instead of a refusal."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -180,3 +181,24 @@ async def test_a_scoped_watch_sends_only_its_twins_on_both_faces(faces: Faces) -
                 assert (event["origin"], event["twin"]["twinId"]) == ("local", "site/a/y")
             finally:
                 stream.cancel()
+
+
+async def test_a_scoped_alarm_stream_sends_only_its_twins_alarms(faces: Faces) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{faces.node.api_port}") as channel:
+        stub = api_pb2_grpc.TwinApiStub(channel)
+        metadata = (("authorization", f"Bearer {TOKENS['a-view']}"),)
+        stream = stub.WatchAlarms(api_pb2.WatchAlarmsRequest(), metadata=metadata)
+        try:
+            assert sorted([(await stream.read()).twin_id for _ in A_TWINS]) == list(A_TWINS)
+            # site/b/x's alarm clears first (seen by the admin), then site/a/x's: the stream's next
+            # message is the latter.
+            faces.ok("grpc", "ops", "Write", level("site/b/x", 10.0))
+            deadline = time.monotonic() + 60
+            while faces.ok("grpc", "ops", "ListAlarms", {"twinId": "site/b/x", "active": True}).get("alarms"):
+                assert time.monotonic() < deadline, "site/b/x's alarm did not clear"
+                await asyncio.sleep(0.2)
+            faces.ok("grpc", "ops", "Write", level("site/a/x", 10.0))
+            changed = await stream.read()
+            assert (changed.twin_id, changed.state) == ("site/a/x", "cleared"), changed
+        finally:
+            stream.cancel()
