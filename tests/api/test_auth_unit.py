@@ -224,3 +224,14 @@ def test_a_plaintext_api_off_loopback_needs_tokens_or_an_explicit_allowance() ->
 def test_access_of_methods_without_twins_is_the_method_alone() -> None:
     assert access_of("Status", api_pb2.StatusRequest()) == Access(("Status",))
     assert access_of("ReadAudit", api_pb2.AuditRequest()) == Access(("ReadAudit",))
+
+
+def test_an_anomaly_shows_only_the_related_twins_in_the_callers_scopes() -> None:
+    from drsdtp.api.services.intel import anomaly_message
+    from drsdtp.intelligence.anomalies import AnomalyRecord
+    from drsdtp.intelligence.results import AnomalyEvent, Severity
+
+    event = AnomalyEvent("line1/a", "temp", "spike", Severity.HIGH, 1.0, 20.0, "spike", "spike", 1.0, 0.9)
+    record = AnomalyRecord(1, 0, "pump", event, related=("line1/b", "line2/c"))
+    assert list(anomaly_message(record).related) == ["line1/b", "line2/c"]
+    assert list(anomaly_message(record, scope_filter(("line1/*",))).related) == ["line1/b"]

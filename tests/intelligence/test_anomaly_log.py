@@ -120,3 +120,14 @@ def test_the_engine_hands_every_event_to_its_listeners() -> None:
     assert any(r.event.kind == "spike" and r.event.t_s == 500.0 for r in journal.latest())
     assert len(journal) == len(engine.anomaly_log.events)
     json.dumps([r.to_dict() for r in journal.latest()])
+
+
+def test_a_twin_filter_applies_before_the_limit_and_in_the_count(tmp_path: pathlib.Path) -> None:
+    journal = AnomalyJournal(tmp_path, per_twin=10, max_events=100)
+    log_events(journal, "a/1", 3)
+    log_events(journal, "b/1", 5, start=3)  # newer than every a/ record
+    ours = lambda twin: twin.startswith("a/")  # noqa: E731  # a caller's scopes, as the API passes them
+    assert [r.twin for r in journal.latest(limit=2, where=ours)] == ["a/1", "a/1"]
+    assert [r.event.t_s for r in journal.after(0, limit=10, where=ours)] == [0.0, 1.0, 2.0]
+    assert journal.count(where=ours) == 3 and journal.count(["b/1"], where=ours) == 0
+    assert journal.latest(["b/1"], where=ours) == [] and journal.count() == 8

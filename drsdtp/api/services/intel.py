@@ -17,7 +17,7 @@ import grpc
 import grpc.aio
 
 from drsdtp.api.node import NodeApi
-from drsdtp.api.visibility import in_scope
+from drsdtp.api.visibility import TwinFilter, in_scope
 from drsdtp.api.watch_limits import WatchGate, WatchRefused, caller_of
 from drsdtp.errors import InvalidValueError
 from drsdtp.intelligence.anomalies import AnomalyRecord
@@ -33,7 +33,8 @@ MAX_LIMIT = 10_000
 STREAM_BATCH = 256
 
 
-def anomaly_message(record: AnomalyRecord) -> api_pb2.AnomalyRecord:
+def anomaly_message(record: AnomalyRecord, within: TwinFilter | None = None) -> api_pb2.AnomalyRecord:
+    """``within``: the caller's scopes; a related twin outside them is left out."""
     e = record.event
     msg = api_pb2.AnomalyRecord(
         seq=record.seq,
@@ -46,7 +47,7 @@ def anomaly_message(record: AnomalyRecord) -> api_pb2.AnomalyRecord:
         detail=e.detail,
         test=e.test,
         logged_ms=record.logged_ms,
-        related=list(record.related),
+        related=[t for t in record.related if within is None or within(t)],
         cause=record.cause,
         evidence=list(record.evidence),
     )
@@ -74,7 +75,7 @@ class IntelService:
             else log.latest(twins, limit, within)
         )
         return api_pb2.ListAnomaliesReply(
-            anomalies=[anomaly_message(r) for r in records],
+            anomalies=[anomaly_message(r, within) for r in records],
             held=log.count(twins, within),
             per_twin=log.per_twin,
             max_events=log.max_events,
@@ -179,7 +180,7 @@ class AnomalyStreams:
             for record in batch:
                 try:
                     async with asyncio.timeout(self.gate.limits.stall_s):
-                        await context.write(anomaly_message(record))
+                        await context.write(anomaly_message(record, within))
                 except TimeoutError:
                     self.gate.cut_off += 1
                     context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
