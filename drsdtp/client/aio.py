@@ -29,7 +29,7 @@ from drsdtp.client.types import (
     TwinSummary,
     WriteResult,
 )
-from drsdtp.client.watch import Watch
+from drsdtp.client.watch import MAX_CHANGES, Watch
 from drsdtp.client.writes import Ack, Columns, Create, Op, Scalar, TwinWrite
 from drsdtp.wire.v1 import api_pb2, api_pb2_grpc
 
@@ -356,6 +356,10 @@ class AsyncClient:
         twin changed after it), then each change. After a disconnect or a node restart it reconnects with
         backoff and resumes after its last cursor by itself (``reconnect=False``: it raises instead)."""
         req = api_pb2.WatchRequest(
-            twin_ids=list(twins), prefix=prefix, fields=list(fields), origins=list(origins)
+            twin_ids=list(twins),
+            prefix=prefix,
+            fields=list(fields),
+            origins=list(origins),
+            max_changes=MAX_CHANGES,
         )
         return Watch(self._stub, req, self._metadata, self.retry, self.target, since, reconnect)

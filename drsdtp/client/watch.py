@@ -16,9 +16,12 @@ from drsdtp.client.retry import RetryPolicy
 from drsdtp.client.types import Change
 from drsdtp.wire.v1 import api_pb2, api_pb2_grpc
 
-__all__ = ["Watch"]
+__all__ = ["MAX_CHANGES", "Watch"]
 
 log = logging.getLogger(__name__)
+
+# Changes the node may put in one message (it caps this itself; a node older than v2.1 sends one a message).
+MAX_CHANGES: Final = 512
 
 # Ends of a stream after which a new one resumes where it left off: the node went away or restarted, the
 # stream was cut (a slow reader, a limit on streams), or the connection broke.
@@ -102,11 +105,12 @@ class Watch:
             failure: ApiError | None = None
             try:
                 async for message in call:
-                    change = Change.from_pb(message)
-                    if message.cursor:
-                        self.cursor = message.cursor
                     delays = self._retry.forever()  # a stream that delivered starts the backoff anew
-                    yield change
+                    for one in message.changes or (message,):
+                        change = Change.from_pb(one)
+                        if one.cursor:
+                            self.cursor = one.cursor
+                        yield change
             except asyncio.CancelledError:
                 if self._closed:  # aclose() cancelled the call under a read
                     return

@@ -37,6 +37,7 @@ READING_BYTES = 256  # a reading buffered between an adapter and the store
 DELTA_READING_BYTES = 64  # encoded bytes per reading in a local delta (one delta per ingest batch)
 CALL_BYTES = 32 * _KIB  # gRPC's own state for one call, stream or unary
 SNAPSHOT_PAGE_IDS = 512  # twin ids a Watch holds while sending its snapshot (drsdtp.api.services.watch)
+WATCH_CACHE_BYTES = 8 * _MIB  # changes encoded once and messages built once for every Watch (the same module)
 LISTING_ENTRY_BYTES = 400  # per twin while a ListTwins reply is built (one at a time: it never awaits)
 DELTA_LOG_MAX_BYTES = 256 * _MIB  # GossipLimits.buffer_bytes: the delta log's own byte cap
 REQUEST_BYTES = 64 * _KIB  # the API's receive limit
@@ -102,7 +103,8 @@ def memory_budget(config: NodeConfig, *, peer_twins: int = 0, peer_fields: int =
         "peer links": 2 * max(1, len(config.peers)) * (CALL_BYTES + 2 * message),
         # One message in flight (the TwinChange object, its bytes, gRPC's copy) and a page of ids.
         "watch streams": limits.api_max_watchers
-        * (CALL_BYTES + 3 * message + SNAPSHOT_PAGE_IDS * (limits.max_name_bytes + 64)),
+        * (CALL_BYTES + 3 * message + SNAPSHOT_PAGE_IDS * (limits.max_name_bytes + 64))
+        + WATCH_CACHE_BYTES,
         # The request, its reply (and its bytes) in flight; plus the one reply being built, which for
         # ListTwins grows with the twins (replies beyond max_message_bytes are refused when sent).
         "history": history,

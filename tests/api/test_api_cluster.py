@@ -204,3 +204,52 @@ async def test_watch_resumes_after_a_node_restart_without_a_gap(solo: ApiNode, r
         solo, api_pb2.WatchRequest(resume_after=cursor, fields=["x"], origins=["local"]), {"after"}
     )
     assert set(only) == {"after"}
+
+
+async def _read_changes(call: object, n: int) -> list[api_pb2.TwinChange]:
+    """The next ``n`` changes of a Watch call, each message's ``changes`` (or the message itself)."""
+    got: list[api_pb2.TwinChange] = []
+    while len(got) < n:
+        message = await call.read()  # type: ignore[attr-defined]
+        assert not (message.changes and message.HasField("twin")), "a batch leaves its own fields unset"
+        got += list(message.changes) or [message]
+    return got
+
+
+async def test_watch_sends_many_changes_a_message_and_resumes_from_any_of_them(solo: ApiNode) -> None:
+    twins = [f"batch-{i:03d}" for i in range(150)]
+    made = [api_pb2.TwinWrite(twin_id=t, create=api_pb2.CreateTwin(), ops=[report("x", 1.0)]) for t in twins]
+    await solo.call("Write", api_pb2.WriteRequest(twins=made))
+    async with solo.stub() as stub:
+        batched = stub.Watch(api_pb2.WatchRequest(prefix="batch-", fields=["x"], max_changes=64), timeout=30)
+        v1 = stub.Watch(api_pb2.WatchRequest(prefix="batch-", fields=["x"]), timeout=30)
+        sizes: list[int] = []
+        snapshot: list[api_pb2.TwinChange] = []
+        while len(snapshot) < len(twins):
+            message = await batched.read()
+            sizes.append(len(message.changes) or 1)
+            snapshot += list(message.changes) or [message]
+        assert sizes == [64, 64, 22]  # the snapshot in id order, 64 twins a message at most
+        assert [c.twin.twin_id for c in snapshot] == twins
+        assert all(c.origin == "snapshot" for c in snapshot)
+        assert snapshot[-1].cursor > 0 and not any(c.cursor for c in snapshot[:-1])
+        # A request without max_changes (a v1 reader) gets one change a message, in the message's own fields.
+        for twin in twins:
+            message = await v1.read()
+            assert not message.changes and message.twin.twin_id == twin
+        # One write of 100 twins: each change once, in feed order, each with its own cursor.
+        bump = [api_pb2.TwinWrite(twin_id=t, ops=[report("x", 2.0)]) for t in twins[:100]]
+        await solo.call("Write", api_pb2.WriteRequest(twins=bump))
+        changed = await _read_changes(batched, 100)
+        assert [c.twin.twin_id for c in changed] == twins[:100]
+        assert all(c.origin == "local" and values(c.twin) == {"x": 2.0} for c in changed)
+        cursors = [c.cursor for c in changed]
+        assert cursors == sorted(set(cursors)) and cursors[0] > snapshot[-1].cursor
+        batched.cancel()
+        v1.cancel()
+        # Resumed after a change in the middle of a message: exactly the twins changed after it.
+        await solo.call("Write", write(twins[140], report("x", 3.0)))
+        resumed = stub.Watch(api_pb2.WatchRequest(resume_after=cursors[49], max_changes=64), timeout=30)
+        again = await _read_changes(resumed, 51)
+        resumed.cancel()
+    assert [c.twin.twin_id for c in again] == [*twins[50:100], twins[140]]

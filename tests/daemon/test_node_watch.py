@@ -78,7 +78,11 @@ async def json_line(proc: asyncio.subprocess.Process) -> dict[str, object]:
     return result
 
 
-async def test_never_reading_watchers_are_cut_off_while_memory_stays_bounded(tmp_path: pathlib.Path) -> None:
+# One change a message (v1 readers), and up to 512 (the SDK's request: bigger messages in flight).
+@pytest.mark.parametrize("max_changes", [0, 512], ids=["v1", "batched"])
+async def test_never_reading_watchers_are_cut_off_while_memory_stays_bounded(
+    tmp_path: pathlib.Path, max_changes: int
+) -> None:
     streams = 60
     cfg = watch_config(tmp_path, api_max_watchers=64, api_max_watchers_per_caller=64, api_watch_stall_s=1.0)
     async with Node(cfg) as node:
@@ -96,7 +100,7 @@ async def test_never_reading_watchers_are_cut_off_while_memory_stays_bounded(tmp
                 await asyncio.sleep(0.05)
 
         sampler = asyncio.create_task(sample())
-        async with watch_client(node.api.port, streams) as frozen:
+        async with watch_client(node.api.port, streams, f"--max-changes={max_changes}") as frozen:
             assert await json_line(frozen) == {"opened": streams, "refused": []}
             await eventually(lambda: node.api.watchers.cut_off == streams, 60, "every frozen stream cut off")
             # The node serves on: a reading watcher gets the whole snapshot.

@@ -111,6 +111,15 @@ async def test_filters_are_checked_and_applied(node: HttpNode) -> None:
         assert field_values(change["twin"]) == {"temperature": 5.0}
 
 
+async def test_max_changes_puts_several_changes_in_one_event(node: HttpNode) -> None:
+    for twin in ("room-b1", "room-b2"):
+        write(node, twin, 1.0, create=True)
+    async with watch(node, "prefix=room-b&fields=temperature&max_changes=16") as events:
+        cursor, batch = await events.next()
+        assert [c["twin"]["twinId"] for c in batch["changes"]] == ["room-b1", "room-b2"]
+        assert "twin" not in batch and cursor == batch["changes"][-1]["cursor"]  # the id: its last cursor
+
+
 async def test_streams_per_caller_are_capped(node: HttpNode) -> None:
     write(node, "room-cap", 1.0, create=True)
     async with aiohttp.ClientSession() as session:

@@ -543,10 +543,16 @@ class WatchRequest(_message.Message):
     FIELDS_FIELD_NUMBER: _builtins.int
     ORIGINS_FIELD_NUMBER: _builtins.int
     RESUME_AFTER_FIELD_NUMBER: _builtins.int
+    MAX_CHANGES_FIELD_NUMBER: _builtins.int
     prefix: _builtins.str
     resume_after: _builtins.int
     """(v2) Resume: instead of the initial snapshot, every matching twin changed after this cursor (the
     `cursor` of the last TwinChange received), then the changes as they come. Survives a node restart.
+    """
+    max_changes: _builtins.int
+    """(v2.1) Up to this many changes in one message, carried in TwinChange.changes (capped by the node; 0 or
+    1: one change a message, as v1 readers expect). Fewer messages for the same changes: a watcher keeps up
+    with far more changes a second.
     """
     @_builtins.property
     def twin_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -570,10 +576,11 @@ class WatchRequest(_message.Message):
         fields: _abc.Iterable[_builtins.str] | None = ...,
         origins: _abc.Iterable[_builtins.str] | None = ...,
         resume_after: _builtins.int | None = ...,
+        max_changes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_resume_after", b"_resume_after", "resume_after", b"resume_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_resume_after", b"_resume_after", "fields", b"fields", "origins", b"origins", "prefix", b"prefix", "resume_after", b"resume_after", "twin_ids", b"twin_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_resume_after", b"_resume_after", "fields", b"fields", "max_changes", b"max_changes", "origins", b"origins", "prefix", b"prefix", "resume_after", b"resume_after", "twin_ids", b"twin_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__resume_after: _TypeAlias = _typing.Literal["resume_after"]  # noqa: Y015
     _WhichOneofArgType__resume_after: _TypeAlias = _typing.Literal["_resume_after", b"_resume_after"]  # noqa: Y015
@@ -588,6 +595,7 @@ class TwinChange(_message.Message):
     TWIN_FIELD_NUMBER: _builtins.int
     ORIGIN_FIELD_NUMBER: _builtins.int
     CURSOR_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
     origin: _builtins.str
     """"snapshot" for the initial state, then "local", "ingest" or "peer"; (v2) after resume_after also
     "restart": a change from before the node restarted (its origin no longer known).
@@ -599,16 +607,24 @@ class TwinChange(_message.Message):
     """
     @_builtins.property
     def twin(self) -> Global___Twin: ...
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___TwinChange]:
+        """(v2.1) Only when WatchRequest.max_changes > 1: several changes in one message, in feed order, each as
+        above (the message's own twin, origin and cursor then unset). A message carrying one change carries it
+        in its own fields, as without max_changes.
+        """
+
     def __init__(
         self,
         *,
         twin: Global___Twin | None = ...,
         origin: _builtins.str = ...,
         cursor: _builtins.int = ...,
+        changes: _abc.Iterable[Global___TwinChange] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["twin", b"twin"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "origin", b"origin", "twin", b"twin"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "cursor", b"cursor", "origin", b"origin", "twin", b"twin"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
