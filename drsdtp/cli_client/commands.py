@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from drsdtp.cli_client.render import age, iso, render_document, render_forecast, show_field
 from drsdtp.cli_client.session import open_client
-from drsdtp.client import AsyncClient, Twin
+from drsdtp.client import AsyncClient, PeerStatus, Twin
 from drsdtp.client.types import field_to_python
 from drsdtp.console import Console
 from drsdtp.node_commands import (
@@ -67,13 +67,34 @@ class ClientCommands:
             "ready": "yes" if s.ready else f"no: {s.not_ready_reason}",
         }
         if console.json_mode:
-            console.json({**info, "peers": [{"name": p.name, "up": p.up, "lag_s": p.lag_s} for p in s.peers]})
+            peers = [
+                {
+                    "name": p.name,
+                    "up": p.up,
+                    "lag_s": p.lag_s,
+                    "clock_offset_s": p.clock_offset_s,
+                    "digest_equal": p.digest_equal,
+                    "digest_equal_age_s": p.digest_equal_age_s,
+                }
+                for p in s.peers
+            ]
+            console.json({**info, "peers": peers})
             return EXIT_OK
         console.fields(info.items())
         if s.peers:
             console.table(
-                ["peer", "address", "up", "lag s"],
-                [(p.name, p.address, "yes" if p.up else "no", round(p.lag_s, 3)) for p in s.peers],
+                ["peer", "address", "up", "lag s", "clock offset ms", "digest"],
+                [
+                    (
+                        p.name,
+                        p.address,
+                        "yes" if p.up else "no",
+                        round(p.lag_s, 3),
+                        "?" if p.clock_offset_s is None else round(p.clock_offset_s * 1000, 1),
+                        _digest(p),
+                    )
+                    for p in s.peers
+                ],
             )
         return EXIT_OK
 
@@ -528,3 +549,13 @@ def _value(f: api_pb2.FieldValue) -> Any:
 
 def _value_json(v: object) -> Any:
     return {"$bytes": base64.b64encode(v).decode()} if isinstance(v, bytes) else v
+
+
+def _digest(peer: PeerStatus) -> str:
+    """A peer's state digest against the node's: equal, or how long since it was."""
+    if peer.digest_checked_age_s is None:
+        return "not compared"
+    if peer.digest_equal:
+        return "equal"
+    age_s = peer.digest_equal_age_s
+    return "differs" + ("" if age_s is None else f" (equal {age_s:.0f} s ago)")

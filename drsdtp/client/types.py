@@ -182,6 +182,31 @@ class PeerStatus:
     address: str
     up: bool
     lag_s: float
+    # Measured by replication probes: the peer's clock minus the node's (None until measured) and the round
+    # trip; whether the peer's state digest equalled the node's when last compared, and how many seconds ago
+    # digests were last equal and last compared (None: never).
+    clock_offset_s: float | None = None
+    round_trip_s: float | None = None
+    digest_equal: bool = False
+    digest_equal_age_s: float | None = None
+    digest_checked_age_s: float | None = None
+
+    @classmethod
+    def from_pb(cls, p: api_pb2.PeerStatus) -> PeerStatus:
+        def opt(name: str) -> float | None:
+            return float(getattr(p, name)) if p.HasField(name) else None  # type: ignore[arg-type]
+
+        return cls(
+            p.name,
+            p.address,
+            p.up,
+            p.lag_s,
+            clock_offset_s=opt("clock_offset_s"),
+            round_trip_s=opt("round_trip_s"),
+            digest_equal=p.digest_equal,
+            digest_equal_age_s=opt("digest_equal_age_s"),
+            digest_checked_age_s=opt("digest_checked_age_s"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +244,7 @@ class Status:
             uptime_s=s.uptime_s,
             scopes=tuple(s.scopes),
             clock_offset_s=s.clock_offset_s if s.HasField("clock_offset_s") else None,
-            peers=tuple(PeerStatus(p.name, p.address, p.up, p.lag_s) for p in s.peers),
+            peers=tuple(PeerStatus.from_pb(p) for p in s.peers),
             received=s.received,
             invalid=s.invalid,
             dropped=s.dropped,

@@ -72,6 +72,17 @@ async def test_a_write_acknowledged_as_replicated_reads_on_its_peers(trio: Clust
         got = await peer.get("room-1")
         assert values(got)["temp_1"] == 20.5 and got is not None and got.version == reply.twins[0].version
 
+    # The replication probes: each peer's clock offset measured (one machine: one clock) and its state
+    # digest found equal to a's once both hold the same twins.
+    async def probed() -> bool:
+        peers = (await a.call("Status", api_pb2.StatusRequest())).peers
+        return len(peers) == 2 and all(p.HasField("clock_offset_s") and p.digest_equal for p in peers)
+
+    await eventually(probed, 30, "a probed both peers")
+    for p in (await a.call("Status", api_pb2.StatusRequest())).peers:
+        assert abs(p.clock_offset_s) < 0.05 and p.round_trip_s >= 0, p
+        assert p.digest_equal_age_s <= p.digest_checked_age_s + 1e-9 < 10, p
+
     trio.cut("a", "b")
     trio.cut("a", "c")
     with pytest.raises(grpc.aio.AioRpcError) as late:
