@@ -103,7 +103,7 @@ function siteView() {
   const href = (id) => `#/twin/${encodeURIComponent(id)}`;
   const twins = new TwinList(list, href, (id) => {
     const h = health.get(id);
-    return [h ? h.status : "UNKNOWN", h ? `${h.status.toLowerCase()} · quality ${show(h.quality)}` : "no health yet"];
+    return [h ? h.status : "UNKNOWN", h ? `${h.status.toLowerCase()} · quality ${h.quality.toFixed(2)}` : "no health yet"];
   });
   const heat = new HeatMap($("heat"), (id) => { location.hash = href(id); }, $("heat-cell"));
   let frame = 0;
