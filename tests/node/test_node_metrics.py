@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -98,6 +99,18 @@ def test_peers_lag_and_up_count() -> None:
     assert got[("drsdtp_peer_catchups_total", (("peer", "edge-02"),))] == 1
     b.up = True
     assert value(metrics, "drsdtp_peers_up") == 2
+
+
+def test_peers_measured_clock_offset_and_digest_age() -> None:
+    metrics = NodeMetrics("edge-01")
+    probed = GossipPeerStats(up=True, peer_offset_s=-0.012, digest_equal_at=time.monotonic() - 30)
+    metrics.add_peer("edge-02", probed)
+    metrics.add_peer("edge-03", GossipPeerStats(up=True))  # not probed yet: no samples
+    got = samples(metrics)
+    assert got[("drsdtp_peer_clock_offset_seconds", (("peer", "edge-02"),))] == -0.012
+    assert 30 <= got[("drsdtp_peer_digest_equal_age_seconds", (("peer", "edge-02"),))] < 60
+    assert ("drsdtp_peer_clock_offset_seconds", (("peer", "edge-03"),)) not in got
+    assert ("drsdtp_peer_digest_equal_age_seconds", (("peer", "edge-03"),)) not in got
 
 
 def test_latency_histograms() -> None:
