@@ -1,5 +1,6 @@
 """The sink's connections to PostgreSQL: one way to open (asyncpg, imported only when a sink is configured),
-one way to close, and the supervised session each writer of the database runs under (jittered backoff)."""
+one way to close, and the supervised session each writer of the database runs under (jittered backoff; the
+database going away is logged as one line, an unexpected error with its traceback)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from drsdtp.config import PostgresConfig
+from drsdtp.errors import AdapterError
 from drsdtp.supervisor import Backoff, Supervisor
 
 __all__ = ["Connect", "asyncpg_connect", "close", "supervised"]
@@ -44,4 +46,25 @@ def supervised(
         finally:
             await close(conn)
 
-    return Supervisor(name, connection, work, Backoff(initial_s=0.2, max_s=config.max_backoff_s))
+    async def guarded(conn: Any) -> None:
+        try:
+            await work(conn)
+        except Exception as exc:
+            if lost(exc):  # the database went away: a line in the log, not a traceback
+                raise AdapterError(f"the database connection was lost: {type(exc).__name__}: {exc}") from exc
+            raise
+
+    return Supervisor(name, connection, guarded, Backoff(initial_s=0.2, max_s=config.max_backoff_s))
+
+
+def lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is the connection or the server going away (a closed connection, a shutdown,
+    a server that cannot take connections yet), as opposed to a query the server refused."""
+    import asyncpg  # loaded already: a connection exists
+
+    return isinstance(
+        exc,
+        asyncpg.InterfaceError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.exceptions.OperatorInterventionError,
+    )
