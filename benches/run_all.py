@@ -58,6 +58,21 @@ BENCHES = [
     Bench("bench_ingest_modbus", script("bench_ingest_modbus.py"), ["--seconds", "1", "--reps", "1"]),
     Bench("bench_ingest_opcua", script("bench_ingest_opcua.py"), ["--seconds", "1", "--reps", "1"]),
     Bench("bench_replication", script("bench_replication.py"), ["--quick"]),
+    Bench("bench_sparkplug", script("bench_sparkplug.py"), ["--metrics", "10", "--messages", "200"]),
+    Bench(
+        "bench_postgres",
+        script("bench_postgres.py"),
+        [
+            "--outage-readings",
+            "2000",
+            "--steady-readings",
+            "2000",
+            "--outage-s",
+            "2",
+            "--outage-rate",
+            "2000",
+        ],
+    ),
 ]
 
 # Issue 13's goals: (measure as the benches name it, the figure the issue started from, goal).
@@ -76,6 +91,15 @@ ISSUE13: list[tuple[str, str, str]] = [
     ("OPC UA vs bare asyncua", "93%", ">= 90%"),
     ("replication throughput node to node", "1.87M/s", ">= 5M/s"),
     ("replication latency p99, 3 nodes, WAL on, 10k/s", "unmeasured", "<= 2 ms"),
+]
+
+# Issue 17's measures (northbound): the issue sets no figures, only what to compare with.
+ISSUE17: list[tuple[str, str, str]] = [
+    ("Sparkplug DDATA into the twin vs the JSON path", "unmeasured", ">= 1x json_batch"),
+    ("Sparkplug DDATA decode vs JSON batch", "unmeasured", "-"),
+    ("PostgreSQL sustained readings vs bare COPY", "unmeasured", "-"),
+    ("PostgreSQL catch-up after an outage vs bare COPY", "unmeasured", ">= the feed rate"),
+    ("10-minute outage caught up in (extrapolated)", "unmeasured", "-"),
 ]
 
 
@@ -110,16 +134,18 @@ def run_bench(bench: Bench, tiny: bool, sink: Path) -> dict[str, Any]:
             "tail": "".join(tail) if code else ""}  # fmt: skip
 
 
-def summary(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def summary(
+    rows: dict[str, dict[str, Any]], goals: list[tuple[str, str, str]] = ISSUE13
+) -> list[dict[str, Any]]:
     table = []
-    for measure, now, goal in ISSUE13:
+    for measure, now, goal in goals:
         row = rows.get(measure)
         table.append({"measure": measure, "issue_start": now, "issue_goal": goal, "row": row})
     return table
 
 
-def print_table(table: list[dict[str, Any]]) -> None:
-    print(f"\nissue 13 goals ({load_note()})")
+def print_table(table: list[dict[str, Any]], title: str = "issue 13 goals") -> None:
+    print(f"\n{title} ({load_note()})")
     print(f"  {'measure':<48} {'start':>10} {'now':>14} {'baseline (same run)':>26} {'ratio':>7}  "
           f"{'goal':<24} result")  # fmt: skip
     for t in table:
@@ -174,6 +200,8 @@ def main() -> int:
             rows[row["measure"]] = {**row, "bench": record["bench"]}
     table = summary(rows)
     print_table(table)
+    northbound = summary(rows, ISSUE17)
+    print_table(northbound, "issue 17 measures")
     failed = [r for r in runs if r["exit"] != 0]
     silent = [r["bench"] for r in runs if r["exit"] == 0 and r["bench"] not in {x["bench"] for x in records}]
     for r in failed:
@@ -191,6 +219,7 @@ def main() -> int:
         "skipped": skipped,
         "benches": records,
         "issue13": table,
+        "issue17": northbound,
     }, indent=1) + "\n")  # fmt: skip
     print(f"\nwritten: {args.out}")
     return 1 if failed else 0

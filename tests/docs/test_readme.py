@@ -57,8 +57,10 @@ TINY: dict[str, list[str]] = {
     "bench_dashboard.py": ["--twins", "50", "--reps", "1", "--stream-s", "2"],
     "bench_rules.py": ["--quick"],
     "bench_firmware.py": ["--quick"],
-    "bench_postgres.py": ["--outage-readings", "2000", "--steady-readings", "2000"],
-    "bench_sparkplug.py": ["--metrics", "10"],
+    "bench_postgres.py": [
+        "--outage-readings", "2000", "--steady-readings", "2000", "--outage-s", "2", "--outage-rate", "2000",
+    ],  # fmt: skip
+    "bench_sparkplug.py": ["--metrics", "10", "--messages", "200"],
     "bench_commands.py": ["--commands", "5"],
 }
 
