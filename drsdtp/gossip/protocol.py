@@ -75,6 +75,7 @@ _MAX_REJECTS_PER_MESSAGE: Final = 8
 _MAX_REASSEMBLIES: Final = 4
 _MAX_LINKS: Final = 4096
 _MIN_SKEW_RETRY_S: Final = 1.0
+_MIN_DIGEST_COMPARE_S: Final = 1.0  # a peer's probes are compared with our digest at most this often
 
 
 @dataclass(slots=True)
@@ -428,9 +429,13 @@ class AntiEntropy:
                 st.peer_offset_s, st.probe_round_trip_s = link.clock.best() or (None, None)
             return
         received = self.wall()
-        link.digests.compare(probe.state_digest, self._state_digest(link), now)
-        st.digest_equal, st.digest_checked_at = link.digests.equal, link.digests.checked_at
-        st.digest_equal_at = link.digests.equal_at
+        # A digest of the store costs a pass over every twin: a peer asking faster than it should (a
+        # misbehaving one) gets its clock answered, but its digest compared at most once a second.
+        last = link.digests.checked_at
+        if last is None or now - last >= _MIN_DIGEST_COMPARE_S:
+            link.digests.compare(probe.state_digest, self._state_digest(link), now)
+            st.digest_equal, st.digest_checked_at = link.digests.equal, link.digests.checked_at
+            st.digest_equal_at = link.digests.equal_at
         result.replies.append(answer(probe, received, self.wall()))
 
     def _state_digest(self, link: PeerLink) -> int:

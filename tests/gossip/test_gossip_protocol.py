@@ -456,6 +456,20 @@ def test_probes_measure_the_peer_clock_offset_and_compare_state_digests() -> Non
     assert la.stats.peer_offset_s == before
 
 
+def test_probes_asked_too_fast_are_answered_but_compared_once_a_second() -> None:
+    limits = dataclasses.replace(LIMITS, probe_interval_s=2.0)
+    a, b = Node("a", limits), Node("b", limits)
+    la, lb = connect(a, b)
+    settle([(a, la, b, lb), (b, lb, a, la)], now=5.0)
+    checked = lb.stats.digest_checked_at
+    flood = [PeerMessage(probe=Probe(origin_s=float(i), state_digest=i)) for i in range(50)]
+    replies = deliver(b, lb, flood, now=5.5)
+    assert [r.probe.origin_s for r in replies] == [float(i) for i in range(50)]  # every clock answered
+    assert lb.stats.digest_checked_at == checked  # no digest computed for them
+    deliver(b, lb, flood[:1], now=6.0)
+    assert lb.stats.digest_checked_at == 6.0 and not lb.stats.digest_equal
+
+
 def test_no_probe_to_a_peer_that_does_not_answer_them() -> None:
     limits = dataclasses.replace(LIMITS, probe_interval_s=1.0)
     a, b = Node("a", limits), Node("b", limits)
