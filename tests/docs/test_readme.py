@@ -58,8 +58,11 @@ TINY: dict[str, list[str]] = {
     "bench_rules.py": ["--quick"],
     "bench_firmware.py": ["--quick"],
     "bench_postgres.py": [
-        "--outage-readings", "2000", "--steady-readings", "2000", "--outage-s", "2", "--outage-rate", "2000",
-    ],  # fmt: skip
+        "--outage-readings=2000",
+        "--steady-readings=2000",
+        "--outage-s=2",
+        "--outage-rate=2000",
+    ],
     "bench_sparkplug.py": ["--metrics", "10", "--messages", "200"],
     "bench_commands.py": ["--commands", "5"],
 }
