@@ -19,6 +19,7 @@ use crate::orset::OrSet;
 use crate::pb;
 use crate::store::{Cell, RegisterEvent, Slot, Store, Twin};
 use crate::value::{Value, MAX_VALUE_BYTES};
+use crate::view::{DeltaView, GroupView, TwinView};
 
 /// The format version this build writes and reads.
 pub const FORMAT: pb::Format = pb::Format::V1;
@@ -611,7 +612,7 @@ impl Store {
         if gate || changed.is_some() {
             self.check_size(bytes)?;
         }
-        let msg = pb::StateDelta::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
+        let msg = DeltaView::decode(bytes)?;
         check_format(msg.format)?;
         let checked = validate(&msg, self.limits)?;
         if gate && checked.max_stamp > 0 {
@@ -621,10 +622,14 @@ impl Store {
             self.hlc.restore(checked.max_stamp);
         }
         let mut names = FieldIds::default();
+        // Per message, not per twin: the writer table's index of each replica, and one buffer of field ids.
+        let wix: Vec<u32> =
+            if msg.twins.is_empty() { Vec::new() } else { msg.replicas.iter().map(|&r| self.writer_ix(r)).collect() };
+        let mut fids = Vec::new();
         for (ts, cc) in msg.twins.iter().zip(checked.contexts) {
-            if self.merge_twin(ts, cc, &msg.replicas, &mut names)? {
+            if self.merge_twin(ts, cc, (&msg.replicas, &wix), &mut names, &mut fids)? {
                 if let Some(out) = changed.as_deref_mut() {
-                    out.push(ts.twin.clone());
+                    out.push(ts.twin.to_owned());
                 }
             }
         }
@@ -632,26 +637,33 @@ impl Store {
         Ok(())
     }
 
+    /// Merges one twin; `writers` are the message's replica table and each one's index in ours, `fids` a
+    /// scratch buffer for the write groups' field ids.
     fn merge_twin<'m>(
         &mut self,
-        ts: &'m pb::TwinState,
+        tv: &'m TwinView<'m>,
         cc: Context,
-        replicas: &[u64],
+        (replicas, wix): (&[u64], &[u32]),
         names: &mut FieldIds<'m>,
+        fids: &mut Vec<u32>,
     ) -> Result<bool> {
-        let tid = self.intern_twin(&ts.twin)?;
-        let mut fids: Vec<Vec<u32>> = Vec::with_capacity(ts.writes.len());
-        for g in &ts.writes {
-            fids.push(names.ids(self, &g.fields)?);
+        let tid = self.intern_twin(tv.twin)?;
+        let ts = &tv.rest;
+        fids.clear();
+        for g in &tv.writes {
+            fids.extend_from_slice(names.ids(self, &g.fields)?);
         }
         let counter_fids: Vec<u32> = ts.counters.iter().map(|c| self.intern_field(&c.field)).collect::<Result<_>>()?;
         let set_fids: Vec<u32> = ts.sets.iter().map(|s| self.intern_field(&s.field)).collect::<Result<_>>()?;
         let mv_fids: Vec<u32> = ts.multi_values.iter().map(|m| self.intern_field(&m.field)).collect::<Result<_>>()?;
-        let wix: Vec<u32> = replicas.iter().map(|&r| self.writer_ix(r)).collect();
         let writers = std::mem::take(&mut self.writers);
         let t = self.twin_mut(tid);
         let mut changed = !t.cc.includes(&cc);
-        for (g, fields) in ts.writes.iter().zip(&fids) {
+        let mut start = 0;
+        for g in tv.writes.iter() {
+            let fields = &fids[start..start + g.fields.len()];
+            start += g.fields.len();
+            let g = &g.g;
             let w = wix[g.writer as usize];
             let writer = Dot::new(replicas[g.writer as usize], g.counter);
             let all_f64 = g.kinds.is_empty(); // the numeric batch's shape: no kind column
@@ -736,17 +748,17 @@ fn register_from(slots: &[Slot], field: u32, hint: usize) -> Option<usize> {
 /// previous group's ids are reused when its names are equal (a comparison, not a hash per name).
 #[derive(Default)]
 struct FieldIds<'m> {
-    names: &'m [String],
+    names: &'m [&'m str],
     ids: Vec<u32>,
 }
 
 impl<'m> FieldIds<'m> {
-    fn ids(&mut self, store: &mut Store, names: &'m [String]) -> Result<Vec<u32>> {
+    fn ids(&mut self, store: &mut Store, names: &'m [&'m str]) -> Result<&[u32]> {
         if names != self.names {
             self.ids = names.iter().map(|f| store.intern_field(f)).collect::<Result<_>>()?;
             self.names = names;
         }
-        Ok(self.ids.clone())
+        Ok(&self.ids)
     }
 }
 
@@ -895,17 +907,18 @@ struct Checked {
     max_stamp: Stamp,
 }
 
-fn validate(msg: &pb::StateDelta, limits: crate::store::Limits) -> Result<Checked> {
+fn validate(msg: &DeltaView<'_>, limits: crate::store::Limits) -> Result<Checked> {
     let names = |n: &str| check_name(n, limits.max_name_bytes);
     let mut contexts = Vec::with_capacity(msg.twins.len());
     let mut max_stamp = 0;
-    for ts in &msg.twins {
-        names(&ts.twin)?;
+    for tv in &msg.twins {
+        let ts = &tv.rest;
+        names(tv.twin)?;
         contexts.push(decode_context(ts.context.as_ref(), &msg.replicas)?);
-        for g in &ts.writes {
+        for GroupView { g, fields } in &tv.writes {
             replica_at(&msg.replicas, g.writer, "write")?;
             check_counter(g.counter, "write")?;
-            let n = g.fields.len();
+            let n = fields.len();
             if (!g.kinds.is_empty() && g.kinds.len() != n)
                 || (!g.stamp_offsets.is_empty() && g.stamp_offsets.len() != n)
             {
@@ -926,7 +939,7 @@ fn validate(msg: &pb::StateDelta, limits: crate::store::Limits) -> Result<Checke
             if g.strs.iter().any(|s| s.len() > MAX_VALUE_BYTES) || g.blobs.iter().any(|b| b.len() > MAX_VALUE_BYTES) {
                 return Err(Error::Limit("write: value larger than 1 MiB".into()));
             }
-            for f in &g.fields {
+            for f in fields {
                 names(f)?;
             }
             let top = g.stamp_offsets.iter().max().copied().unwrap_or(0);
@@ -1025,11 +1038,11 @@ pub fn join(deltas: &[&[u8]], limits: crate::store::Limits) -> Result<Vec<u8>> {
 }
 
 /// Decodes and fully validates a delta or state (sizes, indices, columns, names) without applying it.
-pub(crate) fn decode_checked(bytes: &[u8], limits: crate::store::Limits) -> Result<pb::StateDelta> {
+pub(crate) fn decode_checked(bytes: &[u8], limits: crate::store::Limits) -> Result<DeltaView<'_>> {
     if bytes.len() > limits.max_message_bytes {
         return Err(Error::TooLarge { size: bytes.len(), limit: limits.max_message_bytes });
     }
-    let msg = pb::StateDelta::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
+    let msg = DeltaView::decode(bytes)?;
     check_format(msg.format)?;
     validate(&msg, limits)?;
     Ok(msg)

@@ -29,10 +29,10 @@ pub fn numeric_entries(bytes: &[u8], limits: Limits) -> Result<Vec<NumericEntry>
     let msg = crate::codec::decode_checked(bytes, limits)?;
     let mut out = Vec::new();
     for ts in &msg.twins {
-        for g in &ts.writes {
+        for crate::view::GroupView { g, fields } in &ts.writes {
             let writer = msg.replicas[g.writer as usize]; // index checked by validation
             let (mut f, mut i, mut other) = (0usize, 0usize, 0usize);
-            for (k, field) in g.fields.iter().enumerate() {
+            for (k, field) in fields.iter().enumerate() {
                 let kind = g.kinds.get(k).copied().unwrap_or(pb::ValueKind::F64 as i32);
                 let value = match pb::ValueKind::try_from(kind).unwrap_or(pb::ValueKind::F64) {
                     pb::ValueKind::F64 => {
@@ -50,10 +50,11 @@ pub fn numeric_entries(bytes: &[u8], limits: Limits) -> Result<Vec<NumericEntry>
                 };
                 if let Some(value) = value {
                     let stamp = g.stamp + g.stamp_offsets.get(k).copied().unwrap_or(0);
-                    out.push(NumericEntry { twin: ts.twin.clone(), field: field.clone(), value, stamp, writer });
+                    let (twin, field) = (ts.twin.to_owned(), (*field).to_owned());
+                    out.push(NumericEntry { twin, field, value, stamp, writer });
                 }
             }
-            debug_assert!(f + i + other == g.fields.len());
+            debug_assert!(f + i + other == fields.len());
         }
     }
     Ok(out)

@@ -38,6 +38,7 @@ pub mod pb;
 pub mod snapshot;
 pub mod store;
 pub mod value;
+mod view;
 pub mod wal;
 
 pub use clock::{Hlc, Stamp};
