@@ -12,6 +12,8 @@ from typing import final
 import numpy as np
 from numpy.typing import NDArray
 
+from drsdtp.errors import DrsdtpError
+
 __all__ = ["FORMAT_VERSION", "Store", "Wal", "__version__", "decode_state", "join", "numeric_entries"]
 
 FORMAT_VERSION: int
@@ -80,6 +82,7 @@ class Store:
     def stats(self) -> dict[str, int]: ...
     # replication
     def merge(self, delta: bytes) -> list[str]: ...
+    def merge_many(self, deltas: Sequence[bytes]) -> tuple[list[bool | DrsdtpError], list[str]]: ...
     def encode_state(self, twins: Sequence[str] | None = None) -> bytes: ...
     def version(self, twins: Sequence[str] | None = None) -> bytes: ...
     def catch_up(

@@ -600,6 +600,26 @@ impl Store {
         Ok(changed)
     }
 
+    /// Joins several deltas in turn, each all or nothing as [`Store::merge`] joins it (the one lock and call
+    /// a peer's batch of deltas needs): per delta whether it changed the store or why it was refused, and
+    /// the twins any of them changed, once each.
+    pub fn merge_many(&mut self, deltas: &[&[u8]]) -> (Vec<Result<bool>>, Vec<String>) {
+        let mut changed = Vec::new();
+        let outcomes = deltas
+            .iter()
+            .map(|d| {
+                let before = changed.len();
+                let merged = self.merge_with(d, self.gate, Some(&mut changed));
+                let grew = changed.len() > before;
+                changed.truncate(if merged.is_ok() { changed.len() } else { before });
+                merged.map(|()| grew)
+            })
+            .collect();
+        changed.sort_unstable();
+        changed.dedup();
+        (outcomes, changed)
+    }
+
     /// Joins this replica's own durable state (log replay, snapshots): no clock gate, since the records were
     /// accepted before (the wall clock may have gone back since a reboot), but the clock still moves past
     /// every stamp, so it never stamps below what it issued before the crash.
@@ -1065,6 +1085,24 @@ pub fn decode_fields(bytes: &[u8]) -> Result<BTreeMap<String, Vec<(String, crate
 mod tests {
     use super::*;
     use crate::value::Value;
+
+    /// A batch merges delta by delta: one refused delta changes nothing and names no twin, the others
+    /// apply; a redundant one reports no change; the changed twins are listed once.
+    #[test]
+    fn merge_many_answers_for_each_delta() {
+        let mut a = Store::new(1, 500);
+        let d1 = a.set_many("t1", vec![("x".into(), Value::F64(1.0))]).unwrap();
+        let d2 = a.set_many("t2", vec![("x".into(), Value::F64(2.0))]).unwrap();
+        let d3 = a.set_many("t1", vec![("y".into(), Value::F64(3.0))]).unwrap();
+        let mut b = Store::new(2, 500);
+        let garbage: &[u8] = b"\x08\x01\x12\xff garbage";
+        let (outcomes, changed) = b.merge_many(&[&d1, garbage, &d2, &d1, &d3]);
+        let shape: Vec<Option<bool>> = outcomes.iter().map(|o| o.as_ref().ok().copied()).collect();
+        assert_eq!(shape, [Some(true), None, Some(true), Some(false), Some(true)]);
+        assert!(matches!(outcomes[1], Err(Error::Decode(_))));
+        assert_eq!(changed, ["t1", "t2"]);
+        assert_eq!(b.digest(), a.digest());
+    }
 
     /// The hand-written hot-path encoder and prost agree byte for byte (prost is the schema's reference).
     #[test]

@@ -315,6 +315,25 @@ impl Store {
         py.detach(|| self.lock().merge(delta)).py_err()
     }
 
+    /// A peer's batch in one call with the GIL released: per delta `True`/`False` (changed the store or not)
+    /// or the exception refusing it, and the twins any of them changed, once each.
+    fn merge_many<'py>(
+        &self,
+        py: Python<'py>,
+        deltas: Vec<Bound<'py, PyBytes>>,
+    ) -> PyResult<(Bound<'py, PyList>, Vec<String>)> {
+        let slices: Vec<&[u8]> = deltas.iter().map(|d| d.as_bytes()).collect();
+        let (outcomes, changed) = py.detach(|| self.lock().merge_many(&slices));
+        let outcomes: Vec<Py<PyAny>> = outcomes
+            .into_iter()
+            .map(|o| match o {
+                Ok(grew) => pyo3::types::PyBool::new(py, grew).to_owned().into_any().unbind(),
+                Err(e) => errors::to_py(e).into_value(py).into_any(),
+            })
+            .collect();
+        Ok((PyList::new(py, outcomes)?, changed))
+    }
+
     #[pyo3(signature = (twins = None))]
     fn encode_state<'py>(&self, py: Python<'py>, twins: Option<Vec<String>>) -> Bound<'py, PyBytes> {
         let b = py.detach(|| self.lock().encode_state(twins.as_deref()));

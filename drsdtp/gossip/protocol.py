@@ -307,15 +307,15 @@ class AntiEntropy:
         if batch.from_seq > batch.to_seq or batch.base > batch.to_seq:
             raise _Violation(Reject.REASON_PROTOCOL, "DeltaBatch interval out of order")
         relay = self.limits.relay and any(p != link.peer for p in self.links)
-        for delta in batch.deltas:
-            link.stats.deltas_received += 1
-            changed = self._merge(link, delta, result, batch.to_seq, now)
-            if changed is not None and not changed:
+        deltas = list(batch.deltas)
+        link.stats.deltas_received += len(deltas)
+        outcomes = self._merge_all(link, deltas, result, batch.to_seq, now)
+        for delta, changed in zip(deltas, outcomes, strict=True):
+            if changed is False:
                 result.held = True
             if not changed:
                 continue  # refused, or redundant: nothing to persist or pass on
             result.persist.append(delta)
-            result.changed.update(changed)
             if relay:
                 self.log.append(delta, link.peer, now)
                 self.stats.relayed_deltas += 1
@@ -325,37 +325,74 @@ class AntiEntropy:
         link.receiver.advance(batch.base, batch.from_seq, batch.to_seq)
         result.ack = PeerMessage(ack=Ack(seq=link.receiver.frontier))
 
+    def _merge_all(
+        self, link: PeerLink, payloads: list[bytes], result: Inbound, seq: int, now: float
+    ) -> list[bool | None]:
+        """Merge a batch's payloads in one native call (the GIL released); per payload whether it changed
+        the store, or None where it was refused (counted, logged and answered as :meth:`_merge` does).
+        The twins they changed go to ``result.changed``."""
+        cap = self.limits.max_message_bytes
+        fitting = [p for p in payloads if len(p) <= cap]
+        outcomes, changed = self.store.merge_many(fitting) if fitting else ([], [])
+        result.changed.update(changed)
+        merged = iter(outcomes)
+        out: list[bool | None] = []
+        for payload in payloads:
+            outcome = next(merged) if len(payload) <= cap else None
+            if isinstance(outcome, bool):
+                out.append(outcome)
+            else:
+                self._refused(link, payload, outcome, result, seq, now)
+                out.append(None)
+        return out
+
     def _merge(
         self, link: PeerLink, payload: bytes, result: Inbound, seq: int, now: float
     ) -> list[str] | None:
         """Merge one payload; a refusal is counted, logged with the peer's id and answered with a Reject."""
+        if len(payload) <= self.limits.max_message_bytes:
+            try:
+                return self.store.merge(payload)
+            except DrsdtpError as exc:
+                self._refused(link, payload, exc, result, seq, now)
+                return None
+        self._refused(link, payload, None, result, seq, now)
+        return None
+
+    def _refused(
+        self,
+        link: PeerLink,
+        payload: bytes,
+        error: DrsdtpError | None,
+        result: Inbound,
+        seq: int,
+        now: float,
+    ) -> None:
+        """Count, log (throttled) and answer with a Reject a payload the store refused (``error``) or that
+        was too large to try (None)."""
         st = link.stats
         reason: Reject.Reason.ValueType
-        if len(payload) > self.limits.max_message_bytes:
+        if error is None:
             st.refused_oversized += 1
             count, reason = st.refused_oversized, Reject.REASON_OVERSIZED
             detail = f"payload of {len(payload)} bytes exceeds the limit of {self.limits.max_message_bytes}"
+        elif isinstance(error, ClockSkewError):
+            st.refused_clock_skew += 1
+            count, reason = st.refused_clock_skew, Reject.REASON_CLOCK_SKEW
+            # The engine sets remote_ms, local_ms and max_offset_ms on the exception.
+            ahead = getattr(error, "remote_ms", 0) - getattr(error, "local_ms", 0)
+            limit = getattr(error, "max_offset_ms", self.store.max_offset_ms)
+            detail = f"a stamp {ahead} ms ahead of the receiver's clock (max offset {limit} ms)"
+            self._retry_after_skew(link, ahead - limit, now)
+        elif isinstance(error, DecodeError):
+            st.refused_malformed += 1
+            count, reason, detail = st.refused_malformed, Reject.REASON_MALFORMED, str(error)
         else:
-            try:
-                return self.store.merge(payload)
-            except ClockSkewError as exc:
-                st.refused_clock_skew += 1
-                count, reason = st.refused_clock_skew, Reject.REASON_CLOCK_SKEW
-                # The engine sets remote_ms, local_ms and max_offset_ms on the exception.
-                ahead = getattr(exc, "remote_ms", 0) - getattr(exc, "local_ms", 0)
-                limit = getattr(exc, "max_offset_ms", self.store.max_offset_ms)
-                detail = f"a stamp {ahead} ms ahead of the receiver's clock (max offset {limit} ms)"
-                self._retry_after_skew(link, ahead - limit, now)
-            except DecodeError as exc:
-                st.refused_malformed += 1
-                count, reason, detail = st.refused_malformed, Reject.REASON_MALFORMED, str(exc)
-            except DrsdtpError as exc:
-                st.refused_protocol += 1
-                count, reason, detail = st.refused_protocol, Reject.REASON_LIMIT, str(exc)
+            st.refused_protocol += 1
+            count, reason, detail = st.refused_protocol, Reject.REASON_LIMIT, str(error)
         _throttled(count, "peer %s: refused a payload: %s", link.peer, detail)
         if sum(1 for r in result.replies if r.HasField("reject")) < _MAX_REJECTS_PER_MESSAGE:
             result.replies.append(_reject(reason, detail, seq))
-        return None
 
     def _retry_after_skew(self, link: PeerLink, excess_ms: int, now: float) -> None:
         """A refused stamp passes the gate once our clock has moved ``excess_ms`` on (or, if ours had jumped

@@ -220,6 +220,29 @@ def test_a_batch_of_deltas_already_held_asks_for_a_sync_before_its_ack() -> None
     assert (again.held, again.persist, again.ack is not None) == (True, [], True)
 
 
+def test_a_batch_merged_in_one_call_answers_for_each_of_its_deltas() -> None:
+    """One native call merges a whole batch; each delta still stands alone: a malformed or oversized one
+    is refused by name and counted, a redundant one only marks the batch as held, the others are merged,
+    persisted and relayed, and the twins they changed are reported once."""
+    limits = dataclasses.replace(LIMITS, max_message_bytes=64 * 1024, window_bytes=64 * 1024)
+    a, b, c = Node("a", limits), Node("b", limits), Node("c", limits)
+    pairs = mesh(a, b, c)
+    first, second = a.write("pump", "rpm", 7.0), a.write("fan", "rpm", 3.0)
+    c.store.merge(second)  # c holds it already
+    oversized = a.store.set("big", "blob", "x" * (64 * 1024))
+    batch = [first, b"\x08\x01\x12\xff garbage", oversized, second]
+    link = link_of(pairs, c, a)
+    result = c.core.receive(link, PeerMessage(deltas=DeltaBatch(from_seq=0, to_seq=4, deltas=batch)), 0.0)
+    assert result.persist == [first]
+    assert result.changed == {"pump"}
+    assert (result.held, result.relayed, result.ack is not None) == (True, True, True)
+    rejects = [r.reject.reason for r in result.replies if r.HasField("reject")]
+    assert rejects == [Reject.REASON_MALFORMED, Reject.REASON_OVERSIZED]
+    assert (link.stats.refused_malformed, link.stats.refused_oversized) == (1, 1)
+    assert link.stats.deltas_received == 4
+    assert c.store.get("pump", "rpm") == 7.0 and "big" not in c.store
+
+
 def test_catch_up_chunks_are_applied_but_never_forwarded() -> None:
     a, b, c = Node("a"), Node("b"), Node("c")
     a.store.set("pump", "rpm", 1.0)  # written before any link: travels by catch-up only
