@@ -54,7 +54,7 @@ TINY: dict[str, list[str]] = {
     "bench_api_write.py": ["--quick"],
     "bench_sdk.py": ["--quick"],
     "bench_memory.py": ["--keys", "100", "--streams", "2"],
-    "bench_dashboard.py": ["--twins", "50", "--reps", "1", "--stream-s", "2"],
+    "bench_dashboard.py": ["--twins", "50", "--reps", "1", "--stream-s", "2", "--pairs", "1"],
     "bench_rules.py": ["--quick"],
     "bench_firmware.py": ["--quick"],
     "bench_postgres.py": [
