@@ -15,12 +15,13 @@ rewrite history, so a deployment that needs more ships the head hash off the dev
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +29,17 @@ from typing import Any, Literal
 from drsdtp.history.files import atomic_write, fsync_dir, storage_error
 from drsdtp.history.values import FieldValue, from_json, to_json
 
-__all__ = ["GENESIS", "Action", "AuditLog", "AuditRecord", "Change", "Verification", "Via", "changes_between"]
+__all__ = [
+    "GENESIS",
+    "Action",
+    "AuditLog",
+    "AuditRecord",
+    "Change",
+    "Readings",
+    "Verification",
+    "Via",
+    "changes_between",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -58,6 +69,48 @@ class Change:
     def from_json(cls, raw: Mapping[str, Any]) -> Change:
         known = "old" in raw
         return cls(from_json(raw["new"]), from_json(raw["old"]) if known else None, known)
+
+
+class Readings(Mapping[str, Change]):
+    """Numeric readings as a record's changes (each field's new value, its old one not known), held as two
+    lists and written straight into the record's JSON: a bulk write of thousands of readings makes no
+    :class:`Change` and no JSON tree per reading. ``names`` are distinct (``ordered``: already sorted);
+    ``numbers`` are floats."""
+
+    __slots__ = ("_index", "names", "numbers", "ordered")
+
+    def __init__(self, names: Sequence[str], numbers: Sequence[float], *, ordered: bool = False) -> None:
+        self.names, self.numbers, self.ordered = names, numbers, ordered
+        self._index: dict[str, int] | None = None
+
+    def __getitem__(self, name: str) -> Change:
+        if self._index is None:
+            self._index = {n: i for i, n in enumerate(self.names)}
+        return Change(new=self.numbers[self._index[name]])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def canonical(self) -> str:
+        """The ``changes`` object exactly as the record's canonical JSON holds it (keys sorted, compact;
+        json writes a float as its repr)."""
+        names, numbers = self.names, self.numbers
+        if not names:
+            return "{}"
+        if not self.ordered:
+            order = sorted(range(len(names)), key=names.__getitem__)
+            names, numbers = [names[i] for i in order], [numbers[i] for i in order]
+        # '{"a":{"new":1.0},"b":{"new":2.5}}', built without a Python step per reading
+        heads = map(_reading_head, names)
+        return "{" + "},".join(map(str.__add__, heads, map(float.__repr__, numbers))) + "}}"
+
+
+@functools.lru_cache(maxsize=4096)  # field names repeat from write to write
+def _reading_head(name: str) -> str:
+    return json.dumps(name, ensure_ascii=False) + ':{"new":'
 
 
 def changes_between(old: Mapping[str, FieldValue], new: Mapping[str, FieldValue]) -> dict[str, Change]:
@@ -102,6 +155,20 @@ def _canonical(body: Mapping[str, Any]) -> bytes:
 
 def _hash(body: Mapping[str, Any]) -> str:
     return hashlib.sha256(_canonical({k: v for k, v in body.items() if k != "hash"})).hexdigest()
+
+
+# A record is encoded with this in place of its changes, which are encoded once and put in its place twice
+# (for the hash, and in the line, followed there by the hash: "hash" sorts right after "changes"). The
+# pattern cannot occur inside an encoded string (its quotes would be escaped).
+_MARK = "\x00changes\x00"
+_MARKED = '"changes":' + json.dumps(_MARK)
+
+
+def _encoded(changes: Mapping[str, Change]) -> str:
+    if isinstance(changes, Readings):
+        return changes.canonical()
+    raw = {name: change.to_json() for name, change in changes.items()}
+    return json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 class AuditLog:
@@ -163,7 +230,9 @@ class AuditLog:
         ts_ms: int | None = None,
     ) -> AuditRecord:
         """Append one record (not yet fsynced: call :meth:`flush`)."""
-        return AuditRecord.from_json(self._append(actor, twin, changes, reason, via, action, ref, ts_ms))
+        body = self._append(actor, twin, changes, reason, via, action, ref, ts_ms)
+        body["changes"] = {name: change.to_json() for name, change in sorted(changes.items())}
+        return AuditRecord.from_json(body)
 
     def append(
         self,
@@ -197,14 +266,19 @@ class AuditLog:
             "actor": actor,
             "action": action,
             "twin": twin,
-            "changes": {name: change.to_json() for name, change in sorted(changes.items())},
+            "changes": _MARK,
             "reason": reason,
             "via": via,
             "ref": ref,
             "prev": self._last_hash,
         }
-        body["hash"] = _hash(body)
-        line = _canonical(body) + b"\n"
+        # The same bytes as _canonical(body) with the changes in (what verify() recomputes), built with the
+        # changes encoded once.
+        head, _, tail = _canonical(body).decode().partition(_MARKED)
+        head += '"changes":' + _encoded(changes)
+        digest = hashlib.sha256((head + tail).encode()).hexdigest()
+        line = f'{head},"hash":"{digest}"{tail}\n'.encode()
+        body["hash"] = digest
         try:
             written = os.write(self._fd, line)  # O_APPEND: one write, so a crash tears at most this line
             if written != len(line):

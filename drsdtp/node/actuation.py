@@ -23,7 +23,7 @@ from drsdtp.adapters.write import Writer, writer_of
 from drsdtp.api.node import AuditEntry
 from drsdtp.core import DESIRED_SUFFIX, intents
 from drsdtp.errors import DrsdtpError
-from drsdtp.history.audit import Change, Via
+from drsdtp.history.audit import Change, Readings, Via
 from drsdtp.lifecycle import BackgroundService
 
 if TYPE_CHECKING:
@@ -219,8 +219,10 @@ class Actuation(BackgroundService):
         """Desired values an application wrote here, on actuated fields: each becomes a command now, with
         the caller as its actor (the executor would also create it from the replicated value, without)."""
         for entry in entries:
-            for name, change in entry.changes.items():
-                if not name.endswith(DESIRED_SUFFIX) or not change.new:
+            if isinstance(entry.changes, Readings):
+                continue  # numeric readings (a columns write): never a desired value
+            for name in entry.changes:
+                if not name.endswith(DESIRED_SUFFIX) or not entry.changes[name].new:
                     continue
                 spec = self.actuators.for_desired(entry.twin, name[: -len(DESIRED_SUFFIX)])
                 if spec is None:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from drsdtp.history import AuditLog, Change, changes_between
+from drsdtp.history.audit import Readings
 
 T0 = 1_700_000_000_000
 
@@ -120,3 +121,36 @@ def test_records_query_by_twin_actor_and_time(tmp_path: Path) -> None:
     assert not first.changes["mode"].old_known and first.changes["mode"].new == "manual"
     assert (first.via, first.reason, first.action) == ("api", "step 0", "write")
     audit.close()
+
+
+def test_records_are_canonical_json_whatever_their_names_and_text(tmp_path: Path) -> None:
+    """Each line is the canonical JSON verify() recomputes, also for names and text that look like the
+    record's own keys, and for readings written straight from their lists (Readings)."""
+    audit = AuditLog(tmp_path)
+    tricky = ['"prev":', "changes", "prev", "hash", "ünï", 'a"b\\c', "\x00changes\x00", "\u2028", ""]
+    values = [1.0, -0.0, 1e-300, 12345678.9, 3.0, 0.1, 2.5e20, 7.0, -1.5]
+    readings = Readings(tricky, values)
+    assert dict(readings) == {n: Change(new=v) for n, v in zip(tricky, values, strict=True)}
+    for i, changes in enumerate([readings, dict(readings), {"x": Change(b"\x00", 1, True)}, {}]):
+        audit.append(
+            actor=tricky[i], twin=f"t{i}", changes=changes, reason='"prev":"x" \x00changes\x00', via="api"
+        )
+    audit.record(actor="a", twin='"changes":', changes=readings, reason="", via="cli", ref='"prev":')
+    audit.flush()
+    lines = _lines(tmp_path)
+    for line in lines:
+        assert (
+            line
+            == json.dumps(
+                json.loads(line), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            ).encode()
+            + b"\n"
+        )
+    assert (
+        json.loads(lines[0])["changes"] == json.loads(lines[1])["changes"]
+    )  # Readings as a dict writes them
+    result = audit.verify()
+    assert result.ok and result.records == 5, result.problems
+    assert [Change.from_json(v) for v in json.loads(lines[0])["changes"].values()] == [
+        Change(new=v) for _, v in sorted(zip(tricky, values, strict=True))
+    ]
