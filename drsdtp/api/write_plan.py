@@ -94,7 +94,7 @@ class Applied:
 
     deltas: list[tuple[bytes, str]] = field(default_factory=list)
     versions: dict[str, int] = field(default_factory=dict)
-    changes: dict[str, dict[str, Change]] = field(default_factory=dict)
+    changes: dict[str, Mapping[str, Change]] = field(default_factory=dict)
     actions: dict[str, WriteAction] = field(default_factory=dict)
     extra_twins: list[str] = field(default_factory=list)  # twins a delta touched besides the one it names
 

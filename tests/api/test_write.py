@@ -370,6 +370,24 @@ def columns(twins: list[str], fields: list[str], rows: list[tuple[int, int, floa
     )
 
 
+async def test_a_columns_write_is_audited_per_twin_with_each_fields_last_value(
+    api: tuple[Node, Stub],
+) -> None:
+    _, stub = api
+    await stub.Write(api_pb2.WriteRequest(twins=[create("audited-1"), create("audited-2")]))
+    # Names out of order and one listed twice (the same field), a twin listed twice, rows interleaved.
+    twins, names = ["audited-2", "audited-1", "audited-2"], ["z", "a", "z", "m"]
+    rows = [(0, 0, 1.0), (1, 1, 2.0), (2, 2, 3.0), (1, 3, 4.0), (0, 1, 5.0), (1, 1, 6.0)]
+    await stub.Write(columns(twins, names, rows))
+    got = {}
+    for twin in ("audited-1", "audited-2"):
+        record = (await stub.ReadAudit(api_pb2.AuditRequest(twin_id=twin))).records[-1]
+        got[twin] = [(c.name, c.after.f64) for c in record.changes]
+    assert got == {"audited-1": [("a", 6.0), ("m", 4.0)], "audited-2": [("a", 5.0), ("z", 3.0)]}
+    stored = await fields(stub, "audited-2")
+    assert (stored["z"], stored["a"]) == (3.0, 5.0)  # the store agrees: the last row of a field wins
+
+
 async def test_numeric_columns_write_in_bulk_and_refuse_a_bad_row_by_its_index(
     api: tuple[Node, Stub],
 ) -> None:
