@@ -179,6 +179,19 @@ class CommandBook:
         records.sort(key=lambda r: (r.issued_ms, r.id), reverse=True)
         return records[:limit]
 
+    def issued_since(self, twin: str, action: str, origin: str, since_ms: int) -> tuple[int, ...]:
+        """When each command of the actuator from ``origin`` issued at or after ``since_ms`` was issued
+        (wall ms; from the durable records, so it holds across restarts)."""
+        records = (self.get(command) for command in self.ids())
+        return tuple(
+            r.issued_ms
+            for r in records
+            if r is not None
+            and r.origin == origin
+            and r.issued_ms >= since_ms
+            and (r.twin, r.action) == (twin, action)
+        )
+
     def count(self) -> int:
         now = time.monotonic()
         if now - self._counted_at >= COUNT_REFRESH_S:

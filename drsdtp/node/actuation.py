@@ -17,13 +17,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from drsdtp.actions import CommandBook, CommandLimits, CommandRecord, parse_actuators
-from drsdtp.actions.correct import Corrector
+from drsdtp.actions.actuators import ActuatorSpec
+from drsdtp.actions.correct import CORRECTION, Corrector, Verdict
 from drsdtp.actions.executor import Executor, FieldQuality
 from drsdtp.adapters.write import Writer, writer_of
 from drsdtp.api.node import AuditEntry
 from drsdtp.core import DESIRED_SUFFIX, intents
 from drsdtp.errors import DrsdtpError
 from drsdtp.history.audit import Change, Readings, Via
+from drsdtp.intelligence.results import DivergenceKind
 from drsdtp.lifecycle import BackgroundService
 
 if TYPE_CHECKING:
@@ -102,6 +104,8 @@ class Actuation(BackgroundService):
             busy=self.executor.busy,
             interlocked=self.executor.interlocked,
             alarms=lambda: alerting.alarm_book if (alerting := getattr(node, "alerting", None)) else None,
+            verdicts=self._verdicts,
+            history=lambda twin, action, since_ms: self.book.issued_since(twin, action, CORRECTION, since_ms),
         )
         if self.corrector:
             node.appended_hooks.append(self.corrector.on_appended)
@@ -149,8 +153,39 @@ class Actuation(BackgroundService):
                       lambda: cs.blocked)  # fmt: skip
         m.add_counter("drsdtp_corrections_over_rate", "Divergences not corrected: max_per_hour reached.",
                       lambda: cs.over_rate)  # fmt: skip
+        m.add_counter("drsdtp_corrections_verdicts",
+                      "Verdicts auto-correction took (rules' correct actions, model divergence alerts).",
+                      lambda: cs.verdicts)  # fmt: skip
         m.add_counter("drsdtp_corrections_refused", "Corrections the command book refused.",
                       lambda: cs.errors)  # fmt: skip
+
+    def _verdicts(self, spec: ActuatorSpec) -> list[Verdict]:
+        """What says now that the actuator's field diverges: the alarms of rules with a ``correct`` action
+        on it (replicated: raised on any node), and with ``on_divergence`` the twin intelligence's model
+        divergence alerts naming the field."""
+        out = []
+        alerting = getattr(self.node, "alerting", None)
+        if alerting is not None:
+            for rule in alerting.correcting_rules(spec.twin, spec.action):
+                record = alerting.alarm_book.find(rule, spec.twin)
+                if record is not None and record.active:
+                    out.append(Verdict(f"rule {rule} #{record.count}", f"rule {rule} fired"))
+        engine = self.node.intelligence._engine
+        if spec.correct is not None and spec.correct.on_divergence and engine is not None:
+            try:
+                alerts = engine.divergence(spec.twin)
+            except (DrsdtpError, KeyError):  # no model for the twin here
+                alerts = ()
+            for alert in alerts:
+                if spec.field in alert.fields:
+                    out.append(
+                        Verdict(
+                            f"divergence {alert.kernel}/{alert.variable} {alert.kind.value}",
+                            f"model {alert.kernel} diverges on {alert.variable}: {alert.kind.value}",
+                            blames_sensor=alert.kind == DivergenceKind.SENSOR_FAULT,
+                        )
+                    )
+        return out
 
     def _writer(self, adapter: str) -> Writer | None:
         runner = self.node.intake.service.runners.get(adapter)

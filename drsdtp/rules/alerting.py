@@ -4,6 +4,7 @@ notification outbox and the rule service from narrow parts of the node and regis
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,9 +53,25 @@ def parse_alerting(config: NodeConfig) -> AlertingSpec:
                 raise ConfigError(
                     f"{action.key}.action", f"no [[actuators]] entry has the action {action.action!r}"
                 )
+            if action.type == "correct":
+                _check_correct(config, rule, action)
             if action.type == "sampling" and action.adapter not in {a.get("name") for a in config.adapters}:
                 raise ConfigError(f"{action.key}.adapter", f"no adapter named {action.adapter!r}")
     return AlertingSpec(rules, targets)
+
+
+def _check_correct(config: NodeConfig, rule: RuleSpec, action: ActionSpec) -> None:
+    """A correct action names an actuator with auto-correction, on a twin the rule can match."""
+    for a in config.actuators:
+        if a.get("action", a.get("field")) != action.action or not isinstance(a.get("twin"), str):
+            continue
+        if any(fnmatch.fnmatchcase(a["twin"], glob) for glob in rule.twins) and a.get("correct"):
+            return
+    raise ConfigError(
+        f"{action.key}.action",
+        f"no [[actuators]] entry with the action {action.action!r}, [actuators.correct] and a twin "
+        f"matching {', '.join(rule.twins)}",
+    )
 
 
 @runtime_checkable
@@ -131,6 +148,8 @@ def _describe(action: ActionSpec) -> str:
     elif action.type == "command":
         value = action.value_expr.source if action.value_expr is not None else action.value
         what = f"{action.action} {value if value is not None else ''}".rstrip()
+    elif action.type == "correct":
+        what = action.action
     elif action.type == "set_desired":
         value = action.value_expr.source if action.value_expr is not None else action.value
         what = f"{action.field} = {value}"
@@ -174,7 +193,22 @@ class Alerting:
             sampling=AdapterSampling(self._adapters),
             time_scale=config.intelligence.time_scale,
         )
+        # (action) -> (rule, its twin globs): the rules whose firing is a verdict to correct the actuator.
+        self._correcting: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+        for rule in spec.rules:
+            for action in rule.actions:
+                if action.type == "correct" and rule.enabled:
+                    self._correcting.setdefault(action.action, []).append((rule.name, rule.twins))
         self._register_metrics(node)
+
+    def correcting_rules(self, twin: str, action: str) -> list[str]:
+        """The rules (on ``twin``) with a ``correct`` action of the actuator ``action``: their alarms are
+        verdicts the executor's auto-correction acts on."""
+        return [
+            name
+            for name, globs in self._correcting.get(action, ())
+            if any(fnmatch.fnmatchcase(twin, glob) for glob in globs)
+        ]
 
     async def _audit(self, record: AlarmRecord, event: str, actor: str, reason: str) -> None:
         """An acknowledgement in the node's audit trail: a write of the alarm's ``acked`` field."""

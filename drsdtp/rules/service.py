@@ -193,6 +193,8 @@ class RuleService(BackgroundService):
             if self.notifier is None:
                 raise DrsdtpError("this node has no notifier")
             await self.notifier.enqueue(action.target, self._payload(event, record))
+        elif action.type == "correct":
+            pass  # the alarm just raised is the verdict: the executing node's auto-correction acts on it
         elif action.type == "sampling":
             if self.sampling is None:
                 raise DrsdtpError("this node cannot change sampling rates")

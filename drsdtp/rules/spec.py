@@ -15,12 +15,16 @@ Settings::
     enabled = true
     [[rules.actions]]                 # what to do when it fires (on = "raise") or clears (on = "clear")
     on = "raise"
-    type = "notify"                   # notify | command | set_desired | sampling
+    type = "notify"                   # notify | command | set_desired | sampling | correct
     target = "ops"                    # notify: a [[notify]] target's name
     # command:     action = "heater", value = 1 (or value_expr = "22 - temperature"), deadline_s = 30
     # set_desired: field = "setpoint", value = 21.5 (or value_expr)
     # sampling:    adapter = "plc", interval_s = 0.1 (adaptive sampling: the adapter's new poll interval;
     #              an adapter with the hook, the Modbus one; another action on = "clear" sets it back)
+    # correct:     action = "valve" (an actuator with [actuators.correct]): the rule firing is a verdict
+    #              that its field diverges from desired; the executing node corrects it by the actuator's
+    #              auto-correction policy (drsdtp.actions.correct), without waiting its after_s. The
+    #              rule's alarm carries the verdict there (alarm must be true); on = "raise" only.
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ __all__ = ["SEVERITIES", "ActionSpec", "RuleSpec", "parse_rules"]
 
 Severity = Literal["critical", "major", "minor", "warning", "info"]
 SEVERITIES: Final[tuple[Severity, ...]] = ("critical", "major", "minor", "warning", "info")
-ActionType = Literal["notify", "command", "set_desired", "sampling"]
-ACTION_TYPES: Final[tuple[ActionType, ...]] = ("notify", "command", "set_desired", "sampling")
+ActionType = Literal["notify", "command", "set_desired", "sampling", "correct"]
+ACTION_TYPES: Final[tuple[ActionType, ...]] = ("notify", "command", "set_desired", "sampling", "correct")
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_RULES: Final = 100_000
 MAX_ACTIONS: Final = 16
@@ -52,7 +56,7 @@ class ActionSpec:
     on: Literal["raise", "clear"]
     type: ActionType
     target: str = ""  # notify
-    action: str = ""  # command
+    action: str = ""  # command, correct
     field: str = ""  # set_desired
     value: Literal_ | None = None
     value_expr: Compiled | None = None
@@ -125,6 +129,10 @@ def _parse_action(t: Table, notify_targets: Sequence[str] | None) -> ActionSpec:
             known = ", ".join(notify_targets) or "none configured"
             raise t.error("target", f"no [[notify]] target named {target!r} (known: {known})")
         spec = ActionSpec(on, kind, target=target, key=t.key)
+    elif kind == "correct":
+        if on != "raise":
+            raise t.error("on", 'a correct action acts on a rule firing: on = "raise"')
+        spec = ActionSpec(on, kind, action=t.get_str("action"), key=t.key)
     elif kind == "sampling":
         spec = ActionSpec(
             on,
@@ -187,6 +195,8 @@ def _parse_one(t: Table, notify_targets: Sequence[str] | None) -> RuleSpec:
     t.done()
     if not spec.alarm and not spec.actions:
         raise t.error("alarm", "a rule without an alarm needs at least one action")
+    if not spec.alarm and any(a.type == "correct" for a in spec.actions):
+        raise t.error("alarm", "a correct action needs the rule's alarm (it carries the verdict)")
     return spec
 
 

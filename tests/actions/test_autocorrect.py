@@ -212,3 +212,30 @@ async def test_a_stuck_precondition_sensor_blocks_a_minor_correction(tmp_path: p
         assert re.match(r"blocked: .*interlock pump-1/flow: quality 0\.\d\d < 0\.5 \(.*STUCK.*\)", status)
         assert "diverged from desired 0.5" in status
         assert [r for r in node.commands.list("pump-1") if r.origin == "correction"] == []
+
+
+async def test_a_rule_verdict_corrects_and_the_hourly_count_survives_a_restart(
+    tmp_path: pathlib.Path, server: RecordingModbusServer
+) -> None:
+    """``auto = false``: only the rule's ``correct`` action (its alarm) starts a correction; after a
+    restart, ``max_per_hour`` (1) still counts it, from the durable command record."""
+    cfg = config(tmp_path, server.port, auto=False, max_per_hour=1)
+    cfg["alerting"] = {"period_s": 0.05}
+    cfg["rules"] = [{"name": "level-high", "twins": "tank-*", "when": "level > 52",
+                     "actions": [{"type": "correct", "action": "level"}]}]  # fmt: skip
+    async with Node(parse_config(cfg)) as node:
+        await until(node, lambda: node.store.get("tank-1", "level") == 50, "the first poll")
+        await set_quality(node, 1.0)
+        await node.commit(node.store.desire("tank-1", "level.desired", 50.0), ["tank-1"], "local")
+        await until(node, lambda: [r for r in node.commands.list("tank-1") if r.terminal], "desired")
+        await panel(server.port, 55)
+        (fix,) = await until(node, lambda: [r for r in corrections(node) if r.terminal], "a correction")
+        assert fix.state == State.APPLIED and fix.value == 50.0 and "rule level-high fired" in fix.reason
+        assert node.actuation.corrector.stats.verdicts == 1
+    async with Node(parse_config(cfg)) as node:
+        stats = node.actuation.corrector.stats
+        await until(node, lambda: node.store.get("tank-1", "level") == 50, "the first poll")
+        await set_quality(node, 1.0)
+        await panel(server.port, 56)  # the rule fires again (a new episode): one correction an hour
+        await until(node, lambda: stats.over_rate == 1, "max_per_hour reached, from before the restart")
+        assert stats.corrections == 0 and len(corrections(node)) == 1
