@@ -45,7 +45,7 @@ impl Twin {
     #[inline]
     fn register_slot(&self, field: u32, hint: usize) -> std::result::Result<usize, usize> {
         if let Some(s) = self.slots.get(hint) {
-            if s.field == field && s.cell.kind() == Kind::Register {
+            if s.field == field && s.kind() == Kind::Register {
                 return Ok(hint);
             }
         }
@@ -55,7 +55,7 @@ impl Twin {
     /// Whether `field` holds a kind other than a register (registers sort first among a field's slots, so
     /// such a slot sits where the register would be inserted).
     fn other_kind_at(&self, field: u32, at: usize) -> Option<Kind> {
-        self.slots.get(at).filter(|s| s.field == field).map(|s| s.cell.kind())
+        self.slots.get(at).filter(|s| s.field == field).map(Slot::kind)
     }
 
     /// Inserts a slot, growing the vector by an eighth (at least 2 slots) rather than doubling it: a twin's
@@ -144,21 +144,17 @@ impl Store {
                         || (stamp == cur.stamp && {
                             let cur_writer = self.writers.get(cur.writer as usize).copied().unwrap_or(0);
                             order_key(stamp, Dot::new(replica, counter))
-                                >= order_key(cur.stamp, Dot::new(cur_writer, cur.counter))
+                                >= order_key(cur.stamp, Dot::new(cur_writer, cur.counter()))
                         });
                     if wins {
-                        (cur.writer, cur.stamp, cur.counter) = (wix, stamp, counter);
-                        match &mut cur.cell {
-                            Cell::F64(x) => *x = value,
-                            other => *other = Cell::F64(value),
-                        }
+                        cur.set_f64(wix, stamp, counter, value);
                     } else {
                         self.superseded += 1;
                     }
                 }
                 Err(j) => {
                     hint = j + 1;
-                    t.insert_slot(j, Slot { field: fid, writer: wix, stamp, counter, cell: Cell::F64(value) });
+                    t.insert_slot(j, Slot::new(fid, wix, stamp, counter, Cell::F64(value)));
                 }
             }
         }

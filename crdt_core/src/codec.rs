@@ -17,7 +17,7 @@ use crate::lww::order_key;
 use crate::mvreg::{MvReg, Sibling};
 use crate::orset::OrSet;
 use crate::pb;
-use crate::store::{Cell, RegisterEvent, Slot, Store, Twin};
+use crate::store::{Cell, CellRef, RegisterEvent, Slot, Store, Twin};
 use crate::value::{Value, MAX_VALUE_BYTES};
 use crate::view::{DeltaView, GroupView, TwinView};
 
@@ -53,7 +53,7 @@ impl WriterTable {
 }
 
 /// A register as it is encoded: writer, event counter, name, stamp, value.
-type RegisterRow<'a> = (ReplicaId, u64, &'a str, Stamp, &'a Cell);
+type RegisterRow<'a> = (ReplicaId, u64, &'a str, Stamp, CellRef<'a>);
 
 /// Groups register rows by event. With `canonical`, rows are first sorted by (writer, counter, name), the
 /// order of full states; a local event's delta keeps the batch order (all its rows share one event).
@@ -66,34 +66,34 @@ fn write_groups(rows: &mut [RegisterRow<'_>], table: &WriterTable, canonical: bo
         let base = chunk.iter().map(|r| r.3).min().unwrap_or(0);
         let mut g =
             pb::WriteGroup { writer: table.ix(chunk[0].0), counter: chunk[0].1, stamp: base, ..Default::default() };
-        let all_f64 = chunk.iter().all(|r| matches!(r.4, Cell::F64(_)));
+        let all_f64 = chunk.iter().all(|r| matches!(r.4, CellRef::F64(_)));
         if chunk.iter().any(|r| r.3 != base) {
             g.stamp_offsets = chunk.iter().map(|r| r.3 - base).collect();
         }
         for &(_, _, name, _, cell) in chunk.iter() {
             g.fields.push(name.to_owned());
             let kind = match cell {
-                Cell::F64(x) => {
-                    g.f64s.push(*x);
+                CellRef::F64(x) => {
+                    g.f64s.push(x);
                     pb::ValueKind::F64
                 }
-                Cell::I64(x) => {
-                    g.i64s.push(*x);
+                CellRef::I64(x) => {
+                    g.i64s.push(x);
                     pb::ValueKind::I64
                 }
-                Cell::Bool(x) => {
-                    g.bools.push(*x);
+                CellRef::Bool(x) => {
+                    g.bools.push(x);
                     pb::ValueKind::Bool
                 }
-                Cell::Str(s) => {
-                    g.strs.push(s.as_ref().clone());
+                CellRef::Str(s) => {
+                    g.strs.push(s.clone());
                     pb::ValueKind::Str
                 }
-                Cell::Bytes(b) => {
-                    g.blobs.push(b.as_ref().clone());
+                CellRef::Bytes(b) => {
+                    g.blobs.push(b.clone());
                     pb::ValueKind::Bytes
                 }
-                Cell::Counter(_) | Cell::Set(_) | Cell::Multi(_) => continue,
+                CellRef::Counter(_) | CellRef::Set(_) | CellRef::Multi(_) => continue,
             };
             if !all_f64 {
                 g.kinds.push(kind as i32);
@@ -318,8 +318,8 @@ impl Store {
         let replicas = table.freeze();
         let mut ts = pb::TwinState { twin: self.twin_names.name(tid).to_owned(), ..Default::default() };
         ts.context = Some(table.context(&Context::from_parts([], [dot])));
-        if let Some(Cell::Counter(c)) =
-            self.twin(tid).and_then(|t| t.find(fid, Kind::Counter).ok().map(|i| &t.slots[i].cell))
+        if let Some(CellRef::Counter(c)) =
+            self.twin(tid).and_then(|t| t.find(fid, Kind::Counter).ok().map(|i| t.slots[i].cell()))
         {
             let mut one = PnCounter::new();
             if let Some(e) = c.entry(dot.replica) {
@@ -333,8 +333,8 @@ impl Store {
     /// Delta of a set event: the whole set with its context (see `orset`), which is also the twin context
     /// the delta claims.
     pub(crate) fn encode_set_event(&self, tid: u32, fid: u32) -> Vec<u8> {
-        let set = match self.twin(tid).and_then(|t| t.find(fid, Kind::Set).ok().map(|i| &t.slots[i].cell)) {
-            Some(Cell::Set(s)) => s.as_ref().clone(),
+        let set = match self.twin(tid).and_then(|t| t.find(fid, Kind::Set).ok().map(|i| t.slots[i].cell())) {
+            Some(CellRef::Set(s)) => s.clone(),
             _ => OrSet::new(),
         };
         let mut table = WriterTable::default();
@@ -352,8 +352,8 @@ impl Store {
     /// Delta of a multi-value event: the twin dot of the event, and the whole register (see `desired`).
     pub(crate) fn encode_multi_value_event(&self, tid: u32, fid: u32, dot: Dot) -> Vec<u8> {
         let empty = MvReg::new();
-        let reg = match self.twin(tid).and_then(|t| t.find(fid, Kind::MultiValue).ok().map(|i| &t.slots[i].cell)) {
-            Some(Cell::Multi(r)) => r.as_ref(),
+        let reg = match self.twin(tid).and_then(|t| t.find(fid, Kind::MultiValue).ok().map(|i| t.slots[i].cell())) {
+            Some(CellRef::Multi(r)) => r,
             _ => &empty,
         };
         let mut table = WriterTable::default();
@@ -410,11 +410,11 @@ impl Store {
             table.add_context(&t.cc);
             let mut seen_writers: BTreeSet<u32> = BTreeSet::new();
             for s in &t.slots {
-                match &s.cell {
-                    Cell::Counter(c) => c.entries().iter().for_each(|e| table.add(e.replica)),
-                    Cell::Set(set) => table.add_context(set.context()),
-                    Cell::Multi(reg) => table.add_context(reg.context()),
-                    _ if v.is_none_or(|v| !v.contains(Dot::new(self.writer_id(s.writer), s.counter))) => {
+                match s.cell() {
+                    CellRef::Counter(c) => c.entries().iter().for_each(|e| table.add(e.replica)),
+                    CellRef::Set(set) => table.add_context(set.context()),
+                    CellRef::Multi(reg) => table.add_context(reg.context()),
+                    _ if v.is_none_or(|v| !v.contains(Dot::new(self.writer_id(s.writer), s.counter()))) => {
                         seen_writers.insert(s.writer);
                     }
                     _ => {}
@@ -461,16 +461,16 @@ impl Store {
         let mut multi_values = Vec::new();
         for s in &t.slots {
             let name = self.field_names.name(s.field);
-            match &s.cell {
-                Cell::Counter(c) => counters.extend(counter_state(name, c, table, since)),
+            match s.cell() {
+                CellRef::Counter(c) => counters.extend(counter_state(name, c, table, since)),
                 // Sets travel whole: the receiver needs every surviving dot to tell removes from unseen adds.
-                Cell::Set(set) => sets.push(set_state(name, set, table)),
+                CellRef::Set(set) => sets.push(set_state(name, set, table)),
                 // So do multi-value registers: their state is a function of the twin context (see `desired`).
-                Cell::Multi(reg) => multi_values.push(multi_value_state(name, reg, table)),
+                CellRef::Multi(reg) => multi_values.push(multi_value_state(name, reg, table)),
                 cell => {
                     let writer = self.writer_id(s.writer);
-                    if since.is_none_or(|v| !v.contains(Dot::new(writer, s.counter))) {
-                        rows.push((writer, s.counter, name, s.stamp, cell));
+                    if since.is_none_or(|v| !v.contains(Dot::new(writer, s.counter()))) {
+                        rows.push((writer, s.counter(), name, s.stamp, cell));
                     }
                 }
             }
@@ -692,14 +692,14 @@ impl Store {
             for (i, &fid) in fields.iter().enumerate() {
                 let stamp = g.stamp + g.stamp_offsets.get(i).copied().unwrap_or(0);
                 let cell = if all_f64 { Cell::F64(g.f64s.get(i).copied().unwrap_or(0.0)) } else { cols.next(g, i) };
-                let write = Slot { field: fid, writer: w, stamp, counter: g.counter, cell };
+                let write = Slot::new(fid, w, stamp, g.counter, cell);
                 // A twin's fields usually arrive in the order of its slots: walk them instead of searching.
                 match register_from(&t.slots, fid, hint) {
                     Some(at) => {
                         hint = at + 1;
                         let cur = &t.slots[at];
                         let cur_writer = writers.get(cur.writer as usize).copied().unwrap_or(0);
-                        let cur_key = order_key(cur.stamp, Dot::new(cur_writer, cur.counter));
+                        let cur_key = order_key(cur.stamp, Dot::new(cur_writer, cur.counter()));
                         if order_key(stamp, writer) > cur_key {
                             t.slots[at] = write;
                             changed = true;
@@ -711,7 +711,7 @@ impl Store {
         }
         for (c, &fid) in ts.counters.iter().zip(&counter_fids) {
             let i = t.slot_of(fid, Kind::Counter);
-            if let Cell::Counter(counter) = &mut t.slots[i].cell {
+            if let Some(counter) = t.slots[i].counter_mut() {
                 for k in 0..c.writers.len() {
                     changed |= counter.join_entry(CounterEntry {
                         replica: replicas[c.writers[k] as usize],
@@ -730,14 +730,14 @@ impl Store {
             });
             let theirs = OrSet::from_parts(elements, decode_context(s.context.as_ref(), replicas)?);
             let i = t.slot_of(fid, Kind::Set);
-            if let Cell::Set(set) = &mut t.slots[i].cell {
+            if let Some(set) = t.slots[i].set_mut() {
                 changed |= set.merge(&theirs);
             }
         }
         for (m, &fid) in ts.multi_values.iter().zip(&mv_fids) {
             let theirs = decode_multi_value(m, replicas)?;
             let i = t.slot_of(fid, Kind::MultiValue);
-            if let Cell::Multi(reg) = &mut t.slots[i].cell {
+            if let Some(reg) = t.slots[i].multi_mut() {
                 changed |= reg.merge(&theirs);
             }
         }
@@ -751,7 +751,7 @@ impl Store {
 /// search of the rest); `None` when absent or before `hint` (the caller then takes the general path).
 fn register_from(slots: &[Slot], field: u32, hint: usize) -> Option<usize> {
     let rest = slots.get(hint..)?;
-    let is_it = |s: &Slot| s.field == field && s.cell.kind() == Kind::Register;
+    let is_it = |s: &Slot| s.field == field && s.kind() == Kind::Register;
     for (k, s) in rest.iter().take(4).enumerate() {
         if s.field > field {
             return None;

@@ -4,7 +4,7 @@
 //! holds the register as it was right after the write, and a register is a function of its twin's context.
 use crate::error::{Kind, Result};
 use crate::mvreg::Sibling;
-use crate::store::{unreachable_kind, Cell, Store};
+use crate::store::{unreachable_kind, CellRef, Store};
 use crate::value::Value;
 
 impl Store {
@@ -26,8 +26,8 @@ impl Store {
     pub fn desired(&self, twin: &str, field: &str) -> Option<Vec<Sibling>> {
         let t = self.twin_by_name(twin)?;
         let fid = self.field_names.get(field)?;
-        match &t.slots[t.find(fid, Kind::MultiValue).ok()?].cell {
-            Cell::Multi(r) => Some(r.read().into_iter().cloned().collect()),
+        match t.slots[t.find(fid, Kind::MultiValue).ok()?].cell() {
+            CellRef::Multi(r) => Some(r.read().into_iter().cloned().collect()),
             _ => None,
         }
     }
@@ -40,7 +40,7 @@ impl Store {
         let replica = self.replica;
         let t = self.twin_mut(tid);
         let i = t.slot_of(fid, Kind::MultiValue);
-        let Cell::Multi(r) = &mut t.slots[i].cell else { unreachable_kind() };
+        let Some(r) = t.slots[i].multi_mut() else { unreachable_kind() };
         match value {
             Some(v) => r.write(replica, v, stamp),
             None => r.clear(replica),

@@ -8,7 +8,7 @@
 //! Twins are never removed from a store and each only grows by joins, so a step taken after writes that
 //! came later still encodes a state that includes everything before the snapshot began: the log records
 //! after that point are replayed over it on recovery, and joins are idempotent.
-use crate::store::{Cell, Store, Twin};
+use crate::store::{CellRef, Store, Twin};
 use crate::value::Value;
 
 /// A cursor over a store's twins that yields its full state in chunks.
@@ -58,17 +58,17 @@ fn weight(store: &Store, tid: u32, t: &Twin) -> usize {
     let mut w = 16 + store.twin_names.name(tid).len() + context(t.cc.ranges().len() + t.cc.cloud().len());
     for s in &t.slots {
         w += 8 + store.field_names.name(s.field).len();
-        w += match &s.cell {
-            Cell::F64(_) | Cell::I64(_) | Cell::Bool(_) => 32,
-            Cell::Str(x) => 32 + x.len(),
-            Cell::Bytes(x) => 32 + x.len(),
-            Cell::Counter(c) => 40 * c.entries().len(),
-            Cell::Set(set) => {
+        w += match s.cell() {
+            CellRef::F64(_) | CellRef::I64(_) | CellRef::Bool(_) => 32,
+            CellRef::Str(x) => 32 + x.len(),
+            CellRef::Bytes(x) => 32 + x.len(),
+            CellRef::Counter(c) => 40 * c.entries().len(),
+            CellRef::Set(set) => {
                 let c = set.context();
                 context(c.ranges().len() + c.cloud().len())
                     + set.entries().map(|(e, dots)| 8 + e.len() + 16 * dots.len()).sum::<usize>()
             }
-            Cell::Multi(reg) => {
+            CellRef::Multi(reg) => {
                 let c = reg.context();
                 context(c.ranges().len() + c.cloud().len())
                     + reg.siblings().iter().map(|s| 48 + value_bytes(&s.value)).sum::<usize>()

@@ -3,7 +3,7 @@
 //! catch-up delta or full state (see `codec`).
 //!
 //! Layout, for memory: twins and names are interned to dense u32 ids; a twin's fields are one `Vec<Slot>`
-//! sorted by (field id, kind), 40 bytes a register, replaced in place on overwrite. No per-twin hash index:
+//! sorted by (field id, kind), 32 bytes a numeric register, replaced in place on overwrite. No per-twin hash index:
 //! binary search over the sorted slots, and new names get the highest ids so their slots append.
 use std::collections::BinaryHeap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,10 +35,10 @@ impl Default for Limits {
     }
 }
 
-/// Storage of one field. Registers inline their value; counters, sets and multi-value registers (rare, larger)
-/// are boxed, which keeps a register slot at 40 bytes.
-// `Box<String>` / `Box<Vec<u8>>` on purpose: a thin pointer keeps `Cell` at 16 bytes and a register slot at
-// 40; text and blobs are rare in sensor twins, so their extra allocation is the cheaper side.
+/// The value of one field as it is written (a slot stores it packed with its counter, see `Packed`).
+/// Counters, sets and multi-value registers (rare, larger) are boxed.
+// `Box<String>` / `Box<Vec<u8>>` on purpose: a thin pointer keeps `Cell` at 16 bytes; text and blobs are
+// rare in sensor twins, so their extra allocation is the cheaper side.
 #[allow(clippy::box_collection)]
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Cell {
@@ -53,15 +53,6 @@ pub(crate) enum Cell {
 }
 
 impl Cell {
-    pub(crate) fn kind(&self) -> Kind {
-        match self {
-            Cell::Counter(_) => Kind::Counter,
-            Cell::Set(_) => Kind::Set,
-            Cell::Multi(_) => Kind::MultiValue,
-            _ => Kind::Register,
-        }
-    }
-
     pub(crate) fn from_value(v: Value) -> Cell {
         match v {
             Value::F64(x) => Cell::F64(x),
@@ -71,31 +62,186 @@ impl Cell {
             Value::Bytes(b) => Cell::Bytes(Box::new(b)),
         }
     }
+}
 
-    pub(crate) fn to_value(&self) -> Option<Value> {
+/// A read view of a slot's cell (numbers by value, the rest borrowed).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum CellRef<'a> {
+    F64(f64),
+    I64(i64),
+    Bool(bool),
+    Str(&'a String),
+    Bytes(&'a Vec<u8>),
+    Counter(&'a PnCounter),
+    Set(&'a OrSet),
+    Multi(&'a MvReg),
+}
+
+impl CellRef<'_> {
+    pub(crate) fn to_value(self) -> Option<Value> {
         Some(match self {
-            Cell::F64(x) => Value::F64(*x),
-            Cell::I64(x) => Value::I64(*x),
-            Cell::Bool(x) => Value::Bool(*x),
-            Cell::Str(s) => Value::Str(s.as_ref().clone()),
-            Cell::Bytes(b) => Value::Bytes(b.as_ref().clone()),
-            Cell::Counter(_) | Cell::Set(_) | Cell::Multi(_) => return None,
+            CellRef::F64(x) => Value::F64(x),
+            CellRef::I64(x) => Value::I64(x),
+            CellRef::Bool(x) => Value::Bool(x),
+            CellRef::Str(s) => Value::Str(s.clone()),
+            CellRef::Bytes(b) => Value::Bytes(b.clone()),
+            CellRef::Counter(_) | CellRef::Set(_) | CellRef::Multi(_) => return None,
         })
     }
 }
 
-/// One field of a twin. For registers `writer` (an index into the store's writer table), `counter` and
-/// `stamp` identify the winning write; counters and sets keep their metadata inside the cell.
+impl Cell {
+    pub(crate) fn as_ref(&self) -> CellRef<'_> {
+        match self {
+            Cell::F64(x) => CellRef::F64(*x),
+            Cell::I64(x) => CellRef::I64(*x),
+            Cell::Bool(x) => CellRef::Bool(*x),
+            Cell::Str(s) => CellRef::Str(s),
+            Cell::Bytes(b) => CellRef::Bytes(b),
+            Cell::Counter(c) => CellRef::Counter(c),
+            Cell::Set(s) => CellRef::Set(s),
+            Cell::Multi(r) => CellRef::Multi(r),
+        }
+    }
+}
+
+/// The kind byte of an inline number. Its unused values are the niche the other `Packed` variants are
+/// told apart by, so a packed cell is 16 bytes with the event counter inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum NumKind {
+    F64 = 0,
+    I64 = 1,
+    Bool = 2,
+}
+
+/// Counters below this are stored inline (56 bits); a larger one (only a peer could send it) is boxed.
+const INLINE_COUNTER: u64 = 1 << 56;
+
+/// A numeric register inline: its bits and the low 56 bits of its event counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Num {
+    bits: u64,
+    lo: u32,
+    mid: u16,
+    hi: u8,
+    kind: NumKind,
+}
+
+/// A register kept boxed: text, bytes, or a number whose counter does not fit inline.
+#[derive(Debug, Clone, PartialEq)]
+struct Boxed {
+    counter: u64,
+    cell: Cell,
+}
+
+/// A slot's cell with, for registers, the counter of the write that set it.
+#[derive(Debug, Clone, PartialEq)]
+enum Packed {
+    Num(Num),
+    Reg(Box<Boxed>),
+    Counter(Box<PnCounter>),
+    Set(Box<OrSet>),
+    Multi(Box<MvReg>),
+}
+
+const _: () = assert!(std::mem::size_of::<Packed>() == 16);
+
+impl Packed {
+    fn new(counter: u64, cell: Cell) -> Packed {
+        let num = |bits: u64, kind: NumKind| {
+            Packed::Num(Num { bits, lo: counter as u32, mid: (counter >> 32) as u16, hi: (counter >> 48) as u8, kind })
+        };
+        match cell {
+            Cell::F64(x) if counter < INLINE_COUNTER => num(x.to_bits(), NumKind::F64),
+            Cell::I64(x) if counter < INLINE_COUNTER => num(x as u64, NumKind::I64),
+            Cell::Bool(x) if counter < INLINE_COUNTER => num(u64::from(x), NumKind::Bool),
+            Cell::Counter(c) => Packed::Counter(c),
+            Cell::Set(s) => Packed::Set(s),
+            Cell::Multi(r) => Packed::Multi(r),
+            cell => Packed::Reg(Box::new(Boxed { counter, cell })),
+        }
+    }
+}
+
+/// One field of a twin. For registers `writer` (an index into the store's writer table), the counter and
+/// `stamp` identify the winning write; counters and sets keep their metadata inside the cell. 32 bytes: a
+/// number and its counter share 16 (`Packed`), so a numeric field allocates nothing of its own.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Slot {
     pub(crate) field: u32,
     pub(crate) writer: u32,
     pub(crate) stamp: Stamp,
-    pub(crate) counter: u64,
-    pub(crate) cell: Cell,
+    cell: Packed,
 }
 
-const _: () = assert!(std::mem::size_of::<Slot>() == 40);
+const _: () = assert!(std::mem::size_of::<Slot>() == 32);
+
+impl Slot {
+    pub(crate) fn new(field: u32, writer: u32, stamp: Stamp, counter: u64, cell: Cell) -> Slot {
+        Slot { field, writer, stamp, cell: Packed::new(counter, cell) }
+    }
+
+    /// The event counter of a register's write (0 for counters, sets and multi-value registers).
+    pub(crate) fn counter(&self) -> u64 {
+        match &self.cell {
+            Packed::Num(n) => u64::from(n.lo) | u64::from(n.mid) << 32 | u64::from(n.hi) << 48,
+            Packed::Reg(b) => b.counter,
+            _ => 0,
+        }
+    }
+
+    pub(crate) fn cell(&self) -> CellRef<'_> {
+        match &self.cell {
+            Packed::Num(n) => match n.kind {
+                NumKind::F64 => CellRef::F64(f64::from_bits(n.bits)),
+                NumKind::I64 => CellRef::I64(n.bits as i64),
+                NumKind::Bool => CellRef::Bool(n.bits != 0),
+            },
+            Packed::Reg(b) => b.cell.as_ref(),
+            Packed::Counter(c) => CellRef::Counter(c),
+            Packed::Set(s) => CellRef::Set(s),
+            Packed::Multi(r) => CellRef::Multi(r),
+        }
+    }
+
+    pub(crate) fn kind(&self) -> Kind {
+        match &self.cell {
+            Packed::Counter(_) => Kind::Counter,
+            Packed::Set(_) => Kind::Set,
+            Packed::Multi(_) => Kind::MultiValue,
+            Packed::Num(_) | Packed::Reg(_) => Kind::Register,
+        }
+    }
+
+    /// Makes this register hold a number written by (`writer`, `counter`) at `stamp` (the ingest hot path).
+    #[inline]
+    pub(crate) fn set_f64(&mut self, writer: u32, stamp: Stamp, counter: u64, x: f64) {
+        (self.writer, self.stamp) = (writer, stamp);
+        self.cell = Packed::new(counter, Cell::F64(x));
+    }
+
+    pub(crate) fn counter_mut(&mut self) -> Option<&mut PnCounter> {
+        match &mut self.cell {
+            Packed::Counter(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn set_mut(&mut self) -> Option<&mut OrSet> {
+        match &mut self.cell {
+            Packed::Set(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn multi_mut(&mut self) -> Option<&mut MvReg> {
+        match &mut self.cell {
+            Packed::Multi(r) => Some(r),
+            _ => None,
+        }
+    }
+}
 
 fn kind_rank(kind: Kind) -> u8 {
     match kind {
@@ -122,7 +268,7 @@ impl Twin {
             _ => {}
         }
         let key = (field, kind_rank(kind));
-        self.slots.binary_search_by_key(&key, |s| (s.field, kind_rank(s.cell.kind())))
+        self.slots.binary_search_by_key(&key, |s| (s.field, kind_rank(s.kind())))
     }
 
     /// The slot of a counter, set or multi-value field, created empty if missing.
@@ -135,7 +281,7 @@ impl Twin {
                     Kind::MultiValue => Cell::Multi(Box::default()),
                     Kind::Counter | Kind::Register => Cell::Counter(Box::default()),
                 };
-                self.insert_slot(i, Slot { field, writer: 0, stamp: 0, counter: 0, cell });
+                self.insert_slot(i, Slot::new(field, 0, 0, 0, cell));
                 i
             }
         }
@@ -149,7 +295,7 @@ impl Twin {
             return None;
         }
         let start = self.slots.partition_point(|s| s.field < field);
-        self.slots.get(start).filter(|s| s.field == field).map(|s| s.cell.kind())
+        self.slots.get(start).filter(|s| s.field == field).map(Slot::kind)
     }
 }
 
@@ -361,8 +507,8 @@ impl Store {
             Ok(i) => {
                 let cur = &mut twin.slots[i];
                 let w = |ix: u32| writers.get(ix as usize).copied().unwrap_or(0);
-                let new_key = order_key(write.stamp, Dot::new(w(write.writer), write.counter));
-                let cur_key = order_key(cur.stamp, Dot::new(w(cur.writer), cur.counter));
+                let new_key = order_key(write.stamp, Dot::new(w(write.writer), write.counter()));
+                let cur_key = order_key(cur.stamp, Dot::new(w(cur.writer), cur.counter()));
                 let wins = new_key > cur_key || (or_equal && new_key == cur_key);
                 if wins {
                     *cur = write;
@@ -423,12 +569,7 @@ impl Store {
         }
         writes.reverse();
         for (fid, _, cell) in &writes {
-            Store::upsert_register(
-                t,
-                &writers,
-                Slot { field: *fid, writer: wix, stamp, counter: dot.counter, cell: cell.clone() },
-                true,
-            );
+            Store::upsert_register(t, &writers, Slot::new(*fid, wix, stamp, dot.counter, cell.clone()), true);
         }
         t.cc.insert(dot);
         self.writers = writers;
@@ -447,12 +588,11 @@ impl Store {
         let i = match t.find(fid, Kind::Counter) {
             Ok(i) => i,
             Err(i) => {
-                let cell = Cell::Counter(Box::default());
-                t.insert_slot(i, Slot { field: fid, writer: 0, stamp: 0, counter: 0, cell });
+                t.insert_slot(i, Slot::new(fid, 0, 0, 0, Cell::Counter(Box::default())));
                 i
             }
         };
-        let Cell::Counter(c) = &mut t.slots[i].cell else { unreachable_kind() };
+        let Some(c) = t.slots[i].counter_mut() else { unreachable_kind() };
         if c.apply(dot, amount).is_none() {
             if c.entries().is_empty() {
                 t.slots.remove(i);
@@ -485,12 +625,11 @@ impl Store {
         let i = match t.find(fid, Kind::Set) {
             Ok(i) => i,
             Err(i) => {
-                let cell = Cell::Set(Box::default());
-                t.insert_slot(i, Slot { field: fid, writer: 0, stamp: 0, counter: 0, cell });
+                t.insert_slot(i, Slot::new(fid, 0, 0, 0, Cell::Set(Box::default())));
                 i
             }
         };
-        let Cell::Set(s) = &mut t.slots[i].cell else { unreachable_kind() };
+        let Some(s) = t.slots[i].set_mut() else { unreachable_kind() };
         if add {
             s.add(element, dot);
         } else {
@@ -541,12 +680,12 @@ impl Store {
     }
 
     fn read_slot(&self, slot: &Slot) -> FieldValue {
-        match &slot.cell {
-            Cell::Counter(c) => {
+        match slot.cell() {
+            CellRef::Counter(c) => {
                 FieldValue::Counter(c.value().unwrap_or(if c.entries().is_empty() { 0 } else { i64::MAX }))
             }
-            Cell::Set(s) => FieldValue::Set(s.elements().map(str::to_owned).collect()),
-            Cell::Multi(r) => FieldValue::MultiValue(r.read().into_iter().map(|s| s.value.clone()).collect()),
+            CellRef::Set(s) => FieldValue::Set(s.elements().map(str::to_owned).collect()),
+            CellRef::Multi(r) => FieldValue::MultiValue(r.read().into_iter().map(|s| s.value.clone()).collect()),
             cell => FieldValue::Register(cell.to_value().unwrap_or(Value::Bool(false))),
         }
     }
@@ -566,7 +705,7 @@ impl Store {
         let fid = self.field_names.get(field)?;
         let s = &t.slots[t.find(fid, Kind::Register).ok()?];
         let writer = self.writers.get(s.writer as usize).copied().unwrap_or(0);
-        Some(LwwReg::new(s.cell.to_value()?, s.stamp, Dot::new(writer, s.counter)))
+        Some(LwwReg::new(s.cell().to_value()?, s.stamp, Dot::new(writer, s.counter())))
     }
 
     /// Every field of a twin with the version of its state, sorted by name (the field `get` reads): a
@@ -583,13 +722,13 @@ impl Store {
                 continue;
             }
             last = Some(s.field);
-            let version = match &s.cell {
-                Cell::Counter(c) => fnv(c.entries().iter().flat_map(|e| [e.replica, e.counter])),
-                Cell::Set(set) => set.context().digest(),
-                Cell::Multi(r) => r.context().digest(),
+            let version = match s.cell() {
+                CellRef::Counter(c) => fnv(c.entries().iter().flat_map(|e| [e.replica, e.counter])),
+                CellRef::Set(set) => set.context().digest(),
+                CellRef::Multi(r) => r.context().digest(),
                 _ => {
                     let writer = self.writers.get(s.writer as usize).copied().unwrap_or(0);
-                    fnv([s.stamp, writer, s.counter])
+                    fnv([s.stamp, writer, s.counter()])
                 }
             };
             out.push((self.field_names.name(s.field).to_owned(), version));
@@ -630,10 +769,10 @@ impl Store {
         for i in 0..n {
             let slot =
                 self.twin(twin_ids[i]).and_then(|t| t.find(field_ids[i], Kind::Register).ok().map(|j| &t.slots[j]));
-            (values[i], stamps[i]) = match slot.map(|s| (&s.cell, s.stamp)) {
-                Some((Cell::F64(x), st)) => (*x, st),
-                Some((Cell::I64(x), st)) => (*x as f64, st),
-                Some((Cell::Bool(x), st)) => (f64::from(u8::from(*x)), st),
+            (values[i], stamps[i]) = match slot.map(|s| (s.cell(), s.stamp)) {
+                Some((CellRef::F64(x), st)) => (x, st),
+                Some((CellRef::I64(x), st)) => (x as f64, st),
+                Some((CellRef::Bool(x), st)) => (f64::from(u8::from(x)), st),
                 _ => (f64::NAN, 0),
             };
         }
@@ -662,4 +801,29 @@ fn fnv(words: impl IntoIterator<Item = u64>) -> u64 {
         }
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A packed slot gives back every value and counter it was given: numbers inline up to a 56-bit
+    /// counter, boxed beyond (a peer may send any u64), text and bytes always boxed.
+    #[test]
+    fn slots_keep_values_and_counters_exactly() {
+        let values =
+            [Value::F64(-0.5), Value::F64(1e300), Value::I64(i64::MIN), Value::Bool(true), Value::Str("x".into())];
+        for counter in [1, INLINE_COUNTER - 1, INLINE_COUNTER, u64::MAX] {
+            for v in &values {
+                let s = Slot::new(7, 3, 99, counter, Cell::from_value(v.clone()));
+                assert_eq!((s.field, s.writer, s.stamp, s.counter()), (7, 3, 99, counter));
+                assert_eq!(s.cell().to_value().as_ref(), Some(v));
+                assert_eq!(s.kind(), Kind::Register);
+            }
+        }
+        let mut s = Slot::new(1, 0, 0, 0, Cell::Counter(Box::default()));
+        assert!(s.counter_mut().is_some() && s.set_mut().is_none() && s.kind() == Kind::Counter);
+        s.set_f64(2, 5, INLINE_COUNTER + 1, 4.25);
+        assert_eq!((s.writer, s.stamp, s.counter(), s.cell()), (2, 5, INLINE_COUNTER + 1, CellRef::F64(4.25)));
+    }
 }
