@@ -20,7 +20,7 @@ from drsdtp._core import Store
 from drsdtp.api.feed import ChangeFeed
 from drsdtp.client import AsyncClient
 from drsdtp.config import PostgresConfig
-from drsdtp.northbound.postgres.changes import ChangeSink, field_rows
+from drsdtp.northbound.postgres.changes import READING, ChangeSink, field_rows
 from drsdtp.wire.v1 import api_pb2
 from tests.daemon.model_nodes import NodeProcess, eventually
 from tests.northbound.postgres_server import PostgresServer, postgres_server
@@ -59,7 +59,7 @@ def desired(state: dict[str, Any]) -> list[Any]:
 
 def test_rows_name_every_kind_of_change_and_skip_readings() -> None:
     store = Store(1)
-    store.set_many("t", {"_model": "pump", "meta.site": "north", "temp": 21.5, "running": True})
+    store.set_many("t", {"_model": "pump", "meta.site": "north", "temp": 21.5, "level": 3, "running": True})
     store.desire("t", "sp.desired", 20.0)
     store.add("t", "tags", "hot")
     store.add("t", "_rel", "feeds:u")
@@ -67,7 +67,8 @@ def test_rows_name_every_kind_of_change_and_skip_readings() -> None:
     known: dict[tuple[str, str], int] = {}
     rows = field_rows("n1", "t", store, known, 1)
     got = {row[2]: (row[3], json.loads(row[6])) for row, _ in rows}
-    assert "temp" not in got  # a reading: drsdtp_readings holds it
+    assert "temp" not in got and "level" not in got  # readings: drsdtp_readings holds them
+    assert known[("t", "temp")] == known[("t", "level")] == READING  # not read again at every change
     assert got["_model"] == ("metadata", {"value": "pump", "writer": store.replica_id})
     assert got["meta.site"][0] == "metadata"
     assert got["running"] == ("value", {"value": True, "writer": store.replica_id})

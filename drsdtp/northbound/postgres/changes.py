@@ -51,6 +51,7 @@ DELETED_FIELD: Final = "_deleted"
 EDGES_FIELD: Final = "_rel"
 META_FIELDS: Final = ("_model", "_scope")
 META_PREFIX: Final = "meta."
+READING: Final = -1  # in the versions remembered: a field that holds readings (versions are >= 0)
 
 # (node, twin, field, what, version, ts, state)
 Row = tuple[str, str, str, str, int, datetime, str]
@@ -82,17 +83,22 @@ def _signed(version: int) -> int:
 def field_rows(
     node: str, twin: str, store: TwinSource, known: dict[tuple[str, str], int], now_ms: int
 ) -> list[tuple[Row, int]]:
-    """The rows for the fields of ``twin`` whose version is not in ``known``, each with its version."""
+    """The rows for the fields of ``twin`` whose version is not in ``known``, each with its version.
+    ``known`` also learns the twin's readings (as :data:`READING`): a field that held a numeric reported
+    value is a reading from then on, and costs a look-up, not a read, each time its twin changes."""
     versions = store.field_versions(twin)
-    if not versions:
+    pending = [(f, v) for f, v in versions or () if known.get((twin, f), READING - 1) not in (v, READING)]
+    if not pending:
         return []
     values = store.fields(twin)
     out: list[tuple[Row, int]] = []
-    for field, version in versions:
-        if known.get((twin, field)) == version or field not in values:
+    for field, version in pending:
+        if field not in values:
             continue
         row = _row(node, twin, field, values[field], _signed(version), store, now_ms)
-        if row is not None:
+        if row is None:
+            known[(twin, field)] = READING
+        else:
             out.append((row, version))
     return out
 
@@ -101,6 +107,9 @@ def _row(
     node: str, twin: str, field: str, value: Any, version: int, store: TwinSource, now_ms: int
 ) -> Row | None:
     ms = now_ms  # when the node saw it, unless the state says when it was written
+    system = field.startswith((SYSTEM_PREFIX, META_PREFIX))
+    if type(value) is float and not system:
+        return None  # a reading (only registers hold floats): drsdtp_readings holds it
     if isinstance(value, frozenset):
         what = "relations" if field == EDGES_FIELD else "set"
         state: dict[str, Any] = {"elements": sorted(value)}
@@ -118,9 +127,8 @@ def _row(
         if entry is None:  # not a register: a counter
             what, state = "counter", {"value": value}
         else:
-            system = field.startswith((SYSTEM_PREFIX, META_PREFIX))
-            if not system and type(value) in (int, float):
-                return None  # a reading: drsdtp_readings holds it
+            if not system and type(value) is int:
+                return None  # a reading
             if field == DELETED_FIELD:
                 what = "deleted" if value is True else "created"
             elif field in META_FIELDS or field.startswith(META_PREFIX):
