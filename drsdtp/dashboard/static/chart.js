@@ -230,13 +230,12 @@ export class Chart {
         laid.appended + this.live.length - laid.live <= MAX_APPENDED && Math.abs(k / laid.k - 1) < 0.1 &&
         this.live.length >= laid.live) {
       const line = this.line.points;
+      const before = line.numberOfItems;
       for (let i = laid.live; i < this.live.length; i += 1) {
         const [t, v] = this.live[i];
-        const p = this.svg.createSVGPoint(); // in the laid-out window's coordinates (the transform maps them)
-        p.x = PAD.left + (t - laid.t0) * laid.k; p.y = y(v);
-        line.appendItem(p);
+        this.plotPoint(line, PAD.left + (t - laid.t0) * laid.k, y(v)); // in the laid-out window's coordinates
       }
-      laid.appended += this.live.length - laid.live;
+      laid.appended += line.numberOfItems - before;
       laid.live = this.live.length;
       const scale = k / laid.k;
       const shift = PAD.left * (1 - scale) + (laid.t0 - t0) * k;
@@ -245,10 +244,17 @@ export class Chart {
     }
     this.laid = { version: this.version, t0, k, lo, hi, first, live: this.live.length, appended: 0 };
     this.series.removeAttribute("transform");
-    const points = [];
-    for (const p of this.history) if (shown(p[0])) points.push(xy(p[0], p[1]));
-    for (const p of this.live) if (p[0] >= t0) points.push(xy(p[0], p[1])); // and later: they slide into view
-    this.line.setAttribute("points", points.join(" "));
+    const raw = []; // [x, y] in time order
+    for (const p of this.history) if (shown(p[0])) raw.push([this.x(p[0]), y(p[1])]);
+    for (const p of this.live) if (p[0] >= t0) raw.push([this.x(p[0]), y(p[1])]); // and later: they slide into view
+    const out = decimate(raw);
+    this.line.setAttribute("points", out.map(([px, py]) => `${px.toFixed(1)},${py.toFixed(1)}`).join(" "));
+    // Where appends go on from: the last pixel column's points (one, or its first, low, high and last).
+    const tail = out.length ? Math.floor(out[out.length - 1][0]) : -1;
+    let base = out.length - 1;
+    while (base > 0 && Math.floor(out[base - 1][0]) === tail) base -= 1;
+    const span = out.slice(Math.max(0, base)).map((p) => p[1]);
+    this.column = { x: tail, base, split: span.length > 1, lo: Math.min(...span), hi: Math.max(...span) };
     const banded = this.history.filter((p) => p[2] !== undefined && shown(p[0]));
     this.band.setAttribute("d", banded.length > 1 ? area(banded, xy) : "");
     this.fcLine.setAttribute("points", this.forecast.map((p) => xy(p[0], p[1])).join(" "));
@@ -257,6 +263,25 @@ export class Chart {
     this.wiLine.setAttribute("points", this.whatif.map((p) => xy(p[0], p[1])).join(" "));
     const wiBand = this.whatif.filter((p) => typeof p[2] === "number" && typeof p[3] === "number");
     this.wiBand.setAttribute("d", wiBand.length > 1 ? area(wiBand, xy) : "");
+  }
+
+  // One live point, appended in the laid-out coordinates. Points are kept per pixel column (M4: the first,
+  // the lowest, the highest and the last): a column's later points move its low, high or last point in
+  // place, so a fast field adds at most four points per pixel to the path however many readings it sends.
+  plotPoint(line, x, y) {
+    const c = this.column;
+    const svgPoint = () => { const p = this.svg.createSVGPoint(); p.x = x; p.y = y; return p; };
+    if (!c || c.base < 0 || Math.floor(x) !== c.x) {
+      line.appendItem(svgPoint());
+      this.column = { x: Math.floor(x), base: line.numberOfItems - 1, split: false, lo: y, hi: y };
+      return;
+    }
+    if (!c.split) { for (let i = 0; i < 3; i += 1) line.appendItem(svgPoint()); c.split = true; }
+    c.lo = Math.min(c.lo, y); c.hi = Math.max(c.hi, y);
+    line.getItem(c.base + 1).y = c.lo;
+    line.getItem(c.base + 2).y = c.hi;
+    const last = line.getItem(c.base + 3);
+    last.x = x; last.y = y;
   }
 
   drawLimits(key, y) {
@@ -304,6 +329,25 @@ export class Chart {
       el("text", { x: gx, y: H - 8, "text-anchor": "middle" }, this.grid).textContent = clock(t, tStep);
     }
   }
+}
+
+// M4 decimation: of the points (in time order) falling in one pixel column, only the first, the lowest, the
+// highest and the last: the same picture with at most four points a pixel.
+function decimate(points) {
+  const out = [];
+  for (let i = 0; i < points.length;) {
+    const column = Math.floor(points[i][0]);
+    let j = i, lo = i, hi = i;
+    while (j + 1 < points.length && Math.floor(points[j + 1][0]) === column) {
+      j += 1;
+      if (points[j][1] < points[lo][1]) lo = j;
+      if (points[j][1] > points[hi][1]) hi = j;
+    }
+    out.push(points[i]);
+    if (j > i) out.push([points[i][0], points[lo][1]], [points[i][0], points[hi][1]], points[j]);
+    i = j + 1;
+  }
+  return out;
 }
 
 // The closed outline between the lower (index 2) and upper (index 3) values of points.
