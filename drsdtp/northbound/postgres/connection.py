@@ -40,7 +40,12 @@ def supervised(
 
     @contextlib.asynccontextmanager
     async def connection() -> AsyncIterator[Any]:
-        conn = await connect()
+        try:
+            conn = await connect()
+        except Exception as exc:
+            if lost(exc):  # a server starting or shutting down refuses with a PostgresError, not OSError
+                raise AdapterError(f"cannot connect to the database: {type(exc).__name__}: {exc}") from exc
+            raise
         try:
             yield conn
         finally:
@@ -60,7 +65,7 @@ def supervised(
 def lost(exc: BaseException) -> bool:
     """Whether ``exc`` is the connection or the server going away (a closed connection, a shutdown,
     a server that cannot take connections yet), as opposed to a query the server refused."""
-    import asyncpg  # loaded already: a connection exists
+    import asyncpg  # the driver, imported by the connect already
 
     return isinstance(
         exc,
