@@ -216,3 +216,28 @@ def test_bad_input_is_refused_with_a_clear_error() -> None:
     det.update([0], [10.0], [1.0])
     assert det.update([0], [5.0], [2.0]).score[0] == 0.0  # out of order: skipped
     assert det.count[0] == 1
+
+
+def test_a_daily_and_weekly_habit_is_learned_and_a_spike_hidden_in_the_cycle_is_caught() -> None:
+    """A 5-minute stream with a daily plateau and two quiet days a week: the cycle is 400 noise widths, the
+    spike 12, smaller than the cycle's own steps; against the learned baseline it stands out. A random walk
+    sampled the same way learns no baseline."""
+    rng = np.random.default_rng(11)
+    n = 288 * 21  # three weeks
+    t = np.arange(n) * 300.0 + 3 * 86_400.0
+    day = np.tanh(4 * (np.sin(2 * np.pi * t / 86_400.0) - 0.2))
+    quiet = (np.floor(t / 86_400.0) % 7) >= 5
+    habit = 50 + 20 * day - 8 * quiet + rng.normal(0, 0.1, n)
+    at = 288 * 18 + 100
+    habit[at] += 1.2
+    walk = random_walk(rng, 1, n, 0.05, 0.1)[0]
+    det, out = feed(np.stack([t, t]), np.stack([habit, walk]))
+    _, alarm, test = stacked(out)
+    assert det.seasonal.on_s[0] and det.seasonal.on_w[0]
+    assert not det.seasonal.active[1]
+    hit = np.flatnonzero(alarm[0, at : at + 2])
+    assert hit.size and TESTS[int(test[0, at + hit[0]])] in {"spike", "spike_back"}
+    assert onsets(alarm[1:, 200:]) == 0
+    # a forecast a day ahead into a quiet day (day 26 % 7 == 5) follows the baseline: 8 lower
+    ahead = det.seasonal.forecast(np.array([0]), 25.5 * 86_400.0, np.array([86_400.0]))
+    assert -10.0 < ahead[0, 0] < -6.0

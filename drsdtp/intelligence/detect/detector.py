@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from drsdtp.errors import InvalidValueError
+from drsdtp.intelligence.detect.seasonal import SeasonalBaseline
 from drsdtp.intelligence.detect.tail import TailModel
 
 __all__ = ["TESTS", "DetectorConfig", "Findings", "ScoreBatch", "StreamDetector"]
@@ -77,6 +78,44 @@ _LEVEL: Final[int] = TESTS.index("level")
 _BLOCK: Final[int] = 32  # readings per block mean (the long-horizon tests)
 _BLOCKS: Final[int] = 8  # block means kept: the level test looks 8 blocks (about 250 readings) back
 _Z_MEDIAN: Final[float] = 0.6745  # median of |N(0, 1)|
+_F, _I, _B = np.float64, np.int64, np.bool_
+#: per-field state: name -> (initial value, columns (0: a vector), dtype)
+_STATE: Final[dict[str, tuple[float, int, type]]] = {
+    "ring": (math.nan, _W, _F),
+    "ring_t": (math.nan, 2, _F),
+    "count": (0, 0, _I),
+    "last_t": (math.nan, 0, _F),
+    "period": (math.nan, 0, _F),
+    "abs_step": (0.0, 0, _F),
+    "quantum": (math.inf, 0, _F),
+    "run": (0.0, 0, _F),
+    "jitter": (0.0, 0, _F),
+    "repeat": (0.0, 0, _F),
+    "fast": (0.0, 0, _F),
+    "slow": (0.0, 0, _F),
+    "blocks": (math.nan, _BLOCKS, _F),
+    "block_pos": (0, 0, _I),
+    "block_sum": (0.0, 0, _F),
+    "block_n": (0, 0, _I),
+    "inc_mean": (0.0, 0, _F),
+    "inc_var": (0.0, 0, _F),
+    "inc_cov": (0.0, 0, _F),
+    "z_med": (_Z_MEDIAN, 0, _F),
+    "z_n": (0.0, 0, _F),
+    "block_var": (0.0, 0, _F),
+    "block_mu": (0.0, 0, _F),
+    "block_k": (0.0, 0, _F),
+    "score": (0.0, 0, _F),
+    "test": (0, 0, np.int8),
+    "magnitude": (0.0, 0, _F),
+    "alarm": (False, 0, _B),
+    "episode_score": (0.0, 0, _F),
+    "episode_test": (0, 0, np.int8),
+    "episode_magnitude": (0.0, 0, _F),
+    "episode_at": (math.nan, 0, _F),
+    "episode_start": (math.nan, 0, _F),
+    "last_alarm_t": (math.nan, 0, _F),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +266,7 @@ class StreamDetector:
         self.episode_at = np.zeros(0)
         self.episode_start = np.zeros(0)
         self.last_alarm_t = np.zeros(0)
+        self.seasonal = SeasonalBaseline()
         self.resize(fields)
 
     # -- shape ----------------------------------------------------------------------------------------------
@@ -235,47 +275,23 @@ class StreamDetector:
         extra = fields - self.fields
         if extra <= 0:
             return
-        self.ring = np.r_[self.ring, np.full((extra, _W), np.nan)]
-        self.ring_t = np.r_[self.ring_t, np.full((extra, 2), np.nan)]
-        self.count = np.r_[self.count, np.zeros(extra, np.int64)]
-        self.blocks = np.r_[self.blocks, np.full((extra, _BLOCKS), np.nan)]
-        self.block_pos = np.r_[self.block_pos, np.zeros(extra, np.int64)]
-        self.block_sum = np.r_[self.block_sum, np.zeros(extra)]
-        self.block_n = np.r_[self.block_n, np.zeros(extra, np.int64)]
-        self.z_med = np.r_[self.z_med, np.full(extra, _Z_MEDIAN)]
-        for name in (
-            "last_t",
-            "period",
-            "abs_step",
-            "run",
-            "score",
-            "magnitude",
-            "fast",
-            "slow",
-            "jitter",
-            "repeat",
-            "inc_mean",
-            "inc_var",
-            "inc_cov",
-            "z_n",
-            "block_var",
-            "block_mu",
-            "block_k",
-        ):
-            setattr(self, name, np.r_[getattr(self, name), np.full(extra, 0.0)])
-        self.last_t[-extra:] = np.nan
-        self.period[-extra:] = np.nan
-        self.quantum = np.r_[self.quantum, np.full(extra, np.inf)]
-        self.test = np.r_[self.test, np.zeros(extra, np.int8)]
-        self.alarm = np.r_[self.alarm, np.zeros(extra, bool)]
-        for name in ("episode_score", "episode_magnitude"):
-            setattr(self, name, np.r_[getattr(self, name), np.zeros(extra)])
-        for name in ("episode_at", "episode_start", "last_alarm_t"):
-            setattr(self, name, np.r_[getattr(self, name), np.full(extra, np.nan)])
-        self.episode_test = np.r_[self.episode_test, np.zeros(extra, np.int8)]
+        for name, (fill, width, dtype) in _STATE.items():
+            shape = (extra,) if width == 0 else (extra, width)
+            setattr(self, name, np.r_[getattr(self, name), np.full(shape, fill, dtype)])
         for tail in self.tails.values():
             tail.resize(fields)
+        self.seasonal.resize(fields)
         self.fields = fields
+
+    def _restart(self, rows: IndexArray) -> None:
+        """Forget what ``rows`` learned about their stream (not their sampling period, resolution or
+        seasonal baseline): a seasonal baseline turned on, and every statistic of the raw stream is wrong."""
+        keep = ("period", "jitter", "quantum", "last_t", "ring_t")
+        for name, (fill, _, _) in _STATE.items():
+            if name not in keep and not name.startswith("episode") and name != "last_alarm_t":
+                getattr(self, name)[rows] = fill
+        for tail in self.tails.values():
+            tail.restart(rows)
 
     @property
     def noise(self) -> FloatArray:
@@ -360,6 +376,13 @@ class StreamDetector:
         score = np.zeros(r.size)
         mag = np.zeros(r.size)
         test = np.zeros(r.size, np.int8)
+        raw = v
+        if self.seasonal.active[r].any():  # scored against the seasonal baseline, on the field's lattice
+            base = self.seasonal.baseline(r, t)
+            q = self.quantum[r]
+            lattice = np.isfinite(q) & (q > 0)
+            q = np.where(lattice, q, 1.0)
+            v = v - np.where(lattice, np.rint(base / q) * q, base)
         count = self.count[r]
         prev = self.ring[r, -1]
         has_prev = count >= 1
@@ -533,6 +556,10 @@ class StreamDetector:
         self.last_t[r] = t
         self.count[r] = count + 1
         self.score[r], self.test[r], self.magnitude[r] = score, test, mag
+        # a baseline that just turned on changes what every statistic means: the field learns again
+        restart = self.seasonal.learn(r, t, raw, self.period[r], score < cfg.release)
+        if restart.any():
+            self._restart(r[restart])
         full[new], full_mag[new], full_test[new], full_at[new] = score, mag, test, at
         return full, full_mag, full_test, full_at
 

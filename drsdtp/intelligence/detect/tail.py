@@ -67,6 +67,12 @@ class TailModel:
             self.book = np.r_[self.book, np.zeros((extra, self.book.shape[1]))]
             self.book_at = np.r_[self.book_at, np.full((extra, self.book.shape[1]), -np.inf)]
 
+    def restart(self, rows: IndexArray) -> None:
+        """Forget what ``rows`` learned (their stream changed meaning)."""
+        for name in ("med", "mean", "n", "total", "above", "s1", "s2", "episode", "book"):
+            getattr(self, name)[rows] = 0.0
+        self.book_at[rows] = -np.inf
+
     def threshold(self, r: IndexArray) -> FloatArray:
         out: FloatArray = self.ratio * self.med[r]
         return out
