@@ -220,8 +220,8 @@ def test_bad_input_is_refused_with_a_clear_error() -> None:
 
 def test_a_daily_and_weekly_habit_is_learned_and_a_spike_hidden_in_the_cycle_is_caught() -> None:
     """A 5-minute stream with a daily plateau and two quiet days a week: the cycle is 400 noise widths, the
-    spike 12, smaller than the cycle's own steps; against the learned baseline it stands out. A random walk
-    sampled the same way learns no baseline."""
+    spike 20, no bigger than the cycle's own steps; against the learned baseline it stands out. A random
+    walk sampled the same way learns no baseline."""
     rng = np.random.default_rng(11)
     n = 288 * 21  # three weeks
     t = np.arange(n) * 300.0 + 3 * 86_400.0
@@ -229,7 +229,7 @@ def test_a_daily_and_weekly_habit_is_learned_and_a_spike_hidden_in_the_cycle_is_
     quiet = (np.floor(t / 86_400.0) % 7) >= 5
     habit = 50 + 20 * day - 8 * quiet + rng.normal(0, 0.1, n)
     at = 288 * 18 + 100
-    habit[at] += 1.2
+    habit[at] += 2.0
     walk = random_walk(rng, 1, n, 0.05, 0.1)[0]
     det, out = feed(np.stack([t, t]), np.stack([habit, walk]))
     _, alarm, test = stacked(out)

@@ -302,6 +302,9 @@ class StreamDetector:
         q = np.where(np.isfinite(self.quantum[r]), self.quantum[r], 0.0)
         level = np.abs(self.ring[r, -1])
         floor = np.maximum(0.5 * q, 1e-9 * (1.0 + np.nan_to_num(level)))
+        # against a seasonal baseline the residual of a noiseless stream is the profile's own fitting error:
+        # no yardstick below a small share of the cycle it removes
+        floor = np.maximum(floor, self.seasonal.resolution(r))
         unit: FloatArray = np.where(self.count[r] >= 2, np.maximum(0.886 * self.abs_step[r], floor), np.nan)
         return unit
 

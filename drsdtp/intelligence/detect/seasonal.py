@@ -3,7 +3,8 @@
 A field's baseline is ``S(time of day) + W(day of week)``: ``S`` a daily profile, a uniform cubic B-spline
 over ``BINS`` bins (a plateau's edges fit to a small share of the noise), ``W`` one offset per day of the week
 (weekends, closing days). Both learn ``v - level - S - W`` against a slow level (running means at first,
-then about ``DAYS_S`` days of memory for ``S`` and ``DAYS_W`` weeks for ``W``; ``W`` only once ``S`` holds),
+then about ``DAYS_S`` days of memory for ``S`` and ``DAYS_W`` weeks for ``W``; what the first day taught is
+only a first guess, since the level was still off by the part of the cycle not yet seen),
 and both are kept at zero mean (the level belongs to the detector's tests).
 
 Neither is used until it has shown that it predicts: each component is enabled on its own once its
@@ -35,6 +36,7 @@ DAYS_W: Final[float] = 3.0  # memory of the weekday offsets, in weeks
 DAYS_LEVEL: Final[float] = 7.0  # the level the components are learned against
 EXPLAINED_S: Final[float] = 0.25  # enable S once its error variance is under this share of the variance
 EXPLAINED_W: Final[float] = 0.6  # enable W once it cuts the error variance of S alone to this share
+RESOLUTION: Final[float] = 2e-3  # the profile's fit, as a share of the spread it explains
 MIN_PER_DAY: Final[float] = 24.0  # fewer readings a day than this: no daily profile
 
 
@@ -50,12 +52,17 @@ class SeasonalBaseline:
         self.week_n = np.zeros((0, 7))
         self.week_day = np.zeros((0, 7))  # the day each day of the week was first learned
         self.level = np.zeros(0)
+        self.level_n = np.zeros(0)  # readings in the level's running mean (restarted a day in)
         self.n = np.zeros(0)
         self.first_t = np.zeros(0)
         self.var_tot = np.zeros(0)  # out-of-sample: E(v - level)^2
         self.var_s = np.zeros(0)  # E(v - level - S)^2
         self.var_w = np.zeros(0)  # E(v - level - S - W)^2, on days of the week already learned
         self.var_ws = np.zeros(0)  # E(v - level - S)^2 over the same readings
+        self.var_d = np.zeros(0)  # E(step of v - level - S)^2: 2 var_s for noise, less for structure
+        self.last_e = np.zeros(0)
+        self.local_e = np.zeros(0)  # a local mean of the error (8 readings) and the spread around it
+        self.var_loc = np.zeros(0)
         self.eval_s = np.zeros(0)  # readings in var_tot / var_s
         self.eval_w = np.zeros(0)
         self.on_s = np.zeros(0, bool)
@@ -71,7 +78,22 @@ class SeasonalBaseline:
         self.week = np.r_[self.week, np.zeros((extra, 7))]
         self.week_n = np.r_[self.week_n, np.zeros((extra, 7))]
         self.week_day = np.r_[self.week_day, np.full((extra, 7), np.nan)]
-        for name in ("prof_sum", "level", "n", "var_tot", "var_s", "var_w", "var_ws", "eval_s", "eval_w"):
+        for name in (
+            "prof_sum",
+            "level",
+            "level_n",
+            "n",
+            "var_tot",
+            "var_s",
+            "var_w",
+            "var_ws",
+            "var_d",
+            "last_e",
+            "local_e",
+            "var_loc",
+            "eval_s",
+            "eval_w",
+        ):
             setattr(self, name, np.r_[getattr(self, name), np.zeros(extra)])
         self.first_t = np.r_[self.first_t, np.full(extra, np.nan)]
         self.on_s = np.r_[self.on_s, np.zeros(extra, bool)]
@@ -82,6 +104,12 @@ class SeasonalBaseline:
     def active(self) -> BoolArray:
         """Fields scored against a seasonal baseline."""
         out: BoolArray = self.on_s | self.on_w
+        return out
+
+    def resolution(self, r: IndexArray) -> FloatArray:
+        """The smallest noise unit a residual from the enabled baseline can claim: ``RESOLUTION`` of the
+        stream's spread around its level (0 where no baseline is enabled)."""
+        out: FloatArray = np.where(self.on_s[r] | self.on_w[r], RESOLUTION * np.sqrt(self.var_tot[r]), 0.0)
         return out
 
     def _where(self, t: FloatArray) -> tuple[IndexArray, FloatArray, IndexArray, FloatArray]:
@@ -145,10 +173,27 @@ class SeasonalBaseline:
         eval_s = span >= DAY
         self.var_tot[r] = np.where(eval_s, self.var_tot[r] + lr_eval * (e_tot**2 - self.var_tot[r]), 0.0)
         self.var_s[r] = np.where(eval_s, self.var_s[r] + lr_eval * (e_s**2 - self.var_s[r]), 0.0)
+        # noise or structure: steps of the error against its spread around a local mean (8 readings)
+        # (of the whole baseline as learned so far: a weekly offset is not the profile's structure)
+        step = e_w - self.last_e[r]
+        self.var_d[r] = np.where(eval_s, self.var_d[r] + lr_eval * (step**2 - self.var_d[r]), 0.0)
+        dev = e_w - self.local_e[r]
+        self.var_loc[r] = np.where(eval_s, self.var_loc[r] + lr_eval * (dev**2 - self.var_loc[r]), 0.0)
+        self.local_e[r] = np.where(n == 0, e_w, self.local_e[r] + (e_w - self.local_e[r]) / 8.0)
+        self.last_e[r] = e_w
+        # a day in, the level is the first day's mean; what the profile learned before, against a running
+        # mean of part of a day, is only a first guess: the next days overrule it
+        second = eval_s & (self.eval_s[r] == 0)
+        if second.any():
+            self.prof_n[r[second]] = np.minimum(self.prof_n[r[second]], 1.0)
+            self.level_n[r[second]] = 0.0
+            self.week[r[second]] = 0.0  # learned against a level that was still off by half a cycle
+            self.week_n[r[second]] = 0.0
+            self.week_day[r[second]] = np.nan
         self.eval_s[r] = np.where(eval_s, self.eval_s[r] + 1.0, 0.0)
         # a day of the week is known once learned for half a day, on an earlier day
         first_day = self.week_day[r, dow]
-        self.week_day[r, dow] = np.where(np.isfinite(first_day) | ~self.on_s[r], first_day, day)
+        self.week_day[r, dow] = np.where(np.isfinite(first_day), first_day, day)
         known = (self.week_n[r, dow] >= 0.5 * per_day) & (day > first_day)
         lr_w = np.maximum(1.0 / (self.eval_w[r] + 1.0), 1.0 / (7.0 * per_day))
         # both sides of W's comparison over the same readings
@@ -156,7 +201,8 @@ class SeasonalBaseline:
         self.var_ws[r] = np.where(known, self.var_ws[r] + lr_w * (e_s**2 - self.var_ws[r]), self.var_ws[r])
         self.eval_w[r] = self.eval_w[r] + known
         # teach: the level, then the two bins around the reading, then the day of the week
-        lr_level = np.maximum(1.0 / (n + 1.0), 1.0 / (DAYS_LEVEL * per_day))
+        lr_level = np.maximum(1.0 / (self.level_n[r] + 1.0), 1.0 / (DAYS_LEVEL * per_day))
+        self.level_n[r] += 1.0
         self.level[r] = level + lr_level * (v - s - w - level)
         e = v - level - s - w
         rr = r[:, None]
@@ -166,16 +212,22 @@ class SeasonalBaseline:
         self.prof[rr, bins] += delta
         self.prof_sum[r] += delta.sum(axis=1)
         self.prof_n[rr, bins] = k + wt
-        # the days of the week learn once the daily profile holds (before, the level is still off by the
-        # part of the cycle it has not seen, and W would learn that)
         kw = self.week_n[r, dow]
-        lr_wk = np.where(self.on_s[r], np.maximum(1.0 / (kw + 1.0), 1.0 / (DAYS_W * per_day)), 0.0)
+        lr_wk = np.maximum(1.0 / (kw + 1.0), 1.0 / (DAYS_W * per_day))
         self.week[r, dow] += lr_wk * (v - level - s - self.week[r, dow])
-        self.week_n[r, dow] = kw + self.on_s[r]
+        self.week_n[r, dow] = kw + 1.0
         self.n[r] = n + 1.0
         # enable: S after a day of out-of-sample checks; W after a week, if it beats S alone
         was = self.on_s[r] | self.on_w[r]
-        turn_s = ~self.on_s[r] & (self.eval_s[r] >= per_day) & (self.var_s[r] < EXPLAINED_S * self.var_tot[r])
+        # ... and leaves noise, not structure: errors that move slowly (a noiseless cycle the profile cannot
+        # follow exactly; their steps are small against their spread around a local mean) would be read as
+        # shifts and drifts. Noise steps twice that spread; a weekly offset only moves the local mean
+        turn_s = (
+            ~self.on_s[r]
+            & (self.eval_s[r] >= per_day)
+            & (self.var_s[r] < EXPLAINED_S * self.var_tot[r])
+            & (self.var_d[r] > self.var_loc[r])
+        )
         self.on_s[r] |= turn_s
         turn_w = (
             self.on_s[r]
