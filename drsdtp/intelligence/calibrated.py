@@ -7,7 +7,11 @@ Four predictors, each using only readings up to its origin:
 ``trend``     the level plus the least-squares slope of the newest readings (at most 60, spanning at most
               the horizon), damped: never extrapolated further than the span it was fitted on;
 ``seasonal``  where the history covers at least two days: the reading one day before the target time, moved
-              by how much the level now differs from the level one day ago (seasonal naive with level).
+              by how much the level now differs from the level one day ago (seasonal naive with level);
+``profile``   where the caller passes a learned seasonal baseline (the model-free detector's daily profile
+              and weekday offsets, :mod:`drsdtp.intelligence.detect.seasonal`): the level of the newest
+              readings less the baseline, plus the baseline at the target time. The baseline was learned
+              from the same readings the backtest replays, so its errors there are somewhat optimistic.
 
 Calibration by backtest (split conformal): the predictors are replayed from up to ``origins`` earlier
 origins inside the field's window, each target an actual (interpolated) reading. Per horizon, the predictor
@@ -24,7 +28,7 @@ mean reaches a declared limit, and the first minute its interval does (the earli
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -34,8 +38,9 @@ import numpy.typing as npt
 __all__ = ["DAY_S", "METHODS", "CalibratedForecast", "Crossing", "forecast_series"]
 
 FloatArray = npt.NDArray[np.float64]
+Baseline = Callable[[FloatArray], FloatArray]  # times -> a learned seasonal baseline there
 DAY_S: Final = 86_400.0
-METHODS: Final = ("last", "naive", "trend", "seasonal")
+METHODS: Final = ("last", "naive", "trend", "seasonal", "profile")
 MIN_ORIGINS: Final = 8
 LEVEL_K: Final = 5
 TREND_MAX: Final = 60
@@ -59,13 +64,15 @@ class CalibratedForecast:
     lower: tuple[float, ...]  # NaN: not enough history to calibrate
     upper: tuple[float, ...]
     errors: tuple[FloatArray, ...]  # backtest absolute errors of the chosen method, per horizon
-    seasonal: bool  # a daily seasonal predictor was available
+    seasonal: bool  # a daily seasonal predictor (or a learned baseline) was available
     crossings: tuple[Crossing, ...]
 
 
 class _History:
-    def __init__(self, t: FloatArray, v: FloatArray) -> None:
+    def __init__(self, t: FloatArray, v: FloatArray, baseline: Baseline | None = None) -> None:
         self.t, self.v = t, v
+        self.baseline = baseline
+        self.resid = v - baseline(t) if baseline is not None else v
         self.ct = np.concatenate([[0.0], np.cumsum(t - t[0])])
         self.cv = np.concatenate([[0.0], np.cumsum(v)])
         self.ctt = np.concatenate([[0.0], np.cumsum((t - t[0]) ** 2)])
@@ -76,10 +83,11 @@ class _History:
         """Index one past the last reading at or before each origin."""
         return np.searchsorted(self.t, origins, side="right")
 
-    def level(self, end: npt.NDArray[np.intp]) -> FloatArray:
+    def level(self, end: npt.NDArray[np.intp], resid: bool = False) -> FloatArray:
         k = np.minimum(end, LEVEL_K)
         idx = end[:, None] - 1 - np.arange(LEVEL_K)[None, :]
-        vals = np.where(np.arange(LEVEL_K)[None, :] < k[:, None], self.v[np.maximum(idx, 0)], np.nan)
+        src = self.resid if resid else self.v
+        vals = np.where(np.arange(LEVEL_K)[None, :] < k[:, None], src[np.maximum(idx, 0)], np.nan)
         out: FloatArray = np.nanmedian(vals, axis=1)
         return out
 
@@ -106,6 +114,9 @@ def _predict(h: _History, method: str, origins: FloatArray, horizon_s: float) ->
     if method == "last":
         out_last: FloatArray = h.v[np.maximum(end - 1, 0)]
         return out_last
+    if method == "profile" and h.baseline is not None:
+        out_profile: FloatArray = h.level(end, resid=True) + h.baseline(origins + horizon_s)
+        return out_profile
     level = h.level(end)
     if method == "naive":
         return level
@@ -130,9 +141,11 @@ def forecast_series(
     origins: int = 48,
     low_limit: float = math.nan,
     high_limit: float = math.nan,
+    baseline: Baseline | None = None,
 ) -> CalibratedForecast | None:
     """The calibrated forecast of one field from its readings (any order; NaNs ignored); None with fewer
-    than 10 readings."""
+    than 10 readings. ``baseline``: the field's learned seasonal baseline at given times (the ``profile``
+    predictor), if it has one."""
     t_all, v_all = np.asarray(t_s, np.float64).ravel(), np.asarray(values, np.float64).ravel()
     ok = np.isfinite(t_all) & np.isfinite(v_all) & (t_all <= now_s)
     t, v = t_all[ok], v_all[ok]
@@ -140,10 +153,12 @@ def forecast_series(
     t, v = t[order], v[order]
     if t.size < 10:
         return None
-    hist = _History(t, v)
+    hist = _History(t, v, baseline)
     span = float(t[-1] - t[0])
     seasonal = span >= 2 * DAY_S
-    methods = [m for m in METHODS if m != "seasonal" or seasonal]
+    methods = [
+        m for m in METHODS if (m != "seasonal" or seasonal) and (m != "profile" or baseline is not None)
+    ]
     now = np.array([now_s])
     chosen: list[str] = []
     means: list[float] = []
@@ -183,7 +198,7 @@ def forecast_series(
         lower=tuple(lowers),
         upper=tuple(uppers),
         errors=tuple(errors),
-        seasonal=seasonal,
+        seasonal=seasonal or baseline is not None,
         crossings=crossings,
     )
 

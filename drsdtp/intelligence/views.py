@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from drsdtp.intelligence.calibrated import forecast_series
+from drsdtp.intelligence.calibrated import FloatArray, forecast_series
 from drsdtp.intelligence.detect import TESTS, Findings
 from drsdtp.intelligence.detect.events import KIND_OF_TEST, describe
 from drsdtp.intelligence.divergence import (
@@ -329,6 +329,18 @@ def build_field_forecast(
     )
 
 
+def _learned_baseline(engine: TwinIntelligence, row: int) -> Callable[[FloatArray], FloatArray] | None:
+    """The model-free detector's seasonal baseline of ``row`` as a function of time, where one is enabled."""
+    seasonal = engine.detector.seasonal
+    if row >= seasonal.fields or not seasonal.active[row]:
+        return None
+
+    def at(times: FloatArray) -> FloatArray:
+        return seasonal.baseline(np.full(times.size, row, np.intp), times)
+
+    return at
+
+
 def build_calibrated_forecast(
     engine: TwinIntelligence, last: PassResult, row: int, horizons_min: Sequence[float]
 ) -> FieldForecast:
@@ -349,6 +361,7 @@ def build_calibrated_forecast(
         tuple(60.0 * float(h) for h in horizons_min),
         low_limit=math.nan if spec.low_limit is None else spec.low_limit,
         high_limit=math.nan if spec.high_limit is None else spec.high_limit,
+        baseline=_learned_baseline(engine, row),
     )
     if fc is None:
         return build_field_forecast(engine, last, row, horizons_min)

@@ -7,6 +7,7 @@ import json
 import math
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from drsdtp.intelligence import FieldSpec, ModelSpec, TwinIntelligence
@@ -91,3 +92,31 @@ def test_the_engine_forecasts_any_field_with_calibrated_intervals() -> None:
     json.dumps(fc.to_dict())
     with pytest.raises(ValueError, match="calibrated"):
         engine.forecast("meter-1", "load", method="psychic")
+
+
+def test_a_learned_daily_and_weekly_baseline_forecasts_into_a_quiet_day() -> None:
+    """The detector's learned baseline (daily profile and weekday offsets) as the ``profile`` predictor: an
+    hour ahead across midnight into a quiet day, where the reading a day back (a busy day) is 8 too high."""
+    from drsdtp.intelligence.detect.seasonal import SeasonalBaseline
+
+    rng = np.random.default_rng(3)
+    t = np.arange(0, 19 * DAY_S, 300.0)  # day 19 % 7 == 5: a quiet day starts at the end
+    quiet = (np.floor(t / DAY_S) % 7) >= 5
+    v = 30 + 10 * np.sin(2 * np.pi * t / DAY_S) - 8 * quiet + rng.normal(0, 0.2, t.size)
+    base = SeasonalBaseline(1)
+    one, period = np.zeros(1, np.intp), np.array([300.0])
+    for k in range(t.size):
+        base.learn(one, t[k : k + 1], v[k : k + 1], period, np.ones(1, bool))
+    assert base.on_s[0] and base.on_w[0]
+
+    def baseline(times: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return base.baseline(np.zeros(times.size, np.intp), times)
+
+    now = 19 * DAY_S - 1800.0
+    keep = t <= now
+    fc = forecast_series(t[keep], v[keep], now, HORIZONS, baseline=baseline)
+    assert fc is not None and fc.method[-1] == "profile"
+    expected = 30 + 10 * math.sin(2 * math.pi * (now + 3600) / DAY_S) - 8
+    assert abs(fc.mean[-1] - expected) < 1.5
+    plain = forecast_series(t[keep], v[keep], now, HORIZONS)
+    assert plain is not None and abs(plain.mean[-1] - expected) > 5
