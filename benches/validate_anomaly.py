@@ -12,12 +12,13 @@ scored online, reading by reading, by
 
 Per character: recall of anomaly windows, false alarms per 10k clean readings (alarm onsets; point-wise in
 brackets), median detection delay in readings, and the NAB-style windowed score (100 = every window caught
-at its start, 0 = nothing caught; false alarms cost 0.11 each). Then the calibration check: on the clean
-readings, the share with a score above s against 1 - s. Goals (issue 10): <= 1 false alarm per 10k clean
-readings, >= 90 % of windows caught, both baselines beaten on every character. Then the same detector on every
-split side by side (``tune``, looked at while designing; ``heldout``; ``fresh``, never looked at while
-changing the detector): per character recall and false alarms, so overfitting to one split would show. Last,
-when statsmodels is installed, alarms on the real series it ships (unlabelled).
+at its start, 0 = nothing caught; false alarms cost 0.11 each). Then which tests raised the false alarms,
+and the calibration check: on the clean readings, the share with a score above s against 1 - s. Goals
+(issue 10): <= 1 false alarm per 10k clean readings, >= 90 % of windows caught, both baselines beaten on
+every character. Then the same detector on every split side by side (``tune``, looked at while designing;
+``heldout``; ``fresh``, never looked at while changing the detector): per character recall and false
+alarms, so overfitting to one split would show. Last, when statsmodels is installed, alarms on the real
+series it ships (unlabelled).
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ from drsdtp.sim.corpus import CHARACTERS, SPLITS, Series, generate_corpus
 from drsdtp.sim.corpus_eval import (
     CharacterScore,
     aggregate,
+    detector_run,
     detector_scores,
     engine_alarms,
+    false_alarms_by_test,
     score_series,
     trailing_zscore,
 )
@@ -131,7 +134,7 @@ def main() -> None:
     )
     config = DetectorConfig()
     start = time.perf_counter()
-    scores, alarms = detector_scores(corpus, config)
+    scores, alarms, tests = detector_run(corpus, config)
     det_s = time.perf_counter() - start
     detectors = {"detector": alarms}
     detectors["zscore"] = [trailing_zscore(s.values) for s in corpus]
@@ -165,6 +168,14 @@ def main() -> None:
     )
     for line in beaten:
         print("  ", line)
+
+    print()
+    print("detector false alarms by test (alarm onsets on clean readings): which test to calibrate where")
+    by_test = false_alarms_by_test(corpus, alarms, tests)
+    for ch in CHARACTERS:
+        fired = by_test.get(ch, {})
+        cells = ", ".join(f"{name} {count}" for name, count in sorted(fired.items(), key=lambda kv: -kv[1]))
+        print(f"{ch:<10}{cells or '-'}")
 
     print()
     print("calibration on clean readings: share with score > s (goal: <= 1 - s)")

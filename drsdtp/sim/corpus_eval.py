@@ -27,15 +27,17 @@ import numpy as np
 import numpy.typing as npt
 
 from drsdtp.intelligence import FieldSpec, IntelligenceConfig, ModelSpec, TwinIntelligence
-from drsdtp.intelligence.detect import DetectorConfig, StreamDetector
+from drsdtp.intelligence.detect import TESTS, DetectorConfig, StreamDetector
 from drsdtp.sim.corpus import Series
 
 __all__ = [
     "CharacterScore",
     "SeriesScore",
     "aggregate",
+    "detector_run",
     "detector_scores",
     "engine_alarms",
+    "false_alarms_by_test",
     "nab_weight",
     "score_series",
     "stack",
@@ -252,14 +254,43 @@ def detector_scores(
 ) -> tuple[list[FloatArray], list[BoolArray]]:
     """Scores and alarms of the model-free detector, every series a field of one detector, fed reading by
     reading."""
+    scores, alarms, _ = detector_run(series, config)
+    return scores, alarms
+
+
+def detector_run(
+    series: Sequence[Series], config: DetectorConfig | None = None
+) -> tuple[list[FloatArray], list[BoolArray], list[npt.NDArray[np.int8]]]:
+    """:func:`detector_scores` and, per reading, the test that scored it (an index into ``TESTS``)."""
     t, v, present = stack(series)
     det = StreamDetector(config, fields=len(series))
     scores = np.zeros(v.shape)
     alarms = np.zeros(v.shape, bool)
+    tests = np.zeros(v.shape, np.int8)
     for k in range(v.shape[1]):
         rows = np.flatnonzero(present[:, k])
         batch = det.update(rows, t[rows, k], v[rows, k])
         scores[rows, k] = batch.score
         alarms[rows, k] = batch.alarm
+        tests[rows, k] = batch.test
     n = [s.values.shape[0] for s in series]
-    return [scores[i, : n[i]] for i in range(len(n))], [alarms[i, : n[i]] for i in range(len(n))]
+    return (
+        [scores[i, : n[i]] for i in range(len(n))],
+        [alarms[i, : n[i]] for i in range(len(n))],
+        [tests[i, : n[i]] for i in range(len(n))],
+    )
+
+
+def false_alarms_by_test(
+    series: Sequence[Series], alarms: Sequence[BoolArray], tests: Sequence[npt.NDArray[np.int8]]
+) -> dict[str, dict[str, int]]:
+    """Per character, how many false-alarm onsets (alarm onsets on clean readings) each test raised."""
+    out: dict[str, dict[str, int]] = {}
+    for s, a, te in zip(series, alarms, tests, strict=True):
+        _, clean = s.labels
+        onset = a & ~np.r_[False, a[:-1]] & clean
+        book = out.setdefault(s.character, {})
+        for i in np.flatnonzero(onset):
+            name = TESTS[int(te[i])]
+            book[name] = book.get(name, 0) + 1
+    return out
