@@ -32,13 +32,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 10.0) -> None:
+def wait_port(port: int, timeout: float = 10.0, server: subprocess.Popen[bytes] | None = None) -> None:
+    """Until something listens on ``port``; ``server``, when given, is the process that should: its exit
+    ends the wait at once."""
     deadline = time.monotonic() + timeout
     while True:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return
+        if server is not None and server.poll() is not None:
+            raise RuntimeError(f"the server for port {port} exited with {server.returncode}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"nothing listens on {port}")
+            raise RuntimeError(f"nothing listens on {port} after {timeout:.0f} s")
         time.sleep(0.05)
 
 
@@ -146,7 +150,8 @@ def run_with_server(
     port = free_port()
     server = subprocess.Popen([sys.executable, script, "serve", str(port)])
     try:
-        wait_port(port, 30)
+        # A server process importing asyncua or pymodbus takes seconds idle and far more on a loaded machine.
+        wait_port(port, 120, server)
         asyncio.run(measure(port, args.seconds, args.reps))
     finally:
         stop_process(server)

@@ -116,6 +116,9 @@ class SimBoard:
                 self.proc.wait()
         assert self.proc.stderr is not None
         err = self.proc.stderr.read()
+        # fwsim has exited: its stdout ends, and the reader must have read the last lines before the pipe is
+        # closed under it (else it raises "I/O operation on closed file" in its thread).
+        self._reader.join(10)
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 pipe.close()
