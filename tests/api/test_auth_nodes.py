@@ -92,14 +92,20 @@ def issuer() -> Iterator[Issuer]:
         yield served
 
 
+def spawn_with_metrics(node: ApiNode) -> int:
+    """Spawns ``node`` with its /metrics on a port of its own (the tests read refusal counters there)."""
+    port = free_port()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DRSDTP_LISTEN__METRICS", f"127.0.0.1:{port}")
+        node.spawn()
+    return port
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def served(tmp_path_factory: pytest.TempPathFactory, issuer: Issuer) -> AsyncIterator[Served]:
     node = ApiNode("auth", tmp_path_factory.mktemp("auth"))
     node.configure({}, tokens_toml(issuer))
-    metrics_port = free_port()
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("DRSDTP_LISTEN__METRICS", f"127.0.0.1:{metrics_port}")
-        node.spawn()
+    metrics_port = spawn_with_metrics(node)
     channel, stub = connect(Address("127.0.0.1", node.api_port))
     try:
         async with channel:
@@ -283,10 +289,7 @@ async def test_oidc_discovery_on_a_node_and_an_unreachable_issuer(tmp_path: Path
         for name, issuer_url in (("discovers", up), ("down", down)):
             node = ApiNode(name, tmp_path)
             node.configure({}, f'{ops}[api.oidc]\nissuer = "{issuer_url}"\naudience = "{AUDIENCE}"\n')
-            metrics_port = free_port()
-            with pytest.MonkeyPatch.context() as env:
-                env.setenv("DRSDTP_LISTEN__METRICS", f"127.0.0.1:{metrics_port}")
-                node.spawn()
+            metrics_port = spawn_with_metrics(node)
             channel, stub = connect(Address("127.0.0.1", node.api_port))
             try:
                 async with channel:
