@@ -18,7 +18,6 @@ beyond it new commands are refused (the engine cannot delete a twin yet, see the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,6 +38,7 @@ from drsdtp.actions.record import (
     record_twin,
     request_fields,
 )
+from drsdtp.actions.waiters import CommandWaiters
 from drsdtp.core import Intent
 from drsdtp.errors import InvalidValueError, LimitError, PreconditionError, UnknownTwinError
 from drsdtp.gossip.scopes import scope_of
@@ -139,6 +139,7 @@ class CommandBook:
         self.refused_over_cap = 0
         self.issued = 0
         self.repeats = 0  # requests answered with the command an idempotency key already names
+        self.waiters = CommandWaiters(changes, self.get)
 
     # ----- reads ------------------------------------------------------------------------------------------
 
@@ -205,17 +206,8 @@ class CommandBook:
         until: Callable[[CommandRecord], bool] = lambda r: r.terminal,
     ) -> CommandRecord | None:
         """The record once ``until`` holds for it (by default: a terminal state) or at the timeout,
-        whichever comes first (then as it is)."""
-        stream = self.changes.subscribe()  # before reading: a change in between is not missed
-        twin = record_twin(command)
-        record = self.get(command)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                while record is None or not until(record):
-                    batch = await stream.next_batch(4096)
-                    if any(c.twin == twin for c in batch):
-                        record = self.get(command)
-        return record
+        whichever comes first (then as it is). Every waiter shares one subscription (:mod:`.waiters`)."""
+        return await self.waiters.wait(command, timeout_s, until)
 
     def takes_value(self, twin: str, action: str) -> bool:
         """Whether the actuator's commands carry a value (else only args); UnknownTwinError if none."""

@@ -9,6 +9,7 @@ import pytest
 from drsdtp.actions.actuators import parse_actuators
 from drsdtp.actions.book import CommandLimits
 from drsdtp.actions.record import Mark, State, read_record, record_twin, transition_fields
+from drsdtp.api.feed import Subscription
 from drsdtp.core import intents
 from drsdtp.errors import ConfigError, InvalidValueError, LimitError, PreconditionError, UnknownTwinError
 
@@ -98,6 +99,43 @@ async def test_cancel_and_wait() -> None:
     other = await a.book.issue_command("pump-1", "valve", 0.2)
     late = await a.book.wait(other, timeout_s=0.05)
     assert late is not None and late.state == State.PENDING
+
+
+async def test_waiters_share_one_subscription_and_each_gets_its_own_outcome() -> None:
+    (a,) = replicas("a")
+    subscribed = 0
+    subscribe = a.feed.subscribe
+
+    def counting(after: int | None = None) -> Subscription:
+        nonlocal subscribed
+        subscribed += 1
+        return subscribe(after)
+
+    a.feed.subscribe = counting  # type: ignore[method-assign]
+    commands = [await a.book.issue_command("pump-1", "valve", 0.1 * i) for i in range(8)]
+    done = [asyncio.create_task(a.book.wait(c, timeout_s=30)) for c in commands]
+    # Two waiters on one command with other predicates: each is answered when its own holds.
+    cancelled = asyncio.create_task(a.book.wait(commands[0], 30, until=lambda r: r.cancel is not None))
+    await asyncio.sleep(0)
+    assert len(a.book.waiters) == 9
+    await a.book.cancel(commands[0], "op", "wrong pump")
+    asked = await asyncio.wait_for(cancelled, 10)
+    assert asked is not None and asked.cancel is not None and asked.state == State.PENDING
+    assert not done[0].done()
+    for i, command in enumerate(commands):
+        state = State.APPLIED if i % 2 else State.FAILED
+        fields = transition_fields(State.PENDING, state, Mark(1, "a", f"outcome {i}"))
+        assert fields is not None
+        await a.commit(a.store.set_many(record_twin(command), fields), [record_twin(command)], "local")
+    records = await asyncio.wait_for(asyncio.gather(*done), 10)
+    assert [(r.id, r.why) for r in records if r is not None] == [
+        (c, f"outcome {i}") for i, c in enumerate(commands)
+    ]
+    assert subscribed == 1  # one subscription served all nine waiters
+    assert len(a.book.waiters) == 0 and a.book.waiters.resolved == 9
+    # The shared task stopped with its last waiter; the next wait starts it again.
+    late = await a.book.wait(commands[1], timeout_s=0.01, until=lambda r: False)
+    assert late is not None and late.state == State.APPLIED and subscribed == 2
 
 
 async def test_a_desired_value_is_one_command_wherever_it_is_noted() -> None:

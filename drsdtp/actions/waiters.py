@@ -1,0 +1,122 @@
+"""Waiting for commands: every waiter of a node shares one subscription to the change feed.
+
+A waiter (``WaitCommand``, ``IssueCommand`` with a wait, the CLI's ``--wait``, rules and tests in process)
+is a future keyed by its command's record twin. One task reads the feed, once per committed batch, and
+resolves the futures of the records that changed, each record read once however many wait on it. With a
+subscription per waiter, as before, every batch woke every waiter to scan it: 16 clients each waiting
+cost 16 wake-ups and 16 scans per batch, where this costs one scan and a dict look-up per changed twin.
+
+The feed announces a change once it is durable (``Node.commit``), so a waiter is answered with a state that
+a crash cannot take back. The task runs only while someone waits (it stops with the last waiter), and the
+number of waiters is bounded by what bounds the requests (``limits.api_max_requests``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from drsdtp.actions.record import CommandId, CommandRecord, record_twin
+
+__all__ = ["CommandWaiters", "Until"]
+
+log = logging.getLogger(__name__)
+
+Until = Callable[[CommandRecord], bool]
+BATCH = 4096
+
+
+class _Named(Protocol):
+    @property
+    def twin(self) -> str: ...
+
+
+class _Stream(Protocol):
+    async def next_batch(self, limit: int) -> Sequence[_Named]: ...
+
+
+class _Source(Protocol):
+    def subscribe(self, after: int | None = None) -> _Stream: ...
+
+
+class CommandWaiters:
+    def __init__(self, changes: _Source, read: Callable[[CommandId], CommandRecord | None]) -> None:
+        self._changes = changes
+        self._read = read
+        # Per record twin: (command, its predicate, the future it resolves) for each waiter.
+        self._waiting: dict[str, list[tuple[CommandId, Until, asyncio.Future[CommandRecord]]]] = {}
+        self._pump: asyncio.Task[None] | None = None
+        self.resolved = 0  # waiters answered by a change (not by their timeout)
+
+    def __len__(self) -> int:
+        return sum(len(w) for w in self._waiting.values())
+
+    async def wait(self, command: CommandId, timeout_s: float, until: Until) -> CommandRecord | None:
+        """The record once ``until`` holds for it, or as it is at the timeout."""
+        self._start()  # subscribed before the read: a change in between is not missed
+        record = self._read(command)
+        if (record is not None and until(record)) or timeout_s <= 0:
+            self._stop_if_idle()
+            return record
+        twin = record_twin(command)
+        future: asyncio.Future[CommandRecord] = asyncio.get_running_loop().create_future()
+        entry = (command, until, future)
+        self._waiting.setdefault(twin, []).append(entry)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    return await future
+            return self._read(command)
+        finally:
+            waiters = self._waiting.get(twin, [])
+            with contextlib.suppress(ValueError):
+                waiters.remove(entry)
+            if not waiters:
+                self._waiting.pop(twin, None)
+            self._stop_if_idle()
+
+    def _start(self) -> None:
+        if self._pump is None:
+            stream = self._changes.subscribe()
+            self._pump = asyncio.get_running_loop().create_task(self._run(stream), name="command waiters")
+
+    def _stop_if_idle(self) -> None:
+        if not self._waiting and self._pump is not None:
+            self._pump.cancel()
+            self._pump = None
+
+    async def _run(self, stream: _Stream) -> None:
+        try:
+            while True:
+                for change in await stream.next_batch(BATCH):
+                    waiters = self._waiting.get(change.twin)
+                    if waiters:
+                        self._resolve(waiters)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not leave waiters hanging until their timeouts
+            log.exception("command waiters: the change feed failed")
+            for waiters in self._waiting.values():
+                for _, _, future in waiters:
+                    if not future.done():
+                        future.set_exception(exc)
+            self._pump = None
+
+    def _resolve(self, waiters: list[tuple[CommandId, Until, asyncio.Future[CommandRecord]]]) -> None:
+        record = self._read(waiters[0][0])  # one record, read once for all of its waiters
+        if record is None:
+            return
+        for _, until, future in waiters:
+            if future.done():
+                continue
+            try:
+                done = until(record)
+            except Exception as exc:  # the waiter's own predicate: its error is its answer
+                future.set_exception(exc)
+                continue
+            if done:
+                self.resolved += 1
+                future.set_result(record)
