@@ -10,12 +10,13 @@ import itertools
 import json
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-__all__ = ["Browser", "chromium"]
+__all__ = ["Browser", "Fault", "chromium"]
 
 
 def chromium() -> str | None:
@@ -32,6 +33,8 @@ class Browser:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._faults: list[Fault] = []
+        self._answers: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> Browser:
         binary = chromium()
@@ -99,7 +102,11 @@ class Browser:
             self._event(data.get("method", ""), data.get("params", {}))
 
     def _event(self, method: str, params: dict[str, Any]) -> None:
-        if method == "Runtime.exceptionThrown":
+        if method == "Fetch.requestPaused":
+            task = asyncio.create_task(self._paused(params))
+            self._answers.add(task)
+            task.add_done_callback(self._answers.discard)
+        elif method == "Runtime.exceptionThrown":
             details = params["exceptionDetails"]
             text = details.get("exception", {}).get("description") or details.get("text", "")
             self.errors.append(f"exception: {text}")
@@ -109,6 +116,32 @@ class Browser:
         elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
             entry = params["entry"]
             self.errors.append(f"log: {entry.get('text', '')} {entry.get('url', '')}".strip())
+
+    async def fault(self, faults: list[Fault]) -> None:
+        """Intercepts the page's requests: each fault answers the next requests whose URL contains its
+        ``part`` (an HTTP status, or no answer at all: a failed connection); every other request goes
+        through untouched. ``unfault`` ends it."""
+        self._faults = faults
+        await self.send("Fetch.enable", {"patterns": [{"urlPattern": f"*{f.part}*"} for f in faults]})
+
+    async def unfault(self) -> None:
+        await self.send("Fetch.disable")
+        self._faults = []
+
+    async def _paused(self, params: dict[str, Any]) -> None:
+        request_id, url = params["requestId"], params["request"]["url"]
+        fault = next((f for f in self._faults if f.part in url and f.times > len(f.hit)), None)
+        if fault is None:
+            await self.send("Fetch.continueRequest", {"requestId": request_id})
+            return
+        fault.hit.append(url)
+        if fault.status is None:
+            await self.send("Fetch.failRequest", {"requestId": request_id, "errorReason": "ConnectionFailed"})
+        else:
+            body = base64.b64encode(b'{"code": "UNAVAILABLE", "message": "injected by the test"}').decode()
+            headers = [{"name": "Content-Type", "value": "application/json"}]
+            answer = {"responseCode": fault.status, "responseHeaders": headers, "body": body}
+            await self.send("Fetch.fulfillRequest", {"requestId": request_id, **answer})
 
     async def send(self, method: str, params: dict[str, Any] | None = None) -> Any:
         assert self.ws is not None
@@ -155,6 +188,14 @@ class Browser:
             "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
         )
         await asyncio.to_thread(_write, path, base64.b64decode(shot["data"]))
+
+
+@dataclass
+class Fault:
+    part: str  # a part of the URL
+    times: int  # how many matching requests get it
+    status: int | None = None  # None: no answer (the connection failed)
+    hit: list[str] = field(default_factory=list)  # the URLs it answered
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -19,7 +19,7 @@ import pytest_asyncio
 
 from drsdtp.api.auth.tokens import hash_token
 from tests.dashboard.a11y import press, violations
-from tests.dashboard.browser import Browser, chromium
+from tests.dashboard.browser import Browser, Fault, chromium
 from tests.http.support import HttpNode
 
 pytestmark = [
@@ -219,6 +219,33 @@ async def test_a_stale_sensor_shows_as_such(node: HttpNode, browser: Browser, sh
     assert "stale" not in await browser.evaluate(cell("temp_2", "health"))
     await browser.screenshot(shots / "stale.png")
     assert browser.errors == []
+
+
+async def test_the_pages_recover_from_requests_that_got_no_answer_or_an_error(
+    node: HttpNode, browser: Browser
+) -> None:
+    """A page opened while the node restarts or the network changes under it (Chromium fails requests in
+    flight with ERR_NETWORK_CHANGED) must still start and follow the node: WhoAmI and the site listing that
+    got no answer are tried again, and a Watch answered with an error status (which closes an EventSource
+    for good) is opened again, resuming."""
+    whoami = Fault("/api/v2/WhoAmI", times=5)  # more than a read retries: the page starts later
+    listing = Fault("/dashboard/twins.json", times=1)
+    watch = Fault("/api/v2/Watch?twin_ids=room-1", times=2, status=503)
+    await browser.fault([whoami, listing, watch])
+    try:
+        await browser.goto(f"{node.base}/dashboard/#/")
+        await browser.wait_for(
+            "document.querySelectorAll('#twins li').length >= 2", "the site's twins after a failed listing"
+        )
+        await browser.goto("about:blank")
+        await browser.goto(f"{node.base}/dashboard/#/twin/room-1")
+        await browser.wait_for(cell("temp_1", "value") + " !== ''", "room-1's temp_1 after a refused Watch")
+    finally:
+        await browser.unfault()
+    # Each fault was really met: the pages recovered from it, not around it.
+    assert len(whoami.hit) == 5 and len(listing.hit) == 1, (whoami.hit, listing.hit)
+    assert len(watch.hit) == 2, watch.hit
+    assert all("exception" not in error for error in browser.errors), browser.errors
 
 
 async def test_a_desired_value_set_in_the_page_reaches_the_twin(node: HttpNode, browser: Browser) -> None:

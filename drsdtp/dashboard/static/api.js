@@ -13,10 +13,25 @@ export class ApiError extends Error {
 export function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
 export function setToken(value) { sessionStorage.setItem(TOKEN_KEY, value); }
 
+// Reads whose request got no answer (a failed connection: the node restarting, the network changing under
+// the page) are sent again a few times, 0.5 s to 2 s apart, before the failure is shown. Writes are not: one
+// that got no answer may have been done.
+const READ = /^(WhoAmI|Status|Health|Insight|List|Read|Get)/;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
 export async function call(method, body = {}) {
   const headers = { "Content-Type": "application/json" };
   if (token()) headers.Authorization = `Bearer ${token()}`;
-  const reply = await fetch(BASE + method, { method: "POST", headers, body: JSON.stringify(body) });
+  const request = { method: "POST", headers, body: JSON.stringify(body) };
+  let reply = null;
+  for (let attempt = 0; reply === null; attempt++) {
+    try {
+      reply = await fetch(BASE + method, request);
+    } catch (error) {
+      if (!READ.test(method) || attempt >= 3) throw error;
+      await sleep(500 * 2 ** attempt);
+    }
+  }
   const parsed = await reply.json().catch(() => null);
   if (!reply.ok) throw new ApiError(reply.status, parsed);
   return parsed;
@@ -31,18 +46,36 @@ export async function listing() {
   return parsed;
 }
 
-// An EventSource on a stream method; it reconnects (and resumes, for Watch) by itself.
+// An EventSource on a stream method that stays open. The browser reconnects by itself after a dropped
+// connection (resuming with Last-Event-ID), but gives up for good when a reconnect is answered with an error
+// status (a restarting node, a proxy's 502, the per-caller stream cap) or the request fails outright (in
+// Chromium: the network changed under it). Then a new one is opened after a growing wait (1 s to 30 s),
+// resuming after the last event seen, so a page left open keeps following the node. Returns {close()}.
 export function events(method, params, onMessage, onState) {
-  const query = new URLSearchParams();
-  for (const [key, value] of Object.entries(params)) {
-    for (const item of Array.isArray(value) ? value : [value]) query.append(key, item);
-  }
-  if (token()) query.append("access_token", token());
-  const source = new EventSource(`${BASE}${method}?${query}`);
-  source.onmessage = (event) => onMessage(JSON.parse(event.data));
-  source.onopen = () => onState && onState(true);
-  source.onerror = () => onState && onState(false);
-  return source;
+  let source = null, timer = 0, closed = false, wait = 1000, last = "";
+  const open = () => {
+    const query = new URLSearchParams();
+    for (const [key, value] of Object.entries(params)) {
+      if (key === "resume_after" && last) continue;
+      for (const item of Array.isArray(value) ? value : [value]) query.append(key, item);
+    }
+    if (last) query.append("resume_after", last);
+    if (token()) query.append("access_token", token());
+    source = new EventSource(`${BASE}${method}?${query}`);
+    source.onmessage = (event) => {
+      if (event.lastEventId) last = event.lastEventId;
+      onMessage(JSON.parse(event.data));
+    };
+    source.onopen = () => { wait = 1000; if (onState) onState(true); };
+    source.onerror = () => {
+      if (onState) onState(false);
+      if (closed || source.readyState !== EventSource.CLOSED) return; // the browser is reconnecting
+      timer = setTimeout(open, wait);
+      wait = Math.min(wait * 2, 30000);
+    };
+  };
+  open();
+  return { close() { closed = true; clearTimeout(timer); source.close(); } };
 }
 
 // Physical milliseconds of an HLC stamp (a 64-bit integer written as a string).

@@ -124,11 +124,10 @@ function siteView() {
   };
 
   // One compact fetch of every twin id, then only what changes after it (Watch resumed at its cursor): a
-  // Watch snapshot would send every twin as an event of its own.
-  let source = null, stopped = false;
-  const fetched = prefetched || listing();
-  prefetched = null;
-  fetched.then(({ cursor, twins: ids }) => {
+  // Watch snapshot would send every twin as an event of its own. A fetch that got no answer (the node
+  // restarting, the network changing) is tried again after a growing wait; a refusal is shown.
+  let source = null, stopped = false, retry = 0;
+  const follow = ({ cursor, twins: ids }) => {
     if (stopped) return;
     all = ids;
     schedule();
@@ -139,7 +138,14 @@ function siteView() {
       const known = all[at] === id;
       if (deleted(change.twin)) { if (known) { all.splice(at, 1); schedule(); } } else if (!known) { all.splice(at, 0, id); schedule(); }
     }, linkState);
-  }).catch(failed);
+  };
+  const load = (fetched, wait) => fetched.then(follow, (error) => {
+    if (stopped) return;
+    failed(error);
+    if (!(error instanceof ApiError)) retry = setTimeout(() => load(listing(), Math.min(wait * 2, 30000)), wait);
+  });
+  load(prefetched || listing(), 1000);
+  prefetched = null;
   const onFilter = () => schedule();
   filter.addEventListener("input", onFilter);
   const stopHealth = every(POLL_MS, async () => {
@@ -167,6 +173,7 @@ function siteView() {
   return {
     stop() {
       stopped = true;
+      clearTimeout(retry);
       if (source) source.close();
       stopHealth(); stopAlarms(); onStatus.delete(overview); twins.stop(); heat.stop();
       cancelAnimationFrame(frame);
@@ -416,12 +423,22 @@ $("login").addEventListener("submit", (event) => {
   location.reload();
 });
 window.addEventListener("hashchange", route);
+// Who the node takes this page for. A call that got no answer (the node restarting, the network changing
+// under the page) is tried again after a growing wait, so a page opened at such a moment still starts; an
+// answer that refuses it is final (401: ask for a token).
 async function start() {
-  try {
-    me = await call("WhoAmI");
-  } catch (error) {
-    failed(error);
-    if (error instanceof ApiError && error.status === 401) return;
+  for (let wait = 1000; ; wait = Math.min(wait * 2, 30000)) {
+    try {
+      me = await call("WhoAmI");
+      break;
+    } catch (error) {
+      failed(error);
+      if (error instanceof ApiError) {
+        if (error.status === 401) return;
+        break;
+      }
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
   }
   every(5000, status);
   route();
