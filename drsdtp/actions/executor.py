@@ -34,6 +34,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -73,6 +74,7 @@ POLL_S = 0.25  # waits re-check at least this often (health and deadlines move w
 # A write's marks (sent, acknowledged) wait this long for the outcome, to be committed with it: one fsync
 # instead of two when the echo is quick. Never longer: a command in flight shows it, durably.
 ECHO_GRACE_S = 0.1
+FINISHED_KEPT = 4096  # commands finished here whose later changes are not parsed again (final anyway)
 Commit = Callable[[bytes, Sequence[str], str], Awaitable[None]]
 # Appends now, returns what resolves once durable (``Node.start_commit``): for marks nothing waits on.
 Begin = Callable[[bytes, Sequence[str], str], "asyncio.Future[None]"]
@@ -157,6 +159,11 @@ class Executor:
         # outcome if it comes within ECHO_GRACE_S (see _execute).
         self._unwritten: dict[CommandId, tuple[list[_Step], dict[str, str]]] = {}
         self._changed = asyncio.Event()
+        # Commands under way here (-> their actuator) and the latest ones finished here: a change of either
+        # needs no parse of its record (the worker re-reads it at its next checkpoint; a finished one is
+        # final). Without these, each of the executor's own commits was parsed once more as it was appended.
+        self._tracked: dict[CommandId, tuple[str, str]] = {}
+        self._finished: OrderedDict[CommandId, None] = OrderedDict()
 
     # ----- setup ------------------------------------------------------------------------------------------
 
@@ -230,6 +237,12 @@ class Executor:
         changed.set()
 
     def _track(self, command: CommandId, resumed: bool = False, known_only: bool = False) -> None:
+        if command in self._finished:
+            return
+        known = self._tracked.get(command)
+        if known is not None and command in self._active.get(known, {}):
+            self._wake[known].set()
+            return
         record = self._record(command)
         if record is None or record.executor != self.node_id:
             return
@@ -241,6 +254,7 @@ class Executor:
         active = self._active.setdefault(key, {})
         if record.terminal:
             active.pop(command, None)
+            self._tracked.pop(command, None)
             sent = record.marks.get(State.SENT)
             if sent is not None:
                 self._last_write_ms[key] = max(self._last_write_ms.get(key, 0), sent.ms)
@@ -249,6 +263,7 @@ class Executor:
             if resumed and (record.attempts > 0 or record.marks):  # work in flight at a crash
                 self.stats.resumed += 1
             active[command] = (record.issued_ms, command)
+            self._tracked[command] = key
         sent = record.marks.get(State.SENT)
         if sent is not None:
             self._last_write_ms[key] = max(self._last_write_ms.get(key, 0), sent.ms)
@@ -308,6 +323,7 @@ class Executor:
                     await asyncio.sleep(1.0)  # a bug must not spin; the record is retried
                     continue
                 active.pop(command, None)
+                self._tracked.pop(command, None)
 
     async def _supersede(self, older: CommandId, newest: CommandId) -> None:
         record = self._record(older)
@@ -325,7 +341,9 @@ class Executor:
         assert record is not None  # tracked records exist
         return record
 
-    async def _checkpoint(self, spec: ActuatorSpec, command: CommandId, what: str) -> CommandRecord:
+    async def _checkpoint(
+        self, spec: ActuatorSpec, command: CommandId, what: str | Callable[[], str]
+    ) -> CommandRecord:
         """The record as it is now, unless it was cancelled, superseded or ran out of time (then written
         and ``_Done`` raised)."""
         record = self._read(command)
@@ -340,7 +358,8 @@ class Executor:
             if newer:
                 await self._finish(record, State.SUPERSEDED, f"superseded by the newer command {max(newer)}")
         if self._clock_ms() >= record.deadline_ms:
-            await self._finish(record, State.TIMED_OUT, f"deadline passed {what}")
+            said = what if isinstance(what, str) else what()  # built only when it is said
+            await self._finish(record, State.TIMED_OUT, f"deadline passed {said}")
         return record
 
     async def _execute(self, spec: ActuatorSpec, command: CommandId) -> None:
@@ -399,7 +418,9 @@ class Executor:
         loop = asyncio.get_running_loop()
         until = None if for_s is None else loop.time() + for_s
         while True:
-            record = await self._checkpoint(spec, command, self._divergence(spec, self._read(command)))
+            record = await self._checkpoint(
+                spec, command, lambda: self._divergence(spec, self._read(command))
+            )
             if self._converged(spec, record):
                 reported = self._reported(spec)
                 await self._finish(record, State.APPLIED, f"reported {spec.field} = {reported!r}")
@@ -615,7 +636,11 @@ class Executor:
                     await self._audit(record, str(step.state), record.actor or "system", step.reason, durable)
             await asyncio.shield(durable)
             log.info("command %s (%s %s): %s: %s", record.id, record.twin, record.action, to, reason)
+            self._finished[record.id] = None
+            if len(self._finished) > FINISHED_KEPT:
+                self._finished.popitem(last=False)
         self._active.get((record.twin, record.action), {}).pop(record.id, None)
+        self._tracked.pop(record.id, None)
         raise _Done
 
 

@@ -102,16 +102,17 @@ TERMINAL: Final = frozenset(TERMINAL_PRECEDENCE)
 _RANK: Final = {State.PENDING: 0, State.SENT: 1, State.ACKNOWLEDGED: 2}
 
 
+_ORDER: Final = {s: ((_RANK[s], 0) if s in _RANK else (3, TERMINAL_PRECEDENCE.index(s))) for s in State}
+
+
 def order(state: State) -> tuple[int, int]:
     """The state's place in the lattice's total order."""
-    if state in _RANK:
-        return _RANK[state], 0
-    return 3, TERMINAL_PRECEDENCE.index(state)
+    return _ORDER[state]
 
 
 def join(a: State, b: State) -> State:
     """The least upper bound of two states (the greater one)."""
-    return a if order(a) >= order(b) else b
+    return a if _ORDER[a] >= _ORDER[b] else b
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,15 +155,18 @@ def intent_command_id(twin: str, field_name: str, writer: int, counter: int) -> 
     return _digest("intent", twin, field_name, f"{writer:x}", str(counter))
 
 
+# A state field's name -> its state (a dict look-up: ``State(...)`` costs ~1 us, a record has several).
+_STATE_OF_FIELD: Final = {STATE_PREFIX + str(s): s for s in State}
+
+
 def state_of(fields: Mapping[str, object]) -> State:
-    """The record's state: the join of every state it reached (pending when none)."""
+    """The record's state: the join of every state it reached (pending when none). A state a newer node
+    knows is ignored rather than misread."""
     state = State.PENDING
     for name in fields:
-        if name.startswith(STATE_PREFIX):
-            try:
-                state = join(state, State(name[len(STATE_PREFIX) :]))
-            except ValueError:
-                continue  # a state a newer node knows: ignored rather than misread
+        reached = _STATE_OF_FIELD.get(name)
+        if reached is not None:
+            state = join(state, reached)
     return state
 
 
@@ -282,12 +286,12 @@ def record_from_fields(command: CommandId, fields: Mapping[str, object]) -> Comm
     if "twin" not in fields or "action" not in fields:
         return None
     marks: dict[State, Mark] = {}
+    state = State.PENDING
     for name, text in fields.items():
-        if name.startswith(STATE_PREFIX):
-            try:
-                marks[State(name[len(STATE_PREFIX) :])] = Mark.from_text(text)
-            except ValueError:
-                continue
+        reached = _STATE_OF_FIELD.get(name)
+        if reached is not None:
+            marks[reached] = Mark.from_text(text)
+            state = join(state, reached)
     value = fields.get("value")
     cancel = fields.get(CANCEL)
     return CommandRecord(
@@ -306,7 +310,7 @@ def record_from_fields(command: CommandId, fields: Mapping[str, object]) -> Comm
         intent=_text(fields, "intent"),
         actor=_text(fields, "actor"),
         reason=_text(fields, "reason"),
-        state=state_of(fields),
+        state=state,
         marks=MappingProxyType(marks),  # records are shared (read_record's cache): read-only
         attempts=_int(fields, ATTEMPTS),
         held=_text(fields, HELD),
