@@ -614,10 +614,19 @@ class Executor:
         if fields:
             twin = record_twin(command)
             durable = self._begin(self.store.set_many(twin, fields), [twin], "local")
-            if self._audit is not None:
-                for step in done:
-                    await self._audit(record, str(step.state), record.actor or "system", step.reason, durable)
+            await self._audit_steps(record, done, durable)
             await asyncio.shield(durable)
+
+    async def _audit_steps(
+        self, record: CommandRecord, done: list[_Step], durable: asyncio.Future[None]
+    ) -> None:
+        """One audit record for the states one commit reached (queued now, written once it is durable):
+        the last state names the event, the ones it went through are in its reason."""
+        if self._audit is None or not done:
+            return
+        last, passed = done[-1], "; ".join(f"{s.state}: {s.reason}" for s in done[:-1])
+        reason = f"{last.reason} (after {passed})" if passed else last.reason
+        await self._audit(record, str(last.state), record.actor or "system", reason, durable)
 
     async def _finish(self, record: CommandRecord, to: State, reason: str) -> None:
         """Writes a terminal state (with its reason, and the write's marks not committed yet) and raises
@@ -631,9 +640,7 @@ class Executor:
             if reached:  # counted before a waiter wakes
                 self.stats.outcomes[str(to)] = self.stats.outcomes.get(str(to), 0) + 1
             durable = self._begin(self.store.set_many(twin, fields), [twin], "local")
-            if self._audit is not None:  # queued now, written once durable: in the trail when waiters wake
-                for step in done:
-                    await self._audit(record, str(step.state), record.actor or "system", step.reason, durable)
+            await self._audit_steps(record, done, durable)  # in the trail when waiters wake
             await asyncio.shield(durable)
             log.info("command %s (%s %s): %s: %s", record.id, record.twin, record.action, to, reason)
             self._finished[record.id] = None

@@ -101,8 +101,14 @@ async def test_an_operator_command_is_audited_with_the_token_identity(node: ApiN
     assert (command.state, command.actor) == ("applied", "token:mes")
     audit = await call(node, "ops", "ReadAudit", api_pb2.AuditRequest(twin_id="pump-1", limit=100))
     assert isinstance(audit, api_pb2.AuditReply)
-    events = [(r.actor, r.reason.split(":")[0]) for r in audit.records if r.ref == command.command_id]
-    assert events == [("token:mes", e) for e in ("issued", "sent", "acknowledged", "applied")]
+    records = [r for r in audit.records if r.ref == command.command_id]
+    # One record per commit: the write's marks are in the outcome's when its echo was quick, else their own.
+    assert {r.actor for r in records} == {"token:mes"}
+    assert [r.reason.split(":")[0] for r in records] in (
+        ["issued", "applied"],
+        ["issued", "acknowledged", "applied"],
+    )
+    assert "(after sent: " in " ".join(r.reason for r in records)
     done = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "drsdtp", "command", "pump-1", "valve", "0.6", "--wait", "--json",

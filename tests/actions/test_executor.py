@@ -61,8 +61,14 @@ async def test_a_command_is_written_acknowledged_and_applied_when_the_pump_repor
         assert isinstance(reported, float) and abs(reported - 0.35) <= 0.05
         assert plant(node).writes == 1
         audit, _ = await node.snapshots.read_audit("pump-1", None, None, None)
-        events = [(r.actor, r.reason.split(":")[0]) for r in audit if r.action == "command"]
-        assert events == [("op-1", "issued"), ("op-1", "sent"), ("op-1", "acknowledged"), ("op-1", "applied")]
+        records = [r for r in audit if r.action == "command"]
+        # One record per commit: the write's marks are in the outcome's when its echo was quick (within
+        # ECHO_GRACE_S), else in their own; each state is said once.
+        assert {r.actor for r in records} == {"op-1"}
+        events = [r.reason.split(":")[0] for r in records]
+        assert events in (["issued", "applied"], ["issued", "acknowledged", "applied"])
+        said = " ".join(r.reason for r in records)
+        assert said.count("sent: written to ") == 1 and said.count("acknowledged") == 1
 
 
 async def test_a_write_that_does_not_reach_the_device_is_retried_then_fails_with_the_reason(
