@@ -9,6 +9,7 @@ import contextlib
 import json
 import pathlib
 import signal
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -66,6 +67,7 @@ def test_rows_name_every_kind_of_change_and_skip_readings() -> None:
     store.increment("t", "starts", 2)
     known: dict[tuple[str, str], int] = {}
     rows = field_rows("n1", "t", store, known, 1)
+    assert rows is not None
     got = {row[2]: (row[3], json.loads(row[6])) for row, _ in rows}
     assert "temp" not in got and "level" not in got  # readings: drsdtp_readings holds them
     assert known[("t", "temp")] == known[("t", "level")] == READING  # not read again at every change
@@ -80,8 +82,73 @@ def test_rows_name_every_kind_of_change_and_skip_readings() -> None:
     known.update({(row[1], row[2]): version for row, version in rows})
     assert field_rows("n1", "t", store, known, 2) == []  # nothing new: nothing offered
     store.set("t", "_deleted", True)
-    [(row, _)] = field_rows("n1", "t", store, known, 3)
+    [(row, _)] = field_rows("n1", "t", store, known, 3) or []
     assert (row[2], row[3]) == ("_deleted", "deleted")
+
+
+class _WrittenWhileRead:
+    """The store, written by "another thread" between reading a twin's versions and its values."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def fields(self, twin: str) -> dict[str, Any]:
+        self.store.set(twin, "mode", "manual")
+        return self.store.fields(twin)
+
+    def field_versions(self, twin: str) -> list[tuple[str, int]] | None:
+        return self.store.field_versions(twin)
+
+    def entry(self, twin: str, field: str) -> tuple[Any, int, int, int] | None:
+        return self.store.entry(twin, field)
+
+    def desired(self, twin: str, field: str) -> list[tuple[Any, int, int, int]] | None:
+        return self.store.desired(twin, field)
+
+
+def test_a_twin_written_while_its_rows_are_built_is_left_for_its_next_change() -> None:
+    store = Store(1)
+    store.set_many("t", {"mode": "auto", "temp": 21.5})
+    known: dict[tuple[str, str], int] = {}
+    assert field_rows("n1", "t", _WrittenWhileRead(store), known, 1) is None
+    assert known == {}  # nothing learnt from a read that may mix two states
+    rows = field_rows("n1", "t", store, known, 2)
+    assert rows is not None
+    assert [(row[2], json.loads(row[6])["value"]) for row, _ in rows] == [("mode", "manual")]
+
+
+class _WaitsForTheLoop(_WrittenWhileRead):
+    """The store, whose first read waits until a coroutine on the event loop has run: rows built on the
+    loop would never see it."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.building, self.loop_ran = threading.Event(), threading.Event()
+        self.saw_loop: bool | None = None
+
+    def fields(self, twin: str) -> dict[str, Any]:
+        if not self.building.is_set():
+            self.building.set()
+            self.saw_loop = self.loop_ran.wait(30)
+        return self.store.fields(twin)
+
+
+async def test_the_event_loop_runs_while_a_large_batch_of_rows_is_built() -> None:
+    store, feed = Store(1), ChangeFeed()
+    twins = [f"pump-{i}" for i in range(2000)]
+    for twin in twins:
+        store.set_many(twin, {"_model": "pump", "mode": "auto", "temp": 20.0})
+    watched = _WaitsForTheLoop(store)
+    with postgres_server() as pg:
+        config = PostgresConfig(dsn=pg.dsn, flush_interval_s=0.05, max_backoff_s=0.5)
+        async with ChangeSink(config, "n1", watched, feed) as service:
+            feed.publish(twins, "local")
+            await eventually(lambda: _true(watched.building.is_set()), 30, "rows being built")
+            watched.loop_ran.set()  # this coroutine ran while the batch was being built
+            await eventually(lambda: _true(service.stats.cursor >= feed.seq), 60, "the batch stored")
+        rows = await stored(pg.dsn)
+    assert watched.saw_loop is True
+    assert service.stats.rows == len(rows) == 2 * len(twins)  # _model and mode; temp is a reading
 
 
 @contextlib.asynccontextmanager

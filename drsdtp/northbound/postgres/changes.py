@@ -17,16 +17,22 @@ after the position are read again. After a crash every twin counts as changed (t
 field is offered again and the index keeps what the database holds. What the feed cannot give is a state
 superseded before the sink looked (it coalesces, a twin's latest change only): two desired writes within one
 ``flush_interval_s``, or during an outage, store the later one only.
+
+The rows are built on a worker thread of the sink's own (JSON for thousands of field states is tens of ms a
+batch: a stall for everything else on the event loop), one feed batch at a time, so at most one batch of rows
+is in flight. The store is thread-safe but changes meanwhile: a twin whose versions moved while its fields
+were read is left out of the batch; its change is later in the feed, so the next batch offers it again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol
@@ -51,6 +57,7 @@ DELETED_FIELD: Final = "_deleted"
 EDGES_FIELD: Final = "_rel"
 META_FIELDS: Final = ("_model", "_scope")
 META_PREFIX: Final = "meta."
+_READ_ATTEMPTS: Final = 3  # reads of a twin that changes meanwhile, before it is left to the next batch
 READING: Final = -1  # in the versions remembered: a field that holds readings (versions are >= 0)
 
 # (node, twin, field, what, version, ts, state)
@@ -82,8 +89,9 @@ def _signed(version: int) -> int:
 
 def field_rows(
     node: str, twin: str, store: TwinSource, known: dict[tuple[str, str], int], now_ms: int
-) -> list[tuple[Row, int]]:
-    """The rows for the fields of ``twin`` whose version is not in ``known``, each with its version.
+) -> list[tuple[Row, int]] | None:
+    """The rows for the fields of ``twin`` whose version is not in ``known``, each with its version, or
+    None if the twin changed while it was read (another thread wrote it: read it again later).
     ``known`` also learns the twin's readings (as :data:`READING`): a field that held a numeric reported
     value is a reading from then on, and costs a look-up, not a read, each time its twin changes."""
     versions = store.field_versions(twin)
@@ -92,14 +100,19 @@ def field_rows(
         return []
     values = store.fields(twin)
     out: list[tuple[Row, int]] = []
+    readings: list[str] = []
     for field, version in pending:
         if field not in values:
             continue
         row = _row(node, twin, field, values[field], _signed(version), store, now_ms)
         if row is None:
-            known[(twin, field)] = READING
+            readings.append(field)
         else:
             out.append((row, version))
+    if store.field_versions(twin) != versions:
+        return None  # a state read may be newer than its version: none of it is kept
+    for field in readings:
+        known[(twin, field)] = READING
     return out
 
 
@@ -155,12 +168,18 @@ class ChangeSink(BackgroundService):
         self.stats = ChangeStats()
         self._store, self._feed = store, feed
         self._known: dict[tuple[str, str], int] = {}
+        self._builder: concurrent.futures.ThreadPoolExecutor | None = None
         self.supervisor = supervised(
             "postgres twin changes", config, connect or asyncpg_connect(config), self._drain
         )
 
     async def run(self) -> None:
-        await self.supervisor.run()
+        self._builder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pg-changes")
+        try:
+            await self.supervisor.run()
+        finally:
+            # A batch being built when the sink stops is not waited for: its rows are not written.
+            self._builder.shutdown(wait=False, cancel_futures=True)
 
     async def _drain(self, conn: Any) -> None:
         schema = quote(self.config.schema)
@@ -172,29 +191,42 @@ class ChangeSink(BackgroundService):
         # A feed below the database's position (a new data directory under the same node id, numbered
         # from a clock that went back) is read from its start: the index skips what is held.
         self.stats.cursor = held if held <= self._feed.seq else 0
-        # What this connection did not commit may not be in the database: offer it again.
-        self._known.clear()
+        # What this connection did not commit may not be in the database: offer it again. A new dict, not
+        # cleared: a batch the previous connection left building may still write to the old one.
+        self._known = {}
         changes = self._feed.subscribe(self.stats.cursor)
         while True:
             batch, cursor = self._feed.read(changes.cursor, _FEED_BATCH)
             if cursor == changes.cursor:
                 await asyncio.sleep(self.config.flush_interval_s)
                 continue
-            await self._write(conn, schema, (c.twin for c in batch), cursor)
+            await self._write(conn, schema, [c.twin for c in batch], cursor)
             changes.cursor = cursor
 
-    def _rows(self, twins: Iterable[str]) -> list[tuple[Row, int]]:
+    def _rows(self, twins: Sequence[str], known: dict[tuple[str, str], int]) -> list[tuple[Row, int]]:
+        """On the builder thread. A twin that keeps changing while it is read is left out: its
+        changes are later in the feed than this batch, which will offer it again."""
         now_ms = time.time_ns() // 1_000_000
         rows: list[tuple[Row, int]] = []
         for twin in twins:
             if not twin.startswith(SYSTEM_PREFIX):
-                rows.extend(field_rows(self.node_id, twin, self._store, self._known, now_ms))
+                for _ in range(_READ_ATTEMPTS):
+                    got = field_rows(self.node_id, twin, self._store, known, now_ms)
+                    if got is not None:
+                        rows.extend(got)
+                        break
         return rows
 
-    async def _write(self, conn: Any, schema: str, twins: Iterable[str], cursor: int) -> None:
+    async def _build(self, twins: Sequence[str]) -> list[tuple[Row, int]]:
+        if self._builder is None:  # not running as a service (a direct call): build here
+            return self._rows(twins, self._known)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._builder, self._rows, twins, self._known)
+
+    async def _write(self, conn: Any, schema: str, twins: Sequence[str], cursor: int) -> None:
         """The changed twins' new field states, and the feed position after them, in one transaction
         (several for a batch past :data:`ROWS_PER_BATCH`, the position in the last)."""
-        rows = self._rows(twins)
+        rows = await self._build(twins)
         for i in range(0, max(len(rows), 1), ROWS_PER_BATCH):
             part = rows[i : i + ROWS_PER_BATCH]
             async with conn.transaction():
