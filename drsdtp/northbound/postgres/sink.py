@@ -165,7 +165,8 @@ class PostgresSink(BackgroundService):
             held = int(held or 0)
             fresh = [r for r in records if journal_of(r) > held]
             self.stats.skipped_records += len(records) - len(fresh)
-            rows = self._rows(fresh)
+            # Decoding a batch is tens of ms: on the outbox worker, not the event loop.
+            rows = await self._in_worker(functools.partial(self._rows, fresh))
             inserted = 0
             if rows:
                 # COPY cannot skip conflicts: stage the batch (a temporary table emptied at commit), then
