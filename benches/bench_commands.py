@@ -13,7 +13,10 @@ echo).
 Rate: ``--clients`` clients (16) issue commands at once, each to its own actuator (its own register,
 variable or topic), the node's commands sharing fsyncs and the adapter's one connection; "bare" is as many
 tasks doing the bare round trip at once over one connection of the library (as the adapter has one).
-Commands per second over the whole run, ours against bare.
+Commands per second over the whole run, ours against bare; and the CPU this process spent per command in
+that run (node, device server and clients, every thread; the device side is in process for both), ours
+against bare: on a loaded machine the rate swings with everything else that runs, the CPU per command much
+less, and at 16 clients the CPU is what limits the rate, so "cpu" is the rate ratio the hardware allows.
 
 usage: python benches/bench_commands.py [--commands 200] [--clients 16] [--protocols modbus,opcua,mqtt]
 """
@@ -60,6 +63,8 @@ class Samples:
     nowal: list[float]  # ours without the log (no fsync)
     bare_rate: float  # round trips per second with CLIENTS at once
     ours_rate: float
+    bare_cpu: float  # CPU ms (this process, every thread) per round trip during the rate run
+    ours_cpu: float
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -78,8 +83,11 @@ async def measure(n: int, one: Timed) -> list[float]:
     return out
 
 
-async def rate(n: int, one: Timed) -> float:
-    """Round trips per second with CLIENTS clients at once, each on its own actuator, n in all."""
+async def rate(n: int, one: Timed) -> tuple[float, float]:
+    """Round trips per second with CLIENTS clients at once, each on its own actuator, n in all, and the
+    CPU ms they cost this process (node, server and clients: each side's whole cost). On a loaded machine
+    the rate swings with what else runs; the CPU per round trip much less, and once the CPU is the limit
+    (16 clients on 2 cores) its ratio is the rate ratio the hardware allows."""
     each = max(2, n // CLIENTS)
 
     async def client(k: int) -> None:
@@ -87,12 +95,13 @@ async def rate(n: int, one: Timed) -> float:
             await one(k, 20_000 + i)
 
     await asyncio.gather(*(one(k, 30_000) for k in range(CLIENTS)))  # warm-up
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     await asyncio.gather(*(client(k) for k in range(CLIENTS)))
-    return each * CLIENTS / (time.perf_counter() - t0)
+    done = each * CLIENTS
+    return done / (time.perf_counter() - t0), (time.process_time() - cpu0) * 1000 / done
 
 
-async def bare_samples(n: int, one: Timed) -> tuple[list[float], float]:
+async def bare_samples(n: int, one: Timed) -> tuple[list[float], tuple[float, float]]:
     return await measure(n, one), await rate(n, one)
 
 
@@ -140,7 +149,7 @@ async def node_with(
 async def ours(
     n: int,
     tmp: Path,
-    bare: tuple[list[float], float],
+    bare: tuple[list[float], tuple[float, float]],
     adapter: dict[str, Any],
     write: Callable[[int], dict[str, Any]],
 ) -> Samples:
@@ -148,10 +157,10 @@ async def ours(
     (what fsync costs)."""
     async with node_with(tmp / "node", adapter, write) as one:
         ours_ms = await measure(n, one)
-        ours_rate = await rate(n, one)
+        ours_rate, ours_cpu = await rate(n, one)
     async with node_with(tmp / "node-nowal", adapter, write, wal=False) as one:
         nowal_ms = await measure(n, one)
-    return Samples(bare[0], ours_ms, nowal_ms, bare[1], ours_rate)
+    return Samples(bare[0], ours_ms, nowal_ms, bare[1][0], ours_rate, bare[1][1], ours_cpu)
 
 
 async def bench_modbus(n: int, tmp: Path) -> Samples:
@@ -281,6 +290,7 @@ async def main() -> None:
     print(
         f"{'protocol':<8} " + " ".join(f"{h:>10}" for h in heads) + f" {'serial':>7}"
         + " ".join(f"{h:>13}" for h in rates) + f" {'rate':>6}"
+        + f" {'bare cpu':>9} {'ours cpu':>9} {'cpu':>5}"
     )  # fmt: skip
     for name in args.protocols.split(","):
         with tempfile.TemporaryDirectory() as tmp:
@@ -290,6 +300,7 @@ async def main() -> None:
         print(
             f"{name:<8} " + " ".join(f"{c:8.2f}ms" for c in cells) + f" {serial:7.0%}"
             + f" {s.bare_rate:13.0f} {s.ours_rate:13.0f} {s.ours_rate / s.bare_rate:6.0%}"
+            + f" {s.bare_cpu:7.2f}ms {s.ours_cpu:7.2f}ms {s.bare_cpu / s.ours_cpu:5.0%}"
         )  # fmt: skip
 
 
