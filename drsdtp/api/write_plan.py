@@ -17,9 +17,12 @@ equality on the node taking the write, before anything is applied.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
+
+import numpy as np
 
 from drsdtp._core import Store
 from drsdtp.api.errors import naming
@@ -32,7 +35,7 @@ from drsdtp.errors import (
     UnknownTwinError,
 )
 from drsdtp.gossip.scopes import SCOPE_FIELD
-from drsdtp.history.audit import Change
+from drsdtp.history.audit import Change, Readings
 from drsdtp.history.values import FieldValue
 from drsdtp.intelligence.spec import FieldSpec
 from drsdtp.models import MODEL_FIELD, AssetModel
@@ -43,6 +46,7 @@ __all__ = [
     "META_PREFIX",
     "Applied",
     "Create",
+    "Numbers",
     "Op",
     "TwinOps",
     "apply",
@@ -78,6 +82,16 @@ class Create:
 
 
 @dataclass(frozen=True, slots=True)
+class Numbers:
+    """A twin's ops when every one reports an f64 (the bulk case): op ``j`` writes ``values[j]`` to
+    ``names[j]``. Checked per twin and per distinct name, applied with every other such twin of the
+    request in one native batch write, audited as :class:`Readings`: no Python object per op."""
+
+    names: list[str]
+    values: list[float]
+
+
+@dataclass(frozen=True, slots=True)
 class TwinOps:
     twin: str
     ops: Sequence[Op] = ()
@@ -85,6 +99,17 @@ class TwinOps:
     create: Create | None = None
     delete: bool = False
     path: str = ""
+    numbers: Numbers | None = None  # instead of ops (then ops is empty)
+
+    def all_ops(self) -> Sequence[Op]:
+        """The ops as :class:`Op` s (``numbers`` spelt out, for the general path)."""
+        if self.numbers is None:
+            return self.ops
+        n = self.numbers
+        return [
+            Op(name, "report", value, f"{self.path}.ops[{j}]")
+            for j, (name, value) in enumerate(zip(n.names, n.values, strict=True))
+        ]
 
 
 @dataclass(slots=True)
@@ -149,6 +174,10 @@ class _Checker:
         self.max_name_bytes = max_name_bytes
         self.planned: dict[tuple[str, str], tuple[Shape, str | None]] = {}
         self._fields: dict[str, dict[str, FieldValue]] = {}  # read once per twin
+        self.numeric: set[int] = set()  # ids of the TwinOps whose numbers take the batch path
+        self.repeated: set[str] = set()  # twins listed more than once in the request (the general path)
+        self._names_ok: set[str] = set()  # field names of numbers already checked in this request
+        self._ranges: dict[tuple[str, str], tuple[float, float] | None] = {}  # (model, field) -> valid range
 
     def fields_of(self, twin: str) -> dict[str, FieldValue]:
         got = self._fields.get(twin)
@@ -188,11 +217,47 @@ class _Checker:
             raise naming(
                 UnknownTwinError(f"{path}.twin_id: no twin {tw.twin!r} on this node"), f"{path}.twin_id"
             )
-        if tw.delete and tw.ops:
+        if tw.delete and (tw.ops or tw.numbers is not None):
             raise naming(InvalidValueError(f"{path}: a delete carries no field writes"), f"{path}.ops")
         model = self._model_of(tw)
-        for op in tw.ops:
+        if tw.numbers is not None and tw.twin not in self.repeated and self._numbers(tw, model):
+            self.numeric.add(id(tw))
+            return
+        for op in tw.all_ops():
             self.op(tw.twin, op, model)
+
+    def _numbers(self, tw: TwinOps, model: AssetModel | None) -> bool:
+        """Checks ``tw.numbers`` as the general path would, per distinct name and per twin; False (nothing
+        raised) when a field they write holds something other than an f64 (the general path decides)."""
+        assert tw.numbers is not None
+        names, values, path = tw.numbers.names, tw.numbers.values, tw.path
+        new = set(names).difference(self._names_ok)
+        if new:
+            for j, name in enumerate(names):
+                if name in new:
+                    self.field_name(name, f"{path}.ops[{j}]")
+            self._names_ok |= new
+        if not all(map(math.isfinite, values)):
+            j = next(j for j, v in enumerate(values) if not math.isfinite(v))
+            _check_value(values[j], f"{path}.ops[{j}].report")
+        if model is not None:
+            self._in_ranges(tw, model)
+        held = self.fields_of(tw.twin)
+        return not any(type(held.get(name, 0.0)) is not float for name in names)
+
+    def _in_ranges(self, tw: TwinOps, model: AssetModel) -> None:
+        assert tw.numbers is not None
+        for j, (name, value) in enumerate(zip(tw.numbers.names, tw.numbers.values, strict=True)):
+            key = (model.name, name)
+            if key not in self._ranges:
+                spec = _spec(model, name)
+                self._ranges[key] = None if spec is None else (spec.valid_min, spec.valid_max)
+            bounds = self._ranges[key]
+            if bounds is not None and not bounds[0] <= value <= bounds[1]:
+                spec = _spec(model, name)
+                assert spec is not None
+                op = Op(name, "report", value, f"{tw.path}.ops[{j}]")
+                _check_model(spec, model, op, f"{op.path}.report")
 
     def _create(self, create: Create, path: str) -> None:
         if create.model and self.models(create.model) is None:
@@ -211,17 +276,21 @@ class _Checker:
         name = tw.create.model if tw.create is not None else self.store.get(tw.twin, MODEL_FIELD)
         return self.models(name) if isinstance(name, str) and name else None
 
-    def op(self, twin: str, op: Op, model: AssetModel | None) -> None:
-        path = op.path
-        _check_name(op.field, "field name", f"{path}.field", self.max_name_bytes)
-        if op.field.startswith("_") or op.field.endswith(DESIRED_SUFFIX):
+    def field_name(self, name: str, path: str) -> None:
+        """Raises unless ``name`` may be written by an application (``path``: the op's)."""
+        _check_name(name, "field name", f"{path}.field", self.max_name_bytes)
+        if name.startswith("_") or name.endswith(DESIRED_SUFFIX):
             raise naming(
                 InvalidValueError(
-                    f"{path}.field: {op.field!r} is reserved ('_' prefix, '{DESIRED_SUFFIX}' suffix: "
+                    f"{path}.field: {name!r} is reserved ('_' prefix, '{DESIRED_SUFFIX}' suffix: "
                     "write desired values with a desire op on the field itself)"
                 ),
                 f"{path}.field",
             )
+
+    def op(self, twin: str, op: Op, model: AssetModel | None) -> None:
+        path = op.path
+        self.field_name(op.field, path)
         spec = _spec(model, op.field)
         if op.kind in ("report", "desire"):
             assert op.value is not None
@@ -329,51 +398,122 @@ def check(
     """Raises the first problem of the request (an error naming the field); changes nothing. Returns the
     checker, which knows the shapes the request gives fields (for the columns checked after)."""
     checker = _Checker(store, models, max_name_bytes)
+    checker.repeated = {twin for twin, n in Counter(tw.twin for tw in writes).items() if n > 1}
     for tw in writes:
         checker.twin(tw)
     return checker
 
 
 def apply(
-    store: Store, writes: Sequence[TwinOps], defaults: Callable[[str, str], Mapping[str, Value]], out: Applied
+    store: Store,
+    writes: Sequence[TwinOps],
+    defaults: Callable[[str, str], Mapping[str, Value]],
+    out: Applied,
+    checker: _Checker,
 ) -> None:
     """Applies a :func:`check`-ed request to the store, into ``out``. ``defaults(twin, model)`` gives a
     created twin's model, model version and scope (the request's model and scope win over the node's
     rules). Should the store refuse something all the same, ``out.deltas`` still holds what was applied:
-    the caller must commit it."""
+    the caller must commit it.
+
+    The numbers of every twin the check let through (``checker.numeric``) go in one native batch write,
+    after the twins' creates; each such twin is audited with the values it changed and what they were."""
+    numeric = [tw for tw in writes if id(tw) in checker.numeric]
+    created = {tw.twin: store.fields(tw.twin) if tw.twin in store else {} for tw in numeric if tw.create}
     for tw in writes:
+        if id(tw) in checker.numeric:
+            if tw.create is not None:
+                _create(store, tw, defaults, out)
+            continue
+        _apply_twin(store, tw, defaults, out)
+    if numeric:
+        _apply_numbers(store, numeric, checker, created, out)
+
+
+def _create(
+    store: Store, tw: TwinOps, defaults: Callable[[str, str], Mapping[str, Value]], out: Applied
+) -> None:
+    assert tw.create is not None
+    twin = tw.twin
+    meta: dict[str, Value] = dict(defaults(twin, tw.create.model))
+    if tw.create.scope:
+        meta[SCOPE_FIELD] = tw.create.scope
+    meta.update({META_PREFIX + k: v for k, v in tw.create.metadata.items()})
+    if store.get(twin, DELETED_FIELD) is not None:
+        meta[DELETED_FIELD] = False
+    if not meta:
+        meta[DELETED_FIELD] = False  # a twin needs one field to exist
+    out.deltas.append((store.set_many(twin, meta), twin))
+    out.actions[twin] = "create"
+
+
+def _apply_numbers(
+    store: Store,
+    numeric: Sequence[TwinOps],
+    checker: _Checker,
+    created: Mapping[str, Mapping[str, FieldValue]],
+    out: Applied,
+) -> None:
+    twins: list[str] = []
+    names: list[str] = []
+    values: list[float] = []
+    for tw in numeric:
+        assert tw.numbers is not None
+        twins += [tw.twin] * len(tw.numbers.names)
+        names += tw.numbers.names
+        values += tw.numbers.values
+    delta = store.write_named(twins, names, np.array(values, np.float64))  # the GIL released inside
+    out.deltas.append((delta, numeric[0].twin))
+    for tw in numeric:
         twin = tw.twin
-        before = store.fields(twin) if twin in store else {}
-        parts = out.deltas
-        if tw.create is not None:
-            meta: dict[str, Value] = dict(defaults(twin, tw.create.model))
-            if tw.create.scope:
-                meta[SCOPE_FIELD] = tw.create.scope
-            meta.update({META_PREFIX + k: v for k, v in tw.create.metadata.items()})
-            if store.get(twin, DELETED_FIELD) is not None:
-                meta[DELETED_FIELD] = False
-            if not meta:
-                meta[DELETED_FIELD] = False  # a twin needs one field to exist
-            parts.append((store.set_many(twin, meta), twin))
-            out.actions[twin] = "create"
-        if tw.delete:
-            parts.append((store.set(twin, DELETED_FIELD, True), twin))
-            out.actions[twin] = "delete"
+        assert tw.numbers is not None
+        out.extra_twins.append(twin)
         out.actions.setdefault(twin, "write")
-        # Reported values go in one delta per twin (check() refused any other op on those fields).
-        reports = {op.field: op.value for op in tw.ops if op.kind == "report" and op.value is not None}
-        if reports:
-            parts.append((store.set_many(twin, reports), twin))
-        for op in tw.ops:
-            if op.kind != "report":
-                parts.append((_apply_op(store, twin, op), twin))
-        after = store.fields(twin)
-        out.changes[twin] = {
-            name: Change(new=value, old=before.get(name), old_known=True)
-            for name, value in after.items()
-            if name not in before or before[name] != value or type(before[name]) is not type(value)
-        }
         out.versions[twin] = twin_version(store, twin)
+        before = created.get(twin)
+        if before is not None:  # created by this request: every field it has is a change
+            out.changes[twin] = _diff(before, store.fields(twin))
+            continue
+        held = checker.fields_of(twin)
+        last = dict(zip(tw.numbers.names, tw.numbers.values, strict=True))  # a field written twice: its last
+        changed = [(n, v, held.get(n)) for n, v in last.items() if held.get(n) != v]
+        out.changes[twin] = Readings(
+            [c[0] for c in changed],
+            [c[1] for c in changed],
+            olds=[c[2] for c in changed],  # type: ignore[misc]  # held as float (or absent): checked
+        )
+
+
+def _diff(before: Mapping[str, FieldValue], after: Mapping[str, FieldValue]) -> dict[str, Change]:
+    return {
+        name: Change(new=value, old=before.get(name), old_known=True)
+        for name, value in after.items()
+        if name not in before or before[name] != value or type(before[name]) is not type(value)
+    }
+
+
+def _apply_twin(
+    store: Store, tw: TwinOps, defaults: Callable[[str, str], Mapping[str, Value]], out: Applied
+) -> None:
+    twin = tw.twin
+    before = store.fields(twin) if twin in store else {}
+    parts = out.deltas
+    if tw.create is not None:
+        _create(store, tw, defaults, out)
+    if tw.delete:
+        parts.append((store.set(twin, DELETED_FIELD, True), twin))
+        out.actions[twin] = "delete"
+    out.actions.setdefault(twin, "write")
+    # Reported values go in one delta per twin (check() refused any other op on those fields).
+    ops = tw.all_ops()
+    reports = {op.field: op.value for op in ops if op.kind == "report" and op.value is not None}
+    if reports:
+        parts.append((store.set_many(twin, reports), twin))
+    for op in ops:
+        if op.kind != "report":
+            parts.append((_apply_op(store, twin, op), twin))
+    out.changes[twin] = _diff(before, store.fields(twin))
+    out.versions[twin] = twin_version(store, twin)
 
 
 def _apply_op(store: Store, twin: str, op: Op) -> bytes:

@@ -72,21 +72,32 @@ class Change:
 
 
 class Readings(Mapping[str, Change]):
-    """Numeric readings as a record's changes (each field's new value, its old one not known), held as two
-    lists and written straight into the record's JSON: a bulk write of thousands of readings makes no
-    :class:`Change` and no JSON tree per reading. ``names`` are distinct (``ordered``: already sorted);
-    ``numbers`` are floats."""
+    """Numeric readings as a record's changes (each field's new value; its old one where ``olds`` gives it,
+    else not known), held as lists and written straight into the record's JSON: a bulk write of thousands
+    of readings makes no :class:`Change` and no JSON tree per reading. ``names`` are distinct (``ordered``:
+    already sorted); ``numbers`` are floats; ``olds``, when given, the floats they replaced (None: the field
+    was new)."""
 
-    __slots__ = ("_index", "names", "numbers", "ordered")
+    __slots__ = ("_index", "names", "numbers", "olds", "ordered")
 
-    def __init__(self, names: Sequence[str], numbers: Sequence[float], *, ordered: bool = False) -> None:
-        self.names, self.numbers, self.ordered = names, numbers, ordered
+    def __init__(
+        self,
+        names: Sequence[str],
+        numbers: Sequence[float],
+        *,
+        ordered: bool = False,
+        olds: Sequence[float | None] | None = None,
+    ) -> None:
+        self.names, self.numbers, self.ordered, self.olds = names, numbers, ordered, olds
         self._index: dict[str, int] | None = None
 
     def __getitem__(self, name: str) -> Change:
         if self._index is None:
             self._index = {n: i for i, n in enumerate(self.names)}
-        return Change(new=self.numbers[self._index[name]])
+        i = self._index[name]
+        if self.olds is None:
+            return Change(new=self.numbers[i])
+        return Change(new=self.numbers[i], old=self.olds[i], old_known=True)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names)
@@ -97,15 +108,25 @@ class Readings(Mapping[str, Change]):
     def canonical(self) -> str:
         """The ``changes`` object exactly as the record's canonical JSON holds it (keys sorted, compact;
         json writes a float as its repr)."""
-        names, numbers = self.names, self.numbers
+        names, numbers, olds = self.names, self.numbers, self.olds
         if not names:
             return "{}"
         if not self.ordered:
             order = sorted(range(len(names)), key=names.__getitem__)
             names, numbers = [names[i] for i in order], [numbers[i] for i in order]
+            olds = None if olds is None else [olds[i] for i in order]
         # '{"a":{"new":1.0},"b":{"new":2.5}}', built without a Python step per reading
         heads = map(_reading_head, names)
-        return "{" + "},".join(map(str.__add__, heads, map(float.__repr__, numbers))) + "}}"
+        news = map(float.__repr__, numbers)
+        if olds is None:
+            return "{" + "},".join(map(str.__add__, heads, news)) + "}}"
+        # '{"a":{"new":1.0,"old":0.5},"b":{"new":2.5}}': "new" sorts before "old"
+        tails = map(_old_tail, olds)
+        return "{" + "},".join(map("".join, zip(heads, news, tails, strict=True))) + "}}"
+
+
+def _old_tail(old: float | None) -> str:
+    return "" if old is None else ',"old":' + float.__repr__(old)
 
 
 @functools.lru_cache(maxsize=4096)  # field names repeat from write to write

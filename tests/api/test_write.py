@@ -427,3 +427,51 @@ async def test_numeric_columns_write_in_bulk_and_refuse_a_bad_row_by_its_index(
         error = await refused(stub, request)
         assert (error.code().name, trailer(error, FIELD_KEY)) == (code, field), error.details()
     assert node.store.encode_state() == before
+
+
+async def test_numeric_reports_of_many_twins_apply_together_and_audit_what_they_changed(
+    api: tuple[Node, Stub],
+) -> None:
+    """Twins whose ops all report f64s take one batch write; the others (a twin listed twice, a field held
+    as a counter, mixed ops) the general path, in the same request and commit."""
+    node, stub = api
+    await stub.Write(
+        api_pb2.WriteRequest(
+            twins=[
+                create("n-1", ops=[report("a", f64=1.0), report("b", f64=2.0)]),
+                create("n-2", ops=[api_pb2.FieldOp(field="hits", increment=3)]),
+                create("n-3"),
+            ]
+        )
+    )
+    records = node.durable.stats.records
+    ops = [report("a", f64=1.0), report("b", f64=5.0), report("c", f64=7.0), report("c", f64=8.0)]
+    await stub.Write(
+        api_pb2.WriteRequest(
+            twins=[
+                api_pb2.TwinWrite(twin_id="n-1", ops=ops),
+                api_pb2.TwinWrite(twin_id="n-3", ops=[report("a", f64=3.0)]),
+                api_pb2.TwinWrite(twin_id="n-3", ops=[report("b", f64=4.0)]),
+                api_pb2.TwinWrite(twin_id="n-2", ops=[report("x", f64=9.0)]),
+            ]
+        )
+    )
+    assert node.durable.stats.records == records + 1  # one commit
+    assert {k: v for k, v in (await fields(stub, "n-1")).items() if len(k) == 1} == {
+        "a": 1.0,
+        "b": 5.0,
+        "c": 8.0,
+    }
+    assert {"a": 3.0, "b": 4.0}.items() <= (await fields(stub, "n-3")).items()
+    assert (await fields(stub, "n-2"))["x"] == 9.0
+    record = (await stub.ReadAudit(api_pb2.AuditRequest(twin_id="n-1"))).records[-1]
+    changes = {
+        c.name: (field_to_python(c.before) if c.HasField("before") else None, c.after.f64)
+        for c in record.changes
+    }
+    assert changes == {"b": (2.0, 5.0), "c": (None, 8.0)}  # "a" kept its value: not a change
+    # A numeric report to a field held as a counter is refused as the general path refuses it.
+    error = await refused(
+        stub, api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="n-2", ops=[report("hits", f64=1.0)])])
+    )
+    assert (error.code().name, trailer(error, FIELD_KEY)) == ("INVALID_ARGUMENT", "twins[0].ops[0].field")

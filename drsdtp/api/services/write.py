@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from drsdtp.api.errors import naming
 from drsdtp.api.idempotency import MAX_KEY_BYTES, IdempotencyStore
 from drsdtp.api.node import AuditEntry, NodeApi, Value
 from drsdtp.api.write_columns import Columns, apply_columns, check_columns
-from drsdtp.api.write_plan import Applied, Create, Op, OpKind, TwinOps, apply, check
+from drsdtp.api.write_plan import Applied, Create, Numbers, Op, OpKind, TwinOps, apply, check
 from drsdtp.errors import InvalidValueError, PreconditionError, ReplicationTimeoutError
 from drsdtp.wire.v1 import api_pb2
 
@@ -66,6 +67,21 @@ def _op(msg: api_pb2.FieldOp, path: str) -> Op:
     return Op(msg.field, "increment", int(msg.increment), path)
 
 
+def _numbers(ops: Sequence[api_pb2.FieldOp]) -> Numbers | None:
+    """The ops as :class:`Numbers` when every one reports an f64 (else None: decoded one by one)."""
+    names: list[str] = []
+    values: list[float] = []
+    for op in ops:
+        if op.WhichOneof("op") != "report":
+            return None
+        value = op.report
+        if value.WhichOneof("value") != "f64":
+            return None
+        names.append(op.field)
+        values.append(value.f64)
+    return Numbers(names, values) if names else None
+
+
 def decode_columns(msg: api_pb2.NumericColumns) -> Columns:
     if len(msg.values) > MAX_ROWS:
         raise naming(
@@ -95,14 +111,16 @@ def decode(request: api_pb2.WriteRequest) -> list[TwinOps]:
         if tw.HasField("create"):
             c = tw.create
             create = Create(c.model, c.scope, dict(c.metadata))
+        numbers = _numbers(tw.ops)
         out.append(
             TwinOps(
                 twin=tw.twin_id,
-                ops=[_op(op, f"{path}.ops[{j}]") for j, op in enumerate(tw.ops)],
+                ops=[] if numbers else [_op(op, f"{path}.ops[{j}]") for j, op in enumerate(tw.ops)],
                 if_version=tw.if_version if tw.HasField("if_version") else None,
                 create=create,
                 delete=tw.delete,
                 path=path,
+                numbers=numbers,
             )
         )
     return out
@@ -157,7 +175,7 @@ class WriteService:
         applied = Applied()
         failure: Exception | None = None
         try:
-            apply(node.store, writes, node.twin_defaults, applied)
+            apply(node.store, writes, node.twin_defaults, applied, checker)
             apply_columns(node.store, columns, applied)
         except Exception as exc:  # the store refused what the check passed: commit what it took, then say so
             failure = exc
