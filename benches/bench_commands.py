@@ -18,7 +18,8 @@ that run (node, device server and clients, every thread; the device side is in p
 against bare: on a loaded machine the rate swings with everything else that runs, the CPU per command much
 less, and at 16 clients the CPU is what limits the rate, so "cpu" is the rate ratio the hardware allows.
 
-usage: python benches/bench_commands.py [--commands 200] [--clients 16] [--protocols modbus,opcua,mqtt]
+usage: python benches/bench_commands.py [--commands 200] [--rate-commands 1600] [--clients 16]
+       [--protocols modbus,opcua,mqtt]
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from tests.ingest.support import Mosquitto, running
 
 Timed = Callable[[int, int], Awaitable[None]]  # (actuator, i): one round trip
 CLIENTS = 16
+RATE_COMMANDS = 1600
 
 
 @dataclass
@@ -83,12 +85,14 @@ async def measure(n: int, one: Timed) -> list[float]:
     return out
 
 
-async def rate(n: int, one: Timed) -> tuple[float, float]:
-    """Round trips per second with CLIENTS clients at once, each on its own actuator, n in all, and the
+async def rate(one: Timed) -> tuple[float, float]:
+    """Round trips per second with CLIENTS clients at once, each on its own actuator, RATE_COMMANDS in
+    all (enough for a run of a few seconds: 200 took half a second, which one neighbour's burst skewed),
+    and the
     CPU ms they cost this process (node, server and clients: each side's whole cost). On a loaded machine
     the rate swings with what else runs; the CPU per round trip much less, and once the CPU is the limit
     (16 clients on 2 cores) its ratio is the rate ratio the hardware allows."""
-    each = max(2, n // CLIENTS)
+    each = max(2, RATE_COMMANDS // CLIENTS)
 
     async def client(k: int) -> None:
         for i in range(each):
@@ -102,7 +106,7 @@ async def rate(n: int, one: Timed) -> tuple[float, float]:
 
 
 async def bare_samples(n: int, one: Timed) -> tuple[list[float], tuple[float, float]]:
-    return await measure(n, one), await rate(n, one)
+    return await measure(n, one), await rate(one)
 
 
 @contextlib.asynccontextmanager
@@ -157,7 +161,7 @@ async def ours(
     (what fsync costs)."""
     async with node_with(tmp / "node", adapter, write) as one:
         ours_ms = await measure(n, one)
-        ours_rate, ours_cpu = await rate(n, one)
+        ours_rate, ours_cpu = await rate(one)
     async with node_with(tmp / "node-nowal", adapter, write, wal=False) as one:
         nowal_ms = await measure(n, one)
     return Samples(bare[0], ours_ms, nowal_ms, bare[1][0], ours_rate, bare[1][1], ours_cpu)
@@ -282,9 +286,11 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commands", type=int, default=200)
     parser.add_argument("--clients", type=int, default=CLIENTS)
+    parser.add_argument("--rate-commands", type=int, default=RATE_COMMANDS)
     parser.add_argument("--protocols", default="modbus,opcua,mqtt")
     args = parser.parse_args()
     globals()["CLIENTS"] = args.clients
+    globals()["RATE_COMMANDS"] = args.rate_commands
     heads = ("bare p50", "bare p99", "ours p50", "ours p99", "no-log p50", "no-log p99")
     rates = (f"bare/s x{CLIENTS}", f"ours/s x{CLIENTS}")
     print(

@@ -64,7 +64,7 @@ TINY: dict[str, list[str]] = {
         "--outage-rate=2000",
     ],
     "bench_sparkplug.py": ["--metrics", "10", "--messages", "200"],
-    "bench_commands.py": ["--commands", "5"],
+    "bench_commands.py": ["--commands", "5", "--rate-commands", "32"],
 }
 
 COMMANDS = sh_commands(README)
