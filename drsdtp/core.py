@@ -11,13 +11,16 @@ import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
-from numpy.typing import ArrayLike, NDArray
-
 from drsdtp._core import FORMAT_VERSION, Store, decode_state, join, numeric_entries
 
 if TYPE_CHECKING:
     from drsdtp._core import Value
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import ArrayLike, NDArray
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = [
     "FORMAT_VERSION",

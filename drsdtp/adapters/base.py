@@ -22,14 +22,17 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeAlias, runtime_checkable
 
 if TYPE_CHECKING:
     from drsdtp.ingest.options import IngestOptions
     from drsdtp.supervisor import Backoff
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = [
     "NO_VALUE",
@@ -148,11 +151,11 @@ class SourceBatch:
         return batch
 
 
-U32 = npt.NDArray[np.uint32]
-I64 = npt.NDArray[np.int64]
-F64 = npt.NDArray[np.float64]
-U8 = npt.NDArray[np.uint8]
-Bool = npt.NDArray[np.bool_]
+U32: TypeAlias = "npt.NDArray[np.uint32]"
+I64: TypeAlias = "npt.NDArray[np.int64]"
+F64: TypeAlias = "npt.NDArray[np.float64]"
+U8: TypeAlias = "npt.NDArray[np.uint8]"
+Bool: TypeAlias = "npt.NDArray[np.bool_]"
 
 
 @dataclass(frozen=True, slots=True, eq=False)

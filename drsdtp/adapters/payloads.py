@@ -42,14 +42,17 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol, runtime_checkable
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from drsdtp.adapters.base import Quality, SourceBatch
 from drsdtp.adapters.settings import Table
 from drsdtp.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = [
     "DEFAULT_LIMITS",

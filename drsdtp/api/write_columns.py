@@ -5,9 +5,7 @@ readings costs a few Python steps per twin and per distinct field name (and per 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
-from numpy.typing import NDArray
+from typing import TYPE_CHECKING
 
 from drsdtp._core import Store
 from drsdtp.api.errors import naming
@@ -15,6 +13,12 @@ from drsdtp.api.write_plan import DESIRED_SUFFIX, Applied, _Checker, _spec, twin
 from drsdtp.errors import InvalidValueError, UnknownTwinError
 from drsdtp.history.audit import Readings
 from drsdtp.models import AssetModel
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["Columns", "apply_columns", "check_columns"]
 

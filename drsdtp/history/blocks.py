@@ -20,13 +20,17 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-from numpy.typing import NDArray
+from typing import TYPE_CHECKING
 
 from drsdtp.errors import DecodeError
 from drsdtp.history.files import read_exact, storage_error
 from drsdtp.history.series import Buckets, Rows, group_bounds
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = [
     "BlockInfo",
@@ -44,10 +48,11 @@ MAGIC, END_MAGIC, VERSION = b"DTHB", b"DTHE", 1
 FLAG_ZLIB = 1
 _HEADER = struct.Struct("<4sHBBQqq")
 _TRAILER = struct.Struct("<QII4sI")
-_INDEX_DTYPE = np.dtype(
+_INDEX_FIELDS = (
     [("series", "<u4"), ("offset", "<u8"), ("length", "<u4"), ("rows", "<u4"),
      ("min_ts", "<i8"), ("max_ts", "<i8"), ("crc", "<u4")]
 )  # fmt: skip
+_INDEX_ITEMSIZE = 40  # bytes of one _INDEX_FIELDS row (packed)
 _RAW_COLUMNS = 2
 _BUCKET_COLUMNS = 5
 
@@ -67,7 +72,7 @@ class BlockInfo:
     newest_ms: int  # retention age: min(newest reading, when it arrived), carried through compaction
     compressed: bool
     size: int
-    index: NDArray[np.void]  # _INDEX_DTYPE, sorted by series
+    index: NDArray[np.void]  # _INDEX_FIELDS, sorted by series
 
     @property
     def rows(self) -> int:
@@ -139,7 +144,7 @@ def write_block(
         columns = [data.start.astype("<i8"), data.min.astype("<f8"), data.max.astype("<f8"),
                    data.sum.astype("<f8"), data.count.astype("<i8")]  # fmt: skip
     heads, lengths = group_bounds(data.series)
-    index = np.zeros(len(heads), _INDEX_DTYPE)
+    index = np.zeros(len(heads), _INDEX_FIELDS)
     chunks: list[bytes] = []
     offset = _HEADER.size
     for i, (head, length) in enumerate(zip(heads.tolist(), lengths.tolist(), strict=True)):
@@ -191,7 +196,7 @@ def open_block(path: Path) -> BlockInfo:
         )
         if magic != MAGIC or end_magic != END_MAGIC or version != VERSION:
             raise CorruptBlockError(f"{path}: not a version {VERSION} history block")
-        index_size = count * _INDEX_DTYPE.itemsize
+        index_size = count * _INDEX_ITEMSIZE
         if index_offset + index_size + _TRAILER.size != size:
             raise CorruptBlockError(f"{path}: index does not fit the file")
         index_bytes = read_exact(fd, index_size, index_offset)
@@ -199,7 +204,7 @@ def open_block(path: Path) -> BlockInfo:
             raise CorruptBlockError(f"{path}: index checksum mismatch")
     finally:
         os.close(fd)
-    index = np.frombuffer(index_bytes, _INDEX_DTYPE).copy()
+    index = np.frombuffer(index_bytes, _INDEX_FIELDS).copy()
     if bool((index["offset"] + index["length"] > index_offset).any()):
         raise CorruptBlockError(f"{path}: index points past the chunks")
     return BlockInfo(block_id, level, path, created_ms, newest_ms, bool(flags & FLAG_ZLIB), size, index)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-import numpy as np
-from numpy.typing import NDArray
+from typing import TYPE_CHECKING
 
 from drsdtp.history.blocks import BlockInfo
 from drsdtp.history.series import Rows
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["MERGE_FANOUT", "eviction_victim", "keep_mask", "merge_candidates", "trim_plan"]
 

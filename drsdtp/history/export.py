@@ -10,11 +10,14 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any, Literal, TextIO
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from drsdtp.history.series import SeriesData
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["COLUMNS", "ExportFormat", "write_series"]
 

@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-
-import numpy as np
-from numpy.typing import NDArray
+from typing import TYPE_CHECKING
 
 from drsdtp.errors import DecodeError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["JournalBatch", "decode", "encode"]
 

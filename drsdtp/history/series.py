@@ -8,16 +8,20 @@ so compaction may downsample any subset of readings at any time without double b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
 
-import numpy as np
-from numpy.typing import NDArray
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["Buckets", "Rows", "SeriesData", "downsample", "group_bounds", "rollup"]
 
-F64 = NDArray[np.float64]
-I64 = NDArray[np.int64]
-U32 = NDArray[np.uint32]
-Bool = NDArray[np.bool_]
+F64: TypeAlias = "NDArray[np.float64]"
+I64: TypeAlias = "NDArray[np.int64]"
+U32: TypeAlias = "NDArray[np.uint32]"
+Bool: TypeAlias = "NDArray[np.bool_]"
 
 
 def group_bounds(*keys: NDArray[np.generic]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:

@@ -24,10 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, TextIO
-
-import numpy as np
-from numpy.typing import NDArray
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeAlias
 
 from drsdtp.errors import InvalidValueError
 from drsdtp.history import compaction
@@ -48,12 +45,18 @@ from drsdtp.history.options import RAW, HistoryOptions
 from drsdtp.history.series import Buckets, Rows, SeriesData, downsample, rollup
 from drsdtp.history.wal import SegmentWriter, encode_record, replay_segment, segment_path
 
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+else:
+    from drsdtp.lazy import numpy as np
+
 __all__ = ["CompactionReport", "HistoryStats", "HistoryStore", "NameSource"]
 
 _log = logging.getLogger(__name__)
 
-U32 = NDArray[np.uint32]
-_UNKNOWN = np.uint32(0xFFFFFFFF)  # series id of readings whose intern ids have no name
+U32: TypeAlias = "NDArray[np.uint32]"
+_UNKNOWN = 0xFFFFFFFF  # series id of readings whose intern ids have no name
 _MIN_TS = -(1 << 62)
 _MAX_TS = 1 << 62
 DEFAULT_MAX_POINTS = 10_000
@@ -197,12 +200,13 @@ class HistoryStore:
                 self._folded_journal = max(self._folded_journal, replay.journal)  # folded below
         had_segments = self._next_segment > floor
         self._next_segment = max(self._next_segment, floor)
-        rows = Rows.concat(replayed)
-        added = (
-            [self._write_block(0, rows.sorted_unique(), now_ms, _raw_newest(rows, now_ms))]
-            if len(rows)
-            else []
-        )
+        added: list[BlockInfo] = []
+        replayed_rows = 0
+        if replayed:  # nothing to replay (the usual start) builds no arrays: numpy stays unimported
+            rows = Rows.concat(replayed)
+            replayed_rows = len(rows)
+            if replayed_rows:
+                added.append(self._write_block(0, rows.sorted_unique(), now_ms, _raw_newest(rows, now_ms)))
         if added or dirty or had_segments:
             # Fold what was replayed into a block at once: those segment files may hold rows of series
             # whose catalog line was lost, and a later series must never inherit them.
@@ -210,7 +214,7 @@ class HistoryStore:
             self._obsolete.extend(path for _, path in self._segment_files())
             self._publish()
         if replayed:
-            _log.info("history: replayed %d readings from %d segments", len(rows), len(replayed))
+            _log.info("history: replayed %d readings from %d segments", replayed_rows, len(replayed))
 
     def _segment_files(self) -> list[tuple[int, Path]]:
         found = []

@@ -23,11 +23,15 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from drsdtp.history.files import storage_error
 from drsdtp.history.series import Rows
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["SegmentReplay", "SegmentWriter", "encode_record", "replay_segment", "segment_path"]
 

@@ -15,16 +15,21 @@ forget their last value at each reset (over-reporting, never under-reporting).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING
 
 from drsdtp.adapters.base import Interner
 from drsdtp.errors import DrsdtpError
 from drsdtp.ingest.caps import TWIN_CAP, KeyCaps
 from drsdtp.ingest.options import IngestOptions
 from drsdtp.ingest.ratelog import RateLimitedLog
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["BAD_KEY", "FIELD_CAPPED", "TWIN_CAPPED", "KeyTable", "valid_name"]
 
@@ -43,18 +48,18 @@ def valid_name(name: str) -> bool:
 
 # (column, dtype, fill for unused rows). Report-by-exception state: last forwarded value/quality/time (NaN
 # value = nothing forwarded yet); last_seen_ms: source time of the newest reading (expected period).
-_COLUMNS: tuple[tuple[str, type[np.generic], float], ...] = (
-    ("twin_id", np.uint32, 0),
-    ("field_id", np.uint32, 0),
-    ("lo", np.float64, -np.inf),
-    ("hi", np.float64, np.inf),
-    ("deadband", np.float64, 0.0),
-    ("heartbeat_ms", np.float64, np.inf),
-    ("expected_ms", np.float64, np.inf),
-    ("last_value", np.float64, np.nan),
-    ("last_quality", np.int16, -1),
-    ("last_sent_ms", np.float64, -np.inf),
-    ("last_seen_ms", np.float64, np.nan),
+_COLUMNS: tuple[tuple[str, str, float], ...] = (
+    ("twin_id", "u4", 0),
+    ("field_id", "u4", 0),
+    ("lo", "f8", -math.inf),
+    ("hi", "f8", math.inf),
+    ("deadband", "f8", 0.0),
+    ("heartbeat_ms", "f8", math.inf),
+    ("expected_ms", "f8", math.inf),
+    ("last_value", "f8", math.nan),
+    ("last_quality", "i2", -1),
+    ("last_sent_ms", "f8", -math.inf),
+    ("last_seen_ms", "f8", math.nan),
 )
 
 

@@ -25,10 +25,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Protocol
 
 from drsdtp import clock_offset_hook
 from drsdtp.adapters.base import BatchSink, Interner, Quality, ReadingBatch, Rejected, SourceBatch
@@ -42,6 +39,12 @@ from drsdtp.ingest.latency import LatencyWindow
 from drsdtp.ingest.options import IngestOptions
 from drsdtp.ingest.ratelog import RateLimitedLog
 from drsdtp.supervisor import raise_if_cancelling
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["DeadLetterSink", "Pipeline", "PipelineStats", "wall_ms"]
 

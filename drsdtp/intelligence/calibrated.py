@@ -30,14 +30,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final, TypeAlias
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["DAY_S", "METHODS", "CalibratedForecast", "Crossing", "forecast_series"]
 
-FloatArray = npt.NDArray[np.float64]
+FloatArray: TypeAlias = "npt.NDArray[np.float64]"
 Baseline = Callable[[FloatArray], FloatArray]  # times -> a learned seasonal baseline there
 DAY_S: Final = 86_400.0
 METHODS: Final = ("last", "naive", "trend", "seasonal", "profile")

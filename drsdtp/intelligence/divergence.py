@@ -21,12 +21,16 @@ re-estimated (safe, bounded) parameters after ``settle_s``; every commit is logg
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, TypeAlias
 
 from drsdtp.errors import ConfigError
 from drsdtp.intelligence.linefit import FloatArray
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = [
     "KIND_MODEL_DRIFT",
@@ -38,8 +42,8 @@ __all__ = [
     "DivergenceMonitor",
 ]
 
-BoolArray = npt.NDArray[np.bool_]
-IntArray = npt.NDArray[np.int64]
+BoolArray: TypeAlias = "npt.NDArray[np.bool_]"
+IntArray: TypeAlias = "npt.NDArray[np.int64]"
 KIND_NONE, KIND_MODEL_DRIFT, KIND_SENSOR_FAULT, KIND_UNRESOLVED = 0, 1, 2, 3
 
 

@@ -16,17 +16,21 @@ Attribution, per field:
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, TypeAlias
 
 from drsdtp.intelligence.linefit import FloatArray
 from drsdtp.intelligence.spec import HealthConfig
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
+
 __all__ = ["AGAINST_MODEL", "AGAINST_NONE", "AGAINST_PEERS", "DriftDetector", "DriftVerdict", "ResidualCusum"]
 
-BoolArray = npt.NDArray[np.bool_]
-IntArray = npt.NDArray[np.int64]
+BoolArray: TypeAlias = "npt.NDArray[np.bool_]"
+IntArray: TypeAlias = "npt.NDArray[np.int64]"
 AGAINST_NONE, AGAINST_PEERS, AGAINST_MODEL = 0, 1, 2
 
 

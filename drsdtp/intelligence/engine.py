@@ -17,10 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Generic, Protocol, TypeVar
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Generic, Protocol, TypeAlias, TypeVar
 
 from drsdtp.errors import ConfigError, InvalidValueError, UnknownTwinError
 from drsdtp.intelligence.detect import DetectorConfig, ScoreBatch, StreamDetector
@@ -80,11 +77,17 @@ from drsdtp.kernels import (
 )
 from drsdtp.kernels.protocol import frozen_map
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
+
 __all__ = ["PassResult", "Reading", "TwinIntelligence"]
 
-BoolArray = npt.NDArray[np.bool_]
+BoolArray: TypeAlias = "npt.NDArray[np.bool_]"
 T = TypeVar("T")
-IntArray = npt.NDArray[np.int64]
+IntArray: TypeAlias = "npt.NDArray[np.int64]"
 
 
 class Reading(Protocol):

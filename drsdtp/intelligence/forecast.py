@@ -12,11 +12,15 @@ and the crossing is within ``max_time_to_threshold_s``; ``0`` means the field is
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from drsdtp.intelligence.linefit import FloatArray, LineFit
 from drsdtp.intelligence.mathutil import normal_coverage
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["ForecastArrays", "linear_forecast", "time_to_threshold"]
 

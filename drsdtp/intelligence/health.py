@@ -35,9 +35,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, TypeAlias
 
 from drsdtp.intelligence.detect import TESTS, Findings
 from drsdtp.intelligence.drift import DriftVerdict
@@ -46,9 +44,15 @@ from drsdtp.intelligence.spec import HealthConfig
 from drsdtp.intelligence.table import FieldTable
 from drsdtp.intelligence.windows import FieldWindows
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
+
 __all__ = ["HealthArrays", "HealthMonitor", "HealthStatus", "Reason", "Screen", "sorted_median"]
 
-BoolArray = npt.NDArray[np.bool_]
+BoolArray: TypeAlias = "npt.NDArray[np.bool_]"
 
 
 class Reason(enum.IntFlag):
@@ -344,7 +348,7 @@ def _quality(
     return out
 
 
-_SPIKES = np.array([TESTS.index("spike"), TESTS.index("spike_back")])
+_SPIKES = (TESTS.index("spike"), TESTS.index("spike_back"))
 _FLAT, _GAP = TESTS.index("flat"), TESTS.index("gap")
 _Fixed = tuple[BoolArray, BoolArray, BoolArray, BoolArray, BoolArray, FloatArray]
 

@@ -10,11 +10,15 @@ remaining useful life. The indicator is a smoothed (autocorrelated) series, so i
 from __future__ import annotations
 
 import math
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING
 
 from drsdtp.intelligence.linefit import FloatArray
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["DegradationTracker"]
 

@@ -15,18 +15,22 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, TypeAlias
 
 from drsdtp.intelligence.health import HealthArrays
 from drsdtp.intelligence.linefit import FloatArray, LineFit
 from drsdtp.intelligence.results import AnomalyEvent, Freshness, Severity, Trend
 from drsdtp.intelligence.table import FieldTable
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
+
 __all__ = ["ANOMALY_KINDS", "AnomalyLog", "TraitArrays", "compute_traits"]
 
-BoolArray = npt.NDArray[np.bool_]
+BoolArray: TypeAlias = "npt.NDArray[np.bool_]"
 ANOMALY_KINDS: tuple[str, ...] = ("spike", "stuck", "rapid_change", "out_of_range", "drift")
 TREND_CODES: tuple[Trend, ...] = (Trend.STABLE, Trend.RISING, Trend.FALLING, Trend.UNKNOWN)
 FRESHNESS_CODES: tuple[Freshness, ...] = (

@@ -6,8 +6,6 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from drsdtp.intelligence.calibrated import FloatArray, forecast_series
 from drsdtp.intelligence.detect import TESTS, Findings
 from drsdtp.intelligence.detect.events import KIND_OF_TEST, describe
@@ -41,6 +39,11 @@ from drsdtp.kernels import SimulationKernel, TwinState
 
 if TYPE_CHECKING:
     from drsdtp.intelligence.engine import PassResult, TwinIntelligence
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = [
     "build_alert",

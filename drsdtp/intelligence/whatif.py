@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from drsdtp.intelligence.linefit import FloatArray
 from drsdtp.intelligence.results import ThresholdCrossing, WhatIfResult
 from drsdtp.kernels import MonteCarloKernel, Prediction, Scenario, SimulationKernel, TwinState
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["Limits", "first_crossing", "prediction_crossings", "run_what_if"]
 

@@ -14,19 +14,22 @@ else is counted as a duplicate (a replaying gateway shows up here). Sequence gap
 from __future__ import annotations
 
 import math
-from typing import Final, TypeVar
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Final, TypeAlias, TypeVar
 
 from drsdtp.errors import InvalidValueError
 from drsdtp.intelligence.linefit import FloatArray, LineFit, RunningSums
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
+
 __all__ = ["FieldWindows", "RecentBlock"]
 
-IntArray = npt.NDArray[np.int64]
-IndexArray = npt.NDArray[np.intp]
-G = TypeVar("G", bound=np.generic)
+IntArray: TypeAlias = "npt.NDArray[np.int64]"
+IndexArray: TypeAlias = "npt.NDArray[np.intp]"
+G = TypeVar("G", bound="np.generic")
 _REBASE_SPAN_S: Final[float] = 65_536.0  # float32 offsets then resolve better than 4 ms
 
 

@@ -9,13 +9,17 @@
 from __future__ import annotations
 
 import math
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING
 
 from drsdtp.errors import InvalidValueError
 from drsdtp.kernels.linear import extrapolate
 from drsdtp.kernels.protocol import BoolArray, FloatArray, Prediction, Scenario, TwinState, frozen_map
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["LocalTrendFilter", "LocalTrendKernel", "scalar_update"]
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import math
 from types import MappingProxyType
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from drsdtp.errors import InvalidValueError
 from drsdtp.kernels.protocol import FloatArray, Prediction, Scenario, TwinState
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["LinearTrendKernel", "extrapolate"]
 

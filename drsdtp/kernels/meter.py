@@ -22,10 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Final
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from drsdtp.errors import InvalidValueError
 from drsdtp.kernels.params import merge_params
@@ -42,6 +39,12 @@ from drsdtp.kernels.protocol import (
 )
 from drsdtp.kernels.regression import LinearEstimate
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
+
 __all__ = ["METER_DEFAULT_PARAMS", "EnergyMeterKernel", "MeterTracker"]
 
 METER_DEFAULT_PARAMS: Final[Mapping[str, float]] = MappingProxyType(
@@ -57,7 +60,7 @@ METER_DEFAULT_PARAMS: Final[Mapping[str, float]] = MappingProxyType(
 _POSITIVE: Final = ("energy_resolution_kwh", "power_scale", "window_s", "prior_rel_std", "model_rel_std")
 _FORGET_S: Final[float] = 24 * 3600.0
 _COUNTS: Final = ("rollovers", "resets", "backwards")
-IndexArray = npt.NDArray[np.intp]
+IndexArray: TypeAlias = "npt.NDArray[np.intp]"
 
 
 class EnergyMeterKernel:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 from types import MappingProxyType
-from typing import Protocol, runtime_checkable
-
-import numpy as np
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from drsdtp.errors import InvalidValueError
 from drsdtp.kernels.protocol import FloatArray, Prediction, Scenario, SimulationKernel, TwinState
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["EnsembleKernel", "MonteCarloKernel"]
 

@@ -22,10 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Final
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from drsdtp.errors import InvalidValueError
 from drsdtp.kernels.kalman import scalar_update
@@ -41,6 +38,12 @@ from drsdtp.kernels.protocol import (
     TwinState,
 )
 from drsdtp.kernels.regression import LinearEstimate
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["MOTOR_DEFAULT_PARAMS", "MotorThermalKernel", "MotorTracker"]
 
@@ -60,7 +63,7 @@ _POSITIVE: Final = ("rated_current_a", "rise_rated_c", "tau_s", "prior_rel_std",
 _BLOCK_S: Final[float] = 300.0  # one regression equation per 5 min of consecutive readings
 _MAX_DT_S: Final[float] = 600.0  # a longer gap restarts the block
 _FORGET_S: Final[float] = 12 * 3600.0
-IndexArray = npt.NDArray[np.intp]
+IndexArray: TypeAlias = "npt.NDArray[np.intp]"
 
 
 def _thermal_step(

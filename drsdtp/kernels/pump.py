@@ -20,10 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Final
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from drsdtp.errors import InvalidValueError
 from drsdtp.kernels.params import merge_params
@@ -38,6 +35,12 @@ from drsdtp.kernels.protocol import (
     TwinState,
 )
 from drsdtp.kernels.regression import LinearEstimate
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["PUMP_DEFAULT_PARAMS", "AffinityPumpKernel", "PumpTracker"]
 
@@ -56,7 +59,7 @@ PUMP_DEFAULT_PARAMS: Final[Mapping[str, float]] = MappingProxyType(
 )
 _POSITIVE: Final = ("rated_speed_rpm", "rated_flow_m3h", "prior_rel_std", "model_rel_std")
 _FORGET_S: Final[float] = 6 * 3600.0
-IndexArray = npt.NDArray[np.intp]
+IndexArray: TypeAlias = "npt.NDArray[np.intp]"
 
 
 def _coefficients(p: Mapping[str, float]) -> dict[str, FloatArray]:

@@ -19,16 +19,21 @@ allows for never accumulates into an alarm on its own.
 
 from __future__ import annotations
 
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, TypeAlias
 
 from drsdtp.errors import InvalidValueError
 from drsdtp.kernels.protocol import FloatArray
 from drsdtp.kernels.rls import BatchRLS
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
+
 __all__ = ["BIAS_SIGMAS", "LinearEstimate"]
 
-IndexArray = npt.NDArray[np.intp]
+IndexArray: TypeAlias = "npt.NDArray[np.intp]"
 _SAFE_SIGMAS = 4.0  # committed values stay within the prior +- 4 prior sigmas
 _TYPICAL_ALPHA = 0.01
 BIAS_SIGMAS = 3.0

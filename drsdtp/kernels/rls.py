@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, TypeAlias
 
 from drsdtp.errors import InvalidValueError
 from drsdtp.kernels.protocol import FloatArray
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
+
 __all__ = ["BatchRLS"]
 
-IndexArray = npt.NDArray[np.intp]
+IndexArray: TypeAlias = "npt.NDArray[np.intp]"
 
 
 class BatchRLS:

@@ -26,10 +26,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Final
 
 from drsdtp.errors import ConfigError, InvalidValueError
 from drsdtp.kernels.kalman import scalar_update
@@ -44,6 +41,12 @@ from drsdtp.kernels.protocol import (
     TwinState,
 )
 from drsdtp.kernels.rls import BatchRLS
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["DEFAULT_PARAMS", "FirstOrderThermalKernel", "ThermalTracker"]
 

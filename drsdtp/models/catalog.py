@@ -71,7 +71,7 @@ class ModelCatalog:
                 )
             models[model.name] = model
 
-        for model in library_models(registry):
+        for model in library_models(registry, check_kernels=False):
             add(model)
         # Required kernels first: a missing plug-in is named as such, not as a model's unknown kernel.
         required: list[str] = []
@@ -170,8 +170,12 @@ def _read_models(data: bytes, where: str) -> Sequence[Any]:
     return models
 
 
-def library_models(registry: KernelRegistry) -> list[AssetModel]:
-    """The models shipped with drsdtp, in file name order (room first: the others may not extend it)."""
+def library_models(registry: KernelRegistry, *, check_kernels: bool = True) -> list[AssetModel]:
+    """The models shipped with drsdtp, in file name order (room first: the others may not extend it).
+    ``check_kernels=False`` (the node's start) skips the kernels' own parameter checks, which build a tracker
+    and import numpy into a node that may never hold a reading (issue 13: idle RSS); the test suite runs them
+    on the shipped files (``tests/models/test_model_catalog.py``), and a tracker built for a twin runs them
+    again."""
     out: dict[str, AssetModel] = {}
     files = sorted(resources.files("drsdtp.models").joinpath("library").iterdir(), key=lambda p: p.name)
     for entry in files:
@@ -179,6 +183,13 @@ def library_models(registry: KernelRegistry) -> list[AssetModel]:
             continue
         where = f"library:{entry.name}"
         for j, table in enumerate(_read_models(entry.read_bytes(), where)):
-            model = parse_model(table, f"{where}:models[{j}]", known=out, registry=registry, source=where)
+            model = parse_model(
+                table,
+                f"{where}:models[{j}]",
+                known=out,
+                registry=registry,
+                source=where,
+                check_kernel=check_kernels,
+            )
             out[model.name] = model
     return list(out.values())

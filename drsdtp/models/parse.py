@@ -104,9 +104,16 @@ def _build_field(name: str, values: Mapping[str, Any], key: str) -> FieldSpec:
 
 
 def parse_model(
-    raw: object, key: str, *, known: Mapping[str, AssetModel], registry: KernelRegistry, source: str
+    raw: object,
+    key: str,
+    *,
+    known: Mapping[str, AssetModel],
+    registry: KernelRegistry,
+    source: str,
+    check_kernel: bool = True,
 ) -> AssetModel:
-    """Validate one model table; ``known`` are the models it may extend."""
+    """Validate one model table; ``known`` are the models it may extend. ``check_kernel=False`` skips the
+    kernel's own parameter checks (they build a tracker, and with it numpy: see :func:`library_models`)."""
     r = Reader(raw, key)
     name = r.string("name")
     if name is None:
@@ -150,7 +157,7 @@ def parse_model(
                     f"{key}.fields.{s.name}.depends_on", f"no field {dep!r}{did_you_mean(dep, names)}"
                 )
 
-    kernel, bindings, params = _kernel(r.table("kernel"), base, names, key, registry)
+    kernel, bindings, params = _kernel(r.table("kernel"), base, names, key, registry, check_kernel)
     r.done(MODEL_KEYS)
     try:
         spec = ModelSpec(name, specs, kernel, MappingProxyType(bindings), MappingProxyType(params), version)
@@ -165,6 +172,7 @@ def _kernel(
     fields: list[str],
     key: str,
     registry: KernelRegistry,
+    check: bool = True,
 ) -> tuple[str | None, dict[str, tuple[str, ...]], dict[str, float]]:
     """Resolve the kernel name, bindings and parameters (inherited from ``base`` unless replaced)."""
     name = base.spec.kernel if base is not None else None
@@ -240,7 +248,7 @@ def _kernel(
                     f"kernel {name} has no parameter {pname!r}{did_you_mean(pname, declared)}; "
                     f"it has: {', '.join(declared)}",
                 )
-    if tracker is not None:
+    if tracker is not None and check:
         try:
             tracker.tracker(params)  # the kernel's own checks (ranges, consistency)
         except ConfigError as exc:

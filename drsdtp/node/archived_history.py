@@ -14,13 +14,16 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-
 from drsdtp.history.options import RAW, HistoryOptions
 from drsdtp.history.series import Buckets, Rows, SeriesData
 
 if TYPE_CHECKING:
     from drsdtp.northbound.postgres.archive import PostgresArchive
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["read_archived"]
 

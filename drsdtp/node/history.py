@@ -17,9 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
-
-import numpy as np
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 from drsdtp._core import Store
 from drsdtp.adapters.base import ReadingBatch
@@ -30,6 +28,11 @@ from drsdtp.history.options import HistoryOptions
 from drsdtp.history.series import SeriesData
 from drsdtp.history.store import HistoryStore
 from drsdtp.lifecycle import BackgroundService
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from drsdtp.lazy import numpy as np
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,7 +45,7 @@ COMPACT_INTERVAL_S = 60.0
 MAX_QUEUED_READINGS = 500_000
 
 # twin ids, field ids, values, timestamps, journal number
-Queued = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]
+Queued: TypeAlias = "tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]"
 Journal = Callable[[bytes], object]  # appends one record to the node's write-ahead log
 
 

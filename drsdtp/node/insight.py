@@ -32,8 +32,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from drsdtp.adapters.base import ReadingBatch
 from drsdtp.config import NodeConfig
 from drsdtp.errors import (
@@ -59,6 +57,11 @@ from drsdtp.relations.corroborate import corroborate
 if TYPE_CHECKING:
     from drsdtp.metrics import NodeMetrics
     from drsdtp.node.node import Node
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = [
     "MODEL_VERSION_FIELD",

@@ -10,8 +10,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from drsdtp.adapters import build_adapter
 from drsdtp.adapters.base import ReadingBatch
 from drsdtp.ingest.caps import KeyCaps
@@ -21,6 +19,11 @@ from drsdtp.stats import LatencyHistogram
 
 if TYPE_CHECKING:
     from drsdtp.node.node import Node
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from drsdtp.lazy import numpy as np
 
 log = logging.getLogger(__name__)
 

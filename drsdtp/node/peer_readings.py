@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from drsdtp._core import Store, numeric_entries
 from drsdtp.adapters.base import Quality, ReadingBatch
 from drsdtp.errors import DrsdtpError
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["PeerReadings"]
 

@@ -8,10 +8,7 @@ import fnmatch
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 from drsdtp.alarms.book import AlarmBook
 from drsdtp.alarms.record import ALARM_PREFIX, AlarmRecord, alarm_twin
@@ -31,9 +28,15 @@ if TYPE_CHECKING:
     from drsdtp.intelligence.engine import TwinIntelligence
     from drsdtp.node.node import Node
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
+
 __all__ = ["Alerting", "EngineInsights", "parse_alerting"]
 
-FloatArray = npt.NDArray[np.float64]
+FloatArray: TypeAlias = "npt.NDArray[np.float64]"
 
 
 @dataclass(frozen=True, slots=True)

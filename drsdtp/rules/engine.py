@@ -23,21 +23,24 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeAlias
 
 from drsdtp.rules.expr import Load, LoadKind, Program
 from drsdtp.rules.spec import RuleSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["ERROR_HOLD_S", "Event", "ReadingSource", "RuleEngine", "RuleStatus"]
 
 log = logging.getLogger(__name__)
 
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
-IntArray = npt.NDArray[np.intp]
+FloatArray: TypeAlias = "npt.NDArray[np.float64]"
+BoolArray: TypeAlias = "npt.NDArray[np.bool_]"
+IntArray: TypeAlias = "npt.NDArray[np.intp]"
 ERROR_HOLD_S: Final = 30.0  # a rule that failed sits out this long, then is tried again
 MAX_ERROR_TEXT: Final = 500
 _WILDCARDS: Final = re.compile(r"[*?\[]")

@@ -31,10 +31,13 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = [
     "LOAD_KINDS",
@@ -46,9 +49,9 @@ __all__ = [
     "parse_duration",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
-Array = FloatArray | BoolArray
+FloatArray: TypeAlias = "npt.NDArray[np.float64]"
+BoolArray: TypeAlias = "npt.NDArray[np.bool_]"
+Array: TypeAlias = "FloatArray | BoolArray"
 
 LoadKind = Literal["value", "quality", "age", "anomaly", "tte"]
 LOAD_KINDS: Final[dict[str, LoadKind]] = {
@@ -384,7 +387,7 @@ def _build(node: _Node, counter: object, index: Mapping[Load, int]) -> _Eval:
         )
     if op in COMPARE:
         a, b = args
-        cmp = _COMPARE[op]
+        cmp: Callable[[Array, Array], BoolArray] = getattr(np, _COMPARE[op])
         # With sign +1, ">" relaxed keeps a > b - relax; under a "not" the relaxation goes the other way.
         direction = {"<": 1.0, "<=": 1.0, ">": -1.0, ">=": -1.0}.get(op, 0.0)
         if direction == 0.0:
@@ -401,23 +404,24 @@ def _build(node: _Node, counter: object, index: Mapping[Load, int]) -> _Eval:
         (a,) = args
         return lambda loads, consts, relax, sign: np.abs(a(loads, consts, relax, sign))
     a, b = args
-    fn = _ARITH[op]
+    fn: Callable[[Array, Array], FloatArray] = getattr(np, _ARITH[op])
     return lambda loads, consts, relax, sign: fn(a(loads, consts, relax, sign), b(loads, consts, relax, sign))
 
 
-_COMPARE: Final[dict[str, Callable[[Array, Array], BoolArray]]] = {
-    "<": np.less,
-    "<=": np.less_equal,
-    ">": np.greater,
-    ">=": np.greater_equal,
-    "==": np.equal,
-    "!=": np.not_equal,
+# numpy ufunc names, looked up when an expression is compiled (numpy is imported on first use).
+_COMPARE: Final[dict[str, str]] = {
+    "<": "less",
+    "<=": "less_equal",
+    ">": "greater",
+    ">=": "greater_equal",
+    "==": "equal",
+    "!=": "not_equal",
 }
-_ARITH: Final[dict[str, Callable[[Array, Array], FloatArray]]] = {
-    "+": np.add,
-    "-": np.subtract,
-    "*": np.multiply,
-    "/": np.divide,
-    "min": np.fmin,
-    "max": np.fmax,
+_ARITH: Final[dict[str, str]] = {
+    "+": "add",
+    "-": "subtract",
+    "*": "multiply",
+    "/": "divide",
+    "min": "fmin",
+    "max": "fmax",
 }

@@ -1,7 +1,8 @@
 """An idle node loads only what its config uses (issue 13: idle RSS). A real ``drsdtp run`` process with no
 adapters, no northbound and no KubeEdge mapper writes the modules it imported when it exits; the protocol
-libraries, the SDK and the optional integrations must not be among them. Module names, not RSS: what is
-imported is exact, a resident set is not."""
+libraries, the SDK, the optional integrations and numpy (arrays are for readings: history and intelligence
+build theirs on the first one) must not be among them. Module names, not RSS: what is imported is exact, a
+resident set is not."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from drsdtp.client import connect
+from drsdtp.config import Address
+from drsdtp.wire.v1 import api_pb2
 from tests.daemon.floods import ROOT, Daemon
 
 # The node's own CLI entry, with the module list written at a clean exit (SIGTERM is one).
@@ -42,6 +46,7 @@ NOT_WHEN_IDLE = (
     "drsdtp.sim",
     "drsdtp.dashboard",
     "drsdtp.api.http",
+    "numpy",
 )
 
 
@@ -52,6 +57,10 @@ class ListingDaemon(Daemon):
     @property
     def listing(self) -> pathlib.Path:
         return self.workdir / "modules.txt"
+
+    def modules(self) -> set[str]:
+        assert self.proc is not None and self.proc.returncode == 0, (self.workdir / "node.log").read_text()
+        return set(self.listing.read_text().split())
 
     def spawn(self) -> subprocess.Popen[bytes]:
         self.write_config()
@@ -68,11 +77,26 @@ async def test_an_idle_node_imports_no_adapter_sdk_or_integration(tmp_path: path
     await node.start()
     await node.status()  # serving: every service the config enables has started
     node.stop()
-    assert node.proc is not None and node.proc.returncode == 0, (tmp_path / "node.log").read_text()
-    modules = set(node.listing.read_text().split())
+    modules = node.modules()
     assert {"drsdtp.node.node", "drsdtp.api.server", "grpc"} <= modules  # the listing is the node's
     loaded = sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in NOT_WHEN_IDLE))
     assert loaded == []
+
+
+async def test_the_first_reading_brings_numpy_in(tmp_path: pathlib.Path) -> None:
+    """The other side of the idle test: the same node given one reading imports numpy (for its history and
+    intelligence), so a listing that never holds numpy cannot pass the idle test by accident."""
+    node = ListingDaemon(tmp_path, "", node_id="fed")
+    await node.start()
+    op = api_pb2.FieldOp(field="temp", report=api_pb2.FieldValue(f64=21.5))
+    channel, stub = connect(Address("127.0.0.1", node.api_port))
+    async with channel:
+        twin = api_pb2.TwinWrite(twin_id="room-1", ops=[op], create=api_pb2.CreateTwin())
+        await stub.Write(api_pb2.WriteRequest(twins=[twin]), timeout=10)
+        reply = await stub.GetTwin(api_pb2.GetTwinRequest(twin_id="room-1"), timeout=10)
+    node.stop()
+    assert "temp" in str(reply)
+    assert "numpy" in node.modules()
 
 
 def test_the_cli_finds_every_node_command_without_the_sdk() -> None:

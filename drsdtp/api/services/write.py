@@ -13,8 +13,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from drsdtp._core import join
 from drsdtp.api.caller import current_caller
@@ -25,6 +24,11 @@ from drsdtp.api.write_columns import Columns, apply_columns, check_columns
 from drsdtp.api.write_plan import Applied, Create, Numbers, Op, OpKind, TwinOps, apply, check
 from drsdtp.errors import InvalidValueError, PreconditionError, ReplicationTimeoutError
 from drsdtp.wire.v1 import api_pb2
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["WriteService"]
 

@@ -35,21 +35,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Final
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from drsdtp.errors import InvalidValueError
 from drsdtp.intelligence.detect.seasonal import SeasonalBaseline
 from drsdtp.intelligence.detect.tail import TailModel
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
+
 __all__ = ["TESTS", "DetectorConfig", "Findings", "ScoreBatch", "StreamDetector"]
 
-FloatArray = npt.NDArray[np.float64]
-IndexArray = npt.NDArray[np.intp]
-BoolArray = npt.NDArray[np.bool_]
-
+FloatArray: TypeAlias = "npt.NDArray[np.float64]"
+IndexArray: TypeAlias = "npt.NDArray[np.intp]"
+BoolArray: TypeAlias = "npt.NDArray[np.bool_]"
 TESTS: Final[tuple[str, ...]] = (
     "spike",
     "spike_back",
@@ -78,9 +80,9 @@ _LEVEL: Final[int] = TESTS.index("level")
 _BLOCK: Final[int] = 32  # readings per block mean (the long-horizon tests)
 _BLOCKS: Final[int] = 8  # block means kept: the level test looks 8 blocks (about 250 readings) back
 _Z_MEDIAN: Final[float] = 0.6745  # median of |N(0, 1)|
-_F, _I, _B = np.float64, np.int64, np.bool_
+_F, _I, _B = "f8", "i8", "?"  # dtype codes: numpy is imported on first use
 #: per-field state: name -> (initial value, columns (0: a vector), dtype)
-_STATE: Final[dict[str, tuple[float, int, type]]] = {
+_STATE: Final[dict[str, tuple[float, int, str]]] = {
     "ring": (math.nan, _W, _F),
     "ring_t": (math.nan, 2, _F),
     "count": (0, 0, _I),
@@ -106,11 +108,11 @@ _STATE: Final[dict[str, tuple[float, int, type]]] = {
     "block_mu": (0.0, 0, _F),
     "block_k": (0.0, 0, _F),
     "score": (0.0, 0, _F),
-    "test": (0, 0, np.int8),
+    "test": (0, 0, "i1"),
     "magnitude": (0.0, 0, _F),
     "alarm": (False, 0, _B),
     "episode_score": (0.0, 0, _F),
-    "episode_test": (0, 0, np.int8),
+    "episode_test": (0, 0, "i1"),
     "episode_magnitude": (0.0, 0, _F),
     "episode_at": (math.nan, 0, _F),
     "episode_start": (math.nan, 0, _F),

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Final
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Final
 
 from drsdtp.intelligence.detect.detector import TESTS, ScoreBatch
 from drsdtp.intelligence.results import AnomalyEvent, Severity
 from drsdtp.intelligence.table import FieldTable
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["KIND_OF_TEST", "describe", "detector_events"]
 

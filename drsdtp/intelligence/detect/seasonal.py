@@ -18,17 +18,19 @@ at local midnight blurs over the first hours of the day in other time zones.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final, TypeAlias
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["BINS", "SeasonalBaseline"]
 
-FloatArray = npt.NDArray[np.float64]
-IndexArray = npt.NDArray[np.intp]
-BoolArray = npt.NDArray[np.bool_]
-
+FloatArray: TypeAlias = "npt.NDArray[np.float64]"
+IndexArray: TypeAlias = "npt.NDArray[np.intp]"
+BoolArray: TypeAlias = "npt.NDArray[np.bool_]"
 DAY: Final[float] = 86_400.0
 BINS: Final[int] = 96  # 15-minute bins
 DAYS_S: Final[float] = 4.0  # memory of the daily profile, in days

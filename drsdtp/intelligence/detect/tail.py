@@ -23,14 +23,19 @@ clean data of this field exceeds ``S``: a calibrated score by construction, as f
 
 from __future__ import annotations
 
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, TypeAlias
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = ["TailModel"]
 
-FloatArray = npt.NDArray[np.float64]
-IndexArray = npt.NDArray[np.intp]
-BoolArray = npt.NDArray[np.bool_]
+FloatArray: TypeAlias = "npt.NDArray[np.float64]"
+IndexArray: TypeAlias = "npt.NDArray[np.intp]"
+BoolArray: TypeAlias = "npt.NDArray[np.bool_]"
 
 
 class TailModel:
