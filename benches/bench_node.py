@@ -70,6 +70,16 @@ def idle_rss() -> float:
                 break
         time.sleep(2)
         rss = rss_mb(proc.pid)
+        status = pathlib.Path(f"/proc/{proc.pid}/status").read_text()
+        keys = ("RssAnon", "RssFile", "Threads")
+        rows = (line.split(":", 1) for line in status.splitlines())
+        split = {k: int(v.split()[0]) for k, v in rows if k in keys}
+        maps = pathlib.Path(f"/proc/{proc.pid}/maps").read_text()
+        print(
+            f"idle node RSS breakdown: {split['RssAnon'] / 1024:.1f} MB anonymous (Python objects, malloc), "
+            f"{split['RssFile'] / 1024:.1f} MB file-backed (libpython, grpc, OpenSSL, _core), "
+            f"{split['Threads']} threads; numpy {'loaded' if '/numpy/' in maps else 'not loaded'}"
+        )
         proc.terminate()
         proc.wait(30)
         return rss
