@@ -20,9 +20,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Literal
 
 from drsdtp._core import Store
 from drsdtp.api.errors import naming
@@ -39,6 +37,11 @@ from drsdtp.history.audit import Change, Readings
 from drsdtp.history.values import FieldValue
 from drsdtp.intelligence.spec import FieldSpec
 from drsdtp.models import MODEL_FIELD, AssetModel
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from drsdtp.lazy import numpy as np
 
 __all__ = [
     "DELETED_FIELD",
