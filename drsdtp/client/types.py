@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
@@ -121,6 +121,55 @@ class Field:
         return cls(f.name, kind, value, f.stamp, f.writer, f.writer_node)
 
 
+class _Fields(Mapping[str, Field]):
+    """A twin's fields read from its message, each decoded when first read: a watch delivering thousands of
+    changes a second decodes only the fields the application looks at (``twin.get("x")`` decodes "x").
+    Holds the message (as long as the application holds the twin)."""
+
+    __slots__ = ("_decoded", "_index", "_pb")
+
+    def __init__(self, pb: Sequence[api_pb2.FieldValue]) -> None:
+        self._pb = pb
+        self._index: dict[str, int] | None = None
+        self._decoded: dict[str, Field] = {}
+
+    def _names(self) -> dict[str, int]:
+        if self._index is None:
+            self._index = {f.name: i for i, f in enumerate(self._pb)}
+        return self._index
+
+    def __getitem__(self, name: str) -> Field:
+        got = self._decoded.get(name)
+        if got is None:
+            got = self._decoded[name] = Field.from_pb(self._pb[self._names()[name]])
+        return got
+
+    def value(self, name: str, default: Value) -> Value:
+        """The plain value of ``name`` (``default``: no such field), without a :class:`Field`."""
+        got = self._decoded.get(name)
+        if got is not None:
+            return got.value
+        if self._index is None and len(self._pb) <= 8:  # a few fields (a watch's): a scan beats an index
+            for f in self._pb:
+                if f.name == name:
+                    return _value(f)
+            return default
+        i = self._names().get(name)
+        return default if i is None else _value(self._pb[i])
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
 @dataclass(frozen=True, slots=True)
 class Twin:
     """A twin's fields and its version (pass it as ``if_version`` for a conditional write)."""
@@ -133,7 +182,10 @@ class Twin:
         return self.fields[name].value
 
     def get(self, name: str, default: Value = None) -> Value:
-        f = self.fields.get(name)
+        fields = self.fields
+        if type(fields) is _Fields:  # from a message: the value alone decoded
+            return fields.value(name, default)
+        f = fields.get(name)
         return default if f is None else f.value
 
     @property
@@ -157,7 +209,7 @@ class Twin:
 
     @classmethod
     def from_pb(cls, t: api_pb2.Twin) -> Twin:
-        return cls(t.twin_id, t.version, {f.name: Field.from_pb(f) for f in t.fields})
+        return cls(t.twin_id, t.version, _Fields(t.fields))
 
 
 @dataclass(frozen=True, slots=True)
