@@ -83,6 +83,19 @@ class Store:
     # replication
     def merge(self, delta: bytes) -> list[str]: ...
     def merge_many(self, deltas: Sequence[bytes]) -> tuple[list[bool | DrsdtpError], list[str]]: ...
+    def merge_many_readings(
+        self, deltas: Sequence[bytes]
+    ) -> tuple[
+        list[bool | DrsdtpError],
+        list[str],
+        tuple[
+            NDArray[np.uint32],
+            NDArray[np.uint32],
+            NDArray[np.uint32],
+            NDArray[np.float64],
+            NDArray[np.uint64],
+        ],
+    ]: ...
     def encode_state(self, twins: Sequence[str] | None = None) -> bytes: ...
     def version(self, twins: Sequence[str] | None = None) -> bytes: ...
     def catch_up(

@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from drsdtp._core import FORMAT_VERSION, Store, decode_state, join, numeric_entries
-
-if TYPE_CHECKING:
-    from drsdtp._core import Value
+from drsdtp.errors import DrsdtpError
 
 if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import ArrayLike, NDArray
+
+    from drsdtp._core import Value
 else:
     from drsdtp.lazy import numpy as np
 
@@ -26,10 +26,12 @@ __all__ = [
     "FORMAT_VERSION",
     "BatchWriter",
     "Intent",
+    "MergedReadings",
     "Store",
     "decode_state",
     "intents",
     "join",
+    "merge_with_readings",
     "numeric_entries",
     "replica_id",
 ]
@@ -54,6 +56,27 @@ class Intent(NamedTuple):
     def ms(self) -> int:
         """Physical milliseconds of the write."""
         return self.stamp >> 16
+
+
+class MergedReadings(NamedTuple):
+    """The readings (numeric registers, bookkeeping and quality scores left out) of merged peer deltas that
+    changed the store, as interned ids: what history and intelligence learn from a peer."""
+
+    twin_ids: NDArray[np.uint32]
+    field_ids: NDArray[np.uint32]
+    values: NDArray[np.float64]
+    stamps: NDArray[np.uint64]  # HLC: source ms << 16 | logical
+
+
+def merge_with_readings(
+    store: Store, deltas: Sequence[bytes]
+) -> tuple[list[bool | DrsdtpError], list[str], MergedReadings]:
+    """``store.merge_many(deltas)`` plus the readings of those deltas that changed the store, taken from the
+    same native decode (one per delta for the store, the history and the intelligence)."""
+    outcomes, changed, (index, twins, fields, values, stamps) = store.merge_many_readings(deltas)
+    took = np.fromiter((o is True for o in outcomes), np.bool_, len(outcomes))
+    keep = took[index] if len(index) else np.zeros(0, np.bool_)
+    return outcomes, changed, MergedReadings(twins[keep], fields[keep], values[keep], stamps[keep])
 
 
 # A field's desired value lives in the multi-value register of the field of this name plus the suffix.

@@ -11,6 +11,7 @@ use prost::Message;
 use crate::clock::Stamp;
 use crate::context::{Context, Dot, ReplicaId};
 use crate::counter::{CounterEntry, PnCounter};
+use crate::entries::{for_each_numeric, is_reading, MergedReadings};
 use crate::error::{corrupt, Error, Kind, Result};
 use crate::intern;
 use crate::lww::order_key;
@@ -594,7 +595,7 @@ impl Store {
     /// clock gate changes nothing. Returns the twins whose state changed.
     pub fn merge(&mut self, bytes: &[u8]) -> Result<Vec<String>> {
         let mut changed = Vec::new();
-        self.merge_with(bytes, self.gate, Some(&mut changed))?;
+        self.merge_with(bytes, self.gate, Some(&mut changed), None)?;
         changed.sort_unstable();
         changed.dedup();
         Ok(changed)
@@ -604,12 +605,32 @@ impl Store {
     /// a peer's batch of deltas needs): per delta whether it changed the store or why it was refused, and
     /// the twins any of them changed, once each.
     pub fn merge_many(&mut self, deltas: &[&[u8]]) -> (Vec<Result<bool>>, Vec<String>) {
+        self.merge_many_with(deltas, None)
+    }
+
+    /// [`Store::merge_many`], also listing the readings (numeric registers, see [`MergedReadings`]) of every
+    /// delta it merged (changed or not; a refused one lists none), read from the same decoded message.
+    pub fn merge_many_readings(
+        &mut self,
+        deltas: &[&[u8]],
+        readings: &mut MergedReadings,
+    ) -> (Vec<Result<bool>>, Vec<String>) {
+        self.merge_many_with(deltas, Some(readings))
+    }
+
+    fn merge_many_with(
+        &mut self,
+        deltas: &[&[u8]],
+        mut readings: Option<&mut MergedReadings>,
+    ) -> (Vec<Result<bool>>, Vec<String>) {
         let mut changed = Vec::new();
         let outcomes = deltas
             .iter()
-            .map(|d| {
+            .enumerate()
+            .map(|(i, d)| {
                 let before = changed.len();
-                let merged = self.merge_with(d, self.gate, Some(&mut changed));
+                let collect = readings.as_deref_mut().map(|r| (i as u32, r));
+                let merged = self.merge_with(d, self.gate, Some(&mut changed), collect);
                 let grew = changed.len() > before;
                 changed.truncate(if merged.is_ok() { changed.len() } else { before });
                 merged.map(|()| grew)
@@ -625,10 +646,17 @@ impl Store {
     /// every stamp, so it never stamps below what it issued before the crash.
     /// No size limit either: a snapshot part or log record is bounded by the log's own framing.
     pub fn merge_trusted(&mut self, bytes: &[u8]) -> Result<()> {
-        self.merge_with(bytes, false, None)
+        self.merge_with(bytes, false, None, None)
     }
 
-    fn merge_with(&mut self, bytes: &[u8], gate: bool, mut changed: Option<&mut Vec<String>>) -> Result<()> {
+    /// `readings`: where to list the message's readings, and the message's index there (the caller's).
+    fn merge_with(
+        &mut self,
+        bytes: &[u8],
+        gate: bool,
+        mut changed: Option<&mut Vec<String>>,
+        readings: Option<(u32, &mut MergedReadings)>,
+    ) -> Result<()> {
         if gate || changed.is_some() {
             self.check_size(bytes)?;
         }
@@ -654,7 +682,29 @@ impl Store {
             }
         }
         self.merges += 1;
+        if let Some((index, out)) = readings {
+            self.list_readings(&msg, index, out);
+        }
         Ok(())
+    }
+
+    /// The readings of a merged message (its twins and fields are interned by now), tagged `index`.
+    fn list_readings(&mut self, msg: &DeltaView<'_>, index: u32, out: &mut MergedReadings) {
+        let mut names = FieldIds::default();
+        for tv in &msg.twins {
+            if tv.twin.starts_with('_') || tv.writes.is_empty() {
+                continue;
+            }
+            let Ok(tid) = self.intern_twin(tv.twin) else { continue };
+            for gv in &tv.writes {
+                let Ok(fids) = names.ids(self, &gv.fields) else { continue };
+                for_each_numeric(gv, |k, value, stamp| {
+                    if is_reading(tv.twin, gv.fields[k]) {
+                        out.push(index, tid, fids[k], value, stamp);
+                    }
+                });
+            }
+        }
     }
 
     /// Merges one twin; `writers` are the message's replica table and each one's index in ours, `fids` a
@@ -1084,10 +1134,59 @@ pub fn decode_fields(bytes: &[u8]) -> Result<BTreeMap<String, Vec<(String, crate
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entries::numeric_entries;
+    use crate::store::Limits;
     use crate::value::Value;
 
     /// A batch merges delta by delta: one refused delta changes nothing and names no twin, the others
     /// apply; a redundant one reports no change; the changed twins are listed once.
+    #[test]
+    fn merge_many_readings_lists_the_numeric_registers_of_what_it_merged() {
+        let mut a = Store::new(1, 500);
+        a.set_manual_time(Some(1_700_000_000_000));
+        let d1 = a
+            .set_many(
+                "pump",
+                vec![
+                    ("flow".into(), Value::F64(1.5)),
+                    ("label".into(), Value::Str("p".into())),
+                    ("count".into(), Value::I64(-4)),
+                    ("flow.q".into(), Value::F64(0.9)),
+                    ("_meta".into(), Value::F64(7.0)),
+                ],
+            )
+            .unwrap();
+        let own = a.set_many("_members", vec![("a".into(), Value::F64(1.0))]).unwrap();
+        let t = a.intern_twin("tank").unwrap();
+        let lvl = a.intern_field("level").unwrap();
+        let d2 = a.write_batch(&[t, t], &[lvl, lvl], &[3.0, 4.0], &[1_699_999_999_000, 0]).unwrap();
+        let mut b = Store::new(2, 500);
+        let mut readings = MergedReadings::default();
+        let garbage: &[u8] = b"\x08\x01\x12\xff garbage";
+        let (outcomes, _) = b.merge_many_readings(&[&d1, garbage, &own, &d2, &d1], &mut readings);
+        assert!(outcomes[1].is_err());
+        let (pump, tank) = (b.intern_twin("pump").unwrap(), b.intern_twin("tank").unwrap());
+        let (flow, count, level) =
+            (b.intern_field("flow").unwrap(), b.intern_field("count").unwrap(), b.intern_field("level").unwrap());
+        let got: Vec<_> = (0..readings.len())
+            .map(|i| (readings.delta[i], readings.twins[i], readings.fields[i], readings.values[i]))
+            .collect();
+        // Per delta as numeric_entries lists them (duplicates within a batch kept), the names' rules applied;
+        // the redundant copy of d1 (index 4) lists them again: the caller keeps what changed the store.
+        assert_eq!(
+            got,
+            [
+                (0, pump, flow, 1.5),
+                (0, pump, count, -4.0),
+                (3, tank, level, 4.0),
+                (4, pump, flow, 1.5),
+                (4, pump, count, -4.0)
+            ]
+        );
+        let entries = numeric_entries(&d2, Limits::default()).unwrap();
+        assert_eq!(readings.stamps[2], entries.last().unwrap().stamp);
+    }
+
     #[test]
     fn merge_many_answers_for_each_delta() {
         let mut a = Store::new(1, 500);

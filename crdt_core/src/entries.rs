@@ -5,6 +5,7 @@ use crate::context::ReplicaId;
 use crate::error::Result;
 use crate::pb;
 use crate::store::Limits;
+use crate::view::GroupView;
 
 /// One numeric LWW register in a delta: which twin and field, the value (an `i64` widened to `f64`), the HLC
 /// stamp of the write (for sensor readings: the source time in its upper 48 bits) and its writer.
@@ -29,35 +30,89 @@ pub fn numeric_entries(bytes: &[u8], limits: Limits) -> Result<Vec<NumericEntry>
     let msg = crate::codec::decode_checked(bytes, limits)?;
     let mut out = Vec::new();
     for ts in &msg.twins {
-        for crate::view::GroupView { g, fields } in &ts.writes {
-            let writer = msg.replicas[g.writer as usize]; // index checked by validation
-            let (mut f, mut i, mut other) = (0usize, 0usize, 0usize);
-            for (k, field) in fields.iter().enumerate() {
-                let kind = g.kinds.get(k).copied().unwrap_or(pb::ValueKind::F64 as i32);
-                let value = match pb::ValueKind::try_from(kind).unwrap_or(pb::ValueKind::F64) {
-                    pb::ValueKind::F64 => {
-                        f += 1;
-                        g.f64s.get(f - 1).copied()
-                    }
-                    pb::ValueKind::I64 => {
-                        i += 1;
-                        g.i64s.get(i - 1).map(|&x| x as f64)
-                    }
-                    _ => {
-                        other += 1;
-                        None
-                    }
-                };
-                if let Some(value) = value {
-                    let stamp = g.stamp + g.stamp_offsets.get(k).copied().unwrap_or(0);
-                    let (twin, field) = (ts.twin.to_owned(), (*field).to_owned());
-                    out.push(NumericEntry { twin, field, value, stamp, writer });
-                }
-            }
-            debug_assert!(f + i + other == fields.len());
+        for gv in &ts.writes {
+            let writer = msg.replicas[gv.g.writer as usize]; // index checked by validation
+            for_each_numeric(gv, |k, value, stamp| {
+                let (twin, field) = (ts.twin.to_owned(), gv.fields[k].to_owned());
+                out.push(NumericEntry { twin, field, value, stamp, writer });
+            });
         }
     }
     Ok(out)
+}
+
+/// Calls `f(index, value, stamp)` for each `f64` or `i64` register of a write group, in field order.
+pub(crate) fn for_each_numeric(gv: &GroupView<'_>, mut f: impl FnMut(usize, f64, Stamp)) {
+    let g = &gv.g;
+    let stamp = |k: usize| g.stamp + g.stamp_offsets.get(k).copied().unwrap_or(0);
+    if g.kinds.is_empty() {
+        // The numeric batch's shape: every field an f64, no kind column.
+        for (k, &value) in g.f64s.iter().take(gv.fields.len()).enumerate() {
+            f(k, value, stamp(k));
+        }
+        return;
+    }
+    let (mut fi, mut ii) = (0usize, 0usize);
+    for k in 0..gv.fields.len() {
+        let kind = g.kinds.get(k).copied().unwrap_or(pb::ValueKind::F64 as i32);
+        let value = match pb::ValueKind::try_from(kind).unwrap_or(pb::ValueKind::F64) {
+            pb::ValueKind::F64 => {
+                fi += 1;
+                g.f64s.get(fi - 1).copied()
+            }
+            pb::ValueKind::I64 => {
+                ii += 1;
+                g.i64s.get(ii - 1).map(|&x| x as f64)
+            }
+            _ => None,
+        };
+        if let Some(value) = value {
+            f(k, value, stamp(k));
+        }
+    }
+}
+
+/// Whether a register is a reading the node's history and intelligence learn from: not the node's own
+/// bookkeeping (twins and fields starting with `_`) and not a quality score (`<field>.q`, the origin's verdict).
+pub fn is_reading(twin: &str, field: &str) -> bool {
+    !(twin.starts_with('_') || field.starts_with('_') || field.ends_with(".q"))
+}
+
+/// The readings (see [`is_reading`]) of the deltas one [`crate::Store::merge_many_readings`] call merged, as
+/// columns of interned ids: taken from the decoded message the merge used, so a received delta is decoded
+/// once for the store, the history and the intelligence.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct MergedReadings {
+    /// Index of the delta in the call's list.
+    pub delta: Vec<u32>,
+    /// Twin ids.
+    pub twins: Vec<u32>,
+    /// Field ids.
+    pub fields: Vec<u32>,
+    /// Values (an `i64` widened to `f64`).
+    pub values: Vec<f64>,
+    /// HLC stamps of the writes (for sensor readings: the source time in the upper 48 bits).
+    pub stamps: Vec<Stamp>,
+}
+
+impl MergedReadings {
+    /// How many readings.
+    pub fn len(&self) -> usize {
+        self.twins.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.twins.is_empty()
+    }
+
+    pub(crate) fn push(&mut self, delta: u32, twin: u32, field: u32, value: f64, stamp: Stamp) {
+        self.delta.push(delta);
+        self.twins.push(twin);
+        self.fields.push(field);
+        self.values.push(value);
+        self.stamps.push(stamp);
+    }
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ pub use clock::{Hlc, Stamp};
 pub use codec::join;
 pub use context::{Context, Dot, ReplicaId};
 pub use counter::PnCounter;
-pub use entries::{numeric_entries, NumericEntry};
+pub use entries::{is_reading, numeric_entries, MergedReadings, NumericEntry};
 pub use error::{Error, Kind, Result};
 pub use lww::LwwReg;
 pub use mvreg::{MvReg, Sibling};

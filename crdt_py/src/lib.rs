@@ -5,7 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 mod convert;
 mod entries;
@@ -324,14 +324,31 @@ impl Store {
     ) -> PyResult<(Bound<'py, PyList>, Vec<String>)> {
         let slices: Vec<&[u8]> = deltas.iter().map(|d| d.as_bytes()).collect();
         let (outcomes, changed) = py.detach(|| self.lock().merge_many(&slices));
-        let outcomes: Vec<Py<PyAny>> = outcomes
-            .into_iter()
-            .map(|o| match o {
-                Ok(grew) => pyo3::types::PyBool::new(py, grew).to_owned().into_any().unbind(),
-                Err(e) => errors::to_py(e).into_value(py).into_any(),
-            })
-            .collect();
-        Ok((PyList::new(py, outcomes)?, changed))
+        Ok((outcome_list(py, outcomes)?, changed))
+    }
+
+    /// `merge_many`, plus the readings of the deltas it merged as numpy columns (delta index, twin id, field
+    /// id, value, HLC stamp), from the same decode (see `crdt_core::MergedReadings`).
+    #[allow(clippy::type_complexity)]
+    fn merge_many_readings<'py>(
+        &self,
+        py: Python<'py>,
+        deltas: Vec<Bound<'py, PyBytes>>,
+    ) -> PyResult<(Bound<'py, PyList>, Vec<String>, Bound<'py, PyTuple>)> {
+        let slices: Vec<&[u8]> = deltas.iter().map(|d| d.as_bytes()).collect();
+        let mut r = crdt_core::MergedReadings::default();
+        let (outcomes, changed) = py.detach(|| self.lock().merge_many_readings(&slices, &mut r));
+        let columns = PyTuple::new(
+            py,
+            [
+                PyArray1::from_vec(py, r.delta).into_any(),
+                PyArray1::from_vec(py, r.twins).into_any(),
+                PyArray1::from_vec(py, r.fields).into_any(),
+                PyArray1::from_vec(py, r.values).into_any(),
+                PyArray1::from_vec(py, r.stamps).into_any(),
+            ],
+        )?;
+        Ok((outcome_list(py, outcomes)?, changed, columns))
     }
 
     #[pyo3(signature = (twins = None))]
@@ -621,6 +638,18 @@ fn decode_state<'py>(py: Python<'py>, state: &[u8]) -> PyResult<Bound<'py, PyDic
         out.set_item(twin, d)?;
     }
     Ok(out)
+}
+
+/// Per merged delta `True`/`False` (changed the store or not) or the exception refusing it.
+fn outcome_list(py: Python<'_>, outcomes: Vec<crdt_core::Result<bool>>) -> PyResult<Bound<'_, PyList>> {
+    let items: Vec<Py<PyAny>> = outcomes
+        .into_iter()
+        .map(|o| match o {
+            Ok(grew) => pyo3::types::PyBool::new(py, grew).to_owned().into_any().unbind(),
+            Err(e) => errors::to_py(e).into_value(py).into_any(),
+        })
+        .collect();
+    PyList::new(py, items)
 }
 
 #[pymodule]
