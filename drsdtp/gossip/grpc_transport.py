@@ -24,6 +24,7 @@ import grpc
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from drsdtp.config import Address
+from drsdtp.core import MergedReadings
 from drsdtp.gossip.errors import PeerError, ProtocolViolation, Refusal
 from drsdtp.gossip.limits import GossipLimits
 from drsdtp.gossip.link_hook import ShapedStream
@@ -171,9 +172,12 @@ class SessionHost(Protocol):
     def now(self) -> float: ...
     async def sync(self) -> None: ...
     def received(self, link: PeerLink, result: Inbound) -> None: ...
+    def durable(self, readings: list[MergedReadings]) -> None: ...
 
 
 # --- one stream ----------------------------------------------------------------------------------------
+
+_Pending = tuple[list[asyncio.Task[None]], PeerMessage | None, list[MergedReadings]]
 
 
 class Session:
@@ -190,9 +194,8 @@ class Session:
         self._close_reason = ""
         self._control: collections.deque[PeerMessage] = collections.deque()
         self._control_bytes = 0
-        self._acks: asyncio.Queue[tuple[list[asyncio.Task[None]], PeerMessage | None]] = asyncio.Queue(
-            _ACK_QUEUE
-        )
+        # Per received message: its persistence, its ack, and the readings to pass on once durable.
+        self._acks: asyncio.Queue[_Pending] = asyncio.Queue(_ACK_QUEUE)
         limits = host.core.limits
         self._throttle = (
             ReceiveThrottle(
@@ -277,7 +280,8 @@ class Session:
                     # A delta we already held may have been merged from another stream and not be durable
                     # yet: acking it before a sync would promise what a crash could still lose (TLC found it).
                     futures.append(_persisting(self.host.sync()))
-                await self._acks.put((futures, result.ack))  # a full queue pauses reading: backpressure
+                # A full queue pauses reading: backpressure.
+                await self._acks.put((futures, result.ack, result.readings))
             if message.HasField("ack"):
                 self._wake.set()  # the window may have opened
 
@@ -296,11 +300,13 @@ class Session:
     async def _ack_loop(self) -> None:
         latest: PeerMessage | None = None
         while True:
-            futures, ack = await self._acks.get()
+            futures, ack, readings = await self._acks.get()
             for future in futures:
                 # Shielded: a session ending mid-wait must not cancel the write itself. A persistence
                 # failure ends the session, its deltas unacknowledged.
                 await asyncio.shield(future)
+            if readings:
+                self.host.durable(readings)  # nothing is learnt from a delta a crash could still lose
             if ack is not None:
                 latest = ack
             if latest is not None and self._acks.empty():

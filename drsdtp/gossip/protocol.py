@@ -42,7 +42,7 @@ from typing import Final
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
-from drsdtp.core import Store, join
+from drsdtp.core import MergedReadings, Store, join, merge_with_readings
 from drsdtp.errors import ClockSkewError, DecodeError, DrsdtpError
 from drsdtp.gossip import handshake
 from drsdtp.gossip.delta_log import DeltaLog
@@ -92,6 +92,9 @@ class Inbound:
     # Some deltas were already held: merged earlier (from another peer, or an earlier copy of this batch)
     # and perhaps not durable yet. The ack promises them durable, so it waits for a sync of the log.
     held: bool = False
+    # With AntiEntropy.readings on: the readings of what `persist` holds, for history and intelligence once
+    # it is durable (taken from the merge's own decode).
+    readings: list[MergedReadings] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -185,6 +188,9 @@ class AntiEntropy:
         self.log = DeltaLog(limits.buffer_entries, limits.buffer_bytes)
         self.links: dict[str, PeerLink] = {}
         self.stats = ReplicatorStats()
+        # Whether merges list the readings of what they merged (Inbound.readings): a node's history and
+        # intelligence learn from peers' deltas.
+        self.readings = False
         self._connected_version = 0  # bumped whenever the set of live streams changes
 
     # --- handshake and sessions ---------------------------------------------------------------------------
@@ -333,7 +339,15 @@ class AntiEntropy:
         The twins they changed go to ``result.changed``."""
         cap = self.limits.max_message_bytes
         fitting = [p for p in payloads if len(p) <= cap]
-        outcomes, changed = self.store.merge_many(fitting) if fitting else ([], [])
+        outcomes: list[bool | DrsdtpError] = []
+        if fitting and self.readings:
+            outcomes, changed, readings = merge_with_readings(self.store, fitting)
+            if len(readings.values):
+                result.readings.append(readings)
+        elif fitting:
+            outcomes, changed = self.store.merge_many(fitting)
+        else:
+            changed = []
         result.changed.update(changed)
         merged = iter(outcomes)
         out: list[bool | None] = []
@@ -453,6 +467,11 @@ class AntiEntropy:
 
     def _on_chunk(self, link: PeerLink, chunk: StateChunk, result: Inbound, now: float) -> None:
         link.stats.catchup_bytes_received += len(chunk.state)
+        if self.readings:
+            (outcome,) = self._merge_all(link, [chunk.state], result, 0, now)
+            if outcome:
+                result.persist.append(chunk.state)
+            return
         changed = self._merge(link, chunk.state, result, 0, now)
         if changed:
             # Persisted but never appended to the log: a catch-up chunk is valid for this node only.

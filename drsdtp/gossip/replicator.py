@@ -28,7 +28,7 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from drsdtp.clock import ClockOffset
 from drsdtp.config import Address, LimitsConfig, PeerConfig, TlsConfig
-from drsdtp.core import Store
+from drsdtp.core import MergedReadings, Store
 from drsdtp.gossip import membership, tls
 from drsdtp.gossip.errors import HandshakeRefused, PeerError, ProtocolViolation, Refusal
 from drsdtp.gossip.grpc_transport import (
@@ -75,12 +75,15 @@ class Replicator:
         clock_offset: Callable[[], ClockOffset] | None = None,
         advertise: str | None = None,
         on_change: Callable[[set[str]], None] | None = None,
+        on_readings: Callable[[MergedReadings], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         """``persist(delta)`` makes a received delta durable (the node's WAL); acks wait for it. ``sync()``
         returns once every local write applied to the store before the call is durable (a WAL barrier);
         both may be None when the store is not backed by a log. ``stats`` receives one stats object per
-        peer (``NodeMetrics`` fits). ``on_change`` hears the twins each received message changed."""
+        peer (``NodeMetrics`` fits). ``on_change`` hears the twins each received message changed;
+        ``on_readings`` the readings of received deltas that changed the store, once they are durable (taken
+        from the merge's decode: the node's history and intelligence learn from them)."""
         self.store = store
         self.node_id = node_id
         self.listen = listen
@@ -97,6 +100,8 @@ class Replicator:
         self.core = AntiEntropy(
             store, node_id, scopes, self.limits, incarnation=self._rng.getrandbits(63) + 1
         )
+        self.core.readings = on_readings is not None
+        self._on_readings = on_readings
         self.stats: ReplicatorStats = self.core.stats
         self.port = 0
         self.advertised: str | None = None
@@ -458,6 +463,11 @@ class Replicator:
                 self._members_changed.set()
             if self._on_change is not None:
                 self._on_change(result.changed)
+
+    def durable(self, readings: list[MergedReadings]) -> None:
+        if self._on_readings is not None:
+            for batch in readings:
+                self._on_readings(batch)
 
     async def _write_local(self, delta: bytes) -> None:
         if self.persist is not None:

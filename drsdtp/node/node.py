@@ -211,7 +211,7 @@ class Node:
             lambda: wal.failed_commits,
         )
         # Readings in peers' deltas reach history and intelligence too: every replica understands its twins.
-        self.peer_readings = PeerReadings(self._store, max(limits.max_message_bytes, 64 << 20))
+        self.peer_readings = PeerReadings(self._store)
         self.history: HistoryService | None = None
         # History's journal: each ingested batch also goes to the log, in the batch's own group commit, so a
         # reading acknowledged to its source is in history after any crash (drsdtp.history.journal).
@@ -269,11 +269,12 @@ class Node:
             config.scopes,
             config.tls,
             config.limits,
-            persist=self._persist_peer_delta,
+            persist=self.durable.record,
             stats=self.metrics,
             sync=self.durable.sync,
             clock_offset=lambda: self.clock.latest,
             on_change=lambda twins: self._feed.publish(twins, "peer"),
+            on_readings=self.peer_readings.observe_merged,
         )
 
         self.snapshots = SnapshotService(
@@ -528,12 +529,6 @@ class Node:
                 scope = rule.scope or self.config.scopes[0]
                 return {MODEL_FIELD: rule.model, MODEL_VERSION_FIELD: version, SCOPE_FIELD: scope}
         return {SCOPE_FIELD: self.config.scopes[0]}
-
-    async def _persist_peer_delta(self, delta: bytes) -> None:
-        """A peer's delta that changed the store: durable first, then its readings to history and
-        intelligence (so nothing is learnt from a delta a crash could still lose)."""
-        await self.durable.record(delta)
-        self.peer_readings.observe(delta)
 
     def reload(self, config: NodeConfig) -> None:
         """SIGHUP: apply the models of a freshly read config (see :meth:`InsightService.reload`)."""
