@@ -13,9 +13,14 @@
    path includes an fsync, which alone takes milliseconds on most disks, so b's absolute p99 cannot
    be below a's).
 2. throughput: 2 nodes, a writes numeric readings flat out (``write_batch`` of 1000, 100k distinct fields so
-   joins cannot collapse overwrites) until b holds the last one. Goal: >= 1M field updates/s. Baseline in
+   joins cannot collapse overwrites) until b holds the last one (bare replicators, no WAL). Baseline in
    the same run: the same two-process gRPC bidi stream carrying one Python protobuf object per reading
    (batches of 100, window 16: the ~330k/s setup of research/env-baseline.md section 2.2).
+2b. the same between 2 real ``drsdtp run`` processes (WAL, history, intelligence on): a client writes numeric
+   columns to a's API flat out, b holding a marker written after them ends the clock. Issue 13's goal:
+   >= 5M field updates/s. Beside it in the same run: the bare replicators of 2 (the ratio), a's own API
+   ingest rate (the feed: replication cannot outrun it) and the receiver's CPU seconds per million updates,
+   node against bare replicator (its cost whatever the feed).
 3. heal: 5 nodes partitioned {n1,n2} | {n3,n4,n5} (TCP proxies cut), 100k divergent updates written on
    both sides; time from healing to identical digests everywhere, and the bytes on the wire for it.
    Goal: <= 2 s. The nodes here reconnect with a 0.5 s backoff cap; one more run uses the default cap.
@@ -30,6 +35,7 @@ import asyncio
 import hashlib
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -208,6 +214,10 @@ class Worker:
             "deltas_sent": sum(s.deltas_sent for s in stats),
             "retransmits": sum(s.retransmits for s in stats),
         }
+
+    async def cmd_cpu(self) -> dict[str, Any]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {"cpu_s": usage.ru_utime + usage.ru_stime}
 
     async def cmd_stop(self) -> dict[str, Any]:
         await self.rep.__aexit__(None, None, None)
@@ -399,11 +409,18 @@ async def bench_latency(seconds: float) -> dict[str, Any]:
 async def bench_throughput(updates: int, join_min_entries: int) -> dict[str, Any]:
     procs = await start_nodes(["a", "b"], join_min_entries=join_min_entries)
     a, b = procs
+    cpu_before = (await b.call("cpu"))["cpu_s"]
     flood = await a.call("flood", updates=updates, batch=1000, prefix="tp", twins=1000)
     done = await b.call("wait_done", timeout_s=300)
+    cpu = (await b.call("cpu"))["cpu_s"] - cpu_before
     await stop_nodes(procs)
     seconds = done["done_at"] - flood["start"]
-    return {"updates": updates, "seconds": round(seconds, 3), "updates_per_s": round(updates / seconds)}
+    return {
+        "updates": updates,
+        "seconds": round(seconds, 3),
+        "updates_per_s": round(updates / seconds),
+        "receiver_cpu_s_per_m": round(cpu / updates * 1e6, 3),
+    }
 
 
 async def bench_baseline(readings: int) -> dict[str, Any]:
@@ -748,7 +765,8 @@ def report(
         f"throughput with 2 real nodes (WAL on), client columns into a's API -> b: "
         f"{node_rate:,} field updates/s (goal >= 5M: {verdict(node_rate >= 5e6)}), "
         f"{node_tp['updates_per_s'] / tp['updates_per_s']:.2f}x the bare replicators; a's own ingest "
-        f"{node_tp['writer_ingest_per_s']:,}/s"
+        f"{node_tp['writer_ingest_per_s']:,}/s; receiver CPU per million updates: node "
+        f"{node_tp['receiver_cpu_s_per_m']} s, bare replicator {tp['receiver_cpu_s_per_m']} s"
     )
     print(
         f"heal of a 2|3 partition, {heal['divergent_updates']:,} divergent updates: converged in "
@@ -762,6 +780,9 @@ def report(
                    Goal(">=", 5e6), baseline=tp["updates_per_s"], baseline_name="bare replicators"),
             Row.of("replication throughput, bare replicators", tp["updates_per_s"], "updates/s",
                    baseline=base["readings_per_s"], baseline_name="protobuf/reading"),
+            Row.of("receiver CPU per million updates, real node (WAL, history, intelligence)",
+                   node_tp["receiver_cpu_s_per_m"], "s", baseline=tp["receiver_cpu_s_per_m"],
+                   baseline_name="bare replicator"),
             Row.of("replication latency p99, 3 nodes, WAL on, 10k/s", node_lat["b_p99_ms"], "ms",
                    Goal("<=", 2), baseline=node_lat["a_p99_ms"], baseline_name="same write at a"),
             Row.of("replication-added latency p99 (b minus a per update), 3 nodes, WAL on",
