@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -121,12 +121,15 @@ class Readings(Mapping[str, Change]):
         if olds is None:
             return "{" + "},".join(map(str.__add__, heads, news)) + "}}"
         # '{"a":{"new":1.0,"old":0.5},"b":{"new":2.5}}': "new" sorts before "old"
-        tails = map(_old_tail, olds)
+        tails = map(_old_tail, olds) if None in olds else map(_OLD.__add__, map(float.__repr__, olds))
         return "{" + "},".join(map("".join, zip(heads, news, tails, strict=True))) + "}}"
 
 
+_OLD = ',"old":'
+
+
 def _old_tail(old: float | None) -> str:
-    return "" if old is None else ',"old":' + float.__repr__(old)
+    return "" if old is None else _OLD + float.__repr__(old)
 
 
 @functools.lru_cache(maxsize=4096)  # field names repeat from write to write
@@ -178,11 +181,7 @@ def _hash(body: Mapping[str, Any]) -> str:
     return hashlib.sha256(_canonical({k: v for k, v in body.items() if k != "hash"})).hexdigest()
 
 
-# A record is encoded with this in place of its changes, which are encoded once and put in its place twice
-# (for the hash, and in the line, followed there by the hash: "hash" sorts right after "changes"). The
-# pattern cannot occur inside an encoded string (its quotes would be escaped).
-_MARK = "\x00changes\x00"
-_MARKED = '"changes":' + json.dumps(_MARK)
+_str: Callable[[str], str] = json.encoder.encode_basestring  # what json.dumps(s, ensure_ascii=False) uses
 
 
 def _encoded(changes: Mapping[str, Change]) -> str:
@@ -287,16 +286,22 @@ class AuditLog:
             "actor": actor,
             "action": action,
             "twin": twin,
-            "changes": _MARK,
+            "changes": None,  # record() sets them; the line is built with them encoded once
             "reason": reason,
             "via": via,
             "ref": ref,
             "prev": self._last_hash,
         }
-        # The same bytes as _canonical(body) with the changes in (what verify() recomputes), built with the
-        # changes encoded once.
-        head, _, tail = _canonical(body).decode().partition(_MARKED)
-        head += '"changes":' + _encoded(changes)
+        # The same bytes as _canonical(body) with the changes in (what verify() recomputes), spelt out in
+        # the keys' sorted order ("hash" goes between "changes" and "prev") with json's own string encoder:
+        # a write of many twins appends a record per twin, and a json.dumps of each body cost as much as
+        # the rest of the record.
+        head = f'{{"action":{_str(action)},"actor":{_str(actor)},"changes":{_encoded(changes)}'
+        tail = (
+            f',"prev":{_str(body["prev"])},"reason":{_str(reason)},'
+            f'"ref":{"null" if ref is None else _str(ref)},"seq":{int(body["seq"])},'
+            f'"ts_ms":{int(body["ts_ms"])},"twin":{_str(twin)},"via":{_str(via)}}}'
+        )
         digest = hashlib.sha256((head + tail).encode()).hexdigest()
         line = f'{head},"hash":"{digest}"{tail}\n'.encode()
         body["hash"] = digest

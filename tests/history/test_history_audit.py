@@ -154,3 +154,36 @@ def test_records_are_canonical_json_whatever_their_names_and_text(tmp_path: Path
     assert [Change.from_json(v) for v in json.loads(lines[0])["changes"].values()] == [
         Change(new=v) for _, v in sorted(zip(tricky, values, strict=True))
     ]
+
+
+def test_a_line_is_its_record_in_canonical_json_whatever_its_text(tmp_path: Path) -> None:
+    """Lines are spelt out key by key (not json.dumps of the record): each must still be the canonical JSON
+    that verify() recomputes, with quotes, escapes, non-ASCII text and numeric readings with old values."""
+    audit = AuditLog(tmp_path)
+    audit.record(
+        actor='ä "q" \\ \n\u2028',
+        twin="t\x01é",
+        changes={"x": Change(new="é", old=1.5, old_known=True)},
+        reason="",
+        via="api",
+        ref="cmd-1",
+        ts_ms=T0,
+    )
+    audit.append(
+        actor="app",
+        twin="b",
+        changes=Readings(["z", "a"], [1.0, 2e-300], olds=[None, -3.5]),
+        reason="r",
+        via="api",
+    )
+    audit.flush()
+    for line in _lines(tmp_path):
+        assert (
+            line.rstrip(b"\n")
+            == json.dumps(
+                json.loads(line), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            ).encode()
+        )
+    assert audit.verify().ok
+    last = audit.records()[-1]
+    assert last.changes == {"a": Change(new=2e-300, old=-3.5, old_known=True), "z": Change(new=1.0)}
