@@ -108,6 +108,28 @@ def _encode_columns(columns: list[NDArray[np.generic]], compress: bool) -> bytes
     return zlib.compress(b"".join([deltas.tobytes(), *(c.tobytes() for c in columns[1:])]), 1)
 
 
+def _encode_series(
+    columns: list[NDArray[np.generic]], heads: NDArray[np.intp], lengths: NDArray[np.intp], compress: bool
+) -> list[bytes]:
+    """Each series' chunk, as :func:`_encode_columns` encodes its slice of ``columns``, with the per-series
+    Python work cut to one slice, one ``tobytes`` and one compress: the time deltas of every series at once
+    (each series' first from 0) and the columns as rows of one table, so a series' columns are one
+    row-major slice. A replica folding a peer's stream of 100k fields spent most of its CPU here."""
+    if not compress:
+        return [
+            _encode_columns([c[h : h + n] for c in columns], False)
+            for h, n in zip(heads.tolist(), lengths.tolist(), strict=True)
+        ]
+    ts = columns[0].astype("<i8")
+    deltas = np.diff(ts, prepend=np.int64(0))
+    deltas[heads] = ts[heads]
+    table = np.stack([deltas.view("<u8"), *(np.ascontiguousarray(c).view("<u8") for c in columns[1:])])
+    return [
+        zlib.compress(table[:, h : h + n].tobytes(), 1)
+        for h, n in zip(heads.tolist(), lengths.tolist(), strict=True)
+    ]
+
+
 def _decode_columns(data: bytes, rows: int, ncols: int, compressed: bool) -> list[NDArray[np.generic]]:
     if compressed:
         try:
@@ -144,16 +166,17 @@ def write_block(
         columns = [data.start.astype("<i8"), data.min.astype("<f8"), data.max.astype("<f8"),
                    data.sum.astype("<f8"), data.count.astype("<i8")]  # fmt: skip
     heads, lengths = group_bounds(data.series)
+    chunks = _encode_series(columns, heads, lengths, compress)
+    sizes = np.fromiter((len(c) for c in chunks), np.int64, len(chunks))
     index = np.zeros(len(heads), _INDEX_FIELDS)
-    chunks: list[bytes] = []
-    offset = _HEADER.size
-    for i, (head, length) in enumerate(zip(heads.tolist(), lengths.tolist(), strict=True)):
-        cut = slice(head, head + length)
-        chunk = _encode_columns([c[cut] for c in columns], compress)
-        index[i] = (data.series[head], offset, len(chunk), length, key_ts[head], key_ts[head + length - 1],
-                    zlib.crc32(chunk))  # fmt: skip
-        chunks.append(chunk)
-        offset += len(chunk)
+    index["series"] = data.series[heads]
+    index["offset"] = _HEADER.size + np.cumsum(sizes) - sizes
+    index["length"] = sizes
+    index["rows"] = lengths
+    index["min_ts"] = key_ts[heads]
+    index["max_ts"] = key_ts[heads + lengths - 1]
+    index["crc"] = np.fromiter((zlib.crc32(c) for c in chunks), np.uint32, len(chunks))
+    offset = _HEADER.size + int(sizes.sum())
     index_bytes = index.tobytes()
     header = _HEADER.pack(
         MAGIC, VERSION, level, FLAG_ZLIB if compress else 0, block_id, created_ms, newest_ms
