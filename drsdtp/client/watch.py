@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from types import TracebackType
 from typing import Final, Self
@@ -65,13 +66,24 @@ class Watch:
         self.reconnects = 0
         self._call: grpc.aio.UnaryStreamCall[api_pb2.WatchRequest, api_pb2.TwinChange] | None = None
         self._closed = False
-        self._gen = self._changes()
+        # The changes of the message being read, handed out one a call without resuming the generator
+        # (a message carries up to MAX_CHANGES); the cursor moves as each is handed out.
+        self._ready: deque[Change] = deque()
+        self._gen = self._messages()
 
     def __aiter__(self) -> AsyncIterator[Change]:
         return self
 
     async def __anext__(self) -> Change:
-        return await self._gen.__anext__()
+        ready = self._ready
+        if not ready:
+            if self._closed:
+                raise StopAsyncIteration
+            ready.extend(await self._gen.__anext__())
+        change = ready.popleft()
+        if change.cursor:
+            self.cursor = change.cursor
+        return change
 
     async def __aenter__(self) -> Self:
         return self
@@ -84,6 +96,7 @@ class Watch:
     async def aclose(self) -> None:
         """Ends the stream."""
         self._closed = True
+        self._ready.clear()
         if self._call is not None:
             self._call.cancel()  # a read pending in another task ends: its iteration stops
         if not getattr(self._gen, "ag_running", False):
@@ -98,7 +111,8 @@ class Watch:
         self._call = call
         return call
 
-    async def _changes(self) -> AsyncGenerator[Change, None]:
+    async def _messages(self) -> AsyncGenerator[list[Change], None]:
+        """Each message's changes (a message of one change, as v1 sends it, is that change)."""
         delays: Iterator[float] = self._retry.forever()
         while not self._closed:
             call = self._open()
@@ -106,11 +120,7 @@ class Watch:
             try:
                 async for message in call:
                     delays = self._retry.forever()  # a stream that delivered starts the backoff anew
-                    for one in message.changes or (message,):
-                        change = Change.from_pb(one)
-                        if one.cursor:
-                            self.cursor = one.cursor
-                        yield change
+                    yield [Change.from_pb(one) for one in message.changes or (message,)]
             except asyncio.CancelledError:
                 if self._closed:  # aclose() cancelled the call under a read
                     return
