@@ -15,12 +15,14 @@ use crate::codec::FORMAT;
 use crate::context::Dot;
 use crate::error::{Error, Kind, Result};
 use crate::lww::order_key;
-use crate::store::{Cell, Slot, Store, Twin};
+use crate::store::{Cell, Ev, Slot, Store, Twin};
 
 /// One twin's event in a batch.
 struct Event {
     twin: u32,
     counter: u64,
+    /// Its entry in the twin's event table.
+    ev: Ev,
     /// Index of its first reading in the batch.
     start: usize,
     last_field: u32,
@@ -45,7 +47,7 @@ impl Twin {
     #[inline]
     fn register_slot(&self, field: u32, hint: usize) -> std::result::Result<usize, usize> {
         if let Some(s) = self.slots.get(hint) {
-            if s.field == field && s.kind() == Kind::Register {
+            if s.field() == field && s.kind() == Kind::Register {
                 return Ok(hint);
             }
         }
@@ -55,7 +57,7 @@ impl Twin {
     /// Whether `field` holds a kind other than a register (registers sort first among a field's slots, so
     /// such a slot sits where the register would be inserted).
     fn other_kind_at(&self, field: u32, at: usize) -> Option<Kind> {
-        self.slots.get(at).filter(|s| s.field == field).map(Slot::kind)
+        self.slots.get(at).filter(|s| s.field() == field).map(Slot::kind)
     }
 
     /// Inserts a slot, growing the vector by an eighth (at least 2 slots) rather than doubling it: a twin's
@@ -116,9 +118,18 @@ impl Store {
                         e as usize
                     }
                     None => {
-                        let counter = self.twin_mut(tid).cc.next_dot(replica).counter;
+                        let t = self.twin_mut(tid);
+                        let counter = t.cc.next_dot(replica).counter;
+                        let table_ev = t.event(wix, counter);
                         event_of.insert(tid, events.len() as u32);
-                        events.push(Event { twin: tid, counter, start: i, last_field: fid, ascending: true });
+                        events.push(Event {
+                            twin: tid,
+                            counter,
+                            ev: table_ev,
+                            start: i,
+                            last_field: fid,
+                            ascending: true,
+                        });
                         fresh = true;
                         events.len() - 1
                     }
@@ -129,7 +140,7 @@ impl Store {
                 e.ascending &= e.last_field < fid;
                 e.last_field = fid;
             }
-            let counter = events[ev].counter;
+            let (counter, event) = (events[ev].counter, events[ev].ev);
             let Some(t) = self.twins.get_mut(tid as usize).and_then(Option::as_mut) else {
                 unreachable!("the twin's event created it")
             };
@@ -137,24 +148,25 @@ impl Store {
             match found {
                 Ok(j) => {
                     hint = j + 1;
-                    let cur = &mut t.slots[j];
+                    let cur = &t.slots[j];
                     // The LWW order (stamp, writer, counter); a later reading of this batch (same writer and
                     // counter) replaces an earlier one on an equal stamp.
-                    let wins = stamp > cur.stamp
-                        || (stamp == cur.stamp && {
-                            let cur_writer = self.writers.get(cur.writer as usize).copied().unwrap_or(0);
+                    let wins = stamp > cur.stamp()
+                        || (stamp == cur.stamp() && {
+                            let (w, cur_counter) = t.write_of(cur);
+                            let cur_writer = self.writers.get(w as usize).copied().unwrap_or(0);
                             order_key(stamp, Dot::new(replica, counter))
-                                >= order_key(cur.stamp, Dot::new(cur_writer, cur.counter()))
+                                >= order_key(cur.stamp(), Dot::new(cur_writer, cur_counter))
                         });
                     if wins {
-                        cur.set_f64(wix, stamp, counter, value);
+                        t.slots[j] = Slot::register(fid, event, stamp, Cell::F64(value));
                     } else {
                         self.superseded += 1;
                     }
                 }
                 Err(j) => {
                     hint = j + 1;
-                    t.insert_slot(j, Slot::new(fid, wix, stamp, counter, Cell::F64(value)));
+                    t.insert_slot(j, Slot::register(fid, event, stamp, Cell::F64(value)));
                 }
             }
         }

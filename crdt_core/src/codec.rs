@@ -415,10 +415,12 @@ impl Store {
                     CellRef::Counter(c) => c.entries().iter().for_each(|e| table.add(e.replica)),
                     CellRef::Set(set) => table.add_context(set.context()),
                     CellRef::Multi(reg) => table.add_context(reg.context()),
-                    _ if v.is_none_or(|v| !v.contains(Dot::new(self.writer_id(s.writer), s.counter()))) => {
-                        seen_writers.insert(s.writer);
+                    _ => {
+                        let (w, counter) = t.write_of(s);
+                        if v.is_none_or(|v| !v.contains(Dot::new(self.writer_id(w), counter))) {
+                            seen_writers.insert(w);
+                        }
                     }
-                    _ => {}
                 }
             }
             seen_writers.into_iter().for_each(|w| table.add(self.writer_id(w)));
@@ -461,7 +463,7 @@ impl Store {
         let mut sets = Vec::new();
         let mut multi_values = Vec::new();
         for s in &t.slots {
-            let name = self.field_names.name(s.field);
+            let name = self.field_names.name(s.field());
             match s.cell() {
                 CellRef::Counter(c) => counters.extend(counter_state(name, c, table, since)),
                 // Sets travel whole: the receiver needs every surviving dot to tell removes from unseen adds.
@@ -469,9 +471,10 @@ impl Store {
                 // So do multi-value registers: their state is a function of the twin context (see `desired`).
                 CellRef::Multi(reg) => multi_values.push(multi_value_state(name, reg, table)),
                 cell => {
-                    let writer = self.writer_id(s.writer);
-                    if since.is_none_or(|v| !v.contains(Dot::new(writer, s.counter()))) {
-                        rows.push((writer, s.counter(), name, s.stamp, cell));
+                    let (w, counter) = t.write_of(s);
+                    let writer = self.writer_id(w);
+                    if since.is_none_or(|v| !v.contains(Dot::new(writer, counter))) {
+                        rows.push((writer, counter, name, s.stamp(), cell));
                     }
                 }
             }
@@ -739,23 +742,29 @@ impl Store {
             let all_f64 = g.kinds.is_empty(); // the numeric batch's shape: no kind column
             let mut cols = Columns::default();
             let mut hint = 0;
+            // The group's entry in the twin's event table, made when one of its writes first wins.
+            let mut ev = None;
             for (i, &fid) in fields.iter().enumerate() {
                 let stamp = g.stamp + g.stamp_offsets.get(i).copied().unwrap_or(0);
                 let cell = if all_f64 { Cell::F64(g.f64s.get(i).copied().unwrap_or(0.0)) } else { cols.next(g, i) };
-                let write = Slot::new(fid, w, stamp, g.counter, cell);
                 // A twin's fields usually arrive in the order of its slots: walk them instead of searching.
                 match register_from(&t.slots, fid, hint) {
                     Some(at) => {
                         hint = at + 1;
                         let cur = &t.slots[at];
-                        let cur_writer = writers.get(cur.writer as usize).copied().unwrap_or(0);
-                        let cur_key = order_key(cur.stamp, Dot::new(cur_writer, cur.counter()));
+                        let (cw, cur_counter) = t.write_of(cur);
+                        let cur_writer = writers.get(cw as usize).copied().unwrap_or(0);
+                        let cur_key = order_key(cur.stamp(), Dot::new(cur_writer, cur_counter));
                         if order_key(stamp, writer) > cur_key {
-                            t.slots[at] = write;
+                            let ev = *ev.get_or_insert_with(|| t.event(w, g.counter));
+                            t.slots[at] = Slot::register(fid, ev, stamp, cell);
                             changed = true;
                         }
                     }
-                    None => changed |= Store::upsert_register(t, &writers, write, false),
+                    None => {
+                        let ev = *ev.get_or_insert_with(|| t.event(w, g.counter));
+                        changed |= Store::upsert_register(t, &writers, Slot::register(fid, ev, stamp, cell), false);
+                    }
                 }
             }
         }
@@ -801,16 +810,16 @@ impl Store {
 /// search of the rest); `None` when absent or before `hint` (the caller then takes the general path).
 fn register_from(slots: &[Slot], field: u32, hint: usize) -> Option<usize> {
     let rest = slots.get(hint..)?;
-    let is_it = |s: &Slot| s.field == field && s.kind() == Kind::Register;
+    let is_it = |s: &Slot| s.field() == field && s.kind() == Kind::Register;
     for (k, s) in rest.iter().take(4).enumerate() {
-        if s.field > field {
+        if s.field() > field {
             return None;
         }
         if is_it(s) {
             return Some(hint + k);
         }
     }
-    let start = rest.partition_point(|s| s.field < field);
+    let start = rest.partition_point(|s| s.field() < field);
     rest.get(start).filter(|s| is_it(s)).map(|_| hint + start)
 }
 

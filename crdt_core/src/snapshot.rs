@@ -57,7 +57,7 @@ fn weight(store: &Store, tid: u32, t: &Twin) -> usize {
     let context = |n: usize| 12 * n;
     let mut w = 16 + store.twin_names.name(tid).len() + context(t.cc.ranges().len() + t.cc.cloud().len());
     for s in &t.slots {
-        w += 8 + store.field_names.name(s.field).len();
+        w += 8 + store.field_names.name(s.field()).len();
         w += match s.cell() {
             CellRef::F64(_) | CellRef::I64(_) | CellRef::Bool(_) => 32,
             CellRef::Str(x) => 32 + x.len(),

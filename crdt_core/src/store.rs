@@ -3,7 +3,8 @@
 //! catch-up delta or full state (see `codec`).
 //!
 //! Layout, for memory: twins and names are interned to dense u32 ids; a twin's fields are one `Vec<Slot>`
-//! sorted by (field id, kind), 32 bytes a numeric register, replaced in place on overwrite. No per-twin hash index:
+//! sorted by (field id, kind), 24 bytes a numeric register (its write event an index into the twin's
+//! table of events), replaced in place on overwrite. No per-twin hash index:
 //! binary search over the sorted slots, and new names get the highest ids so their slots append.
 use std::collections::BinaryHeap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,7 +36,7 @@ impl Default for Limits {
     }
 }
 
-/// The value of one field as it is written (a slot stores it packed with its counter, see `Packed`).
+/// The value of one field as it is written (a slot stores a number inline, see `Slot`).
 /// Counters, sets and multi-value registers (rare, larger) are boxed.
 // `Box<String>` / `Box<Vec<u8>>` on purpose: a thin pointer keeps `Cell` at 16 bytes; text and blobs are
 // rare in sensor twins, so their extra allocation is the cheaper side.
@@ -105,8 +106,8 @@ impl Cell {
     }
 }
 
-/// The kind byte of an inline number. Its unused values are the niche the other `Packed` variants are
-/// told apart by, so a packed cell is 16 bytes with the event counter inside.
+/// The kind byte of an inline number. Its unused values are the niche the other `Slot` variants are told
+/// apart by, so a slot is 24 bytes with the field, stamp, value and event inside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 enum NumKind {
@@ -115,129 +116,149 @@ enum NumKind {
     Bool = 2,
 }
 
-/// Counters below this are stored inline (56 bits); a larger one (only a peer could send it) is boxed.
-const INLINE_COUNTER: u64 = 1 << 56;
+/// An inline number's 24-bit event code: with this bit set, the low 23 bits are the counter of writer 0 (the
+/// first writer the store met: in practice this node, so local writes never touch the event table); else
+/// they index the twin's event table.
+const DIRECT: u32 = 1 << 23;
+/// Event table indices an inline number can hold; a register whose event lies beyond (a twin with millions
+/// of live remote write events) is boxed with its writer and counter.
+const INLINE_EVENTS: usize = DIRECT as usize;
 
-/// A numeric register inline: its bits and the low 56 bits of its event counter.
+/// A register's write event as a slot is built from it: the writer (index into the store's writer table),
+/// its counter, and its inline code (`DIRECT`, or an index in the twin's table; `None`: box the register).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Num {
+pub(crate) struct Ev {
+    pub(crate) writer: u32,
+    pub(crate) counter: u64,
+    ix: Option<u32>,
+}
+
+/// A numeric register inline: its bits, stamp, field and the index of its write event in the twin's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Num {
     bits: u64,
-    lo: u32,
-    mid: u16,
-    hi: u8,
+    stamp: Stamp,
+    field: u32,
+    ev_lo: u16,
+    ev_hi: u8,
     kind: NumKind,
 }
 
-/// A register kept boxed: text, bytes, or a number whose counter does not fit inline.
+impl Num {
+    fn ev(&self) -> u32 {
+        u32::from(self.ev_lo) | u32::from(self.ev_hi) << 16
+    }
+
+    fn set_ev(&mut self, code: u32) {
+        (self.ev_lo, self.ev_hi) = (code as u16, (code >> 16) as u8);
+    }
+}
+
+/// A register kept boxed: text, bytes, or a number whose event did not fit inline.
 #[derive(Debug, Clone, PartialEq)]
-struct Boxed {
+pub(crate) struct Boxed {
+    stamp: Stamp,
+    writer: u32,
     counter: u64,
     cell: Cell,
 }
 
-/// A slot's cell with, for registers, the counter of the write that set it.
+/// One field of a twin (with its field id). A numeric register is 24 bytes and allocates nothing: its
+/// write event (writer, counter) is an index into the twin's event table, since most fields of a twin were
+/// written by the same few events. Text, bytes, counters, sets and multi-value registers are boxed and
+/// keep their metadata inside.
 #[derive(Debug, Clone, PartialEq)]
-enum Packed {
+pub(crate) enum Slot {
     Num(Num),
-    Reg(Box<Boxed>),
-    Counter(Box<PnCounter>),
-    Set(Box<OrSet>),
-    Multi(Box<MvReg>),
+    Reg(u32, Box<Boxed>),
+    Counter(u32, Box<PnCounter>),
+    Set(u32, Box<OrSet>),
+    Multi(u32, Box<MvReg>),
 }
 
-const _: () = assert!(std::mem::size_of::<Packed>() == 16);
-
-impl Packed {
-    fn new(counter: u64, cell: Cell) -> Packed {
-        let num = |bits: u64, kind: NumKind| {
-            Packed::Num(Num { bits, lo: counter as u32, mid: (counter >> 32) as u16, hi: (counter >> 48) as u8, kind })
-        };
-        match cell {
-            Cell::F64(x) if counter < INLINE_COUNTER => num(x.to_bits(), NumKind::F64),
-            Cell::I64(x) if counter < INLINE_COUNTER => num(x as u64, NumKind::I64),
-            Cell::Bool(x) if counter < INLINE_COUNTER => num(u64::from(x), NumKind::Bool),
-            Cell::Counter(c) => Packed::Counter(c),
-            Cell::Set(s) => Packed::Set(s),
-            Cell::Multi(r) => Packed::Multi(r),
-            cell => Packed::Reg(Box::new(Boxed { counter, cell })),
-        }
-    }
-}
-
-/// One field of a twin. For registers `writer` (an index into the store's writer table), the counter and
-/// `stamp` identify the winning write; counters and sets keep their metadata inside the cell. 32 bytes: a
-/// number and its counter share 16 (`Packed`), so a numeric field allocates nothing of its own.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Slot {
-    pub(crate) field: u32,
-    pub(crate) writer: u32,
-    pub(crate) stamp: Stamp,
-    cell: Packed,
-}
-
-const _: () = assert!(std::mem::size_of::<Slot>() == 32);
+const _: () = assert!(std::mem::size_of::<Slot>() == 24);
 
 impl Slot {
-    pub(crate) fn new(field: u32, writer: u32, stamp: Stamp, counter: u64, cell: Cell) -> Slot {
-        Slot { field, writer, stamp, cell: Packed::new(counter, cell) }
+    /// A register written by `ev` at `stamp`.
+    pub(crate) fn register(field: u32, ev: Ev, stamp: Stamp, cell: Cell) -> Slot {
+        let num = |bits: u64, kind: NumKind, code: u32| {
+            Slot::Num(Num { bits, stamp, field, ev_lo: code as u16, ev_hi: (code >> 16) as u8, kind })
+        };
+        match (cell, ev.ix) {
+            (Cell::F64(x), Some(ix)) => num(x.to_bits(), NumKind::F64, ix),
+            (Cell::I64(x), Some(ix)) => num(x as u64, NumKind::I64, ix),
+            (Cell::Bool(x), Some(ix)) => num(u64::from(x), NumKind::Bool, ix),
+            (Cell::Counter(c), _) => Slot::Counter(field, c),
+            (Cell::Set(s), _) => Slot::Set(field, s),
+            (Cell::Multi(r), _) => Slot::Multi(field, r),
+            (cell, _) => Slot::Reg(field, Box::new(Boxed { stamp, writer: ev.writer, counter: ev.counter, cell })),
+        }
     }
 
-    /// The event counter of a register's write (0 for counters, sets and multi-value registers).
-    pub(crate) fn counter(&self) -> u64 {
-        match &self.cell {
-            Packed::Num(n) => u64::from(n.lo) | u64::from(n.mid) << 32 | u64::from(n.hi) << 48,
-            Packed::Reg(b) => b.counter,
+    /// An empty counter, set or multi-value register (`cell`'s kind).
+    pub(crate) fn other(field: u32, cell: Cell) -> Slot {
+        Slot::register(field, Ev { writer: 0, counter: 0, ix: None }, 0, cell)
+    }
+
+    #[inline]
+    pub(crate) fn field(&self) -> u32 {
+        match self {
+            Slot::Num(n) => n.field,
+            Slot::Reg(f, _) | Slot::Counter(f, _) | Slot::Set(f, _) | Slot::Multi(f, _) => *f,
+        }
+    }
+
+    /// The HLC stamp of a register's write (0 for counters, sets and multi-value registers).
+    #[inline]
+    pub(crate) fn stamp(&self) -> Stamp {
+        match self {
+            Slot::Num(n) => n.stamp,
+            Slot::Reg(_, b) => b.stamp,
             _ => 0,
         }
     }
 
     pub(crate) fn cell(&self) -> CellRef<'_> {
-        match &self.cell {
-            Packed::Num(n) => match n.kind {
+        match self {
+            Slot::Num(n) => match n.kind {
                 NumKind::F64 => CellRef::F64(f64::from_bits(n.bits)),
                 NumKind::I64 => CellRef::I64(n.bits as i64),
                 NumKind::Bool => CellRef::Bool(n.bits != 0),
             },
-            Packed::Reg(b) => b.cell.as_ref(),
-            Packed::Counter(c) => CellRef::Counter(c),
-            Packed::Set(s) => CellRef::Set(s),
-            Packed::Multi(r) => CellRef::Multi(r),
+            Slot::Reg(_, b) => b.cell.as_ref(),
+            Slot::Counter(_, c) => CellRef::Counter(c),
+            Slot::Set(_, s) => CellRef::Set(s),
+            Slot::Multi(_, r) => CellRef::Multi(r),
         }
     }
 
-    pub(crate) fn kind(&self) -> Kind {
-        match &self.cell {
-            Packed::Counter(_) => Kind::Counter,
-            Packed::Set(_) => Kind::Set,
-            Packed::Multi(_) => Kind::MultiValue,
-            Packed::Num(_) | Packed::Reg(_) => Kind::Register,
-        }
-    }
-
-    /// Makes this register hold a number written by (`writer`, `counter`) at `stamp` (the ingest hot path).
     #[inline]
-    pub(crate) fn set_f64(&mut self, writer: u32, stamp: Stamp, counter: u64, x: f64) {
-        (self.writer, self.stamp) = (writer, stamp);
-        self.cell = Packed::new(counter, Cell::F64(x));
+    pub(crate) fn kind(&self) -> Kind {
+        match self {
+            Slot::Counter(..) => Kind::Counter,
+            Slot::Set(..) => Kind::Set,
+            Slot::Multi(..) => Kind::MultiValue,
+            Slot::Num(_) | Slot::Reg(..) => Kind::Register,
+        }
     }
 
     pub(crate) fn counter_mut(&mut self) -> Option<&mut PnCounter> {
-        match &mut self.cell {
-            Packed::Counter(c) => Some(c),
+        match self {
+            Slot::Counter(_, c) => Some(c),
             _ => None,
         }
     }
 
     pub(crate) fn set_mut(&mut self) -> Option<&mut OrSet> {
-        match &mut self.cell {
-            Packed::Set(s) => Some(s),
+        match self {
+            Slot::Set(_, s) => Some(s),
             _ => None,
         }
     }
 
     pub(crate) fn multi_mut(&mut self) -> Option<&mut MvReg> {
-        match &mut self.cell {
-            Packed::Multi(r) => Some(r),
+        match self {
+            Slot::Multi(_, r) => Some(r),
             _ => None,
         }
     }
@@ -252,23 +273,85 @@ fn kind_rank(kind: Kind) -> u8 {
     }
 }
 
-/// One twin: its causal context and its fields.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// One twin: its causal context, its fields, and the write events its inline registers point to.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Twin {
     pub(crate) cc: Context,
     pub(crate) slots: Vec<Slot>,
+    /// (writer, counter) of register writes. Appended once per event that wins a field; entries no slot
+    /// points to any more are dropped when the table reaches twice the live count of its last compaction
+    /// (plus 2), so a twin overwritten batch after batch keeps one to three entries.
+    events: Vec<(u32, u64)>,
+    live_events: u32,
 }
 
 impl Twin {
+    /// The write event of a register slot: writer index and counter (0, 0 for other kinds).
+    #[inline]
+    pub(crate) fn write_of(&self, s: &Slot) -> (u32, u64) {
+        match s {
+            Slot::Num(n) if n.ev() & DIRECT != 0 => (0, u64::from(n.ev() & !DIRECT)),
+            Slot::Num(n) => self.events.get(n.ev() as usize).copied().unwrap_or((0, 0)),
+            Slot::Reg(_, b) => (b.writer, b.counter),
+            _ => (0, 0),
+        }
+    }
+
+    /// The event (`writer`, `counter`) for the slots it is about to write: the table's last entry when it
+    /// is that event, else a new entry (after dropping dead ones when the table has grown).
+    pub(crate) fn event(&mut self, writer: u32, counter: u64) -> Ev {
+        if writer == 0 && counter < u64::from(DIRECT) {
+            return Ev { writer, counter, ix: Some(DIRECT | counter as u32) };
+        }
+        let n = self.events.len();
+        if n > 0 && self.events[n - 1] == (writer, counter) {
+            return Ev { writer, counter, ix: Some(n as u32 - 1) };
+        }
+        if n >= 2 * self.live_events as usize + 2 {
+            self.compact_events();
+        }
+        let ix = self.events.len();
+        if ix >= INLINE_EVENTS {
+            return Ev { writer, counter, ix: None };
+        }
+        if self.events.len() == self.events.capacity() {
+            self.events.reserve_exact((ix / 4).max(1));
+        }
+        self.events.push((writer, counter));
+        Ev { writer, counter, ix: Some(ix as u32) }
+    }
+
+    /// Drops the events no slot points to, renumbering the slots' indices (order kept), and releases the
+    /// table's spare capacity.
+    fn compact_events(&mut self) {
+        const DEAD: u32 = u32::MAX;
+        let mut new_ix = vec![DEAD; self.events.len()];
+        let mut kept: Vec<(u32, u64)> = Vec::new();
+        for s in &mut self.slots {
+            if let Slot::Num(n) = s {
+                let old = n.ev() as usize;
+                let Some(slot_ix) = new_ix.get_mut(old) else { continue }; // DIRECT codes lie beyond
+                if *slot_ix == DEAD {
+                    *slot_ix = kept.len() as u32;
+                    kept.push(self.events[old]);
+                }
+                n.set_ev(*slot_ix);
+            }
+        }
+        kept.shrink_to_fit();
+        self.live_events = kept.len() as u32;
+        self.events = kept;
+    }
+
     pub(crate) fn find(&self, field: u32, kind: Kind) -> std::result::Result<usize, usize> {
         // New names get the highest ids, so a new field usually belongs at the end: skip the search.
         match self.slots.last() {
             None => return Err(0),
-            Some(last) if last.field < field => return Err(self.slots.len()),
+            Some(last) if last.field() < field => return Err(self.slots.len()),
             _ => {}
         }
         let key = (field, kind_rank(kind));
-        self.slots.binary_search_by_key(&key, |s| (s.field, kind_rank(s.kind())))
+        self.slots.binary_search_by_key(&key, |s| (s.field(), kind_rank(s.kind())))
     }
 
     /// The slot of a counter, set or multi-value field, created empty if missing.
@@ -281,7 +364,7 @@ impl Twin {
                     Kind::MultiValue => Cell::Multi(Box::default()),
                     Kind::Counter | Kind::Register => Cell::Counter(Box::default()),
                 };
-                self.insert_slot(i, Slot::new(field, 0, 0, 0, cell));
+                self.insert_slot(i, Slot::other(field, cell));
                 i
             }
         }
@@ -291,11 +374,11 @@ impl Twin {
     /// (concurrent writes of different kinds to one name can meet in a merge; all are kept, reads prefer in
     /// this order).
     fn kind_of(&self, field: u32) -> Option<Kind> {
-        if self.slots.last().is_none_or(|last| last.field < field) {
+        if self.slots.last().is_none_or(|last| last.field() < field) {
             return None;
         }
-        let start = self.slots.partition_point(|s| s.field < field);
-        self.slots.get(start).filter(|s| s.field == field).map(Slot::kind)
+        let start = self.slots.partition_point(|s| s.field() < field);
+        self.slots.get(start).filter(|s| s.field() == field).map(Slot::kind)
     }
 }
 
@@ -503,15 +586,16 @@ impl Store {
     /// Joins a register write into a twin: it replaces the current value only if it wins the LWW order
     /// (`or_equal` lets a later item of the same local batch replace an earlier one). Returns whether it did.
     pub(crate) fn upsert_register(twin: &mut Twin, writers: &[ReplicaId], write: Slot, or_equal: bool) -> bool {
-        match twin.find(write.field, Kind::Register) {
+        match twin.find(write.field(), Kind::Register) {
             Ok(i) => {
-                let cur = &mut twin.slots[i];
-                let w = |ix: u32| writers.get(ix as usize).copied().unwrap_or(0);
-                let new_key = order_key(write.stamp, Dot::new(w(write.writer), write.counter()));
-                let cur_key = order_key(cur.stamp, Dot::new(w(cur.writer), cur.counter()));
+                let key = |s: &Slot| {
+                    let (w, counter) = twin.write_of(s);
+                    order_key(s.stamp(), Dot::new(writers.get(w as usize).copied().unwrap_or(0), counter))
+                };
+                let (new_key, cur_key) = (key(&write), key(&twin.slots[i]));
                 let wins = new_key > cur_key || (or_equal && new_key == cur_key);
                 if wins {
-                    *cur = write;
+                    twin.slots[i] = write;
                 }
                 wins
             }
@@ -568,8 +652,9 @@ impl Store {
             }
         }
         writes.reverse();
+        let ev = t.event(wix, dot.counter);
         for (fid, _, cell) in &writes {
-            Store::upsert_register(t, &writers, Slot::new(*fid, wix, stamp, dot.counter, cell.clone()), true);
+            Store::upsert_register(t, &writers, Slot::register(*fid, ev, stamp, cell.clone()), true);
         }
         t.cc.insert(dot);
         self.writers = writers;
@@ -588,7 +673,7 @@ impl Store {
         let i = match t.find(fid, Kind::Counter) {
             Ok(i) => i,
             Err(i) => {
-                t.insert_slot(i, Slot::new(fid, 0, 0, 0, Cell::Counter(Box::default())));
+                t.insert_slot(i, Slot::other(fid, Cell::Counter(Box::default())));
                 i
             }
         };
@@ -625,7 +710,7 @@ impl Store {
         let i = match t.find(fid, Kind::Set) {
             Ok(i) => i,
             Err(i) => {
-                t.insert_slot(i, Slot::new(fid, 0, 0, 0, Cell::Set(Box::default())));
+                t.insert_slot(i, Slot::other(fid, Cell::Set(Box::default())));
                 i
             }
         };
@@ -695,8 +780,8 @@ impl Store {
     pub fn get(&self, twin: &str, field: &str) -> Option<FieldValue> {
         let t = self.twin_by_name(twin)?;
         let fid = self.field_names.get(field)?;
-        let start = t.slots.partition_point(|s| s.field < fid);
-        t.slots.get(start).filter(|s| s.field == fid).map(|s| self.read_slot(s))
+        let start = t.slots.partition_point(|s| s.field() < fid);
+        t.slots.get(start).filter(|s| s.field() == fid).map(|s| self.read_slot(s))
     }
 
     /// A register with the write that set it.
@@ -704,8 +789,9 @@ impl Store {
         let t = self.twin_by_name(twin)?;
         let fid = self.field_names.get(field)?;
         let s = &t.slots[t.find(fid, Kind::Register).ok()?];
-        let writer = self.writers.get(s.writer as usize).copied().unwrap_or(0);
-        Some(LwwReg::new(s.cell().to_value()?, s.stamp, Dot::new(writer, s.counter())))
+        let (w, counter) = t.write_of(s);
+        let writer = self.writers.get(w as usize).copied().unwrap_or(0);
+        Some(LwwReg::new(s.cell().to_value()?, s.stamp(), Dot::new(writer, counter)))
     }
 
     /// Every field of a twin with the version of its state, sorted by name (the field `get` reads): a
@@ -718,20 +804,21 @@ impl Store {
         let mut out: Vec<(String, u64)> = Vec::with_capacity(t.slots.len());
         let mut last: Option<u32> = None;
         for s in &t.slots {
-            if last == Some(s.field) {
+            if last == Some(s.field()) {
                 continue;
             }
-            last = Some(s.field);
+            last = Some(s.field());
             let version = match s.cell() {
                 CellRef::Counter(c) => fnv(c.entries().iter().flat_map(|e| [e.replica, e.counter])),
                 CellRef::Set(set) => set.context().digest(),
                 CellRef::Multi(r) => r.context().digest(),
                 _ => {
-                    let writer = self.writers.get(s.writer as usize).copied().unwrap_or(0);
-                    fnv([s.stamp, writer, s.counter()])
+                    let (w, counter) = t.write_of(s);
+                    let writer = self.writers.get(w as usize).copied().unwrap_or(0);
+                    fnv([s.stamp(), writer, counter])
                 }
             };
-            out.push((self.field_names.name(s.field).to_owned(), version));
+            out.push((self.field_names.name(s.field()).to_owned(), version));
         }
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Some(out)
@@ -743,11 +830,11 @@ impl Store {
         let mut out: Vec<(String, FieldValue)> = Vec::with_capacity(t.slots.len());
         let mut last: Option<u32> = None;
         for s in &t.slots {
-            if last == Some(s.field) {
+            if last == Some(s.field()) {
                 continue;
             }
-            last = Some(s.field);
-            out.push((self.field_names.name(s.field).to_owned(), self.read_slot(s)));
+            last = Some(s.field());
+            out.push((self.field_names.name(s.field()).to_owned(), self.read_slot(s)));
         }
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Some(out)
@@ -769,7 +856,7 @@ impl Store {
         for i in 0..n {
             let slot =
                 self.twin(twin_ids[i]).and_then(|t| t.find(field_ids[i], Kind::Register).ok().map(|j| &t.slots[j]));
-            (values[i], stamps[i]) = match slot.map(|s| (s.cell(), s.stamp)) {
+            (values[i], stamps[i]) = match slot.map(|s| (s.cell(), s.stamp())) {
                 Some((CellRef::F64(x), st)) => (x, st),
                 Some((CellRef::I64(x), st)) => (x as f64, st),
                 Some((CellRef::Bool(x), st)) => (f64::from(u8::from(x)), st),
@@ -807,23 +894,63 @@ fn fnv(words: impl IntoIterator<Item = u64>) -> u64 {
 mod tests {
     use super::*;
 
-    /// A packed slot gives back every value and counter it was given: numbers inline up to a 56-bit
-    /// counter, boxed beyond (a peer may send any u64), text and bytes always boxed.
+    /// A slot gives back every value, stamp and event it was given: numbers inline with their event coded
+    /// directly (writer 0, counter below 2^23) or as an index in the twin's table, boxed with their writer and
+    /// counter when the table is full; text and bytes always boxed.
     #[test]
-    fn slots_keep_values_and_counters_exactly() {
+    fn slots_keep_values_and_events_exactly() {
         let values =
             [Value::F64(-0.5), Value::F64(1e300), Value::I64(i64::MIN), Value::Bool(true), Value::Str("x".into())];
-        for counter in [1, INLINE_COUNTER - 1, INLINE_COUNTER, u64::MAX] {
+        let mut t = Twin::default();
+        let counters = [1, u64::from(DIRECT) - 1, u64::from(DIRECT), 1 << 56, u64::MAX];
+        for (writer, counter) in [0, 3].into_iter().flat_map(|w| counters.map(|c| (w, c))) {
             for v in &values {
-                let s = Slot::new(7, 3, 99, counter, Cell::from_value(v.clone()));
-                assert_eq!((s.field, s.writer, s.stamp, s.counter()), (7, 3, 99, counter));
+                let ev = t.event(writer, counter);
+                let s = Slot::register(7, ev, 99, Cell::from_value(v.clone()));
+                assert_eq!((s.field(), s.stamp(), t.write_of(&s)), (7, 99, (writer, counter)));
                 assert_eq!(s.cell().to_value().as_ref(), Some(v));
                 assert_eq!(s.kind(), Kind::Register);
+                let full = Ev { ix: None, ..ev };
+                let boxed = Slot::register(7, full, 99, Cell::from_value(v.clone()));
+                assert!(matches!(boxed, Slot::Reg(..)));
+                assert_eq!((t.write_of(&boxed), boxed.cell().to_value().as_ref()), ((writer, counter), Some(v)));
             }
         }
-        let mut s = Slot::new(1, 0, 0, 0, Cell::Counter(Box::default()));
+        // Writer 0's events below 2^23 take no table entry; another writer's take one, reused by repeats.
+        let mut t = Twin::default();
+        t.event(0, u64::from(DIRECT) - 1);
+        assert!(t.events.is_empty());
+        assert_eq!(t.event(3, 1), t.event(3, 1));
+        assert_eq!(t.events, [(3, 1)]);
+        let mut s = Slot::other(1, Cell::Counter(Box::default()));
         assert!(s.counter_mut().is_some() && s.set_mut().is_none() && s.kind() == Kind::Counter);
-        s.set_f64(2, 5, INLINE_COUNTER + 1, 4.25);
-        assert_eq!((s.writer, s.stamp, s.counter(), s.cell()), (2, 5, INLINE_COUNTER + 1, CellRef::F64(4.25)));
+        assert_eq!((s.field(), s.stamp(), t.write_of(&s)), (1, 0, (0, 0)));
+    }
+
+    /// Events no slot points to are dropped and the slots renumbered: a twin overwritten event after event
+    /// keeps a table of at most three entries, and every slot still names its own write.
+    #[test]
+    fn dead_events_are_dropped_and_slots_keep_their_writes() {
+        let mut t = Twin::default();
+        for counter in 1..=1000u64 {
+            let ev = t.event(1, counter);
+            // Field 0 is written by every event, field `counter` once (it keeps that event alive).
+            let at = t.find(0, Kind::Register);
+            let slot = Slot::register(0, ev, counter, Cell::F64(counter as f64));
+            match at {
+                Ok(i) => t.slots[i] = slot,
+                Err(i) => t.insert_slot(i, slot),
+            }
+            if counter % 100 == 0 {
+                let at = t.find(counter as u32, Kind::Register).unwrap_err();
+                t.insert_slot(at, Slot::register(counter as u32, ev, counter, Cell::I64(-1)));
+            }
+        }
+        assert!(t.events.len() <= 2 * t.live_events as usize + 2, "{} events", t.events.len());
+        assert!(t.events.len() <= 24, "{} events for 11 slots", t.events.len());
+        for s in &t.slots {
+            let want = if s.field() == 0 { 1000 } else { u64::from(s.field()) };
+            assert_eq!(t.write_of(s), (1, want));
+        }
     }
 }
