@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from drsdtp import clock_offset_hook
 from drsdtp.adapters.base import BatchSink, Interner, Quality, ReadingBatch, Rejected, SourceBatch
@@ -49,6 +49,7 @@ else:
 __all__ = ["DeadLetterSink", "Pipeline", "PipelineStats", "wall_ms"]
 
 _log = logging.getLogger(__name__)
+PREPARE_STEP: Final = 2000  # readings prepared per event-loop step while a batch is prepared
 
 
 def wall_ms() -> int:
@@ -328,7 +329,19 @@ class Pipeline:
         return self._prepare_or_refuse(p.source) if isinstance(p.source, SourceBatch) else p.source
 
     async def _apply(self, pending: list[_Pending]) -> None:
-        batch = ReadingBatch.concat([b for b in map(self._prepared, pending) if len(b)])
+        # Preparing max_batch readings is tens of ms of Python: the loop gets a turn every
+        # PREPARE_STEP readings (other pipelines, acks, socket reads), still one sink call per batch.
+        prepared: list[ReadingBatch] = []
+        since_yield = 0
+        for p in pending:
+            ready = self._prepared(p)
+            if len(ready):
+                prepared.append(ready)
+            since_yield += len(p.source)
+            if since_yield >= PREPARE_STEP:
+                since_yield = 0
+                await asyncio.sleep(0)
+        batch = ReadingBatch.concat(prepared)
         n = len(batch)
         if n:
             try:

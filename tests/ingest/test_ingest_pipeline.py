@@ -15,7 +15,7 @@ from drsdtp.adapters.base import Quality, Reading, ReadingBatch, Rejected, Sourc
 from drsdtp.errors import ClockSkewError, LimitError, StorageError
 from drsdtp.ingest.latency import LatencyWindow
 from drsdtp.ingest.options import FieldRule, IngestOptions
-from drsdtp.ingest.pipeline import Pipeline
+from drsdtp.ingest.pipeline import PREPARE_STEP, Pipeline
 
 from .support import DictInterner, RecordingSink
 
@@ -184,6 +184,37 @@ async def test_queued_batches_merge_into_one_core_call_and_ack_in_order(
     assert sink.calls == 1
     assert sink.batch_sizes == [5]
     assert acks == [0, 1, 2, 3, 4, 99]
+
+
+async def test_the_event_loop_runs_while_a_large_merged_batch_is_prepared(
+    sink: RecordingSink, interner: DictInterner
+) -> None:
+    ticks = 0
+    seen: list[int] = []  # ticks counted at each clock read: once per source batch prepared, then latency
+
+    def clock() -> int:
+        seen.append(ticks)
+        return NOW
+
+    p = Pipeline("t", IngestOptions(), sink, interner, clock_ms=clock)
+    per_batch = PREPARE_STEP // 2
+    for i in range(6):
+        await p.submit(batch(*((f"r{i}", f"f{k}", float(k)) for k in range(per_batch))))
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async with asyncio.TaskGroup() as tg:
+        tick_task = tg.create_task(ticker())
+        applier = tg.create_task(p.run_apply())
+        await p.drain()
+        applier.cancel()
+        tick_task.cancel()
+    assert sink.batch_sizes == [6 * per_batch]  # still one core call
+    assert len(set(seen[:6])) == 3  # the loop ran after each PREPARE_STEP readings, not only at the end
 
 
 async def test_a_busy_core_pauses_the_producer(interner: DictInterner) -> None:
