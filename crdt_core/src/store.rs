@@ -117,8 +117,7 @@ enum NumKind {
 }
 
 /// An inline number's 24-bit event code: with this bit set, the low 23 bits are the counter of writer 0 (the
-/// first writer the store met: in practice this node, so local writes never touch the event table); else
-/// they index the twin's event table.
+/// store's own replica, so local writes never touch the event table); else they index the twin's event table.
 const DIRECT: u32 = 1 << 23;
 /// Event table indices an inline number can hold; a register whose event lies beyond (a twin with millions
 /// of live remote write events) is boxed with its writer and counter.
@@ -397,7 +396,7 @@ pub struct StoreStats {
     pub twins: usize,
     /// Field slots across all twins.
     pub fields: usize,
-    /// Writers ever seen.
+    /// Writers known: this replica and every writer seen in a merge.
     pub writers: usize,
     /// Local register writes that lost to a newer value already present (late readings).
     pub superseded_writes: u64,
@@ -445,8 +444,10 @@ impl Store {
             hlc: Hlc::new(max_offset_ms),
             time: TimeSource::System { offset_ms: 0 },
             gate: true,
-            writers: Vec::new(),
-            writer_index: HashMap::new(),
+            // Writer 0 is this replica from the start (its events below 2^23 are coded in the slots
+            // directly, see `DIRECT`), whatever a recovery or a peer's delta brings in first.
+            writers: vec![replica],
+            writer_index: HashMap::from([(replica, 0)]),
             twin_names: Interner::new(),
             field_names: Interner::new(),
             twins: Vec::new(),
@@ -925,6 +926,17 @@ mod tests {
         let mut s = Slot::other(1, Cell::Counter(Box::default()));
         assert!(s.counter_mut().is_some() && s.set_mut().is_none() && s.kind() == Kind::Counter);
         assert_eq!((s.field(), s.stamp(), t.write_of(&s)), (1, 0, (0, 0)));
+    }
+
+    /// Writer 0 is the store's own replica even when a peer's delta arrives first: its writes stay coded
+    /// in the slots, only the peer's event takes a table entry.
+    #[test]
+    fn own_writes_take_no_event_table_entry_after_a_merge() {
+        let (mut a, mut b) = (Store::new(1, 500), Store::new(2, 500));
+        b.merge(&a.set("t", "x", Value::F64(1.0)).unwrap()).unwrap();
+        b.set("t", "y", Value::F64(2.0)).unwrap();
+        assert_eq!(b.twin_by_name("t").unwrap().events, [(1, 1)]);
+        assert_eq!((b.entry("t", "x").unwrap().dot, b.entry("t", "y").unwrap().dot), (Dot::new(1, 1), Dot::new(2, 1)));
     }
 
     /// Events no slot points to are dropped and the slots renumbered: a twin overwritten event after event
