@@ -20,11 +20,14 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from drsdtp.ingest.pipeline import wall_ms
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from drsdtp.lazy import numpy as np  # on the first message: an idle adapter loads no numpy (issue 13)
 
 __all__ = ["READ_BYTES", "Arrival", "ControlFeed", "PublishReader", "send_pubacks", "split_packets"]
 

@@ -96,9 +96,10 @@ class KeyTable:
         self.has_range = False
         self._twin_ids: dict[str, int] = {}
         self._field_ids: dict[str, int] = {}
-        self._alloc(capacity)
+        self._capacity = 0  # columns allocated at the first batch: an idle adapter holds no arrays (numpy)
 
     def _alloc(self, capacity: int) -> None:
+        self._capacity = capacity
         for name, dtype, fill in _COLUMNS:
             new = np.full(capacity, fill, dtype=dtype)
             old = getattr(self, name, None)
@@ -108,7 +109,7 @@ class KeyTable:
 
     @property
     def capacity(self) -> int:
-        return int(self.twin_id.shape[0])
+        return self._capacity
 
     def __len__(self) -> int:
         return len(self.names)
@@ -117,6 +118,8 @@ class KeyTable:
         """Row per reading (negative: refused, see BAD_KEY). Rows are valid until the next call."""
         if self._full:
             self._reset()
+        if not self._capacity:
+            self._alloc(self._capacity0)
         index = self._index
         out: list[int] = []
         append = out.append
@@ -144,7 +147,7 @@ class KeyTable:
         self.has_deadband = self.has_expected = self.has_range = False
         for name, _, _ in _COLUMNS:
             delattr(self, name)
-        self._alloc(self._capacity0)
+        self._capacity = 0
 
     def _add(self, twin: str, field: str) -> int:
         by_field = self._index.get(twin)
@@ -208,6 +211,8 @@ class KeyTable:
         Returns ``(twin, field, silent_s)``; a field that never reported counts from nothing (not listed).
         """
         n = len(self.names)
+        if not n:
+            return []  # nothing seen yet (perhaps no columns either)
         silent = now_ms - self.last_seen_ms[:n]
         late = np.nonzero(silent > factor * self.expected_ms[:n])[0]
         return [(*self.names[i], float(silent[i]) / 1000.0) for i in late]

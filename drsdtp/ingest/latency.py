@@ -24,14 +24,15 @@ class LatencyWindow:
     def __init__(self, capacity: int = 8192) -> None:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
-        self._buf = np.zeros(capacity, dtype=np.float64)
+        self._capacity = capacity
+        self._buf: npt.NDArray[np.float64] | None = None  # allocated by the first sample: idle holds no numpy
         self._next = 0
         self._filled = 0
         self.total = 0
 
     @property
     def capacity(self) -> int:
-        return int(self._buf.shape[0])
+        return self._capacity
 
     def __len__(self) -> int:
         return self._filled
@@ -42,7 +43,9 @@ class LatencyWindow:
         if n == 0:
             return
         self.total += n
-        cap = self.capacity
+        cap = self._capacity
+        if self._buf is None:
+            self._buf = np.zeros(cap, dtype=np.float64)
         if n >= cap:
             self._buf[:] = arr[-cap:]
             self._next = 0
@@ -60,12 +63,12 @@ class LatencyWindow:
 
     def percentile(self, q: float) -> float:
         """The ``q``-th percentile (0..100) of the window in ms; NaN while empty."""
-        if not self._filled:
+        if not self._filled or self._buf is None:
             return float("nan")
         return float(np.percentile(self._buf[: self._filled], q))
 
     def percentiles(self, qs: Sequence[float] = (50.0, 90.0, 99.0)) -> dict[float, float]:
-        if not self._filled:
+        if not self._filled or self._buf is None:
             return {q: float("nan") for q in qs}
         values = np.percentile(self._buf[: self._filled], list(qs))
         return {q: float(v) for q, v in zip(qs, values, strict=True)}

@@ -6,6 +6,7 @@ resident set is not."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pathlib
 import subprocess
@@ -16,6 +17,7 @@ from drsdtp.client import connect
 from drsdtp.config import Address
 from drsdtp.wire.v1 import api_pb2
 from tests.daemon.floods import ROOT, Daemon
+from tests.ingest.support import Mosquitto, running
 
 # The node's own CLI entry, with the module list written at a clean exit (SIGTERM is one).
 _RUN = """
@@ -81,6 +83,30 @@ async def test_an_idle_node_imports_no_adapter_sdk_or_integration(tmp_path: path
     assert {"drsdtp.node.node", "drsdtp.api.server", "grpc"} <= modules  # the listing is the node's
     loaded = sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in NOT_WHEN_IDLE))
     assert loaded == []
+
+
+async def test_a_node_with_an_idle_mqtt_adapter_imports_no_numpy(tmp_path: pathlib.Path) -> None:
+    """Connected and subscribed to a real broker, no message yet: the adapter's key table, latency window and
+    wire decoder allocate their arrays at the first batch, so numpy stays out until a reading arrives."""
+    broker = Mosquitto(tmp_path, extra_conf="log_type subscribe\n")  # the log shows the node's SUBSCRIBE
+    adapter = (
+        f'[[adapters]]\ntype = "mqtt"\nname = "broker"\nhost = "127.0.0.1"\nport = {broker.port}\n'
+        'client_id = "drsdtp-idle"\n[[adapters.topics]]\ntemplate = "site/{twin}/{field}"\n'
+    )
+    with running(broker):
+        node = ListingDaemon(tmp_path, adapter, node_id="idle-mqtt")
+        await node.start()
+        for _ in range(600):  # until subscribed (a liveness cap, not a timing assertion)
+            if "drsdtp-idle 1 site/+/+" in broker.log.read_text():  # client, QoS, filter
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"the node never subscribed: {broker.log.read_text()}")
+        await node.status()
+        node.stop()
+    modules = node.modules()
+    assert {"drsdtp.adapters.mqtt", "aiomqtt"} <= modules  # the adapter ran
+    assert "numpy" not in modules
 
 
 async def test_the_first_reading_brings_numpy_in(tmp_path: pathlib.Path) -> None:
