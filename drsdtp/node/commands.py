@@ -20,6 +20,7 @@ class NodeCommands:
     async def run(
         self, config: NodeConfig, stop: asyncio.Event, console: Console, reloads: Reloads | None = None
     ) -> int:
+        from drsdtp.node.gc_settle import GcSettle
         from drsdtp.node.node import Node  # the daemon's imports stay out of client commands
         from drsdtp.node.reload import PidFile, ReloadService
 
@@ -27,6 +28,7 @@ class NodeCommands:
         services = node.services()
         if reloads is not None:
             services.append(ReloadService(node, reloads))
+        services.append(GcSettle())  # last: every start-up object exists by the time it is entered
         with PidFile(config.data_dir / PID_FILE):
             await run_services(
                 services,

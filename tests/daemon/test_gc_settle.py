@@ -1,0 +1,64 @@
+"""``drsdtp run`` freezes its start-up objects once every service is up, and leaves the collector on."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+
+from drsdtp.node.gc_settle import GcSettle
+from tests.gossip.support import eventually
+from tests.ingest.support import free_port
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+_LINE = re.compile(
+    r"gc: froze (\d+) start-up objects; collector enabled=(\w+), thresholds \((\d+), (\d+), (\d+)\)"
+)
+
+
+def spawn(config: pathlib.Path, log: pathlib.Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "drsdtp", "--log-level", "info", "run", "--config", str(config)],
+            cwd=ROOT, stdout=out, stderr=out, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+
+
+async def test_a_running_node_froze_its_start_up_objects_collector_on(tmp_path: pathlib.Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text(
+        f'node_id = "gc-1"\ndata_dir = "{tmp_path / "data"}"\n[listen]\napi = "127.0.0.1:{free_port()}"\n'
+        f'metrics = "127.0.0.1:{free_port()}"\npeer = "127.0.0.1:0"\n'
+    )
+    log = tmp_path / "node.log"
+    proc = spawn(config, log)
+    try:
+        await eventually(lambda: "node ready" in log.read_text(), 60, "the node ready")
+        found = _LINE.search(log.read_text())
+        assert found, log.read_text()[-3000:]
+        # The node's own import graph alone is tens of thousands of objects; a handful would mean the
+        # freeze ran before start-up did.
+        assert int(found[1]) > 10_000
+        assert found[2] == "True"
+        assert tuple(int(x) for x in found.groups()[2:]) == gc.get_threshold()  # the interpreter's own
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 60)
+    assert code == 0, log.read_text()[-3000:]
+
+
+async def test_the_service_freezes_on_entry_and_unfreezes_on_exit() -> None:
+    assert gc.get_freeze_count() == 0
+    settle = GcSettle()
+    try:
+        async with settle:
+            assert settle.frozen > 0 and gc.get_freeze_count() > 0
+            assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+    assert gc.get_freeze_count() == 0  # an in-process node leaves nothing pinned behind
