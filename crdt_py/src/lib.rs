@@ -597,12 +597,14 @@ impl Wal {
 
     /// Why the last snapshot failed (None once one succeeds).
     #[getter]
-    fn last_snapshot_error(&self) -> Option<String> {
-        self.lock().last_snapshot_error().map(str::to_owned)
+    fn last_snapshot_error(&self, py: Python<'_>) -> Option<String> {
+        // The log's lock is held through a commit's fsync: wait for it without the GIL (the caller is the
+        // host's event loop, and other threads must go on meanwhile).
+        py.detach(|| self.lock().last_snapshot_error().map(str::to_owned))
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.lock().stats();
+        let s = py.detach(|| self.lock().stats());
         let d = PyDict::new(py);
         d.set_item("records", s.records)?;
         d.set_item("bytes", s.bytes)?;
