@@ -35,10 +35,12 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import resource
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,7 @@ from drsdtp.gossip.replicator import Replicator  # noqa: E402
 from drsdtp.wire.v1 import api_pb2  # noqa: E402
 from tests.api.nodes import ApiNode  # noqa: E402
 from tests.gossip.procs import Proxy  # noqa: E402
+from tests.ingest.support import free_port  # noqa: E402
 
 LIMITS = GossipLimits(reconnect_max_s=0.5, tick_s=0.1)
 
@@ -507,9 +510,10 @@ class LatencyNode(ApiNode):
 
     def configure(self, peers: dict[str, int], extra: str = "") -> None:
         text = "".join(f'[[peers]]\nname = "{n}"\naddress = "127.0.0.1:{p}"\n' for n, p in peers.items())
+        self.metrics_port = free_port()
         self.config.write_text(
             f'node_id = "{self.node_id}"\ndata_dir = "{self.dir / "data"}"\n'
-            f'[listen]\napi = "127.0.0.1:{self.api_port}"\nmetrics = "127.0.0.1:0"\n'
+            f'[listen]\napi = "127.0.0.1:{self.api_port}"\nmetrics = "127.0.0.1:{self.metrics_port}"\n'
             f'peer = "127.0.0.1:{self.peer_port}"\n[wal]\nenabled = true\nfsync_interval_ms = 0\n'
             f"[limits]\napi_max_requests = 256\n{extra}{text}"
         )
@@ -617,7 +621,7 @@ async def bench_node_throughput(updates: int, per_request: int = 4000, in_flight
 
 
 async def _node_throughput(
-    a: ApiNode, b: ApiNode, updates: int, per_request: int, in_flight: int
+    a: ApiNode, b: LatencyNode, updates: int, per_request: int, in_flight: int
 ) -> dict[str, Any]:
     twins, fields = [f"tp-{i}" for i in range(1000)], [f"f{j}" for j in range(100)]
     group = per_request // len(fields)  # twins per request
@@ -650,7 +654,7 @@ async def _node_throughput(
                 )  # fmt: skip
                 await stub.Write(api_pb2.WriteRequest(columns=cols), timeout=60)
 
-        cpu_before = cpu_s(b)
+        cpu_before, gc_before = cpu_s(b), gc_collections(b)
         start = time.monotonic()
         await asyncio.gather(*(writer() for _ in range(in_flight)))
         written_s = time.monotonic() - start
@@ -667,7 +671,17 @@ async def _node_throughput(
         "updates_per_s": round(n / seconds),
         "writer_ingest_per_s": round(n / written_s),
         "receiver_cpu_s_per_m": round((cpu_s(b) - cpu_before) / n * 1e6, 3),
+        # The cyclic collector's runs in b while it received (gen 0, 1, 2): start-up's are not counted.
+        "receiver_gc_collections": [x - y for x, y in zip(gc_collections(b), gc_before, strict=True)],
     }
+
+
+def gc_collections(node: LatencyNode) -> list[int]:
+    """The node's collector runs so far by generation, from its metrics endpoint."""
+    url = f"http://127.0.0.1:{node.metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    runs = dict(re.findall(r'^drsdtp_gc_collections_total\{generation="(\d)"\} (\S+)$', text, re.MULTILINE))
+    return [round(float(runs[str(g)])) for g in range(3)]
 
 
 def cpu_s(node: ApiNode) -> float:
@@ -766,7 +780,8 @@ def report(
         f"{node_rate:,} field updates/s (goal >= 5M: {verdict(node_rate >= 5e6)}), "
         f"{node_tp['updates_per_s'] / tp['updates_per_s']:.2f}x the bare replicators; a's own ingest "
         f"{node_tp['writer_ingest_per_s']:,}/s; receiver CPU per million updates: node "
-        f"{node_tp['receiver_cpu_s_per_m']} s, bare replicator {tp['receiver_cpu_s_per_m']} s"
+        f"{node_tp['receiver_cpu_s_per_m']} s, bare replicator {tp['receiver_cpu_s_per_m']} s; the receiver "
+        f"node's gc collections (gen 0, 1, 2) while receiving: {node_tp['receiver_gc_collections']}"
     )
     print(
         f"heal of a 2|3 partition, {heal['divergent_updates']:,} divergent updates: converged in "

@@ -28,7 +28,7 @@ class NodeCommands:
         services = node.services()
         if reloads is not None:
             services.append(ReloadService(node, reloads))
-        services.append(GcSettle())  # last: every start-up object exists by the time it is entered
+        services.append(GcSettle(node.metrics))  # last: every start-up object exists when it is entered
         with PidFile(config.data_dir / PID_FILE):
             await run_services(
                 services,

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.request
 
 from drsdtp.node.gc_settle import GcSettle
 from tests.gossip.support import eventually
@@ -30,10 +31,10 @@ def spawn(config: pathlib.Path, log: pathlib.Path) -> subprocess.Popen[bytes]:
 
 
 async def test_a_running_node_froze_its_start_up_objects_collector_on(tmp_path: pathlib.Path) -> None:
-    config = tmp_path / "node.toml"
+    config, metrics_port = tmp_path / "node.toml", free_port()
     config.write_text(
         f'node_id = "gc-1"\ndata_dir = "{tmp_path / "data"}"\n[listen]\napi = "127.0.0.1:{free_port()}"\n'
-        f'metrics = "127.0.0.1:{free_port()}"\npeer = "127.0.0.1:0"\n'
+        f'metrics = "127.0.0.1:{metrics_port}"\npeer = "127.0.0.1:0"\n'
     )
     log = tmp_path / "node.log"
     proc = spawn(config, log)
@@ -46,6 +47,11 @@ async def test_a_running_node_froze_its_start_up_objects_collector_on(tmp_path: 
         assert int(found[1]) > 10_000
         assert found[2] == "True"
         assert tuple(int(x) for x in found.groups()[2:]) == gc.get_threshold()  # the interpreter's own
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read().decode())
+        frozen = re.search(r"^drsdtp_gc_frozen_objects (\S+)$", text, re.MULTILINE)
+        assert frozen and float(frozen[1]) > 10_000, text
+        assert re.search(r'^drsdtp_gc_collections_total\{generation="2"\} [1-9]', text, re.MULTILINE), text
     finally:
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(proc.wait, 60)
