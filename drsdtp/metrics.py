@@ -36,6 +36,8 @@ Exported (``source`` is an ingestion source, ``peer`` a peer name):
   ``drsdtp_adapter_session_failures_total{source}``, ``drsdtp_deadletters_total{source,reason,outcome}``,
   ``drsdtp_deadletters_held``, ``drsdtp_deadletters_bytes``
 * ``drsdtp_process_resident_memory_bytes`` (VmRSS)
+* ``drsdtp_gc_collections_total{generation}``, ``drsdtp_gc_frozen_objects`` (the cyclic collector; registered
+  by ``drsdtp run``, :mod:`drsdtp.node.gc_settle`)
 * ``drsdtp_metrics_collect_errors_total`` (callbacks that raised during a scrape)
 """
 
