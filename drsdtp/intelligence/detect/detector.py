@@ -7,8 +7,7 @@ and integer streams do not get a 1e-6 floor) and, for every test, the tail of th
 (:class:`~.tail.TailModel`). The tests, each a non-negative statistic in noise units from the 48 newest
 readings:
 
-``spike``       the reading against both the previous one and the median of the 32 before the 4 newest
-                (on a field that jumps as a habit, a jump of that size waits for ``spike_back``);
+``spike``       the reading against both the previous one and the median of the 32 before the 4 newest;
 ``spike_back``  the previous one or two readings against both neighbours, same side (confirmed a reading
                 later: a step, unlike a spike or a two-reading glitch, does not come back);
 ``shift``       the median of the 4 newest readings against the median of the 32 before them (level shift);
@@ -24,9 +23,6 @@ readings:
                 parametric, not a learned tail: the statistic is autocorrelated over hundreds of readings, so
                 an empirical tail would learn a slow drift while it grows. Not on streams that mostly repeat
                 their value, where it does not hold (there a jump is also left to ``spike_back``).
-
-Multiplicative streams (positive, with noise and bursts that scale with the level: latencies, sizes) are
-scored on the log of their readings, chosen per field from the tails of its steps (:meth:`_choose_domain`).
 
 Each statistic becomes a p-value from its field's tail model; the score is ``1 - min(1, m * min p)``
 (Bonferroni over the ``m`` tests), so on clean data a score above ``s`` happens at most about a fraction
@@ -121,33 +117,7 @@ _STATE: Final[dict[str, tuple[float, int, str]]] = {
     "episode_at": (math.nan, 0, _F),
     "episode_start": (math.nan, 0, _F),
     "last_alarm_t": (math.nan, 0, _F),
-    # the scale of the steps, linear and of log ratios: chooses the domain (kept across restarts)
-    "lin_prev": (math.nan, 0, _F),
-    "lin_n": (0.0, 0, _F),
-    "lin1": (0.0, 0, _F),
-    "lin2": (0.0, 0, _F),
-    "log1": (0.0, 0, _F),
-    "log2": (0.0, 0, _F),
-    "positive": (True, 0, _B),
-    "decided": (False, 0, _B),
-    "logd": (False, 0, _B),
 }
-# log ratios when the linear steps are heavy-tailed (E d^2 / E|d|^2 above 1.8; Gaussian: 1.57) and at least
-# 20 % heavier than the log ratios' steps; decided within the first 1000 readings (bursts may come late)
-_K_HEAVY: Final[float] = 1.8
-_K_GAIN: Final[float] = 1.2
-_DOMAIN_BY: Final[float] = 1000.0
-_DOMAIN: Final[tuple[str, ...]] = (
-    "lin_prev",
-    "lin_n",
-    "lin1",
-    "lin2",
-    "log1",
-    "log2",
-    "positive",
-    "decided",
-    "logd",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,16 +268,6 @@ class StreamDetector:
         self.episode_at = np.zeros(0)
         self.episode_start = np.zeros(0)
         self.last_alarm_t = np.zeros(0)
-        # the scoring domain: linear, or log for multiplicative streams (see :meth:`_choose_domain`)
-        self.lin_prev = np.zeros(0)  # the previous reading as it came
-        self.lin_n = np.zeros(0)
-        self.lin1 = np.zeros(0)  # E|d| and E d^2 of the linear steps and of the log ratios
-        self.lin2 = np.zeros(0)
-        self.log1 = np.zeros(0)
-        self.log2 = np.zeros(0)
-        self.positive = np.zeros(0, bool)  # every reading so far > 0
-        self.decided = np.zeros(0, bool)
-        self.logd = np.zeros(0, bool)
         self.seasonal = SeasonalBaseline()
         self.resize(fields)
 
@@ -325,11 +285,10 @@ class StreamDetector:
         self.seasonal.resize(fields)
         self.fields = fields
 
-    def _restart(self, rows: IndexArray, resolution: bool = True) -> None:
-        """Forget what ``rows`` learned about their stream (not their sampling period, domain, seasonal
-        baseline or, if ``resolution``, resolution): a seasonal baseline turned on or the field moved to
-        log ratios, and every statistic of the stream as it was scored is wrong."""
-        keep = ("period", "jitter", "last_t", "ring_t", *_DOMAIN) + (("quantum",) if resolution else ())
+    def _restart(self, rows: IndexArray) -> None:
+        """Forget what ``rows`` learned about their stream (not their sampling period, resolution or
+        seasonal baseline): a seasonal baseline turned on, and every statistic of the raw stream is wrong."""
+        keep = ("period", "jitter", "quantum", "last_t", "ring_t")
         for name, (fill, _, _) in _STATE.items():
             if name not in keep and not name.startswith("episode") and name != "last_alarm_t":
                 getattr(self, name)[rows] = fill
@@ -429,9 +388,6 @@ class StreamDetector:
             lattice = np.isfinite(q) & (q > 0)
             q = np.where(lattice, q, 1.0)
             v = v - np.where(lattice, np.rint(base / q) * q, base)
-        logd = self.logd[r]
-        if logd.any():  # a multiplicative field is scored on the log of its readings
-            v = np.where(logd, np.log(np.maximum(v, 1e-300)), v)
         count = self.count[r]
         prev = self.ring[r, -1]
         has_prev = count >= 1
@@ -505,13 +461,6 @@ class StreamDetector:
             pvals[_LEVEL] = np.where(self.repeat[rr] > 0.5, 1.0, pvals[_LEVEL])
             moded = (self.repeat[rr] > 0.9) & np.isfinite(self.quantum[rr])
             pvals[0] = np.where(moded, np.maximum(pvals[0], 0.1), pvals[0])
-            # on a field that jumps as a habit (four level shifts or more within memory that its shift tail
-            # calls far), a jump of their size starts one until the next reading shows it came back
-            # (spike_back): the first reading of a step cannot tell a spike from a step
-            rare = np.flatnonzero(pvals[0] < 0.1)
-            if rare.size:
-                habit = self.tails["shift"].far_habit(rr[rare], stats[0, ready][rare], 4)
-                pvals[0, rare] = np.where(habit, 0.1, pvals[0, rare])
             level_p_ok = pvals[_LEVEL] >= cfg.learn_below
             best = np.argmin(pvals, axis=0)
             # when several tests alarm, name the most specific: a confirmed spike, then a spike
@@ -615,51 +564,9 @@ class StreamDetector:
         # a baseline that just turned on changes what every statistic means: the field learns again
         restart = self.seasonal.learn(r, t, raw, self.period[r], score < cfg.release)
         if restart.any():
-            self.logd[r[restart]] = False  # seasonal residuals are additive: linear from now on
-            self.decided[r[restart]] = True
             self._restart(r[restart])
-        self._choose_domain(r, raw)
         full[new], full_mag[new], full_test[new], full_at[new] = score, mag, test, at
         return full, full_mag, full_test, full_at
-
-    def _choose_domain(self, r: IndexArray, raw: FloatArray) -> None:
-        """Multiplicative streams (latencies, sizes: positive, noise and bursts that scale with the level)
-        are scored on log ratios, where a burst's readings keep the noise of the quiet ones. Chosen once,
-        between ``2 x 48`` and 1000 readings, when the log ratios' steps are lighter-tailed than the linear
-        steps (``E d^2 / E|d|^2``: 1.57 for Gaussian steps; additive noise gives about the same in both);
-        never for streams that repeat their value (modes, coarse quanta) or have a seasonal baseline. A
-        log-scored field that reads zero or less goes back to linear (both restart the field's learning)."""
-        prev = self.lin_prev[r]
-        self.lin_prev[r] = raw
-        self.positive[r] &= raw > 0
-        ok = np.isfinite(prev) & self.positive[r] & ~self.decided[r]
-        if ok.any():
-            rk = r[ok]
-            d = raw[ok] - prev[ok]
-            dl = np.log(raw[ok] / prev[ok])
-            n = self.lin_n[rk]
-            lr = 1.0 / (n + 1.0)
-            self.lin1[rk] += lr * (np.abs(d) - self.lin1[rk])
-            self.lin2[rk] += lr * (d * d - self.lin2[rk])
-            self.log1[rk] += lr * (np.abs(dl) - self.log1[rk])
-            self.log2[rk] += lr * (dl * dl - self.log2[rk])
-            self.lin_n[rk] = n + 1.0
-            due = self.lin_n[rk] >= 2 * _W
-            if due.any():
-                rd = rk[due]
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    k_lin = self.lin2[rd] / self.lin1[rd] ** 2
-                    k_log = self.log2[rd] / self.log1[rd] ** 2
-                go = (k_lin > _K_HEAVY) & (k_lin > _K_GAIN * k_log) & (self.repeat[rd] < 0.2)
-                go &= ~self.seasonal.active[rd]
-                self.decided[rd] = go | (self.lin_n[rd] >= _DOMAIN_BY)
-                self.logd[rd[go]] = True
-                if go.any():
-                    self._restart(rd[go], resolution=False)
-        back = self.logd[r] & ~self.positive[r]
-        if back.any():
-            self.logd[r[back]] = False
-            self._restart(r[back], resolution=False)
 
     def _level_z(self, rr: IndexArray, w: FloatArray, u: FloatArray) -> tuple[FloatArray, BoolArray]:
         """The level test: the mean of the 32 newest readings against the block mean about 250 readings

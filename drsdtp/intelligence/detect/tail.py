@@ -14,8 +14,6 @@ Mixtures (a step series: tiny noise and, now and then, a legitimate jump a thous
 not fit one tail, so the model also keeps a book of the ``book`` largest recent *episodes* (runs above ``u``,
 each entered once with its peak): a value this field has reached in two episodes or more within ``memory``
 readings gets ``p >= 0.1`` (a habit, never an alarm): anomalous only relative to the field's own history.
-So does a value within a factor two of two booked episodes that the fitted tail itself calls far (a second
-regime, such as a step series' jumps or a quantised signal's flat runs, whose records keep growing).
 
 ``p(S) = phi * (1 + xi (S - u) / beta) ** (-1 / xi)`` above ``u`` (Pickands-Balkema-de Haan, as in SPOT,
 Siffer et al. KDD 2017, here with decayed moments instead of a stored peak set); below ``u`` the survival
@@ -51,12 +49,8 @@ class TailModel:
         ratio: float = 3.0,
         prior_count: float = 8.0,
         book: int = 16,
-        far_scale: float = 2.0,
-        far_p: float = 1e-3,
-        far_count: int = 2,
     ) -> None:
         self.prior_scale, self.ratio, self.prior_count = prior_scale, ratio, prior_count
-        self.far_scale, self.far_p, self.far_count = far_scale, far_p, far_count
         self.memory = memory
         self.decay = 1.0 - 1.0 / memory
         self.book = np.zeros((0, book))
@@ -90,14 +84,6 @@ class TailModel:
 
     def pvalue(self, r: IndexArray, s: FloatArray) -> FloatArray:
         """Estimated probability that a clean sample of row ``r``'s statistic is >= ``s``."""
-        p = self.fitted(r, s)
-        rare = np.flatnonzero(p < 0.1)  # a habit of the field (booked twice) is never an alarm
-        if rare.size:
-            p[rare] = np.where(self.habit(r[rare], s[rare]), 0.1, p[rare])
-        return p
-
-    def fitted(self, r: IndexArray, s: FloatArray) -> FloatArray:
-        """The p-value from the fitted body and tail alone (no habits)."""
         med, u = self.med[r], self.threshold(r)
         # prior: phi starts at 0.1 (conservative) and follows the observed share of excesses
         phi = (self.above[r] + 0.1 * self.prior_count) / (self.total[r] + self.prior_count)
@@ -117,35 +103,16 @@ class TailModel:
                     xi > 1e-6, np.power(1.0 + xi * y / beta, -1.0 / np.maximum(xi, 1e-6)), np.exp(-y / beta)
                 )
             out[hi] = phi[hi] * gpd
+        rare = np.flatnonzero(out < 0.1)  # a habit of the field (booked twice) is never an alarm
+        if rare.size:
+            out[rare] = np.where(self.habit(r[rare], s[rare]), 0.1, out[rare])
         p: FloatArray = np.clip(np.nan_to_num(out, nan=1.0), 0.0, 1.0)
         return p
 
     def habit(self, r: IndexArray, s: FloatArray) -> BoolArray:
-        """Whether row ``r``'s statistic reached ``s`` in two booked episodes or more within memory, or
-        came within a factor ``far_scale`` of ``s`` in two episodes that the fitted tail itself calls far
-        (p < ``far_p``). The second rule is for fields with a second regime the tail cannot fit (a step
-        series' jumps, a slow quantised signal's record flat runs): their extremes grow like records, and a
-        record a little beyond two earlier "impossible" ones is the field's way, not news. A field whose
-        extremes all sit in its tail keeps the strict rule."""
+        """Whether row ``r``'s statistic reached ``s`` in two booked episodes or more within memory."""
         live = (self.n[r][:, None] - self.book_at[r]) <= self.memory
         seen: BoolArray = np.count_nonzero(live & (self.book[r] >= s[:, None]), axis=1) >= 2
-        todo = np.flatnonzero(~seen)
-        if todo.size:
-            seen[todo] = self.far_habit(r[todo], s[todo], self.far_count)
-        return seen
-
-    def far_habit(self, r: IndexArray, s: FloatArray, count: int) -> BoolArray:
-        """Whether row ``r`` booked ``count`` episodes or more within memory that its fitted tail calls far
-        (p < ``far_p``) and that came within a factor ``far_scale`` of ``s``."""
-        live = (self.n[r][:, None] - self.book_at[r]) <= self.memory
-        book = self.book[r]
-        near = live & (self.far_scale * book >= s[:, None])
-        seen = np.zeros(r.size, bool)
-        cand = np.flatnonzero(np.count_nonzero(near, axis=1) >= count)
-        if cand.size:
-            width = book.shape[1]
-            p_book = self.fitted(np.repeat(r[cand], width), book[cand].ravel()).reshape(cand.size, width)
-            seen[cand] = np.count_nonzero(near[cand] & (p_book < self.far_p), axis=1) >= count
         return seen
 
     def mature(self, r: IndexArray) -> BoolArray:
