@@ -6,7 +6,9 @@ start once and its tests run in order. A few directories share something bigger 
 one worker: the session's release build and the host paths it installs to (deploy), the firmware built in
 place by make (firmware), and the README's commands run in the checkout (docs); and two whose runs are heavy
 enough that one at a time is what two cores carry: chaos (three node processes under timed faults) and
-dashboard (Chromium).
+dashboard (Chromium). Those two also share one group, so they never run at the same time: chaos puts a veth
+of each node's namespace in the root namespace, and Chromium fails every request in flight when the host's
+interfaces change (``ERR_NETWORK_CHANGED``), a write from the page included.
 
 The grouping is a scheduler of our own, not ``xdist_group`` marks: pytest-xdist 3.8 passes a mark's group to
 its scheduler by rewriting the test's node id, which pytest 9.2's structured node ids ignore, so with marks
@@ -25,10 +27,15 @@ TESTS = Path(__file__).resolve().parent
 WHOLE_DIRECTORIES = frozenset({"chaos", "dashboard", "deploy", "docs", "firmware"})
 
 
+# Directories that run as one group: those whose tests change the root network namespace, with those a change
+# of it breaks.
+SHARED_GROUPS = {"chaos": "root-network", "dashboard": "root-network"}
+
+
 def distribution_group(path: Path) -> str:
     relative = path.resolve().relative_to(TESTS)
     if len(relative.parts) > 1 and relative.parts[0] in WHOLE_DIRECTORIES:
-        return relative.parts[0]
+        return SHARED_GROUPS.get(relative.parts[0], relative.parts[0])
     return relative.as_posix()
 
 
