@@ -38,13 +38,12 @@ from drsdtp.actions.record import (
     record_twin,
     request_fields,
 )
-from drsdtp.actions.waiters import CommandWaiters
+from drsdtp.actions.waiters import ChangeSource, CommandWaiters
 from drsdtp.core import Intent
 from drsdtp.errors import InvalidValueError, LimitError, PreconditionError, UnknownTwinError
 from drsdtp.gossip.scopes import scope_of
 
 __all__ = [
-    "ChangeSource",
     "CommandAudit",
     "CommandBook",
     "CommandLimits",
@@ -57,21 +56,6 @@ Commit = Callable[[bytes, Sequence[str], str], Awaitable[None]]
 MAX_KEY_BYTES = 128
 MAX_ARGS_BYTES = 4096
 COUNT_REFRESH_S = 5.0
-
-
-class _Named(Protocol):
-    @property
-    def twin(self) -> str: ...
-
-
-class ChangeStream(Protocol):
-    async def next_batch(self, limit: int) -> Sequence[_Named]: ...
-
-
-class ChangeSource(Protocol):
-    """The node's change feed (``drsdtp.api.feed.ChangeFeed`` fits): which twins changed, from anywhere."""
-
-    def subscribe(self, after: int | None = None) -> ChangeStream: ...
 
 
 class CommandAudit(Protocol):

@@ -41,7 +41,7 @@ from typing import Protocol
 
 from drsdtp._core import Store
 from drsdtp.actions.actuators import Actuators, ActuatorSpec, Interlock
-from drsdtp.actions.book import ChangeSource, CommandAudit, CommandBook
+from drsdtp.actions.book import CommandAudit, CommandBook
 from drsdtp.actions.record import (
     ATTEMPTS,
     CMD_PREFIX,
@@ -55,6 +55,7 @@ from drsdtp.actions.record import (
     record_twin,
     transition_fields,
 )
+from drsdtp.actions.waiters import ChangeSource
 from drsdtp.adapters.write import (
     NotConnectedError,
     WriteOutcome,

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from drsdtp.actions.record import CommandId, CommandRecord, record_twin
 
-__all__ = ["CommandWaiters", "Until"]
+__all__ = ["ChangeSource", "ChangeStream", "CommandWaiters", "Until"]
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +34,18 @@ class _Named(Protocol):
     def twin(self) -> str: ...
 
 
-class _Stream(Protocol):
+class ChangeStream(Protocol):
     async def next_batch(self, limit: int) -> Sequence[_Named]: ...
 
 
-class _Source(Protocol):
-    def subscribe(self, after: int | None = None) -> _Stream: ...
+class ChangeSource(Protocol):
+    """The node's change feed (``drsdtp.api.feed.ChangeFeed`` fits): which twins changed, from anywhere."""
+
+    def subscribe(self, after: int | None = None) -> ChangeStream: ...
 
 
 class CommandWaiters:
-    def __init__(self, changes: _Source, read: Callable[[CommandId], CommandRecord | None]) -> None:
+    def __init__(self, changes: ChangeSource, read: Callable[[CommandId], CommandRecord | None]) -> None:
         self._changes = changes
         self._read = read
         # Per record twin: (command, its predicate, the future it resolves) for each waiter.
@@ -88,7 +90,7 @@ class CommandWaiters:
             self._pump.cancel()
             self._pump = None
 
-    async def _run(self, stream: _Stream) -> None:
+    async def _run(self, stream: ChangeStream) -> None:
         try:
             while True:
                 for change in await stream.next_batch(BATCH):
