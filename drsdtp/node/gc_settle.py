@@ -2,10 +2,10 @@
 
 A node's start-up leaves ~55k long-lived container objects (modules, classes, functions, config, services);
 each full collection would traverse them all again. Measured on the replication bench (receiver node, 2M
-updates): the receive path allocates no net container objects, so all but about one collection happen
-during start-up, and none of the collector's work is on the hot path. Freezing keeps that true for the
-long run: a full collection only walks what was allocated after start-up. The collector stays enabled with
-the interpreter's thresholds (cycles made while serving are still freed).
+updates, each collection timed): while receiving, the collector ran 267 young and 25 middle collections and
+no full one, about 2 % of the node's CPU, so it is not what the hot path pays for. Freezing keeps full
+collections cheap for the long run: they only walk what was allocated after start-up. The collector stays
+enabled with the interpreter's thresholds (cycles made while serving are still freed).
 """
 
 from __future__ import annotations
