@@ -18,15 +18,17 @@ beyond it new commands are refused (the engine cannot delete a twin yet, see the
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from drsdtp._core import Store
+from drsdtp._core import Store, join
 from drsdtp.actions.actuators import Actuators, ActuatorSpec, Value
 from drsdtp.actions.record import (
+    ATTEMPTS,
     CANCEL,
     CMD_PREFIX,
     CommandId,
@@ -53,6 +55,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Commit = Callable[[bytes, Sequence[str], str], Awaitable[None]]
+# Appends now, returns what resolves once durable (``Node.start_commit``).
+Begin = Callable[[bytes, Sequence[str], str], "asyncio.Future[None]"]
+# The executor on this node: whether it writes a new command at once (see CommandBook._create); if so, a
+# future the book resolves once the record (with the attempt) is durable, or fails with the log's error.
+Claim = Callable[[ActuatorSpec, CommandId, Value | None], "asyncio.Future[None] | None"]
 MAX_KEY_BYTES = 128
 MAX_ARGS_BYTES = 4096
 COUNT_REFRESH_S = 5.0
@@ -92,6 +99,19 @@ class CommandRequest:
     origin: str = "api"  # api, rule, correction ... (desired values: see CommandBook.desired)
 
 
+def _settle(claim: asyncio.Future[None], durable: asyncio.Future[None]) -> None:
+    """The executor's claim follows the record's commit: durable, failed with the log's error, or
+    cancelled."""
+    if claim.done():
+        return
+    if durable.cancelled():
+        claim.cancel()
+    elif (exc := durable.exception()) is not None:
+        claim.set_exception(exc)
+    else:
+        claim.set_result(None)
+
+
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -108,14 +128,20 @@ class CommandBook:
         limits: CommandLimits | None = None,
         audit: CommandAudit | None = None,
         clock_ms: Callable[[], int] = _wall_ms,
+        begin: Begin | None = None,
     ) -> None:
         self.store = store
-        self._record = RecordReader(store)
+        # Parsed records, shared with the executor (one parse per version of a record on the node).
+        self.records = RecordReader(store)
         self.node_id = node_id
         self.actuators = actuators
         self.changes = changes
         self.limits = limits or CommandLimits()
         self._commit = commit
+        self._begin = begin or (lambda d, t, o: asyncio.ensure_future(commit(d, t, o)))
+        # Set by the executor of this node's actuators: when it says it writes a new command at once, the
+        # record is created with its first attempt (one durable append where two were; see _create).
+        self.claim: Claim | None = None
         self._audit = audit
         self._clock_ms = clock_ms
         self._count = 0
@@ -128,7 +154,7 @@ class CommandBook:
     # ----- reads ------------------------------------------------------------------------------------------
 
     def get(self, command: CommandId) -> CommandRecord | None:
-        return self._record(command)
+        return self.records(command)
 
     def ids(self) -> list[CommandId]:
         """Every command this replica holds (walks the store's ``_cmd/`` twins in pages)."""
@@ -236,7 +262,7 @@ class CommandBook:
             executor=spec.node, issuer=self.node_id, scope=self._scope(request.twin),
             actor=request.actor or "anonymous", reason=request.reason,
         )  # fmt: skip
-        await self._create(command, fields)
+        await self._create(command, fields, spec, value)
         record = self.get(command)
         if record is not None and self._audit is not None:
             await self._audit(record, "issued", record.actor, request.reason)
@@ -265,7 +291,7 @@ class CommandBook:
             issuer=self.node_id, scope=self._scope(spec.twin), intent=f"{intent.writer:x}:{intent.counter}",
             actor=actor, reason=reason,
         )  # fmt: skip
-        await self._create(command, fields)
+        await self._create(command, fields, spec, value)
         record = self.get(command)
         if record is not None and actor is not None and self._audit is not None:
             await self._audit(record, "issued", actor, reason)
@@ -291,10 +317,28 @@ class CommandBook:
 
     # ----- helpers ----------------------------------------------------------------------------------------
 
-    async def _create(self, command: CommandId, fields: dict[str, Value]) -> None:
+    async def _create(
+        self, command: CommandId, fields: dict[str, Value], spec: ActuatorSpec, value: Value | None
+    ) -> None:
+        """Applies the record and appends it to the log in one step of the loop; returns once durable.
+
+        The intent (the record) and the attempt (``attempts``, one more per write that may reach the
+        device) must both be durable before the executor writes. When the executor is this node's and
+        says it writes the command at once (:attr:`claim`: its actuator idle, limits, interlocks and rate
+        limit clear, not converged already), both go in one delta, made durable by one append: the crash
+        windows are the ones two appends had (both shared the fsync before the write). The executor
+        takes the attempt back if it does not write after all (held, cancelled, superseded)."""
         twin = record_twin(command)
-        # Applied and appended to the log in one step of the loop (commit's first step appends).
-        await self._commit(self.store.set_many(twin, fields), [twin], "local")
+        delta = self.store.set_many(twin, fields)
+        claim = None
+        if self.claim is not None and spec.node == self.node_id:
+            claim = self.claim(spec, command, value)
+        if claim is None:
+            await self._commit(delta, [twin], "local")  # commit's first step appends
+        else:
+            durable = self._begin(join([delta, self.store.increment(twin, ATTEMPTS)]), [twin], "local")
+            durable.add_done_callback(functools.partial(_settle, claim))
+            await asyncio.shield(durable)
         self._count += 1
         self.issued += 1
 

@@ -17,7 +17,9 @@ found in the store at start after a crash) and, one actuator at a time, for each
 5. **follows the twin**: ``applied`` once the reported field is within tolerance of the value (an action
    without a field: once the device acknowledged), else ``timed_out`` at the deadline.
 
-Idempotence across a crash (SIGKILL mid-flight): the attempt counter is made durable *before* each write. On
+Idempotence across a crash (SIGKILL mid-flight): the attempt counter is made durable *before* each write
+(a command created on this node that can be written at once carries its first attempt in the record itself,
+one durable append for both: :meth:`Executor.claim`). On
 restart a record that has attempts and no outcome is first re-checked against the reported value (waiting
 one ack timeout for an echo in flight): converged means ``applied`` with no new write; only otherwise is it
 written again (the same value: a set-point write is idempotent, and the command id travels with it for
@@ -39,8 +41,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from drsdtp._core import Store
-from drsdtp.actions.actuators import Actuators, ActuatorSpec, Interlock
+from drsdtp._core import Store, join
+from drsdtp.actions.actuators import Actuators, ActuatorSpec, Interlock, Value
 from drsdtp.actions.book import CommandAudit, CommandBook
 from drsdtp.actions.record import (
     ATTEMPTS,
@@ -137,7 +139,8 @@ class Executor:
         begin: Begin | None = None,
     ) -> None:
         self.store = store
-        self._record = RecordReader(store)
+        # The book's reader when they share the store: a record version parsed by one is not parsed again.
+        self._record = book.records if book.store is store else RecordReader(store)
         self.node_id = node_id
         self.book = book
         self.changes = changes
@@ -165,6 +168,11 @@ class Executor:
         # final). Without these, each of the executor's own commits was parsed once more as it was appended.
         self._tracked: dict[CommandId, tuple[str, str]] = {}
         self._finished: OrderedDict[CommandId, None] = OrderedDict()
+        # Commands created here with their first attempt (claim): resolved once that record is durable.
+        # The worker writes after it without appending the attempt again, or takes the attempt back.
+        self._claims: dict[CommandId, asyncio.Future[None]] = {}
+        if book.store is store:
+            book.claim = self.claim
 
     # ----- setup ------------------------------------------------------------------------------------------
 
@@ -224,6 +232,40 @@ class Executor:
     def busy(self, twin: str, action: str) -> bool:
         """Whether a command of the actuator is under way here (auto-correction waits for it to settle)."""
         return bool(self._active.get((twin, action)))
+
+    def claim(
+        self, spec: ActuatorSpec, command: CommandId, value: Value | None
+    ) -> asyncio.Future[None] | None:
+        """Called by the book as it creates a command of ``spec`` here: whether the worker will write it
+        as soon as its record is durable, as far as can be told now (its actuator idle, the value within
+        ``max_step`` of the reported one, no interlock blocking, the rate limit passed, the reported value
+        not already there). Then the record carries the first attempt (see ``CommandBook._create``) and
+        the book resolves the returned future once it is durable; None otherwise. If the worker does not
+        write after all (held, rate limited, cancelled, superseded, timed out), it takes the attempt back
+        (:meth:`_release`); a crash before that leaves the attempt counted, as a crash between an attempt
+        and its write always did (a set-point is re-checked, then written once; an action fails)."""
+        key = (spec.twin, spec.action)
+        if key not in self._targets or self._active.get(key) or command in self._claims:
+            return None
+        if spec.max_step is not None and isinstance(value, int | float):
+            reported = self._reported(spec)
+            if isinstance(reported, int | float) and abs(value - reported) > spec.max_step:
+                return None
+        if self._clock_ms() < self._last_write_ms.get(key, 0) + int(spec.min_interval_s * 1000):
+            return None
+        if spec.field and value is not None and self._converged_to(spec, value):
+            return None
+        if any(self._interlock(lock) for lock in spec.interlocks):
+            return None
+        claim: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._claims[command] = claim
+        return claim
+
+    async def _release(self, command: CommandId) -> None:
+        """Takes back the attempt the record was created with, when the worker does not write now."""
+        if self._claims.pop(command, None) is not None:
+            twin = record_twin(command)
+            await self._commit(self.store.increment(twin, ATTEMPTS, -1), [twin], "local")
 
     def interlocked(self, spec: ActuatorSpec) -> str:
         """Why the actuator's interlocks block now ("" when none does): auto-correction asks before it
@@ -365,7 +407,7 @@ class Executor:
 
     async def _execute(self, spec: ActuatorSpec, command: CommandId) -> None:
         record = await self._checkpoint(spec, command, "before it was written")
-        resumed = record.attempts > 0
+        resumed = record.attempts > 0 and command not in self._claims  # a claim's attempt is not sent yet
         if spec.field and self._converged(spec, record):
             if resumed:
                 self.stats.skipped_rewrites += 1
@@ -430,6 +472,7 @@ class Executor:
             await self._pause(record, until)
 
     async def _pause(self, record: CommandRecord, until: float | None) -> None:
+        await self._release(record.id)  # not written now: its claimed attempt is taken back
         loop = asyncio.get_running_loop()
         left = max(0.0, (record.deadline_ms - self._clock_ms()) / 1000)
         wait = min(POLL_S, left + 0.001)
@@ -496,6 +539,7 @@ class Executor:
             due = self._last_write_ms.get(key, 0) + int(spec.min_interval_s * 1000)
             if self._clock_ms() >= due:
                 return
+            await self._release(command)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min((due - self._clock_ms()) / 1000, POLL_S)):
                     await self._changed.wait()
@@ -517,7 +561,13 @@ class Executor:
             record = await self._checkpoint(spec, command, what)
             twin = record_twin(command)
             # Durable before the write: after a crash the executor knows a write may have reached the device.
-            await self._commit(self.store.increment(twin, ATTEMPTS), [twin], "local")
+            claim = self._claims.pop(command, None)
+            if claim is not None:  # the record was created with this attempt
+                await asyncio.shield(claim)
+                sent = record.attempts
+            else:
+                await self._commit(self.store.increment(twin, ATTEMPTS), [twin], "local")
+                sent = record.attempts + 1
             request = WriteRequest(
                 command=command,
                 twin=record.twin,
@@ -525,7 +575,7 @@ class Executor:
                 field=record.field,
                 value=record.value,
                 args=tuple(record.args),
-                attempt=record.attempts + 1,
+                attempt=sent,
                 timeout_s=min(spec.ack_timeout_s, max(0.001, self._left_s(record))),
             )
             try:
@@ -570,7 +620,10 @@ class Executor:
         return spec.tolerance if spec.tolerance is not None else 1e-9
 
     def _converged(self, spec: ActuatorSpec, record: CommandRecord) -> bool:
-        reported, value = self._reported(spec), record.value
+        return self._converged_to(spec, record.value)
+
+    def _converged_to(self, spec: ActuatorSpec, value: Value | None) -> bool:
+        reported = self._reported(spec)
         if reported is None or value is None:
             return False
         if isinstance(value, bool) or isinstance(reported, bool):
@@ -634,13 +687,22 @@ class Executor:
         ``_Done``."""
         fields, done = self._fold(record, [_Step(to, reason, self._clock_ms())])
         reached = bool(done) and done[-1].state == to
+        twin = record_twin(record.id)
+        if self._claims.pop(record.id, None) is not None:  # never written: the claimed attempt goes back
+            unclaim = self.store.increment(twin, ATTEMPTS, -1)
+            if not fields:
+                await self._commit(unclaim, [twin], "local")
+        else:
+            unclaim = b""
         if fields:
             if record.held and reached:
                 fields[HELD] = ""
-            twin = record_twin(record.id)
             if reached:  # counted before a waiter wakes
                 self.stats.outcomes[str(to)] = self.stats.outcomes.get(str(to), 0) + 1
-            durable = self._begin(self.store.set_many(twin, fields), [twin], "local")
+            delta = self.store.set_many(twin, fields)
+            if unclaim:
+                delta = join([delta, unclaim])
+            durable = self._begin(delta, [twin], "local")
             await self._audit_steps(record, done, durable)  # in the trail when waiters wake
             await asyncio.shield(durable)
             log.info("command %s (%s %s): %s: %s", record.id, record.twin, record.action, to, reason)

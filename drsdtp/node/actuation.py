@@ -80,6 +80,7 @@ class Actuation(BackgroundService):
             changes=node.feed,
             limits=CommandLimits(c.max_records, c.default_deadline_s, c.max_deadline_s),
             audit=self.audit,
+            begin=node.start_commit,
         )
         self.health = NodeHealth(node)
         self.executor = Executor(

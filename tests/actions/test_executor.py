@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from drsdtp.actions import CommandRecord, State
+from drsdtp.actions.record import command_id
 from drsdtp.adapters.simulated import SimulatedAdapter
 from drsdtp.client import connect
 from drsdtp.config import Address, parse_config
@@ -69,6 +71,35 @@ async def test_a_command_is_written_acknowledged_and_applied_when_the_pump_repor
         assert events in (["issued", "applied"], ["issued", "acknowledged", "applied"])
         said = " ".join(r.reason for r in records)
         assert said.count("sent: written to ") == 1 and said.count("acknowledged") == 1
+
+
+async def test_a_record_made_with_its_first_attempt_gives_the_attempt_back_when_not_written(
+    tmp_path: pathlib.Path,
+) -> None:
+    """The executor's node creates a command's record with its first attempt when it writes at once (one
+    durable append, not two); a command cancelled before its write gives that attempt back."""
+    async with Node(parse_config(config(tmp_path))) as node:
+        first_seen: dict[str, object] = {}  # record twin -> its attempts as its first append left them
+
+        def seen(twins: Sequence[str]) -> None:
+            for twin in twins:
+                if twin.startswith("_cmd/") and twin not in first_seen:
+                    first_seen[twin] = node.store.get(twin, "attempts")
+
+        node.appended_hooks.append(seen)
+        book = node.commands
+        command = await book.issue_command("pump-1", "valve", 0.3, actor="op")
+        record = await outcome(node, command)
+        assert (record.state, record.attempts, first_seen[f"_cmd/{command}"]) == (State.APPLIED, 1, 1)
+        # Cancelled in the same step of the loop as it is issued: claimed, then never written.
+        cancelled = command_id("pump-1", "cancel-me")
+        await asyncio.gather(
+            book.issue_command("pump-1", "valve", 0.5, key="cancel-me", actor="op"),
+            book.cancel(cancelled, "op-2", "changed my mind"),
+        )
+        record = await outcome(node, cancelled)
+        assert (record.state, record.attempts) == (State.CANCELLED, 0), record
+        assert first_seen[f"_cmd/{cancelled}"] == 1 and plant(node).writes == 1
 
 
 async def test_a_write_that_does_not_reach_the_device_is_retried_then_fails_with_the_reason(
