@@ -43,7 +43,7 @@ $(STAMPS)/venv: requirements.lock | $(STAMPS)/apt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
 	@touch $@
 
-$(STAMPS)/build: $(STAMPS)/venv Cargo.toml Cargo.lock pyproject.toml $(shell find crdt_core/src crdt_py/src -name '*.rs') 
+$(STAMPS)/build: $(STAMPS)/venv Cargo.toml Cargo.lock pyproject.toml $(shell find crdt_core/src crdt_py/src api_wire/src -name '*.rs') 
 	@# Installed into the venv (editable: a .pth names this checkout), so `drsdtp` is on the venv's PATH and
 	@# `import drsdtp` works from any directory, as the README's commands need.
 	$(VENV)/bin/maturin develop --release -q -E all 2>&1 | grep -v '^Requirement\|^Ignoring' || true
@@ -72,11 +72,11 @@ lint: setup ## ruff, mypy --strict, stubtest, rustfmt, clippy, proto drift
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest drsdtp._core --allowlist tests/typing/stubtest-allowlist.txt
 	cargo fmt --all --check
-	cargo clippy -q -p crdt_core -p crdt_py --all-targets -- -D warnings
+	cargo clippy -q -p crdt_core -p crdt_py -p api_wire --all-targets -- -D warnings
 	tools/gen_proto.sh --check
 
 test-rust: ## Rust unit, property, golden-vector and bounded fuzz tests
-	cargo test -q -p crdt_core
+	cargo test -q -p crdt_core -p api_wire
 	crdt_core/fuzz/run.sh 30
 
 tla: setup ## model-check tla/ with TLC

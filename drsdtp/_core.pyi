@@ -14,9 +14,26 @@ from numpy.typing import NDArray
 
 from drsdtp.errors import DrsdtpError
 
-__all__ = ["FORMAT_VERSION", "Store", "Wal", "__version__", "decode_state", "join", "numeric_entries"]
+__all__ = [
+    "FORMAT_VERSION",
+    "HELD_F64",
+    "HELD_NOTHING",
+    "HELD_OTHER",
+    "Store",
+    "Wal",
+    "WriteColumns",
+    "__version__",
+    "decode_state",
+    "decode_write",
+    "join",
+    "numeric_entries",
+]
 
 FORMAT_VERSION: int
+# What Store.held_f64 says a field holds.
+HELD_NOTHING: int
+HELD_F64: int
+HELD_OTHER: int
 __version__: str
 
 Value = float | int | bool | str | bytes
@@ -70,6 +87,13 @@ class Store:
     def read_numeric(
         self, twin_ids: NDArray[np.uint32], field_ids: NDArray[np.uint32]
     ) -> tuple[NDArray[np.float64], NDArray[np.uint64]]: ...
+    def held_f64(
+        self,
+        twins: list[str],
+        fields: list[str],
+        twin: NDArray[np.uint32],
+        field: NDArray[np.uint32],
+    ) -> tuple[NDArray[np.float64], NDArray[np.uint8]]: ...
     # reads
     def get(self, twin: str, field: str) -> FieldValue | None: ...
     def entry(self, twin: str, field: str) -> tuple[Value, int, int, int] | None: ...
@@ -154,3 +178,44 @@ def decode_state(state: bytes) -> dict[str, dict[str, FieldValue]]: ...
 def numeric_entries(
     delta: bytes, *, max_message_bytes: int = 67108864
 ) -> list[tuple[str, str, float, int]]: ...
+
+@final
+class WriteColumns:
+    """A Write request in the bulk shape (see drsdtp.api.write_bulk), decoded natively."""
+
+    @property
+    def ack(self) -> int: ...
+    @property
+    def replicas(self) -> int: ...
+    @property
+    def replicate_timeout_ms(self) -> int: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def twins(self) -> list[str]: ...
+    @property
+    def if_versions(self) -> list[tuple[int, int]]: ...
+    @property
+    def starts(self) -> NDArray[np.uint32]: ...
+    @property
+    def names(self) -> list[str]: ...
+    @property
+    def field(self) -> NDArray[np.uint32]: ...
+    @property
+    def values(self) -> NDArray[np.float64]: ...
+    @property
+    def col_twin_ids(self) -> list[str]: ...
+    @property
+    def col_fields(self) -> list[str]: ...
+    @property
+    def col_twin(self) -> NDArray[np.uint32]: ...
+    @property
+    def col_field(self) -> NDArray[np.uint32]: ...
+    @property
+    def col_values(self) -> NDArray[np.float64]: ...
+    @property
+    def col_source_ms(self) -> NDArray[np.int64]: ...
+
+def decode_write(body: bytes) -> WriteColumns | str: ...

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates every committed file derived from proto/: the Rust types of crdt_core (prost, via
+# Regenerates every committed file derived from proto/: the Rust types of crdt_core and api_wire (prost, via
 # tools/protogen) and the Python modules under drsdtp/wire/ (grpcio-tools, with mypy stubs).
 # protoc comes from the pinned grpcio-tools wheel, so the output depends only on requirements.lock.
 set -euo pipefail
@@ -11,11 +11,15 @@ if [ "${1:-}" = "--check" ]; then
   snap="$(mktemp -d)"
   trap 'rm -rf "$snap"' EXIT
   cp -a crdt_core/src/pb.rs drsdtp/wire "$snap/"
+  cp -a api_wire/src/pb.rs "$snap/api_pb.rs"
   "$0"
-  if ! diff -r -q "$snap/pb.rs" crdt_core/src/pb.rs >/dev/null || ! diff -r -q -x __pycache__ "$snap/wire" drsdtp/wire >/dev/null; then
+  if ! diff -r -q "$snap/pb.rs" crdt_core/src/pb.rs >/dev/null || ! diff -r -q -x __pycache__ "$snap/wire" drsdtp/wire >/dev/null \
+    || ! diff -q "$snap/api_pb.rs" api_wire/src/pb.rs >/dev/null; then
     diff -r -x __pycache__ "$snap/wire" drsdtp/wire | head -40 || true
     diff "$snap/pb.rs" crdt_core/src/pb.rs | head -40 || true
+    diff "$snap/api_pb.rs" api_wire/src/pb.rs | head -40 || true
     rm -rf drsdtp/wire && cp -a "$snap/wire" drsdtp/wire && cp "$snap/pb.rs" crdt_core/src/pb.rs
+    cp "$snap/api_pb.rs" api_wire/src/pb.rs
     echo "generated protobuf code drifted from proto/: run 'make proto' and commit the result" >&2
     exit 1
   fi

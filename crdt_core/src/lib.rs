@@ -28,6 +28,7 @@ pub mod counter;
 mod desired;
 pub mod entries;
 pub mod error;
+pub mod held;
 pub mod intern;
 pub mod lww;
 pub mod mvreg;

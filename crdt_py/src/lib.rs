@@ -11,6 +11,7 @@ mod convert;
 mod entries;
 mod errors;
 mod names;
+mod write;
 
 use convert::{field_to_py, value_from_py, value_to_py};
 use errors::IntoPy;
@@ -233,6 +234,26 @@ impl Store {
         let mut stamps = vec![0u64; t.len()];
         py.detach(|| self.lock().read_numeric(t, f, &mut values, &mut stamps)).py_err()?;
         Ok((PyArray1::from_vec(py, values), PyArray1::from_vec(py, stamps)))
+    }
+
+    /// What each (twin, field) row would overwrite, by name, interning nothing (see
+    /// `crdt_core::held`): the f64 each holds (NaN if none) and what kind of thing it holds.
+    #[allow(clippy::type_complexity)]
+    fn held_f64<'py>(
+        &self,
+        py: Python<'py>,
+        twins: Vec<String>,
+        fields: Vec<String>,
+        twin: PyReadonlyArray1<'py, u32>,
+        field: PyReadonlyArray1<'py, u32>,
+    ) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<u8>>)> {
+        let (t, f) = (twin.as_slice()?, field.as_slice()?);
+        let mut olds = vec![0.0; t.len()];
+        let mut kinds = vec![0u8; t.len()];
+        let twins: Vec<&str> = twins.iter().map(String::as_str).collect();
+        let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+        py.detach(|| self.lock().held_f64(&twins, &fields, t, f, &mut olds, &mut kinds)).py_err()?;
+        Ok((PyArray1::from_vec(py, olds), PyArray1::from_vec(py, kinds)))
     }
 
     // ----- reads -----------------------------------------------------------------------------------------
@@ -658,9 +679,14 @@ fn outcome_list(py: Python<'_>, outcomes: Vec<crdt_core::Result<bool>>) -> PyRes
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Store>()?;
     m.add_class::<Wal>()?;
+    m.add_class::<write::WriteColumns>()?;
+    m.add_function(wrap_pyfunction!(write::decode_write, m)?)?;
     m.add_function(wrap_pyfunction!(join, m)?)?;
     m.add_function(wrap_pyfunction!(decode_state, m)?)?;
     m.add_function(wrap_pyfunction!(entries::numeric_entries, m)?)?;
+    m.add("HELD_NOTHING", crdt_core::held::HELD_NOTHING)?;
+    m.add("HELD_F64", crdt_core::held::HELD_F64)?;
+    m.add("HELD_OTHER", crdt_core::held::HELD_OTHER)?;
     m.add("FORMAT_VERSION", crdt_core::codec::FORMAT as i32)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

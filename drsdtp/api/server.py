@@ -7,6 +7,7 @@ return protobuf messages, so an HTTP/JSON face can call the same functions); eve
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,7 @@ from drsdtp.api.services.alarms import AlarmStreams
 from drsdtp.api.services.intel import AnomalyStreams
 from drsdtp.api.services.watch import WatchService
 from drsdtp.api.watch_limits import WatchGate, WatchLimits
+from drsdtp.api.write_bulk import parse_write
 from drsdtp.config import Address, ApiConfig, LimitsConfig, TlsConfig
 from drsdtp.errors import DrsdtpError
 from drsdtp.gossip.tls import NodeCertificates
@@ -83,7 +85,8 @@ def service_handler(
             continue
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             _unary(unary[method.name]),
-            request_deserializer=request.FromString,
+            # Write: bulk numeric writes decoded natively into columns (drsdtp.api.write_bulk).
+            request_deserializer=parse_write if method.name == "Write" else request.FromString,
             response_serializer=reply.SerializeToString,
         )
     return grpc.method_handlers_generic_handler(SERVICE.full_name, handlers)
@@ -139,7 +142,8 @@ class ApiServer:
             ],
         )
         # The one implementation of every method, which the HTTP/JSON face (drsdtp.api.http) serves too.
-        self.methods = unary_methods(node, keys)
+        self.write_paths: collections.Counter[str] = collections.Counter()  # Write requests by path
+        self.methods = unary_methods(node, keys, self.write_paths)
         self.watches = WatchService(
             node.store,
             node.feed,

@@ -151,6 +151,13 @@ class Node:
             lambda: keys.repeats,
         )
         self.metrics.add_labelled_counter(
+            "drsdtp_api_write_paths",
+            "Write requests by path: bulk (numeric reports decoded natively, checked per twin and field "
+            "name) or general.",
+            ("path",),
+            lambda: {(path,): n for path, n in self.api.write_paths.items()},
+        )
+        self.metrics.add_labelled_counter(
             "drsdtp_api_watchers_refused",
             "Watch streams refused over limits.api_max_watchers (node) or _per_caller (caller).",
             ("reason",),

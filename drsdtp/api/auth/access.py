@@ -64,6 +64,9 @@ def access_of(method: str, request: Any, records: RecordTwins | None = None) -> 
     if method == "Relate":  # both ends of every edge that changes
         edges = (*request.add, *request.remove)
         return Access((method,), _named(*(t for e in edges for t in (e.twin_id, e.target))))
+    if method == "Write" and hasattr(request, "bulk_twins"):
+        # Decoded natively (drsdtp.api.write_bulk.BulkWrite): reported values only, no create or delete.
+        return Access((method,), request.bulk_twins())
     if method == "Write":
         methods = [method]
         if any(w.HasField("create") for w in request.twins):

@@ -5,6 +5,7 @@ function. Watch is a stream and writes to its gRPC call itself (:mod:`.watch`)."
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,9 +24,12 @@ __all__ = ["Unary", "unary_methods"]
 Unary = Callable[[Any], Awaitable[Any]]
 
 
-def unary_methods(node: NodeApi, keys: IdempotencyStore) -> dict[str, Unary]:
-    """Every unary method of ``drsdtp.wire.v1.TwinApi`` by its name in the proto."""
-    read, admin, write = ReadService(node), AdminService(node), WriteService(node, keys)
+def unary_methods(
+    node: NodeApi, keys: IdempotencyStore, write_paths: Counter[str] | None = None
+) -> dict[str, Unary]:
+    """Every unary method of ``drsdtp.wire.v1.TwinApi`` by its name in the proto (``write_paths``: counts
+    Write requests by the path that took them)."""
+    read, admin, write = ReadService(node), AdminService(node), WriteService(node, keys, write_paths)
     intel = IntelService(node)
     alarms = AlarmService(node)
     commands = CommandService(lambda: node.commands)

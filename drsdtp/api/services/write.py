@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from drsdtp._core import join
+from drsdtp.api import write_bulk
 from drsdtp.api.caller import current_caller
 from drsdtp.api.errors import naming
 from drsdtp.api.idempotency import MAX_KEY_BYTES, IdempotencyStore
 from drsdtp.api.node import AuditEntry, NodeApi, Value
+from drsdtp.api.write_bulk import BulkWrite
 from drsdtp.api.write_columns import Columns, apply_columns, check_columns
 from drsdtp.api.write_plan import Applied, Create, Numbers, Op, OpKind, TwinOps, apply, check
 from drsdtp.errors import InvalidValueError, PreconditionError, ReplicationTimeoutError
@@ -131,11 +134,23 @@ def decode(request: api_pb2.WriteRequest) -> list[TwinOps]:
 
 
 class WriteService:
-    def __init__(self, node: NodeApi, keys: IdempotencyStore) -> None:
+    def __init__(self, node: NodeApi, keys: IdempotencyStore, paths: Counter[str] | None = None) -> None:
         self.node = node
         self.keys = keys
+        # Requests by the path that applied them: "bulk" (decoded natively, drsdtp.api.write_bulk) or
+        # "general" (drsdtp.api.write_plan); refused ones count where they were refused.
+        self.paths: Counter[str] = Counter() if paths is None else paths
 
-    async def write(self, request: api_pb2.WriteRequest) -> api_pb2.WriteReply:
+    async def write(self, request: api_pb2.WriteRequest | BulkWrite) -> api_pb2.WriteReply:
+        if isinstance(request, BulkWrite):
+            node = self.node
+            planned = write_bulk.plan(node.store, request, node.model, node.limits.max_name_bytes)
+            if planned is not None:
+                self.paths["bulk"] += 1
+                reply = await asyncio.shield(self._apply_bulk(request, planned))
+                return await self._acknowledged(request, reply)
+            request = request.message()  # a check did not pass: the general path words the error
+        self.paths["general"] += 1
         key = request.idempotency_key
         digest = b""
         if key:
@@ -200,7 +215,18 @@ class WriteService:
             raise failure
         return _reply(applied)
 
-    def _audit_entry(self, request: api_pb2.WriteRequest, twin: str, applied: Applied) -> AuditEntry:
+    async def _apply_bulk(self, request: BulkWrite, planned: write_bulk.Plan) -> api_pb2.WriteReply:
+        node = self.node
+        applied = Applied()
+        write_bulk.apply(node.store, planned, applied)  # one native call: all or nothing
+        # Applied and appended to the log in this one step of the loop (see _apply).
+        await node.commit(applied.deltas[0][0], applied.extra_twins, "local")
+        await node.audit([self._audit_entry(request, twin, applied) for twin in applied.versions])
+        return _reply(applied)
+
+    def _audit_entry(
+        self, request: api_pb2.WriteRequest | BulkWrite, twin: str, applied: Applied
+    ) -> AuditEntry:
         return AuditEntry(
             twin=twin,
             action=applied.actions.get(twin, "write"),
@@ -210,7 +236,7 @@ class WriteService:
         )
 
     async def _acknowledged(
-        self, request: api_pb2.WriteRequest, reply: api_pb2.WriteReply
+        self, request: api_pb2.WriteRequest | BulkWrite, reply: api_pb2.WriteReply
     ) -> api_pb2.WriteReply:
         if request.ack != api_pb2.ACK_REPLICATED:
             return reply

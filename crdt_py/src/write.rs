@@ -1,0 +1,59 @@
+//! `decode_write`: the API's Write request decoded natively (`api_wire`) into columns for Python.
+use numpy::PyArray1;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString};
+
+/// A Write request in the bulk shape, as columns (see `api_wire::WriteColumns`): built once, read by the
+/// API's write service.
+#[pyclass(frozen, get_all, module = "drsdtp._core")]
+pub struct WriteColumns {
+    ack: i32,
+    replicas: u32,
+    replicate_timeout_ms: u32,
+    actor: Py<PyString>,
+    reason: Py<PyString>,
+    twins: Py<PyList>,
+    if_versions: Py<PyList>,
+    starts: Py<PyArray1<u32>>,
+    names: Py<PyList>,
+    field: Py<PyArray1<u32>>,
+    values: Py<PyArray1<f64>>,
+    col_twin_ids: Py<PyList>,
+    col_fields: Py<PyList>,
+    col_twin: Py<PyArray1<u32>>,
+    col_field: Py<PyArray1<u32>>,
+    col_values: Py<PyArray1<f64>>,
+    col_source_ms: Py<PyArray1<i64>>,
+}
+
+/// The request as `WriteColumns`, or (anything else) the reason it is not in the bulk shape.
+#[pyfunction]
+pub fn decode_write(py: Python<'_>, body: &Bound<'_, PyBytes>) -> PyResult<Py<PyAny>> {
+    let data = body.as_bytes();
+    let decoded = py.detach(|| api_wire::decode_write(data));
+    let c = match decoded {
+        api_wire::Decoded::General(why) => return Ok(PyString::new(py, why).into_any().unbind()),
+        api_wire::Decoded::Columns(c) => *c,
+    };
+    let cols = c.columns;
+    let out = WriteColumns {
+        ack: c.ack,
+        replicas: c.replicas,
+        replicate_timeout_ms: c.replicate_timeout_ms,
+        actor: PyString::new(py, &c.actor).unbind(),
+        reason: PyString::new(py, &c.reason).unbind(),
+        twins: PyList::new(py, c.twins)?.unbind(),
+        if_versions: PyList::new(py, c.if_versions)?.unbind(),
+        starts: PyArray1::from_vec(py, c.starts).unbind(),
+        names: PyList::new(py, c.names)?.unbind(),
+        field: PyArray1::from_vec(py, c.field).unbind(),
+        values: PyArray1::from_vec(py, c.values).unbind(),
+        col_twin_ids: PyList::new(py, cols.twin_ids)?.unbind(),
+        col_fields: PyList::new(py, cols.fields)?.unbind(),
+        col_twin: PyArray1::from_vec(py, cols.twin).unbind(),
+        col_field: PyArray1::from_vec(py, cols.field).unbind(),
+        col_values: PyArray1::from_vec(py, cols.values).unbind(),
+        col_source_ms: PyArray1::from_vec(py, cols.source_ms).unbind(),
+    };
+    Ok(Bound::new(py, out)?.into_any().unbind())
+}

@@ -1,0 +1,227 @@
+"""Bulk numeric writes decoded natively (drsdtp.api.write_bulk): the Rust decoder against the protobuf
+runtime, then on a real node over gRPC: the bulk path applies and audits what the general path would, and
+any request it does not take whole (a check that fails included) gets the general path's precise error."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+from google.protobuf.message import DecodeError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from drsdtp._core import WriteColumns, decode_write
+from drsdtp.api.errors import FIELD_KEY
+from drsdtp.api.write_bulk import BulkWrite, parse_write
+from drsdtp.client import connect, field_to_python
+from drsdtp.config import Address
+from drsdtp.node.node import Node
+from drsdtp.wire.v1 import api_pb2
+from tests.api.test_write import Stub, config, create, fields, refused, report, trailer
+
+names = st.text(min_size=0, max_size=6)
+floats = st.floats(allow_nan=True, allow_infinity=True)
+twin_writes = st.builds(
+    lambda twin, ops, version: api_pb2.TwinWrite(
+        twin_id=twin, ops=[report(f, f64=v) for f, v in ops], if_version=version
+    ),
+    names,
+    st.lists(st.tuples(names, floats), min_size=1, max_size=5),
+    st.none() | st.integers(0, 2**64 - 1),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    twins=st.lists(twin_writes, max_size=5),
+    values=st.lists(floats, max_size=6),
+    actor=names,
+    ack=st.sampled_from([0, 1]),
+)
+def test_the_native_decoder_reads_what_protobuf_reads(
+    twins: list[api_pb2.TwinWrite], values: list[float], actor: str, ack: int
+) -> None:
+    cols = api_pb2.NumericColumns(
+        twin_ids=["a", "b"], fields=["x"], twin=[i % 2 for i in range(len(values))], values=values
+    )
+    request = api_pb2.WriteRequest(twins=twins, columns=cols, actor=actor, ack=ack, reason="r")  # type: ignore[arg-type]
+    got = decode_write(request.SerializeToString())
+    if len({t.twin_id for t in twins}) < len(twins) or not (twins or values):
+        assert isinstance(got, str)
+        return
+    assert isinstance(got, WriteColumns)
+    assert (got.actor, got.reason, got.ack) == (actor, "r", ack)
+    assert got.twins == [t.twin_id for t in twins]
+    assert got.if_versions == [(i, t.if_version) for i, t in enumerate(twins) if t.HasField("if_version")]
+    rows = [(tw.twin_id, op.field, op.report.f64) for tw in twins for op in tw.ops]
+    decoded = [
+        (got.twins[i], got.names[got.field[r]], got.values[r])
+        for i in range(len(got.twins))
+        for r in range(got.starts[i], got.starts[i + 1])
+    ]
+    assert [(t, f) for t, f, _ in decoded] == [(t, f) for t, f, _ in rows]
+    np.testing.assert_array_equal([v for *_, v in decoded], [v for *_, v in rows])
+    assert len(set(got.names)) == len(got.names)
+    assert (got.col_twin_ids, list(got.col_twin), list(got.col_field)) == (["a", "b"], list(cols.twin), [])
+    np.testing.assert_array_equal(got.col_values, values)
+
+
+def test_other_requests_are_left_to_protobuf() -> None:
+    ops = [report("x", f64=1.0)]
+    general = [
+        api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="a", ops=ops)], idempotency_key="k"),
+        api_pb2.WriteRequest(twins=[create("a", ops=ops)]),
+        api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="a", delete=True)]),
+        api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="a", ops=[report("x", i64=1)])]),
+        api_pb2.WriteRequest(
+            twins=[api_pb2.TwinWrite(twin_id="a", ops=[api_pb2.FieldOp(field="n", increment=1)])]
+        ),
+    ]
+    for request in general:
+        body = request.SerializeToString()
+        assert isinstance(decode_write(body), str)
+        assert parse_write(body) == request
+    with pytest.raises(DecodeError):
+        parse_write(b"\x0a\xff\xff")  # protobuf's own error: the guard answers INVALID_ARGUMENT
+    bulk = parse_write(
+        api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="a", ops=ops)]).SerializeToString()
+    )
+    assert isinstance(bulk, BulkWrite) and bulk.bulk_twins() == ("a",)
+
+
+@pytest.fixture
+async def api(tmp_path: pathlib.Path) -> AsyncIterator[tuple[Node, Stub]]:
+    async with Node(config(tmp_path)) as node:
+        channel, stub = connect(Address("127.0.0.1", node.api.port))
+        async with channel:
+            yield node, stub
+
+
+def numbers(twin: str, **values: float) -> api_pb2.TwinWrite:
+    return api_pb2.TwinWrite(twin_id=twin, ops=[report(k, f64=v) for k, v in values.items()])
+
+
+async def test_bulk_writes_apply_in_one_commit_and_are_audited_with_old_values(
+    api: tuple[Node, Stub],
+) -> None:
+    node, stub = api
+    await stub.Write(
+        api_pb2.WriteRequest(twins=[create("room-1", "room", [report("temp_1", f64=20.0)]), create("m-1")])
+    )
+    records = node.durable.stats.records
+    cols = api_pb2.NumericColumns(
+        twin_ids=["m-1"], fields=["a", "z"], twin=[0, 0, 0], field=[0, 1, 0], values=[1.0, 2.0, 3.0]
+    )
+    reply = await stub.Write(
+        api_pb2.WriteRequest(
+            twins=[numbers("room-1", temp_1=21.5, temp_2=19.0), numbers("m-1", a=7.0, b=8.0)],
+            columns=cols,
+            actor="app",
+            reason="bulk",
+        )
+    )
+    assert node.api.write_paths["bulk"] == 1
+    assert node.durable.stats.records == records + 1  # one commit
+    assert [t.twin_id for t in reply.twins] == ["room-1", "m-1"]
+    assert [t.version for t in reply.twins] == [node.store.context_digest(t) for t in ("room-1", "m-1")]
+    assert {k: v for k, v in (await fields(stub, "m-1")).items() if len(k) == 1} == {
+        "a": 3.0,
+        "b": 8.0,
+        "z": 2.0,
+    }
+    assert (await fields(stub, "room-1"))["temp_1"] == 21.5
+    for twin, want in (
+        ("room-1", {"temp_1": (20.0, 21.5), "temp_2": (None, 19.0)}),
+        ("m-1", {"a": (None, 3.0), "b": (None, 8.0), "z": (None, 2.0)}),
+    ):
+        record = (await stub.ReadAudit(api_pb2.AuditRequest(twin_id=twin))).records[-1]
+        got = {
+            c.name: (field_to_python(c.before) if c.HasField("before") else None, c.after.f64)
+            for c in record.changes
+        }
+        assert got == want
+        assert (record.actor, record.reason, record.action) == ("app", "bulk", "write")
+    # The same values again: applied, and audited as a write that changed nothing.
+    await stub.Write(api_pb2.WriteRequest(twins=[numbers("m-1", a=3.0, b=8.0)]))
+    record = (await stub.ReadAudit(api_pb2.AuditRequest(twin_id="m-1"))).records[-1]
+    assert (record.action, list(record.changes)) == ("write", [])
+    assert node.api.write_paths["bulk"] == 2
+
+
+async def test_a_bulk_write_that_fails_a_check_gets_the_general_paths_error_and_changes_nothing(
+    api: tuple[Node, Stub],
+) -> None:
+    node, stub = api
+    await stub.Write(
+        api_pb2.WriteRequest(
+            twins=[
+                create("room-1", "room", [report("note", text="a")]),
+                create("m-1", ops=[api_pb2.FieldOp(field="n", increment=1)]),
+            ]
+        )
+    )
+    version = node.store.context_digest("m-1")
+    assert version is not None
+    before = node.store.encode_state()
+    cases = [
+        (
+            api_pb2.WriteRequest(twins=[numbers("m-1", a=1.0, b=float("nan"))]),
+            "INVALID_ARGUMENT",
+            "twins[0].ops[1].report",
+        ),
+        (
+            api_pb2.WriteRequest(twins=[numbers("m-1", a=1.0), numbers("ghost", a=1.0)]),
+            "NOT_FOUND",
+            "twins[1].twin_id",
+        ),
+        (
+            api_pb2.WriteRequest(twins=[numbers("m-1", a=1.0, n=2.0)]),
+            "INVALID_ARGUMENT",
+            "twins[0].ops[1].field",
+        ),
+        (
+            api_pb2.WriteRequest(twins=[numbers("room-1", note=2.0)]),
+            "INVALID_ARGUMENT",
+            "twins[0].ops[0].field",
+        ),
+        (
+            api_pb2.WriteRequest(twins=[numbers("room-1", temp_1=99.0)]),
+            "INVALID_ARGUMENT",
+            "twins[0].ops[0].report",
+        ),
+        (api_pb2.WriteRequest(twins=[numbers("m-1", _x=1.0)]), "INVALID_ARGUMENT", "twins[0].ops[0].field"),
+        (
+            api_pb2.WriteRequest(twins=[numbers("m-1", **{"a.desired": 1.0})]),
+            "INVALID_ARGUMENT",
+            "twins[0].ops[0].field",
+        ),
+        (
+            api_pb2.WriteRequest(
+                twins=[api_pb2.TwinWrite(twin_id="m-1", if_version=version + 1, ops=[report("a", f64=1.0)])]
+            ),
+            "FAILED_PRECONDITION",
+            "twins[0].if_version",
+        ),
+        (
+            api_pb2.WriteRequest(
+                twins=[numbers("m-1", a=1.0)],
+                columns=api_pb2.NumericColumns(
+                    twin_ids=["m-1"], fields=["x"], twin=[0], field=[0], values=[float("inf")]
+                ),
+            ),
+            "INVALID_ARGUMENT",
+            "columns.values[0]",
+        ),
+    ]
+    for request, code, field in cases:
+        error = await refused(stub, request)
+        assert (error.code().name, trailer(error, FIELD_KEY)) == (code, field), error.details()
+    assert node.store.encode_state() == before
+    assert node.api.write_paths["bulk"] == 0
+    # The right version applies through the bulk path.
+    good = api_pb2.TwinWrite(twin_id="m-1", if_version=version, ops=[report("a", f64=1.0)])
+    await stub.Write(api_pb2.WriteRequest(twins=[good]))
+    assert node.api.write_paths["bulk"] == 1
