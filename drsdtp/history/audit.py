@@ -5,6 +5,11 @@ File ``audit.log``: one JSON object per line (keys sorted, compact separators)::
     {"action", "actor", "changes": {field: {"old", "new"}}, "hash", "prev", "reason", "ref", "seq",
      "ts_ms", "twin", "via"}
 
+A write of several twins in one request is one record (the request is what happened, and one record a
+request keeps the trail's cost per request, not per twin): ``twin`` is empty, ``changes`` is empty and
+``twins`` holds each twin's part, ``{twin: {"action", "changes"}}``. Readers see one record per twin (its
+part, with the request's seq, hash, actor, reason and time): :meth:`AuditLog.records` spells them out.
+
 ``hash`` is the SHA-256 of the line's canonical JSON without ``hash``; ``prev`` is the previous line's hash
 (64 zeros for the first) and ``seq`` counts from 0. Editing a line breaks its hash; deleting or reordering
 lines breaks ``prev`` and ``seq``. Cutting lines off the end leaves a valid chain, so :meth:`AuditLog.flush`
@@ -191,6 +196,20 @@ def _encoded(changes: Mapping[str, Change]) -> str:
     return json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def _parts(raw: Mapping[str, Any], twin: str | None) -> list[AuditRecord]:
+    """A line's records: itself, or (a request's record with ``twins``) one per twin (``twin``'s only)."""
+    parts = raw.get("twins")
+    if parts is None:
+        return [AuditRecord.from_json(raw)]
+    names = sorted(parts) if twin is None else [twin] if twin in parts else []
+    return [
+        AuditRecord.from_json(
+            {**raw, "twin": name, "action": parts[name]["action"], "changes": parts[name]["changes"]}
+        )
+        for name in names
+    ]
+
+
 class AuditLog:
     """Append-only audit trail in ``directory``. ``record`` appends; ``flush`` makes it durable."""
 
@@ -267,6 +286,29 @@ class AuditLog:
         """:meth:`record` for a writer that needs nothing back (the API's writes: spares parsing it)."""
         self._append(actor, twin, changes, reason, via, action, None, None)
 
+    def append_request(
+        self,
+        *,
+        actor: str,
+        reason: str,
+        via: Via,
+        twins: Sequence[tuple[str, Action, Mapping[str, Change]]],
+    ) -> None:
+        """One record for a request that wrote ``twins`` (each: twin, action, changes; distinct twins): a
+        record with ``twins`` (see the module's docstring), or :meth:`append`'s for a single twin."""
+        if len(twins) == 1:
+            twin, action, changes = twins[0]
+            self._append(actor, twin, changes, reason, via, action, None, None)
+            return
+        ordered = sorted(twins, key=lambda part: part[0])  # json's sort_keys order: by code point
+        if len({part[0] for part in ordered}) < len(ordered):
+            raise ValueError("append_request: a twin listed twice")
+        parts = ",".join(
+            f'{_str(twin)}:{{"action":{_str(action)},"changes":{_encoded(changes)}}}'
+            for twin, action, changes in ordered
+        )
+        self._append(actor, "", {}, reason, via, "write", None, None, "{" + parts + "}")
+
     def _append(
         self,
         actor: str,
@@ -277,6 +319,7 @@ class AuditLog:
         action: Action,
         ref: str | None,
         ts_ms: int | None,
+        twins: str | None = None,
     ) -> dict[str, Any]:
         if self._closed:
             raise storage_error(f"audit log {self.path} is closed")
@@ -294,13 +337,14 @@ class AuditLog:
         }
         # The same bytes as _canonical(body) with the changes in (what verify() recomputes), spelt out in
         # the keys' sorted order ("hash" goes between "changes" and "prev") with json's own string encoder:
-        # a write of many twins appends a record per twin, and a json.dumps of each body cost as much as
-        # the rest of the record.
+        # a request's record holds thousands of readings, and a json.dumps of its body cost as much as the
+        # rest of the write.
+        parts = "" if twins is None else f'"twins":{twins},'  # sorts between "twin" and "via"
         head = f'{{"action":{_str(action)},"actor":{_str(actor)},"changes":{_encoded(changes)}'
         tail = (
             f',"prev":{_str(body["prev"])},"reason":{_str(reason)},'
             f'"ref":{"null" if ref is None else _str(ref)},"seq":{int(body["seq"])},'
-            f'"ts_ms":{int(body["ts_ms"])},"twin":{_str(twin)},"via":{_str(via)}}}'
+            f'"ts_ms":{int(body["ts_ms"])},"twin":{_str(twin)},{parts}"via":{_str(via)}}}'
         )
         digest = hashlib.sha256((head + tail).encode()).hexdigest()
         line = f'{head},"hash":"{digest}"{tail}\n'.encode()
@@ -355,18 +399,19 @@ class AuditLog:
         out: list[AuditRecord] = []
         for line in self._lines():
             try:
-                rec = AuditRecord.from_json(json.loads(line))
+                recs = _parts(json.loads(line), twin)
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue  # damaged: verify() reports it
-            if twin is not None and rec.twin != twin:
-                continue
-            if actor is not None and rec.actor != actor:
-                continue
-            if (start_ms is not None and rec.ts_ms < start_ms) or (
-                end_ms is not None and rec.ts_ms >= end_ms
-            ):
-                continue
-            out.append(rec)
+            for rec in recs:
+                if twin is not None and rec.twin != twin:
+                    continue
+                if actor is not None and rec.actor != actor:
+                    continue
+                if (start_ms is not None and rec.ts_ms < start_ms) or (
+                    end_ms is not None and rec.ts_ms >= end_ms
+                ):
+                    continue
+                out.append(rec)
         return out
 
     def verify(self) -> Verification:

@@ -55,12 +55,16 @@ class SnapshotService:
             await asyncio.to_thread(self.audit.close)
 
     async def audit_writes(self, entries: Sequence[AuditEntry]) -> None:
-        """Appends application writes to the audit trail now (one ``write`` each: a process crash keeps
-        them); one fsync follows within :data:`AUDIT_FLUSH_S` for every write in that time."""
+        """Appends one application request's writes to the audit trail now, as one record naming each twin
+        (a process crash keeps it); one fsync follows within :data:`AUDIT_FLUSH_S` for every write in that
+        time."""
         async with self._lock:
-            for e in entries:
-                self.audit.append(
-                    actor=e.actor, twin=e.twin, changes=e.changes, reason=e.reason, via="api", action=e.action
+            by_caller: dict[tuple[str, str], list[AuditEntry]] = {}
+            for e in entries:  # one request has one caller and reason: one record
+                by_caller.setdefault((e.actor, e.reason), []).append(e)
+            for (actor, reason), part in by_caller.items():
+                self.audit.append_request(
+                    actor=actor, reason=reason, via="api", twins=[(e.twin, e.action, e.changes) for e in part]
                 )
         if self._flush_task is None:
             self._flush_task = asyncio.create_task(self._flush_soon(), name="audit-flush")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from drsdtp.history import AuditLog, Change, changes_between
 from drsdtp.history.audit import Readings
 
@@ -187,3 +189,46 @@ def test_a_line_is_its_record_in_canonical_json_whatever_its_text(tmp_path: Path
     assert audit.verify().ok
     last = audit.records()[-1]
     assert last.changes == {"a": Change(new=2e-300, old=-3.5, old_known=True), "z": Change(new=1.0)}
+
+
+def test_a_request_of_many_twins_is_one_record_read_as_one_per_twin(tmp_path: Path) -> None:
+    """One line per request, canonical JSON (twin names sorted, tricky text too), verified by the chain;
+    readers get each twin's part as its own record, with the request's seq, hash, actor and reason."""
+    audit = AuditLog(tmp_path)
+    audit.append(actor="a", twin="before", changes={}, reason="", via="api")
+    parts = [
+        ("z-twin", "write", Readings(["b", "a"], [1.0, 2.5], olds=[0.5, None])),
+        ('t"\\é', "create", {"_model": Change(new="room"), "x": Change(new=1, old=2, old_known=True)}),
+        ("m", "write", Readings([], [])),
+    ]
+    audit.append_request(actor="app", reason="why", via="api", twins=parts)  # type: ignore[arg-type]
+    audit.append_request(actor="one", reason="", via="api", twins=[("solo", "delete", {})])
+    audit.flush()
+    lines = _lines(tmp_path)
+    assert len(lines) == 3
+    raw = json.loads(lines[1])
+    assert (
+        lines[1]
+        == json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    )
+    assert (raw["twin"], raw["changes"], sorted(raw["twins"])) == ("", {}, ["m", 't"\\é', "z-twin"])
+    assert "twins" not in json.loads(lines[2])  # a single twin: the record as before
+    result = audit.verify()
+    assert result.ok and result.records == 3, result.problems
+    every = audit.records()
+    assert [(r.seq, r.twin, r.action) for r in every] == [
+        (0, "before", "write"),
+        (1, "m", "write"),
+        (1, 't"\\é', "create"),
+        (1, "z-twin", "write"),
+        (2, "solo", "delete"),
+    ]
+    assert len({r.hash for r in every[1:4]}) == 1 and every[1].actor == "app" and every[1].reason == "why"
+    (z,) = audit.records("z-twin")
+    assert z.changes == {"a": Change(new=2.5), "b": Change(new=1.0, old=0.5, old_known=True)}
+    (t,) = audit.records('t"\\é', actor="app")
+    assert t.changes["x"] == Change(new=1, old=2, old_known=True)
+    assert audit.records("nobody") == []
+    with pytest.raises(ValueError, match="twice"):
+        audit.append_request(actor="a", reason="", via="api", twins=[("d", "write", {}), ("d", "write", {})])
+    audit.close()
