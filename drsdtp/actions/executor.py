@@ -154,7 +154,6 @@ class Executor:
         self.specs = actuators.executed_by(node_id)
         self._by_key = {(s.twin, s.action): s for s in self.specs}
         self._twins = {s.twin for s in self.specs if s.desired}
-        self._reported_twins = {s.twin for s in self.specs if s.field}
         self._targets: dict[tuple[str, str], tuple[Writer, WriteTarget]] = {}
         self._active: dict[tuple[str, str], dict[CommandId, tuple[int, str]]] = {}
         self._wake: dict[tuple[str, str], asyncio.Event] = {}
@@ -162,7 +161,20 @@ class Executor:
         # Per command: the marks of its write not committed yet (and the device's answer): they go with the
         # outcome if it comes within ECHO_GRACE_S (see _execute).
         self._unwritten: dict[CommandId, tuple[list[_Step], dict[str, str]]] = {}
-        self._changed = asyncio.Event()
+        # What a worker waiting in _pause is woken by (its actuator's own event: an echo wakes the worker it
+        # concerns, not every worker), and the value each worker waiting for convergence waits for: a
+        # change of the reported twin wakes it only once the field is there (one pass per change in
+        # on_appended; before, every echo woke every waiting worker to re-check its own command).
+        self._nudges = {key: asyncio.Event() for key in self._by_key}
+        self._awaiting: dict[tuple[str, str], Value] = {}
+        self._keys_of: dict[str, list[tuple[str, str]]] = {}
+        for s in self.specs:
+            if s.field:
+                self._keys_of.setdefault(s.twin, []).append((s.twin, s.action))
+        self._lock_keys: dict[str, set[tuple[str, str]]] = {}
+        for s in self.specs:
+            for lock in s.interlocks:
+                self._lock_keys.setdefault(lock.twin, set()).add((s.twin, s.action))
         # Commands under way here (-> their actuator) and the latest ones finished here: a change of either
         # needs no parse of its record (the worker re-reads it at its next checkpoint; a finished one is
         # final). Without these, each of the executor's own commits was parsed once more as it was appended.
@@ -212,22 +224,22 @@ class Executor:
                 for twin in twins:
                     if twin.startswith(CMD_PREFIX):
                         self._track(twin[len(CMD_PREFIX) :])
+                    else:
+                        self._reported(twin)
+                        for key in self._lock_keys.get(twin, ()):  # an interlock's field moved
+                            self._nudges[key].set()
                 for twin in twins & self._twins:
                     await self._desired(twin)
-                self._poke()
 
     def on_appended(self, twins: Sequence[str]) -> None:
         """A local commit is in the store and the log, not yet durable (``Node.appended_hooks``): a command
         record made here, or an actuated twin's echo, is acted on now rather than one fsync later. Safe:
         whatever the executor then writes (an attempt, ``applied``) is durable only after what it saw."""
-        poke = False
         for twin in twins:
             if twin.startswith(CMD_PREFIX):
                 self._track(twin[len(CMD_PREFIX) :], known_only=True)
-            elif twin in self._reported_twins:
-                poke = True
-        if poke:
-            self._poke()
+            else:
+                self._reported(twin)
 
     def busy(self, twin: str, action: str) -> bool:
         """Whether a command of the actuator is under way here (auto-correction waits for it to settle)."""
@@ -248,7 +260,7 @@ class Executor:
         if key not in self._targets or self._active.get(key) or command in self._claims:
             return None
         if spec.max_step is not None and isinstance(value, int | float):
-            reported = self._reported(spec)
+            reported = self._reported_value(spec)
             if isinstance(reported, int | float) and abs(value - reported) > spec.max_step:
                 return None
         if self._clock_ms() < self._last_write_ms.get(key, 0) + int(spec.min_interval_s * 1000):
@@ -274,10 +286,12 @@ class Executor:
             f"interlock {lock.label}: {why}" for lock in spec.interlocks if (why := self._interlock(lock))
         )
 
-    def _poke(self) -> None:
-        """Wakes every wait on the twin (convergence, interlocks, rate limits)."""
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+    def _reported(self, twin: str) -> None:
+        """An actuated twin changed: wakes the workers of its actuators, except one waiting for its field
+        to converge while it has not (one look-up per waiting command, no task woken for nothing)."""
+        for key in self._keys_of.get(twin, ()):
+            if key not in self._awaiting or self._converged_to(self._by_key[key], self._awaiting[key]):
+                self._nudges[key].set()
 
     def _track(self, command: CommandId, resumed: bool = False, known_only: bool = False) -> None:
         if command in self._finished:
@@ -285,6 +299,7 @@ class Executor:
         known = self._tracked.get(command)
         if known is not None and command in self._active.get(known, {}):
             self._wake[known].set()
+            self._nudges[known].set()  # its record changed: a cancel, a newer state
             return
         record = self._record(command)
         if record is None or record.executor != self.node_id:
@@ -298,6 +313,8 @@ class Executor:
         if record.terminal:
             active.pop(command, None)
             self._tracked.pop(command, None)
+            if key in self._nudges:
+                self._nudges[key].set()
             sent = record.marks.get(State.SENT)
             if sent is not None:
                 self._last_write_ms[key] = max(self._last_write_ms.get(key, 0), sent.ms)
@@ -311,6 +328,7 @@ class Executor:
         if sent is not None:
             self._last_write_ms[key] = max(self._last_write_ms.get(key, 0), sent.ms)
         self._wake.setdefault(key, asyncio.Event()).set()
+        self._nudges[key].set()  # a newer command supersedes the one its worker waits on
 
     def _by_key_missing(self, record: CommandRecord) -> None:
         # A record naming this node for an actuator its config lacks: refused once, in the loop.
@@ -448,7 +466,7 @@ class Executor:
         raise AssertionError("unreachable")
 
     def _divergence(self, spec: ActuatorSpec, record: CommandRecord) -> str:
-        reported = self._reported(spec)
+        reported = self._reported_value(spec)
         shown = "nothing" if reported is None else f"{reported!r}"
         within = f"not within {self._tolerance(spec):g} of {record.value!r}"
         return f"with the reported {spec.field} at {shown} ({within})"
@@ -460,16 +478,22 @@ class Executor:
         until the deadline, which the checkpoint settles). Returns the record when the time is up."""
         loop = asyncio.get_running_loop()
         until = None if for_s is None else loop.time() + for_s
-        while True:
-            record = await self._checkpoint(
-                spec, command, lambda: self._divergence(spec, self._read(command))
-            )
-            if self._converged(spec, record):
-                reported = self._reported(spec)
-                await self._finish(record, State.APPLIED, f"reported {spec.field} = {reported!r}")
-            if until is not None and loop.time() >= until:
-                return record
-            await self._pause(record, until)
+        key = (spec.twin, spec.action)
+        try:
+            while True:
+                record = await self._checkpoint(
+                    spec, command, lambda: self._divergence(spec, self._read(command))
+                )
+                if self._converged(spec, record):
+                    reported = self._reported_value(spec)
+                    await self._finish(record, State.APPLIED, f"reported {spec.field} = {reported!r}")
+                if until is not None and loop.time() >= until:
+                    return record
+                if record.value is not None:
+                    self._awaiting[key] = record.value  # a reported change wakes it once converged
+                await self._pause(record, until)
+        finally:
+            self._awaiting.pop(key, None)
 
     async def _pause(self, record: CommandRecord, until: float | None) -> None:
         await self._release(record.id)  # not written now: its claimed attempt is taken back
@@ -478,9 +502,17 @@ class Executor:
         wait = min(POLL_S, left + 0.001)
         if until is not None:
             wait = min(wait, max(0.0, until - loop.time()))
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait):
-                await self._changed.wait()
+        await self._nudged((record.twin, record.action), wait)
+
+    async def _nudged(self, key: tuple[str, str], wait_s: float) -> None:
+        """Waits until the actuator's worker is nudged or ``wait_s`` passed. A nudge while the worker ran
+        is not lost: the event stays set, and the wait returns at once (the worker re-checks)."""
+        nudge = self._nudges[key]
+        if not nudge.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await nudge.wait()
+        nudge.clear()
 
     async def _check_safety(self, spec: ActuatorSpec, command: CommandId) -> None:
         record = self._read(command)
@@ -489,7 +521,7 @@ class Executor:
         except InvalidValueError as exc:
             await self._finish(record, State.REJECTED, str(exc))
         if spec.max_step is not None and isinstance(record.value, int | float):
-            reported = self._reported(spec)
+            reported = self._reported_value(spec)
             if isinstance(reported, int | float) and abs(record.value - reported) > spec.max_step:
                 await self._finish(
                     record,
@@ -540,9 +572,7 @@ class Executor:
             if self._clock_ms() >= due:
                 return
             await self._release(command)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min((due - self._clock_ms()) / 1000, POLL_S)):
-                    await self._changed.wait()
+            await self._nudged(key, min((due - self._clock_ms()) / 1000, POLL_S))
             del record
 
     async def _write(self, spec: ActuatorSpec, command: CommandId) -> WriteOutcome:
@@ -612,7 +642,7 @@ class Executor:
 
     # ----- reading the twin -------------------------------------------------------------------------------
 
-    def _reported(self, spec: ActuatorSpec) -> object:
+    def _reported_value(self, spec: ActuatorSpec) -> object:
         entry = self.store.entry(spec.twin, spec.field) if spec.twin in self.store else None
         return None if entry is None else entry[0]
 
@@ -623,7 +653,7 @@ class Executor:
         return self._converged_to(spec, record.value)
 
     def _converged_to(self, spec: ActuatorSpec, value: Value | None) -> bool:
-        reported = self._reported(spec)
+        reported = self._reported_value(spec)
         if reported is None or value is None:
             return False
         if isinstance(value, bool) or isinstance(reported, bool):
