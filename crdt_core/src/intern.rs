@@ -30,11 +30,15 @@ pub struct Interner {
     hasher: DefaultHashBuilder,
 }
 
-fn name_of<'a>(bytes: &'a str, ends: &[u32], id: u32) -> &'a str {
+fn span(ends: &[u32], id: u32) -> std::ops::Range<usize> {
     let i = id as usize;
     let end = ends.get(i).copied().unwrap_or(0) as usize;
     let start = if i == 0 { 0 } else { ends.get(i - 1).copied().unwrap_or(0) as usize };
-    bytes.get(start..end).unwrap_or("")
+    start..end
+}
+
+fn name_of<'a>(bytes: &'a str, ends: &[u32], id: u32) -> &'a str {
+    bytes.get(span(ends, id)).unwrap_or("")
 }
 
 fn home(hash: u64, len: usize) -> usize {
@@ -96,6 +100,13 @@ impl Interner {
     /// The name of `id` (empty for an unknown id; callers check ids against `len` first).
     pub fn name(&self, id: u32) -> &str {
         name_of(&self.bytes, &self.ends, id)
+    }
+
+    /// The UTF-8 bytes of `id`'s name (as `name`, without checking char boundaries: the delta encoders'
+    /// hot path, which copies them).
+    #[inline]
+    pub fn name_bytes(&self, id: u32) -> &[u8] {
+        self.bytes.as_bytes().get(span(&self.ends, id)).unwrap_or(&[])
     }
 
     /// Interns `name` (non-empty, at most `max_bytes`) and returns its id.

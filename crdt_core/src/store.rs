@@ -194,6 +194,21 @@ impl Slot {
         }
     }
 
+    /// Overwrites a numeric register in place with a newer float written by `ev` (inline), without building
+    /// or dropping a slot: the batch hot path. False (nothing changed) when the slot is not an inline
+    /// number, the event is not inline, or `stamp` is not strictly newer: the caller takes the general path.
+    #[inline]
+    pub(crate) fn overwrite_f64(&mut self, ev: Ev, stamp: Stamp, value: f64) -> bool {
+        match (self, ev.ix) {
+            (Slot::Num(n), Some(code)) if stamp > n.stamp => {
+                *n = Num { bits: value.to_bits(), stamp, field: n.field, ev_lo: 0, ev_hi: 0, kind: NumKind::F64 };
+                n.set_ev(code);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// An empty counter, set or multi-value register (`cell`'s kind).
     pub(crate) fn other(field: u32, cell: Cell) -> Slot {
         Slot::register(field, Ev { writer: 0, counter: 0, ix: None }, 0, cell)
@@ -419,6 +434,8 @@ pub struct Store {
     pub(crate) limits: Limits,
     pub(crate) superseded: u64,
     pub(crate) merges: u64,
+    /// The last batch run's encoded field names (see `batch::NamesBlock`).
+    pub(crate) names_block: crate::batch::NamesBlock,
 }
 
 impl std::fmt::Debug for Store {
@@ -454,6 +471,7 @@ impl Store {
             limits: Limits::default(),
             superseded: 0,
             merges: 0,
+            names_block: crate::batch::NamesBlock::default(),
         }
     }
 
