@@ -33,15 +33,19 @@ impl<'a, 'py> Names<'a, 'py> {
         }
     }
 
-    /// The address of item `i` (`i < len`), for identity only: never dereferenced.
-    fn address(&self, i: usize) -> usize {
-        let i = i as pyo3::ffi::Py_ssize_t;
-        // SAFETY: the GIL is held and `i` is in bounds; the borrowed pointer is only compared, not used, and
-        // no Python code runs while the batch is resolved, so the container cannot change under us.
-        unsafe {
-            match self {
-                Names::List(l) => pyo3::ffi::PyList_GetItem(l.as_ptr(), i) as usize,
-                Names::Tuple(t) => pyo3::ffi::PyTuple_GetItem(t.as_ptr(), i) as usize,
+    /// The addresses of the items, for identity only (never dereferenced), to `visit` in order until it
+    /// returns false; the container is asked once which kind it is, not once per item.
+    fn addresses(&self, mut visit: impl FnMut(usize, usize) -> bool) {
+        let (container, get): (_, unsafe extern "C" fn(_, _) -> _) = match self {
+            Names::List(l) => (l.as_ptr(), pyo3::ffi::PyList_GetItem),
+            Names::Tuple(t) => (t.as_ptr(), pyo3::ffi::PyTuple_GetItem),
+        };
+        for i in 0..self.len() {
+            // SAFETY: the GIL is held and `i` is in bounds; the borrowed pointer is only compared, not used,
+            // and no Python code runs while the batch is resolved, so the container cannot change under us.
+            let at = unsafe { get(container, i as pyo3::ffi::Py_ssize_t) } as usize;
+            if !visit(i, at) {
+                return;
             }
         }
     }
@@ -72,6 +76,8 @@ pub struct Resolved {
     pub missing: Vec<usize>,
     copies: Vec<usize>,
     addresses: Vec<usize>,
+    /// Every place held the memo's object: nothing to remember anew.
+    remembered: bool,
 }
 
 impl Resolved {
@@ -87,14 +93,25 @@ impl Resolved {
 }
 
 impl Memo {
-    /// Resolves what the memo knows of `names`.
+    /// Resolves what the memo knows of `names`: when every place holds the very object it held in the
+    /// previous batch (a poller's fixed lists), one pass of pointer comparisons and a copy of the ids.
     pub fn resolve(&self, names: &Names<'_, '_>) -> Resolved {
         let n = names.len();
+        if self.addresses.len() == n {
+            let mut same = true;
+            names.addresses(|i, at| {
+                same = self.addresses[i] == at;
+                same
+            });
+            if same {
+                let (missing, copies) = (Vec::new(), Vec::new());
+                return Resolved { ids: self.ids.clone(), missing, copies, addresses: Vec::new(), remembered: true };
+            }
+        }
         let mut ids = vec![0u32; n];
         let mut addresses = Vec::with_capacity(n);
         let (mut missing, mut copies) = (Vec::new(), Vec::new());
-        for i in 0..n {
-            let at = names.address(i);
+        names.addresses(|i, at| {
             addresses.push(at);
             if self.addresses.get(i) == Some(&at) {
                 ids[i] = self.ids[i];
@@ -103,13 +120,14 @@ impl Memo {
             } else {
                 missing.push(i);
             }
-        }
-        Resolved { ids, missing, copies, addresses }
+            true
+        });
+        Resolved { ids, missing, copies, addresses, remembered: false }
     }
 
     /// Remembers this batch's names and ids (unless the memo already held them all).
     pub fn remember(&mut self, names: &Names<'_, '_>, resolved: Resolved) -> PyResult<Vec<u32>> {
-        if resolved.missing.is_empty() && resolved.copies.is_empty() && self.addresses.len() == resolved.ids.len() {
+        if resolved.remembered {
             return Ok(resolved.ids);
         }
         self.held.clear();
