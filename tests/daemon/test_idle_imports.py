@@ -17,7 +17,7 @@ from drsdtp.client import connect
 from drsdtp.config import Address
 from drsdtp.wire.v1 import api_pb2
 from tests.daemon.floods import ROOT, Daemon
-from tests.ingest.support import Mosquitto, running
+from tests.ingest.support import Mosquitto, free_port, running
 
 # The node's own CLI entry, with the module list written at a clean exit (SIGTERM is one).
 _RUN = """
@@ -106,6 +106,29 @@ async def test_a_node_with_an_idle_mqtt_adapter_imports_no_numpy(tmp_path: pathl
         node.stop()
     modules = node.modules()
     assert {"drsdtp.adapters.mqtt", "aiomqtt"} <= modules  # the adapter ran
+    assert "numpy" not in modules
+
+
+async def test_a_node_with_an_idle_modbus_adapter_imports_no_numpy(tmp_path: pathlib.Path) -> None:
+    """A Modbus adapter whose device does not answer yet (nothing listens on its port): pymodbus and the
+    adapter are loaded, the block decoder's plan is struct formats, so numpy waits for a reading."""
+    adapter = (
+        f'[[adapters]]\ntype = "modbus"\nname = "plc"\nhost = "127.0.0.1"\nport = {free_port()}\n'
+        'twin = "meter"\n[[adapters.registers]]\nfield = "v"\naddress = 0\ndata_type = "float32"\n'
+    )
+    node = ListingDaemon(tmp_path, adapter, node_id="idle-modbus")
+    await node.start()
+    for _ in range(600):  # until its first session failed (a liveness cap, not a timing assertion)
+        if "cannot connect to 127.0.0.1" in (node.workdir / "node.log").read_text():
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError((node.workdir / "node.log").read_text())
+    status = await node.status()
+    node.stop()
+    modules = node.modules()
+    assert [a.name for a in status.adapters] == ["plc"]  # configured and running
+    assert {"drsdtp.adapters.modbus", "pymodbus"} <= modules
     assert "numpy" not in modules
 
 
