@@ -9,13 +9,17 @@ The entry point must load to a zero-argument callable (usually the class) return
 :class:`~drsdtp.kernels.protocol.SimulationKernel`. The registry creates each kernel once and hands the same
 instance to every twin of every model type that names it. A plug-in that fails to load is skipped and its
 error kept in :attr:`KernelRegistry.load_errors`, so one broken package cannot stop the node.
+
+The entry points are scanned only when a name is asked for that no built-in has (or the list of names):
+scanning installed packages imports importlib.metadata and reads every distribution's metadata, about 2 MB
+of an idle node that names only built-in kernels (issue 13).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from importlib.metadata import entry_points
+from typing import Any
 
 from drsdtp.errors import ConfigError
 from drsdtp.kernels.kalman import LocalTrendKernel
@@ -33,6 +37,14 @@ _log = logging.getLogger(__name__)
 
 KernelFactory = Callable[[], SimulationKernel]
 
+
+def entry_points(group: str) -> Any:
+    """The installed entry points of ``group`` (importlib.metadata imported on first use)."""
+    from importlib.metadata import entry_points as installed
+
+    return installed(group=group)
+
+
 BUILTINS: dict[str, KernelFactory] = {
     LinearTrendKernel.name: LinearTrendKernel,
     FirstOrderThermalKernel.name: FirstOrderThermalKernel,
@@ -46,10 +58,23 @@ BUILTINS: dict[str, KernelFactory] = {
 class KernelRegistry:
     """Name -> factory, and name -> the one shared instance (created on first use)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, plugins: str | None = None) -> None:
+        """``plugins``: an entry-point group to register too, scanned when first needed."""
         self._factories: dict[str, KernelFactory] = {}
         self._instances: dict[str, SimulationKernel] = {}
-        self.load_errors: dict[str, str] = {}
+        self._load_errors: dict[str, str] = {}
+        self._pending = plugins
+
+    @property
+    def load_errors(self) -> dict[str, str]:
+        """Plug-ins that failed to load: name -> why."""
+        self._scan()
+        return self._load_errors
+
+    def _scan(self) -> None:
+        group, self._pending = self._pending, None
+        if group is not None:
+            self.load_entry_points(group)
 
     def register(self, name: str, factory: KernelFactory, *, replace: bool = False) -> None:
         if not name:
@@ -60,13 +85,18 @@ class KernelRegistry:
         self._instances.pop(name, None)
 
     def names(self) -> tuple[str, ...]:
+        self._scan()
         return tuple(sorted(self._factories))
 
     def __contains__(self, name: object) -> bool:
+        if name not in self._factories:
+            self._scan()
         return name in self._factories
 
     def get(self, name: str) -> SimulationKernel:
         """The shared instance of kernel ``name``."""
+        if name not in self._factories:
+            self._scan()
         if name not in self._instances:
             factory = self._factories.get(name)
             if factory is None:
@@ -89,7 +119,7 @@ class KernelRegistry:
                     raise TypeError(f"{ep.value} is not callable")
                 self.register(ep.name, factory)
             except Exception as exc:  # a broken plug-in must not stop the node
-                self.load_errors[ep.name] = f"{type(exc).__name__}: {exc}"
+                self._load_errors[ep.name] = f"{type(exc).__name__}: {exc}"
                 _log.warning("kernel plug-in %r (%s) not loaded: %s", ep.name, ep.value, exc)
                 continue
             added.append(ep.name)
@@ -97,10 +127,9 @@ class KernelRegistry:
 
 
 def default_registry(*, plugins: bool = True) -> KernelRegistry:
-    """Built-in kernels, plus the ``drsdtp.kernels`` entry points when ``plugins`` is true."""
-    registry = KernelRegistry()
+    """Built-in kernels, plus the ``drsdtp.kernels`` entry points when ``plugins`` is true (scanned when a
+    name no built-in has is first asked for)."""
+    registry = KernelRegistry(plugins=ENTRY_POINT_GROUP if plugins else None)
     for name, factory in BUILTINS.items():
         registry.register(name, factory)
-    if plugins:
-        registry.load_entry_points()
     return registry

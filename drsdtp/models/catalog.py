@@ -18,7 +18,6 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
@@ -177,7 +176,9 @@ def library_models(registry: KernelRegistry, *, check_kernels: bool = True) -> l
     on the shipped files (``tests/models/test_model_catalog.py``), and a tracker built for a twin runs them
     again."""
     out: dict[str, AssetModel] = {}
-    files = sorted(resources.files("drsdtp.models").joinpath("library").iterdir(), key=lambda p: p.name)
+    # The package's own directory: importlib.resources would import zipfile and its readers for a package
+    # that is never zipped (the node ships a native module), about 1 MB of an idle node (issue 13).
+    files = sorted((Path(__file__).parent / "library").iterdir(), key=lambda p: p.name)
     for entry in files:
         if not entry.name.endswith(".toml"):
             continue

@@ -49,6 +49,9 @@ NOT_WHEN_IDLE = (
     "drsdtp.dashboard",
     "drsdtp.api.http",
     "numpy",
+    # Plug-in scans (entry points): only for a kernel or adapter type no built-in has.
+    "importlib.metadata",
+    "importlib.resources",
 )
 
 
