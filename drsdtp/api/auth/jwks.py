@@ -18,7 +18,6 @@ import collections
 import json
 import ssl
 import time
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -182,6 +181,8 @@ class KeySource:
 
 
 def _fetch_json(url: str, timeout_s: float, tls: ssl.SSLContext) -> dict[str, Any]:
+    import urllib.request  # with http.client and email: only for a node whose OIDC fetches key sets
+
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     with urllib.request.urlopen(request, timeout=timeout_s, context=tls) as reply:  # the config's URL
         body = reply.read(MAX_DOCUMENT_BYTES + 1)
