@@ -76,6 +76,7 @@ class Chunk(NamedTuple):
     messages: tuple[Message, ...]
     cursor: int
     size: int
+    head: int  # the feed's latest change when it was built
 
 
 class Stalled(Exception):
@@ -139,10 +140,14 @@ class WatchService:
 
     def chunk(self, view: View, cursor: int) -> Chunk:
         """The messages for ``view`` after feed position ``cursor`` (at most CHANGE_BATCH changes)."""
-        key = (view, cursor)
+        key, head = (view, cursor), self.feed.seq
         hit = self._chunks.get(key)
-        if hit is not None:
+        if hit is not None and (hit.head == head or hit.cursor < hit.head):
             return hit
+        # Built anew when it reached the feed's head and the feed has moved on since: a stream that fell
+        # behind (its client read slowly, or the streams before it took long) gets everything since its
+        # cursor at once, each twin once, in as few messages as fit, instead of a message per feed step
+        # with the changes later steps superseded. Streams at the same cursor share the new chunk.
         changes, after = self.feed.read(cursor, CHANGE_BATCH)
         packer, messages = _Packer(view), []
         for change in changes:
@@ -157,7 +162,10 @@ class WatchService:
             messages.append(last)
         # Its size counts a constant for the entry itself: chunks with no message (all filtered out) are
         # bounded too.
-        chunk = Chunk(tuple(messages), after, 256 + sum(len(m[0]) for m in messages))
+        chunk = Chunk(tuple(messages), after, 256 + sum(len(m[0]) for m in messages), head)
+        if hit is not None:
+            del self._chunks[key]
+            self._chunk_bytes -= hit.size
         if chunk.size <= CHUNK_CACHE_BYTES // 4:
             while self._chunks and self._chunk_bytes + chunk.size > CHUNK_CACHE_BYTES:
                 self._chunk_bytes -= self._chunks.pop(next(iter(self._chunks))).size
