@@ -27,6 +27,7 @@ __all__ = [
     "decode_write",
     "join",
     "numeric_entries",
+    "readings_json",
 ]
 
 FORMAT_VERSION: int
@@ -219,3 +220,6 @@ class WriteColumns:
     def col_source_ms(self) -> NDArray[np.int64]: ...
 
 def decode_write(body: bytes) -> WriteColumns | str: ...
+def readings_json(
+    names: list[str], news: Sequence[float], olds: Sequence[float | None] | None = None
+) -> str: ...

@@ -7,6 +7,7 @@ use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
+mod audit;
 mod convert;
 mod entries;
 mod errors;
@@ -681,6 +682,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Wal>()?;
     m.add_class::<write::WriteColumns>()?;
     m.add_function(wrap_pyfunction!(write::decode_write, m)?)?;
+    m.add_function(wrap_pyfunction!(audit::readings_json, m)?)?;
     m.add_function(wrap_pyfunction!(join, m)?)?;
     m.add_function(wrap_pyfunction!(decode_state, m)?)?;
     m.add_function(wrap_pyfunction!(entries::numeric_entries, m)?)?;

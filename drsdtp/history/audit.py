@@ -20,7 +20,6 @@ rewrite history, so a deployment that needs more ships the head hash off the dev
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from drsdtp._core import readings_json
 from drsdtp.history.files import atomic_write, fsync_dir, storage_error
 from drsdtp.history.values import FieldValue, from_json, to_json
 
@@ -112,34 +112,14 @@ class Readings(Mapping[str, Change]):
 
     def canonical(self) -> str:
         """The ``changes`` object exactly as the record's canonical JSON holds it (keys sorted, compact;
-        json writes a float as its repr)."""
+        json writes a float as its repr), written natively: a Python step per reading cost a third of a
+        bulk write's CPU."""
         names, numbers, olds = self.names, self.numbers, self.olds
-        if not names:
-            return "{}"
         if not self.ordered:
             order = sorted(range(len(names)), key=names.__getitem__)
             names, numbers = [names[i] for i in order], [numbers[i] for i in order]
             olds = None if olds is None else [olds[i] for i in order]
-        # '{"a":{"new":1.0},"b":{"new":2.5}}', built without a Python step per reading
-        heads = map(_reading_head, names)
-        news = map(float.__repr__, numbers)
-        if olds is None:
-            return "{" + "},".join(map(str.__add__, heads, news)) + "}}"
-        # '{"a":{"new":1.0,"old":0.5},"b":{"new":2.5}}': "new" sorts before "old"
-        tails = map(_old_tail, olds) if None in olds else map(_OLD.__add__, map(float.__repr__, olds))
-        return "{" + "},".join(map("".join, zip(heads, news, tails, strict=True))) + "}}"
-
-
-_OLD = ',"old":'
-
-
-def _old_tail(old: float | None) -> str:
-    return "" if old is None else _OLD + float.__repr__(old)
-
-
-@functools.lru_cache(maxsize=4096)  # field names repeat from write to write
-def _reading_head(name: str) -> str:
-    return json.dumps(name, ensure_ascii=False) + ':{"new":'
+        return readings_json(names if isinstance(names, list) else list(names), numbers, olds)
 
 
 def changes_between(old: Mapping[str, FieldValue], new: Mapping[str, FieldValue]) -> dict[str, Change]:

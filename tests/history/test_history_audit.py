@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from drsdtp.history import AuditLog, Change, changes_between
@@ -156,6 +157,35 @@ def test_records_are_canonical_json_whatever_their_names_and_text(tmp_path: Path
     assert [Change.from_json(v) for v in json.loads(lines[0])["changes"].values()] == [
         Change(new=v) for _, v in sorted(zip(tricky, values, strict=True))
     ]
+
+
+def test_readings_are_written_as_pythons_json_writes_them() -> None:
+    """Readings are encoded natively; the record's hash covers those bytes and verify() recomputes them with
+    Python's json, so the two must agree on every float (random bit patterns, the boundaries between repr's
+    positional and exponent notations, integral values, subnormals), on every name's escapes, and on which
+    old values are written."""
+    rng = np.random.default_rng(11)
+    floats = rng.integers(0, 2**64, 200_000, dtype=np.uint64).view(np.float64)
+    floats = floats[np.isfinite(floats)].tolist()
+    floats += [float(f"{d}e{e}") for d in (1, 9.999, 1.5, 123456789) for e in range(-330, 310)]
+    floats += [float(2**k) for k in range(-1074, 1024)] + [-0.0, 0.0, 5e-324, 1e16, 1e-4, 1e-5, 0.1]
+    floats += rng.normal(0.0, 1e3, 50_000).round(3).tolist()
+    floats += [float(k) for k in range(-1000, 1000)] + [float(2**53 + k) for k in range(-20, 20)]
+    floats += [float(-(2**53) + k) for k in range(-20, 20)] + [float(10**k) for k in range(10, 22)]
+    names = [f"f{i}" for i in range(len(floats))]
+    olds = [None if i % 3 == 0 else floats[-i - 1] for i in range(len(floats))]
+    for chunk in range(0, len(floats), 4096):
+        part = slice(chunk, chunk + 4096)
+        readings = Readings(names[part], floats[part], olds=olds[part])
+        raw = {n: {"new": v} if o is None else {"new": v, "old": o} for n, v, o in
+               zip(names[part], floats[part], olds[part], strict=True)}  # fmt: skip
+        assert readings.canonical() == json.dumps(
+            raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+    odd = ["".join(map(chr, range(0x30))), "\u2028\ud7ff\ue000\U0010ffff", 'é"\\/', ""]
+    assert Readings(odd, [1.0] * 4).canonical() == json.dumps(
+        {n: {"new": 1.0} for n in odd}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
 
 
 def test_a_line_is_its_record_in_canonical_json_whatever_its_text(tmp_path: Path) -> None:
