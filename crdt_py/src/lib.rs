@@ -17,6 +17,18 @@ mod write;
 use convert::{field_to_py, value_from_py, value_to_py};
 use errors::IntoPy;
 
+/// The source times of a batch given none (stamp with the clock), shared rather than zeroed per batch.
+static NO_SOURCE_TIMES: [i64; 4096] = [0; 4096];
+
+/// The twin names' memo (`twins`) or the field names'.
+fn side(memo: &(names::Memo, names::Memo), twins: bool) -> &names::Memo {
+    if twins {
+        &memo.0
+    } else {
+        &memo.1
+    }
+}
+
 /// Bytes out: one copy into a Python bytes object.
 fn bytes<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyBytes> {
     PyBytes::new(py, b)
@@ -47,10 +59,18 @@ impl Store {
     fn ids_of(&self, py: Python<'_>, names: &Bound<'_, PyAny>, twins: bool) -> PyResult<Vec<u32>> {
         let what = if twins { "twin name" } else { "field name" };
         let names = names::Names::new(names, if twins { "twins" } else { "fields" })?;
-        let mut resolved = {
-            let memo = self.memo();
-            if twins { &memo.0 } else { &memo.1 }.resolve(&names)
-        };
+        // The usual batch: the previous one's names again, compared outside the memo's lock (a comparison
+        // that raises, from a str subclass's `__eq__`, only means the names are resolved by their text).
+        let held = side(&self.memo(), twins).held(py);
+        if let Some(held) = held {
+            if names.equals(held.bind(py)).unwrap_or(false) {
+                if let Some(ids) = side(&self.memo(), twins).ids_of_held(&held) {
+                    return Ok(ids);
+                }
+            }
+        }
+        let names = names.snapshot();
+        let mut resolved = side(&self.memo(), twins).resolve(&names);
         let interned = if resolved.missing.is_empty() {
             Vec::new()
         } else {
@@ -69,7 +89,7 @@ impl Store {
         };
         resolved.finish(&interned);
         let mut memo = self.memo();
-        if twins { &mut memo.0 } else { &mut memo.1 }.remember(&names, resolved)
+        Ok(if twins { &mut memo.0 } else { &mut memo.1 }.remember(names, resolved))
     }
 }
 
@@ -193,6 +213,7 @@ impl Store {
         let zeros;
         let s = match &source_ms {
             Some(a) => a.as_slice()?,
+            None if v.len() <= NO_SOURCE_TIMES.len() => &NO_SOURCE_TIMES[..v.len()],
             None => {
                 zeros = vec![0i64; v.len()];
                 &zeros

@@ -1,29 +1,54 @@
 //! Names to interned ids for batches given by name, one native call per batch.
 //!
 //! A Python loop over a dict (the first `BatchWriter`) cost more than the batch write itself, and so did
-//! converting each name to a Rust string on every call. Here a name is resolved without touching it when it
-//! is the very string object that stood at the same place in the previous batch (a poller sends the same
-//! keys every tick) or the one just before it (a twin's readings in a row): one pointer comparison. Only
-//! the rest is read as text and interned, with the GIL released, under the store's lock.
+//! converting each name to a Rust string on every call. Here a batch whose names equal the previous batch's
+//! (a poller sends the same keys every tick) is recognised by one comparison of the two lists, run by Python's
+//! own list comparison (a pointer comparison per item when the strings are the same objects): a per-item
+//! `PyList_GetItem` through the stable ABI cost 18% of a by-name write. Otherwise a name is resolved without
+//! touching it when it is the very string object that stood at the same place in the previous batch or the
+//! one just before it (a twin's readings in a row); only the rest is read as text and interned, with the GIL
+//! released, under the store's lock.
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 
 /// A batch's names: a list or a tuple of str.
-pub enum Names<'a, 'py> {
-    List(&'a Bound<'py, PyList>),
-    Tuple(&'a Bound<'py, PyTuple>),
+pub enum Names<'py> {
+    List(Bound<'py, PyList>),
+    Tuple(Bound<'py, PyTuple>),
 }
 
-impl<'a, 'py> Names<'a, 'py> {
-    pub fn new(arg: &'a Bound<'py, PyAny>, what: &str) -> PyResult<Self> {
+impl<'py> Names<'py> {
+    pub fn new(arg: &Bound<'py, PyAny>, what: &str) -> PyResult<Self> {
         if let Ok(list) = arg.downcast::<PyList>() {
-            Ok(Names::List(list))
+            Ok(Names::List(list.clone()))
         } else if let Ok(tuple) = arg.downcast::<PyTuple>() {
-            Ok(Names::Tuple(tuple))
+            Ok(Names::Tuple(tuple.clone()))
         } else {
             Err(PyTypeError::new_err(format!("{what}: a list or tuple of str, not {}", arg.get_type())))
         }
+    }
+
+    /// The names as they are now, out of the caller's reach: a list is copied (its items shared), a tuple
+    /// cannot change. A batch is resolved from its snapshot, which the memo then keeps.
+    pub fn snapshot(&self) -> Names<'py> {
+        match self {
+            Names::List(l) => Names::List(l.get_slice(0, l.len())),
+            Names::Tuple(t) => Names::Tuple(t.clone()),
+        }
+    }
+
+    fn any(&self) -> &Bound<'py, PyAny> {
+        match self {
+            Names::List(l) => l.as_any(),
+            Names::Tuple(t) => t.as_any(),
+        }
+    }
+
+    /// Whether the names equal `held` (the same kind of container, `==` item by item, as dict keys compare).
+    /// May run Python code (a str subclass's `__eq__`): never called with a lock held.
+    pub fn equals(&self, held: &Bound<'py, PyAny>) -> PyResult<bool> {
+        self.any().eq(held)
     }
 
     pub fn len(&self) -> usize {
@@ -33,20 +58,17 @@ impl<'a, 'py> Names<'a, 'py> {
         }
     }
 
-    /// The addresses of the items, for identity only (never dereferenced), to `visit` in order until it
-    /// returns false; the container is asked once which kind it is, not once per item.
-    fn addresses(&self, mut visit: impl FnMut(usize, usize) -> bool) {
+    /// The addresses of the items, for identity only (never dereferenced), in order.
+    fn addresses(&self, mut visit: impl FnMut(usize, usize)) {
         let (container, get): (_, unsafe extern "C" fn(_, _) -> _) = match self {
             Names::List(l) => (l.as_ptr(), pyo3::ffi::PyList_GetItem),
             Names::Tuple(t) => (t.as_ptr(), pyo3::ffi::PyTuple_GetItem),
         };
         for i in 0..self.len() {
-            // SAFETY: the GIL is held and `i` is in bounds; the borrowed pointer is only compared, not used,
-            // and no Python code runs while the batch is resolved, so the container cannot change under us.
+            // SAFETY: the GIL is held and `i` is in bounds (the names are a snapshot no one else holds); the
+            // borrowed pointer is only compared, not used.
             let at = unsafe { get(container, i as pyo3::ffi::Py_ssize_t) } as usize;
-            if !visit(i, at) {
-                return;
-            }
+            visit(i, at);
         }
     }
 
@@ -58,11 +80,12 @@ impl<'a, 'py> Names<'a, 'py> {
     }
 }
 
-/// The names of the previous batch, held (so an address cannot be reused by another string while it is
-/// remembered) with their addresses and ids, by place. Bounded: longer batches are not remembered.
+/// The names of the previous batch (a snapshot, holding its strings, so an address cannot be reused by
+/// another string while it is remembered) with their addresses and ids, by place. Bounded: longer batches
+/// are not remembered.
 #[derive(Default)]
 pub struct Memo {
-    held: Vec<Py<PyAny>>,
+    held: Option<Py<PyAny>>,
     addresses: Vec<usize>,
     ids: Vec<u32>,
 }
@@ -76,8 +99,6 @@ pub struct Resolved {
     pub missing: Vec<usize>,
     copies: Vec<usize>,
     addresses: Vec<usize>,
-    /// Every place held the memo's object: nothing to remember anew.
-    remembered: bool,
 }
 
 impl Resolved {
@@ -93,21 +114,20 @@ impl Resolved {
 }
 
 impl Memo {
-    /// Resolves what the memo knows of `names`: when every place holds the very object it held in the
-    /// previous batch (a poller's fixed lists), one pass of pointer comparisons and a copy of the ids.
-    pub fn resolve(&self, names: &Names<'_, '_>) -> Resolved {
+    /// The previous batch's names, for the caller to compare a batch with once the memo's lock is released.
+    pub fn held(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.held.as_ref().map(|h| h.clone_ref(py))
+    }
+
+    /// The ids of `held` (from `held`), unless another batch was remembered since.
+    pub fn ids_of_held(&self, held: &Py<PyAny>) -> Option<Vec<u32>> {
+        // `held` keeps the snapshot alive, so the same address is the same snapshot.
+        (self.held.as_ref().map(Py::as_ptr) == Some(held.as_ptr())).then(|| self.ids.clone())
+    }
+
+    /// Resolves what the memo knows of `names` (a snapshot), place by place.
+    pub fn resolve(&self, names: &Names<'_>) -> Resolved {
         let n = names.len();
-        if self.addresses.len() == n {
-            let mut same = true;
-            names.addresses(|i, at| {
-                same = self.addresses[i] == at;
-                same
-            });
-            if same {
-                let (missing, copies) = (Vec::new(), Vec::new());
-                return Resolved { ids: self.ids.clone(), missing, copies, addresses: Vec::new(), remembered: true };
-            }
-        }
         let mut ids = vec![0u32; n];
         let mut addresses = Vec::with_capacity(n);
         let (mut missing, mut copies) = (Vec::new(), Vec::new());
@@ -120,31 +140,27 @@ impl Memo {
             } else {
                 missing.push(i);
             }
-            true
         });
-        Resolved { ids, missing, copies, addresses, remembered: false }
+        Resolved { ids, missing, copies, addresses }
     }
 
-    /// Remembers this batch's names and ids (unless the memo already held them all).
-    pub fn remember(&mut self, names: &Names<'_, '_>, resolved: Resolved) -> PyResult<Vec<u32>> {
-        if resolved.remembered {
-            return Ok(resolved.ids);
-        }
-        self.held.clear();
+    /// Remembers this batch's names (the snapshot it was resolved from) and ids.
+    pub fn remember(&mut self, names: Names<'_>, resolved: Resolved) -> Vec<u32> {
+        self.held = None;
         self.addresses.clear();
         self.ids.clear();
         if resolved.ids.len() <= MAX_REMEMBERED {
-            self.held = (0..names.len()).map(|i| names.item(i).map(Bound::unbind)).collect::<PyResult<_>>()?;
+            self.held = Some(names.any().clone().unbind());
             self.addresses = resolved.addresses;
             self.ids.extend_from_slice(&resolved.ids);
         }
-        Ok(resolved.ids)
+        resolved.ids
     }
 }
 
 /// The texts of the missing places, as strings the caller keeps alive while it reads them.
 pub fn missing_strings<'py>(
-    names: &Names<'_, 'py>,
+    names: &Names<'py>,
     resolved: &Resolved,
     what: &str,
 ) -> PyResult<Vec<Bound<'py, PyString>>> {

@@ -194,6 +194,33 @@ def test_names_are_resolved_by_identity_only_while_the_same_strings_stand_in_pla
     assert "room-9" not in s
 
 
+def test_names_equal_to_the_previous_batchs_keep_their_ids_whatever_objects_hold_them() -> None:
+    s = store(1)
+    w = BatchWriter(s)
+    fields = ["t", "h"]
+    w.write(["room-1", "room-1"], fields, [1.0, 2.0])
+    # New string objects with the same text (names decoded from a payload each tick): the same fields.
+    w.write(["".join(["room-", "1"])] * 2, ["".join(["t"]), "".join(["h"])], [3.0, 4.0])
+    assert s.fields("room-1") == {"t": 3.0, "h": 4.0}
+    # The caller's list changed after its batch: what the memo remembered is not.
+    fields[1] = "p"
+    w.write(("room-1", "room-1"), fields, [5.0, 6.0])
+    w.write(("room-1", "room-1"), ["t", "h"], [7.0, 8.0])
+    assert s.fields("room-1") == {"t": 7.0, "h": 8.0, "p": 6.0}
+
+    class Loud(str):
+        def __eq__(self, other: object) -> bool:
+            raise RuntimeError("compared")
+
+        __hash__ = str.__hash__
+
+    # A name whose comparison with the previous batch's raises is resolved by its text.
+    w.write(["room-1", "room-1"], ["t", "h"], [7.0, 8.0])
+    w.write([Loud("room-2"), "room-1"], ["t", "h"], [9.0, 10.0])
+    assert s.fields("room-2") == {"t": 9.0}
+    assert s.fields("room-1")["h"] == 10.0
+
+
 def test_numeric_entries_list_what_a_delta_writes_with_source_times() -> None:
     s = store(1)
     w = BatchWriter(s)
