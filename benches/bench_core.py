@@ -51,26 +51,28 @@ def ours_new_fields() -> float:
     return time.perf_counter() - t
 
 
-def ours_overwrites() -> float:
+def ours_overwrites() -> tuple[float, float]:
+    """Wall and thread CPU seconds of (b) by id."""
     s = ours_store()
     tids, fids = ours_ids(s, SENSORS)
     src = np.zeros(SENSORS, np.int64)
     base = 20.0 + np.arange(SENSORS, dtype=np.float64) * 0.013
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.thread_time()
     for r in range(TICKS):
-        s.write_batch(tids, fids, (base + r).astype(np.float64), src)
-    return time.perf_counter() - t
+        s.write_batch(tids, fids, base + r, src)
+    return time.perf_counter() - t, time.thread_time() - c
 
 
-def ours_overwrites_by_name() -> float:
+def ours_overwrites_by_name() -> tuple[float, float]:
+    """Wall and thread CPU seconds of (b) by name."""
     s = ours_store()
     w = BatchWriter(s)
     twins, fields = ["twin"] * SENSORS, [f"s{i}" for i in range(SENSORS)]
     base = 20.0 + np.arange(SENSORS, dtype=np.float64) * 0.013
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.thread_time()
     for r in range(TICKS):
         w.write(twins, fields, base + r)
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.thread_time() - c
 
 
 def ours_catch_up() -> tuple[int, int, float]:
@@ -117,11 +119,11 @@ def pycrdt_overwrites() -> float:
     d, m = yrs_doc()
     keys = [f"s{i}" for i in range(SENSORS)]
     ticks = 100  # pycrdt is ~30x slower; the rate is per write either way
-    t = time.perf_counter()
+    t = time.thread_time()  # CPU time, as ours in (b)
     for r in range(ticks):
         with d.transaction():
             m.update({k: 20.0 + i * 0.013 + r for i, k in enumerate(keys)})
-    return (time.perf_counter() - t) * TICKS / ticks
+    return (time.thread_time() - t) * TICKS / ticks
 
 
 def pycrdt_catch_up() -> tuple[int, int, float]:
@@ -156,16 +158,21 @@ def main() -> None:
     n_b = SENSORS * TICKS
     # By id and by name alternate, so the load of the machine moves both alike; the by-name figure is by id's
     # median times the median of the paired ratios (three unpaired medians moved 0.74x-0.92x at load 10).
-    pairs = [(n_b / ours_overwrites(), n_b / ours_overwrites_by_name()) for _ in range(7)]
-    ours_b = statistics.median(p[0] for p in pairs)
-    named_b = ours_b * statistics.median(p[1] / p[0] for p in pairs)
+    # Both run on this thread (the native write releases the GIL but not the thread), so the ratio is taken
+    # on its CPU time: at load 8-10 a 30 ms run's wall time is a third its own and two thirds other
+    # processes' (wall-time ratios are printed beside it).
+    pairs = [(ours_overwrites(), ours_overwrites_by_name()) for _ in range(7)]
+    ours_b = statistics.median(n_b / p[0][1] for p in pairs)
+    named_b = ours_b * statistics.median(p[0][1] / p[1][1] for p in pairs)
+    wall_ratio = statistics.median(p[0][0] / p[1][0] for p in pairs)
     theirs_b = statistics.median(n_b / pycrdt_overwrites() for _ in range(3))
     print("(b) 1,000 sensors x 1,000 overwrites, one batch / transaction per tick")
     print(
-        f"    drsdtp  {ours_b:>12,.0f} writes/s by id\n    drsdtp  {named_b:>12,.0f} writes/s by name"
-        f"\n    pycrdt  {theirs_b:>12,.0f} writes/s"
+        f"    drsdtp  {ours_b:>12,.0f} writes/s by id (CPU time)"
+        f"\n    drsdtp  {named_b:>12,.0f} writes/s by name"
+        f"\n    pycrdt  {theirs_b:>12,.0f} writes/s (CPU time)"
         f"\n    ratio   {ours_b / theirs_b:>12.1f}x (target >= 50x); by name / by id {named_b / ours_b:.2f}x"
-        " (target >= 0.8x)"
+        f" (target >= 0.8x; on wall time {wall_ratio:.2f}x)"
     )
     (ob, oz, ot), (pb, pz, pt) = ours_catch_up(), pycrdt_catch_up()
     print("(c) catch-up after missing 50 ticks of 1,000 sensors (compute + apply)")
