@@ -3,6 +3,10 @@ twin built field by field."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
 from drsdtp.client.types import Change, Field, Twin
 from drsdtp.wire.v1 import api_pb2
 
@@ -43,3 +47,8 @@ def test_a_watch_change_reads_its_value_without_decoding_the_rest() -> None:
     assert (change.origin, change.cursor, change.twin.twin_id) == ("local", 5, "t")
     assert change.twin.get("temp") == 21.5
     assert change == Change(eager(pb.twin), "local", 5)
+    # Built without its __init__, still the frozen dataclass it says it is.
+    assert dataclasses.replace(change, cursor=6) == Change(eager(pb.twin), "local", 6)
+    assert repr(change).startswith("Change(twin=Twin(twin_id='t', version=9")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        change.twin.version = 10  # type: ignore[misc]
