@@ -38,7 +38,7 @@ from drsdtp.ingest.keys import BAD_KEY, FIELD_CAPPED, TWIN_CAPPED, KeyTable
 from drsdtp.ingest.latency import LatencyWindow
 from drsdtp.ingest.options import IngestOptions
 from drsdtp.ingest.ratelog import RateLimitedLog
-from drsdtp.supervisor import raise_if_cancelling
+from drsdtp.supervisor import cancel_check
 
 if TYPE_CHECKING:
     import numpy as np
@@ -122,8 +122,9 @@ class Pipeline:
 
     async def feed(self, batches: AsyncIterator[SourceBatch]) -> None:
         """Consume an adapter session; returns when the source ends, raises when it fails."""
+        check = cancel_check()
         async for source in batches:
-            raise_if_cancelling()
+            check()
             await self.submit(source)
 
     async def submit(self, source: SourceBatch) -> None:
