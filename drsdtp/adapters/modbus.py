@@ -74,7 +74,7 @@ from drsdtp.adapters.write import NotConnectedError, WriteOutcome, WriteRequest,
 from drsdtp.errors import AdapterError
 from drsdtp.ingest.pipeline import wall_ms
 from drsdtp.ingest.ratelog import RateLimitedLog
-from drsdtp.supervisor import raise_if_cancelling
+from drsdtp.supervisor import cancel_check
 
 __all__ = ["ModbusAdapter", "ModbusSettings", "build", "decode_response"]
 
@@ -178,6 +178,11 @@ def decode_response(decoder: BlockDecoder, raw: Any, batch: SourceBatch, now_ms:
     return None
 
 
+def _wire_words(raw: Any) -> bytes:
+    """A response's registers (or bits) as they were on the wire, for its dead letter (at most 4096)."""
+    return b"".join(int(w & 0xFFFF).to_bytes(2, "big") for w in list(raw)[: 1 << 12])
+
+
 def _covers(block: Block, written: tuple[int, str, int, int]) -> bool:
     unit, table, first, end = written
     same = block.unit == unit and block.table == table
@@ -260,6 +265,14 @@ def encode_write(target: ModbusWriteTarget, value: object) -> list[int] | bool:
     return encode(raw, target.type, target.order)
 
 
+_READS = {
+    "holding": "read_holding_registers",
+    "input": "read_input_registers",
+    "coil": "read_coils",
+    "discrete": "read_discrete_inputs",
+}
+
+
 class _Refused(Exception):
     """The device answered with a Modbus exception code (the request reached it)."""
 
@@ -334,10 +347,14 @@ class ModbusAdapter(SharedSettings):
     async def session(self) -> AsyncIterator[AsyncIterator[SourceBatch]]:
         from pymodbus.client import AsyncModbusTcpClient
 
+        from drsdtp.adapters.modbus_pdu import RAW_RESPONSES
+
         s = self.settings
         client = AsyncModbusTcpClient(
             s.host, port=s.port, timeout=s.timeout_s, retries=s.retries, reconnect_delay=0, name=self.name
         )
+        for response in RAW_RESPONSES:  # register reads keep their bytes (this client only)
+            client.register(response)
         # One silent unit must not make pymodbus drop the connection the other units share.
         client.set_max_no_responses(1 << 30)
         try:
@@ -354,8 +371,9 @@ class ModbusAdapter(SharedSettings):
         blocks = self.blocks()
         decoders = [BlockDecoder(b) for b in blocks]
         due = [loop.time()] * len(blocks)
+        check = cancel_check()  # the generator runs in the task that consumes it
         while True:
-            raise_if_cancelling()
+            check()
             now = loop.time()
             wait = min(due) - now
             if wait > 0:
@@ -383,7 +401,7 @@ class ModbusAdapter(SharedSettings):
                 interval = self.sampling_interval_s
                 due[i] = _next_due(due[i], now, block.poll_interval_s if interval is None else interval)
                 attempted += 1
-                raise_if_cancelling()
+                check()
                 try:
                     await self._read(client, decoders[i], batch)
                 except AdapterError:
@@ -431,12 +449,7 @@ class ModbusAdapter(SharedSettings):
         gap = self.settings.request_gap_s
         if gap:
             await asyncio.sleep(gap)
-        read = {
-            "holding": client.read_holding_registers,
-            "input": client.read_input_registers,
-            "coil": client.read_coils,
-            "discrete": client.read_discrete_inputs,
-        }[block.table]
+        read = getattr(client, _READS[block.table])
         try:
             rr = await read(block.start, count=block.count, device_id=block.unit)
         except ConnectionException as exc:
@@ -448,14 +461,13 @@ class ModbusAdapter(SharedSettings):
                 f"unit {block.unit} {block.table} {block.start}+{block.count}: exception code "
                 f"{getattr(rr, 'exception_code', '?')}"
             )
-        raw = rr.bits if decoder.bits else rr.registers
+        # A register read's bytes (drsdtp.adapters.modbus_pdu), unpacked by the decoder in one call.
+        raw = rr.bits if decoder.bits else getattr(rr, "raw", None) or rr.registers
         try:
             values = decoder.values(raw)
-        except (
-            Exception
-        ) as exc:  # e.g. fewer registers than asked for: this response's fault, not the session's
+        except Exception as exc:  # e.g. a short response: this response's fault, not the session's
             detail = f"{type(exc).__name__}: {exc}"[:300]
-            words = b"".join(int(w & 0xFFFF).to_bytes(2, "big") for w in list(raw)[: 1 << 12])
+            words = raw[: 1 << 13] if isinstance(raw, bytes) else _wire_words(raw)
             batch.reject(Rejected(self._label(block), wall_ms(), "bad response", detail, words))
             raise _Refused(f"unusable response: {detail}") from None
         batch.extend(decoder.twins, decoder.fields, values, wall_ms())

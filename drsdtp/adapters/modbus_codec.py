@@ -160,7 +160,7 @@ class _Gather:
 
 class BlockDecoder:
     """Decodes every register of a block read at once, with a plan made once per block: the response's
-    words are packed into bytes in one call (which also checks that each is a register, 0..65535), the
+    bytes (or its words, packed into bytes in one call which also checks that each is a register), the
     big-endian values (the Modbus convention) unpacked from them in one more, skipping unused registers;
     other byte orders cost one gather, pack and unpack per order. No numpy: an idle Modbus adapter does
     not load it.
@@ -201,20 +201,30 @@ class BlockDecoder:
         self.twins = [s.twin for s in specs]
         self.fields = [s.field for s in specs]
         self._pack_words = struct.Struct(f">{block.count}H").pack
+        self._unpack_words = struct.Struct(f">{block.count}H").unpack
         # Integers become floats; values with a scale or an offset become raw * scale + offset (float64).
         self._ints = self.bits or any(TYPES[s.type][1][1] not in "fd" for s in specs)
         identity = all(s.scale == 1.0 and s.offset == 0.0 for s in specs)
         self._scales = None if identity else [s.scale for s in specs]
         self._offsets = [s.offset for s in specs]
 
-    def values(self, words_or_bits: Sequence[int] | Sequence[bool]) -> list[float]:
+    def values(self, response: bytes | Sequence[int] | Sequence[bool]) -> list[float]:
+        """``response``: the registers' bytes as on the wire (what :mod:`drsdtp.adapters.modbus_pdu` keeps:
+        no list of numbers made), or the registers (or bits) as numbers."""
         raw: list[Any]
         if self.bits:
-            raw = [words_or_bits[i] for i in self._bit_index]
+            raw = [response[i] for i in self._bit_index]
         else:
-            words: Sequence[int] = words_or_bits
-            # struct.error for a word that is no register (or a response of the wrong length).
-            packed = self._pack_words(*words) if len(words) == self.block.count else _pack_any(words)
+            words: Sequence[int]
+            if isinstance(response, bytes):
+                if len(response) != 2 * self.block.count:
+                    raise ValueError(f"{len(response)} bytes for {self.block.count} registers")
+                packed = response
+                words = self._unpack_words(packed) if self._plans else ()
+            else:
+                words = response
+                # struct.error for a word that is no register (or a response of the wrong length).
+                packed = self._pack_words(*words) if len(words) == self.block.count else _pack_any(words)
             raw = list(self._direct.unpack_from(packed)) if self._direct is not None else []
             for plan in self._plans:
                 raw += plan(words)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pymodbus.exceptions import ModbusIOException
 
 from drsdtp.adapters.base import Quality, SourceBatch
 from drsdtp.adapters.modbus_codec import (
@@ -22,6 +23,7 @@ from drsdtp.adapters.modbus_codec import (
     encode,
     plan_blocks,
 )
+from drsdtp.adapters.modbus_pdu import RawHoldingResponse
 from drsdtp.adapters.payloads import JsonBatchPayload, PayloadError, parse_payload, timestamp_ms
 from drsdtp.adapters.settings import Table
 from drsdtp.adapters.topics import TopicTemplate
@@ -255,3 +257,19 @@ def test_block_decoder_matches_the_scalar_decoder(
         at = s.address - block.start
         want = decode(words[at : at + s.count], s.type, s.order) * 0.5 - 1.0
         assert got[s.field] == want or (math.isnan(want) and math.isnan(got[s.field])), s
+    # The same registers as the response's bytes (what the adapter's pymodbus client keeps) decode alike.
+    wire = struct.pack(f">{block.count}H", *words[: block.count])
+    from_bytes = dec.values(wire)
+    assert [repr(v) for v in from_bytes] == [repr(got[f]) for f in dec.fields]
+    with pytest.raises(ValueError, match="bytes for"):
+        dec.values(wire[:-2])
+
+
+def test_a_register_response_keeps_its_bytes() -> None:
+    """The adapter's read responses: pymodbus' checks, the bytes kept, the registers still there."""
+    response = RawHoldingResponse()
+    response.decode(bytes([4, 0x41, 0x48, 0x00, 0x01]))
+    assert response.raw == b"\x41\x48\x00\x01" and list(response.registers) == [0x4148, 1]
+    assert "4 bytes" in str(response)
+    with pytest.raises(ModbusIOException):
+        RawHoldingResponse().decode(bytes([6, 0x41, 0x48]))  # a byte count past the frame

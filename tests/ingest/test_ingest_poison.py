@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from drsdtp.adapters import build_adapter
 from drsdtp.adapters.base import SourceBatch
 from drsdtp.adapters.modbus import decode_response
-from drsdtp.adapters.modbus_codec import TYPES, BlockDecoder, RegisterSpec, plan_blocks
+from drsdtp.adapters.modbus_codec import ORDERS, TYPES, BlockDecoder, RegisterSpec, plan_blocks
 from drsdtp.adapters.mqtt import Arrival, MqttAdapter, TopicRule
 from drsdtp.adapters.opcua import OpcUaAdapter
 from drsdtp.adapters.payloads import REASONS, PayloadError, PayloadLimits, load_json
@@ -279,6 +279,19 @@ def test_modbus_responses_never_raise(type_: str, n: int, raw: list[Any]) -> Non
     if len(raw) < block.count or any(type(w) is int and not 0 <= w <= 0xFFFF for w in raw):
         assert problem is not None  # a short response, or words that are no registers
     assert (len(out), len(out.rejects)) == ((n, 0) if problem is None else (0, 1))
+    prepared(out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([t for t in TYPES if t != "bool"]), st.sampled_from(ORDERS), st.binary(max_size=40))
+def test_modbus_response_bytes_never_raise(type_: str, order: str, raw: bytes) -> None:
+    """The adapter's responses as bytes (drsdtp.adapters.modbus_pdu): a wrong length is refused."""
+    specs = [RegisterSpec("t", f"f{i}", 1, "holding", i * 4, type_, order, 1.0, 0.0, 1.0) for i in range(3)]
+    [block] = plan_blocks(specs, 125, 8)
+    out = SourceBatch(NOW)
+    problem = decode_response(BlockDecoder(block), raw, out, NOW)
+    assert (problem is None) == (len(raw) == 2 * block.count)
+    assert (len(out), len(out.rejects)) == ((3, 0) if problem is None else (0, 1))
     prepared(out)
 
 
