@@ -1,9 +1,10 @@
 //! `readings_json`: an audit record's numeric readings as the record's canonical JSON, one native call per
 //! twin instead of a Python step per reading (a third of a bulk write's CPU). The bytes must be exactly
 //! what Python's `json.dumps(..., sort_keys=True, separators=(",", ":"), ensure_ascii=False)` writes: the
-//! record's hash covers them and `AuditLog.verify` recomputes them with Python's json. So floats are
-//! written by Python's own repr (`PyOS_double_to_string`, which `float.__repr__` calls): Rust's shortest
-//! formatting breaks ties between two shortest strings differently (1533661600446129.25).
+//! record's hash covers them and `AuditLog.verify` recomputes them with Python's json. Floats take Rust's
+//! shortest formatting (3x cheaper than Python's repr), except where two shortest strings could tie, which
+//! Rust and Python break differently (1533661600446129.25): those take Python's own repr
+//! (`PyOS_double_to_string`, which `float.__repr__` calls).
 use std::ffi::CStr;
 use std::fmt::Write;
 
@@ -74,23 +75,97 @@ fn json_float(py: Python<'_>, out: &mut String, x: f64) -> PyResult<()> {
         // An integral float below 2^53 is its integer's digits and ".0" (repr's shortest digits: no other
         // decimal lies within half an ulp <= 0.5 of it); readings often are integral, and this is 10x cheaper.
         let _ = write!(out, "{}.0", x as i64);
+    } else if may_tie(x) {
+        python_repr(py, out, x)?;
     } else {
-        // SAFETY: the GIL is held (`py`); PyOS_double_to_string returns a NUL-terminated ASCII string
-        // allocated with PyMem_Malloc (freed here, once) or NULL with an exception set.
-        unsafe {
-            let p = pyo3::ffi::PyOS_double_to_string(
-                x,
-                b'r' as std::ffi::c_char,
-                0,
-                pyo3::ffi::Py_DTSF_ADD_DOT_0,
-                std::ptr::null_mut(),
-            );
-            if p.is_null() {
-                return Err(PyErr::fetch(py));
-            }
-            out.push_str(&CStr::from_ptr(p).to_string_lossy());
-            pyo3::ffi::PyMem_Free(p.cast());
-        }
+        rust_repr(out, x);
     }
     Ok(())
+}
+
+/// Whether two shortest decimal strings could lie exactly as close to `x` (a tie, which Rust's shortest
+/// formatting and Python's repr break differently). A tie needs `x`'s exact decimal expansion to end one
+/// digit after the shortest string's last, so to have at most 18 significant digits: `x` = odd `m` x
+/// 2^-k is exactly `m` x 5^k / 10^k, whose significant digits are those of `m` x 5^k (odd: no trailing
+/// zero). False for nearly every non-integral reading: only short binary fractions of large values tie.
+fn may_tie(x: f64) -> bool {
+    let bits = x.to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as i32;
+    let frac = bits & ((1 << 52) - 1);
+    let (mut m, mut e) = if exp == 0 { (frac, -1074) } else { (frac | (1 << 52), exp - 1075) };
+    if m == 0 {
+        return true; // zero: let Python write it
+    }
+    let zeros = m.trailing_zeros();
+    m >>= zeros;
+    e += zeros as i32;
+    if e >= 0 {
+        return true; // an integer of 2^53 or more: rare, Python writes it
+    }
+    let k = (-e) as u32;
+    if k > 26 {
+        return false; // 5^27 > 10^18: more than 18 digits
+    }
+    u128::from(m) * 5u128.pow(k) < 1_000_000_000_000_000_000
+}
+
+/// Python's repr of a finite float, by Python itself.
+fn python_repr(py: Python<'_>, out: &mut String, x: f64) -> PyResult<()> {
+    // SAFETY: the GIL is held (`py`); PyOS_double_to_string returns a NUL-terminated ASCII string
+    // allocated with PyMem_Malloc (freed here, once) or NULL with an exception set.
+    unsafe {
+        let p = pyo3::ffi::PyOS_double_to_string(
+            x,
+            b'r' as std::ffi::c_char,
+            0,
+            pyo3::ffi::Py_DTSF_ADD_DOT_0,
+            std::ptr::null_mut(),
+        );
+        if p.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        out.push_str(&CStr::from_ptr(p).to_string_lossy());
+        pyo3::ffi::PyMem_Free(p.cast());
+    }
+    Ok(())
+}
+
+/// Python's repr of a finite float that cannot tie (see `may_tie`): Rust's shortest digits (the same:
+/// the shortest that read back as `x`, the closest to it among them), laid out as repr does: positional
+/// when the decimal exponent is in [-4, 16), else `d.ddde+XX`.
+fn rust_repr(out: &mut String, x: f64) {
+    let mut sci = String::with_capacity(32);
+    let _ = write!(sci, "{:e}", x.abs()); // "1.5e-7", "1.2345e3"
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (head, rest) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if x.is_sign_negative() {
+        out.push('-');
+    }
+    let digits = head.len() + rest.len(); // head is one digit
+    let decpt = exp + 1; // the value is 0.DIGITS x 10^decpt
+    if !(-4 < decpt && decpt <= 16) {
+        out.push_str(head);
+        if !rest.is_empty() {
+            out.push('.');
+            out.push_str(rest);
+        }
+        let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+    } else if decpt <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-decpt) as usize));
+        out.push_str(head);
+        out.push_str(rest);
+    } else if (decpt as usize) < digits {
+        let split = decpt as usize - 1; // digits of `rest` before the point
+        out.push_str(head);
+        out.push_str(&rest[..split]);
+        out.push('.');
+        out.push_str(&rest[split..]);
+    } else {
+        out.push_str(head);
+        out.push_str(rest);
+        out.extend(std::iter::repeat_n('0', decpt as usize - digits));
+        out.push_str(".0");
+    }
 }

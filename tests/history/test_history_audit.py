@@ -162,8 +162,8 @@ def test_records_are_canonical_json_whatever_their_names_and_text(tmp_path: Path
 def test_readings_are_written_as_pythons_json_writes_them() -> None:
     """Readings are encoded natively; the record's hash covers those bytes and verify() recomputes them with
     Python's json, so the two must agree on every float (random bit patterns, the boundaries between repr's
-    positional and exponent notations, integral values, subnormals), on every name's escapes, and on which
-    old values are written."""
+    positional and exponent notations, integral values, subnormals, short binary fractions of large values,
+    where two shortest strings can tie), on every name's escapes, and on which old values are written."""
     rng = np.random.default_rng(11)
     floats = rng.integers(0, 2**64, 200_000, dtype=np.uint64).view(np.float64)
     floats = floats[np.isfinite(floats)].tolist()
@@ -171,6 +171,8 @@ def test_readings_are_written_as_pythons_json_writes_them() -> None:
     floats += [float(2**k) for k in range(-1074, 1024)] + [-0.0, 0.0, 5e-324, 1e16, 1e-4, 1e-5, 0.1]
     floats += rng.normal(0.0, 1e3, 50_000).round(3).tolist()
     floats += [float(k) for k in range(-1000, 1000)] + [float(2**53 + k) for k in range(-20, 20)]
+    floats += [1533661600446129.25, -243239575756529.625]  # ties between two shortest strings
+    floats += (rng.integers(-(2**60), 2**60, 20_000) / 2.0 ** rng.integers(1, 30, 20_000)).tolist()
     floats += [float(-(2**53) + k) for k in range(-20, 20)] + [float(10**k) for k in range(10, 22)]
     names = [f"f{i}" for i in range(len(floats))]
     olds = [None if i % 3 == 0 else floats[-i - 1] for i in range(len(floats))]
