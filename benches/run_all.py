@@ -84,6 +84,7 @@ ISSUE13: list[tuple[str, str, str]] = [
     ("bytes per numeric field", "72.9 B", "<= 48 B"),
     ("bytes per 20-field twin", "1.55 KB", "<= 1.2 KB"),
     ("1M twins x 10 fields through a node, peak RSS", "3.2 GB", "<= 1 GB"),
+    ("1M twins x 10 fields, snapshot memory", "the whole state", "<= 16 MB (O(chunk))"),
     ("idle node RSS", "61.4 MB", "<= 45 MB"),
     ("MQTT QoS 0, node vs bare paho", "38%", ">= 90%"),
     ("MQTT QoS 1, node vs bare paho", "62%", ">= 90%"),
