@@ -46,6 +46,7 @@ from drsdtp.actions.actuators import Actuators, ActuatorSpec, Interlock, Value
 from drsdtp.actions.book import CommandAudit, CommandBook
 from drsdtp.actions.record import (
     ATTEMPTS,
+    CANCEL,
     CMD_PREFIX,
     HELD,
     RESULT,
@@ -299,7 +300,11 @@ class Executor:
         known = self._tracked.get(command)
         if known is not None and command in self._active.get(known, {}):
             self._wake[known].set()
-            self._nudges[known].set()  # its record changed: a cancel, a newer state
+            # A cancel request wakes its worker now. Not the executor's own commits (attempts, marks,
+            # held): a worker waiting for its adapter would be woken by each one it makes, a spin, and one
+            # that starved the loop when the commits complete at once (the log off).
+            if self.store.get(record_twin(command), CANCEL) is not None:
+                self._nudges[known].set()
             return
         record = self._record(command)
         if record is None or record.executor != self.node_id:
@@ -508,7 +513,9 @@ class Executor:
         """Waits until the actuator's worker is nudged or ``wait_s`` passed. A nudge while the worker ran
         is not lost: the event stays set, and the wait returns at once (the worker re-checks)."""
         nudge = self._nudges[key]
-        if not nudge.is_set():
+        if nudge.is_set():
+            await asyncio.sleep(0)  # a turn for the rest of the loop: a re-checking worker never starves it
+        else:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait_s):
                     await nudge.wait()

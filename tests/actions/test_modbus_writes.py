@@ -4,6 +4,7 @@ an exception response rejects with its code; the encoding is the read codec's in
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +17,7 @@ from drsdtp.adapters.modbus_codec import decode
 from drsdtp.config import parse_config
 from drsdtp.errors import ConfigError
 from drsdtp.node.node import Node
+from tests.ingest.support import free_port
 
 from .writes_support import RecordingModbusServer
 
@@ -97,3 +99,30 @@ def test_the_write_encoding_is_the_inverse_of_the_read_codec() -> None:
         encode_write(ModbusWriteTarget(1, "coil", 0, "bool", "ABCD", 1.0, 0.0), 0.5)
     with pytest.raises(ConfigError, match=r"actuators\[0\]\.write\.data_type"):
         parse_write_target({"table": "coil", "address": 1, "data_type": "int16"}, "actuators[0].write")
+
+
+async def test_a_command_waiting_for_an_unconnected_adapter_neither_spins_nor_starves_the_loop(
+    tmp_path: pathlib.Path,
+) -> None:
+    """With the log off every commit completes at once: a worker woken by its own commits (the attempt it
+    takes back when the adapter has no session) re-tried without ever yielding, and the event loop (the
+    adapter's reconnects, the API) stood still until the command's deadline."""
+    cfg = {**config(tmp_path, free_port()), "wal": {"enabled": False}}  # nothing listens on the port
+    async with Node(parse_config(cfg)) as node:
+        turns = 0
+
+        async def ticker() -> None:
+            nonlocal turns
+            while True:
+                await asyncio.sleep(0.01)
+                turns += 1
+
+        tick = asyncio.create_task(ticker())
+        command = await node.commands.issue_command("boiler-1", "setpoint", 40.0, deadline_s=1.0, actor="op")
+        record = await node.commands.wait(command, 20)
+        tick.cancel()
+        assert record is not None and record.state == State.TIMED_OUT, record
+        assert "waiting for the adapter" in record.why, record.why
+        # A retry per POLL_S (0.25 s) at most, not one per step of the loop; and the loop kept turning.
+        assert node.actuation.executor.stats.not_connected <= 20, node.actuation.executor.stats
+        assert turns >= 3, turns
