@@ -125,6 +125,8 @@ async def node_with(
         }
         for k in range(CLIENTS)
     ]
+    if "client_id" in adapter:  # each node its own MQTT session (see bench_mqtt)
+        adapter = {**adapter, "client_id": f"{adapter['client_id']}-{tmp.name}"}
     config = {
         "node_id": "bench",
         "data_dir": str(tmp),
