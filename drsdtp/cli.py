@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from drsdtp import __version__, command_cli, intel_cli
+from drsdtp import command_cli, intel_cli
 from drsdtp.cli_client import args as cli_args
 from drsdtp.config import (
     Address,
@@ -191,12 +191,28 @@ def _positive_float(text: str) -> float:
 # --- the parser -------------------------------------------------------------------------------------------
 
 
+class _Version(argparse.Action):
+    """``--version``: the version read only when asked for (it is the engine's; a client command never
+    loads the engine)."""
+
+    def __init__(
+        self, option_strings: list[str], dest: str = argparse.SUPPRESS, help: str | None = None
+    ) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from drsdtp import __version__
+
+        print(f"drsdtp {__version__}")  # on stdout, as argparse's own version action prints it
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drsdtp",
         description="Edge-native digital-twin node: CRDT twins, field ingestion, peer replication.",
     )
-    parser.add_argument("--version", action="version", version=f"drsdtp {__version__}")
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     parser.add_argument(
         "--log-level", choices=_LEVELS, help="default: the config's log_level (run) or warning"
     )
