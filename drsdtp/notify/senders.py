@@ -8,10 +8,8 @@ import asyncio
 import hashlib
 import hmac
 import json
-import smtplib
 import ssl
 import urllib.parse
-from email.message import EmailMessage
 from typing import Any
 
 from drsdtp.errors import DrsdtpError
@@ -46,7 +44,7 @@ async def deliver(target: NotifyTarget, event: dict[str, Any]) -> None:
                 await asyncio.to_thread(_email, target, event)
     except TimeoutError:
         raise DeliveryError(f"{target.name}: no answer within {target.timeout_s:g}s") from None
-    except (OSError, smtplib.SMTPException) as exc:
+    except OSError as exc:  # smtplib.SMTPException is an OSError
         raise DeliveryError(f"{target.name}: {type(exc).__name__}: {exc}") from None
 
 
@@ -106,6 +104,10 @@ async def _mqtt(target: NotifyTarget, event: dict[str, Any]) -> None:
 
 
 def _email(target: NotifyTarget, event: dict[str, Any]) -> None:
+    # Imported here: smtplib and the email package are about 1 MB of a node no email target uses.
+    import smtplib
+    from email.message import EmailMessage
+
     message = EmailMessage()
     message["From"] = target.sender
     message["To"] = ", ".join(target.to)
