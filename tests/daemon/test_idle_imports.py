@@ -11,6 +11,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import urllib.request
 from dataclasses import dataclass
 
 from drsdtp.client import connect
@@ -52,6 +53,10 @@ NOT_WHEN_IDLE = (
     # Plug-in scans (entry points): only for a kernel or adapter type no built-in has.
     "importlib.metadata",
     "importlib.resources",
+    # The metrics' exposition (with http.server, email, urllib): at the first scrape. E-mail: for a target.
+    "prometheus_client",
+    "smtplib",
+    "email",
 )
 
 
@@ -156,3 +161,14 @@ def test_the_cli_finds_every_node_command_without_the_sdk() -> None:
     from drsdtp.node_commands import _NODE_COMMANDS
 
     assert {n for n in vars(NodeCommands) if not n.startswith("_")} == _NODE_COMMANDS
+
+
+async def test_the_first_scrape_brings_prometheus_client_in(tmp_path: pathlib.Path) -> None:
+    """The other side of the idle test for metrics: a scrape answers with the node's metrics."""
+    node = ListingDaemon(tmp_path, "", node_id="scraped")
+    await node.start()
+    url = f"http://127.0.0.1:{node.metrics_port}/metrics"
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=30).read().decode())
+    node.stop()
+    assert 'drsdtp_node_info{node_id="scraped"' in body
+    assert "prometheus_client" in node.modules()
