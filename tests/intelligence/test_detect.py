@@ -8,6 +8,7 @@ import pytest
 
 from drsdtp.errors import InvalidValueError
 from drsdtp.intelligence.detect import TESTS, DetectorConfig, ScoreBatch, StreamDetector
+from drsdtp.sim.corpus import Series, generate
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -241,3 +242,37 @@ def test_a_daily_and_weekly_habit_is_learned_and_a_spike_hidden_in_the_cycle_is_
     # a forecast a day ahead into a quiet day (day 26 % 7 == 5) follows the baseline: 8 lower
     ahead = det.seasonal.forecast(np.array([0]), 25.5 * 86_400.0, np.array([86_400.0]))
     assert -10.0 < ahead[0, 0] < -6.0
+
+
+def corpus_run(character: str, index: int) -> tuple[Series, npt.NDArray[np.bool_], npt.NDArray[np.int8]]:
+    """One series of the corpus's ``tune`` split, scored online: its alarms and tests per reading."""
+    s = generate(character, "tune", index)
+    _, out = feed(s.t_s[None, :], s.values[None, :])
+    _, alarm, test = stacked(out)
+    return s, alarm[0], test[0]
+
+
+def test_levels_the_field_entered_twice_are_its_modes_and_a_spike_between_them_is_still_caught() -> None:
+    # a setpoint moving between two levels (about 35 and 83, noise about 0.5), a labelled spike late on
+    s, alarm, test = corpus_run("step", 1)
+    _, clean = s.labels
+    moves = np.flatnonzero(np.abs(np.diff(s.values)) > 20.0) + 1
+    # the first moves are news: (82 held in the warm-up) -> 35 (first entry), -> 84 (second), -> 35 (its
+    # re-entry is judged before the level counts twice); from then on both levels are modes, moves quiet
+    settled = int(moves[4])
+    assert (moves >= settled).sum() >= 8
+    assert alarm[moves[1]] and not (alarm & clean)[settled:].any()
+    (spike,) = [a for a in s.anomalies if a.kind == "spike"]
+    hits = np.flatnonzero(alarm[spike.start : spike.end + 1])
+    assert hits.size and TESTS[int(test[spike.start + int(hits[0])])] in ("spike", "spike_back")
+
+
+def test_a_flat_stretch_no_longer_than_twice_two_the_field_held_is_quiet_a_stuck_sensor_is_not() -> None:
+    # a coarse quantised signal (quantum 10 noise widths) with a labelled stuck stretch of 160 readings
+    s, alarm, test = corpus_run("quantised", 3)
+    _, clean = s.labels
+    flat = TESTS.index("flat")
+    assert not (alarm & clean & (test == flat)).any()
+    (stuck,) = s.anomalies
+    hits = np.flatnonzero(alarm[stuck.start : stuck.end + 1])
+    assert hits.size and TESTS[int(test[stuck.start + int(hits[0])])] == "flat"

@@ -79,6 +79,7 @@ _FLAT: Final[int] = TESTS.index("flat")
 _LEVEL: Final[int] = TESTS.index("level")
 _BLOCK: Final[int] = 32  # readings per block mean (the long-horizon tests)
 _BLOCKS: Final[int] = 8  # block means kept: the level test looks 8 blocks (about 250 readings) back
+_BOOK: Final[int] = 6  # completed runs and held jumps kept per field
 _Z_MEDIAN: Final[float] = 0.6745  # median of |N(0, 1)|
 _F, _I, _B = "f8", "i8", "?"  # dtype codes: numpy is imported on first use
 #: per-field state: name -> (initial value, columns (0: a vector), dtype)
@@ -117,7 +118,22 @@ _STATE: Final[dict[str, tuple[float, int, str]]] = {
     "episode_at": (math.nan, 0, _F),
     "episode_start": (math.nan, 0, _F),
     "last_alarm_t": (math.nan, 0, _F),
+    # the longest runs of repeated values the field completed, and when (its reading count)
+    "run_top": (0.0, _BOOK, _F),
+    "run_at": (-math.inf, _BOOK, _F),
+    # modes: levels the field jumped to (or from) and held, how often it entered each, and when last
+    "mode_lvl": (math.nan, _BOOK, _F),
+    "mode_n": (0.0, _BOOK, _F),
+    "mode_at": (-math.inf, _BOOK, _F),
+    # a jump in progress: the level before it, its size (signed), readings since and their sum
+    "pend_base": (math.nan, 0, _F),
+    "pend_d": (math.nan, 0, _F),
+    "pend_k": (0, 0, _I),
+    "pend_sum": (0.0, 0, _F),
 }
+_HELD: Final[int] = 16  # readings a jump must hold (never back half way) for its level to be a mode
+_JUMP: Final[float] = 6.0  # noise units: a move this large in one reading is a jump (noise rarely is)
+_NEAR: Final[float] = 3.0  # noise units: a level this close to a mode is that mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +237,19 @@ def _erfc(x: FloatArray) -> FloatArray:
     return out
 
 
+def _book(
+    top: FloatArray, at: FloatArray, rows: IndexArray, size: FloatArray, now: FloatArray, memory: float
+) -> None:
+    """Enter ``size`` into each row's book of the largest recent entries (a stale or the smallest slot)."""
+    if rows.size == 0:
+        return
+    stale = (now[:, None] - at[rows]) > memory
+    slot = np.argmin(np.where(stale, -np.inf, top[rows]), axis=1)
+    take = (size > top[rows, slot]) | stale[np.arange(rows.size), slot]
+    top[rows[take], slot[take]] = size[take]
+    at[rows[take], slot[take]] = now[take]
+
+
 class StreamDetector:
     """Per-field online state; :meth:`update` scores a batch of readings (rows may repeat, in time order)."""
 
@@ -268,6 +297,16 @@ class StreamDetector:
         self.episode_at = np.zeros(0)
         self.episode_start = np.zeros(0)
         self.last_alarm_t = np.zeros(0)
+        # the field's own habits of duration and size (see _habits)
+        self.run_top = np.zeros((0, _BOOK))
+        self.run_at = np.zeros((0, _BOOK))
+        self.mode_lvl = np.zeros((0, _BOOK))
+        self.mode_n = np.zeros((0, _BOOK))
+        self.mode_at = np.zeros((0, _BOOK))
+        self.pend_base = np.zeros(0)
+        self.pend_d = np.zeros(0)
+        self.pend_k = np.zeros(0, np.int64)
+        self.pend_sum = np.zeros(0)
         self.seasonal = SeasonalBaseline()
         self.resize(fields)
 
@@ -414,6 +453,7 @@ class StreamDetector:
         slow = np.where(count == 0, v, self.slow[r] + (v - self.slow[r]) / np.minimum(count + 1.0, 128.0))
         stats = np.zeros((len(TESTS), r.size))
         level_p_ok = np.ones(0, bool)
+        ref_all = np.full(r.size, math.nan)  # the level before the 4 newest readings (median of 32)
         if ready.any():
             w = window[ready]
             u = unit[ready]
@@ -442,7 +482,12 @@ class StreamDetector:
             level_z, level_ok = self._level_z(rr, w, u)
             stats[_LEVEL, ready] = level_z
             pvals = np.stack([self.tails[name].pvalue(rr, stats[i, ready]) for i, name in enumerate(TESTS)])
-            p_shift = pvals[2]
+            p_shift = pvals[2].copy()  # before the field's habits: a jump to a mode is a jump all the same
+            ref_all[ready] = med[:, 0]
+            now = count[ready].astype(np.float64)
+            m4 = 0.5 * (new4[:, 1] + new4[:, 2])
+            at_mode = self._at_mode(rr, now, m4, u)
+            self._habits(rr, now, pvals, run[ready], self._at_mode(rr, now, x, u), at_mode)
             # runs cluster (a slow quantised signal repeats in streaks), so a run is never rarer than the
             # memoryless law of the field's own repeat rate says: P(run >= R) >= repeat ** R
             pvals[_FLAT] = np.maximum(pvals[_FLAT], np.power(self.repeat[rr], run[ready]))
@@ -453,7 +498,7 @@ class StreamDetector:
             low = p_level < 0.1
             if low.any():
                 p_level[low] = np.where(self.tails["level"].habit(rr[low], level_z[low]), 0.1, p_level[low])
-            pvals[_LEVEL] = p_level
+            pvals[_LEVEL] = np.where(at_mode, np.maximum(p_level, 0.1), p_level)
             # a stream that mostly repeats its value (modes, setpoints, coarse quanta, sparse counts) is not
             # described by the local-level model (Gaussian, continuous); one that holds its value nine
             # readings in ten moves in jumps: a jump is a mode change until the next reading shows it came
@@ -482,11 +527,12 @@ class StreamDetector:
                     # flat runs teach their tail once, when they end (a run in progress would teach it
                     # every reading that it is getting longer)
                     ended = ~same[ready]
-                    prev = self.run[rr]
+                    prev_run = self.run[rr]
                     done = (
-                        np.maximum(tail.pvalue(rr, prev), np.power(self.repeat[rr], prev)) < cfg.learn_below
+                        np.maximum(tail.pvalue(rr, prev_run), np.power(self.repeat[rr], prev_run))
+                        < cfg.learn_below
                     )
-                    tail.update(rr[ended], prev[ended], (done & scored[ready])[ended])
+                    tail.update(rr[ended], prev_run[ended], (done & scored[ready])[ended])
                 elif i == _LEVEL:
                     self._learn_level(rr, level_z, level_ok, suspect)
                     tail.update(rr[level_ok], level_z[level_ok], suspect[level_ok])
@@ -527,6 +573,7 @@ class StreamDetector:
         jit = np.where(gap_ok & np.isfinite(per), np.abs(ratio - np.maximum(np.rint(ratio), 1.0)), 0.0)
         self.jitter[r] = np.where(gap_ok, self.jitter[r] + 0.05 * (jit - self.jitter[r]), self.jitter[r])
         self.period[r] = per
+        self._learn_habits(r, count.astype(np.float64), v, prev, same, ready, ref_all, unit)
         self.run[r] = run
         self.repeat[r] = np.where(has_prev, self.repeat[r] + lr * (same - self.repeat[r]), self.repeat[r])
         self.ring[r] = window
@@ -567,6 +614,92 @@ class StreamDetector:
             self._restart(r[restart])
         full[new], full_mag[new], full_test[new], full_at[new] = score, mag, test, at
         return full, full_mag, full_test, full_at
+
+    def _at_mode(self, rr: IndexArray, now: FloatArray, x: FloatArray, u: FloatArray) -> BoolArray:
+        """Whether ``x`` is within ``_NEAR`` units of a mode the field entered twice or more within memory."""
+        live = ((now[:, None] - self.mode_at[rr]) <= self.config.memory) & (self.mode_n[rr] >= 2.0)
+        near = np.abs(self.mode_lvl[rr] - x[:, None]) <= _NEAR * u[:, None]
+        out: BoolArray = np.any(live & near, axis=1)
+        return out
+
+    def _habits(
+        self,
+        rr: IndexArray,
+        now: FloatArray,
+        pvals: FloatArray,
+        run: FloatArray,
+        x_at_mode: BoolArray,
+        at_mode: BoolArray,
+    ) -> None:
+        """Durations and levels the field itself shows as habits are not alarms (``pvals`` at least 0.1):
+
+        * a run of repeated values no longer than twice two runs the field completed within memory (a slow
+          quantised signal's flat stretches grow like records; a sensor stuck far longer than any stretch the
+          field ever held is still news);
+        * a jump to a mode: a level the field jumped to, held and left, twice or more (a setpoint's or an
+          operating state's levels). ``spike`` looks at the reading, ``shift``, ``trend``, ``drift`` (and
+          ``level``, by the caller) at the median of the 4 newest. A first visit is news, a glitch that comes
+          back is still a ``spike_back``, and a held level shift is booked once, so it is news again."""
+        memory = self.config.memory
+        live = (now[:, None] - self.run_at[rr]) <= memory
+        longer = np.count_nonzero(live & (2.0 * self.run_top[rr] >= run[:, None]), axis=1) >= 2
+        pvals[_FLAT] = np.where(longer & (run > 0), np.maximum(pvals[_FLAT], 0.1), pvals[_FLAT])
+        pvals[0] = np.where(x_at_mode, np.maximum(pvals[0], 0.1), pvals[0])
+        for i in (2, 3, 4):
+            pvals[i] = np.where(at_mode, np.maximum(pvals[i], 0.1), pvals[i])
+
+    def _learn_habits(
+        self,
+        r: IndexArray,
+        now: FloatArray,
+        v: FloatArray,
+        prev: FloatArray,
+        same: BoolArray,
+        ready: BoolArray,
+        ref: FloatArray,
+        unit: FloatArray,
+    ) -> None:
+        """Book completed runs; follow jumps of ``_JUMP`` units or more, and when one held ``_HELD``
+        readings without coming back half way, book the level it left and the level it holds as modes."""
+        memory = self.config.memory
+        ended = ~same & (self.run[r] >= 1.0)
+        _book(self.run_top, self.run_at, r[ended], self.run[r][ended], now[ended], memory)
+        pending = np.isfinite(self.pend_d[r])
+        back = pending & (np.abs(v - self.pend_base[r]) < 0.5 * np.abs(self.pend_d[r]))
+        k = self.pend_k[r] + 1
+        total = self.pend_sum[r] + v
+        held = pending & ~back & (k >= _HELD)
+        if held.any():
+            hr, hu = r[held], unit[held]
+            self._book_mode(hr, self.pend_base[hr], now[held], hu, 0.0)
+            self._book_mode(hr, total[held] / k[held], now[held], hu, 1.0)
+        done = back | held
+        start = ready & np.isfinite(ref) & (np.abs(v - prev) >= _JUMP * unit) & (~pending | done)
+        self.pend_base[r] = np.where(start, ref, np.where(done, math.nan, self.pend_base[r]))
+        self.pend_d[r] = np.where(start, v - ref, np.where(done, math.nan, self.pend_d[r]))
+        self.pend_k[r] = np.where(start | done, 0, k)
+        self.pend_sum[r] = np.where(start | done, 0.0, total)
+
+    def _book_mode(
+        self, rows: IndexArray, level: FloatArray, now: FloatArray, u: FloatArray, entered: float
+    ) -> None:
+        """Refresh the nearest live mode within ``_NEAR`` units (an entry counts), or replace the stalest."""
+        live = (now[:, None] - self.mode_at[rows]) <= self.config.memory
+        dist = np.abs(self.mode_lvl[rows] - level[:, None])
+        near = live & (dist <= _NEAR * u[:, None])
+        idx = np.arange(rows.size)
+        slot = np.where(
+            near.any(axis=1),
+            np.argmin(np.where(near, dist, np.inf), axis=1),
+            np.argmin(self.mode_at[rows], axis=1),
+        )
+        hit = near[idx, slot]
+        n = np.where(hit, self.mode_n[rows, slot], 0.0)
+        self.mode_lvl[rows, slot] = np.where(
+            hit, self.mode_lvl[rows, slot] + 0.2 * (level - self.mode_lvl[rows, slot]), level
+        )
+        self.mode_n[rows, slot] = n + np.where(hit, entered, 1.0)
+        self.mode_at[rows, slot] = now
 
     def _level_z(self, rr: IndexArray, w: FloatArray, u: FloatArray) -> tuple[FloatArray, BoolArray]:
         """The level test: the mean of the 32 newest readings against the block mean about 250 readings
