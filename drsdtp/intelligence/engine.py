@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Generic, Protocol, TypeAlias, TypeVar
 
 from drsdtp.errors import ConfigError, InvalidValueError, UnknownTwinError
+from drsdtp.intelligence.cause import CauseArrays, ChangeTracker, Relations, judge
 from drsdtp.intelligence.detect import DetectorConfig, ScoreBatch, StreamDetector
 from drsdtp.intelligence.detect.events import detector_events
 from drsdtp.intelligence.divergence import (
@@ -136,6 +137,7 @@ class PassResult:
     fit_long: LineFit
     model_prior: FloatArray
     model_prior_std: FloatArray
+    cause: CauseArrays
 
     @property
     def forecast(self) -> ForecastArrays:
@@ -213,6 +215,14 @@ class TwinIntelligence:
         self._groups: dict[str, _ModelGroup] = {}
         self._twins: dict[str, _Twin] = {}
         self._prev_drift = np.zeros(0, bool)
+        # sensor, process or model (drsdtp.intelligence.cause): the fields' declared relationships, each
+        # row's twin, and per row the divergence class of its kernel variable at the last pass
+        self.relations = Relations()
+        self.changes = ChangeTracker()
+        self._counter = np.zeros(0, bool)
+        self._twin_of_row = np.zeros(0, np.int64)
+        self._row_kind = np.zeros(0, np.int8)
+        self._row_suspect = np.zeros(0, bool)
         self._alerts: dict[str, tuple[DivergenceAlert, ...]] = {}
         self.last: PassResult | None = None
 
@@ -248,8 +258,12 @@ class TwinIntelligence:
         self.model_free = np.r_[
             self.model_free, [f.name not in bound and f.redundancy_group is None for f in spec.fields]
         ]
+        by_name = {f.name: r for f, r in zip(spec.fields, rows, strict=True)}
+        self.relations.add([(by_name[f.name], by_name[d]) for f in spec.fields for d in f.depends_on])
+        self._twin_of_row = np.r_[self._twin_of_row, np.full(len(rows), len(self._twins), np.int64)]
+        self._counter = np.r_[self._counter, [f.kind == "counter" for f in spec.fields]]
         group = self._groups[model]
-        slot = group.add(twin, {f.name: r for f, r in zip(spec.fields, rows, strict=True)})
+        slot = group.add(twin, by_name)
         if group.tracker is not None:
             group.tracker.resize(slot + 1)
         self._twins[twin] = _Twin(twin, model, slot)
@@ -378,7 +392,13 @@ class TwinIntelligence:
         self._prev_drift = verdict.flagged.copy()
 
         self.divergence_monitor.update(model_valid, model_resid, model_sigma)
+        self._row_kind, self._row_suspect = np.zeros(n, np.int8), np.zeros(n, bool)
         self._divergence_and_corrections(now_s, health)
+        block = self.windows.recent_block() if self._counter[:n].any() else None
+        changes = self.changes.update(health, table, self._counter, block, now_s)
+        cause = judge(
+            health, table, self.relations, self._row_kind, self._row_suspect, self._twin_of_row, changes
+        )
 
         indicator = np.where(table.group_size >= 2, verdict.peer_offset, verdict.model_offset)
         has_indicator = (peer_valid & (table.group_size >= 2)) | (model_valid & (table.group_size < 2))
@@ -406,7 +426,7 @@ class TwinIntelligence:
             )
         )
         self.last = PassResult(
-            now_s, health, traits, forecast, fit_short, fit_long, model_prior, model_prior_std
+            now_s, health, traits, forecast, fit_short, fit_long, model_prior, model_prior_std, cause
         )
         return self.last
 
@@ -509,6 +529,9 @@ class TwinIntelligence:
                 busy |= (verdict.kind != KIND_NONE) & (verdict.kind != KIND_MODEL_DRIFT)
                 busy |= blamed[members].any(axis=1)
                 group.prev_kind[var] = verdict.kind.copy()
+                bound = members >= 0
+                self._row_kind[members[bound]] = np.broadcast_to(verdict.kind[:, None], members.shape)[bound]
+                self._row_suspect[members[bound]] = verdict.suspects[bound]
                 for slot in np.flatnonzero(verdict.kind != KIND_NONE):
                     twin = group.twins[slot]
                     fields = group.spec.bindings[var]
@@ -603,6 +626,18 @@ class TwinIntelligence:
     def _field_rows(self, twin: str) -> list[int]:
         spec = self.models[self._twin(twin).model]
         return [self.table.row(twin, f.name) for f in spec.fields]
+
+    def twin_rows(self, twin: str) -> list[int]:
+        """The field rows of ``twin``, in its model's field order."""
+        return self._field_rows(twin)
+
+    def kernel_of(self, twin: str, field: str) -> tuple[str, tuple[str, ...]]:
+        """The twin's tracking kernel (``""``: none) and the fields bound with ``field`` to its variable."""
+        group = self._groups[self._twin(twin).model]
+        if group.tracker is None or group.kernel is None:
+            return "", ()
+        fields = next((fs for fs in group.spec.bindings.values() if field in fs), ())
+        return group.kernel.name, fields
 
     def field_health(self, twin: str, field: str) -> FieldHealth:
         last = self._require_pass()

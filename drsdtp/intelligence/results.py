@@ -77,7 +77,12 @@ class RecommendationKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class FieldHealth(Serializable):
-    """Health of one field. ``quality`` is what gets replicated as ``<field>.q``."""
+    """Health of one field. ``quality`` is what gets replicated as ``<field>.q``.
+
+    ``cause``: for a field with a finding, ``sensor`` (this sensor is wrong), ``process`` (the quantity
+    really changed), ``model`` (the kernel is wrong) or empty (undecided, or nothing found); ``evidence``
+    names what decided it (the peer or related fields, or the kernel), and ``cause_detail`` says what they
+    showed (:mod:`drsdtp.intelligence.cause`)."""
 
     twin: str
     field: str
@@ -88,6 +93,9 @@ class FieldHealth(Serializable):
     value: float | None
     age_s: float | None
     noise: float | None
+    cause: str = ""
+    evidence: tuple[str, ...] = ()
+    cause_detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)

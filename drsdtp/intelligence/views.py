@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from drsdtp.intelligence.calibrated import FloatArray, forecast_series
+from drsdtp.intelligence.cause import CAUSES, E_KERNEL_SEVERAL, explain
 from drsdtp.intelligence.detect import TESTS, Findings
 from drsdtp.intelligence.detect.events import KIND_OF_TEST, describe
 from drsdtp.intelligence.divergence import (
@@ -106,16 +107,55 @@ def build_field_health(engine: TwinIntelligence, last: PassResult, row: int) -> 
         details.append(f"{sc.loss[row]:.1%} of readings lost over the window")
     if Reason.OUT_OF_RANGE in reasons:
         details.append(f"value {value:g}{unit} outside [{spec.valid_min:g}, {spec.valid_max:g}]")
+    names = tuple(r.name for r in Reason if r in reasons and r.name is not None)
+    code = int(last.cause.cause[row])
+    evidence, cause_detail = _cause_evidence(engine, last, row, names)
     return FieldHealth(
         twin=twin,
         field=field,
         status=STATUS_CODES[int(h.status[row])],
         quality=round(float(h.quality[row]), 4),
-        reasons=tuple(r.name for r in Reason if r in reasons and r.name is not None),
+        reasons=names,
         details=tuple(details),
         value=_opt(value),
         age_s=_opt(float(sc.age_s[row])),
         noise=_opt(float(sc.noise[row])),
+        cause=CAUSES[code],
+        evidence=evidence,
+        cause_detail=cause_detail,
+    )
+
+
+def _cause_evidence(
+    engine: TwinIntelligence, last: PassResult, row: int, reasons: tuple[str, ...]
+) -> tuple[tuple[str, ...], str]:
+    """The names and the sentence behind the row's sensor/process/model verdict."""
+    code = int(last.cause.evidence[row])
+    if code == 0:
+        return (), ""
+    table, change = engine.table, last.cause.change
+    twin, field = table.keys[row]
+    group = int(table.group[row])
+    rel = engine.relations
+    related = sorted({int(d) for d in rel.dst[rel.src == row]})
+    own = engine.twin_rows(twin)
+    peers = [r for r in own if group >= 0 and int(table.group[r]) == group and r != row]
+    kernel, kernel_fields = engine.kernel_of(twin, field)
+    several = [r for r in own if int(last.cause.evidence[r]) == E_KERNEL_SEVERAL]
+
+    def named(rows: Sequence[int]) -> tuple[str, ...]:
+        return tuple(table.keys[r][1] for r in rows)
+
+    return explain(
+        code,
+        reasons=reasons,
+        peers=named(peers),
+        peers_moved=named([r for r in peers if change[r]]),
+        related=named(related),
+        related_moved=named([r for r in related if last.cause.recent[r]]),
+        kernel=kernel,
+        kernel_fields=kernel_fields,
+        kernel_off=named(several),
     )
 
 

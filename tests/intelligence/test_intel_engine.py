@@ -59,6 +59,19 @@ def test_sensor_drift_is_a_sensor_fault_not_model_drift(faulty: PlantRun) -> Non
     assert any(r.kind is RecommendationKind.RECALIBRATE and r.target == "temp_1" for r in recs)
 
 
+def test_health_says_sensor_or_model_with_its_evidence(faulty: PlantRun) -> None:
+    """The drifting temp_1 disagrees with its peer: the sensor. In the changed room both sensors agree with
+    each other and not with the kernel: the model. The clean room has no verdict at all."""
+    engine = faulty.engine
+    temp_1 = next(f for f in engine.health("room-1").fields if f.field == "temp_1")
+    assert (temp_1.cause, temp_1.evidence) == ("sensor", ("temp_2",))
+    changed = {f.field: f for f in engine.health("room-2").fields}
+    for name in ("temp_1", "temp_2"):
+        assert (changed[name].cause, changed[name].evidence) == ("model", ("thermal.first_order",))
+        assert "temp_1, temp_2 agree with each other" in changed[name].cause_detail
+    assert all(f.cause == "" and not f.evidence for f in engine.health("room-3").fields)
+
+
 def test_clean_room_recommends_monitoring(faulty: PlantRun) -> None:
     recs = faulty.engine.recommendations("room-3")
     assert [r.kind for r in recs] == [RecommendationKind.CONTINUE_MONITORING]
