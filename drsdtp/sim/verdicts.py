@@ -3,8 +3,8 @@
 Each unit of a simulated plant gets one labelled event at a known onset; its verdict is the first non-empty
 one the engine gives on the affected fields from the onset on (``""``: none within the observation: nothing
 found, or undecided throughout); a verdict a field already had before the onset is about something else and
-is skipped until it ends. Around each room's onset its heater and fan hold still (heater at 0.6, fan
-off, from 90 samples before), so the event is what is judged, not a heater switching at the same time.
+is skipped until it ends or changes. Around each room's onset its heater and fan hold still (heater at 0.6,
+fan off, from 90 samples before), so the event is what is judged, not a heater switching at the same time.
 
 Room plant (two redundant temperature sensors, the thermal kernel):
 
@@ -93,17 +93,17 @@ class _Unit:
     onset: int
     verdict: str | None = None
     delay: int = -1
-    earlier: set[int] = field(default_factory=set)  # rows whose verdict began before the onset
+    earlier: dict[int, int] = field(default_factory=dict)  # row -> the verdict it had before the onset
 
 
 def _score(units: list[_Unit], cause: np.ndarray, step: int) -> None:
     for u in units:
         if u.verdict is not None or step < u.onset - 1:
             continue
-        if step == u.onset - 1:  # a verdict already given is about something else: skip it until it ends
-            u.earlier = {r for r in u.rows if cause[r]}
+        if step == u.onset - 1:  # a verdict already given is about something else: skip it until it changes
+            u.earlier = {r: int(cause[r]) for r in u.rows if cause[r]}
             continue
-        u.earlier = {r for r in u.earlier if cause[r]}
+        u.earlier = {r: c for r, c in u.earlier.items() if int(cause[r]) == c}
         codes = [int(cause[r]) for r in u.rows if cause[r] and r not in u.earlier]
         if codes:
             u.verdict, u.delay = CAUSES[Counter(codes).most_common(1)[0][0]], step - u.onset
