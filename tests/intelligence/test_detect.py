@@ -276,3 +276,28 @@ def test_a_flat_stretch_no_longer_than_twice_two_the_field_held_is_quiet_a_stuck
     (stuck,) = s.anomalies
     hits = np.flatnonzero(alarm[stuck.start : stuck.end + 1])
     assert hits.size and TESTS[int(test[stuck.start + int(hits[0])])] == "flat"
+
+
+def test_a_one_step_toggle_of_a_coarse_quantum_is_quiet_and_a_ten_step_spike_is_not() -> None:
+    rng = np.random.default_rng(11)
+    n = 3000
+    # a reading through a coarse quantum (0.1): flat at 20.0, a one-step toggle for a reading now and then
+    flat = np.full(n, 20.0)
+    flat[100] = 20.1  # its resolution shows in the warm-up (a field that never moved has none: news)
+    flat[rng.choice(np.arange(250, n - 10), 12, replace=False)] = 20.1
+    flat[2600] = 21.0  # ten steps: a spike
+    _, out = feed(grid(1, n), flat[None, :])
+    _, alarm, _ = stacked(out)
+    assert alarm[0, 2600:2602].any() and not alarm[0, :2600].any()
+
+
+def test_a_weekday_offset_turning_at_midnight_is_that_habit_not_a_shift() -> None:
+    # a corpus series with a daily profile and a weekend 40 % of the amplitude lower (5-minute readings):
+    # the turn into its second Saturday (day 12) was a false shift while the offsets were not yet trusted
+    s, alarm, _ = corpus_run("periodic", 3)
+    _, clean = s.labels
+    at = int(np.searchsorted(s.t_s, 12 * 86_400.0)) + 2
+    det, _ = feed(s.t_s[None, : at + 1], s.values[None, : at + 1])
+    turn = det.seasonal.day_turn(np.zeros(1, np.intp), s.t_s[at : at + 1], det.period[:1])
+    assert abs(turn[0]) > 3.0 * det.noise[0]
+    assert not (alarm & clean)[at - 2 : at + 60].any()

@@ -488,6 +488,25 @@ class StreamDetector:
             m4 = 0.5 * (new4[:, 1] + new4[:, 2])
             at_mode = self._at_mode(rr, now, m4, u)
             self._habits(rr, now, pvals, run[ready], self._at_mode(rr, now, x, u), at_mode)
+            # a level change in the hours after a midnight where the field's weekday offsets (learned, not yet
+            # trusted) change the same way is that habit (a weekend, a closing day), not a shift
+            turn = self.seasonal.day_turn(rr, t[ready], self.period[rr]) / u
+            signs = (
+                np.sign(x - med[:, 0]),
+                np.sign(m4 - med[:, 0]),
+                np.sign(0.5 * (new16[:, 7] + new16[:, 8]) - med[:, 1]),
+                np.sign(fast[ready] - self.slow[rr]),
+            )
+            for i, sign in zip((0, 2, 3, 4), signs, strict=True):
+                habit = (np.abs(turn) >= _NEAR) & (sign == np.sign(turn))
+                pvals[i] = np.where(habit, np.maximum(pvals[i], 0.1), pvals[i])
+            day_habit = np.abs(turn) >= _NEAR
+            # a move of one resolution step is the finest motion the sensor can show, never news by itself
+            # (a field that never moved has no resolution yet: its first move is news)
+            q_ok = np.isfinite(self.quantum[rr])
+            step1 = np.where(q_ok, self.quantum[rr] * (1.0 + 1e-6), -1.0)
+            for i in (0, 2, 5):
+                pvals[i] = np.where(stats[i, ready] * u <= step1, np.maximum(pvals[i], 0.1), pvals[i])
             # runs cluster (a slow quantised signal repeats in streaks), so a run is never rarer than the
             # memoryless law of the field's own repeat rate says: P(run >= R) >= repeat ** R
             pvals[_FLAT] = np.maximum(pvals[_FLAT], np.power(self.repeat[rr], run[ready]))
@@ -498,7 +517,7 @@ class StreamDetector:
             low = p_level < 0.1
             if low.any():
                 p_level[low] = np.where(self.tails["level"].habit(rr[low], level_z[low]), 0.1, p_level[low])
-            pvals[_LEVEL] = np.where(at_mode, np.maximum(p_level, 0.1), p_level)
+            pvals[_LEVEL] = np.where(at_mode | day_habit, np.maximum(p_level, 0.1), p_level)
             # a stream that mostly repeats its value (modes, setpoints, coarse quanta, sparse counts) is not
             # described by the local-level model (Gaussian, continuous); one that holds its value nine
             # readings in ten moves in jumps: a jump is a mode change until the next reading shows it came

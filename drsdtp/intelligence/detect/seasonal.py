@@ -40,6 +40,9 @@ EXPLAINED_S: Final[float] = 0.25  # enable S once its error variance is under th
 EXPLAINED_W: Final[float] = 0.6  # enable W once it cuts the error variance of S alone to this share
 RESOLUTION: Final[float] = 2e-3  # the profile's fit, as a share of the spread it explains
 MIN_PER_DAY: Final[float] = 24.0  # fewer readings a day than this: no daily profile
+# a weekday offset's turn at midnight shows in the tests (windows of up to 64 readings) for hours
+TURN_S: Final[float] = 4 * 3600.0
+TURN_READINGS: Final[float] = 64.0
 
 
 class SeasonalBaseline:
@@ -149,6 +152,21 @@ class SeasonalBaseline:
         now = self.baseline(r, np.full(r.size, now_s))
         for j, h in enumerate(horizons_s.tolist()):
             out[:, j] = self.baseline(r, np.full(r.size, now_s + h)) - now
+        return out
+
+    def day_turn(self, r: IndexArray, t: FloatArray, period: FloatArray) -> FloatArray:
+        """How much the learned weekday offset changed at the last midnight (today's less yesterday's), in
+        the first ``TURN_READINGS`` readings (at least ``TURN_S``) of a day, where the offsets are not yet
+        part of the baseline and both days were learned on an earlier day; 0 elsewhere."""
+        day = np.floor(t / DAY)
+        since = t - day * DAY
+        per = np.where(np.isfinite(period) & (period > 0), period, DAY)
+        dow = day.astype(np.intp) % 7
+        today, yesterday = self.week[r, dow], self.week[r, (dow - 1) % 7]
+        known = (self.week_day[r, dow] < day) & (self.week_day[r, (dow - 1) % 7] < day - 1)
+        known &= (self.week_n[r, dow] > 0) & (self.week_n[r, (dow - 1) % 7] > 0)
+        near = since <= np.maximum(TURN_S, TURN_READINGS * per)
+        out: FloatArray = np.where(known & near & ~self.on_w[r], today - yesterday, 0.0)
         return out
 
     def learn(
