@@ -283,12 +283,20 @@ def test_a_one_step_toggle_of_a_coarse_quantum_is_quiet_and_a_ten_step_spike_is_
     n = 3000
     # a reading through a coarse quantum (0.1): flat at 20.0, a one-step toggle for a reading now and then
     flat = np.full(n, 20.0)
-    flat[100] = 20.1  # its resolution shows in the warm-up (a field that never moved has none: news)
+    flat[100] = 20.1  # its resolution shows in the warm-up
     flat[rng.choice(np.arange(250, n - 10), 12, replace=False)] = 20.1
     flat[2600] = 21.0  # ten steps: a spike
-    _, out = feed(grid(1, n), flat[None, :])
+    # the same field never moved before: its first toggle is one step of the last decimal it is written
+    # with; a field that never moved and then steps 2.0 -> 5.0 (three steps of its decimal) is news
+    fresh = np.full(n, 20.0)
+    fresh[1500] = 20.1
+    fresh[2600] = 21.0
+    step = np.repeat([2.0, 5.0], [350, n - 350])
+    _, out = feed(grid(3, n), np.stack([flat, fresh, step]))
     _, alarm, _ = stacked(out)
-    assert alarm[0, 2600:2602].any() and not alarm[0, :2600].any()
+    for row in (0, 1):
+        assert alarm[row, 2600:2602].any() and not alarm[row, :2600].any()
+    assert alarm[2, 350]
 
 
 def test_a_weekday_offset_turning_at_midnight_is_that_habit_not_a_shift() -> None:

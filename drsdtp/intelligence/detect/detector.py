@@ -237,6 +237,22 @@ def _erfc(x: FloatArray) -> FloatArray:
     return out
 
 
+def _decimal_step(a: FloatArray, b: FloatArray) -> FloatArray:
+    """The place of the last decimal ``a`` and ``b`` are written with (1.0 for integers, 0.1 for 20.1),
+    down to 1e-6 (finer: no decimal step, 0)."""
+    out = np.zeros(a.size)
+    open_ = np.ones(a.size, bool)
+    for k in range(7):
+        place = 10.0**-k
+        exact = open_
+        for x in (a, b):
+            scaled = np.abs(x) / place
+            exact = exact & (np.abs(scaled - np.rint(scaled)) <= 1e-6 * np.maximum(scaled, 1.0))
+        out = np.where(exact, place, out)
+        open_ &= ~exact
+    return out
+
+
 def _book(
     top: FloatArray, at: FloatArray, rows: IndexArray, size: FloatArray, now: FloatArray, memory: float
 ) -> None:
@@ -501,10 +517,14 @@ class StreamDetector:
                 habit = (np.abs(turn) >= _NEAR) & (sign == np.sign(turn))
                 pvals[i] = np.where(habit, np.maximum(pvals[i], 0.1), pvals[i])
             day_habit = np.abs(turn) >= _NEAR
-            # a move of one resolution step is the finest motion the sensor can show, never news by itself
-            # (a field that never moved has no resolution yet: its first move is news)
-            q_ok = np.isfinite(self.quantum[rr])
-            step1 = np.where(q_ok, self.quantum[rr] * (1.0 + 1e-6), -1.0)
+            # a move of one resolution step is the finest motion the sensor can show, never news by itself;
+            # a field that never moved has shown no step yet: there, one step of the last decimal its two
+            # newest readings are written with (20.0 -> 20.1 is one step; 2.0 -> 5.0 three)
+            step1 = self.quantum[rr].copy()
+            never = ~np.isfinite(step1)
+            if never.any():
+                step1[never] = _decimal_step(x[never], x1[never])
+            step1 *= 1.0 + 1e-6
             for i in (0, 2, 5):
                 pvals[i] = np.where(stats[i, ready] * u <= step1, np.maximum(pvals[i], 0.1), pvals[i])
             # runs cluster (a slow quantised signal repeats in streaks), so a run is never rarer than the
