@@ -513,7 +513,6 @@ class TwinIntelligence:
             model_drift_now = np.zeros(len(group.twins), bool)
             drifting = np.zeros(len(group.twins), bool)
             busy = np.zeros(len(group.twins), bool)  # a sensor problem: do not re-estimate now
-            wrong: dict[str, BoolArray] = {}  # per variable: the twins whose model of it drifted
             for var in kernel.variables:
                 if var not in group.spec.bindings:
                     continue
@@ -525,7 +524,6 @@ class TwinIntelligence:
                 onset = (verdict.kind == KIND_MODEL_DRIFT) & (prev != KIND_MODEL_DRIFT)
                 model_drift_now |= onset
                 drifting |= verdict.kind == KIND_MODEL_DRIFT
-                wrong[var] = verdict.kind == KIND_MODEL_DRIFT
                 busy |= (verdict.kind != KIND_NONE) & (verdict.kind != KIND_MODEL_DRIFT)
                 busy |= blamed[members].any(axis=1)
                 group.prev_kind[var] = verdict.kind.copy()
@@ -553,30 +551,14 @@ class TwinIntelligence:
             periodic = ~drifting & ~busy & (since >= dc.commit_interval_s)
             for slot in np.flatnonzero(drift_due | periodic):
                 if drift_due[slot]:
-                    drifted = tuple(var for var, mask in wrong.items() if mask[slot])
                     self._commit(
-                        group,
-                        int(slot),
-                        now_s,
-                        "model drift: parameters re-estimated",
-                        relaxed=True,
-                        wrong=drifted,
+                        group, int(slot), now_s, "model drift: parameters re-estimated", relaxed=True
                     )
                 else:
                     self._commit(group, int(slot), now_s, "periodic re-estimation", relaxed=False)
         self._alerts = {twin: tuple(a) for twin, a in alerts.items()}
 
-    def _commit(
-        self,
-        group: _ModelGroup,
-        slot: int,
-        now_s: float,
-        reason: str,
-        *,
-        relaxed: bool,
-        wrong: tuple[str, ...] = (),
-    ) -> None:
-        """Commit the re-estimated parameters of one twin; ``wrong``: the variables whose model drifted."""
+    def _commit(self, group: _ModelGroup, slot: int, now_s: float, reason: str, *, relaxed: bool) -> None:
         assert group.tracker is not None
         assert group.kernel is not None
         dc = self.divergence_monitor.config
@@ -604,11 +586,7 @@ class TwinIntelligence:
         )
         rows = [r for var in group.spec.bindings for r in group.rows[var][slot]]
         self.divergence_monitor.reset(rows)
-        # Only the variables whose model was wrong forget their sensor-vs-model offsets. Any other variable
-        # was only refined: the CUSUM's baseline follows that small bias change, whereas a reset blinds the
-        # CUSUM for its warm-up and lets the warm-up learn the start of a sensor drift as a calibration
-        # offset (humidity drifts starting just after a commit were caught at 3.8x to 13x the CUSUM bound).
-        self.drift.model.reset([r for var in wrong for r in group.rows[var][slot]])
+        self.drift.model.reset(rows)  # the model's offsets were learnt against the old parameters
 
     # -- read API -------------------------------------------------------------------------------------------
 
