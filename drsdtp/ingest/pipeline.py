@@ -147,11 +147,16 @@ class Pipeline:
 
     def _prepare_or_refuse(self, sources: Sequence[SourceBatch]) -> ReadingBatch:
         """:meth:`prepare_many`, and should it ever raise, the batches' readings refused (counted, logged
-        with the traceback) instead of the session: a bug here must not turn into a redelivery loop."""
+        with the traceback) instead of the session: a bug here must not turn into a redelivery loop. A run
+        that raises is prepared again batch by batch, so only the batch that raises is refused, not the
+        other sources' readings it was laid beside."""
         try:
             return self.prepare_many(sources)
         except Exception:
             n = sum(len(s) for s in sources)
+            if len(sources) > 1:
+                self.stats.received -= n  # counted again, batch by batch
+                return ReadingBatch.concat([self._prepare_or_refuse((s,)) for s in sources])
             self.stats.invalid += n
             self.stats.invalid_by_reason["unusable batch"] = (
                 self.stats.invalid_by_reason.get("unusable batch", 0) + n

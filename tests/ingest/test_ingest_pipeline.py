@@ -358,3 +358,20 @@ async def test_rejects_are_counted_once_by_a_bounded_reason(
     await p.apply_direct(source)
     assert p.stats.rejected_by_reason == {"not JSON": 1, "decoder error": 1}
     assert [r.value for r in sink.rows] == [1.0]  # the batch's good reading is not held back by them
+
+
+async def test_an_unusable_batch_is_refused_alone_not_with_the_batches_prepared_beside_it(
+    sink: RecordingSink, interner: DictInterner
+) -> None:
+    p = pipeline(sink, interner)
+    broken = batch(("r2", "temp", 1.0))
+    broken.values[0] = "not a number"  # type: ignore[call-overload]  # what a buggy adapter might hand over
+    for source in (batch(("r1", "temp", 20.0)), broken, batch(("r3", "temp", 22.0))):
+        await p.submit(source)
+    async with asyncio.TaskGroup() as tg:
+        applier = tg.create_task(p.run_apply())
+        await p.drain()
+        applier.cancel()
+    assert [(r.twin, r.value) for r in sink.rows] == [("r1", 20.0), ("r3", 22.0)]
+    assert p.stats.invalid_by_reason == {"unusable batch": 1}
+    assert (p.stats.received, p.stats.invalid) == (3, 1)
