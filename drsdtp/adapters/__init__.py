@@ -29,6 +29,7 @@ from drsdtp.adapters.base import (
 )
 from drsdtp.adapters.settings import Table
 from drsdtp.errors import ConfigError
+from drsdtp.plugins import installed_entry_points as entry_points  # a module name: tests patch it
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -63,14 +64,6 @@ _registered: dict[str, AdapterFactory] = {}
 def register_adapter(type_name: str, factory: AdapterFactory) -> None:
     """Register a factory in-process (tests, embedding); entry points are the packaged way."""
     _registered[type_name] = factory
-
-
-def entry_points(group: str) -> Any:
-    """The installed entry points of ``group``: importlib.metadata imported (and the installed packages
-    scanned) only for a type no built-in has, not by every node (about 2 MB of an idle one: issue 13)."""
-    from importlib.metadata import entry_points as installed
-
-    return installed(group=group)
 
 
 def _entry_point_factories() -> dict[str, Any]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from drsdtp.errors import ConfigError
 from drsdtp.kernels.kalman import LocalTrendKernel
@@ -29,6 +28,7 @@ from drsdtp.kernels.motor import MotorThermalKernel
 from drsdtp.kernels.protocol import SimulationKernel
 from drsdtp.kernels.pump import AffinityPumpKernel
 from drsdtp.kernels.thermal import FirstOrderThermalKernel
+from drsdtp.plugins import installed_entry_points as entry_points  # a module name: tests patch it
 
 __all__ = ["ENTRY_POINT_GROUP", "KernelRegistry", "default_registry"]
 
@@ -36,13 +36,6 @@ ENTRY_POINT_GROUP = "drsdtp.kernels"
 _log = logging.getLogger(__name__)
 
 KernelFactory = Callable[[], SimulationKernel]
-
-
-def entry_points(group: str) -> Any:
-    """The installed entry points of ``group`` (importlib.metadata imported on first use)."""
-    from importlib.metadata import entry_points as installed
-
-    return installed(group=group)
 
 
 BUILTINS: dict[str, KernelFactory] = {
