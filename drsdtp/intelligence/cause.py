@@ -238,7 +238,7 @@ def judge(
     off_per_twin = np.bincount(twin[lone_off], minlength=int(twin.max(initial=-1)) + 1)
     _, related_off = relations.count_of(lone_off, n)
     several = (
-        lone_off & (off_per_twin[twin] - 1 - related_off >= 1) if off_per_twin.size else lone_off & False
+        lone_off & (off_per_twin[twin] - 1 - related_off >= 1) if off_per_twin.size else np.zeros(n, bool)
     )
 
     cause = np.zeros(n, np.int8)

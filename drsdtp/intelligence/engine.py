@@ -601,13 +601,10 @@ class TwinIntelligence:
         except KeyError:
             raise UnknownTwinError(twin) from None
 
-    def _field_rows(self, twin: str) -> list[int]:
-        spec = self.models[self._twin(twin).model]
-        return [self.table.row(twin, f.name) for f in spec.fields]
-
     def twin_rows(self, twin: str) -> list[int]:
         """The field rows of ``twin``, in its model's field order."""
-        return self._field_rows(twin)
+        spec = self.models[self._twin(twin).model]
+        return [self.table.row(twin, f.name) for f in spec.fields]
 
     def kernel_of(self, twin: str, field: str) -> tuple[str, tuple[str, ...]]:
         """The twin's tracking kernel (``""``: none) and the fields bound with ``field`` to its variable."""
@@ -624,7 +621,7 @@ class TwinIntelligence:
     def health(self, twin: str) -> TwinHealth:
         last = self._require_pass()
         t = self._twin(twin)
-        fields = tuple(build_field_health(self, last, row) for row in self._field_rows(twin))
+        fields = tuple(build_field_health(self, last, row) for row in self.twin_rows(twin))
         return build_twin_health(twin, t.model, last.t_s, fields)
 
     def quality_fields(self, twin: str) -> dict[str, float]:
@@ -632,7 +629,7 @@ class TwinIntelligence:
         last = self._require_pass()
         return {
             f"{self.table.keys[row][1]}.q": round(float(last.health.quality[row]), 4)
-            for row in self._field_rows(twin)
+            for row in self.twin_rows(twin)
         }
 
     def usable(self, twin: str, field: str) -> bool:
