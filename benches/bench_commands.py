@@ -17,6 +17,8 @@ Commands per second over the whole run, ours against bare; and the CPU this proc
 that run (node, device server and clients, every thread; the device side is in process for both), ours
 against bare: on a loaded machine the rate swings with everything else that runs, the CPU per command much
 less, and at 16 clients the CPU is what limits the rate, so "cpu" is the rate ratio the hardware allows.
+"fsync/cmd" and "rec/cmd": the node's log fsyncs and records per command in that run (a command alone
+takes two fsyncs; concurrent commands share the log's group commits, so fewer each under load).
 
 usage: python benches/bench_commands.py [--commands 200] [--rate-commands 1600] [--clients 16]
        [--protocols modbus,opcua,mqtt]
@@ -67,6 +69,8 @@ class Samples:
     ours_rate: float
     bare_cpu: float  # CPU ms (this process, every thread) per round trip during the rate run
     ours_cpu: float
+    fsyncs: float  # the node's log fsyncs (group commits) per command in the rate run
+    records: float  # records appended to the node's log per command in the rate run
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -85,7 +89,7 @@ async def measure(n: int, one: Timed) -> list[float]:
     return out
 
 
-async def rate(one: Timed) -> tuple[float, float]:
+async def rate(one: Timed, node: Node | None = None) -> tuple[float, float, float, float]:
     """Round trips per second with CLIENTS clients at once, each on its own actuator, RATE_COMMANDS in
     all (enough for a run of a few seconds: 200 took half a second, which one neighbour's burst skewed),
     and the
@@ -99,20 +103,31 @@ async def rate(one: Timed) -> tuple[float, float]:
             await one(k, 20_000 + i)
 
     await asyncio.gather(*(one(k, 30_000) for k in range(CLIENTS)))  # warm-up
+    log0 = (0, 0) if node is None else log_counts(node)
     t0, cpu0 = time.perf_counter(), time.process_time()
     await asyncio.gather(*(client(k) for k in range(CLIENTS)))
     done = each * CLIENTS
-    return done / (time.perf_counter() - t0), (time.process_time() - cpu0) * 1000 / done
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    log1 = (0, 0) if node is None else log_counts(node)
+    fsyncs, records = ((b - a) / done for a, b in zip(log0, log1, strict=True))
+    return done / elapsed, cpu * 1000 / done, fsyncs, records
+
+
+def log_counts(node: Node) -> tuple[int, int]:
+    """(fsyncs, records) of the node's write-ahead log so far."""
+    stats = node.durable.stats
+    return stats.commits, stats.records
 
 
 async def bare_samples(n: int, one: Timed) -> tuple[list[float], tuple[float, float]]:
-    return await measure(n, one), await rate(one)
+    serial = await measure(n, one)
+    return serial, (await rate(one))[:2]
 
 
 @contextlib.asynccontextmanager
 async def node_with(
     tmp: Path, adapter: dict[str, Any], write: Callable[[int], dict[str, Any]], *, wal: bool = True
-) -> AsyncIterator[Timed]:
+) -> AsyncIterator[tuple[Timed, Node]]:
     actuators = [
         {
             "twin": "bench-1",
@@ -149,7 +164,7 @@ async def node_with(
                 reply = await stub.IssueCommand(request)
                 assert reply.command.state == "applied", reply.command
 
-            yield one
+            yield one, node
 
 
 async def ours(
@@ -161,12 +176,12 @@ async def ours(
 ) -> Samples:
     """The node's round trips (serial, then CLIENTS at once), then serial with the write-ahead log off
     (what fsync costs)."""
-    async with node_with(tmp / "node", adapter, write) as one:
+    async with node_with(tmp / "node", adapter, write) as (one, node):
         ours_ms = await measure(n, one)
-        ours_rate, ours_cpu = await rate(one)
-    async with node_with(tmp / "node-nowal", adapter, write, wal=False) as one:
+        ours_rate, ours_cpu, fsyncs, records = await rate(one, node)
+    async with node_with(tmp / "node-nowal", adapter, write, wal=False) as (one, _):
         nowal_ms = await measure(n, one)
-    return Samples(bare[0], ours_ms, nowal_ms, bare[1][0], ours_rate, bare[1][1], ours_cpu)
+    return Samples(bare[0], ours_ms, nowal_ms, bare[1][0], ours_rate, bare[1][1], ours_cpu, fsyncs, records)
 
 
 async def bench_modbus(n: int, tmp: Path) -> Samples:
@@ -298,7 +313,7 @@ async def main() -> None:
     print(
         f"{'protocol':<8} " + " ".join(f"{h:>10}" for h in heads) + f" {'serial':>7}"
         + " ".join(f"{h:>13}" for h in rates) + f" {'rate':>6}"
-        + f" {'bare cpu':>9} {'ours cpu':>9} {'cpu':>5}"
+        + f" {'bare cpu':>9} {'ours cpu':>9} {'cpu':>5} {'fsync/cmd':>9} {'rec/cmd':>7}"
     )  # fmt: skip
     for name in args.protocols.split(","):
         with tempfile.TemporaryDirectory() as tmp:
@@ -309,6 +324,7 @@ async def main() -> None:
             f"{name:<8} " + " ".join(f"{c:8.2f}ms" for c in cells) + f" {serial:7.0%}"
             + f" {s.bare_rate:13.0f} {s.ours_rate:13.0f} {s.ours_rate / s.bare_rate:6.0%}"
             + f" {s.bare_cpu:7.2f}ms {s.ours_cpu:7.2f}ms {s.bare_cpu / s.ours_cpu:5.0%}"
+            + f" {s.fsyncs:9.2f} {s.records:7.2f}"
         )  # fmt: skip
 
 
