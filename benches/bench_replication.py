@@ -629,9 +629,23 @@ async def bench_node_throughput(updates: int, per_request: int = 4000, in_flight
             b.stop()
 
 
+async def bench_writer_alone(updates: int, per_request: int = 4000, in_flight: int = 8) -> dict[str, Any]:
+    """The writer's API ceiling without replication: the same client load into one real node without
+    peers (its WAL, history and intelligence on). Node to node cannot be faster than this."""
+    with tempfile.TemporaryDirectory() as tmp:
+        a = LatencyNode("a", Path(tmp))
+        a.configure({})
+        try:
+            await a.start()
+            return await _node_throughput(a, None, updates, per_request, in_flight)
+        finally:
+            a.stop()
+
+
 async def _node_throughput(
-    a: ApiNode, b: LatencyNode, updates: int, per_request: int, in_flight: int
+    a: LatencyNode, b: LatencyNode | None, updates: int, per_request: int, in_flight: int
 ) -> dict[str, Any]:
+    """The client load of :func:`bench_node_throughput`; with ``b`` None, only a's own ingest."""
     twins, fields = [f"tp-{i}" for i in range(1000)], [f"f{j}" for j in range(100)]
     group = per_request // len(fields)  # twins per request
     twin_col = np.repeat(np.arange(group), len(fields)).tolist()
@@ -646,7 +660,7 @@ async def _node_throughput(
             create = [api_pb2.TwinWrite(twin_id=t, create=api_pb2.CreateTwin()) for t in twins[i : i + 100]]
             await stub.Write(api_pb2.WriteRequest(twins=create), timeout=30)
         async with asyncio.timeout(60):  # replication is up and b holds every twin before the clock starts
-            while await held(b, "tp-") < len(twins):  # noqa: ASYNC110 - polls another process
+            while b is not None and await held(b, "tp-") < len(twins):  # noqa: ASYNC110 - polls b
                 await asyncio.sleep(0.1)
         requests = updates // per_request
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -663,23 +677,36 @@ async def _node_throughput(
                 )  # fmt: skip
                 await stub.Write(api_pb2.WriteRequest(columns=cols), timeout=60)
 
-        cpu_before, gc_before = cpu_s(b), gc_collections(b)
+        receiver = b or a
+        cpu_before, gc_before = cpu_s(receiver), gc_collections(receiver)
+        writer_cpu_before = cpu_s(a)
         start = time.monotonic()
         await asyncio.gather(*(writer() for _ in range(in_flight)))
         written_s = time.monotonic() - start
+        writer_cpu = cpu_s(a) - writer_cpu_before
+        n = requests * per_request
+        if b is None:
+            return {
+                "updates": n,
+                "writer_ingest_per_s": round(n / written_s),
+                "writer_cpu_s_per_m": round(writer_cpu / n * 1e6, 3),
+            }
         marker = api_pb2.TwinWrite(twin_id="tp-done", create=api_pb2.CreateTwin())
         await stub.Write(api_pb2.WriteRequest(twins=[marker]), timeout=30)
     async with b.stub() as stub_b, asyncio.timeout(300):
         while not (await stub_b.ListTwins(api_pb2.ListTwinsRequest(prefix="tp-done"))).twins:  # noqa: ASYNC110
             await asyncio.sleep(0.005)  # polls another process
     seconds = time.monotonic() - start
-    n = requests * per_request
+    receiver_cpu = cpu_s(b) - cpu_before
     return {
         "updates": n,
         "seconds": round(seconds, 3),
         "updates_per_s": round(n / seconds),
         "writer_ingest_per_s": round(n / written_s),
-        "receiver_cpu_s_per_m": round((cpu_s(b) - cpu_before) / n * 1e6, 3),
+        "writer_cpu_s_per_m": round(writer_cpu / n * 1e6, 3),
+        "receiver_cpu_s_per_m": round(receiver_cpu / n * 1e6, 3),
+        # Cores the receiver kept busy (all its threads): well below 1 while the writer is the limit.
+        "receiver_cores": round(receiver_cpu / seconds, 2),
         # The cyclic collector's runs in b while it received (gen 0, 1, 2): start-up's are not counted.
         "receiver_gc_collections": [x - y for x, y in zip(gc_collections(b), gc_before, strict=True)],
     }
@@ -705,20 +732,25 @@ def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return sorted(runs, key=lambda r: r[key])[len(runs) // 2]
 
 
-async def throughputs(quick: bool, reps: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Bare replicators, real nodes and the protobuf baseline alternate, so all see the same machine load;
-    the median run of each."""
-    tps, nodes, bases = [], [], []
+async def throughputs(
+    quick: bool, reps: int
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Bare replicators, real nodes, the writer node alone and the protobuf baseline alternate, so all see
+    the same machine load; the median run of each."""
+    tps, nodes, alones, bases = [], [], [], []
     for _ in range(reps):
         tps.append(await bench_throughput(200_000 if quick else 2_000_000, GossipLimits().join_min_entries))
         print(json.dumps({"throughput": tps[-1]}), flush=True)
         nodes.append(await bench_node_throughput(200_000 if quick else 2_000_000))
         print(json.dumps({"throughput_real_nodes": nodes[-1]}), flush=True)
+        alones.append(await bench_writer_alone(200_000 if quick else 2_000_000))
+        print(json.dumps({"writer_alone": alones[-1]}), flush=True)
         bases.append(await bench_baseline(100_000 if quick else 300_000))
         print(json.dumps({"baseline_protobuf_per_reading": bases[-1]}), flush=True)
     return (
         median_run(tps, "updates_per_s"),
         median_run(nodes, "updates_per_s"),
+        median_run(alones, "writer_ingest_per_s"),
         median_run(bases, "readings_per_s"),
     )
 
@@ -740,7 +772,7 @@ async def drive(quick: bool, only_throughput: bool = False, only_latency: bool =
     node_lat = await bench_node_latency(2.0 if quick else 10.0)
     print(json.dumps({"latency_real_nodes": node_lat}), flush=True)
     # Throughput and its baseline alternate, so both see the same machine load; medians of the runs.
-    tp, node_tp, base = await throughputs(quick, reps)
+    tp, node_tp, alone, base = await throughputs(quick, reps)
     heals = []
     for _ in range(reps):
         heals.append(await bench_heal(20_000 if quick else 100_000))
@@ -751,7 +783,7 @@ async def drive(quick: bool, only_throughput: bool = False, only_latency: bool =
         20_000 if quick else 100_000, reconnect_max_s=GossipLimits().reconnect_max_s
     )
     print(json.dumps({"heal_default_reconnect_cap": default_cap}), flush=True)
-    report(lat, node_lat, tp, node_tp, base, heal, max(h["converge_s"] for h in heals), reps)
+    report(lat, node_lat, tp, node_tp, alone, base, heal, max(h["converge_s"] for h in heals), reps)
     print(
         f"  with the default {GossipLimits().reconnect_max_s} s reconnect cap instead of "
         f"{LIMITS.reconnect_max_s} s: {default_cap['converge_s']} s"
@@ -763,6 +795,7 @@ def report(
     node_lat: dict[str, Any],
     tp: dict[str, Any],
     node_tp: dict[str, Any],
+    alone: dict[str, Any],
     base: dict[str, Any],
     heal: dict[str, Any],
     slowest: float,
@@ -793,9 +826,12 @@ def report(
         f"throughput with 2 real nodes (WAL on), client columns into a's API -> b: "
         f"{node_rate:,} field updates/s (goal >= 5M: {verdict(node_rate >= 5e6)}), "
         f"{node_tp['updates_per_s'] / tp['updates_per_s']:.2f}x the bare replicators; a's own ingest "
-        f"{node_tp['writer_ingest_per_s']:,}/s; receiver CPU per million updates: node "
-        f"{node_tp['receiver_cpu_s_per_m']} s, bare replicator {tp['receiver_cpu_s_per_m']} s; the receiver "
-        f"node's gc collections (gen 0, 1, 2) while receiving: {node_tp['receiver_gc_collections']}"
+        f"{node_tp['writer_ingest_per_s']:,}/s, and {alone['writer_ingest_per_s']:,}/s with no peer (the "
+        f"writer's API ceiling: {node_rate / alone['writer_ingest_per_s']:.2f}x of it reached b); writer CPU "
+        f"per million updates {node_tp['writer_cpu_s_per_m']} s ({alone['writer_cpu_s_per_m']} s with no "
+        f"peer); receiver CPU per million updates: node {node_tp['receiver_cpu_s_per_m']} s "
+        f"({node_tp['receiver_cores']} cores busy), bare replicator {tp['receiver_cpu_s_per_m']} s; the "
+        f"receiver node's gc collections (gen 0, 1, 2) while receiving: {node_tp['receiver_gc_collections']}"
     )
     print(
         f"heal of a 2|3 partition, {heal['divergent_updates']:,} divergent updates: converged in "
@@ -807,6 +843,9 @@ def report(
         [
             Row.of("replication throughput node to node, real nodes (WAL on)", node_rate, "updates/s",
                    Goal(">=", 5e6), baseline=tp["updates_per_s"], baseline_name="bare replicators"),
+            Row.of("writer's API intake, one node without peers (the ceiling of node to node)",
+                   alone["writer_ingest_per_s"], "updates/s", baseline=node_rate,
+                   baseline_name="node to node"),
             Row.of("replication throughput, bare replicators", tp["updates_per_s"], "updates/s",
                    baseline=base["readings_per_s"], baseline_name="protobuf/reading"),
             Row.of("receiver CPU per million updates, real node (WAL, history, intelligence)",
