@@ -6,6 +6,15 @@ each message to :class:`~drsdtp.gossip.protocol.AntiEntropy` and schedules persi
 each cumulative Ack once the deltas before it are durable, and a writer that sends control replies first
 and then whatever the protocol has for the peer within its window.
 
+No timer sits on the way of a delta. A local delta once durable (``Replicator.on_local_delta``) and a
+received one relayed to the other peers wake every stream's writer, which sends it in the same loop step
+(batched with whatever else is due, up to ``window_bytes`` unacknowledged per peer: beyond that the peer
+is slow and sending waits for its acks; should the shared log shed what it still lacks, a digest catch-up
+repairs it). An ack is sent as soon as the deltas before it are durable, one per run of received
+messages. The writer's ``tick_s`` wait serves the timers only: retransmission after
+``retransmit_after_s`` without ack progress, the periodic repair every ``repair_interval_s``, clock
+probes every ``probe_interval_s``, and the retry of a payload refused for clock skew.
+
 Channels carry explicit caps (``grpc.max_*_message_length``), keepalive (a silent peer is detected in
 ``keepalive_time_s + keepalive_timeout_s``), and a short reconnect backoff; reconnecting itself is the
 reconnect supervisor's job (:mod:`drsdtp.supervisor`), with a fresh channel per attempt.

@@ -36,7 +36,9 @@ class GossipLimits:
     keepalive_timeout_s: float = 5.0
     reconnect_initial_s: float = 0.05
     reconnect_max_s: float = 2.0  # gRPC's own default would wait up to 120 s
-    tick_s: float = 1.0  # housekeeping: lag figures, timers
+    # Housekeeping (lag figures) and how often a stream's writer checks its timers (retransmission, repair,
+    # probes). Never a push delay: a durable delta wakes the writers at once.
+    tick_s: float = 1.0
     # A clock and state probe to each peer that answers them this often (0: none; see gossip.probe).
     probe_interval_s: float = 0.0
     # A digest or version split into parts is reassembled up to this size.

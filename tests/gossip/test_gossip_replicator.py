@@ -88,6 +88,21 @@ async def test_a_received_delta_is_acknowledged_only_after_persist_returns() -> 
         await eventually(lambda: a.peer_stats()["slow"].acked_seq > base, what="the ack after persist")
 
 
+async def test_a_durable_local_delta_is_pushed_at_once_not_at_a_timer() -> None:
+    # Every timer an hour away: a delta that arrived by a tick, a retransmission or a periodic repair would
+    # not arrive within the test's timeout. It travels as a delta batch, not as catch-up state.
+    hour = dataclasses.replace(FAST, tick_s=3600.0, repair_interval_s=3600.0, retransmit_after_s=3600.0)
+    async with running("a", limits=hour) as a, running("b", peers=[("a", a.port)], limits=hour) as b:
+        await b.wait_for_peers(["a"], 30)
+        await a.wait_for_peers(["b"], 30)
+        await eventually(lambda: same_state(a.store, b.store) and a.core.idle(a.core.links["b"]), what="idle")
+        sent, catchups = a.peer_stats()["b"].deltas_sent, a.peer_stats()["b"].catchups
+        a.on_local_delta(a.store.set("press-1", "rpm", 900))
+        await eventually(lambda: b.store.get("press-1", "rpm") == 900, timeout_s=60, what="the push")
+        assert a.peer_stats()["b"].deltas_sent == sent + 1
+        assert a.peer_stats()["b"].catchups == catchups
+
+
 async def test_members_discovered_through_replicated_membership_connect_directly() -> None:
     async with (
         running("a") as a,
