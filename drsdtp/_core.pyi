@@ -23,6 +23,7 @@ __all__ = [
     "Wal",
     "WriteColumns",
     "__version__",
+    "bulk_twins_json",
     "decode_state",
     "decode_write",
     "join",
@@ -222,4 +223,12 @@ class WriteColumns:
 def decode_write(body: bytes) -> WriteColumns | str: ...
 def readings_json(
     names: list[str], news: Sequence[float], olds: Sequence[float | None] | None = None
+) -> str: ...
+def bulk_twins_json(
+    twins: list[str],
+    fields: list[str],
+    twin: NDArray[np.uint32],
+    field: NDArray[np.uint32],
+    values: NDArray[np.float64],
+    olds: NDArray[np.float64],
 ) -> str: ...

@@ -704,6 +704,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<write::WriteColumns>()?;
     m.add_function(wrap_pyfunction!(write::decode_write, m)?)?;
     m.add_function(wrap_pyfunction!(audit::readings_json, m)?)?;
+    m.add_function(wrap_pyfunction!(audit::bulk_twins_json, m)?)?;
     m.add_function(wrap_pyfunction!(join, m)?)?;
     m.add_function(wrap_pyfunction!(decode_state, m)?)?;
     m.add_function(wrap_pyfunction!(entries::numeric_entries, m)?)?;

@@ -224,6 +224,12 @@ class NodeApi(Protocol):
         """Appends the entries to the audit trail (fsynced shortly after, not waited for)."""
         ...
 
+    async def audit_request(self, actor: str, reason: str, twins_json: str) -> None:
+        """Appends one request's record whose twins part (``{"TWIN":{"action":...,"changes":...},...}``,
+        canonical JSON) is already written, as :meth:`audit` would for its entries; no twin's changes
+        hold a desired value (nothing for actuation to see)."""
+        ...
+
     def peer_count(self) -> int:
         """Peers this node replicates to (configured or learnt)."""
         ...

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from drsdtp._core import HELD_OTHER, Store, WriteColumns, decode_write
+from drsdtp._core import HELD_OTHER, Store, WriteColumns, bulk_twins_json, decode_write
 from drsdtp.api.write_plan import DESIRED_SUFFIX, Applied, _spec, twin_version, visible
 from drsdtp.history.audit import Readings
 from drsdtp.models import MODEL_FIELD, AssetModel
@@ -188,8 +188,12 @@ def apply(store: Store, p: Plan, out: Applied) -> None:
     field_ids = store.intern_fields(p.fields)[p.field]
     delta = store.write_batch(twin_ids, field_ids, p.values, p.source_ms)
     out.deltas.append((delta, p.twins[int(p.twin[0])]))
-    _audit(p, out)
-    for name in dict.fromkeys(p.twins):
+    distinct = dict.fromkeys(p.twins)
+    if len(distinct) > 1:  # one record naming every twin, written in one native call
+        out.record = bulk_twins_json(p.twins, p.fields, p.twin, p.field, p.values, p.olds)
+    else:
+        _audit(p, out)
+    for name in distinct:
         out.extra_twins.append(name)
         out.actions.setdefault(name, "write")
         out.versions[name] = twin_version(store, name)

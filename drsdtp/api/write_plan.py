@@ -125,6 +125,9 @@ class Applied:
     changes: dict[str, Mapping[str, Change]] = field(default_factory=dict)
     actions: dict[str, WriteAction] = field(default_factory=dict)
     extra_twins: list[str] = field(default_factory=list)  # twins a delta touched besides the one it names
+    # A bulk write over several twins: its whole audit record's twins part, written natively (see
+    # drsdtp.api.write_bulk); then ``changes`` stays empty.
+    record: str | None = None
 
 
 def twin_version(store: Store, twin: str) -> int:

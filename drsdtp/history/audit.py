@@ -290,7 +290,12 @@ class AuditLog:
             f'{_str(twin)}:{{"action":{_str(action)},"changes":{_encoded(changes)}}}'
             for twin, action, changes in ordered
         )
-        self._append(actor, "", {}, reason, via, "write", None, None, "{" + parts + "}")
+        self.append_twins(actor=actor, reason=reason, via=via, twins_json="{" + parts + "}")
+
+    def append_twins(self, *, actor: str, reason: str, via: Via, twins_json: str) -> None:
+        """:meth:`append_request`'s record for two or more twins, their part already written as the
+        record's canonical JSON holds it (``{"TWIN":{"action":...,"changes":...},...}``, keys sorted)."""
+        self._append(actor, "", {}, reason, via, "write", None, None, twins_json)
 
     def _append(
         self,

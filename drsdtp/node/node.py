@@ -437,6 +437,9 @@ class Node:
         await self.snapshots.audit_writes(entries)
         await self.actuation.on_writes(entries)
 
+    async def audit_request(self, actor: str, reason: str, twins_json: str) -> None:
+        await self.snapshots.audit_request(actor, reason, twins_json)
+
     @property
     def commands(self) -> CommandBook:
         """The in-process command interface (``issue_command``, ``get``, ``list``, ``cancel``, ``wait``)."""

@@ -71,6 +71,13 @@ class SnapshotService:
         if self._flush_task is None:
             self._flush_task = asyncio.create_task(self._flush_soon(), name="audit-flush")
 
+    async def audit_request(self, actor: str, reason: str, twins_json: str) -> None:
+        """:meth:`audit_writes` for a request whose record's twins part is already written."""
+        async with self._lock:
+            self.audit.append_twins(actor=actor, reason=reason, via="api", twins_json=twins_json)
+        if self._flush_task is None:
+            self._flush_task = asyncio.create_task(self._flush_soon(), name="audit-flush")
+
     async def audit_command(
         self, *, actor: str, twin: str, changes: Mapping[str, Change], reason: str, via: Via, ref: str
     ) -> None:

@@ -4,6 +4,8 @@ any request it does not take whole (a check that fails included) gets the genera
 
 from __future__ import annotations
 
+import json
+import math
 import pathlib
 from collections.abc import AsyncIterator
 
@@ -13,11 +15,14 @@ from google.protobuf.message import DecodeError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drsdtp._core import WriteColumns, decode_write
+from drsdtp._core import WriteColumns, bulk_twins_json, decode_write
+from drsdtp.api import write_bulk
 from drsdtp.api.errors import FIELD_KEY
-from drsdtp.api.write_bulk import BulkWrite, parse_write
+from drsdtp.api.write_bulk import BulkWrite, Plan, parse_write
+from drsdtp.api.write_plan import Applied
 from drsdtp.client import connect, field_to_python
 from drsdtp.config import Address
+from drsdtp.history.audit import _encoded
 from drsdtp.node.node import Node
 from drsdtp.wire.v1 import api_pb2
 from tests.api.test_write import Stub, config, create, fields, refused, report, trailer
@@ -90,6 +95,51 @@ def test_other_requests_are_left_to_protobuf() -> None:
         api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="a", ops=ops)]).SerializeToString()
     )
     assert isinstance(bulk, BulkWrite) and bulk.bulk_twins() == ("a",)
+
+
+bulk_rows = st.lists(
+    st.tuples(
+        st.integers(0, 3),
+        st.integers(0, 3),
+        st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from([0.0, -0.0, 1.0, 2.0**60]),
+        st.none() | st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from([1.0, 2.0**60]),
+    ),
+    min_size=1,
+    max_size=12,
+)
+tricky = st.sampled_from(["a", "b", "é", 'q"\\', "\n\x01", "\u2028", "Z", "\U0010ffff"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    twins=st.lists(tricky, min_size=4, max_size=4),
+    fields=st.lists(tricky, min_size=4, max_size=4),
+    rows=bulk_rows,
+)
+def test_the_native_record_of_a_bulk_write_is_the_one_python_writes(
+    twins: list[str], fields: list[str], rows: list[tuple[int, int, float, float | None]]
+) -> None:
+    """A bulk write over several twins gets its record's twins part from one native call; it must be the
+    bytes the per-twin Readings give (names listed twice, rows that rewrite a field, unchanged values,
+    fields held before or not, escapes, non-ASCII names, floats Python writes itself)."""
+    t = np.array([r[0] for r in rows], np.uint32)
+    f = np.array([r[1] for r in rows], np.uint32)
+    values = np.array([r[2] for r in rows])
+    # A field's old value is per (twin, field), as the store holds it: the first row's says for all.
+    held: dict[tuple[str, str], float] = {}
+    for r in rows:
+        held.setdefault((twins[r[0]], fields[r[1]]), math.nan if r[3] is None else r[3])
+    olds = np.array([held[(twins[r[0]], fields[r[1]])] for r in rows])
+    plan = Plan(twins, fields, t, f, values, np.zeros(len(rows), np.int64), olds)
+    applied = Applied()
+    write_bulk._audit(plan, applied)
+    parts = ",".join(
+        f'{json.dumps(name, ensure_ascii=False)}:{{"action":"write","changes":'
+        f"{_encoded(applied.changes.get(name, {}))}}}"
+        for name in sorted(set(twins))
+    )
+    assert bulk_twins_json(twins, fields, t, f, values, olds) == "{" + parts + "}"
+    json.loads("{" + parts + "}")
 
 
 @pytest.fixture

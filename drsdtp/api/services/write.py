@@ -221,7 +221,10 @@ class WriteService:
         write_bulk.apply(node.store, planned, applied)  # one native call: all or nothing
         # Applied and appended to the log in this one step of the loop (see _apply).
         await node.commit(applied.deltas[0][0], applied.extra_twins, "local")
-        await node.audit([self._audit_entry(request, twin, applied) for twin in applied.versions])
+        if applied.record is not None:
+            await node.audit_request(current_caller().actor(request.actor), request.reason, applied.record)
+        else:
+            await node.audit([self._audit_entry(request, twin, applied) for twin in applied.versions])
         return _reply(applied)
 
     def _audit_entry(
