@@ -25,11 +25,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from drsdtp._core import Store, join
+from drsdtp._core import Store
 from drsdtp.actions.actuators import Actuators, ActuatorSpec, Value
 from drsdtp.actions.record import (
-    ATTEMPTS,
     CANCEL,
+    CLAIMED,
     CMD_PREFIX,
     CommandId,
     CommandRecord,
@@ -325,18 +325,24 @@ class CommandBook:
         The intent (the record) and the attempt (``attempts``, one more per write that may reach the
         device) must both be durable before the executor writes. When the executor is this node's and
         says it writes the command at once (:attr:`claim`: its actuator idle, limits, interlocks and rate
-        limit clear, not converged already), both go in one delta, made durable by one append: the crash
-        windows are the ones two appends had (both shared the fsync before the write). The executor
-        takes the attempt back if it does not write after all (held, cancelled, superseded)."""
+        limit clear, not converged already), both go in one set of fields (``claimed``: 1), made durable
+        by one append: the crash windows are the ones two appends had (both shared the fsync before the
+        write). The executor takes the attempt back if it does not write after all (held, cancelled,
+        superseded). A field, not the ``attempts`` counter: a counter's delta had to be joined to the
+        record's, which cost twice the record's own ``set_many``."""
         twin = record_twin(command)
-        delta = self.store.set_many(twin, fields)
         claim = None
         if self.claim is not None and spec.node == self.node_id:
             claim = self.claim(spec, command, value)
         if claim is None:
-            await self._commit(delta, [twin], "local")  # commit's first step appends
+            await self._commit(self.store.set_many(twin, fields), [twin], "local")  # appends first
         else:
-            durable = self._begin(join([delta, self.store.increment(twin, ATTEMPTS)]), [twin], "local")
+            try:
+                delta = self.store.set_many(twin, {**fields, CLAIMED: 1})
+            except BaseException:
+                claim.cancel()  # never created: the executor forgets the claim
+                raise
+            durable = self._begin(delta, [twin], "local")
             durable.add_done_callback(functools.partial(_settle, claim))
             await asyncio.shield(durable)
         self._count += 1

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -41,12 +42,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from drsdtp._core import Store, join
+from drsdtp._core import Store
 from drsdtp.actions.actuators import Actuators, ActuatorSpec, Interlock, Value
 from drsdtp.actions.book import CommandAudit, CommandBook
 from drsdtp.actions.record import (
     ATTEMPTS,
     CANCEL,
+    CLAIMED,
     CMD_PREFIX,
     HELD,
     RESULT,
@@ -272,13 +274,19 @@ class Executor:
             return None
         claim: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._claims[command] = claim
+        claim.add_done_callback(functools.partial(self._forget_claim, command))
         return claim
+
+    def _forget_claim(self, command: CommandId, claim: asyncio.Future[None]) -> None:
+        """A claim the book cancelled (its record was never made) is no claim."""
+        if claim.cancelled() and self._claims.get(command) is claim:
+            del self._claims[command]
 
     async def _release(self, command: CommandId) -> None:
         """Takes back the attempt the record was created with, when the worker does not write now."""
         if self._claims.pop(command, None) is not None:
             twin = record_twin(command)
-            await self._commit(self.store.increment(twin, ATTEMPTS, -1), [twin], "local")
+            await self._commit(self.store.set(twin, CLAIMED, 0), [twin], "local")
 
     def interlocked(self, spec: ActuatorSpec) -> str:
         """Why the actuator's interlocks block now ("" when none does): auto-correction asks before it
@@ -726,20 +734,16 @@ class Executor:
         reached = bool(done) and done[-1].state == to
         twin = record_twin(record.id)
         if self._claims.pop(record.id, None) is not None:  # never written: the claimed attempt goes back
-            unclaim = self.store.increment(twin, ATTEMPTS, -1)
             if not fields:
-                await self._commit(unclaim, [twin], "local")
-        else:
-            unclaim = b""
+                await self._commit(self.store.set(twin, CLAIMED, 0), [twin], "local")
+            else:
+                fields[CLAIMED] = 0
         if fields:
             if record.held and reached:
                 fields[HELD] = ""
             if reached:  # counted before a waiter wakes
                 self.stats.outcomes[str(to)] = self.stats.outcomes.get(str(to), 0) + 1
-            delta = self.store.set_many(twin, fields)
-            if unclaim:
-                delta = join([delta, unclaim])
-            durable = self._begin(delta, [twin], "local")
+            durable = self._begin(self.store.set_many(twin, fields), [twin], "local")
             await self._audit_steps(record, done, durable)  # in the trail when waiters wake
             await asyncio.shield(durable)
             log.info("command %s (%s %s): %s: %s", record.id, record.twin, record.action, to, reason)

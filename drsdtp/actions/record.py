@@ -13,7 +13,9 @@ twin; any node shows its status. Its fields:
   command created by the executor before the issuing node's record arrives never overwrites the actor;
 * the lifecycle: one LWW text field per reached state, ``s.<state>`` = ``{"ms", "node", "reason"}``, and
   ``held`` (why the executor holds it, "" once released), ``result`` (what the device answered);
-* ``attempts``: a PN-counter, one more per write sent to the device;
+* ``attempts``: a PN-counter, one more per write sent to the device, plus ``claimed``: 1 when the executor's
+  node created the record with its first attempt (one set of fields, no counter delta to join), 0 once it
+  took that attempt back (only that node writes it, so last-writer-wins is exact);
 * ``cancel``: a request to cancel (``{"actor", "reason", "ms"}``), which any node may write.
 
 The lifecycle is a join-semilattice. The state of a record is the *greatest* state among its ``s.*``
@@ -65,6 +67,7 @@ __all__ = [
 CMD_PREFIX: Final = "_cmd/"
 STATE_PREFIX: Final = "s."
 ATTEMPTS: Final = "attempts"
+CLAIMED: Final = "claimed"
 HELD: Final = "held"
 RESULT: Final = "result"
 CANCEL: Final = "cancel"
@@ -312,7 +315,7 @@ def record_from_fields(command: CommandId, fields: Mapping[str, object]) -> Comm
         reason=_text(fields, "reason"),
         state=state,
         marks=MappingProxyType(marks),  # records are shared (read_record's cache): read-only
-        attempts=_int(fields, ATTEMPTS),
+        attempts=_int(fields, ATTEMPTS) + _int(fields, CLAIMED),
         held=_text(fields, HELD),
         result=_text(fields, RESULT),
         cancel=Mark.from_text(cancel) if isinstance(cancel, str) and cancel else None,

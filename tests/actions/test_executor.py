@@ -84,7 +84,8 @@ async def test_a_record_made_with_its_first_attempt_gives_the_attempt_back_when_
         def seen(twins: Sequence[str]) -> None:
             for twin in twins:
                 if twin.startswith("_cmd/") and twin not in first_seen:
-                    first_seen[twin] = node.store.get(twin, "attempts")
+                    created = node.commands.get(twin.removeprefix("_cmd/"))
+                    first_seen[twin] = None if created is None else created.attempts
 
         node.appended_hooks.append(seen)
         book = node.commands
