@@ -20,8 +20,14 @@ less, and at 16 clients the CPU is what limits the rate, so "cpu" is the rate ra
 "fsync/cmd" and "rec/cmd": the node's log fsyncs and records per command in that run (a command alone
 takes two fsyncs; concurrent commands share the log's group commits, so fewer each under load).
 
+Serial: our firmware (the real .elf in simavr, paced to the wall clock, its UART at 115200 baud on a pty):
+commands switch the board's output on and off, one at a time; the board acks each with the state it left
+(the echo). "bare" writes the same command line on the same pty and reads up to the board's ack, in the
+same run (before the node opens the port: it holds it exclusively). No rate run: a board reads its
+commands one by one off one line.
+
 usage: python benches/bench_commands.py [--commands 200] [--rate-commands 1600] [--clients 16]
-       [--protocols modbus,opcua,mqtt]
+       [--protocols modbus,opcua,mqtt,serial]
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from drsdtp.client import connect
 from drsdtp.config import Address, parse_config
 from drsdtp.node.node import Node
 from drsdtp.wire.v1 import api_pb2
+from tests.firmware.sim import Line, SimBoard, build_firmware
 from tests.ingest.modbus_server import ModbusServer
 from tests.ingest.opcua_server import OpcServer
 from tests.ingest.support import Mosquitto, running
@@ -296,7 +303,61 @@ async def bench_mqtt(n: int, tmp: Path) -> Samples:
                 await device
 
 
-BENCHES = {"modbus": bench_modbus, "opcua": bench_opcua, "mqtt": bench_mqtt}
+@contextlib.asynccontextmanager
+async def serial_node(tmp: Path, port: Path, *, wal: bool = True) -> AsyncIterator[Timed]:
+    actuator = {"twin": "board-1", "field": "out", "node": "bench", "adapter": "board", "value": "bool",
+                "ack_timeout_s": 5.0, "write": {"op": "out"}}  # fmt: skip
+    config = {
+        "node_id": "bench",
+        "data_dir": str(tmp),
+        "listen": {"api": "127.0.0.1:0", "metrics": "127.0.0.1:0", "peer": "127.0.0.1:0"},
+        "wal": {"fsync_interval_ms": 1, "enabled": wal},
+        "adapters": [{"type": "serial", "name": "board", "port": str(port), "checksum": "required",
+                      "devices": {"avr-1": "board-1"}, "reconnect": {"initial_s": 0.05, "max_s": 0.2}}],
+        "actuators": [actuator],
+    }  # fmt: skip
+    async with Node(parse_config(config)) as node:
+        channel, stub = connect(Address("127.0.0.1", node.api.port))
+        async with channel:
+
+            async def one(_: int, i: int) -> None:
+                request = api_pb2.CommandIssueRequest(
+                    twin_id="board-1", action="out", value=api_pb2.FieldValue(flag=i % 2 == 0), wait_s=10
+                )
+                reply = await stub.IssueCommand(request)
+                assert reply.command.state == "applied", reply.command
+
+            yield one
+
+
+async def bench_serial(n: int, tmp: Path) -> Samples:
+    """Serial round trips only (bare, ours, ours without the log); the rate columns stay empty."""
+    await asyncio.to_thread(build_firmware)
+    board = await asyncio.to_thread(SimBoard, tmp, speed=1.0)
+    try:
+        line = Line(board.link)
+        try:
+            await asyncio.to_thread(line.until, "boot")
+
+            async def bare(_: int, i: int) -> None:
+                line.command(f"b{i}", "out", i % 2 == 0)
+                frame, _before = await asyncio.to_thread(line.until, "ack", id=f"b{i}")
+                assert frame.readings.get("out") == (i % 2 == 0), frame
+
+            bare_ms = await measure(n, bare)
+        finally:
+            line.close()
+        async with serial_node(tmp / "node", board.link) as one:
+            ours_ms = await measure(n, one)
+        async with serial_node(tmp / "node-nowal", board.link, wal=False) as one:
+            nowal_ms = await measure(n, one)
+    finally:
+        await asyncio.to_thread(board.close)
+    nan = float("nan")
+    return Samples(bare_ms, ours_ms, nowal_ms, nan, nan, nan, nan, nan, nan)
+
+
+BENCHES = {"modbus": bench_modbus, "opcua": bench_opcua, "mqtt": bench_mqtt, "serial": bench_serial}
 
 
 async def main() -> None:
@@ -304,7 +365,7 @@ async def main() -> None:
     parser.add_argument("--commands", type=int, default=200)
     parser.add_argument("--clients", type=int, default=CLIENTS)
     parser.add_argument("--rate-commands", type=int, default=RATE_COMMANDS)
-    parser.add_argument("--protocols", default="modbus,opcua,mqtt")
+    parser.add_argument("--protocols", default=",".join(BENCHES))
     args = parser.parse_args()
     globals()["CLIENTS"] = args.clients
     globals()["RATE_COMMANDS"] = args.rate_commands
@@ -320,8 +381,12 @@ async def main() -> None:
             s = await BENCHES[name](args.commands, Path(tmp))
         cells = [pct(x, q) for x in (s.bare, s.ours, s.nowal) for q in (0.5, 0.99)]
         serial = statistics.mean(s.bare) / statistics.mean(s.ours)
+        head = f"{name:<8} " + " ".join(f"{c:8.2f}ms" for c in cells) + f" {serial:7.0%}"
+        if s.ours_rate != s.ours_rate:  # NaN: no rate run (serial)
+            print(head)
+            continue
         print(
-            f"{name:<8} " + " ".join(f"{c:8.2f}ms" for c in cells) + f" {serial:7.0%}"
+            head
             + f" {s.bare_rate:13.0f} {s.ours_rate:13.0f} {s.ours_rate / s.bare_rate:6.0%}"
             + f" {s.bare_cpu:7.2f}ms {s.ours_cpu:7.2f}ms {s.bare_cpu / s.ours_cpu:5.0%}"
             + f" {s.fsyncs:9.2f} {s.records:7.2f}"
