@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import zlib
+from json.encoder import encode_basestring as _string  # a JSON string literal, as json.dumps writes it
 from pathlib import Path
 
 from drsdtp.history.files import storage_error
@@ -78,7 +79,9 @@ class Catalog:
             series = self.ids.get(key)
             if series is None:
                 series = self._remember(*key)
-                text = json.dumps({"id": series, "twin": key[0], "field": key[1]}, ensure_ascii=False)
+                # The bytes json.dumps of {"id", "twin", "field"} gives (ensure_ascii=False), at a tenth of
+                # its cost: a replica catching up defines every series it receives.
+                text = f'{{"id": {series}, "twin": {_string(key[0])}, "field": {_string(key[1])}}}'
                 body = text.encode()
                 lines.append(b"%08x %s\n" % (zlib.crc32(body), body))
             out.append(series)

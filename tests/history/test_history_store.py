@@ -307,3 +307,22 @@ def test_sorted_unique_drops_only_exact_repeats_and_keeps_arrival_order(
     got = rows.sorted_unique()
     assert list(zip(got.series.tolist(), got.ts.tolist(), got.value.tolist(), strict=True)) == expected
     assert np.signbit(got.value).tolist() == [bool(np.signbit(r[2])) for r in expected]
+
+
+@given(st.lists(st.tuples(st.text(max_size=12), st.text(max_size=12)), min_size=1, max_size=8, unique=True))
+def test_catalog_lines_are_what_json_dumps_writes_and_read_back(
+    tmp_path_factory: pytest.TempPathFactory, keys: list[tuple[str, str]]
+) -> None:
+    # The catalog formats its lines itself (json.dumps per series was most of a catching-up replica's
+    # define): same bytes, any name (quotes, backslashes, control characters, non-ASCII).
+    directory = tmp_path_factory.mktemp("catalog")
+    with HistoryStore(directory, small_options(), now_ms=T0) as store:
+        ids = store._catalog.define(keys)
+        store.flush()
+    lines = (directory / "series.log").read_bytes().splitlines()
+    assert [line.split(b" ", 1)[1].decode() for line in lines] == [
+        json.dumps({"id": i, "twin": t, "field": f}, ensure_ascii=False)
+        for i, (t, f) in zip(ids, keys, strict=True)
+    ]
+    with HistoryStore(directory, small_options(), now_ms=T0) as reopened:
+        assert reopened._catalog.names == keys
