@@ -90,6 +90,10 @@ class AsyncClient:
         self._metadata = metadata_for(token)
         self._channel = open_channel(target, tls, channel_options)
         self._stub = api_pb2_grpc.TwinApiStub(self._channel)
+        # Write with a request already serialized (see writes.request_bytes).
+        self._write_bytes = self._channel.unary_unary(
+            "/drsdtp.wire.v1.TwinApi/Write", response_deserializer=api_pb2.WriteReply.FromString
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -117,18 +121,23 @@ class AsyncClient:
     async def call(
         self,
         method: str,
-        message: Message,
+        message: Message | bytes,
         *,
         timeout: float | None = None,
         retry: bool | None = None,
     ) -> Any:
         """Calls ``method`` with a deadline, retrying when the call is idempotent (``retry``: default, for
-        the read methods), and maps a failure to the SDK's error tree. Returns the reply message."""
+        the read methods), and maps a failure to the SDK's error tree. Returns the reply message. A
+        ``Write`` request may come serialized (bytes)."""
         budget = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         policy = self.retry if (method in _READS if retry is None else retry) else NO_RETRY
         delays = policy.delays()
-        rpc = getattr(self._stub, method)
+        rpc = (
+            self._write_bytes
+            if isinstance(message, bytes) and method == "Write"
+            else getattr(self._stub, method)
+        )
         while True:
             remaining = deadline - time.monotonic()
             try:
@@ -221,7 +230,7 @@ class AsyncClient:
         reached, and applied once however often it arrives; ``retry=True`` makes a fresh key for it."""
         if retry and not idempotency_key:
             idempotency_key = w.new_idempotency_key()
-        req = w.request(
+        req = w.request_bytes(
             writes,
             columns=columns,
             idempotency_key=idempotency_key,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import struct
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ __all__ = [
     "remove",
     "report",
     "request",
+    "request_bytes",
     "scalar_pb",
 ]
 
@@ -180,6 +182,69 @@ class _Ops:
         return got
 
 
+# Wire tags (field number << 3 | wire type) of the messages request_bytes writes itself.
+_LEN_1 = b"\x0a"  # WriteRequest.twins, TwinWrite.twin_id, FieldOp.field
+_IF_VERSION = b"\x11"  # TwinWrite.if_version (fixed64)
+_CREATE = b"\x1a"  # TwinWrite.create
+_DELETE = b"\x20\x01"  # TwinWrite.delete = true
+_OPS = b"\x2a"  # TwinWrite.ops
+_REPORT_F64 = b"\x12\x09\x11"  # FieldOp.report: a FieldValue of 9 bytes, its f64 (field 2, fixed64)
+_F64 = struct.Struct("<d")
+_U64 = struct.Struct("<Q")
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _len(data: bytes) -> bytes:
+    return _varint(len(data)) + data
+
+
+class _OpBytes:
+    """Each distinct op as its bytes in a ``TwinWrite`` (tag, length, ``FieldOp``), made once per request;
+    a float report is spelt out directly (the common bulk op), any other through protobuf."""
+
+    def __init__(self) -> None:
+        self._done: dict[tuple[str, str, type, object], bytes] = {}
+
+    def __call__(self, op: Op, twin: int, index: int) -> bytes:
+        key = (op.kind, op.field, type(op.value), op.value)
+        got = self._done.get(key)
+        if got is None:
+            value = op.value
+            if op.kind == "report" and type(value) is float and math.isfinite(value):
+                name = op.field.encode()
+                body = (_LEN_1 + _len(name) if name else b"") + _REPORT_F64 + _F64.pack(value)
+            else:
+                body = _op_pb(op, f"twins[{twin}].ops[{index}]").SerializeToString()
+            got = self._done[key] = _OPS + _len(body)
+        return got
+
+
+def _twin_bytes(tw: TwinWrite, at: int, ops: _OpBytes) -> bytes:
+    """``_twin_pb(tw, ...)`` serialized, in field order as protobuf writes it."""
+    twin_id = tw.twin_id.encode()
+    parts = [_LEN_1 + _len(twin_id)] if twin_id else []
+    if tw.if_version is not None:
+        parts.append(_IF_VERSION + _U64.pack(tw.if_version))
+    if tw.create is not None:
+        c = tw.create
+        create = api_pb2.CreateTwin(model=c.model, scope=c.scope, metadata=dict(c.metadata))
+        parts.append(_CREATE + _len(create.SerializeToString(deterministic=True)))
+    if tw.delete:
+        parts.append(_DELETE)
+    parts += [ops(op, at, i) for i, op in enumerate(tw.ops)]
+    return b"".join(parts)
+
+
 def _twin_pb(tw: TwinWrite, at: int, ops: _Ops) -> api_pb2.TwinWrite:
     pb = api_pb2.TwinWrite(
         twin_id=tw.twin_id, delete=tw.delete, ops=[ops(op, at, i) for i, op in enumerate(tw.ops)]
@@ -229,3 +294,37 @@ def request(
         c.values.extend(columns.values)
         c.source_ms.extend(columns.source_ms)
     return pb
+
+
+def request_bytes(
+    twins: Sequence[TwinWrite],
+    *,
+    columns: Columns | None = None,
+    idempotency_key: str | None = None,
+    ack: Ack = "durable",
+    replicas: int = 0,
+    replicate_timeout_s: float = 0.0,
+    actor: str = "",
+    reason: str = "",
+) -> bytes:
+    """:func:`request` serialized, the twins' ops written as bytes directly (each distinct op once): a
+    bulk write of thousands of ops cost the client more than the node took to apply it. The same errors,
+    and the bytes the protobuf runtime writes for the same request (deterministic: map keys sorted)."""
+    rest = request(
+        [],
+        columns=columns,
+        idempotency_key=idempotency_key,
+        ack=ack,
+        replicas=replicas,
+        replicate_timeout_s=replicate_timeout_s,
+        actor=actor,
+        reason=reason,
+    ).SerializeToString()  # fields 2-8, after the twins (field 1), as protobuf orders them
+    ops = _OpBytes()
+    try:
+        twin_parts = [_LEN_1 + _len(_twin_bytes(tw, i, ops)) for i, tw in enumerate(twins)]
+    except UnicodeEncodeError:  # a name protobuf cannot carry either: its own error, as request() gives
+        return request(twins, columns=columns, idempotency_key=idempotency_key, ack=ack, actor=actor,
+                       replicas=replicas, replicate_timeout_s=replicate_timeout_s, reason=reason,
+                       ).SerializeToString()  # fmt: skip
+    return b"".join(twin_parts) + rest

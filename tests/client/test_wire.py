@@ -5,12 +5,15 @@ over all attempts, and the status-to-error mapping with its trailers."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import grpc
 import grpc.aio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drsdtp.client import (
     AsyncClient,
@@ -22,6 +25,18 @@ from drsdtp.client import (
     UnauthenticatedError,
     UnavailableError,
     report,
+)
+from drsdtp.client.writes import (
+    Ack,
+    Columns,
+    Create,
+    add,
+    clear_desired,
+    desire,
+    increment,
+    remove,
+    request,
+    request_bytes,
 )
 from drsdtp.wire.v1 import api_pb2, api_pb2_grpc
 
@@ -169,3 +184,66 @@ async def test_the_deadline_bounds_every_attempt() -> None:
         assert isinstance(info.value, TimeoutError) and "DEADLINE_EXCEEDED" in str(info.value)
     finally:
         await srv.stop(None)
+
+
+scalars = (
+    st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.booleans()
+    | st.text(max_size=4)
+    | st.binary(max_size=4)
+)
+ops = st.one_of(
+    st.builds(report, st.text(max_size=4), scalars),
+    st.builds(
+        report,
+        st.text(max_size=4),
+        st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from([0.0, -0.0]),
+    ),
+    st.builds(desire, st.text(max_size=4), scalars),
+    st.builds(clear_desired, st.text(max_size=4)),
+    st.builds(add, st.text(max_size=4), st.text(min_size=1, max_size=4)),
+    st.builds(remove, st.text(max_size=4), st.text(min_size=1, max_size=4)),
+    st.builds(increment, st.text(max_size=4), st.integers(-(2**63), 2**63 - 1)),
+)
+twin_writes = st.builds(
+    TwinWrite,
+    st.text(max_size=6),
+    st.lists(ops, max_size=4).map(tuple),
+    st.none()
+    | st.builds(
+        Create,
+        st.text(max_size=3),
+        st.text(max_size=3),
+        st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
+    ),
+    st.booleans(),
+    st.none() | st.integers(0, 2**64 - 1),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    twins=st.lists(twin_writes, max_size=4),
+    rows=st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=3),
+    key=st.none() | st.text(max_size=4),
+    ack=st.sampled_from(["durable", "replicated"]),
+    actor=st.text(max_size=4),
+)
+def test_a_write_is_sent_as_the_bytes_protobuf_writes(
+    twins: list[TwinWrite], rows: list[float], key: str | None, ack: Ack, actor: str
+) -> None:
+    """The SDK writes a request's ops as bytes itself (a bulk write's client cost): every kind of op,
+    creates, deletes, versions, columns and non-ASCII names must come out as protobuf serializes them."""
+    columns = Columns(["a"], ["x"], [0] * len(rows), [0] * len(rows), rows) if rows else None
+    options = {"columns": columns, "idempotency_key": key, "ack": ack, "actor": actor, "reason": "r"}
+    sent = request(twins, **options).SerializeToString(deterministic=True)  # type: ignore[arg-type]
+    assert request_bytes(twins, **options) == sent  # type: ignore[arg-type]
+
+
+def test_a_write_the_api_cannot_carry_is_refused_before_it_is_sent() -> None:
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match=r"twins\[1\]\.ops\[0\]\.report"):
+            request_bytes([TwinWrite("a", (report("x", 1.0),)), TwinWrite("b", (report("x", bad),))])
+    with pytest.raises(ValueError, match="ack"):
+        request_bytes([], ack="soon")  # type: ignore[arg-type]
