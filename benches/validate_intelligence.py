@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--clean-rooms", type=int, default=20)
     parser.add_argument("--model-drift-rooms", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=1800, help="plant samples before the faults' onsets")
+    parser.add_argument("--observe", type=int, default=360, help="plant samples judged after the warm-up")
     parser.add_argument("--verdict-units", type=int, default=9, help="units per label in the verdict check")
     parser.add_argument("--verdict-warmup", type=int, default=1800, help="samples before the verdict events")
     parser.add_argument("--verdict-observe", type=int, default=360, help="samples judged after them")
@@ -45,6 +47,8 @@ def main() -> None:
         rooms_per_plan=args.rooms_per_kind,
         clean_rooms=args.clean_rooms,
         model_drift_rooms=args.model_drift_rooms,
+        warmup_steps=args.warmup,
+        observe_steps=args.observe,
         seed=args.seed,
     )
     start = time.perf_counter()

@@ -54,6 +54,12 @@ TINY: dict[str, list[str]] = {
         "1",
         "--model-drift-rooms",
         "1",
+        # 300 + 120 plant samples instead of 1800 + 360: every fault kind and the plant change still get
+        # named and forecasts scored (tests/intelligence/test_intel_validation.py holds the accuracy floors).
+        "--warmup",
+        "300",
+        "--observe",
+        "120",
         "--verdict-units",
         "1",
         "--verdict-warmup",
