@@ -17,6 +17,7 @@ from drsdtp.actions.record import command_id
 from drsdtp.adapters.simulated import SimulatedAdapter
 from drsdtp.client import connect
 from drsdtp.config import Address, parse_config
+from drsdtp.errors import LimitError
 from drsdtp.node.node import Node
 from drsdtp.wire.v1 import api_pb2
 
@@ -101,6 +102,19 @@ async def test_a_record_made_with_its_first_attempt_gives_the_attempt_back_when_
         record = await outcome(node, cancelled)
         assert (record.state, record.attempts) == (State.CANCELLED, 0), record
         assert first_seen[f"_cmd/{cancelled}"] == 1 and plant(node).writes == 1
+
+
+async def test_a_command_whose_record_cannot_be_made_leaves_no_claim_behind(tmp_path: pathlib.Path) -> None:
+    """The executor claims a command before the book makes its record (one set of fields with the first
+    attempt); when the store refuses that record (here a reason over its 1 MiB value limit), the claim is
+    forgotten: the same idempotency key then makes a command written once, with one attempt."""
+    async with Node(parse_config(config(tmp_path))) as node:
+        book = node.commands
+        with pytest.raises(LimitError, match="string value of"):
+            await book.issue_command("pump-1", "valve", 0.3, key="k", actor="op", reason="r" * (2 << 20))
+        command = await book.issue_command("pump-1", "valve", 0.3, key="k", actor="op", reason="ok")
+        record = await outcome(node, command)
+        assert (record.state, record.attempts, plant(node).writes) == (State.APPLIED, 1, 1)
 
 
 async def test_a_write_that_does_not_reach_the_device_is_retried_then_fails_with_the_reason(
