@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import sys
 import types
+from collections.abc import Callable, Mapping
 from typing import Any
 
 
@@ -48,3 +49,23 @@ def _rebind(proxy: LazyModule, module: types.ModuleType) -> None:
 
 
 numpy = LazyModule("numpy")
+
+
+def exports(package: str, names: Mapping[str, str]) -> Callable[[str], Any]:
+    """A package's module ``__getattr__`` (PEP 562) that imports each exported name from its submodule on
+    first read (issue 13: idle RSS). Importing one submodule runs its package's ``__init__`` first: an
+    ``__init__`` that imported every submodule made ``from drsdtp.intelligence.spec import FieldSpec`` load
+    the whole engine. ``names`` maps an exported name to ``submodule`` or ``submodule:attribute`` (an alias).
+    The package keeps its imports under ``TYPE_CHECKING`` for mypy; ``tests/daemon/test_idle_imports.py``
+    checks every name resolves."""
+
+    def __getattr__(name: str) -> Any:
+        where = names.get(name)
+        if where is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        module, _, attribute = where.partition(":")
+        value = getattr(importlib.import_module(f"{package}.{module}"), attribute or name)
+        setattr(sys.modules[package], name, value)  # later reads are plain module look-ups
+        return value
+
+    return __getattr__

@@ -9,9 +9,32 @@
   half, checks safety first, and follows each to its outcome.
 """
 
-from drsdtp.actions.actuators import Actuators, ActuatorSpec, Interlock, parse_actuators
-from drsdtp.actions.book import CommandBook, CommandLimits, CommandRequest
-from drsdtp.actions.record import CommandId, CommandRecord, Mark, State
+from typing import TYPE_CHECKING
+
+from drsdtp.lazy import exports
+
+if TYPE_CHECKING:
+    from drsdtp.actions.actuators import Actuators, ActuatorSpec, Interlock, parse_actuators
+    from drsdtp.actions.book import CommandBook, CommandLimits, CommandRequest
+    from drsdtp.actions.record import CommandId, CommandRecord, Mark, State
+
+# Each name is imported from its submodule on first read: importing one submodule stays cheap.
+__getattr__ = exports(
+    __name__,
+    {
+        "ActuatorSpec": "actuators",
+        "Actuators": "actuators",
+        "CommandBook": "book",
+        "CommandId": "record",
+        "CommandLimits": "book",
+        "CommandRecord": "record",
+        "CommandRequest": "book",
+        "Interlock": "actuators",
+        "Mark": "record",
+        "State": "record",
+        "parse_actuators": "actuators",
+    },
+)
 
 __all__ = [
     "ActuatorSpec",

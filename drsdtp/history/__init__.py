@@ -6,12 +6,39 @@
 * :class:`AuditLog` (``audit.py``): the hash-chained record of who changed what, when, why and how.
 """
 
-from drsdtp.history.audit import AuditLog, AuditRecord, Change, Verification, changes_between
-from drsdtp.history.export import ExportFormat
-from drsdtp.history.options import HistoryOptions, Tier
-from drsdtp.history.series import SeriesData
-from drsdtp.history.snapshots import RollbackResult, SnapshotInfo, SnapshotStore
-from drsdtp.history.store import CompactionReport, HistoryStats, HistoryStore
+from typing import TYPE_CHECKING
+
+from drsdtp.lazy import exports
+
+if TYPE_CHECKING:
+    from drsdtp.history.audit import AuditLog, AuditRecord, Change, Verification, changes_between
+    from drsdtp.history.export import ExportFormat
+    from drsdtp.history.options import HistoryOptions, Tier
+    from drsdtp.history.series import SeriesData
+    from drsdtp.history.snapshots import RollbackResult, SnapshotInfo, SnapshotStore
+    from drsdtp.history.store import CompactionReport, HistoryStats, HistoryStore
+
+# Each name is imported from its submodule on first read: importing one submodule stays cheap.
+__getattr__ = exports(
+    __name__,
+    {
+        "AuditLog": "audit",
+        "AuditRecord": "audit",
+        "Change": "audit",
+        "CompactionReport": "store",
+        "ExportFormat": "export",
+        "HistoryOptions": "options",
+        "HistoryStats": "store",
+        "HistoryStore": "store",
+        "RollbackResult": "snapshots",
+        "SeriesData": "series",
+        "SnapshotInfo": "snapshots",
+        "SnapshotStore": "snapshots",
+        "Tier": "options",
+        "Verification": "audit",
+        "changes_between": "audit",
+    },
+)
 
 __all__ = [
     "AuditLog",

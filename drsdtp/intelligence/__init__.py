@@ -6,33 +6,76 @@ replicated as the LWW field ``f.q`` next to the value; below ``HealthConfig.qual
 must not be used to decide.
 """
 
-from drsdtp.intelligence.divergence import DivergenceConfig
-from drsdtp.intelligence.engine import PassResult, Reading, TwinIntelligence
-from drsdtp.intelligence.health import HealthStatus, Reason
-from drsdtp.intelligence.results import (
-    AnomalyEvent,
-    Correction,
-    DivergenceAlert,
-    DivergenceKind,
-    FieldForecast,
-    FieldHealth,
-    FieldTraits,
-    Freshness,
-    HorizonForecast,
-    MaintenanceEstimate,
-    ParamCorrection,
-    Recommendation,
-    RecommendationKind,
-    RiskFactor,
-    Severity,
-    ThresholdCrossing,
-    Trend,
-    TwinHealth,
-    Urgency,
-    WhatIfResult,
+from typing import TYPE_CHECKING
+
+from drsdtp.lazy import exports
+
+if TYPE_CHECKING:
+    from drsdtp.intelligence.divergence import DivergenceConfig
+    from drsdtp.intelligence.engine import PassResult, Reading, TwinIntelligence
+    from drsdtp.intelligence.results import (
+        AnomalyEvent,
+        Correction,
+        DivergenceAlert,
+        DivergenceKind,
+        FieldForecast,
+        FieldHealth,
+        FieldTraits,
+        Freshness,
+        HorizonForecast,
+        MaintenanceEstimate,
+        ParamCorrection,
+        Recommendation,
+        RecommendationKind,
+        RiskFactor,
+        Severity,
+        ThresholdCrossing,
+        Trend,
+        TwinHealth,
+        Urgency,
+        WhatIfResult,
+    )
+    from drsdtp.intelligence.spec import FieldSpec, HealthConfig, IntelligenceConfig, ModelSpec
+    from drsdtp.intelligence.status import HealthStatus, Reason
+    from drsdtp.intelligence.windows import FieldWindows
+
+# Each name is imported from its submodule on first read: importing one submodule stays cheap.
+__getattr__ = exports(
+    __name__,
+    {
+        "AnomalyEvent": "results",
+        "Correction": "results",
+        "DivergenceAlert": "results",
+        "DivergenceConfig": "divergence",
+        "DivergenceKind": "results",
+        "FieldForecast": "results",
+        "FieldHealth": "results",
+        "FieldSpec": "spec",
+        "FieldTraits": "results",
+        "FieldWindows": "windows",
+        "Freshness": "results",
+        "HealthConfig": "spec",
+        "HealthStatus": "status",
+        "HorizonForecast": "results",
+        "IntelligenceConfig": "spec",
+        "MaintenanceEstimate": "results",
+        "ModelSpec": "spec",
+        "ParamCorrection": "results",
+        "PassResult": "engine",
+        "Reading": "engine",
+        "Reason": "status",
+        "Recommendation": "results",
+        "RecommendationKind": "results",
+        "RiskFactor": "results",
+        "Severity": "results",
+        "ThresholdCrossing": "results",
+        "Trend": "results",
+        "TwinHealth": "results",
+        "TwinIntelligence": "engine",
+        "Urgency": "results",
+        "WhatIfResult": "results",
+    },
 )
-from drsdtp.intelligence.spec import FieldSpec, HealthConfig, IntelligenceConfig, ModelSpec
-from drsdtp.intelligence.windows import FieldWindows
 
 __all__ = [
     "AnomalyEvent",

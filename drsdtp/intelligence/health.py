@@ -33,7 +33,6 @@ data must not be used to decide (forecast, what-if, actuation, estimation).
 from __future__ import annotations
 
 import dataclasses
-import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -41,6 +40,7 @@ from drsdtp.intelligence.detect import TESTS, Findings
 from drsdtp.intelligence.drift import DriftVerdict
 from drsdtp.intelligence.linefit import FloatArray
 from drsdtp.intelligence.spec import HealthConfig
+from drsdtp.intelligence.status import STATUS_CODES, HealthStatus, Reason
 from drsdtp.intelligence.table import FieldTable
 from drsdtp.intelligence.windows import FieldWindows
 
@@ -50,32 +50,17 @@ if TYPE_CHECKING:
 else:
     from drsdtp.lazy import numpy as np
 
-__all__ = ["HealthArrays", "HealthMonitor", "HealthStatus", "Reason", "Screen", "sorted_median"]
+__all__ = [
+    "STATUS_CODES",
+    "HealthArrays",
+    "HealthMonitor",
+    "HealthStatus",
+    "Reason",
+    "Screen",
+    "sorted_median",
+]
 
 BoolArray: TypeAlias = "npt.NDArray[np.bool_]"
-
-
-class Reason(enum.IntFlag):
-    """Why a field is not healthy (a bit set per field)."""
-
-    STALE = 1
-    STUCK = 2
-    DRIFT = 4
-    SPIKE = 8
-    DROPOUT = 16
-    LOSS = 32
-    OUT_OF_RANGE = 64
-    NO_DATA = 128
-    ANOMALY = 256
-
-
-class HealthStatus(enum.Enum):
-    HEALTHY = "HEALTHY"
-    DEGRADED = "DEGRADED"
-    FAILED = "FAILED"
-
-
-STATUS_CODES: tuple[HealthStatus, ...] = (HealthStatus.HEALTHY, HealthStatus.DEGRADED, HealthStatus.FAILED)
 
 
 def sorted_median(sorted_rows: FloatArray, n_valid: npt.NDArray[np.int64]) -> FloatArray:

@@ -6,8 +6,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from drsdtp.intelligence.health import HealthStatus
 from drsdtp.intelligence.serialize import Serializable
+from drsdtp.intelligence.status import HealthStatus
 
 __all__ = [
     "AnomalyEvent",

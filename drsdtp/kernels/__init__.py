@@ -9,26 +9,62 @@ monotonicity, resets and rollovers, power = d(energy)/dt), and :class:`MonteCarl
 them to turn parameter and state uncertainty into intervals.
 """
 
-from drsdtp.kernels.kalman import LocalTrendFilter, LocalTrendKernel, scalar_update
-from drsdtp.kernels.linear import LinearTrendKernel
-from drsdtp.kernels.meter import EnergyMeterKernel
-from drsdtp.kernels.montecarlo import EnsembleKernel, MonteCarloKernel
-from drsdtp.kernels.motor import MotorThermalKernel
-from drsdtp.kernels.protocol import (
-    Observation,
-    ParamChange,
-    Prediction,
-    Scenario,
-    SimulationKernel,
-    StateTracker,
-    TrackerStep,
-    TrackingKernel,
-    TwinState,
+from typing import TYPE_CHECKING
+
+from drsdtp.lazy import exports
+
+if TYPE_CHECKING:
+    from drsdtp.kernels.kalman import LocalTrendFilter, LocalTrendKernel, scalar_update
+    from drsdtp.kernels.linear import LinearTrendKernel
+    from drsdtp.kernels.meter import EnergyMeterKernel
+    from drsdtp.kernels.montecarlo import EnsembleKernel, MonteCarloKernel
+    from drsdtp.kernels.motor import MotorThermalKernel
+    from drsdtp.kernels.protocol import (
+        Observation,
+        ParamChange,
+        Prediction,
+        Scenario,
+        SimulationKernel,
+        StateTracker,
+        TrackerStep,
+        TrackingKernel,
+        TwinState,
+    )
+    from drsdtp.kernels.pump import AffinityPumpKernel
+    from drsdtp.kernels.registry import ENTRY_POINT_GROUP, KernelRegistry, default_registry
+    from drsdtp.kernels.thermal import DEFAULT_PARAMS as THERMAL_DEFAULT_PARAMS
+    from drsdtp.kernels.thermal import FirstOrderThermalKernel, ThermalTracker
+
+# Each name is imported from its submodule on first read: importing one submodule stays cheap.
+__getattr__ = exports(
+    __name__,
+    {
+        "AffinityPumpKernel": "pump",
+        "ENTRY_POINT_GROUP": "registry",
+        "EnergyMeterKernel": "meter",
+        "EnsembleKernel": "montecarlo",
+        "FirstOrderThermalKernel": "thermal",
+        "KernelRegistry": "registry",
+        "LinearTrendKernel": "linear",
+        "LocalTrendFilter": "kalman",
+        "LocalTrendKernel": "kalman",
+        "MonteCarloKernel": "montecarlo",
+        "MotorThermalKernel": "motor",
+        "Observation": "protocol",
+        "ParamChange": "protocol",
+        "Prediction": "protocol",
+        "Scenario": "protocol",
+        "SimulationKernel": "protocol",
+        "StateTracker": "protocol",
+        "THERMAL_DEFAULT_PARAMS": "thermal:DEFAULT_PARAMS",
+        "ThermalTracker": "thermal",
+        "TrackerStep": "protocol",
+        "TrackingKernel": "protocol",
+        "TwinState": "protocol",
+        "default_registry": "registry",
+        "scalar_update": "kalman",
+    },
 )
-from drsdtp.kernels.pump import AffinityPumpKernel
-from drsdtp.kernels.registry import ENTRY_POINT_GROUP, KernelRegistry, default_registry
-from drsdtp.kernels.thermal import DEFAULT_PARAMS as THERMAL_DEFAULT_PARAMS
-from drsdtp.kernels.thermal import FirstOrderThermalKernel, ThermalTracker
 
 __all__ = [
     "ENTRY_POINT_GROUP",

@@ -43,10 +43,9 @@ from drsdtp.errors import (
     UnknownTwinError,
 )
 from drsdtp.intelligence.anomalies import AnomalyJournal
-from drsdtp.intelligence.engine import TwinIntelligence
-from drsdtp.intelligence.health import STATUS_CODES
 from drsdtp.intelligence.results import AnomalyEvent, TwinHealth
 from drsdtp.intelligence.serialize import to_jsonable
+from drsdtp.intelligence.status import STATUS_CODES
 from drsdtp.kernels import KernelRegistry, Scenario, TrackingKernel, default_registry
 from drsdtp.lifecycle import BackgroundService
 from drsdtp.models import MODEL_FIELD, AssetModel, ModelCatalog
@@ -55,6 +54,7 @@ from drsdtp.northbound.sparkplug_forecast import Outlook
 from drsdtp.relations.corroborate import corroborate
 
 if TYPE_CHECKING:
+    from drsdtp.intelligence.engine import TwinIntelligence
     from drsdtp.metrics import NodeMetrics
     from drsdtp.node.node import Node
 
@@ -138,6 +138,9 @@ class InsightService(BackgroundService):
     def engine(self) -> TwinIntelligence:
         """Built on first use: its windows cost a few MB that a node without modelled twins should not pay."""
         if self._engine is None:
+            # Imported here too: the engine's modules are most of the intelligence's import cost.
+            from drsdtp.intelligence.engine import TwinIntelligence
+
             self._engine = TwinIntelligence(registry=self.registry)
             for model in self.catalog:
                 self._engine.add_model(model.spec)
