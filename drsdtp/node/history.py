@@ -27,6 +27,7 @@ from drsdtp.history import journal
 from drsdtp.history.options import HistoryOptions
 from drsdtp.history.series import SeriesData
 from drsdtp.history.store import HistoryStore
+from drsdtp.ingest.same_ids import SameIds
 from drsdtp.lifecycle import BackgroundService
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class HistoryService(BackgroundService):
     ) -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="history")
         self._names = store
+        self._twin_ids, self._field_ids = SameIds(), SameIds()  # a poller's batches repeat their ids
         self.store = HistoryStore(data_dir / "history", HistoryOptions.from_config(config), names=store)
         self._queue: list[Queued] = []
         self._queued_readings = 0
@@ -129,8 +131,8 @@ class HistoryService(BackgroundService):
         self._queued_readings += len(batch)
 
     def _journal_record(self, number: int, batch: ReadingBatch) -> bytes:
-        twin_ids, twin_index = np.unique(batch.twin_ids, return_inverse=True)
-        field_ids, field_index = np.unique(batch.field_ids, return_inverse=True)
+        twin_ids, twin_index = self._twin_ids.unique_inverse(batch.twin_ids)
+        field_ids, field_index = self._field_ids.unique_inverse(batch.field_ids)
         names = self._names
         return journal.encode(
             number,

@@ -42,6 +42,7 @@ from drsdtp.errors import (
     StorageError,
     UnknownTwinError,
 )
+from drsdtp.ingest.same_ids import SameIds
 from drsdtp.intelligence.anomalies import AnomalyJournal
 from drsdtp.intelligence.results import AnomalyEvent, TwinHealth
 from drsdtp.intelligence.serialize import to_jsonable
@@ -109,6 +110,8 @@ class InsightService(BackgroundService):
         self._rows: dict[int, int] = {}  # (twin id << 32 | field id) -> engine row, -1: not a model field
         self._observed = False  # a reading was seen since the models were (re)loaded
         self._local: set[int] = set()  # twins this node ingests: it writes their quality and model version
+        self._twin_ids = SameIds()  # a poller's batches repeat their twin ids
+        self._local_seen: object = None  # the unique twin ids last added to _local
         self._written: dict[tuple[str, str], float] = {}
         self._tags: dict[str, str] = {}  # model versions written, per twin
         self.passes = 0
@@ -223,7 +226,7 @@ class InsightService(BackgroundService):
             self._observed = True
         # Twins without a model drop out once per distinct twin, not once per field (a replica receiving a
         # peer's stream spent a fifth of its time here, issue 13).
-        twins = np.unique(batch.twin_ids)
+        twins = self._twin_ids.unique(batch.twin_ids)
         modelled = np.fromiter((self._model_of(int(t)) is not None for t in twins), np.bool_, len(twins))
         if not modelled.any():
             return rows
@@ -235,7 +238,10 @@ class InsightService(BackgroundService):
 
     def observe(self, batch: ReadingBatch, twins: list[str]) -> None:
         """Intake observer (readings ingested here): map ids to engine rows once per pair, one ingest."""
-        self._local.update(int(t) for t in np.unique(batch.twin_ids))
+        ids = self._twin_ids.unique(batch.twin_ids)
+        if ids is not self._local_seen:  # the same ids as the last batch: already in _local
+            self._local.update(ids.tolist())
+            self._local_seen = ids
         rows = self._rows_of(batch)
         keep = rows >= 0
         if keep.any():

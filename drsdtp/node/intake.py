@@ -14,6 +14,7 @@ from drsdtp.adapters import build_adapter
 from drsdtp.adapters.base import ReadingBatch
 from drsdtp.ingest.caps import KeyCaps
 from drsdtp.ingest.runner import IngestService
+from drsdtp.ingest.same_ids import SameIds
 from drsdtp.lifecycle import BackgroundService
 from drsdtp.stats import LatencyHistogram
 
@@ -39,6 +40,8 @@ class NodeSink:
         self.observers: list[BatchObserver] = []
         # Source timestamp to durable, per fresh reading (stale ones would only measure how stale they were).
         self.apply_latency = LatencyHistogram()
+        self._twin_ids = SameIds()
+        self._twin_names: tuple[object, list[str]] = (None, [])  # (unique ids, their names)
 
     async def apply(self, batch: ReadingBatch) -> None:
         keep = batch.has_value()
@@ -47,7 +50,10 @@ class NodeSink:
         if len(batch) == 0:
             return
         store = self.node.store
-        twins = [store.twin_name(int(t)) or "" for t in np.unique(batch.twin_ids)]
+        unique = self._twin_ids.unique(batch.twin_ids)
+        if self._twin_names[0] is not unique:  # names of interned ids never change: kept with the ids
+            self._twin_names = (unique, [store.twin_name(int(t)) or "" for t in unique.tolist()])
+        twins = list(self._twin_names[1])  # a copy: observers and the feed may keep it
         await self.node.ensure_twins(twins)
         delta = store.write_batch(batch.twin_ids, batch.field_ids, batch.values, batch.source_ms)
         for observe in self.observers:
