@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import ipaddress
 import json
 import math
@@ -1020,6 +1019,8 @@ def _num(value: float) -> str:
 
 
 def _suggest(name: str, choices: typing.Iterable[str]) -> str:
+    import difflib  # here: only a refused name needs it (idle RSS, issue 13)
+
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

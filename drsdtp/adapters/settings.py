@@ -7,7 +7,6 @@ must not be silently ignored), reported by :meth:`Table.done`.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -189,6 +188,8 @@ class Table:
         """Fail on keys nobody read: a misspelt option must not silently fall back to its default."""
         for name in self.raw:
             if name not in self._seen:
+                import difflib  # here: only a refused name needs it (idle RSS, issue 13)
+
                 hint = difflib.get_close_matches(name, sorted(self._seen), n=1)
                 reason = "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
                 raise self.error(name, reason)

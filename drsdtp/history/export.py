@@ -7,7 +7,6 @@ of history never holds more than one field (as numpy arrays) plus one chunk of t
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, TextIO
@@ -58,6 +57,8 @@ def write_series(out: TextIO, series: Iterable[SeriesData], fmt: ExportFormat) -
 
 
 def _write_csv(out: TextIO, series: Iterable[SeriesData]) -> int:
+    import csv  # here: only a CSV export needs it (idle RSS, issue 13)
+
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
     points = 0

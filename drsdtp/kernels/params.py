@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping
 
@@ -19,6 +18,8 @@ def merge_params(
     merged = dict(defaults)
     for key, value in (given or {}).items():
         if key not in defaults:
+            import difflib  # here: only a refused name needs it (idle RSS, issue 13)
+
             close = difflib.get_close_matches(key, list(defaults), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(

@@ -66,6 +66,9 @@ NOT_WHEN_IDLE = (
     "prometheus_client",
     "smtplib",
     "email",
+    # Only for a refused name's did-you-mean, and a CSV history export.
+    "difflib",
+    "csv",
 )
 
 
