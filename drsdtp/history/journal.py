@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 else:
     from drsdtp.lazy import numpy as np
 
-__all__ = ["JournalBatch", "decode", "encode"]
+__all__ = ["JournalBatch", "Layout", "decode", "encode", "encode_with"]
 
 MAGIC = b"DTHJ"
 VERSION = 1
@@ -57,16 +57,48 @@ def encode(
     value: NDArray[np.float64],
 ) -> bytes:
     """One record: row ``i`` is ``twin_names[twin_index[i]]`` / ``field_names[field_index[i]]``."""
-    parts = [_HEAD.pack(MAGIC, VERSION, journal, len(ts), len(twin_names), len(field_names))]
-    for name in (*twin_names, *field_names):
-        raw = name.encode()
-        parts.append(_NAME.pack(len(raw)))
-        parts.append(raw)
-    parts.append(np.asarray(twin_index, "<u4").tobytes())
-    parts.append(np.asarray(field_index, "<u4").tobytes())
-    parts.append(np.asarray(ts, "<i8").tobytes())
-    parts.append(np.asarray(value, "<f8").tobytes())
-    return b"".join(parts)
+    return encode_with(journal, Layout.of(twin_names, field_names, twin_index, field_index), ts, value)
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """A record's names and index columns, encoded: the same for every batch of a poller, which sends the
+    same ids in the same order (kept by the node's history service while they repeat)."""
+
+    twins: int
+    fields: int
+    names: bytes
+    index: bytes
+
+    @classmethod
+    def of(
+        cls,
+        twin_names: list[str],
+        field_names: list[str],
+        twin_index: NDArray[np.integer],
+        field_index: NDArray[np.integer],
+    ) -> Layout:
+        parts = []
+        for name in (*twin_names, *field_names):
+            raw = name.encode()
+            parts.append(_NAME.pack(len(raw)))
+            parts.append(raw)
+        index = np.asarray(twin_index, "<u4").tobytes() + np.asarray(field_index, "<u4").tobytes()
+        return cls(len(twin_names), len(field_names), b"".join(parts), index)
+
+
+def encode_with(journal: int, layout: Layout, ts: NDArray[np.int64], value: NDArray[np.float64]) -> bytes:
+    """:func:`encode` with the names and index columns already encoded."""
+    head = _HEAD.pack(MAGIC, VERSION, journal, len(ts), layout.twins, layout.fields)
+    return b"".join(
+        (
+            head,
+            layout.names,
+            layout.index,
+            np.asarray(ts, "<i8").tobytes(),
+            np.asarray(value, "<f8").tobytes(),
+        )
+    )
 
 
 def decode(payload: bytes) -> JournalBatch:

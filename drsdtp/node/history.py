@@ -59,6 +59,7 @@ class HistoryService(BackgroundService):
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="history")
         self._names = store
         self._twin_ids, self._field_ids = SameIds(), SameIds()  # a poller's batches repeat their ids
+        self._layout: tuple[object, object, journal.Layout | None] = (None, None, None)
         self.store = HistoryStore(data_dir / "history", HistoryOptions.from_config(config), names=store)
         self._queue: list[Queued] = []
         self._queued_readings = 0
@@ -133,16 +134,18 @@ class HistoryService(BackgroundService):
     def _journal_record(self, number: int, batch: ReadingBatch) -> bytes:
         twin_ids, twin_index = self._twin_ids.unique_inverse(batch.twin_ids)
         field_ids, field_index = self._field_ids.unique_inverse(batch.field_ids)
-        names = self._names
-        return journal.encode(
-            number,
-            [names.twin_name(int(t)) or "" for t in twin_ids.tolist()],
-            [names.field_name(int(f)) or "" for f in field_ids.tolist()],
-            twin_index,
-            field_index,
-            batch.source_ms,
-            batch.values,
-        )
+        seen_twins, seen_fields, layout = self._layout
+        if layout is None or seen_twins is not twin_ids or seen_fields is not field_ids:
+            # Names of interned ids never change: the encoded layout is kept while the batches repeat ids.
+            names = self._names
+            layout = journal.Layout.of(
+                [names.twin_name(int(t)) or "" for t in twin_ids.tolist()],
+                [names.field_name(int(f)) or "" for f in field_ids.tolist()],
+                twin_index,
+                field_index,
+            )
+            self._layout = (twin_ids, field_ids, layout)
+        return journal.encode_with(number, layout, batch.source_ms, batch.values)
 
     async def _in_worker(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
