@@ -22,9 +22,9 @@ takes two fsyncs; concurrent commands share the log's group commits, so fewer ea
 
 Serial: our firmware (the real .elf in simavr, paced to the wall clock, its UART at 115200 baud on a pty):
 commands switch the board's output on and off, one at a time; the board acks each with the state it left
-(the echo). "bare" writes the same command line on the same pty and reads up to the board's ack, in the
-same run (before the node opens the port: it holds it exclusively). No rate run: a board reads its
-commands one by one off one line.
+(the echo). "bare" writes the same command line (an id as long as a command's) on the same pty and reads
+up to the board's ack, in the same run (before the node opens the port: it holds it exclusively). No rate
+run: a board reads its commands one by one off one line.
 
 usage: python benches/bench_commands.py [--commands 200] [--rate-commands 1600] [--clients 16]
        [--protocols modbus,opcua,mqtt,serial]
@@ -340,8 +340,9 @@ async def bench_serial(n: int, tmp: Path) -> Samples:
             await asyncio.to_thread(line.until, "boot")
 
             async def bare(_: int, i: int) -> None:
-                line.command(f"b{i}", "out", i % 2 == 0)
-                frame, _before = await asyncio.to_thread(line.until, "ack", id=f"b{i}")
+                ident = f"{i:024x}"  # as long as a command id (24 hex digits): the same bytes on the line
+                line.command(ident, "out", i % 2 == 0)
+                frame, _before = await asyncio.to_thread(line.until, "ack", id=ident)
                 assert frame.readings.get("out") == (i % 2 == 0), frame
 
             bare_ms = await measure(n, bare)
