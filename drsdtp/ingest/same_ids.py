@@ -5,7 +5,7 @@ thread per Modbus poll. One bytes comparison of the column (200 B for 50 reading
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 if TYPE_CHECKING:
     import numpy as np
@@ -17,28 +17,43 @@ __all__ = ["SameIds"]
 
 Ids: TypeAlias = "npt.NDArray[np.uint32]"
 Index: TypeAlias = "npt.NDArray[np.intp]"
+T = TypeVar("T", bound="np.generic[Any]")
 
 
 class SameIds:
     """The unique ids of the last column seen, with the inverse index (read-only arrays: callers share
     them). Bounded: one column's bytes and its result."""
 
-    __slots__ = ("_inverse", "_key", "_unique")
+    __slots__ = ("_dtype", "_inverse", "_key", "_unique")
 
     def __init__(self) -> None:
         self._key: bytes | None = None
+        self._dtype: object = None
         self._unique: Ids | None = None
         self._inverse: Index | None = None
 
     def unique(self, ids: Ids) -> Ids:
-        return self.unique_inverse(ids)[0]
+        if not self._same(ids) or self._unique is None:
+            # Without the inverse: np.unique skips its argsort, 5-10x cheaper here (50 ids).
+            self._unique, self._inverse = _read_only(np.unique(ids)), None
+        return self._unique
 
     def unique_inverse(self, ids: Ids) -> tuple[Ids, Index]:
-        # The dtype is part of the key: the same bytes in another width are other ids.
-        key = ids.dtype.str.encode() + ids.tobytes()
-        if key != self._key or self._unique is None or self._inverse is None:
+        if not self._same(ids) or self._unique is None or self._inverse is None:
             unique, inverse = np.unique(ids, return_inverse=True)
-            unique.flags.writeable = False
-            inverse.flags.writeable = False
-            self._key, self._unique, self._inverse = key, unique, inverse
+            self._unique, self._inverse = _read_only(unique), _read_only(inverse)
         return self._unique, self._inverse
+
+    def _same(self, ids: Ids) -> bool:
+        """Whether ``ids`` is the last column seen; if not, it becomes it (its results to be computed)."""
+        raw = ids.tobytes()
+        # The dtype is part of the key: the same bytes in another width are other ids.
+        if raw == self._key and ids.dtype == self._dtype:
+            return True
+        self._key, self._dtype, self._unique, self._inverse = raw, ids.dtype, None, None
+        return False
+
+
+def _read_only(a: npt.NDArray[T]) -> npt.NDArray[T]:
+    a.flags.writeable = False
+    return a
