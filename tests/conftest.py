@@ -39,15 +39,48 @@ def distribution_group(path: Path) -> str:
     return relative.as_posix()
 
 
+# Groups that take minutes, with their time in a loaded run (seconds, summed from ``--durations``): handed
+# out first, longest first. xdist orders groups by their number of tests, so a long group of few tests (a
+# campaign, a cluster) could start late and run alone while the other worker idled. A group not listed keeps
+# xdist's order after these: a stale entry costs balance, never a test.
+LONG_GROUPS: dict[str, float] = {
+    "docs": 1440.0,
+    "intelligence/test_detect.py": 1120.0,
+    "deploy": 1060.0,
+    "root-network": 360.0,
+    "kernels/test_asset_kernels.py": 280.0,
+    "intelligence/test_intel_engine.py": 250.0,
+    "intelligence/test_intel_validation.py": 170.0,
+    "intelligence/test_intel_health.py": 120.0,
+}
+
+
+def group_order(group: str, tests: int) -> tuple[float, int]:
+    return (-LONG_GROUPS.get(group, 0.0), -tests)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """Under ``--dist loadgroup``: xdist's scope scheduler with our groups as its scopes."""
+    """Under ``--dist loadgroup``: xdist's scope scheduler with our groups as its scopes, longest first."""
     if config.getvalue("dist") != "loadgroup":
         return None
+    from collections import OrderedDict
+
     from xdist.scheduler import LoadScopeScheduling
 
     class ByDistributionGroup(LoadScopeScheduling):  # type: ignore[misc]  # xdist ships no types
+        ordered = False
+        workqueue: OrderedDict[str, dict[str, bool]]  # scope -> {nodeid: done}, built by schedule()
+
         def _split_scope(self, nodeid: str) -> str:
             return distribution_group(config.rootpath / nodeid.split("::", 1)[0])
+
+        def _assign_work_unit(self, node: Any) -> None:
+            # The first assignment sees the whole queue, built by schedule(): reorder it once.
+            if not self.ordered:
+                queue = sorted(self.workqueue.items(), key=lambda kv: group_order(kv[0], len(kv[1])))
+                self.workqueue = OrderedDict(queue)
+                self.ordered = True
+            super()._assign_work_unit(node)
 
     return ByDistributionGroup(config, log)
