@@ -36,6 +36,7 @@ from drsdtp.intelligence.health import HealthArrays, HealthMonitor
 from drsdtp.intelligence.linefit import FloatArray, LineFit
 from drsdtp.intelligence.maintenance import DegradationTracker
 from drsdtp.intelligence.recommend import ActionOutcome, recommend
+from drsdtp.intelligence.refit import MATTERS, prediction_shift
 from drsdtp.intelligence.results import (
     AnomalyEvent,
     Correction,
@@ -586,7 +587,20 @@ class TwinIntelligence:
         )
         rows = [r for var in group.spec.bindings for r in group.rows[var][slot]]
         self.divergence_monitor.reset(rows)
-        self.drift.model.reset(rows)  # the model's offsets were learnt against the old parameters
+        # A sensor's offset against the model is forgotten only where the new model predicts it differently
+        # (see refit): elsewhere the CUSUM keeps running, so a drift starting now is not learnt as an offset.
+        shift = prediction_shift(
+            group.kernel, twin, now_s, group.tracker.state(slot)[0], before, group.tracker.params(slot)[0]
+        )
+        noise = self.monitor.noise
+        self.drift.model.reset(
+            [
+                r
+                for var in group.spec.bindings
+                for r in group.rows[var][slot]
+                if 0 <= r < noise.shape[0] and not shift.get(var, math.inf) <= MATTERS * noise[r]
+            ]
+        )
 
     # -- read API -------------------------------------------------------------------------------------------
 

@@ -55,9 +55,7 @@ def test_drifts_are_caught_within_twice_the_cusum_bound(campaign: CampaignResult
         bound = drift_bound(CONFIG, label)
         assert bound is not None
         assert kind.delays
-        assert kind.median_delay <= 2.0 * bound, (label, kind.delays, bound)
-        if label != "drift_humidity":  # against the peer: the bound uses the true residual noise
-            assert max(kind.delays) <= 2.0 * bound, (label, kind.delays, bound)
+        assert max(kind.delays) <= 2.0 * bound, (label, kind.delays, bound)
 
 
 def test_clean_data_raises_few_false_alarms(campaign: CampaignResult) -> None:
