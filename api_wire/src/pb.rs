@@ -826,6 +826,16 @@ pub struct FieldHealthSummary {
     pub quality: f64,
     #[prost(string, repeated, tag = "4")]
     pub reasons: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Why, for a field with a finding: "sensor" (this sensor is wrong), "process" (the quantity really
+    /// changed), "model" (the kernel is wrong) or empty (undecided).
+    #[prost(string, tag = "5")]
+    pub cause: ::prost::alloc::string::String,
+    /// What decided the cause: the peer or related fields, or the kernel.
+    #[prost(string, repeated, tag = "6")]
+    pub evidence: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// What that evidence showed, in words.
+    #[prost(string, tag = "7")]
+    pub cause_detail: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct TwinHealthSummary {

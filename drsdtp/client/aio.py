@@ -19,6 +19,7 @@ from drsdtp.client.errors import from_rpc_error
 from drsdtp.client.retry import NO_RETRY, RETRYABLE, RetryPolicy
 from drsdtp.client.types import (
     Audit,
+    HealthReport,
     History,
     Insight,
     RollbackResult,
@@ -46,6 +47,7 @@ _READS: Final = frozenset(
         "GetTwin",
         "ReadHistory",
         "Insight",
+        "Health",
         "ListSnapshots",
         "ReadAudit",
         "ListDeadLetters",
@@ -207,6 +209,14 @@ class AsyncClient:
         req = api_pb2.InsightRequest(twin_id=twin_id, kind=kind, params_json=json.dumps(params))
         reply = await self.call("Insight", req, timeout=timeout)
         return Insight.from_json(kind, reply.json)
+
+    async def health(
+        self, twin_ids: Sequence[str] = (), *, model: str = "", timeout: float | None = None
+    ) -> HealthReport:
+        """Health only (no forecasts) of ``twin_ids`` (empty: every twin the node judges, or of ``model``),
+        with each unhealthy field's cause: sensor, process or model."""
+        req = api_pb2.HealthRequest(twin_ids=list(twin_ids), model=model)
+        return HealthReport.from_pb(await self.call("Health", req, timeout=timeout))
 
     # --- writes --------------------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from drsdtp.client.retry import RetryPolicy
 from drsdtp.client.types import (
     Audit,
     Change,
+    HealthReport,
     History,
     Insight,
     RollbackResult,
@@ -202,6 +203,11 @@ class Client:
         self, twin_id: str, kind: str = "health", *, timeout: float | None = None, **params: object
     ) -> Insight:
         return self._loop.run(self._client.insight(twin_id, kind, timeout=timeout, **params))
+
+    def health(
+        self, twin_ids: Sequence[str] = (), *, model: str = "", timeout: float | None = None
+    ) -> HealthReport:
+        return self._loop.run(self._client.health(twin_ids, model=model, timeout=timeout))
 
     def write(
         self, writes: Sequence[TwinWrite], *, columns: Columns | None = None, **options: Any

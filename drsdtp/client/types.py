@@ -18,6 +18,8 @@ __all__ = [
     "DesiredValue",
     "Field",
     "FieldChange",
+    "FieldHealth",
+    "HealthReport",
     "History",
     "Insight",
     "PeerStatus",
@@ -25,6 +27,7 @@ __all__ = [
     "SnapshotInfo",
     "Status",
     "Twin",
+    "TwinHealth",
     "TwinList",
     "TwinSummary",
     "Value",
@@ -335,6 +338,52 @@ class Insight:
     @classmethod
     def from_json(cls, kind: str, text: str) -> Insight:
         return cls(kind, json.loads(text))
+
+
+@dataclass(frozen=True, slots=True)
+class FieldHealth:
+    """A field that is not HEALTHY, and the node's verdict on why: ``cause`` "sensor" (this sensor is
+    wrong), "process" (the quantity really changed), "model" (the kernel is wrong) or "" (undecided);
+    ``evidence`` names what decided it and ``cause_detail`` says what it showed."""
+
+    field: str
+    status: str
+    quality: float
+    reasons: tuple[str, ...] = ()
+    cause: str = ""
+    evidence: tuple[str, ...] = ()
+    cause_detail: str = ""
+
+    @classmethod
+    def from_pb(cls, f: api_pb2.FieldHealthSummary) -> FieldHealth:
+        return cls(f.field, f.status, f.quality, tuple(f.reasons), f.cause, tuple(f.evidence), f.cause_detail)
+
+
+@dataclass(frozen=True, slots=True)
+class TwinHealth:
+    """A twin's health as the node judged it; ``fields``: only those not HEALTHY."""
+
+    twin_id: str
+    model: str
+    status: str
+    quality: float
+    fields: tuple[FieldHealth, ...] = ()
+
+    @classmethod
+    def from_pb(cls, t: api_pb2.TwinHealthSummary) -> TwinHealth:
+        return cls(t.twin_id, t.model, t.status, t.quality, tuple(FieldHealth.from_pb(f) for f in t.fields))
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """Health of the asked twins at plant time ``t_s`` (the node's latest intelligence pass)."""
+
+    twins: tuple[TwinHealth, ...]
+    t_s: float
+
+    @classmethod
+    def from_pb(cls, h: api_pb2.HealthReply) -> HealthReport:
+        return cls(tuple(TwinHealth.from_pb(t) for t in h.twins), h.t_s)
 
 
 @dataclass(frozen=True, slots=True)

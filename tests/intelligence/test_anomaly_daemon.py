@@ -1,5 +1,6 @@
 """Anomaly events with a real ``drsdtp run``: the log over the API (list and stream) and the CLI, kept across
-a restart; twin health and anomaly counters in /metrics; the health-only Health RPC."""
+a restart; twin health and anomaly counters in /metrics; the health-only Health RPC with each field's verdict
+(sensor, process or model) through the SDK and the HTTP face."""
 
 from __future__ import annotations
 
@@ -8,20 +9,34 @@ import json
 import pathlib
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from drsdtp.client import AsyncClient, FieldHealth
 from drsdtp.wire.v1 import api_pb2
 from tests.daemon.model_nodes import NodeProcess, drsdtp, eventually, stuck_rooms_toml
+from tests.ingest.support import free_port
 
 SPEED = 20
 
-ROOMS = stuck_rooms_toml(SPEED, intelligence="anomalies_per_twin = 50")
+
+def rooms(http_port: int) -> str:
+    return stuck_rooms_toml(
+        SPEED,
+        intelligence="anomalies_per_twin = 50",
+        extra=f'[api.http]\nlisten = "127.0.0.1:{http_port}"\n',
+    )
 
 
 @pytest.fixture
-def node(tmp_path: pathlib.Path) -> Iterator[NodeProcess]:
-    proc = NodeProcess(tmp_path, "edge-a", ROOMS)
+def http_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def node(tmp_path: pathlib.Path, http_port: int) -> Iterator[NodeProcess]:
+    proc = NodeProcess(tmp_path, "edge-a", rooms(http_port))
     try:
         yield proc
     finally:
@@ -34,6 +49,18 @@ def scrape(port: int) -> str:
     return body.decode()
 
 
+def post_json(port: int, path: str, body: object) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        out: dict[str, Any] = json.loads(reply.read())
+    return out
+
+
 async def stuck_events(node: NodeProcess) -> list[api_pb2.AnomalyRecord]:
     try:
         reply = await node.call("ListAnomalies", api_pb2.ListAnomaliesRequest(twin_id="a/room-1"))
@@ -43,7 +70,9 @@ async def stuck_events(node: NodeProcess) -> list[api_pb2.AnomalyRecord]:
 
 
 @pytest.mark.integration
-async def test_anomalies_are_listed_streamed_counted_and_kept_across_a_restart(node: NodeProcess) -> None:
+async def test_anomalies_are_listed_streamed_counted_and_kept_across_a_restart(
+    node: NodeProcess, http_port: int
+) -> None:
     node.start()
     found = await eventually(lambda: stuck_events(node), 120, "the stuck sensor is logged as an anomaly")
     event = found[0]
@@ -73,6 +102,21 @@ async def test_anomalies_are_listed_streamed_counted_and_kept_across_a_restart(n
     assert set(by_twin) == {"a/room-1", "a/room-2"}
     assert by_twin["a/room-1"].status != "HEALTHY"
     assert "temp_2" in {f.field for f in by_twin["a/room-1"].fields}
+
+    # the verdict: a sensor stuck while the room moves is the sensor's fault, on its own data
+    async def sensor_verdict() -> FieldHealth | None:
+        async with AsyncClient(f"127.0.0.1:{node.api_port}") as client:
+            report = await client.health(["a/room-1"])
+        fields = {f.field: f for t in report.twins for f in t.fields}
+        found = fields.get("temp_2")
+        return found if found is not None and found.cause == "sensor" else None
+
+    verdict = await eventually(sensor_verdict, 60, "the stuck sensor is called a sensor fault")
+    assert verdict.status != "HEALTHY" and "STUCK" in verdict.cause_detail, verdict
+    http = await asyncio.to_thread(post_json, http_port, "/api/v2/Health", {"twinIds": ["a/room-1"]})
+    (twin,) = http["twins"]
+    temp_2 = next(f for f in twin["fields"] if f["field"] == "temp_2")
+    assert temp_2["cause"] == "sensor" and "STUCK" in temp_2["causeDetail"], temp_2
 
     # /metrics: per model, never per twin
     body = await asyncio.to_thread(scrape, node.metrics_port)

@@ -98,7 +98,13 @@ class IntelService:
                     quality=v.quality,
                     fields=[
                         api_pb2.FieldHealthSummary(
-                            field=f.field, status=f.status.name, quality=f.quality, reasons=list(f.reasons)
+                            field=f.field,
+                            status=f.status.name,
+                            quality=f.quality,
+                            reasons=list(f.reasons),
+                            cause=f.cause,
+                            evidence=list(f.evidence),
+                            cause_detail=f.cause_detail,
                         )
                         for f in v.fields
                         if f.status.name != "HEALTHY"

@@ -1993,12 +1993,25 @@ class FieldHealthSummary(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
     REASONS_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    CAUSE_DETAIL_FIELD_NUMBER: _builtins.int
     field: _builtins.str
     status: _builtins.str
     """HEALTHY, DEGRADED or FAILED."""
     quality: _builtins.float
+    cause: _builtins.str
+    """Why, for a field with a finding: "sensor" (this sensor is wrong), "process" (the quantity really
+    changed), "model" (the kernel is wrong) or empty (undecided).
+    """
+    cause_detail: _builtins.str
+    """What that evidence showed, in words."""
     @_builtins.property
     def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def evidence(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What decided the cause: the peer or related fields, or the kernel."""
+
     def __init__(
         self,
         *,
@@ -2006,10 +2019,13 @@ class FieldHealthSummary(_message.Message):
         status: _builtins.str = ...,
         quality: _builtins.float = ...,
         reasons: _abc.Iterable[_builtins.str] | None = ...,
+        cause: _builtins.str = ...,
+        evidence: _abc.Iterable[_builtins.str] | None = ...,
+        cause_detail: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "quality", b"quality", "reasons", b"reasons", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "cause_detail", b"cause_detail", "evidence", b"evidence", "field", b"field", "quality", b"quality", "reasons", b"reasons", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
