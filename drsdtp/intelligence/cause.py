@@ -9,13 +9,19 @@ Any model gets one, from what it declares. Per field, the first rule that applie
    moved with it, or (without peers) a field it depends on or that depends on it moved at the same time,
    the quantity really changed -> ``process``; if the peers stayed put -> ``sensor``; if the related
    fields stayed put for ``settle`` readings (they may lag: a winding warms after the current rose)
-   -> ``sensor``. A counter "moves" when its rate does. While the kernel is off for every sensor of the
+   -> ``sensor``. Related fields moving is no alibi when the kernel, which predicts the field from them
+   (a pump's flow from its speed by the affinity laws), is off for this field -> ``sensor``: a machine
+   whose speed program never rests would otherwise excuse every fault of its sensors. A counter "moves"
+   when its rate does. While the kernel is off for every sensor of the
    variable, only an abrupt change counts here (a gradual one is how a wrong model shows in the readings,
    and rule 4 decides);
 4. only the kernel residual is off: every sensor of the variable agrees with the others but not with the
-   kernel, or several unrelated variables are off together, each from its own sensor -> ``model``. One
-   lone sensor against the kernel (or several that depend on one another: a drifting input throws off
-   all that depend on it) stays undecided: a drifting sensor looks the same.
+   kernel, or several unrelated variables are off together, each from its own sensor -> ``model``. A
+   field off the kernel with every field that depends on it off too -> ``sensor``: a tracking kernel
+   predicts a field from the readings of what it depends on (a pump's head and power from its measured
+   flow), so a wrong model of this field alone would leave them right, and a wrong reading throws them
+   all off (those dependents get no verdict of their own). One lone sensor against the kernel otherwise
+   stays undecided: a drifting sensor looks the same as a drifting model.
 
 Related twins that measure the same field (:mod:`drsdtp.relations.corroborate`) judge logged anomaly events
 at the node; this verdict uses what one twin holds. Vectorised over every field row, one pass at a time.
@@ -43,6 +49,7 @@ else:
 __all__ = [
     "CAUSES",
     "EVIDENCE",
+    "E_KERNEL_DEPENDENTS",
     "E_KERNEL_SEVERAL",
     "CauseArrays",
     "ChangeTracker",
@@ -73,6 +80,8 @@ EVIDENCE: Final[tuple[str, ...]] = (
     "kernel, several variables",  # several variables off the kernel together, each from its own sensor
     "kernel, lone sensor",  # one sensor off the kernel: sensor drift and model drift look alike
     "nothing to compare",  # a change on a field with no peers and no declared relationships
+    "related moved, kernel off",  # related fields moved, but not as the kernel says this one should follow
+    "kernel, dependents off",  # off the kernel, and so is every field the kernel predicts from its reading
 )
 (
     E_NONE,
@@ -86,6 +95,8 @@ EVIDENCE: Final[tuple[str, ...]] = (
     E_KERNEL_SEVERAL,
     E_KERNEL_LONE,
     E_NOTHING,
+    E_RELATED_KERNEL,
+    E_KERNEL_DEPENDENTS,
 ) = range(len(EVIDENCE))
 
 _OWN: Final = Reason.STUCK | Reason.OUT_OF_RANGE | Reason.STALE | Reason.DROPOUT | Reason.LOSS
@@ -101,12 +112,35 @@ class Relations:
     def __init__(self) -> None:
         self.src = np.zeros(0, np.int64)
         self.dst = np.zeros(0, np.int64)
+        self.dependent = np.zeros(0, np.int64)  # directed: ``dependent[i]`` depends on ``dependency[i]``
+        self.dependency = np.zeros(0, np.int64)
 
     def add(self, pairs: list[tuple[int, int]]) -> None:
+        """``pairs``: (row, a row it depends on)."""
         if pairs:
             a = np.asarray(pairs, np.int64)
             self.src = np.r_[self.src, a[:, 0], a[:, 1]]
             self.dst = np.r_[self.dst, a[:, 1], a[:, 0]]
+            self.dependent = np.r_[self.dependent, a[:, 0]]
+            self.dependency = np.r_[self.dependency, a[:, 1]]
+
+    def dependents_of(self, flag: BoolArray, n: int) -> tuple[IntArray, IntArray]:
+        """Per row: how many rows depend on it, and how many of those have ``flag`` set."""
+        total = np.zeros(n, np.int64)
+        hits = np.zeros(n, np.int64)
+        keep = (self.dependent < n) & (self.dependency < n)
+        dep, on = self.dependent[keep], self.dependency[keep]
+        np.add.at(total, on, 1)
+        np.add.at(hits, on, flag[dep].astype(np.int64))
+        return total, hits
+
+    def depends_on_any(self, flag: BoolArray, n: int) -> BoolArray:
+        """Per row: whether a row it depends on has ``flag`` set."""
+        out = np.zeros(n, bool)
+        keep = (self.dependent < n) & (self.dependency < n)
+        dep, on = self.dependent[keep], self.dependency[keep]
+        np.logical_or.at(out, dep, flag[on])
+        return out
 
     def count_of(self, flag: BoolArray, n: int) -> tuple[BoolArray, IntArray]:
         """Per row: whether it has related rows, and how many of them have ``flag`` set."""
@@ -202,11 +236,13 @@ def judge(
     kernel_suspect: BoolArray,
     kernel_twin: IntArray,
     changes: Changes,
+    kernel_off: BoolArray | None = None,
 ) -> CauseArrays:
     """The verdict per row (module docstring). ``kernel_kind``: per row, the divergence class of the kernel
     variable it is bound to (0 = none); ``kernel_suspect``: rows the divergence monitor names;
     ``kernel_twin``: per row, an id of its twin (rows of one twin share it) for rule 4's count;
-    ``changes``: whose series (a counter: its rate) changed, and how (:class:`Changes`)."""
+    ``changes``: whose series (a counter: its rate) changed, and how (:class:`Changes`); ``kernel_off``:
+    rows whose kernel residual is off now (its prediction accounts for the fields it depends on)."""
     n = health.quality.shape[0]
     reasons = health.reasons[:n].astype(np.int64)
     drift = health.drift
@@ -257,10 +293,17 @@ def judge(
     judged = change & (abrupt | ~model_off)
     decide(judged & has_peers & others_changed, PROCESS, E_PEERS_MOVED)
     decide(judged & has_peers, SENSOR, E_PEERS_STEADY)
+    # The kernel's prediction already followed the related fields: still off for this row, it is the sensor.
+    off = np.zeros(n, bool) if kernel_off is None else kernel_off[:n]
+    decide(judged & has_related & related_changed & off, SENSOR, E_RELATED_KERNEL)
     decide(judged & has_related & related_changed, PROCESS, E_RELATED_MOVED)
     decide(judged & has_related & settled, SENSOR, E_RELATED_STEADY)
     decide(judged & has_related, NONE, E_NONE)  # the related fields may still follow: wait
     decide(model_off, MODEL, E_KERNEL)
+    dependents, dependents_off = relations.dependents_of(lone_off, n)
+    wrong_input = lone_off & (dependents > 0) & (dependents_off == dependents)
+    decide(wrong_input, SENSOR, E_KERNEL_DEPENDENTS)
+    decide(lone_off & relations.depends_on_any(wrong_input, n), NONE, E_KERNEL_LONE)
     decide(several, MODEL, E_KERNEL_SEVERAL)
     decide(lone_off, NONE, E_KERNEL_LONE)
     decide(judged & ~has_related, NONE, E_NOTHING)
@@ -303,6 +346,15 @@ def explain(
         return (kernel,), (
             f"only its residual against kernel {kernel} is off: one sensor, so sensor drift and model "
             "drift look alike"
+        )
+    if evidence == E_RELATED_KERNEL:
+        return (kernel, *related_moved), (
+            f"{', '.join(related_moved)} moved too, but kernel {kernel} does not expect this field to follow "
+            "them so: only its residual is off"
+        )
+    if evidence == E_KERNEL_DEPENDENTS:
+        return (kernel, *kernel_off), (
+            f"off kernel {kernel}, and so are {', '.join(kernel_off)}, which it predicts from this reading"
         )
     if evidence == E_NOTHING:
         return (), "no redundant sensor or related field to compare with"

@@ -90,6 +90,8 @@ __all__ = ["PassResult", "Reading", "TwinIntelligence"]
 BoolArray: TypeAlias = "npt.NDArray[np.bool_]"
 T = TypeVar("T")
 IntArray: TypeAlias = "npt.NDArray[np.int64]"
+#: A kernel residual beyond this many of its sigmas is "off" for the verdict now, before the CUSUM says so.
+KERNEL_OFF_Z = 4.0
 
 
 class Reading(Protocol):
@@ -397,8 +399,23 @@ class TwinIntelligence:
         self._divergence_and_corrections(now_s, health)
         block = self.windows.recent_block() if self._counter[:n].any() else None
         changes = self.changes.update(health, table, self._counter, block, now_s)
+        _, _, row_score = self.divergence_monitor.row_alarm(n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            # A screened-out reading is compared too (a spike is kept out of tracking, not out of this), but
+            # only when what it is predicted from was usable: a step of a pump's speed is screened as a
+            # spike first, and its flow, predicted from the speed held before it, would look off.
+            inputs_ok = ~self.relations.depends_on_any(~usable, n)
+            off_now = inputs_ok & (np.abs(model_resid) > KERNEL_OFF_Z * model_sigma)
+            kernel_off = off_now | (row_score >= 0.5)
         cause = judge(
-            health, table, self.relations, self._row_kind, self._row_suspect, self._twin_of_row, changes
+            health,
+            table,
+            self.relations,
+            self._row_kind,
+            self._row_suspect,
+            self._twin_of_row,
+            changes,
+            kernel_off,
         )
 
         indicator = np.where(table.group_size >= 2, verdict.peer_offset, verdict.model_offset)

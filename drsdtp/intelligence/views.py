@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from drsdtp.intelligence.calibrated import FloatArray, forecast_series
-from drsdtp.intelligence.cause import CAUSES, E_KERNEL_SEVERAL, explain
+from drsdtp.intelligence.cause import CAUSES, E_KERNEL_DEPENDENTS, E_KERNEL_SEVERAL, explain
 from drsdtp.intelligence.detect import TESTS, Findings
 from drsdtp.intelligence.detect.events import KIND_OF_TEST, describe
 from drsdtp.intelligence.divergence import (
@@ -142,6 +142,8 @@ def _cause_evidence(
     peers = [r for r in own if group >= 0 and int(table.group[r]) == group and r != row]
     kernel, kernel_fields = engine.kernel_of(twin, field)
     several = [r for r in own if int(last.cause.evidence[r]) == E_KERNEL_SEVERAL]
+    if code == E_KERNEL_DEPENDENTS:  # the fields predicted from this reading, all off with it
+        several = sorted({int(d) for d in rel.dependent[rel.dependency == row]})
 
     def named(rows: Sequence[int]) -> tuple[str, ...]:
         return tuple(table.keys[r][1] for r in rows)

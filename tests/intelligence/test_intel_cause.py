@@ -11,6 +11,7 @@ import json
 import numpy as np
 
 from drsdtp.intelligence import FieldSpec, ModelSpec, TwinIntelligence
+from drsdtp.intelligence.cause import Relations
 from drsdtp.intelligence.results import FieldHealth
 
 PERIOD = 10.0
@@ -87,3 +88,14 @@ def test_a_change_its_related_fields_follow_is_the_process_else_the_sensor() -> 
     now = health(alone)
     assert (now["flow"].cause, now["flow"].evidence) == ("sensor", ("speed",))
     assert now["other"].cause == "" and "no redundant sensor or related field" in now["other"].cause_detail
+
+
+def test_relations_know_which_way_a_field_depends() -> None:
+    rel = Relations()
+    rel.add([(1, 0), (2, 1), (3, 1)])  # flow on speed; head and power on flow
+    off = np.array([False, True, True, False])
+    total, hits = rel.dependents_of(off, 4)
+    assert total.tolist() == [1, 2, 0, 0] and hits.tolist() == [1, 1, 0, 0]
+    assert rel.depends_on_any(off, 4).tolist() == [False, False, True, True]
+    has, count = rel.count_of(off, 4)  # both directions
+    assert has.tolist() == [True] * 4 and count.tolist() == [1, 1, 1, 1]
