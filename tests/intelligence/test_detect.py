@@ -101,7 +101,7 @@ KINDS = {  # kind: tests that may name it, readings allowed after the onset
     "shift": ({"spike", "shift", "trend", "drift"}, 10),
     "variance": ({"variance", "spike", "spike_back", "shift"}, 40),
     "flat": ({"flat"}, 30),
-    "drift": ({"drift", "trend", "shift"}, 200),
+    "drift": ({"drift", "trend", "shift", "level"}, 200),
     "gap": ({"gap"}, 1),
 }
 AT = 1500
@@ -309,3 +309,23 @@ def test_a_weekday_offset_turning_at_midnight_is_that_habit_not_a_shift() -> Non
     turn = det.seasonal.day_turn(np.zeros(1, np.intp), s.t_s[at : at + 1], det.period[:1])
     assert abs(turn[0]) > 3.0 * det.noise[0]
     assert not (alarm & clean)[at - 2 : at + 60].any()
+
+
+def test_a_test_whose_small_p_values_come_too_often_on_a_field_is_raised_there_only() -> None:
+    det = StreamDetector(fields=2)
+    k = len(TESTS)
+    det.cal_n[:] = 5000.0
+    det.cal_hits[:, :k] = 50.0  # p < 1e-2 on 1 % of the clean readings, p < 1e-3 on 0.1 %: as claimed
+    det.cal_hits[:, k:] = 5.0
+    det.cal_hits[1, 0], det.cal_hits[1, k] = 200.0, 50.0  # field 1's spike test: 4x and 10x too often
+    p = np.full((k, 2), 0.5)
+    p[0] = 1e-6
+    rows = np.arange(2)
+    out = det._calibrate(rows, p.copy(), np.zeros(2, bool))
+    assert np.allclose(out[:, 0], p[:, 0])  # field 0 is calibrated: unchanged
+    assert np.allclose(out[1:, 1], 0.5)  # field 1's other tests too
+    assert 5e-6 < out[0, 1] < 1e-5  # about (50 + 2) / 7000 / 1e-3 = 7.4 times the tail's p
+    assert (det.cal_n == 5000.0).all()  # readings in alarm do not teach the calibration
+    det._calibrate(rows, p.copy(), np.ones(2, bool))
+    assert np.allclose(det.cal_n, 5000.0 * (1 - 1 / det.config.memory) + 1.0)
+    assert det.cal_hits[0, 0] > 50.0 * (1 - 1 / det.config.memory)  # p = 1e-6 counted below both levels
