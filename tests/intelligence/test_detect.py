@@ -311,6 +311,23 @@ def test_a_weekday_offset_turning_at_midnight_is_that_habit_not_a_shift() -> Non
     assert not (alarm & clean)[at - 2 : at + 60].any()
 
 
+def test_a_first_visit_like_the_jumps_a_setpoint_habitually_holds_is_quiet_a_new_size_is_not() -> None:
+    rng = np.random.default_rng(3)
+    n = 2400
+    # a setpoint (noise 0.05) moving 20 <-> 30 four times, then a first visit to 32 (+12: like its +10s),
+    # back to 20, a one-reading glitch of +11 (comes back: news), and a held jump of +120 (a size never seen)
+    levels = [20.0, 30.0, 20.0, 30.0, 20.0, 32.0, 20.0, 140.0]
+    level = np.repeat(levels, [400, 200, 200, 200, 200, 300, 500, 400])
+    v = level + rng.normal(0, 0.05, n)
+    v[1800] += 11.0
+    _, out = feed(grid(1, n), v[None, :])
+    _, alarm, _ = stacked(out)
+    assert not alarm[0, 1200:1790].any()
+    assert alarm[0, 1800:1803].any()
+    assert not alarm[0, 1810:2000].any()
+    assert alarm[0, 2000:2004].any()
+
+
 def test_a_test_whose_small_p_values_come_too_often_on_a_field_is_raised_there_only() -> None:
     det = StreamDetector(fields=2)
     k = len(TESTS)

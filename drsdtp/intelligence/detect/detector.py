@@ -127,6 +127,9 @@ _STATE: Final[dict[str, tuple[float, int, str]]] = {
     "mode_lvl": (math.nan, _BOOK, _F),
     "mode_n": (0.0, _BOOK, _F),
     "mode_at": (-math.inf, _BOOK, _F),
+    # jumps that held (signed size in noise units at the time), and when: a setpoint's habitual moves
+    "jump_d": (0.0, _BOOK, _F),
+    "jump_at": (-math.inf, _BOOK, _F),
     # a jump in progress: the level before it, its size (signed), readings since and their sum
     "pend_base": (math.nan, 0, _F),
     "pend_d": (math.nan, 0, _F),
@@ -327,6 +330,8 @@ class StreamDetector:
         self.mode_lvl = np.zeros((0, _BOOK))
         self.mode_n = np.zeros((0, _BOOK))
         self.mode_at = np.zeros((0, _BOOK))
+        self.jump_d = np.zeros((0, _BOOK))
+        self.jump_at = np.zeros((0, _BOOK))
         self.pend_base = np.zeros(0)
         self.pend_d = np.zeros(0)
         self.pend_k = np.zeros(0, np.int64)
@@ -527,6 +532,19 @@ class StreamDetector:
                 habit = (np.abs(turn) >= _NEAR) & (sign == np.sign(turn))
                 pvals[i] = np.where(habit, np.maximum(pvals[i], 0.1), pvals[i])
             day_habit = np.abs(turn) >= _NEAR
+            # on a field that jumps and holds as a habit (three held jumps or more within memory: a
+            # setpoint's or an operating state's moves; one held shift and its return are two), a move like
+            # one of them (same direction, within a factor 3 in size) is not news while it holds. A spike
+            # that comes back is still a spike_back; a move of another size or direction still is news.
+            live_jump = (now[:, None] - self.jump_at[rr]) <= cfg.memory
+            jd = np.where(live_jump, self.jump_d[rr], 0.0)
+            jumper = np.count_nonzero(jd != 0.0, axis=1) >= 3
+            for i, sign in zip((0, 2, 3, 4), signs, strict=True):
+                move = (sign * stats[i, ready] * u)[:, None]
+                ratio = np.abs(jd) / np.maximum(np.abs(move), 1e-300)
+                alike = (jd * move > 0) & (ratio <= 3.0) & (ratio >= 1.0 / 3.0)
+                habit = jumper & alike.any(axis=1)
+                pvals[i] = np.where(habit, np.maximum(pvals[i], 0.1), pvals[i])
             # a move of one resolution step is the finest motion the sensor can show, never news by itself;
             # a field that never moved has shown no step yet: there, one step of the last decimal its two
             # newest readings are written with (20.0 -> 20.1 is one step; 2.0 -> 5.0 three)
@@ -760,6 +778,10 @@ class StreamDetector:
             hr, hu = r[held], unit[held]
             self._book_mode(hr, self.pend_base[hr], now[held], hu, 0.0)
             self._book_mode(hr, total[held] / k[held], now[held], hu, 1.0)
+            # the oldest slot gives way: the book keeps the field's latest held jumps, in noise units
+            slot = np.argmin(self.jump_at[hr], axis=1)
+            self.jump_d[hr, slot] = self.pend_d[hr]
+            self.jump_at[hr, slot] = now[held]
         done = back | held
         start = ready & np.isfinite(ref) & (np.abs(v - prev) >= _JUMP * unit) & (~pending | done)
         self.pend_base[r] = np.where(start, ref, np.where(done, math.nan, self.pend_base[r]))
