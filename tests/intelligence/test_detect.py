@@ -343,6 +343,15 @@ def test_a_test_whose_small_p_values_come_too_often_on_a_field_is_raised_there_o
     assert np.allclose(out[1:, 1], 0.5)  # field 1's other tests too
     assert 5e-6 < out[0, 1] < 1e-5  # about (50 + 2) / 7000 / 1e-3 = 7.4 times the tail's p
     assert (det.cal_n == 5000.0).all()  # readings in alarm do not teach the calibration
+    det._calibrate(rows, np.full((k, 2), 0.5), np.zeros(2, bool))  # the alarm ended
+    decay = 1 - 1 / det.config.memory
+    p[0] = 5e-3  # an episode below 1e-2 that stays under the alarm: booked once it ends
     det._calibrate(rows, p.copy(), np.ones(2, bool))
-    assert np.allclose(det.cal_n, 5000.0 * (1 - 1 / det.config.memory) + 1.0)
-    assert det.cal_hits[0, 0] > 50.0 * (1 - 1 / det.config.memory)  # p = 1e-6 counted below both levels
+    assert np.allclose(det.cal_n, 5000.0 * decay + 1.0)
+    assert np.allclose(det.cal_hits[0, 0], 50.0 * decay)  # not before it ended
+    det._calibrate(rows, np.full((k, 2), 0.5), np.ones(2, bool))
+    assert det.cal_hits[0, 0] > 50.0 * decay**2 + 0.99
+    p[0] = 1e-6  # one that reaches an alarm is not clean: never booked
+    det._calibrate(rows, p.copy(), np.ones(2, bool))
+    det._calibrate(rows, np.full((k, 2), 0.5), np.ones(2, bool))
+    assert det.cal_hits[0, k] < 5.0

@@ -139,6 +139,8 @@ _STATE: Final[dict[str, tuple[float, int, str]]] = {
     # alarms, and of those with p below each of the two levels
     "cal_n": (0.0, 0, _F),
     "cal_hits": (0.0, 2 * len(TESTS), _F),  # level 1 for every test, then level 2
+    "cal_pend": (0.0, 2 * len(TESTS), _F),  # hits of the episode in progress (booked if it ends clean)
+    "cal_bad": (False, 0, _B),  # the episode in progress reached an alarm: not clean
 }
 _HELD: Final[int] = 16  # readings a jump must hold (never back half way) for its level to be a mode
 _JUMP: Final[float] = 6.0  # noise units: a move this large in one reading is a jump (noise rarely is)
@@ -338,6 +340,8 @@ class StreamDetector:
         self.pend_sum = np.zeros(0)
         self.cal_n = np.zeros(0)
         self.cal_hits = np.zeros((0, 2 * len(TESTS)))
+        self.cal_pend = np.zeros((0, 2 * len(TESTS)))
+        self.cal_bad = np.zeros(0, bool)
         self.seasonal = SeasonalBaseline()
         self.resize(fields)
 
@@ -689,14 +693,15 @@ class StreamDetector:
 
         A tail model is a fit: where a field's statistic has a heavier tail than the fit (a mixture, a
         clustered habit), its p-values are too small, and a score of s is exceeded more often than 1 - s.
-        Each field therefore counts, over readings outside alarms (about ``memory`` of them), how often each
-        test's p fell below 1e-2 and 1e-3: rates ``rho1``, ``rho2`` (shrunk towards calibrated with
-        ``_CAL_PRIOR`` readings' worth of belief). The p-value is mapped through the survival curve that
-        passes log-log through (1, 1), (1e-2, rho1) and (1e-3, rho2), and below 1e-3 is multiplied by
-        ``rho2 / 1e-3``. (Extrapolating the slope between the two levels instead, down to half the
-        calibrated one, cut held-out false alarms further but lost 7 points of recall: a few thousand
-        clean readings are no evidence about the far tail.) Only ever raised (a test that is
-        conservative on this field stays so: "or better"); the tails still learn from the raw p-values."""
+        Each field therefore counts, over clean readings (about ``memory`` of them; a run of small
+        p-values counts once it ended without reaching an alarm), how often each test's p fell below
+        1e-2 and 1e-3: rates ``rho1``, ``rho2``, shrunk towards calibrated with ``_CAL_PRIOR``
+        readings' worth of belief. The p-value is mapped through the survival curve that passes log-log
+        through (1, 1), (1e-2, rho1) and (1e-3, rho2), and below 1e-3 is multiplied by rho2 / 1e-3.
+        Extrapolating the slope between the two levels instead (down to half the calibrated one) cut
+        held-out false alarms further but lost 7 points of recall: a few thousand clean readings are
+        no evidence about the far tail. Only ever raised (a test that is conservative on this field
+        stays so: "or better"); the tails still learn from the raw p-values."""
         a1, a2 = _CAL
         k = len(TESTS)
         n = self.cal_n[rr]
@@ -712,12 +717,17 @@ class StreamDetector:
             np.where(lp >= la2, lr1 + (lp - la1) * (lr2 - lr1) / (la2 - la1), lr2 + lp - la2),
         )
         out: FloatArray = np.maximum(pvals, np.exp(lg))
-        if learn.any():
-            lr = rr[learn]
-            decay = 1.0 - 1.0 / self.config.memory
-            pl = pvals[:, learn]
-            self.cal_n[lr] = n[learn] * decay + 1.0
-            self.cal_hits[lr] = hits[learn] * decay + np.concatenate((pl < a1, pl < a2)).T
+        # an episode of small p-values is booked only once it ended without an alarm: an anomaly that
+        # builds up (a flat run, a drift) must not teach the calibration before it reaches the threshold
+        bad = self.cal_bad[rr] | (out.min(axis=0) * k <= 1.0 - self.config.threshold) | ~learn
+        decay = 1.0 - 1.0 / self.config.memory
+        pend = self.cal_pend[rr] * decay + np.concatenate((pvals < a1, pvals < a2)).T
+        quiet: BoolArray = np.all(pvals >= a1, axis=0)
+        book = quiet & ~bad
+        self.cal_n[rr] = np.where(learn, n * decay + 1.0, n)
+        self.cal_hits[rr] = hits * np.where(learn, decay, 1.0)[:, None] + np.where(book[:, None], pend, 0.0)
+        self.cal_pend[rr] = np.where(quiet[:, None], 0.0, pend)
+        self.cal_bad[rr] = bad & ~quiet
         return out
 
     def _at_mode(self, rr: IndexArray, now: FloatArray, x: FloatArray, u: FloatArray) -> BoolArray:
