@@ -8,7 +8,7 @@ import struct
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 from drsdtp.wire.v1 import api_pb2
 
@@ -182,13 +182,15 @@ class _Ops:
         return got
 
 
-# Wire tags (field number << 3 | wire type) of the messages request_bytes writes itself.
-_LEN_1 = b"\x0a"  # WriteRequest.twins, TwinWrite.twin_id, FieldOp.field
-_IF_VERSION = b"\x11"  # TwinWrite.if_version (fixed64)
-_CREATE = b"\x1a"  # TwinWrite.create
-_DELETE = b"\x20\x01"  # TwinWrite.delete = true
-_OPS = b"\x2a"  # TwinWrite.ops
-_REPORT_F64 = b"\x12\x09\x11"  # FieldOp.report: a FieldValue of 9 bytes, its f64 (field 2, fixed64)
+# Wire types, and the tags (field number << 3 | wire type) of the messages request_bytes writes itself, read
+# from the generated descriptors so a renumbered field in proto/ changes them too.
+_VARINT, _FIXED64, _LENGTH = 0, 1, 2
+
+
+def _tag(message: Any, field: str, wire_type: int) -> bytes:
+    return _varint(message.DESCRIPTOR.fields_by_name[field].number << 3 | wire_type)
+
+
 _F64 = struct.Struct("<d")
 _U64 = struct.Struct("<Q")
 
@@ -208,6 +210,18 @@ def _len(data: bytes) -> bytes:
     return _varint(len(data)) + data
 
 
+_TWINS = _tag(api_pb2.WriteRequest, "twins", _LENGTH)
+_TWIN_ID = _tag(api_pb2.TwinWrite, "twin_id", _LENGTH)
+_IF_VERSION = _tag(api_pb2.TwinWrite, "if_version", _FIXED64)
+_CREATE = _tag(api_pb2.TwinWrite, "create", _LENGTH)
+_DELETE = _tag(api_pb2.TwinWrite, "delete", _VARINT) + b"\x01"  # true
+_OPS = _tag(api_pb2.TwinWrite, "ops", _LENGTH)
+_FIELD = _tag(api_pb2.FieldOp, "field", _LENGTH)
+_F64_TAG = _tag(api_pb2.FieldValue, "f64", _FIXED64)
+# FieldOp.report holding a FieldValue that is only its f64 (its tag and 8 bytes); the 8 bytes follow.
+_REPORT_F64 = _tag(api_pb2.FieldOp, "report", _LENGTH) + _varint(len(_F64_TAG) + 8) + _F64_TAG
+
+
 class _OpBytes:
     """Each distinct op as its bytes in a ``TwinWrite`` (tag, length, ``FieldOp``), made once per request;
     a float report is spelt out directly (the common bulk op), any other through protobuf."""
@@ -222,7 +236,7 @@ class _OpBytes:
             value = op.value
             if op.kind == "report" and type(value) is float and math.isfinite(value):
                 name = op.field.encode()
-                body = (_LEN_1 + _len(name) if name else b"") + _REPORT_F64 + _F64.pack(value)
+                body = (_FIELD + _len(name) if name else b"") + _REPORT_F64 + _F64.pack(value)
             else:
                 body = _op_pb(op, f"twins[{twin}].ops[{index}]").SerializeToString()
             got = self._done[key] = _OPS + _len(body)
@@ -232,7 +246,7 @@ class _OpBytes:
 def _twin_bytes(tw: TwinWrite, at: int, ops: _OpBytes) -> bytes:
     """``_twin_pb(tw, ...)`` serialized, in field order as protobuf writes it."""
     twin_id = tw.twin_id.encode()
-    parts = [_LEN_1 + _len(twin_id)] if twin_id else []
+    parts = [_TWIN_ID + _len(twin_id)] if twin_id else []
     if tw.if_version is not None:
         parts.append(_IF_VERSION + _U64.pack(tw.if_version))
     if tw.create is not None:
@@ -322,7 +336,7 @@ def request_bytes(
     ).SerializeToString()  # fields 2-8, after the twins (field 1), as protobuf orders them
     ops = _OpBytes()
     try:
-        twin_parts = [_LEN_1 + _len(_twin_bytes(tw, i, ops)) for i, tw in enumerate(twins)]
+        twin_parts = [_TWINS + _len(_twin_bytes(tw, i, ops)) for i, tw in enumerate(twins)]
     except UnicodeEncodeError:  # a name protobuf cannot carry either: its own error, as request() gives
         return request(twins, columns=columns, idempotency_key=idempotency_key, ack=ack, actor=actor,
                        replicas=replicas, replicate_timeout_s=replicate_timeout_s, reason=reason,
