@@ -6,12 +6,15 @@ resident set is not."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import importlib
+import inspect
 import os
 import pathlib
 import subprocess
 import sys
+import types
 import urllib.request
 from dataclasses import dataclass
 
@@ -183,6 +186,30 @@ def test_a_lazy_package_resolves_every_name_it_exports(package: str) -> None:
         assert owner is None or owner.startswith(("drsdtp.", "builtins", "typing")), (name, owner)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         module.nope  # noqa: B018
+
+
+def _type_checking_imports(module: types.ModuleType) -> set[str]:
+    """The names a package __init__ imports under ``if TYPE_CHECKING:`` (what mypy sees it export)."""
+    names: set[str] = set()
+    for node in ast.parse(inspect.getsource(module)).body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for stmt in node.body:
+                if isinstance(stmt, ast.ImportFrom):
+                    names |= {alias.asname or alias.name for alias in stmt.names}
+    return names
+
+
+@pytest.mark.parametrize("package", LAZY_PACKAGES)
+def test_a_lazy_package_exports_at_run_time_what_mypy_sees(package: str) -> None:
+    """Each lazy package lists its names three times (the TYPE_CHECKING imports, the lazy map, __all__):
+    a name mypy sees but the map lacks fails only at its first read, in production. __all__ must match the
+    TYPE_CHECKING imports, and every one of them must resolve at run time."""
+    module = importlib.import_module(package)
+    seen_by_mypy = _type_checking_imports(module)
+    assert seen_by_mypy, package
+    assert set(module.__all__) == seen_by_mypy
+    for name in seen_by_mypy:
+        getattr(module, name)
 
 
 def test_the_cli_finds_every_node_command_without_the_sdk() -> None:
