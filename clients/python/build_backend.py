@@ -2,7 +2,8 @@
 
 The wheel holds exactly the client's files: ``drsdtp/__init__.py`` (made here: the version, from
 Cargo.toml), ``drsdtp/errors.py`` (the project's exception tree, which the SDK's errors extend),
-``drsdtp/client/`` and ``drsdtp/wire/``. Its dependencies are read from the generated stubs, so they always
+``drsdtp/protobytes.py`` (the hand-written wire bytes the SDK shares with the node), ``drsdtp/client/`` and
+``drsdtp/wire/``. Its dependencies are read from the generated stubs, so they always
 match the code generator's versions. Only the standard library is used: building needs no network.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 
 NAME = "drsdtp_client"
 ROOT = Path(__file__).resolve().parents[2]
-_FILES = ("drsdtp/errors.py", "drsdtp/py.typed")
+_FILES = ("drsdtp/errors.py", "drsdtp/protobytes.py", "drsdtp/py.typed")
 _TREES = ("drsdtp/client", "drsdtp/wire")
 _TAG = "py3-none-any"
 

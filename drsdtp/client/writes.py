@@ -8,8 +8,9 @@ import struct
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Literal, TypeAlias
 
+from drsdtp.protobytes import FIXED64, LENGTH, VARINT, length_prefixed, tag, varint
 from drsdtp.wire.v1 import api_pb2
 
 __all__ = [
@@ -182,44 +183,20 @@ class _Ops:
         return got
 
 
-# Wire types, and the tags (field number << 3 | wire type) of the messages request_bytes writes itself, read
-# from the generated descriptors so a renumbered field in proto/ changes them too.
-_VARINT, _FIXED64, _LENGTH = 0, 1, 2
-
-
-def _tag(message: Any, field: str, wire_type: int) -> bytes:
-    return _varint(message.DESCRIPTOR.fields_by_name[field].number << 3 | wire_type)
-
-
 _F64 = struct.Struct("<d")
 _U64 = struct.Struct("<Q")
 
-
-def _varint(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _len(data: bytes) -> bytes:
-    return _varint(len(data)) + data
-
-
-_TWINS = _tag(api_pb2.WriteRequest, "twins", _LENGTH)
-_TWIN_ID = _tag(api_pb2.TwinWrite, "twin_id", _LENGTH)
-_IF_VERSION = _tag(api_pb2.TwinWrite, "if_version", _FIXED64)
-_CREATE = _tag(api_pb2.TwinWrite, "create", _LENGTH)
-_DELETE = _tag(api_pb2.TwinWrite, "delete", _VARINT) + b"\x01"  # true
-_OPS = _tag(api_pb2.TwinWrite, "ops", _LENGTH)
-_FIELD = _tag(api_pb2.FieldOp, "field", _LENGTH)
-_F64_TAG = _tag(api_pb2.FieldValue, "f64", _FIXED64)
+# The tags of the messages request_bytes writes itself, from the generated descriptors (drsdtp.protobytes).
+_TWINS = tag(api_pb2.WriteRequest, "twins", LENGTH)
+_TWIN_ID = tag(api_pb2.TwinWrite, "twin_id", LENGTH)
+_IF_VERSION = tag(api_pb2.TwinWrite, "if_version", FIXED64)
+_CREATE = tag(api_pb2.TwinWrite, "create", LENGTH)
+_DELETE = tag(api_pb2.TwinWrite, "delete", VARINT) + b"\x01"  # true
+_OPS = tag(api_pb2.TwinWrite, "ops", LENGTH)
+_FIELD = tag(api_pb2.FieldOp, "field", LENGTH)
+_F64_TAG = tag(api_pb2.FieldValue, "f64", FIXED64)
 # FieldOp.report holding a FieldValue that is only its f64 (its tag and 8 bytes); the 8 bytes follow.
-_REPORT_F64 = _tag(api_pb2.FieldOp, "report", _LENGTH) + _varint(len(_F64_TAG) + 8) + _F64_TAG
+_REPORT_F64 = tag(api_pb2.FieldOp, "report", LENGTH) + varint(len(_F64_TAG) + 8) + _F64_TAG
 
 
 class _OpBytes:
@@ -236,23 +213,23 @@ class _OpBytes:
             value = op.value
             if op.kind == "report" and type(value) is float and math.isfinite(value):
                 name = op.field.encode()
-                body = (_FIELD + _len(name) if name else b"") + _REPORT_F64 + _F64.pack(value)
+                body = (_FIELD + length_prefixed(name) if name else b"") + _REPORT_F64 + _F64.pack(value)
             else:
                 body = _op_pb(op, f"twins[{twin}].ops[{index}]").SerializeToString()
-            got = self._done[key] = _OPS + _len(body)
+            got = self._done[key] = _OPS + length_prefixed(body)
         return got
 
 
 def _twin_bytes(tw: TwinWrite, at: int, ops: _OpBytes) -> bytes:
     """``_twin_pb(tw, ...)`` serialized, in field order as protobuf writes it."""
     twin_id = tw.twin_id.encode()
-    parts = [_TWIN_ID + _len(twin_id)] if twin_id else []
+    parts = [_TWIN_ID + length_prefixed(twin_id)] if twin_id else []
     if tw.if_version is not None:
         parts.append(_IF_VERSION + _U64.pack(tw.if_version))
     if tw.create is not None:
         c = tw.create
         create = api_pb2.CreateTwin(model=c.model, scope=c.scope, metadata=dict(c.metadata))
-        parts.append(_CREATE + _len(create.SerializeToString(deterministic=True)))
+        parts.append(_CREATE + length_prefixed(create.SerializeToString(deterministic=True)))
     if tw.delete:
         parts.append(_DELETE)
     parts += [ops(op, at, i) for i, op in enumerate(tw.ops)]
@@ -336,7 +313,7 @@ def request_bytes(
     ).SerializeToString()  # fields 2-8, after the twins (field 1), as protobuf orders them
     ops = _OpBytes()
     try:
-        twin_parts = [_TWINS + _len(_twin_bytes(tw, i, ops)) for i, tw in enumerate(twins)]
+        twin_parts = [_TWINS + length_prefixed(_twin_bytes(tw, i, ops)) for i, tw in enumerate(twins)]
     except UnicodeEncodeError:  # a name protobuf cannot carry either: its own error, as request() gives
         return request(twins, columns=columns, idempotency_key=idempotency_key, ack=ack, actor=actor,
                        replicas=replicas, replicate_timeout_s=replicate_timeout_s, reason=reason,

@@ -13,7 +13,7 @@ import drsdtp  # the node's package: its version is the release's, which the whe
 from tests.api.nodes import ApiNode
 
 ROOT = Path(__file__).resolve().parents[2]
-ALLOWED = ("drsdtp", "drsdtp.errors", "drsdtp.client", "drsdtp.wire")
+ALLOWED = ("drsdtp", "drsdtp.errors", "drsdtp.protobytes", "drsdtp.client", "drsdtp.wire")
 
 
 def test_importing_the_client_loads_no_daemon_module() -> None:
@@ -57,7 +57,12 @@ def test_the_pure_wheel_installs_alone_and_runs_an_example(tmp_path: Path, node:
     code = [n for n in names if not n.startswith("drsdtp_client-")]
     assert all(n.endswith((".py", ".pyi", "py.typed")) for n in code), code  # no native module
     outside = [n for n in code if not n.startswith(("drsdtp/client/", "drsdtp/wire/"))]
-    assert sorted(outside) == ["drsdtp/__init__.py", "drsdtp/errors.py", "drsdtp/py.typed"]
+    assert sorted(outside) == [
+        "drsdtp/__init__.py",
+        "drsdtp/errors.py",
+        "drsdtp/protobytes.py",
+        "drsdtp/py.typed",
+    ]
     requires = sorted(
         line.split(": ", 1)[1].split(">=")[0]
         for line in metadata.splitlines()

@@ -49,6 +49,7 @@ from drsdtp.api.watch_limits import WatchGate, WatchRefused, caller_of
 from drsdtp.api.write_plan import visible
 from drsdtp.errors import DrsdtpError
 from drsdtp.ingest.ratelog import RateLimitedLog
+from drsdtp.protobytes import LENGTH, length_prefixed, tag
 from drsdtp.wire.v1 import api_pb2
 
 __all__ = ["POSITION_KEY", "Encoding", "Stalled", "View", "WatchService", "WriteMessage"]
@@ -61,7 +62,7 @@ CHANGE_BATCH = 512  # changes read from the feed at a time, and at most in one m
 BATCH_BYTES = 16 << 10  # a message of several changes stops growing past this (one change may be bigger)
 ENCODED_CACHE_BYTES = 4 << 20  # encoded changes shared between streams, at most this many bytes
 CHUNK_CACHE_BYTES = 4 << 20  # messages shared between streams of the same view, at most this many bytes
-_CHANGES_TAG = b"\x22"  # TwinChange.changes: field 4, length-delimited
+_CHANGES_TAG = tag(api_pb2.TwinChange, "changes", LENGTH)  # from the descriptor: a renumbering follows
 
 TwinMessage = Callable[[Store, str, Sequence[str]], api_pb2.Twin]
 WriteMessage = Callable[[bytes, int], Awaitable[object]]  # (message, its cursor)
@@ -266,22 +267,13 @@ class View:
         )
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _join(group: Sequence[Message], encoding: Encoding) -> Message:
     """One message carrying ``group`` (each already encoded as a TwinChange) in ``TwinChange.changes``:
     built from the bytes, since a repeated message field is its elements' bytes, each tagged."""
     if len(group) == 1:
         return group[0]
     if encoding == "proto":
-        data = b"".join(_CHANGES_TAG + _varint(len(d)) + d for d, _, _ in group)
+        data = b"".join(_CHANGES_TAG + length_prefixed(d) for d, _, _ in group)
     else:
         data = b'{"changes":[' + b",".join(d for d, _, _ in group) + b"]}"
     return data, group[-1][1], max(c for _, _, c in group)
