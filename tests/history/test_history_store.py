@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from drsdtp.core import BatchWriter, Store
 from drsdtp.errors import InvalidValueError, StorageError
-from drsdtp.history import HistoryStore
+from drsdtp.history import HistoryStore, blocks
 from drsdtp.history.series import Rows
 
 from .support import MINUTE, T0, batch, block_files, flip_byte, segment_files, small_options
@@ -80,7 +80,9 @@ def test_corrupt_record_cuts_from_there_and_keeps_everything_before(tmp_path: Pa
         assert counts == 150
 
 
-def test_corrupt_block_chunk_loses_only_that_series(tmp_path: Path) -> None:
+def test_corrupt_block_chunk_loses_only_that_series(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A damaged frame loses the series it holds (here one: frames of one series; see test_history_blocks)."""
+    monkeypatch.setattr(blocks, "FRAME_BYTES", 1)
     rng = np.random.default_rng(4)
     with HistoryStore(tmp_path, small_options(), now_ms=T0) as store:
         store.append_batch(*batch(rng, T0, 400))
