@@ -7,8 +7,7 @@
 //! once, and every value in one array. Python then checks once per twin and once per distinct field name
 //! and applies the whole request with one native batch write.
 //!
-//! Anything else (creates, deletes, other kinds of op, idempotency keys, a twin listed twice, a body that
-//! does not parse) is [`Decoded::General`]: the node decodes it with the Python protobuf runtime and takes
+//! Anything else (creates, deletes, other kinds of op, idempotency keys, a body that does not parse) is [`Decoded::General`]: the node decodes it with the Python protobuf runtime and takes
 //! its general path, as before. This crate never refuses a request; it only recognises the bulk shape.
 
 use std::collections::HashMap;
@@ -21,8 +20,9 @@ pub mod pb;
 
 pub use pb::NumericColumns;
 
-/// A `WriteRequest` in the bulk shape: every `TwinWrite` names a distinct twin and only reports f64
-/// values (optionally under `if_version`); `columns` as sent.
+/// A `WriteRequest` in the bulk shape: every `TwinWrite` only reports f64 values (optionally under
+/// `if_version`); a twin may be listed more than once (the SDK joins concurrent writes by concatenating
+/// their twins); `columns` as sent.
 #[derive(Debug, Default, PartialEq)]
 pub struct WriteColumns {
     /// `ack` (an `AckLevel` number), `replicas`, `replicate_timeout_ms`, `actor`, `reason` as sent.
@@ -95,7 +95,6 @@ fn columns(request: pb::WriteRequest) -> Result<WriteColumns, &'static str> {
         ..WriteColumns::default()
     };
     out.starts.push(0);
-    let mut seen_twins: HashMap<String, ()> = HashMap::with_capacity(request.twins.len());
     let mut name_ix: HashMap<String, u32> = HashMap::new();
     for (i, tw) in request.twins.into_iter().enumerate() {
         if tw.create.is_some() || tw.delete {
@@ -122,9 +121,6 @@ fn columns(request: pb::WriteRequest) -> Result<WriteColumns, &'static str> {
             out.values.push(v);
         }
         out.starts.push(out.field.len() as u32);
-        if seen_twins.insert(tw.twin_id.clone(), ()).is_some() {
-            return Err("a twin listed twice");
-        }
         out.twins.push(tw.twin_id);
     }
     for (name, ix) in name_ix {
@@ -177,6 +173,23 @@ mod tests {
     }
 
     #[test]
+    fn a_twin_listed_twice_keeps_each_listing_in_order() {
+        let request = WriteRequest {
+            twins: vec![
+                twin("a", vec![report("x", 1.0)]),
+                twin("b", vec![report("x", 2.0)]),
+                twin("a", vec![report("x", 3.0)]),
+            ],
+            ..Default::default()
+        };
+        let Decoded::Columns(c) = decode_write(&request.encode_to_vec()) else { panic!("not columns") };
+        assert_eq!(
+            (c.twins, c.starts, c.values),
+            (vec!["a".into(), "b".into(), "a".into()], vec![0, 1, 2, 3], vec![1.0, 2.0, 3.0])
+        );
+    }
+
+    #[test]
     fn columns_alone_pass_through() {
         let cols = NumericColumns {
             twin_ids: vec!["t".into()],
@@ -218,13 +231,6 @@ mod tests {
             (
                 WriteRequest { twins: vec![twin("a", vec![text])], ..Default::default() },
                 "an op other than an f64 report",
-            ),
-            (
-                WriteRequest {
-                    twins: vec![twin("a", vec![report("x", 1.0)]), twin("a", vec![report("y", 1.0)])],
-                    ..Default::default()
-                },
-                "a twin listed twice",
             ),
         ];
         for (request, why) in cases {

@@ -432,8 +432,8 @@ async def test_numeric_columns_write_in_bulk_and_refuse_a_bad_row_by_its_index(
 async def test_numeric_reports_of_many_twins_apply_together_and_audit_what_they_changed(
     api: tuple[Node, Stub],
 ) -> None:
-    """Twins whose ops all report f64s take one batch write; the others (a twin listed twice, a field held
-    as a counter, mixed ops) the general path, in the same request and commit."""
+    """Twins whose ops all report f64s (one listed twice) take one batch write, in one commit, audited with
+    what they changed."""
     node, stub = api
     await stub.Write(
         api_pb2.WriteRequest(
