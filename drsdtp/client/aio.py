@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 
 from drsdtp.client import writes as w
 from drsdtp.client.channel import Tls, metadata_for, open_channel
+from drsdtp.client.coalesce import WriteCoalescer
 from drsdtp.client.errors import from_rpc_error
 from drsdtp.client.retry import NO_RETRY, RETRYABLE, RetryPolicy
 from drsdtp.client.types import (
@@ -58,6 +59,19 @@ _READS: Final = frozenset(
 M = TypeVar("M", bound=Message)
 
 
+def _joinable(
+    writes: Sequence[TwinWrite], columns: Columns | None, idempotency_key: str | None, ack: Ack
+) -> bool:
+    """A write the client may send joined with concurrent ones (see :mod:`drsdtp.client.coalesce`)."""
+    return (
+        columns is None
+        and not idempotency_key
+        and ack == "durable"
+        and bool(writes)
+        and all(tw.if_version is None and tw.create is None and not tw.delete for tw in writes)
+    )
+
+
 class AsyncClient:
     """A node's application API for asyncio code::
 
@@ -70,6 +84,8 @@ class AsyncClient:
     node cannot be reached (``retry``). Failures raise :class:`~drsdtp.client.errors.ApiError` subclasses.
     ``token`` (default: ``$DRSDTP_TOKEN``) is sent as ``authorization: Bearer``; ``tls`` turns TLS on.
     ``actor`` names the caller in the node's audit trail (an authenticated identity wins over it).
+    With more than ``coalesce_writes`` writes in flight (0: never), further concurrent plain writes are sent
+    joined as one request (:mod:`drsdtp.client.coalesce`): the node's work per request is paid once.
     """
 
     def __init__(
@@ -82,6 +98,7 @@ class AsyncClient:
         retry: RetryPolicy | None = None,
         actor: str = "",
         channel_options: Sequence[tuple[str, object]] = (),
+        coalesce_writes: int = 2,
     ) -> None:
         if not timeout > 0:
             raise ValueError(f"timeout: must be above 0, got {timeout}")
@@ -96,6 +113,14 @@ class AsyncClient:
         self._write_bytes = self._channel.unary_unary(
             "/drsdtp.wire.v1.TwinApi/Write", response_deserializer=api_pb2.WriteReply.FromString
         )
+        # Concurrent plain writes joined into one request beyond `coalesce_writes` in flight (0: never).
+        self._coalescer = (
+            WriteCoalescer(self._send_write, in_flight=coalesce_writes) if coalesce_writes > 0 else None
+        )
+
+    async def _send_write(self, data: bytes, timeout: float) -> api_pb2.WriteReply:
+        reply: api_pb2.WriteReply = await self.call("Write", data, timeout=timeout, retry=False)
+        return reply
 
     async def __aenter__(self) -> Self:
         return self
@@ -240,7 +265,7 @@ class AsyncClient:
         reached, and applied once however often it arrives; ``retry=True`` makes a fresh key for it."""
         if retry and not idempotency_key:
             idempotency_key = w.new_idempotency_key()
-        req = w.request_bytes(
+        twins, rest = w.request_parts(
             writes,
             columns=columns,
             idempotency_key=idempotency_key,
@@ -250,9 +275,13 @@ class AsyncClient:
             actor=self.actor,
             reason=reason,
         )
+        if self._coalescer is not None and _joinable(writes, columns, idempotency_key, ack):
+            reply = await self._coalescer.write(twins, rest, self.timeout if timeout is None else timeout)
+            names = {tw.twin_id for tw in writes}  # the reply of a joined request names others' twins too
+            return WriteResult({t.twin_id: t.version for t in reply.twins if t.twin_id in names})
         if ack == "replicated" and timeout is None:  # the node waits for its peers within the call
             timeout = max(self.timeout, replicate_timeout + 2.0)
-        reply = await self.call("Write", req, timeout=timeout, retry=bool(idempotency_key))
+        reply = await self.call("Write", twins + rest, timeout=timeout, retry=bool(idempotency_key))
         return WriteResult.from_pb(reply)
 
     async def _one(

@@ -29,6 +29,7 @@ __all__ = [
     "report",
     "request",
     "request_bytes",
+    "request_parts",
     "scalar_pb",
 ]
 
@@ -301,6 +302,33 @@ def request_bytes(
     """:func:`request` serialized, the twins' ops written as bytes directly (each distinct op once): a
     bulk write of thousands of ops cost the client more than the node took to apply it. The same errors,
     and the bytes the protobuf runtime writes for the same request (deterministic: map keys sorted)."""
+    return b"".join(
+        request_parts(
+            twins,
+            columns=columns,
+            idempotency_key=idempotency_key,
+            ack=ack,
+            replicas=replicas,
+            replicate_timeout_s=replicate_timeout_s,
+            actor=actor,
+            reason=reason,
+        )
+    )
+
+
+def request_parts(
+    twins: Sequence[TwinWrite],
+    *,
+    columns: Columns | None = None,
+    idempotency_key: str | None = None,
+    ack: Ack = "durable",
+    replicas: int = 0,
+    replicate_timeout_s: float = 0.0,
+    actor: str = "",
+    reason: str = "",
+) -> tuple[bytes, bytes]:
+    """:func:`request_bytes` in two parts: the twins (field 1), then the rest (fields 2-8). Requests whose
+    rest is the same may be sent as one by joining their twins (a repeated field concatenates)."""
     rest = request(
         [],
         columns=columns,
@@ -315,7 +343,8 @@ def request_bytes(
     try:
         twin_parts = [_TWINS + length_prefixed(_twin_bytes(tw, i, ops)) for i, tw in enumerate(twins)]
     except UnicodeEncodeError:  # a name protobuf cannot carry either: its own error, as request() gives
-        return request(twins, columns=columns, idempotency_key=idempotency_key, ack=ack, actor=actor,
-                       replicas=replicas, replicate_timeout_s=replicate_timeout_s, reason=reason,
-                       ).SerializeToString()  # fmt: skip
-    return b"".join(twin_parts) + rest
+        whole = request(twins, columns=columns, idempotency_key=idempotency_key, ack=ack, actor=actor,
+                        replicas=replicas, replicate_timeout_s=replicate_timeout_s, reason=reason,
+                        ).SerializeToString()  # fmt: skip
+        return whole[: len(whole) - len(rest)], rest
+    return b"".join(twin_parts), rest
