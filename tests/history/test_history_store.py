@@ -161,6 +161,30 @@ def test_engine_intern_ids_are_named_through_the_store(tmp_path: Path) -> None:
             store.append_batch(twin_ids, field_ids, np.zeros(3), np.zeros(3, np.int64))
 
 
+def test_engine_ids_known_and_new_mixed_across_batches_name_the_right_series(tmp_path: Path) -> None:
+    """Batches that mix pairs seen before (looked up in the sorted table) with new ones (defined, then
+    inserted into it) file every reading under its own (twin, field)."""
+    rng = np.random.default_rng(8)
+    engine = Store(7)
+    writer = BatchWriter(engine)
+    keys = [(f"t{t}", f"f{f}") for t in range(30) for f in range(10)]
+    twin_ids = writer.twin_ids([k[0] for k in keys])
+    field_ids = writer.field_ids([k[1] for k in keys])
+    expected: dict[tuple[str, str], list[float]] = {}
+    with HistoryStore(tmp_path, small_options(), names=engine, now_ms=T0) as store:
+        arrival = rng.permutation(len(keys))  # new keys keep arriving, in no order, while old ones repeat
+        for b in range(20):
+            allowed = arrival[: 15 * (b + 1)]
+            pick = rng.choice(allowed, size=min(len(allowed), int(rng.integers(1, 60))), replace=False)
+            values = rng.random(len(pick))
+            store.append_batch(twin_ids[pick], field_ids[pick], values, np.full(len(pick), T0 + b))
+            for k, v in zip(pick.tolist(), values.tolist(), strict=True):
+                expected.setdefault(keys[k], []).append(v)
+        for (twin, field), seen in expected.items():
+            assert store.query(twin, field, resolution="raw").value.tolist() == seen
+        assert sorted(store.series()) == sorted(expected)
+
+
 def test_nonfinite_values_are_skipped_and_redelivered_readings_count_once(tmp_path: Path) -> None:
     with HistoryStore(tmp_path, small_options(), now_ms=T0) as store:
         values = np.array([1.0, np.nan, 3.0, np.inf])
