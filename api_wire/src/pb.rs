@@ -1237,6 +1237,45 @@ pub struct AdapterIngest {
     #[prost(uint64, tag = "5")]
     pub late: u64,
 }
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CommandIssueBatch {
+    /// At most 512; each one's `wait_s` must stay 0 (the batch waits as a whole, with its own `wait_s`).
+    #[prost(message, repeated, tag = "1")]
+    pub commands: ::prost::alloc::vec::Vec<CommandIssueRequest>,
+    /// > 0: answer once every command reached an outcome, or after this many seconds (at most 3600).
+    #[prost(double, tag = "2")]
+    pub wait_s: f64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CommandResult {
+    /// The command's record (unset when it was refused).
+    #[prost(message, optional, tag = "1")]
+    pub command: ::core::option::Option<Command>,
+    /// The idempotency key already named this command; nothing new was issued.
+    #[prost(bool, tag = "2")]
+    pub repeated: bool,
+    /// Why the command was refused: the gRPC status name IssueCommand would have answered
+    /// (INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, RESOURCE_EXHAUSTED ...), "" when it was taken.
+    #[prost(string, tag = "3")]
+    pub error_code: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub error: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CommandBatchReply {
+    /// One per command of the request, in its order.
+    #[prost(message, repeated, tag = "1")]
+    pub results: ::prost::alloc::vec::Vec<CommandResult>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CommandWaitBatch {
+    /// At most 512.
+    #[prost(string, repeated, tag = "1")]
+    pub command_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// 0: 30 seconds; at most 3600.
+    #[prost(double, tag = "2")]
+    pub timeout_s: f64,
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum AckLevel {

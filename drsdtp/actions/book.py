@@ -42,7 +42,7 @@ from drsdtp.actions.record import (
 )
 from drsdtp.actions.waiters import ChangeSource, CommandWaiters
 from drsdtp.core import Intent
-from drsdtp.errors import InvalidValueError, LimitError, PreconditionError, UnknownTwinError
+from drsdtp.errors import DrsdtpError, InvalidValueError, LimitError, PreconditionError, UnknownTwinError
 from drsdtp.gossip.scopes import scope_of
 
 __all__ = [
@@ -60,6 +60,9 @@ Begin = Callable[[bytes, Sequence[str], str], "asyncio.Future[None]"]
 # The executor on this node: whether it writes a new command at once (see CommandBook._create); if so, a
 # future the book resolves once the record (with the attempt) is durable, or fails with the log's error.
 Claim = Callable[[ActuatorSpec, CommandId, Value | None], "asyncio.Future[None] | None"]
+# What issue_many answers per request: (command, repeated) or the error that refused it.
+Issued = tuple[CommandId, bool] | DrsdtpError
+Waited = list[CommandRecord | None]
 MAX_KEY_BYTES = 128
 MAX_ARGS_BYTES = 4096
 COUNT_REFRESH_S = 5.0
@@ -219,6 +222,16 @@ class CommandBook:
         whichever comes first (then as it is). Every waiter shares one subscription (:mod:`.waiters`)."""
         return await self.waiters.wait(command, timeout_s, until)
 
+    async def wait_many(
+        self,
+        commands: Sequence[CommandId],
+        timeout_s: float,
+        until: Callable[[CommandRecord], bool] = lambda r: r.terminal,
+    ) -> Waited:
+        """:meth:`wait` for many commands at once: returns when ``until`` holds for each, or at the
+        timeout (then each as it is; None for a command this node does not hold)."""
+        return await self.waiters.wait_many(commands, timeout_s, until)
+
     def takes_value(self, twin: str, action: str) -> bool:
         """Whether the actuator's commands carry a value (else only args); UnknownTwinError if none."""
         return self.actuators.get(twin, action).value != "none"
@@ -244,29 +257,44 @@ class CommandBook:
         )
 
     async def issue(self, request: CommandRequest) -> CommandId:
-        spec = self.actuators.get(request.twin, request.action)
-        value = spec.check_value(request.value)
-        args = self._check_args(request)
-        deadline_s = self._deadline_s(spec, request.deadline_s)
-        command = command_id(request.twin, request.key)
-        existing = self.get(command)
-        if existing is not None:
-            self._same_request(existing, request, value, args)
-            self.repeats += 1
-            return command
-        self._check_cap()
-        now = self._clock_ms()
-        fields = request_fields(
-            twin=request.twin, action=request.action, field_name=spec.field, value=value, args=args,
-            origin=request.origin, key=request.key, issued_ms=now, deadline_ms=now + int(deadline_s * 1000),
-            executor=spec.node, issuer=self.node_id, scope=self._scope(request.twin),
-            actor=request.actor or "anonymous", reason=request.reason,
-        )  # fmt: skip
+        new = self._prepare(request)
+        if isinstance(new, str):
+            return new  # a repeat
+        command, fields, spec, value = new
         await self._create(command, fields, spec, value)
-        record = self.get(command)
-        if record is not None and self._audit is not None:
-            await self._audit(record, "issued", record.actor, request.reason)
+        await self._audit_issued(command, request.reason)
         return command
+
+    async def issue_many(self, requests: Sequence[CommandRequest]) -> Sequence[Issued]:
+        """Each request as :meth:`issue` takes it, answered on its own: ``(command, repeated)``, or the error
+        that refused it (one refusal never fails the others). Every record is applied and appended in this
+        step of the loop, then all are awaited together: one durable group commit for the batch, no task
+        per command. A key repeated within the batch names the command its first use created."""
+        out: list[Issued] = []
+        started: list[tuple[int, asyncio.Future[None], str]] = []
+        for request in requests:
+            try:
+                new = self._prepare(request)
+                if isinstance(new, str):
+                    out.append((new, True))
+                    continue
+                command, fields, spec, value = new
+                durable = self._start_create(command, fields, spec, value)
+            except DrsdtpError as exc:
+                out.append(exc)
+                continue
+            started.append((len(out), durable, request.reason))
+            out.append((command, False))
+        for i, durable, reason in started:
+            taken = out[i]
+            assert isinstance(taken, tuple)
+            try:
+                await asyncio.shield(durable)
+            except DrsdtpError as exc:  # the log failed: this record is not durable, nothing executes it
+                out[i] = exc
+                continue
+            await self._audit_issued(taken[0], reason)
+        return out
 
     async def desired(
         self, spec: ActuatorSpec, intent: Intent, *, actor: str | None = None, reason: str = ""
@@ -316,6 +344,57 @@ class CommandBook:
         return updated
 
     # ----- helpers ----------------------------------------------------------------------------------------
+
+    def _prepare(
+        self, request: CommandRequest
+    ) -> CommandId | tuple[CommandId, dict[str, Value], ActuatorSpec, Value | None]:
+        """Checks a request: the command its key already names (a repeat), else the new record's fields."""
+        spec = self.actuators.get(request.twin, request.action)
+        value = spec.check_value(request.value)
+        args = self._check_args(request)
+        deadline_s = self._deadline_s(spec, request.deadline_s)
+        command = command_id(request.twin, request.key)
+        existing = self.get(command)
+        if existing is not None:
+            self._same_request(existing, request, value, args)
+            self.repeats += 1
+            return command
+        self._check_cap()
+        now = self._clock_ms()
+        fields = request_fields(
+            twin=request.twin, action=request.action, field_name=spec.field, value=value, args=args,
+            origin=request.origin, key=request.key, issued_ms=now, deadline_ms=now + int(deadline_s * 1000),
+            executor=spec.node, issuer=self.node_id, scope=self._scope(request.twin),
+            actor=request.actor or "anonymous", reason=request.reason,
+        )  # fmt: skip
+        return command, fields, spec, value
+
+    async def _audit_issued(self, command: CommandId, reason: str) -> None:
+        record = self.get(command)
+        if record is not None and self._audit is not None:
+            await self._audit(record, "issued", record.actor, reason)
+
+    def _start_create(
+        self, command: CommandId, fields: dict[str, Value], spec: ActuatorSpec, value: Value | None
+    ) -> asyncio.Future[None]:
+        """:meth:`_create` without waiting: the record applied and appended now (with its first attempt
+        when the executor claims it); returns what resolves once it is durable."""
+        twin = record_twin(command)
+        claim = None
+        if self.claim is not None and spec.node == self.node_id:
+            claim = self.claim(spec, command, value)
+        try:
+            delta = self.store.set_many(twin, fields if claim is None else {**fields, CLAIMED: 1})
+        except BaseException:
+            if claim is not None:
+                claim.cancel()  # never created: the executor forgets the claim
+            raise
+        durable = self._begin(delta, [twin], "local")
+        if claim is not None:
+            durable.add_done_callback(functools.partial(_settle, claim))
+        self._count += 1
+        self.issued += 1
+        return durable
 
     async def _create(
         self, command: CommandId, fields: dict[str, Value], spec: ActuatorSpec, value: Value | None

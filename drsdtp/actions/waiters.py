@@ -80,6 +80,38 @@ class CommandWaiters:
                 self._waiting.pop(twin, None)
             self._stop_if_idle()
 
+    async def wait_many(
+        self, commands: Sequence[CommandId], timeout_s: float, until: Until
+    ) -> list[CommandRecord | None]:
+        """Each record once ``until`` holds for every one of them, or as they are at the timeout: one
+        future per command and one timer for them all (no task, no timer per command)."""
+        self._start()  # subscribed before the reads: a change in between is not missed
+        loop = asyncio.get_running_loop()
+        entries: list[tuple[str, tuple[CommandId, Until, asyncio.Future[CommandRecord]]]] = []
+        for command in dict.fromkeys(commands):
+            record = self._read(command)
+            if record is None or until(record) or timeout_s <= 0:
+                continue  # nothing to wait for (a command this node does not hold is answered as None)
+            entry = (command, until, loop.create_future())
+            entries.append((record_twin(command), entry))
+            self._waiting.setdefault(entries[-1][0], []).append(entry)
+        try:
+            if entries:
+                futures = [e[2] for _, e in entries]
+                await asyncio.wait(futures, timeout=timeout_s)
+                for future in futures:  # a failed feed (logged by the pump): each answered as it is
+                    if future.done() and not future.cancelled():
+                        future.exception()
+            return [self._read(command) for command in commands]
+        finally:
+            for twin, entry in entries:
+                waiters = self._waiting.get(twin, [])
+                with contextlib.suppress(ValueError):
+                    waiters.remove(entry)
+                if not waiters:
+                    self._waiting.pop(twin, None)
+            self._stop_if_idle()
+
     def _start(self) -> None:
         if self._pump is None:
             stream = self._changes.subscribe()

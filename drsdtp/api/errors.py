@@ -24,7 +24,7 @@ from drsdtp.errors import (
     UnknownTwinError,
 )
 
-__all__ = ["FIELD_KEY", "abort_with", "naming", "status_for"]
+__all__ = ["FIELD_KEY", "abort_with", "error_text", "naming", "status_for"]
 
 FIELD_KEY = "drsdtp-field"
 
@@ -57,7 +57,7 @@ def status_for(exc: DrsdtpError) -> grpc.StatusCode:
     return grpc.StatusCode.INVALID_ARGUMENT
 
 
-def _text(exc: DrsdtpError) -> str:
+def error_text(exc: DrsdtpError) -> str:
     # A KeyError subclass (UnknownTwinError) shows its message quoted: show it as written.
     return str(exc.args[0]) if len(exc.args) == 1 and isinstance(exc.args[0], str) else str(exc)
 
@@ -72,4 +72,4 @@ async def abort_with(context: grpc.aio.ServicerContext, method: str, exc: Drsdtp
         metadata.append((f"drsdtp-{key}", value))
     if metadata:
         context.set_trailing_metadata(tuple(metadata))
-    await context.abort(status_for(exc), f"{method}: {_text(exc)}")
+    await context.abort(status_for(exc), f"{method}: {error_text(exc)}")

@@ -14,6 +14,7 @@ errors one tree (:mod:`drsdtp.client.errors`), writes plain values (:mod:`drsdtp
 
 from drsdtp.client.aio import DEFAULT_TARGET, AsyncClient
 from drsdtp.client.channel import TOKEN_ENV, Tls, connect, tls_from_config
+from drsdtp.client.commands import Command, CommandOutcome, CommandSpec
 from drsdtp.client.errors import (
     ApiError,
     CancelledError,
@@ -78,6 +79,9 @@ __all__ = [
     "Change",
     "Client",
     "Columns",
+    "Command",
+    "CommandOutcome",
+    "CommandSpec",
     "ConflictError",
     "Create",
     "DeadlineExceededError",

@@ -13,9 +13,11 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
+from drsdtp.client import commands as c
 from drsdtp.client import writes as w
 from drsdtp.client.channel import Tls, metadata_for, open_channel
 from drsdtp.client.coalesce import WriteCoalescer
+from drsdtp.client.commands import Arg, Command, CommandOutcome, CommandSpec
 from drsdtp.client.errors import from_rpc_error
 from drsdtp.client.retry import NO_RETRY, RETRYABLE, RetryPolicy
 from drsdtp.client.types import (
@@ -386,6 +388,63 @@ class AsyncClient:
             twin_id=twin_id, start_ms=since_ms, end_ms=until_ms, actor=actor, limit=limit
         )
         return Audit.from_pb(await self.call("ReadAudit", req, timeout=timeout))
+
+    # --- commands (issue 12) ------------------------------------------------------------------------------
+
+    def _wait_budget(self, wait: float, timeout: float | None) -> float | None:
+        """A call that waits ``wait`` seconds on the node gets that long more than the client's timeout."""
+        return max(self.timeout, wait + 2.0) if wait > 0 and timeout is None else timeout
+
+    async def issue_command(
+        self,
+        twin_id: str,
+        action: str,
+        value: Arg | None = None,
+        *,
+        args: Sequence[Arg] = (),
+        idempotency_key: str | None = None,
+        deadline_s: float = 0.0,
+        reason: str = "",
+        wait: float = 0.0,
+        timeout: float | None = None,
+    ) -> Command:
+        """Issues a command to an actuator; its record once durable on the node (with ``wait`` > 0: once
+        it reached an outcome, or after ``wait`` seconds as it is). ``idempotency_key`` None makes a fresh
+        one, so a retry after a lost reply is the same command (``""``: none, and no retry)."""
+        spec = CommandSpec(twin_id, action, value, tuple(args), idempotency_key, deadline_s, reason)
+        req = c.issue_request(spec, self.actor, wait)
+        reply = await self.call(
+            "IssueCommand", req, timeout=self._wait_budget(wait, timeout), retry=bool(req.idempotency_key)
+        )
+        return Command.from_pb(reply.command)
+
+    async def issue_commands(
+        self, commands: Sequence[CommandSpec], *, wait: float = 0.0, timeout: float | None = None
+    ) -> tuple[CommandOutcome, ...]:
+        """Many commands in one call (at most 512), each with its own key, deadline and checks, answered
+        each on its own in their order: a refused one is an outcome with ``error_code``, the others are
+        issued all the same. With ``wait`` > 0, answered once every command reached an outcome (or after
+        ``wait`` seconds, each as it is). Retried while the node cannot be reached when every command has
+        a key (the default: a fresh one each)."""
+        req = c.batch_request(commands, self.actor, wait)
+        retry = all(one.idempotency_key for one in req.commands)
+        reply = await self.call("IssueCommands", req, timeout=self._wait_budget(wait, timeout), retry=retry)
+        return tuple(CommandOutcome.from_pb(r) for r in reply.results)
+
+    async def wait_commands(
+        self, command_ids: Sequence[str], *, wait: float = 30.0, timeout: float | None = None
+    ) -> tuple[CommandOutcome, ...]:
+        """Follows many commands in one call: answers once each reached an outcome, or after ``wait``
+        seconds with each as it is (a command the node does not hold is an outcome with ``NOT_FOUND``)."""
+        req = api_pb2.CommandWaitBatch(command_ids=list(command_ids), timeout_s=wait)
+        reply = await self.call("WaitCommands", req, timeout=self._wait_budget(wait, timeout), retry=True)
+        return tuple(CommandOutcome.from_pb(r) for r in reply.results)
+
+    async def command(self, command_id: str, *, timeout: float | None = None) -> Command:
+        """One command's record as the node holds it (:class:`NotFoundError` if it holds none)."""
+        req = api_pb2.CommandGetRequest(command_id=command_id)
+        reply = await self.call("GetCommand", req, timeout=timeout, retry=True)
+        return Command.from_pb(reply.command)
 
     # --- watch ---------------------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from typing import Any, Self, TypeVar
 
 from drsdtp.client.aio import DEFAULT_TARGET, AsyncClient
 from drsdtp.client.channel import Tls
+from drsdtp.client.commands import Arg, Command, CommandOutcome, CommandSpec
 from drsdtp.client.retry import RetryPolicy
 from drsdtp.client.types import (
     Audit,
@@ -289,6 +290,39 @@ class Client:
                 twin_id, since_ms=since_ms, until_ms=until_ms, actor=actor, limit=limit, timeout=timeout
             )
         )
+
+    def issue_command(
+        self,
+        twin_id: str,
+        action: str,
+        value: Arg | None = None,
+        *,
+        args: Sequence[Arg] = (),
+        idempotency_key: str | None = None,
+        deadline_s: float = 0.0,
+        reason: str = "",
+        wait: float = 0.0,
+        timeout: float | None = None,
+    ) -> Command:
+        return self._loop.run(
+            self._client.issue_command(
+                twin_id, action, value, args=args, idempotency_key=idempotency_key,
+                deadline_s=deadline_s, reason=reason, wait=wait, timeout=timeout,
+            )
+        )  # fmt: skip
+
+    def issue_commands(
+        self, commands: Sequence[CommandSpec], *, wait: float = 0.0, timeout: float | None = None
+    ) -> tuple[CommandOutcome, ...]:
+        return self._loop.run(self._client.issue_commands(commands, wait=wait, timeout=timeout))
+
+    def wait_commands(
+        self, command_ids: Sequence[str], *, wait: float = 30.0, timeout: float | None = None
+    ) -> tuple[CommandOutcome, ...]:
+        return self._loop.run(self._client.wait_commands(command_ids, wait=wait, timeout=timeout))
+
+    def command(self, command_id: str, *, timeout: float | None = None) -> Command:
+        return self._loop.run(self._client.command(command_id, timeout=timeout))
 
     def watch(
         self,

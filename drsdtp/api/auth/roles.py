@@ -30,6 +30,7 @@ METHOD_ROLES: Final[dict[str, ApiRole]] = {
     "GetCommand": "viewer",  # commands (issue 12): reading them
     "ListCommands": "viewer",
     "WaitCommand": "viewer",
+    "WaitCommands": "viewer",  # scopes checked per command by the method (one refusal is one result)
     "Query": "viewer",
     "WhoAmI": "viewer",  # the caller's own identity and role (the dashboard)
     # Changing values of twins that exist: reported, desired, set elements, counters; acknowledging alarms;
@@ -37,6 +38,7 @@ METHOD_ROLES: Final[dict[str, ApiRole]] = {
     "Write": "operator",
     "AcknowledgeAlarm": "operator",  # by alarm id: checked by role only, not by the alarm's twin
     "IssueCommand": "operator",
+    "IssueCommands": "operator",  # scopes checked per command by the method
     "CancelCommand": "operator",
     # Changing which twins exist, their past, and what ingestion refused.
     "Write.create": "engineer",

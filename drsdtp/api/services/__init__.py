@@ -63,4 +63,6 @@ def unary_methods(
         "Relate": intel.relate,
         "Query": intel.query,
         "WhoAmI": who_am_i,
+        "IssueCommands": commands.issue_batch,
+        "WaitCommands": commands.wait_batch,
     }

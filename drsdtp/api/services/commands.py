@@ -1,4 +1,6 @@
-"""The command methods (issue 12): IssueCommand, GetCommand, ListCommands, CancelCommand, WaitCommand.
+"""The command methods (issue 12): IssueCommand, GetCommand, ListCommands, CancelCommand, WaitCommand, and
+the batched IssueCommands and WaitCommands (many commands per call: a call's cost, the guard and gRPC, is
+paid once per batch instead of once per command).
 
 They reach the node's command book through :class:`CommandOps` (``drsdtp.actions.CommandBook`` fits), never
 the node. The actor of a command is the caller's authenticated identity when there is one
@@ -10,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from drsdtp.actions.book import CommandRequest, Issued, Waited
 from drsdtp.actions.record import CommandId, CommandRecord, command_id, order
 from drsdtp.api.caller import current_caller
 from drsdtp.api.convert import value_message
+from drsdtp.api.errors import error_text, status_for
 from drsdtp.api.visibility import in_scope
-from drsdtp.errors import InvalidValueError, UnknownTwinError
+from drsdtp.errors import DrsdtpError, InvalidValueError, LimitError, UnknownTwinError
 from drsdtp.wire.v1 import api_pb2
 
 __all__ = ["CommandOps", "CommandService", "command_message", "plain_value"]
@@ -24,6 +28,7 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
 DEFAULT_WAIT_S = 30.0
 MAX_WAIT_S = 3600.0
+MAX_BATCH = 512  # commands per IssueCommands / WaitCommands (a request is at most 64 KiB anyway)
 
 
 class CommandOps(Protocol):
@@ -50,10 +55,14 @@ class CommandOps(Protocol):
         reason: str = "",
         origin: str = "api",
     ) -> CommandId: ...
+    async def issue_many(self, requests: Sequence[CommandRequest]) -> Sequence[Issued]: ...
     async def cancel(self, command: CommandId, actor: str, reason: str) -> CommandRecord: ...
     async def wait(
         self, command: CommandId, timeout_s: float, until: Callable[[CommandRecord], bool] = ...
     ) -> CommandRecord | None: ...
+    async def wait_many(
+        self, commands: Sequence[CommandId], timeout_s: float, until: Callable[[CommandRecord], bool] = ...
+    ) -> Waited: ...
 
 
 def plain_value(msg: api_pb2.FieldValue, what: str) -> Value:
@@ -100,12 +109,27 @@ def _wait_s(asked: float, default: float) -> float:
     return wait
 
 
+def _refused(exc: DrsdtpError) -> api_pb2.CommandResult:
+    return api_pb2.CommandResult(error_code=status_for(exc).name, error=error_text(exc))
+
+
+def _batch_size(n: int, what: str) -> None:
+    if n > MAX_BATCH:
+        raise LimitError(f"{what}: {n} commands, at most {MAX_BATCH} per call")
+
+
+def _batch_reply(results: list[api_pb2.CommandResult | None]) -> api_pb2.CommandBatchReply:
+    done = [r for r in results if r is not None]
+    assert len(done) == len(results), "a command of the batch got no result"
+    return api_pb2.CommandBatchReply(results=done)
+
+
 class CommandService:
     def __init__(self, commands: Callable[[], CommandOps]) -> None:
         self._commands = commands
 
-    async def issue(self, request: api_pb2.CommandIssueRequest) -> api_pb2.CommandReply:
-        book = self._commands()
+    def _request(self, book: CommandOps, request: api_pb2.CommandIssueRequest) -> CommandRequest:
+        """The book's request from the wire's (the caller's identity as its actor)."""
         value = plain_value(request.value, "value") if request.HasField("value") else None
         args = [plain_value(a, f"args[{i}]") for i, a in enumerate(request.args)]
         if (
@@ -119,16 +143,90 @@ class CommandService:
                 raise InvalidValueError(
                     f"args: {request.twin_id} {request.action} takes one value, got {len(args) + 1}"
                 )
+        return CommandRequest(
+            request.twin_id, request.action, value, tuple(args), request.idempotency_key,
+            request.deadline_s or None, current_caller().actor(request.actor), request.reason, "api",
+        )  # fmt: skip
+
+    async def issue(self, request: api_pb2.CommandIssueRequest) -> api_pb2.CommandReply:
+        book = self._commands()
+        issue = self._request(book, request)
         wait = _wait_s(request.wait_s, 0.0)
         key = request.idempotency_key
         existed = bool(key) and book.get(command_id(request.twin_id, key)) is not None
         command = await book.issue_command(
-            request.twin_id, request.action, value, args=args, key=key,
-            deadline_s=request.deadline_s or None, actor=current_caller().actor(request.actor),
-            reason=request.reason, origin="api",
+            issue.twin, issue.action, issue.value, args=issue.args, key=key, deadline_s=issue.deadline_s,
+            actor=issue.actor, reason=issue.reason, origin="api",
         )  # fmt: skip
         record = await book.wait(command, wait) if wait else book.get(command)
         return _reply(record, command, existed)
+
+    async def issue_batch(self, request: api_pb2.CommandIssueBatch) -> api_pb2.CommandBatchReply:
+        """Every command checked and issued on its own (a refused one is its own result, the scope check
+        included: a scoped caller gets its commands within scope taken), all made durable together."""
+        _batch_size(len(request.commands), "commands")
+        wait = _wait_s(request.wait_s, 0.0)
+        book, visible = self._commands(), in_scope()
+        results: list[api_pb2.CommandResult | None] = [None] * len(request.commands)
+        taken: list[tuple[int, CommandRequest]] = []
+        for i, one in enumerate(request.commands):
+            try:
+                if one.wait_s:
+                    raise InvalidValueError(f"commands[{i}].wait_s: set wait_s on the batch, not per command")
+                if visible is not None and not visible(one.twin_id):
+                    results[i] = api_pb2.CommandResult(
+                        error_code="PERMISSION_DENIED",
+                        error=f"twin {one.twin_id!r} is outside the caller's scopes",
+                    )
+                    continue
+                taken.append((i, self._request(book, one)))
+            except DrsdtpError as exc:
+                results[i] = _refused(exc)
+        issued = await book.issue_many([r for _, r in taken])
+        commands: list[tuple[int, Issued]] = [(i, got) for (i, _), got in zip(taken, issued, strict=True)]
+        ids = [got[0] for _, got in commands if isinstance(got, tuple)]
+        records = await book.wait_many(ids, wait) if wait else [book.get(c) for c in ids]
+        by_id = dict(zip(ids, records, strict=True))
+        for i, got in commands:
+            if isinstance(got, DrsdtpError):
+                results[i] = _refused(got)
+                continue
+            record = by_id[got[0]]
+            if record is None:  # not held here after all (never: it was just written)
+                results[i] = _refused(UnknownTwinError(f"no command {got[0]!r} on this node"))
+                continue
+            results[i] = api_pb2.CommandResult(command=command_message(record), repeated=got[1])
+        return _batch_reply(results)
+
+    async def wait_batch(self, request: api_pb2.CommandWaitBatch) -> api_pb2.CommandBatchReply:
+        """Every named command once each reached an outcome (or at the timeout); one not held here, or
+        of a twin outside the caller's scopes, is an error of its own."""
+        _batch_size(len(request.command_ids), "command_ids")
+        wait = _wait_s(request.timeout_s, DEFAULT_WAIT_S)
+        book, visible = self._commands(), in_scope()
+        results: list[api_pb2.CommandResult | None] = []
+        ids: list[CommandId] = []
+        for command in request.command_ids:
+            record = book.get(command)
+            if record is None:
+                results.append(_refused(UnknownTwinError(f"no command {command!r} on this node")))
+            elif visible is not None and not visible(record.twin):
+                results.append(
+                    api_pb2.CommandResult(
+                        error_code="PERMISSION_DENIED",
+                        error=f"command {command!r} is of twin {record.twin!r}, outside the caller's scopes",
+                    )
+                )
+            else:
+                results.append(None)
+                ids.append(command)
+        waited = iter(await book.wait_many(ids, wait) if ids else [])
+        for i, result in enumerate(results):
+            if result is None:
+                record = next(waited)
+                assert record is not None  # records are never removed
+                results[i] = api_pb2.CommandResult(command=command_message(record))
+        return _batch_reply(results)
 
     async def get(self, request: api_pb2.CommandGetRequest) -> api_pb2.CommandReply:
         return _reply(self._commands().get(request.command_id), request.command_id)

@@ -189,6 +189,16 @@ class TwinApiStub:
                 request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.WhoAmIRequest.SerializeToString,
                 response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.WhoAmIReply.FromString,
                 _registered_method=True)
+        self.IssueCommands = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/IssueCommands',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandIssueBatch.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandBatchReply.FromString,
+                _registered_method=True)
+        self.WaitCommands = channel.unary_unary(
+                '/drsdtp.wire.v1.TwinApi/WaitCommands',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandWaitBatch.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandBatchReply.FromString,
+                _registered_method=True)
 
 
 class TwinApiServicer:
@@ -425,6 +435,24 @@ class TwinApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueCommands(self, request, context):
+        """(commands, issue 12) Issues many commands in one call, each as IssueCommand would (its own idempotency
+        key, deadline, checks and interlocks), each answered on its own: one refused command never fails the
+        others. The results come in the order of the request (with `wait_s`, once every command reached an
+        outcome, or after that long with each as it is).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitCommands(self, request, context):
+        """(commands) Answers once every named command reached an outcome, or after `timeout_s` with each as it
+        is: one call follows many commands (a command this node does not hold is an error of its own).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TwinApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -582,6 +610,16 @@ def add_TwinApiServicer_to_server(servicer, server):
                     servicer.WhoAmI,
                     request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.WhoAmIRequest.FromString,
                     response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.WhoAmIReply.SerializeToString,
+            ),
+            'IssueCommands': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueCommands,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandIssueBatch.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandBatchReply.SerializeToString,
+            ),
+            'WaitCommands': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitCommands,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandWaitBatch.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandBatchReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1421,6 +1459,60 @@ class TwinApi:
             '/drsdtp.wire.v1.TwinApi/WhoAmI',
             drsdtp_dot_wire_dot_v1_dot_api__pb2.WhoAmIRequest.SerializeToString,
             drsdtp_dot_wire_dot_v1_dot_api__pb2.WhoAmIReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueCommands(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/IssueCommands',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandIssueBatch.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandBatchReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitCommands(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/WaitCommands',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandWaitBatch.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandBatchReply.FromString,
             options,
             channel_credentials,
             insecure,

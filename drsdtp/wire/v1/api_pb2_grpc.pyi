@@ -122,6 +122,16 @@ class TwinApiStub:
     """(http: dashboard) Who the node takes the caller for: identity, role and twin scopes, so a client can
     offer only what it may do (the dashboard hides acting controls from viewers).
     """
+    IssueCommands: _grpc.UnaryUnaryMultiCallable[_api_pb2.CommandIssueBatch, _api_pb2.CommandBatchReply]
+    """(commands, issue 12) Issues many commands in one call, each as IssueCommand would (its own idempotency
+    key, deadline, checks and interlocks), each answered on its own: one refused command never fails the
+    others. The results come in the order of the request (with `wait_s`, once every command reached an
+    outcome, or after that long with each as it is).
+    """
+    WaitCommands: _grpc.UnaryUnaryMultiCallable[_api_pb2.CommandWaitBatch, _api_pb2.CommandBatchReply]
+    """(commands) Answers once every named command reached an outcome, or after `timeout_s` with each as it
+    is: one call follows many commands (a command this node does not hold is an error of its own).
+    """
 
 @_typing.type_check_only
 class TwinApiAsyncStub(TwinApiStub):
@@ -210,6 +220,16 @@ class TwinApiAsyncStub(TwinApiStub):
     WhoAmI: _aio.UnaryUnaryMultiCallable[_api_pb2.WhoAmIRequest, _api_pb2.WhoAmIReply]  # type: ignore[assignment]
     """(http: dashboard) Who the node takes the caller for: identity, role and twin scopes, so a client can
     offer only what it may do (the dashboard hides acting controls from viewers).
+    """
+    IssueCommands: _aio.UnaryUnaryMultiCallable[_api_pb2.CommandIssueBatch, _api_pb2.CommandBatchReply]  # type: ignore[assignment]
+    """(commands, issue 12) Issues many commands in one call, each as IssueCommand would (its own idempotency
+    key, deadline, checks and interlocks), each answered on its own: one refused command never fails the
+    others. The results come in the order of the request (with `wait_s`, once every command reached an
+    outcome, or after that long with each as it is).
+    """
+    WaitCommands: _aio.UnaryUnaryMultiCallable[_api_pb2.CommandWaitBatch, _api_pb2.CommandBatchReply]  # type: ignore[assignment]
+    """(commands) Answers once every named command reached an outcome, or after `timeout_s` with each as it
+    is: one call follows many commands (a command this node does not hold is an error of its own).
     """
 
 class TwinApiServicer(metaclass=_abc_1.ABCMeta):
@@ -482,6 +502,28 @@ class TwinApiServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_api_pb2.WhoAmIReply, _abc.Awaitable[_api_pb2.WhoAmIReply]]:
         """(http: dashboard) Who the node takes the caller for: identity, role and twin scopes, so a client can
         offer only what it may do (the dashboard hides acting controls from viewers).
+        """
+
+    @_abc_1.abstractmethod
+    def IssueCommands(
+        self,
+        request: _api_pb2.CommandIssueBatch,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.CommandBatchReply, _abc.Awaitable[_api_pb2.CommandBatchReply]]:
+        """(commands, issue 12) Issues many commands in one call, each as IssueCommand would (its own idempotency
+        key, deadline, checks and interlocks), each answered on its own: one refused command never fails the
+        others. The results come in the order of the request (with `wait_s`, once every command reached an
+        outcome, or after that long with each as it is).
+        """
+
+    @_abc_1.abstractmethod
+    def WaitCommands(
+        self,
+        request: _api_pb2.CommandWaitBatch,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.CommandBatchReply, _abc.Awaitable[_api_pb2.CommandBatchReply]]:
+        """(commands) Answers once every named command reached an outcome, or after `timeout_s` with each as it
+        is: one call follows many commands (a command this node does not hold is an error of its own).
         """
 
 def add_TwinApiServicer_to_server(servicer: TwinApiServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

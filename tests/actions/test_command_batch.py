@@ -1,0 +1,238 @@
+"""Batched commands (IssueCommands, WaitCommands and the SDK's ``issue_commands`` / ``wait_commands``)
+against real ``drsdtp run`` processes: each command of a batch is answered on its own (a refused one never
+fails the others), a repeated key is one command, and the guarantees of single commands hold for a batch:
+SIGKILL of the executor mid-flight completes each command once, a batch issued on the other side of a
+partition executes once after the heal.
+
+The Modbus device has two actuators, each a command register the node writes and a status register the
+test copies it to when it plays the firmware (as in :mod:`.test_command_durability`)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from pymodbus.client import AsyncModbusTcpClient
+
+from drsdtp.adapters.modbus_codec import decode
+from drsdtp.client import AsyncClient, Client, CommandSpec, InvalidArgumentError
+from drsdtp.wire.v1 import api_pb2
+from tests.api.nodes import ApiNode, eventually
+from tests.gossip.procs import Proxy
+
+from .test_command_api import PUMP
+from .writes_support import RecordingModbusServer
+
+pytestmark = pytest.mark.integration
+
+COMMAND_AT = {"sp_a": 20, "sp_b": 24}  # command registers; each one's status register is 2 above
+
+
+def device_config(port: int) -> str:
+    registers = "".join(
+        f'[[adapters.registers]]\nfield = "{f}"\naddress = {a + 2}\ndata_type = "float32"\n'
+        for f, a in COMMAND_AT.items()
+    )
+    return f"""
+[[adapters]]
+type = "modbus"
+name = "plc"
+host = "127.0.0.1"
+port = {port}
+twin = "boiler-1"
+poll_interval_s = 0.1
+[adapters.reconnect]
+initial_s = 0.1
+max_s = 0.5
+{registers}"""
+
+
+ACTUATORS = "".join(
+    f"""
+[[actuators]]
+twin = "boiler-1"
+field = "{f}"
+node = "node-a"
+adapter = "plc"
+min = 0.0
+max = 90.0
+tolerance = 0.01
+ack_timeout_s = 2.0
+deadline_s = 120.0
+[actuators.write]
+address = {a}
+data_type = "float32"
+"""
+    for f, a in COMMAND_AT.items()
+)
+
+
+@pytest.fixture
+async def device() -> AsyncIterator[RecordingModbusServer]:
+    async with RecordingModbusServer({1: [0] * 40}) as server:
+        yield server
+
+
+def written(device: RecordingModbusServer, field: str) -> list[float]:
+    at = COMMAND_AT[field]
+    return [decode(list(w), "float32", "ABCD") for _, address, w in device.writes if address == at]
+
+
+async def firmware_applies(device: RecordingModbusServer) -> None:
+    """The device's firmware: each status register takes its command register's last written words."""
+    client = AsyncModbusTcpClient("127.0.0.1", port=device.port)
+    await client.connect()
+    try:
+        for at in COMMAND_AT.values():
+            words = [list(w) for _, address, w in device.writes if address == at]
+            if words:
+                await client.write_registers(at + 2, words[-1])
+    finally:
+        client.close()
+
+
+def spec(field: str, value: float, key: str) -> CommandSpec:
+    return CommandSpec("boiler-1", field, value, idempotency_key=key)
+
+
+async def states(node: ApiNode, *commands: str) -> list[api_pb2.Command]:
+    """The commands as ``node`` holds them (one WaitCommands call that does not wait)."""
+    reply = await node.call("WaitCommands", api_pb2.CommandWaitBatch(command_ids=commands, timeout_s=0.001))
+    return [r.command for r in reply.results]
+
+
+async def test_a_batch_survives_sigkill_of_its_executor_and_each_command_is_written_once(
+    tmp_path: Path, device: RecordingModbusServer
+) -> None:
+    node = ApiNode("a", tmp_path)
+    node.configure({}, device_config(device.port) + ACTUATORS)
+    await node.start()
+    batch = [spec("sp_a", 42.5, "k-a"), spec("sp_b", 17.0, "k-b"), spec("sp_a", 200.0, "k-high")]
+    try:
+        async with AsyncClient(f"127.0.0.1:{node.api_port}", actor="op-1") as client:
+            first = await client.issue_commands(batch)
+        assert [o.ok for o in first] == [True, True, False]
+        assert first[2].error_code == "INVALID_ARGUMENT" and "above its maximum" in first[2].error
+        ids = [o.command.id for o in first[:2] if o.command is not None]
+
+        async def acknowledged() -> bool:
+            return all(c.state == "acknowledged" for c in await states(node, *ids))
+
+        await eventually(acknowledged, 30, "both writes landed and were acknowledged")
+        node.kill()  # mid-flight: written, acknowledged, not applied
+        assert (written(device, "sp_a"), written(device, "sp_b")) == ([42.5], [17.0])
+        await firmware_applies(device)
+        await node.start()
+        async with AsyncClient(f"127.0.0.1:{node.api_port}") as client:
+            done = await client.wait_commands(ids, wait=30)
+            assert [(o.command.state, o.command.attempts) for o in done if o.command] == [("applied", 1)] * 2
+            again = await client.issue_commands(batch[:2], wait=5)  # a retry of the batch: the same commands
+        assert [(o.repeated, o.command.id if o.command else "") for o in again] == [(True, i) for i in ids]
+        assert (written(device, "sp_a"), written(device, "sp_b")) == ([42.5], [17.0])  # each written once
+    finally:
+        node.stop()
+
+
+async def test_a_batch_issued_across_a_partition_executes_once_after_the_heal(
+    tmp_path: Path, device: RecordingModbusServer
+) -> None:
+    nodes = {n: ApiNode(n, tmp_path) for n in ("a", "b")}
+    proxies: dict[tuple[str, str], Proxy] = {}
+    for x, y in itertools.permutations(nodes, 2):
+        proxies[x, y] = Proxy(nodes[y].peer_port)
+        await proxies[x, y].start()
+    for name, node in nodes.items():
+        other = "b" if name == "a" else "a"
+        device_part = device_config(device.port) if name == "a" else ""
+        node.configure({nodes[other].node_id: proxies[name, other].port}, device_part + ACTUATORS)
+    try:
+        await asyncio.gather(*(n.start() for n in nodes.values()))
+        a, b = nodes["a"], nodes["b"]
+        for proxy in proxies.values():
+            proxy.block()
+        async with AsyncClient(f"127.0.0.1:{b.api_port}") as on_b:
+            from_b = await on_b.issue_commands([spec("sp_a", 30.0, "shift"), spec("sp_b", 31.0, "shift-b")])
+        async with AsyncClient(f"127.0.0.1:{a.api_port}") as on_a:
+            from_a = await on_a.issue_commands([spec("sp_a", 30.0, "shift")])
+        ids = [o.command.id for o in from_b if o.command is not None]
+        assert len(ids) == 2 and from_a[0].command is not None and from_a[0].command.id == ids[0]
+        await eventually(lambda: _is(a, ids[0], "acknowledged"), 30, "a wrote the key both sides used")
+        await asyncio.sleep(1.0)  # the partition holds b's other command: a has not heard of it
+        assert (written(device, "sp_a"), written(device, "sp_b")) == ([30.0], [])
+        for proxy in proxies.values():
+            proxy.unblock()
+        await eventually(lambda: _is(a, ids[1], "acknowledged"), 60, "a wrote b's other command")
+        await firmware_applies(device)
+
+        async def both_applied_on_b() -> bool:
+            return [c.state for c in await states(b, *ids)] == ["applied", "applied"]
+
+        await eventually(both_applied_on_b, 60, "b sees both applied")
+        assert [c.attempts for c in await states(b, *ids)] == [1, 1]
+        assert (written(device, "sp_a"), written(device, "sp_b")) == ([30.0], [31.0])  # each written once
+    finally:
+        for node in nodes.values():
+            node.stop()
+        for proxy in proxies.values():
+            await proxy.close()
+
+
+async def _is(node: ApiNode, command: str, wanted: str) -> bool:
+    reply = await node.call("WaitCommands", api_pb2.CommandWaitBatch(command_ids=[command], timeout_s=0.001))
+    return bool(reply.results[0].command.state == wanted)  # NOT_FOUND (not replicated yet): no state
+
+
+@pytest.fixture(scope="module")
+def pump(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiNode]:
+    node = ApiNode("a", tmp_path_factory.mktemp("batch"))
+    node.configure({}, PUMP)
+    asyncio.run(node.start())
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+async def test_each_command_of_a_batch_is_answered_on_its_own(pump: ApiNode) -> None:
+    batch = [
+        CommandSpec("pump-1", "valve", 0.3, idempotency_key="b-1", reason="trim"),
+        CommandSpec("pump-1", "valve", 1.5),  # above the actuator's max
+        CommandSpec("pump-1", "wings", 1.0),  # no such actuator
+        CommandSpec("pump-1", "valve", "open"),  # not a number
+        CommandSpec("pump-1", "valve", 0.3, idempotency_key="b-1", reason="trim"),  # the first one again
+        CommandSpec("pump-1", "valve", 0.7, idempotency_key="b-1"),  # the key of another command
+    ]
+    async with AsyncClient(f"127.0.0.1:{pump.api_port}", actor="op-7") as client:
+        got = await client.issue_commands(batch, wait=20)
+        codes = [o.error_code for o in got]
+        assert codes == ["", "INVALID_ARGUMENT", "NOT_FOUND", "INVALID_ARGUMENT", "", "INVALID_ARGUMENT"]
+        assert "above its maximum 1" in got[1].error and "no actuator 'wings'" in got[2].error
+        assert "already names command" in got[5].error
+        first, repeat = got[0].command, got[4].command
+        assert first is not None and repeat is not None and got[4].repeated and not got[0].repeated
+        assert (first.id, first.state, first.attempts, first.actor) == (repeat.id, "applied", 1, "op-7")
+        followed = await client.wait_commands([first.id, "no-such-command"], wait=1)
+        assert followed[0].command is not None and followed[0].command.state == "applied"
+        assert (followed[1].command, followed[1].error_code) == (None, "NOT_FOUND")
+        per_command_wait = api_pb2.CommandIssueRequest(
+            twin_id="pump-1", action="valve", value=api_pb2.FieldValue(f64=0.2), wait_s=1
+        )
+        reply = await client.call("IssueCommands", api_pb2.CommandIssueBatch(commands=[per_command_wait]))
+        assert "set wait_s on the batch" in reply.results[0].error
+        with pytest.raises(InvalidArgumentError, match="at most 512 per call"):
+            await client.issue_commands([CommandSpec("pump-1", "valve", 0.1)] * 513)
+
+
+def test_the_blocking_client_issues_a_batch_and_follows_it(pump: ApiNode) -> None:
+    with Client(f"127.0.0.1:{pump.api_port}") as client:
+        got = client.issue_commands([CommandSpec("pump-1", "valve", 0.45)])
+        command = got[0].command
+        assert command is not None
+        done = client.wait_commands([command.id], wait=20)
+        assert done[0].command is not None and done[0].command.applied
+        assert client.command(command.id).state == "applied"
+        single = client.issue_command("pump-1", "valve", 0.5, wait=20)
+        assert single.state == "applied" and single.value == 0.5
