@@ -2,6 +2,7 @@
 
     .venv/bin/python benches/bench_replication.py            # every row, about five minutes on 2 cores
     .venv/bin/python benches/bench_replication.py --quick    # smaller sizes, a smoke run
+    .venv/bin/python benches/bench_replication.py --only-latency   # the latency rows alone (1, 1b)
 
 1. latency: 3 replicators, node a writes 10k field updates/s (batches of 10 every ms); p50/p99 from the
    write on a to its visibility on b (and c). Goal: p99 <= 2 ms. Measured from ``on_local_delta`` (no WAL:
@@ -17,10 +18,14 @@
    joins cannot collapse overwrites) until b holds the last one (bare replicators, no WAL). Baseline in
    the same run: the same two-process gRPC bidi stream carrying one Python protobuf object per reading
    (batches of 100, window 16: the ~330k/s setup of research/env-baseline.md section 2.2).
-2b. the same between 2 real ``drsdtp run`` processes (WAL, history, intelligence on): a client writes numeric
-   columns to a's API flat out, b holding a marker written after them ends the clock. Issue 13's goal:
-   >= 5M field updates/s. Beside it in the same run: the bare replicators of 2 (the ratio), a's own API
-   ingest rate (the feed: replication cannot outrun it) and the receiver's CPU seconds per million updates,
+2b. the same between 2 real ``drsdtp run`` processes (WAL, history, intelligence on): a client writes to a's
+   API flat out, b holding a marker written after them ends the clock. Issue 13's goal: >= 5M field
+   updates/s. The writer's API intake is the ceiling, so it is first measured alone (one node, no peer)
+   through each real intake: NumericColumns (5,000 a request) and f64 report ops (3,000 a request, the
+   SDK's bytes), each within the API's 64 KiB request bound, the client's bytes built ahead where they do
+   not depend on the values (the client shares the 2 cores); node to node then uses the fastest of the
+   same repetition, and says which. Beside it: the bare replicators of 2 (the ratio), a's own ingest
+   rate (the feed: replication cannot outrun it) and the receiver's CPU seconds per million updates,
    node against bare replicator (its cost whatever the feed).
 3. heal: 5 nodes partitioned {n1,n2} | {n3,n4,n5} (TCP proxies cut), 100k divergent updates written on
    both sides; time from healing to identical digests everywhere, and the bytes on the wire for it.
@@ -56,10 +61,14 @@ from google.protobuf.message import Message
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from drsdtp.client.channel import connect  # noqa: E402
+from drsdtp.client.writes import TwinWrite, request_bytes  # noqa: E402
+from drsdtp.client.writes import report as report_op  # noqa: E402
 from drsdtp.config import Address, PeerConfig  # noqa: E402
 from drsdtp.core import BatchWriter, Store, replica_id  # noqa: E402
 from drsdtp.gossip.limits import GossipLimits  # noqa: E402
 from drsdtp.gossip.replicator import Replicator  # noqa: E402
+from drsdtp.protobytes import LENGTH, length_prefixed, tag, varint  # noqa: E402
 from drsdtp.wire.v1 import api_pb2  # noqa: E402
 from tests.api.nodes import ApiNode  # noqa: E402
 from tests.gossip.procs import Proxy  # noqa: E402
@@ -622,46 +631,115 @@ async def _node_latency(
     return out
 
 
-async def bench_node_throughput(updates: int, per_request: int = 4000, in_flight: int = 8) -> dict[str, Any]:
-    """2 real ``drsdtp run`` processes (WAL on): a client writes numeric columns to a's API flat out
-    (``per_request`` rows a request, within the API's 64 KiB request cap; 1000 twins x 100 fields so joins
-    cannot collapse overwrites), then a marker twin; done when b holds the marker. a's own ingest rate (the
-    last write acknowledged) is in the same run: replication cannot be measured faster than the writer feeds
-    it; b's CPU seconds per million updates is the receiver's cost whatever the feed."""
+INTAKES = ("columns", "ops")  # the real API intakes the throughput rows measure (fields a request below)
+PER_REQUEST = {"columns": 5000, "ops": 3000}  # each within the API's 64 KiB request bound
+
+
+class Intake:
+    """The Write requests of one intake as their wire bytes, built before the clock starts where they do not
+    depend on the values, so the client (on the same 2 cores) costs the nodes as little as it can:
+    ``columns``: NumericColumns, 50 twins x 100 fields a request (the twins' and fields' names and index
+    columns cached per twin group, the values packed straight from numpy); ``ops``: 30 twins x 100 f64
+    reports a request, written by the SDK (``drsdtp.client.writes.request_bytes``, the same bytes as
+    protobuf's)."""
+
+    def __init__(self, kind: str, twins: list[str], fields: list[str]) -> None:
+        self.kind, self.twins, self.fields = kind, twins, fields
+        self.per_request = PER_REQUEST[kind]
+        self.group = self.per_request // len(fields)  # twins a request
+        self.values = np.random.default_rng(1).random(self.per_request)
+        self._prefix: dict[int, bytes] = {}
+
+    def _chosen(self, k: int) -> list[str]:
+        first = (k * self.group) % len(self.twins)
+        return [self.twins[(first + i) % len(self.twins)] for i in range(self.group)]
+
+    def message(self, k: int) -> api_pb2.WriteRequest:
+        """Request ``k`` built by the protobuf runtime (to check :meth:`body` against)."""
+        values = (self.values + k).tolist()
+        if self.kind == "ops":
+            return api_pb2.WriteRequest(twins=[
+                api_pb2.TwinWrite(twin_id=t, ops=[
+                    api_pb2.FieldOp(field=f, report=api_pb2.FieldValue(f64=values[i * len(self.fields) + j]))
+                    for j, f in enumerate(self.fields)
+                ]) for i, t in enumerate(self._chosen(k))
+            ])  # fmt: skip
+        cols = api_pb2.NumericColumns(
+            twin_ids=self._chosen(k), fields=self.fields,
+            twin=np.repeat(np.arange(self.group), len(self.fields)).tolist(),
+            field=np.tile(np.arange(len(self.fields)), self.group).tolist(), values=values,
+        )  # fmt: skip
+        return api_pb2.WriteRequest(columns=cols)
+
+    def body(self, k: int) -> bytes:
+        values = self.values + k
+        if self.kind == "ops":
+            n = len(self.fields)
+            rows = [values[i * n : (i + 1) * n].tolist() for i in range(self.group)]
+            twins = [
+                TwinWrite(t, tuple(report_op(f, v) for f, v in zip(self.fields, row, strict=True)))
+                for t, row in zip(self._chosen(k), rows, strict=True)
+            ]
+            return request_bytes(twins)
+        first = (k * self.group) % len(self.twins)
+        prefix = self._prefix.get(first)
+        if prefix is None:
+            cols = api_pb2.NumericColumns
+            twin = np.repeat(np.arange(self.group), len(self.fields)).astype(np.uint64)
+            field = np.tile(np.arange(len(self.fields)), self.group).astype(np.uint64)
+            prefix = b"".join(
+                [tag(cols, "twin_ids", LENGTH) + length_prefixed(t.encode()) for t in self._chosen(k)]
+                + [tag(cols, "fields", LENGTH) + length_prefixed(f.encode()) for f in self.fields]
+                + [tag(cols, "twin", LENGTH) + length_prefixed(b"".join(varint(x) for x in twin.tolist())),
+                   tag(cols, "field", LENGTH) + length_prefixed(b"".join(varint(x) for x in field.tolist())),
+                   tag(cols, "values", LENGTH) + varint(8 * len(values))]
+            )  # fmt: skip
+            self._prefix[first] = prefix
+        columns = prefix + values.astype("<f8").tobytes()
+        return tag(api_pb2.WriteRequest, "columns", LENGTH) + length_prefixed(columns)
+
+
+async def bench_node_throughput(updates: int, intake: str, in_flight: int = 8) -> dict[str, Any]:
+    """2 real ``drsdtp run`` processes (WAL on): a client writes to a's API flat out through ``intake``
+    (1000 twins x 100 fields so joins cannot collapse overwrites), then a marker twin; done when b holds the
+    marker. a's own ingest rate (the last write acknowledged) is in the same run: replication cannot be
+    measured faster than the writer feeds it; b's CPU seconds per million updates is the receiver's cost
+    whatever the feed."""
     with tempfile.TemporaryDirectory() as tmp:
         a, b = LatencyNode("a", Path(tmp)), LatencyNode("b", Path(tmp))
         a.configure({b.node_id: b.peer_port})
         b.configure({a.node_id: a.peer_port})
         try:
             await asyncio.gather(a.start(), b.start())
-            return await _node_throughput(a, b, updates, per_request, in_flight)
+            return await _node_throughput(a, b, updates, intake, in_flight)
         finally:
             a.stop()
             b.stop()
 
 
-async def bench_writer_alone(updates: int, per_request: int = 4000, in_flight: int = 8) -> dict[str, Any]:
-    """The writer's API ceiling without replication: the same client load into one real node without
-    peers (its WAL, history and intelligence on). Node to node cannot be faster than this."""
+async def bench_writer_alone(updates: int, intake: str, in_flight: int = 8) -> dict[str, Any]:
+    """The writer's API ceiling through ``intake`` without replication: the same client load into one real
+    node without peers (its WAL, history and intelligence on). Node to node cannot be faster than this."""
     with tempfile.TemporaryDirectory() as tmp:
         a = LatencyNode("a", Path(tmp))
         a.configure({})
         try:
             await a.start()
-            return await _node_throughput(a, None, updates, per_request, in_flight)
+            return await _node_throughput(a, None, updates, intake, in_flight)
         finally:
             a.stop()
 
 
 async def _node_throughput(
-    a: LatencyNode, b: LatencyNode | None, updates: int, per_request: int, in_flight: int
+    a: LatencyNode, b: LatencyNode | None, updates: int, intake: str, in_flight: int
 ) -> dict[str, Any]:
     """The client load of :func:`bench_node_throughput`; with ``b`` None, only a's own ingest."""
     twins, fields = [f"tp-{i}" for i in range(1000)], [f"f{j}" for j in range(100)]
-    group = per_request // len(fields)  # twins per request
-    twin_col = np.repeat(np.arange(group), len(fields)).tolist()
-    field_col = np.tile(np.arange(len(fields)), group).tolist()
-    values = np.random.default_rng(1).random(per_request)
+    load = Intake(intake, twins, fields)
+    for k in (0, 7):  # the hand-built bytes are the request protobuf would send, within the API's bound
+        body = load.body(k)
+        assert api_pb2.WriteRequest.FromString(body) == load.message(k), intake
+        assert len(body) < 64 * 1024 - 512, (intake, len(body))
 
     async def held(node: ApiNode, prefix: str) -> int:
         return int((await node.call("ListTwins", api_pb2.ListTwinsRequest(prefix=prefix, limit=1))).total)
@@ -673,35 +751,39 @@ async def _node_throughput(
         async with asyncio.timeout(60):  # replication is up and b holds every twin before the clock starts
             while b is not None and await held(b, "tp-") < len(twins):  # noqa: ASYNC110 - polls b
                 await asyncio.sleep(0.1)
-        requests = updates // per_request
+        requests = updates // load.per_request
         queue: asyncio.Queue[int] = asyncio.Queue()
         for k in range(requests):
             queue.put_nowait(k)
+        channel, _ = connect(Address("127.0.0.1", a.api_port))
+        write = channel.unary_unary(
+            "/drsdtp.wire.v1.TwinApi/Write", response_deserializer=api_pb2.WriteReply.FromString
+        )
 
         async def writer() -> None:
             while not queue.empty():
-                k = queue.get_nowait()
-                first = (k * group) % len(twins)
-                cols = api_pb2.NumericColumns(
-                    twin_ids=twins[first : first + group], fields=fields, twin=twin_col, field=field_col,
-                    values=(values + k).tolist(),
-                )  # fmt: skip
-                await stub.Write(api_pb2.WriteRequest(columns=cols), timeout=60)
+                await write(load.body(queue.get_nowait()), timeout=60)
 
         receiver = b or a
         cpu_before, gc_before = cpu_s(receiver), gc_collections(receiver)
-        writer_cpu_before = cpu_s(a)
+        writer_cpu_before, client_cpu_before = cpu_s(a), time.process_time()
         start = time.monotonic()
-        await asyncio.gather(*(writer() for _ in range(in_flight)))
+        async with channel:
+            await asyncio.gather(*(writer() for _ in range(in_flight)))
         written_s = time.monotonic() - start
         writer_cpu = cpu_s(a) - writer_cpu_before
-        n = requests * per_request
+        client_cpu = time.process_time() - client_cpu_before
+        n = requests * load.per_request
+        common = {
+            "intake": intake,
+            "updates": n,
+            "writer_ingest_per_s": round(n / written_s),
+            "writer_cpu_s_per_m": round(writer_cpu / n * 1e6, 3),
+            # The bench's own client (building and sending the requests) shares the 2 cores.
+            "client_cpu_s_per_m": round(client_cpu / n * 1e6, 3),
+        }
         if b is None:
-            return {
-                "updates": n,
-                "writer_ingest_per_s": round(n / written_s),
-                "writer_cpu_s_per_m": round(writer_cpu / n * 1e6, 3),
-            }
+            return common
         marker = api_pb2.TwinWrite(twin_id="tp-done", create=api_pb2.CreateTwin())
         await stub.Write(api_pb2.WriteRequest(twins=[marker]), timeout=30)
     async with b.stub() as stub_b, asyncio.timeout(300):
@@ -710,11 +792,9 @@ async def _node_throughput(
     seconds = time.monotonic() - start
     receiver_cpu = cpu_s(b) - cpu_before
     return {
-        "updates": n,
+        **common,
         "seconds": round(seconds, 3),
         "updates_per_s": round(n / seconds),
-        "writer_ingest_per_s": round(n / written_s),
-        "writer_cpu_s_per_m": round(writer_cpu / n * 1e6, 3),
         "receiver_cpu_s_per_m": round(receiver_cpu / n * 1e6, 3),
         # Cores the receiver kept busy (all its threads): well below 1 while the writer is the limit.
         "receiver_cores": round(receiver_cpu / seconds, 2),
@@ -745,23 +825,28 @@ def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
 
 async def throughputs(
     quick: bool, reps: int
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Bare replicators, real nodes, the writer node alone and the protobuf baseline alternate, so all see
-    the same machine load; the median run of each."""
-    tps, nodes, alones, bases = [], [], [], []
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
+    """Bare replicators, the writer node alone through each intake, real nodes through the intake that
+    was fastest alone in the same repetition, and the protobuf baseline alternate, so all see the same
+    machine load; the median run of each (of each intake for the writer alone)."""
+    size = 200_000 if quick else 2_000_000
+    tps, nodes, bases = [], [], []
+    alones: dict[str, list[dict[str, Any]]] = {i: [] for i in INTAKES}
     for _ in range(reps):
-        tps.append(await bench_throughput(200_000 if quick else 2_000_000, GossipLimits().join_min_entries))
+        tps.append(await bench_throughput(size, GossipLimits().join_min_entries))
         print(json.dumps({"throughput": tps[-1]}), flush=True)
-        nodes.append(await bench_node_throughput(200_000 if quick else 2_000_000))
+        for intake in INTAKES:
+            alones[intake].append(await bench_writer_alone(size, intake))
+            print(json.dumps({"writer_alone": alones[intake][-1]}), flush=True)
+        fastest = max(INTAKES, key=lambda i: alones[i][-1]["writer_ingest_per_s"])
+        nodes.append(await bench_node_throughput(size, fastest))
         print(json.dumps({"throughput_real_nodes": nodes[-1]}), flush=True)
-        alones.append(await bench_writer_alone(200_000 if quick else 2_000_000))
-        print(json.dumps({"writer_alone": alones[-1]}), flush=True)
         bases.append(await bench_baseline(100_000 if quick else 300_000))
         print(json.dumps({"baseline_protobuf_per_reading": bases[-1]}), flush=True)
     return (
         median_run(tps, "updates_per_s"),
         median_run(nodes, "updates_per_s"),
-        median_run(alones, "writer_ingest_per_s"),
+        {i: median_run(runs, "writer_ingest_per_s") for i, runs in alones.items()},
         median_run(bases, "readings_per_s"),
     )
 
@@ -782,15 +867,17 @@ async def drive(quick: bool, only_throughput: bool = False, only_latency: bool =
     Proc.log_path.write_text("")
     print(f"node logs: {Proc.log_path}", flush=True)
     reps = 1 if quick else 3
-    if only_latency:  # a development loop: the latency rows alone (replicators, then nodes), not reported
-        await latencies(quick, reps)
+    if only_latency:  # the latency rows alone (replicators, then nodes), e.g. on a quiet machine
+        lat, node_lat = await latencies(quick, reps)
+        print(f"\nsummary (latency: the run with the median p99 of {reps})")
+        print_latency(lat, node_lat)
         return
     if only_throughput:  # a development loop: the throughput rows alone, not reported
         await throughputs(quick, reps)
         return
     lat, node_lat = await latencies(quick, reps)
     # Throughput and its baseline alternate, so both see the same machine load; medians of the runs.
-    tp, node_tp, alone, base = await throughputs(quick, reps)
+    tp, node_tp, alones, base = await throughputs(quick, reps)
     heals = []
     for _ in range(reps):
         heals.append(await bench_heal(20_000 if quick else 100_000))
@@ -801,29 +888,18 @@ async def drive(quick: bool, only_throughput: bool = False, only_latency: bool =
         20_000 if quick else 100_000, reconnect_max_s=GossipLimits().reconnect_max_s
     )
     print(json.dumps({"heal_default_reconnect_cap": default_cap}), flush=True)
-    report(lat, node_lat, tp, node_tp, alone, base, heal, max(h["converge_s"] for h in heals), reps)
+    report(lat, node_lat, tp, node_tp, alones, base, heal, max(h["converge_s"] for h in heals), reps)
     print(
         f"  with the default {GossipLimits().reconnect_max_s} s reconnect cap instead of "
         f"{LIMITS.reconnect_max_s} s: {default_cap['converge_s']} s"
     )
 
 
-def report(
-    lat: dict[str, Any],
-    node_lat: dict[str, Any],
-    tp: dict[str, Any],
-    node_tp: dict[str, Any],
-    alone: dict[str, Any],
-    base: dict[str, Any],
-    heal: dict[str, Any],
-    slowest: float,
-    reps: int,
-) -> None:
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "MISSED"
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
 
-    ratio = tp["updates_per_s"] / base["readings_per_s"]
-    print(f"\nsummary (medians of {reps} runs where repeated; latency: the run with the median p99)")
+
+def print_latency(lat: dict[str, Any], node_lat: dict[str, Any]) -> None:
     print(
         f"latency a->b at {lat['rate_per_s']:,} updates/s: p50 {lat['b_p50_ms']} ms, p99 {lat['b_p99_ms']} ms"
         f" (goal p99 <= 2 ms: {verdict(lat['b_p99_ms'] <= 2)})"
@@ -834,15 +910,40 @@ def report(
         f"replication): p50 {node_lat['a_p50_ms']} ms, p99 {node_lat['a_p99_ms']} ms; added by replication "
         f"(b minus a per update): p50 {node_lat['b_added_p50_ms']} ms, p99 {node_lat['b_added_p99_ms']} ms"
     )
+
+
+def report(
+    lat: dict[str, Any],
+    node_lat: dict[str, Any],
+    tp: dict[str, Any],
+    node_tp: dict[str, Any],
+    alones: dict[str, dict[str, Any]],
+    base: dict[str, Any],
+    heal: dict[str, Any],
+    slowest: float,
+    reps: int,
+) -> None:
+    ratio = tp["updates_per_s"] / base["readings_per_s"]
+    print(f"\nsummary (medians of {reps} runs where repeated; latency: the run with the median p99)")
+    print_latency(lat, node_lat)
     print(
         f"throughput a->b: {tp['updates_per_s']:,} field updates/s (goal >= 1M: "
         f"{verdict(tp['updates_per_s'] >= 1e6)}), {ratio:.1f}x the protobuf-per-reading stream at "
         f"{base['readings_per_s']:,}/s (building those objects alone: {base['build_only_per_s']:,}/s)"
     )
-    node_rate = node_tp["updates_per_s"]
+    node_rate, intake = node_tp["updates_per_s"], node_tp["intake"]
+    alone = alones[intake]
     print(
-        f"throughput with 2 real nodes (WAL on), client columns into a's API -> b: "
-        f"{node_rate:,} field updates/s (goal >= 5M: {verdict(node_rate >= 5e6)}), "
+        "the writer's API intake with no peer (its ceiling, client bytes built ahead): "
+        + "; ".join(
+            f"{i} {r['writer_ingest_per_s']:,}/s at {r['writer_cpu_s_per_m']} s of node CPU per million "
+            f"({PER_REQUEST[i]:,} a request; client {r['client_cpu_s_per_m']} s)"
+            for i, r in alones.items()
+        )
+    )
+    print(
+        f"throughput with 2 real nodes (WAL on), client {intake} (the fastest intake alone) into a's API "
+        f"-> b: {node_rate:,} field updates/s (goal >= 5M: {verdict(node_rate >= 5e6)}), "
         f"{node_tp['updates_per_s'] / tp['updates_per_s']:.2f}x the bare replicators; a's own ingest "
         f"{node_tp['writer_ingest_per_s']:,}/s, and {alone['writer_ingest_per_s']:,}/s with no peer (the "
         f"writer's API ceiling: {node_rate / alone['writer_ingest_per_s']:.2f}x of it reached b); writer CPU "
@@ -859,11 +960,12 @@ def report(
     bench_report.emit(
         "bench_replication",
         [
-            Row.of("replication throughput node to node, real nodes (WAL on)", node_rate, "updates/s",
-                   Goal(">=", 5e6), baseline=tp["updates_per_s"], baseline_name="bare replicators"),
-            Row.of("writer's API intake, one node without peers (the ceiling of node to node)",
-                   alone["writer_ingest_per_s"], "updates/s", baseline=node_rate,
-                   baseline_name="node to node"),
+            Row.of(f"replication throughput node to node, real nodes (WAL on), API {intake}", node_rate,
+                   "updates/s", Goal(">=", 5e6), baseline=tp["updates_per_s"],
+                   baseline_name="bare replicators"),
+            *(Row.of(f"writer's API intake, {i}, one node without peers (a ceiling of node to node)",
+                     r["writer_ingest_per_s"], "updates/s", baseline=node_rate, baseline_name="node to node")
+              for i, r in alones.items()),
             Row.of("replication throughput, bare replicators", tp["updates_per_s"], "updates/s",
                    baseline=base["readings_per_s"], baseline_name="protobuf/reading"),
             Row.of("receiver CPU per million updates, real node (WAL, history, intelligence)",
