@@ -72,6 +72,15 @@ NOT_WHEN_IDLE = (
     # Only for a refused name's did-you-mean, and a CSV history export.
     "difflib",
     "csv",
+    # The rule engine, its expressions and the notification outbox: only with [[rules]] or [[notify]].
+    "drsdtp.rules.service",
+    "drsdtp.rules.engine",
+    "drsdtp.rules.expr",
+    "drsdtp.rules.spec",
+    "drsdtp.notify",
+    # getpass (with termios) for the CLI's default --actor: the node parses its arguments too.
+    "getpass",
+    "termios",
 )
 
 
