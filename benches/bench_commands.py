@@ -20,6 +20,12 @@ less, and at 16 clients the CPU is what limits the rate, so "cpu" is the rate ra
 "fsync/cmd" and "rec/cmd": the node's log fsyncs and records per command in that run (a command alone
 takes two fsyncs; concurrent commands share the log's group commits, so fewer each under load).
 
+Batched ("batch" rows): the same CLIENTS actuators, driven by ``--batchers`` (2) clients each issuing
+``IssueCommands`` of one command per actuator it owns (CLIENTS / batchers commands per call, ``wait_s``:
+answered once all are applied), so as many commands are in flight as in the rate run: the gRPC call, the
+API guard and the waiter are paid once per batch. Commands per second and CPU per command against the same
+bare rate run; "p50/p99" there is a batch's round trip (every command of it issued and applied).
+
 Serial: our firmware (the real .elf in simavr, paced to the wall clock, its UART at 115200 baud on a pty):
 commands switch the board's output on and off, one at a time; the board acks each with the state it left
 (the echo). "bare" writes the same command line (an id as long as a command's) on the same pty and reads
@@ -27,7 +33,7 @@ up to the board's ack, in the same run (before the node opens the port: it holds
 run: a board reads its commands one by one off one line.
 
 usage: python benches/bench_commands.py [--commands 200] [--rate-commands 1600] [--clients 16]
-       [--protocols modbus,opcua,mqtt,serial]
+       [--batchers 2] [--protocols modbus,opcua,mqtt,serial]
 """
 
 from __future__ import annotations
@@ -63,7 +69,9 @@ from tests.ingest.opcua_server import OpcServer
 from tests.ingest.support import Mosquitto, running
 
 Timed = Callable[[int, int], Awaitable[None]]  # (actuator, i): one round trip
+Batched = Callable[[list[int], int], Awaitable[None]]  # (actuators, i): one command to each, one call
 CLIENTS = 16
+BATCHERS = 2
 RATE_COMMANDS = 1600
 
 
@@ -78,6 +86,10 @@ class Samples:
     ours_cpu: float
     fsyncs: float  # the node's log fsyncs (group commits) per command in the rate run
     records: float  # records appended to the node's log per command in the rate run
+    batch: list[float] | None = None  # batch round trips (ms) in the batched rate run
+    batch_rate: float = float("nan")  # commands per second, batched
+    batch_cpu: float = float("nan")  # CPU ms per command, batched
+    batch_fsyncs: float = float("nan")
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -120,6 +132,30 @@ async def rate(one: Timed, node: Node | None = None) -> tuple[float, float, floa
     return done / elapsed, cpu * 1000 / done, fsyncs, records
 
 
+async def batch_rate(batch: Batched, node: Node) -> tuple[list[float], float, float, float]:
+    """The rate run's commands (as many, as many in flight) issued as batches by BATCHERS clients, each
+    owning CLIENTS / BATCHERS actuators: (batch round trips ms, commands/s, CPU ms per command, fsyncs
+    per command)."""
+    owned = [list(range(CLIENTS))[b::BATCHERS] for b in range(BATCHERS)]
+    rounds = max(2, RATE_COMMANDS // CLIENTS)
+    times: list[float] = []
+
+    async def batcher(ks: list[int]) -> None:
+        for i in range(rounds):
+            t0 = time.perf_counter()
+            await batch(ks, 40_000 + i)
+            times.append((time.perf_counter() - t0) * 1000)
+
+    await asyncio.gather(*(batch(ks, 50_000) for ks in owned))  # warm-up
+    fsyncs0, _ = log_counts(node)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(batcher(ks) for ks in owned))
+    done = rounds * CLIENTS
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    fsyncs1, _ = log_counts(node)
+    return times, done / elapsed, cpu * 1000 / done, (fsyncs1 - fsyncs0) / done
+
+
 def log_counts(node: Node) -> tuple[int, int]:
     """(fsyncs, records) of the node's write-ahead log so far."""
     stats = node.durable.stats
@@ -134,7 +170,7 @@ async def bare_samples(n: int, one: Timed) -> tuple[list[float], tuple[float, fl
 @contextlib.asynccontextmanager
 async def node_with(
     tmp: Path, adapter: dict[str, Any], write: Callable[[int], dict[str, Any]], *, wal: bool = True
-) -> AsyncIterator[tuple[Timed, Node]]:
+) -> AsyncIterator[tuple[Timed, Batched, Node]]:
     actuators = [
         {
             "twin": "bench-1",
@@ -171,7 +207,17 @@ async def node_with(
                 reply = await stub.IssueCommand(request)
                 assert reply.command.state == "applied", reply.command
 
-            yield one, node
+            async def batch(ks: list[int], i: int) -> None:
+                commands = [
+                    api_pb2.CommandIssueRequest(
+                        twin_id="bench-1", action=f"sp{k}", value=api_pb2.FieldValue(f64=float(i + 1))
+                    )
+                    for k in ks
+                ]
+                reply = await stub.IssueCommands(api_pb2.CommandIssueBatch(commands=commands, wait_s=10))
+                assert all(r.command.state == "applied" for r in reply.results), reply
+
+            yield one, batch, node
 
 
 async def ours(
@@ -183,12 +229,16 @@ async def ours(
 ) -> Samples:
     """The node's round trips (serial, then CLIENTS at once), then serial with the write-ahead log off
     (what fsync costs)."""
-    async with node_with(tmp / "node", adapter, write) as (one, node):
+    async with node_with(tmp / "node", adapter, write) as (one, batch, node):
         ours_ms = await measure(n, one)
         ours_rate, ours_cpu, fsyncs, records = await rate(one, node)
-    async with node_with(tmp / "node-nowal", adapter, write, wal=False) as (one, _):
+        batch_ms, b_rate, b_cpu, b_fsyncs = await batch_rate(batch, node)
+    async with node_with(tmp / "node-nowal", adapter, write, wal=False) as (one, _, _):
         nowal_ms = await measure(n, one)
-    return Samples(bare[0], ours_ms, nowal_ms, bare[1][0], ours_rate, bare[1][1], ours_cpu, fsyncs, records)
+    return Samples(
+        bare[0], ours_ms, nowal_ms, bare[1][0], ours_rate, bare[1][1], ours_cpu, fsyncs, records,
+        batch_ms, b_rate, b_cpu, b_fsyncs,
+    )  # fmt: skip
 
 
 async def bench_modbus(n: int, tmp: Path) -> Samples:
@@ -366,10 +416,12 @@ async def main() -> None:
     parser.add_argument("--commands", type=int, default=200)
     parser.add_argument("--clients", type=int, default=CLIENTS)
     parser.add_argument("--rate-commands", type=int, default=RATE_COMMANDS)
+    parser.add_argument("--batchers", type=int, default=BATCHERS)
     parser.add_argument("--protocols", default=",".join(BENCHES))
     args = parser.parse_args()
     globals()["CLIENTS"] = args.clients
     globals()["RATE_COMMANDS"] = args.rate_commands
+    globals()["BATCHERS"] = max(1, min(args.batchers, args.clients))
     heads = ("bare p50", "bare p99", "ours p50", "ours p99", "no-log p50", "no-log p99")
     rates = (f"bare/s x{CLIENTS}", f"ours/s x{CLIENTS}")
     print(
@@ -392,6 +444,17 @@ async def main() -> None:
             + f" {s.bare_cpu:7.2f}ms {s.ours_cpu:7.2f}ms {s.bare_cpu / s.ours_cpu:5.0%}"
             + f" {s.fsyncs:9.2f} {s.records:7.2f}"
         )  # fmt: skip
+        if s.batch:
+            size = CLIENTS // BATCHERS
+            cells = [pct(s.bare, 0.5), pct(s.bare, 0.99), pct(s.batch, 0.5), pct(s.batch, 0.99)]
+            print(
+                f"{name + ' batch':<14} x{BATCHERS} batchers of {size}: bare p50/p99 "
+                + "/".join(f"{c:.2f}" for c in cells[:2]) + " ms, batch round trip p50/p99 "
+                + "/".join(f"{c:.2f}" for c in cells[2:]) + " ms,"
+                + f" {s.bare_rate:.0f} vs {s.batch_rate:.0f}/s ({s.batch_rate / s.bare_rate:.0%}),"
+                + f" cpu {s.bare_cpu:.2f} vs {s.batch_cpu:.2f} ms ({s.bare_cpu / s.batch_cpu:.0%}),"
+                + f" {s.batch_fsyncs:.2f} fsync/cmd"
+            )  # fmt: skip
 
 
 if __name__ == "__main__":
