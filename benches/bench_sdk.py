@@ -13,9 +13,10 @@
    CPU per field much less.
 3. 100 watchers while a writer changes 10k fields/s (100 twins every 10 ms; the value is the send time):
    delivery lag p50/p99, raw streams (one change a message as v1 clients ask, and up to 512 a message,
-   the SDK's default) vs SDK watches, and what the SDK spends per change. Goal p99 <= 20 ms.
-4. memory per idle watcher: the node's RSS per idle SDK watch (goal <= 64 KB), and the client's own
-   (RSS, and the Python heap by tracemalloc).
+   the SDK's default) vs SDK watches (a stream each, and the SDK's default: watches asking the same share
+   one stream), and what the SDK spends per change. Goal p99 <= 20 ms.
+4. memory per idle watcher: the node's RSS per idle SDK watch on a stream of its own (goal <= 64 KB), and
+   the client's own (RSS, and the Python heap by tracemalloc).
 """
 
 from __future__ import annotations
@@ -215,11 +216,11 @@ async def watch_raw(
 
 
 async def watch_sdk(
-    node: Node, sdk: AsyncClient, twins: list[str], count: int, seconds: float
+    node: Node, sdk: AsyncClient, twins: list[str], count: int, seconds: float, share: bool
 ) -> tuple[float, float]:
     lags: list[float] = []
     stop = asyncio.Event()
-    watches: list[Watch] = [sdk.watch(prefix="w", fields=["sent"]) for _ in range(count)]
+    watches: list[Watch] = [sdk.watch(prefix="w", fields=["sent"], share=share) for _ in range(count)]
 
     async def read(watch: Watch) -> None:
         async for change in watch:
@@ -262,7 +263,7 @@ async def idle_memory(node: Node, sdk: AsyncClient, count: int) -> tuple[float, 
     node_before, own_before = rss_kb(node.proc.pid), rss_kb(os.getpid())
     tracemalloc.start()
     heap_before = tracemalloc.get_traced_memory()[0]
-    watches = [sdk.watch(["idle"]) for _ in range(count)]
+    watches = [sdk.watch(["idle"], share=False) for _ in range(count)]  # a stream each, as apart
     await asyncio.gather(*(anext(w) for w in watches))  # every stream open and its snapshot read
     await asyncio.sleep(1)
     gc.collect()
@@ -304,10 +305,12 @@ async def main() -> None:
                         f"{watchers} watchers, 10k changes/s, raw stub, {name}: "
                         f"lag p50 {p50:.1f} ms, p99 {p99:.1f} ms"
                     )
-                p50, p99 = await watch_sdk(node, sdk, twins, watchers, secs)
-                print(
-                    f"{watchers} watchers, 10k changes/s, SDK watch: lag p50 {p50:.1f} ms, p99 {p99:.1f} ms"
-                )
+                for name, share in (("one stream each (share=False)", False), ("sharing one stream", True)):
+                    p50, p99 = await watch_sdk(node, sdk, twins, watchers, secs, share)
+                    print(
+                        f"{watchers} watchers, 10k changes/s, SDK watch, {name}: "
+                        f"lag p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+                    )
                 us = sdk_decode_us()
                 print(
                     f"SDK watch decode: {us:.1f} µs per change to a typed Change: "

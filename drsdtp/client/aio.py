@@ -33,7 +33,7 @@ from drsdtp.client.types import (
     TwinSummary,
     WriteResult,
 )
-from drsdtp.client.watch import MAX_CHANGES, Watch
+from drsdtp.client.watch import MAX_CHANGES, StreamKey, Watch, WatchStream
 from drsdtp.client.writes import Ack, Columns, Create, Op, Scalar, TwinWrite
 from drsdtp.wire.v1 import api_pb2, api_pb2_grpc
 
@@ -111,6 +111,7 @@ class AsyncClient:
         self._metadata = metadata_for(token)
         self._channel = open_channel(target, tls, channel_options)
         self._stub = api_pb2_grpc.TwinApiStub(self._channel)
+        self._watch_streams: dict[StreamKey, WatchStream] = {}  # streams that watches may still join
         # Write with a request already serialized (see writes.request_bytes).
         self._write_bytes = self._channel.unary_unary(
             "/drsdtp.wire.v1.TwinApi/Write", response_deserializer=api_pb2.WriteReply.FromString
@@ -457,11 +458,16 @@ class AsyncClient:
         origins: Sequence[str] = (),
         since: int | None = None,
         reconnect: bool = True,
+        share: bool = True,
     ) -> Watch:
         """Changes as the node applies them, as an async iterator of :class:`~drsdtp.client.types.Change`:
         first the matching twins' current state (unless ``since``: a cursor from an earlier watch, then every
         twin changed after it), then each change. After a disconnect or a node restart it reconnects with
-        backoff and resumes after its last cursor by itself (``reconnect=False``: it raises instead)."""
+        backoff and resumes after its last cursor by itself (``reconnect=False``: it raises instead).
+
+        Watches asking the same, opened before the first of them receives its first message, share one
+        stream (``share=False``: a stream of its own); one that falls behind the others is cut loose and
+        resumes alone (see :mod:`drsdtp.client.watch`)."""
         req = api_pb2.WatchRequest(
             twin_ids=list(twins),
             prefix=prefix,
@@ -469,4 +475,5 @@ class AsyncClient:
             origins=list(origins),
             max_changes=MAX_CHANGES,
         )
-        return Watch(self._stub, req, self._metadata, self.retry, self.target, since, reconnect)
+        shared = self._watch_streams if share else None
+        return Watch(self._stub, req, self._metadata, self.retry, self.target, since, reconnect, shared)

@@ -333,8 +333,17 @@ class Client:
         origins: Sequence[str] = (),
         since: int | None = None,
         reconnect: bool = True,
+        share: bool = True,
     ) -> SyncWatch:
-        watch = self._client.watch(
-            twins, prefix=prefix, fields=fields, origins=origins, since=since, reconnect=reconnect
-        )
-        return SyncWatch(self._loop, watch)
+        async def made() -> Watch:  # on the loop's thread, which the shared streams live on
+            return self._client.watch(
+                twins,
+                prefix=prefix,
+                fields=fields,
+                origins=origins,
+                since=since,
+                reconnect=reconnect,
+                share=share,
+            )
+
+        return SyncWatch(self._loop, self._loop.run(made()))
