@@ -454,3 +454,59 @@ fn field_versions_name_a_fields_state_on_every_replica() {
     b.merge(&a.encode_state(None)).unwrap();
     assert_eq!(versions(&b), versions(&a));
 }
+
+fn set_op(s: &mut Store, add: bool, element: &str) -> Vec<u8> {
+    if add { s.add("t", "s", element) } else { s.remove("t", "s", element) }.unwrap()
+}
+
+proptest! {
+    #![proptest_config(cfg())]
+
+    /// A request's adds and removes of one set applied in one call (`set_ops`, one delta) give the state
+    /// the calls one by one give, on the origin and on a peer that saw any of the set's earlier deltas;
+    /// and the one delta is the join of the one-by-one deltas.
+    #[test]
+    fn batched_set_ops_equal_sequential_ones(
+        before in proptest::collection::vec((any::<bool>(), 0u8..4), 0..10),
+        batch in proptest::collection::vec((any::<bool>(), 0u8..4), 1..30),
+        peer_saw in proptest::collection::vec(any::<bool>(), 10),
+    ) {
+        let (mut one, mut many) = (replica(1), replica(1));
+        let mut earlier = Vec::new();
+        for &(add, e) in &before {
+            earlier.push(set_op(&mut one, add, &format!("e{e}")));
+            set_op(&mut many, add, &format!("e{e}"));
+        }
+        let deltas: Vec<Vec<u8>> = batch.iter().map(|&(add, e)| set_op(&mut one, add, &format!("e{e}"))).collect();
+        let names: Vec<(bool, String)> = batch.iter().map(|&(add, e)| (add, format!("e{e}"))).collect();
+        let ops: Vec<(bool, &str)> = names.iter().map(|(add, e)| (*add, e.as_str())).collect();
+        let batched = many.set_ops("t", "s", &ops).unwrap();
+        prop_assert_eq!(state(&one), state(&many));
+        let (mut by_each, mut by_batch) = (replica(2), replica(2));
+        for (d, _) in earlier.iter().zip(&peer_saw).filter(|(_, saw)| **saw) {
+            by_each.merge(d).unwrap();
+            by_batch.merge(d).unwrap();
+        }
+        for d in &deltas {
+            by_each.merge(d).unwrap();
+        }
+        by_batch.merge(&batched).unwrap();
+        prop_assert_eq!(state(&by_each), state(&by_batch));
+        let refs: Vec<&[u8]> = deltas.iter().map(Vec::as_slice).collect();
+        let (mut by_join, mut by_one) = (replica(3), replica(3));
+        by_join.merge(&crdt_core::join(&refs, Default::default()).unwrap()).unwrap();
+        by_one.merge(&batched).unwrap();
+        prop_assert_eq!(state(&by_join), state(&by_one));
+    }
+}
+
+#[test]
+fn batched_set_ops_check_every_element_first() {
+    let mut s = replica(1);
+    s.add("t", "s", "a").unwrap();
+    let before = state(&s);
+    let long = "x".repeat(100_000);
+    assert!(s.set_ops("t", "s", &[(true, "b"), (true, long.as_str())]).is_err());
+    assert!(s.set_ops("t", "s", &[]).is_err());
+    assert_eq!(state(&s), before);
+}

@@ -162,6 +162,20 @@ impl Store {
         Ok(bytes(py, &d))
     }
 
+    /// Adds (True) and removes (False) elements of one set in order, as `add`/`remove` one by one would,
+    /// with one delta (the join of theirs): see `crdt_core::Store::set_ops`.
+    fn set_ops<'py>(
+        &self,
+        py: Python<'py>,
+        twin: &str,
+        field: &str,
+        ops: Vec<(bool, String)>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let refs: Vec<(bool, &str)> = ops.iter().map(|(add, e)| (*add, e.as_str())).collect();
+        let d = py.detach(|| self.lock().set_ops(twin, field, &refs)).py_err()?;
+        Ok(bytes(py, &d))
+    }
+
     fn desire<'py>(
         &self,
         py: Python<'py>,
