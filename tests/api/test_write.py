@@ -124,6 +124,35 @@ async def test_every_kind_of_write_applies_and_reads_back(api: tuple[Node, Stub]
     assert audit.chain_ok
 
 
+async def test_a_requests_set_and_counter_ops_apply_in_their_order_in_one_delta_per_field(
+    api: tuple[Node, Stub],
+) -> None:
+    """Adds and removes of one set go in one store call (one delta), increments of one sign as their sum:
+    the result is the ops' one by one, in request order, across re-adds, removes and other fields."""
+    node, stub = api
+    await stub.Write(
+        api_pb2.WriteRequest(twins=[create("bag-1", ops=[api_pb2.FieldOp(field="tags", add="a")])])
+    )
+    records = node.durable.stats.records
+    kinds = ["add", "remove", "add", "add", "remove", "add", "remove", "add"]
+    elements = ["b", "a", "c", "a", "b", "b", "c", "d"]
+    ops = [
+        api_pb2.FieldOp(field="tags", add=e) if k == "add" else api_pb2.FieldOp(field="tags", remove=e)
+        for k, e in zip(kinds, elements, strict=True)
+    ]
+    ops[3:3] = [api_pb2.FieldOp(field="other", add="z"), api_pb2.FieldOp(field="n", increment=2)]
+    ops += [api_pb2.FieldOp(field="n", increment=5), api_pb2.FieldOp(field="m", increment=(1 << 62))]
+    ops += [api_pb2.FieldOp(field="m", increment=(1 << 62) - 1), api_pb2.FieldOp(field="k", increment=3)]
+    ops += [api_pb2.FieldOp(field="k", increment=-4)]
+    await stub.Write(api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="bag-1", ops=ops)]))
+    assert node.durable.stats.records == records + 1
+    got = await fields(stub, "bag-1")
+    assert (got["tags"], got["other"]) == (["a", "b", "d"], ["z"])
+    assert (got["n"], got["m"], got["k"]) == (7, (1 << 63) - 1, -1)
+    record = (await stub.ReadAudit(api_pb2.AuditRequest(twin_id="bag-1"))).records[-1]
+    assert {c.name for c in record.changes} == {"tags", "other", "n", "m", "k"}
+
+
 @pytest.mark.parametrize(
     ("op", "status", "field", "words"),
     [
