@@ -127,9 +127,10 @@ class HistoryStore:
         self.stats = HistoryStats()
         self._names = names
         # (engine twin id << 32 | field id), sorted, and the series id of each: a batch's pairs are looked up
-        # in one searchsorted (a dict lookup per distinct pair was a tenth of a replica's CPU).
-        self._engine_keys: NDArray[np.uint64] = np.empty(0, np.uint64)
-        self._engine_series: U32 = np.empty(0, np.uint32)
+        # in one searchsorted (a dict lookup per distinct pair was a tenth of a replica's CPU). Made at the
+        # first batch: an idle node does not import numpy (issue 13).
+        self._engine_keys: NDArray[np.uint64] | None = None
+        self._engine_series: U32 | None = None
         self._segment_dir = self.directory / "wal"
         self._block_dir = self.directory / "blocks"
         try:
@@ -302,6 +303,8 @@ class HistoryStore:
             raise InvalidValueError("append_batch got intern ids, but the history store has no name source")
         key = (twins.astype(np.uint64) << np.uint64(32)) | fields.astype(np.uint64)
         pairs, inverse = np.unique(key, return_inverse=True)
+        if self._engine_keys is None or self._engine_series is None:
+            self._engine_keys, self._engine_series = np.empty(0, np.uint64), np.empty(0, np.uint32)
         known = self._engine_keys
         at = np.minimum(np.searchsorted(known, pairs), max(len(known) - 1, 0))
         hit = known[at] == pairs if len(known) else np.zeros(len(pairs), np.bool_)

@@ -117,6 +117,17 @@ async def test_an_idle_node_imports_no_adapter_sdk_or_integration(tmp_path: path
     assert loaded == []
 
 
+async def test_an_idle_node_with_history_imports_no_numpy(tmp_path: pathlib.Path) -> None:
+    """History on (as the memory bench's node has it): its store makes its arrays at the first batch."""
+    node = ListingDaemon(tmp_path, "[history]\nenabled = true\n", node_id="idle-history")
+    await node.start()
+    await node.status()
+    node.stop()
+    modules = node.modules()
+    assert "drsdtp.history.store" in modules  # history ran
+    assert "numpy" not in modules
+
+
 async def test_a_node_with_an_idle_mqtt_adapter_imports_no_numpy(tmp_path: pathlib.Path) -> None:
     """Connected and subscribed to a real broker, no message yet: the adapter's key table, latency window and
     wire decoder allocate their arrays at the first batch, so numpy stays out until a reading arrives."""
