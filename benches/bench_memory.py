@@ -1,7 +1,9 @@
 """Memory figures behind the node's budget (``drsdtp/node/budget.py``, README "Memory budget"), measured on
 real ``drsdtp run`` processes fed through a real mosquitto:
 
-1. idle RSS of a node with an MQTT adapter (history off, as in the test: it is outside the budget);
+1. idle RSS of a node with an MQTT adapter and history, by component (from ``/proc/PID/smaps``: grpc's
+   library, libpython, OpenSSL, our native module, other libraries, and the heap: Python's objects and
+   every native allocation);
 2. RSS per twin (one value field and its _scope each), after ingesting --keys twins and settling;
 3. RSS per Watch stream whose client froze, on a node holding thousands of twins;
 4. peak RSS with every flood at once (as ``tests/daemon/test_node_memory_budget.py``), against the budget.
@@ -36,6 +38,29 @@ from tests.daemon.test_node_memory_budget import node_body
 from tests.ingest.support import Mosquitto, running
 
 MIB = 2**20
+
+
+def rss_by_component(pid: int) -> dict[str, int]:
+    """Resident bytes by what maps them: a library by name, anonymous memory and the brk heap as "heap"."""
+    groups: dict[str, str | tuple[str, ...]] = {
+        "grpc": "cygrpc",
+        "libpython": "libpython",
+        "openssl": ("libcrypto", "libssl", "_ssl", "_hashlib"),
+        "drsdtp._core": "_core.",
+    }
+    out: dict[str, int] = dict.fromkeys([*groups, "other libraries", "heap"], 0)
+    name = "heap"
+    for line in pathlib.Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if "-" in head[0] and not head[0].endswith(":"):  # a mapping's header line
+            path = head[5] if len(head) > 5 else ""
+            base = path.rsplit("/", 1)[-1]
+            name = next((g for g, pre in groups.items() if base.startswith(pre)), "")
+            if not name:
+                name = "other libraries" if path.startswith("/") else "heap"  # [heap], [stack], anonymous
+        elif head[0] == "Rss:":
+            out[name] += int(head[1]) * 1024
+    return out
 
 
 async def settle(node: Daemon, seconds: float = 5.0) -> int:
@@ -74,6 +99,8 @@ async def main(keys: int, streams: int) -> None:
                 await node.start()
                 idle = await settle(node)
                 print(f"idle node:               {idle / MIB:7.1f} MiB")
+                parts = rss_by_component(node.pid)
+                print("  by component: " + ", ".join(f"{k} {v / MIB:.1f}" for k, v in parts.items()) + " MiB")
                 twins = await fill(node, broker.port, keys)
                 filled = await settle(node)
                 status = await node.status()
