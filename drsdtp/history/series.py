@@ -80,6 +80,13 @@ class Rows:
         if len(self) == 0:
             return self
         arrival = np.arange(len(self))
+        by_stamp = np.lexsort((arrival, self.ts, self.series))
+        s, t = self.series[by_stamp], self.ts[by_stamp]
+        if not ((s[1:] == s[:-1]) & (t[1:] == t[:-1])).any():
+            # No two readings of a series share a stamp, so none repeats: the common case costs one sort
+            # on keys mostly in order. The sort below, keyed on the values' bits too, took 0.8 s of CPU
+            # for 2M readings (a replica's fold, 100k series), ten times this one.
+            return self.select(by_stamp)
         bits = self.value.view(np.int64)
         # Identical readings next to each other (first arrival first), to find the repeats ...
         order = np.lexsort((arrival, bits, self.ts, self.series))
