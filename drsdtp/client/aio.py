@@ -143,6 +143,11 @@ class AsyncClient:
         return self._stub
 
     @property
+    def coalescer(self) -> WriteCoalescer | None:
+        """What joins this client's concurrent writes (its ``requests`` and ``writes`` counts), or None."""
+        return self._coalescer
+
+    @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return self._metadata
 

@@ -24,7 +24,7 @@ from drsdtp.wire.v1 import api_pb2
 async def test_concurrent_writes_go_as_one_request_and_each_gets_its_twins(target: str) -> None:
     async with AsyncClient(target, timeout=10, coalesce_writes=1) as client:
         await client.write([TwinWrite(f"co-{i}", (), create=Create()) for i in range(6)])
-        coalescer = client._coalescer
+        coalescer = client.coalescer
         assert coalescer is not None
         requests = coalescer.requests
         # The first goes alone at once; the other five wait for it and go joined, in one request.
@@ -49,7 +49,7 @@ async def test_a_refused_joined_request_is_sent_again_write_by_write(target: str
         await client.write(
             [TwinWrite("co-ok", (), create=Create()), TwinWrite("co-n", (increment("n"),), create=Create())]
         )
-        coalescer = client._coalescer
+        coalescer = client.coalescer
         assert coalescer is not None
         requests = coalescer.requests
         got = await asyncio.gather(
@@ -71,7 +71,7 @@ async def test_a_refused_joined_request_is_sent_again_write_by_write(target: str
 
 async def test_writes_that_cannot_be_joined_go_alone(target: str) -> None:
     async with AsyncClient(target, timeout=10, coalesce_writes=1) as client:
-        coalescer = client._coalescer
+        coalescer = client.coalescer
         assert coalescer is not None
         writes = coalescer.writes
         await asyncio.gather(
