@@ -1,7 +1,7 @@
 """Validate model-free anomaly detection on the labelled corpus, against two baselines in the same run.
 
 Run: ``python benches/validate_anomaly.py [--split heldout|tune|fresh] [--per-character N] [--no-engine]
-[--no-splits]``.
+[--no-splits] [--breakdown]``.
 Every series (``drsdtp.sim.corpus``: 10 characters, N series each, 1-4 labelled anomalies per series) is
 scored online, reading by reading, by
 
@@ -17,8 +17,11 @@ and the calibration check: on the clean readings, the share with a score above s
 (issue 10): <= 1 false alarm per 10k clean readings, >= 90 % of windows caught, both baselines beaten on
 every character. Then the same detector on every split side by side (``tune``, looked at while designing;
 ``heldout``; ``fresh``, never looked at while changing the detector): per character recall and false
-alarms, so overfitting to one split would show. Last, when statsmodels is installed, alarms on the real
-series it ships (unlabelled).
+alarms, so overfitting to one split would show. With ``--breakdown`` (diagnosis; run it on ``tune``
+only): where the missing recall and the false alarms are, i.e. missed windows by kind x character and why
+each was missed (late, lifted by a habit or by calibration, not armed, or below the threshold), and false
+alarms by test x character x context (first visit to a level, after a gap, after an anomaly, other).
+Last, when statsmodels is installed, alarms on the real series it ships (unlabelled).
 """
 
 from __future__ import annotations
@@ -34,11 +37,16 @@ from drsdtp.intelligence.detect import DetectorConfig
 from drsdtp.sim.corpus import CHARACTERS, SPLITS, Series, generate_corpus
 from drsdtp.sim.corpus_eval import (
     CharacterScore,
+    Miss,
+    Trace,
     aggregate,
     detector_run,
     detector_scores,
+    detector_trace,
     engine_alarms,
+    false_alarm_contexts,
     false_alarms_by_test,
+    missed_windows,
     score_series,
     trailing_zscore,
 )
@@ -94,6 +102,42 @@ def real_report(config: DetectorConfig, with_engine: bool) -> None:
         print(f"{name:<10}" + "".join(cells))
 
 
+def breakdown_report(
+    corpus: list[Series], alarms: list[Any], tests: list[Any], traces: list[Trace], threshold: float
+) -> None:
+    """Where the missing recall and the false alarms are (see the module's doc)."""
+    misses = missed_windows(corpus, alarms, traces, threshold)
+    print()
+    print(f"breakdown: {len(misses)} missed windows by kind x character, and why")
+    print(f"{'kind':<10}{'character':<11}{'missed':>7}  reasons (nearest test: best score)")
+    groups: dict[tuple[str, str], list[Miss]] = {}
+    for m in misses:
+        groups.setdefault((m.kind, m.character), []).append(m)
+    for (kind, ch), ms in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        reasons: dict[str, int] = {}
+        for m in ms:
+            reasons[m.reason] = reasons.get(m.reason, 0) + 1
+        why = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
+        near = ", ".join(f"{m.test} {m.score:.3f}" for m in ms)
+        print(f"{kind:<10}{ch:<11}{len(ms):>7}  {why} ({near})")
+    print("each miss: series, kind, magnitude (units), reason, nearest test, its best score")
+    for m in misses:
+        print(f"  {m.series:<22}{m.kind:<10}{m.magnitude:>7.1f}  {m.reason:<12}{m.test:<11}{m.score:.4f}")
+    contexts = false_alarm_contexts(corpus, alarms, tests)
+    print()
+    total = sum(contexts.values())
+    print(f"breakdown: {total} false-alarm onsets by test x character x context")
+    names = ("first visit", "after gap", "after anomaly", "other")
+    print(f"{'test':<12}{'character':<11}" + "".join(f"{n:>15}" for n in names))
+    keys = sorted(
+        {(te, ch) for te, ch, _ in contexts}, key=lambda k: -sum(contexts.get((*k, n), 0) for n in names)
+    )
+    for te, ch in keys:
+        print(f"{te:<12}{ch:<11}" + "".join(f"{contexts.get((te, ch, n), 0):>15}" for n in names))
+    by = [sum(v for (_, _, c), v in contexts.items() if c == n) for n in names]
+    print(f"{'all':<23}" + "".join(f"{x:>15}" for x in by))
+
+
 def split_report(config: DetectorConfig, per_character: int) -> None:
     """Recall and false alarms per character on every split (the detector and the z-score)."""
     print()
@@ -122,6 +166,9 @@ def main() -> None:
     parser.add_argument("--per-character", type=int, default=6)
     parser.add_argument("--no-engine", action="store_true", help="skip the (slow) engine baseline")
     parser.add_argument("--no-splits", action="store_true", help="skip the side-by-side run on every split")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="where the misses and false alarms are (use on tune only)"
+    )
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -134,7 +181,11 @@ def main() -> None:
     )
     config = DetectorConfig()
     start = time.perf_counter()
-    scores, alarms, tests = detector_run(corpus, config)
+    traces: list[Trace] = []
+    if args.breakdown:
+        scores, alarms, tests, traces = detector_trace(corpus, config)
+    else:
+        scores, alarms, tests = detector_run(corpus, config)
     det_s = time.perf_counter() - start
     detectors = {"detector": alarms}
     detectors["zscore"] = [trailing_zscore(s.values) for s in corpus]
@@ -185,6 +236,8 @@ def main() -> None:
         pooled = np.concatenate(clean)
         print(f"{ch:<10}" + "".join(f"{np.mean(pooled > lv):>12.2e}" for lv in LEVELS))
     print(f"{'1 - s':<10}" + "".join(f"{1 - lv:>12.2e}" for lv in LEVELS))
+    if args.breakdown:
+        breakdown_report(corpus, alarms, tests, traces, config.threshold)
     if not args.no_splits:
         split_report(config, args.per_character)
     real_report(config, not args.no_engine)

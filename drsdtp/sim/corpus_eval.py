@@ -31,13 +31,19 @@ from drsdtp.intelligence.detect import TESTS, DetectorConfig, StreamDetector
 from drsdtp.sim.corpus import Series
 
 __all__ = [
+    "EXPECTED_TESTS",
     "CharacterScore",
+    "Miss",
     "SeriesScore",
+    "Trace",
     "aggregate",
     "detector_run",
     "detector_scores",
+    "detector_trace",
     "engine_alarms",
+    "false_alarm_contexts",
     "false_alarms_by_test",
+    "missed_windows",
     "nab_weight",
     "score_series",
     "stack",
@@ -293,4 +299,137 @@ def false_alarms_by_test(
         for i in np.flatnonzero(onset):
             name = TESTS[int(te[i])]
             book[name] = book.get(name, 0) + 1
+    return out
+
+
+#: the tests meant to catch each anomaly kind (a miss is explained by what these did inside the window)
+EXPECTED_TESTS: dict[str, tuple[str, ...]] = {
+    "spike": ("spike", "spike_back"),
+    "shift": ("shift", "trend", "drift", "level"),
+    "drift": ("drift", "level", "trend", "shift"),
+    "variance": ("variance", "spike", "spike_back"),
+    "stuck": ("flat",),
+    "dropout": ("gap",),
+}
+_STAGES = ("own", "habit", "calibrated")
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """Per reading of one series, each test's p-value at three stages (arrays ``(tests, readings)``, NaN
+    where the test was not armed or the reading not scored): ``own`` from the test's own model, ``habit``
+    after the field's habits lifted it, ``calibrated`` after the field's calibration (what is scored)."""
+
+    own: FloatArray
+    habit: FloatArray
+    calibrated: FloatArray
+
+
+def detector_trace(
+    series: Sequence[Series], config: DetectorConfig | None = None
+) -> tuple[list[FloatArray], list[BoolArray], list[npt.NDArray[np.int8]], list[Trace]]:
+    """:func:`detector_run` with each test's p-values recorded at every stage (diagnosis only: slower)."""
+    t, v, present = stack(series)
+    det = StreamDetector(config, fields=len(series))
+    det.trace = []
+    shape = (len(TESTS), len(series), v.shape[1])
+    stages = [np.full(shape, np.nan, np.float32) for _ in _STAGES]
+    scores = np.zeros(v.shape)
+    alarms = np.zeros(v.shape, bool)
+    tests = np.zeros(v.shape, np.int8)
+    for k in range(v.shape[1]):
+        rows = np.flatnonzero(present[:, k])
+        batch = det.update(rows, t[rows, k], v[rows, k])
+        scores[rows, k] = batch.score
+        alarms[rows, k] = batch.alarm
+        tests[rows, k] = batch.test
+        for rr, *ps in det.trace:
+            for out, p in zip(stages, ps, strict=True):
+                out[:, rr, k] = p
+        det.trace.clear()
+    n = [s.values.shape[0] for s in series]
+    traces = [Trace(*(st[:, i, : n[i]].astype(np.float64) for st in stages)) for i in range(len(n))]
+    return (
+        [scores[i, : n[i]] for i in range(len(n))],
+        [alarms[i, : n[i]] for i in range(len(n))],
+        [tests[i, : n[i]] for i in range(len(n))],
+        traces,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Miss:
+    """A missed anomaly window and why: ``late`` (the alarm came only after the window), ``habit`` (an
+    expected test crossed the threshold on its own p-value, but a habit of the field lifted it),
+    ``calibration`` (crossed after habits, lifted by the field's calibration), ``not armed`` (no expected
+    test was scored in the window), else ``below`` (no expected test got there: the evidence was too weak
+    for the model). ``test``/``score`` are the expected test nearest to the threshold and its best score
+    at the final stage."""
+
+    series: str
+    character: str
+    kind: str
+    magnitude: float
+    reason: str
+    test: str
+    score: float
+
+
+def missed_windows(
+    series: Sequence[Series],
+    alarms: Sequence[BoolArray],
+    traces: Sequence[Trace],
+    threshold: float,
+) -> list[Miss]:
+    out: list[Miss] = []
+    m = len(TESTS)
+    for s, a, tr in zip(series, alarms, traces, strict=True):
+        for w in s.anomalies:
+            span = slice(w.start, w.end + 1)
+            if a[span].any():
+                continue
+            idx = [TESTS.index(name) for name in EXPECTED_TESTS[w.kind]]
+            best = {st: np.nanmin(getattr(tr, st)[idx, span], axis=1, initial=np.inf) * m for st in _STAGES}
+            crossed = {st: bool(np.any(best[st] <= 1.0 - threshold)) for st in _STAGES}
+            after = a[w.end + 1 : w.end + 1 + w.grace]
+            if after.any():
+                reason = "late"
+            elif not np.isfinite(best["own"]).any():
+                reason = "not armed"
+            elif crossed["own"] and not crossed["habit"]:
+                reason = "habit"
+            elif crossed["habit"] and not crossed["calibrated"]:
+                reason = "calibration"
+            else:
+                reason = "below"
+            j = int(np.argmin(best["calibrated"]))
+            score = float(1.0 - min(1.0, best["calibrated"][j]))
+            out.append(Miss(s.name, s.character, w.kind, w.magnitude, reason, TESTS[idx[j]], score))
+    return out
+
+
+def false_alarm_contexts(
+    series: Sequence[Series], alarms: Sequence[BoolArray], tests: Sequence[npt.NDArray[np.int8]]
+) -> dict[tuple[str, str, str], int]:
+    """False-alarm onsets counted by ``(test, character, context)``. Context: ``after anomaly`` (within 300
+    readings after an anomaly window's grace), ``after gap`` (within 100 readings after a silence of 5
+    periods or more), ``first visit`` (the value is over one unit away from every reading older than 50
+    readings: a level the field never showed), else ``other``."""
+    out: dict[tuple[str, str, str], int] = {}
+    for s, a, te in zip(series, alarms, tests, strict=True):
+        _, clean = s.labels
+        onset = np.flatnonzero(a & ~np.r_[False, a[:-1]] & clean)
+        gaps = np.flatnonzero(np.diff(s.t_s) >= 5.0 * s.period_s) + 1
+        ends = np.array([w.end + w.grace for w in s.anomalies])
+        for i in onset.tolist():
+            if ends.size and np.any((i > ends) & (i - ends <= 300)):
+                context = "after anomaly"
+            elif gaps.size and np.any((i >= gaps) & (i - gaps <= 100)):
+                context = "after gap"
+            elif i > 50 and np.min(np.abs(s.values[: i - 50] - s.values[i])) > s.unit:
+                context = "first visit"
+            else:
+                context = "other"
+            key = (TESTS[int(te[i])], s.character, context)
+            out[key] = out.get(key, 0) + 1
     return out

@@ -5,8 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from drsdtp.intelligence.detect import TESTS
 from drsdtp.sim.corpus import CHARACTERS, KINDS, SPLITS, generate, generate_corpus
-from drsdtp.sim.corpus_eval import aggregate, engine_alarms, score_series, trailing_zscore
+from drsdtp.sim.corpus_eval import (
+    Trace,
+    aggregate,
+    engine_alarms,
+    false_alarm_contexts,
+    missed_windows,
+    score_series,
+    trailing_zscore,
+)
 
 
 def test_corpus_is_deterministic_and_splits_differ() -> None:
@@ -86,6 +95,43 @@ def test_scoring_rewards_early_detection_and_charges_false_alarms() -> None:
     assert worse.false_points == 11
     assert aggregate([worse]).nab < 100.0
     assert aggregate([worse]).fa_per_10k == pytest.approx(1e4 * 10 / worse.clean)
+
+
+def test_breakdown_says_why_a_window_was_missed_and_where_false_alarms_were() -> None:
+    s = generate("smooth", "tune", 1)
+    n = s.values.shape[0]
+    a = s.anomalies[0]
+    spike, shift = TESTS.index("spike"), TESTS.index("shift")
+    ones = np.ones((len(TESTS), n))
+    # the shift test's own p-value crossed the threshold in the window, and a habit lifted it
+    own = ones.copy()
+    own[[spike, shift], a.start] = 1e-7
+    trace = Trace(own, ones, ones)
+    misses = missed_windows([s], [np.zeros(n, bool)], [trace], 1.0 - 1e-4)
+    assert len(misses) == len(s.anomalies)
+    first = misses[0]
+    expected_reason = "habit" if a.kind in ("spike", "shift", "drift", "variance") else "below"
+    assert (first.kind, first.reason) == (a.kind, expected_reason)
+    # an alarm just after the window: late; an alarm inside it: not a miss
+    late = np.zeros(n, bool)
+    late[a.end + 1] = True
+    assert missed_windows([s], [late], [trace], 1.0 - 1e-4)[0].reason == "late"
+    inside = np.zeros(n, bool)
+    inside[a.start] = True
+    assert len(missed_windows([s], [inside], [trace], 1.0 - 1e-4)) == len(s.anomalies) - 1
+    # a false alarm at a value far from every earlier one is a first visit; one near earlier values is other
+    _, clean = s.labels
+    i = int(np.flatnonzero(clean)[300])
+    values = s.values.copy()
+    values[i] = values.max() + 100 * s.unit
+    far = type(s)(s.name, s.character, s.split, s.seed, s.t_s, values, s.period_s, s.unit, s.anomalies)
+    alarm = np.zeros(n, bool)
+    alarm[i] = True
+    tests = np.full(n, spike, np.int8)
+    assert false_alarm_contexts([far], [alarm], [tests]) == {("spike", s.character, "first visit"): 1}
+    values[i] = values[i - 60]
+    near = type(s)(s.name, s.character, s.split, s.seed, s.t_s, values, s.period_s, s.unit, s.anomalies)
+    assert false_alarm_contexts([near], [alarm], [tests]) == {("spike", s.character, "other"): 1}
 
 
 def test_trailing_zscore_flags_a_big_spike_only() -> None:

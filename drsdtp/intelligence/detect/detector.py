@@ -343,6 +343,10 @@ class StreamDetector:
         self.cal_pend = np.zeros((0, 2 * len(TESTS)))
         self.cal_bad = np.zeros(0, bool)
         self.seasonal = SeasonalBaseline()
+        #: set to a list to record, per scored step, ``(rows, p from each test's own model, p after the
+        #: field's habits, p after calibration)`` (arrays ``(tests, rows)``; NaN: the test is not armed).
+        #: For diagnosis (``benches/validate_anomaly.py --breakdown``); None on the hot path.
+        self.trace: list[tuple[IndexArray, FloatArray, FloatArray, FloatArray]] | None = None
         self.resize(fields)
 
     # -- shape ----------------------------------------------------------------------------------------------
@@ -517,6 +521,11 @@ class StreamDetector:
             level_z, level_ok = self._level_z(rr, w, u)
             stats[_LEVEL, ready] = level_z
             pvals = np.stack([self.tails[name].pvalue(rr, stats[i, ready]) for i, name in enumerate(TESTS)])
+            if self.trace is not None:  # the tests' own p-values, before habits and calibration
+                tail_p = np.stack(
+                    [self.tails[name].pvalue(rr, stats[i, ready], False) for i, name in enumerate(TESTS)]
+                )
+                tail_p[_LEVEL] = np.where(level_ok, _erfc(level_z / math.sqrt(2.0)), math.nan)
             p_shift = pvals[2].copy()  # before the field's habits: a jump to a mode is a jump all the same
             ref_all[ready] = med[:, 0]
             now = count[ready].astype(np.float64)
@@ -580,6 +589,8 @@ class StreamDetector:
             level_p_ok = pvals[_LEVEL] >= cfg.learn_below
             raw_p = pvals
             pvals = self._calibrate(rr, raw_p, scored[ready] & ~self.alarm[rr])
+            if self.trace is not None:
+                self.trace.append((rr, tail_p, raw_p, pvals))
             best = np.argmin(pvals, axis=0)
             # when several tests alarm, name the most specific: a confirmed spike, then a spike
             alarming = pvals * len(TESTS) <= 1.0 - cfg.threshold

@@ -82,8 +82,9 @@ class TailModel:
         out: FloatArray = self.ratio * self.med[r]
         return out
 
-    def pvalue(self, r: IndexArray, s: FloatArray) -> FloatArray:
-        """Estimated probability that a clean sample of row ``r``'s statistic is >= ``s``."""
+    def pvalue(self, r: IndexArray, s: FloatArray, habits: bool = True) -> FloatArray:
+        """Estimated probability that a clean sample of row ``r``'s statistic is >= ``s`` (with ``habits``
+        False, from the fitted tail alone: for diagnosis)."""
         med, u = self.med[r], self.threshold(r)
         # prior: phi starts at 0.1 (conservative) and follows the observed share of excesses
         phi = (self.above[r] + 0.1 * self.prior_count) / (self.total[r] + self.prior_count)
@@ -103,7 +104,9 @@ class TailModel:
                     xi > 1e-6, np.power(1.0 + xi * y / beta, -1.0 / np.maximum(xi, 1e-6)), np.exp(-y / beta)
                 )
             out[hi] = phi[hi] * gpd
-        rare = np.flatnonzero(out < 0.1)  # a habit of the field (booked twice) is never an alarm
+        rare = (
+            np.flatnonzero(out < 0.1) if habits else np.zeros(0, np.intp)
+        )  # a habit of the field (booked twice) is never an alarm
         if rare.size:
             out[rare] = np.where(self.habit(r[rare], s[rare]), 0.1, out[rare])
         p: FloatArray = np.clip(np.nan_to_num(out, nan=1.0), 0.0, 1.0)
