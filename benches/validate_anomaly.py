@@ -19,8 +19,9 @@ every character. Then the same detector on every split side by side (``tune``, l
 ``heldout``; ``fresh``, never looked at while changing the detector): per character recall and false
 alarms, so overfitting to one split would show. With ``--breakdown`` (diagnosis; run it on ``tune``
 only): where the missing recall and the false alarms are, i.e. missed windows by kind x character and why
-each was missed (late, lifted by a habit or by calibration, not armed, or below the threshold), and false
-alarms by test x character x context (first visit to a level, after a gap, after an anomaly, other).
+each was missed (late, lifted by a habit or by calibration, not armed, or below the threshold), false
+alarms by test x character x context (first visit to a level, after a gap, after an anomaly, other), and
+the operating curve (recall and false alarms at other score levels).
 Last, when statsmodels is installed, alarms on the real series it ships (unlabelled).
 """
 
@@ -52,6 +53,7 @@ from drsdtp.sim.corpus_eval import (
 )
 
 LEVELS = (0.9, 0.99, 0.999, 0.9999)
+CURVE = (1.0 - 1e-3, 1.0 - 3e-4, 1.0 - 1e-4, 1.0 - 3e-5, 1.0 - 1e-5)
 
 
 def row(label: str, a: CharacterScore) -> str:
@@ -103,7 +105,12 @@ def real_report(config: DetectorConfig, with_engine: bool) -> None:
 
 
 def breakdown_report(
-    corpus: list[Series], alarms: list[Any], tests: list[Any], traces: list[Trace], threshold: float
+    corpus: list[Series],
+    scores: list[Any],
+    alarms: list[Any],
+    tests: list[Any],
+    traces: list[Trace],
+    threshold: float,
 ) -> None:
     """Where the missing recall and the false alarms are (see the module's doc)."""
     misses = missed_windows(corpus, alarms, traces, threshold)
@@ -136,6 +143,14 @@ def breakdown_report(
         print(f"{te:<12}{ch:<11}" + "".join(f"{contexts.get((te, ch, n), 0):>15}" for n in names))
     by = [sum(v for (_, _, c), v in contexts.items() if c == n) for n in names]
     print(f"{'all':<23}" + "".join(f"{x:>15}" for x in by))
+    print()
+    print("operating curve (alarm = score >= level, no hysteresis: approximate): a change that only trades")
+    print("recall for false alarms moves along this curve; a better model moves the curve")
+    print(f"{'level':<12}{'recall':>8}{'FA/10k':>9}{'NAB':>7}")
+    for lv in CURVE:
+        res = [score_series(s, sc >= lv) for s, sc in zip(corpus, scores, strict=True)]
+        a = aggregate(res)
+        print(f"{f'1 - {1 - lv:.0e}':<12}{a.recall:>8.0%}{a.fa_per_10k:>9.2f}{a.nab:>7.1f}")
 
 
 def split_report(config: DetectorConfig, per_character: int) -> None:
@@ -237,7 +252,7 @@ def main() -> None:
         print(f"{ch:<10}" + "".join(f"{np.mean(pooled > lv):>12.2e}" for lv in LEVELS))
     print(f"{'1 - s':<10}" + "".join(f"{1 - lv:>12.2e}" for lv in LEVELS))
     if args.breakdown:
-        breakdown_report(corpus, alarms, tests, traces, config.threshold)
+        breakdown_report(corpus, scores, alarms, tests, traces, config.threshold)
     if not args.no_splits:
         split_report(config, args.per_character)
     real_report(config, not args.no_engine)
