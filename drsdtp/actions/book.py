@@ -18,6 +18,7 @@ beyond it new commands are refused (the engine cannot delete a twin yet, see the
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import time
@@ -152,6 +153,8 @@ class CommandBook:
         self.refused_over_cap = 0
         self.issued = 0
         self.repeats = 0  # requests answered with the command an idempotency key already names
+        # Commands of a batch (IssueCommands, WaitCommands) answered with an error, by status name.
+        self.batch_refusals: collections.Counter[str] = collections.Counter()
         self.waiters = CommandWaiters(changes, self.get)
 
     # ----- reads ------------------------------------------------------------------------------------------

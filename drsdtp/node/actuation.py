@@ -131,6 +131,11 @@ class Actuation(BackgroundService):
             "drsdtp_commands_outcomes", "Commands this node executed, by terminal state.", ("state",),
             lambda: {(state,): float(n) for state, n in st.outcomes.items()},
         )  # fmt: skip
+        m.add_labelled_counter(
+            "drsdtp_commands_batch_refusals",
+            "Commands of IssueCommands / WaitCommands answered with an error, by status.", ("code",),
+            lambda: {(code,): float(n) for code, n in book.batch_refusals.items()},
+        )  # fmt: skip
         m.add_counter("drsdtp_command_writes", "Write attempts sent to adapters.", lambda: st.writes)
         m.add_counter("drsdtp_command_write_errors", "Write attempts that did not reach the device.",
                       lambda: st.write_errors)  # fmt: skip

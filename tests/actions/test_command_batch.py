@@ -18,12 +18,17 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
 from drsdtp.adapters.modbus_codec import decode
+from drsdtp.api.caller import Caller, set_caller
+from drsdtp.api.services.commands import CommandService
 from drsdtp.client import AsyncClient, Client, CommandSpec, InvalidArgumentError
+from drsdtp.config import parse_config
+from drsdtp.node.node import Node
 from drsdtp.wire.v1 import api_pb2
 from tests.api.nodes import ApiNode, eventually
 from tests.gossip.procs import Proxy
 
 from .test_command_api import PUMP
+from .test_executor import config, plant
 from .writes_support import RecordingModbusServer
 
 pytestmark = pytest.mark.integration
@@ -236,3 +241,27 @@ def test_the_blocking_client_issues_a_batch_and_follows_it(pump: ApiNode) -> Non
         assert client.command(command.id).state == "applied"
         single = client.issue_command("pump-1", "valve", 0.5, wait=20)
         assert single.state == "applied" and single.value == 0.5
+
+
+async def test_a_batchs_refusals_are_counted_and_its_commands_written_once_each(tmp_path: Path) -> None:
+    """In process: every refused command of a batch is counted by its status (the metric), the taken ones
+    are written once each by the simulated plant, and a scoped caller's command outside its scopes is
+    refused on its own."""
+
+    def one(value: float, twin: str = "pump-1") -> api_pb2.CommandIssueRequest:
+        return api_pb2.CommandIssueRequest(twin_id=twin, action="valve", value=api_pb2.FieldValue(f64=value))
+
+    async with Node(parse_config(config(tmp_path))) as node:
+        service = CommandService(lambda: node.commands)
+        reply = await service.issue_batch(
+            api_pb2.CommandIssueBatch(commands=[one(0.3), one(7.0), one(0.3, "pump-9")], wait_s=20)
+        )
+        assert [r.error_code for r in reply.results] == ["", "INVALID_ARGUMENT", "NOT_FOUND"]
+        assert reply.results[0].command.state == "applied" and plant(node).writes == 1
+        set_caller(Caller("token:op", True, "operator", ("line1/*",)))
+        scoped = await service.issue_batch(api_pb2.CommandIssueBatch(commands=[one(0.4)]))
+        assert scoped.results[0].error_code == "PERMISSION_DENIED" and plant(node).writes == 1
+        text = node.metrics.render()[0].decode()
+        assert 'drsdtp_commands_batch_refusals_total{code="INVALID_ARGUMENT"} 1.0' in text
+        assert 'drsdtp_commands_batch_refusals_total{code="NOT_FOUND"} 1.0' in text
+        assert 'drsdtp_commands_batch_refusals_total{code="PERMISSION_DENIED"} 1.0' in text

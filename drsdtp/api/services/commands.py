@@ -9,6 +9,7 @@ the node. The actor of a command is the caller's authenticated identity when the
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -32,6 +33,9 @@ MAX_BATCH = 512  # commands per IssueCommands / WaitCommands (a request is at mo
 
 
 class CommandOps(Protocol):
+    # Commands of IssueCommands / WaitCommands answered with an error, by status name (a metric).
+    batch_refusals: collections.Counter[str]
+
     def takes_value(self, twin: str, action: str) -> bool: ...
     def get(self, command: CommandId) -> CommandRecord | None: ...
     def list(
@@ -118,9 +122,12 @@ def _batch_size(n: int, what: str) -> None:
         raise LimitError(f"{what}: {n} commands, at most {MAX_BATCH} per call")
 
 
-def _batch_reply(results: list[api_pb2.CommandResult | None]) -> api_pb2.CommandBatchReply:
+def _batch_reply(book: CommandOps, results: list[api_pb2.CommandResult | None]) -> api_pb2.CommandBatchReply:
     done = [r for r in results if r is not None]
     assert len(done) == len(results), "a command of the batch got no result"
+    for result in done:
+        if result.error_code:
+            book.batch_refusals[result.error_code] += 1
     return api_pb2.CommandBatchReply(results=done)
 
 
@@ -196,7 +203,7 @@ class CommandService:
                 results[i] = _refused(UnknownTwinError(f"no command {got[0]!r} on this node"))
                 continue
             results[i] = api_pb2.CommandResult(command=command_message(record), repeated=got[1])
-        return _batch_reply(results)
+        return _batch_reply(book, results)
 
     async def wait_batch(self, request: api_pb2.CommandWaitBatch) -> api_pb2.CommandBatchReply:
         """Every named command once each reached an outcome (or at the timeout); one not held here, or
@@ -226,7 +233,7 @@ class CommandService:
                 record = next(waited)
                 assert record is not None  # records are never removed
                 results[i] = api_pb2.CommandResult(command=command_message(record))
-        return _batch_reply(results)
+        return _batch_reply(book, results)
 
     async def get(self, request: api_pb2.CommandGetRequest) -> api_pb2.CommandReply:
         return _reply(self._commands().get(request.command_id), request.command_id)
