@@ -100,7 +100,7 @@ class AsyncClient:
         retry: RetryPolicy | None = None,
         actor: str = "",
         channel_options: Sequence[tuple[str, object]] = (),
-        coalesce_writes: int = 2,
+        coalesce_writes: int = 1,
     ) -> None:
         if not timeout > 0:
             raise ValueError(f"timeout: must be above 0, got {timeout}")

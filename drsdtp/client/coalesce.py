@@ -67,7 +67,7 @@ class WriteCoalescer:
     """Joins concurrent plain writes (see the module's docstring); ``in_flight`` requests at most go out
     joined at once (writes sent alone count too); every write waits in one batch at most."""
 
-    def __init__(self, send: Send, *, in_flight: int = 2, max_bytes: int = MAX_REQUEST_BYTES) -> None:
+    def __init__(self, send: Send, *, in_flight: int = 1, max_bytes: int = MAX_REQUEST_BYTES) -> None:
         if in_flight < 1:
             raise ValueError(f"in_flight: must be at least 1, got {in_flight}")
         self._send = send
