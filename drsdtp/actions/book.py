@@ -271,10 +271,11 @@ class CommandBook:
     async def issue_many(self, requests: Sequence[CommandRequest]) -> Sequence[Issued]:
         """Each request as :meth:`issue` takes it, answered on its own: ``(command, repeated)``, or the error
         that refused it (one refusal never fails the others). Every record is applied and appended in this
-        step of the loop, then all are awaited together: one durable group commit for the batch, no task
-        per command. A key repeated within the batch names the command its first use created."""
+        step of the loop (unless the audit queue is full), then all are awaited together: one durable
+        group commit for the batch, no task per command. A key repeated within the batch names the command
+        its first use created."""
         out: list[Issued] = []
-        started: list[tuple[int, asyncio.Future[None], str]] = []
+        started: list[tuple[int, asyncio.Future[None]]] = []
         for request in requests:
             try:
                 new = self._prepare(request)
@@ -286,17 +287,16 @@ class CommandBook:
             except DrsdtpError as exc:
                 out.append(exc)
                 continue
-            started.append((len(out), durable, request.reason))
+            started.append((len(out), durable))
             out.append((command, False))
-        for i, durable, reason in started:
-            taken = out[i]
-            assert isinstance(taken, tuple)
+            # Queued now, written once durable (not if the log fails): a caller gone before the commit
+            # still leaves every issued command in the audit trail.
+            await self._audit_issued(command, request.reason, after=durable)
+        for i, durable in started:
             try:
                 await asyncio.shield(durable)
             except DrsdtpError as exc:  # the log failed: this record is not durable, nothing executes it
                 out[i] = exc
-                continue
-            await self._audit_issued(taken[0], reason)
         return out
 
     async def desired(
@@ -372,10 +372,12 @@ class CommandBook:
         )  # fmt: skip
         return command, fields, spec, value
 
-    async def _audit_issued(self, command: CommandId, reason: str) -> None:
+    async def _audit_issued(
+        self, command: CommandId, reason: str, after: asyncio.Future[None] | None = None
+    ) -> None:
         record = self.get(command)
         if record is not None and self._audit is not None:
-            await self._audit(record, "issued", record.actor, reason)
+            await self._audit(record, "issued", record.actor, reason, after)
 
     def _start_create(
         self, command: CommandId, fields: dict[str, Value], spec: ActuatorSpec, value: Value | None

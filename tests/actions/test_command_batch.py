@@ -219,6 +219,14 @@ async def test_each_command_of_a_batch_is_answered_on_its_own(pump: ApiNode) -> 
         first, repeat = got[0].command, got[4].command
         assert first is not None and repeat is not None and got[4].repeated and not got[0].repeated
         assert (first.id, first.state, first.attempts, first.actor) == (repeat.id, "applied", 1, "op-7")
+
+        async def issued_audited() -> bool:
+            audit = await client.audit("pump-1", limit=1000)
+            return any(
+                (r.actor, r.reason) == ("op-7", "issued: trim") for r in audit.records if r.ref == first.id
+            )
+
+        await eventually(issued_audited, 20, "the batch's command is in the audit trail with its actor")
         followed = await client.wait_commands([first.id, "no-such-command"], wait=1)
         assert followed[0].command is not None and followed[0].command.state == "applied"
         assert (followed[1].command, followed[1].error_code) == (None, "NOT_FOUND")
