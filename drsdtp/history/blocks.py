@@ -174,9 +174,10 @@ def write_block(
     words = _chunk_words(columns, heads, lengths, compress)
     first = _frame_heads(heads, ncols, compress)
     bounds = (ncols * np.append(heads[first], len(key_ts))).tolist()  # word bounds of the frames
-    frames = [words[lo:hi].tobytes() for lo, hi in itertools.pairwise(bounds)]
-    if compress:
-        frames = [zlib.compress(f, 1) for f in frames]
+    frames = [  # each frame compressed as it is cut (no second copy of the whole block's bytes)
+        zlib.compress(words[lo:hi].tobytes(), 1) if compress else words[lo:hi].tobytes()
+        for lo, hi in itertools.pairwise(bounds)
+    ]
     sizes = np.fromiter((len(f) for f in frames), np.int64, len(frames))
     per_frame = np.diff(np.append(first, len(heads)))  # series in each frame
     index = np.zeros(len(heads), _INDEX_FIELDS)
