@@ -10,7 +10,7 @@
 2. batched writes, 4 in flight: requests of 1,000 field ops (100 twins x 10) and of 4,000 column rows
    (100 twins x 40 fields): fields/s, raw vs SDK. Goal >= 500k/s. Beside each rate, the CPU the node and
    this client spent per million fields: on a loaded machine the rate follows the core the node gets, the
-   CPU per field much less. The SDK joins concurrent writes beyond 1 in flight into one request (it prints
+   CPU per field much less. The SDK joins concurrent writes into one request (it prints
    how many writes a request carried); the raw stub sends each alone.
 3. 100 watchers while a writer changes 10k fields/s (100 twins every 10 ms; the value is the send time):
    delivery lag p50/p99, raw streams (one change a message as v1 clients ask, and up to 512 a message,
@@ -175,7 +175,7 @@ async def batched(node: Node, sdk: AsyncClient, seconds: float) -> dict[str, tup
         "ops, SDK": await costed(node, seconds, with_sdk),
     }
     requests, writes = coalescer.requests - before[0], coalescer.writes - before[1]
-    # The SDK joins concurrent writes beyond 1 in flight into one request (drsdtp.client.coalesce).
+    # The SDK joins concurrent writes into one request (drsdtp.client.coalesce).
     print(f"batched writes, ops, SDK: {writes / max(requests, 1):.2f} writes a request ({requests} requests)")
     return measured | {
         "columns, raw stub": await costed(node, seconds, raw_columns),

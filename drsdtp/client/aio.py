@@ -86,8 +86,9 @@ class AsyncClient:
     node cannot be reached (``retry``). Failures raise :class:`~drsdtp.client.errors.ApiError` subclasses.
     ``token`` (default: ``$DRSDTP_TOKEN``) is sent as ``authorization: Bearer``; ``tls`` turns TLS on.
     ``actor`` names the caller in the node's audit trail (an authenticated identity wins over it).
-    With more than ``coalesce_writes`` writes in flight (0: never), further concurrent plain writes are sent
-    joined as one request (:mod:`drsdtp.client.coalesce`): the node's work per request is paid once.
+    Plain writes made in one step of the event loop are sent joined as one request, and with
+    ``coalesce_writes`` requests in flight (0: never join) further ones wait and join
+    (:mod:`drsdtp.client.coalesce`): the node's work per request is paid once.
     """
 
     def __init__(
@@ -100,7 +101,7 @@ class AsyncClient:
         retry: RetryPolicy | None = None,
         actor: str = "",
         channel_options: Sequence[tuple[str, object]] = (),
-        coalesce_writes: int = 1,
+        coalesce_writes: int = 4,
     ) -> None:
         if not timeout > 0:
             raise ValueError(f"timeout: must be above 0, got {timeout}")
@@ -116,7 +117,7 @@ class AsyncClient:
         self._write_bytes = self._channel.unary_unary(
             "/drsdtp.wire.v1.TwinApi/Write", response_deserializer=api_pb2.WriteReply.FromString
         )
-        # Concurrent plain writes joined into one request beyond `coalesce_writes` in flight (0: never).
+        # Concurrent plain writes joined into one request (0: never), at most `coalesce_writes` in flight.
         self._coalescer = (
             WriteCoalescer(self._send_write, in_flight=coalesce_writes) if coalesce_writes > 0 else None
         )

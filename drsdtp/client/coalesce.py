@@ -1,12 +1,14 @@
-"""Concurrent writes of one client sent as one request while the node is busy with earlier ones.
+"""Concurrent writes of one client sent as one request.
 
 A node spends about as much CPU on a request's own work (the gRPC call, its admission, commit, audit
 record and reply: measured 1.3-1.5 ms) as on 1,000 ops, so concurrent writes are cheaper as one request.
-While fewer than ``in_flight`` requests are out, a write goes alone at once (no added latency); beyond,
-it waits for one to finish and is joined with the other writes waiting meanwhile, up to ``max_bytes``
-(the node's bound on a request). Only plain writes are joined: no idempotency key, columns, creates,
-deletes or ``if_version``, and the same ack, actor and reason (the part of the request after the twins,
-which is then the same bytes). A request of joined writes is audited as one record, as a batch is.
+The writes made in one step of the event loop go together, at the end of that step (a lone write is not
+delayed beyond it), as one request up to ``max_bytes`` (the node's bound on a request); with ``in_flight``
+requests out, further writes wait for one to finish and go joined with the others waiting. Writers that
+await each other's group commit get their replies in one step and write again in the next, so they keep
+joining by themselves. Only plain writes are joined: no idempotency key, columns, creates, deletes or
+``if_version``, and the same ack, actor and reason (the part of the request after the twins, which is then
+the same bytes). A request of joined writes is audited as one record, as a batch is.
 
 The node checks a request whole before it applies anything, so when it refuses a joined request
 (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, PERMISSION_DENIED, RESOURCE_EXHAUSTED) each write is
@@ -64,16 +66,17 @@ class _Batch:
 
 
 class WriteCoalescer:
-    """Joins concurrent plain writes (see the module's docstring); ``in_flight`` requests at most go out
-    joined at once (writes sent alone count too); every write waits in one batch at most."""
+    """Joins concurrent plain writes (see the module's docstring); ``in_flight`` requests at most are out at
+    once; every write waits in one batch at most."""
 
-    def __init__(self, send: Send, *, in_flight: int = 1, max_bytes: int = MAX_REQUEST_BYTES) -> None:
+    def __init__(self, send: Send, *, in_flight: int = 4, max_bytes: int = MAX_REQUEST_BYTES) -> None:
         if in_flight < 1:
             raise ValueError(f"in_flight: must be at least 1, got {in_flight}")
         self._send = send
         self.in_flight = in_flight
         self.max_bytes = max_bytes
         self._busy = 0
+        self._scheduled = False
         self._waiting: deque[_Batch] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         #: Requests sent (a write sent again alone counts again), and writes made.
@@ -83,15 +86,12 @@ class WriteCoalescer:
     async def write(self, twins: bytes, rest: bytes, timeout: float) -> api_pb2.WriteReply:
         """Sends the write (its twins part and the rest of its request) alone or joined with others."""
         self.writes += 1
-        if self._busy < self.in_flight and not self._waiting:
-            self._busy += 1
-            try:
-                return await self._post(twins + rest, timeout)
-            finally:
-                self._busy -= 1
-                self._next()
-        done: asyncio.Future[api_pb2.WriteReply] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[api_pb2.WriteReply] = loop.create_future()
         self._join(_Write(twins, time.monotonic() + timeout, done), rest)
+        if not self._scheduled:  # at the end of this step of the loop: what this step wrote goes together
+            self._scheduled = True
+            loop.call_soon(self._next)
         return await done
 
     async def _post(self, data: bytes, timeout: float) -> api_pb2.WriteReply:
@@ -107,6 +107,7 @@ class WriteCoalescer:
         self._waiting.append(_Batch(rest, len(rest) + len(w.twins), [w]))
 
     def _next(self) -> None:
+        self._scheduled = False
         while self._busy < self.in_flight and self._waiting:
             batch = self._waiting.popleft()
             batch.writes = [w for w in batch.writes if not w.done.done()]  # callers gone meanwhile
