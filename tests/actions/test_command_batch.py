@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
 from drsdtp.adapters.modbus_codec import decode
+from drsdtp.api.auth.tokens import hash_token
 from drsdtp.api.caller import Caller, set_caller
 from drsdtp.api.services.commands import CommandService
-from drsdtp.client import AsyncClient, Client, CommandSpec, InvalidArgumentError
+from drsdtp.client import AsyncClient, Client, CommandSpec, InvalidArgumentError, PermissionDeniedError
 from drsdtp.config import parse_config
 from drsdtp.node.node import Node
 from drsdtp.wire.v1 import api_pb2
@@ -273,3 +274,57 @@ async def test_a_batchs_refusals_are_counted_and_its_commands_written_once_each(
         assert 'drsdtp_commands_batch_refusals_total{code="INVALID_ARGUMENT"} 1.0' in text
         assert 'drsdtp_commands_batch_refusals_total{code="NOT_FOUND"} 1.0' in text
         assert 'drsdtp_commands_batch_refusals_total{code="PERMISSION_DENIED"} 1.0' in text
+
+
+SCOPED = '[api]\nanonymous_role = "viewer"\n' + "".join(
+    f'[[api.tokens]]\nname = "{name}"\nrole = "{role}"\nhash = "{hash_token(name + "-secret")}"\n'
+    f'scopes = ["{scope}"]\n'
+    for name, role, scope in (("ops", "admin", "*"), ("line1", "operator", "line1/*"))
+)
+
+
+async def test_a_batchs_scope_refusals_are_audited_as_a_single_calls_are(tmp_path: Path) -> None:
+    """A scoped caller's commands outside its scopes: each refusal of a batch is in the audit trail with
+    the action, twin, actor and reason of a refused single IssueCommand (the method named), and WaitCommands
+    on a command outside the scopes the same."""
+    node = ApiNode("a", tmp_path)
+    node.configure({}, PUMP + SCOPED)
+    await node.start()
+    try:
+        address = f"127.0.0.1:{node.api_port}"
+        async with (
+            AsyncClient(address, token="line1-secret") as scoped,
+            AsyncClient(address, token="ops-secret") as admin,
+        ):
+            with pytest.raises(PermissionDeniedError):
+                await scoped.issue_command("pump-1", "valve", 0.3, idempotency_key="")
+            batch = [CommandSpec("pump-1", "valve", 0.3), CommandSpec("pump-1", "wings", 1.0)]
+            got = await scoped.issue_commands(batch)
+            assert [o.error_code for o in got] == ["PERMISSION_DENIED"] * 2
+            assert (
+                "IssueCommands: the twin 'pump-1' is outside the scopes of token:line1 (line1/*)"
+                in got[0].error
+            )
+            mine = await admin.issue_commands([CommandSpec("pump-1", "valve", 0.2)])
+            assert mine[0].command is not None
+            waited = await scoped.wait_commands([mine[0].command.id], wait=0.001)
+            assert waited[0].error_code == "PERMISSION_DENIED"
+
+            async def refusals() -> list[tuple[str, str, str, str]]:
+                audit = await admin.audit("pump-1", limit=1000)
+                return [
+                    (r.action, r.twin_id, r.actor, r.reason) for r in audit.records if r.action == "refused"
+                ]
+
+            await eventually(lambda: _has(refusals, 3), 20, "every refusal audited")
+            why = "(permission_denied): the twin 'pump-1' is outside the scopes of token:line1 (line1/*)"
+            assert sorted(await refusals()) == sorted(
+                ("refused", "pump-1", "token:line1", f"refused {m} {why}{n}") for m, n in
+                (("IssueCommand", ""), ("IssueCommands", " (2 commands)"), ("WaitCommands", ""))
+            )  # fmt: skip
+    finally:
+        node.stop()
+
+
+async def _has(refusals: Callable[[], Awaitable[list[tuple[str, str, str, str]]]], n: int) -> bool:
+    return len(await refusals()) >= n

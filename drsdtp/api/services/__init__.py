@@ -32,7 +32,7 @@ def unary_methods(
     read, admin, write = ReadService(node), AdminService(node), WriteService(node, keys, write_paths)
     intel = IntelService(node)
     alarms = AlarmService(node)
-    commands = CommandService(lambda: node.commands)
+    commands = CommandService(lambda: node.commands, node.audit)
     return {
         "Status": read.status,
         "ListTwins": read.list_twins,

@@ -10,19 +10,27 @@ the node. The actor of a command is the caller's authenticated identity when the
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Sequence
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from drsdtp.actions.book import CommandRequest, Issued, Waited
 from drsdtp.actions.record import CommandId, CommandRecord, command_id, order
-from drsdtp.api.caller import current_caller
+from drsdtp.api.caller import Caller, current_caller
 from drsdtp.api.convert import value_message
 from drsdtp.api.errors import error_text, status_for
+from drsdtp.api.node import AuditEntry
 from drsdtp.api.visibility import in_scope
 from drsdtp.errors import DrsdtpError, InvalidValueError, LimitError, UnknownTwinError
 from drsdtp.wire.v1 import api_pb2
 
-__all__ = ["CommandOps", "CommandService", "command_message", "plain_value"]
+__all__ = ["AuditSink", "CommandOps", "CommandService", "command_message", "plain_value"]
+
+log = logging.getLogger(__name__)
+
+# Appends entries to the audit trail in one write (``NodeApi.audit``).
+AuditSink = Callable[[Sequence[AuditEntry]], Awaitable[None]]
 
 Value = float | int | bool | str | bytes
 DEFAULT_LIMIT = 100
@@ -117,6 +125,15 @@ def _refused(exc: DrsdtpError) -> api_pb2.CommandResult:
     return api_pb2.CommandResult(error_code=status_for(exc).name, error=error_text(exc))
 
 
+def _out_of_scope(caller: Caller, method: str, twin: str) -> tuple[api_pb2.CommandResult, AuditEntry]:
+    """A command of a batch naming a twin outside the caller's scopes: its result, and the audit entry the
+    guard writes for a single call refused so (:meth:`drsdtp.api.auth.Authority.refused`: same action,
+    twin, actor and reason, the batch's method named)."""
+    why = f"the twin {twin!r} is outside the scopes of {caller.identity} ({', '.join(caller.scopes)})"
+    entry = AuditEntry(twin, "refused", {}, caller.identity, f"refused {method} (permission_denied): {why}")
+    return api_pb2.CommandResult(error_code="PERMISSION_DENIED", error=f"{method}: {why}"), entry
+
+
 def _batch_size(n: int, what: str) -> None:
     if n > MAX_BATCH:
         raise LimitError(f"{what}: {n} commands, at most {MAX_BATCH} per call")
@@ -132,8 +149,28 @@ def _batch_reply(book: CommandOps, results: list[api_pb2.CommandResult | None]) 
 
 
 class CommandService:
-    def __init__(self, commands: Callable[[], CommandOps]) -> None:
+    def __init__(self, commands: Callable[[], CommandOps], audit: AuditSink | None = None) -> None:
         self._commands = commands
+        self._audit = audit  # where a batch's refusals go (None: not audited, as in unit tests)
+
+    async def _audit_refusals(self, method: str, entries: Sequence[AuditEntry]) -> None:
+        """A batch's scope refusals, in one write; the refusals stand if the trail cannot take them. A twin
+        refused for several commands of the call is one entry saying how many (the trail's request record
+        names each twin once)."""
+        if not entries or self._audit is None:
+            return
+        times = collections.Counter(e.twin for e in entries)
+        once = {e.twin: e for e in entries}.values()
+        written = [
+            e
+            if times[e.twin] == 1
+            else dataclasses.replace(e, reason=f"{e.reason} ({times[e.twin]} commands)")
+            for e in once
+        ]
+        try:
+            await self._audit(written)
+        except Exception as exc:  # the audit trail logs its own failures
+            log.warning("cannot audit %d refused commands of a %s call: %s", len(entries), method, exc)
 
     def _request(self, book: CommandOps, request: api_pb2.CommandIssueRequest) -> CommandRequest:
         """The book's request from the wire's (the caller's identity as its actor)."""
@@ -173,22 +210,22 @@ class CommandService:
         included: a scoped caller gets its commands within scope taken), all made durable together."""
         _batch_size(len(request.commands), "commands")
         wait = _wait_s(request.wait_s, 0.0)
-        book, visible = self._commands(), in_scope()
+        book, visible, caller = self._commands(), in_scope(), current_caller()
         results: list[api_pb2.CommandResult | None] = [None] * len(request.commands)
         taken: list[tuple[int, CommandRequest]] = []
+        refusals: list[AuditEntry] = []
         for i, one in enumerate(request.commands):
             try:
                 if one.wait_s:
                     raise InvalidValueError(f"commands[{i}].wait_s: set wait_s on the batch, not per command")
                 if visible is not None and not visible(one.twin_id):
-                    results[i] = api_pb2.CommandResult(
-                        error_code="PERMISSION_DENIED",
-                        error=f"twin {one.twin_id!r} is outside the caller's scopes",
-                    )
+                    results[i], entry = _out_of_scope(caller, "IssueCommands", one.twin_id)
+                    refusals.append(entry)
                     continue
                 taken.append((i, self._request(book, one)))
             except DrsdtpError as exc:
                 results[i] = _refused(exc)
+        await self._audit_refusals("IssueCommands", refusals)
         issued = await book.issue_many([r for _, r in taken])
         commands: list[tuple[int, Issued]] = [(i, got) for (i, _), got in zip(taken, issued, strict=True)]
         ids = [got[0] for _, got in commands if isinstance(got, tuple)]
@@ -210,23 +247,22 @@ class CommandService:
         of a twin outside the caller's scopes, is an error of its own."""
         _batch_size(len(request.command_ids), "command_ids")
         wait = _wait_s(request.timeout_s, DEFAULT_WAIT_S)
-        book, visible = self._commands(), in_scope()
+        book, visible, caller = self._commands(), in_scope(), current_caller()
         results: list[api_pb2.CommandResult | None] = []
         ids: list[CommandId] = []
+        refusals: list[AuditEntry] = []
         for command in request.command_ids:
             record = book.get(command)
             if record is None:
                 results.append(_refused(UnknownTwinError(f"no command {command!r} on this node")))
             elif visible is not None and not visible(record.twin):
-                results.append(
-                    api_pb2.CommandResult(
-                        error_code="PERMISSION_DENIED",
-                        error=f"command {command!r} is of twin {record.twin!r}, outside the caller's scopes",
-                    )
-                )
+                refused, entry = _out_of_scope(caller, "WaitCommands", record.twin)
+                results.append(refused)
+                refusals.append(entry)
             else:
                 results.append(None)
                 ids.append(command)
+        await self._audit_refusals("WaitCommands", refusals)
         waited = iter(await book.wait_many(ids, wait) if ids else [])
         for i, result in enumerate(results):
             if result is None:
