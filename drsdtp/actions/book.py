@@ -49,6 +49,7 @@ from drsdtp.gossip.scopes import scope_of
 __all__ = [
     "CommandAudit",
     "CommandBook",
+    "CommandFailed",
     "CommandLimits",
     "CommandRequest",
 ]
@@ -63,6 +64,25 @@ Begin = Callable[[bytes, Sequence[str], str], "asyncio.Future[None]"]
 Claim = Callable[[ActuatorSpec, CommandId, Value | None], "asyncio.Future[None] | None"]
 # What issue_many answers per request: (command, repeated) or the error that refused it.
 Issued = tuple[CommandId, bool] | DrsdtpError
+
+
+class CommandFailed(DrsdtpError):
+    """One command of a batch the node could not check or issue for a fault of its own (not the request's):
+    that command's INTERNAL answer; the batch's other commands stand."""
+
+
+def failed(request: CommandRequest, stage: str, exc: Exception) -> CommandFailed:
+    """Logs a command's own fault with its twin and actuator named; the error that answers it."""
+    trace = log.isEnabledFor(logging.DEBUG)
+    log.warning(
+        "command %s %s of a batch failed while %s: %s: %s",
+        request.twin, request.action, stage, type(exc).__name__, exc, exc_info=trace,
+    )  # fmt: skip
+    return CommandFailed(
+        f"{request.twin} {request.action}: the node failed while {stage}: {type(exc).__name__}: {exc}"
+    )
+
+
 Waited = list[CommandRecord | None]
 MAX_KEY_BYTES = 128
 MAX_ARGS_BYTES = 4096
@@ -275,7 +295,7 @@ class CommandBook:
         group commit for the batch, no task per command. A key repeated within the batch names the command
         its first use created."""
         out: list[Issued] = []
-        started: list[tuple[int, asyncio.Future[None]]] = []
+        started: list[tuple[int, asyncio.Future[None], CommandRequest]] = []
         for request in requests:
             try:
                 new = self._prepare(request)
@@ -287,16 +307,24 @@ class CommandBook:
             except DrsdtpError as exc:
                 out.append(exc)
                 continue
-            started.append((len(out), durable))
+            except Exception as exc:  # a fault of the node's, before anything of this command was written
+                out.append(failed(request, "checking it", exc))
+                continue
+            started.append((len(out), durable, request))
             out.append((command, False))
             # Queued now, written once durable (not if the log fails): a caller gone before the commit
             # still leaves every issued command in the audit trail.
-            await self._audit_issued(command, request.reason, after=durable)
-        for i, durable in started:
+            try:
+                await self._audit_issued(command, request.reason, after=durable)
+            except Exception as exc:  # the command is issued all the same; the trail's own fault is logged
+                log.warning("command %s: its issue not queued for the audit trail: %s", command, exc)
+        for i, durable, request in started:
             try:
                 await asyncio.shield(durable)
             except DrsdtpError as exc:  # the log failed: this record is not durable, nothing executes it
                 out[i] = exc
+            except Exception as exc:
+                out[i] = failed(request, "making it durable", exc)
         return out
 
     async def desired(

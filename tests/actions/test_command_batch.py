@@ -13,6 +13,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
@@ -328,3 +329,34 @@ async def test_a_batchs_scope_refusals_are_audited_as_a_single_calls_are(tmp_pat
 
 async def _has(refusals: Callable[[], Awaitable[list[tuple[str, str, str, str]]]], n: int) -> bool:
     return len(await refusals()) >= n
+
+
+async def test_a_fault_checking_one_command_of_a_batch_fails_that_command_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In process: a fault of the node's own (not a DrsdtpError) while checking one command is that
+    command's INTERNAL answer, counted and logged naming its twin and actuator; the batch's other commands,
+    before and after it, are issued and carried out (the call never half-fails)."""
+    async with Node(parse_config(config(tmp_path))) as node:
+        actuators = node.commands.actuators
+        lookup = actuators.get
+
+        def damaged(twin: str, action: str) -> Any:
+            if action == "wings":
+                raise RuntimeError("the actuator table is damaged")
+            return lookup(twin, action)
+
+        monkeypatch.setattr(actuators, "get", damaged)
+        batch = [
+            api_pb2.CommandIssueRequest(twin_id="pump-1", action=a, value=api_pb2.FieldValue(f64=0.3))
+            for a in ("wings", "valve")
+        ]
+        reply = await CommandService(lambda: node.commands).issue_batch(
+            api_pb2.CommandIssueBatch(commands=batch, wait_s=20)
+        )
+        assert [r.error_code for r in reply.results] == ["INTERNAL", ""]
+        assert "pump-1 wings: the node failed while checking it: RuntimeError" in reply.results[0].error
+        assert reply.results[1].command.state == "applied" and plant(node).writes == 1
+        assert "command pump-1 wings of a batch failed" in caplog.text
+        text = node.metrics.render()[0].decode()
+        assert 'drsdtp_commands_batch_refusals_total{code="INTERNAL"} 1.0' in text

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from drsdtp.actions.book import CommandRequest, Issued, Waited
+from drsdtp.actions.book import CommandFailed, CommandRequest, Issued, Waited, failed
 from drsdtp.actions.record import CommandId, CommandRecord, command_id, order
 from drsdtp.api.caller import Caller, current_caller
 from drsdtp.api.convert import value_message
@@ -122,7 +122,8 @@ def _wait_s(asked: float, default: float) -> float:
 
 
 def _refused(exc: DrsdtpError) -> api_pb2.CommandResult:
-    return api_pb2.CommandResult(error_code=status_for(exc).name, error=error_text(exc))
+    code = "INTERNAL" if isinstance(exc, CommandFailed) else status_for(exc).name
+    return api_pb2.CommandResult(error_code=code, error=error_text(exc))
 
 
 def _out_of_scope(caller: Caller, method: str, twin: str) -> tuple[api_pb2.CommandResult, AuditEntry]:
@@ -225,11 +226,19 @@ class CommandService:
                 taken.append((i, self._request(book, one)))
             except DrsdtpError as exc:
                 results[i] = _refused(exc)
+            except Exception as exc:  # the node's own fault: this command's answer, not the whole call's
+                results[i] = _refused(failed(CommandRequest(one.twin_id, one.action), "checking it", exc))
         await self._audit_refusals("IssueCommands", refusals)
         issued = await book.issue_many([r for _, r in taken])
         commands: list[tuple[int, Issued]] = [(i, got) for (i, _), got in zip(taken, issued, strict=True)]
         ids = [got[0] for _, got in commands if isinstance(got, tuple)]
-        records = await book.wait_many(ids, wait) if wait else [book.get(c) for c in ids]
+        try:
+            records = await book.wait_many(ids, wait) if wait else [book.get(c) for c in ids]
+        except Exception as exc:  # the commands stand: answer each as it is now, not INTERNAL for the call
+            log.warning(
+                "IssueCommands: waiting for %d commands failed: %s: %s", len(ids), type(exc).__name__, exc
+            )
+            records = [book.get(c) for c in ids]
         by_id = dict(zip(ids, records, strict=True))
         for i, got in commands:
             if isinstance(got, DrsdtpError):
