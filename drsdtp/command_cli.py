@@ -5,6 +5,8 @@
     drsdtp command pump-1 valve 0.4 --reason "less flow" --wait     # exit 0 once applied, 1 otherwise
     drsdtp command pump-1 start 2 fast --key morning-start          # an action with arguments
     drsdtp command --cancel 3f2a...  --reason "wrong pump"
+    drsdtp command pump-1 --set valve=0.4 --set speed=1450 --wait      # many in one call (command_batch_cli)
+    drsdtp command --file commands.txt --wait                           # one a line: TWIN ACTION [ARG...]
     drsdtp commands [pump-1] [--active] [--json]
 
 A value or argument reads as a boolean (``true``/``false``), an integer, a number, else text. Client side
@@ -78,6 +80,13 @@ def add_parsers(client: Client, actor: Callable[[argparse.ArgumentParser], None]
     p.add_argument("--deadline", type=float, default=0.0, metavar="SECONDS", help="(default: the actuator's)")
     p.add_argument("--wait", action="store_true", help="wait for the outcome; exit 0 only when applied")
     p.add_argument("--cancel", metavar="COMMAND", help="cancel this command instead (needs --reason)")
+    p.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="ACTION=VALUE",
+        help="a command on TWIN; repeat it: all go in one call (--key K: keys K/1, K/2, ...)",
+    )  # fmt: skip
+    p.add_argument(
+        "--file", metavar="FILE", help="commands from FILE, one a line: TWIN ACTION [ARG...] ('-': stdin)"
+    )
     actor(p)
     p = client("commands", "list commands (newest first), or show one with --id")
     p.add_argument("twin_id", nargs="?", metavar="TWIN", help="only this twin's")
@@ -209,6 +218,8 @@ async def _commands(target: ApiTarget, args: argparse.Namespace, console: Consol
 
 
 def _cmd_command(args: argparse.Namespace, run: RunClient, console: Console) -> int:
+    if args.sets or args.file is not None:
+        return _cmd_batch(args, run, console)
     if args.cancel:
         if args.twin_id or args.args or not args.reason.strip():
             console.error("command --cancel COMMAND takes no TWIN/ACTION and needs --reason")
@@ -217,6 +228,24 @@ def _cmd_command(args: argparse.Namespace, run: RunClient, console: Console) -> 
         console.error("command needs TWIN and ACTION (or --cancel COMMAND)")
         return 2
     return run(args, lambda target: _command(target, args, console))
+
+
+def _cmd_batch(args: argparse.Namespace, run: RunClient, console: Console) -> int:
+    from drsdtp import command_batch_cli as batch
+
+    problem = batch.batch_usage(args)
+    if problem is not None:
+        console.error(problem)
+        return 2
+    try:
+        lines = batch.read_lines(args)
+    except ValueError as exc:
+        console.error(str(exc))
+        return 2
+    if not lines:
+        console.error(f"{args.file}: no commands")
+        return 2
+    return run(args, lambda target: batch.run_batch(target, lines, args, console))
 
 
 def _cmd_commands(args: argparse.Namespace, run: RunClient, console: Console) -> int:

@@ -159,3 +159,38 @@ def test_check_config_names_a_bad_write_target(tmp_path: pathlib.Path) -> None:
     assert valid.returncode == 0, valid.stderr
     refused = check(bad)
     assert refused.returncode == 2 and "actuators[1].write.input" in refused.stderr, refused.stderr
+
+
+async def test_the_cli_issues_a_batch_in_one_call_and_follows_it(
+    node: ApiNode, tmp_path: pathlib.Path
+) -> None:
+    """``--set ACTION=VALUE ...`` on one twin and ``--file`` (one command a line): each command answered on
+    its own (a refused one named with its line, the others issued), ``--wait`` follows them all, the exit
+    status says whether every one was applied, and ``--key K`` makes a repeat name the same commands."""
+    mixed = await asyncio.to_thread(
+        cli, node, "command", "pump-1", "--set", "valve=0.25", "--set", "wings=1", "--wait", "--json",
+        "--actor", "op-3", "-m", "batch",
+    )  # fmt: skip
+    assert mixed.returncode == 1, mixed.stderr
+    applied, refused = json.loads(mixed.stdout)
+    got = (applied["state"], applied["value"], applied["actor"], applied["reason"])
+    assert got == ("applied", 0.25, "op-3", "batch")
+    assert (refused["action"], refused["error_code"]) == ("wings", "NOT_FOUND")
+    assert "no actuator 'wings'" in refused["error"] and "1 of 2 commands refused" in mixed.stderr
+    text = await asyncio.to_thread(cli, node, "command", "pump-1", "--set", "wings=1")
+    assert text.returncode == 1 and "--set wings=1: pump-1 wings: NOT_FOUND: " in text.stderr
+
+    lines = tmp_path / "commands.txt"
+    lines.write_text("# morning trim\npump-1 valve 0.3\n\n")
+    done = await asyncio.to_thread(cli, node, "command", "--file", str(lines), "--key", "trim", "--wait")
+    assert done.returncode == 0, done.stderr
+    assert "pump-1 valve 0.3" in done.stdout and "state: applied" in done.stdout
+    again = await asyncio.to_thread(cli, node, "command", "--file", str(lines), "--key", "trim", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)[0]["repeated"] is True
+    assert json.loads(again.stdout)[0]["key"] == "trim/1"
+
+    lines.write_text("pump-1 valve 0.3\npump-1\n")
+    bad = await asyncio.to_thread(cli, node, "command", "--file", str(lines))
+    assert bad.returncode == 2 and "commands.txt:2: expected TWIN ACTION [ARG...]" in bad.stderr
+    both = await asyncio.to_thread(cli, node, "command", "pump-1", "valve", "--set", "valve=0.3")
+    assert both.returncode == 2 and "takes one TWIN and no ACTION" in both.stderr

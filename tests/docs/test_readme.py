@@ -173,10 +173,13 @@ class ReadmeNode:
             '[[adapters]]\ntype = "simulated"\nname = "plant"\nrooms = 2\nseed = 1\ndt_s = 10.0\n'
             "speedup = 50.0\n"
             f'[api.http]\nlisten = "127.0.0.1:{self.http}"\n'
-            # pump-1, whose valve the README's `drsdtp command` lines move
-            '[[adapters]]\ntype = "simulated"\nname = "pumps"\nasset = "pump"\nrooms = 1\nspeedup = 20.0\n'
-            '[[actuators]]\ntwin = "pump-1"\nfield = "valve"\nnode = "readme"\nadapter = "pumps"\n'
-            'min = 0.0\nmax = 1.0\ntolerance = 0.05\n[actuators.write]\ninput = "valve"\n'
+            # pump-1 and pump-2, whose valves the README's `drsdtp command` lines move
+            '[[adapters]]\ntype = "simulated"\nname = "pumps"\nasset = "pump"\nrooms = 2\nspeedup = 20.0\n'
+            + "".join(
+                f'[[actuators]]\ntwin = "{pump}"\nfield = "valve"\nnode = "readme"\nadapter = "pumps"\n'
+                'min = 0.0\nmax = 1.0\ntolerance = 0.05\n[actuators.write]\ninput = "valve"\n'
+                for pump in ("pump-1", "pump-2")
+            )
         )
         self.log = root / "node.log"
 
