@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,10 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
 from drsdtp.adapters.modbus_codec import decode
+from drsdtp.api.auth.authority import AUDIT_BURST
 from drsdtp.api.auth.tokens import hash_token
 from drsdtp.api.caller import Caller, set_caller
+from drsdtp.api.node import AuditEntry
 from drsdtp.api.services.commands import CommandService
 from drsdtp.client import AsyncClient, Client, CommandSpec, InvalidArgumentError, PermissionDeniedError
 from drsdtp.config import parse_config
@@ -360,3 +362,29 @@ async def test_a_fault_checking_one_command_of_a_batch_fails_that_command_only(
         assert "command pump-1 wings of a batch failed" in caplog.text
         text = node.metrics.render()[0].decode()
         assert 'drsdtp_commands_batch_refusals_total{code="INTERNAL"} 1.0' in text
+
+
+async def test_a_caller_refused_in_a_loop_is_audited_at_the_guards_rate(tmp_path: Path) -> None:
+    """In process, on a frozen clock: a scoped caller's refused batches are written one by one up to the
+    guard's burst; later ones are counted and said in the caller's next record once the rate allows."""
+    now = [0.0]
+    written: list[list[str]] = []
+
+    async def sink(entries: Sequence[AuditEntry]) -> None:
+        written.append([e.reason for e in entries])
+
+    async with Node(parse_config(config(tmp_path))) as node:
+        service = CommandService(lambda: node.commands, sink, clock=lambda: now[0])
+        set_caller(Caller("token:op", True, "operator", ("line1/*",)))
+        out = api_pb2.CommandIssueRequest(twin_id="pump-1", action="valve", value=api_pb2.FieldValue(f64=0.4))
+        for _ in range(AUDIT_BURST + 3):
+            reply = await service.issue_batch(api_pb2.CommandIssueBatch(commands=[out, out]))
+            assert [r.error_code for r in reply.results] == ["PERMISSION_DENIED"] * 2
+        assert len(written) == AUDIT_BURST and written[0][0].endswith("(line1/*) (2 commands)")
+        now[0] += 1.0
+        await service.issue_batch(api_pb2.CommandIssueBatch(commands=[out]))
+        assert written[-1] == [
+            "refused IssueCommands (permission_denied): the twin 'pump-1' is outside the scopes of token:op "
+            "(line1/*) (and 6 earlier refusals of this caller, not recorded one by one)"
+        ]
+        assert plant(node).writes == 0

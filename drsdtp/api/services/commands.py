@@ -12,11 +12,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from drsdtp.actions.book import CommandFailed, CommandRequest, Issued, Waited, failed
 from drsdtp.actions.record import CommandId, CommandRecord, command_id, order
+from drsdtp.api.auth.authority import AUDIT_BURST, AUDIT_PER_S, MAX_SUPPRESSED
+from drsdtp.api.auth.ratelimit import RateLimiter
 from drsdtp.api.caller import Caller, current_caller
 from drsdtp.api.convert import value_message
 from drsdtp.api.errors import error_text, status_for
@@ -150,23 +153,45 @@ def _batch_reply(book: CommandOps, results: list[api_pb2.CommandResult | None]) 
 
 
 class CommandService:
-    def __init__(self, commands: Callable[[], CommandOps], audit: AuditSink | None = None) -> None:
+    def __init__(
+        self,
+        commands: Callable[[], CommandOps],
+        audit: AuditSink | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._commands = commands
         self._audit = audit  # where a batch's refusals go (None: not audited, as in unit tests)
+        # A caller's refused batches written one by one at the rate the guard writes refused calls
+        # (drsdtp.api.auth.Authority.refused); the rest counted into its next record.
+        self._audit_rate = RateLimiter(AUDIT_PER_S, AUDIT_BURST, clock=clock)
+        self._unrecorded: collections.OrderedDict[str, int] = collections.OrderedDict()
 
     async def _audit_refusals(self, method: str, entries: Sequence[AuditEntry]) -> None:
-        """A batch's scope refusals, in one write; the refusals stand if the trail cannot take them. A twin
-        refused for several commands of the call is one entry saying how many (the trail's request record
-        names each twin once)."""
+        """A batch's scope refusals (one caller's), in one write; the refusals stand if the trail cannot take
+        them. A twin refused for several commands of the call is one entry saying how many (the trail's
+        request record names each twin once). A caller refused in a loop cannot fill the disk: past the
+        guard's rate its refusals are counted and said in its next record."""
         if not entries or self._audit is None:
             return
+        actor = entries[0].actor
+        if self._audit_rate.take(actor) > 0:
+            self._unrecorded[actor] = self._unrecorded.pop(actor, 0) + len(entries)
+            while len(self._unrecorded) > MAX_SUPPRESSED:
+                self._unrecorded.popitem(last=False)
+            return
+        skipped = self._unrecorded.pop(actor, 0)
+        more = f" (and {skipped} earlier refusals of this caller, not recorded one by one)" if skipped else ""
         times = collections.Counter(e.twin for e in entries)
         once = {e.twin: e for e in entries}.values()
         written = [
-            e
-            if times[e.twin] == 1
-            else dataclasses.replace(e, reason=f"{e.reason} ({times[e.twin]} commands)")
-            for e in once
+            dataclasses.replace(
+                e,
+                reason=e.reason
+                + (f" ({times[e.twin]} commands)" if times[e.twin] > 1 else "")
+                + ("" if i else more),  # said once, in the first entry
+            )
+            for i, e in enumerate(once)
         ]
         try:
             await self._audit(written)
