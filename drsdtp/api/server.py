@@ -143,7 +143,7 @@ class ApiServer:
         )
         # The one implementation of every method, which the HTTP/JSON face (drsdtp.api.http) serves too.
         self.write_paths: collections.Counter[str] = collections.Counter()  # Write requests by path
-        self.methods = unary_methods(node, keys, self.write_paths)
+        self.methods = unary_methods(node, keys, self.write_paths, self.authority.audit_budget)
         self.watches = WatchService(
             node.store,
             node.feed,

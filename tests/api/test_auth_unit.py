@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from drsdtp.api.auth import Access, Authority, Credentials, Decision, access_of, bearer_of
-from drsdtp.api.auth.ratelimit import RateLimiter
+from drsdtp.api.auth.ratelimit import AuditBudget, RateLimiter
 from drsdtp.api.auth.roles import METHOD_ROLES, ROLES, required_role
 from drsdtp.api.auth.scopes import scope_filter
 from drsdtp.api.auth.tokens import hash_token, new_token
@@ -190,6 +190,34 @@ async def test_refusals_are_audited_at_a_bounded_rate_per_caller() -> None:
     assert 20 <= len(records) < 30  # the burst, then about one a second
     assert records[0] == ("token:x", "Write", "t1", f"refused Write (permission_denied): {no.reason}")
     assert auth.refusals[("method",)] == 100
+
+
+def test_the_audit_budget_counts_what_it_holds_back_and_says_it_in_the_next_record() -> None:
+    now = [0.0]
+    budget = AuditBudget(1.0, 2.0, max_callers=2, clock=lambda: now[0])
+    assert [budget.admit("a"), budget.admit("a", 5), budget.admit("a", 3)] == ["", "", None]
+    assert budget.admit("a") is None  # 4 held back so far, still within the second
+    now[0] += 1.0
+    assert budget.admit("a") == " (and 4 earlier refusals of this caller, not recorded one by one)"
+    assert budget.admit("b") == ""  # another caller, its own bucket
+    now[0] += 1.0
+    assert budget.admit("a") == ""  # said once, then forgotten
+
+
+async def test_the_guard_audits_refusals_from_the_budget_it_shares() -> None:
+    """The server hands ``Authority.audit_budget`` to the command service, so a caller refused in single
+    calls and in batches is held to one rate, not one each: what the budget spent elsewhere is gone here."""
+    records: list[str] = []
+
+    async def sink(actor: str, method: str, twin: str, reason: str) -> None:
+        records.append(reason)
+
+    auth = Authority(ApiConfig(), audit=sink)
+    no = Decision("permission_denied", "token:x (role viewer) may not call Write", "method")
+    for _ in range(20):  # the whole burst, spent as a batch's refusals would
+        assert auth.audit_budget.admit("token:x") is not None
+    await auth.refused("token:x", "Write", no, ["t1"])
+    assert records == []
 
 
 def test_token_config_is_checked() -> None:

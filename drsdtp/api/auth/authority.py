@@ -12,7 +12,7 @@ from drsdtp.api.auth.access import Access, RecordTwins, access_of
 from drsdtp.api.auth.decision import Decision, Refusal
 from drsdtp.api.auth.jwks import KeySetError
 from drsdtp.api.auth.oidc import JwtRefused, OidcVerifier, looks_like_jwt
-from drsdtp.api.auth.ratelimit import RateLimiter
+from drsdtp.api.auth.ratelimit import AuditBudget, RateLimiter
 from drsdtp.api.auth.roles import at_least, required_role
 from drsdtp.api.auth.scopes import covers_twin
 from drsdtp.api.auth.tokens import TokenBook
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 # rest are counted into its next record (a client refused in a loop cannot fill the disk).
 AUDIT_BURST = 20
 AUDIT_PER_S = 1.0
-MAX_SUPPRESSED = 10_000  # callers whose unrecorded refusals are remembered
 
 # (actor, method, twin, reason): appends one ``refused`` record to the audit trail.
 RefusalSink = Callable[[str, str, str, str], Awaitable[None]]
@@ -82,8 +81,7 @@ class Authority:
         self.limiter = RateLimiter(config.rate_per_s, config.rate_burst or config.rate_per_s)
         self.refusals: collections.Counter[tuple[str, ...]] = collections.Counter()  # (kind,)
         self._audit = audit
-        self._audit_rate = RateLimiter(AUDIT_PER_S, AUDIT_BURST)
-        self._unrecorded: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self.audit_budget = AuditBudget(AUDIT_PER_S, AUDIT_BURST)  # shared with the command batches
 
     # ----- who ---------------------------------------------------------------------------------------------
     async def identify(self, creds: Credentials) -> Caller | Decision:
@@ -167,15 +165,10 @@ class Authority:
         self.refusals[(decision.kind,)] += 1
         if self._audit is None:
             return
-        if self._audit_rate.take(actor) > 0:
-            self._unrecorded[actor] = self._unrecorded.pop(actor, 0) + 1
-            while len(self._unrecorded) > MAX_SUPPRESSED:
-                self._unrecorded.popitem(last=False)
+        earlier = self.audit_budget.admit(actor)
+        if earlier is None:
             return
-        reason = f"refused {method} ({decision.status}): {decision.reason}"
-        skipped = self._unrecorded.pop(actor, 0)
-        if skipped:
-            reason += f" (and {skipped} earlier refusals of this caller, not recorded one by one)"
+        reason = f"refused {method} ({decision.status}): {decision.reason}{earlier}"
         twin = decision.twin or next(iter(twins), "")
         try:
             await self._audit(actor, method, twin, reason)

@@ -8,7 +8,7 @@ import collections
 import time
 from collections.abc import Callable
 
-__all__ = ["RateLimiter"]
+__all__ = ["AuditBudget", "RateLimiter"]
 
 
 class RateLimiter:
@@ -48,3 +48,33 @@ class RateLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class AuditBudget:
+    """How many refusal records one caller may put in the audit trail: ``rate`` a second, ``burst`` at once.
+    Refusals past it are counted and said in the caller's next record, so a client refused in a loop cannot
+    fill the disk. The counts are kept for ``max_callers`` callers, the least recently refused dropped
+    first. One budget per node: the guard's refused calls and a batch's refused commands share it."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        *,
+        max_callers: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._rate = RateLimiter(rate, burst, max_callers=max_callers, clock=clock)
+        self.max_callers = max_callers
+        self._unrecorded: collections.OrderedDict[str, int] = collections.OrderedDict()
+
+    def admit(self, caller: str, refusals: int = 1) -> str | None:
+        """None when ``caller``'s record is not written now (its ``refusals`` are counted); else the text to
+        append to the record: the count of the caller's earlier refusals not recorded, if any."""
+        if self._rate.take(caller) > 0:
+            self._unrecorded[caller] = self._unrecorded.pop(caller, 0) + refusals
+            while len(self._unrecorded) > self.max_callers:
+                self._unrecorded.popitem(last=False)
+            return None
+        skipped = self._unrecorded.pop(caller, 0)
+        return f" (and {skipped} earlier refusals of this caller, not recorded one by one)" if skipped else ""

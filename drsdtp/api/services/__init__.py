@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from drsdtp.api.auth.ratelimit import AuditBudget
 from drsdtp.api.idempotency import IdempotencyStore
 from drsdtp.api.node import NodeApi
 from drsdtp.api.services.admin import AdminService
@@ -25,14 +26,18 @@ Unary = Callable[[Any], Awaitable[Any]]
 
 
 def unary_methods(
-    node: NodeApi, keys: IdempotencyStore, write_paths: Counter[str] | None = None
+    node: NodeApi,
+    keys: IdempotencyStore,
+    write_paths: Counter[str] | None = None,
+    audit_budget: AuditBudget | None = None,
 ) -> dict[str, Unary]:
     """Every unary method of ``drsdtp.wire.v1.TwinApi`` by its name in the proto (``write_paths``: counts
-    Write requests by the path that took them)."""
+    Write requests by the path that took them; ``audit_budget``: the guard's, which refused commands of a
+    batch share)."""
     read, admin, write = ReadService(node), AdminService(node), WriteService(node, keys, write_paths)
     intel = IntelService(node)
     alarms = AlarmService(node)
-    commands = CommandService(lambda: node.commands, node.audit)
+    commands = CommandService(lambda: node.commands, node.audit, audit_budget)
     return {
         "Status": read.status,
         "ListTwins": read.list_twins,

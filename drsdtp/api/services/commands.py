@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 from drsdtp.actions.book import CommandFailed, CommandRequest, Issued, Waited, failed
 from drsdtp.actions.record import CommandId, CommandRecord, command_id, order
-from drsdtp.api.auth.authority import AUDIT_BURST, AUDIT_PER_S, MAX_SUPPRESSED
-from drsdtp.api.auth.ratelimit import RateLimiter
+from drsdtp.api.auth.authority import AUDIT_BURST, AUDIT_PER_S
+from drsdtp.api.auth.ratelimit import AuditBudget
 from drsdtp.api.caller import Caller, current_caller
 from drsdtp.api.convert import value_message
 from drsdtp.api.errors import error_text, status_for
@@ -157,15 +157,15 @@ class CommandService:
         self,
         commands: Callable[[], CommandOps],
         audit: AuditSink | None = None,
+        budget: AuditBudget | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._commands = commands
         self._audit = audit  # where a batch's refusals go (None: not audited, as in unit tests)
-        # A caller's refused batches written one by one at the rate the guard writes refused calls
-        # (drsdtp.api.auth.Authority.refused); the rest counted into its next record.
-        self._audit_rate = RateLimiter(AUDIT_PER_S, AUDIT_BURST, clock=clock)
-        self._unrecorded: collections.OrderedDict[str, int] = collections.OrderedDict()
+        # The guard's budget for refusal records (drsdtp.api.auth.Authority.audit_budget), so a caller's
+        # refused calls and refused batches share one rate; its own when none is given (``clock``).
+        self._budget = budget if budget is not None else AuditBudget(AUDIT_PER_S, AUDIT_BURST, clock=clock)
 
     async def _audit_refusals(self, method: str, entries: Sequence[AuditEntry]) -> None:
         """A batch's scope refusals (one caller's), in one write; the refusals stand if the trail cannot take
@@ -174,14 +174,9 @@ class CommandService:
         guard's rate its refusals are counted and said in its next record."""
         if not entries or self._audit is None:
             return
-        actor = entries[0].actor
-        if self._audit_rate.take(actor) > 0:
-            self._unrecorded[actor] = self._unrecorded.pop(actor, 0) + len(entries)
-            while len(self._unrecorded) > MAX_SUPPRESSED:
-                self._unrecorded.popitem(last=False)
+        more = self._budget.admit(entries[0].actor, len(entries))
+        if more is None:
             return
-        skipped = self._unrecorded.pop(actor, 0)
-        more = f" (and {skipped} earlier refusals of this caller, not recorded one by one)" if skipped else ""
         times = collections.Counter(e.twin for e in entries)
         once = {e.twin: e for e in entries}.values()
         written = [
