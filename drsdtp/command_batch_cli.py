@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from drsdtp.command_cli import _call, _show, arg_value, command_doc
+from drsdtp.command_cli import arg_value, call_api, command_doc, show_command
 from drsdtp.console import Console
 from drsdtp.node_commands import EXIT_FAILURE, EXIT_OK, ApiTarget
 from drsdtp.wire.v1 import api_pb2
@@ -116,7 +116,7 @@ async def _issue(
                 _request(line, start + i, args) for i, line in enumerate(lines[start : start + MAX_PER_CALL])
             ]
         )
-        reply = await _call(target, console, "IssueCommands", batch, target.timeout_s)
+        reply = await call_api(target, console, "IssueCommands", batch, target.timeout_s)
         if reply is None:
             if results:
                 console.error(f"the first {len(results)} commands were issued; the rest were not")
@@ -141,7 +141,7 @@ async def _follow(target: ApiTarget, console: Console, results: list[api_pb2.Com
             request = api_pb2.CommandWaitBatch(
                 command_ids=[results[i].command.command_id for i in part], timeout_s=wait_s
             )
-            reply = await _call(target, console, "WaitCommands", request, wait_s + target.timeout_s)
+            reply = await call_api(target, console, "WaitCommands", request, wait_s + target.timeout_s)
             if reply is None:
                 return False
             for i, got in zip(part, reply.results, strict=True):
@@ -162,7 +162,7 @@ def _report(console: Console, lines: Sequence[Line], results: Sequence[api_pb2.C
         return
     for line, r in zip(lines, results, strict=True):
         if r.HasField("command"):
-            _show(console, r.command, r.repeated)
+            show_command(console, r.command, r.repeated)
         else:
             console.error(f"{line.where}: {line.twin} {line.action}: {r.error_code}: {r.error}")
 

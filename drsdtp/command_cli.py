@@ -29,7 +29,7 @@ from drsdtp.errors import ConfigError
 from drsdtp.node_commands import EXIT_FAILURE, EXIT_OK, ApiTarget
 from drsdtp.wire.v1 import api_pb2
 
-__all__ = ["HANDLERS", "add_parsers", "arg_value", "check_config"]
+__all__ = ["HANDLERS", "add_parsers", "arg_value", "call_api", "check_config", "command_doc", "show_command"]
 
 Client = Callable[[str, str], argparse.ArgumentParser]
 RunClient = Callable[[argparse.Namespace, Callable[[ApiTarget], Coroutine[Any, Any, int]]], int]
@@ -95,7 +95,8 @@ def add_parsers(client: Client, actor: Callable[[argparse.ArgumentParser], None]
     p.add_argument("--limit", type=int, default=100, help="at most this many (default: %(default)s)")
 
 
-async def _call(target: ApiTarget, console: Console, method: str, request: Any, timeout_s: float) -> Any:
+async def call_api(target: ApiTarget, console: Console, method: str, request: Any, timeout_s: float) -> Any:
+    """``method``'s reply from the node, or None once its error is on the console."""
     # The SDK is imported by the commands that call a node, not by every CLI start (`drsdtp run` too).
     from drsdtp.client import connect
     from drsdtp.client.channel import metadata_for
@@ -136,7 +137,8 @@ def _value_text(c: api_pb2.Command) -> str:
     return " ".join(parts + [repr(field_to_python(a)) for a in c.args])
 
 
-def _show(console: Console, c: api_pb2.Command, repeated: bool = False) -> None:
+def show_command(console: Console, c: api_pb2.Command, repeated: bool = False) -> None:
+    """A command's state and marks, or its JSON document in ``--json`` mode."""
     if console.json_mode:
         console.json({**command_doc(c), "repeated": repeated})
         return
@@ -153,17 +155,17 @@ def _show(console: Console, c: api_pb2.Command, repeated: bool = False) -> None:
 async def _command(target: ApiTarget, args: argparse.Namespace, console: Console) -> int:
     if args.cancel:
         cancel = api_pb2.CommandCancelRequest(command_id=args.cancel, actor=args.actor, reason=args.reason)
-        reply = await _call(target, console, "CancelCommand", cancel, target.timeout_s)
+        reply = await call_api(target, console, "CancelCommand", cancel, target.timeout_s)
         if reply is None:
             return EXIT_FAILURE
-        _show(console, reply.command)
+        show_command(console, reply.command)
         return EXIT_OK
     request = api_pb2.CommandIssueRequest(
         twin_id=args.twin_id, action=args.action, args=[arg_value(a) for a in args.args],
         args_positional=True, idempotency_key=args.key, deadline_s=args.deadline, actor=args.actor,
         reason=args.reason,
     )  # fmt: skip
-    reply = await _call(target, console, "IssueCommand", request, target.timeout_s)
+    reply = await call_api(target, console, "IssueCommand", request, target.timeout_s)
     if reply is None:
         return EXIT_FAILURE
     command, repeated = reply.command, reply.repeated
@@ -173,13 +175,13 @@ async def _command(target: ApiTarget, args: argparse.Namespace, console: Console
             wait = api_pb2.CommandWaitRequest(
                 command_id=command.command_id, timeout_s=max(1.0, min(left_s + 5, 60))
             )
-            got = await _call(target, console, "WaitCommand", wait, wait.timeout_s + target.timeout_s)
+            got = await call_api(target, console, "WaitCommand", wait, wait.timeout_s + target.timeout_s)
             if got is None:
                 return EXIT_FAILURE
             command = got.command
             if not command.terminal and left_s < -30:
                 break  # the executor is away: say what we know
-    _show(console, command, repeated)
+    show_command(console, command, repeated)
     if args.wait:
         return EXIT_OK if command.state == "applied" else EXIT_FAILURE
     return EXIT_OK
@@ -187,7 +189,7 @@ async def _command(target: ApiTarget, args: argparse.Namespace, console: Console
 
 async def _commands(target: ApiTarget, args: argparse.Namespace, console: Console) -> int:
     if args.command_id:
-        reply = await _call(
+        reply = await call_api(
             target,
             console,
             "GetCommand",
@@ -196,10 +198,10 @@ async def _commands(target: ApiTarget, args: argparse.Namespace, console: Consol
         )
         if reply is None:
             return EXIT_FAILURE
-        _show(console, reply.command)
+        show_command(console, reply.command)
         return EXIT_OK
     request = api_pb2.CommandListRequest(twin_id=args.twin_id or "", active=args.active, limit=args.limit)
-    reply = await _call(target, console, "ListCommands", request, target.timeout_s)
+    reply = await call_api(target, console, "ListCommands", request, target.timeout_s)
     if reply is None:
         return EXIT_FAILURE
     if console.json_mode:
