@@ -410,8 +410,17 @@ class CommandBook:
     def _start_create(
         self, command: CommandId, fields: dict[str, Value], spec: ActuatorSpec, value: Value | None
     ) -> asyncio.Future[None]:
-        """:meth:`_create` without waiting: the record applied and appended now (with its first attempt
-        when the executor claims it); returns what resolves once it is durable."""
+        """Applies the record and appends it to the log in this step of the loop; returns what resolves
+        once it is durable (:meth:`issue_many` awaits many together, :meth:`_create` one).
+
+        The intent (the record) and the attempt (``attempts``, one more per write that may reach the
+        device) must both be durable before the executor writes. When the executor is this node's and
+        says it writes the command at once (:attr:`claim`: its actuator idle, limits, interlocks and rate
+        limit clear, not converged already), both go in one set of fields (``claimed``: 1), made durable
+        by one append: the crash windows are the ones two appends had (both shared the fsync before the
+        write). The executor takes the attempt back if it does not write after all (held, cancelled,
+        superseded). A field, not the ``attempts`` counter: a counter's delta had to be joined to the
+        record's, which cost twice the record's own ``set_many``."""
         twin = record_twin(command)
         claim = None
         if self.claim is not None and spec.node == self.node_id:
@@ -432,33 +441,8 @@ class CommandBook:
     async def _create(
         self, command: CommandId, fields: dict[str, Value], spec: ActuatorSpec, value: Value | None
     ) -> None:
-        """Applies the record and appends it to the log in one step of the loop; returns once durable.
-
-        The intent (the record) and the attempt (``attempts``, one more per write that may reach the
-        device) must both be durable before the executor writes. When the executor is this node's and
-        says it writes the command at once (:attr:`claim`: its actuator idle, limits, interlocks and rate
-        limit clear, not converged already), both go in one set of fields (``claimed``: 1), made durable
-        by one append: the crash windows are the ones two appends had (both shared the fsync before the
-        write). The executor takes the attempt back if it does not write after all (held, cancelled,
-        superseded). A field, not the ``attempts`` counter: a counter's delta had to be joined to the
-        record's, which cost twice the record's own ``set_many``."""
-        twin = record_twin(command)
-        claim = None
-        if self.claim is not None and spec.node == self.node_id:
-            claim = self.claim(spec, command, value)
-        if claim is None:
-            await self._commit(self.store.set_many(twin, fields), [twin], "local")  # appends first
-        else:
-            try:
-                delta = self.store.set_many(twin, {**fields, CLAIMED: 1})
-            except BaseException:
-                claim.cancel()  # never created: the executor forgets the claim
-                raise
-            durable = self._begin(delta, [twin], "local")
-            durable.add_done_callback(functools.partial(_settle, claim))
-            await asyncio.shield(durable)
-        self._count += 1
-        self.issued += 1
+        """:meth:`_start_create`, returning once the record is durable."""
+        await asyncio.shield(self._start_create(command, fields, spec, value))
 
     def _check_cap(self) -> None:
         if self.count() >= self.limits.max_records:
