@@ -8,18 +8,16 @@ that loses the others)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from drsdtp.client.types import field_to_python
+from drsdtp.client.writes import new_idempotency_key, scalar_pb
 from drsdtp.wire.v1 import api_pb2
 
 __all__ = ["Command", "CommandOutcome", "CommandSpec", "batch_request", "issue_request"]
 
 Arg = float | int | bool | str
-#: The states a command ends in.
-TERMINAL = frozenset({"applied", "rejected", "failed", "timed_out", "superseded", "cancelled"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,26 +96,16 @@ class CommandOutcome:
         return cls(command, m.repeated, m.error_code, m.error)
 
 
-def _value(v: Arg) -> api_pb2.FieldValue:
-    if isinstance(v, bool):
-        return api_pb2.FieldValue(flag=v)
-    if isinstance(v, int):
-        return api_pb2.FieldValue(i64=v)
-    if isinstance(v, float):
-        return api_pb2.FieldValue(f64=v)
-    if isinstance(v, str):
-        return api_pb2.FieldValue(text=v)
-    raise TypeError(f"a command's value or argument is a number, boolean or text, got {v!r}")
-
-
 def issue_request(spec: CommandSpec, actor: str, wait_s: float = 0.0) -> api_pb2.CommandIssueRequest:
-    key = uuid.uuid4().hex if spec.idempotency_key is None else spec.idempotency_key
+    key = new_idempotency_key() if spec.idempotency_key is None else spec.idempotency_key
+    where = f"{spec.twin} {spec.action}"  # names a value the API cannot carry (NaN, a list) before sending
+    args = [scalar_pb(a, f"{where} args[{i}]") for i, a in enumerate(spec.args)]
     request = api_pb2.CommandIssueRequest(
-        twin_id=spec.twin, action=spec.action, args=[_value(a) for a in spec.args],
+        twin_id=spec.twin, action=spec.action, args=args,
         idempotency_key=key, deadline_s=spec.deadline_s, actor=actor, reason=spec.reason, wait_s=wait_s,
     )  # fmt: skip
     if spec.value is not None:
-        request.value.CopyFrom(_value(spec.value))
+        request.value.CopyFrom(scalar_pb(spec.value, f"{where} value"))
     return request
 
 

@@ -26,6 +26,7 @@ from drsdtp.client import (
     UnavailableError,
     report,
 )
+from drsdtp.client.commands import CommandSpec, issue_request
 from drsdtp.client.writes import (
     Ack,
     Columns,
@@ -247,3 +248,14 @@ def test_a_write_the_api_cannot_carry_is_refused_before_it_is_sent() -> None:
             request_bytes([TwinWrite("a", (report("x", 1.0),)), TwinWrite("b", (report("x", bad),))])
     with pytest.raises(ValueError, match="ack"):
         request_bytes([], ack="soon")  # type: ignore[arg-type]
+
+
+def test_a_command_the_api_cannot_carry_is_refused_naming_it_before_it_is_sent() -> None:
+    with pytest.raises(ValueError, match=r"pump-1 valve value: nan is not a finite number"):
+        issue_request(CommandSpec("pump-1", "valve", math.nan), "op")
+    with pytest.raises(TypeError, match=r"pump-1 start args\[1\]: a list"):
+        issue_request(CommandSpec("pump-1", "start", args=(2, [3])), "op")  # type: ignore[arg-type]
+    fresh = [issue_request(CommandSpec("pump-1", "valve", 0.4), "op").idempotency_key for _ in range(2)]
+    assert fresh[0] and fresh[0] != fresh[1]  # a fresh key each, so a retried batch is issued once
+    given_key = issue_request(CommandSpec("pump-1", "valve", True, idempotency_key="k"), "op")
+    assert (given_key.idempotency_key, given_key.value.WhichOneof("value")) == ("k", "flag")
