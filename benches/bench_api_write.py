@@ -42,7 +42,7 @@ def rss_kb(pid: int) -> int:
 
 
 class Node:
-    def __init__(self, root: Path, fsync_ms: int) -> None:
+    def __init__(self, root: Path, fsync_ms: int, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         cfg = root / f"node-{fsync_ms}.toml"
         cfg.write_text(
@@ -56,6 +56,7 @@ class Node:
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env=None if env is None else os.environ | env,
         )
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
         self.stub = api_pb2_grpc.TwinApiStub(self.channel)

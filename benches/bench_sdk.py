@@ -18,6 +18,14 @@
    one stream), and what the SDK spends per change. Goal p99 <= 20 ms.
 4. memory per idle watcher: the node's RSS per idle SDK watch on a stream of its own (goal <= 64 KB), and
    the client's own (RSS, and the Python heap by tracemalloc).
+
+    .venv/bin/python benches/bench_sdk.py --breakdown   # where a durable write's round trip goes
+
+``--breakdown`` runs only the round trip, on a node started with ``DRSDTP_STAGES=1`` (drsdtp.stages), each
+raw write asking for its stage timestamps: client send, the guard's start, admitted, planned, applied,
+appended to the log, the group committer woken, the fsync handed to its worker thread, started, done, the
+committer back on the loop, the writer woken, audited, reply returned, client received. Per stage: p50 and
+p99, and its mean share of the slowest 1 % of round trips (where the tail goes).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import os
 import sys
 import tempfile
@@ -42,6 +51,7 @@ sys.path.insert(0, str(REPO / "benches"))
 
 from bench_api_write import Node, create, op, rss_kb  # noqa: E402
 
+from drsdtp import stages  # noqa: E402
 from drsdtp.client import AsyncClient, Client, Columns, TwinWrite, Watch, report  # noqa: E402
 from drsdtp.client.types import Change  # noqa: E402
 from drsdtp.wire.v1 import api_pb2  # noqa: E402
@@ -99,6 +109,61 @@ async def round_trips(
     finally:
         os.close(probe)
     return {name: pct(samples[n // 10 :]) for name, samples in took.items()}  # after a warm-up
+
+
+async def breakdown(node: Node, n: int, scratch: Path) -> None:
+    """The raw stub's durable round trip stage by stage (see the module's docstring), interleaved with the
+    bare append + fdatasync as in :func:`round_trips`."""
+    await create(node.stub, ["rt-stages"])
+    probe = os.open(scratch / "fsync-probe", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    record = bytes(256)
+
+    def append_and_sync() -> None:
+        os.write(probe, record)
+        os.fdatasync(probe)
+
+    traces: list[list[tuple[str, int]]] = []
+    bare: list[float] = []
+    ask = ((stages.HEADER, "1"),)
+    try:
+        for i in range(n):
+            request = api_pb2.WriteRequest(
+                twins=[api_pb2.TwinWrite(twin_id="rt-stages", ops=[op("v", float(i))])]
+            )
+            sent = time.monotonic_ns()
+            call = node.stub.Write(request, metadata=ask)
+            await call
+            received = time.monotonic_ns()
+            trailing = dict(await call.trailing_metadata() or ())
+            got = trailing.get(stages.HEADER)
+            if not isinstance(got, str):
+                raise RuntimeError("the node sent no stages: is it started with DRSDTP_STAGES=1?")
+            traces.append([("sent", sent), *stages.parse(got), ("received", received)])
+            started = time.perf_counter()
+            await asyncio.to_thread(append_and_sync)
+            bare.append(time.perf_counter() - started)
+    finally:
+        os.close(probe)
+    traces, bare = traces[n // 10 :], bare[n // 10 :]  # after a warm-up
+    names = [name for name, _ in traces[0]]
+    kept = [t for t in traces if [name for name, _ in t] == names]
+    total = np.array([(t[-1][1] - t[0][1]) / 1e6 for t in kept])
+    steps = np.array([[(b[1] - a[1]) / 1e6 for a, b in itertools.pairwise(t)] for t in kept])
+    slow = total >= np.percentile(total, 99)
+    print(f"durable round trip by stage ({len(kept)} of {len(traces)} writes with every stage; ms):")
+    print(f"  {'stage':<40} {'p50':>7} {'p99':>7} {'slowest 1 %':>12}")
+    for k, (a, b) in enumerate(itertools.pairwise(names)):
+        col = steps[:, k]
+        print(
+            f"  {a + ' -> ' + b:<40} {np.percentile(col, 50):7.3f} {np.percentile(col, 99):7.3f} "
+            f"{col[slow].mean():12.3f}"
+        )
+    print(
+        f"  {'total':<40} {np.percentile(total, 50):7.3f} {np.percentile(total, 99):7.3f} "
+        f"{total[slow].mean():12.3f}"
+    )
+    b50, b99 = pct(bare)
+    print(f"  {FLOOR}: p50 {b50:.3f}, p99 {b99:.3f}")
 
 
 async def rate(writers: int, seconds: float, one: Callable[[int, int], Awaitable[int]]) -> float:
@@ -291,7 +356,17 @@ async def idle_memory(node: Node, sdk: AsyncClient, count: int) -> tuple[float, 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a smoke run (small counts, short phases)")
+    parser.add_argument("--breakdown", action="store_true", help="only the round trip, stage by stage")
     args = parser.parse_args()
+    if args.breakdown:
+        with tempfile.TemporaryDirectory() as tmp:
+            node = Node(Path(tmp), 0, env={"DRSDTP_STAGES": "1"})
+            try:
+                await node.ready()
+                await breakdown(node, 300 if args.quick else 3000, Path(tmp))
+            finally:
+                await node.close()
+        return
     n, secs, watchers = (200, 1.5, 20) if args.quick else (3000, 8.0, 100)
     with tempfile.TemporaryDirectory() as tmp:
         node = Node(Path(tmp), 0)

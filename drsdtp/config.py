@@ -81,7 +81,9 @@ ENV_PREFIX: Final = "DRSDTP_"
 _ENV_SEPARATOR: Final = "__"
 #: ``DRSDTP_*`` variables that are not config overrides: the CLI's own, and the test-only fault hooks'
 #: (``drsdtp.clock_offset_hook``, ``drsdtp.gossip.link_hook``), which no config may set.
-NON_CONFIG_ENV: Final = frozenset({"DRSDTP_CONFIG", "DRSDTP_TEST_CLOCK_OFFSET_FILE", "DRSDTP_TEST_LINK"})
+NON_CONFIG_ENV: Final = frozenset(
+    {"DRSDTP_CONFIG", "DRSDTP_STAGES", "DRSDTP_TEST_CLOCK_OFFSET_FILE", "DRSDTP_TEST_LINK"}
+)
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HOST_RE: Final = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})")

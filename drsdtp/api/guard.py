@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from drsdtp import stages
 from drsdtp.api.auth import Access, Authority, Credentials, Decision
 from drsdtp.api.caller import set_caller
 from drsdtp.api.errors import abort_with
@@ -43,6 +44,11 @@ _STATUS = {
     "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
     "resource_exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
+
+
+def _asks_stages(context: grpc.aio.ServicerContext) -> bool:
+    """Whether the call asks for its stage timestamps (drsdtp.stages; only when the node enables them)."""
+    return any(key == stages.HEADER for key, _ in context.invocation_metadata() or ())
 
 
 def _authorization(context: grpc.aio.ServicerContext) -> str | None:
@@ -119,8 +125,13 @@ class ApiGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio sh
         self, method: str, inner: Behavior, request: Any, context: grpc.aio.ServicerContext, *, unary: bool
     ) -> Any:
         counted = False
+        traced = stages.ENABLED and unary and _asks_stages(context)
+        if traced:
+            stages.begin()
+            stages.mark("handler")
         try:
             await self._admit(method, request, context)
+            stages.mark("admitted")
             if not unary:
                 return await inner(request, context)
             if self.active >= self.max_requests:
@@ -147,6 +158,9 @@ class ApiGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio sh
                     f"({self.max_reply_bytes}); ask for less (a prefix, a limit, a shorter range)",
                     "too-large",
                 )
+            if traced:
+                stages.mark("replied")
+                context.set_trailing_metadata(((stages.HEADER, stages.encode(stages.taken())),))
             return reply
         except grpc.aio.AbortError:
             raise  # the method (or this guard) chose the status

@@ -75,6 +75,10 @@ class DurableStore:
         self._snapshotting: asyncio.Task[None] | None = None
         self._barriers: list[Barrier] = []
         self._closed = False
+        #: The last group commit's times (``time.monotonic_ns()``, for ``drsdtp.stages``): the committer woke,
+        #: handed the fsync to its worker thread, the thread started it, the fsync returned, the committer
+        #: resumed on the event loop.
+        self.last_commit_ns: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
 
     @classmethod
     def open(cls, data_dir: Path, store: Store, config: WalConfig) -> DurableStore:
@@ -199,6 +203,7 @@ class DurableStore:
                 if self._closed:
                     return
                 continue
+            woke = time.monotonic_ns()
             # Group commit: at most one fsync per interval, unless the byte threshold is reached first. The
             # window counts from the previous fsync, not from this record: a write arriving after a quiet
             # spell is fsynced at once (latency: one fsync), while under load the records of each interval
@@ -214,11 +219,13 @@ class DurableStore:
                 self._wake.clear()
             started = time.perf_counter()
             last_fsync = time.monotonic()
+            submitted = time.monotonic_ns()
             try:
-                durable_seq = await asyncio.to_thread(wal.commit)
+                durable_seq, thread_started, synced = await asyncio.to_thread(_timed_commit, wal)
             except StorageError as exc:
                 self._fail_waiters(exc)
                 continue
+            self.last_commit_ns = (woke, submitted, thread_started, synced, time.monotonic_ns())
             self.stats.fsync_latency.observe(time.perf_counter() - started)
             self.stats.commits += 1
             self._made_durable(durable_seq)
@@ -283,3 +290,10 @@ class DurableStore:
             _, waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(exc)
+
+
+def _timed_commit(wal: Wal) -> tuple[int, int, int]:
+    """``wal.commit()`` in the worker thread, with when the thread started it and when it returned."""
+    started = time.monotonic_ns()
+    durable_seq = wal.commit()
+    return durable_seq, started, time.monotonic_ns()

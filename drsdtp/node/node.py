@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Self
 
-from drsdtp import __version__
+from drsdtp import __version__, stages
 from drsdtp._core import Store
 from drsdtp.actions import CommandBook
 from drsdtp.api.feed import Change, ChangeFeed, FeedKeeper
@@ -63,6 +63,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HLC_FILE = "hlc.mark"
+# The group commit's own stamps (DurableStore.last_commit_ns) as a traced write names them (drsdtp.stages).
+COMMIT_STAGES = ("committer_woke", "fsync_handed", "fsync_started", "fsync_done", "committer_resumed")
 Service = AbstractAsyncContextManager[Any]
 
 
@@ -474,8 +476,13 @@ class Node:
         """Makes a delta already applied to the store durable, then announces it. Returns once durable:
         only then may the caller acknowledge the update."""
         durable = self.durable.append(delta)
+        stages.mark("appended")
         self._appended(twins)
         await asyncio.shield(durable)
+        if stages.ENABLED:
+            for name, ns in zip(COMMIT_STAGES, self.durable.last_commit_ns, strict=True):
+                stages.mark_at(name, ns)
+            stages.mark("durable")
         # Announced in this task: its own follow-up (the API's audit, a desired value's command with its
         # caller) runs before the watchers the feed wakes.
         self.replicator.on_local_delta(delta)

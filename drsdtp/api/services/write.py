@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from drsdtp import stages
 from drsdtp._core import join
 from drsdtp.api import write_bulk
 from drsdtp.api.caller import current_caller
@@ -145,6 +146,7 @@ class WriteService:
         if isinstance(request, BulkWrite):
             node = self.node
             planned = write_bulk.plan(node.store, request, node.model, node.limits.max_name_bytes)
+            stages.mark("planned")
             if planned is not None:
                 self.paths["bulk"] += 1
                 reply = await asyncio.shield(self._apply_bulk(request, planned))
@@ -196,6 +198,7 @@ class WriteService:
         try:
             apply(node.store, writes, node.twin_defaults, applied, checker)
             apply_columns(node.store, columns, applied)
+            stages.mark("applied")
         except Exception as exc:  # the store refused what the check passed: commit what it took, then say so
             failure = exc
         if applied.deltas:
@@ -211,6 +214,7 @@ class WriteService:
             if flushed is not None:
                 await flushed
             await node.audit([self._audit_entry(request, twin, applied) for twin in applied.versions])
+            stages.mark("audited")
         if failure is not None:
             raise failure
         return _reply(applied)
@@ -219,12 +223,14 @@ class WriteService:
         node = self.node
         applied = Applied()
         write_bulk.apply(node.store, planned, applied)  # one native call: all or nothing
+        stages.mark("applied")
         # Applied and appended to the log in this one step of the loop (see _apply).
         await node.commit(applied.deltas[0][0], applied.extra_twins, "local")
         if applied.record is not None:
             await node.audit_request(current_caller().actor(request.actor), request.reason, applied.record)
         else:
             await node.audit([self._audit_entry(request, twin, applied) for twin in applied.versions])
+        stages.mark("audited")
         return _reply(applied)
 
     def _audit_entry(
