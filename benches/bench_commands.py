@@ -31,8 +31,9 @@ against 0.7-0.9 on Modbus): the commands of one batch move through the node in s
 Serial: our firmware (the real .elf in simavr, paced to the wall clock, its UART at 115200 baud on a pty):
 commands switch the board's output on and off, one at a time; the board acks each with the state it left
 (the echo). "bare" writes the same command line (an id as long as a command's) on the same pty and reads
-up to the board's ack, in the same run (before the node opens the port: it holds it exclusively). No rate
-run: a board reads its commands one by one off one line.
+up to the board's ack, in the same run (before the node opens the port: it holds it exclusively), with an id
+as long as the tag a command goes by on the line (8 hex digits), and again with a command's whole id (24)
+for what the tags save. No rate run: a board reads its commands one by one off one line.
 
 usage: python benches/bench_commands.py [--commands 200] [--rate-commands 1600] [--clients 16]
        [--batchers 1] [--protocols modbus,opcua,mqtt,serial]
@@ -61,6 +62,7 @@ from asyncua.client.client import Client as OpcClient
 from pymodbus.client import AsyncModbusTcpClient
 
 from drsdtp.adapters.modbus_codec import encode
+from drsdtp.adapters.serial import TAG_HEX
 from drsdtp.client import connect
 from drsdtp.config import Address, parse_config
 from drsdtp.node.node import Node
@@ -391,13 +393,18 @@ async def bench_serial(n: int, tmp: Path) -> Samples:
         try:
             await asyncio.to_thread(line.until, "boot")
 
-            async def bare(_: int, i: int) -> None:
-                ident = f"{i:024x}"  # as long as a command id (24 hex digits): the same bytes on the line
-                line.command(ident, "out", i % 2 == 0)
-                frame, _before = await asyncio.to_thread(line.until, "ack", id=ident)
-                assert frame.readings.get("out") == (i % 2 == 0), frame
+            def bare_with(digits: int) -> Timed:
+                async def bare(_: int, i: int) -> None:
+                    ident = f"{i:0{digits}x}"
+                    line.command(ident, "out", i % 2 == 0)
+                    frame, _before = await asyncio.to_thread(line.until, "ack", id=ident)
+                    assert frame.readings.get("out") == (i % 2 == 0), frame
 
-            bare_ms = await measure(n, bare)
+                return bare
+
+            # As long as a command's id on the line (its tag, 8 hex digits): the same bytes as the node's.
+            bare_ms = await measure(n, bare_with(TAG_HEX))
+            full_ms = await measure(n, bare_with(24))  # a command's whole id (as sent before the tags)
         finally:
             line.close()
         async with serial_node(tmp / "node", board.link) as one:
@@ -406,6 +413,7 @@ async def bench_serial(n: int, tmp: Path) -> Samples:
             nowal_ms = await measure(n, one)
     finally:
         await asyncio.to_thread(board.close)
+    print(f"serial: bare with 24-hex-digit ids p50/p99 {pct(full_ms, 0.5):.2f}/{pct(full_ms, 0.99):.2f} ms")
     nan = float("nan")
     return Samples(bare_ms, ours_ms, nowal_ms, nan, nan, nan, nan, nan, nan)
 

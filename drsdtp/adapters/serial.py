@@ -32,6 +32,13 @@ open port; the board's ack is ``acknowledged``, its error line ``rejected`` with
 the attempt's timeout raises ``TimeoutError`` (the executor retries; the board acks a repeat of its last
 command's id without applying it twice). One board per port.
 
+On the line a command goes by a short tag (:func:`wire_tag`: 8 hex digits of a hash of its id, the same for
+every attempt) instead of its 24 hex digits: 32 bytes less per command and ack, 2.8 ms at 115200 baud. The
+board dedups on the last id it read, so the port's reader sends a command's full id where a tag could be
+mistaken for that one: the first command of a session (the board's last id is unknown) and a command whose
+tag equals the previous line's; a retry goes by the id its last attempt went by. The protocol is unchanged
+(an id is 1-32 characters either way).
+
 Settings::
 
     [[adapters]]
@@ -50,6 +57,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -160,6 +168,17 @@ def parse_settings(raw: Mapping[str, Any], key: str) -> SerialSettings:
         raise t.error("stopbits", "must be 1, 1.5 or 2")
     t.done()
     return settings
+
+
+TAG_HEX = 8  # a command's tag on the line: 32 bits of a hash of its id (see the module doc)
+
+
+def wire_tag(command_id: str) -> str:
+    """The short id a command goes by on the line: the id itself when it is no longer, else ``TAG_HEX``
+    hex digits of its hash (the same on every attempt and every node)."""
+    if len(command_id) <= TAG_HEX:
+        return command_id
+    return hashlib.blake2b(command_id.encode(), digest_size=TAG_HEX // 2).hexdigest()
 
 
 def build(raw: Mapping[str, Any], key: str) -> SerialAdapter:
@@ -345,7 +364,11 @@ class SerialAdapter(SharedSettings):
         reader = self._reader
         if reader is None:
             raise AdapterError(f"{self.name}: {self.settings.port} is not open")
-        return await reader.command(request.command, line, request.timeout_s)
+
+        def line_for(wire: str) -> bytes:  # valid: a tag is shorter hex
+            return line if wire == request.command else command_line(wire, target.op, request.value)
+
+        return await reader.command(request.command, line_for, request.timeout_s)
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncIterator[SourceBatch]]:
@@ -390,8 +413,11 @@ class _PortReader:
         self._wake = asyncio.Event()
         self._error: OSError | None = None
         self._reading = False
-        self._answers: dict[str, asyncio.Future[WriteOutcome]] = {}
+        self._answers: dict[str, asyncio.Future[WriteOutcome]] = {}  # by the id on the line
         self._write_lock = asyncio.Lock()
+        # The last command written in this session and the id it went by: the id the board remembers.
+        self._last: tuple[str, str] | None = None
+        self._queued = 0  # commands waiting for the write lock (bounded with the answers awaited)
 
     def start(self) -> None:
         if not self._reading:
@@ -440,21 +466,45 @@ class _PortReader:
             if not answer.done():
                 answer.set_exception(exc)
 
-    async def command(self, command_id: str, line: bytes, timeout_s: float) -> WriteOutcome:
-        """Writes one command line and waits for the board's ack or error line naming ``command_id``."""
+    def wire_id(self, command_id: str) -> str:
+        """The id ``command_id`` goes by on the line now: its tag, unless the board could take the tag for
+        the last id it read (see the module doc); a retry keeps the id its last attempt went by."""
+        last = self._last
+        if last is not None and last[0] == command_id:
+            return last[1]
+        tag = wire_tag(command_id)
+        if last is None or tag == last[1] or tag in self._answers:
+            return command_id
+        return tag
+
+    async def command(
+        self, command_id: str, line_for: Callable[[str], bytes], timeout_s: float
+    ) -> WriteOutcome:
+        """Writes the line of one command (``line_for`` its id on the line: :meth:`wire_id`, chosen as the
+        line is written) and waits for the board's ack or error line naming that id."""
         if self._error is not None:
             raise AdapterError(f"{self._name}: serial port failed: {self._error}")
-        if command_id in self._answers or len(self._answers) >= _MAX_PENDING:
+        if len(self._answers) + self._queued >= _MAX_PENDING:
             raise AdapterError(f"{self._name}: {len(self._answers)} commands already await the board")
-        answer: asyncio.Future[WriteOutcome] = self._loop.create_future()
-        self._answers[command_id] = answer
+        wire: str | None = None
         try:
             async with asyncio.timeout(timeout_s):
-                async with self._write_lock:  # one line at a time: the board reads them one by one
-                    await self._write_all(line)
+                self._queued += 1
+                try:
+                    async with self._write_lock:  # one line at a time: the board reads them one by one
+                        on_line = self.wire_id(command_id)
+                        if on_line in self._answers:
+                            raise AdapterError(f"{self._name}: command {command_id} already awaits the board")
+                        answer: asyncio.Future[WriteOutcome] = self._loop.create_future()
+                        self._answers[wire := on_line] = answer
+                        self._last = (command_id, wire)  # before the write: a part of a line may reach it
+                        await self._write_all(line_for(wire))
+                finally:
+                    self._queued -= 1
                 return await answer
         finally:
-            del self._answers[command_id]
+            if wire is not None:
+                self._answers.pop(wire, None)
 
     async def _write_all(self, data: bytes) -> None:
         view = memoryview(data)

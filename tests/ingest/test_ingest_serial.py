@@ -15,7 +15,7 @@ import pytest
 
 from drsdtp.adapters import build_adapter
 from drsdtp.adapters.base import Quality, SourceBatch
-from drsdtp.adapters.serial import LineDecoder, SerialAdapter, SerialStats, parse_settings
+from drsdtp.adapters.serial import LineDecoder, SerialAdapter, SerialStats, parse_settings, wire_tag
 from drsdtp.adapters.serial_line import checksum, seal, verify
 from drsdtp.adapters.write import WriteOutcome, WriteRequest, WriteStatus
 from drsdtp.errors import AdapterError, ConfigError
@@ -257,6 +257,49 @@ async def test_commands_are_written_and_answered_by_id(
     assert len(board.lines) == 3  # c3 never left the node
     stats = adapter.stats
     assert (stats.acks, stats.device_errors) == (1, 1)
+
+
+async def test_long_command_ids_go_by_short_tags_the_board_cannot_mistake(
+    pty: Pty, sink: RecordingSink, interner: DictInterner
+) -> None:
+    """A command id of 24 hex digits goes by its 8-digit tag on the line, answered by that tag; the full
+    id where the board could take a tag for the last id it read: the session's first command (its last
+    id is unknown), a tag equal to the previous line's (forced here by two commands of one tag); a retry
+    goes by the id its last attempt went by (the board drops a repeat of its last id)."""
+    silent: set[str] = set()
+
+    def answer(cmd: dict[str, Any]) -> dict[str, Any] | None:
+        if cmd["id"] in silent:
+            return None
+        return {"ack": cmd["id"], "r": {"out": cmd["on"]}}
+
+    ids = [f"{i:024x}" for i in range(1, 4)]
+    adapter = build_adapter(serial_config(pty.path), "adapters[0]")
+    assert isinstance(adapter, SerialAdapter)
+    target = adapter.write_target({"op": "out"}, "actuators[0].write")
+    runner = AdapterRunner(adapter, sink, interner, FAST)
+    async with serving(runner):
+        board = PtyBoard(pty, answer)
+        try:
+            acked = WriteOutcome(WriteStatus.ACKNOWLEDGED, "acknowledged")
+            for command in ids:
+                assert await adapter.write(target, request(command, True)) == acked
+            silent.add(wire_tag(ids[0]))
+            with pytest.raises(TimeoutError):
+                await adapter.write(target, request(ids[0], False, timeout_s=0.3))
+            silent.clear()
+            assert await adapter.write(target, request(ids[0], False)) == acked  # its retry
+            reader = adapter._reader
+            assert reader is not None
+            reader._last = ("another", wire_tag(ids[1]))  # the line before had ids[1]'s tag
+            assert await adapter.write(target, request(ids[1], True)) == acked
+        finally:
+            board.close()
+    sent = [json.loads(verify(line, True))["id"] for line in board.lines]
+    tags = [wire_tag(c) for c in ids]
+    assert len(set(tags)) == 3 and all(len(t) == 8 for t in tags), tags
+    assert sent == [ids[0], tags[1], tags[2], tags[0], tags[0], ids[1]]
+    assert adapter.stats.acks == 5
 
 
 def test_write_targets_name_a_board_operation() -> None:
