@@ -263,11 +263,12 @@ async def drive(node: Node, twins: list[str], seconds: float) -> None:
 
 async def watch_raw(
     node: Node, twins: list[str], count: int, seconds: float, max_changes: int
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     """Delivery lag of each change. The changes of one message arrive together, in the order they were
     written: each is counted at the lag of the message's first (oldest) one, an upper bound that keeps the
     reader's own work per message, not per change (a million changes a second is more than one Python
-    process decodes, see ``sdk_decode_us``)."""
+    process decodes, see ``sdk_decode_us``). Also: this process's CPU µs per change delivered to a watcher
+    while the writer ran (the writer's own included, as in :func:`watch_sdk`)."""
     lags: list[float] = []
     counts: list[int] = []
     stop = asyncio.Event()
@@ -284,17 +285,21 @@ async def watch_raw(
 
     readers = [asyncio.create_task(read(c)) for c in calls]
     await asyncio.sleep(2)
+    cpu = time.process_time()
     await drive(node, twins, seconds)
+    cpu = time.process_time() - cpu
     stop.set()
     for call in calls:
         call.cancel()
     await asyncio.gather(*readers, return_exceptions=True)
-    return pct(np.repeat(lags, counts).tolist())
+    return (*pct(np.repeat(lags, counts).tolist()), cpu / max(sum(counts), 1) * 1e6)
 
 
 async def watch_sdk(
     node: Node, sdk: AsyncClient, twins: list[str], count: int, seconds: float, share: bool
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
+    """Delivery lag of each change read from SDK watches, and this process's CPU µs per change delivered
+    to a watch (the writer's own included, as in :func:`watch_raw`)."""
     lags: list[float] = []
     stop = asyncio.Event()
     watches: list[Watch] = [sdk.watch(prefix="w", fields=["sent"], share=share) for _ in range(count)]
@@ -309,27 +314,36 @@ async def watch_sdk(
 
     readers = [asyncio.create_task(read(w)) for w in watches]
     await asyncio.sleep(2)
+    cpu = time.process_time()
     await drive(node, twins, seconds)
+    cpu = time.process_time() - cpu
     stop.set()
     for w in watches:
         await w.aclose()
     await asyncio.gather(*readers, return_exceptions=True)
-    return pct(lags)
+    return (*pct(lags), cpu / max(len(lags), 1) * 1e6)
 
 
-def sdk_decode_us(changes: int = 100, rounds: int = 200) -> float:
-    """What the SDK's watch spends per change on this machine to turn a message into typed changes and read
-    the watched value, as ``watch_sdk`` does (µs; a field is decoded when read)."""
+def sdk_decode_us(changes: int = 100, rounds: int = 200, watches: int = 100) -> tuple[float, float]:
+    """What the SDK's watch spends on this machine per change: to turn a message into typed changes (once
+    per stream, shared by its watches), and for each watch to read the watched value, as ``watch_sdk``
+    does (µs; a field is decoded when first read)."""
     twin = api_pb2.Twin(
         twin_id="w42", version=1 << 60, fields=[api_pb2.FieldValue(name="sent", f64=1.5, stamp=1 << 50)]
     )
     one = api_pb2.TwinChange(twin=twin, origin="local", cursor=1 << 60)
     data = api_pb2.TwinChange(changes=[one] * changes).SerializeToString()
-    started = time.perf_counter()
+    decoding = reading = 0.0
     for _ in range(rounds):
-        for c in api_pb2.TwinChange.FromString(data).changes:
-            Change.from_pb(c).twin.get("sent")
-    return (time.perf_counter() - started) / (rounds * changes) * 1e6
+        started = time.perf_counter()
+        decoded = [Change.from_pb(c) for c in api_pb2.TwinChange.FromString(data).changes]
+        decoding += time.perf_counter() - started
+        started = time.perf_counter()
+        for _ in range(watches):
+            for change in decoded:
+                change.twin.get("sent")
+        reading += time.perf_counter() - started
+    return decoding / (rounds * changes) * 1e6, reading / (rounds * changes * watches) * 1e6
 
 
 async def idle_memory(node: Node, sdk: AsyncClient, count: int) -> tuple[float, float, float]:
@@ -397,22 +411,23 @@ async def main() -> None:
                 twins = [f"w{i}" for i in range(100)]
                 await create(node.stub, twins)
                 for name, max_changes in (("one change a message (v1)", 0), ("max_changes 512", 512)):
-                    p50, p99 = await watch_raw(node, twins, watchers, secs, max_changes)
+                    p50, p99, us = await watch_raw(node, twins, watchers, secs, max_changes)
                     print(
                         f"{watchers} watchers, 10k changes/s, raw stub, {name}: "
-                        f"lag p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+                        f"lag p50 {p50:.1f} ms, p99 {p99:.1f} ms; client CPU {us:.2f} µs a change delivered"
                     )
                 for name, share in (("one stream each (share=False)", False), ("sharing one stream", True)):
-                    p50, p99 = await watch_sdk(node, sdk, twins, watchers, secs, share)
+                    p50, p99, us = await watch_sdk(node, sdk, twins, watchers, secs, share)
                     print(
                         f"{watchers} watchers, 10k changes/s, SDK watch, {name}: "
-                        f"lag p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+                        f"lag p50 {p50:.1f} ms, p99 {p99:.1f} ms; client CPU {us:.2f} µs a change delivered"
                     )
-                us = sdk_decode_us()
+                decode_us, read_us = sdk_decode_us(watches=watchers)
+                need = (decode_us + read_us * watchers) * 10_000 / 1e6
                 print(
-                    f"SDK watch decode: {us:.1f} µs per change to a typed Change: "
-                    f"{watchers} watchers x 10k changes/s need {us * watchers * 10_000 / 1e6:.1f} s "
-                    "of client CPU a second"
+                    f"SDK watch: {decode_us:.2f} µs per change to a typed Change (once per stream), "
+                    f"{read_us:.2f} µs for each watch to read its value: {watchers} watchers sharing a "
+                    f"stream of 10k changes/s need {need:.2f} s of client CPU a second"
                 )
                 idle = 50 if args.quick else 190  # the node admits 200 streams (bench_api_write's config)
                 node_kb, own_kb, heap_kb = await idle_memory(node, sdk, idle)

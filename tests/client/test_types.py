@@ -52,3 +52,16 @@ def test_a_watch_change_reads_its_value_without_decoding_the_rest() -> None:
     assert repr(change).startswith("Change(twin=Twin(twin_id='t', version=9")
     with pytest.raises(dataclasses.FrozenInstanceError):
         change.twin.version = 10  # type: ignore[misc]
+
+
+def test_a_value_read_again_is_the_same_and_a_missing_field_gives_each_read_its_default() -> None:
+    # The watches sharing a stream read the same Change: the first read decodes, the others reuse it.
+    for extra in (0, 12):
+        twin = Change.from_pb(api_pb2.TwinChange(twin=message(extra), origin="local", cursor=5)).twin
+        for _ in range(3):
+            assert twin.get("temp") == 21.5 and twin.get("tags") == ("a", "b")
+            assert twin.get("fan.desired") == (1, 2)
+            assert twin.get("nope") is None and twin.get("nope", 3) == 3 and twin.get("nope", "x") == "x"
+        assert twin["temp"] == 21.5 and twin.fields["temp"].writer_node == "n2"
+        with pytest.raises(KeyError):
+            twin["nope"]
