@@ -69,6 +69,7 @@ from drsdtp.config import Address, PeerConfig  # noqa: E402
 from drsdtp.core import BatchWriter, Store, replica_id  # noqa: E402
 from drsdtp.gossip.limits import GossipLimits  # noqa: E402
 from drsdtp.gossip.replicator import Replicator  # noqa: E402
+from drsdtp.node.loop_lag import LoopLag  # noqa: E402
 from drsdtp.protobytes import LENGTH, length_prefixed, tag, varint  # noqa: E402
 from drsdtp.wire.v1 import api_pb2  # noqa: E402
 from tests.api.nodes import ApiNode  # noqa: E402
@@ -96,6 +97,8 @@ class Worker:
         self.measuring = False
         self.done_at: float | None = None
         self.done = asyncio.Event()
+        self.loop_lag = LoopLag()  # the same sampler a node runs: the bare side of the stall breakdown
+        self.lag_before: list[tuple[float, int]] = []
 
     @property
     def rep(self) -> Replicator:
@@ -141,6 +144,7 @@ class Worker:
             on_change=self.on_change,
         )  # fmt: skip
         await self.replicator.__aenter__()
+        await self.loop_lag.__aenter__()
         return {"port": self.replicator.port}
 
     async def cmd_wait_peers(self, peers: list[str]) -> dict[str, Any]:
@@ -149,11 +153,13 @@ class Worker:
 
     async def cmd_measure(self) -> dict[str, Any]:
         self.measuring, self.latencies = True, []
+        self.lag_before = list(self.loop_lag.lag.snapshot().buckets)
         return {"ok": True}
 
     async def cmd_latencies(self) -> dict[str, Any]:
         self.measuring = False
-        return {"latencies": self.latencies}
+        lag = stalls(self.lag_before, list(self.loop_lag.lag.snapshot().buckets))
+        return {"latencies": self.latencies, "loop_lag": lag}
 
     async def cmd_load(self, rate: int, batch: int, seconds: float) -> dict[str, Any]:
         """Write ``rate`` updates/s in batches of ``batch``, each value the monotonic write time in ns."""
@@ -235,6 +241,7 @@ class Worker:
         return {"cpu_s": usage.ru_utime + usage.ru_stime}
 
     async def cmd_stop(self) -> dict[str, Any]:
+        await self.loop_lag.__aexit__(None, None, None)
         await self.rep.__aexit__(None, None, None)
         self.replicator = None
         return {"stopped": True}
@@ -399,6 +406,24 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
+STALL_MS = (10, 50)  # the breakdown's thresholds (bounds of the nodes' duration histograms' buckets)
+
+
+def stalls(before: Sequence[Sequence[float]], after: Sequence[Sequence[float]]) -> dict[str, Any]:
+    """What a duration histogram (cumulative ``(bound s, count)`` pairs) took in between two readings: how
+    many above each of ``STALL_MS``, and the bucket bounds holding the 99th percentile and the worst (so
+    ``worst_ms`` 50 means between the next lower bound and 50 ms)."""
+    counts = [(bound, a - b) for (bound, a), (_, b) in zip(after, before, strict=True)]
+    total = counts[-1][1] if counts else 0
+    out: dict[str, Any] = {"n": total}
+    for ms in STALL_MS:
+        at = next(c for bound, c in counts if abs(bound - ms / 1000) < 1e-9)
+        out[f"over_{ms}ms"] = total - at
+    out["p99_ms"] = next((b * 1e3 for b, c in counts if c >= 0.99 * total), None) if total else None
+    out["worst_ms"] = next((b * 1e3 for b, c in counts if c == total), None) if total else None
+    return out
+
+
 async def bench_latency(seconds: float) -> dict[str, Any]:
     procs = await start_nodes(["a", "b", "c"])
     a, b, c = procs
@@ -406,8 +431,8 @@ async def bench_latency(seconds: float) -> dict[str, Any]:
     await c.call("measure")
     written = await a.call("load", rate=10_000, batch=10, seconds=seconds)
     await asyncio.sleep(0.5)
-    lat_b = (await b.call("latencies"))["latencies"]
-    lat_c = (await c.call("latencies"))["latencies"]
+    seen_b, seen_c = await b.call("latencies"), await c.call("latencies")
+    lat_b, lat_c = seen_b["latencies"], seen_c["latencies"]
     await stop_nodes(procs)
     return {
         "written": written["written"],
@@ -418,6 +443,7 @@ async def bench_latency(seconds: float) -> dict[str, Any]:
         "b_max_ms": round(max(lat_b), 3),
         "c_p50_ms": round(pct(lat_c, 50), 3),
         "c_p99_ms": round(pct(lat_c, 99), 3),
+        "b_loop_lag": seen_b["loop_lag"],  # the stall breakdown, as the nodes report theirs
     }
 
 
@@ -593,6 +619,7 @@ async def _node_latency(
         await asyncio.sleep(1.0)  # the streams' snapshots are sent
         cpu_before = {n.name: cpu_s(n) for n in nodes}
         gc_before = {n.name: gc_collections(n) for n in nodes}
+        hist_before = {n.name: histograms(n) for n in nodes}
         measuring.set()
         interval, in_flight = batch / rate, asyncio.Semaphore(128)
         start, n, pending = time.monotonic(), 0, set()
@@ -614,6 +641,10 @@ async def _node_latency(
         cores = {n.name: round((cpu_s(n) - cpu_before[n.name]) / measured_s, 2) for n in nodes}
         gcs = {n.name: [x - y for x, y in zip(gc_collections(n), gc_before[n.name], strict=True)]
                for n in nodes}  # fmt: skip
+        # Where a tail can go inside a node: its loop stalled (any cause), a collection, a WAL fsync.
+        hists = {n.name: histograms(n) for n in nodes}
+        breakdown = {n.name: {k: stalls(hist_before[n.name][k], h) for k, h in hists[n.name].items()}
+                     for n in nodes}  # fmt: skip
         for w in watchers:
             w.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
@@ -622,6 +653,7 @@ async def _node_latency(
     for name, seen in lags.items():
         ms = [x * 1e3 for x in seen.values()]
         out[f"{name}_cores"], out[f"{name}_gc"] = cores[name], gcs[name]
+        out[f"{name}_stalls"] = breakdown[name]
         out[f"{name}_seen"] = len(ms)
         out[f"{name}_p50_ms"] = round(pct(ms, 50), 3) if ms else None
         out[f"{name}_p99_ms"] = round(pct(ms, 99), 3) if ms else None
@@ -814,10 +846,32 @@ async def _node_throughput(
     }
 
 
+def scrape(node: LatencyNode) -> str:
+    url = f"http://127.0.0.1:{node.metrics_port}/metrics"
+    return str(urllib.request.urlopen(url, timeout=10).read().decode())
+
+
+# The node's duration histograms a latency tail can come from, by the breakdown's name for each.
+TAIL_HISTOGRAMS = {
+    "loop_lag": "drsdtp_event_loop_lag_seconds",
+    "gc_pause": "drsdtp_gc_pause_seconds",
+    "fsync": "drsdtp_wal_fsync_latency_seconds",
+}
+
+
+def histograms(node: LatencyNode) -> dict[str, list[tuple[float, float]]]:
+    """Each of ``TAIL_HISTOGRAMS`` so far: cumulative ``(bound s, count)`` pairs, from the node's metrics."""
+    text = scrape(node)
+    return {
+        key: [(float(le), float(n)) for le, n in
+              re.findall(rf'^{name}_bucket\{{le="([^"]+)"\}} (\S+)$', text, re.MULTILINE)]
+        for key, name in TAIL_HISTOGRAMS.items()
+    }  # fmt: skip
+
+
 def gc_collections(node: LatencyNode) -> list[int]:
     """The node's collector runs so far by generation, from its metrics endpoint."""
-    url = f"http://127.0.0.1:{node.metrics_port}/metrics"
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    text = scrape(node)
     runs = dict(re.findall(r'^drsdtp_gc_collections_total\{generation="(\d)"\} (\S+)$', text, re.MULTILINE))
     return [round(float(runs[str(g)])) for g in range(3)]
 
@@ -921,6 +975,21 @@ def print_latency(lat: dict[str, Any], node_lat: dict[str, Any]) -> None:
         f"replication): p50 {node_lat['a_p50_ms']} ms, p99 {node_lat['a_p99_ms']} ms; added by replication "
         f"(b minus a per update): p50 {node_lat['b_added_p50_ms']} ms, p99 {node_lat['b_added_p99_ms']} ms"
     )
+    print("  where a tail can go, in the measured window (counts above 10 / 50 ms; the worst one's bucket):")
+    print(f"    bare replicator b: loop lag {describe(lat['b_loop_lag'])}")
+    for name in ("a", "b", "c"):
+        parts = node_lat[f"{name}_stalls"]
+        print(
+            f"    node {name}: loop lag {describe(parts['loop_lag'])}; gc pauses "
+            f"{describe(parts['gc_pause'])}; WAL fsyncs {describe(parts['fsync'])}, "
+            f"p99 <= {parts['fsync']['p99_ms']} ms"
+        )
+
+
+def describe(part: dict[str, Any]) -> str:
+    """One histogram's share of a window: how many samples, how many above each threshold, the worst."""
+    above = " / ".join(str(part[f"over_{ms}ms"]) for ms in STALL_MS)
+    return f"{part['n']:.0f} samples, {above} above, worst <= {part['worst_ms']} ms"
 
 
 def report(

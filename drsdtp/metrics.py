@@ -36,8 +36,10 @@ Exported (``source`` is an ingestion source, ``peer`` a peer name):
   ``drsdtp_adapter_session_failures_total{source}``, ``drsdtp_deadletters_total{source,reason,outcome}``,
   ``drsdtp_deadletters_held``, ``drsdtp_deadletters_bytes``
 * ``drsdtp_process_resident_memory_bytes`` (VmRSS)
-* ``drsdtp_gc_collections_total{generation}``, ``drsdtp_gc_frozen_objects`` (the cyclic collector; registered
-  by ``drsdtp run``, :mod:`drsdtp.node.gc_settle`)
+* ``drsdtp_gc_collections_total{generation}``, ``drsdtp_gc_frozen_objects``, ``drsdtp_gc_pause_seconds``
+  histogram (the cyclic collector; registered by ``drsdtp run``, :mod:`drsdtp.node.gc_settle`)
+* ``drsdtp_event_loop_lag_seconds`` histogram (how late the event loop runs a timer; registered by ``drsdtp
+  run``, :mod:`drsdtp.node.loop_lag`)
 * ``drsdtp_metrics_collect_errors_total`` (callbacks that raised during a scrape)
 """
 
@@ -94,6 +96,7 @@ class NodeMetrics:
         ] = {}
         self._clock: Callable[[], ClockOffset] | None = None
         self._extra: dict[str, tuple[str, str, Callable[[], float]]] = {}
+        self._histograms: dict[str, tuple[str, HistogramSource]] = {}
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -164,6 +167,12 @@ class NodeMetrics:
     def add_counter(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         """``name`` without the ``_total`` suffix (added on export); ``read`` returns the running total."""
         self._add_extra("counter", name, documentation, read)
+
+    def add_histogram(self, name: str, documentation: str, source: HistogramSource) -> None:
+        """A histogram read from ``source`` at scrape time; ``name`` ends in its unit (``_seconds``)."""
+        if not _NAME_RE.fullmatch(name) or name in self._histograms:
+            raise ValueError(f"histogram name {name!r} must match drsdtp_[a-z0-9_]+ and be new")
+        self._histograms[name] = (documentation, source)
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """The exposition body and its content type, negotiated from an HTTP Accept header."""

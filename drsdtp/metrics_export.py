@@ -88,6 +88,7 @@ class NodeCollector:
                 "Duration of one write-ahead-log fsync.",
                 self.m.wal_fsync_latency,
             ),
+            *((name, doc, source) for name, (doc, source) in sorted(self.m._histograms.items())),
         ):
             snap = source.snapshot()
             family = HistogramMetricFamily(name, doc)

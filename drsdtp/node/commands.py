@@ -21,6 +21,7 @@ class NodeCommands:
         self, config: NodeConfig, stop: asyncio.Event, console: Console, reloads: Reloads | None = None
     ) -> int:
         from drsdtp.node.gc_settle import GcSettle
+        from drsdtp.node.loop_lag import LoopLag
         from drsdtp.node.node import Node  # the daemon's imports stay out of client commands
         from drsdtp.node.reload import PidFile, ReloadService
 
@@ -28,6 +29,11 @@ class NodeCommands:
         services = node.services()
         if reloads is not None:
             services.append(ReloadService(node, reloads))
+        lag = LoopLag()
+        node.metrics.add_histogram(
+            "drsdtp_event_loop_lag_seconds", "How late the event loop ran a timer (its stalls).", lag.lag
+        )
+        services.append(lag)
         services.append(GcSettle(node.metrics))  # last: every start-up object exists when it is entered
         with PidFile(config.data_dir / PID_FILE):
             await run_services(

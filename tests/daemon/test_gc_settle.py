@@ -1,4 +1,5 @@
-"""``drsdtp run`` freezes its start-up objects once every service is up, and leaves the collector on."""
+"""``drsdtp run`` freezes its start-up objects once every service is up, and leaves the collector on; it
+times each collection's pause and the event loop's lag (what a latency tail waits out)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 
 from drsdtp.node.gc_settle import GcSettle
+from drsdtp.node.loop_lag import LoopLag
+from drsdtp.stats import HistogramSource
 from tests.gossip.support import eventually
 from tests.ingest.support import free_port
 
@@ -52,6 +56,13 @@ async def test_a_running_node_froze_its_start_up_objects_collector_on(tmp_path: 
         frozen = re.search(r"^drsdtp_gc_frozen_objects (\S+)$", text, re.MULTILINE)
         assert frozen and float(frozen[1]) > 10_000, text
         assert re.search(r'^drsdtp_gc_collections_total\{generation="2"\} [1-9]', text, re.MULTILINE), text
+        assert re.search(r"^drsdtp_gc_pause_seconds_count \S+$", text, re.MULTILINE), text
+        lag = re.compile(r"^drsdtp_event_loop_lag_seconds_count ([1-9]\S*)$", re.MULTILINE)
+
+        def lag_sampled() -> bool:
+            return bool(lag.search(urllib.request.urlopen(url, timeout=10).read().decode()))
+
+        await eventually(lag_sampled, 30, "the event loop's lag sampled and exported")
     finally:
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(proc.wait, 60)
@@ -68,3 +79,36 @@ async def test_the_service_freezes_on_entry_and_unfreezes_on_exit() -> None:
     finally:
         gc.unfreeze()
     assert gc.get_freeze_count() == 0  # an in-process node leaves nothing pinned behind
+
+
+def _above(histogram: HistogramSource, seconds: float) -> int:
+    """Observations above ``seconds`` (a bucket bound)."""
+    snap = histogram.snapshot()
+    at = next(count for bound, count in snap.buckets if bound == seconds)
+    return int(snap.count - at)
+
+
+async def test_each_collection_while_entered_is_timed() -> None:
+    settle = GcSettle()
+    try:
+        async with settle:
+            before = settle.pauses.snapshot().count
+            gc.collect()
+            gc.collect(0)
+            timed = settle.pauses.snapshot().count
+            assert timed >= before + 2  # (the interpreter may have run one of its own meanwhile)
+        gc.collect()  # after exit: no longer timed
+        assert settle.pauses.snapshot().count == timed
+    finally:
+        gc.unfreeze()
+
+
+async def test_a_blocked_loop_shows_as_lag() -> None:
+    """The sampler's wake-up falls due while the loop is blocked for 0.3 s: it wakes at least 0.25 s late
+    (a lower bound only, which a loaded machine can only raise)."""
+    async with LoopLag(interval_s=0.02) as lag:
+        await asyncio.sleep(0.1)  # a few samples of a free loop
+        assert lag.lag.snapshot().count > 0
+        time.sleep(0.3)  # noqa: ASYNC251 - the stall under test
+        await asyncio.sleep(0.1)
+        assert _above(lag.lag, 0.25) >= 1
