@@ -35,6 +35,7 @@ import asyncio
 import gc
 import itertools
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -43,18 +44,22 @@ import tracemalloc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import grpc
+import grpc.aio
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benches"))
 
+import grpc_echo  # noqa: E402
 from bench_api_write import Node, create, op, rss_kb  # noqa: E402
 
 from drsdtp import stages  # noqa: E402
 from drsdtp.client import AsyncClient, Client, Columns, TwinWrite, Watch, report  # noqa: E402
 from drsdtp.client.types import Change  # noqa: E402
 from drsdtp.wire.v1 import api_pb2  # noqa: E402
+from tests.ingest.support import free_port  # noqa: E402
 
 
 def pct(samples: list[float]) -> tuple[float, float]:
@@ -124,9 +129,19 @@ async def breakdown(node: Node, n: int, scratch: Path) -> None:
 
     traces: list[list[tuple[str, int]]] = []
     bare: list[float] = []
+    echoes: list[float] = []
     ask = ((stages.HEADER, "1"),)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(REPO / "benches" / "grpc_echo.py"), str(port)])  # noqa: ASYNC220
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    echo = channel.unary_unary(grpc_echo.METHOD)
     try:
+        await channel.channel_ready()
+        node_cpu, echo_cpu = cpu_s(node.proc.pid), cpu_s(server.pid)
         for i in range(n):
+            started = time.perf_counter()
+            await echo(b"")
+            echoes.append(time.perf_counter() - started)
             request = api_pb2.WriteRequest(
                 twins=[api_pb2.TwinWrite(twin_id="rt-stages", ops=[op("v", float(i))])]
             )
@@ -142,9 +157,13 @@ async def breakdown(node: Node, n: int, scratch: Path) -> None:
             started = time.perf_counter()
             await asyncio.to_thread(append_and_sync)
             bare.append(time.perf_counter() - started)
+        node_cpu, echo_cpu = cpu_s(node.proc.pid) - node_cpu, cpu_s(server.pid) - echo_cpu
     finally:
         os.close(probe)
-    traces, bare = traces[n // 10 :], bare[n // 10 :]  # after a warm-up
+        await channel.close()
+        server.terminate()
+        server.wait(30)
+    traces, bare, echoes = traces[n // 10 :], bare[n // 10 :], echoes[n // 10 :]  # after a warm-up
     names = [name for name, _ in traces[0]]
     kept = [t for t in traces if [name for name, _ in t] == names]
     total = np.array([(t[-1][1] - t[0][1]) / 1e6 for t in kept])
@@ -164,6 +183,12 @@ async def breakdown(node: Node, n: int, scratch: Path) -> None:
     )
     b50, b99 = pct(bare)
     print(f"  {FLOOR}: p50 {b50:.3f}, p99 {b99:.3f}")
+    e50, e99 = pct(echoes)
+    print(f"  a bare grpc.aio server's empty reply (benches/grpc_echo.py): p50 {e50:.3f}, p99 {e99:.3f}")
+    print(
+        f"  CPU per call: the node {node_cpu / n * 1e6:.0f} µs a durable write, the bare server "
+        f"{echo_cpu / n * 1e6:.0f} µs an empty reply (user + system, all threads)"
+    )
 
 
 async def rate(writers: int, seconds: float, one: Callable[[int, int], Awaitable[int]]) -> float:
