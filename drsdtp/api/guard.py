@@ -82,6 +82,7 @@ class ApiGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio sh
         self.counts: collections.Counter[tuple[str, ...]] = collections.Counter()  # (method, code)
         self.active = 0  # unary requests running
         self._warn = RateLimitedLog(log, "API")
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -91,7 +92,15 @@ class ApiGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio sh
         handler = await continuation(details)
         if handler is None:
             return handler  # an unknown method: gRPC answers UNIMPLEMENTED
-        method = details.method.rsplit("/", 1)[-1]
+        # Wrapped once per method, not once per call (the service's handlers never change): bounded by the
+        # service's methods, as an unknown one has no handler.
+        got = self._wrapped.get(details.method)
+        if got is None or got[0] is not handler:
+            got = self._wrapped[details.method] = (handler, self._wrap(details.method, handler))
+        return got[1]
+
+    def _wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        method = full_method.rsplit("/", 1)[-1]
         parse = handler.request_deserializer
 
         def deserialize(data: bytes) -> Any:
