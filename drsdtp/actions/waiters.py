@@ -7,8 +7,10 @@ subscription per waiter, as before, every batch woke every waiter to scan it: 16
 cost 16 wake-ups and 16 scans per batch, where this costs one scan and a dict look-up per changed twin.
 
 The feed announces a change once it is durable (``Node.commit``), so a waiter is answered with a state that
-a crash cannot take back. The task runs only while someone waits (it stops with the last waiter), and the
-number of waiters is bounded by what bounds the requests (``limits.api_max_requests``).
+a crash cannot take back. The task runs while someone waits and ``LINGER_S`` after the last waiter left (it
+stops at the first batch of changes after that, or at :meth:`CommandWaiters.close`): commands one after
+another, each waited for, share one task and one subscription instead of starting and cancelling one each.
+The number of waiters is bounded by what bounds the requests (``limits.api_max_requests``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 
 Until = Callable[[CommandRecord], bool]
 BATCH = 4096
+LINGER_S = 2.0  # the task outlives the last waiter this long (see the module doc)
 
 
 class _Named(Protocol):
@@ -45,13 +49,25 @@ class ChangeSource(Protocol):
 
 
 class CommandWaiters:
-    def __init__(self, changes: ChangeSource, read: Callable[[CommandId], CommandRecord | None]) -> None:
+    def __init__(
+        self,
+        changes: ChangeSource,
+        read: Callable[[CommandId], CommandRecord | None],
+        linger_s: float = LINGER_S,
+    ) -> None:
         self._changes = changes
         self._read = read
         # Per record twin: (command, its predicate, the future it resolves) for each waiter.
         self._waiting: dict[str, list[tuple[CommandId, Until, asyncio.Future[CommandRecord]]]] = {}
         self._pump: asyncio.Task[None] | None = None
+        self._idle_since = 0.0  # monotonic: when the last waiter left
+        self._linger_s = linger_s  # 0 once closed: the task stops with the last waiter
         self.resolved = 0  # waiters answered by a change (not by their timeout)
+
+    @property
+    def running(self) -> bool:
+        """Whether the shared task is up (someone waits, or the last waiter left within the linger)."""
+        return self._pump is not None
 
     def __len__(self) -> int:
         return sum(len(w) for w in self._waiting.values())
@@ -117,10 +133,19 @@ class CommandWaiters:
             stream = self._changes.subscribe()
             self._pump = asyncio.get_running_loop().create_task(self._run(stream), name="command waiters")
 
+    def close(self) -> None:
+        """Stops the task now if nobody waits (at once with the last waiter from here on)."""
+        self._linger_s = 0.0
+        self._stop_if_idle()
+
     def _stop_if_idle(self) -> None:
-        if not self._waiting and self._pump is not None:
+        if self._waiting or self._pump is None:
+            return
+        if self._linger_s <= 0:
             self._pump.cancel()
             self._pump = None
+        else:
+            self._idle_since = time.monotonic()
 
     async def _run(self, stream: ChangeStream) -> None:
         try:
@@ -129,6 +154,9 @@ class CommandWaiters:
                     waiters = self._waiting.get(change.twin)
                     if waiters:
                         self._resolve(waiters)
+                if not self._waiting and time.monotonic() - self._idle_since >= self._linger_s:
+                    self._pump = None
+                    return
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not leave waiters hanging until their timeouts

@@ -205,6 +205,7 @@ class Actuation(BackgroundService):
             await self.executor.run()
 
     async def stopped(self) -> None:
+        self.book.waiters.close()  # no task outlives the service (a wait from here on stops it as it ends)
         await self._drain_audits()  # what the executor queued before it stopped
 
     async def audit(

@@ -9,6 +9,7 @@ import pytest
 from drsdtp.actions.actuators import parse_actuators
 from drsdtp.actions.book import CommandLimits
 from drsdtp.actions.record import Mark, State, read_record, record_twin, transition_fields
+from drsdtp.actions.waiters import CommandWaiters
 from drsdtp.api.feed import Subscription
 from drsdtp.core import intents
 from drsdtp.errors import ConfigError, InvalidValueError, LimitError, PreconditionError, UnknownTwinError
@@ -133,9 +134,31 @@ async def test_waiters_share_one_subscription_and_each_gets_its_own_outcome() ->
     ]
     assert subscribed == 1  # one subscription served all nine waiters
     assert len(a.book.waiters) == 0 and a.book.waiters.resolved == 9
-    # The shared task stopped with its last waiter; the next wait starts it again.
+    # The shared task outlives its last waiter: the next wait needs no new subscription.
+    assert a.book.waiters.running
     late = await a.book.wait(commands[1], timeout_s=0.01, until=lambda r: False)
-    assert late is not None and late.state == State.APPLIED and subscribed == 2
+    assert late is not None and late.state == State.APPLIED and subscribed == 1
+    # Closed, it stops at once, and with the last waiter from then on; a wait still starts it.
+    a.book.waiters.close()
+    assert not a.book.waiters.running
+    late = await a.book.wait(commands[1], timeout_s=0.01, until=lambda r: False)
+    assert late is not None and subscribed == 2 and not a.book.waiters.running
+
+
+async def test_the_waiters_task_stops_at_a_change_once_idle_for_its_linger() -> None:
+    (a,) = replicas("a")
+    waiters = CommandWaiters(a.feed, a.book.get, linger_s=0.05)
+    command = await a.book.issue_command("pump-1", "valve", 0.3)
+    twin = record_twin(command)
+    assert await waiters.wait(command, 0.01, until=lambda r: False) is not None
+    assert waiters.running  # no change came since the last waiter left: it waits for one
+    await asyncio.sleep(0.1)
+    await a.commit(a.store.set(twin, "held", ""), [twin], "local")  # the first change after the linger
+    for _ in range(100):
+        if not waiters.running:
+            break
+        await asyncio.sleep(0.01)
+    assert not waiters.running
 
 
 async def test_a_desired_value_is_one_command_wherever_it_is_noted() -> None:
