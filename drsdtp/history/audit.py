@@ -265,9 +265,11 @@ class AuditLog:
         reason: str,
         via: Via,
         action: Action = "write",
+        ref: str | None = None,
     ) -> None:
-        """:meth:`record` for a writer that needs nothing back (the API's writes: spares parsing it)."""
-        self._append(actor, twin, changes, reason, via, action, None, None)
+        """:meth:`record` for a writer that needs nothing back (the API's writes, command events: spares
+        parsing it)."""
+        self._append(actor, twin, changes, reason, via, action, ref, None)
 
     def append_request(
         self,

@@ -27,6 +27,7 @@ from drsdtp.errors import DrsdtpError
 from drsdtp.history.audit import Change, Readings, Via
 from drsdtp.intelligence.results import DivergenceKind
 from drsdtp.lifecycle import BackgroundService
+from drsdtp.node.snapshots import CommandEvent
 
 if TYPE_CHECKING:
     from drsdtp.node.node import Node
@@ -38,6 +39,14 @@ log = logging.getLogger(__name__)
 _Audit = tuple[CommandRecord, str, str, str, "asyncio.Future[None] | None"]
 MAX_PENDING_AUDITS = 10_000  # command events queued for the audit trail; beyond, the executor waits
 _VIA: dict[str, Via] = {"api": "api", "cli": "cli", "desired": "api", "rule": "rule"}
+
+
+def _event(record: CommandRecord, event: str, actor: str, reason: str) -> CommandEvent:
+    """A command event's line in the audit trail: the value with its issue, why with every event."""
+    name = record.field or record.action
+    changes = {name: Change(new=record.value)} if record.value is not None and event == "issued" else {}
+    text = f"{event}: {reason}" if reason else event
+    return CommandEvent(actor, record.twin, changes, text, _VIA.get(record.origin, "system"), record.id)
 
 
 class NodeHealth:
@@ -237,25 +246,32 @@ class Actuation(BackgroundService):
             await self._drain_audits()
 
     async def _drain_audits(self) -> None:
+        """Writes the queued lines in order: each once its commit is durable (dropped if it failed), every
+        line ready at once in one write (one hold of the trail's lock for a batch's or a burst's events)."""
         while self._audits:
-            record, event, actor, reason, after = self._audits[0]
-            try:
+            head = self._audits[0]
+            if head[4] is not None and not head[4].done():
+                await asyncio.wait([head[4]])  # its outcome is read below
+            ready: list[CommandEvent] = []
+            taken = 0
+            for record, event, actor, reason, after in self._audits:
                 if after is not None:
-                    await asyncio.shield(after)
-                await self._write_audit(record, event, actor, reason)
-            except DrsdtpError as exc:  # a disk failed: said once per line, the command goes on
-                log.error("audit: command %s %s not recorded: %s", record.id, event, exc)
-            self._audits.popleft()  # after the write: a stop in between drains it again
+                    if not after.done():
+                        break
+                    if after.cancelled() or after.exception() is not None:
+                        log.error("audit: command %s %s not recorded: its commit failed", record.id, event)
+                        taken += 1
+                        continue
+                ready.append(_event(record, event, actor, reason))
+                taken += 1
+            try:
+                if ready:
+                    await self.node.snapshots.audit_commands(ready)
+            except DrsdtpError as exc:  # a disk failed: said once per write, the commands go on
+                log.error("audit: %d command events not recorded: %s", len(ready), exc)
+            for _ in range(taken):  # after the write: a stop in between drains them again
+                self._audits.popleft()
             self._audit_room.set()
-
-    async def _write_audit(self, record: CommandRecord, event: str, actor: str, reason: str) -> None:
-        name = record.field or record.action
-        changes = {name: Change(new=record.value)} if record.value is not None and event == "issued" else {}
-        text = f"{event}: {reason}" if reason else event
-        via = _VIA.get(record.origin, "system")
-        await self.node.snapshots.audit_command(
-            actor=actor, twin=record.twin, changes=changes, reason=text, via=via, ref=record.id
-        )
 
     async def on_writes(self, entries: Sequence[AuditEntry]) -> None:
         """Desired values an application wrote here, on actuated fields: each becomes a command now, with

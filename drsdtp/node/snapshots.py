@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -26,6 +27,18 @@ log = logging.getLogger(__name__)
 AUDIT_FLUSH_S = 0.5  # application writes' audit lines are fsynced this long after the first unflushed one
 
 Commit = Callable[[bytes, Sequence[str], str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandEvent:
+    """One line of a command's in the audit trail (``ref``: the command id)."""
+
+    actor: str
+    twin: str
+    changes: Mapping[str, Change]
+    reason: str
+    via: Via
+    ref: str
 
 
 class SnapshotService:
@@ -78,14 +91,15 @@ class SnapshotService:
         if self._flush_task is None:
             self._flush_task = asyncio.create_task(self._flush_soon(), name="audit-flush")
 
-    async def audit_command(
-        self, *, actor: str, twin: str, changes: Mapping[str, Change], reason: str, via: Via, ref: str
-    ) -> None:
-        """A command's event (issued, cancelled, a state reached), flushed as application writes are."""
+    async def audit_commands(self, events: Sequence[CommandEvent]) -> None:
+        """Commands' events (issued, cancelled, a state reached), in order, under one hold of the lock;
+        flushed as application writes are."""
         async with self._lock:
-            self.audit.record(
-                actor=actor, twin=twin, changes=changes, reason=reason, via=via, action="command", ref=ref
-            )
+            for e in events:
+                self.audit.append(
+                    actor=e.actor, twin=e.twin, changes=e.changes, reason=e.reason, via=e.via,
+                    action="command", ref=e.ref,
+                )  # fmt: skip
         if self._flush_task is None:
             self._flush_task = asyncio.create_task(self._flush_soon(), name="audit-flush")
 
