@@ -118,6 +118,9 @@ def join(a: State, b: State) -> State:
     return a if _ORDER[a] >= _ORDER[b] else b
 
 
+_json_str: Final = json.encoder.encode_basestring_ascii  # how json.dumps writes a string (ensure_ascii)
+
+
 @dataclass(frozen=True, slots=True)
 class Mark:
     """When a state was reached, by which node, and why (a terminal state always says why)."""
@@ -127,7 +130,8 @@ class Mark:
     reason: str
 
     def to_text(self) -> str:
-        return json.dumps({"ms": self.ms, "node": self.node, "reason": self.reason}, sort_keys=True)
+        """``json.dumps`` of the mark with sorted keys, byte for byte, spelt out (a third of its cost)."""
+        return f'{{"ms": {int(self.ms)}, "node": {_json_str(self.node)}, "reason": {_json_str(self.reason)}}}'
 
     @classmethod
     def from_text(cls, text: object) -> Mark:

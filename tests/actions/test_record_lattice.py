@@ -5,7 +5,9 @@ state ever moves back."""
 from __future__ import annotations
 
 import itertools
+import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -109,3 +111,17 @@ def test_an_intent_names_one_command_wherever_it_is_computed() -> None:
     assert a == intent_command_id("pump-1", "valve", 0x1234, 7)
     assert a != intent_command_id("pump-1", "valve", 0x1234, 8)
     assert a != intent_command_id("pump-2", "valve", 0x1234, 7)
+
+
+@pytest.mark.parametrize(
+    "mark",
+    [
+        Mark(1, "a", "b"),
+        Mark(1_733_000_000_000, 'nöde "x"', "a \\ b\nc \u2028 \U0001f600 \x00"),
+        Mark(-5, "", ""),
+    ],
+)
+def test_a_mark_s_text_is_json_dumps_with_sorted_keys_and_reads_back(mark: Mark) -> None:
+    text = mark.to_text()
+    assert text == json.dumps({"ms": mark.ms, "node": mark.node, "reason": mark.reason}, sort_keys=True)
+    assert Mark.from_text(text) == mark
