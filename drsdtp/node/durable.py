@@ -249,12 +249,15 @@ class DurableStore:
                     self.stats.failed_barriers += 1
                     log.exception("a snapshot barrier failed; the log is not truncated this time")
                     return
-            failed = wal.stats()["failed_snapshots"]
+            # Read in the worker: the log's lock is held through a commit's fsync, and the committer may be
+            # in one now (on the event loop this waited out a whole fsync, a stall of every stream).
+            failed = (await asyncio.to_thread(wal.stats))["failed_snapshots"]
             # The snapshot first commits whatever was appended meanwhile.
             self._made_durable(await asyncio.to_thread(wal.snapshot, self.store))
-            if wal.stats()["failed_snapshots"] > failed:
+            if (await asyncio.to_thread(wal.stats))["failed_snapshots"] > failed:
                 self.stats.failed_snapshots += 1
-                log.error("snapshot failed, the older ones are kept: %s", wal.last_snapshot_error)
+                error = await asyncio.to_thread(lambda: wal.last_snapshot_error)
+                log.error("snapshot failed, the older ones are kept: %s", error)
             else:
                 self.stats.snapshots += 1
         except StorageError as exc:

@@ -5,6 +5,7 @@ acknowledging them."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,27 @@ async def test_refuse_does_not_open_a_damaged_log_and_names_the_damage(tmp_path:
     with pytest.raises(StorageError, match=r"wal-0+1\.log at byte \d+ .*1 records lost"):
         DurableStore.open(tmp_path, _store(), WalConfig(on_corruption="refuse"))
     assert not (tmp_path / "wal" / "quarantine").exists()
+
+
+async def test_a_snapshot_that_cannot_be_written_is_counted_and_the_log_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The failure path reads the log's counters and error in the worker thread (on the event loop, that
+    read waited for the log's lock through whatever fsync the committer was in). Every snapshot file name
+    the log could pick is taken by a directory holding a file, so installing it fails."""
+    store = _store()
+    config = WalConfig(fsync_interval_ms=0, snapshot_every=1 << 40)
+    async with DurableStore.open(tmp_path, store, config) as durable:
+        for n in range(64):
+            (tmp_path / "wal" / f"snap-{n:016}.bin").mkdir()
+            (tmp_path / "wal" / f"snap-{n:016}.bin" / "taken").write_bytes(b"")
+        await durable.record(store.set("t", "f", 1.0))
+        await durable.snapshot()
+        assert durable.stats.failed_snapshots == 1 and durable.stats.snapshots == 0
+        assert "snapshot failed, the older ones are kept: " in caplog.text
+        await durable.record(store.set("t", "f", 2.0))  # the log itself still takes writes
+    for n in range(64):  # the obstruction gone, the log recovers every write
+        shutil.rmtree(tmp_path / "wal" / f"snap-{n:016}.bin")
+    recovered = _store()
+    Wal.open(tmp_path / "wal", recovered)
+    assert recovered.get("t", "f") == 2.0
