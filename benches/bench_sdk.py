@@ -56,7 +56,19 @@ import grpc_echo  # noqa: E402
 from bench_api_write import Node, create, op, rss_kb  # noqa: E402
 
 from drsdtp import stages  # noqa: E402
-from drsdtp.client import AsyncClient, Client, Columns, TwinWrite, Watch, report  # noqa: E402
+from drsdtp.client import (  # noqa: E402
+    AsyncClient,
+    Client,
+    Columns,
+    Op,
+    TwinWrite,
+    Watch,
+    add,
+    desire,
+    increment,
+    remove,
+    report,
+)
 from drsdtp.client.types import Change  # noqa: E402
 from drsdtp.wire.v1 import api_pb2  # noqa: E402
 from tests.ingest.support import free_port  # noqa: E402
@@ -257,6 +269,17 @@ async def batched(node: Node, sdk: AsyncClient, seconds: float) -> dict[str, tup
         await sdk.write([], columns=Columns(twins, fields, twin_col, field_col, [float(i * 4 + k)] * rows))
         return rows
 
+    async def raw_mixed(k: int, i: int) -> int:
+        await node.stub.Write(
+            api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id=t, ops=mixed_pb(i * 4 + k)) for t in twins])
+        )
+        return 1000
+
+    async def sdk_mixed(k: int, i: int) -> int:
+        ops = mixed_sdk(i * 4 + k)
+        await sdk.write([TwinWrite(t, ops) for t in twins])
+        return 1000
+
     coalescer = sdk.coalescer
     assert coalescer is not None
     before = coalescer.requests, coalescer.writes
@@ -268,9 +291,38 @@ async def batched(node: Node, sdk: AsyncClient, seconds: float) -> dict[str, tup
     # The SDK joins concurrent writes into one request (drsdtp.client.coalesce).
     print(f"batched writes, ops, SDK: {writes / max(requests, 1):.2f} writes a request ({requests} requests)")
     return measured | {
+        # Every common kind of op (see mixed_pb): each twin's 10 ops, 5 of them f64 reports.
+        "mixed ops, raw stub": await costed(node, seconds, raw_mixed),
+        "mixed ops, SDK": await costed(node, seconds, sdk_mixed),
         "columns, raw stub": await costed(node, seconds, raw_columns),
         "columns, SDK": await costed(node, seconds, sdk_columns),
     }
+
+
+def mixed_pb(i: int) -> list[api_pb2.FieldOp]:
+    """A twin's 10 ops of every common kind (5 f64 reports, 2 increments, a set add and remove, a desire)."""
+    value = float(i)
+    return [
+        *(api_pb2.FieldOp(field=f"f{j}", report=api_pb2.FieldValue(f64=value + j)) for j in range(5)),
+        api_pb2.FieldOp(field="n", increment=1),
+        api_pb2.FieldOp(field="m", increment=-2),
+        api_pb2.FieldOp(field="tags", add=f"e{i % 8}"),
+        api_pb2.FieldOp(field="tags", remove=f"e{(i + 4) % 8}"),
+        api_pb2.FieldOp(field="sp", desire=api_pb2.FieldValue(f64=value)),
+    ]
+
+
+def mixed_sdk(i: int) -> tuple[Op, ...]:
+    """:func:`mixed_pb`'s ops through the SDK's helpers."""
+    value = float(i)
+    return (
+        *(report(f"f{j}", value + j) for j in range(5)),
+        increment("n", 1),
+        increment("m", -2),
+        add("tags", f"e{i % 8}"),
+        remove("tags", f"e{(i + 4) % 8}"),
+        desire("sp", value),
+    )
 
 
 async def drive(node: Node, twins: list[str], seconds: float) -> None:

@@ -19,6 +19,10 @@ __all__ = [
     "HELD_F64",
     "HELD_NOTHING",
     "HELD_OTHER",
+    "OP_ADD",
+    "OP_DESIRE",
+    "OP_INCREMENT",
+    "OP_REMOVE",
     "Store",
     "Wal",
     "WriteColumns",
@@ -36,6 +40,11 @@ FORMAT_VERSION: int
 HELD_NOTHING: int
 HELD_F64: int
 HELD_OTHER: int
+# Kinds of WriteColumns.op_kind.
+OP_INCREMENT: int
+OP_ADD: int
+OP_REMOVE: int
+OP_DESIRE: int
 __version__: str
 
 Value = float | int | bool | str | bytes
@@ -220,6 +229,23 @@ class WriteColumns:
     def col_values(self) -> NDArray[np.float64]: ...
     @property
     def col_source_ms(self) -> NDArray[np.int64]: ...
+    # The ops other than f64 reports, one row each in request order: row r is of kind op_kind[r] (OP_*)
+    # on field op_names[op_field[r]] of twin twins[op_twin[r]], with op_amount[r] (OP_INCREMENT),
+    # op_element[r] (OP_ADD, OP_REMOVE) or op_value[r] (OP_DESIRE).
+    @property
+    def op_twin(self) -> NDArray[np.uint32]: ...
+    @property
+    def op_kind(self) -> NDArray[np.uint8]: ...
+    @property
+    def op_names(self) -> list[str]: ...
+    @property
+    def op_field(self) -> NDArray[np.uint32]: ...
+    @property
+    def op_amount(self) -> NDArray[np.int64]: ...
+    @property
+    def op_element(self) -> list[str]: ...
+    @property
+    def op_value(self) -> NDArray[np.float64]: ...
 
 def decode_write(body: bytes) -> WriteColumns | str: ...
 def readings_json(
@@ -232,4 +258,5 @@ def bulk_twins_json(
     field: NDArray[np.uint32],
     values: NDArray[np.float64],
     olds: NDArray[np.float64],
+    extra: list[tuple[int, str, str]] | None = None,
 ) -> str: ...

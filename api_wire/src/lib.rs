@@ -7,8 +7,12 @@
 //! once, and every value in one array. Python then checks once per twin and once per distinct field name
 //! and applies the whole request with one native batch write.
 //!
-//! Anything else (creates, deletes, other kinds of op, idempotency keys, a body that does not parse) is [`Decoded::General`]: the node decodes it with the Python protobuf runtime and takes
-//! its general path, as before. This crate never refuses a request; it only recognises the bulk shape.
+//! The other common kinds of op (counter increments, set adds and removes, f64 desired values) come out as
+//! a second set of columns, one row an op in request order ([`OtherOps`]), so such a request takes the
+//! same native path. Anything else (creates, deletes, clearing a desired value, desired values other
+//! than f64, idempotency keys, a body that does not parse) is [`Decoded::General`]: the node decodes it
+//! with the Python protobuf runtime and takes its general path, as before. This crate never refuses a
+//! request; it only recognises the bulk shape.
 
 use std::collections::HashMap;
 
@@ -49,6 +53,66 @@ pub struct WriteColumns {
     pub values: Vec<f64>,
     /// The request's numeric columns, as sent.
     pub columns: NumericColumns,
+    /// The ops other than f64 reports.
+    pub other: OtherOps,
+}
+
+/// Op kinds in [`OtherOps::kind`].
+pub const INCREMENT: u8 = 1;
+/// An element added to a set.
+pub const ADD: u8 = 2;
+/// An element removed from a set.
+pub const REMOVE: u8 = 3;
+/// An f64 desired value.
+pub const DESIRE: u8 = 4;
+
+/// A request's ops other than f64 reports, one row each, in request order: row `r` is of kind
+/// `kind[r]` on field `names[field[r]]` of twin `twins[twin[r]]` (the listing index, as in
+/// [`WriteColumns::twins`]), with `amount[r]` (INCREMENT), `element[r]` (ADD, REMOVE) or `value[r]`
+/// (DESIRE); the other two are 0, "" and 0.0.
+#[derive(Debug, Default, PartialEq)]
+pub struct OtherOps {
+    /// The op's twin listing.
+    pub twin: Vec<u32>,
+    /// INCREMENT, ADD, REMOVE or DESIRE.
+    pub kind: Vec<u8>,
+    /// The distinct field names of these ops, in order of first use.
+    pub names: Vec<String>,
+    /// Row `r`'s field.
+    pub field: Vec<u32>,
+    /// An increment's amount.
+    pub amount: Vec<i64>,
+    /// A set op's element.
+    pub element: Vec<String>,
+    /// A desired value.
+    pub value: Vec<f64>,
+}
+
+impl OtherOps {
+    fn push(&mut self, names: &mut HashMap<String, u32>, twin: u32, field: String, op: pb::field_op::Op) -> bool {
+        use pb::field_op::Op;
+        let (kind, amount, element, value) = match op {
+            Op::Increment(amount) => (INCREMENT, amount, String::new(), 0.0),
+            Op::Add(element) => (ADD, 0, element, 0.0),
+            Op::Remove(element) => (REMOVE, 0, element, 0.0),
+            Op::Desire(pb::FieldValue { value: Some(pb::field_value::Value::F64(v)), .. }) => {
+                (DESIRE, 0, String::new(), v)
+            }
+            _ => return false,
+        };
+        let next = names.len() as u32;
+        let ix = *names.entry(field).or_insert(next);
+        if ix == next {
+            self.names.push(String::new()); // filled from the map at the end
+        }
+        self.twin.push(twin);
+        self.kind.push(kind);
+        self.field.push(ix);
+        self.amount.push(amount);
+        self.element.push(element);
+        self.value.push(value);
+        true
+    }
 }
 
 /// What [`decode_write`] made of a request.
@@ -96,6 +160,7 @@ fn columns(request: pb::WriteRequest) -> Result<WriteColumns, &'static str> {
     };
     out.starts.push(0);
     let mut name_ix: HashMap<String, u32> = HashMap::new();
+    let mut other_ix: HashMap<String, u32> = HashMap::new();
     for (i, tw) in request.twins.into_iter().enumerate() {
         if tw.create.is_some() || tw.delete {
             return Err("create or delete");
@@ -107,10 +172,17 @@ fn columns(request: pb::WriteRequest) -> Result<WriteColumns, &'static str> {
             out.if_versions.push((i as u32, version));
         }
         for op in tw.ops {
-            let Some(pb::field_op::Op::Report(pb::FieldValue { value: Some(pb::field_value::Value::F64(v)), .. })) =
-                op.op
-            else {
-                return Err("an op other than an f64 report");
+            let v = match op.op {
+                Some(pb::field_op::Op::Report(pb::FieldValue {
+                    value: Some(pb::field_value::Value::F64(v)), ..
+                })) => v,
+                Some(other) => {
+                    if out.other.push(&mut other_ix, i as u32, op.field, other) {
+                        continue;
+                    }
+                    return Err("an op other than an f64 report, increment, set add or remove, f64 desire");
+                }
+                None => return Err("an op without a kind"),
             };
             let next = name_ix.len() as u32;
             let ix = *name_ix.entry(op.field).or_insert(next);
@@ -125,6 +197,9 @@ fn columns(request: pb::WriteRequest) -> Result<WriteColumns, &'static str> {
     }
     for (name, ix) in name_ix {
         out.names[ix as usize] = name;
+    }
+    for (name, ix) in other_ix {
+        out.other.names[ix as usize] = name;
     }
     Ok(out)
 }
@@ -190,6 +265,37 @@ mod tests {
     }
 
     #[test]
+    fn other_kinds_of_op_become_their_own_rows_in_request_order() {
+        let op = |field: &str, op| FieldOp { field: field.into(), op: Some(op) };
+        let desire =
+            |v| field_op::Op::Desire(FieldValue { value: Some(field_value::Value::F64(v)), ..Default::default() });
+        let request = WriteRequest {
+            twins: vec![
+                twin(
+                    "a",
+                    vec![
+                        report("x", 1.0),
+                        op("n", field_op::Op::Increment(-3)),
+                        op("s", field_op::Op::Add("e".into())),
+                    ],
+                ),
+                twin("b", vec![op("s", field_op::Op::Remove("f".into())), op("sp", desire(2.5))]),
+            ],
+            ..Default::default()
+        };
+        let Decoded::Columns(c) = decode_write(&request.encode_to_vec()) else { panic!("not columns") };
+        assert_eq!((c.starts, c.names, c.values), (vec![0, 1, 1], vec!["x".to_string()], vec![1.0]));
+        let o = c.other;
+        assert_eq!(o.twin, [0, 0, 1, 1]);
+        assert_eq!(o.kind, [INCREMENT, ADD, REMOVE, DESIRE]);
+        assert_eq!(o.names, ["n", "s", "sp"]);
+        assert_eq!(o.field, [0, 1, 1, 2]);
+        assert_eq!(o.amount, [-3, 0, 0, 0]);
+        assert_eq!(o.element, ["", "e", "f", ""]);
+        assert_eq!(o.value, [0.0, 0.0, 0.0, 2.5]);
+    }
+
+    #[test]
     fn columns_alone_pass_through() {
         let cols = NumericColumns {
             twin_ids: vec!["t".into()],
@@ -230,7 +336,24 @@ mod tests {
             (WriteRequest { twins: vec![twin("a", vec![])], ..Default::default() }, "a twin without ops"),
             (
                 WriteRequest { twins: vec![twin("a", vec![text])], ..Default::default() },
-                "an op other than an f64 report",
+                "an op other than an f64 report, increment, set add or remove, f64 desire",
+            ),
+            (
+                WriteRequest {
+                    twins: vec![twin(
+                        "a",
+                        vec![FieldOp { field: "x".into(), op: Some(field_op::Op::ClearDesired(true)) }],
+                    )],
+                    ..Default::default()
+                },
+                "an op other than an f64 report, increment, set add or remove, f64 desire",
+            ),
+            (
+                WriteRequest {
+                    twins: vec![twin("a", vec![FieldOp { field: "x".into(), op: None }])],
+                    ..Default::default()
+                },
+                "an op without a kind",
             ),
         ];
         for (request, why) in cases {

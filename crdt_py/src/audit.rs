@@ -50,9 +50,14 @@ pub fn readings_json(
 /// distinct twin of `twins` in name order (those that changed nothing with `{}`), each with the last value
 /// row `r` of the request gave each of its fields where it differs from `olds[r]` (NaN: nothing held, so
 /// no `"old"`). Row `r` writes `values[r]` to `fields[field[r]]` of `twins[twin[r]]`; a name may be listed
-/// twice (one twin or field). The same bytes as `AuditLog.append_request` writes from `Readings` per twin,
-/// in one call instead of a few Python steps per twin and a vector pass per request.
+/// twice (one twin or field). `extra`: changes of fields other than these f64 registers, each
+/// `(twin index, field name, the change's canonical JSON)`, merged into their twin's changes in name order
+/// (a field must not also be one of the rows'). The same bytes as `AuditLog.append_request` writes from
+/// `Readings` (and `Change` s) per twin, in one call instead of a few Python steps per twin and a vector
+/// pass per request.
 #[pyfunction]
+#[pyo3(signature = (twins, fields, twin, field, values, olds, extra = None))]
+#[allow(clippy::too_many_arguments)]
 pub fn bulk_twins_json(
     py: Python<'_>,
     twins: Vec<String>,
@@ -61,6 +66,7 @@ pub fn bulk_twins_json(
     field: PyReadonlyArray1<'_, u32>,
     values: PyReadonlyArray1<'_, f64>,
     olds: PyReadonlyArray1<'_, f64>,
+    extra: Option<Vec<(u32, String, String)>>,
 ) -> PyResult<String> {
     let (t, f, news, olds) = (twin.as_slice()?, field.as_slice()?, values.as_slice()?, olds.as_slice()?);
     let n = t.len();
@@ -69,6 +75,10 @@ pub fn bulk_twins_json(
     }
     if t.iter().any(|&i| i as usize >= twins.len()) || f.iter().any(|&i| i as usize >= fields.len()) {
         return Err(pyo3::exceptions::PyValueError::new_err("bulk_twins_json: an index out of range"));
+    }
+    let mut extra = extra.unwrap_or_default();
+    if extra.iter().any(|e| e.0 as usize >= twins.len()) {
+        return Err(pyo3::exceptions::PyValueError::new_err("bulk_twins_json: an extra's twin out of range"));
     }
     // Each name's rank among the distinct names in code point order (UTF-8 byte order is the same).
     let ranks = |names: &[String]| -> (Vec<u32>, Vec<usize>) {
@@ -82,13 +92,18 @@ pub fn bulk_twins_json(
     };
     let (twin_rank, twin_at) = ranks(&twins);
     let (field_rank, field_at) = ranks(&fields);
+    // The extras by (twin rank, field name).
+    extra.sort_unstable_by(|a, b| (twin_rank[a.0 as usize], &a.1).cmp(&(twin_rank[b.0 as usize], &b.1)));
+    let mut extras = extra.iter().peekable();
     // Rows by (twin, field) in name order; the last row of each pair is the value the request leaves.
     let mut rows: Vec<(u32, u32, u32)> =
         (0..n).map(|r| (twin_rank[t[r] as usize], field_rank[f[r] as usize], r as u32)).collect();
     rows.sort_unstable();
-    let mut out = String::with_capacity(n * 40 + twin_at.len() * 40 + 2);
+    let mut out =
+        String::with_capacity(n * 40 + twin_at.len() * 40 + extra.iter().map(|e| e.2.len() + 8).sum::<usize>() + 2);
     out.push('{');
     let mut next = rows.iter().peekable();
+    let mut change = String::new();
     for (tr, &name_at) in twin_at.iter().enumerate() {
         if tr > 0 {
             out.push(',');
@@ -96,6 +111,15 @@ pub fn bulk_twins_json(
         json_str(&mut out, &twins[name_at]);
         out.push_str(":{\"action\":\"write\",\"changes\":{");
         let mut first = true;
+        let mut emit = |out: &mut String, name: &str, body: &str| {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            json_str(out, name);
+            out.push(':');
+            out.push_str(body);
+        };
         while let Some(&&(rt, rf, r)) = next.peek() {
             if rt as usize != tr {
                 break;
@@ -108,18 +132,25 @@ pub fn bulk_twins_json(
             if new == old {
                 continue; // unchanged (NaN, nothing held, differs from everything)
             }
-            if !first {
-                out.push(',');
+            let name = &fields[field_at[rf as usize]];
+            // The extras of this twin that sort before this field come first.
+            while let Some(e) =
+                extras.next_if(|e| twin_rank[e.0 as usize] as usize == tr && e.1.as_str() < name.as_str())
+            {
+                emit(&mut out, &e.1, &e.2);
             }
-            first = false;
-            json_str(&mut out, &fields[field_at[rf as usize]]);
-            out.push_str(":{\"new\":");
-            json_float(py, &mut out, new)?;
+            change.clear();
+            change.push_str("{\"new\":");
+            json_float(py, &mut change, new)?;
             if !old.is_nan() {
-                out.push_str(",\"old\":");
-                json_float(py, &mut out, old)?;
+                change.push_str(",\"old\":");
+                json_float(py, &mut change, old)?;
             }
-            out.push('}');
+            change.push('}');
+            emit(&mut out, name, &change);
+        }
+        while let Some(e) = extras.next_if(|e| twin_rank[e.0 as usize] as usize == tr) {
+            emit(&mut out, &e.1, &e.2);
         }
         out.push_str("}}");
     }

@@ -725,6 +725,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("HELD_NOTHING", crdt_core::held::HELD_NOTHING)?;
     m.add("HELD_F64", crdt_core::held::HELD_F64)?;
     m.add("HELD_OTHER", crdt_core::held::HELD_OTHER)?;
+    m.add("OP_INCREMENT", api_wire::INCREMENT)?;
+    m.add("OP_ADD", api_wire::ADD)?;
+    m.add("OP_REMOVE", api_wire::REMOVE)?;
+    m.add("OP_DESIRE", api_wire::DESIRE)?;
     m.add("FORMAT_VERSION", crdt_core::codec::FORMAT as i32)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

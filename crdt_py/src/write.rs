@@ -24,6 +24,14 @@ pub struct WriteColumns {
     col_field: Py<PyArray1<u32>>,
     col_values: Py<PyArray1<f64>>,
     col_source_ms: Py<PyArray1<i64>>,
+    // The ops other than f64 reports (`api_wire::OtherOps`), one row each in request order.
+    op_twin: Py<PyArray1<u32>>,
+    op_kind: Py<PyArray1<u8>>,
+    op_names: Py<PyList>,
+    op_field: Py<PyArray1<u32>>,
+    op_amount: Py<PyArray1<i64>>,
+    op_element: Py<PyList>,
+    op_value: Py<PyArray1<f64>>,
 }
 
 /// The request as `WriteColumns`, or (anything else) the reason it is not in the bulk shape.
@@ -36,6 +44,7 @@ pub fn decode_write(py: Python<'_>, body: &Bound<'_, PyBytes>) -> PyResult<Py<Py
         api_wire::Decoded::Columns(c) => *c,
     };
     let cols = c.columns;
+    let other = c.other;
     let out = WriteColumns {
         ack: c.ack,
         replicas: c.replicas,
@@ -54,6 +63,13 @@ pub fn decode_write(py: Python<'_>, body: &Bound<'_, PyBytes>) -> PyResult<Py<Py
         col_field: PyArray1::from_vec(py, cols.field).unbind(),
         col_values: PyArray1::from_vec(py, cols.values).unbind(),
         col_source_ms: PyArray1::from_vec(py, cols.source_ms).unbind(),
+        op_twin: PyArray1::from_vec(py, other.twin).unbind(),
+        op_kind: PyArray1::from_vec(py, other.kind).unbind(),
+        op_names: PyList::new(py, other.names)?.unbind(),
+        op_field: PyArray1::from_vec(py, other.field).unbind(),
+        op_amount: PyArray1::from_vec(py, other.amount).unbind(),
+        op_element: PyList::new(py, other.element)?.unbind(),
+        op_value: PyArray1::from_vec(py, other.value).unbind(),
     };
     Ok(Bound::new(py, out)?.into_any().unbind())
 }

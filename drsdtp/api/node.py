@@ -224,10 +224,12 @@ class NodeApi(Protocol):
         """Appends the entries to the audit trail (fsynced shortly after, not waited for)."""
         ...
 
-    async def audit_request(self, actor: str, reason: str, twins_json: str) -> None:
+    async def audit_request(
+        self, actor: str, reason: str, twins_json: str, intents: Sequence[AuditEntry] = ()
+    ) -> None:
         """Appends one request's record whose twins part (``{"TWIN":{"action":...,"changes":...},...}``,
-        canonical JSON) is already written, as :meth:`audit` would for its entries; no twin's changes
-        hold a desired value (nothing for actuation to see)."""
+        canonical JSON) is already written, as :meth:`audit` would for its entries; ``intents``: the
+        twins' changes of desired values that record names (for actuation, as :meth:`audit` sees them)."""
         ...
 
     def peer_count(self) -> int:

@@ -1,7 +1,11 @@
-"""Bulk numeric writes decoded natively: a ``WriteRequest`` whose twins only report f64 values (and/or its
-``columns``), read by ``drsdtp._core.decode_write`` (Rust, prost types generated from ``proto/``) into
-columns, checked once per twin and once per distinct field name (and per model and field for the valid
-ranges) plus a few vector operations, and applied with one native batch write (the GIL released).
+"""Bulk writes decoded natively: a ``WriteRequest`` whose twins report f64 values, increment counters, add
+and remove set elements and state f64 desired values (and/or its ``columns``), read by
+``drsdtp._core.decode_write`` (Rust, prost types generated from ``proto/``) into columns, checked once per
+twin and once per distinct field name (and per model and field for the valid ranges) plus a few vector
+operations, and applied with one native batch write (the GIL released) for the f64 reports and one native
+call per twin and field for the other ops (a set's adds and removes together, a counter's increments
+summed), their deltas joined natively. The other ops are grouped by twin and field, so a request costs a
+few Python steps per such field, never a protobuf object per op.
 
 This path never refuses anything: whenever a check does not pass, or anything looks unusual (a field
 held as something other than an f64 register, a twin that does not exist ...), :func:`plan` returns
@@ -12,14 +16,38 @@ So the errors cannot drift between the two paths: only the general path words th
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import field as member
+from typing import TYPE_CHECKING, Literal
 
-from drsdtp._core import HELD_OTHER, Store, WriteColumns, bulk_twins_json, decode_write
-from drsdtp.api.write_plan import DESIRED_SUFFIX, Applied, _spec, twin_version, visible
-from drsdtp.history.audit import Readings
+from drsdtp._core import (
+    HELD_OTHER,
+    OP_ADD,
+    OP_DESIRE,
+    OP_INCREMENT,
+    OP_REMOVE,
+    Store,
+    WriteColumns,
+    bulk_twins_json,
+    decode_write,
+    join,
+)
+from drsdtp.api.write_plan import (
+    DESIRABLE_KINDS,
+    DESIRED_SUFFIX,
+    I64_MAX,
+    I64_MIN,
+    Applied,
+    _spec,
+    _summed,
+    twin_version,
+    visible,
+)
+from drsdtp.history.audit import Change, Readings
+from drsdtp.history.values import FieldValue
 from drsdtp.models import MODEL_FIELD, AssetModel
 from drsdtp.wire.v1 import api_pb2
 
@@ -29,7 +57,7 @@ if TYPE_CHECKING:
 else:
     from drsdtp.lazy import numpy as np
 
-__all__ = ["BulkWrite", "Plan", "apply", "parse_write", "plan"]
+__all__ = ["BulkWrite", "FieldOps", "Plan", "apply", "parse_write", "plan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +105,31 @@ def parse_write(body: bytes) -> api_pb2.WriteRequest | BulkWrite:
     return BulkWrite(cols, body)
 
 
+Shape = Literal["set", "counter", "desired"]
+_SHAPES: dict[int, Shape] = {OP_INCREMENT: "counter", OP_ADD: "set", OP_REMOVE: "set", OP_DESIRE: "desired"}
+
+
+@dataclass(slots=True)
+class FieldOps:
+    """The ops of a request other than f64 reports on one field of one twin, in request order (by shape:
+    a set's ``(add, element)`` s, a counter's amounts or the desired values); ``stored``: the field's name
+    in the store (``<field>.desired`` for an intent); ``old``: what it held before (None: nothing)."""
+
+    twin: str
+    listing: int  # the twin's first listing in the request (its index in Plan.twins)
+    stored: str
+    shape: Shape
+    old: FieldValue | None
+    elements: list[tuple[bool, str]] = member(default_factory=list)
+    amounts: list[int] = member(default_factory=list)
+    values: list[float] = member(default_factory=list)
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """A checked bulk write: row r writes ``values[r]`` to ``fields[field[r]]`` of ``twins[twin[r]]``
     (names may repeat: the ops' then the columns'), stamped ``source_ms[r]``; ``olds[r]``: the f64 it
-    replaces (NaN: none)."""
+    replaces (NaN: none); ``others``: the ops other than f64 reports, by twin and field."""
 
     twins: list[str]
     fields: list[str]
@@ -90,6 +138,7 @@ class Plan:
     values: NDArray[np.float64]
     source_ms: NDArray[np.int64]
     olds: NDArray[np.float64]
+    others: list[FieldOps] = member(default_factory=list)
 
 
 def _name_ok(name: str, max_bytes: int) -> bool:
@@ -139,7 +188,125 @@ def plan(
         return None
     if not _in_ranges(store, models, all_twins, all_fields, twin, field, values):
         return None
-    return Plan(all_twins, all_fields, twin, field, values, source, olds)
+    others: list[FieldOps] = []
+    if c.op_kind.shape[0]:
+        got = _others(store, models, c, all_twins, all_fields, twin, field, max_name_bytes)
+        if got is None:
+            return None
+        others = got
+    return Plan(all_twins, all_fields, twin, field, values, source, olds, others)
+
+
+def _others(
+    store: Store,
+    models: Callable[[str], AssetModel | None],
+    c: WriteColumns,
+    all_twins: Sequence[str],
+    fields: Sequence[str],
+    twin: NDArray[np.uint32],
+    field: NDArray[np.uint32],
+    max_name_bytes: int,
+) -> list[FieldOps] | None:
+    """The ops other than f64 reports, grouped by twin and field, if each passes what the general path
+    checks (:mod:`drsdtp.api.write_plan`), else None: a name that may be written, an element that may be
+    held, a field of the op's shape (or new) that no f64 report of the request writes, a counter that
+    cannot overflow, no set or counter on a model's numeric field and a desired value within its range
+    on a field of a desirable kind."""
+    names = c.op_names
+    for name in names:
+        if not _name_ok(name, max_name_bytes) or name.endswith(DESIRED_SUFFIX):
+            return None
+    twins = c.twins
+    first = {name: k for k, name in reversed(list(enumerate(twins)))}
+    groups: dict[tuple[str, str], FieldOps] = {}
+    kinds, elements = c.op_kind.tolist(), c.op_element
+    amounts, values = c.op_amount.tolist(), c.op_value.tolist()
+    for r, (t, f) in enumerate(zip(c.op_twin.tolist(), c.op_field.tolist(), strict=True)):
+        kind, name = kinds[r], twins[t]
+        shape = _SHAPES[kind]
+        stored = names[f] + DESIRED_SUFFIX if shape == "desired" else names[f]
+        group = groups.get((name, stored))
+        if group is None:
+            group = groups[name, stored] = FieldOps(name, first[name], stored, shape, None)
+        elif group.shape != shape:
+            return None  # a set and a counter in one request: the general path words it
+        if shape == "set":
+            element = elements[r]
+            if not element or len(element.encode()) > max_name_bytes:
+                return None
+            group.elements.append((kind == OP_ADD, element))
+        elif shape == "counter":
+            group.amounts.append(amounts[r])
+        else:
+            value = values[r]
+            if not math.isfinite(value):
+                return None
+            group.values.append(value)
+    reported = set(fields)
+    model_of: dict[str, AssetModel | None] = {}
+    for group in groups.values():
+        held = group.old = store.get(group.twin, group.stored)
+        if not _held_as(store, group, held):
+            return None
+        if group.stored in reported and _reports(group, all_twins, fields, twin, field):
+            return None  # an f64 report and another op on one field
+        if group.shape == "counter" and not _no_overflow(held, group.amounts):
+            return None
+        if group.twin not in model_of:
+            model_name = store.get(group.twin, MODEL_FIELD)
+            model_of[group.twin] = models(model_name) if isinstance(model_name, str) and model_name else None
+        model = model_of[group.twin]
+        if model is not None and not _model_allows(model, group):
+            return None
+    return list(groups.values())
+
+
+def _held_as(store: Store, group: FieldOps, held: FieldValue | None) -> bool:
+    """Whether the field holds nothing or what the group's ops need (a number for a desired value)."""
+    if held is None:
+        return True
+    if group.shape == "set":
+        return isinstance(held, frozenset)
+    if group.shape == "desired":
+        return isinstance(held, tuple) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in held
+        )
+    # A counter reads as an int, as an int register does: a register has an entry.
+    return type(held) is int and store.entry(group.twin, group.stored) is None
+
+
+def _reports(
+    group: FieldOps,
+    twins: Sequence[str],
+    fields: Sequence[str],
+    twin: NDArray[np.uint32],
+    field: NDArray[np.uint32],
+) -> bool:
+    """Whether an f64 report of the request writes the group's field of its twin (rare: looked up only
+    when the field's name is among the reports')."""
+    at = np.array([k for k, name in enumerate(fields) if name == group.stored], np.uint32)
+    rows = np.isin(field, at)
+    return any(twins[t] == group.twin for t in np.unique(twin[rows]).tolist())
+
+
+def _no_overflow(held: FieldValue | None, amounts: list[int]) -> bool:
+    """Whether every order of the increments keeps the counter within i64 (their sums of each sign do)."""
+    now = held if isinstance(held, int) else 0
+    up = sum(a for a in amounts if a > 0)
+    down = sum(a for a in amounts if a < 0)
+    return now + down >= I64_MIN and now + up <= I64_MAX
+
+
+def _model_allows(model: AssetModel, group: FieldOps) -> bool:
+    """No set or counter on a field the model declares (a number); a desired value on a field of a
+    desirable kind, within its valid range."""
+    name = group.stored[: -len(DESIRED_SUFFIX)] if group.shape == "desired" else group.stored
+    spec = _spec(model, name)
+    if spec is None:
+        return True
+    if group.shape != "desired" or spec.kind not in DESIRABLE_KINDS:
+        return False
+    return all(spec.valid_min <= v <= spec.valid_max for v in group.values)
 
 
 def _in_ranges(
@@ -180,23 +347,76 @@ def _in_ranges(
     return bool(((picked >= low[inverse]) & (picked <= high[inverse])).all())
 
 
-def apply(store: Store, p: Plan, out: Applied) -> None:
-    """One native batch write (the GIL released inside); ``out`` gets the delta, each twin's version and
-    its changes for the audit trail: each field's last value in the request where it differs from what
-    the field held, with that old value."""
-    twin_ids = store.intern_twins(p.twins)[p.twin]
-    field_ids = store.intern_fields(p.fields)[p.field]
-    delta = store.write_batch(twin_ids, field_ids, p.values, p.source_ms)
-    out.deltas.append((delta, p.twins[int(p.twin[0])]))
+def apply(store: Store, p: Plan, out: Applied) -> Exception | None:
+    """One native batch write for the f64 reports (the GIL released inside) and one native call per
+    twin and field for the other ops, their deltas joined; ``out`` gets the delta, each twin's version and
+    its changes for the audit trail: each f64 field's last value in the request where it differs from
+    what the field held, with that old value, and each other field's value after where it changed (as
+    the general path words them). Should the store refuse an op all the same (the plan checked them),
+    the error is returned and ``out`` holds what was applied: the caller commits it, then raises."""
+    deltas: list[bytes] = []
+    if p.values.shape[0]:
+        twin_ids = store.intern_twins(p.twins)[p.twin]
+        field_ids = store.intern_fields(p.fields)[p.field]
+        deltas.append(store.write_batch(twin_ids, field_ids, p.values, p.source_ms))
+    failure: Exception | None = None
+    try:
+        for group in p.others:
+            _apply_field(store, group, deltas)
+    except Exception as exc:
+        failure = exc
+    if deltas:
+        out.deltas.append((deltas[0] if len(deltas) == 1 else join(deltas), p.twins[0]))
+    changed = _changed(store, p.others)
     distinct = dict.fromkeys(p.twins)
     if len(distinct) > 1:  # one record naming every twin, written in one native call
-        out.record = bulk_twins_json(p.twins, p.fields, p.twin, p.field, p.values, p.olds)
+        extra = [(g.listing, g.stored, _change_json(g.old, new)) for g, new in changed]
+        out.record = bulk_twins_json(p.twins, p.fields, p.twin, p.field, p.values, p.olds, extra or None)
+        for g, new in changed:
+            if g.shape == "desired":
+                out.intents.setdefault(g.twin, {})[g.stored] = Change(new, g.old, True)
     else:
         _audit(p, out)
+        if changed:
+            name = p.twins[0]
+            out.changes[name] = {
+                **out.changes.get(name, {}),
+                **{g.stored: Change(new, g.old, True) for g, new in changed},
+            }
     for name in distinct:
         out.extra_twins.append(name)
         out.actions.setdefault(name, "write")
         out.versions[name] = twin_version(store, name)
+    return failure
+
+
+def _apply_field(store: Store, g: FieldOps, deltas: list[bytes]) -> None:
+    """A field's ops as the general path applies them: a set's in one call, a counter's summed where
+    they share a sign, desired values one by one."""
+    if g.shape == "set":
+        deltas.append(store.set_ops(g.twin, g.stored, g.elements))
+    elif g.shape == "counter":
+        for amount in _summed(g.amounts):
+            deltas.append(store.increment(g.twin, g.stored, amount))
+    else:
+        for value in g.values:
+            deltas.append(store.desire(g.twin, g.stored, value))
+
+
+def _changed(store: Store, groups: Sequence[FieldOps]) -> list[tuple[FieldOps, FieldValue]]:
+    """The groups whose field changed, with its value after (as the general path's diff finds them)."""
+    out = []
+    for g in groups:
+        new = store.get(g.twin, g.stored)
+        if new is not None and (g.old is None or g.old != new or type(g.old) is not type(new)):
+            out.append((g, new))
+    return out
+
+
+def _change_json(old: FieldValue | None, new: FieldValue) -> str:
+    """A change as the record's canonical JSON holds it (see drsdtp.history.audit)."""
+    body = Change(new, old, True).to_json()
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _first_index(names: list[str]) -> NDArray[np.uint32]:

@@ -126,8 +126,10 @@ class Applied:
     actions: dict[str, WriteAction] = field(default_factory=dict)
     extra_twins: list[str] = field(default_factory=list)  # twins a delta touched besides the one it names
     # A bulk write over several twins: its whole audit record's twins part, written natively (see
-    # drsdtp.api.write_bulk); then ``changes`` stays empty.
+    # drsdtp.api.write_bulk); then ``changes`` stays empty, and ``intents`` holds the desired values the
+    # record names (each twin's changed ``<field>.desired`` fields), for actuation.
     record: str | None = None
+    intents: dict[str, dict[str, Change]] = field(default_factory=dict)
 
 
 def twin_version(store: Store, twin: str) -> int:
@@ -320,6 +322,7 @@ class _Checker:
             self.shape(twin, op.field + DESIRED_SUFFIX, "desired", family, path)
         elif op.kind in ("add", "remove"):
             assert isinstance(op.value, str)
+            _check_name(op.value, "element", f"{path}.{op.kind}", self.max_name_bytes)
             self.shape(twin, op.field, "set", None, path)
         else:
             assert isinstance(op.value, int)

@@ -439,8 +439,12 @@ class Node:
         await self.snapshots.audit_writes(entries)
         await self.actuation.on_writes(entries)
 
-    async def audit_request(self, actor: str, reason: str, twins_json: str) -> None:
+    async def audit_request(
+        self, actor: str, reason: str, twins_json: str, intents: Sequence[AuditEntry] = ()
+    ) -> None:
         await self.snapshots.audit_request(actor, reason, twins_json)
+        if intents:
+            await self.actuation.on_writes(intents)
 
     @property
     def commands(self) -> CommandBook:

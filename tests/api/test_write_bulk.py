@@ -15,7 +15,15 @@ from google.protobuf.message import DecodeError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drsdtp._core import WriteColumns, bulk_twins_json, decode_write
+from drsdtp._core import (
+    OP_ADD,
+    OP_DESIRE,
+    OP_INCREMENT,
+    OP_REMOVE,
+    WriteColumns,
+    bulk_twins_json,
+    decode_write,
+)
 from drsdtp.api import write_bulk
 from drsdtp.api.errors import FIELD_KEY
 from drsdtp.api.write_bulk import BulkWrite, Plan, parse_write
@@ -25,7 +33,7 @@ from drsdtp.config import Address
 from drsdtp.history.audit import _encoded
 from drsdtp.node.node import Node
 from drsdtp.wire.v1 import api_pb2
-from tests.api.test_write import Stub, config, create, fields, refused, report, trailer
+from tests.api.test_write import Stub, config, create, desire, fields, refused, report, trailer
 
 names = st.text(min_size=0, max_size=6)
 floats = st.floats(allow_nan=True, allow_infinity=True)
@@ -82,8 +90,10 @@ def test_other_requests_are_left_to_protobuf() -> None:
         api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="a", delete=True)]),
         api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="a", ops=[report("x", i64=1)])]),
         api_pb2.WriteRequest(
-            twins=[api_pb2.TwinWrite(twin_id="a", ops=[api_pb2.FieldOp(field="n", increment=1)])]
+            twins=[api_pb2.TwinWrite(twin_id="a", ops=[api_pb2.FieldOp(field="n", clear_desired=True)])]
         ),
+        api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="a", ops=[desire("sp", i64=1)])]),
+        api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="a", ops=[api_pb2.FieldOp(field="n")])]),
     ]
     for request in general:
         body = request.SerializeToString()
@@ -95,6 +105,32 @@ def test_other_requests_are_left_to_protobuf() -> None:
         api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="a", ops=ops)]).SerializeToString()
     )
     assert isinstance(bulk, BulkWrite) and bulk.bulk_twins() == ("a",)
+
+
+def test_the_other_kinds_of_op_decode_to_rows_in_request_order() -> None:
+    request = api_pb2.WriteRequest(
+        twins=[
+            api_pb2.TwinWrite(
+                twin_id="a",
+                ops=[
+                    api_pb2.FieldOp(field="n", increment=-(1 << 63)),
+                    report("x", f64=1.5),
+                    api_pb2.FieldOp(field="s", add="é"),
+                ],
+            ),
+            api_pb2.TwinWrite(
+                twin_id="b", ops=[api_pb2.FieldOp(field="s", remove="f"), desire("sp", f64=-0.5)]
+            ),
+        ]
+    )
+    got = decode_write(request.SerializeToString())
+    assert isinstance(got, WriteColumns)
+    assert (got.names, list(got.starts), list(got.values)) == (["x"], [0, 1, 1], [1.5])
+    assert [got.op_names[f] for f in got.op_field] == ["n", "s", "s", "sp"]
+    assert list(got.op_twin) == [0, 0, 1, 1]
+    assert list(got.op_kind) == [OP_INCREMENT, OP_ADD, OP_REMOVE, OP_DESIRE]
+    assert (list(got.op_amount), got.op_element) == ([-(1 << 63), 0, 0, 0], ["", "é", "f", ""])
+    assert list(got.op_value) == [0.0, 0.0, 0.0, -0.5]
 
 
 bulk_rows = st.lists(
@@ -275,3 +311,161 @@ async def test_a_bulk_write_that_fails_a_check_gets_the_general_paths_error_and_
     good = api_pb2.TwinWrite(twin_id="m-1", if_version=version, ops=[report("a", f64=1.0)])
     await stub.Write(api_pb2.WriteRequest(twins=[good]))
     assert node.api.write_paths["bulk"] == 1
+
+
+def mixed(twin: str, i: int) -> api_pb2.TwinWrite:
+    """Every kind of op the bulk path takes, on fields new and held: f64 reports (one unchanged after the
+    first round), increments of both signs, adds and removes (of elements held and not), desired values
+    (one twice)."""
+    return api_pb2.TwinWrite(
+        twin_id=twin,
+        ops=[
+            report("x", f64=float(i)),
+            report("same", f64=1.0),
+            api_pb2.FieldOp(field="n", increment=3),
+            api_pb2.FieldOp(field="tags", add=f"e{i % 3}"),
+            api_pb2.FieldOp(field="n", increment=-1),
+            api_pb2.FieldOp(field="tags", remove=f"e{(i + 1) % 3}"),
+            api_pb2.FieldOp(field="gone", remove="never-held"),
+            desire("sp", f64=i / 3),
+            api_pb2.FieldOp(field="k", increment=i),
+            desire("sp", f64=i / 7),
+            api_pb2.FieldOp(field="tags", add="fixed"),
+        ],
+    )
+
+
+def audited(node: Node, twin: str) -> list[tuple[str, str, str, dict[str, object]]]:
+    return [
+        (r.actor, r.reason, r.action, {k: c.to_json() for k, c in r.changes.items()})
+        for r in node.snapshots.audit.records(twin=twin)
+    ]
+
+
+async def test_a_mixed_batch_gives_the_state_and_audit_the_general_path_gives(api: tuple[Node, Stub]) -> None:
+    """The same requests to twins "g-*" through the general path (an idempotency key sends them there) and
+    to twins "b-*" through the bulk path: the same fields and the same audit, request by request (several
+    twins, one twin). A twin listed twice gets the same fields too (the
+    general path audits only its last listing's changes, the bulk path the request's: not compared)."""
+    node, stub = api
+    names = [f"{p}-{k}" for p in "gb" for k in range(4)]
+    await stub.Write(api_pb2.WriteRequest(twins=[create(t, ops=[report("held", f64=0.0)]) for t in names]))
+    for i in range(4):
+        for side in "gb":
+            rounds = [
+                api_pb2.WriteRequest(
+                    twins=[mixed(f"{side}-{k}", i + k) for k in range(3)], actor="app", reason=f"mixed {i}"
+                ),
+                api_pb2.WriteRequest(twins=[mixed(f"{side}-0", i * 5)], actor="app", reason="one twin"),
+                api_pb2.WriteRequest(twins=[mixed(f"{side}-3", i), mixed(f"{side}-3", i + 9)]),
+            ]
+            for j, request in enumerate(rounds):
+                if side == "g":
+                    request.idempotency_key = f"key-{i}-{j}"
+                await stub.Write(request)
+    assert node.api.write_paths["bulk"] == 12
+    assert node.api.write_paths["general"] == 12 + 1  # and the creates
+    for k in range(4):
+        general, bulk = await fields(stub, f"g-{k}"), await fields(stub, f"b-{k}")
+        assert bulk == general
+        assert {"x", "n", "k", "tags", "sp.desired"} <= set(bulk)
+        if k < 3:
+            assert audited(node, f"b-{k}") == audited(node, f"g-{k}")
+    assert len(audited(node, "b-0")) == 1 + 4 * 2
+
+
+async def test_a_desired_value_in_a_bulk_write_reaches_actuation(api: tuple[Node, Stub]) -> None:
+    """The bulk path's record is written natively; the desired values it names still go to actuation."""
+    node, stub = api
+    await stub.Write(api_pb2.WriteRequest(twins=[create("a"), create("b")]))
+    seen: list[tuple[str, list[str]]] = []
+
+    async def on_writes(entries: object) -> None:
+        seen.extend((e.twin, sorted(e.changes)) for e in entries)  # type: ignore[attr-defined]
+
+    node.actuation.on_writes = on_writes  # type: ignore[method-assign]
+    await stub.Write(
+        api_pb2.WriteRequest(
+            twins=[
+                api_pb2.TwinWrite(twin_id="a", ops=[desire("fan", f64=1.0), report("x", f64=2.0)]),
+                api_pb2.TwinWrite(twin_id="b", ops=[api_pb2.FieldOp(field="n", increment=1)]),
+            ]
+        )
+    )
+    assert node.api.write_paths["bulk"] == 1
+    assert seen == [("a", ["fan.desired"])]
+
+
+@pytest.mark.parametrize(
+    ("op", "code", "field"),
+    [
+        (api_pb2.FieldOp(field="tags", increment=1), "INVALID_ARGUMENT", "twins[1].ops[1].field"),
+        (api_pb2.FieldOp(field="n", add="x"), "INVALID_ARGUMENT", "twins[1].ops[1].field"),
+        (api_pb2.FieldOp(field="note", remove="x"), "INVALID_ARGUMENT", "twins[1].ops[1].field"),
+        (api_pb2.FieldOp(field="tags", add=""), "INVALID_ARGUMENT", "twins[1].ops[1].add"),
+        (api_pb2.FieldOp(field="tags", add="e" * 2000), "INVALID_ARGUMENT", "twins[1].ops[1].add"),
+        (api_pb2.FieldOp(field="big", increment=1), "INVALID_ARGUMENT", "twins[1].ops[1].increment"),
+        (desire("sp", f64=float("nan")), "INVALID_ARGUMENT", "twins[1].ops[1].desire"),
+        (desire("note", f64=1.0), "INVALID_ARGUMENT", "twins[1].ops[1].field"),
+        (api_pb2.FieldOp(field="x", increment=1), "INVALID_ARGUMENT", "twins[1].ops[1].field"),
+        (api_pb2.FieldOp(field="_n", increment=1), "INVALID_ARGUMENT", "twins[1].ops[1].field"),
+        (api_pb2.FieldOp(field="a.desired", add="x"), "INVALID_ARGUMENT", "twins[1].ops[1].field"),
+    ],
+)
+async def test_a_bad_op_in_a_mixed_batch_gets_the_general_paths_error_and_changes_nothing(
+    api: tuple[Node, Stub], op: api_pb2.FieldOp, code: str, field: str
+) -> None:
+    """Each op the bulk path takes, made bad one way after good ops of every kind: the general path's error
+    naming it, and nothing applied."""
+    node, stub = api
+    held = [
+        report("note", text="a"),
+        report("x", f64=1.0),
+        api_pb2.FieldOp(field="n", increment=1),
+        api_pb2.FieldOp(field="big", increment=(1 << 63) - 1),
+        api_pb2.FieldOp(field="tags", add="t"),
+        desire("note", text="warm"),
+    ]
+    await stub.Write(api_pb2.WriteRequest(twins=[create("m-1", ops=held), create("m-2")]))
+    before = node.store.encode_state()
+    good = [report("x", f64=2.0), api_pb2.FieldOp(field="n", increment=1), desire("sp", f64=1.0)]
+    request = api_pb2.WriteRequest(
+        twins=[
+            api_pb2.TwinWrite(twin_id="m-2", ops=[*good, api_pb2.FieldOp(field="tags", add="u")]),
+            api_pb2.TwinWrite(twin_id="m-1", ops=[good[0], op, *good[1:]]),
+        ]
+    )
+    assert isinstance(parse_write(request.SerializeToString()), BulkWrite)  # it is in the bulk shape
+    error = await refused(stub, request)
+    assert (error.code().name, trailer(error, FIELD_KEY)) == (code, field), error.details()
+    assert node.store.encode_state() == before
+    assert node.api.write_paths["bulk"] == 0
+
+
+async def test_model_checks_hold_for_the_other_kinds_of_op(api: tuple[Node, Stub]) -> None:
+    """A model's numeric field takes no set or counter op; its desired value needs a desirable kind and
+    its valid range. What passes takes the bulk path."""
+    node, stub = api
+    await stub.Write(api_pb2.WriteRequest(twins=[create("room-1", "room"), create("room-2", "room")]))
+    before = node.store.encode_state()
+    for op, field in [
+        (desire("temp_1", f64=20.0), "twins[1].ops[0].desire"),
+        (desire("fan", f64=2.0), "twins[1].ops[0].desire"),
+        (api_pb2.FieldOp(field="temp_1", increment=1), "twins[1].ops[0].field"),
+        (api_pb2.FieldOp(field="fan", add="x"), "twins[1].ops[0].field"),
+    ]:
+        request = api_pb2.WriteRequest(
+            twins=[numbers("room-2", temp_1=20.0), api_pb2.TwinWrite(twin_id="room-1", ops=[op])]
+        )
+        error = await refused(stub, request)
+        assert (error.code().name, trailer(error, FIELD_KEY)) == ("INVALID_ARGUMENT", field), error.details()
+    assert node.store.encode_state() == before
+    ok = [desire("fan", f64=1.0), api_pb2.FieldOp(field="visits", increment=1)]
+    await stub.Write(
+        api_pb2.WriteRequest(
+            twins=[numbers("room-2", temp_1=20.0), api_pb2.TwinWrite(twin_id="room-1", ops=ok)]
+        )
+    )
+    assert node.api.write_paths["bulk"] == 1
+    got = await fields(stub, "room-1")
+    assert (got["fan.desired"], got["visits"]) == ((1.0,), 1)

@@ -65,7 +65,7 @@ def access_of(method: str, request: Any, records: RecordTwins | None = None) -> 
         edges = (*request.add, *request.remove)
         return Access((method,), _named(*(t for e in edges for t in (e.twin_id, e.target))))
     if method == "Write" and hasattr(request, "bulk_twins"):
-        # Decoded natively (drsdtp.api.write_bulk.BulkWrite): reported values only, no create or delete.
+        # Decoded natively (drsdtp.api.write_bulk.BulkWrite): field ops only, no create or delete.
         return Access((method,), request.bulk_twins())
     if method == "Write":
         methods = [method]

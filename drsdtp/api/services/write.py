@@ -222,15 +222,23 @@ class WriteService:
     async def _apply_bulk(self, request: BulkWrite, planned: write_bulk.Plan) -> api_pb2.WriteReply:
         node = self.node
         applied = Applied()
-        write_bulk.apply(node.store, planned, applied)  # one native call: all or nothing
+        failure = write_bulk.apply(node.store, planned, applied)  # checked whole: the store takes it all
         stages.mark("applied")
         # Applied and appended to the log in this one step of the loop (see _apply).
-        await node.commit(applied.deltas[0][0], applied.extra_twins, "local")
+        if applied.deltas:
+            await node.commit(applied.deltas[0][0], applied.extra_twins, "local")
         if applied.record is not None:
-            await node.audit_request(current_caller().actor(request.actor), request.reason, applied.record)
+            actor = current_caller().actor(request.actor)
+            intents = [
+                AuditEntry(twin, "write", changes, actor, request.reason)
+                for twin, changes in applied.intents.items()
+            ]
+            await node.audit_request(actor, request.reason, applied.record, intents)
         else:
             await node.audit([self._audit_entry(request, twin, applied) for twin in applied.versions])
         stages.mark("audited")
+        if failure is not None:
+            raise failure
         return _reply(applied)
 
     def _audit_entry(
