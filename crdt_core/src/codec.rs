@@ -1212,6 +1212,43 @@ mod tests {
         assert_eq!(b.digest(), a.digest());
     }
 
+    /// Several twins' writes in one delta: canonical (prost re-encodes it byte for byte), a replica that
+    /// merges it holds what the writer holds, and a refused batch leaves the writer's store as it was.
+    #[test]
+    fn set_many_twins_is_one_canonical_delta_or_nothing() {
+        let mut a = Store::new(7, 500);
+        let first = a.set_many("t1", vec![("x".into(), Value::F64(0.5))]).unwrap();
+        let before = a.digest();
+        let bad = a.set_many_twins(vec![
+            ("t2".into(), vec![("x".into(), Value::F64(1.0))]),
+            ("t3".into(), vec![("y".into(), Value::F64(f64::NAN))]),
+        ]);
+        assert!(matches!(bad, Err(Error::InvalidValue(_))));
+        let twice = a.set_many_twins(vec![
+            ("t2".into(), vec![("x".into(), Value::F64(1.0))]),
+            ("t2".into(), vec![("y".into(), Value::F64(2.0))]),
+        ]);
+        assert!(matches!(twice, Err(Error::InvalidValue(m)) if m.contains("named twice")));
+        assert_eq!(a.digest(), before);
+        let delta = a
+            .set_many_twins(vec![
+                ("t2".into(), vec![("x".into(), Value::F64(1.0)), ("s".into(), Value::Str("é".into()))]),
+                ("t1".into(), vec![("y".into(), Value::I64(3)), ("y".into(), Value::I64(4))]),
+                ("t0".into(), vec![("z".into(), Value::Bool(true))]),
+            ])
+            .unwrap();
+        let msg = pb::StateDelta::decode(delta.as_slice()).unwrap();
+        assert_eq!(msg.encode_to_vec(), delta);
+        let mut b = Store::new(8, 500);
+        b.merge(&first).unwrap();
+        let mut changed = b.merge(&delta).unwrap();
+        changed.sort();
+        assert_eq!(changed, ["t0", "t1", "t2"]);
+        assert_eq!(b.get("t1", "y"), Some(crate::value::FieldValue::Register(Value::I64(4))));
+        assert_eq!(b.get("t2", "s"), Some(crate::value::FieldValue::Register(Value::Str("é".into()))));
+        assert_eq!(b.digest(), a.digest());
+    }
+
     /// The hand-written hot-path encoder and prost agree byte for byte (prost is the schema's reference).
     #[test]
     fn fast_event_encoding_equals_prost() {

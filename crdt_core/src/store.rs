@@ -680,6 +680,55 @@ impl Store {
         Ok(self.encode_register_events(&[(tid, dot, writes)]))
     }
 
+    /// [`Store::set_many`] for several distinct twins at once, with one delta for them all (what the join
+    /// of their deltas would be, without encoding and decoding each): a batch of records is one log
+    /// record. Every value, name and field kind is checked before anything is written, so an error
+    /// leaves the store as it was; a twin named twice is an error.
+    pub fn set_many_twins(&mut self, items: Vec<(String, Vec<(String, Value)>)>) -> Result<Vec<u8>> {
+        let mut checked: Vec<(u32, Vec<PendingWrite>)> = Vec::with_capacity(items.len());
+        for (twin, values) in items {
+            for (_, v) in &values {
+                v.validate()?;
+            }
+            let tid = self.intern_twin(&twin)?;
+            if checked.iter().any(|(t, _)| *t == tid) {
+                return Err(Error::InvalidValue(format!("set_many_twins: the twin {twin:?} is named twice")));
+            }
+            let mut pending: Vec<PendingWrite> = Vec::with_capacity(values.len());
+            for (name, v) in values {
+                let fid = self.intern_field(&name)?;
+                self.check_kind(tid, fid, Kind::Register)?;
+                pending.push((fid, Cell::from_value(v)));
+            }
+            checked.push((tid, pending));
+        }
+        let stamp = self.now();
+        let wix = self.writer_ix(self.replica);
+        let replica = self.replica;
+        let writers = std::mem::take(&mut self.writers);
+        let mut events: Vec<RegisterEvent> = Vec::with_capacity(checked.len());
+        for (tid, pending) in checked {
+            let t = self.twin_mut(tid);
+            let dot = t.cc.next_dot(replica);
+            // A name given twice keeps its last value.
+            let mut writes: EventWrites = Vec::with_capacity(pending.len());
+            for (fid, cell) in pending.into_iter().rev() {
+                if !writes.iter().any(|w| w.0 == fid) {
+                    writes.push((fid, stamp, cell));
+                }
+            }
+            writes.reverse();
+            let ev = t.event(wix, dot.counter);
+            for (fid, _, cell) in &writes {
+                Store::upsert_register(t, &writers, Slot::register(*fid, ev, stamp, cell.clone()), true);
+            }
+            t.cc.insert(dot);
+            events.push((tid, dot, writes));
+        }
+        self.writers = writers;
+        Ok(self.encode_register_events(&events))
+    }
+
     /// Adds `amount` (negative to subtract) to a PN-counter.
     pub fn increment(&mut self, twin: &str, field: &str, amount: i64) -> Result<Vec<u8>> {
         let tid = self.intern_twin(twin)?;

@@ -146,6 +146,24 @@ impl Store {
         Ok(bytes(py, &d))
     }
 
+    /// `set_many` for several distinct twins, one delta for them all (see `crdt_core::Store::set_many_twins`).
+    fn set_many_twins<'py>(
+        &self,
+        py: Python<'py>,
+        items: Vec<(String, Bound<'py, PyDict>)>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let mut all = Vec::with_capacity(items.len());
+        for (twin, values) in items {
+            let mut vals = Vec::with_capacity(values.len());
+            for (k, v) in values.iter() {
+                vals.push((k.extract::<String>()?, value_from_py(&v)?));
+            }
+            all.push((twin, vals));
+        }
+        let d = py.detach(|| self.lock().set_many_twins(all)).py_err()?;
+        Ok(bytes(py, &d))
+    }
+
     #[pyo3(signature = (twin, field, amount = 1))]
     fn increment<'py>(&self, py: Python<'py>, twin: &str, field: &str, amount: i64) -> PyResult<Bound<'py, PyBytes>> {
         let d = self.lock().increment(twin, field, amount).py_err()?;
