@@ -22,7 +22,7 @@ import collections
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,6 +38,7 @@ from drsdtp.actions.record import (
     RecordReader,
     command_id,
     intent_command_id,
+    record_from_fields,
     record_twin,
     request_fields,
 )
@@ -84,6 +85,7 @@ def failed(request: CommandRequest, stage: str, exc: Exception) -> CommandFailed
 
 
 Waited = list[CommandRecord | None]
+Durables = list["asyncio.Future[None] | None"]  # per record of a batch: what resolves once it is durable
 MAX_KEY_BYTES = 128
 MAX_ARGS_BYTES = 4096
 COUNT_REFRESH_S = 5.0
@@ -290,28 +292,49 @@ class CommandBook:
 
     async def issue_many(self, requests: Sequence[CommandRequest]) -> Sequence[Issued]:
         """Each request as :meth:`issue` takes it, answered on its own: ``(command, repeated)``, or the error
-        that refused it (one refusal never fails the others). Every record is applied and appended in this
-        step of the loop (unless the audit queue is full), then all are awaited together: one durable
-        group commit for the batch, no task per command. A key repeated within the batch names the command
-        its first use created."""
+        that refused it (one refusal never fails the others). Every new record is checked, then all are
+        written with one delta and one append to the log (:meth:`Store.set_many_twins`), then awaited
+        together: one log record and one durable group commit for the batch, no task per command. A key
+        repeated within the batch names the command its first use created."""
         out: list[Issued] = []
-        started: list[tuple[int, asyncio.Future[None], CommandRequest]] = []
+        batch: dict[CommandId, CommandRecord] = {}  # the batch's new records, not written yet
+        new: list[tuple[int, CommandRequest, CommandId, dict[str, Value], ActuatorSpec, Value | None]] = []
         for request in requests:
             try:
-                new = self._prepare(request)
-                if isinstance(new, str):
-                    out.append((new, True))
+                prepared = self._prepare(request, batch)
+                if isinstance(prepared, str):
+                    out.append((prepared, True))
                     continue
-                command, fields, spec, value = new
-                durable = self._start_create(command, fields, spec, value)
+                command, fields, spec, value = prepared
+                record = record_from_fields(command, fields)
+                assert record is not None  # request fields name the twin and action
+                batch[command] = record
+                self._count += 1  # the cap holds within the batch
             except DrsdtpError as exc:
                 out.append(exc)
                 continue
             except Exception as exc:  # a fault of the node's, before anything of this command was written
                 out.append(failed(request, "checking it", exc))
                 continue
-            started.append((len(out), durable, request))
+            new.append((len(out), request, command, fields, spec, value))
             out.append((command, False))
+        if not new:
+            return out
+        durables = self._start_batch([(c, f, s, v) for _, _, c, f, s, v in new])
+        if durables is None:  # the batch's delta failed (a fault of the node's): each on its own
+            self._count -= len(new)
+            durables = Durables()
+            for i, request, command, fields, spec, value in new:
+                try:
+                    durables.append(self._start_create(command, fields, spec, value))
+                except Exception as exc:
+                    out[i] = exc if isinstance(exc, DrsdtpError) else failed(request, "writing it", exc)
+                    durables.append(None)
+        started: list[tuple[int, asyncio.Future[None], CommandRequest]] = []
+        for (i, request, command, *_), durable in zip(new, durables, strict=True):
+            if durable is None:
+                continue
+            started.append((i, durable, request))
             # Queued now, written once durable (not if the log fails): a caller gone before the commit
             # still leaves every issued command in the audit trail.
             try:
@@ -377,15 +400,18 @@ class CommandBook:
     # ----- helpers ----------------------------------------------------------------------------------------
 
     def _prepare(
-        self, request: CommandRequest
+        self, request: CommandRequest, batch: Mapping[CommandId, CommandRecord] | None = None
     ) -> CommandId | tuple[CommandId, dict[str, Value], ActuatorSpec, Value | None]:
-        """Checks a request: the command its key already names (a repeat), else the new record's fields."""
+        """Checks a request: the command its key already names (a repeat: in the store, or among the
+        ``batch``'s records not written yet), else the new record's fields."""
         spec = self.actuators.get(request.twin, request.action)
         value = spec.check_value(request.value)
         args = self._check_args(request)
         deadline_s = self._deadline_s(spec, request.deadline_s)
         command = command_id(request.twin, request.key)
         existing = self.get(command)
+        if existing is None and batch:
+            existing = batch.get(command)
         if existing is not None:
             self._same_request(existing, request, value, args)
             self.repeats += 1
@@ -437,6 +463,39 @@ class CommandBook:
         self._count += 1
         self.issued += 1
         return durable
+
+    def _start_batch(
+        self, records: Sequence[tuple[CommandId, dict[str, Value], ActuatorSpec, Value | None]]
+    ) -> Durables | None:
+        """:meth:`_start_create` for many records (distinct commands), with one delta and one append: the
+        future (one for all) for each; None, with nothing written, when the delta fails. The executor
+        claims at most one command per actuator of the batch (the first: the others wait behind it, as
+        they would have one by one)."""
+        claims: list[asyncio.Future[None]] = []
+        claimed: set[tuple[str, str]] = set()
+        items: list[tuple[str, dict[str, Value]]] = []
+        for command, fields, spec, value in records:
+            claim = None
+            key = (spec.twin, spec.action)
+            if self.claim is not None and spec.node == self.node_id and key not in claimed:
+                claim = self.claim(spec, command, value)
+            if claim is not None:
+                claims.append(claim)
+                claimed.add(key)
+                fields = {**fields, CLAIMED: 1}
+            items.append((record_twin(command), fields))
+        try:
+            delta = self.store.set_many_twins(items)
+        except Exception as exc:
+            for claim in claims:
+                claim.cancel()  # never created: the executor forgets the claim
+            log.warning("a batch of %d command records not written at once: %s", len(items), exc)
+            return None
+        durable = self._begin(delta, [twin for twin, _ in items], "local")
+        for claim in claims:
+            durable.add_done_callback(functools.partial(_settle, claim))
+        self.issued += len(items)
+        return [durable] * len(items)
 
     async def _create(
         self, command: CommandId, fields: dict[str, Value], spec: ActuatorSpec, value: Value | None

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from drsdtp.actions.actuators import parse_actuators
-from drsdtp.actions.book import CommandLimits
+from drsdtp.actions.book import CommandLimits, CommandRequest
 from drsdtp.actions.record import Mark, State, read_record, record_twin, transition_fields
 from drsdtp.actions.waiters import CommandWaiters
 from drsdtp.api.feed import Subscription
@@ -195,3 +195,28 @@ def test_actuator_config_errors_name_the_key() -> None:
         parse_actuators([actuator(interlocks=[{"field": "flow", "policy": "maybe"}])])
     with pytest.raises(ConfigError, match=r"actuators\[0\].tolerence: unknown key \(did you mean 'toler"):
         parse_actuators([actuator(tolerence=0.1)])
+
+
+async def test_a_batch_s_new_records_are_one_delta_and_one_append() -> None:
+    tables = [actuator(), actuator(field="speed", write={"input": "speed"})]
+    a, b = replicas("a", "b", tables=tables)
+    requests = [
+        CommandRequest("pump-1", "valve", 0.2, key="k1"),
+        CommandRequest("pump-1", "speed", 0.3),
+        CommandRequest("pump-1", "valve", 0.2, key="k1"),  # the first's key again: that command
+        CommandRequest("pump-1", "valve", 7.0),  # above max: refused on its own
+        CommandRequest("pump-1", "valve", 0.9, key="k1"),  # the key with another request: refused
+    ]
+    issued = await a.book.issue_many(requests)
+    assert isinstance(issued[0], tuple) and isinstance(issued[1], tuple)
+    assert issued[2] == (issued[0][0], True)
+    assert isinstance(issued[3], InvalidValueError) and isinstance(issued[4], InvalidValueError)
+    assert len(a.deltas) == 1  # both new records in one delta, appended once
+    a.deliver_to(b)
+    for command in (issued[0][0], issued[1][0]):
+        record = b.book.get(command)
+        assert record is not None and record == a.book.get(command)
+    assert a.book.issued == 2 and a.book.repeats == 1
+    # A later batch repeating the key finds the written record.
+    (again,) = await a.book.issue_many([requests[0]])
+    assert again == (issued[0][0], True) and len(a.deltas) == 1
