@@ -3,12 +3,14 @@ real ``drsdtp run`` processes fed through a real mosquitto:
 
 1. idle RSS of a node with an MQTT adapter and history, by component (from ``/proc/PID/smaps``: grpc's
    library, libpython, OpenSSL, our native module, other libraries, and the heap: Python's objects and
-   every native allocation);
+   every native allocation), and the Python heap of the same command and config by package
+   (``benches/module_heap.py``: what each imported module holds, measured with tracemalloc);
 2. RSS per twin (one value field and its _scope each), after ingesting --keys twins and settling;
 3. RSS per Watch stream whose client froze, on a node holding thousands of twins;
 4. peak RSS with every flood at once (as ``tests/daemon/test_node_memory_budget.py``), against the budget.
 
-Run: ``.venv/bin/python benches/bench_memory.py [--keys 20000] [--streams 100]``. Prints figures; not a test.
+Run: ``.venv/bin/python benches/bench_memory.py [--keys 20000] [--streams 100] [--idle]`` (``--idle``: part 1
+only, about half a minute). Prints figures; not a test.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import pathlib
+import subprocess
 import sys
 import tempfile
 import threading
+from collections import Counter
 
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
 
@@ -63,6 +68,30 @@ def rss_by_component(pid: int) -> dict[str, int]:
     return out
 
 
+def python_heap(workdir: pathlib.Path, body: str, seconds: float = 8.0) -> list[str]:
+    """What the modules of ``drsdtp run`` with this config hold on the Python heap, by package."""
+    node = Daemon(workdir, body)
+    node.workdir.mkdir()
+    script = pathlib.Path(__file__).with_name("module_heap.py")
+    out = subprocess.run(
+        [sys.executable, str(script), str(node.write_config()), str(seconds)],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    heap = json.loads(out.stdout.strip().splitlines()[-1])
+    by_package: Counter[str] = Counter()
+    for name, size in heap["modules"].items():
+        parts = name.split(".")
+        by_package[".".join(parts[:2]) if parts[0] == "drsdtp" else parts[0]] += size
+    modules = sum(heap["modules"].values())
+    own = sum(v for k, v in by_package.items() if k.startswith("drsdtp"))
+    return [
+        f"  Python heap at idle (tracemalloc, same command and config): {heap['traced'] / MIB:.1f} MiB; the "
+        f"{len(heap['modules'])} modules it imports hold {modules / MIB:.1f} MiB (code and objects), "
+        f"drsdtp's own {own / MIB:.1f}",
+        "  by package: " + ", ".join(f"{k} {v / MIB:.2f}" for k, v in by_package.most_common(14)) + " MiB",
+    ]
+
+
 async def settle(node: Daemon, seconds: float = 5.0) -> int:
     await asyncio.sleep(seconds)
     return rss_bytes(node.pid)
@@ -85,11 +114,13 @@ async def fill(node: Daemon, broker_port: int, keys: int) -> int:
     return twins
 
 
-async def main(keys: int, streams: int) -> None:
+async def main(keys: int, streams: int, idle_only: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(tmp)
         (root / "broker").mkdir()
         with running(Mosquitto(root / "broker")) as broker:
+            # Before the daemon: the same MQTT client id would take over its session.
+            heap = python_heap(root / "heap", node_body(broker.port))
             # 1 and 2: idle, then per key.
             node = Daemon(
                 root / "a", node_body(broker.port).replace("api_max_watchers = 32", "api_max_watchers = 1000")
@@ -101,6 +132,9 @@ async def main(keys: int, streams: int) -> None:
                 print(f"idle node:               {idle / MIB:7.1f} MiB")
                 parts = rss_by_component(node.pid)
                 print("  by component: " + ", ".join(f"{k} {v / MIB:.1f}" for k, v in parts.items()) + " MiB")
+                print("\n".join(heap))
+                if idle_only:
+                    return
                 twins = await fill(node, broker.port, keys)
                 filled = await settle(node)
                 status = await node.status()
@@ -159,5 +193,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--keys", type=int, default=20_000)
     parser.add_argument("--streams", type=int, default=100)
+    parser.add_argument("--idle", action="store_true", help="only the idle node's figures")
     args = parser.parse_args()
-    asyncio.run(main(args.keys, args.streams))
+    asyncio.run(main(args.keys, args.streams, args.idle))

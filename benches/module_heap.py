@@ -1,0 +1,103 @@
+"""What the modules a ``drsdtp run`` process imports hold on the Python heap, by package (issue 13: idle RSS).
+
+``python benches/module_heap.py CONFIG [SECONDS]`` runs ``drsdtp run --config CONFIG`` in this process with
+tracemalloc on and every module's import measured on its own: the bytes its loading and its body allocated
+that are still held, less what the imports it made allocated (each of those is counted as itself). After
+SECONDS (default 5) of idling it stops the node (SIGTERM, as systemd does) and prints one JSON object:
+``{"traced": bytes held at idle, "modules": {name: bytes}}``. ``bench_memory.py`` runs it beside the real
+daemon and groups the modules by package.
+
+Not the daemon process itself (tracemalloc costs memory and time of its own), but the same command, config
+and imports, so the same modules and objects.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import json
+import os
+import signal
+import sys
+import threading
+import tracemalloc
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class _Measured(importlib.abc.Loader):
+    """A module's loader with its ``exec_module`` measured (everything else is the loader's own)."""
+
+    def __init__(self, loader: Any, name: str, meter: ModuleMeter) -> None:
+        self._loader, self._name, self._meter = loader, name, meter
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._loader, attr)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        module: ModuleType | None = self._loader.create_module(spec)
+        return module
+
+    def exec_module(self, module: ModuleType) -> None:
+        meter = self._meter
+        meter.stack.append(0)
+        before = tracemalloc.get_traced_memory()[0]
+        try:
+            self._loader.exec_module(module)
+        finally:
+            total = tracemalloc.get_traced_memory()[0] - before
+            children = meter.stack.pop()
+            meter.own[self._name] = meter.own.get(self._name, 0) + total - children
+            if meter.stack:
+                meter.stack[-1] += total
+
+
+class ModuleMeter(importlib.abc.MetaPathFinder):
+    """First on ``sys.meta_path``: finds each module with the finders after it and measures its import."""
+
+    def __init__(self) -> None:
+        self.own: dict[str, int] = {}
+        self.stack: list[int] = []
+
+    def find_spec(
+        self, name: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec: importlib.machinery.ModuleSpec | None = finder.find_spec(name, path, target)
+            if spec is None:
+                continue
+            if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                spec.loader = _Measured(spec.loader, name, self)
+            return spec
+        return None
+
+
+def main(config: str, seconds: float) -> None:
+    tracemalloc.start()
+    meter = ModuleMeter()
+    sys.meta_path.insert(0, meter)
+    idle: list[int] = []
+
+    def stop() -> None:
+        idle.append(tracemalloc.get_traced_memory()[0])
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    timer = threading.Timer(seconds, stop)
+    timer.start()
+    from drsdtp.cli import main as cli_main
+
+    try:
+        cli_main(["run", "--config", config])
+    finally:
+        timer.cancel()
+    print(json.dumps({"traced": idle[0] if idle else -1, "modules": meter.own}))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, ROOT)
+    main(sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else 5.0)
