@@ -190,12 +190,53 @@ fn json_float(py: Python<'_>, out: &mut String, x: f64) -> PyResult<()> {
         // An integral float below 2^53 is its integer's digits and ".0" (repr's shortest digits: no other
         // decimal lies within half an ulp <= 0.5 of it); readings often are integral, and this is 10x cheaper.
         let _ = write!(out, "{}.0", x as i64);
+    } else if (1e-4..1e16).contains(&x.abs()) {
+        // Where repr writes positional digits (decimal exponent in [-4, 16)), Rust's Display writes the
+        // same shortest digits the same way: written in place, with no intermediate string (readings are
+        // mostly here), unless two shortest strings could tie (see `may_tie`).
+        let start = out.len();
+        let _ = write!(out, "{x}");
+        if tie_possible(x, &out[start..]) {
+            out.truncate(start);
+            python_repr(py, out, x)?;
+        }
     } else if may_tie(x) {
         python_repr(py, out, x)?;
     } else {
         rust_repr(out, x);
     }
     Ok(())
+}
+
+/// Whether `x`, written `shortest`, could be a tie (see `may_tie`): only when its exact decimal expansion
+/// has exactly one significant digit more than `shortest` (the tie's midpoint). A shortest string with as
+/// many digits as the expansion is the exact value, which nothing ties with: 20.5 or 0.25 (sensor
+/// resolutions) are exact, and `may_tie` alone sent them all to Python.
+fn tie_possible(x: f64, shortest: &str) -> bool {
+    let Some(exact) = exact_digits(x) else { return may_tie(x) };
+    let digits = shortest.bytes().filter(u8::is_ascii_digit);
+    let significant = digits.skip_while(|&d| d == b'0').count() as u32; // no trailing zeros: not integral
+    exact == significant + 1
+}
+
+/// The number of significant digits of a non-integral `x`'s exact decimal expansion when it has at most
+/// 26 binary fraction digits (None otherwise: then it has more than 18 digits and cannot tie).
+fn exact_digits(x: f64) -> Option<u32> {
+    let bits = x.to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as i32;
+    let frac = bits & ((1 << 52) - 1);
+    let (mut m, mut e) = if exp == 0 { (frac, -1074) } else { (frac | (1 << 52), exp - 1075) };
+    if m == 0 {
+        return None;
+    }
+    let zeros = m.trailing_zeros();
+    m >>= zeros;
+    e += zeros as i32;
+    if e >= 0 || -e > 26 {
+        return None;
+    }
+    let exact = u128::from(m) * 5u128.pow((-e) as u32); // odd: no trailing zero
+    Some(exact.checked_ilog10().map_or(1, |d| d + 1))
 }
 
 /// Whether two shortest decimal strings could lie exactly as close to `x` (a tie, which Rust's shortest

@@ -172,6 +172,13 @@ def test_readings_are_written_as_pythons_json_writes_them() -> None:
     floats += rng.normal(0.0, 1e3, 50_000).round(3).tolist()
     floats += [float(k) for k in range(-1000, 1000)] + [float(2**53 + k) for k in range(-20, 20)]
     floats += [1533661600446129.25, -243239575756529.625]  # ties between two shortest strings
+    # Short binary fractions, exact in few digits or ties in the 17th (positional: written in place)
+    floats += [
+        s * (k + f)
+        for k in (10**14 + 7, 2**52 - 3, 10**15 + 3, 20, 0)
+        for f in (0.5, 0.25, 0.375)
+        for s in (1, -1)
+    ]
     floats += (rng.integers(-(2**60), 2**60, 20_000) / 2.0 ** rng.integers(1, 30, 20_000)).tolist()
     floats += [float(-(2**53) + k) for k in range(-20, 20)] + [float(10**k) for k in range(10, 22)]
     names = [f"f{i}" for i in range(len(floats))]
