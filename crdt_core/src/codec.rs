@@ -22,8 +22,8 @@ use crate::store::{Cell, CellRef, RegisterEvent, Slot, Store, Twin};
 use crate::value::{Value, MAX_VALUE_BYTES};
 use crate::view::{DeltaView, GroupView, TwinView};
 
-/// The format version this build writes and reads.
-pub const FORMAT: pb::Format = pb::Format::V1;
+/// The format version this build writes (and reads, with V1: see `state.proto`'s `Format`).
+pub const FORMAT: pb::Format = pb::Format::V2;
 
 /// Replica ids used by a message, sorted, with their indices.
 #[derive(Default)]
@@ -331,20 +331,22 @@ impl Store {
         encode(&pb::StateDelta { format: FORMAT as i32, replicas, twins: vec![ts] })
     }
 
-    /// Delta of a set event: the whole set with its context (see `orset`), which is also the twin context
-    /// the delta claims.
-    pub(crate) fn encode_set_event(&self, tid: u32, fid: u32) -> Vec<u8> {
+    /// Delta of set events: the twin dots of the events (`events`), and the whole set with its own context
+    /// (see `orset`), which covers its writers' dots of other fields and so is never the twin context.
+    pub(crate) fn encode_set_event(&self, tid: u32, fid: u32, events: &[Dot]) -> Vec<u8> {
+        let empty = OrSet::new();
         let set = match self.twin(tid).and_then(|t| t.find(fid, Kind::Set).ok().map(|i| t.slots[i].cell())) {
-            Some(CellRef::Set(s)) => s.clone(),
-            _ => OrSet::new(),
+            Some(CellRef::Set(s)) => s,
+            _ => &empty,
         };
         let mut table = WriterTable::default();
+        events.iter().for_each(|d| table.add(d.replica));
         table.add_context(set.context());
         let replicas = table.freeze();
         let ts = pb::TwinState {
             twin: self.twin_names.name(tid).to_owned(),
-            context: Some(table.context(set.context())),
-            sets: vec![set_state(self.field_names.name(fid), &set, &table)],
+            context: Some(table.context(&Context::from_parts([], events.iter().copied()))),
+            sets: vec![set_state(self.field_names.name(fid), set, &table)],
             ..Default::default()
         };
         encode(&pb::StateDelta { format: FORMAT as i32, replicas, twins: vec![ts] })
@@ -876,8 +878,10 @@ fn check_name(name: &str, max_bytes: usize) -> Result<()> {
     })
 }
 
+/// V1 is still read: snapshots and logs written before V2. Its messages are V2's with set contexts that
+/// hold only set events, which V2's sets join as they are.
 fn check_format(format: i32) -> Result<()> {
-    if format == FORMAT as i32 {
+    if format == FORMAT as i32 || format == pb::Format::V1 as i32 {
         Ok(())
     } else {
         Err(Error::UnknownFormat(format))

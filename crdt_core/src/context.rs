@@ -193,6 +193,26 @@ impl Context {
         self.compact();
     }
 
+    /// Records every event of `dot`'s writer up to `dot` as seen: what a writer's own event may claim of
+    /// the writer's earlier events in a context kept for one field only (an OR-set's, see `orset`), where
+    /// the dots in between that belong to other fields are no event of that field. Drops the writer's
+    /// cloud dots the range now holds.
+    pub fn cover(&mut self, dot: Dot) {
+        if dot.counter <= self.contiguous(dot.replica) {
+            return;
+        }
+        match self.vv.binary_search_by_key(&dot.replica, |e| e.0) {
+            Ok(i) => self.vv[i].1 = dot.counter,
+            Err(i) => self.vv.insert(i, (dot.replica, dot.counter)),
+        }
+        if self.cloud.iter().any(|d| d.replica == dot.replica) {
+            let mut cloud = self.cloud.take();
+            cloud.retain(|d| d.replica != dot.replica || d.counter > dot.counter);
+            self.cloud = Cloud::from_vec(cloud);
+            self.compact();
+        }
+    }
+
     /// Joins `other` into this context.
     pub fn union(&mut self, other: &Context) {
         for &(replica, max) in other.vv.iter() {
@@ -332,6 +352,18 @@ mod tests {
         assert_eq!(c.contiguous(7), 3);
         assert!(c.cloud().is_empty());
         assert_eq!(c.next_dot(7), Dot::new(7, 4));
+    }
+
+    #[test]
+    fn cover_claims_the_writer_up_to_the_dot_and_absorbs_its_cloud() {
+        let mut c = Context::from_parts([(1, 2), (2, 1)], [Dot::new(1, 5), Dot::new(1, 9), Dot::new(2, 4)]);
+        c.cover(Dot::new(1, 7));
+        assert_eq!(c, Context::from_parts([(1, 7), (2, 1)], [Dot::new(1, 9), Dot::new(2, 4)]));
+        c.cover(Dot::new(1, 8));
+        assert_eq!(c, Context::from_parts([(1, 9), (2, 1)], [Dot::new(2, 4)]));
+        c.cover(Dot::new(1, 3));
+        c.cover(Dot::new(3, 2));
+        assert_eq!(c, Context::from_parts([(1, 9), (2, 1), (3, 2)], [Dot::new(2, 4)]));
     }
 
     #[test]

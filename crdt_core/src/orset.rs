@@ -7,6 +7,14 @@
 //! dot, context = new + superseded dots) is only correct under causal delivery: received out of order it
 //! lets a replica record a killing event as seen without learning what it killed, after which equal
 //! contexts no longer imply equal state. `tla/DotKernelSet.tla` checks the whole-set protocol.
+//!
+//! Its events take their twin's dots, which the twin's other fields share, so between two set events of
+//! one writer lie that writer's writes of other fields. A local event therefore covers every lower dot of
+//! its writer in the set's context ([`Context::cover`]): the writer has seen all its own set events, and
+//! the dots in between are no element's, so claiming them changes nothing for the set, and the context
+//! stays one range per writer however the twin is written (it used to keep a cloud dot per gap). This
+//! context is the set's alone: a delta must never claim it as its twin's context, or a receiver would take
+//! the twin's other writes as seen without holding them (`DotKernelSet.tla`, mutant TwinClaimsSetContext).
 use std::collections::BTreeMap;
 
 use crate::context::{Context, Dot};
@@ -67,16 +75,18 @@ impl OrSet {
         self.elems.is_empty()
     }
 
-    /// Adds `element` as the new event `dot`, superseding the element's dots seen so far.
+    /// Adds `element` as the new local event `dot` (a dot above every dot of its writer seen so far),
+    /// superseding the element's dots seen so far.
     pub fn add(&mut self, element: &str, dot: Dot) {
         self.elems.insert(element.to_owned(), vec![dot]);
-        self.cc.insert(dot);
+        self.cc.cover(dot);
     }
 
-    /// Removes `element` as the event `dot` (the adds this replica has seen; concurrent ones survive).
+    /// Removes `element` as the new local event `dot` (the adds this replica has seen; concurrent ones
+    /// survive).
     pub fn remove(&mut self, element: &str, dot: Dot) {
         self.elems.remove(element);
-        self.cc.insert(dot);
+        self.cc.cover(dot);
     }
 
     /// Join. A dot survives if both sides have it, or if the side lacking it has never seen it.

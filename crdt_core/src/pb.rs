@@ -86,8 +86,9 @@ pub struct CounterState {
     pub decrements: ::prost::alloc::vec::Vec<u64>,
 }
 /// An add-wins OR-set: each present element with the dots of the adds that put it there, and the set's own
-/// causal context (every add and remove it has seen). Sets always travel whole with their context: the
-/// classic one-dot delta needs causal delivery, which gossip does not promise (see tla/DotKernelSet.tla).
+/// causal context (every add and remove it has seen; since V2 also its writers' other twin dots below their
+/// newest set event: see Format). Sets always travel whole with their context: the classic one-dot delta
+/// needs causal delivery, which gossip does not promise (see tla/DotKernelSet.tla).
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct SetState {
     #[prost(string, tag = "1")]
@@ -181,7 +182,14 @@ pub struct StoreDigest {
 #[repr(i32)]
 pub enum Format {
     Unspecified = 0,
+    /// A set event's delta claims the set's context as its twin's context, and a set's context holds only
+    /// set events. Still read (snapshots and logs written before V2), never written.
     V1 = 1,
+    /// A set's context also covers its writers' dots of the twin's other fields below their newest set event
+    /// (so it stays one range per writer), and is therefore never a twin context: a set event's delta claims
+    /// only its own twin dots. A V1 node would claim such a context as a twin's and lose writes, so V1 and V2
+    /// nodes refuse each other's messages (and the gossip handshake each other).
+    V2 = 2,
 }
 impl Format {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -192,6 +200,7 @@ impl Format {
         match self {
             Self::Unspecified => "FORMAT_UNSPECIFIED",
             Self::V1 => "FORMAT_V1",
+            Self::V2 => "FORMAT_V2",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -199,6 +208,7 @@ impl Format {
         match value {
             "FORMAT_UNSPECIFIED" => Some(Self::Unspecified),
             "FORMAT_V1" => Some(Self::V1),
+            "FORMAT_V2" => Some(Self::V2),
             _ => None,
         }
     }

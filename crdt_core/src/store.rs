@@ -796,6 +796,7 @@ impl Store {
                 i
             }
         };
+        let mut events = Vec::with_capacity(ops.len());
         for &(add, element) in ops {
             let dot = t.cc.next_dot(replica);
             let Some(s) = t.slots[i].set_mut() else { unreachable_kind() };
@@ -805,8 +806,9 @@ impl Store {
                 s.remove(element, dot);
             }
             t.cc.insert(dot);
+            events.push(dot);
         }
-        Ok(self.encode_set_event(tid, fid))
+        Ok(self.encode_set_event(tid, fid, &events))
     }
 
     // ----- reads -----------------------------------------------------------------------------------------
@@ -895,7 +897,9 @@ impl Store {
             last = Some(s.field());
             let version = match s.cell() {
                 CellRef::Counter(c) => fnv(c.entries().iter().flat_map(|e| [e.replica, e.counter])),
-                CellRef::Set(set) => set.context().digest(),
+                // Tagged: a set's context is a version vector like a multi-value register's (see `orset`),
+                // and two fields of one twin must not share a version.
+                CellRef::Set(set) => fnv([set.context().digest(), u64::from(b's')]),
                 CellRef::Multi(r) => r.context().digest(),
                 _ => {
                     let (w, counter) = t.write_of(s);

@@ -110,9 +110,12 @@ fn oversized_messages_are_refused_before_decoding() {
 #[test]
 fn unknown_format_versions_are_refused() {
     let mut s = Store::new(1, 500);
-    // StateDelta { format: 2 }
-    assert_eq!(s.merge(&[0x08, 0x02]).unwrap_err(), Error::UnknownFormat(2));
+    // StateDelta { format: 3 }
+    assert_eq!(s.merge(&[0x08, 0x03]).unwrap_err(), Error::UnknownFormat(3));
     assert_eq!(s.merge(&[]).unwrap_err(), Error::UnknownFormat(0));
+    // V2 is written, V1 still read (snapshots and logs from before V2).
+    assert_eq!(s.merge(&[0x08, 0x02]), Ok(vec![]));
+    assert_eq!(s.merge(&[0x08, 0x01]), Ok(vec![]));
 }
 
 #[test]

@@ -127,3 +127,43 @@ fn golden_multi_value_vectors_decode_to_the_conflict_and_its_resolution() {
     s.merge(&golden("multi_value_clear")).unwrap();
     assert_eq!(s.get("boiler-1", "setpoint"), Some(FieldValue::MultiValue(vec![])));
 }
+
+/// Format V1's set vectors (`tests/golden/format_v1`, the encodings before sets' contexts covered their
+/// writers' other twin dots; still read, so snapshots and logs written then still load): they decode to
+/// the same fields, and join with V2 events of the same set as the events themselves would.
+#[test]
+fn format_v1_set_vectors_still_load_and_join_v2_events() {
+    let v1 = |name: &str| {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/format_v1/{name}.hex"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let clean: String = text.split_whitespace().collect();
+        (0..clean.len()).step_by(2).map(|i| u8::from_str_radix(&clean[i..i + 2], 16).unwrap()).collect::<Vec<u8>>()
+    };
+    let (add, remove, full) = (v1("set_add"), v1("set_remove"), v1("full_state_a"));
+    assert_eq!((add[0], add[1]), (0x08, 0x01), "a V1 message");
+    let mut s = Store::new(99, 500);
+    s.set_manual_time(Some(1_700_000_000_000));
+    s.merge(&full).unwrap();
+    assert_eq!(s.get("boiler-1", "tags"), Some(FieldValue::Set(vec![])));
+    assert_eq!(s.get("boiler-1", "starts"), Some(FieldValue::Counter(3)));
+    assert_eq!(s.get("room-1", "humidity"), Some(FieldValue::Register(Value::F64(40.0))));
+    // A V1 add (replica 0x0B's "critical"), then a V2 add on top by another replica, delivered to a third
+    // with the V1 remove (0x0A's, which saw only "critical") before or after: "spare" survives either way.
+    let mut c = Store::new(0x0C, 500);
+    c.set_manual_time(Some(1_700_000_000_500));
+    c.merge(&add).unwrap();
+    assert_eq!(c.get("boiler-1", "tags"), Some(FieldValue::Set(vec!["critical".into()])));
+    let spare = c.add("boiler-1", "tags", "spare").unwrap();
+    assert_eq!((spare[0], spare[1]), (0x08, 0x02), "a V2 message");
+    let (mut before, mut after) = (Store::new(0x0D, 500), Store::new(0x0D, 500));
+    before.merge(&remove).unwrap();
+    before.merge(&spare).unwrap();
+    after.merge(&spare).unwrap();
+    after.merge(&remove).unwrap();
+    for s in [&before, &after] {
+        assert_eq!(s.get("boiler-1", "tags"), Some(FieldValue::Set(vec!["spare".into()])));
+    }
+    assert_eq!(before.encode_state(None), after.encode_state(None));
+    c.merge(&remove).unwrap();
+    assert_eq!(c.get("boiler-1", "tags"), Some(FieldValue::Set(vec!["spare".into()])));
+}

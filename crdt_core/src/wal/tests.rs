@@ -412,6 +412,9 @@ fn expected_v1(s: &Store) {
     assert!(s.fields("pump-1").unwrap().len() >= 17);
     assert_eq!(s.get("pump-1", "f14"), Some(FieldValue::Register(Value::F64(14.0))));
     assert_eq!(s.get("pump-1", "starts"), Some(FieldValue::Counter(3)));
+    // Its set records are state format V1's (the set's context claimed as the twin's): replayed as written.
+    let tags = (10..15).map(|i| format!("t{i}")).collect();
+    assert_eq!(s.get("pump-1", "tags"), Some(FieldValue::Set(tags)));
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! bookkeeping the sequential specification needs (which event each operation was, what it observed).
 #![allow(dead_code)]
 use crdt_core::pb;
-use crdt_core::{Dot, Store, Value};
+use crdt_core::{Context, Dot, Store, Value};
 use proptest::prelude::*;
 use prost::Message;
 
@@ -288,6 +288,19 @@ pub fn set_dots(s: &Store, twin: &str, field: &str, elem: &str) -> Vec<Dot> {
         .collect();
     out.sort();
     out
+}
+
+/// A set's own context (not its twin's: see `orset`), read from the canonical encoding of the twin.
+pub fn set_context(s: &Store, twin: &str, field: &str) -> Context {
+    let msg = pb::StateDelta::decode(s.encode_state(Some(&[twin.to_owned()])).as_slice()).unwrap();
+    let mut cc = Context::new();
+    for x in msg.twins.iter().flat_map(|t| t.sets.iter().filter(|x| x.field == field)) {
+        let c = x.context.clone().unwrap_or_default();
+        let ranges = c.writers.iter().zip(&c.max).map(|(&w, &m)| (msg.replicas[w as usize], m));
+        let cloud = c.cloud_writers.iter().zip(&c.cloud_counters).map(|(&w, &k)| Dot::new(msg.replicas[w as usize], k));
+        cc.union(&Context::from_parts(ranges, cloud));
+    }
+    cc
 }
 
 /// A multi-value register's context (every register event seen, as dots) and its siblings' dots, read from

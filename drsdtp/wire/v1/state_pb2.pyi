@@ -34,12 +34,30 @@ class _FormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Format.ValueTy
     DESCRIPTOR: _descriptor.EnumDescriptor
     FORMAT_UNSPECIFIED: _Format.ValueType  # 0
     FORMAT_V1: _Format.ValueType  # 1
+    """A set event's delta claims the set's context as its twin's context, and a set's context holds only
+    set events. Still read (snapshots and logs written before V2), never written.
+    """
+    FORMAT_V2: _Format.ValueType  # 2
+    """A set's context also covers its writers' dots of the twin's other fields below their newest set event
+    (so it stays one range per writer), and is therefore never a twin context: a set event's delta claims
+    only its own twin dots. A V1 node would claim such a context as a twin's and lose writes, so V1 and V2
+    nodes refuse each other's messages (and the gossip handshake each other).
+    """
 
 class Format(_Format, metaclass=_FormatEnumTypeWrapper):
     """Bumped on any incompatible change; decoders refuse formats they do not know."""
 
 FORMAT_UNSPECIFIED: Format.ValueType  # 0
 FORMAT_V1: Format.ValueType  # 1
+"""A set event's delta claims the set's context as its twin's context, and a set's context holds only
+set events. Still read (snapshots and logs written before V2), never written.
+"""
+FORMAT_V2: Format.ValueType  # 2
+"""A set's context also covers its writers' dots of the twin's other fields below their newest set event
+(so it stays one range per writer), and is therefore never a twin context: a set event's delta claims
+only its own twin dots. A V1 node would claim such a context as a twin's and lose writes, so V1 and V2
+nodes refuse each other's messages (and the gossip handshake each other).
+"""
 Global___Format: _TypeAlias = Format  # noqa: Y015
 
 class _ValueKind:
@@ -277,8 +295,9 @@ Global___CounterState: _TypeAlias = CounterState  # noqa: Y015
 @_typing.final
 class SetState(_message.Message):
     """An add-wins OR-set: each present element with the dots of the adds that put it there, and the set's own
-    causal context (every add and remove it has seen). Sets always travel whole with their context: the
-    classic one-dot delta needs causal delivery, which gossip does not promise (see tla/DotKernelSet.tla).
+    causal context (every add and remove it has seen; since V2 also its writers' other twin dots below their
+    newest set event: see Format). Sets always travel whole with their context: the classic one-dot delta
+    needs causal delivery, which gossip does not promise (see tla/DotKernelSet.tla).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
