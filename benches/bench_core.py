@@ -2,7 +2,8 @@
 
   (a) 100k new numeric fields; (b) 1,000 sensors each overwritten 1,000 times (batched per tick), by
   interned id and by name (``BatchWriter``); (c) the catch-up after a peer missed 50 ticks of 1,000
-  sensors: bytes and time.
+  sensors: bytes and time; (d) set adds on a twin whose number is written between them, against the
+  number writes alone, and the add's delta size alone and after 1,000 such writes.
 
 Run: ``.venv/bin/python benches/bench_core.py`` (``make bench``). Prints medians and ratios; not a test.
 """
@@ -99,6 +100,33 @@ def ours_catch_up() -> tuple[int, int, float]:
     return size, packed, statistics.median(times)
 
 
+N_SET = 20_000
+
+
+def ours_set_adds(interleaved: bool) -> float:
+    """Thread CPU seconds of N_SET adds cycling over 8 elements of one set (each after a number write when
+    ``interleaved``), the number writes' own time excluded by timing the adds only."""
+    s = ours_store()
+    spent = 0.0
+    for i in range(N_SET):
+        if interleaved:
+            s.set("twin", "n", float(i))
+        c = time.thread_time()
+        s.add("twin", "tags", f"e{i % 8}")
+        spent += time.thread_time() - c
+    return spent
+
+
+def ours_set_delta_bytes() -> tuple[int, int]:
+    """An add's delta alone, and the same add's after 1,000 writes of a number on its twin."""
+    s = ours_store()
+    alone = len(s.add("twin", "tags", "a"))
+    for i in range(1_000):
+        s.set("twin", "n", float(i))
+        last = s.add("twin", "tags", "a")
+    return alone, len(last)
+
+
 def yrs_doc(cid: int | None = None) -> tuple[Any, Any]:
     d: Any = pycrdt.Doc(client_id=cid) if cid else pycrdt.Doc()
     m: Any = pycrdt.Map()
@@ -179,6 +207,17 @@ def main() -> None:
     print(f"    drsdtp  {ob:>9,} B ({oz:,} B zlib) {ot * 1e3:8.2f} ms")
     print(f"    pycrdt  {pb:>9,} B ({pz:,} B zlib) {pt * 1e3:8.2f} ms")
     print(f"    pycrdt/drsdtp: {pb / ob:.1f}x the bytes, {pt / ot:.1f}x the time (target <= 16 KB)")
+    pairs_d = [(ours_set_adds(False), ours_set_adds(True)) for _ in range(5)]
+    alone_d = statistics.median(N_SET / p[0] for p in pairs_d)
+    inter_d = alone_d * statistics.median(p[0] / p[1] for p in pairs_d)
+    bytes_alone, bytes_after = ours_set_delta_bytes()
+    print("(d) set adds, 8 elements, with a number written on the twin between adds or not (CPU time)")
+    print(
+        f"    alone        {alone_d:>12,.0f} adds/s\n    interleaved  {inter_d:>12,.0f} adds/s"
+        f"\n    ratio        {inter_d / alone_d:>12.2f}x (target >= 0.8x)"
+        f"\n    an add's delta: {bytes_alone} B alone, {bytes_after} B after 1,000 interleaved writes"
+        f" (target <= 64 B)"
+    )
     emit(
         "bench_core",
         [
@@ -190,6 +229,10 @@ def main() -> None:
                    baseline=ours_b, baseline_name="by id"),
             Row.of("Python catch-up bytes after 50 ticks", ob, "B", Goal("<=", 16_384),
                    baseline=pb, baseline_name="pycrdt"),
+            Row.of("Python set adds between number writes vs alone", inter_d, "adds/s",
+                   Goal(">=", 0.8, "ratio"), baseline=alone_d, baseline_name="alone"),
+            Row.of("Set add delta after 1,000 interleaved writes", bytes_after, "B", Goal("<=", 64),
+                   baseline=bytes_alone, baseline_name="alone"),
         ],
     )  # fmt: skip
 
