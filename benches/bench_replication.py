@@ -986,6 +986,11 @@ def print_latency(lat: dict[str, Any], node_lat: dict[str, Any]) -> None:
         )
 
 
+def lagged(part: dict[str, Any]) -> float:
+    """The share (%) of a loop lag sampler's samples over 10 ms (windows differ in length, shares do not)."""
+    return round(100 * part["over_10ms"] / part["n"], 2) if part["n"] else 0.0
+
+
 def describe(part: dict[str, Any]) -> str:
     """One histogram's share of a window: how many samples, how many above each threshold, the worst."""
     above = " / ".join(str(part[f"over_{ms}ms"]) for ms in STALL_MS)
@@ -1060,6 +1065,9 @@ def report(
             Row.of("replication-added latency p99 (b minus a per update), 3 nodes, WAL on",
                    node_lat["b_added_p99_ms"], "ms", Goal("<=", 2)),
             Row.of("replication latency p99, 3 replicators, no WAL", lat["b_p99_ms"], "ms", Goal("<=", 2)),
+            Row.of("receiving node's event-loop lags over 10 ms, share of its samples while measured",
+                   lagged(node_lat["b_stalls"]["loop_lag"]), "%", baseline=lagged(lat["b_loop_lag"]),
+                   baseline_name="bare replicator b"),
             Row.of("partition heal, 100k divergent updates", heal["converge_s"], "s", Goal("<=", 2)),
         ],
     )  # fmt: skip
