@@ -245,6 +245,23 @@ class Watch:
             self.cursor = change.cursor
         return change
 
+    async def _next_changes(self, limit: int) -> list[Change]:
+        """The next change (waiting for it), then those already received after it, ``limit`` in all at most:
+        for a reader on another thread (drsdtp.client.sync.SyncWatch), one hop to the loop for many."""
+        out = [await self.__anext__()]
+        ready, pending = self._ready, self._pending
+        while len(out) < limit:
+            if not ready:
+                if not pending:
+                    break
+                ready.extend(pending.popleft())
+                self._room.set()
+            change = ready.popleft()
+            if change.cursor:
+                self.cursor = change.cursor
+            out.append(change)
+        return out
+
     async def _next_message(self) -> list[Change]:
         while True:
             if self._closed:

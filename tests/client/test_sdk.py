@@ -164,6 +164,29 @@ def test_blocking_watch_resumes_from_a_cursor(client: Client) -> None:
     assert change.origin == "local" and change.twin["temp_1"] == 2.0
 
 
+def test_a_blocking_watch_takes_what_arrived_at_once_and_its_cursor_follows_what_it_handed_out(
+    client: Client,
+) -> None:
+    """A blocking watch takes every change already received in one hop to its loop: its cursor is still
+    that of the last change handed out, so a resume from it gets the ones not yet read."""
+    twins = [f"room-syncwatch-{i}" for i in range(6)]
+    for twin in twins:
+        client.create(twin, values={"v": 0.0})
+    with client.watch(twins, fields=["v"]) as watch:
+        assert {next(watch).twin.twin_id for _ in twins} == set(twins)  # the snapshot: the stream is open
+        for twin in twins:
+            client.report(twin, {"v": 1.0})
+        first, second = next(watch), next(watch)
+        assert [first.origin, second.origin] == ["local", "local"]
+        assert watch.cursor == second.cursor and second.cursor > first.cursor
+        rest = [next(watch) for _ in range(len(twins) - 2)]
+    read = [first.twin.twin_id, second.twin.twin_id, *(c.twin.twin_id for c in rest)]
+    assert sorted(read) == sorted(twins) and [c.twin.get("v") for c in rest] == [1.0] * len(rest)
+    with client.watch(twins, fields=["v"], since=second.cursor) as resumed:
+        again = {next(resumed).twin.twin_id for _ in rest}
+    assert again == {c.twin.twin_id for c in rest}
+
+
 def test_a_stopped_node_is_unavailable_saying_what_to_check() -> None:
     with Client(f"127.0.0.1:{free_port()}", timeout=2) as client, pytest.raises(UnavailableError) as info:
         client.status()
