@@ -243,6 +243,17 @@ def setpoint_streams() -> tuple[FloatArray, FloatArray]:
     return grid(1, n), v[None, :]
 
 
+def holder_streams() -> tuple[FloatArray, FloatArray]:
+    rng = np.random.default_rng(5)
+    # a setpoint (noise 0.05) whose jumps hold: +10, -8, +11, -12, then a jump of a size it never made
+    # (+39: over three times its others, so not alike them) to a level it keeps, and later a one-reading
+    # glitch of +8 (comes back: news)
+    levels = [20.0, 30.0, 22.0, 33.0, 21.0, 60.0, 45.0]
+    v = np.repeat(levels, [400, 250, 250, 250, 250, 300, 300]) + rng.normal(0, 0.05, 2000)
+    v[1900] += 8.0
+    return grid(1, 2000), v[None, :]
+
+
 #: series of the corpus's ``tune`` split the tests below look at
 CORPUS = {"step": ("step", 1), "quantised": ("quantised", 3), "periodic": ("periodic", 3)}
 
@@ -269,6 +280,7 @@ def shared() -> Shared:
         "weekly": weekly_streams(),
         "toggle": toggle_streams(),
         "setpoint": setpoint_streams(),
+        "holder": holder_streams(),
     }
     for name in CORPUS:
         s = corpus_series(name)
@@ -467,6 +479,25 @@ def test_a_first_visit_like_the_jumps_a_setpoint_habitually_holds_is_quiet_a_new
     assert alarm[0, 1800:1803].any()
     assert not alarm[0, 1810:2000].any()
     assert alarm[0, 2000:2004].any()
+
+
+def test_a_jump_on_a_field_whose_jumps_hold_is_judged_by_its_duration_not_its_first_reading(
+    shared: Shared,
+) -> None:
+    block = shared.blocks["holder"]
+    alarm, test = block.alarm[0], block.test[0]
+    spike = TESTS.index("spike")
+    # its first jumps are news (no habit yet): the spike test flags each at its first reading
+    for at in (400, 650, 900):
+        assert alarm[at] and test[at] == spike, at
+    # three held jumps later, a jump is not judged at its first reading, nor by shift and trend while it
+    # settles (the drift test may still call a move this large news later on)
+    assert not alarm[1400]
+    settle = slice(1400, 1448)
+    assert not np.isin(test[settle][alarm[settle]], [spike, TESTS.index("shift"), TESTS.index("trend")]).any()
+    # ... and a reading that comes back is still a glitch, flagged a reading later
+    assert alarm[1901] and test[1901] == TESTS.index("spike_back")
+    assert not alarm[1900]
 
 
 def test_a_test_whose_small_p_values_come_too_often_on_a_field_is_raised_there_only() -> None:

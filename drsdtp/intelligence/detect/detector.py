@@ -130,6 +130,9 @@ _STATE: Final[dict[str, tuple[float, int, str]]] = {
     # jumps that held (signed size in noise units at the time), and when: a setpoint's habitual moves
     "jump_d": (0.0, _BOOK, _F),
     "jump_at": (-math.inf, _BOOK, _F),
+    # jumps that came back before they held (glitches), and when; when the latest jump started
+    "back_at": (-math.inf, _BOOK, _F),
+    "jump_t0": (-math.inf, 0, _F),
     # a jump in progress: the level before it, its size (signed), readings since and their sum
     "pend_base": (math.nan, 0, _F),
     "pend_d": (math.nan, 0, _F),
@@ -334,6 +337,8 @@ class StreamDetector:
         self.mode_at = np.zeros((0, _BOOK))
         self.jump_d = np.zeros((0, _BOOK))
         self.jump_at = np.zeros((0, _BOOK))
+        self.back_at = np.zeros((0, _BOOK))
+        self.jump_t0 = np.zeros(0)
         self.pend_base = np.zeros(0)
         self.pend_d = np.zeros(0)
         self.pend_k = np.zeros(0, np.int64)
@@ -551,7 +556,21 @@ class StreamDetector:
             # that comes back is still a spike_back; a move of another size or direction still is news.
             live_jump = (now[:, None] - self.jump_at[rr]) <= cfg.memory
             jd = np.where(live_jump, self.jump_d[rr], 0.0)
-            jumper = np.count_nonzero(jd != 0.0, axis=1) >= 3
+            held = np.count_nonzero(jd != 0.0, axis=1)
+            jumper = held >= 3
+            # on such a field whose jumps hold more often than they come back (fewer glitches booked than
+            # half its held jumps), a jump is told from a glitch by its duration: the spike test does not
+            # judge a jump's first reading (spike_back judges it a reading or two later, if it comes back),
+            # and shift and trend do not judge the ring's worth of readings (48) that follow it, while their
+            # reference medians straddle it: a jump that holds is this field's habit, a new level or not.
+            # A lone field's first new levels are still news (three held jumps first).
+            backs = np.count_nonzero((now[:, None] - self.back_at[rr]) <= cfg.memory, axis=1)
+            holder = jumper & (2 * backs < held)
+            jumping = np.abs(x - x1) >= _JUMP * u
+            pvals[0] = np.where(holder & jumping, np.maximum(pvals[0], 0.1), pvals[0])
+            settling = holder & (jumping | ((now - self.jump_t0[rr]) <= _W))
+            for i in (2, 3):
+                pvals[i] = np.where(settling, np.maximum(pvals[i], 0.1), pvals[i])
             for i, sign in zip((0, 2, 3, 4), signs, strict=True):
                 move = (sign * stats[i, ready] * u)[:, None]
                 ratio = np.abs(jd) / np.maximum(np.abs(move), 1e-300)
@@ -804,8 +823,13 @@ class StreamDetector:
             self.jump_d[hr, slot] = self.pend_d[hr]
             self.jump_at[hr, slot] = now[held]
         done = back | held
+        if back.any():  # a glitch: the oldest slot gives way
+            br = r[back]
+            slot = np.argmin(self.back_at[br], axis=1)
+            self.back_at[br, slot] = now[back]
         start = ready & np.isfinite(ref) & (np.abs(v - prev) >= _JUMP * unit) & (~pending | done)
         self.pend_base[r] = np.where(start, ref, np.where(done, math.nan, self.pend_base[r]))
+        self.jump_t0[r] = np.where(start, now, self.jump_t0[r])
         self.pend_d[r] = np.where(start, v - ref, np.where(done, math.nan, self.pend_d[r]))
         self.pend_k[r] = np.where(start | done, 0, k)
         self.pend_sum[r] = np.where(start | done, 0.0, total)
