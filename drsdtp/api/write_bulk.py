@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as member
+from json.encoder import encode_basestring as _str  # what json.dumps(s, ensure_ascii=False) uses
 from typing import TYPE_CHECKING, Literal
 
 from drsdtp._core import (
@@ -414,9 +415,26 @@ def _changed(store: Store, groups: Sequence[FieldOps]) -> list[tuple[FieldOps, F
 
 
 def _change_json(old: FieldValue | None, new: FieldValue) -> str:
-    """A change as the record's canonical JSON holds it (see drsdtp.history.audit)."""
-    body = Change(new, old, True).to_json()
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """A change as the record's canonical JSON holds it (see drsdtp.history.audit): spelt out for what
+    these ops leave (a counter, a set of text, finite numbers desired), else by json."""
+    new_json, old_json = _value_json(new), "" if old is None else _value_json(old)
+    if new_json is None or old_json is None:
+        body = Change(new, old, True).to_json()
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return f'{{"new":{new_json},"old":{old_json}}}' if old_json else f'{{"new":{new_json}}}'
+
+
+def _value_json(value: FieldValue) -> str | None:
+    """``value`` as json writes it (``to_json``, keys sorted), or None: not a shape spelt out here."""
+    if type(value) is int:
+        return str(value)
+    if isinstance(value, frozenset):
+        return '{"$set":[' + ",".join(map(_str, sorted(value))) + "]}"
+    if isinstance(value, tuple) and all(
+        type(v) is int or (type(v) is float and math.isfinite(v)) for v in value
+    ):
+        return '{"$desired":[' + ",".join(map(repr, value)) + "]}"
+    return None
 
 
 def _first_index(names: list[str]) -> NDArray[np.uint32]:

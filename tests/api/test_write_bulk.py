@@ -30,7 +30,8 @@ from drsdtp.api.write_bulk import BulkWrite, Plan, parse_write
 from drsdtp.api.write_plan import Applied
 from drsdtp.client import connect, field_to_python
 from drsdtp.config import Address
-from drsdtp.history.audit import _encoded
+from drsdtp.history.audit import Change, _encoded
+from drsdtp.history.values import FieldValue
 from drsdtp.node.node import Node
 from drsdtp.wire.v1 import api_pb2
 from tests.api.test_write import Stub, config, create, desire, fields, refused, report, trailer
@@ -469,3 +470,39 @@ async def test_model_checks_hold_for_the_other_kinds_of_op(api: tuple[Node, Stub
     assert node.api.write_paths["bulk"] == 1
     got = await fields(stub, "room-1")
     assert (got["fan.desired"], got["visits"]) == ((1.0,), 1)
+
+
+async def test_a_bulk_write_of_no_f64_report_at_all(api: tuple[Node, Stub]) -> None:
+    node, stub = api
+    await stub.Write(api_pb2.WriteRequest(twins=[create("a"), create("b")]))
+    inc = api_pb2.FieldOp(field="n", increment=2)
+    for twins in (["a", "b"], ["a"]):
+        await stub.Write(
+            api_pb2.WriteRequest(
+                twins=[api_pb2.TwinWrite(twin_id=t, ops=[inc, desire("sp", f64=1.5)]) for t in twins]
+            )
+        )
+    assert node.api.write_paths["bulk"] == 2
+    assert [(await fields(stub, t))["n"] for t in ("a", "b")] == [4, 2]
+    record = (await stub.ReadAudit(api_pb2.AuditRequest(twin_id="a"))).records[-1]
+    assert {c.name for c in record.changes} == {"n"}  # the desired value did not change
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (None, 5),
+        (3, -(2**63)),
+        (frozenset({"a", "é", 'q"\\', "\n\x01", "\u2028"}), frozenset()),
+        (None, frozenset({"z", "b"})),
+        ((1.5,), (0.1, 2, 1e-7, 1e300)),
+        (("warm",), (1.0,)),
+        (True, b"\x00"),
+    ],
+)
+def test_a_fields_change_is_written_as_json_writes_it(old: FieldValue | None, new: FieldValue) -> None:
+    """The bulk path spells out the changes of counters, sets and numbers desired; anything else by json."""
+    want = json.dumps(
+        Change(new, old, True).to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    assert write_bulk._change_json(old, new) == want
