@@ -13,7 +13,7 @@
    CPU per field much less. The SDK joins concurrent writes into one request (it prints
    how many writes a request carried); the raw stub sends each alone. Then requests of 1,000 ops of every
    common kind (f64 reports, counter increments, set adds and removes, f64 desired values; and the same
-   without the set's ops, whose delta grows with the set's context): the bulk path beside the f64 ops'.
+   without the set's ops): the bulk path beside the f64 ops'.
 3. 100 watchers while a writer changes 10k fields/s (100 twins every 10 ms; the value is the send time):
    delivery lag p50/p99, raw streams (one change a message as v1 clients ask, and up to 512 a message,
    the SDK's default) vs SDK watches (a stream each, and the SDK's default: watches asking the same share
@@ -314,9 +314,8 @@ async def batched(node: Node, sdk: AsyncClient, seconds: float) -> dict[str, tup
 
 def mixed_pb(i: int, sets: bool = True) -> list[api_pb2.FieldOp]:
     """A twin's 10 ops of every common kind (5 f64 reports, 2 increments, a set add and remove, a desire);
-    without ``sets``, two more reports instead of the set's ops. A set's delta holds its whole context,
-    which grows with every write of its twin that interleaves with its own (README, known limitations):
-    the set's ops cost more the longer the phase runs, the rest of the path does not."""
+    without ``sets``, two more reports instead of the set's ops: what the set's deltas cost beside the rest
+    of the path (their context once grew with every write of their twin)."""
     value = float(i)
     tags = (
         [
