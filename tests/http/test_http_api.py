@@ -79,11 +79,12 @@ async def test_errors_have_the_grpc_code_and_message(node: HttpNode) -> None:
     assert body["code"] == rpc.code().name == "NOT_FOUND"
     assert body["message"] == rpc.details()
     # A bad value names the field, as on gRPC; nothing is changed.
-    bad = {"twins": [{"twinId": "room-rw", "ops": [{"field": "temperature", "report": {"f64": "NaN"}}]}]}
+    node.post("Write", create("room-err", temperature=21.5))
+    bad = {"twins": [{"twinId": "room-err", "ops": [{"field": "temperature", "report": {"f64": "NaN"}}]}]}
     status, body = node.request("POST", "/api/v2/Write", bad)
     assert status == 400 and body["code"] == "INVALID_ARGUMENT", body
     assert body["field"].startswith("twins[0].ops[0]"), body
-    assert field_values(node.post("GetTwin", {"twinId": "room-rw"}))["temperature"] == 21.5
+    assert field_values(node.post("GetTwin", {"twinId": "room-err"}))["temperature"] == 21.5
 
 
 async def test_a_stale_if_version_is_refused_with_the_current_version(node: HttpNode) -> None:
@@ -133,17 +134,18 @@ def test_unknown_paths_methods_and_parameters(node: HttpNode) -> None:
 
 
 def test_curl_reads_what_the_readme_shows(node: HttpNode) -> None:
+    node.post("Write", create("room-curl", temperature=20.0))  # its own twin: the test runs alone too
     out = subprocess.run(
         ["curl", "-sf", f"{node.base}/api/v2/Status"], check=True, capture_output=True, timeout=30
     ).stdout
     assert json.loads(out)["nodeId"] == node.node_id
     out = subprocess.run(
-        ["curl", "-sf", "-X", "POST", "-d", '{"prefix": "room-rw"}', f"{node.base}/api/v2/ListTwins"],
+        ["curl", "-sf", "-X", "POST", "-d", '{"prefix": "room-curl"}', f"{node.base}/api/v2/ListTwins"],
         check=True,
         capture_output=True,
         timeout=30,
     ).stdout
-    assert [t["twinId"] for t in json.loads(out)["twins"]] == ["room-rw"]
+    assert [t["twinId"] for t in json.loads(out)["twins"]] == ["room-curl"]
 
 
 async def test_health_before_the_first_intelligence_pass_is_unavailable(node: HttpNode) -> None:
