@@ -94,6 +94,7 @@ class Samples:
     batch_rate: float = float("nan")  # commands per second, batched
     batch_cpu: float = float("nan")  # CPU ms per command, batched
     batch_fsyncs: float = float("nan")
+    batch_records: float = float("nan")  # log records per command, batched
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -136,10 +137,10 @@ async def rate(one: Timed, node: Node | None = None) -> tuple[float, float, floa
     return done / elapsed, cpu * 1000 / done, fsyncs, records
 
 
-async def batch_rate(batch: Batched, node: Node) -> tuple[list[float], float, float, float]:
+async def batch_rate(batch: Batched, node: Node) -> tuple[list[float], float, float, float, float]:
     """The rate run's commands (as many, as many in flight) issued as batches by BATCHERS clients, each
     owning CLIENTS / BATCHERS actuators: (batch round trips ms, commands/s, CPU ms per command, fsyncs
-    per command)."""
+    and log records per command)."""
     owned = [list(range(CLIENTS))[b::BATCHERS] for b in range(BATCHERS)]
     rounds = max(2, RATE_COMMANDS // CLIENTS)
     times: list[float] = []
@@ -151,13 +152,13 @@ async def batch_rate(batch: Batched, node: Node) -> tuple[list[float], float, fl
             times.append((time.perf_counter() - t0) * 1000)
 
     await asyncio.gather(*(batch(ks, 50_000) for ks in owned))  # warm-up
-    fsyncs0, _ = log_counts(node)
+    fsyncs0, records0 = log_counts(node)
     t0, cpu0 = time.perf_counter(), time.process_time()
     await asyncio.gather(*(batcher(ks) for ks in owned))
     done = rounds * CLIENTS
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    fsyncs1, _ = log_counts(node)
-    return times, done / elapsed, cpu * 1000 / done, (fsyncs1 - fsyncs0) / done
+    fsyncs1, records1 = log_counts(node)
+    return times, done / elapsed, cpu * 1000 / done, (fsyncs1 - fsyncs0) / done, (records1 - records0) / done
 
 
 def log_counts(node: Node) -> tuple[int, int]:
@@ -236,12 +237,12 @@ async def ours(
     async with node_with(tmp / "node", adapter, write) as (one, batch, node):
         ours_ms = await measure(n, one)
         ours_rate, ours_cpu, fsyncs, records = await rate(one, node)
-        batch_ms, b_rate, b_cpu, b_fsyncs = await batch_rate(batch, node)
+        batch_ms, b_rate, b_cpu, b_fsyncs, b_records = await batch_rate(batch, node)
     async with node_with(tmp / "node-nowal", adapter, write, wal=False) as (one, _, _):
         nowal_ms = await measure(n, one)
     return Samples(
         bare[0], ours_ms, nowal_ms, bare[1][0], ours_rate, bare[1][1], ours_cpu, fsyncs, records,
-        batch_ms, b_rate, b_cpu, b_fsyncs,
+        batch_ms, b_rate, b_cpu, b_fsyncs, b_records,
     )  # fmt: skip
 
 
@@ -463,7 +464,7 @@ async def main() -> None:
                 + "/".join(f"{c:.2f}" for c in cells[2:]) + " ms,"
                 + f" {s.bare_rate:.0f} vs {s.batch_rate:.0f}/s ({s.batch_rate / s.bare_rate:.0%}),"
                 + f" cpu {s.bare_cpu:.2f} vs {s.batch_cpu:.2f} ms ({s.bare_cpu / s.batch_cpu:.0%}),"
-                + f" {s.batch_fsyncs:.2f} fsync/cmd"
+                + f" {s.batch_fsyncs:.2f} fsync/cmd, {s.batch_records:.2f} rec/cmd"
             )  # fmt: skip
 
 
