@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 SERVICE = api_pb2.DESCRIPTOR.services_by_name["TwinApi"]
 KEEPALIVE_MS = 30_000
 KEEPALIVE_TIMEOUT_MS = 10_000
+# The shortest interval between a client's keepalive pings the server accepts. gRPC's default is 5 min, and a
+# client that pings more often while idle (the SDK pings every 20 s, to find a dead node under an idle watch)
+# collects strikes until the server closes its connection with GOAWAY `too_many_pings`.
+MIN_CLIENT_PING_MS = 10_000
 MAX_REQUEST_BYTES = 64 * 1024
 
 
@@ -139,6 +143,8 @@ class ApiServer:
                 # any stream still waiting for it to read.
                 ("grpc.keepalive_time_ms", KEEPALIVE_MS),
                 ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_MS),
             ],
         )
         # The one implementation of every method, which the HTTP/JSON face (drsdtp.api.http) serves too.

@@ -21,9 +21,13 @@ __all__ = ["TOKEN_ENV", "Tls", "connect", "field_to_python", "metadata_for", "op
 #: The environment variable a client takes its bearer token from when not given one.
 TOKEN_ENV: Final = "DRSDTP_TOKEN"
 
-# Keepalive pings find a dead node under an idle watch; a restarted one is reconnected to quickly.
+#: How often the SDK pings an idle connection: keepalive pings find a dead node under an idle watch. The
+#: node accepts pings this often (``drsdtp.api.server.MIN_CLIENT_PING_MS``).
+KEEPALIVE_TIME_MS: Final = 20_000
+
+# A restarted node is reconnected to quickly.
 _OPTIONS: Final = (
-    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.initial_reconnect_backoff_ms", 200),
