@@ -647,37 +647,7 @@ impl Store {
     /// Writes several registers of one twin as one event (one dot, one stamp). A name given twice keeps
     /// its last value.
     pub fn set_many(&mut self, twin: &str, values: Vec<(String, Value)>) -> Result<Vec<u8>> {
-        for (_, v) in &values {
-            v.validate()?;
-        }
-        let tid = self.intern_twin(twin)?;
-        let mut pending: Vec<PendingWrite> = Vec::with_capacity(values.len());
-        for (name, v) in values {
-            let fid = self.intern_field(&name)?;
-            self.check_kind(tid, fid, Kind::Register)?;
-            pending.push((fid, Cell::from_value(v)));
-        }
-        let stamp = self.now();
-        let wix = self.writer_ix(self.replica);
-        let replica = self.replica;
-        let writers = std::mem::take(&mut self.writers);
-        let t = self.twin_mut(tid);
-        let dot = t.cc.next_dot(replica);
-        // A name given twice keeps its last value.
-        let mut writes: EventWrites = Vec::with_capacity(pending.len());
-        for (fid, cell) in pending.into_iter().rev() {
-            if !writes.iter().any(|w| w.0 == fid) {
-                writes.push((fid, stamp, cell));
-            }
-        }
-        writes.reverse();
-        let ev = t.event(wix, dot.counter);
-        for (fid, _, cell) in &writes {
-            Store::upsert_register(t, &writers, Slot::register(*fid, ev, stamp, cell.clone()), true);
-        }
-        t.cc.insert(dot);
-        self.writers = writers;
-        Ok(self.encode_register_events(&[(tid, dot, writes)]))
+        self.set_many_twins(vec![(twin.to_owned(), values)])
     }
 
     /// [`Store::set_many`] for several distinct twins at once, with one delta for them all (what the join
