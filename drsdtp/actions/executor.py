@@ -82,6 +82,7 @@ POLL_S = 0.25  # waits re-check at least this often (health and deadlines move w
 ECHO_GRACE_S = 0.1
 FINISHED_KEPT = 4096  # commands finished here whose later changes are not parsed again (final anyway)
 Commit = Callable[[bytes, Sequence[str], str], Awaitable[None]]
+RecordValue = str | float | int | bool | bytes
 # Appends now, returns what resolves once durable (``Node.start_commit``): for marks nothing waits on.
 Begin = Callable[[bytes, Sequence[str], str], "asyncio.Future[None]"]
 
@@ -108,6 +109,8 @@ class ExecutorStats:
     held: int = 0  # commands that waited on an interlock
     skipped_rewrites: int = 0  # resumed commands already converged: not written again
     not_connected: int = 0  # writes not sent because the adapter had no session (no retry spent)
+    record_writes: int = 0  # writes of a record's marks, outcome, hold or claim (see Executor._stage)
+    record_appends: int = 0  # the log appends they took (one per loop step that wrote any)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +189,10 @@ class Executor:
         # Commands created here with their first attempt (claim): resolved once that record is durable.
         # The worker writes after it without appending the attempt again, or takes the attempt back.
         self._claims: dict[CommandId, asyncio.Future[None]] = {}
+        # Record fields written in this loop step, per record twin, and what resolves once they are durable:
+        # every worker that writes in one step (a batch's commands reach their outcomes together) shares one
+        # delta and one append to the log (see _stage).
+        self._staged: tuple[dict[str, dict[str, RecordValue]], asyncio.Future[None]] | None = None
         if book.store is store:
             book.claim = self.claim
 
@@ -285,8 +292,7 @@ class Executor:
     async def _release(self, command: CommandId) -> None:
         """Takes back the attempt the record was created with, when the worker does not write now."""
         if self._claims.pop(command, None) is not None:
-            twin = record_twin(command)
-            await self._commit(self.store.set(twin, CLAIMED, 0), [twin], "local")
+            await asyncio.shield(self._stage(record_twin(command), {CLAIMED: 0}))
 
     def interlocked(self, spec: ActuatorSpec) -> str:
         """Why the actuator's interlocks block now ("" when none does): auto-correction asks before it
@@ -687,8 +693,47 @@ class Executor:
     # ----- writing the record -----------------------------------------------------------------------------
 
     async def _apply(self, record: CommandRecord, fields: dict[str, str]) -> None:
-        twin = record_twin(record.id)
-        await self._commit(self.store.set_many(twin, dict(fields)), [twin], "local")
+        await asyncio.shield(self._stage(record_twin(record.id), dict(fields)))
+
+    def _stage(self, twin: str, fields: dict[str, RecordValue]) -> asyncio.Future[None]:
+        """Writes ``fields`` into the record twin with every other record write of this loop step: one
+        delta (:meth:`Store.set_many_twins`) and one append to the log at the end of the step, so a batch's
+        commands reaching their outcomes together cost one log record, not one each. Returns what resolves
+        once they are durable (the caller awaits it before it acts on, or shows, what it wrote; until the
+        step ends the store does not show them, and nothing of this command reads them before)."""
+        if self._staged is None:
+            loop = asyncio.get_running_loop()
+            self._staged = ({}, loop.create_future())
+            loop.call_soon(self._flush)
+        items, durable = self._staged
+        items.setdefault(twin, {}).update(fields)  # a second write of a twin in one step: the later wins
+        self.stats.record_writes += 1
+        return durable
+
+    def _flush(self) -> None:
+        """The step's staged record writes as one delta, appended to the log (``Node.start_commit``)."""
+        if self._staged is None:
+            return
+        items, durable = self._staged
+        self._staged = None
+        try:
+            deltas = [self.store.set_many_twins(list(items.items()))]
+        except Exception as exc:  # a fault of the node's: each record on its own, so one cannot fail all
+            log.warning("executor: %d command records not written in one delta: %s", len(items), exc)
+            deltas = []
+            for twin, fields in items.items():
+                try:
+                    deltas.append(self.store.set_many(twin, fields))
+                except Exception as one:
+                    log.error("executor: command record %s not written: %s", twin, one)
+        if not deltas:
+            durable.set_exception(DrsdtpError(f"executor: {len(items)} command records not written"))
+            durable.exception()  # retrieved: a caller that did not wait is no error
+            return
+        self.stats.record_appends += len(deltas)
+        begun = [self._begin(delta, list(items), "local") for delta in deltas]
+        settled = begun[0] if len(begun) == 1 else asyncio.gather(*begun)
+        settled.add_done_callback(functools.partial(_settle, durable))
 
     def _fold(
         self, record: CommandRecord, steps: list[_Step]
@@ -711,8 +756,7 @@ class Executor:
         record = self._read(command)
         fields, done = self._fold(record, [])
         if fields:
-            twin = record_twin(command)
-            durable = self._begin(self.store.set_many(twin, fields), [twin], "local")
+            durable = self._stage(record_twin(command), fields)
             await self._audit_steps(record, done, durable)
             await asyncio.shield(durable)
 
@@ -735,7 +779,7 @@ class Executor:
         twin = record_twin(record.id)
         if self._claims.pop(record.id, None) is not None:  # never written: the claimed attempt goes back
             if not fields:
-                await self._commit(self.store.set(twin, CLAIMED, 0), [twin], "local")
+                await asyncio.shield(self._stage(twin, {CLAIMED: 0}))
             else:
                 fields[CLAIMED] = 0
         if fields:
@@ -743,7 +787,7 @@ class Executor:
                 fields[HELD] = ""
             if reached:  # counted before a waiter wakes
                 self.stats.outcomes[str(to)] = self.stats.outcomes.get(str(to), 0) + 1
-            durable = self._begin(self.store.set_many(twin, fields), [twin], "local")
+            durable = self._stage(twin, fields)
             await self._audit_steps(record, done, durable)  # in the trail when waiters wake
             await asyncio.shield(durable)
             log.info("command %s (%s %s): %s: %s", record.id, record.twin, record.action, to, reason)
@@ -753,6 +797,19 @@ class Executor:
         self._active.get((record.twin, record.action), {}).pop(record.id, None)
         self._tracked.pop(record.id, None)
         raise _Done
+
+
+def _settle(durable: asyncio.Future[None], begun: asyncio.Future[object]) -> None:
+    """Resolves the step's future as its append(s) settle: durable, or the log's error."""
+    if durable.done():
+        return
+    if begun.cancelled():
+        durable.cancel()
+    elif (exc := begun.exception()) is not None:
+        durable.set_exception(exc)
+        durable.exception()  # retrieved: a caller that did not wait is no error
+    else:
+        durable.set_result(None)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

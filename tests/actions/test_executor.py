@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from drsdtp.actions import CommandRecord, State
+from drsdtp.actions.book import CommandRequest
 from drsdtp.actions.record import command_id
 from drsdtp.adapters.simulated import SimulatedAdapter
 from drsdtp.client import connect
@@ -218,3 +219,27 @@ async def test_an_action_interrupted_by_a_restart_is_not_repeated(tmp_path: path
         assert re.match(
             r"interrupted by a restart after [1-9]\d* attempt\(s\) that may have reached", record.why
         )
+
+
+async def test_commands_reaching_their_outcomes_together_share_one_append(tmp_path: pathlib.Path) -> None:
+    """The executor's record writes of one loop step (here four pumps' outcomes, their echoes in one plant
+    reading) go in one delta and one append to the log, not one each: fewer appends than writes, every
+    command still applied with its marks, durable (a restart shows them)."""
+    pumps = [f"pump-{i}" for i in range(1, 5)]
+    tables = [actuator(twin=p, tolerance=0.05) for p in pumps]
+    cfg = config(tmp_path, *tables)
+    cfg["adapters"] = [{**cfg["adapters"][0], "rooms": len(pumps)}]  # type: ignore[index]
+    async with Node(parse_config(cfg)) as node:
+        book = node.commands
+        issued = await book.issue_many([CommandRequest(p, "valve", 0.4, actor="op") for p in pumps])
+        ids = [got[0] for got in issued if isinstance(got, tuple)]
+        assert len(ids) == len(pumps), issued
+        records = await book.wait_many(ids, 20)
+        assert [r.state if r else None for r in records] == [State.APPLIED] * len(pumps), records
+        stats = node.actuation.executor.stats
+        assert stats.record_writes >= len(pumps)  # each outcome (with its marks) is one write
+        assert stats.record_appends < stats.record_writes, stats
+    async with Node(parse_config(cfg)) as node:  # what the replies showed was durable
+        for command in ids:
+            record = node.commands.get(command)
+            assert record is not None and record.state == State.APPLIED and State.SENT in record.marks
