@@ -105,9 +105,6 @@ from drsdtp.adapters.payloads import (
     reason_of,
 )
 from drsdtp.adapters.settings import Table
-from drsdtp.adapters.sparkplug import SparkplugDecoder
-from drsdtp.adapters.sparkplug_write import CommandRefused, SparkplugWriteTarget, command_message
-from drsdtp.adapters.sparkplug_write import parse_target as parse_sparkplug_target
 from drsdtp.adapters.topics import TopicTemplate
 from drsdtp.adapters.write import NotConnectedError, WriteOutcome, WriteRequest, WriteStatus, WriteTarget
 from drsdtp.errors import AdapterError, ConfigError
@@ -116,6 +113,10 @@ from drsdtp.ingest.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
     import aiomqtt
+
+    # Sparkplug B (its decoder, commands and protobuf): imported only for a sparkplug_b topic rule or write.
+    from drsdtp.adapters.sparkplug import SparkplugDecoder
+    from drsdtp.adapters.sparkplug_write import SparkplugWriteTarget
 
 __all__ = ["Arrival", "MqttAdapter", "MqttSettings", "MqttStats", "TlsSettings", "TopicRule", "build"]
 
@@ -416,6 +417,8 @@ class MqttAdapter(SharedSettings):
                     f'adapter {self.name!r} has no topic rule with payload = "sparkplug_b" to learn the '
                     "devices' births from",
                 )
+            from drsdtp.adapters.sparkplug_write import parse_target as parse_sparkplug_target
+
             return parse_sparkplug_target(raw, key)
         target = parse_write_target(raw, key)
         if target.ack_filter is not None:
@@ -428,9 +431,11 @@ class MqttAdapter(SharedSettings):
         client = self._client_now
         if client is None:
             raise NotConnectedError(f"{self.name}: no session with {self.settings.host}:{self.settings.port}")
-        if isinstance(target, SparkplugWriteTarget):
+        if not isinstance(target, MqttWriteTarget):
+            from drsdtp.adapters.sparkplug_write import SparkplugWriteTarget
+
+            assert isinstance(target, SparkplugWriteTarget)
             return await self._write_sparkplug(aiomqtt, client, target, request)
-        assert isinstance(target, MqttWriteTarget)
         topic = _fill(target.topic, request, "")
         payload = write_payload(target, request)
         ack: asyncio.Future[tuple[bool, str]] | None = None
@@ -455,12 +460,16 @@ class MqttAdapter(SharedSettings):
         return WriteOutcome(WriteStatus.ACKNOWLEDGED, detail or f"acknowledged on {target.ack_topic}")
 
     def _sparkplug_decoders(self) -> list[SparkplugDecoder]:
+        from drsdtp.adapters.sparkplug import SparkplugDecoder  # only on a Sparkplug write's path
+
         return [r.decoder for r in self.settings.topics if isinstance(r.decoder, SparkplugDecoder)]
 
     async def _write_sparkplug(
         self, aiomqtt: Any, client: Any, target: SparkplugWriteTarget, request: WriteRequest
     ) -> WriteOutcome:
         """A DCMD/NCMD typed as the twin's birth declared the metric (drsdtp.adapters.sparkplug_write)."""
+        from drsdtp.adapters.sparkplug_write import CommandRefused, command_message
+
         decoders = self._sparkplug_decoders()
         decoder = next((d for d in decoders if d.knows(request.twin)), decoders[0])
         metric = target.metric or request.field

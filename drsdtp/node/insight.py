@@ -51,13 +51,13 @@ from drsdtp.kernels import KernelRegistry, Scenario, TrackingKernel, default_reg
 from drsdtp.lifecycle import BackgroundService
 from drsdtp.models import MODEL_FIELD, AssetModel, ModelCatalog
 from drsdtp.node.replica_health import overlay_origin_quality
-from drsdtp.northbound.sparkplug_forecast import Outlook
 from drsdtp.relations.corroborate import corroborate
 
 if TYPE_CHECKING:
     from drsdtp.intelligence.engine import TwinIntelligence
     from drsdtp.metrics import NodeMetrics
     from drsdtp.node.node import Node
+    from drsdtp.northbound.sparkplug_forecast import Outlook  # built for a Sparkplug publisher only
 
 if TYPE_CHECKING:
     import numpy as np
@@ -336,6 +336,8 @@ class InsightService(BackgroundService):
 
         def number(x: float) -> float | None:
             return float(x) if usable and math.isfinite(x) else None
+
+        from drsdtp.northbound.sparkplug_forecast import Outlook
 
         return Outlook(
             float(fc.horizons_s[0]),

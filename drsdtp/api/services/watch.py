@@ -34,11 +34,10 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import grpc
 import grpc.aio
-from google.protobuf import json_format
 
 from drsdtp._core import Store
 from drsdtp.api.caller import current_caller
@@ -51,6 +50,9 @@ from drsdtp.errors import DrsdtpError
 from drsdtp.ingest.ratelog import RateLimitedLog
 from drsdtp.protobytes import LENGTH, length_prefixed, tag
 from drsdtp.wire.v1 import api_pb2
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message as ProtoMessage
 
 __all__ = ["POSITION_KEY", "Encoding", "Stalled", "View", "WatchService", "WriteMessage"]
 
@@ -126,11 +128,7 @@ class WatchService:
         data: bytes | None = None
         if not fields or twin_msg.fields:
             change = api_pb2.TwinChange(twin=twin_msg, origin=origin, cursor=cursor)
-            data = (
-                change.SerializeToString()
-                if encoding == "proto"
-                else json_format.MessageToJson(change, indent=None).encode()
-            )
+            data = change.SerializeToString() if encoding == "proto" else _json(change)
         size = len(data or b"")
         if cursor and size <= ENCODED_CACHE_BYTES // 4:  # snapshot messages (cursor 0) are per stream
             while self._encoded and self._encoded_bytes + size > ENCODED_CACHE_BYTES:
@@ -401,3 +399,10 @@ class _Stream:
         elif self._task is not None and not self._cut:
             self._cut = True
             self._task.cancel()
+
+
+def _json(message: ProtoMessage) -> bytes:
+    """A change as JSON, for a stream that asked for it: json_format is imported at the first (idle RSS)."""
+    from google.protobuf import json_format
+
+    return json_format.MessageToJson(message, indent=None).encode()
