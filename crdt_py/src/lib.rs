@@ -255,6 +255,30 @@ impl Store {
         Ok(bytes(py, &d))
     }
 
+    /// A few f64 reports to one twin in one call (the API's small writes, see `write::write_f64s`): None
+    /// when a field holds anything but an f64 register (nothing written), else the delta, the f64 each
+    /// field held (NaN: nothing) and the twin's version after. Holds the GIL: a few rows are less work
+    /// than releasing it.
+    #[allow(clippy::type_complexity)]
+    fn write_f64s<'py>(
+        &self,
+        py: Python<'py>,
+        twin: &str,
+        fields: Vec<String>,
+        values: Vec<f64>,
+    ) -> PyResult<Option<(Bound<'py, PyBytes>, Vec<f64>, u64)>> {
+        if fields.len() != values.len() {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "write_f64s: {} fields, {} values",
+                fields.len(),
+                values.len()
+            )));
+        }
+        let names: Vec<&str> = fields.iter().map(String::as_str).collect();
+        let written = write::write_f64s(&mut self.lock(), twin, &names, &values).py_err()?;
+        Ok(written.map(|w| (bytes(py, &w.delta), w.olds, w.version)))
+    }
+
     fn twin_name(&self, twin_id: u32) -> Option<String> {
         self.lock().twin_name(twin_id).map(str::to_owned)
     }
