@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import gc
 import itertools
+import math
 import os
 import subprocess
 import sys
@@ -203,6 +204,52 @@ async def breakdown(node: Node, n: int, scratch: Path) -> None:
         f"  CPU per call: the node {node_cpu / n * 1e6:.0f} µs a durable write, the bare server "
         f"{echo_cpu / n * 1e6:.0f} µs an empty reply (user + system, all threads)"
     )
+
+
+def small_cutover(quick: bool) -> None:
+    """A write of n f64 reports to one twin, planned and applied in this process on a bare store: the
+    small path (drsdtp.api.write_small, from the protobuf message) against the bulk path (from the
+    native columns), each from the request body, best of 3 runs. Where the small path stops winning is
+    where ``write_small.MAX_ROWS`` belongs."""
+    from drsdtp._core import Store, decode_write
+    from drsdtp.api import write_bulk, write_small
+    from drsdtp.api.write_plan import Applied
+
+    load = os.getloadavg()[0]
+    print(
+        f"small vs bulk path, one twin, plan + apply from the body (µs a write, best of 3, load {load:.1f}):"
+    )
+    for n in (1, 2, 4, 8, 16, 32, 64, 128, 256):
+        store = Store(1)
+        store.set_many("rt", {"x": 0.0})
+        count = (100 if quick else 400) + (2000 if not quick else 200) // n
+        bodies = [
+            api_pb2.WriteRequest(
+                twins=[api_pb2.TwinWrite(twin_id="rt", ops=[op(f"v{k}", float(i + k)) for k in range(n)])]
+            ).SerializeToString()
+            for i in range(count)
+        ]
+        best = {"small": math.inf, "bulk": math.inf}
+        for _ in range(3):
+            started = time.perf_counter()
+            for body in bodies:
+                cols = decode_write(body)
+                assert not isinstance(cols, str)
+                planned = write_bulk.plan(store, write_bulk.BulkWrite(cols, body), lambda _: None, 1024)
+                assert planned is not None
+                write_bulk.apply(store, planned, Applied())
+            best["bulk"] = min(best["bulk"], (time.perf_counter() - started) / count * 1e6)
+            started = time.perf_counter()
+            for body in bodies:
+                request = api_pb2.WriteRequest.FromString(body)
+                small = write_small.plan(store, request, lambda _: None, 1024, max_rows=n)
+                assert small is not None and write_small.apply(store, small, Applied())
+            best["small"] = min(best["small"], (time.perf_counter() - started) / count * 1e6)
+        mark = " (small path)" if n <= write_small.MAX_ROWS else ""
+        print(
+            f"  {n:4d} rows: small {best['small']:7.1f}, bulk {best['bulk']:7.1f}, "
+            f"bulk/small {best['bulk'] / best['small']:.2f}{mark}"
+        )
 
 
 async def rate(writers: int, seconds: float, one: Callable[[int, int], Awaitable[int]]) -> float:
@@ -470,7 +517,13 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a smoke run (small counts, short phases)")
     parser.add_argument("--breakdown", action="store_true", help="only the round trip, stage by stage")
+    parser.add_argument(
+        "--small-cutover", action="store_true", help="only the small write path vs the bulk path by rows"
+    )
     args = parser.parse_args()
+    if args.small_cutover:
+        small_cutover(args.quick)
+        return
     if args.breakdown:
         with tempfile.TemporaryDirectory() as tmp:
             node = Node(Path(tmp), 0, env={"DRSDTP_STAGES": "1"})

@@ -36,6 +36,7 @@ from drsdtp._core import (
     decode_write,
     join,
 )
+from drsdtp.api import write_small
 from drsdtp.api.write_plan import (
     DESIRABLE_KINDS,
     DESIRED_SUFFIX,
@@ -98,8 +99,13 @@ class BulkWrite:
 
 
 def parse_write(body: bytes) -> api_pb2.WriteRequest | BulkWrite:
-    """The Write method's request deserializer: the bulk shape natively, anything else (or a body that
-    does not parse: protobuf raises its own error) as the protobuf message."""
+    """The Write method's request deserializer: a small write (:mod:`drsdtp.api.write_small`) as the
+    protobuf message, the bulk shape natively, anything else (or a body that does not parse: protobuf
+    raises its own error) as the protobuf message."""
+    if len(body) <= write_small.MAX_BODY_BYTES:
+        request = api_pb2.WriteRequest.FromString(body)
+        if write_small.is_small(request):
+            return request
     cols = decode_write(body)
     if isinstance(cols, str):
         return api_pb2.WriteRequest.FromString(body)

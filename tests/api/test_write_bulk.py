@@ -102,10 +102,11 @@ def test_other_requests_are_left_to_protobuf() -> None:
         assert parse_write(body) == request
     with pytest.raises(DecodeError):
         parse_write(b"\x0a\xff\xff")  # protobuf's own error: the guard answers INVALID_ARGUMENT
-    bulk = parse_write(
-        api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="a", ops=ops)]).SerializeToString()
-    )
-    assert isinstance(bulk, BulkWrite) and bulk.bulk_twins() == ("a",)
+    small = api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="a", ops=ops)])
+    assert parse_write(small.SerializeToString()) == small  # a small write (drsdtp.api.write_small)
+    two = api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id=t, ops=ops) for t in "ab"])
+    bulk = parse_write(two.SerializeToString())
+    assert isinstance(bulk, BulkWrite) and bulk.bulk_twins() == ("a", "b")
 
 
 def test_the_other_kinds_of_op_decode_to_rows_in_request_order() -> None:
@@ -231,11 +232,16 @@ async def test_bulk_writes_apply_in_one_commit_and_are_audited_with_old_values(
         }
         assert got == want
         assert (record.actor, record.reason, record.action) == ("app", "bulk", "write")
-    # The same values again: applied, and audited as a write that changed nothing.
-    await stub.Write(api_pb2.WriteRequest(twins=[numbers("m-1", a=3.0, b=8.0)]))
-    record = (await stub.ReadAudit(api_pb2.AuditRequest(twin_id="m-1"))).records[-1]
-    assert (record.action, list(record.changes)) == ("write", [])
-    assert node.api.write_paths["bulk"] == 2
+    # The same values again (a small write, then the bulk path's shape): applied, and audited as a write
+    # that changed nothing.
+    for request in (
+        api_pb2.WriteRequest(twins=[numbers("m-1", a=3.0, b=8.0)]),
+        api_pb2.WriteRequest(twins=[numbers("m-1", a=3.0, b=8.0), numbers("room-1", temp_1=21.5)]),
+    ):
+        await stub.Write(request)
+        record = (await stub.ReadAudit(api_pb2.AuditRequest(twin_id="m-1"))).records[-1]
+        assert (record.action, list(record.changes)) == ("write", [])
+    assert (node.api.write_paths["small"], node.api.write_paths["bulk"]) == (1, 2)
 
 
 async def test_a_bulk_write_that_fails_a_check_gets_the_general_paths_error_and_changes_nothing(
@@ -247,6 +253,7 @@ async def test_a_bulk_write_that_fails_a_check_gets_the_general_paths_error_and_
             twins=[
                 create("room-1", "room", [report("note", text="a")]),
                 create("m-1", ops=[api_pb2.FieldOp(field="n", increment=1)]),
+                create("pad"),
             ]
         )
     )
@@ -304,13 +311,22 @@ async def test_a_bulk_write_that_fails_a_check_gets_the_general_paths_error_and_
         ),
     ]
     for request, code, field in cases:
-        error = await refused(stub, request)
-        assert (error.code().name, trailer(error, FIELD_KEY)) == (code, field), error.details()
+        # As it is (one twin: a small write's shape) and with a second twin listed after it (the bulk
+        # path's shape): the same error either way.
+        padded = api_pb2.WriteRequest()
+        padded.CopyFrom(request)
+        padded.twins.append(numbers("pad", z=1.0))
+        for sent in (request, padded):
+            error = await refused(stub, sent)
+            assert (error.code().name, trailer(error, FIELD_KEY)) == (code, field), error.details()
     assert node.store.encode_state() == before
-    assert node.api.write_paths["bulk"] == 0
-    # The right version applies through the bulk path.
+    assert node.api.write_paths["bulk"] == node.api.write_paths["small"] == 0
+    # The right version applies, through either path.
     good = api_pb2.TwinWrite(twin_id="m-1", if_version=version, ops=[report("a", f64=1.0)])
     await stub.Write(api_pb2.WriteRequest(twins=[good]))
+    assert node.api.write_paths["small"] == 1
+    good.if_version = node.store.context_digest("m-1") or 0
+    await stub.Write(api_pb2.WriteRequest(twins=[good, numbers("pad", z=2.0)]))
     assert node.api.write_paths["bulk"] == 1
 
 

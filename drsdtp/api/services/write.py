@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from drsdtp import stages
 from drsdtp._core import join
-from drsdtp.api import write_bulk
+from drsdtp.api import write_bulk, write_small
 from drsdtp.api.caller import current_caller
 from drsdtp.api.errors import naming
 from drsdtp.api.idempotency import MAX_KEY_BYTES, IdempotencyStore
@@ -138,8 +138,9 @@ class WriteService:
     def __init__(self, node: NodeApi, keys: IdempotencyStore, paths: Counter[str] | None = None) -> None:
         self.node = node
         self.keys = keys
-        # Requests by the path that applied them: "bulk" (decoded natively, drsdtp.api.write_bulk) or
-        # "general" (drsdtp.api.write_plan); refused ones count where they were refused.
+        # Requests by the path that applied them: "small" (drsdtp.api.write_small), "bulk" (decoded
+        # natively, drsdtp.api.write_bulk) or "general" (drsdtp.api.write_plan); refused ones count where
+        # they were refused.
         self.paths: Counter[str] = Counter() if paths is None else paths
 
     async def write(self, request: api_pb2.WriteRequest | BulkWrite) -> api_pb2.WriteReply:
@@ -152,6 +153,15 @@ class WriteService:
                 reply = await asyncio.shield(self._apply_bulk(request, planned))
                 return await self._acknowledged(request, reply)
             request = request.message()  # a check did not pass: the general path words the error
+        else:
+            node = self.node
+            small = write_small.plan(node.store, request, node.model, node.limits.max_name_bytes)
+            if small is not None:
+                stages.mark("planned")
+                got = await asyncio.shield(self._apply_small(request, small))
+                if got is not None:
+                    self.paths["small"] += 1
+                    return await self._acknowledged(request, got)
         self.paths["general"] += 1
         key = request.idempotency_key
         digest = b""
@@ -239,6 +249,22 @@ class WriteService:
         stages.mark("audited")
         if failure is not None:
             raise failure
+        return _reply(applied)
+
+    async def _apply_small(
+        self, request: api_pb2.WriteRequest, small: write_small.Small
+    ) -> api_pb2.WriteReply | None:
+        """The small write applied, committed and audited; None (nothing applied) when a field holds
+        something other than an f64 register (the general path decides)."""
+        node = self.node
+        applied = Applied()
+        if not write_small.apply(node.store, small, applied):
+            return None
+        stages.mark("applied")
+        # Applied and appended to the log in this one step of the loop (see _apply).
+        await node.commit(applied.deltas[0][0], applied.extra_twins, "local")
+        await node.audit([self._audit_entry(request, small.twin, applied)])
+        stages.mark("audited")
         return _reply(applied)
 
     def _audit_entry(
