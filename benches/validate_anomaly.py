@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import time
 from typing import Any
 
 import numpy as np
 
-from drsdtp.intelligence.detect import DetectorConfig
+from drsdtp.intelligence.detect import TESTS, DetectorConfig
 from drsdtp.sim.corpus import CHARACTERS, SPLITS, Series, generate_corpus
 from drsdtp.sim.corpus_eval import (
     CharacterScore,
@@ -127,9 +128,17 @@ def breakdown_report(
         why = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
         near = ", ".join(f"{m.test} {m.score:.3f}" for m in ms)
         print(f"{kind:<10}{ch:<11}{len(ms):>7}  {why} ({near})")
-    print("each miss: series, kind, magnitude (units), reason, nearest test, its best score")
+    print(
+        "each miss: series, kind, magnitude (units), reason, nearest test, its best score; then the test with"
+    )
+    print(f"the strongest evidence of its own and its smallest m * p (m = {len(TESTS)} tests; alarm at")
+    print(f"{1.0 - threshold:.0e}) from its own model, after the field's habits, after calibration")
     for m in misses:
-        print(f"  {m.series:<22}{m.kind:<10}{m.magnitude:>7.1f}  {m.reason:<12}{m.test:<11}{m.score:.4f}")
+        print(
+            f"  {m.series:<22}{m.kind:<10}{m.magnitude:>7.1f}  {m.reason:<12}{m.test:<11}{m.score:.4f}"
+            f"  {m.evidence:<11}{m.own:>9.1e}{m.habit:>9.1e}{m.calibrated:>9.1e}"
+        )
+    evidence_report(misses)
     contexts = false_alarm_contexts(corpus, alarms, tests)
     print()
     total = sum(contexts.values())
@@ -151,6 +160,31 @@ def breakdown_report(
         res = [score_series(s, sc >= lv) for s, sc in zip(corpus, scores, strict=True)]
         a = aggregate(res)
         print(f"{f'1 - {1 - lv:.0e}':<12}{a.recall:>8.0%}{a.fa_per_10k:>9.2f}{a.nab:>7.1f}")
+
+
+EVIDENCE_BANDS = (1e-4, 1e-2, 1.0)
+
+
+def evidence_report(misses: list[Miss]) -> None:
+    """How strong the missed windows' own evidence was, and how much of it the field's habits erased: the
+    part of the missing recall a stronger test could win, and the part a habit of the field hides."""
+    print()
+    print("missed windows by the strongest own evidence (m * p from the test's own model), and how many of")
+    print("them a habit of the field lifted tenfold or more")
+    lo = 0.0
+    for hi in EVIDENCE_BANDS:
+        band = [m for m in misses if lo <= m.own < hi or (hi == 1.0 and m.own >= lo)]
+        lifted = sum(1 for m in band if m.habit >= 10.0 * m.own)
+        kinds: dict[str, int] = {}
+        for m in band:
+            kinds[f"{m.character}/{m.kind}"] = kinds.get(f"{m.character}/{m.kind}", 0) + 1
+        cells = ", ".join(f"{k} {v}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))
+        close = "]" if hi == 1.0 else ")"
+        print(f"  own in [{lo:.0e}, {hi:.0e}{close}: {len(band):>3}, lifted {lifted:>3}  ({cells})")
+        lo = hi
+    unarmed = sum(1 for m in misses if math.isnan(m.own))
+    if unarmed:
+        print(f"  no expected test armed: {unarmed}")
 
 
 def split_report(config: DetectorConfig, per_character: int) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -364,7 +364,11 @@ class Miss:
     ``calibration`` (crossed after habits, lifted by the field's calibration), ``not armed`` (no expected
     test was scored in the window), else ``below`` (no expected test got there: the evidence was too weak
     for the model). ``test``/``score`` are the expected test nearest to the threshold and its best score
-    at the final stage."""
+    at the final stage. ``evidence`` is the expected test with the strongest evidence of its own, and
+    ``own``/``habit``/``calibrated`` its smallest ``m * p`` in the window at each stage (``m`` tests,
+    Bonferroni: comparable with ``1 - threshold``; each stage only raises p, and a stage's minimum may sit
+    at another reading than the one before it). An ``own`` far below 1 with ``habit`` near 1 is evidence a
+    habit of the field erased; an ``own`` near 1 is evidence no test had."""
 
     series: str
     character: str
@@ -373,6 +377,10 @@ class Miss:
     reason: str
     test: str
     score: float
+    evidence: str = ""
+    own: float = math.nan
+    habit: float = math.nan
+    calibrated: float = math.nan
 
 
 def missed_windows(
@@ -404,7 +412,13 @@ def missed_windows(
                 reason = "below"
             j = int(np.argmin(best["calibrated"]))
             score = float(1.0 - min(1.0, best["calibrated"][j]))
-            out.append(Miss(s.name, s.character, w.kind, w.magnitude, reason, TESTS[idx[j]], score))
+            e = int(np.argmin(best["own"]))
+            own, habit, cal = (
+                float(min(1.0, best[st][e])) if np.isfinite(best["own"][e]) else math.nan for st in _STAGES
+            )
+            evidence = TESTS[idx[e]] if np.isfinite(best["own"][e]) else ""
+            miss = Miss(s.name, s.character, w.kind, w.magnitude, reason, TESTS[idx[j]], score)
+            out.append(replace(miss, evidence=evidence, own=own, habit=habit, calibrated=cal))
     return out
 
 

@@ -112,6 +112,18 @@ def test_breakdown_says_why_a_window_was_missed_and_where_false_alarms_were() ->
     first = misses[0]
     expected_reason = "habit" if a.kind in ("spike", "shift", "drift", "variance") else "below"
     assert (first.kind, first.reason) == (a.kind, expected_reason)
+    # the strongest evidence of its own, and what each stage made of it (m * p, Bonferroni over the tests)
+    if a.kind in ("spike", "shift", "drift", "variance"):
+        assert first.evidence in ("spike", "shift")
+        assert first.own == pytest.approx(len(TESTS) * 1e-7)
+        assert (first.habit, first.calibrated) == (1.0, 1.0)
+    habit_only = ones.copy()
+    habit_only[[spike, shift], a.start] = 1e-3
+    weak = missed_windows([s], [np.zeros(n, bool)], [Trace(habit_only, habit_only, ones)], 1.0 - 1e-4)[0]
+    if a.kind in ("spike", "shift", "drift", "variance"):
+        assert weak.reason == "below"
+        assert weak.own == weak.habit == pytest.approx(len(TESTS) * 1e-3)
+        assert weak.calibrated == 1.0
     # an alarm just after the window: late; an alarm inside it: not a miss
     late = np.zeros(n, bool)
     late[a.end + 1] = True
