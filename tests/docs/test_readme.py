@@ -15,12 +15,14 @@ the harness itself runs tiny on one bench (the Rust peers compile the peer crate
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 import re
 import shlex
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -309,6 +311,24 @@ def test_make_bench_recipe_and_its_harness(tmp_path: Path) -> None:
     assert measured["replication throughput node to node"] is None  # not run: reported as not measured
     print("make bench: recipe checked with make -n, its harness run on bench_core; the benches it runs")
     print("are each run tiny by test_readme_bench; its Rust peers (minutes to compile) are left to it")
+
+
+def test_make_bench_finds_a_goal_in_a_qualified_row_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A bench may qualify its row's name; the goal table must still report it, not say "not measured".
+    monkeypatch.syspath_prepend(str(REPO / "benches"))  # run_all imports its sibling bench_report
+    spec = importlib.util.spec_from_file_location("run_all", REPO / "benches" / "run_all.py")
+    assert spec is not None and spec.loader is not None
+    run_all = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "run_all", run_all)  # its dataclasses look their module up
+    spec.loader.exec_module(run_all)
+    rows = {
+        "replication throughput node to node, real nodes (WAL on), API columns": {"value": 1},
+        "idle node RSS breakdown": {"value": 2},
+        "idle node RSS": {"value": 3},
+    }
+    assert run_all.find_row(rows, "replication throughput node to node") == {"value": 1}
+    assert run_all.find_row(rows, "idle node RSS") == {"value": 3}  # the exact name wins
+    assert run_all.find_row(rows, "replication latency p99") is None
 
 
 @pytest.mark.slow
