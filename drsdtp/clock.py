@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import ntplib
-
 from drsdtp.config import parse_address
 from drsdtp.errors import ConfigError, StorageError
 from drsdtp.lifecycle import BackgroundService
@@ -76,6 +74,8 @@ async def measure_offset(server: str, *, timeout_s: float = 2.0, version: int = 
         address = parse_address(server, "clock.ntp_server", default_port=123, allow_port_zero=False)
     except ConfigError as exc:
         return ClockOffset.unknown(server, exc.reason)
+    import ntplib  # only for a configured server: a node without one never asks (idle RSS)
+
     client = ntplib.NTPClient()
     try:
         stats = await asyncio.to_thread(

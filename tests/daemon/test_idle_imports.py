@@ -72,6 +72,8 @@ NOT_WHEN_IDLE = (
     "email",
     # A Watch stream that asked for JSON.
     "google.protobuf.json_format",
+    # NTP: only with clock.ntp_server.
+    "ntplib",
     # Only for a refused name's did-you-mean, and a CSV history export.
     "difflib",
     "csv",
