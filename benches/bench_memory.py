@@ -3,8 +3,10 @@ real ``drsdtp run`` processes fed through a real mosquitto:
 
 1. idle RSS of a node with an MQTT adapter and history, by component (from ``/proc/PID/smaps``: grpc's
    library, libpython, OpenSSL, our native module, other libraries, and the heap: Python's objects and
-   every native allocation), and the Python heap of the same command and config by package
-   (``benches/module_heap.py``: what each imported module holds, measured with tracemalloc);
+   every native allocation), the heap split (brk heap, thread stacks, other anonymous mappings) with the
+   threads by name and the private dirty bytes, and the Python heap of the same command and config by
+   package (``benches/module_heap.py``: what each imported module holds, measured with tracemalloc) with
+   Python's small-object allocator at idle (the same, without tracemalloc);
 2. RSS per twin (one value field and its _scope each), after ingesting --keys twins and settling;
 3. RSS per Watch stream whose client froze, on a node holding thousands of twins;
 4. peak RSS with every flood at once (as ``tests/daemon/test_node_memory_budget.py``), against the budget.
@@ -68,6 +70,56 @@ def rss_by_component(pid: int) -> dict[str, int]:
     return out
 
 
+def heap_parts(pid: int) -> tuple[dict[str, int], Counter[str]]:
+    """The "heap" of :func:`rss_by_component` split by what holds it: the brk heap (malloc's main arena:
+    Python's objects over 512 B and native allocations), thread stacks (the mapping each thread's stack
+    pointer is in, from ``/proc/PID/task/TID/syscall``), other anonymous mappings (Python's 1 MiB
+    small-object arenas, other threads' malloc arenas, large blocks), and every mapping's private dirty
+    bytes (what is the process's alone: the rest of its RSS is clean library pages, shared and reclaimable);
+    and the threads by name."""
+    names: Counter[str] = Counter()
+    stack_pointers: list[int] = []
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            names[(task / "comm").read_text().strip()] += 1
+            syscall = (task / "syscall").read_text().split()
+            if len(syscall) > 2:  # "running" has no registers to show
+                stack_pointers.append(int(syscall[-2], 16))
+    out = {"brk heap": 0, "thread stacks": 0, "anonymous": 0, "private dirty": 0}
+    part = ""
+    for line in pathlib.Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if "-" in head[0] and not head[0].endswith(":"):
+            path = head[5] if len(head) > 5 else ""
+            lo, hi = (int(x, 16) for x in head[0].split("-"))
+            if path == "[heap]":
+                part = "brk heap"
+            elif path == "[stack]" or (not path and any(lo <= sp < hi for sp in stack_pointers)):
+                part = "thread stacks"
+            else:
+                part = "" if path else "anonymous"
+        elif head[0] == "Rss:" and part:
+            out[part] += int(head[1]) * 1024
+        elif head[0] == "Private_Dirty:":
+            out["private dirty"] += int(head[1]) * 1024
+    return out, names
+
+
+def python_allocator(config: pathlib.Path, seconds: float = 8.0) -> str:
+    """Python's small-object allocator at idle, from the same command and config without tracemalloc (which
+    hides it): its arenas and the bytes in live blocks (``module_heap.py --allocator``)."""
+    script = pathlib.Path(__file__).with_name("module_heap.py")
+    out = subprocess.run(
+        [sys.executable, str(script), str(config), str(seconds), "--allocator"],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    stats = json.loads(out.stdout.strip().splitlines()[-1])
+    return (
+        f"  Python's small-object allocator at idle (no tracemalloc): {stats['arenas']} arenas of 1 MiB, "
+        f"{stats['allocated_blocks'] / MIB:.1f} MiB in live blocks of <= 512 B"
+    )
+
+
 def python_heap(workdir: pathlib.Path, body: str, seconds: float = 8.0) -> list[str]:
     """What the modules of ``drsdtp run`` with this config hold on the Python heap, by package."""
     node = Daemon(workdir, body)
@@ -77,6 +129,7 @@ def python_heap(workdir: pathlib.Path, body: str, seconds: float = 8.0) -> list[
         [sys.executable, str(script), str(node.write_config()), str(seconds)],
         capture_output=True, text=True, check=True, timeout=300,
     )  # fmt: skip
+    allocator = python_allocator(node.config_path, seconds)
     heap = json.loads(out.stdout.strip().splitlines()[-1])
     by_package: Counter[str] = Counter()
     for name, size in heap["modules"].items():
@@ -89,6 +142,7 @@ def python_heap(workdir: pathlib.Path, body: str, seconds: float = 8.0) -> list[
         f"{len(heap['modules'])} modules it imports hold {modules / MIB:.1f} MiB (code and objects), "
         f"drsdtp's own {own / MIB:.1f}",
         "  by package: " + ", ".join(f"{k} {v / MIB:.2f}" for k, v in by_package.most_common(14)) + " MiB",
+        allocator,
     ]
 
 
@@ -132,6 +186,14 @@ async def main(keys: int, streams: int, idle_only: bool) -> None:
                 print(f"idle node:               {idle / MIB:7.1f} MiB")
                 parts = rss_by_component(node.pid)
                 print("  by component: " + ", ".join(f"{k} {v / MIB:.1f}" for k, v in parts.items()) + " MiB")
+                heap_split, threads = heap_parts(node.pid)
+                print(
+                    "  the heap: " + ", ".join(f"{k} {v / MIB:.1f}" for k, v in heap_split.items()) + " MiB"
+                )
+                print(
+                    f"  {sum(threads.values())} threads: "
+                    + ", ".join(f"{k} {n}" for k, n in threads.most_common())
+                )
                 print("\n".join(heap))
                 if idle_only:
                     return

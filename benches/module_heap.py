@@ -5,7 +5,9 @@ tracemalloc on and every module's import measured on its own: the bytes its load
 that are still held, less what the imports it made allocated (each of those is counted as itself). After
 SECONDS (default 5) of idling it stops the node (SIGTERM, as systemd does) and prints one JSON object:
 ``{"traced": bytes held at idle, "modules": {name: bytes}}``. ``bench_memory.py`` runs it beside the real
-daemon and groups the modules by package.
+daemon and groups the modules by package. ``--allocator`` runs the node without tracemalloc and prints
+Python's small-object allocator at idle instead: ``{"arenas": 1 MiB arenas in use, "allocated_blocks":
+bytes in their live blocks}``.
 
 Not the daemon process itself (tracemalloc costs memory and time of its own), but the same command, config
 and imports, so the same modules and objects.
@@ -19,6 +21,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import threading
 import tracemalloc
 from collections.abc import Sequence
@@ -77,6 +80,49 @@ class ModuleMeter(importlib.abc.MetaPathFinder):
         return None
 
 
+def allocator_stats() -> dict[str, int]:
+    """Python's small-object allocator (``sys._debugmallocstats``, which writes to the C stderr): arenas in
+    use and the bytes in their live blocks. Only without tracemalloc, whose hooks hide the allocator."""
+    with tempfile.TemporaryFile() as out:
+        saved = os.dup(2)
+        os.dup2(out.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode()
+    return {
+        key: int(line.split("=")[1].replace(",", ""))
+        for line in text.splitlines()
+        for key, label in (
+            ("arenas", "# arenas allocated current"),
+            ("allocated_blocks", "# bytes in allocated"),
+        )
+        if line.startswith(label)
+    }
+
+
+def allocator_main(config: str, seconds: float) -> None:
+    """``--allocator``: the same node without tracemalloc; prints the allocator's figures at idle as JSON."""
+    stats: dict[str, int] = {}
+
+    def stop() -> None:
+        stats.update(allocator_stats())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    timer = threading.Timer(seconds, stop)
+    timer.start()
+    from drsdtp.cli import main as cli_main
+
+    try:
+        cli_main(["run", "--config", config])
+    finally:
+        timer.cancel()
+    print(json.dumps(stats))
+
+
 def main(config: str, seconds: float) -> None:
     tracemalloc.start()
     meter = ModuleMeter()
@@ -100,4 +146,5 @@ def main(config: str, seconds: float) -> None:
 
 if __name__ == "__main__":
     sys.path.insert(0, ROOT)
-    main(sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else 5.0)
+    args = [a for a in sys.argv[1:] if a != "--allocator"]
+    (allocator_main if "--allocator" in sys.argv else main)(args[0], float(args[1]) if len(args) > 1 else 5.0)
