@@ -59,7 +59,11 @@ class ModelCatalog:
 
     @classmethod
     def from_config(cls, config: NodeConfig, registry: KernelRegistry) -> ModelCatalog:
-        """Build and validate every model of ``config``; the first problem is raised as a ConfigError."""
+        """Build and validate every model of ``config``; the first problem is raised as a ConfigError. A
+        config that declares no model, kernel, model file or twin rule gets the library alone, parsed at its
+        first read (with the kernels it names: an idle node that models nothing does not import them)."""
+        if not (config.kernels or config.models_dir is not None or config.models or config.twins):
+            return cls(_Library(registry))
         models: dict[str, AssetModel] = {}
         notes: list[str] = []
 
@@ -105,6 +109,28 @@ class ModelCatalog:
             if rule.model not in catalog:
                 raise ConfigError(f"twins[{i}].model", catalog.unknown(rule.model))
         return catalog
+
+
+class _Library(Mapping[str, AssetModel]):
+    """The library's models by name, parsed at the first read (issue 13: idle RSS)."""
+
+    def __init__(self, registry: KernelRegistry) -> None:
+        self._registry = registry
+        self._models: dict[str, AssetModel] | None = None
+
+    def _loaded(self) -> dict[str, AssetModel]:
+        if self._models is None:
+            self._models = {m.name: m for m in library_models(self._registry, check_kernels=False)}
+        return self._models
+
+    def __getitem__(self, name: str) -> AssetModel:
+        return self._loaded()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
 
 
 def _legacy_kernel(

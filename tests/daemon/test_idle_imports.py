@@ -63,6 +63,13 @@ NOT_WHEN_IDLE = (
     "drsdtp.intelligence.health",
     "drsdtp.intelligence.detect",
     "drsdtp.intelligence.windows",
+    # The built-in kernels: with the first model read (a config without models reads none at start).
+    "drsdtp.kernels.thermal",
+    "drsdtp.kernels.pump",
+    "drsdtp.kernels.motor",
+    "drsdtp.kernels.meter",
+    "drsdtp.kernels.kalman",
+    "drsdtp.kernels.linear",
     # Plug-in scans (entry points): only for a kernel or adapter type no built-in has.
     "importlib.metadata",
     "importlib.resources",

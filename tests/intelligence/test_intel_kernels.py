@@ -46,6 +46,15 @@ def test_builtins_satisfy_the_protocol_and_are_shared() -> None:
         reg.register("linear.trend", LinearTrendKernel)
 
 
+def test_each_builtin_is_registered_under_its_own_name() -> None:
+    """The registry names its built-ins without importing them (an idle node's RSS): each name must be the
+    one its kernel says it has, or a model naming it would get another kernel or none."""
+    reg = default_registry(plugins=False)
+    assert set(registry_module.BUILTINS) <= set(reg.names())
+    for name in registry_module.BUILTINS:
+        assert reg.get(name).name == name
+
+
 def test_entry_point_plugins_load_and_broken_ones_are_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
     class Good:
         name = "plugin.good"
