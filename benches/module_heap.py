@@ -2,12 +2,12 @@
 
 ``python benches/module_heap.py CONFIG [SECONDS]`` runs ``drsdtp run --config CONFIG`` in this process with
 tracemalloc on and every module's import measured on its own: the bytes its loading and its body allocated
-that are still held, less what the imports it made allocated (each of those is counted as itself). After
-SECONDS (default 5) of idling it stops the node (SIGTERM, as systemd does) and prints one JSON object:
-``{"traced": bytes held at idle, "modules": {name: bytes}}``. ``bench_memory.py`` runs it beside the real
-daemon and groups the modules by package. ``--allocator`` runs the node without tracemalloc and prints
-Python's small-object allocator at idle instead: ``{"arenas": 1 MiB arenas in use, "allocated_blocks":
-bytes in their live blocks}``.
+that are still held, less what the imports it made allocated (each of those is counted as itself). Once
+its API accepts connections and SECONDS (default 5) of idling later, it stops the node (SIGTERM, as
+systemd does) and prints one JSON object: ``{"traced": bytes held at idle, "modules": {name: bytes}}``.
+``bench_memory.py`` runs it beside the real daemon and groups the modules by package. ``--allocator``
+runs the node without tracemalloc and prints Python's small-object allocator at idle instead:
+``{"arenas": 1 MiB arenas in use, "allocated_blocks": bytes in their live blocks}``.
 
 Not the daemon process itself (tracemalloc costs memory and time of its own), but the same command, config
 and imports, so the same modules and objects.
@@ -20,11 +20,13 @@ import importlib.machinery
 import json
 import os
 import signal
+import socket
 import sys
 import tempfile
 import threading
+import tomllib
 import tracemalloc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -80,6 +82,28 @@ class ModuleMeter(importlib.abc.MetaPathFinder):
         return None
 
 
+def _after_serving(config: str, seconds: float, stop: Callable[[], None]) -> threading.Event:
+    """Calls ``stop`` ``seconds`` after the node's API accepts a connection (a loaded machine can take longer
+    than the idle time to start, and a SIGTERM before the node handles it kills the process); setting the
+    returned event cancels it."""
+    with open(config, "rb") as f:
+        host, _, port = tomllib.load(f)["listen"]["api"].rpartition(":")
+    cancelled = threading.Event()
+
+    def wait() -> None:
+        while not cancelled.is_set():
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+                break
+            except OSError:
+                cancelled.wait(0.2)
+        if not cancelled.wait(seconds):
+            stop()
+
+    threading.Thread(target=wait, daemon=True).start()
+    return cancelled
+
+
 def allocator_stats() -> dict[str, int]:
     """Python's small-object allocator (``sys._debugmallocstats``, which writes to the C stderr): arenas in
     use and the bytes in their live blocks. Only without tracemalloc, whose hooks hide the allocator."""
@@ -112,14 +136,13 @@ def allocator_main(config: str, seconds: float) -> None:
         stats.update(allocator_stats())
         os.kill(os.getpid(), signal.SIGTERM)
 
-    timer = threading.Timer(seconds, stop)
-    timer.start()
+    timer = _after_serving(config, seconds, stop)
     from drsdtp.cli import main as cli_main
 
     try:
         cli_main(["run", "--config", config])
     finally:
-        timer.cancel()
+        timer.set()
     print(json.dumps(stats))
 
 
@@ -133,14 +156,13 @@ def main(config: str, seconds: float) -> None:
         idle.append(tracemalloc.get_traced_memory()[0])
         os.kill(os.getpid(), signal.SIGTERM)
 
-    timer = threading.Timer(seconds, stop)
-    timer.start()
+    timer = _after_serving(config, seconds, stop)
     from drsdtp.cli import main as cli_main
 
     try:
         cli_main(["run", "--config", config])
     finally:
-        timer.cancel()
+        timer.set()
     print(json.dumps({"traced": idle[0] if idle else -1, "modules": meter.own}))
 
 
