@@ -26,6 +26,8 @@ import asyncio
 import collections
 import contextlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -69,15 +71,20 @@ class DurableStore:
         self.stats = stats
         # (sequence number of the record, its writer): released once the log reports that number durable.
         self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
-        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: _CommitThread | None = None
+        self._busy = False  # a commit is handed to the thread and not yet called back
+        self._urged = False  # ... and told to go now
+        self._generation = 0
+        self._idle: asyncio.Future[None] | None = None  # set by __aexit__: resolved once nothing is in flight
+        self._woke_ns = self._handed_ns = 0
         self._since_snapshot = 0
-        self._task: asyncio.Task[None] | None = None
         self._snapshotting: asyncio.Task[None] | None = None
         self._barriers: list[Barrier] = []
         self._closed = False
-        #: The last group commit's times (``time.monotonic_ns()``, for ``drsdtp.stages``): the committer woke,
-        #: handed the fsync to its worker thread, the thread started it, the fsync returned, the committer
-        #: resumed on the event loop.
+        #: The last group commit's times (``time.monotonic_ns()``, for ``drsdtp.stages``): the loop began it,
+        #: handed it to the commit thread, the thread started it (after its window), the fsync returned, the
+        #: thread's call back ran on the loop.
         self.last_commit_ns: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
 
     @classmethod
@@ -118,20 +125,33 @@ class DurableStore:
 
     async def __aenter__(self) -> Self:
         if self._wal is not None:
-            self._task = asyncio.create_task(self._committer(), name="wal-committer")
+            loop = asyncio.get_running_loop()
+            self._loop = loop
+            self._thread = _CommitThread(
+                self._wal, self._config.fsync_interval_ms / 1000, loop, self._committed
+            )
+            if self._waiters:  # appended before the store was entered
+                self._busy = True
+                loop.call_soon(self._start)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._closed = True
-        if self._task is not None:
-            self._wake.set()
+        # Staged: the commit in flight (and one more for what it did not cover) without waiting out its
+        # window, then the snapshot running, then the thread, then the log's clean close.
+        if self._busy:
+            assert self._loop is not None and self._thread is not None
+            self._idle = self._loop.create_future()
+            self._urge()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await self._idle
         if self._snapshotting is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._snapshotting
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.stop)
         if self._wal is not None:
             # Whatever is still buffered becomes durable, then the log is marked closed cleanly.
             try:
@@ -157,9 +177,16 @@ class DurableStore:
             return waiter
         if self._closed:
             raise RuntimeError("the durable store is closed")
-        seq = self._wal.append_aux(payload) if aux else self._wal.append(payload)
+        wal = self._wal
+        seq = wal.append_aux(payload) if aux else wal.append(payload)
         self._waiters.append((seq, waiter))
-        self._wake.set()
+        if not self._busy:
+            if self._loop is not None:  # else __aenter__ starts it
+                # The commit starts in the loop's next step: what else this step appends joins it.
+                self._busy = True
+                self._loop.call_soon(self._start)
+        elif not self._urged and wal.pending_bytes >= self._config.fsync_bytes:
+            self._urge()
         return waiter
 
     def take_recovered_aux(self) -> list[bytes]:
@@ -192,49 +219,43 @@ class DurableStore:
             self._snapshotting = asyncio.create_task(self._snapshot(), name="wal-snapshot")
         await asyncio.shield(self._snapshotting)
 
-    async def _committer(self) -> None:
-        assert self._wal is not None
-        wal, interval = self._wal, self._config.fsync_interval_ms / 1000
-        last_fsync = -float("inf")
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._waiters:
-                if self._closed:
-                    return
-                continue
-            woke = time.monotonic_ns()
-            # Group commit: at most one fsync per interval, unless the byte threshold is reached first. The
-            # window counts from the previous fsync, not from this record: a write arriving after a quiet
-            # spell is fsynced at once (latency: one fsync), while under load the records of each interval
-            # share one fsync (so the fsync rate stays bounded, as flash storage needs).
-            await asyncio.sleep(0)  # writers woken in this step of the loop join this commit
-            deadline = last_fsync + interval
-            while not self._closed and wal.pending_bytes < self._config.fsync_bytes:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), left)
-                self._wake.clear()
-            started = time.perf_counter()
-            last_fsync = time.monotonic()
-            submitted = time.monotonic_ns()
-            try:
-                durable_seq, thread_started, synced = await asyncio.to_thread(_timed_commit, wal)
-            except StorageError as exc:
-                self._fail_waiters(exc)
-                continue
-            self.last_commit_ns = (woke, submitted, thread_started, synced, time.monotonic_ns())
-            self.stats.fsync_latency.observe(time.perf_counter() - started)
+    def _start(self) -> None:
+        """Hands the next commit to the thread (which waits out the group-commit window, if any, itself)."""
+        assert self._wal is not None and self._thread is not None
+        self._woke_ns = time.monotonic_ns()
+        self._generation += 1
+        self._urged = self._closed or self._wal.pending_bytes >= self._config.fsync_bytes
+        self._thread.submit(self._generation, now=self._urged)
+        self._handed_ns = time.monotonic_ns()
+
+    def _urge(self) -> None:
+        """The commit handed to the thread goes now, without waiting for the rest of its window."""
+        assert self._thread is not None
+        self._urged = True
+        self._thread.urge(self._generation)
+
+    def _committed(
+        self, durable_seq: int, error: StorageError | None, started_ns: int, synced_ns: int
+    ) -> None:
+        """The thread's one call back per commit, on the loop: releases (or fails) the writers, then hands
+        over the next commit at once if records were appended meanwhile (they waited out this fsync)."""
+        self._busy = False
+        if error is not None:
+            self._fail_waiters(error)
+        else:
+            self.last_commit_ns = (self._woke_ns, self._handed_ns, started_ns, synced_ns, time.monotonic_ns())
+            self.stats.fsync_latency.observe((synced_ns - started_ns) / 1e9)
             self.stats.commits += 1
             self._made_durable(durable_seq)
             if self._snapshotting is None and not self._closed and self._snapshot_due():
                 self._since_snapshot = 0
                 # In its own task: commits go on while barriers and the snapshot run.
                 self._snapshotting = asyncio.create_task(self._snapshot(), name="wal-snapshot")
-            if self._closed and not self._waiters:
-                return
+        if self._waiters:
+            self._busy = True
+            self._start()
+        elif self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
 
     async def _snapshot(self) -> None:
         """A new segment, the barriers, then the snapshot (which truncates the segments before that one)."""
@@ -295,8 +316,74 @@ class DurableStore:
                 waiter.set_exception(exc)
 
 
-def _timed_commit(wal: Wal) -> tuple[int, int, int]:
-    """``wal.commit()`` in the worker thread, with when the thread started it and when it returned."""
-    started = time.monotonic_ns()
-    durable_seq = wal.commit()
-    return durable_seq, started, time.monotonic_ns()
+class _CommitThread:
+    """The log's commits, on one thread of its own for the store's life: no executor, no future per commit.
+    The loop hands it a commit with :meth:`submit` (a queue put); the thread waits out the group-commit
+    window (at most one fsync per ``interval_s``, counted from the previous one's start) unless told to go
+    now, takes everything buffered, writes and fsyncs it with the GIL released, then calls ``committed``
+    on the loop once (``call_soon_threadsafe``: one wake-up of the loop per commit, whatever the number of
+    writers). One commit at a time: the loop submits the next only after the last one's call back, so the
+    queue holds at most a commit, its urge and the stop.
+
+    The window counts from the previous fsync, not from the record: a write arriving after a quiet spell is
+    fsynced at once (latency: one fsync), while under load what is appended during a commit and its window
+    shares the next fsync (so the fsync rate stays bounded, as flash storage needs). With an interval of 0,
+    commits follow each other as fast as the disk allows and group only what arrives during the fsync."""
+
+    def __init__(
+        self,
+        wal: Wal,
+        interval_s: float,
+        loop: asyncio.AbstractEventLoop,
+        committed: Callable[[int, StorageError | None, int, int], None],
+    ) -> None:
+        self._wal, self._interval, self._loop, self._committed = wal, interval_s, loop, committed
+        self._jobs: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="wal-committer", daemon=True)
+        self._thread.start()
+
+    def submit(self, generation: int, *, now: bool) -> None:
+        """Commit number ``generation``: after its window, or at once if ``now``."""
+        self._jobs.put(("now" if now else "commit", generation))
+
+    def urge(self, generation: int) -> None:
+        """Commit ``generation`` goes now if it is waiting out its window (ignored once it is done)."""
+        self._jobs.put(("urge", generation))
+
+    def stop(self) -> None:
+        """Ends the thread (blocking: call it off the loop, once the last commit was called back)."""
+        self._jobs.put(("stop", 0))
+        self._thread.join()
+
+    def _run(self) -> None:
+        jobs, wal = self._jobs, self._wal
+        last_start = -float("inf")
+        while True:
+            kind, generation = jobs.get()
+            if kind == "stop":
+                return
+            if kind == "urge":  # for a commit already done
+                continue
+            now = kind == "now"
+            while not now and (left := last_start + self._interval - time.monotonic()) > 0:
+                try:
+                    kind, urged = jobs.get(timeout=left)
+                except queue.Empty:
+                    break
+                # The loop submits nothing else while this commit is in flight: only its urge comes.
+                now = (kind, urged) == ("urge", generation)
+            last_start = time.monotonic()
+            started = time.monotonic_ns()
+            error: StorageError | None = None
+            try:
+                durable_seq = wal.commit()
+            except StorageError as exc:
+                durable_seq, error = 0, exc
+            except BaseException as exc:  # a panic in the log must fail its writers, not hang them
+                durable_seq, error = 0, StorageError(f"write-ahead log commit failed: {exc!r}")
+            try:
+                self._loop.call_soon_threadsafe(
+                    self._committed, durable_seq, error, started, time.monotonic_ns()
+                )
+            except RuntimeError:  # the loop is closed: nobody is left to tell
+                return

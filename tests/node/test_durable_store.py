@@ -5,6 +5,7 @@ acknowledging them."""
 from __future__ import annotations
 
 import asyncio
+import selectors
 import shutil
 from pathlib import Path
 
@@ -108,6 +109,56 @@ async def test_a_failed_commit_fails_its_writers_and_is_counted(tmp_path: Path) 
         assert durable.stats.failed_commits >= 1
         assert (durable.pending, durable.stats.records) == (0, 1)
         disk.fail = False
+
+
+class _CountingSelector(selectors.DefaultSelector):
+    """Counts the event loop's steps: the loop polls its selector once per step (a wake-up when it blocks)."""
+
+    steps = 0
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        self.steps += 1
+        return super().select(timeout)
+
+
+def test_one_commit_releases_many_writers_in_three_steps_of_the_loop(tmp_path: Path) -> None:
+    # 50 writers appending in one step share one commit, started in the loop's next step and called back
+    # once: the writers run in the step after (the old committer took its task's wake, a sleep(0), an
+    # executor future, the wrapping asyncio one, then the writers: 5 steps).
+    selector = _CountingSelector()
+    store = _store()
+
+    async def main() -> tuple[int, int]:
+        async with DurableStore.open(tmp_path, store, WalConfig(fsync_interval_ms=0)) as durable:
+            await durable.record(store.set("t", "first", 0.0))
+            writes = [durable.append(store.set("t", f"f{i}", float(i))) for i in range(50)]
+            steps, commits = selector.steps, durable.stats.commits
+            await writes[-1]
+            assert all(w.done() for w in writes) and durable.pending == 0
+            return selector.steps - steps, durable.stats.commits - commits
+
+    with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(selector)) as runner:
+        steps, commits = runner.run(main())
+    assert (steps, commits) == (3, 1)
+
+
+async def test_a_full_buffer_and_the_shutdown_cut_the_group_commit_window_short(tmp_path: Path) -> None:
+    # A one-minute window: only the byte threshold (then the shutdown) can make these records durable in
+    # the test's lifetime; the deadlines below are far from both (no timed assertion).
+    store = _store()
+    config = WalConfig(fsync_interval_ms=60_000, fsync_bytes=4096)
+    async with asyncio.timeout(20), DurableStore.open(tmp_path, store, config) as durable:
+        await durable.record(store.set("t", "first", 1.0))  # at once: the window starts
+        small = durable.append(store.set("t", "small", 1.0))
+        await asyncio.sleep(0.05)
+        assert not small.done()  # in its window
+        await durable.record(store.set("t", "big", b"x" * 8192))
+        assert small.done() and durable.stats.commits == 2
+        last = durable.append(store.set("t", "last", 2.0))
+    assert last.done() and last.exception() is None
+    recovered = _store()
+    Wal.open(tmp_path / "wal", recovered)
+    assert (recovered.get("t", "small"), recovered.get("t", "last")) == (1.0, 2.0)
 
 
 async def test_a_cancelled_writer_neither_breaks_sync_nor_loses_its_record(tmp_path: Path) -> None:
