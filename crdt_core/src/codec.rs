@@ -372,6 +372,83 @@ impl Store {
         encode(&pb::StateDelta { format: FORMAT as i32, replicas, twins: vec![ts] })
     }
 
+    /// Delta of a batch of counter, set and multi-value events (see `ops`): per twin (sorted by name), the
+    /// twin dots of its events, and each touched field as the last of its single deltas carries it (a
+    /// counter's own entry, a set or a multi-value register whole): the join of the single deltas. With
+    /// `batch` (this store's `write_batch` delta, written just before), its twins' register writes and
+    /// dots go in too: the join of both, without decoding, merging and encoding a state.
+    pub(crate) fn encode_field_events(
+        &self,
+        touched: &[(u32, crate::ops::Touched)],
+        batch: Option<&[u8]>,
+    ) -> Result<Vec<u8>> {
+        let mut table = WriterTable::default();
+        table.add(self.replica);
+        let cell = |tid: u32, fid: u32, kind: Kind| {
+            self.twin(tid).and_then(|t| t.find(fid, kind).ok().map(|i| t.slots[i].cell()))
+        };
+        for (tid, t) in touched {
+            for &(fid, kind) in &t.fields {
+                match cell(*tid, fid, kind) {
+                    Some(CellRef::Set(s)) => table.add_context(s.context()),
+                    Some(CellRef::Multi(r)) => table.add_context(r.context()),
+                    _ => {}
+                }
+            }
+        }
+        let replicas = table.freeze();
+        let mut twins: Vec<pb::TwinState> = Vec::with_capacity(touched.len());
+        let mut contexts: Vec<Context> = Vec::with_capacity(touched.len());
+        let mut at: HashMap<u32, usize> = HashMap::with_capacity(touched.len());
+        for (tid, t) in touched {
+            let mut ts = pb::TwinState { twin: self.twin_names.name(*tid).to_owned(), ..Default::default() };
+            for &(fid, kind) in &t.fields {
+                let name = self.field_names.name(fid);
+                match cell(*tid, fid, kind) {
+                    Some(CellRef::Counter(c)) => {
+                        let mut one = PnCounter::new();
+                        if let Some(e) = c.entry(self.replica) {
+                            one.join_entry(e);
+                        }
+                        ts.counters.extend(counter_state(name, &one, &table, None));
+                    }
+                    Some(CellRef::Set(s)) => ts.sets.push(set_state(name, s, &table)),
+                    Some(CellRef::Multi(r)) => ts.multi_values.push(multi_value_state(name, r, &table)),
+                    _ => {}
+                }
+            }
+            ts.counters.sort_by(|a, b| a.field.cmp(&b.field));
+            ts.sets.sort_by(|a, b| a.field.cmp(&b.field));
+            ts.multi_values.sort_by(|a, b| a.field.cmp(&b.field));
+            at.insert(*tid, twins.len());
+            twins.push(ts);
+            contexts.push(Context::from_parts([], t.dots.iter().copied()));
+        }
+        if let Some(bytes) = batch {
+            let msg = pb::StateDelta::decode(bytes).map_err(|e| corrupt(format!("a batch's own delta: {e}")))?;
+            let me = table.ix(self.replica);
+            for mut ts in msg.twins {
+                let cc = decode_context(ts.context.as_ref(), &msg.replicas)?;
+                ts.writes.iter_mut().for_each(|g| g.writer = me);
+                match self.twin_names.get(&ts.twin).and_then(|tid| at.get(&tid)) {
+                    Some(&i) => {
+                        contexts[i].union(&cc);
+                        twins[i].writes = ts.writes;
+                    }
+                    None => {
+                        ts.context = Some(table.context(&cc));
+                        twins.push(ts);
+                    }
+                }
+            }
+        }
+        for (ts, cc) in twins.iter_mut().zip(&contexts) {
+            ts.context = Some(table.context(cc));
+        }
+        twins.sort_by(|a, b| a.twin.cmp(&b.twin));
+        Ok(encode(&pb::StateDelta { format: FORMAT as i32, replicas, twins }))
+    }
+
     // ----- full state and catch-up -----------------------------------------------------------------------
 
     fn twin_ids_sorted(&self, names: Option<&[String]>) -> Vec<u32> {

@@ -32,6 +32,7 @@ pub mod held;
 pub mod intern;
 pub mod lww;
 pub mod mvreg;
+mod ops;
 pub mod orset;
 #[allow(missing_docs, clippy::all)]
 #[rustfmt::skip]
@@ -50,6 +51,7 @@ pub use entries::{is_reading, numeric_entries, MergedReadings, NumericEntry};
 pub use error::{Error, Kind, Result};
 pub use lww::LwwReg;
 pub use mvreg::{MvReg, Sibling};
+pub use ops::{FieldOps, FieldWrite};
 pub use orset::OrSet;
 pub use store::{Limits, Store, StoreStats};
 pub use value::{FieldValue, Value};

@@ -601,3 +601,152 @@ fn a_set_delta_does_not_grow_with_its_twins_other_writes() {
     assert_eq!(b.context("t"), a.context("t"));
     assert_eq!(b.encode_state(None), a.encode_state(None));
 }
+
+/// One field's ops of a batch (`crdt_core::FieldWrite`): twin 0 or 1, a counter, set or desired field of
+/// two each (so the batch's own kinds never conflict), 1-3 events.
+fn field_write() -> impl Strategy<Value = crdt_core::FieldWrite> {
+    use crdt_core::{FieldOps, FieldWrite};
+    let twin = 0..2usize;
+    let named = |kind: &'static str, t: usize, f: usize| (TWINS[t].to_owned(), format!("{kind}{f}"));
+    prop_oneof![
+        (twin.clone(), 0..2usize, proptest::collection::vec(-3i64..4, 1..4)).prop_map(move |(t, f, a)| {
+            let (t, f) = named("c", t, f);
+            FieldWrite::new(t, f, FieldOps::Increments(a))
+        }),
+        (twin.clone(), 0..2usize, proptest::collection::vec((any::<bool>(), 0u8..3), 1..4)).prop_map(
+            move |(t, f, ops)| {
+                let (t, f) = named("s", t, f);
+                FieldWrite::new(t, f, FieldOps::Set(ops.into_iter().map(|(a, e)| (a, format!("e{e}"))).collect()))
+            }
+        ),
+        (twin, 0..2usize, proptest::collection::vec(proptest::option::weighted(0.8, value()), 1..4)).prop_map(
+            move |(t, f, v)| {
+                let (t, f) = named("d", t, f);
+                FieldWrite::new(t, f, FieldOps::Desired(v))
+            }
+        ),
+    ]
+}
+
+const TWINS: [&str; 2] = ["t1", "t0"];
+
+/// The single calls `write_ops` stands for, each with its delta.
+fn each_call(s: &mut Store, w: &crdt_core::FieldWrite) -> Vec<Vec<u8>> {
+    let (t, f) = (w.twin.as_str(), w.field.as_str());
+    match &w.ops {
+        crdt_core::FieldOps::Increments(a) => a.iter().map(|&n| s.increment(t, f, n).unwrap()).collect(),
+        crdt_core::FieldOps::Set(ops) => {
+            let refs: Vec<(bool, &str)> = ops.iter().map(|(a, e)| (*a, e.as_str())).collect();
+            vec![s.set_ops(t, f, &refs).unwrap()]
+        }
+        crdt_core::FieldOps::Desired(values) => values
+            .iter()
+            .map(|v| match v {
+                Some(v) => s.desire(t, f, v.clone()).unwrap(),
+                None => s.clear_desired(t, f).unwrap(),
+            })
+            .collect(),
+    }
+}
+
+proptest! {
+    #![proptest_config(cfg())]
+
+    /// A request's counter, set and desired events in one batch (`write_ops`, one delta) give the state
+    /// the calls one by one give, byte for byte, after any earlier history (a peer's events merged too);
+    /// the one delta is the join of theirs, byte for byte; a peer that saw any of the earlier deltas
+    /// ends where the single deltas take it; and merging the batch delta with a concurrent replica's is
+    /// idempotent and commutative.
+    #[test]
+    fn batched_field_ops_equal_sequential_ones(
+        before in proptest::collection::vec(field_write(), 0..6),
+        theirs in proptest::collection::vec(field_write(), 0..4),
+        batch in proptest::collection::vec(field_write(), 1..10),
+        peer_saw in proptest::collection::vec(any::<bool>(), 12),
+        readings in proptest::collection::vec((0..2usize, 0..4usize), 1..8),
+    ) {
+        let mut peer = replica(2);
+        let their_deltas: Vec<Vec<u8>> = theirs.iter().flat_map(|w| each_call(&mut peer, w)).collect();
+        let (mut one, mut many) = (replica(1), replica(1));
+        let mut earlier = Vec::new();
+        for w in &before {
+            earlier.extend(each_call(&mut one, w));
+            each_call(&mut many, w);
+        }
+        for d in &their_deltas {
+            one.merge(d).unwrap();
+            many.merge(d).unwrap();
+        }
+        let deltas: Vec<Vec<u8>> = batch.iter().flat_map(|w| each_call(&mut one, w)).collect();
+        let batched = many.write_ops(&batch).unwrap();
+        prop_assert_eq!(state(&one), state(&many));
+        let refs: Vec<&[u8]> = deltas.iter().map(Vec::as_slice).collect();
+        prop_assert_eq!(&batched, &crdt_core::join(&refs, Default::default()).unwrap());
+        let (mut by_each, mut by_batch) = (replica(3), replica(3));
+        for (d, _) in earlier.iter().zip(&peer_saw).filter(|(_, saw)| **saw) {
+            by_each.merge(d).unwrap();
+            by_batch.merge(d).unwrap();
+        }
+        for d in &deltas {
+            by_each.merge(d).unwrap();
+        }
+        by_batch.merge(&batched).unwrap();
+        prop_assert_eq!(state(&by_each), state(&by_batch));
+        // With f64 readings in front (`write_mixed`): the state of `write_batch` then the calls, and a
+        // delta that takes a peer where their deltas do.
+        let (mut mixed, mut apart) = (replica(1), replica(1));
+        for s in [&mut mixed, &mut apart] {
+            for w in &before {
+                each_call(s, w);
+            }
+            for d in &their_deltas {
+                s.merge(d).unwrap();
+            }
+        }
+        let rows: Vec<(u32, u32)> = readings.iter().map(|&(t, f)| {
+            (mixed.intern_twin(TWINS[t]).unwrap(), mixed.intern_field(&format!("r{f}")).unwrap())
+        }).collect();
+        let (tids, fids): (Vec<u32>, Vec<u32>) = rows.iter().copied().unzip();
+        let values: Vec<f64> = (0..rows.len()).map(|i| i as f64).collect();
+        let zeros = vec![0i64; rows.len()];
+        let one_delta = mixed.write_mixed(&tids, &fids, &values, &zeros, &batch).unwrap();
+        let (atids, afids): (Vec<u32>, Vec<u32>) = readings.iter().map(|&(t, f)| {
+            (apart.intern_twin(TWINS[t]).unwrap(), apart.intern_field(&format!("r{f}")).unwrap())
+        }).unzip();
+        let mut apart_deltas = vec![apart.write_batch(&atids, &afids, &values, &zeros).unwrap()];
+        apart_deltas.extend(batch.iter().flat_map(|w| each_call(&mut apart, w)));
+        prop_assert_eq!(state(&mixed), state(&apart));
+        let (mut by_one, mut by_parts) = (replica(5), replica(5));
+        by_one.merge(&one_delta).unwrap();
+        apart_deltas.iter().for_each(|d| _ = by_parts.merge(d).unwrap());
+        prop_assert_eq!(state(&by_one), state(&by_parts));
+        let concurrent = peer.write_ops(&batch).unwrap();
+        let (mut ab, mut ba) = (replica(4), replica(4));
+        for d in [&batched, &concurrent, &batched] {
+            ab.merge(d).unwrap();
+        }
+        for d in [&concurrent, &batched, &concurrent] {
+            ba.merge(d).unwrap();
+        }
+        prop_assert_eq!(state(&ab), state(&ba));
+    }
+}
+
+/// A bad op anywhere in a batch changes nothing: the batch's own kinds conflicting, an overflow, a
+/// non-finite desired value.
+#[test]
+fn batched_field_ops_check_every_op_first() {
+    use crdt_core::{FieldOps, FieldWrite};
+    let mut s = replica(1);
+    s.add("t", "s", "a").unwrap();
+    let before = state(&s);
+    let good = FieldWrite::new("t", "s", FieldOps::Set(vec![(true, "b".into())]));
+    for bad in [
+        FieldWrite::new("t", "s", FieldOps::Increments(vec![1])),
+        FieldWrite::new("u", "n", FieldOps::Increments(vec![i64::MAX, 1])),
+        FieldWrite::new("u", "d", FieldOps::Desired(vec![Some(Value::F64(f64::INFINITY))])),
+    ] {
+        assert!(s.write_ops(&[good.clone(), bad]).is_err());
+        assert_eq!(state(&s), before);
+    }
+}

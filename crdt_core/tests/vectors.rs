@@ -37,6 +37,7 @@ fn scenario() -> Vec<(&'static str, Vec<u8>)> {
     out.push(("full_state_a", a.encode_state(None)));
     out.push(("digest_a", a.digest()));
     out.extend(multi_value_scenario());
+    out.extend(batch_ops_scenario());
     out
 }
 
@@ -61,6 +62,32 @@ fn multi_value_scenario() -> Vec<(&'static str, Vec<u8>)> {
         ("multi_value_resolved", resolved),
         ("multi_value_clear", clear),
     ]
+}
+
+/// A request's counter, set and desired events as one delta (`write_ops`), and with f64 readings
+/// (`write_mixed`): added after the vectors above, which must not change.
+fn batch_ops_scenario() -> Vec<(&'static str, Vec<u8>)> {
+    use crdt_core::{FieldOps, FieldWrite};
+    let mut c = Store::new(0x0C, 500);
+    c.set_manual_time(Some(1_700_000_000_500));
+    let ops = c
+        .write_ops(&[
+            FieldWrite::new("pump-2", "starts", FieldOps::Increments(vec![2, -1])),
+            FieldWrite::new("boiler-1", "tags", FieldOps::Set(vec![(true, "hot".into()), (false, "cold".into())])),
+            FieldWrite::new("pump-2", "rpm.desired", FieldOps::Desired(vec![Some(Value::F64(1450.0)), None])),
+        ])
+        .unwrap();
+    let (t, f) = (c.intern_twin("pump-2").unwrap(), c.intern_field("flow").unwrap());
+    let mixed = c
+        .write_mixed(
+            &[t],
+            &[f],
+            &[3.5],
+            &[0],
+            &[FieldWrite::new("pump-2", "rpm.desired", FieldOps::Desired(vec![Some(Value::I64(1500))]))],
+        )
+        .unwrap();
+    vec![("batch_ops", ops), ("batch_mixed", mixed)]
 }
 
 fn golden(name: &str) -> Vec<u8> {
