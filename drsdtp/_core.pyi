@@ -7,7 +7,7 @@ Errors raised here are the classes of :mod:`drsdtp.errors`: ``DecodeError`` for 
 
 import os
 from collections.abc import Sequence
-from typing import final
+from typing import Literal, final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -49,6 +49,12 @@ __version__: str
 
 Value = float | int | bool | str | bytes
 FieldValue = float | int | bool | str | bytes | frozenset[str] | tuple[Value, ...]
+# One field's ops for Store.write_ops / write_mixed.
+FieldWriteOps = (
+    tuple[str, str, Literal["counter"], Sequence[int]]
+    | tuple[str, str, Literal["set"], Sequence[tuple[bool, str]]]
+    | tuple[str, str, Literal["desired"], Sequence[Value | None]]
+)
 
 @final
 class Store:
@@ -77,6 +83,17 @@ class Store:
     def set_ops(self, twin: str, field: str, ops: list[tuple[bool, str]]) -> bytes: ...
     def desire(self, twin: str, field: str, value: Value) -> bytes: ...
     def clear_desired(self, twin: str, field: str) -> bytes: ...
+    # A request's counter, set and desired ops, one delta: (twin, field, shape, items), shape "counter"
+    # (ints), "set" ((add, element) pairs) or "desired" (values, None to clear).
+    def write_ops(self, writes: list[FieldWriteOps]) -> bytes: ...
+    def write_mixed(
+        self,
+        twin_ids: NDArray[np.uint32],
+        field_ids: NDArray[np.uint32],
+        values: NDArray[np.float64],
+        source_ms: NDArray[np.int64],
+        writes: list[FieldWriteOps],
+    ) -> bytes: ...
     def intern_twin(self, name: str) -> int: ...
     def intern_field(self, name: str) -> int: ...
     def intern_twins(self, names: list[str] | tuple[str, ...]) -> NDArray[np.uint32]: ...

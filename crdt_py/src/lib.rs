@@ -211,6 +211,31 @@ impl Store {
         Ok(bytes(py, &d))
     }
 
+    /// A request's counter, set and desired ops (`(twin, field, shape, items)`, see `write::field_writes`)
+    /// applied as the single calls would, all or nothing, with one delta: `crdt_core::Store::write_ops`.
+    fn write_ops<'py>(&self, py: Python<'py>, writes: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyBytes>> {
+        let w = write::field_writes(writes)?;
+        let d = py.detach(|| self.lock().write_ops(&w)).py_err()?;
+        Ok(bytes(py, &d))
+    }
+
+    /// `write_batch`'s f64 readings, then `write_ops`'s ops, all or nothing, with one delta:
+    /// `crdt_core::Store::write_mixed`.
+    fn write_mixed<'py>(
+        &self,
+        py: Python<'py>,
+        twin_ids: PyReadonlyArray1<'py, u32>,
+        field_ids: PyReadonlyArray1<'py, u32>,
+        values: PyReadonlyArray1<'py, f64>,
+        source_ms: PyReadonlyArray1<'py, i64>,
+        writes: &Bound<'py, PyList>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let w = write::field_writes(writes)?;
+        let (t, f, v, s) = (twin_ids.as_slice()?, field_ids.as_slice()?, values.as_slice()?, source_ms.as_slice()?);
+        let d = py.detach(|| self.lock().write_mixed(t, f, v, s, &w)).py_err()?;
+        Ok(bytes(py, &d))
+    }
+
     fn intern_twin(&self, name: &str) -> PyResult<u32> {
         self.lock().intern_twin(name).py_err()
     }

@@ -105,3 +105,33 @@ pub fn write_f64s(
     let version = store.context(twin).map_or(0, crdt_core::Context::digest);
     Ok(Some(Written { delta, olds, version }))
 }
+
+/// A batch's field ops from Python: `(twin, field, shape, items)` tuples, `shape` one of `"counter"`
+/// (items: ints), `"set"` (items: `(add, element)`) or `"desired"` (items: values, None to clear); see
+/// `crdt_core::FieldWrite`. A shape it does not know is a ValueError naming it.
+pub fn field_writes(writes: &Bound<'_, PyList>) -> PyResult<Vec<crdt_core::FieldWrite>> {
+    use crdt_core::FieldOps;
+    let mut out = Vec::with_capacity(writes.len());
+    for item in writes.iter() {
+        let (twin, field, shape, items): (String, String, Bound<'_, PyString>, Bound<'_, PyAny>) = item.extract()?;
+        let ops = match shape.to_str()? {
+            "counter" => FieldOps::Increments(items.extract()?),
+            "set" => FieldOps::Set(items.extract()?),
+            "desired" => {
+                let mut values = Vec::new();
+                for v in items.try_iter()? {
+                    let v = v?;
+                    values.push(if v.is_none() { None } else { Some(crate::convert::value_from_py(&v)?) });
+                }
+                FieldOps::Desired(values)
+            }
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "{twin}.{field}: unknown op shape {other:?} (counter, set or desired)"
+                )))
+            }
+        };
+        out.push(crdt_core::FieldWrite { twin, field, ops });
+    }
+    Ok(out)
+}

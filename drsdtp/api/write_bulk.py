@@ -2,10 +2,10 @@
 and remove set elements and state f64 desired values (and/or its ``columns``), read by
 ``drsdtp._core.decode_write`` (Rust, prost types generated from ``proto/``) into columns, checked once per
 twin and once per distinct field name (and per model and field for the valid ranges) plus a few vector
-operations, and applied with one native batch write (the GIL released) for the f64 reports and one native
-call per twin and field for the other ops (a set's adds and removes together, a counter's increments
-summed), their deltas joined natively. The other ops are grouped by twin and field, so a request costs a
-few Python steps per such field, never a protobuf object per op.
+operations, and applied with one native call (the GIL released): the f64 reports as one batch, the
+other ops (a set's adds and removes together, a counter's increments summed) as one batch of events,
+all or nothing, with one delta (``Store.write_mixed``). The other ops are grouped by twin and field, so
+a request costs a few Python steps per such field, never a protobuf object per op.
 
 This path never refuses anything: whenever a check does not pass, or anything looks unusual (a field
 held as something other than an f64 register, a twin that does not exist ...), :func:`plan` returns
@@ -34,7 +34,6 @@ from drsdtp._core import (
     WriteColumns,
     bulk_twins_json,
     decode_write,
-    join,
 )
 from drsdtp.api import write_small
 from drsdtp.api.write_plan import (
@@ -56,6 +55,8 @@ from drsdtp.wire.v1 import api_pb2
 if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
+
+    from drsdtp._core import FieldWriteOps
 else:
     from drsdtp.lazy import numpy as np
 
@@ -355,25 +356,24 @@ def _in_ranges(
 
 
 def apply(store: Store, p: Plan, out: Applied) -> Exception | None:
-    """One native batch write for the f64 reports (the GIL released inside) and one native call per
-    twin and field for the other ops, their deltas joined; ``out`` gets the delta, each twin's version and
-    its changes for the audit trail: each f64 field's last value in the request where it differs from
-    what the field held, with that old value, and each other field's value after where it changed (as
-    the general path words them). Should the store refuse an op all the same (the plan checked them),
-    the error is returned and ``out`` holds what was applied: the caller commits it, then raises."""
-    deltas: list[bytes] = []
-    if p.values.shape[0]:
+    """The f64 reports and the other ops in one native call (``Store.write_mixed``, the GIL released):
+    the reports as one batch, then each twin and field's ops as the general path applies them (a set's
+    in order, a counter's summed where they share a sign, desired values one by one), all or nothing,
+    with one delta. ``out`` gets the delta, each twin's version and its changes for the audit trail:
+    each f64 field's last value in the request where it differs from what the field held, with that
+    old value, and each other field's value after where it changed (as the general path words them).
+    Should the store refuse the request all the same (the plan checked it), nothing is applied and the
+    error is returned."""
+    try:
         twin_ids = store.intern_twins(p.twins)[p.twin]
         field_ids = store.intern_fields(p.fields)[p.field]
-        deltas.append(store.write_batch(twin_ids, field_ids, p.values, p.source_ms))
-    failure: Exception | None = None
-    try:
-        for group in p.others:
-            _apply_field(store, group, deltas)
-    except Exception as exc:
-        failure = exc
-    if deltas:
-        out.deltas.append((deltas[0] if len(deltas) == 1 else join(deltas), p.twins[0]))
+        if p.others:
+            delta = store.write_mixed(twin_ids, field_ids, p.values, p.source_ms, _field_writes(p.others))
+        else:
+            delta = store.write_batch(twin_ids, field_ids, p.values, p.source_ms)
+    except Exception as exc:  # nothing applied: the caller raises it
+        return exc
+    out.deltas.append((delta, p.twins[0]))
     changed = _changed(store, p.others)
     distinct = dict.fromkeys(p.twins)
     if len(distinct) > 1:  # one record naming every twin, written in one native call
@@ -394,20 +394,21 @@ def apply(store: Store, p: Plan, out: Applied) -> Exception | None:
         out.extra_twins.append(name)
         out.actions.setdefault(name, "write")
         out.versions[name] = twin_version(store, name)
-    return failure
+    return None
 
 
-def _apply_field(store: Store, g: FieldOps, deltas: list[bytes]) -> None:
-    """A field's ops as the general path applies them: a set's in one call, a counter's summed where
-    they share a sign, desired values one by one."""
-    if g.shape == "set":
-        deltas.append(store.set_ops(g.twin, g.stored, g.elements))
-    elif g.shape == "counter":
-        for amount in _summed(g.amounts):
-            deltas.append(store.increment(g.twin, g.stored, amount))
-    else:
-        for value in g.values:
-            deltas.append(store.desire(g.twin, g.stored, value))
+def _field_writes(groups: Sequence[FieldOps]) -> list[FieldWriteOps]:
+    """The groups as ``Store.write_mixed`` takes them: a set's ops in order, a counter's increments
+    summed where they share a sign (as the general path applies them), desired values one by one."""
+    out: list[FieldWriteOps] = []
+    for g in groups:
+        if g.shape == "set":
+            out.append((g.twin, g.stored, "set", g.elements))
+        elif g.shape == "counter":
+            out.append((g.twin, g.stored, "counter", _summed(g.amounts)))
+        else:
+            out.append((g.twin, g.stored, "desired", list(g.values)))
+    return out
 
 
 def _changed(store: Store, groups: Sequence[FieldOps]) -> list[tuple[FieldOps, FieldValue]]:

@@ -233,6 +233,8 @@ class WriteService:
         node = self.node
         applied = Applied()
         failure = write_bulk.apply(node.store, planned, applied)  # checked whole: the store takes it all
+        if failure is not None:  # all or nothing: the store took none of it
+            raise failure
         stages.mark("applied")
         # Applied and appended to the log in this one step of the loop (see _apply).
         if applied.deltas:
@@ -247,8 +249,6 @@ class WriteService:
         else:
             await node.audit([self._audit_entry(request, twin, applied) for twin in applied.versions])
         stages.mark("audited")
-        if failure is not None:
-            raise failure
         return _reply(applied)
 
     async def _apply_small(
