@@ -21,6 +21,7 @@
 4. memory per idle watcher: the node's RSS per idle SDK watch on a stream of its own (goal <= 64 KB), and
    the client's own (RSS, and the Python heap by tracemalloc).
 
+    .venv/bin/python benches/bench_sdk.py --batched     # only section 2
     .venv/bin/python benches/bench_sdk.py --breakdown   # where a durable write's round trip goes
 
 ``--breakdown`` runs only the round trip, on a node started with ``DRSDTP_STAGES=1`` (drsdtp.stages), each
@@ -513,6 +514,18 @@ async def idle_memory(node: Node, sdk: AsyncClient, count: int) -> tuple[float, 
     return node_kb, own_kb, heap
 
 
+async def report_batched(node: Node, sdk: AsyncClient, secs: float) -> None:
+    measured = await batched(node, sdk, secs)
+    for name, (fields_s, node_s, own_s) in measured.items():
+        print(
+            f"batched writes, {name} (4 in flight): {fields_s:,.0f} fields/s; CPU s per "
+            f"million fields: node {node_s:.2f}, client {own_s:.2f}"
+        )
+    for kind in ("raw stub", "SDK"):
+        mixed, f64 = measured[f"mixed ops, {kind}"][0], measured[f"ops, {kind}"][0]
+        print(f"batched writes, mixed ops against f64 ops, {kind}: {mixed / f64:.2f}x (same run)")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a smoke run (small counts, short phases)")
@@ -520,6 +533,7 @@ async def main() -> None:
     parser.add_argument(
         "--small-cutover", action="store_true", help="only the small write path vs the bulk path by rows"
     )
+    parser.add_argument("--batched", action="store_true", help="only the batched writes (section 2)")
     args = parser.parse_args()
     if args.small_cutover:
         small_cutover(args.quick)
@@ -540,6 +554,9 @@ async def main() -> None:
             await node.ready()
             target = f"127.0.0.1:{node.port}"
             async with AsyncClient(target, timeout=30) as sdk:
+                if args.batched:
+                    await report_batched(node, sdk, secs)
+                    return
                 # The blocking client runs its own event loop: closed before the throughput phases, as a
                 # second gRPC event loop in the process slows every call of the first (measured: 3x).
                 with Client(target, timeout=30) as blocking:
@@ -555,11 +572,7 @@ async def main() -> None:
                             else "the floor is below the goal"
                         )
                     )
-                for name, (fields_s, node_s, own_s) in (await batched(node, sdk, secs)).items():
-                    print(
-                        f"batched writes, {name} (4 in flight): {fields_s:,.0f} fields/s; CPU s per "
-                        f"million fields: node {node_s:.2f}, client {own_s:.2f}"
-                    )
+                await report_batched(node, sdk, secs)
                 twins = [f"w{i}" for i in range(100)]
                 await create(node.stub, twins)
                 for name, max_changes in (("one change a message (v1)", 0), ("max_changes 512", 512)):
