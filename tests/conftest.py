@@ -18,10 +18,13 @@ module-scoped node, were spread over the workers.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.ports import claim_scope
 
 TESTS = Path(__file__).resolve().parent
 WHOLE_DIRECTORIES = frozenset({"chaos", "dashboard", "deploy", "docs", "firmware"})
@@ -30,6 +33,15 @@ WHOLE_DIRECTORIES = frozenset({"chaos", "dashboard", "deploy", "docs", "firmware
 # Directories that run as one group: those whose tests change the root network namespace, with those a change
 # of it breaks.
 SHARED_GROUPS = {"chaos": "root-network", "dashboard": "root-network"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _port_claims() -> Iterator[None]:
+    """The ports a test module claims (``tests.ports.free_port``) are held until its fixtures have stopped
+    their servers, then released for the other test processes. Autouse, so set up before the module's other
+    fixtures and torn down after them."""
+    with claim_scope():
+        yield
 
 
 def distribution_group(path: Path) -> str:

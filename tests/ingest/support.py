@@ -20,6 +20,7 @@ from drsdtp.adapters.base import Quality, ReadingBatch
 from drsdtp.errors import InvalidValueError
 from drsdtp.ingest.runner import AdapterRunner
 from drsdtp.supervisor import Backoff
+from tests.ports import free_port as free_port  # the suite's callers import it from here
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -114,13 +115,6 @@ def password_file(path: Path, user: str, password: str) -> Path:
     return path
 
 
-# Under pytest-xdist each worker takes ports from its own block below Linux's ephemeral range (32768+), so
-# two workers never get the same port between free_port() and the server's bind, nor one the kernel gives
-# out for an outgoing connection. A serial run asks the kernel (port 0).
-_PORT_BLOCK = 1500
-_next_port: list[int] = []
-
-
 def terminate(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int | None:
     """SIGTERM, then SIGKILL if it has not exited within ``timeout_s``; waits for it either way. Returns the
     exit status (negative for a signal)."""
@@ -132,27 +126,6 @@ def terminate(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int | N
             proc.kill()
             proc.wait()
     return proc.returncode
-
-
-def free_port() -> int:
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    if not worker.startswith("gw"):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
-    base = 20000 + int(worker[2:]) % 8 * _PORT_BLOCK
-    if not _next_port:
-        _next_port.append(base)
-    for _ in range(_PORT_BLOCK):
-        port = _next_port[0]
-        _next_port[0] = base + (port + 1 - base) % _PORT_BLOCK
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue  # still held (or in TIME_WAIT by a server of an earlier test)
-            return port
-    raise RuntimeError(f"no free port in {worker}'s block {base}..{base + _PORT_BLOCK}")
 
 
 def wait_port(
