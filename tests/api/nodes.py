@@ -27,8 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class ApiNode:
-    def __init__(self, name: str, root: Path) -> None:
-        self.name, self.node_id = name, f"node-{name}"
+    def __init__(self, name: str, root: Path, *, model: str | None = "room") -> None:
+        """``model``: the asset model of the ``room-*`` twins (None: none, so the node runs no intelligence
+        on them)."""
+        self.name, self.node_id, self.model = name, f"node-{name}", model
         self.api_port, self.peer_port = free_port(), free_port()
         self.dir = root / name
         self.dir.mkdir(parents=True)
@@ -38,11 +40,12 @@ class ApiNode:
     def configure(self, peers: dict[str, int], extra: str = "") -> None:
         """``peers``: node id -> the port this node reaches it on."""
         text = "".join(f'[[peers]]\nname = "{n}"\naddress = "127.0.0.1:{p}"\n' for n, p in peers.items())
+        twins = f'[[twins]]\nmatch = "room-*"\nmodel = "{self.model}"\n' if self.model else ""
         self.config.write_text(
             f'node_id = "{self.node_id}"\ndata_dir = "{self.dir / "data"}"\n'
             f'[listen]\napi = "127.0.0.1:{self.api_port}"\nmetrics = "127.0.0.1:0"\n'
             f'peer = "127.0.0.1:{self.peer_port}"\n[wal]\nfsync_interval_ms = 2\n'
-            f'[[twins]]\nmatch = "room-*"\nmodel = "room"\n{extra}{text}'
+            f"{twins}{extra}{text}"
         )
 
     def spawn(self) -> None:
