@@ -143,7 +143,9 @@ async def test_cli_reads_a_running_node(tmp_path: pathlib.Path) -> None:
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                [sys.executable, "-m", "drsdtp", *args, "--api", api],
+                # A deadline a loaded machine meets (the CLI's default is 5 s per request): the node runs in
+                # this process, which shares two cores with the other tests and the CLI processes.
+                [sys.executable, "-m", "drsdtp", *args, "--api", api, "--timeout", "60"],
                 cwd=ROOT,
                 capture_output=True,
                 text=True,
