@@ -6,9 +6,10 @@
     drsdtp command --file commands.txt --wait        # one command a line: TWIN ACTION [ARG...] ('-': stdin)
 
 Each command is checked and answered on its own (a refused one is printed with its reason, the others are
-issued all the same); ``--wait`` follows every issued command with ``WaitCommands``. The exit status is 0
-only when no command was refused (and, with ``--wait``, every one was applied). ``--key K`` gives the
-commands the keys ``K/1``, ``K/2``, ... in order, so the same invocation repeated names the same commands.
+issued all the same); ``--wait`` follows every issued command with ``FollowCommands`` (each answer as it
+comes; ``WaitCommands`` from a node without it). The exit status is 0 only when no command was refused
+(and, with ``--wait``, every one was applied). ``--key K`` gives the commands the keys ``K/1``, ``K/2``,
+... in order, so the same invocation repeated names the same commands.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ async def _issue(
 
 async def _follow(target: ApiTarget, console: Console, results: list[api_pb2.CommandResult]) -> bool:
     """Waits until every issued command reached an outcome (or its executor is 30 s past the deadline);
-    updates ``results`` in place; False if a call failed."""
+    updates ``results`` in place as each one gets there; False if a call failed."""
     while True:
         pending = [i for i, r in enumerate(results) if r.HasField("command") and not r.command.terminal]
         if not pending:
@@ -141,12 +142,50 @@ async def _follow(target: ApiTarget, console: Console, results: list[api_pb2.Com
             request = api_pb2.CommandWaitBatch(
                 command_ids=[results[i].command.command_id for i in part], timeout_s=wait_s
             )
-            reply = await call_api(target, console, "WaitCommands", request, wait_s + target.timeout_s)
-            if reply is None:
+            if not await _follow_call(target, console, request, wait_s + target.timeout_s, part, results):
                 return False
-            for i, got in zip(part, reply.results, strict=True):
-                if got.HasField("command"):
-                    results[i] = api_pb2.CommandResult(command=got.command, repeated=results[i].repeated)
+
+
+async def _follow_call(
+    target: ApiTarget,
+    console: Console,
+    request: api_pb2.CommandWaitBatch,
+    timeout_s: float,
+    part: Sequence[int],
+    results: list[api_pb2.CommandResult],
+) -> bool:
+    """One ``FollowCommands`` stream over ``part`` of ``results``, each updated as its answer comes (a
+    node without the stream: one ``WaitCommands`` call); False once its error is on the console."""
+    import grpc
+
+    from drsdtp.client import connect
+    from drsdtp.client.channel import metadata_for
+
+    def take(index: int, got: api_pb2.CommandResult) -> None:
+        i = part[index]
+        if got.HasField("command"):
+            results[i] = api_pb2.CommandResult(command=got.command, repeated=results[i].repeated)
+
+    channel, stub = connect(target.address, target.tls, target.server_name)
+    try:
+        answered = 0
+        async for got in stub.FollowCommands(request, timeout=timeout_s, metadata=metadata_for(target.token)):
+            take(got.index, got)
+            answered += 1
+        return True
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() != grpc.StatusCode.UNIMPLEMENTED or answered:
+            where = f"{target.address.host}:{target.address.port}"
+            console.error(f"FollowCommands on {where}: {exc.code().name}: {exc.details()}")
+            return False
+    finally:
+        await channel.close()
+    reply = await call_api(target, console, "WaitCommands", request, timeout_s)  # an older node
+    if reply is None:
+        return False
+    for index, got in enumerate(reply.results):
+        take(index, got)
+    return True
 
 
 def _report(console: Console, lines: Sequence[Line], results: Sequence[api_pb2.CommandResult]) -> None:

@@ -1260,6 +1260,10 @@ pub struct CommandResult {
     pub error_code: ::prost::alloc::string::String,
     #[prost(string, tag = "4")]
     pub error: ::prost::alloc::string::String,
+    /// FollowCommands: the command's place in the request's `command_ids` (0 in other replies, which keep
+    /// the request's order).
+    #[prost(uint32, tag = "5")]
+    pub index: u32,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CommandBatchReply {

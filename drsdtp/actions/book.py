@@ -22,7 +22,7 @@ import collections
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -256,6 +256,16 @@ class CommandBook:
         """:meth:`wait` for many commands at once: returns when ``until`` holds for each, or at the
         timeout (then each as it is; None for a command this node does not hold)."""
         return await self.waiters.wait_many(commands, timeout_s, until)
+
+    def follow(
+        self,
+        commands: Sequence[CommandId],
+        timeout_s: float,
+        until: Callable[[CommandRecord], bool] = lambda r: r.terminal,
+    ) -> AsyncGenerator[tuple[int, CommandRecord | None], None]:
+        """:meth:`wait_many` as each command gets there: ``(its position, record)`` in the order they reach
+        ``until``, then at the timeout each one left as it is (None for a command this node does not hold)."""
+        return self.waiters.follow(commands, timeout_s, until)
 
     def takes_value(self, twin: str, action: str) -> bool:
         """Whether the actuator's commands carry a value (else only args); UnknownTwinError if none."""

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Protocol
 
 from drsdtp.actions.record import CommandId, CommandRecord, record_twin
@@ -121,6 +123,64 @@ class CommandWaiters:
             return [self._read(command) for command in commands]
         finally:
             for twin, entry in entries:
+                waiters = self._waiting.get(twin, [])
+                with contextlib.suppress(ValueError):
+                    waiters.remove(entry)
+                if not waiters:
+                    self._waiting.pop(twin, None)
+            self._stop_if_idle()
+
+    async def follow(
+        self, commands: Sequence[CommandId], timeout_s: float, until: Until
+    ) -> AsyncGenerator[tuple[int, CommandRecord | None], None]:
+        """``(position in commands, record)`` for each command as soon as ``until`` holds for it (in the
+        order they get there; one already there, or not held here: None, at once), then at the timeout
+        each one left as it is: one answer per position. Streamed :meth:`wait_many`: one future each, one
+        wake-up per committed batch however many it answers, no task or timer per command."""
+        self._start()  # subscribed before the reads: a change in between is not missed
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout_s)
+        ready: deque[CommandId] = deque()
+        wake = asyncio.Event()
+
+        def resolved(command: CommandId, future: asyncio.Future[CommandRecord]) -> None:
+            if not future.cancelled():
+                future.exception()  # a failed feed (logged by the pump): answered as it is
+                ready.append(command)
+                wake.set()
+
+        places: dict[CommandId, list[int]] = {}
+        for i, command in enumerate(commands):
+            places.setdefault(command, []).append(i)
+        entries: list[tuple[str, tuple[CommandId, Until, asyncio.Future[CommandRecord]]]] = []
+        try:
+            for command in places:
+                record = self._read(command)
+                if record is None or until(record) or timeout_s <= 0:
+                    ready.append(command)
+                    continue
+                entry = (command, until, loop.create_future())
+                entry[2].add_done_callback(functools.partial(resolved, command))
+                entries.append((record_twin(command), entry))
+                self._waiting.setdefault(entries[-1][0], []).append(entry)
+            while places:
+                if not ready:
+                    wake.clear()
+                    remaining = deadline - loop.time()
+                    if remaining > 0:
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(remaining):
+                                await wake.wait()
+                    if not ready:  # the timeout: the rest as they are
+                        ready.extend(places)
+                while ready:
+                    command = ready.popleft()
+                    record = self._read(command)  # as committed now
+                    for i in places.pop(command, ()):
+                        yield i, record
+        finally:
+            for twin, entry in entries:
+                entry[2].cancel()  # answered or not, no longer waited for
                 waiters = self._waiting.get(twin, [])
                 with contextlib.suppress(ValueError):
                     waiters.remove(entry)

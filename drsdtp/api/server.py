@@ -23,6 +23,7 @@ from drsdtp.api.node import AuditEntry, NodeApi
 from drsdtp.api.records import NodeRecords
 from drsdtp.api.services import Unary, unary_methods
 from drsdtp.api.services.alarms import AlarmStreams
+from drsdtp.api.services.commands import CommandService, CommandStreams
 from drsdtp.api.services.intel import AnomalyStreams
 from drsdtp.api.services.watch import WatchService
 from drsdtp.api.watch_limits import WatchGate, WatchLimits
@@ -159,6 +160,9 @@ class ApiServer:
         self.streams: dict[str, Callable[[Any, grpc.aio.ServicerContext], Any]] = {
             "WatchAnomalies": AnomalyStreams(node, self.watchers).serve,
             "WatchAlarms": AlarmStreams(node, self.watchers).serve,
+            "FollowCommands": CommandStreams(
+                CommandService(lambda: node.commands, node.audit, self.authority.audit_budget), self.watchers
+            ).serve,
         }
         self._server.add_generic_rpc_handlers((service_handler(self.methods, self.streams, self.watches),))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
@@ -446,6 +446,30 @@ class AsyncClient:
         req = api_pb2.CommandWaitBatch(command_ids=list(command_ids), timeout_s=wait)
         reply = await self.call("WaitCommands", req, timeout=self._wait_budget(wait, timeout), retry=True)
         return tuple(CommandOutcome.from_pb(r) for r in reply.results)
+
+    async def follow_commands(
+        self, command_ids: Sequence[str], *, wait: float = 30.0, timeout: float | None = None
+    ) -> AsyncGenerator[tuple[int, CommandOutcome], None]:
+        """:meth:`wait_commands` as a stream (``FollowCommands``): ``(index in command_ids, outcome)`` for
+        each command as soon as it reached an outcome (a refused one first), then after ``wait`` seconds
+        each one left as it is; one per command. From a node without the stream (UNIMPLEMENTED), the
+        same through one ``WaitCommands`` call, in order once all are known."""
+        req = api_pb2.CommandWaitBatch(command_ids=list(command_ids), timeout_s=wait)
+        budget = self._wait_budget(wait, timeout)
+        call = self._stub.FollowCommands(req, timeout=budget, metadata=self._metadata)
+        got = 0
+        try:
+            async for result in call:
+                got += 1
+                yield result.index, CommandOutcome.from_pb(result)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED or got:
+                raise from_rpc_error(exc, "FollowCommands", self.target) from None
+            outcomes = await self.wait_commands(command_ids, wait=wait, timeout=timeout)
+            for i, outcome in enumerate(outcomes):
+                yield i, outcome
+        finally:
+            call.cancel()  # a caller that stopped early ends the stream on the node
 
     async def command(self, command_id: str, *, timeout: float | None = None) -> Command:
         """One command's record as the node holds it (:class:`NotFoundError` if it holds none)."""

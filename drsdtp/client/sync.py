@@ -336,6 +336,23 @@ class Client:
     ) -> tuple[CommandOutcome, ...]:
         return self._loop.run(self._client.wait_commands(command_ids, wait=wait, timeout=timeout))
 
+    def follow_commands(
+        self, command_ids: Sequence[str], *, wait: float = 30.0, timeout: float | None = None
+    ) -> Iterator[tuple[int, CommandOutcome]]:
+        stream = self._client.follow_commands(command_ids, wait=wait, timeout=timeout)
+
+        async def step() -> tuple[int, CommandOutcome]:
+            return await anext(stream)
+
+        try:
+            while True:
+                try:
+                    yield self._loop.run(step())
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._loop.run(stream.aclose())
+
     def command(self, command_id: str, *, timeout: float | None = None) -> Command:
         return self._loop.run(self._client.command(command_id, timeout=timeout))
 

@@ -220,3 +220,35 @@ async def test_a_batch_s_new_records_are_one_delta_and_one_append() -> None:
     # A later batch repeating the key finds the written record.
     (again,) = await a.book.issue_many([requests[0]])
     assert again == (issued[0][0], True) and len(a.deltas) == 1
+
+
+async def test_following_commands_answers_each_as_it_finishes_then_the_rest_at_the_timeout() -> None:
+    """``follow`` (FollowCommands' core): one answer per position, each command as soon as it reached an
+    outcome (in the order they did, an unknown command and one already finished at once), the rest at
+    the timeout as they are; nothing is left waiting after it, nor after a follower that stopped early."""
+    (a,) = replicas("a")
+    first, second, stays = [await a.book.issue_command("pump-1", "valve", 0.1 * i) for i in (1, 2, 3)]
+    done = transition_fields(State.PENDING, State.APPLIED, Mark(1, "a", "done before"))
+    assert done is not None
+    await a.commit(a.store.set_many(record_twin(stays), done), [record_twin(stays)], "local")
+    followed = a.book.follow(["nope", first, second, stays, second], 3.0)
+
+    async def answers(n: int) -> list[tuple[int, State | None]]:
+        got = [await anext(followed) for _ in range(n)]
+        return sorted((i, None if r is None else r.state) for i, r in got)
+
+    assert await answers(2) == [(0, None), (3, State.APPLIED)]  # at once: unknown, already finished
+    fields = transition_fields(State.PENDING, State.FAILED, Mark(2, "a", "second fails"))
+    assert fields is not None
+    await a.commit(a.store.set_many(record_twin(second), fields), [record_twin(second)], "local")
+    assert await answers(2) == [(2, State.FAILED), (4, State.FAILED)]  # both places of the command
+    assert await answers(1) == [(1, State.PENDING)]  # the timeout: as it is
+    with pytest.raises(StopAsyncIteration):  # one answer per place, then the end
+        await anext(followed)
+    assert len(a.book.waiters) == 0
+    stopped = a.book.follow([stays, first], 30)
+    async for i, _ in stopped:  # the finished one, at once; the other still waited for
+        assert i == 0 and len(a.book.waiters) == 1
+        break
+    await stopped.aclose()
+    assert len(a.book.waiters) == 0

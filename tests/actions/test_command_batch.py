@@ -243,6 +243,28 @@ async def test_each_command_of_a_batch_is_answered_on_its_own(pump: ApiNode) -> 
             await client.issue_commands([CommandSpec("pump-1", "valve", 0.1)] * 513)
 
 
+async def test_the_sdk_follows_a_batch_as_a_stream_one_answer_per_command(pump: ApiNode) -> None:
+    """FollowCommands through the SDK: each command's answer with its place in the request, a command the
+    node does not hold refused at once (NOT_FOUND), the others once applied; one answer each, then the
+    stream ends. Over the limit of a call, the whole stream is refused with the reason."""
+    async with AsyncClient(f"127.0.0.1:{pump.api_port}") as client:
+        got = await client.issue_commands([CommandSpec("pump-1", "valve", v) for v in (0.31, 0.32)])
+        ids = [o.command.id for o in got if o.command is not None]
+        assert len(ids) == 2, got
+        followed = [x async for x in client.follow_commands([ids[0], "no-such-command", ids[1]], wait=20)]
+        assert followed[0][0] == 1 and followed[0][1].error_code == "NOT_FOUND"  # refusals come first
+        by_place = dict(followed)
+        assert sorted(by_place) == [0, 1, 2] and len(followed) == 3
+        assert [by_place[i].command.id for i in (0, 2)] == ids  # type: ignore[union-attr]
+        # Two commands of one actuator: the newer supersedes the other (a batch's commands are issued in
+        # one millisecond: its id breaks the tie), and is applied.
+        states = sorted(by_place[i].command.state for i in (0, 2))  # type: ignore[union-attr]
+        assert states == ["applied", "superseded"], followed
+        with pytest.raises(InvalidArgumentError, match="at most 512 per call"):
+            async for _ in client.follow_commands(["x"] * 513):
+                pass
+
+
 def test_the_blocking_client_issues_a_batch_and_follows_it(pump: ApiNode) -> None:
     with Client(f"127.0.0.1:{pump.api_port}") as client:
         got = client.issue_commands([CommandSpec("pump-1", "valve", 0.45)])
@@ -251,6 +273,8 @@ def test_the_blocking_client_issues_a_batch_and_follows_it(pump: ApiNode) -> Non
         done = client.wait_commands([command.id], wait=20)
         assert done[0].command is not None and done[0].command.applied
         assert client.command(command.id).state == "applied"
+        ((at, streamed),) = list(client.follow_commands([command.id], wait=20))
+        assert at == 0 and streamed.command is not None and streamed.command.state == "applied"
         single = client.issue_command("pump-1", "valve", 0.5, wait=20)
         assert single.state == "applied" and single.value == 0.5
 

@@ -31,6 +31,7 @@ METHOD_ROLES: Final[dict[str, ApiRole]] = {
     "ListCommands": "viewer",
     "WaitCommand": "viewer",
     "WaitCommands": "viewer",  # scopes checked per command by the method (one refusal is one result)
+    "FollowCommands": "viewer",  # as WaitCommands, streamed
     "Query": "viewer",
     "WhoAmI": "viewer",  # the caller's own identity and role (the dashboard)
     # Changing values of twins that exist: reported, desired, set elements, counters; acknowledging alarms;

@@ -9,12 +9,17 @@ the node. The actor of a command is the caller's authenticated identity when the
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
+
+import grpc
+import grpc.aio
 
 from drsdtp.actions.book import CommandFailed, CommandRequest, Issued, Waited, failed
 from drsdtp.actions.record import CommandId, CommandRecord, command_id, order
@@ -25,10 +30,11 @@ from drsdtp.api.convert import value_message
 from drsdtp.api.errors import error_text, status_for
 from drsdtp.api.node import AuditEntry
 from drsdtp.api.visibility import in_scope
+from drsdtp.api.watch_limits import WatchGate, WatchRefused, caller_of
 from drsdtp.errors import DrsdtpError, InvalidValueError, LimitError, UnknownTwinError
 from drsdtp.wire.v1 import api_pb2
 
-__all__ = ["AuditSink", "CommandOps", "CommandService", "command_message", "plain_value"]
+__all__ = ["AuditSink", "CommandOps", "CommandService", "CommandStreams", "command_message", "plain_value"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +84,9 @@ class CommandOps(Protocol):
     async def wait_many(
         self, commands: Sequence[CommandId], timeout_s: float, until: Callable[[CommandRecord], bool] = ...
     ) -> Waited: ...
+    def follow(
+        self, commands: Sequence[CommandId], timeout_s: float, until: Callable[[CommandRecord], bool] = ...
+    ) -> AsyncGenerator[tuple[int, CommandRecord | None], None]: ...
 
 
 def plain_value(msg: api_pb2.FieldValue, what: str) -> Value:
@@ -271,12 +280,14 @@ class CommandService:
             results[i] = api_pb2.CommandResult(command=command_message(record), repeated=got[1])
         return _batch_reply(book, results)
 
-    async def wait_batch(self, request: api_pb2.CommandWaitBatch) -> api_pb2.CommandBatchReply:
-        """Every named command once each reached an outcome (or at the timeout); one not held here, or
-        of a twin outside the caller's scopes, is an error of its own."""
+    async def _wait_targets(
+        self, book: CommandOps, request: api_pb2.CommandWaitBatch, method: str
+    ) -> tuple[float, list[api_pb2.CommandResult | None], list[CommandId]]:
+        """A wait request checked: its wait, a result per command (None: to wait for; else its refusal,
+        one not held here or of a twin outside the caller's scopes) and the commands to wait for."""
         _batch_size(len(request.command_ids), "command_ids")
         wait = _wait_s(request.timeout_s, DEFAULT_WAIT_S)
-        book, visible, caller = self._commands(), in_scope(), current_caller()
+        visible, caller = in_scope(), current_caller()
         results: list[api_pb2.CommandResult | None] = []
         ids: list[CommandId] = []
         refusals: list[AuditEntry] = []
@@ -285,13 +296,20 @@ class CommandService:
             if record is None:
                 results.append(_refused(UnknownTwinError(f"no command {command!r} on this node")))
             elif visible is not None and not visible(record.twin):
-                refused, entry = _out_of_scope(caller, "WaitCommands", record.twin)
+                refused, entry = _out_of_scope(caller, method, record.twin)
                 results.append(refused)
                 refusals.append(entry)
             else:
                 results.append(None)
                 ids.append(command)
-        await self._audit_refusals("WaitCommands", refusals)
+        await self._audit_refusals(method, refusals)
+        return wait, results, ids
+
+    async def wait_batch(self, request: api_pb2.CommandWaitBatch) -> api_pb2.CommandBatchReply:
+        """Every named command once each reached an outcome (or at the timeout); one not held here, or
+        of a twin outside the caller's scopes, is an error of its own."""
+        book = self._commands()
+        wait, results, ids = await self._wait_targets(book, request, "WaitCommands")
         waited = iter(await book.wait_many(ids, wait) if ids else [])
         for i, result in enumerate(results):
             if result is None:
@@ -299,6 +317,25 @@ class CommandService:
                 assert record is not None  # records are never removed
                 results[i] = api_pb2.CommandResult(command=command_message(record))
         return _batch_reply(book, results)
+
+    async def follow(self, request: api_pb2.CommandWaitBatch) -> AsyncGenerator[api_pb2.CommandResult, None]:
+        """FollowCommands: :meth:`wait_batch`'s results one by one, each as soon as it is known (refusals
+        first), ``index`` naming its place in the request; one result per command, then the end."""
+        book = self._commands()
+        wait, results, ids = await self._wait_targets(book, request, "FollowCommands")
+        places = [i for i, r in enumerate(results) if r is None]
+        for i, result in enumerate(results):
+            if result is not None:
+                result.index = i
+                if result.error_code:
+                    book.batch_refusals[result.error_code] += 1
+                yield result
+        if not ids:
+            return
+        async with contextlib.aclosing(book.follow(ids, wait)) as followed:
+            async for at, record in followed:
+                assert record is not None  # records are never removed
+                yield api_pb2.CommandResult(command=command_message(record), index=places[at])
 
     async def get(self, request: api_pb2.CommandGetRequest) -> api_pb2.CommandReply:
         return _reply(self._commands().get(request.command_id), request.command_id)
@@ -323,3 +360,35 @@ class CommandService:
             raise UnknownTwinError(f"no command {request.command_id!r} on this node")
         record = await book.wait(request.command_id, _wait_s(request.timeout_s, DEFAULT_WAIT_S))
         return _reply(record, request.command_id)
+
+
+class CommandStreams:
+    """Serves FollowCommands over gRPC (and as server-sent events, :mod:`drsdtp.api.http.streams`): an open
+    stream counts against the caller's streams (``limits.api_max_watchers``), and a client that stops
+    reading is cut off after ``limits.api_watch_stall_s``, as a watch is."""
+
+    def __init__(self, service: CommandService, gate: WatchGate) -> None:
+        self.service, self.gate = service, gate
+
+    async def serve(self, request: api_pb2.CommandWaitBatch, context: grpc.aio.ServicerContext) -> None:
+        caller = caller_of(context.peer(), context.auth_context())
+        try:
+            release = self.gate.admit(caller)
+        except WatchRefused as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.detail)
+            return  # abort raises
+        context.add_done_callback(lambda _: release())
+        try:
+            async with contextlib.aclosing(self.service.follow(request)) as results:
+                async for result in results:
+                    async with asyncio.timeout(self.gate.limits.stall_s):
+                        await context.write(result)
+        except DrsdtpError as exc:  # the request's own fault (too many ids, a bad timeout)
+            await context.abort(status_for(exc), f"FollowCommands: {error_text(exc)}")
+        except TimeoutError:
+            self.gate.cut_off += 1
+            context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
+            context.set_details(
+                "FollowCommands cut off: a result was not taken within limits.api_watch_stall_s "
+                f"({self.gate.limits.stall_s:g} s); WaitCommands or GetCommand give the state"
+            )

@@ -3008,6 +3008,7 @@ class CommandResult(_message.Message):
     REPEATED_FIELD_NUMBER: _builtins.int
     ERROR_CODE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
     repeated: _builtins.bool
     """The idempotency key already named this command; nothing new was issued."""
     error_code: _builtins.str
@@ -3015,6 +3016,10 @@ class CommandResult(_message.Message):
     (INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, RESOURCE_EXHAUSTED ...), "" when it was taken.
     """
     error: _builtins.str
+    index: _builtins.int
+    """FollowCommands: the command's place in the request's `command_ids` (0 in other replies, which keep
+    the request's order).
+    """
     @_builtins.property
     def command(self) -> Global___Command:
         """The command's record (unset when it was refused)."""
@@ -3026,10 +3031,11 @@ class CommandResult(_message.Message):
         repeated: _builtins.bool = ...,
         error_code: _builtins.str = ...,
         error: _builtins.str = ...,
+        index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "error", b"error", "error_code", b"error_code", "repeated", b"repeated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "error", b"error", "error_code", b"error_code", "index", b"index", "repeated", b"repeated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -199,6 +199,11 @@ class TwinApiStub:
                 request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandWaitBatch.SerializeToString,
                 response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandBatchReply.FromString,
                 _registered_method=True)
+        self.FollowCommands = channel.unary_stream(
+                '/drsdtp.wire.v1.TwinApi/FollowCommands',
+                request_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandWaitBatch.SerializeToString,
+                response_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandResult.FromString,
+                _registered_method=True)
 
 
 class TwinApiServicer:
@@ -453,6 +458,16 @@ class TwinApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FollowCommands(self, request, context):
+        """(commands) WaitCommands as a stream: each named command's result as soon as it reached an outcome (a
+        refused one at once), in the order they finish, `index` naming its place in the request; at `timeout_s`
+        the rest as they are; then the stream ends, one result per command. A node without it answers
+        UNIMPLEMENTED: the SDK then falls back to WaitCommands.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TwinApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -620,6 +635,11 @@ def add_TwinApiServicer_to_server(servicer, server):
                     servicer.WaitCommands,
                     request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandWaitBatch.FromString,
                     response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandBatchReply.SerializeToString,
+            ),
+            'FollowCommands': grpc.unary_stream_rpc_method_handler(
+                    servicer.FollowCommands,
+                    request_deserializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandWaitBatch.FromString,
+                    response_serializer=drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1513,6 +1533,33 @@ class TwinApi:
             '/drsdtp.wire.v1.TwinApi/WaitCommands',
             drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandWaitBatch.SerializeToString,
             drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandBatchReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FollowCommands(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/drsdtp.wire.v1.TwinApi/FollowCommands',
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandWaitBatch.SerializeToString,
+            drsdtp_dot_wire_dot_v1_dot_api__pb2.CommandResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -132,6 +132,12 @@ class TwinApiStub:
     """(commands) Answers once every named command reached an outcome, or after `timeout_s` with each as it
     is: one call follows many commands (a command this node does not hold is an error of its own).
     """
+    FollowCommands: _grpc.UnaryStreamMultiCallable[_api_pb2.CommandWaitBatch, _api_pb2.CommandResult]
+    """(commands) WaitCommands as a stream: each named command's result as soon as it reached an outcome (a
+    refused one at once), in the order they finish, `index` naming its place in the request; at `timeout_s`
+    the rest as they are; then the stream ends, one result per command. A node without it answers
+    UNIMPLEMENTED: the SDK then falls back to WaitCommands.
+    """
 
 @_typing.type_check_only
 class TwinApiAsyncStub(TwinApiStub):
@@ -230,6 +236,12 @@ class TwinApiAsyncStub(TwinApiStub):
     WaitCommands: _aio.UnaryUnaryMultiCallable[_api_pb2.CommandWaitBatch, _api_pb2.CommandBatchReply]  # type: ignore[assignment]
     """(commands) Answers once every named command reached an outcome, or after `timeout_s` with each as it
     is: one call follows many commands (a command this node does not hold is an error of its own).
+    """
+    FollowCommands: _aio.UnaryStreamMultiCallable[_api_pb2.CommandWaitBatch, _api_pb2.CommandResult]  # type: ignore[assignment]
+    """(commands) WaitCommands as a stream: each named command's result as soon as it reached an outcome (a
+    refused one at once), in the order they finish, `index` naming its place in the request; at `timeout_s`
+    the rest as they are; then the stream ends, one result per command. A node without it answers
+    UNIMPLEMENTED: the SDK then falls back to WaitCommands.
     """
 
 class TwinApiServicer(metaclass=_abc_1.ABCMeta):
@@ -524,6 +536,18 @@ class TwinApiServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_api_pb2.CommandBatchReply, _abc.Awaitable[_api_pb2.CommandBatchReply]]:
         """(commands) Answers once every named command reached an outcome, or after `timeout_s` with each as it
         is: one call follows many commands (a command this node does not hold is an error of its own).
+        """
+
+    @_abc_1.abstractmethod
+    def FollowCommands(
+        self,
+        request: _api_pb2.CommandWaitBatch,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_api_pb2.CommandResult], _abc.AsyncIterator[_api_pb2.CommandResult]]:
+        """(commands) WaitCommands as a stream: each named command's result as soon as it reached an outcome (a
+        refused one at once), in the order they finish, `index` naming its place in the request; at `timeout_s`
+        the rest as they are; then the stream ends, one result per command. A node without it answers
+        UNIMPLEMENTED: the SDK then falls back to WaitCommands.
         """
 
 def add_TwinApiServicer_to_server(servicer: TwinApiServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
