@@ -280,4 +280,5 @@ def bulk_twins_json(
     values: NDArray[np.float64],
     olds: NDArray[np.float64],
     extra: list[tuple[int, str, str]] | None = None,
+    readings_from: int | None = None,
 ) -> str: ...

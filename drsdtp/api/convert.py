@@ -121,9 +121,14 @@ def audit_message(rec: AuditRecord) -> api_pb2.AuditRecord:
         actor=rec.actor,
         action=rec.action,
         twin_id=rec.twin,
-        changes=[
-            change_message(n, c.old if c.old_known else None, c.new) for n, c in sorted(rec.changes.items())
-        ],
+        changes=sorted(
+            [
+                *(change_message(n, c.old if c.old_known else None, c.new) for n, c in rec.changes.items()),
+                # A reading: named, neither before nor after (its value is in the field's history).
+                *(api_pb2.FieldChange(name=n) for n in rec.readings),
+            ],
+            key=lambda c: c.name,
+        ),
         reason=rec.reason,
         via=rec.via,
         ref=rec.ref or "",

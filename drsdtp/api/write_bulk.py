@@ -137,7 +137,9 @@ class FieldOps:
 class Plan:
     """A checked bulk write: row r writes ``values[r]`` to ``fields[field[r]]`` of ``twins[twin[r]]``
     (names may repeat: the ops' then the columns'), stamped ``source_ms[r]``; ``olds[r]``: the f64 it
-    replaces (NaN: none); ``others``: the ops other than f64 reports, by twin and field."""
+    replaces (NaN: none); ``others``: the ops other than f64 reports, by twin and field; rows from
+    ``readings_from`` on are the request's columns (None: it has none), audited as readings (named, their
+    values in the history)."""
 
     twins: list[str]
     fields: list[str]
@@ -147,6 +149,7 @@ class Plan:
     source_ms: NDArray[np.int64]
     olds: NDArray[np.float64]
     others: list[FieldOps] = member(default_factory=list)
+    readings_from: int | None = None
 
 
 def _name_ok(name: str, max_bytes: int) -> bool:
@@ -202,7 +205,7 @@ def plan(
         if got is None:
             return None
         others = got
-    return Plan(all_twins, all_fields, twin, field, values, source, olds, others)
+    return Plan(all_twins, all_fields, twin, field, values, source, olds, others, n_ops if n_cols else None)
 
 
 def _others(
@@ -361,9 +364,10 @@ def apply(store: Store, p: Plan, out: Applied) -> Exception | None:
     in order, a counter's summed where they share a sign, desired values one by one), all or nothing,
     with one delta. ``out`` gets the delta, each twin's version and its changes for the audit trail:
     each f64 field's last value in the request where it differs from what the field held, with that
-    old value, and each other field's value after where it changed (as the general path words them).
-    Should the store refuse the request all the same (the plan checked it), nothing is applied and the
-    error is returned."""
+    old value, and each other field's value after where it changed (as the general path words them);
+    the fields the columns wrote, named as readings (one native record whenever the request has columns
+    or several twins). Should the store refuse the request all the same (the plan checked it), nothing
+    is applied and the error is returned."""
     try:
         twin_ids = store.intern_twins(p.twins)[p.twin]
         field_ids = store.intern_fields(p.fields)[p.field]
@@ -376,9 +380,11 @@ def apply(store: Store, p: Plan, out: Applied) -> Exception | None:
     out.deltas.append((delta, p.twins[0]))
     changed = _changed(store, p.others)
     distinct = dict.fromkeys(p.twins)
-    if len(distinct) > 1:  # one record naming every twin, written in one native call
+    if len(distinct) > 1 or p.readings_from is not None:  # one record naming every twin, one native call
         extra = [(g.listing, g.stored, _change_json(g.old, new)) for g, new in changed]
-        out.record = bulk_twins_json(p.twins, p.fields, p.twin, p.field, p.values, p.olds, extra or None)
+        out.record = bulk_twins_json(
+            p.twins, p.fields, p.twin, p.field, p.values, p.olds, extra or None, p.readings_from
+        )
         for g, new in changed:
             if g.shape == "desired":
                 out.intents.setdefault(g.twin, {})[g.stored] = Change(new, g.old, True)

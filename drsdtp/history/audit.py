@@ -9,6 +9,9 @@ A write of several twins in one request is one record (the request is what happe
 request keeps the trail's cost per request, not per twin): ``twin`` is empty, ``changes`` is empty and
 ``twins`` holds each twin's part, ``{twin: {"action", "changes"}}``. Readers see one record per twin (its
 part, with the request's seq, hash, actor, reason and time): :meth:`AuditLog.records` spells them out.
+A request's numeric columns (telemetry, thousands of rows) are named, not spelt out: a twin's part lists
+the fields they wrote as ``"readings": [field, ...]``, without values (those are in the history; each
+reading's new and old value made the record larger than the write-ahead log's entry for it).
 
 ``hash`` is the SHA-256 of the line's canonical JSON without ``hash``; ``prev`` is the previous line's hash
 (64 zeros for the first) and ``seq`` counts from 0. Editing a line breaks its hash; deleting or reordering
@@ -141,6 +144,8 @@ class AuditRecord:
     ref: str | None  # the snapshot a snapshot/rollback record is about
     prev: str
     hash: str
+    # Fields a request's numeric columns wrote: named, their values in the history (not in ``changes``).
+    readings: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> AuditRecord:
@@ -148,7 +153,7 @@ class AuditRecord:
             int(raw["seq"]), int(raw["ts_ms"]), str(raw["actor"]), str(raw["action"]), str(raw["twin"]),
             {str(k): Change.from_json(v) for k, v in raw["changes"].items()}, str(raw["reason"]),
             str(raw["via"]), None if raw["ref"] is None else str(raw["ref"]),
-            str(raw["prev"]), str(raw["hash"]),
+            str(raw["prev"]), str(raw["hash"]), tuple(str(f) for f in raw.get("readings", ())),
         )  # fmt: skip
 
 
@@ -183,12 +188,7 @@ def _parts(raw: Mapping[str, Any], twin: str | None) -> list[AuditRecord]:
     if parts is None:
         return [AuditRecord.from_json(raw)]
     names = sorted(parts) if twin is None else [twin] if twin in parts else []
-    return [
-        AuditRecord.from_json(
-            {**raw, "twin": name, "action": parts[name]["action"], "changes": parts[name]["changes"]}
-        )
-        for name in names
-    ]
+    return [AuditRecord.from_json({**raw, "twin": name, **parts[name]}) for name in names]
 
 
 class AuditLog:

@@ -180,6 +180,44 @@ def test_the_native_record_of_a_bulk_write_is_the_one_python_writes(
     json.loads("{" + parts + "}")
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    twins=st.lists(tricky, min_size=4, max_size=4),
+    fields=st.lists(tricky, min_size=4, max_size=4),
+    rows=bulk_rows,
+    split=st.integers(0, 12),
+)
+def test_a_bulk_records_columns_name_their_fields_as_readings(
+    twins: list[str], fields: list[str], rows: list[tuple[int, int, float, float | None]], split: int
+) -> None:
+    """Rows from ``readings_from`` on (the request's columns) are named per twin under "readings", sorted
+    and once each, with no values; a field they write is not in "changes"; the ops' rows before them are
+    recorded as without it. The part is canonical JSON (the record's hash covers its bytes)."""
+    split = min(split, len(rows))
+    t = np.array([r[0] for r in rows], np.uint32)
+    f = np.array([r[1] for r in rows], np.uint32)
+    values = np.array([r[2] for r in rows])
+    held: dict[tuple[str, str], float] = {}
+    for r in rows:
+        held.setdefault((twins[r[0]], fields[r[1]]), math.nan if r[3] is None else r[3])
+    olds = np.array([held[(twins[r[0]], fields[r[1]])] for r in rows])
+    got = json.loads(bulk_twins_json(twins, fields, t, f, values, olds, None, split))
+    whole = json.loads(bulk_twins_json(twins, fields, t, f, values, olds))
+    read: dict[str, set[str]] = {}
+    for r in rows[split:]:
+        read.setdefault(twins[r[0]], set()).add(fields[r[1]])
+    assert sorted(got) == sorted(set(twins))
+    for name, part in got.items():
+        assert part.get("readings", []) == sorted(read.get(name, ()))
+        # The fields no column wrote: as the record without readings has them (their last row an op's).
+        ops_only = {k: v for k, v in whole[name]["changes"].items() if k not in read.get(name, ())}
+        assert part["changes"] == ops_only
+        if split == len(rows):
+            assert part == whole[name]
+    line = bulk_twins_json(twins, fields, t, f, values, olds, None, split)
+    assert line == json.dumps(got, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 @pytest.fixture
 async def api(tmp_path: pathlib.Path) -> AsyncIterator[tuple[Node, Stub]]:
     async with Node(config(tmp_path)) as node:
@@ -221,13 +259,17 @@ async def test_bulk_writes_apply_in_one_commit_and_are_audited_with_old_values(
         "z": 2.0,
     }
     assert (await fields(stub, "room-1"))["temp_1"] == 21.5
+    # The ops' fields with their old and new values; the columns' (a, z) named as readings, no values.
     for twin, want in (
         ("room-1", {"temp_1": (20.0, 21.5), "temp_2": (None, 19.0)}),
-        ("m-1", {"a": (None, 3.0), "b": (None, 8.0), "z": (None, 2.0)}),
+        ("m-1", {"a": (None, None), "b": (None, 8.0), "z": (None, None)}),
     ):
         record = (await stub.ReadAudit(api_pb2.AuditRequest(twin_id=twin))).records[-1]
         got = {
-            c.name: (field_to_python(c.before) if c.HasField("before") else None, c.after.f64)
+            c.name: (
+                field_to_python(c.before) if c.HasField("before") else None,
+                c.after.f64 if c.HasField("after") else None,
+            )
             for c in record.changes
         }
         assert got == want
