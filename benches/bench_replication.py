@@ -28,6 +28,10 @@
    rate (the feed: replication cannot outrun it) and the receiver's CPU seconds per million updates,
    node against bare replicator (its cost whatever the feed), also counted 4 s after the clock stopped
    (history folds what b took into blocks when its segments seal, maybe after the last update arrived).
+2c. catch-up: the same 2 real nodes linked through TCP proxies; b is cut off while a's API takes the load
+   of 2b, then the link heals and the clock runs from b seeing a up until b's state digest equals a's:
+   replication itself (a's backlog, resent joined: overwrites collapse, so the fields carried are counted
+   beside the updates), which a's API intake does not limit. 2b is the intake-limited live row.
 3. heal: 5 nodes partitioned {n1,n2} | {n3,n4,n5} (TCP proxies cut), 100k divergent updates written on
    both sides; time from healing to identical digests everywhere, and the bytes on the wire for it.
    Goal: <= 2 s. The nodes here reconnect with a 0.5 s backoff cap; one more run uses the default cap.
@@ -751,6 +755,28 @@ async def bench_node_throughput(updates: int, intake: str, in_flight: int = 8) -
             b.stop()
 
 
+async def bench_node_catchup(updates: int, intake: str, in_flight: int = 8) -> dict[str, Any]:
+    """2 real ``drsdtp run`` processes (WAL on) linked through TCP proxies: b is cut off, a client writes
+    ``updates`` to a's API flat out (the load of :func:`bench_node_throughput`), then the link heals and
+    the clock runs until b's state digest equals a's: b rejoining after a partition and catching up a's
+    backlog, which a's API intake does not limit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        a, b = LatencyNode("a", Path(tmp)), LatencyNode("b", Path(tmp))
+        to_a, to_b = Proxy(a.peer_port), Proxy(b.peer_port)
+        await to_a.start()
+        await to_b.start()
+        a.configure({b.node_id: to_b.port})
+        b.configure({a.node_id: to_a.port})
+        try:
+            await asyncio.gather(a.start(), b.start())
+            return await _node_throughput(a, b, updates, intake, in_flight, cut=(to_a, to_b))
+        finally:
+            a.stop()
+            b.stop()
+            await to_a.close()
+            await to_b.close()
+
+
 async def bench_writer_alone(updates: int, intake: str, in_flight: int = 8) -> dict[str, Any]:
     """The writer's API ceiling through ``intake`` without replication: the same client load into one real
     node without peers (its WAL, history and intelligence on). Node to node cannot be faster than this."""
@@ -765,9 +791,16 @@ async def bench_writer_alone(updates: int, intake: str, in_flight: int = 8) -> d
 
 
 async def _node_throughput(
-    a: LatencyNode, b: LatencyNode | None, updates: int, intake: str, in_flight: int
+    a: LatencyNode,
+    b: LatencyNode | None,
+    updates: int,
+    intake: str,
+    in_flight: int,
+    cut: Sequence[Proxy] = (),
 ) -> dict[str, Any]:
-    """The client load of :func:`bench_node_throughput`; with ``b`` None, only a's own ingest."""
+    """The client load of :func:`bench_node_throughput`; with ``b`` None, only a's own ingest; with ``cut``
+    (the proxies between a and b), b is cut off while a takes the load, then the cut heals and the clock
+    (:func:`_catch_up`) runs until b's state equals a's."""
     twins, fields = [f"tp-{i}" for i in range(1000)], [f"f{j}" for j in range(100)]
     load = Intake(intake, twins, fields)
     for k in (0, 7):  # the hand-built bytes are the request protobuf would send, within the API's bound
@@ -798,6 +831,8 @@ async def _node_throughput(
             while not queue.empty():
                 await write(load.body(queue.get_nowait()), timeout=60)
 
+        for proxy in cut:
+            proxy.block()
         receiver = b or a
         idle_before = cpu_s(receiver)
         await asyncio.sleep(1.0)
@@ -821,6 +856,8 @@ async def _node_throughput(
         }
         if b is None:
             return common
+        if cut:
+            return {**common, **await _catch_up(a, b, cut, n, idle_per_s)}
         marker = api_pb2.TwinWrite(twin_id="tp-done", create=api_pb2.CreateTwin())
         await stub.Write(api_pb2.WriteRequest(twins=[marker]), timeout=30)
     async with b.stub() as stub_b, asyncio.timeout(300):
@@ -843,6 +880,46 @@ async def _node_throughput(
         "receiver_cpu_s_per_m_settled": round(settled_cpu / n * 1e6, 3),  # SETTLE_S after the clock
         # The cyclic collector's runs in b while it received (gen 0, 1, 2): start-up's are not counted.
         "receiver_gc_collections": [x - y for x, y in zip(gc_after, gc_before, strict=True)],
+    }
+
+
+async def _catch_up(
+    a: LatencyNode, b: LatencyNode, cut: Sequence[Proxy], n: int, idle_per_s: float
+) -> dict[str, Any]:
+    """Heals ``cut`` and times b from the link being up again (b reports a up: the nodes' reconnect
+    backoff, up to 2 s, is not replication) until its state digest is a's: replication itself, not a's
+    API intake. a resends what b has not acknowledged joined (its delta log holds the backlog), so
+    overwrites of a field collapse on the way: the distinct fields carried are counted beside."""
+    status = await a.call("Status", api_pb2.StatusRequest())
+    want, fields = status.state_digest, int(status.fields)
+    cpu_before, writer_cpu_before = cpu_s(b), cpu_s(a)
+    healed = time.monotonic()
+    for proxy in cut:
+        proxy.unblock()
+    async with b.stub() as stub, asyncio.timeout(300):
+        while True:
+            reply = await stub.Status(api_pb2.StatusRequest())
+            if reply.state_digest == want or any(p.up for p in reply.peers):
+                break
+            await asyncio.sleep(0.005)  # polls another process
+        start = time.monotonic()
+        while reply.state_digest != want:
+            await asyncio.sleep(0.005)
+            reply = await stub.Status(api_pb2.StatusRequest())
+    seconds = time.monotonic() - start
+    receiver_cpu, sender_cpu = cpu_s(b) - cpu_before, cpu_s(a) - writer_cpu_before
+    await asyncio.sleep(SETTLE_S)
+    settled_cpu = cpu_s(b) - cpu_before - idle_per_s * SETTLE_S
+    return {
+        "backlog_fields": fields,
+        "seconds": round(seconds, 3),
+        "reconnect_s": round(start - healed, 3),
+        "updates_per_s": round(n / seconds),
+        "fields_per_s": round(fields / seconds),
+        "receiver_cpu_s_per_m": round(receiver_cpu / n * 1e6, 3),
+        "receiver_cores": round(receiver_cpu / seconds, 2),
+        "receiver_cpu_s_per_m_settled": round(settled_cpu / n * 1e6, 3),
+        "sender_cpu_s_per_m": round(sender_cpu / n * 1e6, 3),
     }
 
 
@@ -890,12 +967,13 @@ def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
 
 async def throughputs(
     quick: bool, reps: int
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]], dict[str, Any], dict[str, Any]]:
     """Bare replicators, the writer node alone through each intake, real nodes through the intake that
-    was fastest alone in the same repetition, and the protobuf baseline alternate, so all see the same
-    machine load; the median run of each (of each intake for the writer alone)."""
+    was fastest alone in the same repetition (live, then catching up after a partition), and the
+    protobuf baseline alternate, so all see the same machine load; the median run of each (of each intake
+    for the writer alone)."""
     size = 200_000 if quick else 2_000_000
-    tps, nodes, bases = [], [], []
+    tps, nodes, catchups, bases = [], [], [], []
     alones: dict[str, list[dict[str, Any]]] = {i: [] for i in INTAKES}
     for _ in range(reps):
         tps.append(await bench_throughput(size, GossipLimits().join_min_entries))
@@ -906,6 +984,8 @@ async def throughputs(
         fastest = max(INTAKES, key=lambda i: alones[i][-1]["writer_ingest_per_s"])
         nodes.append(await bench_node_throughput(size, fastest))
         print(json.dumps({"throughput_real_nodes": nodes[-1]}), flush=True)
+        catchups.append(await bench_node_catchup(size, fastest))
+        print(json.dumps({"catchup_real_nodes": catchups[-1]}), flush=True)
         bases.append(await bench_baseline(100_000 if quick else 300_000))
         print(json.dumps({"baseline_protobuf_per_reading": bases[-1]}), flush=True)
     return (
@@ -913,6 +993,7 @@ async def throughputs(
         median_run(nodes, "updates_per_s"),
         {i: median_run(runs, "writer_ingest_per_s") for i, runs in alones.items()},
         median_run(bases, "readings_per_s"),
+        median_run(catchups, "updates_per_s"),
     )
 
 
@@ -942,7 +1023,7 @@ async def drive(quick: bool, only_throughput: bool = False, only_latency: bool =
         return
     lat, node_lat = await latencies(quick, reps)
     # Throughput and its baseline alternate, so both see the same machine load; medians of the runs.
-    tp, node_tp, alones, base = await throughputs(quick, reps)
+    tp, node_tp, alones, base, catchup = await throughputs(quick, reps)
     heals = []
     for _ in range(reps):
         heals.append(await bench_heal(20_000 if quick else 100_000))
@@ -953,7 +1034,7 @@ async def drive(quick: bool, only_throughput: bool = False, only_latency: bool =
         20_000 if quick else 100_000, reconnect_max_s=GossipLimits().reconnect_max_s
     )
     print(json.dumps({"heal_default_reconnect_cap": default_cap}), flush=True)
-    report(lat, node_lat, tp, node_tp, alones, base, heal, max(h["converge_s"] for h in heals), reps)
+    report(lat, node_lat, tp, node_tp, alones, base, catchup, heal, max(h["converge_s"] for h in heals), reps)
     print(
         f"  with the default {GossipLimits().reconnect_max_s} s reconnect cap instead of "
         f"{LIMITS.reconnect_max_s} s: {default_cap['converge_s']} s"
@@ -1004,6 +1085,7 @@ def report(
     node_tp: dict[str, Any],
     alones: dict[str, dict[str, Any]],
     base: dict[str, Any],
+    catchup: dict[str, Any],
     heal: dict[str, Any],
     slowest: float,
     reps: int,
@@ -1040,6 +1122,16 @@ def report(
         f"receiver node's gc collections (gen 0, 1, 2) while receiving: {node_tp['receiver_gc_collections']}"
     )
     print(
+        f"catch-up with 2 real nodes (WAL on): b cut off while a's API took {catchup['updates']:,} updates "
+        f"({catchup['intake']}), then healed: b's state equal to a's after {catchup['seconds']} s, "
+        f"{catchup['updates_per_s']:,} updates/s (goal >= 5M: {verdict(catchup['updates_per_s'] >= 5e6)}; "
+        f"the resend is joined, so overwrites collapse: a holds {catchup['backlog_fields']:,} fields, "
+        f"{catchup['fields_per_s']:,} fields/s), {catchup['updates_per_s'] / node_rate:.1f}x the live row; "
+        f"CPU per million updates: receiver {catchup['receiver_cpu_s_per_m']} s "
+        f"({catchup['receiver_cpu_s_per_m_settled']} s settled, {catchup['receiver_cores']} cores busy), "
+        f"sender {catchup['sender_cpu_s_per_m']} s"
+    )
+    print(
         f"heal of a 2|3 partition, {heal['divergent_updates']:,} divergent updates: converged in "
         f"{heal['converge_s']} s (slowest {slowest} s; goal <= 2 s: {verdict(heal['converge_s'] <= 2)}); "
         f"{heal['wire_bytes']:,} bytes on the wire, {heal['catchup_payload_bytes']:,} of them catch-up state"
@@ -1050,6 +1142,9 @@ def report(
             Row.of(f"replication throughput node to node, real nodes (WAL on), API {intake}", node_rate,
                    "updates/s", Goal(">=", 5e6), baseline=tp["updates_per_s"],
                    baseline_name="bare replicators"),
+            Row.of("replication catch-up after a partition, real nodes (WAL on), a's backlog to b",
+                   catchup["updates_per_s"], "updates/s", Goal(">=", 5e6), baseline=node_rate,
+                   baseline_name="node to node, live (intake-limited)"),
             *(Row.of(f"writer's API intake, {i}, one node without peers (a ceiling of node to node)",
                      r["writer_ingest_per_s"], "updates/s", baseline=node_rate, baseline_name="node to node")
               for i, r in alones.items()),
