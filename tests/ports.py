@@ -10,7 +10,7 @@ another xdist worker of this run, or another suite run at the same time (two eng
   exits, killed or not, so a crashed run leaves nothing stale. A claim lasts until the end of the test
   module (a server restarted on its port within the module keeps it): ``tests/conftest.py`` releases it
   then. A session-scoped fixture's ports, claimed before any module's scope opens, last the process.
-- **Below the ephemeral range.** Ports come from 20000 up to the start of Linux's ephemeral range (32768+,
+- **Below the ephemeral range.** Ports come from 23000 up to the start of Linux's ephemeral range (32768+,
   read from ``ip_local_port_range``), so the kernel never gives one out for an outgoing connection meanwhile.
 - **TIME_WAIT.** A server that has just exited leaves its port in TIME_WAIT. A port is handed out only if a
   plain bind of it succeeds (no ``SO_REUSEADDR``), which TIME_WAIT refuses; and each process walks the range
@@ -26,7 +26,9 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-FIRST_PORT = 20000
+# Above 20000-22999, the blocks the suite's earlier scheme gave two xdist workers (20000 + worker x 1500),
+# which a checkout from before this one, run at the same time, still binds without a claim.
+FIRST_PORT = 23000
 _CLAIM_PREFIX = b"\0drsdtp-test-port-"
 
 
