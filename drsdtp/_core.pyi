@@ -20,6 +20,7 @@ __all__ = [
     "HELD_NOTHING",
     "HELD_OTHER",
     "OP_ADD",
+    "OP_CLEAR",
     "OP_DESIRE",
     "OP_INCREMENT",
     "OP_REMOVE",
@@ -45,6 +46,7 @@ OP_INCREMENT: int
 OP_ADD: int
 OP_REMOVE: int
 OP_DESIRE: int
+OP_CLEAR: int
 __version__: str
 
 Value = float | int | bool | str | bytes
@@ -252,7 +254,7 @@ class WriteColumns:
     def col_source_ms(self) -> NDArray[np.int64]: ...
     # The ops other than f64 reports, one row each in request order: row r is of kind op_kind[r] (OP_*)
     # on field op_names[op_field[r]] of twin twins[op_twin[r]], with op_amount[r] (OP_INCREMENT),
-    # op_element[r] (OP_ADD, OP_REMOVE) or op_value[r] (OP_DESIRE).
+    # op_element[r] (OP_ADD, OP_REMOVE) or op_value[r] (OP_DESIRE; OP_CLEAR clears).
     @property
     def op_twin(self) -> NDArray[np.uint32]: ...
     @property

@@ -7,10 +7,10 @@
 //! once, and every value in one array. Python then checks once per twin and once per distinct field name
 //! and applies the whole request with one native batch write.
 //!
-//! The other common kinds of op (counter increments, set adds and removes, f64 desired values) come out as
-//! a second set of columns, one row an op in request order ([`OtherOps`]), so such a request takes the
-//! same native path. Anything else (creates, deletes, clearing a desired value, desired values other
-//! than f64, idempotency keys, a body that does not parse) is [`Decoded::General`]: the node decodes it
+//! The other common kinds of op (counter increments, set adds and removes, f64 desired values, desired
+//! fields cleared) come out as a second set of columns, one row an op in request order ([`OtherOps`]), so
+//! such a request takes the same native path. Anything else (creates, deletes, desired values other than
+//! f64, `clear_desired: false`, idempotency keys, a body that does not parse) is [`Decoded::General`]: the node decodes it
 //! with the Python protobuf runtime and takes its general path, as before. This crate never refuses a
 //! request; it only recognises the bulk shape.
 
@@ -65,6 +65,8 @@ pub const ADD: u8 = 2;
 pub const REMOVE: u8 = 3;
 /// An f64 desired value.
 pub const DESIRE: u8 = 4;
+/// A desired field cleared (`clear_desired: true`).
+pub const CLEAR: u8 = 5;
 
 /// A request's ops other than f64 reports, one row each, in request order: row `r` is of kind
 /// `kind[r]` on field `names[field[r]]` of twin `twins[twin[r]]` (the listing index, as in
@@ -74,7 +76,7 @@ pub const DESIRE: u8 = 4;
 pub struct OtherOps {
     /// The op's twin listing.
     pub twin: Vec<u32>,
-    /// INCREMENT, ADD, REMOVE or DESIRE.
+    /// INCREMENT, ADD, REMOVE, DESIRE or CLEAR.
     pub kind: Vec<u8>,
     /// The distinct field names of these ops, in order of first use.
     pub names: Vec<String>,
@@ -98,6 +100,7 @@ impl OtherOps {
             Op::Desire(pb::FieldValue { value: Some(pb::field_value::Value::F64(v)), .. }) => {
                 (DESIRE, 0, String::new(), v)
             }
+            Op::ClearDesired(true) => (CLEAR, 0, String::new(), 0.0),
             _ => return false,
         };
         let next = names.len() as u32;
@@ -180,7 +183,7 @@ fn columns(request: pb::WriteRequest) -> Result<WriteColumns, &'static str> {
                     if out.other.push(&mut other_ix, i as u32, op.field, other) {
                         continue;
                     }
-                    return Err("an op other than an f64 report, increment, set add or remove, f64 desire");
+                    return Err("an op other than an f64 report, increment, set add or remove, f64 desire or clear");
                 }
                 None => return Err("an op without a kind"),
             };
@@ -336,17 +339,17 @@ mod tests {
             (WriteRequest { twins: vec![twin("a", vec![])], ..Default::default() }, "a twin without ops"),
             (
                 WriteRequest { twins: vec![twin("a", vec![text])], ..Default::default() },
-                "an op other than an f64 report, increment, set add or remove, f64 desire",
+                "an op other than an f64 report, increment, set add or remove, f64 desire or clear",
             ),
             (
                 WriteRequest {
                     twins: vec![twin(
                         "a",
-                        vec![FieldOp { field: "x".into(), op: Some(field_op::Op::ClearDesired(true)) }],
+                        vec![FieldOp { field: "x".into(), op: Some(field_op::Op::ClearDesired(false)) }],
                     )],
                     ..Default::default()
                 },
-                "an op other than an f64 report, increment, set add or remove, f64 desire",
+                "an op other than an f64 report, increment, set add or remove, f64 desire or clear",
             ),
             (
                 WriteRequest {

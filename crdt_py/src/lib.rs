@@ -796,6 +796,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("OP_ADD", api_wire::ADD)?;
     m.add("OP_REMOVE", api_wire::REMOVE)?;
     m.add("OP_DESIRE", api_wire::DESIRE)?;
+    m.add("OP_CLEAR", api_wire::CLEAR)?;
     m.add("FORMAT_VERSION", crdt_core::codec::FORMAT as i32)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -1,5 +1,5 @@
 """Bulk writes decoded natively: a ``WriteRequest`` whose twins report f64 values, increment counters, add
-and remove set elements and state f64 desired values (and/or its ``columns``), read by
+and remove set elements, state f64 desired values and clear desired fields (and/or its ``columns``), read by
 ``drsdtp._core.decode_write`` (Rust, prost types generated from ``proto/``) into columns, checked once per
 twin and once per distinct field name (and per model and field for the valid ranges) plus a few vector
 operations, and applied with one native call (the GIL released): the f64 reports as one batch, the
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Literal
 from drsdtp._core import (
     HELD_OTHER,
     OP_ADD,
+    OP_CLEAR,
     OP_DESIRE,
     OP_INCREMENT,
     OP_REMOVE,
@@ -114,7 +115,13 @@ def parse_write(body: bytes) -> api_pb2.WriteRequest | BulkWrite:
 
 
 Shape = Literal["set", "counter", "desired"]
-_SHAPES: dict[int, Shape] = {OP_INCREMENT: "counter", OP_ADD: "set", OP_REMOVE: "set", OP_DESIRE: "desired"}
+_SHAPES: dict[int, Shape] = {
+    OP_INCREMENT: "counter",
+    OP_ADD: "set",
+    OP_REMOVE: "set",
+    OP_DESIRE: "desired",
+    OP_CLEAR: "desired",
+}
 
 
 @dataclass(slots=True)
@@ -130,7 +137,7 @@ class FieldOps:
     old: FieldValue | None
     elements: list[tuple[bool, str]] = member(default_factory=list)
     amounts: list[int] = member(default_factory=list)
-    values: list[float] = member(default_factory=list)
+    values: list[float | None] = member(default_factory=list)  # None: a clear
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +255,8 @@ def _others(
             group.elements.append((kind == OP_ADD, element))
         elif shape == "counter":
             group.amounts.append(amounts[r])
+        elif kind == OP_CLEAR:
+            group.values.append(None)
         else:
             value = values[r]
             if not math.isfinite(value):
@@ -317,7 +326,7 @@ def _model_allows(model: AssetModel, group: FieldOps) -> bool:
         return True
     if group.shape != "desired" or spec.kind not in DESIRABLE_KINDS:
         return False
-    return all(spec.valid_min <= v <= spec.valid_max for v in group.values)
+    return all(spec.valid_min <= v <= spec.valid_max for v in group.values if v is not None)
 
 
 def _in_ranges(

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from drsdtp._core import (
     OP_ADD,
+    OP_CLEAR,
     OP_DESIRE,
     OP_INCREMENT,
     OP_REMOVE,
@@ -91,7 +92,7 @@ def test_other_requests_are_left_to_protobuf() -> None:
         api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="a", delete=True)]),
         api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="a", ops=[report("x", i64=1)])]),
         api_pb2.WriteRequest(
-            twins=[api_pb2.TwinWrite(twin_id="a", ops=[api_pb2.FieldOp(field="n", clear_desired=True)])]
+            twins=[api_pb2.TwinWrite(twin_id="a", ops=[api_pb2.FieldOp(field="n", clear_desired=False)])]
         ),
         api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="a", ops=[desire("sp", i64=1)])]),
         api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="a", ops=[api_pb2.FieldOp(field="n")])]),
@@ -121,18 +122,23 @@ def test_the_other_kinds_of_op_decode_to_rows_in_request_order() -> None:
                 ],
             ),
             api_pb2.TwinWrite(
-                twin_id="b", ops=[api_pb2.FieldOp(field="s", remove="f"), desire("sp", f64=-0.5)]
+                twin_id="b",
+                ops=[
+                    api_pb2.FieldOp(field="s", remove="f"),
+                    desire("sp", f64=-0.5),
+                    api_pb2.FieldOp(field="sp", clear_desired=True),
+                ],
             ),
         ]
     )
     got = decode_write(request.SerializeToString())
     assert isinstance(got, WriteColumns)
     assert (got.names, list(got.starts), list(got.values)) == (["x"], [0, 1, 1], [1.5])
-    assert [got.op_names[f] for f in got.op_field] == ["n", "s", "s", "sp"]
-    assert list(got.op_twin) == [0, 0, 1, 1]
-    assert list(got.op_kind) == [OP_INCREMENT, OP_ADD, OP_REMOVE, OP_DESIRE]
-    assert (list(got.op_amount), got.op_element) == ([-(1 << 63), 0, 0, 0], ["", "é", "f", ""])
-    assert list(got.op_value) == [0.0, 0.0, 0.0, -0.5]
+    assert [got.op_names[f] for f in got.op_field] == ["n", "s", "s", "sp", "sp"]
+    assert list(got.op_twin) == [0, 0, 1, 1, 1]
+    assert list(got.op_kind) == [OP_INCREMENT, OP_ADD, OP_REMOVE, OP_DESIRE, OP_CLEAR]
+    assert (list(got.op_amount), got.op_element) == ([-(1 << 63), 0, 0, 0, 0], ["", "é", "f", "", ""])
+    assert list(got.op_value) == [0.0, 0.0, 0.0, -0.5, 0.0]
 
 
 bulk_rows = st.lists(
@@ -375,7 +381,7 @@ async def test_a_bulk_write_that_fails_a_check_gets_the_general_paths_error_and_
 def mixed(twin: str, i: int) -> api_pb2.TwinWrite:
     """Every kind of op the bulk path takes, on fields new and held: f64 reports (one unchanged after the
     first round), increments of both signs, adds and removes (of elements held and not), desired values
-    (one twice)."""
+    (one twice), desired fields cleared (one never desired, one just desired)."""
     return api_pb2.TwinWrite(
         twin_id=twin,
         ops=[
@@ -390,6 +396,9 @@ def mixed(twin: str, i: int) -> api_pb2.TwinWrite:
             api_pb2.FieldOp(field="k", increment=i),
             desire("sp", f64=i / 7),
             api_pb2.FieldOp(field="tags", add="fixed"),
+            api_pb2.FieldOp(field="off", clear_desired=True),
+            desire("lamp", f64=i),
+            api_pb2.FieldOp(field="lamp", clear_desired=True),
         ],
     )
 
@@ -427,7 +436,7 @@ async def test_a_mixed_batch_gives_the_state_and_audit_the_general_path_gives(ap
     for k in range(4):
         general, bulk = await fields(stub, f"g-{k}"), await fields(stub, f"b-{k}")
         assert bulk == general
-        assert {"x", "n", "k", "tags", "sp.desired"} <= set(bulk)
+        assert {"x", "n", "k", "tags", "sp.desired", "off.desired", "lamp.desired"} <= set(bulk)
         if k < 3:
             assert audited(node, f"b-{k}") == audited(node, f"g-{k}")
     assert len(audited(node, "b-0")) == 1 + 4 * 2
@@ -469,6 +478,8 @@ async def test_a_desired_value_in_a_bulk_write_reaches_actuation(api: tuple[Node
         (api_pb2.FieldOp(field="x", increment=1), "INVALID_ARGUMENT", "twins[1].ops[1].field"),
         (api_pb2.FieldOp(field="_n", increment=1), "INVALID_ARGUMENT", "twins[1].ops[1].field"),
         (api_pb2.FieldOp(field="a.desired", add="x"), "INVALID_ARGUMENT", "twins[1].ops[1].field"),
+        (api_pb2.FieldOp(field="_n", clear_desired=True), "INVALID_ARGUMENT", "twins[1].ops[1].field"),
+        (api_pb2.FieldOp(field="a.desired", clear_desired=True), "INVALID_ARGUMENT", "twins[1].ops[1].field"),
     ],
 )
 async def test_a_bad_op_in_a_mixed_batch_gets_the_general_paths_error_and_changes_nothing(
