@@ -255,7 +255,12 @@ def holder_streams() -> tuple[FloatArray, FloatArray]:
 
 
 #: series of the corpus's ``tune`` split the tests below look at
-CORPUS = {"step": ("step", 1), "quantised": ("quantised", 3), "periodic": ("periodic", 3)}
+CORPUS = {
+    "step": ("step", 1),
+    "quantised": ("quantised", 3),
+    "coarse": ("flat", 2),
+    "periodic": ("periodic", 3),
+}
 
 
 def corpus_series(name: str) -> Series:
@@ -449,6 +454,24 @@ def test_a_flat_stretch_no_longer_than_twice_two_the_field_held_is_quiet_a_stuck
     (stuck,) = s.anomalies
     hits = np.flatnonzero(alarm[stuck.start : stuck.end + 1])
     assert hits.size and TESTS[int(test[stuck.start + int(hits[0])])] == "flat"
+
+
+def test_a_held_shift_on_a_coarse_quantum_that_mostly_repeats_is_found_by_the_level_test(
+    shared: Shared,
+) -> None:
+    # a slow signal read through a quantum far above its noise: it repeats its value most readings but
+    # never jumps and holds, so the local-level model describes it; its first labelled shift (5 noise
+    # widths, held about 220 readings) is found by the level test, which raises no false alarm on the
+    # clean readings
+    s, alarm, test = corpus_run(shared, "coarse")
+    _, clean = s.labels
+    level = TESTS.index("level")
+    assert np.mean(s.values[1:] == s.values[:-1]) > 0.5
+    shift = next(a for a in s.anomalies if a.kind == "shift")
+    assert shift.magnitude > 5.0
+    span = slice(shift.start, shift.end + 1)
+    assert (alarm[span] & (test[span] == level)).any()
+    assert not (alarm & clean & (test == level)).any()
 
 
 def test_a_one_step_toggle_of_a_coarse_quantum_is_quiet_and_a_ten_step_spike_is_not(shared: Shared) -> None:

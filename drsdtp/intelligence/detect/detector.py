@@ -22,7 +22,8 @@ readings:
                 to the increments' variance and lag-1 covariance and to consecutive block means). Its null is
                 parametric, not a learned tail: the statistic is autocorrelated over hundreds of readings, so
                 an empirical tail would learn a slow drift while it grows. Not on streams that mostly repeat
-                their value, where it does not hold (there a jump is also left to ``spike_back``).
+                their value and jump between levels they hold, where it does not hold (there a jump is also
+                left to ``spike_back``).
 
 Each statistic becomes a p-value from its field's tail model, raised where this field's own clean
 readings show that test's small p-values more often than they claim (:meth:`StreamDetector._calibrate`);
@@ -523,7 +524,7 @@ class StreamDetector:
             stats[6, ready] = run[ready]
             stats[7, ready] = dt[ready] / self.period[r[ready]]
             rr = r[ready]
-            level_z, level_ok = self._level_z(rr, w, u)
+            level_z, level_ok, level_dev = self._level_z(rr, w, u)
             stats[_LEVEL, ready] = level_z
             pvals = np.stack([self.tails[name].pvalue(rr, stats[i, ready]) for i, name in enumerate(TESTS)])
             if self.trace is not None:  # the tests' own p-values, before habits and calibration
@@ -598,11 +599,17 @@ class StreamDetector:
             if low.any():
                 p_level[low] = np.where(self.tails["level"].habit(rr[low], level_z[low]), 0.1, p_level[low])
             pvals[_LEVEL] = np.where(at_mode | day_habit, np.maximum(p_level, 0.1), p_level)
-            # a stream that mostly repeats its value (modes, setpoints, coarse quanta, sparse counts) is not
-            # described by the local-level model (Gaussian, continuous); one that holds its value nine
+            # a stream that mostly repeats its value and jumps between levels it holds (modes, setpoints) is
+            # not described by the local-level model (Gaussian, continuous). One that mostly repeats but never
+            # jumped and held (a slow signal read through a coarse quantum, sparse counts) is: there the
+            # level test stays (on the tune split it found a held shift at p 1e-11 that this rule erased,
+            # with no new false alarm), except for a level move within one resolution step: its increments
+            # are mostly zero, so the model's variance is too small to judge the finest motion the sensor
+            # can show (a field that never moved, then toggles one step). One that holds its value nine
             # readings in ten moves in jumps: a jump is a mode change until the next reading shows it came
             # back (spike_back). A field that never moved has no modes: its first move is news.
-            pvals[_LEVEL] = np.where(self.repeat[rr] > 0.5, 1.0, pvals[_LEVEL])
+            repeating = self.repeat[rr] > 0.5
+            pvals[_LEVEL] = np.where(repeating & ((held >= 1) | (level_dev <= step1)), 1.0, pvals[_LEVEL])
             moded = (self.repeat[rr] > 0.9) & np.isfinite(self.quantum[rr])
             pvals[0] = np.where(moded, np.maximum(pvals[0], 0.1), pvals[0])
             level_p_ok = pvals[_LEVEL] >= cfg.learn_below
@@ -855,12 +862,15 @@ class StreamDetector:
         self.mode_n[rows, slot] = n + np.where(hit, entered, 1.0)
         self.mode_at[rows, slot] = now
 
-    def _level_z(self, rr: IndexArray, w: FloatArray, u: FloatArray) -> tuple[FloatArray, BoolArray]:
+    def _level_z(
+        self, rr: IndexArray, w: FloatArray, u: FloatArray
+    ) -> tuple[FloatArray, BoolArray, FloatArray]:
         """The level test: the mean of the 32 newest readings against the block mean about 250 readings
         back, less the learned trend, in standard deviations of a local-level model (random walk plus
         noise) fitted to the increments: increments have variance ``tau^2 + 2 sigma^2`` and lag-1
         covariance ``-sigma^2``. Divided by the running median of |z| over 0.6745 where that is above one
-        (a stream the model does not fit: z is only trusted as far as its own history says)."""
+        (a stream the model does not fit: z is only trusted as far as its own history says). Also returns
+        the move itself (the difference less the trend, in the field's units)."""
         pos = self.block_pos[rr]
         old = self.blocks[rr, pos % _BLOCKS]
         ok = np.isfinite(old)
@@ -876,9 +886,10 @@ class StreamDetector:
         trend_var = (lag / _BLOCK) ** 2 * bv / k_eff
         var = walk + noise + trend_var + (0.05 * u) ** 2
         ok &= self.block_k[rr] >= 16  # about 500 readings: the walk and the noise are known
-        z = np.abs(cur - old - self.block_mu[rr] * lag) / np.sqrt(var)
+        move = np.abs(cur - old - self.block_mu[rr] * lag)
+        z = move / np.sqrt(var)
         z = np.where(ok, z / np.maximum(1.0, self.z_med[rr] / _Z_MEDIAN), 0.0)
-        return z, ok
+        return z, ok, move
 
     def _learn_level(self, rr: IndexArray, z: FloatArray, ok: BoolArray, suspect: BoolArray) -> None:
         """The running median of |z| (raw, before the inflation), not taught by suspect readings."""
