@@ -23,6 +23,8 @@
 
     .venv/bin/python benches/bench_sdk.py --batched     # only section 2
     .venv/bin/python benches/bench_sdk.py --breakdown   # where a durable write's round trip goes
+    .venv/bin/python benches/bench_sdk.py --round-trip  # only section 1
+    .venv/bin/python benches/bench_sdk.py --small-cutover  # the small write path vs the bulk path, by rows
 
 ``--breakdown`` runs only the round trip, on a node started with ``DRSDTP_STAGES=1`` (drsdtp.stages), each
 raw write asking for its stage timestamps: client send, the guard's start, admitted, planned, applied,
@@ -541,6 +543,9 @@ async def main() -> None:
         "--small-cutover", action="store_true", help="only the small write path vs the bulk path by rows"
     )
     parser.add_argument("--batched", action="store_true", help="only the batched writes (section 2)")
+    parser.add_argument(
+        "--round-trip", action="store_true", help="only the durable write round trip (section 1)"
+    )
     args = parser.parse_args()
     if args.small_cutover:
         small_cutover(args.quick)
@@ -567,7 +572,9 @@ async def main() -> None:
                 # The blocking client runs its own event loop: closed before the throughput phases, as a
                 # second gRPC event loop in the process slows every call of the first (measured: 3x).
                 with Client(target, timeout=30) as blocking:
+                    print(f"load average before the round trips {os.getloadavg()[0]:.1f}")
                     trips = await round_trips(node, sdk, blocking, n, Path(tmp))
+                    print(f"load average after them {os.getloadavg()[0]:.1f}")
                     for name, (p50, p99) in trips.items():
                         print(f"write round trip, durable ack, {name}: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
                     floor_p99 = trips[FLOOR][1]
@@ -579,6 +586,8 @@ async def main() -> None:
                             else "the floor is below the goal"
                         )
                     )
+                if args.round_trip:
+                    return
                 await report_batched(node, sdk, secs)
                 twins = [f"w{i}" for i in range(100)]
                 await create(node.stub, twins)
