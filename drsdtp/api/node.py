@@ -6,7 +6,6 @@ provides it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -219,12 +218,6 @@ class NodeApi(Protocol):
     async def commit(self, delta: bytes, twins: Sequence[str], origin: str) -> None:
         """Makes a delta already applied to the store durable, then replicates and announces it. Its first
         step appends to the log: call it in the same loop step that applied the delta."""
-        ...
-
-    def start_commit(self, delta: bytes, twins: Sequence[str], origin: str) -> asyncio.Future[None]:
-        """:meth:`commit` without waiting: appends to the log now and returns a future that resolves once
-        the delta is durable and announced (or fails with the log's error), so the caller can do other
-        work (audit) while the log's fsync runs."""
         ...
 
     async def audit(self, entries: Sequence[AuditEntry]) -> None:

@@ -499,14 +499,9 @@ class Node:
         announced all the same)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         durable = self.durable.append(delta)
-        stages.mark("appended")
         self._appended(twins)
 
         def announce(f: asyncio.Future[None]) -> None:
-            if stages.ENABLED:  # the callback runs in a copy of this context: the same call's stages
-                for name, ns in zip(COMMIT_STAGES, self.durable.last_commit_ns, strict=True):
-                    stages.mark_at(name, ns)
-                stages.mark("durable")
             if f.cancelled():
                 done.cancel()
                 return

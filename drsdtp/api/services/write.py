@@ -261,14 +261,10 @@ class WriteService:
         if not write_small.apply(node.store, small, applied):
             return None
         stages.mark("applied")
-        # Applied and appended to the log in this one step of the loop (see _apply); audited while the
-        # log's fsync runs in its thread (the loop would wait for it idle), acknowledged once durable. A
-        # small write names no desired value, so the audit starts no command before the write is durable;
-        # should the log fail, the trail still names what was applied to the store.
-        durable = node.start_commit(applied.deltas[0][0], applied.extra_twins, "local")
+        # Applied and appended to the log in this one step of the loop (see _apply).
+        await node.commit(applied.deltas[0][0], applied.extra_twins, "local")
         await node.audit([self._audit_entry(request, small.twin, applied)])
         stages.mark("audited")
-        await asyncio.shield(durable)
         return _reply(applied)
 
     def _audit_entry(
