@@ -741,12 +741,29 @@ impl Wal {
     }
 }
 
-/// Joins deltas (or states) into one delta.
+/// Joins deltas (or states) into one delta. `bytes` are read in place: extracting a `Vec<u8>` would
+/// copy each one byte by byte through the sequence protocol (other buffers still are).
 #[pyfunction]
 #[pyo3(signature = (deltas, *, max_message_bytes = 67108864))]
-fn join<'py>(py: Python<'py>, deltas: Vec<Vec<u8>>, max_message_bytes: usize) -> PyResult<Bound<'py, PyBytes>> {
+fn join<'py>(
+    py: Python<'py>,
+    deltas: Vec<Bound<'py, PyAny>>,
+    max_message_bytes: usize,
+) -> PyResult<Bound<'py, PyBytes>> {
     let limits = crdt_core::Limits { max_message_bytes, ..Default::default() };
-    let refs: Vec<&[u8]> = deltas.iter().map(Vec::as_slice).collect();
+    let owned: Vec<Option<Vec<u8>>> = deltas
+        .iter()
+        .map(|d| if d.is_instance_of::<PyBytes>() { Ok(None) } else { d.extract::<Vec<u8>>().map(Some) })
+        .collect::<PyResult<_>>()?;
+    let refs: Vec<&[u8]> = deltas
+        .iter()
+        .zip(&owned)
+        .map(|(d, o)| match (o, d.downcast::<PyBytes>()) {
+            (Some(v), _) => v.as_slice(),
+            (None, Ok(b)) => b.as_bytes(),
+            (None, Err(_)) => &[], // not reached: every non-bytes was extracted above
+        })
+        .collect();
     let b = py.detach(|| crdt_core::join(&refs, limits)).py_err()?;
     Ok(bytes(py, &b))
 }
