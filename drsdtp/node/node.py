@@ -527,6 +527,8 @@ class Node:
     async def commit_all(self, deltas: Sequence[tuple[bytes, Sequence[str]]], origin: str) -> None:
         """Several deltas in one group commit: all appended at once (before anything else runs), then
         awaited together, then announced."""
+        if not deltas:  # every ingest batch asks (ensure_twins), almost always with nothing new
+            return
         durable = [self.durable.append(delta) for delta, _ in deltas]
         for _, twins in deltas:
             self._appended(twins)
