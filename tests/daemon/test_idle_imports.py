@@ -24,7 +24,7 @@ from drsdtp.client import connect
 from drsdtp.config import Address
 from drsdtp.wire.v1 import api_pb2
 from tests.daemon.floods import ROOT, Daemon
-from tests.ingest.support import Mosquitto, free_port, running
+from tests.ingest.support import Mosquitto, free_port, running, wait_port
 
 # The node's own CLI entry, with the module list written at a clean exit (SIGTERM is one).
 _RUN = """
@@ -271,6 +271,10 @@ async def test_the_first_scrape_brings_prometheus_client_in(tmp_path: pathlib.Pa
     """The other side of the idle test for metrics: a scrape answers with the node's metrics."""
     node = ListingDaemon(tmp_path, "", node_id="scraped")
     await node.start()
+    # start() waits for the API; the metrics server is a sibling service that may bind a moment later.
+    await asyncio.to_thread(
+        wait_port, node.metrics_port, 30.0, lambda: node.proc is not None and node.proc.poll() is None
+    )
     url = f"http://127.0.0.1:{node.metrics_port}/metrics"
     body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=30).read().decode())
     node.stop()
