@@ -10,7 +10,7 @@
 //! The other common kinds of op (counter increments, set adds and removes, f64 desired values, desired
 //! fields cleared) come out as a second set of columns, one row an op in request order ([`OtherOps`]), so
 //! such a request takes the same native path. Anything else (creates, deletes, desired values other than
-//! f64, `clear_desired: false`, idempotency keys, a body that does not parse) is [`Decoded::General`]: the node decodes it
+//! f64, `clear_desired: false`, a body that does not parse) is [`Decoded::General`]: the node decodes it
 //! with the Python protobuf runtime and takes its general path, as before. This crate never refuses a
 //! request; it only recognises the bulk shape.
 
@@ -39,6 +39,8 @@ pub struct WriteColumns {
     pub actor: String,
     /// Why.
     pub reason: String,
+    /// The request's idempotency key ("": none); the node digests the request as the general path does.
+    pub idempotency_key: String,
     /// `twins[i].twin_id`, in request order.
     pub twins: Vec<String>,
     /// `(i, version)` for each twin `i` that sets `if_version`.
@@ -139,10 +141,6 @@ pub fn decode_write(body: &[u8]) -> Decoded {
 }
 
 fn columns(request: pb::WriteRequest) -> Result<WriteColumns, &'static str> {
-    if !request.idempotency_key.is_empty() {
-        // The key's digest is of the deterministic protobuf encoding: the general path computes it.
-        return Err("idempotency key");
-    }
     let cols = request.columns.unwrap_or_default();
     if request.twins.is_empty() && cols.values.is_empty() {
         return Err("nothing to write");
@@ -154,6 +152,7 @@ fn columns(request: pb::WriteRequest) -> Result<WriteColumns, &'static str> {
         replicate_timeout_ms: request.replicate_timeout_ms,
         actor: request.actor,
         reason: request.reason,
+        idempotency_key: request.idempotency_key,
         twins: Vec::with_capacity(request.twins.len()),
         starts: Vec::with_capacity(request.twins.len() + 1),
         field: Vec::with_capacity(rows),
@@ -323,14 +322,6 @@ mod tests {
             })),
         };
         let cases = [
-            (
-                WriteRequest {
-                    idempotency_key: "k".into(),
-                    twins: vec![twin("a", vec![report("x", 1.0)])],
-                    ..Default::default()
-                },
-                "idempotency key",
-            ),
             (WriteRequest::default(), "nothing to write"),
             (
                 WriteRequest { twins: vec![TwinWrite { delete: true, ..twin("a", vec![]) }], ..Default::default() },

@@ -8,6 +8,7 @@ import json
 import math
 import pathlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -87,7 +88,6 @@ def test_the_native_decoder_reads_what_protobuf_reads(
 def test_other_requests_are_left_to_protobuf() -> None:
     ops = [report("x", f64=1.0)]
     general = [
-        api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="a", ops=ops)], idempotency_key="k"),
         api_pb2.WriteRequest(twins=[create("a", ops=ops)]),
         api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="a", delete=True)]),
         api_pb2.WriteRequest(twins=[api_pb2.TwinWrite(twin_id="a", ops=[report("x", i64=1)])]),
@@ -410,12 +410,21 @@ def audited(node: Node, twin: str) -> list[tuple[str, str, str, dict[str, object
     ]
 
 
-async def test_a_mixed_batch_gives_the_state_and_audit_the_general_path_gives(api: tuple[Node, Stub]) -> None:
-    """The same requests to twins "g-*" through the general path (an idempotency key sends them there) and
+async def test_a_mixed_batch_gives_the_state_and_audit_the_general_path_gives(
+    api: tuple[Node, Stub], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same requests to twins "g-*" through the general path (the bulk planner declines a request
+    with an idempotency key here) and
     to twins "b-*" through the bulk path: the same fields and the same audit, request by request (several
     twins, one twin). A twin listed twice gets the same fields too (the
     general path audits only its last listing's changes, the bulk path the request's: not compared)."""
     node, stub = api
+    bulk_plan = write_bulk.plan
+
+    def general_if_keyed(store: Any, bulk: BulkWrite, *args: Any) -> write_bulk.Plan | None:
+        return None if bulk.cols.idempotency_key else bulk_plan(store, bulk, *args)
+
+    monkeypatch.setattr(write_bulk, "plan", general_if_keyed)
     names = [f"{p}-{k}" for p in "gb" for k in range(4)]
     await stub.Write(api_pb2.WriteRequest(twins=[create(t, ops=[report("held", f64=0.0)]) for t in names]))
     for i in range(4):
@@ -440,6 +449,26 @@ async def test_a_mixed_batch_gives_the_state_and_audit_the_general_path_gives(ap
         if k < 3:
             assert audited(node, f"b-{k}") == audited(node, f"g-{k}")
     assert len(audited(node, "b-0")) == 1 + 4 * 2
+
+
+async def test_an_idempotency_key_takes_the_bulk_path_and_names_one_write(api: tuple[Node, Stub]) -> None:
+    """A keyed request in the bulk shape is applied once: its repeat gets the same reply marked repeated
+    and changes nothing; the key on a different request is refused by name."""
+    node, stub = api
+    await stub.Write(api_pb2.WriteRequest(twins=[create("k-1"), create("k-2")]))
+    request = api_pb2.WriteRequest(twins=[mixed("k-1", 1), mixed("k-2", 2)], idempotency_key="once")
+    first = await stub.Write(request)
+    assert node.api.write_paths["bulk"] == 1
+    state = node.store.encode_state()
+    again = await stub.Write(request)
+    assert again.repeated and not first.repeated
+    assert list(again.twins) == list(first.twins)
+    assert node.store.encode_state() == state
+    assert node.api.write_paths["bulk"] == 1
+    other = api_pb2.WriteRequest(twins=[mixed("k-1", 3), mixed("k-2", 2)], idempotency_key="once")
+    error = await refused(stub, other)
+    assert (error.code().name, trailer(error, FIELD_KEY)) == ("INVALID_ARGUMENT", "idempotency_key")
+    assert node.store.encode_state() == state
 
 
 async def test_a_desired_value_in_a_bulk_write_reaches_actuation(api: tuple[Node, Stub]) -> None:

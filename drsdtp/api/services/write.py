@@ -146,11 +146,17 @@ class WriteService:
     async def write(self, request: api_pb2.WriteRequest | BulkWrite) -> api_pb2.WriteReply:
         if isinstance(request, BulkWrite):
             node = self.node
+            key, digest = request.cols.idempotency_key, b""
+            if key:  # checked before the plan: a repeat is answered, never applied again
+                digest = self._digest(key, request.message())
+                repeated = self._repeated(key, digest)
+                if repeated is not None:
+                    return await self._acknowledged(request, repeated)
             planned = write_bulk.plan(node.store, request, node.model, node.limits.max_name_bytes)
             stages.mark("planned")
             if planned is not None:
                 self.paths["bulk"] += 1
-                reply = await asyncio.shield(self._apply_bulk(request, planned))
+                reply = await asyncio.shield(self._apply_bulk(request, planned, key, digest))
                 return await self._acknowledged(request, reply)
             request = request.message()  # a check did not pass: the general path words the error
         else:
@@ -166,31 +172,43 @@ class WriteService:
         key = request.idempotency_key
         digest = b""
         if key:
-            if len(key.encode()) > MAX_KEY_BYTES:
-                raise naming(
-                    InvalidValueError(f"idempotency_key: longer than {MAX_KEY_BYTES} bytes"),
-                    "idempotency_key",
-                )
-            digest = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
-            seen = self.keys.get(key)
-            if seen is not None:
-                if seen.digest != digest:
-                    raise naming(
-                        InvalidValueError(
-                            "idempotency_key: already used for a different request (a key names one write)"
-                        ),
-                        "idempotency_key",
-                    )
-                reply = api_pb2.WriteReply.FromString(seen.reply)
-                reply.repeated = True
-                self.keys.repeats += 1
-                return await self._acknowledged(request, reply)
+            digest = self._digest(key, request)
+            repeated = self._repeated(key, digest)
+            if repeated is not None:
+                return await self._acknowledged(request, repeated)
         writes = decode(request)
         columns = decode_columns(request.columns)
         # Shielded: a caller that goes away does not stop a write half way (applied but not announced,
         # or not audited).
         reply = await asyncio.shield(self._apply(request, writes, columns, key, digest))
         return await self._acknowledged(request, reply)
+
+    @staticmethod
+    def _digest(key: str, request: api_pb2.WriteRequest) -> bytes:
+        """What a key names: the digest of the request's deterministic encoding (on every path)."""
+        if len(key.encode()) > MAX_KEY_BYTES:
+            raise naming(
+                InvalidValueError(f"idempotency_key: longer than {MAX_KEY_BYTES} bytes"), "idempotency_key"
+            )
+        return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+
+    def _repeated(self, key: str, digest: bytes) -> api_pb2.WriteReply | None:
+        """The reply a key already answered (marked repeated), None for a new key; a key used for a
+        different request is refused by name."""
+        seen = self.keys.get(key)
+        if seen is None:
+            return None
+        if seen.digest != digest:
+            raise naming(
+                InvalidValueError(
+                    "idempotency_key: already used for a different request (a key names one write)"
+                ),
+                "idempotency_key",
+            )
+        reply = api_pb2.WriteReply.FromString(seen.reply)
+        reply.repeated = True
+        self.keys.repeats += 1
+        return reply
 
     async def _apply(
         self,
@@ -229,7 +247,9 @@ class WriteService:
             raise failure
         return _reply(applied)
 
-    async def _apply_bulk(self, request: BulkWrite, planned: write_bulk.Plan) -> api_pb2.WriteReply:
+    async def _apply_bulk(
+        self, request: BulkWrite, planned: write_bulk.Plan, key: str = "", digest: bytes = b""
+    ) -> api_pb2.WriteReply:
         node = self.node
         applied = Applied()
         failure = write_bulk.apply(node.store, planned, applied)  # checked whole: the store takes it all
@@ -238,7 +258,13 @@ class WriteService:
         stages.mark("applied")
         # Applied and appended to the log in this one step of the loop (see _apply).
         if applied.deltas:
+            flushed = None
+            if key:  # the key is kept with the same durability as on the general path (see _apply)
+                self.keys.remember(key, digest, _reply(applied).SerializeToString(), applied.deltas[0][0])
+                flushed = asyncio.ensure_future(self.keys.flush())
             await node.commit(applied.deltas[0][0], applied.extra_twins, "local")
+            if flushed is not None:
+                await flushed
         if applied.record is not None:
             actor = current_caller().actor(request.actor)
             intents = [
