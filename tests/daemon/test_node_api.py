@@ -180,7 +180,7 @@ async def test_cli_reads_a_running_node(tmp_path: pathlib.Path) -> None:
 
 @pytest.mark.integration
 async def test_insight_serves_health_forecast_and_what_if_and_writes_quality(tmp_path: pathlib.Path) -> None:
-    cfg = node_config(tmp_path, kernels=[{"type": "room", "expected_period_s": 0.02}])
+    cfg = node_config(tmp_path, kernels=[{"type": "room", "expected_period_s": 0.25}])
     async with Node(cfg) as node:
         await wait_for(
             lambda: node.intelligence.passes > 0 and node.store.get("room-1", "temp_1.q") is not None
