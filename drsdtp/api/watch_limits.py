@@ -16,6 +16,9 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping
 
+import grpc
+import grpc.aio
+
 from drsdtp.api.caller import current_caller
 from drsdtp.config import LimitsConfig
 from drsdtp.gossip.tls import peer_names
@@ -43,6 +46,18 @@ class WatchRefused(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+
+
+async def admit_stream(gate: WatchGate, context: grpc.aio.ServicerContext) -> None:
+    """A stream slot for the calling peer (:func:`caller_of`), given back when the RPC ends; over a cap the
+    RPC is aborted with RESOURCE_EXHAUSTED and the cap named. The one admission of the streams that are not
+    Watch itself (alarms, anomalies, commands followed)."""
+    try:
+        release = gate.admit(caller_of(context.peer(), context.auth_context()))
+    except WatchRefused as exc:
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.detail)
+        raise  # not reached: abort raises
+    context.add_done_callback(lambda _: release())
 
 
 def caller_of(peer: str, auth_context: Mapping[str, Iterable[bytes]]) -> str:

@@ -17,7 +17,7 @@ from drsdtp.alarms.record import AlarmRecord
 from drsdtp.api.caller import current_caller
 from drsdtp.api.node import NodeApi
 from drsdtp.api.visibility import in_scope
-from drsdtp.api.watch_limits import WatchGate, WatchRefused, caller_of
+from drsdtp.api.watch_limits import WatchGate, admit_stream
 from drsdtp.errors import InvalidValueError
 from drsdtp.wire.v1 import api_pb2
 
@@ -111,13 +111,7 @@ class AlarmStreams:
         self.node, self.gate = node, gate
 
     async def serve(self, request: api_pb2.WatchAlarmsRequest, context: grpc.aio.ServicerContext) -> None:
-        caller = caller_of(context.peer(), context.auth_context())
-        try:
-            release = self.gate.admit(caller)
-        except WatchRefused as exc:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.detail)
-            return  # abort raises
-        context.add_done_callback(lambda _: release())
+        await admit_stream(self.gate, context)
         alerting = self.node.alerting
         stream = self.node.feed.subscribe()  # before the listing: a change in between is not missed
         within = in_scope()  # a scoped caller is sent its twins' alarms only

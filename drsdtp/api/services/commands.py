@@ -30,7 +30,7 @@ from drsdtp.api.convert import value_message
 from drsdtp.api.errors import error_text, status_for
 from drsdtp.api.node import AuditEntry
 from drsdtp.api.visibility import in_scope
-from drsdtp.api.watch_limits import WatchGate, WatchRefused, caller_of
+from drsdtp.api.watch_limits import WatchGate, admit_stream
 from drsdtp.errors import DrsdtpError, InvalidValueError, LimitError, UnknownTwinError
 from drsdtp.wire.v1 import api_pb2
 
@@ -371,13 +371,7 @@ class CommandStreams:
         self.service, self.gate = service, gate
 
     async def serve(self, request: api_pb2.CommandWaitBatch, context: grpc.aio.ServicerContext) -> None:
-        caller = caller_of(context.peer(), context.auth_context())
-        try:
-            release = self.gate.admit(caller)
-        except WatchRefused as exc:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.detail)
-            return  # abort raises
-        context.add_done_callback(lambda _: release())
+        await admit_stream(self.gate, context)
         try:
             async with contextlib.aclosing(self.service.follow(request)) as results:
                 async for result in results:

@@ -18,7 +18,7 @@ import grpc.aio
 
 from drsdtp.api.node import NodeApi
 from drsdtp.api.visibility import TwinFilter, in_scope
-from drsdtp.api.watch_limits import WatchGate, WatchRefused, caller_of
+from drsdtp.api.watch_limits import WatchGate, admit_stream
 from drsdtp.errors import InvalidValueError
 from drsdtp.intelligence.anomalies import AnomalyRecord
 from drsdtp.intelligence.serialize import to_jsonable
@@ -163,13 +163,7 @@ class AnomalyStreams:
         self.node, self.gate = node, gate
 
     async def serve(self, request: api_pb2.WatchAnomaliesRequest, context: grpc.aio.ServicerContext) -> None:
-        caller = caller_of(context.peer(), context.auth_context())
-        try:
-            release = self.gate.admit(caller)
-        except WatchRefused as exc:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.detail)
-            return  # abort raises
-        context.add_done_callback(lambda _: release())
+        await admit_stream(self.gate, context)
         log = self.node.anomalies
         twins = [request.twin_id] if request.twin_id else None
         within = in_scope()  # a scoped caller is sent its twins' anomalies only
