@@ -31,6 +31,7 @@ __all__ = ["ChangeSource", "ChangeStream", "CommandWaiters", "Until"]
 log = logging.getLogger(__name__)
 
 Until = Callable[[CommandRecord], bool]
+_Entry = tuple[CommandId, Until, "asyncio.Future[CommandRecord]"]  # a waiter: command, predicate, future
 BATCH = 4096
 LINGER_S = 2.0  # the task outlives the last waiter this long (see the module doc)
 
@@ -60,7 +61,7 @@ class CommandWaiters:
         self._changes = changes
         self._read = read
         # Per record twin: (command, its predicate, the future it resolves) for each waiter.
-        self._waiting: dict[str, list[tuple[CommandId, Until, asyncio.Future[CommandRecord]]]] = {}
+        self._waiting: dict[str, list[_Entry]] = {}
         self._pump: asyncio.Task[None] | None = None
         self._idle_since = 0.0  # monotonic: when the last waiter left
         self._linger_s = linger_s  # 0 once closed: the task stops with the last waiter
@@ -81,54 +82,24 @@ class CommandWaiters:
         if (record is not None and until(record)) or timeout_s <= 0:
             self._stop_if_idle()
             return record
-        twin = record_twin(command)
-        future: asyncio.Future[CommandRecord] = asyncio.get_running_loop().create_future()
-        entry = (command, until, future)
-        self._waiting.setdefault(twin, []).append(entry)
+        enlisted = self._enlist(command, until)
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout_s):
-                    return await future
+                    return await enlisted[1][2]
             return self._read(command)
         finally:
-            waiters = self._waiting.get(twin, [])
-            with contextlib.suppress(ValueError):
-                waiters.remove(entry)
-            if not waiters:
-                self._waiting.pop(twin, None)
-            self._stop_if_idle()
+            self._discharge([enlisted])
 
     async def wait_many(
         self, commands: Sequence[CommandId], timeout_s: float, until: Until
     ) -> list[CommandRecord | None]:
-        """Each record once ``until`` holds for every one of them, or as they are at the timeout: one
-        future per command and one timer for them all (no task, no timer per command)."""
-        self._start()  # subscribed before the reads: a change in between is not missed
-        loop = asyncio.get_running_loop()
-        entries: list[tuple[str, tuple[CommandId, Until, asyncio.Future[CommandRecord]]]] = []
-        for command in dict.fromkeys(commands):
-            record = self._read(command)
-            if record is None or until(record) or timeout_s <= 0:
-                continue  # nothing to wait for (a command this node does not hold is answered as None)
-            entry = (command, until, loop.create_future())
-            entries.append((record_twin(command), entry))
-            self._waiting.setdefault(entries[-1][0], []).append(entry)
-        try:
-            if entries:
-                futures = [e[2] for _, e in entries]
-                await asyncio.wait(futures, timeout=timeout_s)
-                for future in futures:  # a failed feed (logged by the pump): each answered as it is
-                    if future.done() and not future.cancelled():
-                        future.exception()
-            return [self._read(command) for command in commands]
-        finally:
-            for twin, entry in entries:
-                waiters = self._waiting.get(twin, [])
-                with contextlib.suppress(ValueError):
-                    waiters.remove(entry)
-                if not waiters:
-                    self._waiting.pop(twin, None)
-            self._stop_if_idle()
+        """Each record once ``until`` holds for every one of them, or as they are at the timeout (a command
+        this node does not hold: None): :meth:`follow` to its end, then every record read as it is now."""
+        async with contextlib.aclosing(self.follow(commands, timeout_s, until)) as followed:
+            async for _ in followed:
+                pass  # each answer is read again below, as committed once all are in
+        return [self._read(command) for command in commands]
 
     async def follow(
         self, commands: Sequence[CommandId], timeout_s: float, until: Until
@@ -152,17 +123,15 @@ class CommandWaiters:
         places: dict[CommandId, list[int]] = {}
         for i, command in enumerate(commands):
             places.setdefault(command, []).append(i)
-        entries: list[tuple[str, tuple[CommandId, Until, asyncio.Future[CommandRecord]]]] = []
+        entries: list[tuple[str, _Entry]] = []
         try:
             for command in places:
                 record = self._read(command)
                 if record is None or until(record) or timeout_s <= 0:
                     ready.append(command)
                     continue
-                entry = (command, until, loop.create_future())
-                entry[2].add_done_callback(functools.partial(resolved, command))
-                entries.append((record_twin(command), entry))
-                self._waiting.setdefault(entries[-1][0], []).append(entry)
+                entries.append(self._enlist(command, until))
+                entries[-1][1][2].add_done_callback(functools.partial(resolved, command))
             while places:
                 if not ready:
                     wake.clear()
@@ -179,14 +148,25 @@ class CommandWaiters:
                     for i in places.pop(command, ()):
                         yield i, record
         finally:
-            for twin, entry in entries:
-                entry[2].cancel()  # answered or not, no longer waited for
-                waiters = self._waiting.get(twin, [])
-                with contextlib.suppress(ValueError):
-                    waiters.remove(entry)
-                if not waiters:
-                    self._waiting.pop(twin, None)
-            self._stop_if_idle()
+            self._discharge(entries)
+
+    def _enlist(self, command: CommandId, until: Until) -> tuple[str, _Entry]:
+        """A new waiter for ``command``, keyed by its record twin (where the pump looks it up)."""
+        twin, entry = record_twin(command), (command, until, asyncio.get_running_loop().create_future())
+        self._waiting.setdefault(twin, []).append(entry)
+        return twin, entry
+
+    def _discharge(self, entries: Sequence[tuple[str, _Entry]]) -> None:
+        """Waiters no longer waited for, answered or not: their futures cancelled (a no-op once done), gone
+        from their twins' lists; the task stops (or starts its linger) if nobody is left."""
+        for twin, entry in entries:
+            entry[2].cancel()
+            waiters = self._waiting.get(twin, [])
+            with contextlib.suppress(ValueError):
+                waiters.remove(entry)
+            if not waiters:
+                self._waiting.pop(twin, None)
+        self._stop_if_idle()
 
     def _start(self) -> None:
         if self._pump is None:
@@ -227,7 +207,7 @@ class CommandWaiters:
                         future.set_exception(exc)
             self._pump = None
 
-    def _resolve(self, waiters: list[tuple[CommandId, Until, asyncio.Future[CommandRecord]]]) -> None:
+    def _resolve(self, waiters: list[_Entry]) -> None:
         record = self._read(waiters[0][0])  # one record, read once for all of its waiters
         if record is None:
             return
