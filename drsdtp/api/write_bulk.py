@@ -45,6 +45,7 @@ from drsdtp.api.write_plan import (
     Applied,
     _spec,
     _summed,
+    name_ok,
     twin_version,
     visible,
 )
@@ -159,10 +160,6 @@ class Plan:
     readings_from: int | None = None
 
 
-def _name_ok(name: str, max_bytes: int) -> bool:
-    return bool(name) and not name.startswith("_") and len(name.encode()) <= max_bytes
-
-
 def plan(
     store: Store, bulk: BulkWrite, models: Callable[[str], AssetModel | None], max_name_bytes: int
 ) -> Plan | None:
@@ -182,10 +179,10 @@ def plan(
     all_twins = [*twins, *c.col_twin_ids]
     all_fields = [*names, *c.col_fields]
     for name in dict.fromkeys(all_twins):
-        if not _name_ok(name, max_name_bytes) or not visible(store, name):
+        if not name_ok(name, max_name_bytes) or not visible(store, name):
             return None
     for name in dict.fromkeys(all_fields):
-        if not _name_ok(name, max_name_bytes) or name.endswith(DESIRED_SUFFIX):
+        if not name_ok(name, max_name_bytes) or name.endswith(DESIRED_SUFFIX):
             return None
     for i, version in c.if_versions:
         if twin_version(store, twins[i]) != version:
@@ -232,7 +229,7 @@ def _others(
     on a field of a desirable kind."""
     names = c.op_names
     for name in names:
-        if not _name_ok(name, max_name_bytes) or name.endswith(DESIRED_SUFFIX):
+        if not name_ok(name, max_name_bytes) or name.endswith(DESIRED_SUFFIX):
             return None
     twins = c.twins
     first = {name: k for k, name in reversed(list(enumerate(twins)))}

@@ -54,6 +54,7 @@ __all__ = [
     "TwinOps",
     "apply",
     "check",
+    "name_ok",
     "twin_version",
     "visible",
 ]
@@ -170,6 +171,12 @@ def _check_name(name: str, what: str, path: str, max_bytes: int) -> None:
         raise naming(
             InvalidValueError(f"{path}: the {what} is longer than limits.max_name_bytes ({max_bytes})"), path
         )
+
+
+def name_ok(name: str, max_bytes: int) -> bool:
+    """Whether the bulk and small paths take a twin or field name as it is: not empty, not reserved (``_``),
+    within ``limits.max_name_bytes``. They decline any other, and the general path words what is wrong."""
+    return bool(name) and not name.startswith("_") and len(name.encode()) <= max_bytes
 
 
 class _Checker:

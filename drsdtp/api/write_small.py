@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from drsdtp._core import Store
-from drsdtp.api.write_plan import DESIRED_SUFFIX, Applied, _spec, twin_version, visible
+from drsdtp.api.write_plan import DESIRED_SUFFIX, Applied, _spec, name_ok, twin_version, visible
 from drsdtp.history.audit import Readings
 from drsdtp.models import MODEL_FIELD, AssetModel
 from drsdtp.wire.v1 import api_pb2
@@ -53,10 +53,6 @@ def is_small(request: api_pb2.WriteRequest, max_rows: int = MAX_ROWS) -> bool:
     return all(op.WhichOneof("op") == "report" and op.report.WhichOneof("value") == "f64" for op in ops)
 
 
-def _name_ok(name: str, max_bytes: int) -> bool:
-    return bool(name) and not name.startswith("_") and len(name.encode()) <= max_bytes
-
-
 def plan(
     store: Store,
     request: api_pb2.WriteRequest,
@@ -71,14 +67,14 @@ def plan(
         return None
     tw = request.twins[0]
     twin = tw.twin_id
-    if not _name_ok(twin, max_name_bytes) or not visible(store, twin):
+    if not name_ok(twin, max_name_bytes) or not visible(store, twin):
         return None
     if tw.HasField("if_version") and twin_version(store, twin) != tw.if_version:
         return None
     names = [op.field for op in tw.ops]
     values = [op.report.f64 for op in tw.ops]
     for name in names:
-        if not _name_ok(name, max_name_bytes) or name.endswith(DESIRED_SUFFIX):
+        if not name_ok(name, max_name_bytes) or name.endswith(DESIRED_SUFFIX):
             return None
     if not all(map(math.isfinite, values)):
         return None
