@@ -128,12 +128,11 @@ def allocator_stats() -> dict[str, int]:
     }
 
 
-def allocator_main(config: str, seconds: float) -> None:
-    """``--allocator``: the same node without tracemalloc; prints the allocator's figures at idle as JSON."""
-    stats: dict[str, int] = {}
+def _run_until_idle(config: str, seconds: float, at_idle: Callable[[], None]) -> None:
+    """Runs a node on ``config``; ``seconds`` after it serves, ``at_idle`` runs and the node is stopped."""
 
     def stop() -> None:
-        stats.update(allocator_stats())
+        at_idle()
         os.kill(os.getpid(), signal.SIGTERM)
 
     timer = _after_serving(config, seconds, stop)
@@ -143,6 +142,12 @@ def allocator_main(config: str, seconds: float) -> None:
         cli_main(["run", "--config", config])
     finally:
         timer.set()
+
+
+def allocator_main(config: str, seconds: float) -> None:
+    """``--allocator``: the same node without tracemalloc; prints the allocator's figures at idle as JSON."""
+    stats: dict[str, int] = {}
+    _run_until_idle(config, seconds, lambda: stats.update(allocator_stats()))
     print(json.dumps(stats))
 
 
@@ -151,18 +156,7 @@ def main(config: str, seconds: float) -> None:
     meter = ModuleMeter()
     sys.meta_path.insert(0, meter)
     idle: list[int] = []
-
-    def stop() -> None:
-        idle.append(tracemalloc.get_traced_memory()[0])
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    timer = _after_serving(config, seconds, stop)
-    from drsdtp.cli import main as cli_main
-
-    try:
-        cli_main(["run", "--config", config])
-    finally:
-        timer.set()
+    _run_until_idle(config, seconds, lambda: idle.append(tracemalloc.get_traced_memory()[0]))
     print(json.dumps({"traced": idle[0] if idle else -1, "modules": meter.own}))
 
 
