@@ -15,6 +15,7 @@ import pytest
 from google.protobuf.message import DecodeError
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numpy.typing import NDArray
 
 from drsdtp._core import (
     OP_ADD,
@@ -154,6 +155,21 @@ bulk_rows = st.lists(
 tricky = st.sampled_from(["a", "b", "é", 'q"\\', "\n\x01", "\u2028", "Z", "\U0010ffff"])
 
 
+def _rows_arrays(
+    twins: list[str], fields: list[str], rows: list[tuple[int, int, float, float | None]]
+) -> tuple[NDArray[np.uint32], NDArray[np.uint32], NDArray[np.float64], NDArray[np.float64]]:
+    """Generated rows as a plan's arrays: twin and field indexes, values, and each row's old value, which
+    is per (twin, field) as the store holds it (the first row's says for all)."""
+    t = np.array([r[0] for r in rows], np.uint32)
+    f = np.array([r[1] for r in rows], np.uint32)
+    values = np.array([r[2] for r in rows])
+    held: dict[tuple[str, str], float] = {}
+    for r in rows:
+        held.setdefault((twins[r[0]], fields[r[1]]), math.nan if r[3] is None else r[3])
+    olds = np.array([held[(twins[r[0]], fields[r[1]])] for r in rows])
+    return t, f, values, olds
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     twins=st.lists(tricky, min_size=4, max_size=4),
@@ -166,14 +182,7 @@ def test_the_native_record_of_a_bulk_write_is_the_one_python_writes(
     """A bulk write over several twins gets its record's twins part from one native call; it must be the
     bytes the per-twin Readings give (names listed twice, rows that rewrite a field, unchanged values,
     fields held before or not, escapes, non-ASCII names, floats Python writes itself)."""
-    t = np.array([r[0] for r in rows], np.uint32)
-    f = np.array([r[1] for r in rows], np.uint32)
-    values = np.array([r[2] for r in rows])
-    # A field's old value is per (twin, field), as the store holds it: the first row's says for all.
-    held: dict[tuple[str, str], float] = {}
-    for r in rows:
-        held.setdefault((twins[r[0]], fields[r[1]]), math.nan if r[3] is None else r[3])
-    olds = np.array([held[(twins[r[0]], fields[r[1]])] for r in rows])
+    t, f, values, olds = _rows_arrays(twins, fields, rows)
     plan = Plan(twins, fields, t, f, values, np.zeros(len(rows), np.int64), olds)
     applied = Applied()
     write_bulk._audit(plan, applied)
@@ -200,13 +209,7 @@ def test_a_bulk_records_columns_name_their_fields_as_readings(
     and once each, with no values; a field they write is not in "changes"; the ops' rows before them are
     recorded as without it. The part is canonical JSON (the record's hash covers its bytes)."""
     split = min(split, len(rows))
-    t = np.array([r[0] for r in rows], np.uint32)
-    f = np.array([r[1] for r in rows], np.uint32)
-    values = np.array([r[2] for r in rows])
-    held: dict[tuple[str, str], float] = {}
-    for r in rows:
-        held.setdefault((twins[r[0]], fields[r[1]]), math.nan if r[3] is None else r[3])
-    olds = np.array([held[(twins[r[0]], fields[r[1]])] for r in rows])
+    t, f, values, olds = _rows_arrays(twins, fields, rows)
     got = json.loads(bulk_twins_json(twins, fields, t, f, values, olds, None, split))
     whole = json.loads(bulk_twins_json(twins, fields, t, f, values, olds))
     read: dict[str, set[str]] = {}
